@@ -1,0 +1,40 @@
+// Column sums of a row-major [M, N] matrix, in a fixed order (no atomics), so
+// results are bit-identical run to run. Used for bias gradients: the sum of
+// the gate gradients over all (time, batch) rows, written to two places
+// because b_ih and b_hh receive the same gradient.
+
+struct Params {
+    m: u32, n: u32, lda: u32, a_off: u32,
+    out1_off: u32, out2_off: u32, flags: u32, _p0: u32,
+}
+
+const OUT2: u32 = 1u;
+const ACCUMULATE: u32 = 2u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(64)
+fn colsum(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.x;
+    if n >= p.n {
+        return;
+    }
+    var s = 0.0;
+    for (var m = 0u; m < p.m; m++) {
+        s += a[p.a_off + m * p.lda + n];
+    }
+    if (p.flags & ACCUMULATE) != 0u {
+        out[p.out1_off + n] += s;
+    } else {
+        out[p.out1_off + n] = s;
+    }
+    if (p.flags & OUT2) != 0u {
+        if (p.flags & ACCUMULATE) != 0u {
+            out[p.out2_off + n] += s;
+        } else {
+            out[p.out2_off + n] = s;
+        }
+    }
+}

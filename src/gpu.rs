@@ -1,0 +1,346 @@
+//! GPU context: adapter choice, device, limits, buffers, pipelines, error scopes.
+
+use crate::error::{Error, Result};
+use wgpu::util::DeviceExt;
+
+/// How a kernel binding is used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// A small uniform parameter block.
+    Uniform,
+    /// A read-only storage buffer.
+    Read,
+    /// A read-write storage buffer.
+    ReadWrite,
+}
+
+/// The device, its queue and what the adapter allows.
+pub struct GpuContext {
+    /// The wgpu device.
+    pub device: wgpu::Device,
+    /// Its queue.
+    pub queue: wgpu::Queue,
+    /// Name, backend and driver of the adapter in use.
+    pub info: wgpu::AdapterInfo,
+    /// The limits the device was created with (the adapter's own).
+    pub limits: wgpu::Limits,
+}
+
+impl GpuContext {
+    /// Chooses an adapter (honouring `WGPU_BACKEND`, `WGPU_ADAPTER_NAME`,
+    /// `WGPU_POWER_PREF`) and creates a device with the adapter's full limits.
+    pub fn new() -> Result<Self> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
+            &instance, None,
+        ))
+        .map_err(|e| Error::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("lstm-wgpu"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::Device(e.to_string()))?;
+        // Errors are caught by scopes around each operation; anything that
+        // escapes them is logged instead of aborting the process.
+        device.on_uncaptured_error(std::sync::Arc::new(|e| {
+            eprintln!("lstm-wgpu: uncaptured GPU error: {e}");
+        }));
+        Ok(Self {
+            device,
+            queue,
+            info,
+            limits,
+        })
+    }
+
+    /// One line naming the adapter and its backend.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.info.driver,
+            self.info.driver_info
+        )
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes, turning any
+    /// wgpu error raised meanwhile into [`Error::Gpu`].
+    pub fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(val.pop());
+        let o = pollster::block_on(oom.pop());
+        if let Some(e) = v.or(o) {
+            return Err(Error::Gpu(e.to_string()));
+        }
+        out
+    }
+
+    /// Checks that a storage buffer of `bytes` fits the adapter's limits.
+    pub fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let binding = self.limits.max_storage_buffer_binding_size;
+        let buffer = self.limits.max_buffer_size;
+        let (limit, kind) = if binding < buffer {
+            (binding, "storage binding")
+        } else {
+            (buffer, "buffer")
+        };
+        if bytes > limit {
+            return Err(Error::TooLarge {
+                what: what.to_string(),
+                bytes,
+                limit,
+                kind,
+            });
+        }
+        Ok(())
+    }
+
+    /// A zeroed storage buffer of `len` 32-bit elements (at least one).
+    pub fn storage(&self, label: &str, len: usize) -> Result<wgpu::Buffer> {
+        let bytes = (len.max(1) * 4) as u64;
+        self.check_size(label, bytes)?;
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A storage buffer initialised with `data`.
+    pub fn storage_init<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<wgpu::Buffer> {
+        let bytes = std::mem::size_of_val(data).max(4) as u64;
+        self.check_size(label, bytes)?;
+        if data.is_empty() {
+            return self.storage(label, 1);
+        }
+        Ok(self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(data),
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+            }))
+    }
+
+    /// Writes `data` into `buf` at element offset `offset`.
+    pub fn write<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, offset: usize, data: &[T]) {
+        if !data.is_empty() {
+            self.queue.write_buffer(
+                buf,
+                (offset * std::mem::size_of::<T>()) as u64,
+                bytemuck::cast_slice(data),
+            );
+        }
+    }
+
+    /// Reads `len` f32 values from `buf` starting at element `offset`,
+    /// waiting for all submitted work first.
+    pub fn read_f32(&self, buf: &wgpu::Buffer, offset: usize, len: usize) -> Result<Vec<f32>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let bytes = (len * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buf, (offset * 4) as u64, &staging, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(e.to_string()))?;
+        rx.recv()
+            .map_err(|e| Error::Gpu(e.to_string()))?
+            .map_err(|e| Error::Gpu(e.to_string()))?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Gpu(e.to_string()))?;
+        let out = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Waits until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(e.to_string()))
+    }
+
+    /// Splits `n` workgroups into an (x, y) grid within the per-dimension limit.
+    pub fn grid(&self, n: u32) -> (u32, u32) {
+        let max = self.limits.max_compute_workgroups_per_dimension.max(1);
+        if n <= max {
+            (n.max(1), 1)
+        } else {
+            (max, n.div_ceil(max))
+        }
+    }
+}
+
+/// A compute pipeline with an explicit bind group layout. Binding 0 of
+/// group 0 is always the kernel's uniform parameter block.
+pub struct Kernel {
+    /// The pipeline.
+    pub pipeline: wgpu::ComputePipeline,
+    /// Its only bind group layout (group 0).
+    pub layout: wgpu::BindGroupLayout,
+    bindings: Vec<(u32, Binding)>,
+}
+
+/// One recorded dispatch: pipeline, bind group and workgroup grid.
+#[derive(Clone, Debug)]
+pub struct Dispatch {
+    /// The pipeline to run.
+    pub pipeline: wgpu::ComputePipeline,
+    /// Its bind group (group 0).
+    pub bind_group: wgpu::BindGroup,
+    /// Workgroups in x and y.
+    pub groups: (u32, u32),
+}
+
+impl Dispatch {
+    /// Records the dispatch into a compute pass.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.groups.0, self.groups.1, 1);
+    }
+}
+
+impl Kernel {
+    /// Compiles `entry` of `module` with the given storage bindings (binding
+    /// number and use; the uniform at binding 0 is implied) and
+    /// pipeline-overridable constants.
+    pub fn new(
+        ctx: &GpuContext,
+        module: &wgpu::ShaderModule,
+        entry: &str,
+        storage: &[(u32, Binding)],
+        constants: &[(&str, f64)],
+    ) -> Self {
+        let mut bindings = vec![(0, Binding::Uniform)];
+        bindings.extend_from_slice(storage);
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+            .iter()
+            .map(|&(i, b)| wgpu::BindGroupLayoutEntry {
+                binding: i,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match b {
+                        Binding::Uniform => wgpu::BufferBindingType::Uniform,
+                        Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                        Binding::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let layout = ctx
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(entry),
+                entries: &entries,
+            });
+        let pl = ctx
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(entry),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = ctx
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&pl),
+                module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        Self {
+            pipeline,
+            layout,
+            bindings,
+        }
+    }
+
+    /// A dispatch of this kernel with its own uniform block `params` (32-bit
+    /// words) and `storage` buffers in the order the bindings were declared.
+    pub fn dispatch(
+        &self,
+        ctx: &GpuContext,
+        params: &[u32],
+        storage: &[&wgpu::Buffer],
+        groups: (u32, u32),
+    ) -> Dispatch {
+        assert_eq!(self.bindings.len(), storage.len() + 1, "binding count");
+        let uniform = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: bytemuck::cast_slice(params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        for (&(i, _), b) in self.bindings[1..].iter().zip(storage) {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &self.layout,
+            entries: &entries,
+        });
+        Dispatch {
+            pipeline: self.pipeline.clone(),
+            bind_group,
+            groups,
+        }
+    }
+}
+
+/// Compiles WGSL source into a module.
+pub fn module(ctx: &GpuContext, label: &str, src: &str) -> wgpu::ShaderModule {
+    ctx.device
+        .create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        })
+}

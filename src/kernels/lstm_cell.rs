@@ -1,0 +1,216 @@
+//! Wrapper of `shaders/lstm_cell.wgsl`: the fused LSTM cell, forward and
+//! backward, one dispatch per (layer, direction, step).
+
+use super::u32_of;
+use crate::Result;
+use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
+
+const SRC: &str = include_str!("../../shaders/lstm_cell.wgsl");
+const WG: usize = 64;
+
+/// The cell's three entry points.
+pub struct LstmCell {
+    fwd: Kernel,
+    bwd: Kernel,
+    bwd_state: Kernel,
+}
+
+/// Shape and offsets (in elements) of one (layer, direction) time loop.
+#[derive(Clone, Copy, Debug)]
+pub struct CellShape {
+    /// Hidden size H.
+    pub hidden: usize,
+    /// Batch B.
+    pub batch: usize,
+    /// Sequence length T.
+    pub seq: usize,
+    /// Reverse direction.
+    pub reverse: bool,
+    /// Row stride of the layer output (D·H).
+    pub out_stride: usize,
+    /// First column of this direction in the layer output (dir·H).
+    pub out_col: usize,
+    /// Offset of this direction's pre-gates [T, B, 4H].
+    pub pre_off: usize,
+    /// Offset of W_hh [4H, H] in the parameter buffer.
+    pub whh_off: usize,
+    /// Offset of this (layer, direction)'s cache block [T, B, 6H].
+    pub cache_off: usize,
+    /// Offset of this direction's gradient block [T, B, 5H].
+    pub dg_off: usize,
+    /// Offset of this (layer, direction) in the state arrays ((l·D + d)·B·H).
+    pub state_off: usize,
+    /// Distance between the h and c halves of the state arrays (L·D·B·H).
+    pub state_stride: usize,
+}
+
+/// Buffers of the forward step.
+pub struct CellForward<'a> {
+    /// Pre-gates x·W_ih^T + b_ih + b_hh.
+    pub pre: &'a wgpu::Buffer,
+    /// Parameters.
+    pub params: &'a wgpu::Buffer,
+    /// h0 | c0.
+    pub state_in: &'a wgpu::Buffer,
+    /// Sequence lengths (u32).
+    pub lengths: &'a wgpu::Buffer,
+    /// Layer output [T, B, D·H].
+    pub out: &'a wgpu::Buffer,
+    /// Gate/state cache.
+    pub cache: &'a wgpu::Buffer,
+    /// h_n | c_n.
+    pub state_out: &'a wgpu::Buffer,
+}
+
+/// Buffers of the backward step.
+pub struct CellBackward<'a> {
+    /// Parameters.
+    pub params: &'a wgpu::Buffer,
+    /// h0 | c0.
+    pub state_in: &'a wgpu::Buffer,
+    /// Sequence lengths (u32).
+    pub lengths: &'a wgpu::Buffer,
+    /// Gate/state cache written by forward.
+    pub cache: &'a wgpu::Buffer,
+    /// Gradient of the loss w.r.t. the layer output.
+    pub dy: &'a wgpu::Buffer,
+    /// grad_h_n | grad_c_n.
+    pub gstate_in: &'a wgpu::Buffer,
+    /// Gate gradients and dc.
+    pub dg: &'a wgpu::Buffer,
+    /// grad_h0 | grad_c0.
+    pub gstate_out: &'a wgpu::Buffer,
+}
+
+impl LstmCell {
+    /// Compiles the entry points.
+    pub fn new(ctx: &GpuContext) -> Self {
+        let m = module(ctx, "lstm_cell", SRC);
+        use Binding::{Read, ReadWrite};
+        let fwd = Kernel::new(
+            ctx,
+            &m,
+            "forward",
+            &[
+                (1, Read),
+                (2, Read),
+                (3, Read),
+                (4, Read),
+                (5, ReadWrite),
+                (6, ReadWrite),
+                (7, ReadWrite),
+            ],
+            &[],
+        );
+        let bwd_bindings = [
+            (2, Read),
+            (3, Read),
+            (4, Read),
+            (6, ReadWrite),
+            (8, Read),
+            (9, Read),
+            (10, ReadWrite),
+            (11, ReadWrite),
+        ];
+        let bwd = Kernel::new(ctx, &m, "backward", &bwd_bindings, &[]);
+        let bwd_state = Kernel::new(ctx, &m, "backward_state", &bwd_bindings, &[]);
+        Self {
+            fwd,
+            bwd,
+            bwd_state,
+        }
+    }
+
+    fn params(s: &CellShape, step: usize) -> Result<[u32; 16]> {
+        Ok([
+            u32_of("hidden size", s.hidden)?,
+            u32_of("batch", s.batch)?,
+            u32_of("sequence length", s.seq)?,
+            u32_of("step", step)?,
+            u32::from(s.reverse),
+            u32_of("output stride", s.out_stride)?,
+            u32_of("output column", s.out_col)?,
+            u32_of("pre-gates offset", s.pre_off)?,
+            u32_of("W_hh offset", s.whh_off)?,
+            u32_of("cache offset", s.cache_off)?,
+            u32_of("gradient offset", s.dg_off)?,
+            u32_of("state offset", s.state_off)?,
+            u32_of("state stride", s.state_stride)?,
+            0,
+            0,
+            0,
+        ])
+    }
+
+    fn groups(ctx: &GpuContext, s: &CellShape) -> (u32, u32) {
+        ctx.grid((s.batch * s.hidden).div_ceil(WG) as u32)
+    }
+
+    /// Forward step `step` (in each sequence's processing order).
+    pub fn forward(
+        &self,
+        ctx: &GpuContext,
+        s: &CellShape,
+        step: usize,
+        b: &CellForward<'_>,
+    ) -> Result<Dispatch> {
+        Ok(self.fwd.dispatch(
+            ctx,
+            &Self::params(s, step)?,
+            &[
+                b.pre,
+                b.params,
+                b.state_in,
+                b.lengths,
+                b.out,
+                b.cache,
+                b.state_out,
+            ],
+            Self::groups(ctx, s),
+        ))
+    }
+
+    fn bwd_buffers<'a>(b: &'a CellBackward<'a>) -> [&'a wgpu::Buffer; 8] {
+        [
+            b.params,
+            b.state_in,
+            b.lengths,
+            b.cache,
+            b.dy,
+            b.gstate_in,
+            b.dg,
+            b.gstate_out,
+        ]
+    }
+
+    /// Backward step `step`; run for step = T-1 down to 0.
+    pub fn backward(
+        &self,
+        ctx: &GpuContext,
+        s: &CellShape,
+        step: usize,
+        b: &CellBackward<'_>,
+    ) -> Result<Dispatch> {
+        Ok(self.bwd.dispatch(
+            ctx,
+            &Self::params(s, step)?,
+            &Self::bwd_buffers(b),
+            Self::groups(ctx, s),
+        ))
+    }
+
+    /// Gradients of h0 and c0, after backward step 0.
+    pub fn backward_state(
+        &self,
+        ctx: &GpuContext,
+        s: &CellShape,
+        b: &CellBackward<'_>,
+    ) -> Result<Dispatch> {
+        Ok(self.bwd_state.dispatch(
+            ctx,
+            &Self::params(s, 0)?,
+            &Self::bwd_buffers(b),
+            Self::groups(ctx, s),
+        ))
+    }
+}

@@ -1,0 +1,58 @@
+//! Rust wrappers of the WGSL kernel families in `shaders/`, one file each
+//! with the same name. Wrappers compile pipelines and build dispatches; they
+//! own no model state.
+
+pub mod gemm;
+pub mod lstm_cell;
+pub mod reduce;
+
+use crate::gpu::GpuContext;
+
+/// Every kernel family, compiled once per context.
+pub struct Kernels {
+    /// Matrix multiply.
+    pub gemm: gemm::Gemm,
+    /// Fused LSTM cell forward and backward.
+    pub cell: lstm_cell::LstmCell,
+    /// Deterministic reductions.
+    pub reduce: reduce::Reduce,
+}
+
+impl Kernels {
+    /// Compiles all kernels for `ctx`.
+    pub fn new(ctx: &GpuContext) -> crate::Result<Self> {
+        ctx.scoped(|| {
+            Ok(Self {
+                gemm: gemm::Gemm::new(ctx),
+                cell: lstm_cell::LstmCell::new(ctx),
+                reduce: reduce::Reduce::new(ctx),
+            })
+        })
+    }
+}
+
+/// Checked conversion of an element count or offset to the u32 the shaders use.
+pub(crate) fn u32_of(what: &str, v: usize) -> crate::Result<u32> {
+    u32::try_from(v).map_err(|_| crate::Error::TooLarge {
+        what: what.to_string(),
+        bytes: v as u64 * 4,
+        limit: u32::MAX as u64 * 4,
+        kind: "32-bit index",
+    })
+}
+
+/// Workgroups needed for `n` items in groups of `size`, checked against the
+/// per-dimension limit.
+pub(crate) fn groups_1d(ctx: &GpuContext, what: &str, n: usize, size: usize) -> crate::Result<u32> {
+    let g = n.div_ceil(size);
+    let max = ctx.limits.max_compute_workgroups_per_dimension as usize;
+    if g > max {
+        return Err(crate::Error::TooLarge {
+            what: what.to_string(),
+            bytes: g as u64,
+            limit: max as u64,
+            kind: "dispatch dimension (workgroups)",
+        });
+    }
+    Ok(g.max(1) as u32)
+}

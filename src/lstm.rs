@@ -1,0 +1,275 @@
+//! The library's front door: run forward and backward passes of an
+//! [`LstmModel`] with host slices in and out.
+
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::kernels::Kernels;
+use crate::model::{LstmModel, NamedTensor};
+use crate::schedule::Plan;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One batch of sequences. Float slices are row-major.
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a> {
+    /// `[T, B, I]`, or `[B, T, I]` when `batch_first`.
+    pub input: &'a [f32],
+    /// T.
+    pub seq_len: usize,
+    /// B.
+    pub batch: usize,
+    /// Layout of `input` (and of `output`, `grad_output`, `grad.input`).
+    pub batch_first: bool,
+    /// Initial hidden state `[L·D, B, H]` (zero when `None`).
+    pub h0: Option<&'a [f32]>,
+    /// Initial cell state `[L·D, B, H]` (zero when `None`).
+    pub c0: Option<&'a [f32]>,
+    /// Valid steps per sequence, each in 1..=T (all T when `None`), with
+    /// `pack_padded_sequence(..., enforce_sorted=False)` semantics.
+    pub lengths: Option<&'a [usize]>,
+}
+
+/// Gradients arriving from above: of `output`, `h_n` and `c_n`.
+#[derive(Clone, Copy, Debug)]
+pub struct Upstream<'a> {
+    /// Same shape and layout as `output`.
+    pub grad_output: &'a [f32],
+    /// `[L·D, B, H]`.
+    pub grad_h_n: &'a [f32],
+    /// `[L·D, B, H]`.
+    pub grad_c_n: &'a [f32],
+}
+
+/// Results of a forward pass, with `nn.LSTM`'s shapes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outputs {
+    /// `[T, B, D·H]` (or `[B, T, D·H]`), zero at padded positions.
+    pub output: Vec<f32>,
+    /// `[L·D, B, H]`.
+    pub h_n: Vec<f32>,
+    /// `[L·D, B, H]`.
+    pub c_n: Vec<f32>,
+}
+
+/// Gradients of a backward pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grads {
+    /// Same shape and layout as the input.
+    pub input: Vec<f32>,
+    /// `[L·D, B, H]`.
+    pub h0: Vec<f32>,
+    /// `[L·D, B, H]`.
+    pub c0: Vec<f32>,
+    /// `grad.<name>` for every parameter, PyTorch names and shapes.
+    pub params: Vec<NamedTensor>,
+}
+
+/// A model bound to a GPU context, with compiled kernels and a prepared
+/// plan per (T, B) shape.
+pub struct Lstm {
+    ctx: Arc<GpuContext>,
+    kernels: Kernels,
+    /// The model (parameters and gradients live on the GPU).
+    pub model: LstmModel,
+    plans: HashMap<(usize, usize), Plan>,
+}
+
+/// Swaps the first two axes of a `[a, b, rest]` array.
+pub fn swap01(x: &[f32], a: usize, b: usize, rest: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for i in 0..a {
+        for j in 0..b {
+            let src = (i * b + j) * rest;
+            let dst = (j * a + i) * rest;
+            out[dst..dst + rest].copy_from_slice(&x[src..src + rest]);
+        }
+    }
+    out
+}
+
+fn check(name: &str, data: &[f32], shape: &[usize]) -> Result<()> {
+    let n: usize = shape.iter().product();
+    if data.len() != n {
+        return Err(Error::tensor(
+            name,
+            format!("{} values, expected {n} for shape {shape:?}", data.len()),
+        ));
+    }
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::tensor(
+            name,
+            format!("non-finite value {} at flat index {i}", data[i]),
+        ));
+    }
+    Ok(())
+}
+
+impl Lstm {
+    /// Binds `model` to `ctx`, compiling the kernels.
+    pub fn new(ctx: Arc<GpuContext>, model: LstmModel) -> Result<Self> {
+        let kernels = Kernels::new(&ctx)?;
+        Ok(Self {
+            ctx,
+            kernels,
+            model,
+            plans: HashMap::new(),
+        })
+    }
+
+    /// The context.
+    pub fn ctx(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Checks every tensor of `b` against the model's shape.
+    pub fn validate(&self, b: &Batch<'_>) -> Result<()> {
+        let cfg = &self.model.config;
+        let (t, n) = (b.seq_len, b.batch);
+        if t == 0 || n == 0 {
+            return Err(Error::tensor(
+                "input",
+                format!("sequence length {t} and batch {n} must both be at least 1"),
+            ));
+        }
+        let ishape = if b.batch_first {
+            [n, t, cfg.input_size]
+        } else {
+            [t, n, cfg.input_size]
+        };
+        check("input", b.input, &ishape)?;
+        let sshape = [cfg.num_layers * cfg.dirs(), n, cfg.hidden_size];
+        if let Some(h0) = b.h0 {
+            check("h0", h0, &sshape)?;
+        }
+        if let Some(c0) = b.c0 {
+            check("c0", c0, &sshape)?;
+        }
+        if let Some(lens) = b.lengths {
+            if lens.len() != n {
+                return Err(Error::tensor(
+                    "lengths",
+                    format!("{} entries, expected one per sequence ({n})", lens.len()),
+                ));
+            }
+            if let Some((i, l)) = lens.iter().enumerate().find(|(_, l)| **l == 0 || **l > t) {
+                return Err(Error::tensor(
+                    "lengths",
+                    format!("lengths[{i}] = {l} is outside 1..={t} (the sequence length)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn upload(&mut self, b: &Batch<'_>) -> Result<()> {
+        self.validate(b)?;
+        let (t, n) = (b.seq_len, b.batch);
+        if !self.plans.contains_key(&(t, n)) {
+            let plan = Plan::new(&self.ctx, &self.kernels, &self.model, t, n)?;
+            self.plans.insert((t, n), plan);
+        }
+        let cfg = &self.model.config;
+        let ws = &self.plans[&(t, n)].ws;
+        let ctx = &self.ctx;
+        if b.batch_first {
+            ctx.write(&ws.x, 0, &swap01(b.input, n, t, cfg.input_size));
+        } else {
+            ctx.write(&ws.x, 0, b.input);
+        }
+        let lens: Vec<u32> = match b.lengths {
+            Some(l) => l.iter().map(|&v| v as u32).collect(),
+            None => vec![t as u32; n],
+        };
+        ctx.write(&ws.lengths, 0, &lens);
+        let half = crate::workspace::Workspace::state_len(cfg, n);
+        let zeros = vec![0f32; half];
+        ctx.write(&ws.state_in, 0, b.h0.unwrap_or(&zeros));
+        ctx.write(&ws.state_in, half, b.c0.unwrap_or(&zeros));
+        Ok(())
+    }
+
+    fn read_outputs(&self, t: usize, n: usize, batch_first: bool) -> Result<Outputs> {
+        let cfg = &self.model.config;
+        let plan = &self.plans[&(t, n)];
+        let w = cfg.dirs() * cfg.hidden_size;
+        let mut output = self
+            .ctx
+            .read_f32(&plan.ws.outs[cfg.num_layers - 1], 0, t * n * w)?;
+        if batch_first {
+            output = swap01(&output, t, n, w);
+        }
+        let half = crate::workspace::Workspace::state_len(cfg, n);
+        let st = self.ctx.read_f32(&plan.ws.state_out, 0, 2 * half)?;
+        Ok(Outputs {
+            output,
+            h_n: st[..half].to_vec(),
+            c_n: st[half..].to_vec(),
+        })
+    }
+
+    /// Runs the forward pass.
+    pub fn forward(&mut self, b: &Batch<'_>) -> Result<Outputs> {
+        self.upload(b)?;
+        let plan = &self.plans[&(b.seq_len, b.batch)];
+        let ctx = &self.ctx;
+        ctx.scoped(|| {
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            plan.encode_forward(&mut enc);
+            ctx.queue.submit([enc.finish()]);
+            Ok(())
+        })?;
+        self.read_outputs(b.seq_len, b.batch, b.batch_first)
+    }
+
+    /// Runs forward and backward in one submission, for the loss
+    /// `Σ output·grad_output + Σ h_n·grad_h_n + Σ c_n·grad_c_n`.
+    /// Parameter gradients are left in `model.grads` and also returned.
+    pub fn forward_backward(
+        &mut self,
+        b: &Batch<'_>,
+        up: &Upstream<'_>,
+    ) -> Result<(Outputs, Grads)> {
+        let cfg = self.model.config.clone();
+        let (t, n) = (b.seq_len, b.batch);
+        let w = cfg.dirs() * cfg.hidden_size;
+        let oshape = if b.batch_first { [n, t, w] } else { [t, n, w] };
+        check("grad_output", up.grad_output, &oshape)?;
+        let sshape = [cfg.num_layers * cfg.dirs(), n, cfg.hidden_size];
+        check("grad_h_n", up.grad_h_n, &sshape)?;
+        check("grad_c_n", up.grad_c_n, &sshape)?;
+        self.upload(b)?;
+        let plan = &self.plans[&(t, n)];
+        let ctx = &self.ctx;
+        let gy = &plan.ws.dy[plan.grad_output];
+        if b.batch_first {
+            ctx.write(gy, 0, &swap01(up.grad_output, n, t, w));
+        } else {
+            ctx.write(gy, 0, up.grad_output);
+        }
+        let half = crate::workspace::Workspace::state_len(&cfg, n);
+        ctx.write(&plan.ws.gstate_in, 0, up.grad_h_n);
+        ctx.write(&plan.ws.gstate_in, half, up.grad_c_n);
+        ctx.scoped(|| {
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            plan.encode_forward(&mut enc);
+            plan.encode_backward(&mut enc);
+            ctx.queue.submit([enc.finish()]);
+            Ok(())
+        })?;
+        let out = self.read_outputs(t, n, b.batch_first)?;
+        let plan = &self.plans[&(t, n)];
+        let i = cfg.input_size;
+        let mut input = ctx.read_f32(&plan.ws.dy[plan.grad_input], 0, t * n * i)?;
+        if b.batch_first {
+            input = swap01(&input, t, n, i);
+        }
+        let st = ctx.read_f32(&plan.ws.gstate_out, 0, 2 * half)?;
+        let grads = Grads {
+            input,
+            h0: st[..half].to_vec(),
+            c0: st[half..].to_vec(),
+            params: self.model.grad_tensors(ctx)?,
+        };
+        Ok((out, grads))
+    }
+}

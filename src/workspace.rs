@@ -1,0 +1,86 @@
+//! Activations, caches and gradient scratch for one (T, B) shape, allocated
+//! once and reused every step.
+
+use crate::error::Result;
+use crate::gpu::GpuContext;
+use crate::model::LstmConfig;
+
+/// GPU buffers of one (sequence length, batch) shape. Layouts are
+/// time-major; offsets are in elements.
+pub struct Workspace {
+    /// Sequence length T.
+    pub seq: usize,
+    /// Batch B.
+    pub batch: usize,
+    /// Layer-0 input [T, B, I].
+    pub x: wgpu::Buffer,
+    /// Output of each layer [T, B, D·H].
+    pub outs: Vec<wgpu::Buffer>,
+    /// Pre-gates of each direction of the current layer [D][T, B, 4H].
+    pub pre: wgpu::Buffer,
+    /// Per (layer, direction): gates [T,B,4H] | c [T,B,H] | h_prev [T,B,H].
+    pub cache: wgpu::Buffer,
+    /// Per direction of the current layer: dgates [T,B,4H] | dc [T,B,H].
+    pub dg: wgpu::Buffer,
+    /// Ping-pong gradients w.r.t. layer outputs / inputs [T, B, max(D·H, I)].
+    pub dy: [wgpu::Buffer; 2],
+    /// Sequence lengths (u32) [B].
+    pub lengths: wgpu::Buffer,
+    /// h0 | c0, each [L·D, B, H].
+    pub state_in: wgpu::Buffer,
+    /// h_n | c_n.
+    pub state_out: wgpu::Buffer,
+    /// grad_h_n | grad_c_n.
+    pub gstate_in: wgpu::Buffer,
+    /// grad_h0 | grad_c0.
+    pub gstate_out: wgpu::Buffer,
+}
+
+impl Workspace {
+    /// Elements of one (layer, direction) cache block.
+    pub fn cache_block(cfg: &LstmConfig, seq: usize, batch: usize) -> usize {
+        seq * batch * 6 * cfg.hidden_size
+    }
+
+    /// Elements of one direction's gradient block.
+    pub fn dg_block(cfg: &LstmConfig, seq: usize, batch: usize) -> usize {
+        seq * batch * 5 * cfg.hidden_size
+    }
+
+    /// Elements of one half (h or c) of a state array.
+    pub fn state_len(cfg: &LstmConfig, batch: usize) -> usize {
+        cfg.num_layers * cfg.dirs() * batch * cfg.hidden_size
+    }
+
+    /// Allocates every buffer, failing with a clear error when one would
+    /// exceed the adapter's limits.
+    pub fn new(ctx: &GpuContext, cfg: &LstmConfig, seq: usize, batch: usize) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let d = cfg.dirs();
+        let tb = seq * batch;
+        let cells = cfg.num_layers * d;
+        let state = Self::state_len(cfg, batch);
+        let outs = (0..cfg.num_layers)
+            .map(|l| ctx.storage(&format!("output of layer {l}"), tb * d * h))
+            .collect::<Result<Vec<_>>>()?;
+        let dy_len = tb * (d * h).max(cfg.input_size);
+        Ok(Self {
+            seq,
+            batch,
+            x: ctx.storage("input", tb * cfg.input_size)?,
+            outs,
+            pre: ctx.storage("pre-gates", d * tb * 4 * h)?,
+            cache: ctx.storage("gate cache", cells * Self::cache_block(cfg, seq, batch))?,
+            dg: ctx.storage("gate gradients", d * Self::dg_block(cfg, seq, batch))?,
+            dy: [
+                ctx.storage("output gradients", dy_len)?,
+                ctx.storage("output gradients", dy_len)?,
+            ],
+            lengths: ctx.storage("lengths", batch)?,
+            state_in: ctx.storage("initial state", 2 * state)?,
+            state_out: ctx.storage("final state", 2 * state)?,
+            gstate_in: ctx.storage("final state gradients", 2 * state)?,
+            gstate_out: ctx.storage("initial state gradients", 2 * state)?,
+        })
+    }
+}

@@ -1,0 +1,107 @@
+//! Shared helpers of the integration tests.
+#![allow(dead_code)]
+
+use lstm_wgpu::reference::{RefConfig, RefWeights};
+use lstm_wgpu::{GpuContext, LstmConfig, NamedTensor};
+use std::sync::Arc;
+
+/// A GPU context, or a panic with the error that says how to get an adapter
+/// (GPU tests never skip).
+pub fn ctx() -> Arc<GpuContext> {
+    match GpuContext::new() {
+        Ok(c) => Arc::new(c),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Compares `got` with the reference `want`: max |a-b| / max |ref| must be
+/// at most `tol`. On failure reports the worst index and the first values
+/// that differ by more than the tolerance.
+pub fn assert_close(name: &str, got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{name}: length {} vs reference {}",
+        got.len(),
+        want.len()
+    );
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
+    let mut worst = (0f64, 0usize);
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        let e = (*a as f64 - b).abs();
+        if e.is_nan() || e > worst.0 {
+            worst = (if e.is_nan() { f64::INFINITY } else { e }, i);
+        }
+    }
+    let rel = worst.0 / scale;
+    if rel > tol {
+        let diffs: Vec<String> = got
+            .iter()
+            .zip(want)
+            .enumerate()
+            .filter(|(_, (a, b))| ((**a as f64) - **b).abs() / scale > tol)
+            .take(5)
+            .map(|(i, (a, b))| format!("[{i}] got {a} want {b}"))
+            .collect();
+        panic!(
+            "{name}: max rel error {rel:.3e} > {tol:.0e} at index {} (scale {scale:.3e}); first differences: {}",
+            worst.1,
+            diffs.join(", ")
+        );
+    }
+}
+
+/// Reference weights as `nn.LSTM` state_dict tensors.
+pub fn ref_to_tensors(cfg: &RefConfig, w: &RefWeights) -> Vec<NamedTensor> {
+    let h = cfg.hidden_size;
+    let mut v = Vec::new();
+    for l in 0..cfg.num_layers {
+        for d in 0..cfg.dirs() {
+            let c = &w.cells[l * cfg.dirs() + d];
+            let sfx = if d == 1 { "_reverse" } else { "" };
+            let f = |x: &[f64]| x.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+            v.push(NamedTensor::new(
+                format!("weight_ih_l{l}{sfx}"),
+                vec![4 * h, cfg.layer_input_size(l)],
+                f(&c.w_ih),
+            ));
+            v.push(NamedTensor::new(
+                format!("weight_hh_l{l}{sfx}"),
+                vec![4 * h, h],
+                f(&c.w_hh),
+            ));
+            if let (Some(bi), Some(bh)) = (&c.b_ih, &c.b_hh) {
+                v.push(NamedTensor::new(
+                    format!("bias_ih_l{l}{sfx}"),
+                    vec![4 * h],
+                    f(bi),
+                ));
+                v.push(NamedTensor::new(
+                    format!("bias_hh_l{l}{sfx}"),
+                    vec![4 * h],
+                    f(bh),
+                ));
+            }
+        }
+    }
+    v
+}
+
+/// Rounds reference values to f32 and back, so that the GPU and the
+/// reference see exactly the same inputs.
+pub fn round_f32(v: &mut [f64]) {
+    for x in v {
+        *x = *x as f32 as f64;
+    }
+}
+
+/// The model configuration matching a reference configuration.
+pub fn config(cfg: &RefConfig) -> LstmConfig {
+    LstmConfig {
+        input_size: cfg.input_size,
+        hidden_size: cfg.hidden_size,
+        num_layers: cfg.num_layers,
+        bidirectional: cfg.bidirectional,
+        bias: cfg.bias,
+    }
+}
