@@ -15,6 +15,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cli;
+pub mod demo;
 pub mod error;
 pub mod gpu;
 pub mod io;

@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::kernels::Kernels;
-use crate::model::{LstmModel, NamedTensor};
+use crate::model::{LstmConfig, LstmModel, NamedTensor};
 use crate::schedule::Plan;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -104,6 +104,56 @@ fn check(name: &str, data: &[f32], shape: &[usize]) -> Result<()> {
     Ok(())
 }
 
+/// Checks every tensor of `b` against a model of shape `cfg`.
+pub fn validate_batch(cfg: &LstmConfig, b: &Batch<'_>) -> Result<()> {
+    let (t, n) = (b.seq_len, b.batch);
+    if t == 0 || n == 0 {
+        return Err(Error::tensor(
+            "input",
+            format!("sequence length {t} and batch {n} must both be at least 1"),
+        ));
+    }
+    let ishape = if b.batch_first {
+        [n, t, cfg.input_size]
+    } else {
+        [t, n, cfg.input_size]
+    };
+    check("input", b.input, &ishape)?;
+    let sshape = [cfg.num_layers * cfg.dirs(), n, cfg.hidden_size];
+    if let Some(h0) = b.h0 {
+        check("h0", h0, &sshape)?;
+    }
+    if let Some(c0) = b.c0 {
+        check("c0", c0, &sshape)?;
+    }
+    if let Some(lens) = b.lengths {
+        if lens.len() != n {
+            return Err(Error::tensor(
+                "lengths",
+                format!("{} entries, expected one per sequence ({n})", lens.len()),
+            ));
+        }
+        if let Some((i, l)) = lens.iter().enumerate().find(|(_, l)| **l == 0 || **l > t) {
+            return Err(Error::tensor(
+                "lengths",
+                format!("lengths[{i}] = {l} is outside 1..={t} (the sequence length)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the upstream gradients of a batch against a model of shape `cfg`.
+pub fn validate_upstream(cfg: &LstmConfig, b: &Batch<'_>, up: &Upstream<'_>) -> Result<()> {
+    let (t, n) = (b.seq_len, b.batch);
+    let w = cfg.dirs() * cfg.hidden_size;
+    let oshape = if b.batch_first { [n, t, w] } else { [t, n, w] };
+    check("grad_output", up.grad_output, &oshape)?;
+    let sshape = [cfg.num_layers * cfg.dirs(), n, cfg.hidden_size];
+    check("grad_h_n", up.grad_h_n, &sshape)?;
+    check("grad_c_n", up.grad_c_n, &sshape)
+}
+
 impl Lstm {
     /// Binds `model` to `ctx`, compiling the kernels.
     pub fn new(ctx: Arc<GpuContext>, model: LstmModel) -> Result<Self> {
@@ -123,42 +173,7 @@ impl Lstm {
 
     /// Checks every tensor of `b` against the model's shape.
     pub fn validate(&self, b: &Batch<'_>) -> Result<()> {
-        let cfg = &self.model.config;
-        let (t, n) = (b.seq_len, b.batch);
-        if t == 0 || n == 0 {
-            return Err(Error::tensor(
-                "input",
-                format!("sequence length {t} and batch {n} must both be at least 1"),
-            ));
-        }
-        let ishape = if b.batch_first {
-            [n, t, cfg.input_size]
-        } else {
-            [t, n, cfg.input_size]
-        };
-        check("input", b.input, &ishape)?;
-        let sshape = [cfg.num_layers * cfg.dirs(), n, cfg.hidden_size];
-        if let Some(h0) = b.h0 {
-            check("h0", h0, &sshape)?;
-        }
-        if let Some(c0) = b.c0 {
-            check("c0", c0, &sshape)?;
-        }
-        if let Some(lens) = b.lengths {
-            if lens.len() != n {
-                return Err(Error::tensor(
-                    "lengths",
-                    format!("{} entries, expected one per sequence ({n})", lens.len()),
-                ));
-            }
-            if let Some((i, l)) = lens.iter().enumerate().find(|(_, l)| **l == 0 || **l > t) {
-                return Err(Error::tensor(
-                    "lengths",
-                    format!("lengths[{i}] = {l} is outside 1..={t} (the sequence length)"),
-                ));
-            }
-        }
-        Ok(())
+        validate_batch(&self.model.config, b)
     }
 
     fn upload(&mut self, b: &Batch<'_>) -> Result<()> {
@@ -231,17 +246,13 @@ impl Lstm {
     ) -> Result<(Outputs, Grads)> {
         let cfg = self.model.config.clone();
         let (t, n) = (b.seq_len, b.batch);
-        let w = cfg.dirs() * cfg.hidden_size;
-        let oshape = if b.batch_first { [n, t, w] } else { [t, n, w] };
-        check("grad_output", up.grad_output, &oshape)?;
-        let sshape = [cfg.num_layers * cfg.dirs(), n, cfg.hidden_size];
-        check("grad_h_n", up.grad_h_n, &sshape)?;
-        check("grad_c_n", up.grad_c_n, &sshape)?;
+        validate_upstream(&cfg, b, up)?;
         self.upload(b)?;
         let plan = &self.plans[&(t, n)];
         let ctx = &self.ctx;
         let gy = &plan.ws.dy[plan.grad_output];
         if b.batch_first {
+            let w = cfg.dirs() * cfg.hidden_size;
             ctx.write(gy, 0, &swap01(up.grad_output, n, t, w));
         } else {
             ctx.write(gy, 0, up.grad_output);

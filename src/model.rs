@@ -243,6 +243,7 @@ impl LstmModel {
     pub fn init_uniform(ctx: &GpuContext, config: LstmConfig, seed: u64) -> Result<Self> {
         config.validate()?;
         let n = ParamTable::new(config.param_shapes()).total;
+        ctx.check_size("parameters", n as u64 * 4)?;
         let k = 1.0 / (config.hidden_size as f64).sqrt();
         let mut rng = crate::reference::Rng::new(seed);
         let values: Vec<f32> = (0..n).map(|_| rng.uniform(-k, k) as f32).collect();
@@ -252,6 +253,14 @@ impl LstmModel {
     /// A model from `nn.LSTM` state_dict tensors: the configuration is read
     /// from the names and shapes, and every tensor must be used.
     pub fn from_tensors(ctx: &GpuContext, tensors: &[NamedTensor]) -> Result<Self> {
+        let (config, values) = Self::host_values(tensors)?;
+        Self::with_values(ctx, config, &values)
+    }
+
+    /// Checks `nn.LSTM` state_dict tensors on the host and returns the
+    /// configuration they describe and the flat parameter values, so that
+    /// bad files are rejected before any GPU work.
+    pub fn host_values(tensors: &[NamedTensor]) -> Result<(LstmConfig, Vec<f32>)> {
         let shapes: BTreeMap<String, Vec<usize>> = tensors
             .iter()
             .map(|t| (t.name.clone(), t.shape.clone()))
@@ -305,7 +314,7 @@ impl LstmModel {
                 ),
             ));
         }
-        Self::with_values(ctx, config, &values)
+        Ok((config, values))
     }
 
     fn split(&self, flat: Vec<f32>, prefix: &str) -> Vec<NamedTensor> {

@@ -1,0 +1,250 @@
+//! The command line: thin over the library.
+
+use crate::GpuContext;
+use crate::error::{Error, Result};
+use crate::io::{self, TensorFile};
+use crate::lstm::{Batch, Lstm, Upstream, validate_batch, validate_upstream};
+use crate::model::{LstmConfig, LstmModel, NamedTensor};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Train and run PyTorch-compatible LSTMs on any GPU that wgpu reaches.
+#[derive(Parser, Debug)]
+#[command(name = "lstm-wgpu", version, about)]
+pub struct Cli {
+    /// Print the chosen adapter and progress details to stderr.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// One forward and one backward pass, as torch.autograd computes them.
+    Grad(GradArgs),
+    /// Train a small LSTM for a few steps on a generated sine mixture and
+    /// print its falling loss.
+    Demo(DemoArgs),
+}
+
+/// Arguments of `grad`.
+#[derive(clap::Args, Debug)]
+pub struct GradArgs {
+    /// nn.LSTM state_dict in safetensors (weight_ih_l0, weight_hh_l0, ...).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// input, grad_output, grad_h_n, grad_c_n [, h0, c0, lengths].
+    #[arg(long)]
+    pub inputs: PathBuf,
+    /// Where to write output, h_n, c_n and the gradients.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// input and grad_output are [B, T, ...] instead of [T, B, ...].
+    #[arg(long)]
+    pub batch_first: bool,
+}
+
+/// Arguments of `demo`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Training steps.
+    #[arg(long, default_value_t = 60)]
+    pub steps: usize,
+    /// Hidden units.
+    #[arg(long, default_value_t = 32)]
+    pub hidden: usize,
+    /// Stacked layers.
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    /// Sequence length.
+    #[arg(long, default_value_t = 32)]
+    pub seq_len: usize,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f32,
+    /// Seed of the initial weights and the data.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Grad(a) => grad(&a, cli.verbose),
+        Cmd::Demo(a) => crate::demo::run(&a, cli.verbose),
+    }
+}
+
+/// Opens the GPU, printing the adapter with `-v`.
+pub fn open_gpu(verbose: bool) -> Result<Arc<GpuContext>> {
+    let ctx = GpuContext::new()?;
+    if verbose {
+        eprintln!("adapter: {}", ctx.describe());
+    }
+    Ok(Arc::new(ctx))
+}
+
+fn expect_shape(t: &NamedTensor, want: &[usize], what: &str) -> Result<()> {
+    if t.shape != want {
+        return Err(Error::tensor(
+            &t.name,
+            format!("shape {:?}, expected {want:?} ({what})", t.shape),
+        ));
+    }
+    Ok(())
+}
+
+const INPUT_NAMES: [&str; 7] = [
+    "input",
+    "grad_output",
+    "grad_h_n",
+    "grad_c_n",
+    "h0",
+    "c0",
+    "lengths",
+];
+
+fn grad(a: &GradArgs, verbose: bool) -> Result<()> {
+    // Everything is read and checked on the host before the GPU is opened.
+    let wfile = TensorFile::read(&a.weights)?;
+    let (cfg, values) = LstmModel::host_values(&wfile.all_f32()?)?;
+    let inp = TensorFile::read(&a.inputs)?;
+    if let Some(name) = inp
+        .tensors
+        .keys()
+        .find(|k| !INPUT_NAMES.contains(&k.as_str()))
+    {
+        return Err(Error::tensor(
+            name,
+            format!(
+                "unexpected in {}; known: {}",
+                a.inputs.display(),
+                INPUT_NAMES.join(", ")
+            ),
+        ));
+    }
+    let x = inp.require_f32("input")?;
+    let (i, h, sd) = (cfg.input_size, cfg.hidden_size, cfg.num_layers * cfg.dirs());
+    let layout = if a.batch_first {
+        "[B, T, I] with --batch-first"
+    } else {
+        "[T, B, I]"
+    };
+    if x.shape.len() != 3 || x.shape[2] != i || x.shape[0] == 0 || x.shape[1] == 0 {
+        return Err(Error::tensor(
+            "input",
+            format!(
+                "shape {:?}, expected {layout} with I = {i} from the weights",
+                x.shape
+            ),
+        ));
+    }
+    let (t, n) = if a.batch_first {
+        (x.shape[1], x.shape[0])
+    } else {
+        (x.shape[0], x.shape[1])
+    };
+    let w = cfg.dirs() * h;
+    let oshape = if a.batch_first { [n, t, w] } else { [t, n, w] };
+    let gout = inp.require_f32("grad_output")?;
+    expect_shape(&gout, &oshape, "the shape of output")?;
+    let sshape = [sd, n, h];
+    let ghn = inp.require_f32("grad_h_n")?;
+    expect_shape(&ghn, &sshape, "[L*D, B, H]")?;
+    let gcn = inp.require_f32("grad_c_n")?;
+    expect_shape(&gcn, &sshape, "[L*D, B, H]")?;
+    let h0 = inp.f32("h0")?;
+    let c0 = inp.f32("c0")?;
+    for s in [&h0, &c0].into_iter().flatten() {
+        expect_shape(s, &sshape, "[L*D, B, H]")?;
+    }
+    let lengths = match inp.ints("lengths")? {
+        None => None,
+        Some((shape, v)) => {
+            if shape != [n] {
+                return Err(Error::tensor(
+                    "lengths",
+                    format!("shape {shape:?}, expected [{n}] (one per sequence)"),
+                ));
+            }
+            if let Some((k, l)) = v
+                .iter()
+                .enumerate()
+                .find(|(_, l)| **l < 1 || **l > t as i64)
+            {
+                return Err(Error::tensor(
+                    "lengths",
+                    format!("lengths[{k}] = {l} is outside 1..={t} (the sequence length)"),
+                ));
+            }
+            Some(v.iter().map(|&l| l as usize).collect::<Vec<_>>())
+        }
+    };
+    let batch = Batch {
+        input: &x.data,
+        seq_len: t,
+        batch: n,
+        batch_first: a.batch_first,
+        h0: h0.as_ref().map(|v| v.data.as_slice()),
+        c0: c0.as_ref().map(|v| v.data.as_slice()),
+        lengths: lengths.as_deref(),
+    };
+    let up = Upstream {
+        grad_output: &gout.data,
+        grad_h_n: &ghn.data,
+        grad_c_n: &gcn.data,
+    };
+    validate_batch(&cfg, &batch)?;
+    validate_upstream(&cfg, &batch, &up)?;
+
+    let ctx = open_gpu(verbose)?;
+    let model = LstmModel::with_values(&ctx, cfg.clone(), &values)?;
+    let mut lstm = Lstm::new(ctx, model)?;
+    let (out, g) = lstm.forward_backward(&batch, &up)?;
+    let mut tensors = vec![
+        NamedTensor::new("output", oshape.to_vec(), out.output),
+        NamedTensor::new("h_n", sshape.to_vec(), out.h_n),
+        NamedTensor::new("c_n", sshape.to_vec(), out.c_n),
+        NamedTensor::new("grad.input", x.shape.clone(), g.input),
+    ];
+    if h0.is_some() {
+        tensors.push(NamedTensor::new("grad.h0", sshape.to_vec(), g.h0));
+    }
+    if c0.is_some() {
+        tensors.push(NamedTensor::new("grad.c0", sshape.to_vec(), g.c0));
+    }
+    tensors.extend(g.params);
+    io::write(&a.out, &tensors, None)?;
+    if verbose {
+        eprintln!(
+            "wrote {} tensors to {} ({})",
+            tensors.len(),
+            a.out.display(),
+            describe(&cfg)
+        );
+    }
+    Ok(())
+}
+
+/// One line describing a configuration.
+pub fn describe(cfg: &LstmConfig) -> String {
+    format!(
+        "{} layer(s), input {}, hidden {}, {}, {}",
+        cfg.num_layers,
+        cfg.input_size,
+        cfg.hidden_size,
+        if cfg.bidirectional {
+            "bidirectional"
+        } else {
+            "unidirectional"
+        },
+        if cfg.bias { "with bias" } else { "no bias" }
+    )
+}

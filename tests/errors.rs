@@ -1,0 +1,190 @@
+//! Bad input through the library API: clear errors, never a panic or a
+//! wgpu validation abort.
+
+mod common;
+
+use lstm_wgpu::{Batch, Error, Lstm, LstmConfig, LstmModel, NamedTensor, Upstream};
+
+fn cfg(i: usize, h: usize) -> LstmConfig {
+    LstmConfig {
+        input_size: i,
+        hidden_size: h,
+        num_layers: 1,
+        bidirectional: false,
+        bias: true,
+    }
+}
+
+#[test]
+fn model_over_adapter_limits() {
+    let ctx = common::ctx();
+    // 4H(I+H) parameters: far beyond any storage binding limit.
+    let e = LstmModel::init_uniform(&ctx, cfg(60_000, 60_000), 0)
+        .err()
+        .expect("must fail");
+    assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+    assert!(e.to_string().contains("parameters"), "{e}");
+}
+
+#[test]
+fn workspace_over_adapter_limits() {
+    let ctx = common::ctx();
+    let model = LstmModel::init_uniform(&ctx, cfg(1, 512), 0).unwrap_or_else(|e| panic!("{e}"));
+    let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+    let limit = ctx
+        .limits
+        .max_storage_buffer_binding_size
+        .min(ctx.limits.max_buffer_size);
+    // Enough steps that the gate cache [T, B, 6H] cannot fit.
+    let t = (limit / (6 * 512 * 4) + 1) as usize;
+    let x = vec![0.1f32; t];
+    let b = Batch {
+        input: &x,
+        seq_len: t,
+        batch: 1,
+        batch_first: false,
+        h0: None,
+        c0: None,
+        lengths: None,
+    };
+    let e = lstm.forward(&b).err().expect("must fail");
+    assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+}
+
+#[test]
+fn bad_batches_name_the_tensor() {
+    let ctx = common::ctx();
+    let model = LstmModel::init_uniform(&ctx, cfg(3, 4), 0).unwrap_or_else(|e| panic!("{e}"));
+    let mut lstm = Lstm::new(ctx, model).unwrap_or_else(|e| panic!("{e}"));
+    let x = vec![0.5f32; 5 * 2 * 3];
+    let ok = Batch {
+        input: &x,
+        seq_len: 5,
+        batch: 2,
+        batch_first: false,
+        h0: None,
+        c0: None,
+        lengths: None,
+    };
+    let short = vec![0.5f32; 29];
+    let mut nan = x.clone();
+    nan[7] = f32::NAN;
+    let h_bad = vec![0f32; 7];
+    let cases: Vec<(Batch, &str)> = vec![
+        (
+            Batch {
+                input: &short,
+                ..ok
+            },
+            "input",
+        ),
+        (Batch { input: &nan, ..ok }, "input"),
+        (
+            Batch {
+                h0: Some(&h_bad),
+                ..ok
+            },
+            "h0",
+        ),
+        (
+            Batch {
+                c0: Some(&h_bad),
+                ..ok
+            },
+            "c0",
+        ),
+        (
+            Batch {
+                lengths: Some(&[5, 0]),
+                ..ok
+            },
+            "lengths",
+        ),
+        (
+            Batch {
+                lengths: Some(&[6, 1]),
+                ..ok
+            },
+            "lengths",
+        ),
+        (
+            Batch {
+                lengths: Some(&[5]),
+                ..ok
+            },
+            "lengths",
+        ),
+        (
+            Batch {
+                seq_len: 0,
+                input: &[],
+                ..ok
+            },
+            "input",
+        ),
+    ];
+    for (b, name) in cases {
+        match lstm.forward(&b) {
+            Err(Error::Tensor { name: n, msg }) => assert_eq!(n, name, "{msg}"),
+            other => panic!("expected an error naming `{name}`, got {other:?}"),
+        }
+    }
+    let g = vec![0f32; 5 * 2 * 4];
+    let s = vec![0f32; 2 * 4];
+    let up = Upstream {
+        grad_output: &g[1..],
+        grad_h_n: &s,
+        grad_c_n: &s,
+    };
+    match lstm.forward_backward(&ok, &up) {
+        Err(Error::Tensor { name, .. }) => assert_eq!(name, "grad_output"),
+        other => panic!("expected a grad_output error, got {other:?}"),
+    }
+    // The model still works after rejected input.
+    let out = lstm.forward(&ok).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.output.len(), 5 * 2 * 4);
+}
+
+#[test]
+fn state_dict_mismatches() {
+    let t = |n: &str, shape: Vec<usize>| {
+        NamedTensor::new(n, shape.clone(), vec![0.0; shape.iter().product()])
+    };
+    let good = vec![
+        t("weight_ih_l0", vec![8, 3]),
+        t("weight_hh_l0", vec![8, 2]),
+        t("bias_ih_l0", vec![8]),
+        t("bias_hh_l0", vec![8]),
+    ];
+    let (c, v) = LstmModel::host_values(&good).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c,
+        LstmConfig {
+            input_size: 3,
+            hidden_size: 2,
+            num_layers: 1,
+            bidirectional: false,
+            bias: true
+        }
+    );
+    assert_eq!(v.len(), 8 * 3 + 8 * 2 + 16);
+    let name_of = |ts: &[NamedTensor]| match LstmModel::host_values(ts) {
+        Err(Error::Tensor { name, .. }) => name,
+        other => panic!("expected a tensor error, got {other:?}"),
+    };
+    let mut extra = good.clone();
+    extra.push(t("weight_hh_l0_reverse", vec![8, 2]));
+    assert_eq!(name_of(&extra), "weight_ih_l0_reverse");
+    let mut wrong = good.clone();
+    wrong[2] = t("bias_ih_l0", vec![9]);
+    assert_eq!(name_of(&wrong), "bias_ih_l0");
+    let mut nobias_hh = good.clone();
+    nobias_hh.pop();
+    assert_eq!(name_of(&nobias_hh), "bias_hh_l0");
+    let mut stray = good.clone();
+    stray.push(t("head.weight", vec![1, 2]));
+    assert_eq!(name_of(&stray), "head.weight");
+    let mut bad_hh = good;
+    bad_hh[1] = t("weight_hh_l0", vec![8, 3]);
+    assert_eq!(name_of(&bad_hh), "weight_hh_l0");
+}

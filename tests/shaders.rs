@@ -1,0 +1,129 @@
+//! Every WGSL file in `shaders/` parses and validates with naga, the shader
+//! compiler inside wgpu, without needing a GPU adapter. A shader error thus
+//! fails `cargo test` on any machine, with naga's annotated source excerpt,
+//! instead of surfacing as a pipeline-creation error on first use.
+//!
+//! The directory is listed at test time, so new shaders are covered without
+//! touching this file. Entry points are checked against the names the Rust
+//! wrappers in `src/kernels/` compile.
+
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+use std::path::{Path, PathBuf};
+
+/// Entry points each known shader must define: exactly the ones its wrapper
+/// in `src/kernels/` passes to `Kernel::new`.
+const ENTRY_POINTS: &[(&str, &[&str])] = &[
+    ("gemm.wgsl", &["gemm"]),
+    ("lstm_cell.wgsl", &["forward", "backward", "backward_state"]),
+    ("reduce.wgsl", &["colsum"]),
+];
+
+fn shader_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders")
+}
+
+/// Every `*.wgsl` file of `shaders/`, sorted by name.
+fn shader_files() -> Vec<PathBuf> {
+    let dir = shader_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wgsl"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .expect("file name")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Parses and validates `path`, returning the module or a readable error
+/// naming the file.
+fn check(path: &Path) -> Result<naga::Module, String> {
+    let name = file_name(path);
+    let source = std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
+    let module = naga::front::wgsl::parse_str(&source).map_err(|e| {
+        format!(
+            "{name}: WGSL parse error:\n{}",
+            e.emit_to_string_with_path(&source, &path.display().to_string())
+        )
+    })?;
+    Validator::new(ValidationFlags::all(), Capabilities::all())
+        .validate(&module)
+        .map_err(|e| {
+            format!(
+                "{name}: validation error:\n{}",
+                e.emit_to_string_with_path(&source, &path.display().to_string())
+            )
+        })?;
+    Ok(module)
+}
+
+#[test]
+fn every_shader_parses_and_validates() {
+    let files = shader_files();
+    assert!(
+        files.len() >= 3,
+        "expected at least 3 .wgsl files in {}, found {}: {files:?}",
+        shader_dir().display(),
+        files.len()
+    );
+    // Check them all before failing, so one run reports every broken shader.
+    let errors: Vec<String> = files.iter().filter_map(|f| check(f).err()).collect();
+    assert!(
+        errors.is_empty(),
+        "{} of {} shaders failed:\n{}",
+        errors.len(),
+        files.len(),
+        errors.join("\n")
+    );
+}
+
+#[test]
+fn entry_points_match_the_wrappers() {
+    let files = shader_files();
+    let names: Vec<String> = files.iter().map(|f| file_name(f)).collect();
+    for (file, _) in ENTRY_POINTS {
+        assert!(
+            names.iter().any(|n| n == file),
+            "{file} is missing from {} (found {names:?})",
+            shader_dir().display()
+        );
+    }
+    for path in &files {
+        let name = file_name(path);
+        let module = check(path).unwrap_or_else(|e| panic!("{e}"));
+        let mut found: Vec<&str> = module
+            .entry_points
+            .iter()
+            .map(|ep| ep.name.as_str())
+            .collect();
+        // The wrappers only build compute pipelines.
+        for ep in &module.entry_points {
+            assert_eq!(
+                ep.stage,
+                naga::ShaderStage::Compute,
+                "{name}: entry point `{}` is not a compute shader",
+                ep.name
+            );
+        }
+        match ENTRY_POINTS.iter().find(|(f, _)| *f == name) {
+            Some((_, expected)) => {
+                let mut expected = expected.to_vec();
+                expected.sort_unstable();
+                found.sort_unstable();
+                assert_eq!(
+                    found, expected,
+                    "{name}: entry points differ from those src/kernels/ compiles"
+                );
+            }
+            // A new shader with no entry in the table yet: it must at least
+            // offer something to dispatch.
+            None => assert!(!found.is_empty(), "{name}: no entry points"),
+        }
+    }
+}
