@@ -208,6 +208,9 @@ fn grad(a: &GradArgs, verbose: bool) -> Result<()> {
     let model = LstmModel::with_values(&ctx, cfg.clone(), &values)?;
     let mut lstm = Lstm::new(ctx, model)?;
     let (out, g) = lstm.forward_backward(&batch, &up)?;
+    if verbose && let Some((f, b)) = lstm.dispatch_counts(t, n) {
+        eprintln!("dispatches: forward {f}, backward {b}, in 1 submit");
+    }
     let mut tensors = vec![
         NamedTensor::new("output", oshape.to_vec(), out.output),
         NamedTensor::new("h_n", sshape.to_vec(), out.h_n),

@@ -42,8 +42,8 @@ fn sine_batch(rng: &mut Rng, t: usize, b: usize) -> (Vec<f32>, Vec<f32>) {
     let mut x = vec![0f32; t * b];
     let mut y = vec![0f32; t * b];
     for j in 0..b {
-        let p1 = rng.uniform(0.0, 6.283);
-        let p2 = rng.uniform(0.0, 6.283);
+        let p1 = rng.uniform(0.0, std::f64::consts::TAU);
+        let p2 = rng.uniform(0.0, std::f64::consts::TAU);
         let f = |s: usize| {
             (0.6 * (0.3 * s as f64 + p1).sin() + 0.3 * (0.71 * s as f64 + p2).sin()) as f32
         };

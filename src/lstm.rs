@@ -166,6 +166,14 @@ impl Lstm {
         })
     }
 
+    /// Dispatches recorded per forward and per backward pass for the
+    /// (T, B) shape, once a pass of that shape has run.
+    pub fn dispatch_counts(&self, seq_len: usize, batch: usize) -> Option<(usize, usize)> {
+        self.plans
+            .get(&(seq_len, batch))
+            .map(|p| (p.forward.len(), p.backward.len()))
+    }
+
     /// The context.
     pub fn ctx(&self) -> &GpuContext {
         &self.ctx

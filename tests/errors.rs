@@ -47,7 +47,7 @@ fn workspace_over_adapter_limits() {
         c0: None,
         lengths: None,
     };
-    let e = lstm.forward(&b).err().expect("must fail");
+    let e = lstm.forward(&b).expect_err("must fail");
     assert!(matches!(e, Error::TooLarge { .. }), "{e}");
 }
 
@@ -129,7 +129,7 @@ fn bad_batches_name_the_tensor() {
             other => panic!("expected an error naming `{name}`, got {other:?}"),
         }
     }
-    let g = vec![0f32; 5 * 2 * 4];
+    let g = [0f32; 5 * 2 * 4];
     let s = vec![0f32; 2 * 4];
     let up = Upstream {
         grad_output: &g[1..],
@@ -187,4 +187,40 @@ fn state_dict_mismatches() {
     let mut bad_hh = good;
     bad_hh[1] = t("weight_hh_l0", vec![8, 3]);
     assert_eq!(name_of(&bad_hh), "weight_hh_l0");
+}
+
+/// The schedule's shape: per layer and direction, one input GEMM plus one
+/// cell dispatch per step forward; backward one cell dispatch per step, one
+/// for the initial-state gradients, two weight GEMMs, one bias reduction,
+/// and one input-gradient GEMM.
+#[test]
+fn dispatch_counts() {
+    let ctx = common::ctx();
+    for (layers, bidir, bias) in [(2, false, true), (3, true, false)] {
+        let c = LstmConfig {
+            input_size: 3,
+            hidden_size: 4,
+            num_layers: layers,
+            bidirectional: bidir,
+            bias,
+        };
+        let model = LstmModel::init_uniform(&ctx, c.clone(), 0).unwrap_or_else(|e| panic!("{e}"));
+        let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+        let (t, n) = (7, 2);
+        let x = vec![0.5f32; t * n * 3];
+        let b = Batch {
+            input: &x,
+            seq_len: t,
+            batch: n,
+            batch_first: false,
+            h0: None,
+            c0: None,
+            lengths: None,
+        };
+        lstm.forward(&b).unwrap_or_else(|e| panic!("{e}"));
+        let cells = layers * c.dirs();
+        let fwd = cells * (1 + t);
+        let bwd = cells * (t + 1 + 2 + usize::from(bias) + 1);
+        assert_eq!(lstm.dispatch_counts(t, n), Some((fwd, bwd)));
+    }
 }

@@ -115,7 +115,7 @@ fn assert_close(
     expected: &TensorView<'_>,
     actual: &TensorView<'_>,
     tol: f32,
-) {
+) -> f32 {
     assert_eq!(
         actual.shape(),
         expected.shape(),
@@ -150,6 +150,7 @@ fn assert_close(
         a[max_idx],
         e[max_idx],
     );
+    rel
 }
 
 fn check_config(name: &str) {
@@ -177,6 +178,7 @@ fn check_config(name: &str) {
     let mut names: Vec<String> = exp.names().into_iter().map(str::to_owned).collect();
     names.sort();
     assert!(!names.is_empty(), "{name}: empty expected file");
+    let mut worst = (0.0f32, String::new());
     for t in &names {
         let e = exp.tensor(t).expect("listed tensor");
         let a = got.tensor(t).unwrap_or_else(|err| {
@@ -186,8 +188,16 @@ fn check_config(name: &str) {
                 got.names()
             )
         });
-        assert_close(name, t, &e, &a, REL_TOL);
+        let rel = assert_close(name, t, &e, &a, REL_TOL);
+        if rel >= worst.0 {
+            worst = (rel, t.clone());
+        }
     }
+    // Seen with `cargo test --test pytorch_parity -- --nocapture`.
+    eprintln!(
+        "parity {name}: worst relative error {:.2e} ({})",
+        worst.0, worst.1
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
