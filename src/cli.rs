@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::io::{self, TensorFile};
 use crate::lstm::{Batch, Lstm, Upstream, validate_batch, validate_upstream};
 use crate::model::{LstmConfig, LstmModel, NamedTensor};
+use crate::norm::NormKind;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,6 +47,16 @@ pub struct GradArgs {
     /// input and grad_output are [B, T, ...] instead of [T, B, ...].
     #[arg(long)]
     pub batch_first: bool,
+    /// Normalization variant; the weights file must hold exactly its tensors.
+    #[arg(long, value_enum)]
+    pub norm: Option<NormKind>,
+    /// BatchNorm in train mode: batch statistics, running statistics
+    /// updated and written to the output (the default).
+    #[arg(long, conflicts_with = "eval")]
+    pub train: bool,
+    /// BatchNorm in eval mode: running statistics.
+    #[arg(long)]
+    pub eval: bool,
 }
 
 /// Arguments of `demo`.
@@ -114,7 +125,9 @@ const INPUT_NAMES: [&str; 7] = [
 fn grad(a: &GradArgs, verbose: bool) -> Result<()> {
     // Everything is read and checked on the host before the GPU is opened.
     let wfile = TensorFile::read(&a.weights)?;
-    let (cfg, values) = LstmModel::host_values(&wfile.all_f32()?)?;
+    let (floats, counters) = wfile.params_and_counters()?;
+    let host = LstmModel::host_model(&floats, &counters, a.norm)?;
+    let cfg = host.config.clone();
     let inp = TensorFile::read(&a.inputs)?;
     if let Some(name) = inp
         .tensors
@@ -203,10 +216,13 @@ fn grad(a: &GradArgs, verbose: bool) -> Result<()> {
     };
     validate_batch(&cfg, &batch)?;
     validate_upstream(&cfg, &batch, &up)?;
+    let train = !a.eval;
+    crate::model::check_batch(&cfg, &host.norm, &batch, train)?;
 
     let ctx = open_gpu(verbose)?;
-    let model = LstmModel::with_values(&ctx, cfg.clone(), &values)?;
-    let mut lstm = Lstm::new(ctx, model)?;
+    let model = LstmModel::from_host(&ctx, host)?;
+    let mut lstm = Lstm::new(ctx.clone(), model)?;
+    lstm.train = train;
     let (out, g) = lstm.forward_backward(&batch, &up)?;
     if verbose && let Some((f, b)) = lstm.dispatch_counts(t, n) {
         eprintln!("dispatches: forward {f}, backward {b}, in 1 submit");
@@ -224,7 +240,12 @@ fn grad(a: &GradArgs, verbose: bool) -> Result<()> {
         tensors.push(NamedTensor::new("grad.c0", sshape.to_vec(), g.c0));
     }
     tensors.extend(g.params);
-    io::write(&a.out, &tensors, None)?;
+    let mut counters = std::collections::BTreeMap::new();
+    if train && lstm.model.norm.has_batch_stats() {
+        tensors.extend(lstm.model.stat_tensors(&ctx)?);
+        counters = lstm.model.tracked.clone();
+    }
+    io::write_with_counters(&a.out, &tensors, &counters, None)?;
     if verbose {
         eprintln!(
             "wrote {} tensors to {} ({})",

@@ -130,6 +130,28 @@ impl TensorFile {
         Ok(Some((t.shape.clone(), data)))
     }
 
+    /// The f32 tensors, and the integer `*.num_batches_tracked` counters
+    /// that PyTorch's BatchNorm modules keep beside them.
+    pub fn params_and_counters(&self) -> Result<(Vec<NamedTensor>, BTreeMap<String, i64>)> {
+        let mut floats = Vec::new();
+        let mut ints = BTreeMap::new();
+        for (name, t) in &self.tensors {
+            if name.ends_with(".num_batches_tracked") && t.dtype != Dtype::F32 {
+                let (shape, v) = self.ints(name)?.unwrap_or_default();
+                if v.len() != 1 || shape.len() > 1 {
+                    return Err(Error::tensor(
+                        name,
+                        format!("shape {shape:?}, expected a scalar"),
+                    ));
+                }
+                ints.insert(name.clone(), v[0]);
+            } else {
+                floats.push(self.require_f32(name)?);
+            }
+        }
+        Ok((floats, ints))
+    }
+
     /// Every tensor as f32 (all must be f32 and finite).
     pub fn all_f32(&self) -> Result<Vec<NamedTensor>> {
         self.tensors.keys().map(|k| self.require_f32(k)).collect()
@@ -142,18 +164,38 @@ pub fn write(
     tensors: &[NamedTensor],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
+    write_with_counters(path, tensors, &BTreeMap::new(), metadata)
+}
+
+/// Writes f32 `tensors` and i64 scalar `counters` to `path` atomically.
+pub fn write_with_counters(
+    path: impl AsRef<Path>,
+    tensors: &[NamedTensor],
+    counters: &BTreeMap<String, i64>,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
     let path = path.as_ref();
-    let bytes: Vec<Vec<u8>> = tensors
+    let mut items: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|t| bytemuck::cast_slice::<f32, u8>(&t.data).to_vec())
+        .map(|t| {
+            let b = bytemuck::cast_slice::<f32, u8>(&t.data).to_vec();
+            (t.name.clone(), Dtype::F32, t.shape.clone(), b)
+        })
         .collect();
-    let views = tensors
+    for (name, v) in counters {
+        items.push((
+            name.clone(),
+            Dtype::I64,
+            Vec::new(),
+            v.to_le_bytes().to_vec(),
+        ));
+    }
+    let views = items
         .iter()
-        .zip(&bytes)
-        .map(|(t, b)| {
-            safetensors::tensor::TensorView::new(Dtype::F32, t.shape.clone(), b)
-                .map(|v| (t.name.clone(), v))
-                .map_err(|e| Error::tensor(&t.name, e.to_string()))
+        .map(|(name, dtype, shape, b)| {
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), b)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::tensor(name, e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
     let data = safetensors::serialize(views, metadata).map_err(|e| Error::file(path, e))?;

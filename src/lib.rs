@@ -23,6 +23,7 @@ pub mod io;
 pub mod kernels;
 pub mod lstm;
 pub mod model;
+pub mod norm;
 pub mod reference;
 pub mod schedule;
 pub mod workspace;

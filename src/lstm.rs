@@ -71,7 +71,10 @@ pub struct Lstm {
     kernels: Kernels,
     /// The model (parameters and gradients live on the GPU).
     pub model: LstmModel,
-    plans: HashMap<(usize, usize), Plan>,
+    plans: HashMap<(usize, usize, bool), Plan>,
+    /// BatchNorm mode: batch statistics and running-stat updates (`true`,
+    /// the default) or running statistics (`false`).
+    pub train: bool,
 }
 
 /// Swaps the first two axes of a `[a, b, rest]` array.
@@ -163,6 +166,7 @@ impl Lstm {
             kernels,
             model,
             plans: HashMap::new(),
+            train: true,
         })
     }
 
@@ -170,7 +174,7 @@ impl Lstm {
     /// (T, B) shape, once a pass of that shape has run.
     pub fn dispatch_counts(&self, seq_len: usize, batch: usize) -> Option<(usize, usize)> {
         self.plans
-            .get(&(seq_len, batch))
+            .get(&(seq_len, batch, self.train))
             .map(|p| (p.forward.len(), p.backward.len()))
     }
 
@@ -187,12 +191,14 @@ impl Lstm {
     fn upload(&mut self, b: &Batch<'_>) -> Result<()> {
         self.validate(b)?;
         let (t, n) = (b.seq_len, b.batch);
-        if !self.plans.contains_key(&(t, n)) {
-            let plan = Plan::new(&self.ctx, &self.kernels, &self.model, t, n)?;
-            self.plans.insert((t, n), plan);
+        self.model.check_batch(b, self.train)?;
+        let key = (t, n, self.train);
+        if !self.plans.contains_key(&key) {
+            let plan = Plan::new(&self.ctx, &self.kernels, &self.model, t, n, self.train)?;
+            self.plans.insert(key, plan);
         }
         let cfg = &self.model.config;
-        let ws = &self.plans[&(t, n)].ws;
+        let ws = &self.plans[&key].ws;
         let ctx = &self.ctx;
         if b.batch_first {
             ctx.write(&ws.x, 0, &swap01(b.input, n, t, cfg.input_size));
@@ -213,7 +219,7 @@ impl Lstm {
 
     fn read_outputs(&self, t: usize, n: usize, batch_first: bool) -> Result<Outputs> {
         let cfg = &self.model.config;
-        let plan = &self.plans[&(t, n)];
+        let plan = &self.plans[&(t, n, self.train)];
         let w = cfg.dirs() * cfg.hidden_size;
         let mut output = self
             .ctx
@@ -230,10 +236,20 @@ impl Lstm {
         })
     }
 
+    /// A train-mode pass of a BatchNorm variant counts one batch, as
+    /// PyTorch's `num_batches_tracked`.
+    fn count_batch(&mut self) {
+        if self.train && self.model.norm.has_batch_stats() {
+            for v in self.model.tracked.values_mut() {
+                *v += 1;
+            }
+        }
+    }
+
     /// Runs the forward pass.
     pub fn forward(&mut self, b: &Batch<'_>) -> Result<Outputs> {
         self.upload(b)?;
-        let plan = &self.plans[&(b.seq_len, b.batch)];
+        let plan = &self.plans[&(b.seq_len, b.batch, self.train)];
         let ctx = &self.ctx;
         ctx.scoped(|| {
             let mut enc = ctx.device.create_command_encoder(&Default::default());
@@ -241,6 +257,7 @@ impl Lstm {
             ctx.queue.submit([enc.finish()]);
             Ok(())
         })?;
+        self.count_batch();
         self.read_outputs(b.seq_len, b.batch, b.batch_first)
     }
 
@@ -256,8 +273,8 @@ impl Lstm {
         let (t, n) = (b.seq_len, b.batch);
         validate_upstream(&cfg, b, up)?;
         self.upload(b)?;
-        let plan = &self.plans[&(t, n)];
-        let ctx = &self.ctx;
+        let plan = &self.plans[&(t, n, self.train)];
+        let ctx = &self.ctx.clone();
         let gy = &plan.ws.dy[plan.grad_output];
         if b.batch_first {
             let w = cfg.dirs() * cfg.hidden_size;
@@ -275,8 +292,9 @@ impl Lstm {
             ctx.queue.submit([enc.finish()]);
             Ok(())
         })?;
+        self.count_batch();
         let out = self.read_outputs(t, n, b.batch_first)?;
-        let plan = &self.plans[&(t, n)];
+        let plan = &self.plans[&(t, n, self.train)];
         let i = cfg.input_size;
         let mut input = ctx.read_f32(&plan.ws.dy[plan.grad_input], 0, t * n * i)?;
         if b.batch_first {

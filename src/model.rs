@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
+use crate::norm::{Norm, NormKind, TensorKind};
 use std::collections::BTreeMap;
 
 /// A host tensor of f32 with its name and shape.
@@ -203,12 +204,128 @@ impl ParamTable {
 pub struct LstmModel {
     /// Shape.
     pub config: LstmConfig,
-    /// Layout of the flat buffers.
+    /// Normalization variant.
+    pub norm: Norm,
+    /// Layout of the flat parameter and gradient buffers: the LSTM's
+    /// tensors in state_dict order, then the norm parameters.
     pub table: ParamTable,
     /// All parameters.
     pub params: wgpu::Buffer,
     /// All gradients (same layout).
     pub grads: wgpu::Buffer,
+    /// Layout of the running statistics of BatchNorm variants.
+    pub stats_table: ParamTable,
+    /// Running statistics (one element when there are none).
+    pub stats: wgpu::Buffer,
+    /// `num_batches_tracked` of BatchNorm modules that had one in the file.
+    pub tracked: BTreeMap<String, i64>,
+}
+
+/// A model's contents on the host, checked, before it goes to the GPU.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostModel {
+    /// Shape.
+    pub config: LstmConfig,
+    /// Normalization variant.
+    pub norm: Norm,
+    /// Parameters in table order.
+    pub values: Vec<f32>,
+    /// Running statistics in stats-table order.
+    pub stats: Vec<f32>,
+    /// `num_batches_tracked` counters by tensor name.
+    pub tracked: BTreeMap<String, i64>,
+}
+
+/// The parameter and running-statistics tables of a model.
+pub fn tables(config: &LstmConfig, norm: &Norm) -> (ParamTable, ParamTable) {
+    let mut params = ParamTable::new(config.param_shapes());
+    let mut stats = ParamTable::default();
+    for (name, shape, kind) in norm.tensor_shapes(config) {
+        match kind {
+            TensorKind::Param => params.push(name, shape),
+            TensorKind::RunningStat => stats.push(name, shape),
+        }
+    }
+    (params, stats)
+}
+
+fn split_table(table: &ParamTable, flat: &[f32], prefix: &str) -> Vec<NamedTensor> {
+    table
+        .entries
+        .iter()
+        .map(|e| {
+            NamedTensor::new(
+                format!("{prefix}{}", e.name),
+                e.shape.clone(),
+                flat[e.offset..e.offset + e.len()].to_vec(),
+            )
+        })
+        .collect()
+}
+
+/// Checks what a BatchNorm variant needs of a batch in train mode: at least
+/// two values per statistic (as PyTorch), and no more steps than rows of
+/// running statistics.
+pub fn check_batch(
+    cfg: &LstmConfig,
+    norm: &Norm,
+    b: &crate::lstm::Batch<'_>,
+    train: bool,
+) -> Result<()> {
+    if !train || !norm.has_batch_stats() {
+        return Ok(());
+    }
+    let lens: Vec<usize> = match b.lengths {
+        Some(l) => l.to_vec(),
+        None => vec![b.seq_len; b.batch],
+    };
+    let max_len = lens.iter().copied().max().unwrap_or(0);
+    let who = if b.lengths.is_some() {
+        "lengths"
+    } else {
+        "input"
+    };
+    let (_, stats_table) = tables(cfg, norm);
+    let (rows_name, t_max) = match *norm {
+        Norm::StepBatch { t_max, .. } => {
+            (stats_table.entries.first().map(|e| e.name.clone()), t_max)
+        }
+        Norm::RecurrentBatch { t_max } => {
+            (stats_table.entries.first().map(|e| e.name.clone()), t_max)
+        }
+        _ => (None, usize::MAX),
+    };
+    if let Some(name) = rows_name {
+        if max_len > t_max {
+            return Err(Error::tensor(
+                name,
+                format!("{t_max} rows of running statistics, but train mode runs {max_len} steps"),
+            ));
+        }
+    }
+    if let Norm::Batch { .. } = *norm {
+        let n: usize = lens.iter().sum();
+        if n < 2 {
+            return Err(Error::tensor(
+                who,
+                "BatchNorm in train mode needs more than 1 value per channel (1 valid position)",
+            ));
+        }
+    } else {
+        for s in 0..max_len {
+            let n = lens.iter().filter(|&&l| l > s).count();
+            if n < 2 {
+                return Err(Error::tensor(
+                    who,
+                    format!(
+                        "BatchNorm in train mode needs more than 1 value per channel, \
+                         but only {n} sequence is active at step {s}"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Name suffix of direction `d`.
@@ -217,118 +334,213 @@ pub fn dir_suffix(d: usize) -> &'static str {
 }
 
 impl LstmModel {
-    /// A model with parameters from `values` (flat, in table order).
+    /// A plain LSTM with parameters from `values` (flat, in table order).
     pub fn with_values(ctx: &GpuContext, config: LstmConfig, values: &[f32]) -> Result<Self> {
-        config.validate()?;
-        let table = ParamTable::new(config.param_shapes());
-        if values.len() != table.total {
+        Self::from_host(
+            ctx,
+            HostModel {
+                config,
+                norm: Norm::None,
+                values: values.to_vec(),
+                stats: Vec::new(),
+                tracked: BTreeMap::new(),
+            },
+        )
+    }
+
+    /// Uploads a host model.
+    pub fn from_host(ctx: &GpuContext, m: HostModel) -> Result<Self> {
+        m.config.validate()?;
+        let (table, stats_table) = tables(&m.config, &m.norm);
+        if m.values.len() != table.total || m.stats.len() != stats_table.total {
             return Err(Error::Invalid(format!(
-                "{} parameter values given, the model has {}",
-                values.len(),
-                table.total
+                "{} parameter and {} statistics values given, the model has {} and {}",
+                m.values.len(),
+                m.stats.len(),
+                table.total,
+                stats_table.total
             )));
         }
-        let params = ctx.storage_init("parameters", values)?;
+        let params = ctx.storage_init("parameters", &m.values)?;
         let grads = ctx.storage("gradients", table.total)?;
+        let stats = ctx.storage_init("running statistics", &m.stats)?;
         Ok(Self {
-            config,
+            config: m.config,
+            norm: m.norm,
             table,
             params,
             grads,
+            stats_table,
+            stats,
+            tracked: m.tracked,
         })
     }
 
     /// PyTorch's default initialisation: every parameter U(-1/√H, 1/√H),
     /// from a seeded generator.
     pub fn init_uniform(ctx: &GpuContext, config: LstmConfig, seed: u64) -> Result<Self> {
+        Self::init_with_norm(ctx, config, Norm::None, seed)
+    }
+
+    /// PyTorch's default initialisation of the LSTM part (see
+    /// [`LstmModel::init_uniform`]) and [`Norm::init_value`] for the norm
+    /// tensors.
+    pub fn init_with_norm(
+        ctx: &GpuContext,
+        config: LstmConfig,
+        norm: Norm,
+        seed: u64,
+    ) -> Result<Self> {
         config.validate()?;
+        let (table, stats_table) = tables(&config, &norm);
+        ctx.check_size("parameters", table.total as u64 * 4)?;
         let n = ParamTable::new(config.param_shapes()).total;
-        ctx.check_size("parameters", n as u64 * 4)?;
         let k = 1.0 / (config.hidden_size as f64).sqrt();
         let mut rng = crate::reference::Rng::new(seed);
-        let values: Vec<f32> = (0..n).map(|_| rng.uniform(-k, k) as f32).collect();
-        Self::with_values(ctx, config, &values)
+        let mut values: Vec<f32> = (0..n).map(|_| rng.uniform(-k, k) as f32).collect();
+        for e in table.entries.iter().filter(|e| e.offset >= n) {
+            values.extend(std::iter::repeat_n(norm.init_value(&e.name), e.len()));
+        }
+        let mut stats = Vec::with_capacity(stats_table.total);
+        for e in &stats_table.entries {
+            stats.extend(std::iter::repeat_n(norm.init_value(&e.name), e.len()));
+        }
+        Self::from_host(
+            ctx,
+            HostModel {
+                config,
+                norm,
+                values,
+                stats,
+                tracked: BTreeMap::new(),
+            },
+        )
     }
 
-    /// A model from `nn.LSTM` state_dict tensors: the configuration is read
-    /// from the names and shapes, and every tensor must be used.
+    /// A plain model from `nn.LSTM` state_dict tensors: the configuration is
+    /// read from the names and shapes, and every tensor must be used.
     pub fn from_tensors(ctx: &GpuContext, tensors: &[NamedTensor]) -> Result<Self> {
-        let (config, values) = Self::host_values(tensors)?;
-        Self::with_values(ctx, config, &values)
+        Self::from_host(ctx, Self::host_model(tensors, &BTreeMap::new(), None)?)
     }
 
-    /// Checks `nn.LSTM` state_dict tensors on the host and returns the
-    /// configuration they describe and the flat parameter values, so that
-    /// bad files are rejected before any GPU work.
+    /// Checks plain `nn.LSTM` state_dict tensors on the host and returns the
+    /// configuration and the flat parameter values.
     pub fn host_values(tensors: &[NamedTensor]) -> Result<(LstmConfig, Vec<f32>)> {
+        let m = Self::host_model(tensors, &BTreeMap::new(), None)?;
+        Ok((m.config, m.values))
+    }
+
+    /// Checks state_dict tensors on the host: an `nn.LSTM` state_dict plus,
+    /// with `norm`, exactly the tensors of that variant (and optional integer
+    /// `num_batches_tracked` counters in `ints`). Bad files are rejected
+    /// before any GPU work, with the first missing, misshapen, non-finite or
+    /// unexpected tensor named.
+    pub fn host_model(
+        tensors: &[NamedTensor],
+        ints: &BTreeMap<String, i64>,
+        norm: Option<NormKind>,
+    ) -> Result<HostModel> {
         let shapes: BTreeMap<String, Vec<usize>> = tensors
             .iter()
             .map(|t| (t.name.clone(), t.shape.clone()))
             .collect();
         let config = LstmConfig::infer(&shapes)?;
-        let table = ParamTable::new(config.param_shapes());
-        let mut values = vec![0f32; table.total];
-        for e in &table.entries {
-            let t = tensors.iter().find(|t| t.name == e.name).ok_or_else(|| {
-                Error::tensor(
-                    &e.name,
-                    format!(
-                        "missing: expected shape {:?} for {} layer(s), hidden {}, {}",
-                        e.shape,
-                        config.num_layers,
-                        config.hidden_size,
-                        if config.bidirectional {
-                            "bidirectional"
-                        } else {
-                            "unidirectional"
-                        }
-                    ),
-                )
-            })?;
-            if t.shape != e.shape {
-                return Err(Error::tensor(
-                    &e.name,
-                    format!("shape {:?}, expected {:?}", t.shape, e.shape),
-                ));
+        let norm = match norm {
+            Some(k) => Norm::infer(k, &config, &shapes)?,
+            None => Norm::None,
+        };
+        let (table, stats_table) = tables(&config, &norm);
+        let describe = format!(
+            "{} layer(s), hidden {}, {}{}",
+            config.num_layers,
+            config.hidden_size,
+            if config.bidirectional {
+                "bidirectional"
+            } else {
+                "unidirectional"
+            },
+            match norm {
+                Norm::None => String::new(),
+                n => format!(", norm {n:?}"),
             }
-            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-                return Err(Error::tensor(
-                    &e.name,
-                    format!("non-finite value {} at flat index {i}", t.data[i]),
-                ));
+        );
+        let fill = |t: &ParamTable| -> Result<Vec<f32>> {
+            let mut values = vec![0f32; t.total];
+            for e in &t.entries {
+                let x = tensors.iter().find(|x| x.name == e.name).ok_or_else(|| {
+                    Error::tensor(
+                        &e.name,
+                        format!("missing: expected shape {:?} for {describe}", e.shape),
+                    )
+                })?;
+                if x.shape != e.shape {
+                    return Err(Error::tensor(
+                        &e.name,
+                        format!("shape {:?}, expected {:?}", x.shape, e.shape),
+                    ));
+                }
+                if let Some(i) = x.data.iter().position(|v| !v.is_finite()) {
+                    return Err(Error::tensor(
+                        &e.name,
+                        format!("non-finite value {} at flat index {i}", x.data[i]),
+                    ));
+                }
+                values[e.offset..e.offset + e.len()].copy_from_slice(&x.data);
             }
-            values[e.offset..e.offset + e.len()].copy_from_slice(&t.data);
-        }
-        if let Some(t) = tensors.iter().find(|t| table.get(&t.name).is_none()) {
+            Ok(values)
+        };
+        let values = fill(&table)?;
+        let stats = fill(&stats_table)?;
+        if let Some(t) = tensors
+            .iter()
+            .find(|t| table.get(&t.name).is_none() && stats_table.get(&t.name).is_none())
+        {
             return Err(Error::tensor(
                 &t.name,
                 format!(
-                    "unexpected in an nn.LSTM state_dict with {} layer(s){}{}",
-                    config.num_layers,
-                    if config.bidirectional {
-                        ", bidirectional"
-                    } else {
-                        ""
-                    },
+                    "unexpected in a state_dict of {describe}{}",
                     if config.bias { "" } else { ", no bias" }
                 ),
             ));
         }
-        Ok((config, values))
+        let mut tracked = BTreeMap::new();
+        for (name, &v) in ints {
+            let module = name.strip_suffix(".num_batches_tracked");
+            let known = module
+                .map(|m| stats_table.get(&format!("{m}.running_mean")).is_some())
+                .unwrap_or(false);
+            if !known {
+                return Err(Error::tensor(
+                    name,
+                    format!("unexpected integer tensor in a state_dict of {describe}"),
+                ));
+            }
+            tracked.insert(name.clone(), v);
+        }
+        Ok(HostModel {
+            config,
+            norm,
+            values,
+            stats,
+            tracked,
+        })
+    }
+
+    /// Checks what a BatchNorm variant needs of a batch in train mode: at
+    /// least two values per statistic (as PyTorch), and no more steps than
+    /// rows of running statistics.
+    pub fn check_batch(&self, b: &crate::lstm::Batch<'_>, train: bool) -> Result<()> {
+        check_batch(&self.config, &self.norm, b, train)
     }
 
     fn split(&self, flat: Vec<f32>, prefix: &str) -> Vec<NamedTensor> {
-        self.table
-            .entries
-            .iter()
-            .map(|e| {
-                NamedTensor::new(
-                    format!("{prefix}{}", e.name),
-                    e.shape.clone(),
-                    flat[e.offset..e.offset + e.len()].to_vec(),
-                )
-            })
-            .collect()
+        split_table(&self.table, &flat, prefix)
+    }
+
+    /// Running statistics of BatchNorm variants, read back, with their names.
+    pub fn stat_tensors(&self, ctx: &GpuContext) -> Result<Vec<NamedTensor>> {
+        let flat = ctx.read_f32(&self.stats, 0, self.stats_table.total)?;
+        Ok(split_table(&self.stats_table, &flat, ""))
     }
 
     /// All parameters, read back, with their PyTorch names.

@@ -1,20 +1,22 @@
 //! Orders and records the dispatches of a forward and a backward pass.
-//! Everything (bind groups, uniform blocks) is built once per (T, B) shape;
+//! Everything (bind groups, uniform blocks) is built once per (T, B, mode);
 //! running a pass is recording a prepared list into one compute pass.
 //!
 //! Forward, per layer: one GEMM per direction for the input projection of
-//! all timesteps (with both biases), then one fused cell dispatch per
-//! (direction, step). Backward, per layer from the top: one fused cell
-//! dispatch per (direction, step) in reverse, one for the initial-state
-//! gradients, then weight gradients as GEMMs over all timesteps, bias
-//! gradients as a column sum, and the gradient for the layer below as a GEMM.
+//! all timesteps, then one fused cell dispatch per (direction, step).
+//! Backward, per layer from the top: one fused cell dispatch per
+//! (direction, step) in reverse, one for the initial-state gradients, then
+//! weight gradients as GEMMs over all timesteps, bias (and norm-gain)
+//! gradients as column sums, and the gradient for the layer below as a GEMM.
 
 use crate::error::Result;
 use crate::gpu::{Dispatch, GpuContext};
 use crate::kernels::Kernels;
 use crate::kernels::gemm::GemmOp;
 use crate::kernels::lstm_cell::{CellBackward, CellForward, CellShape};
-use crate::model::LstmModel;
+use crate::kernels::lstm_cell_ln::{self, NormCellBuffers, NormCellParams};
+use crate::model::{LstmModel, dir_suffix};
+use crate::norm::Norm;
 use crate::workspace::Workspace;
 
 /// Prepared dispatches of one shape.
@@ -44,23 +46,58 @@ fn shape(model: &LstmModel, ws: &Workspace, l: usize, d: usize) -> CellShape {
         out_col: d * h,
         pre_off: d * seq * batch * 4 * h,
         whh_off: model.cell_offsets(l, d).1,
-        cache_off: (l * cfg.dirs() + d) * Workspace::cache_block(cfg, seq, batch),
-        dg_off: d * Workspace::dg_block(cfg, seq, batch),
+        cache_off: (l * cfg.dirs() + d) * Workspace::cache_block(cfg, &model.norm, seq, batch),
+        dg_off: d * Workspace::dg_block(cfg, &model.norm, seq, batch),
         state_off: (l * cfg.dirs() + d) * batch * h,
         state_stride: Workspace::state_len(cfg, batch),
     }
 }
 
+/// Offsets of the normalized cell's tensors of layer `l`, direction `d`.
+fn norm_cell_params(model: &LstmModel, l: usize, d: usize, train: bool) -> NormCellParams {
+    let s = dir_suffix(d);
+    let p = |n: String| model.table.get(&n).map(|e| e.offset).unwrap_or(0);
+    let st = |n: String| model.stats_table.get(&n).map(|e| e.offset).unwrap_or(0);
+    let (_, _, bih, bhh) = model.cell_offsets(l, d);
+    let (m, t_max) = match model.norm {
+        Norm::RecurrentBatch { t_max } => ("bn", t_max),
+        _ => ("ln", 1),
+    };
+    let gain_shift = |part: &str| {
+        (
+            p(format!("{m}_{part}_l{l}{s}.weight")),
+            p(format!("{m}_{part}_l{l}{s}.bias")),
+        )
+    };
+    let running = |part: &str| {
+        (
+            st(format!("{m}_{part}_l{l}{s}.running_mean")),
+            st(format!("{m}_{part}_l{l}{s}.running_var")),
+        )
+    };
+    NormCellParams {
+        bias: bih.zip(bhh),
+        ih: gain_shift("ih"),
+        hh: gain_shift("hh"),
+        c: gain_shift("c"),
+        train,
+        t_max,
+        running: [running("ih"), running("hh"), running("c")],
+    }
+}
+
 impl Plan {
-    /// Builds the workspace and every dispatch for (seq, batch).
+    /// Builds the workspace and every dispatch for (seq, batch) in train or
+    /// eval mode (which matters for BatchNorm variants only).
     pub fn new(
         ctx: &GpuContext,
         k: &Kernels,
         model: &LstmModel,
         seq: usize,
         batch: usize,
+        train: bool,
     ) -> Result<Self> {
-        ctx.scoped(|| Self::build(ctx, k, model, seq, batch))
+        ctx.scoped(|| Self::build(ctx, k, model, seq, batch, train))
     }
 
     fn build(
@@ -69,12 +106,15 @@ impl Plan {
         model: &LstmModel,
         seq: usize,
         batch: usize,
+        train: bool,
     ) -> Result<Self> {
         let cfg = &model.config;
-        let ws = Workspace::new(ctx, cfg, seq, batch)?;
+        let norm = model.norm;
+        let in_cell = norm.in_cell();
+        let ws = Workspace::new(ctx, cfg, &norm, seq, batch)?;
         let (h, dirs, tb) = (cfg.hidden_size, cfg.dirs(), seq * batch);
-        let mut forward = Vec::new();
         let push = |v: &mut Vec<Dispatch>, d: Option<Dispatch>| v.extend(d);
+        let mut forward = Vec::new();
         for l in 0..cfg.num_layers {
             let (input, ld) = if l == 0 {
                 (&ws.x, cfg.input_size)
@@ -92,7 +132,8 @@ impl Plan {
                     a: (input, 0, ld),
                     b: (&model.params, wih, ld),
                     c: (&ws.pre, d * tb * 4 * h, 4 * h),
-                    bias: Some((&model.params, bih, bhh)),
+                    // Normalized cells add the biases after their norms.
+                    bias: (!in_cell).then_some((&model.params, bih, bhh)),
                     alpha: 1.0,
                     accumulate: false,
                 };
@@ -107,10 +148,30 @@ impl Plan {
                 cache: &ws.cache,
                 state_out: &ws.state_out,
             };
+            let nbufs = NormCellBuffers {
+                pre: &ws.pre,
+                params: &model.params,
+                state_in: &ws.state_in,
+                lengths: &ws.lengths,
+                out: &ws.outs[l],
+                cache: &ws.cache,
+                state_out: &ws.state_out,
+                dy: &ws.dy[0],
+                gstate_in: &ws.gstate_in,
+                dg: &ws.dg,
+                stats: &model.stats,
+            };
             for s in 0..seq {
                 for d in 0..dirs {
                     let sh = shape(model, &ws, l, d);
-                    forward.push(k.cell.forward(ctx, &sh, s, &bufs)?);
+                    let np = norm_cell_params(model, l, d, train);
+                    forward.push(match norm {
+                        Norm::LayerCell => k.cell_ln.forward(ctx, &sh, &np, s, &nbufs)?,
+                        Norm::RecurrentBatch { .. } => {
+                            k.cell_bn.forward(ctx, &sh, &np, s, &nbufs)?
+                        }
+                        _ => k.cell.forward(ctx, &sh, s, &bufs)?,
+                    });
                 }
             }
         }
@@ -120,6 +181,9 @@ impl Plan {
         // dy[cur] holds the gradient w.r.t. layer l's output; dy[1-cur]
         // receives the gradient w.r.t. its input.
         let grad_output = top % 2;
+        let dgb = Workspace::dg_block(cfg, &norm, seq, batch);
+        let [_, sec_dp, sec_dr, _, sec_dhc] = lstm_cell_ln::dg_sections(h, seq, batch);
+        let [.., sec_hp, sec_xi, sec_xh, sec_xc] = lstm_cell_ln::cache_sections(h, seq, batch);
         for l in (0..cfg.num_layers).rev() {
             let cur = l % 2;
             let (input, ld) = if l == 0 {
@@ -137,25 +201,61 @@ impl Plan {
                 dg: &ws.dg,
                 gstate_out: &ws.gstate_out,
             };
+            let nbufs = NormCellBuffers {
+                pre: &ws.pre,
+                params: &model.params,
+                state_in: &ws.state_in,
+                lengths: &ws.lengths,
+                out: &ws.outs[l],
+                cache: &ws.cache,
+                state_out: &ws.state_out,
+                dy: &ws.dy[cur],
+                gstate_in: &ws.gstate_in,
+                dg: &ws.dg,
+                stats: &model.stats,
+            };
             for s in (0..seq).rev() {
                 for d in 0..dirs {
                     let sh = shape(model, &ws, l, d);
-                    backward.push(k.cell.backward(ctx, &sh, s, &bufs)?);
+                    let np = norm_cell_params(model, l, d, train);
+                    backward.push(match norm {
+                        Norm::LayerCell => k.cell_ln.backward(ctx, &sh, &np, s, &nbufs)?,
+                        Norm::RecurrentBatch { .. } => {
+                            k.cell_bn.backward(ctx, &sh, &np, s, &nbufs)?
+                        }
+                        _ => k.cell.backward(ctx, &sh, s, &bufs)?,
+                    });
                 }
             }
             for d in 0..dirs {
                 let sh = shape(model, &ws, l, d);
-                backward.push(k.cell.backward_state(ctx, &sh, &bufs)?);
+                // The plain kernel's initial-state step serves the normalized
+                // cells too: their dr and dc sections sit where it expects
+                // dgates and dc.
+                let state_sh = if in_cell {
+                    CellShape {
+                        dg_off: sh.dg_off + sec_dr,
+                        ..sh
+                    }
+                } else {
+                    sh
+                };
+                backward.push(k.cell.backward_state(ctx, &state_sh, &bufs)?);
                 let (wih, whh, bih, bhh) = model.cell_offsets(l, d);
-                let dg = (&ws.dg, sh.dg_off, 4 * h);
-                // dW_ih = dG^T · X, dW_hh = dG^T · H_prev over all (t, b).
+                // Gradients of W_ih x and W_hh h: dgates for the plain cell,
+                // dp and dr (through the norms) for normalized cells.
+                let (dp, dr) = if in_cell {
+                    (sh.dg_off + sec_dp, sh.dg_off + sec_dr)
+                } else {
+                    (sh.dg_off, sh.dg_off)
+                };
                 let dw_ih = GemmOp {
                     m: 4 * h,
                     n: ld,
                     k: tb,
                     trans_a: true,
                     trans_b: false,
-                    a: dg,
+                    a: (&ws.dg, dp, 4 * h),
                     b: (input, 0, ld),
                     c: (&model.grads, wih, ld),
                     bias: None,
@@ -163,31 +263,75 @@ impl Plan {
                     accumulate: false,
                 };
                 push(&mut backward, k.gemm.dispatch(ctx, &dw_ih)?);
-                let hprev = sh.cache_off + tb * 5 * h;
+                let hprev = sh.cache_off + if in_cell { sec_hp } else { tb * 5 * h };
                 let dw_hh = GemmOp {
+                    a: (&ws.dg, dr, 4 * h),
                     b: (&ws.cache, hprev, h),
                     n: h,
                     c: (&model.grads, whh, h),
                     ..dw_ih
                 };
                 push(&mut backward, k.gemm.dispatch(ctx, &dw_hh)?);
+                let da = (&ws.dg, sh.dg_off, 4 * h);
                 if let Some(bih) = bih {
                     let c = k
                         .reduce
-                        .colsum(ctx, dg, tb, 4 * h, &model.grads, bih, bhh, false)?;
+                        .colsum(ctx, da, tb, 4 * h, &model.grads, bih, bhh, false)?;
                     push(&mut backward, c);
                 }
+                if in_cell {
+                    let np = norm_cell_params(model, l, d, train);
+                    let g = &model.grads;
+                    let prod = |a: (usize, usize), x: usize, width: usize, out: usize| {
+                        k.reduce.colsum_prod(
+                            ctx,
+                            (&ws.dg, a.0),
+                            (&ws.cache, sh.cache_off + x),
+                            width,
+                            tb,
+                            a.1,
+                            (g, out),
+                        )
+                    };
+                    let da4 = (sh.dg_off, 4 * h);
+                    push(&mut backward, prod(da4, sec_xi, 4 * h, np.ih.0)?);
+                    push(&mut backward, prod(da4, sec_xh, 4 * h, np.hh.0)?);
+                    push(
+                        &mut backward,
+                        prod((sh.dg_off + sec_dhc, h), sec_xc, h, np.c.0)?,
+                    );
+                    let dhc = (&ws.dg, sh.dg_off + sec_dhc, h);
+                    if matches!(norm, Norm::LayerCell) {
+                        let c = k.reduce.colsum(
+                            ctx,
+                            da,
+                            tb,
+                            4 * h,
+                            g,
+                            np.ih.1,
+                            Some(np.hh.1),
+                            false,
+                        )?;
+                        push(&mut backward, c);
+                    }
+                    push(
+                        &mut backward,
+                        k.reduce.colsum(ctx, dhc, tb, h, g, np.c.1, None, false)?,
+                    );
+                }
+                let _ = dgb;
             }
-            // Gradient w.r.t. this layer's input: Σ_d dG_d · W_ih_d.
+            // Gradient w.r.t. this layer's input: Σ_d dP_d · W_ih_d.
             for d in 0..dirs {
                 let (wih, ..) = model.cell_offsets(l, d);
+                let dp = d * dgb + if in_cell { sec_dp } else { 0 };
                 let op = GemmOp {
                     m: tb,
                     n: ld,
                     k: 4 * h,
                     trans_a: false,
                     trans_b: false,
-                    a: (&ws.dg, d * Workspace::dg_block(cfg, seq, batch), 4 * h),
+                    a: (&ws.dg, dp, 4 * h),
                     b: (&model.params, wih, ld),
                     c: (&ws.dy[1 - cur], 0, ld),
                     bias: None,

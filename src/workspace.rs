@@ -3,7 +3,9 @@
 
 use crate::error::Result;
 use crate::gpu::GpuContext;
+use crate::kernels::lstm_cell_ln;
 use crate::model::LstmConfig;
+use crate::norm::Norm;
 
 /// GPU buffers of one (sequence length, batch) shape. Layouts are
 /// time-major; offsets are in elements.
@@ -38,13 +40,21 @@ pub struct Workspace {
 
 impl Workspace {
     /// Elements of one (layer, direction) cache block.
-    pub fn cache_block(cfg: &LstmConfig, seq: usize, batch: usize) -> usize {
-        seq * batch * 6 * cfg.hidden_size
+    pub fn cache_block(cfg: &LstmConfig, norm: &Norm, seq: usize, batch: usize) -> usize {
+        if norm.in_cell() {
+            lstm_cell_ln::cache_block(cfg.hidden_size, seq, batch)
+        } else {
+            seq * batch * 6 * cfg.hidden_size
+        }
     }
 
     /// Elements of one direction's gradient block.
-    pub fn dg_block(cfg: &LstmConfig, seq: usize, batch: usize) -> usize {
-        seq * batch * 5 * cfg.hidden_size
+    pub fn dg_block(cfg: &LstmConfig, norm: &Norm, seq: usize, batch: usize) -> usize {
+        if norm.in_cell() {
+            lstm_cell_ln::dg_block(cfg.hidden_size, seq, batch)
+        } else {
+            seq * batch * 5 * cfg.hidden_size
+        }
     }
 
     /// Elements of one half (h or c) of a state array.
@@ -54,7 +64,13 @@ impl Workspace {
 
     /// Allocates every buffer, failing with a clear error when one would
     /// exceed the adapter's limits.
-    pub fn new(ctx: &GpuContext, cfg: &LstmConfig, seq: usize, batch: usize) -> Result<Self> {
+    pub fn new(
+        ctx: &GpuContext,
+        cfg: &LstmConfig,
+        norm: &Norm,
+        seq: usize,
+        batch: usize,
+    ) -> Result<Self> {
         let h = cfg.hidden_size;
         let d = cfg.dirs();
         let tb = seq * batch;
@@ -70,8 +86,11 @@ impl Workspace {
             x: ctx.storage("input", tb * cfg.input_size)?,
             outs,
             pre: ctx.storage("pre-gates", d * tb * 4 * h)?,
-            cache: ctx.storage("gate cache", cells * Self::cache_block(cfg, seq, batch))?,
-            dg: ctx.storage("gate gradients", d * Self::dg_block(cfg, seq, batch))?,
+            cache: ctx.storage(
+                "gate cache",
+                cells * Self::cache_block(cfg, norm, seq, batch),
+            )?,
+            dg: ctx.storage("gate gradients", d * Self::dg_block(cfg, norm, seq, batch))?,
             dy: [
                 ctx.storage("output gradients", dy_len)?,
                 ctx.storage("output gradients", dy_len)?,

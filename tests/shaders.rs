@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("gemm.wgsl", &["gemm"]),
     ("lstm_cell.wgsl", &["forward", "backward", "backward_state"]),
-    ("reduce.wgsl", &["colsum"]),
+    ("reduce.wgsl", &["colsum", "colsum_prod"]),
+    ("lstm_cell_ln.wgsl", &["forward", "backward"]),
+    ("lstm_cell_bn.wgsl", &["forward", "backward"]),
 ];
 
 fn shader_dir() -> PathBuf {

@@ -2,8 +2,13 @@
 //! with the same name. Wrappers compile pipelines and build dispatches; they
 //! own no model state.
 
+pub mod batch_norm;
+pub mod clip;
 pub mod gemm;
+pub mod layer_norm;
 pub mod lstm_cell;
+pub mod lstm_cell_bn;
+pub mod lstm_cell_ln;
 pub mod reduce;
 
 use crate::gpu::GpuContext;
@@ -14,6 +19,10 @@ pub struct Kernels {
     pub gemm: gemm::Gemm,
     /// Fused LSTM cell forward and backward.
     pub cell: lstm_cell::LstmCell,
+    /// LayerNorm LSTM cell.
+    pub cell_ln: lstm_cell_ln::LstmCellLn,
+    /// Recurrent BatchNorm LSTM cell.
+    pub cell_bn: lstm_cell_bn::LstmCellBn,
     /// Deterministic reductions.
     pub reduce: reduce::Reduce,
 }
@@ -25,6 +34,8 @@ impl Kernels {
             Ok(Self {
                 gemm: gemm::Gemm::new(ctx),
                 cell: lstm_cell::LstmCell::new(ctx),
+                cell_ln: lstm_cell_ln::LstmCellLn::new(ctx),
+                cell_bn: lstm_cell_bn::LstmCellBn::new(ctx),
                 reduce: reduce::Reduce::new(ctx),
             })
         })

@@ -1,0 +1,210 @@
+// Gradient clipping over segments of one flat gradient buffer: global and
+// per-segment L2 norms, clip by norm (scale computed on the GPU) and clip by
+// value. No atomics: every sum is reduced in a fixed order, so results are
+// bit-identical run to run.
+//
+// The segment list (offset, len) is split on the host into chunks of at most
+// CHUNK elements, each inside one segment. `table` holds
+//   [0, 2·n_chunks):                 (offset, len) of every chunk
+//   [seg_base, seg_base + 2·n_segs): (first chunk, chunk count) per segment
+//
+// Dispatches, in order:
+//   partials  one workgroup per chunk: sum of squares and a non-finite flag
+//             of the chunk (fixed-order tree in workgroup memory);
+//   finalize  one workgroup: per-segment sums (tree over its chunk partials),
+//             the global sum (tree over the per-segment sums, in table
+//             order), the norm, the scale and the non-finite flag;
+//   apply     one workgroup per chunk: in-place scale and/or clamp.
+//
+// stats layout (f32): [sum_sq, norm, scale, nonfinite (0 or 1),
+//                      seg_sum_sq[0 .. n_segs]].
+//
+// Non-finite gradients (any NaN/Inf element, or a sum of squares that
+// overflows f32) set the flag, force scale = 1 and make `apply` leave the
+// gradients untouched, so that a trainer can skip the step.
+
+struct Params {
+    n_chunks: u32,
+    n_segs: u32,
+    seg_base: u32,
+    flags: u32,
+    max_norm: f32,
+    clip_value: f32,
+    _p0: u32,
+    _p1: u32,
+}
+
+// flags
+const HAS_MAX_NORM: u32 = 1u;
+const HAS_CLIP_VALUE: u32 = 2u;
+
+const WG: u32 = 256u;
+const EPS: f32 = 1e-6;
+const EXP_MASK: u32 = 0x7f800000u;
+const QUIET_NAN: u32 = 0x7fc00000u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+// Chunk and segment table, shared by all entry points.
+@group(0) @binding(1) var<storage, read> table: array<u32>;
+
+var<workgroup> sh: array<f32, WG>;
+var<workgroup> shf: array<u32, WG>;
+
+// NaN or ±Inf, from the bits: `x != x` may be folded away by a compiler.
+fn nonfinite(x: f32) -> u32 {
+    return u32((bitcast<u32>(x) & EXP_MASK) == EXP_MASK);
+}
+
+// Tree reduction of sh (sum) and shf (or) over the workgroup; the result is
+// in sh[0] / shf[0] after the call. Must be called in uniform control flow,
+// after each invocation has written its own slot.
+fn tree(lid: u32) {
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            sh[lid] += sh[lid + s];
+            shf[lid] |= shf[lid + s];
+        }
+        workgroupBarrier();
+    }
+}
+
+// ---- partials --------------------------------------------------------------
+
+@group(0) @binding(2) var<storage, read> pg: array<f32>;
+// [0, n_chunks): sums of squares; [n_chunks, 2·n_chunks): flags (0 or 1).
+@group(0) @binding(3) var<storage, read_write> pout: array<f32>;
+
+@compute @workgroup_size(256)
+fn partials(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let c = wid.y * nwg.x + wid.x;
+    if c >= p.n_chunks {
+        return;
+    }
+    let off = table[2u * c];
+    let len = table[2u * c + 1u];
+    var acc = 0.0;
+    var bad = 0u;
+    for (var i = lid; i < len; i += WG) {
+        let x = pg[off + i];
+        bad |= nonfinite(x);
+        acc += x * x;
+    }
+    sh[lid] = acc;
+    shf[lid] = bad;
+    tree(lid);
+    if lid == 0u {
+        pout[c] = sh[0];
+        pout[p.n_chunks + c] = f32(shf[0]);
+    }
+}
+
+// ---- finalize --------------------------------------------------------------
+
+@group(0) @binding(4) var<storage, read> fpart: array<f32>;
+@group(0) @binding(5) var<storage, read_write> fstats: array<f32>;
+
+@compute @workgroup_size(256)
+fn finalize(@builtin(local_invocation_index) lid: u32) {
+    var any_bad = 0u;
+    for (var s = 0u; s < p.n_segs; s++) {
+        let first = table[p.seg_base + 2u * s];
+        let cnt = table[p.seg_base + 2u * s + 1u];
+        var acc = 0.0;
+        var bad = 0u;
+        for (var i = lid; i < cnt; i += WG) {
+            acc += fpart[first + i];
+            bad |= u32(fpart[p.n_chunks + first + i] != 0.0);
+        }
+        sh[lid] = acc;
+        shf[lid] = bad;
+        tree(lid);
+        if lid == 0u {
+            var v = sh[0];
+            if shf[0] != 0u && nonfinite(v) == 0u {
+                v = bitcast<f32>(QUIET_NAN);
+            }
+            fstats[4u + s] = v;
+            any_bad |= shf[0];
+        }
+        workgroupBarrier();
+    }
+    // Make the per-segment sums written by invocation 0 visible to all.
+    storageBarrier();
+    workgroupBarrier();
+    var acc = 0.0;
+    for (var i = lid; i < p.n_segs; i += WG) {
+        acc += fstats[4u + i];
+    }
+    sh[lid] = acc;
+    shf[lid] = 0u;
+    tree(lid);
+    if lid == 0u {
+        var sum = sh[0];
+        let bad = any_bad != 0u || nonfinite(sum) != 0u;
+        if bad && nonfinite(sum) == 0u {
+            sum = bitcast<f32>(QUIET_NAN);
+        }
+        let norm = sqrt(sum);
+        var scale = 1.0;
+        if !bad && (p.flags & HAS_MAX_NORM) != 0u {
+            scale = min(1.0, p.max_norm / (norm + EPS));
+        }
+        fstats[0] = sum;
+        fstats[1] = norm;
+        fstats[2] = scale;
+        fstats[3] = select(0.0, 1.0, bad);
+    }
+}
+
+// ---- apply -----------------------------------------------------------------
+
+@group(0) @binding(6) var<storage, read> astats: array<f32>;
+@group(0) @binding(7) var<storage, read_write> ag: array<f32>;
+
+@compute @workgroup_size(256)
+fn apply(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let c = wid.y * nwg.x + wid.x;
+    if c >= p.n_chunks || astats[3] != 0.0 {
+        return;
+    }
+    let scale = astats[2];
+    let do_scale = scale < 1.0;
+    let do_clamp = (p.flags & HAS_CLIP_VALUE) != 0u;
+    if !do_scale && !do_clamp {
+        return;
+    }
+    let v = p.clip_value;
+    let off = table[2u * c];
+    let len = table[2u * c + 1u];
+    for (var i = lid; i < len; i += WG) {
+        let x = ag[off + i];
+        var y = x;
+        var write = do_scale;
+        if do_scale {
+            y = x * scale;
+        }
+        if do_clamp {
+            // Explicit tests rather than clamp(): elements inside [-v, v]
+            // are not rewritten at all, so they stay bit-identical.
+            if y > v {
+                y = v;
+                write = true;
+            } else if y < -v {
+                y = -v;
+                write = true;
+            }
+        }
+        if write {
+            ag[off + i] = y;
+        }
+    }
+}

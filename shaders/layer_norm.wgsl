@@ -1,0 +1,157 @@
+// LayerNorm over the F features of each row of a time-major [T, B, F]
+// buffer (variant 1: between LSTM layers), forward and backward.
+//
+// Row (t, b) is valid iff t < lengths[b]. Padded rows are written as 0
+// (y, dx, saved stats) and contribute nothing to dw / db.
+//
+// Saved statistics, per row: stats[stats_off + 2 row] = mean,
+// stats[stats_off + 2 row + 1] = rstd = 1 / sqrt(var + eps) (biased var).
+//
+// forward / backward_dx: one 64-wide workgroup per row; each invocation
+// accumulates a strided slice of the features in a fixed order, then a
+// fixed shared-memory tree adds the 64 partial sums, so results are
+// deterministic. An invocation reads and writes only its own features of
+// the row, so y may alias x and dx may alias dy (same buffer, same offset).
+// backward_params: one invocation per feature, summing over all rows in
+// order; it reads dy, so it must run before an in-place backward_dx.
+
+struct Params {
+    seq: u32, batch: u32, f: u32, flags: u32,
+    x_off: u32, y_off: u32, dy_off: u32, dx_off: u32,
+    stats_off: u32, w_off: u32, b_off: u32, dw_off: u32,
+    db_off: u32, _p0: u32, _p1: u32, _p2: u32,
+}
+
+const ACCUMULATE: u32 = 1u;
+const EPS: f32 = 1e-5;
+const WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+// w and b (at w_off, b_off).
+@group(0) @binding(1) var<storage, read> prm: array<f32>;
+@group(0) @binding(2) var<storage, read> lengths: array<u32>;
+// Data bindings are read_write so that any of them may share a buffer
+// (wgpu rejects one buffer bound both read-only and read-write).
+@group(0) @binding(3) var<storage, read_write> x: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dy: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(8) var<storage, read_write> grads: array<f32>;
+
+var<workgroup> red: array<f32, WG>;
+
+// Sum of `v` over the workgroup, in a fixed tree order. Must be called in
+// uniform control flow.
+fn wg_sum(v: f32, lid: u32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if lid < s {
+            red[lid] = red[lid] + red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    // Everyone has read the result before `red` is reused.
+    workgroupBarrier();
+    return r;
+}
+
+fn row_valid(row: u32) -> bool {
+    return row / p.batch < lengths[row % p.batch];
+}
+
+@compute @workgroup_size(64)
+fn forward(@builtin(workgroup_id) wid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if row >= p.seq * p.batch {
+        return;
+    }
+    let valid = row_valid(row);
+    let xb = p.x_off + row * p.f;
+    let yb = p.y_off + row * p.f;
+    let nf = f32(p.f);
+    var s = 0.0;
+    for (var j = lid; j < p.f; j += WG) {
+        s += x[xb + j];
+    }
+    let mean = wg_sum(s, lid) / nf;
+    var q = 0.0;
+    for (var j = lid; j < p.f; j += WG) {
+        let d = x[xb + j] - mean;
+        q += d * d;
+    }
+    let rstd = 1.0 / sqrt(wg_sum(q, lid) / nf + EPS);
+    for (var j = lid; j < p.f; j += WG) {
+        let v = (x[xb + j] - mean) * rstd * prm[p.w_off + j] + prm[p.b_off + j];
+        y[yb + j] = select(0.0, v, valid);
+    }
+    if lid == 0u {
+        stats[p.stats_off + 2u * row] = select(0.0, mean, valid);
+        stats[p.stats_off + 2u * row + 1u] = select(0.0, rstd, valid);
+    }
+}
+
+// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w.
+@compute @workgroup_size(64)
+fn backward_dx(@builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if row >= p.seq * p.batch {
+        return;
+    }
+    let valid = row_valid(row);
+    let xb = p.x_off + row * p.f;
+    let db = p.dy_off + row * p.f;
+    let mean = stats[p.stats_off + 2u * row];
+    let rstd = stats[p.stats_off + 2u * row + 1u];
+    var s1 = 0.0;
+    var s2 = 0.0;
+    for (var j = lid; j < p.f; j += WG) {
+        let g = dy[db + j] * prm[p.w_off + j];
+        s1 += g;
+        s2 += g * (x[xb + j] - mean) * rstd;
+    }
+    let nf = f32(p.f);
+    let m1 = wg_sum(s1, lid) / nf;
+    let m2 = wg_sum(s2, lid) / nf;
+    let ob = p.dx_off + row * p.f;
+    for (var j = lid; j < p.f; j += WG) {
+        let g = dy[db + j] * prm[p.w_off + j];
+        let xhat = (x[xb + j] - mean) * rstd;
+        dx[ob + j] = select(0.0, rstd * (g - m1 - xhat * m2), valid);
+    }
+}
+
+// dw[j] = sum over valid rows of dy * xhat, db[j] = sum of dy.
+@compute @workgroup_size(64)
+fn backward_params(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    if j >= p.f {
+        return;
+    }
+    var sw = 0.0;
+    var sb = 0.0;
+    for (var t = 0u; t < p.seq; t++) {
+        for (var b = 0u; b < p.batch; b++) {
+            if t < lengths[b] {
+                let row = t * p.batch + b;
+                let d = dy[p.dy_off + row * p.f + j];
+                let mean = stats[p.stats_off + 2u * row];
+                let rstd = stats[p.stats_off + 2u * row + 1u];
+                sw += d * (x[p.x_off + row * p.f + j] - mean) * rstd;
+                sb += d;
+            }
+        }
+    }
+    if (p.flags & ACCUMULATE) != 0u {
+        sw += grads[p.dw_off + j];
+        sb += grads[p.db_off + j];
+    }
+    grads[p.dw_off + j] = sw;
+    grads[p.db_off + j] = sb;
+}

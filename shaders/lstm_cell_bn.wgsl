@@ -1,0 +1,455 @@
+// Recurrent BatchNorm LSTM cell (Cooijmans et al. 2016), one dispatch per
+// (layer, direction, step), one workgroup per hidden unit j with the batch
+// spread over its invocations, so the per-step batch statistics of the four
+// gate rows j, H+j, 2H+j, 3H+j and of c_j are workgroup reductions:
+//   gates = BN_hh(W_hh h_{t-1}; g_h) + BN_ih(W_ih x_t; g_x) + b_ih + b_hh  (no shift)
+//   c_t = f*c_{t-1} + i*g ;  h_t = o * tanh(BN_c(c_t; g_c, b_c))
+// Statistics are per step s over the sequences active at s (s < len_b);
+// train mode updates running statistics row s, eval mode reads row
+// min(s, T_max - 1). Fixed-order reductions: deterministic.
+//
+// Cache block of one (layer, direction), sections of [T*B, width], then
+// per-step statistics:
+//   gates 4H | c H | h_prev H | xhat_ih 4H | xhat_hh 4H | xhat_c H | (4, unused)
+//   | rstd_ih [T, 4H] | rstd_hh [T, 4H] | rstd_c [T, H]
+// Gradient block of one direction: da 4H | dp 4H | dr 4H | dc H | dhc H
+
+struct Params {
+    h: u32, batch: u32, seq: u32, step: u32,
+    reverse: u32, out_stride: u32, out_col: u32, pre_off: u32,
+    whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
+    state_stride: u32, has_bias: u32, bih_off: u32, bhh_off: u32,
+    nw_ih: u32, nb_ih: u32, nw_hh: u32, nb_hh: u32,
+    nw_c: u32, nb_c: u32, train: u32, t_max: u32,
+    rm_ih: u32, rv_ih: u32, rm_hh: u32, rv_hh: u32,
+    rm_c: u32, rv_c: u32, _p0: u32, _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> pre: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> state_in: array<f32>;
+@group(0) @binding(4) var<storage, read> lengths: array<u32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> cache: array<f32>;
+@group(0) @binding(7) var<storage, read_write> state_out: array<f32>;
+@group(0) @binding(8) var<storage, read> dy: array<f32>;
+@group(0) @binding(9) var<storage, read> gstate_in: array<f32>;
+@group(0) @binding(10) var<storage, read_write> dg: array<f32>;
+@group(0) @binding(12) var<storage, read_write> stats: array<f32>;
+
+const WG: u32 = 64u;
+const EPS: f32 = 1e-5;
+const MOMENTUM: f32 = 0.1;
+
+var<workgroup> red_a: array<vec4<f32>, 64>;
+var<workgroup> red_b: array<vec4<f32>, 64>;
+var<workgroup> red_c: array<vec4<f32>, 64>;
+
+// Sums of three vec4s over the workgroup, in a fixed tree order.
+fn wg_sum3(lid: u32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>) -> array<vec4<f32>, 3> {
+    red_a[lid] = a;
+    red_b[lid] = b;
+    red_c[lid] = c;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            red_a[lid] += red_a[lid + s];
+            red_b[lid] += red_b[lid + s];
+            red_c[lid] += red_c[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = array<vec4<f32>, 3>(red_a[0], red_b[0], red_c[0]);
+    workgroupBarrier();
+    return r;
+}
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+fn tanh_s(x: f32) -> f32 {
+    return tanh(clamp(x, -15.0, 15.0));
+}
+
+fn time_of(s: u32, len: u32) -> u32 {
+    if p.reverse != 0u {
+        return len - 1u - s;
+    }
+    return s;
+}
+
+fn tb() -> u32 { return p.seq * p.batch; }
+fn sec_c() -> u32 { return p.cache_off + tb() * 4u * p.h; }
+fn sec_hp() -> u32 { return p.cache_off + tb() * 5u * p.h; }
+fn sec_xi() -> u32 { return p.cache_off + tb() * 6u * p.h; }
+fn sec_xh() -> u32 { return p.cache_off + tb() * 10u * p.h; }
+fn sec_xc() -> u32 { return p.cache_off + tb() * 14u * p.h; }
+fn st_ih() -> u32 { return p.cache_off + tb() * (15u * p.h + 4u); }
+fn st_hh() -> u32 { return st_ih() + p.seq * 4u * p.h; }
+fn st_c() -> u32 { return st_hh() + p.seq * 4u * p.h; }
+fn g_dp() -> u32 { return p.dg_off + tb() * 4u * p.h; }
+fn g_dr() -> u32 { return p.dg_off + tb() * 8u * p.h; }
+fn g_dc() -> u32 { return p.dg_off + tb() * 12u * p.h; }
+fn g_dhc() -> u32 { return p.dg_off + tb() * 13u * p.h; }
+
+fn gate_idx(j: u32) -> vec4<u32> {
+    return vec4<u32>(j, p.h + j, 2u * p.h + j, 3u * p.h + j);
+}
+
+// Sequences active at step s.
+fn active_count(s: u32) -> u32 {
+    var n = 0u;
+    for (var b = 0u; b < p.batch; b++) {
+        if s < lengths[b] {
+            n += 1u;
+        }
+    }
+    return n;
+}
+
+// Running-statistics row used at step s.
+fn stat_row(s: u32) -> u32 {
+    if p.train != 0u {
+        return s;
+    }
+    return min(s, p.t_max - 1u);
+}
+
+@compute @workgroup_size(64)
+fn forward(@builtin(workgroup_id) wid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let j = wid.x + wid.y * nwg.x;
+    if j >= p.h {
+        return;
+    }
+    let hs = p.h;
+    let h4 = 4u * hs;
+    let s = p.step;
+    let n = active_count(s);
+    if n == 0u {
+        return;
+    }
+    let kk = gate_idx(j);
+    // Raw recurrent (r) and input (x) parts of the four gate rows of unit j.
+    var sr = vec4<f32>(0.0);
+    var sx = vec4<f32>(0.0);
+    for (var b = lid; b < p.batch; b += WG) {
+        let len = lengths[b];
+        if s >= len {
+            continue;
+        }
+        let t = time_of(s, len);
+        let row = t * p.batch + b;
+        var r = vec4<f32>(0.0);
+        if s == 0u {
+            let sb = p.state_off + b * hs;
+            for (var i = 0u; i < hs; i++) {
+                let hp = state_in[sb + i];
+                r += vec4<f32>(w[p.whh_off + kk.x * hs + i], w[p.whh_off + kk.y * hs + i],
+                               w[p.whh_off + kk.z * hs + i], w[p.whh_off + kk.w * hs + i]) * hp;
+            }
+        } else {
+            let tp = time_of(s - 1u, len);
+            let ob = (tp * p.batch + b) * p.out_stride + p.out_col;
+            for (var i = 0u; i < hs; i++) {
+                let hp = out[ob + i];
+                r += vec4<f32>(w[p.whh_off + kk.x * hs + i], w[p.whh_off + kk.y * hs + i],
+                               w[p.whh_off + kk.z * hs + i], w[p.whh_off + kk.w * hs + i]) * hp;
+            }
+        }
+        let pb = p.pre_off + row * h4;
+        let x = vec4<f32>(pre[pb + kk.x], pre[pb + kk.y], pre[pb + kk.z], pre[pb + kk.w]);
+        for (var q = 0u; q < 4u; q++) {
+            cache[sec_xh() + row * h4 + kk[q]] = r[q];
+            cache[sec_xi() + row * h4 + kk[q]] = x[q];
+        }
+        sr += r;
+        sx += x;
+    }
+    var mean_r: vec4<f32>;
+    var mean_x: vec4<f32>;
+    var var_r: vec4<f32>;
+    var var_x: vec4<f32>;
+    let rrow = stat_row(s);
+    if p.train != 0u {
+        let m = wg_sum3(lid, sr, sx, vec4<f32>(0.0));
+        mean_r = m[0] / f32(n);
+        mean_x = m[1] / f32(n);
+        var qr = vec4<f32>(0.0);
+        var qx = vec4<f32>(0.0);
+        for (var b = lid; b < p.batch; b += WG) {
+            let len = lengths[b];
+            if s >= len {
+                continue;
+            }
+            let row = time_of(s, len) * p.batch + b;
+            for (var q = 0u; q < 4u; q++) {
+                let dr = cache[sec_xh() + row * h4 + kk[q]] - mean_r[q];
+                let dx = cache[sec_xi() + row * h4 + kk[q]] - mean_x[q];
+                qr[q] += dr * dr;
+                qx[q] += dx * dx;
+            }
+        }
+        let v = wg_sum3(lid, qr, qx, vec4<f32>(0.0));
+        var_r = v[0] / f32(n);
+        var_x = v[1] / f32(n);
+        if lid == 0u {
+            let unb = f32(n) / f32(max(n, 2u) - 1u);
+            for (var q = 0u; q < 4u; q++) {
+                let o = rrow * h4 + kk[q];
+                stats[p.rm_hh + o] = (1.0 - MOMENTUM) * stats[p.rm_hh + o] + MOMENTUM * mean_r[q];
+                stats[p.rv_hh + o] = (1.0 - MOMENTUM) * stats[p.rv_hh + o] + MOMENTUM * var_r[q] * unb;
+                stats[p.rm_ih + o] = (1.0 - MOMENTUM) * stats[p.rm_ih + o] + MOMENTUM * mean_x[q];
+                stats[p.rv_ih + o] = (1.0 - MOMENTUM) * stats[p.rv_ih + o] + MOMENTUM * var_x[q] * unb;
+            }
+        }
+    } else {
+        for (var q = 0u; q < 4u; q++) {
+            let o = rrow * h4 + kk[q];
+            mean_r[q] = stats[p.rm_hh + o];
+            var_r[q] = stats[p.rv_hh + o];
+            mean_x[q] = stats[p.rm_ih + o];
+            var_x[q] = stats[p.rv_ih + o];
+        }
+    }
+    let rs_r = inverseSqrt(var_r + vec4<f32>(EPS));
+    let rs_x = inverseSqrt(var_x + vec4<f32>(EPS));
+    if lid == 0u {
+        for (var q = 0u; q < 4u; q++) {
+            cache[st_hh() + s * h4 + kk[q]] = rs_r[q];
+            cache[st_ih() + s * h4 + kk[q]] = rs_x[q];
+        }
+    }
+    let gh = vec4<f32>(w[p.nw_hh + kk.x], w[p.nw_hh + kk.y], w[p.nw_hh + kk.z], w[p.nw_hh + kk.w]);
+    let gx = vec4<f32>(w[p.nw_ih + kk.x], w[p.nw_ih + kk.y], w[p.nw_ih + kk.z], w[p.nw_ih + kk.w]);
+    var bias = vec4<f32>(0.0);
+    if p.has_bias != 0u {
+        for (var q = 0u; q < 4u; q++) {
+            bias[q] = w[p.bih_off + kk[q]] + w[p.bhh_off + kk[q]];
+        }
+    }
+    var sc = vec4<f32>(0.0);
+    for (var b = lid; b < p.batch; b += WG) {
+        let len = lengths[b];
+        if s >= len {
+            continue;
+        }
+        let t = time_of(s, len);
+        let row = t * p.batch + b;
+        var xh: vec4<f32>;
+        var xi: vec4<f32>;
+        for (var q = 0u; q < 4u; q++) {
+            xh[q] = (cache[sec_xh() + row * h4 + kk[q]] - mean_r[q]) * rs_r[q];
+            xi[q] = (cache[sec_xi() + row * h4 + kk[q]] - mean_x[q]) * rs_x[q];
+            cache[sec_xh() + row * h4 + kk[q]] = xh[q];
+            cache[sec_xi() + row * h4 + kk[q]] = xi[q];
+        }
+        let a = gh * xh + gx * xi + bias;
+        let i = sigmoid(a.x);
+        let f = sigmoid(a.y);
+        let g = tanh_s(a.z);
+        let o = sigmoid(a.w);
+        var c_prev: f32;
+        var hp: f32;
+        let sb = p.state_off + b * hs;
+        if s == 0u {
+            c_prev = state_in[p.state_stride + sb + j];
+            hp = state_in[sb + j];
+        } else {
+            let tp = time_of(s - 1u, len);
+            c_prev = cache[sec_c() + (tp * p.batch + b) * hs + j];
+            hp = out[(tp * p.batch + b) * p.out_stride + p.out_col + j];
+        }
+        let c = f * c_prev + i * g;
+        let gb = p.cache_off + row * h4;
+        cache[gb + kk.x] = i;
+        cache[gb + kk.y] = f;
+        cache[gb + kk.z] = g;
+        cache[gb + kk.w] = o;
+        cache[sec_c() + row * hs + j] = c;
+        cache[sec_hp() + row * hs + j] = hp;
+        sc.x += c;
+    }
+    var mean_c: f32;
+    var var_c: f32;
+    if p.train != 0u {
+        mean_c = wg_sum3(lid, sc, vec4<f32>(0.0), vec4<f32>(0.0))[0].x / f32(n);
+        var qc = vec4<f32>(0.0);
+        for (var b = lid; b < p.batch; b += WG) {
+            let len = lengths[b];
+            if s >= len {
+                continue;
+            }
+            let d = cache[sec_c() + (time_of(s, len) * p.batch + b) * hs + j] - mean_c;
+            qc.x += d * d;
+        }
+        var_c = wg_sum3(lid, qc, vec4<f32>(0.0), vec4<f32>(0.0))[0].x / f32(n);
+        if lid == 0u {
+            let o = rrow * hs + j;
+            let unb = f32(n) / f32(max(n, 2u) - 1u);
+            stats[p.rm_c + o] = (1.0 - MOMENTUM) * stats[p.rm_c + o] + MOMENTUM * mean_c;
+            stats[p.rv_c + o] = (1.0 - MOMENTUM) * stats[p.rv_c + o] + MOMENTUM * var_c * unb;
+        }
+    } else {
+        mean_c = stats[p.rm_c + rrow * hs + j];
+        var_c = stats[p.rv_c + rrow * hs + j];
+    }
+    let rs_c = inverseSqrt(var_c + EPS);
+    if lid == 0u {
+        cache[st_c() + s * hs + j] = rs_c;
+    }
+    let gc = w[p.nw_c + j];
+    let bc = w[p.nb_c + j];
+    for (var b = lid; b < p.batch; b += WG) {
+        let len = lengths[b];
+        if s >= len {
+            continue;
+        }
+        let row = time_of(s, len) * p.batch + b;
+        let c = cache[sec_c() + row * hs + j];
+        let xc = (c - mean_c) * rs_c;
+        cache[sec_xc() + row * hs + j] = xc;
+        let hv = cache[p.cache_off + row * h4 + 3u * hs + j] * tanh_s(gc * xc + bc);
+        out[row * p.out_stride + p.out_col + j] = hv;
+        if s + 1u == len {
+            let sb = p.state_off + b * hs + j;
+            state_out[sb] = hv;
+            state_out[p.state_stride + sb] = c;
+        }
+    }
+}
+
+// Backward step s (run for s = T-1 down to 0), one workgroup per unit j.
+@compute @workgroup_size(64)
+fn backward(@builtin(workgroup_id) wid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let j = wid.x + wid.y * nwg.x;
+    if j >= p.h {
+        return;
+    }
+    let hs = p.h;
+    let h4 = 4u * hs;
+    let s = p.step;
+    let n = active_count(s);
+    if n == 0u {
+        return;
+    }
+    let kk = gate_idx(j);
+    let gc = w[p.nw_c + j];
+    let bc = w[p.nb_c + j];
+    // Through h = o * tanh(BN_c(c)).
+    var acc = vec4<f32>(0.0);
+    for (var b = lid; b < p.batch; b += WG) {
+        let len = lengths[b];
+        if s >= len {
+            continue;
+        }
+        let row = time_of(s, len) * p.batch + b;
+        let sb = p.state_off + b * hs + j;
+        var dh_rec: f32;
+        var dc_rec: f32;
+        if s + 1u < len {
+            let row1 = time_of(s + 1u, len) * p.batch + b;
+            var a = 0.0;
+            for (var k = 0u; k < h4; k++) {
+                a += dg[g_dr() + row1 * h4 + k] * w[p.whh_off + k * hs + j];
+            }
+            dh_rec = a;
+            dc_rec = dg[g_dc() + row1 * hs + j] * cache[p.cache_off + row1 * h4 + hs + j];
+        } else {
+            dh_rec = gstate_in[sb];
+            dc_rec = gstate_in[p.state_stride + sb];
+        }
+        let dh = dy[row * p.out_stride + p.out_col + j] + dh_rec;
+        let o = cache[p.cache_off + row * h4 + 3u * hs + j];
+        let xc = cache[sec_xc() + row * hs + j];
+        let th = tanh_s(gc * xc + bc);
+        let dhc = dh * o * (1.0 - th * th);
+        dg[g_dhc() + row * hs + j] = dhc;
+        dg[g_dc() + row * hs + j] = dc_rec;
+        dg[p.dg_off + row * h4 + kk.w] = dh * th * o * (1.0 - o);
+        acc += vec4<f32>(dhc, dhc * xc, 0.0, 0.0);
+    }
+    var mc = vec4<f32>(0.0);
+    if p.train != 0u {
+        mc = wg_sum3(lid, acc, vec4<f32>(0.0), vec4<f32>(0.0))[0] / f32(n);
+    }
+    let rs_c = cache[st_c() + s * hs + j];
+    var sa = vec4<f32>(0.0);
+    var sah = vec4<f32>(0.0);
+    var sai = vec4<f32>(0.0);
+    for (var b = lid; b < p.batch; b += WG) {
+        let len = lengths[b];
+        if s >= len {
+            continue;
+        }
+        let row = time_of(s, len) * p.batch + b;
+        let xc = cache[sec_xc() + row * hs + j];
+        let dhc = dg[g_dhc() + row * hs + j];
+        let dc = gc * rs_c * (dhc - mc.x - xc * mc.y) + dg[g_dc() + row * hs + j];
+        dg[g_dc() + row * hs + j] = dc;
+        let gb = p.cache_off + row * h4;
+        let i = cache[gb + kk.x];
+        let f = cache[gb + kk.y];
+        let g = cache[gb + kk.z];
+        var c_prev: f32;
+        if s == 0u {
+            c_prev = state_in[p.state_stride + p.state_off + b * hs + j];
+        } else {
+            c_prev = cache[sec_c() + (time_of(s - 1u, len) * p.batch + b) * hs + j];
+        }
+        let db = p.dg_off + row * h4;
+        let da = vec4<f32>(dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
+                           dc * i * (1.0 - g * g), dg[db + kk.w]);
+        dg[db + kk.x] = da.x;
+        dg[db + kk.y] = da.y;
+        dg[db + kk.z] = da.z;
+        var xh: vec4<f32>;
+        var xi: vec4<f32>;
+        for (var q = 0u; q < 4u; q++) {
+            xh[q] = cache[sec_xh() + row * h4 + kk[q]];
+            xi[q] = cache[sec_xi() + row * h4 + kk[q]];
+        }
+        sa += da;
+        sah += da * xh;
+        sai += da * xi;
+    }
+    var ma = vec4<f32>(0.0);
+    var mah = vec4<f32>(0.0);
+    var mai = vec4<f32>(0.0);
+    if p.train != 0u {
+        let m = wg_sum3(lid, sa, sah, sai);
+        ma = m[0] / f32(n);
+        mah = m[1] / f32(n);
+        mai = m[2] / f32(n);
+    }
+    var gh: vec4<f32>;
+    var gx: vec4<f32>;
+    var rs_h: vec4<f32>;
+    var rs_x: vec4<f32>;
+    for (var q = 0u; q < 4u; q++) {
+        gh[q] = w[p.nw_hh + kk[q]];
+        gx[q] = w[p.nw_ih + kk[q]];
+        rs_h[q] = cache[st_hh() + s * h4 + kk[q]];
+        rs_x[q] = cache[st_ih() + s * h4 + kk[q]];
+    }
+    for (var b = lid; b < p.batch; b += WG) {
+        let len = lengths[b];
+        if s >= len {
+            continue;
+        }
+        let row = time_of(s, len) * p.batch + b;
+        let db = p.dg_off + row * h4;
+        for (var q = 0u; q < 4u; q++) {
+            let da = dg[db + kk[q]];
+            let xh = cache[sec_xh() + row * h4 + kk[q]];
+            let xi = cache[sec_xi() + row * h4 + kk[q]];
+            dg[g_dr() + row * h4 + kk[q]] = gh[q] * rs_h[q] * (da - ma[q] - xh * mah[q]);
+            dg[g_dp() + row * h4 + kk[q]] = gx[q] * rs_x[q] * (da - ma[q] - xi * mai[q]);
+        }
+    }
+}

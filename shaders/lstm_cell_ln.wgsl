@@ -1,0 +1,289 @@
+// LayerNorm LSTM cell (Ba et al. 2016), one dispatch per (layer, direction,
+// step), one workgroup per sequence b:
+//   gates = LN_ih(W_ih x_t) + LN_hh(W_hh h_{t-1}) + b_ih + b_hh   (LN over 4H)
+//   c_t = f*c_{t-1} + i*g ;  h_t = o * tanh(LN_c(c_t))             (LN over H)
+// Reductions run in workgroup memory in a fixed order (deterministic).
+//
+// Cache block of one (layer, direction), sections of [T*B, width]:
+//   gates 4H (activated) | c H | h_prev H | xhat_ih 4H | xhat_hh 4H | xhat_c H | rstd 4 (ih, hh, c, -)
+// Gradient block of one direction: da 4H | dp 4H | dr 4H | dc H | dhc H
+// (da: pre-activation gates; dp, dr: gradients of W_ih x and W_hh h).
+
+struct Params {
+    h: u32, batch: u32, seq: u32, step: u32,
+    reverse: u32, out_stride: u32, out_col: u32, pre_off: u32,
+    whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
+    state_stride: u32, has_bias: u32, bih_off: u32, bhh_off: u32,
+    nw_ih: u32, nb_ih: u32, nw_hh: u32, nb_hh: u32,
+    nw_c: u32, nb_c: u32, train: u32, t_max: u32,
+    rm_ih: u32, rv_ih: u32, rm_hh: u32, rv_hh: u32,
+    rm_c: u32, rv_c: u32, _p0: u32, _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> pre: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> state_in: array<f32>;
+@group(0) @binding(4) var<storage, read> lengths: array<u32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> cache: array<f32>;
+@group(0) @binding(7) var<storage, read_write> state_out: array<f32>;
+@group(0) @binding(8) var<storage, read> dy: array<f32>;
+@group(0) @binding(9) var<storage, read> gstate_in: array<f32>;
+@group(0) @binding(10) var<storage, read_write> dg: array<f32>;
+
+const WG: u32 = 64u;
+const EPS: f32 = 1e-5;
+
+var<workgroup> red: array<vec4<f32>, 64>;
+
+// Sum of `v` over the workgroup, in a fixed tree order.
+fn wg_sum(lid: u32, v: vec4<f32>) -> vec4<f32> {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            red[lid] += red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+fn tanh_s(x: f32) -> f32 {
+    return tanh(clamp(x, -15.0, 15.0));
+}
+
+fn time_of(s: u32, len: u32) -> u32 {
+    if p.reverse != 0u {
+        return len - 1u - s;
+    }
+    return s;
+}
+
+fn tb() -> u32 {
+    return p.seq * p.batch;
+}
+fn sec_c() -> u32 { return p.cache_off + tb() * 4u * p.h; }
+fn sec_hp() -> u32 { return p.cache_off + tb() * 5u * p.h; }
+fn sec_xi() -> u32 { return p.cache_off + tb() * 6u * p.h; }
+fn sec_xh() -> u32 { return p.cache_off + tb() * 10u * p.h; }
+fn sec_xc() -> u32 { return p.cache_off + tb() * 14u * p.h; }
+fn sec_rs() -> u32 { return p.cache_off + tb() * 15u * p.h; }
+fn g_dp() -> u32 { return p.dg_off + tb() * 4u * p.h; }
+fn g_dr() -> u32 { return p.dg_off + tb() * 8u * p.h; }
+fn g_dc() -> u32 { return p.dg_off + tb() * 12u * p.h; }
+fn g_dhc() -> u32 { return p.dg_off + tb() * 13u * p.h; }
+
+@compute @workgroup_size(64)
+fn forward(@builtin(workgroup_id) wid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let b = wid.x + wid.y * nwg.x;
+    if b >= p.batch {
+        return;
+    }
+    let len = lengths[b];
+    let s = p.step;
+    if s >= len {
+        return;
+    }
+    let hs = p.h;
+    let h4 = 4u * hs;
+    let t = time_of(s, len);
+    let row = t * p.batch + b;
+    var tp = t - 1u;
+    if p.reverse != 0u {
+        tp = t + 1u;
+    }
+    let sb = p.state_off + b * hs;
+    let ob = (tp * p.batch + b) * p.out_stride + p.out_col;
+    // Raw recurrent and input parts, kept in the x-hat slots until normalized.
+    var sum = vec4<f32>(0.0);
+    for (var k = lid; k < h4; k += WG) {
+        var r = 0.0;
+        let wr = p.whh_off + k * hs;
+        if s == 0u {
+            for (var j = 0u; j < hs; j++) {
+                r += w[wr + j] * state_in[sb + j];
+            }
+        } else {
+            for (var j = 0u; j < hs; j++) {
+                r += w[wr + j] * out[ob + j];
+            }
+        }
+        let x = pre[p.pre_off + row * h4 + k];
+        cache[sec_xh() + row * h4 + k] = r;
+        cache[sec_xi() + row * h4 + k] = x;
+        sum += vec4<f32>(r, x, 0.0, 0.0);
+    }
+    let mean = wg_sum(lid, sum) / f32(h4);
+    var sq = vec4<f32>(0.0);
+    for (var k = lid; k < h4; k += WG) {
+        let dr = cache[sec_xh() + row * h4 + k] - mean.x;
+        let dx = cache[sec_xi() + row * h4 + k] - mean.y;
+        sq += vec4<f32>(dr * dr, dx * dx, 0.0, 0.0);
+    }
+    let rs = inverseSqrt(wg_sum(lid, sq) / f32(h4) + vec4<f32>(EPS));
+    for (var k = lid; k < h4; k += WG) {
+        let xh = (cache[sec_xh() + row * h4 + k] - mean.x) * rs.x;
+        let xi = (cache[sec_xi() + row * h4 + k] - mean.y) * rs.y;
+        cache[sec_xh() + row * h4 + k] = xh;
+        cache[sec_xi() + row * h4 + k] = xi;
+        var a = xh * w[p.nw_hh + k] + w[p.nb_hh + k] + xi * w[p.nw_ih + k] + w[p.nb_ih + k];
+        if p.has_bias != 0u {
+            a += w[p.bih_off + k] + w[p.bhh_off + k];
+        }
+        cache[p.cache_off + row * h4 + k] = a;
+    }
+    if lid == 0u {
+        cache[sec_rs() + row * 4u] = rs.y;
+        cache[sec_rs() + row * 4u + 1u] = rs.x;
+    }
+    storageBarrier();
+    workgroupBarrier();
+    var csum = vec4<f32>(0.0);
+    let gb = p.cache_off + row * h4;
+    for (var j = lid; j < hs; j += WG) {
+        let i = sigmoid(cache[gb + j]);
+        let f = sigmoid(cache[gb + hs + j]);
+        let g = tanh_s(cache[gb + 2u * hs + j]);
+        let o = sigmoid(cache[gb + 3u * hs + j]);
+        var c_prev: f32;
+        var hp: f32;
+        if s == 0u {
+            c_prev = state_in[p.state_stride + sb + j];
+            hp = state_in[sb + j];
+        } else {
+            c_prev = cache[sec_c() + (tp * p.batch + b) * hs + j];
+            hp = out[ob + j];
+        }
+        let c = f * c_prev + i * g;
+        cache[gb + j] = i;
+        cache[gb + hs + j] = f;
+        cache[gb + 2u * hs + j] = g;
+        cache[gb + 3u * hs + j] = o;
+        cache[sec_c() + row * hs + j] = c;
+        cache[sec_hp() + row * hs + j] = hp;
+        csum.x += c;
+    }
+    let cmean = wg_sum(lid, csum).x / f32(hs);
+    var csq = vec4<f32>(0.0);
+    for (var j = lid; j < hs; j += WG) {
+        let d = cache[sec_c() + row * hs + j] - cmean;
+        csq.x += d * d;
+    }
+    let crs = inverseSqrt(wg_sum(lid, csq).x / f32(hs) + EPS);
+    for (var j = lid; j < hs; j += WG) {
+        let c = cache[sec_c() + row * hs + j];
+        let xc = (c - cmean) * crs;
+        cache[sec_xc() + row * hs + j] = xc;
+        let hv = cache[gb + 3u * hs + j] * tanh_s(xc * w[p.nw_c + j] + w[p.nb_c + j]);
+        out[row * p.out_stride + p.out_col + j] = hv;
+        if s + 1u == len {
+            state_out[sb + j] = hv;
+            state_out[p.state_stride + sb + j] = c;
+        }
+    }
+    if lid == 0u {
+        cache[sec_rs() + row * 4u + 2u] = crs;
+    }
+}
+
+// Backward step s (run for s = T-1 down to 0), one workgroup per sequence.
+@compute @workgroup_size(64)
+fn backward(@builtin(workgroup_id) wid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let b = wid.x + wid.y * nwg.x;
+    if b >= p.batch {
+        return;
+    }
+    let len = lengths[b];
+    let s = p.step;
+    if s >= len {
+        return;
+    }
+    let hs = p.h;
+    let h4 = 4u * hs;
+    let t = time_of(s, len);
+    let row = t * p.batch + b;
+    let gb = p.cache_off + row * h4;
+    let sb = p.state_off + b * hs;
+    // Through h = o * tanh(LN_c(c)).
+    var acc = vec4<f32>(0.0);
+    for (var j = lid; j < hs; j += WG) {
+        var dh_rec: f32;
+        var dc_rec: f32;
+        if s + 1u < len {
+            let row1 = time_of(s + 1u, len) * p.batch + b;
+            var a = 0.0;
+            for (var k = 0u; k < h4; k++) {
+                a += dg[g_dr() + row1 * h4 + k] * w[p.whh_off + k * hs + j];
+            }
+            dh_rec = a;
+            dc_rec = dg[g_dc() + row1 * hs + j] * cache[p.cache_off + row1 * h4 + hs + j];
+        } else {
+            dh_rec = gstate_in[sb + j];
+            dc_rec = gstate_in[p.state_stride + sb + j];
+        }
+        let dh = dy[row * p.out_stride + p.out_col + j] + dh_rec;
+        let o = cache[gb + 3u * hs + j];
+        let xc = cache[sec_xc() + row * hs + j];
+        let wc = w[p.nw_c + j];
+        let th = tanh_s(xc * wc + w[p.nb_c + j]);
+        let dhc = dh * o * (1.0 - th * th);
+        dg[g_dhc() + row * hs + j] = dhc;
+        dg[g_dc() + row * hs + j] = dc_rec;
+        dg[p.dg_off + row * h4 + 3u * hs + j] = dh * th * o * (1.0 - o);
+        acc += vec4<f32>(dhc * wc, dhc * wc * xc, 0.0, 0.0);
+    }
+    let m = wg_sum(lid, acc) / f32(hs);
+    let crs = cache[sec_rs() + row * 4u + 2u];
+    for (var j = lid; j < hs; j += WG) {
+        let xc = cache[sec_xc() + row * hs + j];
+        let dhc = dg[g_dhc() + row * hs + j];
+        let dc = crs * (dhc * w[p.nw_c + j] - m.x - xc * m.y) + dg[g_dc() + row * hs + j];
+        dg[g_dc() + row * hs + j] = dc;
+        let i = cache[gb + j];
+        let f = cache[gb + hs + j];
+        let g = cache[gb + 2u * hs + j];
+        var c_prev: f32;
+        if s == 0u {
+            c_prev = state_in[p.state_stride + sb + j];
+        } else {
+            let rowp = time_of(s - 1u, len) * p.batch + b;
+            c_prev = cache[sec_c() + rowp * hs + j];
+        }
+        let db = p.dg_off + row * h4;
+        dg[db + j] = dc * g * i * (1.0 - i);
+        dg[db + hs + j] = dc * c_prev * f * (1.0 - f);
+        dg[db + 2u * hs + j] = dc * i * (1.0 - g * g);
+    }
+    storageBarrier();
+    workgroupBarrier();
+    // Through the two LayerNorms over 4H.
+    var acc2 = vec4<f32>(0.0);
+    for (var k = lid; k < h4; k += WG) {
+        let da = dg[p.dg_off + row * h4 + k];
+        let ah = da * w[p.nw_hh + k];
+        let ai = da * w[p.nw_ih + k];
+        acc2 += vec4<f32>(ah, ah * cache[sec_xh() + row * h4 + k], ai, ai * cache[sec_xi() + row * h4 + k]);
+    }
+    let m2 = wg_sum(lid, acc2) / f32(h4);
+    let rs_ih = cache[sec_rs() + row * 4u];
+    let rs_hh = cache[sec_rs() + row * 4u + 1u];
+    for (var k = lid; k < h4; k += WG) {
+        let da = dg[p.dg_off + row * h4 + k];
+        let xh = cache[sec_xh() + row * h4 + k];
+        let xi = cache[sec_xi() + row * h4 + k];
+        dg[g_dr() + row * h4 + k] = rs_hh * (da * w[p.nw_hh + k] - m2.x - xh * m2.y);
+        dg[g_dp() + row * h4 + k] = rs_ih * (da * w[p.nw_ih + k] - m2.z - xi * m2.w);
+    }
+}

@@ -1,0 +1,307 @@
+//! Wrapper of `shaders/batch_norm.wgsl`: BatchNorm between layers over the
+//! valid rows of a time-major [T, B, F] buffer, sequence-wise (one group of
+//! all valid rows) or per timestep (group t = valid rows at time t), in
+//! train or eval mode, forward and backward.
+//!
+//! Aliasing: `y` may be the buffer of `x` (with `y_off == x_off`: in place),
+//! and `dx` may be the buffer of `dy` (with `dx_off == dy_off`). The data
+//! buffers (`x`, `y`, `stats`, `running`, `dy`, `dx`, `grads`) are all bound
+//! read-write, so any of them may also share one buffer at disjoint ranges.
+//! `params` is bound read-only and must be a different buffer from all of
+//! those (in particular, running statistics cannot live in it). Backward
+//! needs the forward's input `x` unchanged.
+//!
+//! Train mode with a group of fewer than 2 valid rows must be rejected on
+//! the host before dispatch ([`group_counts`], [`check_train`]).
+
+use super::u32_of;
+use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
+use crate::{Error, Result};
+
+const SRC: &str = include_str!("../../shaders/batch_norm.wgsl");
+const WG: usize = 64;
+
+/// The BatchNorm entry points.
+pub struct BatchNorm {
+    fwd: Kernel,
+    bwd_sums: Kernel,
+    bwd_dx: Kernel,
+}
+
+/// Shape, mode and offsets (in elements) of one BatchNorm over [T, B, F].
+/// Rows are contiguous (row stride F).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BnShape {
+    /// Sequence length T.
+    pub seq: usize,
+    /// Batch B.
+    pub batch: usize,
+    /// Features F (D·H).
+    pub features: usize,
+    /// Per-timestep statistics (variant 4) instead of sequence-wise (variant 3).
+    pub per_step: bool,
+    /// Train mode (batch statistics, running-stat update) instead of eval.
+    pub train: bool,
+    /// Rows of the running statistics: T_max per timestep, 1 sequence-wise
+    /// (ignored there).
+    pub run_rows: usize,
+    /// Input x [T, B, F].
+    pub x_off: usize,
+    /// Output y [T, B, F].
+    pub y_off: usize,
+    /// Gradient w.r.t. y.
+    pub dy_off: usize,
+    /// Gradient w.r.t. x.
+    pub dx_off: usize,
+    /// Saved statistics [G, 5, F]: [`BatchNorm::stats_len`] elements.
+    pub stats_off: usize,
+    /// Weight [F] in the parameter buffer.
+    pub w_off: usize,
+    /// Bias [F] in the parameter buffer.
+    pub b_off: usize,
+    /// Weight gradient [F] in the gradient buffer.
+    pub dw_off: usize,
+    /// Bias gradient [F] in the gradient buffer.
+    pub db_off: usize,
+    /// Running mean [run_rows, F] in the running-statistics buffer.
+    pub rm_off: usize,
+    /// Running variance [run_rows, F] in the running-statistics buffer.
+    pub rv_off: usize,
+    /// Add dw / db to the gradient buffer instead of overwriting them.
+    pub accumulate: bool,
+}
+
+impl BnShape {
+    /// Number of statistics groups G: T per timestep, 1 sequence-wise.
+    pub fn groups(&self) -> usize {
+        if self.per_step { self.seq } else { 1 }
+    }
+}
+
+/// Buffers of the forward pass.
+pub struct BnForward<'a> {
+    /// Parameters (w, b), read-only.
+    pub params: &'a wgpu::Buffer,
+    /// Sequence lengths (u32 [B]).
+    pub lengths: &'a wgpu::Buffer,
+    /// Input.
+    pub x: &'a wgpu::Buffer,
+    /// Output (may be `x`).
+    pub y: &'a wgpu::Buffer,
+    /// Saved statistics, written.
+    pub stats: &'a wgpu::Buffer,
+    /// Running mean and variance: read in eval, updated in place in train.
+    pub running: &'a wgpu::Buffer,
+}
+
+/// Buffers of the backward pass.
+pub struct BnBackward<'a> {
+    /// Parameters (w), read-only.
+    pub params: &'a wgpu::Buffer,
+    /// Sequence lengths (u32 [B]).
+    pub lengths: &'a wgpu::Buffer,
+    /// The forward's input.
+    pub x: &'a wgpu::Buffer,
+    /// Statistics saved by the forward (same mode); its sums slots are
+    /// written.
+    pub stats: &'a wgpu::Buffer,
+    /// Gradient w.r.t. the output.
+    pub dy: &'a wgpu::Buffer,
+    /// Gradient w.r.t. the input, written (may be `dy`).
+    pub dx: &'a wgpu::Buffer,
+    /// Parameter gradients (dw, db), written or accumulated.
+    pub grads: &'a wgpu::Buffer,
+}
+
+/// Valid rows of each statistics group: per timestep, the number of
+/// sequences with t < len for t < `seq`; sequence-wise, one count of all
+/// valid rows (lengths clamped to `seq`).
+pub fn group_counts(lengths: &[usize], seq: usize, per_step: bool) -> Vec<usize> {
+    if per_step {
+        (0..seq)
+            .map(|t| lengths.iter().filter(|&&l| t < l).count())
+            .collect()
+    } else {
+        vec![lengths.iter().map(|&l| l.min(seq)).sum()]
+    }
+}
+
+/// The error PyTorch raises for train-mode BatchNorm on a group of fewer
+/// than 2 values per channel, if any group of these lengths has one.
+pub fn check_train(lengths: &[usize], seq: usize, per_step: bool, features: usize) -> Result<()> {
+    match group_counts(lengths, seq, per_step)
+        .into_iter()
+        .enumerate()
+        .find(|&(_, n)| n < 2)
+    {
+        None => Ok(()),
+        Some((g, n)) => {
+            let at = if per_step {
+                format!(" at time step {g}")
+            } else {
+                String::new()
+            };
+            Err(Error::Invalid(format!(
+                "Expected more than 1 value per channel when training, got input size \
+                 [{n}, {features}]{at}"
+            )))
+        }
+    }
+}
+
+impl BatchNorm {
+    /// Compiles the entry points.
+    pub fn new(ctx: &GpuContext) -> Self {
+        use Binding::{Read, ReadWrite};
+        let m = module(ctx, "batch_norm", SRC);
+        let fwd = Kernel::new(
+            ctx,
+            &m,
+            "forward",
+            &[
+                (1, Read),
+                (2, Read),
+                (3, ReadWrite),
+                (4, ReadWrite),
+                (5, ReadWrite),
+                (6, ReadWrite),
+            ],
+            &[],
+        );
+        let bwd = [
+            (1, Read),
+            (2, Read),
+            (3, ReadWrite),
+            (5, ReadWrite),
+            (7, ReadWrite),
+            (8, ReadWrite),
+            (9, ReadWrite),
+        ];
+        Self {
+            fwd,
+            bwd_sums: Kernel::new(ctx, &m, "backward_sums", &bwd, &[]),
+            bwd_dx: Kernel::new(ctx, &m, "backward_dx", &bwd, &[]),
+        }
+    }
+
+    /// Elements of the saved-statistics scratch of one BatchNorm: 5·G·F.
+    pub fn stats_len(s: &BnShape) -> usize {
+        5 * s.groups() * s.features
+    }
+
+    fn params(s: &BnShape) -> Result<[u32; 16]> {
+        let run_rows = if s.per_step { s.run_rows } else { 1 };
+        if run_rows == 0 {
+            return Err(Error::Invalid(
+                "batch norm running statistics have no rows".into(),
+            ));
+        }
+        if s.per_step && s.train && s.seq > run_rows {
+            return Err(Error::Invalid(format!(
+                "per-timestep batch norm in train mode: sequence length {} exceeds the {} rows \
+                 of the running statistics",
+                s.seq, run_rows
+            )));
+        }
+        let data = s.seq * s.batch * s.features;
+        for (what, off) in [
+            ("batch norm input", s.x_off),
+            ("batch norm output", s.y_off),
+            ("batch norm output gradient", s.dy_off),
+            ("batch norm input gradient", s.dx_off),
+        ] {
+            u32_of(what, off + data)?;
+        }
+        u32_of("batch norm statistics", s.stats_off + Self::stats_len(s))?;
+        for (what, off) in [
+            ("batch norm weight", s.w_off),
+            ("batch norm bias", s.b_off),
+            ("batch norm weight gradient", s.dw_off),
+            ("batch norm bias gradient", s.db_off),
+        ] {
+            u32_of(what, off + s.features)?;
+        }
+        for (what, off) in [
+            ("batch norm running mean", s.rm_off),
+            ("batch norm running variance", s.rv_off),
+        ] {
+            u32_of(what, off + run_rows * s.features)?;
+        }
+        let flags = u32::from(s.per_step) | u32::from(s.train) << 1 | u32::from(s.accumulate) << 2;
+        Ok([
+            u32_of("sequence length", s.seq)?,
+            u32_of("batch", s.batch)?,
+            u32_of("batch norm features", s.features)?,
+            flags,
+            s.x_off as u32,
+            s.y_off as u32,
+            s.dy_off as u32,
+            s.dx_off as u32,
+            s.stats_off as u32,
+            s.w_off as u32,
+            s.b_off as u32,
+            s.dw_off as u32,
+            s.db_off as u32,
+            s.rm_off as u32,
+            s.rv_off as u32,
+            run_rows as u32,
+        ])
+    }
+
+    fn grid(ctx: &GpuContext, what: &str, n: usize) -> Result<(u32, u32)> {
+        Ok(ctx.grid(u32_of(what, n.div_ceil(WG))?))
+    }
+
+    /// Forward: statistics (train) or running statistics (eval) per
+    /// (group, feature), saved to `stats`; running statistics updated in
+    /// train mode; y = xhat·w + b on valid rows, 0 on padded rows. One
+    /// dispatch (none when empty).
+    pub fn forward(
+        &self,
+        ctx: &GpuContext,
+        s: &BnShape,
+        b: &BnForward<'_>,
+    ) -> Result<Vec<Dispatch>> {
+        let params = Self::params(s)?;
+        if s.seq * s.batch == 0 || s.features == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(vec![self.fwd.dispatch(
+            ctx,
+            &params,
+            &[b.params, b.lengths, b.x, b.y, b.stats, b.running],
+            Self::grid(ctx, "batch norm columns", s.groups() * s.features)?,
+        )])
+    }
+
+    /// Backward (of a forward in the same mode, whose `stats` it reads):
+    /// per-(group, feature) sums of dy and dy·xhat, then dx (0 on padded
+    /// rows) together with dw, db over all valid rows (overwritten or
+    /// accumulated). Two dispatches (none when empty); dx may overwrite dy.
+    pub fn backward(
+        &self,
+        ctx: &GpuContext,
+        s: &BnShape,
+        b: &BnBackward<'_>,
+    ) -> Result<Vec<Dispatch>> {
+        let params = Self::params(s)?;
+        if s.seq * s.batch == 0 || s.features == 0 {
+            return Ok(Vec::new());
+        }
+        let bufs = [b.params, b.lengths, b.x, b.stats, b.dy, b.dx, b.grads];
+        Ok(vec![
+            self.bwd_sums.dispatch(
+                ctx,
+                &params,
+                &bufs,
+                Self::grid(ctx, "batch norm columns", s.groups() * s.features)?,
+            ),
+            self.bwd_dx.dispatch(
+                ctx,
+                &params,
+                &bufs,
+                Self::grid(ctx, "batch norm elements", s.seq * s.batch * s.features)?,
+            ),
+        ])
+    }
+}

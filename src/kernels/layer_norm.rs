@@ -1,0 +1,225 @@
+//! Wrapper of `shaders/layer_norm.wgsl`: LayerNorm over the features of each
+//! valid row of a time-major [T, B, F] buffer (normalization between layers),
+//! forward and backward.
+//!
+//! Aliasing: `y` may be the buffer of `x` (with `y_off == x_off`: in place),
+//! and `dx` may be the buffer of `dy` (with `dx_off == dy_off`). The data
+//! buffers (`x`, `y`, `stats`, `dy`, `dx`, `grads`) are all bound read-write,
+//! so any of them may also share one buffer at disjoint ranges. `params` is
+//! bound read-only and must be a different buffer from all of those.
+//! Backward needs the forward's input `x` unchanged, so in-place forward is
+//! only useful when no backward follows.
+
+use super::{groups_1d, u32_of};
+use crate::Result;
+use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
+
+const SRC: &str = include_str!("../../shaders/layer_norm.wgsl");
+const WG: usize = 64;
+
+/// The LayerNorm entry points.
+pub struct LayerNorm {
+    fwd: Kernel,
+    bwd_dx: Kernel,
+    bwd_params: Kernel,
+}
+
+/// Shape and offsets (in elements) of one LayerNorm over [T, B, F].
+/// Rows are contiguous (row stride F).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LnShape {
+    /// Sequence length T.
+    pub seq: usize,
+    /// Batch B.
+    pub batch: usize,
+    /// Features F (D·H).
+    pub features: usize,
+    /// Input x [T, B, F].
+    pub x_off: usize,
+    /// Output y [T, B, F].
+    pub y_off: usize,
+    /// Gradient w.r.t. y.
+    pub dy_off: usize,
+    /// Gradient w.r.t. x.
+    pub dx_off: usize,
+    /// Saved per-row (mean, rstd) [T, B, 2]: [`LayerNorm::stats_len`] elements.
+    pub stats_off: usize,
+    /// Weight [F] in the parameter buffer.
+    pub w_off: usize,
+    /// Bias [F] in the parameter buffer.
+    pub b_off: usize,
+    /// Weight gradient [F] in the gradient buffer.
+    pub dw_off: usize,
+    /// Bias gradient [F] in the gradient buffer.
+    pub db_off: usize,
+    /// Add dw / db to the gradient buffer instead of overwriting them.
+    pub accumulate: bool,
+}
+
+/// Buffers of the forward pass.
+pub struct LnForward<'a> {
+    /// Parameters (w, b), read-only.
+    pub params: &'a wgpu::Buffer,
+    /// Sequence lengths (u32 [B]).
+    pub lengths: &'a wgpu::Buffer,
+    /// Input.
+    pub x: &'a wgpu::Buffer,
+    /// Output (may be `x`).
+    pub y: &'a wgpu::Buffer,
+    /// Saved statistics, written.
+    pub stats: &'a wgpu::Buffer,
+}
+
+/// Buffers of the backward pass.
+pub struct LnBackward<'a> {
+    /// Parameters (w), read-only.
+    pub params: &'a wgpu::Buffer,
+    /// Sequence lengths (u32 [B]).
+    pub lengths: &'a wgpu::Buffer,
+    /// The forward's input.
+    pub x: &'a wgpu::Buffer,
+    /// Statistics saved by the forward.
+    pub stats: &'a wgpu::Buffer,
+    /// Gradient w.r.t. the output.
+    pub dy: &'a wgpu::Buffer,
+    /// Gradient w.r.t. the input, written (may be `dy`).
+    pub dx: &'a wgpu::Buffer,
+    /// Parameter gradients (dw, db), written or accumulated.
+    pub grads: &'a wgpu::Buffer,
+}
+
+impl LayerNorm {
+    /// Compiles the entry points.
+    pub fn new(ctx: &GpuContext) -> Self {
+        use Binding::{Read, ReadWrite};
+        let m = module(ctx, "layer_norm", SRC);
+        let fwd = Kernel::new(
+            ctx,
+            &m,
+            "forward",
+            &[
+                (1, Read),
+                (2, Read),
+                (3, ReadWrite),
+                (4, ReadWrite),
+                (5, ReadWrite),
+            ],
+            &[],
+        );
+        let bwd = [
+            (1, Read),
+            (2, Read),
+            (3, ReadWrite),
+            (5, ReadWrite),
+            (6, ReadWrite),
+            (7, ReadWrite),
+            (8, ReadWrite),
+        ];
+        Self {
+            fwd,
+            bwd_dx: Kernel::new(ctx, &m, "backward_dx", &bwd, &[]),
+            bwd_params: Kernel::new(ctx, &m, "backward_params", &bwd, &[]),
+        }
+    }
+
+    /// Elements of the saved-statistics scratch of one LayerNorm: 2·T·B.
+    pub fn stats_len(seq: usize, batch: usize) -> usize {
+        2 * seq * batch
+    }
+
+    fn params(s: &LnShape) -> Result<[u32; 16]> {
+        let data = s.seq * s.batch * s.features;
+        for (what, off) in [
+            ("layer norm input", s.x_off),
+            ("layer norm output", s.y_off),
+            ("layer norm output gradient", s.dy_off),
+            ("layer norm input gradient", s.dx_off),
+        ] {
+            u32_of(what, off + data)?;
+        }
+        u32_of(
+            "layer norm statistics",
+            s.stats_off + Self::stats_len(s.seq, s.batch),
+        )?;
+        for (what, off) in [
+            ("layer norm weight", s.w_off),
+            ("layer norm bias", s.b_off),
+            ("layer norm weight gradient", s.dw_off),
+            ("layer norm bias gradient", s.db_off),
+        ] {
+            u32_of(what, off + s.features)?;
+        }
+        Ok([
+            u32_of("sequence length", s.seq)?,
+            u32_of("batch", s.batch)?,
+            u32_of("layer norm features", s.features)?,
+            u32::from(s.accumulate),
+            s.x_off as u32,
+            s.y_off as u32,
+            s.dy_off as u32,
+            s.dx_off as u32,
+            s.stats_off as u32,
+            s.w_off as u32,
+            s.b_off as u32,
+            s.dw_off as u32,
+            s.db_off as u32,
+            0,
+            0,
+            0,
+        ])
+    }
+
+    fn row_groups(ctx: &GpuContext, s: &LnShape) -> Result<(u32, u32)> {
+        Ok(ctx.grid(u32_of("layer norm rows", s.seq * s.batch)?))
+    }
+
+    /// Forward: y = LN(x)·w + b on valid rows, 0 on padded rows; per-row
+    /// (mean, rstd) saved to `stats`. One dispatch (none when empty).
+    pub fn forward(
+        &self,
+        ctx: &GpuContext,
+        s: &LnShape,
+        b: &LnForward<'_>,
+    ) -> Result<Vec<Dispatch>> {
+        if s.seq * s.batch == 0 || s.features == 0 {
+            return Ok(Vec::new());
+        }
+        let params = Self::params(s)?;
+        Ok(vec![self.fwd.dispatch(
+            ctx,
+            &params,
+            &[b.params, b.lengths, b.x, b.y, b.stats],
+            Self::row_groups(ctx, s)?,
+        )])
+    }
+
+    /// Backward: dw, db (column sums over valid rows, overwritten or
+    /// accumulated) then dx (0 on padded rows). Two dispatches, in that
+    /// order, so that dx may overwrite dy. With no rows, dw and db are
+    /// still written (as 0) unless `accumulate`.
+    pub fn backward(
+        &self,
+        ctx: &GpuContext,
+        s: &LnShape,
+        b: &LnBackward<'_>,
+    ) -> Result<Vec<Dispatch>> {
+        if s.features == 0 {
+            return Ok(Vec::new());
+        }
+        let params = Self::params(s)?;
+        let bufs = [b.params, b.lengths, b.x, b.stats, b.dy, b.dx, b.grads];
+        let mut out = vec![self.bwd_params.dispatch(
+            ctx,
+            &params,
+            &bufs,
+            (groups_1d(ctx, "layer norm features", s.features, WG)?, 1),
+        )];
+        if s.seq * s.batch > 0 {
+            out.push(
+                self.bwd_dx
+                    .dispatch(ctx, &params, &bufs, Self::row_groups(ctx, s)?),
+            );
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,222 @@
+//! Wrapper of `shaders/lstm_cell_ln.wgsl`: the LayerNorm LSTM cell, one
+//! workgroup per sequence. Also defines the parameter block shared with the
+//! recurrent BatchNorm cell (`lstm_cell_bn`), whose layouts are the same.
+
+use super::lstm_cell::CellShape;
+use super::u32_of;
+use crate::Result;
+use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
+
+const SRC: &str = include_str!("../../shaders/lstm_cell_ln.wgsl");
+
+/// Offsets of a normalized cell's own tensors, beyond [`CellShape`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NormCellParams {
+    /// Offsets of b_ih and b_hh in the parameter buffer, when the LSTM has biases.
+    pub bias: Option<(usize, usize)>,
+    /// Gain and shift of the input-part norm (shift unused by the BN cell).
+    pub ih: (usize, usize),
+    /// Gain and shift of the recurrent-part norm (shift unused by the BN cell).
+    pub hh: (usize, usize),
+    /// Gain and shift of the cell-state norm.
+    pub c: (usize, usize),
+    /// Train mode (batch statistics) rather than eval (running statistics).
+    pub train: bool,
+    /// Rows of running statistics.
+    pub t_max: usize,
+    /// Running mean/var offsets in the statistics buffer: ih, hh, c.
+    pub running: [(usize, usize); 3],
+}
+
+/// Elements of one (layer, direction) cache block of a normalized cell.
+pub fn cache_block(hidden: usize, seq: usize, batch: usize) -> usize {
+    seq * batch * (15 * hidden + 4) + seq * 9 * hidden
+}
+
+/// Elements of one direction's gradient block of a normalized cell.
+pub fn dg_block(hidden: usize, seq: usize, batch: usize) -> usize {
+    seq * batch * 14 * hidden
+}
+
+/// Offsets (relative to the gradient block) of da, dp, dr, dc, dhc.
+pub fn dg_sections(hidden: usize, seq: usize, batch: usize) -> [usize; 5] {
+    let tb = seq * batch;
+    [
+        0,
+        tb * 4 * hidden,
+        tb * 8 * hidden,
+        tb * 12 * hidden,
+        tb * 13 * hidden,
+    ]
+}
+
+/// Offsets (relative to the cache block) of gates, c, h_prev, x̂_ih, x̂_hh, x̂_c.
+pub fn cache_sections(hidden: usize, seq: usize, batch: usize) -> [usize; 6] {
+    let tb = seq * batch;
+    [
+        0,
+        tb * 4 * hidden,
+        tb * 5 * hidden,
+        tb * 6 * hidden,
+        tb * 10 * hidden,
+        tb * 14 * hidden,
+    ]
+}
+
+/// The uniform block of a normalized cell step.
+pub fn params(s: &CellShape, n: &NormCellParams, step: usize) -> Result<[u32; 32]> {
+    let u = |w: &str, v: usize| u32_of(w, v);
+    let (bih, bhh) = n.bias.unwrap_or((0, 0));
+    Ok([
+        u("hidden size", s.hidden)?,
+        u("batch", s.batch)?,
+        u("sequence length", s.seq)?,
+        u("step", step)?,
+        u32::from(s.reverse),
+        u("output stride", s.out_stride)?,
+        u("output column", s.out_col)?,
+        u("pre-gates offset", s.pre_off)?,
+        u("W_hh offset", s.whh_off)?,
+        u("cache offset", s.cache_off)?,
+        u("gradient offset", s.dg_off)?,
+        u("state offset", s.state_off)?,
+        u("state stride", s.state_stride)?,
+        u32::from(n.bias.is_some()),
+        u("bias offset", bih)?,
+        u("bias offset", bhh)?,
+        u("norm offset", n.ih.0)?,
+        u("norm offset", n.ih.1)?,
+        u("norm offset", n.hh.0)?,
+        u("norm offset", n.hh.1)?,
+        u("norm offset", n.c.0)?,
+        u("norm offset", n.c.1)?,
+        u32::from(n.train),
+        u("T_max", n.t_max)?,
+        u("statistics offset", n.running[0].0)?,
+        u("statistics offset", n.running[0].1)?,
+        u("statistics offset", n.running[1].0)?,
+        u("statistics offset", n.running[1].1)?,
+        u("statistics offset", n.running[2].0)?,
+        u("statistics offset", n.running[2].1)?,
+        0,
+        0,
+    ])
+}
+
+/// Buffers of a normalized cell step (forward uses the first seven and
+/// `stats`; backward the rest).
+pub struct NormCellBuffers<'a> {
+    /// Pre-gates W_ih·x (no biases).
+    pub pre: &'a wgpu::Buffer,
+    /// Parameters.
+    pub params: &'a wgpu::Buffer,
+    /// h0 | c0.
+    pub state_in: &'a wgpu::Buffer,
+    /// Lengths (u32).
+    pub lengths: &'a wgpu::Buffer,
+    /// Layer output.
+    pub out: &'a wgpu::Buffer,
+    /// Cache.
+    pub cache: &'a wgpu::Buffer,
+    /// h_n | c_n.
+    pub state_out: &'a wgpu::Buffer,
+    /// Gradient w.r.t. the layer output.
+    pub dy: &'a wgpu::Buffer,
+    /// grad_h_n | grad_c_n.
+    pub gstate_in: &'a wgpu::Buffer,
+    /// Gradient block.
+    pub dg: &'a wgpu::Buffer,
+    /// Running statistics.
+    pub stats: &'a wgpu::Buffer,
+}
+
+/// Forward and backward bindings shared by both normalized cells.
+pub(crate) const FWD: [(u32, Binding); 7] = [
+    (1, Binding::Read),
+    (2, Binding::Read),
+    (3, Binding::Read),
+    (4, Binding::Read),
+    (5, Binding::ReadWrite),
+    (6, Binding::ReadWrite),
+    (7, Binding::ReadWrite),
+];
+pub(crate) const BWD: [(u32, Binding); 7] = [
+    (2, Binding::Read),
+    (3, Binding::Read),
+    (4, Binding::Read),
+    (6, Binding::ReadWrite),
+    (8, Binding::Read),
+    (9, Binding::Read),
+    (10, Binding::ReadWrite),
+];
+
+pub(crate) fn fwd_buffers<'a>(b: &'a NormCellBuffers<'a>) -> Vec<&'a wgpu::Buffer> {
+    vec![
+        b.pre,
+        b.params,
+        b.state_in,
+        b.lengths,
+        b.out,
+        b.cache,
+        b.state_out,
+    ]
+}
+
+pub(crate) fn bwd_buffers<'a>(b: &'a NormCellBuffers<'a>) -> Vec<&'a wgpu::Buffer> {
+    vec![
+        b.params,
+        b.state_in,
+        b.lengths,
+        b.cache,
+        b.dy,
+        b.gstate_in,
+        b.dg,
+    ]
+}
+
+/// The LayerNorm cell's entry points.
+pub struct LstmCellLn {
+    fwd: Kernel,
+    bwd: Kernel,
+}
+
+impl LstmCellLn {
+    /// Compiles the entry points.
+    pub fn new(ctx: &GpuContext) -> Self {
+        let m = module(ctx, "lstm_cell_ln", SRC);
+        Self {
+            fwd: Kernel::new(ctx, &m, "forward", &FWD, &[]),
+            bwd: Kernel::new(ctx, &m, "backward", &BWD, &[]),
+        }
+    }
+
+    /// Forward step `step`: one workgroup per sequence.
+    pub fn forward(
+        &self,
+        ctx: &GpuContext,
+        s: &CellShape,
+        n: &NormCellParams,
+        step: usize,
+        b: &NormCellBuffers<'_>,
+    ) -> Result<Dispatch> {
+        let p = params(s, n, step)?;
+        Ok(self
+            .fwd
+            .dispatch(ctx, &p, &fwd_buffers(b), ctx.grid(s.batch as u32)))
+    }
+
+    /// Backward step `step` (run for T-1 down to 0).
+    pub fn backward(
+        &self,
+        ctx: &GpuContext,
+        s: &CellShape,
+        n: &NormCellParams,
+        step: usize,
+        b: &NormCellBuffers<'_>,
+    ) -> Result<Dispatch> {
+        let p = params(s, n, step)?;
+        Ok(self
+            .bwd
+            .dispatch(ctx, &p, &bwd_buffers(b), ctx.grid(s.batch as u32)))
+    }
+}
