@@ -13,12 +13,17 @@
 // rejected by the host before dispatch (PyTorch raises), the kernel only
 // keeps them finite.
 //
-// Saved statistics, per group g (base = stats_off + 5 g F), per feature j:
-//   base + j       mean (train: batch mean; eval: running mean)
+// Saved statistics, per group g (base = stats_off + 6 g F), per feature j:
+//   base + j       mean m (train: f32 batch mean; eval: running mean)
 //   base + F + j   rstd = 1 / sqrt(var + eps)
 //   base + 2F + j  N, the group's number of valid rows (as f32)
-//   base + 3F + j  sum of dy            (written by backward_sums)
-//   base + 4F + j  sum of dy * xhat     (written by backward_sums)
+//   base + 3F + j  c, residual of the rounded mean: mean(x - m) (0 in eval)
+//   base + 4F + j  sum of dy            (written by backward_sums)
+//   base + 5F + j  sum of dy * xhat     (written by backward_sums)
+// xhat = ((x - m) - c) * rstd. The residual c keeps sum(xhat) = 0 to f32
+// precision even when the group's spread is tiny against its mean (for
+// N = 2, x - m is exact): without it the rounding of m, amplified by rstd,
+// dominates dx, which is a small difference of large terms.
 //
 // Every reduction is a fixed-order loop in one invocation: deterministic.
 // Each invocation reads and writes only its own elements, so y may alias x
@@ -69,7 +74,7 @@ fn t_last(g: u32) -> u32 {
 }
 
 fn stats_base(g: u32) -> u32 {
-    return p.stats_off + 5u * g * p.f;
+    return p.stats_off + 6u * g * p.f;
 }
 
 // Invocation index with 2-D grids for large problems.
@@ -101,26 +106,31 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
         }
     }
     var mean: f32;
+    var c = 0.0;
     var rstd: f32;
     if (p.flags & TRAIN) != 0u {
-        mean = sum / f32(max(n, 1u));
+        let nf = f32(n);
+        let nd = max(nf, 1.0);
+        mean = sum / nd;
+        var sd = 0.0;
         var q = 0.0;
         for (var t = t0; t < t1; t++) {
             for (var b = 0u; b < p.batch; b++) {
                 if t < lengths[b] {
                     let d = x[p.x_off + (t * p.batch + b) * p.f + j] - mean;
+                    sd += d;
                     q += d * d;
                 }
             }
         }
-        let nf = f32(n);
-        let var_b = q / max(nf, 1.0);
+        c = sd / nd;
+        let var_b = max(q / nd - c * c, 0.0);
         rstd = 1.0 / sqrt(var_b + EPS);
         if n >= 2u {
             let r = select(0u, g, per_step()) * p.f + j;
             let rm = p.rm_off + r;
             let rv = p.rv_off + r;
-            running[rm] = (1.0 - MOMENTUM) * running[rm] + MOMENTUM * mean;
+            running[rm] = (1.0 - MOMENTUM) * running[rm] + MOMENTUM * (mean + c);
             running[rv] = (1.0 - MOMENTUM) * running[rv] + MOMENTUM * var_b * nf / (nf - 1.0);
         }
     } else {
@@ -132,6 +142,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
     stats[base + j] = mean;
     stats[base + p.f + j] = rstd;
     stats[base + 2u * p.f + j] = f32(n);
+    stats[base + 3u * p.f + j] = c;
     let w = prm[p.w_off + j];
     let bias = prm[p.b_off + j];
     for (var t = t0; t < t1; t++) {
@@ -139,7 +150,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
             let row = t * p.batch + b;
             var v = 0.0;
             if t < lengths[b] {
-                v = (x[p.x_off + row * p.f + j] - mean) * rstd * w + bias;
+                v = ((x[p.x_off + row * p.f + j] - mean) - c) * rstd * w + bias;
             }
             y[p.y_off + row * p.f + j] = v;
         }
@@ -160,6 +171,7 @@ fn backward_sums(@builtin(global_invocation_id) gid: vec3<u32>,
     let base = stats_base(g);
     let mean = stats[base + j];
     let rstd = stats[base + p.f + j];
+    let c = stats[base + 3u * p.f + j];
     var s1 = 0.0;
     var s2 = 0.0;
     for (var t = t_first(g); t < t_last(g); t++) {
@@ -168,12 +180,12 @@ fn backward_sums(@builtin(global_invocation_id) gid: vec3<u32>,
                 let row = t * p.batch + b;
                 let d = dy[p.dy_off + row * p.f + j];
                 s1 += d;
-                s2 += d * (x[p.x_off + row * p.f + j] - mean) * rstd;
+                s2 += d * ((x[p.x_off + row * p.f + j] - mean) - c) * rstd;
             }
         }
     }
-    stats[base + 3u * p.f + j] = s1;
-    stats[base + 4u * p.f + j] = s2;
+    stats[base + 4u * p.f + j] = s1;
+    stats[base + 5u * p.f + j] = s2;
 }
 
 // One invocation per element: dx. Train:
@@ -200,9 +212,9 @@ fn backward_dx(@builtin(global_invocation_id) gid: vec3<u32>,
         if (p.flags & TRAIN) != 0u {
             let mean = stats[base + j];
             let n = stats[base + 2u * p.f + j];
-            let xhat = (x[p.x_off + idx] - mean) * rstd;
-            let s1 = stats[base + 3u * p.f + j];
-            let s2 = stats[base + 4u * p.f + j];
+            let xhat = ((x[p.x_off + idx] - mean) - stats[base + 3u * p.f + j]) * rstd;
+            let s1 = stats[base + 4u * p.f + j];
+            let s2 = stats[base + 5u * p.f + j];
             v = w * rstd * (d - (s1 + xhat * s2) / n);
         } else {
             v = d * w * rstd;
@@ -214,8 +226,8 @@ fn backward_dx(@builtin(global_invocation_id) gid: vec3<u32>,
         var sb = 0.0;
         for (var g = 0u; g < groups(); g++) {
             let base = stats_base(g);
-            sb += stats[base + 3u * p.f + idx];
-            sw += stats[base + 4u * p.f + idx];
+            sb += stats[base + 4u * p.f + idx];
+            sw += stats[base + 5u * p.f + idx];
         }
         if (p.flags & ACCUMULATE) != 0u {
             sw += grads[p.dw_off + idx];

@@ -11,10 +11,15 @@
 // Dispatches, in order:
 //   partials  one workgroup per chunk: sum of squares and a non-finite flag
 //             of the chunk (fixed-order tree in workgroup memory);
-//   finalize  one workgroup: per-segment sums (tree over its chunk partials),
-//             the global sum (tree over the per-segment sums, in table
-//             order), the norm, the scale and the non-finite flag;
+//   segsum    one workgroup per segment: tree over its chunk partials;
+//   finalize  one workgroup: tree over the per-segment sums, then the norm,
+//             the scale and the non-finite flag;
 //   apply     one workgroup per chunk: in-place scale and/or clamp.
+//
+// Every invocation runs few loop iterations (at most ~16 + 8 per chunk, and
+// n/256 + 8 over n partials or segments): Mesa's llvmpipe/lavapipe silently
+// ends all loops of an invocation after 65535 iterations in total, so a
+// single-workgroup loop over every segment would break on large tables.
 //
 // stats layout (f32): [sum_sq, norm, scale, nonfinite (0 or 1),
 //                      seg_sum_sq[0 .. n_segs]].
@@ -103,61 +108,75 @@ fn partials(
     }
 }
 
-// ---- finalize --------------------------------------------------------------
+// ---- segsum ----------------------------------------------------------------
 
 @group(0) @binding(4) var<storage, read> fpart: array<f32>;
 @group(0) @binding(5) var<storage, read_write> fstats: array<f32>;
 
+// One workgroup per segment: the sum of its chunk partials, written to
+// stats[4 + s]; NaN when a chunk saw a non-finite element (so the value
+// itself carries the flag even if NaN/Inf did not propagate through the sum).
 @compute @workgroup_size(256)
-fn finalize(@builtin(local_invocation_index) lid: u32) {
-    var any_bad = 0u;
-    for (var s = 0u; s < p.n_segs; s++) {
-        let first = table[p.seg_base + 2u * s];
-        let cnt = table[p.seg_base + 2u * s + 1u];
-        var acc = 0.0;
-        var bad = 0u;
-        for (var i = lid; i < cnt; i += WG) {
-            acc += fpart[first + i];
-            bad |= u32(fpart[p.n_chunks + first + i] != 0.0);
-        }
-        sh[lid] = acc;
-        shf[lid] = bad;
-        tree(lid);
-        if lid == 0u {
-            var v = sh[0];
-            if shf[0] != 0u && nonfinite(v) == 0u {
-                v = bitcast<f32>(QUIET_NAN);
-            }
-            fstats[4u + s] = v;
-            any_bad |= shf[0];
-        }
-        workgroupBarrier();
+fn segsum(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let s = wid.y * nwg.x + wid.x;
+    if s >= p.n_segs {
+        return;
     }
-    // Make the per-segment sums written by invocation 0 visible to all.
-    storageBarrier();
-    workgroupBarrier();
+    let first = table[p.seg_base + 2u * s];
+    let cnt = table[p.seg_base + 2u * s + 1u];
     var acc = 0.0;
-    for (var i = lid; i < p.n_segs; i += WG) {
-        acc += fstats[4u + i];
+    var bad = 0u;
+    for (var i = lid; i < cnt; i += WG) {
+        acc += fpart[first + i];
+        bad |= u32(fpart[p.n_chunks + first + i] != 0.0);
     }
     sh[lid] = acc;
-    shf[lid] = 0u;
+    shf[lid] = bad;
+    tree(lid);
+    if lid == 0u {
+        var v = sh[0];
+        if shf[0] != 0u && nonfinite(v) == 0u {
+            v = bitcast<f32>(QUIET_NAN);
+        }
+        fstats[4u + s] = v;
+    }
+}
+
+// ---- finalize --------------------------------------------------------------
+
+// One workgroup: the global sum of the per-segment sums (fixed order), the
+// norm, the scale and the flag.
+@compute @workgroup_size(256)
+fn finalize(@builtin(local_invocation_index) lid: u32) {
+    var acc = 0.0;
+    var bad = 0u;
+    for (var i = lid; i < p.n_segs; i += WG) {
+        let v = fstats[4u + i];
+        acc += v;
+        bad |= nonfinite(v);
+    }
+    sh[lid] = acc;
+    shf[lid] = bad;
     tree(lid);
     if lid == 0u {
         var sum = sh[0];
-        let bad = any_bad != 0u || nonfinite(sum) != 0u;
-        if bad && nonfinite(sum) == 0u {
+        let flagged = shf[0] != 0u || nonfinite(sum) != 0u;
+        if flagged && nonfinite(sum) == 0u {
             sum = bitcast<f32>(QUIET_NAN);
         }
         let norm = sqrt(sum);
         var scale = 1.0;
-        if !bad && (p.flags & HAS_MAX_NORM) != 0u {
+        if !flagged && (p.flags & HAS_MAX_NORM) != 0u {
             scale = min(1.0, p.max_norm / (norm + EPS));
         }
         fstats[0] = sum;
         fstats[1] = norm;
         fstats[2] = scale;
-        fstats[3] = select(0.0, 1.0, bad);
+        fstats[3] = select(0.0, 1.0, flagged);
     }
 }
 

@@ -45,24 +45,32 @@ const MOMENTUM: f32 = 0.1;
 var<workgroup> red_a: array<vec4<f32>, 64>;
 var<workgroup> red_b: array<vec4<f32>, 64>;
 var<workgroup> red_c: array<vec4<f32>, 64>;
+var<workgroup> red_d: array<vec4<f32>, 64>;
 
-// Sums of three vec4s over the workgroup, in a fixed tree order.
-fn wg_sum3(lid: u32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>) -> array<vec4<f32>, 3> {
+// Sums of four vec4s over the workgroup, in a fixed tree order.
+fn wg_sum4(lid: u32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) -> array<vec4<f32>, 4> {
     red_a[lid] = a;
     red_b[lid] = b;
     red_c[lid] = c;
+    red_d[lid] = d;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if lid < s {
             red_a[lid] += red_a[lid + s];
             red_b[lid] += red_b[lid + s];
             red_c[lid] += red_c[lid + s];
+            red_d[lid] += red_d[lid + s];
         }
         workgroupBarrier();
     }
-    let r = array<vec4<f32>, 3>(red_a[0], red_b[0], red_c[0]);
+    let r = array<vec4<f32>, 4>(red_a[0], red_b[0], red_c[0], red_d[0]);
     workgroupBarrier();
     return r;
+}
+
+fn wg_sum3(lid: u32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>) -> array<vec4<f32>, 3> {
+    let r = wg_sum4(lid, a, b, c, vec4<f32>(0.0));
+    return array<vec4<f32>, 3>(r[0], r[1], r[2]);
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -178,8 +186,12 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
         let m = wg_sum3(lid, sr, sx, vec4<f32>(0.0));
         mean_r = m[0] / f32(n);
         mean_x = m[1] / f32(n);
+        // Corrected two-pass: the mean's f32 rounding (amplified by rstd when
+        // few sequences are active) is measured and removed.
         var qr = vec4<f32>(0.0);
         var qx = vec4<f32>(0.0);
+        var er = vec4<f32>(0.0);
+        var ex = vec4<f32>(0.0);
         for (var b = lid; b < p.batch; b += WG) {
             let len = lengths[b];
             if s >= len {
@@ -191,11 +203,17 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
                 let dx = cache[sec_xi() + row * h4 + kk[q]] - mean_x[q];
                 qr[q] += dr * dr;
                 qx[q] += dx * dx;
+                er[q] += dr;
+                ex[q] += dx;
             }
         }
-        let v = wg_sum3(lid, qr, qx, vec4<f32>(0.0));
-        var_r = v[0] / f32(n);
-        var_x = v[1] / f32(n);
+        let v = wg_sum4(lid, qr, qx, er, ex);
+        let cr = v[2] / f32(n);
+        let cx = v[3] / f32(n);
+        var_r = max(v[0] / f32(n) - cr * cr, vec4<f32>(0.0));
+        var_x = max(v[1] / f32(n) - cx * cx, vec4<f32>(0.0));
+        mean_r += cr;
+        mean_x += cx;
         if lid == 0u {
             let unb = f32(n) / f32(max(n, 2u) - 1u);
             for (var q = 0u; q < 4u; q++) {
@@ -284,9 +302,11 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
                 continue;
             }
             let d = cache[sec_c() + (time_of(s, len) * p.batch + b) * hs + j] - mean_c;
-            qc.x += d * d;
+            qc += vec4<f32>(d * d, d, 0.0, 0.0);
         }
-        var_c = wg_sum3(lid, qc, vec4<f32>(0.0), vec4<f32>(0.0))[0].x / f32(n);
+        let vc = wg_sum3(lid, qc, vec4<f32>(0.0), vec4<f32>(0.0))[0] / f32(n);
+        var_c = max(vc.x - vc.y * vc.y, 0.0);
+        mean_c += vc.y;
         if lid == 0u {
             let o = rrow * hs + j;
             let unb = f32(n) / f32(max(n, 2u) - 1u);

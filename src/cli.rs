@@ -57,6 +57,13 @@ pub struct GradArgs {
     /// BatchNorm in eval mode: running statistics.
     #[arg(long)]
     pub eval: bool,
+    /// Clip the gradients to this global L2 norm (clip_grad_norm_); the
+    /// output gets `grad_norm` (before clipping) and `grad_norm.<name>`.
+    #[arg(long)]
+    pub clip_norm: Option<f32>,
+    /// Clamp every gradient to [-V, V] (clip_grad_value_), after --clip-norm.
+    #[arg(long)]
+    pub clip_value: Option<f32>,
 }
 
 /// Arguments of `demo`.
@@ -219,11 +226,36 @@ fn grad(a: &GradArgs, verbose: bool) -> Result<()> {
     let train = !a.eval;
     crate::model::check_batch(&cfg, &host.norm, &batch, train)?;
 
+    for (flag, v) in [("--clip-norm", a.clip_norm), ("--clip-value", a.clip_value)] {
+        if let Some(v) = v
+            && !(v.is_finite() && v >= 0.0)
+        {
+            return Err(Error::Invalid(format!(
+                "{flag} {v}: expected a finite value >= 0"
+            )));
+        }
+    }
     let ctx = open_gpu(verbose)?;
     let model = LstmModel::from_host(&ctx, host)?;
     let mut lstm = Lstm::new(ctx.clone(), model)?;
     lstm.train = train;
-    let (out, g) = lstm.forward_backward(&batch, &up)?;
+    let (out, mut g) = lstm.forward_backward(&batch, &up)?;
+    let mut norms = Vec::new();
+    if a.clip_norm.is_some() || a.clip_value.is_some() {
+        let st = lstm.clip_gradients(a.clip_norm, a.clip_value)?;
+        if st.nonfinite {
+            eprintln!("warning: gradients are not finite; they were left unclipped");
+        }
+        g.params = lstm.model.grad_tensors(&ctx)?;
+        norms.push(NamedTensor::new("grad_norm", vec![], vec![st.total_norm]));
+        for (e, n) in lstm.model.table.entries.iter().zip(&st.per_tensor) {
+            norms.push(NamedTensor::new(
+                format!("grad_norm.{}", e.name),
+                vec![],
+                vec![*n],
+            ));
+        }
+    }
     if verbose && let Some((f, b)) = lstm.dispatch_counts(t, n) {
         eprintln!("dispatches: forward {f}, backward {b}, in 1 submit");
     }
@@ -240,6 +272,7 @@ fn grad(a: &GradArgs, verbose: bool) -> Result<()> {
         tensors.push(NamedTensor::new("grad.c0", sshape.to_vec(), g.c0));
     }
     tensors.extend(g.params);
+    tensors.extend(norms);
     let mut counters = std::collections::BTreeMap::new();
     if train && lstm.model.norm.has_batch_stats() {
         tensors.extend(lstm.model.stat_tensors(&ctx)?);

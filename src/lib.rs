@@ -25,6 +25,7 @@ pub mod lstm;
 pub mod model;
 pub mod norm;
 pub mod reference;
+pub mod reference_norm;
 pub mod schedule;
 pub mod workspace;
 

@@ -72,6 +72,7 @@ pub struct Lstm {
     /// The model (parameters and gradients live on the GPU).
     pub model: LstmModel,
     plans: HashMap<(usize, usize, bool), Plan>,
+    clips: HashMap<(Option<u32>, Option<u32>), crate::kernels::clip::ClipPlan>,
     /// BatchNorm mode: batch statistics and running-stat updates (`true`,
     /// the default) or running statistics (`false`).
     pub train: bool,
@@ -166,6 +167,7 @@ impl Lstm {
             kernels,
             model,
             plans: HashMap::new(),
+            clips: HashMap::new(),
             train: true,
         })
     }
@@ -221,9 +223,7 @@ impl Lstm {
         let cfg = &self.model.config;
         let plan = &self.plans[&(t, n, self.train)];
         let w = cfg.dirs() * cfg.hidden_size;
-        let mut output = self
-            .ctx
-            .read_f32(&plan.ws.outs[cfg.num_layers - 1], 0, t * n * w)?;
+        let mut output = self.ctx.read_f32(plan.output(), 0, t * n * w)?;
         if batch_first {
             output = swap01(&output, t, n, w);
         }
@@ -244,6 +244,52 @@ impl Lstm {
                 *v += 1;
             }
         }
+    }
+
+    /// Clips the gradients in `model.grads` on the GPU: by global L2 norm
+    /// (`torch.nn.utils.clip_grad_norm_`, scale `min(1, max_norm / (norm +
+    /// 1e-6))`) and/or by value (`clip_grad_value_`), over every parameter
+    /// tensor. Returns the norms before clipping; when a gradient is not
+    /// finite, nothing is changed and `nonfinite` is set.
+    pub fn clip_gradients(
+        &mut self,
+        max_norm: Option<f32>,
+        clip_value: Option<f32>,
+    ) -> Result<crate::kernels::clip::ClipStats> {
+        if let Some(v) = clip_value
+            && !(v.is_finite() && v >= 0.0)
+        {
+            return Err(Error::Invalid(format!(
+                "clip value {v} must be finite and >= 0"
+            )));
+        }
+        let key = (max_norm.map(f32::to_bits), clip_value.map(f32::to_bits));
+        if !self.clips.contains_key(&key) {
+            let segs: Vec<(usize, usize)> = self
+                .model
+                .table
+                .entries
+                .iter()
+                .map(|e| (e.offset, e.len()))
+                .collect();
+            let ctx = &self.ctx;
+            let k = &self.kernels;
+            let grads = &self.model.grads;
+            let plan = ctx.scoped(|| k.clip.plan(ctx, grads, &segs, max_norm, clip_value))?;
+            self.clips.insert(key, plan);
+        }
+        let plan = &self.clips[&key];
+        let ctx = &self.ctx;
+        ctx.scoped(|| {
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                plan.record(&mut pass);
+            }
+            ctx.queue.submit([enc.finish()]);
+            Ok(())
+        })?;
+        plan.read(ctx)
     }
 
     /// Runs the forward pass.

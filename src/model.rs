@@ -295,13 +295,13 @@ pub fn check_batch(
         }
         _ => (None, usize::MAX),
     };
-    if let Some(name) = rows_name {
-        if max_len > t_max {
-            return Err(Error::tensor(
-                name,
-                format!("{t_max} rows of running statistics, but train mode runs {max_len} steps"),
-            ));
-        }
+    if let Some(name) = rows_name
+        && max_len > t_max
+    {
+        return Err(Error::tensor(
+            name,
+            format!("{t_max} rows of running statistics, but train mode runs {max_len} steps"),
+        ));
     }
     if let Norm::Batch { .. } = *norm {
         let n: usize = lens.iter().sum();

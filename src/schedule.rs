@@ -86,7 +86,125 @@ fn norm_cell_params(model: &LstmModel, l: usize, d: usize, train: bool) -> NormC
     }
 }
 
+/// The between-layer norm of layer `l`'s output: forward (outs → normed)
+/// or backward (in place on `dy`).
+fn between_norm(
+    ctx: &GpuContext,
+    k: &Kernels,
+    model: &LstmModel,
+    ws: &Workspace,
+    l: usize,
+    train: bool,
+    dy: Option<&wgpu::Buffer>,
+) -> Result<Vec<Dispatch>> {
+    use crate::kernels::batch_norm::{BnBackward, BnForward, BnShape};
+    use crate::kernels::layer_norm::{LnBackward, LnForward, LnShape};
+    let cfg = &model.config;
+    let Some(normed) = &ws.normed[l] else {
+        return Ok(Vec::new());
+    };
+    let Some((prefix, _)) = model.norm.between() else {
+        return Ok(Vec::new());
+    };
+    let p = |n: &str| model.table.offset(&format!("{prefix}.{l}.{n}"));
+    let features = cfg.dirs() * cfg.hidden_size;
+    let stats_off = l * Workspace::norm_stats_len(cfg, &model.norm, ws.seq, ws.batch);
+    if let Norm::Layer { .. } = model.norm {
+        let sh = LnShape {
+            seq: ws.seq,
+            batch: ws.batch,
+            features,
+            stats_off,
+            w_off: p("weight"),
+            b_off: p("bias"),
+            dw_off: p("weight"),
+            db_off: p("bias"),
+            ..Default::default()
+        };
+        return match dy {
+            None => k.layer_norm.forward(
+                ctx,
+                &sh,
+                &LnForward {
+                    params: &model.params,
+                    lengths: &ws.lengths,
+                    x: &ws.outs[l],
+                    y: normed,
+                    stats: &ws.norm_stats,
+                },
+            ),
+            Some(dy) => k.layer_norm.backward(
+                ctx,
+                &sh,
+                &LnBackward {
+                    params: &model.params,
+                    lengths: &ws.lengths,
+                    x: &ws.outs[l],
+                    stats: &ws.norm_stats,
+                    dy,
+                    dx: dy,
+                    grads: &model.grads,
+                },
+            ),
+        };
+    }
+    let st = |n: &str| model.stats_table.offset(&format!("{prefix}.{l}.{n}"));
+    let (per_step, run_rows) = match model.norm {
+        Norm::StepBatch { t_max, .. } => (true, t_max),
+        _ => (false, 1),
+    };
+    let sh = BnShape {
+        seq: ws.seq,
+        batch: ws.batch,
+        features,
+        per_step,
+        train,
+        run_rows,
+        stats_off,
+        w_off: p("weight"),
+        b_off: p("bias"),
+        dw_off: p("weight"),
+        db_off: p("bias"),
+        rm_off: st("running_mean"),
+        rv_off: st("running_var"),
+        ..Default::default()
+    };
+    match dy {
+        None => k.batch_norm.forward(
+            ctx,
+            &sh,
+            &BnForward {
+                params: &model.params,
+                lengths: &ws.lengths,
+                x: &ws.outs[l],
+                y: normed,
+                stats: &ws.norm_stats,
+                running: &model.stats,
+            },
+        ),
+        Some(dy) => k.batch_norm.backward(
+            ctx,
+            &sh,
+            &BnBackward {
+                params: &model.params,
+                lengths: &ws.lengths,
+                x: &ws.outs[l],
+                stats: &ws.norm_stats,
+                dy,
+                dx: dy,
+                grads: &model.grads,
+            },
+        ),
+    }
+}
+
 impl Plan {
+    /// The buffer holding the final output [T, B, D·H].
+    pub fn output(&self) -> &wgpu::Buffer {
+        let l = self.ws.outs.len() - 1;
+        self.ws.normed[l].as_ref().unwrap_or(&self.ws.outs[l])
+    }
+
     /// Builds the workspace and every dispatch for (seq, batch) in train or
     /// eval mode (which matters for BatchNorm variants only).
     pub fn new(
@@ -119,7 +237,10 @@ impl Plan {
             let (input, ld) = if l == 0 {
                 (&ws.x, cfg.input_size)
             } else {
-                (&ws.outs[l - 1], dirs * h)
+                (
+                    ws.normed[l - 1].as_ref().unwrap_or(&ws.outs[l - 1]),
+                    dirs * h,
+                )
             };
             for d in 0..dirs {
                 let (wih, _, bih, bhh) = model.cell_offsets(l, d);
@@ -174,6 +295,7 @@ impl Plan {
                     });
                 }
             }
+            forward.extend(between_norm(ctx, k, model, &ws, l, train, None)?);
         }
 
         let mut backward = Vec::new();
@@ -189,7 +311,10 @@ impl Plan {
             let (input, ld) = if l == 0 {
                 (&ws.x, cfg.input_size)
             } else {
-                (&ws.outs[l - 1], dirs * h)
+                (
+                    ws.normed[l - 1].as_ref().unwrap_or(&ws.outs[l - 1]),
+                    dirs * h,
+                )
             };
             let bufs = CellBackward {
                 params: &model.params,
@@ -214,6 +339,15 @@ impl Plan {
                 dg: &ws.dg,
                 stats: &model.stats,
             };
+            backward.extend(between_norm(
+                ctx,
+                k,
+                model,
+                &ws,
+                l,
+                train,
+                Some(&ws.dy[cur]),
+            )?);
             for s in (0..seq).rev() {
                 for d in 0..dirs {
                     let sh = shape(model, &ws, l, d);
@@ -353,7 +487,7 @@ impl Plan {
     /// Records the forward pass. Layer outputs are cleared first so that
     /// padded positions read as zero.
     pub fn encode_forward(&self, enc: &mut wgpu::CommandEncoder) {
-        for o in &self.ws.outs {
+        for o in self.ws.outs.iter().chain(self.ws.normed.iter().flatten()) {
             enc.clear_buffer(o, 0, None);
         }
         let mut pass = enc.begin_compute_pass(&Default::default());

@@ -18,6 +18,10 @@ pub struct Workspace {
     pub x: wgpu::Buffer,
     /// Output of each layer [T, B, D·H].
     pub outs: Vec<wgpu::Buffer>,
+    /// Normalized output of each layer with a between-layer norm.
+    pub normed: Vec<Option<wgpu::Buffer>>,
+    /// Statistics saved by between-layer norms, [`Workspace::norm_stats_len`] per layer.
+    pub norm_stats: wgpu::Buffer,
     /// Pre-gates of each direction of the current layer [D][T, B, 4H].
     pub pre: wgpu::Buffer,
     /// Per (layer, direction): gates [T,B,4H] | c [T,B,H] | h_prev [T,B,H].
@@ -57,6 +61,25 @@ impl Workspace {
         }
     }
 
+    /// Elements of one layer's saved between-layer norm statistics.
+    pub fn norm_stats_len(cfg: &LstmConfig, norm: &Norm, seq: usize, batch: usize) -> usize {
+        use crate::kernels::{batch_norm::BatchNorm, layer_norm::LayerNorm};
+        let features = cfg.dirs() * cfg.hidden_size;
+        match norm {
+            Norm::Layer { .. } => LayerNorm::stats_len(seq, batch),
+            Norm::Batch { .. } | Norm::StepBatch { .. } => {
+                BatchNorm::stats_len(&crate::kernels::batch_norm::BnShape {
+                    seq,
+                    batch,
+                    features,
+                    per_step: matches!(norm, Norm::StepBatch { .. }),
+                    ..Default::default()
+                })
+            }
+            _ => 0,
+        }
+    }
+
     /// Elements of one half (h or c) of a state array.
     pub fn state_len(cfg: &LstmConfig, batch: usize) -> usize {
         cfg.num_layers * cfg.dirs() * batch * cfg.hidden_size
@@ -80,11 +103,24 @@ impl Workspace {
             .map(|l| ctx.storage(&format!("output of layer {l}"), tb * d * h))
             .collect::<Result<Vec<_>>>()?;
         let dy_len = tb * (d * h).max(cfg.input_size);
+        let normed = (0..cfg.num_layers)
+            .map(|l| {
+                norm.normalizes_output(cfg, l)
+                    .then(|| ctx.storage(&format!("normalized output of layer {l}"), tb * d * h))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let norm_stats = ctx.storage(
+            "norm statistics",
+            cfg.num_layers * Self::norm_stats_len(cfg, norm, seq, batch),
+        )?;
         Ok(Self {
             seq,
             batch,
             x: ctx.storage("input", tb * cfg.input_size)?,
             outs,
+            normed,
+            norm_stats,
             pre: ctx.storage("pre-gates", d * tb * 4 * h)?,
             cache: ctx.storage(
                 "gate cache",

@@ -289,7 +289,7 @@ fn bit_identical_runs_and_rerecording() {
     let segs = [(0, 7), (7, 123_456), (200_000, n - 200_000)];
     let g = ctx.storage_init("grads", &x).unwrap();
     let plan = k.plan(&ctx, &g, &segs, Some(1.0), None).unwrap();
-    assert_eq!(plan.dispatches.len(), 3);
+    assert_eq!(plan.dispatches.len(), 4);
     let stats_len = STATS_HEADER + segs.len();
     let mut outs = Vec::new();
     for _ in 0..2 {

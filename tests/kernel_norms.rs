@@ -555,13 +555,18 @@ fn bn_case(ctx: &GpuContext, bn: &BatchNorm, d: &Dims, m: BnMode, seed: u64, in_
     let y = read(ctx, &act, s.y_off, n);
     assert_close(&format!("{label}: y"), &y, &want.y, TOL);
     let g = s.groups();
-    let st = read(ctx, &stats, so, 5 * g * f);
+    let st = read(ctx, &stats, so, 6 * g * f);
     let slot = |k: usize| -> Vec<f32> {
         (0..g)
-            .flat_map(|gi| st[(5 * gi + k) * f..(5 * gi + k + 1) * f].to_vec())
+            .flat_map(|gi| st[(6 * gi + k) * f..(6 * gi + k + 1) * f].to_vec())
             .collect()
     };
-    assert_close(&format!("{label}: saved mean"), &slot(0), &want.mean, TOL);
+    // The saved mean is split into the rounded mean and its residual.
+    let mean: Vec<f32> = slot(0).iter().zip(slot(3)).map(|(m, c)| m + c).collect();
+    assert_close(&format!("{label}: saved mean"), &mean, &want.mean, TOL);
+    if !m.train {
+        assert!(slot(3).iter().all(|&c| c == 0.0), "{label}: eval residual");
+    }
     assert_close(&format!("{label}: saved rstd"), &slot(1), &want.rstd, TOL);
     let counts: Vec<f64> = group_counts(&d.lengths, d.t, m.per_step)
         .iter()
@@ -629,7 +634,29 @@ fn bn_case(ctx: &GpuContext, bn: &BatchNorm, d: &Dims, m: BnMode, seed: u64, in_
     assert_eq!(ds.len(), 2);
     run(ctx, &ds);
     let dx = read(ctx, dxb, dxo, n);
-    assert_close(&format!("{label}: dx"), &dx, &want_dx, TOL);
+    // Train-mode dx is w·rstd times a difference of terms of the size of dy
+    // that cancel to eps-sized values when every group has 2 rows: f32 can
+    // only be accurate relative to the terms then (PyTorch's too).
+    let terms = (0..n)
+        .filter(|i| d.valid(i / f))
+        .map(|i| {
+            let g = if m.per_step { i / f / d.b } else { 0 };
+            (w[i % f] * want.rstd[g * f + i % f] * dy[i]).abs()
+        })
+        .fold(0f64, f64::max);
+    let dx_max = want_dx.iter().fold(0f64, |a, v| a.max(v.abs()));
+    if m.train && dx_max < 1e-2 * terms {
+        let err = dx
+            .iter()
+            .zip(&want_dx)
+            .fold(0f64, |a, (g, r)| a.max((*g as f64 - r).abs()));
+        assert!(
+            err <= TOL * terms,
+            "{label}: dx error {err:e} > {TOL:e} x term scale {terms:e}"
+        );
+    } else {
+        assert_close(&format!("{label}: dx"), &dx, &want_dx, TOL);
+    }
     let mut want_g = g0.clone();
     for j in 0..f {
         let acc = if in_place { 1.0 } else { 0.0 };
@@ -657,6 +684,7 @@ fn sequence_batch_norm_matches_reference() {
     let ctx = ctx();
     let bn = BatchNorm::new(&ctx);
     let cases = [
+        Dims::new(2, 1, 13, &[2]),
         Dims::new(3, 1, 13, &[3]),
         Dims::new(5, 3, 13, &[2, 5, 1]),
         Dims::new(7, 5, 64, &[3, 7, 1, 6, 2]),
@@ -682,11 +710,11 @@ fn sequence_batch_norm_matches_reference() {
 fn step_batch_norm_matches_reference() {
     let ctx = ctx();
     let bn = BatchNorm::new(&ctx);
-    // Train: every time step needs at least 2 valid sequences. A group of
-    // exactly 2 has xhat = ±sqrt(var / (var + eps)) and a dx that is only
-    // eps-sized and cancellation-dominated in f32 (PyTorch's too), so such
-    // groups appear only next to larger ones, which set the dx scale.
+    // Train: every time step needs at least 2 valid sequences; groups of
+    // exactly 2 (xhat = ±sqrt(var / (var + eps)), dx an eps-sized
+    // difference of large terms) are the numerically hardest case.
     let train_cases = [
+        (Dims::new(1, 2, 13, &[1, 1]), 1),
         (Dims::new(1, 3, 13, &[1, 1, 1]), 1),
         (Dims::new(5, 4, 13, &[5, 3, 5, 2]), 5),
         (Dims::new(3, 5, 64, &[3, 3, 1, 2, 3]), 6),
@@ -700,7 +728,7 @@ fn step_batch_norm_matches_reference() {
         (Dims::new(3, 2, 64, &[3, 1]), 1),
     ];
     let mut seed = 400;
-    for (train, cases) in [(true, &train_cases), (false, &eval_cases)] {
+    for (train, cases) in [(true, &train_cases[..]), (false, &eval_cases[..])] {
         for (d, run_rows) in cases {
             let m = BnMode {
                 per_step: true,
@@ -753,25 +781,10 @@ fn batch_norm_host_checks() {
     };
     let e = bn
         .forward(&ctx, &s, &fwd)
-        .err()
-        .expect("must fail")
+        .expect_err("must fail")
         .to_string();
     assert!(e.contains("exceeds"), "{e}");
     // Eval mode accepts it.
     let s = BnShape { train: false, ..s };
     assert_eq!(bn.forward(&ctx, &s, &fwd).unwrap().len(), 1);
-}
-
-#[test]
-fn zz_debug() {
-    let d = Dims::new(5, 4, 13, &[5, 3, 5, 2]);
-    let mut rng = Rng::new(410);
-    for seed in 400..420 {
-        let mut r = Rng::new(seed);
-        let x = rand(&mut r, d.n(), -2.0, 2.0);
-        let j = 3;
-        let (a, b) = (x[12 * 13 + j], x[14 * 13 + j]);
-        println!("seed {seed} x {a} {b}");
-    }
-    let _ = &mut rng;
 }

@@ -17,6 +17,15 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("lstm_cell.wgsl", &["forward", "backward", "backward_state"]),
     ("reduce.wgsl", &["colsum", "colsum_prod"]),
     ("lstm_cell_ln.wgsl", &["forward", "backward"]),
+    (
+        "layer_norm.wgsl",
+        &["forward", "backward_dx", "backward_params"],
+    ),
+    (
+        "batch_norm.wgsl",
+        &["forward", "backward_sums", "backward_dx"],
+    ),
+    ("clip.wgsl", &["partials", "finalize", "apply"]),
     ("lstm_cell_bn.wgsl", &["forward", "backward"]),
 ];
 

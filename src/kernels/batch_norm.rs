@@ -53,7 +53,7 @@ pub struct BnShape {
     pub dy_off: usize,
     /// Gradient w.r.t. x.
     pub dx_off: usize,
-    /// Saved statistics [G, 5, F]: [`BatchNorm::stats_len`] elements.
+    /// Saved statistics [G, 6, F]: [`BatchNorm::stats_len`] elements.
     pub stats_off: usize,
     /// Weight [F] in the parameter buffer.
     pub w_off: usize,
@@ -184,9 +184,9 @@ impl BatchNorm {
         }
     }
 
-    /// Elements of the saved-statistics scratch of one BatchNorm: 5·G·F.
+    /// Elements of the saved-statistics scratch of one BatchNorm: 6·G·F.
     pub fn stats_len(s: &BnShape) -> usize {
-        5 * s.groups() * s.features
+        6 * s.groups() * s.features
     }
 
     fn params(s: &BnShape) -> Result<[u32; 16]> {

@@ -3,16 +3,18 @@
 //!
 //! A [`ClipPlan`] is built once for a gradient buffer and a list of
 //! `(offset, len)` segments (in elements), then recorded into a compute pass
-//! every step. It is a fixed list of at most three dispatches:
+//! every step. It is a fixed list of four dispatches (three when it only
+//! measures):
 //!
 //! 1. `partials`: one workgroup per chunk of at most [`CHUNK`] elements (each
 //!    chunk inside one segment) writes the chunk's sum of squares and a
 //!    NaN/Inf flag (fixed-order tree in workgroup memory);
-//! 2. `finalize`: one workgroup reduces, in a fixed order, the chunk partials
-//!    of each segment (per-tensor sums of squares), then those sums in
-//!    segment order (the global sum), and writes the norm, the scale
+//! 2. `segsum`: one workgroup per segment reduces its chunk partials, in a
+//!    fixed order, to the segment's (tensor's) sum of squares;
+//! 3. `finalize`: one workgroup reduces the per-segment sums in a fixed order
+//!    to the global sum and writes the norm, the scale
 //!    `min(1, max_norm / (norm + 1e-6))` and the non-finite flag;
-//! 3. `apply` (only when `max_norm` or `clip_value` is given): one workgroup
+//! 4. `apply` (only when `max_norm` or `clip_value` is given): one workgroup
 //!    per chunk multiplies the segment elements in place by the scale read
 //!    from the stats buffer (no host readback in between), then clamps them
 //!    to `[-clip_value, clip_value]`.
@@ -49,6 +51,7 @@ const HAS_CLIP_VALUE: u32 = 2;
 /// The clipping kernels.
 pub struct Clip {
     partials: Kernel,
+    segsum: Kernel,
     finalize: Kernel,
     apply: Kernel,
 }
@@ -73,7 +76,7 @@ pub struct ClipStats {
 /// The dispatches of one clip of a fixed buffer and segment list, and the
 /// buffers they use. Re-record it every step.
 pub struct ClipPlan {
-    /// The dispatches, to record in this order (2 without clipping, 3 with).
+    /// The dispatches, to record in this order (3 without clipping, 4 with).
     pub dispatches: Vec<Dispatch>,
     /// f32 stats: `[sum_sq, norm, scale, nonfinite (0/1), seg_sum_sq...]`.
     pub stats: wgpu::Buffer,
@@ -96,13 +99,14 @@ impl Clip {
             &[(1, Read), (2, Read), (3, ReadWrite)],
             &[],
         );
-        let finalize = Kernel::new(
+        let segsum = Kernel::new(
             ctx,
             &m,
-            "finalize",
+            "segsum",
             &[(1, Read), (4, Read), (5, ReadWrite)],
             &[],
         );
+        let finalize = Kernel::new(ctx, &m, "finalize", &[(5, ReadWrite)], &[]);
         let apply = Kernel::new(
             ctx,
             &m,
@@ -112,6 +116,7 @@ impl Clip {
         );
         Self {
             partials,
+            segsum,
             finalize,
             apply,
         }
@@ -186,19 +191,23 @@ impl Clip {
         let table_buf = ctx.storage_init("clip table", &table)?;
         let partials = ctx.storage("clip partials", 2 * n_chunks)?;
         let stats = ctx.storage("clip stats", STATS_HEADER + segments.len())?;
-        let grid = chunk_grid(ctx, n_chunks)?;
+        let chunk_grid = grid(ctx, "clip chunks", n_chunks)?;
+        let seg_grid = grid(ctx, "clip segments", segments.len())?;
 
         let mut dispatches = vec![
             self.partials
-                .dispatch(ctx, &params, &[&table_buf, grads, &partials], grid),
-            self.finalize
-                .dispatch(ctx, &params, &[&table_buf, &partials, &stats], (1, 1)),
+                .dispatch(ctx, &params, &[&table_buf, grads, &partials], chunk_grid),
+            self.segsum
+                .dispatch(ctx, &params, &[&table_buf, &partials, &stats], seg_grid),
+            self.finalize.dispatch(ctx, &params, &[&stats], (1, 1)),
         ];
         if flags != 0 && n_chunks > 0 {
-            dispatches.push(
-                self.apply
-                    .dispatch(ctx, &params, &[&table_buf, &stats, grads], grid),
-            );
+            dispatches.push(self.apply.dispatch(
+                ctx,
+                &params,
+                &[&table_buf, &stats, grads],
+                chunk_grid,
+            ));
         }
         Ok(ClipPlan {
             dispatches,
@@ -263,11 +272,11 @@ fn check_segments(grads: &wgpu::Buffer, segments: &[(usize, usize)]) -> Result<(
     Ok(())
 }
 
-/// Workgroup grid for `n` chunks: x up to the per-dimension limit, then y
-/// (the shader flattens it back and skips the excess).
-fn chunk_grid(ctx: &GpuContext, n: usize) -> Result<(u32, u32)> {
+/// Workgroup grid for `n` workgroups: x up to the per-dimension limit, then
+/// y (the shader flattens it back and skips the excess).
+fn grid(ctx: &GpuContext, what: &str, n: usize) -> Result<(u32, u32)> {
     let max = ctx.limits.max_compute_workgroups_per_dimension.max(1) as usize;
     // Rows of `max` workgroups; the row count must itself fit a dimension.
-    groups_1d(ctx, "clip chunks", n, max)?;
-    Ok(ctx.grid(u32_of("clip chunks", n)?))
+    groups_1d(ctx, what, n, max)?;
+    Ok(ctx.grid(u32_of(what, n)?))
 }

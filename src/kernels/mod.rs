@@ -25,6 +25,12 @@ pub struct Kernels {
     pub cell_bn: lstm_cell_bn::LstmCellBn,
     /// Deterministic reductions.
     pub reduce: reduce::Reduce,
+    /// LayerNorm between layers.
+    pub layer_norm: layer_norm::LayerNorm,
+    /// BatchNorm between layers.
+    pub batch_norm: batch_norm::BatchNorm,
+    /// Clipping and gradient norms.
+    pub clip: clip::Clip,
 }
 
 impl Kernels {
@@ -37,6 +43,9 @@ impl Kernels {
                 cell_ln: lstm_cell_ln::LstmCellLn::new(ctx),
                 cell_bn: lstm_cell_bn::LstmCellBn::new(ctx),
                 reduce: reduce::Reduce::new(ctx),
+                layer_norm: layer_norm::LayerNorm::new(ctx),
+                batch_norm: batch_norm::BatchNorm::new(ctx),
+                clip: clip::Clip::new(ctx),
             })
         })
     }
