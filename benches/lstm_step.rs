@@ -132,10 +132,69 @@ fn passes(c: &mut Criterion, ctx: &Arc<GpuContext>) {
     group.finish();
 }
 
+/// Forward+backward of the same 2-layer model (H=64, I=32, T=16, B=8) with
+/// each normalization variant, train mode, to read each variant's cost
+/// relative to the plain LSTM (`none`). Includes upload and readback as in
+/// [`passes`].
+fn norm_variants(c: &mut Criterion, ctx: &Arc<GpuContext>) {
+    use lstm_wgpu::norm::Norm;
+    let cfg = LstmConfig {
+        input_size: 32,
+        hidden_size: 64,
+        num_layers: 2,
+        bidirectional: false,
+        bias: true,
+    };
+    let (seq, batch) = (16, 8);
+    let state_len = cfg.num_layers * batch * cfg.hidden_size;
+    let mut rng = Rng::new(3);
+    let input = random(&mut rng, seq * batch * cfg.input_size);
+    let grad_output = random(&mut rng, seq * batch * cfg.hidden_size);
+    let grad_state = random(&mut rng, state_len);
+    let b = Batch {
+        input: &input,
+        seq_len: seq,
+        batch,
+        batch_first: false,
+        h0: None,
+        c0: None,
+        lengths: None,
+    };
+    let up = Upstream {
+        grad_output: &grad_output,
+        grad_h_n: &grad_state,
+        grad_c_n: &grad_state,
+    };
+    let mut group = c.benchmark_group("norm_variants_L2_H64_T16_B8");
+    for (name, norm) in [
+        ("none", Norm::None),
+        ("layer", Norm::Layer { last: true }),
+        ("layer-cell", Norm::LayerCell),
+        ("batch", Norm::Batch { last: true }),
+        (
+            "step-batch",
+            Norm::StepBatch {
+                last: true,
+                t_max: seq,
+            },
+        ),
+        ("recurrent-batch", Norm::RecurrentBatch { t_max: seq }),
+    ] {
+        let model = LstmModel::init_with_norm(ctx, cfg.clone(), norm, 0).expect("model");
+        let mut lstm = Lstm::new(ctx.clone(), model).expect("kernels compile");
+        lstm.forward_backward(&b, &up).expect("forward+backward");
+        group.bench_function(name, |bench| {
+            bench.iter(|| black_box(lstm.forward_backward(&b, &up).expect("forward+backward")))
+        });
+    }
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let ctx = context();
     gemm(c, &ctx);
     passes(c, &ctx);
+    norm_variants(c, &ctx);
 }
 
 criterion_group! {

@@ -16,8 +16,8 @@
 //             the scale and the non-finite flag;
 //   apply     one workgroup per chunk: in-place scale and/or clamp.
 //
-// Every invocation runs few loop iterations (at most ~16 + 8 per chunk, and
-// n/256 + 8 over n partials or segments): Mesa's llvmpipe/lavapipe silently
+// Every invocation runs few loop iterations (at most 64 + 6 per chunk, and
+// n/64 + 6 over n partials or segments): Mesa's llvmpipe/lavapipe silently
 // ends all loops of an invocation after 65535 iterations in total, so a
 // single-workgroup loop over every segment would break on large tables.
 //
@@ -43,7 +43,7 @@ struct Params {
 const HAS_MAX_NORM: u32 = 1u;
 const HAS_CLIP_VALUE: u32 = 2u;
 
-const WG: u32 = 256u;
+const WG: u32 = 64u;
 const EPS: f32 = 1e-6;
 const EXP_MASK: u32 = 0x7f800000u;
 const QUIET_NAN: u32 = 0x7fc00000u;
@@ -80,7 +80,7 @@ fn tree(lid: u32) {
 // [0, n_chunks): sums of squares; [n_chunks, 2·n_chunks): flags (0 or 1).
 @group(0) @binding(3) var<storage, read_write> pout: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn partials(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -116,7 +116,7 @@ fn partials(
 // One workgroup per segment: the sum of its chunk partials, written to
 // stats[4 + s]; NaN when a chunk saw a non-finite element (so the value
 // itself carries the flag even if NaN/Inf did not propagate through the sum).
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn segsum(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -150,7 +150,7 @@ fn segsum(
 
 // One workgroup: the global sum of the per-segment sums (fixed order), the
 // norm, the scale and the flag.
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn finalize(@builtin(local_invocation_index) lid: u32) {
     var acc = 0.0;
     var bad = 0u;
@@ -185,7 +185,7 @@ fn finalize(@builtin(local_invocation_index) lid: u32) {
 @group(0) @binding(6) var<storage, read> astats: array<f32>;
 @group(0) @binding(7) var<storage, read_write> ag: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn apply(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,

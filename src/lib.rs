@@ -16,17 +16,21 @@
 //! ```
 
 pub mod cli;
+pub mod data;
 pub mod demo;
 pub mod error;
 pub mod gpu;
 pub mod io;
 pub mod kernels;
 pub mod lstm;
+pub mod metrics;
 pub mod model;
 pub mod norm;
 pub mod reference;
 pub mod reference_norm;
 pub mod schedule;
+pub mod schedule_lr;
+pub mod train;
 pub mod workspace;
 
 pub use error::{Error, Result};

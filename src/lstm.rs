@@ -172,6 +172,29 @@ impl Lstm {
         })
     }
 
+    /// The prepared plan of a (T, B) shape in the current mode, built on
+    /// first use (for callers that record passes into their own encoder).
+    pub fn plan(&mut self, seq_len: usize, batch: usize) -> Result<&Plan> {
+        let key = (seq_len, batch, self.train);
+        if !self.plans.contains_key(&key) {
+            let plan = Plan::new(
+                &self.ctx,
+                &self.kernels,
+                &self.model,
+                seq_len,
+                batch,
+                self.train,
+            )?;
+            self.plans.insert(key, plan);
+        }
+        Ok(&self.plans[&key])
+    }
+
+    /// The compiled kernels.
+    pub fn kernels(&self) -> &Kernels {
+        &self.kernels
+    }
+
     /// Dispatches recorded per forward and per backward pass for the
     /// (T, B) shape, once a pass of that shape has run.
     pub fn dispatch_counts(&self, seq_len: usize, batch: usize) -> Option<(usize, usize)> {

@@ -234,6 +234,10 @@ pub struct HostModel {
     pub stats: Vec<f32>,
     /// `num_batches_tracked` counters by tensor name.
     pub tracked: BTreeMap<String, i64>,
+    /// Parameters of the pieces around the LSTM (embedding, head), appended
+    /// to the table after the LSTM's and the norms', so that clipping and
+    /// the optimizer cover them in the same pass.
+    pub extra: Vec<(String, Vec<usize>)>,
 }
 
 /// The parameter and running-statistics tables of a model.
@@ -344,6 +348,7 @@ impl LstmModel {
                 values: values.to_vec(),
                 stats: Vec::new(),
                 tracked: BTreeMap::new(),
+                extra: Vec::new(),
             },
         )
     }
@@ -351,7 +356,10 @@ impl LstmModel {
     /// Uploads a host model.
     pub fn from_host(ctx: &GpuContext, m: HostModel) -> Result<Self> {
         m.config.validate()?;
-        let (table, stats_table) = tables(&m.config, &m.norm);
+        let (mut table, stats_table) = tables(&m.config, &m.norm);
+        for (name, shape) in &m.extra {
+            table.push(name.clone(), shape.clone());
+        }
         if m.values.len() != table.total || m.stats.len() != stats_table.total {
             return Err(Error::Invalid(format!(
                 "{} parameter and {} statistics values given, the model has {} and {}",
@@ -413,6 +421,7 @@ impl LstmModel {
                 values,
                 stats,
                 tracked: BTreeMap::new(),
+                extra: Vec::new(),
             },
         )
     }
@@ -523,6 +532,7 @@ impl LstmModel {
             values,
             stats,
             tracked,
+            extra: Vec::new(),
         })
     }
 

@@ -330,11 +330,11 @@ fn measure_only_and_edge_cases() {
     let x = values(1000, 9, 1.0);
     let g = ctx.storage_init("grads", &x).unwrap();
 
-    // No clipping: two dispatches, stats only, gradients untouched.
+    // No clipping: three dispatches, stats only, gradients untouched.
     let plan = k
         .plan(&ctx, &g, &[(0, 500), (500, 500)], None, None)
         .unwrap();
-    assert_eq!(plan.dispatches.len(), 2);
+    assert_eq!(plan.dispatches.len(), 3);
     run(&ctx, &plan);
     let st = plan.read(&ctx).unwrap();
     check_norms("measure", &st, &x, &[(0, 500), (500, 500)]);
@@ -379,21 +379,11 @@ fn more_chunks_than_one_grid_row() {
     let segs: Vec<(usize, usize)> = (0..nseg).map(|i| (2 * i + 1, 1)).collect();
     let (norm, _) = ref_norms(&x, &segs);
     let max_norm = (0.5 * norm) as f32;
-    let t = std::time::Instant::now();
-    let (st, got) = clip(&ctx, &k, &x, &segs, Some(max_norm), None);
-    eprintln!("{:?}", t.elapsed());
-    let (_, per) = ref_norms(&x, &segs);
-    let bad: Vec<usize> = (0..nseg)
-        .filter(|&i| rel(st.per_tensor[i], per[i]) > 1e-5)
-        .collect();
-    eprintln!(
-        "limit {} bad {} first {:?} last {:?}",
-        ctx.limits.max_compute_workgroups_per_dimension,
-        bad.len(),
-        &bad[..bad.len().min(5)],
-        bad.last()
-    );
-    eprintln!("{:?} {:?}", &st.per_tensor[..5], &per[..5]);
+    let g = ctx.storage_init("grads", &x).unwrap();
+    let plan = k.plan(&ctx, &g, &segs, Some(max_norm), None).unwrap();
+    run(&ctx, &plan);
+    let st = plan.read(&ctx).unwrap();
+    let got = ctx.read_f32(&g, 0, n).unwrap();
     check_norms("2-D grid", &st, &x, &segs);
     let scale = max_norm as f64 / (norm + 1e-6);
     for i in 0..n {

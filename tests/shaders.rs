@@ -25,8 +25,34 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
         "batch_norm.wgsl",
         &["forward", "backward_sums", "backward_dx"],
     ),
-    ("clip.wgsl", &["partials", "finalize", "apply"]),
+    ("clip.wgsl", &["partials", "segsum", "finalize", "apply"]),
     ("lstm_cell_bn.wgsl", &["forward", "backward"]),
+    (
+        "optim.wgsl",
+        &["sgd", "sgd_momentum", "adam", "adam_amsgrad"],
+    ),
+    ("embedding.wgsl", &["forward", "backward"]),
+    (
+        "loss.wgsl",
+        &[
+            "ce_forward",
+            "ce_backward",
+            "mse_forward",
+            "mse_backward",
+            "mean",
+        ],
+    ),
+    (
+        "elementwise.wgsl",
+        &[
+            "dropout",
+            "add",
+            "accumulate",
+            "fill",
+            "last_gather",
+            "last_scatter",
+        ],
+    ),
 ];
 
 fn shader_dir() -> PathBuf {

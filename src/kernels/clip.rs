@@ -39,9 +39,9 @@ use crate::{Error, Result};
 const SRC: &str = include_str!("../../shaders/clip.wgsl");
 
 /// Invocations per workgroup (`WG` in the shader).
-const WG: usize = 256;
-/// Elements per chunk: one workgroup reduces one chunk, 16 per invocation.
-pub const CHUNK: usize = WG * 16;
+const WG: usize = 64;
+/// Elements per chunk: one workgroup reduces one chunk, 64 per invocation.
+pub const CHUNK: usize = WG * 64;
 /// Words of the stats buffer before the per-segment sums of squares.
 pub const STATS_HEADER: usize = 4;
 

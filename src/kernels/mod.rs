@@ -4,11 +4,15 @@
 
 pub mod batch_norm;
 pub mod clip;
+pub mod elementwise;
+pub mod embedding;
 pub mod gemm;
 pub mod layer_norm;
+pub mod loss;
 pub mod lstm_cell;
 pub mod lstm_cell_bn;
 pub mod lstm_cell_ln;
+pub mod optim;
 pub mod reduce;
 
 use crate::gpu::GpuContext;
@@ -31,6 +35,14 @@ pub struct Kernels {
     pub batch_norm: batch_norm::BatchNorm,
     /// Clipping and gradient norms.
     pub clip: clip::Clip,
+    /// Embedding lookup.
+    pub embedding: embedding::Embedding,
+    /// Losses.
+    pub loss: loss::Loss,
+    /// Dropout, residual adds, last-step gather.
+    pub elementwise: elementwise::Elementwise,
+    /// Optimizers.
+    pub optim: optim::Optim,
 }
 
 impl Kernels {
@@ -46,6 +58,10 @@ impl Kernels {
                 layer_norm: layer_norm::LayerNorm::new(ctx),
                 batch_norm: batch_norm::BatchNorm::new(ctx),
                 clip: clip::Clip::new(ctx),
+                embedding: embedding::Embedding::new(ctx),
+                loss: loss::Loss::new(ctx),
+                elementwise: elementwise::Elementwise::new(ctx),
+                optim: optim::Optim::new(ctx),
             })
         })
     }

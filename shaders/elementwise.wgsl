@@ -1,0 +1,218 @@
+// Elementwise pieces around the LSTM: dropout (forward and backward share
+// one entry point), residual add, accumulate / copy, fill, and the gather of
+// each sequence's last valid step with its backward scatter.
+//
+// Every entry point is one invocation per element (dropout: per group of
+// four elements), 64 per workgroup, on an (x, y) grid of workgroups that is
+// flattened back here; excess invocations return. No loops except the ten
+// Philox rounds. An invocation reads and writes only its own elements, so
+// outputs may alias inputs at the same offset (all f32 data buffers are
+// bound read_write for that reason).
+//
+// ---- dropout ---------------------------------------------------------------
+// out[out_off + i] (= or +=) a[a_off + i] * m_i * scale, i < n, with
+// m_i = 1 iff r_i >= thr, thr = round(p * 2^32) and scale = 1 / (1 - p)
+// (both from the host, in the uniform). r_i is a counter-based random word:
+// Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2,
+// 3", SC 2011; the generator of Random123, cuRAND and PyTorch's CUDA RNG)
+// with
+//   key     = (seed0, seed1)
+//   counter = (i / 4, step_counter, stream, 0)
+// and r_i = word (i % 4) of the output block. seed0, seed1 and step_counter
+// are read from the per-step storage buffer `rng` at aux_off
+// ([seed0, seed1, counter, unused]); `stream` (uniform) tells dropout sites
+// of one step apart. The mask is a pure function of (seed, counter, stream,
+// i), so the backward regenerates exactly the forward's mask. thr == 0
+// (p = 0) copies a exactly (no multiply).
+//
+// ---- last valid step -------------------------------------------------------
+// x is [T, B, F] time-major at a_off; lengths u32 [B] at aux_off.
+// last_gather:  out[out_off + b F + f] (= or +=) x[a_off + ((len_b - 1) B + b) F + f]
+// last_scatter: out[out_off + ((len_b - 1) B + b) F + f] (= or +=) a[a_off + b F + f]
+// (other rows of the scatter's output untouched). A length outside 1..=T
+// gathers zeros and scatters nothing (the host validates lengths).
+
+struct Params {
+    n: u32,
+    a_off: u32,
+    b_off: u32,
+    out_off: u32,
+    flags: u32,
+    aux_off: u32,
+    thr: u32,
+    scale: f32,
+    stream: u32,
+    seq: u32,
+    batch: u32,
+    feat: u32,
+    value: f32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+// flags
+const ACCUMULATE: u32 = 1u;
+
+const WG: u32 = 64u;
+
+// Philox4x32 constants (Random123).
+const PHILOX_M0: u32 = 0xD2511F53u;
+const PHILOX_M1: u32 = 0xCD9E8D57u;
+const PHILOX_W0: u32 = 0x9E3779B9u;
+const PHILOX_W1: u32 = 0xBB67AE85u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+// Per-step RNG state (dropout) or sequence lengths (last step), u32.
+@group(0) @binding(1) var<storage, read> aux: array<u32>;
+@group(0) @binding(2) var<storage, read_write> a: array<f32>;
+@group(0) @binding(3) var<storage, read_write> b: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid;
+}
+
+fn store(i: u32, v: f32) {
+    if (p.flags & ACCUMULATE) != 0u {
+        out[i] = out[i] + v;
+    } else {
+        out[i] = v;
+    }
+}
+
+// (high, low) 32-bit words of the 64-bit product a * b.
+fn mulhilo(x: u32, y: u32) -> vec2<u32> {
+    let x0 = x & 0xffffu;
+    let x1 = x >> 16u;
+    let y0 = y & 0xffffu;
+    let y1 = y >> 16u;
+    let p00 = x0 * y0;
+    let p01 = x0 * y1;
+    let p10 = x1 * y0;
+    let p11 = x1 * y1;
+    let mid = (p00 >> 16u) + (p01 & 0xffffu) + (p10 & 0xffffu);
+    let hi = p11 + (p01 >> 16u) + (p10 >> 16u) + (mid >> 16u);
+    return vec2<u32>(hi, x * y);
+}
+
+// Philox4x32-10 block of `ctr` under `key`.
+fn philox(ctr: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
+    var c = ctr;
+    var k = key;
+    for (var r = 0u; r < 10u; r++) {
+        let m0 = mulhilo(PHILOX_M0, c.x);
+        let m1 = mulhilo(PHILOX_M1, c.z);
+        c = vec4<u32>(m1.x ^ c.y ^ k.x, m1.y, m0.x ^ c.w ^ k.y, m0.y);
+        k = k + vec2<u32>(PHILOX_W0, PHILOX_W1);
+    }
+    return c;
+}
+
+@compute @workgroup_size(64)
+fn dropout(@builtin(workgroup_id) wid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let q = flat(wid, nwg, lid);
+    let first = q * 4u;
+    if q >= (p.n + 3u) / 4u {
+        return;
+    }
+    if p.thr == 0u {
+        for (var j = 0u; j < 4u; j++) {
+            let i = first + j;
+            if i < p.n {
+                store(p.out_off + i, a[p.a_off + i]);
+            }
+        }
+        return;
+    }
+    let key = vec2<u32>(aux[p.aux_off], aux[p.aux_off + 1u]);
+    let r = philox(vec4<u32>(q, aux[p.aux_off + 2u], p.stream, 0u), key);
+    for (var j = 0u; j < 4u; j++) {
+        let i = first + j;
+        if i < p.n {
+            let keep = r[j] >= p.thr;
+            store(p.out_off + i, select(0.0, a[p.a_off + i] * p.scale, keep));
+        }
+    }
+}
+
+// out = a + b (out may alias a or b).
+@compute @workgroup_size(64)
+fn add(@builtin(workgroup_id) wid: vec3<u32>,
+       @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, nwg, lid);
+    if i >= p.n {
+        return;
+    }
+    store(p.out_off + i, a[p.a_off + i] + b[p.b_off + i]);
+}
+
+// out (= or +=) a: a copy, or dy_lower += dy_upper.
+@compute @workgroup_size(64)
+fn accumulate(@builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, nwg, lid);
+    if i >= p.n {
+        return;
+    }
+    store(p.out_off + i, a[p.a_off + i]);
+}
+
+// out = value.
+@compute @workgroup_size(64)
+fn fill(@builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, nwg, lid);
+    if i >= p.n {
+        return;
+    }
+    out[p.out_off + i] = p.value;
+}
+
+// Row of x holding sequence b's last valid step, or -1 as 0xffffffff.
+fn last_row(bi: u32) -> u32 {
+    let len = aux[p.aux_off + bi];
+    if len == 0u || len > p.seq {
+        return 0xffffffffu;
+    }
+    return (len - 1u) * p.batch + bi;
+}
+
+@compute @workgroup_size(64)
+fn last_gather(@builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, nwg, lid);
+    if i >= p.batch * p.feat {
+        return;
+    }
+    let bi = i / p.feat;
+    let f = i % p.feat;
+    let row = last_row(bi);
+    var v = 0.0;
+    if row != 0xffffffffu {
+        v = a[p.a_off + row * p.feat + f];
+    }
+    store(p.out_off + i, v);
+}
+
+@compute @workgroup_size(64)
+fn last_scatter(@builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, nwg, lid);
+    if i >= p.batch * p.feat {
+        return;
+    }
+    let bi = i / p.feat;
+    let f = i % p.feat;
+    let row = last_row(bi);
+    if row != 0xffffffffu {
+        store(p.out_off + row * p.feat + f, a[p.a_off + i]);
+    }
+}

@@ -1,0 +1,185 @@
+// Optimizer updates over one flat parameter buffer and the gradient buffer
+// of the same layout, with PyTorch's formulas (torch.optim.SGD, Adam, AdamW,
+// single-tensor implementation). One invocation per element, one dispatch
+// per step; elements [0, n) of every buffer are updated in place.
+//
+// Entry points and the state buffers they use (each laid out like params):
+//   sgd            no state (momentum 0)
+//   sgd_momentum   s0 = momentum_buffer
+//   adam           s0 = exp_avg, s1 = exp_avg_sq         (Adam and AdamW)
+//   adam_amsgrad   s0, s1, s2 = max_exp_avg_sq           (Adam and AdamW)
+//
+// Fixed hyperparameters live in the uniform block; everything that changes
+// per step lives in the small storage buffer `st`, written by the host
+// before each submit (the dispatch is built once):
+//   st = [lr, step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t),
+//         decay = 1 - lr·weight_decay, first (u32: t == 1), t (u32), 0, 0]
+// The bias corrections are computed by the host in f64 (as PyTorch does in
+// Python floats) and rounded once to f32.
+//
+// Skip: the word `skip[p.skip_at]` (e.g. the non-finite flag of the clip
+// stats, written by an earlier dispatch of the same pass) is read first;
+// when its bits are not all zero the whole dispatch returns without
+// touching params or state.
+
+struct Params {
+    n: u32,
+    skip_at: u32,
+    flags: u32,
+    _p0: u32,
+    momentum: f32,
+    // 1 - dampening (SGD)
+    one_m_damp: f32,
+    weight_decay: f32,
+    eps: f32,
+    beta1: f32,
+    // 1 - beta1, rounded from f64 (PyTorch's lerp weight)
+    one_m_beta1: f32,
+    beta2: f32,
+    one_m_beta2: f32,
+}
+
+struct Step {
+    lr: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+    decay: f32,
+    first: u32,
+    t: u32,
+    _p0: u32,
+    _p1: u32,
+}
+
+// flags
+const NESTEROV: u32 = 1u;
+const DECOUPLED: u32 = 2u;
+const HAS_WD: u32 = 4u;
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> param: array<f32>;
+@group(0) @binding(2) var<storage, read> grad: array<f32>;
+@group(0) @binding(3) var<storage, read> st: Step;
+@group(0) @binding(4) var<storage, read> skip: array<u32>;
+@group(0) @binding(5) var<storage, read_write> s0: array<f32>;
+@group(0) @binding(6) var<storage, read_write> s1: array<f32>;
+@group(0) @binding(7) var<storage, read_write> s2: array<f32>;
+
+// Flattened element index of an (x, y) grid of workgroups.
+fn elem(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid;
+}
+
+fn skipped() -> bool {
+    return skip[p.skip_at] != 0u;
+}
+
+// ---- SGD -------------------------------------------------------------------
+
+@compute @workgroup_size(256)
+fn sgd(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = elem(wid, nwg, lid);
+    if i >= p.n || skipped() {
+        return;
+    }
+    let x = param[i];
+    var d = grad[i];
+    if (p.flags & HAS_WD) != 0u {
+        d = d + p.weight_decay * x;
+    }
+    param[i] = x - st.lr * d;
+}
+
+@compute @workgroup_size(256)
+fn sgd_momentum(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = elem(wid, nwg, lid);
+    if i >= p.n || skipped() {
+        return;
+    }
+    let x = param[i];
+    var d = grad[i];
+    if (p.flags & HAS_WD) != 0u {
+        d = d + p.weight_decay * x;
+    }
+    // First step: buf = grad (PyTorch clones it, no dampening).
+    var b = d;
+    if st.first == 0u {
+        b = s0[i] * p.momentum + p.one_m_damp * d;
+    }
+    s0[i] = b;
+    if (p.flags & NESTEROV) != 0u {
+        d = d + p.momentum * b;
+    } else {
+        d = b;
+    }
+    param[i] = x - st.lr * d;
+}
+
+// ---- Adam / AdamW ----------------------------------------------------------
+
+// Weight decay and the moment updates; returns (x after decoupled decay,
+// exp_avg, exp_avg_sq), having stored the moments.
+fn adam_moments(i: u32) -> vec3<f32> {
+    var x = param[i];
+    var g = grad[i];
+    if (p.flags & HAS_WD) != 0u {
+        if (p.flags & DECOUPLED) != 0u {
+            x = x * st.decay;
+        } else {
+            g = g + p.weight_decay * x;
+        }
+    }
+    // exp_avg.lerp_(grad, 1 - beta1); weight < 0.5: m + w·(g - m).
+    let m0 = s0[i];
+    let m = m0 + p.one_m_beta1 * (g - m0);
+    // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value = 1 - beta2).
+    let v = s1[i] * p.beta2 + p.one_m_beta2 * (g * g);
+    s0[i] = m;
+    s1[i] = v;
+    return vec3<f32>(x, m, v);
+}
+
+// p.addcdiv_(exp_avg, sqrt(v)/bc2_sqrt + eps, value = -step_size).
+fn adam_apply(i: u32, x: f32, m: f32, v: f32) {
+    let denom = sqrt(v) / st.bc2_sqrt + p.eps;
+    param[i] = x - st.step_size * (m / denom);
+}
+
+@compute @workgroup_size(256)
+fn adam(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = elem(wid, nwg, lid);
+    if i >= p.n || skipped() {
+        return;
+    }
+    let r = adam_moments(i);
+    adam_apply(i, r.x, r.y, r.z);
+}
+
+@compute @workgroup_size(256)
+fn adam_amsgrad(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = elem(wid, nwg, lid);
+    if i >= p.n || skipped() {
+        return;
+    }
+    let r = adam_moments(i);
+    let vmax = max(s2[i], r.z);
+    s2[i] = vmax;
+    adam_apply(i, r.x, r.y, vmax);
+}

@@ -1,0 +1,176 @@
+//! Training metrics: one JSON object per line (JSONL), and a loss-curve plot
+//! as SVG (written by hand: a polyline needs no plotting crate).
+
+use crate::error::{Error, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Appends JSON objects, one per line, flushing each so that a crashed run
+/// keeps what it logged.
+pub struct MetricsLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+/// A JSON value for metrics (numbers, strings, booleans).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// An integer.
+    Int(i64),
+    /// A float (non-finite values are written as null).
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// A boolean.
+    Bool(bool),
+}
+
+fn escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// One JSON object from ordered fields.
+pub fn json_line(fields: &[(&str, Value)]) -> String {
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::Int(i) => i.to_string(),
+                Value::Float(f) if f.is_finite() => format!("{f}"),
+                Value::Float(_) => "null".to_string(),
+                Value::Str(s) => format!("\"{}\"", escape(s)),
+                Value::Bool(b) => b.to_string(),
+            };
+            format!("\"{}\":{v}", escape(k))
+        })
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
+
+impl MetricsLog {
+    /// Creates (or, when `append`, continues) the log at `path`.
+    pub fn open(path: &Path, append: bool) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)
+            .map_err(|e| Error::file(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Writes one record.
+    pub fn log(&mut self, fields: &[(&str, Value)]) -> Result<()> {
+        writeln!(self.file, "{}", json_line(fields))
+            .and_then(|_| self.file.flush())
+            .map_err(|e| Error::file(&self.path, e))
+    }
+}
+
+/// An SVG line plot of one or two loss curves (x = step).
+pub fn loss_svg(title: &str, series: &[(&str, &[(f64, f64)])]) -> String {
+    let (w, h, m) = (720.0, 420.0, 60.0);
+    let pts: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|(_, s)| s.iter().copied())
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    let (x0, x1) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (y0, y1) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (x1, y1) = (
+        if x1 > x0 { x1 } else { x0 + 1.0 },
+        if y1 > y0 { y1 } else { y0 + 1.0 },
+    );
+    let sx = |x: f64| m + (x - x0) / (x1 - x0) * (w - 2.0 * m);
+    let sy = |y: f64| h - m - (y - y0) / (y1 - y0) * (h - 2.0 * m);
+    let colors = ["#1f77b4", "#d62728", "#2ca02c"];
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n\
+         <line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{}\" stroke=\"black\"/>\n",
+        w / 2.0,
+        escape(title),
+        h - m,
+        w - m,
+        h - m,
+        h - m
+    );
+    for i in 0..=4 {
+        let fy = y0 + (y1 - y0) * i as f64 / 4.0;
+        let fx = x0 + (x1 - x0) * i as f64 / 4.0;
+        svg += &format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{fy:.4}</text>\n<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{fx:.0}</text>\n",
+            m - 6.0,
+            sy(fy) + 4.0,
+            sx(fx),
+            h - m + 18.0
+        );
+    }
+    for (i, (name, s)) in series.iter().enumerate() {
+        let c = colors[i % colors.len()];
+        let path: Vec<String> = s
+            .iter()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .collect();
+        if !path.is_empty() {
+            svg += &format!(
+                "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"1.5\" points=\"{}\"/>\n",
+                path.join(" ")
+            );
+        }
+        svg += &format!(
+            "<text x=\"{}\" y=\"{}\" fill=\"{c}\">{}</text>\n",
+            w - m - 120.0,
+            m + 16.0 * i as f64,
+            escape(name)
+        );
+    }
+    svg += "<text x=\"360\" y=\"410\" text-anchor=\"middle\">step</text>\n</svg>\n";
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_are_valid_and_ordered() {
+        let l = json_line(&[
+            ("step", Value::Int(3)),
+            ("loss", Value::Float(0.5)),
+            ("bad", Value::Float(f64::NAN)),
+            ("note", Value::Str("a\"b".into())),
+        ]);
+        assert_eq!(l, r#"{"step":3,"loss":0.5,"bad":null,"note":"a\"b"}"#);
+    }
+
+    #[test]
+    fn svg_has_one_polyline_per_series() {
+        let a = [(1.0, 2.0), (2.0, 1.0), (3.0, 0.5)];
+        let b = [(2.0, 1.5)];
+        let s = loss_svg("loss", &[("train", &a), ("val", &b)]);
+        assert_eq!(s.matches("<polyline").count(), 2);
+        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+    }
+}
