@@ -30,6 +30,12 @@ pub enum Cmd {
     /// Train a small LSTM for a few steps on a generated sine mixture and
     /// print its falling loss.
     Demo(DemoArgs),
+    /// Train a language model or a time-series model on the GPU.
+    Train(Box<crate::train_cli::TrainArgs>),
+    /// Sample text from a text checkpoint.
+    Generate(crate::train_cli::GenerateArgs),
+    /// Run a time-series checkpoint over a CSV.
+    Predict(crate::train_cli::PredictArgs),
 }
 
 /// Arguments of `grad`.
@@ -97,6 +103,9 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Grad(a) => grad(&a, cli.verbose),
         Cmd::Demo(a) => crate::demo::run(&a, cli.verbose),
+        Cmd::Train(a) => crate::train_cli::train(*a, cli.verbose),
+        Cmd::Generate(a) => crate::train_cli::generate(&a, cli.verbose),
+        Cmd::Predict(a) => crate::train_cli::predict(&a, cli.verbose),
     }
 }
 

@@ -130,13 +130,13 @@ impl TensorFile {
         Ok(Some((t.shape.clone(), data)))
     }
 
-    /// The f32 tensors, and the integer `*.num_batches_tracked` counters
-    /// that PyTorch's BatchNorm modules keep beside them.
+    /// The f32 tensors, and the integer scalars (counters such as
+    /// BatchNorm's `num_batches_tracked` or a checkpoint's step).
     pub fn params_and_counters(&self) -> Result<(Vec<NamedTensor>, BTreeMap<String, i64>)> {
         let mut floats = Vec::new();
         let mut ints = BTreeMap::new();
         for (name, t) in &self.tensors {
-            if name.ends_with(".num_batches_tracked") && t.dtype != Dtype::F32 {
+            if matches!(t.dtype, Dtype::I64 | Dtype::I32) {
                 let (shape, v) = self.ints(name)?.unwrap_or_default();
                 if v.len() != 1 || shape.len() > 1 {
                     return Err(Error::tensor(

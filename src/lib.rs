@@ -31,6 +31,7 @@ pub mod reference_norm;
 pub mod schedule;
 pub mod schedule_lr;
 pub mod train;
+pub mod train_cli;
 pub mod workspace;
 
 pub use error::{Error, Result};

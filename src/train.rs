@@ -166,6 +166,19 @@ pub struct Trainer {
     loss: wgpu::Buffer,
     loss_step: wgpu::Buffer,
     batch: usize,
+    /// Final (h, c) of the last training step and of the last evaluation,
+    /// carried into the next one of the same kind (truncated BPTT).
+    carry: [wgpu::Buffer; 2],
+}
+
+/// Which carried state a pass continues from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carry {
+    /// Zero initial state.
+    Zero,
+    /// The final state of the previous pass of the same kind (training or
+    /// evaluation), detached.
+    Continue,
 }
 
 fn push(v: &mut Vec<Dispatch>, d: Result<Option<Dispatch>>) -> Result<()> {
@@ -220,6 +233,11 @@ impl Trainer {
                 Some((&clip.stats, 3)),
             )
         })?;
+        let state = 2 * crate::workspace::Workspace::state_len(&net.lstm(), batch);
+        let carry = [
+            ctx.storage("carried state", state)?,
+            ctx.storage("carried state", state)?,
+        ];
         let loss = ctx.storage("loss", crate::kernels::loss::LOSS_WORDS)?;
         let loss_step = ctx.storage("loss step", crate::kernels::loss::STEP_WORDS)?;
         Ok(Self {
@@ -232,6 +250,7 @@ impl Trainer {
             loss,
             loss_step,
             batch,
+            carry,
         })
     }
 
@@ -594,23 +613,21 @@ impl Trainer {
         Ok(())
     }
 
-    /// Records the state handling: a zero initial state, or the previous
-    /// step's final state carried over (detached: truncated BPTT).
+    /// Records the initial state (zero, or the carried one of `kind`: 0
+    /// training, 1 evaluation) and clears the layer outputs.
     fn encode_state(
         &mut self,
         enc: &mut wgpu::CommandEncoder,
         t: usize,
-        carry_from: Option<usize>,
+        carry: Carry,
+        kind: usize,
     ) -> Result<()> {
-        let b = self.batch;
-        let src = match carry_from {
-            Some(tp) => Some(self.lstm.plan(tp, b)?.ws.state_out.clone()),
-            None => None,
-        };
-        let ws = &self.lstm.plan(t, b)?.ws;
-        match src {
-            Some(s) => enc.copy_buffer_to_buffer(&s, 0, &ws.state_in, 0, ws.state_in.size()),
-            None => enc.clear_buffer(&ws.state_in, 0, None),
+        let ws = &self.lstm.plan(t, self.batch)?.ws;
+        match carry {
+            Carry::Continue => {
+                enc.copy_buffer_to_buffer(&self.carry[kind], 0, &ws.state_in, 0, ws.state_in.size())
+            }
+            Carry::Zero => enc.clear_buffer(&ws.state_in, 0, None),
         }
         for o in ws.outs.iter().chain(ws.normed.iter().flatten()) {
             enc.clear_buffer(o, 0, None);
@@ -618,21 +635,48 @@ impl Trainer {
         Ok(())
     }
 
+    /// Records keeping the final state for the next pass of `kind`.
+    fn encode_keep(&mut self, enc: &mut wgpu::CommandEncoder, t: usize, kind: usize) -> Result<()> {
+        let ws = &self.lstm.plan(t, self.batch)?.ws;
+        enc.copy_buffer_to_buffer(&ws.state_out, 0, &self.carry[kind], 0, ws.state_out.size());
+        Ok(())
+    }
+
+    /// The carried training state (h then c, each [L, B, H]), read back.
+    pub fn carried_state(&self) -> Result<Vec<f32>> {
+        let n = (self.carry[0].size() / 4) as usize;
+        self.ctx.read_f32(&self.carry[0], 0, n)
+    }
+
+    /// Replaces the carried training state (as [`Trainer::carried_state`]
+    /// returns it), e.g. when resuming.
+    pub fn set_carried_state(&self, v: &[f32]) -> Result<()> {
+        let n = (self.carry[0].size() / 4) as usize;
+        if v.len() != n {
+            return Err(Error::tensor(
+                "state",
+                format!("{} values, expected {n}", v.len()),
+            ));
+        }
+        self.ctx.write(&self.carry[0], 0, v);
+        Ok(())
+    }
+
     /// One optimizer step on a batch of `t` steps at learning rate `lr`.
-    /// `carry_from`: the sequence length of the previous step whose final
-    /// state starts this one (truncated BPTT), or `None` for a zero state.
+    /// `carry`: start from the previous training step's final state
+    /// (truncated BPTT) or from zero.
     pub fn step(
         &mut self,
         t: usize,
         data: &StepData<'_>,
-        carry_from: Option<usize>,
+        carry: Carry,
         lr: f64,
     ) -> Result<StepStats> {
         self.upload(t, data)?;
         self.optim.prepare(&self.ctx, lr)?;
         let ctx = self.ctx.clone();
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        self.encode_state(&mut enc, t, carry_from)?;
+        self.encode_state(&mut enc, t, carry, 0)?;
         let b = self.batch;
         {
             let ws = &self.lstm.plan(t, b)?.ws;
@@ -652,6 +696,10 @@ impl Trainer {
                 self.clip.record(&mut pass);
                 self.optim.dispatch.record(&mut pass);
             }
+            Ok(())
+        })?;
+        self.encode_keep(&mut enc, t, 0)?;
+        ctx.scoped(|| {
             ctx.queue.submit([enc.finish()]);
             Ok(())
         })?;
@@ -665,25 +713,23 @@ impl Trainer {
         })
     }
 
-    /// The mean loss of a batch without updating anything (validation).
-    pub fn eval(
-        &mut self,
-        t: usize,
-        data: &StepData<'_>,
-        carry_from: Option<usize>,
-    ) -> Result<f32> {
+    /// The mean loss of a batch without updating anything (validation,
+    /// generation); its state carries into the next evaluation only.
+    pub fn eval(&mut self, t: usize, data: &StepData<'_>, carry: Carry) -> Result<f32> {
         self.upload(t, data)?;
         let ctx = self.ctx.clone();
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        self.encode_state(&mut enc, t, carry_from)?;
+        self.encode_state(&mut enc, t, carry, 1)?;
         let p = &self.plans[&t];
         ctx.scoped(|| {
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                for d in &p.forward {
-                    d.record(&mut pass);
-                }
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for d in &p.forward {
+                d.record(&mut pass);
             }
+            Ok(())
+        })?;
+        self.encode_keep(&mut enc, t, 1)?;
+        ctx.scoped(|| {
             ctx.queue.submit([enc.finish()]);
             Ok(())
         })?;

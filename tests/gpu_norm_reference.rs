@@ -14,6 +14,15 @@ use std::collections::BTreeMap;
 
 const TOL: f64 = 1e-4;
 
+/// Train-mode recurrent BatchNorm (per-step statistics over as few as 3
+/// sequences, batch spreads ~sqrt(eps), rstd ~300) is ill-conditioned in f32:
+/// on `odd_and_larger_sizes`' case PyTorch float32 itself errs 1.6e-4..5.4e-4
+/// depending only on its thread count (up to 4e-4 over 30 seeds of that
+/// configuration), and exact f64 with inputs perturbed by 2^-24 moves the
+/// results by up to 3e-4. The kernel matches PyTorch f32 statistically
+/// (median error ratio 1.08 over those seeds).
+const TOL_RBN_TRAIN: f64 = 1e-3;
+
 #[derive(Clone, Copy, Debug)]
 struct Case {
     norm: RefNorm,
@@ -130,8 +139,13 @@ fn run(ctx: &std::sync::Arc<lstm_wgpu::GpuContext>, c: Case, seed: u64, clip: Op
     let (out, grads) = lstm
         .forward_backward(&batch, &upg)
         .unwrap_or_else(|e| panic!("{label}: {e}"));
+    let tol = if c.train && matches!(c.norm, RefNorm::RecurrentBatch { .. }) {
+        TOL_RBN_TRAIN
+    } else {
+        TOL
+    };
     let chk = |name: &str, got: &[f32], want: &[f64]| {
-        assert_close(&format!("{label}: {name}"), got, want, TOL)
+        assert_close(&format!("{label}: {name}"), got, want, tol)
     };
     chk("output", &out.output, &rrun.out.output);
     chk("h_n", &out.h_n, &rrun.out.h_n);

@@ -3,7 +3,7 @@
 mod common;
 
 use lstm_wgpu::kernels::optim::OptimConfig;
-use lstm_wgpu::train::{Head, NetConfig, StepData, Trainer, init_values};
+use lstm_wgpu::train::{Carry, Head, NetConfig, StepData, Trainer, init_values};
 
 #[test]
 fn char_model_loss_falls() {
@@ -45,7 +45,7 @@ fn char_model_loss_falls() {
                 y[tt * b + bb] = ids[bb * stream + k * t + tt + 1];
             }
         }
-        let carry = (k > 0).then_some(t);
+        let carry = if k > 0 { Carry::Continue } else { Carry::Zero };
         let s = tr
             .step(
                 t,
@@ -93,7 +93,12 @@ fn series_model_loss_falls() {
             y[bb] = (ph + 0.5 * t as f32).sin();
         }
         let s = tr
-            .step(t, &StepData::Series { x: &x, targets: &y }, None, 0.01)
+            .step(
+                t,
+                &StepData::Series { x: &x, targets: &y },
+                Carry::Zero,
+                0.01,
+            )
             .unwrap_or_else(|e| panic!("{e}"));
         losses.push(s.loss);
     }
