@@ -53,7 +53,7 @@ fn losses(metrics: &Path) -> Vec<f64> {
 
 const SMALL: [&str; 10] = [
     "--hidden",
-    "24",
+    "32",
     "--layers",
     "1",
     "--batch",
@@ -121,7 +121,7 @@ fn resume_equals_uninterrupted() {
     let (ma, mb) = (d.join("a.jsonl"), d.join("b.jsonl"));
     let common = [
         "--hidden",
-        "16",
+        "32",
         "--batch",
         "4",
         "--seq-len",
@@ -189,7 +189,7 @@ fn bad_checkpoints_and_flags() {
         "--steps",
         "2",
         "--hidden",
-        "8",
+        "32",
         "--batch",
         "2",
         "--seq-len",
@@ -245,7 +245,7 @@ fn generate_and_predict() {
         "--steps",
         "3",
         "--hidden",
-        "8",
+        "32",
         "--batch",
         "2",
         "--seq-len",
@@ -309,7 +309,7 @@ fn generate_and_predict() {
         "--steps",
         "5",
         "--hidden",
-        "8",
+        "32",
         "--batch",
         "4",
         "--checkpoint",

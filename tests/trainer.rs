@@ -24,7 +24,7 @@ fn char_model_loss_falls() {
             vocab: vocab.len(),
             embed: 8,
         },
-        hidden: 16,
+        hidden: 32,
         layers: 2,
     };
     let (t, b) = (8, 4);
@@ -73,7 +73,7 @@ fn series_model_loss_falls() {
             features: 1,
             outputs: 1,
         },
-        hidden: 16,
+        hidden: 32,
         layers: 1,
     };
     let (t, b) = (12, 8);
