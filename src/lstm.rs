@@ -279,13 +279,8 @@ impl Lstm {
         max_norm: Option<f32>,
         clip_value: Option<f32>,
     ) -> Result<crate::kernels::clip::ClipStats> {
-        if let Some(v) = clip_value
-            && !(v.is_finite() && v >= 0.0)
-        {
-            return Err(Error::Invalid(format!(
-                "clip value {v} must be finite and >= 0"
-            )));
-        }
+        // Clip::plan validates max_norm and clip_value (a new value always
+        // builds a new plan).
         let key = (max_norm.map(f32::to_bits), clip_value.map(f32::to_bits));
         if !self.clips.contains_key(&key) {
             let segs: Vec<(usize, usize)> = self

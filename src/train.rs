@@ -336,6 +336,7 @@ impl Trainer {
                     hin_off,
                     rows,
                     &head_out,
+                    &dy_top,
                     (w_head, b_head),
                 )?;
                 let cs = CeShape {
@@ -367,26 +368,6 @@ impl Trainer {
                 )?;
                 bwd.append(&mut backward);
                 backward = bwd;
-                // d(output) = dlogits · W_head.
-                push(
-                    &mut backward,
-                    k.gemm.dispatch(
-                        &ctx,
-                        &GemmOp {
-                            m: rows,
-                            n: h,
-                            k: out_dim,
-                            trans_a: false,
-                            trans_b: false,
-                            a: (&head_out, 0, out_dim),
-                            b: (params, w_head, h),
-                            c: (&dy_top, 0, h),
-                            bias: None,
-                            alpha: 1.0,
-                            accumulate: false,
-                        },
-                    ),
-                )?;
                 backward.extend(lstm_bwd.iter().cloned());
                 backward.extend(eb);
             } else {
@@ -408,6 +389,8 @@ impl Trainer {
                     hin_off,
                     rows,
                     &head_out,
+                    // d(last step), scattered below into the zeroed d(output).
+                    &head_in,
                     (w_head, b_head),
                 )?;
                 let ms = MseShape {
@@ -440,26 +423,6 @@ impl Trainer {
                 )?;
                 bwd.append(&mut backward);
                 backward = bwd;
-                // d(last step) = dpred · W_head, scattered into the zeroed d(output).
-                push(
-                    &mut backward,
-                    k.gemm.dispatch(
-                        &ctx,
-                        &GemmOp {
-                            m: rows,
-                            n: h,
-                            k: out_dim,
-                            trans_a: false,
-                            trans_b: false,
-                            a: (&head_out, 0, out_dim),
-                            b: (params, w_head, h),
-                            c: (&head_in, 0, h),
-                            bias: None,
-                            alpha: 1.0,
-                            accumulate: false,
-                        },
-                    ),
-                )?;
                 backward.extend(
                     k.elementwise
                         .last_scatter(&ctx, &ls, &lengths, &head_in, &dy_top)?,
@@ -477,9 +440,9 @@ impl Trainer {
         })
     }
 
-    /// Head forward (logits = x·W_headᵀ + b) and its weight gradients
-    /// (dW = dlogitsᵀ·x, db = Σ dlogits), appended to `bwd` in the order they
-    /// must run (after the loss backward, before the input gradient).
+    /// Head forward (logits = x·W_headᵀ + b) and its backward, appended to
+    /// `bwd` in the order they run after the loss backward: dW = dlogitsᵀ·x,
+    /// db = Σ dlogits, then the input gradient dlogits·W_head into `dx`.
     #[allow(clippy::too_many_arguments)]
     fn head(
         &self,
@@ -489,6 +452,7 @@ impl Trainer {
         x_off: usize,
         rows: usize,
         out: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
         (w, b): (usize, usize),
     ) -> Result<()> {
         let ctx = &self.ctx;
@@ -538,6 +502,25 @@ impl Trainer {
             bwd,
             k.reduce
                 .colsum(ctx, (out, 0, o), rows, o, grads, b, None, false),
+        )?;
+        push(
+            bwd,
+            k.gemm.dispatch(
+                ctx,
+                &GemmOp {
+                    m: rows,
+                    n: h,
+                    k: o,
+                    trans_a: false,
+                    trans_b: false,
+                    a: (out, 0, o),
+                    b: (params, w, h),
+                    c: (dx, 0, h),
+                    bias: None,
+                    alpha: 1.0,
+                    accumulate: false,
+                },
+            ),
         )
     }
 
