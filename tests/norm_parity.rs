@@ -12,14 +12,12 @@
 //! These tests need a GPU adapter; without one the binary must fail and the
 //! test fails with the binary's message (they are never skipped).
 
-use std::borrow::Cow;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
 
+use common::parity::*;
+use safetensors::Dtype;
 use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors, View};
+use std::path::PathBuf;
 
 /// Relative tolerance: max|a-b| / max(max|ref|, 1e-30).
 const REL_TOL: f32 = 1e-4;
@@ -44,213 +42,12 @@ const CONFIGS: &[&str] = &[
     "clip_plain",
 ];
 
-const BIN: &str = env!("CARGO_BIN_EXE_lstm-wgpu");
-
-fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("fixtures")
-        .join("norm")
-}
-
 fn fixture(name: &str, kind: &str) -> PathBuf {
-    fixtures_dir().join(format!("{name}.{kind}.safetensors"))
-}
-
-fn read(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
-fn parse<'a>(bytes: &'a [u8], path: &Path) -> SafeTensors<'a> {
-    SafeTensors::deserialize(bytes)
-        .unwrap_or_else(|e| panic!("{} is not a valid safetensors file: {e:?}", path.display()))
-}
-
-/// Fresh, unique, empty directory under the system temp dir.
-fn fresh_temp_dir(tag: &str) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
-        "lstm-wgpu-norm-{tag}-{}-{}-{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-    dir
-}
-
-/// How to run a fixture: from the `__metadata__` of its inputs file.
-struct RunSpec {
-    batch_first: bool,
-    args: Vec<String>,
-}
-
-fn run_spec(inputs: &Path) -> RunSpec {
-    let bytes = read(inputs);
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .unwrap_or_else(|e| panic!("bad header in {}: {e:?}", inputs.display()));
-    let meta = meta.metadata().clone().unwrap_or_default();
-    let batch_first = match meta.get("batch_first").map(String::as_str) {
-        Some("true") => true,
-        Some("false") | None => false,
-        Some(other) => panic!("{}: bad batch_first metadata {other:?}", inputs.display()),
-    };
-    let args = meta
-        .get("args")
-        .unwrap_or_else(|| panic!("{}: no `args` in __metadata__", inputs.display()))
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    RunSpec { batch_first, args }
-}
-
-fn run_grad(weights: &Path, inputs: &Path, out: &Path, spec: &RunSpec) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("grad")
-        .arg("--weights")
-        .arg(weights)
-        .arg("--inputs")
-        .arg(inputs)
-        .arg("--out")
-        .arg(out);
-    if spec.batch_first {
-        cmd.arg("--batch-first");
-    }
-    cmd.args(&spec.args);
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"))
-}
-
-fn f32_values(name: &str, t: &TensorView<'_>) -> Vec<f32> {
-    assert_eq!(t.dtype(), Dtype::F32, "tensor `{name}`: dtype must be F32");
-    t.data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-fn i64_values(name: &str, t: &TensorView<'_>) -> Vec<i64> {
-    assert_eq!(t.dtype(), Dtype::I64, "tensor `{name}`: dtype must be I64");
-    t.data()
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect()
-}
-
-/// Compares `actual` (engine) with `expected` (PyTorch): same dtype and shape;
-/// f32: max|a-b| / max(max|ref|, 1e-30) <= `tol`; i64: equal. Returns the
-/// relative error (0 for i64). Panics with the tensor name, the error, its
-/// flat index and the first differing values on failure.
-fn assert_close(
-    ctx: &str,
-    name: &str,
-    expected: &TensorView<'_>,
-    actual: &TensorView<'_>,
-    tol: f32,
-) -> f32 {
-    assert_eq!(
-        actual.dtype(),
-        expected.dtype(),
-        "{ctx}: tensor `{name}`: dtype mismatch (actual vs expected)"
-    );
-    assert_eq!(
-        actual.shape(),
-        expected.shape(),
-        "{ctx}: tensor `{name}`: shape mismatch (actual vs expected)"
-    );
-    match expected.dtype() {
-        Dtype::F32 => {}
-        Dtype::I64 => {
-            let (e, a) = (i64_values(name, expected), i64_values(name, actual));
-            assert_eq!(a, e, "{ctx}: tensor `{name}` (i64): actual vs expected");
-            return 0.0;
-        }
-        other => panic!("{ctx}: tensor `{name}`: unexpected dtype {other:?} in the fixture"),
-    }
-    let e = f32_values(name, expected);
-    let a = f32_values(name, actual);
-    let ref_max = e.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let mut max_err = 0.0f32;
-    let mut max_idx = 0usize;
-    let mut bad: Vec<(usize, f32, f32)> = Vec::new();
-    let limit = tol * ref_max.max(1e-30);
-    for (i, (&av, &ev)) in a.iter().zip(&e).enumerate() {
-        let err = (av - ev).abs();
-        // NaN compares false everywhere: treat it as an infinite error.
-        let err = if err.is_nan() { f32::INFINITY } else { err };
-        if err > max_err {
-            max_err = err;
-            max_idx = i;
-        }
-        if err > limit && bad.len() < 8 {
-            bad.push((i, av, ev));
-        }
-    }
-    let rel = max_err / ref_max.max(1e-30);
-    assert!(
-        rel <= tol,
-        "{ctx}: tensor `{name}` (shape {:?}): max|a-b| = {max_err:e} at flat index {max_idx} \
-         (a = {}, ref = {}), max|ref| = {ref_max:e}, relative error {rel:e} > {tol:e}; \
-         first differing (index, a, ref): {bad:?}",
-        expected.shape(),
-        a[max_idx],
-        e[max_idx],
-    );
-    rel
+    fixture_in(&fixtures_dir("norm"), name, kind)
 }
 
 fn check_config(name: &str) {
-    let weights = fixture(name, "weights");
-    let inputs = fixture(name, "inputs");
-    let expected_path = fixture(name, "expected");
-    let spec = run_spec(&inputs);
-
-    let dir = fresh_temp_dir(name);
-    let out = dir.join("grads.safetensors");
-    let res = run_grad(&weights, &inputs, &out, &spec);
-    assert!(
-        res.status.success(),
-        "{name}: `lstm-wgpu grad {}` failed ({}):\n--- stderr ---\n{}\n--- stdout ---\n{}",
-        spec.args.join(" "),
-        res.status,
-        String::from_utf8_lossy(&res.stderr),
-        String::from_utf8_lossy(&res.stdout),
-    );
-
-    let out_bytes = read(&out);
-    let got = parse(&out_bytes, &out);
-    let exp_bytes = read(&expected_path);
-    let exp = parse(&exp_bytes, &expected_path);
-    let mut names: Vec<String> = exp.names().into_iter().map(str::to_owned).collect();
-    names.sort();
-    assert!(!names.is_empty(), "{name}: empty expected file");
-    let mut worst = (0.0f32, String::new());
-    for t in &names {
-        let e = exp.tensor(t).expect("listed tensor");
-        let a = got.tensor(t).unwrap_or_else(|err| {
-            panic!(
-                "{name}: output {} lacks tensor `{t}` ({err:?}); it has {:?}",
-                out.display(),
-                got.names()
-            )
-        });
-        let rel = assert_close(name, t, &e, &a, REL_TOL);
-        if rel >= worst.0 {
-            worst = (rel, t.clone());
-        }
-    }
-    // Seen with `cargo test --test norm_parity -- --nocapture`.
-    eprintln!(
-        "parity {name} [{}]: worst relative error {:.2e} ({})",
-        spec.args.join(" "),
-        worst.0,
-        worst.1
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    check_parity(&fixtures_dir("norm"), name, REL_TOL);
 }
 
 macro_rules! parity_tests {
@@ -286,25 +83,7 @@ parity_tests! {
 /// Every fixture in the directory is covered by `CONFIGS` and complete.
 #[test]
 fn fixtures_are_all_listed() {
-    let mut found: Vec<String> = std::fs::read_dir(fixtures_dir())
-        .expect("fixtures dir")
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|f| f.strip_suffix(".expected.safetensors"))
-                .map(str::to_owned)
-        })
-        .collect();
-    found.sort();
-    let mut listed: Vec<String> = CONFIGS.iter().map(|s| s.to_string()).collect();
-    listed.sort();
-    assert_eq!(found, listed, "fixture files vs CONFIGS");
-    for name in CONFIGS {
-        for kind in ["weights", "inputs"] {
-            assert!(fixture(name, kind).is_file(), "missing {kind} for {name}");
-        }
-    }
+    check_all_listed(&fixtures_dir("norm"), CONFIGS);
 }
 
 /// Fixture self-consistency (no binary needed): the metadata selects a norm
@@ -370,62 +149,6 @@ fn fixtures_are_consistent() {
 // no output file.
 // ---------------------------------------------------------------------------
 
-/// Owned tensor used to re-serialize modified fixtures.
-#[derive(Clone)]
-struct Owned {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl View for Owned {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
-}
-
-fn load(path: &Path) -> HashMap<String, Owned> {
-    let bytes = read(path);
-    let st = parse(&bytes, path);
-    st.tensors()
-        .into_iter()
-        .map(|(n, t)| {
-            let o = Owned {
-                dtype: t.dtype(),
-                shape: t.shape().to_vec(),
-                data: t.data().to_vec(),
-            };
-            (n, o)
-        })
-        .collect()
-}
-
-fn save(tensors: &HashMap<String, Owned>, path: &Path) {
-    let bytes = safetensors::serialize(tensors.clone(), None)
-        .unwrap_or_else(|e| panic!("serialize {}: {e:?}", path.display()));
-    std::fs::write(path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-}
-
-/// True if `word` occurs in `text` not surrounded by identifier characters
-/// (so `layer_norms.0.bias` does not match inside `layer_norms.0.bias_x`).
-fn contains_word(text: &str, word: &str) -> bool {
-    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    text.match_indices(word).any(|(i, _)| {
-        let before = text[..i].chars().next_back();
-        let after = text[i + word.len()..].chars().next();
-        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
-    })
-}
-
 /// Runs `grad` on fixture `base` (weights modified by `modify_weights`, inputs
 /// unchanged) with `args` instead of the fixture's own arguments (`None`:
 /// the fixture's), and checks the failure contract: exit code 2, a one-line
@@ -434,7 +157,7 @@ fn contains_word(text: &str, word: &str) -> bool {
 fn expect_rejected(
     case: &str,
     base: &str,
-    modify_weights: impl FnOnce(&mut HashMap<String, Owned>),
+    modify_weights: impl FnOnce(&mut Loaded),
     args: Option<&[&str]>,
     must_name: &str,
     whole_word: bool,
@@ -450,38 +173,15 @@ fn expect_rejected(
     if let Some(a) = args {
         spec.args = a.iter().map(|s| s.to_string()).collect();
     }
-    let out = dir.join("out.safetensors");
-    let res = run_grad(&weights_path, &inputs_path, &out, &spec);
-    let stderr = String::from_utf8_lossy(&res.stderr);
-    let ctx = format!(
-        "case `{case}` (args {:?}): status {}\n--- stderr ---\n{stderr}\n--- stdout ---\n{}",
-        spec.args,
-        res.status,
-        String::from_utf8_lossy(&res.stdout)
+    run_rejected(
+        case,
+        &dir,
+        &weights_path,
+        &inputs_path,
+        &spec,
+        must_name,
+        whole_word,
     );
-    assert_eq!(res.status.code(), Some(2), "{ctx}\n(expected exit code 2)");
-    let msg = stderr.trim();
-    assert!(
-        !msg.is_empty(),
-        "{ctx}\n(expected an error message on stderr)"
-    );
-    assert_eq!(
-        msg.lines().count(),
-        1,
-        "{ctx}\n(expected a one-line error on stderr)"
-    );
-    let named = if whole_word {
-        contains_word(msg, must_name)
-    } else {
-        msg.contains(must_name)
-    };
-    assert!(named, "{ctx}\n(stderr must name `{must_name}`)");
-    assert!(
-        !out.exists(),
-        "{ctx}\n(output file {} must not be created)",
-        out.display()
-    );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `--norm layer` with a weights file lacking `layer_norms.0.bias`.
@@ -491,8 +191,9 @@ fn bad_layer_norm_missing_bias() {
         "layer_missing_bias",
         "layer_uni2_last",
         |w| {
-            assert!(w.contains_key("layer_norms.0.weight"));
-            w.remove("layer_norms.0.bias")
+            assert!(w.tensors.contains_key("layer_norms.0.weight"));
+            w.tensors
+                .remove("layer_norms.0.bias")
                 .expect("base fixture has layer_norms.0.bias");
         },
         None,
@@ -509,8 +210,11 @@ fn bad_plain_weights_with_norm_batch() {
         "plain_with_norm_batch",
         "clip_plain",
         |w| {
-            assert!(w.contains_key("weight_ih_l1"), "base must have 2 layers");
-            assert!(!w.keys().any(|k| k.contains("norm")));
+            assert!(
+                w.tensors.contains_key("weight_ih_l1"),
+                "base must have 2 layers"
+            );
+            assert!(!w.tensors.keys().any(|k| k.contains("norm")));
         },
         Some(&["--norm", "batch"]),
         "batch_norms.0.",
@@ -554,31 +258,9 @@ fn contains_word_works() {
 #[test]
 fn comparator_self_check() {
     let path = fixture("bn_bi2_len_train", "expected");
+    common::parity::comparator_self_check(&path, "grad.batch_norms.0.weight", REL_TOL);
     let bytes = read(&path);
     let st = parse(&bytes, &path);
-    for name in st.names() {
-        let t = st.tensor(name).expect("tensor");
-        assert_close("self", name, &t, &t, REL_TOL);
-    }
-    let name = "grad.batch_norms.0.weight";
-    let e = st.tensor(name).expect("tensor");
-    let mut v = f32_values(name, &e);
-    v[3] += 1e-2;
-    let data: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let a = TensorView::new(Dtype::F32, e.shape().to_vec(), &data).expect("view");
-    let msg = std::panic::catch_unwind(|| assert_close("self", name, &e, &a, REL_TOL))
-        .expect_err("perturbed tensor must be rejected");
-    let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
-    assert!(msg.contains(&format!("`{name}`")), "{msg}");
-    assert!(msg.contains("flat index 3"), "{msg}");
-    v[3] = f32::NAN;
-    let data: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let a = TensorView::new(Dtype::F32, e.shape().to_vec(), &data).expect("view");
-    assert!(
-        std::panic::catch_unwind(|| assert_close("self", "nan", &e, &a, REL_TOL)).is_err(),
-        "NaN must be rejected"
-    );
-
     let name = "batch_norms.0.num_batches_tracked";
     let e = st.tensor(name).expect("tensor");
     assert_eq!(i64_values(name, &e), vec![8], "7 in the weights, +1");

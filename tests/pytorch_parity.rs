@@ -5,14 +5,11 @@
 //! These tests need a GPU adapter; without one the binary must fail and the
 //! test fails with the binary's message (they are never skipped).
 
-use std::borrow::Cow;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
 
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors, View};
+use common::parity::*;
+use safetensors::Dtype;
+use std::path::{Path, PathBuf};
 
 /// Relative tolerance: max|a-b| / max(max|ref|, 1e-30).
 const REL_TOL: f32 = 1e-4;
@@ -28,177 +25,12 @@ const CONFIGS: &[&str] = &[
     "len_short",
 ];
 
-const BIN: &str = env!("CARGO_BIN_EXE_lstm-wgpu");
-
-fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("fixtures")
-}
-
 fn fixture(name: &str, kind: &str) -> PathBuf {
-    fixtures_dir().join(format!("{name}.{kind}.safetensors"))
-}
-
-fn read(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
-fn parse<'a>(bytes: &'a [u8], path: &Path) -> SafeTensors<'a> {
-    SafeTensors::deserialize(bytes)
-        .unwrap_or_else(|e| panic!("{} is not a valid safetensors file: {e:?}", path.display()))
-}
-
-/// Fresh, unique, empty directory under the system temp dir.
-fn fresh_temp_dir(tag: &str) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
-        "lstm-wgpu-parity-{tag}-{}-{}-{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-    dir
-}
-
-/// `batch_first` flag from the `__metadata__` of an inputs file.
-fn batch_first(inputs_bytes: &[u8], path: &Path) -> bool {
-    let (_, meta) = SafeTensors::read_metadata(inputs_bytes)
-        .unwrap_or_else(|e| panic!("bad header in {}: {e:?}", path.display()));
-    match meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("batch_first"))
-        .map(String::as_str)
-    {
-        Some("true") => true,
-        Some("false") | None => false,
-        Some(other) => panic!("{}: bad batch_first metadata {other:?}", path.display()),
-    }
-}
-
-fn run_grad(weights: &Path, inputs: &Path, out: &Path, batch_first: bool) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("grad")
-        .arg("--weights")
-        .arg(weights)
-        .arg("--inputs")
-        .arg(inputs)
-        .arg("--out")
-        .arg(out);
-    if batch_first {
-        cmd.arg("--batch-first");
-    }
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"))
-}
-
-fn f32_values(name: &str, t: &TensorView<'_>) -> Vec<f32> {
-    assert_eq!(t.dtype(), Dtype::F32, "tensor `{name}`: dtype must be F32");
-    t.data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-/// Compares `actual` (engine) with `expected` (PyTorch): same shape and
-/// max|a-b| / max(max|ref|, 1e-30) <= `tol`. Panics with the tensor name, the
-/// error, its flat index and the first differing values on failure.
-fn assert_close(
-    ctx: &str,
-    name: &str,
-    expected: &TensorView<'_>,
-    actual: &TensorView<'_>,
-    tol: f32,
-) -> f32 {
-    assert_eq!(
-        actual.shape(),
-        expected.shape(),
-        "{ctx}: tensor `{name}`: shape mismatch (actual vs expected)"
-    );
-    let e = f32_values(name, expected);
-    let a = f32_values(name, actual);
-    let ref_max = e.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let mut max_err = 0.0f32;
-    let mut max_idx = 0usize;
-    let mut bad: Vec<(usize, f32, f32)> = Vec::new();
-    let limit = tol * ref_max.max(1e-30);
-    for (i, (&av, &ev)) in a.iter().zip(&e).enumerate() {
-        let err = (av - ev).abs();
-        // NaN compares false everywhere: treat it as an infinite error.
-        let err = if err.is_nan() { f32::INFINITY } else { err };
-        if err > max_err {
-            max_err = err;
-            max_idx = i;
-        }
-        if err > limit && bad.len() < 8 {
-            bad.push((i, av, ev));
-        }
-    }
-    let rel = max_err / ref_max.max(1e-30);
-    assert!(
-        rel <= tol,
-        "{ctx}: tensor `{name}` (shape {:?}): max|a-b| = {max_err:e} at flat index {max_idx} \
-         (a = {}, ref = {}), max|ref| = {ref_max:e}, relative error {rel:e} > {tol:e}; \
-         first differing (index, a, ref): {bad:?}",
-        expected.shape(),
-        a[max_idx],
-        e[max_idx],
-    );
-    rel
+    fixture_in(&fixtures_dir(""), name, kind)
 }
 
 fn check_config(name: &str) {
-    let weights = fixture(name, "weights");
-    let inputs = fixture(name, "inputs");
-    let expected_path = fixture(name, "expected");
-    let inputs_bytes = read(&inputs);
-    let bf = batch_first(&inputs_bytes, &inputs);
-
-    let dir = fresh_temp_dir(name);
-    let out = dir.join("grads.safetensors");
-    let res = run_grad(&weights, &inputs, &out, bf);
-    assert!(
-        res.status.success(),
-        "{name}: `lstm-wgpu grad` failed ({}):\n--- stderr ---\n{}\n--- stdout ---\n{}",
-        res.status,
-        String::from_utf8_lossy(&res.stderr),
-        String::from_utf8_lossy(&res.stdout),
-    );
-
-    let out_bytes = read(&out);
-    let got = parse(&out_bytes, &out);
-    let exp_bytes = read(&expected_path);
-    let exp = parse(&exp_bytes, &expected_path);
-    let mut names: Vec<String> = exp.names().into_iter().map(str::to_owned).collect();
-    names.sort();
-    assert!(!names.is_empty(), "{name}: empty expected file");
-    let mut worst = (0.0f32, String::new());
-    for t in &names {
-        let e = exp.tensor(t).expect("listed tensor");
-        let a = got.tensor(t).unwrap_or_else(|err| {
-            panic!(
-                "{name}: output {} lacks tensor `{t}` ({err:?}); it has {:?}",
-                out.display(),
-                got.names()
-            )
-        });
-        let rel = assert_close(name, t, &e, &a, REL_TOL);
-        if rel >= worst.0 {
-            worst = (rel, t.clone());
-        }
-    }
-    // Seen with `cargo test --test pytorch_parity -- --nocapture`.
-    eprintln!(
-        "parity {name}: worst relative error {:.2e} ({})",
-        worst.0, worst.1
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    check_parity(&fixtures_dir(""), name, REL_TOL);
 }
 
 macro_rules! parity_tests {
@@ -225,107 +57,13 @@ parity_tests! {
 /// Every fixture in the directory is covered by `CONFIGS` and complete.
 #[test]
 fn fixtures_are_all_listed() {
-    let mut found: Vec<String> = std::fs::read_dir(fixtures_dir())
-        .expect("fixtures dir")
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|f| f.strip_suffix(".expected.safetensors"))
-                .map(str::to_owned)
-        })
-        .collect();
-    found.sort();
-    let mut listed: Vec<String> = CONFIGS.iter().map(|s| s.to_string()).collect();
-    listed.sort();
-    assert_eq!(found, listed, "fixture files vs CONFIGS");
-    for name in CONFIGS {
-        for kind in ["weights", "inputs"] {
-            assert!(fixture(name, kind).is_file(), "missing {kind} for {name}");
-        }
-    }
+    check_all_listed(&fixtures_dir(""), CONFIGS);
 }
 
 // ---------------------------------------------------------------------------
 // Bad inputs: exit code 2, a one-line error naming the offending tensor (or
 // file), and no output file.
 // ---------------------------------------------------------------------------
-
-/// Owned tensor used to re-serialize modified fixtures.
-#[derive(Clone)]
-struct Owned {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl View for Owned {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
-}
-
-struct Loaded {
-    tensors: HashMap<String, Owned>,
-    metadata: Option<HashMap<String, String>>,
-}
-
-fn load(path: &Path) -> Loaded {
-    let bytes = read(path);
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .unwrap_or_else(|e| panic!("bad header in {}: {e:?}", path.display()));
-    let st = parse(&bytes, path);
-    let tensors = st
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| {
-            let o = Owned {
-                dtype: t.dtype(),
-                shape: t.shape().to_vec(),
-                data: t.data().to_vec(),
-            };
-            (n, o)
-        })
-        .collect();
-    Loaded {
-        tensors,
-        metadata: meta.metadata().clone(),
-    }
-}
-
-fn save(l: &Loaded, path: &Path) {
-    let bytes = safetensors::serialize(l.tensors.clone(), l.metadata.clone())
-        .unwrap_or_else(|e| panic!("serialize {}: {e:?}", path.display()));
-    std::fs::write(path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn i64_bytes(v: &[i64]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// True if `word` occurs in `text` not surrounded by identifier characters
-/// (so `input` does not match inside `inputs` or `grad_input`).
-fn contains_word(text: &str, word: &str) -> bool {
-    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    text.match_indices(word).any(|(i, _)| {
-        let before = text[..i].chars().next_back();
-        let after = text[i + word.len()..].chars().next();
-        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
-    })
-}
 
 /// Base fixture for the bad-input tests: has lengths, h0 and c0, T = 7.
 const BAD_BASE: &str = "bi2_len";
@@ -349,10 +87,10 @@ fn expect_rejected(
     let mut i = load(&fixture(BAD_BASE, "inputs"));
     modify_inputs(&mut i);
     save(&i, &inputs_path);
-    run_rejected(case, &dir, &weights_path, &inputs_path, must_name, true);
+    run_rejected_plain(case, &dir, &weights_path, &inputs_path, must_name, true);
 }
 
-fn run_rejected(
+fn run_rejected_plain(
     case: &str,
     dir: &Path,
     weights: &Path,
@@ -360,47 +98,15 @@ fn run_rejected(
     must_name: &str,
     whole_word: bool,
 ) {
-    let out = dir.join("out.safetensors");
-    let res = run_grad(weights, inputs, &out, false);
-    let stderr = String::from_utf8_lossy(&res.stderr);
-    let ctx = format!(
-        "case `{case}`: status {}\n--- stderr ---\n{stderr}\n--- stdout ---\n{}",
-        res.status,
-        String::from_utf8_lossy(&res.stdout)
-    );
-    assert_eq!(res.status.code(), Some(2), "{ctx}\n(expected exit code 2)");
-    let msg = stderr.trim();
-    assert!(
-        !msg.is_empty(),
-        "{ctx}\n(expected an error message on stderr)"
-    );
-    assert_eq!(
-        msg.lines().count(),
-        1,
-        "{ctx}\n(expected a one-line error on stderr)"
-    );
-    let named = if whole_word {
-        contains_word(msg, must_name)
-    } else {
-        msg.contains(must_name)
+    let spec = RunSpec {
+        batch_first: false,
+        args: Vec::new(),
     };
-    assert!(named, "{ctx}\n(stderr must name `{must_name}`)");
-    assert!(
-        !out.exists(),
-        "{ctx}\n(output file {} must not be created)",
-        out.display()
-    );
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-fn tensor_mut<'a>(l: &'a mut Loaded, name: &str) -> &'a mut Owned {
-    l.tensors
-        .get_mut(name)
-        .unwrap_or_else(|| panic!("base fixture lacks `{name}`"))
+    run_rejected(case, dir, weights, inputs, &spec, must_name, whole_word);
 }
 
 fn set_lengths(l: &mut Loaded, lengths: &[i64]) {
-    let t = tensor_mut(l, "lengths");
+    let t = l.tensor_mut("lengths");
     assert_eq!(t.dtype, Dtype::I64);
     assert_eq!(t.shape, vec![lengths.len()]);
     t.data = i64_bytes(lengths);
@@ -424,7 +130,7 @@ fn bad_input_rank() {
         "input_rank",
         |_| {},
         |i| {
-            let t = tensor_mut(i, "input");
+            let t = i.tensor_mut("input");
             let (a, b, c) = (t.shape[0], t.shape[1], t.shape[2]);
             t.shape = vec![a * b, c];
         },
@@ -439,7 +145,7 @@ fn bad_grad_output_shape() {
         |_| {},
         |i| {
             // [T,B,2H] -> [B,T,2H] (same bytes, batch-first layout mix-up; T != B).
-            let t = tensor_mut(i, "grad_output");
+            let t = i.tensor_mut("grad_output");
             assert_ne!(t.shape[0], t.shape[1]);
             t.shape.swap(0, 1);
         },
@@ -453,7 +159,7 @@ fn bad_input_dtype_f64() {
         "input_f64",
         |_| {},
         |i| {
-            let t = tensor_mut(i, "input");
+            let t = i.tensor_mut("input");
             t.data = t
                 .data
                 .chunks_exact(4)
@@ -491,7 +197,7 @@ fn bad_nan_in_input() {
         "nan_input",
         |_| {},
         |i| {
-            let t = tensor_mut(i, "input");
+            let t = i.tensor_mut("input");
             let mut v: Vec<f32> = t
                 .data
                 .chunks_exact(4)
@@ -522,7 +228,7 @@ fn bad_weights_not_safetensors() {
         .collect();
     std::fs::write(&weights_path, garbage).expect("write garbage");
     let inputs_path = fixture(BAD_BASE, "inputs");
-    run_rejected(
+    run_rejected_plain(
         "weights_not_safetensors",
         &dir,
         &weights_path,
@@ -558,29 +264,9 @@ fn contains_word_works() {
 /// its name, flat index and values (no binary needed).
 #[test]
 fn comparator_self_check() {
-    let path = fixture("uni1", "expected");
-    let bytes = read(&path);
-    let st = parse(&bytes, &path);
-    for name in st.names() {
-        let t = st.tensor(name).expect("tensor");
-        assert_close("self", name, &t, &t, REL_TOL);
-    }
-    let e = st.tensor("grad.weight_hh_l0").expect("tensor");
-    let mut v = f32_values("grad.weight_hh_l0", &e);
-    v[17] += 1e-2;
-    let data = f32_bytes(&v);
-    let a = TensorView::new(Dtype::F32, e.shape().to_vec(), &data).expect("view");
-    let msg =
-        std::panic::catch_unwind(|| assert_close("self", "grad.weight_hh_l0", &e, &a, REL_TOL))
-            .expect_err("perturbed tensor must be rejected");
-    let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
-    assert!(msg.contains("`grad.weight_hh_l0`"), "{msg}");
-    assert!(msg.contains("flat index 17"), "{msg}");
-    v[17] = f32::NAN;
-    let data = f32_bytes(&v);
-    let a = TensorView::new(Dtype::F32, e.shape().to_vec(), &data).expect("view");
-    assert!(
-        std::panic::catch_unwind(|| assert_close("self", "nan", &e, &a, REL_TOL)).is_err(),
-        "NaN must be rejected"
+    common::parity::comparator_self_check(
+        &fixture("uni1", "expected"),
+        "grad.weight_hh_l0",
+        REL_TOL,
     );
 }

@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code)]
 
+pub mod parity;
+
 use lstm_wgpu::reference::{RefConfig, RefWeights};
 use lstm_wgpu::{GpuContext, LstmConfig, NamedTensor};
 use std::sync::Arc;
