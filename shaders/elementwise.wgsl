@@ -25,6 +25,12 @@
 // i), so the backward regenerates exactly the forward's mask. thr == 0
 // (p = 0) copies a exactly (no multiply).
 //
+// dropout_add (forward of dropout then a residual add, between LSTM layers):
+//   out[out_off + i] (= or +=) dropout(a)[i] + b[b_off + i]
+// dropout_split (its backward): with g = a[a_off + i],
+//   out[out_off + i] (= or +=) dropout(g)[i];  b[b_off + i] = g
+// (b keeps the upstream gradient for the skip path; out may alias a).
+//
 // ---- last valid step -------------------------------------------------------
 // x is [T, B, F] time-major at a_off; lengths u32 [B] at aux_off.
 // last_gather:  out[out_off + b F + f] (= or +=) x[a_off + ((len_b - 1) B + b) F + f]
@@ -107,6 +113,54 @@ fn philox(ctr: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
         k = k + vec2<u32>(PHILOX_W0, PHILOX_W1);
     }
     return c;
+}
+
+// Keep flags of the four elements of group q (all kept at p = 0, without
+// running Philox; the scale is then exactly 1).
+fn drop_keep(q: u32) -> vec4<bool> {
+    if p.thr == 0u {
+        return vec4<bool>(true);
+    }
+    let key = vec2<u32>(aux[p.aux_off], aux[p.aux_off + 1u]);
+    let r = philox(vec4<u32>(q, aux[p.aux_off + 2u], p.stream, 0u), key);
+    return r >= vec4<u32>(p.thr);
+}
+
+@compute @workgroup_size(64)
+fn dropout_add(@builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let q = flat(wid, nwg, lid);
+    if q >= (p.n + 3u) / 4u {
+        return;
+    }
+    let keep = drop_keep(q);
+    for (var j = 0u; j < 4u; j++) {
+        let i = q * 4u + j;
+        if i < p.n {
+            let v = select(0.0, a[p.a_off + i] * p.scale, keep[j]);
+            store(p.out_off + i, v + b[p.b_off + i]);
+        }
+    }
+}
+
+@compute @workgroup_size(64)
+fn dropout_split(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let q = flat(wid, nwg, lid);
+    if q >= (p.n + 3u) / 4u {
+        return;
+    }
+    let keep = drop_keep(q);
+    for (var j = 0u; j < 4u; j++) {
+        let i = q * 4u + j;
+        if i < p.n {
+            let g = a[p.a_off + i];
+            b[p.b_off + i] = g;
+            store(p.out_off + i, select(0.0, g * p.scale, keep[j]));
+        }
+    }
 }
 
 @compute @workgroup_size(64)

@@ -200,6 +200,43 @@ impl ParamTable {
     }
 }
 
+/// What connects stacked layers besides the between-layer norm: dropout on
+/// each layer's output except the last (train mode only, as `nn.LSTM`'s
+/// `dropout`), and residual connections around layers 1.. (whose input and
+/// output widths agree).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Links {
+    /// Drop probability in [0, 1); 0 is no dropout.
+    pub dropout: f32,
+    /// y_{l+1} = b_l + y_l for layers l >= 1.
+    pub residual: bool,
+}
+
+impl Links {
+    /// Checks the drop probability.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout)) {
+            return Err(Error::Invalid(format!(
+                "dropout between layers must be in [0, 1), got {}",
+                self.dropout
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether dropout follows layer `l` (never after the last layer, only
+    /// in train mode).
+    pub fn drops(&self, cfg: &LstmConfig, l: usize, train: bool) -> bool {
+        train && self.dropout > 0.0 && l + 1 < cfg.num_layers
+    }
+
+    /// Whether layer `l`'s input is added to its output (layers 1.., whose
+    /// input width D·H equals the output width).
+    pub fn adds(&self, l: usize) -> bool {
+        self.residual && l >= 1
+    }
+}
+
 /// A stacked LSTM whose parameters and gradients live on the GPU.
 pub struct LstmModel {
     /// Shape.
@@ -219,6 +256,10 @@ pub struct LstmModel {
     pub stats: wgpu::Buffer,
     /// `num_batches_tracked` of BatchNorm modules that had one in the file.
     pub tracked: BTreeMap<String, i64>,
+    /// Dropout and residual connections between layers. Once the model is
+    /// bound to an [`crate::Lstm`], change them with `Lstm::set_links`
+    /// (prepared plans bake them in).
+    pub links: Links,
 }
 
 /// A model's contents on the host, checked, before it goes to the GPU.
@@ -381,7 +422,15 @@ impl LstmModel {
             stats_table,
             stats,
             tracked: m.tracked,
+            links: Links::default(),
         })
+    }
+
+    /// Sets dropout and residual connections between layers (checked).
+    pub fn set_links(&mut self, links: Links) -> Result<()> {
+        links.validate()?;
+        self.links = links;
+        Ok(())
     }
 
     /// PyTorch's default initialisation: every parameter U(-1/√H, 1/√H),

@@ -125,6 +125,77 @@ pub struct RefGrads {
     pub weights: RefWeights,
 }
 
+/// Dropout and residual connections between stacked layers. With `a_l`
+/// layer l's (normalized) output and `y_l` its input (`y_0 = x`):
+/// `b_l = a_l ⊙ keep_l / (1 − p)` for `l < keep.len()`, else `a_l`;
+/// `y_{l+1} = b_l + y_l` for `l ≥ 1` with `residual`, else `b_l`.
+/// The default is no dropout and no residual (plain `nn.LSTM`).
+#[derive(Clone, Debug, Default)]
+pub struct RefLinks {
+    /// Drop probability `p` in [0, 1).
+    pub dropout: f64,
+    /// Residual connections around layers `1..L`.
+    pub residual: bool,
+    /// `keep[l][i]`: whether element `i` of layer `l`'s `[T, B, D*H]` output
+    /// survives dropout; `L − 1` masks (never after the last layer), or none
+    /// for no dropout (eval mode).
+    pub keep: Vec<Vec<bool>>,
+}
+
+impl RefLinks {
+    /// Checks the mask count and sizes; `Err` names the problem.
+    pub fn check(&self, cfg: &RefConfig, seq_len: usize, batch: usize) -> Result<(), String> {
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout {} outside [0, 1)", self.dropout));
+        }
+        if !self.keep.is_empty() && self.keep.len() + 1 != cfg.num_layers {
+            return Err(format!(
+                "{} dropout masks, expected {} (one per layer but the last) or none",
+                self.keep.len(),
+                cfg.num_layers.saturating_sub(1)
+            ));
+        }
+        let n = seq_len * batch * cfg.dirs() * cfg.hidden_size;
+        if let Some((l, m)) = self.keep.iter().enumerate().find(|(_, m)| m.len() != n) {
+            return Err(format!(
+                "dropout mask {l} has {} entries, expected {n}",
+                m.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether layer `l`'s input is added to its output.
+    pub fn skips(&self, l: usize) -> bool {
+        self.residual && l >= 1
+    }
+
+    /// `y_{l+1}` from `a_l` and `y_l`.
+    pub fn forward(&self, l: usize, a: Vec<f64>, y: &[f64]) -> Vec<f64> {
+        let mut b = self.dropout_of(l, a);
+        if self.skips(l) {
+            add_assign(&mut b, y);
+        }
+        b
+    }
+
+    /// Gradient w.r.t. `a_l` from the gradient `d` of `y_{l+1}` (the skip
+    /// path passes `d` itself on to `y_l` when [`RefLinks::skips`]).
+    pub fn backward(&self, l: usize, d: &[f64]) -> Vec<f64> {
+        self.dropout_of(l, d.to_vec())
+    }
+
+    fn dropout_of(&self, l: usize, mut v: Vec<f64>) -> Vec<f64> {
+        if let Some(keep) = self.keep.get(l) {
+            let s = 1.0 / (1.0 - self.dropout);
+            for (x, &k) in v.iter_mut().zip(keep) {
+                *x = if k { *x * s } else { 0.0 };
+            }
+        }
+        v
+    }
+}
+
 /// Deterministic seeded PRNG (SplitMix64) for test data; no external crates.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
@@ -193,7 +264,18 @@ pub fn loss(out: &RefOutputs, up: &RefUpstream) -> f64 {
 
 /// Forward pass of the stacked LSTM.
 pub fn forward(cfg: &RefConfig, w: &RefWeights, inp: &RefInputs) -> RefOutputs {
-    run_forward(cfg, w, inp).out
+    forward_links(cfg, w, inp, &RefLinks::default())
+}
+
+/// Forward pass of the stacked LSTM with dropout / residual links between
+/// layers.
+pub fn forward_links(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    inp: &RefInputs,
+    links: &RefLinks,
+) -> RefOutputs {
+    run_forward(cfg, w, inp, links).out
 }
 
 /// Forward pass followed by backpropagation through time of the loss defined
@@ -204,7 +286,18 @@ pub fn backward(
     inp: &RefInputs,
     up: &RefUpstream,
 ) -> (RefOutputs, RefGrads) {
-    let trace = run_forward(cfg, w, inp);
+    backward_links(cfg, w, inp, up, &RefLinks::default())
+}
+
+/// [`backward`] with dropout / residual links between layers.
+pub fn backward_links(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    inp: &RefInputs,
+    up: &RefUpstream,
+    links: &RefLinks,
+) -> (RefOutputs, RefGrads) {
+    let trace = run_forward(cfg, w, inp, links);
     let (t_len, b_len) = (inp.seq_len, inp.batch);
     let h = cfg.hidden_size;
     let d_n = cfg.dirs();
@@ -237,6 +330,9 @@ pub fn backward(
 
     let mut d_in = Vec::new();
     for layer in (0..cfg.num_layers).rev() {
+        // d_next: gradient of y_{layer+1}; d_out: of this layer's output.
+        let d_next = std::mem::take(&mut d_out);
+        d_out = links.backward(layer, &d_next);
         let in_size = cfg.layer_input_size(layer);
         let x = &trace.layer_inputs[layer];
         d_in = vec![0.0; t_len * b_len * in_size];
@@ -273,6 +369,9 @@ pub fn backward(
                 grad_h0[s_off..s_off + h].copy_from_slice(&dh);
                 grad_c0[s_off..s_off + h].copy_from_slice(&dc);
             }
+        }
+        if links.skips(layer) {
+            add_assign(&mut d_in, &d_next);
         }
         if layer > 0 {
             d_out = std::mem::take(&mut d_in);
@@ -353,8 +452,11 @@ fn validate(cfg: &RefConfig, w: &RefWeights, inp: &RefInputs) -> Vec<usize> {
     }
 }
 
-fn run_forward(cfg: &RefConfig, w: &RefWeights, inp: &RefInputs) -> Trace {
+fn run_forward(cfg: &RefConfig, w: &RefWeights, inp: &RefInputs, links: &RefLinks) -> Trace {
     let lengths = validate(cfg, w, inp);
+    if let Err(e) = links.check(cfg, inp.seq_len, inp.batch) {
+        panic!("{e}");
+    }
     let (t_len, b_len) = (inp.seq_len, inp.batch);
     let h = cfg.hidden_size;
     let d_n = cfg.dirs();
@@ -400,7 +502,8 @@ fn run_forward(cfg: &RefConfig, w: &RefWeights, inp: &RefInputs) -> Trace {
             }
             steps.push(cell_steps);
         }
-        layer_inputs.push(std::mem::replace(&mut cur, out));
+        let next = links.forward(layer, out, &cur);
+        layer_inputs.push(std::mem::replace(&mut cur, next));
     }
 
     Trace {
@@ -631,21 +734,40 @@ mod tests {
         seed: u64,
         chk: &mut Checker,
     ) {
+        let links = RefLinks::default();
+        fd_check_links(c, t, b, with_state, lengths, seed, &links, chk);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fd_check_links(
+        c: &RefConfig,
+        t: usize,
+        b: usize,
+        with_state: bool,
+        lengths: Option<Vec<usize>>,
+        seed: u64,
+        links: &RefLinks,
+        chk: &mut Checker,
+    ) {
+        let forward =
+            |c: &RefConfig, w: &RefWeights, inp: &RefInputs| forward_links(c, w, inp, links);
         let mut rng = Rng::new(seed);
         let w = random_weights(c, &mut rng);
         let inp = make_inputs(c, &mut rng, t, b, with_state, lengths.clone());
         let up = make_upstream(c, &mut rng, t, b);
-        let (out, g) = backward(c, &w, &inp, &up);
+        let (out, g) = backward_links(c, &w, &inp, &up, links);
         let fwd = forward(c, &w, &inp);
         assert_eq!(out.output, fwd.output);
         assert_eq!(out.h_n, fwd.h_n);
         assert_eq!(out.c_n, fwd.c_n);
         let tag = format!(
-            "L={} D={} bias={} state={} T={t} B={b} lengths={lengths:?}",
+            "L={} D={} bias={} state={} T={t} B={b} lengths={lengths:?} links={}/{}",
             c.num_layers,
             c.dirs(),
             c.bias,
-            with_state
+            with_state,
+            links.keep.len(),
+            links.residual
         );
 
         // Input gradient; exactly zero at padded positions.
@@ -701,6 +823,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Dropout (random masks, p = 0.4) and residual links on the plain
+    /// stack, alone and together, uni- and bidirectional, unequal lengths.
+    #[test]
+    fn finite_difference_links() {
+        let mut chk = Checker {
+            worst: 0.0,
+            count: 0,
+        };
+        let mut rng = Rng::new(77);
+        for (q, (layers, bidir, drop, residual)) in [
+            (3, false, true, true),
+            (3, true, true, false),
+            (2, true, false, true),
+            (4, false, true, true),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let c = cfg(2, 3, layers, bidir, q % 2 == 0);
+            let (t, b) = (4, 3);
+            let n = t * b * c.dirs() * c.hidden_size;
+            let keep = if drop {
+                (0..layers - 1)
+                    .map(|_| (0..n).map(|_| rng.uniform(0.0, 1.0) >= 0.4).collect())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let links = RefLinks {
+                dropout: 0.4,
+                residual,
+                keep,
+            };
+            let lengths = (q % 2 == 0).then(|| vec![4, 1, 3]);
+            fd_check_links(&c, t, b, q != 1, lengths, 500 + q as u64, &links, &mut chk);
+        }
+        eprintln!(
+            "finite differences with links: {} entries, worst relative error {:e}",
+            chk.count, chk.worst
+        );
     }
 
     #[test]

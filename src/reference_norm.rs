@@ -34,11 +34,17 @@
 //! * Any tensor that the variant does not define is an error, as is a tensor
 //!   with the wrong number of values, and `t_max = 0`.
 //!
-//! Only `std` and `crate::reference` are used.
+//! Dropout and residual links between layers ([`RefLinks`]) follow each
+//! layer's between-layer norm; [`ref_links`] builds them with the GPU's
+//! dropout mask ([`dropout_keep`]).
+//!
+//! Only `std`, `crate::reference` and the CPU mirror of the dropout mask are
+//! used.
 
+use crate::kernels::elementwise::{DropoutStep, dropout_keep};
 use crate::reference::{
-    self as plain, RefConfig, RefDirWeights, RefGrads, RefInputs, RefOutputs, RefUpstream,
-    RefWeights, Rng,
+    self as plain, RefConfig, RefDirWeights, RefGrads, RefInputs, RefLinks, RefOutputs,
+    RefUpstream, RefWeights, Rng,
 };
 use std::collections::BTreeMap;
 
@@ -287,7 +293,22 @@ pub fn forward_norm(
     inp: &RefInputs,
     train: bool,
 ) -> Result<NormRun, String> {
-    let tr = run_forward(cfg, w, norm, nt, inp, train)?;
+    forward_norm_links(cfg, w, norm, nt, inp, train, &RefLinks::default())
+}
+
+/// [`forward_norm`] with dropout / residual links between layers (after the
+/// between-layer norm of each layer, see [`RefLinks`]). `links` is used as
+/// given: pass no masks for eval mode.
+pub fn forward_norm_links(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    norm: RefNorm,
+    nt: &NormTensors,
+    inp: &RefInputs,
+    train: bool,
+    links: &RefLinks,
+) -> Result<NormRun, String> {
+    let tr = run_forward(cfg, w, norm, nt, inp, train, links)?;
     Ok(NormRun {
         out: tr.out,
         running: tr.running,
@@ -307,7 +328,22 @@ pub fn backward_norm(
     up: &RefUpstream,
     train: bool,
 ) -> Result<(NormRun, NormGrads), String> {
-    let tr = run_forward(cfg, w, norm, nt, inp, train)?;
+    backward_norm_links(cfg, w, norm, nt, inp, up, train, &RefLinks::default())
+}
+
+/// [`backward_norm`] with dropout / residual links between layers.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_norm_links(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    norm: RefNorm,
+    nt: &NormTensors,
+    inp: &RefInputs,
+    up: &RefUpstream,
+    train: bool,
+    links: &RefLinks,
+) -> Result<(NormRun, NormGrads), String> {
+    let tr = run_forward(cfg, w, norm, nt, inp, train, links)?;
     let state_len = cfg.cells() * inp.batch * cfg.hidden_size;
     if up.grad_output.len() != tr.out.output.len() {
         return Err(format!(
@@ -331,9 +367,9 @@ pub fn backward_norm(
         .collect();
     let grads = match &tr.layers {
         Layers::Between(layers) => {
-            backward_between(cfg, w, norm, nt, inp, up, &tr, layers, &mut ng)
+            backward_between(cfg, w, norm, nt, inp, up, &tr, layers, &mut ng, links)
         }
-        Layers::Cell(layers) => backward_cells(cfg, w, norm, nt, inp, up, layers, &mut ng),
+        Layers::Cell(layers) => backward_cells(cfg, w, norm, nt, inp, up, layers, &mut ng, links),
     };
     Ok((
         NormRun {
@@ -342,6 +378,34 @@ pub fn backward_norm(
         },
         NormGrads { grads, norm: ng },
     ))
+}
+
+/// Links with drop probability `p` and the GPU's mask: element `i` of layer
+/// `l`'s output is kept iff `dropout_keep(step, l, i, p)`. `step = None` is
+/// eval mode (no dropout).
+pub fn ref_links(
+    cfg: &RefConfig,
+    seq_len: usize,
+    batch: usize,
+    p: f32,
+    residual: bool,
+    step: Option<&DropoutStep>,
+) -> Result<RefLinks, String> {
+    let n = seq_len * batch * cfg.dirs() * cfg.hidden_size;
+    let mut keep = Vec::new();
+    if let Some(step) = step.filter(|_| p != 0.0) {
+        for l in 0..cfg.num_layers.saturating_sub(1) {
+            let mask = (0..n)
+                .map(|i| dropout_keep(step, l as u32, i as u32, p).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<bool>, String>>()?;
+            keep.push(mask);
+        }
+    }
+    Ok(RefLinks {
+        dropout: p as f64,
+        residual,
+        keep,
+    })
 }
 
 /// Euclidean norm of one gradient tensor (per-tensor norms for monitoring).
@@ -761,9 +825,11 @@ fn run_forward(
     nt: &NormTensors,
     inp: &RefInputs,
     train: bool,
+    links: &RefLinks,
 ) -> Result<Trace, String> {
     let lengths = validate(cfg, w, inp)?;
     check_norm_tensors(cfg, norm, nt)?;
+    links.check(cfg, inp.seq_len, inp.batch)?;
     let train = train && norm.has_batch_stats();
     if train {
         let t_max = match norm {
@@ -790,9 +856,9 @@ fn run_forward(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     if norm.is_between_layers() {
-        forward_between(cfg, w, norm, nt, inp, train, lengths, running)
+        forward_between(cfg, w, norm, nt, inp, train, lengths, running, links)
     } else {
-        forward_cells(cfg, w, norm, nt, inp, train, lengths, running)
+        forward_cells(cfg, w, norm, nt, inp, train, lengths, running, links)
     }
 }
 
@@ -942,6 +1008,7 @@ fn forward_between(
     train: bool,
     lengths: Vec<usize>,
     mut running: NormTensors,
+    links: &RefLinks,
 ) -> Result<Trace, String> {
     let b_len = inp.batch;
     let dh = cfg.dirs() * cfg.hidden_size;
@@ -976,6 +1043,7 @@ fn forward_between(
         } else {
             (o.output, None)
         };
+        let next = links.forward(k, next, &cur);
         layers.push(BetweenLayer { input: cur, groups });
         cur = next;
     }
@@ -1054,6 +1122,7 @@ fn forward_cells(
     train: bool,
     lengths: Vec<usize>,
     mut running: NormTensors,
+    links: &RefLinks,
 ) -> Result<Trace, String> {
     let (t_len, b_len) = (inp.seq_len, inp.batch);
     let h = cfg.hidden_size;
@@ -1187,7 +1256,7 @@ fn forward_cells(
             dirs.push(steps);
         }
         layers.push(dirs);
-        cur = out;
+        cur = links.forward(k, out, &cur);
     }
     Ok(Trace {
         lengths,
@@ -1228,6 +1297,7 @@ fn backward_between(
     tr: &Trace,
     layers: &[BetweenLayer],
     ng: &mut NormTensors,
+    links: &RefLinks,
 ) -> RefGrads {
     let b_len = inp.batch;
     let d_n = cfg.dirs();
@@ -1238,6 +1308,9 @@ fn backward_between(
     let mut cells = zero_grads(w);
     let mut d = up.grad_output.clone();
     for k in (0..cfg.num_layers).rev() {
+        // d_next: gradient of y_{k+1}; d: of layer k's (normalized) output.
+        let d_next = d;
+        d = links.backward(k, &d_next);
         if let Some(groups) = &layers[k].groups {
             let p = format!(
                 "{}.{k}",
@@ -1268,6 +1341,9 @@ fn backward_between(
             cells[k * d_n + dir] = gc;
         }
         d = g1.input;
+        if links.skips(k) {
+            add_assign(&mut d, &d_next);
+        }
     }
     RefGrads {
         input: d,
@@ -1287,6 +1363,7 @@ fn backward_cells(
     up: &RefUpstream,
     layers: &[Vec<Vec<CellStep>>],
     ng: &mut NormTensors,
+    links: &RefLinks,
 ) -> RefGrads {
     let (t_len, b_len) = (inp.seq_len, inp.batch);
     let h = cfg.hidden_size;
@@ -1300,6 +1377,8 @@ fn backward_cells(
     let mut d_out = up.grad_output.clone();
     let mut d_in = Vec::new();
     for k in (0..cfg.num_layers).rev() {
+        let d_next = std::mem::take(&mut d_out);
+        d_out = links.backward(k, &d_next);
         let in_size = cfg.layer_input_size(k);
         d_in = vec![0.0; t_len * b_len * in_size];
         for (dir, steps) in layers[k].iter().enumerate() {
@@ -1396,6 +1475,9 @@ fn backward_cells(
                 gh0[o..o + h].copy_from_slice(&dh[b]);
                 gc0[o..o + h].copy_from_slice(&dc[b]);
             }
+        }
+        if links.skips(k) {
+            add_assign(&mut d_in, &d_next);
         }
         if k > 0 {
             d_out = std::mem::take(&mut d_in);
@@ -1616,6 +1698,7 @@ mod tests {
         with_state: bool,
         lengths: Option<Vec<usize>>,
         seed: u64,
+        links: RefLinks,
     }
 
     /// Finite differences of every gradient of one case.
@@ -1629,23 +1712,28 @@ mod tests {
             with_state,
             ref lengths,
             seed,
+            ref links,
         } = *case;
         let mut rng = Rng::new(seed);
         let w = random_weights(c, &mut rng);
         let nt = random_norm_tensors(c, norm, &mut rng);
         let inp = make_inputs(c, &mut rng, t, b, with_state, lengths.clone());
         let up = make_upstream(c, &mut rng, t, b);
-        let (run, g) = backward_norm(c, &w, norm, &nt, &inp, &up, train).unwrap();
-        let fwd = forward_norm(c, &w, norm, &nt, &inp, train).unwrap();
+        let (run, g) = backward_norm_links(c, &w, norm, &nt, &inp, &up, train, links).unwrap();
+        let fwd = forward_norm_links(c, &w, norm, &nt, &inp, train, links).unwrap();
         assert_eq!(run.out.output, fwd.out.output);
         assert_eq!(run.out.h_n, fwd.out.h_n);
         assert_eq!(run.out.c_n, fwd.out.c_n);
         assert_eq!(run.running, fwd.running);
         let tag = format!(
-            "{norm:?} train={train} L={} D={} bias={} state={with_state} T={t} B={b} lengths={lengths:?}",
+            "{norm:?} train={train} L={} D={} bias={} state={with_state} T={t} B={b} lengths={lengths:?} \
+             dropout={} ({} masks) residual={}",
             c.num_layers,
             c.dirs(),
-            c.bias
+            c.bias,
+            links.dropout,
+            links.keep.len(),
+            links.residual
         );
 
         // Padded outputs are exactly zero.
@@ -1664,8 +1752,12 @@ mod tests {
         }
 
         // Input gradient; exactly zero at padded positions.
-        let eval_in =
-            |s: &RefInputs| loss(&forward_norm(c, &w, norm, &nt, s, train).unwrap().out, &up);
+        let fwd_out = |w: &RefWeights, nt: &NormTensors, inp: &RefInputs| {
+            forward_norm_links(c, w, norm, nt, inp, train, links)
+                .unwrap()
+                .out
+        };
+        let eval_in = |s: &RefInputs| loss(&fwd_out(&w, &nt, s), &up);
         assert_eq!(g.grads.input.len(), inp.x.len());
         for k in 0..inp.x.len() {
             let (tt, bb) = (k / (b * c.input_size), (k / c.input_size) % b);
@@ -1710,12 +1802,7 @@ mod tests {
         }
 
         // LSTM weights.
-        let eval_w = |s: &RefWeights| {
-            loss(
-                &forward_norm(c, s, norm, &nt, &inp, train).unwrap().out,
-                &up,
-            )
-        };
+        let eval_w = |s: &RefWeights| loss(&fwd_out(s, &nt, &inp), &up);
         assert_eq!(g.grads.weights.cells.len(), w.cells.len());
         for (ci, gc) in g.grads.weights.cells.iter().enumerate() {
             assert_eq!(gc.b_ih.is_some(), c.bias);
@@ -1772,8 +1859,7 @@ mod tests {
         }
 
         // Norm tensors: every Param has a gradient, running stats have none.
-        let eval_nt =
-            |s: &NormTensors| loss(&forward_norm(c, &w, norm, s, &inp, train).unwrap().out, &up);
+        let eval_nt = |s: &NormTensors| loss(&fwd_out(&w, s, &inp), &up);
         let shapes = norm_tensor_shapes(c, norm);
         let params: Vec<_> = shapes
             .iter()
@@ -1837,6 +1923,7 @@ mod tests {
                         with_state,
                         lengths: length_sets[q % length_sets.len()].clone(),
                         seed: seed0 + q as u64,
+                        links: RefLinks::default(),
                     });
                     q += 1;
                 }
@@ -1851,6 +1938,7 @@ mod tests {
             with_state: true,
             lengths: length_sets[0].clone(),
             seed: seed0 + 100,
+            links: RefLinks::default(),
         });
         for case in &cases {
             fd_check(case, &mut chk);
@@ -1863,6 +1951,155 @@ mod tests {
             chk.worst,
             chk.worst_what
         );
+    }
+
+    /// Dropout and residual links: with LayerNorm between layers (the last
+    /// included), with the LayerNorm cell, with BatchNorm in train mode, and
+    /// with eval-mode links (residual only). Masks are the GPU's.
+    #[test]
+    fn fd_links() {
+        let step = DropoutStep {
+            seed: 0x1234_5678_9abc,
+            counter: 7,
+        };
+        let mut chk = Checker::new();
+        let mut cases = Vec::new();
+        // (layers, bidir, norm, train, p, residual, lengths)
+        type Spec = (usize, bool, RefNorm, bool, f32, bool, Option<Vec<usize>>);
+        let specs: [Spec; 6] = [
+            (
+                3,
+                true,
+                RefNorm::Layer { last: true },
+                true,
+                0.3,
+                true,
+                Some(vec![5, 2, 4]),
+            ),
+            (
+                3,
+                false,
+                RefNorm::Layer { last: false },
+                true,
+                0.5,
+                false,
+                None,
+            ),
+            (
+                2,
+                false,
+                RefNorm::Layer { last: true },
+                false,
+                0.4,
+                true,
+                Some(vec![1, 5, 3]),
+            ),
+            (
+                3,
+                true,
+                RefNorm::LayerCell,
+                true,
+                0.25,
+                true,
+                Some(vec![4, 2, 4]),
+            ),
+            (
+                2,
+                true,
+                RefNorm::Batch { last: true },
+                true,
+                0.3,
+                true,
+                Some(vec![5, 3, 5]),
+            ),
+            (
+                3,
+                false,
+                RefNorm::StepBatch {
+                    last: false,
+                    t_max: 6,
+                },
+                true,
+                0.2,
+                true,
+                None,
+            ),
+        ];
+        for (q, (layers, bidir, norm, drop_on, p, residual, lengths)) in
+            specs.into_iter().enumerate()
+        {
+            let c = cfg(2, 3, layers, bidir, q % 2 == 0);
+            let links = ref_links(&c, 5, 3, p, residual, drop_on.then_some(&step)).unwrap();
+            assert_eq!(links.keep.len(), if drop_on { layers - 1 } else { 0 });
+            cases.push(Case {
+                c,
+                norm,
+                train: true,
+                t: 5,
+                b: 3,
+                with_state: q % 3 != 1,
+                lengths,
+                seed: 7000 + q as u64,
+                links,
+            });
+        }
+        for case in &cases {
+            fd_check(case, &mut chk);
+        }
+        eprintln!(
+            "links: {} cases, {} entries ({} extrapolated), worst relative error {:e} at {}",
+            cases.len(),
+            chk.count,
+            chk.extrapolated,
+            chk.worst,
+            chk.worst_what
+        );
+    }
+
+    /// The masks drop about p of the elements and differ between layers
+    /// and steps; links change the output exactly where they should.
+    #[test]
+    fn links_masks_and_effect() {
+        let c = cfg(2, 4, 3, true, true);
+        let step = DropoutStep {
+            seed: 99,
+            counter: 3,
+        };
+        let links = ref_links(&c, 6, 5, 0.5, false, Some(&step)).unwrap();
+        let n = 6 * 5 * 8;
+        for m in &links.keep {
+            let kept = m.iter().filter(|&&k| k).count();
+            assert!((n * 3 / 10..n * 7 / 10).contains(&kept), "{kept} of {n}");
+        }
+        assert_ne!(links.keep[0], links.keep[1], "streams differ per layer");
+        let other = DropoutStep { counter: 4, ..step };
+        let l2 = ref_links(&c, 6, 5, 0.5, false, Some(&other)).unwrap();
+        assert_ne!(links.keep[0], l2.keep[0], "counters differ");
+        assert!(ref_links(&c, 6, 5, 1.0, false, Some(&step)).is_err());
+        let bad = RefLinks {
+            keep: vec![vec![true; n]],
+            ..links.clone()
+        };
+        assert!(bad.check(&c, 6, 5).is_err(), "one mask for 3 layers");
+        // Residual with identity links: y_{l+1} = h_l + y_l.
+        let mut rng = Rng::new(5);
+        let w = random_weights(&c, &mut rng);
+        let norm = RefNorm::Layer { last: false };
+        let nt = random_norm_tensors(&c, norm, &mut rng);
+        let inp = make_inputs(&c, &mut rng, 6, 5, true, Some(vec![6, 2, 4, 1, 5]));
+        let plain = forward_norm(&c, &w, norm, &nt, &inp, true).unwrap();
+        let eval = ref_links(&c, 6, 5, 0.5, false, None).unwrap();
+        let same = forward_norm_links(&c, &w, norm, &nt, &inp, true, &eval).unwrap();
+        assert_eq!(
+            plain.out.output, same.out.output,
+            "eval-mode dropout is identity"
+        );
+        let dropped = forward_norm_links(&c, &w, norm, &nt, &inp, true, &links).unwrap();
+        assert_ne!(plain.out.output, dropped.out.output);
+        // Layer 0's states do not see any link.
+        let sl = 2 * 5 * 4;
+        assert_eq!(plain.out.h_n[..sl], dropped.out.h_n[..sl]);
+        assert_ne!(plain.out.h_n[sl..], dropped.out.h_n[sl..]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::error::Result;
 use crate::gpu::GpuContext;
 use crate::kernels::lstm_cell_ln;
-use crate::model::LstmConfig;
+use crate::model::{Links, LstmConfig};
 use crate::norm::Norm;
 
 /// GPU buffers of one (sequence length, batch) shape. Layouts are
@@ -20,6 +20,9 @@ pub struct Workspace {
     pub outs: Vec<wgpu::Buffer>,
     /// Normalized output of each layer with a between-layer norm.
     pub normed: Vec<Option<wgpu::Buffer>>,
+    /// Input of layer l + 1 where dropout or a residual add follow layer l:
+    /// dropout(normed or raw output) (+ layer l's input).
+    pub linked: Vec<Option<wgpu::Buffer>>,
     /// Statistics saved by between-layer norms, [`Workspace::norm_stats_len`] per layer.
     pub norm_stats: wgpu::Buffer,
     /// Pre-gates of each direction of the current layer [D][T, B, 4H].
@@ -85,12 +88,22 @@ impl Workspace {
         cfg.num_layers * cfg.dirs() * batch * cfg.hidden_size
     }
 
+    /// The input of layer `l + 1` (for the last layer: the stack's output).
+    pub fn layer_output(&self, l: usize) -> &wgpu::Buffer {
+        self.linked[l]
+            .as_ref()
+            .or(self.normed[l].as_ref())
+            .unwrap_or(&self.outs[l])
+    }
+
     /// Allocates every buffer, failing with a clear error when one would
     /// exceed the adapter's limits.
     pub fn new(
         ctx: &GpuContext,
         cfg: &LstmConfig,
         norm: &Norm,
+        links: &Links,
+        train: bool,
         seq: usize,
         batch: usize,
     ) -> Result<Self> {
@@ -110,6 +123,13 @@ impl Workspace {
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
+        let linked = (0..cfg.num_layers)
+            .map(|l| {
+                (links.drops(cfg, l, train) || links.adds(l))
+                    .then(|| ctx.storage(&format!("linked output of layer {l}"), tb * d * h))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
         let norm_stats = ctx.storage(
             "norm statistics",
             cfg.num_layers * Self::norm_stats_len(cfg, norm, seq, batch),
@@ -120,6 +140,7 @@ impl Workspace {
             x: ctx.storage("input", tb * cfg.input_size)?,
             outs,
             normed,
+            linked,
             norm_stats,
             pre: ctx.storage("pre-gates", d * tb * 4 * h)?,
             cache: ctx.storage(

@@ -1,6 +1,7 @@
 //! Wrapper of `shaders/elementwise.wgsl`: dropout (forward and backward),
-//! residual add, copy / accumulate, fill, and the gather of each sequence's
-//! last valid step (with its backward scatter).
+//! residual add, dropout fused with a residual add (and its backward),
+//! copy / accumulate, fill, and the gather of each sequence's last valid step
+//! (with its backward scatter).
 //!
 //! Every method returns the dispatches of one operation of a fixed shape;
 //! build them once and re-record them every step. All offsets and lengths are
@@ -35,6 +36,8 @@ pub const DROPOUT_STEP_WORDS: usize = 4;
 /// The elementwise entry points.
 pub struct Elementwise {
     dropout: Kernel,
+    dropout_add: Kernel,
+    dropout_split: Kernel,
     add: Kernel,
     accumulate: Kernel,
     fill: Kernel,
@@ -206,8 +209,11 @@ impl Elementwise {
         use Binding::{Read, ReadWrite};
         let m = module(ctx, "elementwise", SRC);
         let aux_a_out = [(1, Read), (2, ReadWrite), (4, ReadWrite)];
+        let aux_a_b_out = [(1, Read), (2, ReadWrite), (3, ReadWrite), (4, ReadWrite)];
         Self {
             dropout: Kernel::new(ctx, &m, "dropout", &aux_a_out, &[]),
+            dropout_add: Kernel::new(ctx, &m, "dropout_add", &aux_a_b_out, &[]),
+            dropout_split: Kernel::new(ctx, &m, "dropout_split", &aux_a_b_out, &[]),
             add: Kernel::new(
                 ctx,
                 &m,
@@ -286,6 +292,72 @@ impl Elementwise {
         dx: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>> {
         self.dropout_dispatch(ctx, s, step, dy, dx)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dropout_pair(
+        &self,
+        ctx: &GpuContext,
+        kernel: &Kernel,
+        s: &DropoutShape,
+        step: &wgpu::Buffer,
+        a: &wgpu::Buffer,
+        b: (&wgpu::Buffer, usize),
+        out: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>> {
+        let thr = dropout_threshold(s.p)?;
+        if s.n == 0 {
+            return Ok(Vec::new());
+        }
+        let w = Words {
+            n: u32_of("dropout elements", s.n)?,
+            a_off: end("dropout input", s.in_off, s.n)?,
+            b_off: end("residual", b.1, s.n)?,
+            out_off: end("dropout output", s.out_off, s.n)?,
+            flags: if s.accumulate { ACCUMULATE } else { 0 },
+            aux_off: end("dropout step state", s.step_off, DROPOUT_STEP_WORDS)?,
+            thr,
+            scale: dropout_scale(s.p),
+            stream: s.stream,
+            ..Default::default()
+        };
+        let grid = flat_grid(ctx, "dropout elements", s.n.div_ceil(4), WG)?;
+        Ok(vec![kernel.dispatch(
+            ctx,
+            &w.pack(),
+            &[step, a, b.0, out],
+            grid,
+        )])
+    }
+
+    /// Dropout then a residual add, fused: y (= or +=) x·m/(1−p) + skip,
+    /// with [`Elementwise::dropout_forward`]'s mask. y may be x or skip (in
+    /// place). One dispatch (none when `n == 0`).
+    pub fn dropout_add(
+        &self,
+        ctx: &GpuContext,
+        s: &DropoutShape,
+        step: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        skip: (&wgpu::Buffer, usize),
+        y: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>> {
+        self.dropout_pair(ctx, &self.dropout_add, s, step, x, skip, y)
+    }
+
+    /// Backward of [`Elementwise::dropout_add`]: dx (= or +=) dy·m/(1−p)
+    /// and skip = dy (the skip path's gradient, overwritten). dx may be dy;
+    /// skip must not overlap dy or dx. One dispatch (none when `n == 0`).
+    pub fn dropout_split(
+        &self,
+        ctx: &GpuContext,
+        s: &DropoutShape,
+        step: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        skip: (&wgpu::Buffer, usize),
+        dx: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>> {
+        self.dropout_pair(ctx, &self.dropout_split, s, step, dy, skip, dx)
     }
 
     /// Residual add: out[out_off + i] = a[a_off + i] + b[b_off + i], i < n
