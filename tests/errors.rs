@@ -192,11 +192,20 @@ fn state_dict_mismatches() {
 /// The schedule's shape: per layer and direction, one input GEMM plus one
 /// cell dispatch per step forward; backward one cell dispatch per step, one
 /// for the initial-state gradients, two weight GEMMs, one bias reduction,
-/// and one input-gradient GEMM.
+/// and one input-gradient GEMM. The persistent path replaces each layer's
+/// cell dispatches (all directions) by one per time chunk forward and one
+/// per chunk backward, the initial-state gradients included (one chunk
+/// unless the driver caps loop iterations).
 #[test]
 fn dispatch_counts() {
+    use lstm_wgpu::schedule::CellPath;
     let ctx = common::ctx();
-    for (layers, bidir, bias) in [(2, false, true), (3, true, false)] {
+    for (layers, bidir, bias, path) in [
+        (2, false, true, CellPath::PerStep),
+        (3, true, false, CellPath::PerStep),
+        (2, false, true, CellPath::Persistent),
+        (3, true, false, CellPath::Persistent),
+    ] {
         let c = LstmConfig {
             input_size: 3,
             hidden_size: 4,
@@ -206,6 +215,7 @@ fn dispatch_counts() {
         };
         let model = LstmModel::init_uniform(&ctx, c.clone(), 0).unwrap_or_else(|e| panic!("{e}"));
         let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+        lstm.set_cell_path(Some(path));
         let (t, n) = (7, 2);
         let x = vec![0.5f32; t * n * 3];
         let b = Batch {
@@ -219,8 +229,21 @@ fn dispatch_counts() {
         };
         lstm.forward(&b).unwrap_or_else(|e| panic!("{e}"));
         let cells = layers * c.dirs();
-        let fwd = cells * (1 + t);
-        let bwd = cells * (t + 1 + 2 + usize::from(bias) + 1);
-        assert_eq!(lstm.dispatch_counts(t, n), Some((fwd, bwd)));
+        let (fwd, bwd) = match path {
+            CellPath::PerStep => (cells * (1 + t), cells * (t + 1 + 2 + usize::from(bias) + 1)),
+            CellPath::Persistent => {
+                let lay = lstm
+                    .kernels()
+                    .persistent
+                    .layout(&ctx, 4, n, c.dirs(), t)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                (
+                    cells + layers * lay.fwd_dispatches(),
+                    layers * lay.bwd_dispatches() + cells * (2 + usize::from(bias) + 1),
+                )
+            }
+        };
+        assert_eq!(lstm.dispatch_counts(t, n), Some((fwd, bwd)), "{path}");
+        assert_eq!(lstm.plan(t, n).map(|p| p.path).ok(), Some(path));
     }
 }

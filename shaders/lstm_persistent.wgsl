@@ -1,0 +1,383 @@
+// Persistent LSTM time loop: one dispatch runs many timesteps of one layer.
+//
+// One workgroup per independent chain (sequence b = workgroup_id.x,
+// direction d = workgroup_id.y) loops over its steps with a workgroup
+// barrier between them, keeping h_{t-1} (and, when it fits, W_hh) in
+// workgroup memory. The math, the length semantics and every buffer layout
+// are exactly those of lstm_cell.wgsl (one dispatch per step), so the cache
+// and gradient blocks feed the same weight-gradient GEMMs and column sums:
+//
+//   step s of sequence b is active when s < len_b and sits at t = s
+//   (forward) or t = len_b - 1 - s (reverse);
+//   cache block of one (layer, direction), time-major:
+//     gates [T, B, 4H] (activated i, f, g, o) | c [T, B, H] | h_prev [T, B, H]
+//   gradient block of one direction: dgates [T, B, 4H] | dc [T, B, H]
+//   state arrays ([2, L*D, B, H]): h part at 0, c part at state_stride.
+//
+// A dispatch covers the steps [s_begin, s_end). The host splits the time
+// loop into chunks only where the driver caps an invocation's loop
+// iterations (Mesa's lavapipe stops all loops of an invocation after 65535
+// iterations in total); the state crosses a chunk boundary through the
+// buffers the per-step kernel reads anyway (layer output, cache, dg), so a
+// chunked run computes bit for bit what one dispatch computes.
+//
+// Invocation `lid` owns hidden units j = lid + u*WG (u < UNITS) in the
+// pointwise parts, and column groups 4*q .. 4*q+3 (q = lid + v*WG) in the
+// backward matrix-vector product dh_{t-1} = dgates_t * W_hh.
+
+// Hidden size.
+override H: u32 = 1u;
+// Invocations per workgroup.
+override WG: u32 = 64u;
+// Hidden units per invocation: ceil(H / WG).
+override UNITS: u32 = 1u;
+// H rounded up to a multiple of 4, and its quarter.
+override HP: u32 = 4u;
+override HP4: u32 = 1u;
+// 2*HP (the ping-pong h buffer) and 4H (the dgates of one step).
+override H2: u32 = 8u;
+override G4: u32 = 4u;
+// W_hh copied into workgroup memory as [4H][HP4] vec4 rows (zero padded).
+override W_SHARED: bool = false;
+// vec4 slots of that copy: 4H*HP4 when W_SHARED, else 1.
+override W_LEN: u32 = 1u;
+
+struct Dir {
+    pre_off: u32, whh_off: u32, cache_off: u32, dg_off: u32,
+    state_off: u32, out_col: u32, reverse: u32, _p0: u32,
+}
+
+struct Params {
+    batch: u32, seq: u32, s_begin: u32, s_end: u32,
+    out_stride: u32, state_stride: u32, _p0: u32, _p1: u32,
+    dirs: array<Dir, 2>,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+@group(0) @binding(1) var<storage, read> pre: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> state_in: array<f32>;
+@group(0) @binding(4) var<storage, read> lengths: array<u32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> cache: array<f32>;
+@group(0) @binding(7) var<storage, read_write> state_out: array<f32>;
+@group(0) @binding(8) var<storage, read> dy: array<f32>;
+@group(0) @binding(9) var<storage, read> gstate_in: array<f32>;
+@group(0) @binding(10) var<storage, read_write> dg: array<f32>;
+@group(0) @binding(11) var<storage, read_write> gstate_out: array<f32>;
+
+var<workgroup> len_sh: u32;
+var<workgroup> w_sh: array<vec4<f32>, W_LEN>;
+// Forward: h_{t-1} ping-pong, two halves of HP (padding stays zero).
+var<workgroup> h_sh: array<f32, H2>;
+// Forward: c_{t-1} of each unit (only its owner touches it).
+var<workgroup> c_sh: array<f32, HP>;
+// Backward: dgates of the current step, and the recurrent gradients
+// flowing into the step being processed.
+var<workgroup> dg_sh: array<f32, G4>;
+var<workgroup> dhr_sh: array<f32, HP>;
+var<workgroup> dcr_sh: array<f32, HP>;
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+// As in lstm_cell.wgsl: clamping keeps exp-based tanh from overflowing.
+fn tanh_s(x: f32) -> f32 {
+    return tanh(clamp(x, -15.0, 15.0));
+}
+
+fn time_of(s: u32, len: u32, reverse: u32) -> u32 {
+    if reverse != 0u {
+        return len - 1u - s;
+    }
+    return s;
+}
+
+// The sequence length, made workgroup-uniform so that loop bounds derived
+// from it may contain barriers.
+fn uniform_len(b: u32, lid: u32) -> u32 {
+    if lid == 0u {
+        len_sh = lengths[b];
+    }
+    return workgroupUniformLoad(&len_sh);
+}
+
+// W_hh[r, k .. k+3] from global memory, zero past column H. Indices are
+// clamped into the row, so no load is out of bounds and no branch is taken.
+fn w4(whh: u32, r: u32, k: u32) -> vec4<f32> {
+    let base = whh + r * H;
+    let last = base + H - 1u;
+    let v = vec4<f32>(w[min(base + k, last)], w[min(base + k + 1u, last)],
+                      w[min(base + k + 2u, last)], w[min(base + k + 3u, last)]);
+    return select(vec4<f32>(0.0), v, vec4<u32>(k, k + 1u, k + 2u, k + 3u) < vec4<u32>(H));
+}
+
+fn load_w_shared(whh: u32, lid: u32) {
+    for (var q = lid; q < 4u * H * HP4; q += WG) {
+        let r = q / HP4;
+        w_sh[q] = w4(whh, r, (q % HP4) * 4u);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn forward(@builtin(workgroup_id) wid: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let b = wid.x;
+    let dr = p.dirs[wid.y];
+    let len = uniform_len(b, lid);
+    if W_SHARED {
+        load_w_shared(dr.whh_off, lid);
+    }
+    let bsz = p.batch;
+    let gates_len = p.seq * bsz * 4u * H;
+    let c_base = dr.cache_off + gates_len;
+    let hp_base = c_base + p.seq * bsz * H;
+    let s_end = min(p.s_end, len);
+    // h_{t-1} and c_{t-1} of the first step: the initial state, or what the
+    // previous chunk left in the layer output and the cache.
+    for (var j = lid; j < HP; j += WG) {
+        var hv = 0.0;
+        if j < H && p.s_begin < s_end {
+            if p.s_begin == 0u {
+                hv = state_in[dr.state_off + b * H + j];
+            } else {
+                let tp = time_of(p.s_begin - 1u, len, dr.reverse);
+                hv = out[(tp * bsz + b) * p.out_stride + dr.out_col + j];
+            }
+        }
+        h_sh[j] = hv;
+        h_sh[HP + j] = 0.0;
+    }
+    for (var u = 0u; u < UNITS; u++) {
+        let j = lid + u * WG;
+        if j < H && p.s_begin < s_end {
+            if p.s_begin == 0u {
+                c_sh[j] = state_in[p.state_stride + dr.state_off + b * H + j];
+            } else {
+                let tp = time_of(p.s_begin - 1u, len, dr.reverse);
+                c_sh[j] = cache[c_base + (tp * bsz + b) * H + j];
+            }
+        }
+    }
+    var cur = 0u;
+    for (var s = p.s_begin; s < s_end; s++) {
+        // h_sh[cur] is complete, and nobody still reads h_sh[1 - cur].
+        workgroupBarrier();
+        let t = time_of(s, len, dr.reverse);
+        let row = t * bsz + b;
+        let hb = cur * HP;
+        let hn = (1u - cur) * HP;
+        for (var u = 0u; u < UNITS; u++) {
+            let j = lid + u * WG;
+            if j >= H {
+                break;
+            }
+            let pb = dr.pre_off + row * 4u * H;
+            var ai = pre[pb + j];
+            var af = pre[pb + H + j];
+            var ag = pre[pb + 2u * H + j];
+            var ao = pre[pb + 3u * H + j];
+            if W_SHARED {
+                for (var q = 0u; q < HP4; q++) {
+                    let k = hb + 4u * q;
+                    let hv = vec4<f32>(h_sh[k], h_sh[k + 1u], h_sh[k + 2u], h_sh[k + 3u]);
+                    ai += dot(w_sh[j * HP4 + q], hv);
+                    af += dot(w_sh[(H + j) * HP4 + q], hv);
+                    ag += dot(w_sh[(2u * H + j) * HP4 + q], hv);
+                    ao += dot(w_sh[(3u * H + j) * HP4 + q], hv);
+                }
+            } else {
+                let wi = dr.whh_off + j * H;
+                let wf = wi + H * H;
+                let wg = wf + H * H;
+                let wo = wg + H * H;
+                for (var q = 0u; q < H / 4u; q++) {
+                    let k = 4u * q;
+                    let hv = vec4<f32>(h_sh[hb + k], h_sh[hb + k + 1u], h_sh[hb + k + 2u],
+                                       h_sh[hb + k + 3u]);
+                    ai += dot(vec4<f32>(w[wi + k], w[wi + k + 1u], w[wi + k + 2u], w[wi + k + 3u]), hv);
+                    af += dot(vec4<f32>(w[wf + k], w[wf + k + 1u], w[wf + k + 2u], w[wf + k + 3u]), hv);
+                    ag += dot(vec4<f32>(w[wg + k], w[wg + k + 1u], w[wg + k + 2u], w[wg + k + 3u]), hv);
+                    ao += dot(vec4<f32>(w[wo + k], w[wo + k + 1u], w[wo + k + 2u], w[wo + k + 3u]), hv);
+                }
+                for (var k = H & ~3u; k < H; k++) {
+                    let hv = h_sh[hb + k];
+                    ai += w[wi + k] * hv;
+                    af += w[wf + k] * hv;
+                    ag += w[wg + k] * hv;
+                    ao += w[wo + k] * hv;
+                }
+            }
+            let i = sigmoid(ai);
+            let f = sigmoid(af);
+            let g = tanh_s(ag);
+            let o = sigmoid(ao);
+            let c = f * c_sh[j] + i * g;
+            let h = o * tanh_s(c);
+            c_sh[j] = c;
+            h_sh[hn + j] = h;
+            out[row * p.out_stride + dr.out_col + j] = h;
+            let gb = dr.cache_off + row * 4u * H;
+            cache[gb + j] = i;
+            cache[gb + H + j] = f;
+            cache[gb + 2u * H + j] = g;
+            cache[gb + 3u * H + j] = o;
+            cache[c_base + row * H + j] = c;
+            cache[hp_base + row * H + j] = h_sh[hb + j];
+            if s + 1u == len {
+                let sb = dr.state_off + b * H + j;
+                state_out[sb] = h;
+                state_out[p.state_stride + sb] = c;
+            }
+        }
+        cur = 1u - cur;
+    }
+}
+
+// dhr_sh[k] = sum_r dg_sh[r] * W_hh[r, k] for the column groups this
+// invocation owns: four rows per iteration, a vec4 of columns each. From
+// global memory, whole groups take plain loads and only the group past
+// column H takes the clamped ones.
+fn dh_through_whh(whh: u32, lid: u32) {
+    for (var q = lid; q < HP4; q += WG) {
+        let k = 4u * q;
+        var acc = vec4<f32>(0.0);
+        if W_SHARED {
+            for (var r4 = 0u; r4 < H; r4++) {
+                let r = 4u * r4;
+                acc += dg_sh[r] * w_sh[r * HP4 + q] + dg_sh[r + 1u] * w_sh[(r + 1u) * HP4 + q]
+                     + dg_sh[r + 2u] * w_sh[(r + 2u) * HP4 + q]
+                     + dg_sh[r + 3u] * w_sh[(r + 3u) * HP4 + q];
+            }
+        } else if k + 3u < H {
+            for (var r4 = 0u; r4 < H; r4++) {
+                let r = 4u * r4;
+                let a = whh + r * H + k;
+                let b = a + H;
+                let c = b + H;
+                let d = c + H;
+                acc += dg_sh[r] * vec4<f32>(w[a], w[a + 1u], w[a + 2u], w[a + 3u])
+                     + dg_sh[r + 1u] * vec4<f32>(w[b], w[b + 1u], w[b + 2u], w[b + 3u])
+                     + dg_sh[r + 2u] * vec4<f32>(w[c], w[c + 1u], w[c + 2u], w[c + 3u])
+                     + dg_sh[r + 3u] * vec4<f32>(w[d], w[d + 1u], w[d + 2u], w[d + 3u]);
+            }
+        } else {
+            for (var r4 = 0u; r4 < H; r4++) {
+                let r = 4u * r4;
+                acc += dg_sh[r] * w4(whh, r, k) + dg_sh[r + 1u] * w4(whh, r + 1u, k)
+                     + dg_sh[r + 2u] * w4(whh, r + 2u, k) + dg_sh[r + 3u] * w4(whh, r + 3u, k);
+            }
+        }
+        dhr_sh[k] = acc.x;
+        dhr_sh[k + 1u] = acc.y;
+        dhr_sh[k + 2u] = acc.z;
+        dhr_sh[k + 3u] = acc.w;
+    }
+}
+
+// Backward over the steps [s_begin, s_end) in reverse, for every chain at
+// once; the chunk holding step 0 also writes the initial-state gradients
+// (grad_h0 = dgates_0 * W_hh, grad_c0 = dc_0 * f_0). Padded steps write
+// nothing: their dgates stay at the zero the buffer was cleared to.
+@compute @workgroup_size(WG)
+fn backward(@builtin(workgroup_id) wid: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let b = wid.x;
+    let dr = p.dirs[wid.y];
+    let len = uniform_len(b, lid);
+    if W_SHARED {
+        load_w_shared(dr.whh_off, lid);
+    }
+    let bsz = p.batch;
+    let gates_len = p.seq * bsz * 4u * H;
+    let c_base = dr.cache_off + gates_len;
+    let dc_base = dr.dg_off + gates_len;
+    let top = min(p.s_end, len);
+    if top > p.s_begin {
+        if top < len {
+            // Step `top` ran in the previous chunk: rebuild its recurrent
+            // gradients from the dgates and dc it wrote.
+            let row1 = time_of(top, len, dr.reverse) * bsz + b;
+            for (var r = lid; r < 4u * H; r += WG) {
+                dg_sh[r] = dg[dr.dg_off + row1 * 4u * H + r];
+            }
+            for (var u = 0u; u < UNITS; u++) {
+                let j = lid + u * WG;
+                if j < H {
+                    dcr_sh[j] = dg[dc_base + row1 * H + j] * cache[dr.cache_off + row1 * 4u * H + H + j];
+                }
+            }
+            workgroupBarrier();
+            dh_through_whh(dr.whh_off, lid);
+        } else {
+            for (var u = 0u; u < UNITS; u++) {
+                let j = lid + u * WG;
+                if j < H {
+                    let sb = dr.state_off + b * H + j;
+                    dhr_sh[j] = gstate_in[sb];
+                    dcr_sh[j] = gstate_in[p.state_stride + sb];
+                }
+            }
+        }
+    }
+    for (var s1 = top; s1 > p.s_begin; s1--) {
+        let s = s1 - 1u;
+        // dhr_sh is complete, and dg_sh is free to overwrite.
+        workgroupBarrier();
+        let t = time_of(s, len, dr.reverse);
+        let row = t * bsz + b;
+        let gb = dr.cache_off + row * 4u * H;
+        let db = dr.dg_off + row * 4u * H;
+        for (var u = 0u; u < UNITS; u++) {
+            let j = lid + u * WG;
+            if j >= H {
+                break;
+            }
+            let dh = dy[row * p.out_stride + dr.out_col + j] + dhr_sh[j];
+            let i = cache[gb + j];
+            let f = cache[gb + H + j];
+            let g = cache[gb + 2u * H + j];
+            let o = cache[gb + 3u * H + j];
+            let tc = tanh_s(cache[c_base + row * H + j]);
+            var c_prev: f32;
+            if s == 0u {
+                c_prev = state_in[p.state_stride + dr.state_off + b * H + j];
+            } else {
+                let rowp = time_of(s - 1u, len, dr.reverse) * bsz + b;
+                c_prev = cache[c_base + rowp * H + j];
+            }
+            let dc = dh * o * (1.0 - tc * tc) + dcr_sh[j];
+            let d_o = dh * tc;
+            let gi = dc * g * i * (1.0 - i);
+            let gf = dc * c_prev * f * (1.0 - f);
+            let gg = dc * i * (1.0 - g * g);
+            let go = d_o * o * (1.0 - o);
+            dg[db + j] = gi;
+            dg[db + H + j] = gf;
+            dg[db + 2u * H + j] = gg;
+            dg[db + 3u * H + j] = go;
+            dg[dc_base + row * H + j] = dc;
+            dg_sh[j] = gi;
+            dg_sh[H + j] = gf;
+            dg_sh[2u * H + j] = gg;
+            dg_sh[3u * H + j] = go;
+            dcr_sh[j] = dc * f;
+        }
+        // dg_sh is complete.
+        workgroupBarrier();
+        dh_through_whh(dr.whh_off, lid);
+    }
+    if p.s_begin == 0u {
+        workgroupBarrier();
+        for (var u = 0u; u < UNITS; u++) {
+            let j = lid + u * WG;
+            if j < H {
+                let sb = dr.state_off + b * H + j;
+                gstate_out[sb] = dhr_sh[j];
+                gstate_out[p.state_stride + sb] = dcr_sh[j];
+            }
+        }
+    }
+}

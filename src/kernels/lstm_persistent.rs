@@ -1,0 +1,495 @@
+//! Wrapper of `shaders/lstm_persistent.wgsl`: the persistent time loop. One
+//! dispatch runs every step of a layer (both directions, every sequence:
+//! one workgroup per chain) forward, and one runs them all backward
+//! including the initial-state gradients, where the per-step cell
+//! ([`super::lstm_cell`]) needs T and T + 1 dispatches per direction.
+//!
+//! It writes the per-step kernel's cache and gradient layouts, so the
+//! schedule swaps one for the other without touching anything else.
+
+use super::lstm_cell::{CellBackward, CellForward, CellShape};
+use super::u32_of;
+use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+const SRC: &str = include_str!("../../shaders/lstm_persistent.wgsl");
+
+/// Environment variable forcing the cell path: `per-step` or `persistent`.
+pub const PATH_ENV: &str = "LSTM_WGPU_CELL_PATH";
+
+/// Largest workgroup the kernel asks for; every WebGPU adapter offers 256.
+const MAX_WG: usize = 256;
+
+/// Which kernel runs the recurrent time loop of the plain cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CellPath {
+    /// One fused cell dispatch per (layer, direction, step).
+    PerStep,
+    /// One dispatch per layer and pass looping over the steps
+    /// (`lstm_persistent.wgsl`), split into chunks only where the driver
+    /// caps loop iterations.
+    Persistent,
+}
+
+impl CellPath {
+    /// `"per-step"` or `"persistent"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CellPath::PerStep => "per-step",
+            CellPath::Persistent => "persistent",
+        }
+    }
+
+    /// Parses [`CellPath::as_str`]'s names.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "per-step" => Ok(CellPath::PerStep),
+            "persistent" => Ok(CellPath::Persistent),
+            _ => Err(Error::Invalid(format!(
+                "unknown cell path `{s}`: expected `per-step` or `persistent`"
+            ))),
+        }
+    }
+
+    /// The path forced by [`PATH_ENV`], if set (unset or empty: `None`,
+    /// the automatic choice).
+    pub fn from_env() -> Result<Option<Self>> {
+        match std::env::var(PATH_ENV) {
+            Ok(v) if !v.is_empty() => Self::parse(&v)
+                .map(Some)
+                .map_err(|e| Error::Invalid(format!("{PATH_ENV}: {e}"))),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl std::fmt::Display for CellPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The most loop iterations one shader invocation may run on this adapter,
+/// when the driver caps them: Mesa's llvmpipe (lavapipe) silently ends all
+/// loops of an invocation after 65,535 iterations in total, counted over
+/// every loop it runs (nested and consecutive alike; barriers do not reset
+/// the count). Real GPUs have no such cap.
+pub fn loop_iteration_cap(info: &wgpu::AdapterInfo) -> Option<usize> {
+    let llvmpipe = |s: &str| s.to_ascii_lowercase().contains("llvmpipe");
+    (llvmpipe(&info.name) || llvmpipe(&info.driver)).then_some(65_535)
+}
+
+/// The automatic choice by shape (measured on lavapipe, reasoned for
+/// GPUs; see the README's "Persistent time loop"). On adapters that cap
+/// loop iterations (lavapipe, a CPU) dispatches are cheap next to the
+/// arithmetic, and the persistent loop only wins where W_hh lives in
+/// workgroup memory. On GPUs a step of a small layer is latency-bound (one
+/// dispatch and barrier per step), so the persistent loop wins while one
+/// workgroup per chain can still do a step's work quickly: H <= 256, where
+/// a direction's W_hh (at most 1 MiB) stays in L2.
+pub fn prefers_persistent(ctx: &GpuContext, hidden: usize) -> bool {
+    if loop_iteration_cap(&ctx.info).is_some() {
+        w_on_chip(ctx, hidden)
+    } else {
+        hidden <= 256
+    }
+}
+
+/// Whether W_hh (4H x H) fits in workgroup memory with a quarter of it to
+/// spare beside the kernel's other arrays, so that the driver can still
+/// keep more than one workgroup resident.
+fn w_on_chip(ctx: &GpuContext, hidden: usize) -> bool {
+    let shared = ctx.limits.max_compute_workgroup_storage_size as usize;
+    Spec::base_bytes(hidden) + Spec::w_bytes(hidden) <= shared / 4 * 3
+}
+
+/// Specialisation of the kernel for one hidden size on one adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Spec {
+    /// Hidden size H.
+    pub hidden: usize,
+    /// Invocations per workgroup.
+    pub wg: usize,
+    /// W_hh is copied into workgroup memory.
+    pub w_shared: bool,
+}
+
+impl Spec {
+    fn units(&self) -> usize {
+        self.hidden.div_ceil(self.wg)
+    }
+
+    fn hp(&self) -> usize {
+        self.hidden.next_multiple_of(4)
+    }
+
+    /// Workgroup memory of the larger entry point, without W_hh.
+    fn base_bytes(h: usize) -> usize {
+        let hp = h.next_multiple_of(4);
+        let fwd = 3 * hp + 1;
+        let bwd = 4 * h + 2 * hp + 1;
+        4 * fwd.max(bwd)
+    }
+
+    fn w_bytes(h: usize) -> usize {
+        4 * 4 * h * h.next_multiple_of(4)
+    }
+
+    /// Upper bounds on the loop iterations of one invocation (each loop
+    /// counted with two extra evaluations of its condition): before the
+    /// first step, per step, and after the last, forward and backward.
+    fn iterations(&self) -> ([usize; 3], [usize; 3]) {
+        let (h, wg, units) = (self.hidden, self.wg, self.units());
+        let hp4 = self.hp() / 4;
+        let lp = |n: usize| n + 2;
+        let w_load = if self.w_shared {
+            lp((4 * h * hp4).div_ceil(wg))
+        } else {
+            0
+        };
+        let dot = if self.w_shared {
+            lp(hp4)
+        } else {
+            lp(h / 4) + lp(h % 4)
+        };
+        let fwd_setup = w_load + lp(self.hp().div_ceil(wg)) + lp(units);
+        let fwd_step = 1 + lp(units) + units * dot;
+        let matvec = lp(hp4.div_ceil(wg)) + hp4.div_ceil(wg) * lp(h);
+        let bwd_setup = w_load + lp((4 * h).div_ceil(wg)) + 2 * lp(units) + matvec;
+        let bwd_step = 1 + lp(units) + matvec;
+        ([fwd_setup, fwd_step, 0], [bwd_setup, bwd_step, lp(units)])
+    }
+
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        let (h, hp) = (self.hidden, self.hp());
+        vec![
+            ("H", h as f64),
+            ("WG", self.wg as f64),
+            ("UNITS", self.units() as f64),
+            ("HP", hp as f64),
+            ("HP4", (hp / 4) as f64),
+            ("H2", (2 * hp) as f64),
+            ("G4", (4 * h) as f64),
+            ("W_SHARED", f64::from(u8::from(self.w_shared))),
+            (
+                "W_LEN",
+                if self.w_shared {
+                    (4 * h * hp / 4) as f64
+                } else {
+                    1.0
+                },
+            ),
+        ]
+    }
+}
+
+/// How a layer's time loop runs on the persistent path: the kernel
+/// specialisation and the steps per dispatch forward and backward (T on
+/// adapters without a loop cap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PersistentLayout {
+    /// The kernel specialisation.
+    pub spec: Spec,
+    /// Steps per forward dispatch.
+    pub fwd_chunk: usize,
+    /// Steps per backward dispatch.
+    pub bwd_chunk: usize,
+    /// Sequence length T.
+    pub seq: usize,
+}
+
+impl PersistentLayout {
+    /// Forward dispatches per layer.
+    pub fn fwd_dispatches(&self) -> usize {
+        self.seq.div_ceil(self.fwd_chunk)
+    }
+
+    /// Backward dispatches per layer (initial-state gradients included).
+    pub fn bwd_dispatches(&self) -> usize {
+        self.seq.div_ceil(self.bwd_chunk)
+    }
+}
+
+/// The persistent kernel family, compiled per [`Spec`] on first use.
+pub struct LstmPersistent {
+    module: wgpu::ShaderModule,
+    kernels: Mutex<HashMap<Spec, Arc<[Kernel; 2]>>>,
+    /// Steps per dispatch at most, 0 for no limit of our own.
+    max_chunk: AtomicUsize,
+}
+
+impl LstmPersistent {
+    /// Parses the module; pipelines are compiled per hidden size later.
+    pub fn new(ctx: &GpuContext) -> Self {
+        Self {
+            module: module(ctx, "lstm_persistent", SRC),
+            kernels: Mutex::new(HashMap::new()),
+            max_chunk: AtomicUsize::new(0),
+        }
+    }
+
+    /// Caps the steps per dispatch below what the adapter allows (`None`:
+    /// no cap of our own), so that tests exercise chunked time loops on any
+    /// adapter. Applies to plans built afterwards.
+    pub fn set_max_chunk(&self, steps: Option<usize>) {
+        self.max_chunk
+            .store(steps.map_or(0, |s| s.max(1)), Ordering::Relaxed);
+    }
+
+    /// How the persistent path would run H = `hidden` over `seq` steps of
+    /// `batch` sequences in `dirs` directions on this adapter, or why it
+    /// cannot (workgroup memory, grid or loop-cap limits).
+    pub fn layout(
+        &self,
+        ctx: &GpuContext,
+        hidden: usize,
+        batch: usize,
+        dirs: usize,
+        seq: usize,
+    ) -> Result<PersistentLayout> {
+        let lim = &ctx.limits;
+        let cannot = |why: String| {
+            Err(Error::Invalid(format!(
+                "the persistent cell path cannot run H = {hidden}, B = {batch}, T = {seq} on \
+                 this adapter: {why}"
+            )))
+        };
+        let max_wg = MAX_WG
+            .min(lim.max_compute_invocations_per_workgroup as usize)
+            .min(lim.max_compute_workgroup_size_x as usize);
+        // Whole SIMD groups of 32, no more than the hidden units need.
+        let wg = hidden.next_multiple_of(32).min(max_wg).max(1);
+        let grid = lim.max_compute_workgroups_per_dimension as usize;
+        if batch > grid || dirs > grid {
+            return cannot(format!("{batch} workgroups exceed the grid limit {grid}"));
+        }
+        let shared = lim.max_compute_workgroup_storage_size as usize;
+        let base = Spec::base_bytes(hidden);
+        if base > shared {
+            return cannot(format!(
+                "it needs {base} bytes of workgroup memory, the adapter has {shared}"
+            ));
+        }
+        let w_shared = w_on_chip(ctx, hidden);
+        let spec = Spec {
+            hidden,
+            wg,
+            w_shared,
+        };
+        let (f, b) = spec.iterations();
+        let chunk = |it: [usize; 3]| -> Option<usize> {
+            let mut c = seq.max(1);
+            if let Some(cap) = loop_iteration_cap(&ctx.info) {
+                // A sixteenth of margin on top of the bounds above.
+                let budget = (cap - cap / 16).checked_sub(it[0] + it[2])?;
+                c = c.min(budget / it[1]);
+            }
+            let m = self.max_chunk.load(Ordering::Relaxed);
+            if m > 0 {
+                c = c.min(m);
+            }
+            (c > 0).then_some(c)
+        };
+        match (chunk(f), chunk(b)) {
+            (Some(fwd_chunk), Some(bwd_chunk)) => Ok(PersistentLayout {
+                spec,
+                fwd_chunk,
+                bwd_chunk,
+                seq,
+            }),
+            _ => cannot("one step needs more loop iterations than the driver allows".into()),
+        }
+    }
+
+    /// The path of a plain-cell layer stack: the persistent layout, or
+    /// `None` for one dispatch per step. `forced` (from
+    /// [`crate::kernels::Kernels::cell_path`]) overrides the choice by shape;
+    /// a forced persistent path that cannot run on this adapter is an
+    /// error, the automatic choice falls back to per-step instead.
+    pub fn select(
+        &self,
+        ctx: &GpuContext,
+        forced: Option<CellPath>,
+        hidden: usize,
+        batch: usize,
+        dirs: usize,
+        seq: usize,
+    ) -> Result<Option<PersistentLayout>> {
+        match forced {
+            Some(CellPath::PerStep) => Ok(None),
+            Some(CellPath::Persistent) => self.layout(ctx, hidden, batch, dirs, seq).map(Some),
+            None if prefers_persistent(ctx, hidden) => {
+                Ok(self.layout(ctx, hidden, batch, dirs, seq).ok())
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn kernels(&self, ctx: &GpuContext, spec: Spec) -> Arc<[Kernel; 2]> {
+        let mut cache = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry(spec)
+            .or_insert_with(|| {
+                use Binding::{Read, ReadWrite};
+                let c = spec.constants();
+                let fwd = Kernel::new(
+                    ctx,
+                    &self.module,
+                    "forward",
+                    &[
+                        (1, Read),
+                        (2, Read),
+                        (3, Read),
+                        (4, Read),
+                        (5, ReadWrite),
+                        (6, ReadWrite),
+                        (7, ReadWrite),
+                    ],
+                    &c,
+                );
+                let bwd = Kernel::new(
+                    ctx,
+                    &self.module,
+                    "backward",
+                    &[
+                        (2, Read),
+                        (3, Read),
+                        (4, Read),
+                        (6, ReadWrite),
+                        (8, Read),
+                        (9, Read),
+                        (10, ReadWrite),
+                        (11, ReadWrite),
+                    ],
+                    &c,
+                );
+                Arc::new([fwd, bwd])
+            })
+            .clone()
+    }
+
+    /// The uniform block of the steps [s_begin, s_end) of the directions
+    /// `shapes` (one or two, as [`CellShape`]s of the per-step kernel).
+    fn params(shapes: &[CellShape], s_begin: usize, s_end: usize) -> Result<Vec<u32>> {
+        let s = &shapes[0];
+        let mut p = vec![
+            u32_of("batch", s.batch)?,
+            u32_of("sequence length", s.seq)?,
+            u32_of("step", s_begin)?,
+            u32_of("step", s_end)?,
+            u32_of("output stride", s.out_stride)?,
+            u32_of("state stride", s.state_stride)?,
+            0,
+            0,
+        ];
+        for d in 0..2 {
+            match shapes.get(d) {
+                Some(s) => p.extend([
+                    u32_of("pre-gates offset", s.pre_off)?,
+                    u32_of("W_hh offset", s.whh_off)?,
+                    u32_of("cache offset", s.cache_off)?,
+                    u32_of("gradient offset", s.dg_off)?,
+                    u32_of("state offset", s.state_off)?,
+                    u32_of("output column", s.out_col)?,
+                    u32::from(s.reverse),
+                    0,
+                ]),
+                None => p.extend([0; 8]),
+            }
+        }
+        Ok(p)
+    }
+
+    fn check(lay: &PersistentLayout, shapes: &[CellShape]) -> Result<()> {
+        let ok = matches!(shapes.len(), 1 | 2)
+            && shapes.iter().all(|s| {
+                s.hidden == lay.spec.hidden
+                    && s.seq == lay.seq
+                    && s.batch == shapes[0].batch
+                    && s.out_stride == shapes[0].out_stride
+                    && s.state_stride == shapes[0].state_stride
+            });
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Invalid(
+                "persistent cell: the directions' shapes differ from the layout".into(),
+            ))
+        }
+    }
+
+    /// Forward time loop of one layer, every direction in `shapes` at once:
+    /// `lay.fwd_dispatches()` dispatches, in order.
+    pub fn forward(
+        &self,
+        ctx: &GpuContext,
+        lay: &PersistentLayout,
+        shapes: &[CellShape],
+        b: &CellForward<'_>,
+    ) -> Result<Vec<Dispatch>> {
+        Self::check(lay, shapes)?;
+        let k = self.kernels(ctx, lay.spec);
+        let groups = (shapes[0].batch as u32, shapes.len() as u32);
+        (0..lay.seq)
+            .step_by(lay.fwd_chunk)
+            .map(|s0| {
+                let p = Self::params(shapes, s0, (s0 + lay.fwd_chunk).min(lay.seq))?;
+                Ok(k[0].dispatch(
+                    ctx,
+                    &p,
+                    &[
+                        b.pre,
+                        b.params,
+                        b.state_in,
+                        b.lengths,
+                        b.out,
+                        b.cache,
+                        b.state_out,
+                    ],
+                    groups,
+                ))
+            })
+            .collect()
+    }
+
+    /// Backward time loop of one layer and the initial-state gradients,
+    /// every direction in `shapes` at once: `lay.bwd_dispatches()`
+    /// dispatches, in order (last steps first).
+    pub fn backward(
+        &self,
+        ctx: &GpuContext,
+        lay: &PersistentLayout,
+        shapes: &[CellShape],
+        b: &CellBackward<'_>,
+    ) -> Result<Vec<Dispatch>> {
+        Self::check(lay, shapes)?;
+        let k = self.kernels(ctx, lay.spec);
+        let groups = (shapes[0].batch as u32, shapes.len() as u32);
+        let starts: Vec<usize> = (0..lay.seq).step_by(lay.bwd_chunk).collect();
+        starts
+            .into_iter()
+            .rev()
+            .map(|s0| {
+                let p = Self::params(shapes, s0, (s0 + lay.bwd_chunk).min(lay.seq))?;
+                Ok(k[1].dispatch(
+                    ctx,
+                    &p,
+                    &[
+                        b.params,
+                        b.state_in,
+                        b.lengths,
+                        b.cache,
+                        b.dy,
+                        b.gstate_in,
+                        b.dg,
+                        b.gstate_out,
+                    ],
+                    groups,
+                ))
+            })
+            .collect()
+    }
+}

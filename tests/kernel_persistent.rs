@@ -1,0 +1,608 @@
+//! The persistent time loop (`shaders/lstm_persistent.wgsl`) against the f64
+//! reference and against the per-step cell: outputs, h_n/c_n and every
+//! gradient over hidden sizes with W_hh in workgroup memory (32, 33) and in
+//! global memory (64, 256, 512), batches 1..32, T = 1, 7, 40, 1–3 layers,
+//! bidirectional, unequal lengths with a length-1 sequence, with and without
+//! bias and initial states; chunked time loops (forced, and lavapipe's own
+//! for its loop-iteration cap); bit-identical reruns; adapter limits.
+//!
+//! Tolerance: max |gpu - ref| / max |ref| <= 1e-4 per tensor, as for the
+//! per-step path (f32 kernels against f64 math). Persistent and per-step
+//! sum the recurrent products in different orders, so they agree to f32
+//! rounding (checked at 1e-5), not bit for bit; a chunked run and an
+//! unchunked one run the same arithmetic and must agree bit for bit.
+
+mod common;
+
+use common::*;
+use lstm_wgpu::kernels::lstm_persistent::{CellPath, loop_iteration_cap, prefers_persistent};
+use lstm_wgpu::norm::Norm;
+use lstm_wgpu::reference::{self, RefConfig, RefInputs, RefUpstream, Rng};
+use lstm_wgpu::{Batch, Grads, Lstm, LstmConfig, LstmModel, Outputs, Upstream};
+use std::sync::Arc;
+
+const TOL: f64 = 1e-4;
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    layers: usize,
+    bidir: bool,
+    bias: bool,
+    input: usize,
+    hidden: usize,
+    seq: usize,
+    batch: usize,
+    states: bool,
+    lengths: bool,
+}
+
+/// Host data of a case: reference weights (rounded to f32), inputs and
+/// upstream gradients.
+struct Data {
+    rc: RefConfig,
+    w: reference::RefWeights,
+    rin: RefInputs,
+    up: RefUpstream,
+}
+
+fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+fn data(c: Case, seed: u64) -> Data {
+    let rc = RefConfig {
+        input_size: c.input,
+        hidden_size: c.hidden,
+        num_layers: c.layers,
+        bidirectional: c.bidir,
+        bias: c.bias,
+    };
+    let mut rng = Rng::new(seed);
+    let mut w = reference::random_weights(&rc, &mut rng);
+    for cell in &mut w.cells {
+        round_f32(&mut cell.w_ih);
+        round_f32(&mut cell.w_hh);
+        for b in [&mut cell.b_ih, &mut cell.b_hh].into_iter().flatten() {
+            round_f32(b);
+        }
+    }
+    let (t, n) = (c.seq, c.batch);
+    let sl = c.layers * rc.dirs() * n * c.hidden;
+    let mut vec = |len: usize| {
+        let mut v = rng.vec(len, -1.0, 1.0);
+        round_f32(&mut v);
+        v
+    };
+    let x = vec(t * n * c.input);
+    let (h0, c0) = if c.states {
+        (Some(vec(sl)), Some(vec(sl)))
+    } else {
+        (None, None)
+    };
+    let up = RefUpstream {
+        grad_output: vec(t * n * rc.dirs() * c.hidden),
+        grad_h_n: vec(sl),
+        grad_c_n: vec(sl),
+    };
+    // Sequence 0 is full, the last has length 1 (when B > 1), the rest vary.
+    let lengths = c.lengths.then(|| {
+        (0..n)
+            .map(|b| match b {
+                0 => t,
+                b if b + 1 == n => 1,
+                b => 1 + (b * 7 + 3) % t,
+            })
+            .collect()
+    });
+    let rin = RefInputs {
+        seq_len: t,
+        batch: n,
+        x,
+        h0,
+        c0,
+        lengths,
+    };
+    Data { rc, w, rin, up }
+}
+
+/// Runs forward and backward on the GPU with the path forced, returning the
+/// results and the dispatches per (forward, backward) pass.
+fn run_gpu(
+    ctx: &Arc<lstm_wgpu::GpuContext>,
+    d: &Data,
+    path: CellPath,
+    max_chunk: Option<usize>,
+) -> (Outputs, Grads, (usize, usize)) {
+    let model = LstmModel::from_tensors(ctx, &ref_to_tensors(&d.rc, &d.w))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+    lstm.set_cell_path(Some(path));
+    lstm.kernels().persistent.set_max_chunk(max_chunk);
+    let (t, n) = (d.rin.seq_len, d.rin.batch);
+    let x = f32s(&d.rin.x);
+    let h0 = d.rin.h0.as_deref().map(f32s);
+    let c0 = d.rin.c0.as_deref().map(f32s);
+    let batch = Batch {
+        input: &x,
+        seq_len: t,
+        batch: n,
+        batch_first: false,
+        h0: h0.as_deref(),
+        c0: c0.as_deref(),
+        lengths: d.rin.lengths.as_deref(),
+    };
+    let (go, gh, gc) = (
+        f32s(&d.up.grad_output),
+        f32s(&d.up.grad_h_n),
+        f32s(&d.up.grad_c_n),
+    );
+    let up = Upstream {
+        grad_output: &go,
+        grad_h_n: &gh,
+        grad_c_n: &gc,
+    };
+    let (out, grads) = lstm
+        .forward_backward(&batch, &up)
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let plan = lstm.plan(t, n).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.path, path, "the plan ran another path");
+    let counts = (plan.forward.len(), plan.backward.len());
+    (out, grads, counts)
+}
+
+/// Worst relative error, max |a - b| / max |b|.
+fn rel(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(
+            0f64,
+            |m, e| if e.is_nan() { f64::INFINITY } else { m.max(e) },
+        );
+    worst / scale
+}
+
+/// Every tensor of (out, grads) by name, in a fixed order.
+fn tensors(out: &Outputs, grads: &Grads) -> Vec<(String, Vec<f32>)> {
+    let mut v = vec![
+        ("output".to_string(), out.output.clone()),
+        ("h_n".to_string(), out.h_n.clone()),
+        ("c_n".to_string(), out.c_n.clone()),
+        ("grad.input".to_string(), grads.input.clone()),
+        ("grad.h0".to_string(), grads.h0.clone()),
+        ("grad.c0".to_string(), grads.c0.clone()),
+    ];
+    v.extend(
+        grads
+            .params
+            .iter()
+            .map(|t| (t.name.clone(), t.data.clone())),
+    );
+    v
+}
+
+/// The persistent path against the reference; returns the worst error.
+fn check_reference(label: &str, d: &Data, out: &Outputs, grads: &Grads) -> f64 {
+    let (rout, rgrad) = reference::backward(&d.rc, &d.w, &d.rin, &d.up);
+    let mut want: Vec<(String, Vec<f64>)> = vec![
+        ("output".into(), rout.output),
+        ("h_n".into(), rout.h_n),
+        ("c_n".into(), rout.c_n),
+        ("grad.input".into(), rgrad.input),
+        ("grad.h0".into(), rgrad.h0),
+        ("grad.c0".into(), rgrad.c0),
+    ];
+    for (i, cell) in rgrad.weights.cells.iter().enumerate() {
+        let (l, dir) = (i / d.rc.dirs(), i % d.rc.dirs());
+        let sfx = if dir == 1 { "_reverse" } else { "" };
+        want.push((format!("grad.weight_ih_l{l}{sfx}"), cell.w_ih.clone()));
+        want.push((format!("grad.weight_hh_l{l}{sfx}"), cell.w_hh.clone()));
+        if let (Some(bi), Some(bh)) = (&cell.b_ih, &cell.b_hh) {
+            want.push((format!("grad.bias_ih_l{l}{sfx}"), bi.clone()));
+            want.push((format!("grad.bias_hh_l{l}{sfx}"), bh.clone()));
+        }
+    }
+    let got = tensors(out, grads);
+    assert_eq!(got.len(), want.len(), "{label}: tensor count");
+    let mut worst = 0f64;
+    for (name, w) in &want {
+        let g = &got
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{label}: no {name}"))
+            .1;
+        assert_close(&format!("{label}: {name}"), g, w, TOL);
+        worst = worst.max(rel(g, w));
+    }
+    worst
+}
+
+/// Persistent against per-step, tensor by tensor.
+fn check_paths_agree(label: &str, a: &(Outputs, Grads), b: &(Outputs, Grads), tol: f64) -> f64 {
+    let mut worst = 0f64;
+    for ((name, x), (_, y)) in tensors(&a.0, &a.1).iter().zip(tensors(&b.0, &b.1)) {
+        let y64: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+        assert_close(
+            &format!("{label}: {name} persistent vs per-step"),
+            x,
+            &y64,
+            tol,
+        );
+        worst = worst.max(rel(x, &y64));
+    }
+    worst
+}
+
+fn bits(r: &(Outputs, Grads, (usize, usize))) -> Vec<(String, Vec<u32>)> {
+    tensors(&r.0, &r.1)
+        .into_iter()
+        .map(|(n, v)| (n, v.iter().map(|x| x.to_bits()).collect()))
+        .collect()
+}
+
+const BASE: Case = Case {
+    layers: 1,
+    bidir: false,
+    bias: true,
+    input: 5,
+    hidden: 32,
+    seq: 7,
+    batch: 3,
+    states: false,
+    lengths: false,
+};
+
+/// The grid against the reference, and each case against the per-step path.
+#[test]
+fn persistent_matches_reference_and_per_step() {
+    let ctx = ctx();
+    let cases = [
+        // W_hh in workgroup memory (on lavapipe's 32 KiB).
+        Case {
+            layers: 2,
+            bidir: true,
+            states: true,
+            lengths: true,
+            ..BASE
+        },
+        Case {
+            layers: 3,
+            bidir: true,
+            bias: false,
+            hidden: 33,
+            seq: 40,
+            states: true,
+            lengths: true,
+            ..BASE
+        },
+        // W_hh in global memory.
+        Case {
+            layers: 2,
+            hidden: 64,
+            input: 10,
+            seq: 40,
+            batch: 32,
+            lengths: true,
+            ..BASE
+        },
+        Case {
+            layers: 2,
+            bidir: true,
+            hidden: 64,
+            seq: 1,
+            batch: 1,
+            states: true,
+            ..BASE
+        },
+        Case {
+            bidir: true,
+            hidden: 256,
+            input: 16,
+            states: true,
+            lengths: true,
+            ..BASE
+        },
+        Case {
+            layers: 2,
+            hidden: 256,
+            input: 8,
+            batch: 32,
+            bias: false,
+            seq: 7,
+            ..BASE
+        },
+    ];
+    for (i, c) in cases.into_iter().enumerate() {
+        let label = format!("{c:?}");
+        let d = data(c, 500 + i as u64);
+        let (out, grads, counts) = run_gpu(&ctx, &d, CellPath::Persistent, None);
+        let e_ref = check_reference(&label, &d, &out, &grads);
+        let (pout, pgrads, pcounts) = run_gpu(&ctx, &d, CellPath::PerStep, None);
+        let e_paths = check_paths_agree(&label, &(out, grads), &(pout, pgrads), 1e-5);
+        eprintln!(
+            "H={} B={} T={} L={} bidir={}: vs reference {e_ref:.2e}, vs per-step {e_paths:.2e}; \
+             dispatches persistent {counts:?}, per-step {pcounts:?}",
+            c.hidden, c.batch, c.seq, c.layers, c.bidir
+        );
+    }
+}
+
+/// A time loop split into chunks of 3 steps (and of 1) computes exactly
+/// what one dispatch computes, and still matches the reference.
+#[test]
+fn chunked_time_loop_is_bit_identical() {
+    let ctx = ctx();
+    let c = Case {
+        layers: 2,
+        bidir: true,
+        hidden: 33,
+        seq: 40,
+        batch: 3,
+        states: true,
+        lengths: true,
+        ..BASE
+    };
+    let d = data(c, 77);
+    let whole = run_gpu(&ctx, &d, CellPath::Persistent, None);
+    let cells = c.layers * 2;
+    let bwd_rest = cells * 4;
+    for chunk in [3, 1] {
+        let part = run_gpu(&ctx, &d, CellPath::Persistent, Some(chunk));
+        let per_layer = c.seq.div_ceil(chunk);
+        assert_eq!(
+            part.2,
+            (
+                cells + c.layers * per_layer,
+                c.layers * per_layer + bwd_rest
+            ),
+            "chunk {chunk}: dispatch counts"
+        );
+        assert!(bits(&whole) == bits(&part), "chunk {chunk}: results differ");
+    }
+    let e = check_reference("chunked", &d, &whole.0, &whole.1);
+    eprintln!("chunked H=33 T=40: bit-identical to one dispatch; vs reference {e:.2e}");
+}
+
+/// A shape whose steps exceed lavapipe's loop-iteration cap in one
+/// dispatch: the layout splits it (there), and the results stay right.
+#[test]
+fn long_sequence_respects_the_loop_cap() {
+    let ctx = ctx();
+    let c = Case {
+        hidden: 512,
+        input: 4,
+        seq: 260,
+        batch: 2,
+        lengths: true,
+        ..BASE
+    };
+    let d = data(c, 91);
+    let (out, grads, counts) = run_gpu(&ctx, &d, CellPath::Persistent, None);
+    if loop_iteration_cap(&ctx.info).is_some() {
+        // One step costs ~270 (forward) and ~520 (backward) iterations here.
+        assert!(counts.0 > 2 && counts.1 > 5, "not chunked: {counts:?}");
+    }
+    let e = check_reference("H=512 T=260", &d, &out, &grads);
+    eprintln!("H=512 T=260 B=2: dispatches {counts:?}, vs reference {e:.2e}");
+}
+
+#[test]
+fn bit_identical_reruns() {
+    let ctx = ctx();
+    let d = data(
+        Case {
+            layers: 2,
+            bidir: true,
+            hidden: 64,
+            seq: 9,
+            batch: 4,
+            states: true,
+            lengths: true,
+            ..BASE
+        },
+        5,
+    );
+    let a = run_gpu(&ctx, &d, CellPath::Persistent, None);
+    let b = run_gpu(&ctx, &d, CellPath::Persistent, None);
+    assert!(bits(&a) == bits(&b), "reruns differ");
+}
+
+fn norm_model(ctx: &Arc<lstm_wgpu::GpuContext>, norm: Norm, h: usize) -> Lstm {
+    let cfg = LstmConfig {
+        input_size: 6,
+        hidden_size: h,
+        num_layers: 2,
+        bidirectional: true,
+        bias: true,
+    };
+    let model = LstmModel::init_with_norm(ctx, cfg, norm, 3).unwrap_or_else(|e| panic!("{e}"));
+    Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Between-layer norms run the persistent cell; normalized cells keep the
+/// per-step path even when persistent is forced.
+#[test]
+fn norm_variants_and_paths() {
+    let ctx = ctx();
+    let (t, n, h) = (6, 3, 32);
+    let x: Vec<f32> = (0..t * n * 6)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    let go: Vec<f32> = (0..t * n * 2 * h)
+        .map(|i| ((i * 53 % 97) as f32 / 48.0) - 1.0)
+        .collect();
+    let gs = vec![0.25f32; 4 * n * h];
+    let lens = [6, 4, 1];
+    let b = Batch {
+        input: &x,
+        seq_len: t,
+        batch: n,
+        batch_first: false,
+        h0: None,
+        c0: None,
+        lengths: Some(&lens),
+    };
+    let up = Upstream {
+        grad_output: &go,
+        grad_h_n: &gs,
+        grad_c_n: &gs,
+    };
+    let run = |path: CellPath| {
+        let mut m = norm_model(&ctx, Norm::Layer { last: true }, h);
+        m.set_cell_path(Some(path));
+        let r = m
+            .forward_backward(&b, &up)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.plan(t, n).map(|p| p.path).ok(), Some(path));
+        r
+    };
+    let e = check_paths_agree(
+        "layer norm between layers",
+        &run(CellPath::Persistent),
+        &run(CellPath::PerStep),
+        1e-5,
+    );
+    eprintln!("LayerNorm between layers: persistent vs per-step {e:.2e}");
+    let mut cell = norm_model(&ctx, Norm::LayerCell, h);
+    cell.set_cell_path(Some(CellPath::Persistent));
+    let plan = cell.plan(t, n).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.path, CellPath::PerStep);
+}
+
+/// A hidden size whose workgroup needs exceed the adapter: a forced
+/// persistent path is a clear error, the automatic choice runs per-step.
+#[test]
+fn adapter_limits_and_automatic_choice() {
+    let ctx = ctx();
+    let shared = ctx.limits.max_compute_workgroup_storage_size as usize;
+    // The backward needs (4H + 2H + 1) floats of workgroup memory.
+    let h = shared / 24 + 8;
+    let cfg = LstmConfig {
+        input_size: 1,
+        hidden_size: h,
+        num_layers: 1,
+        bidirectional: false,
+        bias: false,
+    };
+    let model = LstmModel::init_uniform(&ctx, cfg, 0).unwrap_or_else(|e| panic!("{e}"));
+    let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+    lstm.set_cell_path(Some(CellPath::Persistent));
+    let x = [0.5f32];
+    let b = Batch {
+        input: &x,
+        seq_len: 1,
+        batch: 1,
+        batch_first: false,
+        h0: None,
+        c0: None,
+        lengths: None,
+    };
+    let e = lstm.forward(&b).expect_err("must fail");
+    assert!(
+        e.to_string().contains("persistent cell path cannot run")
+            && e.to_string().contains("workgroup memory"),
+        "{e}"
+    );
+    lstm.set_cell_path(None);
+    lstm.forward(&b).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        lstm.plan(1, 1).map(|p| p.path).ok(),
+        Some(CellPath::PerStep)
+    );
+    // The automatic choice: small layers persistent on every adapter, a
+    // 512-wide one per-step on every adapter.
+    assert!(prefers_persistent(&ctx, 16));
+    assert!(!prefers_persistent(&ctx, 512));
+    assert_eq!(CellPath::parse("per-step").ok(), Some(CellPath::PerStep));
+    assert_eq!(CellPath::Persistent.as_str(), "persistent");
+    assert!(CellPath::parse("fast").is_err());
+}
+
+/// Timing of one forward + backward pass of the LSTM alone, per path (not a
+/// test: speed is never asserted). Run with
+/// `cargo test --release --test kernel_persistent -- --ignored --nocapture`;
+/// `LSTM_WGPU_TIMING=I,H,L,T,B[,D]` picks one shape instead of the set.
+#[test]
+#[ignore]
+fn timing_per_step_vs_persistent() {
+    let ctx = ctx();
+    let shapes: Vec<[usize; 6]> = match std::env::var("LSTM_WGPU_TIMING") {
+        Ok(s) => {
+            let mut v: Vec<usize> = s
+                .split(',')
+                .map(|x| x.trim().parse().expect("a number"))
+                .collect();
+            v.resize(6, 1);
+            vec![[v[0], v[1], v[2], v[3], v[4], v[5].max(1)]]
+        }
+        // ts, char, and H = 512, B = 64 (T = 16 to keep lavapipe runs short).
+        Err(_) => vec![
+            [10, 64, 2, 20, 32, 1],
+            [128, 256, 2, 64, 32, 1],
+            [512, 512, 2, 16, 64, 1],
+        ],
+    };
+    for [i, h, layers, t, n, dirs] in shapes {
+        let cfg = LstmConfig {
+            input_size: i,
+            hidden_size: h,
+            num_layers: layers,
+            bidirectional: dirs == 2,
+            bias: true,
+        };
+        let x: Vec<f32> = (0..t * n * i)
+            .map(|k| ((k * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let go = vec![0.01f32; t * n * dirs * h];
+        let gs = vec![0.01f32; layers * dirs * n * h];
+        let b = Batch {
+            input: &x,
+            seq_len: t,
+            batch: n,
+            batch_first: false,
+            h0: None,
+            c0: None,
+            lengths: None,
+        };
+        let up = Upstream {
+            grad_output: &go,
+            grad_h_n: &gs,
+            grad_c_n: &gs,
+        };
+        let mut line = format!("I={i} H={h} L={layers} T={t} B={n} D={dirs}:");
+        for path in [CellPath::PerStep, CellPath::Persistent] {
+            let model =
+                LstmModel::init_uniform(&ctx, cfg.clone(), 0).unwrap_or_else(|e| panic!("{e}"));
+            let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+            lstm.set_cell_path(Some(path));
+            lstm.forward_backward(&b, &up)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let reps = 3;
+            let mut ms = Vec::new();
+            for _ in 0..reps {
+                let plan = lstm.plan(t, n).unwrap_or_else(|e| panic!("{e}"));
+                let c = &ctx;
+                let start = std::time::Instant::now();
+                let mut enc = c.device.create_command_encoder(&Default::default());
+                plan.encode_forward(&mut enc);
+                plan.encode_backward(&mut enc);
+                c.queue.submit([enc.finish()]);
+                c.wait().unwrap_or_else(|e| panic!("{e}"));
+                ms.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+            ms.sort_by(f64::total_cmp);
+            let plan = lstm.plan(t, n).unwrap_or_else(|e| panic!("{e}"));
+            line += &format!(
+                "  {}: {:.1} ms ({} + {} dispatches)",
+                path,
+                ms[reps / 2],
+                plan.forward.len(),
+                plan.backward.len()
+            );
+        }
+        println!("{line}");
+    }
+}
