@@ -2,8 +2,21 @@
 // op(A) is [M, K], op(B) is [K, N]; all row-major with leading dimensions and
 // element offsets, so strided views (a direction's columns of an interleaved
 // bidirectional output) and transposed operands need no copies.
-// Each invocation computes a 4x4 register block: on lavapipe's 8-wide SIMD a
-// register block beats shared-memory tiles, whose barriers are emulated.
+//
+// Two entry points, chosen per adapter by src/kernels/gemm.rs:
+// - `gemm`: each invocation computes a 4x4 register block straight from
+//   global memory. Best on lavapipe's 8-wide SIMD, where workgroup barriers
+//   are emulated and costly.
+// - `gemm_tiled`: a workgroup of WG_N x WG_M invocations computes a
+//   (4*WG_M) x (4*WG_N) tile of C, staging TK-deep slices of A and B in
+//   workgroup memory; each invocation still accumulates a 4x4 block, read
+//   from workgroup memory as vec4. Best on discrete GPUs.
+// Both accumulate each output in the same order (k ascending), so neither
+// depends on scheduling: results are bit-identical run to run.
+//
+// Long inner dimensions are split by the host into several dispatches (the
+// first honours the flags, later ones accumulate): lavapipe ends all loops of
+// an invocation after 65,535 iterations in total.
 
 struct Params {
     m: u32, n: u32, k: u32, lda: u32,
@@ -24,6 +37,11 @@ const BIAS2: u32 = 4u;
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
+// Tiled variant: invocations per workgroup along M and N, and the depth of
+// the K slice staged in workgroup memory. The tile of C is 4*WG_M x 4*WG_N.
+override WG_M: u32 = 16u;
+override WG_N: u32 = 16u;
+override TK: u32 = 16u;
 
 fn a_at(m: u32, k: u32) -> f32 {
     if TRANS_A {
@@ -37,6 +55,35 @@ fn b_at(k: u32, n: u32) -> f32 {
         return b[p.b_off + n * p.ldb + k];
     }
     return b[p.b_off + k * p.ldb + n];
+}
+
+// Writes the 4x4 block at (m0, n0): alpha * acc [+ biases] [+ C], skipping
+// rows and columns outside C.
+fn store_block(m0: u32, n0: u32, accs: array<vec4<f32>, 4>) {
+    for (var r = 0u; r < 4u; r++) {
+        let m = m0 + r;
+        if m >= p.m {
+            break;
+        }
+        for (var q = 0u; q < 4u; q++) {
+            let n = n0 + q;
+            if n >= p.n {
+                break;
+            }
+            var v = p.alpha * accs[r][q];
+            if (p.flags & BIAS1) != 0u {
+                v += bias[p.bias1_off + n];
+            }
+            if (p.flags & BIAS2) != 0u {
+                v += bias[p.bias2_off + n];
+            }
+            let ci = p.c_off + m * p.ldc + n;
+            if (p.flags & ACCUMULATE) != 0u {
+                v += c[ci];
+            }
+            c[ci] = v;
+        }
+    }
 }
 
 @compute @workgroup_size(8, 8)
@@ -63,29 +110,80 @@ fn gemm(@builtin(global_invocation_id) gid: vec3<u32>) {
         acc2 += a_at(mi.z, k) * bv;
         acc3 += a_at(mi.w, k) * bv;
     }
-    var accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-    for (var r = 0u; r < 4u; r++) {
-        let m = m0 + r;
-        if m >= p.m {
-            break;
+    store_block(m0, n0, array<vec4<f32>, 4>(acc0, acc1, acc2, acc3));
+}
+
+// Slices of A and B for one K step, k-major and packed as vec4 along M and N
+// so each invocation reads its 4 rows and 4 columns with one load each.
+var<workgroup> tile_a: array<vec4<f32>, TK * WG_M>;
+var<workgroup> tile_b: array<vec4<f32>, TK * WG_N>;
+
+@compute @workgroup_size(WG_N, WG_M)
+fn gemm_tiled(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let tm = 4u * WG_M;
+    let tn = 4u * WG_N;
+    let row0 = wid.y * tm;
+    let col0 = wid.x * tn;
+    let threads = WG_M * WG_N;
+    let t = lid.y * WG_N + lid.x;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    let tiles = (p.k + TK - 1u) / TK;
+    // No early return: every invocation must reach the barriers.
+    for (var kt = 0u; kt < tiles; kt++) {
+        let k0 = kt * TK;
+        // Consecutive invocations load consecutive addresses of A: along M
+        // when A is stored transposed, along K otherwise. Elements outside
+        // op(A) load as 0 and add nothing.
+        for (var i = t; i < TK * tm; i += threads) {
+            var kk = i % TK;
+            var mm = i / TK;
+            if TRANS_A {
+                kk = i / tm;
+                mm = i % tm;
+            }
+            let gm = row0 + mm;
+            let gk = k0 + kk;
+            var v = 0.0;
+            if gm < p.m && gk < p.k {
+                v = a_at(gm, gk);
+            }
+            tile_a[kk * WG_M + mm / 4u][mm % 4u] = v;
         }
-        for (var q = 0u; q < 4u; q++) {
-            let n = n0 + q;
-            if n >= p.n {
-                break;
+        for (var i = t; i < TK * tn; i += threads) {
+            var kk = i / tn;
+            var nn = i % tn;
+            if TRANS_B {
+                kk = i % TK;
+                nn = i / TK;
             }
-            var v = p.alpha * accs[r][q];
-            if (p.flags & BIAS1) != 0u {
-                v += bias[p.bias1_off + n];
+            let gn = col0 + nn;
+            let gk = k0 + kk;
+            var v = 0.0;
+            if gn < p.n && gk < p.k {
+                v = b_at(gk, gn);
             }
-            if (p.flags & BIAS2) != 0u {
-                v += bias[p.bias2_off + n];
-            }
-            let ci = p.c_off + m * p.ldc + n;
-            if (p.flags & ACCUMULATE) != 0u {
-                v += c[ci];
-            }
-            c[ci] = v;
+            tile_b[kk * WG_N + nn / 4u][nn % 4u] = v;
         }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let av = tile_a[kk * WG_M + lid.y];
+            let bv = tile_b[kk * WG_N + lid.x];
+            acc0 += av.x * bv;
+            acc1 += av.y * bv;
+            acc2 += av.z * bv;
+            acc3 += av.w * bv;
+        }
+        workgroupBarrier();
+    }
+    let m0 = row0 + lid.y * 4u;
+    let n0 = col0 + lid.x * 4u;
+    if m0 < p.m && n0 < p.n {
+        store_block(m0, n0, array<vec4<f32>, 4>(acc0, acc1, acc2, acc3));
     }
 }

@@ -3,6 +3,9 @@
 // results are bit-identical run to run. Used for bias gradients: the sum of
 // the gate gradients over all (time, batch) rows, written to two places
 // because b_ih and b_hh receive the same gradient.
+// The host splits sums over more than 65,534 rows into consecutive
+// accumulating dispatches (src/kernels/reduce.rs): lavapipe ends all loops of
+// an invocation after 65,535 iterations in total.
 
 struct Params {
     m: u32, n: u32, lda: u32, a_off: u32,

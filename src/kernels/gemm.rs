@@ -1,16 +1,163 @@
 //! Wrapper of `shaders/gemm.wgsl`: C = alpha·op(A)·op(B) (+ biases) (+ C).
+//!
+//! Two variants of the kernel, one chosen per adapter ([`GemmVariant::choose`]):
+//! a 4x4 register block per invocation read straight from global memory
+//! (CPU adapters such as lavapipe, whose workgroup barriers are emulated and
+//! costly), and shared-memory tiles (discrete and integrated GPUs). Inner
+//! dimensions longer than [`Gemm::k_chunk`] are split into several
+//! accumulating dispatches, because lavapipe silently ends an invocation's
+//! loops after [`LOOP_CAP`] iterations.
 
 use super::{groups_1d, u32_of};
-use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
+use crate::{Error, Result};
 
 const SRC: &str = include_str!("../../shaders/gemm.wgsl");
-/// Rows and columns covered by one workgroup (8x8 invocations, 4x4 each).
-const TILE: usize = 32;
+/// Rows and columns covered by one workgroup of the block variant (8x8
+/// invocations, 4x4 each).
+const BLOCK_TILE: usize = 32;
+/// Loop passes of `store_block` in the shader at most: the row loop's 4
+/// iterations and exit check, and 4 column loops of 4 iterations and a check.
+const STORE_PASSES: usize = 5 + 4 * 5;
 
-/// The four transpose variants of the GEMM pipeline.
-pub struct Gemm {
-    kernels: Vec<Kernel>,
+/// lavapipe (Mesa's llvmpipe) ends every loop of a shader invocation once the
+/// invocation has run 65,535 loop iterations in total, counted over all its
+/// loops, consecutive and nested alike, without any error (measured on Mesa
+/// 22.3: one loop of 70,000 stops at 65,535; two of 40,000 stop at 40,000 +
+/// 25,534; 300 x 300 nested at 65,101 inner iterations; a loop whose body is
+/// unrolled 4 times counts once per pass; loops with small constant trip
+/// counts are unrolled by the compiler and do not count). Kernels keep each
+/// invocation's loop passes, exit checks included, at or below this.
+pub const LOOP_CAP: usize = 65_535;
+
+/// Environment variable forcing the GEMM variant: `block` or `tiled`
+/// (unset or empty: chosen by adapter).
+pub const VARIANT_ENV: &str = "LSTM_WGPU_GEMM";
+
+/// Which GEMM kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmVariant {
+    /// Entry point `gemm`: a 4x4 register block per invocation, operands
+    /// read from global memory, no barriers.
+    Block,
+    /// Entry point `gemm_tiled`: shared-memory tiles of A and B, a 4x4 block
+    /// per invocation read from them.
+    Tiled,
+}
+
+impl GemmVariant {
+    /// Parses `block` or `tiled`.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "block" => Ok(Self::Block),
+            "tiled" => Ok(Self::Tiled),
+            other => Err(format!("unknown GEMM variant `{other}` (block or tiled)")),
+        }
+    }
+
+    /// The name [`GemmVariant::parse`] accepts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::Tiled => "tiled",
+        }
+    }
+
+    /// The variant forced by [`VARIANT_ENV`], if set.
+    pub fn from_env() -> Result<Option<Self>> {
+        match std::env::var(VARIANT_ENV) {
+            Ok(v) if !v.trim().is_empty() => Self::parse(&v)
+                .map(Some)
+                .map_err(|e| Error::Invalid(format!("{VARIANT_ENV}: {e}"))),
+            _ => Ok(None),
+        }
+    }
+
+    /// The variant suited to an adapter: the register block on CPU adapters
+    /// (lavapipe/llvmpipe, SwiftShader, WARP), where barriers are emulated;
+    /// tiles everywhere else, unless the adapter's limits cannot hold the
+    /// default tile.
+    pub fn for_adapter(info: &wgpu::AdapterInfo, limits: &wgpu::Limits) -> Self {
+        let llvmpipe = |s: &str| s.to_ascii_lowercase().contains("llvmpipe");
+        let cpu = info.device_type == wgpu::DeviceType::Cpu
+            || llvmpipe(&info.name)
+            || llvmpipe(&info.driver);
+        if cpu || TileShape::DEFAULT.check(limits).is_err() {
+            Self::Block
+        } else {
+            Self::Tiled
+        }
+    }
+
+    /// [`VARIANT_ENV`] when set, else [`GemmVariant::for_adapter`].
+    pub fn choose(ctx: &GpuContext) -> Result<Self> {
+        Ok(Self::from_env()?.unwrap_or_else(|| Self::for_adapter(&ctx.info, &ctx.limits)))
+    }
+}
+
+impl std::fmt::Display for GemmVariant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Tile shape of the tiled variant, passed to the shader as the
+/// pipeline-overridable constants `WG_M`, `WG_N` and `TK`. A workgroup of
+/// `wg_n` x `wg_m` invocations computes a `4·wg_m` x `4·wg_n` tile of C,
+/// staging `tk`-deep slices of A and B in workgroup memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileShape {
+    /// Invocations along M.
+    pub wg_m: u32,
+    /// Invocations along N.
+    pub wg_n: u32,
+    /// Depth of the K slice staged per step.
+    pub tk: u32,
+}
+
+impl TileShape {
+    /// 64x64 tiles of C from 16x16 invocations, K slices of 16 (8 KiB of
+    /// workgroup memory).
+    pub const DEFAULT: Self = Self {
+        wg_m: 16,
+        wg_n: 16,
+        tk: 16,
+    };
+
+    /// Checks the shape against the adapter's workgroup limits.
+    pub fn check(&self, limits: &wgpu::Limits) -> Result<()> {
+        let threads = u64::from(self.wg_m) * u64::from(self.wg_n);
+        let shared = 16 * u64::from(self.tk) * (u64::from(self.wg_m) + u64::from(self.wg_n));
+        let ok = self.wg_m > 0
+            && self.wg_n > 0
+            && self.tk > 0
+            && self.wg_n <= limits.max_compute_workgroup_size_x
+            && self.wg_m <= limits.max_compute_workgroup_size_y
+            && threads <= u64::from(limits.max_compute_invocations_per_workgroup)
+            && shared <= u64::from(limits.max_compute_workgroup_storage_size);
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "GEMM tile {self:?} needs {threads} invocations and {shared} bytes of workgroup \
+                 memory per workgroup; the adapter allows {} invocations ({} x {}) and {} bytes",
+                limits.max_compute_invocations_per_workgroup,
+                limits.max_compute_workgroup_size_x,
+                limits.max_compute_workgroup_size_y,
+                limits.max_compute_workgroup_storage_size
+            )))
+        }
+    }
+
+    /// Loop passes of one K step of `gemm_tiled`: the step loop itself, the
+    /// two staging loops (iterations and exit check each) and the TK-long
+    /// product loop with its exit check.
+    fn passes_per_step(&self) -> usize {
+        let threads = (self.wg_m * self.wg_n) as usize;
+        let tk = self.tk as usize;
+        let load = |side: u32| (tk * 4 * side as usize).div_ceil(threads) + 1;
+        1 + load(self.wg_m) + load(self.wg_n) + tk + 1
+    }
 }
 
 /// One GEMM: shapes, strides, offsets (in elements) and buffers.
@@ -40,9 +187,41 @@ pub struct GemmOp<'a> {
     pub accumulate: bool,
 }
 
+/// The GEMM pipelines of one variant, in its four transpose combinations.
+pub struct Gemm {
+    variant: GemmVariant,
+    tile: TileShape,
+    kernels: Vec<Kernel>,
+    k_chunk: usize,
+}
+
 impl Gemm {
-    /// Compiles the four variants.
-    pub fn new(ctx: &GpuContext) -> Self {
+    /// Compiles the variant [`GemmVariant::choose`] picks for `ctx`.
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        Self::with_variant(ctx, GemmVariant::choose(ctx)?)
+    }
+
+    /// Compiles `variant` (the tiled one with [`TileShape::DEFAULT`]),
+    /// whatever the adapter; for tests and benchmarks.
+    pub fn with_variant(ctx: &GpuContext, variant: GemmVariant) -> Result<Self> {
+        Self::build(ctx, variant, TileShape::DEFAULT)
+    }
+
+    /// Compiles the tiled variant with tile shape `tile`.
+    pub fn tiled(ctx: &GpuContext, tile: TileShape) -> Result<Self> {
+        Self::build(ctx, GemmVariant::Tiled, tile)
+    }
+
+    fn build(ctx: &GpuContext, variant: GemmVariant, tile: TileShape) -> Result<Self> {
+        let (entry, k_chunk) = match variant {
+            // One pass per k plus the exit check, then the store loops.
+            GemmVariant::Block => ("gemm", LOOP_CAP - 1 - STORE_PASSES),
+            GemmVariant::Tiled => {
+                tile.check(&ctx.limits)?;
+                let steps = (LOOP_CAP - 1 - STORE_PASSES) / tile.passes_per_step();
+                ("gemm_tiled", steps * tile.tk as usize)
+            }
+        };
         let m = module(ctx, "gemm", SRC);
         let bindings = [
             (1, Binding::Read),
@@ -55,52 +234,88 @@ impl Gemm {
                 let consts = [
                     ("TRANS_A", f64::from(v >> 1 & 1)),
                     ("TRANS_B", f64::from(v & 1)),
+                    ("WG_M", f64::from(tile.wg_m)),
+                    ("WG_N", f64::from(tile.wg_n)),
+                    ("TK", f64::from(tile.tk)),
                 ];
-                Kernel::new(ctx, &m, "gemm", &bindings, &consts)
+                Kernel::new(ctx, &m, entry, &bindings, &consts)
             })
             .collect();
-        Self { kernels }
+        Ok(Self {
+            variant,
+            tile,
+            kernels,
+            k_chunk,
+        })
     }
 
-    /// The dispatch for `op`, or `None` when C is empty.
-    pub fn dispatch(&self, ctx: &GpuContext, op: &GemmOp<'_>) -> Result<Option<Dispatch>> {
+    /// The variant compiled.
+    pub fn variant(&self) -> GemmVariant {
+        self.variant
+    }
+
+    /// The longest inner dimension one dispatch covers; longer ones are
+    /// split into several dispatches.
+    pub fn k_chunk(&self) -> usize {
+        self.k_chunk
+    }
+
+    /// The dispatches for `op`, to record in order: none when C is empty,
+    /// one when `op.k` is at most [`Gemm::k_chunk`], else one per chunk of
+    /// K (the first honours `accumulate`, the biases and overwrites or adds
+    /// to C as asked; later ones add their partial products to C).
+    pub fn dispatch(&self, ctx: &GpuContext, op: &GemmOp<'_>) -> Result<Vec<Dispatch>> {
         if op.m == 0 || op.n == 0 {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let (bias_buf, b1, b2) = match op.bias {
             Some((buf, b1, b2)) => (buf, b1, b2),
             None => (op.a.0, None, None),
         };
-        let flags =
-            u32::from(op.accumulate) | u32::from(b1.is_some()) << 1 | u32::from(b2.is_some()) << 2;
-        let params = [
-            u32_of("gemm m", op.m)?,
-            u32_of("gemm n", op.n)?,
-            u32_of("gemm k", op.k)?,
-            u32_of("gemm lda", op.a.2)?,
-            u32_of("gemm ldb", op.b.2)?,
-            u32_of("gemm ldc", op.c.2)?,
-            u32_of("gemm a offset", op.a.1)?,
-            u32_of("gemm b offset", op.b.1)?,
-            u32_of("gemm c offset", op.c.1)?,
-            u32_of("gemm bias offset", b1.unwrap_or(0))?,
-            u32_of("gemm bias offset", b2.unwrap_or(0))?,
-            flags,
-            op.alpha.to_bits(),
-            0,
-            0,
-            0,
-        ];
+        let (rows, cols) = match self.variant {
+            GemmVariant::Block => (BLOCK_TILE, BLOCK_TILE),
+            GemmVariant::Tiled => (4 * self.tile.wg_m as usize, 4 * self.tile.wg_n as usize),
+        };
         let groups = (
-            groups_1d(ctx, "gemm columns", op.n, TILE)?,
-            groups_1d(ctx, "gemm rows", op.m, TILE)?,
+            groups_1d(ctx, "gemm columns", op.n, cols)?,
+            groups_1d(ctx, "gemm rows", op.m, rows)?,
         );
-        let v = usize::from(op.trans_a) << 1 | usize::from(op.trans_b);
-        Ok(Some(self.kernels[v].dispatch(
-            ctx,
-            &params,
-            &[op.a.0, op.b.0, bias_buf, op.c.0],
-            groups,
-        )))
+        let kernel = &self.kernels[usize::from(op.trans_a) << 1 | usize::from(op.trans_b)];
+        let chunks = op.k.div_ceil(self.k_chunk).max(1);
+        let mut out = Vec::with_capacity(chunks);
+        for i in 0..chunks {
+            let k0 = i * self.k_chunk;
+            let kc = self.k_chunk.min(op.k - k0);
+            // op(A)[:, k0..] and op(B)[k0.., :] as offsets into the stored operands.
+            let a_off = op.a.1 + if op.trans_a { k0 * op.a.2 } else { k0 };
+            let b_off = op.b.1 + if op.trans_b { k0 } else { k0 * op.b.2 };
+            let flags = if i == 0 {
+                u32::from(op.accumulate)
+                    | u32::from(b1.is_some()) << 1
+                    | u32::from(b2.is_some()) << 2
+            } else {
+                1
+            };
+            let params = [
+                u32_of("gemm m", op.m)?,
+                u32_of("gemm n", op.n)?,
+                u32_of("gemm k", kc)?,
+                u32_of("gemm lda", op.a.2)?,
+                u32_of("gemm ldb", op.b.2)?,
+                u32_of("gemm ldc", op.c.2)?,
+                u32_of("gemm a offset", a_off)?,
+                u32_of("gemm b offset", b_off)?,
+                u32_of("gemm c offset", op.c.1)?,
+                u32_of("gemm bias offset", b1.unwrap_or(0))?,
+                u32_of("gemm bias offset", b2.unwrap_or(0))?,
+                flags,
+                op.alpha.to_bits(),
+                0,
+                0,
+                0,
+            ];
+            out.push(kernel.dispatch(ctx, &params, &[op.a.0, op.b.0, bias_buf, op.c.0], groups));
+        }
+        Ok(out)
     }
 }

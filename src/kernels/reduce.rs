@@ -1,10 +1,26 @@
 //! Wrapper of `shaders/reduce.wgsl`: deterministic column sums.
 
+use super::gemm::LOOP_CAP;
 use super::{groups_1d, u32_of};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
 const SRC: &str = include_str!("../../shaders/reduce.wgsl");
+
+/// Rows one column-sum dispatch covers: one loop pass per row plus the exit
+/// check stay within lavapipe's [`LOOP_CAP`]. Longer sums are split into
+/// consecutive dispatches that add onto the first, in row order, so results
+/// stay deterministic.
+pub const ROW_CHUNK: usize = LOOP_CAP - 1;
+
+/// (first row, rows) of each dispatch of a sum over `rows` rows: one chunk,
+/// possibly empty, when `rows` fits in [`ROW_CHUNK`].
+fn row_chunks(rows: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..rows.div_ceil(ROW_CHUNK).max(1)).map(move |i| {
+        let r0 = i * ROW_CHUNK;
+        (r0, ROW_CHUNK.min(rows - r0))
+    })
+}
 
 /// Reduction kernels.
 pub struct Reduce {
@@ -41,7 +57,9 @@ impl Reduce {
     }
 
     /// out[o1 + n] (and out[o2 + n] when given) = Σ_m a[a_off + m·lda + n],
-    /// for n < cols and m < rows; added to `out` when `accumulate`.
+    /// for n < cols and m < rows; added to `out` when `accumulate`. One
+    /// dispatch per [`ROW_CHUNK`] rows (none when `cols` is 0), to record in
+    /// order.
     #[allow(clippy::too_many_arguments)]
     pub fn colsum(
         &self,
@@ -53,32 +71,34 @@ impl Reduce {
         o1: usize,
         o2: Option<usize>,
         accumulate: bool,
-    ) -> Result<Option<Dispatch>> {
+    ) -> Result<Vec<Dispatch>> {
         if cols == 0 {
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        let flags = u32::from(o2.is_some()) | u32::from(accumulate) << 1;
-        let params = [
-            u32_of("colsum rows", rows)?,
-            u32_of("colsum cols", cols)?,
-            u32_of("colsum lda", a.2)?,
-            u32_of("colsum offset", a.1)?,
-            u32_of("colsum offset", o1)?,
-            u32_of("colsum offset", o2.unwrap_or(0))?,
-            flags,
-            0,
-        ];
         let g = groups_1d(ctx, "colsum columns", cols, 64)?;
-        Ok(Some(self.colsum.dispatch(
-            ctx,
-            &params,
-            &[a.0, out],
-            (g, 1),
-        )))
+        row_chunks(rows)
+            .map(|(r0, n)| {
+                // Chunks after the first add onto what the first wrote.
+                let acc = accumulate || r0 > 0;
+                let flags = u32::from(o2.is_some()) | u32::from(acc) << 1;
+                let params = [
+                    u32_of("colsum rows", n)?,
+                    u32_of("colsum cols", cols)?,
+                    u32_of("colsum lda", a.2)?,
+                    u32_of("colsum offset", a.1 + r0 * a.2)?,
+                    u32_of("colsum offset", o1)?,
+                    u32_of("colsum offset", o2.unwrap_or(0))?,
+                    flags,
+                    0,
+                ];
+                Ok(self.colsum.dispatch(ctx, &params, &[a.0, out], (g, 1)))
+            })
+            .collect()
     }
 
     /// out[o + n] = Σ_m a[m·lda + n] · b[m·lda + n] over rows m < rows, for
-    /// n < cols; `a` and `b` share the leading dimension.
+    /// n < cols; `a` and `b` share the leading dimension. Dispatches as
+    /// [`Reduce::colsum`].
     #[allow(clippy::too_many_arguments)]
     pub fn colsum_prod(
         &self,
@@ -89,26 +109,28 @@ impl Reduce {
         rows: usize,
         cols: usize,
         out: (&wgpu::Buffer, usize),
-    ) -> Result<Option<Dispatch>> {
+    ) -> Result<Vec<Dispatch>> {
         if cols == 0 {
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        let params = [
-            u32_of("colsum rows", rows)?,
-            u32_of("colsum cols", cols)?,
-            u32_of("colsum lda", lda)?,
-            u32_of("colsum offset", a.1)?,
-            u32_of("colsum offset", out.1)?,
-            u32_of("colsum offset", b.1)?,
-            0,
-            0,
-        ];
         let g = groups_1d(ctx, "colsum columns", cols, 64)?;
-        Ok(Some(self.colsum_prod.dispatch(
-            ctx,
-            &params,
-            &[a.0, out.0, b.0],
-            (g, 1),
-        )))
+        row_chunks(rows)
+            .map(|(r0, n)| {
+                let params = [
+                    u32_of("colsum rows", n)?,
+                    u32_of("colsum cols", cols)?,
+                    u32_of("colsum lda", lda)?,
+                    u32_of("colsum offset", a.1 + r0 * lda)?,
+                    u32_of("colsum offset", out.1)?,
+                    u32_of("colsum offset", b.1 + r0 * lda)?,
+                    // Chunks after the first add onto what the first wrote.
+                    u32::from(r0 > 0) << 1,
+                    0,
+                ];
+                Ok(self
+                    .colsum_prod
+                    .dispatch(ctx, &params, &[a.0, out.0, b.0], (g, 1)))
+            })
+            .collect()
     }
 }
