@@ -1646,19 +1646,51 @@ impl AddingTask {
     /// Batch number `index` of `split`: inputs `[T, B, 2]`, targets `[B, 1]`;
     /// the same arguments give the same batch.
     pub fn batch(&self, split: Split, index: u64, batch: usize) -> Result<SeriesBatch> {
+        Ok(self.batch_lengths(split, index, batch, self.seq_len)?.0)
+    }
+
+    /// Like [`AddingTask::batch`], but sequence b is `len_b` steps long,
+    /// drawn uniformly from `min_len..=T` (from a stream of its own): its
+    /// markers lie in `0..len_b/2` and `len_b/2..len_b`, and inputs past
+    /// `len_b` are 0. With `min_len = T` it is exactly [`AddingTask::batch`].
+    /// Returns the batch and the lengths.
+    pub fn batch_lengths(
+        &self,
+        split: Split,
+        index: u64,
+        batch: usize,
+        min_len: usize,
+    ) -> Result<(SeriesBatch, Vec<usize>)> {
         if batch == 0 {
             return Err(Error::Invalid("the batch size must be at least 1".into()));
         }
         let t_n = self.seq_len;
-        let mut rng = DataRng::new(derive_seed(derive_seed(self.seed, split.stream()), index));
+        if min_len < 2 || min_len > t_n {
+            return Err(Error::Invalid(format!(
+                "the adding problem's minimum length must be in 2..={t_n}, got {min_len}"
+            )));
+        }
+        let seed = derive_seed(derive_seed(self.seed, split.stream()), index);
+        let mut rng = DataRng::new(seed);
+        let mut len_rng = DataRng::new(derive_seed(seed, 0x4C45_4E53));
+        let lengths: Vec<usize> = (0..batch)
+            .map(|_| {
+                if min_len == t_n {
+                    t_n
+                } else {
+                    min_len + len_rng.below(t_n - min_len + 1)
+                }
+            })
+            .collect();
         let mut inputs = vec![0f32; t_n * batch * 2];
         let mut targets = vec![0f32; batch];
-        let half = t_n / 2;
         for (b, target) in targets.iter_mut().enumerate() {
+            let l = lengths[b];
+            let half = l / 2;
             let m1 = rng.below(half);
-            let m2 = half + rng.below(t_n - half);
+            let m2 = half + rng.below(l - half);
             let mut sum = 0f32;
-            for t in 0..t_n {
+            for t in 0..l {
                 let v = rng.next_f64() as f32;
                 let o = (t * batch + b) * 2;
                 inputs[o] = v;
@@ -1669,14 +1701,17 @@ impl AddingTask {
             }
             *target = sum;
         }
-        Ok(SeriesBatch {
-            inputs,
-            targets,
-            seq_len: t_n,
-            batch,
-            num_features: 2,
-            horizon: 1,
-        })
+        Ok((
+            SeriesBatch {
+                inputs,
+                targets,
+                seq_len: t_n,
+                batch,
+                num_features: 2,
+                horizon: 1,
+            },
+            lengths,
+        ))
     }
 }
 
@@ -2469,6 +2504,37 @@ mod tests {
         let d = SeriesDataset::new(&t, &SeriesConfig::default()).unwrap();
         assert_eq!((d.train_rows, d.val_rows), (450, 50));
         assert!(builtin_series(Builtin::Copy, 10, 0).is_err());
+    }
+
+    #[test]
+    fn adding_task_with_lengths() {
+        let task = AddingTask::new(20, 4).unwrap();
+        let (b, lens) = task.batch_lengths(Split::Train, 3, 32, 6).unwrap();
+        assert_eq!(lens.len(), 32);
+        assert!(lens.iter().all(|&l| (6..=20).contains(&l)));
+        assert!(lens.iter().any(|&l| l < 20) && lens.iter().any(|&l| l != lens[0]));
+        for (j, &l) in lens.iter().enumerate() {
+            let mut marked = Vec::new();
+            for t in 0..20 {
+                let o = (t * 32 + j) * 2;
+                if t >= l {
+                    assert_eq!((b.inputs[o], b.inputs[o + 1]), (0.0, 0.0), "padding");
+                } else if b.inputs[o + 1] == 1.0 {
+                    marked.push((t, b.inputs[o]));
+                }
+            }
+            assert_eq!(marked.len(), 2);
+            assert!(marked[0].0 < l / 2 && marked[1].0 >= l / 2);
+            assert_eq!(b.targets[j], marked[0].1 + marked[1].1);
+        }
+        // The full length is the plain batch; bad minimums are refused.
+        let (full, l) = task.batch_lengths(Split::Val, 1, 8, 20).unwrap();
+        assert_eq!(full, task.batch(Split::Val, 1, 8).unwrap());
+        assert_eq!(l, vec![20; 8]);
+        for m in [1, 21] {
+            let e = task.batch_lengths(Split::Train, 0, 8, m).unwrap_err();
+            assert!(e.to_string().contains("2..=20"), "{e}");
+        }
     }
 
     #[test]

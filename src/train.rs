@@ -6,6 +6,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuContext};
 use crate::kernels::clip::ClipPlan;
+use crate::kernels::elementwise::DropoutStep;
 use crate::kernels::elementwise::LastStepShape;
 use crate::kernels::embedding::{EmbBackward, EmbForward, EmbShape, csr_words};
 use crate::kernels::gemm::GemmOp;
@@ -14,8 +15,8 @@ use crate::kernels::loss::{
 };
 use crate::kernels::optim::{OptimConfig, OptimPlan};
 use crate::lstm::Lstm;
-use crate::model::{HostModel, LstmConfig, LstmModel};
-use crate::norm::Norm;
+use crate::model::{HostModel, Links, LstmConfig, LstmModel, ParamTable, tables};
+use crate::norm::{Norm, TensorKind};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -30,16 +31,60 @@ pub enum Head {
         /// Embedding width E.
         embed: usize,
     },
-    /// Real features in, `outputs` values predicted from the last step; MSE.
+    /// Real features in, `outputs` values predicted from the last (valid)
+    /// step; MSE.
     Regression {
         /// Features per step.
         features: usize,
         /// Values predicted per sequence.
         outputs: usize,
     },
+    /// Real features in, `outputs` values predicted at every step; MSE
+    /// averaged over all valid positions and outputs.
+    Sequence {
+        /// Features per step.
+        features: usize,
+        /// Values predicted per step.
+        outputs: usize,
+    },
 }
 
-/// Shape of a trainable model: the LSTM and what surrounds it.
+/// How the LSTM weights start (issue #4). The default is PyTorch's:
+/// U(±1/√H) for every LSTM weight and bias.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct InitOptions {
+    /// Recurrent weights W_hh.
+    pub whh: WhhInit,
+    /// Input weights W_ih.
+    pub wih: WihInit,
+    /// Forget-gate bias: `Some(F)` sets the forget slice [H, 2H) of bias_ih
+    /// to F and of bias_hh to 0, so their sum, the effective bias, is F.
+    pub forget_bias: Option<f32>,
+}
+
+/// Initialisation of W_hh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum WhhInit {
+    /// PyTorch's default U(±1/√H).
+    #[default]
+    Uniform,
+    /// Each of the four H×H gate blocks orthogonal (gain 1).
+    Orthogonal,
+}
+
+/// Initialisation of W_ih.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum WihInit {
+    /// PyTorch's default U(±1/√H).
+    #[default]
+    Uniform,
+    /// Xavier (Glorot) uniform on the [4H, I] matrix.
+    Xavier,
+}
+
+/// Shape of a trainable model: the LSTM and what surrounds it. Build it
+/// with [`NetConfig::new`] and assign the optional fields, so that fields
+/// added later keep their defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NetConfig {
     /// Input and output pieces.
@@ -48,14 +93,36 @@ pub struct NetConfig {
     pub hidden: usize,
     /// Stacked layers.
     pub layers: usize,
+    /// Normalization variant.
+    pub norm: Norm,
+    /// Dropout probability on each layer's output but the last (training
+    /// only), as nn.LSTM's `dropout`.
+    pub dropout: f32,
+    /// Residual connections between layers of equal width.
+    pub residual: bool,
+    /// How the LSTM weights start.
+    pub init: InitOptions,
 }
 
 impl NetConfig {
+    /// A plain model: no norm, no dropout, no residual, PyTorch's init.
+    pub fn new(head: Head, hidden: usize, layers: usize) -> Self {
+        Self {
+            head,
+            hidden,
+            layers,
+            norm: Norm::None,
+            dropout: 0.0,
+            residual: false,
+            init: InitOptions::default(),
+        }
+    }
+
     /// The LSTM part.
     pub fn lstm(&self) -> LstmConfig {
         let input_size = match self.head {
             Head::Language { embed, .. } => embed,
-            Head::Regression { features, .. } => features,
+            Head::Regression { features, .. } | Head::Sequence { features, .. } => features,
         };
         LstmConfig {
             input_size,
@@ -70,7 +137,7 @@ impl NetConfig {
     pub fn out_dim(&self) -> usize {
         match self.head {
             Head::Language { vocab, .. } => vocab,
-            Head::Regression { outputs, .. } => outputs,
+            Head::Regression { outputs, .. } | Head::Sequence { outputs, .. } => outputs,
         }
     }
 
@@ -86,48 +153,208 @@ impl NetConfig {
     }
 }
 
-/// Initial values as PyTorch's defaults: LSTM U(±1/√H); embedding N(0, 1);
-/// head (nn.Linear) U(±1/√fan_in) for weight and bias. Seeded.
+/// The LSTM's parameter table followed by the norm parameters and the
+/// pieces around it ([`NetConfig::extra`]): the layout of the flat buffers.
+impl NetConfig {
+    /// Layout of the trainer's flat parameter buffer.
+    pub fn table(&self) -> ParamTable {
+        let (mut t, _) = tables(&self.lstm(), &self.norm);
+        for (n, s) in self.extra() {
+            t.push(n, s);
+        }
+        t
+    }
+
+    /// Layout of the running statistics of BatchNorm variants.
+    pub fn stats_table(&self) -> ParamTable {
+        tables(&self.lstm(), &self.norm).1
+    }
+}
+
+/// Initial values in [`NetConfig::table`] order. The default is PyTorch's:
+/// LSTM U(±1/√H); norm gains and shifts as [`Norm::init_value`]; embedding
+/// N(0, 1); head (nn.Linear) U(±1/√fan_in) for weight and bias. The options
+/// of [`NetConfig::init`] then overwrite W_hh, W_ih and the forget-gate
+/// biases from a second stream of the same seed, so the default draws stay
+/// what they were. Seeded and deterministic.
 pub fn init_values(net: &NetConfig, seed: u64) -> Vec<f32> {
     let cfg = net.lstm();
     let mut rng = crate::reference::Rng::new(seed);
     let k = 1.0 / (cfg.hidden_size as f64).sqrt();
-    let n_lstm = crate::model::ParamTable::new(cfg.param_shapes()).total;
+    let n_lstm = ParamTable::new(cfg.param_shapes()).total;
     let mut v: Vec<f32> = (0..n_lstm).map(|_| rng.uniform(-k, k) as f32).collect();
+    for (name, shape, kind) in net.norm.tensor_shapes(&cfg) {
+        if kind == TensorKind::Param {
+            let n: usize = shape.iter().product();
+            v.extend(std::iter::repeat_n(net.norm.init_value(&name), n));
+        }
+    }
     for (name, shape) in net.extra() {
         let n: usize = shape.iter().product();
         if name == "embedding.weight" {
-            // Box–Muller from the same generator.
-            for _ in 0..n {
-                let u1 = rng.uniform(f64::MIN_POSITIVE, 1.0);
-                let u2 = rng.uniform(0.0, 1.0);
-                v.push(((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32);
-            }
+            v.extend((0..n).map(|_| gaussian(&mut rng) as f32));
         } else {
             let fan_in = cfg.hidden_size as f64;
             let b = 1.0 / fan_in.sqrt();
             v.extend((0..n).map(|_| rng.uniform(-b, b) as f32));
         }
     }
+    apply_init_options(net, seed, &mut v);
     v
 }
 
-/// One batch of a step.
+/// Initial running statistics in [`NetConfig::stats_table`] order: means 0,
+/// variances 1.
+pub fn init_stats(net: &NetConfig) -> Vec<f32> {
+    let mut v = Vec::new();
+    for e in &net.stats_table().entries {
+        v.extend(std::iter::repeat_n(net.norm.init_value(&e.name), e.len()));
+    }
+    v
+}
+
+/// A standard normal sample (Box–Muller).
+fn gaussian(rng: &mut crate::reference::Rng) -> f64 {
+    let u1 = rng.uniform(f64::MIN_POSITIVE, 1.0);
+    let u2 = rng.uniform(0.0, 1.0);
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// A random n×n orthogonal matrix (row-major), as `torch.nn.init.orthogonal_`
+/// makes one: the Q of the QR decomposition of a standard Gaussian matrix,
+/// with the signs that make R's diagonal positive. Gram–Schmidt on the
+/// columns (twice, for f64 accuracy) yields exactly that Q.
+pub fn orthogonal(n: usize, rng: &mut crate::reference::Rng) -> Vec<f64> {
+    let a: Vec<f64> = (0..n * n).map(|_| gaussian(rng)).collect();
+    let mut q = vec![0f64; n * n];
+    for j in 0..n {
+        let mut v: Vec<f64> = (0..n).map(|r| a[r * n + j]).collect();
+        for _ in 0..2 {
+            for i in 0..j {
+                let d: f64 = (0..n).map(|r| q[r * n + i] * v[r]).sum();
+                for (r, x) in v.iter_mut().enumerate() {
+                    *x -= d * q[r * n + i];
+                }
+            }
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        for (r, x) in v.iter().enumerate() {
+            q[r * n + j] = x / norm;
+        }
+    }
+    q
+}
+
+fn apply_init_options(net: &NetConfig, seed: u64, v: &mut [f32]) {
+    let o = net.init;
+    if o == InitOptions::default() {
+        return;
+    }
+    let cfg = net.lstm();
+    let h = cfg.hidden_size;
+    let table = net.table();
+    // A stream of its own: the default draws above are left as they were.
+    let mut rng = crate::reference::Rng::new(crate::data::derive_seed(seed, 0x1417_0417));
+    for l in 0..cfg.num_layers {
+        for d in 0..cfg.dirs() {
+            let sfx = crate::model::dir_suffix(d);
+            if o.whh == WhhInit::Orthogonal {
+                let off = table.offset(&format!("weight_hh_l{l}{sfx}"));
+                // Each gate's H×H block separately (rows g·H .. (g+1)·H).
+                for g in 0..4 {
+                    let q = orthogonal(h, &mut rng);
+                    let at = off + g * h * h;
+                    for (dst, src) in v[at..at + h * h].iter_mut().zip(&q) {
+                        *dst = *src as f32;
+                    }
+                }
+            }
+            if o.wih == WihInit::Xavier
+                && let Some(e) = table.get(&format!("weight_ih_l{l}{sfx}"))
+            {
+                // fan_out = 4H rows, fan_in = the layer's input width.
+                let (fan_out, fan_in) = (e.shape[0] as f64, e.shape[1] as f64);
+                let b = (6.0 / (fan_in + fan_out)).sqrt();
+                for x in &mut v[e.offset..e.offset + e.len()] {
+                    *x = rng.uniform(-b, b) as f32;
+                }
+            }
+            if let Some(f) = o.forget_bias {
+                let ih = table.offset(&format!("bias_ih_l{l}{sfx}"));
+                let hh = table.offset(&format!("bias_hh_l{l}{sfx}"));
+                v[ih + h..ih + 2 * h].fill(f);
+                v[hh + h..hh + 2 * h].fill(0.0);
+            }
+        }
+    }
+}
+
+/// One batch of a step. `lengths`: valid steps per sequence (B values in
+/// 1..=T; all T when `None`), with `pack_padded_sequence` semantics: padded
+/// positions neither change the state nor count in the loss.
 pub enum StepData<'a> {
-    /// Token ids and next-token targets, time-major [T·B] each.
+    /// Token ids and next-token targets, time-major [T·B] each
+    /// ([`Head::Language`]).
     Tokens {
         /// Inputs.
         ids: &'a [u32],
         /// Targets.
         targets: &'a [u32],
+        /// Valid steps per sequence.
+        lengths: Option<&'a [usize]>,
     },
-    /// Features [T, B, F] (time-major) and targets [B, outputs].
+    /// Features [T, B, F] (time-major) and targets: [B, outputs] for
+    /// [`Head::Regression`], [T, B, outputs] for [`Head::Sequence`].
     Series {
         /// Inputs.
         x: &'a [f32],
         /// Targets.
         targets: &'a [f32],
+        /// Valid steps per sequence.
+        lengths: Option<&'a [usize]>,
     },
+}
+
+impl<'a> StepData<'a> {
+    /// Token ids and targets, every sequence T long.
+    pub fn tokens(ids: &'a [u32], targets: &'a [u32]) -> Self {
+        StepData::Tokens {
+            ids,
+            targets,
+            lengths: None,
+        }
+    }
+
+    /// Features and targets, every sequence T long.
+    pub fn series(x: &'a [f32], targets: &'a [f32]) -> Self {
+        StepData::Series {
+            x,
+            targets,
+            lengths: None,
+        }
+    }
+
+    /// The same batch with per-sequence lengths.
+    pub fn with_lengths(self, l: &'a [usize]) -> Self {
+        match self {
+            StepData::Tokens { ids, targets, .. } => StepData::Tokens {
+                ids,
+                targets,
+                lengths: Some(l),
+            },
+            StepData::Series { x, targets, .. } => StepData::Series {
+                x,
+                targets,
+                lengths: Some(l),
+            },
+        }
+    }
+
+    fn lengths(&self) -> Option<&'a [usize]> {
+        match self {
+            StepData::Tokens { lengths, .. } | StepData::Series { lengths, .. } => *lengths,
+        }
+    }
 }
 
 /// What one step measured.
@@ -141,10 +368,11 @@ pub struct StepStats {
     pub skipped: bool,
 }
 
-/// Buffers and dispatches of one (T, B) shape around the LSTM's plan.
+/// Buffers and dispatches of one (T, mode) shape around the LSTM's plan.
 struct StepPlan {
     inputs: wgpu::Buffer,
     targets: wgpu::Buffer,
+    mask: wgpu::Buffer,
     csr: wgpu::Buffer,
     head_out: wgpu::Buffer,
     forward: Vec<Dispatch>,
@@ -154,21 +382,31 @@ struct StepPlan {
 /// A model with its optimizer, ready to take steps.
 pub struct Trainer {
     ctx: Arc<GpuContext>,
-    /// The LSTM and its flat buffers (embedding and head parameters are
-    /// appended to the same table).
+    /// The LSTM and its flat buffers (norm, embedding and head parameters
+    /// are in the same table).
     pub lstm: Lstm,
     /// The network's shape.
     pub net: NetConfig,
     clip: ClipPlan,
     /// The optimizer and its state.
     pub optim: OptimPlan,
-    plans: HashMap<usize, StepPlan>,
+    /// Per (T, train mode): eval passes use the model's eval-mode plan
+    /// (running statistics, no dropout).
+    plans: HashMap<(usize, bool), StepPlan>,
     loss: wgpu::Buffer,
     loss_step: wgpu::Buffer,
     batch: usize,
     /// Final (h, c) of the last training step and of the last evaluation,
     /// carried into the next one of the same kind (truncated BPTT).
     carry: [wgpu::Buffer; 2],
+    /// Seed of the dropout masks (the run's seed).
+    pub dropout_seed: u64,
+    /// Training steps taken so far (skipped ones included): step k's
+    /// dropout masks use counter k (1-based), so a resumed run that sets
+    /// this draws the masks an uninterrupted run draws.
+    pub steps_taken: u64,
+    /// Mode of the last pass (which plan [`Trainer::head_output`] reads).
+    last_train: bool,
 }
 
 /// Which carried state a pass continues from.
@@ -181,15 +419,37 @@ pub enum Carry {
     Continue,
 }
 
-fn push(v: &mut Vec<Dispatch>, d: Result<Option<Dispatch>>) -> Result<()> {
+fn push<D: IntoIterator<Item = Dispatch>>(v: &mut Vec<Dispatch>, d: Result<D>) -> Result<()> {
     v.extend(d?);
+    Ok(())
+}
+
+/// Checks per-sequence lengths: B values in 1..=T.
+pub fn check_lengths(lengths: &[usize], t: usize, b: usize) -> Result<()> {
+    if lengths.len() != b {
+        return Err(Error::tensor(
+            "lengths",
+            format!("{} entries, expected one per sequence ({b})", lengths.len()),
+        ));
+    }
+    if let Some((i, l)) = lengths
+        .iter()
+        .enumerate()
+        .find(|(_, l)| **l == 0 || **l > t)
+    {
+        return Err(Error::tensor(
+            "lengths",
+            format!("lengths[{i}] = {l} is outside 1..={t} (the sequence length)"),
+        ));
+    }
     Ok(())
 }
 
 impl Trainer {
     /// A trainer for `net` on batches of `batch` sequences, with parameters
-    /// `values` (in table order: LSTM, then [`NetConfig::extra`]), clipping
-    /// to `clip_norm` when given, and optimizer `optim`.
+    /// `values` (in [`NetConfig::table`] order), clipping to `clip_norm`
+    /// when given, and optimizer `optim`. Running statistics of BatchNorm
+    /// variants start as [`init_stats`] (see [`Trainer::set_stats`]).
     pub fn new(
         ctx: Arc<GpuContext>,
         net: NetConfig,
@@ -201,14 +461,22 @@ impl Trainer {
         if batch == 0 {
             return Err(Error::Invalid("--batch must be at least 1".into()));
         }
+        let stats_table = net.stats_table();
+        // One `num_batches_tracked` per BatchNorm module, as PyTorch keeps.
+        let tracked: BTreeMap<String, i64> = stats_table
+            .entries
+            .iter()
+            .filter_map(|e| e.name.strip_suffix(".running_mean"))
+            .map(|m| (format!("{m}.num_batches_tracked"), 0))
+            .collect();
         let model = LstmModel::from_host(
             &ctx,
             HostModel {
                 config: net.lstm(),
-                norm: Norm::None,
+                norm: net.norm,
                 values,
-                stats: Vec::new(),
-                tracked: BTreeMap::new(),
+                stats: init_stats(&net),
+                tracked,
                 extra: net.extra(),
             },
         )?;
@@ -218,7 +486,11 @@ impl Trainer {
             .iter()
             .map(|e| (e.offset, e.len()))
             .collect();
-        let lstm = Lstm::new(ctx.clone(), model)?;
+        let mut lstm = Lstm::new(ctx.clone(), model)?;
+        lstm.set_links(Links {
+            dropout: net.dropout,
+            residual: net.residual,
+        })?;
         let k = lstm.kernels();
         let grads = &lstm.model.grads;
         let clip = ctx.scoped(|| k.clip.plan(&ctx, grads, &segs, clip_norm, None))?;
@@ -251,6 +523,9 @@ impl Trainer {
             loss_step,
             batch,
             carry,
+            dropout_seed: 0,
+            steps_taken: 0,
+            last_train: true,
         })
     }
 
@@ -259,7 +534,31 @@ impl Trainer {
         self.lstm.model.table.offset(name)
     }
 
-    fn build(&mut self, t: usize) -> Result<StepPlan> {
+    /// Replaces the running statistics (in [`NetConfig::stats_table`]
+    /// order), e.g. when resuming.
+    pub fn set_stats(&self, v: &[f32]) -> Result<()> {
+        let n = self.lstm.model.stats_table.total;
+        if v.len() != n {
+            return Err(Error::tensor(
+                "running statistics",
+                format!("{} values, expected {n}", v.len()),
+            ));
+        }
+        if n > 0 {
+            self.ctx.write(&self.lstm.model.stats, 0, v);
+        }
+        Ok(())
+    }
+
+    /// The running statistics with their names (empty without BatchNorm).
+    pub fn stats(&self) -> Result<Vec<crate::model::NamedTensor>> {
+        if self.lstm.model.stats_table.total == 0 {
+            return Ok(Vec::new());
+        }
+        self.lstm.model.stat_tensors(&self.ctx)
+    }
+
+    fn build(&mut self, t: usize, train: bool) -> Result<StepPlan> {
         let b = self.batch;
         let tb = t * b;
         let h = self.net.hidden;
@@ -267,9 +566,10 @@ impl Trainer {
         let (w_head, b_head) = (self.offset("head.weight"), self.offset("head.bias"));
         let emb_off = match self.net.head {
             Head::Language { .. } => Some(self.offset("embedding.weight")),
-            Head::Regression { .. } => None,
+            _ => None,
         };
         let ctx = self.ctx.clone();
+        self.lstm.train = train;
         let plan = self.lstm.plan(t, b)?;
         let (lstm_fwd, lstm_bwd) = (plan.forward.clone(), plan.backward.clone());
         let out = plan.output().clone();
@@ -281,10 +581,11 @@ impl Trainer {
         let params = &self.lstm.model.params;
         let grads = &self.lstm.model.grads;
         let lang = matches!(self.net.head, Head::Language { .. });
-        // Rows the head sees: every step (language model) or the last (series).
-        let rows = if lang { tb } else { b };
+        let last = matches!(self.net.head, Head::Regression { .. });
+        // Rows the head sees: every step, or the last valid one per sequence.
+        let rows = if last { b } else { tb };
         let inputs = ctx.storage("step inputs", if lang { tb } else { 1 })?;
-        let targets = ctx.storage("step targets", if lang { tb } else { b * out_dim })?;
+        let targets = ctx.storage("step targets", if lang { tb } else { rows * out_dim })?;
         let csr = ctx.storage(
             "embedding index",
             match self.net.head {
@@ -292,14 +593,14 @@ impl Trainer {
                 _ => 1,
             },
         )?;
-        let head_in = ctx.storage("head input", if lang { 1 } else { b * h })?;
+        let head_in = ctx.storage("head input", if last { b * h } else { 1 })?;
         let head_out = ctx.storage("head output", rows * out_dim)?;
         let scratch = ctx.storage("loss scratch", 3 * rows)?;
+        // Rows of the MSE that count; rewritten per batch for Sequence.
         let mask = ctx.storage_init("loss mask", &vec![1u32; rows])?;
         ctx.scoped(|| {
             let mut forward = Vec::new();
             let mut backward = Vec::new();
-            let (hin, hin_off) = if lang { (&out, 0) } else { (&head_in, 0) };
             if let (Head::Language { vocab, embed }, Some(emb_off)) = (self.net.head, emb_off) {
                 let es = EmbShape {
                     rows: tb,
@@ -332,8 +633,7 @@ impl Trainer {
                 self.head(
                     &mut forward,
                     &mut backward,
-                    hin,
-                    hin_off,
+                    &out,
                     rows,
                     &head_out,
                     &dy_top,
@@ -378,19 +678,27 @@ impl Trainer {
                     features: h,
                     ..Default::default()
                 };
-                forward.extend(
-                    k.elementwise
-                        .last_gather(&ctx, &ls, &lengths, &out, &head_in)?,
-                );
+                if last {
+                    forward.extend(
+                        k.elementwise
+                            .last_gather(&ctx, &ls, &lengths, &out, &head_in)?,
+                    );
+                }
+                // The head's input gradient goes to the last-step buffer
+                // (scattered below into the zeroed d(output)), or straight
+                // to d(output) when the head runs on every step.
+                let (hin, dhin) = if last {
+                    (&head_in, &head_in)
+                } else {
+                    (&out, &dy_top)
+                };
                 self.head(
                     &mut forward,
                     &mut backward,
                     hin,
-                    hin_off,
                     rows,
                     &head_out,
-                    // d(last step), scattered below into the zeroed d(output).
-                    &head_in,
+                    dhin,
                     (w_head, b_head),
                 )?;
                 let ms = MseShape {
@@ -423,15 +731,18 @@ impl Trainer {
                 )?;
                 bwd.append(&mut backward);
                 backward = bwd;
-                backward.extend(
-                    k.elementwise
-                        .last_scatter(&ctx, &ls, &lengths, &head_in, &dy_top)?,
-                );
+                if last {
+                    backward.extend(
+                        k.elementwise
+                            .last_scatter(&ctx, &ls, &lengths, &head_in, &dy_top)?,
+                    );
+                }
                 backward.extend(lstm_bwd.iter().cloned());
             }
             Ok(StepPlan {
                 inputs: inputs.clone(),
                 targets: targets.clone(),
+                mask: mask.clone(),
                 csr: csr.clone(),
                 head_out: head_out.clone(),
                 forward,
@@ -449,7 +760,6 @@ impl Trainer {
         fwd: &mut Vec<Dispatch>,
         bwd: &mut Vec<Dispatch>,
         x: &wgpu::Buffer,
-        x_off: usize,
         rows: usize,
         out: &wgpu::Buffer,
         dx: &wgpu::Buffer,
@@ -470,7 +780,7 @@ impl Trainer {
                     k: h,
                     trans_a: false,
                     trans_b: true,
-                    a: (x, x_off, h),
+                    a: (x, 0, h),
                     b: (params, w, h),
                     c: (out, 0, o),
                     bias: Some((params, Some(b), None)),
@@ -490,7 +800,7 @@ impl Trainer {
                     trans_a: true,
                     trans_b: false,
                     a: (out, 0, o),
-                    b: (x, x_off, h),
+                    b: (x, 0, h),
                     c: (grads, w, h),
                     bias: None,
                     alpha: 1.0,
@@ -524,16 +834,50 @@ impl Trainer {
         )
     }
 
-    fn upload(&mut self, t: usize, data: &StepData<'_>) -> Result<()> {
-        if !self.plans.contains_key(&t) {
-            let p = self.build(t)?;
-            self.plans.insert(t, p);
-        }
+    /// Checks a batch, builds the (T, mode) plan on first use and uploads
+    /// inputs, targets, the loss mask and count, and the lengths.
+    fn upload(&mut self, t: usize, data: &StepData<'_>, train: bool) -> Result<()> {
         let b = self.batch;
-        let p = &self.plans[&t];
+        if t == 0 {
+            return Err(Error::tensor(
+                "input",
+                "sequence length 0: expected at least 1",
+            ));
+        }
+        let lens: Vec<usize> = match data.lengths() {
+            Some(l) => {
+                check_lengths(l, t, b)?;
+                l.to_vec()
+            }
+            None => vec![t; b],
+        };
+        let cfg = self.net.lstm();
+        crate::model::check_batch(
+            &cfg,
+            &self.net.norm,
+            &crate::lstm::Batch {
+                input: &[],
+                seq_len: t,
+                batch: b,
+                batch_first: false,
+                h0: None,
+                c0: None,
+                lengths: data.lengths(),
+            },
+            train,
+        )?;
+        if !self.plans.contains_key(&(t, train)) {
+            let p = self.build(t, train)?;
+            self.plans.insert((t, train), p);
+        }
+        self.lstm.train = train;
+        let ws_x = self.lstm.plan(t, b)?.ws.x.clone();
+        let ws_lengths = self.lstm.plan(t, b)?.ws.lengths.clone();
+        let p = &self.plans[&(t, train)];
         let ctx = &self.ctx;
+        let valid = |tt: usize, bb: usize| tt < lens[bb];
         match (data, self.net.head) {
-            (StepData::Tokens { ids, targets }, Head::Language { vocab, .. }) => {
+            (StepData::Tokens { ids, targets, .. }, Head::Language { vocab, .. }) => {
                 if ids.len() != t * b || targets.len() != t * b {
                     return Err(Error::tensor(
                         "tokens",
@@ -547,39 +891,73 @@ impl Trainer {
                 }
                 crate::kernels::embedding::check_ids(ids, vocab)?;
                 crate::kernels::loss::check_targets(targets, vocab)?;
+                // Padded positions are ignored by the loss.
+                let targets: Vec<u32> = targets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &y)| {
+                        if valid(i / b, i % b) {
+                            y
+                        } else {
+                            crate::kernels::loss::IGNORE
+                        }
+                    })
+                    .collect();
                 ctx.write(&p.inputs, 0, ids);
-                ctx.write(&p.targets, 0, targets);
+                ctx.write(&p.targets, 0, &targets);
                 ctx.write(&p.csr, 0, &csr_words(ids, vocab));
                 let step = LossStep {
-                    count: crate::kernels::loss::ce_count(targets),
+                    count: crate::kernels::loss::ce_count(&targets),
                     scale: 1.0,
                 };
                 ctx.write(&self.loss_step, 0, &step.words());
             }
-            (StepData::Series { x, targets }, Head::Regression { features, outputs }) => {
+            (StepData::Series { x, targets, .. }, Head::Regression { features, outputs })
+            | (StepData::Series { x, targets, .. }, Head::Sequence { features, outputs }) => {
                 if x.len() != t * b * features {
                     return Err(Error::tensor(
                         "input",
                         format!("{} values, expected [T={t}, B={b}, F={features}]", x.len()),
                     ));
                 }
-                if targets.len() != b * outputs {
+                let every = matches!(self.net.head, Head::Sequence { .. });
+                let rows = if every { t * b } else { b };
+                if targets.len() != rows * outputs {
                     return Err(Error::tensor(
                         "targets",
-                        format!("{} values, expected [B={b}, {outputs}]", targets.len()),
+                        format!(
+                            "{} values, expected {}",
+                            targets.len(),
+                            if every {
+                                format!("[T={t}, B={b}, {outputs}]")
+                            } else {
+                                format!("[B={b}, {outputs}]")
+                            }
+                        ),
                     ));
                 }
-                if let Some(i) = x.iter().chain(targets.iter()).position(|v| !v.is_finite()) {
+                if let Some(i) = x.iter().position(|v| !v.is_finite()) {
                     return Err(Error::tensor(
                         "input",
                         format!("non-finite value at flat index {i}"),
                     ));
                 }
-                let ws_x = self.lstm.plan(t, b)?.ws.x.clone();
+                if let Some(i) = targets.iter().position(|v| !v.is_finite()) {
+                    return Err(Error::tensor(
+                        "targets",
+                        format!("non-finite value at flat index {i}"),
+                    ));
+                }
                 ctx.write(&ws_x, 0, x);
                 ctx.write(&p.targets, 0, targets);
+                let mut count = b;
+                if every {
+                    let mask: Vec<u32> = (0..rows).map(|i| valid(i / b, i % b) as u32).collect();
+                    count = mask.iter().filter(|&&m| m != 0).count();
+                    ctx.write(&p.mask, 0, &mask);
+                }
                 let step = LossStep {
-                    count: (b * outputs) as u32,
+                    count: (count * outputs) as u32,
                     scale: 1.0,
                 };
                 ctx.write(&self.loss_step, 0, &step.words());
@@ -590,9 +968,8 @@ impl Trainer {
                 ));
             }
         }
-        let lens = vec![t as u32; b];
-        let ws = &self.lstm.plan(t, b)?.ws;
-        self.ctx.write(&ws.lengths, 0, &lens);
+        let lens: Vec<u32> = lens.iter().map(|&l| l as u32).collect();
+        self.ctx.write(&ws_lengths, 0, &lens);
         Ok(())
     }
 
@@ -645,9 +1022,9 @@ impl Trainer {
         Ok(())
     }
 
-    /// One optimizer step on a batch of `t` steps at learning rate `lr`.
-    /// `carry`: start from the previous training step's final state
-    /// (truncated BPTT) or from zero.
+    /// One optimizer step on a batch of `t` steps at learning rate `lr`, in
+    /// train mode (batch statistics, dropout). `carry`: start from the
+    /// previous training step's final state (truncated BPTT) or from zero.
     pub fn step(
         &mut self,
         t: usize,
@@ -655,21 +1032,25 @@ impl Trainer {
         carry: Carry,
         lr: f64,
     ) -> Result<StepStats> {
-        self.upload(t, data)?;
+        self.upload(t, data, true)?;
+        self.last_train = true;
         self.optim.prepare(&self.ctx, lr)?;
+        self.lstm.set_dropout_step(DropoutStep {
+            seed: self.dropout_seed,
+            counter: (self.steps_taken + 1) as u32,
+        });
         let ctx = self.ctx.clone();
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         self.encode_state(&mut enc, t, carry, 0)?;
         let b = self.batch;
         {
-            let ws = &self.lstm.plan(t, b)?.ws;
-            enc.clear_buffer(&ws.dg, 0, None);
+            let plan = self.lstm.plan(t, b)?;
+            enc.clear_buffer(&plan.ws.dg, 0, None);
             if let Head::Regression { .. } = self.net.head {
-                let plan = self.lstm.plan(t, b)?;
                 enc.clear_buffer(&plan.ws.dy[plan.grad_output], 0, None);
             }
         }
-        let p = &self.plans[&t];
+        let p = &self.plans[&(t, true)];
         ctx.scoped(|| {
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
@@ -686,6 +1067,14 @@ impl Trainer {
             ctx.queue.submit([enc.finish()]);
             Ok(())
         })?;
+        self.steps_taken += 1;
+        // The forward updated the running statistics (skipped or not, as
+        // PyTorch's BatchNorm counts every train-mode forward).
+        if self.net.norm.has_batch_stats() {
+            for v in self.lstm.model.tracked.values_mut() {
+                *v += 1;
+            }
+        }
         let loss = ctx.read_f32(&self.loss, 0, 1)?[0];
         let st = self.clip.read(&ctx)?;
         self.optim.commit(st.nonfinite);
@@ -697,13 +1086,15 @@ impl Trainer {
     }
 
     /// The mean loss of a batch without updating anything (validation,
-    /// generation); its state carries into the next evaluation only.
+    /// generation), in eval mode: running statistics, no dropout. Its state
+    /// carries into the next evaluation only.
     pub fn eval(&mut self, t: usize, data: &StepData<'_>, carry: Carry) -> Result<f32> {
-        self.upload(t, data)?;
+        self.upload(t, data, false)?;
+        self.last_train = false;
         let ctx = self.ctx.clone();
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         self.encode_state(&mut enc, t, carry, 1)?;
-        let p = &self.plans[&t];
+        let p = &self.plans[&(t, false)];
         ctx.scoped(|| {
             let mut pass = enc.begin_compute_pass(&Default::default());
             for d in &p.forward {
@@ -716,19 +1107,22 @@ impl Trainer {
             ctx.queue.submit([enc.finish()]);
             Ok(())
         })?;
+        // Later direct uses of the LSTM see its default (train) mode.
+        self.lstm.train = true;
         Ok(ctx.read_f32(&self.loss, 0, 1)?[0])
     }
 
-    /// The head's output of the last pass ([rows, out_dim]: logits or
-    /// predictions), read back.
+    /// The head's output of the last pass of length `t` ([rows, out_dim]:
+    /// logits or predictions; rows = T·B, or B for [`Head::Regression`]),
+    /// read back.
     pub fn head_output(&mut self, t: usize) -> Result<Vec<f32>> {
         let rows = match self.net.head {
-            Head::Language { .. } => t * self.batch,
             Head::Regression { .. } => self.batch,
+            _ => t * self.batch,
         };
         let p = self
             .plans
-            .get(&t)
+            .get(&(t, self.last_train))
             .ok_or_else(|| Error::Invalid(format!("no pass of length {t} has run")))?;
         self.ctx.read_f32(&p.head_out, 0, rows * self.net.out_dim())
     }
@@ -736,7 +1130,7 @@ impl Trainer {
     /// Dispatches and submits per training step of length `t` (after one
     /// step of that length has run).
     pub fn dispatches_per_step(&self, t: usize) -> Option<(usize, usize)> {
-        self.plans.get(&t).map(|p| {
+        self.plans.get(&(t, true)).map(|p| {
             (
                 p.forward.len() + p.backward.len() + self.clip.dispatches.len() + 1,
                 1,
@@ -747,5 +1141,173 @@ impl Trainer {
     /// The context.
     pub fn ctx(&self) -> &Arc<GpuContext> {
         &self.ctx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(init: InitOptions) -> NetConfig {
+        let mut n = NetConfig::new(
+            Head::Regression {
+                features: 5,
+                outputs: 1,
+            },
+            16,
+            2,
+        );
+        n.init = init;
+        n
+    }
+
+    fn tensor<'a>(net: &NetConfig, v: &'a [f32], name: &str) -> &'a [f32] {
+        let t = net.table();
+        let e = t.get(name).unwrap_or_else(|| panic!("no {name}"));
+        &v[e.offset..e.offset + e.len()]
+    }
+
+    #[test]
+    fn orthogonal_blocks_are_orthogonal() {
+        let n = net(InitOptions {
+            whh: WhhInit::Orthogonal,
+            ..Default::default()
+        });
+        let v = init_values(&n, 3);
+        let h = 16;
+        for l in 0..2 {
+            let w = tensor(&n, &v, &format!("weight_hh_l{l}"));
+            for g in 0..4 {
+                let q = &w[g * h * h..(g + 1) * h * h];
+                let mut worst = 0f64;
+                for i in 0..h {
+                    for j in 0..h {
+                        let d: f64 = (0..h)
+                            .map(|k| q[i * h + k] as f64 * q[j * h + k] as f64)
+                            .sum();
+                        worst = worst.max((d - if i == j { 1.0 } else { 0.0 }).abs());
+                    }
+                }
+                assert!(worst < 1e-5, "layer {l} gate {g}: |QQᵀ − I| = {worst}");
+            }
+            // The four gate blocks differ (each its own draw).
+            assert_ne!(&w[..h * h], &w[h * h..2 * h * h]);
+        }
+    }
+
+    #[test]
+    fn orthogonal_has_positive_r_diagonal() {
+        // Q = A·R⁻¹ with R upper triangular and diag(R) > 0, as torch's
+        // sign-corrected QR: rᵢᵢ = qᵢ·aᵢ > 0 for the same Gaussian A.
+        let mut r1 = crate::reference::Rng::new(9);
+        let q = orthogonal(6, &mut r1);
+        let mut r2 = crate::reference::Rng::new(9);
+        let a: Vec<f64> = (0..36).map(|_| gaussian(&mut r2)).collect();
+        for j in 0..6 {
+            let rjj: f64 = (0..6).map(|r| q[r * 6 + j] * a[r * 6 + j]).sum();
+            assert!(rjj > 0.0, "r[{j}][{j}] = {rjj}");
+            // Column j of A lies in the span of q_0..q_j (R is triangular).
+            for i in j + 1..6 {
+                let rij: f64 = (0..6).map(|r| q[r * 6 + i] * a[r * 6 + j]).sum();
+                assert!(rij.abs() < 1e-12, "r[{i}][{j}] = {rij}");
+            }
+        }
+    }
+
+    #[test]
+    fn xavier_bounds_and_variance() {
+        let n = net(InitOptions {
+            wih: WihInit::Xavier,
+            ..Default::default()
+        });
+        let v = init_values(&n, 4);
+        for (l, fan_in) in [(0, 5.0f64), (1, 16.0)] {
+            let w = tensor(&n, &v, &format!("weight_ih_l{l}"));
+            let b = (6.0 / (fan_in + 64.0)).sqrt();
+            assert!(w.iter().all(|&x| (x as f64).abs() <= b), "layer {l} bound");
+            // U(±b) has variance b²/3.
+            let var = w.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / w.len() as f64;
+            let want = b * b / 3.0;
+            assert!(
+                (var / want - 1.0).abs() < 0.15,
+                "layer {l}: variance {var}, expected about {want}"
+            );
+            // Larger than the default bound 1/√H would allow for layer 0.
+            assert!(w.iter().any(|&x| (x as f64).abs() > 0.25), "layer {l}");
+        }
+    }
+
+    #[test]
+    fn forget_bias_and_untouched_defaults() {
+        let plain = net(InitOptions::default());
+        let p = init_values(&plain, 5);
+        let n = net(InitOptions {
+            forget_bias: Some(1.0),
+            ..Default::default()
+        });
+        let v = init_values(&n, 5);
+        let h = 16;
+        for l in 0..2 {
+            let ih = tensor(&n, &v, &format!("bias_ih_l{l}"));
+            let hh = tensor(&n, &v, &format!("bias_hh_l{l}"));
+            assert!(ih[h..2 * h].iter().all(|&x| x == 1.0));
+            assert!(hh[h..2 * h].iter().all(|&x| x == 0.0));
+            // The other gates keep PyTorch's default.
+            let pih = tensor(&plain, &p, &format!("bias_ih_l{l}"));
+            assert_eq!(&ih[..h], &pih[..h]);
+            assert_eq!(&ih[2 * h..], &pih[2 * h..]);
+        }
+        // Every other tensor is the default draw, bit for bit.
+        for name in ["weight_ih_l0", "weight_hh_l1", "head.weight", "head.bias"] {
+            assert_eq!(tensor(&n, &v, name), tensor(&plain, &p, name), "{name}");
+        }
+        // And the default is U(±1/√H).
+        let k = 1.0 / 4.0;
+        assert!(
+            p[..net(InitOptions::default()).table().offset("head.weight")]
+                .iter()
+                .all(|&x| x.abs() <= k)
+        );
+    }
+
+    #[test]
+    fn norm_tensors_are_in_the_table_with_their_init() {
+        let mut n = net(InitOptions::default());
+        n.norm = Norm::RecurrentBatch { t_max: 7 };
+        let v = init_values(&n, 1);
+        assert_eq!(v.len(), n.table().total);
+        assert!(tensor(&n, &v, "bn_ih_l1.weight").iter().all(|&x| x == 0.1));
+        assert!(tensor(&n, &v, "bn_c_l0.bias").iter().all(|&x| x == 0.0));
+        let s = init_stats(&n);
+        let st = n.stats_table();
+        let e = st
+            .get("bn_hh_l0.running_var")
+            .unwrap_or_else(|| panic!("no var"));
+        assert_eq!(e.shape, vec![7, 64]);
+        assert!(s[e.offset..e.offset + e.len()].iter().all(|&x| x == 1.0));
+        // The LSTM and head draws are those of the plain model.
+        let plain = init_values(&net(InitOptions::default()), 1);
+        let nl = ParamTable::new(n.lstm().param_shapes()).total;
+        assert_eq!(&v[..nl], &plain[..nl]);
+        assert_eq!(tensor(&n, &v, "head.weight"), {
+            let pn = net(InitOptions::default());
+            tensor(&pn, &plain, "head.weight").to_vec()
+        });
+    }
+
+    #[test]
+    fn lengths_are_checked() {
+        assert!(check_lengths(&[1, 4, 2], 4, 3).is_ok());
+        for (l, want) in [
+            (vec![1, 5, 2], "lengths[1] = 5 is outside 1..=4"),
+            (vec![0, 4, 2], "lengths[0] = 0 is outside 1..=4"),
+            (vec![4, 4], "2 entries, expected one per sequence (3)"),
+        ] {
+            let e = check_lengths(&l, 4, 3).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains(want)),
+                "{l:?}: {e:?}"
+            );
+        }
     }
 }

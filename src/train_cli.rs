@@ -4,15 +4,18 @@
 use crate::cli::open_gpu;
 use crate::data::{
     AddingTask, Builtin, CopyTask, CsvTable, DataRng, Normalizer, SeriesConfig, SeriesDataset,
-    Split, TextConfig, TextData, Vocab,
+    SeriesTable, Split, TextConfig, TextData, Vocab,
 };
 use crate::error::{Error, Result};
 use crate::io::{self, TensorFile};
 use crate::kernels::optim::{OptimConfig, OptimKind};
 use crate::metrics::{MetricsLog, Value, loss_svg};
 use crate::model::NamedTensor;
+use crate::norm::{Norm, NormKind};
 use crate::schedule_lr::LrSchedule;
-use crate::train::{Carry, Head, NetConfig, StepData, Trainer, init_values};
+use crate::train::{
+    Carry, Head, InitOptions, NetConfig, StepData, Trainer, WhhInit, WihInit, init_values,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -73,9 +76,43 @@ pub struct TrainArgs {
     /// Clip gradients to this global L2 norm before each step.
     #[arg(long)]
     pub clip_norm: Option<f32>,
-    /// Dropout between layers (not implemented: only 0 is accepted).
+    /// Dropout probability on each layer's output but the last, in
+    /// training only (as nn.LSTM's `dropout`), in [0, 1).
     #[arg(long)]
     pub dropout: Option<f32>,
+    /// Residual connections around layers 1.. (output = layer(x) + x).
+    #[arg(long)]
+    #[serde(default)]
+    pub residual: bool,
+    /// Normalization: none | layer | layer-cell | batch | step-batch |
+    /// recurrent-batch (see the README's normalization variants).
+    #[arg(long)]
+    pub norm: Option<String>,
+    /// Between-layer norms (layer, batch, step-batch): normalize the last
+    /// layer's output too.
+    #[arg(long)]
+    #[serde(default)]
+    pub norm_last: bool,
+    /// Rows of running statistics of step-batch and recurrent-batch (the
+    /// longest training sequence; default --seq-len).
+    #[arg(long)]
+    pub norm_t_max: Option<usize>,
+    /// W_hh initialisation: uniform (PyTorch's U(±1/√H)) | orthogonal (each
+    /// gate's H×H block).
+    #[arg(long)]
+    pub init_whh: Option<String>,
+    /// W_ih initialisation: uniform (PyTorch's U(±1/√H)) | xavier
+    /// (U(±√(6/(I+4H)))).
+    #[arg(long)]
+    pub init_wih: Option<String>,
+    /// Forget-gate bias: bias_ih[H..2H) = F and bias_hh[H..2H) = 0, so
+    /// their sum is F.
+    #[arg(long)]
+    pub forget_bias: Option<f32>,
+    /// Adding problem: random sequence lengths in [N, --seq-len] per
+    /// sequence (variable-length batches); default all --seq-len.
+    #[arg(long)]
+    pub min_len: Option<usize>,
     /// constant | cosine (linear warmup + cosine decay) | step.
     #[arg(long)]
     pub schedule: Option<String>,
@@ -139,6 +176,14 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub stop_after: Option<usize>,
+    /// Write the exact data this run would train and validate on to FILE
+    /// and exit without training (no GPU needed): text → the UTF-8 text;
+    /// sine, mackey-glass or a CSV → a CSV of the chosen columns; copy,
+    /// adding → safetensors with every training step's batch and the
+    /// validation batches.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub dump_data: Option<PathBuf>,
 }
 
 macro_rules! merge {
@@ -166,6 +211,12 @@ impl TrainArgs {
             momentum,
             clip_norm,
             dropout,
+            norm,
+            norm_t_max,
+            init_whh,
+            init_wih,
+            forget_bias,
+            min_len,
             schedule,
             warmup,
             step_size,
@@ -183,6 +234,8 @@ impl TrainArgs {
             plot
         );
         self.deterministic_order |= o.deterministic_order;
+        self.residual |= o.residual;
+        self.norm_last |= o.norm_last;
         self.no_progress |= o.no_progress;
     }
 }
@@ -218,6 +271,88 @@ pub struct RunConfig {
     horizon: usize,
     /// The run's length in steps (the cosine schedule spans it).
     steps: usize,
+    // Later settings default to what runs without them did, so older
+    // checkpoints still load.
+    #[serde(default)]
+    dropout: f32,
+    #[serde(default)]
+    residual: bool,
+    #[serde(default = "none")]
+    norm: String,
+    #[serde(default)]
+    norm_last: bool,
+    #[serde(default)]
+    norm_t_max: usize,
+    #[serde(default = "uniform")]
+    init_whh: String,
+    #[serde(default = "uniform")]
+    init_wih: String,
+    #[serde(default)]
+    forget_bias: Option<f32>,
+    #[serde(default)]
+    min_len: Option<usize>,
+}
+
+fn none() -> String {
+    "none".into()
+}
+
+fn uniform() -> String {
+    "uniform".into()
+}
+
+/// The norm variant of `--norm` (`none` or a [`NormKind`] name).
+fn norm_kind(name: &str) -> Result<Option<NormKind>> {
+    if name == "none" {
+        return Ok(None);
+    }
+    <NormKind as clap::ValueEnum>::from_str(name, false)
+        .map(Some)
+        .map_err(|_| {
+            Error::Invalid(format!(
+                "--norm {name}: expected none, layer, layer-cell, batch, step-batch or recurrent-batch"
+            ))
+        })
+}
+
+/// The [`Norm`] a run's settings describe.
+fn norm_of(c: &RunConfig) -> Result<Norm> {
+    let (last, t_max) = (c.norm_last, c.norm_t_max);
+    Ok(match norm_kind(&c.norm)? {
+        None => Norm::None,
+        Some(NormKind::Layer) => Norm::Layer { last },
+        Some(NormKind::LayerCell) => Norm::LayerCell,
+        Some(NormKind::Batch) => Norm::Batch { last },
+        Some(NormKind::StepBatch) => Norm::StepBatch { last, t_max },
+        Some(NormKind::RecurrentBatch) => Norm::RecurrentBatch { t_max },
+    })
+}
+
+/// The initialisation options of a run's settings.
+fn init_of(c: &RunConfig) -> Result<InitOptions> {
+    let whh = match c.init_whh.as_str() {
+        "uniform" => WhhInit::Uniform,
+        "orthogonal" => WhhInit::Orthogonal,
+        o => {
+            return Err(Error::Invalid(format!(
+                "--init-whh {o}: expected uniform or orthogonal"
+            )));
+        }
+    };
+    let wih = match c.init_wih.as_str() {
+        "uniform" => WihInit::Uniform,
+        "xavier" => WihInit::Xavier,
+        o => {
+            return Err(Error::Invalid(format!(
+                "--init-wih {o}: expected uniform or xavier"
+            )));
+        }
+    };
+    Ok(InitOptions {
+        whh,
+        wih,
+        forget_bias: c.forget_bias,
+    })
 }
 
 fn resolve(a: &TrainArgs) -> Result<RunConfig> {
@@ -247,11 +382,17 @@ fn resolve(a: &TrainArgs) -> Result<RunConfig> {
             "--dataset {dataset} does not fit --task {task}"
         )));
     }
-    if let Some(p) = a.dropout
-        && p != 0.0
+    let dropout = a.dropout.unwrap_or(0.0);
+    if !(dropout.is_finite() && (0.0..1.0).contains(&dropout)) {
+        return Err(Error::Invalid(format!(
+            "--dropout {dropout}: expected a probability in [0, 1)"
+        )));
+    }
+    if let Some(f) = a.forget_bias
+        && !f.is_finite()
     {
         return Err(Error::Invalid(format!(
-            "--dropout {p}: dropout between layers is not implemented yet; only 0 is accepted"
+            "--forget-bias {f}: expected a finite number"
         )));
     }
     let optimizer = a.optimizer.clone().unwrap_or_else(|| "adam".into());
@@ -299,7 +440,43 @@ fn resolve(a: &TrainArgs) -> Result<RunConfig> {
         target: a.target.clone(),
         horizon: a.horizon.unwrap_or(1),
         steps: 0,
+        dropout,
+        residual: a.residual,
+        norm: a.norm.clone().unwrap_or_else(none),
+        norm_last: a.norm_last,
+        norm_t_max: 0,
+        init_whh: a.init_whh.clone().unwrap_or_else(uniform),
+        init_wih: a.init_wih.clone().unwrap_or_else(uniform),
+        forget_bias: a.forget_bias,
+        min_len: a.min_len,
     };
+    let mut c = c;
+    c.norm_t_max = a.norm_t_max.unwrap_or(c.seq_len);
+    norm_of(&c)?;
+    init_of(&c)?;
+    if c.residual && c.layers < 2 {
+        return Err(Error::Invalid(
+            "--residual connects stacked layers: it needs --layers 2 or more".into(),
+        ));
+    }
+    if c.norm_t_max == 0 {
+        return Err(Error::Invalid("--norm-t-max must be at least 1".into()));
+    }
+    if let Some(m) = c.min_len {
+        if task != "series" || c.dataset != "adding" || c.data.is_some() {
+            return Err(Error::Invalid(
+                "--min-len: variable lengths are available for the built-in adding dataset \
+                 (--dataset adding) only"
+                    .into(),
+            ));
+        }
+        if m < 2 || m > c.seq_len.max(2) {
+            return Err(Error::Invalid(format!(
+                "--min-len {m}: expected a length in 2..={} (--seq-len)",
+                c.seq_len.max(2)
+            )));
+        }
+    }
     for (name, v) in [
         ("--embed", c.embed),
         ("--hidden", c.hidden),
@@ -391,28 +568,174 @@ fn load_data(c: &RunConfig, vocab: Option<Vocab>, norm: Option<Normalizer>) -> R
         horizon: c.horizon,
         val_fraction: c.val_fraction,
     };
-    let table = match (&c.data, c.dataset.as_str()) {
-        (Some(p), _) => {
-            let csv = CsvTable::read(p)?;
-            let feats: Option<Vec<String>> = c
-                .features
-                .as_ref()
-                .map(|f| f.split(',').map(|s| s.trim().to_string()).collect());
-            csv.select(feats.as_deref(), c.target.as_deref())?
-        }
-        (None, "adding") => return Ok(Data::Adding(AddingTask::new(c.seq_len.max(2), c.seed)?)),
-        (None, name) => {
-            let b = name.parse::<Builtin>()?;
-            crate::data::builtin_series(b, crate::data::DEFAULT_SERIES_LEN, c.seed)?
-        }
-    };
+    if c.data.is_none() && c.dataset == "adding" {
+        return Ok(Data::Adding(AddingTask::new(c.seq_len.max(2), c.seed)?));
+    }
+    let table = series_table(c)?;
     Ok(Data::Series(match norm {
         Some(n) => SeriesDataset::with_normalizer(&table, &sc, n)?,
         None => SeriesDataset::new(&table, &sc)?,
     }))
 }
 
-fn net_of(c: &RunConfig, data: &Data) -> NetConfig {
+/// The columns of a series run: the `--data` CSV's chosen columns or the
+/// built-in `sine` / `mackey-glass` series.
+fn series_table(c: &RunConfig) -> Result<SeriesTable> {
+    match &c.data {
+        Some(p) => {
+            let csv = CsvTable::read(p)?;
+            let feats: Option<Vec<String>> = c
+                .features
+                .as_ref()
+                .map(|f| f.split(',').map(|s| s.trim().to_string()).collect());
+            csv.select(feats.as_deref(), c.target.as_deref())
+        }
+        None => {
+            let b = c.dataset.parse::<Builtin>()?;
+            crate::data::builtin_series(b, crate::data::DEFAULT_SERIES_LEN, c.seed)
+        }
+    }
+}
+
+/// `--dump-data`: writes the data of run `c` (of `steps` steps) to `path`.
+/// Text runs get the UTF-8 text (BOM dropped), series runs a CSV of the
+/// feature columns and then the target column unless it is a feature (the
+/// values in Rust's shortest round-trip form, so parsing them gives the same
+/// f64), and the generated copy and adding tasks a safetensors file:
+/// `train.inputs`, `train.targets` with a leading step axis (batch k is
+/// step k + 1's), `val.inputs`, `val.targets` with a leading axis of the
+/// [`VAL_BATCHES`] validation batches, `train.lengths` / `val.lengths`
+/// under `--min-len`; ids and lengths i64, values f32; time-major as the
+/// trainer (inputs [T, B] or [T, B, 2], adding targets [B, 1]).
+fn dump_data(path: &Path, c: &RunConfig, data: &Data, steps: usize) -> Result<()> {
+    let what = match data {
+        Data::Text(_) => {
+            let text = match &c.data {
+                Some(p) => crate::data::read_text(p)?,
+                None => crate::data::generated_text(crate::data::DEFAULT_TEXT_BYTES, c.seed),
+            };
+            io::write_atomic(path, text.as_bytes())?;
+            format!("{} characters of text", text.chars().count())
+        }
+        Data::Series(_) => {
+            let t = series_table(c)?;
+            let mut cols: Vec<(&str, &[f64])> = t
+                .feature_names
+                .iter()
+                .zip(&t.features)
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect();
+            if !t.feature_names.contains(&t.target_name) {
+                cols.push((t.target_name.as_str(), &t.target));
+            }
+            let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
+            let mut s = names.join(",") + "\n";
+            for r in 0..t.len() {
+                let row: Vec<String> = cols.iter().map(|c| format!("{}", c.1[r])).collect();
+                s += &row.join(",");
+                s.push('\n');
+            }
+            io::write_atomic(path, s.as_bytes())?;
+            format!("a CSV of {} rows of {}", t.len(), names.join(", "))
+        }
+        Data::Copy(task) => {
+            let mut d = DumpTensors::default();
+            for (split, n) in [(Split::Train, steps), (Split::Val, VAL_BATCHES)] {
+                let (mut x, mut y) = (Vec::new(), Vec::new());
+                for i in 0..n {
+                    let b = task.batch(split, i as u64, c.batch)?;
+                    x.extend(b.inputs.iter().map(|&v| v as i64));
+                    y.extend(b.targets.iter().map(|&v| v as i64));
+                }
+                let shape = vec![n, task.seq_len(), c.batch];
+                d.ints(split, "inputs", shape.clone(), x);
+                d.ints(split, "targets", shape, y);
+            }
+            d.write(path, c)?;
+            format!("{steps} training and {VAL_BATCHES} validation batches")
+        }
+        Data::Adding(task) => {
+            let mut d = DumpTensors::default();
+            for (split, n) in [(Split::Train, steps), (Split::Val, VAL_BATCHES)] {
+                let (mut x, mut y, mut lens) = (Vec::new(), Vec::new(), Vec::new());
+                for i in 0..n {
+                    let (b, l) = task.batch_lengths(
+                        split,
+                        i as u64,
+                        c.batch,
+                        c.min_len.unwrap_or(task.seq_len),
+                    )?;
+                    x.extend(b.inputs);
+                    y.extend(b.targets);
+                    lens.extend(l.iter().map(|&v| v as i64));
+                }
+                d.floats(split, "inputs", vec![n, task.seq_len, c.batch, 2], x);
+                d.floats(split, "targets", vec![n, c.batch, 1], y);
+                if c.min_len.is_some() {
+                    d.ints(split, "lengths", vec![n, c.batch], lens);
+                }
+            }
+            d.write(path, c)?;
+            format!("{steps} training and {VAL_BATCHES} validation batches")
+        }
+    };
+    eprintln!(
+        "dump-data: wrote {what} ({}) to {}",
+        c.data
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| format!("built-in {}", c.dataset)),
+        path.display()
+    );
+    Ok(())
+}
+
+/// Tensors of a `--dump-data` safetensors file.
+#[derive(Default)]
+struct DumpTensors(Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>);
+
+impl DumpTensors {
+    fn name(split: Split, what: &str) -> String {
+        match split {
+            Split::Train => format!("train.{what}"),
+            Split::Val => format!("val.{what}"),
+        }
+    }
+
+    fn ints(&mut self, split: Split, what: &str, shape: Vec<usize>, v: Vec<i64>) {
+        let b = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.0
+            .push((Self::name(split, what), safetensors::Dtype::I64, shape, b));
+    }
+
+    fn floats(&mut self, split: Split, what: &str, shape: Vec<usize>, v: Vec<f32>) {
+        let b = bytemuck::cast_slice::<f32, u8>(&v).to_vec();
+        self.0
+            .push((Self::name(split, what), safetensors::Dtype::F32, shape, b));
+    }
+
+    fn write(&self, path: &Path, c: &RunConfig) -> Result<()> {
+        let views = self
+            .0
+            .iter()
+            .map(|(name, dtype, shape, b)| {
+                safetensors::tensor::TensorView::new(*dtype, shape.clone(), b)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| Error::tensor(name, e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut meta = HashMap::new();
+        meta.insert("dataset".to_string(), c.dataset.clone());
+        meta.insert(
+            "config".to_string(),
+            toml::to_string(c).map_err(|e| Error::Invalid(e.to_string()))?,
+        );
+        let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::file(path, e))?;
+        io::write_atomic(path, &bytes)
+    }
+}
+
+fn net_of(c: &RunConfig, data: &Data) -> Result<NetConfig> {
     let head = match data {
         Data::Text(t) => Head::Language {
             vocab: t.vocab.len(),
@@ -431,11 +754,17 @@ fn net_of(c: &RunConfig, data: &Data) -> NetConfig {
             outputs: 1,
         },
     };
-    NetConfig {
-        head,
-        hidden: c.hidden,
-        layers: c.layers,
-    }
+    net_with(c, head)
+}
+
+/// The network of a run's settings around `head`.
+fn net_with(c: &RunConfig, head: Head) -> Result<NetConfig> {
+    let mut net = NetConfig::new(head, c.hidden, c.layers);
+    net.norm = norm_of(c)?;
+    net.dropout = c.dropout;
+    net.residual = c.residual;
+    net.init = init_of(c)?;
+    Ok(net)
 }
 
 /// Batches per epoch of the training split.
@@ -471,28 +800,55 @@ fn train_batch(c: &RunConfig, data: &Data, k: usize) -> Result<(usize, Owned, Ca
             let seed = (!c.deterministic_order).then_some(c.seed);
             let order = s.train.order(seed, epoch as u64);
             let b = s.train.batch(&order[i * c.batch..(i + 1) * c.batch])?;
-            Ok((b.seq_len, Owned::Series(b.inputs, b.targets), Carry::Zero))
+            Ok((
+                b.seq_len,
+                Owned::Series(b.inputs, b.targets, None),
+                Carry::Zero,
+            ))
         }
-        Data::Adding(task) => {
-            let b = task.batch(Split::Train, k as u64, c.batch)?;
-            Ok((b.seq_len, Owned::Series(b.inputs, b.targets), Carry::Zero))
-        }
+        Data::Adding(task) => Ok((
+            task.seq_len,
+            adding_batch(c, task, Split::Train, k as u64)?,
+            Carry::Zero,
+        )),
     }
+}
+
+/// An adding-problem batch, with random lengths under `--min-len`.
+fn adding_batch(c: &RunConfig, task: &AddingTask, split: Split, i: u64) -> Result<Owned> {
+    Ok(match c.min_len {
+        Some(m) => {
+            let (b, lens) = task.batch_lengths(split, i, c.batch, m)?;
+            Owned::Series(b.inputs, b.targets, Some(lens))
+        }
+        None => {
+            let b = task.batch(split, i, c.batch)?;
+            Owned::Series(b.inputs, b.targets, None)
+        }
+    })
 }
 
 enum Owned {
     Tokens(Vec<u32>, Vec<u32>),
-    Series(Vec<f32>, Vec<f32>),
+    Series(Vec<f32>, Vec<f32>, Option<Vec<usize>>),
 }
 
 impl Owned {
     fn view(&self) -> StepData<'_> {
         match self {
-            Owned::Tokens(ids, targets) => StepData::Tokens { ids, targets },
-            Owned::Series(x, targets) => StepData::Series { x, targets },
+            Owned::Tokens(ids, targets) => StepData::tokens(ids, targets),
+            Owned::Series(x, targets, lengths) => StepData::Series {
+                x,
+                targets,
+                lengths: lengths.as_deref(),
+            },
         }
     }
 }
+
+/// Validation batches of the generated copy and adding tasks (the same
+/// ones at every validation).
+const VAL_BATCHES: usize = 4;
 
 /// Mean validation loss over the whole validation split (weighted by
 /// positions), or `None` when there is none.
@@ -505,14 +861,7 @@ fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<Option<f64>>
             for w in 0..v.num_windows() {
                 let b = v.get_batch(w);
                 let carry = if w == 0 { Carry::Zero } else { Carry::Continue };
-                let l = tr.eval(
-                    b.seq_len,
-                    &StepData::Tokens {
-                        ids: &b.inputs,
-                        targets: &b.targets,
-                    },
-                    carry,
-                )?;
+                let l = tr.eval(b.seq_len, &StepData::tokens(&b.inputs, &b.targets), carry)?;
                 sum += l as f64 * b.seq_len as f64;
                 n += b.seq_len as f64;
             }
@@ -525,40 +874,27 @@ fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<Option<f64>>
             for b in v.epoch(c.batch, None, 0, true)? {
                 sum += tr.eval(
                     b.seq_len,
-                    &StepData::Series {
-                        x: &b.inputs,
-                        targets: &b.targets,
-                    },
+                    &StepData::series(&b.inputs, &b.targets),
                     Carry::Zero,
                 )? as f64;
                 n += 1.0;
             }
         }
         Data::Copy(task) => {
-            for i in 0..4 {
+            for i in 0..VAL_BATCHES as u64 {
                 let b = task.batch(Split::Val, i, c.batch)?;
                 sum += tr.eval(
                     b.seq_len,
-                    &StepData::Tokens {
-                        ids: &b.inputs,
-                        targets: &b.targets,
-                    },
+                    &StepData::tokens(&b.inputs, &b.targets),
                     Carry::Zero,
                 )? as f64;
                 n += 1.0;
             }
         }
         Data::Adding(task) => {
-            for i in 0..4 {
-                let b = task.batch(Split::Val, i, c.batch)?;
-                sum += tr.eval(
-                    b.seq_len,
-                    &StepData::Series {
-                        x: &b.inputs,
-                        targets: &b.targets,
-                    },
-                    Carry::Zero,
-                )? as f64;
+            for i in 0..VAL_BATCHES as u64 {
+                let b = adding_batch(c, task, Split::Val, i)?;
+                sum += tr.eval(task.seq_len, &b.view(), Carry::Zero)? as f64;
                 n += 1.0;
             }
         }
@@ -581,10 +917,37 @@ fn named_params(tr: &Trainer) -> Result<Vec<NamedTensor>> {
 /// Values in table order from tensors with PyTorch names (as
 /// [`named_params`] writes them); every tensor must match.
 fn values_from(net: &NetConfig, tensors: &[NamedTensor], file: &Path) -> Result<Vec<f32>> {
-    let mut table = crate::model::ParamTable::new(net.lstm().param_shapes());
-    for (n, s) in net.extra() {
-        table.push(n, s);
+    table_values(&net.table(), tensors, file)
+}
+
+/// Running statistics in [`NetConfig::stats_table`] order from tensors
+/// named `lstm.<name>`.
+fn stats_from(net: &NetConfig, tensors: &[NamedTensor], file: &Path) -> Result<Vec<f32>> {
+    table_values(&net.stats_table(), tensors, file)
+}
+
+/// Restores parameters, running statistics and `num_batches_tracked`
+/// counters (`lstm.<module>.num_batches_tracked`, absent ones stay 0).
+fn restore_model(
+    tr: &mut Trainer,
+    floats: &[NamedTensor],
+    ints: &BTreeMap<String, i64>,
+    file: &Path,
+) -> Result<()> {
+    tr.set_stats(&stats_from(&tr.net, floats, file)?)?;
+    for (name, v) in tr.lstm.model.tracked.iter_mut() {
+        if let Some(&n) = ints.get(&format!("lstm.{name}")) {
+            *v = n;
+        }
     }
+    Ok(())
+}
+
+fn table_values(
+    table: &crate::model::ParamTable,
+    tensors: &[NamedTensor],
+    file: &Path,
+) -> Result<Vec<f32>> {
     let by: HashMap<&str, &NamedTensor> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut values = Vec::with_capacity(table.total);
     for e in &table.entries {
@@ -634,6 +997,10 @@ fn save_checkpoint(
     st: &RunState,
 ) -> Result<()> {
     let mut tensors = named_params(tr)?;
+    for mut t in tr.stats()? {
+        t.name = format!("lstm.{}", t.name);
+        tensors.push(t);
+    }
     tensors.extend(tr.optim.state_tensors(tr.ctx())?);
     let state = tr.carried_state()?;
     tensors.push(NamedTensor::new("train.state", vec![state.len()], state));
@@ -643,6 +1010,9 @@ fn save_checkpoint(
         tr.optim.steps() as i64,
     );
     counters.insert("train.step".to_string(), st.step as i64);
+    for (name, v) in &tr.lstm.model.tracked {
+        counters.insert(format!("lstm.{name}"), *v);
+    }
     counters.insert("train.skipped".to_string(), st.skipped as i64);
     counters.insert("train.bad_vals".to_string(), st.bad_vals as i64);
     let mut meta = HashMap::new();
@@ -726,7 +1096,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         resumed.as_ref().and_then(|l| l.vocab.clone()),
         resumed.as_ref().and_then(|l| l.norm.clone()),
     )?;
-    let net = net_of(&c, &data);
+    let net = net_of(&c, &data)?;
     let per_epoch = epoch_len(&c, &data).max(1);
     let total = match (a.steps, a.epochs, &resumed) {
         (Some(s), _, _) => s,
@@ -735,21 +1105,27 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         (None, None, None) => 200,
     };
     c.steps = total;
+    if let Some(p) = &a.dump_data {
+        return dump_data(p, &c, &data, total);
+    }
     let stop = a.stop_after.map_or(total, |s| s.min(total));
-    let values = match (&resumed, &a.init) {
-        (Some(l), _) => {
-            let (floats, _) = l.file.params_and_counters()?;
-            values_from(&net, &floats, &l.file.path)?
-        }
-        (None, Some(p)) => {
-            let f = TensorFile::read(p)?;
-            values_from(&net, &f.all_f32()?, p)?
-        }
-        (None, None) => init_values(&net, c.seed),
+    // Weights (and running statistics) from the checkpoint or --init file.
+    let source = match (&resumed, &a.init) {
+        (Some(l), _) => Some((l.file.params_and_counters()?, l.file.path.clone())),
+        (None, Some(p)) => Some((TensorFile::read(p)?.params_and_counters()?, p.clone())),
+        (None, None) => None,
+    };
+    let values = match &source {
+        Some(((floats, _), p)) => values_from(&net, floats, p)?,
+        None => init_values(&net, c.seed),
     };
     let ctx = open_gpu(verbose)?;
     let oc = optim_config(&c)?;
     let mut tr = Trainer::new(ctx, net.clone(), values, c.batch, c.clip_norm, &oc)?;
+    tr.dropout_seed = c.seed;
+    if let Some(((floats, ints), p)) = &source {
+        restore_model(&mut tr, floats, ints, p)?;
+    }
     let mut st = RunState {
         step: 0,
         skipped: 0,
@@ -762,6 +1138,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         tr.optim
             .set_steps(counter(&l.file, crate::kernels::optim::STEP_NAME)? as u64);
         st.step = counter(&l.file, "train.step")? as usize;
+        tr.steps_taken = st.step as u64;
         st.skipped = counter(&l.file, "train.skipped")? as usize;
         st.bad_vals = counter(&l.file, "train.bad_vals")? as usize;
         st.best_val = l
@@ -793,7 +1170,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         b
     };
     eprintln!(
-        "train: task {}, data {}, {} params, LSTM({} -> {}, {} layers), batch {}, seq {}, {} steps ({} per epoch), {} lr {}",
+        "train: task {}, data {}, {} params, LSTM({} -> {}, {} layers{}), batch {}, seq {}{}, {} steps ({} per epoch), {} lr {}",
         c.task,
         c.data
             .as_ref()
@@ -803,8 +1180,12 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         net.lstm().input_size,
         c.hidden,
         c.layers,
+        describe_links(&c),
         c.batch,
         c.seq_len,
+        c.min_len
+            .map(|m| format!(" (lengths {m}..={})", c.seq_len))
+            .unwrap_or_default(),
         total,
         per_epoch,
         c.optimizer,
@@ -917,6 +1298,25 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     Ok(())
 }
 
+/// The norm, dropout and residual settings, for the run's first line.
+fn describe_links(c: &RunConfig) -> String {
+    let mut s = String::new();
+    if c.norm != "none" {
+        s += &format!(
+            ", norm {}{}",
+            c.norm,
+            if c.norm_last { " (last too)" } else { "" }
+        );
+    }
+    if c.dropout > 0.0 {
+        s += &format!(", dropout {}", c.dropout);
+    }
+    if c.residual {
+        s += ", residual";
+    }
+    s
+}
+
 /// A line to stderr that does not tear the progress bar.
 fn say(bar: &indicatif::ProgressBar, msg: String) {
     if bar.is_hidden() {
@@ -969,15 +1369,14 @@ pub fn generate(a: &GenerateArgs, verbose: bool) -> Result<()> {
         .clone()
         .ok_or_else(|| Error::file(&a.checkpoint, "not a text checkpoint (no vocabulary)"))?;
     let c = l.config.clone();
-    let net = NetConfig {
-        head: Head::Language {
+    let net = net_with(
+        &c,
+        Head::Language {
             vocab: vocab.len(),
             embed: c.embed,
         },
-        hidden: c.hidden,
-        layers: c.layers,
-    };
-    let (floats, _) = l.file.params_and_counters()?;
+    )?;
+    let (floats, ints) = l.file.params_and_counters()?;
     let values = values_from(&net, &floats, &a.checkpoint)?;
     let mut prompt = vocab.encode(&a.prompt)?;
     if prompt.is_empty() {
@@ -985,20 +1384,14 @@ pub fn generate(a: &GenerateArgs, verbose: bool) -> Result<()> {
     }
     let ctx = open_gpu(verbose)?;
     let mut tr = Trainer::new(ctx, net, values, 1, None, &OptimConfig::sgd())?;
+    restore_model(&mut tr, &floats, &ints, &a.checkpoint)?;
     let mut rng = DataRng::new(a.seed);
     let mut out = a.prompt.clone();
     let mut carry = Carry::Zero;
     // The prompt primes the state; its last position gives the first logits.
     let mut logits = Vec::new();
     for &id in &prompt {
-        tr.eval(
-            1,
-            &StepData::Tokens {
-                ids: &[id],
-                targets: &[0],
-            },
-            carry,
-        )?;
+        tr.eval(1, &StepData::tokens(&[id], &[0]), carry)?;
         carry = Carry::Continue;
         logits = tr.head_output(1)?;
     }
@@ -1023,14 +1416,7 @@ pub fn generate(a: &GenerateArgs, verbose: bool) -> Result<()> {
             r -= w[k];
         }
         out.push_str(&vocab.decode(&[pick as u32]));
-        tr.eval(
-            1,
-            &StepData::Tokens {
-                ids: &[pick as u32],
-                targets: &[0],
-            },
-            carry,
-        )?;
+        tr.eval(1, &StepData::tokens(&[pick as u32], &[0]), carry)?;
         logits = tr.head_output(1)?;
     }
     println!("{out}");
@@ -1062,18 +1448,18 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
     let Data::Series(ds) = load_data(&c, None, Some(norm.clone()))? else {
         return Err(Error::file(&a.checkpoint, "not a series checkpoint"));
     };
-    let net = NetConfig {
-        head: Head::Regression {
+    let net = net_with(
+        &c,
+        Head::Regression {
             features: ds.train.num_features(),
             outputs: c.horizon,
         },
-        hidden: c.hidden,
-        layers: c.layers,
-    };
-    let (floats, _) = l.file.params_and_counters()?;
+    )?;
+    let (floats, ints) = l.file.params_and_counters()?;
     let values = values_from(&net, &floats, &a.checkpoint)?;
     let ctx = open_gpu(verbose)?;
     let mut tr = Trainer::new(ctx, net, values, 1, None, &OptimConfig::sgd())?;
+    restore_model(&mut tr, &floats, &ints, &a.checkpoint)?;
     let headers: Vec<String> = (1..=c.horizon)
         .map(|k| format!("pred_{}_t+{k}", norm.target.name))
         .collect();
@@ -1082,10 +1468,7 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
         let b = ds.train.batch(&[w])?;
         tr.eval(
             b.seq_len,
-            &StepData::Series {
-                x: &b.inputs,
-                targets: &b.targets,
-            },
+            &StepData::series(&b.inputs, &b.targets),
             Carry::Zero,
         )?;
         let z = tr.head_output(b.seq_len)?;

@@ -114,30 +114,13 @@ fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
-#[test]
-fn resume_equals_uninterrupted() {
-    let d = tmp("resume");
+/// A 6-step run equals one stopped after 3 steps and resumed: every
+/// checkpoint tensor (weights, running statistics, optimizer state,
+/// counters) bit for bit, and the metrics.
+fn check_resume(tag: &str, common: &[&str]) {
+    let d = tmp(tag);
     let (a, b, c) = (d.join("a.st"), d.join("b.st"), d.join("c.st"));
     let (ma, mb) = (d.join("a.jsonl"), d.join("b.jsonl"));
-    let common = [
-        "--hidden",
-        "32",
-        "--batch",
-        "4",
-        "--seq-len",
-        "8",
-        "--val-every",
-        "3",
-        "--no-progress",
-        "--optimizer",
-        "adamw",
-        "--schedule",
-        "cosine",
-        "--warmup",
-        "2",
-        "--clip-norm",
-        "0.5",
-    ];
     let mut full = vec![
         "train",
         "--steps",
@@ -172,12 +155,228 @@ fn resume_equals_uninterrupted() {
         p(&mb),
         "--no-progress",
     ]);
+    let (ta, tc) = (tensors(&a), tensors(&c));
     assert_eq!(
-        tensors(&a),
-        tensors(&c),
-        "resumed run ends elsewhere than the uninterrupted one"
+        ta.iter().map(|t| &t.0).collect::<Vec<_>>(),
+        tc.iter().map(|t| &t.0).collect::<Vec<_>>(),
+        "{tag}: tensor names"
     );
-    assert_eq!(losses(&ma), losses(&mb));
+    for (x, y) in ta.iter().zip(&tc) {
+        assert!(x == y, "{tag}: resumed run ends elsewhere in `{}`", x.0);
+    }
+    assert_eq!(losses(&ma), losses(&mb), "{tag}");
+}
+
+#[test]
+fn resume_equals_uninterrupted() {
+    check_resume(
+        "resume",
+        &[
+            "--hidden",
+            "32",
+            "--batch",
+            "4",
+            "--seq-len",
+            "8",
+            "--val-every",
+            "3",
+            "--no-progress",
+            "--optimizer",
+            "adamw",
+            "--schedule",
+            "cosine",
+            "--warmup",
+            "2",
+            "--clip-norm",
+            "0.5",
+        ],
+    );
+}
+
+#[test]
+fn resume_equals_uninterrupted_with_batch_norm() {
+    // Running statistics and num_batches_tracked travel in the checkpoint;
+    // validation runs in eval mode between the steps.
+    check_resume(
+        "resume-bn",
+        &[
+            "--dataset",
+            "sine",
+            "--norm",
+            "step-batch",
+            "--norm-last",
+            "--layers",
+            "2",
+            "--hidden",
+            "32",
+            "--batch",
+            "4",
+            "--seq-len",
+            "8",
+            "--val-every",
+            "2",
+            "--no-progress",
+        ],
+    );
+}
+
+#[test]
+fn resume_equals_uninterrupted_with_dropout() {
+    // Step k's masks come from (seed, k), so the resumed half draws the
+    // masks the uninterrupted run draws.
+    check_resume(
+        "resume-dropout",
+        &[
+            "--dropout",
+            "0.2",
+            "--residual",
+            "--layers",
+            "3",
+            "--init-whh",
+            "orthogonal",
+            "--init-wih",
+            "xavier",
+            "--forget-bias",
+            "1",
+            "--seed",
+            "5",
+            "--hidden",
+            "32",
+            "--batch",
+            "4",
+            "--seq-len",
+            "8",
+            "--val-every",
+            "3",
+            "--no-progress",
+        ],
+    );
+}
+
+#[test]
+fn norm_variants_loss_falls() {
+    let d = tmp("norms");
+    // H = 64 for the LayerNorm cell: at H = 32 its kernel is ~10x slower
+    // per step on lavapipe (as the plain cell below 32, issue #5).
+    for (norm, hidden, last) in [
+        ("layer", "32", true),
+        ("layer-cell", "64", false),
+        ("batch", "32", false),
+        ("step-batch", "32", false),
+        ("recurrent-batch", "32", false),
+    ] {
+        let m = d.join(format!("{norm}.jsonl"));
+        let ck = d.join(format!("{norm}.st"));
+        let mut args = vec![
+            "train",
+            "--dataset",
+            "sine",
+            "--norm",
+            norm,
+            "--layers",
+            "2",
+            "--hidden",
+            hidden,
+            "--batch",
+            "8",
+            "--seq-len",
+            "12",
+            "--lr",
+            "0.01",
+            "--no-progress",
+        ];
+        if last {
+            args.push("--norm-last");
+        }
+        let mut run_args = args.clone();
+        run_args.extend([
+            "--steps",
+            "40",
+            "--val-every",
+            "40",
+            "--metrics",
+            p(&m),
+            "--checkpoint",
+            p(&ck),
+        ]);
+        ok(&run_args);
+        let l = losses(&m);
+        let n = l.len();
+        assert_eq!(n, 40, "{norm}");
+        let head: f64 = l[..5].iter().sum::<f64>() / 5.0;
+        let tail: f64 = l[n - 5..].iter().sum::<f64>() / 5.0;
+        assert!(tail < 0.5 * head, "{norm}: loss {head:.4} -> {tail:.4}");
+        // The variant's tensors are in the checkpoint with PyTorch names.
+        let names: Vec<String> = tensors(&ck).into_iter().map(|t| t.0).collect();
+        let (want, absent): (&[&str], &str) = match norm {
+            "layer" => (
+                &["lstm.layer_norms.1.weight", "lstm.layer_norms.0.bias"],
+                "-",
+            ),
+            "layer-cell" => (&["lstm.ln_ih_l0.weight", "lstm.ln_c_l1.bias"], "-"),
+            "batch" => (
+                &[
+                    "lstm.batch_norms.0.running_var",
+                    "lstm.batch_norms.0.num_batches_tracked",
+                ],
+                "lstm.batch_norms.1.weight",
+            ),
+            "step-batch" => (
+                &["lstm.step_norms.0.running_mean", "lstm.step_norms.0.bias"],
+                "lstm.step_norms.1.weight",
+            ),
+            _ => (&["lstm.bn_hh_l1.running_var", "lstm.bn_c_l0.bias"], "-"),
+        };
+        for w in want {
+            assert!(names.iter().any(|n| n == w), "{norm}: no {w} in {names:?}");
+        }
+        assert!(!names.iter().any(|n| n == absent), "{norm}: {absent}");
+        // --init takes the variant's tensors back (statistics included);
+        // a plain model's file lacks them.
+        let mut again = args.clone();
+        again.extend(["--steps", "1", "--init", p(&ck)]);
+        ok(&again);
+        if norm == "layer" {
+            let pl = d.join("plain.st");
+            let mut plain = vec!["train", "--steps", "1", "--hidden", "32"];
+            plain.extend(["--dataset", "sine", "--layers", "2", "--no-progress"]);
+            plain.extend(["--checkpoint", p(&pl)]);
+            ok(&plain);
+            let mut bad = args.clone();
+            bad.extend(["--steps", "1", "--init", p(&pl)]);
+            let o = run(&bad);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{err}");
+            assert!(err.contains("lstm.layer_norms.0.weight"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn variable_length_adding_problem() {
+    let d = tmp("varlen");
+    let m = d.join("m.jsonl");
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "adding",
+        "--seq-len",
+        "10",
+        "--min-len",
+        "4",
+        "--steps",
+        "40",
+        "--metrics",
+        p(&m),
+    ];
+    args.extend(SMALL);
+    args.push("3");
+    ok(&args);
+    let l = losses(&m);
+    let n = l.len();
+    let head: f64 = l[..5].iter().sum::<f64>() / 5.0;
+    let tail: f64 = l[n - 5..].iter().sum::<f64>() / 5.0;
+    assert!(tail < 0.95 * head, "loss {head:.4} -> {tail:.4}");
 }
 
 #[test]
@@ -211,28 +410,108 @@ fn bad_checkpoints_and_flags() {
         let o = run(&["generate", "--checkpoint", p(f)]);
         assert_eq!(o.status.code(), Some(2));
     }
-    for args in [
-        vec!["train", "--dropout", "0.3", "--steps", "1"],
-        vec!["train", "--optimizer", "rmsprop", "--steps", "1"],
-        vec![
-            "train",
-            "--task",
-            "series",
-            "--dataset",
-            "text",
-            "--steps",
-            "1",
-        ],
-        vec!["train", "--val-fraction", "1.5", "--steps", "1"],
-        vec!["generate", "--checkpoint", p(&ck), "--prompt", "\u{2603}"],
+    for (args, want) in [
+        (
+            vec!["train", "--dropout", "1.5", "--steps", "1"],
+            "--dropout 1.5",
+        ),
+        (
+            vec!["train", "--dropout=-0.1", "--steps", "1"],
+            "--dropout -0.1",
+        ),
+        (
+            vec!["train", "--norm", "group", "--steps", "1"],
+            "--norm group",
+        ),
+        (
+            vec!["train", "--init-whh", "eye", "--steps", "1"],
+            "--init-whh eye",
+        ),
+        (
+            vec!["train", "--init-wih", "kaiming", "--steps", "1"],
+            "--init-wih kaiming",
+        ),
+        (
+            vec!["train", "--forget-bias", "inf", "--steps", "1"],
+            "--forget-bias",
+        ),
+        (
+            vec!["train", "--residual", "--layers", "1", "--steps", "1"],
+            "--residual",
+        ),
+        (
+            vec![
+                "train",
+                "--norm",
+                "step-batch",
+                "--norm-t-max",
+                "0",
+                "--steps",
+                "1",
+            ],
+            "--norm-t-max",
+        ),
+        (vec!["train", "--min-len", "3", "--steps", "1"], "--min-len"),
+        (
+            vec![
+                "train",
+                "--dataset",
+                "adding",
+                "--seq-len",
+                "10",
+                "--min-len",
+                "11",
+                "--steps",
+                "1",
+            ],
+            "--min-len 11",
+        ),
+        // Per-step BatchNorm in train mode needs two sequences per step.
+        (
+            vec![
+                "train",
+                "--norm",
+                "step-batch",
+                "--batch",
+                "1",
+                "--hidden",
+                "32",
+                "--seq-len",
+                "4",
+                "--steps",
+                "1",
+            ],
+            "more than 1 value",
+        ),
+        (
+            vec!["train", "--optimizer", "rmsprop", "--steps", "1"],
+            "rmsprop",
+        ),
+        (
+            vec![
+                "train",
+                "--task",
+                "series",
+                "--dataset",
+                "text",
+                "--steps",
+                "1",
+            ],
+            "--dataset text",
+        ),
+        (
+            vec!["train", "--val-fraction", "1.5", "--steps", "1"],
+            "--val-fraction",
+        ),
+        (
+            vec!["generate", "--checkpoint", p(&ck), "--prompt", "\u{2603}"],
+            "U+2603",
+        ),
     ] {
         let o = run(&args);
-        assert_eq!(
-            o.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
     }
 }
 
@@ -269,6 +548,37 @@ fn generate_and_predict() {
     ]);
     let line = out.trim_end_matches('\n');
     assert!(line.starts_with("The "), "{line}");
+    // A BatchNorm model generates one sequence at a time: eval mode, with
+    // the running statistics from the checkpoint.
+    let bck = d.join("bn.st");
+    ok(&[
+        "train",
+        "--steps",
+        "3",
+        "--hidden",
+        "32",
+        "--batch",
+        "2",
+        "--seq-len",
+        "4",
+        "--norm",
+        "recurrent-batch",
+        "--dropout",
+        "0.3",
+        "--checkpoint",
+        p(&bck),
+        "--no-progress",
+    ]);
+    let g = ok(&[
+        "generate",
+        "--checkpoint",
+        p(&bck),
+        "--prompt",
+        "The ",
+        "--length",
+        "10",
+    ]);
+    assert_eq!(g.trim_end_matches('\n').chars().count(), 14, "{g:?}");
     assert_eq!(line.chars().count(), 4 + 25, "{line:?}");
     assert_eq!(
         out,
@@ -326,4 +636,105 @@ fn generate_and_predict() {
             .and_then(|v| v.parse::<f64>().ok())
             .is_some_and(f64::is_finite)
     }));
+}
+
+/// `--dump-data` writes the exact data of the run (the generated text, the
+/// series as CSV, the copy and adding batches of every step as safetensors)
+/// without training, and an unwritable path is a one-line error, exit 2.
+#[test]
+fn dump_data_writes_the_run_data() {
+    use lstm_wgpu::data::{self, AddingTask, CopyTask, CsvTable, Split};
+    let d = tmp("dump");
+    let (text, csv, copy, adding) = (
+        d.join("text.txt"),
+        d.join("mg.csv"),
+        d.join("copy.st"),
+        d.join("adding.st"),
+    );
+    ok(&["train", "--seed", "3", "--dump-data", p(&text)]);
+    let got = std::fs::read_to_string(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got, data::generated_text(data::DEFAULT_TEXT_BYTES, 3));
+
+    ok(&["train", "--dataset", "mackey-glass", "--dump-data", p(&csv)]);
+    let table = CsvTable::read(&csv)
+        .and_then(|t| t.select(None, None))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(table.feature_names, ["mackey-glass"]);
+    assert_eq!(
+        table.target,
+        data::mackey_glass(data::DEFAULT_SERIES_LEN, 0),
+        "the CSV must give back the series bit for bit"
+    );
+
+    let common = ["--batch", "3", "--steps", "5", "--seed", "7"];
+    ok(&[
+        &["train", "--dataset", "copy", "--seq-len", "12"],
+        &common[..],
+        &["--dump-data", p(&copy)],
+    ]
+    .concat());
+    let f = lstm_wgpu::io::TensorFile::read(&copy).unwrap_or_else(|e| panic!("{e}"));
+    let task = CopyTask::new(3, 6, 8, 7).unwrap_or_else(|e| panic!("{e}"));
+    for (split, name, n) in [(Split::Train, "train", 5), (Split::Val, "val", 4)] {
+        let (shape, x) = f
+            .ints(&format!("{name}.inputs"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no {name}.inputs"));
+        let (_, y) = f
+            .ints(&format!("{name}.targets"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no {name}.targets"));
+        assert_eq!(shape, [n, 12, 3]);
+        let b = task
+            .batch(split, n as u64 - 1, 3)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let last = (n - 1) * 36..n * 36;
+        let ids = |v: &[u32]| v.iter().map(|&i| i as i64).collect::<Vec<_>>();
+        assert_eq!(x[last.clone()], ids(&b.inputs)[..], "{name}");
+        assert_eq!(y[last], ids(&b.targets)[..], "{name}");
+    }
+
+    ok(&[
+        &[
+            "train",
+            "--dataset",
+            "adding",
+            "--seq-len",
+            "10",
+            "--min-len",
+            "4",
+        ],
+        &common[..],
+        &["--dump-data", p(&adding)],
+    ]
+    .concat());
+    let f = lstm_wgpu::io::TensorFile::read(&adding).unwrap_or_else(|e| panic!("{e}"));
+    let x = f
+        .require_f32("train.inputs")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (lshape, lens) = f
+        .ints("train.lengths")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no train.lengths"));
+    assert_eq!(
+        (x.shape.as_slice(), lshape.as_slice()),
+        (&[5, 10, 3, 2][..], &[5, 3][..])
+    );
+    let task = AddingTask::new(10, 7).unwrap_or_else(|e| panic!("{e}"));
+    let (b, l) = task
+        .batch_lengths(Split::Train, 2, 3, 4)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(x.data[2 * 60..3 * 60], b.inputs[..]);
+    assert_eq!(
+        lens[6..9],
+        l.iter().map(|&v| v as i64).collect::<Vec<_>>()[..]
+    );
+
+    let bad = d.join("no-such-dir").join("x.csv");
+    let o = run(&["train", "--dataset", "sine", "--dump-data", p(&bad)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.starts_with("error: ") && err.contains(p(&bad)), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!bad.exists());
 }

@@ -3,6 +3,9 @@
 mod common;
 
 use lstm_wgpu::kernels::optim::OptimConfig;
+use lstm_wgpu::lstm::{Batch, Lstm, Upstream};
+use lstm_wgpu::model::LstmModel;
+use lstm_wgpu::norm::Norm;
 use lstm_wgpu::train::{Carry, Head, NetConfig, StepData, Trainer, init_values};
 
 #[test]
@@ -19,14 +22,14 @@ fn char_model_loss_falls() {
         .chars()
         .map(|c| vocab.iter().position(|&v| v == c).unwrap_or(0) as u32)
         .collect();
-    let net = NetConfig {
-        head: Head::Language {
+    let net = NetConfig::new(
+        Head::Language {
             vocab: vocab.len(),
             embed: 8,
         },
-        hidden: 32,
-        layers: 2,
-    };
+        32,
+        2,
+    );
     let (t, b) = (8, 4);
     let mut opt = OptimConfig::adam();
     opt.lr = 0.01;
@@ -47,15 +50,7 @@ fn char_model_loss_falls() {
         }
         let carry = if k > 0 { Carry::Continue } else { Carry::Zero };
         let s = tr
-            .step(
-                t,
-                &StepData::Tokens {
-                    ids: &x,
-                    targets: &y,
-                },
-                carry,
-                0.01,
-            )
+            .step(t, &StepData::tokens(&x, &y), carry, 0.01)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(!s.skipped && s.loss.is_finite() && s.grad_norm.is_finite());
         first.get_or_insert(s.loss);
@@ -68,14 +63,14 @@ fn char_model_loss_falls() {
 #[test]
 fn series_model_loss_falls() {
     let ctx = common::ctx();
-    let net = NetConfig {
-        head: Head::Regression {
+    let net = NetConfig::new(
+        Head::Regression {
             features: 1,
             outputs: 1,
         },
-        hidden: 32,
-        layers: 1,
-    };
+        32,
+        1,
+    );
     let (t, b) = (12, 8);
     let mut opt = OptimConfig::adamw();
     opt.lr = 0.01;
@@ -93,9 +88,385 @@ fn series_model_loss_falls() {
             y[bb] = (ph + 0.5 * t as f32).sin();
         }
         let s = tr
+            .step(t, &StepData::series(&x, &y), Carry::Zero, 0.01)
+            .unwrap_or_else(|e| panic!("{e}"));
+        losses.push(s.loss);
+    }
+    let head: f32 = losses[..5].iter().sum::<f32>() / 5.0;
+    let tail: f32 = losses[losses.len() - 5..].iter().sum::<f32>() / 5.0;
+    assert!(tail < 0.2 * head, "loss {head} -> {tail}");
+}
+
+/// Sine windows: x [T, B, 1] and the next value of each window [B, 1].
+fn sine_batch(step: usize, t: usize, b: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut x = vec![0f32; t * b];
+    let mut y = vec![0f32; b];
+    for bb in 0..b {
+        let ph = (step * b + bb) as f32 * 0.37;
+        for tt in 0..t {
+            x[tt * b + bb] = (ph + 0.5 * tt as f32).sin();
+        }
+        y[bb] = (ph + 0.5 * t as f32).sin();
+    }
+    (x, y)
+}
+
+fn sine_net(layers: usize) -> NetConfig {
+    NetConfig::new(
+        Head::Regression {
+            features: 1,
+            outputs: 1,
+        },
+        32,
+        layers,
+    )
+}
+
+fn adamw() -> OptimConfig {
+    let mut opt = OptimConfig::adamw();
+    opt.lr = 0.01;
+    opt
+}
+
+#[test]
+fn batch_norm_eval_uses_running_statistics() {
+    let ctx = common::ctx();
+    let (t, b) = (12, 8);
+    for norm in [
+        Norm::Batch { last: true },
+        Norm::StepBatch {
+            last: false,
+            t_max: t,
+        },
+        Norm::RecurrentBatch { t_max: t },
+    ] {
+        let mut net = sine_net(2);
+        net.norm = norm;
+        let mut tr = Trainer::new(
+            ctx.clone(),
+            net.clone(),
+            init_values(&net, 1),
+            b,
+            None,
+            &adamw(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let stats = |tr: &Trainer| -> Vec<f32> {
+            tr.stats()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .into_iter()
+                .flat_map(|t| t.data)
+                .collect()
+        };
+        let s0 = stats(&tr);
+        assert!(!s0.is_empty(), "{norm:?} has running statistics");
+        let (x, y) = sine_batch(0, t, b);
+        let data = StepData::series(&x, &y);
+        let e0 = tr
+            .eval(t, &data, Carry::Zero)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stats(&tr), s0, "{norm:?}: eval leaves the statistics alone");
+        let s = tr
+            .step(t, &data, Carry::Zero, 0.0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let s1 = stats(&tr);
+        assert_ne!(s1, s0, "{norm:?}: a train step updates the statistics");
+        assert!(
+            tr.lstm.model.tracked.values().all(|&v| v == 1),
+            "{norm:?}: {:?}",
+            tr.lstm.model.tracked
+        );
+        // lr 0: same parameters; eval now reads the updated statistics, so
+        // its loss moves, and it is not the batch-statistics loss.
+        let e1 = tr
+            .eval(t, &data, Carry::Zero)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stats(&tr), s1);
+        assert!(e0 != e1 && e1 != s.loss, "{norm:?}: {e0} {e1} {}", s.loss);
+        assert_eq!(
+            e1,
+            tr.eval(t, &data, Carry::Zero)
+                .unwrap_or_else(|e| panic!("{e}")),
+            "{norm:?}: eval is deterministic"
+        );
+        // Eval mode needs no batch of 2: one sequence works.
+        let mut one = Trainer::new(
+            ctx.clone(),
+            net.clone(),
+            init_values(&net, 1),
+            1,
+            None,
+            &adamw(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let x1: Vec<f32> = (0..t).map(|tt| x[tt * b]).collect();
+        let one_seq = StepData::series(&x1, &y[..1]);
+        let l = one
+            .eval(t, &one_seq, Carry::Zero)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(l.is_finite());
+        // In train mode, per-step statistics need two sequences; the
+        // sequence-wise BatchNorm has T positions of one.
+        let r = one.step(t, &one_seq, Carry::Zero, 0.01);
+        if let Norm::Batch { .. } = norm {
+            assert!(r.is_ok(), "{norm:?}: {:?}", r.err());
+        } else {
+            let err = r.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("more than 1 value"), "{norm:?}: {err}");
+        }
+    }
+}
+
+#[test]
+fn dropout_masks_follow_seed_and_step() {
+    let ctx = common::ctx();
+    let (t, b) = (10, 4);
+    let mut net = sine_net(3);
+    net.dropout = 0.3;
+    net.residual = true;
+    let values = init_values(&net, 7);
+    let (x, y) = sine_batch(1, t, b);
+    let data = StepData::series(&x, &y);
+    let mut tr = Trainer::new(ctx.clone(), net.clone(), values.clone(), b, None, &adamw())
+        .unwrap_or_else(|e| panic!("{e}"));
+    tr.dropout_seed = 11;
+    // lr 0 keeps the parameters, so only the masks change the loss.
+    let run = |tr: &mut Trainer, k: u64| {
+        tr.steps_taken = k;
+        tr.step(t, &data, Carry::Zero, 0.0)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .loss
+    };
+    let (a, a2, c) = (run(&mut tr, 0), run(&mut tr, 0), run(&mut tr, 1));
+    assert_eq!(a, a2, "same seed and step, same masks");
+    assert_ne!(a, c, "a new step draws new masks");
+    tr.dropout_seed = 12;
+    assert_ne!(run(&mut tr, 0), a, "a new seed draws new masks");
+    // Eval has no dropout: it equals the same model built without it.
+    let ev = tr
+        .eval(t, &data, Carry::Zero)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut plain = net.clone();
+    plain.dropout = 0.0;
+    let mut tp = Trainer::new(
+        ctx.clone(),
+        plain.clone(),
+        values.clone(),
+        b,
+        None,
+        &adamw(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        ev,
+        tp.eval(t, &data, Carry::Zero)
+            .unwrap_or_else(|e| panic!("{e}"))
+    );
+    // The residual connections change the function.
+    let mut nores = plain.clone();
+    nores.residual = false;
+    let mut tn =
+        Trainer::new(ctx, nores, values, b, None, &adamw()).unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(
+        ev,
+        tn.eval(t, &data, Carry::Zero)
+            .unwrap_or_else(|e| panic!("{e}"))
+    );
+}
+
+#[test]
+fn dropout_and_residual_loss_falls() {
+    let ctx = common::ctx();
+    let (t, b) = (12, 8);
+    let mut net = sine_net(3);
+    net.dropout = 0.2;
+    net.residual = true;
+    let mut tr = Trainer::new(
+        ctx,
+        net.clone(),
+        init_values(&net, 3),
+        b,
+        Some(1.0),
+        &adamw(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut losses = Vec::new();
+    for step in 0..60 {
+        let (x, y) = sine_batch(step, t, b);
+        let s = tr
+            .step(t, &StepData::series(&x, &y), Carry::Zero, 0.01)
+            .unwrap_or_else(|e| panic!("{e}"));
+        losses.push(s.loss);
+    }
+    let head: f32 = losses[..5].iter().sum::<f32>() / 5.0;
+    let tail: f32 = losses[losses.len() - 5..].iter().sum::<f32>() / 5.0;
+    assert!(tail < 0.3 * head, "loss {head} -> {tail}");
+}
+
+/// Gradients of every parameter after a step at lr 0, by name.
+fn grads(tr: &Trainer) -> Vec<(String, Vec<f32>)> {
+    tr.lstm
+        .model
+        .grad_tensors(tr.ctx())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|t| (t.name, t.data))
+        .collect()
+}
+
+#[test]
+fn sequence_head_matches_cpu() {
+    let ctx = common::ctx();
+    let (t, b, f, o, h) = (4, 3, 3, 2, 32);
+    let lens = [4usize, 2, 3];
+    let net = NetConfig::new(
+        Head::Sequence {
+            features: f,
+            outputs: o,
+        },
+        h,
+        1,
+    );
+    let values = init_values(&net, 5);
+    let x: Vec<f32> = (0..t * b * f)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0)
+        .collect();
+    let y: Vec<f32> = (0..t * b * o)
+        .map(|i| ((i * 5 % 7) as f32 - 3.0) / 3.0)
+        .collect();
+    let mut tr = Trainer::new(
+        ctx.clone(),
+        net.clone(),
+        values.clone(),
+        b,
+        None,
+        &OptimConfig::sgd(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let s = tr
+        .step(
+            t,
+            &StepData::series(&x, &y).with_lengths(&lens),
+            Carry::Zero,
+            0.0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let g = grads(&tr);
+
+    // CPU head and loss around the library's LSTM (checked elsewhere
+    // against the f64 reference).
+    let table = net.table();
+    let nl = table.offset("head.weight");
+    let w = &values[nl..nl + o * h];
+    let bias = &values[nl + o * h..nl + o * h + o];
+    let cfg = net.lstm();
+    let model =
+        LstmModel::with_values(&ctx, cfg.clone(), &values[..nl]).unwrap_or_else(|e| panic!("{e}"));
+    let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+    let batch = Batch {
+        input: &x,
+        seq_len: t,
+        batch: b,
+        batch_first: false,
+        h0: None,
+        c0: None,
+        lengths: Some(&lens),
+    };
+    let out = lstm
+        .forward(&batch)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .output;
+    let count: usize = lens.iter().sum::<usize>() * o;
+    let mut loss = 0f64;
+    let mut dy = vec![0f64; t * b * o];
+    for tt in 0..t {
+        for (bb, &len) in lens.iter().enumerate() {
+            if tt >= len {
+                continue;
+            }
+            let r = tt * b + bb;
+            for k in 0..o {
+                let p: f64 = bias[k] as f64
+                    + (0..h)
+                        .map(|j| out[r * h + j] as f64 * w[k * h + j] as f64)
+                        .sum::<f64>();
+                let e = p - y[r * o + k] as f64;
+                loss += e * e / count as f64;
+                dy[r * o + k] = 2.0 * e / count as f64;
+            }
+        }
+    }
+    assert!(
+        ((s.loss as f64) - loss).abs() < 1e-5 * loss.max(1.0),
+        "loss {} vs CPU {loss}",
+        s.loss
+    );
+    let mut dw = vec![0f64; o * h];
+    let mut db = vec![0f64; o];
+    let mut dout = vec![0f32; t * b * h];
+    for r in 0..t * b {
+        for k in 0..o {
+            db[k] += dy[r * o + k];
+            for j in 0..h {
+                dw[k * h + j] += dy[r * o + k] * out[r * h + j] as f64;
+                dout[r * h + j] += (dy[r * o + k] * w[k * h + j] as f64) as f32;
+            }
+        }
+    }
+    let zeros = vec![0f32; b * h];
+    let (_, lg) = lstm
+        .forward_backward(
+            &batch,
+            &Upstream {
+                grad_output: &dout,
+                grad_h_n: &zeros,
+                grad_c_n: &zeros,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let find = |n: &str| -> &Vec<f32> {
+        &g.iter()
+            .find(|(k, _)| k == n)
+            .unwrap_or_else(|| panic!("{n}"))
+            .1
+    };
+    common::assert_close("grad head.weight", find("grad.head.weight"), &dw, 1e-4);
+    common::assert_close("grad head.bias", find("grad.head.bias"), &db, 1e-4);
+    for p in lg.params {
+        let want: Vec<f64> = p.data.iter().map(|&v| v as f64).collect();
+        common::assert_close(&p.name, find(&p.name), &want, 1e-4);
+    }
+}
+
+#[test]
+fn sequence_head_loss_falls() {
+    let ctx = common::ctx();
+    let (t, b) = (12, 8);
+    let net = NetConfig::new(
+        Head::Sequence {
+            features: 1,
+            outputs: 1,
+        },
+        32,
+        1,
+    );
+    let mut tr = Trainer::new(
+        ctx,
+        net.clone(),
+        init_values(&net, 2),
+        b,
+        Some(1.0),
+        &adamw(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut losses = Vec::new();
+    for step in 0..60 {
+        // Predict the next value at every step.
+        let (x, _) = sine_batch(step, t + 1, b);
+        let s = tr
             .step(
                 t,
-                &StepData::Series { x: &x, targets: &y },
+                &StepData::series(&x[..t * b], &x[b..]),
                 Carry::Zero,
                 0.01,
             )
@@ -105,4 +476,148 @@ fn series_model_loss_falls() {
     let head: f32 = losses[..5].iter().sum::<f32>() / 5.0;
     let tail: f32 = losses[losses.len() - 5..].iter().sum::<f32>() / 5.0;
     assert!(tail < 0.2 * head, "loss {head} -> {tail}");
+}
+
+/// Tokens or features, as the head takes them.
+fn step_data<'a>(
+    head: Head,
+    ids: &'a [u32],
+    tgt: &'a [u32],
+    x: &'a [f32],
+    y: &'a [f32],
+) -> StepData<'a> {
+    match head {
+        Head::Language { .. } => StepData::tokens(ids, tgt),
+        _ => StepData::series(x, y),
+    }
+}
+
+/// Max |a − b| / max |b| over a tensor.
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(1e-20f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+#[test]
+fn var_length_batch_equals_separate_sequences() {
+    let ctx = common::ctx();
+    let (t, b) = (5, 3);
+    let lens = [5usize, 2, 4];
+    for head in [
+        Head::Language { vocab: 7, embed: 4 },
+        Head::Regression {
+            features: 2,
+            outputs: 2,
+        },
+        Head::Sequence {
+            features: 2,
+            outputs: 1,
+        },
+    ] {
+        let net = NetConfig::new(head, 32, 2);
+        let values = init_values(&net, 9);
+        let new = |batch| {
+            Trainer::new(
+                ctx.clone(),
+                net.clone(),
+                values.clone(),
+                batch,
+                None,
+                &OptimConfig::sgd(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (f, o) = match head {
+            Head::Language { .. } => (1, 1),
+            Head::Regression { features, outputs } | Head::Sequence { features, outputs } => {
+                (features, outputs)
+            }
+        };
+        let every = !matches!(head, Head::Regression { .. });
+        // Time-major data; padded positions hold junk that must not count.
+        let ids: Vec<u32> = (0..t * b).map(|i| (i * 3 % 7) as u32).collect();
+        let tgt: Vec<u32> = (0..t * b).map(|i| (i * 5 % 7) as u32).collect();
+        let x: Vec<f32> = (0..t * b * f)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0)
+            .collect();
+        let ny = if every { t * b * o } else { b * o };
+        let y: Vec<f32> = (0..ny).map(|i| ((i * 3 % 5) as f32 - 2.0) / 2.0).collect();
+        let one = |bb: usize, l: usize| -> (Vec<u32>, Vec<u32>, Vec<f32>, Vec<f32>) {
+            let pick_u = |v: &[u32]| (0..l).map(|tt| v[tt * b + bb]).collect();
+            let xs = (0..l)
+                .flat_map(|tt| x[(tt * b + bb) * f..(tt * b + bb + 1) * f].to_vec())
+                .collect();
+            let ys = if every {
+                (0..l)
+                    .flat_map(|tt| y[(tt * b + bb) * o..(tt * b + bb + 1) * o].to_vec())
+                    .collect()
+            } else {
+                y[bb * o..(bb + 1) * o].to_vec()
+            };
+            (pick_u(&ids), pick_u(&tgt), xs, ys)
+        };
+
+        let mut tb = new(b);
+        let s = tb
+            .step(
+                t,
+                &step_data(head, &ids, &tgt, &x, &y).with_lengths(&lens),
+                Carry::Zero,
+                0.0,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let gb = grads(&tb);
+
+        // Each sequence alone, combined with the weights of the batch mean:
+        // positions for per-step losses, sequences for the last-step one.
+        let total: usize = lens.iter().sum();
+        let mut ts = new(1);
+        let mut loss = 0f32;
+        let mut gs: Vec<Vec<f32>> = gb.iter().map(|(_, v)| vec![0f32; v.len()]).collect();
+        for (bb, &l) in lens.iter().enumerate() {
+            let (i1, t1, x1, y1) = one(bb, l);
+            let s1 = ts
+                .step(l, &step_data(head, &i1, &t1, &x1, &y1), Carry::Zero, 0.0)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let wgt = if every {
+                l as f32 / total as f32
+            } else {
+                1.0 / b as f32
+            };
+            loss += wgt * s1.loss;
+            for (acc, (_, g)) in gs.iter_mut().zip(grads(&ts)) {
+                for (a, v) in acc.iter_mut().zip(g) {
+                    *a += wgt * v;
+                }
+            }
+        }
+        assert!(
+            (s.loss - loss).abs() < 1e-5 * loss.abs().max(1.0),
+            "{head:?}: loss {} vs {loss}",
+            s.loss
+        );
+        for ((name, g), want) in gb.iter().zip(&gs) {
+            let e = rel_err(g, want);
+            assert!(e < 1e-4, "{head:?} {name}: rel error {e}");
+        }
+
+        // Lengths out of range are refused with the offending entry named.
+        for (bad, msg) in [
+            (vec![5, 0, 4], "lengths[1] = 0 is outside 1..=5"),
+            (vec![5, 6, 4], "lengths[1] = 6 is outside 1..=5"),
+            (vec![5, 4], "2 entries, expected one per sequence (3)"),
+        ] {
+            let e = tb
+                .step(
+                    t,
+                    &step_data(head, &ids, &tgt, &x, &y).with_lengths(&bad),
+                    Carry::Zero,
+                    0.0,
+                )
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains(msg), "{head:?} {bad:?}: {e}");
+        }
+    }
 }
