@@ -3,8 +3,9 @@
 use crate::GpuContext;
 use crate::error::{Error, Result};
 use crate::io::{self, TensorFile};
+use crate::kernels::elementwise::DropoutStep;
 use crate::lstm::{Batch, Lstm, Upstream, validate_batch, validate_upstream};
-use crate::model::{LstmConfig, LstmModel, NamedTensor};
+use crate::model::{Links, LstmConfig, LstmModel, NamedTensor};
 use crate::norm::NormKind;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -36,6 +37,9 @@ pub enum Cmd {
     Generate(crate::train_cli::GenerateArgs),
     /// Run a time-series checkpoint over a CSV.
     Predict(crate::train_cli::PredictArgs),
+    /// Time standard training workloads (ms/step, tokens/s, dispatches,
+    /// GFLOP/s, peak GPU memory); `all` takes minutes on a CPU driver.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Arguments of `grad`.
@@ -70,6 +74,20 @@ pub struct GradArgs {
     /// Clamp every gradient to [-V, V] (clip_grad_value_), after --clip-norm.
     #[arg(long)]
     pub clip_value: Option<f32>,
+    /// Dropout probability in [0, 1) on each layer's output but the last
+    /// (after its between-layer norm), as nn.LSTM's `dropout`; train mode
+    /// only, identity with --eval.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub dropout: f32,
+    /// Residual connections: layer l >= 1 adds its input to its output.
+    #[arg(long)]
+    pub residual: bool,
+    /// Seed of the dropout mask (Philox key).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub dropout_seed: u64,
+    /// Counter of the dropout mask (the training step it belongs to).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub dropout_step: u32,
 }
 
 /// Arguments of `demo`.
@@ -106,6 +124,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Train(a) => crate::train_cli::train(*a, cli.verbose),
         Cmd::Generate(a) => crate::train_cli::generate(&a, cli.verbose),
         Cmd::Predict(a) => crate::train_cli::predict(&a, cli.verbose),
+        Cmd::Bench(a) => crate::bench::run(&a, cli.verbose),
     }
 }
 
@@ -244,10 +263,25 @@ fn grad(a: &GradArgs, verbose: bool) -> Result<()> {
             )));
         }
     }
+    let links = Links {
+        dropout: a.dropout,
+        residual: a.residual,
+    };
+    if links.validate().is_err() {
+        return Err(Error::Invalid(format!(
+            "--dropout {}: expected a probability in [0, 1)",
+            a.dropout
+        )));
+    }
     let ctx = open_gpu(verbose)?;
     let model = LstmModel::from_host(&ctx, host)?;
     let mut lstm = Lstm::new(ctx.clone(), model)?;
     lstm.train = train;
+    lstm.set_links(links)?;
+    lstm.set_dropout_step(DropoutStep {
+        seed: a.dropout_seed,
+        counter: a.dropout_step,
+    });
     let (out, mut g) = lstm.forward_backward(&batch, &up)?;
     let mut norms = Vec::new();
     if a.clip_norm.is_some() || a.clip_value.is_some() {

@@ -1,7 +1,47 @@
 //! GPU context: adapter choice, device, limits, buffers, pipelines, error scopes.
 
 use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
 use wgpu::util::DeviceExt;
+
+/// Bytes of the GPU buffers created through a [`GpuContext`]: live now and
+/// the most ever live at once. wgpu has no hook on a buffer's drop, so a
+/// buffer stays counted until the context goes away unless the context
+/// frees it itself (its readback staging buffers). `live` is thus an upper
+/// bound on what is live, exact for owners that keep their buffers, as the
+/// trainer does (its buffers are made once per shape and reused).
+#[derive(Debug, Default)]
+pub struct MemCounter {
+    live: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl MemCounter {
+    fn alloc(&self, bytes: u64) {
+        let live = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(live, Ordering::Relaxed);
+    }
+
+    fn free(&self, bytes: u64) {
+        self.live.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes counted as live.
+    pub fn live(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes live at once since the context was made or since
+    /// [`MemCounter::reset_peak`].
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Starts a new high-water mark at the current live bytes.
+    pub fn reset_peak(&self) {
+        self.peak.store(self.live(), Ordering::Relaxed);
+    }
+}
 
 /// How a kernel binding is used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +64,8 @@ pub struct GpuContext {
     pub info: wgpu::AdapterInfo,
     /// The limits the device was created with (the adapter's own).
     pub limits: wgpu::Limits,
+    /// Bytes of the buffers created through this context.
+    pub mem: MemCounter,
 }
 
 impl GpuContext {
@@ -57,6 +99,7 @@ impl GpuContext {
             queue,
             info,
             limits,
+            mem: MemCounter::default(),
         })
     }
 
@@ -110,6 +153,7 @@ impl GpuContext {
     pub fn storage(&self, label: &str, len: usize) -> Result<wgpu::Buffer> {
         let bytes = (len.max(1) * 4) as u64;
         self.check_size(label, bytes)?;
+        self.mem.alloc(bytes);
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,
@@ -127,6 +171,7 @@ impl GpuContext {
         if data.is_empty() {
             return self.storage(label, 1);
         }
+        self.mem.alloc(bytes);
         Ok(self
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -162,8 +207,22 @@ impl GpuContext {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        self.mem.alloc(bytes);
+        let out = self.read_staged(buf, offset, &staging, bytes);
+        // The staging buffer dies here, whatever the outcome.
+        self.mem.free(bytes);
+        out
+    }
+
+    fn read_staged(
+        &self,
+        buf: &wgpu::Buffer,
+        offset: usize,
+        staging: &wgpu::Buffer,
+        bytes: u64,
+    ) -> Result<Vec<f32>> {
         let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(buf, (offset * 4) as u64, &staging, 0, bytes);
+        enc.copy_buffer_to_buffer(buf, (offset * 4) as u64, staging, 0, bytes);
         self.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
@@ -313,6 +372,8 @@ impl Kernel {
                 contents: bytemuck::cast_slice(params),
                 usage: wgpu::BufferUsages::UNIFORM,
             });
+        // Kept alive by the bind group, as long as the dispatch.
+        ctx.mem.alloc(uniform.size());
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: uniform.as_entire_binding(),

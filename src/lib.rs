@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod demo;
@@ -37,4 +38,4 @@ pub mod workspace;
 pub use error::{Error, Result};
 pub use gpu::GpuContext;
 pub use lstm::{Batch, Grads, Lstm, Outputs, Upstream};
-pub use model::{LstmConfig, LstmModel, NamedTensor};
+pub use model::{Links, LstmConfig, LstmModel, NamedTensor};

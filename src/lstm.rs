@@ -4,7 +4,8 @@
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::kernels::Kernels;
-use crate::model::{LstmConfig, LstmModel, NamedTensor};
+use crate::kernels::elementwise::DropoutStep;
+use crate::model::{Links, LstmConfig, LstmModel, NamedTensor};
 use crate::schedule::Plan;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -73,9 +74,12 @@ pub struct Lstm {
     pub model: LstmModel,
     plans: HashMap<(usize, usize, bool), Plan>,
     clips: HashMap<(Option<u32>, Option<u32>), crate::kernels::clip::ClipPlan>,
-    /// BatchNorm mode: batch statistics and running-stat updates (`true`,
-    /// the default) or running statistics (`false`).
+    /// Train mode (`true`, the default): BatchNorm uses batch statistics and
+    /// updates running ones, and dropout between layers is applied. Eval
+    /// mode (`false`): running statistics, no dropout.
     pub train: bool,
+    /// [`DropoutStep`] words read by every plan's dropout dispatches.
+    dropout_step: wgpu::Buffer,
 }
 
 /// Swaps the first two axes of a `[a, b, rest]` array.
@@ -162,6 +166,7 @@ impl Lstm {
     /// Binds `model` to `ctx`, compiling the kernels.
     pub fn new(ctx: Arc<GpuContext>, model: LstmModel) -> Result<Self> {
         let kernels = Kernels::new(&ctx)?;
+        let dropout_step = ctx.storage_init("dropout step", &DropoutStep::default().words())?;
         Ok(Self {
             ctx,
             kernels,
@@ -169,7 +174,28 @@ impl Lstm {
             plans: HashMap::new(),
             clips: HashMap::new(),
             train: true,
+            dropout_step,
         })
+    }
+
+    /// Sets the seed and counter of the dropout masks of the next passes
+    /// (the plans read them from one buffer, so nothing is rebuilt). Call it
+    /// once per training step with a new counter for fresh masks.
+    pub fn set_dropout_step(&self, step: DropoutStep) {
+        self.ctx.write(&self.dropout_step, 0, &step.words());
+    }
+
+    /// The buffer holding the current [`DropoutStep`] words.
+    pub fn dropout_step_buffer(&self) -> &wgpu::Buffer {
+        &self.dropout_step
+    }
+
+    /// Sets dropout and residual connections between layers; prepared plans
+    /// are dropped (dispatch lists taken from them earlier are stale).
+    pub fn set_links(&mut self, links: Links) -> Result<()> {
+        self.model.set_links(links)?;
+        self.plans.clear();
+        Ok(())
     }
 
     /// The prepared plan of a (T, B) shape in the current mode, built on
@@ -184,10 +210,19 @@ impl Lstm {
                 seq_len,
                 batch,
                 self.train,
+                &self.dropout_step,
             )?;
             self.plans.insert(key, plan);
         }
         Ok(&self.plans[&key])
+    }
+
+    /// Forces the kernel of the plain cell's time loops (`None`: chosen by
+    /// shape), overriding `LSTM_WGPU_CELL_PATH`; prepared plans are dropped.
+    /// A forced persistent path that cannot run a shape fails its passes.
+    pub fn set_cell_path(&mut self, path: Option<crate::schedule::CellPath>) {
+        self.kernels.cell_path = path;
+        self.plans.clear();
     }
 
     /// The compiled kernels.
@@ -219,7 +254,15 @@ impl Lstm {
         self.model.check_batch(b, self.train)?;
         let key = (t, n, self.train);
         if !self.plans.contains_key(&key) {
-            let plan = Plan::new(&self.ctx, &self.kernels, &self.model, t, n, self.train)?;
+            let plan = Plan::new(
+                &self.ctx,
+                &self.kernels,
+                &self.model,
+                t,
+                n,
+                self.train,
+                &self.dropout_step,
+            )?;
             self.plans.insert(key, plan);
         }
         let cfg = &self.model.config;

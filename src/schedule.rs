@@ -8,13 +8,17 @@
 //! (direction, step) in reverse, one for the initial-state gradients, then
 //! weight gradients as GEMMs over all timesteps, bias (and norm-gain)
 //! gradients as column sums, and the gradient for the layer below as a GEMM.
+//! Between layers: the between-layer norm, then dropout and the residual add
+//! fused into one elementwise dispatch (forward and backward each).
 
 use crate::error::Result;
 use crate::gpu::{Dispatch, GpuContext};
 use crate::kernels::Kernels;
+use crate::kernels::elementwise::DropoutShape;
 use crate::kernels::gemm::GemmOp;
 use crate::kernels::lstm_cell::{CellBackward, CellForward, CellShape};
 use crate::kernels::lstm_cell_ln::{self, NormCellBuffers, NormCellParams};
+pub use crate::kernels::lstm_persistent::CellPath;
 use crate::model::{LstmModel, dir_suffix};
 use crate::norm::Norm;
 use crate::workspace::Workspace;
@@ -31,6 +35,8 @@ pub struct Plan {
     pub grad_input: usize,
     /// Which of `ws.dy` receives the gradient of the last layer's output.
     pub grad_output: usize,
+    /// Which kernel runs the cell's time loops.
+    pub path: CellPath,
 }
 
 fn shape(model: &LstmModel, ws: &Workspace, l: usize, d: usize) -> CellShape {
@@ -198,15 +204,70 @@ fn between_norm(
     }
 }
 
+/// Dropout and the residual add after layer `l`: forward (a_l, y_l →
+/// y_{l+1} in `ws.linked[l]`) or backward (in place on `dy`, the gradient of
+/// y_{l+1}, with the skip path's copy of it written to `skip`, which the
+/// input-gradient GEMM then accumulates onto). One dispatch, or none.
+#[allow(clippy::too_many_arguments)]
+fn links(
+    ctx: &GpuContext,
+    k: &Kernels,
+    model: &LstmModel,
+    ws: &Workspace,
+    l: usize,
+    train: bool,
+    step: &wgpu::Buffer,
+    backward: Option<(&wgpu::Buffer, &wgpu::Buffer)>,
+) -> Result<Vec<Dispatch>> {
+    let Some(y) = &ws.linked[l] else {
+        return Ok(Vec::new());
+    };
+    let cfg = &model.config;
+    let lk = &model.links;
+    let (drops, adds) = (lk.drops(cfg, l, train), lk.adds(l));
+    let n = ws.seq * ws.batch * cfg.dirs() * cfg.hidden_size;
+    let s = DropoutShape {
+        n,
+        p: lk.dropout,
+        stream: l as u32,
+        ..Default::default()
+    };
+    let e = &k.elementwise;
+    match backward {
+        None => {
+            let a = ws.normed[l].as_ref().unwrap_or(&ws.outs[l]);
+            if !drops {
+                e.add(ctx, n, (a, 0), (ws.layer_output(l - 1), 0), (y, 0))
+            } else if adds {
+                e.dropout_add(ctx, &s, step, a, (ws.layer_output(l - 1), 0), y)
+            } else {
+                e.dropout_forward(ctx, &s, step, a, y)
+            }
+        }
+        Some((dy, skip)) => {
+            if !drops {
+                e.accumulate(ctx, n, (dy, 0), (skip, 0), false)
+            } else if adds {
+                e.dropout_split(ctx, &s, step, dy, (skip, 0), dy)
+            } else {
+                e.dropout_backward(ctx, &s, step, dy, dy)
+            }
+        }
+    }
+}
+
 impl Plan {
     /// The buffer holding the final output [T, B, D·H].
     pub fn output(&self) -> &wgpu::Buffer {
-        let l = self.ws.outs.len() - 1;
-        self.ws.normed[l].as_ref().unwrap_or(&self.ws.outs[l])
+        self.ws.layer_output(self.ws.outs.len() - 1)
     }
 
     /// Builds the workspace and every dispatch for (seq, batch) in train or
-    /// eval mode (which matters for BatchNorm variants only).
+    /// eval mode (which matters for BatchNorm variants and dropout).
+    /// Dropout dispatches read their [`DropoutStep`] words from
+    /// `dropout_step` at offset 0.
+    ///
+    /// [`DropoutStep`]: crate::kernels::elementwise::DropoutStep
     pub fn new(
         ctx: &GpuContext,
         k: &Kernels,
@@ -214,8 +275,9 @@ impl Plan {
         seq: usize,
         batch: usize,
         train: bool,
+        dropout_step: &wgpu::Buffer,
     ) -> Result<Self> {
-        ctx.scoped(|| Self::build(ctx, k, model, seq, batch, train))
+        ctx.scoped(|| Self::build(ctx, k, model, seq, batch, train, dropout_step))
     }
 
     fn build(
@@ -225,22 +287,32 @@ impl Plan {
         seq: usize,
         batch: usize,
         train: bool,
+        dropout_step: &wgpu::Buffer,
     ) -> Result<Self> {
         let cfg = &model.config;
         let norm = model.norm;
         let in_cell = norm.in_cell();
-        let ws = Workspace::new(ctx, cfg, &norm, seq, batch)?;
+        let ws = Workspace::new(ctx, cfg, &norm, &model.links, train, seq, batch)?;
         let (h, dirs, tb) = (cfg.hidden_size, cfg.dirs(), seq * batch);
-        let push = |v: &mut Vec<Dispatch>, d: Option<Dispatch>| v.extend(d);
+        // The persistent time loop serves the plain cell (between-layer norms
+        // included); normalized cells keep one dispatch per step.
+        let persistent = if in_cell {
+            None
+        } else {
+            k.persistent.select(ctx, k.cell_path, h, batch, dirs, seq)?
+        };
+        let dir_shapes = |l: usize| {
+            (0..dirs)
+                .map(|d| shape(model, &ws, l, d))
+                .collect::<Vec<_>>()
+        };
+        let push = |v: &mut Vec<Dispatch>, d: Vec<Dispatch>| v.extend(d);
         let mut forward = Vec::new();
         for l in 0..cfg.num_layers {
             let (input, ld) = if l == 0 {
                 (&ws.x, cfg.input_size)
             } else {
-                (
-                    ws.normed[l - 1].as_ref().unwrap_or(&ws.outs[l - 1]),
-                    dirs * h,
-                )
+                (ws.layer_output(l - 1), dirs * h)
             };
             for d in 0..dirs {
                 let (wih, _, bih, bhh) = model.cell_offsets(l, d);
@@ -282,20 +354,25 @@ impl Plan {
                 dg: &ws.dg,
                 stats: &model.stats,
             };
-            for s in 0..seq {
-                for d in 0..dirs {
-                    let sh = shape(model, &ws, l, d);
-                    let np = norm_cell_params(model, l, d, train);
-                    forward.push(match norm {
-                        Norm::LayerCell => k.cell_ln.forward(ctx, &sh, &np, s, &nbufs)?,
-                        Norm::RecurrentBatch { .. } => {
-                            k.cell_bn.forward(ctx, &sh, &np, s, &nbufs)?
-                        }
-                        _ => k.cell.forward(ctx, &sh, s, &bufs)?,
-                    });
+            if let Some(lay) = &persistent {
+                forward.extend(k.persistent.forward(ctx, lay, &dir_shapes(l), &bufs)?);
+            } else {
+                for s in 0..seq {
+                    for d in 0..dirs {
+                        let sh = shape(model, &ws, l, d);
+                        let np = norm_cell_params(model, l, d, train);
+                        forward.push(match norm {
+                            Norm::LayerCell => k.cell_ln.forward(ctx, &sh, &np, s, &nbufs)?,
+                            Norm::RecurrentBatch { .. } => {
+                                k.cell_bn.forward(ctx, &sh, &np, s, &nbufs)?
+                            }
+                            _ => k.cell.forward(ctx, &sh, s, &bufs)?,
+                        });
+                    }
                 }
             }
             forward.extend(between_norm(ctx, k, model, &ws, l, train, None)?);
+            forward.extend(links(ctx, k, model, &ws, l, train, dropout_step, None)?);
         }
 
         let mut backward = Vec::new();
@@ -311,10 +388,7 @@ impl Plan {
             let (input, ld) = if l == 0 {
                 (&ws.x, cfg.input_size)
             } else {
-                (
-                    ws.normed[l - 1].as_ref().unwrap_or(&ws.outs[l - 1]),
-                    dirs * h,
-                )
+                (ws.layer_output(l - 1), dirs * h)
             };
             let bufs = CellBackward {
                 params: &model.params,
@@ -339,6 +413,17 @@ impl Plan {
                 dg: &ws.dg,
                 stats: &model.stats,
             };
+            let skip = (&ws.dy[cur], &ws.dy[1 - cur]);
+            backward.extend(links(
+                ctx,
+                k,
+                model,
+                &ws,
+                l,
+                train,
+                dropout_step,
+                Some(skip),
+            )?);
             backward.extend(between_norm(
                 ctx,
                 k,
@@ -348,17 +433,22 @@ impl Plan {
                 train,
                 Some(&ws.dy[cur]),
             )?);
-            for s in (0..seq).rev() {
-                for d in 0..dirs {
-                    let sh = shape(model, &ws, l, d);
-                    let np = norm_cell_params(model, l, d, train);
-                    backward.push(match norm {
-                        Norm::LayerCell => k.cell_ln.backward(ctx, &sh, &np, s, &nbufs)?,
-                        Norm::RecurrentBatch { .. } => {
-                            k.cell_bn.backward(ctx, &sh, &np, s, &nbufs)?
-                        }
-                        _ => k.cell.backward(ctx, &sh, s, &bufs)?,
-                    });
+            // The persistent backward also writes the initial-state gradients.
+            if let Some(lay) = &persistent {
+                backward.extend(k.persistent.backward(ctx, lay, &dir_shapes(l), &bufs)?);
+            } else {
+                for s in (0..seq).rev() {
+                    for d in 0..dirs {
+                        let sh = shape(model, &ws, l, d);
+                        let np = norm_cell_params(model, l, d, train);
+                        backward.push(match norm {
+                            Norm::LayerCell => k.cell_ln.backward(ctx, &sh, &np, s, &nbufs)?,
+                            Norm::RecurrentBatch { .. } => {
+                                k.cell_bn.backward(ctx, &sh, &np, s, &nbufs)?
+                            }
+                            _ => k.cell.backward(ctx, &sh, s, &bufs)?,
+                        });
+                    }
                 }
             }
             for d in 0..dirs {
@@ -374,7 +464,9 @@ impl Plan {
                 } else {
                     sh
                 };
-                backward.push(k.cell.backward_state(ctx, &state_sh, &bufs)?);
+                if persistent.is_none() {
+                    backward.push(k.cell.backward_state(ctx, &state_sh, &bufs)?);
+                }
                 let (wih, whh, bih, bhh) = model.cell_offsets(l, d);
                 // Gradients of W_ih x and W_hh h: dgates for the plain cell,
                 // dp and dr (through the norms) for normalized cells.
@@ -470,7 +562,8 @@ impl Plan {
                     c: (&ws.dy[1 - cur], 0, ld),
                     bias: None,
                     alpha: 1.0,
-                    accumulate: d > 0,
+                    // Onto the skip path's gradient with a residual add.
+                    accumulate: d > 0 || model.links.adds(l),
                 };
                 push(&mut backward, k.gemm.dispatch(ctx, &op)?);
             }
@@ -481,6 +574,10 @@ impl Plan {
             backward,
             grad_input: 1,
             grad_output,
+            path: match persistent {
+                Some(_) => CellPath::Persistent,
+                None => CellPath::PerStep,
+            },
         })
     }
 

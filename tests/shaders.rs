@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// Entry points each known shader must define: exactly the ones its wrapper
 /// in `src/kernels/` passes to `Kernel::new`.
 const ENTRY_POINTS: &[(&str, &[&str])] = &[
-    ("gemm.wgsl", &["gemm"]),
+    ("gemm.wgsl", &["gemm", "gemm_tiled"]),
     ("lstm_cell.wgsl", &["forward", "backward", "backward_state"]),
     ("reduce.wgsl", &["colsum", "colsum_prod"]),
     ("lstm_cell_ln.wgsl", &["forward", "backward"]),
@@ -27,6 +27,7 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ),
     ("clip.wgsl", &["partials", "segsum", "finalize", "apply"]),
     ("lstm_cell_bn.wgsl", &["forward", "backward"]),
+    ("lstm_persistent.wgsl", &["forward", "backward"]),
     (
         "optim.wgsl",
         &["sgd", "sgd_momentum", "adam", "adam_amsgrad"],
@@ -46,6 +47,8 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
         "elementwise.wgsl",
         &[
             "dropout",
+            "dropout_add",
+            "dropout_split",
             "add",
             "accumulate",
             "fill",

@@ -12,6 +12,7 @@ pub mod loss;
 pub mod lstm_cell;
 pub mod lstm_cell_bn;
 pub mod lstm_cell_ln;
+pub mod lstm_persistent;
 pub mod optim;
 pub mod reduce;
 
@@ -27,6 +28,11 @@ pub struct Kernels {
     pub cell_ln: lstm_cell_ln::LstmCellLn,
     /// Recurrent BatchNorm LSTM cell.
     pub cell_bn: lstm_cell_bn::LstmCellBn,
+    /// Persistent time loop of the plain cell.
+    pub persistent: lstm_persistent::LstmPersistent,
+    /// The plain cell's time-loop path when forced (initially from
+    /// `LSTM_WGPU_CELL_PATH`); `None` lets the schedule choose by shape.
+    pub cell_path: Option<lstm_persistent::CellPath>,
     /// Deterministic reductions.
     pub reduce: reduce::Reduce,
     /// LayerNorm between layers.
@@ -50,10 +56,12 @@ impl Kernels {
     pub fn new(ctx: &GpuContext) -> crate::Result<Self> {
         ctx.scoped(|| {
             Ok(Self {
-                gemm: gemm::Gemm::new(ctx),
+                gemm: gemm::Gemm::new(ctx)?,
                 cell: lstm_cell::LstmCell::new(ctx),
                 cell_ln: lstm_cell_ln::LstmCellLn::new(ctx),
                 cell_bn: lstm_cell_bn::LstmCellBn::new(ctx),
+                persistent: lstm_persistent::LstmPersistent::new(ctx),
+                cell_path: lstm_persistent::CellPath::from_env()?,
                 reduce: reduce::Reduce::new(ctx),
                 layer_norm: layer_norm::LayerNorm::new(ctx),
                 batch_norm: batch_norm::BatchNorm::new(ctx),
