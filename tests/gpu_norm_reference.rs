@@ -5,12 +5,10 @@
 
 mod common;
 
+use common::cases::*;
 use common::*;
-use lstm_wgpu::norm::NormKind;
-use lstm_wgpu::reference::{self, RefConfig, RefInputs, RefUpstream, Rng};
+use lstm_wgpu::Lstm;
 use lstm_wgpu::reference_norm::{self as rn, RefNorm};
-use lstm_wgpu::{Batch, Lstm, LstmModel, NamedTensor, Upstream};
-use std::collections::BTreeMap;
 
 const TOL: f64 = 1e-4;
 
@@ -38,107 +36,18 @@ struct Case {
     lengths: Option<&'static [usize]>,
 }
 
-fn kind(n: RefNorm) -> NormKind {
-    match n {
-        RefNorm::Layer { .. } => NormKind::Layer,
-        RefNorm::LayerCell => NormKind::LayerCell,
-        RefNorm::Batch { .. } => NormKind::Batch,
-        RefNorm::StepBatch { .. } => NormKind::StepBatch,
-        RefNorm::RecurrentBatch { .. } => NormKind::RecurrentBatch,
-    }
-}
-
-fn f32s(v: &[f64]) -> Vec<f32> {
-    v.iter().map(|&x| x as f32).collect()
-}
-
 fn run(ctx: &std::sync::Arc<lstm_wgpu::GpuContext>, c: Case, seed: u64, clip: Option<f64>) {
     let label = format!("{c:?} clip={clip:?}");
-    let rc = RefConfig {
-        input_size: c.input,
-        hidden_size: c.hidden,
-        num_layers: c.layers,
-        bidirectional: c.bidir,
-        bias: c.bias,
-    };
-    let mut rng = Rng::new(seed);
-    let mut w = reference::random_weights(&rc, &mut rng);
-    for cell in &mut w.cells {
-        round_f32(&mut cell.w_ih);
-        round_f32(&mut cell.w_hh);
-        for b in [&mut cell.b_ih, &mut cell.b_hh].into_iter().flatten() {
-            round_f32(b);
-        }
-    }
-    let mut nt = rn::random_norm_tensors(&rc, c.norm, &mut rng);
-    for v in nt.values_mut() {
-        round_f32(v);
-    }
-    let (t, n) = (c.seq, c.batch);
-    let sl = c.layers * rc.dirs() * n * c.hidden;
-    let mut vecr = |len: usize| {
-        let mut v = rng.vec(len, -1.0, 1.0);
-        round_f32(&mut v);
-        v
-    };
-    let x = vecr(t * n * c.input);
-    let (h0, c0) = if c.states {
-        (Some(vecr(sl)), Some(vecr(sl)))
-    } else {
-        (None, None)
-    };
-    let gout = vecr(t * n * rc.dirs() * c.hidden);
-    let ghn = vecr(sl);
-    let gcn = vecr(sl);
+    let rc = ref_config(c.input, c.hidden, c.layers, c.bidir, c.bias);
     let lengths = c.lengths.map(|l| l.to_vec());
-    let rin = RefInputs {
-        seq_len: t,
-        batch: n,
-        x: x.clone(),
-        h0: h0.clone(),
-        c0: c0.clone(),
-        lengths: lengths.clone(),
-    };
-    let up = RefUpstream {
-        grad_output: gout.clone(),
-        grad_h_n: ghn.clone(),
-        grad_c_n: gcn.clone(),
-    };
-    let (rrun, mut rgrads) = rn::backward_norm(&rc, &w, c.norm, &nt, &rin, &up, c.train)
+    let d = data(rc, Some(c.norm), (c.seq, c.batch), c.states, lengths, seed);
+    let (rrun, mut rgrads) = rn::backward_norm(&d.rc, &d.w, c.norm, &d.nt, &d.rin, &d.up, c.train)
         .unwrap_or_else(|e| panic!("{label}: reference: {e}"));
 
-    let mut tensors = ref_to_tensors(&rc, &w);
-    for (name, shape, _) in rn::norm_tensor_shapes(&rc, c.norm) {
-        tensors.push(NamedTensor::new(name.clone(), shape, f32s(&nt[&name])));
-    }
-    let host = LstmModel::host_model(&tensors, &BTreeMap::new(), Some(kind(c.norm)))
-        .unwrap_or_else(|e| panic!("{label}: {e}"));
-    let model = LstmModel::from_host(ctx, host).unwrap_or_else(|e| panic!("{label}: {e}"));
+    let model = model_of(ctx, &d, Some(c.norm)).unwrap_or_else(|e| panic!("{label}: {e}"));
     let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{label}: {e}"));
     lstm.train = c.train;
-    let (xg, h0g, c0g) = (
-        f32s(&x),
-        h0.as_ref().map(|v| f32s(v)),
-        c0.as_ref().map(|v| f32s(v)),
-    );
-    let batch = Batch {
-        input: &xg,
-        seq_len: t,
-        batch: n,
-        batch_first: false,
-        h0: h0g.as_deref(),
-        c0: c0g.as_deref(),
-        lengths: lengths.as_deref(),
-    };
-    let (go, gh, gc) = (f32s(&gout), f32s(&ghn), f32s(&gcn));
-    let upg = Upstream {
-        grad_output: &go,
-        grad_h_n: &gh,
-        grad_c_n: &gc,
-    };
-    let (out, grads) = lstm
-        .forward_backward(&batch, &upg)
-        .unwrap_or_else(|e| panic!("{label}: {e}"));
+    let (out, grads) = gpu_pass(&mut lstm, &d).unwrap_or_else(|e| panic!("{label}: {e}"));
     let tol = if c.train && matches!(c.norm, RefNorm::RecurrentBatch { .. }) {
         TOL_RBN_TRAIN
     } else {
@@ -147,27 +56,10 @@ fn run(ctx: &std::sync::Arc<lstm_wgpu::GpuContext>, c: Case, seed: u64, clip: Op
     let chk = |name: &str, got: &[f32], want: &[f64]| {
         assert_close(&format!("{label}: {name}"), got, want, tol)
     };
-    chk("output", &out.output, &rrun.out.output);
-    chk("h_n", &out.h_n, &rrun.out.h_n);
-    chk("c_n", &out.c_n, &rrun.out.c_n);
-    chk("grad.input", &grads.input, &rgrads.grads.input);
-    chk("grad.h0", &grads.h0, &rgrads.grads.h0);
-    chk("grad.c0", &grads.c0, &rgrads.grads.c0);
+    check_outputs(&label, (&out, &grads), (&rrun.out, &rgrads.grads), tol);
 
     // Reference gradients by PyTorch name, in the model's table order.
-    let mut want: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for (l, cell) in rgrads.grads.weights.cells.iter().enumerate() {
-        let sfx = if l % rc.dirs() == 1 { "_reverse" } else { "" };
-        let layer = l / rc.dirs();
-        want.insert(format!("weight_ih_l{layer}{sfx}"), cell.w_ih.clone());
-        want.insert(format!("weight_hh_l{layer}{sfx}"), cell.w_hh.clone());
-        if let (Some(bi), Some(bh)) = (&cell.b_ih, &cell.b_hh) {
-            want.insert(format!("bias_ih_l{layer}{sfx}"), bi.clone());
-            want.insert(format!("bias_hh_l{layer}{sfx}"), bh.clone());
-        }
-    }
-    want.extend(rgrads.norm.clone());
-    assert_eq!(grads.params.len(), want.len(), "{label}: gradient count");
+    let mut want = param_grads(&d.rc, &rgrads.grads, &rgrads.norm);
     if let Some(max_norm) = clip {
         let mut refs: Vec<&mut [f64]> = Vec::new();
         let names: Vec<String> = lstm
@@ -198,13 +90,9 @@ fn run(ctx: &std::sync::Arc<lstm_wgpu::GpuContext>, c: Case, seed: u64, clip: Op
             .model
             .grad_tensors(ctx)
             .unwrap_or_else(|e| panic!("{e}"));
-        for g in &clipped {
-            chk(&g.name, &g.data, &want[g.name.trim_start_matches("grad.")]);
-        }
+        check_params(&label, &clipped, &want, tol);
     } else {
-        for g in &grads.params {
-            chk(&g.name, &g.data, &want[g.name.trim_start_matches("grad.")]);
-        }
+        check_params(&label, &grads.params, &want, tol);
     }
     // Running statistics after the pass (updated in train mode).
     for s in lstm

@@ -4,9 +4,11 @@
 
 mod common;
 
+use common::cases::*;
 use common::*;
-use lstm_wgpu::reference::{self, RefConfig, RefInputs, RefUpstream, Rng};
-use lstm_wgpu::{Batch, Lstm, LstmModel, Upstream};
+use lstm_wgpu::reference;
+use lstm_wgpu::{Batch, Grads, Lstm, LstmModel, Outputs, Upstream};
+use std::collections::BTreeMap;
 
 const TOL: f64 = 1e-4;
 
@@ -38,146 +40,43 @@ fn run_case(ctx: &std::sync::Arc<lstm_wgpu::GpuContext>, c: Case, seed: u64) {
         c.lengths,
         c.batch_first
     );
-    let rc = RefConfig {
-        input_size: c.input,
-        hidden_size: c.hidden,
-        num_layers: c.layers,
-        bidirectional: c.bidir,
-        bias: c.bias,
-    };
-    let mut rng = Rng::new(seed);
-    let mut w = reference::random_weights(&rc, &mut rng);
-    for cell in &mut w.cells {
-        round_f32(&mut cell.w_ih);
-        round_f32(&mut cell.w_hh);
-        for b in [&mut cell.b_ih, &mut cell.b_hh].into_iter().flatten() {
-            round_f32(b);
-        }
-    }
+    let rc = ref_config(c.input, c.hidden, c.layers, c.bidir, c.bias);
     let (t, n) = (c.seq, c.batch);
-    let sl = c.layers * rc.dirs() * n * c.hidden;
-    let mut vec = |len: usize| {
-        let mut v = rng.vec(len, -1.0, 1.0);
-        round_f32(&mut v);
-        v
-    };
-    let x = vec(t * n * c.input);
-    let (h0, c0) = if c.states {
-        (Some(vec(sl)), Some(vec(sl)))
-    } else {
-        (None, None)
-    };
-    let gout = vec(t * n * rc.dirs() * c.hidden);
-    let ghn = vec(sl);
-    let gcn = vec(sl);
     let lengths: Option<Vec<usize>> = c.lengths.then(|| {
         (0..n)
             .map(|b| if b == 0 { t } else { 1 + (b * 7 + 3) % t })
             .collect()
     });
-    let rin = RefInputs {
-        seq_len: t,
-        batch: n,
-        x: x.clone(),
-        h0: h0.clone(),
-        c0: c0.clone(),
-        lengths: lengths.clone(),
-    };
-    let up = RefUpstream {
-        grad_output: gout.clone(),
-        grad_h_n: ghn.clone(),
-        grad_c_n: gcn.clone(),
-    };
-    let (rout, rgrad) = reference::backward(&rc, &w, &rin, &up);
+    let d = data(rc, None, (t, n), c.states, lengths, seed);
+    let (rout, rgrad) = reference::backward(&d.rc, &d.w, &d.rin, &d.up);
 
-    let model =
-        LstmModel::from_tensors(ctx, &ref_to_tensors(&rc, &w)).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(model.config, config(&rc));
+    let model = model_of(ctx, &d, None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(model.config, config(&d.rc));
     let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
-    let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-    let w_io = rc.dirs() * c.hidden;
     // The GPU side gets batch-first data when asked, the reference always
     // time-major; results are converted back for comparison.
-    let to_layout = |v: Vec<f32>, width: usize| {
-        if c.batch_first {
-            lstm_wgpu::lstm::swap01(&v, t, n, width)
-        } else {
-            v
-        }
-    };
-    let from_layout = |v: Vec<f32>, width: usize| {
-        if c.batch_first {
-            lstm_wgpu::lstm::swap01(&v, n, t, width)
-        } else {
-            v
-        }
-    };
-    let xg = to_layout(f(&x), c.input);
-    let h0g = h0.as_ref().map(|v| f(v));
-    let c0g = c0.as_ref().map(|v| f(v));
-    let batch = Batch {
-        input: &xg,
-        seq_len: t,
-        batch: n,
-        batch_first: c.batch_first,
-        h0: h0g.as_deref(),
-        c0: c0g.as_deref(),
-        lengths: lengths.as_deref(),
-    };
-    let goutg = to_layout(f(&gout), w_io);
-    let (ghn_f, gcn_f) = (f(&ghn), f(&gcn));
-    let upg = Upstream {
-        grad_output: &goutg,
-        grad_h_n: &ghn_f,
-        grad_c_n: &gcn_f,
-    };
+    let hp = HostPass::new(&d, c.batch_first);
+    let batch = hp.batch();
     let (out, grads) = lstm
-        .forward_backward(&batch, &upg)
+        .forward_backward(&batch, &hp.upstream())
         .unwrap_or_else(|e| panic!("{label}: {e}"));
-    let chk = |name: &str, got: &[f32], want: &[f64]| {
-        assert_close(&format!("{label}: {name}"), got, want, TOL)
+    let w_io = d.rc.dirs() * c.hidden;
+    let out_tm = Outputs {
+        output: hp.time_major(out.output.clone(), w_io),
+        ..out.clone()
     };
-    chk(
-        "output",
-        &from_layout(out.output.clone(), w_io),
-        &rout.output,
+    let grads_tm = Grads {
+        input: hp.time_major(grads.input.clone(), c.input),
+        ..grads.clone()
+    };
+    check_all(
+        &label,
+        &d.rc,
+        (&out_tm, &grads_tm),
+        (&rout, &rgrad),
+        &BTreeMap::new(),
+        TOL,
     );
-    chk("h_n", &out.h_n, &rout.h_n);
-    chk("c_n", &out.c_n, &rout.c_n);
-    chk(
-        "grad.input",
-        &from_layout(grads.input.clone(), c.input),
-        &rgrad.input,
-    );
-    chk("grad.h0", &grads.h0, &rgrad.h0);
-    chk("grad.c0", &grads.c0, &rgrad.c0);
-    for (l, cell) in rgrad.weights.cells.iter().enumerate() {
-        let (layer, d) = (l / rc.dirs(), l % rc.dirs());
-        let sfx = if d == 1 { "_reverse" } else { "" };
-        let get = |n: &str| {
-            grads
-                .params
-                .iter()
-                .find(|t| t.name == format!("grad.{n}_l{layer}{sfx}"))
-                .unwrap_or_else(|| panic!("{label}: no grad.{n}_l{layer}{sfx}"))
-                .data
-                .clone()
-        };
-        chk(
-            &format!("weight_ih_l{layer}{sfx}"),
-            &get("weight_ih"),
-            &cell.w_ih,
-        );
-        chk(
-            &format!("weight_hh_l{layer}{sfx}"),
-            &get("weight_hh"),
-            &cell.w_hh,
-        );
-        if let (Some(bi), Some(bh)) = (&cell.b_ih, &cell.b_hh) {
-            chk(&format!("bias_ih_l{layer}{sfx}"), &get("bias_ih"), bi);
-            chk(&format!("bias_hh_l{layer}{sfx}"), &get("bias_hh"), bh);
-        }
-    }
     // Forward alone must agree with the forward half of forward_backward.
     let fo = lstm
         .forward(&batch)

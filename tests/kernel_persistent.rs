@@ -14,11 +14,13 @@
 
 mod common;
 
+use common::cases::{self, Data, check_all, gpu_pass, model_of, ref_config, rel_err};
 use common::*;
 use lstm_wgpu::kernels::lstm_persistent::{CellPath, loop_iteration_cap, prefers_persistent};
 use lstm_wgpu::norm::Norm;
-use lstm_wgpu::reference::{self, RefConfig, RefInputs, RefUpstream, Rng};
+use lstm_wgpu::reference;
 use lstm_wgpu::{Batch, Grads, Lstm, LstmConfig, LstmModel, Outputs, Upstream};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 const TOL: f64 = 1e-4;
@@ -36,54 +38,9 @@ struct Case {
     lengths: bool,
 }
 
-/// Host data of a case: reference weights (rounded to f32), inputs and
-/// upstream gradients.
-struct Data {
-    rc: RefConfig,
-    w: reference::RefWeights,
-    rin: RefInputs,
-    up: RefUpstream,
-}
-
-fn f32s(v: &[f64]) -> Vec<f32> {
-    v.iter().map(|&x| x as f32).collect()
-}
-
 fn data(c: Case, seed: u64) -> Data {
-    let rc = RefConfig {
-        input_size: c.input,
-        hidden_size: c.hidden,
-        num_layers: c.layers,
-        bidirectional: c.bidir,
-        bias: c.bias,
-    };
-    let mut rng = Rng::new(seed);
-    let mut w = reference::random_weights(&rc, &mut rng);
-    for cell in &mut w.cells {
-        round_f32(&mut cell.w_ih);
-        round_f32(&mut cell.w_hh);
-        for b in [&mut cell.b_ih, &mut cell.b_hh].into_iter().flatten() {
-            round_f32(b);
-        }
-    }
+    let rc = ref_config(c.input, c.hidden, c.layers, c.bidir, c.bias);
     let (t, n) = (c.seq, c.batch);
-    let sl = c.layers * rc.dirs() * n * c.hidden;
-    let mut vec = |len: usize| {
-        let mut v = rng.vec(len, -1.0, 1.0);
-        round_f32(&mut v);
-        v
-    };
-    let x = vec(t * n * c.input);
-    let (h0, c0) = if c.states {
-        (Some(vec(sl)), Some(vec(sl)))
-    } else {
-        (None, None)
-    };
-    let up = RefUpstream {
-        grad_output: vec(t * n * rc.dirs() * c.hidden),
-        grad_h_n: vec(sl),
-        grad_c_n: vec(sl),
-    };
     // Sequence 0 is full, the last has length 1 (when B > 1), the rest vary.
     let lengths = c.lengths.then(|| {
         (0..n)
@@ -94,15 +51,7 @@ fn data(c: Case, seed: u64) -> Data {
             })
             .collect()
     });
-    let rin = RefInputs {
-        seq_len: t,
-        batch: n,
-        x,
-        h0,
-        c0,
-        lengths,
-    };
-    Data { rc, w, rin, up }
+    cases::data(rc, None, (t, n), c.states, lengths, seed)
 }
 
 /// Runs forward and backward on the GPU with the path forced, returning the
@@ -113,56 +62,16 @@ fn run_gpu(
     path: CellPath,
     max_chunk: Option<usize>,
 ) -> (Outputs, Grads, (usize, usize)) {
-    let model = LstmModel::from_tensors(ctx, &ref_to_tensors(&d.rc, &d.w))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let model = model_of(ctx, d, None).unwrap_or_else(|e| panic!("{e}"));
     let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
     lstm.set_cell_path(Some(path));
     lstm.kernels().persistent.set_max_chunk(max_chunk);
     let (t, n) = (d.rin.seq_len, d.rin.batch);
-    let x = f32s(&d.rin.x);
-    let h0 = d.rin.h0.as_deref().map(f32s);
-    let c0 = d.rin.c0.as_deref().map(f32s);
-    let batch = Batch {
-        input: &x,
-        seq_len: t,
-        batch: n,
-        batch_first: false,
-        h0: h0.as_deref(),
-        c0: c0.as_deref(),
-        lengths: d.rin.lengths.as_deref(),
-    };
-    let (go, gh, gc) = (
-        f32s(&d.up.grad_output),
-        f32s(&d.up.grad_h_n),
-        f32s(&d.up.grad_c_n),
-    );
-    let up = Upstream {
-        grad_output: &go,
-        grad_h_n: &gh,
-        grad_c_n: &gc,
-    };
-    let (out, grads) = lstm
-        .forward_backward(&batch, &up)
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let (out, grads) = gpu_pass(&mut lstm, d).unwrap_or_else(|e| panic!("{path}: {e}"));
     let plan = lstm.plan(t, n).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(plan.path, path, "the plan ran another path");
     let counts = (plan.forward.len(), plan.backward.len());
     (out, grads, counts)
-}
-
-/// Worst relative error, max |a - b| / max |b|.
-fn rel(got: &[f32], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
-    let worst = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (*a as f64 - b).abs())
-        .fold(
-            0f64,
-            |m, e| if e.is_nan() { f64::INFINITY } else { m.max(e) },
-        );
-    worst / scale
 }
 
 /// Every tensor of (out, grads) by name, in a fixed order.
@@ -187,37 +96,14 @@ fn tensors(out: &Outputs, grads: &Grads) -> Vec<(String, Vec<f32>)> {
 /// The persistent path against the reference; returns the worst error.
 fn check_reference(label: &str, d: &Data, out: &Outputs, grads: &Grads) -> f64 {
     let (rout, rgrad) = reference::backward(&d.rc, &d.w, &d.rin, &d.up);
-    let mut want: Vec<(String, Vec<f64>)> = vec![
-        ("output".into(), rout.output),
-        ("h_n".into(), rout.h_n),
-        ("c_n".into(), rout.c_n),
-        ("grad.input".into(), rgrad.input),
-        ("grad.h0".into(), rgrad.h0),
-        ("grad.c0".into(), rgrad.c0),
-    ];
-    for (i, cell) in rgrad.weights.cells.iter().enumerate() {
-        let (l, dir) = (i / d.rc.dirs(), i % d.rc.dirs());
-        let sfx = if dir == 1 { "_reverse" } else { "" };
-        want.push((format!("grad.weight_ih_l{l}{sfx}"), cell.w_ih.clone()));
-        want.push((format!("grad.weight_hh_l{l}{sfx}"), cell.w_hh.clone()));
-        if let (Some(bi), Some(bh)) = (&cell.b_ih, &cell.b_hh) {
-            want.push((format!("grad.bias_ih_l{l}{sfx}"), bi.clone()));
-            want.push((format!("grad.bias_hh_l{l}{sfx}"), bh.clone()));
-        }
-    }
-    let got = tensors(out, grads);
-    assert_eq!(got.len(), want.len(), "{label}: tensor count");
-    let mut worst = 0f64;
-    for (name, w) in &want {
-        let g = &got
-            .iter()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("{label}: no {name}"))
-            .1;
-        assert_close(&format!("{label}: {name}"), g, w, TOL);
-        worst = worst.max(rel(g, w));
-    }
-    worst
+    check_all(
+        label,
+        &d.rc,
+        (out, grads),
+        (&rout, &rgrad),
+        &BTreeMap::new(),
+        TOL,
+    )
 }
 
 /// Persistent against per-step, tensor by tensor.
@@ -231,7 +117,7 @@ fn check_paths_agree(label: &str, a: &(Outputs, Grads), b: &(Outputs, Grads), to
             &y64,
             tol,
         );
-        worst = worst.max(rel(x, &y64));
+        worst = worst.max(rel_err(x, &y64));
     }
     worst
 }

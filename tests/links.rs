@@ -7,13 +7,13 @@
 
 mod common;
 
+use common::cases::{self, Data, check_all, f32s, model_of, ref_config};
 use common::parity;
 use common::*;
 use lstm_wgpu::kernels::elementwise::DropoutStep;
-use lstm_wgpu::norm::NormKind;
-use lstm_wgpu::reference::{self, RefConfig, RefInputs, RefUpstream, Rng};
+use lstm_wgpu::reference::{self, Rng};
 use lstm_wgpu::reference_norm::{self as rn, RefNorm};
-use lstm_wgpu::{Batch, Error, Grads, Links, Lstm, LstmModel, NamedTensor, Outputs, Upstream};
+use lstm_wgpu::{Error, Grads, Links, Lstm, NamedTensor, Outputs};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -57,93 +57,14 @@ fn step(counter: u32) -> DropoutStep {
     }
 }
 
-fn kind(n: RefNorm) -> NormKind {
-    match n {
-        RefNorm::Layer { .. } => NormKind::Layer,
-        RefNorm::LayerCell => NormKind::LayerCell,
-        RefNorm::Batch { .. } => NormKind::Batch,
-        RefNorm::StepBatch { .. } => NormKind::StepBatch,
-        RefNorm::RecurrentBatch { .. } => NormKind::RecurrentBatch,
-    }
-}
-
-fn f32s(v: &[f64]) -> Vec<f32> {
-    v.iter().map(|&x| x as f32).collect()
-}
-
-/// Host data of one case, rounded to f32 so that both sides see the same
-/// numbers.
-struct Data {
-    rc: RefConfig,
-    w: reference::RefWeights,
-    nt: rn::NormTensors,
-    rin: RefInputs,
-    up: RefUpstream,
-}
-
 fn data(c: &Case, seed: u64) -> Data {
-    let rc = RefConfig {
-        input_size: INPUT,
-        hidden_size: c.hidden,
-        num_layers: c.layers,
-        bidirectional: c.bidir,
-        bias: true,
-    };
-    let mut rng = Rng::new(seed);
-    let mut w = reference::random_weights(&rc, &mut rng);
-    for cell in &mut w.cells {
-        round_f32(&mut cell.w_ih);
-        round_f32(&mut cell.w_hh);
-        for b in [&mut cell.b_ih, &mut cell.b_hh].into_iter().flatten() {
-            round_f32(b);
-        }
-    }
-    let mut nt = match c.norm {
-        Some(n) => rn::random_norm_tensors(&rc, n, &mut rng),
-        None => BTreeMap::new(),
-    };
-    for v in nt.values_mut() {
-        round_f32(v);
-    }
-    let (t, n) = (c.seq, c.batch);
-    let sl = c.layers * rc.dirs() * n * c.hidden;
-    let mut vecr = |len: usize| {
-        let mut v = rng.vec(len, -1.0, 1.0);
-        round_f32(&mut v);
-        v
-    };
-    let x = vecr(t * n * INPUT);
-    let (h0, c0) = if c.states {
-        (Some(vecr(sl)), Some(vecr(sl)))
-    } else {
-        (None, None)
-    };
-    let up = RefUpstream {
-        grad_output: vecr(t * n * rc.dirs() * c.hidden),
-        grad_h_n: vecr(sl),
-        grad_c_n: vecr(sl),
-    };
-    let rin = RefInputs {
-        seq_len: t,
-        batch: n,
-        x,
-        h0,
-        c0,
-        lengths: c.lengths.map(|l| l.to_vec()),
-    };
-    Data { rc, w, nt, rin, up }
+    let rc = ref_config(INPUT, c.hidden, c.layers, c.bidir, true);
+    let lengths = c.lengths.map(|l| l.to_vec());
+    cases::data(rc, c.norm, (c.seq, c.batch), c.states, lengths, seed)
 }
 
 fn lstm_of(ctx: &Arc<lstm_wgpu::GpuContext>, c: &Case, d: &Data) -> Lstm {
-    let mut tensors = ref_to_tensors(&d.rc, &d.w);
-    if let Some(norm) = c.norm {
-        for (name, shape, _) in rn::norm_tensor_shapes(&d.rc, norm) {
-            tensors.push(NamedTensor::new(name.clone(), shape, f32s(&d.nt[&name])));
-        }
-    }
-    let host = LstmModel::host_model(&tensors, &BTreeMap::new(), c.norm.map(kind))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let model = LstmModel::from_host(ctx, host).unwrap_or_else(|e| panic!("{e}"));
+    let model = model_of(ctx, d, c.norm).unwrap_or_else(|e| panic!("{e}"));
     let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
     lstm.train = c.train;
     lstm.set_links(Links {
@@ -155,32 +76,7 @@ fn lstm_of(ctx: &Arc<lstm_wgpu::GpuContext>, c: &Case, d: &Data) -> Lstm {
 }
 
 fn gpu_pass(lstm: &mut Lstm, d: &Data) -> (Outputs, Grads) {
-    let (x, h0, c0) = (
-        f32s(&d.rin.x),
-        d.rin.h0.as_ref().map(|v| f32s(v)),
-        d.rin.c0.as_ref().map(|v| f32s(v)),
-    );
-    let batch = Batch {
-        input: &x,
-        seq_len: d.rin.seq_len,
-        batch: d.rin.batch,
-        batch_first: false,
-        h0: h0.as_deref(),
-        c0: c0.as_deref(),
-        lengths: d.rin.lengths.as_deref(),
-    };
-    let (go, gh, gc) = (
-        f32s(&d.up.grad_output),
-        f32s(&d.up.grad_h_n),
-        f32s(&d.up.grad_c_n),
-    );
-    let up = Upstream {
-        grad_output: &go,
-        grad_h_n: &gh,
-        grad_c_n: &gc,
-    };
-    lstm.forward_backward(&batch, &up)
-        .unwrap_or_else(|e| panic!("{e}"))
+    cases::gpu_pass(lstm, d).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs one case on both sides (mask of `step(counter)`) and compares
@@ -216,44 +112,8 @@ fn run(ctx: &Arc<lstm_wgpu::GpuContext>, c: Case, seed: u64, counter: u32) {
     let mut lstm = lstm_of(ctx, &c, &d);
     lstm.set_dropout_step(st);
     let (out, grads) = gpu_pass(&mut lstm, &d);
-    let worst = std::cell::Cell::new(0f64);
-    let chk = |name: &str, got: &[f32], want: &[f64]| {
-        assert_close(&format!("{label}: {name}"), got, want, TOL);
-        worst.set(worst.get().max(rel_err(got, want)));
-    };
-    chk("output", &out.output, &rout.output);
-    chk("h_n", &out.h_n, &rout.h_n);
-    chk("c_n", &out.c_n, &rout.c_n);
-    chk("grad.input", &grads.input, &rgrads.input);
-    chk("grad.h0", &grads.h0, &rgrads.h0);
-    chk("grad.c0", &grads.c0, &rgrads.c0);
-    let mut want: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for (l, cell) in rgrads.weights.cells.iter().enumerate() {
-        let sfx = if l % d.rc.dirs() == 1 { "_reverse" } else { "" };
-        let layer = l / d.rc.dirs();
-        want.insert(format!("weight_ih_l{layer}{sfx}"), cell.w_ih.clone());
-        want.insert(format!("weight_hh_l{layer}{sfx}"), cell.w_hh.clone());
-        if let (Some(bi), Some(bh)) = (&cell.b_ih, &cell.b_hh) {
-            want.insert(format!("bias_ih_l{layer}{sfx}"), bi.clone());
-            want.insert(format!("bias_hh_l{layer}{sfx}"), bh.clone());
-        }
-    }
-    want.extend(rnorm);
-    assert_eq!(grads.params.len(), want.len(), "{label}: gradient count");
-    for g in &grads.params {
-        chk(&g.name, &g.data, &want[g.name.trim_start_matches("grad.")]);
-    }
-    eprintln!("{label}: worst max|gpu-ref|/max|ref| {:.2e}", worst.get());
-}
-
-/// max |a - b| / max |b| (what `assert_close` bounds).
-fn rel_err(got: &[f32], want: &[f64]) -> f64 {
-    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
-    let diff = got
-        .iter()
-        .zip(want)
-        .fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
-    diff / scale
+    let worst = check_all(&label, &d.rc, (&out, &grads), (&rout, &rgrads), &rnorm, TOL);
+    eprintln!("{label}: worst max|gpu-ref|/max|ref| {worst:.2e}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code)]
 
+pub mod cases;
 pub mod parity;
 
 use lstm_wgpu::reference::{RefConfig, RefWeights};

@@ -1,0 +1,307 @@
+//! Random reference cases shared by the GPU-against-reference tests: host
+//! data rounded to f32, the GPU model and pass built from it, and the
+//! comparison of every output and gradient with the f64 reference.
+
+use super::{assert_close, ref_to_tensors, round_f32};
+use lstm_wgpu::norm::NormKind;
+use lstm_wgpu::reference::{
+    self, RefConfig, RefGrads, RefInputs, RefOutputs, RefUpstream, RefWeights, Rng,
+};
+use lstm_wgpu::reference_norm::{self as rn, RefNorm};
+use lstm_wgpu::{
+    Batch, GpuContext, Grads, Lstm, LstmModel, NamedTensor, Outputs, Result, Upstream,
+};
+use std::collections::BTreeMap;
+
+/// The values as f32.
+pub fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// The model's normalization kind of a reference variant.
+pub fn kind(n: RefNorm) -> NormKind {
+    match n {
+        RefNorm::Layer { .. } => NormKind::Layer,
+        RefNorm::LayerCell => NormKind::LayerCell,
+        RefNorm::Batch { .. } => NormKind::Batch,
+        RefNorm::StepBatch { .. } => NormKind::StepBatch,
+        RefNorm::RecurrentBatch { .. } => NormKind::RecurrentBatch,
+    }
+}
+
+/// A reference configuration.
+pub fn ref_config(
+    input: usize,
+    hidden: usize,
+    layers: usize,
+    bidir: bool,
+    bias: bool,
+) -> RefConfig {
+    RefConfig {
+        input_size: input,
+        hidden_size: hidden,
+        num_layers: layers,
+        bidirectional: bidir,
+        bias,
+    }
+}
+
+/// Host data of one case, rounded to f32 so that both sides see the same
+/// numbers: weights, normalization tensors (empty without a norm), inputs
+/// and upstream gradients.
+pub struct Data {
+    pub rc: RefConfig,
+    pub w: RefWeights,
+    pub nt: rn::NormTensors,
+    pub rin: RefInputs,
+    pub up: RefUpstream,
+}
+
+/// Random data of a case, drawn from `Rng::new(seed)` in a fixed order:
+/// weights, norm tensors (with `norm`), input, h0 and c0 (with `states`),
+/// grad_output, grad_h_n, grad_c_n. All values uniform in [-1, 1).
+pub fn data(
+    rc: RefConfig,
+    norm: Option<RefNorm>,
+    (seq, batch): (usize, usize),
+    states: bool,
+    lengths: Option<Vec<usize>>,
+    seed: u64,
+) -> Data {
+    let mut rng = Rng::new(seed);
+    let mut w = reference::random_weights(&rc, &mut rng);
+    for cell in &mut w.cells {
+        round_f32(&mut cell.w_ih);
+        round_f32(&mut cell.w_hh);
+        for b in [&mut cell.b_ih, &mut cell.b_hh].into_iter().flatten() {
+            round_f32(b);
+        }
+    }
+    let mut nt = match norm {
+        Some(n) => rn::random_norm_tensors(&rc, n, &mut rng),
+        None => BTreeMap::new(),
+    };
+    for v in nt.values_mut() {
+        round_f32(v);
+    }
+    let (t, n) = (seq, batch);
+    let sl = rc.num_layers * rc.dirs() * n * rc.hidden_size;
+    let mut vecr = |len: usize| {
+        let mut v = rng.vec(len, -1.0, 1.0);
+        round_f32(&mut v);
+        v
+    };
+    let x = vecr(t * n * rc.input_size);
+    let (h0, c0) = if states {
+        (Some(vecr(sl)), Some(vecr(sl)))
+    } else {
+        (None, None)
+    };
+    let up = RefUpstream {
+        grad_output: vecr(t * n * rc.dirs() * rc.hidden_size),
+        grad_h_n: vecr(sl),
+        grad_c_n: vecr(sl),
+    };
+    let rin = RefInputs {
+        seq_len: t,
+        batch: n,
+        x,
+        h0,
+        c0,
+        lengths,
+    };
+    Data { rc, w, nt, rin, up }
+}
+
+/// The GPU model of a case's weights (and norm tensors with `norm`).
+pub fn model_of(ctx: &GpuContext, d: &Data, norm: Option<RefNorm>) -> Result<LstmModel> {
+    let mut tensors = ref_to_tensors(&d.rc, &d.w);
+    if let Some(norm) = norm {
+        for (name, shape, _) in rn::norm_tensor_shapes(&d.rc, norm) {
+            tensors.push(NamedTensor::new(name.clone(), shape, f32s(&d.nt[&name])));
+        }
+    }
+    let host = LstmModel::host_model(&tensors, &BTreeMap::new(), norm.map(kind))?;
+    LstmModel::from_host(ctx, host)
+}
+
+/// A case's inputs and upstream gradients as f32, time-major or (with
+/// `batch_first`) batch-first, ready for [`Batch`] and [`Upstream`].
+pub struct HostPass {
+    pub seq_len: usize,
+    pub batch: usize,
+    pub batch_first: bool,
+    x: Vec<f32>,
+    h0: Option<Vec<f32>>,
+    c0: Option<Vec<f32>>,
+    lengths: Option<Vec<usize>>,
+    grad_output: Vec<f32>,
+    grad_h_n: Vec<f32>,
+    grad_c_n: Vec<f32>,
+}
+
+impl HostPass {
+    pub fn new(d: &Data, batch_first: bool) -> Self {
+        let (t, n) = (d.rin.seq_len, d.rin.batch);
+        let hp = HostPass {
+            seq_len: t,
+            batch: n,
+            batch_first,
+            x: f32s(&d.rin.x),
+            h0: d.rin.h0.as_deref().map(f32s),
+            c0: d.rin.c0.as_deref().map(f32s),
+            lengths: d.rin.lengths.clone(),
+            grad_output: f32s(&d.up.grad_output),
+            grad_h_n: f32s(&d.up.grad_h_n),
+            grad_c_n: f32s(&d.up.grad_c_n),
+        };
+        let w_io = d.rc.dirs() * d.rc.hidden_size;
+        HostPass {
+            x: hp.pass_layout(hp.x.clone(), d.rc.input_size),
+            grad_output: hp.pass_layout(hp.grad_output.clone(), w_io),
+            ..hp
+        }
+    }
+
+    /// Time-major `[T, B, width]` data in this pass's layout.
+    pub fn pass_layout(&self, v: Vec<f32>, width: usize) -> Vec<f32> {
+        if self.batch_first {
+            lstm_wgpu::lstm::swap01(&v, self.seq_len, self.batch, width)
+        } else {
+            v
+        }
+    }
+
+    /// Data in this pass's layout as time-major `[T, B, width]`.
+    pub fn time_major(&self, v: Vec<f32>, width: usize) -> Vec<f32> {
+        if self.batch_first {
+            lstm_wgpu::lstm::swap01(&v, self.batch, self.seq_len, width)
+        } else {
+            v
+        }
+    }
+
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            input: &self.x,
+            seq_len: self.seq_len,
+            batch: self.batch,
+            batch_first: self.batch_first,
+            h0: self.h0.as_deref(),
+            c0: self.c0.as_deref(),
+            lengths: self.lengths.as_deref(),
+        }
+    }
+
+    pub fn upstream(&self) -> Upstream<'_> {
+        Upstream {
+            grad_output: &self.grad_output,
+            grad_h_n: &self.grad_h_n,
+            grad_c_n: &self.grad_c_n,
+        }
+    }
+}
+
+/// Forward and backward of a case (time-major) on the GPU.
+pub fn gpu_pass(lstm: &mut Lstm, d: &Data) -> Result<(Outputs, Grads)> {
+    let hp = HostPass::new(d, false);
+    lstm.forward_backward(&hp.batch(), &hp.upstream())
+}
+
+/// max |a - b| / max |b| (what `assert_close` bounds); infinite with a NaN.
+pub fn rel_err(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(
+            0f64,
+            |m, e| if e.is_nan() { f64::INFINITY } else { m.max(e) },
+        );
+    worst / scale
+}
+
+/// `assert_close` under "{label}: {name}", returning the relative error.
+pub fn check(label: &str, name: &str, got: &[f32], want: &[f64], tol: f64) -> f64 {
+    assert_close(&format!("{label}: {name}"), got, want, tol);
+    rel_err(got, want)
+}
+
+/// The reference parameter gradients by PyTorch name (`weight_ih_l0`,
+/// `bias_hh_l1_reverse`, ...), plus `extra` (normalization gradients).
+pub fn param_grads(
+    rc: &RefConfig,
+    rgrads: &RefGrads,
+    extra: &BTreeMap<String, Vec<f64>>,
+) -> BTreeMap<String, Vec<f64>> {
+    let mut want = BTreeMap::new();
+    for (l, cell) in rgrads.weights.cells.iter().enumerate() {
+        let sfx = if l % rc.dirs() == 1 { "_reverse" } else { "" };
+        let layer = l / rc.dirs();
+        want.insert(format!("weight_ih_l{layer}{sfx}"), cell.w_ih.clone());
+        want.insert(format!("weight_hh_l{layer}{sfx}"), cell.w_hh.clone());
+        if let (Some(bi), Some(bh)) = (&cell.b_ih, &cell.b_hh) {
+            want.insert(format!("bias_ih_l{layer}{sfx}"), bi.clone());
+            want.insert(format!("bias_hh_l{layer}{sfx}"), bh.clone());
+        }
+    }
+    want.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    want
+}
+
+/// Outputs, final states and input/state gradients against the reference;
+/// returns the worst relative error.
+pub fn check_outputs(
+    label: &str,
+    (out, grads): (&Outputs, &Grads),
+    (rout, rgrads): (&RefOutputs, &RefGrads),
+    tol: f64,
+) -> f64 {
+    [
+        check(label, "output", &out.output, &rout.output, tol),
+        check(label, "h_n", &out.h_n, &rout.h_n, tol),
+        check(label, "c_n", &out.c_n, &rout.c_n, tol),
+        check(label, "grad.input", &grads.input, &rgrads.input, tol),
+        check(label, "grad.h0", &grads.h0, &rgrads.h0, tol),
+        check(label, "grad.c0", &grads.c0, &rgrads.c0, tol),
+    ]
+    .into_iter()
+    .fold(0f64, f64::max)
+}
+
+/// Every parameter gradient (`grad.NAME`) against `want[NAME]`, which must
+/// hold exactly as many tensors; returns the worst relative error.
+pub fn check_params(
+    label: &str,
+    params: &[NamedTensor],
+    want: &BTreeMap<String, Vec<f64>>,
+    tol: f64,
+) -> f64 {
+    assert_eq!(params.len(), want.len(), "{label}: gradient count");
+    let mut worst = 0f64;
+    for g in params {
+        let name = g.name.trim_start_matches("grad.");
+        let w = want
+            .get(name)
+            .unwrap_or_else(|| panic!("{label}: no reference for {}", g.name));
+        worst = worst.max(check(label, &g.name, &g.data, w, tol));
+    }
+    worst
+}
+
+/// Every output and gradient of a GPU pass against the reference (`extra`:
+/// normalization gradients by name); returns the worst relative error.
+pub fn check_all(
+    label: &str,
+    rc: &RefConfig,
+    gpu: (&Outputs, &Grads),
+    reference: (&RefOutputs, &RefGrads),
+    extra: &BTreeMap<String, Vec<f64>>,
+    tol: f64,
+) -> f64 {
+    let e = check_outputs(label, gpu, reference, tol);
+    let want = param_grads(rc, reference.1, extra);
+    e.max(check_params(label, &gpu.1.params, &want, tol))
+}
