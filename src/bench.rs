@@ -218,57 +218,29 @@ pub struct BenchRow {
     pub last_loss: f32,
 }
 
-/// `s` as a JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
-/// A float as JSON (non-finite values have no JSON form: null).
-fn json_num(v: f64, decimals: usize) -> String {
-    if v.is_finite() {
-        format!("{v:.decimals$}")
-    } else {
-        "null".into()
-    }
-}
-
 impl BenchRow {
-    /// One JSON object on one line.
+    /// One JSON object on one line (non-finite numbers as null).
     pub fn json(&self) -> String {
-        format!(
-            "{{\"workload\":{},\"ms_per_step\":{},\"tokens_per_s\":{},\
-             \"dispatches_per_step\":{},\"submits_per_step\":{},\"gflops\":{},\
-             \"peak_mem_mb\":{},\"adapter\":{},\"path\":{},\"precision\":{},\
-             \"seq\":{},\"batch\":{},\"steps\":{},\"warmup\":{},\
-             \"gflop_per_step\":{},\"last_loss\":{}}}",
-            json_str(&self.workload),
-            json_num(self.ms_per_step, 4),
-            json_num(self.tokens_per_s, 2),
-            self.dispatches_per_step,
-            self.submits_per_step,
-            json_num(self.gflops, 6),
-            json_num(self.peak_mem_mb, 3),
-            json_str(&self.adapter),
-            json_str(&self.path),
-            json_str(self.precision),
-            self.seq,
-            self.batch,
-            self.steps,
-            self.warmup,
-            json_num(self.gflop_per_step, 6),
-            json_num(self.last_loss as f64, 6),
-        )
+        use crate::metrics::{Value, json_line};
+        let int = |v: usize| Value::Int(v as i64);
+        json_line(&[
+            ("workload", Value::Str(self.workload.clone())),
+            ("ms_per_step", Value::Float(self.ms_per_step)),
+            ("tokens_per_s", Value::Float(self.tokens_per_s)),
+            ("dispatches_per_step", int(self.dispatches_per_step)),
+            ("submits_per_step", int(self.submits_per_step)),
+            ("gflops", Value::Float(self.gflops)),
+            ("peak_mem_mb", Value::Float(self.peak_mem_mb)),
+            ("adapter", Value::Str(self.adapter.clone())),
+            ("path", Value::Str(self.path.clone())),
+            ("precision", Value::Str(self.precision.to_string())),
+            ("seq", int(self.seq)),
+            ("batch", int(self.batch)),
+            ("steps", int(self.steps)),
+            ("warmup", int(self.warmup)),
+            ("gflop_per_step", Value::Float(self.gflop_per_step)),
+            ("last_loss", Value::Float(self.last_loss as f64)),
+        ])
     }
 
     /// The table header ([`BenchRow::table_row`] aligns under it).
@@ -517,8 +489,32 @@ mod tests {
 
     #[test]
     fn json_escapes_and_nulls() {
-        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
-        assert_eq!(json_num(f64::NAN, 2), "null");
-        assert_eq!(json_num(1.5, 2), "1.50");
+        let row = BenchRow {
+            workload: "ts".into(),
+            ms_per_step: 2.0,
+            tokens_per_s: 320.0,
+            dispatches_per_step: 28,
+            submits_per_step: 1,
+            gflops: 1.5,
+            peak_mem_mb: 4.0,
+            adapter: "a\"b\\c".into(),
+            path: "per-step".into(),
+            precision: "f32",
+            seq: 20,
+            batch: 32,
+            steps: 2,
+            warmup: 1,
+            gflop_per_step: 0.003,
+            last_loss: f32::NAN,
+        };
+        let j = row.json();
+        assert!(
+            j.starts_with("{\"workload\":\"ts\",\"ms_per_step\":2,"),
+            "{j}"
+        );
+        assert!(j.contains("\"adapter\":\"a\\\"b\\\\c\""), "{j}");
+        assert!(j.contains("\"gflops\":1.5,"), "{j}");
+        assert!(j.contains("\"dispatches_per_step\":28,"), "{j}");
+        assert!(j.ends_with("\"last_loss\":null}"), "{j}");
     }
 }
