@@ -149,10 +149,9 @@ fn gemm_tiled(
             }
             let gm = row0 + mm;
             let gk = k0 + kk;
-            var v = 0.0;
-            if gm < p.m && gk < p.k {
-                v = a_at(gm, gk);
-            }
+            // Unconditional load, masked (a past-the-end index is clamped
+            // by the bounds checks): loads in branches serialize on GPUs.
+            let v = select(0.0, a_at(gm, gk), gm < p.m && gk < p.k);
             tile_a[kk * WG_M + mm / 4u][mm % 4u] = v;
         }
         for (var i = t; i < TK * tn; i += threads) {
@@ -164,10 +163,7 @@ fn gemm_tiled(
             }
             let gn = col0 + nn;
             let gk = k0 + kk;
-            var v = 0.0;
-            if gn < p.n && gk < p.k {
-                v = b_at(gk, gn);
-            }
+            let v = select(0.0, b_at(gk, gn), gn < p.n && gk < p.k);
             tile_b[kk * WG_N + nn / 4u][nn % 4u] = v;
         }
         workgroupBarrier();

@@ -1,6 +1,14 @@
 // Fused LSTM cell, one dispatch per (layer, direction, step), forward and
 // backward. Gate order i, f, g, o as in PyTorch.
 //
+// Two variants with the same bindings, chosen per adapter by
+// src/kernels/lstm_cell.rs:
+// - `forward`, `backward`, `backward_state` (direct): one invocation per
+//   (b, j) reading W_hh and h straight from global memory, no barriers.
+//   Best on lavapipe, where workgroup barriers are emulated and costly.
+// - `*_tiled`: a workgroup per 8 x 8 block of (b, j) stages the recurrent
+//   product through workgroup memory. Best on GPUs.
+//
 // Steps are counted in each sequence's own processing order: step s of
 // sequence b is active when s < len_b and sits at time t = s (forward) or
 // t = len_b - 1 - s (reverse), which is what pack_padded_sequence does.
@@ -51,6 +59,33 @@ fn time_of(s: u32, len: u32) -> u32 {
 // Invocation index over (batch, hidden) with 2-D grids for large B*H.
 fn lane(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 64u;
+}
+
+// The cell's pointwise half for (b, j) at `row`, given the gate
+// pre-activations (input and recurrent products and biases summed): writes
+// h, the cache (activated gates, c, h_prev) and, at the last step, h_n, c_n.
+fn forward_finish(b: u32, j: u32, last: bool, row: u32, a: vec4<f32>, hp_j: f32, c_prev: f32) {
+    let hs = p.h;
+    let c_base = p.cache_off + p.seq * p.batch * 4u * hs;
+    let i = sigmoid(a.x);
+    let f = sigmoid(a.y);
+    let g = tanh_s(a.z);
+    let o = sigmoid(a.w);
+    let c = f * c_prev + i * g;
+    let h = o * tanh_s(c);
+    out[row * p.out_stride + p.out_col + j] = h;
+    let gb = p.cache_off + row * 4u * hs;
+    cache[gb + j] = i;
+    cache[gb + hs + j] = f;
+    cache[gb + 2u * hs + j] = g;
+    cache[gb + 3u * hs + j] = o;
+    cache[c_base + row * hs + j] = c;
+    cache[c_base + p.seq * p.batch * hs + row * hs + j] = hp_j;
+    if last {
+        let sb = p.state_off + b * hs + j;
+        state_out[sb] = h;
+        state_out[p.state_stride + sb] = c;
+    }
 }
 
 @compute @workgroup_size(64)
@@ -110,25 +145,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
         hp_j = out[ob + j];
         c_prev = cache[c_base + (tp * p.batch + b) * hs + j];
     }
-    let i = sigmoid(ai);
-    let f = sigmoid(af);
-    let g = tanh_s(ag);
-    let o = sigmoid(ao);
-    let c = f * c_prev + i * g;
-    let h = o * tanh_s(c);
-    out[row * p.out_stride + p.out_col + j] = h;
-    let gb = p.cache_off + row * 4u * hs;
-    cache[gb + j] = i;
-    cache[gb + hs + j] = f;
-    cache[gb + 2u * hs + j] = g;
-    cache[gb + 3u * hs + j] = o;
-    cache[c_base + row * hs + j] = c;
-    cache[c_base + p.seq * p.batch * hs + row * hs + j] = hp_j;
-    if s + 1u == len {
-        let sb = p.state_off + b * hs + j;
-        state_out[sb] = h;
-        state_out[p.state_stride + sb] = c;
-    }
+    forward_finish(b, j, s == len - 1u, row, vec4<f32>(ai, af, ag, ao), hp_j, c_prev);
 }
 
 // Backward bindings (w, state_in, lengths and cache are shared with forward;
@@ -140,7 +157,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
 
 // dh_prev[j] = sum_k dgates[row, k] * W_hh[k, j]: the recurrent gradient
 // flowing from the gates at `row` back into h_{t-1}.
-fn dh_through_whh(row: u32, j: u32) -> f32 {
+fn dh_direct(row: u32, j: u32) -> f32 {
     let hs = p.h;
     let base = p.dg_off + row * 4u * hs;
     var acc = 0.0;
@@ -150,28 +167,12 @@ fn dh_through_whh(row: u32, j: u32) -> f32 {
     return acc;
 }
 
-// One backward step s (called for s = T-1 down to 0). Each invocation owns
-// one (b, j): it pulls the recurrent gradients of step s+1 (already
-// complete, written by the previous dispatch) and emits the four gate
-// gradients and dc of step s. Padded steps write nothing: their dgates stay
-// at the zero the buffer was cleared to.
-@compute @workgroup_size(64)
-fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
-            @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = lane(gid, nwg);
+// The pointwise backward of step s for (b, j), given the recurrent product
+// dh_w = dgates_{s+1} * W_hh (used when step s+1 exists): writes the four
+// gate gradients and dc of step s.
+fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
     let hs = p.h;
-    if idx >= p.batch * hs {
-        return;
-    }
-    let b = idx / hs;
-    let j = idx % hs;
-    let len = lengths[b];
-    let s = p.step;
-    if s >= len {
-        return;
-    }
-    let t = time_of(s, len);
-    let row = t * p.batch + b;
+    let row = time_of(s, len) * p.batch + b;
     let gates_len = p.seq * p.batch * 4u * hs;
     let c_base = p.cache_off + gates_len;
     let dc_base = p.dg_off + gates_len;
@@ -179,7 +180,7 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
     var dc_rec: f32;
     if s + 1u < len {
         let row1 = time_of(s + 1u, len) * p.batch + b;
-        dh_rec = dh_through_whh(row1, j);
+        dh_rec = dh_w;
         dc_rec = dg[dc_base + row1 * hs + j] * cache[p.cache_off + row1 * 4u * hs + hs + j];
     } else {
         let sb = p.state_off + b * hs + j;
@@ -210,6 +211,33 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
     dg[dc_base + row * hs + j] = dc;
 }
 
+// One backward step s (called for s = T-1 down to 0). Each invocation owns
+// one (b, j): it pulls the recurrent gradients of step s+1 (already
+// complete, written by the previous dispatch) and emits the four gate
+// gradients and dc of step s. Padded steps write nothing: their dgates stay
+// at the zero the buffer was cleared to.
+@compute @workgroup_size(64)
+fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = lane(gid, nwg);
+    let hs = p.h;
+    if idx >= p.batch * hs {
+        return;
+    }
+    let b = idx / hs;
+    let j = idx % hs;
+    let len = lengths[b];
+    let s = p.step;
+    if s >= len {
+        return;
+    }
+    var dh_w = 0.0;
+    if s + 1u < len {
+        dh_w = dh_direct(time_of(s + 1u, len) * p.batch + b, j);
+    }
+    backward_finish(b, j, s, len, dh_w);
+}
+
 // Gradients of the initial state after step 0: grad_h0 = dgates_0 * W_hh,
 // grad_c0 = dc_0 * f_0.
 @compute @workgroup_size(64)
@@ -226,7 +254,282 @@ fn backward_state(@builtin(global_invocation_id) gid: vec3<u32>,
     let row = time_of(0u, len) * p.batch + b;
     let gates_len = p.seq * p.batch * 4u * hs;
     let sb = p.state_off + b * hs + j;
-    gstate_out[sb] = dh_through_whh(row, j);
+    gstate_out[sb] = dh_direct(row, j);
+    gstate_out[p.state_stride + sb] =
+        dg[p.dg_off + gates_len + row * hs + j] * cache[p.cache_off + row * 4u * hs + hs + j];
+}
+
+// ---- Tiled variant ---------------------------------------------------------
+
+// Tiles: a workgroup owns TB batch rows x TU hidden units (all four gates
+// of each unit) and walks the recurrent product in K chunks of KC staged in
+// workgroup memory, so each W_hh and h value is loaded once per tile instead
+// of once per output (coalesced along k), and B*H/64 workgroups keep a large
+// GPU busy at every step. Rows are padded to KC + 1 against bank conflicts.
+const TB: u32 = 8u;
+const TU: u32 = 8u;
+const KC: u32 = 32u;
+const KP: u32 = 33u;
+
+var<workgroup> sh_a: array<f32, 264>;      // TB x KP: h_prev or dgates rows
+var<workgroup> sh_w: array<f32, 1056>;     // 4*TU x KP (forward) or KC x TU (backward)
+var<workgroup> sh_src: array<u32, 8>;      // per tile row: source offset
+var<workgroup> sh_kind: array<u32, 8>;     // 0 none, 1 out/dg, 2 state_in
+
+// Where tile row r's h_{t-1} lives for forward step p.step.
+fn fwd_source(b: u32) {
+    let s = p.step;
+    var kind = 0u;
+    var off = 0u;
+    if b < p.batch {
+        let len = lengths[b];
+        if s < len {
+            if s == 0u {
+                kind = 2u;
+                off = p.state_off + b * p.h;
+            } else {
+                let t = time_of(s, len);
+                var tp = t - 1u;
+                if p.reverse != 0u {
+                    tp = t + 1u;
+                }
+                kind = 1u;
+                off = (tp * p.batch + b) * p.out_stride + p.out_col;
+            }
+        }
+    }
+    sh_src[b % TB] = off;
+    sh_kind[b % TB] = kind;
+}
+
+// Registers holding one chunk between its global loads and its stores to
+// workgroup memory. Invocation li always handles column k0 + li % KC of
+// rows li / KC + 2r (64 invocations, KC = 32).
+var<private> ra: array<f32, 4>;
+var<private> rw: array<f32, 16>;
+
+// Forward chunk at k0: TB h_prev rows and the 4*TU W_hh rows of the tile.
+// The loads are unconditional (an index past a buffer's end is clamped by
+// the bounds checks, and the value masked after): loads inside branches are
+// issued one after another, each paying the full memory latency.
+fn fwd_load(li: u32, j0: u32, k0: u32) {
+    let hs = p.h;
+    let k = k0 + li % KC;
+    for (var r = 0u; r < 4u; r++) {
+        let row = li / KC + 2u * r;
+        let kind = sh_kind[row];
+        let vo = out[sh_src[row] + k];
+        let vs = state_in[sh_src[row] + k];
+        ra[r] = select(0.0, select(vs, vo, kind == 1u), kind != 0u && k < hs);
+    }
+    for (var r = 0u; r < 16u; r++) {
+        let row = li / KC + 2u * r;
+        let j = j0 + row % TU;
+        let v = w[p.whh_off + ((row / TU) * hs + j) * hs + k];
+        rw[r] = select(0.0, v, k < hs && j < hs);
+    }
+}
+
+fn fwd_stage(li: u32) {
+    let kk = li % KC;
+    for (var r = 0u; r < 4u; r++) {
+        sh_a[(li / KC + 2u * r) * KP + kk] = ra[r];
+    }
+    for (var r = 0u; r < 16u; r++) {
+        sh_w[(li / KC + 2u * r) * KP + kk] = rw[r];
+    }
+}
+
+@compute @workgroup_size(64)
+fn forward_tiled(@builtin(local_invocation_index) li: u32,
+           @builtin(workgroup_id) wg: vec3<u32>) {
+    let hs = p.h;
+    let b0 = wg.y * TB;
+    let j0 = wg.x * TU;
+    if li < TB {
+        fwd_source(b0 + li);
+    }
+    workgroupBarrier();
+    var ai = 0.0;
+    var af = 0.0;
+    var ag = 0.0;
+    var ao = 0.0;
+    let bl = li / TU;
+    let ul = li % TU;
+    // Each chunk's global loads go to registers first, all issued before
+    // any is used, and the next chunk's are issued before this chunk's
+    // products: the loads' latency overlaps instead of adding up.
+    fwd_load(li, j0, 0u);
+    for (var k0 = 0u; k0 < hs; k0 += KC) {
+        fwd_stage(li);
+        workgroupBarrier();
+        if k0 + KC < hs {
+            fwd_load(li, j0, k0 + KC);
+        }
+        for (var k = 0u; k < KC; k++) {
+            let hv = sh_a[bl * KP + k];
+            ai += sh_w[ul * KP + k] * hv;
+            af += sh_w[(TU + ul) * KP + k] * hv;
+            ag += sh_w[(2u * TU + ul) * KP + k] * hv;
+            ao += sh_w[(3u * TU + ul) * KP + k] * hv;
+        }
+        workgroupBarrier();
+    }
+    let b = b0 + bl;
+    let j = j0 + ul;
+    if b >= p.batch || j >= hs || sh_kind[bl] == 0u {
+        return;
+    }
+    let len = lengths[b];
+    let s = p.step;
+    let t = time_of(s, len);
+    let row = t * p.batch + b;
+    let pb = p.pre_off + row * 4u * hs;
+    ai += pre[pb + j];
+    af += pre[pb + hs + j];
+    ag += pre[pb + 2u * hs + j];
+    ao += pre[pb + 3u * hs + j];
+    let gates_len = p.seq * p.batch * 4u * hs;
+    let c_base = p.cache_off + gates_len;
+    var hp_j: f32;
+    var c_prev: f32;
+    if s == 0u {
+        let sb = p.state_off + b * hs;
+        hp_j = state_in[sb + j];
+        c_prev = state_in[p.state_stride + sb + j];
+    } else {
+        var tp = t - 1u;
+        if p.reverse != 0u {
+            tp = t + 1u;
+        }
+        hp_j = out[(tp * p.batch + b) * p.out_stride + p.out_col + j];
+        c_prev = cache[c_base + (tp * p.batch + b) * hs + j];
+    }
+    forward_finish(b, j, s == len - 1u, row, vec4<f32>(ai, af, ag, ao), hp_j, c_prev);
+}
+
+// dh_prev[b, j] = sum_k dgates[row_b, k] * W_hh[k, j] for the invocation's
+// (b, j) of the tile, where tile row r's gradient row starts at
+// sh_src[r] (sh_kind[r] == 0: no row, the product is 0): the recurrent
+// gradient flowing from the gates back into h_{t-1}. Called by every
+// invocation of the workgroup (it has barriers).
+fn dh_tiled(li: u32, j0: u32) -> f32 {
+    let k4 = 4u * p.h;
+    let bl = li / TU;
+    let ul = li % TU;
+    var acc = 0.0;
+    bwd_load(li, j0, 0u);
+    for (var k0 = 0u; k0 < k4; k0 += KC) {
+        bwd_stage(li);
+        workgroupBarrier();
+        if k0 + KC < k4 {
+            bwd_load(li, j0, k0 + KC);
+        }
+        for (var k = 0u; k < KC; k++) {
+            acc += sh_a[bl * KP + k] * sh_w[k * TU + ul];
+        }
+        workgroupBarrier();
+    }
+    return acc;
+}
+
+// Backward chunk at k0: TB dgates rows (columns li % KC) and KC rows of W_hh
+// (rows li / TU + 8r, column j0 + li % TU); unconditional loads as above.
+fn bwd_load(li: u32, j0: u32, k0: u32) {
+    let hs = p.h;
+    let k4 = 4u * hs;
+    let k = k0 + li % KC;
+    for (var r = 0u; r < 4u; r++) {
+        let row = li / KC + 2u * r;
+        let v = dg[sh_src[row] + k];
+        ra[r] = select(0.0, v, k < k4 && sh_kind[row] != 0u);
+    }
+    let j = j0 + li % TU;
+    for (var r = 0u; r < 4u; r++) {
+        let kr = k0 + li / TU + 8u * r;
+        let v = w[p.whh_off + kr * hs + j];
+        rw[r] = select(0.0, v, kr < k4 && j < hs);
+    }
+}
+
+fn bwd_stage(li: u32) {
+    for (var r = 0u; r < 4u; r++) {
+        sh_a[(li / KC + 2u * r) * KP + li % KC] = ra[r];
+        sh_w[(li / TU + 8u * r) * TU + li % TU] = rw[r];
+    }
+}
+
+// One backward step s (called for s = T-1 down to 0). Each invocation owns
+// one (b, j) of a TB x TU tile: it pulls the recurrent gradients of step s+1
+// (already complete, written by the previous dispatch) and emits the four
+// gate gradients and dc of step s. Padded steps write nothing: their dgates
+// stay at the zero the buffer was cleared to.
+@compute @workgroup_size(64)
+fn backward_tiled(@builtin(local_invocation_index) li: u32,
+            @builtin(workgroup_id) wg: vec3<u32>) {
+    let hs = p.h;
+    let b0 = wg.y * TB;
+    let j0 = wg.x * TU;
+    let s = p.step;
+    if li < TB {
+        let bb = b0 + li;
+        var kind = 0u;
+        var off = 0u;
+        if bb < p.batch {
+            let len = lengths[bb];
+            if s + 1u < len {
+                kind = 1u;
+                off = p.dg_off + (time_of(s + 1u, len) * p.batch + bb) * 4u * hs;
+            }
+        }
+        sh_src[li] = off;
+        sh_kind[li] = kind;
+    }
+    workgroupBarrier();
+    let dh_w = dh_tiled(li, j0);
+    let b = b0 + li / TU;
+    let j = j0 + li % TU;
+    if b >= p.batch || j >= hs {
+        return;
+    }
+    let len = lengths[b];
+    if s >= len {
+        return;
+    }
+    backward_finish(b, j, s, len, dh_w);
+}
+
+// Gradients of the initial state after step 0: grad_h0 = dgates_0 * W_hh,
+// grad_c0 = dc_0 * f_0.
+@compute @workgroup_size(64)
+fn backward_state_tiled(@builtin(local_invocation_index) li: u32,
+                  @builtin(workgroup_id) wg: vec3<u32>) {
+    let hs = p.h;
+    let b0 = wg.y * TB;
+    let j0 = wg.x * TU;
+    if li < TB {
+        let bb = b0 + li;
+        var kind = 0u;
+        var off = 0u;
+        if bb < p.batch {
+            kind = 1u;
+            off = p.dg_off + time_of(0u, lengths[bb]) * p.batch * 4u * hs + bb * 4u * hs;
+        }
+        sh_src[li] = off;
+        sh_kind[li] = kind;
+    }
+    workgroupBarrier();
+    let dh_w = dh_tiled(li, j0);
+    let b = b0 + li / TU;
+    let j = j0 + li % TU;
+    if b >= p.batch || j >= hs {
+        return;
+    }
+    let len = lengths[b];
+    let row = time_of(0u, len) * p.batch + b;
+    let gates_len = p.seq * p.batch * 4u * hs;
+    let sb = p.state_off + b * hs + j;
+    gstate_out[sb] = dh_w;
     gstate_out[p.state_stride + sb] =
         dg[p.dg_off + gates_len + row * hs + j] * cache[p.cache_off + row * 4u * hs + hs + j];
 }

@@ -20,22 +20,22 @@ const ACCUMULATE: u32 = 2u;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
 
-@compute @workgroup_size(64)
-fn colsum(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let n = gid.x;
-    if n >= p.n {
-        return;
-    }
-    var s = 0.0;
-    for (var m = 0u; m < p.m; m++) {
-        s += a[p.a_off + m * p.lda + n];
-    }
+// A workgroup sums CT columns with RL row lanes: lane r adds rows r, r+RL, ...
+// of its column, then lane 0 adds the RL partial sums in lane order. The
+// order is fixed, so results stay bit-identical run to run, and a sum over
+// many rows keeps CT*RL invocations per workgroup busy instead of one.
+const CT: u32 = 16u;
+const RL: u32 = 16u;
+
+var<workgroup> part: array<f32, 256>;
+
+fn store(n: u32, s: f32, to2: bool) {
     if (p.flags & ACCUMULATE) != 0u {
         out[p.out1_off + n] += s;
     } else {
         out[p.out1_off + n] = s;
     }
-    if (p.flags & OUT2) != 0u {
+    if to2 {
         if (p.flags & ACCUMULATE) != 0u {
             out[p.out2_off + n] += s;
         } else {
@@ -44,21 +44,51 @@ fn colsum(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
+// Lane 0 of column c: the sum of the RL partials (after a barrier).
+fn lanes_sum(c: u32) -> f32 {
+    var s = 0.0;
+    for (var r = 0u; r < RL; r++) {
+        s += part[r * CT + c];
+    }
+    return s;
+}
+
+@compute @workgroup_size(256)
+fn colsum(@builtin(local_invocation_index) li: u32,
+          @builtin(workgroup_id) wg: vec3<u32>) {
+    let c = li % CT;
+    let r = li / CT;
+    let n = wg.x * CT + c;
+    var s = 0.0;
+    if n < p.n {
+        for (var m = r; m < p.m; m += RL) {
+            s += a[p.a_off + m * p.lda + n];
+        }
+    }
+    part[li] = s;
+    workgroupBarrier();
+    if r == 0u && n < p.n {
+        store(n, lanes_sum(c), (p.flags & OUT2) != 0u);
+    }
+}
+
 // out[out1_off + n] = sum_m a[a_off + m*lda + n] * b[out2_off + m*lda + n]
 // (b's offset travels in out2_off; there is no second output).
-@compute @workgroup_size(64)
-fn colsum_prod(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let n = gid.x;
-    if n >= p.n {
-        return;
-    }
+@compute @workgroup_size(256)
+fn colsum_prod(@builtin(local_invocation_index) li: u32,
+               @builtin(workgroup_id) wg: vec3<u32>) {
+    let c = li % CT;
+    let r = li / CT;
+    let n = wg.x * CT + c;
     var s = 0.0;
-    for (var m = 0u; m < p.m; m++) {
-        s += a[p.a_off + m * p.lda + n] * b[p.out2_off + m * p.lda + n];
+    if n < p.n {
+        for (var m = r; m < p.m; m += RL) {
+            s += a[p.a_off + m * p.lda + n] * b[p.out2_off + m * p.lda + n];
+        }
     }
-    if (p.flags & ACCUMULATE) != 0u {
-        out[p.out1_off + n] += s;
-    } else {
-        out[p.out1_off + n] = s;
+    part[li] = s;
+    workgroupBarrier();
+    if r == 0u && n < p.n {
+        store(n, lanes_sum(c), false);
     }
 }

@@ -41,6 +41,11 @@ pub struct BenchArgs {
     /// Untimed steps first (pipeline and plan creation, driver warm-up).
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
+    /// Also time each kernel with GPU timestamps (needs timestamp queries
+    /// inside passes) and print a per-kernel table on stderr. The
+    /// timestamps and their readback slow the step a little.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// A standard workload.
@@ -369,15 +374,32 @@ impl BenchRun {
 /// Runs `w` on a context of its own (so its memory high-water mark counts
 /// only this workload): `warmup` untimed steps, then `steps` timed ones.
 /// `progress` reports each step on stderr.
-pub fn run_workload(w: &Workload, steps: usize, warmup: usize, progress: bool) -> Result<BenchRow> {
+/// `profile` times each kernel of the timed steps (after the first step,
+/// which makes the plans) and prints the table on stderr.
+pub fn run_workload(
+    w: &Workload,
+    steps: usize,
+    warmup: usize,
+    progress: bool,
+    profile: bool,
+) -> Result<BenchRow> {
     if steps == 0 {
         return Err(Error::Invalid("--steps must be at least 1".into()));
     }
-    let ctx = Arc::new(GpuContext::new()?);
+    let ctx = Arc::new(GpuContext::with_timestamps(profile)?);
     let mut run = BenchRun::new(ctx.clone(), w)?;
     let mut times = Vec::with_capacity(steps);
     let mut last_loss = f32::NAN;
     for i in 0..warmup + steps {
+        if profile && i > 0 && run.trainer.profiler.is_none() {
+            let (n, _) = run.trainer.dispatches_per_step(w.seq).unwrap_or((0, 0));
+            run.trainer.profiler = Some(crate::gpu::Profiler::new(&ctx, n)?);
+        }
+        if i == warmup
+            && let Some(p) = run.trainer.profiler.as_mut()
+        {
+            p.reset();
+        }
         let start = Instant::now();
         let st = run.step()?;
         let ms = start.elapsed().as_secs_f64() * 1e3;
@@ -397,6 +419,18 @@ pub fn run_workload(w: &Workload, steps: usize, warmup: usize, progress: bool) -
         }
     }
     let ms = median(&mut times);
+    if let Some(p) = &run.trainer.profiler {
+        let rows = p.report();
+        let total: f64 = rows.iter().map(|r| r.2).sum();
+        eprintln!(
+            "{} kernels (GPU timestamps, per step; {total:.0} us in all):",
+            w.name
+        );
+        eprintln!("{:>10} {:>6} {:>9}  kernel", "us", "%", "dispatch");
+        for (name, n, us) in rows {
+            eprintln!("{us:>10.1} {:>6.1} {n:>9.1}  {name}", 100.0 * us / total);
+        }
+    }
     let trainer = &mut run.trainer;
     let (dispatches, submits) = trainer
         .dispatches_per_step(w.seq)
@@ -441,7 +475,7 @@ pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
             a.steps,
             w.flops() / 1e9
         );
-        let row = run_workload(w, a.steps, a.warmup, true)?;
+        let row = run_workload(w, a.steps, a.warmup, true, a.profile)?;
         if verbose {
             eprintln!("adapter: {}", row.adapter);
         }

@@ -43,6 +43,28 @@ impl MemCounter {
     }
 }
 
+/// Whether the adapter runs shaders on the CPU (lavapipe/llvmpipe,
+/// SwiftShader, WARP): workgroup barriers are emulated there, and kernels
+/// that read straight from memory beat tiled ones.
+pub fn cpu_adapter(info: &wgpu::AdapterInfo) -> bool {
+    let llvmpipe = |s: &str| s.to_ascii_lowercase().contains("llvmpipe");
+    info.device_type == wgpu::DeviceType::Cpu || llvmpipe(&info.name) || llvmpipe(&info.driver)
+}
+
+/// The value of environment variable `var` parsed by `parse`, when set and
+/// not empty; a parse failure names the variable.
+pub fn env_choice<T>(
+    var: &str,
+    parse: impl Fn(&str) -> std::result::Result<T, String>,
+) -> Result<Option<T>> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => parse(&v)
+            .map(Some)
+            .map_err(|e| Error::Invalid(format!("{var}: {e}"))),
+        _ => Ok(None),
+    }
+}
+
 /// How a kernel binding is used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Binding {
@@ -72,6 +94,12 @@ impl GpuContext {
     /// Chooses an adapter (honouring `WGPU_BACKEND`, `WGPU_ADAPTER_NAME`,
     /// `WGPU_POWER_PREF`) and creates a device with the adapter's full limits.
     pub fn new() -> Result<Self> {
+        Self::with_timestamps(false)
+    }
+
+    /// As [`GpuContext::new`]; `timestamps` also asks for timestamp queries
+    /// inside passes (for [`Profiler`]) and fails if the adapter lacks them.
+    pub fn with_timestamps(timestamps: bool) -> Result<Self> {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
@@ -80,9 +108,22 @@ impl GpuContext {
         .map_err(|e| Error::NoAdapter(e.to_string()))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let required_features = if timestamps {
+            let want =
+                wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+            if !adapter.features().contains(want) {
+                return Err(Error::Device(format!(
+                    "adapter {} has no timestamp queries inside passes: cannot profile",
+                    info.name
+                )));
+            }
+            want
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("lstm-wgpu"),
-            required_features: wgpu::Features::empty(),
+            required_features,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -270,6 +311,7 @@ pub struct Kernel {
     /// Its only bind group layout (group 0).
     pub layout: wgpu::BindGroupLayout,
     bindings: Vec<(u32, Binding)>,
+    name: std::sync::Arc<str>,
 }
 
 /// One recorded dispatch: pipeline, bind group and workgroup grid.
@@ -281,6 +323,8 @@ pub struct Dispatch {
     pub bind_group: wgpu::BindGroup,
     /// Workgroups in x and y.
     pub groups: (u32, u32),
+    /// The kernel's entry point (what the profiler reports).
+    pub name: std::sync::Arc<str>,
 }
 
 impl Dispatch {
@@ -298,7 +342,7 @@ impl Kernel {
     /// pipeline-overridable constants.
     pub fn new(
         ctx: &GpuContext,
-        module: &wgpu::ShaderModule,
+        module: &Module,
         entry: &str,
         storage: &[(u32, Binding)],
         constants: &[(&str, f64)],
@@ -340,7 +384,7 @@ impl Kernel {
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
                 layout: Some(&pl),
-                module,
+                module: &module.inner,
                 entry_point: Some(entry),
                 compilation_options: wgpu::PipelineCompilationOptions {
                     constants,
@@ -352,6 +396,7 @@ impl Kernel {
             pipeline,
             layout,
             bindings,
+            name: format!("{}::{entry}", module.label).into(),
         }
     }
 
@@ -393,15 +438,177 @@ impl Kernel {
             pipeline: self.pipeline.clone(),
             bind_group,
             groups,
+            name: self.name.clone(),
         }
     }
 }
 
-/// Compiles WGSL source into a module.
-pub fn module(ctx: &GpuContext, label: &str, src: &str) -> wgpu::ShaderModule {
-    ctx.device
-        .create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(label),
-            source: wgpu::ShaderSource::Wgsl(src.into()),
+/// A compiled WGSL module and the name of its kernel family.
+pub struct Module {
+    /// The module.
+    pub inner: wgpu::ShaderModule,
+    /// Its family (the shader file's stem).
+    pub label: &'static str,
+}
+
+/// Compiles WGSL source into a module, with bounds checks but without the
+/// loop-bounding counters wgpu adds by default: those hide every loop's
+/// trip count from the driver's compiler, which then neither unrolls the
+/// small constant loops that stage tiles nor overlaps their loads (measured
+/// on an H100: each chunk of a tiled kernel paid one memory latency per
+/// load).
+pub fn module(ctx: &GpuContext, label: &'static str, src: &str) -> Module {
+    let desc = wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(src.into()),
+    };
+    let checks = wgpu::ShaderRuntimeChecks {
+        bounds_checks: true,
+        force_loop_bounding: false,
+        ..wgpu::ShaderRuntimeChecks::checked()
+    };
+    // SAFETY: every loop in shaders/ runs over a bound that the host
+    // validates and that each iteration approaches (counters that only grow
+    // towards a uniform or constant limit), so none can run forever, which
+    // is all that dropping the loop-bounding counters requires; all buffer
+    // and array accesses stay bounds-checked.
+    let inner = unsafe { ctx.device.create_shader_module_trusted(desc, checks) };
+    Module { inner, label }
+}
+
+/// Per-kernel GPU time of recorded passes, from timestamps written between
+/// dispatches (the context must come from [`GpuContext::with_timestamps`]).
+/// Time between two timestamps is charged to the dispatch between them, so
+/// the barrier before a dispatch counts as its own.
+pub struct Profiler {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    capacity: u32,
+    recorded: Vec<std::sync::Arc<str>>,
+    /// Nanoseconds per kernel name, summed over collected passes.
+    totals: std::collections::BTreeMap<std::sync::Arc<str>, (f64, usize)>,
+    passes: usize,
+}
+
+impl Profiler {
+    /// Room for `dispatches` dispatches per recorded pass.
+    pub fn new(ctx: &GpuContext, dispatches: usize) -> Result<Self> {
+        let capacity = (dispatches + 1) as u32;
+        if capacity > wgpu::QUERY_SET_MAX_QUERIES {
+            return Err(Error::Invalid(format!(
+                "{dispatches} dispatches exceed the {} timestamps of one query set",
+                wgpu::QUERY_SET_MAX_QUERIES - 1
+            )));
+        }
+        let bytes = capacity as u64 * wgpu::QUERY_SIZE as u64;
+        let queries = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profiler"),
+            ty: wgpu::QueryType::Timestamp,
+            count: capacity,
+        });
+        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profiler resolve"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profiler staging"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(Self {
+            queries,
+            resolve,
+            staging,
+            capacity,
+            recorded: Vec::new(),
+            totals: Default::default(),
+            passes: 0,
         })
+    }
+
+    /// Records `list` into `pass` with a timestamp before each dispatch and
+    /// after the last.
+    pub fn record<'a>(
+        &mut self,
+        pass: &mut wgpu::ComputePass<'_>,
+        list: impl IntoIterator<Item = &'a Dispatch>,
+    ) -> Result<()> {
+        self.recorded.clear();
+        for d in list {
+            if self.recorded.len() + 1 >= self.capacity as usize {
+                return Err(Error::Invalid(
+                    "profiler: more dispatches than it was made for".into(),
+                ));
+            }
+            pass.write_timestamp(&self.queries, self.recorded.len() as u32);
+            d.record(pass);
+            self.recorded.push(d.name.clone());
+        }
+        pass.write_timestamp(&self.queries, self.recorded.len() as u32);
+        Ok(())
+    }
+
+    /// Copies the timestamps out (after the pass, before the submit).
+    pub fn resolve(&self, enc: &mut wgpu::CommandEncoder) {
+        let n = self.recorded.len() as u32 + 1;
+        enc.resolve_query_set(&self.queries, 0..n, &self.resolve, 0);
+        enc.copy_buffer_to_buffer(&self.resolve, 0, &self.staging, 0, n as u64 * 8);
+    }
+
+    /// Reads the submitted pass's timestamps (waits for the GPU) and adds
+    /// them to the totals.
+    pub fn collect(&mut self, ctx: &GpuContext) -> Result<()> {
+        let n = self.recorded.len() + 1;
+        let bytes = n as u64 * 8;
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.staging
+            .map_async(wgpu::MapMode::Read, ..bytes, move |r| {
+                let _ = tx.send(r);
+            });
+        ctx.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(e.to_string()))?;
+        rx.recv()
+            .map_err(|e| Error::Gpu(e.to_string()))?
+            .map_err(|e| Error::Gpu(e.to_string()))?;
+        let view = self
+            .staging
+            .get_mapped_range(..bytes)
+            .map_err(|e| Error::Gpu(e.to_string()))?;
+        let ticks = bytemuck::cast_slice::<u8, u64>(&view).to_vec();
+        drop(view);
+        self.staging.unmap();
+        let period = ctx.queue.get_timestamp_period() as f64;
+        for (i, name) in self.recorded.iter().enumerate() {
+            let ns = ticks[i + 1].saturating_sub(ticks[i]) as f64 * period;
+            let e = self.totals.entry(name.clone()).or_insert((0.0, 0));
+            e.0 += ns;
+            e.1 += 1;
+        }
+        self.passes += 1;
+        Ok(())
+    }
+
+    /// Per kernel: name, dispatches per pass, microseconds per pass; the
+    /// costliest first.
+    pub fn report(&self) -> Vec<(String, f64, f64)> {
+        let p = self.passes.max(1) as f64;
+        let mut rows: Vec<(String, f64, f64)> = self
+            .totals
+            .iter()
+            .map(|(k, &(ns, n))| (k.to_string(), n as f64 / p, ns / p / 1e3))
+            .collect();
+        rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+        rows
+    }
+
+    /// Forgets what was collected (after warm-up steps).
+    pub fn reset(&mut self) {
+        self.totals.clear();
+        self.passes = 0;
+    }
 }

@@ -225,6 +225,13 @@ impl Lstm {
         self.plans.clear();
     }
 
+    /// Recompiles the per-step cell as `variant`, overriding
+    /// `LSTM_WGPU_CELL`; prepared plans are dropped.
+    pub fn set_cell_variant(&mut self, variant: crate::kernels::lstm_cell::CellVariant) {
+        self.kernels.cell = crate::kernels::lstm_cell::LstmCell::with_variant(&self.ctx, variant);
+        self.plans.clear();
+    }
+
     /// The compiled kernels.
     pub fn kernels(&self) -> &Kernels {
         &self.kernels

@@ -407,6 +407,8 @@ pub struct Trainer {
     pub steps_taken: u64,
     /// Mode of the last pass (which plan [`Trainer::head_output`] reads).
     last_train: bool,
+    /// Per-kernel timing of training steps, when enabled.
+    pub profiler: Option<crate::gpu::Profiler>,
 }
 
 /// Which carried state a pass continues from.
@@ -526,6 +528,7 @@ impl Trainer {
             dropout_seed: 0,
             steps_taken: 0,
             last_train: true,
+            profiler: None,
         })
     }
 
@@ -1051,17 +1054,23 @@ impl Trainer {
             }
         }
         let p = &self.plans[&(t, true)];
+        let list = p
+            .forward
+            .iter()
+            .chain(&p.backward)
+            .chain(&self.clip.dispatches)
+            .chain(std::iter::once(&self.optim.dispatch));
         ctx.scoped(|| {
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                for d in p.forward.iter().chain(&p.backward) {
-                    d.record(&mut pass);
-                }
-                self.clip.record(&mut pass);
-                self.optim.dispatch.record(&mut pass);
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            match self.profiler.as_mut() {
+                Some(prof) => prof.record(&mut pass, list)?,
+                None => list.for_each(|d| d.record(&mut pass)),
             }
             Ok(())
         })?;
+        if let Some(prof) = &self.profiler {
+            prof.resolve(&mut enc);
+        }
         self.encode_keep(&mut enc, t, 0)?;
         ctx.scoped(|| {
             ctx.queue.submit([enc.finish()]);
@@ -1074,6 +1083,9 @@ impl Trainer {
             for v in self.lstm.model.tracked.values_mut() {
                 *v += 1;
             }
+        }
+        if let Some(prof) = self.profiler.as_mut() {
+            prof.collect(&ctx)?;
         }
         let loss = ctx.read_f32(&self.loss, 0, 1)?[0];
         let st = self.clip.read(&ctx)?;

@@ -27,6 +27,16 @@ struct Case {
 }
 
 fn run_case(ctx: &std::sync::Arc<lstm_wgpu::GpuContext>, c: Case, seed: u64) {
+    run_case_with(ctx, c, seed, |_| {});
+}
+
+/// `setup` adjusts the LSTM (forced path or cell variant) before the pass.
+fn run_case_with(
+    ctx: &std::sync::Arc<lstm_wgpu::GpuContext>,
+    c: Case,
+    seed: u64,
+    setup: impl Fn(&mut Lstm),
+) {
     let label = format!(
         "L={} bidir={} bias={} I={} H={} T={} B={} states={} lengths={} batch_first={}",
         c.layers,
@@ -53,6 +63,7 @@ fn run_case(ctx: &std::sync::Arc<lstm_wgpu::GpuContext>, c: Case, seed: u64) {
     let model = model_of(ctx, &d, None).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(model.config, config(&d.rc));
     let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+    setup(&mut lstm);
     // The GPU side gets batch-first data when asked, the reference always
     // time-major; results are converted back for comparison.
     let hp = HostPass::new(&d, c.batch_first);
@@ -119,6 +130,53 @@ fn grid_small() {
                 run_case(&ctx, c, seed);
                 seed += 1;
             }
+        }
+    }
+}
+
+/// Both per-step cell variants (whichever the adapter would pick) over
+/// shapes that leave partial 8 x 8 tiles, several K chunks (H = 70),
+/// lengths, reverse directions and carried states.
+#[test]
+fn per_step_cell_variants() {
+    use lstm_wgpu::kernels::lstm_cell::CellVariant;
+    use lstm_wgpu::schedule::CellPath;
+    let ctx = ctx();
+    for variant in [CellVariant::Direct, CellVariant::Tiled] {
+        for (i, c) in [
+            Case {
+                hidden: 70,
+                input: 9,
+                seq: 5,
+                batch: 11,
+                bidir: true,
+                layers: 2,
+                states: true,
+                lengths: true,
+                ..BASE
+            },
+            Case {
+                hidden: 8,
+                input: 3,
+                seq: 4,
+                batch: 8,
+                ..BASE
+            },
+            Case {
+                hidden: 13,
+                seq: 1,
+                batch: 1,
+                states: true,
+                ..BASE
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            run_case_with(&ctx, c, 300 + i as u64, |l| {
+                l.set_cell_path(Some(CellPath::PerStep));
+                l.set_cell_variant(variant);
+            });
         }
     }
 }

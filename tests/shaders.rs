@@ -14,7 +14,17 @@ use std::path::{Path, PathBuf};
 /// in `src/kernels/` passes to `Kernel::new`.
 const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("gemm.wgsl", &["gemm", "gemm_tiled"]),
-    ("lstm_cell.wgsl", &["forward", "backward", "backward_state"]),
+    (
+        "lstm_cell.wgsl",
+        &[
+            "forward",
+            "backward",
+            "backward_state",
+            "forward_tiled",
+            "backward_tiled",
+            "backward_state_tiled",
+        ],
+    ),
     ("reduce.wgsl", &["colsum", "colsum_prod"]),
     ("lstm_cell_ln.wgsl", &["forward", "backward"]),
     (

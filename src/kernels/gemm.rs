@@ -65,24 +65,14 @@ impl GemmVariant {
 
     /// The variant forced by [`VARIANT_ENV`], if set.
     pub fn from_env() -> Result<Option<Self>> {
-        match std::env::var(VARIANT_ENV) {
-            Ok(v) if !v.trim().is_empty() => Self::parse(&v)
-                .map(Some)
-                .map_err(|e| Error::Invalid(format!("{VARIANT_ENV}: {e}"))),
-            _ => Ok(None),
-        }
+        crate::gpu::env_choice(VARIANT_ENV, Self::parse)
     }
 
     /// The variant suited to an adapter: the register block on CPU adapters
-    /// (lavapipe/llvmpipe, SwiftShader, WARP), where barriers are emulated;
-    /// tiles everywhere else, unless the adapter's limits cannot hold the
-    /// default tile.
+    /// ([`crate::gpu::cpu_adapter`]); tiles everywhere else, unless the
+    /// adapter's limits cannot hold the default tile.
     pub fn for_adapter(info: &wgpu::AdapterInfo, limits: &wgpu::Limits) -> Self {
-        let llvmpipe = |s: &str| s.to_ascii_lowercase().contains("llvmpipe");
-        let cpu = info.device_type == wgpu::DeviceType::Cpu
-            || llvmpipe(&info.name)
-            || llvmpipe(&info.driver);
-        if cpu || TileShape::DEFAULT.check(limits).is_err() {
+        if crate::gpu::cpu_adapter(info) || TileShape::DEFAULT.check(limits).is_err() {
             Self::Block
         } else {
             Self::Tiled

@@ -57,7 +57,7 @@ impl Kernels {
         ctx.scoped(|| {
             Ok(Self {
                 gemm: gemm::Gemm::new(ctx)?,
-                cell: lstm_cell::LstmCell::new(ctx),
+                cell: lstm_cell::LstmCell::new(ctx)?,
                 cell_ln: lstm_cell_ln::LstmCellLn::new(ctx),
                 cell_bn: lstm_cell_bn::LstmCellBn::new(ctx),
                 persistent: lstm_persistent::LstmPersistent::new(ctx),

@@ -22,6 +22,9 @@ fn row_chunks(rows: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
+/// Columns one workgroup sums (CT in the shader).
+const COLS_PER_GROUP: usize = 16;
+
 /// Reduction kernels.
 pub struct Reduce {
     colsum: Kernel,
@@ -75,7 +78,7 @@ impl Reduce {
         if cols == 0 {
             return Ok(Vec::new());
         }
-        let g = groups_1d(ctx, "colsum columns", cols, 64)?;
+        let g = groups_1d(ctx, "colsum columns", cols, COLS_PER_GROUP)?;
         row_chunks(rows)
             .map(|(r0, n)| {
                 // Chunks after the first add onto what the first wrote.
@@ -113,7 +116,7 @@ impl Reduce {
         if cols == 0 {
             return Ok(Vec::new());
         }
-        let g = groups_1d(ctx, "colsum columns", cols, 64)?;
+        let g = groups_1d(ctx, "colsum columns", cols, COLS_PER_GROUP)?;
         row_chunks(rows)
             .map(|(r0, n)| {
                 let params = [
