@@ -261,20 +261,36 @@ fn backward_state(@builtin(global_invocation_id) gid: vec3<u32>,
 
 // ---- Tiled variant ---------------------------------------------------------
 
-// Tiles: a workgroup owns TB batch rows x TU hidden units (all four gates
-// of each unit) and walks the recurrent product in K chunks of KC staged in
-// workgroup memory, so each W_hh and h value is loaded once per tile instead
-// of once per output (coalesced along k), and B*H/64 workgroups keep a large
-// GPU busy at every step. Rows are padded to KC + 1 against bank conflicts.
+// Tiles: a workgroup of TB*TU invocations owns TB batch rows x TU hidden
+// units (all four gates of each unit) and walks the recurrent product in K
+// chunks of KC staged in workgroup memory, so each W_hh and h value is
+// loaded once per tile instead of once per output (coalesced along k), and
+// B*H/(TB*TU) workgroups keep a large GPU busy at every step. KS slices of
+// TB*TU invocations each take every KS-th chunk, and slice 0 adds their
+// partial sums in slice order at the end: more invocations per tile and
+// KS times shorter dependency chains, the same result on every run. Rows
+// are padded to KC + 1 against bank conflicts. The host may substitute the
+// TB, TU, KC and KS lines (src/kernels/lstm_cell.rs, TileConfig); KC must
+// be a multiple of TB and TU.
 const TB: u32 = 8u;
 const TU: u32 = 8u;
 const KC: u32 = 32u;
-const KP: u32 = 33u;
+const KS: u32 = 4u;
+const KP: u32 = KC + 1u;
+const TT: u32 = TB * TU;
+const WGS: u32 = TT * KS;
+// Loads per invocation per chunk: h or dgates rows, forward W rows,
+// backward W rows.
+const NA: u32 = KC / TU;
+const NWF: u32 = 4u * KC / TB;
+const NWB: u32 = KC / TB;
 
-var<workgroup> sh_a: array<f32, 264>;      // TB x KP: h_prev or dgates rows
-var<workgroup> sh_w: array<f32, 1056>;     // 4*TU x KP (forward) or KC x TU (backward)
-var<workgroup> sh_src: array<u32, 8>;      // per tile row: source offset
-var<workgroup> sh_kind: array<u32, 8>;     // 0 none, 1 out/dg, 2 state_in
+// Per slice: h_prev or dgates rows; W rows, 4*TU x KP (forward) or KC x TU
+// (backward). sh_w also carries the partial sums at the end.
+var<workgroup> sh_a: array<f32, KS * TB * KP>;
+var<workgroup> sh_w: array<f32, KS * 4u * TU * KP>;
+var<workgroup> sh_src: array<u32, TB>;         // per tile row: source offset
+var<workgroup> sh_kind: array<u32, TB>;        // 0 none, 1 out/dg, 2 state_in
 
 // Where tile row r's h_{t-1} lives for forward step p.step.
 fn fwd_source(b: u32) {
@@ -303,44 +319,58 @@ fn fwd_source(b: u32) {
 }
 
 // Registers holding one chunk between its global loads and its stores to
-// workgroup memory. Invocation li always handles column k0 + li % KC of
-// rows li / KC + 2r (64 invocations, KC = 32).
-var<private> ra: array<f32, 4>;
-var<private> rw: array<f32, 16>;
+// workgroup memory. Element e = lt + TT*r of a row-major tile with KC
+// columns is row e / KC, column e % KC (lt: index within the slice).
+var<private> ra: array<f32, NA>;
+var<private> rw: array<f32, NWF>;
 
 // Forward chunk at k0: TB h_prev rows and the 4*TU W_hh rows of the tile.
 // The loads are unconditional (an index past a buffer's end is clamped by
 // the bounds checks, and the value masked after): loads inside branches are
 // issued one after another, each paying the full memory latency.
-fn fwd_load(li: u32, j0: u32, k0: u32) {
+fn fwd_load(lt: u32, j0: u32, k0: u32) {
     let hs = p.h;
-    let k = k0 + li % KC;
-    for (var r = 0u; r < 4u; r++) {
-        let row = li / KC + 2u * r;
+    for (var r = 0u; r < NA; r++) {
+        let e = lt + TT * r;
+        let row = e / KC;
+        let k = k0 + e % KC;
         let kind = sh_kind[row];
         let vo = out[sh_src[row] + k];
         let vs = state_in[sh_src[row] + k];
         ra[r] = select(0.0, select(vs, vo, kind == 1u), kind != 0u && k < hs);
     }
-    for (var r = 0u; r < 16u; r++) {
-        let row = li / KC + 2u * r;
+    for (var r = 0u; r < NWF; r++) {
+        let e = lt + TT * r;
+        let row = e / KC;
+        let k = k0 + e % KC;
         let j = j0 + row % TU;
         let v = w[p.whh_off + ((row / TU) * hs + j) * hs + k];
         rw[r] = select(0.0, v, k < hs && j < hs);
     }
 }
 
-fn fwd_stage(li: u32) {
-    let kk = li % KC;
-    for (var r = 0u; r < 4u; r++) {
-        sh_a[(li / KC + 2u * r) * KP + kk] = ra[r];
+fn fwd_stage(lt: u32, q: u32) {
+    for (var r = 0u; r < NA; r++) {
+        let e = lt + TT * r;
+        sh_a[q * TB * KP + (e / KC) * KP + e % KC] = ra[r];
     }
-    for (var r = 0u; r < 16u; r++) {
-        sh_w[(li / KC + 2u * r) * KP + kk] = rw[r];
+    for (var r = 0u; r < NWF; r++) {
+        let e = lt + TT * r;
+        sh_w[q * 4u * TU * KP + (e / KC) * KP + e % KC] = rw[r];
     }
 }
 
-@compute @workgroup_size(64)
+// Slice 0's invocation lt: the sum of the KS slices' partials of component
+// c (the partials were stored at sh_w[(q * 4 + c) * TT + lt]).
+fn slices_sum(lt: u32, c: u32) -> f32 {
+    var acc = 0.0;
+    for (var q = 0u; q < KS; q++) {
+        acc += sh_w[(q * 4u + c) * TT + lt];
+    }
+    return acc;
+}
+
+@compute @workgroup_size(WGS)
 fn forward_tiled(@builtin(local_invocation_index) li: u32,
            @builtin(workgroup_id) wg: vec3<u32>) {
     let hs = p.h;
@@ -354,27 +384,43 @@ fn forward_tiled(@builtin(local_invocation_index) li: u32,
     var af = 0.0;
     var ag = 0.0;
     var ao = 0.0;
-    let bl = li / TU;
-    let ul = li % TU;
+    let q = li / TT;
+    let lt = li % TT;
+    let bl = lt / TU;
+    let ul = lt % TU;
+    let wq = q * 4u * TU * KP;
+    let aq = q * TB * KP;
     // Each chunk's global loads go to registers first, all issued before
     // any is used, and the next chunk's are issued before this chunk's
     // products: the loads' latency overlaps instead of adding up.
-    fwd_load(li, j0, 0u);
-    for (var k0 = 0u; k0 < hs; k0 += KC) {
-        fwd_stage(li);
+    fwd_load(lt, j0, q * KC);
+    for (var k0 = 0u; k0 < hs; k0 += KS * KC) {
+        fwd_stage(lt, q);
         workgroupBarrier();
-        if k0 + KC < hs {
-            fwd_load(li, j0, k0 + KC);
+        if k0 + KS * KC < hs {
+            fwd_load(lt, j0, k0 + (KS + q) * KC);
         }
         for (var k = 0u; k < KC; k++) {
-            let hv = sh_a[bl * KP + k];
-            ai += sh_w[ul * KP + k] * hv;
-            af += sh_w[(TU + ul) * KP + k] * hv;
-            ag += sh_w[(2u * TU + ul) * KP + k] * hv;
-            ao += sh_w[(3u * TU + ul) * KP + k] * hv;
+            let hv = sh_a[aq + bl * KP + k];
+            ai += sh_w[wq + ul * KP + k] * hv;
+            af += sh_w[wq + (TU + ul) * KP + k] * hv;
+            ag += sh_w[wq + (2u * TU + ul) * KP + k] * hv;
+            ao += sh_w[wq + (3u * TU + ul) * KP + k] * hv;
         }
         workgroupBarrier();
     }
+    sh_w[(q * 4u) * TT + lt] = ai;
+    sh_w[(q * 4u + 1u) * TT + lt] = af;
+    sh_w[(q * 4u + 2u) * TT + lt] = ag;
+    sh_w[(q * 4u + 3u) * TT + lt] = ao;
+    workgroupBarrier();
+    if q != 0u {
+        return;
+    }
+    ai = slices_sum(lt, 0u);
+    af = slices_sum(lt, 1u);
+    ag = slices_sum(lt, 2u);
+    ao = slices_sum(lt, 3u);
     let b = b0 + bl;
     let j = j0 + ul;
     if b >= p.batch || j >= hs || sh_kind[bl] == 0u {
@@ -415,47 +461,59 @@ fn forward_tiled(@builtin(local_invocation_index) li: u32,
 // invocation of the workgroup (it has barriers).
 fn dh_tiled(li: u32, j0: u32) -> f32 {
     let k4 = 4u * p.h;
-    let bl = li / TU;
-    let ul = li % TU;
+    let q = li / TT;
+    let lt = li % TT;
+    let bl = lt / TU;
+    let ul = lt % TU;
+    let wq = q * KC * TU;
+    let aq = q * TB * KP;
     var acc = 0.0;
-    bwd_load(li, j0, 0u);
-    for (var k0 = 0u; k0 < k4; k0 += KC) {
-        bwd_stage(li);
+    bwd_load(lt, j0, q * KC);
+    for (var k0 = 0u; k0 < k4; k0 += KS * KC) {
+        bwd_stage(lt, q);
         workgroupBarrier();
-        if k0 + KC < k4 {
-            bwd_load(li, j0, k0 + KC);
+        if k0 + KS * KC < k4 {
+            bwd_load(lt, j0, k0 + (KS + q) * KC);
         }
         for (var k = 0u; k < KC; k++) {
-            acc += sh_a[bl * KP + k] * sh_w[k * TU + ul];
+            acc += sh_a[aq + bl * KP + k] * sh_w[wq + k * TU + ul];
         }
         workgroupBarrier();
     }
-    return acc;
+    sh_w[q * 4u * TT + lt] = acc;
+    workgroupBarrier();
+    // Only slice 0's value is used.
+    return slices_sum(lt, 0u);
 }
 
-// Backward chunk at k0: TB dgates rows (columns li % KC) and KC rows of W_hh
-// (rows li / TU + 8r, column j0 + li % TU); unconditional loads as above.
-fn bwd_load(li: u32, j0: u32, k0: u32) {
+// Backward chunk at k0: TB dgates rows (KC columns) and KC rows of W_hh (TU
+// columns from j0); unconditional loads as above.
+fn bwd_load(lt: u32, j0: u32, k0: u32) {
     let hs = p.h;
     let k4 = 4u * hs;
-    let k = k0 + li % KC;
-    for (var r = 0u; r < 4u; r++) {
-        let row = li / KC + 2u * r;
+    for (var r = 0u; r < NA; r++) {
+        let e = lt + TT * r;
+        let row = e / KC;
+        let k = k0 + e % KC;
         let v = dg[sh_src[row] + k];
         ra[r] = select(0.0, v, k < k4 && sh_kind[row] != 0u);
     }
-    let j = j0 + li % TU;
-    for (var r = 0u; r < 4u; r++) {
-        let kr = k0 + li / TU + 8u * r;
+    for (var r = 0u; r < NWB; r++) {
+        let e = lt + TT * r;
+        let kr = k0 + e / TU;
+        let j = j0 + e % TU;
         let v = w[p.whh_off + kr * hs + j];
         rw[r] = select(0.0, v, kr < k4 && j < hs);
     }
 }
 
-fn bwd_stage(li: u32) {
-    for (var r = 0u; r < 4u; r++) {
-        sh_a[(li / KC + 2u * r) * KP + li % KC] = ra[r];
-        sh_w[(li / TU + 8u * r) * TU + li % TU] = rw[r];
+fn bwd_stage(lt: u32, q: u32) {
+    for (var r = 0u; r < NA; r++) {
+        let e = lt + TT * r;
+        sh_a[q * TB * KP + (e / KC) * KP + e % KC] = ra[r];
+    }
+    for (var r = 0u; r < NWB; r++) {
+        sh_w[q * KC * TU + lt + TT * r] = rw[r];
     }
 }
 
@@ -464,7 +522,7 @@ fn bwd_stage(li: u32) {
 // (already complete, written by the previous dispatch) and emits the four
 // gate gradients and dc of step s. Padded steps write nothing: their dgates
 // stay at the zero the buffer was cleared to.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WGS)
 fn backward_tiled(@builtin(local_invocation_index) li: u32,
             @builtin(workgroup_id) wg: vec3<u32>) {
     let hs = p.h;
@@ -489,7 +547,7 @@ fn backward_tiled(@builtin(local_invocation_index) li: u32,
     let dh_w = dh_tiled(li, j0);
     let b = b0 + li / TU;
     let j = j0 + li % TU;
-    if b >= p.batch || j >= hs {
+    if li >= TT || b >= p.batch || j >= hs {
         return;
     }
     let len = lengths[b];
@@ -501,7 +559,7 @@ fn backward_tiled(@builtin(local_invocation_index) li: u32,
 
 // Gradients of the initial state after step 0: grad_h0 = dgates_0 * W_hh,
 // grad_c0 = dc_0 * f_0.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WGS)
 fn backward_state_tiled(@builtin(local_invocation_index) li: u32,
                   @builtin(workgroup_id) wg: vec3<u32>) {
     let hs = p.h;
@@ -522,7 +580,7 @@ fn backward_state_tiled(@builtin(local_invocation_index) li: u32,
     let dh_w = dh_tiled(li, j0);
     let b = b0 + li / TU;
     let j = j0 + li % TU;
-    if b >= p.batch || j >= hs {
+    if li >= TT || b >= p.batch || j >= hs {
         return;
     }
     let len = lengths[b];

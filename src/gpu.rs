@@ -65,6 +65,18 @@ pub fn env_choice<T>(
     }
 }
 
+/// Parses N comma-separated counts, such as a tile shape `8,8,32`; `names`
+/// (e.g. `TB,TU,KC`) goes into the error.
+pub fn parse_counts<const N: usize>(s: &str, names: &str) -> std::result::Result<[u32; N], String> {
+    let v: Vec<u32> = s
+        .split(',')
+        .map(|x| x.trim().parse::<u32>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("`{s}`: {e} (expected {names})"))?;
+    v.try_into()
+        .map_err(|_| format!("`{s}`: expected {N} numbers {names}"))
+}
+
 /// How a kernel binding is used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Binding {

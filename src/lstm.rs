@@ -232,6 +232,21 @@ impl Lstm {
         self.plans.clear();
     }
 
+    /// As [`Lstm::set_cell_variant`], with the tiled variant's tile
+    /// (overriding `LSTM_WGPU_CELL_TILE`); fails if the adapter cannot run
+    /// it.
+    pub fn set_cell_tile(
+        &mut self,
+        variant: crate::kernels::lstm_cell::CellVariant,
+        tile: crate::kernels::lstm_cell::TileConfig,
+    ) -> Result<()> {
+        tile.check(&self.ctx.limits)?;
+        self.kernels.cell =
+            crate::kernels::lstm_cell::LstmCell::with_tile(&self.ctx, variant, tile);
+        self.plans.clear();
+        Ok(())
+    }
+
     /// The compiled kernels.
     pub fn kernels(&self) -> &Kernels {
         &self.kernels

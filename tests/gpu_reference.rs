@@ -139,10 +139,27 @@ fn grid_small() {
 /// lengths, reverse directions and carried states.
 #[test]
 fn per_step_cell_variants() {
-    use lstm_wgpu::kernels::lstm_cell::CellVariant;
+    use lstm_wgpu::kernels::lstm_cell::{CellVariant, TileConfig};
     use lstm_wgpu::schedule::CellPath;
     let ctx = ctx();
-    for variant in [CellVariant::Direct, CellVariant::Tiled] {
+    let wide = TileConfig {
+        tb: 4,
+        tu: 16,
+        kc: 64,
+        ks: 1,
+    };
+    let sliced = TileConfig {
+        tb: 8,
+        tu: 8,
+        kc: 8,
+        ks: 3,
+    };
+    for (variant, tile) in [
+        (CellVariant::Direct, TileConfig::DEFAULT),
+        (CellVariant::Tiled, TileConfig::DEFAULT),
+        (CellVariant::Tiled, wide),
+        (CellVariant::Tiled, sliced),
+    ] {
         for (i, c) in [
             Case {
                 hidden: 70,
@@ -175,7 +192,8 @@ fn per_step_cell_variants() {
         {
             run_case_with(&ctx, c, 300 + i as u64, |l| {
                 l.set_cell_path(Some(CellPath::PerStep));
-                l.set_cell_variant(variant);
+                l.set_cell_tile(variant, tile)
+                    .unwrap_or_else(|e| panic!("{e}"));
             });
         }
     }

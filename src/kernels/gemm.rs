@@ -105,7 +105,17 @@ pub struct TileShape {
     pub tk: u32,
 }
 
+/// Environment variable setting the tiled variant's shape: `WG_M,WG_N,TK`
+/// (unset: [`TileShape::DEFAULT`]).
+pub const TILE_ENV: &str = "LSTM_WGPU_GEMM_TILE";
+
 impl TileShape {
+    /// Parses `WG_M,WG_N,TK`.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let [wg_m, wg_n, tk] = crate::gpu::parse_counts(s, "WG_M,WG_N,TK")?;
+        Ok(Self { wg_m, wg_n, tk })
+    }
+
     /// 64x64 tiles of C from 16x16 invocations, K slices of 16 (8 KiB of
     /// workgroup memory).
     pub const DEFAULT: Self = Self {
@@ -186,9 +196,12 @@ pub struct Gemm {
 }
 
 impl Gemm {
-    /// Compiles the variant [`GemmVariant::choose`] picks for `ctx`.
+    /// Compiles the variant [`GemmVariant::choose`] picks for `ctx`, the
+    /// tiled one with the shape [`TILE_ENV`] sets, if any.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        Self::with_variant(ctx, GemmVariant::choose(ctx)?)
+        let tile =
+            crate::gpu::env_choice(TILE_ENV, TileShape::parse)?.unwrap_or(TileShape::DEFAULT);
+        Self::build(ctx, GemmVariant::choose(ctx)?, tile)
     }
 
     /// Compiles `variant` (the tiled one with [`TileShape::DEFAULT`]),

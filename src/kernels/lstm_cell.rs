@@ -8,9 +8,86 @@ use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 const SRC: &str = include_str!("../../shaders/lstm_cell.wgsl");
 /// Invocations per workgroup of the direct variant.
 const WG: usize = 64;
-/// Hidden units and batch rows per workgroup of the tiled variant (TU and
-/// TB in the shader).
-const TILE: usize = 8;
+/// Environment variable setting the tiled variant's tile: `TB,TU,KC,KS`
+/// (batch rows, hidden units, K chunk, K slices; unset:
+/// [`TileConfig::DEFAULT`]).
+pub const TILE_ENV: &str = "LSTM_WGPU_CELL_TILE";
+
+/// Tile of the tiled variant: a workgroup of `tb`·`tu`·`ks` invocations owns
+/// `tb` batch rows x `tu` hidden units and stages the recurrent product in
+/// K chunks of `kc`, `ks` chunks at a time. Substituted into the shader's
+/// constants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileConfig {
+    /// Batch rows per workgroup.
+    pub tb: usize,
+    /// Hidden units per workgroup.
+    pub tu: usize,
+    /// K chunk staged per barrier, per slice.
+    pub kc: usize,
+    /// K slices: groups of `tb`·`tu` invocations taking every `ks`-th chunk.
+    pub ks: usize,
+}
+
+impl TileConfig {
+    /// 8 x 8 with K chunks of 32, in 4 slices (256 invocations).
+    pub const DEFAULT: Self = Self {
+        tb: 8,
+        tu: 8,
+        kc: 32,
+        ks: 4,
+    };
+
+    /// Parses `TB,TU,KC,KS`.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let [tb, tu, kc, ks] = crate::gpu::parse_counts(s, "TB,TU,KC,KS")?.map(|x| x as usize);
+        Ok(Self { tb, tu, kc, ks })
+    }
+
+    /// Checks the shader's divisibility rules and the adapter's limits.
+    pub fn check(&self, limits: &wgpu::Limits) -> Result<()> {
+        let bad = |m: String| Err(crate::Error::Invalid(format!("cell tile {self:?}: {m}")));
+        if self.tb == 0 || self.tu == 0 || self.kc == 0 || self.ks == 0 {
+            return bad("sizes must be positive".into());
+        }
+        if self.kc % self.tb != 0 || self.kc % self.tu != 0 {
+            return bad("KC must be a multiple of TB and TU".into());
+        }
+        let wgs = self.tb * self.tu * self.ks;
+        if wgs > limits.max_compute_invocations_per_workgroup as usize
+            || self.tu > limits.max_compute_workgroup_size_x as usize
+        {
+            return bad(format!(
+                "{wgs} invocations exceed the adapter's workgroup limits"
+            ));
+        }
+        let shared = 4 * (self.ks * (self.tb + 4 * self.tu) * (self.kc + 1) + 2 * self.tb);
+        if shared > limits.max_compute_workgroup_storage_size as usize {
+            return bad(format!(
+                "{shared} bytes of workgroup memory exceed the adapter's limit"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The shader source with this tile's constants.
+    fn source(&self) -> String {
+        [
+            ("TB", 8, self.tb),
+            ("TU", 8, self.tu),
+            ("KC", 32, self.kc),
+            ("KS", 4, self.ks),
+        ]
+        .iter()
+        .fold(SRC.to_string(), |src, (name, default, v)| {
+            src.replacen(
+                &format!("const {name}: u32 = {default}u;"),
+                &format!("const {name}: u32 = {v}u;"),
+                1,
+            )
+        })
+    }
+}
 
 /// Environment variable forcing the cell variant: `direct` or `tiled`
 /// (unset or empty: chosen by adapter).
@@ -58,6 +135,8 @@ pub struct LstmCell {
     bwd_state: Kernel,
     /// The variant compiled.
     pub variant: CellVariant,
+    /// The tiled variant's tile.
+    pub tile: TileConfig,
 }
 
 /// Shape and offsets (in elements) of one (layer, direction) time loop.
@@ -128,14 +207,25 @@ pub struct CellBackward<'a> {
 }
 
 impl LstmCell {
-    /// Compiles the variant [`CellVariant::choose`] picks for `ctx`.
+    /// Compiles the variant [`CellVariant::choose`] picks for `ctx`, with
+    /// the tile [`TILE_ENV`] sets, if any.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        Ok(Self::with_variant(ctx, CellVariant::choose(ctx)?))
+        let tile =
+            crate::gpu::env_choice(TILE_ENV, TileConfig::parse)?.unwrap_or(TileConfig::DEFAULT);
+        tile.check(&ctx.limits)?;
+        Ok(Self::with_tile(ctx, CellVariant::choose(ctx)?, tile))
     }
 
-    /// Compiles the entry points of `variant`.
+    /// Compiles the entry points of `variant` with the default tile.
     pub fn with_variant(ctx: &GpuContext, variant: CellVariant) -> Self {
-        let m = module(ctx, "lstm_cell", SRC);
+        Self::with_tile(ctx, variant, TileConfig::DEFAULT)
+    }
+
+    /// Compiles the entry points of `variant`; `tile` (checked by the
+    /// caller) shapes the tiled one.
+    pub fn with_tile(ctx: &GpuContext, variant: CellVariant, tile: TileConfig) -> Self {
+        let src = tile.source();
+        let m = module(ctx, "lstm_cell", &src);
         let suffix = match variant {
             CellVariant::Direct => "",
             CellVariant::Tiled => "_tiled",
@@ -179,6 +269,7 @@ impl LstmCell {
             bwd,
             bwd_state,
             variant,
+            tile,
         }
     }
 
@@ -203,14 +294,14 @@ impl LstmCell {
         ])
     }
 
-    /// Direct: one invocation per (b, j). Tiled: one workgroup per TILE x
-    /// TILE block of (j, b).
+    /// Direct: one invocation per (b, j). Tiled: one workgroup per TU x TB
+    /// block of (j, b).
     fn groups(&self, ctx: &GpuContext, s: &CellShape) -> (u32, u32) {
         match self.variant {
             CellVariant::Direct => ctx.grid((s.batch * s.hidden).div_ceil(WG) as u32),
             CellVariant::Tiled => (
-                s.hidden.div_ceil(TILE) as u32,
-                s.batch.div_ceil(TILE) as u32,
+                s.hidden.div_ceil(self.tile.tu) as u32,
+                s.batch.div_ceil(self.tile.tb) as u32,
             ),
         }
     }
