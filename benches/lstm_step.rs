@@ -332,7 +332,7 @@ fn clip_optim(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         .clip
         .plan(ctx, &grads, &segs, Some(5.0), None)
         .expect("clip plan");
-    let optim = k
+    let mut optim = k
         .optim
         .plan(
             ctx,

@@ -11,11 +11,16 @@
 //
 // Fixed hyperparameters live in the uniform block; everything that changes
 // per step lives in the small storage buffer `st`, written by the host
-// before each submit (the dispatch is built once):
-//   st = [lr, step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t),
-//         decay = 1 - lr·weight_decay, first (u32: t == 1), t (u32), 0, 0]
-// The bias corrections are computed by the host in f64 (as PyTorch does in
-// Python floats) and rounded once to f32.
+// before each submit (the dispatch is built once). Each Step entry is
+//   [lr, step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t),
+//    decay = 1 - lr·weight_decay, first (u32: t == 1), t (u32), 0, 0]
+// with the bias corrections computed by the host in f64 (as PyTorch does in
+// Python floats) and rounded once to f32. The host cannot know whether the
+// updates still in flight were skipped, so it writes entries for
+// t = base + 1 .. base + ENTRIES, and the GPU keeps the applied step count:
+// update k reads count[parity] (parity = k % 2, from the host), uses entry
+// count - base, and writes count + (applied ? 1 : 0) to count[1 - parity]
+// for update k + 1.
 //
 // Skip: the word `skip[p.skip_at]` (e.g. the non-finite flag of the clip
 // stats, written by an earlier dispatch of the same pass) is read first;
@@ -50,6 +55,15 @@ struct Step {
     _p1: u32,
 }
 
+const ENTRIES: u32 = 3u;
+
+struct Steps {
+    parity: u32,
+    base: u32,
+    count: array<u32, 2>,
+    entries: array<Step, ENTRIES>,
+}
+
 // flags
 const NESTEROV: u32 = 1u;
 const DECOUPLED: u32 = 2u;
@@ -60,7 +74,7 @@ const WG: u32 = 256u;
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
-@group(0) @binding(3) var<storage, read> st: Step;
+@group(0) @binding(3) var<storage, read_write> steps: Steps;
 @group(0) @binding(4) var<storage, read> skip: array<u32>;
 @group(0) @binding(5) var<storage, read_write> s0: array<f32>;
 @group(0) @binding(6) var<storage, read_write> s1: array<f32>;
@@ -75,6 +89,16 @@ fn skipped() -> bool {
     return skip[p.skip_at] != 0u;
 }
 
+// This update's Step; invocation 0 also passes the applied-step count on to
+// the next update. Every entry point calls it first, skipped or not.
+fn step_of(i: u32) -> Step {
+    let cur = steps.count[steps.parity & 1u];
+    if i == 0u {
+        steps.count[(steps.parity + 1u) & 1u] = cur + select(1u, 0u, skipped());
+    }
+    return steps.entries[min(cur - steps.base, ENTRIES - 1u)];
+}
+
 // ---- SGD -------------------------------------------------------------------
 
 @compute @workgroup_size(256)
@@ -84,6 +108,7 @@ fn sgd(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let i = elem(wid, nwg, lid);
+    let st = step_of(i);
     if i >= p.n || skipped() {
         return;
     }
@@ -102,6 +127,7 @@ fn sgd_momentum(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let i = elem(wid, nwg, lid);
+    let st = step_of(i);
     if i >= p.n || skipped() {
         return;
     }
@@ -128,7 +154,7 @@ fn sgd_momentum(
 
 // Weight decay and the moment updates; returns (x after decoupled decay,
 // exp_avg, exp_avg_sq), having stored the moments.
-fn adam_moments(i: u32) -> vec3<f32> {
+fn adam_moments(i: u32, st: Step) -> vec3<f32> {
     var x = param[i];
     var g = grad[i];
     if (p.flags & HAS_WD) != 0u {
@@ -149,7 +175,7 @@ fn adam_moments(i: u32) -> vec3<f32> {
 }
 
 // p.addcdiv_(exp_avg, sqrt(v)/bc2_sqrt + eps, value = -step_size).
-fn adam_apply(i: u32, x: f32, m: f32, v: f32) {
+fn adam_apply(i: u32, st: Step, x: f32, m: f32, v: f32) {
     let denom = sqrt(v) / st.bc2_sqrt + p.eps;
     param[i] = x - st.step_size * (m / denom);
 }
@@ -161,11 +187,12 @@ fn adam(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let i = elem(wid, nwg, lid);
+    let st = step_of(i);
     if i >= p.n || skipped() {
         return;
     }
-    let r = adam_moments(i);
-    adam_apply(i, r.x, r.y, r.z);
+    let r = adam_moments(i, st);
+    adam_apply(i, st, r.x, r.y, r.z);
 }
 
 @compute @workgroup_size(256)
@@ -175,11 +202,12 @@ fn adam_amsgrad(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let i = elem(wid, nwg, lid);
+    let st = step_of(i);
     if i >= p.n || skipped() {
         return;
     }
-    let r = adam_moments(i);
+    let r = adam_moments(i, st);
     let vmax = max(s2[i], r.z);
     s2[i] = vmax;
-    adam_apply(i, r.x, r.y, vmax);
+    adam_apply(i, st, r.x, r.y, vmax);
 }

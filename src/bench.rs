@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// timestamps and their readback slow the step a little.
     #[arg(long)]
     pub profile: bool,
+    /// Wait for each step before submitting the next (no pipelining): the
+    /// step's latency rather than the throughput of back-to-back steps.
+    #[arg(long)]
+    pub sync: bool,
 }
 
 /// A standard workload.
@@ -221,6 +225,9 @@ pub struct BenchRow {
     pub gflop_per_step: f64,
     /// Loss of the last step (a finite value shows the step computed).
     pub last_loss: f32,
+    /// Steps ran back to back (the next submitted before the previous one's
+    /// loss was read), not one by one (`--sync`).
+    pub pipelined: bool,
 }
 
 impl BenchRow {
@@ -245,6 +252,7 @@ impl BenchRow {
             ("warmup", int(self.warmup)),
             ("gflop_per_step", Value::Float(self.gflop_per_step)),
             ("last_loss", Value::Float(self.last_loss as f64)),
+            ("pipelined", Value::Bool(self.pipelined)),
         ])
     }
 
@@ -369,19 +377,27 @@ impl BenchRun {
         self.trainer
             .step(self.seq, &self.data.step_data(), Carry::Zero, self.lr)
     }
+
+    /// Submits one such step without waiting ([`Trainer::submit`]).
+    pub fn submit(&mut self) -> Result<()> {
+        self.trainer
+            .submit(self.seq, &self.data.step_data(), Carry::Zero, self.lr)
+    }
 }
 
 /// Runs `w` on a context of its own (so its memory high-water mark counts
 /// only this workload): `warmup` untimed steps, then `steps` timed ones.
 /// `progress` reports each step on stderr.
 /// `profile` times each kernel of the timed steps (after the first step,
-/// which makes the plans) and prints the table on stderr.
+/// which makes the plans) and prints the table on stderr; `sync` waits for
+/// each step before submitting the next.
 pub fn run_workload(
     w: &Workload,
     steps: usize,
     warmup: usize,
     progress: bool,
     profile: bool,
+    sync: bool,
 ) -> Result<BenchRow> {
     if steps == 0 {
         return Err(Error::Invalid("--steps must be at least 1".into()));
@@ -390,20 +406,18 @@ pub fn run_workload(
     let mut run = BenchRun::new(ctx.clone(), w)?;
     let mut times = Vec::with_capacity(steps);
     let mut last_loss = f32::NAN;
-    for i in 0..warmup + steps {
-        if profile && i > 0 && run.trainer.profiler.is_none() {
-            let (n, _) = run.trainer.dispatches_per_step(w.seq).unwrap_or((0, 0));
-            run.trainer.profiler = Some(crate::gpu::Profiler::new(&ctx, n)?);
-        }
-        if i == warmup
-            && let Some(p) = run.trainer.profiler.as_mut()
-        {
-            p.reset();
-        }
-        let start = Instant::now();
-        let st = run.step()?;
-        let ms = start.elapsed().as_secs_f64() * 1e3;
-        last_loss = st.loss;
+    // Steps are pipelined as in training: step i is submitted before step
+    // i-1's loss is read, and a step's time is the interval between the
+    // completions of consecutive steps (each read back once done), so the
+    // GPU work is inside the timed region and host recording overlaps it.
+    let mut collected = 0usize;
+    let mut last_done = Instant::now();
+    let mut collect = |st: crate::train::StepStats, times: &mut Vec<f64>| {
+        let now = Instant::now();
+        let ms = (now - last_done).as_secs_f64() * 1e3;
+        last_done = now;
+        let i = collected;
+        collected += 1;
         if i >= warmup {
             times.push(ms);
         }
@@ -417,6 +431,34 @@ pub fn run_workload(
                 if i < warmup { " (warm-up)" } else { "" }
             );
         }
+        st.loss
+    };
+    for i in 0..warmup + steps {
+        if profile && i > 0 && run.trainer.profiler.is_none() {
+            let (n, _) = run.trainer.dispatches_per_step(w.seq).unwrap_or((0, 0));
+            run.trainer.profiler = Some(crate::gpu::Profiler::new(&ctx, n)?);
+        }
+        if i == warmup
+            && let Some(p) = run.trainer.profiler.as_mut()
+        {
+            p.reset();
+        }
+        run.submit()?;
+        // Keep this step in flight while the previous one is read, unless
+        // steps are timed one by one.
+        let keep = if sync {
+            0
+        } else {
+            crate::kernels::optim::MAX_IN_FLIGHT - 1
+        };
+        while run.trainer.outstanding() > keep {
+            if let Some(st) = run.trainer.next_stats()? {
+                last_loss = collect(st, &mut times);
+            }
+        }
+    }
+    while let Some(st) = run.trainer.next_stats()? {
+        last_loss = collect(st, &mut times);
     }
     let ms = median(&mut times);
     if let Some(p) = &run.trainer.profiler {
@@ -453,6 +495,7 @@ pub fn run_workload(
         warmup,
         gflop_per_step: flops / 1e9,
         last_loss,
+        pipelined: !sync,
     })
 }
 
@@ -475,7 +518,7 @@ pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
             a.steps,
             w.flops() / 1e9
         );
-        let row = run_workload(w, a.steps, a.warmup, true, a.profile)?;
+        let row = run_workload(w, a.steps, a.warmup, true, a.profile, a.sync)?;
         if verbose {
             eprintln!("adapter: {}", row.adapter);
         }
@@ -540,6 +583,7 @@ mod tests {
             warmup: 1,
             gflop_per_step: 0.003,
             last_loss: f32::NAN,
+            pipelined: true,
         };
         let j = row.json();
         assert!(
@@ -549,6 +593,7 @@ mod tests {
         assert!(j.contains("\"adapter\":\"a\\\"b\\\\c\""), "{j}");
         assert!(j.contains("\"gflops\":1.5,"), "{j}");
         assert!(j.contains("\"dispatches_per_step\":28,"), "{j}");
-        assert!(j.ends_with("\"last_loss\":null}"), "{j}");
+        assert!(j.contains("\"last_loss\":null,"), "{j}");
+        assert!(j.ends_with("\"pipelined\":true}"), "{j}");
     }
 }

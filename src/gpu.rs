@@ -217,6 +217,19 @@ impl GpuContext {
         }))
     }
 
+    /// A buffer of `len` 32-bit elements the host maps to read (the
+    /// destination of copies), kept by its owner.
+    pub fn readback(&self, label: &str, len: usize) -> wgpu::Buffer {
+        let bytes = (len.max(1) * 4) as u64;
+        self.mem.alloc(bytes);
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
     /// A storage buffer initialised with `data`.
     pub fn storage_init<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<wgpu::Buffer> {
         let bytes = std::mem::size_of_val(data).max(4) as u64;

@@ -409,7 +409,22 @@ pub struct Trainer {
     last_train: bool,
     /// Per-kernel timing of training steps, when enabled.
     pub profiler: Option<crate::gpu::Profiler>,
+    /// Readback slots (loss and clip stats header) of steps in flight.
+    ring: Vec<wgpu::Buffer>,
+    /// Steps submitted and not yet read back, oldest first.
+    pending: std::collections::VecDeque<Pending>,
+    /// Statistics read back but not yet returned by next_stats.
+    done: std::collections::VecDeque<StepStats>,
 }
+
+/// A submitted training step awaiting its readback.
+struct Pending {
+    slot: usize,
+    index: wgpu::SubmissionIndex,
+    mapped: PendingMap,
+}
+
+type PendingMap = Arc<std::sync::Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>;
 
 /// Which carried state a pass continues from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -514,6 +529,9 @@ impl Trainer {
         ];
         let loss = ctx.storage("loss", crate::kernels::loss::LOSS_WORDS)?;
         let loss_step = ctx.storage("loss step", crate::kernels::loss::STEP_WORDS)?;
+        let ring = (0..=crate::kernels::optim::MAX_IN_FLIGHT)
+            .map(|_| ctx.readback("step readback", 1 + crate::kernels::clip::STATS_HEADER))
+            .collect();
         Ok(Self {
             ctx,
             lstm,
@@ -529,6 +547,9 @@ impl Trainer {
             steps_taken: 0,
             last_train: true,
             profiler: None,
+            ring,
+            pending: Default::default(),
+            done: Default::default(),
         })
     }
 
@@ -1026,8 +1047,10 @@ impl Trainer {
     }
 
     /// One optimizer step on a batch of `t` steps at learning rate `lr`, in
-    /// train mode (batch statistics, dropout). `carry`: start from the
-    /// previous training step's final state (truncated BPTT) or from zero.
+    /// train mode (batch statistics, dropout), returning once it is done.
+    /// `carry`: start from the previous training step's final state
+    /// (truncated BPTT) or from zero. Steps submitted with
+    /// [`Trainer::submit`] must have been collected first.
     pub fn step(
         &mut self,
         t: usize,
@@ -1035,6 +1058,88 @@ impl Trainer {
         carry: Carry,
         lr: f64,
     ) -> Result<StepStats> {
+        if self.outstanding() != 0 {
+            return Err(Error::Invalid(
+                "step() while submitted steps are uncollected: call next_stats() first".into(),
+            ));
+        }
+        self.submit(t, data, carry, lr)?;
+        self.next_stats()?
+            .ok_or_else(|| Error::Gpu("a submitted step left no statistics".into()))
+    }
+
+    /// Steps submitted whose statistics [`Trainer::next_stats`] has not
+    /// returned yet.
+    pub fn outstanding(&self) -> usize {
+        self.pending.len() + self.done.len()
+    }
+
+    /// The statistics of the oldest submitted step not yet returned, waiting
+    /// for it if need be; `None` when every step's were returned.
+    pub fn next_stats(&mut self) -> Result<Option<StepStats>> {
+        if let Some(st) = self.done.pop_front() {
+            return Ok(Some(st));
+        }
+        match self.pending.is_empty() {
+            true => Ok(None),
+            false => self.finish_oldest().map(Some),
+        }
+    }
+
+    /// Waits for the oldest step in flight and reads its loss, gradient norm
+    /// and skip flag from its readback slot (copied there by its own command
+    /// buffer, so later steps may already be running).
+    fn finish_oldest(&mut self) -> Result<StepStats> {
+        let p = self
+            .pending
+            .pop_front()
+            .ok_or_else(|| Error::Gpu("no step in flight".into()))?;
+        self.ctx
+            .device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(p.index),
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu(e.to_string()))?;
+        let mapped = p
+            .mapped
+            .lock()
+            .map_err(|_| Error::Gpu("readback state poisoned".into()))?
+            .take();
+        match mapped {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Error::Gpu(format!("step readback: {e}"))),
+            None => return Err(Error::Gpu("step readback never completed".into())),
+        }
+        let slot = &self.ring[p.slot];
+        let view = slot
+            .get_mapped_range(..)
+            .map_err(|e| Error::Gpu(e.to_string()))?;
+        let w = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
+        drop(view);
+        slot.unmap();
+        // Words: loss, then the clip stats header (its words 1 and 3: total
+        // norm, non-finite flag).
+        let skipped = w[4] != 0.0;
+        self.optim.commit(skipped);
+        Ok(StepStats {
+            loss: w[0],
+            grad_norm: w[2],
+            skipped,
+        })
+    }
+
+    /// Records and submits one training step like [`Trainer::step`] without
+    /// waiting for it: up to [`crate::kernels::optim::MAX_IN_FLIGHT`] steps
+    /// run while the host records the next, and [`Trainer::next_stats`]
+    /// returns their statistics in order. Buffers written for a step
+    /// (inputs, learning rate) go through the queue, so they never touch a
+    /// step still running.
+    pub fn submit(&mut self, t: usize, data: &StepData<'_>, carry: Carry, lr: f64) -> Result<()> {
+        while self.pending.len() >= crate::kernels::optim::MAX_IN_FLIGHT {
+            let st = self.finish_oldest()?;
+            self.done.push_back(st);
+        }
         self.upload(t, data, true)?;
         self.last_train = true;
         self.optim.prepare(&self.ctx, lr)?;
@@ -1072,10 +1177,28 @@ impl Trainer {
             prof.resolve(&mut enc);
         }
         self.encode_keep(&mut enc, t, 0)?;
-        ctx.scoped(|| {
-            ctx.queue.submit([enc.finish()]);
-            Ok(())
-        })?;
+        let slot = (self.steps_taken as usize) % self.ring.len();
+        enc.copy_buffer_to_buffer(&self.loss, 0, &self.ring[slot], 0, 4);
+        enc.copy_buffer_to_buffer(
+            &self.clip.stats,
+            0,
+            &self.ring[slot],
+            4,
+            4 * crate::kernels::clip::STATS_HEADER as u64,
+        );
+        let index = ctx.scoped(|| Ok(ctx.queue.submit([enc.finish()])))?;
+        let mapped = Arc::new(std::sync::Mutex::new(None));
+        let m = mapped.clone();
+        self.ring[slot].map_async(wgpu::MapMode::Read, .., move |r| {
+            if let Ok(mut g) = m.lock() {
+                *g = Some(r);
+            }
+        });
+        self.pending.push_back(Pending {
+            slot,
+            index,
+            mapped,
+        });
         self.steps_taken += 1;
         // The forward updated the running statistics (skipped or not, as
         // PyTorch's BatchNorm counts every train-mode forward).
@@ -1087,14 +1210,7 @@ impl Trainer {
         if let Some(prof) = self.profiler.as_mut() {
             prof.collect(&ctx)?;
         }
-        let loss = ctx.read_f32(&self.loss, 0, 1)?[0];
-        let st = self.clip.read(&ctx)?;
-        self.optim.commit(st.nonfinite);
-        Ok(StepStats {
-            loss,
-            grad_norm: st.total_norm,
-            skipped: st.nonfinite,
-        })
+        Ok(())
     }
 
     /// The mean loss of a batch without updating anything (validation,

@@ -1136,7 +1136,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         let (floats, _) = l.file.params_and_counters()?;
         tr.optim.load_state(tr.ctx(), &floats)?;
         tr.optim
-            .set_steps(counter(&l.file, crate::kernels::optim::STEP_NAME)? as u64);
+            .set_steps(counter(&l.file, crate::kernels::optim::STEP_NAME)? as u64)?;
         st.step = counter(&l.file, "train.step")? as usize;
         tr.steps_taken = st.step as u64;
         st.skipped = counter(&l.file, "train.skipped")? as usize;
@@ -1196,10 +1196,29 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     let start = std::time::Instant::now();
     let mut tokens = 0usize;
     let mut stopped_early = false;
+    // Steps are pipelined: the next is submitted before the previous one's
+    // loss is read (Trainer::submit), except across a validation or
+    // checkpoint step, which must see the parameters right after it.
+    let boundary = |n: usize| n.is_multiple_of(c.val_every) || n == total || n == stop;
+    let mut submitted = st.step;
+    let mut in_flight: std::collections::VecDeque<(usize, f64)> = Default::default();
     while st.step < stop {
-        let (t, batch, carry) = train_batch(&c, &data, st.step)?;
-        let lr = sched.lr(c.lr, st.step + 1);
-        let s = tr.step(t, &batch.view(), carry, lr)?;
+        while submitted < stop
+            && submitted - st.step < crate::kernels::optim::MAX_IN_FLIGHT
+            && (submitted == st.step || !boundary(submitted))
+        {
+            let (t, batch, carry) = train_batch(&c, &data, submitted)?;
+            let lr = sched.lr(c.lr, submitted + 1);
+            tr.submit(t, &batch.view(), carry, lr)?;
+            in_flight.push_back((t, lr));
+            submitted += 1;
+        }
+        let s = tr
+            .next_stats()?
+            .ok_or_else(|| Error::Gpu("a submitted step left no statistics".into()))?;
+        let (t, lr) = in_flight
+            .pop_front()
+            .ok_or_else(|| Error::Gpu("step bookkeeping out of order".into()))?;
         st.step += 1;
         tokens += t * c.batch;
         if verbose

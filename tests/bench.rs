@@ -20,10 +20,11 @@ fn run(args: &[&str]) -> Output {
 enum Value {
     Str(String),
     Num(f64),
+    Bool(bool),
     Null,
 }
 
-/// Parses one flat JSON object (string, number and null values), the shape
+/// Parses one flat JSON object (string, number, boolean and null values), the shape
 /// `bench --json` prints. Panics on anything else.
 fn parse_object(line: &str) -> BTreeMap<String, Value> {
     let mut chars = line.trim().chars().peekable();
@@ -73,6 +74,8 @@ fn parse_object(line: &str) -> BTreeMap<String, Value> {
             }
             if raw == "null" {
                 Value::Null
+            } else if raw == "true" || raw == "false" {
+                Value::Bool(raw == "true")
             } else {
                 Value::Num(
                     raw.parse()
@@ -149,6 +152,7 @@ fn json_row_of_ts_has_every_field() {
     assert!(num(&row, "last_loss").is_finite());
     assert_eq!(num(&row, "steps"), 2.0);
     assert_eq!(num(&row, "warmup"), 1.0);
+    assert!(matches!(row.get("pipelined"), Some(Value::Bool(true))));
     // Progress goes to stderr, one line per step.
     assert_eq!(stderr.matches("ts: step ").count(), 3, "{stderr}");
 }
@@ -214,4 +218,23 @@ fn memory_counter_tracks_buffers_and_readbacks() {
     assert_eq!(v.len(), 500);
     assert_eq!(ctx.mem.live(), live + 4040);
     assert_eq!(ctx.mem.peak(), live + 4040 + 2000);
+}
+
+#[test]
+fn sync_rows_say_so() {
+    let o = run(&[
+        "bench",
+        "--workload",
+        "ts",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--json",
+        "--sync",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let row = parse_object(String::from_utf8_lossy(&o.stdout).trim());
+    assert!(matches!(row.get("pipelined"), Some(Value::Bool(false))));
+    assert!(num(&row, "last_loss").is_finite());
 }

@@ -465,7 +465,7 @@ fn bit_identical_reruns_and_state_reload() {
                     let steps = s.plan.steps();
                     let mut t = setup(&ctx, &cfg, &params);
                     t.plan.load_state(&ctx, &state).unwrap();
-                    t.plan.set_steps(steps);
+                    t.plan.set_steps(steps).unwrap();
                     s = t;
                 }
                 s.step(&ctx, g, lrs[k]);
@@ -598,12 +598,23 @@ fn invalid_configurations_and_plans() {
             .plan(&ctx, &cfg, &params, &grads, 8, Some((&flag, 4)))
             .is_err()
     );
-    let plan = optim
+    let mut plan = optim
         .plan(&ctx, &cfg, &params, &grads, 8, Some((&flag, 3)))
         .unwrap();
     assert_eq!(plan.dispatch_count(), 1);
-    assert!(plan.write_step(&ctx, 0, 0.1).is_err());
     assert!(plan.prepare(&ctx, f64::INFINITY).is_err());
+    // At most MAX_IN_FLIGHT + 1 updates prepared before the oldest is
+    // committed; the step count cannot be set meanwhile.
+    for _ in 0..=lstm_wgpu::kernels::optim::MAX_IN_FLIGHT {
+        plan.prepare(&ctx, 0.1).unwrap();
+    }
+    assert!(plan.prepare(&ctx, 0.1).is_err());
+    assert!(plan.set_steps(5).is_err());
+    for _ in 0..=lstm_wgpu::kernels::optim::MAX_IN_FLIGHT {
+        plan.commit(false);
+    }
+    assert_eq!(plan.in_flight(), 0);
+    plan.set_steps(0).unwrap();
     // load_state: missing, misshapen or non-finite state is refused.
     let mut st = plan.state_tensors(&ctx).unwrap();
     assert!(plan.load_state(&ctx, &st[..1]).is_err());

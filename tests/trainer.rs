@@ -621,3 +621,106 @@ fn var_length_batch_equals_separate_sequences() {
         }
     }
 }
+
+/// Pipelined steps (submit, then next_stats) give bit-identical losses,
+/// skips, step counts and parameters to synchronous ones, including when a
+/// step in flight is skipped: the GPU keeps the optimizer's step count, so
+/// the step submitted after it uses the right bias correction.
+#[test]
+fn pipelined_steps_match_synchronous_ones() {
+    let ctx = common::ctx();
+    let (t, b) = (6, 4);
+    let net = sine_net(2);
+    let opt = adamw();
+    // Step 2's targets make the loss overflow: that step is skipped and the
+    // ones after it (submitted while it is in flight) apply again.
+    let lrs = [0.01, 0.02, 0.01, 0.01, 0.03, 0.01, 0.01];
+    let run = |pipelined: bool| {
+        let mut tr = Trainer::new(
+            ctx.clone(),
+            net.clone(),
+            init_values(&net, 9),
+            b,
+            Some(1.0),
+            &opt,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut stats = Vec::new();
+        for (step, &lr) in lrs.iter().enumerate() {
+            let (x, mut y) = sine_batch(step, t, b);
+            if step == 2 {
+                y.fill(3e38);
+            }
+            let data = StepData::series(&x, &y);
+            if pipelined {
+                tr.submit(t, &data, Carry::Zero, lr)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert!(tr.outstanding() >= 1);
+                if step % 3 == 2 {
+                    stats.push(tr.next_stats().unwrap().expect("stats"));
+                }
+            } else {
+                stats.push(
+                    tr.step(t, &data, Carry::Zero, lr)
+                        .unwrap_or_else(|e| panic!("{e}")),
+                );
+            }
+        }
+        while let Some(s) = tr.next_stats().unwrap() {
+            stats.push(s);
+        }
+        assert!(
+            tr.step(
+                t,
+                &StepData::series(&[0.0; 24], &[0.0; 4]),
+                Carry::Zero,
+                0.0
+            )
+            .is_ok()
+        );
+        let params = tr
+            .ctx()
+            .read_f32(&tr.lstm.model.params, 0, tr.lstm.model.table.total)
+            .unwrap();
+        (stats, tr.optim.steps(), params)
+    };
+    let (sync, sync_steps, sync_params) = run(false);
+    let (pipe, pipe_steps, pipe_params) = run(true);
+    assert_eq!(sync.len(), lrs.len());
+    let skipped: Vec<bool> = sync.iter().map(|s| s.skipped).collect();
+    assert_eq!(skipped, [false, false, true, false, false, false, false]);
+    assert_eq!(sync_steps, lrs.len() as u64);
+    for (i, (a, b)) in sync.iter().zip(&pipe).enumerate() {
+        assert_eq!(a.skipped, b.skipped, "step {i}: skip");
+        assert_eq!(a.loss.to_bits(), b.loss.to_bits(), "step {i}: loss");
+        assert_eq!(
+            a.grad_norm.to_bits(),
+            b.grad_norm.to_bits(),
+            "step {i}: norm"
+        );
+    }
+    assert_eq!(sync_steps, pipe_steps);
+    assert!(
+        sync_params
+            .iter()
+            .zip(&pipe_params)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    );
+}
+
+/// step() refuses to run while submitted steps are uncollected.
+#[test]
+fn step_refuses_uncollected_submits() {
+    let ctx = common::ctx();
+    let net = sine_net(1);
+    let mut tr = Trainer::new(ctx, net.clone(), init_values(&net, 3), 2, None, &adamw())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (x, y) = sine_batch(0, 3, 2);
+    let data = StepData::series(&x, &y);
+    tr.submit(3, &data, Carry::Zero, 0.01).unwrap();
+    let e = tr.step(3, &data, Carry::Zero, 0.01).unwrap_err();
+    assert!(e.to_string().contains("next_stats"), "{e}");
+    assert!(tr.next_stats().unwrap().is_some());
+    assert!(tr.next_stats().unwrap().is_none());
+    tr.step(3, &data, Carry::Zero, 0.01).unwrap();
+}

@@ -50,7 +50,7 @@ impl TileConfig {
         if self.tb == 0 || self.tu == 0 || self.kc == 0 || self.ks == 0 {
             return bad("sizes must be positive".into());
         }
-        if self.kc % self.tb != 0 || self.kc % self.tu != 0 {
+        if !self.kc.is_multiple_of(self.tb) || !self.kc.is_multiple_of(self.tu) {
             return bad("KC must be a multiple of TB and TU".into());
         }
         let wgs = self.tb * self.tu * self.ks;

@@ -8,15 +8,18 @@
 //! f32 buffers of `n` elements laid out like the parameters) and a small
 //! per-step storage buffer. Every step the host:
 //!
-//! 1. calls [`OptimPlan::prepare`] with the learning rate of the coming step
-//!    (it writes the per-step buffer for step `t = steps() + 1`, with the bias
-//!    corrections computed in f64 as PyTorch does);
+//! 1. calls [`OptimPlan::prepare`] with the learning rate of the coming
+//!    update (it writes the per-step buffer, with the bias corrections
+//!    computed in f64 as PyTorch does);
 //! 2. records [`OptimPlan::record`] (one dispatch) after the backward pass and
 //!    the clipping dispatches, and submits;
-//! 3. calls [`OptimPlan::commit`] with whether the step was skipped, which
-//!    advances the step count only for an applied step.
+//! 3. once it has read whether that update was skipped (without holding up
+//!    the next ones: up to [`MAX_IN_FLIGHT`] updates may be prepared before
+//!    the oldest is confirmed), calls [`OptimPlan::commit`], which advances
+//!    the host's step count only for an applied step.
 //!
-//! **Per-step buffer** (8 words, written by [`OptimPlan::write_step`]):
+//! **Per-step buffer**: a header `[parity, base, count0, count1]` (u32)
+//! and three 8-word entries for steps `t = base + 1, base + 2, base + 3`:
 //!
 //! | word | value |
 //! |---|---|
@@ -28,17 +31,17 @@
 //! | 5 | `t` (u32, saturating; informative) |
 //! | 6, 7 | 0 |
 //!
+//! The GPU owns the applied-step count: update `k` (parity `k % 2`) reads
+//! `count[k % 2]`, uses entry `count - base`, and writes the count after
+//! itself (one more unless skipped) to `count[(k + 1) % 2]`. The host
+//! writes the count only when nothing is in flight.
+//!
 //! **Skip contract.** The kernel first reads one 32-bit word (the skip word:
 //! normally [`crate::kernels::clip::ClipPlan::stats`] at word 3, the
 //! non-finite flag, written by an earlier dispatch of the same submit) and,
-//! when its bits are not all zero, returns without writing anything: params
-//! and every state buffer stay bit-identical. The GPU keeps no step counter:
-//! the host owns `t` and must not advance it for a skipped step, so it must
-//! learn whether the step was skipped before it prepares the next one —
-//! read the clip stats ([`crate::kernels::clip::ClipPlan::read`]`.nonfinite`,
-//! or [`OptimPlan::skipped`], which reads the skip word itself) after the
-//! submit, then call [`OptimPlan::commit`]. A plan without a skip word
-//! never skips.
+//! when its bits are not all zero, writes nothing but the step count:
+//! params and every state buffer stay bit-identical, and the count does not
+//! advance. A plan without a skip word never skips.
 //!
 //! **State** ([`OptimPlan::state_tensors`], [`OptimPlan::load_state`]):
 //! `optimizer.momentum_buffer` (SGD with momentum), `optimizer.exp_avg`,
@@ -58,6 +61,13 @@ const SRC: &str = include_str!("../../shaders/optim.wgsl");
 
 /// Invocations per workgroup (`WG` in the shader); one element each.
 const WG: usize = 256;
+
+/// Updates that may be prepared before the oldest is committed.
+pub const MAX_IN_FLIGHT: usize = STEP_ENTRIES - 1;
+/// Step entries in the per-step buffer (`ENTRIES` in the shader).
+const STEP_ENTRIES: usize = 3;
+/// Words before the entries: parity, base, count[2].
+const STEPS_HEADER: usize = 4;
 /// Words of the per-step buffer.
 pub const STEP_WORDS: usize = 8;
 /// Name under which a checkpoint stores the applied step count (int64).
@@ -264,6 +274,10 @@ pub struct OptimPlan {
     pub n: usize,
     skip: (wgpu::Buffer, usize),
     steps: u64,
+    /// Updates prepared so far (their parity picks the GPU's count word).
+    submitted: u64,
+    /// Updates prepared but not yet committed (in flight).
+    unconfirmed: u64,
 }
 
 impl Optim {
@@ -271,7 +285,7 @@ impl Optim {
     pub fn new(ctx: &GpuContext) -> Self {
         let m = module(ctx, "optim", SRC);
         use Binding::{Read, ReadWrite};
-        let base = [(1, ReadWrite), (2, Read), (3, Read), (4, Read)];
+        let base = [(1, ReadWrite), (2, Read), (3, ReadWrite), (4, Read)];
         let with = |extra: &[(u32, Binding)]| {
             let mut v = base.to_vec();
             v.extend_from_slice(extra);
@@ -335,7 +349,7 @@ impl Optim {
             u32_of("optimizer elements", n)?,
             u32_of("optimizer skip word", skip.1)?,
         );
-        let step_buf = ctx.storage_init("optimizer step", &config.step_words(1, config.lr))?;
+        let step_buf = ctx.storage("optimizer steps", STEPS_HEADER + STEP_ENTRIES * STEP_WORDS)?;
         let state: Vec<(&'static str, wgpu::Buffer)> = config
             .state_names()
             .into_iter()
@@ -359,6 +373,8 @@ impl Optim {
             n,
             skip,
             steps: 0,
+            submitted: 0,
+            unconfirmed: 0,
         })
     }
 }
@@ -379,35 +395,62 @@ impl OptimPlan {
         self.steps
     }
 
-    /// Sets the applied step count (after [`OptimPlan::load_state`]).
-    pub fn set_steps(&mut self, steps: u64) {
+    /// Sets the applied step count (after [`OptimPlan::load_state`]); no
+    /// update may be in flight.
+    pub fn set_steps(&mut self, steps: u64) -> Result<()> {
+        if self.unconfirmed != 0 {
+            return Err(Error::Invalid(
+                "optimizer step count set while updates are in flight".into(),
+            ));
+        }
         self.steps = steps;
+        Ok(())
     }
 
-    /// Writes the per-step buffer for the coming step `t = steps() + 1` at
-    /// learning rate `lr`; call before the submit that records the update.
-    pub fn prepare(&self, ctx: &GpuContext, lr: f64) -> Result<()> {
-        self.write_step(ctx, self.steps + 1, lr)
+    /// Updates prepared but not yet committed.
+    pub fn in_flight(&self) -> u64 {
+        self.unconfirmed
     }
 
-    /// Advances the step count unless the step was `skipped`.
+    /// Writes the per-step buffer for the coming update at learning rate
+    /// `lr`; call before the submit that records it. With `k` earlier
+    /// updates still uncommitted (at most [`MAX_IN_FLIGHT`]), the step is one
+    /// of `steps() + 1 ..= steps() + 1 + k`, depending on how many of those
+    /// the GPU applies; the GPU picks (module docs).
+    pub fn prepare(&mut self, ctx: &GpuContext, lr: f64) -> Result<()> {
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(Error::Invalid(format!("invalid learning rate: {lr}")));
+        }
+        if self.unconfirmed as usize > MAX_IN_FLIGHT {
+            return Err(Error::Invalid(format!(
+                "more than {MAX_IN_FLIGHT} optimizer updates in flight"
+            )));
+        }
+        let parity = (self.submitted % 2) as u32;
+        let base = self.steps;
+        let base32 = u32_of("optimizer step", base as usize)?;
+        let mut words = vec![parity, base32];
+        if self.unconfirmed == 0 {
+            // Nothing in flight: the GPU's count is the host's.
+            words.extend([base32; 2]);
+        }
+        ctx.write(&self.step_buf, 0, &words);
+        let entries: Vec<u32> = (1..=STEP_ENTRIES as u64)
+            .flat_map(|e| self.config.step_words(base + e, lr))
+            .collect();
+        ctx.write(&self.step_buf, STEPS_HEADER, &entries);
+        self.submitted += 1;
+        self.unconfirmed += 1;
+        Ok(())
+    }
+
+    /// Confirms the oldest update in flight, advancing the step count
+    /// unless it was `skipped`.
     pub fn commit(&mut self, skipped: bool) {
         if !skipped {
             self.steps += 1;
         }
-    }
-
-    /// Writes the per-step buffer for step `t` (1-based) at learning rate
-    /// `lr` (the low-level form of [`OptimPlan::prepare`]).
-    pub fn write_step(&self, ctx: &GpuContext, t: u64, lr: f64) -> Result<()> {
-        if !(lr.is_finite() && lr >= 0.0) {
-            return Err(Error::Invalid(format!("invalid learning rate: {lr}")));
-        }
-        if t == 0 {
-            return Err(Error::Invalid("optimizer steps count from 1".into()));
-        }
-        ctx.write(&self.step_buf, 0, &self.config.step_words(t, lr));
-        Ok(())
+        self.unconfirmed = self.unconfirmed.saturating_sub(1);
     }
 
     /// Reads the skip word (waits for the GPU): true when the last recorded
@@ -467,7 +510,8 @@ impl OptimPlan {
 /// Workgroup grid for `n` elements, one per invocation: x up to the
 /// per-dimension limit, then y (the shader flattens it back).
 fn groups_total(ctx: &GpuContext, n: usize) -> Result<(u32, u32)> {
-    let wgs = n.div_ceil(WG);
+    // At least one workgroup: invocation 0 carries the step count on.
+    let wgs = n.div_ceil(WG).max(1);
     let max = ctx.limits.max_compute_workgroups_per_dimension.max(1) as usize;
     groups_1d(ctx, "optimizer workgroups", wgs, max)?;
     Ok(ctx.grid(u32_of("optimizer workgroups", wgs)?))
