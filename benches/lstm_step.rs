@@ -287,7 +287,7 @@ fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         state_out: &state_out,
     };
     let fwd: Vec<Dispatch> = (0..T)
-        .map(|t| k.cell.forward(ctx, &s, t, &fb).expect("cell forward"))
+        .flat_map(|t| k.cell.forward(ctx, &[s], t, &fb).expect("cell forward"))
         .collect();
     let bb = CellBackward {
         params: &whh,
@@ -301,9 +301,9 @@ fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
     };
     let mut bwd: Vec<Dispatch> = (0..T)
         .rev()
-        .map(|t| k.cell.backward(ctx, &s, t, &bb).expect("cell backward"))
+        .flat_map(|t| k.cell.backward(ctx, &[s], t, &bb).expect("cell backward"))
         .collect();
-    bwd.push(k.cell.backward_state(ctx, &s, &bb).expect("state grads"));
+    bwd.extend(k.cell.backward_state(ctx, &[s], &bb).expect("state grads"));
     let mut group = c.benchmark_group("cell_H256_B32_T64");
     group.throughput(Throughput::Elements(T as u64));
     bench_dispatches(&mut group, ctx, "forward", &fwd);

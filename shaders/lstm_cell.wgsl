@@ -27,7 +27,12 @@ struct Params {
     state_stride: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+// pp[0] is the dispatch's (layer, direction); a tiled dispatch may cover
+// both directions of a layer (grid y = batch tiles x 2), direction d using
+// pp[d]. Fields other than the offsets and `reverse` are the same in both.
+@group(0) @binding(0) var<uniform> pp: array<Params, 2>;
+// This invocation's parameters, copied from pp first thing.
+var<private> p: Params;
 
 // Forward bindings.
 @group(0) @binding(1) var<storage, read> pre: array<f32>;
@@ -91,6 +96,7 @@ fn forward_finish(b: u32, j: u32, last: bool, row: u32, a: vec4<f32>, hp_j: f32,
 @compute @workgroup_size(64)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = pp[0];
     let idx = lane(gid, nwg);
     let hs = p.h;
     if idx >= p.batch * hs {
@@ -219,6 +225,7 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
 @compute @workgroup_size(64)
 fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = pp[0];
     let idx = lane(gid, nwg);
     let hs = p.h;
     if idx >= p.batch * hs {
@@ -243,6 +250,7 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
 @compute @workgroup_size(64)
 fn backward_state(@builtin(global_invocation_id) gid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = pp[0];
     let idx = lane(gid, nwg);
     let hs = p.h;
     if idx >= p.batch * hs {
@@ -291,6 +299,14 @@ var<workgroup> sh_a: array<f32, KS * TB * KP>;
 var<workgroup> sh_w: array<f32, KS * 4u * TU * KP>;
 var<workgroup> sh_src: array<u32, TB>;         // per tile row: source offset
 var<workgroup> sh_kind: array<u32, TB>;        // 0 none, 1 out/dg, 2 state_in
+
+// Selects the direction of workgroup row wy (sets p) and returns the first
+// batch row of its tile.
+fn tile_dir(wy: u32) -> u32 {
+    let nbt = (pp[0].batch + TB - 1u) / TB;
+    p = pp[min(wy / nbt, 1u)];
+    return (wy % nbt) * TB;
+}
 
 // Where tile row r's h_{t-1} lives for forward step p.step.
 fn fwd_source(b: u32) {
@@ -373,8 +389,9 @@ fn slices_sum(lt: u32, c: u32) -> f32 {
 @compute @workgroup_size(WGS)
 fn forward_tiled(@builtin(local_invocation_index) li: u32,
            @builtin(workgroup_id) wg: vec3<u32>) {
-    let hs = p.h;
-    let b0 = wg.y * TB;
+    let b0 = tile_dir(wg.y);
+    // From pp[0]: loop bounds around barriers must be uniform.
+    let hs = pp[0].h;
     let j0 = wg.x * TU;
     if li < TB {
         fwd_source(b0 + li);
@@ -460,7 +477,7 @@ fn forward_tiled(@builtin(local_invocation_index) li: u32,
 // gradient flowing from the gates back into h_{t-1}. Called by every
 // invocation of the workgroup (it has barriers).
 fn dh_tiled(li: u32, j0: u32) -> f32 {
-    let k4 = 4u * p.h;
+    let k4 = 4u * pp[0].h;
     let q = li / TT;
     let lt = li % TT;
     let bl = lt / TU;
@@ -525,8 +542,8 @@ fn bwd_stage(lt: u32, q: u32) {
 @compute @workgroup_size(WGS)
 fn backward_tiled(@builtin(local_invocation_index) li: u32,
             @builtin(workgroup_id) wg: vec3<u32>) {
+    let b0 = tile_dir(wg.y);
     let hs = p.h;
-    let b0 = wg.y * TB;
     let j0 = wg.x * TU;
     let s = p.step;
     if li < TB {
@@ -562,8 +579,8 @@ fn backward_tiled(@builtin(local_invocation_index) li: u32,
 @compute @workgroup_size(WGS)
 fn backward_state_tiled(@builtin(local_invocation_index) li: u32,
                   @builtin(workgroup_id) wg: vec3<u32>) {
+    let b0 = tile_dir(wg.y);
     let hs = p.h;
-    let b0 = wg.y * TB;
     let j0 = wg.x * TU;
     if li < TB {
         let bb = b0 + li;

@@ -357,16 +357,21 @@ impl Plan {
             if let Some(lay) = &persistent {
                 forward.extend(k.persistent.forward(ctx, lay, &dir_shapes(l), &bufs)?);
             } else {
+                let shapes: Vec<CellShape> = (0..dirs).map(|d| shape(model, &ws, l, d)).collect();
                 for s in 0..seq {
-                    for d in 0..dirs {
-                        let sh = shape(model, &ws, l, d);
+                    if !in_cell {
+                        // Both directions of a step in one dispatch where
+                        // the variant allows.
+                        forward.extend(k.cell.forward(ctx, &shapes, s, &bufs)?);
+                        continue;
+                    }
+                    for (d, sh) in shapes.iter().enumerate() {
                         let np = norm_cell_params(model, l, d, train);
                         forward.push(match norm {
-                            Norm::LayerCell => k.cell_ln.forward(ctx, &sh, &np, s, &nbufs)?,
                             Norm::RecurrentBatch { .. } => {
-                                k.cell_bn.forward(ctx, &sh, &np, s, &nbufs)?
+                                k.cell_bn.forward(ctx, sh, &np, s, &nbufs)?
                             }
-                            _ => k.cell.forward(ctx, &sh, s, &bufs)?,
+                            _ => k.cell_ln.forward(ctx, sh, &np, s, &nbufs)?,
                         });
                     }
                 }
@@ -437,36 +442,39 @@ impl Plan {
             if let Some(lay) = &persistent {
                 backward.extend(k.persistent.backward(ctx, lay, &dir_shapes(l), &bufs)?);
             } else {
+                let shapes: Vec<CellShape> = (0..dirs).map(|d| shape(model, &ws, l, d)).collect();
                 for s in (0..seq).rev() {
-                    for d in 0..dirs {
-                        let sh = shape(model, &ws, l, d);
+                    if !in_cell {
+                        backward.extend(k.cell.backward(ctx, &shapes, s, &bufs)?);
+                        continue;
+                    }
+                    for (d, sh) in shapes.iter().enumerate() {
                         let np = norm_cell_params(model, l, d, train);
                         backward.push(match norm {
-                            Norm::LayerCell => k.cell_ln.backward(ctx, &sh, &np, s, &nbufs)?,
                             Norm::RecurrentBatch { .. } => {
-                                k.cell_bn.backward(ctx, &sh, &np, s, &nbufs)?
+                                k.cell_bn.backward(ctx, sh, &np, s, &nbufs)?
                             }
-                            _ => k.cell.backward(ctx, &sh, s, &bufs)?,
+                            _ => k.cell_ln.backward(ctx, sh, &np, s, &nbufs)?,
                         });
                     }
                 }
+                // The plain kernel's initial-state step serves the
+                // normalized cells too: their dr and dc sections sit where
+                // it expects dgates and dc.
+                let state_shapes: Vec<CellShape> = shapes
+                    .iter()
+                    .map(|sh| match in_cell {
+                        true => CellShape {
+                            dg_off: sh.dg_off + sec_dr,
+                            ..*sh
+                        },
+                        false => *sh,
+                    })
+                    .collect();
+                backward.extend(k.cell.backward_state(ctx, &state_shapes, &bufs)?);
             }
             for d in 0..dirs {
                 let sh = shape(model, &ws, l, d);
-                // The plain kernel's initial-state step serves the normalized
-                // cells too: their dr and dc sections sit where it expects
-                // dgates and dc.
-                let state_sh = if in_cell {
-                    CellShape {
-                        dg_off: sh.dg_off + sec_dr,
-                        ..sh
-                    }
-                } else {
-                    sh
-                };
-                if persistent.is_none() {
-                    backward.push(k.cell.backward_state(ctx, &state_sh, &bufs)?);
-                }
                 let (wih, whh, bih, bhh) = model.cell_offsets(l, d);
                 // Gradients of W_ih x and W_hh h: dgates for the plain cell,
                 // dp and dr (through the norms) for normalized cells.

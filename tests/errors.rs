@@ -198,13 +198,15 @@ fn state_dict_mismatches() {
 /// unless the driver caps loop iterations).
 #[test]
 fn dispatch_counts() {
+    use lstm_wgpu::kernels::lstm_cell::CellVariant;
     use lstm_wgpu::schedule::CellPath;
     let ctx = common::ctx();
-    for (layers, bidir, bias, path) in [
-        (2, false, true, CellPath::PerStep),
-        (3, true, false, CellPath::PerStep),
-        (2, false, true, CellPath::Persistent),
-        (3, true, false, CellPath::Persistent),
+    for (layers, bidir, bias, path, variant) in [
+        (2, false, true, CellPath::PerStep, CellVariant::Direct),
+        (3, true, false, CellPath::PerStep, CellVariant::Direct),
+        (3, true, false, CellPath::PerStep, CellVariant::Tiled),
+        (2, false, true, CellPath::Persistent, CellVariant::Direct),
+        (3, true, false, CellPath::Persistent, CellVariant::Tiled),
     ] {
         let c = LstmConfig {
             input_size: 3,
@@ -216,6 +218,7 @@ fn dispatch_counts() {
         let model = LstmModel::init_uniform(&ctx, c.clone(), 0).unwrap_or_else(|e| panic!("{e}"));
         let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
         lstm.set_cell_path(Some(path));
+        lstm.set_cell_variant(variant);
         let (t, n) = (7, 2);
         let x = vec![0.5f32; t * n * 3];
         let b = Batch {
@@ -230,7 +233,17 @@ fn dispatch_counts() {
         lstm.forward(&b).unwrap_or_else(|e| panic!("{e}"));
         let cells = layers * c.dirs();
         let (fwd, bwd) = match path {
-            CellPath::PerStep => (cells * (1 + t), cells * (t + 1 + 2 + usize::from(bias) + 1)),
+            CellPath::PerStep => {
+                // The tiled cell runs both directions of a step in one dispatch.
+                let per_step = match variant {
+                    CellVariant::Direct => cells,
+                    CellVariant::Tiled => layers,
+                };
+                (
+                    cells + per_step * t,
+                    per_step * (t + 1) + cells * (2 + usize::from(bias) + 1),
+                )
+            }
             CellPath::Persistent => {
                 let lay = lstm
                     .kernels()
@@ -243,7 +256,11 @@ fn dispatch_counts() {
                 )
             }
         };
-        assert_eq!(lstm.dispatch_counts(t, n), Some((fwd, bwd)), "{path}");
+        assert_eq!(
+            lstm.dispatch_counts(t, n),
+            Some((fwd, bwd)),
+            "{path} {variant:?}"
+        );
         assert_eq!(lstm.plan(t, n).map(|p| p.path).ok(), Some(path));
     }
 }

@@ -186,6 +186,21 @@ pub struct CellForward<'a> {
     pub state_out: &'a wgpu::Buffer,
 }
 
+impl CellForward<'_> {
+    /// The buffers in binding order (bindings 1 to 7).
+    pub fn buffers(&self) -> [&wgpu::Buffer; 7] {
+        [
+            self.pre,
+            self.params,
+            self.state_in,
+            self.lengths,
+            self.out,
+            self.cache,
+            self.state_out,
+        ]
+    }
+}
+
 /// Buffers of the backward step.
 pub struct CellBackward<'a> {
     /// Parameters.
@@ -294,40 +309,63 @@ impl LstmCell {
         ])
     }
 
-    /// Direct: one invocation per (b, j). Tiled: one workgroup per TU x TB
-    /// block of (j, b).
-    fn groups(&self, ctx: &GpuContext, s: &CellShape) -> (u32, u32) {
+    /// The dispatches of one step over the directions `shapes` of one
+    /// layer (same H, B, T): one per direction for the direct variant (grid:
+    /// one invocation per (b, j)); one in all for the tiled one (grid: TU x
+    /// TB blocks of (j, b), the batch tiles of each direction after the
+    /// other's, each reading its own half of the uniform).
+    fn dispatches(
+        &self,
+        ctx: &GpuContext,
+        kernel: &Kernel,
+        shapes: &[CellShape],
+        step: usize,
+        buffers: &[&wgpu::Buffer],
+    ) -> Result<Vec<Dispatch>> {
+        let s0 = shapes
+            .first()
+            .ok_or_else(|| crate::Error::Invalid("cell step over no direction".into()))?;
+        let words = |pair: &[CellShape]| -> Result<Vec<u32>> {
+            let mut w = Self::params(&pair[0], step)?.to_vec();
+            match pair.get(1) {
+                Some(s1) => w.extend(Self::params(s1, step)?),
+                None => w.extend([0; 16]),
+            }
+            Ok(w)
+        };
         match self.variant {
-            CellVariant::Direct => ctx.grid((s.batch * s.hidden).div_ceil(WG) as u32),
-            CellVariant::Tiled => (
-                s.hidden.div_ceil(self.tile.tu) as u32,
-                s.batch.div_ceil(self.tile.tb) as u32,
-            ),
+            CellVariant::Direct => shapes
+                .iter()
+                .map(|s| {
+                    let g = ctx.grid((s.batch * s.hidden).div_ceil(WG) as u32);
+                    Ok(kernel.dispatch(ctx, &words(std::slice::from_ref(s))?, buffers, g))
+                })
+                .collect(),
+            CellVariant::Tiled => {
+                if shapes.len() > 2 {
+                    return Err(crate::Error::Invalid(
+                        "a cell step covers at most two directions".into(),
+                    ));
+                }
+                let g = (
+                    u32_of("cell tiles", s0.hidden.div_ceil(self.tile.tu))?,
+                    u32_of("cell tiles", s0.batch.div_ceil(self.tile.tb) * shapes.len())?,
+                );
+                Ok(vec![kernel.dispatch(ctx, &words(shapes)?, buffers, g)])
+            }
         }
     }
 
-    /// Forward step `step` (in each sequence's processing order).
+    /// Forward step `step` (in each sequence's processing order) of the
+    /// directions `shapes` of one layer.
     pub fn forward(
         &self,
         ctx: &GpuContext,
-        s: &CellShape,
+        shapes: &[CellShape],
         step: usize,
         b: &CellForward<'_>,
-    ) -> Result<Dispatch> {
-        Ok(self.fwd.dispatch(
-            ctx,
-            &Self::params(s, step)?,
-            &[
-                b.pre,
-                b.params,
-                b.state_in,
-                b.lengths,
-                b.out,
-                b.cache,
-                b.state_out,
-            ],
-            self.groups(ctx, s),
-        ))
+    ) -> Result<Vec<Dispatch>> {
+        self.dispatches(ctx, &self.fwd, shapes, step, &b.buffers())
     }
 
     fn bwd_buffers<'a>(b: &'a CellBackward<'a>) -> [&'a wgpu::Buffer; 8] {
@@ -343,34 +381,26 @@ impl LstmCell {
         ]
     }
 
-    /// Backward step `step`; run for step = T-1 down to 0.
+    /// Backward step `step` of the directions `shapes` of one layer; run
+    /// for step = T-1 down to 0.
     pub fn backward(
         &self,
         ctx: &GpuContext,
-        s: &CellShape,
+        shapes: &[CellShape],
         step: usize,
         b: &CellBackward<'_>,
-    ) -> Result<Dispatch> {
-        Ok(self.bwd.dispatch(
-            ctx,
-            &Self::params(s, step)?,
-            &Self::bwd_buffers(b),
-            self.groups(ctx, s),
-        ))
+    ) -> Result<Vec<Dispatch>> {
+        self.dispatches(ctx, &self.bwd, shapes, step, &Self::bwd_buffers(b))
     }
 
-    /// Gradients of h0 and c0, after backward step 0.
+    /// Gradients of h0 and c0 of the directions `shapes` of one layer,
+    /// after backward step 0.
     pub fn backward_state(
         &self,
         ctx: &GpuContext,
-        s: &CellShape,
+        shapes: &[CellShape],
         b: &CellBackward<'_>,
-    ) -> Result<Dispatch> {
-        Ok(self.bwd_state.dispatch(
-            ctx,
-            &Self::params(s, 0)?,
-            &Self::bwd_buffers(b),
-            self.groups(ctx, s),
-        ))
+    ) -> Result<Vec<Dispatch>> {
+        self.dispatches(ctx, &self.bwd_state, shapes, 0, &Self::bwd_buffers(b))
     }
 }

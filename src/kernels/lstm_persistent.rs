@@ -437,20 +437,7 @@ impl LstmPersistent {
             .step_by(lay.fwd_chunk)
             .map(|s0| {
                 let p = Self::params(shapes, s0, (s0 + lay.fwd_chunk).min(lay.seq))?;
-                Ok(k[0].dispatch(
-                    ctx,
-                    &p,
-                    &[
-                        b.pre,
-                        b.params,
-                        b.state_in,
-                        b.lengths,
-                        b.out,
-                        b.cache,
-                        b.state_out,
-                    ],
-                    groups,
-                ))
+                Ok(k[0].dispatch(ctx, &p, &b.buffers(), groups))
             })
             .collect()
     }
