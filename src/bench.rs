@@ -402,6 +402,8 @@ pub fn run_workload(
     if steps == 0 {
         return Err(Error::Invalid("--steps must be at least 1".into()));
     }
+    // Profiling reads every step's timestamps back before the next submit.
+    let sync = sync || profile;
     let ctx = Arc::new(GpuContext::with_timestamps(profile)?);
     let mut run = BenchRun::new(ctx.clone(), w)?;
     let mut times = Vec::with_capacity(steps);
@@ -418,22 +420,28 @@ pub fn run_workload(
         last_done = now;
         let i = collected;
         collected += 1;
-        if i >= warmup {
+        let timed = i >= warmup && i < warmup + steps;
+        if timed {
             times.push(ms);
         }
-        if progress {
+        if progress && i < warmup + steps {
             eprintln!(
                 "{}: step {}/{} {ms:.1} ms, loss {:.4}{}",
                 w.name,
                 i + 1,
                 warmup + steps,
                 st.loss,
-                if i < warmup { " (warm-up)" } else { "" }
+                if timed { "" } else { " (warm-up)" }
             );
+        } else if progress {
+            eprintln!("{}: trailing untimed step {ms:.1} ms", w.name);
         }
-        st.loss
+        timed.then_some(st.loss)
     };
-    for i in 0..warmup + steps {
+    // Pipelined, one more step runs after the timed ones, so that each timed
+    // step is read while its successor is in flight (steady state) and the
+    // last one's interval is not cut short by the final drain.
+    for i in 0..warmup + steps + usize::from(!sync) {
         if profile && i > 0 && run.trainer.profiler.is_none() {
             let (n, _) = run.trainer.dispatches_per_step(w.seq).unwrap_or((0, 0));
             run.trainer.profiler = Some(crate::gpu::Profiler::new(&ctx, n)?);
@@ -452,13 +460,17 @@ pub fn run_workload(
             crate::kernels::optim::MAX_IN_FLIGHT - 1
         };
         while run.trainer.outstanding() > keep {
-            if let Some(st) = run.trainer.next_stats()? {
-                last_loss = collect(st, &mut times);
+            if let Some(st) = run.trainer.next_stats()?
+                && let Some(l) = collect(st, &mut times)
+            {
+                last_loss = l;
             }
         }
     }
     while let Some(st) = run.trainer.next_stats()? {
-        last_loss = collect(st, &mut times);
+        if let Some(l) = collect(st, &mut times) {
+            last_loss = l;
+        }
     }
     let ms = median(&mut times);
     if let Some(p) = &run.trainer.profiler {
