@@ -6,6 +6,31 @@ use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
 const SRC: &str = include_str!("../../shaders/lstm_cell.wgsl");
+/// Storage bindings of the forward entry points (the buffers of
+/// [`CellForward::buffers`]); the persistent kernel shares them.
+pub const FWD_BINDINGS: [(u32, Binding); 7] = [
+    (1, Binding::Read),
+    (2, Binding::Read),
+    (3, Binding::Read),
+    (4, Binding::Read),
+    (5, Binding::ReadWrite),
+    (6, Binding::ReadWrite),
+    (7, Binding::ReadWrite),
+];
+
+/// Storage bindings of the backward entry points (the buffers of
+/// [`CellBackward`] in `bwd_buffers` order); the persistent kernel shares them.
+pub const BWD_BINDINGS: [(u32, Binding); 8] = [
+    (2, Binding::Read),
+    (3, Binding::Read),
+    (4, Binding::Read),
+    (6, Binding::ReadWrite),
+    (8, Binding::Read),
+    (9, Binding::Read),
+    (10, Binding::ReadWrite),
+    (11, Binding::ReadWrite),
+];
+
 /// Invocations per workgroup of the direct variant.
 const WG: usize = 64;
 /// Environment variable setting the tiled variant's tile: `TB,TU,KC,KS`
@@ -245,38 +270,13 @@ impl LstmCell {
             CellVariant::Direct => "",
             CellVariant::Tiled => "_tiled",
         };
-        use Binding::{Read, ReadWrite};
-        let fwd = Kernel::new(
-            ctx,
-            &m,
-            &format!("forward{suffix}"),
-            &[
-                (1, Read),
-                (2, Read),
-                (3, Read),
-                (4, Read),
-                (5, ReadWrite),
-                (6, ReadWrite),
-                (7, ReadWrite),
-            ],
-            &[],
-        );
-        let bwd_bindings = [
-            (2, Read),
-            (3, Read),
-            (4, Read),
-            (6, ReadWrite),
-            (8, Read),
-            (9, Read),
-            (10, ReadWrite),
-            (11, ReadWrite),
-        ];
-        let bwd = Kernel::new(ctx, &m, &format!("backward{suffix}"), &bwd_bindings, &[]);
+        let fwd = Kernel::new(ctx, &m, &format!("forward{suffix}"), &FWD_BINDINGS, &[]);
+        let bwd = Kernel::new(ctx, &m, &format!("backward{suffix}"), &BWD_BINDINGS, &[]);
         let bwd_state = Kernel::new(
             ctx,
             &m,
             &format!("backward_state{suffix}"),
-            &bwd_bindings,
+            &BWD_BINDINGS,
             &[],
         );
         Self {

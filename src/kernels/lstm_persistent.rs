@@ -7,9 +7,9 @@
 //! It writes the per-step kernel's cache and gradient layouts, so the
 //! schedule swaps one for the other without touching anything else.
 
-use super::lstm_cell::{CellBackward, CellForward, CellShape};
+use super::lstm_cell::{BWD_BINDINGS, CellBackward, CellForward, CellShape, FWD_BINDINGS};
 use super::u32_of;
-use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
+use crate::gpu::{Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -333,39 +333,9 @@ impl LstmPersistent {
         cache
             .entry(spec)
             .or_insert_with(|| {
-                use Binding::{Read, ReadWrite};
                 let c = spec.constants();
-                let fwd = Kernel::new(
-                    ctx,
-                    &self.module,
-                    "forward",
-                    &[
-                        (1, Read),
-                        (2, Read),
-                        (3, Read),
-                        (4, Read),
-                        (5, ReadWrite),
-                        (6, ReadWrite),
-                        (7, ReadWrite),
-                    ],
-                    &c,
-                );
-                let bwd = Kernel::new(
-                    ctx,
-                    &self.module,
-                    "backward",
-                    &[
-                        (2, Read),
-                        (3, Read),
-                        (4, Read),
-                        (6, ReadWrite),
-                        (8, Read),
-                        (9, Read),
-                        (10, ReadWrite),
-                        (11, ReadWrite),
-                    ],
-                    &c,
-                );
+                let fwd = Kernel::new(ctx, &self.module, "forward", &FWD_BINDINGS, &c);
+                let bwd = Kernel::new(ctx, &self.module, "backward", &BWD_BINDINGS, &c);
                 Arc::new([fwd, bwd])
             })
             .clone()
