@@ -290,8 +290,14 @@ impl GpuContext {
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(buf, (offset * 4) as u64, staging, 0, bytes);
         self.queue.submit([enc.finish()]);
+        self.map_read(staging, bytes)
+    }
+
+    /// Maps the first `bytes` of `staging` (a MAP_READ buffer), waits for
+    /// the GPU, and returns them as `T`s, unmapping again.
+    pub fn map_read<T: bytemuck::Pod>(&self, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<T>> {
         let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        staging.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
             let _ = tx.send(r);
         });
         self.device
@@ -301,9 +307,9 @@ impl GpuContext {
             .map_err(|e| Error::Gpu(e.to_string()))?
             .map_err(|e| Error::Gpu(e.to_string()))?;
         let view = staging
-            .get_mapped_range(..)
+            .get_mapped_range(..bytes)
             .map_err(|e| Error::Gpu(e.to_string()))?;
-        let out = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
+        let out = bytemuck::cast_slice::<u8, T>(&view).to_vec();
         drop(view);
         staging.unmap();
         Ok(out)
@@ -588,25 +594,7 @@ impl Profiler {
     /// them to the totals.
     pub fn collect(&mut self, ctx: &GpuContext) -> Result<()> {
         let n = self.recorded.len() + 1;
-        let bytes = n as u64 * 8;
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.staging
-            .map_async(wgpu::MapMode::Read, ..bytes, move |r| {
-                let _ = tx.send(r);
-            });
-        ctx.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(e.to_string()))?;
-        rx.recv()
-            .map_err(|e| Error::Gpu(e.to_string()))?
-            .map_err(|e| Error::Gpu(e.to_string()))?;
-        let view = self
-            .staging
-            .get_mapped_range(..bytes)
-            .map_err(|e| Error::Gpu(e.to_string()))?;
-        let ticks = bytemuck::cast_slice::<u8, u64>(&view).to_vec();
-        drop(view);
-        self.staging.unmap();
+        let ticks: Vec<u64> = ctx.map_read(&self.staging, n as u64 * 8)?;
         let period = ctx.queue.get_timestamp_period() as f64;
         for (i, name) in self.recorded.iter().enumerate() {
             let ns = ticks[i + 1].saturating_sub(ticks[i]) as f64 * period;
