@@ -1,5 +1,7 @@
-// Fused LSTM cell, one dispatch per (layer, direction, step), forward and
-// backward. Gate order i, f, g, o as in PyTorch.
+// Fused LSTM cell, forward and backward. Gate order i, f, g, o as in
+// PyTorch. One dispatch covers up to LANES (layer, direction, step) lanes of
+// the same H and B: the directions of a bidirectional layer's step, or the
+// layers of a wavefront (layer l at step s beside layer l+1 at step s - C).
 //
 // Two variants with the same bindings, chosen per adapter by
 // src/kernels/lstm_cell.rs:
@@ -24,13 +26,15 @@ struct Params {
     h: u32, batch: u32, seq: u32, step: u32,
     reverse: u32, out_stride: u32, out_col: u32, pre_off: u32,
     whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
-    state_stride: u32, _p0: u32, _p1: u32, _p2: u32,
+    state_stride: u32, lanes: u32, _p1: u32, _p2: u32,
 }
 
-// pp[0] is the dispatch's (layer, direction); a tiled dispatch may cover
-// both directions of a layer (grid y = batch tiles x 2), direction d using
-// pp[d]. Fields other than the offsets and `reverse` are the same in both.
-@group(0) @binding(0) var<uniform> pp: array<Params, 2>;
+// Lane q of a dispatch uses pp[q]; pp[0].lanes counts them. The direct
+// kernels run lane q on invocations [q*B*H, (q+1)*B*H), the tiled ones on
+// grid rows [q*nbt, (q+1)*nbt) (nbt: batch tiles). h, batch and seq are the
+// same in every lane; offsets, step and `reverse` are the lane's own.
+const LANES: u32 = 8u;
+@group(0) @binding(0) var<uniform> pp: array<Params, LANES>;
 // This invocation's parameters, copied from pp first thing.
 var<private> p: Params;
 
@@ -96,13 +100,14 @@ fn forward_finish(b: u32, j: u32, last: bool, row: u32, a: vec4<f32>, hp_j: f32,
 @compute @workgroup_size(64)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = pp[0];
     let idx = lane(gid, nwg);
-    let hs = p.h;
-    if idx >= p.batch * hs {
+    let hs = pp[0].h;
+    let q = idx / (pp[0].batch * hs);
+    if q >= pp[0].lanes {
         return;
     }
-    let b = idx / hs;
+    p = pp[q];
+    let b = (idx / hs) % p.batch;
     let j = idx % hs;
     let len = lengths[b];
     let s = p.step;
@@ -225,13 +230,14 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
 @compute @workgroup_size(64)
 fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = pp[0];
     let idx = lane(gid, nwg);
-    let hs = p.h;
-    if idx >= p.batch * hs {
+    let hs = pp[0].h;
+    let q = idx / (pp[0].batch * hs);
+    if q >= pp[0].lanes {
         return;
     }
-    let b = idx / hs;
+    p = pp[q];
+    let b = (idx / hs) % p.batch;
     let j = idx % hs;
     let len = lengths[b];
     let s = p.step;
@@ -250,13 +256,14 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
 @compute @workgroup_size(64)
 fn backward_state(@builtin(global_invocation_id) gid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = pp[0];
     let idx = lane(gid, nwg);
-    let hs = p.h;
-    if idx >= p.batch * hs {
+    let hs = pp[0].h;
+    let q = idx / (pp[0].batch * hs);
+    if q >= pp[0].lanes {
         return;
     }
-    let b = idx / hs;
+    p = pp[q];
+    let b = (idx / hs) % p.batch;
     let j = idx % hs;
     let len = lengths[b];
     let row = time_of(0u, len) * p.batch + b;
@@ -300,11 +307,11 @@ var<workgroup> sh_w: array<f32, KS * 4u * TU * KP>;
 var<workgroup> sh_src: array<u32, TB>;         // per tile row: source offset
 var<workgroup> sh_kind: array<u32, TB>;        // 0 none, 1 out/dg, 2 state_in
 
-// Selects the direction of workgroup row wy (sets p) and returns the first
+// Selects the lane of workgroup row wy (sets p) and returns the first
 // batch row of its tile.
 fn tile_dir(wy: u32) -> u32 {
     let nbt = (pp[0].batch + TB - 1u) / TB;
-    p = pp[min(wy / nbt, 1u)];
+    p = pp[min(wy / nbt, LANES - 1u)];
     return (wy % nbt) * TB;
 }
 

@@ -225,6 +225,19 @@ impl Lstm {
         self.plans.clear();
     }
 
+    /// Sets the wavefront's skew C (`None`: ⌈√T⌉), overriding
+    /// `LSTM_WGPU_WAVE_SKEW`; prepared plans are dropped. Zero is an error.
+    pub fn set_wave_skew(&mut self, skew: Option<usize>) -> Result<()> {
+        if skew == Some(0) {
+            return Err(crate::Error::Invalid(
+                "the wavefront skew must be at least 1".into(),
+            ));
+        }
+        self.kernels.wave_skew = skew;
+        self.plans.clear();
+        Ok(())
+    }
+
     /// Recompiles the per-step cell as `variant`, overriding
     /// `LSTM_WGPU_CELL`; prepared plans are dropped.
     pub fn set_cell_variant(&mut self, variant: crate::kernels::lstm_cell::CellVariant) {
@@ -404,7 +417,7 @@ impl Lstm {
         self.upload(b)?;
         let plan = &self.plans[&(t, n, self.train)];
         let ctx = &self.ctx.clone();
-        let gy = &plan.ws.dy[plan.grad_output];
+        let gy = plan.grad_output();
         if b.batch_first {
             let w = cfg.dirs() * cfg.hidden_size;
             ctx.write(gy, 0, &swap01(up.grad_output, n, t, w));
@@ -425,7 +438,7 @@ impl Lstm {
         let out = self.read_outputs(t, n, b.batch_first)?;
         let plan = &self.plans[&(t, n, self.train)];
         let i = cfg.input_size;
-        let mut input = ctx.read_f32(&plan.ws.dy[plan.grad_input], 0, t * n * i)?;
+        let mut input = ctx.read_f32(plan.grad_input(), 0, t * n * i)?;
         if b.batch_first {
             input = swap01(&input, t, n, i);
         }

@@ -16,7 +16,7 @@ use crate::gpu::{Dispatch, GpuContext};
 use crate::kernels::Kernels;
 use crate::kernels::elementwise::DropoutShape;
 use crate::kernels::gemm::GemmOp;
-use crate::kernels::lstm_cell::{CellBackward, CellForward, CellShape};
+use crate::kernels::lstm_cell::{CellBackward, CellForward, CellShape, MAX_LANES};
 use crate::kernels::lstm_cell_ln::{self, NormCellBuffers, NormCellParams};
 pub use crate::kernels::lstm_persistent::CellPath;
 use crate::model::{LstmModel, dir_suffix};
@@ -31,31 +31,60 @@ pub struct Plan {
     pub forward: Vec<Dispatch>,
     /// Backward pass, in order.
     pub backward: Vec<Dispatch>,
-    /// Which of `ws.dy` holds the gradient of the input after backward.
-    pub grad_input: usize,
-    /// Which of `ws.dy` receives the gradient of the last layer's output.
-    pub grad_output: usize,
     /// Which kernel runs the cell's time loops.
     pub path: CellPath,
+    /// The wavefront's skew C, when `path` is the wavefront.
+    pub skew: Option<usize>,
 }
 
 fn shape(model: &LstmModel, ws: &Workspace, l: usize, d: usize) -> CellShape {
     let cfg = &model.config;
     let h = cfg.hidden_size;
     let (seq, batch) = (ws.seq, ws.batch);
+    // pre and dg regions: per direction, or per layer in a wavefront.
+    let region = if ws.per_layer { l } else { d };
     CellShape {
         hidden: h,
         batch,
         seq,
         reverse: d == 1,
         out_stride: cfg.dirs() * h,
-        out_col: d * h,
-        pre_off: d * seq * batch * 4 * h,
+        // The layer's region of the shared output (and dy) buffer.
+        out_col: ws.out_off(l) + d * h,
+        pre_off: ws.pre_off(region, h),
         whh_off: model.cell_offsets(l, d).1,
         cache_off: (l * cfg.dirs() + d) * Workspace::cache_block(cfg, &model.norm, seq, batch),
-        dg_off: d * Workspace::dg_block(cfg, &model.norm, seq, batch),
+        dg_off: region * Workspace::dg_block(cfg, &model.norm, seq, batch),
         state_off: (l * cfg.dirs() + d) * batch * h,
         state_stride: Workspace::state_len(cfg, batch),
+    }
+}
+
+/// The plain cell's forward buffers: shared by all layers (offsets in the
+/// shapes select a layer's regions).
+fn cell_forward<'a>(model: &'a LstmModel, ws: &'a Workspace) -> CellForward<'a> {
+    CellForward {
+        pre: &ws.pre,
+        params: &model.params,
+        state_in: &ws.state_in,
+        lengths: &ws.lengths,
+        out: &ws.outs,
+        cache: &ws.cache,
+        state_out: &ws.state_out,
+    }
+}
+
+/// The plain cell's backward buffers, likewise.
+fn cell_backward<'a>(model: &'a LstmModel, ws: &'a Workspace) -> CellBackward<'a> {
+    CellBackward {
+        params: &model.params,
+        state_in: &ws.state_in,
+        lengths: &ws.lengths,
+        cache: &ws.cache,
+        dy: &ws.dy,
+        gstate_in: &ws.gstate_in,
+        dg: &ws.dg,
+        gstate_out: &ws.gstate_out,
     }
 }
 
@@ -93,7 +122,7 @@ fn norm_cell_params(model: &LstmModel, l: usize, d: usize, train: bool) -> NormC
 }
 
 /// The between-layer norm of layer `l`'s output: forward (outs → normed)
-/// or backward (in place on `dy`).
+/// or backward (in place on layer l's region of `ws.dy`).
 fn between_norm(
     ctx: &GpuContext,
     k: &Kernels,
@@ -101,7 +130,7 @@ fn between_norm(
     ws: &Workspace,
     l: usize,
     train: bool,
-    dy: Option<&wgpu::Buffer>,
+    backward: bool,
 ) -> Result<Vec<Dispatch>> {
     use crate::kernels::batch_norm::{BnBackward, BnForward, BnShape};
     use crate::kernels::layer_norm::{LnBackward, LnForward, LnShape};
@@ -115,11 +144,15 @@ fn between_norm(
     let p = |n: &str| model.table.offset(&format!("{prefix}.{l}.{n}"));
     let features = cfg.dirs() * cfg.hidden_size;
     let stats_off = l * Workspace::norm_stats_len(cfg, &model.norm, ws.seq, ws.batch);
+    let (off, dy) = (ws.out_off(l), &ws.dy);
     if let Norm::Layer { .. } = model.norm {
         let sh = LnShape {
             seq: ws.seq,
             batch: ws.batch,
             features,
+            x_off: off,
+            dy_off: off,
+            dx_off: off,
             stats_off,
             w_off: p("weight"),
             b_off: p("bias"),
@@ -127,25 +160,25 @@ fn between_norm(
             db_off: p("bias"),
             ..Default::default()
         };
-        return match dy {
-            None => k.layer_norm.forward(
+        return match backward {
+            false => k.layer_norm.forward(
                 ctx,
                 &sh,
                 &LnForward {
                     params: &model.params,
                     lengths: &ws.lengths,
-                    x: &ws.outs[l],
+                    x: &ws.outs,
                     y: normed,
                     stats: &ws.norm_stats,
                 },
             ),
-            Some(dy) => k.layer_norm.backward(
+            true => k.layer_norm.backward(
                 ctx,
                 &sh,
                 &LnBackward {
                     params: &model.params,
                     lengths: &ws.lengths,
-                    x: &ws.outs[l],
+                    x: &ws.outs,
                     stats: &ws.norm_stats,
                     dy,
                     dx: dy,
@@ -166,6 +199,9 @@ fn between_norm(
         per_step,
         train,
         run_rows,
+        x_off: off,
+        dy_off: off,
+        dx_off: off,
         stats_off,
         w_off: p("weight"),
         b_off: p("bias"),
@@ -175,26 +211,26 @@ fn between_norm(
         rv_off: st("running_var"),
         ..Default::default()
     };
-    match dy {
-        None => k.batch_norm.forward(
+    match backward {
+        false => k.batch_norm.forward(
             ctx,
             &sh,
             &BnForward {
                 params: &model.params,
                 lengths: &ws.lengths,
-                x: &ws.outs[l],
+                x: &ws.outs,
                 y: normed,
                 stats: &ws.norm_stats,
                 running: &model.stats,
             },
         ),
-        Some(dy) => k.batch_norm.backward(
+        true => k.batch_norm.backward(
             ctx,
             &sh,
             &BnBackward {
                 params: &model.params,
                 lengths: &ws.lengths,
-                x: &ws.outs[l],
+                x: &ws.outs,
                 stats: &ws.norm_stats,
                 dy,
                 dx: dy,
@@ -205,9 +241,10 @@ fn between_norm(
 }
 
 /// Dropout and the residual add after layer `l`: forward (a_l, y_l →
-/// y_{l+1} in `ws.linked[l]`) or backward (in place on `dy`, the gradient of
-/// y_{l+1}, with the skip path's copy of it written to `skip`, which the
-/// input-gradient GEMM then accumulates onto). One dispatch, or none.
+/// y_{l+1} in `ws.linked[l]`) or backward (in place on layer l's region of
+/// `ws.dy`, the gradient of y_{l+1}, with the skip path's copy of it
+/// written to the gradient of layer l's input, onto which the
+/// input-gradient GEMM then accumulates). One dispatch, or none.
 #[allow(clippy::too_many_arguments)]
 fn links(
     ctx: &GpuContext,
@@ -217,7 +254,7 @@ fn links(
     l: usize,
     train: bool,
     step: &wgpu::Buffer,
-    backward: Option<(&wgpu::Buffer, &wgpu::Buffer)>,
+    backward: bool,
 ) -> Result<Vec<Dispatch>> {
     let Some(y) = &ws.linked[l] else {
         return Ok(Vec::new());
@@ -226,40 +263,112 @@ fn links(
     let lk = &model.links;
     let (drops, adds) = (lk.drops(cfg, l, train), lk.adds(l));
     let n = ws.seq * ws.batch * cfg.dirs() * cfg.hidden_size;
-    let s = DropoutShape {
+    let mut s = DropoutShape {
         n,
         p: lk.dropout,
         stream: l as u32,
         ..Default::default()
     };
     let e = &k.elementwise;
-    match backward {
-        None => {
-            let a = ws.normed[l].as_ref().unwrap_or(&ws.outs[l]);
-            if !drops {
-                e.add(ctx, n, (a, 0), (ws.layer_output(l - 1), 0), (y, 0))
-            } else if adds {
-                e.dropout_add(ctx, &s, step, a, (ws.layer_output(l - 1), 0), y)
-            } else {
-                e.dropout_forward(ctx, &s, step, a, y)
-            }
-        }
-        Some((dy, skip)) => {
-            if !drops {
-                e.accumulate(ctx, n, (dy, 0), (skip, 0), false)
-            } else if adds {
-                e.dropout_split(ctx, &s, step, dy, (skip, 0), dy)
-            } else {
-                e.dropout_backward(ctx, &s, step, dy, dy)
-            }
-        }
+    if !backward {
+        let a = match &ws.normed[l] {
+            Some(b) => (b, 0),
+            None => (&ws.outs, ws.out_off(l)),
+        };
+        s.in_off = a.1;
+        return if !drops {
+            e.add(ctx, n, a, ws.layer_output(l - 1), (y, 0))
+        } else if adds {
+            e.dropout_add(ctx, &s, step, a.0, ws.layer_output(l - 1), y)
+        } else {
+            e.dropout_forward(ctx, &s, step, a.0, y)
+        };
+    }
+    let (dy, off) = (&ws.dy, ws.out_off(l));
+    let skip = Plan::grad_of_input(ws, l);
+    s.in_off = off;
+    s.out_off = off;
+    if !drops {
+        e.accumulate(ctx, n, (dy, off), skip, false)
+    } else if adds {
+        e.dropout_split(ctx, &s, step, dy, skip, dy)
+    } else {
+        e.dropout_backward(ctx, &s, step, dy, dy)
     }
 }
 
+/// Environment variable setting the wavefront's skew C (layer l + 1 runs
+/// step s − C beside layer l at step s); unset: ⌈√T⌉.
+pub const SKEW_ENV: &str = "LSTM_WGPU_WAVE_SKEW";
+
+/// Why the wavefront cannot run `model` in this mode, if it cannot: it
+/// needs a unidirectional plain cell of 2 to [`MAX_LANES`] layers with
+/// nothing between them (a bidirectional layer l + 1 needs all of layer l
+/// before its first reverse step, and the norms and links between layers
+/// run over whole sequences).
+pub fn wavefront_obstacle(model: &LstmModel, train: bool) -> Option<&'static str> {
+    let cfg = &model.config;
+    let layers = cfg.num_layers;
+    if layers < 2 {
+        return Some("it needs at least 2 layers");
+    }
+    if layers > MAX_LANES {
+        return Some("it runs at most 8 layers");
+    }
+    if cfg.bidirectional {
+        return Some("bidirectional layers need the whole layer below first");
+    }
+    if model.norm.in_cell() {
+        return Some("the normalized cells have their own kernels");
+    }
+    if model.norm.between().is_some() {
+        return Some("norms between layers run over whole sequences");
+    }
+    let lk = &model.links;
+    if (0..layers).any(|l| lk.drops(cfg, l, train) || lk.adds(l)) {
+        return Some("dropout and residual links run over whole sequences");
+    }
+    None
+}
+
+/// The skew [`SKEW_ENV`] sets, if any.
+pub fn skew_from_env() -> Result<Option<usize>> {
+    crate::gpu::env_choice(SKEW_ENV, |v| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&c| c > 0)
+            .ok_or_else(|| format!("`{v}` is not a positive whole number"))
+    })
+}
+
+/// The wavefront's skew for `seq` steps: `forced`, else ⌈√T⌉ (which
+/// minimises the C + ⌈T/C⌉ dispatches it adds per layer), at most T.
+fn wave_skew(forced: Option<usize>, seq: usize) -> usize {
+    let c = forced.unwrap_or_else(|| (1..=seq).find(|c| c * c >= seq).unwrap_or(1));
+    c.clamp(1, seq.max(1))
+}
+
 impl Plan {
-    /// The buffer holding the final output [T, B, D·H].
+    /// The buffer holding the final output [T, B, D·H] (at offset 0).
     pub fn output(&self) -> &wgpu::Buffer {
-        self.ws.layer_output(self.ws.outs.len() - 1)
+        self.ws.layer_output(self.ws.layers - 1).0
+    }
+
+    /// The buffer receiving the gradient of the final output (at offset 0)
+    /// before backward.
+    pub fn grad_output(&self) -> &wgpu::Buffer {
+        &self.ws.dy
+    }
+
+    /// Elements of the final output (and of its gradient).
+    pub fn output_len(&self) -> usize {
+        self.ws.seq * self.ws.batch * self.ws.features
+    }
+
+    /// The buffer holding the gradient of the input [T, B, I] after backward.
+    pub fn grad_input(&self) -> &wgpu::Buffer {
+        &self.ws.dx
     }
 
     /// Builds the workspace and every dispatch for (seq, batch) in train or
@@ -280,6 +389,44 @@ impl Plan {
         ctx.scoped(|| Self::build(ctx, k, model, seq, batch, train, dropout_step))
     }
 
+    /// The path for this shape: persistent where [`CellPath`]'s rule picks
+    /// it (plain cells only), else the wavefront where it can run, else
+    /// per-step; a forced path that cannot run is an error naming why.
+    fn choose(
+        ctx: &GpuContext,
+        k: &Kernels,
+        model: &LstmModel,
+        seq: usize,
+        batch: usize,
+        train: bool,
+    ) -> Result<(
+        CellPath,
+        Option<crate::kernels::lstm_persistent::PersistentLayout>,
+    )> {
+        let cfg = &model.config;
+        let (h, dirs) = (cfg.hidden_size, cfg.dirs());
+        let obstacle = wavefront_obstacle(model, train);
+        if k.cell_path == Some(CellPath::Wavefront) {
+            return match obstacle {
+                Some(why) => Err(crate::Error::Invalid(format!(
+                    "the wavefront path cannot run this model: {why}"
+                ))),
+                None => Ok((CellPath::Wavefront, None)),
+            };
+        }
+        // The persistent time loop serves the plain cell (between-layer
+        // norms included); normalized cells keep one dispatch per step.
+        if !model.norm.in_cell()
+            && let Some(lay) = k.persistent.select(ctx, k.cell_path, h, batch, dirs, seq)?
+        {
+            return Ok((CellPath::Persistent, Some(lay)));
+        }
+        Ok(match (k.cell_path, obstacle) {
+            (None, None) => (CellPath::Wavefront, None),
+            _ => (CellPath::PerStep, None),
+        })
+    }
+
     fn build(
         ctx: &GpuContext,
         k: &Kernels,
@@ -289,79 +436,342 @@ impl Plan {
         train: bool,
         dropout_step: &wgpu::Buffer,
     ) -> Result<Self> {
+        let (path, persistent) = Self::choose(ctx, k, model, seq, batch, train)?;
+        let wave = path == CellPath::Wavefront;
+        let cfg = &model.config;
+        let ws = Workspace::new(ctx, cfg, &model.norm, &model.links, train, seq, batch, wave)?;
+        if wave {
+            let skew = wave_skew(k.wave_skew, seq);
+            let (forward, backward) = Self::wavefront(ctx, k, model, &ws, skew)?;
+            return Ok(Self {
+                ws,
+                forward,
+                backward,
+                path,
+                skew: Some(skew),
+            });
+        }
+        let (forward, backward) =
+            Self::layer_by_layer(ctx, k, model, &ws, train, dropout_step, persistent.as_ref())?;
+        Ok(Self {
+            ws,
+            forward,
+            backward,
+            path,
+            skew: None,
+        })
+    }
+
+    /// The input of layer `l` and its row width.
+    fn layer_input<'a>(
+        model: &LstmModel,
+        ws: &'a Workspace,
+        l: usize,
+    ) -> ((&'a wgpu::Buffer, usize), usize) {
+        let cfg = &model.config;
+        if l == 0 {
+            ((&ws.x, 0), cfg.input_size)
+        } else {
+            (ws.layer_output(l - 1), cfg.dirs() * cfg.hidden_size)
+        }
+    }
+
+    /// The gradient of layer `l`'s input: layer l − 1's region of `dy`, or
+    /// `dx`.
+    fn grad_of_input(ws: &Workspace, l: usize) -> (&wgpu::Buffer, usize) {
+        if l == 0 {
+            (&ws.dx, 0)
+        } else {
+            (&ws.dy, ws.out_off(l - 1))
+        }
+    }
+
+    /// Input projection of layer `l`, direction `d` for steps [t0, t1)
+    /// into the pre-gates: one GEMM with both biases (normalized cells add
+    /// them after their norms).
+    fn input_gemm(
+        ctx: &GpuContext,
+        k: &Kernels,
+        model: &LstmModel,
+        ws: &Workspace,
+        (l, d): (usize, usize),
+        (t0, t1): (usize, usize),
+    ) -> Result<Vec<Dispatch>> {
+        let h = model.config.hidden_size;
+        let b = ws.batch;
+        let ((input, in_off), ld) = Self::layer_input(model, ws, l);
+        let (wih, _, bih, bhh) = model.cell_offsets(l, d);
+        let sh = shape(model, ws, l, d);
+        let op = GemmOp {
+            m: (t1 - t0) * b,
+            n: 4 * h,
+            k: ld,
+            trans_a: false,
+            trans_b: true,
+            a: (input, in_off + t0 * b * ld, ld),
+            b: (&model.params, wih, ld),
+            c: (&ws.pre, sh.pre_off + t0 * b * 4 * h, 4 * h),
+            bias: (!model.norm.in_cell()).then_some((&model.params, bih, bhh)),
+            alpha: 1.0,
+            accumulate: false,
+        };
+        k.gemm.dispatch(ctx, &op)
+    }
+
+    /// Gradient w.r.t. layer `l`'s input for steps [t0, t1): Σ_d dP_d ·
+    /// W_ih_d, accumulated onto the skip path's gradient when a residual
+    /// add follows.
+    fn input_grad_gemm(
+        ctx: &GpuContext,
+        k: &Kernels,
+        model: &LstmModel,
+        ws: &Workspace,
+        l: usize,
+        (t0, t1): (usize, usize),
+    ) -> Result<Vec<Dispatch>> {
+        let cfg = &model.config;
+        let h = cfg.hidden_size;
+        let b = ws.batch;
+        let (_, ld) = Self::layer_input(model, ws, l);
+        let (dx, dx_off) = Self::grad_of_input(ws, l);
+        let [_, sec_dp, ..] = lstm_cell_ln::dg_sections(h, ws.seq, b);
+        let mut out = Vec::new();
+        for d in 0..cfg.dirs() {
+            let (wih, ..) = model.cell_offsets(l, d);
+            let dp = shape(model, ws, l, d).dg_off + if model.norm.in_cell() { sec_dp } else { 0 };
+            let op = GemmOp {
+                m: (t1 - t0) * b,
+                n: ld,
+                k: 4 * h,
+                trans_a: false,
+                trans_b: false,
+                a: (&ws.dg, dp + t0 * b * 4 * h, 4 * h),
+                b: (&model.params, wih, ld),
+                c: (dx, dx_off + t0 * b * ld, ld),
+                bias: None,
+                alpha: 1.0,
+                accumulate: d > 0 || model.links.adds(l),
+            };
+            out.extend(k.gemm.dispatch(ctx, &op)?);
+        }
+        Ok(out)
+    }
+
+    /// Weight and bias gradients of layer `l` as GEMMs and column sums over
+    /// all steps (and the norm-gain gradients of the normalized cells).
+    fn weight_grads(
+        ctx: &GpuContext,
+        k: &Kernels,
+        model: &LstmModel,
+        ws: &Workspace,
+        l: usize,
+        train: bool,
+    ) -> Result<Vec<Dispatch>> {
         let cfg = &model.config;
         let norm = model.norm;
         let in_cell = norm.in_cell();
-        let ws = Workspace::new(ctx, cfg, &norm, &model.links, train, seq, batch)?;
-        let (h, dirs, tb) = (cfg.hidden_size, cfg.dirs(), seq * batch);
-        // The persistent time loop serves the plain cell (between-layer norms
-        // included); normalized cells keep one dispatch per step.
-        let persistent = if in_cell {
-            None
-        } else {
-            k.persistent.select(ctx, k.cell_path, h, batch, dirs, seq)?
+        let (h, seq, batch) = (cfg.hidden_size, ws.seq, ws.batch);
+        let tb = seq * batch;
+        let ((input, in_off), ld) = Self::layer_input(model, ws, l);
+        let [_, sec_dp, sec_dr, _, sec_dhc] = lstm_cell_ln::dg_sections(h, seq, batch);
+        let [.., sec_hp, sec_xi, sec_xh, sec_xc] = lstm_cell_ln::cache_sections(h, seq, batch);
+        let mut out = Vec::new();
+        for d in 0..cfg.dirs() {
+            let sh = shape(model, ws, l, d);
+            let (wih, whh, bih, bhh) = model.cell_offsets(l, d);
+            // Gradients of W_ih x and W_hh h: dgates for the plain cell,
+            // dp and dr (through the norms) for normalized cells.
+            let (dp, dr) = if in_cell {
+                (sh.dg_off + sec_dp, sh.dg_off + sec_dr)
+            } else {
+                (sh.dg_off, sh.dg_off)
+            };
+            let dw_ih = GemmOp {
+                m: 4 * h,
+                n: ld,
+                k: tb,
+                trans_a: true,
+                trans_b: false,
+                a: (&ws.dg, dp, 4 * h),
+                b: (input, in_off, ld),
+                c: (&model.grads, wih, ld),
+                bias: None,
+                alpha: 1.0,
+                accumulate: false,
+            };
+            out.extend(k.gemm.dispatch(ctx, &dw_ih)?);
+            let hprev = sh.cache_off + if in_cell { sec_hp } else { tb * 5 * h };
+            let dw_hh = GemmOp {
+                a: (&ws.dg, dr, 4 * h),
+                b: (&ws.cache, hprev, h),
+                n: h,
+                c: (&model.grads, whh, h),
+                ..dw_ih
+            };
+            out.extend(k.gemm.dispatch(ctx, &dw_hh)?);
+            let da = (&ws.dg, sh.dg_off, 4 * h);
+            if let Some(bih) = bih {
+                out.extend(
+                    k.reduce
+                        .colsum(ctx, da, tb, 4 * h, &model.grads, bih, bhh, false)?,
+                );
+            }
+            if !in_cell {
+                continue;
+            }
+            let np = norm_cell_params(model, l, d, train);
+            let g = &model.grads;
+            let prod = |a: (usize, usize), x: usize, width: usize, o: usize| {
+                k.reduce.colsum_prod(
+                    ctx,
+                    (&ws.dg, a.0),
+                    (&ws.cache, sh.cache_off + x),
+                    width,
+                    tb,
+                    a.1,
+                    (g, o),
+                )
+            };
+            let da4 = (sh.dg_off, 4 * h);
+            out.extend(prod(da4, sec_xi, 4 * h, np.ih.0)?);
+            out.extend(prod(da4, sec_xh, 4 * h, np.hh.0)?);
+            out.extend(prod((sh.dg_off + sec_dhc, h), sec_xc, h, np.c.0)?);
+            let dhc = (&ws.dg, sh.dg_off + sec_dhc, h);
+            if matches!(norm, Norm::LayerCell) {
+                out.extend(k.reduce.colsum(
+                    ctx,
+                    da,
+                    tb,
+                    4 * h,
+                    g,
+                    np.ih.1,
+                    Some(np.hh.1),
+                    false,
+                )?);
+            }
+            out.extend(k.reduce.colsum(ctx, dhc, tb, h, g, np.c.1, None, false)?);
+        }
+        Ok(out)
+    }
+
+    /// The wavefront (unidirectional plain cells, nothing between layers):
+    /// layer l + 1 runs step s − C in the same cell dispatch as layer l at
+    /// step s, so the time loops of all layers take T + (L−1)·C dispatches
+    /// per pass instead of L·T. Layer l + 1's input projection runs in
+    /// chunks of C steps, each as soon as layer l has finished them;
+    /// backward mirrors it (layer l's output gradient for a chunk is one
+    /// GEMM once layer l + 1 has its gate gradients there). Every value is
+    /// computed by the same kernels in the same summation order as the
+    /// layer-by-layer schedule, so both give identical bits.
+    fn wavefront(
+        ctx: &GpuContext,
+        k: &Kernels,
+        model: &LstmModel,
+        ws: &Workspace,
+        skew: usize,
+    ) -> Result<(Vec<Dispatch>, Vec<Dispatch>)> {
+        let layers = model.config.num_layers;
+        let seq = ws.seq;
+        let c = skew;
+        let waves = seq + (layers - 1) * c;
+        let sh: Vec<CellShape> = (0..layers).map(|l| shape(model, ws, l, 0)).collect();
+        let fbufs = cell_forward(model, ws);
+        let mut forward = Self::input_gemm(ctx, k, model, ws, (0, 0), (0, seq))?;
+        for w in 0..waves {
+            let mut lanes = Vec::with_capacity(layers);
+            for (l, shape) in sh.iter().enumerate() {
+                let Some(s) = w.checked_sub(l * c).filter(|&s| s < seq) else {
+                    continue;
+                };
+                // Layer l − 1 has just finished steps [s, s + C).
+                if l > 0 && s % c == 0 {
+                    let t1 = (s + c).min(seq);
+                    forward.extend(Self::input_gemm(ctx, k, model, ws, (l, 0), (s, t1))?);
+                }
+                lanes.push((*shape, s));
+            }
+            forward.extend(k.cell.forward_lanes(ctx, &lanes, &fbufs)?);
+        }
+        let bbufs = cell_backward(model, ws);
+        let mut backward = Vec::new();
+        for w in 0..waves {
+            let mut lanes = Vec::with_capacity(layers);
+            for (l, shape) in sh.iter().enumerate() {
+                // Processing index i: step T − 1 − i; the top layer leads.
+                let Some(i) = w.checked_sub((layers - 1 - l) * c).filter(|&i| i < seq) else {
+                    continue;
+                };
+                let s = seq - 1 - i;
+                // Layer l + 1 has just finished steps (s − C, s]: the
+                // gradient of layer l's output there.
+                if l + 1 < layers && i % c == 0 {
+                    let t0 = (s + 1).saturating_sub(c);
+                    backward.extend(Self::input_grad_gemm(
+                        ctx,
+                        k,
+                        model,
+                        ws,
+                        l + 1,
+                        (t0, s + 1),
+                    )?);
+                }
+                lanes.push((*shape, s));
+            }
+            backward.extend(k.cell.backward_lanes(ctx, &lanes, &bbufs)?);
+        }
+        backward.extend(k.cell.backward_state(ctx, &sh, &bbufs)?);
+        for l in 0..layers {
+            backward.extend(Self::weight_grads(ctx, k, model, ws, l, true)?);
+        }
+        backward.extend(Self::input_grad_gemm(ctx, k, model, ws, 0, (0, seq))?);
+        Ok((forward, backward))
+    }
+
+    /// One layer after the other: per layer the input projection over all
+    /// steps, then its time loop (per step, or persistent); backward from
+    /// the top layer down.
+    fn layer_by_layer(
+        ctx: &GpuContext,
+        k: &Kernels,
+        model: &LstmModel,
+        ws: &Workspace,
+        train: bool,
+        dropout_step: &wgpu::Buffer,
+        persistent: Option<&crate::kernels::lstm_persistent::PersistentLayout>,
+    ) -> Result<(Vec<Dispatch>, Vec<Dispatch>)> {
+        let cfg = &model.config;
+        let norm = model.norm;
+        let in_cell = norm.in_cell();
+        let (h, dirs, seq) = (cfg.hidden_size, cfg.dirs(), ws.seq);
+        let batch = ws.batch;
+        let dir_shapes =
+            |l: usize| -> Vec<CellShape> { (0..dirs).map(|d| shape(model, ws, l, d)).collect() };
+        let (bufs, bwd_bufs) = (cell_forward(model, ws), cell_backward(model, ws));
+        let nbufs = NormCellBuffers {
+            pre: &ws.pre,
+            params: &model.params,
+            state_in: &ws.state_in,
+            lengths: &ws.lengths,
+            out: &ws.outs,
+            cache: &ws.cache,
+            state_out: &ws.state_out,
+            dy: &ws.dy,
+            gstate_in: &ws.gstate_in,
+            dg: &ws.dg,
+            stats: &model.stats,
         };
-        let dir_shapes = |l: usize| {
-            (0..dirs)
-                .map(|d| shape(model, &ws, l, d))
-                .collect::<Vec<_>>()
-        };
-        let push = |v: &mut Vec<Dispatch>, d: Vec<Dispatch>| v.extend(d);
         let mut forward = Vec::new();
         for l in 0..cfg.num_layers {
-            let (input, ld) = if l == 0 {
-                (&ws.x, cfg.input_size)
-            } else {
-                (ws.layer_output(l - 1), dirs * h)
-            };
             for d in 0..dirs {
-                let (wih, _, bih, bhh) = model.cell_offsets(l, d);
-                let op = GemmOp {
-                    m: tb,
-                    n: 4 * h,
-                    k: ld,
-                    trans_a: false,
-                    trans_b: true,
-                    a: (input, 0, ld),
-                    b: (&model.params, wih, ld),
-                    c: (&ws.pre, d * tb * 4 * h, 4 * h),
-                    // Normalized cells add the biases after their norms.
-                    bias: (!in_cell).then_some((&model.params, bih, bhh)),
-                    alpha: 1.0,
-                    accumulate: false,
-                };
-                push(&mut forward, k.gemm.dispatch(ctx, &op)?);
+                forward.extend(Self::input_gemm(ctx, k, model, ws, (l, d), (0, seq))?);
             }
-            let bufs = CellForward {
-                pre: &ws.pre,
-                params: &model.params,
-                state_in: &ws.state_in,
-                lengths: &ws.lengths,
-                out: &ws.outs[l],
-                cache: &ws.cache,
-                state_out: &ws.state_out,
-            };
-            let nbufs = NormCellBuffers {
-                pre: &ws.pre,
-                params: &model.params,
-                state_in: &ws.state_in,
-                lengths: &ws.lengths,
-                out: &ws.outs[l],
-                cache: &ws.cache,
-                state_out: &ws.state_out,
-                dy: &ws.dy[0],
-                gstate_in: &ws.gstate_in,
-                dg: &ws.dg,
-                stats: &model.stats,
-            };
-            if let Some(lay) = &persistent {
-                forward.extend(k.persistent.forward(ctx, lay, &dir_shapes(l), &bufs)?);
+            let shapes = dir_shapes(l);
+            if let Some(lay) = persistent {
+                forward.extend(k.persistent.forward(ctx, lay, &shapes, &bufs)?);
             } else {
-                let shapes: Vec<CellShape> = (0..dirs).map(|d| shape(model, &ws, l, d)).collect();
                 for s in 0..seq {
                     if !in_cell {
-                        // Both directions of a step in one dispatch where
-                        // the variant allows.
+                        // Both directions of a step in one dispatch.
                         forward.extend(k.cell.forward(ctx, &shapes, s, &bufs)?);
                         continue;
                     }
@@ -376,76 +786,23 @@ impl Plan {
                     }
                 }
             }
-            forward.extend(between_norm(ctx, k, model, &ws, l, train, None)?);
-            forward.extend(links(ctx, k, model, &ws, l, train, dropout_step, None)?);
+            forward.extend(between_norm(ctx, k, model, ws, l, train, false)?);
+            forward.extend(links(ctx, k, model, ws, l, train, dropout_step, false)?);
         }
 
         let mut backward = Vec::new();
-        let top = cfg.num_layers - 1;
-        // dy[cur] holds the gradient w.r.t. layer l's output; dy[1-cur]
-        // receives the gradient w.r.t. its input.
-        let grad_output = top % 2;
-        let dgb = Workspace::dg_block(cfg, &norm, seq, batch);
-        let [_, sec_dp, sec_dr, _, sec_dhc] = lstm_cell_ln::dg_sections(h, seq, batch);
-        let [.., sec_hp, sec_xi, sec_xh, sec_xc] = lstm_cell_ln::cache_sections(h, seq, batch);
+        let [_, _, sec_dr, ..] = lstm_cell_ln::dg_sections(h, seq, batch);
         for l in (0..cfg.num_layers).rev() {
-            let cur = l % 2;
-            let (input, ld) = if l == 0 {
-                (&ws.x, cfg.input_size)
-            } else {
-                (ws.layer_output(l - 1), dirs * h)
-            };
-            let bufs = CellBackward {
-                params: &model.params,
-                state_in: &ws.state_in,
-                lengths: &ws.lengths,
-                cache: &ws.cache,
-                dy: &ws.dy[cur],
-                gstate_in: &ws.gstate_in,
-                dg: &ws.dg,
-                gstate_out: &ws.gstate_out,
-            };
-            let nbufs = NormCellBuffers {
-                pre: &ws.pre,
-                params: &model.params,
-                state_in: &ws.state_in,
-                lengths: &ws.lengths,
-                out: &ws.outs[l],
-                cache: &ws.cache,
-                state_out: &ws.state_out,
-                dy: &ws.dy[cur],
-                gstate_in: &ws.gstate_in,
-                dg: &ws.dg,
-                stats: &model.stats,
-            };
-            let skip = (&ws.dy[cur], &ws.dy[1 - cur]);
-            backward.extend(links(
-                ctx,
-                k,
-                model,
-                &ws,
-                l,
-                train,
-                dropout_step,
-                Some(skip),
-            )?);
-            backward.extend(between_norm(
-                ctx,
-                k,
-                model,
-                &ws,
-                l,
-                train,
-                Some(&ws.dy[cur]),
-            )?);
+            backward.extend(links(ctx, k, model, ws, l, train, dropout_step, true)?);
+            backward.extend(between_norm(ctx, k, model, ws, l, train, true)?);
+            let shapes = dir_shapes(l);
             // The persistent backward also writes the initial-state gradients.
-            if let Some(lay) = &persistent {
-                backward.extend(k.persistent.backward(ctx, lay, &dir_shapes(l), &bufs)?);
+            if let Some(lay) = persistent {
+                backward.extend(k.persistent.backward(ctx, lay, &shapes, &bwd_bufs)?);
             } else {
-                let shapes: Vec<CellShape> = (0..dirs).map(|d| shape(model, &ws, l, d)).collect();
                 for s in (0..seq).rev() {
                     if !in_cell {
-                        backward.extend(k.cell.backward(ctx, &shapes, s, &bufs)?);
+                        backward.extend(k.cell.backward(ctx, &shapes, s, &bwd_bufs)?);
                         continue;
                     }
                     for (d, sh) in shapes.iter().enumerate() {
@@ -471,128 +828,19 @@ impl Plan {
                         false => *sh,
                     })
                     .collect();
-                backward.extend(k.cell.backward_state(ctx, &state_shapes, &bufs)?);
+                backward.extend(k.cell.backward_state(ctx, &state_shapes, &bwd_bufs)?);
             }
-            for d in 0..dirs {
-                let sh = shape(model, &ws, l, d);
-                let (wih, whh, bih, bhh) = model.cell_offsets(l, d);
-                // Gradients of W_ih x and W_hh h: dgates for the plain cell,
-                // dp and dr (through the norms) for normalized cells.
-                let (dp, dr) = if in_cell {
-                    (sh.dg_off + sec_dp, sh.dg_off + sec_dr)
-                } else {
-                    (sh.dg_off, sh.dg_off)
-                };
-                let dw_ih = GemmOp {
-                    m: 4 * h,
-                    n: ld,
-                    k: tb,
-                    trans_a: true,
-                    trans_b: false,
-                    a: (&ws.dg, dp, 4 * h),
-                    b: (input, 0, ld),
-                    c: (&model.grads, wih, ld),
-                    bias: None,
-                    alpha: 1.0,
-                    accumulate: false,
-                };
-                push(&mut backward, k.gemm.dispatch(ctx, &dw_ih)?);
-                let hprev = sh.cache_off + if in_cell { sec_hp } else { tb * 5 * h };
-                let dw_hh = GemmOp {
-                    a: (&ws.dg, dr, 4 * h),
-                    b: (&ws.cache, hprev, h),
-                    n: h,
-                    c: (&model.grads, whh, h),
-                    ..dw_ih
-                };
-                push(&mut backward, k.gemm.dispatch(ctx, &dw_hh)?);
-                let da = (&ws.dg, sh.dg_off, 4 * h);
-                if let Some(bih) = bih {
-                    let c = k
-                        .reduce
-                        .colsum(ctx, da, tb, 4 * h, &model.grads, bih, bhh, false)?;
-                    push(&mut backward, c);
-                }
-                if in_cell {
-                    let np = norm_cell_params(model, l, d, train);
-                    let g = &model.grads;
-                    let prod = |a: (usize, usize), x: usize, width: usize, out: usize| {
-                        k.reduce.colsum_prod(
-                            ctx,
-                            (&ws.dg, a.0),
-                            (&ws.cache, sh.cache_off + x),
-                            width,
-                            tb,
-                            a.1,
-                            (g, out),
-                        )
-                    };
-                    let da4 = (sh.dg_off, 4 * h);
-                    push(&mut backward, prod(da4, sec_xi, 4 * h, np.ih.0)?);
-                    push(&mut backward, prod(da4, sec_xh, 4 * h, np.hh.0)?);
-                    push(
-                        &mut backward,
-                        prod((sh.dg_off + sec_dhc, h), sec_xc, h, np.c.0)?,
-                    );
-                    let dhc = (&ws.dg, sh.dg_off + sec_dhc, h);
-                    if matches!(norm, Norm::LayerCell) {
-                        let c = k.reduce.colsum(
-                            ctx,
-                            da,
-                            tb,
-                            4 * h,
-                            g,
-                            np.ih.1,
-                            Some(np.hh.1),
-                            false,
-                        )?;
-                        push(&mut backward, c);
-                    }
-                    push(
-                        &mut backward,
-                        k.reduce.colsum(ctx, dhc, tb, h, g, np.c.1, None, false)?,
-                    );
-                }
-                let _ = dgb;
-            }
-            // Gradient w.r.t. this layer's input: Σ_d dP_d · W_ih_d.
-            for d in 0..dirs {
-                let (wih, ..) = model.cell_offsets(l, d);
-                let dp = d * dgb + if in_cell { sec_dp } else { 0 };
-                let op = GemmOp {
-                    m: tb,
-                    n: ld,
-                    k: 4 * h,
-                    trans_a: false,
-                    trans_b: false,
-                    a: (&ws.dg, dp, 4 * h),
-                    b: (&model.params, wih, ld),
-                    c: (&ws.dy[1 - cur], 0, ld),
-                    bias: None,
-                    alpha: 1.0,
-                    // Onto the skip path's gradient with a residual add.
-                    accumulate: d > 0 || model.links.adds(l),
-                };
-                push(&mut backward, k.gemm.dispatch(ctx, &op)?);
-            }
+            backward.extend(Self::weight_grads(ctx, k, model, ws, l, train)?);
+            backward.extend(Self::input_grad_gemm(ctx, k, model, ws, l, (0, seq))?);
         }
-        Ok(Self {
-            ws,
-            forward,
-            backward,
-            grad_input: 1,
-            grad_output,
-            path: match persistent {
-                Some(_) => CellPath::Persistent,
-                None => CellPath::PerStep,
-            },
-        })
+        Ok((forward, backward))
     }
 
     /// Records the forward pass. Layer outputs are cleared first so that
     /// padded positions read as zero.
     pub fn encode_forward(&self, enc: &mut wgpu::CommandEncoder) {
-        for o in self.ws.outs.iter().chain(self.ws.normed.iter().flatten()) {
+        enc.clear_buffer(&self.ws.outs, 0, None);
+        for o in self.ws.normed.iter().flatten() {
             enc.clear_buffer(o, 0, None);
         }
         let mut pass = enc.begin_compute_pass(&Default::default());

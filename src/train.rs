@@ -599,8 +599,8 @@ impl Trainer {
         let out = plan.output().clone();
         let ws_x = plan.ws.x.clone();
         let lengths = plan.ws.lengths.clone();
-        let dy_top = plan.ws.dy[plan.grad_output].clone();
-        let dy_in = plan.ws.dy[plan.grad_input].clone();
+        let dy_top = plan.grad_output().clone();
+        let dy_in = plan.grad_input().clone();
         let k = self.lstm.kernels();
         let params = &self.lstm.model.params;
         let grads = &self.lstm.model.grads;
@@ -1013,7 +1013,8 @@ impl Trainer {
             }
             Carry::Zero => enc.clear_buffer(&ws.state_in, 0, None),
         }
-        for o in ws.outs.iter().chain(ws.normed.iter().flatten()) {
+        enc.clear_buffer(&ws.outs, 0, None);
+        for o in ws.normed.iter().flatten() {
             enc.clear_buffer(o, 0, None);
         }
         Ok(())
@@ -1155,7 +1156,8 @@ impl Trainer {
             let plan = self.lstm.plan(t, b)?;
             enc.clear_buffer(&plan.ws.dg, 0, None);
             if let Head::Regression { .. } = self.net.head {
-                enc.clear_buffer(&plan.ws.dy[plan.grad_output], 0, None);
+                let bytes = (plan.output_len() * 4) as u64;
+                enc.clear_buffer(plan.grad_output(), 0, Some(bytes));
             }
         }
         let p = &self.plans[&(t, true)];

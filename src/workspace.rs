@@ -14,10 +14,19 @@ pub struct Workspace {
     pub seq: usize,
     /// Batch B.
     pub batch: usize,
+    /// Features of a layer output (D·H).
+    pub features: usize,
     /// Layer-0 input [T, B, I].
     pub x: wgpu::Buffer,
-    /// Output of each layer [T, B, D·H].
-    pub outs: Vec<wgpu::Buffer>,
+    /// Outputs of all layers, [T, B, D·H] each at [`Workspace::out_off`]
+    /// (the top layer first, at 0). One buffer, so that one cell dispatch
+    /// can serve several layers (the wavefront).
+    pub outs: wgpu::Buffer,
+    /// Layers L.
+    pub layers: usize,
+    /// `pre` and `dg` hold one region per layer (the wavefront, where
+    /// several layers are in flight) instead of one per direction.
+    pub per_layer: bool,
     /// Normalized output of each layer with a between-layer norm.
     pub normed: Vec<Option<wgpu::Buffer>>,
     /// Input of layer l + 1 where dropout or a residual add follow layer l:
@@ -25,14 +34,19 @@ pub struct Workspace {
     pub linked: Vec<Option<wgpu::Buffer>>,
     /// Statistics saved by between-layer norms, [`Workspace::norm_stats_len`] per layer.
     pub norm_stats: wgpu::Buffer,
-    /// Pre-gates of each direction of the current layer [D][T, B, 4H].
+    /// Pre-gates [T, B, 4H] of each direction of the current layer, or of
+    /// each layer when `per_layer`.
     pub pre: wgpu::Buffer,
     /// Per (layer, direction): gates [T,B,4H] | c [T,B,H] | h_prev [T,B,H].
     pub cache: wgpu::Buffer,
-    /// Per direction of the current layer: dgates [T,B,4H] | dc [T,B,H].
+    /// Per direction of the current layer (per layer when `per_layer`):
+    /// dgates [T,B,4H] | dc [T,B,H].
     pub dg: wgpu::Buffer,
-    /// Ping-pong gradients w.r.t. layer outputs / inputs [T, B, max(D·H, I)].
-    pub dy: [wgpu::Buffer; 2],
+    /// Gradients w.r.t. each layer's output (its input for the layer
+    /// above), laid out like `outs`.
+    pub dy: wgpu::Buffer,
+    /// Gradient w.r.t. the input [T, B, I].
+    pub dx: wgpu::Buffer,
     /// Sequence lengths (u32) [B].
     pub lengths: wgpu::Buffer,
     /// h0 | c0, each [L·D, B, H].
@@ -88,16 +102,28 @@ impl Workspace {
         cfg.num_layers * cfg.dirs() * batch * cfg.hidden_size
     }
 
-    /// The input of layer `l + 1` (for the last layer: the stack's output).
-    pub fn layer_output(&self, l: usize) -> &wgpu::Buffer {
-        self.linked[l]
-            .as_ref()
-            .or(self.normed[l].as_ref())
-            .unwrap_or(&self.outs[l])
+    /// Offset of layer `l`'s region in `outs` and `dy`.
+    pub fn out_off(&self, l: usize) -> usize {
+        (self.layers - 1 - l) * self.seq * self.batch * self.features
+    }
+
+    /// The input of layer `l + 1` (for the last layer: the stack's output,
+    /// always at offset 0) and its offset.
+    pub fn layer_output(&self, l: usize) -> (&wgpu::Buffer, usize) {
+        match self.linked[l].as_ref().or(self.normed[l].as_ref()) {
+            Some(b) => (b, 0),
+            None => (&self.outs, self.out_off(l)),
+        }
+    }
+
+    /// Offset of region `r` (layer or direction) in `pre`.
+    pub fn pre_off(&self, r: usize, h: usize) -> usize {
+        r * self.seq * self.batch * 4 * h
     }
 
     /// Allocates every buffer, failing with a clear error when one would
-    /// exceed the adapter's limits.
+    /// exceed the adapter's limits. `per_layer`: see the field.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &GpuContext,
         cfg: &LstmConfig,
@@ -106,16 +132,15 @@ impl Workspace {
         train: bool,
         seq: usize,
         batch: usize,
+        per_layer: bool,
     ) -> Result<Self> {
         let h = cfg.hidden_size;
         let d = cfg.dirs();
         let tb = seq * batch;
         let cells = cfg.num_layers * d;
         let state = Self::state_len(cfg, batch);
-        let outs = (0..cfg.num_layers)
-            .map(|l| ctx.storage(&format!("output of layer {l}"), tb * d * h))
-            .collect::<Result<Vec<_>>>()?;
-        let dy_len = tb * (d * h).max(cfg.input_size);
+        let regions = if per_layer { cfg.num_layers } else { d };
+        let outs = ctx.storage("layer outputs", cfg.num_layers * tb * d * h)?;
         let normed = (0..cfg.num_layers)
             .map(|l| {
                 norm.normalizes_output(cfg, l)
@@ -137,21 +162,25 @@ impl Workspace {
         Ok(Self {
             seq,
             batch,
+            features: d * h,
+            layers: cfg.num_layers,
+            per_layer,
             x: ctx.storage("input", tb * cfg.input_size)?,
             outs,
             normed,
             linked,
             norm_stats,
-            pre: ctx.storage("pre-gates", d * tb * 4 * h)?,
+            pre: ctx.storage("pre-gates", regions * tb * 4 * h)?,
             cache: ctx.storage(
                 "gate cache",
                 cells * Self::cache_block(cfg, norm, seq, batch),
             )?,
-            dg: ctx.storage("gate gradients", d * Self::dg_block(cfg, norm, seq, batch))?,
-            dy: [
-                ctx.storage("output gradients", dy_len)?,
-                ctx.storage("output gradients", dy_len)?,
-            ],
+            dg: ctx.storage(
+                "gate gradients",
+                regions * Self::dg_block(cfg, norm, seq, batch),
+            )?,
+            dy: ctx.storage("output gradients", cfg.num_layers * tb * d * h)?,
+            dx: ctx.storage("input gradients", tb * cfg.input_size)?,
             lengths: ctx.storage("lengths", batch)?,
             state_in: ctx.storage("initial state", 2 * state)?,
             state_out: ctx.storage("final state", 2 * state)?,

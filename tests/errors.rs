@@ -207,6 +207,8 @@ fn dispatch_counts() {
         (3, true, false, CellPath::PerStep, CellVariant::Tiled),
         (2, false, true, CellPath::Persistent, CellVariant::Direct),
         (3, true, false, CellPath::Persistent, CellVariant::Tiled),
+        (2, false, true, CellPath::Wavefront, CellVariant::Direct),
+        (3, false, false, CellPath::Wavefront, CellVariant::Tiled),
     ] {
         let c = LstmConfig {
             input_size: 3,
@@ -234,14 +236,21 @@ fn dispatch_counts() {
         let cells = layers * c.dirs();
         let (fwd, bwd) = match path {
             CellPath::PerStep => {
-                // The tiled cell runs both directions of a step in one dispatch.
-                let per_step = match variant {
-                    CellVariant::Direct => cells,
-                    CellVariant::Tiled => layers,
-                };
+                // Both directions of a step share one dispatch.
                 (
-                    cells + per_step * t,
-                    per_step * (t + 1) + cells * (2 + usize::from(bias) + 1),
+                    cells + layers * t,
+                    layers * (t + 1) + cells * (2 + usize::from(bias) + 1),
+                )
+            }
+            CellPath::Wavefront => {
+                // Skew C = ceil(sqrt(7)) = 3: T + (L-1)C cell dispatches per
+                // pass, (L-1)ceil(T/C) chunk GEMMs, one state-gradient
+                // dispatch for all layers.
+                let (c, waves) = (3, t + (layers - 1) * 3);
+                let chunks = (layers - 1) * t.div_ceil(c);
+                (
+                    1 + chunks + waves,
+                    waves + chunks + 1 + layers * (2 + usize::from(bias)) + 1,
                 )
             }
             CellPath::Persistent => {
@@ -263,4 +272,57 @@ fn dispatch_counts() {
         );
         assert_eq!(lstm.plan(t, n).map(|p| p.path).ok(), Some(path));
     }
+}
+
+/// A forced wavefront on a model it cannot run fails with the reason, and
+/// the automatic choice falls back to the layer-by-layer schedule.
+#[test]
+fn wavefront_obstacles_are_named() {
+    use lstm_wgpu::schedule::CellPath;
+    let ctx = common::ctx();
+    for (layers, bidir, why) in [
+        (1, false, "at least 2 layers"),
+        (2, true, "bidirectional"),
+        (9, false, "at most 8 layers"),
+    ] {
+        let c = LstmConfig {
+            input_size: 3,
+            hidden_size: 40,
+            num_layers: layers,
+            bidirectional: bidir,
+            bias: true,
+        };
+        let model = LstmModel::init_uniform(&ctx, c, 0).unwrap_or_else(|e| panic!("{e}"));
+        let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+        lstm.set_cell_path(Some(CellPath::Wavefront));
+        match lstm.plan(4, 2) {
+            Err(Error::Invalid(m)) => assert!(m.contains(why), "{m}"),
+            Err(e) => panic!("expected an invalid-input error, got {e}"),
+            Ok(_) => panic!("L={layers} bidir={bidir}: forced wavefront ran"),
+        }
+        lstm.set_cell_path(Some(CellPath::PerStep));
+        let p = lstm.plan(4, 2).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.path, CellPath::PerStep);
+        assert_eq!(p.skew, None);
+    }
+    assert!(matches!(
+        {
+            let model = LstmModel::init_uniform(
+                &ctx,
+                LstmConfig {
+                    input_size: 3,
+                    hidden_size: 40,
+                    num_layers: 2,
+                    bidirectional: false,
+                    bias: true,
+                },
+                0,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            Lstm::new(ctx.clone(), model)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .set_wave_skew(Some(0))
+        },
+        Err(Error::Invalid(_))
+    ));
 }

@@ -12,6 +12,15 @@ use std::collections::BTreeMap;
 
 const TOL: f64 = 1e-4;
 
+/// A tile with several K chunks and 3 slices at small H.
+const SLICED: lstm_wgpu::kernels::lstm_cell::TileConfig =
+    lstm_wgpu::kernels::lstm_cell::TileConfig {
+        tb: 8,
+        tu: 8,
+        kc: 8,
+        ks: 3,
+    };
+
 #[derive(Clone, Copy)]
 struct Case {
     layers: usize,
@@ -30,13 +39,84 @@ fn run_case(ctx: &std::sync::Arc<lstm_wgpu::GpuContext>, c: Case, seed: u64) {
     run_case_with(ctx, c, seed, |_| {});
 }
 
+/// The wavefront (layer l + 1 at step s - C beside layer l at step s)
+/// against the f64 reference, and bit for bit against the layer-by-layer
+/// per-step schedule (same kernels, same summation order), for both cell
+/// variants, skews from 1 to past T (partial chunks at either end), 2 to 4
+/// layers, lengths, carried states and batch-first data.
+#[test]
+fn wavefront() {
+    use lstm_wgpu::kernels::lstm_cell::{CellVariant, TileConfig};
+    use lstm_wgpu::schedule::CellPath;
+    let ctx = ctx();
+    let cases = [
+        Case {
+            hidden: 70,
+            input: 9,
+            seq: 7,
+            batch: 11,
+            layers: 2,
+            states: true,
+            lengths: true,
+            ..BASE
+        },
+        Case {
+            hidden: 8,
+            input: 3,
+            seq: 9,
+            batch: 5,
+            layers: 3,
+            bias: false,
+            lengths: true,
+            batch_first: true,
+            ..BASE
+        },
+        Case {
+            hidden: 13,
+            seq: 1,
+            batch: 2,
+            layers: 4,
+            states: true,
+            ..BASE
+        },
+    ];
+    let mut seed = 400;
+    for (variant, tile) in [
+        (CellVariant::Direct, TileConfig::DEFAULT),
+        (CellVariant::Tiled, TileConfig::DEFAULT),
+        (CellVariant::Tiled, SLICED),
+    ] {
+        for c in cases {
+            let setup = |path: CellPath, skew: Option<usize>| {
+                move |l: &mut Lstm| {
+                    l.set_cell_path(Some(path));
+                    l.set_wave_skew(skew).unwrap_or_else(|e| panic!("{e}"));
+                    l.set_cell_tile(variant, tile)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
+            };
+            let base = run_case_with(&ctx, c, seed, setup(CellPath::PerStep, None));
+            for skew in [None, Some(1), Some(2), Some(4), Some(20)] {
+                let label = format!(
+                    "{variant:?} {tile:?} L={} T={} skew={skew:?}",
+                    c.layers, c.seq
+                );
+                let wave = run_case_with(&ctx, c, seed, setup(CellPath::Wavefront, skew));
+                assert!(wave == base, "{label}: wavefront differs from per-step");
+            }
+            seed += 1;
+        }
+    }
+}
+
 /// `setup` adjusts the LSTM (forced path or cell variant) before the pass.
+/// Returns what forward_backward gave (in the pass's layout).
 fn run_case_with(
     ctx: &std::sync::Arc<lstm_wgpu::GpuContext>,
     c: Case,
     seed: u64,
     setup: impl Fn(&mut Lstm),
-) {
+) -> (Outputs, Grads) {
     let label = format!(
         "L={} bidir={} bias={} I={} H={} T={} B={} states={} lengths={} batch_first={}",
         c.layers,
@@ -93,6 +173,7 @@ fn run_case_with(
         .forward(&batch)
         .unwrap_or_else(|e| panic!("{label}: {e}"));
     assert_eq!(fo, out, "{label}: forward differs from forward_backward");
+    (out, grads)
 }
 
 const BASE: Case = Case {
@@ -148,17 +229,11 @@ fn per_step_cell_variants() {
         kc: 64,
         ks: 1,
     };
-    let sliced = TileConfig {
-        tb: 8,
-        tu: 8,
-        kc: 8,
-        ks: 3,
-    };
     for (variant, tile) in [
         (CellVariant::Direct, TileConfig::DEFAULT),
         (CellVariant::Tiled, TileConfig::DEFAULT),
         (CellVariant::Tiled, wide),
-        (CellVariant::Tiled, sliced),
+        (CellVariant::Tiled, SLICED),
     ] {
         for (i, c) in [
             Case {

@@ -1,5 +1,6 @@
 //! Wrapper of `shaders/lstm_cell.wgsl`: the fused LSTM cell, forward and
-//! backward, one dispatch per (layer, direction, step).
+//! backward, one dispatch per step covering up to [`MAX_LANES`] (layer,
+//! direction, step) lanes.
 
 use super::u32_of;
 use crate::Result;
@@ -33,6 +34,9 @@ pub const BWD_BINDINGS: [(u32, Binding); 8] = [
 
 /// Invocations per workgroup of the direct variant.
 const WG: usize = 64;
+/// Lanes ((layer, direction, step) triples) one dispatch can cover: the
+/// shader's `LANES`.
+pub const MAX_LANES: usize = 8;
 /// Environment variable setting the tiled variant's tile: `TB,TU,KC,KS`
 /// (batch rows, hidden units, K chunk, K slices; unset:
 /// [`TileConfig::DEFAULT`]).
@@ -288,7 +292,7 @@ impl LstmCell {
         }
     }
 
-    fn params(s: &CellShape, step: usize) -> Result<[u32; 16]> {
+    fn params(s: &CellShape, step: usize, lanes: usize) -> Result<[u32; 16]> {
         Ok([
             u32_of("hidden size", s.hidden)?,
             u32_of("batch", s.batch)?,
@@ -303,61 +307,65 @@ impl LstmCell {
             u32_of("gradient offset", s.dg_off)?,
             u32_of("state offset", s.state_off)?,
             u32_of("state stride", s.state_stride)?,
-            0,
+            u32_of("lanes", lanes)?,
             0,
             0,
         ])
     }
 
-    /// The dispatches of one step over the directions `shapes` of one
-    /// layer (same H, B, T): one per direction for the direct variant (grid:
-    /// one invocation per (b, j)); one in all for the tiled one (grid: TU x
-    /// TB blocks of (j, b), the batch tiles of each direction after the
-    /// other's, each reading its own half of the uniform).
+    /// One dispatch over `lanes` (shape, step) of the same H, B and T:
+    /// the directions of one layer's step, or the layers of a wavefront
+    /// (grid: one invocation per (lane, b, j) for the direct variant; TU x
+    /// TB blocks of (j, b), each lane's batch tiles after the previous
+    /// lane's, for the tiled one).
     fn dispatches(
         &self,
         ctx: &GpuContext,
         kernel: &Kernel,
-        shapes: &[CellShape],
-        step: usize,
+        lanes: &[(CellShape, usize)],
         buffers: &[&wgpu::Buffer],
     ) -> Result<Vec<Dispatch>> {
-        let s0 = shapes
+        let (s0, _) = lanes
             .first()
-            .ok_or_else(|| crate::Error::Invalid("cell step over no direction".into()))?;
-        let words = |pair: &[CellShape]| -> Result<Vec<u32>> {
-            let mut w = Self::params(&pair[0], step)?.to_vec();
-            match pair.get(1) {
-                Some(s1) => w.extend(Self::params(s1, step)?),
-                None => w.extend([0; 16]),
-            }
-            Ok(w)
-        };
-        match self.variant {
-            CellVariant::Direct => shapes
-                .iter()
-                .map(|s| {
-                    let g = ctx.grid((s.batch * s.hidden).div_ceil(WG) as u32);
-                    Ok(kernel.dispatch(ctx, &words(std::slice::from_ref(s))?, buffers, g))
-                })
-                .collect(),
-            CellVariant::Tiled => {
-                if shapes.len() > 2 {
-                    return Err(crate::Error::Invalid(
-                        "a cell step covers at most two directions".into(),
-                    ));
-                }
-                let g = (
-                    u32_of("cell tiles", s0.hidden.div_ceil(self.tile.tu))?,
-                    u32_of("cell tiles", s0.batch.div_ceil(self.tile.tb) * shapes.len())?,
-                );
-                Ok(vec![kernel.dispatch(ctx, &words(shapes)?, buffers, g)])
-            }
+            .ok_or_else(|| crate::Error::Invalid("cell step over no lane".into()))?;
+        if lanes.len() > MAX_LANES {
+            return Err(crate::Error::Invalid(format!(
+                "a cell dispatch covers at most {MAX_LANES} lanes, not {}",
+                lanes.len()
+            )));
         }
+        if lanes
+            .iter()
+            .any(|(s, _)| (s.hidden, s.batch, s.seq) != (s0.hidden, s0.batch, s0.seq))
+        {
+            return Err(crate::Error::Invalid(
+                "the lanes of a cell dispatch differ in hidden size, batch or length".into(),
+            ));
+        }
+        let mut words = Vec::with_capacity(16 * MAX_LANES);
+        for (s, step) in lanes {
+            words.extend(Self::params(s, *step, lanes.len())?);
+        }
+        words.resize(16 * MAX_LANES, 0);
+        let g = match self.variant {
+            CellVariant::Direct => {
+                let n = u32_of("cell invocations", lanes.len() * s0.batch * s0.hidden)?;
+                ctx.grid(n.div_ceil(WG as u32))
+            }
+            CellVariant::Tiled => (
+                u32_of("cell tiles", s0.hidden.div_ceil(self.tile.tu))?,
+                u32_of("cell tiles", s0.batch.div_ceil(self.tile.tb) * lanes.len())?,
+            ),
+        };
+        Ok(vec![kernel.dispatch(ctx, &words, buffers, g)])
+    }
+
+    fn same_step(shapes: &[CellShape], step: usize) -> Vec<(CellShape, usize)> {
+        shapes.iter().map(|s| (*s, step)).collect()
     }
 
     /// Forward step `step` (in each sequence's processing order) of the
-    /// directions `shapes` of one layer.
+    /// directions `shapes` of one layer, in one dispatch.
     pub fn forward(
         &self,
         ctx: &GpuContext,
@@ -365,7 +373,18 @@ impl LstmCell {
         step: usize,
         b: &CellForward<'_>,
     ) -> Result<Vec<Dispatch>> {
-        self.dispatches(ctx, &self.fwd, shapes, step, &b.buffers())
+        self.forward_lanes(ctx, &Self::same_step(shapes, step), b)
+    }
+
+    /// Forward of each lane's (shape, step), in one dispatch. Lanes must
+    /// not depend on each other within it.
+    pub fn forward_lanes(
+        &self,
+        ctx: &GpuContext,
+        lanes: &[(CellShape, usize)],
+        b: &CellForward<'_>,
+    ) -> Result<Vec<Dispatch>> {
+        self.dispatches(ctx, &self.fwd, lanes, &b.buffers())
     }
 
     fn bwd_buffers<'a>(b: &'a CellBackward<'a>) -> [&'a wgpu::Buffer; 8] {
@@ -390,17 +409,28 @@ impl LstmCell {
         step: usize,
         b: &CellBackward<'_>,
     ) -> Result<Vec<Dispatch>> {
-        self.dispatches(ctx, &self.bwd, shapes, step, &Self::bwd_buffers(b))
+        self.backward_lanes(ctx, &Self::same_step(shapes, step), b)
     }
 
-    /// Gradients of h0 and c0 of the directions `shapes` of one layer,
-    /// after backward step 0.
+    /// Backward of each lane's (shape, step), in one dispatch.
+    pub fn backward_lanes(
+        &self,
+        ctx: &GpuContext,
+        lanes: &[(CellShape, usize)],
+        b: &CellBackward<'_>,
+    ) -> Result<Vec<Dispatch>> {
+        self.dispatches(ctx, &self.bwd, lanes, &Self::bwd_buffers(b))
+    }
+
+    /// Gradients of h0 and c0 of the lanes `shapes` (any layers and
+    /// directions), after their backward step 0, in one dispatch.
     pub fn backward_state(
         &self,
         ctx: &GpuContext,
         shapes: &[CellShape],
         b: &CellBackward<'_>,
     ) -> Result<Vec<Dispatch>> {
-        self.dispatches(ctx, &self.bwd_state, shapes, 0, &Self::bwd_buffers(b))
+        let lanes = Self::same_step(shapes, 0);
+        self.dispatches(ctx, &self.bwd_state, &lanes, &Self::bwd_buffers(b))
     }
 }

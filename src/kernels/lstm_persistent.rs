@@ -32,14 +32,18 @@ pub enum CellPath {
     /// (`lstm_persistent.wgsl`), split into chunks only where the driver
     /// caps loop iterations.
     Persistent,
+    /// Per-step cells with the layers in a wavefront: layer l + 1 at step
+    /// s − C shares a dispatch with layer l at step s (`schedule.rs`).
+    Wavefront,
 }
 
 impl CellPath {
-    /// `"per-step"` or `"persistent"`.
+    /// `"per-step"`, `"persistent"` or `"wavefront"`.
     pub fn as_str(self) -> &'static str {
         match self {
             CellPath::PerStep => "per-step",
             CellPath::Persistent => "persistent",
+            CellPath::Wavefront => "wavefront",
         }
     }
 
@@ -48,8 +52,9 @@ impl CellPath {
         match s {
             "per-step" => Ok(CellPath::PerStep),
             "persistent" => Ok(CellPath::Persistent),
+            "wavefront" => Ok(CellPath::Wavefront),
             _ => Err(Error::Invalid(format!(
-                "unknown cell path `{s}`: expected `per-step` or `persistent`"
+                "unknown cell path `{s}`: expected `per-step`, `persistent` or `wavefront`"
             ))),
         }
     }
@@ -319,7 +324,7 @@ impl LstmPersistent {
         seq: usize,
     ) -> Result<Option<PersistentLayout>> {
         match forced {
-            Some(CellPath::PerStep) => Ok(None),
+            Some(CellPath::PerStep | CellPath::Wavefront) => Ok(None),
             Some(CellPath::Persistent) => self.layout(ctx, hidden, batch, dirs, seq).map(Some),
             None if prefers_persistent(ctx, hidden) => {
                 Ok(self.layout(ctx, hidden, batch, dirs, seq).ok())

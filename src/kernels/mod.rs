@@ -33,6 +33,9 @@ pub struct Kernels {
     /// The plain cell's time-loop path when forced (initially from
     /// `LSTM_WGPU_CELL_PATH`); `None` lets the schedule choose by shape.
     pub cell_path: Option<lstm_persistent::CellPath>,
+    /// The wavefront's skew when set (initially from `LSTM_WGPU_WAVE_SKEW`);
+    /// `None`: ⌈√T⌉.
+    pub wave_skew: Option<usize>,
     /// Deterministic reductions.
     pub reduce: reduce::Reduce,
     /// LayerNorm between layers.
@@ -62,6 +65,7 @@ impl Kernels {
                 cell_bn: lstm_cell_bn::LstmCellBn::new(ctx),
                 persistent: lstm_persistent::LstmPersistent::new(ctx),
                 cell_path: lstm_persistent::CellPath::from_env()?,
+                wave_skew: crate::schedule::skew_from_env()?,
                 reduce: reduce::Reduce::new(ctx),
                 layer_norm: layer_norm::LayerNorm::new(ctx),
                 batch_norm: batch_norm::BatchNorm::new(ctx),
