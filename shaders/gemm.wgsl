@@ -11,7 +11,12 @@
 //   (4*WG_M) x (4*WG_N) tile of C, staging TK-deep slices of A and B in
 //   workgroup memory; each invocation still accumulates a 4x4 block, read
 //   from workgroup memory as vec4. Best on discrete GPUs.
-// Both accumulate each output in the same order (k ascending), so neither
+// - `gemm_vec4`: the register block with vec4 loads of A and B (4 loads of
+//   each per 64 FMAs instead of 32 scalar ones), for operands whose offsets
+//   and leading dimensions are multiples of 4; the host picks it per GEMM in
+//   the block variant. lavapipe turns every storage load into a per-lane
+//   loop, so fewer, wider loads make it about twice as fast there.
+// All accumulate each output in the same order (k ascending), so none
 // depends on scheduling: results are bit-identical run to run.
 //
 // Long inner dimensions are split by the host into several dispatches (the
@@ -86,6 +91,11 @@ fn store_block(m0: u32, n0: u32, accs: array<vec4<f32>, 4>) {
     }
 }
 
+// Indices x0 .. x0 + 3, those past n - 1 clamped to n - 1.
+fn clamped4(x0: u32, n: u32) -> vec4<u32> {
+    return min(vec4<u32>(x0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(n - 1u));
+}
+
 @compute @workgroup_size(8, 8)
 fn gemm(@builtin(global_invocation_id) gid: vec3<u32>) {
     let m0 = gid.y * 4u;
@@ -95,10 +105,8 @@ fn gemm(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     // Clamp out-of-range rows/columns to the last valid one so loads stay in
     // bounds; their results are never stored.
-    let ml = p.m - 1u;
-    let nl = p.n - 1u;
-    let mi = vec4<u32>(m0, min(m0 + 1u, ml), min(m0 + 2u, ml), min(m0 + 3u, ml));
-    let ni = vec4<u32>(n0, min(n0 + 1u, nl), min(n0 + 2u, nl), min(n0 + 3u, nl));
+    let mi = clamped4(m0, p.m);
+    let ni = clamped4(n0, p.n);
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
@@ -109,6 +117,112 @@ fn gemm(@builtin(global_invocation_id) gid: vec3<u32>) {
         acc1 += a_at(mi.y, k) * bv;
         acc2 += a_at(mi.z, k) * bv;
         acc3 += a_at(mi.w, k) * bv;
+    }
+    store_block(m0, n0, array<vec4<f32>, 4>(acc0, acc1, acc2, acc3));
+}
+
+// The same operands seen as vec4 (bound only by `gemm_vec4`).
+@group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
+
+// Element (m, k) of op(A) through the vec4 view.
+fn a4_at(m: u32, k: u32) -> f32 {
+    var i = p.a_off + m * p.lda + k;
+    if TRANS_A {
+        i = p.a_off + k * p.lda + m;
+    }
+    return a4[i / 4u][i % 4u];
+}
+
+fn b4_at(k: u32, n: u32) -> f32 {
+    var i = p.b_off + k * p.ldb + n;
+    if TRANS_B {
+        i = p.b_off + n * p.ldb + k;
+    }
+    return b4[i / 4u][i % 4u];
+}
+
+// The 4x4 block of op(A) at rows mi (from m0), columns k..k+4, as
+// rows[r][q] = op(A)[mi[r], k + q], from four vec4 loads: rows of A, or
+// with TRANS_A columns of A (contiguous along M) transposed.
+fn a4_block(mi: vec4<u32>, m0: u32, k: u32) -> mat4x4<f32> {
+    if TRANS_A {
+        // A is [K, M]: one vec4 holds op(A)[m0..m0+4, k + q].
+        let base = (p.a_off + m0) / 4u;
+        let l4 = p.lda / 4u;
+        let c0 = a4[base + k * l4];
+        let c1 = a4[base + (k + 1u) * l4];
+        let c2 = a4[base + (k + 2u) * l4];
+        let c3 = a4[base + (k + 3u) * l4];
+        return transpose(mat4x4<f32>(c0, c1, c2, c3));
+    }
+    let l4 = p.lda / 4u;
+    let k4 = (p.a_off + k) / 4u;
+    return mat4x4<f32>(a4[k4 + mi.x * l4], a4[k4 + mi.y * l4], a4[k4 + mi.z * l4],
+                       a4[k4 + mi.w * l4]);
+}
+
+// rows[q] = op(B)[k + q, n0..n0+4].
+fn b4_block(ni: vec4<u32>, n0: u32, k: u32) -> mat4x4<f32> {
+    if TRANS_B {
+        // B is [N, K]: one vec4 holds op(B)[k..k+4, n].
+        let l4 = p.ldb / 4u;
+        let k4 = (p.b_off + k) / 4u;
+        return transpose(mat4x4<f32>(b4[k4 + ni.x * l4], b4[k4 + ni.y * l4],
+                                     b4[k4 + ni.z * l4], b4[k4 + ni.w * l4]));
+    }
+    let base = (p.b_off + n0) / 4u;
+    let l4 = p.ldb / 4u;
+    return mat4x4<f32>(b4[base + k * l4], b4[base + (k + 1u) * l4], b4[base + (k + 2u) * l4],
+                       b4[base + (k + 3u) * l4]);
+}
+
+@compute @workgroup_size(8, 8)
+fn gemm_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let m0 = gid.y * 4u;
+    let n0 = gid.x * 4u;
+    if m0 >= p.m || n0 >= p.n {
+        return;
+    }
+    // Out-of-range rows/columns read the last valid one (or, inside a
+    // vec4, a neighbour); their results are never stored.
+    let mi = clamped4(m0, p.m);
+    let ni = clamped4(n0, p.n);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    let k4 = p.k / 4u;
+    for (var kq = 0u; kq < k4; kq++) {
+        let k = kq * 4u;
+        let av = a4_block(mi, m0, k);
+        let bv = b4_block(ni, n0, k);
+        // k ascending, one product at a time: the order of `gemm`. Written
+        // out, so that the loop counts one pass per 4 k against lavapipe's
+        // loop cap.
+        acc0 += av[0].x * bv[0];
+        acc1 += av[1].x * bv[0];
+        acc2 += av[2].x * bv[0];
+        acc3 += av[3].x * bv[0];
+        acc0 += av[0].y * bv[1];
+        acc1 += av[1].y * bv[1];
+        acc2 += av[2].y * bv[1];
+        acc3 += av[3].y * bv[1];
+        acc0 += av[0].z * bv[2];
+        acc1 += av[1].z * bv[2];
+        acc2 += av[2].z * bv[2];
+        acc3 += av[3].z * bv[2];
+        acc0 += av[0].w * bv[3];
+        acc1 += av[1].w * bv[3];
+        acc2 += av[2].w * bv[3];
+        acc3 += av[3].w * bv[3];
+    }
+    for (var k = k4 * 4u; k < p.k; k++) {
+        let bv = vec4<f32>(b4_at(k, ni.x), b4_at(k, ni.y), b4_at(k, ni.z), b4_at(k, ni.w));
+        acc0 += a4_at(mi.x, k) * bv;
+        acc1 += a4_at(mi.y, k) * bv;
+        acc2 += a4_at(mi.z, k) * bv;
+        acc3 += a4_at(mi.w, k) * bv;
     }
     store_block(m0, n0, array<vec4<f32>, 4>(acc0, acc1, acc2, acc3));
 }

@@ -26,7 +26,7 @@ struct Params {
     h: u32, batch: u32, seq: u32, step: u32,
     reverse: u32, out_stride: u32, out_col: u32, pre_off: u32,
     whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
-    state_stride: u32, lanes: u32, _p1: u32, _p2: u32,
+    state_stride: u32, lanes: u32, wide: u32, _p2: u32,
 }
 
 // Lane q of a dispatch uses pp[q]; pp[0].lanes counts them. The direct
@@ -97,18 +97,69 @@ fn forward_finish(b: u32, j: u32, last: bool, row: u32, a: vec4<f32>, hp_j: f32,
     }
 }
 
+// The direct kernels' lane and (b, unit) of this invocation, over `units`
+// units per batch row (H, or H / 4 with vec4 loads); selects the lane (sets
+// p). ok is false past the last lane.
+struct Site { ok: bool, b: u32, u: u32 }
+
+fn site(gid: vec3<u32>, nwg: vec3<u32>, units: u32) -> Site {
+    let idx = lane(gid, nwg);
+    let per_lane = pp[0].batch * units;
+    let q = idx / per_lane;
+    if q >= pp[0].lanes {
+        return Site(false, 0u, 0u);
+    }
+    p = pp[q];
+    let r = idx % per_lane;
+    return Site(true, r / units, r % units);
+}
+
+// vec4 views of W_hh, h0 and the layer output, bound only by the direct
+// kernels: with pp[0].wide set (H, and every offset, a multiple of 4) the
+// recurrent products load 4 values at a time. lavapipe turns each storage
+// load into a per-lane loop, so this is about twice as fast there. The
+// products are summed in the same order either way.
+@group(0) @binding(12) var<storage, read> w4: array<vec4<f32>>;
+@group(0) @binding(13) var<storage, read> state_in4: array<vec4<f32>>;
+@group(0) @binding(14) var<storage, read_write> out4: array<vec4<f32>>;
+
+// acc[g] += W_hh[g*H + j, :] . h over k ascending, h being row `hb` (a
+// vec4 index) of state_in4 (from_state) or of out4.
+fn rec_v4(acc: vec4<f32>, j: u32, hb: u32, from_state: bool) -> vec4<f32> {
+    let hs = p.h;
+    let h4 = hs / 4u;
+    let wi = (p.whh_off + j * hs) / 4u;
+    let gs = hs * h4;
+    var r = acc;
+    for (var kq = 0u; kq < h4; kq++) {
+        var hv: vec4<f32>;
+        if from_state {
+            hv = state_in4[hb + kq];
+        } else {
+            hv = out4[hb + kq];
+        }
+        let a = w4[wi + kq];
+        let f = w4[wi + gs + kq];
+        let g = w4[wi + 2u * gs + kq];
+        let o = w4[wi + 3u * gs + kq];
+        r += vec4<f32>(a.x, f.x, g.x, o.x) * hv.x;
+        r += vec4<f32>(a.y, f.y, g.y, o.y) * hv.y;
+        r += vec4<f32>(a.z, f.z, g.z, o.z) * hv.z;
+        r += vec4<f32>(a.w, f.w, g.w, o.w) * hv.w;
+    }
+    return r;
+}
+
 @compute @workgroup_size(64)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = lane(gid, nwg);
-    let hs = pp[0].h;
-    let q = idx / (pp[0].batch * hs);
-    if q >= pp[0].lanes {
+    let st = site(gid, nwg, pp[0].h);
+    if !st.ok {
         return;
     }
-    p = pp[q];
-    let b = (idx / hs) % p.batch;
-    let j = idx % hs;
+    let b = st.b;
+    let j = st.u;
+    let hs = p.h;
     let len = lengths[b];
     let s = p.step;
     if s >= len {
@@ -117,26 +168,24 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
     let t = time_of(s, len);
     let row = t * p.batch + b;
     let pb = p.pre_off + row * 4u * hs;
-    var ai = pre[pb + j];
-    var af = pre[pb + hs + j];
-    var ag = pre[pb + 2u * hs + j];
-    var ao = pre[pb + 3u * hs + j];
+    var a = vec4<f32>(pre[pb + j], pre[pb + hs + j], pre[pb + 2u * hs + j], pre[pb + 3u * hs + j]);
     let wi = p.whh_off + j * hs;
-    let wf = wi + hs * hs;
-    let wg = wf + hs * hs;
-    let wo = wg + hs * hs;
+    let gs = hs * hs;
+    let v4 = pp[0].wide != 0u;
     var hp_j: f32;
     var c_prev: f32;
     let gates_len = p.seq * p.batch * 4u * hs;
     let c_base = p.cache_off + gates_len;
     if s == 0u {
         let sb = p.state_off + b * hs;
-        for (var k = 0u; k < hs; k++) {
-            let hp = state_in[sb + k];
-            ai += w[wi + k] * hp;
-            af += w[wf + k] * hp;
-            ag += w[wg + k] * hp;
-            ao += w[wo + k] * hp;
+        if v4 {
+            a = rec_v4(a, j, sb / 4u, true);
+        } else {
+            for (var k = 0u; k < hs; k++) {
+                let hp = state_in[sb + k];
+                a += vec4<f32>(w[wi + k], w[wi + gs + k], w[wi + 2u * gs + k],
+                               w[wi + 3u * gs + k]) * hp;
+            }
         }
         hp_j = state_in[sb + j];
         c_prev = state_in[p.state_stride + sb + j];
@@ -146,17 +195,19 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
             tp = t + 1u;
         }
         let ob = (tp * p.batch + b) * p.out_stride + p.out_col;
-        for (var k = 0u; k < hs; k++) {
-            let hp = out[ob + k];
-            ai += w[wi + k] * hp;
-            af += w[wf + k] * hp;
-            ag += w[wg + k] * hp;
-            ao += w[wo + k] * hp;
+        if v4 {
+            a = rec_v4(a, j, ob / 4u, false);
+        } else {
+            for (var k = 0u; k < hs; k++) {
+                let hp = out[ob + k];
+                a += vec4<f32>(w[wi + k], w[wi + gs + k], w[wi + 2u * gs + k],
+                               w[wi + 3u * gs + k]) * hp;
+            }
         }
         hp_j = out[ob + j];
         c_prev = cache[c_base + (tp * p.batch + b) * hs + j];
     }
-    forward_finish(b, j, s == len - 1u, row, vec4<f32>(ai, af, ag, ao), hp_j, c_prev);
+    forward_finish(b, j, s == len - 1u, row, a, hp_j, c_prev);
 }
 
 // Backward bindings (w, state_in, lengths and cache are shared with forward;
@@ -222,33 +273,69 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
     dg[dc_base + row * hs + j] = dc;
 }
 
+// vec4 view of the gate gradients, bound only by the direct backward.
+@group(0) @binding(15) var<storage, read_write> dg4: array<vec4<f32>>;
+
+// dh_prev[j0..j0+4] = dgates[row, :] * W_hh[:, j0..j0+4] with vec4 loads
+// (k ascending, as dh_direct).
+fn dh_v4(row: u32, j0: u32) -> vec4<f32> {
+    let hs = p.h;
+    let h4 = hs / 4u;
+    let base = (p.dg_off + row * 4u * hs) / 4u;
+    let wb = (p.whh_off + j0) / 4u;
+    var acc = vec4<f32>(0.0);
+    for (var kq = 0u; kq < hs; kq++) {
+        let d = dg4[base + kq];
+        let k = 4u * kq;
+        acc += d.x * w4[wb + k * h4];
+        acc += d.y * w4[wb + (k + 1u) * h4];
+        acc += d.z * w4[wb + (k + 2u) * h4];
+        acc += d.w * w4[wb + (k + 3u) * h4];
+    }
+    return acc;
+}
+
 // One backward step s (called for s = T-1 down to 0). Each invocation owns
-// one (b, j): it pulls the recurrent gradients of step s+1 (already
-// complete, written by the previous dispatch) and emits the four gate
-// gradients and dc of step s. Padded steps write nothing: their dgates stay
-// at the zero the buffer was cleared to.
+// one (b, j), or four consecutive j with pp[0].wide: it pulls the recurrent
+// gradients of step s+1 (already complete, written by the previous
+// dispatch) and emits the four gate gradients and dc of step s. Padded
+// steps write nothing: their dgates stay at the zero the buffer was
+// cleared to.
 @compute @workgroup_size(64)
 fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = lane(gid, nwg);
-    let hs = pp[0].h;
-    let q = idx / (pp[0].batch * hs);
-    if q >= pp[0].lanes {
+    let v4 = pp[0].wide != 0u;
+    var units = pp[0].h;
+    if v4 {
+        units = units / 4u;
+    }
+    let st = site(gid, nwg, units);
+    if !st.ok {
         return;
     }
-    p = pp[q];
-    let b = (idx / hs) % p.batch;
-    let j = idx % hs;
+    let b = st.b;
     let len = lengths[b];
     let s = p.step;
     if s >= len {
         return;
     }
-    var dh_w = 0.0;
-    if s + 1u < len {
-        dh_w = dh_direct(time_of(s + 1u, len) * p.batch + b, j);
+    let next = s + 1u < len;
+    if v4 {
+        let j0 = 4u * st.u;
+        var dh = vec4<f32>(0.0);
+        if next {
+            dh = dh_v4(time_of(s + 1u, len) * p.batch + b, j0);
+        }
+        for (var q = 0u; q < 4u; q++) {
+            backward_finish(b, j0 + q, s, len, dh[q]);
+        }
+        return;
     }
-    backward_finish(b, j, s, len, dh_w);
+    var dh_w = 0.0;
+    if next {
+        dh_w = dh_direct(time_of(s + 1u, len) * p.batch + b, st.u);
+    }
+    backward_finish(b, st.u, s, len, dh_w);
 }
 
 // Gradients of the initial state after step 0: grad_h0 = dgates_0 * W_hh,
@@ -256,15 +343,13 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
 @compute @workgroup_size(64)
 fn backward_state(@builtin(global_invocation_id) gid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = lane(gid, nwg);
-    let hs = pp[0].h;
-    let q = idx / (pp[0].batch * hs);
-    if q >= pp[0].lanes {
+    let st = site(gid, nwg, pp[0].h);
+    if !st.ok {
         return;
     }
-    p = pp[q];
-    let b = (idx / hs) % p.batch;
-    let j = idx % hs;
+    let b = st.b;
+    let j = st.u;
+    let hs = p.h;
     let len = lengths[b];
     let row = time_of(0u, len) * p.batch + b;
     let gates_len = p.seq * p.batch * 4u * hs;

@@ -189,10 +189,22 @@ fn bits(x: &[f32]) -> Vec<u32> {
     x.iter().map(|v| v.to_bits()).collect()
 }
 
+/// Pads a case's leading dimensions of A and B up to multiples of 4 (plus
+/// 4), so that the block variant reads them with vec4 loads.
+fn aligned(cs: Case) -> Case {
+    let up = |w: usize| (4 - w % 4) % 4 + 4;
+    Case {
+        offs: (8, 4, cs.offs.2),
+        pad: (up(cs.a_dims().1), up(cs.b_dims().1), cs.pad.2),
+        ..cs
+    }
+}
+
 /// The grid: every (M, N, K) from {1, 3, 17, 64, 65, 130} in all four
-/// transpose combinations, cycling through four layouts: packed; offsets and
+/// transpose combinations, cycling through five layouts: packed; offsets and
 /// padded leading dimensions; one bias; both biases, alpha and accumulate
-/// (with offsets and padding).
+/// (with offsets and padding); the last again with A and B aligned to 4
+/// elements (the block variant's vec4 loads).
 fn grid() -> Vec<Case> {
     const DIMS: [usize; 6] = [1, 3, 17, 64, 65, 130];
     let mut cases = Vec::new();
@@ -201,10 +213,10 @@ fn grid() -> Vec<Case> {
         for &n in &DIMS {
             for &k in &DIMS {
                 for t in 0..4 {
-                    let layout = i % 4;
+                    let layout = i % 5;
                     i += 1;
-                    let shifted = layout == 1 || layout == 3;
-                    cases.push(Case {
+                    let shifted = layout == 1 || layout >= 3;
+                    let cs = Case {
                         m,
                         n,
                         k,
@@ -213,10 +225,11 @@ fn grid() -> Vec<Case> {
                         offs: if shifted { (5, 3, 7) } else { (0, 0, 0) },
                         pad: if shifted { (3, 1, 2) } else { (0, 0, 0) },
                         bias1: layout >= 2,
-                        bias2: layout == 3,
-                        alpha: if layout == 3 { -0.75 } else { 1.0 },
-                        accumulate: layout == 3,
-                    });
+                        bias2: layout >= 3,
+                        alpha: if layout >= 3 { -0.75 } else { 1.0 },
+                        accumulate: layout >= 3,
+                    };
+                    cases.push(if layout == 4 { aligned(cs) } else { cs });
                 }
             }
         }
@@ -253,6 +266,61 @@ fn gemm_grid_matches_f64_reference() {
             cases.len()
         );
     }
+}
+
+/// The block variant reads aligned operands with vec4 loads and others
+/// with scalar ones; both paths occur in the grid, and agree bit for bit
+/// (same products, same order).
+#[test]
+fn block_vec4_and_scalar_paths_agree() {
+    let ctx = ctx();
+    let gemm = Gemm::with_variant(&ctx, GemmVariant::Block).expect("GEMM compiles");
+    let tiled = Gemm::with_variant(&ctx, GemmVariant::Tiled).expect("GEMM compiles");
+    let buf = ctx.storage("x", 16).expect("buffer");
+    let op = |a_off, lda| GemmOp {
+        m: 4,
+        n: 4,
+        k: 4,
+        trans_a: false,
+        trans_b: false,
+        a: (&buf, a_off, lda),
+        b: (&buf, 0, 4),
+        c: (&buf, 0, 4),
+        bias: None,
+        alpha: 1.0,
+        accumulate: false,
+    };
+    assert!(gemm.uses_vec4(&op(4, 8)));
+    assert!(!gemm.uses_vec4(&op(2, 8)) && !gemm.uses_vec4(&op(4, 5)));
+    assert!(!tiled.uses_vec4(&op(4, 8)));
+    let mut both = 0;
+    for cs in grid()
+        .iter()
+        .filter(|c| c.m >= 17 && c.n >= 17 && c.k >= 17)
+    {
+        let vec4 = aligned(*cs);
+        let d = Data::new(&vec4, values);
+        // The same stored values at scalar-only offsets (A and B shifted by one).
+        let shifted = Case {
+            offs: (vec4.offs.0 + 1, vec4.offs.1 + 1, vec4.offs.2),
+            ..vec4
+        };
+        let d2 = Data {
+            a: [vec![0.5], d.a.clone()].concat(),
+            b: [vec![0.5], d.b.clone()].concat(),
+            bias: d.bias.clone(),
+            c: d.c.clone(),
+        };
+        let (x, _) = run(&ctx, &gemm, &vec4, &d);
+        let (y, _) = run(&ctx, &gemm, &shifted, &d2);
+        assert_eq!(
+            bits(&x),
+            bits(&y),
+            "{cs:?}: vec4 and scalar block paths differ"
+        );
+        both += 1;
+    }
+    assert!(both > 50);
 }
 
 /// Rerunning a GEMM gives the same bits, for both variants, on the largest
@@ -318,7 +386,14 @@ fn gemm_long_inner_dimension_is_exact() {
         let kc = gemm.k_chunk();
         assert!(kc < LOOP_CAP && kc > LOOP_CAP / 2, "{v}: k_chunk {kc}");
         for (k, dispatches) in [(kc, 1), (kc + 1, 2), (70_000, 70_000usize.div_ceil(kc))] {
-            for (trans_a, trans_b) in [(true, false), (false, true), (false, false)] {
+            for (trans_a, trans_b, align) in [
+                (true, false, false),
+                (false, true, false),
+                (false, false, false),
+                (true, false, true),
+                (false, true, true),
+                (false, false, true),
+            ] {
                 let cs = Case {
                     m: 5,
                     n: 6,
@@ -332,6 +407,7 @@ fn gemm_long_inner_dimension_is_exact() {
                     alpha: 0.5,
                     accumulate: true,
                 };
+                let cs = if align { aligned(cs) } else { cs };
                 let d = Data::new(&cs, |n, seed| ints(n, seed, 2));
                 let (got, n) = run(&ctx, &gemm, &cs, &d);
                 assert_eq!(n, dispatches, "{v}: dispatches for K = {k}");

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// Entry points each known shader must define: exactly the ones its wrapper
 /// in `src/kernels/` passes to `Kernel::new`.
 const ENTRY_POINTS: &[(&str, &[&str])] = &[
-    ("gemm.wgsl", &["gemm", "gemm_tiled"]),
+    ("gemm.wgsl", &["gemm", "gemm_tiled", "gemm_vec4"]),
     (
         "lstm_cell.wgsl",
         &[

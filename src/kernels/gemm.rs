@@ -192,6 +192,8 @@ pub struct Gemm {
     variant: GemmVariant,
     tile: TileShape,
     kernels: Vec<Kernel>,
+    /// The block variant's `gemm_vec4` entry points (empty for tiled).
+    vec4: Vec<Kernel>,
     k_chunk: usize,
 }
 
@@ -217,8 +219,10 @@ impl Gemm {
 
     fn build(ctx: &GpuContext, variant: GemmVariant, tile: TileShape) -> Result<Self> {
         let (entry, k_chunk) = match variant {
-            // One pass per k plus the exit check, then the store loops.
-            GemmVariant::Block => ("gemm", LOOP_CAP - 1 - STORE_PASSES),
+            // One pass per k plus the exit check, then the store loops; a
+            // multiple of 4 so that later chunks keep vec4 alignment
+            // (`gemm_vec4` takes fewer passes: one per 4 k and the tail).
+            GemmVariant::Block => ("gemm", (LOOP_CAP - 1 - STORE_PASSES) / 4 * 4),
             GemmVariant::Tiled => {
                 tile.check(&ctx.limits)?;
                 let steps = (LOOP_CAP - 1 - STORE_PASSES) / tile.passes_per_step();
@@ -232,22 +236,35 @@ impl Gemm {
             (3, Binding::Read),
             (4, Binding::ReadWrite),
         ];
+        let consts = |v: u32| {
+            [
+                ("TRANS_A", f64::from(v >> 1 & 1)),
+                ("TRANS_B", f64::from(v & 1)),
+                ("WG_M", f64::from(tile.wg_m)),
+                ("WG_N", f64::from(tile.wg_n)),
+                ("TK", f64::from(tile.tk)),
+            ]
+        };
         let kernels = (0..4)
-            .map(|v| {
-                let consts = [
-                    ("TRANS_A", f64::from(v >> 1 & 1)),
-                    ("TRANS_B", f64::from(v & 1)),
-                    ("WG_M", f64::from(tile.wg_m)),
-                    ("WG_N", f64::from(tile.wg_n)),
-                    ("TK", f64::from(tile.tk)),
-                ];
-                Kernel::new(ctx, &m, entry, &bindings, &consts)
-            })
+            .map(|v| Kernel::new(ctx, &m, entry, &bindings, &consts(v)))
             .collect();
+        let vec4_bindings = [
+            (5, Binding::Read),
+            (6, Binding::Read),
+            (3, Binding::Read),
+            (4, Binding::ReadWrite),
+        ];
+        let vec4 = match variant {
+            GemmVariant::Block => (0..4)
+                .map(|v| Kernel::new(ctx, &m, "gemm_vec4", &vec4_bindings, &consts(v)))
+                .collect(),
+            GemmVariant::Tiled => Vec::new(),
+        };
         Ok(Self {
             variant,
             tile,
             kernels,
+            vec4,
             k_chunk,
         })
     }
@@ -255,6 +272,12 @@ impl Gemm {
     /// The variant compiled.
     pub fn variant(&self) -> GemmVariant {
         self.variant
+    }
+
+    /// Whether `op` runs with vec4 loads (`gemm_vec4`): the block variant,
+    /// with A's and B's offsets and leading dimensions multiples of 4.
+    pub fn uses_vec4(&self, op: &GemmOp<'_>) -> bool {
+        !self.vec4.is_empty() && [op.a.1, op.a.2, op.b.1, op.b.2].iter().all(|v| v % 4 == 0)
     }
 
     /// The longest inner dimension one dispatch covers; longer ones are
@@ -283,7 +306,11 @@ impl Gemm {
             groups_1d(ctx, "gemm columns", op.n, cols)?,
             groups_1d(ctx, "gemm rows", op.m, rows)?,
         );
-        let kernel = &self.kernels[usize::from(op.trans_a) << 1 | usize::from(op.trans_b)];
+        let which = usize::from(op.trans_a) << 1 | usize::from(op.trans_b);
+        let kernel = match self.uses_vec4(op) {
+            true => &self.vec4[which],
+            false => &self.kernels[which],
+        };
         let chunks = op.k.div_ceil(self.k_chunk).max(1);
         let mut out = Vec::with_capacity(chunks);
         for i in 0..chunks {

@@ -32,6 +32,24 @@ pub const BWD_BINDINGS: [(u32, Binding); 8] = [
     (11, Binding::ReadWrite),
 ];
 
+/// Extra bindings of the direct forward: vec4 views of W_hh, h0 and the
+/// layer output (the buffers of bindings 2, 3 and 5).
+const DIRECT_FWD_EXTRA: [(u32, Binding); 3] = [
+    (12, Binding::Read),
+    (13, Binding::Read),
+    (14, Binding::ReadWrite),
+];
+/// Extra bindings of the direct backward: vec4 views of W_hh and dgates.
+const DIRECT_BWD_EXTRA: [(u32, Binding); 2] = [(12, Binding::Read), (15, Binding::ReadWrite)];
+
+/// Which entry point a dispatch runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    Forward,
+    Backward,
+    State,
+}
+
 /// Invocations per workgroup of the direct variant.
 const WG: usize = 64;
 /// Lanes ((layer, direction, step) triples) one dispatch can cover: the
@@ -274,8 +292,13 @@ impl LstmCell {
             CellVariant::Direct => "",
             CellVariant::Tiled => "_tiled",
         };
-        let fwd = Kernel::new(ctx, &m, &format!("forward{suffix}"), &FWD_BINDINGS, &[]);
-        let bwd = Kernel::new(ctx, &m, &format!("backward{suffix}"), &BWD_BINDINGS, &[]);
+        let (mut fb, mut bb) = (FWD_BINDINGS.to_vec(), BWD_BINDINGS.to_vec());
+        if variant == CellVariant::Direct {
+            fb.extend(DIRECT_FWD_EXTRA);
+            bb.extend(DIRECT_BWD_EXTRA);
+        }
+        let fwd = Kernel::new(ctx, &m, &format!("forward{suffix}"), &fb, &[]);
+        let bwd = Kernel::new(ctx, &m, &format!("backward{suffix}"), &bb, &[]);
         let bwd_state = Kernel::new(
             ctx,
             &m,
@@ -292,7 +315,25 @@ impl LstmCell {
         }
     }
 
-    fn params(s: &CellShape, step: usize, lanes: usize) -> Result<[u32; 16]> {
+    /// Whether the direct variant's vec4 loads can serve `lanes`: H and
+    /// every offset they use multiples of 4.
+    fn wide(&self, lanes: &[(CellShape, usize)]) -> bool {
+        self.variant == CellVariant::Direct
+            && lanes.iter().all(|(s, _)| {
+                [
+                    s.hidden,
+                    s.whh_off,
+                    s.state_off,
+                    s.out_stride,
+                    s.out_col,
+                    s.dg_off,
+                ]
+                .iter()
+                .all(|v| v % 4 == 0)
+            })
+    }
+
+    fn params(s: &CellShape, step: usize, lanes: usize, wide: bool) -> Result<[u32; 16]> {
         Ok([
             u32_of("hidden size", s.hidden)?,
             u32_of("batch", s.batch)?,
@@ -308,7 +349,7 @@ impl LstmCell {
             u32_of("state offset", s.state_off)?,
             u32_of("state stride", s.state_stride)?,
             u32_of("lanes", lanes)?,
-            0,
+            u32::from(wide),
             0,
         ])
     }
@@ -321,7 +362,7 @@ impl LstmCell {
     fn dispatches(
         &self,
         ctx: &GpuContext,
-        kernel: &Kernel,
+        entry: Entry,
         lanes: &[(CellShape, usize)],
         buffers: &[&wgpu::Buffer],
     ) -> Result<Vec<Dispatch>> {
@@ -342,14 +383,25 @@ impl LstmCell {
                 "the lanes of a cell dispatch differ in hidden size, batch or length".into(),
             ));
         }
+        let wide = entry != Entry::State && self.wide(lanes);
         let mut words = Vec::with_capacity(16 * MAX_LANES);
         for (s, step) in lanes {
-            words.extend(Self::params(s, *step, lanes.len())?);
+            words.extend(Self::params(s, *step, lanes.len(), wide)?);
         }
         words.resize(16 * MAX_LANES, 0);
+        let kernel = match entry {
+            Entry::Forward => &self.fwd,
+            Entry::Backward => &self.bwd,
+            Entry::State => &self.bwd_state,
+        };
         let g = match self.variant {
             CellVariant::Direct => {
-                let n = u32_of("cell invocations", lanes.len() * s0.batch * s0.hidden)?;
+                // The wide backward gives each invocation 4 units.
+                let units = match (entry, wide) {
+                    (Entry::Backward, true) => s0.hidden / 4,
+                    _ => s0.hidden,
+                };
+                let n = u32_of("cell invocations", lanes.len() * s0.batch * units)?;
                 ctx.grid(n.div_ceil(WG as u32))
             }
             CellVariant::Tiled => (
@@ -384,7 +436,11 @@ impl LstmCell {
         lanes: &[(CellShape, usize)],
         b: &CellForward<'_>,
     ) -> Result<Vec<Dispatch>> {
-        self.dispatches(ctx, &self.fwd, lanes, &b.buffers())
+        let mut bufs = b.buffers().to_vec();
+        if self.variant == CellVariant::Direct {
+            bufs.extend([b.params, b.state_in, b.out]);
+        }
+        self.dispatches(ctx, Entry::Forward, lanes, &bufs)
     }
 
     fn bwd_buffers<'a>(b: &'a CellBackward<'a>) -> [&'a wgpu::Buffer; 8] {
@@ -419,7 +475,11 @@ impl LstmCell {
         lanes: &[(CellShape, usize)],
         b: &CellBackward<'_>,
     ) -> Result<Vec<Dispatch>> {
-        self.dispatches(ctx, &self.bwd, lanes, &Self::bwd_buffers(b))
+        let mut bufs = Self::bwd_buffers(b).to_vec();
+        if self.variant == CellVariant::Direct {
+            bufs.extend([b.params, b.dg]);
+        }
+        self.dispatches(ctx, Entry::Backward, lanes, &bufs)
     }
 
     /// Gradients of h0 and c0 of the lanes `shapes` (any layers and
@@ -431,6 +491,6 @@ impl LstmCell {
         b: &CellBackward<'_>,
     ) -> Result<Vec<Dispatch>> {
         let lanes = Self::same_step(shapes, 0);
-        self.dispatches(ctx, &self.bwd_state, &lanes, &Self::bwd_buffers(b))
+        self.dispatches(ctx, Entry::State, &lanes, &Self::bwd_buffers(b))
     }
 }
