@@ -177,54 +177,83 @@ fn b4_block(ni: vec4<u32>, n0: u32, k: u32) -> mat4x4<f32> {
                        b4[base + (k + 3u) * l4]);
 }
 
+// acc += av * bv for a 4x4 block over 4 k, one product at a time in k
+// order (the order of `gemm`); written out so that no loop counts against
+// lavapipe's loop cap.
+fn block4(acc: array<vec4<f32>, 4>, av: mat4x4<f32>, bv: mat4x4<f32>) -> array<vec4<f32>, 4> {
+    var c = acc;
+    c[0] += av[0].x * bv[0];
+    c[1] += av[1].x * bv[0];
+    c[2] += av[2].x * bv[0];
+    c[3] += av[3].x * bv[0];
+    c[0] += av[0].y * bv[1];
+    c[1] += av[1].y * bv[1];
+    c[2] += av[2].y * bv[1];
+    c[3] += av[3].y * bv[1];
+    c[0] += av[0].z * bv[2];
+    c[1] += av[1].z * bv[2];
+    c[2] += av[2].z * bv[2];
+    c[3] += av[3].z * bv[2];
+    c[0] += av[0].w * bv[3];
+    c[1] += av[1].w * bv[3];
+    c[2] += av[2].w * bv[3];
+    c[3] += av[3].w * bv[3];
+    return c;
+}
+
+// The last p.k % 4 values of k for a 4x4 block, scalar.
+fn tail4(acc: array<vec4<f32>, 4>, mi: vec4<u32>, ni: vec4<u32>) -> array<vec4<f32>, 4> {
+    var c = acc;
+    for (var k = p.k / 4u * 4u; k < p.k; k++) {
+        let bv = vec4<f32>(b4_at(k, ni.x), b4_at(k, ni.y), b4_at(k, ni.z), b4_at(k, ni.w));
+        c[0] += a4_at(mi.x, k) * bv;
+        c[1] += a4_at(mi.y, k) * bv;
+        c[2] += a4_at(mi.z, k) * bv;
+        c[3] += a4_at(mi.w, k) * bv;
+    }
+    return c;
+}
+
+// An 8x8 block of C per invocation (four 4x4 blocks sharing their loads:
+// 16 vec4 loads per 256 FMAs), 64x64 per workgroup.
 @compute @workgroup_size(8, 8)
 fn gemm_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let m0 = gid.y * 4u;
-    let n0 = gid.x * 4u;
+    let m0 = gid.y * 8u;
+    let n0 = gid.x * 8u;
     if m0 >= p.m || n0 >= p.n {
         return;
     }
     // Out-of-range rows/columns read the last valid one (or, inside a
     // vec4, a neighbour); their results are never stored.
-    let mi = clamped4(m0, p.m);
-    let ni = clamped4(n0, p.n);
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    let mi0 = clamped4(m0, p.m);
+    let mi1 = clamped4(m0 + 4u, p.m);
+    let ni0 = clamped4(n0, p.n);
+    let ni1 = clamped4(n0 + 4u, p.n);
+    let z = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var c00 = z;
+    var c01 = z;
+    var c10 = z;
+    var c11 = z;
     let k4 = p.k / 4u;
     for (var kq = 0u; kq < k4; kq++) {
         let k = kq * 4u;
-        let av = a4_block(mi, m0, k);
-        let bv = b4_block(ni, n0, k);
-        // k ascending, one product at a time: the order of `gemm`. Written
-        // out, so that the loop counts one pass per 4 k against lavapipe's
-        // loop cap.
-        acc0 += av[0].x * bv[0];
-        acc1 += av[1].x * bv[0];
-        acc2 += av[2].x * bv[0];
-        acc3 += av[3].x * bv[0];
-        acc0 += av[0].y * bv[1];
-        acc1 += av[1].y * bv[1];
-        acc2 += av[2].y * bv[1];
-        acc3 += av[3].y * bv[1];
-        acc0 += av[0].z * bv[2];
-        acc1 += av[1].z * bv[2];
-        acc2 += av[2].z * bv[2];
-        acc3 += av[3].z * bv[2];
-        acc0 += av[0].w * bv[3];
-        acc1 += av[1].w * bv[3];
-        acc2 += av[2].w * bv[3];
-        acc3 += av[3].w * bv[3];
+        let a0 = a4_block(mi0, m0, k);
+        let a1 = a4_block(mi1, m0 + 4u, k);
+        let b0 = b4_block(ni0, n0, k);
+        let b1 = b4_block(ni1, n0 + 4u, k);
+        c00 = block4(c00, a0, b0);
+        c01 = block4(c01, a0, b1);
+        c10 = block4(c10, a1, b0);
+        c11 = block4(c11, a1, b1);
     }
-    for (var k = k4 * 4u; k < p.k; k++) {
-        let bv = vec4<f32>(b4_at(k, ni.x), b4_at(k, ni.y), b4_at(k, ni.z), b4_at(k, ni.w));
-        acc0 += a4_at(mi.x, k) * bv;
-        acc1 += a4_at(mi.y, k) * bv;
-        acc2 += a4_at(mi.z, k) * bv;
-        acc3 += a4_at(mi.w, k) * bv;
-    }
-    store_block(m0, n0, array<vec4<f32>, 4>(acc0, acc1, acc2, acc3));
+    c00 = tail4(c00, mi0, ni0);
+    c01 = tail4(c01, mi0, ni1);
+    c10 = tail4(c10, mi1, ni0);
+    c11 = tail4(c11, mi1, ni1);
+    store_block(m0, n0, c00);
+    store_block(m0, n0 + 4u, c01);
+    store_block(m0 + 4u, n0, c10);
+    store_block(m0 + 4u, n0 + 4u, c11);
 }
 
 // Slices of A and B for one K step, k-major and packed as vec4 along M and N

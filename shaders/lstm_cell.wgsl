@@ -97,14 +97,14 @@ fn forward_finish(b: u32, j: u32, last: bool, row: u32, a: vec4<f32>, hp_j: f32,
     }
 }
 
-// The direct kernels' lane and (b, unit) of this invocation, over `units`
-// units per batch row (H, or H / 4 with vec4 loads); selects the lane (sets
-// p). ok is false past the last lane.
+// The direct kernels' lane and (row, unit) of this invocation, over `rows`
+// rows (B, or the groups of RB batch rows of the wide path) of `units` units
+// (H, or H / 4); selects the lane (sets p). ok is false past the last lane.
 struct Site { ok: bool, b: u32, u: u32 }
 
-fn site(gid: vec3<u32>, nwg: vec3<u32>, units: u32) -> Site {
+fn site(gid: vec3<u32>, nwg: vec3<u32>, rows: u32, units: u32) -> Site {
     let idx = lane(gid, nwg);
-    let per_lane = pp[0].batch * units;
+    let per_lane = rows * units;
     let q = idx / per_lane;
     if q >= pp[0].lanes {
         return Site(false, 0u, 0u);
@@ -113,6 +113,10 @@ fn site(gid: vec3<u32>, nwg: vec3<u32>, units: u32) -> Site {
     let r = idx % per_lane;
     return Site(true, r / units, r % units);
 }
+
+// Batch rows per invocation of the wide path: W_hh values loaded once serve
+// RB rows.
+const RB: u32 = 4u;
 
 // vec4 views of W_hh, h0 and the layer output, bound only by the direct
 // kernels: with pp[0].wide set (H, and every offset, a multiple of 4) the
@@ -123,37 +127,102 @@ fn site(gid: vec3<u32>, nwg: vec3<u32>, units: u32) -> Site {
 @group(0) @binding(13) var<storage, read> state_in4: array<vec4<f32>>;
 @group(0) @binding(14) var<storage, read_write> out4: array<vec4<f32>>;
 
-// acc[g] += W_hh[g*H + j, :] . h over k ascending, h being row `hb` (a
-// vec4 index) of state_in4 (from_state) or of out4.
-fn rec_v4(acc: vec4<f32>, j: u32, hb: u32, from_state: bool) -> vec4<f32> {
+// The wide forward of unit j for batch rows 4·bg .. 4·bg + 3 (those that
+// exist and are active at this step): the recurrent products with vec4
+// loads, each W_hh vec4 serving the RB rows, summed from the pre-gates in
+// k order as in the scalar path; then the pointwise half per row.
+fn forward_wide(bg: u32, j: u32) {
     let hs = p.h;
     let h4 = hs / 4u;
-    let wi = (p.whh_off + j * hs) / 4u;
+    let s = p.step;
     let gs = hs * h4;
-    var r = acc;
-    for (var kq = 0u; kq < h4; kq++) {
-        var hv: vec4<f32>;
-        if from_state {
-            hv = state_in4[hb + kq];
-        } else {
-            hv = out4[hb + kq];
+    let wi = (p.whh_off + j * hs) / 4u;
+    let from_state = s == 0u;
+    var live: array<bool, RB>;
+    var src: array<u32, RB>;
+    var acc: array<vec4<f32>, RB>;
+    for (var r = 0u; r < RB; r++) {
+        let b = bg * RB + r;
+        live[r] = false;
+        src[r] = 0u;
+        acc[r] = vec4<f32>(0.0);
+        if b < p.batch {
+            let len = lengths[b];
+            if s < len {
+                live[r] = true;
+                let t = time_of(s, len);
+                let pb = p.pre_off + (t * p.batch + b) * 4u * hs;
+                acc[r] = vec4<f32>(pre[pb + j], pre[pb + hs + j], pre[pb + 2u * hs + j],
+                                   pre[pb + 3u * hs + j]);
+                if from_state {
+                    src[r] = (p.state_off + b * hs) / 4u;
+                } else {
+                    var tp = t - 1u;
+                    if p.reverse != 0u {
+                        tp = t + 1u;
+                    }
+                    src[r] = ((tp * p.batch + b) * p.out_stride + p.out_col) / 4u;
+                }
+            }
         }
+    }
+    for (var kq = 0u; kq < h4; kq++) {
         let a = w4[wi + kq];
         let f = w4[wi + gs + kq];
         let g = w4[wi + 2u * gs + kq];
         let o = w4[wi + 3u * gs + kq];
-        r += vec4<f32>(a.x, f.x, g.x, o.x) * hv.x;
-        r += vec4<f32>(a.y, f.y, g.y, o.y) * hv.y;
-        r += vec4<f32>(a.z, f.z, g.z, o.z) * hv.z;
-        r += vec4<f32>(a.w, f.w, g.w, o.w) * hv.w;
+        for (var r = 0u; r < RB; r++) {
+            var hv: vec4<f32>;
+            if from_state {
+                hv = state_in4[src[r] + kq];
+            } else {
+                hv = out4[src[r] + kq];
+            }
+            var x = acc[r];
+            x += vec4<f32>(a.x, f.x, g.x, o.x) * hv.x;
+            x += vec4<f32>(a.y, f.y, g.y, o.y) * hv.y;
+            x += vec4<f32>(a.z, f.z, g.z, o.z) * hv.z;
+            x += vec4<f32>(a.w, f.w, g.w, o.w) * hv.w;
+            acc[r] = x;
+        }
     }
-    return r;
+    let c_base = p.cache_off + p.seq * p.batch * 4u * hs;
+    for (var r = 0u; r < RB; r++) {
+        if !live[r] {
+            continue;
+        }
+        let b = bg * RB + r;
+        let len = lengths[b];
+        let t = time_of(s, len);
+        var hp_j: f32;
+        var c_prev: f32;
+        if from_state {
+            let sb = p.state_off + b * hs;
+            hp_j = state_in[sb + j];
+            c_prev = state_in[p.state_stride + sb + j];
+        } else {
+            hp_j = out[src[r] * 4u + j];
+            var tp = t - 1u;
+            if p.reverse != 0u {
+                tp = t + 1u;
+            }
+            c_prev = cache[c_base + (tp * p.batch + b) * hs + j];
+        }
+        forward_finish(b, j, s == len - 1u, t * p.batch + b, acc[r], hp_j, c_prev);
+    }
 }
 
 @compute @workgroup_size(64)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
-    let st = site(gid, nwg, pp[0].h);
+    if pp[0].wide != 0u {
+        let st = site(gid, nwg, (pp[0].batch + RB - 1u) / RB, pp[0].h);
+        if st.ok {
+            forward_wide(st.b, st.u);
+        }
+        return;
+    }
+    let st = site(gid, nwg, pp[0].batch, pp[0].h);
     if !st.ok {
         return;
     }
@@ -171,21 +240,16 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
     var a = vec4<f32>(pre[pb + j], pre[pb + hs + j], pre[pb + 2u * hs + j], pre[pb + 3u * hs + j]);
     let wi = p.whh_off + j * hs;
     let gs = hs * hs;
-    let v4 = pp[0].wide != 0u;
     var hp_j: f32;
     var c_prev: f32;
     let gates_len = p.seq * p.batch * 4u * hs;
     let c_base = p.cache_off + gates_len;
     if s == 0u {
         let sb = p.state_off + b * hs;
-        if v4 {
-            a = rec_v4(a, j, sb / 4u, true);
-        } else {
-            for (var k = 0u; k < hs; k++) {
-                let hp = state_in[sb + k];
-                a += vec4<f32>(w[wi + k], w[wi + gs + k], w[wi + 2u * gs + k],
-                               w[wi + 3u * gs + k]) * hp;
-            }
+        for (var k = 0u; k < hs; k++) {
+            let hp = state_in[sb + k];
+            a += vec4<f32>(w[wi + k], w[wi + gs + k], w[wi + 2u * gs + k],
+                           w[wi + 3u * gs + k]) * hp;
         }
         hp_j = state_in[sb + j];
         c_prev = state_in[p.state_stride + sb + j];
@@ -195,14 +259,10 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
             tp = t + 1u;
         }
         let ob = (tp * p.batch + b) * p.out_stride + p.out_col;
-        if v4 {
-            a = rec_v4(a, j, ob / 4u, false);
-        } else {
-            for (var k = 0u; k < hs; k++) {
-                let hp = out[ob + k];
-                a += vec4<f32>(w[wi + k], w[wi + gs + k], w[wi + 2u * gs + k],
-                               w[wi + 3u * gs + k]) * hp;
-            }
+        for (var k = 0u; k < hs; k++) {
+            let hp = out[ob + k];
+            a += vec4<f32>(w[wi + k], w[wi + gs + k], w[wi + 2u * gs + k],
+                           w[wi + 3u * gs + k]) * hp;
         }
         hp_j = out[ob + j];
         c_prev = cache[c_base + (tp * p.batch + b) * hs + j];
@@ -276,27 +336,64 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
 // vec4 view of the gate gradients, bound only by the direct backward.
 @group(0) @binding(15) var<storage, read_write> dg4: array<vec4<f32>>;
 
-// dh_prev[j0..j0+4] = dgates[row, :] * W_hh[:, j0..j0+4] with vec4 loads
-// (k ascending, as dh_direct).
-fn dh_v4(row: u32, j0: u32) -> vec4<f32> {
+// The wide backward of units j0 .. j0 + 3 for batch rows RB·bg ..: dh_prev
+// = dgates_{s+1} * W_hh[:, j0..j0+4] with vec4 loads, each W_hh vec4
+// serving the RB rows (k ascending, as dh_direct), then the pointwise half
+// per row and unit.
+fn backward_wide(bg: u32, j0: u32) {
     let hs = p.h;
     let h4 = hs / 4u;
-    let base = (p.dg_off + row * 4u * hs) / 4u;
+    let s = p.step;
     let wb = (p.whh_off + j0) / 4u;
-    var acc = vec4<f32>(0.0);
-    for (var kq = 0u; kq < hs; kq++) {
-        let d = dg4[base + kq];
-        let k = 4u * kq;
-        acc += d.x * w4[wb + k * h4];
-        acc += d.y * w4[wb + (k + 1u) * h4];
-        acc += d.z * w4[wb + (k + 2u) * h4];
-        acc += d.w * w4[wb + (k + 3u) * h4];
+    var base: array<u32, RB>;
+    var acc: array<vec4<f32>, RB>;
+    for (var r = 0u; r < RB; r++) {
+        let b = bg * RB + r;
+        base[r] = 0u;
+        acc[r] = vec4<f32>(0.0);
+        if b < p.batch {
+            let len = lengths[b];
+            if s + 1u < len {
+                base[r] = (p.dg_off + (time_of(s + 1u, len) * p.batch + b) * 4u * hs) / 4u;
+            }
+        }
     }
-    return acc;
+    for (var kq = 0u; kq < hs; kq++) {
+        let k = 4u * kq;
+        let w0 = w4[wb + k * h4];
+        let w1 = w4[wb + (k + 1u) * h4];
+        let w2 = w4[wb + (k + 2u) * h4];
+        let w3 = w4[wb + (k + 3u) * h4];
+        for (var r = 0u; r < RB; r++) {
+            let d = dg4[base[r] + kq];
+            var x = acc[r];
+            x += d.x * w0;
+            x += d.y * w1;
+            x += d.z * w2;
+            x += d.w * w3;
+            acc[r] = x;
+        }
+    }
+    for (var r = 0u; r < RB; r++) {
+        let b = bg * RB + r;
+        if b >= p.batch {
+            return;
+        }
+        let len = lengths[b];
+        if s >= len {
+            continue;
+        }
+        // Rows without a step s + 1 summed garbage: backward_finish uses
+        // grad h_n / c_n there instead.
+        let dh = acc[r];
+        for (var q = 0u; q < 4u; q++) {
+            backward_finish(b, j0 + q, s, len, dh[q]);
+        }
+    }
 }
 
 // One backward step s (called for s = T-1 down to 0). Each invocation owns
-// one (b, j), or four consecutive j with pp[0].wide: it pulls the recurrent
+// one (b, j), or with pp[0].wide 4 units of RB rows: it pulls the recurrent
 // gradients of step s+1 (already complete, written by the previous
 // dispatch) and emits the four gate gradients and dc of step s. Padded
 // steps write nothing: their dgates stay at the zero the buffer was
@@ -304,12 +401,14 @@ fn dh_v4(row: u32, j0: u32) -> vec4<f32> {
 @compute @workgroup_size(64)
 fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
-    let v4 = pp[0].wide != 0u;
-    var units = pp[0].h;
-    if v4 {
-        units = units / 4u;
+    if pp[0].wide != 0u {
+        let st = site(gid, nwg, (pp[0].batch + RB - 1u) / RB, pp[0].h / 4u);
+        if st.ok {
+            backward_wide(st.b, 4u * st.u);
+        }
+        return;
     }
-    let st = site(gid, nwg, units);
+    let st = site(gid, nwg, pp[0].batch, pp[0].h);
     if !st.ok {
         return;
     }
@@ -319,20 +418,8 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
     if s >= len {
         return;
     }
-    let next = s + 1u < len;
-    if v4 {
-        let j0 = 4u * st.u;
-        var dh = vec4<f32>(0.0);
-        if next {
-            dh = dh_v4(time_of(s + 1u, len) * p.batch + b, j0);
-        }
-        for (var q = 0u; q < 4u; q++) {
-            backward_finish(b, j0 + q, s, len, dh[q]);
-        }
-        return;
-    }
     var dh_w = 0.0;
-    if next {
+    if s + 1u < len {
         dh_w = dh_direct(time_of(s + 1u, len) * p.batch + b, st.u);
     }
     backward_finish(b, st.u, s, len, dh_w);
@@ -343,7 +430,7 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
 @compute @workgroup_size(64)
 fn backward_state(@builtin(global_invocation_id) gid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
-    let st = site(gid, nwg, pp[0].h);
+    let st = site(gid, nwg, pp[0].batch, pp[0].h);
     if !st.ok {
         return;
     }

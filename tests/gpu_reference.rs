@@ -261,6 +261,19 @@ fn per_step_cell_variants() {
                 states: true,
                 ..BASE
             },
+            // H a multiple of 4 (the direct variant's vec4 path), a partial
+            // group of 4 batch rows, both directions, lengths and states.
+            Case {
+                hidden: 12,
+                input: 4,
+                seq: 6,
+                batch: 7,
+                bidir: true,
+                layers: 2,
+                states: true,
+                lengths: true,
+                ..BASE
+            },
         ]
         .into_iter()
         .enumerate()

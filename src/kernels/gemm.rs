@@ -16,6 +16,8 @@ const SRC: &str = include_str!("../../shaders/gemm.wgsl");
 /// Rows and columns covered by one workgroup of the block variant (8x8
 /// invocations, 4x4 each).
 const BLOCK_TILE: usize = 32;
+/// The same for `gemm_vec4` (8x8 invocations, 8x8 each).
+const VEC4_TILE: usize = 64;
 /// Loop passes of `store_block` in the shader at most: the row loop's 4
 /// iterations and exit check, and 4 column loops of 4 iterations and a check.
 const STORE_PASSES: usize = 5 + 4 * 5;
@@ -298,7 +300,9 @@ impl Gemm {
             Some((buf, b1, b2)) => (buf, b1, b2),
             None => (op.a.0, None, None),
         };
+        let wide = self.uses_vec4(op);
         let (rows, cols) = match self.variant {
+            GemmVariant::Block if wide => (VEC4_TILE, VEC4_TILE),
             GemmVariant::Block => (BLOCK_TILE, BLOCK_TILE),
             GemmVariant::Tiled => (4 * self.tile.wg_m as usize, 4 * self.tile.wg_n as usize),
         };
@@ -307,7 +311,7 @@ impl Gemm {
             groups_1d(ctx, "gemm rows", op.m, rows)?,
         );
         let which = usize::from(op.trans_a) << 1 | usize::from(op.trans_b);
-        let kernel = match self.uses_vec4(op) {
+        let kernel = match wide {
             true => &self.vec4[which],
             false => &self.kernels[which],
         };

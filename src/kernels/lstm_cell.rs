@@ -50,6 +50,10 @@ enum Entry {
     State,
 }
 
+/// Batch rows per invocation of the direct variant's wide (vec4) path: the
+/// shader's `RB`.
+const WIDE_ROWS: usize = 4;
+
 /// Invocations per workgroup of the direct variant.
 const WG: usize = 64;
 /// Lanes ((layer, direction, step) triples) one dispatch can cover: the
@@ -396,12 +400,14 @@ impl LstmCell {
         };
         let g = match self.variant {
             CellVariant::Direct => {
-                // The wide backward gives each invocation 4 units.
-                let units = match (entry, wide) {
-                    (Entry::Backward, true) => s0.hidden / 4,
-                    _ => s0.hidden,
+                // The wide path gives each invocation WIDE_ROWS batch rows,
+                // and in backward 4 units.
+                let (rows, units) = match (entry, wide) {
+                    (Entry::Forward, true) => (s0.batch.div_ceil(WIDE_ROWS), s0.hidden),
+                    (Entry::Backward, true) => (s0.batch.div_ceil(WIDE_ROWS), s0.hidden / 4),
+                    _ => (s0.batch, s0.hidden),
                 };
-                let n = u32_of("cell invocations", lanes.len() * s0.batch * units)?;
+                let n = u32_of("cell invocations", lanes.len() * rows * units)?;
                 ctx.grid(n.div_ceil(WG as u32))
             }
             CellVariant::Tiled => (
