@@ -78,6 +78,9 @@ pub struct Lstm {
     /// updates running ones, and dropout between layers is applied. Eval
     /// mode (`false`): running statistics, no dropout.
     pub train: bool,
+    /// Whether backward computes the gradient w.r.t. the input (`true`, the
+    /// default); see [`Lstm::set_input_grad`].
+    input_grad: bool,
     /// [`DropoutStep`] words read by every plan's dropout dispatches.
     dropout_step: wgpu::Buffer,
 }
@@ -174,6 +177,7 @@ impl Lstm {
             plans: HashMap::new(),
             clips: HashMap::new(),
             train: true,
+            input_grad: true,
             dropout_step,
         })
     }
@@ -209,7 +213,7 @@ impl Lstm {
                 &self.model,
                 seq_len,
                 batch,
-                self.train,
+                (self.train, self.input_grad),
                 &self.dropout_step,
             )?;
             self.plans.insert(key, plan);
@@ -222,6 +226,16 @@ impl Lstm {
     /// A forced persistent path that cannot run a shape fails its passes.
     pub fn set_cell_path(&mut self, path: Option<crate::schedule::CellPath>) {
         self.kernels.cell_path = path;
+        self.plans.clear();
+    }
+
+    /// Whether backward computes the gradient w.r.t. the input (default
+    /// `true`). Without it the last GEMM of backward is skipped (a model
+    /// whose dense input feeds nothing trainable does not need it), and
+    /// [`Lstm::forward_backward`] returns an empty `Grads::input`; prepared
+    /// plans are dropped.
+    pub fn set_input_grad(&mut self, on: bool) {
+        self.input_grad = on;
         self.plans.clear();
     }
 
@@ -288,18 +302,7 @@ impl Lstm {
         let (t, n) = (b.seq_len, b.batch);
         self.model.check_batch(b, self.train)?;
         let key = (t, n, self.train);
-        if !self.plans.contains_key(&key) {
-            let plan = Plan::new(
-                &self.ctx,
-                &self.kernels,
-                &self.model,
-                t,
-                n,
-                self.train,
-                &self.dropout_step,
-            )?;
-            self.plans.insert(key, plan);
-        }
+        self.plan(t, n)?;
         let cfg = &self.model.config;
         let ws = &self.plans[&key].ws;
         let ctx = &self.ctx;
@@ -438,8 +441,11 @@ impl Lstm {
         let out = self.read_outputs(t, n, b.batch_first)?;
         let plan = &self.plans[&(t, n, self.train)];
         let i = cfg.input_size;
-        let mut input = ctx.read_f32(plan.grad_input(), 0, t * n * i)?;
-        if b.batch_first {
+        let mut input = match self.input_grad {
+            true => ctx.read_f32(plan.grad_input(), 0, t * n * i)?,
+            false => Vec::new(),
+        };
+        if b.batch_first && self.input_grad {
             input = swap01(&input, t, n, i);
         }
         let st = ctx.read_f32(&plan.ws.gstate_out, 0, 2 * half)?;

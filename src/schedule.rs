@@ -372,7 +372,8 @@ impl Plan {
     }
 
     /// Builds the workspace and every dispatch for (seq, batch) in train or
-    /// eval mode (which matters for BatchNorm variants and dropout).
+    /// eval mode (which matters for BatchNorm variants and dropout), with or
+    /// without the gradient w.r.t. the input (`modes`: (train, input_grad)).
     /// Dropout dispatches read their [`DropoutStep`] words from
     /// `dropout_step` at offset 0.
     ///
@@ -383,10 +384,10 @@ impl Plan {
         model: &LstmModel,
         seq: usize,
         batch: usize,
-        train: bool,
+        modes: (bool, bool),
         dropout_step: &wgpu::Buffer,
     ) -> Result<Self> {
-        ctx.scoped(|| Self::build(ctx, k, model, seq, batch, train, dropout_step))
+        ctx.scoped(|| Self::build(ctx, k, model, seq, batch, modes, dropout_step))
     }
 
     /// The path for this shape: persistent where [`CellPath`]'s rule picks
@@ -433,7 +434,7 @@ impl Plan {
         model: &LstmModel,
         seq: usize,
         batch: usize,
-        train: bool,
+        (train, input_grad): (bool, bool),
         dropout_step: &wgpu::Buffer,
     ) -> Result<Self> {
         let (path, persistent) = Self::choose(ctx, k, model, seq, batch, train)?;
@@ -442,7 +443,10 @@ impl Plan {
         let ws = Workspace::new(ctx, cfg, &model.norm, &model.links, train, seq, batch, wave)?;
         if wave {
             let skew = wave_skew(k.wave_skew, seq);
-            let (forward, backward) = Self::wavefront(ctx, k, model, &ws, skew)?;
+            let (forward, mut backward) = Self::wavefront(ctx, k, model, &ws, skew)?;
+            if input_grad {
+                backward.extend(Self::input_grad_gemm(ctx, k, model, &ws, 0, (0, seq))?);
+            }
             return Ok(Self {
                 ws,
                 forward,
@@ -451,8 +455,15 @@ impl Plan {
                 skew: Some(skew),
             });
         }
-        let (forward, backward) =
-            Self::layer_by_layer(ctx, k, model, &ws, train, dropout_step, persistent.as_ref())?;
+        let (forward, backward) = Self::layer_by_layer(
+            ctx,
+            k,
+            model,
+            &ws,
+            (train, input_grad),
+            dropout_step,
+            persistent.as_ref(),
+        )?;
         Ok(Self {
             ws,
             forward,
@@ -654,7 +665,8 @@ impl Plan {
         Ok(out)
     }
 
-    /// The wavefront (unidirectional plain cells, nothing between layers):
+    /// The wavefront (unidirectional plain cells, nothing between layers),
+    /// without the input gradient of layer 0:
     /// layer l + 1 runs step s − C in the same cell dispatch as layer l at
     /// step s, so the time loops of all layers take T + (L−1)·C dispatches
     /// per pass instead of L·T. Layer l + 1's input projection runs in
@@ -723,7 +735,6 @@ impl Plan {
         for l in 0..layers {
             backward.extend(Self::weight_grads(ctx, k, model, ws, l, true)?);
         }
-        backward.extend(Self::input_grad_gemm(ctx, k, model, ws, 0, (0, seq))?);
         Ok((forward, backward))
     }
 
@@ -735,7 +746,7 @@ impl Plan {
         k: &Kernels,
         model: &LstmModel,
         ws: &Workspace,
-        train: bool,
+        (train, input_grad): (bool, bool),
         dropout_step: &wgpu::Buffer,
         persistent: Option<&crate::kernels::lstm_persistent::PersistentLayout>,
     ) -> Result<(Vec<Dispatch>, Vec<Dispatch>)> {
@@ -831,7 +842,9 @@ impl Plan {
                 backward.extend(k.cell.backward_state(ctx, &state_shapes, &bwd_bufs)?);
             }
             backward.extend(Self::weight_grads(ctx, k, model, ws, l, train)?);
-            backward.extend(Self::input_grad_gemm(ctx, k, model, ws, l, (0, seq))?);
+            if l > 0 || input_grad {
+                backward.extend(Self::input_grad_gemm(ctx, k, model, ws, l, (0, seq))?);
+            }
         }
         Ok((forward, backward))
     }

@@ -504,6 +504,9 @@ impl Trainer {
             .map(|e| (e.offset, e.len()))
             .collect();
         let mut lstm = Lstm::new(ctx.clone(), model)?;
+        // Only the embedding needs the LSTM's input gradient; dense inputs
+        // feed nothing trainable.
+        lstm.set_input_grad(matches!(net.head, Head::Language { .. }));
         lstm.set_links(Links {
             dropout: net.dropout,
             residual: net.residual,

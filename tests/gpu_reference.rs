@@ -109,6 +109,19 @@ fn wavefront() {
     }
 }
 
+/// The host data of a case: lengths (when asked) T for sequence 0 and
+/// scattered over 1..=T for the others.
+fn case_data(c: &Case, seed: u64) -> Data {
+    let rc = ref_config(c.input, c.hidden, c.layers, c.bidir, c.bias);
+    let (t, n) = (c.seq, c.batch);
+    let lengths: Option<Vec<usize>> = c.lengths.then(|| {
+        (0..n)
+            .map(|b| if b == 0 { t } else { 1 + (b * 7 + 3) % t })
+            .collect()
+    });
+    data(rc, None, (t, n), c.states, lengths, seed)
+}
+
 /// `setup` adjusts the LSTM (forced path or cell variant) before the pass.
 /// Returns what forward_backward gave (in the pass's layout).
 fn run_case_with(
@@ -130,14 +143,7 @@ fn run_case_with(
         c.lengths,
         c.batch_first
     );
-    let rc = ref_config(c.input, c.hidden, c.layers, c.bidir, c.bias);
-    let (t, n) = (c.seq, c.batch);
-    let lengths: Option<Vec<usize>> = c.lengths.then(|| {
-        (0..n)
-            .map(|b| if b == 0 { t } else { 1 + (b * 7 + 3) % t })
-            .collect()
-    });
-    let d = data(rc, None, (t, n), c.states, lengths, seed);
+    let d = case_data(&c, seed);
     let (rout, rgrad) = reference::backward(&d.rc, &d.w, &d.rin, &d.up);
 
     let model = model_of(ctx, &d, None).unwrap_or_else(|e| panic!("{e}"));
@@ -419,5 +425,50 @@ fn bit_identical_runs() {
     assert_eq!(bits(&g1.input), bits(&g2.input));
     for (a, b) in g1.params.iter().zip(&g2.params) {
         assert_eq!(bits(&a.data), bits(&b.data), "{}", a.name);
+    }
+}
+
+/// Without the input gradient (`Lstm::set_input_grad(false)`), backward
+/// records one GEMM less, returns no input gradient, and leaves every other
+/// result bit for bit as it was, on the wavefront and layer by layer.
+#[test]
+fn input_gradient_can_be_skipped() {
+    use lstm_wgpu::schedule::CellPath;
+    let ctx = ctx();
+    let c = Case {
+        hidden: 12,
+        input: 5,
+        seq: 5,
+        batch: 3,
+        layers: 2,
+        states: true,
+        lengths: true,
+        ..BASE
+    };
+    for path in [CellPath::Wavefront, CellPath::PerStep] {
+        let counts = |l: &mut Lstm| l.dispatch_counts(c.seq, c.batch);
+        let with = run_case_with(&ctx, c, 500, |l| l.set_cell_path(Some(path)));
+        let d = case_data(&c, 500);
+        let mut lstm =
+            Lstm::new(ctx.clone(), model_of(&ctx, &d, None).expect("model")).expect("lstm");
+        lstm.set_cell_path(Some(path));
+        let hp = HostPass::new(&d, false);
+        lstm.forward_backward(&hp.batch(), &hp.upstream())
+            .expect("pass");
+        let full = counts(&mut lstm).expect("counts");
+        lstm.set_input_grad(false);
+        let (out, grads) = lstm
+            .forward_backward(&hp.batch(), &hp.upstream())
+            .expect("pass");
+        assert_eq!(counts(&mut lstm), Some((full.0, full.1 - 1)), "{path}");
+        assert!(grads.input.is_empty(), "{path}");
+        assert_eq!(out, with.0, "{path}");
+        assert!(
+            Grads {
+                input: with.1.input.clone(),
+                ..grads
+            } == with.1,
+            "{path}: gradients differ without the input gradient"
+        );
     }
 }
