@@ -116,7 +116,7 @@ fn site(gid: vec3<u32>, nwg: vec3<u32>, rows: u32, units: u32) -> Site {
 
 // Batch rows per invocation of the wide path: W_hh values loaded once serve
 // RB rows.
-const RB: u32 = 4u;
+const RB: u32 = 8u;
 
 // vec4 views of W_hh, h0 and the layer output, bound only by the direct
 // kernels: with pp[0].wide set (H, and every offset, a multiple of 4) the
@@ -127,33 +127,38 @@ const RB: u32 = 4u;
 @group(0) @binding(13) var<storage, read> state_in4: array<vec4<f32>>;
 @group(0) @binding(14) var<storage, read_write> out4: array<vec4<f32>>;
 
-// The wide forward of unit j for batch rows 4·bg .. 4·bg + 3 (those that
-// exist and are active at this step): the recurrent products with vec4
-// loads, each W_hh vec4 serving the RB rows, summed from the pre-gates in
-// k order as in the scalar path; then the pointwise half per row.
-fn forward_wide(bg: u32, j: u32) {
+// The wide forward of units j0, j0 + 1 for batch rows RB·bg .. RB·bg +
+// RB − 1 (those that exist and are active at this step): the recurrent
+// products with vec4 loads, each W_hh vec4 serving RB rows and each h vec4
+// both units (8 W and RB h loads per 4 k and 32·RB FMAs), summed from the
+// pre-gates in k order as in the scalar path; then the pointwise half per
+// row and unit.
+fn forward_wide(bg: u32, j0: u32) {
     let hs = p.h;
     let h4 = hs / 4u;
     let s = p.step;
     let gs = hs * h4;
-    let wi = (p.whh_off + j * hs) / 4u;
+    let wi = (p.whh_off + j0 * hs) / 4u;
     let from_state = s == 0u;
     var live: array<bool, RB>;
     var src: array<u32, RB>;
-    var acc: array<vec4<f32>, RB>;
+    // acc[2r + q]: gates (i, f, g, o) of row r, unit j0 + q.
+    var acc: array<vec4<f32>, 2u * RB>;
     for (var r = 0u; r < RB; r++) {
         let b = bg * RB + r;
         live[r] = false;
         src[r] = 0u;
-        acc[r] = vec4<f32>(0.0);
+        acc[2u * r] = vec4<f32>(0.0);
+        acc[2u * r + 1u] = vec4<f32>(0.0);
         if b < p.batch {
             let len = lengths[b];
             if s < len {
                 live[r] = true;
                 let t = time_of(s, len);
-                let pb = p.pre_off + (t * p.batch + b) * 4u * hs;
-                acc[r] = vec4<f32>(pre[pb + j], pre[pb + hs + j], pre[pb + 2u * hs + j],
-                                   pre[pb + 3u * hs + j]);
+                let pb = p.pre_off + (t * p.batch + b) * 4u * hs + j0;
+                acc[2u * r] = vec4<f32>(pre[pb], pre[pb + hs], pre[pb + 2u * hs], pre[pb + 3u * hs]);
+                acc[2u * r + 1u] = vec4<f32>(pre[pb + 1u], pre[pb + hs + 1u], pre[pb + 2u * hs + 1u],
+                                             pre[pb + 3u * hs + 1u]);
                 if from_state {
                     src[r] = (p.state_off + b * hs) / 4u;
                 } else {
@@ -167,10 +172,14 @@ fn forward_wide(bg: u32, j: u32) {
         }
     }
     for (var kq = 0u; kq < h4; kq++) {
-        let a = w4[wi + kq];
-        let f = w4[wi + gs + kq];
-        let g = w4[wi + 2u * gs + kq];
-        let o = w4[wi + 3u * gs + kq];
+        let a0 = w4[wi + kq];
+        let f0 = w4[wi + gs + kq];
+        let g0 = w4[wi + 2u * gs + kq];
+        let o0 = w4[wi + 3u * gs + kq];
+        let a1 = w4[wi + h4 + kq];
+        let f1 = w4[wi + gs + h4 + kq];
+        let g1 = w4[wi + 2u * gs + h4 + kq];
+        let o1 = w4[wi + 3u * gs + h4 + kq];
         for (var r = 0u; r < RB; r++) {
             var hv: vec4<f32>;
             if from_state {
@@ -178,12 +187,18 @@ fn forward_wide(bg: u32, j: u32) {
             } else {
                 hv = out4[src[r] + kq];
             }
-            var x = acc[r];
-            x += vec4<f32>(a.x, f.x, g.x, o.x) * hv.x;
-            x += vec4<f32>(a.y, f.y, g.y, o.y) * hv.y;
-            x += vec4<f32>(a.z, f.z, g.z, o.z) * hv.z;
-            x += vec4<f32>(a.w, f.w, g.w, o.w) * hv.w;
-            acc[r] = x;
+            var x = acc[2u * r];
+            x += vec4<f32>(a0.x, f0.x, g0.x, o0.x) * hv.x;
+            x += vec4<f32>(a0.y, f0.y, g0.y, o0.y) * hv.y;
+            x += vec4<f32>(a0.z, f0.z, g0.z, o0.z) * hv.z;
+            x += vec4<f32>(a0.w, f0.w, g0.w, o0.w) * hv.w;
+            acc[2u * r] = x;
+            var y = acc[2u * r + 1u];
+            y += vec4<f32>(a1.x, f1.x, g1.x, o1.x) * hv.x;
+            y += vec4<f32>(a1.y, f1.y, g1.y, o1.y) * hv.y;
+            y += vec4<f32>(a1.z, f1.z, g1.z, o1.z) * hv.z;
+            y += vec4<f32>(a1.w, f1.w, g1.w, o1.w) * hv.w;
+            acc[2u * r + 1u] = y;
         }
     }
     let c_base = p.cache_off + p.seq * p.batch * 4u * hs;
@@ -194,21 +209,24 @@ fn forward_wide(bg: u32, j: u32) {
         let b = bg * RB + r;
         let len = lengths[b];
         let t = time_of(s, len);
-        var hp_j: f32;
-        var c_prev: f32;
-        if from_state {
-            let sb = p.state_off + b * hs;
-            hp_j = state_in[sb + j];
-            c_prev = state_in[p.state_stride + sb + j];
-        } else {
-            hp_j = out[src[r] * 4u + j];
-            var tp = t - 1u;
-            if p.reverse != 0u {
-                tp = t + 1u;
-            }
-            c_prev = cache[c_base + (tp * p.batch + b) * hs + j];
+        var tp = t - 1u;
+        if p.reverse != 0u {
+            tp = t + 1u;
         }
-        forward_finish(b, j, s == len - 1u, t * p.batch + b, acc[r], hp_j, c_prev);
+        for (var q = 0u; q < 2u; q++) {
+            let j = j0 + q;
+            var hp_j: f32;
+            var c_prev: f32;
+            if from_state {
+                let sb = p.state_off + b * hs;
+                hp_j = state_in[sb + j];
+                c_prev = state_in[p.state_stride + sb + j];
+            } else {
+                hp_j = out[src[r] * 4u + j];
+                c_prev = cache[c_base + (tp * p.batch + b) * hs + j];
+            }
+            forward_finish(b, j, s == len - 1u, t * p.batch + b, acc[2u * r + q], hp_j, c_prev);
+        }
     }
 }
 
@@ -216,9 +234,9 @@ fn forward_wide(bg: u32, j: u32) {
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
     if pp[0].wide != 0u {
-        let st = site(gid, nwg, (pp[0].batch + RB - 1u) / RB, pp[0].h);
+        let st = site(gid, nwg, (pp[0].batch + RB - 1u) / RB, pp[0].h / 2u);
         if st.ok {
-            forward_wide(st.b, st.u);
+            forward_wide(st.b, 2u * st.u);
         }
         return;
     }
@@ -336,44 +354,15 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
 // vec4 view of the gate gradients, bound only by the direct backward.
 @group(0) @binding(15) var<storage, read_write> dg4: array<vec4<f32>>;
 
-// The wide backward of units j0 .. j0 + 3 for batch rows RB·bg ..: dh_prev
-// = dgates_{s+1} * W_hh[:, j0..j0+4] with vec4 loads, each W_hh vec4
-// serving the RB rows (k ascending, as dh_direct), then the pointwise half
-// per row and unit.
+// The wide backward of units j0 .. j0 + 7 (those below H) for batch rows
+// RB·bg ..: dh_prev = dgates_{s+1} * W_hh[:, j0..j0+8] with vec4 loads,
+// each W_hh vec4 serving RB rows and each dgates vec4 both unit quads (8
+// W and RB dgates loads per 4 k and 32·RB FMAs; k ascending, as
+// dh_direct), then the pointwise half per row and unit.
 fn backward_wide(bg: u32, j0: u32) {
     let hs = p.h;
-    let h4 = hs / 4u;
     let s = p.step;
-    let wb = (p.whh_off + j0) / 4u;
-    var base: array<u32, RB>;
-    var acc: array<vec4<f32>, RB>;
-    for (var r = 0u; r < RB; r++) {
-        let b = bg * RB + r;
-        base[r] = 0u;
-        acc[r] = vec4<f32>(0.0);
-        if b < p.batch {
-            let len = lengths[b];
-            if s + 1u < len {
-                base[r] = (p.dg_off + (time_of(s + 1u, len) * p.batch + b) * 4u * hs) / 4u;
-            }
-        }
-    }
-    for (var kq = 0u; kq < hs; kq++) {
-        let k = 4u * kq;
-        let w0 = w4[wb + k * h4];
-        let w1 = w4[wb + (k + 1u) * h4];
-        let w2 = w4[wb + (k + 2u) * h4];
-        let w3 = w4[wb + (k + 3u) * h4];
-        for (var r = 0u; r < RB; r++) {
-            let d = dg4[base[r] + kq];
-            var x = acc[r];
-            x += d.x * w0;
-            x += d.y * w1;
-            x += d.z * w2;
-            x += d.w * w3;
-            acc[r] = x;
-        }
-    }
+    let acc = dh_wide(bg, j0, false);
     for (var r = 0u; r < RB; r++) {
         let b = bg * RB + r;
         if b >= p.batch {
@@ -385,11 +374,68 @@ fn backward_wide(bg: u32, j0: u32) {
         }
         // Rows without a step s + 1 summed garbage: backward_finish uses
         // grad h_n / c_n there instead.
-        let dh = acc[r];
-        for (var q = 0u; q < 4u; q++) {
-            backward_finish(b, j0 + q, s, len, dh[q]);
+        for (var q = 0u; q < 8u; q++) {
+            if j0 + q < hs {
+                backward_finish(b, j0 + q, s, len, acc[2u * r + q / 4u][q % 4u]);
+            }
         }
     }
+}
+
+// dh_prev[r, j0 + q] = acc[2r + q / 4][q % 4] for the RB rows from RB·bg:
+// the dgates row of step s + 1 (or, with `state`, of step 0) times
+// W_hh[:, j0..j0+8]. Rows without such a step sum garbage.
+fn dh_wide(bg: u32, j0: u32, state: bool) -> array<vec4<f32>, 2u * RB> {
+    let hs = p.h;
+    let h4 = hs / 4u;
+    let s = p.step;
+    let wb = (p.whh_off + j0) / 4u;
+    // The second quad reads the first again when it is past H (never
+    // stored).
+    let q1 = select(0u, 1u, j0 + 4u < hs);
+    var base: array<u32, RB>;
+    var acc: array<vec4<f32>, 2u * RB>;
+    for (var r = 0u; r < RB; r++) {
+        let b = bg * RB + r;
+        base[r] = 0u;
+        acc[2u * r] = vec4<f32>(0.0);
+        acc[2u * r + 1u] = vec4<f32>(0.0);
+        if b < p.batch {
+            let len = lengths[b];
+            if state {
+                base[r] = (p.dg_off + (time_of(0u, len) * p.batch + b) * 4u * hs) / 4u;
+            } else if s + 1u < len {
+                base[r] = (p.dg_off + (time_of(s + 1u, len) * p.batch + b) * 4u * hs) / 4u;
+            }
+        }
+    }
+    for (var kq = 0u; kq < hs; kq++) {
+        let k = 4u * kq;
+        let w0 = w4[wb + k * h4];
+        let w1 = w4[wb + (k + 1u) * h4];
+        let w2 = w4[wb + (k + 2u) * h4];
+        let w3 = w4[wb + (k + 3u) * h4];
+        let v0 = w4[wb + q1 + k * h4];
+        let v1 = w4[wb + q1 + (k + 1u) * h4];
+        let v2 = w4[wb + q1 + (k + 2u) * h4];
+        let v3 = w4[wb + q1 + (k + 3u) * h4];
+        for (var r = 0u; r < RB; r++) {
+            let d = dg4[base[r] + kq];
+            var x = acc[2u * r];
+            x += d.x * w0;
+            x += d.y * w1;
+            x += d.z * w2;
+            x += d.w * w3;
+            acc[2u * r] = x;
+            var y = acc[2u * r + 1u];
+            y += d.x * v0;
+            y += d.y * v1;
+            y += d.z * v2;
+            y += d.w * v3;
+            acc[2u * r + 1u] = y;
+        }
+    }
+    return acc;
 }
 
 // One backward step s (called for s = T-1 down to 0). Each invocation owns
@@ -402,9 +448,9 @@ fn backward_wide(bg: u32, j0: u32) {
 fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
     if pp[0].wide != 0u {
-        let st = site(gid, nwg, (pp[0].batch + RB - 1u) / RB, pp[0].h / 4u);
+        let st = site(gid, nwg, (pp[0].batch + RB - 1u) / RB, (pp[0].h + 7u) / 8u);
         if st.ok {
-            backward_wide(st.b, 4u * st.u);
+            backward_wide(st.b, 8u * st.u);
         }
         return;
     }
@@ -425,11 +471,41 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
     backward_finish(b, st.u, s, len, dh_w);
 }
 
+// backward_state for units j0 .. j0 + 7 of RB rows, with dh_wide.
+fn state_wide(bg: u32, j0: u32) {
+    let hs = p.h;
+    let gates_len = p.seq * p.batch * 4u * hs;
+    let acc = dh_wide(bg, j0, true);
+    for (var r = 0u; r < RB; r++) {
+        let b = bg * RB + r;
+        if b >= p.batch {
+            return;
+        }
+        let row = time_of(0u, lengths[b]) * p.batch + b;
+        for (var q = 0u; q < 8u; q++) {
+            let j = j0 + q;
+            if j < hs {
+                let sb = p.state_off + b * hs + j;
+                gstate_out[sb] = acc[2u * r + q / 4u][q % 4u];
+                gstate_out[p.state_stride + sb] = dg[p.dg_off + gates_len + row * hs + j]
+                    * cache[p.cache_off + row * 4u * hs + hs + j];
+            }
+        }
+    }
+}
+
 // Gradients of the initial state after step 0: grad_h0 = dgates_0 * W_hh,
 // grad_c0 = dc_0 * f_0.
 @compute @workgroup_size(64)
 fn backward_state(@builtin(global_invocation_id) gid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
+    if pp[0].wide != 0u {
+        let st = site(gid, nwg, (pp[0].batch + RB - 1u) / RB, (pp[0].h + 7u) / 8u);
+        if st.ok {
+            state_wide(st.b, 8u * st.u);
+        }
+        return;
+    }
     let st = site(gid, nwg, pp[0].batch, pp[0].h);
     if !st.ok {
         return;

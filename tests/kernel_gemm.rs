@@ -596,6 +596,10 @@ fn gemm_variant_timings() {
         (512, 512, 512, false, false),
         (2048, 1024, 384, false, true),
         (1024, 384, 2048, true, false),
+        // The char step's own: input projection, dW, input gradient.
+        (2048, 1024, 256, false, true),
+        (1024, 256, 2048, true, false),
+        (2048, 256, 1024, false, false),
     ] {
         let cs = Case {
             m,

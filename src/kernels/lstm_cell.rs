@@ -52,7 +52,7 @@ enum Entry {
 
 /// Batch rows per invocation of the direct variant's wide (vec4) path: the
 /// shader's `RB`.
-const WIDE_ROWS: usize = 4;
+const WIDE_ROWS: usize = 8;
 
 /// Invocations per workgroup of the direct variant.
 const WG: usize = 64;
@@ -303,13 +303,7 @@ impl LstmCell {
         }
         let fwd = Kernel::new(ctx, &m, &format!("forward{suffix}"), &fb, &[]);
         let bwd = Kernel::new(ctx, &m, &format!("backward{suffix}"), &bb, &[]);
-        let bwd_state = Kernel::new(
-            ctx,
-            &m,
-            &format!("backward_state{suffix}"),
-            &BWD_BINDINGS,
-            &[],
-        );
+        let bwd_state = Kernel::new(ctx, &m, &format!("backward_state{suffix}"), &bb, &[]);
         Self {
             fwd,
             bwd,
@@ -387,7 +381,7 @@ impl LstmCell {
                 "the lanes of a cell dispatch differ in hidden size, batch or length".into(),
             ));
         }
-        let wide = entry != Entry::State && self.wide(lanes);
+        let wide = self.wide(lanes);
         let mut words = Vec::with_capacity(16 * MAX_LANES);
         for (s, step) in lanes {
             words.extend(Self::params(s, *step, lanes.len(), wide)?);
@@ -400,11 +394,13 @@ impl LstmCell {
         };
         let g = match self.variant {
             CellVariant::Direct => {
-                // The wide path gives each invocation WIDE_ROWS batch rows,
-                // and in backward 4 units.
+                // The wide path gives each invocation WIDE_ROWS batch rows
+                // of 2 units (forward) or 8 (backward).
                 let (rows, units) = match (entry, wide) {
-                    (Entry::Forward, true) => (s0.batch.div_ceil(WIDE_ROWS), s0.hidden),
-                    (Entry::Backward, true) => (s0.batch.div_ceil(WIDE_ROWS), s0.hidden / 4),
+                    (Entry::Forward, true) => (s0.batch.div_ceil(WIDE_ROWS), s0.hidden / 2),
+                    (Entry::Backward | Entry::State, true) => {
+                        (s0.batch.div_ceil(WIDE_ROWS), s0.hidden.div_ceil(8))
+                    }
                     _ => (s0.batch, s0.hidden),
                 };
                 let n = u32_of("cell invocations", lanes.len() * rows * units)?;
@@ -449,6 +445,15 @@ impl LstmCell {
         self.dispatches(ctx, Entry::Forward, lanes, &bufs)
     }
 
+    /// The backward buffers, with the direct variant's vec4 views.
+    fn direct_bwd_buffers<'a>(&self, b: &'a CellBackward<'a>) -> Vec<&'a wgpu::Buffer> {
+        let mut bufs = Self::bwd_buffers(b).to_vec();
+        if self.variant == CellVariant::Direct {
+            bufs.extend([b.params, b.dg]);
+        }
+        bufs
+    }
+
     fn bwd_buffers<'a>(b: &'a CellBackward<'a>) -> [&'a wgpu::Buffer; 8] {
         [
             b.params,
@@ -481,11 +486,7 @@ impl LstmCell {
         lanes: &[(CellShape, usize)],
         b: &CellBackward<'_>,
     ) -> Result<Vec<Dispatch>> {
-        let mut bufs = Self::bwd_buffers(b).to_vec();
-        if self.variant == CellVariant::Direct {
-            bufs.extend([b.params, b.dg]);
-        }
-        self.dispatches(ctx, Entry::Backward, lanes, &bufs)
+        self.dispatches(ctx, Entry::Backward, lanes, &self.direct_bwd_buffers(b))
     }
 
     /// Gradients of h0 and c0 of the lanes `shapes` (any layers and
@@ -497,6 +498,6 @@ impl LstmCell {
         b: &CellBackward<'_>,
     ) -> Result<Vec<Dispatch>> {
         let lanes = Self::same_step(shapes, 0);
-        self.dispatches(ctx, Entry::State, &lanes, &Self::bwd_buffers(b))
+        self.dispatches(ctx, Entry::State, &lanes, &self.direct_bwd_buffers(b))
     }
 }
