@@ -81,6 +81,8 @@ pub struct Lstm {
     /// Whether backward computes the gradient w.r.t. the input (`true`, the
     /// default); see [`Lstm::set_input_grad`].
     input_grad: bool,
+    /// Layer 0's pre-gates come from the caller; see [`Lstm::set_token_input`].
+    token_input: bool,
     /// [`DropoutStep`] words read by every plan's dropout dispatches.
     dropout_step: wgpu::Buffer,
 }
@@ -178,6 +180,7 @@ impl Lstm {
             clips: HashMap::new(),
             train: true,
             input_grad: true,
+            token_input: false,
             dropout_step,
         })
     }
@@ -213,7 +216,11 @@ impl Lstm {
                 &self.model,
                 seq_len,
                 batch,
-                (self.train, self.input_grad),
+                crate::schedule::Modes {
+                    train: self.train,
+                    input_grad: self.input_grad,
+                    token_input: self.token_input,
+                },
                 &self.dropout_step,
             )?;
             self.plans.insert(key, plan);
@@ -237,6 +244,34 @@ impl Lstm {
     pub fn set_input_grad(&mut self, on: bool) {
         self.input_grad = on;
         self.plans.clear();
+    }
+
+    /// Whether the caller writes layer 0's pre-gates (x·W_ihᵀ + b_ih + b_hh,
+    /// at [`Plan::gate_offsets`]) and computes layer 0's dW_ih itself, as a
+    /// token model does from per-token tables (default `false`). Plain
+    /// cells only; prepared plans are dropped. With it set, `forward` and
+    /// `forward_backward` refuse to run (they would read unset pre-gates):
+    /// it is for callers that record plans into their own passes.
+    ///
+    /// [`Plan::gate_offsets`]: crate::schedule::Plan::gate_offsets
+    pub fn set_token_input(&mut self, on: bool) {
+        self.token_input = on;
+        self.plans.clear();
+    }
+
+    /// [`Plan::gate_offsets`] of the (T, B) plan in the current mode.
+    ///
+    /// [`Plan::gate_offsets`]: crate::schedule::Plan::gate_offsets
+    pub fn gate_offsets(
+        &mut self,
+        seq_len: usize,
+        batch: usize,
+        l: usize,
+        d: usize,
+    ) -> Result<(usize, usize)> {
+        self.plan(seq_len, batch)?;
+        let plan = &self.plans[&(seq_len, batch, self.train)];
+        Ok(plan.gate_offsets(&self.model, l, d))
     }
 
     /// Sets the wavefront's skew C (`None`: ⌈√T⌉), overriding
@@ -298,6 +333,13 @@ impl Lstm {
     }
 
     fn upload(&mut self, b: &Batch<'_>) -> Result<()> {
+        if self.token_input {
+            return Err(crate::Error::Invalid(
+                "this LSTM takes its layer-0 pre-gates from the caller (set_token_input): \
+                 run its plans in the caller's passes"
+                    .into(),
+            ));
+        }
         self.validate(b)?;
         let (t, n) = (b.seq_len, b.batch);
         self.model.check_batch(b, self.train)?;

@@ -23,6 +23,20 @@ use crate::model::{LstmModel, dir_suffix};
 use crate::norm::Norm;
 use crate::workspace::Workspace;
 
+/// What a plan computes besides the LSTM itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Modes {
+    /// Train mode (BatchNorm statistics, dropout) or eval.
+    pub train: bool,
+    /// Backward computes the gradient w.r.t. the input.
+    pub input_grad: bool,
+    /// Layer 0's pre-gates are written by the caller (a token model's
+    /// per-token projection table, gathered): the plan runs no input GEMM
+    /// for layer 0 and no dW_ih for it, which the caller computes from the
+    /// gate gradients per token (see `train.rs`). Plain cells only.
+    pub token_input: bool,
+}
+
 /// Prepared dispatches of one shape.
 pub struct Plan {
     /// The buffers they use.
@@ -366,14 +380,21 @@ impl Plan {
         self.ws.seq * self.ws.batch * self.ws.features
     }
 
+    /// Offsets of layer `l`, direction `d`'s pre-gates [T, B, 4H] in
+    /// `ws.pre` and of its gate gradients [T, B, 4H] in `ws.dg` (valid after
+    /// backward until the next pass).
+    pub fn gate_offsets(&self, model: &LstmModel, l: usize, d: usize) -> (usize, usize) {
+        let s = shape(model, &self.ws, l, d);
+        (s.pre_off, s.dg_off)
+    }
+
     /// The buffer holding the gradient of the input [T, B, I] after backward.
     pub fn grad_input(&self) -> &wgpu::Buffer {
         &self.ws.dx
     }
 
-    /// Builds the workspace and every dispatch for (seq, batch) in train or
-    /// eval mode (which matters for BatchNorm variants and dropout), with or
-    /// without the gradient w.r.t. the input (`modes`: (train, input_grad)).
+    /// Builds the workspace and every dispatch for (seq, batch) in `modes`
+    /// (train or eval mode matters for BatchNorm variants and dropout).
     /// Dropout dispatches read their [`DropoutStep`] words from
     /// `dropout_step` at offset 0.
     ///
@@ -384,7 +405,7 @@ impl Plan {
         model: &LstmModel,
         seq: usize,
         batch: usize,
-        modes: (bool, bool),
+        modes: Modes,
         dropout_step: &wgpu::Buffer,
     ) -> Result<Self> {
         ctx.scoped(|| Self::build(ctx, k, model, seq, batch, modes, dropout_step))
@@ -434,16 +455,22 @@ impl Plan {
         model: &LstmModel,
         seq: usize,
         batch: usize,
-        (train, input_grad): (bool, bool),
+        modes: Modes,
         dropout_step: &wgpu::Buffer,
     ) -> Result<Self> {
+        let (train, input_grad) = (modes.train, modes.input_grad);
+        if modes.token_input && model.norm.in_cell() {
+            return Err(crate::Error::Invalid(
+                "token input projections serve plain cells only".into(),
+            ));
+        }
         let (path, persistent) = Self::choose(ctx, k, model, seq, batch, train)?;
         let wave = path == CellPath::Wavefront;
         let cfg = &model.config;
         let ws = Workspace::new(ctx, cfg, &model.norm, &model.links, train, seq, batch, wave)?;
         if wave {
             let skew = wave_skew(k.wave_skew, seq);
-            let (forward, mut backward) = Self::wavefront(ctx, k, model, &ws, skew)?;
+            let (forward, mut backward) = Self::wavefront(ctx, k, model, &ws, skew, modes)?;
             if input_grad {
                 backward.extend(Self::input_grad_gemm(ctx, k, model, &ws, 0, (0, seq))?);
             }
@@ -455,15 +482,8 @@ impl Plan {
                 skew: Some(skew),
             });
         }
-        let (forward, backward) = Self::layer_by_layer(
-            ctx,
-            k,
-            model,
-            &ws,
-            (train, input_grad),
-            dropout_step,
-            persistent.as_ref(),
-        )?;
+        let (forward, backward) =
+            Self::layer_by_layer(ctx, k, model, &ws, modes, dropout_step, persistent.as_ref())?;
         Ok(Self {
             ws,
             forward,
@@ -569,15 +589,17 @@ impl Plan {
     }
 
     /// Weight and bias gradients of layer `l` as GEMMs and column sums over
-    /// all steps (and the norm-gain gradients of the normalized cells).
+    /// all steps (and the norm-gain gradients of the normalized cells);
+    /// without dW_ih for layer 0 with token input.
     fn weight_grads(
         ctx: &GpuContext,
         k: &Kernels,
         model: &LstmModel,
         ws: &Workspace,
         l: usize,
-        train: bool,
+        modes: Modes,
     ) -> Result<Vec<Dispatch>> {
+        let train = modes.train;
         let cfg = &model.config;
         let norm = model.norm;
         let in_cell = norm.in_cell();
@@ -610,7 +632,9 @@ impl Plan {
                 alpha: 1.0,
                 accumulate: false,
             };
-            out.extend(k.gemm.dispatch(ctx, &dw_ih)?);
+            if !(l == 0 && modes.token_input) {
+                out.extend(k.gemm.dispatch(ctx, &dw_ih)?);
+            }
             let hprev = sh.cache_off + if in_cell { sec_hp } else { tb * 5 * h };
             let dw_hh = GemmOp {
                 a: (&ws.dg, dr, 4 * h),
@@ -681,6 +705,7 @@ impl Plan {
         model: &LstmModel,
         ws: &Workspace,
         skew: usize,
+        modes: Modes,
     ) -> Result<(Vec<Dispatch>, Vec<Dispatch>)> {
         let layers = model.config.num_layers;
         let seq = ws.seq;
@@ -688,7 +713,10 @@ impl Plan {
         let waves = seq + (layers - 1) * c;
         let sh: Vec<CellShape> = (0..layers).map(|l| shape(model, ws, l, 0)).collect();
         let fbufs = cell_forward(model, ws);
-        let mut forward = Self::input_gemm(ctx, k, model, ws, (0, 0), (0, seq))?;
+        let mut forward = match modes.token_input {
+            true => Vec::new(),
+            false => Self::input_gemm(ctx, k, model, ws, (0, 0), (0, seq))?,
+        };
         for w in 0..waves {
             let mut lanes = Vec::with_capacity(layers);
             for (l, shape) in sh.iter().enumerate() {
@@ -733,7 +761,7 @@ impl Plan {
         }
         backward.extend(k.cell.backward_state(ctx, &sh, &bbufs)?);
         for l in 0..layers {
-            backward.extend(Self::weight_grads(ctx, k, model, ws, l, true)?);
+            backward.extend(Self::weight_grads(ctx, k, model, ws, l, modes)?);
         }
         Ok((forward, backward))
     }
@@ -746,10 +774,11 @@ impl Plan {
         k: &Kernels,
         model: &LstmModel,
         ws: &Workspace,
-        (train, input_grad): (bool, bool),
+        modes: Modes,
         dropout_step: &wgpu::Buffer,
         persistent: Option<&crate::kernels::lstm_persistent::PersistentLayout>,
     ) -> Result<(Vec<Dispatch>, Vec<Dispatch>)> {
+        let (train, input_grad) = (modes.train, modes.input_grad);
         let cfg = &model.config;
         let norm = model.norm;
         let in_cell = norm.in_cell();
@@ -774,7 +803,9 @@ impl Plan {
         let mut forward = Vec::new();
         for l in 0..cfg.num_layers {
             for d in 0..dirs {
-                forward.extend(Self::input_gemm(ctx, k, model, ws, (l, d), (0, seq))?);
+                if !(l == 0 && modes.token_input) {
+                    forward.extend(Self::input_gemm(ctx, k, model, ws, (l, d), (0, seq))?);
+                }
             }
             let shapes = dir_shapes(l);
             if let Some(lay) = persistent {
@@ -841,7 +872,7 @@ impl Plan {
                     .collect();
                 backward.extend(k.cell.backward_state(ctx, &state_shapes, &bwd_bufs)?);
             }
-            backward.extend(Self::weight_grads(ctx, k, model, ws, l, train)?);
+            backward.extend(Self::weight_grads(ctx, k, model, ws, l, modes)?);
             if l > 0 || input_grad {
                 backward.extend(Self::input_grad_gemm(ctx, k, model, ws, l, (0, seq))?);
             }

@@ -370,6 +370,8 @@ pub struct StepStats {
 
 /// Buffers and dispatches of one (T, mode) shape around the LSTM's plan.
 struct StepPlan {
+    /// Gather ids of the token projection (padding mapped to V), if used.
+    tok: Option<wgpu::Buffer>,
     inputs: wgpu::Buffer,
     targets: wgpu::Buffer,
     mask: wgpu::Buffer,
@@ -411,10 +413,21 @@ pub struct Trainer {
     pub profiler: Option<crate::gpu::Profiler>,
     /// Readback slots (loss and clip stats header) of steps in flight.
     ring: Vec<wgpu::Buffer>,
+    /// Token models: layer 0's input projection runs per vocabulary entry
+    /// and is gathered (see [`Trainer::set_token_projection`]).
+    token_projection: bool,
     /// Steps submitted and not yet read back, oldest first.
     pending: std::collections::VecDeque<Pending>,
     /// Statistics read back but not yet returned by next_stats.
     done: std::collections::VecDeque<StepStats>,
+}
+
+/// Buffers of the token projection of one step plan.
+struct TokenTables<'a> {
+    proj: &'a wgpu::Buffer,
+    tok: &'a wgpu::Buffer,
+    gsum: &'a wgpu::Buffer,
+    csr: &'a wgpu::Buffer,
 }
 
 /// A submitted training step awaiting its readback.
@@ -504,9 +517,12 @@ impl Trainer {
             .map(|e| (e.offset, e.len()))
             .collect();
         let mut lstm = Lstm::new(ctx.clone(), model)?;
-        // Only the embedding needs the LSTM's input gradient; dense inputs
-        // feed nothing trainable.
-        lstm.set_input_grad(matches!(net.head, Head::Language { .. }));
+        // Token models of plain cells project per vocabulary entry (see
+        // set_token_projection); otherwise only the embedding needs the
+        // LSTM's input gradient, and dense inputs feed nothing trainable.
+        let token_projection = matches!(net.head, Head::Language { .. }) && !net.norm.in_cell();
+        lstm.set_token_input(token_projection);
+        lstm.set_input_grad(matches!(net.head, Head::Language { .. }) && !token_projection);
         lstm.set_links(Links {
             dropout: net.dropout,
             residual: net.residual,
@@ -551,9 +567,31 @@ impl Trainer {
             last_train: true,
             profiler: None,
             ring,
+            token_projection,
             pending: Default::default(),
             done: Default::default(),
         })
+    }
+
+    /// Whether a token model computes layer 0's input projection once per
+    /// vocabulary entry (P = E·W_ihᵀ + b, gathered per token, and layer 0's
+    /// dW_ih and the embedding gradient from the gate gradients summed per
+    /// token) instead of per position (embedding lookup, then a GEMM over
+    /// all T·B rows). On by default for token models of plain cells; the
+    /// two agree to f32 rounding (the sums are grouped by token). Plans are
+    /// rebuilt. An error for other models.
+    pub fn set_token_projection(&mut self, on: bool) -> Result<()> {
+        let lang = matches!(self.net.head, Head::Language { .. });
+        if on && (!lang || self.net.norm.in_cell()) {
+            return Err(Error::Invalid(
+                "token projections need a token model with a plain cell".into(),
+            ));
+        }
+        self.token_projection = on;
+        self.lstm.set_token_input(on);
+        self.lstm.set_input_grad(lang && !on);
+        self.plans.clear();
+        Ok(())
     }
 
     /// Offset of a named parameter in the flat buffers.
@@ -604,6 +642,11 @@ impl Trainer {
         let lengths = plan.ws.lengths.clone();
         let dy_top = plan.grad_output().clone();
         let dy_in = plan.grad_input().clone();
+        let (ws_pre, ws_dg) = (plan.ws.pre.clone(), plan.ws.dg.clone());
+        let dirs = self.lstm.model.config.dirs();
+        let gate_offs = (0..dirs)
+            .map(|d| self.lstm.gate_offsets(t, b, 0, d))
+            .collect::<Result<Vec<_>>>()?;
         let k = self.lstm.kernels();
         let params = &self.lstm.model.params;
         let grads = &self.lstm.model.grads;
@@ -621,6 +664,18 @@ impl Trainer {
             },
         )?;
         let head_in = ctx.storage("head input", if last { b * h } else { 1 })?;
+        // Token projections (see `token_projection`): per direction, the
+        // table P = E·W_ihᵀ + b [V + 1, 4H] (row V: padding, biases only),
+        // the gather ids (padding mapped to V), and the per-token sums of
+        // layer 0's gate gradients S [V, 4H].
+        let tp = match self.net.head {
+            Head::Language { vocab, .. } if self.token_projection => Some((
+                ctx.storage("token projections", dirs * (vocab + 1) * 4 * h)?,
+                ctx.storage("gather ids", tb)?,
+                ctx.storage("per-token gate gradients", dirs * vocab * 4 * h)?,
+            )),
+            _ => None,
+        };
         let head_out = ctx.storage("head output", rows * out_dim)?;
         let scratch = ctx.storage("loss scratch", 3 * rows)?;
         // Rows of the MSE that count; rewritten per batch for Sequence.
@@ -637,25 +692,50 @@ impl Trainer {
                     dtable_off: emb_off,
                     ..Default::default()
                 };
-                forward.extend(k.embedding.forward(
-                    &ctx,
-                    &es,
-                    &EmbForward {
-                        ids: &inputs,
-                        table: params,
-                        out: &ws_x,
-                    },
-                )?);
-                // Runs last in backward, on the LSTM's input gradient.
-                let eb = k.embedding.backward(
-                    &ctx,
-                    &es,
-                    &EmbBackward {
-                        csr: &csr,
-                        dout: &dy_in,
-                        dtable: grads,
-                    },
-                )?;
+                // Runs last in backward: the embedding gradient.
+                let mut eb = Vec::new();
+                match &tp {
+                    None => {
+                        forward.extend(k.embedding.forward(
+                            &ctx,
+                            &es,
+                            &EmbForward {
+                                ids: &inputs,
+                                table: params,
+                                out: &ws_x,
+                            },
+                        )?);
+                        eb = k.embedding.backward(
+                            &ctx,
+                            &es,
+                            &EmbBackward {
+                                csr: &csr,
+                                dout: &dy_in,
+                                dtable: grads,
+                            },
+                        )?;
+                    }
+                    Some((proj, tok, gsum)) => {
+                        for (d, &(pre_off, dg_off)) in gate_offs.iter().enumerate() {
+                            let tables = TokenTables {
+                                proj,
+                                tok,
+                                gsum,
+                                csr: &csr,
+                            };
+                            let (f, bw) = self.token_projection_dispatches(
+                                (vocab, embed),
+                                (emb_off, d),
+                                (&ws_pre, pre_off),
+                                (&ws_dg, dg_off),
+                                tb,
+                                &tables,
+                            )?;
+                            forward.extend(f);
+                            eb.extend(bw);
+                        }
+                    }
+                }
                 forward.extend(lstm_fwd.iter().cloned());
                 self.head(
                     &mut forward,
@@ -767,6 +847,7 @@ impl Trainer {
                 backward.extend(lstm_bwd.iter().cloned());
             }
             Ok(StepPlan {
+                tok: tp.as_ref().map(|t| t.1.clone()),
                 inputs: inputs.clone(),
                 targets: targets.clone(),
                 mask: mask.clone(),
@@ -776,6 +857,113 @@ impl Trainer {
                 backward,
             })
         })
+    }
+
+    /// The token projection of direction `d` (`token_projection`):
+    /// forward, P = E·W_ihᵀ + b_ih + b_hh for every token and the biases
+    /// alone for padding, then layer 0's pre-gates gathered from P;
+    /// backward (after the LSTM's), the gate gradients summed per token
+    /// (S, the embedding's deterministic scatter-add), dW_ih = Sᵀ·E and
+    /// the embedding gradient S·W_ih (added over directions). The same
+    /// sums as x·W_ihᵀ, dGᵀ·X and the scatter of dG·W_ih, grouped by token:
+    /// 3·2·V·4H·E FLOPs instead of 3·2·T·B·4H·E.
+    #[allow(clippy::too_many_arguments)]
+    fn token_projection_dispatches(
+        &self,
+        (vocab, embed): (usize, usize),
+        (emb_off, d): (usize, usize),
+        pre: (&wgpu::Buffer, usize),
+        dg: (&wgpu::Buffer, usize),
+        rows: usize,
+        t: &TokenTables<'_>,
+    ) -> Result<(Vec<Dispatch>, Vec<Dispatch>)> {
+        let ctx = &self.ctx;
+        let k = self.lstm.kernels();
+        let params = &self.lstm.model.params;
+        let grads = &self.lstm.model.grads;
+        let g = 4 * self.net.hidden;
+        let (wih, _, bih, bhh) = self.lstm.model.cell_offsets(0, d);
+        let p_off = d * (vocab + 1) * g;
+        let s_off = d * vocab * g;
+        let project = |m: usize, kk: usize, c_off: usize| GemmOp {
+            m,
+            n: g,
+            k: kk,
+            trans_a: false,
+            trans_b: true,
+            a: (params, emb_off, embed),
+            b: (params, wih, embed),
+            c: (t.proj, c_off, g),
+            bias: Some((params, bih, bhh)),
+            alpha: 1.0,
+            accumulate: false,
+        };
+        let mut fwd = k.gemm.dispatch(ctx, &project(vocab, embed, p_off))?;
+        // The padding row: no input, biases only (K = 0).
+        fwd.extend(k.gemm.dispatch(ctx, &project(1, 0, p_off + vocab * g))?);
+        let gather = EmbShape {
+            rows,
+            dim: g,
+            vocab: vocab + 1,
+            table_off: p_off,
+            out_off: pre.1,
+            ..Default::default()
+        };
+        fwd.extend(k.embedding.forward(
+            ctx,
+            &gather,
+            &EmbForward {
+                ids: t.tok,
+                table: t.proj,
+                out: pre.0,
+            },
+        )?);
+        let scatter = EmbShape {
+            rows,
+            dim: g,
+            vocab,
+            dout_off: dg.1,
+            dtable_off: s_off,
+            ..Default::default()
+        };
+        let mut bwd = k.embedding.backward(
+            ctx,
+            &scatter,
+            &EmbBackward {
+                csr: t.csr,
+                dout: dg.0,
+                dtable: t.gsum,
+            },
+        )?;
+        let dw_ih = GemmOp {
+            m: g,
+            n: embed,
+            k: vocab,
+            trans_a: true,
+            trans_b: false,
+            a: (t.gsum, s_off, g),
+            b: (params, emb_off, embed),
+            c: (grads, wih, embed),
+            bias: None,
+            alpha: 1.0,
+            accumulate: false,
+        };
+        bwd.extend(k.gemm.dispatch(ctx, &dw_ih)?);
+        let d_emb = GemmOp {
+            m: vocab,
+            n: embed,
+            k: g,
+            trans_a: false,
+            trans_b: false,
+            a: (t.gsum, s_off, g),
+            b: (params, wih, embed),
+            c: (grads, emb_off, embed),
+            bias: None,
+            alpha: 1.0,
+            accumulate: d > 0,
+        };
+        bwd.extend(k.gemm.dispatch(ctx, &d_emb)?);
+        Ok((fwd, bwd))
     }
 
     /// Head forward (logits = x·W_headᵀ + b) and its backward, appended to
@@ -931,6 +1119,11 @@ impl Trainer {
                     })
                     .collect();
                 ctx.write(&p.inputs, 0, ids);
+                if let Some(tok) = &p.tok {
+                    let v = vocab as u32;
+                    let mapped: Vec<u32> = ids.iter().map(|&i| i.min(v)).collect();
+                    ctx.write(tok, 0, &mapped);
+                }
                 ctx.write(&p.targets, 0, &targets);
                 ctx.write(&p.csr, 0, &csr_words(ids, vocab));
                 let step = LossStep {

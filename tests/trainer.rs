@@ -724,3 +724,80 @@ fn step_refuses_uncollected_submits() {
     assert!(tr.next_stats().unwrap().is_none());
     tr.step(3, &data, Carry::Zero, 0.01).unwrap();
 }
+
+/// A token model's per-vocabulary input projection (the default) against
+/// the per-position one (embedding lookup, GEMM over all T·B rows): same
+/// losses, gradients and parameters to f32 rounding, over steps with
+/// unequal lengths and a padding id inside a sequence (both embed it as
+/// zero), on the wavefront and layer by layer.
+#[test]
+fn token_projection_matches_per_position_projection() {
+    use lstm_wgpu::kernels::embedding::PAD;
+    use lstm_wgpu::schedule::CellPath;
+    let ctx = common::ctx();
+    let (t, b, vocab) = (6, 3, 9);
+    let net = NetConfig::new(Head::Language { vocab, embed: 12 }, 16, 2);
+    let values = init_values(&net, 4);
+    let lens = [6usize, 3, 5];
+    for path in [CellPath::Wavefront, CellPath::PerStep] {
+        let run = |projection: bool| {
+            let mut opt = OptimConfig::adam();
+            opt.lr = 0.01;
+            let mut tr = Trainer::new(ctx.clone(), net.clone(), values.clone(), b, Some(5.0), &opt)
+                .unwrap_or_else(|e| panic!("{e}"));
+            tr.lstm.set_cell_path(Some(path));
+            tr.set_token_projection(projection)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut out = Vec::new();
+            for step in 0..3u32 {
+                let mut x: Vec<u32> = (0..t * b as u32 as usize)
+                    .map(|i| (i as u32 * 7 + step * 3) % vocab as u32)
+                    .collect();
+                x[b + 1] = PAD;
+                let y: Vec<u32> = x.iter().map(|&v| (v.min(8) + 1) % vocab as u32).collect();
+                let s = tr
+                    .step(
+                        t,
+                        &StepData::tokens(&x, &y).with_lengths(&lens),
+                        Carry::Zero,
+                        0.01,
+                    )
+                    .unwrap_or_else(|e| panic!("{e}"));
+                out.push((s.loss, s.grad_norm, grads(&tr)));
+            }
+            let params = tr
+                .lstm
+                .model
+                .param_tensors(tr.ctx())
+                .unwrap_or_else(|e| panic!("{e}"));
+            (out, params)
+        };
+        let (a, pa) = run(true);
+        let (c, pc) = run(false);
+        for (step, (x, y)) in a.iter().zip(&c).enumerate() {
+            assert!(
+                (x.0 - y.0).abs() <= 1e-5 * y.0.abs(),
+                "{path} step {step}: loss {} vs {}",
+                x.0,
+                y.0
+            );
+            assert!(
+                (x.1 - y.1).abs() <= 1e-5 * y.1.abs(),
+                "{path} step {step}: norm {} vs {}",
+                x.1,
+                y.1
+            );
+            for ((name, g), (_, h)) in x.2.iter().zip(&y.2) {
+                let e = rel_err(g, h);
+                assert!(
+                    e <= 1e-5,
+                    "{path} step {step}: grad {name} differs by {e:.2e}"
+                );
+            }
+        }
+        for (p, q) in pa.iter().zip(&pc) {
+            let e = rel_err(&p.data, &q.data);
+            assert!(e <= 1e-5, "{path}: parameter {} differs by {e:.2e}", p.name);
+        }
+    }
+}
