@@ -729,17 +729,27 @@ fn step_refuses_uncollected_submits() {
 /// the per-position one (embedding lookup, GEMM over all T·B rows): same
 /// losses, gradients and parameters to f32 rounding, over steps with
 /// unequal lengths and a padding id inside a sequence (both embed it as
-/// zero), on the wavefront and layer by layer.
+/// zero), on the wavefront, layer by layer, persistent, and with LayerNorm
+/// and residual links between layers.
 #[test]
 fn token_projection_matches_per_position_projection() {
     use lstm_wgpu::kernels::embedding::PAD;
     use lstm_wgpu::schedule::CellPath;
     let ctx = common::ctx();
     let (t, b, vocab) = (6, 3, 9);
-    let net = NetConfig::new(Head::Language { vocab, embed: 12 }, 16, 2);
-    let values = init_values(&net, 4);
+    let plain = NetConfig::new(Head::Language { vocab, embed: 12 }, 16, 2);
+    // LayerNorm between layers and residual links: layer by layer.
+    let mut linked = plain.clone();
+    linked.norm = Norm::Layer { last: false };
+    linked.residual = true;
     let lens = [6usize, 3, 5];
-    for path in [CellPath::Wavefront, CellPath::PerStep] {
+    for (net, path) in [
+        (&plain, CellPath::Wavefront),
+        (&plain, CellPath::PerStep),
+        (&plain, CellPath::Persistent),
+        (&linked, CellPath::PerStep),
+    ] {
+        let values = init_values(net, 4);
         let run = |projection: bool| {
             let mut opt = OptimConfig::adam();
             opt.lr = 0.01;
