@@ -439,7 +439,7 @@ fn dh_wide(bg: u32, j0: u32, state: bool) -> array<vec4<f32>, 2u * RB> {
 }
 
 // One backward step s (called for s = T-1 down to 0). Each invocation owns
-// one (b, j), or with pp[0].wide 4 units of RB rows: it pulls the recurrent
+// one (b, j), or with pp[0].wide 8 units of RB rows: it pulls the recurrent
 // gradients of step s+1 (already complete, written by the previous
 // dispatch) and emits the four gate gradients and dc of step s. Padded
 // steps write nothing: their dgates stay at the zero the buffer was
@@ -471,10 +471,20 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
     backward_finish(b, st.u, s, len, dh_w);
 }
 
+// The initial-state gradients of (b, j), whose step 0 sits at `row`:
+// grad_h0 = dh (dgates_0 * W_hh), grad_c0 = dc_0 * f_0.
+fn write_state_grads(b: u32, j: u32, row: u32, dh: f32) {
+    let hs = p.h;
+    let gates_len = p.seq * p.batch * 4u * hs;
+    let sb = p.state_off + b * hs + j;
+    gstate_out[sb] = dh;
+    gstate_out[p.state_stride + sb] =
+        dg[p.dg_off + gates_len + row * hs + j] * cache[p.cache_off + row * 4u * hs + hs + j];
+}
+
 // backward_state for units j0 .. j0 + 7 of RB rows, with dh_wide.
 fn state_wide(bg: u32, j0: u32) {
     let hs = p.h;
-    let gates_len = p.seq * p.batch * 4u * hs;
     let acc = dh_wide(bg, j0, true);
     for (var r = 0u; r < RB; r++) {
         let b = bg * RB + r;
@@ -483,12 +493,8 @@ fn state_wide(bg: u32, j0: u32) {
         }
         let row = time_of(0u, lengths[b]) * p.batch + b;
         for (var q = 0u; q < 8u; q++) {
-            let j = j0 + q;
-            if j < hs {
-                let sb = p.state_off + b * hs + j;
-                gstate_out[sb] = acc[2u * r + q / 4u][q % 4u];
-                gstate_out[p.state_stride + sb] = dg[p.dg_off + gates_len + row * hs + j]
-                    * cache[p.cache_off + row * 4u * hs + hs + j];
+            if j0 + q < hs {
+                write_state_grads(b, j0 + q, row, acc[2u * r + q / 4u][q % 4u]);
             }
         }
     }
@@ -510,16 +516,8 @@ fn backward_state(@builtin(global_invocation_id) gid: vec3<u32>,
     if !st.ok {
         return;
     }
-    let b = st.b;
-    let j = st.u;
-    let hs = p.h;
-    let len = lengths[b];
-    let row = time_of(0u, len) * p.batch + b;
-    let gates_len = p.seq * p.batch * 4u * hs;
-    let sb = p.state_off + b * hs + j;
-    gstate_out[sb] = dh_direct(row, j);
-    gstate_out[p.state_stride + sb] =
-        dg[p.dg_off + gates_len + row * hs + j] * cache[p.cache_off + row * 4u * hs + hs + j];
+    let row = time_of(0u, lengths[st.b]) * p.batch + st.b;
+    write_state_grads(st.b, st.u, row, dh_direct(row, st.u));
 }
 
 // ---- Tiled variant ---------------------------------------------------------
@@ -855,11 +853,5 @@ fn backward_state_tiled(@builtin(local_invocation_index) li: u32,
     if li >= TT || b >= p.batch || j >= hs {
         return;
     }
-    let len = lengths[b];
-    let row = time_of(0u, len) * p.batch + b;
-    let gates_len = p.seq * p.batch * 4u * hs;
-    let sb = p.state_off + b * hs + j;
-    gstate_out[sb] = dh_w;
-    gstate_out[p.state_stride + sb] =
-        dg[p.dg_off + gates_len + row * hs + j] * cache[p.cache_off + row * 4u * hs + hs + j];
+    write_state_grads(b, j, time_of(0u, lengths[b]) * p.batch + b, dh_w);
 }

@@ -689,9 +689,8 @@ impl Plan {
         Ok(out)
     }
 
-    /// The wavefront (unidirectional plain cells, nothing between layers),
-    /// without the input gradient of layer 0:
-    /// layer l + 1 runs step s − C in the same cell dispatch as layer l at
+    /// The wavefront (unidirectional plain cells, nothing between layers;
+    /// the caller adds layer 0's input gradient): layer l + 1 runs step s − C in the same cell dispatch as layer l at
     /// step s, so the time loops of all layers take T + (L−1)·C dispatches
     /// per pass instead of L·T. Layer l + 1's input projection runs in
     /// chunks of C steps, each as soon as layer l has finished them;
