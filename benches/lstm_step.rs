@@ -257,6 +257,8 @@ fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         pre_off: 0,
         whh_off: 0,
         cache_off: 0,
+        // f32 layout: c follows the gates in the cache.
+        c_off: T * B * 4 * H,
         dg_off: 0,
         state_off: 0,
         state_stride: state,
@@ -285,6 +287,7 @@ fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         out: &out,
         cache: &cache,
         state_out: &state_out,
+        cst: &cache,
     };
     let fwd: Vec<Dispatch> = (0..T)
         .flat_map(|t| k.cell.forward(ctx, &[s], t, &fb).expect("cell forward"))
@@ -298,6 +301,7 @@ fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         gstate_in: &gstate_in,
         dg: &dg,
         gstate_out: &gstate_out,
+        cst: &cache,
     };
     let mut bwd: Vec<Dispatch> = (0..T)
         .rev()

@@ -36,7 +36,11 @@ const BIAS2: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+// Storage type of B: f16 in the f16-mixed build (B is then a weight from
+// the f16 shadow of the parameters or the f16 h_prev cache), converted on
+// load; products and sums stay f32.
+alias BT = f32;
+@group(0) @binding(2) var<storage, read> b: array<BT>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
@@ -57,9 +61,9 @@ fn a_at(m: u32, k: u32) -> f32 {
 
 fn b_at(k: u32, n: u32) -> f32 {
     if TRANS_B {
-        return b[p.b_off + n * p.ldb + k];
+        return f32(b[p.b_off + n * p.ldb + k]);
     }
-    return b[p.b_off + k * p.ldb + n];
+    return f32(b[p.b_off + k * p.ldb + n]);
 }
 
 // Writes the 4x4 block at (m0, n0): alpha * acc [+ biases] [+ C], skipping
@@ -123,7 +127,7 @@ fn gemm(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // The same operands seen as vec4 (bound only by `gemm_vec4`).
 @group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> b4: array<vec4<BT>>;
 
 // Element (m, k) of op(A) through the vec4 view.
 fn a4_at(m: u32, k: u32) -> f32 {
@@ -139,7 +143,7 @@ fn b4_at(k: u32, n: u32) -> f32 {
     if TRANS_B {
         i = p.b_off + n * p.ldb + k;
     }
-    return b4[i / 4u][i % 4u];
+    return f32(b4[i / 4u][i % 4u]);
 }
 
 // The 4x4 block of op(A) at rows mi (from m0), columns k..k+4, as
@@ -168,13 +172,15 @@ fn b4_block(ni: vec4<u32>, n0: u32, k: u32) -> mat4x4<f32> {
         // B is [N, K]: one vec4 holds op(B)[k..k+4, n].
         let l4 = p.ldb / 4u;
         let k4 = (p.b_off + k) / 4u;
-        return transpose(mat4x4<f32>(b4[k4 + ni.x * l4], b4[k4 + ni.y * l4],
-                                     b4[k4 + ni.z * l4], b4[k4 + ni.w * l4]));
+        return transpose(mat4x4<f32>(vec4<f32>(b4[k4 + ni.x * l4]),
+                                     vec4<f32>(b4[k4 + ni.y * l4]),
+                                     vec4<f32>(b4[k4 + ni.z * l4]),
+                                     vec4<f32>(b4[k4 + ni.w * l4])));
     }
     let base = (p.b_off + n0) / 4u;
     let l4 = p.ldb / 4u;
-    return mat4x4<f32>(b4[base + k * l4], b4[base + (k + 1u) * l4], b4[base + (k + 2u) * l4],
-                       b4[base + (k + 3u) * l4]);
+    return mat4x4<f32>(vec4<f32>(b4[base + k * l4]), vec4<f32>(b4[base + (k + 1u) * l4]),
+                       vec4<f32>(b4[base + (k + 2u) * l4]), vec4<f32>(b4[base + (k + 3u) * l4]));
 }
 
 // acc += av * bv for a 4x4 block over 4 k, one product at a time in k

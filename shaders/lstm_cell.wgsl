@@ -19,6 +19,12 @@
 //
 // Cache block of one (layer, direction), time-major:
 //   gates [T, B, 4H] (activated i, f, g, o) | c [T, B, H] | h_prev [T, B, H]
+// The c section is read and written through `cst` at c_off. In f32 the host
+// binds the cache itself there (c_off = cache_off + T*B*4H). The f16-mixed
+// build (src/kernels/lstm_cell.rs substitutes the aliases below and
+// HP_GAP = 0) keeps the cache as f16 gates | h_prev and c in its own f32
+// buffer: c is the long-lived state, and rounding it every step would
+// accumulate.
 // Gradient block of one direction: dgates [T, B, 4H] (pre-activation) | dc [T, B, H]
 // State arrays ([2, L*D, B, H]): h part at 0, c part at state_stride.
 
@@ -26,7 +32,7 @@ struct Params {
     h: u32, batch: u32, seq: u32, step: u32,
     reverse: u32, out_stride: u32, out_col: u32, pre_off: u32,
     whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
-    state_stride: u32, lanes: u32, wide: u32, _p2: u32,
+    state_stride: u32, lanes: u32, wide: u32, c_off: u32,
 }
 
 // Lane q of a dispatch uses pp[q]; pp[0].lanes counts them. The direct
@@ -38,13 +44,30 @@ const LANES: u32 = 8u;
 // This invocation's parameters, copied from pp first thing.
 var<private> p: Params;
 
+// Storage types of W_hh and of the cache's gates and h_prev.
+alias WT = f32;
+alias GT = f32;
+// Sections between the gates and h_prev in the cache: 1 (c) or 0.
+const HP_GAP: u32 = 1u;
+
 // Forward bindings.
 @group(0) @binding(1) var<storage, read> pre: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<WT>;
 @group(0) @binding(3) var<storage, read> state_in: array<f32>;
 @group(0) @binding(4) var<storage, read> lengths: array<u32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> cache: array<f32>;
+@group(0) @binding(6) var<storage, read_write> cache: array<GT>;
+// The c section of the cache (see the layout above).
+@group(0) @binding(16) var<storage, read_write> cst: array<f32>;
+
+fn gate(i: u32) -> f32 {
+    return f32(cache[i]);
+}
+
+// Offset of the h_prev section.
+fn hp_base() -> u32 {
+    return p.cache_off + p.seq * p.batch * (4u + HP_GAP) * p.h;
+}
 @group(0) @binding(7) var<storage, read_write> state_out: array<f32>;
 
 fn sigmoid(x: f32) -> f32 {
@@ -75,7 +98,6 @@ fn lane(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 // h, the cache (activated gates, c, h_prev) and, at the last step, h_n, c_n.
 fn forward_finish(b: u32, j: u32, last: bool, row: u32, a: vec4<f32>, hp_j: f32, c_prev: f32) {
     let hs = p.h;
-    let c_base = p.cache_off + p.seq * p.batch * 4u * hs;
     let i = sigmoid(a.x);
     let f = sigmoid(a.y);
     let g = tanh_s(a.z);
@@ -84,12 +106,12 @@ fn forward_finish(b: u32, j: u32, last: bool, row: u32, a: vec4<f32>, hp_j: f32,
     let h = o * tanh_s(c);
     out[row * p.out_stride + p.out_col + j] = h;
     let gb = p.cache_off + row * 4u * hs;
-    cache[gb + j] = i;
-    cache[gb + hs + j] = f;
-    cache[gb + 2u * hs + j] = g;
-    cache[gb + 3u * hs + j] = o;
-    cache[c_base + row * hs + j] = c;
-    cache[c_base + p.seq * p.batch * hs + row * hs + j] = hp_j;
+    cache[gb + j] = GT(i);
+    cache[gb + hs + j] = GT(f);
+    cache[gb + 2u * hs + j] = GT(g);
+    cache[gb + 3u * hs + j] = GT(o);
+    cst[p.c_off + row * hs + j] = c;
+    cache[hp_base() + row * hs + j] = GT(hp_j);
     if last {
         let sb = p.state_off + b * hs + j;
         state_out[sb] = h;
@@ -123,7 +145,7 @@ const RB: u32 = 8u;
 // recurrent products load 4 values at a time. lavapipe turns each storage
 // load into a per-lane loop, so this is about twice as fast there. The
 // products are summed in the same order either way.
-@group(0) @binding(12) var<storage, read> w4: array<vec4<f32>>;
+@group(0) @binding(12) var<storage, read> w4: array<vec4<WT>>;
 @group(0) @binding(13) var<storage, read> state_in4: array<vec4<f32>>;
 @group(0) @binding(14) var<storage, read_write> out4: array<vec4<f32>>;
 
@@ -172,14 +194,14 @@ fn forward_wide(bg: u32, j0: u32) {
         }
     }
     for (var kq = 0u; kq < h4; kq++) {
-        let a0 = w4[wi + kq];
-        let f0 = w4[wi + gs + kq];
-        let g0 = w4[wi + 2u * gs + kq];
-        let o0 = w4[wi + 3u * gs + kq];
-        let a1 = w4[wi + h4 + kq];
-        let f1 = w4[wi + gs + h4 + kq];
-        let g1 = w4[wi + 2u * gs + h4 + kq];
-        let o1 = w4[wi + 3u * gs + h4 + kq];
+        let a0 = vec4<f32>(w4[wi + kq]);
+        let f0 = vec4<f32>(w4[wi + gs + kq]);
+        let g0 = vec4<f32>(w4[wi + 2u * gs + kq]);
+        let o0 = vec4<f32>(w4[wi + 3u * gs + kq]);
+        let a1 = vec4<f32>(w4[wi + h4 + kq]);
+        let f1 = vec4<f32>(w4[wi + gs + h4 + kq]);
+        let g1 = vec4<f32>(w4[wi + 2u * gs + h4 + kq]);
+        let o1 = vec4<f32>(w4[wi + 3u * gs + h4 + kq]);
         for (var r = 0u; r < RB; r++) {
             var hv: vec4<f32>;
             if from_state {
@@ -201,7 +223,7 @@ fn forward_wide(bg: u32, j0: u32) {
             acc[2u * r + 1u] = y;
         }
     }
-    let c_base = p.cache_off + p.seq * p.batch * 4u * hs;
+    let c_base = p.c_off;
     for (var r = 0u; r < RB; r++) {
         if !live[r] {
             continue;
@@ -223,7 +245,7 @@ fn forward_wide(bg: u32, j0: u32) {
                 c_prev = state_in[p.state_stride + sb + j];
             } else {
                 hp_j = out[src[r] * 4u + j];
-                c_prev = cache[c_base + (tp * p.batch + b) * hs + j];
+                c_prev = cst[c_base + (tp * p.batch + b) * hs + j];
             }
             forward_finish(b, j, s == len - 1u, t * p.batch + b, acc[2u * r + q], hp_j, c_prev);
         }
@@ -260,14 +282,13 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
     let gs = hs * hs;
     var hp_j: f32;
     var c_prev: f32;
-    let gates_len = p.seq * p.batch * 4u * hs;
-    let c_base = p.cache_off + gates_len;
+    let c_base = p.c_off;
     if s == 0u {
         let sb = p.state_off + b * hs;
         for (var k = 0u; k < hs; k++) {
             let hp = state_in[sb + k];
-            a += vec4<f32>(w[wi + k], w[wi + gs + k], w[wi + 2u * gs + k],
-                           w[wi + 3u * gs + k]) * hp;
+            a += vec4<f32>(f32(w[wi + k]), f32(w[wi + gs + k]), f32(w[wi + 2u * gs + k]),
+                           f32(w[wi + 3u * gs + k])) * hp;
         }
         hp_j = state_in[sb + j];
         c_prev = state_in[p.state_stride + sb + j];
@@ -279,11 +300,11 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
         let ob = (tp * p.batch + b) * p.out_stride + p.out_col;
         for (var k = 0u; k < hs; k++) {
             let hp = out[ob + k];
-            a += vec4<f32>(w[wi + k], w[wi + gs + k], w[wi + 2u * gs + k],
-                           w[wi + 3u * gs + k]) * hp;
+            a += vec4<f32>(f32(w[wi + k]), f32(w[wi + gs + k]), f32(w[wi + 2u * gs + k]),
+                           f32(w[wi + 3u * gs + k])) * hp;
         }
         hp_j = out[ob + j];
-        c_prev = cache[c_base + (tp * p.batch + b) * hs + j];
+        c_prev = cst[c_base + (tp * p.batch + b) * hs + j];
     }
     forward_finish(b, j, s == len - 1u, row, a, hp_j, c_prev);
 }
@@ -302,7 +323,7 @@ fn dh_direct(row: u32, j: u32) -> f32 {
     let base = p.dg_off + row * 4u * hs;
     var acc = 0.0;
     for (var k = 0u; k < 4u * hs; k++) {
-        acc += dg[base + k] * w[p.whh_off + k * hs + j];
+        acc += dg[base + k] * f32(w[p.whh_off + k * hs + j]);
     }
     return acc;
 }
@@ -314,14 +335,14 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
     let hs = p.h;
     let row = time_of(s, len) * p.batch + b;
     let gates_len = p.seq * p.batch * 4u * hs;
-    let c_base = p.cache_off + gates_len;
+    let c_base = p.c_off;
     let dc_base = p.dg_off + gates_len;
     var dh_rec: f32;
     var dc_rec: f32;
     if s + 1u < len {
         let row1 = time_of(s + 1u, len) * p.batch + b;
         dh_rec = dh_w;
-        dc_rec = dg[dc_base + row1 * hs + j] * cache[p.cache_off + row1 * 4u * hs + hs + j];
+        dc_rec = dg[dc_base + row1 * hs + j] * gate(p.cache_off + row1 * 4u * hs + hs + j);
     } else {
         let sb = p.state_off + b * hs + j;
         dh_rec = gstate_in[sb];
@@ -329,17 +350,17 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
     }
     let dh = dy[row * p.out_stride + p.out_col + j] + dh_rec;
     let gb = p.cache_off + row * 4u * hs;
-    let i = cache[gb + j];
-    let f = cache[gb + hs + j];
-    let g = cache[gb + 2u * hs + j];
-    let o = cache[gb + 3u * hs + j];
-    let tc = tanh_s(cache[c_base + row * hs + j]);
+    let i = gate(gb + j);
+    let f = gate(gb + hs + j);
+    let g = gate(gb + 2u * hs + j);
+    let o = gate(gb + 3u * hs + j);
+    let tc = tanh_s(cst[c_base + row * hs + j]);
     var c_prev: f32;
     if s == 0u {
         c_prev = state_in[p.state_stride + p.state_off + b * hs + j];
     } else {
         let rowp = time_of(s - 1u, len) * p.batch + b;
-        c_prev = cache[c_base + rowp * hs + j];
+        c_prev = cst[c_base + rowp * hs + j];
     }
     let dc = dh * o * (1.0 - tc * tc) + dc_rec;
     let d_o = dh * tc;
@@ -411,14 +432,14 @@ fn dh_wide(bg: u32, j0: u32, state: bool) -> array<vec4<f32>, 2u * RB> {
     }
     for (var kq = 0u; kq < hs; kq++) {
         let k = 4u * kq;
-        let w0 = w4[wb + k * h4];
-        let w1 = w4[wb + (k + 1u) * h4];
-        let w2 = w4[wb + (k + 2u) * h4];
-        let w3 = w4[wb + (k + 3u) * h4];
-        let v0 = w4[wb + q1 + k * h4];
-        let v1 = w4[wb + q1 + (k + 1u) * h4];
-        let v2 = w4[wb + q1 + (k + 2u) * h4];
-        let v3 = w4[wb + q1 + (k + 3u) * h4];
+        let w0 = vec4<f32>(w4[wb + k * h4]);
+        let w1 = vec4<f32>(w4[wb + (k + 1u) * h4]);
+        let w2 = vec4<f32>(w4[wb + (k + 2u) * h4]);
+        let w3 = vec4<f32>(w4[wb + (k + 3u) * h4]);
+        let v0 = vec4<f32>(w4[wb + q1 + k * h4]);
+        let v1 = vec4<f32>(w4[wb + q1 + (k + 1u) * h4]);
+        let v2 = vec4<f32>(w4[wb + q1 + (k + 2u) * h4]);
+        let v3 = vec4<f32>(w4[wb + q1 + (k + 3u) * h4]);
         for (var r = 0u; r < RB; r++) {
             let d = dg4[base[r] + kq];
             var x = acc[2u * r];
@@ -479,7 +500,7 @@ fn write_state_grads(b: u32, j: u32, row: u32, dh: f32) {
     let sb = p.state_off + b * hs + j;
     gstate_out[sb] = dh;
     gstate_out[p.state_stride + sb] =
-        dg[p.dg_off + gates_len + row * hs + j] * cache[p.cache_off + row * 4u * hs + hs + j];
+        dg[p.dg_off + gates_len + row * hs + j] * gate(p.cache_off + row * 4u * hs + hs + j);
 }
 
 // backward_state for units j0 .. j0 + 7 of RB rows, with dh_wide.
@@ -613,7 +634,7 @@ fn fwd_load(lt: u32, j0: u32, k0: u32) {
         let row = e / KC;
         let k = k0 + e % KC;
         let j = j0 + row % TU;
-        let v = w[p.whh_off + ((row / TU) * hs + j) * hs + k];
+        let v = f32(w[p.whh_off + ((row / TU) * hs + j) * hs + k]);
         rw[r] = select(0.0, v, k < hs && j < hs);
     }
 }
@@ -705,8 +726,7 @@ fn forward_tiled(@builtin(local_invocation_index) li: u32,
     af += pre[pb + hs + j];
     ag += pre[pb + 2u * hs + j];
     ao += pre[pb + 3u * hs + j];
-    let gates_len = p.seq * p.batch * 4u * hs;
-    let c_base = p.cache_off + gates_len;
+    let c_base = p.c_off;
     var hp_j: f32;
     var c_prev: f32;
     if s == 0u {
@@ -719,7 +739,7 @@ fn forward_tiled(@builtin(local_invocation_index) li: u32,
             tp = t + 1u;
         }
         hp_j = out[(tp * p.batch + b) * p.out_stride + p.out_col + j];
-        c_prev = cache[c_base + (tp * p.batch + b) * hs + j];
+        c_prev = cst[c_base + (tp * p.batch + b) * hs + j];
     }
     forward_finish(b, j, s == len - 1u, row, vec4<f32>(ai, af, ag, ao), hp_j, c_prev);
 }
@@ -772,7 +792,7 @@ fn bwd_load(lt: u32, j0: u32, k0: u32) {
         let e = lt + TT * r;
         let kr = k0 + e / TU;
         let j = j0 + e % TU;
-        let v = w[p.whh_off + kr * hs + j];
+        let v = f32(w[p.whh_off + kr * hs + j]);
         rw[r] = select(0.0, v, kr < k4 && j < hs);
     }
 }

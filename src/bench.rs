@@ -50,6 +50,10 @@ pub struct BenchArgs {
     /// step's latency rather than the throughput of back-to-back steps.
     #[arg(long)]
     pub sync: bool,
+    /// Precision of the training steps: f32, f16-mixed or auto (see
+    /// `train --precision`).
+    #[arg(long, value_name = "P", default_value = "f32", value_parser = crate::precision::PrecisionChoice::parse)]
+    pub precision: crate::precision::PrecisionChoice,
 }
 
 /// A standard workload.
@@ -398,6 +402,7 @@ pub fn run_workload(
     progress: bool,
     profile: bool,
     sync: bool,
+    precision: crate::precision::PrecisionChoice,
 ) -> Result<BenchRow> {
     if steps == 0 {
         return Err(Error::Invalid("--steps must be at least 1".into()));
@@ -406,6 +411,11 @@ pub fn run_workload(
     let sync = sync || profile;
     let ctx = Arc::new(GpuContext::with_timestamps(profile)?);
     let mut run = BenchRun::new(ctx.clone(), w)?;
+    let (precision, warning) = crate::precision::resolve(precision, &ctx, &w.net.norm)?;
+    if let Some(msg) = warning {
+        eprintln!("warning: {msg}");
+    }
+    run.trainer.set_precision(precision)?;
     let mut times = Vec::with_capacity(steps);
     let mut last_loss = f32::NAN;
     // Steps are pipelined as in training: step i is submitted before step
@@ -500,7 +510,7 @@ pub fn run_workload(
         peak_mem_mb: ctx.mem.peak() as f64 / (1024.0 * 1024.0),
         adapter: ctx.info.name.clone(),
         path: cell_path(trainer, w.seq, w.batch)?.to_string(),
-        precision: "f32",
+        precision: precision.as_str(),
         seq: w.seq,
         batch: w.batch,
         steps,
@@ -530,7 +540,7 @@ pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
             a.steps,
             w.flops() / 1e9
         );
-        let row = run_workload(w, a.steps, a.warmup, true, a.profile, a.sync)?;
+        let row = run_workload(w, a.steps, a.warmup, true, a.profile, a.sync, a.precision)?;
         if verbose {
             eprintln!("adapter: {}", row.adapter);
         }

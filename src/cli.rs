@@ -88,6 +88,12 @@ pub struct GradArgs {
     /// Counter of the dropout mask (the training step it belongs to).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub dropout_step: u32,
+    /// Precision of the passes: f32, f16-mixed (f16 weights and gate
+    /// cache, f32 accumulation, state and gradients; needs SHADER_F16 and a
+    /// plain cell) or auto (f16-mixed where possible, else f32 with a
+    /// warning).
+    #[arg(long, value_name = "P", default_value = "f32", value_parser = crate::precision::PrecisionChoice::parse)]
+    pub precision: crate::precision::PrecisionChoice,
 }
 
 /// Arguments of `demo`.
@@ -274,8 +280,13 @@ fn grad(a: &GradArgs, verbose: bool) -> Result<()> {
         )));
     }
     let ctx = open_gpu(verbose)?;
+    let (precision, warning) = crate::precision::resolve(a.precision, &ctx, &host.norm)?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
     let model = LstmModel::from_host(&ctx, host)?;
     let mut lstm = Lstm::new(ctx.clone(), model)?;
+    lstm.set_precision(precision)?;
     lstm.train = train;
     lstm.set_links(links)?;
     lstm.set_dropout_step(DropoutStep {

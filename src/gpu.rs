@@ -100,6 +100,9 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// Bytes of the buffers created through this context.
     pub mem: MemCounter,
+    /// The device has SHADER_F16 (f16 arithmetic and storage in WGSL with
+    /// `enable f16;`), requested whenever the adapter offers it.
+    pub f16: bool,
 }
 
 impl GpuContext {
@@ -120,7 +123,8 @@ impl GpuContext {
         .map_err(|e| Error::NoAdapter(e.to_string()))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let required_features = if timestamps {
+        let f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
+        let mut required_features = if timestamps {
             let want =
                 wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
             if !adapter.features().contains(want) {
@@ -133,6 +137,9 @@ impl GpuContext {
         } else {
             wgpu::Features::empty()
         };
+        if f16 {
+            required_features |= wgpu::Features::SHADER_F16;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("lstm-wgpu"),
             required_features,
@@ -153,6 +160,7 @@ impl GpuContext {
             info,
             limits,
             mem: MemCounter::default(),
+            f16,
         })
     }
 
@@ -480,6 +488,22 @@ pub struct Module {
     pub inner: wgpu::ShaderModule,
     /// Its family (the shader file's stem).
     pub label: &'static str,
+}
+
+/// The f16 build of a kernel's source: `enable f16;` first, each `alias
+/// NAME = f32;` of `aliases` turned into `alias NAME = f16;`, and each
+/// (from, to) line of `lines` replaced. Panics when a line is missing (the
+/// sources are compiled in; a test builds every f16 variant).
+pub fn half_source(src: &str, aliases: &[&str], lines: &[(&str, &str)]) -> String {
+    let mut out = format!("enable f16;\n{src}");
+    let subs = aliases
+        .iter()
+        .map(|a| (format!("alias {a} = f32;"), format!("alias {a} = f16;")));
+    for (from, to) in subs.chain(lines.iter().map(|(f, t)| (f.to_string(), t.to_string()))) {
+        assert!(out.contains(&from), "f16 build: `{from}` not in the source");
+        out = out.replacen(&from, &to, 1);
+    }
+    out
 }
 
 /// Compiles WGSL source into a module, with bounds checks but without the

@@ -228,6 +228,30 @@ impl Lstm {
         Ok(&self.plans[&key])
     }
 
+    /// Sets the precision of the passes (default f32; see
+    /// [`crate::precision`]). f16-mixed needs the adapter's SHADER_F16 and a
+    /// plain cell (between-layer norms and links are fine) and never takes
+    /// the persistent path; the error names what is missing. Prepared plans
+    /// are dropped.
+    pub fn set_precision(&mut self, p: crate::precision::Precision) -> Result<()> {
+        if p.is_half()
+            && let Some(why) = crate::precision::f16_obstacle(&self.ctx, &self.model.norm)
+        {
+            return Err(Error::Invalid(format!(
+                "f16-mixed precision cannot run: {why}"
+            )));
+        }
+        self.kernels.set_half(&self.ctx, p.is_half())?;
+        self.model.set_precision(&self.ctx, p)?;
+        self.plans.clear();
+        Ok(())
+    }
+
+    /// The precision of the passes.
+    pub fn precision(&self) -> crate::precision::Precision {
+        self.model.precision
+    }
+
     /// Forces the kernel of the plain cell's time loops (`None`: chosen by
     /// shape), overriding `LSTM_WGPU_CELL_PATH`; prepared plans are dropped.
     /// A forced persistent path that cannot run a shape fails its passes.
@@ -290,7 +314,8 @@ impl Lstm {
     /// Recompiles the per-step cell as `variant`, overriding
     /// `LSTM_WGPU_CELL`; prepared plans are dropped.
     pub fn set_cell_variant(&mut self, variant: crate::kernels::lstm_cell::CellVariant) {
-        self.kernels.cell = crate::kernels::lstm_cell::LstmCell::with_variant(&self.ctx, variant);
+        self.kernels.cell = crate::kernels::lstm_cell::LstmCell::with_variant(&self.ctx, variant)
+            .rebuilt(&self.ctx, self.kernels.half);
         self.plans.clear();
     }
 
@@ -304,7 +329,8 @@ impl Lstm {
     ) -> Result<()> {
         tile.check(&self.ctx.limits)?;
         self.kernels.cell =
-            crate::kernels::lstm_cell::LstmCell::with_tile(&self.ctx, variant, tile);
+            crate::kernels::lstm_cell::LstmCell::with_tile(&self.ctx, variant, tile)
+                .rebuilt(&self.ctx, self.kernels.half);
         self.plans.clear();
         Ok(())
     }

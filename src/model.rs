@@ -260,6 +260,10 @@ pub struct LstmModel {
     /// bound to an [`crate::Lstm`], change them with `Lstm::set_links`
     /// (prepared plans bake them in).
     pub links: Links,
+    /// Precision of the passes; set through `Lstm::set_precision`.
+    pub precision: crate::precision::Precision,
+    /// f16 shadow of `params` (two values per word), in f16-mixed.
+    pub half: Option<wgpu::Buffer>,
 }
 
 /// A model's contents on the host, checked, before it goes to the GPU.
@@ -423,7 +427,36 @@ impl LstmModel {
             stats,
             tracked: m.tracked,
             links: Links::default(),
+            precision: crate::precision::Precision::F32,
+            half: None,
         })
+    }
+
+    /// Sets the precision, allocating (or dropping) the f16 shadow of the
+    /// parameters; it is filled by the refresh dispatch before each forward.
+    pub(crate) fn set_precision(
+        &mut self,
+        ctx: &GpuContext,
+        p: crate::precision::Precision,
+    ) -> Result<()> {
+        self.half = match p.is_half() {
+            true => Some(ctx.storage(
+                "f16 parameters",
+                crate::kernels::cast::half_words(self.table.total),
+            )?),
+            false => None,
+        };
+        self.precision = p;
+        Ok(())
+    }
+
+    /// The buffer GEMMs and cells read weights from, and whether it holds
+    /// f16: the f16 shadow in f16-mixed, else the parameters.
+    pub fn weights(&self) -> (&wgpu::Buffer, bool) {
+        match &self.half {
+            Some(h) => (h, true),
+            None => (&self.params, false),
+        }
     }
 
     /// Sets dropout and residual connections between layers (checked).

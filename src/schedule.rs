@@ -49,6 +49,10 @@ pub struct Plan {
     pub path: CellPath,
     /// The wavefront's skew C, when `path` is the wavefront.
     pub skew: Option<usize>,
+    /// f16-mixed: the dispatch refreshing the f16 shadow of the weights,
+    /// which must run before the forward (and before anything else that
+    /// reads the shadow); [`Plan::encode_forward`] records it first.
+    pub refresh: Option<Dispatch>,
 }
 
 fn shape(model: &LstmModel, ws: &Workspace, l: usize, d: usize) -> CellShape {
@@ -57,6 +61,7 @@ fn shape(model: &LstmModel, ws: &Workspace, l: usize, d: usize) -> CellShape {
     let (seq, batch) = (ws.seq, ws.batch);
     // pre and dg regions: per direction, or per layer in a wavefront.
     let region = if ws.per_layer { l } else { d };
+    let [cache_off, c_off, _] = ws.cell_offsets(cfg, &model.norm, l * cfg.dirs() + d);
     CellShape {
         hidden: h,
         batch,
@@ -67,7 +72,8 @@ fn shape(model: &LstmModel, ws: &Workspace, l: usize, d: usize) -> CellShape {
         out_col: ws.out_off(l) + d * h,
         pre_off: ws.pre_off(region, h),
         whh_off: model.cell_offsets(l, d).1,
-        cache_off: (l * cfg.dirs() + d) * Workspace::cache_block(cfg, &model.norm, seq, batch),
+        cache_off,
+        c_off,
         dg_off: region * Workspace::dg_block(cfg, &model.norm, seq, batch),
         state_off: (l * cfg.dirs() + d) * batch * h,
         state_stride: Workspace::state_len(cfg, batch),
@@ -79,19 +85,20 @@ fn shape(model: &LstmModel, ws: &Workspace, l: usize, d: usize) -> CellShape {
 fn cell_forward<'a>(model: &'a LstmModel, ws: &'a Workspace) -> CellForward<'a> {
     CellForward {
         pre: &ws.pre,
-        params: &model.params,
+        params: model.weights().0,
         state_in: &ws.state_in,
         lengths: &ws.lengths,
         out: &ws.outs,
         cache: &ws.cache,
         state_out: &ws.state_out,
+        cst: ws.cst(),
     }
 }
 
 /// The plain cell's backward buffers, likewise.
 fn cell_backward<'a>(model: &'a LstmModel, ws: &'a Workspace) -> CellBackward<'a> {
     CellBackward {
-        params: &model.params,
+        params: model.weights().0,
         state_in: &ws.state_in,
         lengths: &ws.lengths,
         cache: &ws.cache,
@@ -99,6 +106,7 @@ fn cell_backward<'a>(model: &'a LstmModel, ws: &'a Workspace) -> CellBackward<'a
         gstate_in: &ws.gstate_in,
         dg: &ws.dg,
         gstate_out: &ws.gstate_out,
+        cst: ws.cst(),
     }
 }
 
@@ -428,6 +436,14 @@ impl Plan {
         let cfg = &model.config;
         let (h, dirs) = (cfg.hidden_size, cfg.dirs());
         let obstacle = wavefront_obstacle(model, train);
+        let half = model.precision.is_half();
+        if half && k.cell_path == Some(CellPath::Persistent) {
+            return Err(crate::Error::Invalid(
+                "the persistent path runs in f32 only (f16-mixed uses the wavefront or per-step \
+                 cells)"
+                    .into(),
+            ));
+        }
         if k.cell_path == Some(CellPath::Wavefront) {
             return match obstacle {
                 Some(why) => Err(crate::Error::Invalid(format!(
@@ -439,6 +455,7 @@ impl Plan {
         // The persistent time loop serves the plain cell (between-layer
         // norms included); normalized cells keep one dispatch per step.
         if !model.norm.in_cell()
+            && !half
             && let Some(lay) = k.persistent.select(ctx, k.cell_path, h, batch, dirs, seq)?
         {
             return Ok((CellPath::Persistent, Some(lay)));
@@ -467,7 +484,27 @@ impl Plan {
         let (path, persistent) = Self::choose(ctx, k, model, seq, batch, train)?;
         let wave = path == CellPath::Wavefront;
         let cfg = &model.config;
-        let ws = Workspace::new(ctx, cfg, &model.norm, &model.links, train, seq, batch, wave)?;
+        let half = model.precision.is_half();
+        if half && model.norm.in_cell() {
+            return Err(crate::Error::Invalid(
+                "f16-mixed precision serves plain cells; the normalized cells run in f32".into(),
+            ));
+        }
+        let ws = Workspace::new(
+            ctx,
+            cfg,
+            &model.norm,
+            &model.links,
+            train,
+            seq,
+            batch,
+            wave,
+            half,
+        )?;
+        let refresh = match &model.half {
+            Some(h) => Some(k.cast.to_half(ctx, model.table.total, &model.params, h)?),
+            None => None,
+        };
         if wave {
             let skew = wave_skew(k.wave_skew, seq);
             let (forward, mut backward) = Self::wavefront(ctx, k, model, &ws, skew, modes)?;
@@ -480,6 +517,7 @@ impl Plan {
                 backward,
                 path,
                 skew: Some(skew),
+                refresh,
             });
         }
         let (forward, backward) =
@@ -490,6 +528,7 @@ impl Plan {
             backward,
             path,
             skew: None,
+            refresh,
         })
     }
 
@@ -532,6 +571,7 @@ impl Plan {
         let b = ws.batch;
         let ((input, in_off), ld) = Self::layer_input(model, ws, l);
         let (wih, _, bih, bhh) = model.cell_offsets(l, d);
+        let (weights, half) = model.weights();
         let sh = shape(model, ws, l, d);
         let op = GemmOp {
             m: (t1 - t0) * b,
@@ -540,13 +580,13 @@ impl Plan {
             trans_a: false,
             trans_b: true,
             a: (input, in_off + t0 * b * ld, ld),
-            b: (&model.params, wih, ld),
+            b: (weights, wih, ld),
             c: (&ws.pre, sh.pre_off + t0 * b * 4 * h, 4 * h),
             bias: (!model.norm.in_cell()).then_some((&model.params, bih, bhh)),
             alpha: 1.0,
             accumulate: false,
         };
-        k.gemm.dispatch(ctx, &op)
+        k.gemm.dispatch_as(ctx, &op, half)
     }
 
     /// Gradient w.r.t. layer `l`'s input for steps [t0, t1): Σ_d dP_d ·
@@ -566,6 +606,7 @@ impl Plan {
         let (_, ld) = Self::layer_input(model, ws, l);
         let (dx, dx_off) = Self::grad_of_input(ws, l);
         let [_, sec_dp, ..] = lstm_cell_ln::dg_sections(h, ws.seq, b);
+        let (weights, half) = model.weights();
         let mut out = Vec::new();
         for d in 0..cfg.dirs() {
             let (wih, ..) = model.cell_offsets(l, d);
@@ -577,13 +618,13 @@ impl Plan {
                 trans_a: false,
                 trans_b: false,
                 a: (&ws.dg, dp + t0 * b * 4 * h, 4 * h),
-                b: (&model.params, wih, ld),
+                b: (weights, wih, ld),
                 c: (dx, dx_off + t0 * b * ld, ld),
                 bias: None,
                 alpha: 1.0,
                 accumulate: d > 0 || model.links.adds(l),
             };
-            out.extend(k.gemm.dispatch(ctx, &op)?);
+            out.extend(k.gemm.dispatch_as(ctx, &op, half)?);
         }
         Ok(out)
     }
@@ -635,7 +676,10 @@ impl Plan {
             if !(l == 0 && modes.token_input) {
                 out.extend(k.gemm.dispatch(ctx, &dw_ih)?);
             }
-            let hprev = sh.cache_off + if in_cell { sec_hp } else { tb * 5 * h };
+            let hprev = match in_cell {
+                true => sh.cache_off + sec_hp,
+                false => ws.cell_offsets(cfg, &norm, l * cfg.dirs() + d)[2],
+            };
             let dw_hh = GemmOp {
                 a: (&ws.dg, dr, 4 * h),
                 b: (&ws.cache, hprev, h),
@@ -643,7 +687,8 @@ impl Plan {
                 c: (&model.grads, whh, h),
                 ..dw_ih
             };
-            out.extend(k.gemm.dispatch(ctx, &dw_hh)?);
+            // The f16 cache holds h_prev as f16.
+            out.extend(k.gemm.dispatch_as(ctx, &dw_hh, ws.half)?);
             let da = (&ws.dg, sh.dg_off, 4 * h);
             if let Some(bih) = bih {
                 out.extend(
@@ -887,7 +932,7 @@ impl Plan {
             enc.clear_buffer(o, 0, None);
         }
         let mut pass = enc.begin_compute_pass(&Default::default());
-        for d in &self.forward {
+        for d in self.refresh.iter().chain(&self.forward) {
             d.record(&mut pass);
         }
     }

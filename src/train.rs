@@ -594,6 +594,16 @@ impl Trainer {
         Ok(())
     }
 
+    /// Sets the precision of the passes (see [`Lstm::set_precision`]):
+    /// in f16-mixed the LSTM, the head's forward and input-gradient GEMMs
+    /// read f16 weights; plans are rebuilt. There is no loss scaler yet:
+    /// gradients stay f32 here, so none underflow in f16.
+    pub fn set_precision(&mut self, p: crate::precision::Precision) -> Result<()> {
+        self.lstm.set_precision(p)?;
+        self.plans.clear();
+        Ok(())
+    }
+
     /// Offset of a named parameter in the flat buffers.
     fn offset(&self, name: &str) -> usize {
         self.lstm.model.table.offset(name)
@@ -637,6 +647,8 @@ impl Trainer {
         self.lstm.train = train;
         let plan = self.lstm.plan(t, b)?;
         let (lstm_fwd, lstm_bwd) = (plan.forward.clone(), plan.backward.clone());
+        // f16-mixed: the f16 weights are refreshed first of all.
+        let refresh = plan.refresh.clone();
         let out = plan.output().clone();
         let ws_x = plan.ws.x.clone();
         let lengths = plan.ws.lengths.clone();
@@ -681,7 +693,7 @@ impl Trainer {
         // Rows of the MSE that count; rewritten per batch for Sequence.
         let mask = ctx.storage_init("loss mask", &vec![1u32; rows])?;
         ctx.scoped(|| {
-            let mut forward = Vec::new();
+            let mut forward: Vec<Dispatch> = refresh.into_iter().collect();
             let mut backward = Vec::new();
             if let (Head::Language { vocab, embed }, Some(emb_off)) = (self.net.head, emb_off) {
                 let es = EmbShape {
@@ -983,11 +995,12 @@ impl Trainer {
         let ctx = &self.ctx;
         let k = self.lstm.kernels();
         let params = &self.lstm.model.params;
+        let (weights, half) = self.lstm.model.weights();
         let grads = &self.lstm.model.grads;
         let (h, o) = (self.net.hidden, self.net.out_dim());
         push(
             fwd,
-            k.gemm.dispatch(
+            k.gemm.dispatch_as(
                 ctx,
                 &GemmOp {
                     m: rows,
@@ -996,12 +1009,13 @@ impl Trainer {
                     trans_a: false,
                     trans_b: true,
                     a: (x, 0, h),
-                    b: (params, w, h),
+                    b: (weights, w, h),
                     c: (out, 0, o),
                     bias: Some((params, Some(b), None)),
                     alpha: 1.0,
                     accumulate: false,
                 },
+                half,
             ),
         )?;
         push(
@@ -1030,7 +1044,7 @@ impl Trainer {
         )?;
         push(
             bwd,
-            k.gemm.dispatch(
+            k.gemm.dispatch_as(
                 ctx,
                 &GemmOp {
                     m: rows,
@@ -1039,12 +1053,13 @@ impl Trainer {
                     trans_a: false,
                     trans_b: false,
                     a: (out, 0, o),
-                    b: (params, w, h),
+                    b: (weights, w, h),
                     c: (dx, 0, h),
                     bias: None,
                     alpha: 1.0,
                     accumulate: false,
                 },
+                half,
             ),
         )
     }

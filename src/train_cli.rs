@@ -128,6 +128,14 @@ pub struct TrainArgs {
     /// Seed of the initial weights and of shuffling.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Precision of the passes: f32, f16-mixed (f16 weights and gate
+    /// cache, f32 accumulation, state, gradients and master weights; needs
+    /// SHADER_F16 and a plain cell) or auto (f16-mixed where possible,
+    /// else f32 with a warning). Not stored in checkpoints, and set on the
+    /// command line only.
+    #[serde(skip)]
+    #[arg(long, value_name = "P", default_value = "f32", value_parser = crate::precision::PrecisionChoice::parse)]
+    pub precision: crate::precision::PrecisionChoice,
     /// Start from these weights (`embedding.weight`, `lstm.*`, `head.*`).
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -1121,7 +1129,12 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     };
     let ctx = open_gpu(verbose)?;
     let oc = optim_config(&c)?;
+    let (precision, warning) = crate::precision::resolve(a.precision, &ctx, &net.norm)?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
     let mut tr = Trainer::new(ctx, net.clone(), values, c.batch, c.clip_norm, &oc)?;
+    tr.set_precision(precision)?;
     tr.dropout_seed = c.seed;
     if let Some(((floats, ints), p)) = &source {
         restore_model(&mut tr, floats, ints, p)?;

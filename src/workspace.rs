@@ -37,8 +37,13 @@ pub struct Workspace {
     /// Pre-gates [T, B, 4H] of each direction of the current layer, or of
     /// each layer when `per_layer`.
     pub pre: wgpu::Buffer,
-    /// Per (layer, direction): gates [T,B,4H] | c [T,B,H] | h_prev [T,B,H].
+    /// Per (layer, direction): gates [T,B,4H] | c [T,B,H] | h_prev [T,B,H]
+    /// in f32; gates | h_prev as f16 when `half` (c is then in `cseq`).
     pub cache: wgpu::Buffer,
+    /// The f16-mixed layout: f16 cache, f32 c apart.
+    pub half: bool,
+    /// f16-mixed: c [T,B,H] per (layer, direction), f32.
+    pub cseq: Option<wgpu::Buffer>,
     /// Per direction of the current layer (per layer when `per_layer`):
     /// dgates [T,B,4H] | dc [T,B,H].
     pub dg: wgpu::Buffer,
@@ -67,6 +72,34 @@ impl Workspace {
         } else {
             seq * batch * 6 * cfg.hidden_size
         }
+    }
+
+    /// Elements of one (layer, direction) cache block in a workspace of
+    /// this precision: [`Workspace::cache_block`] in f32, gates | h_prev
+    /// (5H per row, f16) in f16-mixed.
+    pub fn cell_cache_len(&self, cfg: &LstmConfig, norm: &Norm) -> usize {
+        match self.half {
+            true => self.seq * self.batch * 5 * cfg.hidden_size,
+            false => Self::cache_block(cfg, norm, self.seq, self.batch),
+        }
+    }
+
+    /// Offsets of cell `cell`'s ((layer, direction)) cache block in `cache`
+    /// and of its c section in [`Workspace::cst`], and of its h_prev
+    /// section in `cache` (plain cells).
+    pub fn cell_offsets(&self, cfg: &LstmConfig, norm: &Norm, cell: usize) -> [usize; 3] {
+        let tbh = self.seq * self.batch * cfg.hidden_size;
+        let base = cell * self.cell_cache_len(cfg, norm);
+        match self.half {
+            true => [base, cell * tbh, base + 4 * tbh],
+            false => [base, base + 4 * tbh, base + 5 * tbh],
+        }
+    }
+
+    /// The buffer holding the cells' c sections: `cseq` in f16-mixed, else
+    /// the cache.
+    pub fn cst(&self) -> &wgpu::Buffer {
+        self.cseq.as_ref().unwrap_or(&self.cache)
     }
 
     /// Elements of one direction's gradient block.
@@ -122,7 +155,8 @@ impl Workspace {
     }
 
     /// Allocates every buffer, failing with a clear error when one would
-    /// exceed the adapter's limits. `per_layer`: see the field.
+    /// exceed the adapter's limits. `per_layer`, `half`: see the fields
+    /// (`half` serves plain cells only).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &GpuContext,
@@ -133,6 +167,7 @@ impl Workspace {
         seq: usize,
         batch: usize,
         per_layer: bool,
+        half: bool,
     ) -> Result<Self> {
         let h = cfg.hidden_size;
         let d = cfg.dirs();
@@ -171,10 +206,18 @@ impl Workspace {
             linked,
             norm_stats,
             pre: ctx.storage("pre-gates", regions * tb * 4 * h)?,
-            cache: ctx.storage(
-                "gate cache",
-                cells * Self::cache_block(cfg, norm, seq, batch),
-            )?,
+            cache: match half {
+                // Two f16 per word.
+                true => ctx.storage("gate cache (f16)", (cells * tb * 5 * h).div_ceil(2))?,
+                false => ctx.storage(
+                    "gate cache",
+                    cells * Self::cache_block(cfg, norm, seq, batch),
+                )?,
+            },
+            half,
+            cseq: half
+                .then(|| ctx.storage("cell states", cells * tb * h))
+                .transpose()?,
             dg: ctx.storage(
                 "gate gradients",
                 regions * Self::dg_block(cfg, norm, seq, batch),

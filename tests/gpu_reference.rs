@@ -130,6 +130,16 @@ fn run_case_with(
     seed: u64,
     setup: impl Fn(&mut Lstm),
 ) -> (Outputs, Grads) {
+    run_case_tol(ctx, c, seed, setup, TOL)
+}
+
+fn run_case_tol(
+    ctx: &std::sync::Arc<lstm_wgpu::GpuContext>,
+    c: Case,
+    seed: u64,
+    setup: impl Fn(&mut Lstm),
+    tol: f64,
+) -> (Outputs, Grads) {
     let label = format!(
         "L={} bidir={} bias={} I={} H={} T={} B={} states={} lengths={} batch_first={}",
         c.layers,
@@ -172,7 +182,7 @@ fn run_case_with(
         (&out_tm, &grads_tm),
         (&rout, &rgrad),
         &BTreeMap::new(),
-        TOL,
+        tol,
     );
     // Forward alone must agree with the forward half of forward_backward.
     let fo = lstm
@@ -471,4 +481,85 @@ fn input_gradient_can_be_skipped() {
             "{path}: gradients differ without the input gradient"
         );
     }
+}
+
+/// f16-mixed (f16 weights for the GEMMs and the cell, f16 gates and h_prev
+/// in the cache, f32 accumulation, c and gradients) against the f64
+/// reference. Tolerance: max |gpu - ref| / max |ref| <= F16_TOL per tensor;
+/// f16 rounds to 2^-11 relative (4.9e-4) per stored value, and observed
+/// errors are around 1e-3.
+const F16_TOL: f64 = 1e-2;
+
+#[test]
+fn f16_mixed() {
+    use lstm_wgpu::kernels::lstm_cell::CellVariant;
+    use lstm_wgpu::precision::Precision;
+    use lstm_wgpu::schedule::CellPath;
+    let ctx = ctx();
+    assert!(
+        ctx.f16,
+        "this adapter lacks SHADER_F16; the f16-mixed tests need it"
+    );
+    let cases = [
+        // Per-step, both directions, lengths and states, odd sizes.
+        Case {
+            bidir: true,
+            states: true,
+            lengths: true,
+            hidden: 7,
+            ..BASE
+        },
+        // Wide (vec4) path, batch-first.
+        Case {
+            hidden: 16,
+            input: 8,
+            batch: 9,
+            batch_first: true,
+            ..BASE
+        },
+        // The wavefront over 3 layers.
+        Case {
+            layers: 3,
+            hidden: 12,
+            seq: 9,
+            batch: 4,
+            lengths: true,
+            ..BASE
+        },
+        // Two layers, no bias, bidirectional (per-step).
+        Case {
+            layers: 2,
+            bidir: true,
+            bias: false,
+            hidden: 9,
+            ..BASE
+        },
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        for variant in [CellVariant::Direct, CellVariant::Tiled] {
+            run_case_tol(
+                &ctx,
+                *c,
+                900 + i as u64,
+                |l| {
+                    l.set_cell_variant(variant);
+                    l.set_precision(Precision::F16Mixed)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(l.precision(), Precision::F16Mixed);
+                },
+                F16_TOL,
+            );
+        }
+    }
+    // The persistent path is f32 only: forcing it in f16-mixed is a clear
+    // error, not a wrong result.
+    let d = case_data(&BASE, 7);
+    let model = model_of(&ctx, &d, None).unwrap_or_else(|e| panic!("{e}"));
+    let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+    lstm.set_precision(Precision::F16Mixed)
+        .unwrap_or_else(|e| panic!("{e}"));
+    lstm.set_cell_path(Some(CellPath::Persistent));
+    let hp = HostPass::new(&d, false);
+    let err = lstm.forward(&hp.batch()).expect_err("persistent in f16");
+    assert!(err.to_string().contains("f32 only"), "{err}");
 }

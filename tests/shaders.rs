@@ -26,6 +26,7 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
         ],
     ),
     ("reduce.wgsl", &["colsum", "colsum_prod"]),
+    ("cast.wgsl", &["to_half"]),
     ("lstm_cell_ln.wgsl", &["forward", "backward"]),
     (
         "layer_norm.wgsl",
@@ -175,5 +176,34 @@ fn entry_points_match_the_wrappers() {
             // offer something to dispatch.
             None => assert!(!found.is_empty(), "{name}: no entry points"),
         }
+    }
+}
+
+/// The f16-mixed builds (`enable f16;`, f16 aliases) of the GEMM and the
+/// plain cell, made as their wrappers make them, parse and validate too.
+#[test]
+fn f16_builds_validate() {
+    use lstm_wgpu::gpu::half_source;
+    let read = |f: &str| std::fs::read_to_string(shader_dir().join(f)).expect("shader source");
+    let builds = [
+        (
+            "gemm.wgsl (f16 B)",
+            half_source(&read("gemm.wgsl"), &["BT"], &[]),
+        ),
+        (
+            "lstm_cell.wgsl (f16-mixed)",
+            half_source(
+                &read("lstm_cell.wgsl"),
+                &["WT", "GT"],
+                &[("const HP_GAP: u32 = 1u;", "const HP_GAP: u32 = 0u;")],
+            ),
+        ),
+    ];
+    for (name, src) in builds {
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
+        Validator::new(ValidationFlags::all(), Capabilities::all())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
     }
 }

@@ -189,13 +189,20 @@ pub struct GemmOp<'a> {
     pub accumulate: bool,
 }
 
-/// The GEMM pipelines of one variant, in its four transpose combinations.
-pub struct Gemm {
-    variant: GemmVariant,
-    tile: TileShape,
+/// Pipelines of one element type of B.
+struct Pipelines {
     kernels: Vec<Kernel>,
     /// The block variant's `gemm_vec4` entry points (empty for tiled).
     vec4: Vec<Kernel>,
+}
+
+/// The GEMM pipelines of one variant, in its four transpose combinations,
+/// with B in f32 and, once [`Gemm::enable_half`] ran, in f16.
+pub struct Gemm {
+    variant: GemmVariant,
+    tile: TileShape,
+    f32: Pipelines,
+    f16: Option<Pipelines>,
     k_chunk: usize,
 }
 
@@ -231,7 +238,36 @@ impl Gemm {
                 ("gemm_tiled", steps * tile.tk as usize)
             }
         };
-        let m = module(ctx, "gemm", SRC);
+        Ok(Self {
+            variant,
+            tile,
+            f32: Self::pipelines(ctx, variant, tile, entry, SRC),
+            f16: None,
+            k_chunk,
+        })
+    }
+
+    /// Compiles the pipelines whose B is f16 (the device needs SHADER_F16),
+    /// for [`Gemm::dispatch_as`]; idempotent.
+    pub fn enable_half(&mut self, ctx: &GpuContext) {
+        if self.f16.is_none() {
+            let entry = match self.variant {
+                GemmVariant::Block => "gemm",
+                GemmVariant::Tiled => "gemm_tiled",
+            };
+            let src = crate::gpu::half_source(SRC, &["BT"], &[]);
+            self.f16 = Some(Self::pipelines(ctx, self.variant, self.tile, entry, &src));
+        }
+    }
+
+    fn pipelines(
+        ctx: &GpuContext,
+        variant: GemmVariant,
+        tile: TileShape,
+        entry: &str,
+        src: &str,
+    ) -> Pipelines {
+        let m = module(ctx, "gemm", src);
         let bindings = [
             (1, Binding::Read),
             (2, Binding::Read),
@@ -262,13 +298,7 @@ impl Gemm {
                 .collect(),
             GemmVariant::Tiled => Vec::new(),
         };
-        Ok(Self {
-            variant,
-            tile,
-            kernels,
-            vec4,
-            k_chunk,
-        })
+        Pipelines { kernels, vec4 }
     }
 
     /// The variant compiled.
@@ -279,7 +309,7 @@ impl Gemm {
     /// Whether `op` runs with vec4 loads (`gemm_vec4`): the block variant,
     /// with A's and B's offsets and leading dimensions multiples of 4.
     pub fn uses_vec4(&self, op: &GemmOp<'_>) -> bool {
-        !self.vec4.is_empty() && [op.a.1, op.a.2, op.b.1, op.b.2].iter().all(|v| v % 4 == 0)
+        !self.f32.vec4.is_empty() && [op.a.1, op.a.2, op.b.1, op.b.2].iter().all(|v| v % 4 == 0)
     }
 
     /// The longest inner dimension one dispatch covers; longer ones are
@@ -293,6 +323,27 @@ impl Gemm {
     /// K (the first honours `accumulate`, the biases and overwrites or adds
     /// to C as asked; later ones add their partial products to C).
     pub fn dispatch(&self, ctx: &GpuContext, op: &GemmOp<'_>) -> Result<Vec<Dispatch>> {
+        self.dispatch_as(ctx, op, false)
+    }
+
+    /// As [`Gemm::dispatch`]; with `half_b`, B's buffer holds f16 values
+    /// (offsets and leading dimension still in elements), which needs
+    /// [`Gemm::enable_half`] first.
+    pub fn dispatch_as(
+        &self,
+        ctx: &GpuContext,
+        op: &GemmOp<'_>,
+        half_b: bool,
+    ) -> Result<Vec<Dispatch>> {
+        let pipes = match (half_b, &self.f16) {
+            (false, _) => &self.f32,
+            (true, Some(p)) => p,
+            (true, None) => {
+                return Err(Error::Invalid(
+                    "an f16 GEMM before the f16 pipelines were built (Gemm::enable_half)".into(),
+                ));
+            }
+        };
         if op.m == 0 || op.n == 0 {
             return Ok(Vec::new());
         }
@@ -312,8 +363,8 @@ impl Gemm {
         );
         let which = usize::from(op.trans_a) << 1 | usize::from(op.trans_b);
         let kernel = match wide {
-            true => &self.vec4[which],
-            false => &self.kernels[which],
+            true => &pipes.vec4[which],
+            false => &pipes.kernels[which],
         };
         let chunks = op.k.div_ceil(self.k_chunk).max(1);
         let mut out = Vec::with_capacity(chunks);

@@ -41,6 +41,9 @@ const DIRECT_FWD_EXTRA: [(u32, Binding); 3] = [
 ];
 /// Extra bindings of the direct backward: vec4 views of W_hh and dgates.
 const DIRECT_BWD_EXTRA: [(u32, Binding); 2] = [(12, Binding::Read), (15, Binding::ReadWrite)];
+/// The c section of the cache (the cache itself in f32, its own buffer in
+/// f16-mixed), last in every entry point's bindings.
+const CST_BINDING: (u32, Binding) = (16, Binding::ReadWrite);
 
 /// Which entry point a dispatch runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -121,8 +124,21 @@ impl TileConfig {
         Ok(())
     }
 
-    /// The shader source with this tile's constants.
-    fn source(&self) -> String {
+    /// The shader source with this tile's constants; with `half`, the
+    /// f16-mixed build (f16 W_hh and cache gates and h_prev, c apart).
+    fn source(&self, half: bool) -> String {
+        let src = self.f32_source();
+        match half {
+            false => src,
+            true => crate::gpu::half_source(
+                &src,
+                &["WT", "GT"],
+                &[("const HP_GAP: u32 = 1u;", "const HP_GAP: u32 = 0u;")],
+            ),
+        }
+    }
+
+    fn f32_source(&self) -> String {
         [
             ("TB", 8, self.tb),
             ("TU", 8, self.tu),
@@ -188,6 +204,9 @@ pub struct LstmCell {
     pub variant: CellVariant,
     /// The tiled variant's tile.
     pub tile: TileConfig,
+    /// The f16-mixed build: W_hh read from the f16 shadow of the
+    /// parameters, the cache's gates and h_prev stored as f16.
+    pub half: bool,
 }
 
 /// Shape and offsets (in elements) of one (layer, direction) time loop.
@@ -209,8 +228,12 @@ pub struct CellShape {
     pub pre_off: usize,
     /// Offset of W_hh [4H, H] in the parameter buffer.
     pub whh_off: usize,
-    /// Offset of this (layer, direction)'s cache block [T, B, 6H].
+    /// Offset of this (layer, direction)'s cache block: [T, B, 6H] (gates
+    /// | c | h_prev) in f32, [T, B, 5H] (gates | h_prev, f16) in f16-mixed.
     pub cache_off: usize,
+    /// Offset of its c section [T, B, H] in the buffer bound as
+    /// [`CellForward::cst`].
+    pub c_off: usize,
     /// Offset of this direction's gradient block [T, B, 5H].
     pub dg_off: usize,
     /// Offset of this (layer, direction) in the state arrays ((l·D + d)·B·H).
@@ -235,6 +258,8 @@ pub struct CellForward<'a> {
     pub cache: &'a wgpu::Buffer,
     /// h_n | c_n.
     pub state_out: &'a wgpu::Buffer,
+    /// Holds the c sections (the cache itself in f32).
+    pub cst: &'a wgpu::Buffer,
 }
 
 impl CellForward<'_> {
@@ -270,6 +295,8 @@ pub struct CellBackward<'a> {
     pub dg: &'a wgpu::Buffer,
     /// grad_h0 | grad_c0.
     pub gstate_out: &'a wgpu::Buffer,
+    /// Holds the c sections, as in [`CellForward::cst`].
+    pub cst: &'a wgpu::Buffer,
 }
 
 impl LstmCell {
@@ -290,7 +317,17 @@ impl LstmCell {
     /// Compiles the entry points of `variant`; `tile` (checked by the
     /// caller) shapes the tiled one.
     pub fn with_tile(ctx: &GpuContext, variant: CellVariant, tile: TileConfig) -> Self {
-        let src = tile.source();
+        Self::build(ctx, variant, tile, false)
+    }
+
+    /// The same variant and tile built for `half` (see [`LstmCell::half`]);
+    /// the f16 build needs the device's SHADER_F16.
+    pub fn rebuilt(&self, ctx: &GpuContext, half: bool) -> Self {
+        Self::build(ctx, self.variant, self.tile, half)
+    }
+
+    fn build(ctx: &GpuContext, variant: CellVariant, tile: TileConfig, half: bool) -> Self {
+        let src = tile.source(half);
         let m = module(ctx, "lstm_cell", &src);
         let suffix = match variant {
             CellVariant::Direct => "",
@@ -301,6 +338,8 @@ impl LstmCell {
             fb.extend(DIRECT_FWD_EXTRA);
             bb.extend(DIRECT_BWD_EXTRA);
         }
+        fb.push(CST_BINDING);
+        bb.push(CST_BINDING);
         let fwd = Kernel::new(ctx, &m, &format!("forward{suffix}"), &fb, &[]);
         let bwd = Kernel::new(ctx, &m, &format!("backward{suffix}"), &bb, &[]);
         let bwd_state = Kernel::new(ctx, &m, &format!("backward_state{suffix}"), &bb, &[]);
@@ -310,6 +349,7 @@ impl LstmCell {
             bwd_state,
             variant,
             tile,
+            half,
         }
     }
 
@@ -348,7 +388,7 @@ impl LstmCell {
             u32_of("state stride", s.state_stride)?,
             u32_of("lanes", lanes)?,
             u32::from(wide),
-            0,
+            u32_of("c offset", s.c_off)?,
         ])
     }
 
@@ -442,6 +482,7 @@ impl LstmCell {
         if self.variant == CellVariant::Direct {
             bufs.extend([b.params, b.state_in, b.out]);
         }
+        bufs.push(b.cst);
         self.dispatches(ctx, Entry::Forward, lanes, &bufs)
     }
 
@@ -451,6 +492,7 @@ impl LstmCell {
         if self.variant == CellVariant::Direct {
             bufs.extend([b.params, b.dg]);
         }
+        bufs.push(b.cst);
         bufs
     }
 

@@ -3,6 +3,7 @@
 //! own no model state.
 
 pub mod batch_norm;
+pub mod cast;
 pub mod clip;
 pub mod elementwise;
 pub mod embedding;
@@ -52,6 +53,11 @@ pub struct Kernels {
     pub elementwise: elementwise::Elementwise,
     /// Optimizers.
     pub optim: optim::Optim,
+    /// The f16 shadow of the parameters.
+    pub cast: cast::Cast,
+    /// The f16-mixed builds of the GEMM (f16 B) and the plain cell are in
+    /// use (see [`Kernels::set_half`]).
+    pub half: bool,
 }
 
 impl Kernels {
@@ -74,8 +80,32 @@ impl Kernels {
                 loss: loss::Loss::new(ctx),
                 elementwise: elementwise::Elementwise::new(ctx),
                 optim: optim::Optim::new(ctx),
+                cast: cast::Cast::new(ctx),
+                half: false,
             })
         })
+    }
+
+    /// Switches the plain cell to its f16-mixed build (or back) and
+    /// compiles the GEMM's f16-B pipelines; needs SHADER_F16 for `on`.
+    pub fn set_half(&mut self, ctx: &GpuContext, on: bool) -> crate::Result<()> {
+        if on && !ctx.f16 {
+            return Err(crate::Error::Device(format!(
+                "adapter {} lacks SHADER_F16: no f16 kernels",
+                ctx.info.name
+            )));
+        }
+        ctx.scoped(|| {
+            if on {
+                self.gemm.enable_half(ctx);
+            }
+            if self.cell.half != on {
+                self.cell = self.cell.rebuilt(ctx, on);
+            }
+            Ok(())
+        })?;
+        self.half = on;
+        Ok(())
     }
 }
 

@@ -1,0 +1,163 @@
+//! Numeric precision of a model's passes and the dynamic loss scaler of
+//! f16-mixed training.
+//!
+//! `f16-mixed` keeps what would drift in f32 and rounds what is re-made
+//! every step: the GEMMs and the fused cell read the weights from an f16
+//! shadow of the f32 master parameters (refreshed by one dispatch before
+//! every forward), the cell stores its saved gates and h_{t-1} as f16, and
+//! the weight-gradient GEMM reads that f16 h_{t-1}. Every product
+//! accumulates in f32; the cell state c, the layer outputs, all gradients,
+//! norm statistics, optimizer state and master weights stay f32.
+
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::norm::Norm;
+
+/// How a model's passes store and read weights and saved activations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// Everything f32 (the default).
+    #[default]
+    F32,
+    /// f16 weights for GEMMs and the cell and an f16 gate cache, f32
+    /// accumulation, state, gradients and master weights.
+    F16Mixed,
+}
+
+/// What a user asks for: a precision, or `auto` (f16-mixed where the
+/// adapter and the model allow it, else f32 with a warning).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PrecisionChoice {
+    /// [`Precision::F32`].
+    #[default]
+    F32,
+    /// [`Precision::F16Mixed`]; an error where it cannot run.
+    F16Mixed,
+    /// f16-mixed when possible, else f32.
+    Auto,
+}
+
+impl Precision {
+    /// The name [`PrecisionChoice::parse`] accepts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16Mixed => "f16-mixed",
+        }
+    }
+
+    /// Whether weights and the gate cache are f16.
+    pub fn is_half(self) -> bool {
+        self == Self::F16Mixed
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PrecisionChoice {
+    /// Parses `f32`, `f16-mixed` or `auto`.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" => Ok(Self::F32),
+            "f16-mixed" | "f16" | "mixed" => Ok(Self::F16Mixed),
+            "auto" => Ok(Self::Auto),
+            other => Err(format!(
+                "unknown precision `{other}` (f32, f16-mixed or auto)"
+            )),
+        }
+    }
+}
+
+/// Why f16-mixed cannot run a model of norm `norm` on `ctx`, if it cannot.
+pub fn f16_obstacle(ctx: &GpuContext, norm: &Norm) -> Option<String> {
+    if !ctx.f16 {
+        return Some(format!(
+            "adapter {} lacks the SHADER_F16 feature",
+            ctx.info.name
+        ));
+    }
+    if norm.in_cell() {
+        return Some(
+            "the normalized cells (layer-cell, recurrent-batch) run in f32 only".to_string(),
+        );
+    }
+    None
+}
+
+/// The precision `choice` gives a model of norm `norm` on `ctx`, with a
+/// warning when `auto` falls back to f32; an error naming the reason when
+/// f16-mixed is asked for and cannot run.
+pub fn resolve(
+    choice: PrecisionChoice,
+    ctx: &GpuContext,
+    norm: &Norm,
+) -> Result<(Precision, Option<String>)> {
+    match (choice, f16_obstacle(ctx, norm)) {
+        (PrecisionChoice::F32, _) => Ok((Precision::F32, None)),
+        (PrecisionChoice::F16Mixed, None) | (PrecisionChoice::Auto, None) => {
+            Ok((Precision::F16Mixed, None))
+        }
+        (PrecisionChoice::F16Mixed, Some(why)) => Err(Error::Invalid(format!(
+            "f16-mixed precision cannot run: {why} (use --precision f32, or auto to fall back)"
+        ))),
+        (PrecisionChoice::Auto, Some(why)) => Ok((
+            Precision::F32,
+            Some(format!(
+                "precision auto: f16-mixed cannot run ({why}); using f32"
+            )),
+        )),
+    }
+}
+
+/// Dynamic loss scaling as PyTorch's `torch.amp.GradScaler`: the loss
+/// gradient is multiplied by the scale S; after backward the gradients are
+/// unscaled (×1/S) inside the clip-by-norm pass; a step whose gradients are
+/// not finite is skipped and S ×= `backoff`; after `interval` finite steps
+/// in a row S ×= `growth`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScalerConfig {
+    /// Initial S.
+    pub init_scale: f32,
+    /// Factor after `interval` good steps.
+    pub growth: f32,
+    /// Factor after a non-finite step.
+    pub backoff: f32,
+    /// Good steps in a row before growing.
+    pub interval: u32,
+}
+
+impl Default for ScalerConfig {
+    /// PyTorch's defaults: 65536, ×2 every 2000 good steps, ×0.5 on overflow.
+    fn default() -> Self {
+        Self {
+            init_scale: 65536.0,
+            growth: 2.0,
+            backoff: 0.5,
+            interval: 2000,
+        }
+    }
+}
+
+impl ScalerConfig {
+    /// Checks the factors and the scale.
+    pub fn validate(&self) -> Result<()> {
+        let ok = self.init_scale.is_finite()
+            && self.init_scale > 0.0
+            && self.growth.is_finite()
+            && self.growth >= 1.0
+            && self.backoff > 0.0
+            && self.backoff < 1.0
+            && self.interval >= 1;
+        match ok {
+            true => Ok(()),
+            false => Err(Error::Invalid(format!(
+                "loss scaler {self:?}: needs a finite scale > 0, growth >= 1, backoff in (0, 1) \
+                 and an interval >= 1"
+            ))),
+        }
+    }
+}
