@@ -6,10 +6,34 @@ use lstm_wgpu::kernels::optim::OptimConfig;
 use lstm_wgpu::lstm::{Batch, Lstm, Upstream};
 use lstm_wgpu::model::LstmModel;
 use lstm_wgpu::norm::Norm;
+use lstm_wgpu::precision::Precision;
 use lstm_wgpu::train::{Carry, Head, NetConfig, StepData, Trainer, init_values};
 
 #[test]
 fn char_model_loss_falls() {
+    let (first, last) = char_losses(Precision::F32);
+    assert!(first > 1.5 && last < 0.3 * first, "loss {first} -> {last}");
+}
+
+/// The same run in f16-mixed (f16 weights and gate cache, f32 state and
+/// gradients) ends within 2% of the f32 run's loss.
+#[test]
+fn char_model_f16_mixed_tracks_f32() {
+    let (f1, l1) = char_losses(Precision::F32);
+    let (f2, l2) = char_losses(Precision::F16Mixed);
+    assert!(
+        ((f2 - f1) / f1).abs() < 0.02,
+        "first loss f32 {f1}, f16-mixed {f2}"
+    );
+    assert!(
+        ((l2 - l1) / l1).abs() < 0.02,
+        "final loss f32 {l1}, f16-mixed {l2}"
+    );
+    assert!(l2 < 0.3 * f2, "f16-mixed loss {f2} -> {l2}");
+}
+
+/// First and last loss of 60 steps of a small 2-layer character model.
+fn char_losses(precision: Precision) -> (f32, f32) {
     let ctx = common::ctx();
     let text = "abcdefgh".repeat(40);
     let vocab: Vec<char> = {
@@ -35,6 +59,8 @@ fn char_model_loss_falls() {
     opt.lr = 0.01;
     let mut tr = Trainer::new(ctx, net.clone(), init_values(&net, 1), b, Some(5.0), &opt)
         .unwrap_or_else(|e| panic!("{e}"));
+    tr.set_precision(precision)
+        .unwrap_or_else(|e| panic!("{e}"));
     let stream = ids.len() / b;
     let mut first = None;
     let mut last = 0.0;
@@ -56,8 +82,7 @@ fn char_model_loss_falls() {
         first.get_or_insert(s.loss);
         last = s.loss;
     }
-    let first = first.unwrap_or(0.0);
-    assert!(first > 1.5 && last < 0.3 * first, "loss {first} -> {last}");
+    (first.unwrap_or(0.0), last)
 }
 
 #[test]
@@ -810,4 +835,18 @@ fn token_projection_matches_per_position_projection() {
             assert!(e <= 1e-5, "{path}: parameter {} differs by {e:.2e}", p.name);
         }
     }
+}
+
+/// f16-mixed refuses what it cannot run, naming why: the normalized cells.
+#[test]
+fn f16_mixed_refuses_normalized_cells() {
+    let ctx = common::ctx();
+    let mut net = sine_net(1);
+    net.norm = Norm::LayerCell;
+    let mut tr = Trainer::new(ctx, net.clone(), init_values(&net, 1), 2, None, &adamw())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = tr
+        .set_precision(Precision::F16Mixed)
+        .expect_err("layer-cell in f16-mixed");
+    assert!(err.to_string().contains("f32 only"), "{err}");
 }
