@@ -54,6 +54,22 @@ parity_tests! {
     parity_len_short => "len_short",
 }
 
+/// `grad --precision f16-mixed` against the same PyTorch (f32) fixtures:
+/// every output and gradient within the documented f16-mixed tolerance
+/// (f16 weights and gate cache, f32 accumulation; see README).
+#[test]
+fn parity_f16_mixed() {
+    let mut worst = (0.0f32, String::new());
+    for name in CONFIGS {
+        let (e, t) =
+            check_parity_with(&fixtures_dir(""), name, 1e-2, &["--precision", "f16-mixed"]);
+        if e >= worst.0 {
+            worst = (e, format!("{name}: {t}"));
+        }
+    }
+    eprintln!("f16-mixed parity: worst {:.2e} ({})", worst.0, worst.1);
+}
+
 /// Every fixture in the directory is covered by `CONFIGS` and complete.
 #[test]
 fn fixtures_are_all_listed() {

@@ -185,10 +185,16 @@ pub fn assert_close(
 /// checks every tensor of the expected file within `tol`. Returns the worst
 /// relative error and the tensor it occurred in.
 pub fn check_parity(dir: &Path, name: &str, tol: f32) -> (f32, String) {
+    check_parity_with(dir, name, tol, &[])
+}
+
+/// As [`check_parity`], with `extra` arguments after the fixture's own.
+pub fn check_parity_with(dir: &Path, name: &str, tol: f32, extra: &[&str]) -> (f32, String) {
     let weights = fixture_in(dir, name, "weights");
     let inputs = fixture_in(dir, name, "inputs");
     let expected_path = fixture_in(dir, name, "expected");
-    let spec = run_spec(&inputs);
+    let mut spec = run_spec(&inputs);
+    spec.args.extend(extra.iter().map(|a| a.to_string()));
 
     let tmp = fresh_temp_dir(name);
     let out = tmp.join("grads.safetensors");
