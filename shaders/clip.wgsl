@@ -13,8 +13,8 @@
 //             of the chunk (fixed-order tree in workgroup memory);
 //   segsum    one workgroup per segment: tree over its chunk partials;
 //   finalize  one workgroup: tree over the per-segment sums, then the norm,
-//             the scale and the non-finite flag;
-//   apply     one workgroup per chunk: in-place scale and/or clamp.
+//             the scale and the non-finite flag, and the loss scaler's update;
+//   apply     one workgroup per chunk: in-place unscale, scale and/or clamp.
 //
 // Every invocation runs few loop iterations (at most 64 + 6 per chunk, and
 // n/64 + 6 over n partials or segments): Mesa's llvmpipe/lavapipe silently
@@ -22,7 +22,17 @@
 // single-workgroup loop over every segment would break on large tables.
 //
 // stats layout (f32): [sum_sq, norm, scale, nonfinite (0 or 1),
+//                      loss_scale_used, loss_scale, good_steps, skipped,
 //                      seg_sum_sq[0 .. n_segs]].
+//
+// Dynamic loss scaling (flag HAS_SCALER, as torch.amp.GradScaler): the
+// gradients arrive multiplied by S = stats[5]. `partials` multiplies every
+// element by 1/S before squaring and testing it, so the norms, the clip scale
+// and the flag are those of the unscaled gradients; `finalize` keeps S in
+// stats[4] and updates stats[5..8] (×backoff, good steps 0, skipped + 1 on a
+// non-finite step; ×growth after `interval` good steps in a row, unless that
+// overflows); `apply` writes (g / S)·scale. Counters are f32 integers (exact
+// below 2^24). Without the flag stats[4] is 1 and stats[5..8] are untouched.
 //
 // Non-finite gradients (any NaN/Inf element, or a sum of squares that
 // overflows f32) set the flag, force scale = 1 and make `apply` leave the
@@ -35,13 +45,20 @@ struct Params {
     flags: u32,
     max_norm: f32,
     clip_value: f32,
+    growth: f32,
+    backoff: f32,
+    interval: u32,
     _p0: u32,
     _p1: u32,
+    _p2: u32,
 }
 
 // flags
 const HAS_MAX_NORM: u32 = 1u;
 const HAS_CLIP_VALUE: u32 = 2u;
+const HAS_SCALER: u32 = 4u;
+
+const HEADER: u32 = 8u;
 
 const WG: u32 = 64u;
 const EPS: f32 = 1e-6;
@@ -79,6 +96,8 @@ fn tree(lid: u32) {
 @group(0) @binding(2) var<storage, read> pg: array<f32>;
 // [0, n_chunks): sums of squares; [n_chunks, 2·n_chunks): flags (0 or 1).
 @group(0) @binding(3) var<storage, read_write> pout: array<f32>;
+// The stats of the previous step: the loss scale S the gradients carry.
+@group(0) @binding(8) var<storage, read> pstats: array<f32>;
 
 @compute @workgroup_size(64)
 fn partials(
@@ -92,10 +111,14 @@ fn partials(
     }
     let off = table[2u * c];
     let len = table[2u * c + 1u];
+    var inv = 1.0;
+    if (p.flags & HAS_SCALER) != 0u {
+        inv = 1.0 / pstats[5];
+    }
     var acc = 0.0;
     var bad = 0u;
     for (var i = lid; i < len; i += WG) {
-        let x = pg[off + i];
+        let x = pg[off + i] * inv;
         bad |= nonfinite(x);
         acc += x * x;
     }
@@ -114,7 +137,7 @@ fn partials(
 @group(0) @binding(5) var<storage, read_write> fstats: array<f32>;
 
 // One workgroup per segment: the sum of its chunk partials, written to
-// stats[4 + s]; NaN when a chunk saw a non-finite element (so the value
+// stats[HEADER + s]; NaN when a chunk saw a non-finite element (so the value
 // itself carries the flag even if NaN/Inf did not propagate through the sum).
 @compute @workgroup_size(64)
 fn segsum(
@@ -142,20 +165,20 @@ fn segsum(
         if shf[0] != 0u && nonfinite(v) == 0u {
             v = bitcast<f32>(QUIET_NAN);
         }
-        fstats[4u + s] = v;
+        fstats[HEADER + s] = v;
     }
 }
 
 // ---- finalize --------------------------------------------------------------
 
 // One workgroup: the global sum of the per-segment sums (fixed order), the
-// norm, the scale and the flag.
+// norm, the scale, the flag and the loss scaler's update.
 @compute @workgroup_size(64)
 fn finalize(@builtin(local_invocation_index) lid: u32) {
     var acc = 0.0;
     var bad = 0u;
     for (var i = lid; i < p.n_segs; i += WG) {
-        let v = fstats[4u + i];
+        let v = fstats[HEADER + i];
         acc += v;
         bad |= nonfinite(v);
     }
@@ -177,6 +200,32 @@ fn finalize(@builtin(local_invocation_index) lid: u32) {
         fstats[1] = norm;
         fstats[2] = scale;
         fstats[3] = select(0.0, 1.0, flagged);
+        if (p.flags & HAS_SCALER) == 0u {
+            fstats[4] = 1.0;
+        } else {
+            let used = fstats[5];
+            var next = used;
+            var good = fstats[6];
+            var skipped = fstats[7];
+            if flagged {
+                next = used * p.backoff;
+                good = 0.0;
+                skipped += 1.0;
+            } else {
+                good += 1.0;
+                if good >= f32(p.interval) {
+                    let grown = used * p.growth;
+                    if nonfinite(grown) == 0u {
+                        next = grown;
+                    }
+                    good = 0.0;
+                }
+            }
+            fstats[4] = used;
+            fstats[5] = next;
+            fstats[6] = good;
+            fstats[7] = skipped;
+        }
     }
 }
 
@@ -198,18 +247,25 @@ fn apply(
     let scale = astats[2];
     let do_scale = scale < 1.0;
     let do_clamp = (p.flags & HAS_CLIP_VALUE) != 0u;
-    if !do_scale && !do_clamp {
+    let unscale = (p.flags & HAS_SCALER) != 0u;
+    if !do_scale && !do_clamp && !unscale {
         return;
     }
+    // Unscaled first, then clipped: the products PyTorch forms after
+    // GradScaler.unscale_ and clip_grad_norm_.
+    let inv = 1.0 / astats[4];
     let v = p.clip_value;
     let off = table[2u * c];
     let len = table[2u * c + 1u];
     for (var i = lid; i < len; i += WG) {
         let x = ag[off + i];
         var y = x;
-        var write = do_scale;
+        var write = do_scale || unscale;
+        if unscale {
+            y = y * inv;
+        }
         if do_scale {
-            y = x * scale;
+            y = y * scale;
         }
         if do_clamp {
             // Explicit tests rather than clamp(): elements inside [-v, v]

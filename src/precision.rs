@@ -151,13 +151,110 @@ impl ScalerConfig {
             && self.growth >= 1.0
             && self.backoff > 0.0
             && self.backoff < 1.0
-            && self.interval >= 1;
+            && self.interval >= 1
+            && self.interval <= MAX_COUNT;
         match ok {
             true => Ok(()),
             false => Err(Error::Invalid(format!(
                 "loss scaler {self:?}: needs a finite scale > 0, growth >= 1, backoff in (0, 1) \
-                 and an interval >= 1"
+                 and an interval in 1..=2^24"
             ))),
+        }
+    }
+}
+
+/// Largest count the GPU keeps exactly (its counters are f32 integers).
+const MAX_COUNT: u32 = 1 << 24;
+
+/// Where a dynamic loss scaler stands: what `GradScaler.state_dict()`
+/// holds (`scale`, `_growth_tracker`) and the skipped steps.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScalerState {
+    /// S for the next step.
+    pub scale: f32,
+    /// Finite steps in a row since the last growth or backoff.
+    pub good_steps: u32,
+    /// Steps skipped for non-finite gradients (saturates at 2^24).
+    pub skipped: u32,
+}
+
+impl ScalerState {
+    /// The state before the first step.
+    pub fn new(c: &ScalerConfig) -> Self {
+        Self {
+            scale: c.init_scale,
+            good_steps: 0,
+            skipped: 0,
+        }
+    }
+
+    /// The three f32 words the GPU keeps.
+    pub fn words(&self) -> [f32; 3] {
+        [self.scale, self.good_steps as f32, self.skipped as f32]
+    }
+
+    /// From the GPU's three words.
+    pub fn from_words(w: &[f32]) -> Self {
+        Self {
+            scale: w[0],
+            good_steps: w[1] as u32,
+            skipped: w[2] as u32,
+        }
+    }
+
+    /// A finite scale > 0 and counters the GPU can hold.
+    pub fn validate(&self) -> Result<()> {
+        match self.scale.is_finite()
+            && self.scale > 0.0
+            && self.good_steps <= MAX_COUNT
+            && self.skipped <= MAX_COUNT
+        {
+            true => Ok(()),
+            false => Err(Error::Invalid(format!(
+                "loss scaler state {self:?}: needs a finite scale > 0 and counters <= 2^24"
+            ))),
+        }
+    }
+}
+
+/// What `--loss-scale` asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum LossScaleChoice {
+    /// Dynamic scaling from 65536 in f16-mixed, none in f32.
+    #[default]
+    Default,
+    /// No loss scaling.
+    Off,
+    /// Dynamic scaling from this initial scale (in either precision).
+    Dynamic(f32),
+}
+
+impl LossScaleChoice {
+    /// Parses `dynamic` (from 65536), `off`, or a finite initial scale > 0.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let t = s.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "dynamic" | "on" => Ok(Self::Dynamic(ScalerConfig::default().init_scale)),
+            "off" | "none" => Ok(Self::Off),
+            _ => match t.parse::<f32>() {
+                Ok(v) if v.is_finite() && v > 0.0 => Ok(Self::Dynamic(v)),
+                _ => Err(format!(
+                    "bad loss scale `{s}` (dynamic, off, or an initial scale > 0)"
+                )),
+            },
+        }
+    }
+
+    /// The scaler a run of precision `p` gets (PyTorch's growth, backoff
+    /// and interval), if any.
+    pub fn config(self, p: Precision) -> Option<ScalerConfig> {
+        match self {
+            Self::Default if p.is_half() => Some(ScalerConfig::default()),
+            Self::Default | Self::Off => None,
+            Self::Dynamic(init_scale) => Some(ScalerConfig {
+                init_scale,
+                ..Default::default()
+            }),
         }
     }
 }

@@ -1,12 +1,14 @@
 //! Gradient clipping kernels (`shaders/clip.wgsl`) against an f64 CPU
 //! computation: global and per-tensor norms, clip by norm, clip by value,
-//! non-finite detection, partial segment coverage and determinism.
+//! non-finite detection, partial segment coverage, determinism, and the
+//! fused loss-scaler unscale and update (against GradScaler's rules).
 
 mod common;
 
 use common::{assert_close, ctx};
 use lstm_wgpu::GpuContext;
-use lstm_wgpu::kernels::clip::{CHUNK, Clip, ClipPlan, ClipStats, STATS_HEADER};
+use lstm_wgpu::kernels::clip::{CHUNK, Clip, ClipOptions, ClipPlan, ClipStats, STATS_HEADER};
+use lstm_wgpu::precision::{ScalerConfig, ScalerState};
 
 /// Deterministic values in [-amp, amp).
 fn values(n: usize, seed: u64, amp: f32) -> Vec<f32> {
@@ -396,4 +398,192 @@ fn more_chunks_than_one_grid_row() {
             assert_eq!(got[i].to_bits(), x[i].to_bits(), "[{i}]");
         }
     }
+}
+
+/// The GradScaler update rule on the host: (scale, good steps, skipped)
+/// after one step.
+fn scaler_rule(c: &ScalerConfig, s: ScalerState, found_inf: bool) -> ScalerState {
+    let mut n = s;
+    if found_inf {
+        n.scale = s.scale * c.backoff;
+        n.good_steps = 0;
+        n.skipped += 1;
+    } else if s.good_steps + 1 == c.interval {
+        let g = s.scale * c.growth;
+        if g.is_finite() {
+            n.scale = g;
+        }
+        n.good_steps = 0;
+    } else {
+        n.good_steps += 1;
+    }
+    n
+}
+
+#[test]
+fn loss_scaler_unscale_fused_into_clip() {
+    let ctx = ctx();
+    let k = Clip::new(&ctx);
+    let n = 2 * CHUNK + 777;
+    let segs = [(0, 1000), (1000, n - 1000)];
+    let u = values(n, 11, 1.0);
+    let (norm_u, _) = ref_norms(&u, &segs);
+    let cfg = ScalerConfig {
+        interval: 3,
+        ..Default::default()
+    };
+    let g = ctx.storage("grads", n).unwrap();
+    let max_norm = (0.5 * norm_u) as f32;
+    let opts = ClipOptions {
+        max_norm: Some(max_norm),
+        clip_value: Some(0.3),
+        scaler: Some(cfg),
+    };
+    let plan = k.plan_with(&ctx, &g, &segs, &opts, None).unwrap();
+    let mut state = ScalerState::new(&cfg);
+    assert_eq!(plan.scaler_state(&ctx).unwrap(), Some(state));
+
+    // Steps 1..=7: finite gradients carrying S; S doubles after every 3.
+    for step in 1..=7 {
+        let s = state.scale;
+        let scaled: Vec<f32> = u.iter().map(|&v| v * s).collect();
+        ctx.write(&g, 0, &scaled);
+        run(&ctx, &plan);
+        let st = plan.read(&ctx).unwrap();
+        assert_eq!(st.loss_scale, s, "step {step}: scale used");
+        check_norms(&format!("step {step}"), &st, &u, &segs);
+        let coef = max_norm as f64 / (norm_u + 1e-6);
+        assert!(rel(st.scale, coef) <= 1e-5, "step {step}: clip scale");
+        // Unscaled, clipped by norm, then clamped to 0.3.
+        let want: Vec<f64> = u
+            .iter()
+            .map(|&v| (v as f64 * coef).clamp(-0.3, 0.3))
+            .collect();
+        let got = ctx.read_f32(&g, 0, n).unwrap();
+        assert_close(&format!("step {step}: gradients"), &got, &want, 1e-6);
+        state = scaler_rule(&cfg, state, false);
+        assert_eq!(plan.scaler_state(&ctx).unwrap(), Some(state), "step {step}");
+    }
+    assert_eq!(state.scale, 65536.0 * 4.0);
+    assert_eq!(state.good_steps, 1);
+
+    // A non-finite gradient: flagged, left untouched, S halves, counted.
+    let mut bad: Vec<f32> = u.iter().map(|&v| v * state.scale).collect();
+    bad[CHUNK + 5] = f32::INFINITY;
+    ctx.write(&g, 0, &bad);
+    run(&ctx, &plan);
+    let st = plan.read(&ctx).unwrap();
+    assert!(st.nonfinite && st.scale == 1.0);
+    assert_eq!(bits(&ctx.read_f32(&g, 0, n).unwrap()), bits(&bad));
+    state = scaler_rule(&cfg, state, true);
+    assert_eq!(state.skipped, 1);
+    assert_eq!(plan.scaler_state(&ctx).unwrap(), Some(state));
+
+    // Finite gradients that overflow once unscaled (S < 1) are non-finite.
+    let tiny = ScalerState {
+        scale: 2f32.powi(-100),
+        good_steps: 2,
+        skipped: 1,
+    };
+    plan.set_scaler_state(&ctx, &tiny).unwrap();
+    let big = vec![1e10f32; n];
+    ctx.write(&g, 0, &big);
+    run(&ctx, &plan);
+    assert!(plan.read(&ctx).unwrap().nonfinite);
+    assert_eq!(bits(&ctx.read_f32(&g, 0, n).unwrap()), bits(&big));
+    let after = plan.scaler_state(&ctx).unwrap().unwrap();
+    assert_eq!(after, scaler_rule(&cfg, tiny, true));
+
+    // Growth that would overflow f32 keeps the scale.
+    let top = ScalerState {
+        scale: 2f32.powi(127),
+        good_steps: 2,
+        skipped: 0,
+    };
+    plan.set_scaler_state(&ctx, &top).unwrap();
+    ctx.write(&g, 0, &vec![0.0f32; n]);
+    run(&ctx, &plan);
+    let after = plan.scaler_state(&ctx).unwrap().unwrap();
+    assert_eq!(after.scale, 2f32.powi(127));
+    assert_eq!(after.good_steps, 0);
+
+    // Bad states and configurations are refused by name.
+    for s in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        let e = plan
+            .set_scaler_state(&ctx, &ScalerState { scale: s, ..state })
+            .unwrap_err();
+        assert!(e.to_string().contains("loss scaler"), "{e}");
+    }
+    for bad in [
+        ScalerConfig { growth: 0.5, ..cfg },
+        ScalerConfig {
+            backoff: 1.0,
+            ..cfg
+        },
+        ScalerConfig { interval: 0, ..cfg },
+        ScalerConfig {
+            init_scale: f32::NAN,
+            ..cfg
+        },
+    ] {
+        let o = ClipOptions {
+            scaler: Some(bad),
+            ..opts
+        };
+        let e = k.plan_with(&ctx, &g, &segs, &o, None).err().unwrap();
+        assert!(e.to_string().contains("loss scaler"), "{e}");
+    }
+    let plain = k.plan(&ctx, &g, &segs, Some(1.0), None).unwrap();
+    assert!(plain.scaler_state(&ctx).unwrap().is_none());
+    assert!(plain.set_scaler_state(&ctx, &state).is_err());
+}
+
+/// With a power-of-two scale and nothing else to do, the unscale is exact,
+/// and a plan without a scaler leaves gradients carrying S alone.
+#[test]
+fn loss_scaler_alone_unscales_exactly() {
+    let ctx = ctx();
+    let k = Clip::new(&ctx);
+    let n = 5000;
+    let u = values(n, 12, 3.0);
+    let scaled: Vec<f32> = u.iter().map(|&v| v * 1024.0).collect();
+    let g = ctx.storage_init("grads", &scaled).unwrap();
+    let cfg = ScalerConfig {
+        init_scale: 1024.0,
+        ..Default::default()
+    };
+    let opts = ClipOptions {
+        scaler: Some(cfg),
+        ..Default::default()
+    };
+    let plan = k.plan_with(&ctx, &g, &[(0, n)], &opts, None).unwrap();
+    assert_eq!(plan.dispatches.len(), 4, "the unscale needs apply");
+    run(&ctx, &plan);
+    let st = plan.read(&ctx).unwrap();
+    check_norms("unscaled", &st, &u, &[(0, n)]);
+    assert_eq!(st.loss_scale, 1024.0);
+    assert_eq!(bits(&ctx.read_f32(&g, 0, n).unwrap()), bits(&u));
+
+    // Replanning onto the same stats keeps the scaler's state; a plan
+    // without a scaler reports scale 1.
+    let again = k
+        .plan_with(&ctx, &g, &[(0, n)], &opts, Some(&plan.stats))
+        .unwrap();
+    assert_eq!(again.scaler_state(&ctx).unwrap().unwrap().good_steps, 1);
+    let plain = k
+        .plan_with(
+            &ctx,
+            &g,
+            &[(0, n)],
+            &ClipOptions::default(),
+            Some(&plan.stats),
+        )
+        .unwrap();
+    run(&ctx, &plain);
+    assert_eq!(plain.read(&ctx).unwrap().loss_scale, 1.0);
+    let wrong = ctx.storage("stats", 3).unwrap();
+    assert!(
+        k.plan_with(&ctx, &g, &[(0, n)], &opts, Some(&wrong))
+            .is_err()
+    );
 }

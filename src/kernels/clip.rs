@@ -13,11 +13,22 @@
 //!    fixed order, to the segment's (tensor's) sum of squares;
 //! 3. `finalize`: one workgroup reduces the per-segment sums in a fixed order
 //!    to the global sum and writes the norm, the scale
-//!    `min(1, max_norm / (norm + 1e-6))` and the non-finite flag;
-//! 4. `apply` (only when `max_norm` or `clip_value` is given): one workgroup
-//!    per chunk multiplies the segment elements in place by the scale read
-//!    from the stats buffer (no host readback in between), then clamps them
-//!    to `[-clip_value, clip_value]`.
+//!    `min(1, max_norm / (norm + 1e-6))` and the non-finite flag, and updates
+//!    the loss scaler;
+//! 4. `apply` (only when `max_norm`, `clip_value` or a loss scaler is
+//!    given): one workgroup per chunk unscales the segment elements in place
+//!    (×1/S), multiplies them by the scale read from the stats buffer (no
+//!    host readback in between), then clamps them to
+//!    `[-clip_value, clip_value]`.
+//!
+//! **Loss scaling.** With a [`ScalerConfig`] the plan is
+//! `torch.amp.GradScaler`'s `unscale_` + `update` fused into the clip: the
+//! gradients are taken to carry the factor S (stats word 5, see
+//! [`ClipPlan::scale_word`]); every norm, the clip scale and the non-finite
+//! test are of the unscaled gradients g/S, `apply` writes (g/S)·scale, and
+//! `finalize` moves S to word 4 and sets the S of the next step: ×backoff on
+//! a non-finite step (counted), ×growth after `interval` finite steps in a
+//! row (kept when the product would overflow f32).
 //!
 //! The norm is always that of the gradients as they were before clipping
 //! (what `torch.nn.utils.clip_grad_norm_` returns). With both `max_norm` and
@@ -34,6 +45,7 @@
 
 use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
+use crate::precision::{ScalerConfig, ScalerState};
 use crate::{Error, Result};
 
 const SRC: &str = include_str!("../../shaders/clip.wgsl");
@@ -42,11 +54,16 @@ const SRC: &str = include_str!("../../shaders/clip.wgsl");
 const WG: usize = 64;
 /// Elements per chunk: one workgroup reduces one chunk, 64 per invocation.
 pub const CHUNK: usize = WG * 64;
-/// Words of the stats buffer before the per-segment sums of squares.
-pub const STATS_HEADER: usize = 4;
+/// Words of the stats buffer before the per-segment sums of squares:
+/// `[sum_sq, norm, scale, nonfinite, loss_scale_used, loss_scale,
+/// good_steps, skipped]`.
+pub const STATS_HEADER: usize = 8;
+/// Stats word of the loss scale S the next step's gradients are to carry.
+const SCALE_WORD: usize = 5;
 
 const HAS_MAX_NORM: u32 = 1;
 const HAS_CLIP_VALUE: u32 = 2;
+const HAS_SCALER: u32 = 4;
 
 /// The clipping kernels.
 pub struct Clip {
@@ -68,6 +85,9 @@ pub struct ClipStats {
     /// Some gradient was NaN or ±Inf, or the sum of squares overflowed: the
     /// gradients were left untouched and the step should be skipped.
     pub nonfinite: bool,
+    /// The loss scale S the gradients carried and were divided by (1
+    /// without a loss scaler).
+    pub loss_scale: f32,
     /// L2 norm of each segment, in the order the segments were given
     /// (before clipping; NaN or Inf for a segment holding a non-finite value).
     pub per_tensor: Vec<f32>,
@@ -78,10 +98,13 @@ pub struct ClipStats {
 pub struct ClipPlan {
     /// The dispatches, to record in this order (3 without clipping, 4 with).
     pub dispatches: Vec<Dispatch>,
-    /// f32 stats: `[sum_sq, norm, scale, nonfinite (0/1), seg_sum_sq...]`.
+    /// f32 stats: `[sum_sq, norm, scale, nonfinite (0/1), loss_scale_used,
+    /// loss_scale, good_steps, skipped, seg_sum_sq...]`.
     pub stats: wgpu::Buffer,
     /// Number of segments (per-tensor entries in the stats).
     pub segments: usize,
+    /// The loss scaler, when the plan unscales.
+    pub scaler: Option<ScalerConfig>,
     // Kept alive with the plan: the chunk/segment table and the partials.
     _table: wgpu::Buffer,
     _partials: wgpu::Buffer,
@@ -96,7 +119,7 @@ impl Clip {
             ctx,
             &m,
             "partials",
-            &[(1, Read), (2, Read), (3, ReadWrite)],
+            &[(1, Read), (2, Read), (3, ReadWrite), (8, Read)],
             &[],
         );
         let segsum = Kernel::new(
@@ -135,6 +158,35 @@ impl Clip {
         max_norm: Option<f32>,
         clip_value: Option<f32>,
     ) -> Result<ClipPlan> {
+        let opts = ClipOptions {
+            max_norm,
+            clip_value,
+            scaler: None,
+        };
+        self.plan_with(ctx, grads, segments, &opts, None)
+    }
+
+    /// [`Clip::plan`] with a loss scaler too. `stats`: the stats buffer of
+    /// an earlier plan of the same segments to keep (and its scaler state,
+    /// when both plans scale), so that readers bound to it (the optimizer's
+    /// skip flag) stay valid; otherwise a new one, whose scaler starts at
+    /// the configured initial scale.
+    pub fn plan_with(
+        &self,
+        ctx: &GpuContext,
+        grads: &wgpu::Buffer,
+        segments: &[(usize, usize)],
+        opts: &ClipOptions,
+        stats: Option<&wgpu::Buffer>,
+    ) -> Result<ClipPlan> {
+        let ClipOptions {
+            max_norm,
+            clip_value,
+            scaler,
+        } = *opts;
+        if let Some(s) = &scaler {
+            s.validate()?;
+        }
         if let Some(m) = max_norm
             && !(m.is_finite() && m >= 0.0)
         {
@@ -176,7 +228,9 @@ impl Clip {
                 HAS_CLIP_VALUE
             } else {
                 0
-            };
+            }
+            | if scaler.is_some() { HAS_SCALER } else { 0 };
+        let sc = scaler.unwrap_or_default();
         let params = [
             u32_of("chunk count", n_chunks)?,
             u32_of("segment count", segments.len())?,
@@ -184,19 +238,44 @@ impl Clip {
             flags,
             max_norm.unwrap_or(0.0).to_bits(),
             clip_value.unwrap_or(0.0).to_bits(),
+            sc.growth.to_bits(),
+            sc.backoff.to_bits(),
+            sc.interval,
+            0,
             0,
             0,
         ];
 
         let table_buf = ctx.storage_init("clip table", &table)?;
         let partials = ctx.storage("clip partials", 2 * n_chunks)?;
-        let stats = ctx.storage("clip stats", STATS_HEADER + segments.len())?;
+        let words = STATS_HEADER + segments.len();
+        let stats = match stats {
+            Some(b) if b.size() == (4 * words.max(1)) as u64 => b.clone(),
+            Some(b) => {
+                return Err(Error::Invalid(format!(
+                    "clip stats buffer of {} bytes, expected {} words",
+                    b.size(),
+                    words
+                )));
+            }
+            None => {
+                let b = ctx.storage("clip stats", words)?;
+                if let Some(s) = &scaler {
+                    ctx.write(&b, SCALE_WORD, &ScalerState::new(s).words());
+                }
+                b
+            }
+        };
         let chunk_grid = grid(ctx, "clip chunks", n_chunks)?;
         let seg_grid = grid(ctx, "clip segments", segments.len())?;
 
         let mut dispatches = vec![
-            self.partials
-                .dispatch(ctx, &params, &[&table_buf, grads, &partials], chunk_grid),
+            self.partials.dispatch(
+                ctx,
+                &params,
+                &[&table_buf, grads, &partials, &stats],
+                chunk_grid,
+            ),
             self.segsum
                 .dispatch(ctx, &params, &[&table_buf, &partials, &stats], seg_grid),
             self.finalize.dispatch(ctx, &params, &[&stats], (1, 1)),
@@ -213,6 +292,7 @@ impl Clip {
             dispatches,
             stats,
             segments: segments.len(),
+            scaler,
             _table: table_buf,
             _partials: partials,
         })
@@ -234,11 +314,55 @@ impl ClipPlan {
             total_norm: s[1],
             scale: s[2],
             nonfinite: s[3] != 0.0,
+            loss_scale: s[4],
             per_tensor: s[STATS_HEADER..]
                 .iter()
                 .map(|&v| (v as f64).sqrt() as f32)
                 .collect(),
         })
+    }
+}
+
+/// What a clip plan does besides measuring.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ClipOptions {
+    /// Clip to this global L2 norm (`clip_grad_norm_`).
+    pub max_norm: Option<f32>,
+    /// Clamp to `[-v, v]` (`clip_grad_value_`), after the norm scaling.
+    pub clip_value: Option<f32>,
+    /// Unscale by a dynamic loss scale first.
+    pub scaler: Option<ScalerConfig>,
+}
+
+impl ClipPlan {
+    /// Byte offset in [`ClipPlan::stats`] of the f32 loss scale S that the
+    /// next step's loss gradient is to be multiplied by (copy it into the
+    /// loss's step buffer before the step's passes).
+    pub fn scale_word(&self) -> u64 {
+        (4 * SCALE_WORD) as u64
+    }
+
+    /// The loss scaler's state as the last recorded clip left it (waits for
+    /// the GPU); `None` without a scaler.
+    pub fn scaler_state(&self, ctx: &GpuContext) -> Result<Option<ScalerState>> {
+        if self.scaler.is_none() {
+            return Ok(None);
+        }
+        let w = ctx.read_f32(&self.stats, SCALE_WORD, 3)?;
+        Ok(Some(ScalerState::from_words(&w)))
+    }
+
+    /// Replaces the loss scaler's state (e.g. when resuming); an error
+    /// without a scaler or for a scale that is not finite and > 0.
+    pub fn set_scaler_state(&self, ctx: &GpuContext, s: &ScalerState) -> Result<()> {
+        if self.scaler.is_none() {
+            return Err(Error::Invalid(
+                "this clip plan has no loss scaler to set".into(),
+            ));
+        }
+        s.validate()?;
+        ctx.write(&self.stats, SCALE_WORD, &s.words());
+        Ok(())
     }
 }
 

@@ -39,6 +39,9 @@ const WG_MEAN: usize = 256;
 pub const IGNORE: u32 = u32::MAX;
 /// Words of the per-step buffer: `[count, scale bits]`.
 pub const STEP_WORDS: usize = 2;
+/// Word of the per-step buffer holding the gradient multiplier (a loss
+/// scaler copies its scale there on the GPU).
+pub const SCALE_WORD: usize = 1;
 /// f32 words written to the loss buffer: `[mean, sum]`.
 pub const LOSS_WORDS: usize = 2;
 /// Most rows one loss accepts: the mean's 256 invocations stay under
