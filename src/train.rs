@@ -366,6 +366,9 @@ pub struct StepStats {
     pub grad_norm: f32,
     /// The gradients were not finite: no update happened.
     pub skipped: bool,
+    /// The loss scale the step's gradients carried (1 without a loss
+    /// scaler; see [`Trainer::set_loss_scaler`]).
+    pub loss_scale: f32,
 }
 
 /// Buffers and dispatches of one (T, mode) shape around the LSTM's plan.
@@ -390,6 +393,9 @@ pub struct Trainer {
     /// The network's shape.
     pub net: NetConfig,
     clip: ClipPlan,
+    /// What the clip plan was built from (rebuilt by set_loss_scaler).
+    clip_norm: Option<f32>,
+    segs: Vec<(usize, usize)>,
     /// The optimizer and its state.
     pub optim: OptimPlan,
     /// Per (T, train mode): eval passes use the model's eval-mode plan
@@ -556,6 +562,8 @@ impl Trainer {
             lstm,
             net,
             clip,
+            clip_norm,
+            segs,
             optim,
             plans: HashMap::new(),
             loss,
@@ -596,12 +604,60 @@ impl Trainer {
 
     /// Sets the precision of the passes (see [`Lstm::set_precision`]):
     /// in f16-mixed the LSTM, the head's forward and input-gradient GEMMs
-    /// read f16 weights; plans are rebuilt. There is no loss scaler yet:
-    /// gradients stay f32 here, so none underflow in f16.
+    /// read f16 weights; plans are rebuilt. The loss scaler is separate
+    /// ([`Trainer::set_loss_scaler`]).
     pub fn set_precision(&mut self, p: crate::precision::Precision) -> Result<()> {
         self.lstm.set_precision(p)?;
         self.plans.clear();
         Ok(())
+    }
+
+    /// Turns dynamic loss scaling on (from the config's initial scale) or
+    /// off, as `torch.amp.GradScaler`: each step's loss gradient is
+    /// multiplied by the current scale S (read on the GPU, so steps in
+    /// flight need no host round trip), the clip pass unscales the
+    /// gradients before their norm, clipping and the non-finite test, a
+    /// step with non-finite gradients is skipped and S ×= backoff, and
+    /// after `interval` finite steps in a row S ×= growth. No steps may be
+    /// in flight.
+    pub fn set_loss_scaler(&mut self, cfg: Option<crate::precision::ScalerConfig>) -> Result<()> {
+        if self.outstanding() != 0 {
+            return Err(Error::Invalid(
+                "set_loss_scaler() while submitted steps are uncollected".into(),
+            ));
+        }
+        let opts = crate::kernels::clip::ClipOptions {
+            max_norm: self.clip_norm,
+            clip_value: None,
+            scaler: cfg,
+        };
+        let k = self.lstm.kernels();
+        let ctx = &self.ctx;
+        let grads = &self.lstm.model.grads;
+        let stats = &self.clip.stats;
+        let clip = ctx.scoped(|| k.clip.plan_with(ctx, grads, &self.segs, &opts, Some(stats)))?;
+        if let Some(c) = &cfg {
+            clip.set_scaler_state(ctx, &crate::precision::ScalerState::new(c))?;
+        }
+        self.clip = clip;
+        Ok(())
+    }
+
+    /// The loss scaler's configuration, when one is on.
+    pub fn loss_scaler(&self) -> Option<crate::precision::ScalerConfig> {
+        self.clip.scaler
+    }
+
+    /// The loss scaler's state after the collected steps (waits for the
+    /// GPU); `None` without a scaler.
+    pub fn scaler_state(&self) -> Result<Option<crate::precision::ScalerState>> {
+        self.clip.scaler_state(&self.ctx)
+    }
+
+    /// Replaces the loss scaler's state (e.g. when resuming); an error
+    /// without a scaler.
+    pub fn set_scaler_state(&self, s: &crate::precision::ScalerState) -> Result<()> {
+        self.clip.set_scaler_state(&self.ctx, s)
     }
 
     /// Offset of a named parameter in the flat buffers.
@@ -1330,14 +1386,15 @@ impl Trainer {
         let w = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
         drop(view);
         slot.unmap();
-        // Words: loss, then the clip stats header (its words 1 and 3: total
-        // norm, non-finite flag).
+        // Words: loss, then the clip stats header (its words 1, 3 and 4:
+        // total norm, non-finite flag, loss scale used).
         let skipped = w[4] != 0.0;
         self.optim.commit(skipped);
         Ok(StepStats {
             loss: w[0],
             grad_norm: w[2],
             skipped,
+            loss_scale: w[5],
         })
     }
 
@@ -1370,6 +1427,17 @@ impl Trainer {
                 let bytes = (plan.output_len() * 4) as u64;
                 enc.clear_buffer(plan.grad_output(), 0, Some(bytes));
             }
+        }
+        if self.clip.scaler.is_some() {
+            // The loss gradient's multiplier: S as the last clip left it.
+            let word = 4 * crate::kernels::loss::SCALE_WORD as u64;
+            enc.copy_buffer_to_buffer(
+                &self.clip.stats,
+                self.clip.scale_word(),
+                &self.loss_step,
+                word,
+                4,
+            );
         }
         let p = &self.plans[&(t, true)];
         let list = p

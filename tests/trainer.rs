@@ -6,7 +6,7 @@ use lstm_wgpu::kernels::optim::OptimConfig;
 use lstm_wgpu::lstm::{Batch, Lstm, Upstream};
 use lstm_wgpu::model::LstmModel;
 use lstm_wgpu::norm::Norm;
-use lstm_wgpu::precision::Precision;
+use lstm_wgpu::precision::{Precision, ScalerConfig};
 use lstm_wgpu::train::{Carry, Head, NetConfig, StepData, Trainer, init_values};
 
 #[test]
@@ -32,8 +32,11 @@ fn char_model_f16_mixed_tracks_f32() {
     assert!(l2 < 0.3 * f2, "f16-mixed loss {f2} -> {l2}");
 }
 
-/// First and last loss of 60 steps of a small 2-layer character model.
-fn char_losses(precision: Precision) -> (f32, f32) {
+/// One character batch: inputs, targets and how the carried state starts.
+type CharBatch = (Vec<u32>, Vec<u32>, Carry);
+
+/// A small 2-layer character model and 60 steps of batches (T = 8, B = 4).
+fn char_setup(precision: Precision) -> (Trainer, Vec<CharBatch>) {
     let ctx = common::ctx();
     let text = "abcdefgh".repeat(40);
     let vocab: Vec<char> = {
@@ -62,27 +65,137 @@ fn char_losses(precision: Precision) -> (f32, f32) {
     tr.set_precision(precision)
         .unwrap_or_else(|e| panic!("{e}"));
     let stream = ids.len() / b;
+    let batches = (0..60)
+        .map(|step| {
+            let k = step % ((stream - 1) / t);
+            let mut x = vec![0u32; t * b];
+            let mut y = vec![0u32; t * b];
+            for tt in 0..t {
+                for bb in 0..b {
+                    x[tt * b + bb] = ids[bb * stream + k * t + tt];
+                    y[tt * b + bb] = ids[bb * stream + k * t + tt + 1];
+                }
+            }
+            let carry = if k > 0 { Carry::Continue } else { Carry::Zero };
+            (x, y, carry)
+        })
+        .collect();
+    (tr, batches)
+}
+
+/// First and last loss of 60 steps of a small 2-layer character model.
+fn char_losses(precision: Precision) -> (f32, f32) {
+    let (mut tr, batches) = char_setup(precision);
     let mut first = None;
     let mut last = 0.0;
-    for step in 0..60 {
-        let k = step % ((stream - 1) / t);
-        let mut x = vec![0u32; t * b];
-        let mut y = vec![0u32; t * b];
-        for tt in 0..t {
-            for bb in 0..b {
-                x[tt * b + bb] = ids[bb * stream + k * t + tt];
-                y[tt * b + bb] = ids[bb * stream + k * t + tt + 1];
-            }
-        }
-        let carry = if k > 0 { Carry::Continue } else { Carry::Zero };
+    for (x, y, carry) in &batches {
         let s = tr
-            .step(t, &StepData::tokens(&x, &y), carry, 0.01)
+            .step(8, &StepData::tokens(x, y), *carry, 0.01)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(!s.skipped && s.loss.is_finite() && s.grad_norm.is_finite());
+        assert_eq!(s.loss_scale, 1.0);
         first.get_or_insert(s.loss);
         last = s.loss;
     }
     (first.unwrap_or(0.0), last)
+}
+
+/// GradScaler's default scale (65536, a power of two) changes nothing but
+/// the reported scale: the gradients are f32, so scaling and unscaling are
+/// exact up to rounding of the loss gradient.
+#[test]
+fn loss_scaler_default_matches_unscaled_f16_mixed() {
+    let (mut plain, batches) = char_setup(Precision::F16Mixed);
+    let (mut scaled, _) = char_setup(Precision::F16Mixed);
+    scaled
+        .set_loss_scaler(Some(ScalerConfig::default()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut worst = 0f32;
+    for (x, y, carry) in batches.iter().take(20) {
+        let a = plain
+            .step(8, &StepData::tokens(x, y), *carry, 0.01)
+            .unwrap();
+        let b = scaled
+            .step(8, &StepData::tokens(x, y), *carry, 0.01)
+            .unwrap();
+        assert!(!b.skipped);
+        assert_eq!(b.loss_scale, 65536.0);
+        worst = worst.max(((a.loss - b.loss) / a.loss).abs());
+        worst = worst.max(((a.grad_norm - b.grad_norm) / a.grad_norm).abs());
+    }
+    assert!(worst < 1e-4, "scaled run differs by {worst:.2e}");
+    let st = scaled.scaler_state().unwrap().unwrap();
+    assert_eq!((st.scale, st.good_steps, st.skipped), (65536.0, 20, 0));
+}
+
+/// A forced huge loss scale overflows the gradients (f32 here: the MSE
+/// gradient 2(p − y)·S/count of targets ~100 is past f32's range at
+/// S = 2^127): those steps are skipped (parameters and optimizer step count
+/// untouched) and counted, the scale halves each time, and after
+/// `interval` good steps in a row it doubles.
+#[test]
+fn loss_scaler_forced_overflow_skips_backs_off_and_grows() {
+    let ctx = common::ctx();
+    let net = sine_net(2);
+    let (t, b) = (12, 8);
+    let mut opt = OptimConfig::adamw();
+    opt.lr = 0.01;
+    let mut tr = Trainer::new(ctx, net.clone(), init_values(&net, 2), b, Some(1.0), &opt)
+        .unwrap_or_else(|e| panic!("{e}"));
+    tr.set_precision(Precision::F16Mixed)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = ScalerConfig {
+        init_scale: 2f32.powi(127),
+        interval: 5,
+        ..Default::default()
+    };
+    tr.set_loss_scaler(Some(cfg))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let n = tr.lstm.model.table.total;
+    let mut expect = cfg.init_scale;
+    let (mut skipped, mut good_run, mut grew) = (0u32, 0u32, 0);
+    for i in 0..30 {
+        let (x, y) = sine_batch(i, t, b);
+        let y: Vec<f32> = y.iter().map(|v| 100.0 * v).collect();
+        let before = tr.ctx().read_f32(&tr.lstm.model.params, 0, n).unwrap();
+        let steps = tr.optim.steps();
+        let s = tr
+            .step(t, &StepData::series(&x, &y), Carry::Zero, 0.01)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.loss_scale, expect, "step {i}: scale used");
+        assert!(s.loss.is_finite(), "step {i}: the loss itself is unscaled");
+        let after = tr.ctx().read_f32(&tr.lstm.model.params, 0, n).unwrap();
+        if s.skipped {
+            assert!(
+                before == after,
+                "step {i}: a skipped step changed parameters"
+            );
+            assert_eq!(tr.optim.steps(), steps, "step {i}");
+            skipped += 1;
+            good_run = 0;
+            expect *= 0.5;
+        } else {
+            assert!(before != after, "step {i}: no update");
+            assert_eq!(tr.optim.steps(), steps + 1, "step {i}");
+            assert!(s.grad_norm.is_finite());
+            good_run += 1;
+            if good_run == cfg.interval {
+                good_run = 0;
+                if (expect * 2.0).is_finite() {
+                    expect *= 2.0;
+                    grew += 1;
+                }
+            }
+        }
+    }
+    assert!(skipped >= 1, "a scale of 2^127 never overflowed");
+    assert!(grew >= 1, "the scale never grew after the overflow");
+    let st = tr.scaler_state().unwrap().unwrap();
+    assert_eq!(
+        (st.scale, st.good_steps, st.skipped),
+        (expect, good_run, skipped)
+    );
+    eprintln!("forced overflow: {skipped} skipped steps, {grew} growths, final scale {expect}");
 }
 
 #[test]
