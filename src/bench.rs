@@ -416,6 +416,10 @@ pub fn run_workload(
         eprintln!("warning: {msg}");
     }
     run.trainer.set_precision(precision)?;
+    // f16-mixed training steps carry GradScaler's dynamic loss scale, as
+    // `train --precision f16-mixed` does.
+    let scaler = crate::precision::LossScaleChoice::Default.config(precision);
+    run.trainer.set_loss_scaler(scaler)?;
     let mut times = Vec::with_capacity(steps);
     let mut last_loss = f32::NAN;
     // Steps are pipelined as in training: step i is submitted before step

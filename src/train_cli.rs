@@ -136,6 +136,14 @@ pub struct TrainArgs {
     #[serde(skip)]
     #[arg(long, value_name = "P", default_value = "f32", value_parser = crate::precision::PrecisionChoice::parse)]
     pub precision: crate::precision::PrecisionChoice,
+    /// Dynamic loss scaling as torch.amp.GradScaler: `dynamic` (from
+    /// 65536; the default in f16-mixed), `off` (the default in f32), or an
+    /// initial scale. The scale is doubled after 2000 finite steps in a row
+    /// and halved on a step with non-finite gradients, which is skipped.
+    /// Set on the command line only; a checkpoint keeps the scaler's state.
+    #[serde(skip)]
+    #[arg(long, value_name = "S", default_value = "default", hide_default_value = true, value_parser = parse_loss_scale)]
+    pub loss_scale: crate::precision::LossScaleChoice,
     /// Start from these weights (`embedding.weight`, `lstm.*`, `head.*`).
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -990,6 +998,31 @@ fn table_values(
     Ok(values)
 }
 
+/// Checkpoint tensor of the loss scaler: [scale, good steps, skipped].
+const SCALER_NAME: &str = "train.loss_scaler";
+
+fn parse_loss_scale(s: &str) -> std::result::Result<crate::precision::LossScaleChoice, String> {
+    match s {
+        "default" => Ok(Default::default()),
+        _ => crate::precision::LossScaleChoice::parse(s),
+    }
+}
+
+/// The scaler state of a checkpoint tensor.
+fn scaler_from(w: &[f32], file: &Path) -> Result<crate::precision::ScalerState> {
+    let s = match w {
+        [_, _, _] => crate::precision::ScalerState::from_words(w),
+        _ => {
+            return Err(Error::file(
+                file,
+                format!("`{SCALER_NAME}` has {} values, expected 3", w.len()),
+            ));
+        }
+    };
+    s.validate().map_err(|e| Error::file(file, e.to_string()))?;
+    Ok(s)
+}
+
 struct RunState {
     step: usize,
     skipped: usize,
@@ -1012,6 +1045,9 @@ fn save_checkpoint(
     tensors.extend(tr.optim.state_tensors(tr.ctx())?);
     let state = tr.carried_state()?;
     tensors.push(NamedTensor::new("train.state", vec![state.len()], state));
+    if let Some(s) = tr.scaler_state()? {
+        tensors.push(NamedTensor::new(SCALER_NAME, vec![3], s.words().to_vec()));
+    }
     let mut counters = BTreeMap::new();
     counters.insert(
         crate::kernels::optim::STEP_NAME.to_string(),
@@ -1135,6 +1171,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     }
     let mut tr = Trainer::new(ctx, net.clone(), values, c.batch, c.clip_norm, &oc)?;
     tr.set_precision(precision)?;
+    tr.set_loss_scaler(a.loss_scale.config(precision))?;
     tr.dropout_seed = c.seed;
     if let Some(((floats, ints), p)) = &source {
         restore_model(&mut tr, floats, ints, p)?;
@@ -1162,6 +1199,13 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
             .unwrap_or(f64::INFINITY);
         let state = l.file.require_f32("train.state")?;
         tr.set_carried_state(&state.data)?;
+        // The scaler continues where it stood (a run that had none, or that
+        // resumes without one, starts from / ignores it).
+        if tr.loss_scaler().is_some()
+            && let Some(s) = l.file.f32(SCALER_NAME)?
+        {
+            tr.set_scaler_state(&scaler_from(&s.data, &l.file.path)?)?;
+        }
     }
     let sched = schedule(&c, total);
     sched.validate()?;
@@ -1255,6 +1299,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
                 ("lr", Value::Float(lr)),
                 ("skipped", Value::Bool(s.skipped)),
                 ("skipped_total", Value::Int(st.skipped as i64)),
+                ("loss_scale", Value::Float(s.loss_scale as f64)),
                 ("tokens_per_s", Value::Float(rate)),
             ])?;
         }
@@ -1325,7 +1370,10 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         },
         st.skipped,
         tokens as f64 / secs.max(1e-9),
-        if stopped_early { " (early stop)" } else { "" }
+        match tr.scaler_state()? {
+            Some(s) => format!(" loss_scale {}", s.scale),
+            None => String::new(),
+        } + if stopped_early { " (early stop)" } else { "" }
     );
     Ok(())
 }
