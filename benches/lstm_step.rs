@@ -260,6 +260,8 @@ fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         // f32 layout: c follows the gates in the cache.
         c_off: T * B * 4 * H,
         dg_off: 0,
+        // f32 layout: dc follows the gate gradients.
+        dc_off: T * B * 4 * H,
         state_off: 0,
         state_stride: state,
     };
@@ -302,6 +304,7 @@ fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         dg: &dg,
         gstate_out: &gstate_out,
         cst: &cache,
+        dcs: &dg,
     };
     let mut bwd: Vec<Dispatch> = (0..T)
         .rev()

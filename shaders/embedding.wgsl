@@ -43,7 +43,10 @@ const WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read> table: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> csr: array<u32>;
-@group(0) @binding(5) var<storage, read_write> dout: array<f32>;
+// Storage type of dout: f16 in the f16-mixed build of `backward` (the f16
+// gate gradients summed per token), converted on load; sums stay f32.
+alias DT = f32;
+@group(0) @binding(5) var<storage, read_write> dout: array<DT>;
 @group(0) @binding(6) var<storage, read_write> dtable: array<f32>;
 
 fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
@@ -92,7 +95,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
     }
     let rows = p.csr_off + p.vocab + 1u;
     for (var k = first; k < last; k++) {
-        s += dout[p.dout_off + csr[rows + k] * p.dim + e];
+        s += f32(dout[p.dout_off + csr[rows + k] * p.dim + e]);
     }
     dtable[p.dtable_off + i] = s;
 }

@@ -35,11 +35,12 @@ const BIAS1: u32 = 2u;
 const BIAS2: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-// Storage type of B: f16 in the f16-mixed build (B is then a weight from
-// the f16 shadow of the parameters or the f16 h_prev cache), converted on
-// load; products and sums stay f32.
+// Storage types of A and B: f16 in the f16-mixed builds (A is then the f16
+// gate gradients; B a weight from the f16 shadow of the parameters or the
+// f16 h_prev cache), converted on load; products and sums stay f32.
+alias AT = f32;
 alias BT = f32;
+@group(0) @binding(1) var<storage, read> a: array<AT>;
 @group(0) @binding(2) var<storage, read> b: array<BT>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
@@ -54,9 +55,9 @@ override TK: u32 = 16u;
 
 fn a_at(m: u32, k: u32) -> f32 {
     if TRANS_A {
-        return a[p.a_off + k * p.lda + m];
+        return f32(a[p.a_off + k * p.lda + m]);
     }
-    return a[p.a_off + m * p.lda + k];
+    return f32(a[p.a_off + m * p.lda + k]);
 }
 
 fn b_at(k: u32, n: u32) -> f32 {
@@ -126,7 +127,7 @@ fn gemm(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // The same operands seen as vec4 (bound only by `gemm_vec4`).
-@group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> a4: array<vec4<AT>>;
 @group(0) @binding(6) var<storage, read> b4: array<vec4<BT>>;
 
 // Element (m, k) of op(A) through the vec4 view.
@@ -135,7 +136,7 @@ fn a4_at(m: u32, k: u32) -> f32 {
     if TRANS_A {
         i = p.a_off + k * p.lda + m;
     }
-    return a4[i / 4u][i % 4u];
+    return f32(a4[i / 4u][i % 4u]);
 }
 
 fn b4_at(k: u32, n: u32) -> f32 {
@@ -154,16 +155,16 @@ fn a4_block(mi: vec4<u32>, m0: u32, k: u32) -> mat4x4<f32> {
         // A is [K, M]: one vec4 holds op(A)[m0..m0+4, k + q].
         let base = (p.a_off + m0) / 4u;
         let l4 = p.lda / 4u;
-        let c0 = a4[base + k * l4];
-        let c1 = a4[base + (k + 1u) * l4];
-        let c2 = a4[base + (k + 2u) * l4];
-        let c3 = a4[base + (k + 3u) * l4];
+        let c0 = vec4<f32>(a4[base + k * l4]);
+        let c1 = vec4<f32>(a4[base + (k + 1u) * l4]);
+        let c2 = vec4<f32>(a4[base + (k + 2u) * l4]);
+        let c3 = vec4<f32>(a4[base + (k + 3u) * l4]);
         return transpose(mat4x4<f32>(c0, c1, c2, c3));
     }
     let l4 = p.lda / 4u;
     let k4 = (p.a_off + k) / 4u;
-    return mat4x4<f32>(a4[k4 + mi.x * l4], a4[k4 + mi.y * l4], a4[k4 + mi.z * l4],
-                       a4[k4 + mi.w * l4]);
+    return mat4x4<f32>(vec4<f32>(a4[k4 + mi.x * l4]), vec4<f32>(a4[k4 + mi.y * l4]),
+                       vec4<f32>(a4[k4 + mi.z * l4]), vec4<f32>(a4[k4 + mi.w * l4]));
 }
 
 // rows[q] = op(B)[k + q, n0..n0+4].

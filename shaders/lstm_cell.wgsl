@@ -25,7 +25,13 @@
 // HP_GAP = 0) keeps the cache as f16 gates | h_prev and c in its own f32
 // buffer: c is the long-lived state, and rounding it every step would
 // accumulate.
-// Gradient block of one direction: dgates [T, B, 4H] (pre-activation) | dc [T, B, H]
+// Gradient block of one direction: dgates [T, B, 4H] (pre-activation) | dc [T, B, H].
+// dc is read and written through `dcs` at dc_off: in f32 the host binds the
+// gradient buffer itself there (dc_off = dg_off + T*B*4H); the f16-mixed
+// build stores dgates as f16 (through to_dg, which turns magnitudes of 2^16
+// and more into infinities, so that a loss scale too large for f16 shows as
+// non-finite gradients, as in PyTorch's f16 backward) and keeps dc, the
+// long-lived gradient state, in its own f32 buffer.
 // State arrays ([2, L*D, B, H]): h part at 0, c part at state_stride.
 
 struct Params {
@@ -33,6 +39,7 @@ struct Params {
     reverse: u32, out_stride: u32, out_col: u32, pre_off: u32,
     whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
     state_stride: u32, lanes: u32, wide: u32, c_off: u32,
+    dc_off: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 // Lane q of a dispatch uses pp[q]; pp[0].lanes counts them. The direct
@@ -44,9 +51,10 @@ const LANES: u32 = 8u;
 // This invocation's parameters, copied from pp first thing.
 var<private> p: Params;
 
-// Storage types of W_hh and of the cache's gates and h_prev.
+// Storage types of W_hh, of the cache's gates and h_prev, and of dgates.
 alias WT = f32;
 alias GT = f32;
+alias DGT = f32;
 // Sections between the gates and h_prev in the cache: 1 (c) or 0.
 const HP_GAP: u32 = 1u;
 
@@ -313,8 +321,16 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
 // cache is only read here).
 @group(0) @binding(8) var<storage, read> dy: array<f32>;
 @group(0) @binding(9) var<storage, read> gstate_in: array<f32>;
-@group(0) @binding(10) var<storage, read_write> dg: array<f32>;
+@group(0) @binding(10) var<storage, read_write> dg: array<DGT>;
 @group(0) @binding(11) var<storage, read_write> gstate_out: array<f32>;
+// The dc section of the gradient block (see the layout above).
+@group(0) @binding(17) var<storage, read_write> dcs: array<f32>;
+
+// A gate gradient in its storage type. The f16-mixed build replaces this
+// line: magnitudes below 2^16 are clamped to the largest finite f16 (65504)
+// and rounded; larger ones, infinities and NaN become an infinity of their
+// sign (WGSL rounds values of 2^16 and more to infinity).
+fn to_dg(x: f32) -> DGT { return x; }
 
 // dh_prev[j] = sum_k dgates[row, k] * W_hh[k, j]: the recurrent gradient
 // flowing from the gates at `row` back into h_{t-1}.
@@ -323,7 +339,7 @@ fn dh_direct(row: u32, j: u32) -> f32 {
     let base = p.dg_off + row * 4u * hs;
     var acc = 0.0;
     for (var k = 0u; k < 4u * hs; k++) {
-        acc += dg[base + k] * f32(w[p.whh_off + k * hs + j]);
+        acc += f32(dg[base + k]) * f32(w[p.whh_off + k * hs + j]);
     }
     return acc;
 }
@@ -334,15 +350,14 @@ fn dh_direct(row: u32, j: u32) -> f32 {
 fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
     let hs = p.h;
     let row = time_of(s, len) * p.batch + b;
-    let gates_len = p.seq * p.batch * 4u * hs;
     let c_base = p.c_off;
-    let dc_base = p.dg_off + gates_len;
+    let dc_base = p.dc_off;
     var dh_rec: f32;
     var dc_rec: f32;
     if s + 1u < len {
         let row1 = time_of(s + 1u, len) * p.batch + b;
         dh_rec = dh_w;
-        dc_rec = dg[dc_base + row1 * hs + j] * gate(p.cache_off + row1 * 4u * hs + hs + j);
+        dc_rec = dcs[dc_base + row1 * hs + j] * gate(p.cache_off + row1 * 4u * hs + hs + j);
     } else {
         let sb = p.state_off + b * hs + j;
         dh_rec = gstate_in[sb];
@@ -365,15 +380,15 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
     let dc = dh * o * (1.0 - tc * tc) + dc_rec;
     let d_o = dh * tc;
     let db = p.dg_off + row * 4u * hs;
-    dg[db + j] = dc * g * i * (1.0 - i);
-    dg[db + hs + j] = dc * c_prev * f * (1.0 - f);
-    dg[db + 2u * hs + j] = dc * i * (1.0 - g * g);
-    dg[db + 3u * hs + j] = d_o * o * (1.0 - o);
-    dg[dc_base + row * hs + j] = dc;
+    dg[db + j] = to_dg(dc * g * i * (1.0 - i));
+    dg[db + hs + j] = to_dg(dc * c_prev * f * (1.0 - f));
+    dg[db + 2u * hs + j] = to_dg(dc * i * (1.0 - g * g));
+    dg[db + 3u * hs + j] = to_dg(d_o * o * (1.0 - o));
+    dcs[dc_base + row * hs + j] = dc;
 }
 
 // vec4 view of the gate gradients, bound only by the direct backward.
-@group(0) @binding(15) var<storage, read_write> dg4: array<vec4<f32>>;
+@group(0) @binding(15) var<storage, read_write> dg4: array<vec4<DGT>>;
 
 // The wide backward of units j0 .. j0 + 7 (those below H) for batch rows
 // RB·bg ..: dh_prev = dgates_{s+1} * W_hh[:, j0..j0+8] with vec4 loads,
@@ -441,7 +456,7 @@ fn dh_wide(bg: u32, j0: u32, state: bool) -> array<vec4<f32>, 2u * RB> {
         let v2 = vec4<f32>(w4[wb + q1 + (k + 2u) * h4]);
         let v3 = vec4<f32>(w4[wb + q1 + (k + 3u) * h4]);
         for (var r = 0u; r < RB; r++) {
-            let d = dg4[base[r] + kq];
+            let d = vec4<f32>(dg4[base[r] + kq]);
             var x = acc[2u * r];
             x += d.x * w0;
             x += d.y * w1;
@@ -496,11 +511,10 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
 // grad_h0 = dh (dgates_0 * W_hh), grad_c0 = dc_0 * f_0.
 fn write_state_grads(b: u32, j: u32, row: u32, dh: f32) {
     let hs = p.h;
-    let gates_len = p.seq * p.batch * 4u * hs;
     let sb = p.state_off + b * hs + j;
     gstate_out[sb] = dh;
     gstate_out[p.state_stride + sb] =
-        dg[p.dg_off + gates_len + row * hs + j] * gate(p.cache_off + row * 4u * hs + hs + j);
+        dcs[p.dc_off + row * hs + j] * gate(p.cache_off + row * 4u * hs + hs + j);
 }
 
 // backward_state for units j0 .. j0 + 7 of RB rows, with dh_wide.
@@ -785,7 +799,7 @@ fn bwd_load(lt: u32, j0: u32, k0: u32) {
         let e = lt + TT * r;
         let row = e / KC;
         let k = k0 + e % KC;
-        let v = dg[sh_src[row] + k];
+        let v = f32(dg[sh_src[row] + k]);
         ra[r] = select(0.0, v, k < k4 && sh_kind[row] != 0u);
     }
     for (var r = 0u; r < NWB; r++) {

@@ -16,7 +16,10 @@ const OUT2: u32 = 1u;
 const ACCUMULATE: u32 = 2u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
+// Storage type of A: f16 in the f16-mixed build of `colsum` (the f16 gate
+// gradients), converted on load; sums stay f32.
+alias AT = f32;
+@group(0) @binding(1) var<storage, read> a: array<AT>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
 
@@ -62,7 +65,7 @@ fn colsum(@builtin(local_invocation_index) li: u32,
     var s = 0.0;
     if n < p.n {
         for (var m = r; m < p.m; m += RL) {
-            s += a[p.a_off + m * p.lda + n];
+            s += f32(a[p.a_off + m * p.lda + n]);
         }
     }
     part[li] = s;
@@ -83,7 +86,7 @@ fn colsum_prod(@builtin(local_invocation_index) li: u32,
     var s = 0.0;
     if n < p.n {
         for (var m = r; m < p.m; m += RL) {
-            s += a[p.a_off + m * p.lda + n] * b[p.out2_off + m * p.lda + n];
+            s += f32(a[p.a_off + m * p.lda + n]) * b[p.out2_off + m * p.lda + n];
         }
     }
     part[li] = s;

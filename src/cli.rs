@@ -294,6 +294,18 @@ fn grad(a: &GradArgs, verbose: bool) -> Result<()> {
         counter: a.dropout_step,
     });
     let (out, mut g) = lstm.forward_backward(&batch, &up)?;
+    let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
+    if precision.is_half()
+        && !(finite(&g.input)
+            && finite(&g.h0)
+            && finite(&g.c0)
+            && g.params.iter().all(|p| finite(&p.data)))
+    {
+        eprintln!(
+            "warning: gradients are not finite: in f16-mixed the gate gradients overflow \
+             at 2^16 (scale grad_output, grad_h_n and grad_c_n down, or use --precision f32)"
+        );
+    }
     let mut norms = Vec::new();
     if a.clip_norm.is_some() || a.clip_value.is_some() {
         let st = lstm.clip_gradients(a.clip_norm, a.clip_value)?;

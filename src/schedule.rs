@@ -74,7 +74,8 @@ fn shape(model: &LstmModel, ws: &Workspace, l: usize, d: usize) -> CellShape {
         whh_off: model.cell_offsets(l, d).1,
         cache_off,
         c_off,
-        dg_off: region * Workspace::dg_block(cfg, &model.norm, seq, batch),
+        dg_off: ws.dg_off(cfg, &model.norm, region),
+        dc_off: ws.dc_off(cfg, &model.norm, region),
         state_off: (l * cfg.dirs() + d) * batch * h,
         state_stride: Workspace::state_len(cfg, batch),
     }
@@ -107,6 +108,7 @@ fn cell_backward<'a>(model: &'a LstmModel, ws: &'a Workspace) -> CellBackward<'a
         dg: &ws.dg,
         gstate_out: &ws.gstate_out,
         cst: ws.cst(),
+        dcs: ws.dcs(),
     }
 }
 
@@ -586,7 +588,7 @@ impl Plan {
             alpha: 1.0,
             accumulate: false,
         };
-        k.gemm.dispatch_as(ctx, &op, half)
+        k.gemm.dispatch_as(ctx, &op, false, half)
     }
 
     /// Gradient w.r.t. layer `l`'s input for steps [t0, t1): Σ_d dP_d ·
@@ -624,7 +626,8 @@ impl Plan {
                 alpha: 1.0,
                 accumulate: d > 0 || model.links.adds(l),
             };
-            out.extend(k.gemm.dispatch_as(ctx, &op, half)?);
+            // f16-mixed: f16 gate gradients times the f16 shadow of W_ih.
+            out.extend(k.gemm.dispatch_as(ctx, &op, ws.half, half)?);
         }
         Ok(out)
     }
@@ -674,7 +677,7 @@ impl Plan {
                 accumulate: false,
             };
             if !(l == 0 && modes.token_input) {
-                out.extend(k.gemm.dispatch(ctx, &dw_ih)?);
+                out.extend(k.gemm.dispatch_as(ctx, &dw_ih, ws.half, false)?);
             }
             let hprev = match in_cell {
                 true => sh.cache_off + sec_hp,
@@ -687,14 +690,20 @@ impl Plan {
                 c: (&model.grads, whh, h),
                 ..dw_ih
             };
-            // The f16 cache holds h_prev as f16.
-            out.extend(k.gemm.dispatch_as(ctx, &dw_hh, ws.half)?);
+            // The f16 cache holds h_prev as f16 (and dg the gate gradients).
+            out.extend(k.gemm.dispatch_as(ctx, &dw_hh, ws.half, ws.half)?);
             let da = (&ws.dg, sh.dg_off, 4 * h);
             if let Some(bih) = bih {
-                out.extend(
-                    k.reduce
-                        .colsum(ctx, da, tb, 4 * h, &model.grads, bih, bhh, false)?,
-                );
+                out.extend(k.reduce.colsum_as(
+                    ctx,
+                    da,
+                    tb,
+                    4 * h,
+                    &model.grads,
+                    (bih, bhh),
+                    false,
+                    ws.half,
+                )?);
             }
             if !in_cell {
                 continue;
@@ -909,6 +918,7 @@ impl Plan {
                     .map(|sh| match in_cell {
                         true => CellShape {
                             dg_off: sh.dg_off + sec_dr,
+                            dc_off: sh.dg_off + sec_dr + seq * batch * 4 * h,
                             ..*sh
                         },
                         false => *sh,

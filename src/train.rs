@@ -711,6 +711,7 @@ impl Trainer {
         let dy_top = plan.grad_output().clone();
         let dy_in = plan.grad_input().clone();
         let (ws_pre, ws_dg) = (plan.ws.pre.clone(), plan.ws.dg.clone());
+        let half_dg = plan.ws.half;
         let dirs = self.lstm.model.config.dirs();
         let gate_offs = (0..dirs)
             .map(|d| self.lstm.gate_offsets(t, b, 0, d))
@@ -795,7 +796,7 @@ impl Trainer {
                                 (vocab, embed),
                                 (emb_off, d),
                                 (&ws_pre, pre_off),
-                                (&ws_dg, dg_off),
+                                (&ws_dg, dg_off, half_dg),
                                 tb,
                                 &tables,
                             )?;
@@ -941,7 +942,7 @@ impl Trainer {
         (vocab, embed): (usize, usize),
         (emb_off, d): (usize, usize),
         pre: (&wgpu::Buffer, usize),
-        dg: (&wgpu::Buffer, usize),
+        dg: (&wgpu::Buffer, usize, bool),
         rows: usize,
         t: &TokenTables<'_>,
     ) -> Result<(Vec<Dispatch>, Vec<Dispatch>)> {
@@ -994,7 +995,8 @@ impl Trainer {
             dtable_off: s_off,
             ..Default::default()
         };
-        let mut bwd = k.embedding.backward(
+        // dg.2: the gate gradients are f16 (f16-mixed).
+        let mut bwd = k.embedding.backward_as(
             ctx,
             &scatter,
             &EmbBackward {
@@ -1002,6 +1004,7 @@ impl Trainer {
                 dout: dg.0,
                 dtable: t.gsum,
             },
+            dg.2,
         )?;
         let dw_ih = GemmOp {
             m: g,
@@ -1071,6 +1074,7 @@ impl Trainer {
                     alpha: 1.0,
                     accumulate: false,
                 },
+                false,
                 half,
             ),
         )?;
@@ -1115,6 +1119,7 @@ impl Trainer {
                     alpha: 1.0,
                     accumulate: false,
                 },
+                false,
                 half,
             ),
         )

@@ -45,8 +45,11 @@ pub struct Workspace {
     /// f16-mixed: c [T,B,H] per (layer, direction), f32.
     pub cseq: Option<wgpu::Buffer>,
     /// Per direction of the current layer (per layer when `per_layer`):
-    /// dgates [T,B,4H] | dc [T,B,H].
+    /// dgates [T,B,4H] | dc [T,B,H] in f32; dgates as f16 when `half` (dc
+    /// is then in `dcseq`).
     pub dg: wgpu::Buffer,
+    /// f16-mixed: dc [T,B,H] per region of `dg`, f32.
+    pub dcseq: Option<wgpu::Buffer>,
     /// Gradients w.r.t. each layer's output (its input for the layer
     /// above), laid out like `outs`.
     pub dy: wgpu::Buffer,
@@ -102,7 +105,31 @@ impl Workspace {
         self.cseq.as_ref().unwrap_or(&self.cache)
     }
 
-    /// Elements of one direction's gradient block.
+    /// The buffer holding the cells' dc sections: `dcseq` in f16-mixed,
+    /// else `dg`.
+    pub fn dcs(&self) -> &wgpu::Buffer {
+        self.dcseq.as_ref().unwrap_or(&self.dg)
+    }
+
+    /// Offset of region `r`'s gate gradients in `dg`.
+    pub fn dg_off(&self, cfg: &LstmConfig, norm: &Norm, r: usize) -> usize {
+        match self.half {
+            true => r * self.seq * self.batch * 4 * cfg.hidden_size,
+            false => r * Self::dg_block(cfg, norm, self.seq, self.batch),
+        }
+    }
+
+    /// Offset of region `r`'s dc [T, B, H] in [`Workspace::dcs`] (plain
+    /// cells).
+    pub fn dc_off(&self, cfg: &LstmConfig, norm: &Norm, r: usize) -> usize {
+        let tbh = self.seq * self.batch * cfg.hidden_size;
+        match self.half {
+            true => r * tbh,
+            false => self.dg_off(cfg, norm, r) + 4 * tbh,
+        }
+    }
+
+    /// Elements of one direction's gradient block (f32 layout).
     pub fn dg_block(cfg: &LstmConfig, norm: &Norm, seq: usize, batch: usize) -> usize {
         if norm.in_cell() {
             lstm_cell_ln::dg_block(cfg.hidden_size, seq, batch)
@@ -218,10 +245,17 @@ impl Workspace {
             cseq: half
                 .then(|| ctx.storage("cell states", cells * tb * h))
                 .transpose()?,
-            dg: ctx.storage(
-                "gate gradients",
-                regions * Self::dg_block(cfg, norm, seq, batch),
-            )?,
+            dg: match half {
+                // Two f16 per word.
+                true => ctx.storage("gate gradients (f16)", (regions * tb * 4 * h).div_ceil(2))?,
+                false => ctx.storage(
+                    "gate gradients",
+                    regions * Self::dg_block(cfg, norm, seq, batch),
+                )?,
+            },
+            dcseq: half
+                .then(|| ctx.storage("cell state gradients", regions * tb * h))
+                .transpose()?,
             dy: ctx.storage("output gradients", cfg.num_layers * tb * d * h)?,
             dx: ctx.storage("input gradients", tb * cfg.input_size)?,
             lengths: ctx.storage("lengths", batch)?,

@@ -563,3 +563,137 @@ fn f16_mixed() {
     let err = lstm.forward(&hp.batch()).expect_err("persistent in f16");
     assert!(err.to_string().contains("f32 only"), "{err}");
 }
+
+/// f16-mixed stores the gate gradients as f16, as PyTorch's f16 backward
+/// does, so their range is f16's: with the upstream gradients scaled by S
+/// (what a loss scaler does) such that the largest gate gradient passes
+/// 2^16, the parameter gradients are not finite (what the scaler detects
+/// and backs off from); at S/4 they are finite and, unscaled, match the f32
+/// pass; unscaled by 2^-24, the gate gradients underflow f16 and the
+/// weight gradients are lost, which the f32 pass at the same scale is not
+/// (why f16-mixed training wants a loss scale).
+#[test]
+fn f16_mixed_gate_gradients_overflow_and_underflow() {
+    use lstm_wgpu::precision::Precision;
+    use lstm_wgpu::schedule::CellPath;
+    let ctx = ctx();
+    let c = Case {
+        layers: 2,
+        hidden: 16,
+        input: 8,
+        batch: 4,
+        ..BASE
+    };
+    let (t, b, h) = (c.seq, c.batch, c.hidden);
+    let d = case_data(&c, 77);
+    let hp = HostPass::new(&d, false);
+    let run = |half: bool, s: f32| -> (Grads, f32) {
+        let model = model_of(&ctx, &d, None).unwrap_or_else(|e| panic!("{e}"));
+        let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+        if half {
+            lstm.set_precision(Precision::F16Mixed)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        // Both layers' gate gradients stay in their own regions.
+        lstm.set_cell_path(Some(CellPath::Wavefront));
+        let up = hp.upstream();
+        let scaled = |v: &[f32]| v.iter().map(|x| x * s).collect::<Vec<f32>>();
+        let (go, gh, gc) = (
+            scaled(up.grad_output),
+            scaled(up.grad_h_n),
+            scaled(up.grad_c_n),
+        );
+        let up = Upstream {
+            grad_output: &go,
+            grad_h_n: &gh,
+            grad_c_n: &gc,
+        };
+        let (_, g) = lstm
+            .forward_backward(&hp.batch(), &up)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut m = 0f32;
+        if !half {
+            for l in 0..c.layers {
+                let (_, off) = lstm
+                    .gate_offsets(t, b, l, 0)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let plan = lstm.plan(t, b).unwrap_or_else(|e| panic!("{e}"));
+                let v = ctx
+                    .read_f32(&plan.ws.dg, off, t * b * 4 * h)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                m = v.iter().fold(m, |m, x| m.max(x.abs()));
+            }
+        }
+        (g, m)
+    };
+    let (g32, m) = run(false, 1.0);
+    assert!(m > 0.0 && m.is_finite(), "largest gate gradient {m}");
+    let finite = |g: &Grads| {
+        g.params
+            .iter()
+            .all(|p| p.data.iter().all(|v| v.is_finite()))
+    };
+    // Unscaled gradients as f64, to compare with `rel_err`.
+    let unscaled = |g: &Grads, s: f32, name: &str| -> Vec<f32> {
+        let p = g.params.iter().find(|p| p.name.ends_with(name));
+        let p = p.unwrap_or_else(|| panic!("no {name}"));
+        p.data.iter().map(|v| v / s).collect()
+    };
+    let want = |name: &str| -> Vec<f64> {
+        unscaled(&g32, 1.0, name)
+            .iter()
+            .map(|&v| v as f64)
+            .collect()
+    };
+    let names = [
+        "weight_ih_l0",
+        "weight_hh_l0",
+        "bias_ih_l0",
+        "weight_ih_l1",
+        "weight_hh_l1",
+        "bias_hh_l1",
+    ];
+    // S with S·m in [1.05·2^16, 2.1·2^16): the margin covers the f16
+    // pass's own rounding of the gate gradients.
+    let s_over = 2f32.powi((65536.0 * 1.05 / m).log2().ceil() as i32);
+    let (g_over, _) = run(true, s_over);
+    assert!(
+        !finite(&g_over),
+        "gate gradients up to {} (S = {s_over}) stayed finite in f16",
+        m * s_over
+    );
+    let s_ok = s_over / 4.0;
+    let (g_ok, _) = run(true, s_ok);
+    assert!(
+        finite(&g_ok),
+        "gate gradients up to {} overflowed",
+        m * s_ok
+    );
+    for name in names {
+        let e = rel_err(&unscaled(&g_ok, s_ok, name), &want(name));
+        assert!(e < F16_TOL, "{name} at S = {s_ok}: error {e:.2e}");
+    }
+    let s_tiny = 2f32.powi(-24);
+    let (g_tiny, _) = run(true, s_tiny);
+    let (g_tiny32, _) = run(false, s_tiny);
+    let lost = rel_err(
+        &unscaled(&g_tiny, s_tiny, "weight_hh_l0"),
+        &want("weight_hh_l0"),
+    );
+    let kept = rel_err(
+        &unscaled(&g_tiny32, s_tiny, "weight_hh_l0"),
+        &want("weight_hh_l0"),
+    );
+    assert!(
+        lost > 0.1,
+        "f16 gate gradients at 2^-24 kept weight_hh_l0 to {lost:.2e}"
+    );
+    assert!(
+        kept < 1e-5,
+        "f32 gate gradients at 2^-24 lost weight_hh_l0: {kept:.2e}"
+    );
+    eprintln!(
+        "largest gate gradient {m:.3}; S = {s_over}: non-finite; S = {s_ok}: finite; \
+         2^-24: f16 error {lost:.2e}, f32 {kept:.2e}"
+    );
+}

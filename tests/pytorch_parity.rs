@@ -70,6 +70,52 @@ fn parity_f16_mixed() {
     eprintln!("f16-mixed parity: worst {:.2e} ({})", worst.0, worst.1);
 }
 
+/// f16-mixed stores the gate gradients as f16: upstream gradients scaled by
+/// 2^20 overflow them, and `grad` says so on stderr (the file still holds
+/// what was computed, non-finite gradients included); f32 takes the same
+/// inputs without a word.
+#[test]
+fn f16_mixed_overflow_warns() {
+    let dir = fresh_temp_dir("f16-overflow");
+    let inputs = dir.join("inputs.safetensors");
+    let mut i = load(&fixture(BAD_BASE, "inputs"));
+    for name in ["grad_output", "grad_h_n", "grad_c_n"] {
+        let t = i.tensor_mut(name);
+        let v: Vec<f32> = f32_values_of(&t.data)
+            .iter()
+            .map(|x| x * 1048576.0)
+            .collect();
+        t.data = f32_bytes(&v);
+    }
+    save(&i, &inputs);
+    let weights = fixture(BAD_BASE, "weights");
+    for (precision, warns) in [("f16-mixed", true), ("f32", false)] {
+        let out = dir.join(format!("{precision}.safetensors"));
+        let spec = RunSpec {
+            batch_first: false,
+            args: vec!["--precision".into(), precision.into()],
+        };
+        let r = run_grad(&weights, &inputs, &out, &spec);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(r.status.success(), "{precision}: {err}");
+        assert_eq!(err.contains("overflow"), warns, "{precision}: {err}");
+        let bytes = read(&out);
+        let st = parse(&bytes, &out);
+        let g = f32_values(
+            "grad.weight_hh_l0",
+            &st.tensor("grad.weight_hh_l0").unwrap(),
+        );
+        assert_eq!(g.iter().all(|x| x.is_finite()), !warns, "{precision}");
+    }
+}
+
+fn f32_values_of(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
 /// Every fixture in the directory is covered by `CONFIGS` and complete.
 #[test]
 fn fixtures_are_all_listed() {

@@ -179,26 +179,17 @@ fn entry_points_match_the_wrappers() {
     }
 }
 
-/// The f16-mixed builds (`enable f16;`, f16 aliases) of the GEMM and the
-/// plain cell, made as their wrappers make them, parse and validate too.
+/// The f16-mixed builds (`enable f16;`, f16 aliases) of every kernel that
+/// has one, made by their wrappers, parse and validate too.
 #[test]
 fn f16_builds_validate() {
-    use lstm_wgpu::gpu::half_source;
-    let read = |f: &str| std::fs::read_to_string(shader_dir().join(f)).expect("shader source");
-    let builds = [
-        (
-            "gemm.wgsl (f16 B)",
-            half_source(&read("gemm.wgsl"), &["BT"], &[]),
-        ),
-        (
-            "lstm_cell.wgsl (f16-mixed)",
-            half_source(
-                &read("lstm_cell.wgsl"),
-                &["WT", "GT"],
-                &[("const HP_GAP: u32 = 1u;", "const HP_GAP: u32 = 0u;")],
-            ),
-        ),
-    ];
+    let builds = lstm_wgpu::kernels::half_sources();
+    assert_eq!(
+        builds.len(),
+        6,
+        "f16 builds: {:?}",
+        builds.iter().map(|b| &b.0).collect::<Vec<_>>()
+    );
     for (name, src) in builds {
         let module = naga::front::wgsl::parse_str(&src)
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));

@@ -100,41 +100,72 @@ fn char_losses(precision: Precision) -> (f32, f32) {
     (first.unwrap_or(0.0), last)
 }
 
-/// GradScaler's default scale (65536, a power of two) changes nothing but
-/// the reported scale: the gradients are f32, so scaling and unscaling are
-/// exact up to rounding of the loss gradient.
+/// GradScaler's default scale (65536) in f16-mixed: no step overflows, and
+/// the f16 gate gradients, scaled into f16's normal range instead of
+/// rounding into its subnormals, track the f32 run at least as closely as
+/// the unscaled f16-mixed run does (losses and gradient norms, step by
+/// step).
 #[test]
-fn loss_scaler_default_matches_unscaled_f16_mixed() {
+fn loss_scaler_default_f16_mixed_tracks_f32() {
     let (mut plain, batches) = char_setup(Precision::F16Mixed);
     let (mut scaled, _) = char_setup(Precision::F16Mixed);
+    let (mut full, _) = char_setup(Precision::F32);
     scaled
         .set_loss_scaler(Some(ScalerConfig::default()))
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut worst = 0f32;
+    let (mut worst_plain, mut worst_scaled) = (0f32, 0f32);
+    let rel = |a: f32, b: f32| ((a - b) / b).abs();
     for (x, y, carry) in batches.iter().take(20) {
-        let a = plain
-            .step(8, &StepData::tokens(x, y), *carry, 0.01)
-            .unwrap();
-        let b = scaled
-            .step(8, &StepData::tokens(x, y), *carry, 0.01)
-            .unwrap();
+        let step = |tr: &mut Trainer| {
+            tr.step(8, &StepData::tokens(x, y), *carry, 0.01)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (a, b, f) = (step(&mut plain), step(&mut scaled), step(&mut full));
         assert!(!b.skipped);
         assert_eq!(b.loss_scale, 65536.0);
-        worst = worst.max(((a.loss - b.loss) / a.loss).abs());
-        worst = worst.max(((a.grad_norm - b.grad_norm) / a.grad_norm).abs());
+        worst_plain = worst_plain
+            .max(rel(a.loss, f.loss))
+            .max(rel(a.grad_norm, f.grad_norm));
+        worst_scaled = worst_scaled
+            .max(rel(b.loss, f.loss))
+            .max(rel(b.grad_norm, f.grad_norm));
     }
-    assert!(worst < 1e-4, "scaled run differs by {worst:.2e}");
+    eprintln!("against f32: f16-mixed {worst_plain:.2e}, with the scaler {worst_scaled:.2e}");
+    assert!(
+        worst_scaled < 1e-2,
+        "scaled run differs from f32 by {worst_scaled:.2e}"
+    );
+    assert!(
+        worst_scaled <= worst_plain,
+        "the scaler moved f16-mixed away from f32: {worst_scaled:.2e} > {worst_plain:.2e}"
+    );
     let st = scaled.scaler_state().unwrap().unwrap();
     assert_eq!((st.scale, st.good_steps, st.skipped), (65536.0, 20, 0));
 }
 
-/// A forced huge loss scale overflows the gradients (f32 here: the MSE
-/// gradient 2(p − y)·S/count of targets ~100 is past f32's range at
-/// S = 2^127): those steps are skipped (parameters and optimizer step count
-/// untouched) and counted, the scale halves each time, and after
-/// `interval` good steps in a row it doubles.
+/// A forced huge loss scale overflows the gradients: f16-mixed stores the
+/// gate gradients as f16, so an initial scale of 2^40 overflows them (as in
+/// PyTorch's f16 backward) until the scale has backed off into range; f32
+/// gradients hold 2^40 and overflow only near f32's range (2^127 here, with
+/// the MSE gradient 2(p − y)·S/count of targets ~100).
 #[test]
 fn loss_scaler_forced_overflow_skips_backs_off_and_grows() {
+    let (skipped, grew, scale) = forced_overflow(Precision::F16Mixed, 2f32.powi(40), 40);
+    assert!(skipped >= 1, "a scale of 2^40 never overflowed f16");
+    assert!(grew >= 1, "the scale never grew after the overflow");
+    assert!(scale < 2f32.powi(30), "final scale {scale}");
+    let (skipped, grew, _) = forced_overflow(Precision::F32, 2f32.powi(40), 12);
+    assert_eq!((skipped, grew), (0, 2), "f32 gradients at 2^40");
+    let (skipped, _, _) = forced_overflow(Precision::F32, 2f32.powi(127), 12);
+    assert!(skipped >= 1, "a scale of 2^127 never overflowed f32");
+}
+
+/// `steps` steps of a small series model from loss scale `init` (growth
+/// interval 5): checks that every skipped step leaves the parameters and the
+/// optimizer's step count alone and halves the scale, that every other
+/// step updates, and that the scale doubles after 5 good steps in a row;
+/// returns (skipped steps, growths, final scale).
+fn forced_overflow(precision: Precision, init: f32, steps: usize) -> (u32, u32, f32) {
     let ctx = common::ctx();
     let net = sine_net(2);
     let (t, b) = (12, 8);
@@ -142,10 +173,10 @@ fn loss_scaler_forced_overflow_skips_backs_off_and_grows() {
     opt.lr = 0.01;
     let mut tr = Trainer::new(ctx, net.clone(), init_values(&net, 2), b, Some(1.0), &opt)
         .unwrap_or_else(|e| panic!("{e}"));
-    tr.set_precision(Precision::F16Mixed)
+    tr.set_precision(precision)
         .unwrap_or_else(|e| panic!("{e}"));
     let cfg = ScalerConfig {
-        init_scale: 2f32.powi(127),
+        init_scale: init,
         interval: 5,
         ..Default::default()
     };
@@ -154,7 +185,7 @@ fn loss_scaler_forced_overflow_skips_backs_off_and_grows() {
     let n = tr.lstm.model.table.total;
     let mut expect = cfg.init_scale;
     let (mut skipped, mut good_run, mut grew) = (0u32, 0u32, 0);
-    for i in 0..30 {
+    for i in 0..steps {
         let (x, y) = sine_batch(i, t, b);
         let y: Vec<f32> = y.iter().map(|v| 100.0 * v).collect();
         let before = tr.ctx().read_f32(&tr.lstm.model.params, 0, n).unwrap();
@@ -188,14 +219,15 @@ fn loss_scaler_forced_overflow_skips_backs_off_and_grows() {
             }
         }
     }
-    assert!(skipped >= 1, "a scale of 2^127 never overflowed");
-    assert!(grew >= 1, "the scale never grew after the overflow");
     let st = tr.scaler_state().unwrap().unwrap();
     assert_eq!(
         (st.scale, st.good_steps, st.skipped),
         (expect, good_run, skipped)
     );
-    eprintln!("forced overflow: {skipped} skipped steps, {grew} growths, final scale {expect}");
+    eprintln!(
+        "{precision} from {init}: {skipped} skipped steps, {grew} growths, final scale {expect}"
+    );
+    (skipped, grew, expect)
 }
 
 #[test]

@@ -26,8 +26,16 @@ pub const CSR_CHUNK: usize = 4096;
 /// The embedding entry points.
 pub struct Embedding {
     fwd: Kernel,
-    bwd: Kernel,
+    /// Also over an f16 dout, once [`Embedding::enable_half`] ran.
+    bwd: super::HalfKernel,
 }
+
+/// Bindings of `backward`.
+const BWD_BINDINGS: [(u32, Binding); 3] = [
+    (4, Binding::Read),
+    (5, Binding::ReadWrite),
+    (6, Binding::ReadWrite),
+];
 
 /// Shape and element offsets of one embedding lookup of N tokens into a
 /// [V, E] table.
@@ -142,14 +150,19 @@ impl Embedding {
                 &[(1, Read), (2, Read), (3, ReadWrite)],
                 &[],
             ),
-            bwd: Kernel::new(
-                ctx,
-                &m,
-                "backward",
-                &[(4, Read), (5, ReadWrite), (6, ReadWrite)],
-                &[],
-            ),
+            bwd: super::HalfKernel::new(ctx, &m, "backward", &BWD_BINDINGS),
         }
+    }
+
+    /// The shader source with dout in f16.
+    pub fn half_source() -> String {
+        crate::gpu::half_source(SRC, &["DT"], &[])
+    }
+
+    /// Compiles `backward` over an f16 dout (the device needs SHADER_F16),
+    /// for [`Embedding::backward_as`]; idempotent.
+    pub fn enable_half(&mut self, ctx: &GpuContext) {
+        self.bwd.enable(ctx, "embedding", &Self::half_source());
     }
 
     /// Words of the CSR region for `rows` tokens and `vocab` ids: V + 1 + N.
@@ -230,13 +243,24 @@ impl Embedding {
         s: &EmbShape,
         b: &EmbBackward<'_>,
     ) -> Result<Vec<Dispatch>> {
+        self.backward_as(ctx, s, b, false)
+    }
+
+    /// As [`Embedding::backward`]; with `half_dout`, `b.dout` holds f16
+    /// values, which needs [`Embedding::enable_half`] first.
+    pub fn backward_as(
+        &self,
+        ctx: &GpuContext,
+        s: &EmbShape,
+        b: &EmbBackward<'_>,
+        half_dout: bool,
+    ) -> Result<Vec<Dispatch>> {
+        let kernel = self.bwd.get(half_dout)?;
         let n = Self::backward_dispatches(s.rows, s.vocab, s.dim);
         let grid = flat_grid(ctx, "embedding table elements", s.vocab * s.dim, WG)?;
         (0..n)
             .map(|k| {
-                Ok(self
-                    .bwd
-                    .dispatch(ctx, &Self::params(s, k)?, &[b.csr, b.dout, b.dtable], grid))
+                Ok(kernel.dispatch(ctx, &Self::params(s, k)?, &[b.csr, b.dout, b.dtable], grid))
             })
             .collect()
     }

@@ -189,7 +189,10 @@ pub struct GemmOp<'a> {
     pub accumulate: bool,
 }
 
-/// Pipelines of one element type of B.
+/// (f16 A, f16 B) of the pipelines [`Gemm::enable_half`] builds.
+pub const HALF_TYPES: [(bool, bool); 3] = [(false, true), (true, false), (true, true)];
+
+/// Pipelines of one pair of element types of A and B.
 struct Pipelines {
     kernels: Vec<Kernel>,
     /// The block variant's `gemm_vec4` entry points (empty for tiled).
@@ -197,12 +200,13 @@ struct Pipelines {
 }
 
 /// The GEMM pipelines of one variant, in its four transpose combinations,
-/// with B in f32 and, once [`Gemm::enable_half`] ran, in f16.
+/// with A and B in f32 and, once [`Gemm::enable_half`] ran, either or both
+/// in f16.
 pub struct Gemm {
     variant: GemmVariant,
     tile: TileShape,
-    f32: Pipelines,
-    f16: Option<Pipelines>,
+    /// Indexed by [`Gemm::types`]: f32 · f32 first (always built).
+    pipes: [Option<Pipelines>; 4],
     k_chunk: usize,
 }
 
@@ -241,22 +245,46 @@ impl Gemm {
         Ok(Self {
             variant,
             tile,
-            f32: Self::pipelines(ctx, variant, tile, entry, SRC),
-            f16: None,
+            pipes: [
+                Some(Self::pipelines(ctx, variant, tile, entry, SRC)),
+                None,
+                None,
+                None,
+            ],
             k_chunk,
         })
     }
 
-    /// Compiles the pipelines whose B is f16 (the device needs SHADER_F16),
-    /// for [`Gemm::dispatch_as`]; idempotent.
+    /// Index of the pipelines with f16 A (`half_a`) and f16 B (`half_b`).
+    fn types(half_a: bool, half_b: bool) -> usize {
+        usize::from(half_a) << 1 | usize::from(half_b)
+    }
+
+    /// Compiles the pipelines with A, B or both in f16 (the device needs
+    /// SHADER_F16), for [`Gemm::dispatch_as`]; idempotent.
     pub fn enable_half(&mut self, ctx: &GpuContext) {
-        if self.f16.is_none() {
-            let entry = match self.variant {
-                GemmVariant::Block => "gemm",
-                GemmVariant::Tiled => "gemm_tiled",
-            };
-            let src = crate::gpu::half_source(SRC, &["BT"], &[]);
-            self.f16 = Some(Self::pipelines(ctx, self.variant, self.tile, entry, &src));
+        let entry = match self.variant {
+            GemmVariant::Block => "gemm",
+            GemmVariant::Tiled => "gemm_tiled",
+        };
+        for (half_a, half_b) in HALF_TYPES {
+            let i = Self::types(half_a, half_b);
+            if self.pipes[i].is_none() {
+                let src = Self::source(half_a, half_b);
+                self.pipes[i] = Some(Self::pipelines(ctx, self.variant, self.tile, entry, &src));
+            }
+        }
+    }
+
+    /// The shader source with A (`half_a`) and/or B (`half_b`) in f16.
+    pub fn source(half_a: bool, half_b: bool) -> String {
+        let aliases: Vec<&str> = [(half_a, "AT"), (half_b, "BT")]
+            .iter()
+            .filter_map(|&(on, name)| on.then_some(name))
+            .collect();
+        match aliases.is_empty() {
+            true => SRC.to_string(),
+            false => crate::gpu::half_source(SRC, &aliases, &[]),
         }
     }
 
@@ -309,7 +337,8 @@ impl Gemm {
     /// Whether `op` runs with vec4 loads (`gemm_vec4`): the block variant,
     /// with A's and B's offsets and leading dimensions multiples of 4.
     pub fn uses_vec4(&self, op: &GemmOp<'_>) -> bool {
-        !self.f32.vec4.is_empty() && [op.a.1, op.a.2, op.b.1, op.b.2].iter().all(|v| v % 4 == 0)
+        self.variant == GemmVariant::Block
+            && [op.a.1, op.a.2, op.b.1, op.b.2].iter().all(|v| v % 4 == 0)
     }
 
     /// The longest inner dimension one dispatch covers; longer ones are
@@ -323,26 +352,23 @@ impl Gemm {
     /// K (the first honours `accumulate`, the biases and overwrites or adds
     /// to C as asked; later ones add their partial products to C).
     pub fn dispatch(&self, ctx: &GpuContext, op: &GemmOp<'_>) -> Result<Vec<Dispatch>> {
-        self.dispatch_as(ctx, op, false)
+        self.dispatch_as(ctx, op, false, false)
     }
 
-    /// As [`Gemm::dispatch`]; with `half_b`, B's buffer holds f16 values
-    /// (offsets and leading dimension still in elements), which needs
-    /// [`Gemm::enable_half`] first.
+    /// As [`Gemm::dispatch`]; with `half_a` (`half_b`), A's (B's) buffer
+    /// holds f16 values (offsets and leading dimension still in elements),
+    /// which needs [`Gemm::enable_half`] first.
     pub fn dispatch_as(
         &self,
         ctx: &GpuContext,
         op: &GemmOp<'_>,
+        half_a: bool,
         half_b: bool,
     ) -> Result<Vec<Dispatch>> {
-        let pipes = match (half_b, &self.f16) {
-            (false, _) => &self.f32,
-            (true, Some(p)) => p,
-            (true, None) => {
-                return Err(Error::Invalid(
-                    "an f16 GEMM before the f16 pipelines were built (Gemm::enable_half)".into(),
-                ));
-            }
+        let Some(pipes) = &self.pipes[Self::types(half_a, half_b)] else {
+            return Err(Error::Invalid(
+                "an f16 GEMM before the f16 pipelines were built (Gemm::enable_half)".into(),
+            ));
         };
         if op.m == 0 || op.n == 0 {
             return Ok(Vec::new());

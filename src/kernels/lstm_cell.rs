@@ -44,6 +44,25 @@ const DIRECT_BWD_EXTRA: [(u32, Binding); 2] = [(12, Binding::Read), (15, Binding
 /// The c section of the cache (the cache itself in f32, its own buffer in
 /// f16-mixed), last in every entry point's bindings.
 const CST_BINDING: (u32, Binding) = (16, Binding::ReadWrite);
+/// The dc section of the gradient block (the gradient buffer itself in f32,
+/// its own buffer in f16-mixed), last in the backward entry points'
+/// bindings.
+const DCS_BINDING: (u32, Binding) = (17, Binding::ReadWrite);
+/// Words of one lane's parameters (the shader's `Params`).
+const PARAM_WORDS: usize = 20;
+
+/// The f16-mixed build's `to_dg`: a gate gradient rounded to f16, with
+/// magnitudes of 2^16 and more (and NaN) sent to an infinity of their sign,
+/// and those just above 65504 clamped to it, so that overflow is the same on
+/// every adapter (WGSL leaves [65504, 2^16) to the implementation).
+const HALF_TO_DG: &str = "fn to_dg(x: f32) -> DGT {
+    let bits = bitcast<u32>(x);
+    if (bits & 0x7fffffffu) < 0x47800000u {
+        return f16(clamp(x, -65504.0, 65504.0));
+    }
+    let inf = select(-131072.0, 131072.0, (bits >> 31u) == 0u);
+    return f16(inf);
+}";
 
 /// Which entry point a dispatch runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -125,15 +144,19 @@ impl TileConfig {
     }
 
     /// The shader source with this tile's constants; with `half`, the
-    /// f16-mixed build (f16 W_hh and cache gates and h_prev, c apart).
-    fn source(&self, half: bool) -> String {
+    /// f16-mixed build (f16 W_hh, cache gates and h_prev, and dgates; c and
+    /// dc apart).
+    pub fn source(&self, half: bool) -> String {
         let src = self.f32_source();
         match half {
             false => src,
             true => crate::gpu::half_source(
                 &src,
-                &["WT", "GT"],
-                &[("const HP_GAP: u32 = 1u;", "const HP_GAP: u32 = 0u;")],
+                &["WT", "GT", "DGT"],
+                &[
+                    ("const HP_GAP: u32 = 1u;", "const HP_GAP: u32 = 0u;"),
+                    ("fn to_dg(x: f32) -> DGT { return x; }", HALF_TO_DG),
+                ],
             ),
         }
     }
@@ -205,7 +228,8 @@ pub struct LstmCell {
     /// The tiled variant's tile.
     pub tile: TileConfig,
     /// The f16-mixed build: W_hh read from the f16 shadow of the
-    /// parameters, the cache's gates and h_prev stored as f16.
+    /// parameters, the cache's gates and h_prev and the gate gradients
+    /// stored as f16.
     pub half: bool,
 }
 
@@ -234,8 +258,12 @@ pub struct CellShape {
     /// Offset of its c section [T, B, H] in the buffer bound as
     /// [`CellForward::cst`].
     pub c_off: usize,
-    /// Offset of this direction's gradient block [T, B, 5H].
+    /// Offset of this direction's gate gradients [T, B, 4H] (in f32 the
+    /// gradient block [T, B, 5H]: dgates | dc).
     pub dg_off: usize,
+    /// Offset of its dc [T, B, H] in the buffer bound as
+    /// [`CellBackward::dcs`] (f32: `dg_off` + T·B·4H).
+    pub dc_off: usize,
     /// Offset of this (layer, direction) in the state arrays ((l·D + d)·B·H).
     pub state_off: usize,
     /// Distance between the h and c halves of the state arrays (L·D·B·H).
@@ -291,12 +319,14 @@ pub struct CellBackward<'a> {
     pub dy: &'a wgpu::Buffer,
     /// grad_h_n | grad_c_n.
     pub gstate_in: &'a wgpu::Buffer,
-    /// Gate gradients and dc.
+    /// Gate gradients (and dc, in f32).
     pub dg: &'a wgpu::Buffer,
     /// grad_h0 | grad_c0.
     pub gstate_out: &'a wgpu::Buffer,
     /// Holds the c sections, as in [`CellForward::cst`].
     pub cst: &'a wgpu::Buffer,
+    /// Holds the dc sections (`dg` itself in f32).
+    pub dcs: &'a wgpu::Buffer,
 }
 
 impl LstmCell {
@@ -339,7 +369,7 @@ impl LstmCell {
             bb.extend(DIRECT_BWD_EXTRA);
         }
         fb.push(CST_BINDING);
-        bb.push(CST_BINDING);
+        bb.extend([CST_BINDING, DCS_BINDING]);
         let fwd = Kernel::new(ctx, &m, &format!("forward{suffix}"), &fb, &[]);
         let bwd = Kernel::new(ctx, &m, &format!("backward{suffix}"), &bb, &[]);
         let bwd_state = Kernel::new(ctx, &m, &format!("backward_state{suffix}"), &bb, &[]);
@@ -371,7 +401,7 @@ impl LstmCell {
             })
     }
 
-    fn params(s: &CellShape, step: usize, lanes: usize, wide: bool) -> Result<[u32; 16]> {
+    fn params(s: &CellShape, step: usize, lanes: usize, wide: bool) -> Result<[u32; PARAM_WORDS]> {
         Ok([
             u32_of("hidden size", s.hidden)?,
             u32_of("batch", s.batch)?,
@@ -389,6 +419,10 @@ impl LstmCell {
             u32_of("lanes", lanes)?,
             u32::from(wide),
             u32_of("c offset", s.c_off)?,
+            u32_of("dc offset", s.dc_off)?,
+            0,
+            0,
+            0,
         ])
     }
 
@@ -422,11 +456,11 @@ impl LstmCell {
             ));
         }
         let wide = self.wide(lanes);
-        let mut words = Vec::with_capacity(16 * MAX_LANES);
+        let mut words = Vec::with_capacity(PARAM_WORDS * MAX_LANES);
         for (s, step) in lanes {
             words.extend(Self::params(s, *step, lanes.len(), wide)?);
         }
-        words.resize(16 * MAX_LANES, 0);
+        words.resize(PARAM_WORDS * MAX_LANES, 0);
         let kernel = match entry {
             Entry::Forward => &self.fwd,
             Entry::Backward => &self.bwd,
@@ -492,7 +526,7 @@ impl LstmCell {
         if self.variant == CellVariant::Direct {
             bufs.extend([b.params, b.dg]);
         }
-        bufs.push(b.cst);
+        bufs.extend([b.cst, b.dcs]);
         bufs
     }
 

@@ -55,8 +55,8 @@ pub struct Kernels {
     pub optim: optim::Optim,
     /// The f16 shadow of the parameters.
     pub cast: cast::Cast,
-    /// The f16-mixed builds of the GEMM (f16 B) and the plain cell are in
-    /// use (see [`Kernels::set_half`]).
+    /// The f16-mixed builds of the plain cell and of the kernels reading its
+    /// f16 outputs are in use (see [`Kernels::set_half`]).
     pub half: bool,
 }
 
@@ -87,7 +87,8 @@ impl Kernels {
     }
 
     /// Switches the plain cell to its f16-mixed build (or back) and
-    /// compiles the GEMM's f16-B pipelines; needs SHADER_F16 for `on`.
+    /// compiles the f16 pipelines of the GEMM, the column sum and the
+    /// embedding's scatter-add; needs SHADER_F16 for `on`.
     pub fn set_half(&mut self, ctx: &GpuContext, on: bool) -> crate::Result<()> {
         if on && !ctx.f16 {
             return Err(crate::Error::Device(format!(
@@ -98,6 +99,8 @@ impl Kernels {
         ctx.scoped(|| {
             if on {
                 self.gemm.enable_half(ctx);
+                self.reduce.enable_half(ctx);
+                self.embedding.enable_half(ctx);
             }
             if self.cell.half != on {
                 self.cell = self.cell.rebuilt(ctx, on);
@@ -107,6 +110,85 @@ impl Kernels {
         self.half = on;
         Ok(())
     }
+}
+
+/// One entry point compiled from a shader's f32 source and, once
+/// [`HalfKernel::enable`] ran, from its f16 build.
+pub(crate) struct HalfKernel {
+    f32: crate::gpu::Kernel,
+    f16: Option<crate::gpu::Kernel>,
+    entry: &'static str,
+    bindings: &'static [(u32, crate::gpu::Binding)],
+}
+
+impl HalfKernel {
+    /// `entry` of module `m` (the f32 source) with storage `bindings`.
+    pub(crate) fn new(
+        ctx: &GpuContext,
+        m: &crate::gpu::Module,
+        entry: &'static str,
+        bindings: &'static [(u32, crate::gpu::Binding)],
+    ) -> Self {
+        Self {
+            f32: crate::gpu::Kernel::new(ctx, m, entry, bindings, &[]),
+            f16: None,
+            entry,
+            bindings,
+        }
+    }
+
+    /// Compiles the f16 build from `src` (the device needs SHADER_F16);
+    /// idempotent.
+    pub(crate) fn enable(&mut self, ctx: &GpuContext, label: &'static str, src: &str) {
+        if self.f16.is_none() {
+            let m = crate::gpu::module(ctx, label, src);
+            self.f16 = Some(crate::gpu::Kernel::new(
+                ctx,
+                &m,
+                self.entry,
+                self.bindings,
+                &[],
+            ));
+        }
+    }
+
+    /// The f16 build with `half`, else the f32 one; an error when the f16
+    /// build was asked for before [`HalfKernel::enable`].
+    pub(crate) fn get(&self, half: bool) -> crate::Result<&crate::gpu::Kernel> {
+        match (half, &self.f16) {
+            (false, _) => Ok(&self.f32),
+            (true, Some(k)) => Ok(k),
+            (true, None) => Err(crate::Error::Invalid(format!(
+                "the f16 build of `{}` was used before it was compiled (Kernels::set_half)",
+                self.entry
+            ))),
+        }
+    }
+}
+
+/// Every f16 build of a shader the kernels compile in f16-mixed, named, as
+/// the wrappers make them (the plain cell with its default tile), so that
+/// tests can validate them without an adapter.
+pub fn half_sources() -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = gemm::HALF_TYPES
+        .iter()
+        .map(|&(a, b)| {
+            (
+                format!("gemm.wgsl (f16 A: {a}, f16 B: {b})"),
+                gemm::Gemm::source(a, b),
+            )
+        })
+        .collect();
+    v.push((
+        "lstm_cell.wgsl (f16-mixed)".into(),
+        lstm_cell::TileConfig::DEFAULT.source(true),
+    ));
+    v.push(("reduce.wgsl (f16 A)".into(), reduce::Reduce::half_source()));
+    v.push((
+        "embedding.wgsl (f16 dout)".into(),
+        embedding::Embedding::half_source(),
+    ));
+    v
 }
 
 /// Checked conversion of an element count or offset to the u32 the shaders use.

@@ -22,12 +22,16 @@ fn row_chunks(rows: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
+/// Bindings of `colsum`.
+const COLSUM_BINDINGS: [(u32, Binding); 2] = [(1, Binding::Read), (2, Binding::ReadWrite)];
+
 /// Columns one workgroup sums (CT in the shader).
 const COLS_PER_GROUP: usize = 16;
 
 /// Reduction kernels.
 pub struct Reduce {
-    colsum: Kernel,
+    /// Also over an f16 A, once [`Reduce::enable_half`] ran.
+    colsum: super::HalfKernel,
     colsum_prod: Kernel,
 }
 
@@ -35,13 +39,7 @@ impl Reduce {
     /// Compiles the kernels.
     pub fn new(ctx: &GpuContext) -> Self {
         let m = module(ctx, "reduce", SRC);
-        let colsum = Kernel::new(
-            ctx,
-            &m,
-            "colsum",
-            &[(1, Binding::Read), (2, Binding::ReadWrite)],
-            &[],
-        );
+        let colsum = super::HalfKernel::new(ctx, &m, "colsum", &COLSUM_BINDINGS);
         let colsum_prod = Kernel::new(
             ctx,
             &m,
@@ -57,6 +55,17 @@ impl Reduce {
             colsum,
             colsum_prod,
         }
+    }
+
+    /// The shader source with A in f16.
+    pub fn half_source() -> String {
+        crate::gpu::half_source(SRC, &["AT"], &[])
+    }
+
+    /// Compiles `colsum` over an f16 A (the device needs SHADER_F16), for
+    /// [`Reduce::colsum_as`]; idempotent.
+    pub fn enable_half(&mut self, ctx: &GpuContext) {
+        self.colsum.enable(ctx, "reduce", &Self::half_source());
     }
 
     /// out[o1 + n] (and out[o2 + n] when given) = Σ_m a[a_off + m·lda + n],
@@ -75,6 +84,24 @@ impl Reduce {
         o2: Option<usize>,
         accumulate: bool,
     ) -> Result<Vec<Dispatch>> {
+        self.colsum_as(ctx, a, rows, cols, out, (o1, o2), accumulate, false)
+    }
+
+    /// As [`Reduce::colsum`] (outputs `o`); with `half_a`, A's buffer holds
+    /// f16 values, which needs [`Reduce::enable_half`] first.
+    #[allow(clippy::too_many_arguments)]
+    pub fn colsum_as(
+        &self,
+        ctx: &GpuContext,
+        a: (&wgpu::Buffer, usize, usize),
+        rows: usize,
+        cols: usize,
+        out: &wgpu::Buffer,
+        (o1, o2): (usize, Option<usize>),
+        accumulate: bool,
+        half_a: bool,
+    ) -> Result<Vec<Dispatch>> {
+        let kernel = self.colsum.get(half_a)?;
         if cols == 0 {
             return Ok(Vec::new());
         }
@@ -94,7 +121,7 @@ impl Reduce {
                     flags,
                     0,
                 ];
-                Ok(self.colsum.dispatch(ctx, &params, &[a.0, out], (g, 1)))
+                Ok(kernel.dispatch(ctx, &params, &[a.0, out], (g, 1)))
             })
             .collect()
     }
