@@ -128,19 +128,20 @@ pub struct TrainArgs {
     /// Seed of the initial weights and of shuffling.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Precision of the passes: f32, f16-mixed (f16 weights and gate
-    /// cache, f32 accumulation, state, gradients and master weights; needs
-    /// SHADER_F16 and a plain cell) or auto (f16-mixed where possible,
-    /// else f32 with a warning). Not stored in checkpoints, and set on the
-    /// command line only.
+    /// Precision of the passes: f32 (default), f16-mixed (f16 weights and
+    /// gate cache, f32 accumulation, state, gradients and master weights;
+    /// needs SHADER_F16 and a plain cell) or auto (f16-mixed where
+    /// possible, else f32 with a warning). A resumed run keeps its
+    /// checkpoint's precision unless this is given. Command line only.
     #[serde(skip)]
-    #[arg(long, value_name = "P", default_value = "f32", value_parser = crate::precision::PrecisionChoice::parse)]
-    pub precision: crate::precision::PrecisionChoice,
+    #[arg(long, value_name = "P", value_parser = crate::precision::PrecisionChoice::parse)]
+    pub precision: Option<crate::precision::PrecisionChoice>,
     /// Dynamic loss scaling as torch.amp.GradScaler: `dynamic` (from
     /// 65536; the default in f16-mixed), `off` (the default in f32), or an
     /// initial scale. The scale is doubled after 2000 finite steps in a row
     /// and halved on a step with non-finite gradients, which is skipped.
-    /// Set on the command line only; a checkpoint keeps the scaler's state.
+    /// Command line only; a resumed run keeps its checkpoint's scaler and
+    /// its state unless this is given (or the precision changes).
     #[serde(skip)]
     #[arg(long, value_name = "S", default_value = "default", hide_default_value = true, value_parser = parse_loss_scale)]
     pub loss_scale: crate::precision::LossScaleChoice,
@@ -1000,11 +1001,32 @@ fn table_values(
 
 /// Checkpoint tensor of the loss scaler: [scale, good steps, skipped].
 const SCALER_NAME: &str = "train.loss_scaler";
+/// Checkpoint metadata: the precision the run trained in (absent: f32).
+const PRECISION_KEY: &str = "precision";
 
 fn parse_loss_scale(s: &str) -> std::result::Result<crate::precision::LossScaleChoice, String> {
     match s {
         "default" => Ok(Default::default()),
         _ => crate::precision::LossScaleChoice::parse(s),
+    }
+}
+
+/// The precision a checkpoint's run trained in.
+fn checkpoint_precision(l: &Loaded) -> Result<crate::precision::Precision> {
+    use crate::precision::{Precision, PrecisionChoice};
+    match l
+        .file
+        .metadata
+        .get(PRECISION_KEY)
+        .map(|v| PrecisionChoice::parse(v))
+    {
+        None => Ok(Precision::F32),
+        Some(Ok(PrecisionChoice::F32)) => Ok(Precision::F32),
+        Some(Ok(PrecisionChoice::F16Mixed)) => Ok(Precision::F16Mixed),
+        Some(Ok(PrecisionChoice::Auto)) | Some(Err(_)) => Err(Error::file(
+            &l.file.path,
+            format!("bad `{PRECISION_KEY}` metadata (f32 or f16-mixed)"),
+        )),
     }
 }
 
@@ -1065,6 +1087,7 @@ fn save_checkpoint(
         toml::to_string(c).map_err(|e| Error::Invalid(e.to_string()))?,
     );
     meta.insert("best_val".to_string(), format!("{}", st.best_val));
+    meta.insert(PRECISION_KEY.to_string(), tr.lstm.precision().to_string());
     match data {
         Data::Text(t) => {
             meta.insert("vocab".to_string(), t.vocab.save());
@@ -1165,13 +1188,34 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     };
     let ctx = open_gpu(verbose)?;
     let oc = optim_config(&c)?;
-    let (precision, warning) = crate::precision::resolve(a.precision, &ctx, &net.norm)?;
+    let choice = match (&resumed, a.precision) {
+        (_, Some(c)) => c,
+        (Some(l), None) => match checkpoint_precision(l)? {
+            crate::precision::Precision::F32 => crate::precision::PrecisionChoice::F32,
+            crate::precision::Precision::F16Mixed => crate::precision::PrecisionChoice::F16Mixed,
+        },
+        (None, None) => Default::default(),
+    };
+    let (precision, warning) = crate::precision::resolve(choice, &ctx, &net.norm)?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
     let mut tr = Trainer::new(ctx, net.clone(), values, c.batch, c.clip_norm, &oc)?;
     tr.set_precision(precision)?;
-    tr.set_loss_scaler(a.loss_scale.config(precision))?;
+    // Resumed in its checkpoint's precision without --loss-scale, a run
+    // keeps its scaler: on exactly when the checkpoint holds its state.
+    let keep_scaler = match &resumed {
+        Some(l) => a.loss_scale == Default::default() && checkpoint_precision(l)? == precision,
+        None => false,
+    };
+    let scaler = match &resumed {
+        Some(l) if keep_scaler => l
+            .file
+            .f32(SCALER_NAME)?
+            .map(|_| crate::precision::ScalerConfig::default()),
+        _ => a.loss_scale.config(precision),
+    };
+    tr.set_loss_scaler(scaler)?;
     tr.dropout_seed = c.seed;
     if let Some(((floats, ints), p)) = &source {
         restore_model(&mut tr, floats, ints, p)?;
@@ -1199,9 +1243,9 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
             .unwrap_or(f64::INFINITY);
         let state = l.file.require_f32("train.state")?;
         tr.set_carried_state(&state.data)?;
-        // The scaler continues where it stood (a run that had none, or that
-        // resumes without one, starts from / ignores it).
-        if tr.loss_scaler().is_some()
+        // A kept scaler continues where it stood; one set anew starts fresh.
+        if keep_scaler
+            && tr.loss_scaler().is_some()
             && let Some(s) = l.file.f32(SCALER_NAME)?
         {
             tr.set_scaler_state(&scaler_from(&s.data, &l.file.path)?)?;

@@ -254,6 +254,39 @@ fn resume_equals_uninterrupted_with_dropout() {
 }
 
 #[test]
+fn resume_keeps_f16_mixed_and_its_scaler() {
+    // The resumed half gets no --precision or --loss-scale: both come from
+    // the checkpoint. The initial scale 2^26 overflows the f16 gate
+    // gradients of steps 1 and 2, so the scaler's state (scale, good steps,
+    // skipped) has moved by step 3 and a resumed run that restarted it, or
+    // ran in f32, would end elsewhere (check_resume compares every tensor,
+    // the scaler's too).
+    check_resume(
+        "resume-f16",
+        &[
+            "--precision",
+            "f16-mixed",
+            "--loss-scale",
+            "67108864",
+            "--hidden",
+            "32",
+            "--batch",
+            "4",
+            "--seq-len",
+            "8",
+            "--no-progress",
+        ],
+    );
+    let d = std::env::temp_dir().join(format!("lstm-wgpu-train-resume-f16-{}", std::process::id()));
+    let m = std::fs::read_to_string(d.join("b.jsonl")).unwrap_or_else(|e| panic!("{e}"));
+    let steps: Vec<_> = m.lines().filter(|l| l.contains("\"loss\"")).collect();
+    assert_eq!(steps.len(), 6, "{m}");
+    assert!(steps.iter().all(|l| l.contains("\"loss_scale\":")), "{m}");
+    assert!(steps[0].contains("\"skipped\":true"), "{m}");
+    assert!(steps[5].contains("\"skipped\":false"), "{m}");
+}
+
+#[test]
 fn norm_variants_loss_falls() {
     let d = tmp("norms");
     // H = 64 for the LayerNorm cell: at H = 32 its kernel is ~10x slower
@@ -502,6 +535,10 @@ fn bad_checkpoints_and_flags() {
         (
             vec!["train", "--val-fraction", "1.5", "--steps", "1"],
             "--val-fraction",
+        ),
+        (
+            vec!["train", "--loss-scale", "x", "--steps", "1"],
+            "bad loss scale `x`",
         ),
         (
             vec!["generate", "--checkpoint", p(&ck), "--prompt", "\u{2603}"],
