@@ -115,6 +115,18 @@ impl GpuContext {
     /// As [`GpuContext::new`]; `timestamps` also asks for timestamp queries
     /// inside passes (for [`Profiler`]) and fails if the adapter lacks them.
     pub fn with_timestamps(timestamps: bool) -> Result<Self> {
+        Self::build(timestamps, None)
+    }
+
+    /// As [`GpuContext::new`], with the largest storage binding lowered to
+    /// `bytes` (when below the adapter's): behaves as an adapter with that
+    /// limit would, e.g. to test how models too large for one binding are
+    /// laid out.
+    pub fn with_binding_limit(bytes: u64) -> Result<Self> {
+        Self::build(false, Some(bytes))
+    }
+
+    fn build(timestamps: bool, binding_limit: Option<u64>) -> Result<Self> {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
@@ -122,7 +134,10 @@ impl GpuContext {
         ))
         .map_err(|e| Error::NoAdapter(e.to_string()))?;
         let info = adapter.get_info();
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        if let Some(b) = binding_limit {
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(b);
+        }
         let f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
         let mut required_features = if timestamps {
             let want =

@@ -61,7 +61,7 @@ fn shape(model: &LstmModel, ws: &Workspace, l: usize, d: usize) -> CellShape {
     let (seq, batch) = (ws.seq, ws.batch);
     // pre and dg regions: per direction, or per layer in a wavefront.
     let region = if ws.per_layer { l } else { d };
-    let [cache_off, c_off, _] = ws.cell_offsets(cfg, &model.norm, l * cfg.dirs() + d);
+    let [cache_off, c_off, _] = ws.cell_offsets(cfg, &model.norm, l, d);
     CellShape {
         hidden: h,
         batch,
@@ -81,33 +81,34 @@ fn shape(model: &LstmModel, ws: &Workspace, l: usize, d: usize) -> CellShape {
     }
 }
 
-/// The plain cell's forward buffers: shared by all layers (offsets in the
-/// shapes select a layer's regions).
-fn cell_forward<'a>(model: &'a LstmModel, ws: &'a Workspace) -> CellForward<'a> {
+/// The plain cell's forward buffers of layer `l`: shared by all layers
+/// unless the workspace splits its cache (offsets in the shapes select a
+/// layer's regions).
+fn cell_forward<'a>(model: &'a LstmModel, ws: &'a Workspace, l: usize) -> CellForward<'a> {
     CellForward {
         pre: &ws.pre,
         params: model.weights().0,
         state_in: &ws.state_in,
         lengths: &ws.lengths,
         out: &ws.outs,
-        cache: &ws.cache,
+        cache: ws.cache(l),
         state_out: &ws.state_out,
-        cst: ws.cst(),
+        cst: ws.cst(l),
     }
 }
 
-/// The plain cell's backward buffers, likewise.
-fn cell_backward<'a>(model: &'a LstmModel, ws: &'a Workspace) -> CellBackward<'a> {
+/// The plain cell's backward buffers of layer `l`, likewise.
+fn cell_backward<'a>(model: &'a LstmModel, ws: &'a Workspace, l: usize) -> CellBackward<'a> {
     CellBackward {
         params: model.weights().0,
         state_in: &ws.state_in,
         lengths: &ws.lengths,
-        cache: &ws.cache,
+        cache: ws.cache(l),
         dy: &ws.dy,
         gstate_in: &ws.gstate_in,
         dg: &ws.dg,
         gstate_out: &ws.gstate_out,
-        cst: ws.cst(),
+        cst: ws.cst(l),
         dcs: ws.dcs(),
     }
 }
@@ -437,8 +438,10 @@ impl Plan {
     )> {
         let cfg = &model.config;
         let (h, dirs) = (cfg.hidden_size, cfg.dirs());
-        let obstacle = wavefront_obstacle(model, train);
         let half = model.precision.is_half();
+        let obstacle = wavefront_obstacle(model, train)
+            .map(String::from)
+            .or_else(|| Workspace::wavefront_obstacle(ctx, cfg, &model.norm, (seq, batch), half));
         if half && k.cell_path == Some(CellPath::Persistent) {
             return Err(crate::Error::Invalid(
                 "the persistent path runs in f32 only (f16-mixed uses the wavefront or per-step \
@@ -681,11 +684,11 @@ impl Plan {
             }
             let hprev = match in_cell {
                 true => sh.cache_off + sec_hp,
-                false => ws.cell_offsets(cfg, &norm, l * cfg.dirs() + d)[2],
+                false => ws.cell_offsets(cfg, &norm, l, d)[2],
             };
             let dw_hh = GemmOp {
                 a: (&ws.dg, dr, 4 * h),
-                b: (&ws.cache, hprev, h),
+                b: (ws.cache(l), hprev, h),
                 n: h,
                 c: (&model.grads, whh, h),
                 ..dw_ih
@@ -714,7 +717,7 @@ impl Plan {
                 k.reduce.colsum_prod(
                     ctx,
                     (&ws.dg, a.0),
-                    (&ws.cache, sh.cache_off + x),
+                    (ws.cache(l), sh.cache_off + x),
                     width,
                     tb,
                     a.1,
@@ -765,7 +768,8 @@ impl Plan {
         let c = skew;
         let waves = seq + (layers - 1) * c;
         let sh: Vec<CellShape> = (0..layers).map(|l| shape(model, ws, l, 0)).collect();
-        let fbufs = cell_forward(model, ws);
+        // The wavefront's workspace never splits its cache.
+        let fbufs = cell_forward(model, ws, 0);
         let mut forward = match modes.token_input {
             true => Vec::new(),
             false => Self::input_gemm(ctx, k, model, ws, (0, 0), (0, seq))?,
@@ -785,7 +789,7 @@ impl Plan {
             }
             forward.extend(k.cell.forward_lanes(ctx, &lanes, &fbufs)?);
         }
-        let bbufs = cell_backward(model, ws);
+        let bbufs = cell_backward(model, ws, 0);
         let mut backward = Vec::new();
         for w in 0..waves {
             let mut lanes = Vec::with_capacity(layers);
@@ -839,14 +843,13 @@ impl Plan {
         let batch = ws.batch;
         let dir_shapes =
             |l: usize| -> Vec<CellShape> { (0..dirs).map(|d| shape(model, ws, l, d)).collect() };
-        let (bufs, bwd_bufs) = (cell_forward(model, ws), cell_backward(model, ws));
-        let nbufs = NormCellBuffers {
+        let nbufs = |l: usize| NormCellBuffers {
             pre: &ws.pre,
             params: &model.params,
             state_in: &ws.state_in,
             lengths: &ws.lengths,
             out: &ws.outs,
-            cache: &ws.cache,
+            cache: ws.cache(l),
             state_out: &ws.state_out,
             dy: &ws.dy,
             gstate_in: &ws.gstate_in,
@@ -861,6 +864,7 @@ impl Plan {
                 }
             }
             let shapes = dir_shapes(l);
+            let (bufs, nbufs) = (cell_forward(model, ws, l), nbufs(l));
             if let Some(lay) = persistent {
                 forward.extend(k.persistent.forward(ctx, lay, &shapes, &bufs)?);
             } else {
@@ -891,6 +895,7 @@ impl Plan {
             backward.extend(links(ctx, k, model, ws, l, train, dropout_step, true)?);
             backward.extend(between_norm(ctx, k, model, ws, l, train, true)?);
             let shapes = dir_shapes(l);
+            let (bwd_bufs, nbufs) = (cell_backward(model, ws, l), nbufs(l));
             // The persistent backward also writes the initial-state gradients.
             if let Some(lay) = persistent {
                 backward.extend(k.persistent.backward(ctx, lay, &shapes, &bwd_bufs)?);

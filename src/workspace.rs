@@ -39,11 +39,16 @@ pub struct Workspace {
     pub pre: wgpu::Buffer,
     /// Per (layer, direction): gates [T,B,4H] | c [T,B,H] | h_prev [T,B,H]
     /// in f32; gates | h_prev as f16 when `half` (c is then in `cseq`).
-    pub cache: wgpu::Buffer,
+    /// One buffer, or one per layer when `split` (see [`Workspace::cache`]).
+    caches: Vec<wgpu::Buffer>,
     /// The f16-mixed layout: f16 cache, f32 c apart.
     pub half: bool,
-    /// f16-mixed: c [T,B,H] per (layer, direction), f32.
-    pub cseq: Option<wgpu::Buffer>,
+    /// f16-mixed: c [T,B,H] per (layer, direction), f32, split as the cache.
+    cseqs: Vec<wgpu::Buffer>,
+    /// The gate caches of all layers together exceed the adapter's largest
+    /// storage binding: each layer has its own cache buffer (the wavefront,
+    /// whose lanes share one binding across layers, cannot run then).
+    pub split: bool,
     /// Per direction of the current layer (per layer when `per_layer`):
     /// dgates [T,B,4H] | dc [T,B,H] in f32; dgates as f16 when `half` (dc
     /// is then in `dcseq`).
@@ -87,10 +92,14 @@ impl Workspace {
         }
     }
 
-    /// Offsets of cell `cell`'s ((layer, direction)) cache block in `cache`
-    /// and of its c section in [`Workspace::cst`], and of its h_prev
-    /// section in `cache` (plain cells).
-    pub fn cell_offsets(&self, cfg: &LstmConfig, norm: &Norm, cell: usize) -> [usize; 3] {
+    /// Offsets of layer `l`, direction `d`'s cache block in
+    /// [`Workspace::cache`]`(l)`, of its c section in [`Workspace::cst`]`(l)`,
+    /// and of its h_prev section in the cache (plain cells).
+    pub fn cell_offsets(&self, cfg: &LstmConfig, norm: &Norm, l: usize, d: usize) -> [usize; 3] {
+        let cell = match self.split {
+            true => d,
+            false => l * cfg.dirs() + d,
+        };
         let tbh = self.seq * self.batch * cfg.hidden_size;
         let base = cell * self.cell_cache_len(cfg, norm);
         match self.half {
@@ -99,10 +108,80 @@ impl Workspace {
         }
     }
 
-    /// The buffer holding the cells' c sections: `cseq` in f16-mixed, else
-    /// the cache.
-    pub fn cst(&self) -> &wgpu::Buffer {
-        self.cseq.as_ref().unwrap_or(&self.cache)
+    /// The buffer holding layer `l`'s gate cache.
+    pub fn cache(&self, l: usize) -> &wgpu::Buffer {
+        &self.caches[if self.split { l } else { 0 }]
+    }
+
+    /// The buffer holding layer `l`'s c sections: the c buffer in
+    /// f16-mixed, else the cache.
+    pub fn cst(&self, l: usize) -> &wgpu::Buffer {
+        match self.half {
+            true => &self.cseqs[if self.split { l } else { 0 }],
+            false => self.cache(l),
+        }
+    }
+
+    /// Bytes of the gate caches of all layers (f16 in `half`), and of the
+    /// f16-mixed c buffers.
+    fn cache_bytes(
+        cfg: &LstmConfig,
+        norm: &Norm,
+        seq: usize,
+        batch: usize,
+        half: bool,
+    ) -> [u64; 2] {
+        let cells = (cfg.num_layers * cfg.dirs()) as u64;
+        let tbh = (seq * batch * cfg.hidden_size) as u64;
+        match half {
+            true => [cells * tbh * 5 * 2, cells * tbh * 4],
+            false => [
+                cells * Self::cache_block(cfg, norm, seq, batch) as u64 * 4,
+                0,
+            ],
+        }
+    }
+
+    /// Why the wavefront's workspace (one region of pre-gates and of gate
+    /// gradients per layer, one gate cache for all layers) does not fit
+    /// the adapter's largest storage binding, if it does not; the
+    /// layer-by-layer workspace needs only one region per direction and
+    /// can split the cache per layer.
+    pub fn wavefront_obstacle(
+        ctx: &GpuContext,
+        cfg: &LstmConfig,
+        norm: &Norm,
+        (seq, batch): (usize, usize),
+        half: bool,
+    ) -> Option<String> {
+        let limit = ctx
+            .limits
+            .max_storage_buffer_binding_size
+            .min(ctx.limits.max_buffer_size);
+        let (l, tb, h) = (
+            cfg.num_layers as u64,
+            (seq * batch) as u64,
+            cfg.hidden_size as u64,
+        );
+        let dg = match half {
+            true => l * tb * 4 * h * 2,
+            false => l * Self::dg_block(cfg, norm, seq, batch) as u64 * 4,
+        };
+        let [cache, cseq] = Self::cache_bytes(cfg, norm, seq, batch, half);
+        [
+            ("pre-gates", l * tb * 4 * h * 4),
+            ("gate gradients", dg),
+            ("gate cache", cache),
+            ("cell states", cseq),
+        ]
+        .into_iter()
+        .find(|&(_, bytes)| bytes > limit)
+        .map(|(what, bytes)| {
+            format!(
+                "its {what} of all layers need {bytes} bytes in one binding, over the adapter's \
+                 {limit}"
+            )
+        })
     }
 
     /// The buffer holding the cells' dc sections: `dcseq` in f16-mixed,
@@ -202,6 +281,40 @@ impl Workspace {
         let cells = cfg.num_layers * d;
         let state = Self::state_len(cfg, batch);
         let regions = if per_layer { cfg.num_layers } else { d };
+        let limit = ctx
+            .limits
+            .max_storage_buffer_binding_size
+            .min(ctx.limits.max_buffer_size);
+        let [cache_bytes, cseq_bytes] = Self::cache_bytes(cfg, norm, seq, batch, half);
+        let split = !per_layer && cfg.num_layers > 1 && cache_bytes.max(cseq_bytes) > limit;
+        // Cells per cache buffer, and labels naming the layer when split.
+        let (parts, per_part) = match split {
+            true => (cfg.num_layers, d),
+            false => (1, cells),
+        };
+        let label = |what: &str, p: usize| match split {
+            true => format!("{what} of layer {p}"),
+            false => what.to_string(),
+        };
+        let caches = (0..parts)
+            .map(|p| match half {
+                // Two f16 per word.
+                true => ctx.storage(
+                    &label("gate cache (f16)", p),
+                    (per_part * tb * 5 * h).div_ceil(2),
+                ),
+                false => ctx.storage(
+                    &label("gate cache", p),
+                    per_part * Self::cache_block(cfg, norm, seq, batch),
+                ),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let cseqs = match half {
+            true => (0..parts)
+                .map(|p| ctx.storage(&label("cell states", p), per_part * tb * h))
+                .collect::<Result<Vec<_>>>()?,
+            false => Vec::new(),
+        };
         let outs = ctx.storage("layer outputs", cfg.num_layers * tb * d * h)?;
         let normed = (0..cfg.num_layers)
             .map(|l| {
@@ -233,18 +346,10 @@ impl Workspace {
             linked,
             norm_stats,
             pre: ctx.storage("pre-gates", regions * tb * 4 * h)?,
-            cache: match half {
-                // Two f16 per word.
-                true => ctx.storage("gate cache (f16)", (cells * tb * 5 * h).div_ceil(2))?,
-                false => ctx.storage(
-                    "gate cache",
-                    cells * Self::cache_block(cfg, norm, seq, batch),
-                )?,
-            },
+            caches,
             half,
-            cseq: half
-                .then(|| ctx.storage("cell states", cells * tb * h))
-                .transpose()?,
+            cseqs,
+            split,
             dg: match half {
                 // Two f16 per word.
                 true => ctx.storage("gate gradients (f16)", (regions * tb * 4 * h).div_ceil(2))?,

@@ -697,3 +697,72 @@ fn f16_mixed_gate_gradients_overflow_and_underflow() {
          2^-24: f16 error {lost:.2e}, f32 {kept:.2e}"
     );
 }
+
+/// A model whose gate caches together exceed the adapter's largest storage
+/// binding (lowered here to a few KiB) gets one cache buffer per layer and
+/// runs layer by layer (the wavefront's lanes would share one binding):
+/// against the f64 reference, and bit for bit against the same model with
+/// one cache, on the persistent and per-step paths, in f32 and f16-mixed.
+#[test]
+fn gate_cache_split_per_layer() {
+    use lstm_wgpu::precision::Precision;
+    use lstm_wgpu::schedule::CellPath;
+    let c = Case {
+        layers: 3,
+        hidden: 8,
+        input: 3,
+        seq: 40,
+        batch: 4,
+        states: true,
+        lengths: true,
+        ..BASE
+    };
+    let full = ctx();
+    // Bytes per T·B·H: the f32 cache is 24 per layer (72 in all), pre-gates
+    // 16 per region; the f16 cache 10 per layer (30 in all). The limits sit
+    // between one layer's cache and all of them, above one pre-gate region.
+    let tbh = (c.seq * c.batch * c.hidden) as u64;
+    for (precision, limit, tol) in [
+        (Precision::F32, 30 * tbh, TOL),
+        (Precision::F16Mixed, 20 * tbh, F16_TOL),
+    ] {
+        let small = std::sync::Arc::new(
+            lstm_wgpu::GpuContext::with_binding_limit(limit).unwrap_or_else(|e| panic!("{e}")),
+        );
+        for path in [None, Some(CellPath::PerStep)] {
+            // Runs the case on `ctx`, checking whether the cache is split.
+            let run = |ctx: &std::sync::Arc<lstm_wgpu::GpuContext>, split: bool| {
+                run_case_tol(
+                    ctx,
+                    c,
+                    31,
+                    |l| {
+                        l.set_precision(precision).unwrap_or_else(|e| panic!("{e}"));
+                        l.set_cell_path(path);
+                        let p = l.plan(c.seq, c.batch).unwrap_or_else(|e| panic!("{e}"));
+                        assert_eq!(p.ws.split, split, "{precision} {path:?}");
+                        assert!(!split || p.path != CellPath::Wavefront);
+                    },
+                    tol,
+                )
+            };
+            let ((o1, g1), (o2, g2)) = (run(&small, true), run(&full, false));
+            assert!(
+                o1 == o2 && g1 == g2,
+                "{precision} {path:?}: split cache differs"
+            );
+        }
+        // A forced wavefront names the buffer that does not fit.
+        let d = case_data(&c, 31);
+        let model = model_of(&small, &d, None).unwrap_or_else(|e| panic!("{e}"));
+        let mut lstm = Lstm::new(small.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+        lstm.set_precision(precision)
+            .unwrap_or_else(|e| panic!("{e}"));
+        lstm.set_cell_path(Some(CellPath::Wavefront));
+        let e = lstm
+            .plan(c.seq, c.batch)
+            .err()
+            .expect("forced wavefront ran");
+        assert!(e.to_string().contains("in one binding"), "{e}");
+    }
+}
