@@ -1,8 +1,10 @@
 // LayerNorm over the F features of each row of a time-major [T, B, F]
 // buffer (variant 1: between LSTM layers), forward and backward.
 //
-// Row (t, b) is valid iff t < lengths[b]. Padded rows are written as 0
-// (y, dx, saved stats) and contribute nothing to dw / db.
+// Row (t, b) is valid iff t0 + t < lengths[b]: a dispatch may cover the
+// steps [t0, t0 + seq) of a longer sequence (the host offsets every view),
+// as the wavefront does chunk by chunk. Padded rows are written as 0 (y,
+// dx, saved stats) and contribute nothing to dw / db.
 //
 // Saved statistics, per row: stats[stats_off + 2 row] = mean,
 // stats[stats_off + 2 row + 1] = rstd = 1 / sqrt(var + eps) (biased var).
@@ -19,7 +21,7 @@ struct Params {
     seq: u32, batch: u32, f: u32, flags: u32,
     x_off: u32, y_off: u32, dy_off: u32, dx_off: u32,
     stats_off: u32, w_off: u32, b_off: u32, dw_off: u32,
-    db_off: u32, _p0: u32, _p1: u32, _p2: u32,
+    db_off: u32, t0: u32, _p1: u32, _p2: u32,
 }
 
 const ACCUMULATE: u32 = 1u;
@@ -59,7 +61,7 @@ fn wg_sum(v: f32, lid: u32) -> f32 {
 }
 
 fn row_valid(row: u32) -> bool {
-    return row / p.batch < lengths[row % p.batch];
+    return p.t0 + row / p.batch < lengths[row % p.batch];
 }
 
 @compute @workgroup_size(64)
@@ -138,7 +140,7 @@ fn backward_params(@builtin(global_invocation_id) gid: vec3<u32>) {
     var sb = 0.0;
     for (var t = 0u; t < p.seq; t++) {
         for (var b = 0u; b < p.batch; b++) {
-            if t < lengths[b] {
+            if p.t0 + t < lengths[b] {
                 let row = t * p.batch + b;
                 let d = dy[p.dy_off + row * p.f + j];
                 let mean = stats[p.stats_off + 2u * row];

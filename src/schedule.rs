@@ -146,8 +146,12 @@ fn norm_cell_params(model: &LstmModel, l: usize, d: usize, train: bool) -> NormC
     }
 }
 
-/// The between-layer norm of layer `l`'s output: forward (outs → normed)
-/// or backward (in place on layer l's region of `ws.dy`).
+/// The between-layer norm of layer `l`'s output over steps [t0, t1):
+/// forward (outs → normed) or backward (in place on layer l's region of
+/// `ws.dy`). A LayerNorm is per position, so it may run chunk by chunk
+/// (the wavefront); its weight gradients are then summed chunk after chunk
+/// from the last (which overwrites). BatchNorm needs all steps at once.
+#[allow(clippy::too_many_arguments)]
 fn between_norm(
     ctx: &GpuContext,
     k: &Kernels,
@@ -156,6 +160,7 @@ fn between_norm(
     l: usize,
     train: bool,
     backward: bool,
+    (t0, t1): (usize, usize),
 ) -> Result<Vec<Dispatch>> {
     use crate::kernels::batch_norm::{BnBackward, BnForward, BnShape};
     use crate::kernels::layer_norm::{LnBackward, LnForward, LnShape};
@@ -171,19 +176,22 @@ fn between_norm(
     let stats_off = l * Workspace::norm_stats_len(cfg, &model.norm, ws.seq, ws.batch);
     let (off, dy) = (ws.out_off(l), &ws.dy);
     if let Norm::Layer { .. } = model.norm {
+        let rows = t0 * ws.batch;
         let sh = LnShape {
-            seq: ws.seq,
+            seq: t1 - t0,
+            t0,
             batch: ws.batch,
             features,
-            x_off: off,
-            dy_off: off,
-            dx_off: off,
-            stats_off,
+            x_off: off + rows * features,
+            y_off: rows * features,
+            dy_off: off + rows * features,
+            dx_off: off + rows * features,
+            stats_off: stats_off + 2 * rows,
             w_off: p("weight"),
             b_off: p("bias"),
             dw_off: p("weight"),
             db_off: p("bias"),
-            ..Default::default()
+            accumulate: t1 < ws.seq,
         };
         return match backward {
             false => k.layer_norm.forward(
@@ -211,6 +219,11 @@ fn between_norm(
                 },
             ),
         };
+    }
+    if (t0, t1) != (0, ws.seq) {
+        return Err(crate::Error::Invalid(
+            "a BatchNorm between layers runs over all steps at once".into(),
+        ));
     }
     let st = |n: &str| model.stats_table.offset(&format!("{prefix}.{l}.{n}"));
     let (per_step, run_rows) = match model.norm {
@@ -265,21 +278,24 @@ fn between_norm(
     }
 }
 
-/// Dropout and the residual add after layer `l`: forward (a_l, y_l →
-/// y_{l+1} in `ws.linked[l]`) or backward (in place on layer l's region of
-/// `ws.dy`, the gradient of y_{l+1}, with the skip path's copy of it
-/// written to the gradient of layer l's input, onto which the
-/// input-gradient GEMM then accumulates). One dispatch, or none.
+/// Dropout and the residual add after layer `l`, over steps [t0, t1):
+/// forward (a_l, y_l → y_{l+1} in `ws.linked[l]`) or backward (in place on
+/// layer l's region of `ws.dy`, the gradient of y_{l+1}, with the skip
+/// path's copy of it written to the gradient of layer l's input, onto which
+/// the input-gradient GEMM then accumulates). One dispatch, or none. A
+/// residual add alone may run chunk by chunk (the wavefront); dropout's
+/// masks are drawn over all steps at once.
 #[allow(clippy::too_many_arguments)]
-fn links(
+fn links<'w>(
     ctx: &GpuContext,
     k: &Kernels,
     model: &LstmModel,
-    ws: &Workspace,
+    ws: &'w Workspace,
     l: usize,
     train: bool,
     step: &wgpu::Buffer,
     backward: bool,
+    (t0, t1): (usize, usize),
 ) -> Result<Vec<Dispatch>> {
     let Some(y) = &ws.linked[l] else {
         return Ok(Vec::new());
@@ -287,7 +303,16 @@ fn links(
     let cfg = &model.config;
     let lk = &model.links;
     let (drops, adds) = (lk.drops(cfg, l, train), lk.adds(l));
-    let n = ws.seq * ws.batch * cfg.dirs() * cfg.hidden_size;
+    if drops && (t0, t1) != (0, ws.seq) {
+        return Err(crate::Error::Invalid(
+            "dropout between layers runs over all steps at once".into(),
+        ));
+    }
+    let width = cfg.dirs() * cfg.hidden_size;
+    let n = (t1 - t0) * ws.batch * width;
+    // Element offset of step t0 in a [T, B, D·H] tensor.
+    let at = t0 * ws.batch * width;
+    let shift = |v: (&'w wgpu::Buffer, usize)| (v.0, v.1 + at);
     let mut s = DropoutShape {
         n,
         p: lk.dropout,
@@ -302,7 +327,13 @@ fn links(
         };
         s.in_off = a.1;
         return if !drops {
-            e.add(ctx, n, a, ws.layer_output(l - 1), (y, 0))
+            e.add(
+                ctx,
+                n,
+                shift(a),
+                shift(ws.layer_output(l - 1)),
+                shift((y, 0)),
+            )
         } else if adds {
             e.dropout_add(ctx, &s, step, a.0, ws.layer_output(l - 1), y)
         } else {
@@ -314,7 +345,7 @@ fn links(
     s.in_off = off;
     s.out_off = off;
     if !drops {
-        e.accumulate(ctx, n, (dy, off), skip, false)
+        e.accumulate(ctx, n, shift((dy, off)), shift(skip), false)
     } else if adds {
         e.dropout_split(ctx, &s, step, dy, skip, dy)
     } else {
@@ -327,10 +358,11 @@ fn links(
 pub const SKEW_ENV: &str = "LSTM_WGPU_WAVE_SKEW";
 
 /// Why the wavefront cannot run `model` in this mode, if it cannot: it
-/// needs a unidirectional plain cell of 2 to [`MAX_LANES`] layers with
-/// nothing between them (a bidirectional layer l + 1 needs all of layer l
-/// before its first reverse step, and the norms and links between layers
-/// run over whole sequences).
+/// needs a unidirectional plain cell of 2 to [`MAX_LANES`] layers with at
+/// most a LayerNorm and residual adds between them (a bidirectional layer
+/// l + 1 needs all of layer l before its first reverse step; BatchNorm's
+/// statistics and dropout's masks span whole sequences, while a LayerNorm
+/// and an add are per position and run chunk by chunk).
 pub fn wavefront_obstacle(model: &LstmModel, train: bool) -> Option<&'static str> {
     let cfg = &model.config;
     let layers = cfg.num_layers;
@@ -346,12 +378,12 @@ pub fn wavefront_obstacle(model: &LstmModel, train: bool) -> Option<&'static str
     if model.norm.in_cell() {
         return Some("the normalized cells have their own kernels");
     }
-    if model.norm.between().is_some() {
-        return Some("norms between layers run over whole sequences");
+    if model.norm.between().is_some() && !matches!(model.norm, Norm::Layer { .. }) {
+        return Some("BatchNorm between layers runs over whole sequences");
     }
     let lk = &model.links;
-    if (0..layers).any(|l| lk.drops(cfg, l, train) || lk.adds(l)) {
-        return Some("dropout and residual links run over whole sequences");
+    if (0..layers).any(|l| lk.drops(cfg, l, train)) {
+        return Some("dropout between layers runs over whole sequences");
     }
     None
 }
@@ -512,7 +544,8 @@ impl Plan {
         };
         if wave {
             let skew = wave_skew(k.wave_skew, seq);
-            let (forward, mut backward) = Self::wavefront(ctx, k, model, &ws, skew, modes)?;
+            let (forward, mut backward) =
+                Self::wavefront(ctx, k, model, &ws, skew, modes, dropout_step)?;
             if input_grad {
                 backward.extend(Self::input_grad_gemm(ctx, k, model, &ws, 0, (0, seq))?);
             }
@@ -746,15 +779,20 @@ impl Plan {
         Ok(out)
     }
 
-    /// The wavefront (unidirectional plain cells, nothing between layers;
-    /// the caller adds layer 0's input gradient): layer l + 1 runs step s − C in the same cell dispatch as layer l at
-    /// step s, so the time loops of all layers take T + (L−1)·C dispatches
-    /// per pass instead of L·T. Layer l + 1's input projection runs in
-    /// chunks of C steps, each as soon as layer l has finished them;
-    /// backward mirrors it (layer l's output gradient for a chunk is one
-    /// GEMM once layer l + 1 has its gate gradients there). Every value is
-    /// computed by the same kernels in the same summation order as the
-    /// layer-by-layer schedule, so both give identical bits.
+    /// The wavefront (unidirectional plain cells; between layers at most a
+    /// LayerNorm and residual adds, which are per position; the caller adds
+    /// layer 0's input gradient): layer l + 1 runs step s − C in the same
+    /// cell dispatch as layer l at step s, so the time loops of all layers
+    /// take T + (L−1)·C dispatches per pass instead of L·T. Layer l's norm
+    /// and residual add and layer l + 1's input projection run in chunks of
+    /// C steps, each as soon as layer l has finished them; backward mirrors
+    /// it (layer l's output gradient for a chunk is one GEMM once layer
+    /// l + 1 has its gate gradients there, then the residual split and the
+    /// norm's backward for the chunk). Every value is computed by the same
+    /// kernels in the same summation order as the layer-by-layer schedule,
+    /// so both give identical bits, except the LayerNorm weight gradients,
+    /// summed chunk by chunk.
+    #[allow(clippy::too_many_arguments)]
     fn wavefront(
         ctx: &GpuContext,
         k: &Kernels,
@@ -762,9 +800,19 @@ impl Plan {
         ws: &Workspace,
         skew: usize,
         modes: Modes,
+        dropout_step: &wgpu::Buffer,
     ) -> Result<(Vec<Dispatch>, Vec<Dispatch>)> {
         let layers = model.config.num_layers;
-        let seq = ws.seq;
+        let (seq, train) = (ws.seq, modes.train);
+        // Layer l's norm and links over [t0, t1), forward or backward.
+        let between = |l: usize, backward: bool, range: (usize, usize)| -> Result<Vec<Dispatch>> {
+            let n = between_norm(ctx, k, model, ws, l, train, backward, range)?;
+            let lk = links(ctx, k, model, ws, l, train, dropout_step, backward, range)?;
+            Ok(match backward {
+                false => [n, lk].concat(),
+                true => [lk, n].concat(),
+            })
+        };
         let c = skew;
         let waves = seq + (layers - 1) * c;
         let sh: Vec<CellShape> = (0..layers).map(|l| shape(model, ws, l, 0)).collect();
@@ -783,14 +831,17 @@ impl Plan {
                 // Layer l − 1 has just finished steps [s, s + C).
                 if l > 0 && s % c == 0 {
                     let t1 = (s + c).min(seq);
+                    forward.extend(between(l - 1, false, (s, t1))?);
                     forward.extend(Self::input_gemm(ctx, k, model, ws, (l, 0), (s, t1))?);
                 }
                 lanes.push((*shape, s));
             }
             forward.extend(k.cell.forward_lanes(ctx, &lanes, &fbufs)?);
         }
+        // The top layer's norm (with `last`) and links, for the head.
+        forward.extend(between(layers - 1, false, (0, seq))?);
         let bbufs = cell_backward(model, ws, 0);
-        let mut backward = Vec::new();
+        let mut backward = between(layers - 1, true, (0, seq))?;
         for w in 0..waves {
             let mut lanes = Vec::with_capacity(layers);
             for (l, shape) in sh.iter().enumerate() {
@@ -811,6 +862,7 @@ impl Plan {
                         l + 1,
                         (t0, s + 1),
                     )?);
+                    backward.extend(between(l, true, (t0, s + 1))?);
                 }
                 lanes.push((*shape, s));
             }
@@ -885,15 +937,27 @@ impl Plan {
                     }
                 }
             }
-            forward.extend(between_norm(ctx, k, model, ws, l, train, false)?);
-            forward.extend(links(ctx, k, model, ws, l, train, dropout_step, false)?);
+            let all = (0, seq);
+            forward.extend(between_norm(ctx, k, model, ws, l, train, false, all)?);
+            forward.extend(links(
+                ctx,
+                k,
+                model,
+                ws,
+                l,
+                train,
+                dropout_step,
+                false,
+                all,
+            )?);
         }
 
         let mut backward = Vec::new();
         let [_, _, sec_dr, ..] = lstm_cell_ln::dg_sections(h, seq, batch);
         for l in (0..cfg.num_layers).rev() {
-            backward.extend(links(ctx, k, model, ws, l, train, dropout_step, true)?);
-            backward.extend(between_norm(ctx, k, model, ws, l, train, true)?);
+            let all = (0, seq);
+            backward.extend(links(ctx, k, model, ws, l, train, dropout_step, true, all)?);
+            backward.extend(between_norm(ctx, k, model, ws, l, train, true, all)?);
             let shapes = dir_shapes(l);
             let (bwd_bufs, nbufs) = (cell_backward(model, ws, l), nbufs(l));
             // The persistent backward also writes the initial-state gradients.

@@ -394,6 +394,7 @@ fn ln_case(ctx: &GpuContext, ln: &LayerNorm, d: &Dims, seed: u64, in_place: bool
 
     let s = LnShape {
         seq: d.t,
+        t0: 0,
         batch: d.b,
         features: f,
         x_off: xo,

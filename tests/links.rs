@@ -82,6 +82,18 @@ fn gpu_pass(lstm: &mut Lstm, d: &Data) -> (Outputs, Grads) {
 /// Runs one case on both sides (mask of `step(counter)`) and compares
 /// every tensor.
 fn run(ctx: &Arc<lstm_wgpu::GpuContext>, c: Case, seed: u64, counter: u32) {
+    run_with(ctx, c, seed, counter, |_| {});
+}
+
+/// As [`run`], with `setup` adjusting the LSTM (path, skew, cell variant)
+/// before the pass; returns what the GPU gave.
+fn run_with(
+    ctx: &Arc<lstm_wgpu::GpuContext>,
+    c: Case,
+    seed: u64,
+    counter: u32,
+    setup: impl Fn(&mut Lstm),
+) -> (Outputs, Grads) {
     let label = format!("{c:?}");
     let d = data(&c, seed);
     let st = step(counter);
@@ -111,9 +123,128 @@ fn run(ctx: &Arc<lstm_wgpu::GpuContext>, c: Case, seed: u64, counter: u32) {
     };
     let mut lstm = lstm_of(ctx, &c, &d);
     lstm.set_dropout_step(st);
+    setup(&mut lstm);
     let (out, grads) = gpu_pass(&mut lstm, &d);
     let worst = check_all(&label, &d.rc, (&out, &grads), (&rout, &rgrads), &rnorm, TOL);
     eprintln!("{label}: worst max|gpu-ref|/max|ref| {worst:.2e}");
+    (out, grads)
+}
+
+/// LayerNorm between layers and residual adds run inside the wavefront,
+/// chunk by chunk: against the reference, and against the layer-by-layer
+/// per-step schedule bit for bit, except the LayerNorm weight gradients
+/// (summed chunk by chunk there, so only to rounding), for both cell
+/// variants, skews 1, 3 and past T, 2–4 layers, lengths, with and without
+/// the last layer's norm, and in eval mode.
+#[test]
+fn wavefront_layer_norm_and_residual() {
+    use lstm_wgpu::kernels::lstm_cell::CellVariant;
+    use lstm_wgpu::schedule::CellPath;
+    let ctx = ctx();
+    let base = Case {
+        norm: Some(RefNorm::Layer { last: false }),
+        residual: true,
+        layers: 3,
+        hidden: 12,
+        seq: 7,
+        lengths: Some(&[7, 3, 5]),
+        ..BASE
+    };
+    let cases = [
+        (base, 3, CellVariant::Direct),
+        (base, 1, CellVariant::Tiled),
+        (
+            Case {
+                norm: Some(RefNorm::Layer { last: true }),
+                layers: 4,
+                ..base
+            },
+            2,
+            CellVariant::Direct,
+        ),
+        (
+            Case {
+                layers: 2,
+                residual: false,
+                lengths: None,
+                ..base
+            },
+            9,
+            CellVariant::Direct,
+        ),
+        (
+            Case {
+                train: false,
+                dropout: 0.3,
+                ..base
+            },
+            3,
+            CellVariant::Tiled,
+        ),
+    ];
+    for (i, (c, skew, variant)) in cases.into_iter().enumerate() {
+        let seed = 40 + i as u64;
+        let (wo, wg) = run_with(&ctx, c, seed, 0, |l| {
+            l.set_cell_variant(variant);
+            l.set_cell_path(Some(CellPath::Wavefront));
+            l.set_wave_skew(Some(skew))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let p = l.plan(c.seq, c.batch).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(p.path, CellPath::Wavefront, "{c:?}");
+        });
+        let (po, pg) = run_with(&ctx, c, seed, 0, |l| {
+            l.set_cell_variant(variant);
+            l.set_cell_path(Some(CellPath::PerStep));
+        });
+        assert_eq!(wo, po, "{c:?}: outputs");
+        assert!(
+            wg.input == pg.input && wg.h0 == pg.h0 && wg.c0 == pg.c0,
+            "{c:?}: input or state gradients"
+        );
+        for (a, b) in wg.params.iter().zip(&pg.params) {
+            assert_eq!(a.name, b.name);
+            if a.name.contains("layer_norms") {
+                let scale = b.data.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
+                let worst = a
+                    .data
+                    .iter()
+                    .zip(&b.data)
+                    .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(worst / scale < 1e-6, "{c:?}: {}: {worst:e}", a.name);
+            } else {
+                assert!(a.data == b.data, "{c:?}: {}", a.name);
+            }
+        }
+    }
+    // What spans whole sequences keeps the layer-by-layer schedule, and a
+    // forced wavefront names it.
+    for (c, why) in [
+        (
+            Case {
+                dropout: 0.3,
+                ..base
+            },
+            "dropout",
+        ),
+        (
+            Case {
+                norm: Some(RefNorm::Batch { last: false }),
+                ..base
+            },
+            "BatchNorm",
+        ),
+    ] {
+        let d = data(&c, 50);
+        let mut lstm = lstm_of(&ctx, &c, &d);
+        lstm.set_cell_path(Some(CellPath::PerStep));
+        lstm.plan(c.seq, c.batch).unwrap_or_else(|e| panic!("{e}"));
+        lstm.set_cell_path(Some(CellPath::Wavefront));
+        let e = lstm
+            .plan(c.seq, c.batch)
+            .err()
+            .expect("forced wavefront ran");
+        assert!(e.to_string().contains(why), "{e}");
+    }
 }
 
 #[test]

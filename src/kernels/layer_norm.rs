@@ -28,8 +28,12 @@ pub struct LayerNorm {
 /// Rows are contiguous (row stride F).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LnShape {
-    /// Sequence length T.
+    /// Steps T covered (rows T·B).
     pub seq: usize,
+    /// Step of the first row in its sequence, for the validity of rows
+    /// against the lengths (0, or a chunk's first step; the offsets then
+    /// point at that step's rows).
+    pub t0: usize,
     /// Batch B.
     pub batch: usize,
     /// Features F (D·H).
@@ -163,7 +167,7 @@ impl LayerNorm {
             s.b_off as u32,
             s.dw_off as u32,
             s.db_off as u32,
-            0,
+            u32_of("layer norm first step", s.t0)?,
             0,
             0,
         ])
