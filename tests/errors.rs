@@ -326,3 +326,28 @@ fn wavefront_obstacles_are_named() {
         Err(Error::Invalid(_))
     ));
 }
+
+/// An adapter without SHADER_F16 (simulated: the context's flag cleared)
+/// refuses f16-mixed with an error naming the feature, and `auto` falls
+/// back to f32 with a warning.
+#[test]
+fn f16_mixed_needs_shader_f16() {
+    use lstm_wgpu::norm::Norm;
+    use lstm_wgpu::precision::{Precision, PrecisionChoice, resolve};
+    let mut ctx = lstm_wgpu::GpuContext::new().unwrap_or_else(|e| panic!("{e}"));
+    ctx.f16 = false;
+    let e = resolve(PrecisionChoice::F16Mixed, &ctx, &Norm::None).expect_err("f16 without F16");
+    assert!(e.to_string().contains("SHADER_F16"), "{e}");
+    let (p, warning) =
+        resolve(PrecisionChoice::Auto, &ctx, &Norm::None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p, Precision::F32);
+    assert!(warning.is_some_and(|w| w.contains("SHADER_F16")));
+    let ctx = std::sync::Arc::new(ctx);
+    let model = LstmModel::init_uniform(&ctx, cfg(3, 8), 0).unwrap_or_else(|e| panic!("{e}"));
+    let mut lstm = Lstm::new(ctx, model).unwrap_or_else(|e| panic!("{e}"));
+    let e = lstm
+        .set_precision(Precision::F16Mixed)
+        .expect_err("set_precision without F16");
+    assert!(e.to_string().contains("SHADER_F16"), "{e}");
+    assert_eq!(lstm.precision(), Precision::F32);
+}

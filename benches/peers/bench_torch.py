@@ -17,6 +17,10 @@ One step: zero_grad, forward over the whole sequence (zero initial state),
 loss, backward, clip_grad_norm_ over all parameters, AdamW (lr 1e-3, torch's
 defaults otherwise), and on CUDA torch.cuda.synchronize() inside the timed
 region. Data are synthetic from a fixed seed, on the device before timing.
+With --precision f16-mixed (the counterpart of `lstm-wgpu bench --precision
+f16-mixed`): forward and loss under torch.autocast(float16), and
+torch.amp.GradScaler (scale, unscale_ before clip_grad_norm_, step, update);
+master weights and optimizer state stay float32.
 
 Columns: median ms/step over the timed steps, tokens/s (batch*seq per second),
 GFLOP/s by the formula of src/bench.rs (every GEMM as 2mnk, see README
@@ -123,8 +127,10 @@ def peak_rss_mb() -> float:
     return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
 
 
-def run(name: str, steps: int, warmup: int, device: torch.device, progress: bool) -> dict:
+def run(name: str, steps: int, warmup: int, device: torch.device, progress: bool,
+        precision: str = "f32") -> dict:
     w = WORKLOADS[name]
+    half = precision == "f16-mixed"
     torch.manual_seed(0)
     cuda = device.type == "cuda"
     rss0 = peak_rss_mb()
@@ -135,6 +141,7 @@ def run(name: str, steps: int, warmup: int, device: torch.device, progress: bool
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     x, y = make_data(w, device, torch.Generator().manual_seed(1))
     ce, mse = nn.CrossEntropyLoss(), nn.MSELoss()
+    scaler = torch.amp.GradScaler(device.type, enabled=half)
     times = []
     loss_v = float("nan")
     for i in range(warmup + steps):
@@ -142,11 +149,14 @@ def run(name: str, steps: int, warmup: int, device: torch.device, progress: bool
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        out = net(x)
-        loss = ce(out.reshape(-1, w["outputs"]), y) if w["vocab"] else mse(out, y)
-        loss.backward()
+        with torch.autocast(device.type, dtype=torch.float16, enabled=half):
+            out = net(x)
+            loss = ce(out.reshape(-1, w["outputs"]), y) if w["vocab"] else mse(out, y)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(net.parameters(), w["clip"])
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         if cuda:
             torch.cuda.synchronize(device)
         el = time.perf_counter() - start
@@ -184,7 +194,7 @@ def run(name: str, steps: int, warmup: int, device: torch.device, progress: bool
         "peak_mem_mb": peak,
         "adapter": adapter,
         "path": path,
-        "precision": "f32",
+        "precision": precision,
         "seq": w["seq"],
         "batch": w["batch"],
         "steps": steps,
@@ -204,6 +214,8 @@ def main() -> int:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     ap.add_argument("--json", action="store_true", help="one JSON object per workload")
+    ap.add_argument("--precision", default="f32", choices=["f32", "f16-mixed"],
+                    help="f16-mixed: autocast(float16) and GradScaler")
     a = ap.parse_args()
     if a.workload != "all" and a.workload not in WORKLOADS:
         ap.error(f"unknown workload {a.workload!r}; known: {', '.join(WORKLOADS)}, all")
@@ -225,7 +237,7 @@ def main() -> int:
     for name in names:
         print(f"bench {name}: {a.warmup} warm-up + {a.steps} timed steps, "
               f"{flops_per_step(WORKLOADS[name]) / 1e9:.3f} GFLOP per step", file=sys.stderr)
-        r = run(name, a.steps, a.warmup, device, progress=True)
+        r = run(name, a.steps, a.warmup, device, progress=True, precision=a.precision)
         if a.json:
             print(json.dumps(r), flush=True)
         else:

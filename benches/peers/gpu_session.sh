@@ -41,8 +41,11 @@ echo "== lstm-wgpu bench (pipelined)"
 timeout 300 "$B/lstm-wgpu" bench --workload all --json --steps 30 --warmup 5 2>/dev/null | tee "$OUT/ours.json"
 echo "== PyTorch on CUDA"
 timeout 300 python3 benches/peers/bench_torch.py --device cuda --workload all --json --steps 30 --warmup 5 2>/dev/null | tee "$OUT/torch.json"
+echo "== f16-mixed: lstm-wgpu and PyTorch (autocast + GradScaler)"
+timeout 300 "$B/lstm-wgpu" bench --workload all --json --steps 30 --warmup 5 --precision f16-mixed 2>/dev/null | tee "$OUT/ours_f16.json"
+timeout 300 python3 benches/peers/bench_torch.py --device cuda --workload all --json --steps 30 --warmup 5 --precision f16-mixed 2>/dev/null | tee "$OUT/torch_f16.json"
 echo "== lstm-wgpu bench, layer by layer (the wavefront's baseline)"
-for w in char big; do
+for w in char big deep; do
   LSTM_WGPU_CELL_PATH=per-step timeout 300 "$B/lstm-wgpu" bench --workload $w --json --steps 30 --warmup 5 2>/dev/null | tee -a "$OUT/ours_layer_by_layer.json"
 done
 echo "== lstm-wgpu bench --sync"
