@@ -229,6 +229,9 @@ def main() -> int:
         torch.set_num_threads(a.threads)
     if a.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device visible to torch")
+    if a.precision == "f16-mixed" and a.device != "cuda":
+        # oneDNN has no float16 LSTM primitive: autocast fails on the CPU.
+        ap.error("--precision f16-mixed needs --device cuda (PyTorch's CPU LSTM has no float16 kernel)")
     device = torch.device(a.device)
     names = list(WORKLOADS) if a.workload == "all" else [a.workload]
     if not a.json:
