@@ -208,7 +208,15 @@ const BASE: Case = Case {
 #[test]
 fn grid_small() {
     let ctx = ctx();
-    let mut seed = 1;
+    for (seed, c) in core_grid() {
+        run_case(&ctx, c, seed);
+    }
+}
+
+/// The core grid: 1–3 layers, uni- and bidirectional, with and without
+/// bias, states and lengths, each case with its own seed.
+fn core_grid() -> Vec<(u64, Case)> {
+    let mut v = Vec::new();
     for layers in 1..=3 {
         for bidir in [false, true] {
             for (bias, states, lengths) in [
@@ -224,10 +232,29 @@ fn grid_small() {
                     lengths,
                     ..BASE
                 };
-                run_case(&ctx, c, seed);
-                seed += 1;
+                v.push((v.len() as u64 + 1, c));
             }
         }
+    }
+    v
+}
+
+/// f16-mixed over the core grid, within the f16 tolerance.
+#[test]
+fn grid_small_f16_mixed() {
+    use lstm_wgpu::precision::Precision;
+    let ctx = ctx();
+    for (seed, c) in core_grid() {
+        run_case_tol(
+            &ctx,
+            c,
+            seed,
+            |l| {
+                l.set_precision(Precision::F16Mixed)
+                    .unwrap_or_else(|e| panic!("{e}"))
+            },
+            F16_TOL,
+        );
     }
 }
 
