@@ -205,15 +205,22 @@ impl GpuContext {
         out
     }
 
-    /// Checks that a storage buffer of `bytes` fits the adapter's limits.
-    pub fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
+    /// The largest storage buffer that can be bound whole: the smaller of
+    /// the adapter's largest storage binding and largest buffer, and which
+    /// of the two it is.
+    pub fn max_storage_bytes(&self) -> (u64, &'static str) {
         let binding = self.limits.max_storage_buffer_binding_size;
         let buffer = self.limits.max_buffer_size;
-        let (limit, kind) = if binding < buffer {
+        if binding < buffer {
             (binding, "storage binding")
         } else {
             (buffer, "buffer")
-        };
+        }
+    }
+
+    /// Checks that a storage buffer of `bytes` fits the adapter's limits.
+    pub fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let (limit, kind) = self.max_storage_bytes();
         if bytes > limit {
             return Err(Error::TooLarge {
                 what: what.to_string(),

@@ -353,6 +353,28 @@ fn links<'w>(
     }
 }
 
+/// What runs after layer `l` (in `train` mode) over steps [t0, t1): the
+/// between-layer norm, then dropout and the residual add; backward, the
+/// same in reverse order.
+#[allow(clippy::too_many_arguments)]
+fn between_layers(
+    ctx: &GpuContext,
+    k: &Kernels,
+    model: &LstmModel,
+    ws: &Workspace,
+    (l, train): (usize, bool),
+    step: &wgpu::Buffer,
+    backward: bool,
+    range: (usize, usize),
+) -> Result<Vec<Dispatch>> {
+    let n = between_norm(ctx, k, model, ws, l, train, backward, range)?;
+    let lk = links(ctx, k, model, ws, l, train, step, backward, range)?;
+    Ok(match backward {
+        false => [n, lk].concat(),
+        true => [lk, n].concat(),
+    })
+}
+
 /// Environment variable setting the wavefront's skew C (layer l + 1 runs
 /// step s − C beside layer l at step s); unset: ⌈√T⌉.
 pub const SKEW_ENV: &str = "LSTM_WGPU_WAVE_SKEW";
@@ -803,15 +825,18 @@ impl Plan {
         dropout_step: &wgpu::Buffer,
     ) -> Result<(Vec<Dispatch>, Vec<Dispatch>)> {
         let layers = model.config.num_layers;
-        let (seq, train) = (ws.seq, modes.train);
-        // Layer l's norm and links over [t0, t1), forward or backward.
-        let between = |l: usize, backward: bool, range: (usize, usize)| -> Result<Vec<Dispatch>> {
-            let n = between_norm(ctx, k, model, ws, l, train, backward, range)?;
-            let lk = links(ctx, k, model, ws, l, train, dropout_step, backward, range)?;
-            Ok(match backward {
-                false => [n, lk].concat(),
-                true => [lk, n].concat(),
-            })
+        let seq = ws.seq;
+        let between = |l, backward, range| {
+            between_layers(
+                ctx,
+                k,
+                model,
+                ws,
+                (l, modes.train),
+                dropout_step,
+                backward,
+                range,
+            )
         };
         let c = skew;
         let waves = seq + (layers - 1) * c;
@@ -888,6 +913,9 @@ impl Plan {
         persistent: Option<&crate::kernels::lstm_persistent::PersistentLayout>,
     ) -> Result<(Vec<Dispatch>, Vec<Dispatch>)> {
         let (train, input_grad) = (modes.train, modes.input_grad);
+        let between = |l, backward, range| {
+            between_layers(ctx, k, model, ws, (l, train), dropout_step, backward, range)
+        };
         let cfg = &model.config;
         let norm = model.norm;
         let in_cell = norm.in_cell();
@@ -937,27 +965,13 @@ impl Plan {
                     }
                 }
             }
-            let all = (0, seq);
-            forward.extend(between_norm(ctx, k, model, ws, l, train, false, all)?);
-            forward.extend(links(
-                ctx,
-                k,
-                model,
-                ws,
-                l,
-                train,
-                dropout_step,
-                false,
-                all,
-            )?);
+            forward.extend(between(l, false, (0, seq))?);
         }
 
         let mut backward = Vec::new();
         let [_, _, sec_dr, ..] = lstm_cell_ln::dg_sections(h, seq, batch);
         for l in (0..cfg.num_layers).rev() {
-            let all = (0, seq);
-            backward.extend(links(ctx, k, model, ws, l, train, dropout_step, true, all)?);
-            backward.extend(between_norm(ctx, k, model, ws, l, train, true, all)?);
+            backward.extend(between(l, true, (0, seq))?);
             let shapes = dir_shapes(l);
             let (bwd_bufs, nbufs) = (cell_backward(model, ws, l), nbufs(l));
             // The persistent backward also writes the initial-state gradients.

@@ -1188,12 +1188,14 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     };
     let ctx = open_gpu(verbose)?;
     let oc = optim_config(&c)?;
-    let choice = match (&resumed, a.precision) {
+    // The precision a resumed run trained in.
+    let saved = resumed.as_ref().map(checkpoint_precision).transpose()?;
+    let choice = match (saved, a.precision) {
         (_, Some(c)) => c,
-        (Some(l), None) => match checkpoint_precision(l)? {
-            crate::precision::Precision::F32 => crate::precision::PrecisionChoice::F32,
-            crate::precision::Precision::F16Mixed => crate::precision::PrecisionChoice::F16Mixed,
-        },
+        (Some(crate::precision::Precision::F32), None) => crate::precision::PrecisionChoice::F32,
+        (Some(crate::precision::Precision::F16Mixed), None) => {
+            crate::precision::PrecisionChoice::F16Mixed
+        }
         (None, None) => Default::default(),
     };
     let (precision, warning) = crate::precision::resolve(choice, &ctx, &net.norm)?;
@@ -1204,10 +1206,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     tr.set_precision(precision)?;
     // Resumed in its checkpoint's precision without --loss-scale, a run
     // keeps its scaler: on exactly when the checkpoint holds its state.
-    let keep_scaler = match &resumed {
-        Some(l) => a.loss_scale == Default::default() && checkpoint_precision(l)? == precision,
-        None => false,
-    };
+    let keep_scaler = a.loss_scale == Default::default() && saved == Some(precision);
     let scaler = match &resumed {
         Some(l) if keep_scaler => l
             .file

@@ -108,37 +108,52 @@ impl Workspace {
         }
     }
 
+    /// Which of the cache (and c) buffers holds layer `l`.
+    fn part(&self, l: usize) -> usize {
+        if self.split { l } else { 0 }
+    }
+
     /// The buffer holding layer `l`'s gate cache.
     pub fn cache(&self, l: usize) -> &wgpu::Buffer {
-        &self.caches[if self.split { l } else { 0 }]
+        &self.caches[self.part(l)]
     }
 
     /// The buffer holding layer `l`'s c sections: the c buffer in
     /// f16-mixed, else the cache.
     pub fn cst(&self, l: usize) -> &wgpu::Buffer {
         match self.half {
-            true => &self.cseqs[if self.split { l } else { 0 }],
+            true => &self.cseqs[self.part(l)],
             false => self.cache(l),
         }
     }
 
-    /// Bytes of the gate caches of all layers (f16 in `half`), and of the
-    /// f16-mixed c buffers.
-    fn cache_bytes(
+    /// 32-bit words of the gate caches of `cells` (layer, direction) cells:
+    /// f32 blocks, or in `half` f16 gates | h_prev, two per word.
+    fn cache_words(
         cfg: &LstmConfig,
         norm: &Norm,
-        seq: usize,
-        batch: usize,
+        (seq, batch): (usize, usize),
         half: bool,
-    ) -> [u64; 2] {
-        let cells = (cfg.num_layers * cfg.dirs()) as u64;
-        let tbh = (seq * batch * cfg.hidden_size) as u64;
+        cells: usize,
+    ) -> usize {
         match half {
-            true => [cells * tbh * 5 * 2, cells * tbh * 4],
-            false => [
-                cells * Self::cache_block(cfg, norm, seq, batch) as u64 * 4,
-                0,
-            ],
+            true => (cells * seq * batch * 5 * cfg.hidden_size).div_ceil(2),
+            false => cells * Self::cache_block(cfg, norm, seq, batch),
+        }
+    }
+
+    /// 32-bit words of `regions` regions of gate gradients: f32 blocks
+    /// (dgates | dc), or in `half` f16 dgates, two per word.
+    fn dg_words(
+        cfg: &LstmConfig,
+        norm: &Norm,
+        (seq, batch): (usize, usize),
+        half: bool,
+        regions: usize,
+    ) -> usize {
+        match half {
+            true => (regions * seq * batch * 4 * cfg.hidden_size).div_ceil(2),
+            false => regions * Self::dg_block(cfg, norm, seq, batch),
         }
     }
 
@@ -151,30 +166,27 @@ impl Workspace {
         ctx: &GpuContext,
         cfg: &LstmConfig,
         norm: &Norm,
-        (seq, batch): (usize, usize),
+        shape: (usize, usize),
         half: bool,
     ) -> Option<String> {
-        let limit = ctx
-            .limits
-            .max_storage_buffer_binding_size
-            .min(ctx.limits.max_buffer_size);
-        let (l, tb, h) = (
-            cfg.num_layers as u64,
-            (seq * batch) as u64,
-            cfg.hidden_size as u64,
-        );
-        let dg = match half {
-            true => l * tb * 4 * h * 2,
-            false => l * Self::dg_block(cfg, norm, seq, batch) as u64 * 4,
-        };
-        let [cache, cseq] = Self::cache_bytes(cfg, norm, seq, batch, half);
+        let (limit, _) = ctx.max_storage_bytes();
+        let layers = cfg.num_layers;
+        let cells = layers * cfg.dirs();
+        let tbh = shape.0 * shape.1 * cfg.hidden_size;
         [
-            ("pre-gates", l * tb * 4 * h * 4),
-            ("gate gradients", dg),
-            ("gate cache", cache),
-            ("cell states", cseq),
+            ("pre-gates", layers * tbh * 4),
+            (
+                "gate gradients",
+                Self::dg_words(cfg, norm, shape, half, layers),
+            ),
+            (
+                "gate cache",
+                Self::cache_words(cfg, norm, shape, half, cells),
+            ),
+            ("cell states", if half { cells * tbh } else { 0 }),
         ]
         .into_iter()
+        .map(|(what, words)| (what, 4 * words as u64))
         .find(|&(_, bytes)| bytes > limit)
         .map(|(what, bytes)| {
             format!(
@@ -281,12 +293,11 @@ impl Workspace {
         let cells = cfg.num_layers * d;
         let state = Self::state_len(cfg, batch);
         let regions = if per_layer { cfg.num_layers } else { d };
-        let limit = ctx
-            .limits
-            .max_storage_buffer_binding_size
-            .min(ctx.limits.max_buffer_size);
-        let [cache_bytes, cseq_bytes] = Self::cache_bytes(cfg, norm, seq, batch, half);
-        let split = !per_layer && cfg.num_layers > 1 && cache_bytes.max(cseq_bytes) > limit;
+        let (limit, _) = ctx.max_storage_bytes();
+        // The f16 cache (5 halves per unit) is always larger than the f32 c
+        // buffer beside it (1 float).
+        let all_cells = Self::cache_words(cfg, norm, (seq, batch), half, cells);
+        let split = !per_layer && cfg.num_layers > 1 && 4 * all_cells as u64 > limit;
         // Cells per cache buffer, and labels naming the layer when split.
         let (parts, per_part) = match split {
             true => (cfg.num_layers, d),
@@ -296,17 +307,15 @@ impl Workspace {
             true => format!("{what} of layer {p}"),
             false => what.to_string(),
         };
+        let cache_label = if half {
+            "gate cache (f16)"
+        } else {
+            "gate cache"
+        };
         let caches = (0..parts)
-            .map(|p| match half {
-                // Two f16 per word.
-                true => ctx.storage(
-                    &label("gate cache (f16)", p),
-                    (per_part * tb * 5 * h).div_ceil(2),
-                ),
-                false => ctx.storage(
-                    &label("gate cache", p),
-                    per_part * Self::cache_block(cfg, norm, seq, batch),
-                ),
+            .map(|p| {
+                let words = Self::cache_words(cfg, norm, (seq, batch), half, per_part);
+                ctx.storage(&label(cache_label, p), words)
             })
             .collect::<Result<Vec<_>>>()?;
         let cseqs = match half {
@@ -350,14 +359,14 @@ impl Workspace {
             half,
             cseqs,
             split,
-            dg: match half {
-                // Two f16 per word.
-                true => ctx.storage("gate gradients (f16)", (regions * tb * 4 * h).div_ceil(2))?,
-                false => ctx.storage(
-                    "gate gradients",
-                    regions * Self::dg_block(cfg, norm, seq, batch),
-                )?,
-            },
+            dg: ctx.storage(
+                if half {
+                    "gate gradients (f16)"
+                } else {
+                    "gate gradients"
+                },
+                Self::dg_words(cfg, norm, (seq, batch), half, regions),
+            )?,
             dcseq: half
                 .then(|| ctx.storage("cell state gradients", regions * tb * h))
                 .transpose()?,

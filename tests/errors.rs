@@ -31,10 +31,7 @@ fn workspace_over_adapter_limits() {
     let ctx = common::ctx();
     let model = LstmModel::init_uniform(&ctx, cfg(1, 512), 0).unwrap_or_else(|e| panic!("{e}"));
     let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
-    let limit = ctx
-        .limits
-        .max_storage_buffer_binding_size
-        .min(ctx.limits.max_buffer_size);
+    let (limit, _) = ctx.max_storage_bytes();
     // Enough steps that the gate cache [T, B, 6H] cannot fit.
     let t = (limit / (6 * 512 * 4) + 1) as usize;
     let x = vec![0.1f32; t];
