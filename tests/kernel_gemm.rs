@@ -157,9 +157,39 @@ fn record(ctx: &GpuContext, dispatches: &[Dispatch]) {
 /// Runs the case on the GPU; returns the whole C buffer and the number of
 /// dispatches the GEMM took.
 fn run(ctx: &GpuContext, gemm: &Gemm, cs: &Case, d: &Data) -> (Vec<f32>, usize) {
+    run_as(ctx, gemm, cs, d, (false, false))
+}
+
+/// A buffer of `v` as f16 (round to nearest), padded to whole words.
+fn f16_buffer(ctx: &GpuContext, label: &str, v: &[f32]) -> wgpu::Buffer {
+    let mut h: Vec<u16> = v
+        .iter()
+        .map(|&x| half::f16::from_f32(x).to_bits())
+        .collect();
+    h.resize(h.len().div_ceil(2) * 2, 0);
+    ctx.storage_init(label, &h).expect("buffer")
+}
+
+/// `v` rounded to f16 and back.
+fn f16_rounded(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+}
+
+/// As [`run`], with A and/or B stored as f16 (`half`: (A, B)).
+fn run_as(
+    ctx: &GpuContext,
+    gemm: &Gemm,
+    cs: &Case,
+    d: &Data,
+    half: (bool, bool),
+) -> (Vec<f32>, usize) {
     let (lda, ldb, ldc) = cs.lds();
-    let a = ctx.storage_init("a", &d.a).expect("buffer");
-    let b = ctx.storage_init("b", &d.b).expect("buffer");
+    let upload = |label: &str, v: &[f32], h: bool| match h {
+        true => f16_buffer(ctx, label, v),
+        false => ctx.storage_init(label, v).expect("buffer"),
+    };
+    let a = upload("a", &d.a, half.0);
+    let b = upload("b", &d.b, half.1);
     let bias = ctx.storage_init("bias", &d.bias).expect("buffer");
     let c = ctx.storage_init("c", &d.c).expect("buffer");
     let op = GemmOp {
@@ -179,7 +209,9 @@ fn run(ctx: &GpuContext, gemm: &Gemm, cs: &Case, d: &Data) -> (Vec<f32>, usize) 
         alpha: cs.alpha,
         accumulate: cs.accumulate,
     };
-    let dispatches = ctx.scoped(|| gemm.dispatch(ctx, &op)).expect("valid GEMM");
+    let dispatches = ctx
+        .scoped(|| gemm.dispatch_as(ctx, &op, half.0, half.1))
+        .expect("valid GEMM");
     record(ctx, &dispatches);
     let out = ctx.read_f32(&c, 0, d.c.len()).expect("readback");
     (out, dispatches.len())
@@ -488,6 +520,94 @@ fn colsum_over_many_rows_is_exact() {
         want[4..4 + cols].copy_from_slice(&prod);
         assert_close(&format!("colsum_prod rows={rows}"), &got, &want, 0.0);
     }
+}
+
+/// The f16-mixed GEMMs (A, B or both stored as f16, converted on load,
+/// products and sums in f32) of both variants over every 7th case of the
+/// grid, against the f64 product of the f16-rounded operands; tolerance as
+/// the f32 grid (the rounding of the operands is in the reference).
+#[test]
+fn gemm_f16_operands_match_f64_reference() {
+    use lstm_wgpu::kernels::gemm::HALF_TYPES;
+    let ctx = ctx();
+    assert!(
+        ctx.f16,
+        "this adapter lacks SHADER_F16; the f16 GEMM tests need it"
+    );
+    let cases: Vec<Case> = grid().into_iter().step_by(7).collect();
+    for v in VARIANTS {
+        let mut gemm = Gemm::with_variant(&ctx, v).expect("GEMM compiles");
+        gemm.enable_half(&ctx);
+        for half in HALF_TYPES {
+            for cs in &cases {
+                let mut d = Data::new(cs, values);
+                if half.0 {
+                    d.a = f16_rounded(&d.a);
+                }
+                if half.1 {
+                    d.b = f16_rounded(&d.b);
+                }
+                let want = reference(cs, &d);
+                let (got, _) = run_as(&ctx, &gemm, cs, &d, half);
+                assert_close(&format!("{v} f16 {half:?} {cs:?}"), &got, &want, 1e-5);
+            }
+        }
+    }
+    // Without enable_half, an f16 GEMM is an error, not a wrong result.
+    let gemm = Gemm::with_variant(&ctx, GemmVariant::Block).expect("GEMM compiles");
+    let cs = grid()[0];
+    let d = Data::new(&cs, values);
+    let a = ctx.storage_init("a", &d.a).expect("buffer");
+    let op = GemmOp {
+        m: cs.m,
+        n: cs.n,
+        k: cs.k,
+        trans_a: false,
+        trans_b: false,
+        a: (&a, 0, cs.k),
+        b: (&a, 0, cs.n),
+        c: (&a, 0, cs.n),
+        bias: None,
+        alpha: 1.0,
+        accumulate: false,
+    };
+    assert!(gemm.dispatch_as(&ctx, &op, true, false).is_err());
+}
+
+/// The column sum over an f16 A (the f16 gate gradients' bias gradients),
+/// exact on small integers, against f64 sums.
+#[test]
+fn colsum_f16_is_exact() {
+    let ctx = ctx();
+    let mut reduce = Reduce::new(&ctx);
+    reduce.enable_half(&ctx);
+    let (rows, cols, lda, off) = (300, 70, 73, 6);
+    let a = ints(off + rows * lda, 21, 3);
+    let ab = f16_buffer(&ctx, "a", &a);
+    let out = ctx.storage("out", 2 * cols + 9).expect("buffer");
+    let ds = ctx
+        .scoped(|| {
+            reduce.colsum_as(
+                &ctx,
+                (&ab, off, lda),
+                rows,
+                cols,
+                &out,
+                (2, Some(cols + 8)),
+                false,
+                true,
+            )
+        })
+        .expect("valid colsum");
+    record(&ctx, &ds);
+    let got = ctx.read_f32(&out, 0, 2 * cols + 9).expect("readback");
+    let mut want = vec![0f64; 2 * cols + 9];
+    for j in 0..cols {
+        let s: f64 = (0..rows).map(|r| a[off + r * lda + j] as f64).sum();
+        want[2 + j] = s;
+        want[cols + 8 + j] = s;
+    }
+    assert_close("colsum f16", &got, &want, 0.0);
 }
 
 /// The variant follows the adapter: CPU adapters and llvmpipe get the

@@ -237,6 +237,30 @@ fn embedding_case(ctx: &GpuContext, n: usize, v: usize, e: usize, seed: u64) {
         &want,
         TOL,
     );
+
+    // The f16-mixed scatter (the f16 gate gradients summed per token):
+    // dout stored as f16, sums in f32, against the f64 sums of the
+    // f16-rounded values.
+    let mut k = k;
+    k.enable_half(ctx);
+    let dout16: Vec<half::f16> = dout.iter().map(|&x| half::f16::from_f64(x)).collect();
+    let mut words: Vec<u16> = vec![0; dout_off];
+    words.extend(dout16.iter().map(|h| h.to_bits()));
+    words.resize(words.len().div_ceil(2) * 2, 0);
+    let dout_h = ctx.storage_init("dout f16", &words).unwrap();
+    let half_bufs = EmbBackward {
+        dout: &dout_h,
+        ..bufs
+    };
+    s.accumulate = false;
+    run(ctx, &k.backward_as(ctx, &s, &half_bufs, true).unwrap());
+    let rounded: Vec<f64> = dout16.iter().map(|h| h.to_f64()).collect();
+    assert_close(
+        "embedding dtable from f16 dout",
+        &read(ctx, &grads, dt_off, v * e),
+        &emb_ref_bwd(&ids, &rounded, v, e),
+        TOL,
+    );
 }
 
 #[test]
