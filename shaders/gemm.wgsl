@@ -16,6 +16,12 @@
 //   and leading dimensions are multiples of 4; the host picks it per GEMM in
 //   the block variant. lavapipe turns every storage load into a per-lane
 //   loop, so fewer, wider loads make it about twice as fast there.
+// - `gemm_sg`: the same alignment, for adapters with 8-wide subgroups
+//   (lavapipe): a workgroup is one subgroup; its 8 lanes share 32 rows of
+//   op(A), each lane loading 4 of the 32 vec4s and broadcasting them, and each
+//   lane owns 4 columns: 8 vec4 loads per 512 FMAs (`gemm_vec4`: 16 per 256).
+//   The host strips it (between the `subgroup` markers) from the module on
+//   devices without subgroups, whose validator would refuse it.
 // All accumulate each output in the same order (k ascending), so none
 // depends on scheduling: results are bit-identical run to run.
 //
@@ -333,3 +339,106 @@ fn gemm_tiled(
         store_block(m0, n0, array<vec4<f32>, 4>(acc0, acc1, acc2, acc3));
     }
 }
+
+// subgroup-begin
+// Rows 0-3 (lo4) or 4-7 (hi4) of a subgroup's 8 vec4s, one per lane.
+fn lo4(x: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(subgroupBroadcast(x, 0u), subgroupBroadcast(x, 1u),
+                       subgroupBroadcast(x, 2u), subgroupBroadcast(x, 3u));
+}
+
+fn hi4(x: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(subgroupBroadcast(x, 4u), subgroupBroadcast(x, 5u),
+                       subgroupBroadcast(x, 6u), subgroupBroadcast(x, 7u));
+}
+
+// The lane's vec4 of slice i (rows 8i..8i+8 of the 32) of op(A) at k..k+4.
+// Without TRANS_A lane l holds row 8i + l; with it, lanes 4h..4h+3 hold
+// k + (l % 4) of rows 8i + 4h .. 8i + 4h + 3 (A is [K, M], contiguous along
+// M), which lo4/hi4 then transpose.
+fn a_slice(m0: u32, i: u32, k: u32, lane: u32) -> vec4<f32> {
+    let l4 = p.lda / 4u;
+    if TRANS_A {
+        let m = m0 + 8u * i + 4u * (lane / 4u);
+        return vec4<f32>(a4[(p.a_off + m) / 4u + (k + lane % 4u) * l4]);
+    }
+    let m = min(m0 + 8u * i + lane, p.m - 1u);
+    return vec4<f32>(a4[(p.a_off + k) / 4u + m * l4]);
+}
+
+// Rows 4g..4g+3 of the 32 (g = 2i for lo, 2i + 1 for hi) as av[r] =
+// op(A)[row, k..k+4].
+fn a_lo(x: vec4<f32>) -> mat4x4<f32> {
+    if TRANS_A {
+        return transpose(lo4(x));
+    }
+    return lo4(x);
+}
+
+fn a_hi(x: vec4<f32>) -> mat4x4<f32> {
+    if TRANS_A {
+        return transpose(hi4(x));
+    }
+    return hi4(x);
+}
+
+// A 32x32 tile of C per workgroup of one 8-lane subgroup: lane l computes
+// rows m0..m0+32 at columns n0 + 4l .. n0 + 4l + 4, summing k in order as
+// the other entry points do. No lane returns early: every lane's loads feed
+// the others' broadcasts.
+@compute @workgroup_size(8)
+fn gemm_sg(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let m0 = wid.y * 32u;
+    let n0 = wid.x * 32u + lane * 4u;
+    let ni = clamped4(n0, p.n);
+    let z = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var c0 = z;
+    var c1 = z;
+    var c2 = z;
+    var c3 = z;
+    var c4 = z;
+    var c5 = z;
+    var c6 = z;
+    var c7 = z;
+    let k4 = p.k / 4u;
+    for (var kq = 0u; kq < k4; kq++) {
+        let k = kq * 4u;
+        let bv = b4_block(ni, n0, k);
+        let x0 = a_slice(m0, 0u, k, lane);
+        let x1 = a_slice(m0, 1u, k, lane);
+        let x2 = a_slice(m0, 2u, k, lane);
+        let x3 = a_slice(m0, 3u, k, lane);
+        c0 = block4(c0, a_lo(x0), bv);
+        c1 = block4(c1, a_hi(x0), bv);
+        c2 = block4(c2, a_lo(x1), bv);
+        c3 = block4(c3, a_hi(x1), bv);
+        c4 = block4(c4, a_lo(x2), bv);
+        c5 = block4(c5, a_hi(x2), bv);
+        c6 = block4(c6, a_lo(x3), bv);
+        c7 = block4(c7, a_hi(x3), bv);
+    }
+    if n0 >= p.n {
+        // Past the last column: this lane only fed the broadcasts.
+        return;
+    }
+    c0 = tail4(c0, clamped4(m0, p.m), ni);
+    c1 = tail4(c1, clamped4(m0 + 4u, p.m), ni);
+    c2 = tail4(c2, clamped4(m0 + 8u, p.m), ni);
+    c3 = tail4(c3, clamped4(m0 + 12u, p.m), ni);
+    c4 = tail4(c4, clamped4(m0 + 16u, p.m), ni);
+    c5 = tail4(c5, clamped4(m0 + 20u, p.m), ni);
+    c6 = tail4(c6, clamped4(m0 + 24u, p.m), ni);
+    c7 = tail4(c7, clamped4(m0 + 28u, p.m), ni);
+    store_block(m0, n0, c0);
+    store_block(m0 + 4u, n0, c1);
+    store_block(m0 + 8u, n0, c2);
+    store_block(m0 + 12u, n0, c3);
+    store_block(m0 + 16u, n0, c4);
+    store_block(m0 + 20u, n0, c5);
+    store_block(m0 + 24u, n0, c6);
+    store_block(m0 + 28u, n0, c7);
+}
+// subgroup-end

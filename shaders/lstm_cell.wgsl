@@ -133,7 +133,10 @@ fn forward_finish(b: u32, j: u32, last: bool, row: u32, a: vec4<f32>, hp_j: f32,
 struct Site { ok: bool, b: u32, u: u32 }
 
 fn site(gid: vec3<u32>, nwg: vec3<u32>, rows: u32, units: u32) -> Site {
-    let idx = lane(gid, nwg);
+    return site_at(lane(gid, nwg), rows, units);
+}
+
+fn site_at(idx: u32, rows: u32, units: u32) -> Site {
     let per_lane = rows * units;
     let q = idx / per_lane;
     if q >= pp[0].lanes {
@@ -164,15 +167,64 @@ const RB: u32 = 8u;
 // pre-gates in k order as in the scalar path; then the pointwise half per
 // row and unit.
 fn forward_wide(bg: u32, j0: u32) {
+    let h4 = p.h / 4u;
+    let gs = p.h * h4;
+    let wi = (p.whh_off + j0 * p.h) / 4u;
+    var rows = wide_rows(bg, j0);
+    for (var kq = 0u; kq < h4; kq++) {
+        let a0 = vec4<f32>(w4[wi + kq]);
+        let f0 = vec4<f32>(w4[wi + gs + kq]);
+        let g0 = vec4<f32>(w4[wi + 2u * gs + kq]);
+        let o0 = vec4<f32>(w4[wi + 3u * gs + kq]);
+        let a1 = vec4<f32>(w4[wi + h4 + kq]);
+        let f1 = vec4<f32>(w4[wi + gs + h4 + kq]);
+        let g1 = vec4<f32>(w4[wi + 2u * gs + h4 + kq]);
+        let o1 = vec4<f32>(w4[wi + 3u * gs + h4 + kq]);
+        for (var r = 0u; r < RB; r++) {
+            let hv = h_prev4(rows.src[r] + kq);
+            rows.acc[2u * r] = gates_row(rows.acc[2u * r], hv, a0, f0, g0, o0);
+            rows.acc[2u * r + 1u] = gates_row(rows.acc[2u * r + 1u], hv, a1, f1, g1, o1);
+        }
+    }
+    wide_finish(bg, j0, rows);
+}
+
+// The wide forward's batch rows: which exist and are active at this step,
+// where their h_{t-1} vec4s start (in state_in4 at step 0, else out4), and
+// acc[2r + q], the gates (i, f, g, o) of row r, unit j0 + q, holding the
+// pre-gates.
+struct WideRows {
+    live: array<bool, RB>,
+    src: array<u32, RB>,
+    acc: array<vec4<f32>, 2u * RB>,
+}
+
+// The h_{t-1} vec4 at i (of h0 at step 0).
+fn h_prev4(i: u32) -> vec4<f32> {
+    if p.step == 0u {
+        return state_in4[i];
+    }
+    return out4[i];
+}
+
+// x plus the products of one h_{t-1} vec4 with the 4 k of a unit's gate
+// rows (a, f, g, o), k ascending.
+fn gates_row(x: vec4<f32>, hv: vec4<f32>, a: vec4<f32>, f: vec4<f32>, g: vec4<f32>,
+             o: vec4<f32>) -> vec4<f32> {
+    var y = x;
+    y += vec4<f32>(a.x, f.x, g.x, o.x) * hv.x;
+    y += vec4<f32>(a.y, f.y, g.y, o.y) * hv.y;
+    y += vec4<f32>(a.z, f.z, g.z, o.z) * hv.z;
+    y += vec4<f32>(a.w, f.w, g.w, o.w) * hv.w;
+    return y;
+}
+
+fn wide_rows(bg: u32, j0: u32) -> WideRows {
     let hs = p.h;
-    let h4 = hs / 4u;
     let s = p.step;
-    let gs = hs * h4;
-    let wi = (p.whh_off + j0 * hs) / 4u;
     let from_state = s == 0u;
     var live: array<bool, RB>;
     var src: array<u32, RB>;
-    // acc[2r + q]: gates (i, f, g, o) of row r, unit j0 + q.
     var acc: array<vec4<f32>, 2u * RB>;
     for (var r = 0u; r < RB; r++) {
         let b = bg * RB + r;
@@ -201,39 +253,17 @@ fn forward_wide(bg: u32, j0: u32) {
             }
         }
     }
-    for (var kq = 0u; kq < h4; kq++) {
-        let a0 = vec4<f32>(w4[wi + kq]);
-        let f0 = vec4<f32>(w4[wi + gs + kq]);
-        let g0 = vec4<f32>(w4[wi + 2u * gs + kq]);
-        let o0 = vec4<f32>(w4[wi + 3u * gs + kq]);
-        let a1 = vec4<f32>(w4[wi + h4 + kq]);
-        let f1 = vec4<f32>(w4[wi + gs + h4 + kq]);
-        let g1 = vec4<f32>(w4[wi + 2u * gs + h4 + kq]);
-        let o1 = vec4<f32>(w4[wi + 3u * gs + h4 + kq]);
-        for (var r = 0u; r < RB; r++) {
-            var hv: vec4<f32>;
-            if from_state {
-                hv = state_in4[src[r] + kq];
-            } else {
-                hv = out4[src[r] + kq];
-            }
-            var x = acc[2u * r];
-            x += vec4<f32>(a0.x, f0.x, g0.x, o0.x) * hv.x;
-            x += vec4<f32>(a0.y, f0.y, g0.y, o0.y) * hv.y;
-            x += vec4<f32>(a0.z, f0.z, g0.z, o0.z) * hv.z;
-            x += vec4<f32>(a0.w, f0.w, g0.w, o0.w) * hv.w;
-            acc[2u * r] = x;
-            var y = acc[2u * r + 1u];
-            y += vec4<f32>(a1.x, f1.x, g1.x, o1.x) * hv.x;
-            y += vec4<f32>(a1.y, f1.y, g1.y, o1.y) * hv.y;
-            y += vec4<f32>(a1.z, f1.z, g1.z, o1.z) * hv.z;
-            y += vec4<f32>(a1.w, f1.w, g1.w, o1.w) * hv.w;
-            acc[2u * r + 1u] = y;
-        }
-    }
+    return WideRows(live, src, acc);
+}
+
+// The pointwise half of the wide forward, per active row and unit.
+fn wide_finish(bg: u32, j0: u32, rows: WideRows) {
+    let hs = p.h;
+    let s = p.step;
+    let from_state = s == 0u;
     let c_base = p.c_off;
     for (var r = 0u; r < RB; r++) {
-        if !live[r] {
+        if !rows.live[r] {
             continue;
         }
         let b = bg * RB + r;
@@ -252,10 +282,11 @@ fn forward_wide(bg: u32, j0: u32) {
                 hp_j = state_in[sb + j];
                 c_prev = state_in[p.state_stride + sb + j];
             } else {
-                hp_j = out[src[r] * 4u + j];
+                hp_j = out[rows.src[r] * 4u + j];
                 c_prev = cst[c_base + (tp * p.batch + b) * hs + j];
             }
-            forward_finish(b, j, s == len - 1u, t * p.batch + b, acc[2u * r + q], hp_j, c_prev);
+            forward_finish(b, j, s == len - 1u, t * p.batch + b, rows.acc[2u * r + q], hp_j,
+                           c_prev);
         }
     }
 }
@@ -396,9 +427,13 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
 // W and RB dgates loads per 4 k and 32·RB FMAs; k ascending, as
 // dh_direct), then the pointwise half per row and unit.
 fn backward_wide(bg: u32, j0: u32) {
+    backward_rows(bg, j0, dh_wide(bg, j0, false));
+}
+
+// The pointwise backward of the wide path, given the recurrent products.
+fn backward_rows(bg: u32, j0: u32, acc: array<vec4<f32>, 2u * RB>) {
     let hs = p.h;
     let s = p.step;
-    let acc = dh_wide(bg, j0, false);
     for (var r = 0u; r < RB; r++) {
         let b = bg * RB + r;
         if b >= p.batch {
@@ -424,27 +459,12 @@ fn backward_wide(bg: u32, j0: u32) {
 fn dh_wide(bg: u32, j0: u32, state: bool) -> array<vec4<f32>, 2u * RB> {
     let hs = p.h;
     let h4 = hs / 4u;
-    let s = p.step;
     let wb = (p.whh_off + j0) / 4u;
     // The second quad reads the first again when it is past H (never
     // stored).
     let q1 = select(0u, 1u, j0 + 4u < hs);
-    var base: array<u32, RB>;
+    let base = dg_rows(bg, state);
     var acc: array<vec4<f32>, 2u * RB>;
-    for (var r = 0u; r < RB; r++) {
-        let b = bg * RB + r;
-        base[r] = 0u;
-        acc[2u * r] = vec4<f32>(0.0);
-        acc[2u * r + 1u] = vec4<f32>(0.0);
-        if b < p.batch {
-            let len = lengths[b];
-            if state {
-                base[r] = (p.dg_off + (time_of(0u, len) * p.batch + b) * 4u * hs) / 4u;
-            } else if s + 1u < len {
-                base[r] = (p.dg_off + (time_of(s + 1u, len) * p.batch + b) * 4u * hs) / 4u;
-            }
-        }
-    }
     for (var kq = 0u; kq < hs; kq++) {
         let k = 4u * kq;
         let w0 = vec4<f32>(w4[wb + k * h4]);
@@ -457,21 +477,44 @@ fn dh_wide(bg: u32, j0: u32, state: bool) -> array<vec4<f32>, 2u * RB> {
         let v3 = vec4<f32>(w4[wb + q1 + (k + 3u) * h4]);
         for (var r = 0u; r < RB; r++) {
             let d = vec4<f32>(dg4[base[r] + kq]);
-            var x = acc[2u * r];
-            x += d.x * w0;
-            x += d.y * w1;
-            x += d.z * w2;
-            x += d.w * w3;
-            acc[2u * r] = x;
-            var y = acc[2u * r + 1u];
-            y += d.x * v0;
-            y += d.y * v1;
-            y += d.z * v2;
-            y += d.w * v3;
-            acc[2u * r + 1u] = y;
+            acc[2u * r] = dh_row(acc[2u * r], d, w0, w1, w2, w3);
+            acc[2u * r + 1u] = dh_row(acc[2u * r + 1u], d, v0, v1, v2, v3);
         }
     }
     return acc;
+}
+
+// x plus one dgates vec4 (4 k) times the rows k..k+3 of a W_hh quad, k
+// ascending.
+fn dh_row(x: vec4<f32>, d: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>,
+          w3: vec4<f32>) -> vec4<f32> {
+    var y = x;
+    y += d.x * w0;
+    y += d.y * w1;
+    y += d.z * w2;
+    y += d.w * w3;
+    return y;
+}
+
+// Where the dgates vec4s of the RB rows from RB·bg start: step s + 1 (or,
+// with `state`, step 0); 0 for rows without one.
+fn dg_rows(bg: u32, state: bool) -> array<u32, RB> {
+    let hs = p.h;
+    let s = p.step;
+    var base: array<u32, RB>;
+    for (var r = 0u; r < RB; r++) {
+        let b = bg * RB + r;
+        base[r] = 0u;
+        if b < p.batch {
+            let len = lengths[b];
+            if state {
+                base[r] = (p.dg_off + (time_of(0u, len) * p.batch + b) * 4u * hs) / 4u;
+            } else if s + 1u < len {
+                base[r] = (p.dg_off + (time_of(s + 1u, len) * p.batch + b) * 4u * hs) / 4u;
+            }
+        }
+    }
+    return base;
 }
 
 // One backward step s (called for s = T-1 down to 0). Each invocation owns
@@ -519,8 +562,11 @@ fn write_state_grads(b: u32, j: u32, row: u32, dh: f32) {
 
 // backward_state for units j0 .. j0 + 7 of RB rows, with dh_wide.
 fn state_wide(bg: u32, j0: u32) {
+    state_rows(bg, j0, dh_wide(bg, j0, true));
+}
+
+fn state_rows(bg: u32, j0: u32, acc: array<vec4<f32>, 2u * RB>) {
     let hs = p.h;
-    let acc = dh_wide(bg, j0, true);
     for (var r = 0u; r < RB; r++) {
         let b = bg * RB + r;
         if b >= p.batch {
@@ -889,3 +935,143 @@ fn backward_state_tiled(@builtin(local_invocation_index) li: u32,
     }
     write_state_grads(b, j, time_of(0u, lengths[b]) * p.batch + b, dh_w);
 }
+
+// subgroup-begin
+// ---- Direct variant with subgroup broadcasts --------------------------------
+
+// The wide path where the subgroups are 8 lanes wide (lavapipe), chosen by
+// the host when H is a multiple of 16 (forward) or 64 (backward): all 8
+// lanes of a subgroup then serve the same RB = 8 batch rows, so lane l loads
+// row l's h_{t-1} (dgates) vec4 and the others take it by broadcast: 9 vec4
+// loads per 4 k instead of 16, the products summed as in the wide path.
+// The rows are written out one by one because a broadcast's lane must be a
+// constant expression.
+// The invocation index is built from the subgroup builtins, so a subgroup is
+// 8 consecutive indices whatever the implementation's grouping; no lane
+// returns before the loop, as every lane's loads feed the others.
+fn sg_index(wid: vec3<u32>, nwg: vec3<u32>, sid: u32, sl: u32) -> u32 {
+    return (wid.x + wid.y * nwg.x) * 64u + sid * 8u + sl;
+}
+
+@compute @workgroup_size(64)
+fn forward_sg(@builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(subgroup_id) sid: u32,
+              @builtin(subgroup_invocation_id) sl: u32) {
+    let st = site_at(sg_index(wid, nwg, sid, sl), (pp[0].batch + RB - 1u) / RB, pp[0].h / 2u);
+    if !st.ok {
+        return;
+    }
+    let bg = st.b;
+    let j0 = 2u * st.u;
+    let h4 = p.h / 4u;
+    let gs = p.h * h4;
+    let wi = (p.whh_off + j0 * p.h) / 4u;
+    var rows = wide_rows(bg, j0);
+    let mine = rows.src[sl];
+    for (var kq = 0u; kq < h4; kq++) {
+        let a0 = vec4<f32>(w4[wi + kq]);
+        let f0 = vec4<f32>(w4[wi + gs + kq]);
+        let g0 = vec4<f32>(w4[wi + 2u * gs + kq]);
+        let o0 = vec4<f32>(w4[wi + 3u * gs + kq]);
+        let a1 = vec4<f32>(w4[wi + h4 + kq]);
+        let f1 = vec4<f32>(w4[wi + gs + h4 + kq]);
+        let g1 = vec4<f32>(w4[wi + 2u * gs + h4 + kq]);
+        let o1 = vec4<f32>(w4[wi + 3u * gs + h4 + kq]);
+        let own = h_prev4(mine + kq);
+        var hv = subgroupBroadcast(own, 0u);
+        rows.acc[0] = gates_row(rows.acc[0], hv, a0, f0, g0, o0);
+        rows.acc[1] = gates_row(rows.acc[1], hv, a1, f1, g1, o1);
+        hv = subgroupBroadcast(own, 1u);
+        rows.acc[2] = gates_row(rows.acc[2], hv, a0, f0, g0, o0);
+        rows.acc[3] = gates_row(rows.acc[3], hv, a1, f1, g1, o1);
+        hv = subgroupBroadcast(own, 2u);
+        rows.acc[4] = gates_row(rows.acc[4], hv, a0, f0, g0, o0);
+        rows.acc[5] = gates_row(rows.acc[5], hv, a1, f1, g1, o1);
+        hv = subgroupBroadcast(own, 3u);
+        rows.acc[6] = gates_row(rows.acc[6], hv, a0, f0, g0, o0);
+        rows.acc[7] = gates_row(rows.acc[7], hv, a1, f1, g1, o1);
+        hv = subgroupBroadcast(own, 4u);
+        rows.acc[8] = gates_row(rows.acc[8], hv, a0, f0, g0, o0);
+        rows.acc[9] = gates_row(rows.acc[9], hv, a1, f1, g1, o1);
+        hv = subgroupBroadcast(own, 5u);
+        rows.acc[10] = gates_row(rows.acc[10], hv, a0, f0, g0, o0);
+        rows.acc[11] = gates_row(rows.acc[11], hv, a1, f1, g1, o1);
+        hv = subgroupBroadcast(own, 6u);
+        rows.acc[12] = gates_row(rows.acc[12], hv, a0, f0, g0, o0);
+        rows.acc[13] = gates_row(rows.acc[13], hv, a1, f1, g1, o1);
+        hv = subgroupBroadcast(own, 7u);
+        rows.acc[14] = gates_row(rows.acc[14], hv, a0, f0, g0, o0);
+        rows.acc[15] = gates_row(rows.acc[15], hv, a1, f1, g1, o1);
+    }
+    wide_finish(bg, j0, rows);
+}
+
+// dh_wide with the dgates rows broadcast (sl: this lane's row).
+fn dh_sg(bg: u32, j0: u32, state: bool, sl: u32) -> array<vec4<f32>, 2u * RB> {
+    let hs = p.h;
+    let h4 = hs / 4u;
+    let wb = (p.whh_off + j0) / 4u;
+    let mine = dg_rows(bg, state)[sl];
+    var acc: array<vec4<f32>, 2u * RB>;
+    for (var kq = 0u; kq < hs; kq++) {
+        let k = 4u * kq;
+        let w0 = vec4<f32>(w4[wb + k * h4]);
+        let w1 = vec4<f32>(w4[wb + (k + 1u) * h4]);
+        let w2 = vec4<f32>(w4[wb + (k + 2u) * h4]);
+        let w3 = vec4<f32>(w4[wb + (k + 3u) * h4]);
+        let v0 = vec4<f32>(w4[wb + 1u + k * h4]);
+        let v1 = vec4<f32>(w4[wb + 1u + (k + 1u) * h4]);
+        let v2 = vec4<f32>(w4[wb + 1u + (k + 2u) * h4]);
+        let v3 = vec4<f32>(w4[wb + 1u + (k + 3u) * h4]);
+        let own = vec4<f32>(dg4[mine + kq]);
+        var d = subgroupBroadcast(own, 0u);
+        acc[0] = dh_row(acc[0], d, w0, w1, w2, w3);
+        acc[1] = dh_row(acc[1], d, v0, v1, v2, v3);
+        d = subgroupBroadcast(own, 1u);
+        acc[2] = dh_row(acc[2], d, w0, w1, w2, w3);
+        acc[3] = dh_row(acc[3], d, v0, v1, v2, v3);
+        d = subgroupBroadcast(own, 2u);
+        acc[4] = dh_row(acc[4], d, w0, w1, w2, w3);
+        acc[5] = dh_row(acc[5], d, v0, v1, v2, v3);
+        d = subgroupBroadcast(own, 3u);
+        acc[6] = dh_row(acc[6], d, w0, w1, w2, w3);
+        acc[7] = dh_row(acc[7], d, v0, v1, v2, v3);
+        d = subgroupBroadcast(own, 4u);
+        acc[8] = dh_row(acc[8], d, w0, w1, w2, w3);
+        acc[9] = dh_row(acc[9], d, v0, v1, v2, v3);
+        d = subgroupBroadcast(own, 5u);
+        acc[10] = dh_row(acc[10], d, w0, w1, w2, w3);
+        acc[11] = dh_row(acc[11], d, v0, v1, v2, v3);
+        d = subgroupBroadcast(own, 6u);
+        acc[12] = dh_row(acc[12], d, w0, w1, w2, w3);
+        acc[13] = dh_row(acc[13], d, v0, v1, v2, v3);
+        d = subgroupBroadcast(own, 7u);
+        acc[14] = dh_row(acc[14], d, w0, w1, w2, w3);
+        acc[15] = dh_row(acc[15], d, v0, v1, v2, v3);
+    }
+    return acc;
+}
+
+@compute @workgroup_size(64)
+fn backward_sg(@builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(subgroup_id) sid: u32,
+               @builtin(subgroup_invocation_id) sl: u32) {
+    let st = site_at(sg_index(wid, nwg, sid, sl), (pp[0].batch + RB - 1u) / RB, pp[0].h / 8u);
+    if st.ok {
+        backward_rows(st.b, 8u * st.u, dh_sg(st.b, 8u * st.u, false, sl));
+    }
+}
+
+@compute @workgroup_size(64)
+fn backward_state_sg(@builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(subgroup_id) sid: u32,
+                     @builtin(subgroup_invocation_id) sl: u32) {
+    let st = site_at(sg_index(wid, nwg, sid, sl), (pp[0].batch + RB - 1u) / RB, pp[0].h / 8u);
+    if st.ok {
+        state_rows(st.b, 8u * st.u, dh_sg(st.b, 8u * st.u, true, sl));
+    }
+}
+// subgroup-end

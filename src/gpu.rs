@@ -103,6 +103,10 @@ pub struct GpuContext {
     /// The device has SHADER_F16 (f16 arithmetic and storage in WGSL with
     /// `enable f16;`), requested whenever the adapter offers it.
     pub f16: bool,
+    /// The subgroup width, when the device has subgroup operations (WGPU's
+    /// SUBGROUP, requested whenever the adapter offers it) and all its
+    /// subgroups have this one width.
+    pub subgroup: Option<u32>,
 }
 
 impl GpuContext {
@@ -155,6 +159,14 @@ impl GpuContext {
         if f16 {
             required_features |= wgpu::Features::SHADER_F16;
         }
+        // Subgroup operations of one fixed width (lavapipe: 8), requested
+        // whenever the adapter offers them (the GEMM's `gemm_sg`).
+        let subgroup = (adapter.features().contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size == info.subgroup_max_size)
+            .then_some(info.subgroup_min_size);
+        if subgroup.is_some() {
+            required_features |= wgpu::Features::SUBGROUP;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("lstm-wgpu"),
             required_features,
@@ -176,6 +188,7 @@ impl GpuContext {
             limits,
             mem: MemCounter::default(),
             f16,
+            subgroup,
         })
     }
 
@@ -526,6 +539,21 @@ pub fn half_source(src: &str, aliases: &[&str], lines: &[(&str, &str)]) -> Strin
         out = out.replacen(&from, &to, 1);
     }
     out
+}
+
+/// `src` without the lines from `// subgroup-begin` to `// subgroup-end`:
+/// the entry points that use subgroup operations, which the shader
+/// validator refuses on devices without them.
+pub fn without_subgroups(src: &str) -> String {
+    match src.split_once("// subgroup-begin") {
+        Some((head, rest)) => {
+            let (_, tail) = rest
+                .split_once("// subgroup-end")
+                .expect("a subgroup section ends");
+            format!("{head}{tail}")
+        }
+        None => src.to_string(),
+    }
 }
 
 /// Compiles WGSL source into a module, with bounds checks but without the

@@ -330,6 +330,84 @@ fn per_step_cell_variants() {
     }
 }
 
+/// With 8-lane subgroups (lavapipe), the direct cell's wide path runs as
+/// `*_sg` (forward when H is a multiple of 16, backward when of 64) and the
+/// aligned GEMMs as `gemm_sg`: the same products in the same order, so the
+/// same bits as a context without subgroups, and both match the reference,
+/// in f32 and in f16-mixed.
+#[test]
+fn subgroup_kernels_match_the_wide_path() {
+    use lstm_wgpu::precision::Precision;
+    use lstm_wgpu::schedule::CellPath;
+    let ctx = ctx();
+    if lstm_wgpu::gpu::cpu_adapter(&ctx.info) {
+        assert_eq!(
+            ctx.subgroup,
+            Some(8),
+            "{}: 8-lane subgroups",
+            ctx.describe()
+        );
+    }
+    let mut plain = lstm_wgpu::GpuContext::new().unwrap_or_else(|e| panic!("{e}"));
+    plain.subgroup = None;
+    let plain = std::sync::Arc::new(plain);
+    for (i, (c, path)) in [
+        (
+            Case {
+                hidden: 64,
+                input: 9,
+                seq: 5,
+                batch: 11,
+                bidir: true,
+                layers: 2,
+                states: true,
+                lengths: true,
+                ..BASE
+            },
+            CellPath::PerStep,
+        ),
+        (
+            Case {
+                hidden: 64,
+                input: 8,
+                seq: 7,
+                batch: 9,
+                layers: 3,
+                states: true,
+                lengths: true,
+                ..BASE
+            },
+            CellPath::Wavefront,
+        ),
+        (
+            Case {
+                hidden: 48,
+                input: 4,
+                seq: 4,
+                batch: 8,
+                ..BASE
+            },
+            CellPath::PerStep,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (precision, tol) in [(Precision::F32, TOL), (Precision::F16Mixed, F16_TOL)] {
+            let setup = |l: &mut Lstm| {
+                l.set_cell_path(Some(path));
+                l.set_precision(precision).unwrap_or_else(|e| panic!("{e}"));
+            };
+            let with = run_case_tol(&ctx, c, 700 + i as u64, setup, tol);
+            let without = run_case_tol(&plain, c, 700 + i as u64, setup, tol);
+            assert!(
+                with == without,
+                "case {i} {precision:?}: subgroup kernels change the bits"
+            );
+        }
+    }
+}
+
 #[test]
 fn odd_sizes_and_t1() {
     let ctx = ctx();

@@ -13,7 +13,16 @@ use lstm_wgpu::gpu::Dispatch;
 use lstm_wgpu::kernels::gemm::{Gemm, GemmOp, GemmVariant, LOOP_CAP, TileShape};
 use lstm_wgpu::kernels::reduce::{ROW_CHUNK, Reduce};
 
-const VARIANTS: [GemmVariant; 2] = [GemmVariant::Block, GemmVariant::Tiled];
+/// The variants this adapter can run: block and tiled everywhere, and the
+/// subgroup variant where subgroups are 8 lanes wide (lavapipe; else
+/// `subgroup_variant_needs_8_lanes` checks that it is refused).
+fn variants(ctx: &GpuContext) -> Vec<GemmVariant> {
+    let mut v = vec![GemmVariant::Block, GemmVariant::Tiled];
+    if ctx.subgroup == Some(lstm_wgpu::kernels::gemm::SG_WIDTH) {
+        v.push(GemmVariant::Subgroup);
+    }
+    v
+}
 
 /// Deterministic values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -277,7 +286,7 @@ fn grid() -> Vec<Case> {
 fn gemm_grid_matches_f64_reference() {
     let ctx = ctx();
     let cases = grid();
-    for v in VARIANTS {
+    for v in variants(&ctx) {
         let gemm = Gemm::with_variant(&ctx, v).expect("GEMM compiles");
         let mut worst = 0f64;
         for cs in &cases {
@@ -301,13 +310,22 @@ fn gemm_grid_matches_f64_reference() {
 }
 
 /// The block variant reads aligned operands with vec4 loads and others
-/// with scalar ones; both paths occur in the grid, and agree bit for bit
-/// (same products, same order).
+/// with scalar ones (the subgroup variant: `gemm_sg` and scalar); both
+/// paths occur in the grid, and agree bit for bit (same products, same
+/// order).
 #[test]
 fn block_vec4_and_scalar_paths_agree() {
     let ctx = ctx();
-    let gemm = Gemm::with_variant(&ctx, GemmVariant::Block).expect("GEMM compiles");
-    let tiled = Gemm::with_variant(&ctx, GemmVariant::Tiled).expect("GEMM compiles");
+    for v in variants(&ctx) {
+        if v != GemmVariant::Tiled {
+            vec4_and_scalar_paths_agree(&ctx, v);
+        }
+    }
+}
+
+fn vec4_and_scalar_paths_agree(ctx: &GpuContext, v: GemmVariant) {
+    let gemm = Gemm::with_variant(ctx, v).expect("GEMM compiles");
+    let tiled = Gemm::with_variant(ctx, GemmVariant::Tiled).expect("GEMM compiles");
     let buf = ctx.storage("x", 16).expect("buffer");
     let op = |a_off, lda| GemmOp {
         m: 4,
@@ -343,12 +361,12 @@ fn block_vec4_and_scalar_paths_agree() {
             bias: d.bias.clone(),
             c: d.c.clone(),
         };
-        let (x, _) = run(&ctx, &gemm, &vec4, &d);
-        let (y, _) = run(&ctx, &gemm, &shifted, &d2);
+        let (x, _) = run(ctx, &gemm, &vec4, &d);
+        let (y, _) = run(ctx, &gemm, &shifted, &d2);
         assert_eq!(
             bits(&x),
             bits(&y),
-            "{cs:?}: vec4 and scalar block paths differ"
+            "{v} {cs:?}: vec4 and scalar paths differ"
         );
         both += 1;
     }
@@ -360,7 +378,7 @@ fn block_vec4_and_scalar_paths_agree() {
 #[test]
 fn gemm_reruns_are_bit_identical() {
     let ctx = ctx();
-    for v in VARIANTS {
+    for v in variants(&ctx) {
         let gemm = Gemm::with_variant(&ctx, v).expect("GEMM compiles");
         for cs in grid().iter().filter(|c| c.m * c.n * c.k >= 130 * 65 * 64) {
             let d = Data::new(cs, values);
@@ -375,7 +393,7 @@ fn gemm_reruns_are_bit_identical() {
 #[test]
 fn gemm_degenerate_shapes() {
     let ctx = ctx();
-    for v in VARIANTS {
+    for v in variants(&ctx) {
         let gemm = Gemm::with_variant(&ctx, v).expect("GEMM compiles");
         let cs = Case {
             m: 5,
@@ -413,7 +431,7 @@ fn gemm_degenerate_shapes() {
 #[test]
 fn gemm_long_inner_dimension_is_exact() {
     let ctx = ctx();
-    for v in VARIANTS {
+    for v in variants(&ctx) {
         let gemm = Gemm::with_variant(&ctx, v).expect("GEMM compiles");
         let kc = gemm.k_chunk();
         assert!(kc < LOOP_CAP && kc > LOOP_CAP / 2, "{v}: k_chunk {kc}");
@@ -535,7 +553,7 @@ fn gemm_f16_operands_match_f64_reference() {
         "this adapter lacks SHADER_F16; the f16 GEMM tests need it"
     );
     let cases: Vec<Case> = grid().into_iter().step_by(7).collect();
-    for v in VARIANTS {
+    for v in variants(&ctx) {
         let mut gemm = Gemm::with_variant(&ctx, v).expect("GEMM compiles");
         gemm.enable_half(&ctx);
         for half in HALF_TYPES {
@@ -646,18 +664,73 @@ fn variant_follows_adapter() {
         ("AMD Radeon 780M", "radv", IntegratedGpu, GemmVariant::Tiled),
     ] {
         named(&mut info, name, driver, ty);
-        assert_eq!(GemmVariant::for_adapter(&info, &limits), want, "{name}");
+        assert_eq!(
+            GemmVariant::for_adapter(&info, &limits, None),
+            want,
+            "{name}"
+        );
+        // 8-lane subgroups (lavapipe with 256-bit vectors) pick `gemm_sg` on
+        // CPU adapters only; other widths keep the register block.
+        let sg = match want {
+            GemmVariant::Block => GemmVariant::Subgroup,
+            other => other,
+        };
+        assert_eq!(
+            GemmVariant::for_adapter(&info, &limits, Some(8)),
+            sg,
+            "{name}"
+        );
+        assert_eq!(
+            GemmVariant::for_adapter(&info, &limits, Some(16)),
+            want,
+            "{name}"
+        );
     }
     named(&mut info, "small GPU", "", DiscreteGpu);
     let small = wgpu::Limits {
         max_compute_invocations_per_workgroup: 128,
         ..limits
     };
-    assert_eq!(GemmVariant::for_adapter(&info, &small), GemmVariant::Block);
+    assert_eq!(
+        GemmVariant::for_adapter(&info, &small, Some(32)),
+        GemmVariant::Block
+    );
     assert!(TileShape::DEFAULT.check(&small).is_err());
     assert_eq!(GemmVariant::parse("Tiled"), Ok(GemmVariant::Tiled));
     assert_eq!(GemmVariant::parse("block"), Ok(GemmVariant::Block));
+    assert_eq!(GemmVariant::parse("subgroup"), Ok(GemmVariant::Subgroup));
     assert!(GemmVariant::parse("fast").is_err());
+}
+
+/// The subgroup variant runs only with 8-lane subgroups and says why not;
+/// the module of every other variant is built without `gemm_sg`, and that
+/// source validates without the subgroup capability.
+#[test]
+fn subgroup_variant_needs_8_lanes() {
+    use naga::valid::{Capabilities, ValidationFlags, Validator};
+    let ctx = ctx();
+    match ctx.subgroup {
+        Some(8) => {
+            Gemm::with_variant(&ctx, GemmVariant::Subgroup).expect("8-lane subgroups suffice");
+        }
+        _ => {
+            let err = Gemm::with_variant(&ctx, GemmVariant::Subgroup)
+                .err()
+                .expect("refused without 8-lane subgroups")
+                .to_string();
+            assert!(err.contains("subgroups of 8 lanes"), "{err}");
+        }
+    }
+    for half in [(false, false), (true, true)] {
+        let src = Gemm::module_source(GemmVariant::Block, half.0, half.1);
+        assert!(!src.contains("fn gemm_sg") && !src.contains("subgroupBroadcast"));
+        let module = naga::front::wgsl::parse_str(&src).expect("parses");
+        Validator::new(ValidationFlags::all(), Capabilities::SHADER_FLOAT16)
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}", e.emit_to_string(&src)));
+        let full = Gemm::module_source(GemmVariant::Subgroup, half.0, half.1);
+        assert!(full.contains("fn gemm_sg"));
+    }
 }
 
 /// A non-default tile shape (pipeline-overridable constants) is just as
@@ -739,7 +812,7 @@ fn gemm_variant_timings() {
         let a = ctx.storage_init("a", &d.a).expect("buffer");
         let b = ctx.storage_init("b", &d.b).expect("buffer");
         let c = ctx.storage("c", d.c.len()).expect("buffer");
-        for v in VARIANTS {
+        for v in variants(&ctx) {
             let gemm = Gemm::with_variant(&ctx, v).expect("GEMM compiles");
             let op = GemmOp {
                 m,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// Entry points each known shader must define: exactly the ones its wrapper
 /// in `src/kernels/` passes to `Kernel::new`.
 const ENTRY_POINTS: &[(&str, &[&str])] = &[
-    ("gemm.wgsl", &["gemm", "gemm_tiled", "gemm_vec4"]),
+    ("gemm.wgsl", &["gemm", "gemm_tiled", "gemm_vec4", "gemm_sg"]),
     (
         "lstm_cell.wgsl",
         &[
@@ -23,6 +23,9 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
             "forward_tiled",
             "backward_tiled",
             "backward_state_tiled",
+            "forward_sg",
+            "backward_sg",
+            "backward_state_sg",
         ],
     ),
     ("reduce.wgsl", &["colsum", "colsum_prod"]),

@@ -18,6 +18,10 @@ const SRC: &str = include_str!("../../shaders/gemm.wgsl");
 const BLOCK_TILE: usize = 32;
 /// The same for `gemm_vec4` (8x8 invocations, 8x8 each).
 const VEC4_TILE: usize = 64;
+/// The same for `gemm_sg` (one subgroup of 8 lanes, 32x4 each).
+const SG_TILE: usize = 32;
+/// The subgroup width `gemm_sg` is written for.
+pub const SG_WIDTH: u32 = 8;
 /// Loop passes of `store_block` in the shader at most: the row loop's 4
 /// iterations and exit check, and 4 column loops of 4 iterations and a check.
 const STORE_PASSES: usize = 5 + 4 * 5;
@@ -45,6 +49,10 @@ pub enum GemmVariant {
     /// Entry point `gemm_tiled`: shared-memory tiles of A and B, a 4x4 block
     /// per invocation read from them.
     Tiled,
+    /// Entry point `gemm_sg` where the operands allow vec4 loads (else
+    /// `gemm`): one 8-lane subgroup per workgroup shares its rows of A
+    /// through subgroup broadcasts; needs 8-wide subgroups.
+    Subgroup,
 }
 
 impl GemmVariant {
@@ -53,7 +61,10 @@ impl GemmVariant {
         match s.trim().to_ascii_lowercase().as_str() {
             "block" => Ok(Self::Block),
             "tiled" => Ok(Self::Tiled),
-            other => Err(format!("unknown GEMM variant `{other}` (block or tiled)")),
+            "subgroup" => Ok(Self::Subgroup),
+            other => Err(format!(
+                "unknown GEMM variant `{other}` (block, tiled or subgroup)"
+            )),
         }
     }
 
@@ -62,6 +73,7 @@ impl GemmVariant {
         match self {
             Self::Block => "block",
             Self::Tiled => "tiled",
+            Self::Subgroup => "subgroup",
         }
     }
 
@@ -70,11 +82,22 @@ impl GemmVariant {
         crate::gpu::env_choice(VARIANT_ENV, Self::parse)
     }
 
-    /// The variant suited to an adapter: the register block on CPU adapters
-    /// ([`crate::gpu::cpu_adapter`]); tiles everywhere else, unless the
-    /// adapter's limits cannot hold the default tile.
-    pub fn for_adapter(info: &wgpu::AdapterInfo, limits: &wgpu::Limits) -> Self {
-        if crate::gpu::cpu_adapter(info) || TileShape::DEFAULT.check(limits).is_err() {
+    /// The variant suited to an adapter whose device has subgroups of width
+    /// `subgroup` (if any): on CPU adapters ([`crate::gpu::cpu_adapter`]) the
+    /// subgroup variant with 8-wide subgroups, else the register block;
+    /// tiles everywhere else, unless the adapter's limits cannot hold the
+    /// default tile.
+    pub fn for_adapter(
+        info: &wgpu::AdapterInfo,
+        limits: &wgpu::Limits,
+        subgroup: Option<u32>,
+    ) -> Self {
+        if crate::gpu::cpu_adapter(info) {
+            match subgroup {
+                Some(SG_WIDTH) => Self::Subgroup,
+                _ => Self::Block,
+            }
+        } else if TileShape::DEFAULT.check(limits).is_err() {
             Self::Block
         } else {
             Self::Tiled
@@ -83,7 +106,16 @@ impl GemmVariant {
 
     /// [`VARIANT_ENV`] when set, else [`GemmVariant::for_adapter`].
     pub fn choose(ctx: &GpuContext) -> Result<Self> {
-        Ok(Self::from_env()?.unwrap_or_else(|| Self::for_adapter(&ctx.info, &ctx.limits)))
+        Ok(Self::from_env()?
+            .unwrap_or_else(|| Self::for_adapter(&ctx.info, &ctx.limits, ctx.subgroup)))
+    }
+
+    /// The entry point of the unaligned GEMMs (all of them for tiles).
+    fn entry(self) -> &'static str {
+        match self {
+            Self::Block | Self::Subgroup => "gemm",
+            Self::Tiled => "gemm_tiled",
+        }
     }
 }
 
@@ -231,22 +263,37 @@ impl Gemm {
     }
 
     fn build(ctx: &GpuContext, variant: GemmVariant, tile: TileShape) -> Result<Self> {
-        let (entry, k_chunk) = match variant {
+        let k_chunk = match variant {
             // One pass per k plus the exit check, then the store loops; a
             // multiple of 4 so that later chunks keep vec4 alignment
-            // (`gemm_vec4` takes fewer passes: one per 4 k and the tail).
-            GemmVariant::Block => ("gemm", (LOOP_CAP - 1 - STORE_PASSES) / 4 * 4),
+            // (`gemm_vec4` takes fewer passes: one per 4 k and the tail;
+            // `gemm_sg` one per 4 k, the tail and 8 blocks' stores).
+            GemmVariant::Block => (LOOP_CAP - 1 - STORE_PASSES) / 4 * 4,
+            GemmVariant::Subgroup => {
+                if ctx.subgroup != Some(SG_WIDTH) {
+                    return Err(Error::Invalid(format!(
+                        "the subgroup GEMM needs subgroups of {SG_WIDTH} lanes; adapter {} has {}",
+                        ctx.info.name,
+                        match ctx.subgroup {
+                            Some(w) => format!("subgroups of {w}"),
+                            None => "no subgroups of one fixed width".into(),
+                        }
+                    )));
+                }
+                (LOOP_CAP - 1 - STORE_PASSES) / 4 * 4
+            }
             GemmVariant::Tiled => {
                 tile.check(&ctx.limits)?;
                 let steps = (LOOP_CAP - 1 - STORE_PASSES) / tile.passes_per_step();
-                ("gemm_tiled", steps * tile.tk as usize)
+                steps * tile.tk as usize
             }
         };
+        let src = Self::module_source(variant, false, false);
         Ok(Self {
             variant,
             tile,
             pipes: [
-                Some(Self::pipelines(ctx, variant, tile, entry, SRC)),
+                Some(Self::pipelines(ctx, variant, tile, &src)),
                 None,
                 None,
                 None,
@@ -263,16 +310,24 @@ impl Gemm {
     /// Compiles the pipelines with A, B or both in f16 (the device needs
     /// SHADER_F16), for [`Gemm::dispatch_as`]; idempotent.
     pub fn enable_half(&mut self, ctx: &GpuContext) {
-        let entry = match self.variant {
-            GemmVariant::Block => "gemm",
-            GemmVariant::Tiled => "gemm_tiled",
-        };
         for (half_a, half_b) in HALF_TYPES {
             let i = Self::types(half_a, half_b);
             if self.pipes[i].is_none() {
-                let src = Self::source(half_a, half_b);
-                self.pipes[i] = Some(Self::pipelines(ctx, self.variant, self.tile, entry, &src));
+                let src = Self::module_source(self.variant, half_a, half_b);
+                self.pipes[i] = Some(Self::pipelines(ctx, self.variant, self.tile, &src));
             }
+        }
+    }
+
+    /// The source a variant's module is built from: [`Gemm::source`], less
+    /// `gemm_sg` (between its `subgroup` markers) except for the subgroup
+    /// variant, since validation refuses subgroup operations on devices
+    /// without them.
+    pub fn module_source(variant: GemmVariant, half_a: bool, half_b: bool) -> String {
+        let src = Self::source(half_a, half_b);
+        match variant {
+            GemmVariant::Subgroup => src,
+            _ => crate::gpu::without_subgroups(&src),
         }
     }
 
@@ -288,13 +343,8 @@ impl Gemm {
         }
     }
 
-    fn pipelines(
-        ctx: &GpuContext,
-        variant: GemmVariant,
-        tile: TileShape,
-        entry: &str,
-        src: &str,
-    ) -> Pipelines {
+    fn pipelines(ctx: &GpuContext, variant: GemmVariant, tile: TileShape, src: &str) -> Pipelines {
+        let entry = variant.entry();
         let m = module(ctx, "gemm", src);
         let bindings = [
             (1, Binding::Read),
@@ -320,11 +370,16 @@ impl Gemm {
             (3, Binding::Read),
             (4, Binding::ReadWrite),
         ];
+        let vec4_entry = match variant {
+            GemmVariant::Block => "gemm_vec4",
+            GemmVariant::Subgroup => "gemm_sg",
+            GemmVariant::Tiled => "",
+        };
         let vec4 = match variant {
-            GemmVariant::Block => (0..4)
-                .map(|v| Kernel::new(ctx, &m, "gemm_vec4", &vec4_bindings, &consts(v)))
-                .collect(),
             GemmVariant::Tiled => Vec::new(),
+            _ => (0..4)
+                .map(|v| Kernel::new(ctx, &m, vec4_entry, &vec4_bindings, &consts(v)))
+                .collect(),
         };
         Pipelines { kernels, vec4 }
     }
@@ -334,10 +389,11 @@ impl Gemm {
         self.variant
     }
 
-    /// Whether `op` runs with vec4 loads (`gemm_vec4`): the block variant,
-    /// with A's and B's offsets and leading dimensions multiples of 4.
+    /// Whether `op` runs with vec4 loads (`gemm_vec4`, or `gemm_sg` in the
+    /// subgroup variant): not tiled, with A's and B's offsets and leading
+    /// dimensions multiples of 4.
     pub fn uses_vec4(&self, op: &GemmOp<'_>) -> bool {
-        self.variant == GemmVariant::Block
+        self.variant != GemmVariant::Tiled
             && [op.a.1, op.a.2, op.b.1, op.b.2].iter().all(|v| v % 4 == 0)
     }
 
@@ -380,7 +436,8 @@ impl Gemm {
         let wide = self.uses_vec4(op);
         let (rows, cols) = match self.variant {
             GemmVariant::Block if wide => (VEC4_TILE, VEC4_TILE),
-            GemmVariant::Block => (BLOCK_TILE, BLOCK_TILE),
+            GemmVariant::Subgroup if wide => (SG_TILE, SG_TILE),
+            GemmVariant::Block | GemmVariant::Subgroup => (BLOCK_TILE, BLOCK_TILE),
             GemmVariant::Tiled => (4 * self.tile.wg_m as usize, 4 * self.tile.wg_n as usize),
         };
         let groups = (

@@ -78,6 +78,8 @@ const WIDE_ROWS: usize = 8;
 
 /// Invocations per workgroup of the direct variant.
 const WG: usize = 64;
+/// The subgroup width of the `*_sg` entry points.
+const SG_WIDTH: u32 = 8;
 /// Lanes ((layer, direction, step) triples) one dispatch can cover: the
 /// shader's `LANES`.
 pub const MAX_LANES: usize = 8;
@@ -223,6 +225,10 @@ pub struct LstmCell {
     fwd: Kernel,
     bwd: Kernel,
     bwd_state: Kernel,
+    /// `forward_sg`, `backward_sg`, `backward_state_sg`: the direct
+    /// variant's wide path with subgroup broadcasts, built when the device
+    /// has 8-lane subgroups.
+    sg: Option<[Kernel; 3]>,
     /// The variant compiled.
     pub variant: CellVariant,
     /// The tiled variant's tile.
@@ -357,7 +363,11 @@ impl LstmCell {
     }
 
     fn build(ctx: &GpuContext, variant: CellVariant, tile: TileConfig, half: bool) -> Self {
-        let src = tile.source(half);
+        let with_sg = variant == CellVariant::Direct && ctx.subgroup == Some(SG_WIDTH);
+        let src = match with_sg {
+            true => tile.source(half),
+            false => crate::gpu::without_subgroups(&tile.source(half)),
+        };
         let m = module(ctx, "lstm_cell", &src);
         let suffix = match variant {
             CellVariant::Direct => "",
@@ -373,10 +383,18 @@ impl LstmCell {
         let fwd = Kernel::new(ctx, &m, &format!("forward{suffix}"), &fb, &[]);
         let bwd = Kernel::new(ctx, &m, &format!("backward{suffix}"), &bb, &[]);
         let bwd_state = Kernel::new(ctx, &m, &format!("backward_state{suffix}"), &bb, &[]);
+        let sg = with_sg.then(|| {
+            [
+                Kernel::new(ctx, &m, "forward_sg", &fb, &[]),
+                Kernel::new(ctx, &m, "backward_sg", &bb, &[]),
+                Kernel::new(ctx, &m, "backward_state_sg", &bb, &[]),
+            ]
+        });
         Self {
             fwd,
             bwd,
             bwd_state,
+            sg,
             variant,
             tile,
             half,
@@ -461,10 +479,13 @@ impl LstmCell {
             words.extend(Self::params(s, *step, lanes.len(), wide)?);
         }
         words.resize(PARAM_WORDS * MAX_LANES, 0);
-        let kernel = match entry {
-            Entry::Forward => &self.fwd,
-            Entry::Backward => &self.bwd,
-            Entry::State => &self.bwd_state,
+        let kernel = match (entry, &self.sg) {
+            (Entry::Forward, Some(sg)) if wide && s0.hidden % 16 == 0 => &sg[0],
+            (Entry::Backward, Some(sg)) if wide && s0.hidden % 64 == 0 => &sg[1],
+            (Entry::State, Some(sg)) if wide && s0.hidden % 64 == 0 => &sg[2],
+            (Entry::Forward, _) => &self.fwd,
+            (Entry::Backward, _) => &self.bwd,
+            (Entry::State, _) => &self.bwd_state,
         };
         let g = match self.variant {
             CellVariant::Direct => {
