@@ -189,12 +189,10 @@ fn forward_wide(bg: u32, j0: u32) {
     wide_finish(bg, j0, rows);
 }
 
-// The wide forward's batch rows: which exist and are active at this step,
-// where their h_{t-1} vec4s start (in state_in4 at step 0, else out4), and
-// acc[2r + q], the gates (i, f, g, o) of row r, unit j0 + q, holding the
+// The wide forward's batch rows: where their h_{t-1} vec4s start (in
+// state_in4 at step 0, else out4), and acc[2r + q], the gates (i, f, g, o) of row r, unit j0 + q, holding the
 // pre-gates.
 struct WideRows {
-    live: array<bool, RB>,
     src: array<u32, RB>,
     acc: array<vec4<f32>, 2u * RB>,
 }
@@ -219,75 +217,84 @@ fn gates_row(x: vec4<f32>, hv: vec4<f32>, a: vec4<f32>, f: vec4<f32>, g: vec4<f3
     return y;
 }
 
-fn wide_rows(bg: u32, j0: u32) -> WideRows {
+// Whether batch row b exists and is active at this step.
+fn live_row(b: u32) -> bool {
+    return b < p.batch && p.step < lengths[b];
+}
+
+// The pre-gates (i, f, g, o) of unit j for batch row b at this step; zero
+// for rows that do not exist or are not active.
+fn pre_gates(b: u32, j: u32) -> vec4<f32> {
+    if !live_row(b) {
+        return vec4<f32>(0.0);
+    }
     let hs = p.h;
-    let s = p.step;
-    let from_state = s == 0u;
-    var live: array<bool, RB>;
+    let pb = p.pre_off + (time_of(p.step, lengths[b]) * p.batch + b) * 4u * hs + j;
+    return vec4<f32>(pre[pb], pre[pb + hs], pre[pb + 2u * hs], pre[pb + 3u * hs]);
+}
+
+// Time of the previous step of a sequence at time t.
+fn prev_time(t: u32) -> u32 {
+    if p.reverse != 0u {
+        return t + 1u;
+    }
+    return t - 1u;
+}
+
+// Where batch row b's h_{t-1} starts, in vec4s of h_prev4; 0 for rows that
+// do not exist or are not active.
+fn h_src4(b: u32) -> u32 {
+    if !live_row(b) {
+        return 0u;
+    }
+    if p.step == 0u {
+        return (p.state_off + b * p.h) / 4u;
+    }
+    let tp = prev_time(time_of(p.step, lengths[b]));
+    return ((tp * p.batch + b) * p.out_stride + p.out_col) / 4u;
+}
+
+fn wide_rows(bg: u32, j0: u32) -> WideRows {
     var src: array<u32, RB>;
     var acc: array<vec4<f32>, 2u * RB>;
     for (var r = 0u; r < RB; r++) {
         let b = bg * RB + r;
-        live[r] = false;
-        src[r] = 0u;
-        acc[2u * r] = vec4<f32>(0.0);
-        acc[2u * r + 1u] = vec4<f32>(0.0);
-        if b < p.batch {
-            let len = lengths[b];
-            if s < len {
-                live[r] = true;
-                let t = time_of(s, len);
-                let pb = p.pre_off + (t * p.batch + b) * 4u * hs + j0;
-                acc[2u * r] = vec4<f32>(pre[pb], pre[pb + hs], pre[pb + 2u * hs], pre[pb + 3u * hs]);
-                acc[2u * r + 1u] = vec4<f32>(pre[pb + 1u], pre[pb + hs + 1u], pre[pb + 2u * hs + 1u],
-                                             pre[pb + 3u * hs + 1u]);
-                if from_state {
-                    src[r] = (p.state_off + b * hs) / 4u;
-                } else {
-                    var tp = t - 1u;
-                    if p.reverse != 0u {
-                        tp = t + 1u;
-                    }
-                    src[r] = ((tp * p.batch + b) * p.out_stride + p.out_col) / 4u;
-                }
-            }
-        }
+        src[r] = h_src4(b);
+        acc[2u * r] = pre_gates(b, j0);
+        acc[2u * r + 1u] = pre_gates(b, j0 + 1u);
     }
-    return WideRows(live, src, acc);
+    return WideRows(src, acc);
+}
+
+// The pointwise half of the forward for batch row b (if active) and unit
+// j, given its gate pre-activations.
+fn finish_row(b: u32, j: u32, a: vec4<f32>) {
+    if !live_row(b) {
+        return;
+    }
+    let hs = p.h;
+    let s = p.step;
+    let len = lengths[b];
+    let t = time_of(s, len);
+    var hp_j: f32;
+    var c_prev: f32;
+    if s == 0u {
+        let sb = p.state_off + b * hs;
+        hp_j = state_in[sb + j];
+        c_prev = state_in[p.state_stride + sb + j];
+    } else {
+        let tp = prev_time(t);
+        hp_j = out[(tp * p.batch + b) * p.out_stride + p.out_col + j];
+        c_prev = cst[p.c_off + (tp * p.batch + b) * hs + j];
+    }
+    forward_finish(b, j, s == len - 1u, t * p.batch + b, a, hp_j, c_prev);
 }
 
 // The pointwise half of the wide forward, per active row and unit.
 fn wide_finish(bg: u32, j0: u32, rows: WideRows) {
-    let hs = p.h;
-    let s = p.step;
-    let from_state = s == 0u;
-    let c_base = p.c_off;
     for (var r = 0u; r < RB; r++) {
-        if !rows.live[r] {
-            continue;
-        }
-        let b = bg * RB + r;
-        let len = lengths[b];
-        let t = time_of(s, len);
-        var tp = t - 1u;
-        if p.reverse != 0u {
-            tp = t + 1u;
-        }
-        for (var q = 0u; q < 2u; q++) {
-            let j = j0 + q;
-            var hp_j: f32;
-            var c_prev: f32;
-            if from_state {
-                let sb = p.state_off + b * hs;
-                hp_j = state_in[sb + j];
-                c_prev = state_in[p.state_stride + sb + j];
-            } else {
-                hp_j = out[rows.src[r] * 4u + j];
-                c_prev = cst[c_base + (tp * p.batch + b) * hs + j];
-            }
-            forward_finish(b, j, s == len - 1u, t * p.batch + b, rows.acc[2u * r + q], hp_j,
-                           c_prev);
-        }
+        finish_row(bg * RB + r, j0, rows.acc[2u * r]);
+        finish_row(bg * RB + r, j0 + 1u, rows.acc[2u * r + 1u]);
     }
 }
 
@@ -499,22 +506,29 @@ fn dh_row(x: vec4<f32>, d: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32
 // Where the dgates vec4s of the RB rows from RB·bg start: step s + 1 (or,
 // with `state`, step 0); 0 for rows without one.
 fn dg_rows(bg: u32, state: bool) -> array<u32, RB> {
-    let hs = p.h;
-    let s = p.step;
     var base: array<u32, RB>;
     for (var r = 0u; r < RB; r++) {
-        let b = bg * RB + r;
-        base[r] = 0u;
-        if b < p.batch {
-            let len = lengths[b];
-            if state {
-                base[r] = (p.dg_off + (time_of(0u, len) * p.batch + b) * 4u * hs) / 4u;
-            } else if s + 1u < len {
-                base[r] = (p.dg_off + (time_of(s + 1u, len) * p.batch + b) * 4u * hs) / 4u;
-            }
-        }
+        base[r] = dg_src4(bg * RB + r, state);
     }
     return base;
+}
+
+// Where batch row b's dgates row of step s + 1 (with `state`, of step 0)
+// starts, in vec4s of dg4; 0 for rows without one.
+fn dg_src4(b: u32, state: bool) -> u32 {
+    if b >= p.batch {
+        return 0u;
+    }
+    let len = lengths[b];
+    var t: u32;
+    if state {
+        t = time_of(0u, len);
+    } else if p.step + 1u < len {
+        t = time_of(p.step + 1u, len);
+    } else {
+        return 0u;
+    }
+    return (p.dg_off + (t * p.batch + b) * 4u * p.h) / 4u;
 }
 
 // One backward step s (called for s = T-1 down to 0). Each invocation owns
@@ -939,18 +953,51 @@ fn backward_state_tiled(@builtin(local_invocation_index) li: u32,
 // subgroup-begin
 // ---- Direct variant with subgroup broadcasts --------------------------------
 
-// The wide path where the subgroups are 8 lanes wide (lavapipe), chosen by
-// the host when H is a multiple of 16 (forward) or 64 (backward): all 8
-// lanes of a subgroup then serve the same RB = 8 batch rows, so lane l loads
-// row l's h_{t-1} (dgates) vec4 and the others take it by broadcast: 9 vec4
-// loads per 4 k instead of 16, the products summed as in the wide path.
-// The rows are written out one by one because a broadcast's lane must be a
-// constant expression.
-// The invocation index is built from the subgroup builtins, so a subgroup is
-// 8 consecutive indices whatever the implementation's grouping; no lane
-// returns before the loop, as every lane's loads feed the others.
+// For 8-lane subgroups (lavapipe), chosen by the host when B > 16 and H is
+// a multiple of 8 (forward) or 32 (backward): a subgroup owns SR = 32 batch
+// rows and each lane one unit (forward: its four gates) or four (backward).
+// Lane l loads rows l, l + 8, l + 16, l + 24 of h_{t-1} (dgates) and the
+// others take them by broadcast, so per 4 k a lane makes 8 vec4 loads for
+// 512 FMAs (the wide path: 16 for 256), the shape of `gemm_sg`. The
+// products are summed as in the wide path. The invocation index is built
+// from the subgroup builtins, so a subgroup is 8 consecutive indices
+// whatever the implementation's grouping; no lane returns before the loop,
+// as every lane's loads feed the others. Broadcast lanes must be constant
+// expressions, hence the rows written out in gates8 and dh8; the rows are
+// kept as four arrays of 8 indexed only by constants in the loop, so that
+// they stay in registers (an array indexed by a variable anywhere is kept
+// in per-lane scratch memory).
+const SR: u32 = 32u;
+
 fn sg_index(wid: vec3<u32>, nwg: vec3<u32>, sid: u32, sl: u32) -> u32 {
     return (wid.x + wid.y * nwg.x) * 64u + sid * 8u + sl;
+}
+
+// Rows 0..7 of acc take the gate products of the h vec4 that lanes 0..7
+// loaded as x.
+fn gates8(acc: ptr<function, array<vec4<f32>, 8>>, x: vec4<f32>, a: vec4<f32>, f: vec4<f32>,
+          g: vec4<f32>, o: vec4<f32>) {
+    (*acc)[0] = gates_row((*acc)[0], subgroupBroadcast(x, 0u), a, f, g, o);
+    (*acc)[1] = gates_row((*acc)[1], subgroupBroadcast(x, 1u), a, f, g, o);
+    (*acc)[2] = gates_row((*acc)[2], subgroupBroadcast(x, 2u), a, f, g, o);
+    (*acc)[3] = gates_row((*acc)[3], subgroupBroadcast(x, 3u), a, f, g, o);
+    (*acc)[4] = gates_row((*acc)[4], subgroupBroadcast(x, 4u), a, f, g, o);
+    (*acc)[5] = gates_row((*acc)[5], subgroupBroadcast(x, 5u), a, f, g, o);
+    (*acc)[6] = gates_row((*acc)[6], subgroupBroadcast(x, 6u), a, f, g, o);
+    (*acc)[7] = gates_row((*acc)[7], subgroupBroadcast(x, 7u), a, f, g, o);
+}
+
+// The pre-gates of unit j for batch rows b .. b + 7.
+fn pre8(b: u32, j: u32) -> array<vec4<f32>, 8> {
+    return array<vec4<f32>, 8>(pre_gates(b, j), pre_gates(b + 1u, j), pre_gates(b + 2u, j),
+                               pre_gates(b + 3u, j), pre_gates(b + 4u, j), pre_gates(b + 5u, j),
+                               pre_gates(b + 6u, j), pre_gates(b + 7u, j));
+}
+
+fn finish8(b: u32, j: u32, acc: array<vec4<f32>, 8>) {
+    for (var r = 0u; r < 8u; r++) {
+        finish_row(b + r, j, acc[r]);
+    }
 }
 
 @compute @workgroup_size(64)
@@ -958,99 +1005,100 @@ fn forward_sg(@builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(subgroup_id) sid: u32,
               @builtin(subgroup_invocation_id) sl: u32) {
-    let st = site_at(sg_index(wid, nwg, sid, sl), (pp[0].batch + RB - 1u) / RB, pp[0].h / 2u);
+    let st = site_at(sg_index(wid, nwg, sid, sl), (pp[0].batch + SR - 1u) / SR, pp[0].h);
     if !st.ok {
         return;
     }
-    let bg = st.b;
-    let j0 = 2u * st.u;
-    let h4 = p.h / 4u;
-    let gs = p.h * h4;
-    let wi = (p.whh_off + j0 * p.h) / 4u;
-    var rows = wide_rows(bg, j0);
-    let mine = rows.src[sl];
+    let b0 = st.b * SR;
+    let j = st.u;
+    let hs = p.h;
+    let h4 = hs / 4u;
+    let gs = hs * h4;
+    let wi = (p.whh_off + j * hs) / 4u;
+    var acc0 = pre8(b0, j);
+    var acc1 = pre8(b0 + 8u, j);
+    var acc2 = pre8(b0 + 16u, j);
+    var acc3 = pre8(b0 + 24u, j);
+    let x0 = h_src4(b0 + sl);
+    let x1 = h_src4(b0 + 8u + sl);
+    let x2 = h_src4(b0 + 16u + sl);
+    let x3 = h_src4(b0 + 24u + sl);
     for (var kq = 0u; kq < h4; kq++) {
-        let a0 = vec4<f32>(w4[wi + kq]);
-        let f0 = vec4<f32>(w4[wi + gs + kq]);
-        let g0 = vec4<f32>(w4[wi + 2u * gs + kq]);
-        let o0 = vec4<f32>(w4[wi + 3u * gs + kq]);
-        let a1 = vec4<f32>(w4[wi + h4 + kq]);
-        let f1 = vec4<f32>(w4[wi + gs + h4 + kq]);
-        let g1 = vec4<f32>(w4[wi + 2u * gs + h4 + kq]);
-        let o1 = vec4<f32>(w4[wi + 3u * gs + h4 + kq]);
-        let own = h_prev4(mine + kq);
-        var hv = subgroupBroadcast(own, 0u);
-        rows.acc[0] = gates_row(rows.acc[0], hv, a0, f0, g0, o0);
-        rows.acc[1] = gates_row(rows.acc[1], hv, a1, f1, g1, o1);
-        hv = subgroupBroadcast(own, 1u);
-        rows.acc[2] = gates_row(rows.acc[2], hv, a0, f0, g0, o0);
-        rows.acc[3] = gates_row(rows.acc[3], hv, a1, f1, g1, o1);
-        hv = subgroupBroadcast(own, 2u);
-        rows.acc[4] = gates_row(rows.acc[4], hv, a0, f0, g0, o0);
-        rows.acc[5] = gates_row(rows.acc[5], hv, a1, f1, g1, o1);
-        hv = subgroupBroadcast(own, 3u);
-        rows.acc[6] = gates_row(rows.acc[6], hv, a0, f0, g0, o0);
-        rows.acc[7] = gates_row(rows.acc[7], hv, a1, f1, g1, o1);
-        hv = subgroupBroadcast(own, 4u);
-        rows.acc[8] = gates_row(rows.acc[8], hv, a0, f0, g0, o0);
-        rows.acc[9] = gates_row(rows.acc[9], hv, a1, f1, g1, o1);
-        hv = subgroupBroadcast(own, 5u);
-        rows.acc[10] = gates_row(rows.acc[10], hv, a0, f0, g0, o0);
-        rows.acc[11] = gates_row(rows.acc[11], hv, a1, f1, g1, o1);
-        hv = subgroupBroadcast(own, 6u);
-        rows.acc[12] = gates_row(rows.acc[12], hv, a0, f0, g0, o0);
-        rows.acc[13] = gates_row(rows.acc[13], hv, a1, f1, g1, o1);
-        hv = subgroupBroadcast(own, 7u);
-        rows.acc[14] = gates_row(rows.acc[14], hv, a0, f0, g0, o0);
-        rows.acc[15] = gates_row(rows.acc[15], hv, a1, f1, g1, o1);
+        let a = vec4<f32>(w4[wi + kq]);
+        let f = vec4<f32>(w4[wi + gs + kq]);
+        let g = vec4<f32>(w4[wi + 2u * gs + kq]);
+        let o = vec4<f32>(w4[wi + 3u * gs + kq]);
+        gates8(&acc0, h_prev4(x0 + kq), a, f, g, o);
+        gates8(&acc1, h_prev4(x1 + kq), a, f, g, o);
+        gates8(&acc2, h_prev4(x2 + kq), a, f, g, o);
+        gates8(&acc3, h_prev4(x3 + kq), a, f, g, o);
     }
-    wide_finish(bg, j0, rows);
+    finish8(b0, j, acc0);
+    finish8(b0 + 8u, j, acc1);
+    finish8(b0 + 16u, j, acc2);
+    finish8(b0 + 24u, j, acc3);
 }
 
-// dh_wide with the dgates rows broadcast (sl: this lane's row).
-fn dh_sg(bg: u32, j0: u32, state: bool, sl: u32) -> array<vec4<f32>, 2u * RB> {
+// Rows 0..7 of acc take the products of the dgates vec4 that lanes 0..7
+// loaded as x with rows k..k+3 of the lane's W_hh quad.
+fn dh8(acc: ptr<function, array<vec4<f32>, 8>>, x: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>,
+       w2: vec4<f32>, w3: vec4<f32>) {
+    (*acc)[0] = dh_row((*acc)[0], subgroupBroadcast(x, 0u), w0, w1, w2, w3);
+    (*acc)[1] = dh_row((*acc)[1], subgroupBroadcast(x, 1u), w0, w1, w2, w3);
+    (*acc)[2] = dh_row((*acc)[2], subgroupBroadcast(x, 2u), w0, w1, w2, w3);
+    (*acc)[3] = dh_row((*acc)[3], subgroupBroadcast(x, 3u), w0, w1, w2, w3);
+    (*acc)[4] = dh_row((*acc)[4], subgroupBroadcast(x, 4u), w0, w1, w2, w3);
+    (*acc)[5] = dh_row((*acc)[5], subgroupBroadcast(x, 5u), w0, w1, w2, w3);
+    (*acc)[6] = dh_row((*acc)[6], subgroupBroadcast(x, 6u), w0, w1, w2, w3);
+    (*acc)[7] = dh_row((*acc)[7], subgroupBroadcast(x, 7u), w0, w1, w2, w3);
+}
+
+// dh_prev[b0 + 8i + r, j0 .. j0 + 4] = acc<i>[r]: the dgates rows of step
+// s + 1 (with `state`, of step 0) times W_hh[:, j0..j0+4], k ascending.
+struct Dh32 {
+    acc0: array<vec4<f32>, 8>,
+    acc1: array<vec4<f32>, 8>,
+    acc2: array<vec4<f32>, 8>,
+    acc3: array<vec4<f32>, 8>,
+}
+
+fn dh_sg(b0: u32, j0: u32, state: bool, sl: u32) -> Dh32 {
     let hs = p.h;
     let h4 = hs / 4u;
     let wb = (p.whh_off + j0) / 4u;
-    let mine = dg_rows(bg, state)[sl];
-    var acc: array<vec4<f32>, 2u * RB>;
+    let x0 = dg_src4(b0 + sl, state);
+    let x1 = dg_src4(b0 + 8u + sl, state);
+    let x2 = dg_src4(b0 + 16u + sl, state);
+    let x3 = dg_src4(b0 + 24u + sl, state);
+    var acc0: array<vec4<f32>, 8>;
+    var acc1: array<vec4<f32>, 8>;
+    var acc2: array<vec4<f32>, 8>;
+    var acc3: array<vec4<f32>, 8>;
     for (var kq = 0u; kq < hs; kq++) {
         let k = 4u * kq;
         let w0 = vec4<f32>(w4[wb + k * h4]);
         let w1 = vec4<f32>(w4[wb + (k + 1u) * h4]);
         let w2 = vec4<f32>(w4[wb + (k + 2u) * h4]);
         let w3 = vec4<f32>(w4[wb + (k + 3u) * h4]);
-        let v0 = vec4<f32>(w4[wb + 1u + k * h4]);
-        let v1 = vec4<f32>(w4[wb + 1u + (k + 1u) * h4]);
-        let v2 = vec4<f32>(w4[wb + 1u + (k + 2u) * h4]);
-        let v3 = vec4<f32>(w4[wb + 1u + (k + 3u) * h4]);
-        let own = vec4<f32>(dg4[mine + kq]);
-        var d = subgroupBroadcast(own, 0u);
-        acc[0] = dh_row(acc[0], d, w0, w1, w2, w3);
-        acc[1] = dh_row(acc[1], d, v0, v1, v2, v3);
-        d = subgroupBroadcast(own, 1u);
-        acc[2] = dh_row(acc[2], d, w0, w1, w2, w3);
-        acc[3] = dh_row(acc[3], d, v0, v1, v2, v3);
-        d = subgroupBroadcast(own, 2u);
-        acc[4] = dh_row(acc[4], d, w0, w1, w2, w3);
-        acc[5] = dh_row(acc[5], d, v0, v1, v2, v3);
-        d = subgroupBroadcast(own, 3u);
-        acc[6] = dh_row(acc[6], d, w0, w1, w2, w3);
-        acc[7] = dh_row(acc[7], d, v0, v1, v2, v3);
-        d = subgroupBroadcast(own, 4u);
-        acc[8] = dh_row(acc[8], d, w0, w1, w2, w3);
-        acc[9] = dh_row(acc[9], d, v0, v1, v2, v3);
-        d = subgroupBroadcast(own, 5u);
-        acc[10] = dh_row(acc[10], d, w0, w1, w2, w3);
-        acc[11] = dh_row(acc[11], d, v0, v1, v2, v3);
-        d = subgroupBroadcast(own, 6u);
-        acc[12] = dh_row(acc[12], d, w0, w1, w2, w3);
-        acc[13] = dh_row(acc[13], d, v0, v1, v2, v3);
-        d = subgroupBroadcast(own, 7u);
-        acc[14] = dh_row(acc[14], d, w0, w1, w2, w3);
-        acc[15] = dh_row(acc[15], d, v0, v1, v2, v3);
+        dh8(&acc0, vec4<f32>(dg4[x0 + kq]), w0, w1, w2, w3);
+        dh8(&acc1, vec4<f32>(dg4[x1 + kq]), w0, w1, w2, w3);
+        dh8(&acc2, vec4<f32>(dg4[x2 + kq]), w0, w1, w2, w3);
+        dh8(&acc3, vec4<f32>(dg4[x3 + kq]), w0, w1, w2, w3);
     }
-    return acc;
+    return Dh32(acc0, acc1, acc2, acc3);
+}
+
+// The pointwise backward of rows b .. b + 7 (those active), units j0 .. j0 + 3.
+fn bwd_finish8(b: u32, j0: u32, acc: array<vec4<f32>, 8>) {
+    let s = p.step;
+    for (var r = 0u; r < 8u; r++) {
+        if live_row(b + r) {
+            let len = lengths[b + r];
+            for (var q = 0u; q < 4u; q++) {
+                backward_finish(b + r, j0 + q, s, len, acc[r][q]);
+            }
+        }
+    }
 }
 
 @compute @workgroup_size(64)
@@ -1058,9 +1106,28 @@ fn backward_sg(@builtin(workgroup_id) wid: vec3<u32>,
                @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(subgroup_id) sid: u32,
                @builtin(subgroup_invocation_id) sl: u32) {
-    let st = site_at(sg_index(wid, nwg, sid, sl), (pp[0].batch + RB - 1u) / RB, pp[0].h / 8u);
-    if st.ok {
-        backward_rows(st.b, 8u * st.u, dh_sg(st.b, 8u * st.u, false, sl));
+    let st = site_at(sg_index(wid, nwg, sid, sl), (pp[0].batch + SR - 1u) / SR, pp[0].h / 4u);
+    if !st.ok {
+        return;
+    }
+    let b0 = st.b * SR;
+    let j0 = 4u * st.u;
+    let d = dh_sg(b0, j0, false, sl);
+    bwd_finish8(b0, j0, d.acc0);
+    bwd_finish8(b0 + 8u, j0, d.acc1);
+    bwd_finish8(b0 + 16u, j0, d.acc2);
+    bwd_finish8(b0 + 24u, j0, d.acc3);
+}
+
+// grad h0 / c0 of rows b .. b + 7 (those that exist), units j0 .. j0 + 3.
+fn state_finish8(b: u32, j0: u32, acc: array<vec4<f32>, 8>) {
+    for (var r = 0u; r < 8u; r++) {
+        if b + r < p.batch {
+            let row = time_of(0u, lengths[b + r]) * p.batch + b + r;
+            for (var q = 0u; q < 4u; q++) {
+                write_state_grads(b + r, j0 + q, row, acc[r][q]);
+            }
+        }
     }
 }
 
@@ -1069,9 +1136,16 @@ fn backward_state_sg(@builtin(workgroup_id) wid: vec3<u32>,
                      @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(subgroup_id) sid: u32,
                      @builtin(subgroup_invocation_id) sl: u32) {
-    let st = site_at(sg_index(wid, nwg, sid, sl), (pp[0].batch + RB - 1u) / RB, pp[0].h / 8u);
-    if st.ok {
-        state_rows(st.b, 8u * st.u, dh_sg(st.b, 8u * st.u, true, sl));
+    let st = site_at(sg_index(wid, nwg, sid, sl), (pp[0].batch + SR - 1u) / SR, pp[0].h / 4u);
+    if !st.ok {
+        return;
     }
+    let b0 = st.b * SR;
+    let j0 = 4u * st.u;
+    let d = dh_sg(b0, j0, true, sl);
+    state_finish8(b0, j0, d.acc0);
+    state_finish8(b0 + 8u, j0, d.acc1);
+    state_finish8(b0 + 16u, j0, d.acc2);
+    state_finish8(b0 + 24u, j0, d.acc3);
 }
 // subgroup-end

@@ -80,6 +80,8 @@ const WIDE_ROWS: usize = 8;
 const WG: usize = 64;
 /// The subgroup width of the `*_sg` entry points.
 const SG_WIDTH: u32 = 8;
+/// Batch rows a subgroup of the `*_sg` entry points owns: the shader's `SR`.
+const SG_ROWS: usize = 32;
 /// Lanes ((layer, direction, step) triples) one dispatch can cover: the
 /// shader's `LANES`.
 pub const MAX_LANES: usize = 8;
@@ -479,21 +481,33 @@ impl LstmCell {
             words.extend(Self::params(s, *step, lanes.len(), wide)?);
         }
         words.resize(PARAM_WORDS * MAX_LANES, 0);
-        let kernel = match (entry, &self.sg) {
-            (Entry::Forward, Some(sg)) if wide && s0.hidden % 16 == 0 => &sg[0],
-            (Entry::Backward, Some(sg)) if wide && s0.hidden % 64 == 0 => &sg[1],
-            (Entry::State, Some(sg)) if wide && s0.hidden % 64 == 0 => &sg[2],
-            (Entry::Forward, _) => &self.fwd,
-            (Entry::Backward, _) => &self.bwd,
-            (Entry::State, _) => &self.bwd_state,
+        // The subgroup entry points: 8 lanes share SG_ROWS batch rows, so
+        // a subgroup must not straddle two row groups (H a multiple of 8
+        // forward, of 32 backward, whose lanes own 4 units), and B must be
+        // large enough to fill most of a group.
+        let sg = match (&self.sg, entry) {
+            (Some(k), Entry::Forward) if wide && s0.hidden % 8 == 0 => Some(&k[0]),
+            (Some(k), Entry::Backward) if wide && s0.hidden % 32 == 0 => Some(&k[1]),
+            (Some(k), Entry::State) if wide && s0.hidden % 32 == 0 => Some(&k[2]),
+            _ => None,
+        }
+        .filter(|_| s0.batch > SG_ROWS / 2);
+        let kernel = match (sg, entry) {
+            (Some(k), _) => k,
+            (None, Entry::Forward) => &self.fwd,
+            (None, Entry::Backward) => &self.bwd,
+            (None, Entry::State) => &self.bwd_state,
         };
         let g = match self.variant {
             CellVariant::Direct => {
                 // The wide path gives each invocation WIDE_ROWS batch rows
-                // of 2 units (forward) or 8 (backward).
-                let (rows, units) = match (entry, wide) {
-                    (Entry::Forward, true) => (s0.batch.div_ceil(WIDE_ROWS), s0.hidden / 2),
-                    (Entry::Backward | Entry::State, true) => {
+                // of 2 units (forward) or 8 (backward); the subgroup path
+                // SG_ROWS rows of 1 unit (forward) or 4 (backward).
+                let (rows, units) = match (entry, wide, sg.is_some()) {
+                    (Entry::Forward, _, true) => (s0.batch.div_ceil(SG_ROWS), s0.hidden),
+                    (_, _, true) => (s0.batch.div_ceil(SG_ROWS), s0.hidden / 4),
+                    (Entry::Forward, true, _) => (s0.batch.div_ceil(WIDE_ROWS), s0.hidden / 2),
+                    (Entry::Backward | Entry::State, true, _) => {
                         (s0.batch.div_ceil(WIDE_ROWS), s0.hidden.div_ceil(8))
                     }
                     _ => (s0.batch, s0.hidden),
