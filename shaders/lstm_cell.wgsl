@@ -1101,24 +1101,6 @@ fn bwd_finish8(b: u32, j0: u32, acc: array<vec4<f32>, 8>) {
     }
 }
 
-@compute @workgroup_size(64)
-fn backward_sg(@builtin(workgroup_id) wid: vec3<u32>,
-               @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(subgroup_id) sid: u32,
-               @builtin(subgroup_invocation_id) sl: u32) {
-    let st = site_at(sg_index(wid, nwg, sid, sl), (pp[0].batch + SR - 1u) / SR, pp[0].h / 4u);
-    if !st.ok {
-        return;
-    }
-    let b0 = st.b * SR;
-    let j0 = 4u * st.u;
-    let d = dh_sg(b0, j0, false, sl);
-    bwd_finish8(b0, j0, d.acc0);
-    bwd_finish8(b0 + 8u, j0, d.acc1);
-    bwd_finish8(b0 + 16u, j0, d.acc2);
-    bwd_finish8(b0 + 24u, j0, d.acc3);
-}
-
 // grad h0 / c0 of rows b .. b + 7 (those that exist), units j0 .. j0 + 3.
 fn state_finish8(b: u32, j0: u32, acc: array<vec4<f32>, 8>) {
     for (var r = 0u; r < 8u; r++) {
@@ -1131,21 +1113,42 @@ fn state_finish8(b: u32, j0: u32, acc: array<vec4<f32>, 8>) {
     }
 }
 
-@compute @workgroup_size(64)
-fn backward_state_sg(@builtin(workgroup_id) wid: vec3<u32>,
-                     @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(subgroup_id) sid: u32,
-                     @builtin(subgroup_invocation_id) sl: u32) {
-    let st = site_at(sg_index(wid, nwg, sid, sl), (pp[0].batch + SR - 1u) / SR, pp[0].h / 4u);
+// backward_sg and backward_state_sg: the recurrent products of the
+// subgroup's rows, then the pointwise half (with `state`, grad h0 / c0).
+fn backward_sg_at(idx: u32, sl: u32, state: bool) {
+    let st = site_at(idx, (pp[0].batch + SR - 1u) / SR, pp[0].h / 4u);
     if !st.ok {
         return;
     }
     let b0 = st.b * SR;
     let j0 = 4u * st.u;
-    let d = dh_sg(b0, j0, true, sl);
-    state_finish8(b0, j0, d.acc0);
-    state_finish8(b0 + 8u, j0, d.acc1);
-    state_finish8(b0 + 16u, j0, d.acc2);
-    state_finish8(b0 + 24u, j0, d.acc3);
+    let d = dh_sg(b0, j0, state, sl);
+    if state {
+        state_finish8(b0, j0, d.acc0);
+        state_finish8(b0 + 8u, j0, d.acc1);
+        state_finish8(b0 + 16u, j0, d.acc2);
+        state_finish8(b0 + 24u, j0, d.acc3);
+    } else {
+        bwd_finish8(b0, j0, d.acc0);
+        bwd_finish8(b0 + 8u, j0, d.acc1);
+        bwd_finish8(b0 + 16u, j0, d.acc2);
+        bwd_finish8(b0 + 24u, j0, d.acc3);
+    }
+}
+
+@compute @workgroup_size(64)
+fn backward_sg(@builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(subgroup_id) sid: u32,
+               @builtin(subgroup_invocation_id) sl: u32) {
+    backward_sg_at(sg_index(wid, nwg, sid, sl), sl, false);
+}
+
+@compute @workgroup_size(64)
+fn backward_state_sg(@builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(subgroup_id) sid: u32,
+                     @builtin(subgroup_invocation_id) sl: u32) {
+    backward_sg_at(sg_index(wid, nwg, sid, sl), sl, true);
 }
 // subgroup-end
