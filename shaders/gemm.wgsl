@@ -16,7 +16,7 @@
 //   and leading dimensions are multiples of 4; the host picks it per GEMM in
 //   the block variant. lavapipe turns every storage load into a per-lane
 //   loop, so fewer, wider loads make it about twice as fast there.
-// - `gemm_sg`: the same alignment, for adapters with 8-wide subgroups
+// - `gemm_sg`: B aligned as for gemm_vec4 (A too, or read as scalars), for adapters with 8-wide subgroups
 //   (lavapipe): a workgroup is one subgroup; its 8 lanes share 32 rows of
 //   op(A), each lane loading 4 of the 32 vec4s and broadcasting them, and each
 //   lane owns 4 columns: 8 vec4 loads per 512 FMAs (`gemm_vec4`: 16 per 256).
@@ -39,6 +39,9 @@ struct Params {
 const ACCUMULATE: u32 = 1u;
 const BIAS1: u32 = 2u;
 const BIAS2: u32 = 4u;
+// gemm_sg only: A's offset or leading dimension is not a multiple of 4, so
+// its slices are read as scalars (B must still allow vec4 loads).
+const A_SCALAR: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 // Storage types of A and B: f16 in the f16-mixed builds (A is then the f16
@@ -358,12 +361,38 @@ fn hi4(x: vec4<f32>) -> mat4x4<f32> {
 // M), which lo4/hi4 then transpose.
 fn a_slice(m0: u32, i: u32, k: u32, lane: u32) -> vec4<f32> {
     let l4 = p.lda / 4u;
+    if (p.flags & A_SCALAR) != 0u {
+        if TRANS_A {
+            let m = clamped4(m0 + 8u * i + 4u * (lane / 4u), p.m);
+            let kk = k + lane % 4u;
+            return vec4<f32>(a_at(m.x, kk), a_at(m.y, kk), a_at(m.z, kk), a_at(m.w, kk));
+        }
+        let m = min(m0 + 8u * i + lane, p.m - 1u);
+        return vec4<f32>(a_at(m, k), a_at(m, k + 1u), a_at(m, k + 2u), a_at(m, k + 3u));
+    }
     if TRANS_A {
         let m = m0 + 8u * i + 4u * (lane / 4u);
         return vec4<f32>(a4[(p.a_off + m) / 4u + (k + lane % 4u) * l4]);
     }
     let m = min(m0 + 8u * i + lane, p.m - 1u);
     return vec4<f32>(a4[(p.a_off + k) / 4u + m * l4]);
+}
+
+// tail4 for gemm_sg, reading A through its scalar view when A_SCALAR is set
+// (the vec4 view of a small unaligned A may hold none of its elements).
+fn tail_sg(acc: array<vec4<f32>, 4>, mi: vec4<u32>, ni: vec4<u32>) -> array<vec4<f32>, 4> {
+    if (p.flags & A_SCALAR) == 0u {
+        return tail4(acc, mi, ni);
+    }
+    var c = acc;
+    for (var k = p.k / 4u * 4u; k < p.k; k++) {
+        let bv = vec4<f32>(b4_at(k, ni.x), b4_at(k, ni.y), b4_at(k, ni.z), b4_at(k, ni.w));
+        c[0] += a_at(mi.x, k) * bv;
+        c[1] += a_at(mi.y, k) * bv;
+        c[2] += a_at(mi.z, k) * bv;
+        c[3] += a_at(mi.w, k) * bv;
+    }
+    return c;
 }
 
 // Rows 4g..4g+3 of the 32 (g = 2i for lo, 2i + 1 for hi) as av[r] =
@@ -424,14 +453,14 @@ fn gemm_sg(
         // Past the last column: this lane only fed the broadcasts.
         return;
     }
-    c0 = tail4(c0, clamped4(m0, p.m), ni);
-    c1 = tail4(c1, clamped4(m0 + 4u, p.m), ni);
-    c2 = tail4(c2, clamped4(m0 + 8u, p.m), ni);
-    c3 = tail4(c3, clamped4(m0 + 12u, p.m), ni);
-    c4 = tail4(c4, clamped4(m0 + 16u, p.m), ni);
-    c5 = tail4(c5, clamped4(m0 + 20u, p.m), ni);
-    c6 = tail4(c6, clamped4(m0 + 24u, p.m), ni);
-    c7 = tail4(c7, clamped4(m0 + 28u, p.m), ni);
+    c0 = tail_sg(c0, clamped4(m0, p.m), ni);
+    c1 = tail_sg(c1, clamped4(m0 + 4u, p.m), ni);
+    c2 = tail_sg(c2, clamped4(m0 + 8u, p.m), ni);
+    c3 = tail_sg(c3, clamped4(m0 + 12u, p.m), ni);
+    c4 = tail_sg(c4, clamped4(m0 + 16u, p.m), ni);
+    c5 = tail_sg(c5, clamped4(m0 + 20u, p.m), ni);
+    c6 = tail_sg(c6, clamped4(m0 + 24u, p.m), ni);
+    c7 = tail_sg(c7, clamped4(m0 + 28u, p.m), ni);
     store_block(m0, n0, c0);
     store_block(m0 + 4u, n0, c1);
     store_block(m0 + 8u, n0, c2);

@@ -310,9 +310,9 @@ fn gemm_grid_matches_f64_reference() {
 }
 
 /// The block variant reads aligned operands with vec4 loads and others
-/// with scalar ones (the subgroup variant: `gemm_sg` and scalar); both
-/// paths occur in the grid, and agree bit for bit (same products, same
-/// order).
+/// with scalar ones (the subgroup variant: `gemm_sg`, with A read as
+/// scalars when only A is unaligned, and scalar); all paths occur in the
+/// grid, and agree bit for bit (same products, same order).
 #[test]
 fn block_vec4_and_scalar_paths_agree() {
     let ctx = ctx();
@@ -341,7 +341,10 @@ fn vec4_and_scalar_paths_agree(ctx: &GpuContext, v: GemmVariant) {
         accumulate: false,
     };
     assert!(gemm.uses_vec4(&op(4, 8)));
-    assert!(!gemm.uses_vec4(&op(2, 8)) && !gemm.uses_vec4(&op(4, 5)));
+    // gemm_sg reads an unaligned A as scalars; gemm_vec4 needs both aligned.
+    let sg = v == GemmVariant::Subgroup;
+    assert_eq!(gemm.uses_vec4(&op(2, 8)), sg);
+    assert_eq!(gemm.uses_vec4(&op(4, 5)), sg);
     assert!(!tiled.uses_vec4(&op(4, 8)));
     let mut both = 0;
     for cs in grid()
@@ -367,6 +370,21 @@ fn vec4_and_scalar_paths_agree(ctx: &GpuContext, v: GemmVariant) {
             bits(&x),
             bits(&y),
             "{v} {cs:?}: vec4 and scalar paths differ"
+        );
+        // Only A shifted: gemm_sg with A read as scalars.
+        let a_only = Case {
+            offs: (vec4.offs.0 + 1, vec4.offs.1, vec4.offs.2),
+            ..vec4
+        };
+        let d3 = Data {
+            b: d.b.clone(),
+            ..d2
+        };
+        let (z, _) = run(ctx, &gemm, &a_only, &d3);
+        assert_eq!(
+            bits(&x),
+            bits(&z),
+            "{v} {cs:?}: vec4 and scalar-A paths differ"
         );
         both += 1;
     }
@@ -793,6 +811,9 @@ fn gemm_variant_timings() {
         (2048, 1024, 256, false, true),
         (1024, 256, 2048, true, false),
         (2048, 256, 1024, false, false),
+        // Its head's weight and input gradients (A's leading dimension 65).
+        (65, 256, 2048, true, false),
+        (2048, 256, 65, false, false),
     ] {
         let cs = Case {
             m,

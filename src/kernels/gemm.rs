@@ -375,10 +375,15 @@ impl Gemm {
             GemmVariant::Subgroup => "gemm_sg",
             GemmVariant::Tiled => "",
         };
+        // gemm_sg also reads unaligned A through its scalar view.
+        let sg_bindings = [vec4_bindings.as_slice(), &[(1, Binding::Read)]].concat();
         let vec4 = match variant {
             GemmVariant::Tiled => Vec::new(),
-            _ => (0..4)
+            GemmVariant::Block => (0..4)
                 .map(|v| Kernel::new(ctx, &m, vec4_entry, &vec4_bindings, &consts(v)))
+                .collect(),
+            GemmVariant::Subgroup => (0..4)
+                .map(|v| Kernel::new(ctx, &m, vec4_entry, &sg_bindings, &consts(v)))
                 .collect(),
         };
         Pipelines { kernels, vec4 }
@@ -390,11 +395,21 @@ impl Gemm {
     }
 
     /// Whether `op` runs with vec4 loads (`gemm_vec4`, or `gemm_sg` in the
-    /// subgroup variant): not tiled, with A's and B's offsets and leading
-    /// dimensions multiples of 4.
+    /// subgroup variant): not tiled, with B's offset and leading dimension
+    /// multiples of 4, and A's too except for `gemm_sg` (which then reads A
+    /// as scalars), and both buffers of 16 bytes or more.
     pub fn uses_vec4(&self, op: &GemmOp<'_>) -> bool {
+        // A buffer bound as array<vec4<f32>> must hold one vec4 at least.
         self.variant != GemmVariant::Tiled
-            && [op.a.1, op.a.2, op.b.1, op.b.2].iter().all(|v| v % 4 == 0)
+            && op.a.0.size() >= 16
+            && op.b.0.size() >= 16
+            && op.b.1.is_multiple_of(4)
+            && op.b.2.is_multiple_of(4)
+            && (self.variant == GemmVariant::Subgroup || Self::a_aligned(op))
+    }
+
+    fn a_aligned(op: &GemmOp<'_>) -> bool {
+        op.a.1.is_multiple_of(4) && op.a.2.is_multiple_of(4)
     }
 
     /// The longest inner dimension one dispatch covers; longer ones are
@@ -449,6 +464,8 @@ impl Gemm {
             true => &pipes.vec4[which],
             false => &pipes.kernels[which],
         };
+        // gemm_sg's flag A_SCALAR: A read as scalars.
+        let a_scalar = u32::from(wide && !Self::a_aligned(op));
         let chunks = op.k.div_ceil(self.k_chunk).max(1);
         let mut out = Vec::with_capacity(chunks);
         for i in 0..chunks {
@@ -457,13 +474,14 @@ impl Gemm {
             // op(A)[:, k0..] and op(B)[k0.., :] as offsets into the stored operands.
             let a_off = op.a.1 + if op.trans_a { k0 * op.a.2 } else { k0 };
             let b_off = op.b.1 + if op.trans_b { k0 } else { k0 * op.b.2 };
-            let flags = if i == 0 {
-                u32::from(op.accumulate)
-                    | u32::from(b1.is_some()) << 1
-                    | u32::from(b2.is_some()) << 2
-            } else {
-                1
-            };
+            let flags = a_scalar << 3
+                | if i == 0 {
+                    u32::from(op.accumulate)
+                        | u32::from(b1.is_some()) << 1
+                        | u32::from(b2.is_some()) << 2
+                } else {
+                    1
+                };
             let params = [
                 u32_of("gemm m", op.m)?,
                 u32_of("gemm n", op.n)?,
@@ -482,7 +500,12 @@ impl Gemm {
                 0,
                 0,
             ];
-            out.push(kernel.dispatch(ctx, &params, &[op.a.0, op.b.0, bias_buf, op.c.0], groups));
+            let buffers = [op.a.0, op.b.0, bias_buf, op.c.0, op.a.0];
+            let bound = match wide && self.variant == GemmVariant::Subgroup {
+                true => &buffers[..],
+                false => &buffers[..4],
+            };
+            out.push(kernel.dispatch(ctx, &params, bound, groups));
         }
         Ok(out)
     }
