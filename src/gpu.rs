@@ -51,6 +51,11 @@ pub fn cpu_adapter(info: &wgpu::AdapterInfo) -> bool {
     info.device_type == wgpu::DeviceType::Cpu || llvmpipe(&info.name) || llvmpipe(&info.driver)
 }
 
+/// Environment variable turning the subgroup kernels off (`off` or `0`) or
+/// on (`on`, `1`, or unset: on wherever the adapter has subgroups of one
+/// fixed width).
+pub const SUBGROUPS_ENV: &str = "LSTM_WGPU_SUBGROUPS";
+
 /// The value of environment variable `var` parsed by `parse`, when set and
 /// not empty; a parse failure names the variable.
 pub fn env_choice<T>(
@@ -160,8 +165,16 @@ impl GpuContext {
             required_features |= wgpu::Features::SHADER_F16;
         }
         // Subgroup operations of one fixed width (lavapipe: 8), requested
-        // whenever the adapter offers them (the GEMM's `gemm_sg`).
-        let subgroup = (adapter.features().contains(wgpu::Features::SUBGROUP)
+        // whenever the adapter offers them (the `*_sg` kernels), unless
+        // SUBGROUPS_ENV turns them off.
+        let wanted = env_choice(SUBGROUPS_ENV, |v| match v.trim() {
+            "on" | "1" => Ok(true),
+            "off" | "0" => Ok(false),
+            other => Err(format!("`{other}` is neither on nor off")),
+        })?
+        .unwrap_or(true);
+        let subgroup = (wanted
+            && adapter.features().contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size == info.subgroup_max_size)
             .then_some(info.subgroup_min_size);
         if subgroup.is_some() {
