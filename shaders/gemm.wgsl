@@ -3,7 +3,7 @@
 // element offsets, so strided views (a direction's columns of an interleaved
 // bidirectional output) and transposed operands need no copies.
 //
-// Two entry points, chosen per adapter by src/kernels/gemm.rs:
+// Four entry points, chosen per adapter by src/kernels/gemm.rs:
 // - `gemm`: each invocation computes a 4x4 register block straight from
 //   global memory. Best on lavapipe's 8-wide SIMD, where workgroup barriers
 //   are emulated and costly.
@@ -16,8 +16,8 @@
 //   and leading dimensions are multiples of 4; the host picks it per GEMM in
 //   the block variant. lavapipe turns every storage load into a per-lane
 //   loop, so fewer, wider loads make it about twice as fast there.
-// - `gemm_sg`: B aligned as for gemm_vec4 (A too, or read as scalars), for adapters with 8-wide subgroups
-//   (lavapipe): a workgroup is one subgroup; its 8 lanes share 32 rows of
+// - `gemm_sg`: for adapters with 8-wide subgroups (lavapipe), B aligned as
+//   for gemm_vec4 (A too, or read as scalars): a workgroup is one subgroup; its 8 lanes share 32 rows of
 //   op(A), each lane loading 4 of the 32 vec4s and broadcasting them, and each
 //   lane owns 4 columns: 8 vec4 loads per 512 FMAs (`gemm_vec4`: 16 per 256).
 //   The host strips it (between the `subgroup` markers) from the module on

@@ -108,9 +108,9 @@ pub struct GpuContext {
     /// The device has SHADER_F16 (f16 arithmetic and storage in WGSL with
     /// `enable f16;`), requested whenever the adapter offers it.
     pub f16: bool,
-    /// The subgroup width, when the device has subgroup operations (WGPU's
-    /// SUBGROUP, requested whenever the adapter offers it) and all its
-    /// subgroups have this one width.
+    /// The subgroup width, when the adapter's subgroups all have one width
+    /// (minimum = maximum) and it offers subgroup operations (WGPU's
+    /// SUBGROUP, then requested), unless [`SUBGROUPS_ENV`] turns them off.
     pub subgroup: Option<u32>,
 }
 

@@ -201,3 +201,47 @@ fn f16_builds_validate() {
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
     }
 }
+
+/// On devices without subgroups the wrappers strip the `*_sg` entry points
+/// (`gpu::without_subgroups`); what is left must validate without the
+/// subgroup capabilities, while the whole source must need them.
+#[test]
+fn sources_without_subgroups_validate_without_the_capability() {
+    let no_sg = Capabilities::all() - Capabilities::SUBGROUP - Capabilities::SUBGROUP_BARRIER;
+    let mut builds: Vec<(String, String)> = ["gemm.wgsl", "lstm_cell.wgsl"]
+        .iter()
+        .map(|n| {
+            let p = shader_dir().join(n);
+            (n.to_string(), std::fs::read_to_string(&p).expect("shader"))
+        })
+        .collect();
+    builds.extend(
+        lstm_wgpu::kernels::half_sources()
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("gemm") || n.starts_with("lstm_cell")),
+    );
+    assert_eq!(builds.len(), 6, "gemm f32 + 3 f16, cell f32 + f16");
+    for (name, src) in builds {
+        let validate = |src: &str| {
+            let module = naga::front::wgsl::parse_str(src)
+                .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+            Validator::new(ValidationFlags::all(), no_sg)
+                .validate(&module)
+                .map(|_| ())
+                .map_err(|e| e.emit_to_string(src))
+        };
+        assert!(validate(&src).is_err(), "{name} uses subgroup operations");
+        let stripped = lstm_wgpu::gpu::without_subgroups(&src);
+        validate(&stripped).unwrap_or_else(|e| panic!("{name} stripped: {e}"));
+        let module = naga::front::wgsl::parse_str(&stripped).expect("parsed above");
+        let entries: Vec<&str> = module
+            .entry_points
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert!(
+            !entries.is_empty() && entries.iter().all(|e| !e.ends_with("_sg")),
+            "{name} stripped: {entries:?}"
+        );
+    }
+}
