@@ -410,20 +410,23 @@ fn adapter_limits_and_automatic_choice() {
 /// Timing of one forward + backward pass of the LSTM alone, per path (not a
 /// test: speed is never asserted). Run with
 /// `cargo test --release --test kernel_persistent -- --ignored --nocapture`;
-/// `LSTM_WGPU_TIMING=I,H,L,T,B[,D]` picks one shape instead of the set.
+/// `LSTM_WGPU_TIMING=I,H,L,T,B[,D][;…]` picks shapes instead of the set.
 #[test]
 #[ignore]
 fn timing_per_step_vs_persistent() {
     let ctx = ctx();
     let shapes: Vec<[usize; 6]> = match std::env::var("LSTM_WGPU_TIMING") {
-        Ok(s) => {
-            let mut v: Vec<usize> = s
-                .split(',')
-                .map(|x| x.trim().parse().expect("a number"))
-                .collect();
-            v.resize(6, 1);
-            vec![[v[0], v[1], v[2], v[3], v[4], v[5].max(1)]]
-        }
+        Ok(s) => s
+            .split(';')
+            .map(|one| {
+                let mut v: Vec<usize> = one
+                    .split(',')
+                    .map(|x| x.trim().parse().expect("a number"))
+                    .collect();
+                v.resize(6, 1);
+                [v[0], v[1], v[2], v[3], v[4], v[5].max(1)]
+            })
+            .collect(),
         // ts, char, and H = 512, B = 64 (T = 16 to keep lavapipe runs short).
         Err(_) => vec![
             [10, 64, 2, 20, 32, 1],
@@ -459,14 +462,17 @@ fn timing_per_step_vs_persistent() {
             grad_c_n: &gs,
         };
         let mut line = format!("I={i} H={h} L={layers} T={t} B={n} D={dirs}:");
-        for path in [CellPath::PerStep, CellPath::Persistent] {
+        for path in [CellPath::PerStep, CellPath::Wavefront, CellPath::Persistent] {
             let model =
                 LstmModel::init_uniform(&ctx, cfg.clone(), 0).unwrap_or_else(|e| panic!("{e}"));
             let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
             lstm.set_cell_path(Some(path));
-            lstm.forward_backward(&b, &up)
-                .unwrap_or_else(|e| panic!("{e}"));
-            let reps = 3;
+            // A path that cannot run the shape (one layer: no wavefront).
+            if let Err(e) = lstm.forward_backward(&b, &up) {
+                line += &format!("  {path}: n/a ({e})");
+                continue;
+            }
+            let reps = 7;
             let mut ms = Vec::new();
             for _ in 0..reps {
                 let plan = lstm.plan(t, n).unwrap_or_else(|e| panic!("{e}"));
@@ -482,7 +488,7 @@ fn timing_per_step_vs_persistent() {
             ms.sort_by(f64::total_cmp);
             let plan = lstm.plan(t, n).unwrap_or_else(|e| panic!("{e}"));
             line += &format!(
-                "  {}: {:.1} ms ({} + {} dispatches)",
+                "  {}: {:.2} ms ({} + {} dispatches)",
                 path,
                 ms[reps / 2],
                 plan.forward.len(),

@@ -91,15 +91,16 @@ pub fn loop_iteration_cap(info: &wgpu::AdapterInfo) -> Option<usize> {
 /// loop"). On adapters that cap loop iterations (lavapipe, a CPU) dispatches
 /// are cheap next to the arithmetic, and the persistent loop only wins where
 /// W_hh lives in workgroup memory. On GPUs one workgroup per chain does a
-/// step's work alone: measured on an H100, that wins at H = 64 (`ts`: 1.7 ms
-/// against 2.1 ms per training step) and loses badly at H = 256 (`char`:
-/// 29.6 ms against 8.7 ms), where the per-step kernel spreads each step over
-/// B*H/64 workgroups.
+/// step's work alone, which pays only while a step is small: measured on an
+/// H200 (forward + backward of 2 layers, T = 20), it wins at H <= 32 (H = 32,
+/// B = 32: 0.72 ms against 0.78 ms in the wavefront; B = 256: 2.36 against
+/// 2.62 ms) and loses from H = 64 on (1.63 against 1.24 ms; `char`, H = 256,
+/// 28.4 against 3.7 ms per training step).
 pub fn prefers_persistent(ctx: &GpuContext, hidden: usize) -> bool {
     if loop_iteration_cap(&ctx.info).is_some() {
         w_on_chip(ctx, hidden)
     } else {
-        hidden <= 64
+        hidden <= 32
     }
 }
 
