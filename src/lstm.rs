@@ -298,7 +298,7 @@ impl Lstm {
         Ok(plan.gate_offsets(&self.model, l, d))
     }
 
-    /// Sets the wavefront's skew C (`None`: ⌈√T⌉), overriding
+    /// Sets the wavefront's skew C (`None`: chosen by adapter and shape), overriding
     /// `LSTM_WGPU_WAVE_SKEW`; prepared plans are dropped. Zero is an error.
     pub fn set_wave_skew(&mut self, skew: Option<usize>) -> Result<()> {
         if skew == Some(0) {

@@ -35,7 +35,7 @@ pub struct Kernels {
     /// `LSTM_WGPU_CELL_PATH`); `None` lets the schedule choose by shape.
     pub cell_path: Option<lstm_persistent::CellPath>,
     /// The wavefront's skew when set (initially from `LSTM_WGPU_WAVE_SKEW`);
-    /// `None`: ⌈√T⌉.
+    /// `None`: chosen by adapter and shape.
     pub wave_skew: Option<usize>,
     /// Deterministic reductions.
     pub reduce: reduce::Reduce,
