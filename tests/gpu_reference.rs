@@ -330,6 +330,51 @@ fn per_step_cell_variants() {
     }
 }
 
+/// The tiled cell takes `TileConfig::LARGE` for dispatches with enough
+/// large tiles (`LARGE_TILE_MIN_GROUPS`) unless a tile was set, per path,
+/// and the results still match the reference.
+#[test]
+fn large_cell_tile_for_large_dispatches() {
+    use lstm_wgpu::kernels::lstm_cell::{CellVariant, LARGE_TILE_MIN_GROUPS, LstmCell, TileConfig};
+    use lstm_wgpu::schedule::CellPath;
+    let ctx = ctx();
+    let auto = LstmCell::with_variant(&ctx, CellVariant::Tiled);
+    let set = LstmCell::with_tile(&ctx, CellVariant::Tiled, TileConfig::DEFAULT);
+    let fits = TileConfig::LARGE.check(&ctx.limits).is_ok();
+    // 8 x 16 large tiles per lane: exactly the threshold with one lane.
+    let (h, b) = (128, 256);
+    assert_eq!(TileConfig::LARGE.groups(h, b, 1), LARGE_TILE_MIN_GROUPS);
+    let want = |large: bool| match large && fits {
+        true => TileConfig::LARGE,
+        false => TileConfig::DEFAULT,
+    };
+    assert_eq!(auto.tile_for(h, b, 1), want(true));
+    assert_eq!(auto.tile_for(h, b - 16, 1), want(false));
+    assert_eq!(auto.tile_for(h, b / 2, 2), want(true));
+    assert_eq!(set.tile_for(h, b, 1), TileConfig::DEFAULT);
+    // `char` (H = 256, B = 32, two lanes in the wavefront) keeps the default.
+    assert_eq!(auto.tile_for(256, 32, 2), TileConfig::DEFAULT);
+    let c = Case {
+        hidden: h,
+        input: 6,
+        seq: 3,
+        batch: b,
+        layers: 2,
+        states: true,
+        lengths: true,
+        ..BASE
+    };
+    for (i, path) in [CellPath::PerStep, CellPath::Wavefront]
+        .into_iter()
+        .enumerate()
+    {
+        run_case_with(&ctx, c, 360 + i as u64, |l| {
+            l.set_cell_path(Some(path));
+            l.set_cell_variant(CellVariant::Tiled);
+        });
+    }
+}
+
 /// With 8-lane subgroups (lavapipe), the direct cell's wide path runs as
 /// `*_sg` for B > 16 (forward when H is a multiple of 8, backward when of
 /// 32; here with partial groups of 32 rows) and the
