@@ -14,8 +14,8 @@
 // fixed shared-memory tree adds the 64 partial sums, so results are
 // deterministic. An invocation reads and writes only its own features of
 // the row, so y may alias x and dx may alias dy (same buffer, same offset).
-// backward_params: one invocation per feature, summing over all rows in
-// order; it reads dy, so it must run before an in-place backward_dx.
+// backward_params: 16 features x 16 row slices per workgroup (see there);
+// it reads dy, so it must run before an in-place backward_dx.
 
 struct Params {
     seq: u32, batch: u32, f: u32, flags: u32,
@@ -129,26 +129,45 @@ fn backward_dx(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
-// dw[j] = sum over valid rows of dy * xhat, db[j] = sum of dy.
-@compute @workgroup_size(64)
-fn backward_params(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let j = gid.x;
-    if j >= p.f {
-        return;
-    }
+// dw[j] = sum over valid rows of dy * xhat, db[j] = sum of dy. A workgroup
+// owns PC features; its PS row slices each sum every PS-th row in order,
+// then slice 0 adds the PS partials in slice order (deterministic). One
+// invocation per feature left a GPU nearly idle: 4 workgroups for F = 256.
+const PC: u32 = 16u;
+const PS: u32 = 16u;
+var<workgroup> part_w: array<f32, 256>;
+var<workgroup> part_b: array<f32, 256>;
+
+@compute @workgroup_size(16, 16)
+fn backward_params(@builtin(local_invocation_id) lid: vec3<u32>,
+                   @builtin(workgroup_id) wid: vec3<u32>) {
+    let j = wid.x * PC + lid.x;
+    let ok = j < p.f;
     var sw = 0.0;
     var sb = 0.0;
-    for (var t = 0u; t < p.seq; t++) {
-        for (var b = 0u; b < p.batch; b++) {
-            if p.t0 + t < lengths[b] {
-                let row = t * p.batch + b;
-                let d = dy[p.dy_off + row * p.f + j];
-                let mean = stats[p.stats_off + 2u * row];
-                let rstd = stats[p.stats_off + 2u * row + 1u];
-                sw += d * (x[p.x_off + row * p.f + j] - mean) * rstd;
-                sb += d;
-            }
+    let rows = p.seq * p.batch;
+    for (var row = lid.y; row < rows; row += PS) {
+        let t = row / p.batch;
+        let b = row % p.batch;
+        if ok && p.t0 + t < lengths[b] {
+            let d = dy[p.dy_off + row * p.f + j];
+            let mean = stats[p.stats_off + 2u * row];
+            let rstd = stats[p.stats_off + 2u * row + 1u];
+            sw += d * (x[p.x_off + row * p.f + j] - mean) * rstd;
+            sb += d;
         }
+    }
+    part_w[lid.y * PC + lid.x] = sw;
+    part_b[lid.y * PC + lid.x] = sb;
+    workgroupBarrier();
+    if lid.y != 0u || !ok {
+        return;
+    }
+    sw = 0.0;
+    sb = 0.0;
+    for (var q = 0u; q < PS; q++) {
+        sw += part_w[q * PC + lid.x];
+        sb += part_b[q * PC + lid.x];
     }
     if (p.flags & ACCUMULATE) != 0u {
         sw += grads[p.dw_off + j];

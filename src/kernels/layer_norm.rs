@@ -15,7 +15,8 @@ use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
 const SRC: &str = include_str!("../../shaders/layer_norm.wgsl");
-const WG: usize = 64;
+/// Features per workgroup of `backward_params` (the shader's `PC`).
+const PARAM_COLS: usize = 16;
 
 /// The LayerNorm entry points.
 pub struct LayerNorm {
@@ -216,7 +217,10 @@ impl LayerNorm {
             ctx,
             &params,
             &bufs,
-            (groups_1d(ctx, "layer norm features", s.features, WG)?, 1),
+            (
+                groups_1d(ctx, "layer norm features", s.features, PARAM_COLS)?,
+                1,
+            ),
         )];
         if s.seq * s.batch > 0 {
             out.push(
