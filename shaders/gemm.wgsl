@@ -16,8 +16,8 @@
 //   and leading dimensions are multiples of 4; the host picks it per GEMM in
 //   the block variant. lavapipe turns every storage load into a per-lane
 //   loop, so fewer, wider loads make it about twice as fast there.
-// - `gemm_sg`: for adapters with 8-wide subgroups (lavapipe), B aligned as
-//   for gemm_vec4 (A too, or read as scalars): a workgroup is one subgroup; its 8 lanes share 32 rows of
+// - `gemm_sg`: for adapters with 8-wide subgroups (lavapipe), A and B read
+//   as vec4 where aligned as for gemm_vec4, else as scalars: a workgroup is one subgroup; its 8 lanes share 32 rows of
 //   op(A), each lane loading 4 of the 32 vec4s and broadcasting them, and each
 //   lane owns 4 columns: 8 vec4 loads per 512 FMAs (`gemm_vec4`: 16 per 256).
 //   The host strips it (between the `subgroup` markers) from the module on
@@ -39,9 +39,10 @@ struct Params {
 const ACCUMULATE: u32 = 1u;
 const BIAS1: u32 = 2u;
 const BIAS2: u32 = 4u;
-// gemm_sg only: A's offset or leading dimension is not a multiple of 4, so
-// its slices are read as scalars (B must still allow vec4 loads).
+// gemm_sg only: A's (B's) offset or leading dimension is not a multiple of
+// 4, so it is read as scalars (a time series' input of 10 features, say).
 const A_SCALAR: u32 = 8u;
+const B_SCALAR: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 // Storage types of A and B: f16 in the f16-mixed builds (A is then the f16
@@ -378,19 +379,41 @@ fn a_slice(m0: u32, i: u32, k: u32, lane: u32) -> vec4<f32> {
     return vec4<f32>(a4[(p.a_off + k) / 4u + m * l4]);
 }
 
-// tail4 for gemm_sg, reading A through its scalar view when A_SCALAR is set
-// (the vec4 view of a small unaligned A may hold none of its elements).
+// b4_block for gemm_sg, through B's scalar view when B_SCALAR is set.
+fn b_sg_block(ni: vec4<u32>, n0: u32, k: u32) -> mat4x4<f32> {
+    if (p.flags & B_SCALAR) == 0u {
+        return b4_block(ni, n0, k);
+    }
+    return mat4x4<f32>(
+        vec4<f32>(b_at(k, ni.x), b_at(k, ni.y), b_at(k, ni.z), b_at(k, ni.w)),
+        vec4<f32>(b_at(k + 1u, ni.x), b_at(k + 1u, ni.y), b_at(k + 1u, ni.z), b_at(k + 1u, ni.w)),
+        vec4<f32>(b_at(k + 2u, ni.x), b_at(k + 2u, ni.y), b_at(k + 2u, ni.z), b_at(k + 2u, ni.w)),
+        vec4<f32>(b_at(k + 3u, ni.x), b_at(k + 3u, ni.y), b_at(k + 3u, ni.z), b_at(k + 3u, ni.w)));
+}
+
+// tail4 for gemm_sg, reading A (B) through its scalar view when A_SCALAR
+// (B_SCALAR) is set: the vec4 view of a small unaligned operand may hold
+// none of its elements.
 fn tail_sg(acc: array<vec4<f32>, 4>, mi: vec4<u32>, ni: vec4<u32>) -> array<vec4<f32>, 4> {
-    if (p.flags & A_SCALAR) == 0u {
+    if (p.flags & (A_SCALAR | B_SCALAR)) == 0u {
         return tail4(acc, mi, ni);
     }
+    let a_scalar = (p.flags & A_SCALAR) != 0u;
+    let b_scalar = (p.flags & B_SCALAR) != 0u;
     var c = acc;
     for (var k = p.k / 4u * 4u; k < p.k; k++) {
-        let bv = vec4<f32>(b4_at(k, ni.x), b4_at(k, ni.y), b4_at(k, ni.z), b4_at(k, ni.w));
-        c[0] += a_at(mi.x, k) * bv;
-        c[1] += a_at(mi.y, k) * bv;
-        c[2] += a_at(mi.z, k) * bv;
-        c[3] += a_at(mi.w, k) * bv;
+        var bv = vec4<f32>(b4_at(k, ni.x), b4_at(k, ni.y), b4_at(k, ni.z), b4_at(k, ni.w));
+        if b_scalar {
+            bv = vec4<f32>(b_at(k, ni.x), b_at(k, ni.y), b_at(k, ni.z), b_at(k, ni.w));
+        }
+        var av = vec4<f32>(a4_at(mi.x, k), a4_at(mi.y, k), a4_at(mi.z, k), a4_at(mi.w, k));
+        if a_scalar {
+            av = vec4<f32>(a_at(mi.x, k), a_at(mi.y, k), a_at(mi.z, k), a_at(mi.w, k));
+        }
+        c[0] += av.x * bv;
+        c[1] += av.y * bv;
+        c[2] += av.z * bv;
+        c[3] += av.w * bv;
     }
     return c;
 }
@@ -435,7 +458,7 @@ fn gemm_sg(
     let k4 = p.k / 4u;
     for (var kq = 0u; kq < k4; kq++) {
         let k = kq * 4u;
-        let bv = b4_block(ni, n0, k);
+        let bv = b_sg_block(ni, n0, k);
         let x0 = a_slice(m0, 0u, k, lane);
         let x1 = a_slice(m0, 1u, k, lane);
         let x2 = a_slice(m0, 2u, k, lane);

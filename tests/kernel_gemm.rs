@@ -310,9 +310,9 @@ fn gemm_grid_matches_f64_reference() {
 }
 
 /// The block variant reads aligned operands with vec4 loads and others
-/// with scalar ones (the subgroup variant: `gemm_sg`, with A read as
-/// scalars when only A is unaligned, and scalar); all paths occur in the
-/// grid, and agree bit for bit (same products, same order).
+/// with scalar ones (the subgroup variant: `gemm_sg` throughout, reading
+/// an unaligned A, B or both as scalars); all paths occur in the grid, and
+/// agree bit for bit (same products, same order).
 #[test]
 fn block_vec4_and_scalar_paths_agree() {
     let ctx = ctx();
@@ -327,25 +327,28 @@ fn vec4_and_scalar_paths_agree(ctx: &GpuContext, v: GemmVariant) {
     let gemm = Gemm::with_variant(ctx, v).expect("GEMM compiles");
     let tiled = Gemm::with_variant(ctx, GemmVariant::Tiled).expect("GEMM compiles");
     let buf = ctx.storage("x", 16).expect("buffer");
-    let op = |a_off, lda| GemmOp {
+    let op = |a_off, lda, b_off, ldb| GemmOp {
         m: 4,
         n: 4,
         k: 4,
         trans_a: false,
         trans_b: false,
         a: (&buf, a_off, lda),
-        b: (&buf, 0, 4),
+        b: (&buf, b_off, ldb),
         c: (&buf, 0, 4),
         bias: None,
         alpha: 1.0,
         accumulate: false,
     };
-    assert!(gemm.uses_vec4(&op(4, 8)));
-    // gemm_sg reads an unaligned A as scalars; gemm_vec4 needs both aligned.
+    assert!(gemm.uses_vec4(&op(4, 8, 0, 4)));
+    // gemm_sg reads an unaligned A or B as scalars; gemm_vec4 needs both
+    // aligned.
     let sg = v == GemmVariant::Subgroup;
-    assert_eq!(gemm.uses_vec4(&op(2, 8)), sg);
-    assert_eq!(gemm.uses_vec4(&op(4, 5)), sg);
-    assert!(!tiled.uses_vec4(&op(4, 8)));
+    assert_eq!(gemm.uses_vec4(&op(2, 8, 0, 4)), sg);
+    assert_eq!(gemm.uses_vec4(&op(4, 5, 0, 4)), sg);
+    assert_eq!(gemm.uses_vec4(&op(4, 8, 1, 4)), sg);
+    assert_eq!(gemm.uses_vec4(&op(4, 8, 0, 10)), sg);
+    assert!(!tiled.uses_vec4(&op(4, 8, 0, 4)));
     let mut both = 0;
     for cs in grid()
         .iter()
@@ -385,6 +388,23 @@ fn vec4_and_scalar_paths_agree(ctx: &GpuContext, v: GemmVariant) {
             bits(&x),
             bits(&z),
             "{v} {cs:?}: vec4 and scalar-A paths differ"
+        );
+        // Only B shifted: gemm_sg with B read as scalars.
+        let b_only = Case {
+            offs: (vec4.offs.0, vec4.offs.1 + 1, vec4.offs.2),
+            ..vec4
+        };
+        let d4 = Data {
+            a: d.a.clone(),
+            b: d2.b,
+            bias: d.bias.clone(),
+            c: d.c.clone(),
+        };
+        let (w, _) = run(ctx, &gemm, &b_only, &d4);
+        assert_eq!(
+            bits(&x),
+            bits(&w),
+            "{v} {cs:?}: vec4 and scalar-B paths differ"
         );
         both += 1;
     }
@@ -814,6 +834,10 @@ fn gemm_variant_timings() {
         // Its head's weight and input gradients (A's leading dimension 65).
         (65, 256, 2048, true, false),
         (2048, 256, 65, false, false),
+        // A time series' input projection and weight gradient with 10
+        // features (B's leading dimension 10).
+        (2048, 256, 10, false, true),
+        (256, 10, 2048, true, false),
     ] {
         let cs = Case {
             m,

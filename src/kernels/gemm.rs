@@ -375,8 +375,12 @@ impl Gemm {
             GemmVariant::Subgroup => "gemm_sg",
             GemmVariant::Tiled => "",
         };
-        // gemm_sg also reads unaligned A through its scalar view.
-        let sg_bindings = [vec4_bindings.as_slice(), &[(1, Binding::Read)]].concat();
+        // gemm_sg also reads unaligned A and B through their scalar views.
+        let sg_bindings = [
+            vec4_bindings.as_slice(),
+            &[(1, Binding::Read), (2, Binding::Read)],
+        ]
+        .concat();
         let vec4 = match variant {
             GemmVariant::Tiled => Vec::new(),
             GemmVariant::Block => (0..4)
@@ -403,13 +407,15 @@ impl Gemm {
         self.variant != GemmVariant::Tiled
             && op.a.0.size() >= 16
             && op.b.0.size() >= 16
-            && op.b.1.is_multiple_of(4)
-            && op.b.2.is_multiple_of(4)
-            && (self.variant == GemmVariant::Subgroup || Self::a_aligned(op))
+            && (self.variant == GemmVariant::Subgroup || Self::a_aligned(op) && Self::b_aligned(op))
     }
 
     fn a_aligned(op: &GemmOp<'_>) -> bool {
         op.a.1.is_multiple_of(4) && op.a.2.is_multiple_of(4)
+    }
+
+    fn b_aligned(op: &GemmOp<'_>) -> bool {
+        op.b.1.is_multiple_of(4) && op.b.2.is_multiple_of(4)
     }
 
     /// The longest inner dimension one dispatch covers; longer ones are
@@ -464,8 +470,9 @@ impl Gemm {
             true => &pipes.vec4[which],
             false => &pipes.kernels[which],
         };
-        // gemm_sg's flag A_SCALAR: A read as scalars.
-        let a_scalar = u32::from(wide && !Self::a_aligned(op));
+        // gemm_sg's flags A_SCALAR and B_SCALAR: A or B read as scalars.
+        let scalar = u32::from(wide && !Self::a_aligned(op)) << 3
+            | u32::from(wide && !Self::b_aligned(op)) << 4;
         let chunks = op.k.div_ceil(self.k_chunk).max(1);
         let mut out = Vec::with_capacity(chunks);
         for i in 0..chunks {
@@ -474,7 +481,7 @@ impl Gemm {
             // op(A)[:, k0..] and op(B)[k0.., :] as offsets into the stored operands.
             let a_off = op.a.1 + if op.trans_a { k0 * op.a.2 } else { k0 };
             let b_off = op.b.1 + if op.trans_b { k0 } else { k0 * op.b.2 };
-            let flags = a_scalar << 3
+            let flags = scalar
                 | if i == 0 {
                     u32::from(op.accumulate)
                         | u32::from(b1.is_some()) << 1
@@ -500,7 +507,7 @@ impl Gemm {
                 0,
                 0,
             ];
-            let buffers = [op.a.0, op.b.0, bias_buf, op.c.0, op.a.0];
+            let buffers = [op.a.0, op.b.0, bias_buf, op.c.0, op.a.0, op.b.0];
             let bound = match wide && self.variant == GemmVariant::Subgroup {
                 true => &buffers[..],
                 false => &buffers[..4],
