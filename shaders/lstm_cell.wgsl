@@ -8,8 +8,9 @@
 // - `forward`, `backward`, `backward_state` (direct): one invocation per
 //   (b, j) reading W_hh and h straight from global memory, no barriers.
 //   Best on lavapipe, where workgroup barriers are emulated and costly.
-// - `*_tiled`: a workgroup per 8 x 8 block of (b, j) stages the recurrent
-//   product through workgroup memory. Best on GPUs.
+// - `*_tiled`: a workgroup per TB x TU block of (b, j) stages the recurrent
+//   product through workgroup memory (8 x 8, or 16 x 16 for large shapes;
+//   the host substitutes the constants). Best on GPUs.
 //
 // Steps are counted in each sequence's own processing order: step s of
 // sequence b is active when s < len_b and sits at time t = s (forward) or

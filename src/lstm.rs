@@ -311,11 +311,15 @@ impl Lstm {
         Ok(())
     }
 
-    /// Recompiles the per-step cell as `variant`, overriding
-    /// `LSTM_WGPU_CELL`; prepared plans are dropped.
+    /// Recompiles the per-step cell as `variant` with the automatic tiles
+    /// (overriding `LSTM_WGPU_CELL` and `LSTM_WGPU_CELL_TILE`); prepared
+    /// plans are dropped.
     pub fn set_cell_variant(&mut self, variant: crate::kernels::lstm_cell::CellVariant) {
-        self.kernels.cell = crate::kernels::lstm_cell::LstmCell::with_variant(&self.ctx, variant)
-            .rebuilt(&self.ctx, self.kernels.half);
+        self.kernels.cell = crate::kernels::lstm_cell::LstmCell::with_variant_as(
+            &self.ctx,
+            variant,
+            self.kernels.half,
+        );
         self.plans.clear();
     }
 
@@ -328,9 +332,12 @@ impl Lstm {
         tile: crate::kernels::lstm_cell::TileConfig,
     ) -> Result<()> {
         tile.check(&self.ctx.limits)?;
-        self.kernels.cell =
-            crate::kernels::lstm_cell::LstmCell::with_tile(&self.ctx, variant, tile)
-                .rebuilt(&self.ctx, self.kernels.half);
+        self.kernels.cell = crate::kernels::lstm_cell::LstmCell::with_tile_as(
+            &self.ctx,
+            variant,
+            tile,
+            self.kernels.half,
+        );
         self.plans.clear();
         Ok(())
     }

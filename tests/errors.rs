@@ -240,10 +240,15 @@ fn dispatch_counts() {
                 )
             }
             CellPath::Wavefront => {
-                // Skew C = ceil(sqrt(7)) = 3: T + (L-1)C cell dispatches per
-                // pass, (L-1)ceil(T/C) chunk GEMMs, one state-gradient
-                // dispatch for all layers.
-                let (c, waves) = (3, t + (layers - 1) * 3);
+                // Skew C (CPU adapters: ceil(sqrt(7)) = 3; GPUs: 4): T +
+                // (L-1)C cell dispatches per pass, (L-1)ceil(T/C) chunk
+                // GEMMs, one state-gradient dispatch for all layers.
+                let c = lstm
+                    .plan(t, n)
+                    .ok()
+                    .and_then(|p| p.skew)
+                    .expect("a wavefront plan has a skew");
+                let waves = t + (layers - 1) * c;
                 let chunks = (layers - 1) * t.div_ceil(c);
                 (
                     1 + chunks + waves,

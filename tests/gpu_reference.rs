@@ -330,48 +330,69 @@ fn per_step_cell_variants() {
     }
 }
 
-/// The tiled cell takes `TileConfig::LARGE` for dispatches with enough
-/// large tiles (`LARGE_TILE_MIN_GROUPS`) unless a tile was set, per path,
-/// and the results still match the reference.
+/// The tiled cell takes `TileConfig::LARGE` for lanes with enough large
+/// tiles (`LARGE_TILE_MIN_GROUPS`) unless a tile was set; decided per lane,
+/// so the wavefront keeps the bits of the layer-by-layer schedule (one lane
+/// per dispatch there, up to one per layer in the wavefront). Both match the
+/// reference, in f32 and f16-mixed.
 #[test]
-fn large_cell_tile_for_large_dispatches() {
+fn large_cell_tile_for_large_lanes() {
     use lstm_wgpu::kernels::lstm_cell::{CellVariant, LARGE_TILE_MIN_GROUPS, LstmCell, TileConfig};
+    use lstm_wgpu::precision::Precision;
     use lstm_wgpu::schedule::CellPath;
     let ctx = ctx();
-    let auto = LstmCell::with_variant(&ctx, CellVariant::Tiled);
-    let set = LstmCell::with_tile(&ctx, CellVariant::Tiled, TileConfig::DEFAULT);
     let fits = TileConfig::LARGE.check(&ctx.limits).is_ok();
-    // 8 x 16 large tiles per lane: exactly the threshold with one lane.
-    let (h, b) = (128, 256);
-    assert_eq!(TileConfig::LARGE.groups(h, b, 1), LARGE_TILE_MIN_GROUPS);
+    if lstm_wgpu::gpu::cpu_adapter(&ctx.info) {
+        assert!(fits, "{}: the large tile fits lavapipe", ctx.describe());
+    }
     let want = |large: bool| match large && fits {
         true => TileConfig::LARGE,
         false => TileConfig::DEFAULT,
     };
-    assert_eq!(auto.tile_for(h, b, 1), want(true));
-    assert_eq!(auto.tile_for(h, b - 16, 1), want(false));
-    assert_eq!(auto.tile_for(h, b / 2, 2), want(true));
-    assert_eq!(set.tile_for(h, b, 1), TileConfig::DEFAULT);
-    // `char` (H = 256, B = 32, two lanes in the wavefront) keeps the default.
-    assert_eq!(auto.tile_for(256, 32, 2), TileConfig::DEFAULT);
-    let c = Case {
-        hidden: h,
-        input: 6,
-        seq: 3,
-        batch: b,
-        layers: 2,
-        states: true,
-        lengths: true,
-        ..BASE
-    };
-    for (i, path) in [CellPath::PerStep, CellPath::Wavefront]
-        .into_iter()
-        .enumerate()
-    {
-        run_case_with(&ctx, c, 360 + i as u64, |l| {
-            l.set_cell_path(Some(path));
-            l.set_cell_variant(CellVariant::Tiled);
-        });
+    let auto = LstmCell::with_variant(&ctx, CellVariant::Tiled);
+    let set = LstmCell::with_tile(&ctx, CellVariant::Tiled, TileConfig::DEFAULT);
+    // 8 x 16 large tiles: exactly the threshold.
+    assert_eq!(TileConfig::LARGE.groups(128, 256, 1), LARGE_TILE_MIN_GROUPS);
+    assert_eq!(auto.tile_for(128, 256), want(true));
+    assert_eq!(auto.tile_for(128, 240), want(false));
+    assert_eq!(set.tile_for(128, 256), TileConfig::DEFAULT);
+    // `big` (H = 512, B = 64) takes it; `char` (H = 256, B = 32) does not.
+    assert_eq!(auto.tile_for(512, 64), want(true));
+    assert_eq!(auto.tile_for(256, 32), TileConfig::DEFAULT);
+    let mut precisions = vec![(Precision::F32, TOL)];
+    if ctx.f16 {
+        precisions.push((Precision::F16Mixed, F16_TOL));
+    }
+    // Large lanes, then lanes of 64 large tiles (two of them fill a wavefront
+    // dispatch to the threshold, which must not change the tile).
+    for (i, (b, large)) in [(256, true), (128, false)].into_iter().enumerate() {
+        let c = Case {
+            hidden: 128,
+            input: 6,
+            seq: 3,
+            batch: b,
+            layers: 2,
+            states: true,
+            lengths: true,
+            ..BASE
+        };
+        for &(precision, tol) in &precisions {
+            let setup = |path: CellPath| {
+                move |l: &mut Lstm| {
+                    l.set_cell_path(Some(path));
+                    l.set_precision(precision).unwrap_or_else(|e| panic!("{e}"));
+                    l.set_cell_variant(CellVariant::Tiled);
+                    assert_eq!(l.kernels().cell.tile_for(128, b), want(large));
+                }
+            };
+            let seed = 360 + i as u64;
+            let base = run_case_tol(&ctx, c, seed, setup(CellPath::PerStep), tol);
+            let wave = run_case_tol(&ctx, c, seed, setup(CellPath::Wavefront), tol);
+            assert!(
+                wave == base,
+                "B={b} {precision:?}: the wavefront's bits differ from per-step"
+            );
+        }
     }
 }
 
@@ -389,7 +410,9 @@ fn subgroup_kernels_match_the_wide_path() {
     // lavapipe's 8-lane subgroups must reach the kernels under test, unless
     // they were turned off on purpose.
     let off = matches!(
-        std::env::var(lstm_wgpu::gpu::SUBGROUPS_ENV).as_deref(),
+        std::env::var(lstm_wgpu::gpu::SUBGROUPS_ENV)
+            .as_deref()
+            .map(str::trim),
         Ok("off" | "0")
     );
     if lstm_wgpu::gpu::cpu_adapter(&ctx.info)

@@ -402,6 +402,11 @@ fn adapter_limits_and_automatic_choice() {
     // 512-wide one per-step on every adapter.
     assert!(prefers_persistent(&ctx, 16));
     assert!(!prefers_persistent(&ctx, 512));
+    // On GPUs (no loop cap) the boundary measured on an H200: H <= 32.
+    if loop_iteration_cap(&ctx.info).is_none() {
+        assert!(prefers_persistent(&ctx, 32));
+        assert!(!prefers_persistent(&ctx, 33));
+    }
     assert_eq!(CellPath::parse("per-step").ok(), Some(CellPath::PerStep));
     assert_eq!(CellPath::Persistent.as_str(), "persistent");
     assert!(CellPath::parse("fast").is_err());

@@ -1,8 +1,9 @@
 #!/bin/bash
 # One call on a lent GPU machine (the tool library's `device`, 15 minutes of
 # device time in all, start included): `lstm-wgpu bench` (pipelined, --sync,
-# f16-mixed, by path, --profile) beside the PyTorch script on CUDA, then the
-# GPU test binaries. Each item has a timeout and none starts after DEADLINE
+# f16-mixed, by path, --profile) beside the PyTorch script on CUDA, with the
+# GPU test binaries (gpu_reference and links after the first bench rows, the
+# rest at the end). Each item has a timeout and none starts after DEADLINE
 # seconds (default 300), so the call ends within about 6 minutes.
 # Prepare on the build machine, from the repo root:
 #
@@ -53,8 +54,8 @@ python3 -c "import torch; print('torch', torch.__version__, 'cudnn', torch.backe
 tests() {
   for t in "$@"; do
     [ -x "$B/$t" ] || continue
-    # Few test threads: several devices created at once on a freshly
-    # started machine once hung the first run.
+    # 4 test threads, not the default 16: several devices created at once
+    # on a freshly started machine once hung the first run.
     (cd /work/main && item "test $t" 60 "$B/$t" --test-threads 4 2>&1 |
       grep -E "^== |test result|panicked|FAILED|failed")
   done

@@ -399,9 +399,9 @@ impl Gemm {
     }
 
     /// Whether `op` runs with vec4 loads (`gemm_vec4`, or `gemm_sg` in the
-    /// subgroup variant): not tiled, with B's offset and leading dimension
-    /// multiples of 4, and A's too except for `gemm_sg` (which then reads A
-    /// as scalars), and both buffers of 16 bytes or more.
+    /// subgroup variant): not tiled, both buffers of 16 bytes or more, and
+    /// for `gemm_vec4` A's and B's offsets and leading dimensions multiples
+    /// of 4 (`gemm_sg` reads an unaligned operand as scalars).
     pub fn uses_vec4(&self, op: &GemmOp<'_>) -> bool {
         // A buffer bound as array<vec4<f32>> must hold one vec4 at least.
         self.variant != GemmVariant::Tiled

@@ -231,3 +231,12 @@ impl LayerNorm {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn param_cols_is_the_shaders() {
+        let pc = format!("const PC: u32 = {}u;", super::PARAM_COLS);
+        assert!(super::SRC.contains(&pc), "layer_norm.wgsl lacks `{pc}`");
+    }
+}

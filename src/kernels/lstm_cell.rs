@@ -82,9 +82,10 @@ const WG: usize = 64;
 const SG_WIDTH: u32 = 8;
 /// Batch rows a subgroup of the `*_sg` entry points owns: the shader's `SR`.
 const SG_ROWS: usize = 32;
-/// Workgroups of [`TileConfig::LARGE`] from which a tiled dispatch uses that
-/// tile: about one per streaming multiprocessor of a large GPU (an H100 or
-/// H200 has 132), below which the default tile's 4x more workgroups win.
+/// Workgroups of [`TileConfig::LARGE`] per lane from which tiled dispatches
+/// use that tile: about one per streaming multiprocessor of a large GPU (an
+/// H100 or H200 has 132), below which the default tile's 4x more workgroups
+/// win.
 pub const LARGE_TILE_MIN_GROUPS: usize = 128;
 /// Lanes ((layer, direction, step) triples) one dispatch can cover: the
 /// shader's `LANES`.
@@ -121,7 +122,7 @@ impl TileConfig {
 
     /// 16 x 16 with K chunks of 32, in 2 slices (512 invocations): a
     /// quarter of the default's W_hh and h traffic per output, for shapes
-    /// whose grid stays full with it ([`LARGE_TILE_MIN_GROUPS`]). On an
+    /// whose grid stays full with it ([`LARGE_TILE_MIN_GROUPS`] a lane). On an
     /// H200, `big` (H = 512, B = 64): 23.4 ms per training step against
     /// 27.1 ms with the default; `char` (H = 256, B = 32, 32 workgroups a
     /// lane) 4.7 against 3.7 ms.
@@ -154,8 +155,9 @@ impl TileConfig {
             return bad("KC must be a multiple of TB and TU".into());
         }
         let wgs = self.tb * self.tu * self.ks;
+        // The shader's workgroup is one-dimensional: WGS = TB·TU·KS wide.
         if wgs > limits.max_compute_invocations_per_workgroup as usize
-            || self.tu > limits.max_compute_workgroup_size_x as usize
+            || wgs > limits.max_compute_workgroup_size_x as usize
         {
             return bad(format!(
                 "{wgs} invocations exceed the adapter's workgroup limits"
@@ -216,8 +218,9 @@ pub const VARIANT_ENV: &str = "LSTM_WGPU_CELL";
 pub enum CellVariant {
     /// One invocation per (b, j), reading W_hh and h from global memory.
     Direct,
-    /// A workgroup per 8 x 8 block of (j, b), staging the recurrent product
-    /// through workgroup memory.
+    /// A workgroup per TB x TU block of (b, j) (8 x 8, or 16 x 16 for
+    /// large dispatches), staging the recurrent product through workgroup
+    /// memory.
     Tiled,
 }
 
@@ -256,7 +259,8 @@ pub struct LstmCell {
     sg: Option<[Kernel; 3]>,
     /// The variant compiled.
     pub variant: CellVariant,
-    /// The tiled variant's tile.
+    /// The tiled variant's tile: the only one when a tile was set, else the
+    /// one for lanes too small for [`TileConfig::LARGE`].
     pub tile: TileConfig,
     /// The tiled variant's entry points with [`TileConfig::LARGE`], used for
     /// dispatches of at least [`LARGE_TILE_MIN_GROUPS`] large tiles; built
@@ -368,30 +372,44 @@ impl LstmCell {
     /// Compiles the variant [`CellVariant::choose`] picks for `ctx`, with
     /// the tile [`TILE_ENV`] sets, if any.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        let tile =
-            crate::gpu::env_choice(TILE_ENV, TileConfig::parse)?.unwrap_or(TileConfig::DEFAULT);
-        tile.check(&ctx.limits)?;
         let variant = CellVariant::choose(ctx)?;
-        Ok(
-            match std::env::var(TILE_ENV).is_ok_and(|v| !v.trim().is_empty()) {
-                true => Self::with_tile(ctx, variant, tile),
-                false => Self::with_variant(ctx, variant),
-            },
-        )
+        Ok(match crate::gpu::env_choice(TILE_ENV, TileConfig::parse)? {
+            Some(tile) => {
+                tile.check(&ctx.limits)?;
+                Self::with_tile(ctx, variant, tile)
+            }
+            None => Self::with_variant(ctx, variant),
+        })
     }
 
     /// Compiles the entry points of `variant` with the default tile, and
     /// [`TileConfig::LARGE`] for large dispatches where the adapter allows
     /// it.
     pub fn with_variant(ctx: &GpuContext, variant: CellVariant) -> Self {
+        Self::with_variant_as(ctx, variant, false)
+    }
+
+    /// [`LstmCell::with_variant`], built for `half` (see
+    /// [`LstmCell::half`]).
+    pub fn with_variant_as(ctx: &GpuContext, variant: CellVariant, half: bool) -> Self {
         let large = TileConfig::LARGE.check(&ctx.limits).is_ok();
-        Self::build(ctx, variant, TileConfig::DEFAULT, large, false)
+        Self::build(ctx, variant, TileConfig::DEFAULT, large, half)
     }
 
     /// Compiles the entry points of `variant`; `tile` (checked by the
     /// caller) shapes every dispatch of the tiled one.
     pub fn with_tile(ctx: &GpuContext, variant: CellVariant, tile: TileConfig) -> Self {
-        Self::build(ctx, variant, tile, false, false)
+        Self::with_tile_as(ctx, variant, tile, false)
+    }
+
+    /// [`LstmCell::with_tile`], built for `half`.
+    pub fn with_tile_as(
+        ctx: &GpuContext,
+        variant: CellVariant,
+        tile: TileConfig,
+        half: bool,
+    ) -> Self {
+        Self::build(ctx, variant, tile, false, half)
     }
 
     /// The same variant and tiles built for `half` (see [`LstmCell::half`]);
@@ -400,13 +418,32 @@ impl LstmCell {
         Self::build(ctx, self.variant, self.tile, self.large.is_some(), half)
     }
 
-    /// The tile a tiled dispatch over `lanes` lanes of this H and B uses.
-    pub fn tile_for(&self, hidden: usize, batch: usize, lanes: usize) -> TileConfig {
+    /// The tile of tiled dispatches of this H and B. Decided per lane, not
+    /// per dispatch, so that a layer's steps get the same tile however many
+    /// lanes share their dispatches: the wavefront then keeps giving the
+    /// bits of the layer-by-layer schedule.
+    pub fn tile_for(&self, hidden: usize, batch: usize) -> TileConfig {
         let large = TileConfig::LARGE;
-        match self.large.is_some() && large.groups(hidden, batch, lanes) >= LARGE_TILE_MIN_GROUPS {
+        match self.large.is_some() && large.groups(hidden, batch, 1) >= LARGE_TILE_MIN_GROUPS {
             true => large,
             false => self.tile,
         }
+    }
+
+    /// The forward, backward and initial-state kernels of module `m` whose
+    /// entry points end in `suffix`.
+    fn entries(
+        ctx: &GpuContext,
+        m: &crate::gpu::Module,
+        suffix: &str,
+        fb: &[(u32, Binding)],
+        bb: &[(u32, Binding)],
+    ) -> [Kernel; 3] {
+        [
+            Kernel::new(ctx, m, &format!("forward{suffix}"), fb, &[]),
+            Kernel::new(ctx, m, &format!("backward{suffix}"), bb, &[]),
+            Kernel::new(ctx, m, &format!("backward_state{suffix}"), bb, &[]),
+        ]
     }
 
     fn build(
@@ -433,24 +470,12 @@ impl LstmCell {
         }
         fb.push(CST_BINDING);
         bb.extend([CST_BINDING, DCS_BINDING]);
-        let fwd = Kernel::new(ctx, &m, &format!("forward{suffix}"), &fb, &[]);
-        let bwd = Kernel::new(ctx, &m, &format!("backward{suffix}"), &bb, &[]);
-        let bwd_state = Kernel::new(ctx, &m, &format!("backward_state{suffix}"), &bb, &[]);
-        let sg = with_sg.then(|| {
-            [
-                Kernel::new(ctx, &m, "forward_sg", &fb, &[]),
-                Kernel::new(ctx, &m, "backward_sg", &bb, &[]),
-                Kernel::new(ctx, &m, "backward_state_sg", &bb, &[]),
-            ]
-        });
+        let [fwd, bwd, bwd_state] = Self::entries(ctx, &m, suffix, &fb, &bb);
+        let sg = with_sg.then(|| Self::entries(ctx, &m, "_sg", &fb, &bb));
         let large = (large && variant == CellVariant::Tiled).then(|| {
             let src = crate::gpu::without_subgroups(&TileConfig::LARGE.source(half));
             let m = module(ctx, "lstm_cell (large tile)", &src);
-            [
-                Kernel::new(ctx, &m, "forward_tiled", &fb, &[]),
-                Kernel::new(ctx, &m, "backward_tiled", &bb, &[]),
-                Kernel::new(ctx, &m, "backward_state_tiled", &bb, &[]),
-            ]
+            Self::entries(ctx, &m, "_tiled", &fb, &bb)
         });
         Self {
             fwd,
@@ -553,7 +578,7 @@ impl LstmCell {
             _ => None,
         }
         .filter(|_| s0.batch > SG_ROWS / 2);
-        let tile = self.tile_for(s0.hidden, s0.batch, lanes.len());
+        let tile = self.tile_for(s0.hidden, s0.batch);
         let kernels = match (&self.large, sg) {
             (Some(k), None) if tile == TileConfig::LARGE => [&k[0], &k[1], &k[2]],
             _ => [&self.fwd, &self.bwd, &self.bwd_state],
