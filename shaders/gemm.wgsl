@@ -395,20 +395,21 @@ fn b_sg_block(ni: vec4<u32>, n0: u32, k: u32) -> mat4x4<f32> {
 // (B_SCALAR) is set: the vec4 view of a small unaligned operand may hold
 // none of its elements.
 fn tail_sg(acc: array<vec4<f32>, 4>, mi: vec4<u32>, ni: vec4<u32>) -> array<vec4<f32>, 4> {
-    if (p.flags & (A_SCALAR | B_SCALAR)) == 0u {
-        return tail4(acc, mi, ni);
-    }
     let a_scalar = (p.flags & A_SCALAR) != 0u;
     let b_scalar = (p.flags & B_SCALAR) != 0u;
     var c = acc;
     for (var k = p.k / 4u * 4u; k < p.k; k++) {
-        var bv = vec4<f32>(b4_at(k, ni.x), b4_at(k, ni.y), b4_at(k, ni.z), b4_at(k, ni.w));
+        var bv: vec4<f32>;
         if b_scalar {
             bv = vec4<f32>(b_at(k, ni.x), b_at(k, ni.y), b_at(k, ni.z), b_at(k, ni.w));
+        } else {
+            bv = vec4<f32>(b4_at(k, ni.x), b4_at(k, ni.y), b4_at(k, ni.z), b4_at(k, ni.w));
         }
-        var av = vec4<f32>(a4_at(mi.x, k), a4_at(mi.y, k), a4_at(mi.z, k), a4_at(mi.w, k));
+        var av: vec4<f32>;
         if a_scalar {
             av = vec4<f32>(a_at(mi.x, k), a_at(mi.y, k), a_at(mi.z, k), a_at(mi.w, k));
+        } else {
+            av = vec4<f32>(a4_at(mi.x, k), a4_at(mi.y, k), a4_at(mi.z, k), a4_at(mi.w, k));
         }
         c[0] += av.x * bv;
         c[1] += av.y * bv;

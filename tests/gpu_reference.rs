@@ -352,7 +352,7 @@ fn large_cell_tile_for_large_lanes() {
     let auto = LstmCell::with_variant(&ctx, CellVariant::Tiled);
     let set = LstmCell::with_tile(&ctx, CellVariant::Tiled, TileConfig::DEFAULT);
     // 8 x 16 large tiles: exactly the threshold.
-    assert_eq!(TileConfig::LARGE.groups(128, 256, 1), LARGE_TILE_MIN_GROUPS);
+    assert_eq!(TileConfig::LARGE.groups(128, 256), LARGE_TILE_MIN_GROUPS);
     assert_eq!(auto.tile_for(128, 256), want(true));
     assert_eq!(auto.tile_for(128, 240), want(false));
     assert_eq!(set.tile_for(128, 256), TileConfig::DEFAULT);

@@ -133,10 +133,9 @@ impl TileConfig {
         ks: 2,
     };
 
-    /// Workgroups of a dispatch over `lanes` lanes of H = `hidden`, B =
-    /// `batch` with this tile.
-    pub fn groups(&self, hidden: usize, batch: usize, lanes: usize) -> usize {
-        hidden.div_ceil(self.tu) * batch.div_ceil(self.tb) * lanes
+    /// Workgroups of one lane of H = `hidden`, B = `batch` with this tile.
+    pub fn groups(&self, hidden: usize, batch: usize) -> usize {
+        hidden.div_ceil(self.tu) * batch.div_ceil(self.tb)
     }
 
     /// Parses `TB,TU,KC,KS`.
@@ -424,7 +423,7 @@ impl LstmCell {
     /// bits of the layer-by-layer schedule.
     pub fn tile_for(&self, hidden: usize, batch: usize) -> TileConfig {
         let large = TileConfig::LARGE;
-        match self.large.is_some() && large.groups(hidden, batch, 1) >= LARGE_TILE_MIN_GROUPS {
+        match self.large.is_some() && large.groups(hidden, batch) >= LARGE_TILE_MIN_GROUPS {
             true => large,
             false => self.tile,
         }
