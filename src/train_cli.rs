@@ -732,23 +732,13 @@ impl DumpTensors {
     }
 
     fn write(&self, path: &Path, c: &RunConfig) -> Result<()> {
-        let views = self
-            .0
-            .iter()
-            .map(|(name, dtype, shape, b)| {
-                safetensors::tensor::TensorView::new(*dtype, shape.clone(), b)
-                    .map(|v| (name.clone(), v))
-                    .map_err(|e| Error::tensor(name, e.to_string()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut meta = HashMap::new();
+        let mut meta = BTreeMap::new();
         meta.insert("dataset".to_string(), c.dataset.clone());
         meta.insert(
             "config".to_string(),
             toml::to_string(c).map_err(|e| Error::Invalid(e.to_string()))?,
         );
-        let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::file(path, e))?;
-        io::write_atomic(path, &bytes)
+        io::write_atomic(path, &io::serialize(&self.0, &meta)?)
     }
 }
 
