@@ -534,7 +534,7 @@ pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
         return Err(Error::Invalid("--steps must be at least 1".into()));
     }
     if !a.json {
-        println!("{}", BenchRow::table_header());
+        crate::out::line(BenchRow::table_header())?;
     }
     for w in &workloads {
         eprintln!(
@@ -549,9 +549,9 @@ pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
             eprintln!("adapter: {}", row.adapter);
         }
         if a.json {
-            println!("{}", row.json());
+            crate::out::line(row.json())?;
         } else {
-            println!("{}", row.table_row());
+            crate::out::line(row.table_row())?;
         }
     }
     Ok(())

@@ -127,7 +127,7 @@ pub fn run(a: &DemoArgs, verbose: bool) -> Result<()> {
         opt_head.step(&mut head, &ghead, a.lr);
         ctx.write(&lstm.model.params, 0, &params);
         if step == 1 || step % 10 == 0 || step == a.steps {
-            println!("step {step:>4}  loss {loss:.5}");
+            crate::out::line(format!("step {step:>4}  loss {loss:.5}"))?;
         }
     }
     eprintln!(

@@ -40,6 +40,10 @@ pub enum Error {
     /// Invalid configuration or argument.
     #[error("{0}")]
     Invalid(String),
+    /// stdout's reader went away (`| head`): not a failure, the program
+    /// ends quietly with exit 0.
+    #[error("stdout closed by its reader")]
+    StdoutClosed,
     /// A file could not be read, written or parsed.
     #[error("{path}: {msg}")]
     File {

@@ -82,6 +82,38 @@ pub fn parse_counts<const N: usize>(s: &str, names: &str) -> std::result::Result
         .map_err(|_| format!("`{s}`: expected {N} numbers {names}"))
 }
 
+/// Environment variable choosing the adapter by (part of) its name, case
+/// insensitive, as wgpu's `initialize_adapter_from_env`.
+pub const ADAPTER_NAME_ENV: &str = "WGPU_ADAPTER_NAME";
+
+/// The first adapter whose name contains `want` (case insensitive); when
+/// none does, an error naming [`ADAPTER_NAME_ENV`] and listing the
+/// adapters (wgpu's own lookup panics there).
+fn adapter_named(instance: &wgpu::Instance, want: &str) -> Result<wgpu::Adapter> {
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    let lower = want.to_lowercase();
+    let names: Vec<String> = adapters
+        .iter()
+        .map(|a| {
+            let i = a.get_info();
+            format!("`{}` ({:?})", i.name, i.backend)
+        })
+        .collect();
+    adapters
+        .into_iter()
+        .find(|a| a.get_info().name.to_lowercase().contains(&lower))
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "{ADAPTER_NAME_ENV}={want}: no adapter's name contains it; adapters: {}",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        })
+}
+
 /// How a kernel binding is used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Binding {
@@ -138,10 +170,14 @@ impl GpuContext {
     fn build(timestamps: bool, binding_limit: Option<u64>) -> Result<Self> {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
-            &instance, None,
-        ))
-        .map_err(|e| Error::NoAdapter(e.to_string()))?;
+        let adapter = match std::env::var(ADAPTER_NAME_ENV) {
+            Ok(want) if !want.is_empty() => adapter_named(&instance, &want)?,
+            // wgpu's own choice, honouring WGPU_BACKEND and WGPU_POWER_PREF.
+            _ => pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
+                &instance, None,
+            ))
+            .map_err(|e| Error::NoAdapter(e.to_string()))?,
+        };
         let info = adapter.get_info();
         let mut limits = adapter.limits();
         if let Some(b) = binding_limit {

@@ -27,6 +27,7 @@ pub mod lstm;
 pub mod metrics;
 pub mod model;
 pub mod norm;
+pub mod out;
 pub mod precision;
 pub mod reference;
 pub mod reference_norm;

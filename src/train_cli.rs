@@ -1389,7 +1389,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         io::write_atomic(p, svg.as_bytes())?;
     }
     let last = curve.last().map(|p| p.1).unwrap_or(f64::NAN);
-    println!(
+    crate::out::line(format!(
         "final: step {} train_loss {last:.5} val_loss {} best_val {} skipped {} time {secs:.1}s tokens/s {:.0}{}",
         st.step,
         val_curve
@@ -1407,7 +1407,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
             Some(s) => format!(" loss_scale {}", s.scale),
             None => String::new(),
         } + if stopped_early { " (early stop)" } else { "" }
-    );
+    ))?;
     Ok(())
 }
 
@@ -1532,7 +1532,7 @@ pub fn generate(a: &GenerateArgs, verbose: bool) -> Result<()> {
         tr.eval(1, &StepData::tokens(&[pick as u32], &[0]), carry)?;
         logits = tr.head_output(1)?;
     }
-    println!("{out}");
+    crate::out::line(out)?;
     Ok(())
 }
 
@@ -1576,7 +1576,7 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
     let headers: Vec<String> = (1..=c.horizon)
         .map(|k| format!("pred_{}_t+{k}", norm.target.name))
         .collect();
-    println!("window,{}", headers.join(","));
+    crate::out::line(format!("window,{}", headers.join(",")))?;
     for w in 0..ds.train.len() {
         let b = ds.train.batch(&[w])?;
         tr.eval(
@@ -1587,7 +1587,7 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
         let z = tr.head_output(b.seq_len)?;
         let y = norm.denormalize(&z);
         let cells: Vec<String> = y.iter().map(|v| format!("{v}")).collect();
-        println!("{w},{}", cells.join(","));
+        crate::out::line(format!("{w},{}", cells.join(",")))?;
     }
     Ok(())
 }
