@@ -134,6 +134,29 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Host memory a run may plan for: half of `MemTotal` in /proc/meminfo,
+/// or 8 GiB where that cannot be read. Sizes over it are refused before
+/// anything is allocated (a failed allocation aborts the process).
+pub fn host_budget() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb.saturating_mul(1024) / 2)
+        })
+        .unwrap_or(8 << 30)
+}
+
+/// The size limits of a run: the host budget and, with a GPU, its largest
+/// storage buffer.
+pub fn size_limits(ctx: Option<&GpuContext>) -> crate::train::SizeLimits {
+    crate::train::SizeLimits {
+        host_bytes: host_budget(),
+        buffer: ctx.map(|c| c.max_storage_bytes()),
+    }
+}
+
 /// Opens the GPU, printing the adapter with `-v`.
 pub fn open_gpu(verbose: bool) -> Result<Arc<GpuContext>> {
     let ctx = GpuContext::new()?;
@@ -165,6 +188,7 @@ const INPUT_NAMES: [&str; 7] = [
 
 fn grad(a: &GradArgs, verbose: bool) -> Result<()> {
     // Everything is read and checked on the host before the GPU is opened.
+    io::check_output(&a.out, "--out", &[&a.weights, &a.inputs])?;
     let wfile = TensorFile::read(&a.weights)?;
     let (floats, counters) = wfile.params_and_counters()?;
     let host = LstmModel::host_model(&floats, &counters, a.norm)?;

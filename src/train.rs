@@ -171,6 +171,154 @@ impl NetConfig {
     }
 }
 
+/// What a model must fit before anything is allocated for it: a host
+/// memory budget (the command line gives half the machine's memory) and,
+/// once a GPU is open, its largest storage buffer
+/// ([`GpuContext::max_storage_bytes`]).
+#[derive(Clone, Copy, Debug)]
+pub struct SizeLimits {
+    /// Bytes the host may hold for parameters and batches.
+    pub host_bytes: u64,
+    /// The largest storage buffer and which limit that is, when known.
+    pub buffer: Option<(u64, &'static str)>,
+}
+
+/// Copies of the parameters (f32) the host holds at once at most: initial
+/// values, a checkpoint's parameters and optimizer state (up to three
+/// moments) read back, and the serialized file.
+pub const HOST_PARAM_COPIES: u64 = 8;
+
+/// `a · b · …` in u128, saturating (far above any budget).
+fn prod(v: &[usize]) -> u128 {
+    v.iter().fold(1u128, |a, &d| a.saturating_mul(d as u128))
+}
+
+/// Bytes for a message: exact, or `more than 2^64` when saturated.
+fn bytes_text(b: u128) -> String {
+    match u64::try_from(b) {
+        Ok(b) => b.to_string(),
+        Err(_) => "more than 2^64".to_string(),
+    }
+}
+
+impl NetConfig {
+    /// Parameters (the flat buffer, [`NetConfig::table`]) and running
+    /// statistics, counted with overflow-safe arithmetic and without
+    /// building the tables (a bound for the norm tensors).
+    pub fn counts(&self) -> (u128, u128) {
+        let c = self.lstm();
+        let (h, l, i) = (c.hidden_size, c.num_layers, c.input_size);
+        let g = prod(&[4, h]);
+        let first = g.saturating_mul((i as u128).saturating_add(h as u128).saturating_add(2));
+        let rest = g
+            .saturating_mul(prod(&[2, h]).saturating_add(2))
+            .saturating_mul(l.saturating_sub(1) as u128);
+        // At most 2 · (4H + 4H + H) norm parameters per layer (layer-cell).
+        let norm = prod(&[18, h, l]);
+        let extra = self
+            .extra()
+            .iter()
+            .fold(0u128, |a, (_, s)| a.saturating_add(prod(s)));
+        let params = first
+            .saturating_add(rest)
+            .saturating_add(norm)
+            .saturating_add(extra);
+        let stats = match self.norm {
+            Norm::None | Norm::Layer { .. } | Norm::LayerCell => 0,
+            Norm::Batch { .. } => prod(&[18, h, l]),
+            Norm::StepBatch { t_max, .. } | Norm::RecurrentBatch { t_max } => {
+                prod(&[18, h, l, t_max])
+            }
+        };
+        (params, stats)
+    }
+
+    /// Checks, with overflow-safe arithmetic and before anything is
+    /// allocated, that this model trained or run on steps of `seq` ×
+    /// `batch` fits `limits`: [`HOST_PARAM_COPIES`] copies of its
+    /// parameters and statistics and one batch on the host, and its
+    /// largest buffers (parameters, one layer's pre-gates, the embedded
+    /// inputs, the logits) each in one storage buffer. The errors name
+    /// the command-line flags that set the sizes.
+    pub fn check_size(&self, seq: usize, batch: usize, limits: &SizeLimits) -> Result<()> {
+        let c = self.lstm();
+        let (params, stats) = self.counts();
+        let dims = format!(
+            "--hidden {}, --layers {}, input width {}{}, {} outputs",
+            c.hidden_size,
+            c.num_layers,
+            c.input_size,
+            match self.head {
+                Head::Language { .. } => " (--embed)",
+                _ => "",
+            },
+            self.out_dim()
+        );
+        let host = params
+            .saturating_add(stats)
+            .saturating_mul(4 * HOST_PARAM_COPIES as u128);
+        if host > limits.host_bytes as u128 {
+            return Err(Error::Invalid(format!(
+                "model too large: {} parameters and {} statistics ({dims}) need {} bytes of \
+                 host memory ({HOST_PARAM_COPIES} copies), over the budget of {} bytes; \
+                 lower {}",
+                bytes_text(params),
+                bytes_text(stats),
+                bytes_text(host),
+                limits.host_bytes,
+                match (stats > params, self.head) {
+                    (true, _) => "--norm-t-max (or --seq-len), --hidden or --layers",
+                    (false, Head::Language { .. }) => "--hidden, --layers or --embed",
+                    (false, _) => "--hidden or --layers",
+                }
+            )));
+        }
+        let width = (c.input_size.max(2) as u128).saturating_add(self.out_dim() as u128);
+        let step = prod(&[seq, batch]).saturating_mul(width).saturating_mul(8);
+        if step > limits.host_bytes as u128 {
+            return Err(Error::Invalid(format!(
+                "batch too large: --seq-len {seq} × --batch {batch} × {width} values need {} \
+                 bytes, over the host budget of {} bytes",
+                bytes_text(step),
+                limits.host_bytes
+            )));
+        }
+        let Some((limit, kind)) = limits.buffer else {
+            return Ok(());
+        };
+        let tb = format!("--seq-len {seq} × --batch {batch}");
+        let mut buffers = vec![
+            (format!("the parameters ({dims})"), params.saturating_mul(4)),
+            (
+                format!(
+                    "the pre-gates of one layer ({tb} × 4 × --hidden {})",
+                    c.hidden_size
+                ),
+                prod(&[seq, batch, 4, c.hidden_size, 4]),
+            ),
+            (
+                format!("the layer inputs ({tb} × width {})", c.input_size),
+                prod(&[seq, batch, c.input_size, 4]),
+            ),
+        ];
+        if let Head::Language { vocab, .. } | Head::Sequence { outputs: vocab, .. } = self.head {
+            buffers.push((
+                format!("the outputs ({tb} × {vocab})"),
+                prod(&[seq, batch, vocab, 4]),
+            ));
+        }
+        if let Some((what, bytes)) = buffers.into_iter().find(|(_, b)| *b > limit as u128) {
+            return Err(Error::TooLarge {
+                what,
+                bytes: u64::try_from(bytes).unwrap_or(u64::MAX),
+                limit,
+                kind,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Initial values in [`NetConfig::table`] order. The default is PyTorch's:
 /// LSTM U(±1/√H); norm gains and shifts as [`Norm::init_value`]; embedding
 /// N(0, 1); head (nn.Linear) U(±1/√fan_in) for weight and bias. The options

@@ -1,7 +1,7 @@
 //! `lstm-wgpu train`, `generate` and `predict`: data, loop, validation,
 //! early stopping, metrics, checkpoints and resume, over [`Trainer`].
 
-use crate::cli::open_gpu;
+use crate::cli::{open_gpu, size_limits};
 use crate::data::{
     AddingTask, Builtin, CopyTask, CsvTable, DataRng, Normalizer, SeriesConfig, SeriesDataset,
     SeriesTable, Split, TextConfig, TextData, Vocab,
@@ -656,6 +656,10 @@ fn dump_data(path: &Path, c: &RunConfig, data: &Data, steps: usize) -> Result<()
             format!("a CSV of {} rows of {}", t.len(), names.join(", "))
         }
         Data::Copy(task) => {
+            check_dump_size(
+                steps,
+                task.seq_len().saturating_mul(c.batch).saturating_mul(16),
+            )?;
             let mut d = DumpTensors::default();
             for (split, n) in [(Split::Train, steps), (Split::Val, VAL_BATCHES)] {
                 let (mut x, mut y) = (Vec::new(), Vec::new());
@@ -672,6 +676,8 @@ fn dump_data(path: &Path, c: &RunConfig, data: &Data, steps: usize) -> Result<()
             format!("{steps} training and {VAL_BATCHES} validation batches")
         }
         Data::Adding(task) => {
+            let per = task.seq_len.saturating_mul(8).saturating_add(20);
+            check_dump_size(steps, per.saturating_mul(c.batch))?;
             let mut d = DumpTensors::default();
             for (split, n) in [(Split::Train, steps), (Split::Val, VAL_BATCHES)] {
                 let (mut x, mut y, mut lens) = (Vec::new(), Vec::new(), Vec::new());
@@ -1143,17 +1149,20 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
             toml::from_str(&text).map_err(|e| Error::file(p, format!("bad TOML: {e}")))?;
         a.merge_from(&file);
     }
+    check_outputs(&a)?;
     let resumed = a.resume.as_ref().map(|p| load_checkpoint(p)).transpose()?;
     let mut c = match &resumed {
         Some(l) => l.config.clone(),
         None => resolve(&a)?,
     };
+    check_batch_size(&c)?;
     let data = load_data(
         &c,
         resumed.as_ref().and_then(|l| l.vocab.clone()),
         resumed.as_ref().and_then(|l| l.norm.clone()),
     )?;
     let net = net_of(&c, &data)?;
+    net.check_size(run_seq_len(&c, &data), c.batch, &size_limits(None))?;
     let per_epoch = epoch_len(&c, &data).max(1);
     let total = match (a.steps, a.epochs, &resumed) {
         (Some(s), _, _) => s,
@@ -1177,6 +1186,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         None => init_values(&net, c.seed),
     };
     let ctx = open_gpu(verbose)?;
+    net.check_size(run_seq_len(&c, &data), c.batch, &size_limits(Some(&ctx)))?;
     let oc = optim_config(&c)?;
     // The precision a resumed run trained in.
     let saved = resumed.as_ref().map(checkpoint_precision).transpose()?;
@@ -1445,6 +1455,75 @@ fn best_path(p: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Checks every output path of `train` before anything runs (see
+/// [`io::check_output`]). The checkpoint may be the `--resume` file: that
+/// is how a run continues in place.
+fn check_outputs(a: &TrainArgs) -> Result<()> {
+    let mut inputs: Vec<&Path> = [&a.data, &a.config, &a.init]
+        .into_iter()
+        .filter_map(|p| p.as_deref())
+        .collect();
+    if let Some(p) = &a.checkpoint {
+        io::check_output(p, "--checkpoint", &inputs)?;
+        io::check_output(&best_path(p), "--checkpoint (its .best)", &inputs)?;
+    }
+    inputs.extend(a.resume.as_deref());
+    for (flag, p) in [
+        ("--metrics", &a.metrics),
+        ("--plot", &a.plot),
+        ("--dump-data", &a.dump_data),
+    ] {
+        if let Some(p) = p {
+            io::check_output(p, flag, &inputs)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a batch of `--seq-len` × `--batch` too large for the host
+/// before the data is built (resumed settings included).
+fn check_batch_size(c: &RunConfig) -> Result<()> {
+    let bytes = (c.seq_len as u128 * c.batch as u128).saturating_mul(16);
+    let budget = crate::cli::host_budget();
+    if bytes > budget as u128 {
+        return Err(Error::Invalid(format!(
+            "batch too large: --seq-len {} × --batch {} need {} bytes a step, over the host \
+             budget of {budget} bytes",
+            c.seq_len,
+            c.batch,
+            u64::try_from(bytes).map_or("more than 2^64".into(), |b| b.to_string())
+        )));
+    }
+    Ok(())
+}
+
+/// The longest window of a run: text windows end with the streams.
+fn run_seq_len(c: &RunConfig, data: &Data) -> usize {
+    match data {
+        Data::Text(t) => c.seq_len.min(t.train.stream_len().saturating_sub(1)).max(1),
+        Data::Copy(k) => k.seq_len(),
+        Data::Series(_) => c.seq_len,
+        Data::Adding(k) => k.seq_len,
+    }
+}
+
+/// Refuses a `--dump-data` of `steps` training batches (and the
+/// validation batches) of `bytes_per_batch` over the host budget, before
+/// anything is built: the tensors and the file's bytes are both held.
+fn check_dump_size(steps: usize, bytes_per_batch: usize) -> Result<()> {
+    let n = steps.saturating_add(VAL_BATCHES) as u128;
+    let bytes = n.saturating_mul(bytes_per_batch as u128).saturating_mul(2);
+    let budget = crate::cli::host_budget();
+    if bytes > budget as u128 {
+        return Err(Error::Invalid(format!(
+            "--dump-data: {steps} steps (--steps) of {bytes_per_batch} bytes need {} bytes, \
+             over the host budget of {budget} bytes; dump fewer steps",
+            u64::try_from(bytes).map_or("more than 2^64".into(), |b| b.to_string())
+        )));
+    }
+    Ok(())
+}
+
 /// Arguments of `generate`.
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
@@ -1489,6 +1568,7 @@ pub fn generate(a: &GenerateArgs, verbose: bool) -> Result<()> {
             embed: c.embed,
         },
     )?;
+    net.check_size(1, 1, &size_limits(None))?;
     let (floats, ints) = l.file.params_and_counters()?;
     let values = values_from(&net, &floats, &a.checkpoint)?;
     let mut prompt = vocab.encode(&a.prompt)?;
@@ -1568,6 +1648,7 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
             outputs: c.horizon,
         },
     )?;
+    net.check_size(c.seq_len, 1, &size_limits(None))?;
     let (floats, ints) = l.file.params_and_counters()?;
     let values = values_from(&net, &floats, &a.checkpoint)?;
     let ctx = open_gpu(verbose)?;
