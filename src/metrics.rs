@@ -81,6 +81,96 @@ impl MetricsLog {
     }
 }
 
+/// A metrics log that writes nothing until [`MetricsBuffer::flush`]: lines
+/// are kept in memory and written at checkpoints and at the end, so a run
+/// refused or failing before its first checkpoint leaves no file, and the
+/// file never runs ahead of the last checkpoint. The first flush replaces
+/// the file atomically with the kept lines of an earlier run (resume) and
+/// the new ones; later flushes append.
+pub struct MetricsBuffer {
+    path: PathBuf,
+    /// What the file holds before this run's lines (its first flush
+    /// rewrites it); `None` once written.
+    base: Option<String>,
+    pending: String,
+}
+
+impl MetricsBuffer {
+    /// A new log at `path` (replaced at the first flush).
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            base: Some(String::new()),
+            pending: String::new(),
+        }
+    }
+
+    /// Continues the log at `path` of a run resumed at step `step`: the
+    /// file's records of steps after `step` (written after the checkpoint)
+    /// are dropped, the rest kept; a missing file starts empty. A line
+    /// without a `"step"` number is an error naming the file and line; an
+    /// unterminated last line (a write cut short) is dropped.
+    pub fn resume(path: &Path, step: usize) -> Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::file(path, e)),
+        };
+        let mut base = String::new();
+        for (i, line) in text.split_inclusive('\n').enumerate() {
+            if !line.ends_with('\n') {
+                break;
+            }
+            let s = record_step(line).ok_or_else(|| {
+                Error::file(
+                    path,
+                    format!("line {}: not a metrics record with a \"step\"", i + 1),
+                )
+            })?;
+            if s <= step as u64 {
+                base.push_str(line);
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            base: Some(base),
+            pending: String::new(),
+        })
+    }
+
+    /// Buffers one record.
+    pub fn log(&mut self, fields: &[(&str, Value)]) -> Result<()> {
+        self.pending.push_str(&json_line(fields));
+        self.pending.push('\n');
+        Ok(())
+    }
+
+    /// Writes the buffered records.
+    pub fn flush(&mut self) -> Result<()> {
+        if let Some(base) = self.base.take() {
+            crate::io::write_atomic(&self.path, (base + &self.pending).as_bytes())?;
+        } else if !self.pending.is_empty() {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&self.path)
+                .and_then(|mut f| f.write_all(self.pending.as_bytes()))
+                .map_err(|e| Error::file(&self.path, e))?;
+        }
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+/// The `"step":N` of a metrics record.
+fn record_step(line: &str) -> Option<u64> {
+    let i = line.find("\"step\":")? + 7;
+    let digits: String = line[i..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
 /// An SVG line plot of one or two loss curves (x = step).
 pub fn loss_svg(title: &str, series: &[(&str, &[(f64, f64)])]) -> String {
     let (w, h, m) = (720.0, 420.0, 60.0);

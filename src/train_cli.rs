@@ -9,7 +9,7 @@ use crate::data::{
 use crate::error::{Error, Result};
 use crate::io::{self, TensorFile};
 use crate::kernels::optim::{OptimConfig, OptimKind};
-use crate::metrics::{MetricsLog, Value, loss_svg};
+use crate::metrics::{MetricsBuffer, Value, loss_svg};
 use crate::model::NamedTensor;
 use crate::norm::{Norm, NormKind};
 use crate::schedule_lr::LrSchedule;
@@ -377,53 +377,15 @@ fn resolve(a: &TrainArgs) -> Result<RunConfig> {
         Some(d) if ["sine", "mackey-glass", "adding"].contains(&d.as_str()) => "series".into(),
         _ => "text".into(),
     });
-    if task != "text" && task != "series" {
-        return Err(Error::Invalid(format!(
-            "--task {task}: expected text or series"
-        )));
-    }
     let dataset = a.dataset.clone().unwrap_or_else(|| {
-        if task == "text" {
-            "text".into()
-        } else {
+        if task == "series" {
             "sine".into()
+        } else {
+            "text".into()
         }
     });
-    let ok = if task == "text" {
-        ["text", "copy"].contains(&dataset.as_str())
-    } else {
-        ["sine", "mackey-glass", "adding"].contains(&dataset.as_str())
-    };
-    if !ok && a.data.is_none() {
-        return Err(Error::Invalid(format!(
-            "--dataset {dataset} does not fit --task {task}"
-        )));
-    }
-    let dropout = a.dropout.unwrap_or(0.0);
-    if !(dropout.is_finite() && (0.0..1.0).contains(&dropout)) {
-        return Err(Error::Invalid(format!(
-            "--dropout {dropout}: expected a probability in [0, 1)"
-        )));
-    }
-    if let Some(f) = a.forget_bias
-        && !f.is_finite()
-    {
-        return Err(Error::Invalid(format!(
-            "--forget-bias {f}: expected a finite number"
-        )));
-    }
     let optimizer = a.optimizer.clone().unwrap_or_else(|| "adam".into());
-    if !["sgd", "adam", "adamw", "amsgrad"].contains(&optimizer.as_str()) {
-        return Err(Error::Invalid(format!(
-            "--optimizer {optimizer}: expected sgd, adam, adamw or amsgrad"
-        )));
-    }
-    let schedule = a.schedule.clone().unwrap_or_else(|| "constant".into());
-    if !["constant", "cosine", "step"].contains(&schedule.as_str()) {
-        return Err(Error::Invalid(format!(
-            "--schedule {schedule}: expected constant, cosine or step"
-        )));
-    }
+    let seq_len = a.seq_len.unwrap_or(if task == "text" { 32 } else { 24 });
     let c = RunConfig {
         task: task.clone(),
         data: a.data.clone(),
@@ -432,7 +394,7 @@ fn resolve(a: &TrainArgs) -> Result<RunConfig> {
         hidden: a.hidden.unwrap_or(64),
         layers: a.layers.unwrap_or(2),
         batch: a.batch.unwrap_or(16),
-        seq_len: a.seq_len.unwrap_or(if task == "text" { 32 } else { 24 }),
+        seq_len,
         lr: a.lr.unwrap_or(if optimizer == "sgd" { 0.1 } else { 3e-3 }),
         weight_decay: a
             .weight_decay
@@ -444,7 +406,7 @@ fn resolve(a: &TrainArgs) -> Result<RunConfig> {
         momentum: a.momentum.unwrap_or(0.0),
         optimizer,
         clip_norm: a.clip_norm,
-        schedule,
+        schedule: a.schedule.clone().unwrap_or_else(|| "constant".into()),
         warmup: a.warmup.unwrap_or(0),
         step_size: a.step_size.unwrap_or(100),
         gamma: a.gamma.unwrap_or(0.5),
@@ -457,20 +419,68 @@ fn resolve(a: &TrainArgs) -> Result<RunConfig> {
         target: a.target.clone(),
         horizon: a.horizon.unwrap_or(1),
         steps: 0,
-        dropout,
+        dropout: a.dropout.unwrap_or(0.0),
         residual: a.residual,
         norm: a.norm.clone().unwrap_or_else(none),
         norm_last: a.norm_last,
-        norm_t_max: 0,
+        norm_t_max: a.norm_t_max.unwrap_or(seq_len),
         init_whh: a.init_whh.clone().unwrap_or_else(uniform),
         init_wih: a.init_wih.clone().unwrap_or_else(uniform),
         forget_bias: a.forget_bias,
         min_len: a.min_len,
     };
-    let mut c = c;
-    c.norm_t_max = a.norm_t_max.unwrap_or(c.seq_len);
-    norm_of(&c)?;
-    init_of(&c)?;
+    validate_config(&c)?;
+    Ok(c)
+}
+
+/// Checks a run's settings, from the command line ([`resolve`]) or from a
+/// checkpoint (`--resume`, `generate`, `predict`): the errors name the
+/// setting as its flag.
+fn validate_config(c: &RunConfig) -> Result<()> {
+    let task = c.task.as_str();
+    if task != "text" && task != "series" {
+        return Err(Error::Invalid(format!(
+            "--task {task}: expected text or series"
+        )));
+    }
+    let dataset = c.dataset.as_str();
+    let ok = if task == "text" {
+        ["text", "copy"].contains(&dataset)
+    } else {
+        ["sine", "mackey-glass", "adding"].contains(&dataset)
+    };
+    if !ok && c.data.is_none() {
+        return Err(Error::Invalid(format!(
+            "--dataset {dataset} does not fit --task {task}"
+        )));
+    }
+    let dropout = c.dropout;
+    if !(dropout.is_finite() && (0.0..1.0).contains(&dropout)) {
+        return Err(Error::Invalid(format!(
+            "--dropout {dropout}: expected a probability in [0, 1)"
+        )));
+    }
+    if let Some(f) = c.forget_bias
+        && !f.is_finite()
+    {
+        return Err(Error::Invalid(format!(
+            "--forget-bias {f}: expected a finite number"
+        )));
+    }
+    let optimizer = c.optimizer.as_str();
+    if !["sgd", "adam", "adamw", "amsgrad"].contains(&optimizer) {
+        return Err(Error::Invalid(format!(
+            "--optimizer {optimizer}: expected sgd, adam, adamw or amsgrad"
+        )));
+    }
+    let schedule = c.schedule.as_str();
+    if !["constant", "cosine", "step"].contains(&schedule) {
+        return Err(Error::Invalid(format!(
+            "--schedule {schedule}: expected constant, cosine or step"
+        )));
+    }
+    norm_of(c)?;
+    init_of(c)?;
     if c.residual && c.layers < 2 {
         return Err(Error::Invalid(
             "--residual connects stacked layers: it needs --layers 2 or more".into(),
@@ -513,7 +523,15 @@ fn resolve(a: &TrainArgs) -> Result<RunConfig> {
             c.val_fraction
         )));
     }
-    Ok(c)
+    if let Some(n) = c.clip_norm
+        && !(n.is_finite() && n >= 0.0)
+    {
+        return Err(Error::Invalid(format!(
+            "--clip-norm {n}: expected a finite number >= 0"
+        )));
+    }
+    optim_config(c)?;
+    schedule_of(c, c.steps).validate()
 }
 
 fn optim_config(c: &RunConfig) -> Result<OptimConfig> {
@@ -532,7 +550,7 @@ fn optim_config(c: &RunConfig) -> Result<OptimConfig> {
     Ok(o)
 }
 
-fn schedule(c: &RunConfig, total: usize) -> LrSchedule {
+fn schedule_of(c: &RunConfig, total: usize) -> LrSchedule {
     match c.schedule.as_str() {
         "cosine" => LrSchedule::WarmupCosine {
             warmup: c.warmup,
@@ -964,11 +982,7 @@ fn table_values(
     let by: HashMap<&str, &NamedTensor> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut values = Vec::with_capacity(table.total);
     for e in &table.entries {
-        let name = if e.name.starts_with("embedding.") || e.name.starts_with("head.") {
-            e.name.clone()
-        } else {
-            format!("lstm.{}", e.name)
-        };
+        let name = checkpoint_name(&e.name);
         let t = by.get(name.as_str()).ok_or_else(|| {
             Error::tensor(
                 &name,
@@ -995,8 +1009,197 @@ fn table_values(
     Ok(values)
 }
 
+/// The name of parameter `name` of a [`NetConfig::table`] in files:
+/// `embedding.*` and `head.*` as they are, the LSTM's (norms included)
+/// under `lstm.`.
+fn checkpoint_name(name: &str) -> String {
+    if name.starts_with("embedding.") || name.starts_with("head.") {
+        name.to_string()
+    } else {
+        format!("lstm.{name}")
+    }
+}
+
+/// The tensors of an `--init` file for `net`: its parameters, running
+/// statistics and `num_batches_tracked` counters, which are used. The file
+/// may be a checkpoint: its optimizer and training state (`optimizer.*`,
+/// `train.*`) are not used — the run starts afresh, `--resume` continues
+/// one — and a note on stderr says so. Any other tensor is refused.
+fn init_file(net: &NetConfig, path: &Path) -> Result<(Vec<NamedTensor>, BTreeMap<String, i64>)> {
+    let file = TensorFile::read(path)?;
+    Accepted::model(net)
+        .with_state(&ALL_OPTIM_STATE)
+        .check(&file, "this run's model or a checkpoint of it")?;
+    let (mut floats, mut ints) = file.params_and_counters().map_err(in_file(path))?;
+    let model = Accepted::model(net);
+    let state = floats.iter().any(|t| !model.floats.contains(&t.name))
+        || ints.keys().any(|n| !model.ints.contains(n));
+    floats.retain(|t| model.floats.contains(&t.name));
+    ints.retain(|n, _| model.ints.contains(n));
+    check_signs(&floats, &ints, path)?;
+    if state {
+        eprintln!(
+            "note: --init {}: using its weights and statistics; its optimizer and training \
+             state start afresh (--resume continues a run)",
+            path.display()
+        );
+    }
+    Ok((floats, ints))
+}
+
 /// Checkpoint tensor of the loss scaler: [scale, good steps, skipped].
 const SCALER_NAME: &str = "train.loss_scaler";
+/// Checkpoint tensors of the loss history for `--plot`, rows of (step,
+/// loss) of the finite training losses ([n, 2]) and validation losses
+/// ([m, 2]) so far.
+const CURVE_NAME: &str = "train.curve";
+const VAL_CURVE_NAME: &str = "train.val_curve";
+/// The f32 tensors of a checkpoint's training state besides the model's
+/// and the optimizer's.
+const TRAIN_FLOATS: [&str; 4] = ["train.state", SCALER_NAME, CURVE_NAME, VAL_CURVE_NAME];
+/// The integer counters of a checkpoint's training state.
+const TRAIN_INTS: [&str; 4] = [
+    crate::kernels::optim::STEP_NAME,
+    "train.step",
+    "train.skipped",
+    "train.bad_vals",
+];
+/// Every optimizer state tensor name (an `--init` checkpoint may come from
+/// a run with another optimizer).
+const ALL_OPTIM_STATE: [&str; 4] = [
+    "optimizer.momentum_buffer",
+    "optimizer.exp_avg",
+    "optimizer.exp_avg_sq",
+    "optimizer.max_exp_avg_sq",
+];
+
+/// The tensor names a reader of weights or checkpoints accepts: f32
+/// tensors and integer scalars. Anything else in a file is refused by name,
+/// never ignored.
+#[derive(Default)]
+struct Accepted {
+    floats: std::collections::BTreeSet<String>,
+    ints: std::collections::BTreeSet<String>,
+}
+
+impl Accepted {
+    /// The model of `net`: its parameters (`embedding.*`, `lstm.*`,
+    /// `head.*`), running statistics and `num_batches_tracked` counters.
+    fn model(net: &NetConfig) -> Self {
+        let mut a = Self::default();
+        for e in &net.table().entries {
+            a.floats.insert(checkpoint_name(&e.name));
+        }
+        for e in &net.stats_table().entries {
+            a.floats.insert(format!("lstm.{}", e.name));
+            if let Some(m) = e.name.strip_suffix(".running_mean") {
+                a.ints.insert(format!("lstm.{m}.num_batches_tracked"));
+            }
+        }
+        a
+    }
+
+    /// Adds a checkpoint's training state: the optimizer state tensors
+    /// `optim`, `optimizer.step` and the `train.*` entries.
+    fn with_state(mut self, optim: &[&str]) -> Self {
+        let floats = optim.iter().chain(&TRAIN_FLOATS);
+        self.floats.extend(floats.map(|s| s.to_string()));
+        self.ints.extend(TRAIN_INTS.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Refuses the first tensor of `f` not accepted, naming it and `what`
+    /// the file should be.
+    fn check(&self, f: &TensorFile, what: &str) -> Result<()> {
+        for (name, t) in &f.tensors {
+            let int = matches!(t.dtype, safetensors::Dtype::I64 | safetensors::Dtype::I32);
+            let ok = match int {
+                true => self.ints.contains(name),
+                false => self.floats.contains(name),
+            };
+            if !ok {
+                return Err(Error::tensor(
+                    name,
+                    format!(
+                        "unexpected {}in {}: not part of {what}",
+                        if int { "integer tensor " } else { "" },
+                        f.path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adds the file to a tensor error that does not name it.
+fn in_file(path: &Path) -> impl Fn(Error) -> Error + '_ {
+    move |e| match e {
+        Error::Tensor { name, msg } if !msg.contains(&path.display().to_string()) => {
+            Error::tensor(name, format!("{msg} in {}", path.display()))
+        }
+        e => e,
+    }
+}
+
+/// The sign constraints of a file's values (their finiteness is checked as
+/// they are read): running variances and Adam's second moments >= 0,
+/// counters >= 0.
+fn check_signs(floats: &[NamedTensor], ints: &BTreeMap<String, i64>, file: &Path) -> Result<()> {
+    for t in floats {
+        let var = t.name.ends_with(".running_var")
+            || t.name == "optimizer.exp_avg_sq"
+            || t.name == "optimizer.max_exp_avg_sq";
+        if var && let Some(i) = t.data.iter().position(|&v| v < 0.0) {
+            return Err(Error::tensor(
+                &t.name,
+                format!(
+                    "negative value {} at flat index {i} in {}: expected values >= 0",
+                    t.data[i],
+                    file.display()
+                ),
+            ));
+        }
+    }
+    for (name, &v) in ints {
+        if v < 0 {
+            return Err(Error::tensor(
+                name,
+                format!("{v} in {}: expected a count >= 0", file.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A loss history tensor of a checkpoint ([n, 2] rows of step and loss),
+/// empty when absent (older checkpoints).
+fn curve_from(floats: &[NamedTensor], name: &str, file: &Path) -> Result<Vec<(f64, f64)>> {
+    let Some(t) = floats.iter().find(|t| t.name == name) else {
+        return Ok(Vec::new());
+    };
+    if t.shape.len() != 2 || t.shape[1] != 2 {
+        return Err(Error::tensor(
+            name,
+            format!("shape {:?} in {}, expected [n, 2]", t.shape, file.display()),
+        ));
+    }
+    Ok(t.data
+        .chunks_exact(2)
+        .map(|r| (r[0] as f64, r[1] as f64))
+        .collect())
+}
+
+/// The finite points of a loss history as a checkpoint tensor.
+fn curve_tensor(name: &str, curve: &[(f64, f64)]) -> NamedTensor {
+    let data: Vec<f32> = curve
+        .iter()
+        .map(|&(x, y)| (x as f32, y as f32))
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .flat_map(|(x, y)| [x, y])
+        .collect();
+    NamedTensor::new(name, vec![data.len() / 2, 2], data)
+}
 /// Checkpoint metadata: the precision the run trained in (absent: f32).
 const PRECISION_KEY: &str = "precision";
 
@@ -1054,6 +1257,7 @@ fn save_checkpoint(
     c: &RunConfig,
     data: &Data,
     st: &RunState,
+    curves: [&[(f64, f64)]; 2],
 ) -> Result<()> {
     let mut tensors = named_params(tr)?;
     for mut t in tr.stats()? {
@@ -1066,6 +1270,8 @@ fn save_checkpoint(
     if let Some(s) = tr.scaler_state()? {
         tensors.push(NamedTensor::new(SCALER_NAME, vec![3], s.words().to_vec()));
     }
+    tensors.push(curve_tensor(CURVE_NAME, curves[0]));
+    tensors.push(curve_tensor(VAL_CURVE_NAME, curves[1]));
     let mut counters = BTreeMap::new();
     counters.insert(
         crate::kernels::optim::STEP_NAME.to_string(),
@@ -1077,10 +1283,16 @@ fn save_checkpoint(
     }
     counters.insert("train.skipped".to_string(), st.skipped as i64);
     counters.insert("train.bad_vals".to_string(), st.bad_vals as i64);
+    // The data path is stored absolute, so that a resume from another
+    // working directory finds it.
+    let mut c = c.clone();
+    if let Some(d) = &c.data {
+        c.data = Some(std::path::absolute(d).map_err(|e| Error::file(d, e))?);
+    }
     let mut meta = HashMap::new();
     meta.insert(
         "config".to_string(),
-        toml::to_string(c).map_err(|e| Error::Invalid(e.to_string()))?,
+        toml::to_string(&c).map_err(|e| Error::Invalid(e.to_string()))?,
     );
     meta.insert("best_val".to_string(), format!("{}", st.best_val));
     meta.insert(PRECISION_KEY.to_string(), tr.lstm.precision().to_string());
@@ -1102,16 +1314,82 @@ struct Loaded {
     file: TensorFile,
     vocab: Option<Vocab>,
     norm: Option<Normalizer>,
+    /// The best validation loss so far (infinite before the first).
+    best_val: f64,
+    /// The loss histories so far (for `--plot`).
+    curve: Vec<(f64, f64)>,
+    val_curve: Vec<(f64, f64)>,
 }
 
+/// Reads a checkpoint and checks it as strictly as the command line: its
+/// settings as [`resolve`] does, no tensor a reader would ignore (see
+/// [`Accepted`]), finite values, variances and counters >= 0, and the step
+/// counters within the run. Errors name the file and the setting or tensor.
 fn load_checkpoint(path: &Path) -> Result<Loaded> {
     let file = TensorFile::read(path)?;
     let cfg = file
         .metadata
         .get("config")
         .ok_or_else(|| Error::file(path, "not an lstm-wgpu checkpoint (no `config` metadata)"))?;
-    let config: RunConfig = toml::from_str(cfg)
-        .map_err(|e| Error::file(path, format!("bad `config` metadata: {e}")))?;
+    let bad = |e: &dyn std::fmt::Display| Error::file(path, format!("bad `config` metadata: {e}"));
+    let config: RunConfig = toml::from_str(cfg).map_err(|e| bad(&e))?;
+    validate_config(&config).map_err(|e| bad(&e))?;
+    // The names do not depend on the sizes the data gives the head.
+    let head = match config.task.as_str() {
+        "text" => Head::Language {
+            vocab: 1,
+            embed: config.embed,
+        },
+        _ => Head::Regression {
+            features: 1,
+            outputs: config.horizon,
+        },
+    };
+    let optim = optim_config(&config)?;
+    Accepted::model(&net_with(&config, head)?)
+        .with_state(&optim.state_names())
+        .check(&file, "a checkpoint of this run's model and optimizer")?;
+    let (floats, ints) = file.params_and_counters().map_err(in_file(path))?;
+    check_signs(&floats, &ints, path)?;
+    let out_of_range = |name: &str, v: i64, max: i64, what: &str| {
+        Error::tensor(
+            name,
+            format!("{v} in {}: expected 0..={max} ({what})", path.display()),
+        )
+    };
+    let step = ints.get("train.step").copied().unwrap_or(0);
+    if step > config.steps as i64 {
+        return Err(out_of_range(
+            "train.step",
+            step,
+            config.steps as i64,
+            "the run's steps",
+        ));
+    }
+    for name in [crate::kernels::optim::STEP_NAME, "train.skipped"] {
+        if let Some(&v) = ints.get(name)
+            && v > step
+        {
+            return Err(out_of_range(name, v, step, "train.step"));
+        }
+    }
+    let best_val = match file.metadata.get("best_val") {
+        None => f64::INFINITY,
+        Some(v) => match v.parse::<f64>() {
+            Ok(b) if b >= 0.0 => b,
+            _ => {
+                return Err(Error::file(
+                    path,
+                    format!("bad `best_val` metadata `{v}`: expected a loss >= 0 or inf"),
+                ));
+            }
+        },
+    };
+    if let Some(t) = floats.iter().find(|t| t.name == SCALER_NAME) {
+        scaler_from(&t.data, path)?;
+    }
+    let curve = curve_from(&floats, CURVE_NAME, path)?;
+    let val_curve = curve_from(&floats, VAL_CURVE_NAME, path)?;
     let vocab = file
         .metadata
         .get("vocab")
@@ -1127,6 +1405,9 @@ fn load_checkpoint(path: &Path) -> Result<Loaded> {
         file,
         vocab,
         norm,
+        best_val,
+        curve,
+        val_curve,
     })
 }
 
@@ -1140,8 +1421,97 @@ fn counter(f: &TensorFile, name: &str) -> Result<i64> {
     }
 }
 
+/// On `--resume`, refuses a setting of `x` that would change the model or
+/// its data from the checkpoint's `c`; `from` names the `--config` file the
+/// settings came from, if any.
+fn check_fixed(x: &TrainArgs, c: &RunConfig, from: Option<&Path>) -> Result<()> {
+    fn same<T: PartialEq + std::fmt::Display>(
+        flag: &str,
+        given: Option<&T>,
+        stored: Option<&T>,
+        from: Option<&Path>,
+    ) -> Result<()> {
+        match given {
+            Some(g) if Some(g) != stored => Err(Error::Invalid(format!(
+                "{flag} {g}{} cannot change on --resume (the checkpoint has {})",
+                from.map(|p| format!(" (from {})", p.display()))
+                    .unwrap_or_default(),
+                stored.map_or("none".to_string(), |v| v.to_string())
+            ))),
+            _ => Ok(()),
+        }
+    }
+    let f = from;
+    same("--task", x.task.as_ref(), Some(&c.task), f)?;
+    same("--dataset", x.dataset.as_ref(), Some(&c.dataset), f)?;
+    same("--embed", x.embed.as_ref(), Some(&c.embed), f)?;
+    same("--hidden", x.hidden.as_ref(), Some(&c.hidden), f)?;
+    same("--layers", x.layers.as_ref(), Some(&c.layers), f)?;
+    same("--batch", x.batch.as_ref(), Some(&c.batch), f)?;
+    same("--seq-len", x.seq_len.as_ref(), Some(&c.seq_len), f)?;
+    same("--optimizer", x.optimizer.as_ref(), Some(&c.optimizer), f)?;
+    same(
+        "--weight-decay",
+        x.weight_decay.as_ref(),
+        Some(&c.weight_decay),
+        f,
+    )?;
+    same("--momentum", x.momentum.as_ref(), Some(&c.momentum), f)?;
+    same("--clip-norm", x.clip_norm.as_ref(), c.clip_norm.as_ref(), f)?;
+    same("--dropout", x.dropout.as_ref(), Some(&c.dropout), f)?;
+    same("--norm", x.norm.as_ref(), Some(&c.norm), f)?;
+    same(
+        "--norm-t-max",
+        x.norm_t_max.as_ref(),
+        Some(&c.norm_t_max),
+        f,
+    )?;
+    same("--init-whh", x.init_whh.as_ref(), Some(&c.init_whh), f)?;
+    same("--init-wih", x.init_wih.as_ref(), Some(&c.init_wih), f)?;
+    same(
+        "--forget-bias",
+        x.forget_bias.as_ref(),
+        c.forget_bias.as_ref(),
+        f,
+    )?;
+    same("--min-len", x.min_len.as_ref(), c.min_len.as_ref(), f)?;
+    same("--schedule", x.schedule.as_ref(), Some(&c.schedule), f)?;
+    same("--warmup", x.warmup.as_ref(), Some(&c.warmup), f)?;
+    same("--step-size", x.step_size.as_ref(), Some(&c.step_size), f)?;
+    same("--gamma", x.gamma.as_ref(), Some(&c.gamma), f)?;
+    same("--seed", x.seed.as_ref(), Some(&c.seed), f)?;
+    same(
+        "--val-fraction",
+        x.val_fraction.as_ref(),
+        Some(&c.val_fraction),
+        f,
+    )?;
+    same("--features", x.features.as_ref(), c.features.as_ref(), f)?;
+    same("--target", x.target.as_ref(), c.target.as_ref(), f)?;
+    same("--horizon", x.horizon.as_ref(), Some(&c.horizon), f)?;
+    for (flag, given, stored) in [
+        ("--residual", x.residual, c.residual),
+        ("--norm-last", x.norm_last, c.norm_last),
+        (
+            "--deterministic-order",
+            x.deterministic_order,
+            c.deterministic_order,
+        ),
+    ] {
+        same(flag, given.then_some(&true), Some(&stored), f)?;
+    }
+    if let Some(p) = &x.init {
+        return Err(Error::Invalid(format!(
+            "--init {} cannot be used with --resume (the checkpoint holds the weights)",
+            p.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Runs `train`.
 pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
+    let cli = a.clone();
     let mut a = a;
     if let Some(p) = &a.config {
         let text = std::fs::read_to_string(p).map_err(|e| Error::file(p, e))?;
@@ -1152,7 +1522,21 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     check_outputs(&a)?;
     let resumed = a.resume.as_ref().map(|p| load_checkpoint(p)).transpose()?;
     let mut c = match &resumed {
-        Some(l) => l.config.clone(),
+        // On resume, a flag either applies (and the stored settings record
+        // it) or is refused when it would change the model or its data.
+        Some(l) => {
+            let mut c = l.config.clone();
+            check_fixed(&cli, &c, None)?;
+            check_fixed(&a, &c, a.config.as_deref())?;
+            if let Some(d) = &a.data {
+                c.data = Some(d.clone());
+            }
+            c.lr = a.lr.unwrap_or(c.lr);
+            c.val_every = a.val_every.unwrap_or(c.val_every);
+            c.patience = a.patience.or(c.patience);
+            validate_config(&c)?;
+            c
+        }
         None => resolve(&a)?,
     };
     check_batch_size(&c)?;
@@ -1178,12 +1562,43 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     // Weights (and running statistics) from the checkpoint or --init file.
     let source = match (&resumed, &a.init) {
         (Some(l), _) => Some((l.file.params_and_counters()?, l.file.path.clone())),
-        (None, Some(p)) => Some((TensorFile::read(p)?.params_and_counters()?, p.clone())),
+        (None, Some(p)) => Some((init_file(&net, p)?, p.clone())),
         (None, None) => None,
     };
     let values = match &source {
         Some(((floats, _), p)) => values_from(&net, floats, p)?,
         None => init_values(&net, c.seed),
+    };
+    let mut st = RunState {
+        step: 0,
+        skipped: 0,
+        best_val: f64::INFINITY,
+        bad_vals: 0,
+    };
+    let mut curve: Vec<(f64, f64)> = Vec::new();
+    let mut val_curve: Vec<(f64, f64)> = Vec::new();
+    if let Some(l) = &resumed {
+        st.step = counter(&l.file, "train.step")? as usize;
+        st.skipped = counter(&l.file, "train.skipped")? as usize;
+        st.bad_vals = counter(&l.file, "train.bad_vals")? as usize;
+        st.best_val = l.best_val;
+        curve = l.curve.clone();
+        val_curve = l.val_curve.clone();
+        if total < st.step {
+            return Err(Error::Invalid(format!(
+                "--steps {total}: {} is already at step {}",
+                l.file.path.display(),
+                st.step
+            )));
+        }
+    }
+    let sched = schedule_of(&c, total);
+    sched.validate()?;
+    // The metrics file is read now, written at the first checkpoint.
+    let mut log = match (&a.metrics, &resumed) {
+        (Some(p), Some(_)) => Some(MetricsBuffer::resume(p, st.step)?),
+        (Some(p), None) => Some(MetricsBuffer::new(p)),
+        (None, _) => None,
     };
     let ctx = open_gpu(verbose)?;
     net.check_size(run_seq_len(&c, &data), c.batch, &size_limits(Some(&ctx)))?;
@@ -1219,27 +1634,12 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     if let Some(((floats, ints), p)) = &source {
         restore_model(&mut tr, floats, ints, p)?;
     }
-    let mut st = RunState {
-        step: 0,
-        skipped: 0,
-        best_val: f64::INFINITY,
-        bad_vals: 0,
-    };
     if let Some(l) = &resumed {
         let (floats, _) = l.file.params_and_counters()?;
         tr.optim.load_state(tr.ctx(), &floats)?;
         tr.optim
             .set_steps(counter(&l.file, crate::kernels::optim::STEP_NAME)? as u64)?;
-        st.step = counter(&l.file, "train.step")? as usize;
         tr.steps_taken = st.step as u64;
-        st.skipped = counter(&l.file, "train.skipped")? as usize;
-        st.bad_vals = counter(&l.file, "train.bad_vals")? as usize;
-        st.best_val = l
-            .file
-            .metadata
-            .get("best_val")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(f64::INFINITY);
         let state = l.file.require_f32("train.state")?;
         tr.set_carried_state(&state.data)?;
         // A kept scaler continues where it stood; one set anew starts fresh.
@@ -1250,13 +1650,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
             tr.set_scaler_state(&scaler_from(&s.data, &l.file.path)?)?;
         }
     }
-    let sched = schedule(&c, total);
-    sched.validate()?;
-    let mut log = a
-        .metrics
-        .as_ref()
-        .map(|p| MetricsLog::open(p, resumed.is_some()))
-        .transpose()?;
+    let first_step = st.step;
     let bar = if a.no_progress || stop <= st.step {
         indicatif::ProgressBar::hidden()
     } else {
@@ -1291,8 +1685,6 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         c.optimizer,
         c.lr
     );
-    let mut curve: Vec<(f64, f64)> = Vec::new();
-    let mut val_curve: Vec<(f64, f64)> = Vec::new();
     let start = std::time::Instant::now();
     let mut tokens = 0usize;
     let mut stopped_early = false;
@@ -1349,8 +1741,13 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         curve.push((st.step as f64, s.loss as f64));
         bar.set_message(format!("loss {:.4} lr {lr:.2e} {rate:.0} tok/s", s.loss));
         bar.inc(1);
-        if st.step.is_multiple_of(c.val_every) || st.step == total || st.step == stop {
-            if let Some(v) = validate(&mut tr, &c, &data)? {
+        // A stop between validations (--stop-after) writes the checkpoint
+        // without validating, so that resuming runs as uninterrupted.
+        let val_due = st.step.is_multiple_of(c.val_every) || st.step == total;
+        if val_due || st.step == stop {
+            if !val_due {
+                say(&bar, format!("step {:>6}  loss {:.4}", st.step, s.loss));
+            } else if let Some(v) = validate(&mut tr, &c, &data)? {
                 val_curve.push((st.step as f64, v));
                 if let Some(l) = &mut log {
                     l.log(&[
@@ -1366,7 +1763,8 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
                     st.best_val = v;
                     st.bad_vals = 0;
                     if let Some(p) = &a.checkpoint {
-                        save_checkpoint(&best_path(p), &tr, &c, &data, &st)?;
+                        let curves = [&curve[..], &val_curve[..]];
+                        save_checkpoint(&best_path(p), &tr, &c, &data, &st, curves)?;
                     }
                 } else {
                     st.bad_vals += 1;
@@ -1375,9 +1773,14 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
                 say(&bar, format!("step {:>6}  loss {:.4}", st.step, s.loss));
             }
             if let Some(p) = &a.checkpoint {
-                save_checkpoint(p, &tr, &c, &data, &st)?;
+                save_checkpoint(p, &tr, &c, &data, &st, [&curve, &val_curve])?;
+            }
+            // The metrics file holds what the checkpoint does.
+            if let Some(l) = &mut log {
+                l.flush()?;
             }
             if let Some(pat) = c.patience
+                && val_due
                 && st.bad_vals >= pat
             {
                 say(
@@ -1390,6 +1793,16 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    // A run of no steps (--steps 0, --epochs 0) still writes its
+    // checkpoint: the initial model (or the resumed one, as it stands).
+    if st.step == first_step
+        && let Some(p) = &a.checkpoint
+    {
+        save_checkpoint(p, &tr, &c, &data, &st, [&curve, &val_curve])?;
+    }
+    if let Some(l) = &mut log {
+        l.flush()?;
+    }
     let secs = start.elapsed().as_secs_f64();
     if let Some(p) = &a.plot {
         let svg = loss_svg(

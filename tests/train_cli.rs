@@ -286,6 +286,101 @@ fn resume_keeps_f16_mixed_and_its_scaler() {
     assert!(steps[5].contains("\"skipped\":false"), "{m}");
 }
 
+/// The final line without its time and throughput.
+fn final_line(out: &str) -> String {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("final:"))
+        .unwrap_or_else(|| panic!("no final line in {out}"));
+    let w: Vec<&str> = line.split(' ').collect();
+    let mut keep = Vec::new();
+    let mut i = 0;
+    while i < w.len() {
+        if w[i] == "time" || w[i] == "tokens/s" {
+            i += 2;
+        } else {
+            keep.push(w[i]);
+            i += 1;
+        }
+    }
+    keep.join(" ")
+}
+
+/// Metrics lines without the throughput.
+fn metrics_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{e}"));
+    text.lines()
+        .map(|l| match l.find(",\"tokens_per_s\"") {
+            Some(i) => l[..i].to_string(),
+            None => l.to_string(),
+        })
+        .collect()
+}
+
+/// Stopped between validations (`--stop-after 6`, `--val-every 4`) and
+/// resumed with `--patience` and `--checkpoint`, a run ends as the
+/// uninterrupted one: the final line (but time and tokens/s) and so
+/// best_val, the last and the `.best` checkpoints (every tensor bit for
+/// bit, and the metadata: settings, best_val, precision) and the metrics.
+#[test]
+fn resume_between_validations_equals_uninterrupted() {
+    let d = tmp("resume-between");
+    let (a, b) = (d.join("a.st"), d.join("b.st"));
+    let (ma, mb) = (d.join("a.jsonl"), d.join("b.jsonl"));
+    let common = [
+        "--steps",
+        "14",
+        "--val-every",
+        "4",
+        "--patience",
+        "3",
+        "--hidden",
+        "32",
+        "--batch",
+        "4",
+        "--seq-len",
+        "8",
+        "--no-progress",
+    ];
+    let full = ok(&[
+        &["train", "--checkpoint", p(&a), "--metrics", p(&ma)][..],
+        &common,
+    ]
+    .concat());
+    ok(&[
+        &["train", "--stop-after", "6", "--checkpoint", p(&b)][..],
+        &["--metrics", p(&mb)],
+        &common,
+    ]
+    .concat());
+    let resumed = ok(&[
+        "train",
+        "--resume",
+        p(&b),
+        "--checkpoint",
+        p(&b),
+        "--metrics",
+        p(&mb),
+        "--no-progress",
+    ]);
+    assert_eq!(final_line(&full), final_line(&resumed));
+    assert!(!final_line(&full).contains("best_val -"), "{full}");
+    for (x, y) in [
+        (a.clone(), b.clone()),
+        (d.join("a.st.best"), d.join("b.st.best")),
+    ] {
+        assert!(tensors(&x) == tensors(&y), "{} differs", y.display());
+        let meta = |f: &Path| {
+            lstm_wgpu::io::TensorFile::read(f)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .metadata
+        };
+        assert_eq!(meta(&x), meta(&y), "{}", y.display());
+    }
+    assert_eq!(metrics_lines(&ma), metrics_lines(&mb));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 #[test]
 fn norm_variants_loss_falls() {
     let d = tmp("norms");
