@@ -674,88 +674,167 @@ impl CsvTable {
         })
     }
 
-    /// The columns whose first data cell is a finite number (a date or label
-    /// column is not).
-    pub fn numeric_column_indices(&self) -> Vec<usize> {
-        self.row_fields(0)
-            .enumerate()
-            .filter(|(_, f)| parse_number(f).is_some_and(f64::is_finite))
-            .map(|(i, _)| i)
-            .collect()
+    /// Whether a cell stands for a missing value: empty, or `NA`, `N/A`,
+    /// `NaN`, `null` or `None` (any case).
+    pub fn is_missing(cell: &str) -> bool {
+        cell.is_empty()
+            || ["na", "n/a", "nan", "null", "none"]
+                .iter()
+                .any(|m| cell.eq_ignore_ascii_case(m))
     }
 
-    /// Parses columns `cols` as numbers in one pass; a missing, non-numeric
-    /// or non-finite cell is an error naming its line and column.
-    pub fn numeric_columns(&self, cols: &[usize]) -> Result<Vec<Vec<f64>>> {
-        let mut out: Vec<Vec<f64>> = cols
-            .iter()
-            .map(|_| Vec::with_capacity(self.num_rows()))
-            .collect();
-        let mut cells: Vec<&str> = Vec::with_capacity(self.num_columns());
+    /// The columns that hold numbers: every cell of every row is a number
+    /// or missing ([`CsvTable::is_missing`]), and at least one is a number.
+    pub fn numeric_column_indices(&self) -> Vec<usize> {
+        let mut numeric = vec![true; self.num_columns()];
+        let mut seen = vec![false; self.num_columns()];
         for r in 0..self.num_rows() {
-            cells.clear();
-            cells.extend(self.row_fields(r));
-            for (k, &c) in cols.iter().enumerate() {
-                let cell = cells[c];
-                let at = || {
-                    format!(
-                        "line {}, column {} (`{}`)",
-                        self.rows[r].0,
-                        c + 1,
-                        self.header[c]
-                    )
-                };
-                if cell.is_empty() {
-                    return Err(Error::file(
-                        &self.source,
-                        format!("{}: empty cell (missing value)", at()),
-                    ));
+            for (c, cell) in self.row_fields(r).enumerate() {
+                if !numeric[c] || Self::is_missing(cell) {
+                    continue;
                 }
                 match parse_number(cell) {
-                    None => {
-                        return Err(Error::file(
-                            &self.source,
-                            format!("{}: `{cell}` is not a number", at()),
-                        ));
-                    }
-                    Some(v) if !v.is_finite() => {
-                        return Err(Error::file(
-                            &self.source,
-                            format!("{}: `{cell}` is not a finite number", at()),
-                        ));
-                    }
-                    Some(v) => out[k].push(v),
+                    Some(_) => seen[c] = true,
+                    None => numeric[c] = false,
                 }
             }
         }
-        Ok(out)
+        (0..self.num_columns())
+            .filter(|&c| numeric[c] && seen[c])
+            .collect()
     }
 
-    /// Chooses the feature and target columns by name. By default the
-    /// features are all numeric columns (see
-    /// [`CsvTable::numeric_column_indices`]) and the target is the last
-    /// numeric column (which is then also a feature).
+    /// Why column `c` looks like a time index, if it does: its name is a
+    /// time word (date, time, year, timestamp, datetime, month, week, day,
+    /// hour, minute, quarter, period), or its cells (three rows or more)
+    /// are integers that increase strictly from row to row.
+    pub fn time_like(&self, c: usize) -> Option<&'static str> {
+        const WORDS: [&str; 12] = [
+            "date",
+            "time",
+            "year",
+            "timestamp",
+            "datetime",
+            "month",
+            "week",
+            "day",
+            "hour",
+            "minute",
+            "quarter",
+            "period",
+        ];
+        let name = self.header[c].to_ascii_lowercase();
+        if name
+            .split(|ch: char| !ch.is_ascii_alphanumeric())
+            .any(|w| WORDS.contains(&w))
+        {
+            return Some("named like a time index");
+        }
+        let mut prev: Option<f64> = None;
+        for r in 0..self.num_rows() {
+            let v = match parse_number(self.cell(r, c)) {
+                Some(v) if v.is_finite() && v.fract() == 0.0 => v,
+                _ => return None,
+            };
+            if prev.is_some_and(|p| v <= p) {
+                return None;
+            }
+            prev = Some(v);
+        }
+        (self.num_rows() >= 3).then_some("integers increasing row by row")
+    }
+
+    /// Parses column `c` as numbers, with `None` for missing cells; a
+    /// non-numeric or non-finite cell is an error naming its line and
+    /// column.
+    fn column_values(&self, c: usize) -> Result<Vec<Option<f64>>> {
+        (0..self.num_rows())
+            .map(|r| {
+                let cell = self.cell(r, c);
+                if Self::is_missing(cell) {
+                    return Ok(None);
+                }
+                match parse_number(cell) {
+                    Some(v) if v.is_finite() => Ok(Some(v)),
+                    Some(_) => Err(Error::file(
+                        &self.source,
+                        format!("{}: `{cell}` is not a finite number", self.at(r, c)),
+                    )),
+                    None => Err(Error::file(
+                        &self.source,
+                        format!("{}: `{cell}` is not a number", self.at(r, c)),
+                    )),
+                }
+            })
+            .collect()
+    }
+
+    /// `line L, column C (`name`)` of data row `r`.
+    fn at(&self, r: usize, c: usize) -> String {
+        format!(
+            "line {}, column {} (`{}`)",
+            self.rows[r].0,
+            c + 1,
+            self.header[c]
+        )
+    }
+
+    /// Chooses the feature and target columns by name (missing cells are
+    /// an error). See [`CsvTable::select_with`].
     pub fn select(&self, features: Option<&[String]>, target: Option<&str>) -> Result<SeriesTable> {
+        let o = SelectOptions {
+            features: features.map(<[String]>::to_vec),
+            target: target.map(str::to_string),
+            ..Default::default()
+        };
+        Ok(self.select_with(&o)?.table)
+    }
+
+    /// Chooses the columns of a series. By default the features are the
+    /// numeric columns ([`CsvTable::numeric_column_indices`]) that do not
+    /// look like a time index ([`CsvTable::time_like`]), and the target is
+    /// the last of them (which is then also a feature). Missing cells of the
+    /// chosen columns are handled as `o.missing` says. The time column
+    /// (`o.time`, else a non-numeric first column, else the first
+    /// time-like column) labels rows in `predict`'s output.
+    pub fn select_with(&self, o: &SelectOptions) -> Result<Selection> {
         let numeric = self.numeric_column_indices();
+        let time_like: Vec<(usize, &'static str)> = numeric
+            .iter()
+            .filter_map(|&c| self.time_like(c).map(|why| (c, why)))
+            .collect();
+        let usable: Vec<usize> = numeric
+            .iter()
+            .copied()
+            .filter(|c| !time_like.iter().any(|t| t.0 == *c))
+            .collect();
         let no_numeric = || {
+            let mut msg = "no numeric column to use".to_string();
+            if !time_like.is_empty() {
+                msg += &format!(
+                    " (time-like columns are not used unless named: {})",
+                    time_like
+                        .iter()
+                        .map(|(c, _)| format!("`{}`", self.header[*c]))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             Error::file(
                 &self.source,
-                format!(
-                    "no numeric column on line {} (the first data row); name the columns to use",
-                    self.rows[0].0
-                ),
+                msg + "; name the columns with --features and --target",
             )
         };
-        let feat: Vec<usize> = match features {
+        let feat: Vec<usize> = match &o.features {
             Some(names) if !names.is_empty() => names
                 .iter()
                 .map(|n| self.column_index(n))
                 .collect::<Result<_>>()?,
             _ => {
-                if numeric.is_empty() {
+                if usable.is_empty() {
                     return Err(no_numeric());
                 }
-                numeric.clone()
+                usable.clone()
             }
         };
         for (j, &c) in feat.iter().enumerate() {
@@ -766,27 +845,235 @@ impl CsvTable {
                 )));
             }
         }
-        let tgt = match target {
+        let tgt = match &o.target {
             Some(n) => self.column_index(n)?,
-            None => *numeric.last().ok_or_else(no_numeric)?,
+            None => *usable.last().ok_or_else(no_numeric)?,
         };
         let mut cols = feat.clone();
         if !cols.contains(&tgt) {
             cols.push(tgt);
         }
-        let mut parsed = self.numeric_columns(&cols)?;
-        let target_values = if feat.contains(&tgt) {
-            parsed[feat.iter().position(|&c| c == tgt).unwrap_or(0)].clone()
-        } else {
-            parsed.pop().unwrap_or_default()
+        let raw = cols
+            .iter()
+            .map(|&c| self.column_values(c))
+            .collect::<Result<Vec<_>>>()?;
+        let (values, rows) = fill_missing(self, &cols, raw, o.missing)?;
+        let time = match &o.time {
+            Some(n) => Some(self.column_index(n)?),
+            None if !numeric.contains(&0) && !cols.contains(&0) => Some(0),
+            None => time_like.iter().map(|t| t.0).find(|c| !cols.contains(c)),
+        }
+        .map(|c| TimeColumn {
+            name: self.header[c].clone(),
+            values: rows.iter().map(|&r| self.cell(r, c).to_string()).collect(),
+        });
+        let unused_time = time_like
+            .iter()
+            .filter(|(c, _)| !cols.contains(c))
+            .map(|(c, why)| (self.header[*c].clone(), *why))
+            .collect();
+        let mut values = values;
+        let target_values = match feat.iter().position(|&c| c == tgt) {
+            Some(k) => values[k].clone(),
+            None => values.pop().unwrap_or_default(),
         };
-        SeriesTable::new(
+        let table = SeriesTable::new(
             feat.iter().map(|&c| self.header[c].clone()).collect(),
-            parsed,
+            values,
             self.header[tgt].clone(),
             target_values,
         )
+        .map_err(|e| Error::file(&self.source, e))?;
+        Ok(Selection {
+            table,
+            time,
+            rows: rows.iter().map(|&r| self.rows[r].0).collect(),
+            unused_time,
+        })
     }
+}
+
+/// How missing cells of the chosen columns are handled (`--missing`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Missing {
+    /// A missing cell is an error naming its line and column.
+    #[default]
+    Error,
+    /// Rows with a missing cell in any chosen column are left out.
+    Drop,
+    /// A missing cell takes the last value above it (none above: error).
+    Ffill,
+    /// A missing cell is interpolated linearly between the nearest values
+    /// above and below; at either end it takes the nearest value.
+    Interpolate,
+}
+
+impl Missing {
+    /// The `--missing` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Missing::Error => "error",
+            Missing::Drop => "drop",
+            Missing::Ffill => "ffill",
+            Missing::Interpolate => "interpolate",
+        }
+    }
+
+    /// Parses a `--missing` name.
+    pub fn parse(s: &str) -> Result<Self> {
+        [
+            Missing::Error,
+            Missing::Drop,
+            Missing::Ffill,
+            Missing::Interpolate,
+        ]
+        .into_iter()
+        .find(|m| m.name() == s)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "--missing {s}: expected error, drop, ffill or interpolate"
+            ))
+        })
+    }
+}
+
+/// Fills or drops the missing cells of the columns `cols` (values per
+/// column, `None` where missing); returns the columns and the data rows
+/// kept.
+fn fill_missing(
+    csv: &CsvTable,
+    cols: &[usize],
+    mut raw: Vec<Vec<Option<f64>>>,
+    missing: Missing,
+) -> Result<(Vec<Vec<f64>>, Vec<usize>)> {
+    let n = csv.num_rows();
+    let first_missing = || {
+        (0..n).find_map(|r| {
+            raw.iter()
+                .zip(cols)
+                .find(|(v, _)| v[r].is_none())
+                .map(|(_, &c)| (r, c))
+        })
+    };
+    let mut rows: Vec<usize> = (0..n).collect();
+    match missing {
+        Missing::Error => {
+            if let Some((r, c)) = first_missing() {
+                return Err(Error::file(
+                    &csv.source,
+                    format!(
+                        "{}: missing value `{}` (choose --missing drop, ffill or interpolate)",
+                        csv.at(r, c),
+                        csv.cell(r, c)
+                    ),
+                ));
+            }
+        }
+        Missing::Drop => {
+            rows.retain(|&r| raw.iter().all(|v| v[r].is_some()));
+            if rows.is_empty() {
+                return Err(Error::file(
+                    &csv.source,
+                    "--missing drop: every row has a missing value in the chosen columns",
+                ));
+            }
+            for v in &mut raw {
+                *v = rows.iter().map(|&r| v[r]).collect();
+            }
+        }
+        Missing::Ffill => {
+            for (v, &c) in raw.iter_mut().zip(cols) {
+                let mut last = None;
+                for (r, x) in v.iter_mut().enumerate() {
+                    match x {
+                        Some(y) => last = Some(*y),
+                        None => {
+                            *x = Some(last.ok_or_else(|| {
+                                Error::file(
+                                    &csv.source,
+                                    format!(
+                                        "{}: missing value with no value above it to carry \
+                                         forward (--missing ffill); use interpolate or drop",
+                                        csv.at(r, c)
+                                    ),
+                                )
+                            })?)
+                        }
+                    }
+                }
+            }
+        }
+        Missing::Interpolate => {
+            for (v, &c) in raw.iter_mut().zip(cols) {
+                let known: Vec<usize> = (0..v.len()).filter(|&r| v[r].is_some()).collect();
+                if known.is_empty() {
+                    return Err(Error::file(
+                        &csv.source,
+                        format!("column {} (`{}`) has no value at all", c + 1, csv.header[c]),
+                    ));
+                }
+                let mut k = 0;
+                for r in 0..v.len() {
+                    while k + 1 < known.len() && known[k + 1] <= r {
+                        k += 1;
+                    }
+                    if v[r].is_some() {
+                        continue;
+                    }
+                    let (a, b) = (known[k], known.get(k + 1).copied());
+                    let va = v[a].unwrap_or_default();
+                    v[r] = Some(match b {
+                        _ if r < a => va,
+                        Some(b) => {
+                            let vb = v[b].unwrap_or_default();
+                            va + (vb - va) * (r - a) as f64 / (b - a) as f64
+                        }
+                        None => va,
+                    });
+                }
+            }
+        }
+    }
+    let values = raw
+        .into_iter()
+        .map(|v| v.into_iter().map(Option::unwrap_or_default).collect())
+        .collect();
+    Ok((values, rows))
+}
+
+/// What [`CsvTable::select_with`] chooses by.
+#[derive(Clone, Debug, Default)]
+pub struct SelectOptions {
+    /// Feature columns (default: the numeric, not time-like ones).
+    pub features: Option<Vec<String>>,
+    /// Target column (default: the last default feature).
+    pub target: Option<String>,
+    /// Time column naming rows in output (default: see select_with).
+    pub time: Option<String>,
+    /// Missing cells.
+    pub missing: Missing,
+}
+
+/// A CSV's time column: its cells of the rows kept.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimeColumn {
+    /// Column name.
+    pub name: String,
+    /// One cell per row of the series.
+    pub values: Vec<String>,
+}
+
+/// The columns of a series chosen from a CSV.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    /// Features and target, in row order.
+    pub table: SeriesTable,
+    /// The time column, if any.
+    pub time: Option<TimeColumn>,
+    /// The file's line of each row of `table`.
+    pub rows: Vec<usize>,
+    /// Time-like columns left out of the defaults, with the reason.
+    pub unused_time: Vec<(String, &'static str)>,
 }
 
 // ---------------------------------------------------------------------------
@@ -894,26 +1181,39 @@ pub struct ColumnStats {
     pub name: String,
     /// Mean over the training rows.
     pub mean: f64,
-    /// Population standard deviation over the training rows (1 for a
-    /// constant column, which is then only centred).
+    /// Population standard deviation over the training rows (positive).
     pub std: f64,
 }
 
 impl ColumnStats {
-    /// Fits mean and standard deviation to `values` (not empty).
-    pub fn fit(name: &str, values: &[f64]) -> Self {
+    /// Fits mean and standard deviation to `values` (not empty). A column
+    /// whose mean or standard deviation is not finite (its values overflow
+    /// f64), or that is constant (std 0, or below 1e-12 of its mean), is
+    /// refused by name: its z-scores would not be finite.
+    pub fn fit(name: &str, values: &[f64]) -> Result<Self> {
         let n = values.len().max(1) as f64;
         let mean = values.iter().sum::<f64>() / n;
         let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
-        let mut std = var.sqrt();
-        if std.is_nan() || std <= 1e-12 * mean.abs().max(1.0) {
-            std = 1.0;
+        let std = var.sqrt();
+        if !(mean.is_finite() && std.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "column `{name}`: its mean or standard deviation over the {} training rows \
+                 overflows (mean {mean}, std {std}); rescale it",
+                values.len()
+            )));
         }
-        Self {
+        if std <= 1e-12 * mean.abs() || std == 0.0 {
+            return Err(Error::Invalid(format!(
+                "column `{name}` is constant ({mean}) over the {} training rows, so it cannot \
+                 be normalised; leave it out (--features) or choose another --target",
+                values.len()
+            )));
+        }
+        Ok(Self {
             name: name.to_string(),
             mean,
             std,
-        }
+        })
     }
 
     /// `(x − mean) / std`.
@@ -951,8 +1251,8 @@ impl Normalizer {
                 .iter()
                 .zip(&table.features)
                 .map(|(n, c)| ColumnStats::fit(n, &c[..train_rows]))
-                .collect(),
-            target: ColumnStats::fit(&table.target_name, &table.target[..train_rows]),
+                .collect::<Result<_>>()?,
+            target: ColumnStats::fit(&table.target_name, &table.target[..train_rows])?,
         })
     }
 
@@ -1111,6 +1411,18 @@ impl WindowSet {
     /// The series row of window `w`'s first target.
     pub fn first_target_row(&self, w: usize) -> usize {
         self.starts.start + w + self.seq_len
+    }
+
+    /// Window `w`'s target values (z-scores), `k` of them.
+    pub fn targets(&self, w: usize) -> &[f32] {
+        let r = self.first_target_row(w);
+        &self.data.y[r..r + self.horizon]
+    }
+
+    /// The last target value window `w` observes (z-score): the naive
+    /// forecast of each of its `k` targets.
+    pub fn last_observed(&self, w: usize) -> f32 {
+        self.data.y[self.first_target_row(w) - 1]
     }
 
     /// Batches per epoch of `batch` windows (the last one smaller unless
@@ -2179,8 +2491,8 @@ mod tests {
     const CSV: &str = "\u{feff}date, temp ,\"load\",humidity\r\n\
                        2024-01-01,1.5,10,0.5\r\n\
                        \r\n\
-                       2024-01-02,2.5,20,0.25\r\n\
-                       2024-01-03,-3e0,30,1\r\n";
+                       2024-01-02,2.5,30,0.25\r\n\
+                       2024-01-03,-3e0,20,1\r\n";
 
     #[test]
     fn csv_parses_and_selects_columns() {
@@ -2201,7 +2513,7 @@ mod tests {
         let f = vec!["load".to_string()];
         let s = t.select(Some(&f), Some("temp")).unwrap();
         assert_eq!(s.feature_names, ["load"]);
-        assert_eq!(s.features, vec![vec![10., 20., 30.]]);
+        assert_eq!(s.features, vec![vec![10., 30., 20.]]);
         assert_eq!(
             (s.target_name.as_str(), s.target.clone()),
             ("temp", vec![1.5, 2.5, -3.0])
@@ -2235,8 +2547,9 @@ mod tests {
             .to_string();
         assert!(e.contains("line 3: 3 fields"), "{e}");
 
-        let t = CsvTable::parse("a,b\n1,2\n3,x\n5,6\n", "n.csv").unwrap();
-        let e = t.select(None, None).unwrap_err().to_string();
+        let t = CsvTable::parse("a,b\n1,2\n3,x\n2,6\n", "n.csv").unwrap();
+        // `b` is not numeric (decided on all rows): name it to see why.
+        let e = t.select(None, Some("b")).unwrap_err().to_string();
         assert!(
             e.contains("n.csv") && e.contains("line 3, column 2 (`b`): `x` is not a number"),
             "{e}"
@@ -2244,12 +2557,15 @@ mod tests {
         let t = CsvTable::parse("a,b\n1,2\n3,\n", "n.csv").unwrap();
         let e = t.select(None, None).unwrap_err().to_string();
         assert!(
-            e.contains("line 3, column 2") && e.contains("empty cell"),
+            e.contains("line 3, column 2") && e.contains("missing value"),
             "{e}"
         );
         let t = CsvTable::parse("a,b\n1,2\n3,NaN\n", "n.csv").unwrap();
         let e = t.select(None, None).unwrap_err().to_string();
-        assert!(e.contains("not a finite number"), "{e}");
+        assert!(e.contains("missing value `NaN`"), "{e}");
+        let t = CsvTable::parse("a,b\n1,2\n3,inf\n", "n.csv").unwrap();
+        let e = t.select(None, None).unwrap_err().to_string();
+        assert!(e.contains("`inf` is not a finite number"), "{e}");
 
         assert!(
             CsvTable::parse("", "e.csv")
@@ -2281,6 +2597,94 @@ mod tests {
     }
 
     #[test]
+    fn csv_numeric_and_time_like_columns() {
+        // `code` is numeric in the first row only; `t` counts up; `year`
+        // is named like time; `x` holds a missing cell.
+        let t = CsvTable::parse(
+            "year,code,t,x,y\n2000,1,10,0.5,3\n2001,B,11,,1\n2002,3,12,0.2,2\n",
+            "c.csv",
+        )
+        .unwrap();
+        assert_eq!(t.numeric_column_indices(), vec![0, 2, 3, 4]);
+        assert_eq!(t.time_like(0), Some("named like a time index"));
+        assert_eq!(t.time_like(2), Some("integers increasing row by row"));
+        assert_eq!(t.time_like(3), None);
+        assert_eq!(t.time_like(4), None);
+        let o = SelectOptions {
+            missing: Missing::Interpolate,
+            ..Default::default()
+        };
+        let s = t.select_with(&o).unwrap();
+        assert_eq!(s.table.feature_names, ["x", "y"]);
+        assert_eq!(s.table.features[0], vec![0.5, 0.35, 0.2]);
+        assert_eq!(s.time.as_ref().map(|c| c.name.as_str()), Some("year"));
+        assert_eq!(s.unused_time.len(), 2);
+        assert_eq!(s.rows, vec![2, 3, 4]);
+        // Named, a time-like column is a feature.
+        let o = SelectOptions {
+            features: Some(vec!["t".into(), "y".into()]),
+            time: Some("code".into()),
+            ..Default::default()
+        };
+        let s = t.select_with(&o).unwrap();
+        assert_eq!(s.table.feature_names, ["t", "y"]);
+        assert_eq!(s.time.unwrap().values, ["1", "B", "3"]);
+    }
+
+    #[test]
+    fn csv_missing_cells() {
+        let t = CsvTable::parse("a,y\n1,NA\n2,4\n,6\n3,\n5,10\n", "m.csv").unwrap();
+        let sel = |m| {
+            t.select_with(&SelectOptions {
+                missing: m,
+                ..Default::default()
+            })
+        };
+        let e = sel(Missing::Error).unwrap_err().to_string();
+        assert!(
+            e.contains("m.csv: line 2, column 2 (`y`): missing value `NA`")
+                && e.contains("--missing"),
+            "{e}"
+        );
+        let d = sel(Missing::Drop).unwrap();
+        assert_eq!(d.table.features, vec![vec![2.0, 5.0], vec![4.0, 10.0]]);
+        assert_eq!(d.rows, vec![3, 6]);
+        let e = sel(Missing::Ffill).unwrap_err().to_string();
+        assert!(
+            e.contains("line 2, column 2") && e.contains("no value above"),
+            "{e}"
+        );
+        let i = sel(Missing::Interpolate).unwrap();
+        assert_eq!(i.table.features[0], vec![1.0, 2.0, 2.5, 3.0, 5.0]);
+        assert_eq!(i.table.target, vec![4.0, 4.0, 6.0, 8.0, 10.0]);
+        let t = CsvTable::parse("a,y\n1,1\n2,\n,6\n", "m.csv").unwrap();
+        let f = t
+            .select_with(&SelectOptions {
+                missing: Missing::Ffill,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            f.table.features,
+            vec![vec![1.0, 2.0, 2.0], vec![1.0, 1.0, 6.0]]
+        );
+        assert!(Missing::parse("zero").is_err());
+    }
+
+    #[test]
+    fn unnormalisable_columns_are_refused_by_name() {
+        let e = ColumnStats::fit("c", &[5.0, 5.0, 5.0])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`c` is constant"), "{e}");
+        let e = ColumnStats::fit("big", &[1e308, -1e308, 1e308])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`big`") && e.contains("overflows"), "{e}");
+        assert!(ColumnStats::fit("ok", &[1.0, 2.0]).is_ok());
+    }
+
+    #[test]
     fn csv_reads_files() {
         let dir = std::env::temp_dir().join(format!("lstm_wgpu_data_{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -2306,7 +2710,7 @@ mod tests {
         // 10 rows: 8 training rows 0..8, 2 validation rows far away.
         let mut v: Vec<f64> = (0..8).map(|i| i as f64).collect();
         v.extend([1000.0, 2000.0]);
-        let other: Vec<f64> = (0..10).map(|i| 5.0 + 0.0 * i as f64).collect(); // constant
+        let other: Vec<f64> = (0..10).map(|i| 5.0 + (i % 2) as f64).collect();
         let table = SeriesTable::new(
             vec!["x".into(), "c".into()],
             vec![v.clone(), other],
@@ -2327,7 +2731,7 @@ mod tests {
         assert_eq!(d.norm.features[0], d.norm.target);
         assert_eq!(
             (d.norm.features[1].mean, d.norm.features[1].std),
-            (5.0, 1.0)
+            (5.5, 0.5)
         );
 
         // Round trips.
