@@ -20,6 +20,7 @@ pub mod cli;
 pub mod data;
 pub mod demo;
 pub mod error;
+pub mod forecast;
 pub mod gpu;
 pub mod io;
 pub mod kernels;

@@ -1700,6 +1700,11 @@ impl Trainer {
         })
     }
 
+    /// Sequences per batch (of every pass).
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
     /// The context.
     pub fn ctx(&self) -> &Arc<GpuContext> {
         &self.ctx
