@@ -3,7 +3,10 @@ use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = lstm_wgpu::cli::Cli::parse();
+    let cli = match lstm_wgpu::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     match lstm_wgpu::cli::run(cli) {
         // `lstm-wgpu predict ... | head -1`: a closed pipe is no error.
         Ok(()) | Err(lstm_wgpu::Error::StdoutClosed) => ExitCode::SUCCESS,
@@ -19,4 +22,42 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `--help` and `--version` print as clap writes them (exit 0); a usage
+/// error is one line, exit 2, like every other refusal.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        return match e.print() {
+            Ok(()) if e.kind() != ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                ExitCode::SUCCESS
+            }
+            _ => ExitCode::from(2),
+        };
+    }
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("error: bad arguments")
+        .trim();
+    let tip = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("tip:"))
+        .map(|t| format!(" ({t})"))
+        .unwrap_or_default();
+    let first = if first.starts_with("error:") {
+        first.to_string()
+    } else {
+        format!("error: {first}")
+    };
+    let _ = writeln!(std::io::stderr(), "{first}{tip} (see --help)");
+    ExitCode::from(2)
 }
