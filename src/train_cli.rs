@@ -3,10 +3,11 @@
 
 use crate::cli::{open_gpu, size_limits};
 use crate::data::{
-    AddingTask, Builtin, CopyTask, CsvTable, DataRng, Normalizer, SeriesConfig, SeriesDataset,
-    SeriesTable, Split, TextConfig, TextData, Vocab,
+    AddingTask, Builtin, CopyTask, CsvTable, DataRng, Missing, Normalizer, SelectOptions,
+    Selection, SeriesConfig, SeriesDataset, Split, TextConfig, TextData, Vocab,
 };
 use crate::error::{Error, Result};
+use crate::forecast::{SeriesMetrics, predict_windows};
 use crate::io::{self, TensorFile};
 use crate::kernels::optim::{OptimConfig, OptimKind};
 use crate::metrics::{MetricsBuffer, Value, loss_svg};
@@ -171,6 +172,16 @@ pub struct TrainArgs {
     /// Series: values predicted per window.
     #[arg(long)]
     pub horizon: Option<usize>,
+    /// Series: missing cells (empty, NA, NaN, null) of the chosen columns:
+    /// error | drop (the row) | ffill (the value above) | interpolate
+    /// (linear; the nearest value at either end). Default error.
+    #[arg(long)]
+    pub missing: Option<String>,
+    /// Series: the time column that labels rows in `predict` (default: a
+    /// non-numeric first column, else the first time-like column). It is
+    /// not a feature unless named in --features.
+    #[arg(long)]
+    pub time: Option<String>,
     /// JSONL metrics file.
     #[arg(long)]
     pub metrics: Option<PathBuf>,
@@ -246,6 +257,8 @@ impl TrainArgs {
             features,
             target,
             horizon,
+            missing,
+            time,
             metrics,
             checkpoint,
             plot
@@ -308,6 +321,14 @@ pub struct RunConfig {
     forget_bias: Option<f32>,
     #[serde(default)]
     min_len: Option<usize>,
+    #[serde(default = "error")]
+    missing: String,
+    #[serde(default)]
+    time: Option<String>,
+}
+
+fn error() -> String {
+    "error".into()
 }
 
 fn none() -> String {
@@ -373,10 +394,16 @@ fn init_of(c: &RunConfig) -> Result<InitOptions> {
 }
 
 fn resolve(a: &TrainArgs) -> Result<RunConfig> {
-    let task = a.task.clone().unwrap_or_else(|| match &a.dataset {
-        Some(d) if ["sine", "mackey-glass", "adding"].contains(&d.as_str()) => "series".into(),
-        _ => "text".into(),
-    });
+    let task = a
+        .task
+        .clone()
+        .unwrap_or_else(|| match (&a.dataset, &a.data) {
+            (Some(d), _) if ["sine", "mackey-glass", "adding"].contains(&d.as_str()) => {
+                "series".into()
+            }
+            (None, Some(p)) if is_csv(p) => "series".into(),
+            _ => "text".into(),
+        });
     let dataset = a.dataset.clone().unwrap_or_else(|| {
         if task == "series" {
             "sine".into()
@@ -428,9 +455,16 @@ fn resolve(a: &TrainArgs) -> Result<RunConfig> {
         init_wih: a.init_wih.clone().unwrap_or_else(uniform),
         forget_bias: a.forget_bias,
         min_len: a.min_len,
+        missing: a.missing.clone().unwrap_or_else(error),
+        time: a.time.clone(),
     };
     validate_config(&c)?;
     Ok(c)
+}
+
+/// Whether a data path names a CSV file (by its extension).
+fn is_csv(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))
 }
 
 /// Checks a run's settings, from the command line ([`resolve`]) or from a
@@ -517,6 +551,26 @@ fn validate_config(c: &RunConfig) -> Result<()> {
             return Err(Error::Invalid(format!("{name} must be at least 1")));
         }
     }
+    if c.patience == Some(0) {
+        return Err(Error::Invalid(
+            "--patience must be at least 1 (validations without improvement)".into(),
+        ));
+    }
+    crate::data::Missing::parse(&c.missing)?;
+    if c.task != "series" || c.data.is_none() {
+        for (flag, set) in [
+            ("--missing", c.missing != "error"),
+            ("--time", c.time.is_some()),
+            ("--features", c.features.is_some()),
+            ("--target", c.target.is_some()),
+        ] {
+            if set {
+                return Err(Error::Invalid(format!(
+                    "{flag} applies to series runs on a CSV (--task series --data FILE.csv)"
+                )));
+            }
+        }
+    }
     if !(0.0..1.0).contains(&c.val_fraction) {
         return Err(Error::Invalid(format!(
             "--val-fraction {}: expected a value in [0, 1)",
@@ -529,6 +583,17 @@ fn validate_config(c: &RunConfig) -> Result<()> {
         return Err(Error::Invalid(format!(
             "--clip-norm {n}: expected a finite number >= 0"
         )));
+    }
+    for (flag, v) in [
+        ("--lr", c.lr),
+        ("--weight-decay", c.weight_decay),
+        ("--momentum", c.momentum),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(Error::Invalid(format!(
+                "{flag} {v}: expected a finite number >= 0"
+            )));
+        }
     }
     optim_config(c)?;
     schedule_of(c, c.steps).validate()
@@ -569,7 +634,7 @@ fn schedule_of(c: &RunConfig, total: usize) -> LrSchedule {
 enum Data {
     Text(TextData),
     Copy(CopyTask),
-    Series(SeriesDataset),
+    Series(SeriesDataset, Box<Selection>),
     Adding(AddingTask),
 }
 
@@ -606,30 +671,70 @@ fn load_data(c: &RunConfig, vocab: Option<Vocab>, norm: Option<Normalizer>) -> R
     if c.data.is_none() && c.dataset == "adding" {
         return Ok(Data::Adding(AddingTask::new(c.seq_len.max(2), c.seed)?));
     }
-    let table = series_table(c)?;
-    Ok(Data::Series(match norm {
-        Some(n) => SeriesDataset::with_normalizer(&table, &sc, n)?,
-        None => SeriesDataset::new(&table, &sc)?,
-    }))
+    let sel = series_table(c)?;
+    let in_file = |e: Error| match (&c.data, e) {
+        (Some(p), Error::Invalid(m)) => Error::file(p, m),
+        (_, e) => e,
+    };
+    let ds = match norm {
+        Some(n) => SeriesDataset::with_normalizer(&sel.table, &sc, n),
+        None => SeriesDataset::new(&sel.table, &sc),
+    }
+    .map_err(in_file)?;
+    Ok(Data::Series(ds, Box::new(sel)))
 }
 
 /// The columns of a series run: the `--data` CSV's chosen columns or the
 /// built-in `sine` / `mackey-glass` series.
-fn series_table(c: &RunConfig) -> Result<SeriesTable> {
+fn series_table(c: &RunConfig) -> Result<Selection> {
     match &c.data {
         Some(p) => {
             let csv = CsvTable::read(p)?;
-            let feats: Option<Vec<String>> = c
-                .features
-                .as_ref()
-                .map(|f| f.split(',').map(|s| s.trim().to_string()).collect());
-            csv.select(feats.as_deref(), c.target.as_deref())
+            let o = SelectOptions {
+                features: c
+                    .features
+                    .as_ref()
+                    .map(|f| f.split(',').map(|s| s.trim().to_string()).collect()),
+                target: c.target.clone(),
+                time: c.time.clone(),
+                missing: Missing::parse(&c.missing)?,
+            };
+            csv.select_with(&o)
         }
         None => {
             let b = c.dataset.parse::<Builtin>()?;
-            crate::data::builtin_series(b, crate::data::DEFAULT_SERIES_LEN, c.seed)
+            let table = crate::data::builtin_series(b, crate::data::DEFAULT_SERIES_LEN, c.seed)?;
+            Ok(Selection {
+                rows: (1..=table.len()).collect(),
+                table,
+                time: None,
+                unused_time: Vec::new(),
+            })
         }
     }
+}
+
+/// One line naming the columns a series run uses.
+fn describe_columns(c: &RunConfig, sel: &Selection) -> String {
+    let t = &sel.table;
+    let mut s = format!(
+        "columns: features [{}], target `{}`",
+        t.feature_names.join(", "),
+        t.target_name
+    );
+    if let Some(tc) = &sel.time {
+        s += &format!(", time `{}`", tc.name);
+    }
+    for (name, why) in &sel.unused_time {
+        s += &format!("; `{name}` is not a feature ({why}; name it in --features to use it)");
+    }
+    if c.data.is_some() {
+        s += &format!("; missing cells: {}", c.missing);
+        if c.missing == "drop" {
+            s += &format!(" ({} rows kept)", t.len());
+        }
+    }
+    s
 }
 
 /// `--dump-data`: writes the data of run `c` (of `steps` steps) to `path`.
@@ -652,8 +757,8 @@ fn dump_data(path: &Path, c: &RunConfig, data: &Data, steps: usize) -> Result<()
             io::write_atomic(path, text.as_bytes())?;
             format!("{} characters of text", text.chars().count())
         }
-        Data::Series(_) => {
-            let t = series_table(c)?;
+        Data::Series(_, sel) => {
+            let t = &sel.table;
             let mut cols: Vec<(&str, &[f64])> = t
                 .feature_names
                 .iter()
@@ -776,7 +881,7 @@ fn net_of(c: &RunConfig, data: &Data) -> Result<NetConfig> {
             vocab: k.vocab_size(),
             embed: c.embed,
         },
-        Data::Series(s) => Head::Regression {
+        Data::Series(s, _) => Head::Regression {
             features: s.train.num_features(),
             outputs: c.horizon,
         },
@@ -802,7 +907,7 @@ fn net_with(c: &RunConfig, head: Head) -> Result<NetConfig> {
 fn epoch_len(c: &RunConfig, data: &Data) -> usize {
     match data {
         Data::Text(t) => t.train.num_windows(),
-        Data::Series(s) => s.train.num_batches(c.batch, true),
+        Data::Series(s, _) => s.train.num_batches(c.batch, true),
         Data::Copy(_) | Data::Adding(_) => 100,
     }
 }
@@ -825,7 +930,7 @@ fn train_batch(c: &RunConfig, data: &Data, k: usize) -> Result<(usize, Owned, Ca
             let b = task.batch(Split::Train, k as u64, c.batch)?;
             Ok((b.seq_len, Owned::Tokens(b.inputs, b.targets), Carry::Zero))
         }
-        Data::Series(s) => {
+        Data::Series(s, _) => {
             let nb = s.train.num_batches(c.batch, true).max(1);
             let (epoch, i) = (k / nb, k % nb);
             let seed = (!c.deterministic_order).then_some(c.seed);
@@ -881,9 +986,16 @@ impl Owned {
 /// ones at every validation).
 const VAL_BATCHES: usize = 4;
 
-/// Mean validation loss over the whole validation split (weighted by
-/// positions), or `None` when there is none.
-fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<Option<f64>> {
+/// One validation: the mean loss over the whole validation split
+/// (weighted by positions), and for series the model's and the naive
+/// forecast's errors on every validation window.
+struct ValReport {
+    loss: f64,
+    series: Option<SeriesMetrics>,
+}
+
+/// Validates over the whole validation split, or `None` when there is none.
+fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<Option<ValReport>> {
     let mut sum = 0.0;
     let mut n = 0.0;
     match data {
@@ -897,19 +1009,17 @@ fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<Option<f64>>
                 n += b.seq_len as f64;
             }
         }
-        Data::Series(s) => {
+        Data::Series(s, sel) => {
             let Some(v) = &s.val else { return Ok(None) };
-            if v.num_batches(c.batch, true) == 0 {
-                return Ok(None);
-            }
-            for b in v.epoch(c.batch, None, 0, true)? {
-                sum += tr.eval(
-                    b.seq_len,
-                    &StepData::series(&b.inputs, &b.targets),
-                    Carry::Zero,
-                )? as f64;
-                n += 1.0;
-            }
+            // Every window, the last batch short: scored on the host from
+            // the predictions, so val_loss is predict's MSE on them.
+            let windows: Vec<usize> = (0..v.len()).collect();
+            let pred = predict_windows(tr, v, &windows)?;
+            let m = SeriesMetrics::of(v, &windows, &pred, &sel.table.target, &s.norm);
+            return Ok(Some(ValReport {
+                loss: m.model.mse,
+                series: Some(m),
+            }));
         }
         Data::Copy(task) => {
             for i in 0..VAL_BATCHES as u64 {
@@ -930,7 +1040,68 @@ fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<Option<f64>>
             }
         }
     }
-    Ok((n > 0.0).then(|| sum / n))
+    Ok((n > 0.0).then(|| ValReport {
+        loss: sum / n,
+        series: None,
+    }))
+}
+
+/// The metrics-file fields of a series validation.
+fn series_fields(m: &SeriesMetrics) -> Vec<(&'static str, Value)> {
+    vec![
+        ("naive_val_loss", Value::Float(m.naive.mse)),
+        ("val_mae", Value::Float(m.model.mae)),
+        ("val_rmse", Value::Float(m.model.rmse)),
+        ("naive_mae", Value::Float(m.naive.mae)),
+        ("naive_rmse", Value::Float(m.naive.rmse)),
+        ("val_windows", Value::Int(m.windows as i64)),
+    ]
+}
+
+/// Refuses data that cannot run as asked: fewer training windows than
+/// `--batch`, or a validation split that is empty while validation is
+/// asked for (`--val-fraction` > 0, `--patience`).
+fn check_splits(c: &RunConfig, data: &Data) -> Result<()> {
+    let src = || {
+        c.data
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| format!("built-in {}", c.dataset))
+    };
+    let has_val = match data {
+        Data::Text(t) => t.val.is_some(),
+        Data::Series(s, _) => {
+            if s.train.len() < c.batch {
+                return Err(Error::Invalid(format!(
+                    "--batch {}: the training split of {} has only {} windows of --seq-len {} + \
+                     --horizon {} rows ({} rows); use --batch {} or less, or a shorter --seq-len",
+                    c.batch,
+                    src(),
+                    s.train.len(),
+                    c.seq_len,
+                    c.horizon,
+                    s.train_rows,
+                    s.train.len()
+                )));
+            }
+            s.val.is_some()
+        }
+        Data::Copy(_) | Data::Adding(_) => true,
+    };
+    if !has_val && c.val_fraction > 0.0 {
+        return Err(Error::Invalid(format!(
+            "--val-fraction {}: {} is too small to hold out a validation split; use a larger \
+             fraction, or --val-fraction 0 to train without validation",
+            c.val_fraction,
+            src()
+        )));
+    }
+    if !has_val && c.patience.is_some() {
+        return Err(Error::Invalid(
+            "--patience stops on validation, but --val-fraction 0 holds out none".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Parameters of a trainer with PyTorch names: `embedding.weight`,
@@ -1300,7 +1471,7 @@ fn save_checkpoint(
         Data::Text(t) => {
             meta.insert("vocab".to_string(), t.vocab.save());
         }
-        Data::Series(s) => {
+        Data::Series(s, _) => {
             meta.insert("normalizer".to_string(), s.norm.to_metadata());
         }
         _ => {}
@@ -1346,7 +1517,11 @@ fn load_checkpoint(path: &Path) -> Result<Loaded> {
         },
     };
     let optim = optim_config(&config)?;
-    Accepted::model(&net_with(&config, head)?)
+    let net = net_with(&config, head)?;
+    // Sizes first: the names of an impossible model would not fit memory.
+    net.check_size(config.seq_len, config.batch, &size_limits(None))
+        .map_err(|e| bad(&e))?;
+    Accepted::model(&net)
         .with_state(&optim.state_names())
         .check(&file, "a checkpoint of this run's model and optimizer")?;
     let (floats, ints) = file.params_and_counters().map_err(in_file(path))?;
@@ -1489,6 +1664,8 @@ fn check_fixed(x: &TrainArgs, c: &RunConfig, from: Option<&Path>) -> Result<()> 
     same("--features", x.features.as_ref(), c.features.as_ref(), f)?;
     same("--target", x.target.as_ref(), c.target.as_ref(), f)?;
     same("--horizon", x.horizon.as_ref(), Some(&c.horizon), f)?;
+    same("--missing", x.missing.as_ref(), Some(&c.missing), f)?;
+    same("--time", x.time.as_ref(), c.time.as_ref(), f)?;
     for (flag, given, stored) in [
         ("--residual", x.residual, c.residual),
         ("--norm-last", x.norm_last, c.norm_last),
@@ -1545,6 +1722,28 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         resumed.as_ref().and_then(|l| l.vocab.clone()),
         resumed.as_ref().and_then(|l| l.norm.clone()),
     )?;
+    // Said once every check has passed, so a refusal stays one line.
+    let mut notes = Vec::new();
+    if resumed.is_none()
+        && a.task.is_none()
+        && a.dataset.is_none()
+        && let Some(p) = &a.data
+    {
+        notes.push(format!(
+            "task: {} (inferred from {}: {}; --task says otherwise)",
+            c.task,
+            p.display(),
+            if is_csv(p) {
+                "a .csv file"
+            } else {
+                "not a .csv file, read as text"
+            }
+        ));
+    }
+    if let Data::Series(_, sel) = &data {
+        notes.push(describe_columns(&c, sel));
+    }
+    check_splits(&c, &data)?;
     let net = net_of(&c, &data)?;
     net.check_size(run_seq_len(&c, &data), c.batch, &size_limits(None))?;
     let per_epoch = epoch_len(&c, &data).max(1);
@@ -1556,6 +1755,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     };
     c.steps = total;
     if let Some(p) = &a.dump_data {
+        notes.iter().for_each(|n| eprintln!("{n}"));
         return dump_data(p, &c, &data, total);
     }
     let stop = a.stop_after.map_or(total, |s| s.min(total));
@@ -1663,6 +1863,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         );
         b
     };
+    notes.iter().for_each(|n| eprintln!("{n}"));
     eprintln!(
         "train: task {}, data {}, {} params, LSTM({} -> {}, {} layers{}), batch {}, seq {}{}, {} steps ({} per epoch), {} lr {}",
         c.task,
@@ -1686,6 +1887,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         c.lr
     );
     let start = std::time::Instant::now();
+    let mut last_val: Option<ValReport> = None;
     let mut tokens = 0usize;
     let mut stopped_early = false;
     // Steps are pipelined: the next is submitted before the previous one's
@@ -1747,18 +1949,26 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         if val_due || st.step == stop {
             if !val_due {
                 say(&bar, format!("step {:>6}  loss {:.4}", st.step, s.loss));
-            } else if let Some(v) = validate(&mut tr, &c, &data)? {
+            } else if let Some(rep) = validate(&mut tr, &c, &data)? {
+                let v = rep.loss;
                 val_curve.push((st.step as f64, v));
-                if let Some(l) = &mut log {
-                    l.log(&[
-                        ("step", Value::Int(st.step as i64)),
-                        ("val_loss", Value::Float(v)),
-                    ])?;
+                let mut fields = vec![
+                    ("step", Value::Int(st.step as i64)),
+                    ("val_loss", Value::Float(v)),
+                ];
+                let mut line = format!("step {:>6}  loss {:.4}  val_loss {v:.4}", st.step, s.loss);
+                if let Some(m) = &rep.series {
+                    fields.extend(series_fields(m));
+                    line += &format!(
+                        " (naive {:.4})  val_mae {:.4} (naive {:.4})",
+                        m.naive.mse, m.model.mae, m.naive.mae
+                    );
                 }
-                say(
-                    &bar,
-                    format!("step {:>6}  loss {:.4}  val_loss {v:.4}", st.step, s.loss),
-                );
+                if let Some(l) = &mut log {
+                    l.log(&fields)?;
+                }
+                say(&bar, line);
+                last_val = Some(rep);
                 if v < st.best_val {
                     st.best_val = v;
                     st.bad_vals = 0;
@@ -1804,16 +2014,49 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         l.flush()?;
     }
     let secs = start.elapsed().as_secs_f64();
+    let series = last_val.as_ref().and_then(|r| r.series);
     if let Some(p) = &a.plot {
-        let svg = loss_svg(
-            &format!("lstm-wgpu {} ({})", c.task, c.dataset),
-            &[("train loss", &curve), ("val loss", &val_curve)],
+        let title = format!(
+            "lstm-wgpu {} on {}",
+            c.task,
+            c.data
+                .as_ref()
+                .and_then(|p| p.file_name())
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("built-in {}", c.dataset))
         );
-        io::write_atomic(p, svg.as_bytes())?;
+        let (val_name, naive_name, naive) = match (&series, &data) {
+            (Some(m), Data::Series(_, sel)) => {
+                let (a, b) = (val_curve.first(), val_curve.last());
+                let unit = &sel.table.target_name;
+                (
+                    format!(
+                        "val loss (last: MAE {:.4}, RMSE {:.4} {unit})",
+                        m.model.mae, m.model.rmse
+                    ),
+                    format!(
+                        "naive last-value loss {:.4} (MAE {:.4}, RMSE {:.4} {unit})",
+                        m.naive.mse, m.naive.mae, m.naive.rmse
+                    ),
+                    a.zip(b)
+                        .map(|(a, b)| vec![(a.0, m.naive.mse), (b.0, m.naive.mse)])
+                        .unwrap_or_default(),
+                )
+            }
+            _ => ("val loss".to_string(), String::new(), Vec::new()),
+        };
+        let mut lines: Vec<(&str, &[(f64, f64)])> =
+            vec![("train loss", &curve), (&val_name, &val_curve)];
+        if !naive.is_empty() {
+            lines.push((&naive_name, &naive));
+        }
+        io::write_atomic(p, loss_svg(&title, &lines).as_bytes())?;
     }
-    let last = curve.last().map(|p| p.1).unwrap_or(f64::NAN);
+    let last = curve
+        .last()
+        .map_or_else(|| "-".to_string(), |p| format!("{:.5}", p.1));
     crate::out::line(format!(
-        "final: step {} train_loss {last:.5} val_loss {} best_val {} skipped {} time {secs:.1}s tokens/s {:.0}{}",
+        "final: step {} train_loss {last} val_loss {} best_val {} skipped {} time {secs:.1}s tokens/s {:.0}{}",
         st.step,
         val_curve
             .last()
@@ -1826,7 +2069,13 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         },
         st.skipped,
         tokens as f64 / secs.max(1e-9),
-        match tr.scaler_state()? {
+        series
+            .map(|m| format!(
+                " naive_val_loss {:.5} val_mae {:.5} val_rmse {:.5} naive_mae {:.5} naive_rmse {:.5} val_windows {}",
+                m.naive.mse, m.model.mae, m.model.rmse, m.naive.mae, m.naive.rmse, m.windows
+            ))
+            .unwrap_or_default()
+            + &match tr.scaler_state()? {
             Some(s) => format!(" loss_scale {}", s.scale),
             None => String::new(),
         } + if stopped_early { " (early stop)" } else { "" }
@@ -1915,7 +2164,7 @@ fn run_seq_len(c: &RunConfig, data: &Data) -> usize {
     match data {
         Data::Text(t) => c.seq_len.min(t.train.stream_len().saturating_sub(1)).max(1),
         Data::Copy(k) => k.seq_len(),
-        Data::Series(_) => c.seq_len,
+        Data::Series(..) => c.seq_len,
         Data::Adding(k) => k.seq_len,
     }
 }
@@ -2038,11 +2287,38 @@ pub struct PredictArgs {
     /// CSV with the checkpoint's feature and target columns.
     #[arg(long)]
     pub data: PathBuf,
+    /// Windows to predict: all, or the train or val split of the
+    /// checkpoint's --val-fraction (val reproduces train's val_loss).
+    #[arg(long, default_value = "all", value_parser = ["all", "train", "val"])]
+    pub split: String,
+    /// Also continue the series N steps past its last row, feeding the
+    /// predictions back (every feature must be the target or a column with
+    /// a constant step); the output then has one line per row.
+    #[arg(long, value_name = "N", conflicts_with = "split")]
+    pub future: Option<usize>,
+    /// Time column labelling the output rows (default: the checkpoint's
+    /// --time, else a non-numeric first column, else a time-like column).
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Missing cells: error | drop | ffill | interpolate (default: the
+    /// checkpoint's --missing).
+    #[arg(long)]
+    pub missing: Option<String>,
+    /// Windows per GPU pass.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
 }
 
-/// Runs `predict`: for every window of the CSV, the row after it and the
-/// predicted target values (denormalized), as CSV on stdout.
+/// Runs `predict`. Without `--future`: one CSV line per window (the time of
+/// its first target when the CSV has a time column, the window index, the
+/// actual target values, the predictions), all in the target's units. With
+/// `--future N`: one line per row (time, row, actual, the one-step-ahead
+/// prediction of the window before it), then N forecast rows. A summary with
+/// MAE and RMSE beside the naive last-value forecast's goes to stderr.
 pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
+    if a.batch == 0 {
+        return Err(Error::Invalid("--batch must be at least 1".into()));
+    }
     let l = load_checkpoint(&a.checkpoint)?;
     let norm = l
         .norm
@@ -2050,38 +2326,352 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
         .ok_or_else(|| Error::file(&a.checkpoint, "not a series checkpoint (no normalizer)"))?;
     let mut c = l.config.clone();
     c.data = Some(a.data.clone());
-    c.val_fraction = 0.0;
-    let Data::Series(ds) = load_data(&c, None, Some(norm.clone()))? else {
-        return Err(Error::file(&a.checkpoint, "not a series checkpoint"));
+    if let Some(t) = &a.time {
+        c.time = Some(t.clone());
+    }
+    if let Some(m) = &a.missing {
+        Missing::parse(m)?;
+        c.missing = m.clone();
+    }
+    if a.split == "all" {
+        c.val_fraction = 0.0;
+    }
+    let sel = series_table(&c)?;
+    norm.check_matches(&sel.table)
+        .map_err(|e| Error::file(&a.data, e))?;
+    let (t_len, k) = (c.seq_len, c.horizon);
+    let n = sel.table.len();
+    // Windows exist when a target follows seq_len rows; --future needs none.
+    let ds = if n >= t_len + k || a.future.is_none() {
+        let sc = SeriesConfig {
+            seq_len: t_len,
+            horizon: k,
+            val_fraction: c.val_fraction,
+        };
+        Some(
+            SeriesDataset::with_normalizer(&sel.table, &sc, norm.clone())
+                .map_err(|e| Error::file(&a.data, e))?,
+        )
+    } else {
+        None
     };
+    let set = match (&ds, a.split.as_str()) {
+        (Some(d), "val") => Some(d.val.as_ref().ok_or_else(|| {
+            Error::file(
+                &a.data,
+                format!(
+                    "--split val: --val-fraction {} of {n} rows holds out no validation rows",
+                    c.val_fraction
+                ),
+            )
+        })?),
+        (Some(d), _) => Some(&d.train),
+        (None, _) => None,
+    };
+    if a.future.is_some() && n < t_len {
+        return Err(Error::file(
+            &a.data,
+            format!(
+                "--future needs the last {t_len} rows (the checkpoint's --seq-len); it has {n}"
+            ),
+        ));
+    }
+    let cont = match a.future {
+        Some(_) => {
+            Some(crate::forecast::continuations(&sel.table).map_err(|e| Error::file(&a.data, e))?)
+        }
+        None => None,
+    };
+    let windows: Vec<usize> = (0..set.map_or(0, |s| s.len())).collect();
+    let features = sel.table.num_features();
     let net = net_with(
         &c,
         Head::Regression {
-            features: ds.train.num_features(),
-            outputs: c.horizon,
+            features,
+            outputs: k,
         },
     )?;
-    net.check_size(c.seq_len, 1, &size_limits(None))?;
+    let b = a.batch.min(windows.len().max(1));
+    net.check_size(t_len, b, &size_limits(None))?;
     let (floats, ints) = l.file.params_and_counters()?;
     let values = values_from(&net, &floats, &a.checkpoint)?;
     let ctx = open_gpu(verbose)?;
-    let mut tr = Trainer::new(ctx, net, values, 1, None, &OptimConfig::sgd())?;
+    net.check_size(t_len, b, &size_limits(Some(&ctx)))?;
+    let mut tr = Trainer::new(ctx, net, values, b, None, &OptimConfig::sgd())?;
     restore_model(&mut tr, &floats, &ints, &a.checkpoint)?;
-    let headers: Vec<String> = (1..=c.horizon)
-        .map(|k| format!("pred_{}_t+{k}", norm.target.name))
-        .collect();
-    crate::out::line(format!("window,{}", headers.join(",")))?;
-    for w in 0..ds.train.len() {
-        let b = ds.train.batch(&[w])?;
-        tr.eval(
-            b.seq_len,
-            &StepData::series(&b.inputs, &b.targets),
-            Carry::Zero,
-        )?;
-        let z = tr.head_output(b.seq_len)?;
-        let y = norm.denormalize(&z);
-        let cells: Vec<String> = y.iter().map(|v| format!("{v}")).collect();
-        crate::out::line(format!("{w},{}", cells.join(",")))?;
+    eprintln!("{}", describe_columns(&c, &sel));
+    let pred = match set {
+        Some(s) => predict_windows(&mut tr, s, &windows)?,
+        None => Vec::new(),
+    };
+    let future = match (a.future, &cont) {
+        (Some(steps), Some(cont)) => {
+            crate::forecast::forecast(&mut tr, &sel.table, &norm, t_len, k, steps, cont)
+                .map_err(|e| Error::file(&a.data, e))?
+        }
+        _ => Vec::new(),
+    };
+    let target = &sel.table.target;
+    let tname = &sel.table.target_name;
+    let time = sel.time.as_ref();
+    let cell = |r: usize| time.map(|tc| format!("{},", csv_cell(&tc.values[r])));
+    let time_head = time
+        .map(|tc| format!("{},", csv_cell(&tc.name)))
+        .unwrap_or_default();
+    match (a.future, set) {
+        (None, Some(s)) => {
+            let names: Vec<String> = (1..=k)
+                .map(|j| csv_cell(&format!("{tname}_t+{j}")))
+                .chain((1..=k).map(|j| csv_cell(&format!("pred_{tname}_t+{j}"))))
+                .collect();
+            crate::out::line(format!("{time_head}window,{}", names.join(",")))?;
+            for (i, &w) in windows.iter().enumerate() {
+                let r0 = s.first_target_row(w);
+                let mut row = cell(r0).unwrap_or_default() + &w.to_string();
+                for j in 0..k {
+                    row += &format!(",{}", target[r0 + j]);
+                }
+                for j in 0..k {
+                    row += &format!(",{}", norm.target.denormalize(pred[i * k + j] as f64));
+                }
+                crate::out::line(row)?;
+            }
+        }
+        _ => {
+            crate::out::line(format!(
+                "{time_head}row,{},{}",
+                csv_cell(tname),
+                csv_cell(&format!("pred_{tname}"))
+            ))?;
+            // The one-step-ahead prediction of row r comes from the window
+            // ending at r - 1 (window r - seq_len).
+            for (r, actual) in target.iter().enumerate() {
+                let p = r
+                    .checked_sub(t_len)
+                    .filter(|w| *w < windows.len())
+                    .map(|w| norm.target.denormalize(pred[w * k] as f64).to_string())
+                    .unwrap_or_default();
+                crate::out::line(format!(
+                    "{}{},{},{p}",
+                    cell(r).unwrap_or_default(),
+                    r + 1,
+                    actual
+                ))?;
+            }
+            let times = time
+                .map(|tc| extend_times(&tc.values, future.len()))
+                .unwrap_or_default();
+            for (i, y) in future.iter().enumerate() {
+                let t = times.get(i).map(|t| format!("{},", csv_cell(t))).unwrap_or(
+                    if time.is_some() {
+                        ",".into()
+                    } else {
+                        String::new()
+                    },
+                );
+                crate::out::line(format!("{t}{},,{y}", n + i + 1))?;
+            }
+        }
+    }
+    if let Some(s) = set
+        && !windows.is_empty()
+    {
+        let m = SeriesMetrics::of(s, &windows, &pred, target, &norm);
+        eprintln!(
+            "predict: {} windows ({} split of {}), target `{tname}`: MAE {:.6} RMSE {:.6}; \
+             naive last value: MAE {:.6} RMSE {:.6}; MSE of z-scores {:.6} (naive {:.6})",
+            m.windows,
+            a.split,
+            a.data.display(),
+            m.model.mae,
+            m.model.rmse,
+            m.naive.mae,
+            m.naive.rmse,
+            m.model.mse,
+            m.naive.mse
+        );
+    }
+    if let Some(steps) = a.future {
+        eprintln!(
+            "forecast: {steps} steps past row {n}, {k} at a time, predictions fed back as `{tname}`"
+        );
     }
     Ok(())
+}
+
+/// A CSV cell: quoted when it holds a comma or a quote.
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The next `n` values of a time column with a constant step: numbers, or
+/// dates `YYYY-MM-DD` / `YYYY-MM` stepping by days or by months; empty
+/// strings when the step is not constant.
+fn extend_times(values: &[String], n: usize) -> Vec<String> {
+    if let Some(v) = extend_dates(values, n) {
+        return v;
+    }
+    let nums: Option<Vec<f64>> = values.iter().map(|v| v.parse::<f64>().ok()).collect();
+    if let Some(v) = nums
+        && let Some(d) = crate::forecast::constant_step(&v)
+    {
+        let last = v[v.len() - 1];
+        let ints = v.iter().all(|x| x.fract() == 0.0) && d.fract() == 0.0;
+        return (1..=n)
+            .map(|i| {
+                let x = last + d * i as f64;
+                if ints {
+                    format!("{x:.0}")
+                } else {
+                    format!("{x}")
+                }
+            })
+            .collect();
+    }
+    vec![String::new(); n]
+}
+
+/// [`extend_times`] for dates, when every value is one and the step is
+/// constant.
+fn extend_dates(values: &[String], n: usize) -> Option<Vec<String>> {
+    let dates: Vec<(i64, i64, Option<i64>)> = values
+        .iter()
+        .map(|v| parse_date(v))
+        .collect::<Option<_>>()
+        .filter(|d: &Vec<_>| d.len() >= 2)?;
+    let compact = !values[0].contains('-');
+    let fmt = |y: i64, m: i64, d: Option<i64>| match (d, compact) {
+        (Some(d), true) => format!("{y:04}{m:02}{d:02}"),
+        (Some(d), false) => format!("{y:04}-{m:02}-{d:02}"),
+        (None, _) => format!("{y:04}-{m:02}"),
+    };
+    let months: Vec<f64> = dates.iter().map(|d| (d.0 * 12 + d.1 - 1) as f64).collect();
+    let (y, m, day) = dates[dates.len() - 1];
+    // The same day of the month (or none) and a constant month step.
+    if let Some(step) = crate::forecast::constant_step(&months)
+        && dates.iter().all(|x| x.2 == day)
+    {
+        let last = months[months.len() - 1] as i64;
+        return Some(
+            (1..=n as i64)
+                .map(|i| {
+                    let t = last + step as i64 * i;
+                    fmt(t.div_euclid(12), t.rem_euclid(12) + 1, day)
+                })
+                .collect(),
+        );
+    }
+    let day = day?;
+    let days: Vec<f64> = dates
+        .iter()
+        .map(|d| days_from_civil(d.0, d.1, d.2.unwrap_or(1)) as f64)
+        .collect();
+    let step = crate::forecast::constant_step(&days)? as i64;
+    let last = days_from_civil(y, m, day);
+    Some(
+        (1..=n as i64)
+            .map(|i| {
+                let (yy, mm, dd) = civil_from_days(last + step * i);
+                fmt(yy, mm, Some(dd))
+            })
+            .collect(),
+    )
+}
+
+/// `YYYY-MM-DD`, `YYYYMMDD` or `YYYY-MM` as (year, month, day).
+fn parse_date(s: &str) -> Option<(i64, i64, Option<i64>)> {
+    let s = s.trim();
+    let p: Vec<&str> = if s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit()) {
+        vec![&s[..4], &s[4..6], &s[6..]]
+    } else {
+        s.split('-').collect()
+    };
+    let num = |x: &str, len: usize| {
+        (x.len() == len && x.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| x.parse::<i64>().ok())
+            .flatten()
+    };
+    let (y, m) = (num(p.first()?, 4)?, num(p.get(1)?, 2)?);
+    if !(1..=12).contains(&m) {
+        return None;
+    }
+    match p.len() {
+        2 => Some((y, m, None)),
+        3 => num(p[2], 2)
+            .filter(|d| (1..=31).contains(d))
+            .map(|d| (y, m, Some(d))),
+        _ => None,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+/// algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// The date of a day count of [`days_from_civil`].
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_columns_extend() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(extend_times(&s(&["1700", "1701"]), 2), ["1702", "1703"]);
+        assert_eq!(extend_times(&s(&["0.5", "1"]), 1), ["1.5"]);
+        assert_eq!(
+            extend_times(&s(&["2024-12-28", "2025-01-04"]), 2),
+            ["2025-01-11", "2025-01-18"]
+        );
+        assert_eq!(
+            extend_times(&s(&["1958-11-01", "1958-12-01"]), 2),
+            ["1959-01-01", "1959-02-01"]
+        );
+        assert_eq!(extend_times(&s(&["1949-11", "1949-12"]), 1), ["1950-01"]);
+        assert_eq!(extend_times(&s(&["a", "b"]), 2), ["", ""]);
+        assert_eq!(extend_times(&s(&["19581227", "19590103"]), 1), ["19590110"]);
+        assert_eq!(extend_times(&s(&["1", "2", "4"]), 1), [""]);
+        for z in [-800_000, -1, 0, 59, 10_000, 20_000] {
+            let (y, m, d) = civil_from_days(z);
+            assert_eq!(days_from_civil(y, m, d), z);
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+    }
+
+    #[test]
+    fn csv_cells_quote_commas() {
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("x"), "x");
+    }
 }

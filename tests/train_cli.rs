@@ -760,11 +760,11 @@ fn generate_and_predict() {
     ]);
     let pred = ok(&["predict", "--checkpoint", p(&sck), "--data", p(&csv)]);
     let rows: Vec<&str> = pred.lines().collect();
-    assert_eq!(rows[0], "window,pred_y_t+1");
+    assert_eq!(rows[0], "window,y_t+1,pred_y_t+1");
     assert!(rows.len() > 100, "{} rows", rows.len());
     assert!(rows[1..].iter().all(|r| {
         r.split(',')
-            .nth(1)
+            .nth(2)
             .and_then(|v| v.parse::<f64>().ok())
             .is_some_and(f64::is_finite)
     }));
