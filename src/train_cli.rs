@@ -1730,7 +1730,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         && let Some(p) = &a.data
     {
         notes.push(format!(
-            "task: {} (inferred from {}: {}; --task says otherwise)",
+            "task: {} (inferred from {}: {}; --task overrides)",
             c.task,
             p.display(),
             if is_csv(p) {
