@@ -165,21 +165,20 @@ impl PersistentLayout {
 }
 
 /// The persistent kernel family, compiled per [`Spec`] on first use.
+#[derive(Default)]
 pub struct LstmPersistent {
-    module: crate::gpu::Module,
+    /// Compiled on the first plan that takes the persistent path.
+    module: std::sync::OnceLock<crate::gpu::Module>,
     kernels: Mutex<HashMap<Spec, Arc<[Kernel; 2]>>>,
     /// Steps per dispatch at most, 0 for no limit of our own.
     max_chunk: AtomicUsize,
 }
 
 impl LstmPersistent {
-    /// Parses the module; pipelines are compiled per hidden size later.
-    pub fn new(ctx: &GpuContext) -> Self {
-        Self {
-            module: module(ctx, "lstm_persistent", SRC),
-            kernels: Mutex::new(HashMap::new()),
-            max_chunk: AtomicUsize::new(0),
-        }
+    /// Compiles nothing: the module and the pipelines of each hidden size
+    /// are built by the first plan that needs them.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Caps the steps per dispatch below what the adapter allows (`None`:
@@ -285,8 +284,11 @@ impl LstmPersistent {
             .entry(spec)
             .or_insert_with(|| {
                 let c = spec.constants();
-                let fwd = Kernel::new(ctx, &self.module, "forward", &FWD_BINDINGS, &c);
-                let bwd = Kernel::new(ctx, &self.module, "backward", &BWD_BINDINGS, &c);
+                let m = self
+                    .module
+                    .get_or_init(|| module(ctx, "lstm_persistent", SRC));
+                let fwd = Kernel::new(ctx, m, "forward", &FWD_BINDINGS, &c);
+                let bwd = Kernel::new(ctx, m, "backward", &BWD_BINDINGS, &c);
                 Arc::new([fwd, bwd])
             })
             .clone()

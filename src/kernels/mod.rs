@@ -81,7 +81,7 @@ impl Kernels {
             cell_variant: tuning
                 .cell
                 .unwrap_or_else(|| lstm_cell::CellVariant::for_adapter(&ctx.info)),
-            persistent: lstm_persistent::LstmPersistent::new(ctx),
+            persistent: lstm_persistent::LstmPersistent::new(),
             half: false,
         })
     }
