@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn context() -> Arc<GpuContext> {
-    let ctx = GpuContext::new().expect("a GPU adapter (lavapipe will do)");
+    // As the binary: the LSTM_WGPU_* variables choose the kernels.
+    let opts = lstm_wgpu::cli::gpu_options_from_env().unwrap_or_else(|e| panic!("{e}"));
+    let ctx = GpuContext::with_options(opts).expect("a GPU adapter (lavapipe will do)");
     eprintln!("adapter: {}", ctx.describe());
     Arc::new(ctx)
 }
@@ -35,9 +37,9 @@ fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
 /// One 256x256x256 GEMM per variant of the kernel family (op(A), op(B)
 /// plain or transposed), timed from recording to completion: encoder,
 /// compute pass, submit and `wait`. No host transfers.
-fn gemm(c: &mut Criterion, ctx: &GpuContext) {
+fn gemm(c: &mut Criterion, ctx: &Arc<GpuContext>) {
     const N: usize = 256;
-    let kernels = Kernels::new(ctx).expect("kernels compile");
+    let kernels = Kernels::new(ctx, ctx.tuning).expect("kernels compile");
     let mut rng = Rng::new(1);
     let a = ctx
         .storage_init("a", &random(&mut rng, N * N))
@@ -69,7 +71,7 @@ fn gemm(c: &mut Criterion, ctx: &GpuContext) {
             alpha: 1.0,
             accumulate: false,
         };
-        let dispatches = kernels.gemm.dispatch(ctx, &op).expect("valid GEMM");
+        let dispatches = kernels.gemm().dispatch(ctx, &op).expect("valid GEMM");
         group.bench_function(name, |bench| {
             bench.iter(|| {
                 let mut enc = ctx.device.create_command_encoder(&Default::default());
@@ -292,7 +294,12 @@ fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         cst: &cache,
     };
     let fwd: Vec<Dispatch> = (0..T)
-        .flat_map(|t| k.cell.forward(ctx, &[s], t, &fb).expect("cell forward"))
+        .flat_map(|t| {
+            k.cell()
+                .expect("kernels compile")
+                .forward(ctx, &[s], t, &fb)
+                .expect("cell forward")
+        })
         .collect();
     let bb = CellBackward {
         params: &whh,
@@ -308,9 +315,19 @@ fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
     };
     let mut bwd: Vec<Dispatch> = (0..T)
         .rev()
-        .flat_map(|t| k.cell.backward(ctx, &[s], t, &bb).expect("cell backward"))
+        .flat_map(|t| {
+            k.cell()
+                .expect("kernels compile")
+                .backward(ctx, &[s], t, &bb)
+                .expect("cell backward")
+        })
         .collect();
-    bwd.extend(k.cell.backward_state(ctx, &[s], &bb).expect("state grads"));
+    bwd.extend(
+        k.cell()
+            .expect("kernels compile")
+            .backward_state(ctx, &[s], &bb)
+            .expect("state grads"),
+    );
     let mut group = c.benchmark_group("cell_H256_B32_T64");
     group.throughput(Throughput::Elements(T as u64));
     bench_dispatches(&mut group, ctx, "forward", &fwd);
@@ -336,11 +353,13 @@ fn clip_optim(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
     let params = filled(ctx, &mut rng, "params", n);
     let grads = filled(ctx, &mut rng, "grads", n);
     let clip = k
-        .clip
+        .clip()
+        .expect("kernels compile")
         .plan(ctx, &grads, &segs, Some(5.0), None)
         .expect("clip plan");
     let mut optim = k
-        .optim
+        .optim()
+        .expect("kernels compile")
         .plan(
             ctx,
             &OptimConfig::adamw(),
@@ -393,7 +412,8 @@ fn loss(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
     };
     let scratch = ctx.storage("scratch", cs.scratch_len()).expect("buffer");
     let ce = [
-        k.loss
+        k.loss()
+            .expect("kernels compile")
             .ce_forward(
                 ctx,
                 &cs,
@@ -406,7 +426,8 @@ fn loss(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
                 },
             )
             .expect("ce forward"),
-        k.loss
+        k.loss()
+            .expect("kernels compile")
             .ce_backward(
                 ctx,
                 &cs,
@@ -442,7 +463,8 @@ fn loss(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         .expect("buffer");
     let mse_scratch = ctx.storage("scratch", ms.scratch_len()).expect("buffer");
     let mse = [
-        k.loss
+        k.loss()
+            .expect("kernels compile")
             .mse_forward(
                 ctx,
                 &ms,
@@ -456,7 +478,8 @@ fn loss(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
                 },
             )
             .expect("mse forward"),
-        k.loss
+        k.loss()
+            .expect("kernels compile")
             .mse_backward(
                 ctx,
                 &ms,
@@ -499,7 +522,8 @@ fn embedding(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         ..Default::default()
     };
     let fwd = k
-        .embedding
+        .embedding()
+        .expect("kernels compile")
         .forward(
             ctx,
             &s,
@@ -511,7 +535,8 @@ fn embedding(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         )
         .expect("embedding forward");
     let bwd = k
-        .embedding
+        .embedding()
+        .expect("kernels compile")
         .backward(
             ctx,
             &s,
@@ -557,7 +582,8 @@ fn norms(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         .storage("ln stats", LayerNorm::stats_len(T, B))
         .expect("buffer");
     let ln = [
-        k.layer_norm
+        k.layer_norm()
+            .expect("kernels compile")
             .forward(
                 ctx,
                 &ls,
@@ -570,7 +596,8 @@ fn norms(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
                 },
             )
             .expect("layer norm forward"),
-        k.layer_norm
+        k.layer_norm()
+            .expect("kernels compile")
             .backward(
                 ctx,
                 &ls,
@@ -606,7 +633,8 @@ fn norms(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         .storage_init("running", &[vec![0.0f32; H], vec![1.0f32; H]].concat())
         .expect("buffer");
     let bn = [
-        k.batch_norm
+        k.batch_norm()
+            .expect("kernels compile")
             .forward(
                 ctx,
                 &bs,
@@ -620,7 +648,8 @@ fn norms(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
                 },
             )
             .expect("batch norm forward"),
-        k.batch_norm
+        k.batch_norm()
+            .expect("kernels compile")
             .backward(
                 ctx,
                 &bs,
@@ -667,7 +696,7 @@ fn benches(c: &mut Criterion) {
     gemm(c, &ctx);
     passes(c, &ctx);
     norm_variants(c, &ctx);
-    let k = Kernels::new(&ctx).expect("kernels compile");
+    let k = Kernels::new(&ctx, ctx.tuning).expect("kernels compile");
     cell(c, &ctx, &k);
     clip_optim(c, &ctx, &k);
     loss(c, &ctx, &k);

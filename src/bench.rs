@@ -409,7 +409,10 @@ pub fn run_workload(
     }
     // Profiling reads every step's timestamps back before the next submit.
     let sync = sync || profile;
-    let ctx = Arc::new(GpuContext::with_timestamps(profile)?);
+    let ctx = Arc::new(GpuContext::with_options(crate::gpu::GpuOptions {
+        timestamps: profile,
+        ..crate::cli::gpu_options_from_env()?
+    })?);
     let mut run = BenchRun::new(ctx.clone(), w)?;
     let (precision, warning) = crate::precision::resolve(precision, &ctx, &w.net.norm)?;
     if let Some(msg) = warning {

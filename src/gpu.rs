@@ -51,40 +51,57 @@ pub fn cpu_adapter(info: &wgpu::AdapterInfo) -> bool {
     info.device_type == wgpu::DeviceType::Cpu || llvmpipe(&info.name) || llvmpipe(&info.driver)
 }
 
-/// Environment variable turning the subgroup kernels off (`off` or `0`) or
-/// on (`on`, `1`, or unset: on wherever the adapter has subgroups of one
-/// fixed width).
-pub const SUBGROUPS_ENV: &str = "LSTM_WGPU_SUBGROUPS";
-
-/// The value of environment variable `var` parsed by `parse`, when set and
-/// not empty; a parse failure names the variable.
-pub fn env_choice<T>(
-    var: &str,
-    parse: impl Fn(&str) -> std::result::Result<T, String>,
-) -> Result<Option<T>> {
-    match std::env::var(var) {
-        Ok(v) if !v.trim().is_empty() => parse(&v)
-            .map(Some)
-            .map_err(|e| Error::Invalid(format!("{var}: {e}"))),
-        _ => Ok(None),
-    }
-}
-
-/// Parses N comma-separated counts, such as a tile shape `8,8,32`; `names`
-/// (e.g. `TB,TU,KC`) goes into the error.
-pub fn parse_counts<const N: usize>(s: &str, names: &str) -> std::result::Result<[u32; N], String> {
-    let v: Vec<u32> = s
-        .split(',')
-        .map(|x| x.trim().parse::<u32>())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| format!("`{s}`: {e} (expected {names})"))?;
-    v.try_into()
-        .map_err(|_| format!("`{s}`: expected {N} numbers {names}"))
-}
+pub use crate::tuning::{Tuning, parse_counts};
 
 /// Environment variable choosing the adapter by (part of) its name, case
-/// insensitive, as wgpu's `initialize_adapter_from_env`.
+/// insensitive, as wgpu's `initialize_adapter_from_env`. The command line
+/// reads it into [`GpuOptions::adapter_name`]; errors name it.
 pub const ADAPTER_NAME_ENV: &str = "WGPU_ADAPTER_NAME";
+
+/// How a [`GpuContext`] is built; `GpuOptions::default()` is
+/// [`GpuContext::new`].
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Ask for timestamp queries inside passes (for [`Profiler`]); fails if
+    /// the adapter lacks them.
+    pub timestamps: bool,
+    /// Lower the largest storage binding to this many bytes (when below the
+    /// adapter's).
+    pub binding_limit: Option<u64>,
+    /// The first adapter whose name contains this (case insensitive); none
+    /// matching is an error listing the adapters. `None`: wgpu's own choice
+    /// (which honours `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and
+    /// `WGPU_POWER_PREF`).
+    pub adapter_name: Option<String>,
+    /// Kernel choices: the default of every model built on the context
+    /// ([`crate::Lstm::new`]); its `subgroups` decides whether the device
+    /// asks for subgroup operations.
+    pub tuning: Tuning,
+}
+
+/// Identifies one compiled kernel family in a context's pipeline cache:
+/// the family (its shader), its variant and tile as the wrapper names them,
+/// the precision and whether its subgroup entry points are built.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KernelKey {
+    /// The family, e.g. `gemm` or `lstm_cell`.
+    pub family: &'static str,
+    /// Variant and tile, `""` for families with one build.
+    pub variant: String,
+    /// The f16(-mixed) build.
+    pub half: bool,
+    /// With subgroup entry points.
+    pub subgroups: bool,
+}
+
+/// Kernel families compiled on first use and shared by every model and
+/// trainer on a context (as candle's `Kernels`).
+#[derive(Default)]
+struct PipelineCache {
+    families: std::sync::Mutex<
+        std::collections::HashMap<KernelKey, std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+    >,
+}
 
 /// The first adapter whose name contains `want` (case insensitive); when
 /// none does, an error naming [`ADAPTER_NAME_ENV`] and listing the
@@ -142,21 +159,37 @@ pub struct GpuContext {
     pub f16: bool,
     /// The subgroup width, when the adapter's subgroups all have one width
     /// (minimum = maximum) and it offers subgroup operations (WGPU's
-    /// SUBGROUP, then requested), unless [`SUBGROUPS_ENV`] turns them off.
+    /// SUBGROUP, then requested), unless the tuning turns them off.
     pub subgroup: Option<u32>,
+    /// The kernel choices models on this context default to.
+    pub tuning: Tuning,
+    pipelines: PipelineCache,
 }
 
 impl GpuContext {
-    /// Chooses an adapter (honouring `WGPU_BACKEND`, `WGPU_ADAPTER_NAME`,
-    /// `WGPU_POWER_PREF`) and creates a device with the adapter's full limits.
+    /// Chooses an adapter (wgpu's choice, honouring `WGPU_BACKEND`,
+    /// `WGPU_ADAPTER_NAME`, `WGPU_POWER_PREF`) and creates a device with the
+    /// adapter's full limits and the default [`Tuning`].
     pub fn new() -> Result<Self> {
-        Self::with_timestamps(false)
+        Self::with_options(GpuOptions::default())
+    }
+
+    /// As [`GpuContext::new`], with `tuning` as the default of the models
+    /// built on the context (its `subgroups` applies to the device).
+    pub fn with_tuning(tuning: Tuning) -> Result<Self> {
+        Self::with_options(GpuOptions {
+            tuning,
+            ..GpuOptions::default()
+        })
     }
 
     /// As [`GpuContext::new`]; `timestamps` also asks for timestamp queries
     /// inside passes (for [`Profiler`]) and fails if the adapter lacks them.
     pub fn with_timestamps(timestamps: bool) -> Result<Self> {
-        Self::build(timestamps, None)
+        Self::with_options(GpuOptions {
+            timestamps,
+            ..GpuOptions::default()
+        })
     }
 
     /// As [`GpuContext::new`], with the largest storage binding lowered to
@@ -164,14 +197,25 @@ impl GpuContext {
     /// limit would, e.g. to test how models too large for one binding are
     /// laid out.
     pub fn with_binding_limit(bytes: u64) -> Result<Self> {
-        Self::build(false, Some(bytes))
+        Self::with_options(GpuOptions {
+            binding_limit: Some(bytes),
+            ..GpuOptions::default()
+        })
     }
 
-    fn build(timestamps: bool, binding_limit: Option<u64>) -> Result<Self> {
+    /// A context built as `opts` says.
+    pub fn with_options(opts: GpuOptions) -> Result<Self> {
+        let GpuOptions {
+            timestamps,
+            binding_limit,
+            adapter_name,
+            tuning,
+        } = opts;
+        tuning.check()?;
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = match std::env::var(ADAPTER_NAME_ENV) {
-            Ok(want) if !want.is_empty() => adapter_named(&instance, &want)?,
+        let adapter = match adapter_name {
+            Some(want) if !want.is_empty() => adapter_named(&instance, &want)?,
             // wgpu's own choice, honouring WGPU_BACKEND and WGPU_POWER_PREF.
             _ => pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
                 &instance, None,
@@ -201,14 +245,9 @@ impl GpuContext {
             required_features |= wgpu::Features::SHADER_F16;
         }
         // Subgroup operations of one fixed width (lavapipe: 8), requested
-        // whenever the adapter offers them (the `*_sg` kernels), unless
-        // SUBGROUPS_ENV turns them off.
-        let wanted = env_choice(SUBGROUPS_ENV, |v| match v.trim() {
-            "on" | "1" => Ok(true),
-            "off" | "0" => Ok(false),
-            other => Err(format!("`{other}` is neither on nor off")),
-        })?
-        .unwrap_or(true);
+        // whenever the adapter offers them (the `*_sg` kernels), unless the
+        // tuning turns them off.
+        let wanted = tuning.subgroups.unwrap_or(true);
         let subgroup = (wanted
             && adapter.features().contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size == info.subgroup_max_size)
@@ -238,7 +277,49 @@ impl GpuContext {
             mem: MemCounter::default(),
             f16,
             subgroup,
+            tuning,
+            pipelines: PipelineCache::default(),
         })
+    }
+
+    /// The kernel family of `key` from the context's pipeline cache,
+    /// compiled by `build` (inside an error scope) on first use; every
+    /// model and trainer on the context shares it.
+    pub fn cached<T: std::any::Any + Send + Sync>(
+        &self,
+        key: KernelKey,
+        build: impl FnOnce() -> Result<T>,
+    ) -> Result<std::sync::Arc<T>> {
+        // Compiling under the lock keeps two models from compiling the same
+        // family twice; builders never reenter the cache.
+        let mut map = self
+            .pipelines
+            .families
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let any = match map.get(&key) {
+            Some(v) => v.clone(),
+            None => {
+                let v: std::sync::Arc<dyn std::any::Any + Send + Sync> =
+                    std::sync::Arc::new(self.scoped(build)?);
+                map.insert(key.clone(), v.clone());
+                v
+            }
+        };
+        any.downcast::<T>().map_err(|_| {
+            Error::Invalid(format!(
+                "pipeline cache: {key:?} holds another kernel family"
+            ))
+        })
+    }
+
+    /// Kernel families compiled so far on this context.
+    pub fn cached_families(&self) -> usize {
+        self.pipelines
+            .families
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// One line naming the adapter and its backend.

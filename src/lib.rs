@@ -36,9 +36,11 @@ pub mod schedule;
 pub mod schedule_lr;
 pub mod train;
 pub mod train_cli;
+pub mod tuning;
 pub mod workspace;
 
 pub use error::{Error, Result};
 pub use gpu::GpuContext;
 pub use lstm::{Batch, Grads, Lstm, Outputs, Upstream};
 pub use model::{Links, LstmConfig, LstmModel, NamedTensor};
+pub use tuning::Tuning;

@@ -7,6 +7,7 @@ use crate::kernels::Kernels;
 use crate::kernels::elementwise::DropoutStep;
 use crate::model::{Links, LstmConfig, LstmModel, NamedTensor};
 use crate::schedule::Plan;
+use crate::tuning::Tuning;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -168,9 +169,19 @@ pub fn validate_upstream(cfg: &LstmConfig, b: &Batch<'_>, up: &Upstream<'_>) -> 
 }
 
 impl Lstm {
-    /// Binds `model` to `ctx`, compiling the kernels.
+    /// Binds `model` to `ctx`, with the kernels the context's tuning
+    /// chooses ([`GpuContext::tuning`]; compiled on first use, shared with
+    /// every model on the context).
     pub fn new(ctx: Arc<GpuContext>, model: LstmModel) -> Result<Self> {
-        let kernels = Kernels::new(&ctx)?;
+        let tuning = ctx.tuning;
+        Self::with_tuning(ctx, model, tuning)
+    }
+
+    /// As [`Lstm::new`], with the kernels `tuning` chooses (each `None`
+    /// field: the adapter's or the shape's choice). Fails when the adapter
+    /// cannot run a forced choice or the skew is zero.
+    pub fn with_tuning(ctx: Arc<GpuContext>, model: LstmModel, tuning: Tuning) -> Result<Self> {
+        let kernels = Kernels::new(&ctx, tuning)?;
         let dropout_step = ctx.storage_init("dropout step", &DropoutStep::default().words())?;
         Ok(Self {
             ctx,
@@ -241,7 +252,7 @@ impl Lstm {
                 "f16-mixed precision cannot run: {why}"
             )));
         }
-        self.kernels.set_half(&self.ctx, p.is_half())?;
+        self.kernels.set_half(p.is_half())?;
         self.model.set_precision(&self.ctx, p)?;
         self.plans.clear();
         Ok(())
@@ -252,12 +263,20 @@ impl Lstm {
         self.model.precision
     }
 
-    /// Forces the kernel of the plain cell's time loops (`None`: chosen by
-    /// shape), overriding `LSTM_WGPU_CELL_PATH`; prepared plans are dropped.
-    /// A forced persistent path that cannot run a shape fails its passes.
-    pub fn set_cell_path(&mut self, path: Option<crate::schedule::CellPath>) {
-        self.kernels.cell_path = path;
+    /// Chooses the kernels by `tuning` from now on (the cell path, the
+    /// wavefront's skew, the GEMM and cell variants and tiles); prepared
+    /// plans are dropped. Fails, changing nothing, when the adapter cannot
+    /// run a forced choice or the skew is zero. A forced persistent path
+    /// that cannot run a shape fails its passes.
+    pub fn set_tuning(&mut self, tuning: Tuning) -> Result<()> {
+        self.kernels.retune(tuning)?;
         self.plans.clear();
+        Ok(())
+    }
+
+    /// The tuning the kernels are chosen by.
+    pub fn tuning(&self) -> &Tuning {
+        self.kernels.tuning()
     }
 
     /// Whether backward computes the gradient w.r.t. the input (default
@@ -298,51 +317,7 @@ impl Lstm {
         Ok(plan.gate_offsets(&self.model, l, d))
     }
 
-    /// Sets the wavefront's skew C (`None`: chosen by adapter and shape), overriding
-    /// `LSTM_WGPU_WAVE_SKEW`; prepared plans are dropped. Zero is an error.
-    pub fn set_wave_skew(&mut self, skew: Option<usize>) -> Result<()> {
-        if skew == Some(0) {
-            return Err(crate::Error::Invalid(
-                "the wavefront skew must be at least 1".into(),
-            ));
-        }
-        self.kernels.wave_skew = skew;
-        self.plans.clear();
-        Ok(())
-    }
-
-    /// Recompiles the per-step cell as `variant` with the automatic tiles
-    /// (overriding `LSTM_WGPU_CELL` and `LSTM_WGPU_CELL_TILE`); prepared
-    /// plans are dropped.
-    pub fn set_cell_variant(&mut self, variant: crate::kernels::lstm_cell::CellVariant) {
-        self.kernels.cell = crate::kernels::lstm_cell::LstmCell::with_variant_as(
-            &self.ctx,
-            variant,
-            self.kernels.half,
-        );
-        self.plans.clear();
-    }
-
-    /// As [`Lstm::set_cell_variant`], with the tiled variant's tile
-    /// (overriding `LSTM_WGPU_CELL_TILE`); fails if the adapter cannot run
-    /// it.
-    pub fn set_cell_tile(
-        &mut self,
-        variant: crate::kernels::lstm_cell::CellVariant,
-        tile: crate::kernels::lstm_cell::TileConfig,
-    ) -> Result<()> {
-        tile.check(&self.ctx.limits)?;
-        self.kernels.cell = crate::kernels::lstm_cell::LstmCell::with_tile_as(
-            &self.ctx,
-            variant,
-            tile,
-            self.kernels.half,
-        );
-        self.plans.clear();
-        Ok(())
-    }
-
-    /// The compiled kernels.
+    /// The kernels (compiled on first use).
     pub fn kernels(&self) -> &Kernels {
         &self.kernels
     }
@@ -449,7 +424,7 @@ impl Lstm {
             let ctx = &self.ctx;
             let k = &self.kernels;
             let grads = &self.model.grads;
-            let plan = ctx.scoped(|| k.clip.plan(ctx, grads, &segs, max_norm, clip_value))?;
+            let plan = ctx.scoped(|| k.clip()?.plan(ctx, grads, &segs, max_norm, clip_value))?;
             self.clips.insert(key, plan);
         }
         let plan = &self.clips[&key];

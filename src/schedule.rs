@@ -194,7 +194,7 @@ fn between_norm(
             accumulate: t1 < ws.seq,
         };
         return match backward {
-            false => k.layer_norm.forward(
+            false => k.layer_norm()?.forward(
                 ctx,
                 &sh,
                 &LnForward {
@@ -205,7 +205,7 @@ fn between_norm(
                     stats: &ws.norm_stats,
                 },
             ),
-            true => k.layer_norm.backward(
+            true => k.layer_norm()?.backward(
                 ctx,
                 &sh,
                 &LnBackward {
@@ -250,7 +250,7 @@ fn between_norm(
         ..Default::default()
     };
     match backward {
-        false => k.batch_norm.forward(
+        false => k.batch_norm()?.forward(
             ctx,
             &sh,
             &BnForward {
@@ -262,7 +262,7 @@ fn between_norm(
                 running: &model.stats,
             },
         ),
-        true => k.batch_norm.backward(
+        true => k.batch_norm()?.backward(
             ctx,
             &sh,
             &BnBackward {
@@ -319,7 +319,7 @@ fn links<'w>(
         stream: l as u32,
         ..Default::default()
     };
-    let e = &k.elementwise;
+    let e = &k.elementwise()?;
     if !backward {
         let a = match &ws.normed[l] {
             Some(b) => (b, 0),
@@ -375,11 +375,6 @@ fn between_layers(
     })
 }
 
-/// Environment variable setting the wavefront's skew C (layer l + 1 runs
-/// step s − C beside layer l at step s); unset: chosen by adapter and
-/// shape (`wave_skew`).
-pub const SKEW_ENV: &str = "LSTM_WGPU_WAVE_SKEW";
-
 /// Why the wavefront cannot run `model` in this mode, if it cannot: it
 /// needs a unidirectional plain cell of 2 to [`MAX_LANES`] layers with at
 /// most a LayerNorm and residual adds between them (a bidirectional layer
@@ -409,17 +404,6 @@ pub fn wavefront_obstacle(model: &LstmModel, train: bool) -> Option<&'static str
         return Some("dropout between layers runs over whole sequences");
     }
     None
-}
-
-/// The skew [`SKEW_ENV`] sets, if any.
-pub fn skew_from_env() -> Result<Option<usize>> {
-    crate::gpu::env_choice(SKEW_ENV, |v| {
-        v.trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|&c| c > 0)
-            .ok_or_else(|| format!("`{v}` is not a positive whole number"))
-    })
 }
 
 /// The wavefront's skew for `seq` steps of `batch` rows: `forced`, else
@@ -517,14 +501,14 @@ impl Plan {
         let obstacle = wavefront_obstacle(model, train)
             .map(String::from)
             .or_else(|| Workspace::wavefront_obstacle(ctx, cfg, &model.norm, (seq, batch), half));
-        if half && k.cell_path == Some(CellPath::Persistent) {
+        if half && k.tuning().cell_path == Some(CellPath::Persistent) {
             return Err(crate::Error::Invalid(
                 "the persistent path runs in f32 only (f16-mixed uses the wavefront or per-step \
                  cells)"
                     .into(),
             ));
         }
-        if k.cell_path == Some(CellPath::Wavefront) {
+        if k.tuning().cell_path == Some(CellPath::Wavefront) {
             return match obstacle {
                 Some(why) => Err(crate::Error::Invalid(format!(
                     "the wavefront path cannot run this model: {why}"
@@ -536,11 +520,13 @@ impl Plan {
         // norms included); normalized cells keep one dispatch per step.
         if !model.norm.in_cell()
             && !half
-            && let Some(lay) = k.persistent.select(ctx, k.cell_path, h, batch, dirs, seq)?
+            && let Some(lay) =
+                k.persistent
+                    .select(ctx, k.tuning().cell_path, h, batch, dirs, seq)?
         {
             return Ok((CellPath::Persistent, Some(lay)));
         }
-        Ok(match (k.cell_path, obstacle) {
+        Ok(match (k.tuning().cell_path, obstacle) {
             (None, None) => (CellPath::Wavefront, None),
             _ => (CellPath::PerStep, None),
         })
@@ -582,11 +568,14 @@ impl Plan {
             half,
         )?;
         let refresh = match &model.half {
-            Some(h) => Some(k.cast.to_half(ctx, model.table.total, &model.params, h)?),
+            Some(h) => Some(
+                k.cast()?
+                    .to_half(ctx, model.table.total, &model.params, h)?,
+            ),
             None => None,
         };
         if wave {
-            let skew = wave_skew(ctx, k.wave_skew, seq, batch);
+            let skew = wave_skew(ctx, k.tuning().wave_skew, seq, batch);
             let (forward, mut backward) =
                 Self::wavefront(ctx, k, model, &ws, skew, modes, dropout_step)?;
             if input_grad {
@@ -667,7 +656,7 @@ impl Plan {
             alpha: 1.0,
             accumulate: false,
         };
-        k.gemm.dispatch_as(ctx, &op, false, half)
+        k.gemm().dispatch_as(ctx, &op, false, half)
     }
 
     /// Gradient w.r.t. layer `l`'s input for steps [t0, t1): Σ_d dP_d ·
@@ -706,7 +695,7 @@ impl Plan {
                 accumulate: d > 0 || model.links.adds(l),
             };
             // f16-mixed: f16 gate gradients times the f16 shadow of W_ih.
-            out.extend(k.gemm.dispatch_as(ctx, &op, ws.half, half)?);
+            out.extend(k.gemm().dispatch_as(ctx, &op, ws.half, half)?);
         }
         Ok(out)
     }
@@ -756,7 +745,7 @@ impl Plan {
                 accumulate: false,
             };
             if !(l == 0 && modes.token_input) {
-                out.extend(k.gemm.dispatch_as(ctx, &dw_ih, ws.half, false)?);
+                out.extend(k.gemm().dispatch_as(ctx, &dw_ih, ws.half, false)?);
             }
             let hprev = match in_cell {
                 true => sh.cache_off + sec_hp,
@@ -770,10 +759,10 @@ impl Plan {
                 ..dw_ih
             };
             // The f16 cache holds h_prev as f16 (and dg the gate gradients).
-            out.extend(k.gemm.dispatch_as(ctx, &dw_hh, ws.half, ws.half)?);
+            out.extend(k.gemm().dispatch_as(ctx, &dw_hh, ws.half, ws.half)?);
             let da = (&ws.dg, sh.dg_off, 4 * h);
             if let Some(bih) = bih {
-                out.extend(k.reduce.colsum_as(
+                out.extend(k.reduce()?.colsum_as(
                     ctx,
                     da,
                     tb,
@@ -790,7 +779,7 @@ impl Plan {
             let np = norm_cell_params(model, l, d, train);
             let g = &model.grads;
             let prod = |a: (usize, usize), x: usize, width: usize, o: usize| {
-                k.reduce.colsum_prod(
+                k.reduce()?.colsum_prod(
                     ctx,
                     (&ws.dg, a.0),
                     (ws.cache(l), sh.cache_off + x),
@@ -806,7 +795,7 @@ impl Plan {
             out.extend(prod((sh.dg_off + sec_dhc, h), sec_xc, h, np.c.0)?);
             let dhc = (&ws.dg, sh.dg_off + sec_dhc, h);
             if matches!(norm, Norm::LayerCell) {
-                out.extend(k.reduce.colsum(
+                out.extend(k.reduce()?.colsum(
                     ctx,
                     da,
                     tb,
@@ -817,7 +806,10 @@ impl Plan {
                     false,
                 )?);
             }
-            out.extend(k.reduce.colsum(ctx, dhc, tb, h, g, np.c.1, None, false)?);
+            out.extend(
+                k.reduce()?
+                    .colsum(ctx, dhc, tb, h, g, np.c.1, None, false)?,
+            );
         }
         Ok(out)
     }
@@ -882,7 +874,7 @@ impl Plan {
                 }
                 lanes.push((*shape, s));
             }
-            forward.extend(k.cell.forward_lanes(ctx, &lanes, &fbufs)?);
+            forward.extend(k.cell()?.forward_lanes(ctx, &lanes, &fbufs)?);
         }
         // The top layer's norm (with `last`) and links, for the head.
         forward.extend(between(layers - 1, false, (0, seq))?);
@@ -912,9 +904,9 @@ impl Plan {
                 }
                 lanes.push((*shape, s));
             }
-            backward.extend(k.cell.backward_lanes(ctx, &lanes, &bbufs)?);
+            backward.extend(k.cell()?.backward_lanes(ctx, &lanes, &bbufs)?);
         }
-        backward.extend(k.cell.backward_state(ctx, &sh, &bbufs)?);
+        backward.extend(k.cell()?.backward_state(ctx, &sh, &bbufs)?);
         for l in 0..layers {
             backward.extend(Self::weight_grads(ctx, k, model, ws, l, modes)?);
         }
@@ -972,16 +964,16 @@ impl Plan {
                 for s in 0..seq {
                     if !in_cell {
                         // Both directions of a step in one dispatch.
-                        forward.extend(k.cell.forward(ctx, &shapes, s, &bufs)?);
+                        forward.extend(k.cell()?.forward(ctx, &shapes, s, &bufs)?);
                         continue;
                     }
                     for (d, sh) in shapes.iter().enumerate() {
                         let np = norm_cell_params(model, l, d, train);
                         forward.push(match norm {
                             Norm::RecurrentBatch { .. } => {
-                                k.cell_bn.forward(ctx, sh, &np, s, &nbufs)?
+                                k.cell_bn()?.forward(ctx, sh, &np, s, &nbufs)?
                             }
-                            _ => k.cell_ln.forward(ctx, sh, &np, s, &nbufs)?,
+                            _ => k.cell_ln()?.forward(ctx, sh, &np, s, &nbufs)?,
                         });
                     }
                 }
@@ -1001,16 +993,16 @@ impl Plan {
             } else {
                 for s in (0..seq).rev() {
                     if !in_cell {
-                        backward.extend(k.cell.backward(ctx, &shapes, s, &bwd_bufs)?);
+                        backward.extend(k.cell()?.backward(ctx, &shapes, s, &bwd_bufs)?);
                         continue;
                     }
                     for (d, sh) in shapes.iter().enumerate() {
                         let np = norm_cell_params(model, l, d, train);
                         backward.push(match norm {
                             Norm::RecurrentBatch { .. } => {
-                                k.cell_bn.backward(ctx, sh, &np, s, &nbufs)?
+                                k.cell_bn()?.backward(ctx, sh, &np, s, &nbufs)?
                             }
-                            _ => k.cell_ln.backward(ctx, sh, &np, s, &nbufs)?,
+                            _ => k.cell_ln()?.backward(ctx, sh, &np, s, &nbufs)?,
                         });
                     }
                 }
@@ -1028,7 +1020,7 @@ impl Plan {
                         false => *sh,
                     })
                     .collect();
-                backward.extend(k.cell.backward_state(ctx, &state_shapes, &bwd_bufs)?);
+                backward.extend(k.cell()?.backward_state(ctx, &state_shapes, &bwd_bufs)?);
             }
             backward.extend(Self::weight_grads(ctx, k, model, ws, l, modes)?);
             if l > 0 || input_grad {

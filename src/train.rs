@@ -683,10 +683,10 @@ impl Trainer {
         })?;
         let k = lstm.kernels();
         let grads = &lstm.model.grads;
-        let clip = ctx.scoped(|| k.clip.plan(&ctx, grads, &segs, clip_norm, None))?;
+        let clip = ctx.scoped(|| k.clip()?.plan(&ctx, grads, &segs, clip_norm, None))?;
         let n = lstm.model.table.total;
         let optim = ctx.scoped(|| {
-            k.optim.plan(
+            k.optim()?.plan(
                 &ctx,
                 optim,
                 &lstm.model.params,
@@ -783,7 +783,10 @@ impl Trainer {
         let ctx = &self.ctx;
         let grads = &self.lstm.model.grads;
         let stats = &self.clip.stats;
-        let clip = ctx.scoped(|| k.clip.plan_with(ctx, grads, &self.segs, &opts, Some(stats)))?;
+        let clip = ctx.scoped(|| {
+            k.clip()?
+                .plan_with(ctx, grads, &self.segs, &opts, Some(stats))
+        })?;
         if let Some(c) = &cfg {
             clip.set_scaler_state(ctx, &crate::precision::ScalerState::new(c))?;
         }
@@ -913,7 +916,7 @@ impl Trainer {
                 let mut eb = Vec::new();
                 match &tp {
                     None => {
-                        forward.extend(k.embedding.forward(
+                        forward.extend(k.embedding()?.forward(
                             &ctx,
                             &es,
                             &EmbForward {
@@ -922,7 +925,7 @@ impl Trainer {
                                 out: &ws_x,
                             },
                         )?);
-                        eb = k.embedding.backward(
+                        eb = k.embedding()?.backward(
                             &ctx,
                             &es,
                             &EmbBackward {
@@ -968,7 +971,7 @@ impl Trainer {
                     classes: vocab,
                     ..Default::default()
                 };
-                forward.extend(k.loss.ce_forward(
+                forward.extend(k.loss()?.ce_forward(
                     &ctx,
                     &cs,
                     &CeForward {
@@ -979,7 +982,7 @@ impl Trainer {
                         loss: &self.loss,
                     },
                 )?);
-                let mut bwd = k.loss.ce_backward(
+                let mut bwd = k.loss()?.ce_backward(
                     &ctx,
                     &cs,
                     &CeBackward {
@@ -1004,7 +1007,7 @@ impl Trainer {
                 };
                 if last {
                     forward.extend(
-                        k.elementwise
+                        k.elementwise()?
                             .last_gather(&ctx, &ls, &lengths, &out, &head_in)?,
                     );
                 }
@@ -1030,7 +1033,7 @@ impl Trainer {
                     features: out_dim,
                     ..Default::default()
                 };
-                forward.extend(k.loss.mse_forward(
+                forward.extend(k.loss()?.mse_forward(
                     &ctx,
                     &ms,
                     &MseForward {
@@ -1042,7 +1045,7 @@ impl Trainer {
                         loss: &self.loss,
                     },
                 )?);
-                let mut bwd = k.loss.mse_backward(
+                let mut bwd = k.loss()?.mse_backward(
                     &ctx,
                     &ms,
                     &MseBackward {
@@ -1057,7 +1060,7 @@ impl Trainer {
                 backward = bwd;
                 if last {
                     backward.extend(
-                        k.elementwise
+                        k.elementwise()?
                             .last_scatter(&ctx, &ls, &lengths, &head_in, &dy_top)?,
                     );
                 }
@@ -1115,9 +1118,9 @@ impl Trainer {
             alpha: 1.0,
             accumulate: false,
         };
-        let mut fwd = k.gemm.dispatch(ctx, &project(vocab, embed, p_off))?;
+        let mut fwd = k.gemm().dispatch(ctx, &project(vocab, embed, p_off))?;
         // The padding row: no input, biases only (K = 0).
-        fwd.extend(k.gemm.dispatch(ctx, &project(1, 0, p_off + vocab * g))?);
+        fwd.extend(k.gemm().dispatch(ctx, &project(1, 0, p_off + vocab * g))?);
         let gather = EmbShape {
             rows,
             dim: g,
@@ -1126,7 +1129,7 @@ impl Trainer {
             out_off: pre.1,
             ..Default::default()
         };
-        fwd.extend(k.embedding.forward(
+        fwd.extend(k.embedding()?.forward(
             ctx,
             &gather,
             &EmbForward {
@@ -1144,7 +1147,7 @@ impl Trainer {
             ..Default::default()
         };
         // dg.2: the gate gradients are f16 (f16-mixed).
-        let mut bwd = k.embedding.backward_as(
+        let mut bwd = k.embedding()?.backward_as(
             ctx,
             &scatter,
             &EmbBackward {
@@ -1167,7 +1170,7 @@ impl Trainer {
             alpha: 1.0,
             accumulate: false,
         };
-        bwd.extend(k.gemm.dispatch(ctx, &dw_ih)?);
+        bwd.extend(k.gemm().dispatch(ctx, &dw_ih)?);
         let d_emb = GemmOp {
             m: vocab,
             n: embed,
@@ -1181,7 +1184,7 @@ impl Trainer {
             alpha: 1.0,
             accumulate: d > 0,
         };
-        bwd.extend(k.gemm.dispatch(ctx, &d_emb)?);
+        bwd.extend(k.gemm().dispatch(ctx, &d_emb)?);
         Ok((fwd, bwd))
     }
 
@@ -1207,7 +1210,7 @@ impl Trainer {
         let (h, o) = (self.net.hidden, self.net.out_dim());
         push(
             fwd,
-            k.gemm.dispatch_as(
+            k.gemm().dispatch_as(
                 ctx,
                 &GemmOp {
                     m: rows,
@@ -1228,7 +1231,7 @@ impl Trainer {
         )?;
         push(
             bwd,
-            k.gemm.dispatch(
+            k.gemm().dispatch(
                 ctx,
                 &GemmOp {
                     m: o,
@@ -1247,12 +1250,12 @@ impl Trainer {
         )?;
         push(
             bwd,
-            k.reduce
+            k.reduce()?
                 .colsum(ctx, (out, 0, o), rows, o, grads, b, None, false),
         )?;
         push(
             bwd,
-            k.gemm.dispatch_as(
+            k.gemm().dispatch_as(
                 ctx,
                 &GemmOp {
                     m: rows,

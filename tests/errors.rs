@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::{set_cell, set_path};
 use lstm_wgpu::{Batch, Error, Lstm, LstmConfig, LstmModel, NamedTensor, Upstream};
 
 fn cfg(i: usize, h: usize) -> LstmConfig {
@@ -216,8 +217,8 @@ fn dispatch_counts() {
         };
         let model = LstmModel::init_uniform(&ctx, c.clone(), 0).unwrap_or_else(|e| panic!("{e}"));
         let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
-        lstm.set_cell_path(Some(path));
-        lstm.set_cell_variant(variant);
+        set_path(&mut lstm, Some(path));
+        set_cell(&mut lstm, variant);
         let (t, n) = (7, 2);
         let x = vec![0.5f32; t * n * 3];
         let b = Batch {
@@ -296,13 +297,13 @@ fn wavefront_obstacles_are_named() {
         };
         let model = LstmModel::init_uniform(&ctx, c, 0).unwrap_or_else(|e| panic!("{e}"));
         let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
-        lstm.set_cell_path(Some(CellPath::Wavefront));
+        set_path(&mut lstm, Some(CellPath::Wavefront));
         match lstm.plan(4, 2) {
             Err(Error::Invalid(m)) => assert!(m.contains(why), "{m}"),
             Err(e) => panic!("expected an invalid-input error, got {e}"),
             Ok(_) => panic!("L={layers} bidir={bidir}: forced wavefront ran"),
         }
-        lstm.set_cell_path(Some(CellPath::PerStep));
+        set_path(&mut lstm, Some(CellPath::PerStep));
         let p = lstm.plan(4, 2).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.path, CellPath::PerStep);
         assert_eq!(p.skew, None);
@@ -323,7 +324,10 @@ fn wavefront_obstacles_are_named() {
             .unwrap_or_else(|e| panic!("{e}"));
             Lstm::new(ctx.clone(), model)
                 .unwrap_or_else(|e| panic!("{e}"))
-                .set_wave_skew(Some(0))
+                .set_tuning(lstm_wgpu::Tuning {
+                    wave_skew: Some(0),
+                    ..lstm_wgpu::Tuning::default()
+                })
         },
         Err(Error::Invalid(_))
     ));

@@ -7,7 +7,7 @@ mod common;
 use common::cases::*;
 use common::*;
 use lstm_wgpu::reference;
-use lstm_wgpu::{Batch, Grads, Lstm, LstmModel, Outputs, Upstream};
+use lstm_wgpu::{Batch, Grads, Lstm, LstmModel, Outputs, Tuning, Upstream};
 use std::collections::BTreeMap;
 
 const TOL: f64 = 1e-4;
@@ -89,10 +89,14 @@ fn wavefront() {
         for c in cases {
             let setup = |path: CellPath, skew: Option<usize>| {
                 move |l: &mut Lstm| {
-                    l.set_cell_path(Some(path));
-                    l.set_wave_skew(skew).unwrap_or_else(|e| panic!("{e}"));
-                    l.set_cell_tile(variant, tile)
-                        .unwrap_or_else(|e| panic!("{e}"));
+                    l.set_tuning(Tuning {
+                        cell_path: Some(path),
+                        wave_skew: skew,
+                        cell: Some(variant),
+                        cell_tile: Some(tile),
+                        ..Tuning::default()
+                    })
+                    .unwrap_or_else(|e| panic!("{e}"));
                 }
             };
             let base = run_case_with(&ctx, c, seed, setup(CellPath::PerStep, None));
@@ -322,9 +326,13 @@ fn per_step_cell_variants() {
         .enumerate()
         {
             run_case_with(&ctx, c, 300 + i as u64, |l| {
-                l.set_cell_path(Some(CellPath::PerStep));
-                l.set_cell_tile(variant, tile)
-                    .unwrap_or_else(|e| panic!("{e}"));
+                l.set_tuning(Tuning {
+                    cell_path: Some(CellPath::PerStep),
+                    cell: Some(variant),
+                    cell_tile: Some(tile),
+                    ..Tuning::default()
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
             });
         }
     }
@@ -349,8 +357,16 @@ fn large_cell_tile_for_large_lanes() {
         true => TileConfig::LARGE,
         false => TileConfig::DEFAULT,
     };
-    let auto = LstmCell::with_variant(&ctx, CellVariant::Tiled);
-    let set = LstmCell::with_tile(&ctx, CellVariant::Tiled, TileConfig::DEFAULT);
+    let auto = LstmCell::new(&ctx, CellVariant::Tiled, None, false, true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let set = LstmCell::new(
+        &ctx,
+        CellVariant::Tiled,
+        Some(TileConfig::DEFAULT),
+        false,
+        true,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     // 8 x 16 large tiles: exactly the threshold.
     assert_eq!(TileConfig::LARGE.groups(128, 256), LARGE_TILE_MIN_GROUPS);
     assert_eq!(auto.tile_for(128, 256), want(true));
@@ -379,10 +395,15 @@ fn large_cell_tile_for_large_lanes() {
         for &(precision, tol) in &precisions {
             let setup = |path: CellPath| {
                 move |l: &mut Lstm| {
-                    l.set_cell_path(Some(path));
+                    l.set_tuning(Tuning {
+                        cell_path: Some(path),
+                        cell: Some(CellVariant::Tiled),
+                        ..Tuning::default()
+                    })
+                    .unwrap_or_else(|e| panic!("{e}"));
                     l.set_precision(precision).unwrap_or_else(|e| panic!("{e}"));
-                    l.set_cell_variant(CellVariant::Tiled);
-                    assert_eq!(l.kernels().cell.tile_for(128, b), want(large));
+                    let cell = l.kernels().cell().unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(cell.tile_for(128, b), want(large));
                 }
             };
             let seed = 360 + i as u64;
@@ -407,16 +428,9 @@ fn subgroup_kernels_match_the_wide_path() {
     use lstm_wgpu::precision::Precision;
     use lstm_wgpu::schedule::CellPath;
     let ctx = ctx();
-    // lavapipe's 8-lane subgroups must reach the kernels under test, unless
-    // they were turned off on purpose.
-    let off = matches!(
-        std::env::var(lstm_wgpu::gpu::SUBGROUPS_ENV)
-            .as_deref()
-            .map(str::trim),
-        Ok("off" | "0")
-    );
+    // lavapipe's 8-lane subgroups must reach the kernels under test (the
+    // library reads no environment: nothing turns them off here).
     if lstm_wgpu::gpu::cpu_adapter(&ctx.info)
-        && !off
         && ctx.info.subgroup_min_size == 8
         && ctx.info.subgroup_max_size == 8
     {
@@ -474,7 +488,7 @@ fn subgroup_kernels_match_the_wide_path() {
     {
         for (precision, tol) in [(Precision::F32, TOL), (Precision::F16Mixed, F16_TOL)] {
             let setup = |l: &mut Lstm| {
-                l.set_cell_path(Some(path));
+                set_path(l, Some(path));
                 l.set_precision(precision).unwrap_or_else(|e| panic!("{e}"));
             };
             let with = run_case_tol(&ctx, c, 700 + i as u64, setup, tol);
@@ -641,11 +655,11 @@ fn input_gradient_can_be_skipped() {
     };
     for path in [CellPath::Wavefront, CellPath::PerStep] {
         let counts = |l: &mut Lstm| l.dispatch_counts(c.seq, c.batch);
-        let with = run_case_with(&ctx, c, 500, |l| l.set_cell_path(Some(path)));
+        let with = run_case_with(&ctx, c, 500, |l| set_path(l, Some(path)));
         let d = case_data(&c, 500);
         let mut lstm =
             Lstm::new(ctx.clone(), model_of(&ctx, &d, None).expect("model")).expect("lstm");
-        lstm.set_cell_path(Some(path));
+        set_path(&mut lstm, Some(path));
         let hp = HostPass::new(&d, false);
         lstm.forward_backward(&hp.batch(), &hp.upstream())
             .expect("pass");
@@ -726,7 +740,7 @@ fn f16_mixed() {
                 *c,
                 900 + i as u64,
                 |l| {
-                    l.set_cell_variant(variant);
+                    set_cell(l, variant);
                     l.set_precision(Precision::F16Mixed)
                         .unwrap_or_else(|e| panic!("{e}"));
                     assert_eq!(l.precision(), Precision::F16Mixed);
@@ -742,7 +756,7 @@ fn f16_mixed() {
     let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
     lstm.set_precision(Precision::F16Mixed)
         .unwrap_or_else(|e| panic!("{e}"));
-    lstm.set_cell_path(Some(CellPath::Persistent));
+    set_path(&mut lstm, Some(CellPath::Persistent));
     let hp = HostPass::new(&d, false);
     let err = lstm.forward(&hp.batch()).expect_err("persistent in f16");
     assert!(err.to_string().contains("f32 only"), "{err}");
@@ -779,7 +793,7 @@ fn f16_mixed_gate_gradients_overflow_and_underflow() {
                 .unwrap_or_else(|e| panic!("{e}"));
         }
         // Both layers' gate gradients stay in their own regions.
-        lstm.set_cell_path(Some(CellPath::Wavefront));
+        set_path(&mut lstm, Some(CellPath::Wavefront));
         let up = hp.upstream();
         let scaled = |v: &[f32]| v.iter().map(|x| x * s).collect::<Vec<f32>>();
         let (go, gh, gc) = (
@@ -922,7 +936,7 @@ fn gate_cache_split_per_layer() {
                     31,
                     |l| {
                         l.set_precision(precision).unwrap_or_else(|e| panic!("{e}"));
-                        l.set_cell_path(path);
+                        set_path(l, path);
                         let p = l.plan(c.seq, c.batch).unwrap_or_else(|e| panic!("{e}"));
                         assert_eq!(p.ws.split, split, "{precision} {path:?}");
                         assert!(!split || p.path != CellPath::Wavefront);
@@ -942,7 +956,7 @@ fn gate_cache_split_per_layer() {
         let mut lstm = Lstm::new(small.clone(), model).unwrap_or_else(|e| panic!("{e}"));
         lstm.set_precision(precision)
             .unwrap_or_else(|e| panic!("{e}"));
-        lstm.set_cell_path(Some(CellPath::Wavefront));
+        set_path(&mut lstm, Some(CellPath::Wavefront));
         let e = lstm
             .plan(c.seq, c.batch)
             .err()

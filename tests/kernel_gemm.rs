@@ -287,7 +287,7 @@ fn gemm_grid_matches_f64_reference() {
     let ctx = ctx();
     let cases = grid();
     for v in variants(&ctx) {
-        let gemm = Gemm::with_variant(&ctx, v).expect("GEMM compiles");
+        let gemm = Gemm::new(&ctx, v, TileShape::DEFAULT).expect("GEMM compiles");
         let mut worst = 0f64;
         for cs in &cases {
             let d = Data::new(cs, values);
@@ -324,8 +324,8 @@ fn block_vec4_and_scalar_paths_agree() {
 }
 
 fn vec4_and_scalar_paths_agree(ctx: &GpuContext, v: GemmVariant) {
-    let gemm = Gemm::with_variant(ctx, v).expect("GEMM compiles");
-    let tiled = Gemm::with_variant(ctx, GemmVariant::Tiled).expect("GEMM compiles");
+    let gemm = Gemm::new(ctx, v, TileShape::DEFAULT).expect("GEMM compiles");
+    let tiled = Gemm::new(ctx, GemmVariant::Tiled, TileShape::DEFAULT).expect("GEMM compiles");
     let buf = ctx.storage("x", 16).expect("buffer");
     let op = |a_off, lda, b_off, ldb| GemmOp {
         m: 4,
@@ -417,7 +417,7 @@ fn vec4_and_scalar_paths_agree(ctx: &GpuContext, v: GemmVariant) {
 fn gemm_reruns_are_bit_identical() {
     let ctx = ctx();
     for v in variants(&ctx) {
-        let gemm = Gemm::with_variant(&ctx, v).expect("GEMM compiles");
+        let gemm = Gemm::new(&ctx, v, TileShape::DEFAULT).expect("GEMM compiles");
         for cs in grid().iter().filter(|c| c.m * c.n * c.k >= 130 * 65 * 64) {
             let d = Data::new(cs, values);
             let (first, _) = run(&ctx, &gemm, cs, &d);
@@ -432,7 +432,7 @@ fn gemm_reruns_are_bit_identical() {
 fn gemm_degenerate_shapes() {
     let ctx = ctx();
     for v in variants(&ctx) {
-        let gemm = Gemm::with_variant(&ctx, v).expect("GEMM compiles");
+        let gemm = Gemm::new(&ctx, v, TileShape::DEFAULT).expect("GEMM compiles");
         let cs = Case {
             m: 5,
             n: 6,
@@ -470,7 +470,7 @@ fn gemm_degenerate_shapes() {
 fn gemm_long_inner_dimension_is_exact() {
     let ctx = ctx();
     for v in variants(&ctx) {
-        let gemm = Gemm::with_variant(&ctx, v).expect("GEMM compiles");
+        let gemm = Gemm::new(&ctx, v, TileShape::DEFAULT).expect("GEMM compiles");
         let kc = gemm.k_chunk();
         assert!(kc < LOOP_CAP && kc > LOOP_CAP / 2, "{v}: k_chunk {kc}");
         for (k, dispatches) in [(kc, 1), (kc + 1, 2), (70_000, 70_000usize.div_ceil(kc))] {
@@ -592,7 +592,7 @@ fn gemm_f16_operands_match_f64_reference() {
     );
     let cases: Vec<Case> = grid().into_iter().step_by(7).collect();
     for v in variants(&ctx) {
-        let mut gemm = Gemm::with_variant(&ctx, v).expect("GEMM compiles");
+        let gemm = Gemm::new(&ctx, v, TileShape::DEFAULT).expect("GEMM compiles");
         gemm.enable_half(&ctx);
         for half in HALF_TYPES {
             for cs in &cases {
@@ -610,7 +610,7 @@ fn gemm_f16_operands_match_f64_reference() {
         }
     }
     // Without enable_half, an f16 GEMM is an error, not a wrong result.
-    let gemm = Gemm::with_variant(&ctx, GemmVariant::Block).expect("GEMM compiles");
+    let gemm = Gemm::new(&ctx, GemmVariant::Block, TileShape::DEFAULT).expect("GEMM compiles");
     let cs = grid()[0];
     let d = Data::new(&cs, values);
     let a = ctx.storage_init("a", &d.a).expect("buffer");
@@ -635,7 +635,7 @@ fn gemm_f16_operands_match_f64_reference() {
 #[test]
 fn colsum_f16_is_exact() {
     let ctx = ctx();
-    let mut reduce = Reduce::new(&ctx);
+    let reduce = Reduce::new(&ctx);
     reduce.enable_half(&ctx);
     let (rows, cols, lda, off) = (300, 70, 73, 6);
     let a = ints(off + rows * lda, 21, 3);
@@ -749,10 +749,11 @@ fn subgroup_variant_needs_8_lanes() {
     let ctx = ctx();
     match ctx.subgroup {
         Some(8) => {
-            Gemm::with_variant(&ctx, GemmVariant::Subgroup).expect("8-lane subgroups suffice");
+            Gemm::new(&ctx, GemmVariant::Subgroup, TileShape::DEFAULT)
+                .expect("8-lane subgroups suffice");
         }
         _ => {
-            let err = Gemm::with_variant(&ctx, GemmVariant::Subgroup)
+            let err = Gemm::new(&ctx, GemmVariant::Subgroup, TileShape::DEFAULT)
                 .err()
                 .expect("refused without 8-lane subgroups")
                 .to_string();
@@ -781,7 +782,7 @@ fn tiled_shape_overrides() {
         wg_n: 4,
         tk: 8,
     };
-    let gemm = Gemm::tiled(&ctx, tile).expect("GEMM compiles");
+    let gemm = Gemm::new(&ctx, GemmVariant::Tiled, tile).expect("GEMM compiles");
     for cs in grid().iter().step_by(7) {
         let d = Data::new(cs, values);
         let (got, _) = run(&ctx, &gemm, cs, &d);
@@ -858,7 +859,7 @@ fn gemm_variant_timings() {
         let b = ctx.storage_init("b", &d.b).expect("buffer");
         let c = ctx.storage("c", d.c.len()).expect("buffer");
         for v in variants(&ctx) {
-            let gemm = Gemm::with_variant(&ctx, v).expect("GEMM compiles");
+            let gemm = Gemm::new(&ctx, v, TileShape::DEFAULT).expect("GEMM compiles");
             let op = GemmOp {
                 m,
                 n,

@@ -64,7 +64,7 @@ fn run_gpu(
 ) -> (Outputs, Grads, (usize, usize)) {
     let model = model_of(ctx, d, None).unwrap_or_else(|e| panic!("{e}"));
     let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
-    lstm.set_cell_path(Some(path));
+    set_path(&mut lstm, Some(path));
     lstm.kernels().persistent.set_max_chunk(max_chunk);
     let (t, n) = (d.rin.seq_len, d.rin.batch);
     let (out, grads) = gpu_pass(&mut lstm, d).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -338,7 +338,7 @@ fn norm_variants_and_paths() {
     };
     let run = |path: CellPath| {
         let mut m = norm_model(&ctx, Norm::Layer { last: true }, h);
-        m.set_cell_path(Some(path));
+        set_path(&mut m, Some(path));
         let r = m
             .forward_backward(&b, &up)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -353,7 +353,7 @@ fn norm_variants_and_paths() {
     );
     eprintln!("LayerNorm between layers: persistent vs per-step {e:.2e}");
     let mut cell = norm_model(&ctx, Norm::LayerCell, h);
-    cell.set_cell_path(Some(CellPath::Persistent));
+    set_path(&mut cell, Some(CellPath::Persistent));
     let plan = cell.plan(t, n).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(plan.path, CellPath::PerStep);
 }
@@ -375,7 +375,7 @@ fn adapter_limits_and_automatic_choice() {
     };
     let model = LstmModel::init_uniform(&ctx, cfg, 0).unwrap_or_else(|e| panic!("{e}"));
     let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
-    lstm.set_cell_path(Some(CellPath::Persistent));
+    set_path(&mut lstm, Some(CellPath::Persistent));
     let x = [0.5f32];
     let b = Batch {
         input: &x,
@@ -392,7 +392,7 @@ fn adapter_limits_and_automatic_choice() {
             && e.to_string().contains("workgroup memory"),
         "{e}"
     );
-    lstm.set_cell_path(None);
+    set_path(&mut lstm, None);
     lstm.forward(&b).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         lstm.plan(1, 1).map(|p| p.path).ok(),
@@ -471,7 +471,7 @@ fn timing_per_step_vs_persistent() {
             let model =
                 LstmModel::init_uniform(&ctx, cfg.clone(), 0).unwrap_or_else(|e| panic!("{e}"));
             let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
-            lstm.set_cell_path(Some(path));
+            set_path(&mut lstm, Some(path));
             // A path that cannot run the shape (one layer: no wavefront).
             if let Err(e) = lstm.forward_backward(&b, &up) {
                 line += &format!("  {path}: n/a ({e})");

@@ -241,7 +241,6 @@ fn embedding_case(ctx: &GpuContext, n: usize, v: usize, e: usize, seed: u64) {
     // The f16-mixed scatter (the f16 gate gradients summed per token):
     // dout stored as f16, sums in f32, against the f64 sums of the
     // f16-rounded values.
-    let mut k = k;
     k.enable_half(ctx);
     let dout16: Vec<half::f16> = dout.iter().map(|&x| half::f16::from_f64(x)).collect();
     let mut words: Vec<u16> = vec![0; dout_off];

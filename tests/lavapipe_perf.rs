@@ -7,7 +7,7 @@
 //! Run: `nice -n -10 cargo test --release --test lavapipe_perf -- --ignored --nocapture`.
 
 use lstm_wgpu::GpuContext;
-use lstm_wgpu::kernels::gemm::{Gemm, GemmOp, GemmVariant};
+use lstm_wgpu::kernels::gemm::{Gemm, GemmOp, GemmVariant, TileShape};
 use std::time::Instant;
 use wgpu::util::DeviceExt;
 
@@ -911,7 +911,7 @@ fn gemm_512_variants() {
     }
     if want_run("prod") {
         // (a) The production kernel through the wrapper.
-        let gemm = Gemm::with_variant(&ctx, GemmVariant::Block).expect("GEMM compiles");
+        let gemm = Gemm::new(&ctx, GemmVariant::Block, TileShape::DEFAULT).expect("GEMM compiles");
         let op = GemmOp {
             m: N,
             n: N,

@@ -185,16 +185,19 @@ fn wavefront_layer_norm_and_residual() {
     for (i, (c, skew, variant)) in cases.into_iter().enumerate() {
         let seed = 40 + i as u64;
         let (wo, wg) = run_with(&ctx, c, seed, 0, |l| {
-            l.set_cell_variant(variant);
-            l.set_cell_path(Some(CellPath::Wavefront));
-            l.set_wave_skew(Some(skew))
-                .unwrap_or_else(|e| panic!("{e}"));
+            l.set_tuning(lstm_wgpu::Tuning {
+                cell: Some(variant),
+                cell_path: Some(CellPath::Wavefront),
+                wave_skew: Some(skew),
+                ..lstm_wgpu::Tuning::default()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
             let p = l.plan(c.seq, c.batch).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(p.path, CellPath::Wavefront, "{c:?}");
         });
         let (po, pg) = run_with(&ctx, c, seed, 0, |l| {
-            l.set_cell_variant(variant);
-            l.set_cell_path(Some(CellPath::PerStep));
+            set_cell(l, variant);
+            set_path(l, Some(CellPath::PerStep));
         });
         assert_eq!(wo, po, "{c:?}: outputs");
         assert!(
@@ -236,9 +239,9 @@ fn wavefront_layer_norm_and_residual() {
     ] {
         let d = data(&c, 50);
         let mut lstm = lstm_of(&ctx, &c, &d);
-        lstm.set_cell_path(Some(CellPath::PerStep));
+        set_path(&mut lstm, Some(CellPath::PerStep));
         lstm.plan(c.seq, c.batch).unwrap_or_else(|e| panic!("{e}"));
-        lstm.set_cell_path(Some(CellPath::Wavefront));
+        set_path(&mut lstm, Some(CellPath::Wavefront));
         let e = lstm
             .plan(c.seq, c.batch)
             .err()

@@ -925,7 +925,7 @@ fn token_projection_matches_per_position_projection() {
             opt.lr = 0.01;
             let mut tr = Trainer::new(ctx.clone(), net.clone(), values.clone(), b, Some(5.0), &opt)
                 .unwrap_or_else(|e| panic!("{e}"));
-            tr.lstm.set_cell_path(Some(path));
+            common::set_path(&mut tr.lstm, Some(path));
             tr.set_token_projection(projection)
                 .unwrap_or_else(|e| panic!("{e}"));
             let mut out = Vec::new();

@@ -161,7 +161,7 @@ impl Embedding {
 
     /// Compiles `backward` over an f16 dout (the device needs SHADER_F16),
     /// for [`Embedding::backward_as`]; idempotent.
-    pub fn enable_half(&mut self, ctx: &GpuContext) {
+    pub fn enable_half(&self, ctx: &GpuContext) {
         self.bwd.enable(ctx, "embedding", &Self::half_source());
     }
 

@@ -1,6 +1,6 @@
 //! Wrapper of `shaders/gemm.wgsl`: C = alpha·op(A)·op(B) (+ biases) (+ C).
 //!
-//! Two variants of the kernel, one chosen per adapter ([`GemmVariant::choose`]):
+//! Two variants of the kernel, one chosen per adapter ([`GemmVariant::for_adapter`]):
 //! a 4x4 register block per invocation read straight from global memory
 //! (CPU adapters such as lavapipe, whose workgroup barriers are emulated and
 //! costly), and shared-memory tiles (discrete and integrated GPUs). Inner
@@ -36,52 +36,9 @@ const STORE_PASSES: usize = 5 + 4 * 5;
 /// invocation's loop passes, exit checks included, at or below this.
 pub const LOOP_CAP: usize = 65_535;
 
-/// Environment variable forcing the GEMM variant: `block` or `tiled`
-/// (unset or empty: chosen by adapter).
-pub const VARIANT_ENV: &str = "LSTM_WGPU_GEMM";
-
-/// Which GEMM kernel runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GemmVariant {
-    /// Entry point `gemm`: a 4x4 register block per invocation, operands
-    /// read from global memory, no barriers.
-    Block,
-    /// Entry point `gemm_tiled`: shared-memory tiles of A and B, a 4x4 block
-    /// per invocation read from them.
-    Tiled,
-    /// Entry point `gemm_sg` where the operands allow vec4 loads (else
-    /// `gemm`): one 8-lane subgroup per workgroup shares its rows of A
-    /// through subgroup broadcasts; needs 8-wide subgroups.
-    Subgroup,
-}
+pub use crate::tuning::{GemmVariant, TileShape};
 
 impl GemmVariant {
-    /// Parses `block` or `tiled`.
-    pub fn parse(s: &str) -> std::result::Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "block" => Ok(Self::Block),
-            "tiled" => Ok(Self::Tiled),
-            "subgroup" => Ok(Self::Subgroup),
-            other => Err(format!(
-                "unknown GEMM variant `{other}` (block, tiled or subgroup)"
-            )),
-        }
-    }
-
-    /// The name [`GemmVariant::parse`] accepts.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Block => "block",
-            Self::Tiled => "tiled",
-            Self::Subgroup => "subgroup",
-        }
-    }
-
-    /// The variant forced by [`VARIANT_ENV`], if set.
-    pub fn from_env() -> Result<Option<Self>> {
-        crate::gpu::env_choice(VARIANT_ENV, Self::parse)
-    }
-
     /// The variant suited to an adapter whose device has subgroups of width
     /// `subgroup` (if any): on CPU adapters ([`crate::gpu::cpu_adapter`]) the
     /// subgroup variant with 8-wide subgroups, else the register block;
@@ -104,12 +61,6 @@ impl GemmVariant {
         }
     }
 
-    /// [`VARIANT_ENV`] when set, else [`GemmVariant::for_adapter`].
-    pub fn choose(ctx: &GpuContext) -> Result<Self> {
-        Ok(Self::from_env()?
-            .unwrap_or_else(|| Self::for_adapter(&ctx.info, &ctx.limits, ctx.subgroup)))
-    }
-
     /// The entry point of the unaligned GEMMs (all of them for tiles).
     fn entry(self) -> &'static str {
         match self {
@@ -119,45 +70,7 @@ impl GemmVariant {
     }
 }
 
-impl std::fmt::Display for GemmVariant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Tile shape of the tiled variant, passed to the shader as the
-/// pipeline-overridable constants `WG_M`, `WG_N` and `TK`. A workgroup of
-/// `wg_n` x `wg_m` invocations computes a `4·wg_m` x `4·wg_n` tile of C,
-/// staging `tk`-deep slices of A and B in workgroup memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TileShape {
-    /// Invocations along M.
-    pub wg_m: u32,
-    /// Invocations along N.
-    pub wg_n: u32,
-    /// Depth of the K slice staged per step.
-    pub tk: u32,
-}
-
-/// Environment variable setting the tiled variant's shape: `WG_M,WG_N,TK`
-/// (unset: [`TileShape::DEFAULT`]).
-pub const TILE_ENV: &str = "LSTM_WGPU_GEMM_TILE";
-
 impl TileShape {
-    /// Parses `WG_M,WG_N,TK`.
-    pub fn parse(s: &str) -> std::result::Result<Self, String> {
-        let [wg_m, wg_n, tk] = crate::gpu::parse_counts(s, "WG_M,WG_N,TK")?;
-        Ok(Self { wg_m, wg_n, tk })
-    }
-
-    /// 64x64 tiles of C from 16x16 invocations, K slices of 16 (8 KiB of
-    /// workgroup memory).
-    pub const DEFAULT: Self = Self {
-        wg_m: 16,
-        wg_n: 16,
-        tk: 16,
-    };
-
     /// Checks the shape against the adapter's workgroup limits.
     pub fn check(&self, limits: &wgpu::Limits) -> Result<()> {
         let threads = u64::from(self.wg_m) * u64::from(self.wg_n);
@@ -238,31 +151,20 @@ pub struct Gemm {
     variant: GemmVariant,
     tile: TileShape,
     /// Indexed by [`Gemm::types`]: f32 · f32 first (always built).
-    pipes: [Option<Pipelines>; 4],
+    /// Built once each, on first use for the f16 ones: the GEMM is shared
+    /// by every model on a context.
+    pipes: [std::sync::OnceLock<Pipelines>; 4],
     k_chunk: usize,
 }
 
 impl Gemm {
-    /// Compiles the variant [`GemmVariant::choose`] picks for `ctx`, the
-    /// tiled one with the shape [`TILE_ENV`] sets, if any.
-    pub fn new(ctx: &GpuContext) -> Result<Self> {
-        let tile =
-            crate::gpu::env_choice(TILE_ENV, TileShape::parse)?.unwrap_or(TileShape::DEFAULT);
-        Self::build(ctx, GemmVariant::choose(ctx)?, tile)
-    }
-
-    /// Compiles `variant` (the tiled one with [`TileShape::DEFAULT`]),
-    /// whatever the adapter; for tests and benchmarks.
-    pub fn with_variant(ctx: &GpuContext, variant: GemmVariant) -> Result<Self> {
-        Self::build(ctx, variant, TileShape::DEFAULT)
-    }
-
-    /// Compiles the tiled variant with tile shape `tile`.
-    pub fn tiled(ctx: &GpuContext, tile: TileShape) -> Result<Self> {
-        Self::build(ctx, GemmVariant::Tiled, tile)
-    }
-
-    fn build(ctx: &GpuContext, variant: GemmVariant, tile: TileShape) -> Result<Self> {
+    /// Compiles `variant` (the tiled one with tile shape `tile`, which the
+    /// other variants ignore), whatever the adapter prefers; fails when the
+    /// adapter cannot run it (a tile beyond its limits, the subgroup variant
+    /// without 8-lane subgroups). [`crate::kernels::Kernels`] picks the
+    /// variant and tile from a [`crate::tuning::Tuning`] and shares the
+    /// result through the context's pipeline cache.
+    pub fn new(ctx: &GpuContext, variant: GemmVariant, tile: TileShape) -> Result<Self> {
         let k_chunk = match variant {
             // One pass per k plus the exit check, then the store loops; a
             // multiple of 4 so that later chunks keep vec4 alignment
@@ -293,10 +195,10 @@ impl Gemm {
             variant,
             tile,
             pipes: [
-                Some(Self::pipelines(ctx, variant, tile, &src)),
-                None,
-                None,
-                None,
+                std::sync::OnceLock::from(Self::pipelines(ctx, variant, tile, &src)),
+                std::sync::OnceLock::new(),
+                std::sync::OnceLock::new(),
+                std::sync::OnceLock::new(),
             ],
             k_chunk,
         })
@@ -309,13 +211,12 @@ impl Gemm {
 
     /// Compiles the pipelines with A, B or both in f16 (the device needs
     /// SHADER_F16), for [`Gemm::dispatch_as`]; idempotent.
-    pub fn enable_half(&mut self, ctx: &GpuContext) {
+    pub fn enable_half(&self, ctx: &GpuContext) {
         for (half_a, half_b) in HALF_TYPES {
-            let i = Self::types(half_a, half_b);
-            if self.pipes[i].is_none() {
+            self.pipes[Self::types(half_a, half_b)].get_or_init(|| {
                 let src = Self::module_source(self.variant, half_a, half_b);
-                self.pipes[i] = Some(Self::pipelines(ctx, self.variant, self.tile, &src));
-            }
+                Self::pipelines(ctx, self.variant, self.tile, &src)
+            });
         }
     }
 
@@ -442,7 +343,7 @@ impl Gemm {
         half_a: bool,
         half_b: bool,
     ) -> Result<Vec<Dispatch>> {
-        let Some(pipes) = &self.pipes[Self::types(half_a, half_b)] else {
+        let Some(pipes) = self.pipes[Self::types(half_a, half_b)].get() else {
             return Err(Error::Invalid(
                 "an f16 GEMM before the f16 pipelines were built (Gemm::enable_half)".into(),
             ));

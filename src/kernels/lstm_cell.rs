@@ -90,58 +90,12 @@ pub const LARGE_TILE_MIN_GROUPS: usize = 128;
 /// Lanes ((layer, direction, step) triples) one dispatch can cover: the
 /// shader's `LANES`.
 pub const MAX_LANES: usize = 8;
-/// Environment variable setting the tiled variant's tile: `TB,TU,KC,KS`
-/// (batch rows, hidden units, K chunk, K slices; unset:
-/// [`TileConfig::DEFAULT`]).
-pub const TILE_ENV: &str = "LSTM_WGPU_CELL_TILE";
-
-/// Tile of the tiled variant: a workgroup of `tb`·`tu`·`ks` invocations owns
-/// `tb` batch rows x `tu` hidden units and stages the recurrent product in
-/// K chunks of `kc`, `ks` chunks at a time. Substituted into the shader's
-/// constants.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TileConfig {
-    /// Batch rows per workgroup.
-    pub tb: usize,
-    /// Hidden units per workgroup.
-    pub tu: usize,
-    /// K chunk staged per barrier, per slice.
-    pub kc: usize,
-    /// K slices: groups of `tb`·`tu` invocations taking every `ks`-th chunk.
-    pub ks: usize,
-}
+pub use crate::tuning::{CellVariant, TileConfig};
 
 impl TileConfig {
-    /// 8 x 8 with K chunks of 32, in 4 slices (256 invocations).
-    pub const DEFAULT: Self = Self {
-        tb: 8,
-        tu: 8,
-        kc: 32,
-        ks: 4,
-    };
-
-    /// 16 x 16 with K chunks of 32, in 2 slices (512 invocations): a
-    /// quarter of the default's W_hh and h traffic per output, for shapes
-    /// whose grid stays full with it ([`LARGE_TILE_MIN_GROUPS`] a lane). On an
-    /// H200, `big` (H = 512, B = 64): 23.4 ms per training step against
-    /// 27.1 ms with the default; `char` (H = 256, B = 32, 32 workgroups a
-    /// lane) 4.7 against 3.7 ms.
-    pub const LARGE: Self = Self {
-        tb: 16,
-        tu: 16,
-        kc: 32,
-        ks: 2,
-    };
-
     /// Workgroups of one lane of H = `hidden`, B = `batch` with this tile.
     pub fn groups(&self, hidden: usize, batch: usize) -> usize {
         hidden.div_ceil(self.tu) * batch.div_ceil(self.tb)
-    }
-
-    /// Parses `TB,TU,KC,KS`.
-    pub fn parse(s: &str) -> std::result::Result<Self, String> {
-        let [tb, tu, kc, ks] = crate::gpu::parse_counts(s, "TB,TU,KC,KS")?.map(|x| x as usize);
-        Ok(Self { tb, tu, kc, ks })
     }
 
     /// Checks the shader's divisibility rules and the adapter's limits.
@@ -207,43 +161,16 @@ impl TileConfig {
     }
 }
 
-/// Environment variable forcing the cell variant: `direct` or `tiled`
-/// (unset or empty: chosen by adapter).
-pub const VARIANT_ENV: &str = "LSTM_WGPU_CELL";
-
-/// Which per-step cell kernels run (same bindings, same results to
-/// rounding).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CellVariant {
-    /// One invocation per (b, j), reading W_hh and h from global memory.
-    Direct,
-    /// A workgroup per TB x TU block of (b, j) (8 x 8, or 16 x 16 for
-    /// large dispatches), staging the recurrent product through workgroup
-    /// memory.
-    Tiled,
-}
-
 impl CellVariant {
-    /// Parses `direct` or `tiled`.
-    pub fn parse(s: &str) -> std::result::Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "direct" => Ok(Self::Direct),
-            "tiled" => Ok(Self::Tiled),
-            other => Err(format!("unknown cell variant `{other}` (direct or tiled)")),
+    /// Direct on CPU adapters (measured on lavapipe: `ts` 495 ms per step
+    /// direct, 910 ms tiled) and tiled on GPUs (H100: the tiled kernels take
+    /// `char` from 25 ms to 8.7 ms).
+    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
+        if crate::gpu::cpu_adapter(info) {
+            Self::Direct
+        } else {
+            Self::Tiled
         }
-    }
-
-    /// [`VARIANT_ENV`] when set; else direct on CPU adapters (measured on
-    /// lavapipe: `ts` 495 ms per step direct, 910 ms tiled) and tiled on
-    /// GPUs (H100: the tiled kernels take `char` from 25 ms to 8.7 ms).
-    pub fn choose(ctx: &GpuContext) -> Result<Self> {
-        Ok(crate::gpu::env_choice(VARIANT_ENV, Self::parse)?.unwrap_or(
-            if crate::gpu::cpu_adapter(&ctx.info) {
-                Self::Direct
-            } else {
-                Self::Tiled
-            },
-        ))
     }
 }
 
@@ -368,53 +295,32 @@ pub struct CellBackward<'a> {
 }
 
 impl LstmCell {
-    /// Compiles the variant [`CellVariant::choose`] picks for `ctx`, with
-    /// the tile [`TILE_ENV`] sets, if any.
-    pub fn new(ctx: &GpuContext) -> Result<Self> {
-        let variant = CellVariant::choose(ctx)?;
-        Ok(match crate::gpu::env_choice(TILE_ENV, TileConfig::parse)? {
-            Some(tile) => {
-                tile.check(&ctx.limits)?;
-                Self::with_tile(ctx, variant, tile)
-            }
-            None => Self::with_variant(ctx, variant),
-        })
-    }
-
-    /// Compiles the entry points of `variant` with the default tile, and
-    /// [`TileConfig::LARGE`] for large dispatches where the adapter allows
-    /// it.
-    pub fn with_variant(ctx: &GpuContext, variant: CellVariant) -> Self {
-        Self::with_variant_as(ctx, variant, false)
-    }
-
-    /// [`LstmCell::with_variant`], built for `half` (see
-    /// [`LstmCell::half`]).
-    pub fn with_variant_as(ctx: &GpuContext, variant: CellVariant, half: bool) -> Self {
-        let large = TileConfig::LARGE.check(&ctx.limits).is_ok();
-        Self::build(ctx, variant, TileConfig::DEFAULT, large, half)
-    }
-
-    /// Compiles the entry points of `variant`; `tile` (checked by the
-    /// caller) shapes every dispatch of the tiled one.
-    pub fn with_tile(ctx: &GpuContext, variant: CellVariant, tile: TileConfig) -> Self {
-        Self::with_tile_as(ctx, variant, tile, false)
-    }
-
-    /// [`LstmCell::with_tile`], built for `half`.
-    pub fn with_tile_as(
+    /// Compiles the entry points of `variant`, built for `half` (see
+    /// [`LstmCell::half`]; the f16 build needs the device's SHADER_F16).
+    /// With `tile`, that tile (checked against the adapter's limits) shapes
+    /// every dispatch of the tiled variant; without, the default tile does,
+    /// and [`TileConfig::LARGE`] large dispatches where the adapter allows
+    /// it. The `*_sg` entry points are built when `subgroups` and the device
+    /// has 8-lane subgroups.
+    pub fn new(
         ctx: &GpuContext,
         variant: CellVariant,
-        tile: TileConfig,
+        tile: Option<TileConfig>,
         half: bool,
-    ) -> Self {
-        Self::build(ctx, variant, tile, false, half)
-    }
-
-    /// The same variant and tiles built for `half` (see [`LstmCell::half`]);
-    /// the f16 build needs the device's SHADER_F16.
-    pub fn rebuilt(&self, ctx: &GpuContext, half: bool) -> Self {
-        Self::build(ctx, self.variant, self.tile, self.large.is_some(), half)
+        subgroups: bool,
+    ) -> Result<Self> {
+        let (tile, large) = match tile {
+            Some(t) => {
+                t.check(&ctx.limits)?;
+                (t, false)
+            }
+            None => (
+                TileConfig::DEFAULT,
+                TileConfig::LARGE.check(&ctx.limits).is_ok(),
+            ),
+        };
+        let sg = subgroups && ctx.subgroup == Some(SG_WIDTH);
+        Ok(Self::build(ctx, variant, tile, large, half, sg))
     }
 
     /// The tile of tiled dispatches of this H and B. Decided per lane, not
@@ -451,8 +357,9 @@ impl LstmCell {
         tile: TileConfig,
         large: bool,
         half: bool,
+        sg: bool,
     ) -> Self {
-        let with_sg = variant == CellVariant::Direct && ctx.subgroup == Some(SG_WIDTH);
+        let with_sg = variant == CellVariant::Direct && sg;
         let src = match with_sg {
             true => tile.source(half),
             false => crate::gpu::without_subgroups(&tile.source(half)),

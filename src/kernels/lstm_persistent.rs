@@ -17,65 +17,10 @@ use std::sync::{Arc, Mutex};
 
 const SRC: &str = include_str!("../../shaders/lstm_persistent.wgsl");
 
-/// Environment variable forcing the cell path: `per-step` or `persistent`.
-pub const PATH_ENV: &str = "LSTM_WGPU_CELL_PATH";
+pub use crate::tuning::CellPath;
 
 /// Largest workgroup the kernel asks for; every WebGPU adapter offers 256.
 const MAX_WG: usize = 256;
-
-/// Which kernel runs the recurrent time loop of the plain cell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CellPath {
-    /// One fused cell dispatch per (layer, direction, step).
-    PerStep,
-    /// One dispatch per layer and pass looping over the steps
-    /// (`lstm_persistent.wgsl`), split into chunks only where the driver
-    /// caps loop iterations.
-    Persistent,
-    /// Per-step cells with the layers in a wavefront: layer l + 1 at step
-    /// s − C shares a dispatch with layer l at step s (`schedule.rs`).
-    Wavefront,
-}
-
-impl CellPath {
-    /// `"per-step"`, `"persistent"` or `"wavefront"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CellPath::PerStep => "per-step",
-            CellPath::Persistent => "persistent",
-            CellPath::Wavefront => "wavefront",
-        }
-    }
-
-    /// Parses [`CellPath::as_str`]'s names.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "per-step" => Ok(CellPath::PerStep),
-            "persistent" => Ok(CellPath::Persistent),
-            "wavefront" => Ok(CellPath::Wavefront),
-            _ => Err(Error::Invalid(format!(
-                "unknown cell path `{s}`: expected `per-step`, `persistent` or `wavefront`"
-            ))),
-        }
-    }
-
-    /// The path forced by [`PATH_ENV`], if set (unset or empty: `None`,
-    /// the automatic choice).
-    pub fn from_env() -> Result<Option<Self>> {
-        match std::env::var(PATH_ENV) {
-            Ok(v) if !v.is_empty() => Self::parse(&v)
-                .map(Some)
-                .map_err(|e| Error::Invalid(format!("{PATH_ENV}: {e}"))),
-            _ => Ok(None),
-        }
-    }
-}
-
-impl std::fmt::Display for CellPath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The most loop iterations one shader invocation may run on this adapter,
 /// when the driver caps them: Mesa's llvmpipe (lavapipe) silently ends all
@@ -220,21 +165,20 @@ impl PersistentLayout {
 }
 
 /// The persistent kernel family, compiled per [`Spec`] on first use.
+#[derive(Default)]
 pub struct LstmPersistent {
-    module: crate::gpu::Module,
+    /// Compiled on the first plan that takes the persistent path.
+    module: std::sync::OnceLock<crate::gpu::Module>,
     kernels: Mutex<HashMap<Spec, Arc<[Kernel; 2]>>>,
     /// Steps per dispatch at most, 0 for no limit of our own.
     max_chunk: AtomicUsize,
 }
 
 impl LstmPersistent {
-    /// Parses the module; pipelines are compiled per hidden size later.
-    pub fn new(ctx: &GpuContext) -> Self {
-        Self {
-            module: module(ctx, "lstm_persistent", SRC),
-            kernels: Mutex::new(HashMap::new()),
-            max_chunk: AtomicUsize::new(0),
-        }
+    /// Compiles nothing: the module and the pipelines of each hidden size
+    /// are built by the first plan that needs them.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Caps the steps per dispatch below what the adapter allows (`None`:
@@ -340,8 +284,11 @@ impl LstmPersistent {
             .entry(spec)
             .or_insert_with(|| {
                 let c = spec.constants();
-                let fwd = Kernel::new(ctx, &self.module, "forward", &FWD_BINDINGS, &c);
-                let bwd = Kernel::new(ctx, &self.module, "backward", &BWD_BINDINGS, &c);
+                let m = self
+                    .module
+                    .get_or_init(|| module(ctx, "lstm_persistent", SRC));
+                let fwd = Kernel::new(ctx, m, "forward", &FWD_BINDINGS, &c);
+                let bwd = Kernel::new(ctx, m, "backward", &BWD_BINDINGS, &c);
                 Arc::new([fwd, bwd])
             })
             .clone()

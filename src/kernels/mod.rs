@@ -17,98 +17,226 @@ pub mod lstm_persistent;
 pub mod optim;
 pub mod reduce;
 
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuContext, KernelKey};
+use crate::tuning::Tuning;
+use std::sync::Arc;
 
-/// Every kernel family, compiled once per context.
+/// The kernel families a model uses, chosen from a [`Tuning`] and compiled
+/// on first use through the context's shared pipeline cache
+/// ([`GpuContext::cached`]): models on one context share every family they
+/// have in common, and a family no model uses is never compiled.
 pub struct Kernels {
-    /// Matrix multiply.
-    pub gemm: gemm::Gemm,
-    /// Fused LSTM cell forward and backward.
-    pub cell: lstm_cell::LstmCell,
-    /// LayerNorm LSTM cell.
-    pub cell_ln: lstm_cell_ln::LstmCellLn,
-    /// Recurrent BatchNorm LSTM cell.
-    pub cell_bn: lstm_cell_bn::LstmCellBn,
-    /// Persistent time loop of the plain cell.
+    ctx: Arc<GpuContext>,
+    tuning: Tuning,
+    /// Subgroup entry points may be built (the tuning does not turn them
+    /// off; the device still needs them).
+    subgroups: bool,
+    /// Matrix multiply, the variant and tile the tuning resolves to (always
+    /// used, so fetched, and checked, up front).
+    gemm: Arc<gemm::Gemm>,
+    /// The per-step cell's variant.
+    cell_variant: lstm_cell::CellVariant,
+    /// Persistent time loop of the plain cell (its pipelines compile per
+    /// hidden size on first use; its chunk cap is this model's own).
     pub persistent: lstm_persistent::LstmPersistent,
-    /// The plain cell's time-loop path when forced (initially from
-    /// `LSTM_WGPU_CELL_PATH`); `None` lets the schedule choose by shape.
-    pub cell_path: Option<lstm_persistent::CellPath>,
-    /// The wavefront's skew when set (initially from `LSTM_WGPU_WAVE_SKEW`);
-    /// `None`: chosen by adapter and shape.
-    pub wave_skew: Option<usize>,
-    /// Deterministic reductions.
-    pub reduce: reduce::Reduce,
-    /// LayerNorm between layers.
-    pub layer_norm: layer_norm::LayerNorm,
-    /// BatchNorm between layers.
-    pub batch_norm: batch_norm::BatchNorm,
-    /// Clipping and gradient norms.
-    pub clip: clip::Clip,
-    /// Embedding lookup.
-    pub embedding: embedding::Embedding,
-    /// Losses.
-    pub loss: loss::Loss,
-    /// Dropout, residual adds, last-step gather.
-    pub elementwise: elementwise::Elementwise,
-    /// Optimizers.
-    pub optim: optim::Optim,
-    /// The f16 shadow of the parameters.
-    pub cast: cast::Cast,
     /// The f16-mixed builds of the plain cell and of the kernels reading its
     /// f16 outputs are in use (see [`Kernels::set_half`]).
-    pub half: bool,
+    half: bool,
 }
 
 impl Kernels {
-    /// Compiles all kernels for `ctx`.
-    pub fn new(ctx: &GpuContext) -> crate::Result<Self> {
-        ctx.scoped(|| {
-            Ok(Self {
-                gemm: gemm::Gemm::new(ctx)?,
-                cell: lstm_cell::LstmCell::new(ctx)?,
-                cell_ln: lstm_cell_ln::LstmCellLn::new(ctx),
-                cell_bn: lstm_cell_bn::LstmCellBn::new(ctx),
-                persistent: lstm_persistent::LstmPersistent::new(ctx),
-                cell_path: lstm_persistent::CellPath::from_env()?,
-                wave_skew: crate::schedule::skew_from_env()?,
-                reduce: reduce::Reduce::new(ctx),
-                layer_norm: layer_norm::LayerNorm::new(ctx),
-                batch_norm: batch_norm::BatchNorm::new(ctx),
-                clip: clip::Clip::new(ctx),
-                embedding: embedding::Embedding::new(ctx),
-                loss: loss::Loss::new(ctx),
-                elementwise: elementwise::Elementwise::new(ctx),
-                optim: optim::Optim::new(ctx),
-                cast: cast::Cast::new(ctx),
-                half: false,
-            })
+    /// The kernels `tuning` chooses for `ctx` (each `None` field: the
+    /// adapter's choice). Fails when the adapter cannot run a forced
+    /// choice (a tile beyond its limits, the subgroup GEMM without 8-lane
+    /// subgroups) or the skew is zero; compiles only the GEMM (unless the
+    /// context compiled it already).
+    pub fn new(ctx: &Arc<GpuContext>, tuning: Tuning) -> crate::Result<Self> {
+        tuning.check()?;
+        let subgroups = tuning.subgroups != Some(false);
+        let subgroup = ctx.subgroup.filter(|_| subgroups);
+        let variant = tuning
+            .gemm
+            .unwrap_or_else(|| gemm::GemmVariant::for_adapter(&ctx.info, &ctx.limits, subgroup));
+        if variant == gemm::GemmVariant::Subgroup && !subgroups {
+            return Err(crate::Error::Invalid(
+                "the subgroup GEMM was asked for with subgroups turned off".into(),
+            ));
+        }
+        let tile = tuning.gemm_tile.unwrap_or(gemm::TileShape::DEFAULT);
+        let key = KernelKey {
+            family: "gemm",
+            variant: format!("{variant}/{},{},{}", tile.wg_m, tile.wg_n, tile.tk),
+            half: false,
+            subgroups: variant == gemm::GemmVariant::Subgroup,
+        };
+        let gemm = ctx.cached(key, || gemm::Gemm::new(ctx, variant, tile))?;
+        if let Some(t) = tuning.cell_tile {
+            t.check(&ctx.limits)?;
+        }
+        Ok(Self {
+            ctx: ctx.clone(),
+            tuning,
+            subgroups,
+            gemm,
+            cell_variant: tuning
+                .cell
+                .unwrap_or_else(|| lstm_cell::CellVariant::for_adapter(&ctx.info)),
+            persistent: lstm_persistent::LstmPersistent::new(),
+            half: false,
         })
     }
 
-    /// Switches the plain cell to its f16-mixed build (or back) and
-    /// compiles the f16 pipelines of the GEMM, the column sum and the
-    /// embedding's scatter-add; needs SHADER_F16 for `on`.
-    pub fn set_half(&mut self, ctx: &GpuContext, on: bool) -> crate::Result<()> {
+    /// Chooses the kernels by `tuning` instead, keeping the precision and
+    /// the persistent kernels (and their chunk cap); on error nothing
+    /// changes.
+    pub fn retune(&mut self, tuning: Tuning) -> crate::Result<()> {
+        let mut k = Self::new(&self.ctx, tuning)?;
+        if self.half {
+            k.set_half(true)?;
+        }
+        std::mem::swap(&mut k.persistent, &mut self.persistent);
+        *self = k;
+        Ok(())
+    }
+
+    /// The tuning the kernels were chosen by.
+    pub fn tuning(&self) -> &Tuning {
+        &self.tuning
+    }
+
+    /// Whether the f16-mixed builds are in use.
+    pub fn half(&self) -> bool {
+        self.half
+    }
+
+    /// Switches the plain cell to its f16-mixed build (or back), and the
+    /// GEMM, the column sum and the embedding's scatter-add to their f16
+    /// pipelines (compiled on first use); needs SHADER_F16 for `on`.
+    pub fn set_half(&mut self, on: bool) -> crate::Result<()> {
+        let ctx = &self.ctx;
         if on && !ctx.f16 {
             return Err(crate::Error::Device(format!(
                 "adapter {} lacks SHADER_F16: no f16 kernels",
                 ctx.info.name
             )));
         }
-        ctx.scoped(|| {
-            if on {
+        if on {
+            ctx.scoped(|| {
                 self.gemm.enable_half(ctx);
-                self.reduce.enable_half(ctx);
-                self.embedding.enable_half(ctx);
-            }
-            if self.cell.half != on {
-                self.cell = self.cell.rebuilt(ctx, on);
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })?;
+        }
         self.half = on;
         Ok(())
+    }
+
+    /// A family with one build, from the context's cache.
+    fn family<T: std::any::Any + Send + Sync>(
+        &self,
+        family: &'static str,
+        build: impl FnOnce(&GpuContext) -> T,
+    ) -> crate::Result<Arc<T>> {
+        let key = KernelKey {
+            family,
+            variant: String::new(),
+            half: false,
+            subgroups: false,
+        };
+        self.ctx.cached(key, || Ok(build(&self.ctx)))
+    }
+
+    /// Matrix multiply (its f16 pipelines built once [`Kernels::set_half`]
+    /// switched f16 on).
+    pub fn gemm(&self) -> &gemm::Gemm {
+        &self.gemm
+    }
+
+    /// Fused LSTM cell forward and backward, in the current precision.
+    pub fn cell(&self) -> crate::Result<Arc<lstm_cell::LstmCell>> {
+        let variant = self.cell_variant;
+        let tile = self.tuning.cell_tile;
+        let sg = self.subgroups
+            && variant == lstm_cell::CellVariant::Direct
+            && self.ctx.subgroup.is_some();
+        let key = KernelKey {
+            family: "lstm_cell",
+            variant: format!("{variant:?}/{tile:?}"),
+            half: self.half,
+            subgroups: sg,
+        };
+        let half = self.half;
+        self.ctx.cached(key, || {
+            lstm_cell::LstmCell::new(&self.ctx, variant, tile, half, sg)
+        })
+    }
+
+    /// LayerNorm LSTM cell.
+    pub fn cell_ln(&self) -> crate::Result<Arc<lstm_cell_ln::LstmCellLn>> {
+        self.family("lstm_cell_ln", lstm_cell_ln::LstmCellLn::new)
+    }
+
+    /// Recurrent BatchNorm LSTM cell.
+    pub fn cell_bn(&self) -> crate::Result<Arc<lstm_cell_bn::LstmCellBn>> {
+        self.family("lstm_cell_bn", lstm_cell_bn::LstmCellBn::new)
+    }
+
+    /// Deterministic reductions (the f16 column sum built once f16 is on).
+    pub fn reduce(&self) -> crate::Result<Arc<reduce::Reduce>> {
+        let r = self.family("reduce", reduce::Reduce::new)?;
+        if self.half {
+            self.ctx.scoped(|| {
+                r.enable_half(&self.ctx);
+                Ok(())
+            })?;
+        }
+        Ok(r)
+    }
+
+    /// LayerNorm between layers.
+    pub fn layer_norm(&self) -> crate::Result<Arc<layer_norm::LayerNorm>> {
+        self.family("layer_norm", layer_norm::LayerNorm::new)
+    }
+
+    /// BatchNorm between layers.
+    pub fn batch_norm(&self) -> crate::Result<Arc<batch_norm::BatchNorm>> {
+        self.family("batch_norm", batch_norm::BatchNorm::new)
+    }
+
+    /// Clipping and gradient norms.
+    pub fn clip(&self) -> crate::Result<Arc<clip::Clip>> {
+        self.family("clip", clip::Clip::new)
+    }
+
+    /// Embedding lookup (the f16 scatter-add built once f16 is on).
+    pub fn embedding(&self) -> crate::Result<Arc<embedding::Embedding>> {
+        let e = self.family("embedding", embedding::Embedding::new)?;
+        if self.half {
+            self.ctx.scoped(|| {
+                e.enable_half(&self.ctx);
+                Ok(())
+            })?;
+        }
+        Ok(e)
+    }
+
+    /// Losses.
+    pub fn loss(&self) -> crate::Result<Arc<loss::Loss>> {
+        self.family("loss", loss::Loss::new)
+    }
+
+    /// Dropout, residual adds, last-step gather.
+    pub fn elementwise(&self) -> crate::Result<Arc<elementwise::Elementwise>> {
+        self.family("elementwise", elementwise::Elementwise::new)
+    }
+
+    /// Optimizers.
+    pub fn optim(&self) -> crate::Result<Arc<optim::Optim>> {
+        self.family("optim", optim::Optim::new)
+    }
+
+    /// The f16 shadow of the parameters.
+    pub fn cast(&self) -> crate::Result<Arc<cast::Cast>> {
+        self.family("cast", cast::Cast::new)
     }
 }
 
@@ -116,7 +244,7 @@ impl Kernels {
 /// [`HalfKernel::enable`] ran, from its f16 build.
 pub(crate) struct HalfKernel {
     f32: crate::gpu::Kernel,
-    f16: Option<crate::gpu::Kernel>,
+    f16: std::sync::OnceLock<crate::gpu::Kernel>,
     entry: &'static str,
     bindings: &'static [(u32, crate::gpu::Binding)],
 }
@@ -131,7 +259,7 @@ impl HalfKernel {
     ) -> Self {
         Self {
             f32: crate::gpu::Kernel::new(ctx, m, entry, bindings, &[]),
-            f16: None,
+            f16: std::sync::OnceLock::new(),
             entry,
             bindings,
         }
@@ -139,23 +267,17 @@ impl HalfKernel {
 
     /// Compiles the f16 build from `src` (the device needs SHADER_F16);
     /// idempotent.
-    pub(crate) fn enable(&mut self, ctx: &GpuContext, label: &'static str, src: &str) {
-        if self.f16.is_none() {
+    pub(crate) fn enable(&self, ctx: &GpuContext, label: &'static str, src: &str) {
+        self.f16.get_or_init(|| {
             let m = crate::gpu::module(ctx, label, src);
-            self.f16 = Some(crate::gpu::Kernel::new(
-                ctx,
-                &m,
-                self.entry,
-                self.bindings,
-                &[],
-            ));
-        }
+            crate::gpu::Kernel::new(ctx, &m, self.entry, self.bindings, &[])
+        });
     }
 
     /// The f16 build with `half`, else the f32 one; an error when the f16
     /// build was asked for before [`HalfKernel::enable`].
     pub(crate) fn get(&self, half: bool) -> crate::Result<&crate::gpu::Kernel> {
-        match (half, &self.f16) {
+        match (half, self.f16.get()) {
             (false, _) => Ok(&self.f32),
             (true, Some(k)) => Ok(k),
             (true, None) => Err(crate::Error::Invalid(format!(

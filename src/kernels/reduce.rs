@@ -64,7 +64,7 @@ impl Reduce {
 
     /// Compiles `colsum` over an f16 A (the device needs SHADER_F16), for
     /// [`Reduce::colsum_as`]; idempotent.
-    pub fn enable_half(&mut self, ctx: &GpuContext) {
+    pub fn enable_half(&self, ctx: &GpuContext) {
         self.colsum.enable(ctx, "reduce", &Self::half_source());
     }
 

@@ -108,3 +108,24 @@ pub fn config(cfg: &RefConfig) -> LstmConfig {
         bias: cfg.bias,
     }
 }
+
+/// Forces (or, with `None`, frees) the cell path of `l`, the rest of its
+/// tuning kept; prepared plans are dropped.
+pub fn set_path(l: &mut lstm_wgpu::Lstm, path: Option<lstm_wgpu::schedule::CellPath>) {
+    let t = lstm_wgpu::Tuning {
+        cell_path: path,
+        ..*l.tuning()
+    };
+    l.set_tuning(t).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Forces the per-step cell variant of `l` with the automatic tiles, the
+/// rest of its tuning kept; prepared plans are dropped.
+pub fn set_cell(l: &mut lstm_wgpu::Lstm, variant: lstm_wgpu::kernels::lstm_cell::CellVariant) {
+    let t = lstm_wgpu::Tuning {
+        cell: Some(variant),
+        cell_tile: None,
+        ..*l.tuning()
+    };
+    l.set_tuning(t).unwrap_or_else(|e| panic!("{e}"));
+}

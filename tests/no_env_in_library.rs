@@ -1,0 +1,81 @@
+//! The library takes its tuning as a value ([`lstm_wgpu::Tuning`]): only
+//! the command-line modules read the environment. No GPU needed.
+
+use std::path::{Path, PathBuf};
+
+/// The command-line layer: the only files allowed to read the environment.
+const COMMAND_LINE: [&str; 5] = ["main.rs", "cli.rs", "train_cli.rs", "bench.rs", "demo.rs"];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Lines of code (comments dropped) of every library file under src/.
+fn library_code() -> Vec<(PathBuf, usize, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let top = f.parent() == Some(src.as_path());
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if top && COMMAND_LINE.contains(&name) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            out.push((f.clone(), i + 1, code.to_string()));
+        }
+    }
+    assert!(out.len() > 1000, "the library's sources were not found");
+    out
+}
+
+#[test]
+fn library_reads_no_environment() {
+    let hits: Vec<String> = library_code()
+        .into_iter()
+        .filter(|(_, _, code)| code.contains("env::var") || code.contains("env::vars"))
+        .map(|(f, n, code)| format!("{}:{n}: {}", f.display(), code.trim()))
+        .collect();
+    assert!(
+        hits.is_empty(),
+        "the library reads the environment (only the command-line modules {COMMAND_LINE:?} \
+         may; pass a Tuning or GpuOptions instead):\n{}",
+        hits.join("\n")
+    );
+}
+
+/// The tuning sits beside the GPU layer, below the kernels: neither it nor
+/// `gpu.rs` may use a kernel, schedule or model type.
+#[test]
+fn tuning_and_gpu_import_no_higher_layer() {
+    let higher = [
+        "crate::kernels",
+        "crate::schedule",
+        "crate::model",
+        "crate::lstm",
+        "crate::train",
+    ];
+    let hits: Vec<String> = library_code()
+        .into_iter()
+        .filter(|(f, _, _)| f.ends_with("src/gpu.rs") || f.ends_with("src/tuning.rs"))
+        .filter(|(_, _, code)| higher.iter().any(|h| code.contains(h)))
+        .map(|(f, n, code)| format!("{}:{n}: {}", f.display(), code.trim()))
+        .collect();
+    assert!(
+        hits.is_empty(),
+        "a lower layer imports a higher one:\n{}",
+        hits.join("\n")
+    );
+}
