@@ -59,7 +59,8 @@ pub struct GradArgs {
     /// input and grad_output are [B, T, ...] instead of [T, B, ...].
     #[arg(long)]
     pub batch_first: bool,
-    /// Normalization variant; the weights file must hold exactly its tensors.
+    /// Normalization variant; the weights file must hold exactly its tensors
+    /// [default: none].
     #[arg(long, value_enum)]
     pub norm: Option<NormKind>,
     /// BatchNorm in train mode: batch statistics, running statistics
@@ -70,10 +71,12 @@ pub struct GradArgs {
     #[arg(long)]
     pub eval: bool,
     /// Clip the gradients to this global L2 norm (clip_grad_norm_); the
-    /// output gets `grad_norm` (before clipping) and `grad_norm.<name>`.
+    /// output gets `grad_norm` (before clipping) and `grad_norm.<name>`
+    /// [default: no clipping].
     #[arg(long)]
     pub clip_norm: Option<f32>,
-    /// Clamp every gradient to [-V, V] (clip_grad_value_), after --clip-norm.
+    /// Clamp every gradient to [-V, V] (clip_grad_value_), after --clip-norm
+    /// [default: no clamping].
     #[arg(long)]
     pub clip_value: Option<f32>,
     /// Dropout probability in [0, 1) on each layer's output but the last

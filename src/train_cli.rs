@@ -34,51 +34,51 @@ pub struct TrainArgs {
     /// (task series). Without it, a built-in dataset is used.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// text | series.
+    /// text | series. [default: series for a .csv --data or a series --dataset, else text]
     #[arg(long)]
     pub task: Option<String>,
     /// Built-in dataset when no --data: text | copy (task text), sine |
-    /// mackey-glass | adding (task series).
+    /// mackey-glass | adding (task series). [default: text, or sine for --task series]
     #[arg(long)]
     pub dataset: Option<String>,
-    /// Embedding width (text).
+    /// Embedding width (text). [default: 32]
     #[arg(long)]
     pub embed: Option<usize>,
-    /// Hidden units per layer.
+    /// Hidden units per layer. [default: 64]
     #[arg(long)]
     pub hidden: Option<usize>,
-    /// Stacked LSTM layers.
+    /// Stacked LSTM layers. [default: 2]
     #[arg(long)]
     pub layers: Option<usize>,
-    /// Sequences per batch.
+    /// Sequences per batch. [default: 16]
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Steps per window (truncated BPTT length for text).
+    /// Steps per window (truncated BPTT length for text). [default: 32 for text, 24 for series]
     #[arg(long)]
     pub seq_len: Option<usize>,
-    /// Optimizer steps.
+    /// Optimizer steps. [default: 200 (or --epochs)]
     #[arg(long)]
     pub steps: Option<usize>,
     /// Epochs (instead of --steps).
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// sgd | adam | adamw | amsgrad (AdamW with AMSGrad).
+    /// sgd | adam | adamw | amsgrad (AdamW with AMSGrad). [default: adam]
     #[arg(long)]
     pub optimizer: Option<String>,
-    /// Learning rate.
+    /// Learning rate. [default: 3e-3, 0.1 for sgd]
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Weight decay (L2 for sgd/adam, decoupled for adamw/amsgrad).
+    /// Weight decay (L2 for sgd/adam, decoupled for adamw/amsgrad). [default: 0, 1e-2 for adamw and amsgrad]
     #[arg(long)]
     pub weight_decay: Option<f64>,
-    /// SGD momentum.
+    /// SGD momentum. [default: 0]
     #[arg(long)]
     pub momentum: Option<f64>,
-    /// Clip gradients to this global L2 norm before each step.
+    /// Clip gradients to this global L2 norm before each step. [default: none]
     #[arg(long)]
     pub clip_norm: Option<f32>,
     /// Dropout probability on each layer's output but the last, in
-    /// training only (as nn.LSTM's `dropout`), in [0, 1).
+    /// training only (as nn.LSTM's `dropout`), in [0, 1). [default: 0]
     #[arg(long)]
     pub dropout: Option<f32>,
     /// Residual connections around layers 1.. (output = layer(x) + x).
@@ -86,7 +86,7 @@ pub struct TrainArgs {
     #[serde(default)]
     pub residual: bool,
     /// Normalization: none | layer | layer-cell | batch | step-batch |
-    /// recurrent-batch (see the README's normalization variants).
+    /// recurrent-batch (see the README's normalization variants). [default: none]
     #[arg(long)]
     pub norm: Option<String>,
     /// Between-layer norms (layer, batch, step-batch): normalize the last
@@ -95,38 +95,38 @@ pub struct TrainArgs {
     #[serde(default)]
     pub norm_last: bool,
     /// Rows of running statistics of step-batch and recurrent-batch (the
-    /// longest training sequence; default --seq-len).
+    /// longest training sequence). [default: --seq-len]
     #[arg(long)]
     pub norm_t_max: Option<usize>,
     /// W_hh initialisation: uniform (PyTorch's U(±1/√H)) | orthogonal (each
-    /// gate's H×H block).
+    /// gate's H×H block). [default: uniform]
     #[arg(long)]
     pub init_whh: Option<String>,
     /// W_ih initialisation: uniform (PyTorch's U(±1/√H)) | xavier
-    /// (U(±√(6/(I+4H)))).
+    /// (U(±√(6/(I+4H)))). [default: uniform]
     #[arg(long)]
     pub init_wih: Option<String>,
     /// Forget-gate bias: bias_ih[H..2H) = F and bias_hh[H..2H) = 0, so
-    /// their sum is F.
+    /// their sum is F. [default: none: as initialised]
     #[arg(long)]
     pub forget_bias: Option<f32>,
     /// Adding problem: random sequence lengths in [N, --seq-len] per
-    /// sequence (variable-length batches); default all --seq-len.
+    /// sequence (variable-length batches). [default: none: every sequence --seq-len long]
     #[arg(long)]
     pub min_len: Option<usize>,
-    /// constant | cosine (linear warmup + cosine decay) | step.
+    /// constant | cosine (linear warmup + cosine decay) | step. [default: constant]
     #[arg(long)]
     pub schedule: Option<String>,
-    /// Warmup steps of the cosine schedule.
+    /// Warmup steps of the cosine schedule. [default: 0]
     #[arg(long)]
     pub warmup: Option<usize>,
-    /// Step schedule: multiply the rate by --gamma every --step-size steps.
+    /// Step schedule: multiply the rate by --gamma every --step-size steps. [default: 100]
     #[arg(long)]
     pub step_size: Option<usize>,
-    /// Step schedule factor.
+    /// Step schedule factor. [default: 0.5]
     #[arg(long)]
     pub gamma: Option<f64>,
-    /// Seed of the initial weights and of shuffling.
+    /// Seed of the initial weights and of shuffling. [default: 0]
     #[arg(long)]
     pub seed: Option<u64>,
     /// Precision of the passes: f32 (default), f16-mixed (f16 weights and
@@ -153,28 +153,28 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub deterministic_order: bool,
-    /// Fraction of the data, from the end, held out for validation.
+    /// Fraction of the data, from the end, held out for validation. [default: 0.1]
     #[arg(long)]
     pub val_fraction: Option<f64>,
-    /// Validate every N steps (and at the end).
+    /// Validate every N steps (and at the end). [default: 50]
     #[arg(long)]
     pub val_every: Option<usize>,
     /// Stop after this many validations without improvement (keeping the
-    /// best checkpoint as `<checkpoint>.best`).
+    /// best checkpoint as `<checkpoint>.best`). [default: none: no early stop]
     #[arg(long)]
     pub patience: Option<usize>,
-    /// Series: feature columns (comma-separated; default all numeric).
+    /// Series: feature columns (comma-separated; default all numeric). [default: the numeric columns that are not time-like]
     #[arg(long)]
     pub features: Option<String>,
-    /// Series: target column (default the last numeric one).
+    /// Series: target column (default the last numeric one). [default: the last default feature]
     #[arg(long)]
     pub target: Option<String>,
-    /// Series: values predicted per window.
+    /// Series: values predicted per window. [default: 1]
     #[arg(long)]
     pub horizon: Option<usize>,
     /// Series: missing cells (empty, NA, NaN, null) of the chosen columns:
     /// error | drop (the row) | ffill (the value above) | interpolate
-    /// (linear; the nearest value at either end). Default error.
+    /// (linear; the nearest value at either end). Default error. [default: error]
     #[arg(long)]
     pub missing: Option<String>,
     /// Series: the time column that labels rows in `predict` (default: a
