@@ -2139,6 +2139,28 @@ fn check_outputs(a: &TrainArgs) -> Result<()> {
             io::check_output(p, flag, &inputs)?;
         }
     }
+    // Two outputs at one file would overwrite each other.
+    let best = a.checkpoint.as_deref().map(best_path);
+    let outputs: Vec<(&str, &Path)> = [
+        ("--checkpoint", a.checkpoint.as_deref()),
+        ("--checkpoint (its .best)", best.as_deref()),
+        ("--metrics", a.metrics.as_deref()),
+        ("--plot", a.plot.as_deref()),
+        ("--dump-data", a.dump_data.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(f, p)| p.map(|p| (f, p)))
+    .collect();
+    for (i, (flag, p)) in outputs.iter().enumerate() {
+        for (other, q) in &outputs[..i] {
+            if io::same_output(p, q)? {
+                return Err(Error::file(
+                    p,
+                    format!("{flag}: is also the {other} output; give each output its own file"),
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
