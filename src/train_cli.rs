@@ -520,9 +520,6 @@ fn validate_config(c: &RunConfig) -> Result<()> {
             "--residual connects stacked layers: it needs --layers 2 or more".into(),
         ));
     }
-    if c.norm_t_max == 0 {
-        return Err(Error::Invalid("--norm-t-max must be at least 1".into()));
-    }
     if let Some(m) = c.min_len {
         if task != "series" || c.dataset != "adding" || c.data.is_some() {
             return Err(Error::Invalid(
@@ -550,6 +547,10 @@ fn validate_config(c: &RunConfig) -> Result<()> {
         if v == 0 {
             return Err(Error::Invalid(format!("{name} must be at least 1")));
         }
+    }
+    // After --seq-len, its default.
+    if c.norm_t_max == 0 {
+        return Err(Error::Invalid("--norm-t-max must be at least 1".into()));
     }
     if c.patience == Some(0) {
         return Err(Error::Invalid(
