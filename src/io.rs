@@ -492,6 +492,23 @@ pub fn check_output(path: &Path, flag: &str, inputs: &[&Path]) -> Result<()> {
     }
 }
 
+/// Whether writes to output paths `a` and `b` land in the same file:
+/// the same directory (through symbolic links) and name, or one existing
+/// file (device and inode, e.g. hard links).
+pub fn same_output(a: &Path, b: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let (ta, tb) = (resolve_links(a)?, resolve_links(b)?);
+    if let (Ok(ma), Ok(mb)) = (std::fs::metadata(&ta), std::fs::metadata(&tb))
+        && (ma.dev(), ma.ino()) == (mb.dev(), mb.ino())
+    {
+        return Ok(true);
+    }
+    let (da, na) = dir_and_name(a, &ta)?;
+    let (db, nb) = dir_and_name(b, &tb)?;
+    let canon = |d: &Path| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf());
+    Ok(na == nb && canon(da) == canon(db))
+}
+
 /// An I/O error's message without the trailing `(os error N)`.
 pub fn io_msg(e: &std::io::Error) -> String {
     let s = e.to_string();

@@ -520,9 +520,6 @@ fn validate_config(c: &RunConfig) -> Result<()> {
             "--residual connects stacked layers: it needs --layers 2 or more".into(),
         ));
     }
-    if c.norm_t_max == 0 {
-        return Err(Error::Invalid("--norm-t-max must be at least 1".into()));
-    }
     if let Some(m) = c.min_len {
         if task != "series" || c.dataset != "adding" || c.data.is_some() {
             return Err(Error::Invalid(
@@ -550,6 +547,10 @@ fn validate_config(c: &RunConfig) -> Result<()> {
         if v == 0 {
             return Err(Error::Invalid(format!("{name} must be at least 1")));
         }
+    }
+    // After --seq-len, its default.
+    if c.norm_t_max == 0 {
+        return Err(Error::Invalid("--norm-t-max must be at least 1".into()));
     }
     if c.patience == Some(0) {
         return Err(Error::Invalid(
@@ -2139,6 +2140,28 @@ fn check_outputs(a: &TrainArgs) -> Result<()> {
             io::check_output(p, flag, &inputs)?;
         }
     }
+    // Two outputs at one file would overwrite each other.
+    let best = a.checkpoint.as_deref().map(best_path);
+    let outputs: Vec<(&str, &Path)> = [
+        ("--checkpoint", a.checkpoint.as_deref()),
+        ("--checkpoint (its .best)", best.as_deref()),
+        ("--metrics", a.metrics.as_deref()),
+        ("--plot", a.plot.as_deref()),
+        ("--dump-data", a.dump_data.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(f, p)| p.map(|p| (f, p)))
+    .collect();
+    for (i, (flag, p)) in outputs.iter().enumerate() {
+        for (other, q) in &outputs[..i] {
+            if io::same_output(p, q)? {
+                return Err(Error::file(
+                    p,
+                    format!("{flag}: is also the {other} output; give each output its own file"),
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -2336,6 +2359,16 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
     if a.split == "all" {
         c.val_fraction = 0.0;
     }
+    // The checkpoint's columns, by name: a CSV with its columns in another
+    // order, or with more numeric columns, selects the same ones.
+    if c.features.is_none() {
+        let names: Vec<&str> = norm.features.iter().map(|f| f.name.as_str()).collect();
+        c.features = Some(names.join(","));
+    }
+    if c.target.is_none() {
+        c.target = Some(norm.target.name.clone());
+    }
+    check_future_size(a.future, &c, norm.features.len())?;
     let sel = series_table(&c)?;
     norm.check_matches(&sel.table)
         .map_err(|e| Error::file(&a.data, e))?;
@@ -2495,6 +2528,32 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
         eprintln!(
             "forecast: {steps} steps past row {n}, {k} at a time, predictions fed back as `{tname}`"
         );
+    }
+    Ok(())
+}
+
+/// Refuses a `--future` whose rows (the checkpoint's `features` columns,
+/// in f64, with their time labels and output lines) exceed the host
+/// budget, before anything is allocated.
+fn check_future_size(future: Option<usize>, c: &RunConfig, features: usize) -> Result<()> {
+    let Some(steps) = future else {
+        return Ok(());
+    };
+    // Per row: the feature values, the row's vector, the prediction and a
+    // time label (a String and its text).
+    let per_row = (features as u128)
+        .saturating_mul(8)
+        .saturating_add(24 + 8 + 24 + 32);
+    let bytes = (steps as u128)
+        .saturating_add(c.seq_len as u128)
+        .saturating_mul(per_row);
+    let budget = crate::cli::host_budget();
+    if bytes > budget as u128 {
+        return Err(Error::Invalid(format!(
+            "--future {steps}: the forecast rows need {} bytes, over the host budget of \
+             {budget} bytes; forecast fewer steps",
+            u64::try_from(bytes).map_or("more than 2^64".into(), |b| b.to_string())
+        )));
     }
     Ok(())
 }

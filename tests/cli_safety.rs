@@ -538,3 +538,48 @@ fn size_check_against_buffer_limits() {
         .to_string();
     assert!(e.contains("more than 2^64"), "{e}");
 }
+
+/// Two outputs at one file (also through a link or `dir/..`, and the
+/// checkpoint's `.best`) would overwrite each other: refused by name,
+/// nothing created.
+#[test]
+fn outputs_at_one_file_are_refused() {
+    let d = TempDir::new("collide");
+    std::fs::create_dir(d.join("sub")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink("m.jsonl", d.join("link")).unwrap_or_else(|e| panic!("{e}"));
+    let (m, ck, link) = (d.join("m.jsonl"), d.join("ck.st"), d.join("link"));
+    let best_via_sub = d.join("sub/../ck.st.best");
+    let cases: Vec<(Vec<&str>, [&str; 2])> = vec![
+        (
+            vec!["--metrics", s(&m), "--plot", s(&m)],
+            ["--plot", "--metrics"],
+        ),
+        (
+            vec!["--metrics", s(&m), "--checkpoint", s(&m)],
+            ["--metrics", "--checkpoint"],
+        ),
+        (
+            vec!["--metrics", s(&m), "--plot", s(&link)],
+            ["--plot", "--metrics"],
+        ),
+        (
+            vec!["--checkpoint", s(&ck), "--plot", s(&best_via_sub)],
+            ["--plot", ".best"],
+        ),
+    ];
+    let before = d.names();
+    for (extra, want) in &cases {
+        let mut args = vec![
+            "train",
+            "--no-progress",
+            "--steps",
+            "1",
+            "--dataset",
+            "sine",
+        ];
+        args.extend(extra);
+        let o = run(&args);
+        assert_refused(&o, want, &format!("{args:?}"));
+        assert_eq!(d.names(), before, "{args:?} left a file");
+    }
+}

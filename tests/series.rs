@@ -606,3 +606,70 @@ fn predict_future_continues_the_series() {
         &["`x`", "--features level"],
     );
 }
+
+/// `predict` selects the checkpoint's columns by name: a CSV with its
+/// columns in another order, or with one more numeric column, gives the
+/// same predictions; an absurd `--future` is refused before anything is
+/// allocated (it aborted on a failed allocation).
+#[test]
+fn predict_selects_the_checkpoint_columns_and_sizes_the_future() {
+    let d = TempDir::new("columns");
+    let (csv, ck) = (d.join("s.csv"), d.join("s.st"));
+    let mut text = String::from("year,aux,level\n");
+    for i in 0..60 {
+        let t = i as f64;
+        text += &format!(
+            "{},{},{}\n",
+            1900 + i,
+            (t * 0.3).cos(),
+            10.0 + (t * 0.45).sin()
+        );
+    }
+    std::fs::write(&csv, &text).unwrap_or_else(|e| panic!("{e}"));
+    let mut args = vec!["train", "--data", p(&csv), "--steps", "2", "--batch", "4"];
+    args.extend(["--checkpoint", p(&ck)]);
+    args.extend(SMALL);
+    args.push("1");
+    ok(&args);
+    let predict = |data: &Path| ok(&["predict", "--checkpoint", p(&ck), "--data", p(data)]).0;
+    let want = predict(&csv);
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    let reordered = d.join("reordered.csv");
+    let moved: String = rows
+        .iter()
+        .map(|r| format!("{},{},{}\n", r[2], r[0], r[1]))
+        .collect();
+    std::fs::write(&reordered, moved).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(predict(&reordered), want, "columns in another order");
+    let extra = d.join("extra.csv");
+    let more: String = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let x = if i == 0 {
+                "other".into()
+            } else {
+                ((i * 7) % 5).to_string()
+            };
+            format!("{},{x}\n", r.join(","))
+        })
+        .collect();
+    std::fs::write(&extra, more).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(predict(&extra), want, "one more numeric column");
+
+    let huge = u64::MAX.to_string();
+    for n in ["100000000000", huge.as_str()] {
+        refused(
+            &[
+                "predict",
+                "--checkpoint",
+                p(&ck),
+                "--data",
+                p(&csv),
+                "--future",
+                n,
+            ],
+            &["--future", "host budget"],
+        );
+    }
+}

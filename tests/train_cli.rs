@@ -870,3 +870,21 @@ fn dump_data_writes_the_run_data() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(!bad.exists());
 }
+
+/// `--seq-len 0` is named as itself, not as `--norm-t-max` (whose
+/// default it is).
+#[test]
+fn zero_seq_len_names_seq_len() {
+    for task in [["--dataset", "sine"], ["--dataset", "text"]] {
+        let mut args = vec!["train", "--steps", "1", "--seq-len", "0", "--no-progress"];
+        args.extend(task);
+        let o = run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+            .collect();
+        assert_eq!(o.status.code(), Some(2), "{lines:?}");
+        assert_eq!(lines, ["error: --seq-len must be at least 1"], "{args:?}");
+    }
+}
