@@ -145,7 +145,7 @@ fn passes(c: &mut Criterion, ctx: &Arc<GpuContext>) {
 /// relative to the plain LSTM (`none`). Includes upload and readback as in
 /// [`passes`].
 fn norm_variants(c: &mut Criterion, ctx: &Arc<GpuContext>) {
-    use lstm_wgpu::norm::Norm;
+    use lstm_wgpu::model::norm::Norm;
     let cfg = LstmConfig {
         input_size: 32,
         hidden_size: 64,
@@ -239,8 +239,8 @@ fn bench_dispatches(
 /// backward steps plus the initial-state gradients (one layer, H=256, B=32).
 fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
     use lstm_wgpu::kernels::lstm_cell::{CellBackward, CellForward, CellShape};
-    use lstm_wgpu::norm::Norm;
-    use lstm_wgpu::workspace::Workspace;
+    use lstm_wgpu::model::norm::Norm;
+    use lstm_wgpu::schedule::workspace::Workspace;
     let cfg = LstmConfig {
         input_size: E,
         hidden_size: H,

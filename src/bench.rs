@@ -11,7 +11,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::kernels::optim::OptimConfig;
-use crate::norm::Norm;
+use crate::model::norm::Norm;
 use crate::reference::Rng;
 use crate::train::{Carry, Head, NetConfig, StepData, Trainer, init_values};
 use std::sync::Arc;
@@ -52,8 +52,8 @@ pub struct BenchArgs {
     pub sync: bool,
     /// Precision of the training steps: f32, f16-mixed or auto (see
     /// `train --precision`).
-    #[arg(long, value_name = "P", default_value = "f32", value_parser = crate::precision::PrecisionChoice::parse)]
-    pub precision: crate::precision::PrecisionChoice,
+    #[arg(long, value_name = "P", default_value = "f32", value_parser = crate::model::precision::PrecisionChoice::parse)]
+    pub precision: crate::model::precision::PrecisionChoice,
 }
 
 /// A standard workload.
@@ -237,7 +237,7 @@ pub struct BenchRow {
 impl BenchRow {
     /// One JSON object on one line (non-finite numbers as null).
     pub fn json(&self) -> String {
-        use crate::metrics::{Value, json_line};
+        use crate::train::metrics::{Value, json_line};
         let int = |v: usize| Value::Int(v as i64);
         json_line(&[
             ("workload", Value::Str(self.workload.clone())),
@@ -402,7 +402,7 @@ pub fn run_workload(
     progress: bool,
     profile: bool,
     sync: bool,
-    precision: crate::precision::PrecisionChoice,
+    precision: crate::model::precision::PrecisionChoice,
 ) -> Result<BenchRow> {
     if steps == 0 {
         return Err(Error::Invalid("--steps must be at least 1".into()));
@@ -414,14 +414,14 @@ pub fn run_workload(
         ..crate::cli::gpu_options_from_env()?
     })?);
     let mut run = BenchRun::new(ctx.clone(), w)?;
-    let (precision, warning) = crate::precision::resolve(precision, &ctx, &w.net.norm)?;
+    let (precision, warning) = crate::model::precision::resolve(precision, &ctx, &w.net.norm)?;
     if let Some(msg) = warning {
         eprintln!("warning: {msg}");
     }
     run.trainer.set_precision(precision)?;
     // f16-mixed training steps carry GradScaler's dynamic loss scale, as
     // `train --precision f16-mixed` does.
-    let scaler = crate::precision::LossScaleChoice::Default.config(precision);
+    let scaler = crate::model::precision::LossScaleChoice::Default.config(precision);
     run.trainer.set_loss_scaler(scaler)?;
     let mut times = Vec::with_capacity(steps);
     let mut last_loss = f32::NAN;

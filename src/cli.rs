@@ -3,12 +3,12 @@
 use crate::GpuContext;
 use crate::error::{Error, Result};
 use crate::gpu::GpuOptions;
+use crate::gpu::tuning::Tuning;
 use crate::io::{self, TensorFile};
 use crate::kernels::elementwise::DropoutStep;
 use crate::lstm::{Batch, Lstm, Upstream, validate_batch, validate_upstream};
+use crate::model::norm::NormKind;
 use crate::model::{Links, LstmConfig, LstmModel, NamedTensor};
-use crate::norm::NormKind;
-use crate::tuning::Tuning;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -97,8 +97,8 @@ pub struct GradArgs {
     /// cache, f32 accumulation, state and gradients; needs SHADER_F16 and a
     /// plain cell) or auto (f16-mixed where possible, else f32 with a
     /// warning).
-    #[arg(long, value_name = "P", default_value = "f32", value_parser = crate::precision::PrecisionChoice::parse)]
-    pub precision: crate::precision::PrecisionChoice,
+    #[arg(long, value_name = "P", default_value = "f32", value_parser = crate::model::precision::PrecisionChoice::parse)]
+    pub precision: crate::model::precision::PrecisionChoice,
 }
 
 /// Arguments of `demo`.
@@ -204,7 +204,7 @@ pub fn env_choice<T>(
 /// program reads them (the library takes the value). A malformed value is
 /// an error naming its variable.
 pub fn tuning_from_env() -> Result<Tuning> {
-    use crate::tuning::{CellPath, CellVariant, GemmVariant, TileConfig, TileShape};
+    use crate::gpu::tuning::{CellPath, CellVariant, GemmVariant, TileConfig, TileShape};
     let cell_path = match std::env::var(CELL_PATH_ENV) {
         Ok(v) if !v.is_empty() => {
             Some(CellPath::parse(&v).map_err(|e| Error::Invalid(format!("{CELL_PATH_ENV}: {e}")))?)
@@ -397,7 +397,7 @@ fn grad(a: &GradArgs, verbose: bool) -> Result<()> {
         )));
     }
     let ctx = open_gpu(verbose)?;
-    let (precision, warning) = crate::precision::resolve(a.precision, &ctx, &host.norm)?;
+    let (precision, warning) = crate::model::precision::resolve(a.precision, &ctx, &host.norm)?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }

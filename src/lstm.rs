@@ -3,11 +3,11 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
+use crate::gpu::tuning::Tuning;
 use crate::kernels::Kernels;
 use crate::kernels::elementwise::DropoutStep;
 use crate::model::{Links, LstmConfig, LstmModel, NamedTensor};
 use crate::schedule::Plan;
-use crate::tuning::Tuning;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -240,13 +240,13 @@ impl Lstm {
     }
 
     /// Sets the precision of the passes (default f32; see
-    /// [`crate::precision`]). f16-mixed needs the adapter's SHADER_F16 and a
+    /// [`crate::model::precision`]). f16-mixed needs the adapter's SHADER_F16 and a
     /// plain cell (between-layer norms and links are fine) and never takes
     /// the persistent path; the error names what is missing. Prepared plans
     /// are dropped.
-    pub fn set_precision(&mut self, p: crate::precision::Precision) -> Result<()> {
+    pub fn set_precision(&mut self, p: crate::model::precision::Precision) -> Result<()> {
         if p.is_half()
-            && let Some(why) = crate::precision::f16_obstacle(&self.ctx, &self.model.norm)
+            && let Some(why) = crate::model::precision::f16_obstacle(&self.ctx, &self.model.norm)
         {
             return Err(Error::Invalid(format!(
                 "f16-mixed precision cannot run: {why}"
@@ -259,7 +259,7 @@ impl Lstm {
     }
 
     /// The precision of the passes.
-    pub fn precision(&self) -> crate::precision::Precision {
+    pub fn precision(&self) -> crate::model::precision::Precision {
         self.model.precision
     }
 
@@ -366,7 +366,7 @@ impl Lstm {
             None => vec![t as u32; n],
         };
         ctx.write(&ws.lengths, 0, &lens);
-        let half = crate::workspace::Workspace::state_len(cfg, n);
+        let half = crate::schedule::workspace::Workspace::state_len(cfg, n);
         let zeros = vec![0f32; half];
         ctx.write(&ws.state_in, 0, b.h0.unwrap_or(&zeros));
         ctx.write(&ws.state_in, half, b.c0.unwrap_or(&zeros));
@@ -381,7 +381,7 @@ impl Lstm {
         if batch_first {
             output = swap01(&output, t, n, w);
         }
-        let half = crate::workspace::Workspace::state_len(cfg, n);
+        let half = crate::schedule::workspace::Workspace::state_len(cfg, n);
         let st = self.ctx.read_f32(&plan.ws.state_out, 0, 2 * half)?;
         Ok(Outputs {
             output,
@@ -477,7 +477,7 @@ impl Lstm {
         } else {
             ctx.write(gy, 0, up.grad_output);
         }
-        let half = crate::workspace::Workspace::state_len(&cfg, n);
+        let half = crate::schedule::workspace::Workspace::state_len(&cfg, n);
         ctx.write(&plan.ws.gstate_in, 0, up.grad_h_n);
         ctx.write(&plan.ws.gstate_in, half, up.grad_c_n);
         ctx.scoped(|| {

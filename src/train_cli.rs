@@ -7,13 +7,13 @@ use crate::data::{
     Selection, SeriesConfig, SeriesDataset, Split, TextConfig, TextData, Vocab,
 };
 use crate::error::{Error, Result};
-use crate::forecast::{SeriesMetrics, predict_windows};
 use crate::io::{self, TensorFile};
 use crate::kernels::optim::{OptimConfig, OptimKind};
-use crate::metrics::{MetricsBuffer, Value, loss_svg};
 use crate::model::NamedTensor;
-use crate::norm::{Norm, NormKind};
-use crate::schedule_lr::LrSchedule;
+use crate::model::norm::{Norm, NormKind};
+use crate::train::forecast::{SeriesMetrics, predict_windows};
+use crate::train::lr::LrSchedule;
+use crate::train::metrics::{MetricsBuffer, Value, loss_svg};
 use crate::train::{
     Carry, Head, InitOptions, NetConfig, StepData, Trainer, WhhInit, WihInit, init_values,
 };
@@ -135,8 +135,8 @@ pub struct TrainArgs {
     /// possible, else f32 with a warning). A resumed run keeps its
     /// checkpoint's precision unless this is given. Command line only.
     #[serde(skip)]
-    #[arg(long, value_name = "P", value_parser = crate::precision::PrecisionChoice::parse)]
-    pub precision: Option<crate::precision::PrecisionChoice>,
+    #[arg(long, value_name = "P", value_parser = crate::model::precision::PrecisionChoice::parse)]
+    pub precision: Option<crate::model::precision::PrecisionChoice>,
     /// Dynamic loss scaling as torch.amp.GradScaler: `dynamic` (from
     /// 65536; the default in f16-mixed), `off` (the default in f32), or an
     /// initial scale. The scale is doubled after 2000 finite steps in a row
@@ -145,7 +145,7 @@ pub struct TrainArgs {
     /// its state unless this is given (or the precision changes).
     #[serde(skip)]
     #[arg(long, value_name = "S", default_value = "default", hide_default_value = true, value_parser = parse_loss_scale)]
-    pub loss_scale: crate::precision::LossScaleChoice,
+    pub loss_scale: crate::model::precision::LossScaleChoice,
     /// Start from these weights (`embedding.weight`, `lstm.*`, `head.*`).
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -1375,16 +1375,18 @@ fn curve_tensor(name: &str, curve: &[(f64, f64)]) -> NamedTensor {
 /// Checkpoint metadata: the precision the run trained in (absent: f32).
 const PRECISION_KEY: &str = "precision";
 
-fn parse_loss_scale(s: &str) -> std::result::Result<crate::precision::LossScaleChoice, String> {
+fn parse_loss_scale(
+    s: &str,
+) -> std::result::Result<crate::model::precision::LossScaleChoice, String> {
     match s {
         "default" => Ok(Default::default()),
-        _ => crate::precision::LossScaleChoice::parse(s),
+        _ => crate::model::precision::LossScaleChoice::parse(s),
     }
 }
 
 /// The precision a checkpoint's run trained in.
-fn checkpoint_precision(l: &Loaded) -> Result<crate::precision::Precision> {
-    use crate::precision::{Precision, PrecisionChoice};
+fn checkpoint_precision(l: &Loaded) -> Result<crate::model::precision::Precision> {
+    use crate::model::precision::{Precision, PrecisionChoice};
     match l
         .file
         .metadata
@@ -1402,9 +1404,9 @@ fn checkpoint_precision(l: &Loaded) -> Result<crate::precision::Precision> {
 }
 
 /// The scaler state of a checkpoint tensor.
-fn scaler_from(w: &[f32], file: &Path) -> Result<crate::precision::ScalerState> {
+fn scaler_from(w: &[f32], file: &Path) -> Result<crate::model::precision::ScalerState> {
     let s = match w {
-        [_, _, _] => crate::precision::ScalerState::from_words(w),
+        [_, _, _] => crate::model::precision::ScalerState::from_words(w),
         _ => {
             return Err(Error::file(
                 file,
@@ -1808,13 +1810,15 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     let saved = resumed.as_ref().map(checkpoint_precision).transpose()?;
     let choice = match (saved, a.precision) {
         (_, Some(c)) => c,
-        (Some(crate::precision::Precision::F32), None) => crate::precision::PrecisionChoice::F32,
-        (Some(crate::precision::Precision::F16Mixed), None) => {
-            crate::precision::PrecisionChoice::F16Mixed
+        (Some(crate::model::precision::Precision::F32), None) => {
+            crate::model::precision::PrecisionChoice::F32
+        }
+        (Some(crate::model::precision::Precision::F16Mixed), None) => {
+            crate::model::precision::PrecisionChoice::F16Mixed
         }
         (None, None) => Default::default(),
     };
-    let (precision, warning) = crate::precision::resolve(choice, &ctx, &net.norm)?;
+    let (precision, warning) = crate::model::precision::resolve(choice, &ctx, &net.norm)?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
@@ -1827,7 +1831,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         Some(l) if keep_scaler => l
             .file
             .f32(SCALER_NAME)?
-            .map(|_| crate::precision::ScalerConfig::default()),
+            .map(|_| crate::model::precision::ScalerConfig::default()),
         _ => a.loss_scale.config(precision),
     };
     tr.set_loss_scaler(scaler)?;
@@ -2410,9 +2414,10 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
         ));
     }
     let cont = match a.future {
-        Some(_) => {
-            Some(crate::forecast::continuations(&sel.table).map_err(|e| Error::file(&a.data, e))?)
-        }
+        Some(_) => Some(
+            crate::train::forecast::continuations(&sel.table)
+                .map_err(|e| Error::file(&a.data, e))?,
+        ),
         None => None,
     };
     let windows: Vec<usize> = (0..set.map_or(0, |s| s.len())).collect();
@@ -2439,7 +2444,7 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
     };
     let future = match (a.future, &cont) {
         (Some(steps), Some(cont)) => {
-            crate::forecast::forecast(&mut tr, &sel.table, &norm, t_len, k, steps, cont)
+            crate::train::forecast::forecast(&mut tr, &sel.table, &norm, t_len, k, steps, cont)
                 .map_err(|e| Error::file(&a.data, e))?
         }
         _ => Vec::new(),
@@ -2576,7 +2581,7 @@ fn extend_times(values: &[String], n: usize) -> Vec<String> {
     }
     let nums: Option<Vec<f64>> = values.iter().map(|v| v.parse::<f64>().ok()).collect();
     if let Some(v) = nums
-        && let Some(d) = crate::forecast::constant_step(&v)
+        && let Some(d) = crate::train::forecast::constant_step(&v)
     {
         let last = v[v.len() - 1];
         let ints = v.iter().all(|x| x.fract() == 0.0) && d.fract() == 0.0;
@@ -2611,7 +2616,7 @@ fn extend_dates(values: &[String], n: usize) -> Option<Vec<String>> {
     let months: Vec<f64> = dates.iter().map(|d| (d.0 * 12 + d.1 - 1) as f64).collect();
     let (y, m, day) = dates[dates.len() - 1];
     // The same day of the month (or none) and a constant month step.
-    if let Some(step) = crate::forecast::constant_step(&months)
+    if let Some(step) = crate::train::forecast::constant_step(&months)
         && dates.iter().all(|x| x.2 == day)
     {
         let last = months[months.len() - 1] as i64;
@@ -2629,7 +2634,7 @@ fn extend_dates(values: &[String], n: usize) -> Option<Vec<String>> {
         .iter()
         .map(|d| days_from_civil(d.0, d.1, d.2.unwrap_or(1)) as f64)
         .collect();
-    let step = crate::forecast::constant_step(&days)? as i64;
+    let step = crate::train::forecast::constant_step(&days)? as i64;
     let last = days_from_civil(y, m, day);
     Some(
         (1..=n as i64)

@@ -338,8 +338,8 @@ fn wavefront_obstacles_are_named() {
 /// back to f32 with a warning.
 #[test]
 fn f16_mixed_needs_shader_f16() {
-    use lstm_wgpu::norm::Norm;
-    use lstm_wgpu::precision::{Precision, PrecisionChoice, resolve};
+    use lstm_wgpu::model::norm::Norm;
+    use lstm_wgpu::model::precision::{Precision, PrecisionChoice, resolve};
     let mut ctx = lstm_wgpu::GpuContext::new().unwrap_or_else(|e| panic!("{e}"));
     ctx.f16 = false;
     let e = resolve(PrecisionChoice::F16Mixed, &ctx, &Norm::None).expect_err("f16 without F16");

@@ -246,7 +246,7 @@ fn core_grid() -> Vec<(u64, Case)> {
 /// f16-mixed over the core grid, within the f16 tolerance.
 #[test]
 fn grid_small_f16_mixed() {
-    use lstm_wgpu::precision::Precision;
+    use lstm_wgpu::model::precision::Precision;
     let ctx = ctx();
     for (seed, c) in core_grid() {
         run_case_tol(
@@ -346,7 +346,7 @@ fn per_step_cell_variants() {
 #[test]
 fn large_cell_tile_for_large_lanes() {
     use lstm_wgpu::kernels::lstm_cell::{CellVariant, LARGE_TILE_MIN_GROUPS, LstmCell, TileConfig};
-    use lstm_wgpu::precision::Precision;
+    use lstm_wgpu::model::precision::Precision;
     use lstm_wgpu::schedule::CellPath;
     let ctx = ctx();
     let fits = TileConfig::LARGE.check(&ctx.limits).is_ok();
@@ -425,7 +425,7 @@ fn large_cell_tile_for_large_lanes() {
 /// in f32 and in f16-mixed.
 #[test]
 fn subgroup_kernels_match_the_wide_path() {
-    use lstm_wgpu::precision::Precision;
+    use lstm_wgpu::model::precision::Precision;
     use lstm_wgpu::schedule::CellPath;
     let ctx = ctx();
     // lavapipe's 8-lane subgroups must reach the kernels under test (the
@@ -691,7 +691,7 @@ const F16_TOL: f64 = 1e-2;
 #[test]
 fn f16_mixed() {
     use lstm_wgpu::kernels::lstm_cell::CellVariant;
-    use lstm_wgpu::precision::Precision;
+    use lstm_wgpu::model::precision::Precision;
     use lstm_wgpu::schedule::CellPath;
     let ctx = ctx();
     assert!(
@@ -772,7 +772,7 @@ fn f16_mixed() {
 /// (why f16-mixed training wants a loss scale).
 #[test]
 fn f16_mixed_gate_gradients_overflow_and_underflow() {
-    use lstm_wgpu::precision::Precision;
+    use lstm_wgpu::model::precision::Precision;
     use lstm_wgpu::schedule::CellPath;
     let ctx = ctx();
     let c = Case {
@@ -903,7 +903,7 @@ fn f16_mixed_gate_gradients_overflow_and_underflow() {
 /// one cache, on the persistent and per-step paths, in f32 and f16-mixed.
 #[test]
 fn gate_cache_split_per_layer() {
-    use lstm_wgpu::precision::Precision;
+    use lstm_wgpu::model::precision::Precision;
     use lstm_wgpu::schedule::CellPath;
     let c = Case {
         layers: 3,

@@ -8,7 +8,7 @@ mod common;
 use common::{assert_close, ctx};
 use lstm_wgpu::GpuContext;
 use lstm_wgpu::kernels::clip::{CHUNK, Clip, ClipOptions, ClipPlan, ClipStats, STATS_HEADER};
-use lstm_wgpu::precision::{ScalerConfig, ScalerState};
+use lstm_wgpu::model::precision::{ScalerConfig, ScalerState};
 
 /// Deterministic values in [-amp, amp).
 fn values(n: usize, seed: u64, amp: f32) -> Vec<f32> {

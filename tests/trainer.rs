@@ -5,8 +5,8 @@ mod common;
 use lstm_wgpu::kernels::optim::OptimConfig;
 use lstm_wgpu::lstm::{Batch, Lstm, Upstream};
 use lstm_wgpu::model::LstmModel;
-use lstm_wgpu::norm::Norm;
-use lstm_wgpu::precision::{Precision, ScalerConfig};
+use lstm_wgpu::model::norm::Norm;
+use lstm_wgpu::model::precision::{Precision, ScalerConfig};
 use lstm_wgpu::train::{Carry, Head, NetConfig, StepData, Trainer, init_values};
 
 #[test]

@@ -45,7 +45,7 @@
 
 use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
-use crate::precision::{ScalerConfig, ScalerState};
+use crate::model::precision::{ScalerConfig, ScalerState};
 use crate::{Error, Result};
 
 const SRC: &str = include_str!("../../shaders/clip.wgsl");

@@ -36,7 +36,7 @@ const STORE_PASSES: usize = 5 + 4 * 5;
 /// invocation's loop passes, exit checks included, at or below this.
 pub const LOOP_CAP: usize = 65_535;
 
-pub use crate::tuning::{GemmVariant, TileShape};
+pub use crate::gpu::tuning::{GemmVariant, TileShape};
 
 impl GemmVariant {
     /// The variant suited to an adapter whose device has subgroups of width
@@ -162,7 +162,7 @@ impl Gemm {
     /// other variants ignore), whatever the adapter prefers; fails when the
     /// adapter cannot run it (a tile beyond its limits, the subgroup variant
     /// without 8-lane subgroups). [`crate::kernels::Kernels`] picks the
-    /// variant and tile from a [`crate::tuning::Tuning`] and shares the
+    /// variant and tile from a [`crate::gpu::tuning::Tuning`] and shares the
     /// result through the context's pipeline cache.
     pub fn new(ctx: &GpuContext, variant: GemmVariant, tile: TileShape) -> Result<Self> {
         let k_chunk = match variant {

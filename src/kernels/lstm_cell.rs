@@ -90,7 +90,7 @@ pub const LARGE_TILE_MIN_GROUPS: usize = 128;
 /// Lanes ((layer, direction, step) triples) one dispatch can cover: the
 /// shader's `LANES`.
 pub const MAX_LANES: usize = 8;
-pub use crate::tuning::{CellVariant, TileConfig};
+pub use crate::gpu::tuning::{CellVariant, TileConfig};
 
 impl TileConfig {
     /// Workgroups of one lane of H = `hidden`, B = `batch` with this tile.

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 const SRC: &str = include_str!("../../shaders/lstm_persistent.wgsl");
 
-pub use crate::tuning::CellPath;
+pub use crate::gpu::tuning::CellPath;
 
 /// Largest workgroup the kernel asks for; every WebGPU adapter offers 256.
 const MAX_WG: usize = 256;

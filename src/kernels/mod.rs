@@ -17,8 +17,8 @@ pub mod lstm_persistent;
 pub mod optim;
 pub mod reduce;
 
+use crate::gpu::tuning::Tuning;
 use crate::gpu::{GpuContext, KernelKey};
-use crate::tuning::Tuning;
 use std::sync::Arc;
 
 /// The kernel families a model uses, chosen from a [`Tuning`] and compiled

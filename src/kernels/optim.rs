@@ -91,7 +91,7 @@ pub enum OptimKind {
 /// Hyperparameters, with PyTorch's names and (through [`OptimConfig::sgd`],
 /// [`OptimConfig::adam`], [`OptimConfig::adamw`]) defaults. `lr` is the base
 /// learning rate; the rate actually used is the one given to
-/// [`OptimPlan::prepare`] each step (e.g. from [`crate::schedule_lr`]).
+/// [`OptimPlan::prepare`] each step (e.g. from [`crate::train::lr`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct OptimConfig {
     /// Update rule.

@@ -3,7 +3,7 @@
 //! comparison of every output and gradient with the f64 reference.
 
 use super::{assert_close, ref_to_tensors, round_f32};
-use lstm_wgpu::norm::NormKind;
+use lstm_wgpu::model::norm::NormKind;
 use lstm_wgpu::reference::{
     self, RefConfig, RefGrads, RefInputs, RefOutputs, RefUpstream, RefWeights, Rng,
 };

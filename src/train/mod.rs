@@ -3,6 +3,10 @@
 //! command encoder and one submit per step. Only the loss, the gradient norm
 //! and the skip flag are read back.
 
+pub mod forecast;
+pub mod lr;
+pub mod metrics;
+
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuContext};
 use crate::kernels::clip::ClipPlan;
@@ -15,8 +19,8 @@ use crate::kernels::loss::{
 };
 use crate::kernels::optim::{OptimConfig, OptimPlan};
 use crate::lstm::Lstm;
+use crate::model::norm::{Norm, TensorKind};
 use crate::model::{HostModel, Links, LstmConfig, LstmModel, ParamTable, tables};
-use crate::norm::{Norm, TensorKind};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -695,7 +699,7 @@ impl Trainer {
                 Some((&clip.stats, 3)),
             )
         })?;
-        let state = 2 * crate::workspace::Workspace::state_len(&net.lstm(), batch);
+        let state = 2 * crate::schedule::workspace::Workspace::state_len(&net.lstm(), batch);
         let carry = [
             ctx.storage("carried state", state)?,
             ctx.storage("carried state", state)?,
@@ -754,7 +758,7 @@ impl Trainer {
     /// in f16-mixed the LSTM, the head's forward and input-gradient GEMMs
     /// read f16 weights; plans are rebuilt. The loss scaler is separate
     /// ([`Trainer::set_loss_scaler`]).
-    pub fn set_precision(&mut self, p: crate::precision::Precision) -> Result<()> {
+    pub fn set_precision(&mut self, p: crate::model::precision::Precision) -> Result<()> {
         self.lstm.set_precision(p)?;
         self.plans.clear();
         Ok(())
@@ -768,7 +772,10 @@ impl Trainer {
     /// step with non-finite gradients is skipped and S ×= backoff, and
     /// after `interval` finite steps in a row S ×= growth. No steps may be
     /// in flight.
-    pub fn set_loss_scaler(&mut self, cfg: Option<crate::precision::ScalerConfig>) -> Result<()> {
+    pub fn set_loss_scaler(
+        &mut self,
+        cfg: Option<crate::model::precision::ScalerConfig>,
+    ) -> Result<()> {
         if self.outstanding() != 0 {
             return Err(Error::Invalid(
                 "set_loss_scaler() while submitted steps are uncollected".into(),
@@ -788,26 +795,26 @@ impl Trainer {
                 .plan_with(ctx, grads, &self.segs, &opts, Some(stats))
         })?;
         if let Some(c) = &cfg {
-            clip.set_scaler_state(ctx, &crate::precision::ScalerState::new(c))?;
+            clip.set_scaler_state(ctx, &crate::model::precision::ScalerState::new(c))?;
         }
         self.clip = clip;
         Ok(())
     }
 
     /// The loss scaler's configuration, when one is on.
-    pub fn loss_scaler(&self) -> Option<crate::precision::ScalerConfig> {
+    pub fn loss_scaler(&self) -> Option<crate::model::precision::ScalerConfig> {
         self.clip.scaler
     }
 
     /// The loss scaler's state after the collected steps (waits for the
     /// GPU); `None` without a scaler.
-    pub fn scaler_state(&self) -> Result<Option<crate::precision::ScalerState>> {
+    pub fn scaler_state(&self) -> Result<Option<crate::model::precision::ScalerState>> {
         self.clip.scaler_state(&self.ctx)
     }
 
     /// Replaces the loss scaler's state (e.g. when resuming); an error
     /// without a scaler.
-    pub fn set_scaler_state(&self, s: &crate::precision::ScalerState) -> Result<()> {
+    pub fn set_scaler_state(&self, s: &crate::model::precision::ScalerState) -> Result<()> {
         self.clip.set_scaler_state(&self.ctx, s)
     }
 

@@ -4,8 +4,8 @@
 use crate::error::Result;
 use crate::gpu::GpuContext;
 use crate::kernels::lstm_cell_ln;
+use crate::model::norm::Norm;
 use crate::model::{Links, LstmConfig};
-use crate::norm::Norm;
 
 /// GPU buffers of one (sequence length, batch) shape. Layouts are
 /// time-major; offsets are in elements.

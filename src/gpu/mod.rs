@@ -1,5 +1,7 @@
 //! GPU context: adapter choice, device, limits, buffers, pipelines, error scopes.
 
+pub mod tuning;
+
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
 use wgpu::util::DeviceExt;
@@ -51,7 +53,7 @@ pub fn cpu_adapter(info: &wgpu::AdapterInfo) -> bool {
     info.device_type == wgpu::DeviceType::Cpu || llvmpipe(&info.name) || llvmpipe(&info.driver)
 }
 
-pub use crate::tuning::{Tuning, parse_counts};
+pub use crate::gpu::tuning::{Tuning, parse_counts};
 
 /// Environment variable choosing the adapter by (part of) its name, case
 /// insensitive, as wgpu's `initialize_adapter_from_env`. The command line

@@ -11,7 +11,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::norm::Norm;
+use crate::model::norm::Norm;
 
 /// How a model's passes store and read weights and saved activations.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

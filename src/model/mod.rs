@@ -3,9 +3,12 @@
 //! (PyTorch name, shape, offset), so that clipping and optimizers are one pass
 //! over one buffer and safetensors I/O is a walk of the table.
 
+pub mod norm;
+pub mod precision;
+
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::norm::{Norm, NormKind, TensorKind};
+use crate::model::norm::{Norm, NormKind, TensorKind};
 use std::collections::BTreeMap;
 
 /// A host tensor of f32 with its name and shape.
@@ -261,7 +264,7 @@ pub struct LstmModel {
     /// (prepared plans bake them in).
     pub links: Links,
     /// Precision of the passes; set through `Lstm::set_precision`.
-    pub precision: crate::precision::Precision,
+    pub precision: crate::model::precision::Precision,
     /// f16 shadow of `params` (two values per word), in f16-mixed.
     pub half: Option<wgpu::Buffer>,
 }
@@ -427,7 +430,7 @@ impl LstmModel {
             stats,
             tracked: m.tracked,
             links: Links::default(),
-            precision: crate::precision::Precision::F32,
+            precision: crate::model::precision::Precision::F32,
             half: None,
         })
     }
@@ -437,7 +440,7 @@ impl LstmModel {
     pub(crate) fn set_precision(
         &mut self,
         ctx: &GpuContext,
-        p: crate::precision::Precision,
+        p: crate::model::precision::Precision,
     ) -> Result<()> {
         self.half = match p.is_half() {
             true => Some(ctx.storage(

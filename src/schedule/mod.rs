@@ -11,6 +11,8 @@
 //! Between layers: the between-layer norm, then dropout and the residual add
 //! fused into one elementwise dispatch (forward and backward each).
 
+pub mod workspace;
+
 use crate::error::Result;
 use crate::gpu::{Dispatch, GpuContext};
 use crate::kernels::Kernels;
@@ -19,9 +21,9 @@ use crate::kernels::gemm::GemmOp;
 use crate::kernels::lstm_cell::{CellBackward, CellForward, CellShape, MAX_LANES};
 use crate::kernels::lstm_cell_ln::{self, NormCellBuffers, NormCellParams};
 pub use crate::kernels::lstm_persistent::CellPath;
+use crate::model::norm::Norm;
 use crate::model::{LstmModel, dir_suffix};
-use crate::norm::Norm;
-use crate::workspace::Workspace;
+use crate::schedule::workspace::Workspace;
 
 /// What a plan computes besides the LSTM itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
