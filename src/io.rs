@@ -3,10 +3,32 @@
 //! is ever left behind.
 
 use crate::error::{Error, Result};
-use crate::model::NamedTensor;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+
+/// A host tensor of f32 with its name and shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedTensor {
+    /// PyTorch-style name.
+    pub name: String,
+    /// Shape (row-major).
+    pub shape: Vec<usize>,
+    /// Values.
+    pub data: Vec<f32>,
+}
+
+impl NamedTensor {
+    /// A tensor; panics in debug builds if `data` does not match `shape`.
+    pub fn new(name: impl Into<String>, shape: Vec<usize>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        Self {
+            name: name.into(),
+            shape,
+            data,
+        }
+    }
+}
 
 /// One tensor of a file, still in its stored dtype.
 #[derive(Clone, Debug)]

@@ -6,30 +6,11 @@ use crate::gpu::GpuContext;
 use crate::gpu::tuning::Tuning;
 use crate::kernels::Kernels;
 use crate::kernels::elementwise::DropoutStep;
+pub use crate::model::Batch;
 use crate::model::{Links, LstmConfig, LstmModel, NamedTensor};
 use crate::schedule::Plan;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// One batch of sequences. Float slices are row-major.
-#[derive(Clone, Copy, Debug)]
-pub struct Batch<'a> {
-    /// `[T, B, I]`, or `[B, T, I]` when `batch_first`.
-    pub input: &'a [f32],
-    /// T.
-    pub seq_len: usize,
-    /// B.
-    pub batch: usize,
-    /// Layout of `input` (and of `output`, `grad_output`, `grad.input`).
-    pub batch_first: bool,
-    /// Initial hidden state `[L·D, B, H]` (zero when `None`).
-    pub h0: Option<&'a [f32]>,
-    /// Initial cell state `[L·D, B, H]` (zero when `None`).
-    pub c0: Option<&'a [f32]>,
-    /// Valid steps per sequence, each in 1..=T (all T when `None`), with
-    /// `pack_padded_sequence(..., enforce_sorted=False)` semantics.
-    pub lengths: Option<&'a [usize]>,
-}
 
 /// Gradients arriving from above: of `output`, `h_n` and `c_n`.
 #[derive(Clone, Copy, Debug)]

@@ -16,9 +16,10 @@ mod common;
 
 use common::cases::{self, Data, check_all, gpu_pass, model_of, ref_config, rel_err};
 use common::*;
-use lstm_wgpu::kernels::lstm_persistent::{CellPath, loop_iteration_cap, prefers_persistent};
+use lstm_wgpu::kernels::lstm_persistent::loop_iteration_cap;
 use lstm_wgpu::model::norm::Norm;
 use lstm_wgpu::reference;
+use lstm_wgpu::schedule::{CellPath, prefers_persistent};
 use lstm_wgpu::{Batch, Grads, Lstm, LstmConfig, LstmModel, Outputs, Upstream};
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -45,8 +45,111 @@
 
 use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
-use crate::model::precision::{ScalerConfig, ScalerState};
 use crate::{Error, Result};
+
+/// Dynamic loss scaling as PyTorch's `torch.amp.GradScaler`: the loss
+/// gradient is multiplied by the scale S; after backward the gradients are
+/// unscaled (×1/S) inside the clip-by-norm pass; a step whose gradients are
+/// not finite is skipped and S ×= `backoff`; after `interval` finite steps
+/// in a row S ×= `growth`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScalerConfig {
+    /// Initial S.
+    pub init_scale: f32,
+    /// Factor after `interval` good steps.
+    pub growth: f32,
+    /// Factor after a non-finite step.
+    pub backoff: f32,
+    /// Good steps in a row before growing.
+    pub interval: u32,
+}
+
+impl Default for ScalerConfig {
+    /// PyTorch's defaults: 65536, ×2 every 2000 good steps, ×0.5 on overflow.
+    fn default() -> Self {
+        Self {
+            init_scale: 65536.0,
+            growth: 2.0,
+            backoff: 0.5,
+            interval: 2000,
+        }
+    }
+}
+
+impl ScalerConfig {
+    /// Checks the factors and the scale.
+    pub fn validate(&self) -> Result<()> {
+        let ok = self.init_scale.is_finite()
+            && self.init_scale > 0.0
+            && self.growth.is_finite()
+            && self.growth >= 1.0
+            && self.backoff > 0.0
+            && self.backoff < 1.0
+            && self.interval >= 1
+            && self.interval <= MAX_COUNT;
+        match ok {
+            true => Ok(()),
+            false => Err(Error::Invalid(format!(
+                "loss scaler {self:?}: needs a finite scale > 0, growth >= 1, backoff in (0, 1) \
+                 and an interval in 1..=2^24"
+            ))),
+        }
+    }
+}
+
+/// Largest count the GPU keeps exactly (its counters are f32 integers).
+const MAX_COUNT: u32 = 1 << 24;
+
+/// Where a dynamic loss scaler stands: what `GradScaler.state_dict()`
+/// holds (`scale`, `_growth_tracker`) and the skipped steps.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScalerState {
+    /// S for the next step.
+    pub scale: f32,
+    /// Finite steps in a row since the last growth or backoff.
+    pub good_steps: u32,
+    /// Steps skipped for non-finite gradients (saturates at 2^24).
+    pub skipped: u32,
+}
+
+impl ScalerState {
+    /// The state before the first step.
+    pub fn new(c: &ScalerConfig) -> Self {
+        Self {
+            scale: c.init_scale,
+            good_steps: 0,
+            skipped: 0,
+        }
+    }
+
+    /// The three f32 words the GPU keeps.
+    pub fn words(&self) -> [f32; 3] {
+        [self.scale, self.good_steps as f32, self.skipped as f32]
+    }
+
+    /// From the GPU's three words.
+    pub fn from_words(w: &[f32]) -> Self {
+        Self {
+            scale: w[0],
+            good_steps: w[1] as u32,
+            skipped: w[2] as u32,
+        }
+    }
+
+    /// A finite scale > 0 and counters the GPU can hold.
+    pub fn validate(&self) -> Result<()> {
+        match self.scale.is_finite()
+            && self.scale > 0.0
+            && self.good_steps <= MAX_COUNT
+            && self.skipped <= MAX_COUNT
+        {
+            true => Ok(()),
+            false => Err(Error::Invalid(format!(
+                "loss scaler state {self:?}: needs a finite scale > 0 and counters <= 2^24"
+            ))),
+        }
+    }
+}
 
 const SRC: &str = include_str!("../../shaders/clip.wgsl");
 

@@ -32,27 +32,10 @@ pub fn loop_iteration_cap(info: &wgpu::AdapterInfo) -> Option<usize> {
     (llvmpipe(&info.name) || llvmpipe(&info.driver)).then_some(65_535)
 }
 
-/// The automatic choice by shape (see the README's "Persistent time
-/// loop"). On adapters that cap loop iterations (lavapipe, a CPU) dispatches
-/// are cheap next to the arithmetic, and the persistent loop only wins where
-/// W_hh lives in workgroup memory. On GPUs one workgroup per chain does a
-/// step's work alone, which pays only while a step is small: measured on an
-/// H200 (forward + backward of 2 layers, T = 20), it wins at H <= 32 (H = 32,
-/// B = 32: 0.72 ms against 0.78 ms in the wavefront; B = 256: 2.36 against
-/// 2.62 ms) and loses from H = 64 on (1.63 against 1.24 ms; `char`, H = 256,
-/// 28.4 against 3.7 ms per training step).
-pub fn prefers_persistent(ctx: &GpuContext, hidden: usize) -> bool {
-    if loop_iteration_cap(&ctx.info).is_some() {
-        w_on_chip(ctx, hidden)
-    } else {
-        hidden <= 32
-    }
-}
-
 /// Whether W_hh (4H x H) fits in workgroup memory with a quarter of it to
 /// spare beside the kernel's other arrays, so that the driver can still
 /// keep more than one workgroup resident.
-fn w_on_chip(ctx: &GpuContext, hidden: usize) -> bool {
+pub fn w_on_chip(ctx: &GpuContext, hidden: usize) -> bool {
     let shared = ctx.limits.max_compute_workgroup_storage_size as usize;
     Spec::base_bytes(hidden) + Spec::w_bytes(hidden) <= shared / 4 * 3
 }
@@ -251,30 +234,6 @@ impl LstmPersistent {
                 seq,
             }),
             _ => cannot("one step needs more loop iterations than the driver allows".into()),
-        }
-    }
-
-    /// The path of a plain-cell layer stack: the persistent layout, or
-    /// `None` for one dispatch per step. `forced` (from
-    /// [`crate::kernels::Kernels::cell_path`]) overrides the choice by shape;
-    /// a forced persistent path that cannot run on this adapter is an
-    /// error, the automatic choice falls back to per-step instead.
-    pub fn select(
-        &self,
-        ctx: &GpuContext,
-        forced: Option<CellPath>,
-        hidden: usize,
-        batch: usize,
-        dirs: usize,
-        seq: usize,
-    ) -> Result<Option<PersistentLayout>> {
-        match forced {
-            Some(CellPath::PerStep | CellPath::Wavefront) => Ok(None),
-            Some(CellPath::Persistent) => self.layout(ctx, hidden, batch, dirs, seq).map(Some),
-            None if prefers_persistent(ctx, hidden) => {
-                Ok(self.layout(ctx, hidden, batch, dirs, seq).ok())
-            }
-            None => Ok(None),
         }
     }
 

@@ -54,7 +54,7 @@
 
 use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
-use crate::model::NamedTensor;
+use crate::io::NamedTensor;
 use crate::{Error, Result};
 
 const SRC: &str = include_str!("../../shaders/optim.wgsl");

@@ -11,27 +11,26 @@ use crate::gpu::GpuContext;
 use crate::model::norm::{Norm, NormKind, TensorKind};
 use std::collections::BTreeMap;
 
-/// A host tensor of f32 with its name and shape.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NamedTensor {
-    /// PyTorch-style name.
-    pub name: String,
-    /// Shape (row-major).
-    pub shape: Vec<usize>,
-    /// Values.
-    pub data: Vec<f32>,
-}
+pub use crate::io::NamedTensor;
 
-impl NamedTensor {
-    /// A tensor; panics in debug builds if `data` does not match `shape`.
-    pub fn new(name: impl Into<String>, shape: Vec<usize>, data: Vec<f32>) -> Self {
-        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        Self {
-            name: name.into(),
-            shape,
-            data,
-        }
-    }
+/// One batch of sequences. Float slices are row-major.
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a> {
+    /// `[T, B, I]`, or `[B, T, I]` when `batch_first`.
+    pub input: &'a [f32],
+    /// T.
+    pub seq_len: usize,
+    /// B.
+    pub batch: usize,
+    /// Layout of `input` (and of `output`, `grad_output`, `grad.input`).
+    pub batch_first: bool,
+    /// Initial hidden state `[L·D, B, H]` (zero when `None`).
+    pub h0: Option<&'a [f32]>,
+    /// Initial cell state `[L·D, B, H]` (zero when `None`).
+    pub c0: Option<&'a [f32]>,
+    /// Valid steps per sequence, each in 1..=T (all T when `None`), with
+    /// `pack_padded_sequence(..., enforce_sorted=False)` semantics.
+    pub lengths: Option<&'a [usize]>,
 }
 
 /// Shape of a stacked LSTM, with `nn.LSTM`'s meaning of each field.
@@ -318,12 +317,7 @@ fn split_table(table: &ParamTable, flat: &[f32], prefix: &str) -> Vec<NamedTenso
 /// Checks what a BatchNorm variant needs of a batch in train mode: at least
 /// two values per statistic (as PyTorch), and no more steps than rows of
 /// running statistics.
-pub fn check_batch(
-    cfg: &LstmConfig,
-    norm: &Norm,
-    b: &crate::lstm::Batch<'_>,
-    train: bool,
-) -> Result<()> {
+pub fn check_batch(cfg: &LstmConfig, norm: &Norm, b: &Batch<'_>, train: bool) -> Result<()> {
     if !train || !norm.has_batch_stats() {
         return Ok(());
     }
@@ -624,7 +618,7 @@ impl LstmModel {
     /// Checks what a BatchNorm variant needs of a batch in train mode: at
     /// least two values per statistic (as PyTorch), and no more steps than
     /// rows of running statistics.
-    pub fn check_batch(&self, b: &crate::lstm::Batch<'_>, train: bool) -> Result<()> {
+    pub fn check_batch(&self, b: &Batch<'_>, train: bool) -> Result<()> {
         check_batch(&self.config, &self.norm, b, train)
     }
 

@@ -20,6 +20,7 @@ use crate::kernels::elementwise::DropoutShape;
 use crate::kernels::gemm::GemmOp;
 use crate::kernels::lstm_cell::{CellBackward, CellForward, CellShape, MAX_LANES};
 use crate::kernels::lstm_cell_ln::{self, NormCellBuffers, NormCellParams};
+use crate::kernels::lstm_persistent;
 pub use crate::kernels::lstm_persistent::CellPath;
 use crate::model::norm::Norm;
 use crate::model::{LstmModel, dir_suffix};
@@ -522,9 +523,7 @@ impl Plan {
         // norms included); normalized cells keep one dispatch per step.
         if !model.norm.in_cell()
             && !half
-            && let Some(lay) =
-                k.persistent
-                    .select(ctx, k.tuning().cell_path, h, batch, dirs, seq)?
+            && let Some(lay) = persistent_layout(ctx, k, h, batch, dirs, seq)?
         {
             return Ok((CellPath::Persistent, Some(lay)));
         }
@@ -1053,6 +1052,44 @@ impl Plan {
         for d in &self.backward {
             d.record(&mut pass);
         }
+    }
+}
+
+/// The automatic choice by shape (see docs/architecture.md, "Persistent
+/// time loop"). On adapters that cap loop iterations (lavapipe, a CPU)
+/// dispatches are cheap next to the arithmetic, and the persistent loop only
+/// wins where W_hh lives in workgroup memory. On GPUs one workgroup per chain
+/// does a step's work alone, which pays only while a step is small: measured
+/// on an H200 (forward + backward of 2 layers, T = 20), it wins at H <= 32
+/// (H = 32, B = 32: 0.72 ms against 0.78 ms in the wavefront; B = 256: 2.36
+/// against 2.62 ms) and loses from H = 64 on (1.63 against 1.24 ms; `char`,
+/// H = 256, 28.4 against 3.7 ms per training step).
+pub fn prefers_persistent(ctx: &GpuContext, hidden: usize) -> bool {
+    if lstm_persistent::loop_iteration_cap(&ctx.info).is_some() {
+        lstm_persistent::w_on_chip(ctx, hidden)
+    } else {
+        hidden <= 32
+    }
+}
+
+/// The persistent layout of a plain-cell layer stack, or `None` for one
+/// dispatch per step. A forced path (the tuning's `cell_path`) overrides the
+/// choice by shape; a forced persistent path that cannot run on this adapter
+/// is an error, the automatic choice falls back to per-step instead.
+fn persistent_layout(
+    ctx: &GpuContext,
+    k: &Kernels,
+    hidden: usize,
+    batch: usize,
+    dirs: usize,
+    seq: usize,
+) -> Result<Option<lstm_persistent::PersistentLayout>> {
+    let p = &k.persistent;
+    match k.tuning().cell_path {
+        Some(CellPath::PerStep | CellPath::Wavefront) => Ok(None),
+        Some(CellPath::Persistent) => p.layout(ctx, hidden, batch, dirs, seq).map(Some),
+        None if prefers_persistent(ctx, hidden) => Ok(p.layout(ctx, hidden, batch, dirs, seq).ok()),
+        None => Ok(None),
     }
 }
 
