@@ -11,12 +11,17 @@
 //! real GPU. Run with `cargo bench --bench lstm_step` (add `-- --quick`, and
 //! a group name to filter).
 
+// The program's reading of the LSTM_WGPU_* variables, shared.
+#[path = "../src/cli/env.rs"]
+#[allow(dead_code)]
+mod env;
+
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
-use lstm_wgpu::bench::{BenchRun, Workload};
 use lstm_wgpu::gpu::Dispatch;
 use lstm_wgpu::kernels::Kernels;
 use lstm_wgpu::kernels::gemm::GemmOp;
 use lstm_wgpu::reference::Rng;
+use lstm_wgpu::train::bench::{BenchRun, Workload};
 use lstm_wgpu::{Batch, GpuContext, Lstm, LstmConfig, LstmModel, Upstream};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -24,7 +29,7 @@ use std::time::Duration;
 
 fn context() -> Arc<GpuContext> {
     // As the binary: the LSTM_WGPU_* variables choose the kernels.
-    let opts = lstm_wgpu::cli::gpu_options_from_env().unwrap_or_else(|e| panic!("{e}"));
+    let opts = env::gpu_options_from_env().unwrap_or_else(|e| panic!("{e}"));
     let ctx = GpuContext::with_options(opts).expect("a GPU adapter (lavapipe will do)");
     eprintln!("adapter: {}", ctx.describe());
     Arc::new(ctx)

@@ -15,22 +15,17 @@
 //! # Ok(()) }
 //! ```
 
-pub mod bench;
-pub mod cli;
 pub mod data;
-pub mod demo;
 pub mod error;
 pub mod gpu;
 pub mod io;
 pub mod kernels;
 pub mod lstm;
 pub mod model;
-pub mod out;
 pub mod reference;
 pub mod reference_norm;
 pub mod schedule;
 pub mod train;
-pub mod train_cli;
 
 pub use error::{Error, Result};
 pub use gpu::GpuContext;

@@ -1,13 +1,15 @@
+mod cli;
+
 use clap::Parser;
 use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = match lstm_wgpu::cli::Cli::try_parse() {
+    let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    match lstm_wgpu::cli::run(cli) {
+    match cli::run(cli) {
         // `lstm-wgpu predict ... | head -1`: a closed pipe is no error.
         Ok(()) | Err(lstm_wgpu::Error::StdoutClosed) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// The command-line layer: the only files allowed to read the environment.
-const COMMAND_LINE: [&str; 5] = ["main.rs", "cli.rs", "train_cli.rs", "bench.rs", "demo.rs"];
+/// The program (src/main.rs and src/cli/): the only files allowed to read
+/// the environment.
+const COMMAND_LINE: [&str; 2] = ["main.rs", "cli"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
@@ -26,9 +27,8 @@ fn library_code() -> Vec<(PathBuf, usize, String)> {
     files.sort();
     let mut out = Vec::new();
     for f in files {
-        let top = f.parent() == Some(src.as_path());
-        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if top && COMMAND_LINE.contains(&name) {
+        let first = f.strip_prefix(&src).ok().and_then(|r| r.iter().next());
+        if first.is_some_and(|n| COMMAND_LINE.iter().any(|c| n == *c)) {
             continue;
         }
         let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));

@@ -3,6 +3,7 @@
 //! command encoder and one submit per step. Only the loss, the gradient norm
 //! and the skip flag are read back.
 
+pub mod bench;
 pub mod forecast;
 pub mod lr;
 pub mod metrics;

@@ -2,19 +2,19 @@
 //! early stopping, metrics, checkpoints and resume, over [`Trainer`].
 
 use crate::cli::{open_gpu, size_limits};
-use crate::data::{
+use lstm_wgpu::data::{
     AddingTask, Builtin, CopyTask, CsvTable, DataRng, Missing, Normalizer, SelectOptions,
     Selection, SeriesConfig, SeriesDataset, Split, TextConfig, TextData, Vocab,
 };
-use crate::error::{Error, Result};
-use crate::io::{self, TensorFile};
-use crate::kernels::optim::{OptimConfig, OptimKind};
-use crate::model::NamedTensor;
-use crate::model::norm::{Norm, NormKind};
-use crate::train::forecast::{SeriesMetrics, predict_windows};
-use crate::train::lr::LrSchedule;
-use crate::train::metrics::{MetricsBuffer, Value, loss_svg};
-use crate::train::{
+use lstm_wgpu::error::{Error, Result};
+use lstm_wgpu::io::{self, TensorFile};
+use lstm_wgpu::kernels::optim::{OptimConfig, OptimKind};
+use lstm_wgpu::model::NamedTensor;
+use lstm_wgpu::model::norm::{Norm, NormKind};
+use lstm_wgpu::train::forecast::{SeriesMetrics, predict_windows};
+use lstm_wgpu::train::lr::LrSchedule;
+use lstm_wgpu::train::metrics::{MetricsBuffer, Value, loss_svg};
+use lstm_wgpu::train::{
     Carry, Head, InitOptions, NetConfig, StepData, Trainer, WhhInit, WihInit, init_values,
 };
 use serde::{Deserialize, Serialize};
@@ -135,8 +135,8 @@ pub struct TrainArgs {
     /// possible, else f32 with a warning). A resumed run keeps its
     /// checkpoint's precision unless this is given. Command line only.
     #[serde(skip)]
-    #[arg(long, value_name = "P", value_parser = crate::model::precision::PrecisionChoice::parse)]
-    pub precision: Option<crate::model::precision::PrecisionChoice>,
+    #[arg(long, value_name = "P", value_parser = lstm_wgpu::model::precision::PrecisionChoice::parse)]
+    pub precision: Option<lstm_wgpu::model::precision::PrecisionChoice>,
     /// Dynamic loss scaling as torch.amp.GradScaler: `dynamic` (from
     /// 65536; the default in f16-mixed), `off` (the default in f32), or an
     /// initial scale. The scale is doubled after 2000 finite steps in a row
@@ -145,7 +145,7 @@ pub struct TrainArgs {
     /// its state unless this is given (or the precision changes).
     #[serde(skip)]
     #[arg(long, value_name = "S", default_value = "default", hide_default_value = true, value_parser = parse_loss_scale)]
-    pub loss_scale: crate::model::precision::LossScaleChoice,
+    pub loss_scale: lstm_wgpu::model::precision::LossScaleChoice,
     /// Start from these weights (`embedding.weight`, `lstm.*`, `head.*`).
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -557,7 +557,7 @@ fn validate_config(c: &RunConfig) -> Result<()> {
             "--patience must be at least 1 (validations without improvement)".into(),
         ));
     }
-    crate::data::Missing::parse(&c.missing)?;
+    lstm_wgpu::data::Missing::parse(&c.missing)?;
     if c.task != "series" || c.data.is_none() {
         for (flag, set) in [
             ("--missing", c.missing != "error"),
@@ -656,7 +656,8 @@ fn load_data(c: &RunConfig, vocab: Option<Vocab>, norm: Option<Normalizer>) -> R
                 c.seed,
             )?),
             (None, _) => {
-                let text = crate::data::generated_text(crate::data::DEFAULT_TEXT_BYTES, c.seed);
+                let text =
+                    lstm_wgpu::data::generated_text(lstm_wgpu::data::DEFAULT_TEXT_BYTES, c.seed);
                 Data::Text(match vocab {
                     Some(v) => TextData::with_vocab(&text, v, &tc)?,
                     None => TextData::new(&text, &tc)?,
@@ -704,7 +705,8 @@ fn series_table(c: &RunConfig) -> Result<Selection> {
         }
         None => {
             let b = c.dataset.parse::<Builtin>()?;
-            let table = crate::data::builtin_series(b, crate::data::DEFAULT_SERIES_LEN, c.seed)?;
+            let table =
+                lstm_wgpu::data::builtin_series(b, lstm_wgpu::data::DEFAULT_SERIES_LEN, c.seed)?;
             Ok(Selection {
                 rows: (1..=table.len()).collect(),
                 table,
@@ -752,8 +754,10 @@ fn dump_data(path: &Path, c: &RunConfig, data: &Data, steps: usize) -> Result<()
     let what = match data {
         Data::Text(_) => {
             let text = match &c.data {
-                Some(p) => crate::data::read_text(p)?,
-                None => crate::data::generated_text(crate::data::DEFAULT_TEXT_BYTES, c.seed),
+                Some(p) => lstm_wgpu::data::read_text(p)?,
+                None => {
+                    lstm_wgpu::data::generated_text(lstm_wgpu::data::DEFAULT_TEXT_BYTES, c.seed)
+                }
             };
             io::write_atomic(path, text.as_bytes())?;
             format!("{} characters of text", text.chars().count())
@@ -1147,7 +1151,7 @@ fn restore_model(
 }
 
 fn table_values(
-    table: &crate::model::ParamTable,
+    table: &lstm_wgpu::model::ParamTable,
     tensors: &[NamedTensor],
     file: &Path,
 ) -> Result<Vec<f32>> {
@@ -1231,7 +1235,7 @@ const VAL_CURVE_NAME: &str = "train.val_curve";
 const TRAIN_FLOATS: [&str; 4] = ["train.state", SCALER_NAME, CURVE_NAME, VAL_CURVE_NAME];
 /// The integer counters of a checkpoint's training state.
 const TRAIN_INTS: [&str; 4] = [
-    crate::kernels::optim::STEP_NAME,
+    lstm_wgpu::kernels::optim::STEP_NAME,
     "train.step",
     "train.skipped",
     "train.bad_vals",
@@ -1377,16 +1381,16 @@ const PRECISION_KEY: &str = "precision";
 
 fn parse_loss_scale(
     s: &str,
-) -> std::result::Result<crate::model::precision::LossScaleChoice, String> {
+) -> std::result::Result<lstm_wgpu::model::precision::LossScaleChoice, String> {
     match s {
         "default" => Ok(Default::default()),
-        _ => crate::model::precision::LossScaleChoice::parse(s),
+        _ => lstm_wgpu::model::precision::LossScaleChoice::parse(s),
     }
 }
 
 /// The precision a checkpoint's run trained in.
-fn checkpoint_precision(l: &Loaded) -> Result<crate::model::precision::Precision> {
-    use crate::model::precision::{Precision, PrecisionChoice};
+fn checkpoint_precision(l: &Loaded) -> Result<lstm_wgpu::model::precision::Precision> {
+    use lstm_wgpu::model::precision::{Precision, PrecisionChoice};
     match l
         .file
         .metadata
@@ -1404,9 +1408,9 @@ fn checkpoint_precision(l: &Loaded) -> Result<crate::model::precision::Precision
 }
 
 /// The scaler state of a checkpoint tensor.
-fn scaler_from(w: &[f32], file: &Path) -> Result<crate::model::precision::ScalerState> {
+fn scaler_from(w: &[f32], file: &Path) -> Result<lstm_wgpu::model::precision::ScalerState> {
     let s = match w {
-        [_, _, _] => crate::model::precision::ScalerState::from_words(w),
+        [_, _, _] => lstm_wgpu::model::precision::ScalerState::from_words(w),
         _ => {
             return Err(Error::file(
                 file,
@@ -1448,7 +1452,7 @@ fn save_checkpoint(
     tensors.push(curve_tensor(VAL_CURVE_NAME, curves[1]));
     let mut counters = BTreeMap::new();
     counters.insert(
-        crate::kernels::optim::STEP_NAME.to_string(),
+        lstm_wgpu::kernels::optim::STEP_NAME.to_string(),
         tr.optim.steps() as i64,
     );
     counters.insert("train.step".to_string(), st.step as i64);
@@ -1544,7 +1548,7 @@ fn load_checkpoint(path: &Path) -> Result<Loaded> {
             "the run's steps",
         ));
     }
-    for name in [crate::kernels::optim::STEP_NAME, "train.skipped"] {
+    for name in [lstm_wgpu::kernels::optim::STEP_NAME, "train.skipped"] {
         if let Some(&v) = ints.get(name)
             && v > step
         {
@@ -1810,15 +1814,15 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     let saved = resumed.as_ref().map(checkpoint_precision).transpose()?;
     let choice = match (saved, a.precision) {
         (_, Some(c)) => c,
-        (Some(crate::model::precision::Precision::F32), None) => {
-            crate::model::precision::PrecisionChoice::F32
+        (Some(lstm_wgpu::model::precision::Precision::F32), None) => {
+            lstm_wgpu::model::precision::PrecisionChoice::F32
         }
-        (Some(crate::model::precision::Precision::F16Mixed), None) => {
-            crate::model::precision::PrecisionChoice::F16Mixed
+        (Some(lstm_wgpu::model::precision::Precision::F16Mixed), None) => {
+            lstm_wgpu::model::precision::PrecisionChoice::F16Mixed
         }
         (None, None) => Default::default(),
     };
-    let (precision, warning) = crate::model::precision::resolve(choice, &ctx, &net.norm)?;
+    let (precision, warning) = lstm_wgpu::model::precision::resolve(choice, &ctx, &net.norm)?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
@@ -1831,7 +1835,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         Some(l) if keep_scaler => l
             .file
             .f32(SCALER_NAME)?
-            .map(|_| crate::model::precision::ScalerConfig::default()),
+            .map(|_| lstm_wgpu::model::precision::ScalerConfig::default()),
         _ => a.loss_scale.config(precision),
     };
     tr.set_loss_scaler(scaler)?;
@@ -1843,7 +1847,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         let (floats, _) = l.file.params_and_counters()?;
         tr.optim.load_state(tr.ctx(), &floats)?;
         tr.optim
-            .set_steps(counter(&l.file, crate::kernels::optim::STEP_NAME)? as u64)?;
+            .set_steps(counter(&l.file, lstm_wgpu::kernels::optim::STEP_NAME)? as u64)?;
         tr.steps_taken = st.step as u64;
         let state = l.file.require_f32("train.state")?;
         tr.set_carried_state(&state.data)?;
@@ -1903,7 +1907,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     let mut in_flight: std::collections::VecDeque<(usize, f64)> = Default::default();
     while st.step < stop {
         while submitted < stop
-            && submitted - st.step < crate::kernels::optim::MAX_IN_FLIGHT
+            && submitted - st.step < lstm_wgpu::kernels::optim::MAX_IN_FLIGHT
             && (submitted == st.step || !boundary(submitted))
         {
             let (t, batch, carry) = train_batch(&c, &data, submitted)?;
@@ -2060,7 +2064,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     let last = curve
         .last()
         .map_or_else(|| "-".to_string(), |p| format!("{:.5}", p.1));
-    crate::out::line(format!(
+    crate::cli::out::line(format!(
         "final: step {} train_loss {last} val_loss {} best_val {} skipped {} time {secs:.1}s tokens/s {:.0}{}",
         st.step,
         val_curve
@@ -2301,7 +2305,7 @@ pub fn generate(a: &GenerateArgs, verbose: bool) -> Result<()> {
         tr.eval(1, &StepData::tokens(&[pick as u32], &[0]), carry)?;
         logits = tr.head_output(1)?;
     }
-    crate::out::line(out)?;
+    crate::cli::out::line(out)?;
     Ok(())
 }
 
@@ -2415,7 +2419,7 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
     }
     let cont = match a.future {
         Some(_) => Some(
-            crate::train::forecast::continuations(&sel.table)
+            lstm_wgpu::train::forecast::continuations(&sel.table)
                 .map_err(|e| Error::file(&a.data, e))?,
         ),
         None => None,
@@ -2444,7 +2448,7 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
     };
     let future = match (a.future, &cont) {
         (Some(steps), Some(cont)) => {
-            crate::train::forecast::forecast(&mut tr, &sel.table, &norm, t_len, k, steps, cont)
+            lstm_wgpu::train::forecast::forecast(&mut tr, &sel.table, &norm, t_len, k, steps, cont)
                 .map_err(|e| Error::file(&a.data, e))?
         }
         _ => Vec::new(),
@@ -2462,7 +2466,7 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
                 .map(|j| csv_cell(&format!("{tname}_t+{j}")))
                 .chain((1..=k).map(|j| csv_cell(&format!("pred_{tname}_t+{j}"))))
                 .collect();
-            crate::out::line(format!("{time_head}window,{}", names.join(",")))?;
+            crate::cli::out::line(format!("{time_head}window,{}", names.join(",")))?;
             for (i, &w) in windows.iter().enumerate() {
                 let r0 = s.first_target_row(w);
                 let mut row = cell(r0).unwrap_or_default() + &w.to_string();
@@ -2472,11 +2476,11 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
                 for j in 0..k {
                     row += &format!(",{}", norm.target.denormalize(pred[i * k + j] as f64));
                 }
-                crate::out::line(row)?;
+                crate::cli::out::line(row)?;
             }
         }
         _ => {
-            crate::out::line(format!(
+            crate::cli::out::line(format!(
                 "{time_head}row,{},{}",
                 csv_cell(tname),
                 csv_cell(&format!("pred_{tname}"))
@@ -2489,7 +2493,7 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
                     .filter(|w| *w < windows.len())
                     .map(|w| norm.target.denormalize(pred[w * k] as f64).to_string())
                     .unwrap_or_default();
-                crate::out::line(format!(
+                crate::cli::out::line(format!(
                     "{}{},{},{p}",
                     cell(r).unwrap_or_default(),
                     r + 1,
@@ -2507,7 +2511,7 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
                         String::new()
                     },
                 );
-                crate::out::line(format!("{t}{},,{y}", n + i + 1))?;
+                crate::cli::out::line(format!("{t}{},,{y}", n + i + 1))?;
             }
         }
     }
@@ -2581,7 +2585,7 @@ fn extend_times(values: &[String], n: usize) -> Vec<String> {
     }
     let nums: Option<Vec<f64>> = values.iter().map(|v| v.parse::<f64>().ok()).collect();
     if let Some(v) = nums
-        && let Some(d) = crate::train::forecast::constant_step(&v)
+        && let Some(d) = lstm_wgpu::train::forecast::constant_step(&v)
     {
         let last = v[v.len() - 1];
         let ints = v.iter().all(|x| x.fract() == 0.0) && d.fract() == 0.0;
@@ -2616,7 +2620,7 @@ fn extend_dates(values: &[String], n: usize) -> Option<Vec<String>> {
     let months: Vec<f64> = dates.iter().map(|d| (d.0 * 12 + d.1 - 1) as f64).collect();
     let (y, m, day) = dates[dates.len() - 1];
     // The same day of the month (or none) and a constant month step.
-    if let Some(step) = crate::train::forecast::constant_step(&months)
+    if let Some(step) = lstm_wgpu::train::forecast::constant_step(&months)
         && dates.iter().all(|x| x.2 == day)
     {
         let last = months[months.len() - 1] as i64;
@@ -2634,7 +2638,7 @@ fn extend_dates(values: &[String], n: usize) -> Option<Vec<String>> {
         .iter()
         .map(|d| days_from_civil(d.0, d.1, d.2.unwrap_or(1)) as f64)
         .collect();
-    let step = crate::train::forecast::constant_step(&days)? as i64;
+    let step = lstm_wgpu::train::forecast::constant_step(&days)? as i64;
     let last = days_from_civil(y, m, day);
     Some(
         (1..=n as i64)

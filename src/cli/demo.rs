@@ -3,10 +3,10 @@
 //! and the Adam update run on the host (the GPU trainer replaces this).
 
 use crate::cli::{DemoArgs, open_gpu};
-use crate::error::{Error, Result};
-use crate::lstm::{Batch, Lstm, Upstream};
-use crate::model::{LstmConfig, LstmModel};
-use crate::reference::Rng;
+use lstm_wgpu::error::{Error, Result};
+use lstm_wgpu::lstm::{Batch, Lstm, Upstream};
+use lstm_wgpu::model::{LstmConfig, LstmModel};
+use lstm_wgpu::reference::Rng;
 
 /// Adam (PyTorch defaults: betas 0.9, 0.999, eps 1e-8) on a host vector.
 struct Adam {
@@ -127,7 +127,7 @@ pub fn run(a: &DemoArgs, verbose: bool) -> Result<()> {
         opt_head.step(&mut head, &ghead, a.lr);
         ctx.write(&lstm.model.params, 0, &params);
         if step == 1 || step % 10 == 0 || step == a.steps {
-            crate::out::line(format!("step {step:>4}  loss {loss:.5}"))?;
+            crate::cli::out::line(format!("step {step:>4}  loss {loss:.5}"))?;
         }
     }
     eprintln!(

@@ -15,46 +15,6 @@ use crate::model::norm::Norm;
 use crate::reference::Rng;
 use crate::train::{Carry, Head, NetConfig, StepData, Trainer, init_values};
 use std::sync::Arc;
-use std::time::Instant;
-
-/// Arguments of `bench`.
-#[derive(clap::Args, Debug)]
-#[command(
-    after_help = "Workloads (each step: forward + loss + backward + clip + AdamW):
-  ts    input 10, hidden 64, 2 layers, seq 20, batch 32, head on the last step, MSE, clip 1
-  char  vocab 65, embed 128, hidden 256, 2 layers, seq 64, batch 32, head every step, CE, clip 5
-  big   input 512, hidden 512, 2 layers, seq 128, batch 64, 512->512 head every step, MSE, clip 1
-  deep  char with 4 layers, residual connections and LayerNorm between layers, clip 5
-On a CPU driver such as lavapipe steps are slow (on a 2-core machine ts about half a second,
-char 20 s or more): pass small --steps/--warmup there; `all` takes a long time."
-)]
-pub struct BenchArgs {
-    /// Workload to run: ts, char, big, deep or all.
-    #[arg(long, default_value = "all", value_name = "NAME")]
-    pub workload: String,
-    /// One JSON object per workload on stdout instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Timed steps per workload (the median is reported).
-    #[arg(long, default_value_t = 10)]
-    pub steps: usize,
-    /// Untimed steps first (pipeline and plan creation, driver warm-up).
-    #[arg(long, default_value_t = 3)]
-    pub warmup: usize,
-    /// Also time each kernel with GPU timestamps (needs timestamp queries
-    /// inside passes) and print a per-kernel table on stderr. The
-    /// timestamps and their readback slow the step a little.
-    #[arg(long)]
-    pub profile: bool,
-    /// Wait for each step before submitting the next (no pipelining): the
-    /// step's latency rather than the throughput of back-to-back steps.
-    #[arg(long)]
-    pub sync: bool,
-    /// Precision of the training steps: f32, f16-mixed or auto (see
-    /// `train --precision`).
-    #[arg(long, value_name = "P", default_value = "f32", value_parser = crate::model::precision::PrecisionChoice::parse)]
-    pub precision: crate::model::precision::PrecisionChoice,
-}
 
 /// A standard workload.
 #[derive(Clone, Debug)]
@@ -292,13 +252,6 @@ impl BenchRow {
     }
 }
 
-/// Which cell path `trainer` runs for `t`×`b` batches: the schedule's
-/// choice by shape, or the one forced by `LSTM_WGPU_CELL_PATH`. The only
-/// place the bench learns the path.
-fn cell_path(trainer: &mut Trainer, t: usize, b: usize) -> Result<&'static str> {
-    Ok(trainer.lstm.plan(t, b)?.path.as_str())
-}
-
 /// The synthetic batch of a workload, time-major: inputs and targets.
 enum Synthetic {
     Tokens(Vec<u32>, Vec<u32>),
@@ -335,16 +288,6 @@ impl Synthetic {
             Synthetic::Tokens(x, y) => StepData::tokens(x, y),
             Synthetic::Series(x, y) => StepData::series(x, y),
         }
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
     }
 }
 
@@ -387,177 +330,6 @@ impl BenchRun {
         self.trainer
             .submit(self.seq, &self.data.step_data(), Carry::Zero, self.lr)
     }
-}
-
-/// Runs `w` on a context of its own (so its memory high-water mark counts
-/// only this workload): `warmup` untimed steps, then `steps` timed ones.
-/// `progress` reports each step on stderr.
-/// `profile` times each kernel of the timed steps (after the first step,
-/// which makes the plans) and prints the table on stderr; `sync` waits for
-/// each step before submitting the next.
-pub fn run_workload(
-    w: &Workload,
-    steps: usize,
-    warmup: usize,
-    progress: bool,
-    profile: bool,
-    sync: bool,
-    precision: crate::model::precision::PrecisionChoice,
-) -> Result<BenchRow> {
-    if steps == 0 {
-        return Err(Error::Invalid("--steps must be at least 1".into()));
-    }
-    // Profiling reads every step's timestamps back before the next submit.
-    let sync = sync || profile;
-    let ctx = Arc::new(GpuContext::with_options(crate::gpu::GpuOptions {
-        timestamps: profile,
-        ..crate::cli::gpu_options_from_env()?
-    })?);
-    let mut run = BenchRun::new(ctx.clone(), w)?;
-    let (precision, warning) = crate::model::precision::resolve(precision, &ctx, &w.net.norm)?;
-    if let Some(msg) = warning {
-        eprintln!("warning: {msg}");
-    }
-    run.trainer.set_precision(precision)?;
-    // f16-mixed training steps carry GradScaler's dynamic loss scale, as
-    // `train --precision f16-mixed` does.
-    let scaler = crate::model::precision::LossScaleChoice::Default.config(precision);
-    run.trainer.set_loss_scaler(scaler)?;
-    let mut times = Vec::with_capacity(steps);
-    let mut last_loss = f32::NAN;
-    // Steps are pipelined as in training: step i is submitted before step
-    // i-1's loss is read, and a step's time is the interval between the
-    // completions of consecutive steps (each read back once done), so the
-    // GPU work is inside the timed region and host recording overlaps it.
-    let mut collected = 0usize;
-    let mut last_done = Instant::now();
-    let mut collect = |st: crate::train::StepStats, times: &mut Vec<f64>| {
-        let now = Instant::now();
-        let ms = (now - last_done).as_secs_f64() * 1e3;
-        last_done = now;
-        let i = collected;
-        collected += 1;
-        let timed = i >= warmup && i < warmup + steps;
-        if timed {
-            times.push(ms);
-        }
-        if progress && i < warmup + steps {
-            eprintln!(
-                "{}: step {}/{} {ms:.1} ms, loss {:.4}{}",
-                w.name,
-                i + 1,
-                warmup + steps,
-                st.loss,
-                if timed { "" } else { " (warm-up)" }
-            );
-        } else if progress {
-            eprintln!("{}: trailing untimed step {ms:.1} ms", w.name);
-        }
-        timed.then_some(st.loss)
-    };
-    // Pipelined, one more step runs after the timed ones, so that each timed
-    // step is read while its successor is in flight (steady state) and the
-    // last one's interval is not cut short by the final drain.
-    for i in 0..warmup + steps + usize::from(!sync) {
-        if profile && i > 0 && run.trainer.profiler.is_none() {
-            let (n, _) = run.trainer.dispatches_per_step(w.seq).unwrap_or((0, 0));
-            run.trainer.profiler = Some(crate::gpu::Profiler::new(&ctx, n)?);
-        }
-        if i == warmup
-            && let Some(p) = run.trainer.profiler.as_mut()
-        {
-            p.reset();
-        }
-        run.submit()?;
-        // Keep this step in flight while the previous one is read, unless
-        // steps are timed one by one.
-        let keep = if sync {
-            0
-        } else {
-            crate::kernels::optim::MAX_IN_FLIGHT - 1
-        };
-        while run.trainer.outstanding() > keep {
-            if let Some(st) = run.trainer.next_stats()?
-                && let Some(l) = collect(st, &mut times)
-            {
-                last_loss = l;
-            }
-        }
-    }
-    while let Some(st) = run.trainer.next_stats()? {
-        if let Some(l) = collect(st, &mut times) {
-            last_loss = l;
-        }
-    }
-    let ms = median(&mut times);
-    if let Some(p) = &run.trainer.profiler {
-        let rows = p.report();
-        let total: f64 = rows.iter().map(|r| r.2).sum();
-        eprintln!(
-            "{} kernels (GPU timestamps, per step; {total:.0} us in all):",
-            w.name
-        );
-        eprintln!("{:>10} {:>6} {:>9}  kernel", "us", "%", "dispatch");
-        for (name, n, us) in rows {
-            eprintln!("{us:>10.1} {:>6.1} {n:>9.1}  {name}", 100.0 * us / total);
-        }
-    }
-    let trainer = &mut run.trainer;
-    let (dispatches, submits) = trainer
-        .dispatches_per_step(w.seq)
-        .ok_or_else(|| Error::Invalid(format!("no training step of length {} has run", w.seq)))?;
-    let flops = w.flops();
-    Ok(BenchRow {
-        workload: w.name.to_string(),
-        ms_per_step: ms,
-        tokens_per_s: (w.seq * w.batch) as f64 / (ms * 1e-3),
-        dispatches_per_step: dispatches,
-        submits_per_step: submits,
-        gflops: flops / (ms * 1e-3) / 1e9,
-        peak_mem_mb: ctx.mem.peak() as f64 / (1024.0 * 1024.0),
-        adapter: ctx.info.name.clone(),
-        path: cell_path(trainer, w.seq, w.batch)?.to_string(),
-        precision: precision.as_str(),
-        seq: w.seq,
-        batch: w.batch,
-        steps,
-        warmup,
-        gflop_per_step: flops / 1e9,
-        last_loss,
-        pipelined: !sync,
-    })
-}
-
-/// `lstm-wgpu bench`: rows on stdout as each workload finishes, progress on
-/// stderr.
-pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
-    // Everything is checked before the GPU is opened.
-    let workloads = Workload::selection(&a.workload)?;
-    if a.steps == 0 {
-        return Err(Error::Invalid("--steps must be at least 1".into()));
-    }
-    if !a.json {
-        crate::out::line(BenchRow::table_header())?;
-    }
-    for w in &workloads {
-        eprintln!(
-            "bench {}: {} warm-up + {} timed steps, {:.3} GFLOP per step",
-            w.name,
-            a.warmup,
-            a.steps,
-            w.flops() / 1e9
-        );
-        let row = run_workload(w, a.steps, a.warmup, true, a.profile, a.sync, a.precision)?;
-        if verbose {
-            eprintln!("adapter: {}", row.adapter);
-        }
-        if a.json {
-            crate::out::line(row.json())?;
-        } else {
-            crate::out::line(row.table_row())?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! quietly with exit 0; any other failure (`> /dev/full`) is an error
 //! naming stdout.
 
-use crate::error::{Error, Result};
+use lstm_wgpu::error::{Error, Result};
 use std::io::Write;
 
 /// Writes `s` and a newline to stdout, flushed.
@@ -15,6 +15,6 @@ pub fn line(s: impl std::fmt::Display) -> Result<()> {
         .and_then(|()| o.flush())
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::BrokenPipe => Error::StdoutClosed,
-            _ => Error::file("stdout", crate::io::io_msg(&e)),
+            _ => Error::file("stdout", lstm_wgpu::io::io_msg(&e)),
         })
 }

@@ -1,48 +1,14 @@
-//! The command line: thin over the library.
+//! `lstm-wgpu grad`: one forward and backward of given weights and inputs,
+//! written as safetensors (the PyTorch parity tests compare them).
 
-use crate::GpuContext;
-use crate::error::{Error, Result};
-use crate::gpu::GpuOptions;
-use crate::gpu::tuning::Tuning;
-use crate::io::{self, TensorFile};
-use crate::kernels::elementwise::DropoutStep;
-use crate::lstm::{Batch, Lstm, Upstream, validate_batch, validate_upstream};
-use crate::model::norm::NormKind;
-use crate::model::{Links, LstmConfig, LstmModel, NamedTensor};
-use clap::{Parser, Subcommand};
+use super::{describe, open_gpu};
+use lstm_wgpu::error::{Error, Result};
+use lstm_wgpu::io::{self, TensorFile};
+use lstm_wgpu::kernels::elementwise::DropoutStep;
+use lstm_wgpu::lstm::{Batch, Lstm, Upstream, validate_batch, validate_upstream};
+use lstm_wgpu::model::norm::NormKind;
+use lstm_wgpu::model::{Links, LstmModel, NamedTensor};
 use std::path::PathBuf;
-use std::sync::Arc;
-
-/// Train and run PyTorch-compatible LSTMs on any GPU that wgpu reaches.
-#[derive(Parser, Debug)]
-#[command(name = "lstm-wgpu", version, about)]
-pub struct Cli {
-    /// Print the chosen adapter and progress details to stderr.
-    #[arg(short, long, global = true)]
-    pub verbose: bool,
-    /// What to do.
-    #[command(subcommand)]
-    pub cmd: Cmd,
-}
-
-/// Subcommands.
-#[derive(Subcommand, Debug)]
-pub enum Cmd {
-    /// One forward and one backward pass, as torch.autograd computes them.
-    Grad(GradArgs),
-    /// Train a small LSTM for a few steps on a generated sine mixture and
-    /// print its falling loss.
-    Demo(DemoArgs),
-    /// Train a language model or a time-series model on the GPU.
-    Train(Box<crate::train_cli::TrainArgs>),
-    /// Sample text from a text checkpoint.
-    Generate(crate::train_cli::GenerateArgs),
-    /// Run a time-series checkpoint over a CSV.
-    Predict(crate::train_cli::PredictArgs),
-    /// Time standard training workloads (ms/step, tokens/s, dispatches,
-    /// GFLOP/s, peak GPU memory); `all` takes minutes on a CPU driver.
-    Bench(crate::bench::BenchArgs),
-}
 
 /// Arguments of `grad`.
 #[derive(clap::Args, Debug)]
@@ -97,166 +63,8 @@ pub struct GradArgs {
     /// cache, f32 accumulation, state and gradients; needs SHADER_F16 and a
     /// plain cell) or auto (f16-mixed where possible, else f32 with a
     /// warning).
-    #[arg(long, value_name = "P", default_value = "f32", value_parser = crate::model::precision::PrecisionChoice::parse)]
-    pub precision: crate::model::precision::PrecisionChoice,
-}
-
-/// Arguments of `demo`.
-#[derive(clap::Args, Debug)]
-pub struct DemoArgs {
-    /// Training steps.
-    #[arg(long, default_value_t = 60)]
-    pub steps: usize,
-    /// Hidden units.
-    #[arg(long, default_value_t = 32)]
-    pub hidden: usize,
-    /// Stacked layers.
-    #[arg(long, default_value_t = 2)]
-    pub layers: usize,
-    /// Sequence length.
-    #[arg(long, default_value_t = 32)]
-    pub seq_len: usize,
-    /// Sequences per batch.
-    #[arg(long, default_value_t = 16)]
-    pub batch: usize,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 0.01)]
-    pub lr: f32,
-    /// Seed of the initial weights and the data.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-}
-
-/// Runs the parsed command line.
-pub fn run(cli: Cli) -> Result<()> {
-    match cli.cmd {
-        Cmd::Grad(a) => grad(&a, cli.verbose),
-        Cmd::Demo(a) => crate::demo::run(&a, cli.verbose),
-        Cmd::Train(a) => crate::train_cli::train(*a, cli.verbose),
-        Cmd::Generate(a) => crate::train_cli::generate(&a, cli.verbose),
-        Cmd::Predict(a) => crate::train_cli::predict(&a, cli.verbose),
-        Cmd::Bench(a) => crate::bench::run(&a, cli.verbose),
-    }
-}
-
-/// Host memory a run may plan for: half of `MemTotal` in /proc/meminfo,
-/// or 8 GiB where that cannot be read. Sizes over it are refused before
-/// anything is allocated (a failed allocation aborts the process).
-pub fn host_budget() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kb.saturating_mul(1024) / 2)
-        })
-        .unwrap_or(8 << 30)
-}
-
-/// The size limits of a run: the host budget and, with a GPU, its largest
-/// storage buffer.
-pub fn size_limits(ctx: Option<&GpuContext>) -> crate::train::SizeLimits {
-    crate::train::SizeLimits {
-        host_bytes: host_budget(),
-        buffer: ctx.map(|c| c.max_storage_bytes()),
-    }
-}
-
-/// Environment variable forcing the GEMM variant: `block`, `tiled` or
-/// `subgroup` (unset or empty: chosen by adapter).
-pub const GEMM_ENV: &str = "LSTM_WGPU_GEMM";
-/// Environment variable setting the tiled GEMM's shape: `WG_M,WG_N,TK`
-/// (unset: [`crate::kernels::gemm::TileShape::DEFAULT`]).
-pub const GEMM_TILE_ENV: &str = "LSTM_WGPU_GEMM_TILE";
-/// Environment variable forcing the cell variant: `direct` or `tiled`
-/// (unset or empty: chosen by adapter).
-pub const CELL_ENV: &str = "LSTM_WGPU_CELL";
-/// Environment variable setting the tiled cell's tile: `TB,TU,KC,KS`
-/// (batch rows, hidden units, K chunk, K slices; unset: the default tile,
-/// and the large one for large dispatches).
-pub const CELL_TILE_ENV: &str = "LSTM_WGPU_CELL_TILE";
-/// Environment variable forcing the cell path: `per-step`, `persistent` or
-/// `wavefront` (unset or empty: chosen by shape).
-pub const CELL_PATH_ENV: &str = "LSTM_WGPU_CELL_PATH";
-/// Environment variable setting the wavefront's skew C (layer l + 1 runs
-/// step s − C beside layer l at step s); unset: chosen by adapter and shape.
-pub const WAVE_SKEW_ENV: &str = "LSTM_WGPU_WAVE_SKEW";
-/// Environment variable turning the subgroup kernels off (`off` or `0`) or
-/// on (`on`, `1`, or unset: on wherever the adapter has subgroups of one
-/// fixed width).
-pub const SUBGROUPS_ENV: &str = "LSTM_WGPU_SUBGROUPS";
-
-/// The value of environment variable `var` parsed by `parse`, when set and
-/// not empty; a parse failure names the variable.
-pub fn env_choice<T>(
-    var: &str,
-    parse: impl Fn(&str) -> std::result::Result<T, String>,
-) -> Result<Option<T>> {
-    match std::env::var(var) {
-        Ok(v) if !v.trim().is_empty() => parse(&v)
-            .map(Some)
-            .map_err(|e| Error::Invalid(format!("{var}: {e}"))),
-        _ => Ok(None),
-    }
-}
-
-/// The [`Tuning`] the `LSTM_WGPU_*` variables ask for: the only place the
-/// program reads them (the library takes the value). A malformed value is
-/// an error naming its variable.
-pub fn tuning_from_env() -> Result<Tuning> {
-    use crate::gpu::tuning::{CellPath, CellVariant, GemmVariant, TileConfig, TileShape};
-    let cell_path = match std::env::var(CELL_PATH_ENV) {
-        Ok(v) if !v.is_empty() => {
-            Some(CellPath::parse(&v).map_err(|e| Error::Invalid(format!("{CELL_PATH_ENV}: {e}")))?)
-        }
-        _ => None,
-    };
-    let wave_skew = env_choice(WAVE_SKEW_ENV, |v| {
-        v.trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|&c| c > 0)
-            .ok_or_else(|| format!("`{v}` is not a positive whole number"))
-    })?;
-    let subgroups = env_choice(SUBGROUPS_ENV, |v| match v.trim() {
-        "on" | "1" => Ok(true),
-        "off" | "0" => Ok(false),
-        other => Err(format!("`{other}` is neither on nor off")),
-    })?;
-    Ok(Tuning {
-        gemm: env_choice(GEMM_ENV, GemmVariant::parse)?,
-        gemm_tile: env_choice(GEMM_TILE_ENV, TileShape::parse)?,
-        cell: env_choice(CELL_ENV, CellVariant::parse)?,
-        cell_tile: env_choice(CELL_TILE_ENV, TileConfig::parse)?,
-        cell_path,
-        wave_skew,
-        subgroups,
-    })
-}
-
-/// How the program builds its GPU context: the adapter `WGPU_ADAPTER_NAME`
-/// names (none matching is an error listing the adapters) and
-/// [`tuning_from_env`].
-pub fn gpu_options_from_env() -> Result<GpuOptions> {
-    let adapter_name = match std::env::var(crate::gpu::ADAPTER_NAME_ENV) {
-        Ok(want) if !want.is_empty() => Some(want),
-        _ => None,
-    };
-    Ok(GpuOptions {
-        adapter_name,
-        tuning: tuning_from_env()?,
-        ..GpuOptions::default()
-    })
-}
-
-/// Opens the GPU as the environment says ([`gpu_options_from_env`]),
-/// printing the adapter with `-v`.
-pub fn open_gpu(verbose: bool) -> Result<Arc<GpuContext>> {
-    let ctx = GpuContext::with_options(gpu_options_from_env()?)?;
-    if verbose {
-        eprintln!("adapter: {}", ctx.describe());
-    }
-    Ok(Arc::new(ctx))
+    #[arg(long, value_name = "P", default_value = "f32", value_parser = lstm_wgpu::model::precision::PrecisionChoice::parse)]
+    pub precision: lstm_wgpu::model::precision::PrecisionChoice,
 }
 
 fn expect_shape(t: &NamedTensor, want: &[usize], what: &str) -> Result<()> {
@@ -279,7 +87,7 @@ const INPUT_NAMES: [&str; 7] = [
     "lengths",
 ];
 
-fn grad(a: &GradArgs, verbose: bool) -> Result<()> {
+pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
     // Everything is read and checked on the host before the GPU is opened.
     io::check_output(&a.out, "--out", &[&a.weights, &a.inputs])?;
     let wfile = TensorFile::read(&a.weights)?;
@@ -375,7 +183,7 @@ fn grad(a: &GradArgs, verbose: bool) -> Result<()> {
     validate_batch(&cfg, &batch)?;
     validate_upstream(&cfg, &batch, &up)?;
     let train = !a.eval;
-    crate::model::check_batch(&cfg, &host.norm, &batch, train)?;
+    lstm_wgpu::model::check_batch(&cfg, &host.norm, &batch, train)?;
 
     for (flag, v) in [("--clip-norm", a.clip_norm), ("--clip-value", a.clip_value)] {
         if let Some(v) = v
@@ -397,7 +205,7 @@ fn grad(a: &GradArgs, verbose: bool) -> Result<()> {
         )));
     }
     let ctx = open_gpu(verbose)?;
-    let (precision, warning) = crate::model::precision::resolve(a.precision, &ctx, &host.norm)?;
+    let (precision, warning) = lstm_wgpu::model::precision::resolve(a.precision, &ctx, &host.norm)?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
@@ -471,20 +279,4 @@ fn grad(a: &GradArgs, verbose: bool) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// One line describing a configuration.
-pub fn describe(cfg: &LstmConfig) -> String {
-    format!(
-        "{} layer(s), input {}, hidden {}, {}, {}",
-        cfg.num_layers,
-        cfg.input_size,
-        cfg.hidden_size,
-        if cfg.bidirectional {
-            "bidirectional"
-        } else {
-            "unidirectional"
-        },
-        if cfg.bias { "with bias" } else { "no bias" }
-    )
 }

@@ -1,0 +1,94 @@
+//! The `LSTM_WGPU_*` and `WGPU_ADAPTER_NAME` variables: the only place the
+//! program reads the environment (the library takes a [`Tuning`] and
+//! [`GpuOptions`] value). The criterion benchmarks include this file too.
+
+use lstm_wgpu::error::{Error, Result};
+use lstm_wgpu::gpu::GpuOptions;
+use lstm_wgpu::gpu::tuning::Tuning;
+
+/// Environment variable forcing the GEMM variant: `block`, `tiled` or
+/// `subgroup` (unset or empty: chosen by adapter).
+pub const GEMM_ENV: &str = "LSTM_WGPU_GEMM";
+/// Environment variable setting the tiled GEMM's shape: `WG_M,WG_N,TK`
+/// (unset: [`lstm_wgpu::kernels::gemm::TileShape::DEFAULT`]).
+pub const GEMM_TILE_ENV: &str = "LSTM_WGPU_GEMM_TILE";
+/// Environment variable forcing the cell variant: `direct` or `tiled`
+/// (unset or empty: chosen by adapter).
+pub const CELL_ENV: &str = "LSTM_WGPU_CELL";
+/// Environment variable setting the tiled cell's tile: `TB,TU,KC,KS`
+/// (batch rows, hidden units, K chunk, K slices; unset: the default tile,
+/// and the large one for large dispatches).
+pub const CELL_TILE_ENV: &str = "LSTM_WGPU_CELL_TILE";
+/// Environment variable forcing the cell path: `per-step`, `persistent` or
+/// `wavefront` (unset or empty: chosen by shape).
+pub const CELL_PATH_ENV: &str = "LSTM_WGPU_CELL_PATH";
+/// Environment variable setting the wavefront's skew C (layer l + 1 runs
+/// step s − C beside layer l at step s); unset: chosen by adapter and shape.
+pub const WAVE_SKEW_ENV: &str = "LSTM_WGPU_WAVE_SKEW";
+/// Environment variable turning the subgroup kernels off (`off` or `0`) or
+/// on (`on`, `1`, or unset: on wherever the adapter has subgroups of one
+/// fixed width).
+pub const SUBGROUPS_ENV: &str = "LSTM_WGPU_SUBGROUPS";
+
+/// The value of environment variable `var` parsed by `parse`, when set and
+/// not empty; a parse failure names the variable.
+pub fn env_choice<T>(
+    var: &str,
+    parse: impl Fn(&str) -> std::result::Result<T, String>,
+) -> Result<Option<T>> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => parse(&v)
+            .map(Some)
+            .map_err(|e| Error::Invalid(format!("{var}: {e}"))),
+        _ => Ok(None),
+    }
+}
+
+/// The [`Tuning`] the `LSTM_WGPU_*` variables ask for: the only place the
+/// program reads them (the library takes the value). A malformed value is
+/// an error naming its variable.
+pub fn tuning_from_env() -> Result<Tuning> {
+    use lstm_wgpu::gpu::tuning::{CellPath, CellVariant, GemmVariant, TileConfig, TileShape};
+    let cell_path = match std::env::var(CELL_PATH_ENV) {
+        Ok(v) if !v.is_empty() => {
+            Some(CellPath::parse(&v).map_err(|e| Error::Invalid(format!("{CELL_PATH_ENV}: {e}")))?)
+        }
+        _ => None,
+    };
+    let wave_skew = env_choice(WAVE_SKEW_ENV, |v| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&c| c > 0)
+            .ok_or_else(|| format!("`{v}` is not a positive whole number"))
+    })?;
+    let subgroups = env_choice(SUBGROUPS_ENV, |v| match v.trim() {
+        "on" | "1" => Ok(true),
+        "off" | "0" => Ok(false),
+        other => Err(format!("`{other}` is neither on nor off")),
+    })?;
+    Ok(Tuning {
+        gemm: env_choice(GEMM_ENV, GemmVariant::parse)?,
+        gemm_tile: env_choice(GEMM_TILE_ENV, TileShape::parse)?,
+        cell: env_choice(CELL_ENV, CellVariant::parse)?,
+        cell_tile: env_choice(CELL_TILE_ENV, TileConfig::parse)?,
+        cell_path,
+        wave_skew,
+        subgroups,
+    })
+}
+
+/// How the program builds its GPU context: the adapter `WGPU_ADAPTER_NAME`
+/// names (none matching is an error listing the adapters) and
+/// [`tuning_from_env`].
+pub fn gpu_options_from_env() -> Result<GpuOptions> {
+    let adapter_name = match std::env::var(lstm_wgpu::gpu::ADAPTER_NAME_ENV) {
+        Ok(want) if !want.is_empty() => Some(want),
+        _ => None,
+    };
+    Ok(GpuOptions {
+        adapter_name,
+        tuning: tuning_from_env()?,
+        ..GpuOptions::default()
+    })
+}
