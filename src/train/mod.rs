@@ -537,6 +537,38 @@ struct StepPlan {
     backward: Vec<Dispatch>,
 }
 
+/// What [`Trainer::build`] wires together for one step length: the LSTM
+/// plan's pieces and the buffers of the head and the loss.
+struct StepParts {
+    t: usize,
+    /// Rows the head sees: every step, or the last valid one per sequence.
+    rows: usize,
+    /// The head runs on the last valid step only (regression).
+    last: bool,
+    head_off: (usize, usize),
+    emb_off: usize,
+    lstm_fwd: Vec<Dispatch>,
+    lstm_bwd: Vec<Dispatch>,
+    refresh: Option<Dispatch>,
+    out: wgpu::Buffer,
+    ws_x: wgpu::Buffer,
+    lengths: wgpu::Buffer,
+    dy_top: wgpu::Buffer,
+    dy_in: wgpu::Buffer,
+    ws_pre: wgpu::Buffer,
+    ws_dg: wgpu::Buffer,
+    half_dg: bool,
+    gate_offs: Vec<(usize, usize)>,
+    inputs: wgpu::Buffer,
+    targets: wgpu::Buffer,
+    csr: wgpu::Buffer,
+    head_in: wgpu::Buffer,
+    tp: Option<(wgpu::Buffer, wgpu::Buffer, wgpu::Buffer)>,
+    head_out: wgpu::Buffer,
+    scratch: wgpu::Buffer,
+    mask: wgpu::Buffer,
+}
+
 /// A model with its optimizer, ready to take steps.
 pub struct Trainer {
     ctx: Arc<GpuContext>,
@@ -849,14 +881,37 @@ impl Trainer {
     }
 
     fn build(&mut self, t: usize, train: bool) -> Result<StepPlan> {
+        let s = self.step_parts(t, train)?;
+        let ctx = self.ctx.clone();
+        ctx.scoped(|| {
+            let (forward, backward) = match self.net.head {
+                Head::Language { vocab, embed } => self.language_step(&s, vocab, embed)?,
+                _ => self.series_step(&s)?,
+            };
+            Ok(StepPlan {
+                tok: s.tp.as_ref().map(|t| t.1.clone()),
+                inputs: s.inputs.clone(),
+                targets: s.targets.clone(),
+                mask: s.mask.clone(),
+                csr: s.csr.clone(),
+                head_out: s.head_out.clone(),
+                forward,
+                backward,
+            })
+        })
+    }
+
+    /// The LSTM plan of a `t`-step batch and the buffers the head and the
+    /// loss of a step add to it.
+    fn step_parts(&mut self, t: usize, train: bool) -> Result<StepParts> {
         let b = self.batch;
         let tb = t * b;
         let h = self.net.hidden;
         let out_dim = self.net.out_dim();
-        let (w_head, b_head) = (self.offset("head.weight"), self.offset("head.bias"));
+        let head_off = (self.offset("head.weight"), self.offset("head.bias"));
         let emb_off = match self.net.head {
-            Head::Language { .. } => Some(self.offset("embedding.weight")),
-            _ => None,
+            Head::Language { .. } => self.offset("embedding.weight"),
+            _ => 0,
         };
         let ctx = self.ctx.clone();
         self.lstm.train = train;
@@ -875,9 +930,6 @@ impl Trainer {
         let gate_offs = (0..dirs)
             .map(|d| self.lstm.gate_offsets(t, b, 0, d))
             .collect::<Result<Vec<_>>>()?;
-        let k = self.lstm.kernels();
-        let params = &self.lstm.model.params;
-        let grads = &self.lstm.model.grads;
         let lang = matches!(self.net.head, Head::Language { .. });
         let last = matches!(self.net.head, Head::Regression { .. });
         // Rows the head sees: every step, or the last valid one per sequence.
@@ -908,183 +960,218 @@ impl Trainer {
         let scratch = ctx.storage("loss scratch", 3 * rows)?;
         // Rows of the MSE that count; rewritten per batch for Sequence.
         let mask = ctx.storage_init("loss mask", &vec![1u32; rows])?;
-        ctx.scoped(|| {
-            let mut forward: Vec<Dispatch> = refresh.into_iter().collect();
-            let mut backward = Vec::new();
-            if let (Head::Language { vocab, embed }, Some(emb_off)) = (self.net.head, emb_off) {
-                let es = EmbShape {
-                    rows: tb,
-                    dim: embed,
-                    vocab,
-                    table_off: emb_off,
-                    dtable_off: emb_off,
-                    ..Default::default()
-                };
-                // Runs last in backward: the embedding gradient.
-                let mut eb = Vec::new();
-                match &tp {
-                    None => {
-                        forward.extend(k.embedding()?.forward(
-                            &ctx,
-                            &es,
-                            &EmbForward {
-                                ids: &inputs,
-                                table: params,
-                                out: &ws_x,
-                            },
-                        )?);
-                        eb = k.embedding()?.backward(
-                            &ctx,
-                            &es,
-                            &EmbBackward {
-                                csr: &csr,
-                                dout: &dy_in,
-                                dtable: grads,
-                            },
-                        )?;
-                    }
-                    Some((proj, tok, gsum)) => {
-                        for (d, &(pre_off, dg_off)) in gate_offs.iter().enumerate() {
-                            let tables = TokenTables {
-                                proj,
-                                tok,
-                                gsum,
-                                csr: &csr,
-                            };
-                            let (f, bw) = self.token_projection_dispatches(
-                                (vocab, embed),
-                                (emb_off, d),
-                                (&ws_pre, pre_off),
-                                (&ws_dg, dg_off, half_dg),
-                                tb,
-                                &tables,
-                            )?;
-                            forward.extend(f);
-                            eb.extend(bw);
-                        }
-                    }
-                }
-                forward.extend(lstm_fwd.iter().cloned());
-                self.head(
-                    &mut forward,
-                    &mut backward,
-                    &out,
-                    rows,
-                    &head_out,
-                    &dy_top,
-                    (w_head, b_head),
-                )?;
-                let cs = CeShape {
-                    rows,
-                    classes: vocab,
-                    ..Default::default()
-                };
-                forward.extend(k.loss()?.ce_forward(
-                    &ctx,
-                    &cs,
-                    &CeForward {
-                        logits: &head_out,
-                        targets: &targets,
-                        step: &self.loss_step,
-                        scratch: &scratch,
-                        loss: &self.loss,
-                    },
-                )?);
-                let mut bwd = k.loss()?.ce_backward(
-                    &ctx,
-                    &cs,
-                    &CeBackward {
-                        logits: &head_out,
-                        targets: &targets,
-                        step: &self.loss_step,
-                        scratch: &scratch,
-                        dlogits: &head_out,
-                    },
-                )?;
-                bwd.append(&mut backward);
-                backward = bwd;
-                backward.extend(lstm_bwd.iter().cloned());
-                backward.extend(eb);
-            } else {
-                forward.extend(lstm_fwd.iter().cloned());
-                let ls = LastStepShape {
-                    seq: t,
-                    batch: b,
-                    features: h,
-                    ..Default::default()
-                };
-                if last {
-                    forward.extend(
-                        k.elementwise()?
-                            .last_gather(&ctx, &ls, &lengths, &out, &head_in)?,
-                    );
-                }
-                // The head's input gradient goes to the last-step buffer
-                // (scattered below into the zeroed d(output)), or straight
-                // to d(output) when the head runs on every step.
-                let (hin, dhin) = if last {
-                    (&head_in, &head_in)
-                } else {
-                    (&out, &dy_top)
-                };
-                self.head(
-                    &mut forward,
-                    &mut backward,
-                    hin,
-                    rows,
-                    &head_out,
-                    dhin,
-                    (w_head, b_head),
-                )?;
-                let ms = MseShape {
-                    rows,
-                    features: out_dim,
-                    ..Default::default()
-                };
-                forward.extend(k.loss()?.mse_forward(
-                    &ctx,
-                    &ms,
-                    &MseForward {
-                        pred: &head_out,
-                        target: &targets,
-                        mask: &mask,
-                        step: &self.loss_step,
-                        scratch: &scratch,
-                        loss: &self.loss,
-                    },
-                )?);
-                let mut bwd = k.loss()?.mse_backward(
-                    &ctx,
-                    &ms,
-                    &MseBackward {
-                        pred: &head_out,
-                        target: &targets,
-                        mask: &mask,
-                        step: &self.loss_step,
-                        dpred: &head_out,
-                    },
-                )?;
-                bwd.append(&mut backward);
-                backward = bwd;
-                if last {
-                    backward.extend(
-                        k.elementwise()?
-                            .last_scatter(&ctx, &ls, &lengths, &head_in, &dy_top)?,
-                    );
-                }
-                backward.extend(lstm_bwd.iter().cloned());
-            }
-            Ok(StepPlan {
-                tok: tp.as_ref().map(|t| t.1.clone()),
-                inputs: inputs.clone(),
-                targets: targets.clone(),
-                mask: mask.clone(),
-                csr: csr.clone(),
-                head_out: head_out.clone(),
-                forward,
-                backward,
-            })
+        Ok(StepParts {
+            t,
+            rows,
+            last,
+            head_off,
+            emb_off,
+            lstm_fwd,
+            lstm_bwd,
+            refresh,
+            out,
+            ws_x,
+            lengths,
+            dy_top,
+            dy_in,
+            ws_pre,
+            ws_dg,
+            half_dg,
+            gate_offs,
+            inputs,
+            targets,
+            csr,
+            head_in,
+            tp,
+            head_out,
+            scratch,
+            mask,
         })
+    }
+
+    /// A language model's step: embedding (or token projection), LSTM,
+    /// head on every step, cross-entropy; backward in reverse, the
+    /// embedding's gradient last.
+    fn language_step(
+        &self,
+        s: &StepParts,
+        vocab: usize,
+        embed: usize,
+    ) -> Result<(Vec<Dispatch>, Vec<Dispatch>)> {
+        let ctx = &self.ctx;
+        let k = self.lstm.kernels();
+        let tb = s.t * self.batch;
+        let mut forward: Vec<Dispatch> = s.refresh.iter().cloned().collect();
+        let mut backward = Vec::new();
+        let es = EmbShape {
+            rows: tb,
+            dim: embed,
+            vocab,
+            table_off: s.emb_off,
+            dtable_off: s.emb_off,
+            ..Default::default()
+        };
+        // Runs last in backward: the embedding gradient.
+        let mut eb = Vec::new();
+        match &s.tp {
+            None => {
+                forward.extend(k.embedding()?.forward(
+                    ctx,
+                    &es,
+                    &EmbForward {
+                        ids: &s.inputs,
+                        table: &self.lstm.model.params,
+                        out: &s.ws_x,
+                    },
+                )?);
+                eb = k.embedding()?.backward(
+                    ctx,
+                    &es,
+                    &EmbBackward {
+                        csr: &s.csr,
+                        dout: &s.dy_in,
+                        dtable: &self.lstm.model.grads,
+                    },
+                )?;
+            }
+            Some((proj, tok, gsum)) => {
+                for (d, &(pre_off, dg_off)) in s.gate_offs.iter().enumerate() {
+                    let tables = TokenTables {
+                        proj,
+                        tok,
+                        gsum,
+                        csr: &s.csr,
+                    };
+                    let (f, bw) = self.token_projection_dispatches(
+                        (vocab, embed),
+                        (s.emb_off, d),
+                        (&s.ws_pre, pre_off),
+                        (&s.ws_dg, dg_off, s.half_dg),
+                        tb,
+                        &tables,
+                    )?;
+                    forward.extend(f);
+                    eb.extend(bw);
+                }
+            }
+        }
+        forward.extend(s.lstm_fwd.iter().cloned());
+        self.head(
+            &mut forward,
+            &mut backward,
+            &s.out,
+            s.rows,
+            &s.head_out,
+            &s.dy_top,
+            s.head_off,
+        )?;
+        let cs = CeShape {
+            rows: s.rows,
+            classes: vocab,
+            ..Default::default()
+        };
+        forward.extend(k.loss()?.ce_forward(
+            ctx,
+            &cs,
+            &CeForward {
+                logits: &s.head_out,
+                targets: &s.targets,
+                step: &self.loss_step,
+                scratch: &s.scratch,
+                loss: &self.loss,
+            },
+        )?);
+        let mut bwd = k.loss()?.ce_backward(
+            ctx,
+            &cs,
+            &CeBackward {
+                logits: &s.head_out,
+                targets: &s.targets,
+                step: &self.loss_step,
+                scratch: &s.scratch,
+                dlogits: &s.head_out,
+            },
+        )?;
+        bwd.append(&mut backward);
+        bwd.extend(s.lstm_bwd.iter().cloned());
+        bwd.extend(eb);
+        Ok((forward, bwd))
+    }
+
+    /// A series model's step: LSTM, head on the last valid step
+    /// (regression) or on every step (sequence), masked MSE.
+    fn series_step(&self, s: &StepParts) -> Result<(Vec<Dispatch>, Vec<Dispatch>)> {
+        let ctx = &self.ctx;
+        let k = self.lstm.kernels();
+        let mut forward: Vec<Dispatch> = s.refresh.iter().cloned().collect();
+        let mut backward = Vec::new();
+        forward.extend(s.lstm_fwd.iter().cloned());
+        let ls = LastStepShape {
+            seq: s.t,
+            batch: self.batch,
+            features: self.net.hidden,
+            ..Default::default()
+        };
+        if s.last {
+            forward.extend(
+                k.elementwise()?
+                    .last_gather(ctx, &ls, &s.lengths, &s.out, &s.head_in)?,
+            );
+        }
+        // The head's input gradient goes to the last-step buffer
+        // (scattered below into the zeroed d(output)), or straight
+        // to d(output) when the head runs on every step.
+        let (hin, dhin) = if s.last {
+            (&s.head_in, &s.head_in)
+        } else {
+            (&s.out, &s.dy_top)
+        };
+        self.head(
+            &mut forward,
+            &mut backward,
+            hin,
+            s.rows,
+            &s.head_out,
+            dhin,
+            s.head_off,
+        )?;
+        let ms = MseShape {
+            rows: s.rows,
+            features: self.net.out_dim(),
+            ..Default::default()
+        };
+        forward.extend(k.loss()?.mse_forward(
+            ctx,
+            &ms,
+            &MseForward {
+                pred: &s.head_out,
+                target: &s.targets,
+                mask: &s.mask,
+                step: &self.loss_step,
+                scratch: &s.scratch,
+                loss: &self.loss,
+            },
+        )?);
+        let mut bwd = k.loss()?.mse_backward(
+            ctx,
+            &ms,
+            &MseBackward {
+                pred: &s.head_out,
+                target: &s.targets,
+                mask: &s.mask,
+                step: &self.loss_step,
+                dpred: &s.head_out,
+            },
+        )?;
+        bwd.append(&mut backward);
+        if s.last {
+            bwd.extend(
+                k.elementwise()?
+                    .last_scatter(ctx, &ls, &s.lengths, &s.head_in, &s.dy_top)?,
+            );
+        }
+        bwd.extend(s.lstm_bwd.iter().cloned());
+        Ok((forward, bwd))
     }
 
     /// The token projection of direction `d` (`token_projection`):
