@@ -7,7 +7,7 @@ use lstm_wgpu::io::{self, TensorFile};
 use lstm_wgpu::kernels::elementwise::DropoutStep;
 use lstm_wgpu::lstm::{Batch, Lstm, Upstream, validate_batch, validate_upstream};
 use lstm_wgpu::model::norm::NormKind;
-use lstm_wgpu::model::{Links, LstmModel, NamedTensor};
+use lstm_wgpu::model::{Links, LstmConfig, LstmModel, NamedTensor};
 use std::path::PathBuf;
 
 /// Arguments of `grad`.
@@ -87,13 +87,47 @@ const INPUT_NAMES: [&str; 7] = [
     "lengths",
 ];
 
-pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
-    // Everything is read and checked on the host before the GPU is opened.
-    io::check_output(&a.out, "--out", &[&a.weights, &a.inputs])?;
-    let wfile = TensorFile::read(&a.weights)?;
-    let (floats, counters) = wfile.params_and_counters()?;
-    let host = LstmModel::host_model(&floats, &counters, a.norm)?;
-    let cfg = host.config.clone();
+/// The input file's tensors, checked against the weights' configuration.
+struct Inputs {
+    x: NamedTensor,
+    grad_output: NamedTensor,
+    grad_h_n: NamedTensor,
+    grad_c_n: NamedTensor,
+    h0: Option<NamedTensor>,
+    c0: Option<NamedTensor>,
+    lengths: Option<Vec<usize>>,
+    /// T and B.
+    t: usize,
+    n: usize,
+    /// Shapes of `output` and of the states.
+    oshape: [usize; 3],
+    sshape: [usize; 3],
+}
+
+impl Inputs {
+    fn batch(&self, batch_first: bool) -> Batch<'_> {
+        Batch {
+            input: &self.x.data,
+            seq_len: self.t,
+            batch: self.n,
+            batch_first,
+            h0: self.h0.as_ref().map(|v| v.data.as_slice()),
+            c0: self.c0.as_ref().map(|v| v.data.as_slice()),
+            lengths: self.lengths.as_deref(),
+        }
+    }
+
+    fn upstream(&self) -> Upstream<'_> {
+        Upstream {
+            grad_output: &self.grad_output.data,
+            grad_h_n: &self.grad_h_n.data,
+            grad_c_n: &self.grad_c_n.data,
+        }
+    }
+}
+
+/// Reads `--inputs` and checks every tensor's shape against `cfg`.
+fn read_inputs(a: &GradArgs, cfg: &LstmConfig) -> Result<Inputs> {
     let inp = TensorFile::read(&a.inputs)?;
     if let Some(name) = inp
         .tensors
@@ -132,13 +166,13 @@ pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
     };
     let w = cfg.dirs() * h;
     let oshape = if a.batch_first { [n, t, w] } else { [t, n, w] };
-    let gout = inp.require_f32("grad_output")?;
-    expect_shape(&gout, &oshape, "the shape of output")?;
+    let grad_output = inp.require_f32("grad_output")?;
+    expect_shape(&grad_output, &oshape, "the shape of output")?;
     let sshape = [sd, n, h];
-    let ghn = inp.require_f32("grad_h_n")?;
-    expect_shape(&ghn, &sshape, "[L*D, B, H]")?;
-    let gcn = inp.require_f32("grad_c_n")?;
-    expect_shape(&gcn, &sshape, "[L*D, B, H]")?;
+    let grad_h_n = inp.require_f32("grad_h_n")?;
+    expect_shape(&grad_h_n, &sshape, "[L*D, B, H]")?;
+    let grad_c_n = inp.require_f32("grad_c_n")?;
+    expect_shape(&grad_c_n, &sshape, "[L*D, B, H]")?;
     let h0 = inp.f32("h0")?;
     let c0 = inp.f32("c0")?;
     for s in [&h0, &c0].into_iter().flatten() {
@@ -166,25 +200,23 @@ pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
             Some(v.iter().map(|&l| l as usize).collect::<Vec<_>>())
         }
     };
-    let batch = Batch {
-        input: &x.data,
-        seq_len: t,
-        batch: n,
-        batch_first: a.batch_first,
-        h0: h0.as_ref().map(|v| v.data.as_slice()),
-        c0: c0.as_ref().map(|v| v.data.as_slice()),
-        lengths: lengths.as_deref(),
-    };
-    let up = Upstream {
-        grad_output: &gout.data,
-        grad_h_n: &ghn.data,
-        grad_c_n: &gcn.data,
-    };
-    validate_batch(&cfg, &batch)?;
-    validate_upstream(&cfg, &batch, &up)?;
-    let train = !a.eval;
-    lstm_wgpu::model::check_batch(&cfg, &host.norm, &batch, train)?;
+    Ok(Inputs {
+        x,
+        grad_output,
+        grad_h_n,
+        grad_c_n,
+        h0,
+        c0,
+        lengths,
+        t,
+        n,
+        oshape,
+        sshape,
+    })
+}
 
+/// The clipping and dropout flags, checked.
+fn check_flags(a: &GradArgs) -> Result<Links> {
     for (flag, v) in [("--clip-norm", a.clip_norm), ("--clip-value", a.clip_value)] {
         if let Some(v) = v
             && !(v.is_finite() && v >= 0.0)
@@ -204,6 +236,25 @@ pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
             a.dropout
         )));
     }
+    Ok(links)
+}
+
+/// Runs `grad`: checks everything on the host, then one forward and backward.
+pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
+    // Everything is read and checked on the host before the GPU is opened.
+    io::check_output(&a.out, "--out", &[&a.weights, &a.inputs])?;
+    let wfile = TensorFile::read(&a.weights)?;
+    let (floats, counters) = wfile.params_and_counters()?;
+    let host = LstmModel::host_model(&floats, &counters, a.norm)?;
+    let cfg = host.config.clone();
+    let inp = read_inputs(a, &cfg)?;
+    let (batch, up) = (inp.batch(a.batch_first), inp.upstream());
+    validate_batch(&cfg, &batch)?;
+    validate_upstream(&cfg, &batch, &up)?;
+    let train = !a.eval;
+    lstm_wgpu::model::check_batch(&cfg, &host.norm, &batch, train)?;
+    let links = check_flags(a)?;
+
     let ctx = open_gpu(verbose)?;
     let (precision, warning) = lstm_wgpu::model::precision::resolve(a.precision, &ctx, &host.norm)?;
     if let Some(w) = warning {
@@ -247,6 +298,7 @@ pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
             ));
         }
     }
+    let (t, n, oshape, sshape) = (inp.t, inp.n, inp.oshape, inp.sshape);
     if verbose && let Some((f, b)) = lstm.dispatch_counts(t, n) {
         eprintln!("dispatches: forward {f}, backward {b}, in 1 submit");
     }
@@ -254,12 +306,12 @@ pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
         NamedTensor::new("output", oshape.to_vec(), out.output),
         NamedTensor::new("h_n", sshape.to_vec(), out.h_n),
         NamedTensor::new("c_n", sshape.to_vec(), out.c_n),
-        NamedTensor::new("grad.input", x.shape.clone(), g.input),
+        NamedTensor::new("grad.input", inp.x.shape.clone(), g.input),
     ];
-    if h0.is_some() {
+    if inp.h0.is_some() {
         tensors.push(NamedTensor::new("grad.h0", sshape.to_vec(), g.h0));
     }
-    if c0.is_some() {
+    if inp.c0.is_some() {
         tensors.push(NamedTensor::new("grad.c0", sshape.to_vec(), g.c0));
     }
     tensors.extend(g.params);
