@@ -25,9 +25,10 @@ pub struct GradArgs {
     /// input and grad_output are [B, T, ...] instead of [T, B, ...].
     #[arg(long)]
     pub batch_first: bool,
-    /// Normalization variant; the weights file must hold exactly its tensors
+    /// Normalization variant: layer | layer-cell | batch | step-batch |
+    /// recurrent-batch; the weights file must hold exactly its tensors
     /// [default: none].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = NormKind::parse)]
     pub norm: Option<NormKind>,
     /// BatchNorm in train mode: batch statistics, running statistics
     /// updated and written to the output (the default).

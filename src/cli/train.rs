@@ -344,13 +344,11 @@ fn norm_kind(name: &str) -> Result<Option<NormKind>> {
     if name == "none" {
         return Ok(None);
     }
-    <NormKind as clap::ValueEnum>::from_str(name, false)
-        .map(Some)
-        .map_err(|_| {
-            Error::Invalid(format!(
-                "--norm {name}: expected none, layer, layer-cell, batch, step-batch or recurrent-batch"
-            ))
-        })
+    NormKind::parse(name).map(Some).map_err(|_| {
+        Error::Invalid(format!(
+            "--norm {name}: expected none, layer, layer-cell, batch, step-batch or recurrent-batch"
+        ))
+    })
 }
 
 /// The [`Norm`] a run's settings describe.

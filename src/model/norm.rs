@@ -39,7 +39,8 @@ pub enum Norm {
 }
 
 /// The variant's name on the command line, without its parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum NormKind {
     /// LayerNorm between layers.
     Layer,
@@ -51,6 +52,39 @@ pub enum NormKind {
     StepBatch,
     /// Recurrent BatchNorm cell.
     RecurrentBatch,
+}
+
+impl NormKind {
+    /// Every variant, in the order the command line lists them.
+    pub const ALL: [NormKind; 5] = [
+        NormKind::Layer,
+        NormKind::LayerCell,
+        NormKind::Batch,
+        NormKind::StepBatch,
+        NormKind::RecurrentBatch,
+    ];
+
+    /// The name on the command line and in checkpoints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NormKind::Layer => "layer",
+            NormKind::LayerCell => "layer-cell",
+            NormKind::Batch => "batch",
+            NormKind::StepBatch => "step-batch",
+            NormKind::RecurrentBatch => "recurrent-batch",
+        }
+    }
+
+    /// The variant named `s`; an unknown name lists the known ones.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown norm `{s}` (expected {})", names.join(", "))
+            })
+    }
 }
 
 /// Whether a norm tensor is trained or a running statistic.

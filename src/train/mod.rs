@@ -68,7 +68,8 @@ pub struct InitOptions {
 }
 
 /// Initialisation of W_hh.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum WhhInit {
     /// PyTorch's default U(±1/√H).
     #[default]
@@ -78,7 +79,8 @@ pub enum WhhInit {
 }
 
 /// Initialisation of W_ih.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum WihInit {
     /// PyTorch's default U(±1/√H).
     #[default]
