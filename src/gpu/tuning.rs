@@ -3,8 +3,7 @@
 //! value given when a [`crate::GpuContext`] or [`crate::Lstm`] is built.
 //! Every field is an `Option`: `None` keeps the per-adapter (and per-shape)
 //! choice. The library never reads the environment; the command-line layer
-//! builds a `Tuning` from the `LSTM_WGPU_*` variables
-//! ([`crate::cli::tuning_from_env`]).
+//! builds a `Tuning` from the `LSTM_WGPU_*` variables (`src/cli/env.rs`).
 //!
 //! It sits beside [`crate::gpu`], below the kernels: plain data that the
 //! kernel wrappers ([`crate::kernels`]) and the schedule interpret, so that
