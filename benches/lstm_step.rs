@@ -20,9 +20,9 @@ use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterio
 use lstm_wgpu::gpu::Dispatch;
 use lstm_wgpu::kernels::Kernels;
 use lstm_wgpu::kernels::gemm::GemmOp;
-use lstm_wgpu::reference::Rng;
 use lstm_wgpu::train::bench::{BenchRun, Workload};
 use lstm_wgpu::{Batch, GpuContext, Lstm, LstmConfig, LstmModel, Upstream};
+use lstm_wgpu_reference::Rng;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;

@@ -22,8 +22,7 @@ pub mod io;
 pub mod kernels;
 pub mod lstm;
 pub mod model;
-pub mod reference;
-pub mod reference_norm;
+pub mod rng;
 pub mod schedule;
 pub mod train;
 

@@ -8,7 +8,7 @@ mod common;
 use common::cases::*;
 use common::*;
 use lstm_wgpu::Lstm;
-use lstm_wgpu::reference_norm::{self as rn, RefNorm};
+use lstm_wgpu_reference::norm::{self as rn, RefNorm};
 
 const TOL: f64 = 1e-4;
 

@@ -6,8 +6,8 @@ mod common;
 
 use common::cases::*;
 use common::*;
-use lstm_wgpu::reference;
 use lstm_wgpu::{Batch, Grads, Lstm, LstmModel, Outputs, Tuning, Upstream};
+use lstm_wgpu_reference as reference;
 use std::collections::BTreeMap;
 
 const TOL: f64 = 1e-4;

@@ -16,7 +16,7 @@ use lstm_wgpu::kernels::batch_norm::{
     BatchNorm, BnBackward, BnForward, BnShape, check_train, group_counts,
 };
 use lstm_wgpu::kernels::layer_norm::{LayerNorm, LnBackward, LnForward, LnShape};
-use lstm_wgpu::reference::Rng;
+use lstm_wgpu_reference::Rng;
 
 const TOL: f64 = 1e-4;
 const EPS: f64 = 1e-5;

@@ -18,9 +18,9 @@ use common::cases::{self, Data, check_all, gpu_pass, model_of, ref_config, rel_e
 use common::*;
 use lstm_wgpu::kernels::lstm_persistent::loop_iteration_cap;
 use lstm_wgpu::model::norm::Norm;
-use lstm_wgpu::reference;
 use lstm_wgpu::schedule::{CellPath, prefers_persistent};
 use lstm_wgpu::{Batch, Grads, Lstm, LstmConfig, LstmModel, Outputs, Upstream};
+use lstm_wgpu_reference as reference;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

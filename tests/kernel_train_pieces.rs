@@ -24,8 +24,8 @@ use lstm_wgpu::kernels::loss::{
     CeBackward, CeForward, CeShape, IGNORE, LOSS_WORDS, Loss, LossStep, MseBackward, MseForward,
     MseShape, ce_count, check_targets, mse_count,
 };
-use lstm_wgpu::reference::Rng;
 use lstm_wgpu::{Error, GpuContext};
+use lstm_wgpu_reference::Rng;
 
 const TOL: f64 = 1e-4;
 

@@ -11,9 +11,9 @@ use common::cases::{self, Data, check_all, f32s, model_of, ref_config};
 use common::parity;
 use common::*;
 use lstm_wgpu::kernels::elementwise::DropoutStep;
-use lstm_wgpu::reference::{self, Rng};
-use lstm_wgpu::reference_norm::{self as rn, RefNorm};
 use lstm_wgpu::{Error, Grads, Links, Lstm, NamedTensor, Outputs};
+use lstm_wgpu_reference::norm::{self as rn, RefNorm};
+use lstm_wgpu_reference::{self as reference, Rng};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -49,6 +49,14 @@ const BASE: Case = Case {
 };
 
 const INPUT: usize = 7;
+
+/// The reference's copy of a dropout step (it shares no type with the engine).
+fn ref_step(st: &DropoutStep) -> lstm_wgpu_reference::philox::DropoutStep {
+    lstm_wgpu_reference::philox::DropoutStep {
+        seed: st.seed,
+        counter: st.counter,
+    }
+}
 
 fn step(counter: u32) -> DropoutStep {
     DropoutStep {
@@ -103,7 +111,7 @@ fn run_with(
         c.batch,
         c.dropout,
         c.residual,
-        c.train.then_some(&st),
+        c.train.then_some(&ref_step(&st)),
     )
     .unwrap_or_else(|e| panic!("{label}: {e}"));
     if c.train && c.dropout > 0.0 {
@@ -514,8 +522,15 @@ fn grad_cli_links() {
             "{args:?}: {}",
             String::from_utf8_lossy(&res.stderr)
         );
-        let links = rn::ref_links(&d.rc, c.seq, c.batch, 0.35, true, (!eval).then_some(&st))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let links = rn::ref_links(
+            &d.rc,
+            c.seq,
+            c.batch,
+            0.35,
+            true,
+            (!eval).then_some(&ref_step(&st)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let (rout, rg) = reference::backward_links(&d.rc, &d.w, &d.rin, &d.up, &links);
         let f = lstm_wgpu::io::TensorFile::read(&out).unwrap_or_else(|e| panic!("{e}"));
         let get = |n: &str| f.require_f32(n).unwrap_or_else(|e| panic!("{e}")).data;

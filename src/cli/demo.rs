@@ -6,7 +6,7 @@ use crate::cli::{DemoArgs, open_gpu};
 use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::lstm::{Batch, Lstm, Upstream};
 use lstm_wgpu::model::{LstmConfig, LstmModel};
-use lstm_wgpu::reference::Rng;
+use lstm_wgpu::rng::Rng;
 
 /// Adam (PyTorch defaults: betas 0.9, 0.999, eps 1e-8) on a host vector.
 struct Adam {

@@ -3,8 +3,8 @@
 
 use crate::cli::{open_gpu, size_limits};
 use lstm_wgpu::data::{
-    AddingTask, Builtin, CopyTask, CsvTable, DataRng, Missing, Normalizer, SelectOptions,
-    Selection, SeriesConfig, SeriesDataset, Split, TextConfig, TextData, Vocab,
+    AddingTask, Builtin, CopyTask, CsvTable, Missing, Normalizer, Rng, SelectOptions, Selection,
+    SeriesConfig, SeriesDataset, Split, TextConfig, TextData, Vocab,
 };
 use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::io::{self, TensorFile};
@@ -2269,7 +2269,7 @@ pub fn generate(a: &GenerateArgs, verbose: bool) -> Result<()> {
     let ctx = open_gpu(verbose)?;
     let mut tr = Trainer::new(ctx, net, values, 1, None, &OptimConfig::sgd())?;
     restore_model(&mut tr, &floats, &ints, &a.checkpoint)?;
-    let mut rng = DataRng::new(a.seed);
+    let mut rng = Rng::new(a.seed);
     let mut out = a.prompt.clone();
     let mut carry = Carry::Zero;
     // The prompt primes the state; its last position gives the first logits.

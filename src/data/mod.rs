@@ -18,7 +18,7 @@
 //!   [`CopyTask`] and [`generated_text`], all seeded and deterministic.
 //! * Helpers: [`pad_sequences`], [`pad_tokens`] and [`one_hot`].
 //!
-//! Only `std` is used; the PRNG is SplitMix64 ([`DataRng`]).
+//! Only `std` and the library's generator ([`crate::rng`]) are used.
 
 use crate::error::{Error, Result};
 use std::fmt;
@@ -34,76 +34,7 @@ pub const DEFAULT_VAL_FRACTION: f64 = 0.1;
 // PRNG
 // ---------------------------------------------------------------------------
 
-/// SplitMix64 (for a given seed the same raw stream as `reference::Rng`)
-/// with the samplers the datasets need.
-#[derive(Clone, Debug)]
-pub struct DataRng {
-    state: u64,
-    spare: Option<f64>,
-}
-
-impl DataRng {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self {
-            state: seed,
-            spare: None,
-        }
-    }
-
-    /// Next raw 64-bit value.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)` with 53 random bits.
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform in `[lo, hi)`.
-    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.next_f64()
-    }
-
-    /// Uniform integer in `0..n` (0 when `n == 0`).
-    pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() as u128 * n as u128) >> 64) as usize
-    }
-
-    /// Standard normal sample (Box–Muller; the second value of each pair is
-    /// kept for the next call).
-    pub fn normal(&mut self) -> f64 {
-        if let Some(z) = self.spare.take() {
-            return z;
-        }
-        let u1 = 1.0 - self.next_f64(); // (0, 1]: ln is finite
-        let u2 = self.next_f64();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let th = std::f64::consts::TAU * u2;
-        self.spare = Some(r * th.sin());
-        r * th.cos()
-    }
-
-    /// Fisher–Yates shuffle.
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i + 1);
-            v.swap(i, j);
-        }
-    }
-}
-
-/// The seed of an independent stream numbered `stream` under `seed`
-/// (e.g. one per epoch or per batch).
-pub fn derive_seed(seed: u64, stream: u64) -> u64 {
-    let mut r = DataRng::new(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
-    r.next_u64() ^ stream
-}
+pub use crate::rng::{Rng, derive_seed};
 
 /// Which split a generated batch belongs to: the two draw from disjoint
 /// seeded streams.
@@ -1442,7 +1373,7 @@ impl WindowSet {
     pub fn order(&self, shuffle_seed: Option<u64>, epoch: u64) -> Vec<usize> {
         let mut v: Vec<usize> = (0..self.len()).collect();
         if let Some(seed) = shuffle_seed {
-            DataRng::new(derive_seed(seed, epoch)).shuffle(&mut v);
+            Rng::new(derive_seed(seed, epoch)).shuffle(&mut v);
         }
         v
     }
@@ -1847,7 +1778,7 @@ pub const DEFAULT_SERIES_LEN: usize = 10_000;
 pub const SINE_NOISE_STD: f64 = 0.05;
 
 fn sine_parts(len: usize, noise_std: f64, seed: u64) -> (Vec<f64>, Vec<f64>) {
-    let mut rng = DataRng::new(seed);
+    let mut rng = Rng::new(seed);
     let n_comp = 2 + rng.below(2);
     let comps: Vec<(f64, f64, f64)> = (0..n_comp)
         .map(|_| {
@@ -1890,7 +1821,7 @@ pub fn mackey_glass(len: usize, seed: u64) -> Vec<f64> {
     const WARMUP: usize = 500;
     let (beta, gamma, n_exp, h) = (0.2f64, 0.1f64, 10i32, 1.0 / SUB as f64);
     let d = TAU * SUB;
-    let mut rng = DataRng::new(seed);
+    let mut rng = Rng::new(seed);
     let steps = (WARMUP + len) * SUB;
     let mut x: Vec<f64> = Vec::with_capacity(d + 1 + steps);
     for _ in 0..=d {
@@ -1983,8 +1914,8 @@ impl AddingTask {
             )));
         }
         let seed = derive_seed(derive_seed(self.seed, split.stream()), index);
-        let mut rng = DataRng::new(seed);
-        let mut len_rng = DataRng::new(derive_seed(seed, 0x4C45_4E53));
+        let mut rng = Rng::new(seed);
+        let mut len_rng = Rng::new(derive_seed(seed, 0x4C45_4E53));
         let lengths: Vec<usize> = (0..batch)
             .map(|_| {
                 if min_len == t_n {
@@ -2091,7 +2022,7 @@ impl CopyTask {
             return Err(Error::Invalid("the batch size must be at least 1".into()));
         }
         let (k_n, t_n) = (self.symbols, self.seq_len());
-        let mut rng = DataRng::new(derive_seed(derive_seed(self.seed, split.stream()), index));
+        let mut rng = Rng::new(derive_seed(derive_seed(self.seed, split.stream()), index));
         let mut inputs = vec![Self::BLANK; t_n * batch];
         let mut targets = vec![Self::BLANK; t_n * batch];
         for b in 0..batch {
@@ -2168,7 +2099,7 @@ const G_CONJS: &[&str] = &["and", "but", "so", "because", "while", "when"];
 const G_SAYS: &[&str] = &["said", "thought", "knew", "believed", "wrote", "heard"];
 
 /// Index in `0..n` with probability ∝ 1/(i+1) (Zipf-like word frequencies).
-fn zipf(rng: &mut DataRng, n: usize) -> usize {
+fn zipf(rng: &mut Rng, n: usize) -> usize {
     let h: f64 = (1..=n).map(|i| 1.0 / i as f64).sum();
     let mut u = rng.next_f64() * h;
     for i in 0..n {
@@ -2180,11 +2111,11 @@ fn zipf(rng: &mut DataRng, n: usize) -> usize {
     n - 1
 }
 
-fn pick<'a>(rng: &mut DataRng, words: &[&'a str]) -> &'a str {
+fn pick<'a>(rng: &mut Rng, words: &[&'a str]) -> &'a str {
     words[zipf(rng, words.len())]
 }
 
-fn g_np(rng: &mut DataRng, w: &mut Vec<&str>) {
+fn g_np(rng: &mut Rng, w: &mut Vec<&str>) {
     if rng.below(6) == 0 {
         w.push(pick(rng, G_NAMES));
         return;
@@ -2196,7 +2127,7 @@ fn g_np(rng: &mut DataRng, w: &mut Vec<&str>) {
     w.push(pick(rng, G_NOUNS));
 }
 
-fn g_clause(rng: &mut DataRng, w: &mut Vec<&str>) {
+fn g_clause(rng: &mut Rng, w: &mut Vec<&str>) {
     g_np(rng, w);
     if rng.below(2) == 0 {
         w.push(pick(rng, G_VT));
@@ -2213,7 +2144,7 @@ fn g_clause(rng: &mut DataRng, w: &mut Vec<&str>) {
     }
 }
 
-fn g_sentence(rng: &mut DataRng, out: &mut String) {
+fn g_sentence(rng: &mut Rng, out: &mut String) {
     let mut w: Vec<&str> = Vec::new();
     let end = match rng.below(10) {
         0..=4 => {
@@ -2274,7 +2205,7 @@ fn g_sentence(rng: &mut DataRng, out: &mut String) {
 /// ASCII text from a small seeded grammar with Zipf-distributed word
 /// choices, in paragraphs of 3–7 sentences, one paragraph per line.
 pub fn generated_text(bytes: usize, seed: u64) -> String {
-    let mut rng = DataRng::new(seed);
+    let mut rng = Rng::new(seed);
     let mut out = String::with_capacity(bytes + 256);
     while out.len() < bytes {
         let n = 3 + rng.below(5);
@@ -2846,7 +2777,7 @@ mod tests {
 
     #[test]
     fn rng_samplers() {
-        let mut r = DataRng::new(1);
+        let mut r = Rng::new(1);
         let n = 200_000;
         let z: Vec<f64> = (0..n).map(|_| r.normal()).collect();
         let mean = z.iter().sum::<f64>() / n as f64;
@@ -2863,8 +2794,8 @@ mod tests {
             counts.iter().all(|&c| (9_500..10_500).contains(&c)),
             "{counts:?}"
         );
-        // Same raw stream as SplitMix64 (and reference::Rng) for a seed.
-        assert_eq!(DataRng::new(0).next_u64(), 0xE220_A839_7B1D_CDAF);
+        // The raw SplitMix64 stream for a seed.
+        assert_eq!(Rng::new(0).next_u64(), 0xE220_A839_7B1D_CDAF);
     }
 
     #[test]

@@ -483,7 +483,7 @@ impl LstmModel {
         ctx.check_size("parameters", table.total as u64 * 4)?;
         let n = ParamTable::new(config.param_shapes()).total;
         let k = 1.0 / (config.hidden_size as f64).sqrt();
-        let mut rng = crate::reference::Rng::new(seed);
+        let mut rng = crate::rng::Rng::new(seed);
         let mut values: Vec<f32> = (0..n).map(|_| rng.uniform(-k, k) as f32).collect();
         for e in table.entries.iter().filter(|e| e.offset >= n) {
             values.extend(std::iter::repeat_n(norm.init_value(&e.name), e.len()));

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::kernels::optim::OptimConfig;
 use crate::model::norm::Norm;
-use crate::reference::Rng;
+use crate::rng::Rng;
 use crate::train::{Carry, Head, NetConfig, StepData, Trainer, init_values};
 use std::sync::Arc;
 

@@ -334,7 +334,7 @@ impl NetConfig {
 /// what they were. Seeded and deterministic.
 pub fn init_values(net: &NetConfig, seed: u64) -> Vec<f32> {
     let cfg = net.lstm();
-    let mut rng = crate::reference::Rng::new(seed);
+    let mut rng = crate::rng::Rng::new(seed);
     let k = 1.0 / (cfg.hidden_size as f64).sqrt();
     let n_lstm = ParamTable::new(cfg.param_shapes()).total;
     let mut v: Vec<f32> = (0..n_lstm).map(|_| rng.uniform(-k, k) as f32).collect();
@@ -347,7 +347,7 @@ pub fn init_values(net: &NetConfig, seed: u64) -> Vec<f32> {
     for (name, shape) in net.extra() {
         let n: usize = shape.iter().product();
         if name == "embedding.weight" {
-            v.extend((0..n).map(|_| gaussian(&mut rng) as f32));
+            v.extend((0..n).map(|_| rng.normal_unpaired() as f32));
         } else {
             let fan_in = cfg.hidden_size as f64;
             let b = 1.0 / fan_in.sqrt();
@@ -368,19 +368,12 @@ pub fn init_stats(net: &NetConfig) -> Vec<f32> {
     v
 }
 
-/// A standard normal sample (Box–Muller).
-fn gaussian(rng: &mut crate::reference::Rng) -> f64 {
-    let u1 = rng.uniform(f64::MIN_POSITIVE, 1.0);
-    let u2 = rng.uniform(0.0, 1.0);
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
-
 /// A random n×n orthogonal matrix (row-major), as `torch.nn.init.orthogonal_`
 /// makes one: the Q of the QR decomposition of a standard Gaussian matrix,
 /// with the signs that make R's diagonal positive. Gram–Schmidt on the
 /// columns (twice, for f64 accuracy) yields exactly that Q.
-pub fn orthogonal(n: usize, rng: &mut crate::reference::Rng) -> Vec<f64> {
-    let a: Vec<f64> = (0..n * n).map(|_| gaussian(rng)).collect();
+pub fn orthogonal(n: usize, rng: &mut crate::rng::Rng) -> Vec<f64> {
+    let a: Vec<f64> = (0..n * n).map(|_| rng.normal_unpaired()).collect();
     let mut q = vec![0f64; n * n];
     for j in 0..n {
         let mut v: Vec<f64> = (0..n).map(|r| a[r * n + j]).collect();
@@ -409,7 +402,7 @@ fn apply_init_options(net: &NetConfig, seed: u64, v: &mut [f32]) {
     let h = cfg.hidden_size;
     let table = net.table();
     // A stream of its own: the default draws above are left as they were.
-    let mut rng = crate::reference::Rng::new(crate::data::derive_seed(seed, 0x1417_0417));
+    let mut rng = crate::rng::Rng::new(crate::rng::derive_seed(seed, 0x1417_0417));
     for l in 0..cfg.num_layers {
         for d in 0..cfg.dirs() {
             let sfx = crate::model::dir_suffix(d);
@@ -1866,10 +1859,10 @@ mod tests {
     fn orthogonal_has_positive_r_diagonal() {
         // Q = A·R⁻¹ with R upper triangular and diag(R) > 0, as torch's
         // sign-corrected QR: rᵢᵢ = qᵢ·aᵢ > 0 for the same Gaussian A.
-        let mut r1 = crate::reference::Rng::new(9);
+        let mut r1 = crate::rng::Rng::new(9);
         let q = orthogonal(6, &mut r1);
-        let mut r2 = crate::reference::Rng::new(9);
-        let a: Vec<f64> = (0..36).map(|_| gaussian(&mut r2)).collect();
+        let mut r2 = crate::rng::Rng::new(9);
+        let a: Vec<f64> = (0..36).map(|_| r2.normal_unpaired()).collect();
         for j in 0..6 {
             let rjj: f64 = (0..6).map(|r| q[r * 6 + j] * a[r * 6 + j]).sum();
             assert!(rjj > 0.0, "r[{j}][{j}] = {rjj}");

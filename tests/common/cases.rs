@@ -4,12 +4,12 @@
 
 use super::{assert_close, ref_to_tensors, round_f32};
 use lstm_wgpu::model::norm::NormKind;
-use lstm_wgpu::reference::{
-    self, RefConfig, RefGrads, RefInputs, RefOutputs, RefUpstream, RefWeights, Rng,
-};
-use lstm_wgpu::reference_norm::{self as rn, RefNorm};
 use lstm_wgpu::{
     Batch, GpuContext, Grads, Lstm, LstmModel, NamedTensor, Outputs, Result, Upstream,
+};
+use lstm_wgpu_reference::norm::{self as rn, RefNorm};
+use lstm_wgpu_reference::{
+    self as reference, RefConfig, RefGrads, RefInputs, RefOutputs, RefUpstream, RefWeights, Rng,
 };
 use std::collections::BTreeMap;
 

@@ -4,8 +4,8 @@
 pub mod cases;
 pub mod parity;
 
-use lstm_wgpu::reference::{RefConfig, RefWeights};
 use lstm_wgpu::{GpuContext, LstmConfig, NamedTensor};
+use lstm_wgpu_reference::{RefConfig, RefWeights};
 use std::sync::Arc;
 
 /// A GPU context, or a panic with the error that says how to get an adapter

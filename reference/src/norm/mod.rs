@@ -1,5 +1,5 @@
 //! f64 CPU reference of the normalization variants and gradient clipping
-//! (issue 3), built on the plain `nn.LSTM` reference in [`crate::reference`].
+//! (issue 3), built on the plain `nn.LSTM` reference in [`crate`].
 //!
 //! Five variants (see the shared spec; `eps = 1e-5` inside the square root,
 //! BatchNorm momentum `0.1`):
@@ -19,7 +19,7 @@
 //!    active at `s` (`bn_{ih,hh,c}_l{k}{sfx}.*`).
 //!
 //! Variants 1, 3 and 4 run every layer through the plain reference
-//! ([`crate::reference::forward`] / [`crate::reference::backward`] on a one-layer
+//! ([`crate::forward`] / [`crate::backward`] on a one-layer
 //! configuration) and normalize between layers; variants 2 and 5 have their own
 //! cell, processed step by step over the whole batch with explicit caches.
 //!
@@ -41,8 +41,8 @@
 //! Only `std`, `crate::reference` and the CPU mirror of the dropout mask are
 //! used.
 
-use crate::kernels::elementwise::{DropoutStep, dropout_keep};
-use crate::reference::{
+use crate::philox::{DropoutStep, dropout_keep};
+use crate::{
     self as plain, RefConfig, RefDirWeights, RefGrads, RefInputs, RefLinks, RefOutputs,
     RefUpstream, RefWeights, Rng,
 };
@@ -1540,7 +1540,7 @@ fn outer_acc(w: &mut [f64], g: &[f64], x: &[f64]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference::{backward, forward, loss, random_weights};
+    use crate::{backward, forward, loss, random_weights};
 
     fn cfg(i: usize, h: usize, l: usize, bidir: bool, bias: bool) -> RefConfig {
         RefConfig {

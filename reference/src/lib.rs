@@ -16,6 +16,9 @@
 //!
 //! Only `std` is used so the file can be tested standalone.
 
+pub mod norm;
+pub mod philox;
+
 /// Shape hyper-parameters of the LSTM (mirrors `nn.LSTM` constructor arguments).
 #[derive(Clone, Debug)]
 pub struct RefConfig {
