@@ -55,27 +55,3 @@ fn library_reads_no_environment() {
         hits.join("\n")
     );
 }
-
-/// The tuning sits beside the GPU layer, below the kernels: neither it nor
-/// `gpu.rs` may use a kernel, schedule or model type.
-#[test]
-fn tuning_and_gpu_import_no_higher_layer() {
-    let higher = [
-        "crate::kernels",
-        "crate::schedule",
-        "crate::model",
-        "crate::lstm",
-        "crate::train",
-    ];
-    let hits: Vec<String> = library_code()
-        .into_iter()
-        .filter(|(f, _, _)| f.starts_with(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/gpu")))
-        .filter(|(_, _, code)| higher.iter().any(|h| code.contains(h)))
-        .map(|(f, n, code)| format!("{}:{n}: {}", f.display(), code.trim()))
-        .collect();
-    assert!(
-        hits.is_empty(),
-        "a lower layer imports a higher one:\n{}",
-        hits.join("\n")
-    );
-}
