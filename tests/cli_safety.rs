@@ -10,44 +10,10 @@ use std::process::{Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lstm-wgpu");
 
-/// A fresh directory, removed when dropped.
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("lstm-wgpu-safety-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
-        Self(d)
-    }
-
-    fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-
-    /// Every name below the directory (recursively), sorted.
-    fn names(&self) -> Vec<String> {
-        fn walk(d: &Path, base: &Path, out: &mut Vec<String>) {
-            for e in std::fs::read_dir(d).unwrap_or_else(|e| panic!("{e}")) {
-                let p = e.unwrap_or_else(|e| panic!("{e}")).path();
-                out.push(p.strip_prefix(base).unwrap_or(&p).display().to_string());
-                if p.is_dir() && !p.is_symlink() {
-                    walk(&p, base, out);
-                }
-            }
-        }
-        let mut v = Vec::new();
-        walk(&self.0, &self.0, &mut v);
-        v.sort();
-        v
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use tempdir::TempDir;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap_or_else(|| panic!("non-UTF-8 temp path"))
@@ -143,7 +109,7 @@ fn bad_output_paths_are_refused_before_the_run() {
     std::fs::create_dir(d.join("ck.st.best")).unwrap_or_else(|e| panic!("{e}"));
     let missing = d.join("missing/out.st");
     let under_file = d.join("weights.st/out.st");
-    let dir = d.0.clone();
+    let dir = d.to_path_buf();
     let bad: Vec<(PathBuf, &str)> = vec![
         (missing, "does not exist"),
         (under_file, "is not a directory"),

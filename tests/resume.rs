@@ -7,31 +7,15 @@
 use lstm_wgpu::NamedTensor;
 use lstm_wgpu::io::{self, TensorFile};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lstm-wgpu");
 
-/// A temporary directory, removed when the test ends (or panics).
-struct Tmp(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl Tmp {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("lstm-wgpu-resume-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
-        Tmp(d)
-    }
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use tempdir::TempDir;
 
 fn run_in(dir: Option<&Path>, args: &[&str]) -> Output {
     let mut c = Command::new(BIN);
@@ -144,7 +128,7 @@ impl Ck {
 /// of the run's output files.
 #[test]
 fn resume_checks_stored_settings_counters_and_values() {
-    let d = Tmp::new("bad");
+    let d = TempDir::new("bad");
     let (ck, bn) = (d.join("ck.st"), d.join("bn.st"));
     let mut args = vec!["train", "--steps", "4", "--stop-after", "2"];
     args.extend(SMALL);
@@ -243,7 +227,7 @@ fn resume_checks_stored_settings_counters_and_values() {
 /// state is not used.
 #[test]
 fn readers_refuse_tensors_they_would_ignore() {
-    let d = Tmp::new("names");
+    let d = TempDir::new("names");
     let ck = d.join("ck.st");
     let mut args = vec!["train", "--steps", "2"];
     args.extend(SMALL);
@@ -330,7 +314,7 @@ fn config_of(path: &Path) -> String {
 /// path is stored absolute.
 #[test]
 fn resume_flags_apply_or_are_refused() {
-    let d = Tmp::new("flags");
+    let d = TempDir::new("flags");
     let ck = d.join("ck.st");
     let mut args = vec!["train", "--steps", "4", "--stop-after", "2"];
     args.extend(SMALL);
@@ -480,7 +464,7 @@ fn points(svg: &str) -> Vec<usize> {
 /// whole run; a refused or failed run creates no metrics file.
 #[test]
 fn metrics_and_plot_continue_across_resume() {
-    let d = Tmp::new("metrics");
+    let d = TempDir::new("metrics");
     let (ma, mb) = (d.join("a.jsonl"), d.join("b.jsonl"));
     let (pa, pb) = (d.join("a.svg"), d.join("b.svg"));
     let ck = d.join("ck.st");
@@ -558,7 +542,7 @@ fn metrics_and_plot_continue_across_resume() {
 /// resuming it equals a fresh run bit for bit.
 #[test]
 fn zero_steps_export_the_initial_model() {
-    let d = Tmp::new("zero");
+    let d = TempDir::new("zero");
     let (z, e, f, r) = (
         d.join("z.st"),
         d.join("e.st"),

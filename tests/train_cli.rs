@@ -2,16 +2,18 @@
 //! losses fall on every built-in dataset, resume equals an uninterrupted
 //! run bit for bit, and bad checkpoints or flags give clear errors.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lstm-wgpu");
 
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lstm-wgpu-train-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
-    d
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
+use tempdir::TempDir;
+
+fn tmp(tag: &str) -> TempDir {
+    TempDir::new(&format!("train-{tag}"))
 }
 
 fn run(args: &[&str]) -> Output {
@@ -116,8 +118,9 @@ fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// A 6-step run equals one stopped after 3 steps and resumed: every
 /// checkpoint tensor (weights, running statistics, optimizer state,
-/// counters) bit for bit, and the metrics.
-fn check_resume(tag: &str, common: &[&str]) {
+/// counters) bit for bit, and the metrics. Returns the directory of the
+/// runs (`a`: whole, `b` and `c`: stopped and resumed).
+fn check_resume(tag: &str, common: &[&str]) -> TempDir {
     let d = tmp(tag);
     let (a, b, c) = (d.join("a.st"), d.join("b.st"), d.join("c.st"));
     let (ma, mb) = (d.join("a.jsonl"), d.join("b.jsonl"));
@@ -165,6 +168,7 @@ fn check_resume(tag: &str, common: &[&str]) {
         assert!(x == y, "{tag}: resumed run ends elsewhere in `{}`", x.0);
     }
     assert_eq!(losses(&ma), losses(&mb), "{tag}");
+    d
 }
 
 #[test]
@@ -261,7 +265,7 @@ fn resume_keeps_f16_mixed_and_its_scaler() {
     // skipped) has moved by step 3 and a resumed run that restarted it, or
     // ran in f32, would end elsewhere (check_resume compares every tensor,
     // the scaler's too).
-    check_resume(
+    let d = check_resume(
         "resume-f16",
         &[
             "--precision",
@@ -277,7 +281,6 @@ fn resume_keeps_f16_mixed_and_its_scaler() {
             "--no-progress",
         ],
     );
-    let d = std::env::temp_dir().join(format!("lstm-wgpu-train-resume-f16-{}", std::process::id()));
     let m = std::fs::read_to_string(d.join("b.jsonl")).unwrap_or_else(|e| panic!("{e}"));
     let steps: Vec<_> = m.lines().filter(|l| l.contains("\"loss\"")).collect();
     assert_eq!(steps.len(), 6, "{m}");
@@ -378,7 +381,6 @@ fn resume_between_validations_equals_uninterrupted() {
         assert_eq!(meta(&x), meta(&y), "{}", y.display());
     }
     assert_eq!(metrics_lines(&ma), metrics_lines(&mb));
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]

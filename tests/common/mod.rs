@@ -3,6 +3,7 @@
 
 pub mod cases;
 pub mod parity;
+pub mod tempdir;
 
 use lstm_wgpu::reference::{RefConfig, RefWeights};
 use lstm_wgpu::{GpuContext, LstmConfig, NamedTensor};
