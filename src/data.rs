@@ -525,31 +525,118 @@ pub fn one_hot(ids: &[u32], vocab_size: usize) -> Result<Vec<f32>> {
 // CSV
 // ---------------------------------------------------------------------------
 
-/// A comma-separated table with a header line. Fields are trimmed and may
-/// be wrapped in double quotes (quoted commas are not supported); blank
-/// lines are skipped; `\r\n` line ends and a byte-order mark are accepted.
+/// A comma-separated table with a header line, read as RFC 4180 says: a
+/// field in double quotes may hold commas, line breaks and quotes (written
+/// twice, `""`). Fields are trimmed (inside quotes too); blank lines are
+/// skipped; `\r\n` line ends and a byte-order mark are accepted.
 #[derive(Clone, Debug)]
 pub struct CsvTable {
     /// Where the table came from (used in error messages).
     pub source: PathBuf,
     /// Column names.
     pub header: Vec<String>,
-    text: String,
-    /// (1-based line number, byte range of the line in `text`).
-    rows: Vec<(usize, Range<usize>)>,
-}
-
-fn unquote(s: &str) -> &str {
-    let t = s.trim();
-    if t.len() >= 2 && t.starts_with('"') && t.ends_with('"') {
-        t[1..t.len() - 1].trim()
-    } else {
-        t
-    }
+    /// The cells of every data row, row after row, unquoted and trimmed.
+    cells: String,
+    /// Byte range in `cells` of cell (r, c), at `r · columns + c`.
+    spans: Vec<Range<usize>>,
+    /// The 1-based line on which each data row starts.
+    lines: Vec<usize>,
 }
 
 fn parse_number(cell: &str) -> Option<f64> {
     cell.parse::<f64>().ok()
+}
+
+/// Splits CSV text into records (RFC 4180 quoting) and hands each to
+/// `each` with the line it starts on and its fields (unquoted, trimmed);
+/// an unclosed quote or text after a closing quote is an error naming its
+/// line.
+fn csv_records(
+    text: &str,
+    source: &Path,
+    mut each: impl FnMut(usize, Vec<String>) -> Result<()>,
+) -> Result<()> {
+    let bad = |msg: String| Error::file(source, msg);
+    let mut it = text.chars().peekable();
+    let mut line = 1usize;
+    while it.peek().is_some() {
+        let start = line;
+        let mut fields = Vec::new();
+        let mut quoted_any = false;
+        loop {
+            while it.next_if(|c| *c == ' ' || *c == '\t').is_some() {}
+            let mut f = String::new();
+            if it.next_if_eq(&'"').is_some() {
+                quoted_any = true;
+                let opened = line;
+                loop {
+                    match it.next() {
+                        None => {
+                            return Err(bad(format!(
+                                "line {opened}: a quoted field is never closed (a quote inside \
+                                 quotes is written twice, \"\")"
+                            )));
+                        }
+                        Some('"') if it.next_if_eq(&'"').is_some() => f.push('"'),
+                        Some('"') => break,
+                        Some(c) => {
+                            line += usize::from(c == '\n');
+                            f.push(c);
+                        }
+                    }
+                }
+                while it.next_if(|c| c.is_whitespace() && *c != '\n').is_some() {}
+                if !matches!(it.peek(), None | Some(',') | Some('\n')) {
+                    return Err(bad(format!(
+                        "line {line}: field {} has text after its closing quote (a quote inside \
+                         quotes is written twice, \"\")",
+                        fields.len() + 1
+                    )));
+                }
+            } else {
+                while let Some(c) = it.next_if(|c| *c != ',' && *c != '\n') {
+                    f.push(c);
+                }
+            }
+            fields.push(f.trim().to_string());
+            match it.next() {
+                Some(',') => {}
+                Some(_) => {
+                    line += 1;
+                    break;
+                }
+                None => break,
+            }
+        }
+        // A line of nothing but whitespace is no record.
+        if quoted_any || fields.len() > 1 || !fields[0].is_empty() {
+            each(start, fields)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a header with an empty or repeated name.
+fn check_header(source: &Path, line: usize, names: &[String]) -> Result<()> {
+    for (j, n) in names.iter().enumerate() {
+        if n.is_empty() {
+            return Err(Error::file(
+                source,
+                format!("line {line}: column {} of the header has no name", j + 1),
+            ));
+        }
+        if let Some(k) = names[..j].iter().position(|m| m == n) {
+            return Err(Error::file(
+                source,
+                format!(
+                    "line {line}: columns {} and {} of the header are both named `{n}`",
+                    k + 1,
+                    j + 1
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl CsvTable {
@@ -557,66 +644,37 @@ impl CsvTable {
     /// have as many fields as the header.
     pub fn parse(text: &str, source: impl Into<PathBuf>) -> Result<Self> {
         let source = source.into();
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text).to_string();
-        let mut header: Option<Vec<String>> = None;
-        let mut header_line = 0;
-        let mut rows = Vec::new();
-        let mut pos = 0usize;
-        for (i, seg) in text.split_inclusive('\n').enumerate() {
-            let line_no = i + 1;
-            let start = pos;
-            pos += seg.len();
-            let line = seg.trim_end_matches(['\n', '\r']);
-            if line.trim().is_empty() {
-                continue;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut header: Option<(usize, Vec<String>)> = None;
+        let (mut cells, mut spans, mut lines) = (String::new(), Vec::new(), Vec::new());
+        csv_records(text, &source, |line, fields| {
+            let Some((header_line, names)) = &header else {
+                check_header(&source, line, &fields)?;
+                header = Some((line, fields));
+                return Ok(());
+            };
+            if fields.len() != names.len() {
+                return Err(Error::file(
+                    &source,
+                    format!(
+                        "line {line}: {} fields, but the header (line {header_line}) has {} \
+                         columns",
+                        fields.len(),
+                        names.len()
+                    ),
+                ));
             }
-            let n_fields = line.split(',').count();
-            match &header {
-                None => {
-                    let names: Vec<String> =
-                        line.split(',').map(|f| unquote(f).to_string()).collect();
-                    for (j, n) in names.iter().enumerate() {
-                        if n.is_empty() {
-                            return Err(Error::file(
-                                &source,
-                                format!(
-                                    "line {line_no}: column {} of the header has no name",
-                                    j + 1
-                                ),
-                            ));
-                        }
-                        if let Some(k) = names[..j].iter().position(|m| m == n) {
-                            return Err(Error::file(
-                                &source,
-                                format!(
-                                    "line {line_no}: columns {} and {} of the header are both named `{n}`",
-                                    k + 1,
-                                    j + 1
-                                ),
-                            ));
-                        }
-                    }
-                    header = Some(names);
-                    header_line = line_no;
-                }
-                Some(h) => {
-                    if n_fields != h.len() {
-                        return Err(Error::file(
-                            &source,
-                            format!(
-                                "line {line_no}: {n_fields} fields, but the header (line {header_line}) has {} columns",
-                                h.len()
-                            ),
-                        ));
-                    }
-                    rows.push((line_no, start..start + line.len()));
-                }
+            for f in &fields {
+                spans.push(cells.len()..cells.len() + f.len());
+                cells.push_str(f);
             }
-        }
-        let Some(header) = header else {
+            lines.push(line);
+            Ok(())
+        })?;
+        let Some((header_line, names)) = header else {
             return Err(Error::file(&source, "empty file: expected a header line"));
         };
-        if rows.is_empty() {
+        if lines.is_empty() {
             return Err(Error::file(
                 &source,
                 format!("no data rows after the header (line {header_line})"),
@@ -624,9 +682,10 @@ impl CsvTable {
         }
         Ok(Self {
             source,
-            header,
-            text,
-            rows,
+            header: names,
+            cells,
+            spans,
+            lines,
         })
     }
 
@@ -639,7 +698,7 @@ impl CsvTable {
 
     /// Data rows.
     pub fn num_rows(&self) -> usize {
-        self.rows.len()
+        self.lines.len()
     }
 
     /// Columns.
@@ -647,18 +706,21 @@ impl CsvTable {
         self.header.len()
     }
 
-    /// The 1-based line number of data row `r`.
+    /// The 1-based line number on which data row `r` starts.
     pub fn line_of_row(&self, r: usize) -> usize {
-        self.rows[r].0
+        self.lines[r]
     }
 
     fn row_fields(&self, r: usize) -> impl Iterator<Item = &str> {
-        self.text[self.rows[r].1.clone()].split(',').map(unquote)
+        let n = self.num_columns();
+        self.spans[r * n..(r + 1) * n]
+            .iter()
+            .map(|s| &self.cells[s.clone()])
     }
 
     /// The (trimmed, unquoted) cell of data row `r`, column `c`.
     pub fn cell(&self, r: usize, c: usize) -> &str {
-        self.row_fields(r).nth(c).unwrap_or("")
+        &self.cells[self.spans[r * self.num_columns() + c].clone()]
     }
 
     /// The index of the column named `name`.
@@ -773,7 +835,7 @@ impl CsvTable {
     fn at(&self, r: usize, c: usize) -> String {
         format!(
             "line {}, column {} (`{}`)",
-            self.rows[r].0,
+            self.lines[r],
             c + 1,
             self.header[c]
         )
@@ -887,7 +949,7 @@ impl CsvTable {
         Ok(Selection {
             table,
             time,
-            rows: rows.iter().map(|&r| self.rows[r].0).collect(),
+            rows: rows.iter().map(|&r| self.lines[r]).collect(),
             unused_time,
         })
     }
@@ -2594,6 +2656,51 @@ mod tests {
                 .to_string()
                 .contains("no numeric column")
         );
+    }
+
+    #[test]
+    fn csv_quoted_fields_follow_rfc_4180() {
+        let t = CsvTable::parse(
+            "when,\"level, in m\",note\n\
+             \"Jan 1, 2020\", \"1.5\" ,\"say \"\"hi\"\"\"\n\
+             \"Jan 2,\n2020\",2,\"\"\n\
+             Jan 3,3,x\r\n",
+            "q.csv",
+        )
+        .unwrap();
+        assert_eq!(t.header, ["when", "level, in m", "note"]);
+        assert_eq!(t.num_rows(), 3);
+        assert_eq!(t.cell(0, 0), "Jan 1, 2020");
+        assert_eq!(t.cell(0, 2), "say \"hi\"");
+        assert_eq!(t.cell(1, 0), "Jan 2,\n2020");
+        assert_eq!(t.cell(1, 2), "");
+        // A row starts on its first line; line breaks in quotes count.
+        assert_eq!((t.line_of_row(1), t.line_of_row(2)), (3, 5));
+        assert_eq!(t.numeric_column_indices(), vec![1]);
+        let s = t.select(None, None).unwrap();
+        assert_eq!(s.target, vec![1.5, 2.0, 3.0]);
+
+        let e = CsvTable::parse("a,b\n1,2\n\"3,4\n5,6\n", "u.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("u.csv: line 3: a quoted field is never closed"),
+            "{e}"
+        );
+        let e = CsvTable::parse("a,b\n1,\"2\"x\n", "u.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 2: field 2 has text after its closing quote"),
+            "{e}"
+        );
+        // A quoted empty line is a record, an empty one is not.
+        let t = CsvTable::parse("a\n1\n\n  \n2\n", "b.csv").unwrap();
+        assert_eq!(t.num_rows(), 2);
+        let e = CsvTable::parse("a,b\n\"\"\n", "b.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2: 1 fields"), "{e}");
     }
 
     #[test]

@@ -770,7 +770,8 @@ fn dump_data(path: &Path, c: &RunConfig, data: &Data, steps: usize) -> Result<()
                 cols.push((t.target_name.as_str(), &t.target));
             }
             let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
-            let mut s = names.join(",") + "\n";
+            let head: Vec<String> = names.iter().map(|n| csv_cell(n)).collect();
+            let mut s = head.join(",") + "\n";
             for r in 0..t.len() {
                 let row: Vec<String> = cols.iter().map(|c| format!("{}", c.1[r])).collect();
                 s += &row.join(",");
@@ -2558,9 +2559,9 @@ fn check_future_size(future: Option<usize>, c: &RunConfig, features: usize) -> R
     Ok(())
 }
 
-/// A CSV cell: quoted when it holds a comma or a quote.
+/// A CSV cell: quoted when it holds a comma, a quote or a line break.
 fn csv_cell(s: &str) -> String {
-    if s.contains([',', '"']) {
+    if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()
@@ -2731,6 +2732,8 @@ mod tests {
     #[test]
     fn csv_cells_quote_commas() {
         assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_cell("a\nb"), "\"a\nb\"");
         assert_eq!(csv_cell("x"), "x");
     }
 }

@@ -468,6 +468,52 @@ fn csv_columns_and_missing_cells() {
     assert!(err.contains("task: text"), "{err}");
 }
 
+/// RFC 4180 quoting: quoted commas, doubled quotes and line breaks are
+/// cells, written back quoted by --dump-data; a quote never closed is
+/// refused with its line.
+#[test]
+fn quoted_csv_fields_are_read() {
+    let d = TempDir::new("series-quoted");
+    let (csv, dump, again) = (d.join("q.csv"), d.join("d.csv"), d.join("e.csv"));
+    let mut s = String::from("\"when, local\",\"level, \"\"m\"\"\"\n");
+    for i in 0..40 {
+        s += &format!("\"Jan {}, 2020\",\"{}\"\n", i + 1, (i as f64 * 0.4).sin());
+    }
+    std::fs::write(&csv, s).unwrap_or_else(|e| panic!("{e}"));
+    let dump_args = |from: &Path, to: &Path| {
+        let v = [
+            "train",
+            "--seq-len",
+            "8",
+            "--data",
+            p(from),
+            "--dump-data",
+            p(to),
+        ];
+        v.map(String::from)
+    };
+    let a = dump_args(&csv, &dump);
+    let (_, err) = ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        err.contains("target `level, \"m\"`") && err.contains("time `when, local`"),
+        "{err}"
+    );
+    let dumped = std::fs::read_to_string(&dump).unwrap_or_else(|e| panic!("{e}"));
+    assert!(dumped.starts_with("\"level, \"\"m\"\"\"\n0\n"), "{dumped}");
+    let a = dump_args(&dump, &again);
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let back = std::fs::read_to_string(&again).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(back, dumped, "a dumped CSV reads back as itself");
+
+    let bad = d.join("bad.csv");
+    std::fs::write(&bad, "t,y\n1,2\n\"3,4\n5,6\n").unwrap_or_else(|e| panic!("{e}"));
+    let a = dump_args(&bad, &dump);
+    refused(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &["bad.csv", "line 3", "quoted field is never closed"],
+    );
+}
+
 /// `predict --future N` continues the series N rows past its end, feeding
 /// predictions back: the first forecast is the prediction of the window of
 /// the last rows, and each next one the prediction after appending the
