@@ -392,7 +392,8 @@ fn grad(a: &GradArgs, verbose: bool) -> Result<()> {
             && !(v.is_finite() && v >= 0.0)
         {
             return Err(Error::Invalid(format!(
-                "{flag} {v}: expected a finite value >= 0"
+                "{flag} {}: expected a finite value >= 0",
+                crate::error::num(v)
             )));
         }
     }
@@ -403,7 +404,7 @@ fn grad(a: &GradArgs, verbose: bool) -> Result<()> {
     if links.validate().is_err() {
         return Err(Error::Invalid(format!(
             "--dropout {}: expected a probability in [0, 1)",
-            a.dropout
+            crate::error::num(a.dropout)
         )));
     }
     let ctx = open_gpu(verbose)?;

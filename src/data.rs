@@ -20,7 +20,7 @@
 //!
 //! Only `std` is used; the PRNG is SplitMix64 ([`DataRng`]).
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, clip, num};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -129,7 +129,8 @@ impl Split {
 pub fn val_count(n: usize, val_fraction: f64) -> Result<usize> {
     if !(val_fraction.is_finite() && (0.0..1.0).contains(&val_fraction)) {
         return Err(Error::Invalid(format!(
-            "the validation fraction must lie in [0, 1), got {val_fraction}"
+            "the validation fraction must lie in [0, 1), got {}",
+            num(val_fraction)
         )));
     }
     Ok((((n as f64) * val_fraction).round() as usize).min(n))
@@ -820,11 +821,11 @@ impl CsvTable {
                     Some(v) if v.is_finite() => Ok(Some(v)),
                     Some(_) => Err(Error::file(
                         &self.source,
-                        format!("{}: `{cell}` is not a finite number", self.at(r, c)),
+                        format!("{}: `{}` is not a finite number", self.at(r, c), clip(cell)),
                     )),
                     None => Err(Error::file(
                         &self.source,
-                        format!("{}: `{cell}` is not a number", self.at(r, c)),
+                        format!("{}: `{}` is not a number", self.at(r, c), clip(cell)),
                     )),
                 }
             })
@@ -1026,7 +1027,7 @@ fn fill_missing(
                     format!(
                         "{}: missing value `{}` (choose --missing drop, ffill or interpolate)",
                         csv.at(r, c),
-                        csv.cell(r, c)
+                        clip(csv.cell(r, c))
                     ),
                 ));
             }
@@ -1198,7 +1199,7 @@ impl SeriesTable {
             if let Some(i) = col.iter().position(|v| !v.is_finite()) {
                 return Err(Error::Invalid(format!(
                     "column `{name}` row {i} is not finite ({})",
-                    col[i]
+                    num(col[i])
                 )));
             }
         }
@@ -1248,26 +1249,43 @@ pub struct ColumnStats {
 }
 
 impl ColumnStats {
-    /// Fits mean and standard deviation to `values` (not empty). A column
-    /// whose mean or standard deviation is not finite (its values overflow
-    /// f64), or that is constant (std 0, or below 1e-12 of its mean), is
-    /// refused by name: its z-scores would not be finite.
+    /// Fits mean and standard deviation to `values` (not empty, finite;
+    /// huge or tiny ones are summed scaled, so both are finite). A column
+    /// that is constant (std 0, or below 1e-12 of its mean) is refused by
+    /// name: its z-scores would not be finite.
     pub fn fit(name: &str, values: &[f64]) -> Result<Self> {
         let n = values.len().max(1) as f64;
-        let mean = values.iter().sum::<f64>() / n;
-        let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
-        let std = var.sqrt();
+        // Squares of values beyond 1e100 overflow and below 1e-100
+        // underflow: such columns are summed divided by their largest
+        // magnitude, so finite data of any size fits (others as they are,
+        // bit for bit as before).
+        let big = values.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let s = if big == 0.0 || (1e-100..=1e100).contains(&big) {
+            1.0
+        } else {
+            big
+        };
+        let mean_s = values.iter().map(|v| v / s).sum::<f64>() / n;
+        let var_s = values
+            .iter()
+            .map(|v| (v / s - mean_s) * (v / s - mean_s))
+            .sum::<f64>()
+            / n;
+        let (mean, std) = (mean_s * s, var_s.sqrt() * s);
         if !(mean.is_finite() && std.is_finite()) {
             return Err(Error::Invalid(format!(
                 "column `{name}`: its mean or standard deviation over the {} training rows \
-                 overflows (mean {mean}, std {std}); rescale it",
-                values.len()
+                 is not finite (mean {}, std {}); rescale it",
+                values.len(),
+                num(mean),
+                num(std)
             )));
         }
         if std <= 1e-12 * mean.abs() || std == 0.0 {
             return Err(Error::Invalid(format!(
-                "column `{name}` is constant ({mean}) over the {} training rows, so it cannot \
+                "column `{name}` is constant ({}) over the {} training rows, so it cannot \
                  be normalised; leave it out (--features) or choose another --target",
+                num(mean),
                 values.len()
             )));
         }
@@ -1278,9 +1296,15 @@ impl ColumnStats {
         })
     }
 
-    /// `(x − mean) / std`.
+    /// `(x − mean) / std` (as `x/std − mean/std` where `x − mean`
+    /// overflows).
     pub fn normalize(&self, x: f64) -> f64 {
-        (x - self.mean) / self.std
+        let d = x - self.mean;
+        if d.is_finite() {
+            d / self.std
+        } else {
+            x / self.std - self.mean / self.std
+        }
     }
 
     /// `z · std + mean`.
@@ -1372,8 +1396,9 @@ impl Normalizer {
             }
             let bad = |what: &str| {
                 Error::Invalid(format!(
-                    "normalization metadata line {}: {what}: {line:?}",
-                    i + 1
+                    "normalization metadata line {}: {what}: {:?}",
+                    i + 1,
+                    clip(line)
                 ))
             };
             let parts: Vec<&str> = line.splitn(4, '\t').collect();
@@ -1719,13 +1744,37 @@ impl SeriesDataset {
     ) -> Result<Self> {
         let n = table.len();
         let f = table.num_features();
+        // A z-score beyond f32 (a value far outside the training rows'
+        // spread) would train or predict on infinities: refused by name.
+        let z = |st: &ColumnStats, r: usize, v: f64| {
+            let z = st.normalize(v) as f32;
+            if z.is_finite() {
+                Ok(z)
+            } else {
+                Err(Error::Invalid(format!(
+                    "column `{}` row {}: {} lies {} standard deviations ({}) from the training \
+                     rows' mean ({}), beyond f32; rescale the column or leave out the row",
+                    st.name,
+                    r + 1,
+                    num(v),
+                    num(st.normalize(v)),
+                    num(st.std),
+                    num(st.mean)
+                )))
+            }
+        };
         let mut x = vec![0f32; n * f];
         for (j, (col, st)) in table.features.iter().zip(&norm.features).enumerate() {
             for (r, &v) in col.iter().enumerate() {
-                x[r * f + j] = st.normalize(v) as f32;
+                x[r * f + j] = z(st, r, v)?;
             }
         }
-        let y = norm.normalize_target(&table.target);
+        let y = table
+            .target
+            .iter()
+            .enumerate()
+            .map(|(r, &v)| z(&norm.target, r, v))
+            .collect::<Result<Vec<f32>>>()?;
         let data = Arc::new(NormalizedSeries { x, y, f });
         let (t, k) = (cfg.seq_len, cfg.horizon);
         let train = WindowSet {
@@ -2784,10 +2833,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`c` is constant"), "{e}");
-        let e = ColumnStats::fit("big", &[1e308, -1e308, 1e308])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("`big`") && e.contains("overflows"), "{e}");
+        // Finite values of any size fit (a naive sum of squares overflowed).
+        let st = ColumnStats::fit("big", &[1e308, -1e308, 1e308]).unwrap();
+        assert!(st.mean.is_finite() && st.std.is_finite(), "{st:?}");
         assert!(ColumnStats::fit("ok", &[1.0, 2.0]).is_ok());
     }
 
@@ -2855,6 +2903,41 @@ mod tests {
         assert_eq!(again.norm, d.norm);
         let uni = SeriesTable::univariate("x", v).unwrap();
         assert!(SeriesDataset::with_normalizer(&uni, &cfg, d.norm.clone()).is_err());
+    }
+
+    #[test]
+    fn huge_and_tiny_columns_normalise() {
+        for scale in [1e300, 1e-300, 1.0] {
+            let v: Vec<f64> = [1.0, 2.0, 3.0].iter().map(|x| x * scale).collect();
+            let st = ColumnStats::fit("x", &v).unwrap();
+            let want = (2f64 / 3.0).sqrt() * scale;
+            assert!((st.std - want).abs() <= 1e-12 * want, "{scale}: {}", st.std);
+            assert!((st.mean - 2.0 * scale).abs() <= 1e-12 * scale, "{scale}");
+            assert!(
+                (st.normalize(v[2]) - 1.5f64.sqrt()).abs() < 1e-12,
+                "{scale}"
+            );
+        }
+        // x − mean overflows here, the z-score does not.
+        let v = [-1.7e308, 1.7e308, 1.7e308];
+        let st = ColumnStats::fit("x", &v).unwrap();
+        assert!(v.iter().all(|&x| st.normalize(x).is_finite()), "{st:?}");
+        let e = ColumnStats::fit("k", &[1e300; 4]).unwrap_err().to_string();
+        assert!(e.contains("`k` is constant (1e300)"), "{e}");
+        // A value far outside the training rows is refused by name.
+        let mut y: Vec<f64> = (0..10).map(|i| (i % 3) as f64).collect();
+        y.push(1e300);
+        let t = SeriesTable::univariate("y", y).unwrap();
+        let cfg = SeriesConfig {
+            seq_len: 2,
+            horizon: 1,
+            val_fraction: 0.1,
+        };
+        let e = SeriesDataset::new(&t, &cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("column `y` row 11: 1e300 lies") && e.contains("beyond f32"),
+            "{e}"
+        );
     }
 
     #[test]

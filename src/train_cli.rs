@@ -6,7 +6,7 @@ use crate::data::{
     AddingTask, Builtin, CopyTask, CsvTable, DataRng, Missing, Normalizer, SelectOptions,
     Selection, SeriesConfig, SeriesDataset, Split, TextConfig, TextData, Vocab,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, clip, num};
 use crate::forecast::{SeriesMetrics, predict_windows};
 use crate::io::{self, TensorFile};
 use crate::kernels::optim::{OptimConfig, OptimKind};
@@ -491,14 +491,16 @@ fn validate_config(c: &RunConfig) -> Result<()> {
     let dropout = c.dropout;
     if !(dropout.is_finite() && (0.0..1.0).contains(&dropout)) {
         return Err(Error::Invalid(format!(
-            "--dropout {dropout}: expected a probability in [0, 1)"
+            "--dropout {}: expected a probability in [0, 1)",
+            num(dropout)
         )));
     }
     if let Some(f) = c.forget_bias
         && !f.is_finite()
     {
         return Err(Error::Invalid(format!(
-            "--forget-bias {f}: expected a finite number"
+            "--forget-bias {}: expected a finite number",
+            num(f)
         )));
     }
     let optimizer = c.optimizer.as_str();
@@ -575,14 +577,15 @@ fn validate_config(c: &RunConfig) -> Result<()> {
     if !(0.0..1.0).contains(&c.val_fraction) {
         return Err(Error::Invalid(format!(
             "--val-fraction {}: expected a value in [0, 1)",
-            c.val_fraction
+            num(c.val_fraction)
         )));
     }
     if let Some(n) = c.clip_norm
         && !(n.is_finite() && n >= 0.0)
     {
         return Err(Error::Invalid(format!(
-            "--clip-norm {n}: expected a finite number >= 0"
+            "--clip-norm {}: expected a finite number >= 0",
+            num(n)
         )));
     }
     for (flag, v) in [
@@ -592,7 +595,8 @@ fn validate_config(c: &RunConfig) -> Result<()> {
     ] {
         if !(v.is_finite() && v >= 0.0) {
             return Err(Error::Invalid(format!(
-                "{flag} {v}: expected a finite number >= 0"
+                "{flag} {}: expected a finite number >= 0",
+                num(v)
             )));
         }
     }
@@ -1328,7 +1332,7 @@ fn check_signs(floats: &[NamedTensor], ints: &BTreeMap<String, i64>, file: &Path
                 &t.name,
                 format!(
                     "negative value {} at flat index {i} in {}: expected values >= 0",
-                    t.data[i],
+                    num(t.data[i]),
                     file.display()
                 ),
             ));
@@ -1557,7 +1561,10 @@ fn load_checkpoint(path: &Path) -> Result<Loaded> {
             _ => {
                 return Err(Error::file(
                     path,
-                    format!("bad `best_val` metadata `{v}`: expected a loss >= 0 or inf"),
+                    format!(
+                        "bad `best_val` metadata `{}`: expected a loss >= 0 or inf",
+                        clip(v)
+                    ),
                 ));
             }
         },
@@ -2238,7 +2245,7 @@ pub fn generate(a: &GenerateArgs, verbose: bool) -> Result<()> {
     if !(a.temperature > 0.0 && a.temperature.is_finite()) {
         return Err(Error::Invalid(format!(
             "--temperature {}: expected a positive number",
-            a.temperature
+            num(a.temperature)
         )));
     }
     let l = load_checkpoint(&a.checkpoint)?;

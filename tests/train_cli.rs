@@ -633,6 +633,15 @@ fn bad_checkpoints_and_flags() {
             vec!["train", "--val-fraction", "1.5", "--steps", "1"],
             "--val-fraction",
         ),
+        // Huge numbers print short, not in 300 digits.
+        (
+            vec!["train", "--val-fraction", "1e300", "--steps", "1"],
+            "--val-fraction 1e300: expected",
+        ),
+        (
+            vec!["train", "--lr=-1e300", "--steps", "1"],
+            "--lr -1e300: expected",
+        ),
         (
             vec!["train", "--loss-scale", "x", "--steps", "1"],
             "bad loss scale `x`",
