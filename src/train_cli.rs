@@ -600,8 +600,36 @@ fn validate_config(c: &RunConfig) -> Result<()> {
             )));
         }
     }
+    // Checked whatever the schedule: a stored value is a value.
+    if c.step_size == 0 {
+        return Err(Error::Invalid("--step-size must be at least 1".into()));
+    }
+    if !(c.gamma.is_finite() && c.gamma >= 0.0) {
+        return Err(Error::Invalid(format!(
+            "--gamma {}: expected a finite number >= 0",
+            num(c.gamma)
+        )));
+    }
     optim_config(c)?;
     schedule_of(c, c.steps).validate()
+}
+
+/// Refuses a schedule flag given for a schedule that does not use it
+/// (`--warmup` is cosine's, `--step-size` and `--gamma` step's): a flag
+/// silently ignored would look applied.
+fn check_schedule_flags(a: &TrainArgs, schedule: &str) -> Result<()> {
+    for (flag, given, owner) in [
+        ("--warmup", a.warmup.is_some(), "cosine"),
+        ("--step-size", a.step_size.is_some(), "step"),
+        ("--gamma", a.gamma.is_some(), "step"),
+    ] {
+        if given && schedule != owner {
+            return Err(Error::Invalid(format!(
+                "{flag} applies to --schedule {owner}, but the schedule is {schedule}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn optim_config(c: &RunConfig) -> Result<OptimConfig> {
@@ -1725,6 +1753,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         }
         None => resolve(&a)?,
     };
+    check_schedule_flags(&a, &c.schedule)?;
     check_batch_size(&c)?;
     let data = load_data(
         &c,

@@ -349,6 +349,11 @@ fn resume_flags_apply_or_are_refused() {
         (vec!["--clip-norm", "1"], vec!["--clip-norm 1", "has none"]),
         (vec!["--weight-decay", "0.5"], vec!["--weight-decay 0.5"]),
         (vec!["--schedule", "cosine"], vec!["--schedule cosine"]),
+        // Equal to the stored value, but of a schedule the run does not use.
+        (
+            vec!["--gamma", "0.5"],
+            vec!["--gamma applies to --schedule step"],
+        ),
         (vec!["--init", p(&ck)], vec!["--init"]),
         (vec!["--config", p(&toml)], vec!["--hidden 48", p(&toml)]),
         (vec!["--steps", "1"], vec!["--steps 1", "step 2"]),

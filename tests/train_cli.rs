@@ -642,6 +642,44 @@ fn bad_checkpoints_and_flags() {
             vec!["train", "--lr=-1e300", "--steps", "1"],
             "--lr -1e300: expected",
         ),
+        // Schedule values are checked whatever the schedule, and a flag
+        // of another schedule is refused rather than ignored.
+        (
+            vec!["train", "--gamma", "nan", "--steps", "1"],
+            "--gamma NaN: expected a finite number >= 0",
+        ),
+        (
+            vec!["train", "--step-size", "0", "--steps", "1"],
+            "--step-size must be at least 1",
+        ),
+        (
+            vec![
+                "train",
+                "--gamma",
+                "0.5",
+                "--schedule",
+                "cosine",
+                "--steps",
+                "1",
+            ],
+            "--gamma applies to --schedule step, but the schedule is cosine",
+        ),
+        (
+            vec!["train", "--step-size", "10", "--steps", "1"],
+            "--step-size applies to --schedule step, but the schedule is constant",
+        ),
+        (
+            vec![
+                "train",
+                "--warmup",
+                "2",
+                "--schedule",
+                "step",
+                "--steps",
+                "1",
+            ],
+            "--warmup applies to --schedule cosine, but the schedule is step",
+        ),
         (
             vec!["train", "--loss-scale", "x", "--steps", "1"],
             "bad loss scale `x`",
