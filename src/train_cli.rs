@@ -462,6 +462,14 @@ fn resolve(a: &TrainArgs) -> Result<RunConfig> {
     Ok(c)
 }
 
+/// The data of run `c`: its path, or `built-in <dataset>`.
+fn describe_data(c: &RunConfig) -> String {
+    c.data
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| format!("built-in {}", c.dataset))
+}
+
 /// Whether a data path names a CSV file (by its extension).
 fn is_csv(p: &Path) -> bool {
     p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))
@@ -861,10 +869,7 @@ fn dump_data(path: &Path, c: &RunConfig, data: &Data, steps: usize) -> Result<()
     };
     eprintln!(
         "dump-data: wrote {what} ({}) to {}",
-        c.data
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| format!("built-in {}", c.dataset)),
+        describe_data(c),
         path.display()
     );
     Ok(())
@@ -1096,12 +1101,7 @@ fn series_fields(m: &SeriesMetrics) -> Vec<(&'static str, Value)> {
 /// `--batch`, or a validation split that is empty while validation is
 /// asked for (`--val-fraction` > 0, `--patience`).
 fn check_splits(c: &RunConfig, data: &Data) -> Result<()> {
-    let src = || {
-        c.data
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| format!("built-in {}", c.dataset))
-    };
+    let src = || describe_data(c);
     let has_val = match data {
         Data::Text(t) => t.val.is_some(),
         Data::Series(s, _) => {
@@ -1232,6 +1232,7 @@ fn checkpoint_name(name: &str) -> String {
 /// one — and a note on stderr says so. Any other tensor is refused.
 fn init_file(net: &NetConfig, path: &Path) -> Result<(Vec<NamedTensor>, BTreeMap<String, i64>)> {
     let file = TensorFile::read(path)?;
+    checkpoint_precision(&file)?;
     Accepted::model(net)
         .with_state(&ALL_OPTIM_STATE)
         .check(&file, "this run's model or a checkpoint of it")?;
@@ -1415,21 +1416,38 @@ fn parse_loss_scale(s: &str) -> std::result::Result<crate::precision::LossScaleC
     }
 }
 
-/// The precision a checkpoint's run trained in.
-fn checkpoint_precision(l: &Loaded) -> Result<crate::precision::Precision> {
+/// The precision a checkpoint's (or an `--init` file's) run trained in,
+/// from its `precision` metadata (absent: f32); any other value is refused.
+fn checkpoint_precision(f: &TensorFile) -> Result<crate::precision::Precision> {
     use crate::precision::{Precision, PrecisionChoice};
-    match l
-        .file
+    match f
         .metadata
         .get(PRECISION_KEY)
-        .map(|v| PrecisionChoice::parse(v))
+        .map(|v| (v, PrecisionChoice::parse(v)))
     {
         None => Ok(Precision::F32),
-        Some(Ok(PrecisionChoice::F32)) => Ok(Precision::F32),
-        Some(Ok(PrecisionChoice::F16Mixed)) => Ok(Precision::F16Mixed),
-        Some(Ok(PrecisionChoice::Auto)) | Some(Err(_)) => Err(Error::file(
-            &l.file.path,
-            format!("bad `{PRECISION_KEY}` metadata (f32 or f16-mixed)"),
+        Some((_, Ok(PrecisionChoice::F32))) => Ok(Precision::F32),
+        Some((_, Ok(PrecisionChoice::F16Mixed))) => Ok(Precision::F16Mixed),
+        Some((v, _)) => Err(Error::file(
+            &f.path,
+            format!(
+                "bad `{PRECISION_KEY}` metadata `{}`: expected f32 or f16-mixed",
+                clip(v)
+            ),
+        )),
+    }
+}
+
+/// The metadata a checkpoint of run `c` must hold besides its settings:
+/// the vocabulary of a text run on text, the normalization of a series run
+/// on a CSV or a generated series (copy and adding need neither).
+fn data_metadata(c: &RunConfig) -> Option<(&'static str, &'static str)> {
+    match (c.task.as_str(), c.data.is_some(), c.dataset.as_str()) {
+        ("text", false, "copy") | ("series", false, "adding") => None,
+        ("text", ..) => Some(("vocab", "the characters its ids stand for")),
+        _ => Some((
+            "normalizer",
+            "the training rows' mean and std of every column",
         )),
     }
 }
@@ -1519,6 +1537,8 @@ struct Loaded {
     file: TensorFile,
     vocab: Option<Vocab>,
     norm: Option<Normalizer>,
+    /// The precision the run trained in.
+    precision: crate::precision::Precision,
     /// The best validation loss so far (infinite before the first).
     best_val: f64,
     /// The loss histories so far (for `--plot`).
@@ -1602,21 +1622,52 @@ fn load_checkpoint(path: &Path) -> Result<Loaded> {
     }
     let curve = curve_from(&floats, CURVE_NAME, path)?;
     let val_curve = curve_from(&floats, VAL_CURVE_NAME, path)?;
-    let vocab = file
-        .metadata
-        .get("vocab")
-        .map(|v| Vocab::load(v))
+    let precision = checkpoint_precision(&file)?;
+    // A run's data metadata must be there, and no other: without it a
+    // resume would refit it and a reader would misread the model.
+    let need = data_metadata(&config);
+    for key in ["vocab", "normalizer"] {
+        let has = file.metadata.contains_key(key);
+        match need {
+            Some((k, what)) if k == key && !has => {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "no `{key}` metadata ({what}), which a {} checkpoint on {} needs; \
+                         the file is incomplete",
+                        config.task,
+                        describe_data(&config)
+                    ),
+                ));
+            }
+            _ if has && need.is_none_or(|(k, _)| k != key) => {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "`{key}` metadata, which a {} checkpoint on {} does not have",
+                        config.task,
+                        describe_data(&config)
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let meta = |key: &str| file.metadata.get(key).map(String::as_str);
+    let bad_meta =
+        |key: &'static str| move |e: Error| Error::file(path, format!("bad `{key}` metadata: {e}"));
+    let vocab = meta("vocab")
+        .map(|v| Vocab::load(v).map_err(bad_meta("vocab")))
         .transpose()?;
-    let norm = file
-        .metadata
-        .get("normalizer")
-        .map(|v| Normalizer::from_metadata(v))
+    let norm = meta("normalizer")
+        .map(|v| Normalizer::from_metadata(v).map_err(bad_meta("normalizer")))
         .transpose()?;
     Ok(Loaded {
         config,
         file,
         vocab,
         norm,
+        precision,
         best_val,
         curve,
         val_curve,
@@ -1842,7 +1893,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     net.check_size(run_seq_len(&c, &data), c.batch, &size_limits(Some(&ctx)))?;
     let oc = optim_config(&c)?;
     // The precision a resumed run trained in.
-    let saved = resumed.as_ref().map(checkpoint_precision).transpose()?;
+    let saved = resumed.as_ref().map(|l| l.precision);
     let choice = match (saved, a.precision) {
         (_, Some(c)) => c,
         (Some(crate::precision::Precision::F32), None) => crate::precision::PrecisionChoice::F32,
@@ -1905,10 +1956,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     eprintln!(
         "train: task {}, data {}, {} params, LSTM({} -> {}, {} layers{}), batch {}, seq {}{}, {} steps ({} per epoch), {} lr {}",
         c.task,
-        c.data
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| format!("built-in {}", c.dataset)),
+        describe_data(&c),
         tr.lstm.model.table.total,
         net.lstm().input_size,
         c.hidden,
@@ -2278,10 +2326,16 @@ pub fn generate(a: &GenerateArgs, verbose: bool) -> Result<()> {
         )));
     }
     let l = load_checkpoint(&a.checkpoint)?;
-    let vocab = l
-        .vocab
-        .clone()
-        .ok_or_else(|| Error::file(&a.checkpoint, "not a text checkpoint (no vocabulary)"))?;
+    let vocab = l.vocab.clone().ok_or_else(|| {
+        Error::file(
+            &a.checkpoint,
+            format!(
+                "a {} checkpoint on {}: generate samples from text checkpoints trained on text",
+                l.config.task,
+                describe_data(&l.config)
+            ),
+        )
+    })?;
     let c = l.config.clone();
     let net = net_with(
         &c,
@@ -2380,10 +2434,17 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
         return Err(Error::Invalid("--batch must be at least 1".into()));
     }
     let l = load_checkpoint(&a.checkpoint)?;
-    let norm = l
-        .norm
-        .clone()
-        .ok_or_else(|| Error::file(&a.checkpoint, "not a series checkpoint (no normalizer)"))?;
+    let norm = l.norm.clone().ok_or_else(|| {
+        Error::file(
+            &a.checkpoint,
+            format!(
+                "a {} checkpoint on {}: predict runs series checkpoints trained on a CSV or a \
+                 generated series",
+                l.config.task,
+                describe_data(&l.config)
+            ),
+        )
+    })?;
     let mut c = l.config.clone();
     c.data = Some(a.data.clone());
     if let Some(t) = &a.time {

@@ -300,6 +300,101 @@ fn readers_refuse_tensors_they_would_ignore() {
     );
 }
 
+/// The metadata of a checkpoint is checked by every reader: a series
+/// checkpoint without its normalizer or a text one without its vocabulary
+/// is refused (not refitted or guessed), corrupt ones name the file, a
+/// `precision` other than f32 or f16-mixed is refused, also by `--init`.
+#[test]
+fn readers_check_the_checkpoint_metadata() {
+    let d = TempDir::new("meta");
+    let (ck, sck, csv, bad) = (
+        d.join("t.st"),
+        d.join("s.st"),
+        d.join("s.csv"),
+        d.join("bad.st"),
+    );
+    let mut args = vec!["train", "--steps", "2"];
+    args.extend(SMALL);
+    ok(&[&args[..], &["--checkpoint", p(&ck)]].concat());
+    let mut text = String::from("a,y\n");
+    for i in 0..80 {
+        let t = i as f64 * 0.3;
+        text += &format!("{},{}\n", t.sin(), (t + 0.3).sin());
+    }
+    std::fs::write(&csv, text).unwrap_or_else(|e| panic!("{e}"));
+    let series = [&args[..], &["--task", "series", "--data", p(&csv)]].concat();
+    ok(&[&series[..], &["--checkpoint", p(&sck)]].concat());
+
+    let resume = [
+        "train",
+        "--resume",
+        p(&bad),
+        "--steps",
+        "3",
+        "--no-progress",
+    ];
+    let predict = ["predict", "--checkpoint", p(&bad), "--data", p(&csv)];
+    let generate = ["generate", "--checkpoint", p(&bad)];
+    let edited = |from: &Path, key: &str, value: Option<&str>| {
+        let mut c = Ck::read(from);
+        match value {
+            Some(v) => c.meta.insert(key.into(), v.into()),
+            None => c.meta.remove(key),
+        };
+        c.write(&bad);
+    };
+    edited(&sck, "normalizer", None);
+    for cmd in [&resume[..], &predict] {
+        refused(
+            cmd,
+            &[p(&bad), "no `normalizer` metadata", "series checkpoint"],
+        );
+    }
+    let long = format!("target\t1{}\t1\ty", "0".repeat(400));
+    for corrupt in ["feature\tx\t1\ta\ntarget\t0\t1\ty\n", long.as_str()] {
+        edited(&sck, "normalizer", Some(corrupt));
+        for cmd in [&resume[..], &predict] {
+            refused(cmd, &[p(&bad), "bad `normalizer` metadata", "line 1"]);
+        }
+    }
+    let o = run_in(None, &predict);
+    assert!(
+        o.stderr.len() < 400,
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    edited(&sck, "vocab", Some("ab"));
+    refused(&predict, &[p(&bad), "`vocab` metadata, which a series"]);
+    edited(&ck, "vocab", None);
+    for cmd in [&resume[..], &generate] {
+        refused(cmd, &[p(&bad), "no `vocab` metadata", "text checkpoint"]);
+    }
+    edited(&ck, "vocab", Some("ba"));
+    refused(
+        &generate,
+        &[p(&bad), "bad `vocab` metadata", "not strictly sorted"],
+    );
+    // Each reader on the other kind of checkpoint says what it reads.
+    refused(
+        &["predict", "--checkpoint", p(&ck), "--data", p(&csv)],
+        &["a text checkpoint", "predict runs series checkpoints"],
+    );
+    refused(
+        &["generate", "--checkpoint", p(&sck)],
+        &["a series checkpoint", "generate samples from text"],
+    );
+    edited(&sck, "precision", Some("f64"));
+    refused(&predict, &[p(&bad), "bad `precision` metadata `f64`"]);
+    edited(&ck, "precision", Some("auto"));
+    for cmd in [&resume[..], &generate] {
+        refused(cmd, &[p(&bad), "bad `precision` metadata `auto`"]);
+    }
+    refused(
+        &[&args[..], &["--init", p(&bad)]].concat(),
+        &[p(&bad), "bad `precision` metadata"],
+    );
+}
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(|s| s.as_str()).collect()
 }
