@@ -1795,6 +1795,23 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
             check_fixed(&a, &c, a.config.as_deref())?;
             if let Some(d) = &a.data {
                 c.data = Some(d.clone());
+            } else if let Some(d) = &c.data
+                && let Err(e) = std::fs::metadata(d)
+            {
+                // Not the user's path: say where it came from.
+                return Err(Error::file(
+                    d,
+                    format!(
+                        "{} (the data path stored in checkpoint {}{}); give the data with --data",
+                        io::io_msg(&e),
+                        l.file.path.display(),
+                        if d.is_relative() {
+                            ", relative to the current directory"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
             }
             c.lr = a.lr.unwrap_or(c.lr);
             c.val_every = a.val_every.unwrap_or(c.val_every);

@@ -540,6 +540,35 @@ fn resume_flags_apply_or_are_refused() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("differ from the stored"), "{err}");
+    // A stored path that does not resolve (moved data, or a relative path
+    // from an older checkpoint) says it came from the checkpoint.
+    let moved = d.join("moved.st");
+    let mut c = Ck::read(&sck).config("data", "\"s.csv\"");
+    c.meta.insert("note".into(), "edited".into());
+    c.write(&moved);
+    let o = run_in(Some(&b), &["train", "--resume", p(&moved), "--no-progress"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    for want in [
+        "s.csv: No such file or directory",
+        "the data path stored in checkpoint",
+        "relative to the current directory",
+        "give the data with --data",
+    ] {
+        assert!(err.contains(want), "no `{want}` in {err}");
+    }
+    ok_in(
+        Some(&a),
+        &[
+            "train",
+            "--resume",
+            p(&moved),
+            "--stop-after",
+            "3",
+            "--no-progress",
+        ],
+    );
     assert!(cases.len() >= 19);
 }
 
