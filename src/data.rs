@@ -1718,12 +1718,20 @@ impl SeriesDataset {
                 cfg.seq_len, cfg.horizon
             )));
         }
-        let need = cfg.seq_len + cfg.horizon;
+        let need = cfg.seq_len.saturating_add(cfg.horizon);
+        let n = table.len();
+        if n_train < need && n_train == n {
+            return Err(Error::Invalid(format!(
+                "the series has {n} rows, but one window needs seq_len + horizon = {need} rows"
+            )));
+        }
         if n_train < need {
             return Err(Error::Invalid(format!(
-                "the training split has {n_train} of {} rows, but one window needs \
-                 seq_len + horizon = {need} rows",
-                table.len()
+                "the training split has {n_train} rows (the last {} of the {n} rows are held \
+                 out for validation, --val-fraction {}), but one window needs seq_len + \
+                 horizon = {need} rows",
+                n - n_train,
+                num(cfg.val_fraction)
             )));
         }
         let n_val = table.len() - n_train;
@@ -2989,7 +2997,25 @@ mod tests {
             ..cfg.clone()
         };
         let e = SeriesDataset::new(&table, &short).unwrap_err().to_string();
-        assert!(e.contains("15 of 20 rows") && e.contains("17"), "{e}");
+        assert!(
+            e.contains("training split has 15 rows (the last 5 of the 20")
+                && e.contains("= 17 rows"),
+            "{e}"
+        );
+        let e = SeriesDataset::new(
+            &table,
+            &SeriesConfig {
+                seq_len: 19,
+                val_fraction: 0.0,
+                ..short.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("the series has 20 rows") && e.contains("= 21"),
+            "{e}"
+        );
         let noval = SeriesDataset::new(
             &table,
             &SeriesConfig {

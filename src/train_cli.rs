@@ -2489,6 +2489,22 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
         .map_err(|e| Error::file(&a.data, e))?;
     let (t_len, k) = (c.seq_len, c.horizon);
     let n = sel.table.len();
+    if a.future.is_none() && n < t_len.saturating_add(k) {
+        return Err(Error::file(
+            &a.data,
+            format!(
+                "{n} rows{}, too few to predict: one window takes the checkpoint's --seq-len \
+                 {t_len} rows as input and the next --horizon {k} as targets ({} rows); give a \
+                 longer series",
+                if c.missing == "drop" {
+                    " kept (--missing drop)"
+                } else {
+                    ""
+                },
+                t_len.saturating_add(k)
+            ),
+        ));
+    }
     // Windows exist when a target follows seq_len rows; --future needs none.
     let ds = if n >= t_len + k || a.future.is_none() {
         let sc = SeriesConfig {
@@ -2626,9 +2642,10 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
     {
         let m = SeriesMetrics::of(s, &windows, &pred, target, &norm);
         eprintln!(
-            "predict: {} windows ({} split of {}), target `{tname}`: MAE {:.6} RMSE {:.6}; \
+            "predict: {} window{} ({} split of {}), target `{tname}`: MAE {:.6} RMSE {:.6}; \
              naive last value: MAE {:.6} RMSE {:.6}; MSE of z-scores {:.6} (naive {:.6})",
             m.windows,
+            if m.windows == 1 { "" } else { "s" },
             a.split,
             a.data.display(),
             m.model.mae,

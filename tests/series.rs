@@ -687,6 +687,29 @@ fn predict_selects_the_checkpoint_columns_and_sizes_the_future() {
     std::fs::write(&extra, more).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(predict(&extra), want, "one more numeric column");
 
+    // Too few rows for one window: said plainly, in the checkpoint's terms.
+    let short = d.join("short.csv");
+    std::fs::write(&short, "year,aux,level\n1,2,3\n2,3,4\n3,4,5\n4,5,6\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    for split in ["all", "train", "val"] {
+        refused(
+            &[
+                "predict",
+                "--checkpoint",
+                p(&ck),
+                "--data",
+                p(&short),
+                "--split",
+                split,
+            ],
+            &[
+                "short.csv: 4 rows, too few to predict",
+                "--seq-len 8",
+                "(9 rows)",
+            ],
+        );
+    }
+
     let huge = u64::MAX.to_string();
     for n in ["100000000000", huge.as_str()] {
         refused(
