@@ -2561,16 +2561,22 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
     let values = values_from(&net, &floats, &a.checkpoint)?;
     let ctx = open_gpu(verbose)?;
     net.check_size(t_len, b, &size_limits(Some(&ctx)))?;
-    let mut tr = Trainer::new(ctx, net, values, b, None, &OptimConfig::sgd())?;
-    restore_model(&mut tr, &floats, &ints, &a.checkpoint)?;
+    // The windows run in batches of b, the recursive forecast one window
+    // a pass: one model each, the first dropped before the second exists.
+    let model = |batch: usize| -> Result<Trainer> {
+        let opt = OptimConfig::sgd();
+        let mut tr = Trainer::new(ctx.clone(), net.clone(), values.clone(), batch, None, &opt)?;
+        restore_model(&mut tr, &floats, &ints, &a.checkpoint)?;
+        Ok(tr)
+    };
     eprintln!("{}", describe_columns(&c, &sel));
     let pred = match set {
-        Some(s) => predict_windows(&mut tr, s, &windows)?,
-        None => Vec::new(),
+        Some(s) if !windows.is_empty() => predict_windows(&mut model(b)?, s, &windows)?,
+        _ => Vec::new(),
     };
     let future = match (a.future, &cont) {
         (Some(steps), Some(cont)) => {
-            crate::forecast::forecast(&mut tr, &sel.table, &norm, t_len, k, steps, cont)
+            crate::forecast::forecast(&mut model(1)?, &sel.table, &norm, t_len, k, steps, cont)
                 .map_err(|e| Error::file(&a.data, e))?
         }
         _ => Vec::new(),
