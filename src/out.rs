@@ -11,8 +11,14 @@ use std::io::Write;
 
 /// Writes `s` and a newline to stdout, flushed.
 pub fn line(s: impl std::fmt::Display) -> Result<()> {
+    text(&format!("{s}\n"))
+}
+
+/// Writes `s` to stdout as it is, flushed (text that streams out as it is
+/// made).
+pub fn text(s: &str) -> Result<()> {
     let mut o = std::io::stdout().lock();
-    writeln!(o, "{s}")
+    o.write_all(s.as_bytes())
         .and_then(|()| o.flush())
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::BrokenPipe => Error::StdoutClosed,

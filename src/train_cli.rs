@@ -2368,10 +2368,13 @@ pub fn generate(a: &GenerateArgs, verbose: bool) -> Result<()> {
     if prompt.is_empty() {
         prompt.push(0);
     }
+    check_length(a, &vocab)?;
     let ctx = open_gpu(verbose)?;
     let mut tr = Trainer::new(ctx, net, values, 1, None, &OptimConfig::sgd())?;
     restore_model(&mut tr, &floats, &ints, &a.checkpoint)?;
     let mut rng = DataRng::new(a.seed);
+    // The text streams out as it is sampled (a line, or 64 bytes, at a
+    // time): memory does not grow with --length, and `| head` stops it.
     let mut out = a.prompt.clone();
     let mut carry = Carry::Zero;
     // The prompt primes the state; its last position gives the first logits.
@@ -2402,10 +2405,34 @@ pub fn generate(a: &GenerateArgs, verbose: bool) -> Result<()> {
             r -= w[k];
         }
         out.push_str(&vocab.decode(&[pick as u32]));
+        if out.len() >= 64 || out.ends_with('\n') {
+            crate::out::text(&out)?;
+            out.clear();
+        }
         tr.eval(1, &StepData::tokens(&[pick as u32], &[0]), carry)?;
         logits = tr.head_output(1)?;
     }
     crate::out::line(out)?;
+    Ok(())
+}
+
+/// Refuses a `--length` whose text (the prompt and `--length` characters
+/// of the vocabulary's longest UTF-8 form) would exceed the host budget.
+/// The text is streamed, not held, but a length past any output the
+/// machine could take is a mistake to refuse at once, not to run for days.
+fn check_length(a: &GenerateArgs, vocab: &Vocab) -> Result<()> {
+    let widest = vocab.chars.iter().map(|c| c.len_utf8()).max().unwrap_or(4);
+    let bytes = (a.length as u128)
+        .saturating_mul(widest as u128)
+        .saturating_add(a.prompt.len() as u128 + 1);
+    let budget = crate::cli::host_budget();
+    if bytes > budget as u128 {
+        return Err(Error::Invalid(format!(
+            "--length {}: the text would take up to {bytes} bytes, over the host budget of \
+             {budget} bytes; generate less",
+            a.length
+        )));
+    }
     Ok(())
 }
 

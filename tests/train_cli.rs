@@ -509,24 +509,29 @@ fn variable_length_adding_problem() {
     assert!(tail < 0.95 * head, "loss {head:.4} -> {tail:.4}");
 }
 
-#[test]
-fn bad_checkpoints_and_flags() {
-    let d = tmp("bad");
-    let ck = d.join("ck.st");
-    ok(&[
-        "train",
-        "--steps",
-        "2",
+/// Trains a small text model for `steps` steps into checkpoint `ck`.
+fn text_checkpoint(ck: &Path, steps: &str) {
+    let args = [
         "--hidden",
         "32",
         "--batch",
         "2",
         "--seq-len",
         "4",
-        "--checkpoint",
-        p(&ck),
         "--no-progress",
-    ]);
+    ];
+    ok(&[
+        &["train", "--steps", steps, "--checkpoint", p(ck)][..],
+        &args,
+    ]
+    .concat());
+}
+
+#[test]
+fn bad_checkpoints_and_flags() {
+    let d = tmp("bad");
+    let ck = d.join("ck.st");
+    text_checkpoint(&ck, "2");
     let bytes = std::fs::read(&ck).unwrap_or_else(|e| panic!("{e}"));
     let cut = d.join("cut.st");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap_or_else(|e| panic!("{e}"));
@@ -696,24 +701,53 @@ fn bad_checkpoints_and_flags() {
     }
 }
 
+/// generate streams its text: the first bytes arrive while it still runs
+/// (it held all of it until the end), a closed pipe ends it quietly, and a
+/// --length past the host budget is refused before anything runs.
+#[test]
+fn generate_streams_and_sizes_its_length() {
+    use std::io::Read;
+    let d = tmp("stream");
+    let ck = d.join("text.st");
+    text_checkpoint(&ck, "1");
+    // 100,000 characters take minutes on lavapipe.
+    let mut child = Command::new(BIN)
+        .args(["generate", "--checkpoint", p(&ck), "--length", "100000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut first = [0u8; 100];
+    let mut stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    stdout
+        .read_exact(&mut first)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let running = child.try_wait().unwrap_or_else(|e| panic!("{e}")).is_none();
+    drop(stdout);
+    let o = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(running, "the first 100 bytes came only at the end");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let huge = u64::MAX.to_string();
+    let o = run(&["generate", "--checkpoint", p(&ck), "--length", &huge]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("--length {huge}")) && err.contains("host budget"),
+        "{err}"
+    );
+}
+
 #[test]
 fn generate_and_predict() {
     let d = tmp("gen");
     let ck = d.join("text.st");
-    ok(&[
-        "train",
-        "--steps",
-        "3",
-        "--hidden",
-        "32",
-        "--batch",
-        "2",
-        "--seq-len",
-        "4",
-        "--checkpoint",
-        p(&ck),
-        "--no-progress",
-    ]);
+    text_checkpoint(&ck, "3");
     let out = ok(&[
         "generate",
         "--checkpoint",
