@@ -86,7 +86,7 @@ pub struct TrainArgs {
     #[serde(default)]
     pub residual: bool,
     /// Normalization: none | layer | layer-cell | batch | step-batch |
-    /// recurrent-batch (see the README's normalization variants). [default: none]
+    /// recurrent-batch (see docs/math.md, "Normalization variants"). [default: none]
     #[arg(long)]
     pub norm: Option<String>,
     /// Between-layer norms (layer, batch, step-batch): normalize the last

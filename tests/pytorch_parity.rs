@@ -56,7 +56,7 @@ parity_tests! {
 
 /// `grad --precision f16-mixed` against the same PyTorch (f32) fixtures:
 /// every output and gradient within the documented f16-mixed tolerance
-/// (f16 weights and gate cache, f32 accumulation; see README).
+/// (f16 weights and gate cache, f32 accumulation; see docs/mixed-precision.md).
 #[test]
 fn parity_f16_mixed() {
     let mut worst = (0.0f32, String::new());

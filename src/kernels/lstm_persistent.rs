@@ -32,8 +32,8 @@ pub fn loop_iteration_cap(info: &wgpu::AdapterInfo) -> Option<usize> {
     (llvmpipe(&info.name) || llvmpipe(&info.driver)).then_some(65_535)
 }
 
-/// The automatic choice by shape (see the README's "Persistent time
-/// loop"). On adapters that cap loop iterations (lavapipe, a CPU) dispatches
+/// The automatic choice by shape (see docs/architecture.md, "Persistent
+/// time loop"). On adapters that cap loop iterations (lavapipe, a CPU) dispatches
 /// are cheap next to the arithmetic, and the persistent loop only wins where
 /// W_hh lives in workgroup memory. On GPUs one workgroup per chain does a
 /// step's work alone, which pays only while a step is small: measured on an
