@@ -1,4 +1,4 @@
-//! The command line's stdout: every line goes through [`line`], which
+//! The command line's stdout: every line goes through [`line()`], which
 //! flushes it (so `| head -1` sees it at once) and turns write errors into
 //! [`Error`]s instead of `println!`'s panic. A reader that closed the pipe
 //! (`| head`) gives [`Error::StdoutClosed`], on which the program ends
@@ -30,7 +30,7 @@ pub fn text(s: &str) -> Result<()> {
 /// the command stops with one error line instead of after its progress
 /// lines on stderr. An empty write reaches the device and fails there;
 /// files, terminals and pipes (open or closed) take it, and a closed
-/// stdout is left to [`line`] as before.
+/// stdout is left to [`line()`] as before.
 pub fn check() -> Result<()> {
     #[cfg(unix)]
     {
