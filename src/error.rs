@@ -71,5 +71,47 @@ impl Error {
     }
 }
 
+/// A number for a message: as Rust prints it (the shortest form that
+/// reads back the same), but in exponent form (`1e300`, `2.5e-200`) when
+/// the digits run long: huge and tiny values print hundreds of them.
+pub fn num<T: Copy + std::fmt::Display + std::fmt::LowerExp>(v: T) -> String {
+    let plain = v.to_string();
+    let exp = format!("{v:e}");
+    if plain.len() > 12 && exp.len() < plain.len() {
+        exp
+    } else {
+        plain
+    }
+}
+
+/// Text quoted in a message, cut to its first 60 characters (a cell or a
+/// line of a corrupt file may be any length).
+pub fn clip(s: &str) -> String {
+    match s.char_indices().nth(60) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 /// Crate result type.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_text_in_messages_stay_short() {
+        assert_eq!(num(1e300), "1e300");
+        assert_eq!(num(-2.5e-200), "-2.5e-200");
+        assert_eq!(num(f32::MAX), "3.4028235e38");
+        assert_eq!(num(0.1), "0.1");
+        assert_eq!(num(1000.0), "1000");
+        assert_eq!(num(123456.789), "123456.789");
+        assert_eq!(num(f64::NAN), "NaN");
+        assert_eq!(num(f64::INFINITY), "inf");
+        assert_eq!(clip("abc"), "abc");
+        let long = "9".repeat(400);
+        assert_eq!(clip(&long), format!("{}…", "9".repeat(60)));
+    }
+}

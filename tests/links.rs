@@ -451,8 +451,8 @@ fn run_grad_cli(
     c: &Case,
     d: &Data,
     args: &[&str],
-) -> (std::process::Output, std::path::PathBuf) {
-    let dir = parity::fresh_temp_dir(tag);
+) -> (std::process::Output, std::path::PathBuf, parity::TempDir) {
+    let dir = parity::TempDir::new(tag);
     let (w, i, o) = (
         dir.join("w.safetensors"),
         dir.join("i.safetensors"),
@@ -484,7 +484,7 @@ fn run_grad_cli(
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("running lstm-wgpu: {e}"));
-    (out, o)
+    (out, o, dir)
 }
 
 /// `grad --dropout --residual --dropout-seed --dropout-step` against the
@@ -516,7 +516,7 @@ fn grad_cli_links() {
         if eval {
             args.push("--eval");
         }
-        let (res, out) = run_grad_cli("links_cli", &c, &d, &args);
+        let (res, out, _dir) = run_grad_cli("links_cli", &c, &d, &args);
         assert!(
             res.status.success(),
             "{args:?}: {}",
@@ -576,7 +576,7 @@ fn grad_cli_bad_links() {
         (&["--dropout-step", "4294967296"][..], "--dropout-step"),
         (&["--dropout-seed", "x"][..], "--dropout-seed"),
     ] {
-        let (res, out) = run_grad_cli("links_bad", &c, &d, args);
+        let (res, out, _dir) = run_grad_cli("links_bad", &c, &d, args);
         let stderr = String::from_utf8_lossy(&res.stderr);
         assert_eq!(res.status.code(), Some(2), "{args:?}: {stderr}");
         let first = stderr
@@ -585,12 +585,9 @@ fn grad_cli_bad_links() {
             .unwrap_or_default();
         assert!(first.contains(flag), "{args:?}: {stderr}");
         assert!(!out.exists(), "{args:?}: output written");
-        if let Some(dir) = out.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
     }
     // Our own checks (not clap's parse errors) are exactly one line.
-    let (res, _) = run_grad_cli("links_bad", &c, &d, &["--dropout", "1"]);
+    let (res, _, _dir) = run_grad_cli("links_bad", &c, &d, &["--dropout", "1"]);
     let stderr = String::from_utf8_lossy(&res.stderr);
     let lines: Vec<&str> = stderr
         .lines()

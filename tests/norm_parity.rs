@@ -163,7 +163,7 @@ fn expect_rejected(
     whole_word: bool,
 ) {
     // Neutral dir/file names, so that a path in the message cannot match.
-    let dir = fresh_temp_dir("bad");
+    let dir = TempDir::new("bad");
     let weights_path = dir.join("w.safetensors");
     let mut w = load(&fixture(base, "weights"));
     modify_weights(&mut w);

@@ -56,7 +56,7 @@ parity_tests! {
 
 /// `grad --precision f16-mixed` against the same PyTorch (f32) fixtures:
 /// every output and gradient within the documented f16-mixed tolerance
-/// (f16 weights and gate cache, f32 accumulation; see README).
+/// (f16 weights and gate cache, f32 accumulation; see docs/mixed-precision.md).
 #[test]
 fn parity_f16_mixed() {
     let mut worst = (0.0f32, String::new());
@@ -76,7 +76,7 @@ fn parity_f16_mixed() {
 /// inputs without a word.
 #[test]
 fn f16_mixed_overflow_warns() {
-    let dir = fresh_temp_dir("f16-overflow");
+    let dir = TempDir::new("f16-overflow");
     let inputs = dir.join("inputs.safetensors");
     let mut i = load(&fixture(BAD_BASE, "inputs"));
     for name in ["grad_output", "grad_h_n", "grad_c_n"] {
@@ -140,7 +140,7 @@ fn expect_rejected(
     must_name: &str,
 ) {
     // Neutral dir name, so that a path in the message cannot match a tensor name.
-    let dir = fresh_temp_dir("bad");
+    let dir = TempDir::new("bad");
     let weights_path = dir.join("weights.safetensors");
     let inputs_path = dir.join("inputs.safetensors");
     let mut w = load(&fixture(BAD_BASE, "weights"));
@@ -276,7 +276,7 @@ fn bad_nan_in_input() {
 
 #[test]
 fn bad_weights_not_safetensors() {
-    let dir = fresh_temp_dir("bad");
+    let dir = TempDir::new("bad");
     let weights_path = dir.join("random_bytes.safetensors");
     // Deterministic pseudo-random bytes (64-bit LCG).
     let mut s: u64 = 0x2545_f491_4f6c_dd1d;

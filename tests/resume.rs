@@ -7,31 +7,15 @@
 use lstm_wgpu::NamedTensor;
 use lstm_wgpu::io::{self, TensorFile};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lstm-wgpu");
 
-/// A temporary directory, removed when the test ends (or panics).
-struct Tmp(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl Tmp {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("lstm-wgpu-resume-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
-        Tmp(d)
-    }
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use tempdir::TempDir;
 
 fn run_in(dir: Option<&Path>, args: &[&str]) -> Output {
     let mut c = Command::new(BIN);
@@ -144,7 +128,7 @@ impl Ck {
 /// of the run's output files.
 #[test]
 fn resume_checks_stored_settings_counters_and_values() {
-    let d = Tmp::new("bad");
+    let d = TempDir::new("bad");
     let (ck, bn) = (d.join("ck.st"), d.join("bn.st"));
     let mut args = vec!["train", "--steps", "4", "--stop-after", "2"];
     args.extend(SMALL);
@@ -243,7 +227,7 @@ fn resume_checks_stored_settings_counters_and_values() {
 /// state is not used.
 #[test]
 fn readers_refuse_tensors_they_would_ignore() {
-    let d = Tmp::new("names");
+    let d = TempDir::new("names");
     let ck = d.join("ck.st");
     let mut args = vec!["train", "--steps", "2"];
     args.extend(SMALL);
@@ -316,6 +300,101 @@ fn readers_refuse_tensors_they_would_ignore() {
     );
 }
 
+/// The metadata of a checkpoint is checked by every reader: a series
+/// checkpoint without its normalizer or a text one without its vocabulary
+/// is refused (not refitted or guessed), corrupt ones name the file, a
+/// `precision` other than f32 or f16-mixed is refused, also by `--init`.
+#[test]
+fn readers_check_the_checkpoint_metadata() {
+    let d = TempDir::new("meta");
+    let (ck, sck, csv, bad) = (
+        d.join("t.st"),
+        d.join("s.st"),
+        d.join("s.csv"),
+        d.join("bad.st"),
+    );
+    let mut args = vec!["train", "--steps", "2"];
+    args.extend(SMALL);
+    ok(&[&args[..], &["--checkpoint", p(&ck)]].concat());
+    let mut text = String::from("a,y\n");
+    for i in 0..80 {
+        let t = i as f64 * 0.3;
+        text += &format!("{},{}\n", t.sin(), (t + 0.3).sin());
+    }
+    std::fs::write(&csv, text).unwrap_or_else(|e| panic!("{e}"));
+    let series = [&args[..], &["--task", "series", "--data", p(&csv)]].concat();
+    ok(&[&series[..], &["--checkpoint", p(&sck)]].concat());
+
+    let resume = [
+        "train",
+        "--resume",
+        p(&bad),
+        "--steps",
+        "3",
+        "--no-progress",
+    ];
+    let predict = ["predict", "--checkpoint", p(&bad), "--data", p(&csv)];
+    let generate = ["generate", "--checkpoint", p(&bad)];
+    let edited = |from: &Path, key: &str, value: Option<&str>| {
+        let mut c = Ck::read(from);
+        match value {
+            Some(v) => c.meta.insert(key.into(), v.into()),
+            None => c.meta.remove(key),
+        };
+        c.write(&bad);
+    };
+    edited(&sck, "normalizer", None);
+    for cmd in [&resume[..], &predict] {
+        refused(
+            cmd,
+            &[p(&bad), "no `normalizer` metadata", "series checkpoint"],
+        );
+    }
+    let long = format!("target\t1{}\t1\ty", "0".repeat(400));
+    for corrupt in ["feature\tx\t1\ta\ntarget\t0\t1\ty\n", long.as_str()] {
+        edited(&sck, "normalizer", Some(corrupt));
+        for cmd in [&resume[..], &predict] {
+            refused(cmd, &[p(&bad), "bad `normalizer` metadata", "line 1"]);
+        }
+    }
+    let o = run_in(None, &predict);
+    assert!(
+        o.stderr.len() < 400,
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    edited(&sck, "vocab", Some("ab"));
+    refused(&predict, &[p(&bad), "`vocab` metadata, which a series"]);
+    edited(&ck, "vocab", None);
+    for cmd in [&resume[..], &generate] {
+        refused(cmd, &[p(&bad), "no `vocab` metadata", "text checkpoint"]);
+    }
+    edited(&ck, "vocab", Some("ba"));
+    refused(
+        &generate,
+        &[p(&bad), "bad `vocab` metadata", "not strictly sorted"],
+    );
+    // Each reader on the other kind of checkpoint says what it reads.
+    refused(
+        &["predict", "--checkpoint", p(&ck), "--data", p(&csv)],
+        &["a text checkpoint", "predict runs series checkpoints"],
+    );
+    refused(
+        &["generate", "--checkpoint", p(&sck)],
+        &["a series checkpoint", "generate samples from text"],
+    );
+    edited(&sck, "precision", Some("f64"));
+    refused(&predict, &[p(&bad), "bad `precision` metadata `f64`"]);
+    edited(&ck, "precision", Some("auto"));
+    for cmd in [&resume[..], &generate] {
+        refused(cmd, &[p(&bad), "bad `precision` metadata `auto`"]);
+    }
+    refused(
+        &[&args[..], &["--init", p(&bad)]].concat(),
+        &[p(&bad), "bad `precision` metadata"],
+    );
+}
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(|s| s.as_str()).collect()
 }
@@ -330,7 +409,7 @@ fn config_of(path: &Path) -> String {
 /// path is stored absolute.
 #[test]
 fn resume_flags_apply_or_are_refused() {
-    let d = Tmp::new("flags");
+    let d = TempDir::new("flags");
     let ck = d.join("ck.st");
     let mut args = vec!["train", "--steps", "4", "--stop-after", "2"];
     args.extend(SMALL);
@@ -365,6 +444,11 @@ fn resume_flags_apply_or_are_refused() {
         (vec!["--clip-norm", "1"], vec!["--clip-norm 1", "has none"]),
         (vec!["--weight-decay", "0.5"], vec!["--weight-decay 0.5"]),
         (vec!["--schedule", "cosine"], vec!["--schedule cosine"]),
+        // Equal to the stored value, but of a schedule the run does not use.
+        (
+            vec!["--gamma", "0.5"],
+            vec!["--gamma applies to --schedule step"],
+        ),
         (vec!["--init", p(&ck)], vec!["--init"]),
         (vec!["--config", p(&toml)], vec!["--hidden 48", p(&toml)]),
         (vec!["--steps", "1"], vec!["--steps 1", "step 2"]),
@@ -456,6 +540,35 @@ fn resume_flags_apply_or_are_refused() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("differ from the stored"), "{err}");
+    // A stored path that does not resolve (moved data, or a relative path
+    // from an older checkpoint) says it came from the checkpoint.
+    let moved = d.join("moved.st");
+    let mut c = Ck::read(&sck).config("data", "\"s.csv\"");
+    c.meta.insert("note".into(), "edited".into());
+    c.write(&moved);
+    let o = run_in(Some(&b), &["train", "--resume", p(&moved), "--no-progress"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    for want in [
+        "s.csv: No such file or directory",
+        "the data path stored in checkpoint",
+        "relative to the current directory",
+        "give the data with --data",
+    ] {
+        assert!(err.contains(want), "no `{want}` in {err}");
+    }
+    ok_in(
+        Some(&a),
+        &[
+            "train",
+            "--resume",
+            p(&moved),
+            "--stop-after",
+            "3",
+            "--no-progress",
+        ],
+    );
     assert!(cases.len() >= 19);
 }
 
@@ -480,7 +593,7 @@ fn points(svg: &str) -> Vec<usize> {
 /// whole run; a refused or failed run creates no metrics file.
 #[test]
 fn metrics_and_plot_continue_across_resume() {
-    let d = Tmp::new("metrics");
+    let d = TempDir::new("metrics");
     let (ma, mb) = (d.join("a.jsonl"), d.join("b.jsonl"));
     let (pa, pb) = (d.join("a.svg"), d.join("b.svg"));
     let ck = d.join("ck.st");
@@ -558,7 +671,7 @@ fn metrics_and_plot_continue_across_resume() {
 /// resuming it equals a fresh run bit for bit.
 #[test]
 fn zero_steps_export_the_initial_model() {
-    let d = Tmp::new("zero");
+    let d = TempDir::new("zero");
     let (z, e, f, r) = (
         d.join("z.st"),
         d.join("e.st"),

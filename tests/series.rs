@@ -4,42 +4,15 @@
 //! `predict --future` continues the series, and data too small for the run
 //! is refused with one line.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lstm-wgpu");
 
-/// A temporary directory removed when dropped.
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("lstm-wgpu-series-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
-        Self(d)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn files(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-            .collect::<Result<_, _>>()
-            .unwrap_or_else(|e| panic!("{e}"));
-        v.sort();
-        v
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use tempdir::TempDir;
 
 fn p(path: &Path) -> &str {
     path.to_str()
@@ -468,18 +441,29 @@ fn csv_columns_and_missing_cells() {
         s += &format!("{}e307\n", if i % 2 == 0 { 9 } else { -9 });
     }
     std::fs::write(&big, s).unwrap_or_else(|e| panic!("{e}"));
-    refused(
-        &[
-            "train",
-            "--seq-len",
-            "8",
-            "--data",
-            p(&big),
-            "--dump-data",
-            p(&dump),
-        ],
-        &["`y`", "overflows"],
-    );
+    let big_args = [
+        "train",
+        "--seq-len",
+        "8",
+        "--data",
+        p(&big),
+        "--dump-data",
+        p(&dump),
+    ];
+    // Finite values of any size normalise (a naive sum of squares
+    // overflowed and refused this column).
+    ok(&big_args);
+    // A value beyond f32 in z-scores is refused by name, numbers short; so
+    // is a constant column of huge values.
+    let mut s = String::from("y\n");
+    for i in 0..39 {
+        s += &format!("{}\n", (i as f64).sin());
+    }
+    s += "1e300\n";
+    std::fs::write(&big, s).unwrap_or_else(|e| panic!("{e}"));
+    refused(&big_args, &["`y` row 40: 1e300 lies", "beyond f32"]);
+    std::fs::write(&big, format!("y\n{}", "1e300\n".repeat(40))).unwrap_or_else(|e| panic!("{e}"));
+    refused(&big_args, &["`y` is constant (1e300)"]);
     // A text file stays text without --task.
     let txt = d.join("t.txt");
     std::fs::write(&txt, "hello world, ".repeat(200)).unwrap_or_else(|e| panic!("{e}"));
@@ -493,6 +477,52 @@ fn csv_columns_and_missing_cells() {
         p(&dump),
     ]);
     assert!(err.contains("task: text"), "{err}");
+}
+
+/// RFC 4180 quoting: quoted commas, doubled quotes and line breaks are
+/// cells, written back quoted by --dump-data; a quote never closed is
+/// refused with its line.
+#[test]
+fn quoted_csv_fields_are_read() {
+    let d = TempDir::new("series-quoted");
+    let (csv, dump, again) = (d.join("q.csv"), d.join("d.csv"), d.join("e.csv"));
+    let mut s = String::from("\"when, local\",\"level, \"\"m\"\"\"\n");
+    for i in 0..40 {
+        s += &format!("\"Jan {}, 2020\",\"{}\"\n", i + 1, (i as f64 * 0.4).sin());
+    }
+    std::fs::write(&csv, s).unwrap_or_else(|e| panic!("{e}"));
+    let dump_args = |from: &Path, to: &Path| {
+        let v = [
+            "train",
+            "--seq-len",
+            "8",
+            "--data",
+            p(from),
+            "--dump-data",
+            p(to),
+        ];
+        v.map(String::from)
+    };
+    let a = dump_args(&csv, &dump);
+    let (_, err) = ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        err.contains("target `level, \"m\"`") && err.contains("time `when, local`"),
+        "{err}"
+    );
+    let dumped = std::fs::read_to_string(&dump).unwrap_or_else(|e| panic!("{e}"));
+    assert!(dumped.starts_with("\"level, \"\"m\"\"\"\n0\n"), "{dumped}");
+    let a = dump_args(&dump, &again);
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let back = std::fs::read_to_string(&again).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(back, dumped, "a dumped CSV reads back as itself");
+
+    let bad = d.join("bad.csv");
+    std::fs::write(&bad, "t,y\n1,2\n\"3,4\n5,6\n").unwrap_or_else(|e| panic!("{e}"));
+    let a = dump_args(&bad, &dump);
+    refused(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &["bad.csv", "line 3", "quoted field is never closed"],
+    );
 }
 
 /// `predict --future N` continues the series N rows past its end, feeding
@@ -656,6 +686,29 @@ fn predict_selects_the_checkpoint_columns_and_sizes_the_future() {
         .collect();
     std::fs::write(&extra, more).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(predict(&extra), want, "one more numeric column");
+
+    // Too few rows for one window: said plainly, in the checkpoint's terms.
+    let short = d.join("short.csv");
+    std::fs::write(&short, "year,aux,level\n1,2,3\n2,3,4\n3,4,5\n4,5,6\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    for split in ["all", "train", "val"] {
+        refused(
+            &[
+                "predict",
+                "--checkpoint",
+                p(&ck),
+                "--data",
+                p(&short),
+                "--split",
+                split,
+            ],
+            &[
+                "short.csv: 4 rows, too few to predict",
+                "--seq-len 8",
+                "(9 rows)",
+            ],
+        );
+    }
 
     let huge = u64::MAX.to_string();
     for n in ["100000000000", huge.as_str()] {

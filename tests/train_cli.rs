@@ -2,16 +2,18 @@
 //! losses fall on every built-in dataset, resume equals an uninterrupted
 //! run bit for bit, and bad checkpoints or flags give clear errors.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lstm-wgpu");
 
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lstm-wgpu-train-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
-    d
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
+use tempdir::TempDir;
+
+fn tmp(tag: &str) -> TempDir {
+    TempDir::new(&format!("train-{tag}"))
 }
 
 fn run(args: &[&str]) -> Output {
@@ -116,8 +118,9 @@ fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// A 6-step run equals one stopped after 3 steps and resumed: every
 /// checkpoint tensor (weights, running statistics, optimizer state,
-/// counters) bit for bit, and the metrics.
-fn check_resume(tag: &str, common: &[&str]) {
+/// counters) bit for bit, and the metrics. Returns the directory of the
+/// runs (`a`: whole, `b` and `c`: stopped and resumed).
+fn check_resume(tag: &str, common: &[&str]) -> TempDir {
     let d = tmp(tag);
     let (a, b, c) = (d.join("a.st"), d.join("b.st"), d.join("c.st"));
     let (ma, mb) = (d.join("a.jsonl"), d.join("b.jsonl"));
@@ -165,6 +168,7 @@ fn check_resume(tag: &str, common: &[&str]) {
         assert!(x == y, "{tag}: resumed run ends elsewhere in `{}`", x.0);
     }
     assert_eq!(losses(&ma), losses(&mb), "{tag}");
+    d
 }
 
 #[test]
@@ -261,7 +265,7 @@ fn resume_keeps_f16_mixed_and_its_scaler() {
     // skipped) has moved by step 3 and a resumed run that restarted it, or
     // ran in f32, would end elsewhere (check_resume compares every tensor,
     // the scaler's too).
-    check_resume(
+    let d = check_resume(
         "resume-f16",
         &[
             "--precision",
@@ -277,7 +281,6 @@ fn resume_keeps_f16_mixed_and_its_scaler() {
             "--no-progress",
         ],
     );
-    let d = std::env::temp_dir().join(format!("lstm-wgpu-train-resume-f16-{}", std::process::id()));
     let m = std::fs::read_to_string(d.join("b.jsonl")).unwrap_or_else(|e| panic!("{e}"));
     let steps: Vec<_> = m.lines().filter(|l| l.contains("\"loss\"")).collect();
     assert_eq!(steps.len(), 6, "{m}");
@@ -378,7 +381,6 @@ fn resume_between_validations_equals_uninterrupted() {
         assert_eq!(meta(&x), meta(&y), "{}", y.display());
     }
     assert_eq!(metrics_lines(&ma), metrics_lines(&mb));
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -507,24 +509,29 @@ fn variable_length_adding_problem() {
     assert!(tail < 0.95 * head, "loss {head:.4} -> {tail:.4}");
 }
 
-#[test]
-fn bad_checkpoints_and_flags() {
-    let d = tmp("bad");
-    let ck = d.join("ck.st");
-    ok(&[
-        "train",
-        "--steps",
-        "2",
+/// Trains a small text model for `steps` steps into checkpoint `ck`.
+fn text_checkpoint(ck: &Path, steps: &str) {
+    let args = [
         "--hidden",
         "32",
         "--batch",
         "2",
         "--seq-len",
         "4",
-        "--checkpoint",
-        p(&ck),
         "--no-progress",
-    ]);
+    ];
+    ok(&[
+        &["train", "--steps", steps, "--checkpoint", p(ck)][..],
+        &args,
+    ]
+    .concat());
+}
+
+#[test]
+fn bad_checkpoints_and_flags() {
+    let d = tmp("bad");
+    let ck = d.join("ck.st");
+    text_checkpoint(&ck, "2");
     let bytes = std::fs::read(&ck).unwrap_or_else(|e| panic!("{e}"));
     let cut = d.join("cut.st");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap_or_else(|e| panic!("{e}"));
@@ -631,6 +638,53 @@ fn bad_checkpoints_and_flags() {
             vec!["train", "--val-fraction", "1.5", "--steps", "1"],
             "--val-fraction",
         ),
+        // Huge numbers print short, not in 300 digits.
+        (
+            vec!["train", "--val-fraction", "1e300", "--steps", "1"],
+            "--val-fraction 1e300: expected",
+        ),
+        (
+            vec!["train", "--lr=-1e300", "--steps", "1"],
+            "--lr -1e300: expected",
+        ),
+        // Schedule values are checked whatever the schedule, and a flag
+        // of another schedule is refused rather than ignored.
+        (
+            vec!["train", "--gamma", "nan", "--steps", "1"],
+            "--gamma NaN: expected a finite number >= 0",
+        ),
+        (
+            vec!["train", "--step-size", "0", "--steps", "1"],
+            "--step-size must be at least 1",
+        ),
+        (
+            vec![
+                "train",
+                "--gamma",
+                "0.5",
+                "--schedule",
+                "cosine",
+                "--steps",
+                "1",
+            ],
+            "--gamma applies to --schedule step, but the schedule is cosine",
+        ),
+        (
+            vec!["train", "--step-size", "10", "--steps", "1"],
+            "--step-size applies to --schedule step, but the schedule is constant",
+        ),
+        (
+            vec![
+                "train",
+                "--warmup",
+                "2",
+                "--schedule",
+                "step",
+                "--steps",
+                "1",
+            ],
+            "--warmup applies to --schedule cosine, but the schedule is step",
+        ),
         (
             vec!["train", "--loss-scale", "x", "--steps", "1"],
             "bad loss scale `x`",
@@ -647,24 +701,53 @@ fn bad_checkpoints_and_flags() {
     }
 }
 
+/// generate streams its text: the first bytes arrive while it still runs
+/// (it held all of it until the end), a closed pipe ends it quietly, and a
+/// --length past the host budget is refused before anything runs.
+#[test]
+fn generate_streams_and_sizes_its_length() {
+    use std::io::Read;
+    let d = tmp("stream");
+    let ck = d.join("text.st");
+    text_checkpoint(&ck, "1");
+    // 100,000 characters take minutes on lavapipe.
+    let mut child = Command::new(BIN)
+        .args(["generate", "--checkpoint", p(&ck), "--length", "100000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut first = [0u8; 100];
+    let mut stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    stdout
+        .read_exact(&mut first)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let running = child.try_wait().unwrap_or_else(|e| panic!("{e}")).is_none();
+    drop(stdout);
+    let o = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(running, "the first 100 bytes came only at the end");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let huge = u64::MAX.to_string();
+    let o = run(&["generate", "--checkpoint", p(&ck), "--length", &huge]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("--length {huge}")) && err.contains("host budget"),
+        "{err}"
+    );
+}
+
 #[test]
 fn generate_and_predict() {
     let d = tmp("gen");
     let ck = d.join("text.st");
-    ok(&[
-        "train",
-        "--steps",
-        "3",
-        "--hidden",
-        "32",
-        "--batch",
-        "2",
-        "--seq-len",
-        "4",
-        "--checkpoint",
-        p(&ck),
-        "--no-progress",
-    ]);
+    text_checkpoint(&ck, "3");
     let out = ok(&[
         "generate",
         "--checkpoint",

@@ -2,11 +2,13 @@
 
 mod common;
 
+use lstm_wgpu::data::{SeriesConfig, SeriesDataset, SeriesTable};
 use lstm_wgpu::kernels::optim::OptimConfig;
 use lstm_wgpu::lstm::{Batch, Lstm, Upstream};
 use lstm_wgpu::model::LstmModel;
 use lstm_wgpu::model::norm::Norm;
 use lstm_wgpu::model::precision::{Precision, ScalerConfig};
+use lstm_wgpu::train::forecast::{continuations, forecast, predict_windows};
 use lstm_wgpu::train::{Carry, Head, NetConfig, StepData, Trainer, init_values};
 
 #[test]
@@ -265,6 +267,48 @@ fn series_model_loss_falls() {
     let head: f32 = losses[..5].iter().sum::<f32>() / 5.0;
     let tail: f32 = losses[losses.len() - 5..].iter().sum::<f32>() / 5.0;
     assert!(tail < 0.2 * head, "loss {head} -> {tail}");
+}
+
+/// The recursive forecast runs one window a pass: a model of batch 4 is
+/// refused (it would compute four copies), and with batch 1 the first
+/// forecast equals the batched prediction of the same window.
+#[test]
+fn forecast_runs_one_window_a_pass() {
+    let ctx = common::ctx();
+    let net = sine_net(1);
+    let values = init_values(&net, 3);
+    let model = |b: usize| {
+        Trainer::new(ctx.clone(), net.clone(), values.clone(), b, None, &adamw())
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let y: Vec<f64> = (0..41).map(|i| (i as f64 * 0.3).sin()).collect();
+    let full = SeriesTable::univariate("y", y.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let head = SeriesTable::univariate("y", y[..40].to_vec()).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = SeriesConfig {
+        seq_len: 6,
+        horizon: 1,
+        val_fraction: 0.0,
+    };
+    let ds = SeriesDataset::new(&full, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    let cont = continuations(&head).unwrap_or_else(|e| panic!("{e}"));
+    let e = forecast(&mut model(4), &head, &ds.norm, 6, 1, 2, &cont)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("needs batch 1, not 4"), "{e}");
+    // Window 34 reads rows 34..40, the last 6 rows of `head`.
+    let last = ds.train.len() - 1;
+    assert_eq!(ds.train.first_target_row(last), 40);
+    let z =
+        predict_windows(&mut model(4), &ds.train, &[0, last, 1]).unwrap_or_else(|e| panic!("{e}"));
+    let want = ds.norm.target.denormalize(z[1] as f64);
+    let got =
+        forecast(&mut model(1), &head, &ds.norm, 6, 1, 2, &cont).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.len(), 2);
+    assert!(
+        (got[0] - want).abs() <= 1e-5 * want.abs().max(1.0),
+        "{got:?} vs {want}"
+    );
 }
 
 /// Sine windows: x [T, B, 1] and the next value of each window [B, 1].

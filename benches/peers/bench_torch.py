@@ -23,8 +23,8 @@ torch.amp.GradScaler (scale, unscale_ before clip_grad_norm_, step, update);
 master weights and optimizer state stay float32.
 
 Columns: median ms/step over the timed steps, tokens/s (batch*seq per second),
-GFLOP/s by the formula of src/bench.rs (every GEMM as 2mnk, see README
-"Benchmarks"), peak memory (CUDA: torch.cuda.max_memory_allocated; CPU: the
+GFLOP/s by the formula of src/bench.rs (every GEMM as 2mnk, see "FLOPs per
+step" in docs/commands.md), peak memory (CUDA: torch.cuda.max_memory_allocated; CPU: the
 growth of the process's peak RSS over the run, a rough figure), the device
 name. Dispatches and submits have no meaning here: printed as null/"-".
 

@@ -223,7 +223,8 @@ fn check_flags(a: &GradArgs) -> Result<Links> {
             && !(v.is_finite() && v >= 0.0)
         {
             return Err(Error::Invalid(format!(
-                "{flag} {v}: expected a finite value >= 0"
+                "{flag} {}: expected a finite value >= 0",
+                lstm_wgpu::error::num(v)
             )));
         }
     }
@@ -234,7 +235,7 @@ fn check_flags(a: &GradArgs) -> Result<Links> {
     if links.validate().is_err() {
         return Err(Error::Invalid(format!(
             "--dropout {}: expected a probability in [0, 1)",
-            a.dropout
+            lstm_wgpu::error::num(a.dropout)
         )));
     }
     Ok(links)

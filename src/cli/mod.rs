@@ -73,6 +73,16 @@ pub struct DemoArgs {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    // Commands that print results find an unwritable stdout before they
+    // print anything else (grad and --dump-data write files only).
+    let prints = match &cli.cmd {
+        Cmd::Grad(_) => false,
+        Cmd::Train(a) => a.dump_data.is_none(),
+        _ => true,
+    };
+    if prints {
+        crate::cli::out::check()?;
+    }
     match cli.cmd {
         Cmd::Grad(a) => grad::run(&a, cli.verbose),
         Cmd::Demo(a) => crate::cli::demo::run(&a, cli.verbose),

@@ -6,7 +6,7 @@ use lstm_wgpu::data::{
     AddingTask, Builtin, CopyTask, CsvTable, Missing, Normalizer, Rng, SelectOptions, Selection,
     SeriesConfig, SeriesDataset, Split, TextConfig, TextData, Vocab,
 };
-use lstm_wgpu::error::{Error, Result};
+use lstm_wgpu::error::{Error, Result, clip, num};
 use lstm_wgpu::io::{self, TensorFile};
 use lstm_wgpu::kernels::optim::{OptimConfig, OptimKind};
 use lstm_wgpu::model::NamedTensor;
@@ -86,7 +86,7 @@ pub struct TrainArgs {
     #[serde(default)]
     pub residual: bool,
     /// Normalization: none | layer | layer-cell | batch | step-batch |
-    /// recurrent-batch (see the README's normalization variants). [default: none]
+    /// recurrent-batch (see docs/math.md, "Normalization variants"). [default: none]
     #[arg(long)]
     pub norm: Option<String>,
     /// Between-layer norms (layer, batch, step-batch): normalize the last
@@ -460,6 +460,14 @@ fn resolve(a: &TrainArgs) -> Result<RunConfig> {
     Ok(c)
 }
 
+/// The data of run `c`: its path, or `built-in <dataset>`.
+fn describe_data(c: &RunConfig) -> String {
+    c.data
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| format!("built-in {}", c.dataset))
+}
+
 /// Whether a data path names a CSV file (by its extension).
 fn is_csv(p: &Path) -> bool {
     p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))
@@ -489,14 +497,16 @@ fn validate_config(c: &RunConfig) -> Result<()> {
     let dropout = c.dropout;
     if !(dropout.is_finite() && (0.0..1.0).contains(&dropout)) {
         return Err(Error::Invalid(format!(
-            "--dropout {dropout}: expected a probability in [0, 1)"
+            "--dropout {}: expected a probability in [0, 1)",
+            num(dropout)
         )));
     }
     if let Some(f) = c.forget_bias
         && !f.is_finite()
     {
         return Err(Error::Invalid(format!(
-            "--forget-bias {f}: expected a finite number"
+            "--forget-bias {}: expected a finite number",
+            num(f)
         )));
     }
     let optimizer = c.optimizer.as_str();
@@ -573,14 +583,15 @@ fn validate_config(c: &RunConfig) -> Result<()> {
     if !(0.0..1.0).contains(&c.val_fraction) {
         return Err(Error::Invalid(format!(
             "--val-fraction {}: expected a value in [0, 1)",
-            c.val_fraction
+            num(c.val_fraction)
         )));
     }
     if let Some(n) = c.clip_norm
         && !(n.is_finite() && n >= 0.0)
     {
         return Err(Error::Invalid(format!(
-            "--clip-norm {n}: expected a finite number >= 0"
+            "--clip-norm {}: expected a finite number >= 0",
+            num(n)
         )));
     }
     for (flag, v) in [
@@ -590,12 +601,41 @@ fn validate_config(c: &RunConfig) -> Result<()> {
     ] {
         if !(v.is_finite() && v >= 0.0) {
             return Err(Error::Invalid(format!(
-                "{flag} {v}: expected a finite number >= 0"
+                "{flag} {}: expected a finite number >= 0",
+                num(v)
             )));
         }
     }
+    // Checked whatever the schedule: a stored value is a value.
+    if c.step_size == 0 {
+        return Err(Error::Invalid("--step-size must be at least 1".into()));
+    }
+    if !(c.gamma.is_finite() && c.gamma >= 0.0) {
+        return Err(Error::Invalid(format!(
+            "--gamma {}: expected a finite number >= 0",
+            num(c.gamma)
+        )));
+    }
     optim_config(c)?;
     schedule_of(c, c.steps).validate()
+}
+
+/// Refuses a schedule flag given for a schedule that does not use it
+/// (`--warmup` is cosine's, `--step-size` and `--gamma` step's): a flag
+/// silently ignored would look applied.
+fn check_schedule_flags(a: &TrainArgs, schedule: &str) -> Result<()> {
+    for (flag, given, owner) in [
+        ("--warmup", a.warmup.is_some(), "cosine"),
+        ("--step-size", a.step_size.is_some(), "step"),
+        ("--gamma", a.gamma.is_some(), "step"),
+    ] {
+        if given && schedule != owner {
+            return Err(Error::Invalid(format!(
+                "{flag} applies to --schedule {owner}, but the schedule is {schedule}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn optim_config(c: &RunConfig) -> Result<OptimConfig> {
@@ -772,7 +812,8 @@ fn dump_data(path: &Path, c: &RunConfig, data: &Data, steps: usize) -> Result<()
                 cols.push((t.target_name.as_str(), &t.target));
             }
             let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
-            let mut s = names.join(",") + "\n";
+            let head: Vec<String> = names.iter().map(|n| csv_cell(n)).collect();
+            let mut s = head.join(",") + "\n";
             for r in 0..t.len() {
                 let row: Vec<String> = cols.iter().map(|c| format!("{}", c.1[r])).collect();
                 s += &row.join(",");
@@ -830,10 +871,7 @@ fn dump_data(path: &Path, c: &RunConfig, data: &Data, steps: usize) -> Result<()
     };
     eprintln!(
         "dump-data: wrote {what} ({}) to {}",
-        c.data
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| format!("built-in {}", c.dataset)),
+        describe_data(c),
         path.display()
     );
     Ok(())
@@ -1065,12 +1103,7 @@ fn series_fields(m: &SeriesMetrics) -> Vec<(&'static str, Value)> {
 /// `--batch`, or a validation split that is empty while validation is
 /// asked for (`--val-fraction` > 0, `--patience`).
 fn check_splits(c: &RunConfig, data: &Data) -> Result<()> {
-    let src = || {
-        c.data
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| format!("built-in {}", c.dataset))
-    };
+    let src = || describe_data(c);
     let has_val = match data {
         Data::Text(t) => t.val.is_some(),
         Data::Series(s, _) => {
@@ -1201,6 +1234,7 @@ fn checkpoint_name(name: &str) -> String {
 /// one — and a note on stderr says so. Any other tensor is refused.
 fn init_file(net: &NetConfig, path: &Path) -> Result<(Vec<NamedTensor>, BTreeMap<String, i64>)> {
     let file = TensorFile::read(path)?;
+    checkpoint_precision(&file)?;
     Accepted::model(net)
         .with_state(&ALL_OPTIM_STATE)
         .check(&file, "this run's model or a checkpoint of it")?;
@@ -1329,7 +1363,7 @@ fn check_signs(floats: &[NamedTensor], ints: &BTreeMap<String, i64>, file: &Path
                 &t.name,
                 format!(
                     "negative value {} at flat index {i} in {}: expected values >= 0",
-                    t.data[i],
+                    num(t.data[i]),
                     file.display()
                 ),
             ));
@@ -1386,21 +1420,38 @@ fn parse_loss_scale(
     }
 }
 
-/// The precision a checkpoint's run trained in.
-fn checkpoint_precision(l: &Loaded) -> Result<lstm_wgpu::model::precision::Precision> {
+/// The precision a checkpoint's (or an `--init` file's) run trained in,
+/// from its `precision` metadata (absent: f32); any other value is refused.
+fn checkpoint_precision(f: &TensorFile) -> Result<lstm_wgpu::model::precision::Precision> {
     use lstm_wgpu::model::precision::{Precision, PrecisionChoice};
-    match l
-        .file
+    match f
         .metadata
         .get(PRECISION_KEY)
-        .map(|v| PrecisionChoice::parse(v))
+        .map(|v| (v, PrecisionChoice::parse(v)))
     {
         None => Ok(Precision::F32),
-        Some(Ok(PrecisionChoice::F32)) => Ok(Precision::F32),
-        Some(Ok(PrecisionChoice::F16Mixed)) => Ok(Precision::F16Mixed),
-        Some(Ok(PrecisionChoice::Auto)) | Some(Err(_)) => Err(Error::file(
-            &l.file.path,
-            format!("bad `{PRECISION_KEY}` metadata (f32 or f16-mixed)"),
+        Some((_, Ok(PrecisionChoice::F32))) => Ok(Precision::F32),
+        Some((_, Ok(PrecisionChoice::F16Mixed))) => Ok(Precision::F16Mixed),
+        Some((v, _)) => Err(Error::file(
+            &f.path,
+            format!(
+                "bad `{PRECISION_KEY}` metadata `{}`: expected f32 or f16-mixed",
+                clip(v)
+            ),
+        )),
+    }
+}
+
+/// The metadata a checkpoint of run `c` must hold besides its settings:
+/// the vocabulary of a text run on text, the normalization of a series run
+/// on a CSV or a generated series (copy and adding need neither).
+fn data_metadata(c: &RunConfig) -> Option<(&'static str, &'static str)> {
+    match (c.task.as_str(), c.data.is_some(), c.dataset.as_str()) {
+        ("text", false, "copy") | ("series", false, "adding") => None,
+        ("text", ..) => Some(("vocab", "the characters its ids stand for")),
+        _ => Some((
+            "normalizer",
+            "the training rows' mean and std of every column",
         )),
     }
 }
@@ -1490,6 +1541,8 @@ struct Loaded {
     file: TensorFile,
     vocab: Option<Vocab>,
     norm: Option<Normalizer>,
+    /// The precision the run trained in.
+    precision: lstm_wgpu::model::precision::Precision,
     /// The best validation loss so far (infinite before the first).
     best_val: f64,
     /// The loss histories so far (for `--plot`).
@@ -1560,7 +1613,10 @@ fn load_checkpoint(path: &Path) -> Result<Loaded> {
             _ => {
                 return Err(Error::file(
                     path,
-                    format!("bad `best_val` metadata `{v}`: expected a loss >= 0 or inf"),
+                    format!(
+                        "bad `best_val` metadata `{}`: expected a loss >= 0 or inf",
+                        clip(v)
+                    ),
                 ));
             }
         },
@@ -1570,21 +1626,52 @@ fn load_checkpoint(path: &Path) -> Result<Loaded> {
     }
     let curve = curve_from(&floats, CURVE_NAME, path)?;
     let val_curve = curve_from(&floats, VAL_CURVE_NAME, path)?;
-    let vocab = file
-        .metadata
-        .get("vocab")
-        .map(|v| Vocab::load(v))
+    let precision = checkpoint_precision(&file)?;
+    // A run's data metadata must be there, and no other: without it a
+    // resume would refit it and a reader would misread the model.
+    let need = data_metadata(&config);
+    for key in ["vocab", "normalizer"] {
+        let has = file.metadata.contains_key(key);
+        match need {
+            Some((k, what)) if k == key && !has => {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "no `{key}` metadata ({what}), which a {} checkpoint on {} needs; \
+                         the file is incomplete",
+                        config.task,
+                        describe_data(&config)
+                    ),
+                ));
+            }
+            _ if has && need.is_none_or(|(k, _)| k != key) => {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "`{key}` metadata, which a {} checkpoint on {} does not have",
+                        config.task,
+                        describe_data(&config)
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let meta = |key: &str| file.metadata.get(key).map(String::as_str);
+    let bad_meta =
+        |key: &'static str| move |e: Error| Error::file(path, format!("bad `{key}` metadata: {e}"));
+    let vocab = meta("vocab")
+        .map(|v| Vocab::load(v).map_err(bad_meta("vocab")))
         .transpose()?;
-    let norm = file
-        .metadata
-        .get("normalizer")
-        .map(|v| Normalizer::from_metadata(v))
+    let norm = meta("normalizer")
+        .map(|v| Normalizer::from_metadata(v).map_err(bad_meta("normalizer")))
         .transpose()?;
     Ok(Loaded {
         config,
         file,
         vocab,
         norm,
+        precision,
         best_val,
         curve,
         val_curve,
@@ -1712,6 +1799,23 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
             check_fixed(&a, &c, a.config.as_deref())?;
             if let Some(d) = &a.data {
                 c.data = Some(d.clone());
+            } else if let Some(d) = &c.data
+                && let Err(e) = std::fs::metadata(d)
+            {
+                // Not the user's path: say where it came from.
+                return Err(Error::file(
+                    d,
+                    format!(
+                        "{} (the data path stored in checkpoint {}{}); give the data with --data",
+                        io::io_msg(&e),
+                        l.file.path.display(),
+                        if d.is_relative() {
+                            ", relative to the current directory"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
             }
             c.lr = a.lr.unwrap_or(c.lr);
             c.val_every = a.val_every.unwrap_or(c.val_every);
@@ -1721,6 +1825,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         }
         None => resolve(&a)?,
     };
+    check_schedule_flags(&a, &c.schedule)?;
     check_batch_size(&c)?;
     let data = load_data(
         &c,
@@ -1809,7 +1914,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     net.check_size(run_seq_len(&c, &data), c.batch, &size_limits(Some(&ctx)))?;
     let oc = optim_config(&c)?;
     // The precision a resumed run trained in.
-    let saved = resumed.as_ref().map(checkpoint_precision).transpose()?;
+    let saved = resumed.as_ref().map(|l| l.precision);
     let choice = match (saved, a.precision) {
         (_, Some(c)) => c,
         (Some(lstm_wgpu::model::precision::Precision::F32), None) => {
@@ -1874,10 +1979,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     eprintln!(
         "train: task {}, data {}, {} params, LSTM({} -> {}, {} layers{}), batch {}, seq {}{}, {} steps ({} per epoch), {} lr {}",
         c.task,
-        c.data
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| format!("built-in {}", c.dataset)),
+        describe_data(&c),
         tr.lstm.model.table.total,
         net.lstm().input_size,
         c.hidden,
@@ -2243,14 +2345,20 @@ pub fn generate(a: &GenerateArgs, verbose: bool) -> Result<()> {
     if !(a.temperature > 0.0 && a.temperature.is_finite()) {
         return Err(Error::Invalid(format!(
             "--temperature {}: expected a positive number",
-            a.temperature
+            num(a.temperature)
         )));
     }
     let l = load_checkpoint(&a.checkpoint)?;
-    let vocab = l
-        .vocab
-        .clone()
-        .ok_or_else(|| Error::file(&a.checkpoint, "not a text checkpoint (no vocabulary)"))?;
+    let vocab = l.vocab.clone().ok_or_else(|| {
+        Error::file(
+            &a.checkpoint,
+            format!(
+                "a {} checkpoint on {}: generate samples from text checkpoints trained on text",
+                l.config.task,
+                describe_data(&l.config)
+            ),
+        )
+    })?;
     let c = l.config.clone();
     let net = net_with(
         &c,
@@ -2266,10 +2374,13 @@ pub fn generate(a: &GenerateArgs, verbose: bool) -> Result<()> {
     if prompt.is_empty() {
         prompt.push(0);
     }
+    check_length(a, &vocab)?;
     let ctx = open_gpu(verbose)?;
     let mut tr = Trainer::new(ctx, net, values, 1, None, &OptimConfig::sgd())?;
     restore_model(&mut tr, &floats, &ints, &a.checkpoint)?;
     let mut rng = Rng::new(a.seed);
+    // The text streams out as it is sampled (a line, or 64 bytes, at a
+    // time): memory does not grow with --length, and `| head` stops it.
     let mut out = a.prompt.clone();
     let mut carry = Carry::Zero;
     // The prompt primes the state; its last position gives the first logits.
@@ -2300,10 +2411,34 @@ pub fn generate(a: &GenerateArgs, verbose: bool) -> Result<()> {
             r -= w[k];
         }
         out.push_str(&vocab.decode(&[pick as u32]));
+        if out.len() >= 64 || out.ends_with('\n') {
+            crate::cli::out::text(&out)?;
+            out.clear();
+        }
         tr.eval(1, &StepData::tokens(&[pick as u32], &[0]), carry)?;
         logits = tr.head_output(1)?;
     }
     crate::cli::out::line(out)?;
+    Ok(())
+}
+
+/// Refuses a `--length` whose text (the prompt and `--length` characters
+/// of the vocabulary's longest UTF-8 form) would exceed the host budget.
+/// The text is streamed, not held, but a length past any output the
+/// machine could take is a mistake to refuse at once, not to run for days.
+fn check_length(a: &GenerateArgs, vocab: &Vocab) -> Result<()> {
+    let widest = vocab.chars.iter().map(|c| c.len_utf8()).max().unwrap_or(4);
+    let bytes = (a.length as u128)
+        .saturating_mul(widest as u128)
+        .saturating_add(a.prompt.len() as u128 + 1);
+    let budget = crate::cli::host_budget();
+    if bytes > budget as u128 {
+        return Err(Error::Invalid(format!(
+            "--length {}: the text would take up to {bytes} bytes, over the host budget of \
+             {budget} bytes; generate less",
+            a.length
+        )));
+    }
     Ok(())
 }
 
@@ -2349,10 +2484,17 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
         return Err(Error::Invalid("--batch must be at least 1".into()));
     }
     let l = load_checkpoint(&a.checkpoint)?;
-    let norm = l
-        .norm
-        .clone()
-        .ok_or_else(|| Error::file(&a.checkpoint, "not a series checkpoint (no normalizer)"))?;
+    let norm = l.norm.clone().ok_or_else(|| {
+        Error::file(
+            &a.checkpoint,
+            format!(
+                "a {} checkpoint on {}: predict runs series checkpoints trained on a CSV or a \
+                 generated series",
+                l.config.task,
+                describe_data(&l.config)
+            ),
+        )
+    })?;
     let mut c = l.config.clone();
     c.data = Some(a.data.clone());
     if let Some(t) = &a.time {
@@ -2380,6 +2522,22 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
         .map_err(|e| Error::file(&a.data, e))?;
     let (t_len, k) = (c.seq_len, c.horizon);
     let n = sel.table.len();
+    if a.future.is_none() && n < t_len.saturating_add(k) {
+        return Err(Error::file(
+            &a.data,
+            format!(
+                "{n} rows{}, too few to predict: one window takes the checkpoint's --seq-len \
+                 {t_len} rows as input and the next --horizon {k} as targets ({} rows); give a \
+                 longer series",
+                if c.missing == "drop" {
+                    " kept (--missing drop)"
+                } else {
+                    ""
+                },
+                t_len.saturating_add(k)
+            ),
+        ));
+    }
     // Windows exist when a target follows seq_len rows; --future needs none.
     let ds = if n >= t_len + k || a.future.is_none() {
         let sc = SeriesConfig {
@@ -2437,18 +2595,30 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
     let values = values_from(&net, &floats, &a.checkpoint)?;
     let ctx = open_gpu(verbose)?;
     net.check_size(t_len, b, &size_limits(Some(&ctx)))?;
-    let mut tr = Trainer::new(ctx, net, values, b, None, &OptimConfig::sgd())?;
-    restore_model(&mut tr, &floats, &ints, &a.checkpoint)?;
+    // The windows run in batches of b, the recursive forecast one window
+    // a pass: one model each, the first dropped before the second exists.
+    let model = |batch: usize| -> Result<Trainer> {
+        let opt = OptimConfig::sgd();
+        let mut tr = Trainer::new(ctx.clone(), net.clone(), values.clone(), batch, None, &opt)?;
+        restore_model(&mut tr, &floats, &ints, &a.checkpoint)?;
+        Ok(tr)
+    };
     eprintln!("{}", describe_columns(&c, &sel));
     let pred = match set {
-        Some(s) => predict_windows(&mut tr, s, &windows)?,
-        None => Vec::new(),
+        Some(s) if !windows.is_empty() => predict_windows(&mut model(b)?, s, &windows)?,
+        _ => Vec::new(),
     };
     let future = match (a.future, &cont) {
-        (Some(steps), Some(cont)) => {
-            lstm_wgpu::train::forecast::forecast(&mut tr, &sel.table, &norm, t_len, k, steps, cont)
-                .map_err(|e| Error::file(&a.data, e))?
-        }
+        (Some(steps), Some(cont)) => lstm_wgpu::train::forecast::forecast(
+            &mut model(1)?,
+            &sel.table,
+            &norm,
+            t_len,
+            k,
+            steps,
+            cont,
+        )
+        .map_err(|e| Error::file(&a.data, e))?,
         _ => Vec::new(),
     };
     let target = &sel.table.target;
@@ -2518,9 +2688,10 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
     {
         let m = SeriesMetrics::of(s, &windows, &pred, target, &norm);
         eprintln!(
-            "predict: {} windows ({} split of {}), target `{tname}`: MAE {:.6} RMSE {:.6}; \
+            "predict: {} window{} ({} split of {}), target `{tname}`: MAE {:.6} RMSE {:.6}; \
              naive last value: MAE {:.6} RMSE {:.6}; MSE of z-scores {:.6} (naive {:.6})",
             m.windows,
+            if m.windows == 1 { "" } else { "s" },
             a.split,
             a.data.display(),
             m.model.mae,
@@ -2565,9 +2736,9 @@ fn check_future_size(future: Option<usize>, c: &RunConfig, features: usize) -> R
     Ok(())
 }
 
-/// A CSV cell: quoted when it holds a comma or a quote.
+/// A CSV cell: quoted when it holds a comma, a quote or a line break.
 fn csv_cell(s: &str) -> String {
-    if s.contains([',', '"']) {
+    if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()
@@ -2738,6 +2909,8 @@ mod tests {
     #[test]
     fn csv_cells_quote_commas() {
         assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_cell("a\nb"), "\"a\nb\"");
         assert_eq!(csv_cell("x"), "x");
     }
 }

@@ -20,7 +20,7 @@
 //!
 //! Only `std` and the library's generator ([`crate::rng`]) are used.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, clip, num};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -60,7 +60,8 @@ impl Split {
 pub fn val_count(n: usize, val_fraction: f64) -> Result<usize> {
     if !(val_fraction.is_finite() && (0.0..1.0).contains(&val_fraction)) {
         return Err(Error::Invalid(format!(
-            "the validation fraction must lie in [0, 1), got {val_fraction}"
+            "the validation fraction must lie in [0, 1), got {}",
+            num(val_fraction)
         )));
     }
     Ok((((n as f64) * val_fraction).round() as usize).min(n))
@@ -456,31 +457,118 @@ pub fn one_hot(ids: &[u32], vocab_size: usize) -> Result<Vec<f32>> {
 // CSV
 // ---------------------------------------------------------------------------
 
-/// A comma-separated table with a header line. Fields are trimmed and may
-/// be wrapped in double quotes (quoted commas are not supported); blank
-/// lines are skipped; `\r\n` line ends and a byte-order mark are accepted.
+/// A comma-separated table with a header line, read as RFC 4180 says: a
+/// field in double quotes may hold commas, line breaks and quotes (written
+/// twice, `""`). Fields are trimmed (inside quotes too); blank lines are
+/// skipped; `\r\n` line ends and a byte-order mark are accepted.
 #[derive(Clone, Debug)]
 pub struct CsvTable {
     /// Where the table came from (used in error messages).
     pub source: PathBuf,
     /// Column names.
     pub header: Vec<String>,
-    text: String,
-    /// (1-based line number, byte range of the line in `text`).
-    rows: Vec<(usize, Range<usize>)>,
-}
-
-fn unquote(s: &str) -> &str {
-    let t = s.trim();
-    if t.len() >= 2 && t.starts_with('"') && t.ends_with('"') {
-        t[1..t.len() - 1].trim()
-    } else {
-        t
-    }
+    /// The cells of every data row, row after row, unquoted and trimmed.
+    cells: String,
+    /// Byte range in `cells` of cell (r, c), at `r · columns + c`.
+    spans: Vec<Range<usize>>,
+    /// The 1-based line on which each data row starts.
+    lines: Vec<usize>,
 }
 
 fn parse_number(cell: &str) -> Option<f64> {
     cell.parse::<f64>().ok()
+}
+
+/// Splits CSV text into records (RFC 4180 quoting) and hands each to
+/// `each` with the line it starts on and its fields (unquoted, trimmed);
+/// an unclosed quote or text after a closing quote is an error naming its
+/// line.
+fn csv_records(
+    text: &str,
+    source: &Path,
+    mut each: impl FnMut(usize, Vec<String>) -> Result<()>,
+) -> Result<()> {
+    let bad = |msg: String| Error::file(source, msg);
+    let mut it = text.chars().peekable();
+    let mut line = 1usize;
+    while it.peek().is_some() {
+        let start = line;
+        let mut fields = Vec::new();
+        let mut quoted_any = false;
+        loop {
+            while it.next_if(|c| *c == ' ' || *c == '\t').is_some() {}
+            let mut f = String::new();
+            if it.next_if_eq(&'"').is_some() {
+                quoted_any = true;
+                let opened = line;
+                loop {
+                    match it.next() {
+                        None => {
+                            return Err(bad(format!(
+                                "line {opened}: a quoted field is never closed (a quote inside \
+                                 quotes is written twice, \"\")"
+                            )));
+                        }
+                        Some('"') if it.next_if_eq(&'"').is_some() => f.push('"'),
+                        Some('"') => break,
+                        Some(c) => {
+                            line += usize::from(c == '\n');
+                            f.push(c);
+                        }
+                    }
+                }
+                while it.next_if(|c| c.is_whitespace() && *c != '\n').is_some() {}
+                if !matches!(it.peek(), None | Some(',') | Some('\n')) {
+                    return Err(bad(format!(
+                        "line {line}: field {} has text after its closing quote (a quote inside \
+                         quotes is written twice, \"\")",
+                        fields.len() + 1
+                    )));
+                }
+            } else {
+                while let Some(c) = it.next_if(|c| *c != ',' && *c != '\n') {
+                    f.push(c);
+                }
+            }
+            fields.push(f.trim().to_string());
+            match it.next() {
+                Some(',') => {}
+                Some(_) => {
+                    line += 1;
+                    break;
+                }
+                None => break,
+            }
+        }
+        // A line of nothing but whitespace is no record.
+        if quoted_any || fields.len() > 1 || !fields[0].is_empty() {
+            each(start, fields)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a header with an empty or repeated name.
+fn check_header(source: &Path, line: usize, names: &[String]) -> Result<()> {
+    for (j, n) in names.iter().enumerate() {
+        if n.is_empty() {
+            return Err(Error::file(
+                source,
+                format!("line {line}: column {} of the header has no name", j + 1),
+            ));
+        }
+        if let Some(k) = names[..j].iter().position(|m| m == n) {
+            return Err(Error::file(
+                source,
+                format!(
+                    "line {line}: columns {} and {} of the header are both named `{n}`",
+                    k + 1,
+                    j + 1
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl CsvTable {
@@ -488,66 +576,37 @@ impl CsvTable {
     /// have as many fields as the header.
     pub fn parse(text: &str, source: impl Into<PathBuf>) -> Result<Self> {
         let source = source.into();
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text).to_string();
-        let mut header: Option<Vec<String>> = None;
-        let mut header_line = 0;
-        let mut rows = Vec::new();
-        let mut pos = 0usize;
-        for (i, seg) in text.split_inclusive('\n').enumerate() {
-            let line_no = i + 1;
-            let start = pos;
-            pos += seg.len();
-            let line = seg.trim_end_matches(['\n', '\r']);
-            if line.trim().is_empty() {
-                continue;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut header: Option<(usize, Vec<String>)> = None;
+        let (mut cells, mut spans, mut lines) = (String::new(), Vec::new(), Vec::new());
+        csv_records(text, &source, |line, fields| {
+            let Some((header_line, names)) = &header else {
+                check_header(&source, line, &fields)?;
+                header = Some((line, fields));
+                return Ok(());
+            };
+            if fields.len() != names.len() {
+                return Err(Error::file(
+                    &source,
+                    format!(
+                        "line {line}: {} fields, but the header (line {header_line}) has {} \
+                         columns",
+                        fields.len(),
+                        names.len()
+                    ),
+                ));
             }
-            let n_fields = line.split(',').count();
-            match &header {
-                None => {
-                    let names: Vec<String> =
-                        line.split(',').map(|f| unquote(f).to_string()).collect();
-                    for (j, n) in names.iter().enumerate() {
-                        if n.is_empty() {
-                            return Err(Error::file(
-                                &source,
-                                format!(
-                                    "line {line_no}: column {} of the header has no name",
-                                    j + 1
-                                ),
-                            ));
-                        }
-                        if let Some(k) = names[..j].iter().position(|m| m == n) {
-                            return Err(Error::file(
-                                &source,
-                                format!(
-                                    "line {line_no}: columns {} and {} of the header are both named `{n}`",
-                                    k + 1,
-                                    j + 1
-                                ),
-                            ));
-                        }
-                    }
-                    header = Some(names);
-                    header_line = line_no;
-                }
-                Some(h) => {
-                    if n_fields != h.len() {
-                        return Err(Error::file(
-                            &source,
-                            format!(
-                                "line {line_no}: {n_fields} fields, but the header (line {header_line}) has {} columns",
-                                h.len()
-                            ),
-                        ));
-                    }
-                    rows.push((line_no, start..start + line.len()));
-                }
+            for f in &fields {
+                spans.push(cells.len()..cells.len() + f.len());
+                cells.push_str(f);
             }
-        }
-        let Some(header) = header else {
+            lines.push(line);
+            Ok(())
+        })?;
+        let Some((header_line, names)) = header else {
             return Err(Error::file(&source, "empty file: expected a header line"));
         };
-        if rows.is_empty() {
+        if lines.is_empty() {
             return Err(Error::file(
                 &source,
                 format!("no data rows after the header (line {header_line})"),
@@ -555,9 +614,10 @@ impl CsvTable {
         }
         Ok(Self {
             source,
-            header,
-            text,
-            rows,
+            header: names,
+            cells,
+            spans,
+            lines,
         })
     }
 
@@ -570,7 +630,7 @@ impl CsvTable {
 
     /// Data rows.
     pub fn num_rows(&self) -> usize {
-        self.rows.len()
+        self.lines.len()
     }
 
     /// Columns.
@@ -578,18 +638,21 @@ impl CsvTable {
         self.header.len()
     }
 
-    /// The 1-based line number of data row `r`.
+    /// The 1-based line number on which data row `r` starts.
     pub fn line_of_row(&self, r: usize) -> usize {
-        self.rows[r].0
+        self.lines[r]
     }
 
     fn row_fields(&self, r: usize) -> impl Iterator<Item = &str> {
-        self.text[self.rows[r].1.clone()].split(',').map(unquote)
+        let n = self.num_columns();
+        self.spans[r * n..(r + 1) * n]
+            .iter()
+            .map(|s| &self.cells[s.clone()])
     }
 
     /// The (trimmed, unquoted) cell of data row `r`, column `c`.
     pub fn cell(&self, r: usize, c: usize) -> &str {
-        self.row_fields(r).nth(c).unwrap_or("")
+        &self.cells[self.spans[r * self.num_columns() + c].clone()]
     }
 
     /// The index of the column named `name`.
@@ -689,11 +752,11 @@ impl CsvTable {
                     Some(v) if v.is_finite() => Ok(Some(v)),
                     Some(_) => Err(Error::file(
                         &self.source,
-                        format!("{}: `{cell}` is not a finite number", self.at(r, c)),
+                        format!("{}: `{}` is not a finite number", self.at(r, c), clip(cell)),
                     )),
                     None => Err(Error::file(
                         &self.source,
-                        format!("{}: `{cell}` is not a number", self.at(r, c)),
+                        format!("{}: `{}` is not a number", self.at(r, c), clip(cell)),
                     )),
                 }
             })
@@ -704,7 +767,7 @@ impl CsvTable {
     fn at(&self, r: usize, c: usize) -> String {
         format!(
             "line {}, column {} (`{}`)",
-            self.rows[r].0,
+            self.lines[r],
             c + 1,
             self.header[c]
         )
@@ -818,7 +881,7 @@ impl CsvTable {
         Ok(Selection {
             table,
             time,
-            rows: rows.iter().map(|&r| self.rows[r].0).collect(),
+            rows: rows.iter().map(|&r| self.lines[r]).collect(),
             unused_time,
         })
     }
@@ -895,7 +958,7 @@ fn fill_missing(
                     format!(
                         "{}: missing value `{}` (choose --missing drop, ffill or interpolate)",
                         csv.at(r, c),
-                        csv.cell(r, c)
+                        clip(csv.cell(r, c))
                     ),
                 ));
             }
@@ -1067,7 +1130,7 @@ impl SeriesTable {
             if let Some(i) = col.iter().position(|v| !v.is_finite()) {
                 return Err(Error::Invalid(format!(
                     "column `{name}` row {i} is not finite ({})",
-                    col[i]
+                    num(col[i])
                 )));
             }
         }
@@ -1117,26 +1180,43 @@ pub struct ColumnStats {
 }
 
 impl ColumnStats {
-    /// Fits mean and standard deviation to `values` (not empty). A column
-    /// whose mean or standard deviation is not finite (its values overflow
-    /// f64), or that is constant (std 0, or below 1e-12 of its mean), is
-    /// refused by name: its z-scores would not be finite.
+    /// Fits mean and standard deviation to `values` (not empty, finite;
+    /// huge or tiny ones are summed scaled, so both are finite). A column
+    /// that is constant (std 0, or below 1e-12 of its mean) is refused by
+    /// name: its z-scores would not be finite.
     pub fn fit(name: &str, values: &[f64]) -> Result<Self> {
         let n = values.len().max(1) as f64;
-        let mean = values.iter().sum::<f64>() / n;
-        let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
-        let std = var.sqrt();
+        // Squares of values beyond 1e100 overflow and below 1e-100
+        // underflow: such columns are summed divided by their largest
+        // magnitude, so finite data of any size fits (others as they are,
+        // bit for bit as before).
+        let big = values.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let s = if big == 0.0 || (1e-100..=1e100).contains(&big) {
+            1.0
+        } else {
+            big
+        };
+        let mean_s = values.iter().map(|v| v / s).sum::<f64>() / n;
+        let var_s = values
+            .iter()
+            .map(|v| (v / s - mean_s) * (v / s - mean_s))
+            .sum::<f64>()
+            / n;
+        let (mean, std) = (mean_s * s, var_s.sqrt() * s);
         if !(mean.is_finite() && std.is_finite()) {
             return Err(Error::Invalid(format!(
                 "column `{name}`: its mean or standard deviation over the {} training rows \
-                 overflows (mean {mean}, std {std}); rescale it",
-                values.len()
+                 is not finite (mean {}, std {}); rescale it",
+                values.len(),
+                num(mean),
+                num(std)
             )));
         }
         if std <= 1e-12 * mean.abs() || std == 0.0 {
             return Err(Error::Invalid(format!(
-                "column `{name}` is constant ({mean}) over the {} training rows, so it cannot \
+                "column `{name}` is constant ({}) over the {} training rows, so it cannot \
                  be normalised; leave it out (--features) or choose another --target",
+                num(mean),
                 values.len()
             )));
         }
@@ -1147,9 +1227,15 @@ impl ColumnStats {
         })
     }
 
-    /// `(x − mean) / std`.
+    /// `(x − mean) / std` (as `x/std − mean/std` where `x − mean`
+    /// overflows).
     pub fn normalize(&self, x: f64) -> f64 {
-        (x - self.mean) / self.std
+        let d = x - self.mean;
+        if d.is_finite() {
+            d / self.std
+        } else {
+            x / self.std - self.mean / self.std
+        }
     }
 
     /// `z · std + mean`.
@@ -1241,8 +1327,9 @@ impl Normalizer {
             }
             let bad = |what: &str| {
                 Error::Invalid(format!(
-                    "normalization metadata line {}: {what}: {line:?}",
-                    i + 1
+                    "normalization metadata line {}: {what}: {:?}",
+                    i + 1,
+                    clip(line)
                 ))
             };
             let parts: Vec<&str> = line.splitn(4, '\t').collect();
@@ -1562,12 +1649,20 @@ impl SeriesDataset {
                 cfg.seq_len, cfg.horizon
             )));
         }
-        let need = cfg.seq_len + cfg.horizon;
+        let need = cfg.seq_len.saturating_add(cfg.horizon);
+        let n = table.len();
+        if n_train < need && n_train == n {
+            return Err(Error::Invalid(format!(
+                "the series has {n} rows, but one window needs seq_len + horizon = {need} rows"
+            )));
+        }
         if n_train < need {
             return Err(Error::Invalid(format!(
-                "the training split has {n_train} of {} rows, but one window needs \
-                 seq_len + horizon = {need} rows",
-                table.len()
+                "the training split has {n_train} rows (the last {} of the {n} rows are held \
+                 out for validation, --val-fraction {}), but one window needs seq_len + \
+                 horizon = {need} rows",
+                n - n_train,
+                num(cfg.val_fraction)
             )));
         }
         let n_val = table.len() - n_train;
@@ -1588,13 +1683,37 @@ impl SeriesDataset {
     ) -> Result<Self> {
         let n = table.len();
         let f = table.num_features();
+        // A z-score beyond f32 (a value far outside the training rows'
+        // spread) would train or predict on infinities: refused by name.
+        let z = |st: &ColumnStats, r: usize, v: f64| {
+            let z = st.normalize(v) as f32;
+            if z.is_finite() {
+                Ok(z)
+            } else {
+                Err(Error::Invalid(format!(
+                    "column `{}` row {}: {} lies {} standard deviations ({}) from the training \
+                     rows' mean ({}), beyond f32; rescale the column or leave out the row",
+                    st.name,
+                    r + 1,
+                    num(v),
+                    num(st.normalize(v)),
+                    num(st.std),
+                    num(st.mean)
+                )))
+            }
+        };
         let mut x = vec![0f32; n * f];
         for (j, (col, st)) in table.features.iter().zip(&norm.features).enumerate() {
             for (r, &v) in col.iter().enumerate() {
-                x[r * f + j] = st.normalize(v) as f32;
+                x[r * f + j] = z(st, r, v)?;
             }
         }
-        let y = norm.normalize_target(&table.target);
+        let y = table
+            .target
+            .iter()
+            .enumerate()
+            .map(|(r, &v)| z(&norm.target, r, v))
+            .collect::<Result<Vec<f32>>>()?;
         let data = Arc::new(NormalizedSeries { x, y, f });
         let (t, k) = (cfg.seq_len, cfg.horizon);
         let train = WindowSet {
@@ -2528,6 +2647,51 @@ mod tests {
     }
 
     #[test]
+    fn csv_quoted_fields_follow_rfc_4180() {
+        let t = CsvTable::parse(
+            "when,\"level, in m\",note\n\
+             \"Jan 1, 2020\", \"1.5\" ,\"say \"\"hi\"\"\"\n\
+             \"Jan 2,\n2020\",2,\"\"\n\
+             Jan 3,3,x\r\n",
+            "q.csv",
+        )
+        .unwrap();
+        assert_eq!(t.header, ["when", "level, in m", "note"]);
+        assert_eq!(t.num_rows(), 3);
+        assert_eq!(t.cell(0, 0), "Jan 1, 2020");
+        assert_eq!(t.cell(0, 2), "say \"hi\"");
+        assert_eq!(t.cell(1, 0), "Jan 2,\n2020");
+        assert_eq!(t.cell(1, 2), "");
+        // A row starts on its first line; line breaks in quotes count.
+        assert_eq!((t.line_of_row(1), t.line_of_row(2)), (3, 5));
+        assert_eq!(t.numeric_column_indices(), vec![1]);
+        let s = t.select(None, None).unwrap();
+        assert_eq!(s.target, vec![1.5, 2.0, 3.0]);
+
+        let e = CsvTable::parse("a,b\n1,2\n\"3,4\n5,6\n", "u.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("u.csv: line 3: a quoted field is never closed"),
+            "{e}"
+        );
+        let e = CsvTable::parse("a,b\n1,\"2\"x\n", "u.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 2: field 2 has text after its closing quote"),
+            "{e}"
+        );
+        // A quoted empty line is a record, an empty one is not.
+        let t = CsvTable::parse("a\n1\n\n  \n2\n", "b.csv").unwrap();
+        assert_eq!(t.num_rows(), 2);
+        let e = CsvTable::parse("a,b\n\"\"\n", "b.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2: 1 fields"), "{e}");
+    }
+
+    #[test]
     fn csv_numeric_and_time_like_columns() {
         // `code` is numeric in the first row only; `t` counts up; `year`
         // is named like time; `x` holds a missing cell.
@@ -2608,10 +2772,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`c` is constant"), "{e}");
-        let e = ColumnStats::fit("big", &[1e308, -1e308, 1e308])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("`big`") && e.contains("overflows"), "{e}");
+        // Finite values of any size fit (a naive sum of squares overflowed).
+        let st = ColumnStats::fit("big", &[1e308, -1e308, 1e308]).unwrap();
+        assert!(st.mean.is_finite() && st.std.is_finite(), "{st:?}");
         assert!(ColumnStats::fit("ok", &[1.0, 2.0]).is_ok());
     }
 
@@ -2682,6 +2845,41 @@ mod tests {
     }
 
     #[test]
+    fn huge_and_tiny_columns_normalise() {
+        for scale in [1e300, 1e-300, 1.0] {
+            let v: Vec<f64> = [1.0, 2.0, 3.0].iter().map(|x| x * scale).collect();
+            let st = ColumnStats::fit("x", &v).unwrap();
+            let want = (2f64 / 3.0).sqrt() * scale;
+            assert!((st.std - want).abs() <= 1e-12 * want, "{scale}: {}", st.std);
+            assert!((st.mean - 2.0 * scale).abs() <= 1e-12 * scale, "{scale}");
+            assert!(
+                (st.normalize(v[2]) - 1.5f64.sqrt()).abs() < 1e-12,
+                "{scale}"
+            );
+        }
+        // x − mean overflows here, the z-score does not.
+        let v = [-1.7e308, 1.7e308, 1.7e308];
+        let st = ColumnStats::fit("x", &v).unwrap();
+        assert!(v.iter().all(|&x| st.normalize(x).is_finite()), "{st:?}");
+        let e = ColumnStats::fit("k", &[1e300; 4]).unwrap_err().to_string();
+        assert!(e.contains("`k` is constant (1e300)"), "{e}");
+        // A value far outside the training rows is refused by name.
+        let mut y: Vec<f64> = (0..10).map(|i| (i % 3) as f64).collect();
+        y.push(1e300);
+        let t = SeriesTable::univariate("y", y).unwrap();
+        let cfg = SeriesConfig {
+            seq_len: 2,
+            horizon: 1,
+            val_fraction: 0.1,
+        };
+        let e = SeriesDataset::new(&t, &cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("column `y` row 11: 1e300 lies") && e.contains("beyond f32"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn windows_hold_the_right_rows() {
         // x = row index, target = 100 + row index; stats make z easy to undo.
         let n = 20;
@@ -2730,7 +2928,25 @@ mod tests {
             ..cfg.clone()
         };
         let e = SeriesDataset::new(&table, &short).unwrap_err().to_string();
-        assert!(e.contains("15 of 20 rows") && e.contains("17"), "{e}");
+        assert!(
+            e.contains("training split has 15 rows (the last 5 of the 20")
+                && e.contains("= 17 rows"),
+            "{e}"
+        );
+        let e = SeriesDataset::new(
+            &table,
+            &SeriesConfig {
+                seq_len: 19,
+                val_fraction: 0.0,
+                ..short.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("the series has 20 rows") && e.contains("= 21"),
+            "{e}"
+        );
         let noval = SeriesDataset::new(
             &table,
             &SeriesConfig {

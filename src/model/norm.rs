@@ -1,5 +1,6 @@
 //! Normalization variants: names, shapes and kinds of their tensors, and how
-//! a variant is read from a state_dict. The equations are in the README.
+//! a variant is read from a state_dict. The equations are in docs/math.md
+//! ("Normalization variants").
 
 use crate::error::{Error, Result};
 use crate::model::{LstmConfig, dir_suffix};

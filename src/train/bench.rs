@@ -5,7 +5,7 @@
 //! step returns. Data are synthetic from a fixed seed.
 //!
 //! FLOPs are counted analytically, every GEMM as 2·m·n·k (see
-//! [`flops_per_step`] and the README's "Benchmarks" section); elementwise work
+//! [`flops_per_step`] and "FLOPs per step" in docs/commands.md); elementwise work
 //! (cell pointwise math, loss, norms, clipping, the optimizer) is left out.
 
 use crate::error::{Error, Result};

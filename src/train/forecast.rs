@@ -151,7 +151,8 @@ pub fn constant_step(col: &[f64]) -> Option<f64> {
 /// Continues the series `steps` rows past its end (in the target's units):
 /// each pass reads the last `seq_len` rows, predicts the next `k` target
 /// values, and appends them as rows (features by `cont`), until `steps`
-/// values exist.
+/// values exist. Each pass is one window, so `tr` must have batch 1 (a
+/// larger batch would compute copies of it).
 pub fn forecast(
     tr: &mut Trainer,
     table: &SeriesTable,
@@ -167,23 +168,28 @@ pub fn forecast(
             "--future needs the last {seq_len} rows (--seq-len of the checkpoint); the data has {n}"
         )));
     }
-    let (f, b) = (table.num_features(), tr.batch());
+    if tr.batch() != 1 {
+        return Err(Error::Invalid(format!(
+            "the recursive forecast runs one window a pass: its model needs batch 1, not {}",
+            tr.batch()
+        )));
+    }
     // The last seq_len rows in units, extended as predictions come.
     let mut rows: Vec<Vec<f64>> = (n - seq_len..n)
         .map(|r| table.features.iter().map(|c| c[r]).collect())
         .collect();
     let mut out = Vec::with_capacity(steps);
-    let targets = vec![0f32; b * horizon];
+    let targets = vec![0f32; horizon];
     while out.len() < steps {
-        let mut x = vec![0f32; seq_len * b * f];
-        let window = &rows[rows.len() - seq_len..];
-        for (t, row) in window.iter().enumerate() {
-            for bi in 0..b {
-                for (j, v) in row.iter().enumerate() {
-                    x[(t * b + bi) * f + j] = norm.features[j].normalize(*v) as f32;
-                }
-            }
-        }
+        // [T, 1, F]: the last seq_len rows as z-scores.
+        let x: Vec<f32> = rows[rows.len() - seq_len..]
+            .iter()
+            .flat_map(|row| {
+                row.iter()
+                    .zip(&norm.features)
+                    .map(|(v, st)| st.normalize(*v) as f32)
+            })
+            .collect();
         tr.eval(seq_len, &StepData::series(&x, &targets), Carry::Zero)?;
         let z = tr.head_output(seq_len)?;
         for &zj in z.iter().take(horizon) {

@@ -90,7 +90,8 @@ impl LrSchedule {
                     Ok(())
                 } else {
                     Err(Error::Invalid(format!(
-                        "min_lr must be finite and >= 0, got {min_lr}"
+                        "min_lr must be finite and >= 0, got {}",
+                        crate::error::num(min_lr)
                     )))
                 }
             }
@@ -99,7 +100,8 @@ impl LrSchedule {
                     Err(Error::Invalid("step_size must be at least 1".into()))
                 } else if !(gamma.is_finite() && gamma >= 0.0) {
                     Err(Error::Invalid(format!(
-                        "gamma must be finite and >= 0, got {gamma}"
+                        "gamma must be finite and >= 0, got {}",
+                        crate::error::num(gamma)
                     )))
                 } else {
                     Ok(())

@@ -3,6 +3,7 @@
 
 pub mod cases;
 pub mod parity;
+pub mod tempdir;
 
 use lstm_wgpu::{GpuContext, LstmConfig, NamedTensor};
 use lstm_wgpu_reference::{RefConfig, RefWeights};

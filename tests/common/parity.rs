@@ -6,10 +6,11 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors, View};
+
+pub use super::tempdir::TempDir;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_lstm-wgpu");
@@ -34,23 +35,6 @@ pub fn read(path: &Path) -> Vec<u8> {
 pub fn parse<'a>(bytes: &'a [u8], path: &Path) -> SafeTensors<'a> {
     SafeTensors::deserialize(bytes)
         .unwrap_or_else(|e| panic!("{} is not a valid safetensors file: {e:?}", path.display()))
-}
-
-/// Fresh, unique, empty directory under the system temp dir.
-pub fn fresh_temp_dir(tag: &str) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
-        "lstm-wgpu-test-{tag}-{}-{}-{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-    dir
 }
 
 /// How to run a fixture, from the `__metadata__` of its inputs file:
@@ -196,7 +180,7 @@ pub fn check_parity_with(dir: &Path, name: &str, tol: f32, extra: &[&str]) -> (f
     let mut spec = run_spec(&inputs);
     spec.args.extend(extra.iter().map(|a| a.to_string()));
 
-    let tmp = fresh_temp_dir(name);
+    let tmp = TempDir::new(name);
     let out = tmp.join("grads.safetensors");
     let res = run_grad(&weights, &inputs, &out, &spec);
     assert!(
@@ -237,7 +221,6 @@ pub fn check_parity_with(dir: &Path, name: &str, tol: f32, extra: &[&str]) -> (f
         worst.0,
         worst.1
     );
-    let _ = std::fs::remove_dir_all(&tmp);
     worst
 }
 

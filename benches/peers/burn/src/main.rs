@@ -82,7 +82,8 @@ impl Workload {
     }
 
     /// FLOPs of one training step, counted as `lstm-wgpu bench` counts them
-    /// (src/bench.rs, README "Benchmarks"): every GEMM as 2·m·n·k.
+    /// (src/bench.rs; "FLOPs per step" in docs/commands.md): every GEMM as
+    /// 2·m·n·k.
     fn flops(&self) -> f64 {
         let (tb, h) = ((self.seq * self.batch) as f64, self.hidden as f64);
         let g = 4.0 * h;
