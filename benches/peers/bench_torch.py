@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The workloads of `lstm-wgpu bench` in PyTorch, printing the same columns.
 
-Workloads (as src/bench.rs defines them):
+Workloads (as src/train/bench.rs defines them):
   ts    input 10, hidden 64, 2 layers, seq 20, batch 32, linear head on the
         last step (1 output), MSE, clip 1.0
   char  vocab 65, embedding 128, hidden 256, 2 layers, seq 64, batch 32, head
@@ -23,7 +23,7 @@ torch.amp.GradScaler (scale, unscale_ before clip_grad_norm_, step, update);
 master weights and optimizer state stay float32.
 
 Columns: median ms/step over the timed steps, tokens/s (batch*seq per second),
-GFLOP/s by the formula of src/bench.rs (every GEMM as 2mnk, see "FLOPs per
+GFLOP/s by the formula of src/train/bench.rs (every GEMM as 2mnk, see "FLOPs per
 step" in docs/commands.md), peak memory (CUDA: torch.cuda.max_memory_allocated; CPU: the
 growth of the process's peak RSS over the run, a rough figure), the device
 name. Dispatches and submits have no meaning here: printed as null/"-".
@@ -60,7 +60,7 @@ WORKLOADS = {
 
 
 def flops_per_step(w: dict) -> float:
-    """src/bench.rs::flops_per_step: every GEMM as 2*m*n*k."""
+    """src/train/bench.rs::flops_per_step: every GEMM as 2*m*n*k."""
     n = w["seq"] * w["batch"]
     h = w["hidden"]
     g = 4 * h

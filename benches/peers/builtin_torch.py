@@ -20,7 +20,7 @@ steps and at the end, 10 % validation, data seed 0):
    deterministic`) trains from them.
 4. PyTorch (float32, CPU, `--threads` threads) trains the same model from
    the same weights over the same batches in the same order, with the same
-   state handling and validation as `src/train_cli.rs`:
+   state handling and validation as `src/cli/train.rs`:
    - text: PyTorch's word_language_model batchify/get_batch over the dumped
      text (the code of train_torch.py), state carried (detached) between
      windows and reset at each epoch start; validation over the whole
@@ -31,7 +31,7 @@ steps and at the end, 10 % validation, data seed 0):
      population std of the training rows (f64, summed in row order as Rust
      does, then cast to f32), sliding windows of T rows predicting the next
      value; training windows in the epoch's order (`--order shuffled`, the
-     default and the main job's: the seeded permutation of src/data.rs
+     default and the main job's: the seeded permutation of src/data/
      re-implemented below, SplitMix64 + Fisher-Yates; `--order
      deterministic`: 0, 1, 2, ...), batches of B, the last partial batch
      dropped; validation = the mean over all full validation batches in
@@ -82,7 +82,7 @@ SERIES = {"sine", "mackey-glass", "adding"}
 
 
 # ---------------------------------------------------------------------------
-# src/data.rs: SplitMix64 (DataRng), derive_seed and WindowSet::order
+# src/data/: SplitMix64 (rng::Rng), derive_seed and WindowSet::order
 # ---------------------------------------------------------------------------
 
 M64 = (1 << 64) - 1
@@ -183,7 +183,7 @@ class CopySource:
         self.x, self.y = torch.from_numpy(d["train.inputs"]), torch.from_numpy(d["train.targets"])
         self.vx, self.vy = torch.from_numpy(d["val.inputs"]), torch.from_numpy(d["val.targets"])
         self.vocab = int(max(self.x.max(), self.y.max(), self.vx.max(), self.vy.max())) + 1
-        # src/data.rs CopyTask: blank, 8 symbols, delimiter = 10 ids; the
+        # src/data/ CopyTask: blank, 8 symbols, delimiter = 10 ids; the
         # dump holds the delimiter, so the max id + 1 is the vocabulary.
         self.desc = (f"{self.x.size(0)} training batches [T={self.x.size(1)}, B={self.x.size(2)}], "
                      f"{self.vx.size(0)} validation batches, vocab {self.vocab}")
@@ -230,7 +230,7 @@ class AddingSource:
 
 
 class SeriesSource:
-    """src/data.rs SeriesDataset over the dumped CSV (univariate or not)."""
+    """src/data/ SeriesDataset over the dumped CSV (univariate or not)."""
 
     kind = "reg"
 

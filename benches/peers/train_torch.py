@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------------------
-# Data: the semantics of src/data.rs (TextData / TextStreams)
+# Data: the semantics of src/data/ (TextData / TextStreams)
 # ---------------------------------------------------------------------------
 
 
@@ -105,7 +105,7 @@ def zero_state(layers: int, batch: int, hidden: int):
 
 
 def lr_at(args, step: int, total: int) -> float:
-    """src/schedule_lr.rs, `step` 1-based."""
+    """src/train/lr.rs, `step` 1-based."""
     s = max(step, 1)
     base = args.lr
     if args.schedule == "cosine":
