@@ -1405,99 +1405,15 @@ impl Trainer {
         self.lstm.train = train;
         let ws_x = self.lstm.plan(t, b)?.ws.x.clone();
         let ws_lengths = self.lstm.plan(t, b)?.ws.lengths.clone();
-        let p = &self.plans[&(t, train)];
-        let ctx = &self.ctx;
-        let valid = |tt: usize, bb: usize| tt < lens[bb];
         match (data, self.net.head) {
             (StepData::Tokens { ids, targets, .. }, Head::Language { vocab, .. }) => {
-                if ids.len() != t * b || targets.len() != t * b {
-                    return Err(Error::tensor(
-                        "tokens",
-                        format!(
-                            "{} ids and {} targets, expected {} each",
-                            ids.len(),
-                            targets.len(),
-                            t * b
-                        ),
-                    ));
-                }
-                crate::kernels::embedding::check_ids(ids, vocab)?;
-                crate::kernels::loss::check_targets(targets, vocab)?;
-                // Padded positions are ignored by the loss.
-                let targets: Vec<u32> = targets
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &y)| {
-                        if valid(i / b, i % b) {
-                            y
-                        } else {
-                            crate::kernels::loss::IGNORE
-                        }
-                    })
-                    .collect();
-                ctx.write(&p.inputs, 0, ids);
-                if let Some(tok) = &p.tok {
-                    let v = vocab as u32;
-                    let mapped: Vec<u32> = ids.iter().map(|&i| i.min(v)).collect();
-                    ctx.write(tok, 0, &mapped);
-                }
-                ctx.write(&p.targets, 0, &targets);
-                ctx.write(&p.csr, 0, &csr_words(ids, vocab));
-                let step = LossStep {
-                    count: crate::kernels::loss::ce_count(&targets),
-                    scale: 1.0,
-                };
-                ctx.write(&self.loss_step, 0, &step.words());
+                self.upload_tokens((t, train), ids, targets, vocab, &lens)?
             }
             (StepData::Series { x, targets, .. }, Head::Regression { features, outputs })
             | (StepData::Series { x, targets, .. }, Head::Sequence { features, outputs }) => {
-                if x.len() != t * b * features {
-                    return Err(Error::tensor(
-                        "input",
-                        format!("{} values, expected [T={t}, B={b}, F={features}]", x.len()),
-                    ));
-                }
                 let every = matches!(self.net.head, Head::Sequence { .. });
-                let rows = if every { t * b } else { b };
-                if targets.len() != rows * outputs {
-                    return Err(Error::tensor(
-                        "targets",
-                        format!(
-                            "{} values, expected {}",
-                            targets.len(),
-                            if every {
-                                format!("[T={t}, B={b}, {outputs}]")
-                            } else {
-                                format!("[B={b}, {outputs}]")
-                            }
-                        ),
-                    ));
-                }
-                if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-                    return Err(Error::tensor(
-                        "input",
-                        format!("non-finite value at flat index {i}"),
-                    ));
-                }
-                if let Some(i) = targets.iter().position(|v| !v.is_finite()) {
-                    return Err(Error::tensor(
-                        "targets",
-                        format!("non-finite value at flat index {i}"),
-                    ));
-                }
-                ctx.write(&ws_x, 0, x);
-                ctx.write(&p.targets, 0, targets);
-                let mut count = b;
-                if every {
-                    let mask: Vec<u32> = (0..rows).map(|i| valid(i / b, i % b) as u32).collect();
-                    count = mask.iter().filter(|&&m| m != 0).count();
-                    ctx.write(&p.mask, 0, &mask);
-                }
-                let step = LossStep {
-                    count: (count * outputs) as u32,
-                    scale: 1.0,
-                };
-                ctx.write(&self.loss_step, 0, &step.words());
+                let shape = (features, outputs, every);
+                self.upload_series((t, train), x, targets, shape, &ws_x, &lens)?
             }
             _ => {
                 return Err(Error::Invalid(
@@ -1507,6 +1423,122 @@ impl Trainer {
         }
         let lens: Vec<u32> = lens.iter().map(|&l| l as u32).collect();
         self.ctx.write(&ws_lengths, 0, &lens);
+        Ok(())
+    }
+
+    /// A language model's batch for the plan `key` (T, train): token ids, targets (padding ignored by the
+    /// loss), the embedding's scatter index and the loss count.
+    fn upload_tokens(
+        &self,
+        key: (usize, bool),
+        ids: &[u32],
+        targets: &[u32],
+        vocab: usize,
+        lens: &[usize],
+    ) -> Result<()> {
+        let (b, t) = (self.batch, key.0);
+        if ids.len() != t * b || targets.len() != t * b {
+            return Err(Error::tensor(
+                "tokens",
+                format!(
+                    "{} ids and {} targets, expected {} each",
+                    ids.len(),
+                    targets.len(),
+                    t * b
+                ),
+            ));
+        }
+        crate::kernels::embedding::check_ids(ids, vocab)?;
+        crate::kernels::loss::check_targets(targets, vocab)?;
+        // Padded positions are ignored by the loss.
+        let targets: Vec<u32> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, &y)| {
+                if i / b < lens[i % b] {
+                    y
+                } else {
+                    crate::kernels::loss::IGNORE
+                }
+            })
+            .collect();
+        let (p, ctx) = (&self.plans[&key], &self.ctx);
+        ctx.write(&p.inputs, 0, ids);
+        if let Some(tok) = &p.tok {
+            let v = vocab as u32;
+            let mapped: Vec<u32> = ids.iter().map(|&i| i.min(v)).collect();
+            ctx.write(tok, 0, &mapped);
+        }
+        ctx.write(&p.targets, 0, &targets);
+        ctx.write(&p.csr, 0, &csr_words(ids, vocab));
+        let step = LossStep {
+            count: crate::kernels::loss::ce_count(&targets),
+            scale: 1.0,
+        };
+        ctx.write(&self.loss_step, 0, &step.words());
+        Ok(())
+    }
+
+    /// A series model's batch for the plan `key` (T, train): inputs, targets (the last valid step's, or
+    /// every step's with its mask of valid positions) and the loss count.
+    /// `shape`: features, outputs, and whether the head runs on every step.
+    fn upload_series(
+        &self,
+        key: (usize, bool),
+        x: &[f32],
+        targets: &[f32],
+        (features, outputs, every): (usize, usize, bool),
+        ws_x: &wgpu::Buffer,
+        lens: &[usize],
+    ) -> Result<()> {
+        let (b, t) = (self.batch, key.0);
+        if x.len() != t * b * features {
+            return Err(Error::tensor(
+                "input",
+                format!("{} values, expected [T={t}, B={b}, F={features}]", x.len()),
+            ));
+        }
+        let rows = if every { t * b } else { b };
+        if targets.len() != rows * outputs {
+            return Err(Error::tensor(
+                "targets",
+                format!(
+                    "{} values, expected {}",
+                    targets.len(),
+                    if every {
+                        format!("[T={t}, B={b}, {outputs}]")
+                    } else {
+                        format!("[B={b}, {outputs}]")
+                    }
+                ),
+            ));
+        }
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            return Err(Error::tensor(
+                "input",
+                format!("non-finite value at flat index {i}"),
+            ));
+        }
+        if let Some(i) = targets.iter().position(|v| !v.is_finite()) {
+            return Err(Error::tensor(
+                "targets",
+                format!("non-finite value at flat index {i}"),
+            ));
+        }
+        let (p, ctx) = (&self.plans[&key], &self.ctx);
+        ctx.write(ws_x, 0, x);
+        ctx.write(&p.targets, 0, targets);
+        let mut count = b;
+        if every {
+            let mask: Vec<u32> = (0..rows).map(|i| (i / b < lens[i % b]) as u32).collect();
+            count = mask.iter().filter(|&&m| m != 0).count();
+            ctx.write(&p.mask, 0, &mask);
+        }
+        let step = LossStep {
+            count: (count * outputs) as u32,
+            scale: 1.0,
+        };
+        ctx.write(&self.loss_step, 0, &step.words());
         Ok(())
     }
 
