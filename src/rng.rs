@@ -89,12 +89,34 @@ pub fn derive_seed(seed: u64, stream: u64) -> u64 {
 mod tests {
     use super::*;
 
+    const PINNED: [u64; 5] = [
+        0x3fec_3b62_0ee5_015b,
+        0x3ff6_372f_c37a_e2d6,
+        0xbfec_8a54_f4e9_1a7c,
+        0x26,
+        0xf08a_aefc_ec73_03c5,
+    ];
+
     /// SplitMix64's published first outputs for seed 0.
     #[test]
     fn splitmix64_known_answers() {
         let mut r = Rng::new(0);
         assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
         assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+    }
+
+    /// Seeded weights, datasets and shuffles depend on these exact bits.
+    #[test]
+    fn streams_are_pinned() {
+        let mut r = Rng::new(42);
+        let got = [
+            r.normal().to_bits(),
+            r.normal().to_bits(),
+            r.normal_unpaired().to_bits(),
+            r.below(1000) as u64,
+            derive_seed(42, 7),
+        ];
+        assert_eq!(got, PINNED);
     }
 
     #[test]
