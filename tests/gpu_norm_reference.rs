@@ -73,7 +73,7 @@ fn run(ctx: &std::sync::Arc<lstm_wgpu::GpuContext>, c: Case, seed: u64, clip: Op
         for v in &mut ordered {
             refs.push(v.as_mut_slice());
         }
-        let total = rn::clip_grad_norm(&mut refs, max_norm);
+        let total = lstm_wgpu_reference::clip::clip_grad_norm(&mut refs, max_norm);
         let st = lstm
             .clip_gradients(Some(max_norm as f32), None)
             .unwrap_or_else(|e| panic!("{label}: {e}"));

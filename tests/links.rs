@@ -51,8 +51,8 @@ const BASE: Case = Case {
 const INPUT: usize = 7;
 
 /// The reference's copy of a dropout step (it shares no type with the engine).
-fn ref_step(st: &DropoutStep) -> lstm_wgpu_reference::philox::DropoutStep {
-    lstm_wgpu_reference::philox::DropoutStep {
+fn ref_step(st: &DropoutStep) -> lstm_wgpu_reference::dropout::DropoutStep {
+    lstm_wgpu_reference::dropout::DropoutStep {
         seed: st.seed,
         counter: st.counter,
     }
@@ -105,7 +105,7 @@ fn run_with(
     let label = format!("{c:?}");
     let d = data(&c, seed);
     let st = step(counter);
-    let links = rn::ref_links(
+    let links = lstm_wgpu_reference::dropout::ref_links(
         &d.rc,
         c.seq,
         c.batch,
@@ -522,7 +522,7 @@ fn grad_cli_links() {
             "{args:?}: {}",
             String::from_utf8_lossy(&res.stderr)
         );
-        let links = rn::ref_links(
+        let links = lstm_wgpu_reference::dropout::ref_links(
             &d.rc,
             c.seq,
             c.batch,

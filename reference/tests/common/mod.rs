@@ -1,0 +1,174 @@
+//! Helpers of the reference's own tests: random cases, finite differences
+//! and comparisons.
+#![allow(dead_code)]
+
+use lstm_wgpu_reference::{RefConfig, RefInputs, RefUpstream, Rng};
+
+/// Relative tolerance of an analytic gradient against finite differences.
+pub const TOL: f64 = 1e-6;
+/// Step of the central differences.
+pub const EPS: f64 = 1e-6;
+
+pub fn cfg(i: usize, h: usize, l: usize, bidir: bool, bias: bool) -> RefConfig {
+    RefConfig {
+        input_size: i,
+        hidden_size: h,
+        num_layers: l,
+        bidirectional: bidir,
+        bias,
+    }
+}
+
+pub fn state_len(c: &RefConfig, b: usize) -> usize {
+    c.cells() * b * c.hidden_size
+}
+
+pub fn make_inputs(
+    c: &RefConfig,
+    rng: &mut Rng,
+    t: usize,
+    b: usize,
+    with_state: bool,
+    lengths: Option<Vec<usize>>,
+) -> RefInputs {
+    let sl = state_len(c, b);
+    RefInputs {
+        seq_len: t,
+        batch: b,
+        x: rng.vec(t * b * c.input_size, -1.0, 1.0),
+        h0: with_state.then(|| rng.vec(sl, -1.0, 1.0)),
+        c0: with_state.then(|| rng.vec(sl, -1.0, 1.0)),
+        lengths,
+    }
+}
+
+pub fn make_upstream(c: &RefConfig, rng: &mut Rng, t: usize, b: usize) -> RefUpstream {
+    let sl = state_len(c, b);
+    RefUpstream {
+        grad_output: rng.vec(t * b * c.dirs() * c.hidden_size, -1.0, 1.0),
+        grad_h_n: rng.vec(sl, -1.0, 1.0),
+        grad_c_n: rng.vec(sl, -1.0, 1.0),
+    }
+}
+
+/// Tracks the worst mixed relative error seen.
+pub struct Checker {
+    pub worst: f64,
+    pub worst_what: String,
+    pub count: usize,
+    /// Entries that needed the Richardson extrapolation.
+    pub extrapolated: usize,
+}
+
+impl Checker {
+    pub fn new() -> Self {
+        Checker {
+            worst: 0.0,
+            worst_what: String::new(),
+            count: 0,
+            extrapolated: 0,
+        }
+    }
+
+    /// Mixed relative error (absolute below 1e-2).
+    pub fn rel(analytic: f64, numeric: f64) -> f64 {
+        (analytic - numeric).abs() / analytic.abs().max(numeric.abs()).max(1e-2)
+    }
+
+    pub fn check(&mut self, what: &dyn Fn() -> String, analytic: f64, numeric: f64) {
+        let err = Self::rel(analytic, numeric);
+        assert!(
+            err < TOL,
+            "{}: analytic {analytic:e} vs numeric {numeric:e} (rel err {err:e})",
+            what()
+        );
+        if err > self.worst {
+            self.worst = err;
+            self.worst_what = what();
+        }
+        self.count += 1;
+    }
+}
+
+/// Central difference with step `h` of the loss w.r.t. `get(state)[k]`.
+pub fn central<S: Clone>(
+    base: &S,
+    k: usize,
+    h: f64,
+    get: &impl Fn(&mut S) -> &mut Vec<f64>,
+    eval: &impl Fn(&S) -> f64,
+) -> f64 {
+    let mut s = base.clone();
+    let v = get(&mut s)[k];
+    get(&mut s)[k] = v + h;
+    let lp = eval(&s);
+    get(&mut s)[k] = v - h;
+    let lm = eval(&s);
+    (lp - lm) / (2.0 * h)
+}
+
+/// Central difference of the loss w.r.t. `get(state)[k]` (step `EPS`).
+pub fn fd<S: Clone>(
+    base: &S,
+    k: usize,
+    get: impl Fn(&mut S) -> &mut Vec<f64>,
+    eval: impl Fn(&S) -> f64,
+) -> f64 {
+    central(base, k, EPS, &get, &eval)
+}
+
+/// Checks `analytic` against the central difference with step `EPS`; where
+/// they differ by more than `TOL/10`, also against the Richardson
+/// extrapolation of the steps `EPS/2` and `EPS/4` (truncation error O(EPS⁴)
+/// instead of O(EPS²)) and keeps the closer of the two. This matters
+/// where a norm sees a constant vector, e.g. `LN(W_hh · 0)` at the first
+/// step without `h0`: the gradient carries a `1/sqrt(eps)` factor and the
+/// plain central difference is off by ~1e-4 relative (converging as EPS²).
+#[allow(clippy::too_many_arguments)]
+pub fn fd_cmp<S: Clone>(
+    chk: &mut Checker,
+    what: &dyn Fn() -> String,
+    analytic: f64,
+    base: &S,
+    k: usize,
+    get: impl Fn(&mut S) -> &mut Vec<f64>,
+    eval: impl Fn(&S) -> f64,
+) {
+    let d1 = central(base, k, EPS, &get, &eval);
+    if Checker::rel(analytic, d1) < 0.1 * TOL {
+        chk.check(what, analytic, d1);
+        return;
+    }
+    let d2 = central(base, k, 0.5 * EPS, &get, &eval);
+    let d4 = central(base, k, 0.25 * EPS, &get, &eval);
+    let extrapolated = (4.0 * d4 - d2) / 3.0;
+    // Rounding noise grows as the step shrinks, truncation error falls:
+    // keep whichever estimate is closer (both must be far off to fail).
+    if Checker::rel(analytic, extrapolated) < Checker::rel(analytic, d1) {
+        chk.extrapolated += 1;
+        chk.check(what, analytic, extrapolated);
+    } else {
+        chk.check(what, analytic, d1);
+    }
+}
+
+pub fn assert_close(a: &[f64], b: &[f64], tol: f64, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: length");
+    for (k, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tol, "{what}[{k}]: {x} vs {y}");
+    }
+}
+
+/// Slices `[L*D, B, H]` state of batch element `b` into a `[L*D, 1, H]` state.
+pub fn state_of(s: &[f64], cells: usize, batch: usize, b: usize, h: usize) -> Vec<f64> {
+    (0..cells)
+        .flat_map(|cell| s[(cell * batch + b) * h..(cell * batch + b + 1) * h].to_vec())
+        .collect()
+}
+
+/// `y += W x` with `W: [y.len(), x.len()]`, written out for hand-made checks.
+pub fn matvec_acc(y: &mut [f64], w: &[f64], x: &[f64]) {
+    for (yi, row) in y.iter_mut().zip(w.chunks_exact(x.len())) {
+        *yi += row.iter().zip(x).map(|(a, b)| a * b).sum::<f64>();
+    }
+}
