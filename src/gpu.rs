@@ -604,12 +604,13 @@ impl Kernel {
         }
     }
 
-    /// A dispatch of this kernel with its own uniform block `params` (32-bit
-    /// words) and `storage` buffers in the order the bindings were declared.
-    pub fn dispatch(
+    /// A dispatch of this kernel with its own uniform block `params` (the
+    /// shader's `Params`, as its `#[repr(C)]` mirror) and `storage` buffers
+    /// in the order the bindings were declared.
+    pub fn dispatch<P: bytemuck::Pod>(
         &self,
         ctx: &GpuContext,
-        params: &[u32],
+        params: &P,
         storage: &[&wgpu::Buffer],
         groups: (u32, u32),
     ) -> Dispatch {
@@ -618,7 +619,7 @@ impl Kernel {
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("params"),
-                contents: bytemuck::cast_slice(params),
+                contents: bytemuck::bytes_of(params),
                 usage: wgpu::BufferUsages::UNIFORM,
             });
         // Kept alive by the bind group, as long as the dispatch.

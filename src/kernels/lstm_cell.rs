@@ -3,6 +3,7 @@
 //! direction, step) lanes.
 
 use super::u32_of;
+use super::wgsl::wgsl_struct;
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
@@ -48,8 +49,17 @@ const CST_BINDING: (u32, Binding) = (16, Binding::ReadWrite);
 /// its own buffer in f16-mixed), last in the backward entry points'
 /// bindings.
 const DCS_BINDING: (u32, Binding) = (17, Binding::ReadWrite);
-/// Words of one lane's parameters (the shader's `Params`).
-const PARAM_WORDS: usize = 20;
+wgsl_struct! {
+    /// One lane's parameters in the uniform block of `lstm_cell.wgsl` (an
+    /// array of [`MAX_LANES`]).
+    pub struct CellUniform = "Params" {
+        h: u32, batch: u32, seq: u32, step: u32,
+        reverse: u32, out_stride: u32, out_col: u32, pre_off: u32,
+        whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
+        state_stride: u32, lanes: u32, wide: u32, c_off: u32,
+        dc_off: u32, _p0: u32, _p1: u32, _p2: u32,
+    }
+}
 
 /// The f16-mixed build's `to_dg`: a gate gradient rounded to f16, with
 /// magnitudes of 2^16 and more (and NaN) sent to an infinity of their sign,
@@ -413,29 +423,27 @@ impl LstmCell {
             })
     }
 
-    fn params(s: &CellShape, step: usize, lanes: usize, wide: bool) -> Result<[u32; PARAM_WORDS]> {
-        Ok([
-            u32_of("hidden size", s.hidden)?,
-            u32_of("batch", s.batch)?,
-            u32_of("sequence length", s.seq)?,
-            u32_of("step", step)?,
-            u32::from(s.reverse),
-            u32_of("output stride", s.out_stride)?,
-            u32_of("output column", s.out_col)?,
-            u32_of("pre-gates offset", s.pre_off)?,
-            u32_of("W_hh offset", s.whh_off)?,
-            u32_of("cache offset", s.cache_off)?,
-            u32_of("gradient offset", s.dg_off)?,
-            u32_of("state offset", s.state_off)?,
-            u32_of("state stride", s.state_stride)?,
-            u32_of("lanes", lanes)?,
-            u32::from(wide),
-            u32_of("c offset", s.c_off)?,
-            u32_of("dc offset", s.dc_off)?,
-            0,
-            0,
-            0,
-        ])
+    fn params(s: &CellShape, step: usize, lanes: usize, wide: bool) -> Result<CellUniform> {
+        Ok(CellUniform {
+            h: u32_of("hidden size", s.hidden)?,
+            batch: u32_of("batch", s.batch)?,
+            seq: u32_of("sequence length", s.seq)?,
+            step: u32_of("step", step)?,
+            reverse: u32::from(s.reverse),
+            out_stride: u32_of("output stride", s.out_stride)?,
+            out_col: u32_of("output column", s.out_col)?,
+            pre_off: u32_of("pre-gates offset", s.pre_off)?,
+            whh_off: u32_of("W_hh offset", s.whh_off)?,
+            cache_off: u32_of("cache offset", s.cache_off)?,
+            dg_off: u32_of("gradient offset", s.dg_off)?,
+            state_off: u32_of("state offset", s.state_off)?,
+            state_stride: u32_of("state stride", s.state_stride)?,
+            lanes: u32_of("lanes", lanes)?,
+            wide: u32::from(wide),
+            c_off: u32_of("c offset", s.c_off)?,
+            dc_off: u32_of("dc offset", s.dc_off)?,
+            ..Default::default()
+        })
     }
 
     /// One dispatch over `lanes` (shape, step) of the same H, B and T:
@@ -468,11 +476,11 @@ impl LstmCell {
             ));
         }
         let wide = self.wide(lanes);
-        let mut words = Vec::with_capacity(PARAM_WORDS * MAX_LANES);
-        for (s, step) in lanes {
-            words.extend(Self::params(s, *step, lanes.len(), wide)?);
+        // Lanes past the last stay zero.
+        let mut params = [CellUniform::default(); MAX_LANES];
+        for (p, (s, step)) in params.iter_mut().zip(lanes) {
+            *p = Self::params(s, *step, lanes.len(), wide)?;
         }
-        words.resize(PARAM_WORDS * MAX_LANES, 0);
         // The subgroup entry points: 8 lanes share SG_ROWS batch rows, so
         // a subgroup must not straddle two row groups (H a multiple of 8
         // forward, of 32 backward, whose lanes own 4 units), and B must be
@@ -517,7 +525,7 @@ impl LstmCell {
                 u32_of("cell tiles", s0.batch.div_ceil(tile.tb) * lanes.len())?,
             ),
         };
-        Ok(vec![kernel.dispatch(ctx, &words, buffers, g)])
+        Ok(vec![kernel.dispatch(ctx, &params, buffers, g)])
     }
 
     fn same_step(shapes: &[CellShape], step: usize) -> Vec<(CellShape, usize)> {
