@@ -245,3 +245,129 @@ fn sources_without_subgroups_validate_without_the_capability() {
         );
     }
 }
+
+/// The WGSL spelling of `ty`, as `kernels::wgsl::WgslType` writes it.
+fn wgsl_type(module: &naga::Module, ty: naga::Handle<naga::Type>) -> String {
+    let t = &module.types[ty];
+    match &t.inner {
+        naga::TypeInner::Scalar(naga::Scalar { kind, width: 4 }) => match kind {
+            naga::ScalarKind::Uint => "u32".into(),
+            naga::ScalarKind::Sint => "i32".into(),
+            naga::ScalarKind::Float => "f32".into(),
+            k => format!("{k:?}"),
+        },
+        naga::TypeInner::Array {
+            base,
+            size: naga::ArraySize::Constant(n),
+            ..
+        } => format!("array<{}, {n}>", wgsl_type(module, *base)),
+        naga::TypeInner::Struct { .. } => t.name.clone().unwrap_or_default(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The structs a uniform block of `module` holds (nested ones too), each
+/// with the stride it has as an array element, if it is one.
+fn uniform_structs(module: &naga::Module) -> Vec<(naga::Handle<naga::Type>, Option<u32>)> {
+    fn walk(
+        module: &naga::Module,
+        ty: naga::Handle<naga::Type>,
+        stride: Option<u32>,
+        out: &mut Vec<(naga::Handle<naga::Type>, Option<u32>)>,
+    ) {
+        match &module.types[ty].inner {
+            naga::TypeInner::Array { base, stride, .. } => walk(module, *base, Some(*stride), out),
+            naga::TypeInner::Struct { members, .. } => {
+                out.push((ty, stride));
+                for m in members {
+                    walk(module, m.ty, None, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (_, var) in module.global_variables.iter() {
+        if var.space == naga::AddressSpace::Uniform {
+            walk(module, var.ty, None, &mut out);
+        }
+    }
+    out
+}
+
+/// Every struct in a uniform block of a shader has a `#[repr(C)]` Rust
+/// mirror in `src/kernels/` with the same size, member names, offsets and
+/// types (naga's layout against `offset_of!`), and every mirror has its
+/// struct: a member added, moved or retyped on one side only fails here,
+/// on any machine.
+#[test]
+fn uniform_structs_match_their_rust_mirrors() {
+    let mirrors = lstm_wgpu::kernels::wgsl::uniform_structs();
+    let mut errors = Vec::new();
+    let mut matched = vec![false; mirrors.len()];
+    for path in shader_files() {
+        let file = file_name(&path);
+        let module = check(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).expect("layout");
+        for (ty, stride) in uniform_structs(&module) {
+            let name = module.types[ty].name.clone().unwrap_or_default();
+            let Some(i) = mirrors
+                .iter()
+                .position(|m| m.shader == file && m.name == name)
+            else {
+                errors.push(format!(
+                    "{file}: uniform struct `{name}` has no Rust mirror"
+                ));
+                continue;
+            };
+            matched[i] = true;
+            let rust = &mirrors[i];
+            let naga::TypeInner::Struct { members, .. } = &module.types[ty].inner else {
+                unreachable!("a struct");
+            };
+            let wgsl: Vec<(String, usize, String)> = members
+                .iter()
+                .map(|m| {
+                    (
+                        m.name.clone().unwrap_or_default(),
+                        m.offset as usize,
+                        wgsl_type(&module, m.ty),
+                    )
+                })
+                .collect();
+            let host: Vec<(String, usize, String)> = rust
+                .members
+                .iter()
+                .map(|m| (m.name.to_string(), m.offset, m.ty.clone()))
+                .collect();
+            if let Some(i) = (0..wgsl.len().max(host.len())).find(|&i| wgsl.get(i) != host.get(i)) {
+                errors.push(format!(
+                    "{file}: `{name}` member {i} (name, offset, type): WGSL {:?}, Rust {:?}",
+                    wgsl.get(i),
+                    host.get(i)
+                ));
+            }
+            let size = layouter[ty].size as usize;
+            if size != rust.size {
+                errors.push(format!(
+                    "{file}: `{name}` is {size} bytes in WGSL, {} in Rust",
+                    rust.size
+                ));
+            }
+            if let Some(stride) = stride.filter(|&s| s as usize != rust.size) {
+                errors.push(format!(
+                    "{file}: `{name}` has an array stride of {stride} bytes in WGSL, {} in Rust",
+                    rust.size
+                ));
+            }
+        }
+    }
+    for (m, _) in mirrors.iter().zip(&matched).filter(|(_, hit)| !**hit) {
+        errors.push(format!(
+            "{}: no uniform struct `{}` for its Rust mirror",
+            m.shader, m.name
+        ));
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
