@@ -79,29 +79,6 @@ fn hp_base() -> u32 {
 }
 @group(0) @binding(7) var<storage, read_write> state_out: array<f32>;
 
-fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-x));
-}
-
-// tanh saturates to +-1 in f32 long before 15; clamping keeps exp-based
-// implementations from overflowing into NaN.
-fn tanh_s(x: f32) -> f32 {
-    return tanh(clamp(x, -15.0, 15.0));
-}
-
-// Time of step s for a sequence of length len.
-fn time_of(s: u32, len: u32) -> u32 {
-    if p.reverse != 0u {
-        return len - 1u - s;
-    }
-    return s;
-}
-
-// Invocation index over (batch, hidden) with 2-D grids for large B*H.
-fn lane(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * 64u;
-}
-
 // The cell's pointwise half for (b, j) at `row`, given the gate
 // pre-activations (input and recurrent products and biases summed): writes
 // h, the cache (activated gates, c, h_prev) and, at the last step, h_n, c_n.
@@ -109,10 +86,10 @@ fn forward_finish(b: u32, j: u32, last: bool, row: u32, a: vec4<f32>, hp_j: f32,
     let hs = p.h;
     let i = sigmoid(a.x);
     let f = sigmoid(a.y);
-    let g = tanh_s(a.z);
+    let g = tanh_clamped(a.z);
     let o = sigmoid(a.w);
     let c = f * c_prev + i * g;
-    let h = o * tanh_s(c);
+    let h = o * tanh_clamped(c);
     out[row * p.out_stride + p.out_col + j] = h;
     let gb = p.cache_off + row * 4u * hs;
     cache[gb + j] = GT(i);
@@ -134,7 +111,7 @@ fn forward_finish(b: u32, j: u32, last: bool, row: u32, a: vec4<f32>, hp_j: f32,
 struct Site { ok: bool, b: u32, u: u32 }
 
 fn site(gid: vec3<u32>, nwg: vec3<u32>, rows: u32, units: u32) -> Site {
-    return site_at(lane(gid, nwg), rows, units);
+    return site_at(global_index(gid, nwg, 64u), rows, units);
 }
 
 fn site_at(idx: u32, rows: u32, units: u32) -> Site {
@@ -230,16 +207,8 @@ fn pre_gates(b: u32, j: u32) -> vec4<f32> {
         return vec4<f32>(0.0);
     }
     let hs = p.h;
-    let pb = p.pre_off + (time_of(p.step, lengths[b]) * p.batch + b) * 4u * hs + j;
+    let pb = p.pre_off + (time_of(p.step, lengths[b], p.reverse) * p.batch + b) * 4u * hs + j;
     return vec4<f32>(pre[pb], pre[pb + hs], pre[pb + 2u * hs], pre[pb + 3u * hs]);
-}
-
-// Time of the previous step of a sequence at time t.
-fn prev_time(t: u32) -> u32 {
-    if p.reverse != 0u {
-        return t + 1u;
-    }
-    return t - 1u;
 }
 
 // Where batch row b's h_{t-1} starts, in vec4s of h_prev4; 0 for rows that
@@ -251,7 +220,7 @@ fn h_src4(b: u32) -> u32 {
     if p.step == 0u {
         return (p.state_off + b * p.h) / 4u;
     }
-    let tp = prev_time(time_of(p.step, lengths[b]));
+    let tp = prev_time(time_of(p.step, lengths[b], p.reverse), p.reverse);
     return ((tp * p.batch + b) * p.out_stride + p.out_col) / 4u;
 }
 
@@ -276,7 +245,7 @@ fn finish_row(b: u32, j: u32, a: vec4<f32>) {
     let hs = p.h;
     let s = p.step;
     let len = lengths[b];
-    let t = time_of(s, len);
+    let t = time_of(s, len, p.reverse);
     var hp_j: f32;
     var c_prev: f32;
     if s == 0u {
@@ -284,7 +253,7 @@ fn finish_row(b: u32, j: u32, a: vec4<f32>) {
         hp_j = state_in[sb + j];
         c_prev = state_in[p.state_stride + sb + j];
     } else {
-        let tp = prev_time(t);
+        let tp = prev_time(t, p.reverse);
         hp_j = out[(tp * p.batch + b) * p.out_stride + p.out_col + j];
         c_prev = cst[p.c_off + (tp * p.batch + b) * hs + j];
     }
@@ -321,7 +290,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
     if s >= len {
         return;
     }
-    let t = time_of(s, len);
+    let t = time_of(s, len, p.reverse);
     let row = t * p.batch + b;
     let pb = p.pre_off + row * 4u * hs;
     var a = vec4<f32>(pre[pb + j], pre[pb + hs + j], pre[pb + 2u * hs + j], pre[pb + 3u * hs + j]);
@@ -340,10 +309,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
         hp_j = state_in[sb + j];
         c_prev = state_in[p.state_stride + sb + j];
     } else {
-        var tp = t - 1u;
-        if p.reverse != 0u {
-            tp = t + 1u;
-        }
+        let tp = prev_time(t, p.reverse);
         let ob = (tp * p.batch + b) * p.out_stride + p.out_col;
         for (var k = 0u; k < hs; k++) {
             let hp = out[ob + k];
@@ -388,13 +354,13 @@ fn dh_direct(row: u32, j: u32) -> f32 {
 // gate gradients and dc of step s.
 fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
     let hs = p.h;
-    let row = time_of(s, len) * p.batch + b;
+    let row = time_of(s, len, p.reverse) * p.batch + b;
     let c_base = p.c_off;
     let dc_base = p.dc_off;
     var dh_rec: f32;
     var dc_rec: f32;
     if s + 1u < len {
-        let row1 = time_of(s + 1u, len) * p.batch + b;
+        let row1 = time_of(s + 1u, len, p.reverse) * p.batch + b;
         dh_rec = dh_w;
         dc_rec = dcs[dc_base + row1 * hs + j] * gate(p.cache_off + row1 * 4u * hs + hs + j);
     } else {
@@ -408,12 +374,12 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
     let f = gate(gb + hs + j);
     let g = gate(gb + 2u * hs + j);
     let o = gate(gb + 3u * hs + j);
-    let tc = tanh_s(cst[c_base + row * hs + j]);
+    let tc = tanh_clamped(cst[c_base + row * hs + j]);
     var c_prev: f32;
     if s == 0u {
         c_prev = state_in[p.state_stride + p.state_off + b * hs + j];
     } else {
-        let rowp = time_of(s - 1u, len) * p.batch + b;
+        let rowp = time_of(s - 1u, len, p.reverse) * p.batch + b;
         c_prev = cst[c_base + rowp * hs + j];
     }
     let dc = dh * o * (1.0 - tc * tc) + dc_rec;
@@ -523,9 +489,9 @@ fn dg_src4(b: u32, state: bool) -> u32 {
     let len = lengths[b];
     var t: u32;
     if state {
-        t = time_of(0u, len);
+        t = time_of(0u, len, p.reverse);
     } else if p.step + 1u < len {
-        t = time_of(p.step + 1u, len);
+        t = time_of(p.step + 1u, len, p.reverse);
     } else {
         return 0u;
     }
@@ -560,7 +526,7 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
     }
     var dh_w = 0.0;
     if s + 1u < len {
-        dh_w = dh_direct(time_of(s + 1u, len) * p.batch + b, st.u);
+        dh_w = dh_direct(time_of(s + 1u, len, p.reverse) * p.batch + b, st.u);
     }
     backward_finish(b, st.u, s, len, dh_w);
 }
@@ -587,7 +553,7 @@ fn state_rows(bg: u32, j0: u32, acc: array<vec4<f32>, 2u * RB>) {
         if b >= p.batch {
             return;
         }
-        let row = time_of(0u, lengths[b]) * p.batch + b;
+        let row = time_of(0u, lengths[b], p.reverse) * p.batch + b;
         for (var q = 0u; q < 8u; q++) {
             if j0 + q < hs {
                 write_state_grads(b, j0 + q, row, acc[2u * r + q / 4u][q % 4u]);
@@ -612,7 +578,7 @@ fn backward_state(@builtin(global_invocation_id) gid: vec3<u32>,
     if !st.ok {
         return;
     }
-    let row = time_of(0u, lengths[st.b]) * p.batch + st.b;
+    let row = time_of(0u, lengths[st.b], p.reverse) * p.batch + st.b;
     write_state_grads(st.b, st.u, row, dh_direct(row, st.u));
 }
 
@@ -669,11 +635,8 @@ fn fwd_source(b: u32) {
                 kind = 2u;
                 off = p.state_off + b * p.h;
             } else {
-                let t = time_of(s, len);
-                var tp = t - 1u;
-                if p.reverse != 0u {
-                    tp = t + 1u;
-                }
+                let t = time_of(s, len, p.reverse);
+                let tp = prev_time(t, p.reverse);
                 kind = 1u;
                 off = (tp * p.batch + b) * p.out_stride + p.out_col;
             }
@@ -794,7 +757,7 @@ fn forward_tiled(@builtin(local_invocation_index) li: u32,
     }
     let len = lengths[b];
     let s = p.step;
-    let t = time_of(s, len);
+    let t = time_of(s, len, p.reverse);
     let row = t * p.batch + b;
     let pb = p.pre_off + row * 4u * hs;
     ai += pre[pb + j];
@@ -809,10 +772,7 @@ fn forward_tiled(@builtin(local_invocation_index) li: u32,
         hp_j = state_in[sb + j];
         c_prev = state_in[p.state_stride + sb + j];
     } else {
-        var tp = t - 1u;
-        if p.reverse != 0u {
-            tp = t + 1u;
-        }
+        let tp = prev_time(t, p.reverse);
         hp_j = out[(tp * p.batch + b) * p.out_stride + p.out_col + j];
         c_prev = cst[c_base + (tp * p.batch + b) * hs + j];
     }
@@ -902,7 +862,7 @@ fn backward_tiled(@builtin(local_invocation_index) li: u32,
             let len = lengths[bb];
             if s + 1u < len {
                 kind = 1u;
-                off = p.dg_off + (time_of(s + 1u, len) * p.batch + bb) * 4u * hs;
+                off = p.dg_off + (time_of(s + 1u, len, p.reverse) * p.batch + bb) * 4u * hs;
             }
         }
         sh_src[li] = off;
@@ -936,7 +896,7 @@ fn backward_state_tiled(@builtin(local_invocation_index) li: u32,
         var off = 0u;
         if bb < p.batch {
             kind = 1u;
-            off = p.dg_off + time_of(0u, lengths[bb]) * p.batch * 4u * hs + bb * 4u * hs;
+            off = p.dg_off + time_of(0u, lengths[bb], p.reverse) * p.batch * 4u * hs + bb * 4u * hs;
         }
         sh_src[li] = off;
         sh_kind[li] = kind;
@@ -948,7 +908,7 @@ fn backward_state_tiled(@builtin(local_invocation_index) li: u32,
     if li >= TT || b >= p.batch || j >= hs {
         return;
     }
-    write_state_grads(b, j, time_of(0u, lengths[b]) * p.batch + b, dh_w);
+    write_state_grads(b, j, time_of(0u, lengths[b], p.reverse) * p.batch + b, dh_w);
 }
 
 // subgroup-begin
@@ -1106,7 +1066,7 @@ fn bwd_finish8(b: u32, j0: u32, acc: array<vec4<f32>, 8>) {
 fn state_finish8(b: u32, j0: u32, acc: array<vec4<f32>, 8>) {
     for (var r = 0u; r < 8u; r++) {
         if b + r < p.batch {
-            let row = time_of(0u, lengths[b + r]) * p.batch + b + r;
+            let row = time_of(0u, lengths[b + r], p.reverse) * p.batch + b + r;
             for (var q = 0u; q < 4u; q++) {
                 write_state_grads(b + r, j0 + q, row, acc[r][q]);
             }

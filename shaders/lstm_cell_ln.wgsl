@@ -52,21 +52,6 @@ fn wg_sum(lid: u32, v: vec4<f32>) -> vec4<f32> {
     return r;
 }
 
-fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-x));
-}
-
-fn tanh_s(x: f32) -> f32 {
-    return tanh(clamp(x, -15.0, 15.0));
-}
-
-fn time_of(s: u32, len: u32) -> u32 {
-    if p.reverse != 0u {
-        return len - 1u - s;
-    }
-    return s;
-}
-
 fn tb() -> u32 {
     return p.seq * p.batch;
 }
@@ -96,12 +81,9 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
     }
     let hs = p.h;
     let h4 = 4u * hs;
-    let t = time_of(s, len);
+    let t = time_of(s, len, p.reverse);
     let row = t * p.batch + b;
-    var tp = t - 1u;
-    if p.reverse != 0u {
-        tp = t + 1u;
-    }
+    let tp = prev_time(t, p.reverse);
     let sb = p.state_off + b * hs;
     let ob = (tp * p.batch + b) * p.out_stride + p.out_col;
     // Raw recurrent and input parts, kept in the x-hat slots until normalized.
@@ -153,7 +135,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
     for (var j = lid; j < hs; j += WG) {
         let i = sigmoid(cache[gb + j]);
         let f = sigmoid(cache[gb + hs + j]);
-        let g = tanh_s(cache[gb + 2u * hs + j]);
+        let g = tanh_clamped(cache[gb + 2u * hs + j]);
         let o = sigmoid(cache[gb + 3u * hs + j]);
         var c_prev: f32;
         var hp: f32;
@@ -184,7 +166,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
         let c = cache[sec_c() + row * hs + j];
         let xc = (c - cmean) * crs;
         cache[sec_xc() + row * hs + j] = xc;
-        let hv = cache[gb + 3u * hs + j] * tanh_s(xc * w[p.nw_c + j] + w[p.nb_c + j]);
+        let hv = cache[gb + 3u * hs + j] * tanh_clamped(xc * w[p.nw_c + j] + w[p.nb_c + j]);
         out[row * p.out_stride + p.out_col + j] = hv;
         if s + 1u == len {
             state_out[sb + j] = hv;
@@ -212,7 +194,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
     }
     let hs = p.h;
     let h4 = 4u * hs;
-    let t = time_of(s, len);
+    let t = time_of(s, len, p.reverse);
     let row = t * p.batch + b;
     let gb = p.cache_off + row * h4;
     let sb = p.state_off + b * hs;
@@ -222,7 +204,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         var dh_rec: f32;
         var dc_rec: f32;
         if s + 1u < len {
-            let row1 = time_of(s + 1u, len) * p.batch + b;
+            let row1 = time_of(s + 1u, len, p.reverse) * p.batch + b;
             var a = 0.0;
             for (var k = 0u; k < h4; k++) {
                 a += dg[g_dr() + row1 * h4 + k] * w[p.whh_off + k * hs + j];
@@ -237,7 +219,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         let o = cache[gb + 3u * hs + j];
         let xc = cache[sec_xc() + row * hs + j];
         let wc = w[p.nw_c + j];
-        let th = tanh_s(xc * wc + w[p.nb_c + j]);
+        let th = tanh_clamped(xc * wc + w[p.nb_c + j]);
         let dhc = dh * o * (1.0 - th * th);
         dg[g_dhc() + row * hs + j] = dhc;
         dg[g_dc() + row * hs + j] = dc_rec;
@@ -258,7 +240,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         if s == 0u {
             c_prev = state_in[p.state_stride + sb + j];
         } else {
-            let rowp = time_of(s - 1u, len) * p.batch + b;
+            let rowp = time_of(s - 1u, len, p.reverse) * p.batch + b;
             c_prev = cache[sec_c() + rowp * hs + j];
         }
         let db = p.dg_off + row * h4;

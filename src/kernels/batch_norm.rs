@@ -15,11 +15,11 @@
 //! the host before dispatch ([`group_counts`], [`check_train`]).
 
 use super::u32_of;
-use super::wgsl::wgsl_struct;
+use super::wgsl::{shader, wgsl_struct};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-const SRC: &str = include_str!("../../shaders/batch_norm.wgsl");
+pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "batch_norm.wgsl");
 const WG: usize = 64;
 
 wgsl_struct! {

@@ -6,7 +6,7 @@ use super::wgsl::wgsl_struct;
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-const SRC: &str = include_str!("../../shaders/cast.wgsl");
+pub(crate) const SRC: &str = include_str!("../../shaders/cast.wgsl");
 const WG: u32 = 64;
 
 wgsl_struct! {

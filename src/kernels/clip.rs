@@ -49,7 +49,7 @@ use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::precision::{ScalerConfig, ScalerState};
 use crate::{Error, Result};
 
-const SRC: &str = include_str!("../../shaders/clip.wgsl");
+pub(crate) const SRC: &str = include_str!("../../shaders/clip.wgsl");
 
 /// Invocations per workgroup (`WG` in the shader).
 const WG: usize = 64;

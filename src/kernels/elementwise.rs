@@ -22,12 +22,12 @@
 //! same mask from the same step buffer contents. `p = 0` is an exact
 //! identity. [`dropout_keep`] is the same mask on the CPU.
 
-use super::wgsl::wgsl_struct;
+use super::wgsl::{shader, wgsl_struct};
 use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-const SRC: &str = include_str!("../../shaders/elementwise.wgsl");
+pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "elementwise.wgsl");
 const WG: usize = 64;
 const ACCUMULATE: u32 = 1;
 

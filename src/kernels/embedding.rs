@@ -12,11 +12,11 @@
 
 use super::elementwise::flat_grid;
 use super::u32_of;
-use super::wgsl::wgsl_struct;
+use super::wgsl::{shader, wgsl_struct};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-const SRC: &str = include_str!("../../shaders/embedding.wgsl");
+pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "embedding.wgsl");
 const WG: usize = 64;
 
 wgsl_struct! {

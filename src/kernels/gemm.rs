@@ -13,7 +13,7 @@ use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-const SRC: &str = include_str!("../../shaders/gemm.wgsl");
+pub(crate) const SRC: &str = include_str!("../../shaders/gemm.wgsl");
 /// Rows and columns covered by one workgroup of the block variant (8x8
 /// invocations, 4x4 each).
 const BLOCK_TILE: usize = 32;

@@ -15,7 +15,7 @@ use super::{groups_1d, u32_of};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-const SRC: &str = include_str!("../../shaders/layer_norm.wgsl");
+pub(crate) const SRC: &str = include_str!("../../shaders/layer_norm.wgsl");
 /// Features per workgroup of `backward_params` (the shader's `PC`).
 const PARAM_COLS: usize = 16;
 

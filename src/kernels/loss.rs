@@ -32,7 +32,7 @@ use super::wgsl::wgsl_struct;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-const SRC: &str = include_str!("../../shaders/loss.wgsl");
+pub(crate) const SRC: &str = include_str!("../../shaders/loss.wgsl");
 const WG: usize = 64;
 const WG_MEAN: usize = 256;
 

@@ -3,11 +3,11 @@
 //! direction, step) lanes.
 
 use super::u32_of;
-use super::wgsl::wgsl_struct;
+use super::wgsl::{shader, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-const SRC: &str = include_str!("../../shaders/lstm_cell.wgsl");
+pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "lstm_cell.wgsl");
 /// Storage bindings of the forward entry points (the buffers of
 /// [`CellForward::buffers`]); the persistent kernel shares them.
 pub const FWD_BINDINGS: [(u32, Binding); 7] = [

@@ -4,11 +4,11 @@
 
 use super::lstm_cell::CellShape;
 use super::u32_of;
-use super::wgsl::wgsl_struct;
+use super::wgsl::{shader, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-const SRC: &str = include_str!("../../shaders/lstm_cell_ln.wgsl");
+pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "lstm_cell_ln.wgsl");
 
 /// Offsets of a normalized cell's own tensors, beyond [`CellShape`].
 #[derive(Clone, Copy, Debug, Default)]

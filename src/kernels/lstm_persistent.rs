@@ -9,14 +9,14 @@
 
 use super::lstm_cell::{BWD_BINDINGS, CellBackward, CellForward, CellShape, FWD_BINDINGS};
 use super::u32_of;
-use super::wgsl::wgsl_struct;
+use super::wgsl::{shader, wgsl_struct};
 use crate::gpu::{Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-const SRC: &str = include_str!("../../shaders/lstm_persistent.wgsl");
+pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "lstm_persistent.wgsl");
 
 pub use crate::tuning::CellPath;
 

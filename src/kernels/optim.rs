@@ -52,13 +52,13 @@
 //! Results are bit-identical from run to run (one element per invocation, no
 //! reductions).
 
-use super::wgsl::wgsl_struct;
+use super::wgsl::{shader, wgsl_struct};
 use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::model::NamedTensor;
 use crate::{Error, Result};
 
-const SRC: &str = include_str!("../../shaders/optim.wgsl");
+pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "optim.wgsl");
 
 /// Invocations per workgroup (`WG` in the shader); one element each.
 const WG: usize = 256;

@@ -6,7 +6,7 @@ use super::{groups_1d, u32_of};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-const SRC: &str = include_str!("../../shaders/reduce.wgsl");
+pub(crate) const SRC: &str = include_str!("../../shaders/reduce.wgsl");
 
 /// Rows one column-sum dispatch covers: one loop pass per row plus the exit
 /// check stay within lavapipe's [`LOOP_CAP`]. Longer sums are split into

@@ -2,6 +2,15 @@
 //! uniform structs (checked against naga's layout by `tests/shaders.rs`)
 //! and the sources the wrappers compile.
 
+/// The source of a kernel family: files of `shaders/` joined at compile
+/// time, shared pieces (`common/...`) first, the family's own file last.
+macro_rules! shader {
+    ($($file:literal),+ $(,)?) => {
+        concat!($(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file))),+)
+    };
+}
+pub(crate) use shader;
+
 /// A type as WGSL spells it, for comparing a Rust mirror with its shader.
 pub trait WgslType {
     /// The WGSL type, e.g. `u32` or `array<Dir, 2>`.
@@ -121,5 +130,31 @@ pub fn uniform_structs() -> Vec<StructLayout> {
         layout::<lstm_persistent::PersistentDir>("lstm_persistent.wgsl"),
         layout::<optim::OptimUniform>("optim.wgsl"),
         layout::<reduce::ReduceUniform>("reduce.wgsl"),
+    ]
+}
+
+/// Every kernel family's f32 source as its wrapper compiles it (shared
+/// pieces joined, every entry point, the default tiles), by shader file, so
+/// that tests can validate them without an adapter.
+pub fn sources() -> Vec<(&'static str, String)> {
+    use super::*;
+    vec![
+        ("batch_norm.wgsl", batch_norm::SRC.into()),
+        ("cast.wgsl", cast::SRC.into()),
+        ("clip.wgsl", clip::SRC.into()),
+        ("elementwise.wgsl", elementwise::SRC.into()),
+        ("embedding.wgsl", embedding::SRC.into()),
+        ("gemm.wgsl", gemm::Gemm::source(false, false)),
+        ("layer_norm.wgsl", layer_norm::SRC.into()),
+        ("loss.wgsl", loss::SRC.into()),
+        (
+            "lstm_cell.wgsl",
+            lstm_cell::TileConfig::DEFAULT.source(false),
+        ),
+        ("lstm_cell_bn.wgsl", lstm_cell_bn::SRC.into()),
+        ("lstm_cell_ln.wgsl", lstm_cell_ln::SRC.into()),
+        ("lstm_persistent.wgsl", lstm_persistent::SRC.into()),
+        ("optim.wgsl", optim::SRC.into()),
+        ("reduce.wgsl", reduce::SRC.into()),
     ]
 }
