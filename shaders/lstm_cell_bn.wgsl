@@ -8,87 +8,20 @@
 // train mode updates running statistics row s, eval mode reads row
 // min(s, T_max - 1). Fixed-order reductions: deterministic.
 //
-// Cache block of one (layer, direction), sections of [T*B, width], then
-// per-step statistics:
-//   gates 4H | c H | h_prev H | xhat_ih 4H | xhat_hh 4H | xhat_c H | (4, unused)
-//   | rstd_ih [T, 4H] | rstd_hh [T, 4H] | rstd_c [T, H]
-// Gradient block of one direction: da 4H | dp 4H | dr 4H | dc H | dhc H
+// Cache block (after the sections of common/norm_cell.wgsl): (4, unused)
+// [T*B, 4], then per-step statistics rstd_ih [T, 4H] | rstd_hh [T, 4H] |
+// rstd_c [T, H].
 
-struct Params {
-    h: u32, batch: u32, seq: u32, step: u32,
-    reverse: u32, out_stride: u32, out_col: u32, pre_off: u32,
-    whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
-    state_stride: u32, has_bias: u32, bih_off: u32, bhh_off: u32,
-    nw_ih: u32, nb_ih: u32, nw_hh: u32, nb_hh: u32,
-    nw_c: u32, nb_c: u32, train: u32, t_max: u32,
-    rm_ih: u32, rv_ih: u32, rm_hh: u32, rv_hh: u32,
-    rm_c: u32, rv_c: u32, _p0: u32, _p1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> pre: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> state_in: array<f32>;
-@group(0) @binding(4) var<storage, read> lengths: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> cache: array<f32>;
-@group(0) @binding(7) var<storage, read_write> state_out: array<f32>;
-@group(0) @binding(8) var<storage, read> dy: array<f32>;
-@group(0) @binding(9) var<storage, read> gstate_in: array<f32>;
-@group(0) @binding(10) var<storage, read_write> dg: array<f32>;
 @group(0) @binding(12) var<storage, read_write> stats: array<f32>;
 
-const WG: u32 = 64u;
-const EPS: f32 = 1e-5;
 const MOMENTUM: f32 = 0.1;
-
-var<workgroup> red_a: array<vec4<f32>, 64>;
-var<workgroup> red_b: array<vec4<f32>, 64>;
-var<workgroup> red_c: array<vec4<f32>, 64>;
-var<workgroup> red_d: array<vec4<f32>, 64>;
-
-// Sums of four vec4s over the workgroup, in a fixed tree order.
-fn wg_sum4(lid: u32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) -> array<vec4<f32>, 4> {
-    red_a[lid] = a;
-    red_b[lid] = b;
-    red_c[lid] = c;
-    red_d[lid] = d;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s {
-            red_a[lid] += red_a[lid + s];
-            red_b[lid] += red_b[lid + s];
-            red_c[lid] += red_c[lid + s];
-            red_d[lid] += red_d[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = array<vec4<f32>, 4>(red_a[0], red_b[0], red_c[0], red_d[0]);
-    workgroupBarrier();
-    return r;
-}
-
-fn wg_sum3(lid: u32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>) -> array<vec4<f32>, 3> {
-    let r = wg_sum4(lid, a, b, c, vec4<f32>(0.0));
-    return array<vec4<f32>, 3>(r[0], r[1], r[2]);
-}
 
 // The gates use the prelude's accurate sigmoid_acc and tanh_acc: see there
 // why the built-ins are not enough here.
 
-fn tb() -> u32 { return p.seq * p.batch; }
-fn sec_c() -> u32 { return p.cache_off + tb() * 4u * p.h; }
-fn sec_hp() -> u32 { return p.cache_off + tb() * 5u * p.h; }
-fn sec_xi() -> u32 { return p.cache_off + tb() * 6u * p.h; }
-fn sec_xh() -> u32 { return p.cache_off + tb() * 10u * p.h; }
-fn sec_xc() -> u32 { return p.cache_off + tb() * 14u * p.h; }
 fn st_ih() -> u32 { return p.cache_off + tb() * (15u * p.h + 4u); }
 fn st_hh() -> u32 { return st_ih() + p.seq * 4u * p.h; }
 fn st_c() -> u32 { return st_hh() + p.seq * 4u * p.h; }
-fn g_dp() -> u32 { return p.dg_off + tb() * 4u * p.h; }
-fn g_dr() -> u32 { return p.dg_off + tb() * 8u * p.h; }
-fn g_dc() -> u32 { return p.dg_off + tb() * 12u * p.h; }
-fn g_dhc() -> u32 { return p.dg_off + tb() * 13u * p.h; }
 
 fn gate_idx(j: u32) -> vec4<u32> {
     return vec4<u32>(j, p.h + j, 2u * p.h + j, 3u * p.h + j);

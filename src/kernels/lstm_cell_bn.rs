@@ -10,7 +10,11 @@ use super::wgsl::shader;
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "lstm_cell_bn.wgsl");
+pub(crate) const SRC: &str = shader!(
+    "common/prelude.wgsl",
+    "common/norm_cell.wgsl",
+    "lstm_cell_bn.wgsl"
+);
 
 /// The recurrent BatchNorm cell's entry points.
 pub struct LstmCellBn {

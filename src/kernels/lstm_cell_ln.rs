@@ -8,7 +8,11 @@ use super::wgsl::{shader, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "lstm_cell_ln.wgsl");
+pub(crate) const SRC: &str = shader!(
+    "common/prelude.wgsl",
+    "common/norm_cell.wgsl",
+    "lstm_cell_ln.wgsl"
+);
 
 /// Offsets of a normalized cell's own tensors, beyond [`CellShape`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -65,8 +69,7 @@ pub fn cache_sections(hidden: usize, seq: usize, batch: usize) -> [usize; 6] {
 }
 
 wgsl_struct! {
-    /// The uniform block of both normalized cells (`lstm_cell_ln.wgsl`,
-    /// `lstm_cell_bn.wgsl`).
+    /// The uniform block of both normalized cells (`common/norm_cell.wgsl`).
     pub struct NormCellUniform = "Params" {
         h: u32, batch: u32, seq: u32, step: u32,
         reverse: u32, out_stride: u32, out_col: u32, pre_off: u32,
