@@ -10,7 +10,7 @@
 //   Best on lavapipe, where workgroup barriers are emulated and costly.
 // - `*_tiled`: a workgroup per TB x TU block of (b, j) stages the recurrent
 //   product through workgroup memory (8 x 8, or 16 x 16 for large shapes;
-//   the host substitutes the constants). Best on GPUs.
+//   the host sets the tile's constants by name). Best on GPUs.
 //
 // Steps are counted in each sequence's own processing order: step s of
 // sequence b is active when s < len_b and sits at time t = s (forward) or
@@ -22,8 +22,8 @@
 //   gates [T, B, 4H] (activated i, f, g, o) | c [T, B, H] | h_prev [T, B, H]
 // The c section is read and written through `cst` at c_off. In f32 the host
 // binds the cache itself there (c_off = cache_off + T*B*4H). The f16-mixed
-// build (src/kernels/lstm_cell.rs substitutes the aliases below and
-// HP_GAP = 0) keeps the cache as f16 gates | h_prev and c in its own f32
+// build (src/kernels/lstm_cell.rs sets the aliases below to f16 and HALF
+// to true) keeps the cache as f16 gates | h_prev and c in its own f32
 // buffer: c is the long-lived state, and rounding it every step would
 // accumulate.
 // Gradient block of one direction: dgates [T, B, 4H] (pre-activation) | dc [T, B, H].
@@ -52,12 +52,14 @@ const LANES: u32 = 8u;
 // This invocation's parameters, copied from pp first thing.
 var<private> p: Params;
 
+// The f16-mixed build (with the aliases below f16).
+const HALF: bool = false;
 // Storage types of W_hh, of the cache's gates and h_prev, and of dgates.
 alias WT = f32;
 alias GT = f32;
 alias DGT = f32;
-// Sections between the gates and h_prev in the cache: 1 (c) or 0.
-const HP_GAP: u32 = 1u;
+// Sections between the gates and h_prev in the cache: c, or none in f16.
+const HP_GAP: u32 = select(1u, 0u, HALF);
 
 // Forward bindings.
 @group(0) @binding(1) var<storage, read> pre: array<f32>;
@@ -331,11 +333,22 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
 // The dc section of the gradient block (see the layout above).
 @group(0) @binding(17) var<storage, read_write> dcs: array<f32>;
 
-// A gate gradient in its storage type. The f16-mixed build replaces this
-// line: magnitudes below 2^16 are clamped to the largest finite f16 (65504)
-// and rounded; larger ones, infinities and NaN become an infinity of their
-// sign (WGSL rounds values of 2^16 and more to infinity).
-fn to_dg(x: f32) -> DGT { return x; }
+// A gate gradient in its storage type: itself in f32. In f16, magnitudes
+// below 2^16 are clamped to the largest finite f16 (65504) and rounded;
+// larger ones, infinities and NaN become an infinity of their sign, so that
+// overflow is the same on every adapter (WGSL leaves [65504, 2^16) to the
+// implementation).
+fn to_dg(x: f32) -> DGT {
+    if !HALF {
+        return DGT(x);
+    }
+    let bits = bitcast<u32>(x);
+    if (bits & 0x7fffffffu) < 0x47800000u {
+        return DGT(clamp(x, -65504.0, 65504.0));
+    }
+    let inf = select(-131072.0, 131072.0, (bits >> 31u) == 0u);
+    return DGT(inf);
+}
 
 // dh_prev[j] = sum_k dgates[row, k] * W_hh[k, j]: the recurrent gradient
 // flowing from the gates at `row` back into h_{t-1}.
@@ -592,9 +605,9 @@ fn backward_state(@builtin(global_invocation_id) gid: vec3<u32>,
 // TB*TU invocations each take every KS-th chunk, and slice 0 adds their
 // partial sums in slice order at the end: more invocations per tile and
 // KS times shorter dependency chains, the same result on every run. Rows
-// are padded to KC + 1 against bank conflicts. The host may substitute the
-// TB, TU, KC and KS lines (src/kernels/lstm_cell.rs, TileConfig); KC must
-// be a multiple of TB and TU.
+// are padded to KC + 1 against bank conflicts. The host may set TB, TU, KC
+// and KS by name (src/kernels/lstm_cell.rs, TileConfig: private arrays
+// cannot take override sizes); KC must be a multiple of TB and TU.
 const TB: u32 = 8u;
 const TU: u32 = 8u;
 const KC: u32 = 32u;

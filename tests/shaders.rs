@@ -396,3 +396,42 @@ fn uniform_structs_match_their_rust_mirrors() {
     }
     assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
+
+/// Sources are specialised by declaration name (`gpu::set_decl`): the
+/// cell's tile constants and f16 switches land where the shader declares
+/// them, and a name declared other than once at the start of a line is
+/// refused instead of silently left alone.
+#[test]
+fn sources_are_specialised_by_name() {
+    use lstm_wgpu::gpu::set_decl;
+    use lstm_wgpu::kernels::lstm_cell::TileConfig;
+    let src = "const TB: u32 = 8u;\nconst TBX: u32 = 1u;\n    const TB: u32 = 2u;\n";
+    assert_eq!(
+        set_decl(src, "const", "TB", "16u"),
+        "const TB: u32 = 16u;\nconst TBX: u32 = 1u;\n    const TB: u32 = 2u;\n"
+    );
+    assert!(std::panic::catch_unwind(|| set_decl(src, "const", "KC", "1u")).is_err());
+    let twice = format!("{src}const TB: u32 = 4u;\n");
+    assert!(std::panic::catch_unwind(|| set_decl(&twice, "const", "TB", "1u")).is_err());
+    for tile in [TileConfig::DEFAULT, TileConfig::LARGE] {
+        for half in [false, true] {
+            let s = tile.source(half);
+            for (name, v) in [
+                ("TB", tile.tb),
+                ("TU", tile.tu),
+                ("KC", tile.kc),
+                ("KS", tile.ks),
+            ] {
+                let line = format!("\nconst {name}: u32 = {v}u;\n");
+                assert!(
+                    s.contains(&line),
+                    "{tile:?} half {half}: no `{}`",
+                    line.trim()
+                );
+            }
+            assert_eq!(s.contains("\nconst HALF: bool = true;\n"), half);
+            assert_eq!(s.contains("\nalias DGT = f16;\n"), half);
+            assert_eq!(s.starts_with("enable f16;\n"), half);
+        }
+    }
+}

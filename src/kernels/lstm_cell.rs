@@ -61,19 +61,6 @@ wgsl_struct! {
     }
 }
 
-/// The f16-mixed build's `to_dg`: a gate gradient rounded to f16, with
-/// magnitudes of 2^16 and more (and NaN) sent to an infinity of their sign,
-/// and those just above 65504 clamped to it, so that overflow is the same on
-/// every adapter (WGSL leaves [65504, 2^16) to the implementation).
-const HALF_TO_DG: &str = "fn to_dg(x: f32) -> DGT {
-    let bits = bitcast<u32>(x);
-    if (bits & 0x7fffffffu) < 0x47800000u {
-        return f16(clamp(x, -65504.0, 65504.0));
-    }
-    let inf = select(-131072.0, 131072.0, (bits >> 31u) == 0u);
-    return f16(inf);
-}";
-
 /// Which entry point a dispatch runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Entry {
@@ -142,31 +129,20 @@ impl TileConfig {
         let src = self.f32_source();
         match half {
             false => src,
-            true => crate::gpu::half_source(
-                &src,
-                &["WT", "GT", "DGT"],
-                &[
-                    ("const HP_GAP: u32 = 1u;", "const HP_GAP: u32 = 0u;"),
-                    ("fn to_dg(x: f32) -> DGT { return x; }", HALF_TO_DG),
-                ],
-            ),
+            true => crate::gpu::half_source(&src, &["WT", "GT", "DGT"], &[("HALF", "true")]),
         }
     }
 
     fn f32_source(&self) -> String {
         [
-            ("TB", 8, self.tb),
-            ("TU", 8, self.tu),
-            ("KC", 32, self.kc),
-            ("KS", 4, self.ks),
+            ("TB", self.tb),
+            ("TU", self.tu),
+            ("KC", self.kc),
+            ("KS", self.ks),
         ]
         .iter()
-        .fold(SRC.to_string(), |src, (name, default, v)| {
-            src.replacen(
-                &format!("const {name}: u32 = {default}u;"),
-                &format!("const {name}: u32 = {v}u;"),
-                1,
-            )
+        .fold(SRC.to_string(), |src, (name, v)| {
+            crate::gpu::set_decl(&src, "const", name, &format!("{v}u"))
         })
     }
 }
