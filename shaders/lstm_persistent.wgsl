@@ -54,18 +54,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-
-@group(0) @binding(1) var<storage, read> pre: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> state_in: array<f32>;
-@group(0) @binding(4) var<storage, read> lengths: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> cache: array<f32>;
-@group(0) @binding(7) var<storage, read_write> state_out: array<f32>;
-@group(0) @binding(8) var<storage, read> dy: array<f32>;
-@group(0) @binding(9) var<storage, read> gstate_in: array<f32>;
-@group(0) @binding(10) var<storage, read_write> dg: array<f32>;
-@group(0) @binding(11) var<storage, read_write> gstate_out: array<f32>;
+// Bindings 1 to 11: common/cell_bindings.wgsl.
 
 var<workgroup> len_sh: u32;
 var<workgroup> w_sh: array<vec4<f32>, W_LEN>;

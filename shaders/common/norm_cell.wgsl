@@ -1,7 +1,8 @@
 // What the two normalized LSTM cells share (lstm_cell_ln.wgsl,
-// lstm_cell_bn.wgsl), joined after the prelude by their wrappers: the
-// uniform block (mirrored by NormCellUniform in src/kernels/lstm_cell_ln.rs),
-// the bindings, the sections both lay out alike, and the workgroup sums.
+// lstm_cell_bn.wgsl), joined after the prelude and the cell bindings by
+// their wrappers: the uniform block (mirrored by NormCellUniform in
+// src/kernels/lstm_cell_ln.rs), the sections both lay out alike, and the
+// workgroup sums.
 //
 // Cache block of one (layer, direction), sections of [T*B, width]:
 //   gates 4H (activated) | c H | h_prev H | xhat_ih 4H | xhat_hh 4H | xhat_c H
@@ -21,16 +22,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> pre: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> state_in: array<f32>;
-@group(0) @binding(4) var<storage, read> lengths: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> cache: array<f32>;
-@group(0) @binding(7) var<storage, read_write> state_out: array<f32>;
-@group(0) @binding(8) var<storage, read> dy: array<f32>;
-@group(0) @binding(9) var<storage, read> gstate_in: array<f32>;
-@group(0) @binding(10) var<storage, read_write> dg: array<f32>;
+// Bindings 1 to 10: common/cell_bindings.wgsl.
 
 const WG: u32 = 64u;
 const EPS: f32 = 1e-5;

@@ -16,7 +16,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "lstm_persistent.wgsl");
+pub(crate) const SRC: &str = shader!(
+    "common/prelude.wgsl",
+    "common/cell_bindings.wgsl",
+    "lstm_persistent.wgsl"
+);
 
 pub use crate::tuning::CellPath;
 
