@@ -77,17 +77,12 @@ fn stats_base(g: u32) -> u32 {
     return p.stats_off + 6u * g * p.f;
 }
 
-// Invocation index with 2-D grids for large problems.
-fn lane(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * 64u;
-}
-
 // One invocation per (group, feature): statistics, running-stat update,
 // normalization of the group's column.
 @compute @workgroup_size(64)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = lane(gid, nwg);
+    let idx = global_index(gid, nwg, 64u);
     if idx >= groups() * p.f {
         return;
     }
@@ -162,7 +157,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
 @compute @workgroup_size(64)
 fn backward_sums(@builtin(global_invocation_id) gid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = lane(gid, nwg);
+    let idx = global_index(gid, nwg, 64u);
     if idx >= groups() * p.f {
         return;
     }
@@ -195,7 +190,7 @@ fn backward_sums(@builtin(global_invocation_id) gid: vec3<u32>,
 @compute @workgroup_size(64)
 fn backward_dx(@builtin(global_invocation_id) gid: vec3<u32>,
                @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = lane(gid, nwg);
+    let idx = global_index(gid, nwg, 64u);
     if idx >= p.seq * p.batch * p.f {
         return;
     }

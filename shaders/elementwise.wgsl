@@ -75,10 +75,6 @@ const PHILOX_W1: u32 = 0xBB67AE85u;
 @group(0) @binding(3) var<storage, read_write> b: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
-fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
-
 fn store(i: u32, v: f32) {
     if (p.flags & ACCUMULATE) != 0u {
         out[i] = out[i] + v;
@@ -130,7 +126,7 @@ fn drop_keep(q: u32) -> vec4<bool> {
 fn dropout_add(@builtin(workgroup_id) wid: vec3<u32>,
                @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
-    let q = flat(wid, nwg, lid);
+    let q = flat_index(wid, nwg, lid, WG);
     if q >= (p.n + 3u) / 4u {
         return;
     }
@@ -148,7 +144,7 @@ fn dropout_add(@builtin(workgroup_id) wid: vec3<u32>,
 fn dropout_split(@builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
-    let q = flat(wid, nwg, lid);
+    let q = flat_index(wid, nwg, lid, WG);
     if q >= (p.n + 3u) / 4u {
         return;
     }
@@ -167,7 +163,7 @@ fn dropout_split(@builtin(workgroup_id) wid: vec3<u32>,
 fn dropout(@builtin(workgroup_id) wid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
-    let q = flat(wid, nwg, lid);
+    let q = flat_index(wid, nwg, lid, WG);
     let first = q * 4u;
     if q >= (p.n + 3u) / 4u {
         return;
@@ -197,7 +193,7 @@ fn dropout(@builtin(workgroup_id) wid: vec3<u32>,
 fn add(@builtin(workgroup_id) wid: vec3<u32>,
        @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {
-    let i = flat(wid, nwg, lid);
+    let i = flat_index(wid, nwg, lid, WG);
     if i >= p.n {
         return;
     }
@@ -209,7 +205,7 @@ fn add(@builtin(workgroup_id) wid: vec3<u32>,
 fn accumulate(@builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
-    let i = flat(wid, nwg, lid);
+    let i = flat_index(wid, nwg, lid, WG);
     if i >= p.n {
         return;
     }
@@ -221,7 +217,7 @@ fn accumulate(@builtin(workgroup_id) wid: vec3<u32>,
 fn fill(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let i = flat(wid, nwg, lid);
+    let i = flat_index(wid, nwg, lid, WG);
     if i >= p.n {
         return;
     }
@@ -241,7 +237,7 @@ fn last_row(bi: u32) -> u32 {
 fn last_gather(@builtin(workgroup_id) wid: vec3<u32>,
                @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
-    let i = flat(wid, nwg, lid);
+    let i = flat_index(wid, nwg, lid, WG);
     if i >= p.batch * p.feat {
         return;
     }
@@ -259,7 +255,7 @@ fn last_gather(@builtin(workgroup_id) wid: vec3<u32>,
 fn last_scatter(@builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-    let i = flat(wid, nwg, lid);
+    let i = flat_index(wid, nwg, lid, WG);
     if i >= p.batch * p.feat {
         return;
     }

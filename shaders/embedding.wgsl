@@ -49,15 +49,11 @@ alias DT = f32;
 @group(0) @binding(5) var<storage, read_write> dout: array<DT>;
 @group(0) @binding(6) var<storage, read_write> dtable: array<f32>;
 
-fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
-
 @compute @workgroup_size(64)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
-    let i = flat(wid, nwg, lid);
+    let i = flat_index(wid, nwg, lid, WG);
     if i >= p.rows * p.dim {
         return;
     }
@@ -75,7 +71,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
 fn backward(@builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
-    let i = flat(wid, nwg, lid);
+    let i = flat_index(wid, nwg, lid, WG);
     if i >= p.vocab * p.dim {
         return;
     }

@@ -10,7 +10,7 @@
 //   Best on lavapipe, where workgroup barriers are emulated and costly.
 // - `*_tiled`: a workgroup per TB x TU block of (b, j) stages the recurrent
 //   product through workgroup memory (8 x 8, or 16 x 16 for large shapes;
-//   the host substitutes the constants). Best on GPUs.
+//   the host sets the tile's constants by name). Best on GPUs.
 //
 // Steps are counted in each sequence's own processing order: step s of
 // sequence b is active when s < len_b and sits at time t = s (forward) or
@@ -22,8 +22,8 @@
 //   gates [T, B, 4H] (activated i, f, g, o) | c [T, B, H] | h_prev [T, B, H]
 // The c section is read and written through `cst` at c_off. In f32 the host
 // binds the cache itself there (c_off = cache_off + T*B*4H). The f16-mixed
-// build (src/kernels/lstm_cell.rs substitutes the aliases below and
-// HP_GAP = 0) keeps the cache as f16 gates | h_prev and c in its own f32
+// build (src/kernels/lstm_cell.rs sets the aliases below to f16 and HALF
+// to true) keeps the cache as f16 gates | h_prev and c in its own f32
 // buffer: c is the long-lived state, and rounding it every step would
 // accumulate.
 // Gradient block of one direction: dgates [T, B, 4H] (pre-activation) | dc [T, B, H].
@@ -52,12 +52,14 @@ const LANES: u32 = 8u;
 // This invocation's parameters, copied from pp first thing.
 var<private> p: Params;
 
+// The f16-mixed build (with the aliases below f16).
+const HALF: bool = false;
 // Storage types of W_hh, of the cache's gates and h_prev, and of dgates.
 alias WT = f32;
 alias GT = f32;
 alias DGT = f32;
-// Sections between the gates and h_prev in the cache: 1 (c) or 0.
-const HP_GAP: u32 = 1u;
+// Sections between the gates and h_prev in the cache: c, or none in f16.
+const HP_GAP: u32 = select(1u, 0u, HALF);
 
 // Forward bindings.
 @group(0) @binding(1) var<storage, read> pre: array<f32>;
@@ -79,29 +81,6 @@ fn hp_base() -> u32 {
 }
 @group(0) @binding(7) var<storage, read_write> state_out: array<f32>;
 
-fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-x));
-}
-
-// tanh saturates to +-1 in f32 long before 15; clamping keeps exp-based
-// implementations from overflowing into NaN.
-fn tanh_s(x: f32) -> f32 {
-    return tanh(clamp(x, -15.0, 15.0));
-}
-
-// Time of step s for a sequence of length len.
-fn time_of(s: u32, len: u32) -> u32 {
-    if p.reverse != 0u {
-        return len - 1u - s;
-    }
-    return s;
-}
-
-// Invocation index over (batch, hidden) with 2-D grids for large B*H.
-fn lane(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * 64u;
-}
-
 // The cell's pointwise half for (b, j) at `row`, given the gate
 // pre-activations (input and recurrent products and biases summed): writes
 // h, the cache (activated gates, c, h_prev) and, at the last step, h_n, c_n.
@@ -109,10 +88,10 @@ fn forward_finish(b: u32, j: u32, last: bool, row: u32, a: vec4<f32>, hp_j: f32,
     let hs = p.h;
     let i = sigmoid(a.x);
     let f = sigmoid(a.y);
-    let g = tanh_s(a.z);
+    let g = tanh_clamped(a.z);
     let o = sigmoid(a.w);
     let c = f * c_prev + i * g;
-    let h = o * tanh_s(c);
+    let h = o * tanh_clamped(c);
     out[row * p.out_stride + p.out_col + j] = h;
     let gb = p.cache_off + row * 4u * hs;
     cache[gb + j] = GT(i);
@@ -134,7 +113,7 @@ fn forward_finish(b: u32, j: u32, last: bool, row: u32, a: vec4<f32>, hp_j: f32,
 struct Site { ok: bool, b: u32, u: u32 }
 
 fn site(gid: vec3<u32>, nwg: vec3<u32>, rows: u32, units: u32) -> Site {
-    return site_at(lane(gid, nwg), rows, units);
+    return site_at(global_index(gid, nwg, 64u), rows, units);
 }
 
 fn site_at(idx: u32, rows: u32, units: u32) -> Site {
@@ -230,16 +209,8 @@ fn pre_gates(b: u32, j: u32) -> vec4<f32> {
         return vec4<f32>(0.0);
     }
     let hs = p.h;
-    let pb = p.pre_off + (time_of(p.step, lengths[b]) * p.batch + b) * 4u * hs + j;
+    let pb = p.pre_off + (time_of(p.step, lengths[b], p.reverse) * p.batch + b) * 4u * hs + j;
     return vec4<f32>(pre[pb], pre[pb + hs], pre[pb + 2u * hs], pre[pb + 3u * hs]);
-}
-
-// Time of the previous step of a sequence at time t.
-fn prev_time(t: u32) -> u32 {
-    if p.reverse != 0u {
-        return t + 1u;
-    }
-    return t - 1u;
 }
 
 // Where batch row b's h_{t-1} starts, in vec4s of h_prev4; 0 for rows that
@@ -251,7 +222,7 @@ fn h_src4(b: u32) -> u32 {
     if p.step == 0u {
         return (p.state_off + b * p.h) / 4u;
     }
-    let tp = prev_time(time_of(p.step, lengths[b]));
+    let tp = prev_time(time_of(p.step, lengths[b], p.reverse), p.reverse);
     return ((tp * p.batch + b) * p.out_stride + p.out_col) / 4u;
 }
 
@@ -276,7 +247,7 @@ fn finish_row(b: u32, j: u32, a: vec4<f32>) {
     let hs = p.h;
     let s = p.step;
     let len = lengths[b];
-    let t = time_of(s, len);
+    let t = time_of(s, len, p.reverse);
     var hp_j: f32;
     var c_prev: f32;
     if s == 0u {
@@ -284,7 +255,7 @@ fn finish_row(b: u32, j: u32, a: vec4<f32>) {
         hp_j = state_in[sb + j];
         c_prev = state_in[p.state_stride + sb + j];
     } else {
-        let tp = prev_time(t);
+        let tp = prev_time(t, p.reverse);
         hp_j = out[(tp * p.batch + b) * p.out_stride + p.out_col + j];
         c_prev = cst[p.c_off + (tp * p.batch + b) * hs + j];
     }
@@ -321,7 +292,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
     if s >= len {
         return;
     }
-    let t = time_of(s, len);
+    let t = time_of(s, len, p.reverse);
     let row = t * p.batch + b;
     let pb = p.pre_off + row * 4u * hs;
     var a = vec4<f32>(pre[pb + j], pre[pb + hs + j], pre[pb + 2u * hs + j], pre[pb + 3u * hs + j]);
@@ -340,10 +311,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
         hp_j = state_in[sb + j];
         c_prev = state_in[p.state_stride + sb + j];
     } else {
-        var tp = t - 1u;
-        if p.reverse != 0u {
-            tp = t + 1u;
-        }
+        let tp = prev_time(t, p.reverse);
         let ob = (tp * p.batch + b) * p.out_stride + p.out_col;
         for (var k = 0u; k < hs; k++) {
             let hp = out[ob + k];
@@ -365,11 +333,22 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
 // The dc section of the gradient block (see the layout above).
 @group(0) @binding(17) var<storage, read_write> dcs: array<f32>;
 
-// A gate gradient in its storage type. The f16-mixed build replaces this
-// line: magnitudes below 2^16 are clamped to the largest finite f16 (65504)
-// and rounded; larger ones, infinities and NaN become an infinity of their
-// sign (WGSL rounds values of 2^16 and more to infinity).
-fn to_dg(x: f32) -> DGT { return x; }
+// A gate gradient in its storage type: itself in f32. In f16, magnitudes
+// below 2^16 are clamped to the largest finite f16 (65504) and rounded;
+// larger ones, infinities and NaN become an infinity of their sign, so that
+// overflow is the same on every adapter (WGSL leaves [65504, 2^16) to the
+// implementation).
+fn to_dg(x: f32) -> DGT {
+    if !HALF {
+        return DGT(x);
+    }
+    let bits = bitcast<u32>(x);
+    if (bits & 0x7fffffffu) < 0x47800000u {
+        return DGT(clamp(x, -65504.0, 65504.0));
+    }
+    let inf = select(-131072.0, 131072.0, (bits >> 31u) == 0u);
+    return DGT(inf);
+}
 
 // dh_prev[j] = sum_k dgates[row, k] * W_hh[k, j]: the recurrent gradient
 // flowing from the gates at `row` back into h_{t-1}.
@@ -388,13 +367,13 @@ fn dh_direct(row: u32, j: u32) -> f32 {
 // gate gradients and dc of step s.
 fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
     let hs = p.h;
-    let row = time_of(s, len) * p.batch + b;
+    let row = time_of(s, len, p.reverse) * p.batch + b;
     let c_base = p.c_off;
     let dc_base = p.dc_off;
     var dh_rec: f32;
     var dc_rec: f32;
     if s + 1u < len {
-        let row1 = time_of(s + 1u, len) * p.batch + b;
+        let row1 = time_of(s + 1u, len, p.reverse) * p.batch + b;
         dh_rec = dh_w;
         dc_rec = dcs[dc_base + row1 * hs + j] * gate(p.cache_off + row1 * 4u * hs + hs + j);
     } else {
@@ -408,12 +387,12 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
     let f = gate(gb + hs + j);
     let g = gate(gb + 2u * hs + j);
     let o = gate(gb + 3u * hs + j);
-    let tc = tanh_s(cst[c_base + row * hs + j]);
+    let tc = tanh_clamped(cst[c_base + row * hs + j]);
     var c_prev: f32;
     if s == 0u {
         c_prev = state_in[p.state_stride + p.state_off + b * hs + j];
     } else {
-        let rowp = time_of(s - 1u, len) * p.batch + b;
+        let rowp = time_of(s - 1u, len, p.reverse) * p.batch + b;
         c_prev = cst[c_base + rowp * hs + j];
     }
     let dc = dh * o * (1.0 - tc * tc) + dc_rec;
@@ -523,9 +502,9 @@ fn dg_src4(b: u32, state: bool) -> u32 {
     let len = lengths[b];
     var t: u32;
     if state {
-        t = time_of(0u, len);
+        t = time_of(0u, len, p.reverse);
     } else if p.step + 1u < len {
-        t = time_of(p.step + 1u, len);
+        t = time_of(p.step + 1u, len, p.reverse);
     } else {
         return 0u;
     }
@@ -560,7 +539,7 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
     }
     var dh_w = 0.0;
     if s + 1u < len {
-        dh_w = dh_direct(time_of(s + 1u, len) * p.batch + b, st.u);
+        dh_w = dh_direct(time_of(s + 1u, len, p.reverse) * p.batch + b, st.u);
     }
     backward_finish(b, st.u, s, len, dh_w);
 }
@@ -587,7 +566,7 @@ fn state_rows(bg: u32, j0: u32, acc: array<vec4<f32>, 2u * RB>) {
         if b >= p.batch {
             return;
         }
-        let row = time_of(0u, lengths[b]) * p.batch + b;
+        let row = time_of(0u, lengths[b], p.reverse) * p.batch + b;
         for (var q = 0u; q < 8u; q++) {
             if j0 + q < hs {
                 write_state_grads(b, j0 + q, row, acc[2u * r + q / 4u][q % 4u]);
@@ -612,7 +591,7 @@ fn backward_state(@builtin(global_invocation_id) gid: vec3<u32>,
     if !st.ok {
         return;
     }
-    let row = time_of(0u, lengths[st.b]) * p.batch + st.b;
+    let row = time_of(0u, lengths[st.b], p.reverse) * p.batch + st.b;
     write_state_grads(st.b, st.u, row, dh_direct(row, st.u));
 }
 
@@ -626,9 +605,9 @@ fn backward_state(@builtin(global_invocation_id) gid: vec3<u32>,
 // TB*TU invocations each take every KS-th chunk, and slice 0 adds their
 // partial sums in slice order at the end: more invocations per tile and
 // KS times shorter dependency chains, the same result on every run. Rows
-// are padded to KC + 1 against bank conflicts. The host may substitute the
-// TB, TU, KC and KS lines (src/kernels/lstm_cell.rs, TileConfig); KC must
-// be a multiple of TB and TU.
+// are padded to KC + 1 against bank conflicts. The host may set TB, TU, KC
+// and KS by name (src/kernels/lstm_cell.rs, TileConfig: private arrays
+// cannot take override sizes); KC must be a multiple of TB and TU.
 const TB: u32 = 8u;
 const TU: u32 = 8u;
 const KC: u32 = 32u;
@@ -669,11 +648,8 @@ fn fwd_source(b: u32) {
                 kind = 2u;
                 off = p.state_off + b * p.h;
             } else {
-                let t = time_of(s, len);
-                var tp = t - 1u;
-                if p.reverse != 0u {
-                    tp = t + 1u;
-                }
+                let t = time_of(s, len, p.reverse);
+                let tp = prev_time(t, p.reverse);
                 kind = 1u;
                 off = (tp * p.batch + b) * p.out_stride + p.out_col;
             }
@@ -794,7 +770,7 @@ fn forward_tiled(@builtin(local_invocation_index) li: u32,
     }
     let len = lengths[b];
     let s = p.step;
-    let t = time_of(s, len);
+    let t = time_of(s, len, p.reverse);
     let row = t * p.batch + b;
     let pb = p.pre_off + row * 4u * hs;
     ai += pre[pb + j];
@@ -809,10 +785,7 @@ fn forward_tiled(@builtin(local_invocation_index) li: u32,
         hp_j = state_in[sb + j];
         c_prev = state_in[p.state_stride + sb + j];
     } else {
-        var tp = t - 1u;
-        if p.reverse != 0u {
-            tp = t + 1u;
-        }
+        let tp = prev_time(t, p.reverse);
         hp_j = out[(tp * p.batch + b) * p.out_stride + p.out_col + j];
         c_prev = cst[c_base + (tp * p.batch + b) * hs + j];
     }
@@ -902,7 +875,7 @@ fn backward_tiled(@builtin(local_invocation_index) li: u32,
             let len = lengths[bb];
             if s + 1u < len {
                 kind = 1u;
-                off = p.dg_off + (time_of(s + 1u, len) * p.batch + bb) * 4u * hs;
+                off = p.dg_off + (time_of(s + 1u, len, p.reverse) * p.batch + bb) * 4u * hs;
             }
         }
         sh_src[li] = off;
@@ -936,7 +909,7 @@ fn backward_state_tiled(@builtin(local_invocation_index) li: u32,
         var off = 0u;
         if bb < p.batch {
             kind = 1u;
-            off = p.dg_off + time_of(0u, lengths[bb]) * p.batch * 4u * hs + bb * 4u * hs;
+            off = p.dg_off + time_of(0u, lengths[bb], p.reverse) * p.batch * 4u * hs + bb * 4u * hs;
         }
         sh_src[li] = off;
         sh_kind[li] = kind;
@@ -948,7 +921,7 @@ fn backward_state_tiled(@builtin(local_invocation_index) li: u32,
     if li >= TT || b >= p.batch || j >= hs {
         return;
     }
-    write_state_grads(b, j, time_of(0u, lengths[b]) * p.batch + b, dh_w);
+    write_state_grads(b, j, time_of(0u, lengths[b], p.reverse) * p.batch + b, dh_w);
 }
 
 // subgroup-begin
@@ -1106,7 +1079,7 @@ fn bwd_finish8(b: u32, j0: u32, acc: array<vec4<f32>, 8>) {
 fn state_finish8(b: u32, j0: u32, acc: array<vec4<f32>, 8>) {
     for (var r = 0u; r < 8u; r++) {
         if b + r < p.batch {
-            let row = time_of(0u, lengths[b + r]) * p.batch + b + r;
+            let row = time_of(0u, lengths[b + r], p.reverse) * p.batch + b + r;
             for (var q = 0u; q < 4u; q++) {
                 write_state_grads(b + r, j0 + q, row, acc[r][q]);
             }

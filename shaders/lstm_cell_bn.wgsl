@@ -8,132 +8,20 @@
 // train mode updates running statistics row s, eval mode reads row
 // min(s, T_max - 1). Fixed-order reductions: deterministic.
 //
-// Cache block of one (layer, direction), sections of [T*B, width], then
-// per-step statistics:
-//   gates 4H | c H | h_prev H | xhat_ih 4H | xhat_hh 4H | xhat_c H | (4, unused)
-//   | rstd_ih [T, 4H] | rstd_hh [T, 4H] | rstd_c [T, H]
-// Gradient block of one direction: da 4H | dp 4H | dr 4H | dc H | dhc H
+// Cache block (after the sections of common/norm_cell.wgsl): (4, unused)
+// [T*B, 4], then per-step statistics rstd_ih [T, 4H] | rstd_hh [T, 4H] |
+// rstd_c [T, H].
 
-struct Params {
-    h: u32, batch: u32, seq: u32, step: u32,
-    reverse: u32, out_stride: u32, out_col: u32, pre_off: u32,
-    whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
-    state_stride: u32, has_bias: u32, bih_off: u32, bhh_off: u32,
-    nw_ih: u32, nb_ih: u32, nw_hh: u32, nb_hh: u32,
-    nw_c: u32, nb_c: u32, train: u32, t_max: u32,
-    rm_ih: u32, rv_ih: u32, rm_hh: u32, rv_hh: u32,
-    rm_c: u32, rv_c: u32, _p0: u32, _p1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> pre: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> state_in: array<f32>;
-@group(0) @binding(4) var<storage, read> lengths: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> cache: array<f32>;
-@group(0) @binding(7) var<storage, read_write> state_out: array<f32>;
-@group(0) @binding(8) var<storage, read> dy: array<f32>;
-@group(0) @binding(9) var<storage, read> gstate_in: array<f32>;
-@group(0) @binding(10) var<storage, read_write> dg: array<f32>;
 @group(0) @binding(12) var<storage, read_write> stats: array<f32>;
 
-const WG: u32 = 64u;
-const EPS: f32 = 1e-5;
 const MOMENTUM: f32 = 0.1;
 
-var<workgroup> red_a: array<vec4<f32>, 64>;
-var<workgroup> red_b: array<vec4<f32>, 64>;
-var<workgroup> red_c: array<vec4<f32>, 64>;
-var<workgroup> red_d: array<vec4<f32>, 64>;
+// The gates use the prelude's accurate sigmoid_acc and tanh_acc: see there
+// why the built-ins are not enough here.
 
-// Sums of four vec4s over the workgroup, in a fixed tree order.
-fn wg_sum4(lid: u32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) -> array<vec4<f32>, 4> {
-    red_a[lid] = a;
-    red_b[lid] = b;
-    red_c[lid] = c;
-    red_d[lid] = d;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s {
-            red_a[lid] += red_a[lid + s];
-            red_b[lid] += red_b[lid + s];
-            red_c[lid] += red_c[lid + s];
-            red_d[lid] += red_d[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = array<vec4<f32>, 4>(red_a[0], red_b[0], red_c[0], red_d[0]);
-    workgroupBarrier();
-    return r;
-}
-
-fn wg_sum3(lid: u32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>) -> array<vec4<f32>, 3> {
-    let r = wg_sum4(lid, a, b, c, vec4<f32>(0.0));
-    return array<vec4<f32>, 3>(r[0], r[1], r[2]);
-}
-
-// Accurate exp, sigmoid and tanh (about 1-2 ulp, unbiased). The built-ins
-// are not enough here: lavapipe's exp is off by up to 6 ulp with a
-// systematic bias (+0.7 ulp on average) and its tanh, lowered as
-// (e^2x - 1)/(e^2x + 1), has an absolute error of ~1e-7 near 0 (thousands of
-// ulp). Train-mode recurrent BatchNorm amplifies such errors strongly (small
-// per-step batches, batch spreads comparable to sqrt(eps)), and with the
-// built-ins the kernel's error was ~1.5x that of PyTorch float32; with these
-// it matches it. NaN propagates (no clamp of the argument).
-
-// e^x: x = k ln2 + r (Cody-Waite split of ln2, |r| <= ln2/2), degree-7
-// Taylor polynomial for e^r (truncation < 6e-9 relative), scaled by 2^k.
-fn exp_acc(x: f32) -> f32 {
-    let k = clamp(round(x * 1.4426950408889634), -126.0, 127.0);
-    let r = (x - k * 0.693145751953125) - k * 1.4286067653302226e-6;
-    let q = 1.0 + r * (1.0 + r * (0.5 + r * (0.16666666666666666 + r * (0.041666666666666664
-        + r * (0.008333333333333333 + r * (0.001388888888888889 + r * 0.0001984126984126984))))));
-    // Below -87 the result underflows anyway (and r would leave the range of
-    // the polynomial); above 88.7 ldexp overflows to +inf as it should.
-    return select(ldexp(q, i32(k)), 0.0, x < -87.0);
-}
-
-fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp_acc(-x));
-}
-
-// tanh: odd Taylor polynomial to degree 17 for |x| < 0.4 (truncation < 1e-11
-// relative), else 1 - 2/(e^2|x| + 1) (no cancellation worse than 1.6x there).
-fn tanh_s(x: f32) -> f32 {
-    let a = abs(x);
-    var r: f32;
-    if a < 0.4 {
-        let z = a * a;
-        r = a + a * z * (-0.3333333333333333 + z * (0.13333333333333333 + z * (-0.05396825396825397
-            + z * (0.021869488536155203 + z * (-0.008863235529902197 + z * (0.003592128036572481
-            + z * (-0.0014558343870513183 + z * 0.0005900274409455859)))))));
-    } else {
-        r = 1.0 - 2.0 / (exp_acc(2.0 * a) + 1.0);
-    }
-    return select(r, -r, x < 0.0);
-}
-
-fn time_of(s: u32, len: u32) -> u32 {
-    if p.reverse != 0u {
-        return len - 1u - s;
-    }
-    return s;
-}
-
-fn tb() -> u32 { return p.seq * p.batch; }
-fn sec_c() -> u32 { return p.cache_off + tb() * 4u * p.h; }
-fn sec_hp() -> u32 { return p.cache_off + tb() * 5u * p.h; }
-fn sec_xi() -> u32 { return p.cache_off + tb() * 6u * p.h; }
-fn sec_xh() -> u32 { return p.cache_off + tb() * 10u * p.h; }
-fn sec_xc() -> u32 { return p.cache_off + tb() * 14u * p.h; }
 fn st_ih() -> u32 { return p.cache_off + tb() * (15u * p.h + 4u); }
 fn st_hh() -> u32 { return st_ih() + p.seq * 4u * p.h; }
 fn st_c() -> u32 { return st_hh() + p.seq * 4u * p.h; }
-fn g_dp() -> u32 { return p.dg_off + tb() * 4u * p.h; }
-fn g_dr() -> u32 { return p.dg_off + tb() * 8u * p.h; }
-fn g_dc() -> u32 { return p.dg_off + tb() * 12u * p.h; }
-fn g_dhc() -> u32 { return p.dg_off + tb() * 13u * p.h; }
 
 fn gate_idx(j: u32) -> vec4<u32> {
     return vec4<u32>(j, p.h + j, 2u * p.h + j, 3u * p.h + j);
@@ -182,7 +70,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
         if s >= len {
             continue;
         }
-        let t = time_of(s, len);
+        let t = time_of(s, len, p.reverse);
         let row = t * p.batch + b;
         var r = vec4<f32>(0.0);
         if s == 0u {
@@ -193,7 +81,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
                                w[p.whh_off + kk.z * hs + i], w[p.whh_off + kk.w * hs + i]) * hp;
             }
         } else {
-            let tp = time_of(s - 1u, len);
+            let tp = time_of(s - 1u, len, p.reverse);
             let ob = (tp * p.batch + b) * p.out_stride + p.out_col;
             for (var i = 0u; i < hs; i++) {
                 let hp = out[ob + i];
@@ -230,7 +118,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
             if s >= len {
                 continue;
             }
-            let row = time_of(s, len) * p.batch + b;
+            let row = time_of(s, len, p.reverse) * p.batch + b;
             for (var q = 0u; q < 4u; q++) {
                 let dr = cache[sec_xh() + row * h4 + kk[q]] - mean_r[q];
                 let dx = cache[sec_xi() + row * h4 + kk[q]] - mean_x[q];
@@ -288,7 +176,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
         if s >= len {
             continue;
         }
-        let t = time_of(s, len);
+        let t = time_of(s, len, p.reverse);
         let row = t * p.batch + b;
         var xh: vec4<f32>;
         var xi: vec4<f32>;
@@ -299,10 +187,10 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
             cache[sec_xi() + row * h4 + kk[q]] = xi[q];
         }
         let a = gh * xh + gx * xi + bias;
-        let i = sigmoid(a.x);
-        let f = sigmoid(a.y);
-        let g = tanh_s(a.z);
-        let o = sigmoid(a.w);
+        let i = sigmoid_acc(a.x);
+        let f = sigmoid_acc(a.y);
+        let g = tanh_acc(a.z);
+        let o = sigmoid_acc(a.w);
         var c_prev: f32;
         var hp: f32;
         let sb = p.state_off + b * hs;
@@ -310,7 +198,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
             c_prev = state_in[p.state_stride + sb + j];
             hp = state_in[sb + j];
         } else {
-            let tp = time_of(s - 1u, len);
+            let tp = time_of(s - 1u, len, p.reverse);
             c_prev = cache[sec_c() + (tp * p.batch + b) * hs + j];
             hp = out[(tp * p.batch + b) * p.out_stride + p.out_col + j];
         }
@@ -334,7 +222,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
             if s >= len {
                 continue;
             }
-            let d = cache[sec_c() + (time_of(s, len) * p.batch + b) * hs + j] - mean_c;
+            let d = cache[sec_c() + (time_of(s, len, p.reverse) * p.batch + b) * hs + j] - mean_c;
             qc += vec4<f32>(d * d, d, 0.0, 0.0);
         }
         let vc = wg_sum3(lid, qc, vec4<f32>(0.0), vec4<f32>(0.0))[0] / f32(n);
@@ -361,11 +249,11 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
         if s >= len {
             continue;
         }
-        let row = time_of(s, len) * p.batch + b;
+        let row = time_of(s, len, p.reverse) * p.batch + b;
         let c = cache[sec_c() + row * hs + j];
         let xc = (c - mean_c) * rs_c;
         cache[sec_xc() + row * hs + j] = xc;
-        let hv = cache[p.cache_off + row * h4 + 3u * hs + j] * tanh_s(gc * xc + bc);
+        let hv = cache[p.cache_off + row * h4 + 3u * hs + j] * tanh_acc(gc * xc + bc);
         out[row * p.out_stride + p.out_col + j] = hv;
         if s + 1u == len {
             let sb = p.state_off + b * hs + j;
@@ -401,12 +289,12 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         if s >= len {
             continue;
         }
-        let row = time_of(s, len) * p.batch + b;
+        let row = time_of(s, len, p.reverse) * p.batch + b;
         let sb = p.state_off + b * hs + j;
         var dh_rec: f32;
         var dc_rec: f32;
         if s + 1u < len {
-            let row1 = time_of(s + 1u, len) * p.batch + b;
+            let row1 = time_of(s + 1u, len, p.reverse) * p.batch + b;
             var a = 0.0;
             for (var k = 0u; k < h4; k++) {
                 a += dg[g_dr() + row1 * h4 + k] * w[p.whh_off + k * hs + j];
@@ -420,7 +308,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         let dh = dy[row * p.out_stride + p.out_col + j] + dh_rec;
         let o = cache[p.cache_off + row * h4 + 3u * hs + j];
         let xc = cache[sec_xc() + row * hs + j];
-        let th = tanh_s(gc * xc + bc);
+        let th = tanh_acc(gc * xc + bc);
         let dhc = dh * o * (1.0 - th * th);
         dg[g_dhc() + row * hs + j] = dhc;
         dg[g_dc() + row * hs + j] = dc_rec;
@@ -440,7 +328,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         if s >= len {
             continue;
         }
-        let row = time_of(s, len) * p.batch + b;
+        let row = time_of(s, len, p.reverse) * p.batch + b;
         let xc = cache[sec_xc() + row * hs + j];
         let dhc = dg[g_dhc() + row * hs + j];
         let dc = gc * rs_c * (dhc - mc.x - xc * mc.y) + dg[g_dc() + row * hs + j];
@@ -453,7 +341,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         if s == 0u {
             c_prev = state_in[p.state_stride + p.state_off + b * hs + j];
         } else {
-            c_prev = cache[sec_c() + (time_of(s - 1u, len) * p.batch + b) * hs + j];
+            c_prev = cache[sec_c() + (time_of(s - 1u, len, p.reverse) * p.batch + b) * hs + j];
         }
         let db = p.dg_off + row * h4;
         let da = vec4<f32>(dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
@@ -495,7 +383,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         if s >= len {
             continue;
         }
-        let row = time_of(s, len) * p.batch + b;
+        let row = time_of(s, len, p.reverse) * p.batch + b;
         let db = p.dg_off + row * h4;
         for (var q = 0u; q < 4u; q++) {
             let da = dg[db + kk[q]];

@@ -4,82 +4,10 @@
 //   c_t = f*c_{t-1} + i*g ;  h_t = o * tanh(LN_c(c_t))             (LN over H)
 // Reductions run in workgroup memory in a fixed order (deterministic).
 //
-// Cache block of one (layer, direction), sections of [T*B, width]:
-//   gates 4H (activated) | c H | h_prev H | xhat_ih 4H | xhat_hh 4H | xhat_c H | rstd 4 (ih, hh, c, -)
-// Gradient block of one direction: da 4H | dp 4H | dr 4H | dc H | dhc H
-// (da: pre-activation gates; dp, dr: gradients of W_ih x and W_hh h).
+// Cache block (after the sections of common/norm_cell.wgsl): rstd [T*B, 4]
+// (ih, hh, c, -).
 
-struct Params {
-    h: u32, batch: u32, seq: u32, step: u32,
-    reverse: u32, out_stride: u32, out_col: u32, pre_off: u32,
-    whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
-    state_stride: u32, has_bias: u32, bih_off: u32, bhh_off: u32,
-    nw_ih: u32, nb_ih: u32, nw_hh: u32, nb_hh: u32,
-    nw_c: u32, nb_c: u32, train: u32, t_max: u32,
-    rm_ih: u32, rv_ih: u32, rm_hh: u32, rv_hh: u32,
-    rm_c: u32, rv_c: u32, _p0: u32, _p1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> pre: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> state_in: array<f32>;
-@group(0) @binding(4) var<storage, read> lengths: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> cache: array<f32>;
-@group(0) @binding(7) var<storage, read_write> state_out: array<f32>;
-@group(0) @binding(8) var<storage, read> dy: array<f32>;
-@group(0) @binding(9) var<storage, read> gstate_in: array<f32>;
-@group(0) @binding(10) var<storage, read_write> dg: array<f32>;
-
-const WG: u32 = 64u;
-const EPS: f32 = 1e-5;
-
-var<workgroup> red: array<vec4<f32>, 64>;
-
-// Sum of `v` over the workgroup, in a fixed tree order.
-fn wg_sum(lid: u32, v: vec4<f32>) -> vec4<f32> {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-x));
-}
-
-fn tanh_s(x: f32) -> f32 {
-    return tanh(clamp(x, -15.0, 15.0));
-}
-
-fn time_of(s: u32, len: u32) -> u32 {
-    if p.reverse != 0u {
-        return len - 1u - s;
-    }
-    return s;
-}
-
-fn tb() -> u32 {
-    return p.seq * p.batch;
-}
-fn sec_c() -> u32 { return p.cache_off + tb() * 4u * p.h; }
-fn sec_hp() -> u32 { return p.cache_off + tb() * 5u * p.h; }
-fn sec_xi() -> u32 { return p.cache_off + tb() * 6u * p.h; }
-fn sec_xh() -> u32 { return p.cache_off + tb() * 10u * p.h; }
-fn sec_xc() -> u32 { return p.cache_off + tb() * 14u * p.h; }
 fn sec_rs() -> u32 { return p.cache_off + tb() * 15u * p.h; }
-fn g_dp() -> u32 { return p.dg_off + tb() * 4u * p.h; }
-fn g_dr() -> u32 { return p.dg_off + tb() * 8u * p.h; }
-fn g_dc() -> u32 { return p.dg_off + tb() * 12u * p.h; }
-fn g_dhc() -> u32 { return p.dg_off + tb() * 13u * p.h; }
 
 @compute @workgroup_size(64)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>,
@@ -96,12 +24,9 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
     }
     let hs = p.h;
     let h4 = 4u * hs;
-    let t = time_of(s, len);
+    let t = time_of(s, len, p.reverse);
     let row = t * p.batch + b;
-    var tp = t - 1u;
-    if p.reverse != 0u {
-        tp = t + 1u;
-    }
+    let tp = prev_time(t, p.reverse);
     let sb = p.state_off + b * hs;
     let ob = (tp * p.batch + b) * p.out_stride + p.out_col;
     // Raw recurrent and input parts, kept in the x-hat slots until normalized.
@@ -153,7 +78,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
     for (var j = lid; j < hs; j += WG) {
         let i = sigmoid(cache[gb + j]);
         let f = sigmoid(cache[gb + hs + j]);
-        let g = tanh_s(cache[gb + 2u * hs + j]);
+        let g = tanh_clamped(cache[gb + 2u * hs + j]);
         let o = sigmoid(cache[gb + 3u * hs + j]);
         var c_prev: f32;
         var hp: f32;
@@ -184,7 +109,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
         let c = cache[sec_c() + row * hs + j];
         let xc = (c - cmean) * crs;
         cache[sec_xc() + row * hs + j] = xc;
-        let hv = cache[gb + 3u * hs + j] * tanh_s(xc * w[p.nw_c + j] + w[p.nb_c + j]);
+        let hv = cache[gb + 3u * hs + j] * tanh_clamped(xc * w[p.nw_c + j] + w[p.nb_c + j]);
         out[row * p.out_stride + p.out_col + j] = hv;
         if s + 1u == len {
             state_out[sb + j] = hv;
@@ -212,7 +137,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
     }
     let hs = p.h;
     let h4 = 4u * hs;
-    let t = time_of(s, len);
+    let t = time_of(s, len, p.reverse);
     let row = t * p.batch + b;
     let gb = p.cache_off + row * h4;
     let sb = p.state_off + b * hs;
@@ -222,7 +147,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         var dh_rec: f32;
         var dc_rec: f32;
         if s + 1u < len {
-            let row1 = time_of(s + 1u, len) * p.batch + b;
+            let row1 = time_of(s + 1u, len, p.reverse) * p.batch + b;
             var a = 0.0;
             for (var k = 0u; k < h4; k++) {
                 a += dg[g_dr() + row1 * h4 + k] * w[p.whh_off + k * hs + j];
@@ -237,7 +162,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         let o = cache[gb + 3u * hs + j];
         let xc = cache[sec_xc() + row * hs + j];
         let wc = w[p.nw_c + j];
-        let th = tanh_s(xc * wc + w[p.nb_c + j]);
+        let th = tanh_clamped(xc * wc + w[p.nb_c + j]);
         let dhc = dh * o * (1.0 - th * th);
         dg[g_dhc() + row * hs + j] = dhc;
         dg[g_dc() + row * hs + j] = dc_rec;
@@ -258,7 +183,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         if s == 0u {
             c_prev = state_in[p.state_stride + sb + j];
         } else {
-            let rowp = time_of(s - 1u, len) * p.batch + b;
+            let rowp = time_of(s - 1u, len, p.reverse) * p.batch + b;
             c_prev = cache[sec_c() + rowp * hs + j];
         }
         let db = p.dg_off + row * h4;

@@ -54,18 +54,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-
-@group(0) @binding(1) var<storage, read> pre: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> state_in: array<f32>;
-@group(0) @binding(4) var<storage, read> lengths: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> cache: array<f32>;
-@group(0) @binding(7) var<storage, read_write> state_out: array<f32>;
-@group(0) @binding(8) var<storage, read> dy: array<f32>;
-@group(0) @binding(9) var<storage, read> gstate_in: array<f32>;
-@group(0) @binding(10) var<storage, read_write> dg: array<f32>;
-@group(0) @binding(11) var<storage, read_write> gstate_out: array<f32>;
+// Bindings 1 to 11: common/cell_bindings.wgsl.
 
 var<workgroup> len_sh: u32;
 var<workgroup> w_sh: array<vec4<f32>, W_LEN>;
@@ -78,22 +67,6 @@ var<workgroup> c_sh: array<f32, HP>;
 var<workgroup> dg_sh: array<f32, G4>;
 var<workgroup> dhr_sh: array<f32, HP>;
 var<workgroup> dcr_sh: array<f32, HP>;
-
-fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-x));
-}
-
-// As in lstm_cell.wgsl: clamping keeps exp-based tanh from overflowing.
-fn tanh_s(x: f32) -> f32 {
-    return tanh(clamp(x, -15.0, 15.0));
-}
-
-fn time_of(s: u32, len: u32, reverse: u32) -> u32 {
-    if reverse != 0u {
-        return len - 1u - s;
-    }
-    return s;
-}
 
 // The sequence length, made workgroup-uniform so that loop bounds derived
 // from it may contain barriers.
@@ -212,10 +185,10 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
             }
             let i = sigmoid(ai);
             let f = sigmoid(af);
-            let g = tanh_s(ag);
+            let g = tanh_clamped(ag);
             let o = sigmoid(ao);
             let c = f * c_sh[j] + i * g;
-            let h = o * tanh_s(c);
+            let h = o * tanh_clamped(c);
             c_sh[j] = c;
             h_sh[hn + j] = h;
             out[row * p.out_stride + dr.out_col + j] = h;
@@ -340,7 +313,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
             let f = cache[gb + H + j];
             let g = cache[gb + 2u * H + j];
             let o = cache[gb + 3u * H + j];
-            let tc = tanh_s(cache[c_base + row * H + j]);
+            let tc = tanh_clamped(cache[c_base + row * H + j]);
             var c_prev: f32;
             if s == 0u {
                 c_prev = state_in[p.state_stride + dr.state_off + b * H + j];

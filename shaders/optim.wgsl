@@ -80,11 +80,6 @@ const WG: u32 = 256u;
 @group(0) @binding(6) var<storage, read_write> s1: array<f32>;
 @group(0) @binding(7) var<storage, read_write> s2: array<f32>;
 
-// Flattened element index of an (x, y) grid of workgroups.
-fn elem(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
-
 fn skipped() -> bool {
     return skip[p.skip_at] != 0u;
 }
@@ -107,7 +102,7 @@ fn sgd(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = elem(wid, nwg, lid);
+    let i = flat_index(wid, nwg, lid, WG);
     let st = step_of(i);
     if i >= p.n || skipped() {
         return;
@@ -126,7 +121,7 @@ fn sgd_momentum(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = elem(wid, nwg, lid);
+    let i = flat_index(wid, nwg, lid, WG);
     let st = step_of(i);
     if i >= p.n || skipped() {
         return;
@@ -186,7 +181,7 @@ fn adam(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = elem(wid, nwg, lid);
+    let i = flat_index(wid, nwg, lid, WG);
     let st = step_of(i);
     if i >= p.n || skipped() {
         return;
@@ -201,7 +196,7 @@ fn adam_amsgrad(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = elem(wid, nwg, lid);
+    let i = flat_index(wid, nwg, lid, WG);
     let st = step_of(i);
     if i >= p.n || skipped() {
         return;

@@ -1,11 +1,15 @@
-//! Every WGSL file in `shaders/` parses and validates with naga, the shader
-//! compiler inside wgpu, without needing a GPU adapter. A shader error thus
-//! fails `cargo test` on any machine, with naga's annotated source excerpt,
-//! instead of surfacing as a pipeline-creation error on first use.
+//! Every kernel family in `shaders/` parses and validates with naga, the
+//! shader compiler inside wgpu, without needing a GPU adapter. A shader
+//! error thus fails `cargo test` on any machine, with naga's annotated
+//! source excerpt, instead of surfacing as a pipeline-creation error on
+//! first use.
 //!
-//! The directory is listed at test time, so new shaders are covered without
-//! touching this file. Entry points are checked against the names the Rust
-//! wrappers in `src/kernels/` compile.
+//! Each family is checked as its wrapper compiles it
+//! (`kernels::wgsl::sources()`: the shared pieces of `shaders/common/`
+//! joined first); the directory is listed at test time, so a new shader
+//! without a wrapper yet is checked as it stands. Entry points are checked
+//! against the names the Rust wrappers in `src/kernels/` compile, and
+//! uniform structs against their Rust mirrors.
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use std::path::{Path, PathBuf};
@@ -76,7 +80,8 @@ fn shader_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders")
 }
 
-/// Every `*.wgsl` file of `shaders/`, sorted by name.
+/// Every `*.wgsl` file of `shaders/` (the families; shared pieces live in
+/// `shaders/common/`), sorted by name.
 fn shader_files() -> Vec<PathBuf> {
     let dir = shader_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -95,15 +100,38 @@ fn file_name(path: &Path) -> String {
         .into_owned()
 }
 
-/// Parses and validates `path`, returning the module or a readable error
-/// naming the file.
-fn check(path: &Path) -> Result<naga::Module, String> {
-    let name = file_name(path);
-    let source = std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
-    let module = naga::front::wgsl::parse_str(&source).map_err(|e| {
+/// (file name, source) of every family: as its wrapper compiles it, or the
+/// file itself for a shader the library does not list.
+fn families() -> Vec<(String, String)> {
+    let built = lstm_wgpu::kernels::wgsl::sources();
+    let files: Vec<String> = shader_files().iter().map(|f| file_name(f)).collect();
+    for (name, _) in &built {
+        assert!(
+            files.iter().any(|f| f == name),
+            "kernels::wgsl::sources() names {name}, which is not in {}",
+            shader_dir().display()
+        );
+    }
+    files
+        .into_iter()
+        .map(|name| {
+            let src = match built.iter().find(|(n, _)| *n == name) {
+                Some((_, src)) => src.clone(),
+                None => std::fs::read_to_string(shader_dir().join(&name))
+                    .unwrap_or_else(|e| panic!("{name}: cannot read: {e}")),
+            };
+            (name, src)
+        })
+        .collect()
+}
+
+/// Parses and validates `source`, returning the module or a readable error
+/// naming the family (line numbers count from the first shared piece).
+fn check(name: &str, source: &str) -> Result<naga::Module, String> {
+    let module = naga::front::wgsl::parse_str(source).map_err(|e| {
         format!(
             "{name}: WGSL parse error:\n{}",
-            e.emit_to_string_with_path(&source, &path.display().to_string())
+            e.emit_to_string_with_path(source, name)
         )
     })?;
     Validator::new(ValidationFlags::all(), Capabilities::all())
@@ -111,7 +139,7 @@ fn check(path: &Path) -> Result<naga::Module, String> {
         .map_err(|e| {
             format!(
                 "{name}: validation error:\n{}",
-                e.emit_to_string_with_path(&source, &path.display().to_string())
+                e.emit_to_string_with_path(source, name)
             )
         })?;
     Ok(module)
@@ -119,38 +147,39 @@ fn check(path: &Path) -> Result<naga::Module, String> {
 
 #[test]
 fn every_shader_parses_and_validates() {
-    let files = shader_files();
+    let families = families();
     assert!(
-        files.len() >= 3,
-        "expected at least 3 .wgsl files in {}, found {}: {files:?}",
+        families.len() >= 3,
+        "expected at least 3 .wgsl files in {}, found {}",
         shader_dir().display(),
-        files.len()
+        families.len()
     );
     // Check them all before failing, so one run reports every broken shader.
-    let errors: Vec<String> = files.iter().filter_map(|f| check(f).err()).collect();
+    let errors: Vec<String> = families
+        .iter()
+        .filter_map(|(name, src)| check(name, src).err())
+        .collect();
     assert!(
         errors.is_empty(),
         "{} of {} shaders failed:\n{}",
         errors.len(),
-        files.len(),
+        families.len(),
         errors.join("\n")
     );
 }
 
 #[test]
 fn entry_points_match_the_wrappers() {
-    let files = shader_files();
-    let names: Vec<String> = files.iter().map(|f| file_name(f)).collect();
+    let families = families();
     for (file, _) in ENTRY_POINTS {
         assert!(
-            names.iter().any(|n| n == file),
-            "{file} is missing from {} (found {names:?})",
+            families.iter().any(|(n, _)| n == file),
+            "{file} is missing from {}",
             shader_dir().display()
         );
     }
-    for path in &files {
-        let name = file_name(path);
-        let module = check(path).unwrap_or_else(|e| panic!("{e}"));
+    for (name, src) in &families {
+        let module = check(name, src).unwrap_or_else(|e| panic!("{e}"));
         let mut found: Vec<&str> = module
             .entry_points
             .iter()
@@ -165,7 +194,7 @@ fn entry_points_match_the_wrappers() {
                 ep.name
             );
         }
-        match ENTRY_POINTS.iter().find(|(f, _)| *f == name) {
+        match ENTRY_POINTS.iter().find(|(f, _)| f == name) {
             Some((_, expected)) => {
                 let mut expected = expected.to_vec();
                 expected.sort_unstable();
@@ -208,12 +237,9 @@ fn f16_builds_validate() {
 #[test]
 fn sources_without_subgroups_validate_without_the_capability() {
     let no_sg = Capabilities::all() - Capabilities::SUBGROUP - Capabilities::SUBGROUP_BARRIER;
-    let mut builds: Vec<(String, String)> = ["gemm.wgsl", "lstm_cell.wgsl"]
-        .iter()
-        .map(|n| {
-            let p = shader_dir().join(n);
-            (n.to_string(), std::fs::read_to_string(&p).expect("shader"))
-        })
+    let mut builds: Vec<(String, String)> = families()
+        .into_iter()
+        .filter(|(n, _)| n == "gemm.wgsl" || n == "lstm_cell.wgsl")
         .collect();
     builds.extend(
         lstm_wgpu::kernels::half_sources()
@@ -243,5 +269,169 @@ fn sources_without_subgroups_validate_without_the_capability() {
             !entries.is_empty() && entries.iter().all(|e| !e.ends_with("_sg")),
             "{name} stripped: {entries:?}"
         );
+    }
+}
+
+/// The WGSL spelling of `ty`, as `kernels::wgsl::WgslType` writes it.
+fn wgsl_type(module: &naga::Module, ty: naga::Handle<naga::Type>) -> String {
+    let t = &module.types[ty];
+    match &t.inner {
+        naga::TypeInner::Scalar(naga::Scalar { kind, width: 4 }) => match kind {
+            naga::ScalarKind::Uint => "u32".into(),
+            naga::ScalarKind::Sint => "i32".into(),
+            naga::ScalarKind::Float => "f32".into(),
+            k => format!("{k:?}"),
+        },
+        naga::TypeInner::Array {
+            base,
+            size: naga::ArraySize::Constant(n),
+            ..
+        } => format!("array<{}, {n}>", wgsl_type(module, *base)),
+        naga::TypeInner::Struct { .. } => t.name.clone().unwrap_or_default(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The structs a uniform block of `module` holds (nested ones too), each
+/// with the stride it has as an array element, if it is one.
+fn uniform_structs(module: &naga::Module) -> Vec<(naga::Handle<naga::Type>, Option<u32>)> {
+    fn walk(
+        module: &naga::Module,
+        ty: naga::Handle<naga::Type>,
+        stride: Option<u32>,
+        out: &mut Vec<(naga::Handle<naga::Type>, Option<u32>)>,
+    ) {
+        match &module.types[ty].inner {
+            naga::TypeInner::Array { base, stride, .. } => walk(module, *base, Some(*stride), out),
+            naga::TypeInner::Struct { members, .. } => {
+                out.push((ty, stride));
+                for m in members {
+                    walk(module, m.ty, None, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (_, var) in module.global_variables.iter() {
+        if var.space == naga::AddressSpace::Uniform {
+            walk(module, var.ty, None, &mut out);
+        }
+    }
+    out
+}
+
+/// Every struct in a uniform block of a shader has a `#[repr(C)]` Rust
+/// mirror in `src/kernels/` with the same size, member names, offsets and
+/// types (naga's layout against `offset_of!`), and every mirror has its
+/// struct: a member added, moved or retyped on one side only fails here,
+/// on any machine.
+#[test]
+fn uniform_structs_match_their_rust_mirrors() {
+    let mirrors = lstm_wgpu::kernels::wgsl::uniform_structs();
+    let mut errors = Vec::new();
+    let mut matched = vec![false; mirrors.len()];
+    for (file, src) in families() {
+        let module = check(&file, &src).unwrap_or_else(|e| panic!("{e}"));
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).expect("layout");
+        for (ty, stride) in uniform_structs(&module) {
+            let name = module.types[ty].name.clone().unwrap_or_default();
+            let Some(i) = mirrors
+                .iter()
+                .position(|m| m.shader == file && m.name == name)
+            else {
+                errors.push(format!(
+                    "{file}: uniform struct `{name}` has no Rust mirror"
+                ));
+                continue;
+            };
+            matched[i] = true;
+            let rust = &mirrors[i];
+            let naga::TypeInner::Struct { members, .. } = &module.types[ty].inner else {
+                unreachable!("a struct");
+            };
+            let wgsl: Vec<(String, usize, String)> = members
+                .iter()
+                .map(|m| {
+                    (
+                        m.name.clone().unwrap_or_default(),
+                        m.offset as usize,
+                        wgsl_type(&module, m.ty),
+                    )
+                })
+                .collect();
+            let host: Vec<(String, usize, String)> = rust
+                .members
+                .iter()
+                .map(|m| (m.name.to_string(), m.offset, m.ty.clone()))
+                .collect();
+            if let Some(i) = (0..wgsl.len().max(host.len())).find(|&i| wgsl.get(i) != host.get(i)) {
+                errors.push(format!(
+                    "{file}: `{name}` member {i} (name, offset, type): WGSL {:?}, Rust {:?}",
+                    wgsl.get(i),
+                    host.get(i)
+                ));
+            }
+            let size = layouter[ty].size as usize;
+            if size != rust.size {
+                errors.push(format!(
+                    "{file}: `{name}` is {size} bytes in WGSL, {} in Rust",
+                    rust.size
+                ));
+            }
+            if let Some(stride) = stride.filter(|&s| s as usize != rust.size) {
+                errors.push(format!(
+                    "{file}: `{name}` has an array stride of {stride} bytes in WGSL, {} in Rust",
+                    rust.size
+                ));
+            }
+        }
+    }
+    for (m, _) in mirrors.iter().zip(&matched).filter(|(_, hit)| !**hit) {
+        errors.push(format!(
+            "{}: no uniform struct `{}` for its Rust mirror",
+            m.shader, m.name
+        ));
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+/// Sources are specialised by declaration name (`gpu::set_decl`): the
+/// cell's tile constants and f16 switches land where the shader declares
+/// them, and a name declared other than once at the start of a line is
+/// refused instead of silently left alone.
+#[test]
+fn sources_are_specialised_by_name() {
+    use lstm_wgpu::gpu::set_decl;
+    use lstm_wgpu::kernels::lstm_cell::TileConfig;
+    let src = "const TB: u32 = 8u;\nconst TBX: u32 = 1u;\n    const TB: u32 = 2u;\n";
+    assert_eq!(
+        set_decl(src, "const", "TB", "16u"),
+        "const TB: u32 = 16u;\nconst TBX: u32 = 1u;\n    const TB: u32 = 2u;\n"
+    );
+    assert!(std::panic::catch_unwind(|| set_decl(src, "const", "KC", "1u")).is_err());
+    let twice = format!("{src}const TB: u32 = 4u;\n");
+    assert!(std::panic::catch_unwind(|| set_decl(&twice, "const", "TB", "1u")).is_err());
+    for tile in [TileConfig::DEFAULT, TileConfig::LARGE] {
+        for half in [false, true] {
+            let s = tile.source(half);
+            for (name, v) in [
+                ("TB", tile.tb),
+                ("TU", tile.tu),
+                ("KC", tile.kc),
+                ("KS", tile.ks),
+            ] {
+                let line = format!("\nconst {name}: u32 = {v}u;\n");
+                assert!(
+                    s.contains(&line),
+                    "{tile:?} half {half}: no `{}`",
+                    line.trim()
+                );
+            }
+            assert_eq!(s.contains("\nconst HALF: bool = true;\n"), half);
+            assert_eq!(s.contains("\nalias DGT = f16;\n"), half);
+            assert_eq!(s.starts_with("enable f16;\n"), half);
+        }
     }
 }

@@ -606,12 +606,13 @@ impl Kernel {
         }
     }
 
-    /// A dispatch of this kernel with its own uniform block `params` (32-bit
-    /// words) and `storage` buffers in the order the bindings were declared.
-    pub fn dispatch(
+    /// A dispatch of this kernel with its own uniform block `params` (the
+    /// shader's `Params`, as its `#[repr(C)]` mirror) and `storage` buffers
+    /// in the order the bindings were declared.
+    pub fn dispatch<P: bytemuck::Pod>(
         &self,
         ctx: &GpuContext,
-        params: &[u32],
+        params: &P,
         storage: &[&wgpu::Buffer],
         groups: (u32, u32),
     ) -> Dispatch {
@@ -620,7 +621,7 @@ impl Kernel {
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("params"),
-                contents: bytemuck::cast_slice(params),
+                contents: bytemuck::bytes_of(params),
                 usage: wgpu::BufferUsages::UNIFORM,
             });
         // Kept alive by the bind group, as long as the dispatch.
@@ -657,20 +658,40 @@ pub struct Module {
     pub label: &'static str,
 }
 
-/// The f16 build of a kernel's source: `enable f16;` first, each `alias
-/// NAME = f32;` of `aliases` turned into `alias NAME = f16;`, and each
-/// (from, to) line of `lines` replaced. Panics when a line is missing (the
-/// sources are compiled in; a test builds every f16 variant).
-pub fn half_source(src: &str, aliases: &[&str], lines: &[(&str, &str)]) -> String {
+/// The f16 build of a kernel's source: `enable f16;` first, each alias of
+/// `aliases` set to f16 and each (name, value) of `consts` set, by name
+/// ([`set_decl`]).
+pub fn half_source(src: &str, aliases: &[&str], consts: &[(&str, &str)]) -> String {
     let mut out = format!("enable f16;\n{src}");
-    let subs = aliases
-        .iter()
-        .map(|a| (format!("alias {a} = f32;"), format!("alias {a} = f16;")));
-    for (from, to) in subs.chain(lines.iter().map(|(f, t)| (f.to_string(), t.to_string()))) {
-        assert!(out.contains(&from), "f16 build: `{from}` not in the source");
-        out = out.replacen(&from, &to, 1);
+    for a in aliases {
+        out = set_decl(&out, "alias", a, "f16");
+    }
+    for (name, value) in consts {
+        out = set_decl(&out, "const", name, value);
     }
     out
+}
+
+/// `src` with the value after `=` of its declaration `kind name`
+/// (`const TB: u32 = 8u;`, `alias WT = f32;`) set to `value`. Panics unless
+/// a line starts with that declaration exactly once (the sources are
+/// compiled in; a test builds every variant).
+pub fn set_decl(src: &str, kind: &str, name: &str, value: &str) -> String {
+    let head = format!("{kind} {name}");
+    let at: Vec<usize> = src
+        .match_indices(&head)
+        .map(|(i, _)| i)
+        .filter(|&i| {
+            (i == 0 || src[..i].ends_with('\n'))
+                && src[i + head.len()..].starts_with([':', ' ', '='])
+        })
+        .collect();
+    let [start] = at[..] else {
+        panic!("`{head}` declared {} times, not once", at.len());
+    };
+    let eq = start + src[start..].find('=').expect("a declaration with =");
+    let end = eq + src[eq..].find(';').expect("a declaration ending in ;");
+    format!("{} {value}{}", &src[..=eq], &src[end..])
 }
 
 /// `src` without the lines from `// subgroup-begin` to `// subgroup-end`:

@@ -15,11 +15,22 @@
 //! the host before dispatch ([`group_counts`], [`check_train`]).
 
 use super::u32_of;
+use super::wgsl::{shader, wgsl_struct};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-const SRC: &str = include_str!("../../shaders/batch_norm.wgsl");
+pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "batch_norm.wgsl");
 const WG: usize = 64;
+
+wgsl_struct! {
+    /// The uniform block of `batch_norm.wgsl`.
+    pub struct BatchNormUniform = "Params" {
+        seq: u32, batch: u32, f: u32, flags: u32,
+        x_off: u32, y_off: u32, dy_off: u32, dx_off: u32,
+        stats_off: u32, w_off: u32, b_off: u32, dw_off: u32,
+        db_off: u32, rm_off: u32, rv_off: u32, run_rows: u32,
+    }
+}
 
 /// The BatchNorm entry points.
 pub struct BatchNorm {
@@ -189,7 +200,7 @@ impl BatchNorm {
         6 * s.groups() * s.features
     }
 
-    fn params(s: &BnShape) -> Result<[u32; 16]> {
+    fn params(s: &BnShape) -> Result<BatchNormUniform> {
         let run_rows = if s.per_step { s.run_rows } else { 1 };
         if run_rows == 0 {
             return Err(Error::Invalid(
@@ -228,24 +239,24 @@ impl BatchNorm {
             u32_of(what, off + run_rows * s.features)?;
         }
         let flags = u32::from(s.per_step) | u32::from(s.train) << 1 | u32::from(s.accumulate) << 2;
-        Ok([
-            u32_of("sequence length", s.seq)?,
-            u32_of("batch", s.batch)?,
-            u32_of("batch norm features", s.features)?,
+        Ok(BatchNormUniform {
+            seq: u32_of("sequence length", s.seq)?,
+            batch: u32_of("batch", s.batch)?,
+            f: u32_of("batch norm features", s.features)?,
             flags,
-            s.x_off as u32,
-            s.y_off as u32,
-            s.dy_off as u32,
-            s.dx_off as u32,
-            s.stats_off as u32,
-            s.w_off as u32,
-            s.b_off as u32,
-            s.dw_off as u32,
-            s.db_off as u32,
-            s.rm_off as u32,
-            s.rv_off as u32,
-            run_rows as u32,
-        ])
+            x_off: s.x_off as u32,
+            y_off: s.y_off as u32,
+            dy_off: s.dy_off as u32,
+            dx_off: s.dx_off as u32,
+            stats_off: s.stats_off as u32,
+            w_off: s.w_off as u32,
+            b_off: s.b_off as u32,
+            dw_off: s.dw_off as u32,
+            db_off: s.db_off as u32,
+            rm_off: s.rm_off as u32,
+            rv_off: s.rv_off as u32,
+            run_rows: run_rows as u32,
+        })
     }
 
     fn grid(ctx: &GpuContext, what: &str, n: usize) -> Result<(u32, u32)> {

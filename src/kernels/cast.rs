@@ -2,11 +2,19 @@
 //! that f16-mixed GEMMs and cells read.
 
 use super::u32_of;
+use super::wgsl::wgsl_struct;
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-const SRC: &str = include_str!("../../shaders/cast.wgsl");
+pub(crate) const SRC: &str = include_str!("../../shaders/cast.wgsl");
 const WG: u32 = 64;
+
+wgsl_struct! {
+    /// The uniform block of `cast.wgsl`.
+    pub struct CastUniform = "Params" {
+        n: u32, _p0: u32, _p1: u32, _p2: u32,
+    }
+}
 
 /// Precision casts.
 pub struct Cast {
@@ -42,7 +50,10 @@ impl Cast {
         dst: &wgpu::Buffer,
     ) -> Result<Dispatch> {
         let words = u32_of("f16 shadow words", half_words(n))?;
-        let params = [u32_of("cast length", n)?, 0, 0, 0];
+        let params = CastUniform {
+            n: u32_of("cast length", n)?,
+            ..Default::default()
+        };
         Ok(self
             .to_half
             .dispatch(ctx, &params, &[src, dst], ctx.grid(words.div_ceil(WG))))

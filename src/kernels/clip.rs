@@ -43,6 +43,7 @@
 //! Elements of the buffer outside the segments are never read or written.
 //! Results are bit-identical from run to run (no atomics).
 
+use super::wgsl::wgsl_struct;
 use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
@@ -151,7 +152,7 @@ impl ScalerState {
     }
 }
 
-const SRC: &str = include_str!("../../shaders/clip.wgsl");
+pub(crate) const SRC: &str = include_str!("../../shaders/clip.wgsl");
 
 /// Invocations per workgroup (`WG` in the shader).
 const WG: usize = 64;
@@ -167,6 +168,15 @@ const SCALE_WORD: usize = 5;
 const HAS_MAX_NORM: u32 = 1;
 const HAS_CLIP_VALUE: u32 = 2;
 const HAS_SCALER: u32 = 4;
+
+wgsl_struct! {
+    /// The uniform block of `clip.wgsl`.
+    pub struct ClipUniform = "Params" {
+        n_chunks: u32, n_segs: u32, seg_base: u32, flags: u32,
+        max_norm: f32, clip_value: f32, growth: f32, backoff: f32,
+        interval: u32, _p0: u32, _p1: u32, _p2: u32,
+    }
+}
 
 /// The clipping kernels.
 pub struct Clip {
@@ -334,20 +344,18 @@ impl Clip {
             }
             | if scaler.is_some() { HAS_SCALER } else { 0 };
         let sc = scaler.unwrap_or_default();
-        let params = [
-            u32_of("chunk count", n_chunks)?,
-            u32_of("segment count", segments.len())?,
-            u32_of("table size", seg_base)?,
+        let params = ClipUniform {
+            n_chunks: u32_of("chunk count", n_chunks)?,
+            n_segs: u32_of("segment count", segments.len())?,
+            seg_base: u32_of("table size", seg_base)?,
             flags,
-            max_norm.unwrap_or(0.0).to_bits(),
-            clip_value.unwrap_or(0.0).to_bits(),
-            sc.growth.to_bits(),
-            sc.backoff.to_bits(),
-            sc.interval,
-            0,
-            0,
-            0,
-        ];
+            max_norm: max_norm.unwrap_or(0.0),
+            clip_value: clip_value.unwrap_or(0.0),
+            growth: sc.growth,
+            backoff: sc.backoff,
+            interval: sc.interval,
+            ..Default::default()
+        };
 
         let table_buf = ctx.storage_init("clip table", &table)?;
         let partials = ctx.storage("clip partials", 2 * n_chunks)?;

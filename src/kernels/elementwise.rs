@@ -22,11 +22,12 @@
 //! same mask from the same step buffer contents. `p = 0` is an exact
 //! identity. [`dropout_keep`] is the same mask on the CPU.
 
+use super::wgsl::{shader, wgsl_struct};
 use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-const SRC: &str = include_str!("../../shaders/elementwise.wgsl");
+pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "elementwise.wgsl");
 const WG: usize = 64;
 const ACCUMULATE: u32 = 1;
 
@@ -163,43 +164,13 @@ fn end(what: &str, off: usize, n: usize) -> Result<u32> {
     Ok(off as u32)
 }
 
-#[derive(Default)]
-struct Words {
-    n: u32,
-    a_off: u32,
-    b_off: u32,
-    out_off: u32,
-    flags: u32,
-    aux_off: u32,
-    thr: u32,
-    scale: f32,
-    stream: u32,
-    seq: u32,
-    batch: u32,
-    feat: u32,
-    value: f32,
-}
-
-impl Words {
-    fn pack(&self) -> [u32; 16] {
-        [
-            self.n,
-            self.a_off,
-            self.b_off,
-            self.out_off,
-            self.flags,
-            self.aux_off,
-            self.thr,
-            self.scale.to_bits(),
-            self.stream,
-            self.seq,
-            self.batch,
-            self.feat,
-            self.value.to_bits(),
-            0,
-            0,
-            0,
-        ]
+wgsl_struct! {
+    /// The uniform block of `elementwise.wgsl`.
+    pub struct ElementwiseUniform = "Params" {
+        n: u32, a_off: u32, b_off: u32, out_off: u32,
+        flags: u32, aux_off: u32, thr: u32, scale: f32,
+        stream: u32, seq: u32, batch: u32, feat: u32,
+        value: f32, _p0: u32, _p1: u32, _p2: u32,
     }
 }
 
@@ -246,7 +217,7 @@ impl Elementwise {
         if s.n == 0 {
             return Ok(Vec::new());
         }
-        let w = Words {
+        let w = ElementwiseUniform {
             n: u32_of("dropout elements", s.n)?,
             a_off: end("dropout input", s.in_off, s.n)?,
             out_off: end("dropout output", s.out_off, s.n)?,
@@ -260,7 +231,7 @@ impl Elementwise {
         let grid = flat_grid(ctx, "dropout elements", s.n.div_ceil(4), WG)?;
         Ok(vec![self.dropout.dispatch(
             ctx,
-            &w.pack(),
+            &w,
             &[step, input, output],
             grid,
         )])
@@ -309,7 +280,7 @@ impl Elementwise {
         if s.n == 0 {
             return Ok(Vec::new());
         }
-        let w = Words {
+        let w = ElementwiseUniform {
             n: u32_of("dropout elements", s.n)?,
             a_off: end("dropout input", s.in_off, s.n)?,
             b_off: end("residual", b.1, s.n)?,
@@ -322,12 +293,7 @@ impl Elementwise {
             ..Default::default()
         };
         let grid = flat_grid(ctx, "dropout elements", s.n.div_ceil(4), WG)?;
-        Ok(vec![kernel.dispatch(
-            ctx,
-            &w.pack(),
-            &[step, a, b.0, out],
-            grid,
-        )])
+        Ok(vec![kernel.dispatch(ctx, &w, &[step, a, b.0, out], grid)])
     }
 
     /// Dropout then a residual add, fused: y (= or +=) x·m/(1−p) + skip,
@@ -374,7 +340,7 @@ impl Elementwise {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let w = Words {
+        let w = ElementwiseUniform {
             n: u32_of("add elements", n)?,
             a_off: end("add input a", a.1, n)?,
             b_off: end("add input b", b.1, n)?,
@@ -383,7 +349,7 @@ impl Elementwise {
         };
         Ok(vec![self.add.dispatch(
             ctx,
-            &w.pack(),
+            &w,
             &[a.0, b.0, out.0],
             flat_grid(ctx, "add elements", n, WG)?,
         )])
@@ -403,7 +369,7 @@ impl Elementwise {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let w = Words {
+        let w = ElementwiseUniform {
             n: u32_of("accumulate elements", n)?,
             a_off: end("accumulate source", src.1, n)?,
             out_off: end("accumulate destination", out.1, n)?,
@@ -412,7 +378,7 @@ impl Elementwise {
         };
         Ok(vec![self.accumulate.dispatch(
             ctx,
-            &w.pack(),
+            &w,
             &[src.0, out.0],
             flat_grid(ctx, "accumulate elements", n, WG)?,
         )])
@@ -429,7 +395,7 @@ impl Elementwise {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let w = Words {
+        let w = ElementwiseUniform {
             n: u32_of("fill elements", n)?,
             out_off: end("fill destination", out.1, n)?,
             value,
@@ -437,15 +403,15 @@ impl Elementwise {
         };
         Ok(vec![self.fill.dispatch(
             ctx,
-            &w.pack(),
+            &w,
             &[out.0],
             flat_grid(ctx, "fill elements", n, WG)?,
         )])
     }
 
-    fn last_words(s: &LastStepShape) -> Result<Words> {
+    fn last_uniform(s: &LastStepShape) -> Result<ElementwiseUniform> {
         let last = s.batch * s.features;
-        Ok(Words {
+        Ok(ElementwiseUniform {
             seq: u32_of("sequence length", s.seq)?,
             batch: u32_of("batch", s.batch)?,
             feat: u32_of("last-step features", s.features)?,
@@ -472,12 +438,12 @@ impl Elementwise {
         if s.batch * s.features == 0 {
             return Ok(Vec::new());
         }
-        let mut w = Self::last_words(s)?;
+        let mut w = Self::last_uniform(s)?;
         w.a_off = end("last-step input", s.seq_off, s.seq * s.batch * s.features)?;
         w.out_off = end("last-step output", s.last_off, s.batch * s.features)?;
         Ok(vec![self.last_gather.dispatch(
             ctx,
-            &w.pack(),
+            &w,
             &[lengths, x, out],
             flat_grid(ctx, "last-step elements", s.batch * s.features, WG)?,
         )])
@@ -497,7 +463,7 @@ impl Elementwise {
         if s.batch * s.features == 0 {
             return Ok(Vec::new());
         }
-        let mut w = Self::last_words(s)?;
+        let mut w = Self::last_uniform(s)?;
         w.a_off = end(
             "last-step output gradient",
             s.last_off,
@@ -510,7 +476,7 @@ impl Elementwise {
         )?;
         Ok(vec![self.last_scatter.dispatch(
             ctx,
-            &w.pack(),
+            &w,
             &[lengths, dout, dx],
             flat_grid(ctx, "last-step elements", s.batch * s.features, WG)?,
         )])

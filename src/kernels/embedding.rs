@@ -12,11 +12,21 @@
 
 use super::elementwise::flat_grid;
 use super::u32_of;
+use super::wgsl::{shader, wgsl_struct};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-const SRC: &str = include_str!("../../shaders/embedding.wgsl");
+pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "embedding.wgsl");
 const WG: usize = 64;
+
+wgsl_struct! {
+    /// The uniform block of `embedding.wgsl`.
+    pub struct EmbeddingUniform = "Params" {
+        rows: u32, dim: u32, vocab: u32, flags: u32,
+        ids_off: u32, table_off: u32, out_off: u32, csr_off: u32,
+        dout_off: u32, dtable_off: u32, chunk: u32, _p0: u32,
+    }
+}
 
 /// Padding id: its row of the output is zero and it gets no gradient.
 pub const PAD: u32 = u32::MAX;
@@ -180,7 +190,7 @@ impl Embedding {
         }
     }
 
-    fn params(s: &EmbShape, chunk: usize) -> Result<[u32; 12]> {
+    fn params(s: &EmbShape, chunk: usize) -> Result<EmbeddingUniform> {
         let data = s.rows * s.dim;
         let table = s.vocab * s.dim;
         for (what, off, n) in [
@@ -197,20 +207,20 @@ impl Embedding {
         ] {
             u32_of(what, off.saturating_add(n))?;
         }
-        Ok([
-            s.rows as u32,
-            s.dim as u32,
-            s.vocab as u32,
-            u32::from(s.accumulate),
-            s.ids_off as u32,
-            s.table_off as u32,
-            s.out_off as u32,
-            s.csr_off as u32,
-            s.dout_off as u32,
-            s.dtable_off as u32,
-            chunk as u32,
-            0,
-        ])
+        Ok(EmbeddingUniform {
+            rows: s.rows as u32,
+            dim: s.dim as u32,
+            vocab: s.vocab as u32,
+            flags: u32::from(s.accumulate),
+            ids_off: s.ids_off as u32,
+            table_off: s.table_off as u32,
+            out_off: s.out_off as u32,
+            csr_off: s.csr_off as u32,
+            dout_off: s.dout_off as u32,
+            dtable_off: s.dtable_off as u32,
+            chunk: chunk as u32,
+            _p0: 0,
+        })
     }
 
     /// Forward: `out[r, :] = table[ids[r], :]` (zeros for [`PAD`]). One

@@ -8,11 +8,12 @@
 //! accumulating dispatches, because lavapipe silently ends an invocation's
 //! loops after [`LOOP_CAP`] iterations.
 
+use super::wgsl::wgsl_struct;
 use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-const SRC: &str = include_str!("../../shaders/gemm.wgsl");
+pub(crate) const SRC: &str = include_str!("../../shaders/gemm.wgsl");
 /// Rows and columns covered by one workgroup of the block variant (8x8
 /// invocations, 4x4 each).
 const BLOCK_TILE: usize = 32;
@@ -132,6 +133,16 @@ pub struct GemmOp<'a> {
     pub alpha: f32,
     /// Add to C instead of overwriting it.
     pub accumulate: bool,
+}
+
+wgsl_struct! {
+    /// The uniform block of `gemm.wgsl`.
+    pub struct GemmUniform = "Params" {
+        m: u32, n: u32, k: u32, lda: u32,
+        ldb: u32, ldc: u32, a_off: u32, b_off: u32,
+        c_off: u32, bias1_off: u32, bias2_off: u32, flags: u32,
+        alpha: f32, _p0: f32, _p1: f32, _p2: f32,
+    }
 }
 
 /// (f16 A, f16 B) of the pipelines [`Gemm::enable_half`] builds.
@@ -390,24 +401,22 @@ impl Gemm {
                 } else {
                     1
                 };
-            let params = [
-                u32_of("gemm m", op.m)?,
-                u32_of("gemm n", op.n)?,
-                u32_of("gemm k", kc)?,
-                u32_of("gemm lda", op.a.2)?,
-                u32_of("gemm ldb", op.b.2)?,
-                u32_of("gemm ldc", op.c.2)?,
-                u32_of("gemm a offset", a_off)?,
-                u32_of("gemm b offset", b_off)?,
-                u32_of("gemm c offset", op.c.1)?,
-                u32_of("gemm bias offset", b1.unwrap_or(0))?,
-                u32_of("gemm bias offset", b2.unwrap_or(0))?,
+            let params = GemmUniform {
+                m: u32_of("gemm m", op.m)?,
+                n: u32_of("gemm n", op.n)?,
+                k: u32_of("gemm k", kc)?,
+                lda: u32_of("gemm lda", op.a.2)?,
+                ldb: u32_of("gemm ldb", op.b.2)?,
+                ldc: u32_of("gemm ldc", op.c.2)?,
+                a_off: u32_of("gemm a offset", a_off)?,
+                b_off: u32_of("gemm b offset", b_off)?,
+                c_off: u32_of("gemm c offset", op.c.1)?,
+                bias1_off: u32_of("gemm bias offset", b1.unwrap_or(0))?,
+                bias2_off: u32_of("gemm bias offset", b2.unwrap_or(0))?,
                 flags,
-                op.alpha.to_bits(),
-                0,
-                0,
-                0,
-            ];
+                alpha: op.alpha,
+                ..Default::default()
+            };
             let buffers = [op.a.0, op.b.0, bias_buf, op.c.0, op.a.0, op.b.0];
             let bound = match wide && self.variant == GemmVariant::Subgroup {
                 true => &buffers[..],

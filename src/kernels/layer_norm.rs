@@ -10,13 +10,24 @@
 //! Backward needs the forward's input `x` unchanged, so in-place forward is
 //! only useful when no backward follows.
 
+use super::wgsl::wgsl_struct;
 use super::{groups_1d, u32_of};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-const SRC: &str = include_str!("../../shaders/layer_norm.wgsl");
+pub(crate) const SRC: &str = include_str!("../../shaders/layer_norm.wgsl");
 /// Features per workgroup of `backward_params` (the shader's `PC`).
 const PARAM_COLS: usize = 16;
+
+wgsl_struct! {
+    /// The uniform block of `layer_norm.wgsl`.
+    pub struct LayerNormUniform = "Params" {
+        seq: u32, batch: u32, f: u32, flags: u32,
+        x_off: u32, y_off: u32, dy_off: u32, dx_off: u32,
+        stats_off: u32, w_off: u32, b_off: u32, dw_off: u32,
+        db_off: u32, t0: u32, _p1: u32, _p2: u32,
+    }
+}
 
 /// The LayerNorm entry points.
 pub struct LayerNorm {
@@ -132,7 +143,7 @@ impl LayerNorm {
         2 * seq * batch
     }
 
-    fn params(s: &LnShape) -> Result<[u32; 16]> {
+    fn params(s: &LnShape) -> Result<LayerNormUniform> {
         let data = s.seq * s.batch * s.features;
         for (what, off) in [
             ("layer norm input", s.x_off),
@@ -154,24 +165,23 @@ impl LayerNorm {
         ] {
             u32_of(what, off + s.features)?;
         }
-        Ok([
-            u32_of("sequence length", s.seq)?,
-            u32_of("batch", s.batch)?,
-            u32_of("layer norm features", s.features)?,
-            u32::from(s.accumulate),
-            s.x_off as u32,
-            s.y_off as u32,
-            s.dy_off as u32,
-            s.dx_off as u32,
-            s.stats_off as u32,
-            s.w_off as u32,
-            s.b_off as u32,
-            s.dw_off as u32,
-            s.db_off as u32,
-            u32_of("layer norm first step", s.t0)?,
-            0,
-            0,
-        ])
+        Ok(LayerNormUniform {
+            seq: u32_of("sequence length", s.seq)?,
+            batch: u32_of("batch", s.batch)?,
+            f: u32_of("layer norm features", s.features)?,
+            flags: u32::from(s.accumulate),
+            x_off: s.x_off as u32,
+            y_off: s.y_off as u32,
+            dy_off: s.dy_off as u32,
+            dx_off: s.dx_off as u32,
+            stats_off: s.stats_off as u32,
+            w_off: s.w_off as u32,
+            b_off: s.b_off as u32,
+            dw_off: s.dw_off as u32,
+            db_off: s.db_off as u32,
+            t0: u32_of("layer norm first step", s.t0)?,
+            ..Default::default()
+        })
     }
 
     fn row_groups(ctx: &GpuContext, s: &LnShape) -> Result<(u32, u32)> {

@@ -28,10 +28,11 @@
 
 use super::elementwise::flat_grid;
 use super::u32_of;
+use super::wgsl::wgsl_struct;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-const SRC: &str = include_str!("../../shaders/loss.wgsl");
+pub(crate) const SRC: &str = include_str!("../../shaders/loss.wgsl");
 const WG: usize = 64;
 const WG_MEAN: usize = 256;
 
@@ -244,9 +245,14 @@ fn check_rows(rows: usize) -> Result<()> {
     Ok(())
 }
 
-/// Uniform words: rows, cols, flags, labels_off, x_off, tgt_off, dx_off,
-/// rows_off, loss_off, step_off, 0, 0.
-type Words = [u32; 12];
+wgsl_struct! {
+    /// The uniform block of `loss.wgsl`.
+    pub struct LossUniform = "Params" {
+        rows: u32, cols: u32, flags: u32, labels_off: u32,
+        x_off: u32, tgt_off: u32, dx_off: u32, rows_off: u32,
+        loss_off: u32, step_off: u32, _p0: u32, _p1: u32,
+    }
+}
 
 impl Loss {
     /// Compiles the entry points.
@@ -304,7 +310,7 @@ impl Loss {
         }
     }
 
-    fn ce_words(s: &CeShape) -> Result<Words> {
+    fn ce_uniform(s: &CeShape) -> Result<LossUniform> {
         check_rows(s.rows)?;
         if s.rows > 0 && s.classes == 0 {
             return Err(Error::Invalid(
@@ -312,39 +318,34 @@ impl Loss {
             ));
         }
         let n = s.rows * s.classes;
-        Ok([
-            u32_of("cross-entropy rows", s.rows)?,
-            u32_of("cross-entropy classes", s.classes)?,
-            0,
-            fits("cross-entropy targets", s.targets_off, s.rows)?,
-            fits("cross-entropy logits", s.logits_off, n)?,
-            0,
-            fits("cross-entropy logit gradient", s.dlogits_off, n)?,
-            fits("cross-entropy scratch", s.scratch_off, s.scratch_len())?,
-            fits("loss", s.loss_off, LOSS_WORDS)?,
-            fits("loss step state", s.step_off, STEP_WORDS)?,
-            0,
-            0,
-        ])
+        Ok(LossUniform {
+            rows: u32_of("cross-entropy rows", s.rows)?,
+            cols: u32_of("cross-entropy classes", s.classes)?,
+            labels_off: fits("cross-entropy targets", s.targets_off, s.rows)?,
+            x_off: fits("cross-entropy logits", s.logits_off, n)?,
+            dx_off: fits("cross-entropy logit gradient", s.dlogits_off, n)?,
+            rows_off: fits("cross-entropy scratch", s.scratch_off, s.scratch_len())?,
+            loss_off: fits("loss", s.loss_off, LOSS_WORDS)?,
+            step_off: fits("loss step state", s.step_off, STEP_WORDS)?,
+            ..Default::default()
+        })
     }
 
-    fn mse_words(s: &MseShape) -> Result<Words> {
+    fn mse_uniform(s: &MseShape) -> Result<LossUniform> {
         check_rows(s.rows)?;
         let n = s.rows * s.features;
-        Ok([
-            u32_of("MSE rows", s.rows)?,
-            u32_of("MSE features", s.features)?,
-            0,
-            fits("MSE mask", s.mask_off, s.rows)?,
-            fits("MSE predictions", s.pred_off, n)?,
-            fits("MSE targets", s.target_off, n)?,
-            fits("MSE prediction gradient", s.dpred_off, n)?,
-            fits("MSE scratch", s.scratch_off, s.scratch_len())?,
-            fits("loss", s.loss_off, LOSS_WORDS)?,
-            fits("loss step state", s.step_off, STEP_WORDS)?,
-            0,
-            0,
-        ])
+        Ok(LossUniform {
+            rows: u32_of("MSE rows", s.rows)?,
+            cols: u32_of("MSE features", s.features)?,
+            labels_off: fits("MSE mask", s.mask_off, s.rows)?,
+            x_off: fits("MSE predictions", s.pred_off, n)?,
+            tgt_off: fits("MSE targets", s.target_off, n)?,
+            dx_off: fits("MSE prediction gradient", s.dpred_off, n)?,
+            rows_off: fits("MSE scratch", s.scratch_off, s.scratch_len())?,
+            loss_off: fits("loss", s.loss_off, LOSS_WORDS)?,
+            step_off: fits("loss step state", s.step_off, STEP_WORDS)?,
+            ..Default::default()
+        })
     }
 
     fn rows_grid(ctx: &GpuContext, rows: usize) -> Result<(u32, u32)> {
@@ -362,7 +363,7 @@ impl Loss {
         s: &CeShape,
         b: &CeForward<'_>,
     ) -> Result<Vec<Dispatch>> {
-        let w = Self::ce_words(s)?;
+        let w = Self::ce_uniform(s)?;
         let mut out = Vec::with_capacity(2);
         if s.rows > 0 {
             out.push(self.ce_fwd.dispatch(
@@ -388,7 +389,7 @@ impl Loss {
         s: &CeShape,
         b: &CeBackward<'_>,
     ) -> Result<Vec<Dispatch>> {
-        let w = Self::ce_words(s)?;
+        let w = Self::ce_uniform(s)?;
         let n = s.rows * s.classes;
         if n == 0 {
             return Ok(Vec::new());
@@ -409,7 +410,7 @@ impl Loss {
         s: &MseShape,
         b: &MseForward<'_>,
     ) -> Result<Vec<Dispatch>> {
-        let w = Self::mse_words(s)?;
+        let w = Self::mse_uniform(s)?;
         let mut out = Vec::with_capacity(2);
         if s.rows > 0 {
             out.push(self.mse_fwd.dispatch(
@@ -434,7 +435,7 @@ impl Loss {
         s: &MseShape,
         b: &MseBackward<'_>,
     ) -> Result<Vec<Dispatch>> {
-        let w = Self::mse_words(s)?;
+        let w = Self::mse_uniform(s)?;
         let n = s.rows * s.features;
         if n == 0 {
             return Ok(Vec::new());

@@ -3,10 +3,11 @@
 //! direction, step) lanes.
 
 use super::u32_of;
+use super::wgsl::{shader, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-const SRC: &str = include_str!("../../shaders/lstm_cell.wgsl");
+pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "lstm_cell.wgsl");
 /// Storage bindings of the forward entry points (the buffers of
 /// [`CellForward::buffers`]); the persistent kernel shares them.
 pub const FWD_BINDINGS: [(u32, Binding); 7] = [
@@ -48,21 +49,17 @@ const CST_BINDING: (u32, Binding) = (16, Binding::ReadWrite);
 /// its own buffer in f16-mixed), last in the backward entry points'
 /// bindings.
 const DCS_BINDING: (u32, Binding) = (17, Binding::ReadWrite);
-/// Words of one lane's parameters (the shader's `Params`).
-const PARAM_WORDS: usize = 20;
-
-/// The f16-mixed build's `to_dg`: a gate gradient rounded to f16, with
-/// magnitudes of 2^16 and more (and NaN) sent to an infinity of their sign,
-/// and those just above 65504 clamped to it, so that overflow is the same on
-/// every adapter (WGSL leaves [65504, 2^16) to the implementation).
-const HALF_TO_DG: &str = "fn to_dg(x: f32) -> DGT {
-    let bits = bitcast<u32>(x);
-    if (bits & 0x7fffffffu) < 0x47800000u {
-        return f16(clamp(x, -65504.0, 65504.0));
+wgsl_struct! {
+    /// One lane's parameters in the uniform block of `lstm_cell.wgsl` (an
+    /// array of [`MAX_LANES`]).
+    pub struct CellUniform = "Params" {
+        h: u32, batch: u32, seq: u32, step: u32,
+        reverse: u32, out_stride: u32, out_col: u32, pre_off: u32,
+        whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
+        state_stride: u32, lanes: u32, wide: u32, c_off: u32,
+        dc_off: u32, _p0: u32, _p1: u32, _p2: u32,
     }
-    let inf = select(-131072.0, 131072.0, (bits >> 31u) == 0u);
-    return f16(inf);
-}";
+}
 
 /// Which entry point a dispatch runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -132,31 +129,20 @@ impl TileConfig {
         let src = self.f32_source();
         match half {
             false => src,
-            true => crate::gpu::half_source(
-                &src,
-                &["WT", "GT", "DGT"],
-                &[
-                    ("const HP_GAP: u32 = 1u;", "const HP_GAP: u32 = 0u;"),
-                    ("fn to_dg(x: f32) -> DGT { return x; }", HALF_TO_DG),
-                ],
-            ),
+            true => crate::gpu::half_source(&src, &["WT", "GT", "DGT"], &[("HALF", "true")]),
         }
     }
 
     fn f32_source(&self) -> String {
         [
-            ("TB", 8, self.tb),
-            ("TU", 8, self.tu),
-            ("KC", 32, self.kc),
-            ("KS", 4, self.ks),
+            ("TB", self.tb),
+            ("TU", self.tu),
+            ("KC", self.kc),
+            ("KS", self.ks),
         ]
         .iter()
-        .fold(SRC.to_string(), |src, (name, default, v)| {
-            src.replacen(
-                &format!("const {name}: u32 = {default}u;"),
-                &format!("const {name}: u32 = {v}u;"),
-                1,
-            )
+        .fold(SRC.to_string(), |src, (name, v)| {
+            crate::gpu::set_decl(&src, "const", name, &format!("{v}u"))
         })
     }
 }
@@ -413,29 +399,27 @@ impl LstmCell {
             })
     }
 
-    fn params(s: &CellShape, step: usize, lanes: usize, wide: bool) -> Result<[u32; PARAM_WORDS]> {
-        Ok([
-            u32_of("hidden size", s.hidden)?,
-            u32_of("batch", s.batch)?,
-            u32_of("sequence length", s.seq)?,
-            u32_of("step", step)?,
-            u32::from(s.reverse),
-            u32_of("output stride", s.out_stride)?,
-            u32_of("output column", s.out_col)?,
-            u32_of("pre-gates offset", s.pre_off)?,
-            u32_of("W_hh offset", s.whh_off)?,
-            u32_of("cache offset", s.cache_off)?,
-            u32_of("gradient offset", s.dg_off)?,
-            u32_of("state offset", s.state_off)?,
-            u32_of("state stride", s.state_stride)?,
-            u32_of("lanes", lanes)?,
-            u32::from(wide),
-            u32_of("c offset", s.c_off)?,
-            u32_of("dc offset", s.dc_off)?,
-            0,
-            0,
-            0,
-        ])
+    fn params(s: &CellShape, step: usize, lanes: usize, wide: bool) -> Result<CellUniform> {
+        Ok(CellUniform {
+            h: u32_of("hidden size", s.hidden)?,
+            batch: u32_of("batch", s.batch)?,
+            seq: u32_of("sequence length", s.seq)?,
+            step: u32_of("step", step)?,
+            reverse: u32::from(s.reverse),
+            out_stride: u32_of("output stride", s.out_stride)?,
+            out_col: u32_of("output column", s.out_col)?,
+            pre_off: u32_of("pre-gates offset", s.pre_off)?,
+            whh_off: u32_of("W_hh offset", s.whh_off)?,
+            cache_off: u32_of("cache offset", s.cache_off)?,
+            dg_off: u32_of("gradient offset", s.dg_off)?,
+            state_off: u32_of("state offset", s.state_off)?,
+            state_stride: u32_of("state stride", s.state_stride)?,
+            lanes: u32_of("lanes", lanes)?,
+            wide: u32::from(wide),
+            c_off: u32_of("c offset", s.c_off)?,
+            dc_off: u32_of("dc offset", s.dc_off)?,
+            ..Default::default()
+        })
     }
 
     /// One dispatch over `lanes` (shape, step) of the same H, B and T:
@@ -468,11 +452,11 @@ impl LstmCell {
             ));
         }
         let wide = self.wide(lanes);
-        let mut words = Vec::with_capacity(PARAM_WORDS * MAX_LANES);
-        for (s, step) in lanes {
-            words.extend(Self::params(s, *step, lanes.len(), wide)?);
+        // Lanes past the last stay zero.
+        let mut params = [CellUniform::default(); MAX_LANES];
+        for (p, (s, step)) in params.iter_mut().zip(lanes) {
+            *p = Self::params(s, *step, lanes.len(), wide)?;
         }
-        words.resize(PARAM_WORDS * MAX_LANES, 0);
         // The subgroup entry points: 8 lanes share SG_ROWS batch rows, so
         // a subgroup must not straddle two row groups (H a multiple of 8
         // forward, of 32 backward, whose lanes own 4 units), and B must be
@@ -517,7 +501,7 @@ impl LstmCell {
                 u32_of("cell tiles", s0.batch.div_ceil(tile.tb) * lanes.len())?,
             ),
         };
-        Ok(vec![kernel.dispatch(ctx, &words, buffers, g)])
+        Ok(vec![kernel.dispatch(ctx, &params, buffers, g)])
     }
 
     fn same_step(shapes: &[CellShape], step: usize) -> Vec<(CellShape, usize)> {

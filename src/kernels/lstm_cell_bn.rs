@@ -6,10 +6,16 @@ use super::lstm_cell::CellShape;
 use super::lstm_cell_ln::{
     BWD, FWD, NormCellBuffers, NormCellParams, bwd_buffers, fwd_buffers, params,
 };
+use super::wgsl::shader;
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-const SRC: &str = include_str!("../../shaders/lstm_cell_bn.wgsl");
+pub(crate) const SRC: &str = shader!(
+    "common/prelude.wgsl",
+    "common/cell_bindings.wgsl",
+    "common/norm_cell.wgsl",
+    "lstm_cell_bn.wgsl"
+);
 
 /// The recurrent BatchNorm cell's entry points.
 pub struct LstmCellBn {

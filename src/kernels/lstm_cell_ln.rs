@@ -4,10 +4,16 @@
 
 use super::lstm_cell::CellShape;
 use super::u32_of;
+use super::wgsl::{shader, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-const SRC: &str = include_str!("../../shaders/lstm_cell_ln.wgsl");
+pub(crate) const SRC: &str = shader!(
+    "common/prelude.wgsl",
+    "common/cell_bindings.wgsl",
+    "common/norm_cell.wgsl",
+    "lstm_cell_ln.wgsl"
+);
 
 /// Offsets of a normalized cell's own tensors, beyond [`CellShape`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -63,44 +69,57 @@ pub fn cache_sections(hidden: usize, seq: usize, batch: usize) -> [usize; 6] {
     ]
 }
 
+wgsl_struct! {
+    /// The uniform block of both normalized cells (`common/norm_cell.wgsl`).
+    pub struct NormCellUniform = "Params" {
+        h: u32, batch: u32, seq: u32, step: u32,
+        reverse: u32, out_stride: u32, out_col: u32, pre_off: u32,
+        whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
+        state_stride: u32, has_bias: u32, bih_off: u32, bhh_off: u32,
+        nw_ih: u32, nb_ih: u32, nw_hh: u32, nb_hh: u32,
+        nw_c: u32, nb_c: u32, train: u32, t_max: u32,
+        rm_ih: u32, rv_ih: u32, rm_hh: u32, rv_hh: u32,
+        rm_c: u32, rv_c: u32, _p0: u32, _p1: u32,
+    }
+}
+
 /// The uniform block of a normalized cell step.
-pub fn params(s: &CellShape, n: &NormCellParams, step: usize) -> Result<[u32; 32]> {
+pub fn params(s: &CellShape, n: &NormCellParams, step: usize) -> Result<NormCellUniform> {
     let u = |w: &str, v: usize| u32_of(w, v);
     let (bih, bhh) = n.bias.unwrap_or((0, 0));
-    Ok([
-        u("hidden size", s.hidden)?,
-        u("batch", s.batch)?,
-        u("sequence length", s.seq)?,
-        u("step", step)?,
-        u32::from(s.reverse),
-        u("output stride", s.out_stride)?,
-        u("output column", s.out_col)?,
-        u("pre-gates offset", s.pre_off)?,
-        u("W_hh offset", s.whh_off)?,
-        u("cache offset", s.cache_off)?,
-        u("gradient offset", s.dg_off)?,
-        u("state offset", s.state_off)?,
-        u("state stride", s.state_stride)?,
-        u32::from(n.bias.is_some()),
-        u("bias offset", bih)?,
-        u("bias offset", bhh)?,
-        u("norm offset", n.ih.0)?,
-        u("norm offset", n.ih.1)?,
-        u("norm offset", n.hh.0)?,
-        u("norm offset", n.hh.1)?,
-        u("norm offset", n.c.0)?,
-        u("norm offset", n.c.1)?,
-        u32::from(n.train),
-        u("T_max", n.t_max)?,
-        u("statistics offset", n.running[0].0)?,
-        u("statistics offset", n.running[0].1)?,
-        u("statistics offset", n.running[1].0)?,
-        u("statistics offset", n.running[1].1)?,
-        u("statistics offset", n.running[2].0)?,
-        u("statistics offset", n.running[2].1)?,
-        0,
-        0,
-    ])
+    Ok(NormCellUniform {
+        h: u("hidden size", s.hidden)?,
+        batch: u("batch", s.batch)?,
+        seq: u("sequence length", s.seq)?,
+        step: u("step", step)?,
+        reverse: u32::from(s.reverse),
+        out_stride: u("output stride", s.out_stride)?,
+        out_col: u("output column", s.out_col)?,
+        pre_off: u("pre-gates offset", s.pre_off)?,
+        whh_off: u("W_hh offset", s.whh_off)?,
+        cache_off: u("cache offset", s.cache_off)?,
+        dg_off: u("gradient offset", s.dg_off)?,
+        state_off: u("state offset", s.state_off)?,
+        state_stride: u("state stride", s.state_stride)?,
+        has_bias: u32::from(n.bias.is_some()),
+        bih_off: u("bias offset", bih)?,
+        bhh_off: u("bias offset", bhh)?,
+        nw_ih: u("norm offset", n.ih.0)?,
+        nb_ih: u("norm offset", n.ih.1)?,
+        nw_hh: u("norm offset", n.hh.0)?,
+        nb_hh: u("norm offset", n.hh.1)?,
+        nw_c: u("norm offset", n.c.0)?,
+        nb_c: u("norm offset", n.c.1)?,
+        train: u32::from(n.train),
+        t_max: u("T_max", n.t_max)?,
+        rm_ih: u("statistics offset", n.running[0].0)?,
+        rv_ih: u("statistics offset", n.running[0].1)?,
+        rm_hh: u("statistics offset", n.running[1].0)?,
+        rv_hh: u("statistics offset", n.running[1].1)?,
+        rm_c: u("statistics offset", n.running[2].0)?,
+        rv_c: u("statistics offset", n.running[2].1)?,
+        ..Default::default()
+    })
 }
 
 /// Buffers of a normalized cell step (forward uses the first seven and

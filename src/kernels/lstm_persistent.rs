@@ -9,15 +9,37 @@
 
 use super::lstm_cell::{BWD_BINDINGS, CellBackward, CellForward, CellShape, FWD_BINDINGS};
 use super::u32_of;
+use super::wgsl::{shader, wgsl_struct};
 use crate::gpu::{Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-const SRC: &str = include_str!("../../shaders/lstm_persistent.wgsl");
+pub(crate) const SRC: &str = shader!(
+    "common/prelude.wgsl",
+    "common/cell_bindings.wgsl",
+    "lstm_persistent.wgsl"
+);
 
 pub use crate::gpu::tuning::CellPath;
+
+wgsl_struct! {
+    /// One direction's offsets in [`PersistentUniform`].
+    pub struct PersistentDir = "Dir" {
+        pre_off: u32, whh_off: u32, cache_off: u32, dg_off: u32,
+        state_off: u32, out_col: u32, reverse: u32, _p0: u32,
+    }
+}
+
+wgsl_struct! {
+    /// The uniform block of `lstm_persistent.wgsl`.
+    pub struct PersistentUniform = "Params" {
+        batch: u32, seq: u32, s_begin: u32, s_end: u32,
+        out_stride: u32, state_stride: u32, _p0: u32, _p1: u32,
+        dirs: [PersistentDir; 2],
+    }
+}
 
 /// Largest workgroup the kernel asks for; every WebGPU adapter offers 256.
 const MAX_WG: usize = 256;
@@ -255,32 +277,29 @@ impl LstmPersistent {
 
     /// The uniform block of the steps [s_begin, s_end) of the directions
     /// `shapes` (one or two, as [`CellShape`]s of the per-step kernel).
-    fn params(shapes: &[CellShape], s_begin: usize, s_end: usize) -> Result<Vec<u32>> {
+    fn params(shapes: &[CellShape], s_begin: usize, s_end: usize) -> Result<PersistentUniform> {
         let s = &shapes[0];
-        let mut p = vec![
-            u32_of("batch", s.batch)?,
-            u32_of("sequence length", s.seq)?,
-            u32_of("step", s_begin)?,
-            u32_of("step", s_end)?,
-            u32_of("output stride", s.out_stride)?,
-            u32_of("state stride", s.state_stride)?,
-            0,
-            0,
-        ];
-        for d in 0..2 {
-            match shapes.get(d) {
-                Some(s) => p.extend([
-                    u32_of("pre-gates offset", s.pre_off)?,
-                    u32_of("W_hh offset", s.whh_off)?,
-                    u32_of("cache offset", s.cache_off)?,
-                    u32_of("gradient offset", s.dg_off)?,
-                    u32_of("state offset", s.state_off)?,
-                    u32_of("output column", s.out_col)?,
-                    u32::from(s.reverse),
-                    0,
-                ]),
-                None => p.extend([0; 8]),
-            }
+        let mut p = PersistentUniform {
+            batch: u32_of("batch", s.batch)?,
+            seq: u32_of("sequence length", s.seq)?,
+            s_begin: u32_of("step", s_begin)?,
+            s_end: u32_of("step", s_end)?,
+            out_stride: u32_of("output stride", s.out_stride)?,
+            state_stride: u32_of("state stride", s.state_stride)?,
+            ..Default::default()
+        };
+        // A missing second direction stays zero.
+        for (d, s) in p.dirs.iter_mut().zip(shapes) {
+            *d = PersistentDir {
+                pre_off: u32_of("pre-gates offset", s.pre_off)?,
+                whh_off: u32_of("W_hh offset", s.whh_off)?,
+                cache_off: u32_of("cache offset", s.cache_off)?,
+                dg_off: u32_of("gradient offset", s.dg_off)?,
+                state_off: u32_of("state offset", s.state_off)?,
+                out_col: u32_of("output column", s.out_col)?,
+                reverse: u32::from(s.reverse),
+                _p0: 0,
+            };
         }
         Ok(p)
     }

@@ -16,6 +16,7 @@ pub mod lstm_cell_ln;
 pub mod lstm_persistent;
 pub mod optim;
 pub mod reduce;
+pub mod wgsl;
 
 use crate::gpu::tuning::Tuning;
 use crate::gpu::{GpuContext, KernelKey};

@@ -52,12 +52,13 @@
 //! Results are bit-identical from run to run (one element per invocation, no
 //! reductions).
 
+use super::wgsl::{shader, wgsl_struct};
 use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::io::NamedTensor;
 use crate::{Error, Result};
 
-const SRC: &str = include_str!("../../shaders/optim.wgsl");
+pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "optim.wgsl");
 
 /// Invocations per workgroup (`WG` in the shader); one element each.
 const WG: usize = 256;
@@ -72,6 +73,15 @@ const STEPS_HEADER: usize = 4;
 pub const STEP_WORDS: usize = 8;
 /// Name under which a checkpoint stores the applied step count (int64).
 pub const STEP_NAME: &str = "optimizer.step";
+
+wgsl_struct! {
+    /// The uniform block of `optim.wgsl`.
+    pub struct OptimUniform = "Params" {
+        n: u32, skip_at: u32, flags: u32, _p0: u32,
+        momentum: f32, one_m_damp: f32, weight_decay: f32, eps: f32,
+        beta1: f32, one_m_beta1: f32, beta2: f32, one_m_beta2: f32,
+    }
+}
 
 const NESTEROV: u32 = 1;
 const DECOUPLED: u32 = 2;
@@ -222,8 +232,8 @@ impl OptimConfig {
         ]
     }
 
-    fn uniform(&self, n: u32, skip_at: u32) -> [u32; 12] {
-        let f = |x: f64| (x as f32).to_bits();
+    fn uniform(&self, n: u32, skip_at: u32) -> OptimUniform {
+        let f = |x: f64| x as f32;
         let mut flags = 0;
         if self.nesterov {
             flags |= NESTEROV;
@@ -234,20 +244,20 @@ impl OptimConfig {
         if self.weight_decay != 0.0 {
             flags |= HAS_WD;
         }
-        [
+        OptimUniform {
             n,
             skip_at,
             flags,
-            0,
-            f(self.momentum),
-            f(1.0 - self.dampening),
-            f(self.weight_decay),
-            f(self.eps),
-            f(self.betas.0),
-            f(1.0 - self.betas.0),
-            f(self.betas.1),
-            f(1.0 - self.betas.1),
-        ]
+            _p0: 0,
+            momentum: f(self.momentum),
+            one_m_damp: f(1.0 - self.dampening),
+            weight_decay: f(self.weight_decay),
+            eps: f(self.eps),
+            beta1: f(self.betas.0),
+            one_m_beta1: f(1.0 - self.betas.0),
+            beta2: f(self.betas.1),
+            one_m_beta2: f(1.0 - self.betas.1),
+        }
     }
 }
 

@@ -1,11 +1,12 @@
 //! Wrapper of `shaders/reduce.wgsl`: deterministic column sums.
 
 use super::gemm::LOOP_CAP;
+use super::wgsl::wgsl_struct;
 use super::{groups_1d, u32_of};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-const SRC: &str = include_str!("../../shaders/reduce.wgsl");
+pub(crate) const SRC: &str = include_str!("../../shaders/reduce.wgsl");
 
 /// Rows one column-sum dispatch covers: one loop pass per row plus the exit
 /// check stay within lavapipe's [`LOOP_CAP`]. Longer sums are split into
@@ -20,6 +21,14 @@ fn row_chunks(rows: usize) -> impl Iterator<Item = (usize, usize)> {
         let r0 = i * ROW_CHUNK;
         (r0, ROW_CHUNK.min(rows - r0))
     })
+}
+
+wgsl_struct! {
+    /// The uniform block of `reduce.wgsl`.
+    pub struct ReduceUniform = "Params" {
+        m: u32, n: u32, lda: u32, a_off: u32,
+        out1_off: u32, out2_off: u32, flags: u32, _p0: u32,
+    }
 }
 
 /// Bindings of `colsum`.
@@ -111,16 +120,16 @@ impl Reduce {
                 // Chunks after the first add onto what the first wrote.
                 let acc = accumulate || r0 > 0;
                 let flags = u32::from(o2.is_some()) | u32::from(acc) << 1;
-                let params = [
-                    u32_of("colsum rows", n)?,
-                    u32_of("colsum cols", cols)?,
-                    u32_of("colsum lda", a.2)?,
-                    u32_of("colsum offset", a.1 + r0 * a.2)?,
-                    u32_of("colsum offset", o1)?,
-                    u32_of("colsum offset", o2.unwrap_or(0))?,
+                let params = ReduceUniform {
+                    m: u32_of("colsum rows", n)?,
+                    n: u32_of("colsum cols", cols)?,
+                    lda: u32_of("colsum lda", a.2)?,
+                    a_off: u32_of("colsum offset", a.1 + r0 * a.2)?,
+                    out1_off: u32_of("colsum offset", o1)?,
+                    out2_off: u32_of("colsum offset", o2.unwrap_or(0))?,
                     flags,
-                    0,
-                ];
+                    _p0: 0,
+                };
                 Ok(kernel.dispatch(ctx, &params, &[a.0, out], (g, 1)))
             })
             .collect()
@@ -146,17 +155,18 @@ impl Reduce {
         let g = groups_1d(ctx, "colsum columns", cols, COLS_PER_GROUP)?;
         row_chunks(rows)
             .map(|(r0, n)| {
-                let params = [
-                    u32_of("colsum rows", n)?,
-                    u32_of("colsum cols", cols)?,
-                    u32_of("colsum lda", lda)?,
-                    u32_of("colsum offset", a.1 + r0 * lda)?,
-                    u32_of("colsum offset", out.1)?,
-                    u32_of("colsum offset", b.1 + r0 * lda)?,
+                let params = ReduceUniform {
+                    m: u32_of("colsum rows", n)?,
+                    n: u32_of("colsum cols", cols)?,
+                    lda: u32_of("colsum lda", lda)?,
+                    a_off: u32_of("colsum offset", a.1 + r0 * lda)?,
+                    out1_off: u32_of("colsum offset", out.1)?,
+                    // b's offset travels in out2_off (no second output).
+                    out2_off: u32_of("colsum offset", b.1 + r0 * lda)?,
                     // Chunks after the first add onto what the first wrote.
-                    u32::from(r0 > 0) << 1,
-                    0,
-                ];
+                    flags: u32::from(r0 > 0) << 1,
+                    _p0: 0,
+                };
                 Ok(self
                     .colsum_prod
                     .dispatch(ctx, &params, &[a.0, out.0, b.0], (g, 1)))

@@ -1,0 +1,88 @@
+// What the two normalized LSTM cells share (lstm_cell_ln.wgsl,
+// lstm_cell_bn.wgsl), joined after the prelude and the cell bindings by
+// their wrappers: the uniform block (mirrored by NormCellUniform in
+// src/kernels/lstm_cell_ln.rs), the sections both lay out alike, and the
+// workgroup sums.
+//
+// Cache block of one (layer, direction), sections of [T*B, width]:
+//   gates 4H (activated) | c H | h_prev H | xhat_ih 4H | xhat_hh 4H | xhat_c H
+// then each cell's own statistics.
+// Gradient block of one direction: da 4H | dp 4H | dr 4H | dc H | dhc H
+// (da: pre-activation gates; dp, dr: gradients of W_ih x and W_hh h).
+
+struct Params {
+    h: u32, batch: u32, seq: u32, step: u32,
+    reverse: u32, out_stride: u32, out_col: u32, pre_off: u32,
+    whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
+    state_stride: u32, has_bias: u32, bih_off: u32, bhh_off: u32,
+    nw_ih: u32, nb_ih: u32, nw_hh: u32, nb_hh: u32,
+    nw_c: u32, nb_c: u32, train: u32, t_max: u32,
+    rm_ih: u32, rv_ih: u32, rm_hh: u32, rv_hh: u32,
+    rm_c: u32, rv_c: u32, _p0: u32, _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+// Bindings 1 to 10: common/cell_bindings.wgsl.
+
+const WG: u32 = 64u;
+const EPS: f32 = 1e-5;
+
+fn tb() -> u32 { return p.seq * p.batch; }
+fn sec_c() -> u32 { return p.cache_off + tb() * 4u * p.h; }
+fn sec_hp() -> u32 { return p.cache_off + tb() * 5u * p.h; }
+fn sec_xi() -> u32 { return p.cache_off + tb() * 6u * p.h; }
+fn sec_xh() -> u32 { return p.cache_off + tb() * 10u * p.h; }
+fn sec_xc() -> u32 { return p.cache_off + tb() * 14u * p.h; }
+fn g_dp() -> u32 { return p.dg_off + tb() * 4u * p.h; }
+fn g_dr() -> u32 { return p.dg_off + tb() * 8u * p.h; }
+fn g_dc() -> u32 { return p.dg_off + tb() * 12u * p.h; }
+fn g_dhc() -> u32 { return p.dg_off + tb() * 13u * p.h; }
+
+// Workgroup sums in a fixed tree order (deterministic); call them in
+// uniform control flow. A kernel's workgroup memory holds only the arrays
+// its sums touch.
+var<workgroup> red_a: array<vec4<f32>, WG>;
+var<workgroup> red_b: array<vec4<f32>, WG>;
+var<workgroup> red_c: array<vec4<f32>, WG>;
+var<workgroup> red_d: array<vec4<f32>, WG>;
+
+// Sum of `v` over the workgroup.
+fn wg_sum(lid: u32, v: vec4<f32>) -> vec4<f32> {
+    red_a[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            red_a[lid] += red_a[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red_a[0];
+    workgroupBarrier();
+    return r;
+}
+
+// Sums of four vec4s over the workgroup, in one tree.
+fn wg_sum4(lid: u32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) -> array<vec4<f32>, 4> {
+    red_a[lid] = a;
+    red_b[lid] = b;
+    red_c[lid] = c;
+    red_d[lid] = d;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            red_a[lid] += red_a[lid + s];
+            red_b[lid] += red_b[lid + s];
+            red_c[lid] += red_c[lid + s];
+            red_d[lid] += red_d[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = array<vec4<f32>, 4>(red_a[0], red_b[0], red_c[0], red_d[0]);
+    workgroupBarrier();
+    return r;
+}
+
+fn wg_sum3(lid: u32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>) -> array<vec4<f32>, 3> {
+    let r = wg_sum4(lid, a, b, c, vec4<f32>(0.0));
+    return array<vec4<f32>, 3>(r[0], r[1], r[2]);
+}

@@ -1,0 +1,160 @@
+//! What the host knows of the WGSL side: the Rust mirrors of the shaders'
+//! uniform structs (checked against naga's layout by `tests/shaders.rs`)
+//! and the sources the wrappers compile.
+
+/// The source of a kernel family: files of `shaders/` joined at compile
+/// time, shared pieces (`common/...`) first, the family's own file last.
+macro_rules! shader {
+    ($($file:literal),+ $(,)?) => {
+        concat!($(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file))),+)
+    };
+}
+pub(crate) use shader;
+
+/// A type as WGSL spells it, for comparing a Rust mirror with its shader.
+pub trait WgslType {
+    /// The WGSL type, e.g. `u32` or `array<Dir, 2>`.
+    fn wgsl() -> String;
+}
+
+impl WgslType for u32 {
+    fn wgsl() -> String {
+        "u32".into()
+    }
+}
+
+impl WgslType for f32 {
+    fn wgsl() -> String {
+        "f32".into()
+    }
+}
+
+impl<T: WgslType, const N: usize> WgslType for [T; N] {
+    fn wgsl() -> String {
+        format!("array<{}, {N}>", T::wgsl())
+    }
+}
+
+/// One member of a mirrored struct.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its name, the same in Rust and WGSL.
+    pub name: &'static str,
+    /// Byte offset.
+    pub offset: usize,
+    /// Its WGSL type.
+    pub ty: String,
+}
+
+/// A `#[repr(C)]` Rust struct laid out as a WGSL struct, member for member.
+pub trait WgslStruct: bytemuck::Pod + WgslType {
+    /// The struct's name in its shader.
+    const NAME: &'static str;
+    /// The members in declaration order.
+    fn members() -> Vec<Member>;
+}
+
+/// Declares a Rust mirror of a WGSL struct: `#[repr(C)]`, `Pod`, public
+/// fields named as in the shader, and its [`WgslStruct`] metadata.
+macro_rules! wgsl_struct {
+    (
+        $(#[$doc:meta])*
+        pub struct $name:ident = $wgsl:literal { $($field:ident: $ty:ty),+ $(,)? }
+    ) => {
+        $(#[$doc])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+        pub struct $name {
+            $(pub $field: $ty),+
+        }
+
+        impl $crate::kernels::wgsl::WgslType for $name {
+            fn wgsl() -> String {
+                $wgsl.into()
+            }
+        }
+
+        impl $crate::kernels::wgsl::WgslStruct for $name {
+            const NAME: &'static str = $wgsl;
+            fn members() -> Vec<$crate::kernels::wgsl::Member> {
+                vec![$($crate::kernels::wgsl::Member {
+                    name: stringify!($field),
+                    offset: std::mem::offset_of!($name, $field),
+                    ty: <$ty as $crate::kernels::wgsl::WgslType>::wgsl(),
+                }),+]
+            }
+        }
+    };
+}
+pub(crate) use wgsl_struct;
+
+/// A Rust mirror's layout, beside the shader it mirrors a struct of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StructLayout {
+    /// The shader's file in `shaders/`.
+    pub shader: &'static str,
+    /// The struct's WGSL name.
+    pub name: &'static str,
+    /// `size_of` the Rust struct.
+    pub size: usize,
+    /// Its members.
+    pub members: Vec<Member>,
+}
+
+fn layout<T: WgslStruct>(shader: &'static str) -> StructLayout {
+    StructLayout {
+        shader,
+        name: T::NAME,
+        size: std::mem::size_of::<T>(),
+        members: T::members(),
+    }
+}
+
+/// Every Rust mirror of a struct in a uniform block (nested ones too), by
+/// shader.
+pub fn uniform_structs() -> Vec<StructLayout> {
+    use super::*;
+    vec![
+        layout::<batch_norm::BatchNormUniform>("batch_norm.wgsl"),
+        layout::<cast::CastUniform>("cast.wgsl"),
+        layout::<clip::ClipUniform>("clip.wgsl"),
+        layout::<elementwise::ElementwiseUniform>("elementwise.wgsl"),
+        layout::<embedding::EmbeddingUniform>("embedding.wgsl"),
+        layout::<gemm::GemmUniform>("gemm.wgsl"),
+        layout::<layer_norm::LayerNormUniform>("layer_norm.wgsl"),
+        layout::<loss::LossUniform>("loss.wgsl"),
+        layout::<lstm_cell::CellUniform>("lstm_cell.wgsl"),
+        layout::<lstm_cell_ln::NormCellUniform>("lstm_cell_bn.wgsl"),
+        layout::<lstm_cell_ln::NormCellUniform>("lstm_cell_ln.wgsl"),
+        layout::<lstm_persistent::PersistentUniform>("lstm_persistent.wgsl"),
+        layout::<lstm_persistent::PersistentDir>("lstm_persistent.wgsl"),
+        layout::<optim::OptimUniform>("optim.wgsl"),
+        layout::<reduce::ReduceUniform>("reduce.wgsl"),
+    ]
+}
+
+/// Every kernel family's f32 source as its wrapper compiles it (shared
+/// pieces joined, every entry point, the default tiles), by shader file, so
+/// that tests can validate them without an adapter.
+pub fn sources() -> Vec<(&'static str, String)> {
+    use super::*;
+    vec![
+        ("batch_norm.wgsl", batch_norm::SRC.into()),
+        ("cast.wgsl", cast::SRC.into()),
+        ("clip.wgsl", clip::SRC.into()),
+        ("elementwise.wgsl", elementwise::SRC.into()),
+        ("embedding.wgsl", embedding::SRC.into()),
+        ("gemm.wgsl", gemm::Gemm::source(false, false)),
+        ("layer_norm.wgsl", layer_norm::SRC.into()),
+        ("loss.wgsl", loss::SRC.into()),
+        (
+            "lstm_cell.wgsl",
+            lstm_cell::TileConfig::DEFAULT.source(false),
+        ),
+        ("lstm_cell_bn.wgsl", lstm_cell_bn::SRC.into()),
+        ("lstm_cell_ln.wgsl", lstm_cell_ln::SRC.into()),
+        ("lstm_persistent.wgsl", lstm_persistent::SRC.into()),
+        ("optim.wgsl", optim::SRC.into()),
+        ("reduce.wgsl", reduce::SRC.into()),
+    ]
+}
