@@ -66,13 +66,13 @@ pub struct BnShape {
     pub dx_off: usize,
     /// Saved statistics [G, 6, F]: [`BatchNorm::stats_len`] elements.
     pub stats_off: usize,
-    /// Weight [F] in the parameter buffer.
+    /// Weight `[F]` in the parameter buffer.
     pub w_off: usize,
-    /// Bias [F] in the parameter buffer.
+    /// Bias `[F]` in the parameter buffer.
     pub b_off: usize,
-    /// Weight gradient [F] in the gradient buffer.
+    /// Weight gradient `[F]` in the gradient buffer.
     pub dw_off: usize,
-    /// Bias gradient [F] in the gradient buffer.
+    /// Bias gradient `[F]` in the gradient buffer.
     pub db_off: usize,
     /// Running mean [run_rows, F] in the running-statistics buffer.
     pub rm_off: usize,
@@ -93,7 +93,7 @@ impl BnShape {
 pub struct BnForward<'a> {
     /// Parameters (w, b), read-only.
     pub params: &'a wgpu::Buffer,
-    /// Sequence lengths (u32 [B]).
+    /// Sequence lengths (u32 `[B]`).
     pub lengths: &'a wgpu::Buffer,
     /// Input.
     pub x: &'a wgpu::Buffer,
@@ -109,7 +109,7 @@ pub struct BnForward<'a> {
 pub struct BnBackward<'a> {
     /// Parameters (w), read-only.
     pub params: &'a wgpu::Buffer,
-    /// Sequence lengths (u32 [B]).
+    /// Sequence lengths (u32 `[B]`).
     pub lengths: &'a wgpu::Buffer,
     /// The forward's input.
     pub x: &'a wgpu::Buffer,

@@ -60,13 +60,13 @@ pub struct LnShape {
     pub dx_off: usize,
     /// Saved per-row (mean, rstd) [T, B, 2]: [`LayerNorm::stats_len`] elements.
     pub stats_off: usize,
-    /// Weight [F] in the parameter buffer.
+    /// Weight `[F]` in the parameter buffer.
     pub w_off: usize,
-    /// Bias [F] in the parameter buffer.
+    /// Bias `[F]` in the parameter buffer.
     pub b_off: usize,
-    /// Weight gradient [F] in the gradient buffer.
+    /// Weight gradient `[F]` in the gradient buffer.
     pub dw_off: usize,
-    /// Bias gradient [F] in the gradient buffer.
+    /// Bias gradient `[F]` in the gradient buffer.
     pub db_off: usize,
     /// Add dw / db to the gradient buffer instead of overwriting them.
     pub accumulate: bool,
@@ -76,7 +76,7 @@ pub struct LnShape {
 pub struct LnForward<'a> {
     /// Parameters (w, b), read-only.
     pub params: &'a wgpu::Buffer,
-    /// Sequence lengths (u32 [B]).
+    /// Sequence lengths (u32 `[B]`).
     pub lengths: &'a wgpu::Buffer,
     /// Input.
     pub x: &'a wgpu::Buffer,
@@ -90,7 +90,7 @@ pub struct LnForward<'a> {
 pub struct LnBackward<'a> {
     /// Parameters (w), read-only.
     pub params: &'a wgpu::Buffer,
-    /// Sequence lengths (u32 [B]).
+    /// Sequence lengths (u32 `[B]`).
     pub lengths: &'a wgpu::Buffer,
     /// The forward's input.
     pub x: &'a wgpu::Buffer,

@@ -50,17 +50,17 @@ pub struct Workspace {
     /// whose lanes share one binding across layers, cannot run then).
     pub split: bool,
     /// Per direction of the current layer (per layer when `per_layer`):
-    /// dgates [T,B,4H] | dc [T,B,H] in f32; dgates as f16 when `half` (dc
+    /// dgates `[T,B,4H]` | dc `[T,B,H]` in f32; dgates as f16 when `half` (dc
     /// is then in `dcseq`).
     pub dg: wgpu::Buffer,
-    /// f16-mixed: dc [T,B,H] per region of `dg`, f32.
+    /// f16-mixed: dc `[T,B,H]` per region of `dg`, f32.
     pub dcseq: Option<wgpu::Buffer>,
     /// Gradients w.r.t. each layer's output (its input for the layer
     /// above), laid out like `outs`.
     pub dy: wgpu::Buffer,
     /// Gradient w.r.t. the input [T, B, I].
     pub dx: wgpu::Buffer,
-    /// Sequence lengths (u32) [B].
+    /// Sequence lengths (u32) `[B]`.
     pub lengths: wgpu::Buffer,
     /// h0 | c0, each [L·D, B, H].
     pub state_in: wgpu::Buffer,
