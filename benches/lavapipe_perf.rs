@@ -4,10 +4,17 @@
 //! checks (bounds checks, loop bounding), constants instead of overrides,
 //! vec4 bindings and workgroup shapes.
 //!
-//! Run: `nice -n -10 cargo test --release --test lavapipe_perf -- --ignored --nocapture`.
+//! Also the timing runs that were ignored tests: the GEMM variants on the
+//! `char` shapes, and one LSTM pass per cell path.
+//!
+//! Run: `cargo bench --bench lavapipe_perf [-- NAME...]` with NAME among
+//! `gemm_512`, `gemm_variants`, `cell_paths` (all when none is named).
+//! Speed is reported, never asserted.
 
 use lstm_wgpu::GpuContext;
 use lstm_wgpu::kernels::gemm::{Gemm, GemmOp, GemmVariant, TileShape};
+use lstm_wgpu::schedule::CellPath;
+use lstm_wgpu::{Batch, Lstm, LstmConfig, LstmModel, Tuning, Upstream};
 use std::time::Instant;
 use wgpu::util::DeviceExt;
 
@@ -626,8 +633,6 @@ fn wg(src: &str, x: u32, y: u32) -> String {
         .replace("WY", &y.to_string())
 }
 
-#[test]
-#[ignore = "timing experiment, a minute on lavapipe"]
 fn gemm_512_variants() {
     let ctx = GpuContext::new().expect("adapter");
     println!("adapter: {}", ctx.describe());
@@ -988,5 +993,231 @@ fn gemm_512_variants() {
                 run_variant(&ctx, &bufs, &tag, &s, "main", *checks, &[], gr, reps);
             }
         }
+    }
+}
+
+struct Operands {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+}
+
+fn variants(ctx: &GpuContext) -> Vec<GemmVariant> {
+    let mut v = vec![GemmVariant::Block, GemmVariant::Tiled];
+    if ctx.subgroup == Some(lstm_wgpu::kernels::gemm::SG_WIDTH) {
+        v.push(GemmVariant::Subgroup);
+    }
+    v
+}
+
+fn record(ctx: &GpuContext, dispatches: &[lstm_wgpu::gpu::Dispatch]) {
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        for d in dispatches {
+            d.record(&mut pass);
+        }
+    }
+    ctx.queue.submit([enc.finish()]);
+}
+
+/// GFLOP/s of both variants on 512³ and the `char` workload's shapes
+/// (input GEMM 2048x1024x384 with B transposed; weight gradient
+/// 1024x384x2048 with A transposed), median of 5 runs after a warm-up, each
+/// timed from recording to completion. Ignored because it takes minutes on
+/// a loaded lavapipe; speed is reported, never asserted, but sampled
+/// entries are checked against f64 so a wrong kernel cannot time well.
+fn gemm_variants() {
+    let ctx = GpuContext::new().expect("adapter");
+    println!("adapter: {}", ctx.describe());
+    for (m, n, k, trans_a, trans_b) in [
+        (512, 512, 512, false, false),
+        (2048, 1024, 384, false, true),
+        (1024, 384, 2048, true, false),
+        // The char step's own: input projection, dW, input gradient.
+        (2048, 1024, 256, false, true),
+        (1024, 256, 2048, true, false),
+        (2048, 256, 1024, false, false),
+        // Its head's weight and input gradients (A's leading dimension 65).
+        (65, 256, 2048, true, false),
+        (2048, 256, 65, false, false),
+        // A time series' input projection and weight gradient with 10
+        // features (B's leading dimension 10).
+        (2048, 256, 10, false, true),
+        (256, 10, 2048, true, false),
+    ] {
+        // A is [m, k] ([k, m] transposed), B [k, n] ([n, k] transposed).
+        let (lda, ldb, ldc) = (if trans_a { m } else { k }, if trans_b { k } else { n }, n);
+        let d = Operands {
+            a: values(m * k, 1),
+            b: values(k * n, 2),
+            c: vec![0.0; m * n],
+        };
+        let a = ctx.storage_init("a", &d.a).expect("buffer");
+        let b = ctx.storage_init("b", &d.b).expect("buffer");
+        let c = ctx.storage("c", d.c.len()).expect("buffer");
+        for v in variants(&ctx) {
+            let gemm = Gemm::new(&ctx, v, TileShape::DEFAULT).expect("GEMM compiles");
+            let op = GemmOp {
+                m,
+                n,
+                k,
+                trans_a,
+                trans_b,
+                a: (&a, 0, lda),
+                b: (&b, 0, ldb),
+                c: (&c, 0, ldc),
+                bias: None,
+                alpha: 1.0,
+                accumulate: false,
+            };
+            let ds = gemm.dispatch(&ctx, &op).expect("valid GEMM");
+            let mut times = Vec::new();
+            for _ in 0..6 {
+                let t0 = std::time::Instant::now();
+                record(&ctx, &ds);
+                ctx.wait().expect("GPU work completes");
+                times.push(t0.elapsed().as_secs_f64());
+            }
+            times.remove(0);
+            times.sort_by(f64::total_cmp);
+            let med = times[times.len() / 2];
+            let got = ctx.read_f32(&c, 0, m * n).expect("readback");
+            for s in 0..64 {
+                let (i, j) = ((s * 7919) % m, (s * 104_729) % n);
+                let want: f64 = (0..k)
+                    .map(|l| {
+                        let x = if trans_a {
+                            d.a[l * lda + i]
+                        } else {
+                            d.a[i * lda + l]
+                        };
+                        let y = if trans_b {
+                            d.b[j * ldb + l]
+                        } else {
+                            d.b[l * ldb + j]
+                        };
+                        x as f64 * y as f64
+                    })
+                    .sum();
+                let err = (got[i * ldc + j] as f64 - want).abs();
+                assert!(err <= 1e-4 * (k as f64).sqrt(), "{v} {m}x{n}x{k} [{i},{j}]");
+            }
+            println!(
+                "{v:>5} {m}x{n}x{k} (trans_a {trans_a}, trans_b {trans_b}): {:.1} ms, {:.2} GFLOP/s",
+                med * 1e3,
+                2.0 * (m * n * k) as f64 / med / 1e9
+            );
+        }
+    }
+}
+
+/// Timing of one forward + backward pass of the LSTM alone, per path (not a
+/// test: speed is never asserted). `LSTM_WGPU_TIMING=I,H,L,T,B[,D][;…]`
+/// picks shapes instead of the set.
+fn cell_paths() {
+    let ctx = std::sync::Arc::new(GpuContext::new().expect("adapter"));
+    let shapes: Vec<[usize; 6]> = match std::env::var("LSTM_WGPU_TIMING") {
+        Ok(s) => s
+            .split(';')
+            .map(|one| {
+                let mut v: Vec<usize> = one
+                    .split(',')
+                    .map(|x| x.trim().parse().expect("a number"))
+                    .collect();
+                v.resize(6, 1);
+                [v[0], v[1], v[2], v[3], v[4], v[5].max(1)]
+            })
+            .collect(),
+        // ts, char, and H = 512, B = 64 (T = 16 to keep lavapipe runs short).
+        Err(_) => vec![
+            [10, 64, 2, 20, 32, 1],
+            [128, 256, 2, 64, 32, 1],
+            [512, 512, 2, 16, 64, 1],
+        ],
+    };
+    for [i, h, layers, t, n, dirs] in shapes {
+        let cfg = LstmConfig {
+            input_size: i,
+            hidden_size: h,
+            num_layers: layers,
+            bidirectional: dirs == 2,
+            bias: true,
+        };
+        let x: Vec<f32> = (0..t * n * i)
+            .map(|k| ((k * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let go = vec![0.01f32; t * n * dirs * h];
+        let gs = vec![0.01f32; layers * dirs * n * h];
+        let b = Batch {
+            input: &x,
+            seq_len: t,
+            batch: n,
+            batch_first: false,
+            h0: None,
+            c0: None,
+            lengths: None,
+        };
+        let up = Upstream {
+            grad_output: &go,
+            grad_h_n: &gs,
+            grad_c_n: &gs,
+        };
+        let mut line = format!("I={i} H={h} L={layers} T={t} B={n} D={dirs}:");
+        for path in [CellPath::PerStep, CellPath::Wavefront, CellPath::Persistent] {
+            let model =
+                LstmModel::init_uniform(&ctx, cfg.clone(), 0).unwrap_or_else(|e| panic!("{e}"));
+            let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+            lstm.set_tuning(Tuning {
+                cell_path: Some(path),
+                ..*lstm.tuning()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+            // A path that cannot run the shape (one layer: no wavefront).
+            if let Err(e) = lstm.forward_backward(&b, &up) {
+                line += &format!("  {path}: n/a ({e})");
+                continue;
+            }
+            let reps = 7;
+            let mut ms = Vec::new();
+            for _ in 0..reps {
+                let plan = lstm.plan(t, n).unwrap_or_else(|e| panic!("{e}"));
+                let c = &ctx;
+                let start = std::time::Instant::now();
+                let mut enc = c.device.create_command_encoder(&Default::default());
+                plan.encode_forward(&mut enc);
+                plan.encode_backward(&mut enc);
+                c.queue.submit([enc.finish()]);
+                c.wait().unwrap_or_else(|e| panic!("{e}"));
+                ms.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+            ms.sort_by(f64::total_cmp);
+            let plan = lstm.plan(t, n).unwrap_or_else(|e| panic!("{e}"));
+            line += &format!(
+                "  {}: {:.2} ms ({} + {} dispatches)",
+                path,
+                ms[reps / 2],
+                plan.forward.len(),
+                plan.backward.len()
+            );
+        }
+        println!("{line}");
+    }
+}
+
+fn main() {
+    let want: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |name: &str| want.is_empty() || want.iter().any(|w| w == name);
+    if run("gemm_512") {
+        gemm_512_variants();
+    }
+    if run("gemm_variants") {
+        gemm_variants();
+    }
+    if run("cell_paths") {
+        cell_paths();
     }
 }
