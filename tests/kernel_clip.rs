@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::gpu::*;
+
 use common::{assert_close, ctx};
 use lstm_wgpu::GpuContext;
 use lstm_wgpu::kernels::clip::{CHUNK, Clip, ClipOptions, ClipPlan, ClipStats, STATS_HEADER};
@@ -39,10 +41,6 @@ fn sum_sq(x: &[f32]) -> f64 {
 
 fn rel(got: f32, want: f64) -> f64 {
     (got as f64 - want).abs() / want.abs().max(1e-30)
-}
-
-fn bits(x: &[f32]) -> Vec<u32> {
-    x.iter().map(|v| v.to_bits()).collect()
 }
 
 /// Reference norms of `segments` of `x`: (total, per segment).

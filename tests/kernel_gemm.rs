@@ -7,9 +7,10 @@
 
 mod common;
 
+use common::gpu::*;
+
 use common::{assert_close, ctx};
 use lstm_wgpu::GpuContext;
-use lstm_wgpu::gpu::Dispatch;
 use lstm_wgpu::kernels::gemm::{Gemm, GemmOp, GemmVariant, LOOP_CAP, TileShape};
 use lstm_wgpu::kernels::reduce::{ROW_CHUNK, Reduce};
 
@@ -152,17 +153,6 @@ fn reference(cs: &Case, d: &Data) -> Vec<f64> {
     out
 }
 
-fn record(ctx: &GpuContext, dispatches: &[Dispatch]) {
-    let mut enc = ctx.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        for d in dispatches {
-            d.record(&mut pass);
-        }
-    }
-    ctx.queue.submit([enc.finish()]);
-}
-
 /// Runs the case on the GPU; returns the whole C buffer and the number of
 /// dispatches the GEMM took.
 fn run(ctx: &GpuContext, gemm: &Gemm, cs: &Case, d: &Data) -> (Vec<f32>, usize) {
@@ -224,10 +214,6 @@ fn run_as(
     record(ctx, &dispatches);
     let out = ctx.read_f32(&c, 0, d.c.len()).expect("readback");
     (out, dispatches.len())
-}
-
-fn bits(x: &[f32]) -> Vec<u32> {
-    x.iter().map(|v| v.to_bits()).collect()
 }
 
 /// Pads a case's leading dimensions of A and B up to multiples of 4 (plus

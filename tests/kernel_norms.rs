@@ -9,9 +9,10 @@
 
 mod common;
 
+use common::gpu::*;
+
 use common::{assert_close, ctx};
 use lstm_wgpu::GpuContext;
-use lstm_wgpu::gpu::Dispatch;
 use lstm_wgpu::kernels::batch_norm::{
     BatchNorm, BnBackward, BnForward, BnShape, check_train, group_counts,
 };
@@ -49,54 +50,6 @@ impl Dims {
     fn valid(&self, row: usize) -> bool {
         row / self.b < self.lengths[row % self.b]
     }
-}
-
-/// Values in [lo, hi) rounded to f32, so GPU and reference see the same input.
-fn rand(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
-    rng.vec(n, lo, hi)
-        .into_iter()
-        .map(|v| v as f32 as f64)
-        .collect()
-}
-
-fn f32s(v: &[f64]) -> Vec<f32> {
-    v.iter().map(|&x| x as f32).collect()
-}
-
-/// `data` placed at `off` in a buffer of `len` elements filled with `fill`.
-fn placed(len: usize, fill: f32, parts: &[(usize, &[f64])]) -> Vec<f32> {
-    let mut v = vec![fill; len];
-    for (off, d) in parts {
-        for (i, x) in d.iter().enumerate() {
-            v[off + i] = *x as f32;
-        }
-    }
-    v
-}
-
-fn run(ctx: &GpuContext, ds: &[Dispatch]) {
-    ctx.scoped(|| {
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in ds {
-                d.record(&mut pass);
-            }
-        }
-        ctx.queue.submit([enc.finish()]);
-        ctx.wait()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-}
-
-fn read(ctx: &GpuContext, buf: &wgpu::Buffer, off: usize, len: usize) -> Vec<f32> {
-    ctx.read_f32(buf, off, len)
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn upload<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, data: &[T]) -> wgpu::Buffer {
-    ctx.storage_init(label, data)
-        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn lengths_u32(d: &Dims) -> Vec<u32> {

@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::gpu::*;
+
 use common::{assert_close, ctx};
 use lstm_wgpu::GpuContext;
 use lstm_wgpu::io::TensorFile;
@@ -44,10 +46,6 @@ fn values(n: usize, seed: u64, amp: f32) -> Vec<f32> {
             (2.0 * u - 1.0) * amp
         })
         .collect()
-}
-
-fn bits(x: &[f32]) -> Vec<u32> {
-    x.iter().map(|v| v.to_bits()).collect()
 }
 
 fn run(ctx: &GpuContext, record: impl FnOnce(&mut wgpu::ComputePass<'_>)) {

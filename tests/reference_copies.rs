@@ -1,7 +1,7 @@
 //! The f64 reference crate shares no code with the library, so it keeps
 //! copies of the two generators both sides must agree on bit for bit; these
 //! tests hold each copy equal to its original. (The library's dropout mirror
-//! is held to the shader by `kernel_train_pieces::dropout_mask_*`.)
+//! is held to the shader by `kernel_elementwise::dropout_mask_*`.)
 
 use lstm_wgpu::kernels::elementwise as gpu;
 use lstm_wgpu_reference::dropout as rd;

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cases;
+pub mod gpu;
 pub mod parity;
 pub mod tempdir;
 
