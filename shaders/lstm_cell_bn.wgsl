@@ -290,28 +290,14 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
             continue;
         }
         let row = time_of(s, len, p.reverse) * p.batch + b;
-        let sb = p.state_off + b * hs + j;
-        var dh_rec: f32;
-        var dc_rec: f32;
-        if s + 1u < len {
-            let row1 = time_of(s + 1u, len, p.reverse) * p.batch + b;
-            var a = 0.0;
-            for (var k = 0u; k < h4; k++) {
-                a += dg[g_dr() + row1 * h4 + k] * w[p.whh_off + k * hs + j];
-            }
-            dh_rec = a;
-            dc_rec = dg[g_dc() + row1 * hs + j] * cache[p.cache_off + row1 * h4 + hs + j];
-        } else {
-            dh_rec = gstate_in[sb];
-            dc_rec = gstate_in[p.state_stride + sb];
-        }
-        let dh = dy[row * p.out_stride + p.out_col + j] + dh_rec;
+        let rec = recurrent_grads(b, j, s, len);
+        let dh = dy[row * p.out_stride + p.out_col + j] + rec.x;
         let o = cache[p.cache_off + row * h4 + 3u * hs + j];
         let xc = cache[sec_xc() + row * hs + j];
         let th = tanh_acc(gc * xc + bc);
         let dhc = dh * o * (1.0 - th * th);
         dg[g_dhc() + row * hs + j] = dhc;
-        dg[g_dc() + row * hs + j] = dc_rec;
+        dg[g_dc() + row * hs + j] = rec.y;
         dg[p.dg_off + row * h4 + kk.w] = dh * th * o * (1.0 - o);
         acc += vec4<f32>(dhc, dhc * xc, 0.0, 0.0);
     }
@@ -337,12 +323,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         let i = cache[gb + kk.x];
         let f = cache[gb + kk.y];
         let g = cache[gb + kk.z];
-        var c_prev: f32;
-        if s == 0u {
-            c_prev = state_in[p.state_stride + p.state_off + b * hs + j];
-        } else {
-            c_prev = cache[sec_c() + (time_of(s - 1u, len, p.reverse) * p.batch + b) * hs + j];
-        }
+        let c_prev = prev_c(b, j, s, len);
         let db = p.dg_off + row * h4;
         let da = vec4<f32>(dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
                            dc * i * (1.0 - g * g), dg[db + kk.w]);

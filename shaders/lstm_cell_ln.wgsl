@@ -140,32 +140,18 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
     let t = time_of(s, len, p.reverse);
     let row = t * p.batch + b;
     let gb = p.cache_off + row * h4;
-    let sb = p.state_off + b * hs;
     // Through h = o * tanh(LN_c(c)).
     var acc = vec4<f32>(0.0);
     for (var j = lid; j < hs; j += WG) {
-        var dh_rec: f32;
-        var dc_rec: f32;
-        if s + 1u < len {
-            let row1 = time_of(s + 1u, len, p.reverse) * p.batch + b;
-            var a = 0.0;
-            for (var k = 0u; k < h4; k++) {
-                a += dg[g_dr() + row1 * h4 + k] * w[p.whh_off + k * hs + j];
-            }
-            dh_rec = a;
-            dc_rec = dg[g_dc() + row1 * hs + j] * cache[p.cache_off + row1 * h4 + hs + j];
-        } else {
-            dh_rec = gstate_in[sb + j];
-            dc_rec = gstate_in[p.state_stride + sb + j];
-        }
-        let dh = dy[row * p.out_stride + p.out_col + j] + dh_rec;
+        let rec = recurrent_grads(b, j, s, len);
+        let dh = dy[row * p.out_stride + p.out_col + j] + rec.x;
         let o = cache[gb + 3u * hs + j];
         let xc = cache[sec_xc() + row * hs + j];
         let wc = w[p.nw_c + j];
         let th = tanh_clamped(xc * wc + w[p.nb_c + j]);
         let dhc = dh * o * (1.0 - th * th);
         dg[g_dhc() + row * hs + j] = dhc;
-        dg[g_dc() + row * hs + j] = dc_rec;
+        dg[g_dc() + row * hs + j] = rec.y;
         dg[p.dg_off + row * h4 + 3u * hs + j] = dh * th * o * (1.0 - o);
         acc += vec4<f32>(dhc * wc, dhc * wc * xc, 0.0, 0.0);
     }
@@ -179,13 +165,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         let i = cache[gb + j];
         let f = cache[gb + hs + j];
         let g = cache[gb + 2u * hs + j];
-        var c_prev: f32;
-        if s == 0u {
-            c_prev = state_in[p.state_stride + sb + j];
-        } else {
-            let rowp = time_of(s - 1u, len, p.reverse) * p.batch + b;
-            c_prev = cache[sec_c() + rowp * hs + j];
-        }
+        let c_prev = prev_c(b, j, s, len);
         let db = p.dg_off + row * h4;
         dg[db + j] = dc * g * i * (1.0 - i);
         dg[db + hs + j] = dc * c_prev * f * (1.0 - f);

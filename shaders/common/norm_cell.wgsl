@@ -38,6 +38,32 @@ fn g_dr() -> u32 { return p.dg_off + tb() * 8u * p.h; }
 fn g_dc() -> u32 { return p.dg_off + tb() * 12u * p.h; }
 fn g_dhc() -> u32 { return p.dg_off + tb() * 13u * p.h; }
 
+// The gradients (dh, dc) flowing into step s (< len) of sequence b, unit
+// j: from step s + 1 (dr of its gates through W_hh, and dc * f), or grad
+// h_n and grad c_n at the sequence's last step.
+fn recurrent_grads(b: u32, j: u32, s: u32, len: u32) -> vec2<f32> {
+    let hs = p.h;
+    let h4 = 4u * hs;
+    if s + 1u < len {
+        let row1 = time_of(s + 1u, len, p.reverse) * p.batch + b;
+        var a = 0.0;
+        for (var k = 0u; k < h4; k++) {
+            a += dg[g_dr() + row1 * h4 + k] * w[p.whh_off + k * hs + j];
+        }
+        return vec2<f32>(a, dg[g_dc() + row1 * hs + j] * cache[p.cache_off + row1 * h4 + hs + j]);
+    }
+    let sb = p.state_off + b * hs + j;
+    return vec2<f32>(gstate_in[sb], gstate_in[p.state_stride + sb]);
+}
+
+// c_{t-1} of step s of sequence b, unit j (c0 at step 0).
+fn prev_c(b: u32, j: u32, s: u32, len: u32) -> f32 {
+    if s == 0u {
+        return state_in[p.state_stride + p.state_off + b * p.h + j];
+    }
+    return cache[sec_c() + (time_of(s - 1u, len, p.reverse) * p.batch + b) * p.h + j];
+}
+
 // Workgroup sums in a fixed tree order (deterministic); call them in
 // uniform control flow. A kernel's workgroup memory holds only the arrays
 // its sums touch.
