@@ -2,11 +2,37 @@
 //! The LSTM's forward and backward run on the GPU; the one-unit linear head
 //! and the Adam update run on the host (the GPU trainer replaces this).
 
-use crate::cli::{DemoArgs, open_gpu};
+use crate::cli::env::open_gpu;
 use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::lstm::{Batch, Lstm, Upstream};
 use lstm_wgpu::model::{LstmConfig, LstmModel};
 use lstm_wgpu::rng::Rng;
+
+/// Arguments of `demo`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Training steps.
+    #[arg(long, default_value_t = 60)]
+    pub steps: usize,
+    /// Hidden units.
+    #[arg(long, default_value_t = 32)]
+    pub hidden: usize,
+    /// Stacked layers.
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    /// Sequence length.
+    #[arg(long, default_value_t = 32)]
+    pub seq_len: usize,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f32,
+    /// Seed of the initial weights and the data.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
 
 /// Adam (PyTorch defaults: betas 0.9, 0.999, eps 1e-8) on a host vector.
 struct Adam {

@@ -1,10 +1,13 @@
-//! The `LSTM_WGPU_*` and `WGPU_ADAPTER_NAME` variables: the only place the
-//! program reads the environment (the library takes a [`Tuning`] and
+//! The machine as the program finds it: the `LSTM_WGPU_*` and
+//! `WGPU_ADAPTER_NAME` variables (the only place the program reads the
+//! environment), the host memory budget, and the GPU they describe (the library takes a [`Tuning`] and
 //! [`GpuOptions`] value). The criterion benchmarks include this file too.
 
+use lstm_wgpu::GpuContext;
 use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::gpu::GpuOptions;
 use lstm_wgpu::gpu::tuning::Tuning;
+use std::sync::Arc;
 
 /// Environment variable forcing the GEMM variant: `block`, `tiled` or
 /// `subgroup` (unset or empty: chosen by adapter).
@@ -91,4 +94,37 @@ pub fn gpu_options_from_env() -> Result<GpuOptions> {
         tuning: tuning_from_env()?,
         ..GpuOptions::default()
     })
+}
+
+/// Host memory a run may plan for: half of `MemTotal` in /proc/meminfo,
+/// or 8 GiB where that cannot be read. Sizes over it are refused before
+/// anything is allocated (a failed allocation aborts the process).
+pub fn host_budget() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb.saturating_mul(1024) / 2)
+        })
+        .unwrap_or(8 << 30)
+}
+
+/// The size limits of a run: the host budget and, with a GPU, its largest
+/// storage buffer.
+pub fn size_limits(ctx: Option<&GpuContext>) -> lstm_wgpu::train::SizeLimits {
+    lstm_wgpu::train::SizeLimits {
+        host_bytes: host_budget(),
+        buffer: ctx.map(|c| c.max_storage_bytes()),
+    }
+}
+
+/// Opens the GPU as the environment says ([`gpu_options_from_env`]),
+/// printing the adapter with `-v`.
+pub fn open_gpu(verbose: bool) -> Result<Arc<GpuContext>> {
+    let ctx = GpuContext::with_options(gpu_options_from_env()?)?;
+    if verbose {
+        eprintln!("adapter: {}", ctx.describe());
+    }
+    Ok(Arc::new(ctx))
 }

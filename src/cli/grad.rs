@@ -1,7 +1,8 @@
 //! `lstm-wgpu grad`: one forward and backward of given weights and inputs,
 //! written as safetensors (the PyTorch parity tests compare them).
 
-use super::{describe, open_gpu};
+use super::describe;
+use super::env::open_gpu;
 use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::io::{self, TensorFile};
 use lstm_wgpu::kernels::elementwise::DropoutStep;

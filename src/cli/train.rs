@@ -1,7 +1,7 @@
 //! `lstm-wgpu train`, `generate` and `predict`: data, loop, validation,
 //! early stopping, metrics, checkpoints and resume, over [`Trainer`].
 
-use crate::cli::{open_gpu, size_limits};
+use crate::cli::env::{host_budget, open_gpu, size_limits};
 use lstm_wgpu::data::{
     AddingTask, Builtin, CopyTask, CsvTable, Missing, Normalizer, Rng, SelectOptions, Selection,
     SeriesConfig, SeriesDataset, Split, TextConfig, TextData, Vocab,
@@ -2277,7 +2277,7 @@ fn check_outputs(a: &TrainArgs) -> Result<()> {
 /// before the data is built (resumed settings included).
 fn check_batch_size(c: &RunConfig) -> Result<()> {
     let bytes = (c.seq_len as u128 * c.batch as u128).saturating_mul(16);
-    let budget = crate::cli::host_budget();
+    let budget = host_budget();
     if bytes > budget as u128 {
         return Err(Error::Invalid(format!(
             "batch too large: --seq-len {} × --batch {} need {} bytes a step, over the host \
@@ -2306,7 +2306,7 @@ fn run_seq_len(c: &RunConfig, data: &Data) -> usize {
 fn check_dump_size(steps: usize, bytes_per_batch: usize) -> Result<()> {
     let n = steps.saturating_add(VAL_BATCHES) as u128;
     let bytes = n.saturating_mul(bytes_per_batch as u128).saturating_mul(2);
-    let budget = crate::cli::host_budget();
+    let budget = host_budget();
     if bytes > budget as u128 {
         return Err(Error::Invalid(format!(
             "--dump-data: {steps} steps (--steps) of {bytes_per_batch} bytes need {} bytes, \
@@ -2431,7 +2431,7 @@ fn check_length(a: &GenerateArgs, vocab: &Vocab) -> Result<()> {
     let bytes = (a.length as u128)
         .saturating_mul(widest as u128)
         .saturating_add(a.prompt.len() as u128 + 1);
-    let budget = crate::cli::host_budget();
+    let budget = host_budget();
     if bytes > budget as u128 {
         return Err(Error::Invalid(format!(
             "--length {}: the text would take up to {bytes} bytes, over the host budget of \
@@ -2725,7 +2725,7 @@ fn check_future_size(future: Option<usize>, c: &RunConfig, features: usize) -> R
     let bytes = (steps as u128)
         .saturating_add(c.seq_len as u128)
         .saturating_mul(per_row);
-    let budget = crate::cli::host_budget();
+    let budget = host_budget();
     if bytes > budget as u128 {
         return Err(Error::Invalid(format!(
             "--future {steps}: the forecast rows need {} bytes, over the host budget of \

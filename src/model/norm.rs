@@ -3,7 +3,7 @@
 //! ("Normalization variants").
 
 use crate::error::{Error, Result};
-use crate::model::{LstmConfig, dir_suffix};
+use crate::model::config::{LstmConfig, dir_suffix};
 use std::collections::BTreeMap;
 
 /// Which normalization a model uses, with what the variant needs to know.

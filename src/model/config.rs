@@ -1,0 +1,113 @@
+//! The shape of a stacked LSTM (`nn.LSTM`'s constructor arguments) and
+//! the naming of its directions: the leaf the rest of `model` builds on.
+
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+
+/// Shape of a stacked LSTM, with `nn.LSTM`'s meaning of each field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LstmConfig {
+    /// Features per input step (I).
+    pub input_size: usize,
+    /// Hidden units per direction (H).
+    pub hidden_size: usize,
+    /// Stacked layers (L).
+    pub num_layers: usize,
+    /// Two directions per layer.
+    pub bidirectional: bool,
+    /// `bias_ih`/`bias_hh` present.
+    pub bias: bool,
+}
+
+impl LstmConfig {
+    /// Directions per layer (D).
+    pub fn dirs(&self) -> usize {
+        if self.bidirectional { 2 } else { 1 }
+    }
+
+    /// Input features of layer `l`.
+    pub fn layer_input(&self, l: usize) -> usize {
+        if l == 0 {
+            self.input_size
+        } else {
+            self.dirs() * self.hidden_size
+        }
+    }
+
+    /// Checks that every size is positive.
+    pub fn validate(&self) -> Result<()> {
+        for (what, v) in [
+            ("input_size", self.input_size),
+            ("hidden_size", self.hidden_size),
+            ("num_layers", self.num_layers),
+        ] {
+            if v == 0 {
+                return Err(Error::Invalid(format!("{what} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Parameter names and shapes in `nn.LSTM.state_dict()` order.
+    pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let h = self.hidden_size;
+        let mut v = Vec::new();
+        for l in 0..self.num_layers {
+            for d in 0..self.dirs() {
+                let sfx = if d == 1 { "_reverse" } else { "" };
+                v.push((
+                    format!("weight_ih_l{l}{sfx}"),
+                    vec![4 * h, self.layer_input(l)],
+                ));
+                v.push((format!("weight_hh_l{l}{sfx}"), vec![4 * h, h]));
+                if self.bias {
+                    v.push((format!("bias_ih_l{l}{sfx}"), vec![4 * h]));
+                    v.push((format!("bias_hh_l{l}{sfx}"), vec![4 * h]));
+                }
+            }
+        }
+        v
+    }
+
+    /// Reads the configuration from `nn.LSTM` state_dict names and shapes.
+    pub fn infer(shapes: &BTreeMap<String, Vec<usize>>) -> Result<Self> {
+        let get = |name: &str| {
+            shapes
+                .get(name)
+                .ok_or_else(|| Error::tensor(name, "missing: an nn.LSTM state_dict needs it"))
+        };
+        let hh = get("weight_hh_l0")?;
+        if hh.len() != 2 || hh[0] != 4 * hh[1] || hh[1] == 0 {
+            return Err(Error::tensor(
+                "weight_hh_l0",
+                format!("shape {hh:?}, expected [4*H, H] with H >= 1"),
+            ));
+        }
+        let ih = get("weight_ih_l0")?;
+        if ih.len() != 2 || ih[0] != hh[0] || ih[1] == 0 {
+            return Err(Error::tensor(
+                "weight_ih_l0",
+                format!("shape {ih:?}, expected [{}, I] with I >= 1", hh[0]),
+            ));
+        }
+        let mut num_layers = 1;
+        while shapes.contains_key(&format!("weight_ih_l{num_layers}"))
+            || shapes.contains_key(&format!("weight_hh_l{num_layers}"))
+        {
+            num_layers += 1;
+        }
+        Ok(Self {
+            input_size: ih[1],
+            hidden_size: hh[1],
+            num_layers,
+            bidirectional: shapes.contains_key("weight_ih_l0_reverse")
+                || shapes.contains_key("weight_hh_l0_reverse"),
+            bias: shapes.contains_key("bias_ih_l0") || shapes.contains_key("bias_hh_l0"),
+        })
+    }
+}
+
+/// Name suffix of direction `d`.
+pub fn dir_suffix(d: usize) -> &'static str {
+    if d == 1 { "_reverse" } else { "" }
+}
