@@ -207,6 +207,140 @@ fn dependencies_run_down_the_layers() {
     );
 }
 
+/// Module paths named after `crate::` in `code` (lower-case segments only,
+/// so `crate::model::norm::Norm` gives `model::norm`), groups included.
+fn crate_paths(code: &str) -> Vec<String> {
+    fn chain(s: &str) -> String {
+        let mut out = Vec::new();
+        for seg in s.trim_start().split("::") {
+            let seg: String = seg
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if seg.is_empty() || !seg.starts_with(|c: char| c.is_ascii_lowercase()) {
+                break;
+            }
+            out.push(seg);
+        }
+        out.join("::")
+    }
+    let mut found = Vec::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("crate::") {
+        let before = rest[..at].chars().next_back();
+        rest = &rest[at + "crate::".len()..];
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        match rest.strip_prefix('{') {
+            // Only the group's top level: `crate::{a::X, b::{c, d}}` names a and b.
+            Some(group) => {
+                let mut depth = 0usize;
+                let mut item = String::new();
+                for c in group.chars() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => break,
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => {
+                            found.push(chain(&item));
+                            item.clear();
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    item.push(c);
+                }
+                found.push(chain(&item));
+            }
+            None => found.push(chain(rest)),
+        }
+    }
+    found.retain(|p| !p.is_empty());
+    found
+}
+
+/// No two modules of the library depend on each other, even within one
+/// layer (model/norm.rs and model/mod.rs, say): the graph of files is
+/// acyclic.
+#[test]
+fn no_dependency_cycles_between_files() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut graph: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    let mut texts = Vec::new();
+    for f in &files {
+        let rel = f.strip_prefix(&src).unwrap_or_else(|e| panic!("{e}"));
+        let mut parts: Vec<String> = rel
+            .iter()
+            .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_string())
+            .collect();
+        if parts.last().is_some_and(|p| p == "mod") {
+            parts.pop();
+        }
+        if matches!(
+            parts.first().map(String::as_str),
+            Some("lib" | "main" | "cli")
+        ) {
+            continue;
+        }
+        let module = parts.join("::");
+        let text = std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{e}"));
+        graph.insert(module.clone(), BTreeSet::new());
+        texts.push((module, code_of(&text)));
+    }
+    // Each path names the longest module it starts with.
+    let modules: BTreeSet<String> = graph.keys().cloned().collect();
+    for (module, code) in texts {
+        for path in crate_paths(&code) {
+            let segs: Vec<&str> = path.split("::").collect();
+            let target = (1..=segs.len())
+                .rev()
+                .map(|k| segs[..k].join("::"))
+                .find(|m| modules.contains(m));
+            if let Some(t) = target.filter(|t| *t != module) {
+                graph.entry(module.clone()).or_default().insert(t);
+            }
+        }
+    }
+    // Depth-first search for a back edge.
+    fn visit(
+        m: &str,
+        graph: &std::collections::BTreeMap<String, BTreeSet<String>>,
+        state: &mut std::collections::BTreeMap<String, u8>,
+        stack: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        state.insert(m.to_string(), 1);
+        stack.push(m.to_string());
+        for n in graph.get(m).into_iter().flatten() {
+            match state.get(n.as_str()).copied().unwrap_or(0) {
+                1 => {
+                    let at = stack.iter().position(|s| s == n).unwrap_or(0);
+                    let mut cycle = stack[at..].to_vec();
+                    cycle.push(n.clone());
+                    return Some(cycle);
+                }
+                0 => {
+                    if let Some(c) = visit(n, graph, state, stack) {
+                        return Some(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        stack.pop();
+        state.insert(m.to_string(), 2);
+        None
+    }
+    let mut state = Default::default();
+    for m in graph.keys() {
+        if let Some(cycle) = visit(m, &graph, &mut state, &mut Vec::new()) {
+            panic!("dependency cycle: {}", cycle.join(" -> "));
+        }
+    }
+}
+
 /// The library knows no command line: nothing under src/ outside the
 /// program uses clap.
 #[test]
@@ -230,4 +364,5 @@ fn the_checker_reads_groups_and_skips_comments() {
     );
     let got: Vec<String> = crate_modules(&code).into_iter().collect();
     assert_eq!(got, ["Error", "gpu", "kernels", "model"]);
+    assert_eq!(crate_paths(&code), ["gpu", "model", "kernels::f"]);
 }
