@@ -1778,8 +1778,10 @@ fn check_fixed(x: &TrainArgs, c: &RunConfig, from: Option<&Path>) -> Result<()> 
     Ok(())
 }
 
-/// Runs `train`.
-pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
+/// The run's settings: `--config` merged under the flags, output paths
+/// checked, and on `--resume` the stored settings with the flags that may
+/// change them (the others refused by name).
+fn settings(a: TrainArgs) -> Result<(TrainArgs, RunConfig, Option<Loaded>)> {
     let cli = a.clone();
     let mut a = a;
     if let Some(p) = &a.config {
@@ -1790,7 +1792,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     }
     check_outputs(&a)?;
     let resumed = a.resume.as_ref().map(|p| load_checkpoint(p)).transpose()?;
-    let mut c = match &resumed {
+    let c = match &resumed {
         // On resume, a flag either applies (and the stored settings record
         // it) or is refused when it would change the model or its data.
         Some(l) => {
@@ -1825,6 +1827,12 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         }
         None => resolve(&a)?,
     };
+    Ok((a, c, resumed))
+}
+
+/// Runs `train`.
+pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
+    let (a, mut c, resumed) = settings(a)?;
     check_schedule_flags(&a, &c.schedule)?;
     check_batch_size(&c)?;
     let data = load_data(
@@ -1910,58 +1918,13 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
         (Some(p), None) => Some(MetricsBuffer::new(p)),
         (None, _) => None,
     };
-    let ctx = open_gpu(verbose)?;
-    net.check_size(run_seq_len(&c, &data), c.batch, &size_limits(Some(&ctx)))?;
-    let oc = optim_config(&c)?;
-    // The precision a resumed run trained in.
-    let saved = resumed.as_ref().map(|l| l.precision);
-    let choice = match (saved, a.precision) {
-        (_, Some(c)) => c,
-        (Some(lstm_wgpu::model::precision::Precision::F32), None) => {
-            lstm_wgpu::model::precision::PrecisionChoice::F32
-        }
-        (Some(lstm_wgpu::model::precision::Precision::F16Mixed), None) => {
-            lstm_wgpu::model::precision::PrecisionChoice::F16Mixed
-        }
-        (None, None) => Default::default(),
+    let weights = Weights {
+        values,
+        source: source.as_ref(),
+        resumed: resumed.as_ref(),
+        step: st.step,
     };
-    let (precision, warning) = lstm_wgpu::model::precision::resolve(choice, &ctx, &net.norm)?;
-    if let Some(w) = warning {
-        eprintln!("warning: {w}");
-    }
-    let mut tr = Trainer::new(ctx, net.clone(), values, c.batch, c.clip_norm, &oc)?;
-    tr.set_precision(precision)?;
-    // Resumed in its checkpoint's precision without --loss-scale, a run
-    // keeps its scaler: on exactly when the checkpoint holds its state.
-    let keep_scaler = a.loss_scale == Default::default() && saved == Some(precision);
-    let scaler = match &resumed {
-        Some(l) if keep_scaler => l
-            .file
-            .f32(SCALER_NAME)?
-            .map(|_| lstm_wgpu::model::precision::ScalerConfig::default()),
-        _ => a.loss_scale.config(precision),
-    };
-    tr.set_loss_scaler(scaler)?;
-    tr.dropout_seed = c.seed;
-    if let Some(((floats, ints), p)) = &source {
-        restore_model(&mut tr, floats, ints, p)?;
-    }
-    if let Some(l) = &resumed {
-        let (floats, _) = l.file.params_and_counters()?;
-        tr.optim.load_state(tr.ctx(), &floats)?;
-        tr.optim
-            .set_steps(counter(&l.file, lstm_wgpu::kernels::optim::STEP_NAME)? as u64)?;
-        tr.steps_taken = st.step as u64;
-        let state = l.file.require_f32("train.state")?;
-        tr.set_carried_state(&state.data)?;
-        // A kept scaler continues where it stood; one set anew starts fresh.
-        if keep_scaler
-            && tr.loss_scaler().is_some()
-            && let Some(s) = l.file.f32(SCALER_NAME)?
-        {
-            tr.set_scaler_state(&scaler_from(&s.data, &l.file.path)?)?;
-        }
-    }
+    let mut tr = build_trainer(&a, &c, &net, &data, weights, verbose)?;
     let first_step = st.step;
     let bar = if a.no_progress || stop <= st.step {
         indicatif::ProgressBar::hidden()
@@ -2125,47 +2088,161 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let series = last_val.as_ref().and_then(|r| r.series);
     if let Some(p) = &a.plot {
-        let title = format!(
-            "lstm-wgpu {} on {}",
-            c.task,
-            c.data
-                .as_ref()
-                .and_then(|p| p.file_name())
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_else(|| format!("built-in {}", c.dataset))
-        );
-        let (val_name, naive_name, naive) = match (&series, &data) {
-            (Some(m), Data::Series(_, sel)) => {
-                let (a, b) = (val_curve.first(), val_curve.last());
-                let unit = &sel.table.target_name;
-                (
-                    format!(
-                        "val loss (last: MAE {:.4}, RMSE {:.4} {unit})",
-                        m.model.mae, m.model.rmse
-                    ),
-                    format!(
-                        "naive last-value loss {:.4} (MAE {:.4}, RMSE {:.4} {unit})",
-                        m.naive.mse, m.naive.mae, m.naive.rmse
-                    ),
-                    a.zip(b)
-                        .map(|(a, b)| vec![(a.0, m.naive.mse), (b.0, m.naive.mse)])
-                        .unwrap_or_default(),
-                )
-            }
-            _ => ("val loss".to_string(), String::new(), Vec::new()),
-        };
-        let mut lines: Vec<(&str, &[(f64, f64)])> =
-            vec![("train loss", &curve), (&val_name, &val_curve)];
-        if !naive.is_empty() {
-            lines.push((&naive_name, &naive));
-        }
-        io::write_atomic(p, loss_svg(&title, &lines).as_bytes())?;
+        write_plot(p, &c, &data, series.as_ref(), [&curve, &val_curve])?;
     }
+    let scale = tr.scaler_state()?.map(|s| s.scale);
+    let speed = tokens as f64 / secs.max(1e-9);
+    let end = RunEnd {
+        secs,
+        speed,
+        series,
+        scale,
+        stopped_early,
+    };
+    crate::cli::out::line(final_line(&st, [&curve, &val_curve], &end))
+}
+
+/// Where a run's weights come from: fresh `values`, or those of `source`
+/// (a checkpoint or an `--init` file) with, on resume, the optimizer,
+/// carried state and loss scaler of `resumed` at step `step`.
+struct Weights<'a> {
+    values: Vec<f32>,
+    source: Option<&'a Source>,
+    resumed: Option<&'a Loaded>,
+    step: usize,
+}
+
+/// A checkpoint's or `--init` file's tensors and counters, and its path.
+type Source = ((Vec<NamedTensor>, BTreeMap<String, i64>), PathBuf);
+
+/// Opens the GPU and builds the trainer: precision, loss scaler, and the
+/// weights and optimizer state of `w`.
+fn build_trainer(
+    a: &TrainArgs,
+    c: &RunConfig,
+    net: &NetConfig,
+    data: &Data,
+    w: Weights<'_>,
+    verbose: bool,
+) -> Result<Trainer> {
+    let ctx = open_gpu(verbose)?;
+    net.check_size(run_seq_len(c, data), c.batch, &size_limits(Some(&ctx)))?;
+    let oc = optim_config(c)?;
+    // The precision a resumed run trained in.
+    let saved = w.resumed.map(|l| l.precision);
+    let choice = match (saved, a.precision) {
+        (_, Some(c)) => c,
+        (Some(lstm_wgpu::model::precision::Precision::F32), None) => {
+            lstm_wgpu::model::precision::PrecisionChoice::F32
+        }
+        (Some(lstm_wgpu::model::precision::Precision::F16Mixed), None) => {
+            lstm_wgpu::model::precision::PrecisionChoice::F16Mixed
+        }
+        (None, None) => Default::default(),
+    };
+    let (precision, warning) = lstm_wgpu::model::precision::resolve(choice, &ctx, &net.norm)?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    let mut tr = Trainer::new(ctx, net.clone(), w.values, c.batch, c.clip_norm, &oc)?;
+    tr.set_precision(precision)?;
+    // Resumed in its checkpoint's precision without --loss-scale, a run
+    // keeps its scaler: on exactly when the checkpoint holds its state.
+    let keep_scaler = a.loss_scale == Default::default() && saved == Some(precision);
+    let scaler = match w.resumed {
+        Some(l) if keep_scaler => l
+            .file
+            .f32(SCALER_NAME)?
+            .map(|_| lstm_wgpu::model::precision::ScalerConfig::default()),
+        _ => a.loss_scale.config(precision),
+    };
+    tr.set_loss_scaler(scaler)?;
+    tr.dropout_seed = c.seed;
+    if let Some(((floats, ints), p)) = w.source {
+        restore_model(&mut tr, floats, ints, p)?;
+    }
+    if let Some(l) = w.resumed {
+        let (floats, _) = l.file.params_and_counters()?;
+        tr.optim.load_state(tr.ctx(), &floats)?;
+        tr.optim
+            .set_steps(counter(&l.file, lstm_wgpu::kernels::optim::STEP_NAME)? as u64)?;
+        tr.steps_taken = w.step as u64;
+        let state = l.file.require_f32("train.state")?;
+        tr.set_carried_state(&state.data)?;
+        // A kept scaler continues where it stood; one set anew starts fresh.
+        if keep_scaler
+            && tr.loss_scaler().is_some()
+            && let Some(s) = l.file.f32(SCALER_NAME)?
+        {
+            tr.set_scaler_state(&scaler_from(&s.data, &l.file.path)?)?;
+        }
+    }
+    Ok(tr)
+}
+
+/// The SVG of the loss curves, with the naive baseline's loss on series.
+fn write_plot(
+    p: &Path,
+    c: &RunConfig,
+    data: &Data,
+    series: Option<&SeriesMetrics>,
+    [curve, val_curve]: [&[(f64, f64)]; 2],
+) -> Result<()> {
+    let title = format!(
+        "lstm-wgpu {} on {}",
+        c.task,
+        c.data
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| format!("built-in {}", c.dataset))
+    );
+    let (val_name, naive_name, naive) = match (series, data) {
+        (Some(m), Data::Series(_, sel)) => {
+            let (a, b) = (val_curve.first(), val_curve.last());
+            let unit = &sel.table.target_name;
+            (
+                format!(
+                    "val loss (last: MAE {:.4}, RMSE {:.4} {unit})",
+                    m.model.mae, m.model.rmse
+                ),
+                format!(
+                    "naive last-value loss {:.4} (MAE {:.4}, RMSE {:.4} {unit})",
+                    m.naive.mse, m.naive.mae, m.naive.rmse
+                ),
+                a.zip(b)
+                    .map(|(a, b)| vec![(a.0, m.naive.mse), (b.0, m.naive.mse)])
+                    .unwrap_or_default(),
+            )
+        }
+        _ => ("val loss".to_string(), String::new(), Vec::new()),
+    };
+    let mut lines: Vec<(&str, &[(f64, f64)])> = vec![("train loss", curve), (&val_name, val_curve)];
+    if !naive.is_empty() {
+        lines.push((&naive_name, &naive));
+    }
+    io::write_atomic(p, loss_svg(&title, &lines).as_bytes())?;
+    Ok(())
+}
+
+/// How a run ended, for its final line.
+struct RunEnd {
+    secs: f64,
+    /// Tokens per second.
+    speed: f64,
+    series: Option<SeriesMetrics>,
+    /// The loss scale, when a scaler ran.
+    scale: Option<f32>,
+    stopped_early: bool,
+}
+
+/// The `final: …` line on stdout.
+fn final_line(st: &RunState, [curve, val_curve]: [&[(f64, f64)]; 2], end: &RunEnd) -> String {
     let last = curve
         .last()
         .map_or_else(|| "-".to_string(), |p| format!("{:.5}", p.1));
-    crate::cli::out::line(format!(
-        "final: step {} train_loss {last} val_loss {} best_val {} skipped {} time {secs:.1}s tokens/s {:.0}{}",
+    format!(
+        "final: step {} train_loss {last} val_loss {} best_val {} skipped {} time {:.1}s tokens/s {:.0}{}",
         st.step,
         val_curve
             .last()
@@ -2177,19 +2254,20 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
             "-".into()
         },
         st.skipped,
-        tokens as f64 / secs.max(1e-9),
-        series
+        end.secs,
+        end.speed,
+        end.series
             .map(|m| format!(
                 " naive_val_loss {:.5} val_mae {:.5} val_rmse {:.5} naive_mae {:.5} naive_rmse {:.5} val_windows {}",
                 m.naive.mse, m.model.mae, m.model.rmse, m.naive.mae, m.naive.rmse, m.windows
             ))
             .unwrap_or_default()
-            + &match tr.scaler_state()? {
-            Some(s) => format!(" loss_scale {}", s.scale),
-            None => String::new(),
-        } + if stopped_early { " (early stop)" } else { "" }
-    ))?;
-    Ok(())
+            + &end
+                .scale
+                .map(|s| format!(" loss_scale {s}"))
+                .unwrap_or_default()
+            + if end.stopped_early { " (early stop)" } else { "" }
+    )
 }
 
 /// The norm, dropout and residual settings, for the run's first line.
