@@ -18,41 +18,38 @@
 //!   [`CopyTask`] and [`generated_text`], all seeded and deterministic.
 //! * Helpers: [`pad_sequences`], [`pad_tokens`] and [`one_hot`].
 //!
-//! Files by source: `text.rs`, `csv.rs`, `series.rs` (table, column
-//! statistics, normaliser), `windows.rs` (window sets, the series dataset,
-//! padding), `synthetic.rs`; their unit tests in `tests.rs`.
+//! One file per source: `text.rs`, `csv.rs` (reading a CSV and choosing its
+//! columns), `series.rs` (the chosen columns and their z-scores),
+//! `windows.rs` (windows and splits of a series), `synthetic.rs` (the
+//! generated datasets) and `padding.rs`. This file holds the small types
+//! they share ([`Split`], [`val_count`], [`TokenBatch`], [`SeriesBatch`])
+//! and re-exports the rest, so every item is `data::Name`.
 //!
 //! Only `std` and the library's generator ([`crate::rng`]) are used.
 
-use crate::error::{Error, Result, clip, num};
-use std::fmt;
-use std::ops::Range;
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::sync::Arc;
-
 mod csv;
+mod padding;
 mod series;
 mod synthetic;
-#[cfg(test)]
-mod tests;
 mod text;
 mod windows;
 
-pub use csv::*;
-pub use series::*;
-pub use synthetic::*;
-pub use text::*;
-pub use windows::*;
+pub use csv::{CsvTable, Missing, SelectOptions, Selection, TimeColumn};
+pub use padding::{Padded, pad_sequences, pad_tokens};
+pub use series::{ColumnStats, Normalizer, SeriesTable};
+pub use synthetic::{
+    AddingTask, Builtin, CopyTask, DEFAULT_SERIES_LEN, DEFAULT_TEXT_BYTES, SINE_NOISE_STD,
+    builtin_series, generated_text, mackey_glass, sine_mixture,
+};
+pub use text::{TextConfig, TextData, TextStreams, Vocab, one_hot, read_text};
+pub use windows::{SeriesConfig, SeriesDataset, SeriesEpoch, WindowSet};
+
+pub use crate::rng::{Rng, derive_seed};
+
+use crate::error::{Error, Result, num};
 
 /// The validation fraction used when none is given.
 pub const DEFAULT_VAL_FRACTION: f64 = 0.1;
-
-// ---------------------------------------------------------------------------
-// PRNG
-// ---------------------------------------------------------------------------
-
-pub use crate::rng::{Rng, derive_seed};
 
 /// Which split a generated batch belongs to: the two draw from disjoint
 /// seeded streams.
@@ -83,4 +80,64 @@ pub fn val_count(n: usize, val_fraction: f64) -> Result<usize> {
         )));
     }
     Ok((((n as f64) * val_fraction).round() as usize).min(n))
+}
+
+/// A batch of token ids: `inputs` and `targets` both `[seq_len, batch]`,
+/// time-major.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenBatch {
+    /// Input ids `[seq_len, batch]`.
+    pub inputs: Vec<u32>,
+    /// Target ids `[seq_len, batch]`.
+    pub targets: Vec<u32>,
+    /// Time steps in this batch.
+    pub seq_len: usize,
+    /// Sequences in this batch.
+    pub batch: usize,
+}
+
+/// A batch of series windows: `inputs` `[seq_len, batch, num_features]`
+/// (time-major) and `targets` `[batch, horizon]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesBatch {
+    /// `[seq_len, batch, num_features]`.
+    pub inputs: Vec<f32>,
+    /// `[batch, horizon]`.
+    pub targets: Vec<f32>,
+    /// `T`.
+    pub seq_len: usize,
+    /// `B`.
+    pub batch: usize,
+    /// `F`.
+    pub num_features: usize,
+    /// `k`: target values per window.
+    pub horizon: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_samplers() {
+        let mut r = Rng::new(1);
+        let n = 200_000;
+        let z: Vec<f64> = (0..n).map(|_| r.normal()).collect();
+        let mean = z.iter().sum::<f64>() / n as f64;
+        let var = z.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
+        assert!(
+            mean.abs() < 0.01 && (var - 1.0).abs() < 0.01,
+            "{mean} {var}"
+        );
+        let mut counts = [0usize; 5];
+        for _ in 0..50_000 {
+            counts[r.below(5)] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (9_500..10_500).contains(&c)),
+            "{counts:?}"
+        );
+        // The raw SplitMix64 stream for a seed.
+        assert_eq!(Rng::new(0).next_u64(), 0xE220_A839_7B1D_CDAF);
+    }
 }

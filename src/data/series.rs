@@ -1,7 +1,7 @@
-//! Time series: the selected table, column statistics and the normaliser
-//! (z-scores, fitted on the training rows).
+//! The chosen columns of a time series, whatever their source (a CSV or a
+//! generated dataset), and their z-score statistics.
 
-use super::*;
+use crate::error::{Error, Result, clip, num};
 
 /// The chosen columns of a time series, in time order: `features[f][row]`
 /// and `target[row]` (the target may also be a feature).
@@ -288,5 +288,58 @@ impl Normalizer {
                 "normalization metadata needs at least one feature line and one target line".into(),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{SeriesConfig, SeriesDataset};
+
+    #[test]
+    fn unnormalisable_columns_are_refused_by_name() {
+        let e = ColumnStats::fit("c", &[5.0, 5.0, 5.0])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`c` is constant"), "{e}");
+        // Finite values of any size fit (a naive sum of squares overflowed).
+        let st = ColumnStats::fit("big", &[1e308, -1e308, 1e308]).unwrap();
+        assert!(st.mean.is_finite() && st.std.is_finite(), "{st:?}");
+        assert!(ColumnStats::fit("ok", &[1.0, 2.0]).is_ok());
+    }
+
+    #[test]
+    fn huge_and_tiny_columns_normalise() {
+        for scale in [1e300, 1e-300, 1.0] {
+            let v: Vec<f64> = [1.0, 2.0, 3.0].iter().map(|x| x * scale).collect();
+            let st = ColumnStats::fit("x", &v).unwrap();
+            let want = (2f64 / 3.0).sqrt() * scale;
+            assert!((st.std - want).abs() <= 1e-12 * want, "{scale}: {}", st.std);
+            assert!((st.mean - 2.0 * scale).abs() <= 1e-12 * scale, "{scale}");
+            assert!(
+                (st.normalize(v[2]) - 1.5f64.sqrt()).abs() < 1e-12,
+                "{scale}"
+            );
+        }
+        // x − mean overflows here, the z-score does not.
+        let v = [-1.7e308, 1.7e308, 1.7e308];
+        let st = ColumnStats::fit("x", &v).unwrap();
+        assert!(v.iter().all(|&x| st.normalize(x).is_finite()), "{st:?}");
+        let e = ColumnStats::fit("k", &[1e300; 4]).unwrap_err().to_string();
+        assert!(e.contains("`k` is constant (1e300)"), "{e}");
+        // A value far outside the training rows is refused by name.
+        let mut y: Vec<f64> = (0..10).map(|i| (i % 3) as f64).collect();
+        y.push(1e300);
+        let t = SeriesTable::univariate("y", y).unwrap();
+        let cfg = SeriesConfig {
+            seq_len: 2,
+            horizon: 1,
+            val_fraction: 0.1,
+        };
+        let e = SeriesDataset::new(&t, &cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("column `y` row 11: 1e300 lies") && e.contains("beyond f32"),
+            "{e}"
+        );
     }
 }

@@ -1,7 +1,11 @@
-//! Built-in generated datasets: sine mixture, Mackey-Glass, the adding and
-//! copy tasks, and the English-like text generator.
+//! The built-in generated datasets: the `sine` and `mackey-glass` series,
+//! the adding problem, the copy-memory task and an English-like text, all
+//! seeded and deterministic.
 
-use super::*;
+use super::{Rng, SeriesBatch, SeriesTable, Split, TokenBatch, derive_seed};
+use crate::error::{Error, Result};
+use std::fmt;
+use std::str::FromStr;
 
 /// The built-in datasets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -74,7 +78,7 @@ pub const DEFAULT_SERIES_LEN: usize = 10_000;
 /// Default noise standard deviation of the `sine` dataset.
 pub const SINE_NOISE_STD: f64 = 0.05;
 
-pub(super) fn sine_parts(len: usize, noise_std: f64, seed: u64) -> (Vec<f64>, Vec<f64>) {
+fn sine_parts(len: usize, noise_std: f64, seed: u64) -> (Vec<f64>, Vec<f64>) {
     let mut rng = Rng::new(seed);
     let n_comp = 2 + rng.below(2);
     let comps: Vec<(f64, f64, f64)> = (0..n_comp)
@@ -111,7 +115,7 @@ pub fn sine_mixture(len: usize, noise_std: f64, seed: u64) -> Vec<f64> {
 /// `dx/dt = β x(t−τ) / (1 + x(t−τ)^n) − γ x(t)` with τ = 17, β = 0.2,
 /// γ = 0.1, n = 10, integrated by RK4 with step 0.1 from a history of
 /// `1.2 ± 0.1` (drawn from `seed`), after a 500-unit warm-up. The values
-/// stay within about (0.2, 1.5); [`SeriesDataset`] normalizes them.
+/// stay within about (0.2, 1.5); [`SeriesDataset`](super::SeriesDataset) normalizes them.
 pub fn mackey_glass(len: usize, seed: u64) -> Vec<f64> {
     const TAU: usize = 17;
     const SUB: usize = 10; // RK steps per unit of time
@@ -342,20 +346,20 @@ impl CopyTask {
 /// Default size of [`generated_text`].
 pub const DEFAULT_TEXT_BYTES: usize = 48 * 1024;
 
-pub(super) const G_NAMES: &[&str] = &[
+const G_NAMES: &[&str] = &[
     "Alice", "Bob", "Clara", "David", "Emma", "Frank", "Grace", "Henry",
 ];
-pub(super) const G_DETS: &[&str] = &["the", "a", "every", "that", "some", "this", "one", "no"];
-pub(super) const G_ADJS: &[&str] = &[
+const G_DETS: &[&str] = &["the", "a", "every", "that", "some", "this", "one", "no"];
+const G_ADJS: &[&str] = &[
     "old", "small", "quiet", "bright", "green", "little", "strange", "happy", "cold", "young",
     "dark", "gentle", "heavy", "red", "tired", "clever", "empty", "warm", "long", "brave",
 ];
-pub(super) const G_NOUNS: &[&str] = &[
+const G_NOUNS: &[&str] = &[
     "cat", "dog", "river", "house", "garden", "child", "teacher", "bird", "window", "road", "tree",
     "king", "letter", "city", "boat", "horse", "friend", "book", "mountain", "farmer", "song",
     "door", "stone", "village", "lamp", "forest", "ship", "girl", "boy", "market",
 ];
-pub(super) const G_VT: &[&str] = &[
+const G_VT: &[&str] = &[
     "saw",
     "found",
     "followed",
@@ -373,11 +377,11 @@ pub(super) const G_VT: &[&str] = &[
     "crossed",
     "wanted",
 ];
-pub(super) const G_VI: &[&str] = &[
+const G_VI: &[&str] = &[
     "slept", "waited", "smiled", "laughed", "arrived", "stopped", "sang", "fell", "walked",
     "listened", "left", "rested",
 ];
-pub(super) const G_ADVS: &[&str] = &[
+const G_ADVS: &[&str] = &[
     "slowly",
     "quietly",
     "again",
@@ -389,14 +393,14 @@ pub(super) const G_ADVS: &[&str] = &[
     "once more",
     "together",
 ];
-pub(super) const G_PREPS: &[&str] = &[
+const G_PREPS: &[&str] = &[
     "near", "behind", "under", "across", "beside", "inside", "over", "toward",
 ];
-pub(super) const G_CONJS: &[&str] = &["and", "but", "so", "because", "while", "when"];
-pub(super) const G_SAYS: &[&str] = &["said", "thought", "knew", "believed", "wrote", "heard"];
+const G_CONJS: &[&str] = &["and", "but", "so", "because", "while", "when"];
+const G_SAYS: &[&str] = &["said", "thought", "knew", "believed", "wrote", "heard"];
 
 /// Index in `0..n` with probability ∝ 1/(i+1) (Zipf-like word frequencies).
-pub(super) fn zipf(rng: &mut Rng, n: usize) -> usize {
+fn zipf(rng: &mut Rng, n: usize) -> usize {
     let h: f64 = (1..=n).map(|i| 1.0 / i as f64).sum();
     let mut u = rng.next_f64() * h;
     for i in 0..n {
@@ -408,11 +412,11 @@ pub(super) fn zipf(rng: &mut Rng, n: usize) -> usize {
     n - 1
 }
 
-pub(super) fn pick<'a>(rng: &mut Rng, words: &[&'a str]) -> &'a str {
+fn pick<'a>(rng: &mut Rng, words: &[&'a str]) -> &'a str {
     words[zipf(rng, words.len())]
 }
 
-pub(super) fn g_np(rng: &mut Rng, w: &mut Vec<&str>) {
+fn g_np(rng: &mut Rng, w: &mut Vec<&str>) {
     if rng.below(6) == 0 {
         w.push(pick(rng, G_NAMES));
         return;
@@ -424,7 +428,7 @@ pub(super) fn g_np(rng: &mut Rng, w: &mut Vec<&str>) {
     w.push(pick(rng, G_NOUNS));
 }
 
-pub(super) fn g_clause(rng: &mut Rng, w: &mut Vec<&str>) {
+fn g_clause(rng: &mut Rng, w: &mut Vec<&str>) {
     g_np(rng, w);
     if rng.below(2) == 0 {
         w.push(pick(rng, G_VT));
@@ -441,7 +445,7 @@ pub(super) fn g_clause(rng: &mut Rng, w: &mut Vec<&str>) {
     }
 }
 
-pub(super) fn g_sentence(rng: &mut Rng, out: &mut String) {
+fn g_sentence(rng: &mut Rng, out: &mut String) {
     let mut w: Vec<&str> = Vec::new();
     let end = match rng.below(10) {
         0..=4 => {
@@ -515,4 +519,182 @@ pub fn generated_text(bytes: usize, seed: u64) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{SeriesConfig, SeriesDataset, TextConfig, TextData, Vocab};
+
+    #[test]
+    fn sine_is_deterministic_with_the_right_noise() {
+        let a = sine_mixture(5000, 0.1, 3);
+        assert_eq!(a, sine_mixture(5000, 0.1, 3));
+        assert_ne!(a, sine_mixture(5000, 0.1, 4));
+        let (clean, noisy) = sine_parts(20_000, 0.1, 3);
+        let r: Vec<f64> = noisy.iter().zip(&clean).map(|(n, c)| n - c).collect();
+        let m = r.iter().sum::<f64>() / r.len() as f64;
+        let sd = (r.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / r.len() as f64).sqrt();
+        assert!(m.abs() < 0.005 && (sd - 0.1).abs() < 0.005, "{m} {sd}");
+        let amp = clean.iter().fold(0f64, |a, v| a.max(v.abs()));
+        assert!(amp > 0.4 && amp <= 3.0, "{amp}");
+        let (clean0, noisy0) = sine_parts(100, 0.0, 3);
+        assert_eq!(clean0, noisy0);
+        let t = builtin_series(Builtin::Sine, 300, 1).unwrap();
+        assert_eq!(
+            (t.len(), t.num_features(), t.target_name.as_str()),
+            (300, 1, "sine")
+        );
+    }
+
+    #[test]
+    fn mackey_glass_is_bounded_chaotic_and_deterministic() {
+        let a = mackey_glass(3000, 0);
+        assert_eq!(a, mackey_glass(3000, 0));
+        assert_ne!(a, mackey_glass(3000, 1));
+        let (lo, hi) = a
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+        assert!(lo > 0.2 && hi < 1.5, "{lo} {hi}");
+        let m = a.iter().sum::<f64>() / a.len() as f64;
+        let sd = (a.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / a.len() as f64).sqrt();
+        assert!(sd > 0.1, "{sd}");
+        assert!(hi - lo > 0.6, "{lo} {hi}");
+        // Not periodic with a short period: values 50 apart differ.
+        let d50 = a.windows(51).map(|w| (w[0] - w[50]).abs()).sum::<f64>() / (a.len() - 50) as f64;
+        assert!(d50 > 0.05, "{d50}");
+        let t = builtin_series(Builtin::MackeyGlass, 500, 2).unwrap();
+        let d = SeriesDataset::new(&t, &SeriesConfig::default()).unwrap();
+        assert_eq!((d.train_rows, d.val_rows), (450, 50));
+        assert!(builtin_series(Builtin::Copy, 10, 0).is_err());
+    }
+
+    #[test]
+    fn adding_task_with_lengths() {
+        let task = AddingTask::new(20, 4).unwrap();
+        let (b, lens) = task.batch_lengths(Split::Train, 3, 32, 6).unwrap();
+        assert_eq!(lens.len(), 32);
+        assert!(lens.iter().all(|&l| (6..=20).contains(&l)));
+        assert!(lens.iter().any(|&l| l < 20) && lens.iter().any(|&l| l != lens[0]));
+        for (j, &l) in lens.iter().enumerate() {
+            let mut marked = Vec::new();
+            for t in 0..20 {
+                let o = (t * 32 + j) * 2;
+                if t >= l {
+                    assert_eq!((b.inputs[o], b.inputs[o + 1]), (0.0, 0.0), "padding");
+                } else if b.inputs[o + 1] == 1.0 {
+                    marked.push((t, b.inputs[o]));
+                }
+            }
+            assert_eq!(marked.len(), 2);
+            assert!(marked[0].0 < l / 2 && marked[1].0 >= l / 2);
+            assert_eq!(b.targets[j], marked[0].1 + marked[1].1);
+        }
+        // The full length is the plain batch; bad minimums are refused.
+        let (full, l) = task.batch_lengths(Split::Val, 1, 8, 20).unwrap();
+        assert_eq!(full, task.batch(Split::Val, 1, 8).unwrap());
+        assert_eq!(l, vec![20; 8]);
+        for m in [1, 21] {
+            let e = task.batch_lengths(Split::Train, 0, 8, m).unwrap_err();
+            assert!(e.to_string().contains("2..=20"), "{e}");
+        }
+    }
+
+    #[test]
+    fn adding_task() {
+        let task = AddingTask::new(50, 9).unwrap();
+        let b = task.batch(Split::Train, 0, 64).unwrap();
+        assert_eq!(b, task.batch(Split::Train, 0, 64).unwrap());
+        assert_ne!(b, task.batch(Split::Train, 1, 64).unwrap());
+        assert_ne!(b, task.batch(Split::Val, 0, 64).unwrap());
+        assert_eq!(
+            (b.seq_len, b.batch, b.num_features, b.horizon),
+            (50, 64, 2, 1)
+        );
+        assert_eq!(b.targets.len(), 64);
+        let mut total = 0f64;
+        for j in 0..64 {
+            let mut marked = Vec::new();
+            for t in 0..50 {
+                let o = (t * 64 + j) * 2;
+                assert!((0.0..1.0).contains(&b.inputs[o]));
+                match b.inputs[o + 1] {
+                    1.0 => marked.push((t, b.inputs[o])),
+                    0.0 => {}
+                    m => panic!("marker {m}"),
+                }
+            }
+            assert_eq!(marked.len(), 2);
+            assert!(marked[0].0 < 25 && marked[1].0 >= 25);
+            let sum = marked[0].1 + marked[1].1;
+            assert_eq!(b.targets[j], sum);
+            assert!((0.0..=2.0).contains(&b.targets[j]));
+            total += sum as f64;
+        }
+        let mean = total / 64.0;
+        assert!((mean - 1.0).abs() < 0.2, "{mean}");
+        let b2 = AddingTask::new(2, 0)
+            .unwrap()
+            .batch(Split::Train, 0, 8)
+            .unwrap();
+        assert!(b2.inputs.chunks(2).all(|p| p[1] == 1.0)); // both steps marked
+        assert!(AddingTask::new(1, 0).is_err());
+        assert!(task.batch(Split::Train, 0, 0).is_err());
+    }
+
+    #[test]
+    fn copy_task() {
+        let task = CopyTask::new(3, 5, 4, 1).unwrap();
+        assert_eq!(
+            (task.seq_len(), task.vocab_size(), task.delimiter()),
+            (11, 6, 5)
+        );
+        let b = task.batch(Split::Train, 2, 7).unwrap();
+        assert_eq!(b, task.batch(Split::Train, 2, 7).unwrap());
+        assert_ne!(b, task.batch(Split::Val, 2, 7).unwrap());
+        assert_eq!((b.seq_len, b.batch), (11, 7));
+        for j in 0..7 {
+            let x: Vec<u32> = (0..11).map(|t| b.inputs[t * 7 + j]).collect();
+            let y: Vec<u32> = (0..11).map(|t| b.targets[t * 7 + j]).collect();
+            assert!(x[..3].iter().all(|&s| (1..=4).contains(&s)));
+            assert_eq!(&x[3..7], &[0, 0, 0, 0]);
+            assert_eq!(x[7], 5);
+            assert_eq!(&x[8..], &[0, 0, 0]);
+            assert_eq!(&y[..8], &[0; 8]);
+            assert_eq!(&y[8..], &x[..3]);
+        }
+        assert!((task.baseline_cross_entropy() - 3.0 * 4f64.ln() / 11.0).abs() < 1e-12);
+        assert!(CopyTask::new(0, 5, 4, 1).is_err());
+    }
+
+    #[test]
+    fn generated_text_is_english_like_and_deterministic() {
+        let t = generated_text(DEFAULT_TEXT_BYTES, 0);
+        assert_eq!(t, generated_text(DEFAULT_TEXT_BYTES, 0));
+        assert_ne!(t, generated_text(DEFAULT_TEXT_BYTES, 1));
+        assert!(t.len() >= DEFAULT_TEXT_BYTES && t.len() < DEFAULT_TEXT_BYTES + 2000);
+        assert!(t.is_ascii());
+        let v = Vocab::from_text(&t).unwrap();
+        assert!((30..70).contains(&v.len()), "{}", v.len());
+        assert!(
+            t.lines()
+                .all(|l| l.starts_with(|c: char| c.is_ascii_uppercase()))
+        );
+        assert!(t.contains(". ") && t.contains(", ") && t.contains("an "));
+        assert!(!t.contains(" a o") && !t.contains("  "));
+        let d = TextData::new(&t, &TextConfig::default()).unwrap();
+        assert!(d.train.num_windows() > 50 && d.val.is_some());
+    }
+
+    #[test]
+    fn builtin_names() {
+        for n in Builtin::NAMES {
+            let b: Builtin = n.parse().unwrap();
+            assert_eq!(b.to_string(), n);
+        }
+        assert_eq!(Builtin::from_name("MG").unwrap(), Builtin::MackeyGlass);
+        let e = Builtin::from_name("lorenz").unwrap_err().to_string();
+        assert!(e.contains("lorenz") && e.contains("mackey-glass"), "{e}");
+        assert!(Builtin::Sine.is_series() && !Builtin::Text.is_series());
+    }
 }

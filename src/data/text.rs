@@ -1,7 +1,10 @@
-//! Text: the vocabulary, reading a text file, token batches and the streams
-//! that cut a text into truncated-BPTT windows.
+//! Character-level text: the vocabulary, the token streams and their
+//! windows (PyTorch's `batchify` and `get_batch`), the validation split and
+//! one-hot encoding.
 
-use super::*;
+use super::{DEFAULT_VAL_FRACTION, TokenBatch, val_count};
+use crate::error::{Error, Result};
+use std::path::Path;
 
 /// Character vocabulary: the distinct Unicode scalar values of a text,
 /// sorted by code point; a character's id is its index.
@@ -122,20 +125,6 @@ pub fn read_text(path: impl AsRef<Path>) -> Result<String> {
         Some(rest) => rest.to_string(),
         None => s,
     })
-}
-
-/// A batch of token ids: `inputs` and `targets` both `[seq_len, batch]`,
-/// time-major.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TokenBatch {
-    /// Input ids `[seq_len, batch]`.
-    pub inputs: Vec<u32>,
-    /// Target ids `[seq_len, batch]`.
-    pub targets: Vec<u32>,
-    /// Time steps in this batch.
-    pub seq_len: usize,
-    /// Sequences in this batch.
-    pub batch: usize,
 }
 
 /// A token stream cut into `batch` contiguous streams like PyTorch's
@@ -383,4 +372,187 @@ pub fn one_hot(ids: &[u32], vocab_size: usize) -> Result<Vec<f32>> {
         out[i * vocab_size + id as usize] = 1.0;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letters() -> (Vocab, Vec<u32>) {
+        let text: String = ('a'..='z').collect();
+        let v = Vocab::from_text(&text).unwrap();
+        let ids = v.encode(&text).unwrap();
+        (v, ids)
+    }
+
+    fn rows(v: &Vocab, ids: &[u32], b: usize) -> Vec<String> {
+        ids.chunks(b).map(|r| v.decode(r)).collect()
+    }
+
+    #[test]
+    fn batchify_and_get_batch_26_letters() {
+        let (v, ids) = letters();
+        let s = TextStreams::new(&ids, 4, 3).unwrap();
+        assert_eq!(s.stream_len(), 6);
+        assert_eq!(s.dropped(), 2); // y, z
+        let streams: Vec<String> = (0..4).map(|b| v.decode(s.stream(b))).collect();
+        assert_eq!(streams, ["abcdef", "ghijkl", "mnopqr", "stuvwx"]);
+        assert_eq!(s.num_windows(), 2); // range(0, 5, 3) = [0, 3]
+        assert_eq!(s.num_targets(), 20);
+
+        let b0 = s.get_batch(0);
+        assert_eq!((b0.seq_len, b0.batch), (3, 4));
+        assert_eq!(rows(&v, &b0.inputs, 4), ["agms", "bhnt", "ciou"]);
+        assert_eq!(rows(&v, &b0.targets, 4), ["bhnt", "ciou", "djpv"]);
+
+        // The last window is short: seq_len = min(3, 6 - 1 - 3) = 2.
+        let b1 = s.get_batch(1);
+        assert_eq!(b1.seq_len, 2);
+        assert_eq!(rows(&v, &b1.inputs, 4), ["djpv", "ekqw"]);
+        assert_eq!(rows(&v, &b1.targets, 4), ["ekqw", "flrx"]);
+
+        // The next epoch starts again at 0.
+        assert_eq!(s.get_batch(2), b0);
+        assert!(s.is_epoch_start(2) && !s.is_epoch_start(3));
+        assert_eq!(s.epoch_of(5), 2);
+    }
+
+    /// Literal transcription of PyTorch's batchify/get_batch loop.
+    fn pytorch_windows(tokens: &[u32], bsz: usize, bptt: usize) -> Vec<(Vec<u32>, Vec<u32>)> {
+        let nbatch = tokens.len() / bsz;
+        // source[t][b] = tokens[b * nbatch + t]
+        let source = |t: usize, b: usize| tokens[b * nbatch + t];
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < nbatch - 1 {
+            let seq_len = bptt.min(nbatch - 1 - i);
+            let mut x = Vec::new();
+            let mut y = Vec::new();
+            for t in i..i + seq_len {
+                for b in 0..bsz {
+                    x.push(source(t, b));
+                    y.push(source(t + 1, b));
+                }
+            }
+            out.push((x, y));
+            i += bptt;
+        }
+        out
+    }
+
+    #[test]
+    fn streams_match_pytorch_for_many_shapes() {
+        let tokens: Vec<u32> = (0..103).map(|i| (i * 7 % 31) as u32).collect();
+        for bsz in [1, 2, 3, 5, 10, 51] {
+            for bptt in [1, 2, 4, 7, 35, 200] {
+                let s = TextStreams::new(&tokens, bsz, bptt).unwrap();
+                let want = pytorch_windows(&tokens, bsz, bptt);
+                assert_eq!(s.num_windows(), want.len(), "bsz {bsz} bptt {bptt}");
+                for (k, (x, y)) in want.iter().enumerate() {
+                    let got = s.get_batch(k);
+                    assert_eq!(&got.inputs, x);
+                    assert_eq!(&got.targets, y);
+                    assert_eq!(got.seq_len * bsz, x.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn streams_reject_too_little_data() {
+        let e = TextStreams::new(&[1, 2, 3], 2, 5).unwrap_err().to_string();
+        assert!(e.contains("3 tokens") && e.contains("2 streams"), "{e}");
+        assert!(TextStreams::new(&[1, 2, 3, 4], 2, 5).is_ok());
+        assert!(TextStreams::new(&[1, 2, 3, 4], 0, 5).is_err());
+        assert!(TextStreams::new(&[1, 2, 3, 4], 1, 0).is_err());
+    }
+
+    #[test]
+    fn vocab_sorts_non_ascii_by_code_point() {
+        let text = "zébre ☃\naé𝄞A";
+        let v = Vocab::from_text(text).unwrap();
+        assert_eq!(
+            v.chars,
+            vec!['\n', ' ', 'A', 'a', 'b', 'e', 'r', 'z', 'é', '☃', '𝄞']
+        );
+        let ids = v.encode(text).unwrap();
+        assert_eq!(v.decode(&ids), text);
+        assert_eq!(v.id('é'), Some(8));
+        assert_eq!(v.decode(&[99]), "\u{FFFD}");
+
+        let saved = v.save();
+        assert_eq!(Vocab::load(&saved).unwrap(), v);
+        let e = Vocab::load("ba").unwrap_err().to_string();
+        assert!(e.contains("not strictly sorted"), "{e}");
+        assert!(Vocab::load("aa").is_err());
+        assert!(Vocab::load("").is_err());
+        assert!(Vocab::from_text("").is_err());
+
+        let e = v.encode("abz\nzeß").unwrap_err().to_string();
+        assert!(e.contains("'ß'") && e.contains("U+00DF"), "{e}");
+        assert!(e.contains("line 2, column 3"), "{e}");
+    }
+
+    #[test]
+    fn text_validation_split_sizes() {
+        let text: String = (0..1000).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+        let cfg = TextConfig {
+            batch: 4,
+            eval_batch: 2,
+            bptt: 10,
+            val_fraction: 0.1,
+        };
+        let d = TextData::new(&text, &cfg).unwrap();
+        assert_eq!((d.train_tokens, d.val_tokens), (900, 100));
+        assert_eq!(d.train.stream_len(), 225);
+        let val = d.val.as_ref().unwrap();
+        assert_eq!(val.stream_len(), 50);
+        assert_eq!(val.batch(), 2);
+        // The validation streams are the last 100 tokens.
+        assert_eq!(d.vocab.decode(val.stream(0)), text[900..950]);
+        assert_eq!(d.vocab.decode(val.stream(1)), text[950..1000]);
+        assert_eq!(d.train.num_windows(), 23); // ceil(224 / 10)
+
+        let none = TextData::new(
+            &text,
+            &TextConfig {
+                val_fraction: 0.0,
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
+        assert!(none.val.is_none() && none.train_tokens == 1000);
+        assert!(
+            TextData::new(
+                &text,
+                &TextConfig {
+                    val_fraction: 1.0,
+                    ..cfg.clone()
+                }
+            )
+            .is_err()
+        );
+        assert_eq!(val_count(1005, 0.1).unwrap(), 101); // round(100.5)
+        assert_eq!(val_count(10, 0.25).unwrap(), 3); // round(2.5) rounds half away from zero
+        let e = TextData::new(
+            "abcdefgh",
+            &TextConfig {
+                val_fraction: 0.1,
+                ..cfg
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("training split"), "{e}");
+
+        // A checkpoint's vocabulary that lacks a character of the text.
+        let v = Vocab::load("abc").unwrap();
+        let e = TextData::with_vocab("abcd", v, &TextConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("'d'"), "{e}");
+    }
+
+    #[test]
+    fn one_hot_encodes_ids() {
+        assert_eq!(one_hot(&[2, 0], 3).unwrap(), vec![0., 0., 1., 1., 0., 0.]);
+        assert!(one_hot(&[3], 3).is_err());
+    }
 }

@@ -1,28 +1,17 @@
-//! Windows over a series: batches, the training and validation window sets,
-//! epochs, the series dataset, and padding of variable-length sequences.
+//! Sliding windows over a series: the split by time into training and
+//! validation rows, the normalisation fitted on the training rows, and
+//! batches and seeded epochs of windows.
 
-use super::*;
-
-/// A batch of series windows: `inputs` `[seq_len, batch, num_features]`
-/// (time-major) and `targets` `[batch, horizon]`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SeriesBatch {
-    /// `[seq_len, batch, num_features]`.
-    pub inputs: Vec<f32>,
-    /// `[batch, horizon]`.
-    pub targets: Vec<f32>,
-    /// `T`.
-    pub seq_len: usize,
-    /// `B`.
-    pub batch: usize,
-    /// `F`.
-    pub num_features: usize,
-    /// `k`: target values per window.
-    pub horizon: usize,
-}
+use super::{
+    ColumnStats, CsvTable, DEFAULT_VAL_FRACTION, Normalizer, Rng, SeriesBatch, SeriesTable,
+    derive_seed, val_count,
+};
+use crate::error::{Error, Result, num};
+use std::ops::Range;
+use std::sync::Arc;
 
 #[derive(Debug)]
-pub(super) struct NormalizedSeries {
+struct NormalizedSeries {
     /// `[N, F]` row-major z-scores.
     x: Vec<f32>,
     /// `[N]` z-scores.
@@ -384,80 +373,164 @@ impl SeriesDataset {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Variable-length batches
-// ---------------------------------------------------------------------------
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Sequences padded to a common length.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Padded {
-    /// `[max_len, batch, num_features]`, zeros past each length.
-    pub data: Vec<f32>,
-    /// Each sequence's length (for `Batch::lengths`).
-    pub lengths: Vec<usize>,
-    /// `T_max`.
-    pub max_len: usize,
-    /// `B`.
-    pub batch: usize,
-    /// `F`.
-    pub num_features: usize,
-}
+    #[test]
+    fn normalization_is_fitted_on_the_training_rows_only() {
+        // 10 rows: 8 training rows 0..8, 2 validation rows far away.
+        let mut v: Vec<f64> = (0..8).map(|i| i as f64).collect();
+        v.extend([1000.0, 2000.0]);
+        let other: Vec<f64> = (0..10).map(|i| 5.0 + (i % 2) as f64).collect();
+        let table = SeriesTable::new(
+            vec!["x".into(), "c".into()],
+            vec![v.clone(), other],
+            "x".into(),
+            v.clone(),
+        )
+        .unwrap();
+        let cfg = SeriesConfig {
+            seq_len: 3,
+            horizon: 1,
+            val_fraction: 0.2,
+        };
+        let d = SeriesDataset::new(&table, &cfg).unwrap();
+        assert_eq!((d.train_rows, d.val_rows), (8, 2));
+        let var = (0..8).map(|i| (i as f64 - 3.5).powi(2)).sum::<f64>() / 8.0;
+        assert_eq!(d.norm.target.mean, 3.5);
+        assert!((d.norm.target.std - var.sqrt()).abs() < 1e-12);
+        assert_eq!(d.norm.features[0], d.norm.target);
+        assert_eq!(
+            (d.norm.features[1].mean, d.norm.features[1].std),
+            (5.5, 0.5)
+        );
 
-/// Pads sequences given row-major as `[len_i, F]` to `[T_max, B, F]`
-/// (zeros) and returns their lengths; every sequence needs at least one step.
-pub fn pad_sequences<S: AsRef<[f32]>>(seqs: &[S], num_features: usize) -> Result<Padded> {
-    if seqs.is_empty() || num_features == 0 {
-        return Err(Error::Invalid(format!(
-            "padding needs at least one sequence and one feature ({} sequences, {num_features} features)",
-            seqs.len()
-        )));
-    }
-    let mut lengths = Vec::with_capacity(seqs.len());
-    for (i, s) in seqs.iter().enumerate() {
-        let n = s.as_ref().len();
-        if n == 0 || n % num_features != 0 {
-            return Err(Error::tensor(
-                format!("sequence {i}"),
-                format!("{n} values are not a positive multiple of {num_features} features"),
-            ));
-        }
-        lengths.push(n / num_features);
-    }
-    let max_len = *lengths.iter().max().unwrap_or(&0);
-    let b_n = seqs.len();
-    let mut data = vec![0f32; max_len * b_n * num_features];
-    for (b, s) in seqs.iter().enumerate() {
-        for (t, row) in s.as_ref().chunks_exact(num_features).enumerate() {
-            let o = (t * b_n + b) * num_features;
-            data[o..o + num_features].copy_from_slice(row);
-        }
-    }
-    Ok(Padded {
-        data,
-        lengths,
-        max_len,
-        batch: b_n,
-        num_features,
-    })
-}
+        // Round trips.
+        let z = d.norm.normalize_target(&[0.0, 1000.0]);
+        let back = d.norm.denormalize(&z);
+        assert!((back[0] - 0.0).abs() < 1e-4 && (back[1] - 1000.0).abs() < 1e-3);
+        let meta = d.norm.to_metadata();
+        assert_eq!(Normalizer::from_metadata(&meta).unwrap(), d.norm);
+        assert!(Normalizer::from_metadata("feature\t1\t0\tx\ntarget\t1\t1\tx\n").is_err());
+        assert!(Normalizer::from_metadata("feature\t1\t1\tx\n").is_err());
 
-/// Pads token sequences to `[T_max, B]` with `pad` and returns the ids and
-/// lengths; every sequence needs at least one token.
-pub fn pad_tokens<S: AsRef<[u32]>>(seqs: &[S], pad: u32) -> Result<(Vec<u32>, Vec<usize>)> {
-    if seqs.is_empty() {
-        return Err(Error::Invalid("padding needs at least one sequence".into()));
+        // A stored normalization is reused as is.
+        let again = SeriesDataset::with_normalizer(&table, &cfg, d.norm.clone()).unwrap();
+        assert_eq!(again.norm, d.norm);
+        let uni = SeriesTable::univariate("x", v).unwrap();
+        assert!(SeriesDataset::with_normalizer(&uni, &cfg, d.norm.clone()).is_err());
     }
-    if let Some(i) = seqs.iter().position(|s| s.as_ref().is_empty()) {
-        return Err(Error::tensor(format!("sequence {i}"), "is empty"));
+
+    #[test]
+    fn windows_hold_the_right_rows() {
+        // x = row index, target = 100 + row index; stats make z easy to undo.
+        let n = 20;
+        let x: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        let y: Vec<f64> = (0..n).map(|i| 100.0 + i as f64).collect();
+        let table = SeriesTable::new(vec!["x".into()], vec![x], "y".into(), y).unwrap();
+        let cfg = SeriesConfig {
+            seq_len: 3,
+            horizon: 2,
+            val_fraction: 0.25,
+        };
+        let d = SeriesDataset::new(&table, &cfg).unwrap();
+        assert_eq!((d.train_rows, d.val_rows), (15, 5));
+        // Training windows: targets below row 15: starts 0..=10.
+        assert_eq!(d.train.len(), 11);
+        let val = d.val.as_ref().unwrap();
+        // Validation windows: first target in 15..=18: 5 - 2 + 1 = 4.
+        assert_eq!(val.len(), 4);
+        assert_eq!(val.first_target_row(0), 15);
+
+        let fx = &d.norm.features[0];
+        let undo_x = |v: f32| fx.denormalize(v as f64).round();
+        let undo_y = |v: f32| d.norm.target.denormalize(v as f64).round();
+
+        let b = d.train.batch(&[0, 10]).unwrap();
+        assert_eq!(
+            (b.seq_len, b.batch, b.num_features, b.horizon),
+            (3, 2, 1, 2)
+        );
+        let xs: Vec<f64> = b.inputs.iter().map(|&v| undo_x(v)).collect();
+        assert_eq!(xs, vec![0., 10., 1., 11., 2., 12.]); // [T, B, F]
+        let ys: Vec<f64> = b.targets.iter().map(|&v| undo_y(v)).collect();
+        assert_eq!(ys, vec![103., 104., 113., 114.]); // [B, k]
+
+        let b = val.batch(&[0, 3]).unwrap();
+        let xs: Vec<f64> = b.inputs.iter().map(|&v| undo_x(v)).collect();
+        assert_eq!(xs, vec![12., 15., 13., 16., 14., 17.]);
+        let ys: Vec<f64> = b.targets.iter().map(|&v| undo_y(v)).collect();
+        assert_eq!(ys, vec![115., 116., 118., 119.]);
+        assert!(val.batch(&[4]).is_err());
+        assert!(val.batch(&[]).is_err());
+
+        // Too short for one window.
+        let short = SeriesConfig {
+            seq_len: 15,
+            ..cfg.clone()
+        };
+        let e = SeriesDataset::new(&table, &short).unwrap_err().to_string();
+        assert!(
+            e.contains("training split has 15 rows (the last 5 of the 20")
+                && e.contains("= 17 rows"),
+            "{e}"
+        );
+        let e = SeriesDataset::new(
+            &table,
+            &SeriesConfig {
+                seq_len: 19,
+                val_fraction: 0.0,
+                ..short.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("the series has 20 rows") && e.contains("= 21"),
+            "{e}"
+        );
+        let noval = SeriesDataset::new(
+            &table,
+            &SeriesConfig {
+                val_fraction: 0.0,
+                ..cfg
+            },
+        )
+        .unwrap();
+        assert!(noval.val.is_none());
+        assert_eq!(noval.train.len(), 16);
     }
-    let lengths: Vec<usize> = seqs.iter().map(|s| s.as_ref().len()).collect();
-    let max_len = *lengths.iter().max().unwrap_or(&0);
-    let b_n = seqs.len();
-    let mut ids = vec![pad; max_len * b_n];
-    for (b, s) in seqs.iter().enumerate() {
-        for (t, &id) in s.as_ref().iter().enumerate() {
-            ids[t * b_n + b] = id;
-        }
+
+    #[test]
+    fn epochs_shuffle_with_a_seed_or_keep_order() {
+        let table = SeriesTable::univariate("s", (0..40).map(|i| i as f64).collect()).unwrap();
+        let cfg = SeriesConfig {
+            seq_len: 4,
+            horizon: 1,
+            val_fraction: 0.0,
+        };
+        let d = SeriesDataset::new(&table, &cfg).unwrap();
+        let w = &d.train;
+        assert_eq!(w.len(), 36);
+        assert_eq!(w.order(None, 3), (0..36).collect::<Vec<_>>());
+        let a = w.order(Some(7), 0);
+        assert_eq!(a, w.order(Some(7), 0));
+        assert_ne!(a, w.order(Some(7), 1));
+        assert_ne!(a, w.order(Some(8), 0));
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..36).collect::<Vec<_>>());
+
+        let batches: Vec<SeriesBatch> = w.epoch(10, Some(7), 0, false).unwrap().collect();
+        assert_eq!(batches.len(), 4);
+        assert_eq!(batches[3].batch, 6);
+        assert_eq!(batches[0], w.batch(&a[..10]).unwrap());
+        assert_eq!(w.epoch(10, None, 0, true).unwrap().len(), 3);
+        assert_eq!(w.num_batches(10, true), 3);
+        assert!(w.epoch(37, None, 0, true).is_err());
+        assert!(w.epoch(0, None, 0, false).is_err());
+        let seq: Vec<SeriesBatch> = w.epoch(36, None, 0, false).unwrap().collect();
+        assert_eq!(seq[0], w.batch(&(0..36).collect::<Vec<_>>()).unwrap());
     }
-    Ok((ids, lengths))
 }
