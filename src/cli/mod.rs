@@ -5,8 +5,10 @@ use lstm_wgpu::model::LstmConfig;
 pub mod bench;
 pub mod demo;
 pub mod env;
+pub mod generate;
 pub mod grad;
 pub mod out;
+pub mod predict;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -33,11 +35,11 @@ pub enum Cmd {
     /// print its falling loss.
     Demo(crate::cli::demo::DemoArgs),
     /// Train a language model or a time-series model on the GPU.
-    Train(Box<crate::cli::train::TrainArgs>),
+    Train(Box<crate::cli::train::settings::TrainArgs>),
     /// Sample text from a text checkpoint.
-    Generate(crate::cli::train::GenerateArgs),
+    Generate(crate::cli::generate::GenerateArgs),
     /// Run a time-series checkpoint over a CSV.
-    Predict(crate::cli::train::PredictArgs),
+    Predict(crate::cli::predict::PredictArgs),
     /// Time standard training workloads (ms/step, tokens/s, dispatches,
     /// GFLOP/s, peak GPU memory); `all` takes minutes on a CPU driver.
     Bench(crate::cli::bench::BenchArgs),
@@ -59,8 +61,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Grad(a) => grad::run(&a, cli.verbose),
         Cmd::Demo(a) => crate::cli::demo::run(&a, cli.verbose),
         Cmd::Train(a) => crate::cli::train::train(*a, cli.verbose),
-        Cmd::Generate(a) => crate::cli::train::generate(&a, cli.verbose),
-        Cmd::Predict(a) => crate::cli::train::predict(&a, cli.verbose),
+        Cmd::Generate(a) => crate::cli::generate::generate(&a, cli.verbose),
+        Cmd::Predict(a) => crate::cli::predict::predict(&a, cli.verbose),
         Cmd::Bench(a) => crate::cli::bench::run(&a, cli.verbose),
     }
 }

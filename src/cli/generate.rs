@@ -1,0 +1,136 @@
+//! `lstm-wgpu generate`: text sampled from a text checkpoint.
+
+use crate::cli::env::{host_budget, open_gpu, size_limits};
+use crate::cli::train::checkpoint::{load_checkpoint, restore_model, values_from};
+use crate::cli::train::data::net_with;
+use crate::cli::train::settings::describe_data;
+use lstm_wgpu::data::{Rng, Vocab};
+use lstm_wgpu::error::{Error, Result, num};
+use lstm_wgpu::kernels::optim::OptimConfig;
+use lstm_wgpu::train::{Carry, Head, StepData, Trainer};
+use std::path::PathBuf;
+
+/// Arguments of `generate`.
+#[derive(clap::Args, Debug)]
+pub struct GenerateArgs {
+    /// A text checkpoint written by `train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Text to start from (its characters must be in the vocabulary).
+    #[arg(long, default_value = "")]
+    pub prompt: String,
+    /// Characters to generate.
+    #[arg(long, default_value_t = 200)]
+    pub length: usize,
+    /// Softmax temperature (> 0).
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Sample only among the k most likely characters (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Runs `generate`: prints the prompt and the sampled continuation.
+pub fn generate(a: &GenerateArgs, verbose: bool) -> Result<()> {
+    if !(a.temperature > 0.0 && a.temperature.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "--temperature {}: expected a positive number",
+            num(a.temperature)
+        )));
+    }
+    let l = load_checkpoint(&a.checkpoint)?;
+    let vocab = l.vocab.clone().ok_or_else(|| {
+        Error::file(
+            &a.checkpoint,
+            format!(
+                "a {} checkpoint on {}: generate samples from text checkpoints trained on text",
+                l.config.task,
+                describe_data(&l.config)
+            ),
+        )
+    })?;
+    let c = l.config.clone();
+    let net = net_with(
+        &c,
+        Head::Language {
+            vocab: vocab.len(),
+            embed: c.embed,
+        },
+    )?;
+    net.check_size(1, 1, &size_limits(None))?;
+    let (floats, ints) = l.file.params_and_counters()?;
+    let values = values_from(&net, &floats, &a.checkpoint)?;
+    let mut prompt = vocab.encode(&a.prompt)?;
+    if prompt.is_empty() {
+        prompt.push(0);
+    }
+    check_length(a, &vocab)?;
+    let ctx = open_gpu(verbose)?;
+    let mut tr = Trainer::new(ctx, net, values, 1, None, &OptimConfig::sgd())?;
+    restore_model(&mut tr, &floats, &ints, &a.checkpoint)?;
+    let mut rng = Rng::new(a.seed);
+    // The text streams out as it is sampled (a line, or 64 bytes, at a
+    // time): memory does not grow with --length, and `| head` stops it.
+    let mut out = a.prompt.clone();
+    let mut carry = Carry::Zero;
+    // The prompt primes the state; its last position gives the first logits.
+    let mut logits = Vec::new();
+    for &id in &prompt {
+        tr.eval(1, &StepData::tokens(&[id], &[0]), carry)?;
+        carry = Carry::Continue;
+        logits = tr.head_output(1)?;
+    }
+    for _ in 0..a.length {
+        let mut idx: Vec<usize> = (0..logits.len()).collect();
+        idx.sort_by(|&x, &y| logits[y].total_cmp(&logits[x]));
+        if a.top_k > 0 {
+            idx.truncate(a.top_k);
+        }
+        let m = logits[idx[0]] as f64;
+        let w: Vec<f64> = idx
+            .iter()
+            .map(|&i| ((logits[i] as f64 - m) / a.temperature).exp())
+            .collect();
+        let mut r = rng.uniform(0.0, w.iter().sum());
+        let mut pick = idx[idx.len() - 1];
+        for (k, &i) in idx.iter().enumerate() {
+            if r < w[k] {
+                pick = i;
+                break;
+            }
+            r -= w[k];
+        }
+        out.push_str(&vocab.decode(&[pick as u32]));
+        if out.len() >= 64 || out.ends_with('\n') {
+            crate::cli::out::text(&out)?;
+            out.clear();
+        }
+        tr.eval(1, &StepData::tokens(&[pick as u32], &[0]), carry)?;
+        logits = tr.head_output(1)?;
+    }
+    crate::cli::out::line(out)?;
+    Ok(())
+}
+
+/// Refuses a `--length` whose text (the prompt and `--length` characters
+/// of the vocabulary's longest UTF-8 form) would exceed the host budget.
+/// The text is streamed, not held, but a length past any output the
+/// machine could take is a mistake to refuse at once, not to run for days.
+pub(crate) fn check_length(a: &GenerateArgs, vocab: &Vocab) -> Result<()> {
+    let widest = vocab.chars.iter().map(|c| c.len_utf8()).max().unwrap_or(4);
+    let bytes = (a.length as u128)
+        .saturating_mul(widest as u128)
+        .saturating_add(a.prompt.len() as u128 + 1);
+    let budget = host_budget();
+    if bytes > budget as u128 {
+        return Err(Error::Invalid(format!(
+            "--length {}: the text would take up to {bytes} bytes, over the host budget of \
+             {budget} bytes; generate less",
+            a.length
+        )));
+    }
+    Ok(())
+}

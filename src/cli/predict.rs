@@ -1,0 +1,473 @@
+//! `lstm-wgpu predict`: a series checkpoint's forecasts for every window
+//! of a CSV, and `--future` steps past its end.
+
+use crate::cli::env::{host_budget, open_gpu, size_limits};
+use crate::cli::train::checkpoint::{load_checkpoint, restore_model, values_from};
+use crate::cli::train::data::{csv_cell, describe_columns, net_with, series_table};
+use crate::cli::train::settings::{RunConfig, describe_data};
+use lstm_wgpu::data::{Missing, SeriesConfig, SeriesDataset};
+use lstm_wgpu::error::{Error, Result};
+use lstm_wgpu::kernels::optim::OptimConfig;
+use lstm_wgpu::train::forecast::{SeriesMetrics, predict_windows};
+use lstm_wgpu::train::{Head, Trainer};
+use std::path::PathBuf;
+
+/// Arguments of `predict`.
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    /// A series checkpoint written by `train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// CSV with the checkpoint's feature and target columns.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Windows to predict: all, or the train or val split of the
+    /// checkpoint's --val-fraction (val reproduces train's val_loss).
+    #[arg(long, default_value = "all", value_parser = ["all", "train", "val"])]
+    pub split: String,
+    /// Also continue the series N steps past its last row, feeding the
+    /// predictions back (every feature must be the target or a column with
+    /// a constant step); the output then has one line per row.
+    #[arg(long, value_name = "N", conflicts_with = "split")]
+    pub future: Option<usize>,
+    /// Time column labelling the output rows (default: the checkpoint's
+    /// --time, else a non-numeric first column, else a time-like column).
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Missing cells: error | drop | ffill | interpolate (default: the
+    /// checkpoint's --missing).
+    #[arg(long)]
+    pub missing: Option<String>,
+    /// Windows per GPU pass.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+}
+
+/// Runs `predict`. Without `--future`: one CSV line per window (the time of
+/// its first target when the CSV has a time column, the window index, the
+/// actual target values, the predictions), all in the target's units. With
+/// `--future N`: one line per row (time, row, actual, the one-step-ahead
+/// prediction of the window before it), then N forecast rows. A summary with
+/// MAE and RMSE beside the naive last-value forecast's goes to stderr.
+pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
+    if a.batch == 0 {
+        return Err(Error::Invalid("--batch must be at least 1".into()));
+    }
+    let l = load_checkpoint(&a.checkpoint)?;
+    let norm = l.norm.clone().ok_or_else(|| {
+        Error::file(
+            &a.checkpoint,
+            format!(
+                "a {} checkpoint on {}: predict runs series checkpoints trained on a CSV or a \
+                 generated series",
+                l.config.task,
+                describe_data(&l.config)
+            ),
+        )
+    })?;
+    let mut c = l.config.clone();
+    c.data = Some(a.data.clone());
+    if let Some(t) = &a.time {
+        c.time = Some(t.clone());
+    }
+    if let Some(m) = &a.missing {
+        Missing::parse(m)?;
+        c.missing = m.clone();
+    }
+    if a.split == "all" {
+        c.val_fraction = 0.0;
+    }
+    // The checkpoint's columns, by name: a CSV with its columns in another
+    // order, or with more numeric columns, selects the same ones.
+    if c.features.is_none() {
+        let names: Vec<&str> = norm.features.iter().map(|f| f.name.as_str()).collect();
+        c.features = Some(names.join(","));
+    }
+    if c.target.is_none() {
+        c.target = Some(norm.target.name.clone());
+    }
+    check_future_size(a.future, &c, norm.features.len())?;
+    let sel = series_table(&c)?;
+    norm.check_matches(&sel.table)
+        .map_err(|e| Error::file(&a.data, e))?;
+    let (t_len, k) = (c.seq_len, c.horizon);
+    let n = sel.table.len();
+    if a.future.is_none() && n < t_len.saturating_add(k) {
+        return Err(Error::file(
+            &a.data,
+            format!(
+                "{n} rows{}, too few to predict: one window takes the checkpoint's --seq-len \
+                 {t_len} rows as input and the next --horizon {k} as targets ({} rows); give a \
+                 longer series",
+                if c.missing == "drop" {
+                    " kept (--missing drop)"
+                } else {
+                    ""
+                },
+                t_len.saturating_add(k)
+            ),
+        ));
+    }
+    // Windows exist when a target follows seq_len rows; --future needs none.
+    let ds = if n >= t_len + k || a.future.is_none() {
+        let sc = SeriesConfig {
+            seq_len: t_len,
+            horizon: k,
+            val_fraction: c.val_fraction,
+        };
+        Some(
+            SeriesDataset::with_normalizer(&sel.table, &sc, norm.clone())
+                .map_err(|e| Error::file(&a.data, e))?,
+        )
+    } else {
+        None
+    };
+    let set = match (&ds, a.split.as_str()) {
+        (Some(d), "val") => Some(d.val.as_ref().ok_or_else(|| {
+            Error::file(
+                &a.data,
+                format!(
+                    "--split val: --val-fraction {} of {n} rows holds out no validation rows",
+                    c.val_fraction
+                ),
+            )
+        })?),
+        (Some(d), _) => Some(&d.train),
+        (None, _) => None,
+    };
+    if a.future.is_some() && n < t_len {
+        return Err(Error::file(
+            &a.data,
+            format!(
+                "--future needs the last {t_len} rows (the checkpoint's --seq-len); it has {n}"
+            ),
+        ));
+    }
+    let cont = match a.future {
+        Some(_) => Some(
+            lstm_wgpu::train::forecast::continuations(&sel.table)
+                .map_err(|e| Error::file(&a.data, e))?,
+        ),
+        None => None,
+    };
+    let windows: Vec<usize> = (0..set.map_or(0, |s| s.len())).collect();
+    let features = sel.table.num_features();
+    let net = net_with(
+        &c,
+        Head::Regression {
+            features,
+            outputs: k,
+        },
+    )?;
+    let b = a.batch.min(windows.len().max(1));
+    net.check_size(t_len, b, &size_limits(None))?;
+    let (floats, ints) = l.file.params_and_counters()?;
+    let values = values_from(&net, &floats, &a.checkpoint)?;
+    let ctx = open_gpu(verbose)?;
+    net.check_size(t_len, b, &size_limits(Some(&ctx)))?;
+    // The windows run in batches of b, the recursive forecast one window
+    // a pass: one model each, the first dropped before the second exists.
+    let model = |batch: usize| -> Result<Trainer> {
+        let opt = OptimConfig::sgd();
+        let mut tr = Trainer::new(ctx.clone(), net.clone(), values.clone(), batch, None, &opt)?;
+        restore_model(&mut tr, &floats, &ints, &a.checkpoint)?;
+        Ok(tr)
+    };
+    eprintln!("{}", describe_columns(&c, &sel));
+    let pred = match set {
+        Some(s) if !windows.is_empty() => predict_windows(&mut model(b)?, s, &windows)?,
+        _ => Vec::new(),
+    };
+    let future = match (a.future, &cont) {
+        (Some(steps), Some(cont)) => lstm_wgpu::train::forecast::forecast(
+            &mut model(1)?,
+            &sel.table,
+            &norm,
+            t_len,
+            k,
+            steps,
+            cont,
+        )
+        .map_err(|e| Error::file(&a.data, e))?,
+        _ => Vec::new(),
+    };
+    let target = &sel.table.target;
+    let tname = &sel.table.target_name;
+    let time = sel.time.as_ref();
+    let cell = |r: usize| time.map(|tc| format!("{},", csv_cell(&tc.values[r])));
+    let time_head = time
+        .map(|tc| format!("{},", csv_cell(&tc.name)))
+        .unwrap_or_default();
+    match (a.future, set) {
+        (None, Some(s)) => {
+            let names: Vec<String> = (1..=k)
+                .map(|j| csv_cell(&format!("{tname}_t+{j}")))
+                .chain((1..=k).map(|j| csv_cell(&format!("pred_{tname}_t+{j}"))))
+                .collect();
+            crate::cli::out::line(format!("{time_head}window,{}", names.join(",")))?;
+            for (i, &w) in windows.iter().enumerate() {
+                let r0 = s.first_target_row(w);
+                let mut row = cell(r0).unwrap_or_default() + &w.to_string();
+                for j in 0..k {
+                    row += &format!(",{}", target[r0 + j]);
+                }
+                for j in 0..k {
+                    row += &format!(",{}", norm.target.denormalize(pred[i * k + j] as f64));
+                }
+                crate::cli::out::line(row)?;
+            }
+        }
+        _ => {
+            crate::cli::out::line(format!(
+                "{time_head}row,{},{}",
+                csv_cell(tname),
+                csv_cell(&format!("pred_{tname}"))
+            ))?;
+            // The one-step-ahead prediction of row r comes from the window
+            // ending at r - 1 (window r - seq_len).
+            for (r, actual) in target.iter().enumerate() {
+                let p = r
+                    .checked_sub(t_len)
+                    .filter(|w| *w < windows.len())
+                    .map(|w| norm.target.denormalize(pred[w * k] as f64).to_string())
+                    .unwrap_or_default();
+                crate::cli::out::line(format!(
+                    "{}{},{},{p}",
+                    cell(r).unwrap_or_default(),
+                    r + 1,
+                    actual
+                ))?;
+            }
+            let times = time
+                .map(|tc| extend_times(&tc.values, future.len()))
+                .unwrap_or_default();
+            for (i, y) in future.iter().enumerate() {
+                let t = times.get(i).map(|t| format!("{},", csv_cell(t))).unwrap_or(
+                    if time.is_some() {
+                        ",".into()
+                    } else {
+                        String::new()
+                    },
+                );
+                crate::cli::out::line(format!("{t}{},,{y}", n + i + 1))?;
+            }
+        }
+    }
+    if let Some(s) = set
+        && !windows.is_empty()
+    {
+        let m = SeriesMetrics::of(s, &windows, &pred, target, &norm);
+        eprintln!(
+            "predict: {} window{} ({} split of {}), target `{tname}`: MAE {:.6} RMSE {:.6}; \
+             naive last value: MAE {:.6} RMSE {:.6}; MSE of z-scores {:.6} (naive {:.6})",
+            m.windows,
+            if m.windows == 1 { "" } else { "s" },
+            a.split,
+            a.data.display(),
+            m.model.mae,
+            m.model.rmse,
+            m.naive.mae,
+            m.naive.rmse,
+            m.model.mse,
+            m.naive.mse
+        );
+    }
+    if let Some(steps) = a.future {
+        eprintln!(
+            "forecast: {steps} steps past row {n}, {k} at a time, predictions fed back as `{tname}`"
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a `--future` whose rows (the checkpoint's `features` columns,
+/// in f64, with their time labels and output lines) exceed the host
+/// budget, before anything is allocated.
+pub(crate) fn check_future_size(
+    future: Option<usize>,
+    c: &RunConfig,
+    features: usize,
+) -> Result<()> {
+    let Some(steps) = future else {
+        return Ok(());
+    };
+    // Per row: the feature values, the row's vector, the prediction and a
+    // time label (a String and its text).
+    let per_row = (features as u128)
+        .saturating_mul(8)
+        .saturating_add(24 + 8 + 24 + 32);
+    let bytes = (steps as u128)
+        .saturating_add(c.seq_len as u128)
+        .saturating_mul(per_row);
+    let budget = host_budget();
+    if bytes > budget as u128 {
+        return Err(Error::Invalid(format!(
+            "--future {steps}: the forecast rows need {} bytes, over the host budget of \
+             {budget} bytes; forecast fewer steps",
+            u64::try_from(bytes).map_or("more than 2^64".into(), |b| b.to_string())
+        )));
+    }
+    Ok(())
+}
+
+/// The next `n` values of a time column with a constant step: numbers, or
+/// dates `YYYY-MM-DD` / `YYYY-MM` stepping by days or by months; empty
+/// strings when the step is not constant.
+pub(crate) fn extend_times(values: &[String], n: usize) -> Vec<String> {
+    if let Some(v) = extend_dates(values, n) {
+        return v;
+    }
+    let nums: Option<Vec<f64>> = values.iter().map(|v| v.parse::<f64>().ok()).collect();
+    if let Some(v) = nums
+        && let Some(d) = lstm_wgpu::train::forecast::constant_step(&v)
+    {
+        let last = v[v.len() - 1];
+        let ints = v.iter().all(|x| x.fract() == 0.0) && d.fract() == 0.0;
+        return (1..=n)
+            .map(|i| {
+                let x = last + d * i as f64;
+                if ints {
+                    format!("{x:.0}")
+                } else {
+                    format!("{x}")
+                }
+            })
+            .collect();
+    }
+    vec![String::new(); n]
+}
+
+/// [`extend_times`] for dates, when every value is one and the step is
+/// constant.
+pub(crate) fn extend_dates(values: &[String], n: usize) -> Option<Vec<String>> {
+    let dates: Vec<(i64, i64, Option<i64>)> = values
+        .iter()
+        .map(|v| parse_date(v))
+        .collect::<Option<_>>()
+        .filter(|d: &Vec<_>| d.len() >= 2)?;
+    let compact = !values[0].contains('-');
+    let fmt = |y: i64, m: i64, d: Option<i64>| match (d, compact) {
+        (Some(d), true) => format!("{y:04}{m:02}{d:02}"),
+        (Some(d), false) => format!("{y:04}-{m:02}-{d:02}"),
+        (None, _) => format!("{y:04}-{m:02}"),
+    };
+    let months: Vec<f64> = dates.iter().map(|d| (d.0 * 12 + d.1 - 1) as f64).collect();
+    let (y, m, day) = dates[dates.len() - 1];
+    // The same day of the month (or none) and a constant month step.
+    if let Some(step) = lstm_wgpu::train::forecast::constant_step(&months)
+        && dates.iter().all(|x| x.2 == day)
+    {
+        let last = months[months.len() - 1] as i64;
+        return Some(
+            (1..=n as i64)
+                .map(|i| {
+                    let t = last + step as i64 * i;
+                    fmt(t.div_euclid(12), t.rem_euclid(12) + 1, day)
+                })
+                .collect(),
+        );
+    }
+    let day = day?;
+    let days: Vec<f64> = dates
+        .iter()
+        .map(|d| days_from_civil(d.0, d.1, d.2.unwrap_or(1)) as f64)
+        .collect();
+    let step = lstm_wgpu::train::forecast::constant_step(&days)? as i64;
+    let last = days_from_civil(y, m, day);
+    Some(
+        (1..=n as i64)
+            .map(|i| {
+                let (yy, mm, dd) = civil_from_days(last + step * i);
+                fmt(yy, mm, Some(dd))
+            })
+            .collect(),
+    )
+}
+
+/// `YYYY-MM-DD`, `YYYYMMDD` or `YYYY-MM` as (year, month, day).
+pub(crate) fn parse_date(s: &str) -> Option<(i64, i64, Option<i64>)> {
+    let s = s.trim();
+    let p: Vec<&str> = if s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit()) {
+        vec![&s[..4], &s[4..6], &s[6..]]
+    } else {
+        s.split('-').collect()
+    };
+    let num = |x: &str, len: usize| {
+        (x.len() == len && x.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| x.parse::<i64>().ok())
+            .flatten()
+    };
+    let (y, m) = (num(p.first()?, 4)?, num(p.get(1)?, 2)?);
+    if !(1..=12).contains(&m) {
+        return None;
+    }
+    match p.len() {
+        2 => Some((y, m, None)),
+        3 => num(p[2], 2)
+            .filter(|d| (1..=31).contains(d))
+            .map(|d| (y, m, Some(d))),
+        _ => None,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+/// algorithm).
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// The date of a day count of [`days_from_civil`].
+pub(crate) fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_columns_extend() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(extend_times(&s(&["1700", "1701"]), 2), ["1702", "1703"]);
+        assert_eq!(extend_times(&s(&["0.5", "1"]), 1), ["1.5"]);
+        assert_eq!(
+            extend_times(&s(&["2024-12-28", "2025-01-04"]), 2),
+            ["2025-01-11", "2025-01-18"]
+        );
+        assert_eq!(
+            extend_times(&s(&["1958-11-01", "1958-12-01"]), 2),
+            ["1959-01-01", "1959-02-01"]
+        );
+        assert_eq!(extend_times(&s(&["1949-11", "1949-12"]), 1), ["1950-01"]);
+        assert_eq!(extend_times(&s(&["a", "b"]), 2), ["", ""]);
+        assert_eq!(extend_times(&s(&["19581227", "19590103"]), 1), ["19590110"]);
+        assert_eq!(extend_times(&s(&["1", "2", "4"]), 1), [""]);
+        for z in [-800_000, -1, 0, 59, 10_000, 20_000] {
+            let (y, m, d) = civil_from_days(z);
+            assert_eq!(days_from_civil(y, m, d), z);
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+    }
+}

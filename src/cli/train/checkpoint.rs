@@ -1,0 +1,576 @@
+//! Checkpoints: what they hold, writing them, and reading them as strictly
+//! as the command line.
+
+use crate::cli::env::size_limits;
+use crate::cli::train::data::{Data, net_with};
+use crate::cli::train::settings::{RunConfig, describe_data, optim_config, validate_config};
+use lstm_wgpu::data::{Normalizer, Vocab};
+use lstm_wgpu::error::{Error, Result, clip, num};
+use lstm_wgpu::io::{self, TensorFile};
+use lstm_wgpu::model::NamedTensor;
+use lstm_wgpu::train::{Head, NetConfig, Trainer};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// Parameters of a trainer with PyTorch names: `embedding.weight`,
+/// `lstm.<nn.LSTM name>`, `head.weight`, `head.bias`.
+pub(crate) fn named_params(tr: &Trainer) -> Result<Vec<NamedTensor>> {
+    let mut v = tr.lstm.model.param_tensors(tr.ctx())?;
+    for t in &mut v {
+        if !t.name.starts_with("embedding.") && !t.name.starts_with("head.") {
+            t.name = format!("lstm.{}", t.name);
+        }
+    }
+    Ok(v)
+}
+
+/// Values in table order from tensors with PyTorch names (as
+/// [`named_params`] writes them); every tensor must match.
+pub(crate) fn values_from(
+    net: &NetConfig,
+    tensors: &[NamedTensor],
+    file: &Path,
+) -> Result<Vec<f32>> {
+    table_values(&net.table(), tensors, file)
+}
+
+/// Running statistics in [`NetConfig::stats_table`] order from tensors
+/// named `lstm.<name>`.
+pub(crate) fn stats_from(
+    net: &NetConfig,
+    tensors: &[NamedTensor],
+    file: &Path,
+) -> Result<Vec<f32>> {
+    table_values(&net.stats_table(), tensors, file)
+}
+
+/// Restores parameters, running statistics and `num_batches_tracked`
+/// counters (`lstm.<module>.num_batches_tracked`, absent ones stay 0).
+pub(crate) fn restore_model(
+    tr: &mut Trainer,
+    floats: &[NamedTensor],
+    ints: &BTreeMap<String, i64>,
+    file: &Path,
+) -> Result<()> {
+    tr.set_stats(&stats_from(&tr.net, floats, file)?)?;
+    for (name, v) in tr.lstm.model.tracked.iter_mut() {
+        if let Some(&n) = ints.get(&format!("lstm.{name}")) {
+            *v = n;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn table_values(
+    table: &lstm_wgpu::model::ParamTable,
+    tensors: &[NamedTensor],
+    file: &Path,
+) -> Result<Vec<f32>> {
+    let by: HashMap<&str, &NamedTensor> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    let mut values = Vec::with_capacity(table.total);
+    for e in &table.entries {
+        let name = checkpoint_name(&e.name);
+        let t = by.get(name.as_str()).ok_or_else(|| {
+            Error::tensor(
+                &name,
+                format!(
+                    "missing from {}: expected shape {:?}",
+                    file.display(),
+                    e.shape
+                ),
+            )
+        })?;
+        if t.shape != e.shape {
+            return Err(Error::tensor(
+                &name,
+                format!(
+                    "shape {:?} in {}, expected {:?}",
+                    t.shape,
+                    file.display(),
+                    e.shape
+                ),
+            ));
+        }
+        values.extend_from_slice(&t.data);
+    }
+    Ok(values)
+}
+
+/// The name of parameter `name` of a [`NetConfig::table`] in files:
+/// `embedding.*` and `head.*` as they are, the LSTM's (norms included)
+/// under `lstm.`.
+pub(crate) fn checkpoint_name(name: &str) -> String {
+    if name.starts_with("embedding.") || name.starts_with("head.") {
+        name.to_string()
+    } else {
+        format!("lstm.{name}")
+    }
+}
+
+/// The tensors of an `--init` file for `net`: its parameters, running
+/// statistics and `num_batches_tracked` counters, which are used. The file
+/// may be a checkpoint: its optimizer and training state (`optimizer.*`,
+/// `train.*`) are not used — the run starts afresh, `--resume` continues
+/// one — and a note on stderr says so. Any other tensor is refused.
+pub(crate) fn init_file(
+    net: &NetConfig,
+    path: &Path,
+) -> Result<(Vec<NamedTensor>, BTreeMap<String, i64>)> {
+    let file = TensorFile::read(path)?;
+    checkpoint_precision(&file)?;
+    Accepted::model(net)
+        .with_state(&ALL_OPTIM_STATE)
+        .check(&file, "this run's model or a checkpoint of it")?;
+    let (mut floats, mut ints) = file.params_and_counters().map_err(in_file(path))?;
+    let model = Accepted::model(net);
+    let state = floats.iter().any(|t| !model.floats.contains(&t.name))
+        || ints.keys().any(|n| !model.ints.contains(n));
+    floats.retain(|t| model.floats.contains(&t.name));
+    ints.retain(|n, _| model.ints.contains(n));
+    check_signs(&floats, &ints, path)?;
+    if state {
+        eprintln!(
+            "note: --init {}: using its weights and statistics; its optimizer and training \
+             state start afresh (--resume continues a run)",
+            path.display()
+        );
+    }
+    Ok((floats, ints))
+}
+
+/// Checkpoint tensor of the loss scaler: [scale, good steps, skipped].
+pub(crate) const SCALER_NAME: &str = "train.loss_scaler";
+/// Checkpoint tensors of the loss history for `--plot`, rows of (step,
+/// loss) of the finite training losses ([n, 2]) and validation losses
+/// ([m, 2]) so far.
+pub(crate) const CURVE_NAME: &str = "train.curve";
+pub(crate) const VAL_CURVE_NAME: &str = "train.val_curve";
+/// The f32 tensors of a checkpoint's training state besides the model's
+/// and the optimizer's.
+pub(crate) const TRAIN_FLOATS: [&str; 4] = ["train.state", SCALER_NAME, CURVE_NAME, VAL_CURVE_NAME];
+/// The integer counters of a checkpoint's training state.
+pub(crate) const TRAIN_INTS: [&str; 4] = [
+    lstm_wgpu::kernels::optim::STEP_NAME,
+    "train.step",
+    "train.skipped",
+    "train.bad_vals",
+];
+/// Every optimizer state tensor name (an `--init` checkpoint may come from
+/// a run with another optimizer).
+pub(crate) const ALL_OPTIM_STATE: [&str; 4] = [
+    "optimizer.momentum_buffer",
+    "optimizer.exp_avg",
+    "optimizer.exp_avg_sq",
+    "optimizer.max_exp_avg_sq",
+];
+
+/// The tensor names a reader of weights or checkpoints accepts: f32
+/// tensors and integer scalars. Anything else in a file is refused by name,
+/// never ignored.
+#[derive(Default)]
+pub(crate) struct Accepted {
+    pub(crate) floats: std::collections::BTreeSet<String>,
+    pub(crate) ints: std::collections::BTreeSet<String>,
+}
+
+impl Accepted {
+    /// The model of `net`: its parameters (`embedding.*`, `lstm.*`,
+    /// `head.*`), running statistics and `num_batches_tracked` counters.
+    fn model(net: &NetConfig) -> Self {
+        let mut a = Self::default();
+        for e in &net.table().entries {
+            a.floats.insert(checkpoint_name(&e.name));
+        }
+        for e in &net.stats_table().entries {
+            a.floats.insert(format!("lstm.{}", e.name));
+            if let Some(m) = e.name.strip_suffix(".running_mean") {
+                a.ints.insert(format!("lstm.{m}.num_batches_tracked"));
+            }
+        }
+        a
+    }
+
+    /// Adds a checkpoint's training state: the optimizer state tensors
+    /// `optim`, `optimizer.step` and the `train.*` entries.
+    fn with_state(mut self, optim: &[&str]) -> Self {
+        let floats = optim.iter().chain(&TRAIN_FLOATS);
+        self.floats.extend(floats.map(|s| s.to_string()));
+        self.ints.extend(TRAIN_INTS.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Refuses the first tensor of `f` not accepted, naming it and `what`
+    /// the file should be.
+    fn check(&self, f: &TensorFile, what: &str) -> Result<()> {
+        for (name, t) in &f.tensors {
+            let int = matches!(t.dtype, safetensors::Dtype::I64 | safetensors::Dtype::I32);
+            let ok = match int {
+                true => self.ints.contains(name),
+                false => self.floats.contains(name),
+            };
+            if !ok {
+                return Err(Error::tensor(
+                    name,
+                    format!(
+                        "unexpected {}in {}: not part of {what}",
+                        if int { "integer tensor " } else { "" },
+                        f.path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adds the file to a tensor error that does not name it.
+pub(crate) fn in_file(path: &Path) -> impl Fn(Error) -> Error + '_ {
+    move |e| match e {
+        Error::Tensor { name, msg } if !msg.contains(&path.display().to_string()) => {
+            Error::tensor(name, format!("{msg} in {}", path.display()))
+        }
+        e => e,
+    }
+}
+
+/// The sign constraints of a file's values (their finiteness is checked as
+/// they are read): running variances and Adam's second moments >= 0,
+/// counters >= 0.
+pub(crate) fn check_signs(
+    floats: &[NamedTensor],
+    ints: &BTreeMap<String, i64>,
+    file: &Path,
+) -> Result<()> {
+    for t in floats {
+        let var = t.name.ends_with(".running_var")
+            || t.name == "optimizer.exp_avg_sq"
+            || t.name == "optimizer.max_exp_avg_sq";
+        if var && let Some(i) = t.data.iter().position(|&v| v < 0.0) {
+            return Err(Error::tensor(
+                &t.name,
+                format!(
+                    "negative value {} at flat index {i} in {}: expected values >= 0",
+                    num(t.data[i]),
+                    file.display()
+                ),
+            ));
+        }
+    }
+    for (name, &v) in ints {
+        if v < 0 {
+            return Err(Error::tensor(
+                name,
+                format!("{v} in {}: expected a count >= 0", file.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A loss history tensor of a checkpoint ([n, 2] rows of step and loss),
+/// empty when absent (older checkpoints).
+pub(crate) fn curve_from(
+    floats: &[NamedTensor],
+    name: &str,
+    file: &Path,
+) -> Result<Vec<(f64, f64)>> {
+    let Some(t) = floats.iter().find(|t| t.name == name) else {
+        return Ok(Vec::new());
+    };
+    if t.shape.len() != 2 || t.shape[1] != 2 {
+        return Err(Error::tensor(
+            name,
+            format!("shape {:?} in {}, expected [n, 2]", t.shape, file.display()),
+        ));
+    }
+    Ok(t.data
+        .chunks_exact(2)
+        .map(|r| (r[0] as f64, r[1] as f64))
+        .collect())
+}
+
+/// The finite points of a loss history as a checkpoint tensor.
+pub(crate) fn curve_tensor(name: &str, curve: &[(f64, f64)]) -> NamedTensor {
+    let data: Vec<f32> = curve
+        .iter()
+        .map(|&(x, y)| (x as f32, y as f32))
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .flat_map(|(x, y)| [x, y])
+        .collect();
+    NamedTensor::new(name, vec![data.len() / 2, 2], data)
+}
+/// Checkpoint metadata: the precision the run trained in (absent: f32).
+pub(crate) const PRECISION_KEY: &str = "precision";
+
+/// The precision a checkpoint's (or an `--init` file's) run trained in,
+/// from its `precision` metadata (absent: f32); any other value is refused.
+pub(crate) fn checkpoint_precision(
+    f: &TensorFile,
+) -> Result<lstm_wgpu::model::precision::Precision> {
+    use lstm_wgpu::model::precision::{Precision, PrecisionChoice};
+    match f
+        .metadata
+        .get(PRECISION_KEY)
+        .map(|v| (v, PrecisionChoice::parse(v)))
+    {
+        None => Ok(Precision::F32),
+        Some((_, Ok(PrecisionChoice::F32))) => Ok(Precision::F32),
+        Some((_, Ok(PrecisionChoice::F16Mixed))) => Ok(Precision::F16Mixed),
+        Some((v, _)) => Err(Error::file(
+            &f.path,
+            format!(
+                "bad `{PRECISION_KEY}` metadata `{}`: expected f32 or f16-mixed",
+                clip(v)
+            ),
+        )),
+    }
+}
+
+/// The metadata a checkpoint of run `c` must hold besides its settings:
+/// the vocabulary of a text run on text, the normalization of a series run
+/// on a CSV or a generated series (copy and adding need neither).
+pub(crate) fn data_metadata(c: &RunConfig) -> Option<(&'static str, &'static str)> {
+    match (c.task.as_str(), c.data.is_some(), c.dataset.as_str()) {
+        ("text", false, "copy") | ("series", false, "adding") => None,
+        ("text", ..) => Some(("vocab", "the characters its ids stand for")),
+        _ => Some((
+            "normalizer",
+            "the training rows' mean and std of every column",
+        )),
+    }
+}
+
+/// The scaler state of a checkpoint tensor.
+pub(crate) fn scaler_from(
+    w: &[f32],
+    file: &Path,
+) -> Result<lstm_wgpu::model::precision::ScalerState> {
+    let s = match w {
+        [_, _, _] => lstm_wgpu::model::precision::ScalerState::from_words(w),
+        _ => {
+            return Err(Error::file(
+                file,
+                format!("`{SCALER_NAME}` has {} values, expected 3", w.len()),
+            ));
+        }
+    };
+    s.validate().map_err(|e| Error::file(file, e.to_string()))?;
+    Ok(s)
+}
+
+pub(crate) struct RunState {
+    pub(crate) step: usize,
+    pub(crate) skipped: usize,
+    pub(crate) best_val: f64,
+    pub(crate) bad_vals: usize,
+}
+
+pub(crate) fn save_checkpoint(
+    path: &Path,
+    tr: &Trainer,
+    c: &RunConfig,
+    data: &Data,
+    st: &RunState,
+    curves: [&[(f64, f64)]; 2],
+) -> Result<()> {
+    let mut tensors = named_params(tr)?;
+    for mut t in tr.stats()? {
+        t.name = format!("lstm.{}", t.name);
+        tensors.push(t);
+    }
+    tensors.extend(tr.optim.state_tensors(tr.ctx())?);
+    let state = tr.carried_state()?;
+    tensors.push(NamedTensor::new("train.state", vec![state.len()], state));
+    if let Some(s) = tr.scaler_state()? {
+        tensors.push(NamedTensor::new(SCALER_NAME, vec![3], s.words().to_vec()));
+    }
+    tensors.push(curve_tensor(CURVE_NAME, curves[0]));
+    tensors.push(curve_tensor(VAL_CURVE_NAME, curves[1]));
+    let mut counters = BTreeMap::new();
+    counters.insert(
+        lstm_wgpu::kernels::optim::STEP_NAME.to_string(),
+        tr.optim.steps() as i64,
+    );
+    counters.insert("train.step".to_string(), st.step as i64);
+    for (name, v) in &tr.lstm.model.tracked {
+        counters.insert(format!("lstm.{name}"), *v);
+    }
+    counters.insert("train.skipped".to_string(), st.skipped as i64);
+    counters.insert("train.bad_vals".to_string(), st.bad_vals as i64);
+    // The data path is stored absolute, so that a resume from another
+    // working directory finds it.
+    let mut c = c.clone();
+    if let Some(d) = &c.data {
+        c.data = Some(std::path::absolute(d).map_err(|e| Error::file(d, e))?);
+    }
+    let mut meta = HashMap::new();
+    meta.insert(
+        "config".to_string(),
+        toml::to_string(&c).map_err(|e| Error::Invalid(e.to_string()))?,
+    );
+    meta.insert("best_val".to_string(), format!("{}", st.best_val));
+    meta.insert(PRECISION_KEY.to_string(), tr.lstm.precision().to_string());
+    match data {
+        Data::Text(t) => {
+            meta.insert("vocab".to_string(), t.vocab.save());
+        }
+        Data::Series(s, _) => {
+            meta.insert("normalizer".to_string(), s.norm.to_metadata());
+        }
+        _ => {}
+    }
+    io::write_with_counters(path, &tensors, &counters, Some(meta))
+}
+
+/// A checkpoint's contents.
+pub(crate) struct Loaded {
+    pub(crate) config: RunConfig,
+    pub(crate) file: TensorFile,
+    pub(crate) vocab: Option<Vocab>,
+    pub(crate) norm: Option<Normalizer>,
+    /// The precision the run trained in.
+    pub(crate) precision: lstm_wgpu::model::precision::Precision,
+    /// The best validation loss so far (infinite before the first).
+    pub(crate) best_val: f64,
+    /// The loss histories so far (for `--plot`).
+    pub(crate) curve: Vec<(f64, f64)>,
+    pub(crate) val_curve: Vec<(f64, f64)>,
+}
+
+/// Reads a checkpoint and checks it as strictly as the command line: its
+/// settings as [`resolve`] does, no tensor a reader would ignore (see
+/// [`Accepted`]), finite values, variances and counters >= 0, and the step
+/// counters within the run. Errors name the file and the setting or tensor.
+pub(crate) fn load_checkpoint(path: &Path) -> Result<Loaded> {
+    let file = TensorFile::read(path)?;
+    let cfg = file
+        .metadata
+        .get("config")
+        .ok_or_else(|| Error::file(path, "not an lstm-wgpu checkpoint (no `config` metadata)"))?;
+    let bad = |e: &dyn std::fmt::Display| Error::file(path, format!("bad `config` metadata: {e}"));
+    let config: RunConfig = toml::from_str(cfg).map_err(|e| bad(&e))?;
+    validate_config(&config).map_err(|e| bad(&e))?;
+    // The names do not depend on the sizes the data gives the head.
+    let head = match config.task.as_str() {
+        "text" => Head::Language {
+            vocab: 1,
+            embed: config.embed,
+        },
+        _ => Head::Regression {
+            features: 1,
+            outputs: config.horizon,
+        },
+    };
+    let optim = optim_config(&config)?;
+    let net = net_with(&config, head)?;
+    // Sizes first: the names of an impossible model would not fit memory.
+    net.check_size(config.seq_len, config.batch, &size_limits(None))
+        .map_err(|e| bad(&e))?;
+    Accepted::model(&net)
+        .with_state(&optim.state_names())
+        .check(&file, "a checkpoint of this run's model and optimizer")?;
+    let (floats, ints) = file.params_and_counters().map_err(in_file(path))?;
+    check_signs(&floats, &ints, path)?;
+    let out_of_range = |name: &str, v: i64, max: i64, what: &str| {
+        Error::tensor(
+            name,
+            format!("{v} in {}: expected 0..={max} ({what})", path.display()),
+        )
+    };
+    let step = ints.get("train.step").copied().unwrap_or(0);
+    if step > config.steps as i64 {
+        return Err(out_of_range(
+            "train.step",
+            step,
+            config.steps as i64,
+            "the run's steps",
+        ));
+    }
+    for name in [lstm_wgpu::kernels::optim::STEP_NAME, "train.skipped"] {
+        if let Some(&v) = ints.get(name)
+            && v > step
+        {
+            return Err(out_of_range(name, v, step, "train.step"));
+        }
+    }
+    let best_val = match file.metadata.get("best_val") {
+        None => f64::INFINITY,
+        Some(v) => match v.parse::<f64>() {
+            Ok(b) if b >= 0.0 => b,
+            _ => {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "bad `best_val` metadata `{}`: expected a loss >= 0 or inf",
+                        clip(v)
+                    ),
+                ));
+            }
+        },
+    };
+    if let Some(t) = floats.iter().find(|t| t.name == SCALER_NAME) {
+        scaler_from(&t.data, path)?;
+    }
+    let curve = curve_from(&floats, CURVE_NAME, path)?;
+    let val_curve = curve_from(&floats, VAL_CURVE_NAME, path)?;
+    let precision = checkpoint_precision(&file)?;
+    // A run's data metadata must be there, and no other: without it a
+    // resume would refit it and a reader would misread the model.
+    let need = data_metadata(&config);
+    for key in ["vocab", "normalizer"] {
+        let has = file.metadata.contains_key(key);
+        match need {
+            Some((k, what)) if k == key && !has => {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "no `{key}` metadata ({what}), which a {} checkpoint on {} needs; \
+                         the file is incomplete",
+                        config.task,
+                        describe_data(&config)
+                    ),
+                ));
+            }
+            _ if has && need.is_none_or(|(k, _)| k != key) => {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "`{key}` metadata, which a {} checkpoint on {} does not have",
+                        config.task,
+                        describe_data(&config)
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let meta = |key: &str| file.metadata.get(key).map(String::as_str);
+    let bad_meta =
+        |key: &'static str| move |e: Error| Error::file(path, format!("bad `{key}` metadata: {e}"));
+    let vocab = meta("vocab")
+        .map(|v| Vocab::load(v).map_err(bad_meta("vocab")))
+        .transpose()?;
+    let norm = meta("normalizer")
+        .map(|v| Normalizer::from_metadata(v).map_err(bad_meta("normalizer")))
+        .transpose()?;
+    Ok(Loaded {
+        config,
+        file,
+        vocab,
+        norm,
+        precision,
+        best_val,
+        curve,
+        val_curve,
+    })
+}
+
+pub(crate) fn counter(f: &TensorFile, name: &str) -> Result<i64> {
+    match f.ints(name)? {
+        Some((_, v)) if v.len() == 1 => Ok(v[0]),
+        _ => Err(Error::tensor(
+            name,
+            format!("missing from {}", f.path.display()),
+        )),
+    }
+}

@@ -1,0 +1,470 @@
+//! A run's data: loading, batches per step, splits and `--dump-data`.
+
+use crate::cli::env::host_budget;
+use crate::cli::train::settings::{RunConfig, describe_data, init_of, norm_of};
+use lstm_wgpu::data::{
+    AddingTask, Builtin, CopyTask, CsvTable, Missing, Normalizer, SelectOptions, Selection,
+    SeriesConfig, SeriesDataset, Split, TextConfig, TextData, Vocab,
+};
+use lstm_wgpu::error::{Error, Result};
+use lstm_wgpu::io;
+use lstm_wgpu::train::{Carry, Head, NetConfig, StepData};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The data of a run.
+pub(crate) enum Data {
+    Text(TextData),
+    Copy(CopyTask),
+    Series(SeriesDataset, Box<Selection>),
+    Adding(AddingTask),
+}
+
+pub(crate) fn load_data(
+    c: &RunConfig,
+    vocab: Option<Vocab>,
+    norm: Option<Normalizer>,
+) -> Result<Data> {
+    if c.task == "text" {
+        let tc = TextConfig {
+            batch: c.batch,
+            eval_batch: c.batch,
+            bptt: c.seq_len,
+            val_fraction: c.val_fraction,
+        };
+        return Ok(match (&c.data, c.dataset.as_str()) {
+            (Some(p), _) => Data::Text(TextData::from_file(p, &tc, vocab)?),
+            (None, "copy") => Data::Copy(CopyTask::new(
+                c.seq_len.max(4) / 4,
+                c.seq_len.max(4) - 2 * (c.seq_len.max(4) / 4),
+                8,
+                c.seed,
+            )?),
+            (None, _) => {
+                let text =
+                    lstm_wgpu::data::generated_text(lstm_wgpu::data::DEFAULT_TEXT_BYTES, c.seed);
+                Data::Text(match vocab {
+                    Some(v) => TextData::with_vocab(&text, v, &tc)?,
+                    None => TextData::new(&text, &tc)?,
+                })
+            }
+        });
+    }
+    let sc = SeriesConfig {
+        seq_len: c.seq_len,
+        horizon: c.horizon,
+        val_fraction: c.val_fraction,
+    };
+    if c.data.is_none() && c.dataset == "adding" {
+        return Ok(Data::Adding(AddingTask::new(c.seq_len.max(2), c.seed)?));
+    }
+    let sel = series_table(c)?;
+    let in_file = |e: Error| match (&c.data, e) {
+        (Some(p), Error::Invalid(m)) => Error::file(p, m),
+        (_, e) => e,
+    };
+    let ds = match norm {
+        Some(n) => SeriesDataset::with_normalizer(&sel.table, &sc, n),
+        None => SeriesDataset::new(&sel.table, &sc),
+    }
+    .map_err(in_file)?;
+    Ok(Data::Series(ds, Box::new(sel)))
+}
+
+/// The columns of a series run: the `--data` CSV's chosen columns or the
+/// built-in `sine` / `mackey-glass` series.
+pub(crate) fn series_table(c: &RunConfig) -> Result<Selection> {
+    match &c.data {
+        Some(p) => {
+            let csv = CsvTable::read(p)?;
+            let o = SelectOptions {
+                features: c
+                    .features
+                    .as_ref()
+                    .map(|f| f.split(',').map(|s| s.trim().to_string()).collect()),
+                target: c.target.clone(),
+                time: c.time.clone(),
+                missing: Missing::parse(&c.missing)?,
+            };
+            csv.select_with(&o)
+        }
+        None => {
+            let b = c.dataset.parse::<Builtin>()?;
+            let table =
+                lstm_wgpu::data::builtin_series(b, lstm_wgpu::data::DEFAULT_SERIES_LEN, c.seed)?;
+            Ok(Selection {
+                rows: (1..=table.len()).collect(),
+                table,
+                time: None,
+                unused_time: Vec::new(),
+            })
+        }
+    }
+}
+
+/// One line naming the columns a series run uses.
+pub(crate) fn describe_columns(c: &RunConfig, sel: &Selection) -> String {
+    let t = &sel.table;
+    let mut s = format!(
+        "columns: features [{}], target `{}`",
+        t.feature_names.join(", "),
+        t.target_name
+    );
+    if let Some(tc) = &sel.time {
+        s += &format!(", time `{}`", tc.name);
+    }
+    for (name, why) in &sel.unused_time {
+        s += &format!("; `{name}` is not a feature ({why}; name it in --features to use it)");
+    }
+    if c.data.is_some() {
+        s += &format!("; missing cells: {}", c.missing);
+        if c.missing == "drop" {
+            s += &format!(" ({} rows kept)", t.len());
+        }
+    }
+    s
+}
+
+/// `--dump-data`: writes the data of run `c` (of `steps` steps) to `path`.
+/// Text runs get the UTF-8 text (BOM dropped), series runs a CSV of the
+/// feature columns and then the target column unless it is a feature (the
+/// values in Rust's shortest round-trip form, so parsing them gives the same
+/// f64), and the generated copy and adding tasks a safetensors file:
+/// `train.inputs`, `train.targets` with a leading step axis (batch k is
+/// step k + 1's), `val.inputs`, `val.targets` with a leading axis of the
+/// [`VAL_BATCHES`] validation batches, `train.lengths` / `val.lengths`
+/// under `--min-len`; ids and lengths i64, values f32; time-major as the
+/// trainer (inputs [T, B] or [T, B, 2], adding targets [B, 1]).
+pub(crate) fn dump_data(path: &Path, c: &RunConfig, data: &Data, steps: usize) -> Result<()> {
+    let what = match data {
+        Data::Text(_) => {
+            let text = match &c.data {
+                Some(p) => lstm_wgpu::data::read_text(p)?,
+                None => {
+                    lstm_wgpu::data::generated_text(lstm_wgpu::data::DEFAULT_TEXT_BYTES, c.seed)
+                }
+            };
+            io::write_atomic(path, text.as_bytes())?;
+            format!("{} characters of text", text.chars().count())
+        }
+        Data::Series(_, sel) => {
+            let t = &sel.table;
+            let mut cols: Vec<(&str, &[f64])> = t
+                .feature_names
+                .iter()
+                .zip(&t.features)
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect();
+            if !t.feature_names.contains(&t.target_name) {
+                cols.push((t.target_name.as_str(), &t.target));
+            }
+            let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
+            let head: Vec<String> = names.iter().map(|n| csv_cell(n)).collect();
+            let mut s = head.join(",") + "\n";
+            for r in 0..t.len() {
+                let row: Vec<String> = cols.iter().map(|c| format!("{}", c.1[r])).collect();
+                s += &row.join(",");
+                s.push('\n');
+            }
+            io::write_atomic(path, s.as_bytes())?;
+            format!("a CSV of {} rows of {}", t.len(), names.join(", "))
+        }
+        Data::Copy(task) => {
+            check_dump_size(
+                steps,
+                task.seq_len().saturating_mul(c.batch).saturating_mul(16),
+            )?;
+            let mut d = DumpTensors::default();
+            for (split, n) in [(Split::Train, steps), (Split::Val, VAL_BATCHES)] {
+                let (mut x, mut y) = (Vec::new(), Vec::new());
+                for i in 0..n {
+                    let b = task.batch(split, i as u64, c.batch)?;
+                    x.extend(b.inputs.iter().map(|&v| v as i64));
+                    y.extend(b.targets.iter().map(|&v| v as i64));
+                }
+                let shape = vec![n, task.seq_len(), c.batch];
+                d.ints(split, "inputs", shape.clone(), x);
+                d.ints(split, "targets", shape, y);
+            }
+            d.write(path, c)?;
+            format!("{steps} training and {VAL_BATCHES} validation batches")
+        }
+        Data::Adding(task) => {
+            let per = task.seq_len.saturating_mul(8).saturating_add(20);
+            check_dump_size(steps, per.saturating_mul(c.batch))?;
+            let mut d = DumpTensors::default();
+            for (split, n) in [(Split::Train, steps), (Split::Val, VAL_BATCHES)] {
+                let (mut x, mut y, mut lens) = (Vec::new(), Vec::new(), Vec::new());
+                for i in 0..n {
+                    let (b, l) = task.batch_lengths(
+                        split,
+                        i as u64,
+                        c.batch,
+                        c.min_len.unwrap_or(task.seq_len),
+                    )?;
+                    x.extend(b.inputs);
+                    y.extend(b.targets);
+                    lens.extend(l.iter().map(|&v| v as i64));
+                }
+                d.floats(split, "inputs", vec![n, task.seq_len, c.batch, 2], x);
+                d.floats(split, "targets", vec![n, c.batch, 1], y);
+                if c.min_len.is_some() {
+                    d.ints(split, "lengths", vec![n, c.batch], lens);
+                }
+            }
+            d.write(path, c)?;
+            format!("{steps} training and {VAL_BATCHES} validation batches")
+        }
+    };
+    eprintln!(
+        "dump-data: wrote {what} ({}) to {}",
+        describe_data(c),
+        path.display()
+    );
+    Ok(())
+}
+
+/// Tensors of a `--dump-data` safetensors file.
+#[derive(Default)]
+pub(crate) struct DumpTensors(Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>);
+
+impl DumpTensors {
+    fn name(split: Split, what: &str) -> String {
+        match split {
+            Split::Train => format!("train.{what}"),
+            Split::Val => format!("val.{what}"),
+        }
+    }
+
+    fn ints(&mut self, split: Split, what: &str, shape: Vec<usize>, v: Vec<i64>) {
+        let b = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.0
+            .push((Self::name(split, what), safetensors::Dtype::I64, shape, b));
+    }
+
+    fn floats(&mut self, split: Split, what: &str, shape: Vec<usize>, v: Vec<f32>) {
+        let b = bytemuck::cast_slice::<f32, u8>(&v).to_vec();
+        self.0
+            .push((Self::name(split, what), safetensors::Dtype::F32, shape, b));
+    }
+
+    fn write(&self, path: &Path, c: &RunConfig) -> Result<()> {
+        let mut meta = BTreeMap::new();
+        meta.insert("dataset".to_string(), c.dataset.clone());
+        meta.insert(
+            "config".to_string(),
+            toml::to_string(c).map_err(|e| Error::Invalid(e.to_string()))?,
+        );
+        io::write_atomic(path, &io::serialize(&self.0, &meta)?)
+    }
+}
+
+pub(crate) fn net_of(c: &RunConfig, data: &Data) -> Result<NetConfig> {
+    let head = match data {
+        Data::Text(t) => Head::Language {
+            vocab: t.vocab.len(),
+            embed: c.embed,
+        },
+        Data::Copy(k) => Head::Language {
+            vocab: k.vocab_size(),
+            embed: c.embed,
+        },
+        Data::Series(s, _) => Head::Regression {
+            features: s.train.num_features(),
+            outputs: c.horizon,
+        },
+        Data::Adding(_) => Head::Regression {
+            features: 2,
+            outputs: 1,
+        },
+    };
+    net_with(c, head)
+}
+
+/// The network of a run's settings around `head`.
+pub(crate) fn net_with(c: &RunConfig, head: Head) -> Result<NetConfig> {
+    let mut net = NetConfig::new(head, c.hidden, c.layers);
+    net.norm = norm_of(c)?;
+    net.dropout = c.dropout;
+    net.residual = c.residual;
+    net.init = init_of(c)?;
+    Ok(net)
+}
+
+/// Batches per epoch of the training split.
+pub(crate) fn epoch_len(c: &RunConfig, data: &Data) -> usize {
+    match data {
+        Data::Text(t) => t.train.num_windows(),
+        Data::Series(s, _) => s.train.num_batches(c.batch, true),
+        Data::Copy(_) | Data::Adding(_) => 100,
+    }
+}
+
+/// Owned batch for step `k` (0-based) of the training split, and whether
+/// its state continues the previous step's.
+pub(crate) fn train_batch(c: &RunConfig, data: &Data, k: usize) -> Result<(usize, Owned, Carry)> {
+    match data {
+        Data::Text(t) => {
+            let nw = t.train.num_windows();
+            let w = k % nw;
+            let b = t.train.get_batch(w);
+            Ok((
+                b.seq_len,
+                Owned::Tokens(b.inputs, b.targets),
+                if w == 0 { Carry::Zero } else { Carry::Continue },
+            ))
+        }
+        Data::Copy(task) => {
+            let b = task.batch(Split::Train, k as u64, c.batch)?;
+            Ok((b.seq_len, Owned::Tokens(b.inputs, b.targets), Carry::Zero))
+        }
+        Data::Series(s, _) => {
+            let nb = s.train.num_batches(c.batch, true).max(1);
+            let (epoch, i) = (k / nb, k % nb);
+            let seed = (!c.deterministic_order).then_some(c.seed);
+            let order = s.train.order(seed, epoch as u64);
+            let b = s.train.batch(&order[i * c.batch..(i + 1) * c.batch])?;
+            Ok((
+                b.seq_len,
+                Owned::Series(b.inputs, b.targets, None),
+                Carry::Zero,
+            ))
+        }
+        Data::Adding(task) => Ok((
+            task.seq_len,
+            adding_batch(c, task, Split::Train, k as u64)?,
+            Carry::Zero,
+        )),
+    }
+}
+
+/// An adding-problem batch, with random lengths under `--min-len`.
+pub(crate) fn adding_batch(
+    c: &RunConfig,
+    task: &AddingTask,
+    split: Split,
+    i: u64,
+) -> Result<Owned> {
+    Ok(match c.min_len {
+        Some(m) => {
+            let (b, lens) = task.batch_lengths(split, i, c.batch, m)?;
+            Owned::Series(b.inputs, b.targets, Some(lens))
+        }
+        None => {
+            let b = task.batch(split, i, c.batch)?;
+            Owned::Series(b.inputs, b.targets, None)
+        }
+    })
+}
+
+pub(crate) enum Owned {
+    Tokens(Vec<u32>, Vec<u32>),
+    Series(Vec<f32>, Vec<f32>, Option<Vec<usize>>),
+}
+
+impl Owned {
+    pub(crate) fn view(&self) -> StepData<'_> {
+        match self {
+            Owned::Tokens(ids, targets) => StepData::tokens(ids, targets),
+            Owned::Series(x, targets, lengths) => StepData::Series {
+                x,
+                targets,
+                lengths: lengths.as_deref(),
+            },
+        }
+    }
+}
+
+/// Refuses data that cannot run as asked: fewer training windows than
+/// `--batch`, or a validation split that is empty while validation is
+/// asked for (`--val-fraction` > 0, `--patience`).
+pub(crate) fn check_splits(c: &RunConfig, data: &Data) -> Result<()> {
+    let src = || describe_data(c);
+    let has_val = match data {
+        Data::Text(t) => t.val.is_some(),
+        Data::Series(s, _) => {
+            if s.train.len() < c.batch {
+                return Err(Error::Invalid(format!(
+                    "--batch {}: the training split of {} has only {} windows of --seq-len {} + \
+                     --horizon {} rows ({} rows); use --batch {} or less, or a shorter --seq-len",
+                    c.batch,
+                    src(),
+                    s.train.len(),
+                    c.seq_len,
+                    c.horizon,
+                    s.train_rows,
+                    s.train.len()
+                )));
+            }
+            s.val.is_some()
+        }
+        Data::Copy(_) | Data::Adding(_) => true,
+    };
+    if !has_val && c.val_fraction > 0.0 {
+        return Err(Error::Invalid(format!(
+            "--val-fraction {}: {} is too small to hold out a validation split; use a larger \
+             fraction, or --val-fraction 0 to train without validation",
+            c.val_fraction,
+            src()
+        )));
+    }
+    if !has_val && c.patience.is_some() {
+        return Err(Error::Invalid(
+            "--patience stops on validation, but --val-fraction 0 holds out none".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The longest window of a run: text windows end with the streams.
+pub(crate) fn run_seq_len(c: &RunConfig, data: &Data) -> usize {
+    match data {
+        Data::Text(t) => c.seq_len.min(t.train.stream_len().saturating_sub(1)).max(1),
+        Data::Copy(k) => k.seq_len(),
+        Data::Series(..) => c.seq_len,
+        Data::Adding(k) => k.seq_len,
+    }
+}
+
+/// Refuses a `--dump-data` of `steps` training batches (and the
+/// validation batches) of `bytes_per_batch` over the host budget, before
+/// anything is built: the tensors and the file's bytes are both held.
+pub(crate) fn check_dump_size(steps: usize, bytes_per_batch: usize) -> Result<()> {
+    let n = steps.saturating_add(VAL_BATCHES) as u128;
+    let bytes = n.saturating_mul(bytes_per_batch as u128).saturating_mul(2);
+    let budget = host_budget();
+    if bytes > budget as u128 {
+        return Err(Error::Invalid(format!(
+            "--dump-data: {steps} steps (--steps) of {bytes_per_batch} bytes need {} bytes, \
+             over the host budget of {budget} bytes; dump fewer steps",
+            u64::try_from(bytes).map_or("more than 2^64".into(), |b| b.to_string())
+        )));
+    }
+    Ok(())
+}
+
+/// A CSV cell: quoted when it holds a comma, a quote or a line break.
+pub(crate) fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Validation batches of the generated copy and adding tasks (the same
+/// ones at every validation).
+pub(crate) const VAL_BATCHES: usize = 4;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_quote_commas() {
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_cell("a\nb"), "\"a\nb\"");
+        assert_eq!(csv_cell("x"), "x");
+    }
+}

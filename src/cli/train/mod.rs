@@ -1,0 +1,434 @@
+//! `lstm-wgpu train`: settings, data, the training loop, validation,
+//! early stopping, metrics, checkpoints and resume, over [`Trainer`].
+
+pub(crate) mod checkpoint;
+pub(crate) mod data;
+mod report;
+pub(crate) mod settings;
+mod validation;
+
+use crate::cli::env::{open_gpu, size_limits};
+use crate::cli::train::checkpoint::{
+    Loaded, RunState, SCALER_NAME, counter, init_file, load_checkpoint, restore_model,
+    save_checkpoint, scaler_from, values_from,
+};
+use crate::cli::train::data::{
+    Data, check_splits, describe_columns, dump_data, epoch_len, load_data, net_of, run_seq_len,
+    train_batch,
+};
+use crate::cli::train::report::{RunEnd, final_line, say, write_plot};
+use crate::cli::train::settings::{
+    RunConfig, TrainArgs, best_path, check_batch_size, check_fixed, check_outputs,
+    check_schedule_flags, describe_data, describe_links, is_csv, optim_config, resolve,
+    schedule_of, validate_config,
+};
+use crate::cli::train::validation::{ValReport, series_fields, validate};
+use lstm_wgpu::error::{Error, Result};
+use lstm_wgpu::io;
+use lstm_wgpu::model::NamedTensor;
+use lstm_wgpu::train::metrics::{MetricsBuffer, Value};
+use lstm_wgpu::train::{NetConfig, Trainer, init_values};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The run's settings: `--config` merged under the flags, output paths
+/// checked, and on `--resume` the stored settings with the flags that may
+/// change them (the others refused by name).
+pub(crate) fn settings(a: TrainArgs) -> Result<(TrainArgs, RunConfig, Option<Loaded>)> {
+    let cli = a.clone();
+    let mut a = a;
+    if let Some(p) = &a.config {
+        let text = std::fs::read_to_string(p).map_err(|e| Error::file(p, e))?;
+        let file: TrainArgs =
+            toml::from_str(&text).map_err(|e| Error::file(p, format!("bad TOML: {e}")))?;
+        a.merge_from(&file);
+    }
+    check_outputs(&a)?;
+    let resumed = a.resume.as_ref().map(|p| load_checkpoint(p)).transpose()?;
+    let c = match &resumed {
+        // On resume, a flag either applies (and the stored settings record
+        // it) or is refused when it would change the model or its data.
+        Some(l) => {
+            let mut c = l.config.clone();
+            check_fixed(&cli, &c, None)?;
+            check_fixed(&a, &c, a.config.as_deref())?;
+            if let Some(d) = &a.data {
+                c.data = Some(d.clone());
+            } else if let Some(d) = &c.data
+                && let Err(e) = std::fs::metadata(d)
+            {
+                // Not the user's path: say where it came from.
+                return Err(Error::file(
+                    d,
+                    format!(
+                        "{} (the data path stored in checkpoint {}{}); give the data with --data",
+                        io::io_msg(&e),
+                        l.file.path.display(),
+                        if d.is_relative() {
+                            ", relative to the current directory"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+            c.lr = a.lr.unwrap_or(c.lr);
+            c.val_every = a.val_every.unwrap_or(c.val_every);
+            c.patience = a.patience.or(c.patience);
+            validate_config(&c)?;
+            c
+        }
+        None => resolve(&a)?,
+    };
+    Ok((a, c, resumed))
+}
+
+/// Runs `train`.
+pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
+    let (a, mut c, resumed) = settings(a)?;
+    check_schedule_flags(&a, &c.schedule)?;
+    check_batch_size(&c)?;
+    let data = load_data(
+        &c,
+        resumed.as_ref().and_then(|l| l.vocab.clone()),
+        resumed.as_ref().and_then(|l| l.norm.clone()),
+    )?;
+    // Said once every check has passed, so a refusal stays one line.
+    let mut notes = Vec::new();
+    if resumed.is_none()
+        && a.task.is_none()
+        && a.dataset.is_none()
+        && let Some(p) = &a.data
+    {
+        notes.push(format!(
+            "task: {} (inferred from {}: {}; --task overrides)",
+            c.task,
+            p.display(),
+            if is_csv(p) {
+                "a .csv file"
+            } else {
+                "not a .csv file, read as text"
+            }
+        ));
+    }
+    if let Data::Series(_, sel) = &data {
+        notes.push(describe_columns(&c, sel));
+    }
+    check_splits(&c, &data)?;
+    let net = net_of(&c, &data)?;
+    net.check_size(run_seq_len(&c, &data), c.batch, &size_limits(None))?;
+    let per_epoch = epoch_len(&c, &data).max(1);
+    let total = match (a.steps, a.epochs, &resumed) {
+        (Some(s), _, _) => s,
+        (None, Some(e), _) => e * per_epoch,
+        (None, None, Some(_)) => c.steps,
+        (None, None, None) => 200,
+    };
+    c.steps = total;
+    if let Some(p) = &a.dump_data {
+        notes.iter().for_each(|n| eprintln!("{n}"));
+        return dump_data(p, &c, &data, total);
+    }
+    let stop = a.stop_after.map_or(total, |s| s.min(total));
+    // Weights (and running statistics) from the checkpoint or --init file.
+    let source = match (&resumed, &a.init) {
+        (Some(l), _) => Some((l.file.params_and_counters()?, l.file.path.clone())),
+        (None, Some(p)) => Some((init_file(&net, p)?, p.clone())),
+        (None, None) => None,
+    };
+    let values = match &source {
+        Some(((floats, _), p)) => values_from(&net, floats, p)?,
+        None => init_values(&net, c.seed),
+    };
+    let mut st = RunState {
+        step: 0,
+        skipped: 0,
+        best_val: f64::INFINITY,
+        bad_vals: 0,
+    };
+    let mut curve: Vec<(f64, f64)> = Vec::new();
+    let mut val_curve: Vec<(f64, f64)> = Vec::new();
+    if let Some(l) = &resumed {
+        st.step = counter(&l.file, "train.step")? as usize;
+        st.skipped = counter(&l.file, "train.skipped")? as usize;
+        st.bad_vals = counter(&l.file, "train.bad_vals")? as usize;
+        st.best_val = l.best_val;
+        curve = l.curve.clone();
+        val_curve = l.val_curve.clone();
+        if total < st.step {
+            return Err(Error::Invalid(format!(
+                "--steps {total}: {} is already at step {}",
+                l.file.path.display(),
+                st.step
+            )));
+        }
+    }
+    let sched = schedule_of(&c, total);
+    sched.validate()?;
+    // The metrics file is read now, written at the first checkpoint.
+    let mut log = match (&a.metrics, &resumed) {
+        (Some(p), Some(_)) => Some(MetricsBuffer::resume(p, st.step)?),
+        (Some(p), None) => Some(MetricsBuffer::new(p)),
+        (None, _) => None,
+    };
+    let weights = Weights {
+        values,
+        source: source.as_ref(),
+        resumed: resumed.as_ref(),
+        step: st.step,
+    };
+    let mut tr = build_trainer(&a, &c, &net, &data, weights, verbose)?;
+    let first_step = st.step;
+    let bar = if a.no_progress || stop <= st.step {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new((stop - st.step) as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {per_sec} {msg}",
+            )
+            .map_err(|e| Error::Invalid(e.to_string()))?,
+        );
+        b
+    };
+    notes.iter().for_each(|n| eprintln!("{n}"));
+    eprintln!(
+        "train: task {}, data {}, {} params, LSTM({} -> {}, {} layers{}), batch {}, seq {}{}, {} steps ({} per epoch), {} lr {}",
+        c.task,
+        describe_data(&c),
+        tr.lstm.model.table.total,
+        net.lstm().input_size,
+        c.hidden,
+        c.layers,
+        describe_links(&c),
+        c.batch,
+        c.seq_len,
+        c.min_len
+            .map(|m| format!(" (lengths {m}..={})", c.seq_len))
+            .unwrap_or_default(),
+        total,
+        per_epoch,
+        c.optimizer,
+        c.lr
+    );
+    let start = std::time::Instant::now();
+    let mut last_val: Option<ValReport> = None;
+    let mut tokens = 0usize;
+    let mut stopped_early = false;
+    // Steps are pipelined: the next is submitted before the previous one's
+    // loss is read (Trainer::submit), except across a validation or
+    // checkpoint step, which must see the parameters right after it.
+    let boundary = |n: usize| n.is_multiple_of(c.val_every) || n == total || n == stop;
+    let mut submitted = st.step;
+    let mut in_flight: std::collections::VecDeque<(usize, f64)> = Default::default();
+    while st.step < stop {
+        while submitted < stop
+            && submitted - st.step < lstm_wgpu::kernels::optim::MAX_IN_FLIGHT
+            && (submitted == st.step || !boundary(submitted))
+        {
+            let (t, batch, carry) = train_batch(&c, &data, submitted)?;
+            let lr = sched.lr(c.lr, submitted + 1);
+            tr.submit(t, &batch.view(), carry, lr)?;
+            in_flight.push_back((t, lr));
+            submitted += 1;
+        }
+        let s = tr
+            .next_stats()?
+            .ok_or_else(|| Error::Gpu("a submitted step left no statistics".into()))?;
+        let (t, lr) = in_flight
+            .pop_front()
+            .ok_or_else(|| Error::Gpu("step bookkeeping out of order".into()))?;
+        st.step += 1;
+        tokens += t * c.batch;
+        if verbose
+            && st.step == 1
+            && let Some((d, sub)) = tr.dispatches_per_step(t)
+        {
+            say(
+                &bar,
+                format!("dispatches per step: {d} in {sub} submit (T = {t})"),
+            );
+        }
+        if s.skipped {
+            st.skipped += 1;
+        }
+        let rate = tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        if let Some(l) = &mut log {
+            l.log(&[
+                ("step", Value::Int(st.step as i64)),
+                ("loss", Value::Float(s.loss as f64)),
+                ("grad_norm", Value::Float(s.grad_norm as f64)),
+                ("lr", Value::Float(lr)),
+                ("skipped", Value::Bool(s.skipped)),
+                ("skipped_total", Value::Int(st.skipped as i64)),
+                ("loss_scale", Value::Float(s.loss_scale as f64)),
+                ("tokens_per_s", Value::Float(rate)),
+            ])?;
+        }
+        curve.push((st.step as f64, s.loss as f64));
+        bar.set_message(format!("loss {:.4} lr {lr:.2e} {rate:.0} tok/s", s.loss));
+        bar.inc(1);
+        // A stop between validations (--stop-after) writes the checkpoint
+        // without validating, so that resuming runs as uninterrupted.
+        let val_due = st.step.is_multiple_of(c.val_every) || st.step == total;
+        if val_due || st.step == stop {
+            if !val_due {
+                say(&bar, format!("step {:>6}  loss {:.4}", st.step, s.loss));
+            } else if let Some(rep) = validate(&mut tr, &c, &data)? {
+                let v = rep.loss;
+                val_curve.push((st.step as f64, v));
+                let mut fields = vec![
+                    ("step", Value::Int(st.step as i64)),
+                    ("val_loss", Value::Float(v)),
+                ];
+                let mut line = format!("step {:>6}  loss {:.4}  val_loss {v:.4}", st.step, s.loss);
+                if let Some(m) = &rep.series {
+                    fields.extend(series_fields(m));
+                    line += &format!(
+                        " (naive {:.4})  val_mae {:.4} (naive {:.4})",
+                        m.naive.mse, m.model.mae, m.naive.mae
+                    );
+                }
+                if let Some(l) = &mut log {
+                    l.log(&fields)?;
+                }
+                say(&bar, line);
+                last_val = Some(rep);
+                if v < st.best_val {
+                    st.best_val = v;
+                    st.bad_vals = 0;
+                    if let Some(p) = &a.checkpoint {
+                        let curves = [&curve[..], &val_curve[..]];
+                        save_checkpoint(&best_path(p), &tr, &c, &data, &st, curves)?;
+                    }
+                } else {
+                    st.bad_vals += 1;
+                }
+            } else {
+                say(&bar, format!("step {:>6}  loss {:.4}", st.step, s.loss));
+            }
+            if let Some(p) = &a.checkpoint {
+                save_checkpoint(p, &tr, &c, &data, &st, [&curve, &val_curve])?;
+            }
+            // The metrics file holds what the checkpoint does.
+            if let Some(l) = &mut log {
+                l.flush()?;
+            }
+            if let Some(pat) = c.patience
+                && val_due
+                && st.bad_vals >= pat
+            {
+                say(
+                    &bar,
+                    format!("early stop: no improvement in {pat} validations"),
+                );
+                stopped_early = true;
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    // A run of no steps (--steps 0, --epochs 0) still writes its
+    // checkpoint: the initial model (or the resumed one, as it stands).
+    if st.step == first_step
+        && let Some(p) = &a.checkpoint
+    {
+        save_checkpoint(p, &tr, &c, &data, &st, [&curve, &val_curve])?;
+    }
+    if let Some(l) = &mut log {
+        l.flush()?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let series = last_val.as_ref().and_then(|r| r.series);
+    if let Some(p) = &a.plot {
+        write_plot(p, &c, &data, series.as_ref(), [&curve, &val_curve])?;
+    }
+    let scale = tr.scaler_state()?.map(|s| s.scale);
+    let speed = tokens as f64 / secs.max(1e-9);
+    let end = RunEnd {
+        secs,
+        speed,
+        series,
+        scale,
+        stopped_early,
+    };
+    crate::cli::out::line(final_line(&st, [&curve, &val_curve], &end))
+}
+
+/// Where a run's weights come from: fresh `values`, or those of `source`
+/// (a checkpoint or an `--init` file) with, on resume, the optimizer,
+/// carried state and loss scaler of `resumed` at step `step`.
+pub(crate) struct Weights<'a> {
+    pub(crate) values: Vec<f32>,
+    pub(crate) source: Option<&'a Source>,
+    pub(crate) resumed: Option<&'a Loaded>,
+    pub(crate) step: usize,
+}
+
+/// A checkpoint's or `--init` file's tensors and counters, and its path.
+pub(crate) type Source = ((Vec<NamedTensor>, BTreeMap<String, i64>), PathBuf);
+
+/// Opens the GPU and builds the trainer: precision, loss scaler, and the
+/// weights and optimizer state of `w`.
+pub(crate) fn build_trainer(
+    a: &TrainArgs,
+    c: &RunConfig,
+    net: &NetConfig,
+    data: &Data,
+    w: Weights<'_>,
+    verbose: bool,
+) -> Result<Trainer> {
+    let ctx = open_gpu(verbose)?;
+    net.check_size(run_seq_len(c, data), c.batch, &size_limits(Some(&ctx)))?;
+    let oc = optim_config(c)?;
+    // The precision a resumed run trained in.
+    let saved = w.resumed.map(|l| l.precision);
+    let choice = match (saved, a.precision) {
+        (_, Some(c)) => c,
+        (Some(lstm_wgpu::model::precision::Precision::F32), None) => {
+            lstm_wgpu::model::precision::PrecisionChoice::F32
+        }
+        (Some(lstm_wgpu::model::precision::Precision::F16Mixed), None) => {
+            lstm_wgpu::model::precision::PrecisionChoice::F16Mixed
+        }
+        (None, None) => Default::default(),
+    };
+    let (precision, warning) = lstm_wgpu::model::precision::resolve(choice, &ctx, &net.norm)?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    let mut tr = Trainer::new(ctx, net.clone(), w.values, c.batch, c.clip_norm, &oc)?;
+    tr.set_precision(precision)?;
+    // Resumed in its checkpoint's precision without --loss-scale, a run
+    // keeps its scaler: on exactly when the checkpoint holds its state.
+    let keep_scaler = a.loss_scale == Default::default() && saved == Some(precision);
+    let scaler = match w.resumed {
+        Some(l) if keep_scaler => l
+            .file
+            .f32(SCALER_NAME)?
+            .map(|_| lstm_wgpu::model::precision::ScalerConfig::default()),
+        _ => a.loss_scale.config(precision),
+    };
+    tr.set_loss_scaler(scaler)?;
+    tr.dropout_seed = c.seed;
+    if let Some(((floats, ints), p)) = w.source {
+        restore_model(&mut tr, floats, ints, p)?;
+    }
+    if let Some(l) = w.resumed {
+        let (floats, _) = l.file.params_and_counters()?;
+        tr.optim.load_state(tr.ctx(), &floats)?;
+        tr.optim
+            .set_steps(counter(&l.file, lstm_wgpu::kernels::optim::STEP_NAME)? as u64)?;
+        tr.steps_taken = w.step as u64;
+        let state = l.file.require_f32("train.state")?;
+        tr.set_carried_state(&state.data)?;
+        // A kept scaler continues where it stood; one set anew starts fresh.
+        if keep_scaler
+            && tr.loss_scaler().is_some()
+            && let Some(s) = l.file.f32(SCALER_NAME)?
+        {
+            tr.set_scaler_state(&scaler_from(&s.data, &l.file.path)?)?;
+        }
+    }
+    Ok(tr)
+}

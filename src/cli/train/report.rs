@@ -1,0 +1,113 @@
+//! What a run reports at its end: the plot and the final line.
+
+use crate::cli::train::checkpoint::RunState;
+use crate::cli::train::data::Data;
+use crate::cli::train::settings::RunConfig;
+use lstm_wgpu::error::Result;
+use lstm_wgpu::io;
+use lstm_wgpu::train::forecast::SeriesMetrics;
+use lstm_wgpu::train::metrics::loss_svg;
+use std::path::Path;
+
+/// The SVG of the loss curves, with the naive baseline's loss on series.
+pub(crate) fn write_plot(
+    p: &Path,
+    c: &RunConfig,
+    data: &Data,
+    series: Option<&SeriesMetrics>,
+    [curve, val_curve]: [&[(f64, f64)]; 2],
+) -> Result<()> {
+    let title = format!(
+        "lstm-wgpu {} on {}",
+        c.task,
+        c.data
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| format!("built-in {}", c.dataset))
+    );
+    let (val_name, naive_name, naive) = match (series, data) {
+        (Some(m), Data::Series(_, sel)) => {
+            let (a, b) = (val_curve.first(), val_curve.last());
+            let unit = &sel.table.target_name;
+            (
+                format!(
+                    "val loss (last: MAE {:.4}, RMSE {:.4} {unit})",
+                    m.model.mae, m.model.rmse
+                ),
+                format!(
+                    "naive last-value loss {:.4} (MAE {:.4}, RMSE {:.4} {unit})",
+                    m.naive.mse, m.naive.mae, m.naive.rmse
+                ),
+                a.zip(b)
+                    .map(|(a, b)| vec![(a.0, m.naive.mse), (b.0, m.naive.mse)])
+                    .unwrap_or_default(),
+            )
+        }
+        _ => ("val loss".to_string(), String::new(), Vec::new()),
+    };
+    let mut lines: Vec<(&str, &[(f64, f64)])> = vec![("train loss", curve), (&val_name, val_curve)];
+    if !naive.is_empty() {
+        lines.push((&naive_name, &naive));
+    }
+    io::write_atomic(p, loss_svg(&title, &lines).as_bytes())?;
+    Ok(())
+}
+
+/// How a run ended, for its final line.
+pub(crate) struct RunEnd {
+    pub(crate) secs: f64,
+    /// Tokens per second.
+    pub(crate) speed: f64,
+    pub(crate) series: Option<SeriesMetrics>,
+    /// The loss scale, when a scaler ran.
+    pub(crate) scale: Option<f32>,
+    pub(crate) stopped_early: bool,
+}
+
+/// The `final: …` line on stdout.
+pub(crate) fn final_line(
+    st: &RunState,
+    [curve, val_curve]: [&[(f64, f64)]; 2],
+    end: &RunEnd,
+) -> String {
+    let last = curve
+        .last()
+        .map_or_else(|| "-".to_string(), |p| format!("{:.5}", p.1));
+    format!(
+        "final: step {} train_loss {last} val_loss {} best_val {} skipped {} time {:.1}s tokens/s {:.0}{}",
+        st.step,
+        val_curve
+            .last()
+            .map(|v| format!("{:.5}", v.1))
+            .unwrap_or_else(|| "-".into()),
+        if st.best_val.is_finite() {
+            format!("{:.5}", st.best_val)
+        } else {
+            "-".into()
+        },
+        st.skipped,
+        end.secs,
+        end.speed,
+        end.series
+            .map(|m| format!(
+                " naive_val_loss {:.5} val_mae {:.5} val_rmse {:.5} naive_mae {:.5} naive_rmse {:.5} val_windows {}",
+                m.naive.mse, m.model.mae, m.model.rmse, m.naive.mae, m.naive.rmse, m.windows
+            ))
+            .unwrap_or_default()
+            + &end
+                .scale
+                .map(|s| format!(" loss_scale {s}"))
+                .unwrap_or_default()
+            + if end.stopped_early { " (early stop)" } else { "" }
+    )
+}
+
+/// A line to stderr that does not tear the progress bar.
+pub(crate) fn say(bar: &indicatif::ProgressBar, msg: String) {
+    if bar.is_hidden() {
+        eprintln!("{msg}");
+    } else {
+        bar.println(msg);
+    }
+}

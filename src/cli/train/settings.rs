@@ -1,0 +1,848 @@
+//! The settings of a run: flags, `--config`, defaults, checks, and what a
+//! resumed run may change.
+
+use crate::cli::env::host_budget;
+use lstm_wgpu::error::{Error, Result, num};
+use lstm_wgpu::io;
+use lstm_wgpu::kernels::optim::{OptimConfig, OptimKind};
+use lstm_wgpu::model::norm::{Norm, NormKind};
+use lstm_wgpu::train::lr::LrSchedule;
+use lstm_wgpu::train::{InitOptions, WhhInit, WihInit};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Every setting of a run. Command-line flags override the `--config` TOML
+/// file, which overrides the defaults.
+#[derive(clap::Args, Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TrainArgs {
+    /// TOML file with any of these settings (kebab-case keys).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Training data: a UTF-8 text file (task text) or a CSV with a header
+    /// (task series). Without it, a built-in dataset is used.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// text | series. [default: series for a .csv --data or a series --dataset, else text]
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Built-in dataset when no --data: text | copy (task text), sine |
+    /// mackey-glass | adding (task series). [default: text, or sine for --task series]
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Embedding width (text). [default: 32]
+    #[arg(long)]
+    pub embed: Option<usize>,
+    /// Hidden units per layer. [default: 64]
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// Stacked LSTM layers. [default: 2]
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Sequences per batch. [default: 16]
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Steps per window (truncated BPTT length for text). [default: 32 for text, 24 for series]
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Optimizer steps. [default: 200 (or --epochs)]
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Epochs (instead of --steps).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// sgd | adam | adamw | amsgrad (AdamW with AMSGrad). [default: adam]
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    /// Learning rate. [default: 3e-3, 0.1 for sgd]
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Weight decay (L2 for sgd/adam, decoupled for adamw/amsgrad). [default: 0, 1e-2 for adamw and amsgrad]
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// SGD momentum. [default: 0]
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Clip gradients to this global L2 norm before each step. [default: none]
+    #[arg(long)]
+    pub clip_norm: Option<f32>,
+    /// Dropout probability on each layer's output but the last, in
+    /// training only (as nn.LSTM's `dropout`), in [0, 1). [default: 0]
+    #[arg(long)]
+    pub dropout: Option<f32>,
+    /// Residual connections around layers 1.. (output = layer(x) + x).
+    #[arg(long)]
+    #[serde(default)]
+    pub residual: bool,
+    /// Normalization: none | layer | layer-cell | batch | step-batch |
+    /// recurrent-batch (see docs/math.md, "Normalization variants"). [default: none]
+    #[arg(long)]
+    pub norm: Option<String>,
+    /// Between-layer norms (layer, batch, step-batch): normalize the last
+    /// layer's output too.
+    #[arg(long)]
+    #[serde(default)]
+    pub norm_last: bool,
+    /// Rows of running statistics of step-batch and recurrent-batch (the
+    /// longest training sequence). [default: --seq-len]
+    #[arg(long)]
+    pub norm_t_max: Option<usize>,
+    /// W_hh initialisation: uniform (PyTorch's U(±1/√H)) | orthogonal (each
+    /// gate's H×H block). [default: uniform]
+    #[arg(long)]
+    pub init_whh: Option<String>,
+    /// W_ih initialisation: uniform (PyTorch's U(±1/√H)) | xavier
+    /// (U(±√(6/(I+4H)))). [default: uniform]
+    #[arg(long)]
+    pub init_wih: Option<String>,
+    /// Forget-gate bias: bias_ih[H..2H) = F and bias_hh[H..2H) = 0, so
+    /// their sum is F. [default: none: as initialised]
+    #[arg(long)]
+    pub forget_bias: Option<f32>,
+    /// Adding problem: random sequence lengths in [N, --seq-len] per
+    /// sequence (variable-length batches). [default: none: every sequence --seq-len long]
+    #[arg(long)]
+    pub min_len: Option<usize>,
+    /// constant | cosine (linear warmup + cosine decay) | step. [default: constant]
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Warmup steps of the cosine schedule. [default: 0]
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Step schedule: multiply the rate by --gamma every --step-size steps. [default: 100]
+    #[arg(long)]
+    pub step_size: Option<usize>,
+    /// Step schedule factor. [default: 0.5]
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    /// Seed of the initial weights and of shuffling. [default: 0]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Precision of the passes: f32 (default), f16-mixed (f16 weights and
+    /// gate cache, f32 accumulation, state, gradients and master weights;
+    /// needs SHADER_F16 and a plain cell) or auto (f16-mixed where
+    /// possible, else f32 with a warning). A resumed run keeps its
+    /// checkpoint's precision unless this is given. Command line only.
+    #[serde(skip)]
+    #[arg(long, value_name = "P", value_parser = lstm_wgpu::model::precision::PrecisionChoice::parse)]
+    pub precision: Option<lstm_wgpu::model::precision::PrecisionChoice>,
+    /// Dynamic loss scaling as torch.amp.GradScaler: `dynamic` (from
+    /// 65536; the default in f16-mixed), `off` (the default in f32), or an
+    /// initial scale. The scale is doubled after 2000 finite steps in a row
+    /// and halved on a step with non-finite gradients, which is skipped.
+    /// Command line only; a resumed run keeps its checkpoint's scaler and
+    /// its state unless this is given (or the precision changes).
+    #[serde(skip)]
+    #[arg(long, value_name = "S", default_value = "default", hide_default_value = true, value_parser = parse_loss_scale)]
+    pub loss_scale: lstm_wgpu::model::precision::LossScaleChoice,
+    /// Start from these weights (`embedding.weight`, `lstm.*`, `head.*`).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// No shuffling of series windows (text is always in stream order).
+    #[arg(long)]
+    #[serde(default)]
+    pub deterministic_order: bool,
+    /// Fraction of the data, from the end, held out for validation. [default: 0.1]
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
+    /// Validate every N steps (and at the end). [default: 50]
+    #[arg(long)]
+    pub val_every: Option<usize>,
+    /// Stop after this many validations without improvement (keeping the
+    /// best checkpoint as `<checkpoint>.best`). [default: none: no early stop]
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Series: feature columns (comma-separated; default all numeric). [default: the numeric columns that are not time-like]
+    #[arg(long)]
+    pub features: Option<String>,
+    /// Series: target column (default the last numeric one). [default: the last default feature]
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Series: values predicted per window. [default: 1]
+    #[arg(long)]
+    pub horizon: Option<usize>,
+    /// Series: missing cells (empty, NA, NaN, null) of the chosen columns:
+    /// error | drop (the row) | ffill (the value above) | interpolate
+    /// (linear; the nearest value at either end). Default error. [default: error]
+    #[arg(long)]
+    pub missing: Option<String>,
+    /// Series: the time column that labels rows in `predict` (default: a
+    /// non-numeric first column, else the first time-like column). It is
+    /// not a feature unless named in --features.
+    #[arg(long)]
+    pub time: Option<String>,
+    /// JSONL metrics file.
+    #[arg(long)]
+    pub metrics: Option<PathBuf>,
+    /// Checkpoint written at every validation and at the end.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Continue the run saved in this checkpoint.
+    #[arg(long)]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
+    /// Loss-curve plot (SVG).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_progress: bool,
+    /// Stop after this many steps (counting from the run's start), writing
+    /// the checkpoint, as if interrupted; `--resume` then finishes the run.
+    #[arg(long)]
+    #[serde(skip)]
+    pub stop_after: Option<usize>,
+    /// Write the exact data this run would train and validate on to FILE
+    /// and exit without training (no GPU needed): text → the UTF-8 text;
+    /// sine, mackey-glass or a CSV → a CSV of the chosen columns; copy,
+    /// adding → safetensors with every training step's batch and the
+    /// validation batches.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub dump_data: Option<PathBuf>,
+}
+
+macro_rules! merge {
+    ($dst:ident, $src:ident, $($f:ident),*) => { $( if $dst.$f.is_none() { $dst.$f = $src.$f.clone(); } )* };
+}
+
+impl TrainArgs {
+    pub(crate) fn merge_from(&mut self, o: &TrainArgs) {
+        merge!(
+            self,
+            o,
+            data,
+            task,
+            dataset,
+            embed,
+            hidden,
+            layers,
+            batch,
+            seq_len,
+            steps,
+            epochs,
+            optimizer,
+            lr,
+            weight_decay,
+            momentum,
+            clip_norm,
+            dropout,
+            norm,
+            norm_t_max,
+            init_whh,
+            init_wih,
+            forget_bias,
+            min_len,
+            schedule,
+            warmup,
+            step_size,
+            gamma,
+            seed,
+            init,
+            val_fraction,
+            val_every,
+            patience,
+            features,
+            target,
+            horizon,
+            missing,
+            time,
+            metrics,
+            checkpoint,
+            plot
+        );
+        self.deterministic_order |= o.deterministic_order;
+        self.residual |= o.residual;
+        self.norm_last |= o.norm_last;
+        self.no_progress |= o.no_progress;
+    }
+}
+
+/// The resolved settings of a run (stored in checkpoints).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub struct RunConfig {
+    pub(crate) task: String,
+    pub(crate) data: Option<PathBuf>,
+    pub(crate) dataset: String,
+    pub(crate) embed: usize,
+    pub(crate) hidden: usize,
+    pub(crate) layers: usize,
+    pub(crate) batch: usize,
+    pub(crate) seq_len: usize,
+    pub(crate) optimizer: String,
+    pub(crate) lr: f64,
+    pub(crate) weight_decay: f64,
+    pub(crate) momentum: f64,
+    pub(crate) clip_norm: Option<f32>,
+    pub(crate) schedule: String,
+    pub(crate) warmup: usize,
+    pub(crate) step_size: usize,
+    pub(crate) gamma: f64,
+    pub(crate) seed: u64,
+    pub(crate) deterministic_order: bool,
+    pub(crate) val_fraction: f64,
+    pub(crate) val_every: usize,
+    pub(crate) patience: Option<usize>,
+    pub(crate) features: Option<String>,
+    pub(crate) target: Option<String>,
+    pub(crate) horizon: usize,
+    /// The run's length in steps (the cosine schedule spans it).
+    pub(crate) steps: usize,
+    // Later settings default to what runs without them did, so older
+    // checkpoints still load.
+    #[serde(default)]
+    pub(crate) dropout: f32,
+    #[serde(default)]
+    pub(crate) residual: bool,
+    #[serde(default = "none")]
+    pub(crate) norm: String,
+    #[serde(default)]
+    pub(crate) norm_last: bool,
+    #[serde(default)]
+    pub(crate) norm_t_max: usize,
+    #[serde(default = "uniform")]
+    pub(crate) init_whh: String,
+    #[serde(default = "uniform")]
+    pub(crate) init_wih: String,
+    #[serde(default)]
+    pub(crate) forget_bias: Option<f32>,
+    #[serde(default)]
+    pub(crate) min_len: Option<usize>,
+    #[serde(default = "error")]
+    pub(crate) missing: String,
+    #[serde(default)]
+    pub(crate) time: Option<String>,
+}
+
+pub(crate) fn error() -> String {
+    "error".into()
+}
+
+pub(crate) fn none() -> String {
+    "none".into()
+}
+
+pub(crate) fn uniform() -> String {
+    "uniform".into()
+}
+
+/// The norm variant of `--norm` (`none` or a [`NormKind`] name).
+pub(crate) fn norm_kind(name: &str) -> Result<Option<NormKind>> {
+    if name == "none" {
+        return Ok(None);
+    }
+    NormKind::parse(name).map(Some).map_err(|_| {
+        Error::Invalid(format!(
+            "--norm {name}: expected none, layer, layer-cell, batch, step-batch or recurrent-batch"
+        ))
+    })
+}
+
+/// The [`Norm`] a run's settings describe.
+pub(crate) fn norm_of(c: &RunConfig) -> Result<Norm> {
+    let (last, t_max) = (c.norm_last, c.norm_t_max);
+    Ok(match norm_kind(&c.norm)? {
+        None => Norm::None,
+        Some(NormKind::Layer) => Norm::Layer { last },
+        Some(NormKind::LayerCell) => Norm::LayerCell,
+        Some(NormKind::Batch) => Norm::Batch { last },
+        Some(NormKind::StepBatch) => Norm::StepBatch { last, t_max },
+        Some(NormKind::RecurrentBatch) => Norm::RecurrentBatch { t_max },
+    })
+}
+
+/// The initialisation options of a run's settings.
+pub(crate) fn init_of(c: &RunConfig) -> Result<InitOptions> {
+    let whh = match c.init_whh.as_str() {
+        "uniform" => WhhInit::Uniform,
+        "orthogonal" => WhhInit::Orthogonal,
+        o => {
+            return Err(Error::Invalid(format!(
+                "--init-whh {o}: expected uniform or orthogonal"
+            )));
+        }
+    };
+    let wih = match c.init_wih.as_str() {
+        "uniform" => WihInit::Uniform,
+        "xavier" => WihInit::Xavier,
+        o => {
+            return Err(Error::Invalid(format!(
+                "--init-wih {o}: expected uniform or xavier"
+            )));
+        }
+    };
+    Ok(InitOptions {
+        whh,
+        wih,
+        forget_bias: c.forget_bias,
+    })
+}
+
+pub(crate) fn resolve(a: &TrainArgs) -> Result<RunConfig> {
+    let task = a
+        .task
+        .clone()
+        .unwrap_or_else(|| match (&a.dataset, &a.data) {
+            (Some(d), _) if ["sine", "mackey-glass", "adding"].contains(&d.as_str()) => {
+                "series".into()
+            }
+            (None, Some(p)) if is_csv(p) => "series".into(),
+            _ => "text".into(),
+        });
+    let dataset = a.dataset.clone().unwrap_or_else(|| {
+        if task == "series" {
+            "sine".into()
+        } else {
+            "text".into()
+        }
+    });
+    let optimizer = a.optimizer.clone().unwrap_or_else(|| "adam".into());
+    let seq_len = a.seq_len.unwrap_or(if task == "text" { 32 } else { 24 });
+    let c = RunConfig {
+        task: task.clone(),
+        data: a.data.clone(),
+        dataset,
+        embed: a.embed.unwrap_or(32),
+        hidden: a.hidden.unwrap_or(64),
+        layers: a.layers.unwrap_or(2),
+        batch: a.batch.unwrap_or(16),
+        seq_len,
+        lr: a.lr.unwrap_or(if optimizer == "sgd" { 0.1 } else { 3e-3 }),
+        weight_decay: a
+            .weight_decay
+            .unwrap_or(if optimizer == "adamw" || optimizer == "amsgrad" {
+                1e-2
+            } else {
+                0.0
+            }),
+        momentum: a.momentum.unwrap_or(0.0),
+        optimizer,
+        clip_norm: a.clip_norm,
+        schedule: a.schedule.clone().unwrap_or_else(|| "constant".into()),
+        warmup: a.warmup.unwrap_or(0),
+        step_size: a.step_size.unwrap_or(100),
+        gamma: a.gamma.unwrap_or(0.5),
+        seed: a.seed.unwrap_or(0),
+        deterministic_order: a.deterministic_order,
+        val_fraction: a.val_fraction.unwrap_or(0.1),
+        val_every: a.val_every.unwrap_or(50),
+        patience: a.patience,
+        features: a.features.clone(),
+        target: a.target.clone(),
+        horizon: a.horizon.unwrap_or(1),
+        steps: 0,
+        dropout: a.dropout.unwrap_or(0.0),
+        residual: a.residual,
+        norm: a.norm.clone().unwrap_or_else(none),
+        norm_last: a.norm_last,
+        norm_t_max: a.norm_t_max.unwrap_or(seq_len),
+        init_whh: a.init_whh.clone().unwrap_or_else(uniform),
+        init_wih: a.init_wih.clone().unwrap_or_else(uniform),
+        forget_bias: a.forget_bias,
+        min_len: a.min_len,
+        missing: a.missing.clone().unwrap_or_else(error),
+        time: a.time.clone(),
+    };
+    validate_config(&c)?;
+    Ok(c)
+}
+
+/// The data of run `c`: its path, or `built-in <dataset>`.
+pub(crate) fn describe_data(c: &RunConfig) -> String {
+    c.data
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| format!("built-in {}", c.dataset))
+}
+
+/// Whether a data path names a CSV file (by its extension).
+pub(crate) fn is_csv(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+}
+
+/// Checks a run's settings, from the command line ([`resolve`]) or from a
+/// checkpoint (`--resume`, `generate`, `predict`): the errors name the
+/// setting as its flag.
+pub(crate) fn validate_config(c: &RunConfig) -> Result<()> {
+    let task = c.task.as_str();
+    if task != "text" && task != "series" {
+        return Err(Error::Invalid(format!(
+            "--task {task}: expected text or series"
+        )));
+    }
+    let dataset = c.dataset.as_str();
+    let ok = if task == "text" {
+        ["text", "copy"].contains(&dataset)
+    } else {
+        ["sine", "mackey-glass", "adding"].contains(&dataset)
+    };
+    if !ok && c.data.is_none() {
+        return Err(Error::Invalid(format!(
+            "--dataset {dataset} does not fit --task {task}"
+        )));
+    }
+    let dropout = c.dropout;
+    if !(dropout.is_finite() && (0.0..1.0).contains(&dropout)) {
+        return Err(Error::Invalid(format!(
+            "--dropout {}: expected a probability in [0, 1)",
+            num(dropout)
+        )));
+    }
+    if let Some(f) = c.forget_bias
+        && !f.is_finite()
+    {
+        return Err(Error::Invalid(format!(
+            "--forget-bias {}: expected a finite number",
+            num(f)
+        )));
+    }
+    let optimizer = c.optimizer.as_str();
+    if !["sgd", "adam", "adamw", "amsgrad"].contains(&optimizer) {
+        return Err(Error::Invalid(format!(
+            "--optimizer {optimizer}: expected sgd, adam, adamw or amsgrad"
+        )));
+    }
+    let schedule = c.schedule.as_str();
+    if !["constant", "cosine", "step"].contains(&schedule) {
+        return Err(Error::Invalid(format!(
+            "--schedule {schedule}: expected constant, cosine or step"
+        )));
+    }
+    norm_of(c)?;
+    init_of(c)?;
+    if c.residual && c.layers < 2 {
+        return Err(Error::Invalid(
+            "--residual connects stacked layers: it needs --layers 2 or more".into(),
+        ));
+    }
+    if let Some(m) = c.min_len {
+        if task != "series" || c.dataset != "adding" || c.data.is_some() {
+            return Err(Error::Invalid(
+                "--min-len: variable lengths are available for the built-in adding dataset \
+                 (--dataset adding) only"
+                    .into(),
+            ));
+        }
+        if m < 2 || m > c.seq_len.max(2) {
+            return Err(Error::Invalid(format!(
+                "--min-len {m}: expected a length in 2..={} (--seq-len)",
+                c.seq_len.max(2)
+            )));
+        }
+    }
+    for (name, v) in [
+        ("--embed", c.embed),
+        ("--hidden", c.hidden),
+        ("--layers", c.layers),
+        ("--batch", c.batch),
+        ("--seq-len", c.seq_len),
+        ("--val-every", c.val_every),
+        ("--horizon", c.horizon),
+    ] {
+        if v == 0 {
+            return Err(Error::Invalid(format!("{name} must be at least 1")));
+        }
+    }
+    // After --seq-len, its default.
+    if c.norm_t_max == 0 {
+        return Err(Error::Invalid("--norm-t-max must be at least 1".into()));
+    }
+    if c.patience == Some(0) {
+        return Err(Error::Invalid(
+            "--patience must be at least 1 (validations without improvement)".into(),
+        ));
+    }
+    lstm_wgpu::data::Missing::parse(&c.missing)?;
+    if c.task != "series" || c.data.is_none() {
+        for (flag, set) in [
+            ("--missing", c.missing != "error"),
+            ("--time", c.time.is_some()),
+            ("--features", c.features.is_some()),
+            ("--target", c.target.is_some()),
+        ] {
+            if set {
+                return Err(Error::Invalid(format!(
+                    "{flag} applies to series runs on a CSV (--task series --data FILE.csv)"
+                )));
+            }
+        }
+    }
+    if !(0.0..1.0).contains(&c.val_fraction) {
+        return Err(Error::Invalid(format!(
+            "--val-fraction {}: expected a value in [0, 1)",
+            num(c.val_fraction)
+        )));
+    }
+    if let Some(n) = c.clip_norm
+        && !(n.is_finite() && n >= 0.0)
+    {
+        return Err(Error::Invalid(format!(
+            "--clip-norm {}: expected a finite number >= 0",
+            num(n)
+        )));
+    }
+    for (flag, v) in [
+        ("--lr", c.lr),
+        ("--weight-decay", c.weight_decay),
+        ("--momentum", c.momentum),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(Error::Invalid(format!(
+                "{flag} {}: expected a finite number >= 0",
+                num(v)
+            )));
+        }
+    }
+    // Checked whatever the schedule: a stored value is a value.
+    if c.step_size == 0 {
+        return Err(Error::Invalid("--step-size must be at least 1".into()));
+    }
+    if !(c.gamma.is_finite() && c.gamma >= 0.0) {
+        return Err(Error::Invalid(format!(
+            "--gamma {}: expected a finite number >= 0",
+            num(c.gamma)
+        )));
+    }
+    optim_config(c)?;
+    schedule_of(c, c.steps).validate()
+}
+
+/// Refuses a schedule flag given for a schedule that does not use it
+/// (`--warmup` is cosine's, `--step-size` and `--gamma` step's): a flag
+/// silently ignored would look applied.
+pub(crate) fn check_schedule_flags(a: &TrainArgs, schedule: &str) -> Result<()> {
+    for (flag, given, owner) in [
+        ("--warmup", a.warmup.is_some(), "cosine"),
+        ("--step-size", a.step_size.is_some(), "step"),
+        ("--gamma", a.gamma.is_some(), "step"),
+    ] {
+        if given && schedule != owner {
+            return Err(Error::Invalid(format!(
+                "{flag} applies to --schedule {owner}, but the schedule is {schedule}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn optim_config(c: &RunConfig) -> Result<OptimConfig> {
+    let mut o = match c.optimizer.as_str() {
+        "sgd" => OptimConfig::sgd(),
+        "adam" => OptimConfig::adam(),
+        _ => OptimConfig::adamw(),
+    };
+    o.lr = c.lr;
+    o.weight_decay = c.weight_decay;
+    if o.kind == OptimKind::Sgd {
+        o.momentum = c.momentum;
+    }
+    o.amsgrad = c.optimizer == "amsgrad";
+    o.validate()?;
+    Ok(o)
+}
+
+pub(crate) fn schedule_of(c: &RunConfig, total: usize) -> LrSchedule {
+    match c.schedule.as_str() {
+        "cosine" => LrSchedule::WarmupCosine {
+            warmup: c.warmup,
+            total,
+            min_lr: 0.0,
+        },
+        "step" => LrSchedule::Step {
+            step_size: c.step_size,
+            gamma: c.gamma,
+        },
+        _ => LrSchedule::Constant,
+    }
+}
+
+pub(crate) fn parse_loss_scale(
+    s: &str,
+) -> std::result::Result<lstm_wgpu::model::precision::LossScaleChoice, String> {
+    match s {
+        "default" => Ok(Default::default()),
+        _ => lstm_wgpu::model::precision::LossScaleChoice::parse(s),
+    }
+}
+
+/// On `--resume`, refuses a setting of `x` that would change the model or
+/// its data from the checkpoint's `c`; `from` names the `--config` file the
+/// settings came from, if any.
+pub(crate) fn check_fixed(x: &TrainArgs, c: &RunConfig, from: Option<&Path>) -> Result<()> {
+    fn same<T: PartialEq + std::fmt::Display>(
+        flag: &str,
+        given: Option<&T>,
+        stored: Option<&T>,
+        from: Option<&Path>,
+    ) -> Result<()> {
+        match given {
+            Some(g) if Some(g) != stored => Err(Error::Invalid(format!(
+                "{flag} {g}{} cannot change on --resume (the checkpoint has {})",
+                from.map(|p| format!(" (from {})", p.display()))
+                    .unwrap_or_default(),
+                stored.map_or("none".to_string(), |v| v.to_string())
+            ))),
+            _ => Ok(()),
+        }
+    }
+    let f = from;
+    same("--task", x.task.as_ref(), Some(&c.task), f)?;
+    same("--dataset", x.dataset.as_ref(), Some(&c.dataset), f)?;
+    same("--embed", x.embed.as_ref(), Some(&c.embed), f)?;
+    same("--hidden", x.hidden.as_ref(), Some(&c.hidden), f)?;
+    same("--layers", x.layers.as_ref(), Some(&c.layers), f)?;
+    same("--batch", x.batch.as_ref(), Some(&c.batch), f)?;
+    same("--seq-len", x.seq_len.as_ref(), Some(&c.seq_len), f)?;
+    same("--optimizer", x.optimizer.as_ref(), Some(&c.optimizer), f)?;
+    same(
+        "--weight-decay",
+        x.weight_decay.as_ref(),
+        Some(&c.weight_decay),
+        f,
+    )?;
+    same("--momentum", x.momentum.as_ref(), Some(&c.momentum), f)?;
+    same("--clip-norm", x.clip_norm.as_ref(), c.clip_norm.as_ref(), f)?;
+    same("--dropout", x.dropout.as_ref(), Some(&c.dropout), f)?;
+    same("--norm", x.norm.as_ref(), Some(&c.norm), f)?;
+    same(
+        "--norm-t-max",
+        x.norm_t_max.as_ref(),
+        Some(&c.norm_t_max),
+        f,
+    )?;
+    same("--init-whh", x.init_whh.as_ref(), Some(&c.init_whh), f)?;
+    same("--init-wih", x.init_wih.as_ref(), Some(&c.init_wih), f)?;
+    same(
+        "--forget-bias",
+        x.forget_bias.as_ref(),
+        c.forget_bias.as_ref(),
+        f,
+    )?;
+    same("--min-len", x.min_len.as_ref(), c.min_len.as_ref(), f)?;
+    same("--schedule", x.schedule.as_ref(), Some(&c.schedule), f)?;
+    same("--warmup", x.warmup.as_ref(), Some(&c.warmup), f)?;
+    same("--step-size", x.step_size.as_ref(), Some(&c.step_size), f)?;
+    same("--gamma", x.gamma.as_ref(), Some(&c.gamma), f)?;
+    same("--seed", x.seed.as_ref(), Some(&c.seed), f)?;
+    same(
+        "--val-fraction",
+        x.val_fraction.as_ref(),
+        Some(&c.val_fraction),
+        f,
+    )?;
+    same("--features", x.features.as_ref(), c.features.as_ref(), f)?;
+    same("--target", x.target.as_ref(), c.target.as_ref(), f)?;
+    same("--horizon", x.horizon.as_ref(), Some(&c.horizon), f)?;
+    same("--missing", x.missing.as_ref(), Some(&c.missing), f)?;
+    same("--time", x.time.as_ref(), c.time.as_ref(), f)?;
+    for (flag, given, stored) in [
+        ("--residual", x.residual, c.residual),
+        ("--norm-last", x.norm_last, c.norm_last),
+        (
+            "--deterministic-order",
+            x.deterministic_order,
+            c.deterministic_order,
+        ),
+    ] {
+        same(flag, given.then_some(&true), Some(&stored), f)?;
+    }
+    if let Some(p) = &x.init {
+        return Err(Error::Invalid(format!(
+            "--init {} cannot be used with --resume (the checkpoint holds the weights)",
+            p.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The norm, dropout and residual settings, for the run's first line.
+pub(crate) fn describe_links(c: &RunConfig) -> String {
+    let mut s = String::new();
+    if c.norm != "none" {
+        s += &format!(
+            ", norm {}{}",
+            c.norm,
+            if c.norm_last { " (last too)" } else { "" }
+        );
+    }
+    if c.dropout > 0.0 {
+        s += &format!(", dropout {}", c.dropout);
+    }
+    if c.residual {
+        s += ", residual";
+    }
+    s
+}
+
+pub(crate) fn best_path(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_os_string();
+    s.push(".best");
+    PathBuf::from(s)
+}
+
+/// Checks every output path of `train` before anything runs (see
+/// [`io::check_output`]). The checkpoint may be the `--resume` file: that
+/// is how a run continues in place.
+pub(crate) fn check_outputs(a: &TrainArgs) -> Result<()> {
+    let mut inputs: Vec<&Path> = [&a.data, &a.config, &a.init]
+        .into_iter()
+        .filter_map(|p| p.as_deref())
+        .collect();
+    if let Some(p) = &a.checkpoint {
+        io::check_output(p, "--checkpoint", &inputs)?;
+        io::check_output(&best_path(p), "--checkpoint (its .best)", &inputs)?;
+    }
+    inputs.extend(a.resume.as_deref());
+    for (flag, p) in [
+        ("--metrics", &a.metrics),
+        ("--plot", &a.plot),
+        ("--dump-data", &a.dump_data),
+    ] {
+        if let Some(p) = p {
+            io::check_output(p, flag, &inputs)?;
+        }
+    }
+    // Two outputs at one file would overwrite each other.
+    let best = a.checkpoint.as_deref().map(best_path);
+    let outputs: Vec<(&str, &Path)> = [
+        ("--checkpoint", a.checkpoint.as_deref()),
+        ("--checkpoint (its .best)", best.as_deref()),
+        ("--metrics", a.metrics.as_deref()),
+        ("--plot", a.plot.as_deref()),
+        ("--dump-data", a.dump_data.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(f, p)| p.map(|p| (f, p)))
+    .collect();
+    for (i, (flag, p)) in outputs.iter().enumerate() {
+        for (other, q) in &outputs[..i] {
+            if io::same_output(p, q)? {
+                return Err(Error::file(
+                    p,
+                    format!("{flag}: is also the {other} output; give each output its own file"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a batch of `--seq-len` × `--batch` too large for the host
+/// before the data is built (resumed settings included).
+pub(crate) fn check_batch_size(c: &RunConfig) -> Result<()> {
+    let bytes = (c.seq_len as u128 * c.batch as u128).saturating_mul(16);
+    let budget = host_budget();
+    if bytes > budget as u128 {
+        return Err(Error::Invalid(format!(
+            "batch too large: --seq-len {} × --batch {} need {} bytes a step, over the host \
+             budget of {budget} bytes",
+            c.seq_len,
+            c.batch,
+            u64::try_from(bytes).map_or("more than 2^64".into(), |b| b.to_string())
+        )));
+    }
+    Ok(())
+}

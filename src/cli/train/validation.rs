@@ -1,0 +1,81 @@
+//! Validation over the whole validation split.
+
+use crate::cli::train::data::{Data, VAL_BATCHES, adding_batch};
+use crate::cli::train::settings::RunConfig;
+use lstm_wgpu::data::Split;
+use lstm_wgpu::error::Result;
+use lstm_wgpu::train::forecast::{SeriesMetrics, predict_windows};
+use lstm_wgpu::train::metrics::Value;
+use lstm_wgpu::train::{Carry, StepData, Trainer};
+
+/// One validation: the mean loss over the whole validation split
+/// (weighted by positions), and for series the model's and the naive
+/// forecast's errors on every validation window.
+pub(crate) struct ValReport {
+    pub(crate) loss: f64,
+    pub(crate) series: Option<SeriesMetrics>,
+}
+
+/// Validates over the whole validation split, or `None` when there is none.
+pub(crate) fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<Option<ValReport>> {
+    let mut sum = 0.0;
+    let mut n = 0.0;
+    match data {
+        Data::Text(t) => {
+            let Some(v) = &t.val else { return Ok(None) };
+            for w in 0..v.num_windows() {
+                let b = v.get_batch(w);
+                let carry = if w == 0 { Carry::Zero } else { Carry::Continue };
+                let l = tr.eval(b.seq_len, &StepData::tokens(&b.inputs, &b.targets), carry)?;
+                sum += l as f64 * b.seq_len as f64;
+                n += b.seq_len as f64;
+            }
+        }
+        Data::Series(s, sel) => {
+            let Some(v) = &s.val else { return Ok(None) };
+            // Every window, the last batch short: scored on the host from
+            // the predictions, so val_loss is predict's MSE on them.
+            let windows: Vec<usize> = (0..v.len()).collect();
+            let pred = predict_windows(tr, v, &windows)?;
+            let m = SeriesMetrics::of(v, &windows, &pred, &sel.table.target, &s.norm);
+            return Ok(Some(ValReport {
+                loss: m.model.mse,
+                series: Some(m),
+            }));
+        }
+        Data::Copy(task) => {
+            for i in 0..VAL_BATCHES as u64 {
+                let b = task.batch(Split::Val, i, c.batch)?;
+                sum += tr.eval(
+                    b.seq_len,
+                    &StepData::tokens(&b.inputs, &b.targets),
+                    Carry::Zero,
+                )? as f64;
+                n += 1.0;
+            }
+        }
+        Data::Adding(task) => {
+            for i in 0..VAL_BATCHES as u64 {
+                let b = adding_batch(c, task, Split::Val, i)?;
+                sum += tr.eval(task.seq_len, &b.view(), Carry::Zero)? as f64;
+                n += 1.0;
+            }
+        }
+    }
+    Ok((n > 0.0).then(|| ValReport {
+        loss: sum / n,
+        series: None,
+    }))
+}
+
+/// The metrics-file fields of a series validation.
+pub(crate) fn series_fields(m: &SeriesMetrics) -> Vec<(&'static str, Value)> {
+    vec![
+        ("naive_val_loss", Value::Float(m.naive.mse)),
+        ("val_mae", Value::Float(m.model.mae)),
+        ("val_rmse", Value::Float(m.model.rmse)),
+        ("naive_mae", Value::Float(m.naive.mae)),
+        ("naive_rmse", Value::Float(m.naive.rmse)),
+        ("val_windows", Value::Int(m.windows as i64)),
+    ]
+}
