@@ -43,6 +43,10 @@ fn usage_error(e: clap::Error) -> ExitCode {
             _ => ExitCode::from(2),
         };
     }
+    if let Some(line) = invalid_value(&e) {
+        let _ = writeln!(std::io::stderr(), "error: {line} (see --help)");
+        return ExitCode::from(2);
+    }
     let text = e.render().to_string();
     let first = text
         .lines()
@@ -62,4 +66,28 @@ fn usage_error(e: clap::Error) -> ExitCode {
     };
     let _ = writeln!(std::io::stderr(), "{first}{tip} (see --help)");
     ExitCode::from(2)
+}
+
+/// A value outside a flag's named ones, said as the settings' own checks
+/// say it (`--norm group: expected none, layer, ...`), the names included.
+fn invalid_value(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::InvalidValue {
+        return None;
+    }
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        e.get(ContextKind::InvalidArg),
+        e.get(ContextKind::InvalidValue),
+    ) else {
+        return None;
+    };
+    let flag = arg.split_whitespace().next().unwrap_or(arg);
+    let Some(ContextValue::Strings(valid)) = e.get(ContextKind::ValidValue) else {
+        return Some(format!("{flag} {value}: not a valid value"));
+    };
+    let names = match valid.as_slice() {
+        [rest @ .., last] if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        v => v.join(", "),
+    };
+    Some(format!("{flag} {value}: expected {names}"))
 }

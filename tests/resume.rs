@@ -711,3 +711,106 @@ fn zero_steps_export_the_initial_model() {
     }
     assert_eq!(fc.ints, rc.ints);
 }
+
+/// The final line without its time and throughput.
+fn outcome(line: &str) -> Vec<&str> {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let mut kept = Vec::new();
+    let mut i = 0;
+    while i < w.len() {
+        if w[i] == "time" || w[i] == "tokens/s" {
+            i += 2;
+        } else {
+            kept.push(w[i]);
+            i += 1;
+        }
+    }
+    kept
+}
+
+/// Checkpoints written before the settings became typed (commit fc4b1ba:
+/// `tests/fixtures/checkpoints/`, stopped at step 4 of 8) still resume,
+/// and finish as an uninterrupted run of today's binary with the same
+/// flags does; the text one still generates.
+#[test]
+fn checkpoints_of_an_earlier_version_resume() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoints");
+    let common = [
+        "--hidden",
+        "4",
+        "--layers",
+        "2",
+        "--batch",
+        "2",
+        "--seq-len",
+        "8",
+        "--steps",
+        "8",
+        "--val-every",
+        "4",
+        "--no-progress",
+    ];
+    let text = [
+        "--dataset",
+        "text",
+        "--embed",
+        "4",
+        "--val-fraction",
+        "0.01",
+        "--optimizer",
+        "amsgrad",
+        "--schedule",
+        "cosine",
+        "--warmup",
+        "2",
+        "--norm",
+        "layer",
+        "--init-whh",
+        "orthogonal",
+        "--init-wih",
+        "xavier",
+    ];
+    let series = [
+        "--dataset",
+        "mackey-glass",
+        "--optimizer",
+        "sgd",
+        "--momentum",
+        "0.9",
+        "--schedule",
+        "step",
+        "--step-size",
+        "2",
+        "--norm",
+        "step-batch",
+    ];
+    let d = TempDir::new("old-checkpoints");
+    for (name, flags) in [("text_v0", &text[..]), ("series_v0", &series[..])] {
+        let old = fixtures.join(format!("{name}.safetensors"));
+        let out = d.join(format!("{name}.st"));
+        let (resumed, _) = ok(&[
+            "train",
+            "--resume",
+            p(&old),
+            "--checkpoint",
+            p(&out),
+            "--no-progress",
+        ]);
+        let (fresh, _) = ok(&[&["train"][..], &common, flags].concat());
+        assert!(resumed.contains("step 8 "), "{name}: {resumed}");
+        assert_eq!(outcome(&resumed), outcome(&fresh), "{name}");
+        assert_eq!(
+            config_of(&out),
+            config_of(&old),
+            "{name}: settings rewritten differently"
+        );
+    }
+    let (sample, _) = ok(&[
+        "generate",
+        "--checkpoint",
+        p(&fixtures.join("text_v0.safetensors")),
+        "--length",
+        "20",
+    ]);
+    assert!(!sample.is_empty());
+}

@@ -3,6 +3,7 @@
 use lstm_wgpu::error::Result;
 use lstm_wgpu::model::LstmConfig;
 pub mod bench;
+pub mod choice;
 pub mod demo;
 pub mod env;
 pub mod generate;

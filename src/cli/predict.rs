@@ -1,11 +1,12 @@
 //! `lstm-wgpu predict`: a series checkpoint's forecasts for every window
 //! of a CSV, and `--future` steps past its end.
 
+use crate::cli::choice::MissingChoice;
 use crate::cli::env::{host_budget, open_gpu, size_limits};
 use crate::cli::train::checkpoint::{load_checkpoint, restore_model, values_from};
 use crate::cli::train::data::{csv_cell, describe_columns, net_with, series_table};
 use crate::cli::train::settings::{RunConfig, describe_data};
-use lstm_wgpu::data::{Missing, SeriesConfig, SeriesDataset};
+use lstm_wgpu::data::{SeriesConfig, SeriesDataset};
 use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::kernels::optim::OptimConfig;
 use lstm_wgpu::train::forecast::{SeriesMetrics, predict_windows};
@@ -37,7 +38,7 @@ pub struct PredictArgs {
     /// Missing cells: error | drop | ffill | interpolate (default: the
     /// checkpoint's --missing).
     #[arg(long)]
-    pub missing: Option<String>,
+    pub missing: Option<MissingChoice>,
     /// Windows per GPU pass.
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
@@ -71,8 +72,7 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
         c.time = Some(t.clone());
     }
     if let Some(m) = &a.missing {
-        Missing::parse(m)?;
-        c.missing = m.clone();
+        c.missing = *m;
     }
     if a.split == "all" {
         c.val_fraction = 0.0;
@@ -99,7 +99,7 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
                 "{n} rows{}, too few to predict: one window takes the checkpoint's --seq-len \
                  {t_len} rows as input and the next --horizon {k} as targets ({} rows); give a \
                  longer series",
-                if c.missing == "drop" {
+                if c.missing == MissingChoice::Drop {
                     " kept (--missing drop)"
                 } else {
                     ""

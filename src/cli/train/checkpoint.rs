@@ -1,6 +1,7 @@
 //! Checkpoints: what they hold, writing them, and reading them as strictly
 //! as the command line.
 
+use crate::cli::choice::{Dataset, Task};
 use crate::cli::env::size_limits;
 use crate::cli::train::data::{Data, net_with};
 use crate::cli::train::settings::{RunConfig, describe_data, optim_config, validate_config};
@@ -330,9 +331,9 @@ pub(crate) fn checkpoint_precision(
 /// the vocabulary of a text run on text, the normalization of a series run
 /// on a CSV or a generated series (copy and adding need neither).
 pub(crate) fn data_metadata(c: &RunConfig) -> Option<(&'static str, &'static str)> {
-    match (c.task.as_str(), c.data.is_some(), c.dataset.as_str()) {
-        ("text", false, "copy") | ("series", false, "adding") => None,
-        ("text", ..) => Some(("vocab", "the characters its ids stand for")),
+    match (c.task, c.data.is_some(), c.dataset) {
+        (Task::Text, false, Dataset::Copy) | (Task::Series, false, Dataset::Adding) => None,
+        (Task::Text, ..) => Some(("vocab", "the characters its ids stand for")),
         _ => Some((
             "normalizer",
             "the training rows' mean and std of every column",
@@ -358,11 +359,24 @@ pub(crate) fn scaler_from(
     Ok(s)
 }
 
+/// Where a run stands: steps taken and skipped, the best validation loss
+/// (infinite before the first) and validations since it improved.
 pub(crate) struct RunState {
     pub(crate) step: usize,
     pub(crate) skipped: usize,
     pub(crate) best_val: f64,
     pub(crate) bad_vals: usize,
+}
+
+impl Default for RunState {
+    fn default() -> Self {
+        RunState {
+            step: 0,
+            skipped: 0,
+            best_val: f64::INFINITY,
+            bad_vals: 0,
+        }
+    }
 }
 
 pub(crate) fn save_checkpoint(
@@ -451,12 +465,12 @@ pub(crate) fn load_checkpoint(path: &Path) -> Result<Loaded> {
     let config: RunConfig = toml::from_str(cfg).map_err(|e| bad(&e))?;
     validate_config(&config).map_err(|e| bad(&e))?;
     // The names do not depend on the sizes the data gives the head.
-    let head = match config.task.as_str() {
-        "text" => Head::Language {
+    let head = match config.task {
+        Task::Text => Head::Language {
             vocab: 1,
             embed: config.embed,
         },
-        _ => Head::Regression {
+        Task::Series => Head::Regression {
             features: 1,
             outputs: config.horizon,
         },

@@ -1,10 +1,11 @@
 //! A run's data: loading, batches per step, splits and `--dump-data`.
 
+use crate::cli::choice::{Dataset, MissingChoice, Task};
 use crate::cli::env::host_budget;
 use crate::cli::train::settings::{RunConfig, describe_data, init_of, norm_of};
 use lstm_wgpu::data::{
-    AddingTask, Builtin, CopyTask, CsvTable, Missing, Normalizer, SelectOptions, Selection,
-    SeriesConfig, SeriesDataset, Split, TextConfig, TextData, Vocab,
+    AddingTask, CopyTask, CsvTable, Normalizer, SelectOptions, Selection, SeriesConfig,
+    SeriesDataset, Split, TextConfig, TextData, Vocab,
 };
 use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::io;
@@ -25,16 +26,16 @@ pub(crate) fn load_data(
     vocab: Option<Vocab>,
     norm: Option<Normalizer>,
 ) -> Result<Data> {
-    if c.task == "text" {
+    if c.task == Task::Text {
         let tc = TextConfig {
             batch: c.batch,
             eval_batch: c.batch,
             bptt: c.seq_len,
             val_fraction: c.val_fraction,
         };
-        return Ok(match (&c.data, c.dataset.as_str()) {
+        return Ok(match (&c.data, c.dataset) {
             (Some(p), _) => Data::Text(TextData::from_file(p, &tc, vocab)?),
-            (None, "copy") => Data::Copy(CopyTask::new(
+            (None, Dataset::Copy) => Data::Copy(CopyTask::new(
                 c.seq_len.max(4) / 4,
                 c.seq_len.max(4) - 2 * (c.seq_len.max(4) / 4),
                 8,
@@ -55,7 +56,7 @@ pub(crate) fn load_data(
         horizon: c.horizon,
         val_fraction: c.val_fraction,
     };
-    if c.data.is_none() && c.dataset == "adding" {
+    if c.data.is_none() && c.dataset == Dataset::Adding {
         return Ok(Data::Adding(AddingTask::new(c.seq_len.max(2), c.seed)?));
     }
     let sel = series_table(c)?;
@@ -84,12 +85,12 @@ pub(crate) fn series_table(c: &RunConfig) -> Result<Selection> {
                     .map(|f| f.split(',').map(|s| s.trim().to_string()).collect()),
                 target: c.target.clone(),
                 time: c.time.clone(),
-                missing: Missing::parse(&c.missing)?,
+                missing: c.missing.into(),
             };
             csv.select_with(&o)
         }
         None => {
-            let b = c.dataset.parse::<Builtin>()?;
+            let b = c.dataset.builtin();
             let table =
                 lstm_wgpu::data::builtin_series(b, lstm_wgpu::data::DEFAULT_SERIES_LEN, c.seed)?;
             Ok(Selection {
@@ -118,7 +119,7 @@ pub(crate) fn describe_columns(c: &RunConfig, sel: &Selection) -> String {
     }
     if c.data.is_some() {
         s += &format!("; missing cells: {}", c.missing);
-        if c.missing == "drop" {
+        if c.missing == MissingChoice::Drop {
             s += &format!(" ({} rows kept)", t.len());
         }
     }
@@ -250,7 +251,7 @@ impl DumpTensors {
 
     fn write(&self, path: &Path, c: &RunConfig) -> Result<()> {
         let mut meta = BTreeMap::new();
-        meta.insert("dataset".to_string(), c.dataset.clone());
+        meta.insert("dataset".to_string(), c.dataset.to_string());
         meta.insert(
             "config".to_string(),
             toml::to_string(c).map_err(|e| Error::Invalid(e.to_string()))?,
@@ -284,10 +285,10 @@ pub(crate) fn net_of(c: &RunConfig, data: &Data) -> Result<NetConfig> {
 /// The network of a run's settings around `head`.
 pub(crate) fn net_with(c: &RunConfig, head: Head) -> Result<NetConfig> {
     let mut net = NetConfig::new(head, c.hidden, c.layers);
-    net.norm = norm_of(c)?;
+    net.norm = norm_of(c);
     net.dropout = c.dropout;
     net.residual = c.residual;
-    net.init = init_of(c)?;
+    net.init = init_of(c);
     Ok(net)
 }
 

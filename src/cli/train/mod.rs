@@ -26,8 +26,9 @@ use crate::cli::train::validation::{ValReport, series_fields, validate};
 use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::io;
 use lstm_wgpu::model::NamedTensor;
+use lstm_wgpu::train::lr::LrSchedule;
 use lstm_wgpu::train::metrics::{MetricsBuffer, Value};
-use lstm_wgpu::train::{NetConfig, Trainer, init_values};
+use lstm_wgpu::train::{NetConfig, StepStats, Trainer, init_values};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -85,17 +86,343 @@ pub(crate) fn settings(a: TrainArgs) -> Result<(TrainArgs, RunConfig, Option<Loa
 
 /// Runs `train`.
 pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
-    let (a, mut c, resumed) = settings(a)?;
-    check_schedule_flags(&a, &c.schedule)?;
-    check_batch_size(&c)?;
-    let data = load_data(
-        &c,
-        resumed.as_ref().and_then(|l| l.vocab.clone()),
-        resumed.as_ref().and_then(|l| l.norm.clone()),
-    )?;
-    // Said once every check has passed, so a refusal stays one line.
+    let (a, c, resumed) = settings(a)?;
+    match Run::new(a, c, resumed, verbose)? {
+        Some(mut run) => {
+            run.steps()?;
+            run.finish()
+        }
+        // --dump-data wrote the data instead.
+        None => Ok(()),
+    }
+}
+
+/// The loss histories of a run, (step, loss) pairs.
+#[derive(Default)]
+struct Curves {
+    train: Vec<(f64, f64)>,
+    val: Vec<(f64, f64)>,
+}
+
+impl Curves {
+    fn both(&self) -> [&[(f64, f64)]; 2] {
+        [&self.train, &self.val]
+    }
+}
+
+/// A run in progress: its settings, data and trainer, where it stands,
+/// and what it has written and will report.
+struct Run {
+    a: TrainArgs,
+    c: RunConfig,
+    data: Data,
+    tr: Trainer,
+    st: RunState,
+    curves: Curves,
+    sched: LrSchedule,
+    log: Option<MetricsBuffer>,
+    bar: indicatif::ProgressBar,
+    verbose: bool,
+    /// The run's length, and where this invocation stops (--stop-after).
+    total: usize,
+    stop: usize,
+    first_step: usize,
+    start: std::time::Instant,
+    tokens: usize,
+    last_val: Option<ValReport>,
+    stopped_early: bool,
+}
+
+impl Run {
+    /// Loads the data and builds the trainer, with every check done before
+    /// anything is written; `None` when `--dump-data` wrote the data.
+    fn new(
+        a: TrainArgs,
+        mut c: RunConfig,
+        resumed: Option<Loaded>,
+        verbose: bool,
+    ) -> Result<Option<Run>> {
+        check_schedule_flags(&a, c.schedule)?;
+        check_batch_size(&c)?;
+        let data = load_data(
+            &c,
+            resumed.as_ref().and_then(|l| l.vocab.clone()),
+            resumed.as_ref().and_then(|l| l.norm.clone()),
+        )?;
+        // Said once every check has passed, so a refusal stays one line.
+        let notes = notes(&a, &c, &data, resumed.is_some());
+        check_splits(&c, &data)?;
+        let net = net_of(&c, &data)?;
+        net.check_size(run_seq_len(&c, &data), c.batch, &size_limits(None))?;
+        let per_epoch = epoch_len(&c, &data).max(1);
+        let total = match (a.steps, a.epochs, &resumed) {
+            (Some(s), _, _) => s,
+            (None, Some(e), _) => e * per_epoch,
+            (None, None, Some(_)) => c.steps,
+            (None, None, None) => 200,
+        };
+        c.steps = total;
+        if let Some(p) = &a.dump_data {
+            notes.iter().for_each(|n| eprintln!("{n}"));
+            dump_data(p, &c, &data, total)?;
+            return Ok(None);
+        }
+        let stop = a.stop_after.map_or(total, |s| s.min(total));
+        // Weights (and running statistics) from the checkpoint or --init file.
+        let source = match (&resumed, &a.init) {
+            (Some(l), _) => Some((l.file.params_and_counters()?, l.file.path.clone())),
+            (None, Some(p)) => Some((init_file(&net, p)?, p.clone())),
+            (None, None) => None,
+        };
+        let values = match &source {
+            Some(((floats, _), p)) => values_from(&net, floats, p)?,
+            None => init_values(&net, c.seed),
+        };
+        let (st, curves) = match &resumed {
+            Some(l) => resumed_state(l, total)?,
+            None => Default::default(),
+        };
+        let sched = schedule_of(&c, total);
+        sched.validate()?;
+        // The metrics file is read now, written at the first checkpoint.
+        let log = match (&a.metrics, &resumed) {
+            (Some(p), Some(_)) => Some(MetricsBuffer::resume(p, st.step)?),
+            (Some(p), None) => Some(MetricsBuffer::new(p)),
+            (None, _) => None,
+        };
+        let weights = Weights {
+            values,
+            source: source.as_ref(),
+            resumed: resumed.as_ref(),
+            step: st.step,
+        };
+        let tr = build_trainer(&a, &c, &net, &data, weights, verbose)?;
+        let bar = progress_bar(!a.no_progress, st.step, stop)?;
+        notes.iter().for_each(|n| eprintln!("{n}"));
+        eprintln!(
+            "train: task {}, data {}, {} params, LSTM({} -> {}, {} layers{}), batch {}, seq {}{}, {} steps ({} per epoch), {} lr {}",
+            c.task,
+            describe_data(&c),
+            tr.lstm.model.table.total,
+            net.lstm().input_size,
+            c.hidden,
+            c.layers,
+            describe_links(&c),
+            c.batch,
+            c.seq_len,
+            c.min_len
+                .map(|m| format!(" (lengths {m}..={})", c.seq_len))
+                .unwrap_or_default(),
+            total,
+            per_epoch,
+            c.optimizer,
+            c.lr
+        );
+        Ok(Some(Run {
+            first_step: st.step,
+            a,
+            c,
+            data,
+            tr,
+            st,
+            curves,
+            sched,
+            log,
+            bar,
+            verbose,
+            total,
+            stop,
+            start: std::time::Instant::now(),
+            tokens: 0,
+            last_val: None,
+            stopped_early: false,
+        }))
+    }
+
+    /// Trains up to `stop`, validating and writing checkpoints on the way.
+    /// Steps are pipelined: the next is submitted before the previous one's
+    /// loss is read (Trainer::submit), except across a validation or
+    /// checkpoint step, which must see the parameters right after it.
+    fn steps(&mut self) -> Result<()> {
+        let mut submitted = self.st.step;
+        let mut in_flight: std::collections::VecDeque<(usize, f64)> = Default::default();
+        while self.st.step < self.stop {
+            while submitted < self.stop
+                && submitted - self.st.step < lstm_wgpu::kernels::optim::MAX_IN_FLIGHT
+                && (submitted == self.st.step || !self.boundary(submitted))
+            {
+                let (t, batch, carry) = train_batch(&self.c, &self.data, submitted)?;
+                let lr = self.sched.lr(self.c.lr, submitted + 1);
+                self.tr.submit(t, &batch.view(), carry, lr)?;
+                in_flight.push_back((t, lr));
+                submitted += 1;
+            }
+            let s = self
+                .tr
+                .next_stats()?
+                .ok_or_else(|| Error::Gpu("a submitted step left no statistics".into()))?;
+            let (t, lr) = in_flight
+                .pop_front()
+                .ok_or_else(|| Error::Gpu("step bookkeeping out of order".into()))?;
+            self.record(&s, t, lr)?;
+            // A stop between validations (--stop-after) writes the
+            // checkpoint without validating, so that resuming runs as
+            // uninterrupted.
+            let val_due =
+                self.st.step.is_multiple_of(self.c.val_every) || self.st.step == self.total;
+            if (val_due || self.st.step == self.stop) && self.checkpoint(s.loss, val_due)? {
+                self.stopped_early = true;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether step `n` ends with a validation or a checkpoint.
+    fn boundary(&self, n: usize) -> bool {
+        n.is_multiple_of(self.c.val_every) || n == self.total || n == self.stop
+    }
+
+    /// Counts a finished step (`t` positions at rate `lr`) and logs it.
+    fn record(&mut self, s: &StepStats, t: usize, lr: f64) -> Result<()> {
+        let st = &mut self.st;
+        st.step += 1;
+        self.tokens += t * self.c.batch;
+        if self.verbose
+            && st.step == 1
+            && let Some((d, sub)) = self.tr.dispatches_per_step(t)
+        {
+            say(
+                &self.bar,
+                format!("dispatches per step: {d} in {sub} submit (T = {t})"),
+            );
+        }
+        if s.skipped {
+            st.skipped += 1;
+        }
+        let rate = self.tokens as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
+        if let Some(l) = &mut self.log {
+            l.log(&[
+                ("step", Value::Int(st.step as i64)),
+                ("loss", Value::Float(s.loss as f64)),
+                ("grad_norm", Value::Float(s.grad_norm as f64)),
+                ("lr", Value::Float(lr)),
+                ("skipped", Value::Bool(s.skipped)),
+                ("skipped_total", Value::Int(st.skipped as i64)),
+                ("loss_scale", Value::Float(s.loss_scale as f64)),
+                ("tokens_per_s", Value::Float(rate)),
+            ])?;
+        }
+        self.curves.train.push((st.step as f64, s.loss as f64));
+        self.bar
+            .set_message(format!("loss {:.4} lr {lr:.2e} {rate:.0} tok/s", s.loss));
+        self.bar.inc(1);
+        Ok(())
+    }
+
+    /// At a validation step (`val_due`) or the stop: validates, writes the
+    /// checkpoints and flushes the metrics; whether to stop early.
+    fn checkpoint(&mut self, loss: f32, val_due: bool) -> Result<bool> {
+        let step = self.st.step;
+        if !val_due || !self.validate(loss)? {
+            say(&self.bar, format!("step {step:>6}  loss {loss:.4}"));
+        }
+        if let Some(p) = &self.a.checkpoint {
+            let (tr, c, data) = (&self.tr, &self.c, &self.data);
+            save_checkpoint(p, tr, c, data, &self.st, self.curves.both())?;
+        }
+        // The metrics file holds what the checkpoint does.
+        if let Some(l) = &mut self.log {
+            l.flush()?;
+        }
+        if let Some(pat) = self.c.patience
+            && val_due
+            && self.st.bad_vals >= pat
+        {
+            say(
+                &self.bar,
+                format!("early stop: no improvement in {pat} validations"),
+            );
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Validates after a step of training loss `loss`: logs and reports
+    /// it, and writes the best checkpoint on an improvement. False when
+    /// there is no validation split.
+    fn validate(&mut self, loss: f32) -> Result<bool> {
+        let Some(rep) = validate(&mut self.tr, &self.c, &self.data)? else {
+            return Ok(false);
+        };
+        let (step, v) = (self.st.step, rep.loss);
+        self.curves.val.push((step as f64, v));
+        let mut fields = vec![
+            ("step", Value::Int(step as i64)),
+            ("val_loss", Value::Float(v)),
+        ];
+        let mut line = format!("step {step:>6}  loss {loss:.4}  val_loss {v:.4}");
+        if let Some(m) = &rep.series {
+            fields.extend(series_fields(m));
+            line += &format!(
+                " (naive {:.4})  val_mae {:.4} (naive {:.4})",
+                m.naive.mse, m.model.mae, m.naive.mae
+            );
+        }
+        if let Some(l) = &mut self.log {
+            l.log(&fields)?;
+        }
+        say(&self.bar, line);
+        self.last_val = Some(rep);
+        if v < self.st.best_val {
+            self.st.best_val = v;
+            self.st.bad_vals = 0;
+            if let Some(p) = &self.a.checkpoint {
+                let (tr, c, data) = (&self.tr, &self.c, &self.data);
+                save_checkpoint(&best_path(p), tr, c, data, &self.st, self.curves.both())?;
+            }
+        } else {
+            self.st.bad_vals += 1;
+        }
+        Ok(true)
+    }
+
+    /// Writes what is left (the checkpoint of a run of no steps, the
+    /// metrics, the plot) and prints the final line.
+    fn finish(mut self) -> Result<()> {
+        self.bar.finish_and_clear();
+        // A run of no steps (--steps 0, --epochs 0) still writes its
+        // checkpoint: the initial model (or the resumed one, as it stands).
+        if self.st.step == self.first_step
+            && let Some(p) = &self.a.checkpoint
+        {
+            let (tr, c, data) = (&self.tr, &self.c, &self.data);
+            save_checkpoint(p, tr, c, data, &self.st, self.curves.both())?;
+        }
+        if let Some(l) = &mut self.log {
+            l.flush()?;
+        }
+        let secs = self.start.elapsed().as_secs_f64();
+        let series = self.last_val.as_ref().and_then(|r| r.series);
+        if let Some(p) = &self.a.plot {
+            write_plot(p, &self.c, &self.data, series.as_ref(), self.curves.both())?;
+        }
+        let end = RunEnd {
+            secs,
+            speed: self.tokens as f64 / secs.max(1e-9),
+            series,
+            scale: self.tr.scaler_state()?.map(|s| s.scale),
+            stopped_early: self.stopped_early,
+        };
+        crate::cli::out::line(final_line(&self.st, self.curves.both(), &end))
+    }
+}
+
+/// What a run says about its inputs before training: the task inferred
+/// from `--data`, and a series' columns.
+fn notes(a: &TrainArgs, c: &RunConfig, data: &Data, resumed: bool) -> Vec<String> {
     let mut notes = Vec::new();
-    if resumed.is_none()
+    if !resumed
         && a.task.is_none()
         && a.dataset.is_none()
         && let Some(p) = &a.data
@@ -111,248 +438,48 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
             }
         ));
     }
-    if let Data::Series(_, sel) = &data {
-        notes.push(describe_columns(&c, sel));
+    if let Data::Series(_, sel) = data {
+        notes.push(describe_columns(c, sel));
     }
-    check_splits(&c, &data)?;
-    let net = net_of(&c, &data)?;
-    net.check_size(run_seq_len(&c, &data), c.batch, &size_limits(None))?;
-    let per_epoch = epoch_len(&c, &data).max(1);
-    let total = match (a.steps, a.epochs, &resumed) {
-        (Some(s), _, _) => s,
-        (None, Some(e), _) => e * per_epoch,
-        (None, None, Some(_)) => c.steps,
-        (None, None, None) => 200,
+    notes
+}
+
+/// Where a resumed run stands: its counters and loss histories, checked
+/// against the run's length `total`.
+fn resumed_state(l: &Loaded, total: usize) -> Result<(RunState, Curves)> {
+    let st = RunState {
+        step: counter(&l.file, "train.step")? as usize,
+        skipped: counter(&l.file, "train.skipped")? as usize,
+        bad_vals: counter(&l.file, "train.bad_vals")? as usize,
+        best_val: l.best_val,
     };
-    c.steps = total;
-    if let Some(p) = &a.dump_data {
-        notes.iter().for_each(|n| eprintln!("{n}"));
-        return dump_data(p, &c, &data, total);
+    if total < st.step {
+        return Err(Error::Invalid(format!(
+            "--steps {total}: {} is already at step {}",
+            l.file.path.display(),
+            st.step
+        )));
     }
-    let stop = a.stop_after.map_or(total, |s| s.min(total));
-    // Weights (and running statistics) from the checkpoint or --init file.
-    let source = match (&resumed, &a.init) {
-        (Some(l), _) => Some((l.file.params_and_counters()?, l.file.path.clone())),
-        (None, Some(p)) => Some((init_file(&net, p)?, p.clone())),
-        (None, None) => None,
+    let curves = Curves {
+        train: l.curve.clone(),
+        val: l.val_curve.clone(),
     };
-    let values = match &source {
-        Some(((floats, _), p)) => values_from(&net, floats, p)?,
-        None => init_values(&net, c.seed),
-    };
-    let mut st = RunState {
-        step: 0,
-        skipped: 0,
-        best_val: f64::INFINITY,
-        bad_vals: 0,
-    };
-    let mut curve: Vec<(f64, f64)> = Vec::new();
-    let mut val_curve: Vec<(f64, f64)> = Vec::new();
-    if let Some(l) = &resumed {
-        st.step = counter(&l.file, "train.step")? as usize;
-        st.skipped = counter(&l.file, "train.skipped")? as usize;
-        st.bad_vals = counter(&l.file, "train.bad_vals")? as usize;
-        st.best_val = l.best_val;
-        curve = l.curve.clone();
-        val_curve = l.val_curve.clone();
-        if total < st.step {
-            return Err(Error::Invalid(format!(
-                "--steps {total}: {} is already at step {}",
-                l.file.path.display(),
-                st.step
-            )));
-        }
+    Ok((st, curves))
+}
+
+/// The progress bar of steps `from..stop` (hidden when `show` is false).
+fn progress_bar(show: bool, from: usize, stop: usize) -> Result<indicatif::ProgressBar> {
+    if !show || stop <= from {
+        return Ok(indicatif::ProgressBar::hidden());
     }
-    let sched = schedule_of(&c, total);
-    sched.validate()?;
-    // The metrics file is read now, written at the first checkpoint.
-    let mut log = match (&a.metrics, &resumed) {
-        (Some(p), Some(_)) => Some(MetricsBuffer::resume(p, st.step)?),
-        (Some(p), None) => Some(MetricsBuffer::new(p)),
-        (None, _) => None,
-    };
-    let weights = Weights {
-        values,
-        source: source.as_ref(),
-        resumed: resumed.as_ref(),
-        step: st.step,
-    };
-    let mut tr = build_trainer(&a, &c, &net, &data, weights, verbose)?;
-    let first_step = st.step;
-    let bar = if a.no_progress || stop <= st.step {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let b = indicatif::ProgressBar::new((stop - st.step) as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {per_sec} {msg}",
-            )
-            .map_err(|e| Error::Invalid(e.to_string()))?,
-        );
-        b
-    };
-    notes.iter().for_each(|n| eprintln!("{n}"));
-    eprintln!(
-        "train: task {}, data {}, {} params, LSTM({} -> {}, {} layers{}), batch {}, seq {}{}, {} steps ({} per epoch), {} lr {}",
-        c.task,
-        describe_data(&c),
-        tr.lstm.model.table.total,
-        net.lstm().input_size,
-        c.hidden,
-        c.layers,
-        describe_links(&c),
-        c.batch,
-        c.seq_len,
-        c.min_len
-            .map(|m| format!(" (lengths {m}..={})", c.seq_len))
-            .unwrap_or_default(),
-        total,
-        per_epoch,
-        c.optimizer,
-        c.lr
+    let b = indicatif::ProgressBar::new((stop - from) as u64);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {per_sec} {msg}",
+        )
+        .map_err(|e| Error::Invalid(e.to_string()))?,
     );
-    let start = std::time::Instant::now();
-    let mut last_val: Option<ValReport> = None;
-    let mut tokens = 0usize;
-    let mut stopped_early = false;
-    // Steps are pipelined: the next is submitted before the previous one's
-    // loss is read (Trainer::submit), except across a validation or
-    // checkpoint step, which must see the parameters right after it.
-    let boundary = |n: usize| n.is_multiple_of(c.val_every) || n == total || n == stop;
-    let mut submitted = st.step;
-    let mut in_flight: std::collections::VecDeque<(usize, f64)> = Default::default();
-    while st.step < stop {
-        while submitted < stop
-            && submitted - st.step < lstm_wgpu::kernels::optim::MAX_IN_FLIGHT
-            && (submitted == st.step || !boundary(submitted))
-        {
-            let (t, batch, carry) = train_batch(&c, &data, submitted)?;
-            let lr = sched.lr(c.lr, submitted + 1);
-            tr.submit(t, &batch.view(), carry, lr)?;
-            in_flight.push_back((t, lr));
-            submitted += 1;
-        }
-        let s = tr
-            .next_stats()?
-            .ok_or_else(|| Error::Gpu("a submitted step left no statistics".into()))?;
-        let (t, lr) = in_flight
-            .pop_front()
-            .ok_or_else(|| Error::Gpu("step bookkeeping out of order".into()))?;
-        st.step += 1;
-        tokens += t * c.batch;
-        if verbose
-            && st.step == 1
-            && let Some((d, sub)) = tr.dispatches_per_step(t)
-        {
-            say(
-                &bar,
-                format!("dispatches per step: {d} in {sub} submit (T = {t})"),
-            );
-        }
-        if s.skipped {
-            st.skipped += 1;
-        }
-        let rate = tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
-        if let Some(l) = &mut log {
-            l.log(&[
-                ("step", Value::Int(st.step as i64)),
-                ("loss", Value::Float(s.loss as f64)),
-                ("grad_norm", Value::Float(s.grad_norm as f64)),
-                ("lr", Value::Float(lr)),
-                ("skipped", Value::Bool(s.skipped)),
-                ("skipped_total", Value::Int(st.skipped as i64)),
-                ("loss_scale", Value::Float(s.loss_scale as f64)),
-                ("tokens_per_s", Value::Float(rate)),
-            ])?;
-        }
-        curve.push((st.step as f64, s.loss as f64));
-        bar.set_message(format!("loss {:.4} lr {lr:.2e} {rate:.0} tok/s", s.loss));
-        bar.inc(1);
-        // A stop between validations (--stop-after) writes the checkpoint
-        // without validating, so that resuming runs as uninterrupted.
-        let val_due = st.step.is_multiple_of(c.val_every) || st.step == total;
-        if val_due || st.step == stop {
-            if !val_due {
-                say(&bar, format!("step {:>6}  loss {:.4}", st.step, s.loss));
-            } else if let Some(rep) = validate(&mut tr, &c, &data)? {
-                let v = rep.loss;
-                val_curve.push((st.step as f64, v));
-                let mut fields = vec![
-                    ("step", Value::Int(st.step as i64)),
-                    ("val_loss", Value::Float(v)),
-                ];
-                let mut line = format!("step {:>6}  loss {:.4}  val_loss {v:.4}", st.step, s.loss);
-                if let Some(m) = &rep.series {
-                    fields.extend(series_fields(m));
-                    line += &format!(
-                        " (naive {:.4})  val_mae {:.4} (naive {:.4})",
-                        m.naive.mse, m.model.mae, m.naive.mae
-                    );
-                }
-                if let Some(l) = &mut log {
-                    l.log(&fields)?;
-                }
-                say(&bar, line);
-                last_val = Some(rep);
-                if v < st.best_val {
-                    st.best_val = v;
-                    st.bad_vals = 0;
-                    if let Some(p) = &a.checkpoint {
-                        let curves = [&curve[..], &val_curve[..]];
-                        save_checkpoint(&best_path(p), &tr, &c, &data, &st, curves)?;
-                    }
-                } else {
-                    st.bad_vals += 1;
-                }
-            } else {
-                say(&bar, format!("step {:>6}  loss {:.4}", st.step, s.loss));
-            }
-            if let Some(p) = &a.checkpoint {
-                save_checkpoint(p, &tr, &c, &data, &st, [&curve, &val_curve])?;
-            }
-            // The metrics file holds what the checkpoint does.
-            if let Some(l) = &mut log {
-                l.flush()?;
-            }
-            if let Some(pat) = c.patience
-                && val_due
-                && st.bad_vals >= pat
-            {
-                say(
-                    &bar,
-                    format!("early stop: no improvement in {pat} validations"),
-                );
-                stopped_early = true;
-                break;
-            }
-        }
-    }
-    bar.finish_and_clear();
-    // A run of no steps (--steps 0, --epochs 0) still writes its
-    // checkpoint: the initial model (or the resumed one, as it stands).
-    if st.step == first_step
-        && let Some(p) = &a.checkpoint
-    {
-        save_checkpoint(p, &tr, &c, &data, &st, [&curve, &val_curve])?;
-    }
-    if let Some(l) = &mut log {
-        l.flush()?;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let series = last_val.as_ref().and_then(|r| r.series);
-    if let Some(p) = &a.plot {
-        write_plot(p, &c, &data, series.as_ref(), [&curve, &val_curve])?;
-    }
-    let scale = tr.scaler_state()?.map(|s| s.scale);
-    let speed = tokens as f64 / secs.max(1e-9);
-    let end = RunEnd {
-        secs,
-        speed,
-        series,
-        scale,
-        stopped_early,
-    };
-    crate::cli::out::line(final_line(&st, [&curve, &val_curve], &end))
+    Ok(b)
 }
 
 /// Where a run's weights come from: fresh `values`, or those of `source`

@@ -1,13 +1,16 @@
 //! The settings of a run: flags, `--config`, defaults, checks, and what a
 //! resumed run may change.
 
+use crate::cli::choice::{
+    Dataset, InitWhh, InitWih, MissingChoice, NormChoice, Optimizer, Schedule, Task,
+};
 use crate::cli::env::host_budget;
 use lstm_wgpu::error::{Error, Result, num};
 use lstm_wgpu::io;
 use lstm_wgpu::kernels::optim::{OptimConfig, OptimKind};
 use lstm_wgpu::model::norm::{Norm, NormKind};
+use lstm_wgpu::train::InitOptions;
 use lstm_wgpu::train::lr::LrSchedule;
-use lstm_wgpu::train::{InitOptions, WhhInit, WihInit};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -25,12 +28,12 @@ pub struct TrainArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// text | series. [default: series for a .csv --data or a series --dataset, else text]
-    #[arg(long)]
-    pub task: Option<String>,
+    #[arg(long, hide_possible_values = true)]
+    pub task: Option<Task>,
     /// Built-in dataset when no --data: text | copy (task text), sine |
     /// mackey-glass | adding (task series). [default: text, or sine for --task series]
-    #[arg(long)]
-    pub dataset: Option<String>,
+    #[arg(long, hide_possible_values = true)]
+    pub dataset: Option<Dataset>,
     /// Embedding width (text). [default: 32]
     #[arg(long)]
     pub embed: Option<usize>,
@@ -53,8 +56,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub epochs: Option<usize>,
     /// sgd | adam | adamw | amsgrad (AdamW with AMSGrad). [default: adam]
-    #[arg(long)]
-    pub optimizer: Option<String>,
+    #[arg(long, hide_possible_values = true)]
+    pub optimizer: Option<Optimizer>,
     /// Learning rate. [default: 3e-3, 0.1 for sgd]
     #[arg(long)]
     pub lr: Option<f64>,
@@ -77,8 +80,8 @@ pub struct TrainArgs {
     pub residual: bool,
     /// Normalization: none | layer | layer-cell | batch | step-batch |
     /// recurrent-batch (see docs/math.md, "Normalization variants"). [default: none]
-    #[arg(long)]
-    pub norm: Option<String>,
+    #[arg(long, hide_possible_values = true)]
+    pub norm: Option<NormChoice>,
     /// Between-layer norms (layer, batch, step-batch): normalize the last
     /// layer's output too.
     #[arg(long)]
@@ -90,12 +93,12 @@ pub struct TrainArgs {
     pub norm_t_max: Option<usize>,
     /// W_hh initialisation: uniform (PyTorch's U(±1/√H)) | orthogonal (each
     /// gate's H×H block). [default: uniform]
-    #[arg(long)]
-    pub init_whh: Option<String>,
+    #[arg(long, hide_possible_values = true)]
+    pub init_whh: Option<InitWhh>,
     /// W_ih initialisation: uniform (PyTorch's U(±1/√H)) | xavier
     /// (U(±√(6/(I+4H)))). [default: uniform]
-    #[arg(long)]
-    pub init_wih: Option<String>,
+    #[arg(long, hide_possible_values = true)]
+    pub init_wih: Option<InitWih>,
     /// Forget-gate bias: bias_ih[H..2H) = F and bias_hh[H..2H) = 0, so
     /// their sum is F. [default: none: as initialised]
     #[arg(long)]
@@ -105,8 +108,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub min_len: Option<usize>,
     /// constant | cosine (linear warmup + cosine decay) | step. [default: constant]
-    #[arg(long)]
-    pub schedule: Option<String>,
+    #[arg(long, hide_possible_values = true)]
+    pub schedule: Option<Schedule>,
     /// Warmup steps of the cosine schedule. [default: 0]
     #[arg(long)]
     pub warmup: Option<usize>,
@@ -165,8 +168,8 @@ pub struct TrainArgs {
     /// Series: missing cells (empty, NA, NaN, null) of the chosen columns:
     /// error | drop (the row) | ffill (the value above) | interpolate
     /// (linear; the nearest value at either end). Default error. [default: error]
-    #[arg(long)]
-    pub missing: Option<String>,
+    #[arg(long, hide_possible_values = true)]
+    pub missing: Option<MissingChoice>,
     /// Series: the time column that labels rows in `predict` (default: a
     /// non-numeric first column, else the first time-like column). It is
     /// not a feature unless named in --features.
@@ -264,20 +267,20 @@ impl TrainArgs {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "kebab-case")]
 pub struct RunConfig {
-    pub(crate) task: String,
+    pub(crate) task: Task,
     pub(crate) data: Option<PathBuf>,
-    pub(crate) dataset: String,
+    pub(crate) dataset: Dataset,
     pub(crate) embed: usize,
     pub(crate) hidden: usize,
     pub(crate) layers: usize,
     pub(crate) batch: usize,
     pub(crate) seq_len: usize,
-    pub(crate) optimizer: String,
+    pub(crate) optimizer: Optimizer,
     pub(crate) lr: f64,
     pub(crate) weight_decay: f64,
     pub(crate) momentum: f64,
     pub(crate) clip_norm: Option<f32>,
-    pub(crate) schedule: String,
+    pub(crate) schedule: Schedule,
     pub(crate) warmup: usize,
     pub(crate) step_size: usize,
     pub(crate) gamma: f64,
@@ -297,112 +300,65 @@ pub struct RunConfig {
     pub(crate) dropout: f32,
     #[serde(default)]
     pub(crate) residual: bool,
-    #[serde(default = "none")]
-    pub(crate) norm: String,
+    #[serde(default)]
+    pub(crate) norm: NormChoice,
     #[serde(default)]
     pub(crate) norm_last: bool,
     #[serde(default)]
     pub(crate) norm_t_max: usize,
-    #[serde(default = "uniform")]
-    pub(crate) init_whh: String,
-    #[serde(default = "uniform")]
-    pub(crate) init_wih: String,
+    #[serde(default)]
+    pub(crate) init_whh: InitWhh,
+    #[serde(default)]
+    pub(crate) init_wih: InitWih,
     #[serde(default)]
     pub(crate) forget_bias: Option<f32>,
     #[serde(default)]
     pub(crate) min_len: Option<usize>,
-    #[serde(default = "error")]
-    pub(crate) missing: String,
+    #[serde(default)]
+    pub(crate) missing: MissingChoice,
     #[serde(default)]
     pub(crate) time: Option<String>,
 }
 
-pub(crate) fn error() -> String {
-    "error".into()
-}
-
-pub(crate) fn none() -> String {
-    "none".into()
-}
-
-pub(crate) fn uniform() -> String {
-    "uniform".into()
-}
-
-/// The norm variant of `--norm` (`none` or a [`NormKind`] name).
-pub(crate) fn norm_kind(name: &str) -> Result<Option<NormKind>> {
-    if name == "none" {
-        return Ok(None);
-    }
-    NormKind::parse(name).map(Some).map_err(|_| {
-        Error::Invalid(format!(
-            "--norm {name}: expected none, layer, layer-cell, batch, step-batch or recurrent-batch"
-        ))
-    })
-}
-
 /// The [`Norm`] a run's settings describe.
-pub(crate) fn norm_of(c: &RunConfig) -> Result<Norm> {
+pub(crate) fn norm_of(c: &RunConfig) -> Norm {
     let (last, t_max) = (c.norm_last, c.norm_t_max);
-    Ok(match norm_kind(&c.norm)? {
+    match c.norm.kind() {
         None => Norm::None,
         Some(NormKind::Layer) => Norm::Layer { last },
         Some(NormKind::LayerCell) => Norm::LayerCell,
         Some(NormKind::Batch) => Norm::Batch { last },
         Some(NormKind::StepBatch) => Norm::StepBatch { last, t_max },
         Some(NormKind::RecurrentBatch) => Norm::RecurrentBatch { t_max },
-    })
+    }
 }
 
 /// The initialisation options of a run's settings.
-pub(crate) fn init_of(c: &RunConfig) -> Result<InitOptions> {
-    let whh = match c.init_whh.as_str() {
-        "uniform" => WhhInit::Uniform,
-        "orthogonal" => WhhInit::Orthogonal,
-        o => {
-            return Err(Error::Invalid(format!(
-                "--init-whh {o}: expected uniform or orthogonal"
-            )));
-        }
-    };
-    let wih = match c.init_wih.as_str() {
-        "uniform" => WihInit::Uniform,
-        "xavier" => WihInit::Xavier,
-        o => {
-            return Err(Error::Invalid(format!(
-                "--init-wih {o}: expected uniform or xavier"
-            )));
-        }
-    };
-    Ok(InitOptions {
-        whh,
-        wih,
+pub(crate) fn init_of(c: &RunConfig) -> InitOptions {
+    InitOptions {
+        whh: c.init_whh.into(),
+        wih: c.init_wih.into(),
         forget_bias: c.forget_bias,
-    })
+    }
 }
 
 pub(crate) fn resolve(a: &TrainArgs) -> Result<RunConfig> {
-    let task = a
-        .task
-        .clone()
-        .unwrap_or_else(|| match (&a.dataset, &a.data) {
-            (Some(d), _) if ["sine", "mackey-glass", "adding"].contains(&d.as_str()) => {
-                "series".into()
-            }
-            (None, Some(p)) if is_csv(p) => "series".into(),
-            _ => "text".into(),
-        });
-    let dataset = a.dataset.clone().unwrap_or_else(|| {
-        if task == "series" {
-            "sine".into()
-        } else {
-            "text".into()
-        }
+    let task = a.task.unwrap_or(match (a.dataset, &a.data) {
+        (Some(d), _) => d.task(),
+        (None, Some(p)) if is_csv(p) => Task::Series,
+        _ => Task::Text,
     });
-    let optimizer = a.optimizer.clone().unwrap_or_else(|| "adam".into());
-    let seq_len = a.seq_len.unwrap_or(if task == "text" { 32 } else { 24 });
+    let dataset = a.dataset.unwrap_or(match task {
+        Task::Series => Dataset::Sine,
+        Task::Text => Dataset::Text,
+    });
+    let optimizer = a.optimizer.unwrap_or_default();
+    let seq_len = a.seq_len.unwrap_or(match task {
+        Task::Text => 32,
+        Task::Series => 24,
+    });
     let c = RunConfig {
-        task: task.clone(),
+        task,
         data: a.data.clone(),
         dataset,
         embed: a.embed.unwrap_or(32),
@@ -410,18 +366,18 @@ pub(crate) fn resolve(a: &TrainArgs) -> Result<RunConfig> {
         layers: a.layers.unwrap_or(2),
         batch: a.batch.unwrap_or(16),
         seq_len,
-        lr: a.lr.unwrap_or(if optimizer == "sgd" { 0.1 } else { 3e-3 }),
+        lr: a.lr.unwrap_or(if optimizer == Optimizer::Sgd {
+            0.1
+        } else {
+            3e-3
+        }),
         weight_decay: a
             .weight_decay
-            .unwrap_or(if optimizer == "adamw" || optimizer == "amsgrad" {
-                1e-2
-            } else {
-                0.0
-            }),
+            .unwrap_or(if optimizer.decoupled() { 1e-2 } else { 0.0 }),
         momentum: a.momentum.unwrap_or(0.0),
         optimizer,
         clip_norm: a.clip_norm,
-        schedule: a.schedule.clone().unwrap_or_else(|| "constant".into()),
+        schedule: a.schedule.unwrap_or_default(),
         warmup: a.warmup.unwrap_or(0),
         step_size: a.step_size.unwrap_or(100),
         gamma: a.gamma.unwrap_or(0.5),
@@ -436,14 +392,14 @@ pub(crate) fn resolve(a: &TrainArgs) -> Result<RunConfig> {
         steps: 0,
         dropout: a.dropout.unwrap_or(0.0),
         residual: a.residual,
-        norm: a.norm.clone().unwrap_or_else(none),
+        norm: a.norm.unwrap_or_default(),
         norm_last: a.norm_last,
         norm_t_max: a.norm_t_max.unwrap_or(seq_len),
-        init_whh: a.init_whh.clone().unwrap_or_else(uniform),
-        init_wih: a.init_wih.clone().unwrap_or_else(uniform),
+        init_whh: a.init_whh.unwrap_or_default(),
+        init_wih: a.init_wih.unwrap_or_default(),
         forget_bias: a.forget_bias,
         min_len: a.min_len,
-        missing: a.missing.clone().unwrap_or_else(error),
+        missing: a.missing.unwrap_or_default(),
         time: a.time.clone(),
     };
     validate_config(&c)?;
@@ -467,21 +423,10 @@ pub(crate) fn is_csv(p: &Path) -> bool {
 /// checkpoint (`--resume`, `generate`, `predict`): the errors name the
 /// setting as its flag.
 pub(crate) fn validate_config(c: &RunConfig) -> Result<()> {
-    let task = c.task.as_str();
-    if task != "text" && task != "series" {
+    if c.dataset.task() != c.task && c.data.is_none() {
         return Err(Error::Invalid(format!(
-            "--task {task}: expected text or series"
-        )));
-    }
-    let dataset = c.dataset.as_str();
-    let ok = if task == "text" {
-        ["text", "copy"].contains(&dataset)
-    } else {
-        ["sine", "mackey-glass", "adding"].contains(&dataset)
-    };
-    if !ok && c.data.is_none() {
-        return Err(Error::Invalid(format!(
-            "--dataset {dataset} does not fit --task {task}"
+            "--dataset {} does not fit --task {}",
+            c.dataset, c.task
         )));
     }
     let dropout = c.dropout;
@@ -499,27 +444,13 @@ pub(crate) fn validate_config(c: &RunConfig) -> Result<()> {
             num(f)
         )));
     }
-    let optimizer = c.optimizer.as_str();
-    if !["sgd", "adam", "adamw", "amsgrad"].contains(&optimizer) {
-        return Err(Error::Invalid(format!(
-            "--optimizer {optimizer}: expected sgd, adam, adamw or amsgrad"
-        )));
-    }
-    let schedule = c.schedule.as_str();
-    if !["constant", "cosine", "step"].contains(&schedule) {
-        return Err(Error::Invalid(format!(
-            "--schedule {schedule}: expected constant, cosine or step"
-        )));
-    }
-    norm_of(c)?;
-    init_of(c)?;
     if c.residual && c.layers < 2 {
         return Err(Error::Invalid(
             "--residual connects stacked layers: it needs --layers 2 or more".into(),
         ));
     }
     if let Some(m) = c.min_len {
-        if task != "series" || c.dataset != "adding" || c.data.is_some() {
+        if c.task != Task::Series || c.dataset != Dataset::Adding || c.data.is_some() {
             return Err(Error::Invalid(
                 "--min-len: variable lengths are available for the built-in adding dataset \
                  (--dataset adding) only"
@@ -555,10 +486,9 @@ pub(crate) fn validate_config(c: &RunConfig) -> Result<()> {
             "--patience must be at least 1 (validations without improvement)".into(),
         ));
     }
-    lstm_wgpu::data::Missing::parse(&c.missing)?;
-    if c.task != "series" || c.data.is_none() {
+    if c.task != Task::Series || c.data.is_none() {
         for (flag, set) in [
-            ("--missing", c.missing != "error"),
+            ("--missing", c.missing != MissingChoice::Error),
             ("--time", c.time.is_some()),
             ("--features", c.features.is_some()),
             ("--target", c.target.is_some()),
@@ -613,11 +543,11 @@ pub(crate) fn validate_config(c: &RunConfig) -> Result<()> {
 /// Refuses a schedule flag given for a schedule that does not use it
 /// (`--warmup` is cosine's, `--step-size` and `--gamma` step's): a flag
 /// silently ignored would look applied.
-pub(crate) fn check_schedule_flags(a: &TrainArgs, schedule: &str) -> Result<()> {
+pub(crate) fn check_schedule_flags(a: &TrainArgs, schedule: Schedule) -> Result<()> {
     for (flag, given, owner) in [
-        ("--warmup", a.warmup.is_some(), "cosine"),
-        ("--step-size", a.step_size.is_some(), "step"),
-        ("--gamma", a.gamma.is_some(), "step"),
+        ("--warmup", a.warmup.is_some(), Schedule::Cosine),
+        ("--step-size", a.step_size.is_some(), Schedule::Step),
+        ("--gamma", a.gamma.is_some(), Schedule::Step),
     ] {
         if given && schedule != owner {
             return Err(Error::Invalid(format!(
@@ -629,33 +559,33 @@ pub(crate) fn check_schedule_flags(a: &TrainArgs, schedule: &str) -> Result<()> 
 }
 
 pub(crate) fn optim_config(c: &RunConfig) -> Result<OptimConfig> {
-    let mut o = match c.optimizer.as_str() {
-        "sgd" => OptimConfig::sgd(),
-        "adam" => OptimConfig::adam(),
-        _ => OptimConfig::adamw(),
+    let mut o = match c.optimizer {
+        Optimizer::Sgd => OptimConfig::sgd(),
+        Optimizer::Adam => OptimConfig::adam(),
+        Optimizer::Adamw | Optimizer::Amsgrad => OptimConfig::adamw(),
     };
     o.lr = c.lr;
     o.weight_decay = c.weight_decay;
     if o.kind == OptimKind::Sgd {
         o.momentum = c.momentum;
     }
-    o.amsgrad = c.optimizer == "amsgrad";
+    o.amsgrad = c.optimizer == Optimizer::Amsgrad;
     o.validate()?;
     Ok(o)
 }
 
 pub(crate) fn schedule_of(c: &RunConfig, total: usize) -> LrSchedule {
-    match c.schedule.as_str() {
-        "cosine" => LrSchedule::WarmupCosine {
+    match c.schedule {
+        Schedule::Cosine => LrSchedule::WarmupCosine {
             warmup: c.warmup,
             total,
             min_lr: 0.0,
         },
-        "step" => LrSchedule::Step {
+        Schedule::Step => LrSchedule::Step {
             step_size: c.step_size,
             gamma: c.gamma,
         },
-        _ => LrSchedule::Constant,
+        Schedule::Constant => LrSchedule::Constant,
     }
 }
 
@@ -761,7 +691,7 @@ pub(crate) fn check_fixed(x: &TrainArgs, c: &RunConfig, from: Option<&Path>) -> 
 /// The norm, dropout and residual settings, for the run's first line.
 pub(crate) fn describe_links(c: &RunConfig) -> String {
     let mut s = String::new();
-    if c.norm != "none" {
+    if c.norm != NormChoice::None {
         s += &format!(
             ", norm {}{}",
             c.norm,

@@ -1,0 +1,271 @@
+//! Settings with named values (`--task`, `--optimizer`, `--norm`, ...): one
+//! enum each, read from flags, `--config` files and checkpoints under the
+//! same kebab-case names, and refused with the flag's name.
+
+use lstm_wgpu::data::{Builtin, Missing};
+use lstm_wgpu::error::{Error, Result};
+use lstm_wgpu::model::norm::NormKind;
+use lstm_wgpu::train::{WhhInit, WihInit};
+
+/// `a, b or c`.
+fn or_list(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+macro_rules! choice {
+    ($(#[$m:meta])* $name:ident, $flag:literal, default $default:ident {
+        $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)?
+    }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vm])* $v),+
+        }
+
+        impl $name {
+            pub const ALL: &[$name] = &[$($name::$v),+];
+            pub const NAMES: &[&str] = &[$($s),+];
+
+            /// The name on the command line, in TOML and in checkpoints.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$v => $s),+
+                }
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name::$default
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                Self::ALL.iter().copied().find(|v| v.name() == s).ok_or_else(|| {
+                    Error::Invalid(format!("{} {s}: expected {}", $flag, or_list(Self::NAMES)))
+                })
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl clap::ValueEnum for $name {
+            fn value_variants<'a>() -> &'a [Self] {
+                Self::ALL
+            }
+            fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+                Some(clap::builder::PossibleValue::new(self.name()))
+            }
+        }
+    };
+}
+
+choice!(
+    /// What a run learns: the next token of a text, or a series' next values.
+    Task, "--task", default Text {
+        Text = "text",
+        Series = "series",
+    }
+);
+
+choice!(
+    /// A built-in dataset (used when no `--data` is given).
+    Dataset, "--dataset", default Text {
+        Text = "text",
+        Copy = "copy",
+        Sine = "sine",
+        MackeyGlass = "mackey-glass",
+        Adding = "adding",
+    }
+);
+
+impl Dataset {
+    /// The task the dataset serves.
+    pub fn task(self) -> Task {
+        match self {
+            Dataset::Text | Dataset::Copy => Task::Text,
+            Dataset::Sine | Dataset::MackeyGlass | Dataset::Adding => Task::Series,
+        }
+    }
+
+    /// The library's generator of it.
+    pub fn builtin(self) -> Builtin {
+        match self {
+            Dataset::Text => Builtin::Text,
+            Dataset::Copy => Builtin::Copy,
+            Dataset::Sine => Builtin::Sine,
+            Dataset::MackeyGlass => Builtin::MackeyGlass,
+            Dataset::Adding => Builtin::Adding,
+        }
+    }
+}
+
+choice!(
+    /// `--optimizer`.
+    Optimizer, "--optimizer", default Adam {
+        Sgd = "sgd",
+        Adam = "adam",
+        Adamw = "adamw",
+        /// AdamW with AMSGrad.
+        Amsgrad = "amsgrad",
+    }
+);
+
+impl Optimizer {
+    /// AdamW and AMSGrad decay weights decoupled (default 1e-2).
+    pub fn decoupled(self) -> bool {
+        matches!(self, Optimizer::Adamw | Optimizer::Amsgrad)
+    }
+}
+
+choice!(
+    /// `--schedule`: the learning rate over the run.
+    Schedule, "--schedule", default Constant {
+        Constant = "constant",
+        Cosine = "cosine",
+        Step = "step",
+    }
+);
+
+choice!(
+    /// `--norm`: none, or one of the library's [`NormKind`]s.
+    NormChoice, "--norm", default None {
+        None = "none",
+        Layer = "layer",
+        LayerCell = "layer-cell",
+        Batch = "batch",
+        StepBatch = "step-batch",
+        RecurrentBatch = "recurrent-batch",
+    }
+);
+
+impl NormChoice {
+    pub fn kind(self) -> Option<NormKind> {
+        match self {
+            NormChoice::None => None,
+            NormChoice::Layer => Some(NormKind::Layer),
+            NormChoice::LayerCell => Some(NormKind::LayerCell),
+            NormChoice::Batch => Some(NormKind::Batch),
+            NormChoice::StepBatch => Some(NormKind::StepBatch),
+            NormChoice::RecurrentBatch => Some(NormKind::RecurrentBatch),
+        }
+    }
+}
+
+choice!(
+    /// `--init-whh`.
+    InitWhh, "--init-whh", default Uniform {
+        Uniform = "uniform",
+        Orthogonal = "orthogonal",
+    }
+);
+
+impl From<InitWhh> for WhhInit {
+    fn from(c: InitWhh) -> Self {
+        match c {
+            InitWhh::Uniform => WhhInit::Uniform,
+            InitWhh::Orthogonal => WhhInit::Orthogonal,
+        }
+    }
+}
+
+choice!(
+    /// `--init-wih`.
+    InitWih, "--init-wih", default Uniform {
+        Uniform = "uniform",
+        Xavier = "xavier",
+    }
+);
+
+impl From<InitWih> for WihInit {
+    fn from(c: InitWih) -> Self {
+        match c {
+            InitWih::Uniform => WihInit::Uniform,
+            InitWih::Xavier => WihInit::Xavier,
+        }
+    }
+}
+
+choice!(
+    /// `--missing`: what a missing CSV cell becomes.
+    MissingChoice, "--missing", default Error {
+        Error = "error",
+        Drop = "drop",
+        Ffill = "ffill",
+        Interpolate = "interpolate",
+    }
+);
+
+impl From<MissingChoice> for Missing {
+    fn from(c: MissingChoice) -> Self {
+        match c {
+            MissingChoice::Error => Missing::Error,
+            MissingChoice::Drop => Missing::Drop,
+            MissingChoice::Ffill => Missing::Ffill,
+            MissingChoice::Interpolate => Missing::Interpolate,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_through_toml_and_refuse_by_flag() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct T {
+            norm: NormChoice,
+            dataset: Dataset,
+        }
+        let t = T {
+            norm: NormChoice::StepBatch,
+            dataset: Dataset::MackeyGlass,
+        };
+        let text = toml::to_string(&t).unwrap();
+        assert_eq!(text, "norm = \"step-batch\"\ndataset = \"mackey-glass\"\n");
+        assert_eq!(toml::from_str::<T>(&text).unwrap(), t);
+        let e = toml::from_str::<T>("norm = \"group\"\ndataset = \"sine\"\n").unwrap_err();
+        assert!(
+            e.message()
+                .contains("--norm group: expected none, layer, layer-cell, batch, step-batch or recurrent-batch"),
+            "{e}"
+        );
+        for k in NormKind::ALL {
+            let c: NormChoice = k.as_str().parse().unwrap();
+            assert_eq!(c.kind(), Some(k));
+        }
+        for &b in Dataset::ALL {
+            assert_eq!(b.builtin().name(), b.name());
+        }
+        assert!(
+            "x".parse::<Task>()
+                .unwrap_err()
+                .to_string()
+                .contains("--task x: expected text or series")
+        );
+    }
+}
