@@ -12,9 +12,12 @@ use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lstm-wgpu");
 
+#[path = "common/final_line.rs"]
+mod final_line;
 #[path = "common/tempdir.rs"]
 mod tempdir;
 
+use final_line::final_line;
 use tempdir::TempDir;
 
 fn run_in(dir: Option<&Path>, args: &[&str]) -> Output {
@@ -712,22 +715,6 @@ fn zero_steps_export_the_initial_model() {
     assert_eq!(fc.ints, rc.ints);
 }
 
-/// The final line without its time and throughput.
-fn outcome(line: &str) -> Vec<&str> {
-    let w: Vec<&str> = line.split_whitespace().collect();
-    let mut kept = Vec::new();
-    let mut i = 0;
-    while i < w.len() {
-        if w[i] == "time" || w[i] == "tokens/s" {
-            i += 2;
-        } else {
-            kept.push(w[i]);
-            i += 1;
-        }
-    }
-    kept
-}
-
 /// Checkpoints written before the settings became typed (commit fc4b1ba:
 /// `tests/fixtures/checkpoints/`, stopped at step 4 of 8) still resume,
 /// and finish as an uninterrupted run of today's binary with the same
@@ -798,7 +785,7 @@ fn checkpoints_of_an_earlier_version_resume() {
         ]);
         let (fresh, _) = ok(&[&["train"][..], &common, flags].concat());
         assert!(resumed.contains("step 8 "), "{name}: {resumed}");
-        assert_eq!(outcome(&resumed), outcome(&fresh), "{name}");
+        assert_eq!(final_line(&resumed), final_line(&fresh), "{name}");
         assert_eq!(
             config_of(&out),
             config_of(&old),

@@ -7,9 +7,12 @@ use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lstm-wgpu");
 
+#[path = "common/final_line.rs"]
+mod final_line;
 #[path = "common/tempdir.rs"]
 mod tempdir;
 
+use final_line::final_line;
 use tempdir::TempDir;
 
 fn tmp(tag: &str) -> TempDir {
@@ -287,26 +290,6 @@ fn resume_keeps_f16_mixed_and_its_scaler() {
     assert!(steps.iter().all(|l| l.contains("\"loss_scale\":")), "{m}");
     assert!(steps[0].contains("\"skipped\":true"), "{m}");
     assert!(steps[5].contains("\"skipped\":false"), "{m}");
-}
-
-/// The final line without its time and throughput.
-fn final_line(out: &str) -> String {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("final:"))
-        .unwrap_or_else(|| panic!("no final line in {out}"));
-    let w: Vec<&str> = line.split(' ').collect();
-    let mut keep = Vec::new();
-    let mut i = 0;
-    while i < w.len() {
-        if w[i] == "time" || w[i] == "tokens/s" {
-            i += 2;
-        } else {
-            keep.push(w[i]);
-            i += 1;
-        }
-    }
-    keep.join(" ")
 }
 
 /// Metrics lines without the throughput.

@@ -3,10 +3,10 @@
 
 use crate::cli::choice::MissingChoice;
 use crate::cli::env::{host_budget, open_gpu, size_limits};
-use crate::cli::train::checkpoint::{load_checkpoint, restore_model, values_from};
+use crate::cli::train::checkpoint::{Loaded, load_checkpoint, restore_model, values_from};
 use crate::cli::train::data::{csv_cell, describe_columns, net_with, series_table};
 use crate::cli::train::settings::{RunConfig, describe_data};
-use lstm_wgpu::data::{SeriesConfig, SeriesDataset};
+use lstm_wgpu::data::{Normalizer, Selection, SeriesConfig, SeriesDataset, WindowSet};
 use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::kernels::optim::OptimConfig;
 use lstm_wgpu::train::forecast::{SeriesMetrics, predict_windows};
@@ -55,6 +55,127 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
         return Err(Error::Invalid("--batch must be at least 1".into()));
     }
     let l = load_checkpoint(&a.checkpoint)?;
+    let (c, norm) = run_config(a, &l)?;
+    check_future_size(a.future, &c, norm.features.len())?;
+    let sel = series_table(&c)?;
+    norm.check_matches(&sel.table)
+        .map_err(|e| Error::file(&a.data, e))?;
+    let ds = dataset(a, &c, &sel, &norm)?;
+    let n = sel.table.len();
+    let set = match (&ds, a.split.as_str()) {
+        (Some(d), "val") => Some(d.val.as_ref().ok_or_else(|| {
+            Error::file(
+                &a.data,
+                format!(
+                    "--split val: --val-fraction {} of {n} rows holds out no validation rows",
+                    c.val_fraction
+                ),
+            )
+        })?),
+        (Some(d), _) => Some(&d.train),
+        (None, _) => None,
+    };
+    if a.future.is_some() && n < c.seq_len {
+        return Err(Error::file(
+            &a.data,
+            format!(
+                "--future needs the last {} rows (the checkpoint's --seq-len); it has {n}",
+                c.seq_len
+            ),
+        ));
+    }
+    let cont = match a.future {
+        Some(_) => Some(
+            lstm_wgpu::train::forecast::continuations(&sel.table)
+                .map_err(|e| Error::file(&a.data, e))?,
+        ),
+        None => None,
+    };
+    let windows: Vec<usize> = (0..set.map_or(0, |s| s.len())).collect();
+    let net = net_with(
+        &c,
+        Head::Regression {
+            features: sel.table.num_features(),
+            outputs: c.horizon,
+        },
+    )?;
+    let b = a.batch.min(windows.len().max(1));
+    net.check_size(c.seq_len, b, &size_limits(None))?;
+    let (floats, ints) = l.file.params_and_counters()?;
+    let values = values_from(&net, &floats, &a.checkpoint)?;
+    let ctx = open_gpu(verbose)?;
+    net.check_size(c.seq_len, b, &size_limits(Some(&ctx)))?;
+    // The windows run in batches of b, the recursive forecast one window
+    // a pass: one model each, the first dropped before the second exists.
+    let model = |batch: usize| -> Result<Trainer> {
+        let opt = OptimConfig::sgd();
+        let mut tr = Trainer::new(ctx.clone(), net.clone(), values.clone(), batch, None, &opt)?;
+        restore_model(&mut tr, &floats, &ints, &a.checkpoint)?;
+        Ok(tr)
+    };
+    eprintln!("{}", describe_columns(&c, &sel));
+    let pred = match set {
+        Some(s) if !windows.is_empty() => predict_windows(&mut model(b)?, s, &windows)?,
+        _ => Vec::new(),
+    };
+    let future = match (a.future, &cont) {
+        (Some(steps), Some(cont)) => lstm_wgpu::train::forecast::forecast(
+            &mut model(1)?,
+            &sel.table,
+            &norm,
+            c.seq_len,
+            c.horizon,
+            steps,
+            cont,
+        )
+        .map_err(|e| Error::file(&a.data, e))?,
+        _ => Vec::new(),
+    };
+    let out = Output {
+        sel: &sel,
+        norm: &norm,
+        seq_len: c.seq_len,
+        horizon: c.horizon,
+        pred: &pred,
+    };
+    match (a.future, set) {
+        (None, Some(s)) => out.windows(s, &windows)?,
+        _ => out.rows(windows.len(), &future)?,
+    }
+    if let Some(s) = set
+        && !windows.is_empty()
+    {
+        let m = SeriesMetrics::of(s, &windows, &pred, &sel.table.target, &norm);
+        eprintln!(
+            "predict: {} window{} ({} split of {}), target `{}`: MAE {:.6} RMSE {:.6}; \
+             naive last value: MAE {:.6} RMSE {:.6}; MSE of z-scores {:.6} (naive {:.6})",
+            m.windows,
+            if m.windows == 1 { "" } else { "s" },
+            a.split,
+            a.data.display(),
+            sel.table.target_name,
+            m.model.mae,
+            m.model.rmse,
+            m.naive.mae,
+            m.naive.rmse,
+            m.model.mse,
+            m.naive.mse
+        );
+    }
+    if let Some(steps) = a.future {
+        eprintln!(
+            "forecast: {steps} steps past row {n}, {} at a time, predictions fed back as `{}`",
+            c.horizon, sel.table.target_name
+        );
+    }
+    Ok(())
+}
+
+/// The checkpoint's settings as `predict` applies them to `--data`: its
+/// time column, missing-cell rule and split, and the columns it trained
+/// on by name (a CSV with its columns in another order, or with more
+/// numeric columns, selects the same ones); and its normaliser.
+fn run_config(a: &PredictArgs, l: &Loaded) -> Result<(RunConfig, Normalizer)> {
     let norm = l.norm.clone().ok_or_else(|| {
         Error::file(
             &a.checkpoint,
@@ -77,8 +198,6 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
     if a.split == "all" {
         c.val_fraction = 0.0;
     }
-    // The checkpoint's columns, by name: a CSV with its columns in another
-    // order, or with more numeric columns, selects the same ones.
     if c.features.is_none() {
         let names: Vec<&str> = norm.features.iter().map(|f| f.name.as_str()).collect();
         c.features = Some(names.join(","));
@@ -86,12 +205,19 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
     if c.target.is_none() {
         c.target = Some(norm.target.name.clone());
     }
-    check_future_size(a.future, &c, norm.features.len())?;
-    let sel = series_table(&c)?;
-    norm.check_matches(&sel.table)
-        .map_err(|e| Error::file(&a.data, e))?;
-    let (t_len, k) = (c.seq_len, c.horizon);
-    let n = sel.table.len();
+    Ok((c, norm))
+}
+
+/// The windows of the selected rows, or `None` for a `--future` run on a
+/// series too short for one (which needs none); a series too short for
+/// `predict` without `--future` is refused, saying how many rows it needs.
+fn dataset(
+    a: &PredictArgs,
+    c: &RunConfig,
+    sel: &Selection,
+    norm: &Normalizer,
+) -> Result<Option<SeriesDataset>> {
+    let (t_len, k, n) = (c.seq_len, c.horizon, sel.table.len());
     if a.future.is_none() && n < t_len.saturating_add(k) {
         return Err(Error::file(
             &a.data,
@@ -108,176 +234,109 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
             ),
         ));
     }
-    // Windows exist when a target follows seq_len rows; --future needs none.
-    let ds = if n >= t_len + k || a.future.is_none() {
-        let sc = SeriesConfig {
-            seq_len: t_len,
-            horizon: k,
-            val_fraction: c.val_fraction,
-        };
-        Some(
-            SeriesDataset::with_normalizer(&sel.table, &sc, norm.clone())
-                .map_err(|e| Error::file(&a.data, e))?,
-        )
-    } else {
-        None
-    };
-    let set = match (&ds, a.split.as_str()) {
-        (Some(d), "val") => Some(d.val.as_ref().ok_or_else(|| {
-            Error::file(
-                &a.data,
-                format!(
-                    "--split val: --val-fraction {} of {n} rows holds out no validation rows",
-                    c.val_fraction
-                ),
-            )
-        })?),
-        (Some(d), _) => Some(&d.train),
-        (None, _) => None,
-    };
-    if a.future.is_some() && n < t_len {
-        return Err(Error::file(
-            &a.data,
-            format!(
-                "--future needs the last {t_len} rows (the checkpoint's --seq-len); it has {n}"
-            ),
-        ));
+    if n < t_len + k {
+        return Ok(None);
     }
-    let cont = match a.future {
-        Some(_) => Some(
-            lstm_wgpu::train::forecast::continuations(&sel.table)
-                .map_err(|e| Error::file(&a.data, e))?,
-        ),
-        None => None,
+    let sc = SeriesConfig {
+        seq_len: t_len,
+        horizon: k,
+        val_fraction: c.val_fraction,
     };
-    let windows: Vec<usize> = (0..set.map_or(0, |s| s.len())).collect();
-    let features = sel.table.num_features();
-    let net = net_with(
-        &c,
-        Head::Regression {
-            features,
-            outputs: k,
-        },
-    )?;
-    let b = a.batch.min(windows.len().max(1));
-    net.check_size(t_len, b, &size_limits(None))?;
-    let (floats, ints) = l.file.params_and_counters()?;
-    let values = values_from(&net, &floats, &a.checkpoint)?;
-    let ctx = open_gpu(verbose)?;
-    net.check_size(t_len, b, &size_limits(Some(&ctx)))?;
-    // The windows run in batches of b, the recursive forecast one window
-    // a pass: one model each, the first dropped before the second exists.
-    let model = |batch: usize| -> Result<Trainer> {
-        let opt = OptimConfig::sgd();
-        let mut tr = Trainer::new(ctx.clone(), net.clone(), values.clone(), batch, None, &opt)?;
-        restore_model(&mut tr, &floats, &ints, &a.checkpoint)?;
-        Ok(tr)
-    };
-    eprintln!("{}", describe_columns(&c, &sel));
-    let pred = match set {
-        Some(s) if !windows.is_empty() => predict_windows(&mut model(b)?, s, &windows)?,
-        _ => Vec::new(),
-    };
-    let future = match (a.future, &cont) {
-        (Some(steps), Some(cont)) => lstm_wgpu::train::forecast::forecast(
-            &mut model(1)?,
-            &sel.table,
-            &norm,
-            t_len,
-            k,
-            steps,
-            cont,
-        )
-        .map_err(|e| Error::file(&a.data, e))?,
-        _ => Vec::new(),
-    };
-    let target = &sel.table.target;
-    let tname = &sel.table.target_name;
-    let time = sel.time.as_ref();
-    let cell = |r: usize| time.map(|tc| format!("{},", csv_cell(&tc.values[r])));
-    let time_head = time
-        .map(|tc| format!("{},", csv_cell(&tc.name)))
-        .unwrap_or_default();
-    match (a.future, set) {
-        (None, Some(s)) => {
-            let names: Vec<String> = (1..=k)
-                .map(|j| csv_cell(&format!("{tname}_t+{j}")))
-                .chain((1..=k).map(|j| csv_cell(&format!("pred_{tname}_t+{j}"))))
-                .collect();
-            crate::cli::out::line(format!("{time_head}window,{}", names.join(",")))?;
-            for (i, &w) in windows.iter().enumerate() {
-                let r0 = s.first_target_row(w);
-                let mut row = cell(r0).unwrap_or_default() + &w.to_string();
-                for j in 0..k {
-                    row += &format!(",{}", target[r0 + j]);
-                }
-                for j in 0..k {
-                    row += &format!(",{}", norm.target.denormalize(pred[i * k + j] as f64));
-                }
-                crate::cli::out::line(row)?;
+    SeriesDataset::with_normalizer(&sel.table, &sc, norm.clone())
+        .map(Some)
+        .map_err(|e| Error::file(&a.data, e))
+}
+
+/// What `predict` prints on stdout: the selected rows, their normaliser
+/// and the window predictions (z-scores, `horizon` per window).
+struct Output<'a> {
+    sel: &'a Selection,
+    norm: &'a Normalizer,
+    seq_len: usize,
+    horizon: usize,
+    pred: &'a [f32],
+}
+
+impl Output<'_> {
+    /// `time,` of row `r`, when the CSV has a time column.
+    fn time_cell(&self, r: usize) -> String {
+        self.sel
+            .time
+            .as_ref()
+            .map(|tc| format!("{},", csv_cell(&tc.values[r])))
+            .unwrap_or_default()
+    }
+
+    fn time_head(&self) -> String {
+        self.sel
+            .time
+            .as_ref()
+            .map(|tc| format!("{},", csv_cell(&tc.name)))
+            .unwrap_or_default()
+    }
+
+    /// One line per window: its targets and predictions.
+    fn windows(&self, s: &WindowSet, windows: &[usize]) -> Result<()> {
+        let (k, tname) = (self.horizon, &self.sel.table.target_name);
+        let target = &self.sel.table.target;
+        let names: Vec<String> = (1..=k)
+            .map(|j| csv_cell(&format!("{tname}_t+{j}")))
+            .chain((1..=k).map(|j| csv_cell(&format!("pred_{tname}_t+{j}"))))
+            .collect();
+        crate::cli::out::line(format!("{}window,{}", self.time_head(), names.join(",")))?;
+        for (i, &w) in windows.iter().enumerate() {
+            let r0 = s.first_target_row(w);
+            let mut row = self.time_cell(r0) + &w.to_string();
+            for j in 0..k {
+                row += &format!(",{}", target[r0 + j]);
             }
+            for j in 0..k {
+                let p = self.norm.target.denormalize(self.pred[i * k + j] as f64);
+                row += &format!(",{p}");
+            }
+            crate::cli::out::line(row)?;
         }
-        _ => {
-            crate::cli::out::line(format!(
-                "{time_head}row,{},{}",
-                csv_cell(tname),
-                csv_cell(&format!("pred_{tname}"))
-            ))?;
-            // The one-step-ahead prediction of row r comes from the window
-            // ending at r - 1 (window r - seq_len).
-            for (r, actual) in target.iter().enumerate() {
-                let p = r
-                    .checked_sub(t_len)
-                    .filter(|w| *w < windows.len())
-                    .map(|w| norm.target.denormalize(pred[w * k] as f64).to_string())
-                    .unwrap_or_default();
-                crate::cli::out::line(format!(
-                    "{}{},{},{p}",
-                    cell(r).unwrap_or_default(),
-                    r + 1,
-                    actual
-                ))?;
-            }
-            let times = time
-                .map(|tc| extend_times(&tc.values, future.len()))
+        Ok(())
+    }
+
+    /// One line per row (actual and the one-step-ahead prediction of the
+    /// `windows` windows), then one per `future` value.
+    fn rows(&self, windows: usize, future: &[f64]) -> Result<()> {
+        let (t, tname) = (&self.sel.table, &self.sel.table.target_name);
+        crate::cli::out::line(format!(
+            "{}row,{},{}",
+            self.time_head(),
+            csv_cell(tname),
+            csv_cell(&format!("pred_{tname}"))
+        ))?;
+        // The one-step-ahead prediction of row r comes from the window
+        // ending at r - 1 (window r - seq_len).
+        for (r, actual) in t.target.iter().enumerate() {
+            let p = r
+                .checked_sub(self.seq_len)
+                .filter(|w| *w < windows)
+                .map(|w| {
+                    let z = self.pred[w * self.horizon] as f64;
+                    self.norm.target.denormalize(z).to_string()
+                })
                 .unwrap_or_default();
-            for (i, y) in future.iter().enumerate() {
-                let t = times.get(i).map(|t| format!("{},", csv_cell(t))).unwrap_or(
-                    if time.is_some() {
-                        ",".into()
-                    } else {
-                        String::new()
-                    },
-                );
-                crate::cli::out::line(format!("{t}{},,{y}", n + i + 1))?;
-            }
+            let line = format!("{}{},{actual},{p}", self.time_cell(r), r + 1);
+            crate::cli::out::line(line)?;
         }
+        let time = self.sel.time.as_ref();
+        let times = time
+            .map(|tc| extend_times(&tc.values, future.len()))
+            .unwrap_or_default();
+        for (i, y) in future.iter().enumerate() {
+            let cell = match (times.get(i), time) {
+                (Some(t), _) => format!("{},", csv_cell(t)),
+                (None, Some(_)) => ",".into(),
+                (None, None) => String::new(),
+            };
+            crate::cli::out::line(format!("{cell}{},,{y}", t.len() + i + 1))?;
+        }
+        Ok(())
     }
-    if let Some(s) = set
-        && !windows.is_empty()
-    {
-        let m = SeriesMetrics::of(s, &windows, &pred, target, &norm);
-        eprintln!(
-            "predict: {} window{} ({} split of {}), target `{tname}`: MAE {:.6} RMSE {:.6}; \
-             naive last value: MAE {:.6} RMSE {:.6}; MSE of z-scores {:.6} (naive {:.6})",
-            m.windows,
-            if m.windows == 1 { "" } else { "s" },
-            a.split,
-            a.data.display(),
-            m.model.mae,
-            m.model.rmse,
-            m.naive.mae,
-            m.naive.rmse,
-            m.model.mse,
-            m.naive.mse
-        );
-    }
-    if let Some(steps) = a.future {
-        eprintln!(
-            "forecast: {steps} steps past row {n}, {k} at a time, predictions fed back as `{tname}`"
-        );
-    }
-    Ok(())
 }
 
 /// Refuses a `--future` whose rows (the checkpoint's `features` columns,
