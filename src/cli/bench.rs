@@ -84,20 +84,7 @@ pub fn run_workload(
     }
     // Profiling reads every step's timestamps back before the next submit.
     let sync = sync || profile;
-    let ctx = Arc::new(GpuContext::with_options(lstm_wgpu::gpu::GpuOptions {
-        timestamps: profile,
-        ..crate::cli::env::gpu_options_from_env()?
-    })?);
-    let mut run = BenchRun::new(ctx.clone(), w)?;
-    let (precision, warning) = lstm_wgpu::model::precision::resolve(precision, &ctx, &w.net.norm)?;
-    if let Some(msg) = warning {
-        eprintln!("warning: {msg}");
-    }
-    run.trainer.set_precision(precision)?;
-    // f16-mixed training steps carry GradScaler's dynamic loss scale, as
-    // `train --precision f16-mixed` does.
-    let scaler = lstm_wgpu::model::precision::LossScaleChoice::Default.config(precision);
-    run.trainer.set_loss_scaler(scaler)?;
+    let (ctx, mut run, precision) = open_run(w, profile, precision)?;
     let mut times = Vec::with_capacity(steps);
     let mut last_loss = f32::NAN;
     // Steps are pipelined as in training: step i is submitted before step
@@ -166,16 +153,7 @@ pub fn run_workload(
     }
     let ms = median(&mut times);
     if let Some(p) = &run.trainer.profiler {
-        let rows = p.report();
-        let total: f64 = rows.iter().map(|r| r.2).sum();
-        eprintln!(
-            "{} kernels (GPU timestamps, per step; {total:.0} us in all):",
-            w.name
-        );
-        eprintln!("{:>10} {:>6} {:>9}  kernel", "us", "%", "dispatch");
-        for (name, n, us) in rows {
-            eprintln!("{us:>10.1} {:>6.1} {n:>9.1}  {name}", 100.0 * us / total);
-        }
+        print_profile(w.name, p);
     }
     let trainer = &mut run.trainer;
     let (dispatches, submits) = trainer
@@ -201,6 +179,46 @@ pub fn run_workload(
         last_loss,
         pipelined: !sync,
     })
+}
+
+/// A context of its own for `w` (with GPU timestamps when `profile`), and
+/// its trainer in the precision `choice` resolves to, with the loss scaler
+/// `train` would use.
+fn open_run(
+    w: &Workload,
+    profile: bool,
+    choice: lstm_wgpu::model::precision::PrecisionChoice,
+) -> Result<(
+    Arc<GpuContext>,
+    BenchRun,
+    lstm_wgpu::model::precision::Precision,
+)> {
+    let ctx = Arc::new(GpuContext::with_options(lstm_wgpu::gpu::GpuOptions {
+        timestamps: profile,
+        ..crate::cli::env::gpu_options_from_env()?
+    })?);
+    let mut run = BenchRun::new(ctx.clone(), w)?;
+    let (precision, warning) = lstm_wgpu::model::precision::resolve(choice, &ctx, &w.net.norm)?;
+    if let Some(msg) = warning {
+        eprintln!("warning: {msg}");
+    }
+    run.trainer.set_precision(precision)?;
+    // f16-mixed training steps carry GradScaler's dynamic loss scale, as
+    // `train --precision f16-mixed` does.
+    let scaler = lstm_wgpu::model::precision::LossScaleChoice::Default.config(precision);
+    run.trainer.set_loss_scaler(scaler)?;
+    Ok((ctx, run, precision))
+}
+
+/// The per-kernel table of a profiled workload, on stderr.
+fn print_profile(name: &str, p: &lstm_wgpu::gpu::Profiler) {
+    let rows = p.report();
+    let total: f64 = rows.iter().map(|r| r.2).sum();
+    eprintln!("{name} kernels (GPU timestamps, per step; {total:.0} us in all):");
+    eprintln!("{:>10} {:>6} {:>9}  kernel", "us", "%", "dispatch");
+    for (kernel, n, us) in rows {
+        eprintln!("{us:>10.1} {:>6.1} {n:>9.1}  {kernel}", 100.0 * us / total);
+    }
 }
 
 /// `lstm-wgpu bench`: rows on stdout as each workload finishes, progress on

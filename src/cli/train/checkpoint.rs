@@ -528,9 +528,25 @@ pub(crate) fn load_checkpoint(path: &Path) -> Result<Loaded> {
     let curve = curve_from(&floats, CURVE_NAME, path)?;
     let val_curve = curve_from(&floats, VAL_CURVE_NAME, path)?;
     let precision = checkpoint_precision(&file)?;
-    // A run's data metadata must be there, and no other: without it a
-    // resume would refit it and a reader would misread the model.
-    let need = data_metadata(&config);
+    let (vocab, norm) = data_meta(&file, &config)?;
+    Ok(Loaded {
+        config,
+        file,
+        vocab,
+        norm,
+        precision,
+        best_val,
+        curve,
+        val_curve,
+    })
+}
+
+/// The vocabulary or normaliser a checkpoint of run `config` holds, and
+/// only that one: without it a resume would refit it and a reader would
+/// misread the model.
+fn data_meta(file: &TensorFile, config: &RunConfig) -> Result<(Option<Vocab>, Option<Normalizer>)> {
+    let path = &file.path;
+    let need = data_metadata(config);
     for key in ["vocab", "normalizer"] {
         let has = file.metadata.contains_key(key);
         match need {
@@ -541,7 +557,7 @@ pub(crate) fn load_checkpoint(path: &Path) -> Result<Loaded> {
                         "no `{key}` metadata ({what}), which a {} checkpoint on {} needs; \
                          the file is incomplete",
                         config.task,
-                        describe_data(&config)
+                        describe_data(config)
                     ),
                 ));
             }
@@ -551,7 +567,7 @@ pub(crate) fn load_checkpoint(path: &Path) -> Result<Loaded> {
                     format!(
                         "`{key}` metadata, which a {} checkpoint on {} does not have",
                         config.task,
-                        describe_data(&config)
+                        describe_data(config)
                     ),
                 ));
             }
@@ -567,16 +583,7 @@ pub(crate) fn load_checkpoint(path: &Path) -> Result<Loaded> {
     let norm = meta("normalizer")
         .map(|v| Normalizer::from_metadata(v).map_err(bad_meta("normalizer")))
         .transpose()?;
-    Ok(Loaded {
-        config,
-        file,
-        vocab,
-        norm,
-        precision,
-        best_val,
-        curve,
-        val_curve,
-    })
+    Ok((vocab, norm))
 }
 
 pub(crate) fn counter(f: &TensorFile, name: &str) -> Result<i64> {
