@@ -297,44 +297,9 @@ impl Clip {
             clip_value,
             scaler,
         } = *opts;
-        if let Some(s) = &scaler {
-            s.validate()?;
-        }
-        if let Some(m) = max_norm
-            && !(m.is_finite() && m >= 0.0)
-        {
-            return Err(Error::Invalid(format!(
-                "max_norm must be finite and >= 0, got {m}"
-            )));
-        }
-        if let Some(v) = clip_value
-            && !(v.is_finite() && v >= 0.0)
-        {
-            return Err(Error::Invalid(format!(
-                "clip_value must be finite and >= 0, got {v}"
-            )));
-        }
+        opts.validate()?;
         check_segments(grads, segments)?;
-
-        // Chunks (offset, len), then (first chunk, chunk count) per segment.
-        let mut chunks: Vec<u32> = Vec::new();
-        let mut segs: Vec<u32> = Vec::with_capacity(2 * segments.len());
-        for &(off, len) in segments {
-            let first = chunks.len() / 2;
-            let mut start = 0;
-            while start < len {
-                let n = CHUNK.min(len - start);
-                chunks.push(u32_of("gradient offset", off + start)?);
-                chunks.push(n as u32);
-                start += n;
-            }
-            segs.push(u32_of("chunk index", first)?);
-            segs.push(u32_of("chunk count", chunks.len() / 2 - first)?);
-        }
-        let n_chunks = chunks.len() / 2;
-        let seg_base = chunks.len();
-        let mut table = chunks;
-        table.extend_from_slice(&segs);
+        let (table, n_chunks, seg_base) = chunk_table(segments)?;
 
         let flags = if max_norm.is_some() { HAS_MAX_NORM } else { 0 }
             | if clip_value.is_some() {
@@ -359,24 +324,7 @@ impl Clip {
 
         let table_buf = ctx.storage_init("clip table", &table)?;
         let partials = ctx.storage("clip partials", 2 * n_chunks)?;
-        let words = STATS_HEADER + segments.len();
-        let stats = match stats {
-            Some(b) if b.size() == (4 * words.max(1)) as u64 => b.clone(),
-            Some(b) => {
-                return Err(Error::Invalid(format!(
-                    "clip stats buffer of {} bytes, expected {} words",
-                    b.size(),
-                    words
-                )));
-            }
-            None => {
-                let b = ctx.storage("clip stats", words)?;
-                if let Some(s) = &scaler {
-                    ctx.write(&b, SCALE_WORD, &ScalerState::new(s).words());
-                }
-                b
-            }
-        };
+        let stats = stats_buffer(ctx, stats, segments.len(), scaler.as_ref())?;
         let chunk_grid = grid(ctx, "clip chunks", n_chunks)?;
         let seg_grid = grid(ctx, "clip segments", segments.len())?;
 
@@ -407,6 +355,81 @@ impl Clip {
             _table: table_buf,
             _partials: partials,
         })
+    }
+}
+
+impl ClipOptions {
+    /// Refuses a bound that is negative or not finite, and a bad scaler.
+    fn validate(&self) -> Result<()> {
+        if let Some(s) = &self.scaler {
+            s.validate()?;
+        }
+        if let Some(m) = self.max_norm
+            && !(m.is_finite() && m >= 0.0)
+        {
+            return Err(Error::Invalid(format!(
+                "max_norm must be finite and >= 0, got {m}"
+            )));
+        }
+        if let Some(v) = self.clip_value
+            && !(v.is_finite() && v >= 0.0)
+        {
+            return Err(Error::Invalid(format!(
+                "clip_value must be finite and >= 0, got {v}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The kernels' table of `segments`: chunks (offset, len) of at most
+/// [`CHUNK`] values, then (first chunk, chunk count) per segment; with the
+/// chunk count and where the segment part starts.
+fn chunk_table(segments: &[(usize, usize)]) -> Result<(Vec<u32>, usize, usize)> {
+    let mut chunks: Vec<u32> = Vec::new();
+    let mut segs: Vec<u32> = Vec::with_capacity(2 * segments.len());
+    for &(off, len) in segments {
+        let first = chunks.len() / 2;
+        let mut start = 0;
+        while start < len {
+            let n = CHUNK.min(len - start);
+            chunks.push(u32_of("gradient offset", off + start)?);
+            chunks.push(n as u32);
+            start += n;
+        }
+        segs.push(u32_of("chunk index", first)?);
+        segs.push(u32_of("chunk count", chunks.len() / 2 - first)?);
+    }
+    let (n_chunks, seg_base) = (chunks.len() / 2, chunks.len());
+    let mut table = chunks;
+    table.extend_from_slice(&segs);
+    Ok((table, n_chunks, seg_base))
+}
+
+/// The stats buffer of a plan of `segments` segments: `kept` (an earlier
+/// plan's, of the right size), or a new one whose scaler state starts at
+/// `scaler`'s initial scale.
+fn stats_buffer(
+    ctx: &GpuContext,
+    kept: Option<&wgpu::Buffer>,
+    segments: usize,
+    scaler: Option<&ScalerConfig>,
+) -> Result<wgpu::Buffer> {
+    let words = STATS_HEADER + segments;
+    match kept {
+        Some(b) if b.size() == (4 * words.max(1)) as u64 => Ok(b.clone()),
+        Some(b) => Err(Error::Invalid(format!(
+            "clip stats buffer of {} bytes, expected {} words",
+            b.size(),
+            words
+        ))),
+        None => {
+            let b = ctx.storage("clip stats", words)?;
+            if let Some(s) = scaler {
+                ctx.write(&b, SCALE_WORD, &ScalerState::new(s).words());
+            }
+            Ok(b)
+        }
     }
 }
 

@@ -165,8 +165,6 @@ fn between_norm(
     backward: bool,
     (t0, t1): (usize, usize),
 ) -> Result<Vec<Dispatch>> {
-    use crate::kernels::batch_norm::{BnBackward, BnForward, BnShape};
-    use crate::kernels::layer_norm::{LnBackward, LnForward, LnShape};
     let cfg = &model.config;
     let Some(normed) = &ws.normed[l] else {
         return Ok(Vec::new());
@@ -174,61 +172,116 @@ fn between_norm(
     let Some((prefix, _)) = model.norm.between() else {
         return Ok(Vec::new());
     };
-    let p = |n: &str| model.table.offset(&format!("{prefix}.{l}.{n}"));
-    let features = cfg.dirs() * cfg.hidden_size;
-    let stats_off = l * Workspace::norm_stats_len(cfg, &model.norm, ws.seq, ws.batch);
-    let (off, dy) = (ws.out_off(l), &ws.dy);
+    let site = BetweenSite {
+        normed,
+        prefix,
+        l,
+        features: cfg.dirs() * cfg.hidden_size,
+        stats_off: l * Workspace::norm_stats_len(cfg, &model.norm, ws.seq, ws.batch),
+        off: ws.out_off(l),
+    };
     if let Norm::Layer { .. } = model.norm {
-        let rows = t0 * ws.batch;
-        let sh = LnShape {
-            seq: t1 - t0,
-            t0,
-            batch: ws.batch,
-            features,
-            x_off: off + rows * features,
-            y_off: rows * features,
-            dy_off: off + rows * features,
-            dx_off: off + rows * features,
-            stats_off: stats_off + 2 * rows,
-            w_off: p("weight"),
-            b_off: p("bias"),
-            dw_off: p("weight"),
-            db_off: p("bias"),
-            accumulate: t1 < ws.seq,
-        };
-        return match backward {
-            false => k.layer_norm()?.forward(
-                ctx,
-                &sh,
-                &LnForward {
-                    params: &model.params,
-                    lengths: &ws.lengths,
-                    x: &ws.outs,
-                    y: normed,
-                    stats: &ws.norm_stats,
-                },
-            ),
-            true => k.layer_norm()?.backward(
-                ctx,
-                &sh,
-                &LnBackward {
-                    params: &model.params,
-                    lengths: &ws.lengths,
-                    x: &ws.outs,
-                    stats: &ws.norm_stats,
-                    dy,
-                    dx: dy,
-                    grads: &model.grads,
-                },
-            ),
-        };
+        return between_layer_norm(ctx, k, model, ws, &site, backward, (t0, t1));
     }
     if (t0, t1) != (0, ws.seq) {
         return Err(crate::Error::Invalid(
             "a BatchNorm between layers runs over all steps at once".into(),
         ));
     }
-    let st = |n: &str| model.stats_table.offset(&format!("{prefix}.{l}.{n}"));
+    between_batch_norm(ctx, k, model, ws, &site, train, backward)
+}
+
+/// Where the between-layer norm after layer `l` reads and writes: its
+/// output buffer, its tensors' name prefix, the width of a row, and the
+/// offsets of its statistics and of layer l's rows in `outs` and `dy`.
+struct BetweenSite<'a> {
+    normed: &'a wgpu::Buffer,
+    prefix: &'a str,
+    l: usize,
+    features: usize,
+    stats_off: usize,
+    off: usize,
+}
+
+impl BetweenSite<'_> {
+    /// The offset of the norm's parameter `name` in the parameter table.
+    fn param(&self, model: &LstmModel, name: &str) -> usize {
+        let full = format!("{}.{}.{name}", self.prefix, self.l);
+        model.table.offset(&full)
+    }
+}
+
+/// [`between_norm`]'s LayerNorm, over steps [t0, t1).
+fn between_layer_norm(
+    ctx: &GpuContext,
+    k: &Kernels,
+    model: &LstmModel,
+    ws: &Workspace,
+    s: &BetweenSite,
+    backward: bool,
+    (t0, t1): (usize, usize),
+) -> Result<Vec<Dispatch>> {
+    use crate::kernels::layer_norm::{LnBackward, LnForward, LnShape};
+    let (rows, features, off) = (t0 * ws.batch, s.features, s.off);
+    let sh = LnShape {
+        seq: t1 - t0,
+        t0,
+        batch: ws.batch,
+        features,
+        x_off: off + rows * features,
+        y_off: rows * features,
+        dy_off: off + rows * features,
+        dx_off: off + rows * features,
+        stats_off: s.stats_off + 2 * rows,
+        w_off: s.param(model, "weight"),
+        b_off: s.param(model, "bias"),
+        dw_off: s.param(model, "weight"),
+        db_off: s.param(model, "bias"),
+        accumulate: t1 < ws.seq,
+    };
+    match backward {
+        false => k.layer_norm()?.forward(
+            ctx,
+            &sh,
+            &LnForward {
+                params: &model.params,
+                lengths: &ws.lengths,
+                x: &ws.outs,
+                y: s.normed,
+                stats: &ws.norm_stats,
+            },
+        ),
+        true => k.layer_norm()?.backward(
+            ctx,
+            &sh,
+            &LnBackward {
+                params: &model.params,
+                lengths: &ws.lengths,
+                x: &ws.outs,
+                stats: &ws.norm_stats,
+                dy: &ws.dy,
+                dx: &ws.dy,
+                grads: &model.grads,
+            },
+        ),
+    }
+}
+
+/// [`between_norm`]'s BatchNorm (per position or per step), over all steps.
+fn between_batch_norm(
+    ctx: &GpuContext,
+    k: &Kernels,
+    model: &LstmModel,
+    ws: &Workspace,
+    s: &BetweenSite,
+    train: bool,
+    backward: bool,
+) -> Result<Vec<Dispatch>> {
+    use crate::kernels::batch_norm::{BnBackward, BnForward, BnShape};
+    let st = |n: &str| {
+        let full = format!("{}.{}.{n}", s.prefix, s.l);
+        model.stats_table.offset(&full)
+    };
     let (per_step, run_rows) = match model.norm {
         Norm::StepBatch { t_max, .. } => (true, t_max),
         _ => (false, 1),
@@ -236,18 +289,18 @@ fn between_norm(
     let sh = BnShape {
         seq: ws.seq,
         batch: ws.batch,
-        features,
+        features: s.features,
         per_step,
         train,
         run_rows,
-        x_off: off,
-        dy_off: off,
-        dx_off: off,
-        stats_off,
-        w_off: p("weight"),
-        b_off: p("bias"),
-        dw_off: p("weight"),
-        db_off: p("bias"),
+        x_off: s.off,
+        dy_off: s.off,
+        dx_off: s.off,
+        stats_off: s.stats_off,
+        w_off: s.param(model, "weight"),
+        b_off: s.param(model, "bias"),
+        dw_off: s.param(model, "weight"),
+        db_off: s.param(model, "bias"),
         rm_off: st("running_mean"),
         rv_off: st("running_var"),
         ..Default::default()
@@ -260,7 +313,7 @@ fn between_norm(
                 params: &model.params,
                 lengths: &ws.lengths,
                 x: &ws.outs,
-                y: normed,
+                y: s.normed,
                 stats: &ws.norm_stats,
                 running: &model.stats,
             },
@@ -273,8 +326,8 @@ fn between_norm(
                 lengths: &ws.lengths,
                 x: &ws.outs,
                 stats: &ws.norm_stats,
-                dy,
-                dx: dy,
+                dy: &ws.dy,
+                dx: &ws.dy,
                 grads: &model.grads,
             },
         ),
@@ -719,8 +772,8 @@ impl Plan {
         let (h, seq, batch) = (cfg.hidden_size, ws.seq, ws.batch);
         let tb = seq * batch;
         let ((input, in_off), ld) = Self::layer_input(model, ws, l);
-        let [_, sec_dp, sec_dr, _, sec_dhc] = lstm_cell_ln::dg_sections(h, seq, batch);
-        let [.., sec_hp, sec_xi, sec_xh, sec_xc] = lstm_cell_ln::cache_sections(h, seq, batch);
+        let [_, sec_dp, sec_dr, ..] = lstm_cell_ln::dg_sections(h, seq, batch);
+        let [.., sec_hp, _, _, _] = lstm_cell_ln::cache_sections(h, seq, batch);
         let mut out = Vec::new();
         for d in 0..cfg.dirs() {
             let sh = shape(model, ws, l, d);
@@ -774,44 +827,60 @@ impl Plan {
                     ws.half,
                 )?);
             }
-            if !in_cell {
-                continue;
+            if in_cell {
+                out.extend(Self::norm_cell_grads(ctx, k, model, ws, (l, d), train)?);
             }
-            let np = norm_cell_params(model, l, d, train);
-            let g = &model.grads;
-            let prod = |a: (usize, usize), x: usize, width: usize, o: usize| {
-                k.reduce()?.colsum_prod(
-                    ctx,
-                    (&ws.dg, a.0),
-                    (ws.cache(l), sh.cache_off + x),
-                    width,
-                    tb,
-                    a.1,
-                    (g, o),
-                )
-            };
-            let da4 = (sh.dg_off, 4 * h);
-            out.extend(prod(da4, sec_xi, 4 * h, np.ih.0)?);
-            out.extend(prod(da4, sec_xh, 4 * h, np.hh.0)?);
-            out.extend(prod((sh.dg_off + sec_dhc, h), sec_xc, h, np.c.0)?);
-            let dhc = (&ws.dg, sh.dg_off + sec_dhc, h);
-            if matches!(norm, Norm::LayerCell) {
-                out.extend(k.reduce()?.colsum(
-                    ctx,
-                    da,
-                    tb,
-                    4 * h,
-                    g,
-                    np.ih.1,
-                    Some(np.hh.1),
-                    false,
-                )?);
-            }
+        }
+        Ok(out)
+    }
+
+    /// The gradients of a normalized cell's own parameters (the norms'
+    /// gains and biases) in layer `l`, direction `d`: column sums of the
+    /// cached normalized values times the gate gradients.
+    fn norm_cell_grads(
+        ctx: &GpuContext,
+        k: &Kernels,
+        model: &LstmModel,
+        ws: &Workspace,
+        (l, d): (usize, usize),
+        train: bool,
+    ) -> Result<Vec<Dispatch>> {
+        let norm = model.norm;
+        let (h, seq, batch) = (model.config.hidden_size, ws.seq, ws.batch);
+        let tb = seq * batch;
+        let [.., sec_dhc] = lstm_cell_ln::dg_sections(h, seq, batch);
+        let [.., sec_xi, sec_xh, sec_xc] = lstm_cell_ln::cache_sections(h, seq, batch);
+        let sh = shape(model, ws, l, d);
+        let da = (&ws.dg, sh.dg_off, 4 * h);
+        let mut out = Vec::new();
+        let np = norm_cell_params(model, l, d, train);
+        let g = &model.grads;
+        let prod = |a: (usize, usize), x: usize, width: usize, o: usize| {
+            k.reduce()?.colsum_prod(
+                ctx,
+                (&ws.dg, a.0),
+                (ws.cache(l), sh.cache_off + x),
+                width,
+                tb,
+                a.1,
+                (g, o),
+            )
+        };
+        let da4 = (sh.dg_off, 4 * h);
+        out.extend(prod(da4, sec_xi, 4 * h, np.ih.0)?);
+        out.extend(prod(da4, sec_xh, 4 * h, np.hh.0)?);
+        out.extend(prod((sh.dg_off + sec_dhc, h), sec_xc, h, np.c.0)?);
+        let dhc = (&ws.dg, sh.dg_off + sec_dhc, h);
+        if matches!(norm, Norm::LayerCell) {
             out.extend(
                 k.reduce()?
-                    .colsum(ctx, dhc, tb, h, g, np.c.1, None, false)?,
+                    .colsum(ctx, da, tb, 4 * h, g, np.ih.1, Some(np.hh.1), false)?,
             );
         }
+        out.extend(
+            k.reduce()?
+                .colsum(ctx, dhc, tb, h, g, np.c.1, None, false)?,
+        );
         Ok(out)
     }
 
@@ -931,13 +1000,61 @@ impl Plan {
             between_layers(ctx, k, model, ws, (l, train), dropout_step, backward, range)
         };
         let cfg = &model.config;
-        let norm = model.norm;
-        let in_cell = norm.in_cell();
-        let (h, dirs, seq) = (cfg.hidden_size, cfg.dirs(), ws.seq);
-        let batch = ws.batch;
+        let (dirs, seq) = (cfg.dirs(), ws.seq);
         let dir_shapes =
             |l: usize| -> Vec<CellShape> { (0..dirs).map(|d| shape(model, ws, l, d)).collect() };
-        let nbufs = |l: usize| NormCellBuffers {
+        let mut forward = Vec::new();
+        for l in 0..cfg.num_layers {
+            for d in 0..dirs {
+                if !(l == 0 && modes.token_input) {
+                    forward.extend(Self::input_gemm(ctx, k, model, ws, (l, d), (0, seq))?);
+                }
+            }
+            if let Some(lay) = persistent {
+                let bufs = cell_forward(model, ws, l);
+                forward.extend(k.persistent.forward(ctx, lay, &dir_shapes(l), &bufs)?);
+            } else {
+                forward.extend(Self::stepwise(ctx, k, model, ws, (l, train), false)?);
+            }
+            forward.extend(between(l, false, (0, seq))?);
+        }
+
+        let mut backward = Vec::new();
+        for l in (0..cfg.num_layers).rev() {
+            backward.extend(between(l, true, (0, seq))?);
+            // The persistent backward also writes the initial-state gradients.
+            if let Some(lay) = persistent {
+                let bufs = cell_backward(model, ws, l);
+                backward.extend(k.persistent.backward(ctx, lay, &dir_shapes(l), &bufs)?);
+            } else {
+                backward.extend(Self::stepwise(ctx, k, model, ws, (l, train), true)?);
+            }
+            backward.extend(Self::weight_grads(ctx, k, model, ws, l, modes)?);
+            if l > 0 || input_grad {
+                backward.extend(Self::input_grad_gemm(ctx, k, model, ws, l, (0, seq))?);
+            }
+        }
+        Ok((forward, backward))
+    }
+
+    /// Layer `l`'s time loop in one dispatch per step: forward in step
+    /// order, or backward in reverse then the initial-state step. A plain
+    /// cell runs both directions of a step in one dispatch, a normalized
+    /// cell one per direction.
+    fn stepwise(
+        ctx: &GpuContext,
+        k: &Kernels,
+        model: &LstmModel,
+        ws: &Workspace,
+        (l, train): (usize, bool),
+        backward: bool,
+    ) -> Result<Vec<Dispatch>> {
+        let (norm, in_cell) = (model.norm, model.norm.in_cell());
+        let (h, seq, batch) = (model.config.hidden_size, ws.seq, ws.batch);
+        let shapes: Vec<CellShape> = (0..model.config.dirs())
+            .map(|d| shape(model, ws, l, d))
+            .collect();
+        let nbufs = NormCellBuffers {
             pre: &ws.pre,
             params: &model.params,
             state_in: &ws.state_in,
@@ -950,85 +1067,59 @@ impl Plan {
             dg: &ws.dg,
             stats: &model.stats,
         };
-        let mut forward = Vec::new();
-        for l in 0..cfg.num_layers {
-            for d in 0..dirs {
-                if !(l == 0 && modes.token_input) {
-                    forward.extend(Self::input_gemm(ctx, k, model, ws, (l, d), (0, seq))?);
+        let mut out = Vec::new();
+        if !backward {
+            let bufs = cell_forward(model, ws, l);
+            for s in 0..seq {
+                if !in_cell {
+                    // Both directions of a step in one dispatch.
+                    out.extend(k.cell()?.forward(ctx, &shapes, s, &bufs)?);
+                    continue;
+                }
+                for (d, sh) in shapes.iter().enumerate() {
+                    let np = norm_cell_params(model, l, d, train);
+                    out.push(match norm {
+                        Norm::RecurrentBatch { .. } => {
+                            k.cell_bn()?.forward(ctx, sh, &np, s, &nbufs)?
+                        }
+                        _ => k.cell_ln()?.forward(ctx, sh, &np, s, &nbufs)?,
+                    });
                 }
             }
-            let shapes = dir_shapes(l);
-            let (bufs, nbufs) = (cell_forward(model, ws, l), nbufs(l));
-            if let Some(lay) = persistent {
-                forward.extend(k.persistent.forward(ctx, lay, &shapes, &bufs)?);
-            } else {
-                for s in 0..seq {
-                    if !in_cell {
-                        // Both directions of a step in one dispatch.
-                        forward.extend(k.cell()?.forward(ctx, &shapes, s, &bufs)?);
-                        continue;
-                    }
-                    for (d, sh) in shapes.iter().enumerate() {
-                        let np = norm_cell_params(model, l, d, train);
-                        forward.push(match norm {
-                            Norm::RecurrentBatch { .. } => {
-                                k.cell_bn()?.forward(ctx, sh, &np, s, &nbufs)?
-                            }
-                            _ => k.cell_ln()?.forward(ctx, sh, &np, s, &nbufs)?,
-                        });
-                    }
-                }
-            }
-            forward.extend(between(l, false, (0, seq))?);
+            return Ok(out);
         }
-
-        let mut backward = Vec::new();
+        let bufs = cell_backward(model, ws, l);
+        for s in (0..seq).rev() {
+            if !in_cell {
+                out.extend(k.cell()?.backward(ctx, &shapes, s, &bufs)?);
+                continue;
+            }
+            for (d, sh) in shapes.iter().enumerate() {
+                let np = norm_cell_params(model, l, d, train);
+                out.push(match norm {
+                    Norm::RecurrentBatch { .. } => {
+                        k.cell_bn()?.backward(ctx, sh, &np, s, &nbufs)?
+                    }
+                    _ => k.cell_ln()?.backward(ctx, sh, &np, s, &nbufs)?,
+                });
+            }
+        }
+        // The plain kernel's initial-state step serves the normalized cells
+        // too: their dr and dc sections sit where it expects dgates and dc.
         let [_, _, sec_dr, ..] = lstm_cell_ln::dg_sections(h, seq, batch);
-        for l in (0..cfg.num_layers).rev() {
-            backward.extend(between(l, true, (0, seq))?);
-            let shapes = dir_shapes(l);
-            let (bwd_bufs, nbufs) = (cell_backward(model, ws, l), nbufs(l));
-            // The persistent backward also writes the initial-state gradients.
-            if let Some(lay) = persistent {
-                backward.extend(k.persistent.backward(ctx, lay, &shapes, &bwd_bufs)?);
-            } else {
-                for s in (0..seq).rev() {
-                    if !in_cell {
-                        backward.extend(k.cell()?.backward(ctx, &shapes, s, &bwd_bufs)?);
-                        continue;
-                    }
-                    for (d, sh) in shapes.iter().enumerate() {
-                        let np = norm_cell_params(model, l, d, train);
-                        backward.push(match norm {
-                            Norm::RecurrentBatch { .. } => {
-                                k.cell_bn()?.backward(ctx, sh, &np, s, &nbufs)?
-                            }
-                            _ => k.cell_ln()?.backward(ctx, sh, &np, s, &nbufs)?,
-                        });
-                    }
-                }
-                // The plain kernel's initial-state step serves the
-                // normalized cells too: their dr and dc sections sit where
-                // it expects dgates and dc.
-                let state_shapes: Vec<CellShape> = shapes
-                    .iter()
-                    .map(|sh| match in_cell {
-                        true => CellShape {
-                            dg_off: sh.dg_off + sec_dr,
-                            dc_off: sh.dg_off + sec_dr + seq * batch * 4 * h,
-                            ..*sh
-                        },
-                        false => *sh,
-                    })
-                    .collect();
-                backward.extend(k.cell()?.backward_state(ctx, &state_shapes, &bwd_bufs)?);
-            }
-            backward.extend(Self::weight_grads(ctx, k, model, ws, l, modes)?);
-            if l > 0 || input_grad {
-                backward.extend(Self::input_grad_gemm(ctx, k, model, ws, l, (0, seq))?);
-            }
-        }
-        Ok((forward, backward))
+        let state_shapes: Vec<CellShape> = shapes
+            .iter()
+            .map(|sh| match in_cell {
+                true => CellShape {
+                    dg_off: sh.dg_off + sec_dr,
+                    dc_off: sh.dg_off + sec_dr + seq * batch * 4 * h,
+                    ..*sh
+                },
+                false => *sh,
+            })
+            .collect();
+        out.extend(k.cell()?.backward_state(ctx, &state_shapes, &bufs)?);
+        Ok(out)
     }
 
     /// Records the forward pass. Layer outputs are cleared first so that
