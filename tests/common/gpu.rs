@@ -52,18 +52,24 @@ pub fn f32s(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
 }
 
-/// Deterministic values in [-1, 1) (xorshift, no `Rng`: the GEMM and
-/// column-sum tests' data).
-pub fn values(n: usize, seed: u64) -> Vec<f32> {
+/// Deterministic values in [-amp, amp) (xorshift, no `Rng`: the GEMM,
+/// column-sum, clipping and optimizer tests' data).
+pub fn values_in(n: usize, seed: u64, amp: f32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
         .map(|_| {
             s ^= s << 13;
             s ^= s >> 7;
             s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            let u = (s >> 40) as f32 / (1u64 << 24) as f32;
+            (2.0 * u - 1.0) * amp
         })
         .collect()
+}
+
+/// Deterministic values in [-1, 1).
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    values_in(n, seed, 1.0)
 }
 
 /// Deterministic small integers in [-r, r]: sums of their products stay
