@@ -7,7 +7,6 @@ mod common;
 
 use common::cases::*;
 use common::*;
-use lstm_wgpu::Lstm;
 use lstm_wgpu_reference::norm::{self as rn, RefNorm};
 
 const TOL: f64 = 1e-4;
@@ -21,34 +20,16 @@ const TOL: f64 = 1e-4;
 /// (median error ratio 1.08 over those seeds).
 const TOL_RBN_TRAIN: f64 = 1e-3;
 
-#[derive(Clone, Copy, Debug)]
-struct Case {
-    norm: RefNorm,
-    train: bool,
-    layers: usize,
-    bidir: bool,
-    bias: bool,
-    input: usize,
-    hidden: usize,
-    seq: usize,
-    batch: usize,
-    states: bool,
-    lengths: Option<&'static [usize]>,
-}
-
 fn run(ctx: &std::sync::Arc<lstm_wgpu::GpuContext>, c: Case, seed: u64, clip: Option<f64>) {
     let label = format!("{c:?} clip={clip:?}");
-    let rc = ref_config(c.input, c.hidden, c.layers, c.bidir, c.bias);
-    let lengths = c.lengths.map(|l| l.to_vec());
-    let d = data(rc, Some(c.norm), (c.seq, c.batch), c.states, lengths, seed);
-    let (rrun, mut rgrads) = rn::backward_norm(&d.rc, &d.w, c.norm, &d.nt, &d.rin, &d.up, c.train)
+    let norm = c.norm.unwrap_or_else(|| panic!("{label}: no norm"));
+    let d = c.data(seed);
+    let (rrun, mut rgrads) = rn::backward_norm(&d.rc, &d.w, norm, &d.nt, &d.rin, &d.up, c.train)
         .unwrap_or_else(|e| panic!("{label}: reference: {e}"));
 
-    let model = model_of(ctx, &d, Some(c.norm)).unwrap_or_else(|e| panic!("{label}: {e}"));
-    let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{label}: {e}"));
-    lstm.train = c.train;
+    let mut lstm = c.lstm(ctx, &d);
     let (out, grads) = gpu_pass(&mut lstm, &d).unwrap_or_else(|e| panic!("{label}: {e}"));
-    let tol = if c.train && matches!(c.norm, RefNorm::RecurrentBatch { .. }) {
+    let tol = if c.train && matches!(norm, RefNorm::RecurrentBatch { .. }) {
         TOL_RBN_TRAIN
     } else {
         TOL
@@ -106,17 +87,12 @@ fn run(ctx: &std::sync::Arc<lstm_wgpu::GpuContext>, c: Case, seed: u64, clip: Op
 }
 
 const BASE: Case = Case {
-    norm: RefNorm::LayerCell,
-    train: true,
+    norm: Some(RefNorm::LayerCell),
     layers: 2,
-    bidir: false,
-    bias: true,
     input: 4,
     hidden: 5,
     seq: 5,
-    batch: 3,
-    states: false,
-    lengths: None,
+    ..Case::BASE
 };
 
 fn grid(norm: RefNorm, modes: &[bool]) {
@@ -124,25 +100,25 @@ fn grid(norm: RefNorm, modes: &[bool]) {
     let mut seed = 11;
     for &train in modes {
         for (layers, bidir, bias, states, lengths) in [
-            (1, false, true, false, None),
-            (2, true, true, true, Some(&[5usize, 3, 5][..])),
-            (3, false, false, true, Some(&[4usize, 5, 2][..])),
-            (2, true, false, false, None),
+            (1, false, true, false, Lengths::Full),
+            (2, true, true, true, Lengths::Given(&[5, 3, 5])),
+            (3, false, false, true, Lengths::Given(&[4, 5, 2])),
+            (2, true, false, false, Lengths::Full),
         ] {
             // Train-mode BatchNorm needs two sequences at every step, and
             // with exactly two its f32 gradient is noise around an exact 0
             // (x̂ = ±1 whatever x): keep three or more active here.
             let bn_train =
                 train && norm != RefNorm::LayerCell && !matches!(norm, RefNorm::Layer { .. });
-            let (batch, lengths) = if bn_train && lengths.is_some() {
-                (4, Some(&[5usize, 3, 5, 5][..]))
+            let (batch, lengths) = if bn_train && lengths != Lengths::Full {
+                (4, Lengths::Given(&[5, 3, 5, 5]))
             } else {
                 (BASE.batch, lengths)
             };
             run(
                 &ctx,
                 Case {
-                    norm,
+                    norm: Some(norm),
                     train,
                     layers,
                     bidir,
@@ -191,13 +167,13 @@ fn step_batch_between() {
     run(
         &ctx,
         Case {
-            norm: RefNorm::StepBatch {
+            norm: Some(RefNorm::StepBatch {
                 last: false,
                 t_max: 3,
-            },
+            }),
             train: false,
             bidir: true,
-            lengths: Some(&[5, 2, 4]),
+            lengths: Lengths::Given(&[5, 2, 4]),
             ..BASE
         },
         3,
@@ -212,11 +188,11 @@ fn recurrent_batch_cell() {
     run(
         &ctx,
         Case {
-            norm: RefNorm::RecurrentBatch { t_max: 2 },
+            norm: Some(RefNorm::RecurrentBatch { t_max: 2 }),
             train: false,
             bidir: true,
             states: true,
-            lengths: Some(&[5, 1, 4]),
+            lengths: Lengths::Given(&[5, 1, 4]),
             ..BASE
         },
         4,
@@ -244,14 +220,14 @@ fn odd_and_larger_sizes() {
         run(
             &ctx,
             Case {
-                norm,
+                norm: Some(norm),
                 hidden: 33,
                 input: 7,
                 seq: 9,
                 batch: 5,
                 bidir: true,
                 states: true,
-                lengths: Some(&[9, 4, 7, 9, 9]),
+                lengths: Lengths::Given(&[9, 4, 7, 9, 9]),
                 ..BASE
             },
             40 + i as u64,
@@ -260,7 +236,7 @@ fn odd_and_larger_sizes() {
         run(
             &ctx,
             Case {
-                norm,
+                norm: Some(norm),
                 hidden: 70,
                 input: 3,
                 seq: 3,
@@ -280,7 +256,7 @@ fn clipping_matches_reference() {
     run(
         &ctx,
         Case {
-            norm: RefNorm::Batch { last: false },
+            norm: Some(RefNorm::Batch { last: false }),
             ..BASE
         },
         7,
@@ -289,7 +265,7 @@ fn clipping_matches_reference() {
     run(
         &ctx,
         Case {
-            norm: RefNorm::LayerCell,
+            norm: Some(RefNorm::LayerCell),
             bidir: true,
             ..BASE
         },
@@ -299,7 +275,7 @@ fn clipping_matches_reference() {
     run(
         &ctx,
         Case {
-            norm: RefNorm::LayerCell,
+            norm: Some(RefNorm::LayerCell),
             ..BASE
         },
         9,

@@ -7,8 +7,6 @@ mod common;
 use common::cases::*;
 use common::*;
 use lstm_wgpu::{Batch, Grads, Lstm, LstmModel, Outputs, Tuning, Upstream};
-use lstm_wgpu_reference as reference;
-use std::collections::BTreeMap;
 
 const TOL: f64 = 1e-4;
 
@@ -20,20 +18,6 @@ const SLICED: lstm_wgpu::kernels::lstm_cell::TileConfig =
         kc: 8,
         ks: 3,
     };
-
-#[derive(Clone, Copy)]
-struct Case {
-    layers: usize,
-    bidir: bool,
-    bias: bool,
-    input: usize,
-    hidden: usize,
-    seq: usize,
-    batch: usize,
-    states: bool,
-    lengths: bool,
-    batch_first: bool,
-}
 
 fn run_case(ctx: &std::sync::Arc<lstm_wgpu::GpuContext>, c: Case, seed: u64) {
     run_case_with(ctx, c, seed, |_| {});
@@ -57,8 +41,8 @@ fn wavefront() {
             batch: 11,
             layers: 2,
             states: true,
-            lengths: true,
-            ..BASE
+            lengths: Lengths::Spread,
+            ..Case::BASE
         },
         Case {
             hidden: 8,
@@ -67,9 +51,9 @@ fn wavefront() {
             batch: 5,
             layers: 3,
             bias: false,
-            lengths: true,
+            lengths: Lengths::Spread,
             batch_first: true,
-            ..BASE
+            ..Case::BASE
         },
         Case {
             hidden: 13,
@@ -77,7 +61,7 @@ fn wavefront() {
             batch: 2,
             layers: 4,
             states: true,
-            ..BASE
+            ..Case::BASE
         },
     ];
     let mut seed = 400;
@@ -113,19 +97,6 @@ fn wavefront() {
     }
 }
 
-/// The host data of a case: lengths (when asked) T for sequence 0 and
-/// scattered over 1..=T for the others.
-fn case_data(c: &Case, seed: u64) -> Data {
-    let rc = ref_config(c.input, c.hidden, c.layers, c.bidir, c.bias);
-    let (t, n) = (c.seq, c.batch);
-    let lengths: Option<Vec<usize>> = c.lengths.then(|| {
-        (0..n)
-            .map(|b| if b == 0 { t } else { 1 + (b * 7 + 3) % t })
-            .collect()
-    });
-    data(rc, None, (t, n), c.states, lengths, seed)
-}
-
 /// `setup` adjusts the LSTM (forced path or cell variant) before the pass.
 /// Returns what forward_backward gave (in the pass's layout).
 fn run_case_with(
@@ -144,25 +115,10 @@ fn run_case_tol(
     setup: impl Fn(&mut Lstm),
     tol: f64,
 ) -> (Outputs, Grads) {
-    let label = format!(
-        "L={} bidir={} bias={} I={} H={} T={} B={} states={} lengths={} batch_first={}",
-        c.layers,
-        c.bidir,
-        c.bias,
-        c.input,
-        c.hidden,
-        c.seq,
-        c.batch,
-        c.states,
-        c.lengths,
-        c.batch_first
-    );
-    let d = case_data(&c, seed);
-    let (rout, rgrad) = reference::backward(&d.rc, &d.w, &d.rin, &d.up);
-
-    let model = model_of(ctx, &d, None).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(model.config, config(&d.rc));
-    let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+    let label = format!("{c:?}");
+    let d = c.data(seed);
+    let mut lstm = c.lstm(ctx, &d);
+    assert_eq!(lstm.model.config, config(&d.rc));
     setup(&mut lstm);
     // The GPU side gets batch-first data when asked, the reference always
     // time-major; results are converted back for comparison.
@@ -180,14 +136,7 @@ fn run_case_tol(
         input: hp.time_major(grads.input.clone(), c.input),
         ..grads.clone()
     };
-    check_all(
-        &label,
-        &d.rc,
-        (&out_tm, &grads_tm),
-        (&rout, &rgrad),
-        &BTreeMap::new(),
-        tol,
-    );
+    check_reference(&label, &d, (&out_tm, &grads_tm), tol);
     // Forward alone must agree with the forward half of forward_backward.
     let fo = lstm
         .forward(&batch)
@@ -195,19 +144,6 @@ fn run_case_tol(
     assert_eq!(fo, out, "{label}: forward differs from forward_backward");
     (out, grads)
 }
-
-const BASE: Case = Case {
-    layers: 1,
-    bidir: false,
-    bias: true,
-    input: 5,
-    hidden: 7,
-    seq: 6,
-    batch: 3,
-    states: false,
-    lengths: false,
-    batch_first: false,
-};
 
 #[test]
 fn grid_small() {
@@ -224,9 +160,9 @@ fn core_grid() -> Vec<(u64, Case)> {
     for layers in 1..=3 {
         for bidir in [false, true] {
             for (bias, states, lengths) in [
-                (true, false, false),
-                (false, true, true),
-                (true, true, true),
+                (true, false, Lengths::Full),
+                (false, true, Lengths::Spread),
+                (true, true, Lengths::Spread),
             ] {
                 let c = Case {
                     layers,
@@ -234,7 +170,7 @@ fn core_grid() -> Vec<(u64, Case)> {
                     bias,
                     states,
                     lengths,
-                    ..BASE
+                    ..Case::BASE
                 };
                 v.push((v.len() as u64 + 1, c));
             }
@@ -291,22 +227,22 @@ fn per_step_cell_variants() {
                 bidir: true,
                 layers: 2,
                 states: true,
-                lengths: true,
-                ..BASE
+                lengths: Lengths::Spread,
+                ..Case::BASE
             },
             Case {
                 hidden: 8,
                 input: 3,
                 seq: 4,
                 batch: 8,
-                ..BASE
+                ..Case::BASE
             },
             Case {
                 hidden: 13,
                 seq: 1,
                 batch: 1,
                 states: true,
-                ..BASE
+                ..Case::BASE
             },
             // H a multiple of 4 (the direct variant's vec4 path), a partial
             // group of 4 batch rows, both directions, lengths and states.
@@ -318,8 +254,8 @@ fn per_step_cell_variants() {
                 bidir: true,
                 layers: 2,
                 states: true,
-                lengths: true,
-                ..BASE
+                lengths: Lengths::Spread,
+                ..Case::BASE
             },
         ]
         .into_iter()
@@ -389,8 +325,8 @@ fn large_cell_tile_for_large_lanes() {
             batch: b,
             layers: 2,
             states: true,
-            lengths: true,
-            ..BASE
+            lengths: Lengths::Spread,
+            ..Case::BASE
         };
         for &(precision, tol) in &precisions {
             let setup = |path: CellPath| {
@@ -454,8 +390,8 @@ fn subgroup_kernels_match_the_wide_path() {
                 bidir: true,
                 layers: 2,
                 states: true,
-                lengths: true,
-                ..BASE
+                lengths: Lengths::Spread,
+                ..Case::BASE
             },
             CellPath::PerStep,
         ),
@@ -467,8 +403,8 @@ fn subgroup_kernels_match_the_wide_path() {
                 batch: 33,
                 layers: 3,
                 states: true,
-                lengths: true,
-                ..BASE
+                lengths: Lengths::Spread,
+                ..Case::BASE
             },
             CellPath::Wavefront,
         ),
@@ -478,7 +414,7 @@ fn subgroup_kernels_match_the_wide_path() {
                 input: 4,
                 seq: 4,
                 batch: 17,
-                ..BASE
+                ..Case::BASE
             },
             CellPath::PerStep,
         ),
@@ -510,7 +446,7 @@ fn odd_sizes_and_t1() {
             input: 3,
             seq: 1,
             batch: 1,
-            ..BASE
+            ..Case::BASE
         },
         Case {
             hidden: 13,
@@ -520,8 +456,8 @@ fn odd_sizes_and_t1() {
             bidir: true,
             layers: 2,
             states: true,
-            lengths: true,
-            ..BASE
+            lengths: Lengths::Spread,
+            ..Case::BASE
         },
         Case {
             hidden: 33,
@@ -530,9 +466,9 @@ fn odd_sizes_and_t1() {
             batch: 5,
             bidir: true,
             layers: 2,
-            lengths: true,
+            lengths: Lengths::Spread,
             batch_first: true,
-            ..BASE
+            ..Case::BASE
         },
         Case {
             hidden: 1,
@@ -540,7 +476,7 @@ fn odd_sizes_and_t1() {
             seq: 4,
             batch: 2,
             layers: 3,
-            ..BASE
+            ..Case::BASE
         },
     ]
     .into_iter()
@@ -563,8 +499,8 @@ fn long_sequence() {
             seq: 53,
             batch: 3,
             states: true,
-            lengths: true,
-            ..BASE
+            lengths: Lengths::Spread,
+            ..Case::BASE
         },
         7,
     );
@@ -582,7 +518,7 @@ fn large_layer() {
             seq: 4,
             batch: 2,
             states: true,
-            ..BASE
+            ..Case::BASE
         },
         9,
     );
@@ -650,15 +586,14 @@ fn input_gradient_can_be_skipped() {
         batch: 3,
         layers: 2,
         states: true,
-        lengths: true,
-        ..BASE
+        lengths: Lengths::Spread,
+        ..Case::BASE
     };
     for path in [CellPath::Wavefront, CellPath::PerStep] {
         let counts = |l: &mut Lstm| l.dispatch_counts(c.seq, c.batch);
         let with = run_case_with(&ctx, c, 500, |l| set_path(l, Some(path)));
-        let d = case_data(&c, 500);
-        let mut lstm =
-            Lstm::new(ctx.clone(), model_of(&ctx, &d, None).expect("model")).expect("lstm");
+        let d = c.data(500);
+        let mut lstm = c.lstm(&ctx, &d);
         set_path(&mut lstm, Some(path));
         let hp = HostPass::new(&d, false);
         lstm.forward_backward(&hp.batch(), &hp.upstream())
@@ -703,9 +638,9 @@ fn f16_mixed() {
         Case {
             bidir: true,
             states: true,
-            lengths: true,
+            lengths: Lengths::Spread,
             hidden: 7,
-            ..BASE
+            ..Case::BASE
         },
         // Wide (vec4) path, batch-first.
         Case {
@@ -713,7 +648,7 @@ fn f16_mixed() {
             input: 8,
             batch: 9,
             batch_first: true,
-            ..BASE
+            ..Case::BASE
         },
         // The wavefront over 3 layers.
         Case {
@@ -721,8 +656,8 @@ fn f16_mixed() {
             hidden: 12,
             seq: 9,
             batch: 4,
-            lengths: true,
-            ..BASE
+            lengths: Lengths::Spread,
+            ..Case::BASE
         },
         // Two layers, no bias, bidirectional (per-step).
         Case {
@@ -730,7 +665,7 @@ fn f16_mixed() {
             bidir: true,
             bias: false,
             hidden: 9,
-            ..BASE
+            ..Case::BASE
         },
     ];
     for (i, c) in cases.iter().enumerate() {
@@ -751,9 +686,8 @@ fn f16_mixed() {
     }
     // The persistent path is f32 only: forcing it in f16-mixed is a clear
     // error, not a wrong result.
-    let d = case_data(&BASE, 7);
-    let model = model_of(&ctx, &d, None).unwrap_or_else(|e| panic!("{e}"));
-    let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+    let d = Case::BASE.data(7);
+    let mut lstm = Case::BASE.lstm(&ctx, &d);
     lstm.set_precision(Precision::F16Mixed)
         .unwrap_or_else(|e| panic!("{e}"));
     set_path(&mut lstm, Some(CellPath::Persistent));
@@ -780,14 +714,13 @@ fn f16_mixed_gate_gradients_overflow_and_underflow() {
         hidden: 16,
         input: 8,
         batch: 4,
-        ..BASE
+        ..Case::BASE
     };
     let (t, b, h) = (c.seq, c.batch, c.hidden);
-    let d = case_data(&c, 77);
+    let d = c.data(77);
     let hp = HostPass::new(&d, false);
     let run = |half: bool, s: f32| -> (Grads, f32) {
-        let model = model_of(&ctx, &d, None).unwrap_or_else(|e| panic!("{e}"));
-        let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+        let mut lstm = c.lstm(&ctx, &d);
         if half {
             lstm.set_precision(Precision::F16Mixed)
                 .unwrap_or_else(|e| panic!("{e}"));
@@ -912,8 +845,8 @@ fn gate_cache_split_per_layer() {
         seq: 40,
         batch: 4,
         states: true,
-        lengths: true,
-        ..BASE
+        lengths: Lengths::Spread,
+        ..Case::BASE
     };
     let full = ctx();
     // Bytes per T·B·H: the f32 cache is 24 per layer (72 in all), pre-gates
@@ -951,9 +884,8 @@ fn gate_cache_split_per_layer() {
             );
         }
         // A forced wavefront names the buffer that does not fit.
-        let d = case_data(&c, 31);
-        let model = model_of(&small, &d, None).unwrap_or_else(|e| panic!("{e}"));
-        let mut lstm = Lstm::new(small.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+        let d = c.data(31);
+        let mut lstm = c.lstm(&small, &d);
         lstm.set_precision(precision)
             .unwrap_or_else(|e| panic!("{e}"));
         set_path(&mut lstm, Some(CellPath::Wavefront));

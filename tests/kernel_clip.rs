@@ -12,20 +12,6 @@ use lstm_wgpu::GpuContext;
 use lstm_wgpu::kernels::clip::{CHUNK, Clip, ClipOptions, ClipPlan, ClipStats, STATS_HEADER};
 use lstm_wgpu::model::precision::{ScalerConfig, ScalerState};
 
-/// Deterministic values in [-amp, amp).
-fn values(n: usize, seed: u64, amp: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let u = (s >> 40) as f32 / (1u64 << 24) as f32;
-            (2.0 * u - 1.0) * amp
-        })
-        .collect()
-}
-
 fn run(ctx: &GpuContext, plan: &ClipPlan) {
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     {
@@ -108,7 +94,7 @@ fn clip_by_norm_whole_buffer_sizes() {
     let ctx = ctx();
     let k = Clip::new(&ctx);
     for (i, &n) in [1usize, 7, 1000, 300_001].iter().enumerate() {
-        let x = values(n, 10 + i as u64, 3.0);
+        let x = values_in(n, 10 + i as u64, 3.0);
         let seg = [(0, n)];
         let (norm, _) = ref_norms(&x, &seg);
         let max_norm = (0.37 * norm) as f32;
@@ -136,7 +122,7 @@ fn below_max_norm_is_bit_unchanged() {
     let ctx = ctx();
     let k = Clip::new(&ctx);
     for (i, &n) in [1usize, 7, 1000, 300_001].iter().enumerate() {
-        let mut x = values(n, 20 + i as u64, 1.0);
+        let mut x = values_in(n, 20 + i as u64, 1.0);
         // Denormals and signed zeros must survive too.
         x[0] = -0.0;
         if n > 2 {
@@ -157,7 +143,7 @@ fn per_tensor_norms_of_partial_segments() {
     let ctx = ctx();
     let k = Clip::new(&ctx);
     let n = 4 * CHUNK + 5000;
-    let x = values(n, 3, 2.0);
+    let x = values_in(n, 3, 2.0);
     // Unordered, one empty, one spanning several chunks, gaps between them.
     let segs = [
         (5000, 2 * CHUNK + 17), // ends at 13209
@@ -188,7 +174,7 @@ fn clip_by_value() {
     let ctx = ctx();
     let k = Clip::new(&ctx);
     let n = 300_001;
-    let x = values(n, 4, 2.0);
+    let x = values_in(n, 4, 2.0);
     let segs = [(1, 150_000), (150_100, n - 150_100 - 3)];
     let v = 0.5f32;
     let (st, got) = clip(&ctx, &k, &x, &segs, None, Some(v));
@@ -206,7 +192,7 @@ fn clip_by_value() {
 
     // Small sizes, whole buffer.
     for &n in &[1usize, 7, 1000] {
-        let x = values(n, 40 + n as u64, 1.0);
+        let x = values_in(n, 40 + n as u64, 1.0);
         let (_, got) = clip(&ctx, &k, &x, &[(0, n)], None, Some(0.25));
         let want: Vec<f32> = x.iter().map(|v| v.clamp(-0.25, 0.25)).collect();
         assert_eq!(bits(&got), bits(&want), "n={n}");
@@ -218,7 +204,7 @@ fn clip_by_norm_then_value() {
     let ctx = ctx();
     let k = Clip::new(&ctx);
     let n = 1000;
-    let x = values(n, 5, 1.0);
+    let x = values_in(n, 5, 1.0);
     let seg = [(0, n)];
     let (norm, _) = ref_norms(&x, &seg);
     let max_norm = (0.5 * norm) as f32;
@@ -246,7 +232,7 @@ fn nonfinite_gradients_are_flagged_and_untouched() {
         ("Inf", f32::INFINITY),
         ("-Inf", f32::NEG_INFINITY),
     ] {
-        let mut x = values(n, 6, 2.0);
+        let mut x = values_in(n, 6, 2.0);
         let at = 2 * CHUNK + 123;
         x[at] = bad;
         let segs = [(0, 1000), (1000, n - 1000)];
@@ -266,7 +252,7 @@ fn nonfinite_gradients_are_flagged_and_untouched() {
     }
 
     // A non-finite value outside the segments is not looked at.
-    let mut x = values(5000, 7, 1.0);
+    let mut x = values_in(5000, 7, 1.0);
     x[4000] = f32::NAN;
     let segs = [(0, 4000), (4001, 999)];
     let (st, _) = clip(&ctx, &k, &x, &segs, Some(1e9), None);
@@ -285,7 +271,7 @@ fn bit_identical_runs_and_rerecording() {
     let ctx = ctx();
     let k = Clip::new(&ctx);
     let n = 300_001;
-    let x = values(n, 8, 1.5);
+    let x = values_in(n, 8, 1.5);
     let segs = [(0, 7), (7, 123_456), (200_000, n - 200_000)];
     let g = ctx.storage_init("grads", &x).unwrap();
     let plan = k.plan(&ctx, &g, &segs, Some(1.0), None).unwrap();
@@ -327,7 +313,7 @@ fn bit_identical_runs_and_rerecording() {
 fn measure_only_and_edge_cases() {
     let ctx = ctx();
     let k = Clip::new(&ctx);
-    let x = values(1000, 9, 1.0);
+    let x = values_in(1000, 9, 1.0);
     let g = ctx.storage_init("grads", &x).unwrap();
 
     // No clipping: three dispatches, stats only, gradients untouched.
@@ -375,7 +361,7 @@ fn more_chunks_than_one_grid_row() {
     // the dispatches use a 2-D grid.
     let nseg = ctx.limits.max_compute_workgroups_per_dimension as usize + 1000;
     let n = 2 * nseg;
-    let x = values(n, 11, 1.0);
+    let x = values_in(n, 11, 1.0);
     let segs: Vec<(usize, usize)> = (0..nseg).map(|i| (2 * i + 1, 1)).collect();
     let (norm, _) = ref_norms(&x, &segs);
     let max_norm = (0.5 * norm) as f32;
@@ -424,7 +410,7 @@ fn loss_scaler_unscale_fused_into_clip() {
     let k = Clip::new(&ctx);
     let n = 2 * CHUNK + 777;
     let segs = [(0, 1000), (1000, n - 1000)];
-    let u = values(n, 11, 1.0);
+    let u = values_in(n, 11, 1.0);
     let (norm_u, _) = ref_norms(&u, &segs);
     let cfg = ScalerConfig {
         interval: 3,
@@ -543,7 +529,7 @@ fn loss_scaler_alone_unscales_exactly() {
     let ctx = ctx();
     let k = Clip::new(&ctx);
     let n = 5000;
-    let u = values(n, 12, 3.0);
+    let u = values_in(n, 12, 3.0);
     let scaled: Vec<f32> = u.iter().map(|&v| v * 1024.0).collect();
     let g = ctx.storage_init("grads", &scaled).unwrap();
     let cfg = ScalerConfig {

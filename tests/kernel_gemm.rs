@@ -1,9 +1,10 @@
-//! GEMM (`shaders/gemm.wgsl`) in both variants, and the column sums of
-//! `shaders/reduce.wgsl`, against f64 CPU computations on whatever adapter is
-//! present (lavapipe in CI): a grid of shapes, transposes, offsets, padded
-//! leading dimensions, biases, alpha and accumulation; bit-identical reruns;
-//! inner dimensions and row counts beyond lavapipe's loop cap, split into
-//! several dispatches; and the per-adapter choice of variant.
+//! GEMM (`shaders/gemm.wgsl`) in every variant, against f64 CPU
+//! computations on whatever adapter is present (lavapipe in CI): a grid of
+//! shapes, transposes, offsets, padded leading dimensions, biases, alpha and
+//! accumulation; bit-identical reruns; inner dimensions beyond lavapipe's
+//! loop cap, split into several dispatches; and the per-adapter choice of
+//! variant. The column sums of `shaders/reduce.wgsl` are in
+//! `kernel_reduce.rs`.
 
 mod common;
 
@@ -12,7 +13,6 @@ use common::gpu::*;
 use common::{assert_close, ctx};
 use lstm_wgpu::GpuContext;
 use lstm_wgpu::kernels::gemm::{Gemm, GemmOp, GemmVariant, LOOP_CAP, TileShape};
-use lstm_wgpu::kernels::reduce::{ROW_CHUNK, Reduce};
 
 /// The variants this adapter can run: block and tiled everywhere, and the
 /// subgroup variant where subgroups are 8 lanes wide (lavapipe; else
@@ -23,33 +23,6 @@ fn variants(ctx: &GpuContext) -> Vec<GemmVariant> {
         v.push(GemmVariant::Subgroup);
     }
     v
-}
-
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
-
-/// Deterministic small integers in [-r, r]: sums of their products stay
-/// exact in f32 below 2^24, so long reductions can be checked exactly.
-fn ints(n: usize, seed: u64, r: i32) -> Vec<f32> {
-    values(n, seed)
-        .into_iter()
-        .map(|v| {
-            ((v + 1.0) * 0.5 * (2 * r + 1) as f32)
-                .floor()
-                .min((2 * r) as f32)
-                - r as f32
-        })
-        .collect()
 }
 
 /// One GEMM case, with its storage layout.
@@ -157,21 +130,6 @@ fn reference(cs: &Case, d: &Data) -> Vec<f64> {
 /// dispatches the GEMM took.
 fn run(ctx: &GpuContext, gemm: &Gemm, cs: &Case, d: &Data) -> (Vec<f32>, usize) {
     run_as(ctx, gemm, cs, d, (false, false))
-}
-
-/// A buffer of `v` as f16 (round to nearest), padded to whole words.
-fn f16_buffer(ctx: &GpuContext, label: &str, v: &[f32]) -> wgpu::Buffer {
-    let mut h: Vec<u16> = v
-        .iter()
-        .map(|&x| half::f16::from_f32(x).to_bits())
-        .collect();
-    h.resize(h.len().div_ceil(2) * 2, 0);
-    ctx.storage_init(label, &h).expect("buffer")
-}
-
-/// `v` rounded to f16 and back.
-fn f16_rounded(v: &[f32]) -> Vec<f32> {
-    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
 }
 
 /// As [`run`], with A and/or B stored as f16 (`half`: (A, B)).
@@ -494,76 +452,6 @@ fn gemm_long_inner_dimension_is_exact() {
     }
 }
 
-/// Column sums over more rows than the loop cap allows in one dispatch,
-/// exact on integer data: plain, into two outputs, accumulating, with an
-/// offset and padded leading dimension; and the product form. Also the
-/// largest single-dispatch row count, which checks the chunk against the cap.
-#[test]
-fn colsum_over_many_rows_is_exact() {
-    let ctx = ctx();
-    let reduce = Reduce::new(&ctx);
-    let (cols, lda, off) = (70, 73, 5);
-    for rows in [ROW_CHUNK, 70_000, 2 * ROW_CHUNK + 3] {
-        let a = ints(off + rows * lda, 11, 3);
-        let b = ints(off + rows * lda, 12, 3);
-        let init = ints(2 * cols + 10, 13, 50);
-        let mut sum = vec![0f64; cols];
-        let mut prod = vec![0f64; cols];
-        for r in 0..rows {
-            for j in 0..cols {
-                let i = off + r * lda + j;
-                sum[j] += a[i] as f64;
-                prod[j] += a[i] as f64 * b[i] as f64;
-            }
-        }
-        let chunks = rows.div_ceil(ROW_CHUNK);
-        let ab = ctx.storage_init("a", &a).expect("buffer");
-        let bb = ctx.storage_init("b", &b).expect("buffer");
-        for accumulate in [false, true] {
-            let out = ctx.storage_init("out", &init).expect("buffer");
-            let ds = ctx
-                .scoped(|| {
-                    reduce.colsum(
-                        &ctx,
-                        (&ab, off, lda),
-                        rows,
-                        cols,
-                        &out,
-                        3,
-                        Some(cols + 7),
-                        accumulate,
-                    )
-                })
-                .expect("valid colsum");
-            assert_eq!(ds.len(), chunks, "colsum dispatches for {rows} rows");
-            record(&ctx, &ds);
-            let got = ctx.read_f32(&out, 0, init.len()).expect("readback");
-            let mut want: Vec<f64> = init.iter().map(|&v| v as f64).collect();
-            for j in 0..cols {
-                for o in [3, cols + 7] {
-                    want[o + j] = sum[j] + if accumulate { want[o + j] } else { 0.0 };
-                }
-            }
-            assert_close(
-                &format!("colsum rows={rows} accumulate={accumulate}"),
-                &got,
-                &want,
-                0.0,
-            );
-        }
-        let out = ctx.storage_init("out", &init).expect("buffer");
-        let ds = ctx
-            .scoped(|| reduce.colsum_prod(&ctx, (&ab, off), (&bb, off), lda, rows, cols, (&out, 4)))
-            .expect("valid colsum_prod");
-        assert_eq!(ds.len(), chunks, "colsum_prod dispatches for {rows} rows");
-        record(&ctx, &ds);
-        let got = ctx.read_f32(&out, 0, init.len()).expect("readback");
-        let mut want: Vec<f64> = init.iter().map(|&v| v as f64).collect();
-        want[4..4 + cols].copy_from_slice(&prod);
-        assert_close(&format!("colsum_prod rows={rows}"), &got, &want, 0.0);
-    }
-}
-
 /// The f16-mixed GEMMs (A, B or both stored as f16, converted on load,
 /// products and sums in f32) of both variants over every 7th case of the
 /// grid, against the f64 product of the f16-rounded operands; tolerance as
@@ -614,42 +502,6 @@ fn gemm_f16_operands_match_f64_reference() {
         accumulate: false,
     };
     assert!(gemm.dispatch_as(&ctx, &op, true, false).is_err());
-}
-
-/// The column sum over an f16 A (the f16 gate gradients' bias gradients),
-/// exact on small integers, against f64 sums.
-#[test]
-fn colsum_f16_is_exact() {
-    let ctx = ctx();
-    let reduce = Reduce::new(&ctx);
-    reduce.enable_half(&ctx);
-    let (rows, cols, lda, off) = (300, 70, 73, 6);
-    let a = ints(off + rows * lda, 21, 3);
-    let ab = f16_buffer(&ctx, "a", &a);
-    let out = ctx.storage("out", 2 * cols + 9).expect("buffer");
-    let ds = ctx
-        .scoped(|| {
-            reduce.colsum_as(
-                &ctx,
-                (&ab, off, lda),
-                rows,
-                cols,
-                &out,
-                (2, Some(cols + 8)),
-                false,
-                true,
-            )
-        })
-        .expect("valid colsum");
-    record(&ctx, &ds);
-    let got = ctx.read_f32(&out, 0, 2 * cols + 9).expect("readback");
-    let mut want = vec![0f64; 2 * cols + 9];
-    for j in 0..cols {
-        let s: f64 = (0..rows).map(|r| a[off + r * lda + j] as f64).sum();
-        want[2 + j] = s;
-        want[cols + 8 + j] = s;
-    }
-    assert_close("colsum f16", &got, &want, 0.0);
 }
 
 /// The variant follows the adapter: CPU adapters and llvmpipe get the

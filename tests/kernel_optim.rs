@@ -34,20 +34,6 @@ const FIXTURES: &[&str] = &[
     "adamw_amsgrad_lrsched",
 ];
 
-/// Deterministic values in [-amp, amp).
-fn values(n: usize, seed: u64, amp: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let u = (s >> 40) as f32 / (1u64 << 24) as f32;
-            (2.0 * u - 1.0) * amp
-        })
-        .collect()
-}
-
 fn run(ctx: &GpuContext, record: impl FnOnce(&mut wgpu::ComputePass<'_>)) {
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     {
@@ -163,7 +149,7 @@ const TAIL: usize = 7;
 fn setup(ctx: &GpuContext, cfg: &OptimConfig, p0: &[f32]) -> Setup {
     let n = p0.len();
     let mut init = p0.to_vec();
-    init.extend(values(TAIL, 99, 3.0));
+    init.extend(values_in(TAIL, 99, 3.0));
     let params = ctx.storage_init("params", &init).unwrap();
     let grads = ctx.storage("grads", n + TAIL).unwrap();
     // The flag at word 2 of a small buffer, to exercise the offset.
@@ -220,7 +206,7 @@ fn matches_pytorch_fixtures() {
             if k == 3 {
                 let before = snapshot(&ctx, &s.plan, &s.params);
                 ctx.write(&s.flag, 2, &[1.0f32]);
-                let mut garbage = values(n, 5, 1.0);
+                let mut garbage = values_in(n, 5, 1.0);
                 garbage[1] = f32::NAN;
                 garbage[2] = f32::INFINITY;
                 assert!(s.step(&ctx, &garbage, 7.0), "{name}: not skipped");
@@ -357,14 +343,14 @@ fn matches_cpu_reference_with_changing_lr() {
     ];
     let lrs = [0.02, 0.05, 0.0, 0.03, 0.1, 0.01];
     for (ci, cfg) in configs.iter().enumerate() {
-        let p0 = values(n, 10 + ci as u64, 1.5);
+        let p0 = values_in(n, 10 + ci as u64, 1.5);
         let mut s = setup(&ctx, cfg, &p0);
         let mut p: Vec<f64> = p0.iter().map(|&v| v as f64).collect();
         let mut st = CpuState {
             s: [vec![0.0; n], vec![0.0; n], vec![0.0; n]],
         };
         for (k, &lr) in lrs.iter().enumerate() {
-            let mut g = values(n, 100 * ci as u64 + k as u64, 2.0);
+            let mut g = values_in(n, 100 * ci as u64 + k as u64, 2.0);
             if k % 2 == 1 {
                 // Shrinking gradients make amsgrad's maximum matter.
                 g.iter_mut().step_by(2).for_each(|v| *v *= 0.01);
@@ -392,7 +378,7 @@ fn matches_cpu_reference_with_changing_lr() {
 fn clip_nonfinite_flag_skips_the_step() {
     let ctx = ctx();
     let n = 300;
-    let p0 = values(n, 1, 1.0);
+    let p0 = values_in(n, 1, 1.0);
     let params = ctx.storage_init("params", &p0).unwrap();
     let grads = ctx.storage("grads", n).unwrap();
     let clip = Clip::new(&ctx)
@@ -417,7 +403,7 @@ fn clip_nonfinite_flag_skips_the_step() {
         plan.commit(skipped);
         skipped
     };
-    let mut g = values(n, 2, 1.0);
+    let mut g = values_in(n, 2, 1.0);
     g[150] = f32::NEG_INFINITY;
     let before = snapshot(&ctx, &plan, &params);
     assert!(step(&mut plan, &g));
@@ -449,8 +435,8 @@ fn bit_identical_reruns_and_state_reload() {
             ..OptimConfig::sgd()
         },
     ] {
-        let p0 = values(n, 3, 1.0);
-        let grads: Vec<Vec<f32>> = (0..4).map(|k| values(n, 40 + k, 1.0)).collect();
+        let p0 = values_in(n, 3, 1.0);
+        let grads: Vec<Vec<f32>> = (0..4).map(|k| values_in(n, 40 + k, 1.0)).collect();
         let lrs = [0.01, 0.02, 0.005, 0.01];
         let full = |save_after: Option<usize>| {
             let mut s = setup(&ctx, &cfg, &p0);

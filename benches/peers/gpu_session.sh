@@ -8,7 +8,7 @@
 # Prepare on the build machine, from the repo root:
 #
 #   T="gpu_reference links kernel_gemm pytorch_parity trainer
-#      kernel_persistent gpu_norm_reference errors"
+#      kernel_lstm_persistent gpu_norm_reference errors"
 #   cargo build --release && cargo test --release --no-run \
 #     $(printf -- '--test %s ' $T) 2>&1 | tee /tmp/b
 #   rm -rf .dev/bin && mkdir -p .dev/bin && cp target/release/lstm-wgpu .dev/bin/
@@ -71,5 +71,5 @@ done
 item "f16-mixed: lstm-wgpu" 60 $OURS --workload all --precision f16-mixed 2> >(quiet) | tee "$OUT/ours_f16.json"
 item "f16-mixed: PyTorch (autocast + GradScaler)" 90 $TORCH --workload all --precision f16-mixed 2> >(quiet) | tee "$OUT/torch_f16.json"
 item "lstm-wgpu bench --profile" 60 "$B/lstm-wgpu" bench --workload all --steps 6 --warmup 2 --profile 2>&1 | grep -v ": step [0-9]"
-tests kernel_gemm pytorch_parity trainer kernel_persistent gpu_norm_reference errors
+tests kernel_gemm pytorch_parity trainer kernel_lstm_persistent gpu_norm_reference errors
 echo "== done at t=${SECONDS}s"

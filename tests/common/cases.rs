@@ -1,6 +1,7 @@
-//! Random reference cases shared by the GPU-against-reference tests: host
-//! data rounded to f32, the GPU model and pass built from it, and the
-//! comparison of every output and gradient with the f64 reference.
+//! Random reference cases shared by the GPU-against-reference tests: one
+//! [`Case`] (the model's and the batch's shapes, lengths, layout, norm),
+//! its host data rounded to f32, the GPU model and pass built from it, and
+//! the comparison of every output and gradient with the f64 reference.
 
 use super::{assert_close, ref_to_tensors, round_f32};
 use lstm_wgpu::model::norm::NormKind;
@@ -12,6 +13,7 @@ use lstm_wgpu_reference::{
     self as reference, RefConfig, RefGrads, RefInputs, RefOutputs, RefUpstream, RefWeights, Rng,
 };
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The values as f32.
 pub fn f32s(v: &[f64]) -> Vec<f32> {
@@ -43,6 +45,112 @@ pub fn ref_config(
         num_layers: layers,
         bidirectional: bidir,
         bias,
+    }
+}
+
+/// The sequence lengths of a [`Case`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Lengths {
+    /// None given: every sequence is T long.
+    Full,
+    /// Sequence 0 T long, sequence b > 0 of length 1 + (7b + 3) mod T.
+    Spread,
+    /// As [`Lengths::Spread`], but the last sequence (when B > 1) of
+    /// length 1.
+    SpreadToOne,
+    /// These, one a sequence.
+    Given(&'static [usize]),
+}
+
+impl Lengths {
+    /// The lengths of `batch` sequences of at most `seq` steps.
+    pub fn of(self, seq: usize, batch: usize) -> Option<Vec<usize>> {
+        let spread = |b: usize| if b == 0 { seq } else { 1 + (b * 7 + 3) % seq };
+        match self {
+            Lengths::Full => None,
+            Lengths::Spread => Some((0..batch).map(spread).collect()),
+            Lengths::SpreadToOne => Some(
+                (0..batch)
+                    .map(|b| {
+                        if b > 0 && b + 1 == batch {
+                            1
+                        } else {
+                            spread(b)
+                        }
+                    })
+                    .collect(),
+            ),
+            Lengths::Given(l) => Some(l.to_vec()),
+        }
+    }
+}
+
+/// One LSTM case of the GPU-against-reference tests: the model's shape,
+/// the batch's, and how the pass runs. Its data comes from
+/// [`Case::data`], its GPU LSTM from [`Case::lstm`].
+#[derive(Clone, Copy, Debug)]
+pub struct Case {
+    pub layers: usize,
+    pub bidir: bool,
+    pub bias: bool,
+    pub input: usize,
+    pub hidden: usize,
+    pub seq: usize,
+    pub batch: usize,
+    /// h0 and c0 given.
+    pub states: bool,
+    pub lengths: Lengths,
+    /// The GPU gets batch-first data (the reference always time-major).
+    pub batch_first: bool,
+    /// A normalization variant, its tensors in the data and the model.
+    pub norm: Option<RefNorm>,
+    /// Train mode (the LSTM's default) or eval.
+    pub train: bool,
+}
+
+impl Case {
+    /// One unidirectional layer with bias, I = 5, H = 7, T = 6, B = 3;
+    /// no states, full lengths, time-major, no norm, train mode.
+    pub const BASE: Case = Case {
+        layers: 1,
+        bidir: false,
+        bias: true,
+        input: 5,
+        hidden: 7,
+        seq: 6,
+        batch: 3,
+        states: false,
+        lengths: Lengths::Full,
+        batch_first: false,
+        norm: None,
+        train: true,
+    };
+
+    /// The reference configuration.
+    pub fn ref_config(&self) -> RefConfig {
+        ref_config(self.input, self.hidden, self.layers, self.bidir, self.bias)
+    }
+
+    /// The case's random data (see [`data`]), from `Rng::new(seed)`.
+    pub fn data(&self, seed: u64) -> Data {
+        let lengths = self.lengths.of(self.seq, self.batch);
+        data(
+            self.ref_config(),
+            self.norm,
+            (self.seq, self.batch),
+            self.states,
+            lengths,
+            seed,
+        )
+    }
+
+    /// The GPU LSTM of the case's data `d`, in the case's train mode; a
+    /// failure panics.
+    pub fn lstm(&self, ctx: &Arc<GpuContext>, d: &Data) -> Lstm {
+        let model = model_of(ctx, d, self.norm).unwrap_or_else(|e| panic!("{self:?}: {e}"));
+        let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{self:?}: {e}"));
+        lstm.train = self.train;
+        lstm
     }
 }
 
@@ -304,4 +412,12 @@ pub fn check_all(
     let e = check_outputs(label, gpu, reference, tol);
     let want = param_grads(rc, reference.1, extra);
     e.max(check_params(label, &gpu.1.params, &want, tol))
+}
+
+/// Every output and gradient of a GPU pass without normalization
+/// (time-major) against `reference::backward` of the same data; returns
+/// the worst relative error.
+pub fn check_reference(label: &str, d: &Data, gpu: (&Outputs, &Grads), tol: f64) -> f64 {
+    let (rout, rgrads) = reference::backward(&d.rc, &d.w, &d.rin, &d.up);
+    check_all(label, &d.rc, gpu, (&rout, &rgrads), &BTreeMap::new(), tol)
 }

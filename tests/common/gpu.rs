@@ -52,6 +52,55 @@ pub fn f32s(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
 }
 
+/// Deterministic values in [-amp, amp) (xorshift, no `Rng`: the GEMM,
+/// column-sum, clipping and optimizer tests' data).
+pub fn values_in(n: usize, seed: u64, amp: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let u = (s >> 40) as f32 / (1u64 << 24) as f32;
+            (2.0 * u - 1.0) * amp
+        })
+        .collect()
+}
+
+/// Deterministic values in [-1, 1).
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    values_in(n, seed, 1.0)
+}
+
+/// Deterministic small integers in [-r, r]: sums of their products stay
+/// exact in f32 below 2^24, so long reductions can be checked exactly.
+pub fn ints(n: usize, seed: u64, r: i32) -> Vec<f32> {
+    values(n, seed)
+        .into_iter()
+        .map(|v| {
+            ((v + 1.0) * 0.5 * (2 * r + 1) as f32)
+                .floor()
+                .min((2 * r) as f32)
+                - r as f32
+        })
+        .collect()
+}
+
+/// A buffer of `v` as f16 (round to nearest), padded to whole words.
+pub fn f16_buffer(ctx: &GpuContext, label: &str, v: &[f32]) -> wgpu::Buffer {
+    let mut h: Vec<u16> = v
+        .iter()
+        .map(|&x| half::f16::from_f32(x).to_bits())
+        .collect();
+    h.resize(h.len().div_ceil(2) * 2, 0);
+    ctx.storage_init(label, &h).expect("buffer")
+}
+
+/// `v` rounded to f16 and back.
+pub fn f16_rounded(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+}
+
 /// The bit patterns, for bit-identical comparisons.
 pub fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()

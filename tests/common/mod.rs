@@ -4,6 +4,7 @@
 pub mod cases;
 pub mod gpu;
 pub mod parity;
+pub mod rows;
 pub mod tempdir;
 
 use lstm_wgpu::{GpuContext, LstmConfig, NamedTensor};

@@ -14,57 +14,25 @@
 
 mod common;
 
-use common::cases::{self, Data, check_all, gpu_pass, model_of, ref_config, rel_err};
+use common::cases::{Case, Data, Lengths, check_reference, gpu_pass, rel_err};
 use common::*;
 use lstm_wgpu::kernels::lstm_persistent::loop_iteration_cap;
 use lstm_wgpu::model::norm::Norm;
 use lstm_wgpu::schedule::{CellPath, prefers_persistent};
 use lstm_wgpu::{Batch, Grads, Lstm, LstmConfig, LstmModel, Outputs, Upstream};
-use lstm_wgpu_reference as reference;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 const TOL: f64 = 1e-4;
-
-#[derive(Clone, Copy, Debug)]
-struct Case {
-    layers: usize,
-    bidir: bool,
-    bias: bool,
-    input: usize,
-    hidden: usize,
-    seq: usize,
-    batch: usize,
-    states: bool,
-    lengths: bool,
-}
-
-fn data(c: Case, seed: u64) -> Data {
-    let rc = ref_config(c.input, c.hidden, c.layers, c.bidir, c.bias);
-    let (t, n) = (c.seq, c.batch);
-    // Sequence 0 is full, the last has length 1 (when B > 1), the rest vary.
-    let lengths = c.lengths.then(|| {
-        (0..n)
-            .map(|b| match b {
-                0 => t,
-                b if b + 1 == n => 1,
-                b => 1 + (b * 7 + 3) % t,
-            })
-            .collect()
-    });
-    cases::data(rc, None, (t, n), c.states, lengths, seed)
-}
 
 /// Runs forward and backward on the GPU with the path forced, returning the
 /// results and the dispatches per (forward, backward) pass.
 fn run_gpu(
     ctx: &Arc<lstm_wgpu::GpuContext>,
-    d: &Data,
+    (c, d): (&Case, &Data),
     path: CellPath,
     max_chunk: Option<usize>,
 ) -> (Outputs, Grads, (usize, usize)) {
-    let model = model_of(ctx, d, None).unwrap_or_else(|e| panic!("{e}"));
-    let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+    let mut lstm = c.lstm(ctx, d);
     set_path(&mut lstm, Some(path));
     lstm.kernels().persistent.set_max_chunk(max_chunk);
     let (t, n) = (d.rin.seq_len, d.rin.batch);
@@ -94,19 +62,6 @@ fn tensors(out: &Outputs, grads: &Grads) -> Vec<(String, Vec<f32>)> {
     v
 }
 
-/// The persistent path against the reference; returns the worst error.
-fn check_reference(label: &str, d: &Data, out: &Outputs, grads: &Grads) -> f64 {
-    let (rout, rgrad) = reference::backward(&d.rc, &d.w, &d.rin, &d.up);
-    check_all(
-        label,
-        &d.rc,
-        (out, grads),
-        (&rout, &rgrad),
-        &BTreeMap::new(),
-        TOL,
-    )
-}
-
 /// Persistent against per-step, tensor by tensor.
 fn check_paths_agree(label: &str, a: &(Outputs, Grads), b: &(Outputs, Grads), tol: f64) -> f64 {
     let mut worst = 0f64;
@@ -131,15 +86,9 @@ fn bits(r: &(Outputs, Grads, (usize, usize))) -> Vec<(String, Vec<u32>)> {
 }
 
 const BASE: Case = Case {
-    layers: 1,
-    bidir: false,
-    bias: true,
-    input: 5,
     hidden: 32,
     seq: 7,
-    batch: 3,
-    states: false,
-    lengths: false,
+    ..Case::BASE
 };
 
 /// The grid against the reference, and each case against the per-step path.
@@ -152,7 +101,7 @@ fn persistent_matches_reference_and_per_step() {
             layers: 2,
             bidir: true,
             states: true,
-            lengths: true,
+            lengths: Lengths::SpreadToOne,
             ..BASE
         },
         Case {
@@ -162,7 +111,7 @@ fn persistent_matches_reference_and_per_step() {
             hidden: 33,
             seq: 40,
             states: true,
-            lengths: true,
+            lengths: Lengths::SpreadToOne,
             ..BASE
         },
         // W_hh in global memory.
@@ -172,7 +121,7 @@ fn persistent_matches_reference_and_per_step() {
             input: 10,
             seq: 40,
             batch: 32,
-            lengths: true,
+            lengths: Lengths::SpreadToOne,
             ..BASE
         },
         Case {
@@ -189,7 +138,7 @@ fn persistent_matches_reference_and_per_step() {
             hidden: 256,
             input: 16,
             states: true,
-            lengths: true,
+            lengths: Lengths::SpreadToOne,
             ..BASE
         },
         Case {
@@ -204,10 +153,10 @@ fn persistent_matches_reference_and_per_step() {
     ];
     for (i, c) in cases.into_iter().enumerate() {
         let label = format!("{c:?}");
-        let d = data(c, 500 + i as u64);
-        let (out, grads, counts) = run_gpu(&ctx, &d, CellPath::Persistent, None);
-        let e_ref = check_reference(&label, &d, &out, &grads);
-        let (pout, pgrads, pcounts) = run_gpu(&ctx, &d, CellPath::PerStep, None);
+        let d = c.data(500 + i as u64);
+        let (out, grads, counts) = run_gpu(&ctx, (&c, &d), CellPath::Persistent, None);
+        let e_ref = check_reference(&label, &d, (&out, &grads), TOL);
+        let (pout, pgrads, pcounts) = run_gpu(&ctx, (&c, &d), CellPath::PerStep, None);
         let e_paths = check_paths_agree(&label, &(out, grads), &(pout, pgrads), 1e-5);
         eprintln!(
             "H={} B={} T={} L={} bidir={}: vs reference {e_ref:.2e}, vs per-step {e_paths:.2e}; \
@@ -229,15 +178,15 @@ fn chunked_time_loop_is_bit_identical() {
         seq: 40,
         batch: 3,
         states: true,
-        lengths: true,
+        lengths: Lengths::SpreadToOne,
         ..BASE
     };
-    let d = data(c, 77);
-    let whole = run_gpu(&ctx, &d, CellPath::Persistent, None);
+    let d = c.data(77);
+    let whole = run_gpu(&ctx, (&c, &d), CellPath::Persistent, None);
     let cells = c.layers * 2;
     let bwd_rest = cells * 4;
     for chunk in [3, 1] {
-        let part = run_gpu(&ctx, &d, CellPath::Persistent, Some(chunk));
+        let part = run_gpu(&ctx, (&c, &d), CellPath::Persistent, Some(chunk));
         let per_layer = c.seq.div_ceil(chunk);
         assert_eq!(
             part.2,
@@ -249,7 +198,7 @@ fn chunked_time_loop_is_bit_identical() {
         );
         assert!(bits(&whole) == bits(&part), "chunk {chunk}: results differ");
     }
-    let e = check_reference("chunked", &d, &whole.0, &whole.1);
+    let e = check_reference("chunked", &d, (&whole.0, &whole.1), TOL);
     eprintln!("chunked H=33 T=40: bit-identical to one dispatch; vs reference {e:.2e}");
 }
 
@@ -263,37 +212,35 @@ fn long_sequence_respects_the_loop_cap() {
         input: 4,
         seq: 260,
         batch: 2,
-        lengths: true,
+        lengths: Lengths::SpreadToOne,
         ..BASE
     };
-    let d = data(c, 91);
-    let (out, grads, counts) = run_gpu(&ctx, &d, CellPath::Persistent, None);
+    let d = c.data(91);
+    let (out, grads, counts) = run_gpu(&ctx, (&c, &d), CellPath::Persistent, None);
     if loop_iteration_cap(&ctx.info).is_some() {
         // One step costs ~270 (forward) and ~520 (backward) iterations here.
         assert!(counts.0 > 2 && counts.1 > 5, "not chunked: {counts:?}");
     }
-    let e = check_reference("H=512 T=260", &d, &out, &grads);
+    let e = check_reference("H=512 T=260", &d, (&out, &grads), TOL);
     eprintln!("H=512 T=260 B=2: dispatches {counts:?}, vs reference {e:.2e}");
 }
 
 #[test]
 fn bit_identical_reruns() {
     let ctx = ctx();
-    let d = data(
-        Case {
-            layers: 2,
-            bidir: true,
-            hidden: 64,
-            seq: 9,
-            batch: 4,
-            states: true,
-            lengths: true,
-            ..BASE
-        },
-        5,
-    );
-    let a = run_gpu(&ctx, &d, CellPath::Persistent, None);
-    let b = run_gpu(&ctx, &d, CellPath::Persistent, None);
+    let c = Case {
+        layers: 2,
+        bidir: true,
+        hidden: 64,
+        seq: 9,
+        batch: 4,
+        states: true,
+        lengths: Lengths::SpreadToOne,
+        ..BASE
+    };
+    let d = c.data(5);
+    let a = run_gpu(&ctx, (&c, &d), CellPath::Persistent, None);
+    let b = run_gpu(&ctx, (&c, &d), CellPath::Persistent, None);
     assert!(bits(&a) == bits(&b), "reruns differ");
 }
 

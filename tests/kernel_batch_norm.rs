@@ -1,113 +1,27 @@
-//! Normalization kernels between layers (`shaders/layer_norm.wgsl`,
-//! `shaders/batch_norm.wgsl`) against straightforward f64 CPU
-//! implementations of the spec's formulas: outputs, saved statistics,
+//! The BatchNorm kernel between layers (`shaders/batch_norm.wgsl`), over
+//! the whole sequence and per time step, against a straightforward f64 CPU
+//! implementation of the spec's formulas: outputs, saved statistics,
 //! running-statistic updates, dx, dw, db, in train and eval modes, with
 //! variable lengths (padded rows hold garbage that must be ignored), offsets
-//! in shared buffers, in-place operation and accumulation. The CPU
-//! references' gradients are themselves checked by finite differences.
-//! Tolerance: max |gpu - ref| / max |ref| <= 1e-4 per tensor.
+//! in shared buffers, in-place operation and accumulation; and the host-side
+//! checks of training shapes. The CPU reference's gradients are themselves
+//! checked by finite differences. Tolerance: max |gpu - ref| / max |ref| <=
+//! 1e-4 per tensor.
 
 mod common;
 
 use common::gpu::*;
+use common::rows::*;
 
 use common::{assert_close, ctx};
 use lstm_wgpu::GpuContext;
 use lstm_wgpu::kernels::batch_norm::{
     BatchNorm, BnBackward, BnForward, BnShape, check_train, group_counts,
 };
-use lstm_wgpu::kernels::layer_norm::{LayerNorm, LnBackward, LnForward, LnShape};
 use lstm_wgpu_reference::Rng;
 
 const TOL: f64 = 1e-4;
 const EPS: f64 = 1e-5;
-
-/// A [T, B, F] problem with per-sequence lengths.
-#[derive(Clone, Debug)]
-struct Dims {
-    t: usize,
-    b: usize,
-    f: usize,
-    lengths: Vec<usize>,
-}
-
-impl Dims {
-    fn new(t: usize, b: usize, f: usize, lengths: &[usize]) -> Self {
-        assert_eq!(lengths.len(), b);
-        Self {
-            t,
-            b,
-            f,
-            lengths: lengths.to_vec(),
-        }
-    }
-    fn rows(&self) -> usize {
-        self.t * self.b
-    }
-    fn n(&self) -> usize {
-        self.rows() * self.f
-    }
-    fn valid(&self, row: usize) -> bool {
-        row / self.b < self.lengths[row % self.b]
-    }
-}
-
-fn lengths_u32(d: &Dims) -> Vec<u32> {
-    d.lengths.iter().map(|&l| l as u32).collect()
-}
-
-/// Σ over valid rows of y·gy: the loss whose gradients the backward computes.
-fn loss(d: &Dims, y: &[f64], gy: &[f64]) -> f64 {
-    (0..d.n())
-        .filter(|i| d.valid(i / d.f))
-        .map(|i| y[i] * gy[i])
-        .sum()
-}
-
-// ---------------------------------------------------------------- LayerNorm
-
-/// (y, stats [T, B, 2]) with zeros on padded rows.
-fn ln_ref_fwd(d: &Dims, x: &[f64], w: &[f64], b: &[f64]) -> (Vec<f64>, Vec<f64>) {
-    let f = d.f;
-    let mut y = vec![0.0; d.n()];
-    let mut st = vec![0.0; 2 * d.rows()];
-    for r in (0..d.rows()).filter(|&r| d.valid(r)) {
-        let v = &x[r * f..(r + 1) * f];
-        let mu = v.iter().sum::<f64>() / f as f64;
-        let var = v.iter().map(|a| (a - mu).powi(2)).sum::<f64>() / f as f64;
-        let rstd = 1.0 / (var + EPS).sqrt();
-        for j in 0..f {
-            y[r * f + j] = (v[j] - mu) * rstd * w[j] + b[j];
-        }
-        st[2 * r] = mu;
-        st[2 * r + 1] = rstd;
-    }
-    (y, st)
-}
-
-/// (dx, dw, db).
-fn ln_ref_bwd(d: &Dims, x: &[f64], dy: &[f64], w: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let f = d.f;
-    let (_, st) = ln_ref_fwd(d, x, w, w);
-    let mut dx = vec![0.0; d.n()];
-    let mut dw = vec![0.0; f];
-    let mut db = vec![0.0; f];
-    for r in (0..d.rows()).filter(|&r| d.valid(r)) {
-        let (mu, rstd) = (st[2 * r], st[2 * r + 1]);
-        let xh: Vec<f64> = (0..f).map(|j| (x[r * f + j] - mu) * rstd).collect();
-        let g: Vec<f64> = (0..f).map(|j| dy[r * f + j] * w[j]).collect();
-        let m1 = g.iter().sum::<f64>() / f as f64;
-        let m2 = (0..f).map(|j| g[j] * xh[j]).sum::<f64>() / f as f64;
-        for j in 0..f {
-            dx[r * f + j] = rstd * (g[j] - m1 - xh[j] * m2);
-            dw[j] += dy[r * f + j] * xh[j];
-            db[j] += dy[r * f + j];
-        }
-    }
-    (dx, dw, db)
-}
-
-// ---------------------------------------------------------------- BatchNorm
 
 #[derive(Clone, Copy, Debug)]
 struct BnMode {
@@ -225,59 +139,17 @@ fn bn_ref_bwd(
     (dx, dw, db)
 }
 
-// ------------------------------------------- finite differences of the refs
-
-/// Central differences of `loss_of(v)` w.r.t. every index of `v` in `idx`,
-/// against `analytic`.
-fn fd_check(
-    what: &str,
-    v: &[f64],
-    idx: impl Iterator<Item = usize>,
-    analytic: &[f64],
-    loss_of: impl Fn(&[f64]) -> f64,
-) {
-    let h = 1e-5;
-    let mut p = v.to_vec();
-    let scale = analytic.iter().fold(0f64, |m, a| m.max(a.abs())).max(1e-12);
-    for i in idx {
-        let v0 = p[i];
-        p[i] = v0 + h;
-        let lp = loss_of(&p);
-        p[i] = v0 - h;
-        let lm = loss_of(&p);
-        p[i] = v0;
-        let num = (lp - lm) / (2.0 * h);
-        let err = (num - analytic[i]).abs() / scale;
-        assert!(
-            err < 1e-6,
-            "{what}[{i}]: finite difference {num} vs analytic {}",
-            analytic[i]
-        );
-    }
-}
-
 #[test]
-fn references_match_finite_differences() {
-    let mut rng = Rng::new(7);
-    let d = Dims::new(4, 3, 5, &[4, 2, 3]);
-    let x = rng.vec(d.n(), -1.0, 1.0);
-    let gy = rng.vec(d.n(), -1.0, 1.0);
-    let w = rng.vec(d.f, 0.5, 1.5);
-    let b = rng.vec(d.f, -0.5, 0.5);
-    let valid: Vec<usize> = (0..d.n()).filter(|i| d.valid(i / d.f)).collect();
-
-    let (dx, dw, db) = ln_ref_bwd(&d, &x, &gy, &w);
-    let ln_loss = |x: &[f64], w: &[f64], b: &[f64]| loss(&d, &ln_ref_fwd(&d, x, w, b).0, &gy);
-    fd_check("LN dx", &x, valid.iter().copied(), &dx, |p| {
-        ln_loss(p, &w, &b)
-    });
-    fd_check("LN dw", &w, 0..d.f, &dw, |p| ln_loss(&x, p, &b));
-    fd_check("LN db", &b, 0..d.f, &db, |p| ln_loss(&x, &w, p));
-    // Padded rows get no gradient and do not change the loss.
-    for i in (0..d.n()).filter(|i| !d.valid(i / d.f)) {
-        assert_eq!(dx[i], 0.0);
-    }
-
+fn batch_norm_reference_matches_finite_differences() {
+    let FdProblem {
+        d,
+        x,
+        gy,
+        w,
+        b,
+        valid,
+        mut rng,
+    } = FdProblem::new();
     let rm = rng.vec(4 * d.f, -0.5, 0.5);
     let rv = rng.vec(4 * d.f, 0.5, 1.5);
     for per_step in [false, true] {
@@ -305,163 +177,20 @@ fn references_match_finite_differences() {
     }
 }
 
-// ------------------------------------------------------------- GPU: LayerNorm
-
-fn ln_case(ctx: &GpuContext, ln: &LayerNorm, d: &Dims, seed: u64, in_place: bool) {
-    let label = format!("LN {d:?} in_place={in_place}");
-    let mut rng = Rng::new(seed);
-    let (n, f) = (d.n(), d.f);
-    // Padded rows of x and dy hold garbage that must not matter.
-    let x = rand(&mut rng, n, -2.0, 2.0);
-    let dy = rand(&mut rng, n, -1.0, 1.0);
-    let w = rand(&mut rng, f, 0.5, 1.5);
-    let b = rand(&mut rng, f, -0.5, 0.5);
-    let (want_y, want_st) = ln_ref_fwd(d, &x, &w, &b);
-    let (want_dx, want_dw, want_db) = ln_ref_bwd(d, &x, &dy, &w);
-
-    let (xo, yo, so) = (3, 3 + n + 5, 2);
-    let (wo, bo) = (7, 7 + f + 2);
-    let (dwo, dbo) = (5 + f + 1, 1);
-    let (dyo, dxo) = (2, if in_place { 2 } else { 4 });
-    let act = upload(ctx, "act", &placed(yo + n + 3, 9.0, &[(xo, &x)]));
-    let params = upload(
-        ctx,
-        "params",
-        &placed(bo + f + 1, 5.0, &[(wo, &w), (bo, &b)]),
-    );
-    let lengths = upload(ctx, "lengths", &lengths_u32(d));
-    let stats = upload(
-        ctx,
-        "stats",
-        &vec![7.0f32; so + LayerNorm::stats_len(d.t, d.b)],
-    );
-    let g0 = rand(&mut rng, dwo + f + 2, -1.0, 1.0);
-    let grads = upload(ctx, "grads", &f32s(&g0));
-    let dyb = upload(ctx, "dy", &placed(dyo + n, 3.0, &[(dyo, &dy)]));
-    let dxb = if in_place {
-        None
-    } else {
-        Some(upload(ctx, "dx", &vec![8.0f32; dxo + n]))
-    };
-    let dxb = dxb.as_ref().unwrap_or(&dyb);
-
-    let s = LnShape {
-        seq: d.t,
-        t0: 0,
-        batch: d.b,
-        features: f,
-        x_off: xo,
-        y_off: if in_place { xo } else { yo },
-        dy_off: dyo,
-        dx_off: dxo,
-        stats_off: so,
-        w_off: wo,
-        b_off: bo,
-        dw_off: dwo,
-        db_off: dbo,
-        accumulate: in_place,
-    };
-    let fwd = LnForward {
-        params: &params,
-        lengths: &lengths,
-        x: &act,
-        y: &act,
-        stats: &stats,
-    };
-    run(ctx, &ln.forward(ctx, &s, &fwd).unwrap());
-    let y = read(ctx, &act, s.y_off, n);
-    assert_close(&format!("{label}: y"), &y, &want_y, TOL);
-    let st = read(ctx, &stats, so, 2 * d.rows());
-    assert_close(&format!("{label}: stats"), &st, &want_st, TOL);
-    if in_place {
-        // Restore x for the backward.
-        ctx.write(&act, xo, &f32s(&x));
-    } else {
-        // x is untouched.
-        assert_close(&format!("{label}: x"), &read(ctx, &act, xo, n), &x, 0.0);
-    }
-
-    let bwd = LnBackward {
-        params: &params,
-        lengths: &lengths,
-        x: &act,
-        stats: &stats,
-        dy: &dyb,
-        dx: dxb,
-        grads: &grads,
-    };
-    let ds = ln.backward(ctx, &s, &bwd).unwrap();
-    assert_eq!(ds.len(), 2);
-    run(ctx, &ds);
-    let dx = read(ctx, dxb, dxo, n);
-    assert_close(&format!("{label}: dx"), &dx, &want_dx, TOL);
-    let mut want_g = g0.clone();
-    for j in 0..f {
-        let acc = if in_place { 1.0 } else { 0.0 };
-        want_g[dwo + j] = acc * g0[dwo + j] + want_dw[j];
-        want_g[dbo + j] = acc * g0[dbo + j] + want_db[j];
-    }
-    let g = read(ctx, &grads, 0, want_g.len());
-    assert_close(
-        &format!("{label}: dw"),
-        &g[dwo..dwo + f],
-        &want_g[dwo..dwo + f],
-        TOL,
-    );
-    assert_close(
-        &format!("{label}: db"),
-        &g[dbo..dbo + f],
-        &want_g[dbo..dbo + f],
-        TOL,
-    );
-    assert_close(&format!("{label}: grads"), &g, &want_g, TOL);
-}
-
-#[test]
-fn layer_norm_matches_reference() {
-    let ctx = ctx();
-    let ln = LayerNorm::new(&ctx);
-    let cases = [
-        Dims::new(1, 1, 13, &[1]),
-        Dims::new(5, 3, 13, &[2, 5, 4]),
-        Dims::new(7, 5, 64, &[3, 7, 1, 6, 2]),
-        Dims::new(4, 2, 64, &[4, 4]),
-        Dims::new(3, 4, 130, &[1, 3, 2, 3]),
-    ];
-    for (i, d) in cases.iter().enumerate() {
-        ln_case(&ctx, &ln, d, 100 + i as u64, false);
-        ln_case(&ctx, &ln, d, 200 + i as u64, true);
-    }
-}
-
-// ------------------------------------------------------------- GPU: BatchNorm
-
 fn bn_case(ctx: &GpuContext, bn: &BatchNorm, d: &Dims, m: BnMode, seed: u64, in_place: bool) {
     let label = format!("BN {d:?} {m:?} in_place={in_place}");
     let mut rng = Rng::new(seed);
     let (n, f) = (d.n(), d.f);
-    let x = rand(&mut rng, n, -2.0, 2.0);
-    let dy = rand(&mut rng, n, -1.0, 1.0);
-    let w = rand(&mut rng, f, 0.5, 1.5);
-    let b = rand(&mut rng, f, -0.5, 0.5);
+    let h = RowInputs::draw(&mut rng, d);
+    let (x, dy, w, b) = (&h.x, &h.dy, &h.w, &h.b);
     let run_rows = if m.per_step { m.run_rows } else { 1 };
     let rm = rand(&mut rng, run_rows * f, -0.5, 0.5);
     let rv = rand(&mut rng, run_rows * f, 0.5, 1.5);
-    let want = bn_ref_fwd(d, m, &x, &w, &b, &rm, &rv);
-    let (want_dx, want_dw, want_db) = bn_ref_bwd(d, m, &x, &dy, &w, &rm, &rv);
+    let want = bn_ref_fwd(d, m, x, w, b, &rm, &rv);
+    let (want_dx, want_dw, want_db) = bn_ref_bwd(d, m, x, dy, w, &rm, &rv);
 
-    let (xo, yo, so) = (3, 3 + n + 5, 2);
-    let (wo, bo) = (7, 7 + f + 2);
-    let (dwo, dbo) = (5 + f + 1, 1);
-    let (dyo, dxo) = (2, if in_place { 2 } else { 4 });
+    let o = Offsets::new(d, in_place);
     let (rmo, rvo) = (1 + run_rows * f + 3, 1);
-    let act = upload(ctx, "act", &placed(yo + n + 3, 9.0, &[(xo, &x)]));
-    let params = upload(
-        ctx,
-        "params",
-        &placed(bo + f + 1, 5.0, &[(wo, &w), (bo, &b)]),
-    );
-    let lengths = upload(ctx, "lengths", &lengths_u32(d));
     let s = BnShape {
         seq: d.t,
         batch: d.b,
@@ -469,47 +198,44 @@ fn bn_case(ctx: &GpuContext, bn: &BatchNorm, d: &Dims, m: BnMode, seed: u64, in_
         per_step: m.per_step,
         train: m.train,
         run_rows: m.run_rows,
-        x_off: xo,
-        y_off: if in_place { xo } else { yo },
-        dy_off: dyo,
-        dx_off: dxo,
-        stats_off: so,
-        w_off: wo,
-        b_off: bo,
-        dw_off: dwo,
-        db_off: dbo,
+        x_off: o.x,
+        y_off: o.y(),
+        dy_off: o.dy,
+        dx_off: o.dx,
+        stats_off: o.stats,
+        w_off: o.w,
+        b_off: o.b,
+        dw_off: o.dw,
+        db_off: o.db,
         rm_off: rmo,
         rv_off: rvo,
         accumulate: in_place,
     };
-    let stats = upload(ctx, "stats", &vec![7.0f32; so + BatchNorm::stats_len(&s)]);
+    let stats = upload(
+        ctx,
+        "stats",
+        &vec![7.0f32; o.stats + BatchNorm::stats_len(&s)],
+    );
     let run0 = placed(rmo + run_rows * f + 2, 4.0, &[(rmo, &rm), (rvo, &rv)]);
     let running = upload(ctx, "running", &run0);
-    let g0 = rand(&mut rng, dwo + f + 2, -1.0, 1.0);
-    let grads = upload(ctx, "grads", &f32s(&g0));
-    let dyb = upload(ctx, "dy", &placed(dyo + n, 3.0, &[(dyo, &dy)]));
-    let dxb = if in_place {
-        None
-    } else {
-        Some(upload(ctx, "dx", &vec![8.0f32; dxo + n]))
-    };
-    let dxb = dxb.as_ref().unwrap_or(&dyb);
+    let g0 = rand(&mut rng, o.dw + f + 2, -1.0, 1.0);
+    let bufs = RowBuffers::new(ctx, d, &o, &h, &g0);
 
     let fwd = BnForward {
-        params: &params,
-        lengths: &lengths,
-        x: &act,
-        y: &act,
+        params: &bufs.params,
+        lengths: &bufs.lengths,
+        x: &bufs.act,
+        y: &bufs.act,
         stats: &stats,
         running: &running,
     };
     let ds = bn.forward(ctx, &s, &fwd).unwrap();
     assert_eq!(ds.len(), 1);
     run(ctx, &ds);
-    let y = read(ctx, &act, s.y_off, n);
+    let y = read(ctx, &bufs.act, s.y_off, n);
     assert_close(&format!("{label}: y"), &y, &want.y, TOL);
     let g = s.groups();
-    let st = read(ctx, &stats, so, 6 * g * f);
+    let st = read(ctx, &stats, o.stats, 6 * g * f);
     let slot = |k: usize| -> Vec<f32> {
         (0..g)
             .flat_map(|gi| st[(6 * gi + k) * f..(6 * gi + k + 1) * f].to_vec())
@@ -569,25 +295,21 @@ fn bn_case(ctx: &GpuContext, bn: &BatchNorm, d: &Dims, m: BnMode, seed: u64, in_
             );
         }
     }
-    if in_place {
-        ctx.write(&act, xo, &f32s(&x));
-    } else {
-        assert_close(&format!("{label}: x"), &read(ctx, &act, xo, n), &x, 0.0);
-    }
+    bufs.check_x_and_restore(ctx, &label, &o, x);
 
     let bwd = BnBackward {
-        params: &params,
-        lengths: &lengths,
-        x: &act,
+        params: &bufs.params,
+        lengths: &bufs.lengths,
+        x: &bufs.act,
         stats: &stats,
-        dy: &dyb,
-        dx: dxb,
-        grads: &grads,
+        dy: &bufs.dy,
+        dx: bufs.dx(),
+        grads: &bufs.grads,
     };
     let ds = bn.backward(ctx, &s, &bwd).unwrap();
     assert_eq!(ds.len(), 2);
     run(ctx, &ds);
-    let dx = read(ctx, dxb, dxo, n);
+    let dx = read(ctx, bufs.dx(), o.dx, n);
     // Train-mode dx is w·rstd times a difference of terms of the size of dy
     // that cancel to eps-sized values when every group has 2 rows: f32 can
     // only be accurate relative to the terms then (PyTorch's too).
@@ -611,26 +333,7 @@ fn bn_case(ctx: &GpuContext, bn: &BatchNorm, d: &Dims, m: BnMode, seed: u64, in_
     } else {
         assert_close(&format!("{label}: dx"), &dx, &want_dx, TOL);
     }
-    let mut want_g = g0.clone();
-    for j in 0..f {
-        let acc = if in_place { 1.0 } else { 0.0 };
-        want_g[dwo + j] = acc * g0[dwo + j] + want_dw[j];
-        want_g[dbo + j] = acc * g0[dbo + j] + want_db[j];
-    }
-    let gr = read(ctx, &grads, 0, want_g.len());
-    assert_close(
-        &format!("{label}: dw"),
-        &gr[dwo..dwo + f],
-        &want_g[dwo..dwo + f],
-        TOL,
-    );
-    assert_close(
-        &format!("{label}: db"),
-        &gr[dbo..dbo + f],
-        &want_g[dbo..dbo + f],
-        TOL,
-    );
-    assert_close(&format!("{label}: grads"), &gr, &want_g, TOL);
+    bufs.check_param_grads(ctx, &label, &o, &g0, (&want_dw, &want_db), TOL);
 }
 
 #[test]
