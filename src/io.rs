@@ -495,23 +495,80 @@ pub fn check_output(path: &Path, flag: &str, inputs: &[&Path]) -> Result<()> {
     // Whether the directory takes a new file (permissions, read-only or
     // special file systems such as /proc) is known only by trying: the
     // probe is the temporary file a write would make, removed at once.
-    let probe = dir.join(temp_name(name, std::process::id()));
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-    {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(err(format!(
+    takes_new_file(&dir.join(temp_name(name, std::process::id()))).map_err(|e| {
+        err(format!(
             "directory {} is not writable: {}",
             dir.display(),
             io_msg(&e)
-        ))),
+        ))
+    })
+}
+
+/// Whether a directory takes a new file, known only by trying: creates
+/// `probe` in it and removes it at once (an existing `probe` says yes).
+fn takes_new_file(probe: &Path) -> std::io::Result<()> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
+}
+
+/// Checks, before a run starts and without leaving anything behind, that
+/// output directory `dir` of command-line flag `flag` can take new files:
+/// an existing `dir` (through symbolic links) must be a directory that
+/// takes a new file; a missing one is created at the first write with its
+/// parents, so the nearest existing ancestor must be a directory that
+/// takes one. Errors name the flag and the path.
+pub fn check_output_dir(dir: &Path, flag: &str) -> Result<()> {
+    let err = |msg: String| Error::file(dir, format!("{flag}: {msg}"));
+    if dir.as_os_str().is_empty() {
+        return Err(err("an empty path names no directory".into()));
+    }
+    // The nearest existing ancestor (`dir` itself when it exists).
+    let mut at = dir;
+    let existing = loop {
+        match std::fs::metadata(at) {
+            Ok(m) => break (at, m),
+            // A missing path, or one under a file (that file is refused).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                at = match at.parent() {
+                    Some(p) if p.as_os_str().is_empty() => Path::new("."),
+                    Some(p) => p,
+                    None => return Err(err(io_msg(&e))),
+                };
+            }
+            Err(e) => return Err(err(format!("{}: {}", at.display(), io_msg(&e)))),
+        }
+    };
+    let (at, m) = existing;
+    if !m.is_dir() {
+        return Err(err(if at == dir {
+            "is not a directory".into()
+        } else {
+            format!("{} is not a directory", at.display())
+        }));
+    }
+    let probe = at.join(format!(".lstm-wgpu-probe.tmp{}", std::process::id()));
+    takes_new_file(&probe).map_err(|e| {
+        err(format!(
+            "directory {} is not writable: {}",
+            at.display(),
+            io_msg(&e)
+        ))
+    })
 }
 
 /// Whether writes to output paths `a` and `b` land in the same file:

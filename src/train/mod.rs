@@ -7,6 +7,7 @@ pub mod bench;
 pub mod forecast;
 pub mod lr;
 pub mod metrics;
+pub mod tensorboard;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuContext};

@@ -28,6 +28,7 @@ use lstm_wgpu::io;
 use lstm_wgpu::model::NamedTensor;
 use lstm_wgpu::train::lr::LrSchedule;
 use lstm_wgpu::train::metrics::{MetricsBuffer, Value};
+use lstm_wgpu::train::tensorboard::EventWriter;
 use lstm_wgpu::train::{NetConfig, StepStats, Trainer, init_values};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -121,6 +122,8 @@ struct Run {
     curves: Curves,
     sched: LrSchedule,
     log: Option<MetricsBuffer>,
+    /// TensorBoard events, flushed with the metrics.
+    events: Option<EventWriter>,
     bar: indicatif::ProgressBar,
     verbose: bool,
     /// The run's length, and where this invocation stops (--stop-after).
@@ -190,6 +193,11 @@ impl Run {
             (Some(p), None) => Some(MetricsBuffer::new(p)),
             (None, _) => None,
         };
+        // Events go to a new file; a resumed run's starts at its step.
+        let events = a.tensorboard.as_deref().map(|d| match &resumed {
+            Some(_) => EventWriter::resumed(d, st.step as u64),
+            None => EventWriter::new(d),
+        });
         let weights = Weights {
             values,
             source: source.as_ref(),
@@ -228,6 +236,7 @@ impl Run {
             curves,
             sched,
             log,
+            events,
             bar,
             verbose,
             total,
@@ -313,6 +322,19 @@ impl Run {
                 ("tokens_per_s", Value::Float(rate)),
             ])?;
         }
+        if let Some(ev) = &mut self.events {
+            let step = st.step as u64;
+            for (tag, v) in [
+                ("train/loss", s.loss as f64),
+                ("train/lr", lr),
+                ("train/grad_norm", s.grad_norm as f64),
+                ("train/skipped_total", st.skipped as f64),
+                ("train/loss_scale", s.loss_scale as f64),
+                ("train/tokens_per_s", rate),
+            ] {
+                ev.scalar(step, tag, v);
+            }
+        }
         self.curves.train.push((st.step as f64, s.loss as f64));
         self.bar
             .set_message(format!("loss {:.4} lr {lr:.2e} {rate:.0} tok/s", s.loss));
@@ -332,9 +354,7 @@ impl Run {
             save_checkpoint(p, tr, c, data, &self.st, self.curves.both())?;
         }
         // The metrics file holds what the checkpoint does.
-        if let Some(l) = &mut self.log {
-            l.flush()?;
-        }
+        self.flush_logs()?;
         if let Some(pat) = self.c.patience
             && val_due
             && self.st.bad_vals >= pat
@@ -372,6 +392,20 @@ impl Run {
         if let Some(l) = &mut self.log {
             l.log(&fields)?;
         }
+        if let Some(ev) = &mut self.events {
+            ev.scalar(step as u64, "val/loss", v);
+            if let Some(m) = &rep.series {
+                for (tag, x) in [
+                    ("val/naive_loss", m.naive.mse),
+                    ("val/mae", m.model.mae),
+                    ("val/rmse", m.model.rmse),
+                    ("val/naive_mae", m.naive.mae),
+                    ("val/naive_rmse", m.naive.rmse),
+                ] {
+                    ev.scalar(step as u64, tag, x);
+                }
+            }
+        }
         say(&self.bar, line);
         self.last_val = Some(rep);
         if v < self.st.best_val {
@@ -387,6 +421,17 @@ impl Run {
         Ok(true)
     }
 
+    /// Writes the buffered metrics and TensorBoard events.
+    fn flush_logs(&mut self) -> Result<()> {
+        if let Some(l) = &mut self.log {
+            l.flush()?;
+        }
+        if let Some(ev) = &mut self.events {
+            ev.flush()?;
+        }
+        Ok(())
+    }
+
     /// Writes what is left (the checkpoint of a run of no steps, the
     /// metrics, the plot) and prints the final line.
     fn finish(mut self) -> Result<()> {
@@ -399,9 +444,7 @@ impl Run {
             let (tr, c, data) = (&self.tr, &self.c, &self.data);
             save_checkpoint(p, tr, c, data, &self.st, self.curves.both())?;
         }
-        if let Some(l) = &mut self.log {
-            l.flush()?;
-        }
+        self.flush_logs()?;
         let secs = self.start.elapsed().as_secs_f64();
         let series = self.last_val.as_ref().and_then(|r| r.series);
         if let Some(p) = &self.a.plot {

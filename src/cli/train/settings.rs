@@ -188,6 +188,10 @@ pub struct TrainArgs {
     /// Loss-curve plot (SVG).
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// TensorBoard event files in this directory (created if missing):
+    /// the metrics file's values as scalars, for `tensorboard --logdir`.
+    #[arg(long, value_name = "DIR")]
+    pub tensorboard: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     #[serde(default)]
@@ -254,7 +258,8 @@ impl TrainArgs {
             time,
             metrics,
             checkpoint,
-            plot
+            plot,
+            tensorboard
         );
         self.deterministic_order |= o.deterministic_order;
         self.residual |= o.residual;
@@ -714,7 +719,7 @@ pub(crate) fn best_path(p: &Path) -> PathBuf {
 }
 
 /// Checks every output path of `train` before anything runs (see
-/// [`io::check_output`]). The checkpoint may be the `--resume` file: that
+/// [`io::check_output`] and, for `--tensorboard`, [`io::check_output_dir`]). The checkpoint may be the `--resume` file: that
 /// is how a run continues in place.
 pub(crate) fn check_outputs(a: &TrainArgs) -> Result<()> {
     let mut inputs: Vec<&Path> = [&a.data, &a.config, &a.init]
@@ -735,6 +740,9 @@ pub(crate) fn check_outputs(a: &TrainArgs) -> Result<()> {
             io::check_output(p, flag, &inputs)?;
         }
     }
+    if let Some(d) = &a.tensorboard {
+        io::check_output_dir(d, "--tensorboard")?;
+    }
     // Two outputs at one file would overwrite each other.
     let best = a.checkpoint.as_deref().map(best_path);
     let outputs: Vec<(&str, &Path)> = [
@@ -743,6 +751,7 @@ pub(crate) fn check_outputs(a: &TrainArgs) -> Result<()> {
         ("--metrics", a.metrics.as_deref()),
         ("--plot", a.plot.as_deref()),
         ("--dump-data", a.dump_data.as_deref()),
+        ("--tensorboard", a.tensorboard.as_deref()),
     ]
     .into_iter()
     .filter_map(|(f, p)| p.map(|p| (f, p)))
