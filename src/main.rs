@@ -85,9 +85,8 @@ fn invalid_value(e: &clap::Error) -> Option<String> {
     let Some(ContextValue::Strings(valid)) = e.get(ContextKind::ValidValue) else {
         return Some(format!("{flag} {value}: not a valid value"));
     };
-    let names = match valid.as_slice() {
-        [rest @ .., last] if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-        v => v.join(", "),
-    };
-    Some(format!("{flag} {value}: expected {names}"))
+    Some(format!(
+        "{flag} {value}: expected {}",
+        cli::choice::or_list(valid)
+    ))
 }

@@ -8,11 +8,14 @@ use lstm_wgpu::model::norm::NormKind;
 use lstm_wgpu::train::{WhhInit, WihInit};
 
 /// `a, b or c`.
-fn or_list(names: &[&str]) -> String {
+pub fn or_list<S: AsRef<str>>(names: &[S]) -> String {
     match names {
         [] => String::new(),
-        [one] => one.to_string(),
-        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+        [one] => one.as_ref().to_string(),
+        [rest @ .., last] => {
+            let rest: Vec<&str> = rest.iter().map(AsRef::as_ref).collect();
+            format!("{} or {}", rest.join(", "), last.as_ref())
+        }
     }
 }
 

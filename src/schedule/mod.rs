@@ -1067,42 +1067,31 @@ impl Plan {
             dg: &ws.dg,
             stats: &model.stats,
         };
+        let (fwd, bwd) = (cell_forward(model, ws, l), cell_backward(model, ws, l));
         let mut out = Vec::new();
-        if !backward {
-            let bufs = cell_forward(model, ws, l);
-            for s in 0..seq {
-                if !in_cell {
-                    // Both directions of a step in one dispatch.
-                    out.extend(k.cell()?.forward(ctx, &shapes, s, &bufs)?);
-                    continue;
-                }
-                for (d, sh) in shapes.iter().enumerate() {
-                    let np = norm_cell_params(model, l, d, train);
-                    out.push(match norm {
-                        Norm::RecurrentBatch { .. } => {
-                            k.cell_bn()?.forward(ctx, sh, &np, s, &nbufs)?
-                        }
-                        _ => k.cell_ln()?.forward(ctx, sh, &np, s, &nbufs)?,
-                    });
-                }
-            }
-            return Ok(out);
-        }
-        let bufs = cell_backward(model, ws, l);
-        for s in (0..seq).rev() {
+        for i in 0..seq {
+            let s = if backward { seq - 1 - i } else { i };
             if !in_cell {
-                out.extend(k.cell()?.backward(ctx, &shapes, s, &bufs)?);
+                // Both directions of a step in one dispatch.
+                out.extend(match backward {
+                    false => k.cell()?.forward(ctx, &shapes, s, &fwd)?,
+                    true => k.cell()?.backward(ctx, &shapes, s, &bwd)?,
+                });
                 continue;
             }
             for (d, sh) in shapes.iter().enumerate() {
                 let np = norm_cell_params(model, l, d, train);
-                out.push(match norm {
-                    Norm::RecurrentBatch { .. } => {
-                        k.cell_bn()?.backward(ctx, sh, &np, s, &nbufs)?
-                    }
-                    _ => k.cell_ln()?.backward(ctx, sh, &np, s, &nbufs)?,
+                let bn = matches!(norm, Norm::RecurrentBatch { .. });
+                out.push(match (bn, backward) {
+                    (true, false) => k.cell_bn()?.forward(ctx, sh, &np, s, &nbufs)?,
+                    (true, true) => k.cell_bn()?.backward(ctx, sh, &np, s, &nbufs)?,
+                    (false, false) => k.cell_ln()?.forward(ctx, sh, &np, s, &nbufs)?,
+                    (false, true) => k.cell_ln()?.backward(ctx, sh, &np, s, &nbufs)?,
                 });
             }
+        }
+        if !backward {
+            return Ok(out);
         }
         // The plain kernel's initial-state step serves the normalized cells
         // too: their dr and dc sections sit where it expects dgates and dc.
@@ -1118,7 +1107,7 @@ impl Plan {
                 false => *sh,
             })
             .collect();
-        out.extend(k.cell()?.backward_state(ctx, &state_shapes, &bufs)?);
+        out.extend(k.cell()?.backward_state(ctx, &state_shapes, &bwd)?);
         Ok(out)
     }
 
