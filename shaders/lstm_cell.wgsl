@@ -77,7 +77,7 @@ fn gate(i: u32) -> f32 {
 
 // Offset of the h_prev section.
 fn hp_base() -> u32 {
-    return p.cache_off + p.seq * p.batch * (4u + HP_GAP) * p.h;
+    return p.cache_off + p.seq * p.batch * (CELL_GATES + HP_GAP) * p.h;
 }
 @group(0) @binding(7) var<storage, read_write> state_out: array<f32>;
 
@@ -86,24 +86,18 @@ fn hp_base() -> u32 {
 // h, the cache (activated gates, c, h_prev) and, at the last step, h_n, c_n.
 fn forward_finish(b: u32, j: u32, last: bool, row: u32, a: vec4<f32>, hp_j: f32, c_prev: f32) {
     let hs = p.h;
-    let i = sigmoid(a.x);
-    let f = sigmoid(a.y);
-    let g = tanh_clamped(a.z);
-    let o = sigmoid(a.w);
-    let c = f * c_prev + i * g;
-    let h = o * tanh_clamped(c);
-    out[row * p.out_stride + p.out_col + j] = h;
-    let gb = p.cache_off + row * 4u * hs;
-    cache[gb + j] = GT(i);
-    cache[gb + hs + j] = GT(f);
-    cache[gb + 2u * hs + j] = GT(g);
-    cache[gb + 3u * hs + j] = GT(o);
-    cst[p.c_off + row * hs + j] = c;
+    let st = cell_forward(a, c_prev);
+    out[row * p.out_stride + p.out_col + j] = st.h;
+    let gb = p.cache_off + row * CELL_GATES * hs;
+    for (var q = 0u; q < CELL_GATES; q++) {
+        cache[gb + q * hs + j] = GT(st.act[q]);
+    }
+    cst[p.c_off + row * hs + j] = st.c;
     cache[hp_base() + row * hs + j] = GT(hp_j);
     if last {
         let sb = p.state_off + b * hs + j;
-        state_out[sb] = h;
-        state_out[p.state_stride + sb] = c;
+        state_out[sb] = st.h;
+        state_out[p.state_stride + sb] = st.c;
     }
 }
 
@@ -209,7 +203,7 @@ fn pre_gates(b: u32, j: u32) -> vec4<f32> {
         return vec4<f32>(0.0);
     }
     let hs = p.h;
-    let pb = p.pre_off + (time_of(p.step, lengths[b], p.reverse) * p.batch + b) * 4u * hs + j;
+    let pb = p.pre_off + (time_of(p.step, lengths[b], p.reverse) * p.batch + b) * CELL_GATES * hs + j;
     return vec4<f32>(pre[pb], pre[pb + hs], pre[pb + 2u * hs], pre[pb + 3u * hs]);
 }
 
@@ -294,7 +288,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
     }
     let t = time_of(s, len, p.reverse);
     let row = t * p.batch + b;
-    let pb = p.pre_off + row * 4u * hs;
+    let pb = p.pre_off + row * CELL_GATES * hs;
     var a = vec4<f32>(pre[pb + j], pre[pb + hs + j], pre[pb + 2u * hs + j], pre[pb + 3u * hs + j]);
     let wi = p.whh_off + j * hs;
     let gs = hs * hs;
@@ -354,9 +348,9 @@ fn to_dg(x: f32) -> DGT {
 // flowing from the gates at `row` back into h_{t-1}.
 fn dh_direct(row: u32, j: u32) -> f32 {
     let hs = p.h;
-    let base = p.dg_off + row * 4u * hs;
+    let base = p.dg_off + row * CELL_GATES * hs;
     var acc = 0.0;
-    for (var k = 0u; k < 4u * hs; k++) {
+    for (var k = 0u; k < CELL_GATES * hs; k++) {
         acc += f32(dg[base + k]) * f32(w[p.whh_off + k * hs + j]);
     }
     return acc;
@@ -375,18 +369,18 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
     if s + 1u < len {
         let row1 = time_of(s + 1u, len, p.reverse) * p.batch + b;
         dh_rec = dh_w;
-        dc_rec = dcs[dc_base + row1 * hs + j] * gate(p.cache_off + row1 * 4u * hs + hs + j);
+        dc_rec = dcs[dc_base + row1 * hs + j] * gate(p.cache_off + row1 * CELL_GATES * hs + LSTM_F * hs + j);
     } else {
         let sb = p.state_off + b * hs + j;
         dh_rec = gstate_in[sb];
         dc_rec = gstate_in[p.state_stride + sb];
     }
     let dh = dy[row * p.out_stride + p.out_col + j] + dh_rec;
-    let gb = p.cache_off + row * 4u * hs;
-    let i = gate(gb + j);
-    let f = gate(gb + hs + j);
-    let g = gate(gb + 2u * hs + j);
-    let o = gate(gb + 3u * hs + j);
+    let gb = p.cache_off + row * CELL_GATES * hs;
+    var act: Gates;
+    for (var q = 0u; q < CELL_GATES; q++) {
+        act[q] = gate(gb + q * hs + j);
+    }
     let tc = tanh_clamped(cst[c_base + row * hs + j]);
     var c_prev: f32;
     if s == 0u {
@@ -395,14 +389,12 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
         let rowp = time_of(s - 1u, len, p.reverse) * p.batch + b;
         c_prev = cst[c_base + rowp * hs + j];
     }
-    let dc = dh * o * (1.0 - tc * tc) + dc_rec;
-    let d_o = dh * tc;
-    let db = p.dg_off + row * 4u * hs;
-    dg[db + j] = to_dg(dc * g * i * (1.0 - i));
-    dg[db + hs + j] = to_dg(dc * c_prev * f * (1.0 - f));
-    dg[db + 2u * hs + j] = to_dg(dc * i * (1.0 - g * g));
-    dg[db + 3u * hs + j] = to_dg(d_o * o * (1.0 - o));
-    dcs[dc_base + row * hs + j] = dc;
+    let gr = cell_backward(act, tc, c_prev, dh, dc_rec);
+    let db = p.dg_off + row * CELL_GATES * hs;
+    for (var q = 0u; q < CELL_GATES; q++) {
+        dg[db + q * hs + j] = to_dg(gr.da[q]);
+    }
+    dcs[dc_base + row * hs + j] = gr.dc;
 }
 
 // vec4 view of the gate gradients, bound only by the direct backward.
@@ -508,7 +500,7 @@ fn dg_src4(b: u32, state: bool) -> u32 {
     } else {
         return 0u;
     }
-    return (p.dg_off + (t * p.batch + b) * 4u * p.h) / 4u;
+    return (p.dg_off + (t * p.batch + b) * CELL_GATES * p.h) / 4u;
 }
 
 // One backward step s (called for s = T-1 down to 0). Each invocation owns
@@ -551,7 +543,7 @@ fn write_state_grads(b: u32, j: u32, row: u32, dh: f32) {
     let sb = p.state_off + b * hs + j;
     gstate_out[sb] = dh;
     gstate_out[p.state_stride + sb] =
-        dcs[p.dc_off + row * hs + j] * gate(p.cache_off + row * 4u * hs + hs + j);
+        dcs[p.dc_off + row * hs + j] * gate(p.cache_off + row * CELL_GATES * hs + LSTM_F * hs + j);
 }
 
 // backward_state for units j0 .. j0 + 7 of RB rows, with dh_wide.
@@ -772,7 +764,7 @@ fn forward_tiled(@builtin(local_invocation_index) li: u32,
     let s = p.step;
     let t = time_of(s, len, p.reverse);
     let row = t * p.batch + b;
-    let pb = p.pre_off + row * 4u * hs;
+    let pb = p.pre_off + row * CELL_GATES * hs;
     ai += pre[pb + j];
     af += pre[pb + hs + j];
     ag += pre[pb + 2u * hs + j];
@@ -798,7 +790,7 @@ fn forward_tiled(@builtin(local_invocation_index) li: u32,
 // gradient flowing from the gates back into h_{t-1}. Called by every
 // invocation of the workgroup (it has barriers).
 fn dh_tiled(li: u32, j0: u32) -> f32 {
-    let k4 = 4u * pp[0].h;
+    let k4 = CELL_GATES * pp[0].h;
     let q = li / TT;
     let lt = li % TT;
     let bl = lt / TU;
@@ -828,7 +820,7 @@ fn dh_tiled(li: u32, j0: u32) -> f32 {
 // columns from j0); unconditional loads as above.
 fn bwd_load(lt: u32, j0: u32, k0: u32) {
     let hs = p.h;
-    let k4 = 4u * hs;
+    let k4 = CELL_GATES * hs;
     for (var r = 0u; r < NA; r++) {
         let e = lt + TT * r;
         let row = e / KC;
@@ -875,7 +867,7 @@ fn backward_tiled(@builtin(local_invocation_index) li: u32,
             let len = lengths[bb];
             if s + 1u < len {
                 kind = 1u;
-                off = p.dg_off + (time_of(s + 1u, len, p.reverse) * p.batch + bb) * 4u * hs;
+                off = p.dg_off + (time_of(s + 1u, len, p.reverse) * p.batch + bb) * CELL_GATES * hs;
             }
         }
         sh_src[li] = off;
@@ -909,7 +901,7 @@ fn backward_state_tiled(@builtin(local_invocation_index) li: u32,
         var off = 0u;
         if bb < p.batch {
             kind = 1u;
-            off = p.dg_off + time_of(0u, lengths[bb], p.reverse) * p.batch * 4u * hs + bb * 4u * hs;
+            off = p.dg_off + (time_of(0u, lengths[bb], p.reverse) * p.batch + bb) * CELL_GATES * hs;
         }
         sh_src[li] = off;
         sh_kind[li] = kind;

@@ -187,10 +187,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
             cache[sec_xi() + row * h4 + kk[q]] = xi[q];
         }
         let a = gh * xh + gx * xi + bias;
-        let i = sigmoid_acc(a.x);
-        let f = sigmoid_acc(a.y);
-        let g = tanh_acc(a.z);
-        let o = sigmoid_acc(a.w);
+        let act = lstm_act_acc(a);
         var c_prev: f32;
         var hp: f32;
         let sb = p.state_off + b * hs;
@@ -202,12 +199,11 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
             c_prev = cache[sec_c() + (tp * p.batch + b) * hs + j];
             hp = out[(tp * p.batch + b) * p.out_stride + p.out_col + j];
         }
-        let c = f * c_prev + i * g;
+        let c = lstm_c(act, c_prev);
         let gb = p.cache_off + row * h4;
-        cache[gb + kk.x] = i;
-        cache[gb + kk.y] = f;
-        cache[gb + kk.z] = g;
-        cache[gb + kk.w] = o;
+        for (var q = 0u; q < CELL_GATES; q++) {
+            cache[gb + kk[q]] = act[q];
+        }
         cache[sec_c() + row * hs + j] = c;
         cache[sec_hp() + row * hs + j] = hp;
         sc.x += c;
@@ -295,10 +291,10 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         let o = cache[p.cache_off + row * h4 + 3u * hs + j];
         let xc = cache[sec_xc() + row * hs + j];
         let th = tanh_acc(gc * xc + bc);
-        let dhc = dh * o * (1.0 - th * th);
+        let dhc = lstm_dtanh(dh, o, th);
         dg[g_dhc() + row * hs + j] = dhc;
         dg[g_dc() + row * hs + j] = rec.y;
-        dg[p.dg_off + row * h4 + kk.w] = dh * th * o * (1.0 - o);
+        dg[p.dg_off + row * h4 + kk.w] = lstm_d_o(o, dh * th);
         acc += vec4<f32>(dhc, dhc * xc, 0.0, 0.0);
     }
     var mc = vec4<f32>(0.0);
@@ -320,13 +316,9 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         let dc = gc * rs_c * (dhc - mc.x - xc * mc.y) + dg[g_dc() + row * hs + j];
         dg[g_dc() + row * hs + j] = dc;
         let gb = p.cache_off + row * h4;
-        let i = cache[gb + kk.x];
-        let f = cache[gb + kk.y];
-        let g = cache[gb + kk.z];
-        let c_prev = prev_c(b, j, s, len);
+        let act = vec4<f32>(cache[gb + kk.x], cache[gb + kk.y], cache[gb + kk.z], 0.0);
         let db = p.dg_off + row * h4;
-        let da = vec4<f32>(dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
-                           dc * i * (1.0 - g * g), dg[db + kk.w]);
+        let da = vec4<f32>(lstm_d_ifg(act, dc, prev_c(b, j, s, len)), dg[db + kk.w]);
         dg[db + kk.x] = da.x;
         dg[db + kk.y] = da.y;
         dg[db + kk.z] = da.z;

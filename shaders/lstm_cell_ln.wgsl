@@ -76,10 +76,11 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
     var csum = vec4<f32>(0.0);
     let gb = p.cache_off + row * h4;
     for (var j = lid; j < hs; j += WG) {
-        let i = sigmoid(cache[gb + j]);
-        let f = sigmoid(cache[gb + hs + j]);
-        let g = tanh_clamped(cache[gb + 2u * hs + j]);
-        let o = sigmoid(cache[gb + 3u * hs + j]);
+        var a: Gates;
+        for (var q = 0u; q < CELL_GATES; q++) {
+            a[q] = cache[gb + q * hs + j];
+        }
+        let act = lstm_act(a);
         var c_prev: f32;
         var hp: f32;
         if s == 0u {
@@ -89,11 +90,10 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
             c_prev = cache[sec_c() + (tp * p.batch + b) * hs + j];
             hp = out[ob + j];
         }
-        let c = f * c_prev + i * g;
-        cache[gb + j] = i;
-        cache[gb + hs + j] = f;
-        cache[gb + 2u * hs + j] = g;
-        cache[gb + 3u * hs + j] = o;
+        let c = lstm_c(act, c_prev);
+        for (var q = 0u; q < CELL_GATES; q++) {
+            cache[gb + q * hs + j] = act[q];
+        }
         cache[sec_c() + row * hs + j] = c;
         cache[sec_hp() + row * hs + j] = hp;
         csum.x += c;
@@ -149,10 +149,10 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         let xc = cache[sec_xc() + row * hs + j];
         let wc = w[p.nw_c + j];
         let th = tanh_clamped(xc * wc + w[p.nb_c + j]);
-        let dhc = dh * o * (1.0 - th * th);
+        let dhc = lstm_dtanh(dh, o, th);
         dg[g_dhc() + row * hs + j] = dhc;
         dg[g_dc() + row * hs + j] = rec.y;
-        dg[p.dg_off + row * h4 + 3u * hs + j] = dh * th * o * (1.0 - o);
+        dg[p.dg_off + row * h4 + 3u * hs + j] = lstm_d_o(o, dh * th);
         acc += vec4<f32>(dhc * wc, dhc * wc * xc, 0.0, 0.0);
     }
     let m = wg_sum(lid, acc) / f32(hs);
@@ -162,14 +162,12 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         let dhc = dg[g_dhc() + row * hs + j];
         let dc = crs * (dhc * w[p.nw_c + j] - m.x - xc * m.y) + dg[g_dc() + row * hs + j];
         dg[g_dc() + row * hs + j] = dc;
-        let i = cache[gb + j];
-        let f = cache[gb + hs + j];
-        let g = cache[gb + 2u * hs + j];
-        let c_prev = prev_c(b, j, s, len);
+        let act = vec4<f32>(cache[gb + j], cache[gb + hs + j], cache[gb + 2u * hs + j], 0.0);
+        let d = lstm_d_ifg(act, dc, prev_c(b, j, s, len));
         let db = p.dg_off + row * h4;
-        dg[db + j] = dc * g * i * (1.0 - i);
-        dg[db + hs + j] = dc * c_prev * f * (1.0 - f);
-        dg[db + 2u * hs + j] = dc * i * (1.0 - g * g);
+        for (var q = 0u; q < 3u; q++) {
+            dg[db + q * hs + j] = d[q];
+        }
     }
     storageBarrier();
     workgroupBarrier();

@@ -88,7 +88,7 @@ fn w4(whh: u32, r: u32, k: u32) -> vec4<f32> {
 }
 
 fn load_w_shared(whh: u32, lid: u32) {
-    for (var q = lid; q < 4u * H * HP4; q += WG) {
+    for (var q = lid; q < CELL_GATES * H * HP4; q += WG) {
         let r = q / HP4;
         w_sh[q] = w4(whh, r, (q % HP4) * 4u);
     }
@@ -104,7 +104,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
         load_w_shared(dr.whh_off, lid);
     }
     let bsz = p.batch;
-    let gates_len = p.seq * bsz * 4u * H;
+    let gates_len = p.seq * bsz * CELL_GATES * H;
     let c_base = dr.cache_off + gates_len;
     let hp_base = c_base + p.seq * bsz * H;
     let s_end = min(p.s_end, len);
@@ -147,7 +147,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
             if j >= H {
                 break;
             }
-            let pb = dr.pre_off + row * 4u * H;
+            let pb = dr.pre_off + row * CELL_GATES * H;
             var ai = pre[pb + j];
             var af = pre[pb + H + j];
             var ag = pre[pb + 2u * H + j];
@@ -183,26 +183,20 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
                     ao += w[wo + k] * hv;
                 }
             }
-            let i = sigmoid(ai);
-            let f = sigmoid(af);
-            let g = tanh_clamped(ag);
-            let o = sigmoid(ao);
-            let c = f * c_sh[j] + i * g;
-            let h = o * tanh_clamped(c);
-            c_sh[j] = c;
-            h_sh[hn + j] = h;
-            out[row * p.out_stride + dr.out_col + j] = h;
-            let gb = dr.cache_off + row * 4u * H;
-            cache[gb + j] = i;
-            cache[gb + H + j] = f;
-            cache[gb + 2u * H + j] = g;
-            cache[gb + 3u * H + j] = o;
-            cache[c_base + row * H + j] = c;
+            let st = cell_forward(vec4<f32>(ai, af, ag, ao), c_sh[j]);
+            c_sh[j] = st.c;
+            h_sh[hn + j] = st.h;
+            out[row * p.out_stride + dr.out_col + j] = st.h;
+            let gb = dr.cache_off + row * CELL_GATES * H;
+            for (var q = 0u; q < CELL_GATES; q++) {
+                cache[gb + q * H + j] = st.act[q];
+            }
+            cache[c_base + row * H + j] = st.c;
             cache[hp_base + row * H + j] = h_sh[hb + j];
             if s + 1u == len {
                 let sb = dr.state_off + b * H + j;
-                state_out[sb] = h;
-                state_out[p.state_stride + sb] = c;
+                state_out[sb] = st.h;
+                state_out[p.state_stride + sb] = st.c;
             }
         }
         cur = 1u - cur;
@@ -264,7 +258,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         load_w_shared(dr.whh_off, lid);
     }
     let bsz = p.batch;
-    let gates_len = p.seq * bsz * 4u * H;
+    let gates_len = p.seq * bsz * CELL_GATES * H;
     let c_base = dr.cache_off + gates_len;
     let dc_base = dr.dg_off + gates_len;
     let top = min(p.s_end, len);
@@ -273,13 +267,13 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
             // Step `top` ran in the previous chunk: rebuild its recurrent
             // gradients from the dgates and dc it wrote.
             let row1 = time_of(top, len, dr.reverse) * bsz + b;
-            for (var r = lid; r < 4u * H; r += WG) {
-                dg_sh[r] = dg[dr.dg_off + row1 * 4u * H + r];
+            for (var r = lid; r < CELL_GATES * H; r += WG) {
+                dg_sh[r] = dg[dr.dg_off + row1 * CELL_GATES * H + r];
             }
             for (var u = 0u; u < UNITS; u++) {
                 let j = lid + u * WG;
                 if j < H {
-                    dcr_sh[j] = dg[dc_base + row1 * H + j] * cache[dr.cache_off + row1 * 4u * H + H + j];
+                    dcr_sh[j] = dg[dc_base + row1 * H + j] * cache[dr.cache_off + row1 * CELL_GATES * H + LSTM_F * H + j];
                 }
             }
             workgroupBarrier();
@@ -301,18 +295,18 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         workgroupBarrier();
         let t = time_of(s, len, dr.reverse);
         let row = t * bsz + b;
-        let gb = dr.cache_off + row * 4u * H;
-        let db = dr.dg_off + row * 4u * H;
+        let gb = dr.cache_off + row * CELL_GATES * H;
+        let db = dr.dg_off + row * CELL_GATES * H;
         for (var u = 0u; u < UNITS; u++) {
             let j = lid + u * WG;
             if j >= H {
                 break;
             }
             let dh = dy[row * p.out_stride + dr.out_col + j] + dhr_sh[j];
-            let i = cache[gb + j];
-            let f = cache[gb + H + j];
-            let g = cache[gb + 2u * H + j];
-            let o = cache[gb + 3u * H + j];
+            var act: Gates;
+            for (var q = 0u; q < CELL_GATES; q++) {
+                act[q] = cache[gb + q * H + j];
+            }
             let tc = tanh_clamped(cache[c_base + row * H + j]);
             var c_prev: f32;
             if s == 0u {
@@ -321,22 +315,13 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
                 let rowp = time_of(s - 1u, len, dr.reverse) * bsz + b;
                 c_prev = cache[c_base + rowp * H + j];
             }
-            let dc = dh * o * (1.0 - tc * tc) + dcr_sh[j];
-            let d_o = dh * tc;
-            let gi = dc * g * i * (1.0 - i);
-            let gf = dc * c_prev * f * (1.0 - f);
-            let gg = dc * i * (1.0 - g * g);
-            let go = d_o * o * (1.0 - o);
-            dg[db + j] = gi;
-            dg[db + H + j] = gf;
-            dg[db + 2u * H + j] = gg;
-            dg[db + 3u * H + j] = go;
-            dg[dc_base + row * H + j] = dc;
-            dg_sh[j] = gi;
-            dg_sh[H + j] = gf;
-            dg_sh[2u * H + j] = gg;
-            dg_sh[3u * H + j] = go;
-            dcr_sh[j] = dc * f;
+            let gr = cell_backward(act, tc, c_prev, dh, dcr_sh[j]);
+            for (var q = 0u; q < CELL_GATES; q++) {
+                dg[db + q * H + j] = gr.da[q];
+                dg_sh[q * H + j] = gr.da[q];
+            }
+            dg[dc_base + row * H + j] = gr.dc;
+            dcr_sh[j] = gr.dc * act[LSTM_F];
         }
         // dg_sh is complete.
         workgroupBarrier();

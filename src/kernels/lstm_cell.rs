@@ -7,7 +7,7 @@ use super::wgsl::{shader, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "lstm_cell.wgsl");
+pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "cells/lstm.wgsl", "lstm_cell.wgsl");
 /// Storage bindings of the forward entry points (the buffers of
 /// [`CellForward::buffers`]); the persistent kernel shares them.
 pub const FWD_BINDINGS: [(u32, Binding); 7] = [

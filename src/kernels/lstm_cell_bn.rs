@@ -12,6 +12,7 @@ use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
 pub(crate) const SRC: &str = shader!(
     "common/prelude.wgsl",
+    "cells/lstm.wgsl",
     "common/cell_bindings.wgsl",
     "common/norm_cell.wgsl",
     "lstm_cell_bn.wgsl"

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 pub(crate) const SRC: &str = shader!(
     "common/prelude.wgsl",
+    "cells/lstm.wgsl",
     "common/cell_bindings.wgsl",
     "lstm_persistent.wgsl"
 );

@@ -1,0 +1,81 @@
+// The LSTM cell: its pointwise forward and backward, in PyTorch's gate
+// order i, f, g, o. Joined after the prelude by the wrapper of every kernel
+// that runs an LSTM step (lstm_cell, lstm_persistent, lstm_cell_ln,
+// lstm_cell_bn; f32 and f16-mixed), which own the recurrent product, the
+// storage and the schedule. Pure functions of one hidden unit; the
+// expressions are the kernels' former ones, operation for operation, so
+// every path computes what it computed before, bit for bit.
+//
+// What a cell file declares (docs/architecture.md, "Cells"):
+//   CELL_GATES        gate rows per hidden unit in W_ih, W_hh and the biases
+//   Gates             one unit's gate values, a vector of CELL_GATES
+//   cell_acc(pre)     what a unit's recurrent product W_hh h is summed onto,
+//                     given its input part (W_ih x and the biases). The LSTM
+//                     sums straight onto it: one sum, the order of cuDNN and
+//                     of the engine so far. A cell that needs the recurrent
+//                     part alone (the GRU's n gate) starts that component
+//                     elsewhere and reads the input part in its forward.
+//   cell_forward, cell_backward and the state they carry (below).
+
+const CELL_GATES: u32 = 4u;
+alias Gates = vec4<f32>;
+
+fn cell_acc(pre: Gates) -> Gates {
+    return pre;
+}
+
+// Activated gates (i, f, g, o) of pre-activations a.
+fn lstm_act(a: Gates) -> Gates {
+    return vec4<f32>(sigmoid(a.x), sigmoid(a.y), tanh_clamped(a.z), sigmoid(a.w));
+}
+
+// The same with the prelude's accurate functions (the recurrent BatchNorm
+// cell: see `exp_acc`).
+fn lstm_act_acc(a: Gates) -> Gates {
+    return vec4<f32>(sigmoid_acc(a.x), sigmoid_acc(a.y), tanh_acc(a.z), sigmoid_acc(a.w));
+}
+
+// c_t = f * c_{t-1} + i * g.
+fn lstm_c(act: Gates, c_prev: f32) -> f32 {
+    return act.y * c_prev + act.x * act.z;
+}
+
+// One step forward: activated gates (what backward needs cached), c_t and
+// h_t = o * tanh(c_t).
+struct CellStep { act: Gates, c: f32, h: f32 }
+
+fn cell_forward(a: Gates, c_prev: f32) -> CellStep {
+    let act = lstm_act(a);
+    let c = lstm_c(act, c_prev);
+    return CellStep(act, c, act.w * tanh_clamped(c));
+}
+
+// Gradient of tc's argument through h_t = o * tanh(..): of c_t, or of the
+// normalized c_t in the norm cells (tc: the tanh).
+fn lstm_dtanh(dh: f32, o: f32, tc: f32) -> f32 {
+    return dh * o * (1.0 - tc * tc);
+}
+
+// Gradients of the pre-activations of i, f and g, given dc (of c_t).
+fn lstm_d_ifg(act: Gates, dc: f32, c_prev: f32) -> vec3<f32> {
+    return vec3<f32>(dc * act.z * act.x * (1.0 - act.x), dc * c_prev * act.y * (1.0 - act.y),
+                     dc * act.x * (1.0 - act.z * act.z));
+}
+
+// Gradient of o's pre-activation, given d_o = dh * tanh(c_t).
+fn lstm_d_o(o: f32, d_o: f32) -> f32 {
+    return d_o * o * (1.0 - o);
+}
+
+// One step backward from the cached gates, tc = tanh(c_t) and c_{t-1},
+// given dh (of h_t) and dc_rec (of c_t, from step t + 1): the
+// pre-activation gradients and dc (of c_t; dc_{t-1} = dc * f).
+struct CellGrads { da: Gates, dc: f32 }
+
+// The gate whose activation carries c's gradient back a step.
+const LSTM_F: u32 = 1u;
+
+fn cell_backward(act: Gates, tc: f32, c_prev: f32, dh: f32, dc_rec: f32) -> CellGrads {
+    let dc = lstm_dtanh(dh, act.w, tc) + dc_rec;
+    return CellGrads(vec4<f32>(lstm_d_ifg(act, dc, c_prev), lstm_d_o(act.w, dh * tc)), dc);
+}
