@@ -19,9 +19,9 @@ const MOMENTUM: f32 = 0.1;
 // The gates use the prelude's accurate sigmoid_acc and tanh_acc: see there
 // why the built-ins are not enough here.
 
-fn st_ih() -> u32 { return p.cache_off + tb() * (15u * p.h + 4u); }
-fn st_hh() -> u32 { return st_ih() + p.seq * 4u * p.h; }
-fn st_c() -> u32 { return st_hh() + p.seq * 4u * p.h; }
+fn st_ih() -> u32 { return p.cache_off + tb() * ((3u * G + 3u) * p.h + 4u); }
+fn st_hh() -> u32 { return st_ih() + p.seq * G * p.h; }
+fn st_c() -> u32 { return st_hh() + p.seq * G * p.h; }
 
 fn gate_idx(j: u32) -> vec4<u32> {
     return vec4<u32>(j, p.h + j, 2u * p.h + j, 3u * p.h + j);
@@ -55,7 +55,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     let hs = p.h;
-    let h4 = 4u * hs;
+    let h4 = G * hs;
     let s = p.step;
     let n = active_count(s);
     if n == 0u {
@@ -269,7 +269,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     let hs = p.h;
-    let h4 = 4u * hs;
+    let h4 = G * hs;
     let s = p.step;
     let n = active_count(s);
     if n == 0u {

@@ -7,7 +7,7 @@
 // Cache block (after the sections of common/norm_cell.wgsl): rstd [T*B, 4]
 // (ih, hh, c, -).
 
-fn sec_rs() -> u32 { return p.cache_off + tb() * 15u * p.h; }
+fn sec_rs() -> u32 { return p.cache_off + tb() * (3u * G + 3u) * p.h; }
 
 @compute @workgroup_size(64)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>,
@@ -23,7 +23,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     let hs = p.h;
-    let h4 = 4u * hs;
+    let h4 = G * hs;
     let t = time_of(s, len, p.reverse);
     let row = t * p.batch + b;
     let tp = prev_time(t, p.reverse);
@@ -136,7 +136,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     let hs = p.h;
-    let h4 = 4u * hs;
+    let h4 = G * hs;
     let t = time_of(s, len, p.reverse);
     let row = t * p.batch + b;
     let gb = p.cache_off + row * h4;

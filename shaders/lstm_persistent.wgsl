@@ -34,12 +34,12 @@ override UNITS: u32 = 1u;
 // H rounded up to a multiple of 4, and its quarter.
 override HP: u32 = 4u;
 override HP4: u32 = 1u;
-// 2*HP (the ping-pong h buffer) and 4H (the dgates of one step).
+// 2*HP (the ping-pong h buffer) and G*H (the dgates of one step).
 override H2: u32 = 8u;
-override G4: u32 = 4u;
-// W_hh copied into workgroup memory as [4H][HP4] vec4 rows (zero padded).
+override GH: u32 = 4u;
+// W_hh copied into workgroup memory as [G*H][HP4] vec4 rows (zero padded).
 override W_SHARED: bool = false;
-// vec4 slots of that copy: 4H*HP4 when W_SHARED, else 1.
+// vec4 slots of that copy: G*H*HP4 when W_SHARED, else 1.
 override W_LEN: u32 = 1u;
 
 struct Dir {
@@ -64,7 +64,7 @@ var<workgroup> h_sh: array<f32, H2>;
 var<workgroup> c_sh: array<f32, HP>;
 // Backward: dgates of the current step, and the recurrent gradients
 // flowing into the step being processed.
-var<workgroup> dg_sh: array<f32, G4>;
+var<workgroup> dg_sh: array<f32, GH>;
 var<workgroup> dhr_sh: array<f32, HP>;
 var<workgroup> dcr_sh: array<f32, HP>;
 

@@ -435,3 +435,32 @@ fn sources_are_specialised_by_name() {
         }
     }
 }
+
+/// The gate count a cell file declares is the one the host lays buffers
+/// out with (`kernels::cell`), in every family that joins the file.
+#[test]
+fn cell_files_declare_the_host_gate_count() {
+    use lstm_wgpu::kernels::cell::Cell;
+    let lstm = [
+        "lstm_cell.wgsl",
+        "lstm_cell_bn.wgsl",
+        "lstm_cell_ln.wgsl",
+        "lstm_persistent.wgsl",
+    ];
+    for (name, src) in families()
+        .into_iter()
+        .filter(|(n, _)| lstm.contains(&n.as_str()))
+    {
+        let module = check(&name, &src).unwrap_or_else(|e| panic!("{e}"));
+        let (_, c) = module
+            .constants
+            .iter()
+            .find(|(_, c)| c.name.as_deref() == Some("CELL_GATES"))
+            .unwrap_or_else(|| panic!("{name}: no CELL_GATES (is cells/lstm.wgsl joined?)"));
+        let gates = match module.global_expressions[c.init] {
+            naga::Expression::Literal(naga::Literal::U32(v)) => v as usize,
+            ref e => panic!("{name}: CELL_GATES is {e:?}"),
+        };
+        assert_eq!(gates, Cell::Lstm.gates(), "{name}");
+    }
+}

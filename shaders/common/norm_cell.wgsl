@@ -5,9 +5,9 @@
 // workgroup sums.
 //
 // Cache block of one (layer, direction), sections of [T*B, width]:
-//   gates 4H (activated) | c H | h_prev H | xhat_ih 4H | xhat_hh 4H | xhat_c H
+//   gates GH (activated) | c H | h_prev H | xhat_ih GH | xhat_hh GH | xhat_c H
 // then each cell's own statistics.
-// Gradient block of one direction: da 4H | dp 4H | dr 4H | dc H | dhc H
+// Gradient block of one direction: da GH | dp GH | dr GH | dc H | dhc H
 // (da: pre-activation gates; dp, dr: gradients of W_ih x and W_hh h).
 
 struct Params {
@@ -28,22 +28,24 @@ const WG: u32 = 64u;
 const EPS: f32 = 1e-5;
 
 fn tb() -> u32 { return p.seq * p.batch; }
-fn sec_c() -> u32 { return p.cache_off + tb() * 4u * p.h; }
-fn sec_hp() -> u32 { return p.cache_off + tb() * 5u * p.h; }
-fn sec_xi() -> u32 { return p.cache_off + tb() * 6u * p.h; }
-fn sec_xh() -> u32 { return p.cache_off + tb() * 10u * p.h; }
-fn sec_xc() -> u32 { return p.cache_off + tb() * 14u * p.h; }
-fn g_dp() -> u32 { return p.dg_off + tb() * 4u * p.h; }
-fn g_dr() -> u32 { return p.dg_off + tb() * 8u * p.h; }
-fn g_dc() -> u32 { return p.dg_off + tb() * 12u * p.h; }
-fn g_dhc() -> u32 { return p.dg_off + tb() * 13u * p.h; }
+// Section starts, in T*B*H (src/kernels/lstm_cell_ln.rs mirrors them).
+const G: u32 = CELL_GATES;
+fn sec_c() -> u32 { return p.cache_off + tb() * G * p.h; }
+fn sec_hp() -> u32 { return p.cache_off + tb() * (G + 1u) * p.h; }
+fn sec_xi() -> u32 { return p.cache_off + tb() * (G + 2u) * p.h; }
+fn sec_xh() -> u32 { return p.cache_off + tb() * (2u * G + 2u) * p.h; }
+fn sec_xc() -> u32 { return p.cache_off + tb() * (3u * G + 2u) * p.h; }
+fn g_dp() -> u32 { return p.dg_off + tb() * G * p.h; }
+fn g_dr() -> u32 { return p.dg_off + tb() * 2u * G * p.h; }
+fn g_dc() -> u32 { return p.dg_off + tb() * 3u * G * p.h; }
+fn g_dhc() -> u32 { return p.dg_off + tb() * (3u * G + 1u) * p.h; }
 
 // The gradients (dh, dc) flowing into step s (< len) of sequence b, unit
 // j: from step s + 1 (dr of its gates through W_hh, and dc * f), or grad
 // h_n and grad c_n at the sequence's last step.
 fn recurrent_grads(b: u32, j: u32, s: u32, len: u32) -> vec2<f32> {
     let hs = p.h;
-    let h4 = 4u * hs;
+    let h4 = G * hs;
     if s + 1u < len {
         let row1 = time_of(s + 1u, len, p.reverse) * p.batch + b;
         var a = 0.0;

@@ -2,6 +2,7 @@
 //! workgroup per sequence. Also defines the parameter block shared with the
 //! recurrent BatchNorm cell (`lstm_cell_bn`), whose layouts are the same.
 
+use super::cell::Cell;
 use super::lstm_cell::CellShape;
 use super::u32_of;
 use super::wgsl::{shader, wgsl_struct};
@@ -35,39 +36,32 @@ pub struct NormCellParams {
     pub running: [(usize, usize); 3],
 }
 
-/// Elements of one (layer, direction) cache block of a normalized cell.
+/// The LSTM's gate count, in which the norm cells' sections are counted
+/// (`common/norm_cell.wgsl` mirrors them).
+const G: usize = Cell::Lstm.gates();
+
+/// Elements of one (layer, direction) cache block of a normalized cell:
+/// the sections of [`cache_sections`], 4 words of row statistics per row,
+/// and per step the recurrent BatchNorm's statistics (ih GH, hh GH, c H).
 pub fn cache_block(hidden: usize, seq: usize, batch: usize) -> usize {
-    seq * batch * (15 * hidden + 4) + seq * 9 * hidden
+    seq * batch * ((3 * G + 3) * hidden + 4) + seq * (2 * G + 1) * hidden
 }
 
 /// Elements of one direction's gradient block of a normalized cell.
 pub fn dg_block(hidden: usize, seq: usize, batch: usize) -> usize {
-    seq * batch * 14 * hidden
+    seq * batch * (3 * G + 2) * hidden
 }
 
 /// Offsets (relative to the gradient block) of da, dp, dr, dc, dhc.
 pub fn dg_sections(hidden: usize, seq: usize, batch: usize) -> [usize; 5] {
-    let tb = seq * batch;
-    [
-        0,
-        tb * 4 * hidden,
-        tb * 8 * hidden,
-        tb * 12 * hidden,
-        tb * 13 * hidden,
-    ]
+    let tbh = seq * batch * hidden;
+    [0, G, 2 * G, 3 * G, 3 * G + 1].map(|s| s * tbh)
 }
 
 /// Offsets (relative to the cache block) of gates, c, h_prev, x̂_ih, x̂_hh, x̂_c.
 pub fn cache_sections(hidden: usize, seq: usize, batch: usize) -> [usize; 6] {
-    let tb = seq * batch;
-    [
-        0,
-        tb * 4 * hidden,
-        tb * 5 * hidden,
-        tb * 6 * hidden,
-        tb * 10 * hidden,
-        tb * 14 * hidden,
-    ]
+    let tbh = seq * batch * hidden;
+    [0, G, G + 1, G + 2, 2 * G + 2, 3 * G + 2].map(|s| s * tbh)
 }
 
 wgsl_struct! {

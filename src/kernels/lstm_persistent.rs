@@ -16,6 +16,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// The LSTM's gate count.
+const G: usize = super::cell::Cell::Lstm.gates();
+
 pub(crate) const SRC: &str = shader!(
     "common/prelude.wgsl",
     "cells/lstm.wgsl",
@@ -87,12 +90,12 @@ impl Spec {
     fn base_bytes(h: usize) -> usize {
         let hp = h.next_multiple_of(4);
         let fwd = 3 * hp + 1;
-        let bwd = 4 * h + 2 * hp + 1;
+        let bwd = G * h + 2 * hp + 1;
         4 * fwd.max(bwd)
     }
 
     fn w_bytes(h: usize) -> usize {
-        4 * 4 * h * h.next_multiple_of(4)
+        4 * G * h * h.next_multiple_of(4)
     }
 
     /// Upper bounds on the loop iterations of one invocation (each loop
@@ -103,7 +106,7 @@ impl Spec {
         let hp4 = self.hp() / 4;
         let lp = |n: usize| n + 2;
         let w_load = if self.w_shared {
-            lp((4 * h * hp4).div_ceil(wg))
+            lp((G * h * hp4).div_ceil(wg))
         } else {
             0
         };
@@ -115,7 +118,7 @@ impl Spec {
         let fwd_setup = w_load + lp(self.hp().div_ceil(wg)) + lp(units);
         let fwd_step = 1 + lp(units) + units * dot;
         let matvec = lp(hp4.div_ceil(wg)) + hp4.div_ceil(wg) * lp(h);
-        let bwd_setup = w_load + lp((4 * h).div_ceil(wg)) + 2 * lp(units) + matvec;
+        let bwd_setup = w_load + lp((G * h).div_ceil(wg)) + 2 * lp(units) + matvec;
         let bwd_step = 1 + lp(units) + matvec;
         ([fwd_setup, fwd_step, 0], [bwd_setup, bwd_step, lp(units)])
     }
@@ -129,12 +132,12 @@ impl Spec {
             ("HP", hp as f64),
             ("HP4", (hp / 4) as f64),
             ("H2", (2 * hp) as f64),
-            ("G4", (4 * h) as f64),
+            ("GH", (G * h) as f64),
             ("W_SHARED", f64::from(u8::from(self.w_shared))),
             (
                 "W_LEN",
                 if self.w_shared {
-                    (4 * h * hp / 4) as f64
+                    (G * h * hp / 4) as f64
                 } else {
                     1.0
                 },

@@ -4,6 +4,7 @@
 
 pub mod batch_norm;
 pub mod cast;
+pub mod cell;
 pub mod clip;
 pub mod elementwise;
 pub mod embedding;

@@ -2,6 +2,7 @@
 //! the naming of its directions: the leaf the rest of `model` builds on.
 
 use crate::error::{Error, Result};
+use crate::kernels::cell::Cell;
 use std::collections::BTreeMap;
 
 /// Shape of a stacked LSTM, with `nn.LSTM`'s meaning of each field.
@@ -48,8 +49,14 @@ impl LstmConfig {
         Ok(())
     }
 
+    /// The recurrent cell (the LSTM's, for now the only one).
+    pub fn cell(&self) -> Cell {
+        Cell::Lstm
+    }
+
     /// Parameter names and shapes in `nn.LSTM.state_dict()` order.
     pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let gh = self.cell().gates() * self.hidden_size;
         let h = self.hidden_size;
         let mut v = Vec::new();
         for l in 0..self.num_layers {
@@ -57,12 +64,12 @@ impl LstmConfig {
                 let sfx = if d == 1 { "_reverse" } else { "" };
                 v.push((
                     format!("weight_ih_l{l}{sfx}"),
-                    vec![4 * h, self.layer_input(l)],
+                    vec![gh, self.layer_input(l)],
                 ));
-                v.push((format!("weight_hh_l{l}{sfx}"), vec![4 * h, h]));
+                v.push((format!("weight_hh_l{l}{sfx}"), vec![gh, h]));
                 if self.bias {
-                    v.push((format!("bias_ih_l{l}{sfx}"), vec![4 * h]));
-                    v.push((format!("bias_hh_l{l}{sfx}"), vec![4 * h]));
+                    v.push((format!("bias_ih_l{l}{sfx}"), vec![gh]));
+                    v.push((format!("bias_hh_l{l}{sfx}"), vec![gh]));
                 }
             }
         }
@@ -77,7 +84,8 @@ impl LstmConfig {
                 .ok_or_else(|| Error::tensor(name, "missing: an nn.LSTM state_dict needs it"))
         };
         let hh = get("weight_hh_l0")?;
-        if hh.len() != 2 || hh[0] != 4 * hh[1] || hh[1] == 0 {
+        let g = Cell::Lstm.gates();
+        if hh.len() != 2 || hh[0] != g * hh[1] || hh[1] == 0 {
             return Err(Error::tensor(
                 "weight_hh_l0",
                 format!("shape {hh:?}, expected [4*H, H] with H >= 1"),

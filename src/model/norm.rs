@@ -133,6 +133,7 @@ impl Norm {
     pub fn tensor_shapes(&self, cfg: &LstmConfig) -> Vec<(String, Vec<usize>, TensorKind)> {
         use TensorKind::{Param, RunningStat};
         let (h, dh) = (cfg.hidden_size, cfg.dirs() * cfg.hidden_size);
+        let gh = cfg.cell().gates() * h;
         let mut v = Vec::new();
         let mut push = |n: String, s: Vec<usize>, k| v.push((n, s, k));
         match *self {
@@ -160,7 +161,7 @@ impl Norm {
                 for l in 0..cfg.num_layers {
                     for d in 0..cfg.dirs() {
                         let s = dir_suffix(d);
-                        for (m, n) in [("ln_ih", 4 * h), ("ln_hh", 4 * h), ("ln_c", h)] {
+                        for (m, n) in [("ln_ih", gh), ("ln_hh", gh), ("ln_c", h)] {
                             push(format!("{m}_l{l}{s}.weight"), vec![n], Param);
                             push(format!("{m}_l{l}{s}.bias"), vec![n], Param);
                         }
@@ -171,7 +172,7 @@ impl Norm {
                 for l in 0..cfg.num_layers {
                     for d in 0..cfg.dirs() {
                         let s = dir_suffix(d);
-                        for (m, n) in [("bn_ih", 4 * h), ("bn_hh", 4 * h), ("bn_c", h)] {
+                        for (m, n) in [("bn_ih", gh), ("bn_hh", gh), ("bn_c", h)] {
                             push(format!("{m}_l{l}{s}.weight"), vec![n], Param);
                             if m == "bn_c" {
                                 push(format!("{m}_l{l}{s}.bias"), vec![n], Param);

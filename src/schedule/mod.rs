@@ -73,7 +73,7 @@ fn shape(model: &LstmModel, ws: &Workspace, l: usize, d: usize) -> CellShape {
         out_stride: cfg.dirs() * h,
         // The layer's region of the shared output (and dy) buffer.
         out_col: ws.out_off(l) + d * h,
-        pre_off: ws.pre_off(region, h),
+        pre_off: ws.pre_off(cfg, region),
         whh_off: model.cell_offsets(l, d).1,
         cache_off,
         c_off,
@@ -692,6 +692,7 @@ impl Plan {
         (t0, t1): (usize, usize),
     ) -> Result<Vec<Dispatch>> {
         let h = model.config.hidden_size;
+        let gh = model.config.cell().gates() * h;
         let b = ws.batch;
         let ((input, in_off), ld) = Self::layer_input(model, ws, l);
         let (wih, _, bih, bhh) = model.cell_offsets(l, d);
@@ -699,13 +700,13 @@ impl Plan {
         let sh = shape(model, ws, l, d);
         let op = GemmOp {
             m: (t1 - t0) * b,
-            n: 4 * h,
+            n: gh,
             k: ld,
             trans_a: false,
             trans_b: true,
             a: (input, in_off + t0 * b * ld, ld),
             b: (weights, wih, ld),
-            c: (&ws.pre, sh.pre_off + t0 * b * 4 * h, 4 * h),
+            c: (&ws.pre, sh.pre_off + t0 * b * gh, gh),
             bias: (!model.norm.in_cell()).then_some((&model.params, bih, bhh)),
             alpha: 1.0,
             accumulate: false,
@@ -726,6 +727,7 @@ impl Plan {
     ) -> Result<Vec<Dispatch>> {
         let cfg = &model.config;
         let h = cfg.hidden_size;
+        let gh = cfg.cell().gates() * h;
         let b = ws.batch;
         let (_, ld) = Self::layer_input(model, ws, l);
         let (dx, dx_off) = Self::grad_of_input(ws, l);
@@ -738,10 +740,10 @@ impl Plan {
             let op = GemmOp {
                 m: (t1 - t0) * b,
                 n: ld,
-                k: 4 * h,
+                k: gh,
                 trans_a: false,
                 trans_b: false,
-                a: (&ws.dg, dp + t0 * b * 4 * h, 4 * h),
+                a: (&ws.dg, dp + t0 * b * gh, gh),
                 b: (weights, wih, ld),
                 c: (dx, dx_off + t0 * b * ld, ld),
                 bias: None,
@@ -770,6 +772,7 @@ impl Plan {
         let norm = model.norm;
         let in_cell = norm.in_cell();
         let (h, seq, batch) = (cfg.hidden_size, ws.seq, ws.batch);
+        let gh = cfg.cell().gates() * h;
         let tb = seq * batch;
         let ((input, in_off), ld) = Self::layer_input(model, ws, l);
         let [_, sec_dp, sec_dr, ..] = lstm_cell_ln::dg_sections(h, seq, batch);
@@ -786,12 +789,12 @@ impl Plan {
                 (sh.dg_off, sh.dg_off)
             };
             let dw_ih = GemmOp {
-                m: 4 * h,
+                m: gh,
                 n: ld,
                 k: tb,
                 trans_a: true,
                 trans_b: false,
-                a: (&ws.dg, dp, 4 * h),
+                a: (&ws.dg, dp, gh),
                 b: (input, in_off, ld),
                 c: (&model.grads, wih, ld),
                 bias: None,
@@ -806,7 +809,7 @@ impl Plan {
                 false => ws.cell_offsets(cfg, &norm, l, d)[2],
             };
             let dw_hh = GemmOp {
-                a: (&ws.dg, dr, 4 * h),
+                a: (&ws.dg, dr, gh),
                 b: (ws.cache(l), hprev, h),
                 n: h,
                 c: (&model.grads, whh, h),
@@ -814,13 +817,13 @@ impl Plan {
             };
             // The f16 cache holds h_prev as f16 (and dg the gate gradients).
             out.extend(k.gemm().dispatch_as(ctx, &dw_hh, ws.half, ws.half)?);
-            let da = (&ws.dg, sh.dg_off, 4 * h);
+            let da = (&ws.dg, sh.dg_off, gh);
             if let Some(bih) = bih {
                 out.extend(k.reduce()?.colsum_as(
                     ctx,
                     da,
                     tb,
-                    4 * h,
+                    gh,
                     &model.grads,
                     (bih, bhh),
                     false,
@@ -847,11 +850,12 @@ impl Plan {
     ) -> Result<Vec<Dispatch>> {
         let norm = model.norm;
         let (h, seq, batch) = (model.config.hidden_size, ws.seq, ws.batch);
+        let gh = model.config.cell().gates() * h;
         let tb = seq * batch;
         let [.., sec_dhc] = lstm_cell_ln::dg_sections(h, seq, batch);
         let [.., sec_xi, sec_xh, sec_xc] = lstm_cell_ln::cache_sections(h, seq, batch);
         let sh = shape(model, ws, l, d);
-        let da = (&ws.dg, sh.dg_off, 4 * h);
+        let da = (&ws.dg, sh.dg_off, gh);
         let mut out = Vec::new();
         let np = norm_cell_params(model, l, d, train);
         let g = &model.grads;
@@ -866,15 +870,15 @@ impl Plan {
                 (g, o),
             )
         };
-        let da4 = (sh.dg_off, 4 * h);
-        out.extend(prod(da4, sec_xi, 4 * h, np.ih.0)?);
-        out.extend(prod(da4, sec_xh, 4 * h, np.hh.0)?);
+        let da4 = (sh.dg_off, gh);
+        out.extend(prod(da4, sec_xi, gh, np.ih.0)?);
+        out.extend(prod(da4, sec_xh, gh, np.hh.0)?);
         out.extend(prod((sh.dg_off + sec_dhc, h), sec_xc, h, np.c.0)?);
         let dhc = (&ws.dg, sh.dg_off + sec_dhc, h);
         if matches!(norm, Norm::LayerCell) {
             out.extend(
                 k.reduce()?
-                    .colsum(ctx, da, tb, 4 * h, g, np.ih.1, Some(np.hh.1), false)?,
+                    .colsum(ctx, da, tb, gh, g, np.ih.1, Some(np.hh.1), false)?,
             );
         }
         out.extend(
@@ -1051,6 +1055,7 @@ impl Plan {
     ) -> Result<Vec<Dispatch>> {
         let (norm, in_cell) = (model.norm, model.norm.in_cell());
         let (h, seq, batch) = (model.config.hidden_size, ws.seq, ws.batch);
+        let gh = model.config.cell().gates() * h;
         let shapes: Vec<CellShape> = (0..model.config.dirs())
             .map(|d| shape(model, ws, l, d))
             .collect();
@@ -1101,7 +1106,7 @@ impl Plan {
             .map(|sh| match in_cell {
                 true => CellShape {
                     dg_off: sh.dg_off + sec_dr,
-                    dc_off: sh.dg_off + sec_dr + seq * batch * 4 * h,
+                    dc_off: sh.dg_off + sec_dr + seq * batch * gh,
                     ..*sh
                 },
                 false => *sh,

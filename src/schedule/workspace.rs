@@ -78,16 +78,16 @@ impl Workspace {
         if norm.in_cell() {
             lstm_cell_ln::cache_block(cfg.hidden_size, seq, batch)
         } else {
-            seq * batch * 6 * cfg.hidden_size
+            seq * batch * cfg.cell().cache_width(false) * cfg.hidden_size
         }
     }
 
     /// Elements of one (layer, direction) cache block in a workspace of
     /// this precision: [`Workspace::cache_block`] in f32, gates | h_prev
-    /// (5H per row, f16) in f16-mixed.
+    /// in f16-mixed ([`crate::kernels::cell`]).
     pub fn cell_cache_len(&self, cfg: &LstmConfig, norm: &Norm) -> usize {
         match self.half {
-            true => self.seq * self.batch * 5 * cfg.hidden_size,
+            true => self.seq * self.batch * cfg.cell().cache_width(true) * cfg.hidden_size,
             false => Self::cache_block(cfg, norm, self.seq, self.batch),
         }
     }
@@ -102,9 +102,14 @@ impl Workspace {
         };
         let tbh = self.seq * self.batch * cfg.hidden_size;
         let base = cell * self.cell_cache_len(cfg, norm);
+        let c = cfg.cell();
         match self.half {
-            true => [base, cell * tbh, base + 4 * tbh],
-            false => [base, base + 4 * tbh, base + 5 * tbh],
+            true => [base, cell * tbh, base + c.hp_section(true) * tbh],
+            false => [
+                base,
+                base + c.c_section() * tbh,
+                base + c.hp_section(false) * tbh,
+            ],
         }
     }
 
@@ -137,7 +142,9 @@ impl Workspace {
         cells: usize,
     ) -> usize {
         match half {
-            true => (cells * seq * batch * 5 * cfg.hidden_size).div_ceil(2),
+            true => {
+                (cells * seq * batch * cfg.cell().cache_width(true) * cfg.hidden_size).div_ceil(2)
+            }
             false => cells * Self::cache_block(cfg, norm, seq, batch),
         }
     }
@@ -152,7 +159,9 @@ impl Workspace {
         regions: usize,
     ) -> usize {
         match half {
-            true => (regions * seq * batch * 4 * cfg.hidden_size).div_ceil(2),
+            true => {
+                (regions * seq * batch * cfg.cell().dg_width(true) * cfg.hidden_size).div_ceil(2)
+            }
             false => regions * Self::dg_block(cfg, norm, seq, batch),
         }
     }
@@ -174,7 +183,7 @@ impl Workspace {
         let cells = layers * cfg.dirs();
         let tbh = shape.0 * shape.1 * cfg.hidden_size;
         [
-            ("pre-gates", layers * tbh * 4),
+            ("pre-gates", layers * tbh * cfg.cell().gates()),
             (
                 "gate gradients",
                 Self::dg_words(cfg, norm, shape, half, layers),
@@ -205,7 +214,7 @@ impl Workspace {
     /// Offset of region `r`'s gate gradients in `dg`.
     pub fn dg_off(&self, cfg: &LstmConfig, norm: &Norm, r: usize) -> usize {
         match self.half {
-            true => r * self.seq * self.batch * 4 * cfg.hidden_size,
+            true => r * self.seq * self.batch * cfg.cell().dg_width(true) * cfg.hidden_size,
             false => r * Self::dg_block(cfg, norm, self.seq, self.batch),
         }
     }
@@ -216,7 +225,7 @@ impl Workspace {
         let tbh = self.seq * self.batch * cfg.hidden_size;
         match self.half {
             true => r * tbh,
-            false => self.dg_off(cfg, norm, r) + 4 * tbh,
+            false => self.dg_off(cfg, norm, r) + cfg.cell().dc_section() * tbh,
         }
     }
 
@@ -225,7 +234,7 @@ impl Workspace {
         if norm.in_cell() {
             lstm_cell_ln::dg_block(cfg.hidden_size, seq, batch)
         } else {
-            seq * batch * 5 * cfg.hidden_size
+            seq * batch * cfg.cell().dg_width(false) * cfg.hidden_size
         }
     }
 
@@ -268,8 +277,8 @@ impl Workspace {
     }
 
     /// Offset of region `r` (layer or direction) in `pre`.
-    pub fn pre_off(&self, r: usize, h: usize) -> usize {
-        r * self.seq * self.batch * 4 * h
+    pub fn pre_off(&self, cfg: &LstmConfig, r: usize) -> usize {
+        r * self.seq * self.batch * cfg.cell().gates() * cfg.hidden_size
     }
 
     /// Allocates every buffer, failing with a clear error when one would
@@ -354,7 +363,7 @@ impl Workspace {
             normed,
             linked,
             norm_stats,
-            pre: ctx.storage("pre-gates", regions * tb * 4 * h)?,
+            pre: ctx.storage("pre-gates", regions * tb * cfg.cell().gates() * h)?,
             caches,
             half,
             cseqs,

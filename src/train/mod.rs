@@ -923,6 +923,7 @@ impl Trainer {
         let (ws_pre, ws_dg) = (plan.ws.pre.clone(), plan.ws.dg.clone());
         let half_dg = plan.ws.half;
         let dirs = self.lstm.model.config.dirs();
+        let gh = self.lstm.model.config.cell().gates() * h;
         let gate_offs = (0..dirs)
             .map(|d| self.lstm.gate_offsets(t, b, 0, d))
             .collect::<Result<Vec<_>>>()?;
@@ -946,9 +947,9 @@ impl Trainer {
         // layer 0's gate gradients S [V, 4H].
         let tp = match self.net.head {
             Head::Language { vocab, .. } if self.token_projection => Some((
-                ctx.storage("token projections", dirs * (vocab + 1) * 4 * h)?,
+                ctx.storage("token projections", dirs * (vocab + 1) * gh)?,
                 ctx.storage("gather ids", tb)?,
-                ctx.storage("per-token gate gradients", dirs * vocab * 4 * h)?,
+                ctx.storage("per-token gate gradients", dirs * vocab * gh)?,
             )),
             _ => None,
         };
@@ -1192,7 +1193,7 @@ impl Trainer {
         let k = self.lstm.kernels();
         let params = &self.lstm.model.params;
         let grads = &self.lstm.model.grads;
-        let g = 4 * self.net.hidden;
+        let g = self.lstm.model.config.cell().gates() * self.net.hidden;
         let (wih, _, bih, bhh) = self.lstm.model.cell_offsets(0, d);
         let p_off = d * (vocab + 1) * g;
         let s_off = d * vocab * g;
