@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod forecast;
+pub mod health;
 pub mod lr;
 pub mod metrics;
 pub mod tensorboard;
