@@ -74,12 +74,14 @@ const SERIES: [&str; 12] = [
 ];
 
 /// Every step counts over a tiny threshold, none under a huge one; the
-/// epochs (7 steps, then the last 3) sum to the final line's total.
+/// epochs (7 steps, then the last 3) sum to the final line's total. The
+/// plot, titled with the data file, draws the norms and the threshold
+/// under the loss (log scale with --plot-log).
 #[test]
 fn explosions_over_a_fixed_threshold() {
     let d = TempDir::new("health-fixed");
     let csv = series_csv(&d);
-    let m = d.join("m.jsonl");
+    let (m, plot) = (d.join("m.jsonl"), d.join("p.svg"));
     for (x, want) in [("1e-30", 10), ("1e30", 0)] {
         let out = ok(&[
             &SERIES[..],
@@ -90,9 +92,20 @@ fn explosions_over_a_fixed_threshold() {
                 "10",
                 &format!("--explode-threshold={x}"),
             ],
-            &["--metrics", s(&m)],
+            &["--metrics", s(&m), "--plot", s(&plot), "--plot-log"],
         ]
         .concat());
+        let svg = std::fs::read_to_string(&plot).unwrap_or_else(|e| panic!("{e}"));
+        for want in [
+            "lstm-wgpu series on s.csv",
+            "loss (log scale)",
+            "global gradient norm before clipping (log scale)",
+            &format!("explosion threshold {}", x.parse::<f64>().unwrap_or(0.0)),
+        ] {
+            assert!(svg.contains(want), "{want}: {svg}");
+        }
+        // Train, validation and naive losses; norms and threshold.
+        assert_eq!(svg.matches("<polyline").count(), 5);
         assert!(out.contains("explosions"), "{out}");
         assert_eq!(final_count(&out, "explosions"), want, "{x}");
         let (steps, epochs) = records(&m);

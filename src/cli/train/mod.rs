@@ -26,7 +26,7 @@ use crate::cli::train::validation::{ValReport, series_fields, validate};
 use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::io;
 use lstm_wgpu::model::NamedTensor;
-use lstm_wgpu::train::health::layer_norms;
+use lstm_wgpu::train::health::{StepHealth, layer_norms};
 use lstm_wgpu::train::lr::LrSchedule;
 use lstm_wgpu::train::metrics::{MetricsBuffer, Value};
 use lstm_wgpu::train::tensorboard::EventWriter;
@@ -325,10 +325,7 @@ impl Run {
         let h = st.health.observe(s.grad_norm, &layers, s.skipped);
         let rate = self.tokens as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
         if let Some(l) = &mut self.log {
-            let floats =
-                |v: &mut dyn Iterator<Item = f64>| Value::List(v.map(Value::Float).collect());
-            let named = self.names.iter().zip(&s.tensor_norms);
-            l.log(&[
+            let mut fields = vec![
                 ("step", Value::Int(st.step as i64)),
                 ("loss", Value::Float(s.loss as f64)),
                 ("grad_norm", Value::Float(s.grad_norm as f64)),
@@ -336,26 +333,10 @@ impl Run {
                 ("skipped", Value::Bool(s.skipped)),
                 ("skipped_total", Value::Int(st.skipped as i64)),
                 ("loss_scale", Value::Float(s.loss_scale as f64)),
-                ("explosion", Value::Bool(h.explosion)),
-                (
-                    "explode_threshold",
-                    Value::Float(h.threshold.unwrap_or(f64::NAN)),
-                ),
-                (
-                    "vanishing_layers",
-                    Value::List(h.vanishing.iter().map(|&k| Value::Int(k as i64)).collect()),
-                ),
-                ("layer_grad_norms", floats(&mut layers.iter().copied())),
-                (
-                    "grad_norms",
-                    Value::Object(
-                        named
-                            .map(|(n, &v)| (n.clone(), Value::Float(v as f64)))
-                            .collect(),
-                    ),
-                ),
-                ("tokens_per_s", Value::Float(rate)),
-            ])?;
+            ];
+            fields.extend(health_fields(&self.names, s, &layers, &h));
+            fields.push(("tokens_per_s", Value::Float(rate)));
+            l.log(&fields)?;
         }
         if let Some(ev) = &mut self.events {
             let step = st.step as u64;
@@ -541,6 +522,39 @@ impl Run {
         };
         crate::cli::out::line(final_line(&self.st, self.curves.all(), &end))
     }
+}
+
+/// The gradient health fields of a step's metrics line: what `h` found,
+/// the layer norms `layers` and the tensor norms of `s` by `names`.
+fn health_fields(
+    names: &[String],
+    s: &StepStats,
+    layers: &[f64],
+    h: &StepHealth,
+) -> [(&'static str, Value); 5] {
+    let ints = h.vanishing.iter().map(|&k| Value::Int(k as i64));
+    let tensors = names.iter().zip(&s.tensor_norms);
+    [
+        ("explosion", Value::Bool(h.explosion)),
+        // null before there is a median.
+        (
+            "explode_threshold",
+            Value::Float(h.threshold.unwrap_or(f64::NAN)),
+        ),
+        ("vanishing_layers", Value::List(ints.collect())),
+        (
+            "layer_grad_norms",
+            Value::List(layers.iter().map(|&v| Value::Float(v)).collect()),
+        ),
+        (
+            "grad_norms",
+            Value::Object(
+                tensors
+                    .map(|(n, &v)| (n.clone(), Value::Float(v as f64)))
+                    .collect(),
+            ),
+        ),
+    ]
 }
 
 /// What a run says about its inputs before training: the task inferred

@@ -57,9 +57,20 @@ pub(crate) fn write_plot(
         series: lines,
         log,
     };
+    // A fixed explosion threshold as a line across the norms.
+    let fixed = c.explode_threshold.or(c.clip_norm.map(f64::from));
+    let bar: Vec<(f64, f64)> = match (fixed, grad.first(), grad.last()) {
+        (Some(x), Some(a), Some(b)) => vec![(a.0, x), (b.0, x)],
+        _ => Vec::new(),
+    };
+    let bar_name = format!("explosion threshold {}", fixed.unwrap_or_default());
+    let mut norm_lines = vec![("grad norm", grad)];
+    if !bar.is_empty() {
+        norm_lines.push((&bar_name, &bar));
+    }
     let norms = Panel {
         title: "global gradient norm before clipping (log scale)",
-        series: vec![("grad norm", grad)],
+        series: norm_lines,
         log: true,
     };
     io::write_atomic(p, plot_svg(&title, &[loss, norms]).as_bytes())?;
