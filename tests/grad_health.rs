@@ -317,3 +317,38 @@ fn bad_explode_threshold_is_refused_before_any_output() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--explode-threshold 0"));
 }
+
+/// A checkpoint whose median window is too long or holds a negative norm
+/// is refused on --resume, naming the tensor.
+#[test]
+fn bad_stored_window_is_refused() {
+    let d = TempDir::new("health-window");
+    let (ck, bad) = (d.join("ck.st"), d.join("bad.st"));
+    let args: Vec<&str> = "train --steps 3 --stop-after 2 --hidden 8 --no-progress"
+        .split(' ')
+        .collect();
+    ok(&[&args[..], &["--checkpoint", s(&ck)]].concat());
+    let f = lstm_wgpu::io::TensorFile::read(&ck).unwrap_or_else(|e| panic!("{e}"));
+    let (floats, ints) = f.params_and_counters().unwrap_or_else(|e| panic!("{e}"));
+    for (data, want) in [(vec![1.0; 101], "n <= 100"), (vec![-1.0], "negative")] {
+        let edited: Vec<NamedTensor> = floats
+            .iter()
+            .map(|t| match t.name.as_str() {
+                "train.grad_norm_window" => {
+                    NamedTensor::new(&t.name, vec![data.len()], data.clone())
+                }
+                _ => t.clone(),
+            })
+            .collect();
+        lstm_wgpu::io::write_with_counters(&bad, &edited, &ints, Some(f.metadata.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let o = run(&["train", "--resume", s(&bad), "--no-progress"]);
+        let lines = stderr_lines(&o);
+        assert_eq!(o.status.code(), Some(2), "{lines:?}");
+        assert!(
+            lines.len() == 1 && lines[0].contains("train.grad_norm_window"),
+            "{lines:?}"
+        );
+        assert!(lines[0].contains(want), "{lines:?}");
+    }
+}
