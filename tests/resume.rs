@@ -633,7 +633,8 @@ fn metrics_and_plot_continue_across_resume() {
     let read = |f: &Path| std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(strip_rate(&read(&ma)), strip_rate(&read(&mb)));
     let (sa, sb) = (read(&pa), read(&pb));
-    assert_eq!(points(&sa), [7, 4]);
+    // Training and validation losses, then the gradient norms.
+    assert_eq!(points(&sa), [7, 4, 7]);
     assert_eq!(points(&sa), points(&sb));
 
     // Refused, and failing before the first checkpoint: no file.

@@ -311,7 +311,27 @@ fn metrics(path: &Path) -> BTreeMap<(String, i64), Option<f64>> {
     for line in text.lines() {
         let j: Json = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
         let step = j["step"].as_i64().unwrap_or_else(|| panic!("{line}"));
-        let names: &[(&str, &str)] = if j.get("loss").is_some() {
+        if j.get("loss").is_some() {
+            // Gradient norms: per tensor by name, per layer by index.
+            let tensors = j["grad_norms"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{line}"));
+            for (name, v) in tensors {
+                out.insert((format!("grad_norm/{name}"), step), v.as_f64());
+            }
+            let layers = j["layer_grad_norms"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{line}"));
+            for (k, v) in layers.iter().enumerate() {
+                out.insert((format!("grad_norm/layer_{k}"), step), v.as_f64());
+            }
+        }
+        let names: &[(&str, &str)] = if j.get("epoch").is_some() {
+            &[
+                ("explosions", "health/explosions"),
+                ("vanishing", "health/vanishing"),
+            ]
+        } else if j.get("loss").is_some() {
             &[
                 ("loss", "train/loss"),
                 ("lr", "train/lr"),
@@ -406,9 +426,19 @@ fn series_run_events_equal_its_metrics() {
     let got = scalars(&tb);
     let want = metrics(&m);
     assert_same(&got, &want);
-    // 6 training tags × 7 steps, 6 validation tags × 3 validations.
-    assert_eq!(got.len(), 6 * 7 + 6 * 3, "{:?}", got.keys());
+    // 6 training tags and 7 gradient norms (4 LSTM tensors, the head's 2,
+    // 1 layer) × 7 steps, 6 validation tags × 3 validations, 2 health
+    // tags at the end of the (only, partial) epoch.
+    assert_eq!(got.len(), (6 + 7) * 7 + 6 * 3 + 2, "{:?}", got.keys());
     assert!(got.contains_key(&("val/naive_rmse".into(), 7)));
+    for tag in [
+        "grad_norm/weight_hh_l0",
+        "grad_norm/head.bias",
+        "grad_norm/layer_0",
+    ] {
+        assert!(got.contains_key(&(tag.into(), 7)), "{tag}");
+    }
+    assert_eq!(got[&("health/explosions".into(), 7)], 0.0);
 }
 
 /// A text run has `val/loss` and no series figures; a corrupt CRC or a

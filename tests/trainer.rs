@@ -912,6 +912,11 @@ fn pipelined_steps_match_synchronous_ones() {
             b.grad_norm.to_bits(),
             "step {i}: norm"
         );
+        // The per-tensor norms come back in the same slot as the loss.
+        assert_eq!(a.tensor_norms.len(), b.tensor_norms.len());
+        for (x, y) in a.tensor_norms.iter().zip(&b.tensor_norms) {
+            assert_eq!(x.to_bits(), y.to_bits(), "step {i}: tensor norms");
+        }
     }
     assert_eq!(sync_steps, pipe_steps);
     assert!(
@@ -1038,4 +1043,71 @@ fn f16_mixed_refuses_normalized_cells() {
         .set_precision(Precision::F16Mixed)
         .expect_err("layer-cell in f16-mixed");
     assert!(err.to_string().contains("f32 only"), "{err}");
+}
+
+/// The per-tensor norms a step reads back with its loss are the L2 norms
+/// of the gradients the engine holds (embedding, LSTM, LayerNorm and head
+/// tensors), before clipping; every LSTM and norm tensor has a layer, the
+/// embedding and the head none, and the layer norms group them so.
+#[test]
+fn step_tensor_norms_are_those_of_the_gradients() {
+    use lstm_wgpu::train::health::{layer_norms, layer_of};
+    let ctx = common::ctx();
+    let (t, b, vocab) = (5, 3, 7);
+    let mut net = NetConfig::new(Head::Language { vocab, embed: 6 }, 8, 2);
+    net.norm = Norm::Layer { last: true };
+    let values = init_values(&net, 11);
+    let x: Vec<u32> = (0..t * b).map(|i| (i * 5 % vocab) as u32).collect();
+    let y: Vec<u32> = x.iter().map(|&v| (v + 1) % vocab as u32).collect();
+    let run = |clip: Option<f32>| {
+        let mut tr = Trainer::new(
+            ctx.clone(),
+            net.clone(),
+            values.clone(),
+            b,
+            clip,
+            &OptimConfig::sgd(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let s = tr
+            .step(t, &StepData::tokens(&x, &y), Carry::Zero, 0.0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (s, tr.tensor_names(), grads(&tr))
+    };
+    let sq = |v: &[f32]| v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>();
+    let (s, names, g) = run(None);
+    assert_eq!(names.len(), s.tensor_norms.len());
+    assert!(
+        names.iter().any(|n| n == "layer_norms.1.weight"),
+        "{names:?}"
+    );
+    let mut by_layer = [0.0f64; 2];
+    for ((name, v), (n, &norm)) in g.iter().zip(names.iter().zip(&s.tensor_norms)) {
+        assert_eq!(name.strip_prefix("grad."), Some(n.as_str()));
+        let want = sq(v).sqrt();
+        assert!(want > 0.0, "{n}: no gradient");
+        assert!(
+            (norm as f64 - want).abs() <= 1e-5 * want,
+            "{n}: {norm} vs {want}"
+        );
+        let outside = n.starts_with("embedding.") || n.starts_with("head.");
+        match layer_of(n) {
+            Some(k) => by_layer[k] += sq(v),
+            None => assert!(outside, "{n} has no layer"),
+        }
+    }
+    let total = sq(&s.tensor_norms).sqrt();
+    assert!((total - s.grad_norm as f64).abs() <= 1e-5 * total);
+    let layers = layer_norms(&names, &s.tensor_norms, 2);
+    for k in 0..2 {
+        let want = by_layer[k].sqrt();
+        assert!((layers[k] - want).abs() <= 1e-5 * want, "layer {k}");
+    }
+    // Clipped to a tenth of the norm: the same norms are reported (before
+    // clipping), and the gradients the engine holds are a tenth.
+    let (c, _, gc) = run(Some(s.grad_norm / 10.0));
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&c.tensor_norms), bits(&s.tensor_norms));
+    let clipped = gc.iter().map(|(_, v)| sq(v)).sum::<f64>().sqrt();
+    assert!((clipped - total / 10.0).abs() <= 1e-4 * total, "{clipped}");
 }

@@ -12,7 +12,7 @@ pub struct MetricsLog {
     file: std::fs::File,
 }
 
-/// A JSON value for metrics (numbers, strings, booleans).
+/// A JSON value for metrics (numbers, strings, booleans, lists, objects).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     /// An integer.
@@ -23,6 +23,10 @@ pub enum Value {
     Str(String),
     /// A boolean.
     Bool(bool),
+    /// An array.
+    List(Vec<Value>),
+    /// An object, its keys in this order.
+    Object(Vec<(String, Value)>),
 }
 
 fn escape(s: &str) -> String {
@@ -41,20 +45,26 @@ fn escape(s: &str) -> String {
 
 /// One JSON object from ordered fields.
 pub fn json_line(fields: &[(&str, Value)]) -> String {
+    object(fields.iter().map(|(k, v)| (*k, v)))
+}
+
+fn object<'a>(fields: impl Iterator<Item = (&'a str, &'a Value)>) -> String {
     let body: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| {
-            let v = match v {
-                Value::Int(i) => i.to_string(),
-                Value::Float(f) if f.is_finite() => format!("{f}"),
-                Value::Float(_) => "null".to_string(),
-                Value::Str(s) => format!("\"{}\"", escape(s)),
-                Value::Bool(b) => b.to_string(),
-            };
-            format!("\"{}\":{v}", escape(k))
-        })
+        .map(|(k, v)| format!("\"{}\":{}", escape(k), json(v)))
         .collect();
     format!("{{{}}}", body.join(","))
+}
+
+fn json(v: &Value) -> String {
+    match v {
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) if f.is_finite() => format!("{f}"),
+        Value::Float(_) => "null".to_string(),
+        Value::Str(s) => format!("\"{}\"", escape(s)),
+        Value::Bool(b) => b.to_string(),
+        Value::List(l) => format!("[{}]", l.iter().map(json).collect::<Vec<_>>().join(",")),
+        Value::Object(o) => object(o.iter().map(|(k, v)| (k.as_str(), v))),
+    }
 }
 
 impl MetricsLog {
@@ -171,13 +181,56 @@ fn record_step(line: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// One panel of a plot: a title, named curves of (x, y) points, and
+/// whether its y axis is logarithmic (points with y <= 0 are then left out).
+pub struct Panel<'a> {
+    /// Shown above the panel's axes.
+    pub title: &'a str,
+    /// (legend, points).
+    pub series: Vec<(&'a str, &'a [(f64, f64)])>,
+    /// Log-scale y axis.
+    pub log: bool,
+}
+
 /// An SVG line plot of one or two loss curves (x = step).
 pub fn loss_svg(title: &str, series: &[(&str, &[(f64, f64)])]) -> String {
-    let (w, h, m) = (720.0, 420.0, 60.0);
-    let pts: Vec<(f64, f64)> = series
+    let panel = Panel {
+        title: "",
+        series: series.to_vec(),
+        log: false,
+    };
+    plot_svg(title, &[panel])
+}
+
+/// An SVG of panels stacked top to bottom under one title, each with its
+/// own y axis (x = step).
+pub fn plot_svg(title: &str, panels: &[Panel<'_>]) -> String {
+    let (w, ph, m) = (720.0, 380.0, 60.0);
+    let h = 40.0 + ph * panels.len() as f64;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n",
+        w / 2.0,
+        escape(title),
+    );
+    for (i, p) in panels.iter().enumerate() {
+        svg += &panel_svg(p, 40.0 + ph * i as f64, (w, ph, m));
+    }
+    svg += "</svg>\n";
+    svg
+}
+
+/// One panel whose box starts at `top`, `size` = (width, height, margin).
+fn panel_svg(p: &Panel<'_>, top: f64, (w, ph, m): (f64, f64, f64)) -> String {
+    let ty = |y: f64| if p.log { y.log10() } else { y };
+    let shown = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite() && (!p.log || y > 0.0);
+    let pts: Vec<(f64, f64)> = p
+        .series
         .iter()
         .flat_map(|(_, s)| s.iter().copied())
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .filter(shown)
+        .map(|(x, y)| (x, ty(y)))
         .collect();
     let (x0, x1) = pts
         .iter()
@@ -189,39 +242,42 @@ pub fn loss_svg(title: &str, series: &[(&str, &[(f64, f64)])]) -> String {
         if x1 > x0 { x1 } else { x0 + 1.0 },
         if y1 > y0 { y1 } else { y0 + 1.0 },
     );
+    // Plot area: [m, w - m] × [top + m/2, bottom].
+    let bottom = top + ph - m;
     let sx = |x: f64| m + (x - x0) / (x1 - x0) * (w - 2.0 * m);
-    let sy = |y: f64| h - m - (y - y0) / (y1 - y0) * (h - 2.0 * m);
+    let sy = |y: f64| bottom - (y - y0) / (y1 - y0) * (bottom - top - m / 2.0);
     let colors = ["#1f77b4", "#d62728", "#2ca02c"];
     let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n\
-         <line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
-         <line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{}\" stroke=\"black\"/>\n",
-        w / 2.0,
-        escape(title),
-        h - m,
+        "<text x=\"{m}\" y=\"{}\" font-size=\"13\">{}</text>\n\
+         <line x1=\"{m}\" y1=\"{bottom}\" x2=\"{}\" y2=\"{bottom}\" stroke=\"black\"/>\n\
+         <line x1=\"{m}\" y1=\"{}\" x2=\"{m}\" y2=\"{bottom}\" stroke=\"black\"/>\n",
+        top + m / 2.0 - 10.0,
+        escape(p.title),
         w - m,
-        h - m,
-        h - m
+        top + m / 2.0,
     );
     for i in 0..=4 {
         let fy = y0 + (y1 - y0) * i as f64 / 4.0;
         let fx = x0 + (x1 - x0) * i as f64 / 4.0;
+        let label = match p.log {
+            true => format!("{:.2e}", 10f64.powf(fy)),
+            false => format!("{fy:.4}"),
+        };
         svg += &format!(
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{fy:.4}</text>\n<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{fx:.0}</text>\n",
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{label}</text>\n<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{fx:.0}</text>\n",
             m - 6.0,
             sy(fy) + 4.0,
             sx(fx),
-            h - m + 18.0
+            bottom + 18.0
         );
     }
-    for (i, (name, s)) in series.iter().enumerate() {
+    for (i, (name, s)) in p.series.iter().enumerate() {
         let c = colors[i % colors.len()];
         let path: Vec<String> = s
             .iter()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .copied()
+            .filter(shown)
+            .map(|(x, y)| format!("{:.1},{:.1}", sx(x), sy(ty(y))))
             .collect();
         if !path.is_empty() {
             svg += &format!(
@@ -232,11 +288,15 @@ pub fn loss_svg(title: &str, series: &[(&str, &[(f64, f64)])]) -> String {
         svg += &format!(
             "<text x=\"{}\" y=\"{}\" fill=\"{c}\">{}</text>\n",
             w - m - 120.0,
-            m + 16.0 * i as f64,
+            top + m / 2.0 + 16.0 * i as f64,
             escape(name)
         );
     }
-    svg += "<text x=\"360\" y=\"410\" text-anchor=\"middle\">step</text>\n</svg>\n";
+    svg += &format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step</text>\n",
+        w / 2.0,
+        bottom + 34.0
+    );
     svg
 }
 
@@ -251,8 +311,18 @@ mod tests {
             ("loss", Value::Float(0.5)),
             ("bad", Value::Float(f64::NAN)),
             ("note", Value::Str("a\"b".into())),
+            (
+                "n",
+                Value::Object(vec![(
+                    "w".into(),
+                    Value::List(vec![Value::Float(1.5), Value::Float(f64::INFINITY)]),
+                )]),
+            ),
         ]);
-        assert_eq!(l, r#"{"step":3,"loss":0.5,"bad":null,"note":"a\"b"}"#);
+        assert_eq!(
+            l,
+            r#"{"step":3,"loss":0.5,"bad":null,"note":"a\"b","n":{"w":[1.5,null]}}"#
+        );
     }
 
     #[test]
@@ -262,5 +332,28 @@ mod tests {
         let s = loss_svg("loss", &[("train", &a), ("val", &b)]);
         assert_eq!(s.matches("<polyline").count(), 2);
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn log_panel_leaves_out_non_positive_points_and_labels_powers() {
+        let a = [(1.0, 1e-3), (2.0, 0.0), (3.0, 10.0)];
+        let p = Panel {
+            title: "gradient norm",
+            series: vec![("norm", &a)],
+            log: true,
+        };
+        let lin = Panel {
+            title: "loss",
+            series: vec![("loss", &a)],
+            log: false,
+        };
+        let s = plot_svg("t", &[lin, p]);
+        let lines: Vec<&str> = s.lines().filter(|l| l.starts_with("<polyline")).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].matches(',').count(), 3);
+        assert_eq!(lines[1].matches(',').count(), 2);
+        // Ticks from 1e-3 to 1e1, a quarter of the decades apart.
+        assert!(s.contains(">1.00e-3<") && s.contains(">1.00e1<"), "{s}");
+        assert!(s.contains(">gradient norm<"), "{s}");
     }
 }

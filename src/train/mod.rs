@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod forecast;
+pub mod health;
 pub mod lr;
 pub mod metrics;
 pub mod tensorboard;
@@ -507,7 +508,7 @@ impl<'a> StepData<'a> {
 }
 
 /// What one step measured.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StepStats {
     /// Mean loss of the batch (before the update).
     pub loss: f32,
@@ -518,6 +519,10 @@ pub struct StepStats {
     /// The loss scale the step's gradients carried (1 without a loss
     /// scaler; see [`Trainer::set_loss_scaler`]).
     pub loss_scale: f32,
+    /// L2 norm of each parameter's gradient before clipping, unscaled, in
+    /// [`NetConfig::table`] order (see [`Trainer::tensor_names`]); read
+    /// back with the loss, no extra dispatch or wait.
+    pub tensor_norms: Vec<f32>,
 }
 
 /// Buffers and dispatches of one (T, mode) shape around the LSTM's plan.
@@ -598,7 +603,8 @@ pub struct Trainer {
     last_train: bool,
     /// Per-kernel timing of training steps, when enabled.
     pub profiler: Option<crate::gpu::Profiler>,
-    /// Readback slots (loss and clip stats header) of steps in flight.
+    /// Readback slots (loss and clip stats, per-tensor sums included) of
+    /// steps in flight.
     ring: Vec<wgpu::Buffer>,
     /// Token models: layer 0's input projection runs per vocabulary entry
     /// and is gathered (see [`Trainer::set_token_projection`]).
@@ -736,7 +742,10 @@ impl Trainer {
         let loss = ctx.storage("loss", crate::kernels::loss::LOSS_WORDS)?;
         let loss_step = ctx.storage("loss step", crate::kernels::loss::STEP_WORDS)?;
         let ring = (0..=crate::kernels::optim::MAX_IN_FLIGHT)
-            .map(|_| ctx.readback("step readback", 1 + crate::kernels::clip::STATS_HEADER))
+            .map(|_| {
+                let words = 1 + crate::kernels::clip::STATS_HEADER + segs.len();
+                ctx.readback("step readback", words)
+            })
             .collect();
         Ok(Self {
             ctx,
@@ -1666,15 +1675,18 @@ impl Trainer {
         let w = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
         drop(view);
         slot.unmap();
-        // Words: loss, then the clip stats header (its words 1, 3 and 4:
-        // total norm, non-finite flag, loss scale used).
+        // Words: loss, then the clip stats (header words 1, 3 and 4: total
+        // norm, non-finite flag, loss scale used; then the unscaled sums of
+        // squares per segment, that is per tensor).
         let skipped = w[4] != 0.0;
         self.optim.commit(skipped);
+        let sums = &w[1 + crate::kernels::clip::STATS_HEADER..];
         Ok(StepStats {
             loss: w[0],
             grad_norm: w[2],
             skipped,
             loss_scale: w[5],
+            tensor_norms: sums.iter().map(|&v| (v as f64).sqrt() as f32).collect(),
         })
     }
 
@@ -1745,7 +1757,7 @@ impl Trainer {
             0,
             &self.ring[slot],
             4,
-            4 * crate::kernels::clip::STATS_HEADER as u64,
+            4 * (crate::kernels::clip::STATS_HEADER + self.segs.len()) as u64,
         );
         let index = ctx.scoped(|| Ok(ctx.queue.submit([enc.finish()])))?;
         let mapped = Arc::new(std::sync::Mutex::new(None));
@@ -1825,6 +1837,13 @@ impl Trainer {
                 1,
             )
         })
+    }
+
+    /// The parameters' names in [`NetConfig::table`] order: what
+    /// [`StepStats::tensor_norms`] follows.
+    pub fn tensor_names(&self) -> Vec<String> {
+        let entries = &self.lstm.model.table.entries;
+        entries.iter().map(|e| e.name.clone()).collect()
     }
 
     /// Sequences per batch (of every pass).

@@ -9,6 +9,7 @@ use lstm_wgpu::data::{Normalizer, Vocab};
 use lstm_wgpu::error::{Error, Result, clip, num};
 use lstm_wgpu::io::{self, TensorFile};
 use lstm_wgpu::model::NamedTensor;
+use lstm_wgpu::train::health::{Counts, GradHealth, WINDOW};
 use lstm_wgpu::train::{Head, NetConfig, Trainer};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -146,15 +147,40 @@ pub(crate) const SCALER_NAME: &str = "train.loss_scaler";
 /// ([m, 2]) so far.
 pub(crate) const CURVE_NAME: &str = "train.curve";
 pub(crate) const VAL_CURVE_NAME: &str = "train.val_curve";
+/// The global gradient norms so far ([n, 2] rows of step and norm), for
+/// `--plot`.
+pub(crate) const GRAD_CURVE_NAME: &str = "train.grad_curve";
+/// The norms the explosion threshold's running median spans, oldest first
+/// (at most `health::WINDOW`).
+pub(crate) const WINDOW_NAME: &str = "train.grad_norm_window";
 /// The f32 tensors of a checkpoint's training state besides the model's
 /// and the optimizer's.
-pub(crate) const TRAIN_FLOATS: [&str; 4] = ["train.state", SCALER_NAME, CURVE_NAME, VAL_CURVE_NAME];
+pub(crate) const TRAIN_FLOATS: [&str; 6] = [
+    "train.state",
+    SCALER_NAME,
+    CURVE_NAME,
+    VAL_CURVE_NAME,
+    GRAD_CURVE_NAME,
+    WINDOW_NAME,
+];
+/// The explosion and vanishing counts of the run and of its epoch in
+/// progress (absent in older checkpoints: 0).
+pub(crate) const HEALTH_INTS: [&str; 4] = [
+    "train.explosions",
+    "train.vanishing",
+    "train.epoch_explosions",
+    "train.epoch_vanishing",
+];
 /// The integer counters of a checkpoint's training state.
-pub(crate) const TRAIN_INTS: [&str; 4] = [
+pub(crate) const TRAIN_INTS: [&str; 8] = [
     lstm_wgpu::kernels::optim::STEP_NAME,
     "train.step",
     "train.skipped",
     "train.bad_vals",
+    HEALTH_INTS[0],
+    HEALTH_INTS[1],
+    HEALTH_INTS[2],
+    HEALTH_INTS[3],
 ];
 /// Every optimizer state tensor name (an `--init` checkpoint may come from
 /// a run with another optimizer).
@@ -245,7 +271,8 @@ pub(crate) fn check_signs(
     for t in floats {
         let var = t.name.ends_with(".running_var")
             || t.name == "optimizer.exp_avg_sq"
-            || t.name == "optimizer.max_exp_avg_sq";
+            || t.name == "optimizer.max_exp_avg_sq"
+            || t.name == WINDOW_NAME;
         if var && let Some(i) = t.data.iter().position(|&v| v < 0.0) {
             return Err(Error::tensor(
                 &t.name,
@@ -360,12 +387,14 @@ pub(crate) fn scaler_from(
 }
 
 /// Where a run stands: steps taken and skipped, the best validation loss
-/// (infinite before the first) and validations since it improved.
+/// (infinite before the first), validations since it improved, and the
+/// gradient health checks.
 pub(crate) struct RunState {
     pub(crate) step: usize,
     pub(crate) skipped: usize,
     pub(crate) best_val: f64,
     pub(crate) bad_vals: usize,
+    pub(crate) health: GradHealth,
 }
 
 impl Default for RunState {
@@ -375,8 +404,50 @@ impl Default for RunState {
             skipped: 0,
             best_val: f64::INFINITY,
             bad_vals: 0,
+            health: GradHealth::default(),
         }
     }
+}
+
+/// The health counters of `h` as checkpoint counters ([`HEALTH_INTS`]).
+fn health_counters(h: &GradHealth) -> [(&'static str, i64); 4] {
+    let (t, e) = (h.total, h.epoch);
+    let v = [t.explosions, t.vanishing, e.explosions, e.vanishing];
+    std::array::from_fn(|i| (HEALTH_INTS[i], v[i] as i64))
+}
+
+/// The health checks a checkpoint stored (absent parts, from older
+/// checkpoints, start empty), held to `fixed`.
+pub(crate) fn health_from(f: &TensorFile, fixed: Option<f64>) -> Result<GradHealth> {
+    let mut v = [0u64; 4];
+    for (i, name) in HEALTH_INTS.iter().enumerate() {
+        if f.ints(name)?.is_some() {
+            v[i] = counter(f, name)? as u64;
+        }
+    }
+    let mut h = GradHealth::new(fixed);
+    h.total = Counts {
+        explosions: v[0],
+        vanishing: v[1],
+    };
+    h.epoch = Counts {
+        explosions: v[2],
+        vanishing: v[3],
+    };
+    if let Some(w) = f.f32(WINDOW_NAME)? {
+        if w.shape.len() != 1 || w.data.len() > WINDOW {
+            return Err(Error::tensor(
+                WINDOW_NAME,
+                format!(
+                    "shape {:?} in {}, expected [n] with n <= {WINDOW}",
+                    w.shape,
+                    f.path.display()
+                ),
+            ));
+        }
+        h.set_window(&w.data);
+    }
+    Ok(h)
 }
 
 pub(crate) fn save_checkpoint(
@@ -385,7 +456,7 @@ pub(crate) fn save_checkpoint(
     c: &RunConfig,
     data: &Data,
     st: &RunState,
-    curves: [&[(f64, f64)]; 2],
+    curves: [&[(f64, f64)]; 3],
 ) -> Result<()> {
     let mut tensors = named_params(tr)?;
     for mut t in tr.stats()? {
@@ -400,6 +471,9 @@ pub(crate) fn save_checkpoint(
     }
     tensors.push(curve_tensor(CURVE_NAME, curves[0]));
     tensors.push(curve_tensor(VAL_CURVE_NAME, curves[1]));
+    tensors.push(curve_tensor(GRAD_CURVE_NAME, curves[2]));
+    let window = st.health.window();
+    tensors.push(NamedTensor::new(WINDOW_NAME, vec![window.len()], window));
     let mut counters = BTreeMap::new();
     counters.insert(
         lstm_wgpu::kernels::optim::STEP_NAME.to_string(),
@@ -411,6 +485,9 @@ pub(crate) fn save_checkpoint(
     }
     counters.insert("train.skipped".to_string(), st.skipped as i64);
     counters.insert("train.bad_vals".to_string(), st.bad_vals as i64);
+    for (name, v) in health_counters(&st.health) {
+        counters.insert(name.to_string(), v);
+    }
     // The data path is stored absolute, so that a resume from another
     // working directory finds it.
     let mut c = c.clone();
@@ -449,6 +526,7 @@ pub(crate) struct Loaded {
     /// The loss histories so far (for `--plot`).
     pub(crate) curve: Vec<(f64, f64)>,
     pub(crate) val_curve: Vec<(f64, f64)>,
+    pub(crate) grad_curve: Vec<(f64, f64)>,
 }
 
 /// Reads a checkpoint and checks it as strictly as the command line: its
@@ -500,7 +578,8 @@ pub(crate) fn load_checkpoint(path: &Path) -> Result<Loaded> {
             "the run's steps",
         ));
     }
-    for name in [lstm_wgpu::kernels::optim::STEP_NAME, "train.skipped"] {
+    let capped = [lstm_wgpu::kernels::optim::STEP_NAME, "train.skipped"];
+    for name in capped.into_iter().chain([HEALTH_INTS[0], HEALTH_INTS[2]]) {
         if let Some(&v) = ints.get(name)
             && v > step
         {
@@ -527,6 +606,8 @@ pub(crate) fn load_checkpoint(path: &Path) -> Result<Loaded> {
     }
     let curve = curve_from(&floats, CURVE_NAME, path)?;
     let val_curve = curve_from(&floats, VAL_CURVE_NAME, path)?;
+    let grad_curve = curve_from(&floats, GRAD_CURVE_NAME, path)?;
+    health_from(&file, None)?;
     let precision = checkpoint_precision(&file)?;
     let (vocab, norm) = data_meta(&file, &config)?;
     Ok(Loaded {
@@ -538,6 +619,7 @@ pub(crate) fn load_checkpoint(path: &Path) -> Result<Loaded> {
         best_val,
         curve,
         val_curve,
+        grad_curve,
     })
 }
 

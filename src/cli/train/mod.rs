@@ -9,7 +9,7 @@ mod validation;
 
 use crate::cli::env::{open_gpu, size_limits};
 use crate::cli::train::checkpoint::{
-    Loaded, RunState, SCALER_NAME, counter, init_file, load_checkpoint, restore_model,
+    Loaded, RunState, SCALER_NAME, counter, health_from, init_file, load_checkpoint, restore_model,
     save_checkpoint, scaler_from, values_from,
 };
 use crate::cli::train::data::{
@@ -26,6 +26,7 @@ use crate::cli::train::validation::{ValReport, series_fields, validate};
 use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::io;
 use lstm_wgpu::model::NamedTensor;
+use lstm_wgpu::train::health::{StepHealth, layer_norms};
 use lstm_wgpu::train::lr::LrSchedule;
 use lstm_wgpu::train::metrics::{MetricsBuffer, Value};
 use lstm_wgpu::train::tensorboard::EventWriter;
@@ -77,6 +78,7 @@ pub(crate) fn settings(a: TrainArgs) -> Result<(TrainArgs, RunConfig, Option<Loa
             c.lr = a.lr.unwrap_or(c.lr);
             c.val_every = a.val_every.unwrap_or(c.val_every);
             c.patience = a.patience.or(c.patience);
+            c.explode_threshold = a.explode_threshold.or(c.explode_threshold);
             validate_config(&c)?;
             c
         }
@@ -98,16 +100,18 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     }
 }
 
-/// The loss histories of a run, (step, loss) pairs.
+/// The loss histories of a run, (step, loss) pairs, and the global
+/// gradient norms, (step, norm).
 #[derive(Default)]
 struct Curves {
     train: Vec<(f64, f64)>,
     val: Vec<(f64, f64)>,
+    grad: Vec<(f64, f64)>,
 }
 
 impl Curves {
-    fn both(&self) -> [&[(f64, f64)]; 2] {
-        [&self.train, &self.val]
+    fn all(&self) -> [&[(f64, f64)]; 3] {
+        [&self.train, &self.val, &self.grad]
     }
 }
 
@@ -126,6 +130,10 @@ struct Run {
     events: Option<EventWriter>,
     bar: indicatif::ProgressBar,
     verbose: bool,
+    /// The parameters' names, in the order of `StepStats::tensor_norms`.
+    names: Vec<String>,
+    /// Steps per epoch: the health counts are reported per epoch.
+    per_epoch: usize,
     /// The run's length, and where this invocation stops (--stop-after).
     total: usize,
     stop: usize,
@@ -181,10 +189,12 @@ impl Run {
             Some(((floats, _), p)) => values_from(&net, floats, p)?,
             None => init_values(&net, c.seed),
         };
-        let (st, curves) = match &resumed {
+        let (mut st, curves) = match &resumed {
             Some(l) => resumed_state(l, total)?,
             None => Default::default(),
         };
+        // The default threshold: the clip norm, else the running median.
+        st.health.fixed = c.explode_threshold.or(c.clip_norm.map(f64::from));
         let sched = schedule_of(&c, total);
         sched.validate()?;
         // The metrics file is read now, written at the first checkpoint.
@@ -227,6 +237,8 @@ impl Run {
             c.lr
         );
         Ok(Some(Run {
+            names: tr.tensor_names(),
+            per_epoch,
             first_step: st.step,
             a,
             c,
@@ -309,9 +321,11 @@ impl Run {
         if s.skipped {
             st.skipped += 1;
         }
+        let layers = layer_norms(&self.names, &s.tensor_norms, self.c.layers);
+        let h = st.health.observe(s.grad_norm, &layers, s.skipped);
         let rate = self.tokens as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
         if let Some(l) = &mut self.log {
-            l.log(&[
+            let mut fields = vec![
                 ("step", Value::Int(st.step as i64)),
                 ("loss", Value::Float(s.loss as f64)),
                 ("grad_norm", Value::Float(s.grad_norm as f64)),
@@ -319,8 +333,10 @@ impl Run {
                 ("skipped", Value::Bool(s.skipped)),
                 ("skipped_total", Value::Int(st.skipped as i64)),
                 ("loss_scale", Value::Float(s.loss_scale as f64)),
-                ("tokens_per_s", Value::Float(rate)),
-            ])?;
+            ];
+            fields.extend(health_fields(&self.names, s, &layers, &h));
+            fields.push(("tokens_per_s", Value::Float(rate)));
+            l.log(&fields)?;
         }
         if let Some(ev) = &mut self.events {
             let step = st.step as u64;
@@ -334,11 +350,46 @@ impl Run {
             ] {
                 ev.scalar(step, tag, v);
             }
+            for (n, &v) in self.names.iter().zip(&s.tensor_norms) {
+                ev.scalar(step, &format!("grad_norm/{n}"), v as f64);
+            }
+            for (k, &v) in layers.iter().enumerate() {
+                ev.scalar(step, &format!("grad_norm/layer_{k}"), v);
+            }
         }
+        // The last, partial, epoch ends with the run.
+        if st.step.is_multiple_of(self.per_epoch) || st.step == self.total {
+            self.end_epoch()?;
+        }
+        let st = &self.st;
         self.curves.train.push((st.step as f64, s.loss as f64));
+        self.curves.grad.push((st.step as f64, s.grad_norm as f64));
         self.bar
             .set_message(format!("loss {:.4} lr {lr:.2e} {rate:.0} tok/s", s.loss));
         self.bar.inc(1);
+        Ok(())
+    }
+
+    /// Reports the epoch's explosion and vanishing counts, and starts the
+    /// next epoch's from zero.
+    fn end_epoch(&mut self) -> Result<()> {
+        let step = self.st.step;
+        let e = self.st.health.end_epoch();
+        let t = self.st.health.total;
+        if let Some(l) = &mut self.log {
+            l.log(&[
+                ("step", Value::Int(step as i64)),
+                ("epoch", Value::Int(step.div_ceil(self.per_epoch) as i64)),
+                ("explosions", Value::Int(e.explosions as i64)),
+                ("vanishing", Value::Int(e.vanishing as i64)),
+                ("explosions_total", Value::Int(t.explosions as i64)),
+                ("vanishing_total", Value::Int(t.vanishing as i64)),
+            ])?;
+        }
+        if let Some(ev) = &mut self.events {
+            ev.scalar(step as u64, "health/explosions", e.explosions as f64);
+            ev.scalar(step as u64, "health/vanishing", e.vanishing as f64);
+        }
         Ok(())
     }
 
@@ -351,7 +402,7 @@ impl Run {
         }
         if let Some(p) = &self.a.checkpoint {
             let (tr, c, data) = (&self.tr, &self.c, &self.data);
-            save_checkpoint(p, tr, c, data, &self.st, self.curves.both())?;
+            save_checkpoint(p, tr, c, data, &self.st, self.curves.all())?;
         }
         // The metrics file holds what the checkpoint does.
         self.flush_logs()?;
@@ -413,7 +464,7 @@ impl Run {
             self.st.bad_vals = 0;
             if let Some(p) = &self.a.checkpoint {
                 let (tr, c, data) = (&self.tr, &self.c, &self.data);
-                save_checkpoint(&best_path(p), tr, c, data, &self.st, self.curves.both())?;
+                save_checkpoint(&best_path(p), tr, c, data, &self.st, self.curves.all())?;
             }
         } else {
             self.st.bad_vals += 1;
@@ -442,13 +493,25 @@ impl Run {
             && let Some(p) = &self.a.checkpoint
         {
             let (tr, c, data) = (&self.tr, &self.c, &self.data);
-            save_checkpoint(p, tr, c, data, &self.st, self.curves.both())?;
+            save_checkpoint(p, tr, c, data, &self.st, self.curves.all())?;
+        }
+        // An early stop ends the epoch in progress too.
+        if self.stopped_early && !self.st.step.is_multiple_of(self.per_epoch) {
+            self.end_epoch()?;
         }
         self.flush_logs()?;
         let secs = self.start.elapsed().as_secs_f64();
         let series = self.last_val.as_ref().and_then(|r| r.series);
         if let Some(p) = &self.a.plot {
-            write_plot(p, &self.c, &self.data, series.as_ref(), self.curves.both())?;
+            let log = self.a.plot_log;
+            write_plot(
+                p,
+                &self.c,
+                &self.data,
+                series.as_ref(),
+                self.curves.all(),
+                log,
+            )?;
         }
         let end = RunEnd {
             secs,
@@ -457,8 +520,41 @@ impl Run {
             scale: self.tr.scaler_state()?.map(|s| s.scale),
             stopped_early: self.stopped_early,
         };
-        crate::cli::out::line(final_line(&self.st, self.curves.both(), &end))
+        crate::cli::out::line(final_line(&self.st, self.curves.all(), &end))
     }
+}
+
+/// The gradient health fields of a step's metrics line: what `h` found,
+/// the layer norms `layers` and the tensor norms of `s` by `names`.
+fn health_fields(
+    names: &[String],
+    s: &StepStats,
+    layers: &[f64],
+    h: &StepHealth,
+) -> [(&'static str, Value); 5] {
+    let ints = h.vanishing.iter().map(|&k| Value::Int(k as i64));
+    let tensors = names.iter().zip(&s.tensor_norms);
+    [
+        ("explosion", Value::Bool(h.explosion)),
+        // null before there is a median.
+        (
+            "explode_threshold",
+            Value::Float(h.threshold.unwrap_or(f64::NAN)),
+        ),
+        ("vanishing_layers", Value::List(ints.collect())),
+        (
+            "layer_grad_norms",
+            Value::List(layers.iter().map(|&v| Value::Float(v)).collect()),
+        ),
+        (
+            "grad_norms",
+            Value::Object(
+                tensors
+                    .map(|(n, &v)| (n.clone(), Value::Float(v as f64)))
+                    .collect(),
+            ),
+        ),
+    ]
 }
 
 /// What a run says about its inputs before training: the task inferred
@@ -495,6 +591,7 @@ fn resumed_state(l: &Loaded, total: usize) -> Result<(RunState, Curves)> {
         skipped: counter(&l.file, "train.skipped")? as usize,
         bad_vals: counter(&l.file, "train.bad_vals")? as usize,
         best_val: l.best_val,
+        health: health_from(&l.file, None)?,
     };
     if total < st.step {
         return Err(Error::Invalid(format!(
@@ -506,6 +603,7 @@ fn resumed_state(l: &Loaded, total: usize) -> Result<(RunState, Curves)> {
     let curves = Curves {
         train: l.curve.clone(),
         val: l.val_curve.clone(),
+        grad: l.grad_curve.clone(),
     };
     Ok((st, curves))
 }

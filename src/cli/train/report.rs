@@ -6,16 +6,18 @@ use crate::cli::train::settings::RunConfig;
 use lstm_wgpu::error::Result;
 use lstm_wgpu::io;
 use lstm_wgpu::train::forecast::SeriesMetrics;
-use lstm_wgpu::train::metrics::loss_svg;
+use lstm_wgpu::train::metrics::{Panel, plot_svg};
 use std::path::Path;
 
-/// The SVG of the loss curves, with the naive baseline's loss on series.
+/// The SVG of the loss curves (log scale when `log`), with the naive
+/// baseline's loss on series, over the gradient norms (log scale).
 pub(crate) fn write_plot(
     p: &Path,
     c: &RunConfig,
     data: &Data,
     series: Option<&SeriesMetrics>,
-    [curve, val_curve]: [&[(f64, f64)]; 2],
+    [curve, val_curve, grad]: [&[(f64, f64)]; 3],
+    log: bool,
 ) -> Result<()> {
     let title = format!(
         "lstm-wgpu {} on {}",
@@ -50,7 +52,28 @@ pub(crate) fn write_plot(
     if !naive.is_empty() {
         lines.push((&naive_name, &naive));
     }
-    io::write_atomic(p, loss_svg(&title, &lines).as_bytes())?;
+    let loss = Panel {
+        title: if log { "loss (log scale)" } else { "loss" },
+        series: lines,
+        log,
+    };
+    // A fixed explosion threshold as a line across the norms.
+    let fixed = c.explode_threshold.or(c.clip_norm.map(f64::from));
+    let bar: Vec<(f64, f64)> = match (fixed, grad.first(), grad.last()) {
+        (Some(x), Some(a), Some(b)) => vec![(a.0, x), (b.0, x)],
+        _ => Vec::new(),
+    };
+    let bar_name = format!("explosion threshold {}", fixed.unwrap_or_default());
+    let mut norm_lines = vec![("grad norm", grad)];
+    if !bar.is_empty() {
+        norm_lines.push((&bar_name, &bar));
+    }
+    let norms = Panel {
+        title: "global gradient norm before clipping (log scale)",
+        series: norm_lines,
+        log: true,
+    };
+    io::write_atomic(p, plot_svg(&title, &[loss, norms]).as_bytes())?;
     Ok(())
 }
 
@@ -68,7 +91,7 @@ pub(crate) struct RunEnd {
 /// The `final: …` line on stdout.
 pub(crate) fn final_line(
     st: &RunState,
-    [curve, val_curve]: [&[(f64, f64)]; 2],
+    [curve, val_curve, _]: [&[(f64, f64)]; 3],
     end: &RunEnd,
 ) -> String {
     let last = curve
@@ -99,6 +122,10 @@ pub(crate) fn final_line(
                 .scale
                 .map(|s| format!(" loss_scale {s}"))
                 .unwrap_or_default()
+            + &format!(
+                " explosions {} vanishing {}",
+                st.health.total.explosions, st.health.total.vanishing
+            )
             + if end.stopped_early { " (early stop)" } else { "" }
     )
 }

@@ -70,6 +70,11 @@ pub struct TrainArgs {
     /// Clip gradients to this global L2 norm before each step. [default: none]
     #[arg(long)]
     pub clip_norm: Option<f32>,
+    /// A step whose gradient norm (before clipping) exceeds X counts as an
+    /// explosion. [default: --clip-norm when clipping, else 10× the median
+    /// of the last 100 norms]
+    #[arg(long, value_name = "X")]
+    pub explode_threshold: Option<f64>,
     /// Dropout probability on each layer's output but the last, in
     /// training only (as nn.LSTM's `dropout`), in [0, 1). [default: 0]
     #[arg(long)]
@@ -185,9 +190,13 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub resume: Option<PathBuf>,
-    /// Loss-curve plot (SVG).
+    /// Loss-curve plot (SVG), with a gradient-norm panel (log scale).
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Log-scale loss axis in the --plot.
+    #[arg(long)]
+    #[serde(default)]
+    pub plot_log: bool,
     /// TensorBoard event files in this directory (created if missing):
     /// the metrics file's values as scalars, for `tensorboard --logdir`.
     #[arg(long, value_name = "DIR")]
@@ -235,6 +244,7 @@ impl TrainArgs {
             weight_decay,
             momentum,
             clip_norm,
+            explode_threshold,
             dropout,
             norm,
             norm_t_max,
@@ -265,6 +275,7 @@ impl TrainArgs {
         self.residual |= o.residual;
         self.norm_last |= o.norm_last;
         self.no_progress |= o.no_progress;
+        self.plot_log |= o.plot_log;
     }
 }
 
@@ -323,6 +334,10 @@ pub struct RunConfig {
     pub(crate) missing: MissingChoice,
     #[serde(default)]
     pub(crate) time: Option<String>,
+    /// None: the clip norm, or the running median (see
+    /// `lstm_wgpu::train::health`).
+    #[serde(default)]
+    pub(crate) explode_threshold: Option<f64>,
 }
 
 /// The [`Norm`] a run's settings describe.
@@ -406,6 +421,7 @@ pub(crate) fn resolve(a: &TrainArgs) -> Result<RunConfig> {
         min_len: a.min_len,
         missing: a.missing.unwrap_or_default(),
         time: a.time.clone(),
+        explode_threshold: a.explode_threshold,
     };
     validate_config(&c)?;
     Ok(c)
@@ -517,6 +533,14 @@ pub(crate) fn validate_config(c: &RunConfig) -> Result<()> {
         return Err(Error::Invalid(format!(
             "--clip-norm {}: expected a finite number >= 0",
             num(n)
+        )));
+    }
+    if let Some(x) = c.explode_threshold
+        && !(x.is_finite() && x > 0.0)
+    {
+        return Err(Error::Invalid(format!(
+            "--explode-threshold {}: expected a finite number > 0",
+            num(x)
         )));
     }
     for (flag, v) in [
