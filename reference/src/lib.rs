@@ -16,12 +16,16 @@
 //! * [`clip`]: `clip_grad_norm_` and `clip_grad_value_`;
 //! * [`dropout`]: the GPU's dropout mask, and [`RefLinks`] made with it.
 
+mod cell;
 pub mod clip;
 pub mod dropout;
 mod linalg;
 mod lstm;
 pub mod norm;
+mod recurrent_reg;
 mod rng;
 
+pub use cell::{RefActivation, RefCellKind};
 pub use lstm::*;
+pub use recurrent_reg::{RefRecurrentReg, RefWeightDrop, RefZoneout};
 pub use rng::Rng;

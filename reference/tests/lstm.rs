@@ -368,6 +368,7 @@ fn gate_order_closed_form() {
             w_hh: vec![0.0; 4],
             b_ih: Some(vec![bi, bf, bg, bo]),
             b_hh: Some(vec![0.0; 4]),
+            w_hr: None,
         }],
     };
     let c0 = 0.8;

@@ -16,11 +16,22 @@ pub fn cfg(i: usize, h: usize, l: usize, bidir: bool, bias: bool) -> RefConfig {
         num_layers: l,
         bidirectional: bidir,
         bias,
+        ..Default::default()
     }
 }
 
+/// Values of `h0` / `h_n`.
 pub fn state_len(c: &RefConfig, b: usize) -> usize {
-    c.cells() * b * c.hidden_size
+    c.cells() * b * c.state_size()
+}
+
+/// Values of `c0` / `c_n` (0 for cells without `c`).
+pub fn c_state_len(c: &RefConfig, b: usize) -> usize {
+    if c.cell.has_c() {
+        c.cells() * b * c.hidden_size
+    } else {
+        0
+    }
 }
 
 pub fn make_inputs(
@@ -31,13 +42,13 @@ pub fn make_inputs(
     with_state: bool,
     lengths: Option<Vec<usize>>,
 ) -> RefInputs {
-    let sl = state_len(c, b);
+    let (sl, cl) = (state_len(c, b), c_state_len(c, b));
     RefInputs {
         seq_len: t,
         batch: b,
         x: rng.vec(t * b * c.input_size, -1.0, 1.0),
         h0: with_state.then(|| rng.vec(sl, -1.0, 1.0)),
-        c0: with_state.then(|| rng.vec(sl, -1.0, 1.0)),
+        c0: (with_state && c.cell.has_c()).then(|| rng.vec(cl, -1.0, 1.0)),
         lengths,
     }
 }
@@ -45,9 +56,9 @@ pub fn make_inputs(
 pub fn make_upstream(c: &RefConfig, rng: &mut Rng, t: usize, b: usize) -> RefUpstream {
     let sl = state_len(c, b);
     RefUpstream {
-        grad_output: rng.vec(t * b * c.dirs() * c.hidden_size, -1.0, 1.0),
+        grad_output: rng.vec(t * b * c.dirs() * c.state_size(), -1.0, 1.0),
         grad_h_n: rng.vec(sl, -1.0, 1.0),
-        grad_c_n: rng.vec(sl, -1.0, 1.0),
+        grad_c_n: rng.vec(c_state_len(c, b), -1.0, 1.0),
     }
 }
 
