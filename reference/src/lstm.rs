@@ -535,6 +535,7 @@ fn run_forward(
     let w = reg.step_weights(w);
     let (h, s_w, kind) = (cfg.hidden_size, cfg.state_size(), cfg.cell);
     let c_w = if kind.has_c() { h } else { 0 };
+    let gates = kind.gates() * h;
     let d_n = cfg.dirs();
     let out_w = d_n * s_w;
     let mut h_n = vec![0.0; cfg.cells() * b_len * s_w];
@@ -563,12 +564,10 @@ fn run_forward(
                 for t in order {
                     let x_off = (t * b_len + b) * in_size;
                     let x_t = &cur[x_off..x_off + in_size];
-                    let mut gi = cw
-                        .b_ih
-                        .clone()
-                        .unwrap_or_else(|| vec![0.0; cw.w_ih.len() / in_size]);
+                    let bias = |b: &Option<Vec<f64>>| b.clone().unwrap_or(vec![0.0; gates]);
+                    let mut gi = bias(&cw.b_ih);
                     matvec_acc(&mut gi, &cw.w_ih, x_t);
-                    let mut gh = cw.b_hh.clone().unwrap_or_else(|| vec![0.0; gi.len()]);
+                    let mut gh = bias(&cw.b_hh);
                     kind.recurrent(&mut gh, &cw.w_hh, &h_cur);
                     let (cache, mut h_new, mut c_new) = kind.step(cw, &gi, gh, h_cur, c_cur);
                     let zone = (cell_idx * t_len + t) * b_len + b;
