@@ -174,9 +174,7 @@ impl RefCellKind {
         let (h_new, c_new) = match self {
             RefCellKind::Lstm | RefCellKind::LstmProj { .. } => {
                 add_assign(&mut pre, &gh);
-                let act: Vec<f64> = (pre.iter().enumerate())
-                    .map(|(r, &v)| if r / n == 2 { v.tanh() } else { sigmoid(v) })
-                    .collect();
+                let act = activate(&pre, n);
                 let [i, f, g, o] = split4(&act, n);
                 let c: Vec<f64> = (0..n)
                     .map(|j| f[j] * cache.c_prev[j] + i[j] * g[j])
@@ -202,9 +200,7 @@ impl RefCellKind {
                     let r = sigmoid(pre[j]);
                     pre[2 * n + j] += r * gh[2 * n + j];
                 }
-                let act: Vec<f64> = (pre.iter().enumerate())
-                    .map(|(r, &v)| if r / n == 2 { v.tanh() } else { sigmoid(v) })
-                    .collect();
+                let act = activate(&pre, n);
                 let (z, nn) = (&act[n..2 * n], &act[2 * n..]);
                 let h_new = (0..n).map(|j| (1.0 - z[j]) * nn[j] + z[j] * cache.h_prev[j]);
                 let h_new = h_new.collect();
@@ -298,6 +294,12 @@ impl RefCellKind {
             c_prev: dc_prev,
         }
     }
+}
+
+/// Gate activations of LSTM and GRU: gate 2 (`g`, `n`) tanh, the others σ.
+fn activate(pre: &[f64], n: usize) -> Vec<f64> {
+    let f = |(r, &v): (usize, &f64)| if r / n == 2 { v.tanh() } else { sigmoid(v) };
+    pre.iter().enumerate().map(f).collect()
 }
 
 fn split4(v: &[f64], n: usize) -> [&[f64]; 4] {
