@@ -72,7 +72,7 @@ pub fn ref_links(
     residual: bool,
     step: Option<&DropoutStep>,
 ) -> Result<RefLinks, String> {
-    let n = seq_len * batch * cfg.dirs() * cfg.hidden_size;
+    let n = seq_len * batch * cfg.dirs() * cfg.state_size();
     let mut keep = Vec::new();
     if let Some(step) = step.filter(|_| p != 0.0) {
         for l in 0..cfg.num_layers.saturating_sub(1) {

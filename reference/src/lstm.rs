@@ -1,24 +1,31 @@
-//! f64 CPU reference implementation of a stacked PyTorch `nn.LSTM`
-//! (forward and backward through time), used by tests to judge the GPU kernels.
+//! f64 CPU reference implementation of a stacked PyTorch `nn.LSTM` (and of
+//! the other cells of [`RefCellKind`]), forward and backward through time,
+//! used by tests to judge the GPU kernels. The recurrence is written once
+//! here; a cell only brings its pointwise step (`cell.rs`).
 //!
-//! Semantics follow PyTorch exactly: gate order `i, f, g, o`; layer `k > 0`
-//! consumes the previous layer's output (forward hidden then reverse hidden per
-//! position); variable lengths behave like
+//! Semantics follow PyTorch exactly: gate order `i, f, g, o` (GRU: `r, z,
+//! n`); layer `k > 0` consumes the previous layer's output (forward hidden
+//! then reverse hidden per position); variable lengths behave like
 //! `pack_padded_sequence(..., enforce_sorted=False)` followed by
 //! `pad_packed_sequence`: only `t < len_b` is processed, outputs are zero at
 //! padded positions, the reverse direction starts at `t = len_b - 1`, and
 //! `h_n`/`c_n` are the states after each direction's last processed step.
 //!
-//! All tensors are flat row-major, time-major `Vec<f64>`:
-//! `x: [T, B, I]`, `output: [T, B, D*H]`, `h0/c0/h_n/c_n: [L*D, B, H]`
-//! (index `layer * D + dir`), `w_ih: [4H, I_k]`, `w_hh: [4H, H]`,
-//! `b_ih/b_hh: [4H]`.
+//! All tensors are flat row-major, time-major `Vec<f64>`, with `G` the
+//! cell's gate count and `S` the width of `h` (`H`, or `P` with a
+//! projection): `x: [T, B, I]`, `output: [T, B, D*S]`, `h0/h_n: [L*D, B, S]`,
+//! `c0/c_n: [L*D, B, H]` (index `layer * D + dir`; empty for cells without
+//! `c`), `w_ih: [G*H, I_k]`, `w_hh: [G*H, S]` (IndRNN: `[H]`),
+//! `b_ih/b_hh: [G*H]`, `w_hr: [P, H]`.
 
-use crate::Rng;
-use crate::linalg::{add_assign, dot, matvec_acc, matvec_t_acc, outer_acc, sigmoid};
+use crate::cell::{Cache, min_abs_pre};
+use crate::linalg::{add_assign, dot, matvec_acc, matvec_t_acc, outer_acc};
+use crate::{RefCellKind, RefRecurrentReg, Rng};
 
-/// Shape hyper-parameters of the LSTM (mirrors `nn.LSTM` constructor arguments).
-#[derive(Clone, Debug)]
+/// Shape hyper-parameters of the network (mirrors the `nn.LSTM` / `nn.GRU`
+/// constructor arguments). `Default` is all zeros and the plain LSTM cell,
+/// for `..Default::default()`.
+#[derive(Clone, Debug, Default)]
 pub struct RefConfig {
     /// Feature size `I` of the input `x`.
     pub input_size: usize,
@@ -30,6 +37,8 @@ pub struct RefConfig {
     pub bidirectional: bool,
     /// Whether the `b_ih`/`b_hh` biases exist.
     pub bias: bool,
+    /// The cell of every layer.
+    pub cell: RefCellKind,
 }
 
 impl RefConfig {
@@ -38,12 +47,17 @@ impl RefConfig {
         if self.bidirectional { 2 } else { 1 }
     }
 
-    /// Input feature size of `layer`: `I` for layer 0, `D*H` for the others.
+    /// Width `S` of `h`: `P` with a projection, else `H`.
+    pub fn state_size(&self) -> usize {
+        self.cell.state_size(self.hidden_size)
+    }
+
+    /// Input feature size of `layer`: `I` for layer 0, `D*S` for the others.
     pub fn layer_input_size(&self, layer: usize) -> usize {
         if layer == 0 {
             self.input_size
         } else {
-            self.dirs() * self.hidden_size
+            self.dirs() * self.state_size()
         }
     }
 
@@ -56,17 +70,19 @@ impl RefConfig {
 /// Parameters of one (layer, direction) cell, laid out as in PyTorch.
 #[derive(Clone, Debug)]
 pub struct RefDirWeights {
-    /// `weight_ih_l{k}[_reverse]`: `[4H, I_k]`.
+    /// `weight_ih_l{k}[_reverse]`: `[G*H, I_k]`.
     pub w_ih: Vec<f64>,
-    /// `weight_hh_l{k}[_reverse]`: `[4H, H]`.
+    /// `weight_hh_l{k}[_reverse]`: `[G*H, S]` (IndRNN: `[H]`).
     pub w_hh: Vec<f64>,
-    /// `bias_ih_l{k}[_reverse]`: `[4H]`, `None` when `bias = false`.
+    /// `bias_ih_l{k}[_reverse]`: `[G*H]`, `None` when `bias = false`.
     pub b_ih: Option<Vec<f64>>,
-    /// `bias_hh_l{k}[_reverse]`: `[4H]`, `None` when `bias = false`.
+    /// `bias_hh_l{k}[_reverse]`: `[G*H]`, `None` when `bias = false`.
     pub b_hh: Option<Vec<f64>>,
+    /// `weight_hr_l{k}[_reverse]`: `[P, H]`, present iff the cell projects.
+    pub w_hr: Option<Vec<f64>>,
 }
 
-/// All LSTM parameters. One entry per (layer, dir), index `layer * D + dir`.
+/// All parameters. One entry per (layer, dir), index `layer * D + dir`.
 #[derive(Clone, Debug)]
 pub struct RefWeights {
     /// Cells in PyTorch order (`layer * D + dir`).
@@ -82,9 +98,10 @@ pub struct RefInputs {
     pub batch: usize,
     /// Input `[T, B, I]`.
     pub x: Vec<f64>,
-    /// Initial hidden state `[L*D, B, H]`; zeros when `None`.
+    /// Initial hidden state `[L*D, B, S]`; zeros when `None`.
     pub h0: Option<Vec<f64>>,
-    /// Initial cell state `[L*D, B, H]`; zeros when `None`.
+    /// Initial cell state `[L*D, B, H]`; zeros when `None`; must be `None`
+    /// for cells without `c`.
     pub c0: Option<Vec<f64>>,
     /// Per-sequence lengths (each in `1..=T`, any order); all `T` when `None`.
     pub lengths: Option<Vec<usize>>,
@@ -93,22 +110,22 @@ pub struct RefInputs {
 /// Results of a forward pass.
 #[derive(Clone, Debug)]
 pub struct RefOutputs {
-    /// Last layer's output `[T, B, D*H]`, zero at padded positions.
+    /// Last layer's output `[T, B, D*S]`, zero at padded positions.
     pub output: Vec<f64>,
-    /// Final hidden states `[L*D, B, H]`.
+    /// Final hidden states `[L*D, B, S]`.
     pub h_n: Vec<f64>,
-    /// Final cell states `[L*D, B, H]`.
+    /// Final cell states `[L*D, B, H]`; empty for cells without `c`.
     pub c_n: Vec<f64>,
 }
 
 /// Upstream gradients of loss = Σ output·grad_output + Σ h_n·grad_h_n + Σ c_n·grad_c_n.
 #[derive(Clone, Debug)]
 pub struct RefUpstream {
-    /// Gradient w.r.t. `output`, `[T, B, D*H]`.
+    /// Gradient w.r.t. `output`, `[T, B, D*S]`.
     pub grad_output: Vec<f64>,
-    /// Gradient w.r.t. `h_n`, `[L*D, B, H]`.
+    /// Gradient w.r.t. `h_n`, `[L*D, B, S]`.
     pub grad_h_n: Vec<f64>,
-    /// Gradient w.r.t. `c_n`, `[L*D, B, H]`.
+    /// Gradient w.r.t. `c_n`, `[L*D, B, H]`; empty for cells without `c`.
     pub grad_c_n: Vec<f64>,
 }
 
@@ -117,9 +134,10 @@ pub struct RefUpstream {
 pub struct RefGrads {
     /// Gradient w.r.t. `x`, `[T, B, I]` (zero at padded positions).
     pub input: Vec<f64>,
-    /// Gradient w.r.t. the initial hidden state, `[L*D, B, H]` (always present).
+    /// Gradient w.r.t. the initial hidden state, `[L*D, B, S]` (always present).
     pub h0: Vec<f64>,
-    /// Gradient w.r.t. the initial cell state, `[L*D, B, H]` (always present).
+    /// Gradient w.r.t. the initial cell state, `[L*D, B, H]` (always
+    /// present; empty for cells without `c`).
     pub c0: Vec<f64>,
     /// Gradients w.r.t. all parameters; bias gradients present iff `bias = true`
     /// (`b_ih` and `b_hh` receive the same gradient).
@@ -137,7 +155,7 @@ pub struct RefLinks {
     pub dropout: f64,
     /// Residual connections around layers `1..L`.
     pub residual: bool,
-    /// `keep[l][i]`: whether element `i` of layer `l`'s `[T, B, D*H]` output
+    /// `keep[l][i]`: whether element `i` of layer `l`'s `[T, B, D*S]` output
     /// survives dropout; `L − 1` masks (never after the last layer), or none
     /// for no dropout (eval mode).
     pub keep: Vec<Vec<bool>>,
@@ -156,7 +174,7 @@ impl RefLinks {
                 cfg.num_layers.saturating_sub(1)
             ));
         }
-        let n = seq_len * batch * cfg.dirs() * cfg.hidden_size;
+        let n = seq_len * batch * cfg.dirs() * cfg.state_size();
         if let Some((l, m)) = self.keep.iter().enumerate().find(|(_, m)| m.len() != n) {
             return Err(format!(
                 "dropout mask {l} has {} entries, expected {n}",
@@ -197,32 +215,36 @@ impl RefLinks {
     }
 }
 
-/// Random parameters drawn from `U(-1/√H, 1/√H)`, like PyTorch's default init.
+/// Random parameters drawn from `U(-1/√H, 1/√H)`, like PyTorch's default init
+/// (in the order `w_ih, w_hh, b_ih, b_hh, w_hr` per cell).
 pub fn random_weights(cfg: &RefConfig, rng: &mut Rng) -> RefWeights {
-    let h = cfg.hidden_size;
+    let (h, kind) = (cfg.hidden_size, cfg.cell);
+    let gh = kind.gates() * h;
     let k = 1.0 / (h as f64).sqrt();
     let mut cells = Vec::with_capacity(cfg.cells());
     for layer in 0..cfg.num_layers {
         let in_size = cfg.layer_input_size(layer);
         for _dir in 0..cfg.dirs() {
-            let w_ih = rng.vec(4 * h * in_size, -k, k);
-            let w_hh = rng.vec(4 * h * h, -k, k);
+            let w_ih = rng.vec(gh * in_size, -k, k);
+            let w_hh = rng.vec(kind.w_hh_len(h), -k, k);
             let (b_ih, b_hh) = if cfg.bias {
-                (Some(rng.vec(4 * h, -k, k)), Some(rng.vec(4 * h, -k, k)))
+                (Some(rng.vec(gh, -k, k)), Some(rng.vec(gh, -k, k)))
             } else {
                 (None, None)
             };
+            let n_hr = kind.w_hr_len(h);
+            let w_hr = (n_hr > 0).then(|| rng.vec(n_hr, -k, k));
             cells.push(RefDirWeights {
                 w_ih,
                 w_hh,
                 b_ih,
                 b_hh,
+                w_hr,
             });
         }
     }
     RefWeights { cells }
 }
-
 /// The scalar loss Σ output·grad_output + Σ h_n·grad_h_n + Σ c_n·grad_c_n
 /// (for finite-difference checks).
 pub fn loss(out: &RefOutputs, up: &RefUpstream) -> f64 {
@@ -232,20 +254,46 @@ pub fn loss(out: &RefOutputs, up: &RefUpstream) -> f64 {
     dot(&out.output, &up.grad_output) + dot(&out.h_n, &up.grad_h_n) + dot(&out.c_n, &up.grad_c_n)
 }
 
-/// Forward pass of the stacked LSTM.
+/// Forward pass of the stacked network.
 pub fn forward(cfg: &RefConfig, w: &RefWeights, inp: &RefInputs) -> RefOutputs {
     forward_links(cfg, w, inp, &RefLinks::default())
 }
 
-/// Forward pass of the stacked LSTM with dropout / residual links between
-/// layers.
+/// Forward pass with dropout / residual links between layers.
 pub fn forward_links(
     cfg: &RefConfig,
     w: &RefWeights,
     inp: &RefInputs,
     links: &RefLinks,
 ) -> RefOutputs {
-    run_forward(cfg, w, inp, links).out
+    forward_reg(cfg, w, inp, links, &RefRecurrentReg::default())
+}
+
+/// Forward pass with links between layers and zoneout / weight-drop
+/// inside the recurrence.
+pub fn forward_reg(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    inp: &RefInputs,
+    links: &RefLinks,
+    reg: &RefRecurrentReg,
+) -> RefOutputs {
+    run_forward(cfg, w, inp, links, reg).out
+}
+
+/// Smallest `|pre-activation|` of any gate at any processed step. A
+/// finite-difference test of a ReLU cell is only valid when this is well
+/// above the perturbation it makes.
+pub fn min_abs_preactivation(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    inp: &RefInputs,
+    links: &RefLinks,
+    reg: &RefRecurrentReg,
+) -> f64 {
+    let trace = run_forward(cfg, w, inp, links, reg);
+    let steps = trace.steps.iter().flatten().flatten();
+    steps.fold(f64::INFINITY, |a, s| a.min(min_abs_pre(&s.cache)))
 }
 
 /// Forward pass followed by backpropagation through time of the loss defined
@@ -267,26 +315,40 @@ pub fn backward_links(
     up: &RefUpstream,
     links: &RefLinks,
 ) -> (RefOutputs, RefGrads) {
-    let trace = run_forward(cfg, w, inp, links);
+    backward_reg(cfg, w, inp, up, links, &RefRecurrentReg::default())
+}
+
+/// [`backward`] with links between layers and zoneout / weight-drop inside
+/// the recurrence (weight gradients w.r.t. the raw `W_hh`).
+pub fn backward_reg(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    inp: &RefInputs,
+    up: &RefUpstream,
+    links: &RefLinks,
+    reg: &RefRecurrentReg,
+) -> (RefOutputs, RefGrads) {
+    let trace = run_forward(cfg, w, inp, links, reg);
+    let w = reg.step_weights(w);
     let (t_len, b_len) = (inp.seq_len, inp.batch);
-    let h = cfg.hidden_size;
+    let (h, s_w, kind) = (cfg.hidden_size, cfg.state_size(), cfg.cell);
+    let c_w = if kind.has_c() { h } else { 0 };
     let d_n = cfg.dirs();
-    let state_len = cfg.cells() * b_len * h;
     assert_eq!(
         up.grad_output.len(),
         trace.out.output.len(),
         "grad_output shape"
     );
-    assert_eq!(up.grad_h_n.len(), state_len, "grad_h_n shape");
-    assert_eq!(up.grad_c_n.len(), state_len, "grad_c_n shape");
+    assert_eq!(up.grad_h_n.len(), trace.out.h_n.len(), "grad_h_n shape");
+    assert_eq!(up.grad_c_n.len(), trace.out.c_n.len(), "grad_c_n shape");
 
-    let mut grad_h0 = vec![0.0; state_len];
-    let mut grad_c0 = vec![0.0; state_len];
-    let mut grad_cells = zero_grads(w);
+    let mut grad_h0 = vec![0.0; up.grad_h_n.len()];
+    let mut grad_c0 = vec![0.0; up.grad_c_n.len()];
+    let mut grad_cells = zero_grads(&w);
 
-    // Gradient w.r.t. the current layer's output [T, B, D*H]. Padded positions
+    // Gradient w.r.t. the current layer's output [T, B, D*S]. Padded positions
     // of the output are constant zero, so their upstream gradient is dropped.
-    let out_w = d_n * h;
+    let out_w = d_n * s_w;
     let mut d_out = up.grad_output.clone();
 
     let mut d_in = Vec::new();
@@ -301,34 +363,46 @@ pub fn backward_links(
             let cell_idx = layer * d_n + dir;
             let cw = &w.cells[cell_idx];
             let gw = &mut grad_cells[cell_idx];
-            let mut dgates = vec![0.0; 4 * h];
             for b in 0..b_len {
-                let s_off = (cell_idx * b_len + b) * h;
-                let mut dh = up.grad_h_n[s_off..s_off + h].to_vec();
-                let mut dc = up.grad_c_n[s_off..s_off + h].to_vec();
+                let (hs, cs) = ((cell_idx * b_len + b) * s_w, (cell_idx * b_len + b) * c_w);
+                let mut dh = up.grad_h_n[hs..hs + s_w].to_vec();
+                let mut dc = up.grad_c_n[cs..cs + c_w].to_vec();
                 for step in trace.steps[cell_idx][b].iter().rev() {
                     let t = step.t;
-                    let o_off = (t * b_len + b) * out_w + dir * h;
-                    for (dhj, go) in dh.iter_mut().zip(&d_out[o_off..o_off + h]) {
-                        *dhj += go;
-                    }
-                    cell_backward(step, &dh, &mut dc, &mut dgates, h);
+                    let o_off = (t * b_len + b) * out_w + dir * s_w;
+                    add_assign(&mut dh, &d_out[o_off..o_off + s_w]);
+                    // Zoneout: the previous state gets m d, the cell (1 − m) d.
+                    let zone = (cell_idx * t_len + t) * b_len + b;
+                    let dh_prev = zone_backward(&reg.zoneout_h, zone, &mut dh);
+                    let dc_prev = zone_backward(&reg.zoneout_c, zone, &mut dc);
+                    let g = kind.step_backward(cw, gw, &step.cache, &dh, &dc);
                     let x_off = (t * b_len + b) * in_size;
                     let x_t = &x[x_off..x_off + in_size];
-                    outer_acc(&mut gw.w_ih, &dgates, x_t);
-                    outer_acc(&mut gw.w_hh, &dgates, &step.h_prev);
+                    outer_acc(&mut gw.w_ih, &g.gi, x_t);
                     if let Some(gb) = gw.b_ih.as_mut() {
-                        add_assign(gb, &dgates);
+                        add_assign(gb, &g.gi);
                     }
                     if let Some(gb) = gw.b_hh.as_mut() {
-                        add_assign(gb, &dgates);
+                        add_assign(gb, &g.gh);
                     }
-                    matvec_t_acc(&mut d_in[x_off..x_off + in_size], &cw.w_ih, &dgates);
-                    dh.fill(0.0);
-                    matvec_t_acc(&mut dh, &cw.w_hh, &dgates);
+                    matvec_t_acc(&mut d_in[x_off..x_off + in_size], &cw.w_ih, &g.gi);
+                    dh = g.h_prev;
+                    kind.recurrent_backward(
+                        &cw.w_hh,
+                        &step.cache.h_prev,
+                        &g.gh,
+                        &mut gw.w_hh,
+                        &mut dh,
+                    );
+                    dc = g.c_prev;
+                    for (d, p) in [(&mut dh, dh_prev), (&mut dc, dc_prev)] {
+                        if let Some(p) = p {
+                            add_assign(d, &p);
+                        }
+                    }
                 }
-                grad_h0[s_off..s_off + h].copy_from_slice(&dh);
-                grad_c0[s_off..s_off + h].copy_from_slice(&dc);
+                grad_h0[hs..hs + s_w].copy_from_slice(&dh);
+                grad_c0[cs..cs + c_w].copy_from_slice(&dc);
             }
         }
         if links.skips(layer) {
@@ -338,6 +412,7 @@ pub fn backward_links(
             d_out = std::mem::take(&mut d_in);
         }
     }
+    reg.raw_grads(&mut grad_cells);
 
     let grads = RefGrads {
         input: d_in,
@@ -356,12 +431,7 @@ pub fn backward_links(
 struct Step {
     /// Time index this step processed.
     t: usize,
-    h_prev: Vec<f64>,
-    c_prev: Vec<f64>,
-    /// Activated gates `[i, f, g, o]`, `4H`.
-    act: Vec<f64>,
-    /// `tanh(c_t)`.
-    tanh_c: Vec<f64>,
+    cache: Cache,
 }
 
 struct Trace {
@@ -379,9 +449,14 @@ pub(crate) fn check_inputs(
     w: &RefWeights,
     inp: &RefInputs,
 ) -> Result<Vec<usize>, String> {
-    let h = cfg.hidden_size;
+    let (h, kind) = (cfg.hidden_size, cfg.cell);
     if h == 0 || cfg.num_layers == 0 {
         return Err("hidden_size and num_layers must be positive".into());
+    }
+    if let RefCellKind::LstmProj { proj_size } = kind
+        && !(1..h).contains(&proj_size)
+    {
+        return Err(format!("proj_size {proj_size} outside 1..{h}"));
     }
     if w.cells.len() != cfg.cells() {
         return Err(format!(
@@ -390,13 +465,19 @@ pub(crate) fn check_inputs(
             cfg.cells()
         ));
     }
+    let gh = kind.gates() * h;
     for (idx, c) in w.cells.iter().enumerate() {
         let in_size = cfg.layer_input_size(idx / cfg.dirs());
-        if c.w_ih.len() != 4 * h * in_size || c.w_hh.len() != 4 * h * h {
+        let hr_len = c.w_hr.as_ref().map_or(0, Vec::len);
+        if c.w_ih.len() != gh * in_size
+            || c.w_hh.len() != kind.w_hh_len(h)
+            || c.w_hr.is_some() != (kind.w_hr_len(h) > 0)
+            || hr_len != kind.w_hr_len(h)
+        {
             return Err(format!("weight shape of cell {idx}"));
         }
         for b in [&c.b_ih, &c.b_hh] {
-            if b.is_some() != cfg.bias || b.as_ref().is_some_and(|b| b.len() != 4 * h) {
+            if b.is_some() != cfg.bias || b.as_ref().is_some_and(|b| b.len() != gh) {
                 return Err(format!("bias presence/shape of cell {idx}"));
             }
         }
@@ -409,12 +490,16 @@ pub(crate) fn check_inputs(
             cfg.input_size
         ));
     }
-    let state_len = cfg.cells() * b_len * h;
-    for s in [&inp.h0, &inp.c0].into_iter().flatten() {
-        if s.len() != state_len {
+    let states = cfg.cells() * b_len;
+    for (name, s, n) in [("h0", &inp.h0, cfg.state_size()), ("c0", &inp.c0, h)] {
+        if !kind.has_c() && name == "c0" && s.is_some() {
+            return Err(format!("{kind:?} has no c state, but c0 is given"));
+        }
+        if let Some(s) = s.as_ref().filter(|s| s.len() != states * n) {
             return Err(format!(
-                "h0/c0 has {} values, expected {state_len}",
-                s.len()
+                "{name} has {} values, expected {}",
+                s.len(),
+                states * n
             ));
         }
     }
@@ -432,18 +517,29 @@ pub(crate) fn check_inputs(
     }
 }
 
-fn run_forward(cfg: &RefConfig, w: &RefWeights, inp: &RefInputs, links: &RefLinks) -> Trace {
+fn run_forward(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    inp: &RefInputs,
+    links: &RefLinks,
+    reg: &RefRecurrentReg,
+) -> Trace {
     let lengths = check_inputs(cfg, w, inp).unwrap_or_else(|e| panic!("{e}"));
-    if let Err(e) = links.check(cfg, inp.seq_len, inp.batch) {
-        panic!("{e}");
-    }
     let (t_len, b_len) = (inp.seq_len, inp.batch);
-    let h = cfg.hidden_size;
+    for r in [
+        links.check(cfg, t_len, b_len),
+        reg.check(cfg, w, t_len, b_len),
+    ] {
+        r.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let w = reg.step_weights(w);
+    let (h, s_w, kind) = (cfg.hidden_size, cfg.state_size(), cfg.cell);
+    let c_w = if kind.has_c() { h } else { 0 };
+    let gates = kind.gates() * h;
     let d_n = cfg.dirs();
-    let out_w = d_n * h;
-    let state_len = cfg.cells() * b_len * h;
-    let mut h_n = vec![0.0; state_len];
-    let mut c_n = vec![0.0; state_len];
+    let out_w = d_n * s_w;
+    let mut h_n = vec![0.0; cfg.cells() * b_len * s_w];
+    let mut c_n = vec![0.0; cfg.cells() * b_len * c_w];
     let mut layer_inputs = Vec::with_capacity(cfg.num_layers);
     let mut steps = Vec::with_capacity(cfg.cells());
     let mut cur = inp.x.clone();
@@ -456,9 +552,9 @@ fn run_forward(cfg: &RefConfig, w: &RefWeights, inp: &RefInputs, links: &RefLink
             let cw = &w.cells[cell_idx];
             let mut cell_steps = Vec::with_capacity(b_len);
             for (b, &len) in lengths.iter().enumerate() {
-                let s_off = (cell_idx * b_len + b) * h;
-                let mut h_cur = state_slice(&inp.h0, s_off, h);
-                let mut c_cur = state_slice(&inp.c0, s_off, h);
+                let (hs, cs) = ((cell_idx * b_len + b) * s_w, (cell_idx * b_len + b) * c_w);
+                let mut h_cur = state_slice(&inp.h0, hs, s_w);
+                let mut c_cur = state_slice(&inp.c0, cs, c_w);
                 let order: Vec<usize> = if dir == 0 {
                     (0..len).collect()
                 } else {
@@ -468,16 +564,22 @@ fn run_forward(cfg: &RefConfig, w: &RefWeights, inp: &RefInputs, links: &RefLink
                 for t in order {
                     let x_off = (t * b_len + b) * in_size;
                     let x_t = &cur[x_off..x_off + in_size];
-                    let step = cell_forward(cw, x_t, h_cur, c_cur, t, h);
-                    let (h_new, c_new) = step_state(&step);
-                    let o_off = (t * b_len + b) * out_w + dir * h;
-                    out[o_off..o_off + h].copy_from_slice(&h_new);
-                    h_cur = h_new;
-                    c_cur = c_new;
-                    seq_steps.push(step);
+                    let bias = |b: &Option<Vec<f64>>| b.clone().unwrap_or(vec![0.0; gates]);
+                    let mut gi = bias(&cw.b_ih);
+                    matvec_acc(&mut gi, &cw.w_ih, x_t);
+                    let mut gh = bias(&cw.b_hh);
+                    kind.recurrent(&mut gh, &cw.w_hh, &h_cur);
+                    let (cache, mut h_new, mut c_new) = kind.step(cw, &gi, gh, h_cur, c_cur);
+                    let zone = (cell_idx * t_len + t) * b_len + b;
+                    zone_forward(&reg.zoneout_h, zone, &cache.h_prev, &mut h_new);
+                    zone_forward(&reg.zoneout_c, zone, &cache.c_prev, &mut c_new);
+                    let o_off = (t * b_len + b) * out_w + dir * s_w;
+                    out[o_off..o_off + s_w].copy_from_slice(&h_new);
+                    (h_cur, c_cur) = (h_new, c_new);
+                    seq_steps.push(Step { t, cache });
                 }
-                h_n[s_off..s_off + h].copy_from_slice(&h_cur);
-                c_n[s_off..s_off + h].copy_from_slice(&c_cur);
+                h_n[hs..hs + s_w].copy_from_slice(&h_cur);
+                c_n[cs..cs + c_w].copy_from_slice(&c_cur);
                 cell_steps.push(seq_steps);
             }
             steps.push(cell_steps);
@@ -497,6 +599,29 @@ fn run_forward(cfg: &RefConfig, w: &RefWeights, inp: &RefInputs, links: &RefLink
     }
 }
 
+/// `new = m prev + (1 − m) new` at zoneout position `zone` (a no-op when
+/// off or the state is empty).
+fn zone_forward(z: &crate::RefZoneout, zone: usize, prev: &[f64], new: &mut [f64]) {
+    let n = new.len();
+    if let Some(m) = z.at(zone * n, n).filter(|_| n > 0) {
+        for j in 0..n {
+            new[j] = m[j] * prev[j] + (1.0 - m[j]) * new[j];
+        }
+    }
+}
+
+/// Backward of [`zone_forward`]: scales `d` to the cell's share `(1 − m) d`
+/// and returns the previous state's share `m d` (`None` when off).
+fn zone_backward(z: &crate::RefZoneout, zone: usize, d: &mut [f64]) -> Option<Vec<f64>> {
+    let n = d.len();
+    let m = z.at(zone * n, n).filter(|_| n > 0)?;
+    let prev = (0..n).map(|j| m[j] * d[j]).collect();
+    for j in 0..n {
+        d[j] *= 1.0 - m[j];
+    }
+    Some(prev)
+}
+
 /// `h` values of an optional initial state at `off`; zeros when absent.
 pub(crate) fn state_slice(s: &Option<Vec<f64>>, off: usize, h: usize) -> Vec<f64> {
     match s {
@@ -505,92 +630,17 @@ pub(crate) fn state_slice(s: &Option<Vec<f64>>, off: usize, h: usize) -> Vec<f64
     }
 }
 
-/// One LSTM cell step; returns the cache (from which `h_t`, `c_t` follow).
-fn cell_forward(
-    cw: &RefDirWeights,
-    x_t: &[f64],
-    h_prev: Vec<f64>,
-    c_prev: Vec<f64>,
-    t: usize,
-    h: usize,
-) -> Step {
-    let mut pre = vec![0.0; 4 * h];
-    if let Some(b) = &cw.b_ih {
-        add_assign(&mut pre, b);
-    }
-    if let Some(b) = &cw.b_hh {
-        add_assign(&mut pre, b);
-    }
-    matvec_acc(&mut pre, &cw.w_ih, x_t);
-    matvec_acc(&mut pre, &cw.w_hh, &h_prev);
-    let act: Vec<f64> = pre
-        .iter()
-        .enumerate()
-        .map(|(r, &v)| if r / h == 2 { v.tanh() } else { sigmoid(v) })
-        .collect();
-    let (i, rest) = act.split_at(h);
-    let (f, rest) = rest.split_at(h);
-    let g = &rest[..h];
-    let tanh_c = (0..h)
-        .map(|j| (f[j] * c_prev[j] + i[j] * g[j]).tanh())
-        .collect();
-    Step {
-        t,
-        h_prev,
-        c_prev,
-        act,
-        tanh_c,
-    }
-}
-
-/// Recomputes `(h_t, c_t)` of a cached step.
-fn step_state(s: &Step) -> (Vec<f64>, Vec<f64>) {
-    let h = s.c_prev.len();
-    let (i, f, g, o) = gates(&s.act, h);
-    let c: Vec<f64> = (0..h).map(|j| f[j] * s.c_prev[j] + i[j] * g[j]).collect();
-    let hv = (0..h).map(|j| o[j] * s.tanh_c[j]).collect();
-    (hv, c)
-}
-
-fn gates(act: &[f64], h: usize) -> (&[f64], &[f64], &[f64], &[f64]) {
-    (
-        &act[..h],
-        &act[h..2 * h],
-        &act[2 * h..3 * h],
-        &act[3 * h..4 * h],
-    )
-}
-
-/// Backward through one cell step. `dh` is the total gradient w.r.t. `h_t`,
-/// `dc` the gradient w.r.t. `c_t` coming from step `t+1`; on return `dc`
-/// holds the gradient w.r.t. `c_{t-1}` and `dgates` the gradient w.r.t. the
-/// pre-activation gates.
-fn cell_backward(s: &Step, dh: &[f64], dc: &mut [f64], dgates: &mut [f64], h: usize) {
-    let (i, f, g, o) = gates(&s.act, h);
-    for j in 0..h {
-        let tc = s.tanh_c[j];
-        let d_o = dh[j] * tc;
-        let dct = dc[j] + dh[j] * o[j] * (1.0 - tc * tc);
-        let d_i = dct * g[j];
-        let d_f = dct * s.c_prev[j];
-        let d_g = dct * i[j];
-        dgates[j] = d_i * i[j] * (1.0 - i[j]);
-        dgates[h + j] = d_f * f[j] * (1.0 - f[j]);
-        dgates[2 * h + j] = d_g * (1.0 - g[j] * g[j]);
-        dgates[3 * h + j] = d_o * o[j] * (1.0 - o[j]);
-        dc[j] = dct * f[j];
-    }
-}
-
 /// Zero gradients shaped like `w`.
 pub(crate) fn zero_grads(w: &RefWeights) -> Vec<RefDirWeights> {
+    let zeros = |v: &Vec<f64>| vec![0.0; v.len()];
     w.cells
         .iter()
         .map(|c| RefDirWeights {
-            w_ih: vec![0.0; c.w_ih.len()],
-            w_hh: vec![0.0; c.w_hh.len()],
-            b_ih: c.b_ih.as_ref().map(|b| vec![0.0; b.len()]),
-            b_hh: c.b_hh.as_ref().map(|b| vec![0.0; b.len()]),
+            w_ih: zeros(&c.w_ih),
+            w_hh: zeros(&c.w_hh),
+            b_ih: c.b_ih.as_ref().map(zeros),
+            b_hh: c.b_hh.as_ref().map(zeros),
+            w_hr: c.w_hr.as_ref().map(zeros),
         })
         .collect()
 }

@@ -30,16 +30,10 @@ fn fd_check_links(
     links: &RefLinks,
     chk: &mut Checker,
 ) {
-    let forward = |c: &RefConfig, w: &RefWeights, inp: &RefInputs| forward_links(c, w, inp, links);
     let mut rng = Rng::new(seed);
     let w = random_weights(c, &mut rng);
     let inp = make_inputs(c, &mut rng, t, b, with_state, lengths.clone());
     let up = make_upstream(c, &mut rng, t, b);
-    let (out, g) = backward_links(c, &w, &inp, &up, links);
-    let fwd = forward(c, &w, &inp);
-    assert_eq!(out.output, fwd.output);
-    assert_eq!(out.h_n, fwd.h_n);
-    assert_eq!(out.c_n, fwd.c_n);
     let tag = format!(
         "L={} D={} bias={} state={} T={t} B={b} lengths={lengths:?} links={}/{}",
         c.num_layers,
@@ -49,60 +43,8 @@ fn fd_check_links(
         links.keep.len(),
         links.residual
     );
-
-    // Input gradient; exactly zero at padded positions.
-    let lens = lengths.clone().unwrap_or(vec![t; b]);
-    assert_eq!(g.input.len(), inp.x.len());
-    let eval_in = |s: &RefInputs| loss(&forward(c, &w, s), &up);
-    for k in 0..inp.x.len() {
-        let (tt, bb) = (k / (b * c.input_size), (k / c.input_size) % b);
-        let num = fd(&inp, k, |s| &mut s.x, eval_in);
-        if tt >= lens[bb] {
-            assert_eq!(g.input[k], 0.0, "{tag}: padded input grad {k}");
-            assert_eq!(num, 0.0, "{tag}: padded input numeric grad {k}");
-        } else {
-            chk.check(&|| format!("{tag}: input[{k}]"), g.input[k], num);
-        }
-    }
-
-    // Initial state gradients (w.r.t. zeros when h0/c0 are absent).
-    let sl = state_len(c, b);
-    let mut inp_s = inp.clone();
-    inp_s.h0.get_or_insert_with(|| vec![0.0; sl]);
-    inp_s.c0.get_or_insert_with(|| vec![0.0; sl]);
-    assert_eq!(g.h0.len(), sl);
-    assert_eq!(g.c0.len(), sl);
-    for k in 0..sl {
-        let nh = fd(&inp_s, k, |s| s.h0.as_mut().unwrap(), eval_in);
-        chk.check(&|| format!("{tag}: h0[{k}]"), g.h0[k], nh);
-        let nc = fd(&inp_s, k, |s| s.c0.as_mut().unwrap(), eval_in);
-        chk.check(&|| format!("{tag}: c0[{k}]"), g.c0[k], nc);
-    }
-
-    // Parameter gradients.
-    let eval_w = |s: &RefWeights| loss(&forward(c, s, &inp), &up);
-    assert_eq!(g.weights.cells.len(), w.cells.len());
-    for (ci, gc) in g.weights.cells.iter().enumerate() {
-        assert_eq!(gc.b_ih.is_some(), c.bias);
-        assert_eq!(gc.b_hh.is_some(), c.bias);
-        for k in 0..gc.w_ih.len() {
-            let n = fd(&w, k, |s| &mut s.cells[ci].w_ih, eval_w);
-            chk.check(&|| format!("{tag}: cell {ci} w_ih[{k}]"), gc.w_ih[k], n);
-        }
-        for k in 0..gc.w_hh.len() {
-            let n = fd(&w, k, |s| &mut s.cells[ci].w_hh, eval_w);
-            chk.check(&|| format!("{tag}: cell {ci} w_hh[{k}]"), gc.w_hh[k], n);
-        }
-        if let (Some(gbi), Some(gbh)) = (&gc.b_ih, &gc.b_hh) {
-            assert_eq!(gbi, gbh, "{tag}: b_ih and b_hh grads must match");
-            for k in 0..gbi.len() {
-                let n = fd(&w, k, |s| s.cells[ci].b_ih.as_mut().unwrap(), eval_w);
-                chk.check(&|| format!("{tag}: cell {ci} b_ih[{k}]"), gbi[k], n);
-                let n = fd(&w, k, |s| s.cells[ci].b_hh.as_mut().unwrap(), eval_w);
-                chk.check(&|| format!("{tag}: cell {ci} b_hh[{k}]"), gbh[k], n);
-            }
-        }
-    }
+    let reg = RefRecurrentReg::default();
+    fd_all(c, &w, &inp, &up, links, &reg, &tag, chk);
 }
 
 /// Dropout (random masks, p = 0.4) and residual links on the plain
@@ -368,6 +310,7 @@ fn gate_order_closed_form() {
             w_hh: vec![0.0; 4],
             b_ih: Some(vec![bi, bf, bg, bo]),
             b_hh: Some(vec![0.0; 4]),
+            w_hr: None,
         }],
     };
     let c0 = 0.8;

@@ -734,6 +734,7 @@ fn layer_cell_closed_form() {
             w_hh: vec![-0.2, 0.5, 0.3, -0.6],
             b_ih: Some(vec![0.1, 0.2, -0.1, 0.05]),
             b_hh: Some(vec![-0.05, 0.1, 0.2, -0.1]),
+            w_hr: None,
         }],
     };
     let mut nt = NormTensors::new();

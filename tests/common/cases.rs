@@ -45,6 +45,7 @@ pub fn ref_config(
         num_layers: layers,
         bidirectional: bidir,
         bias,
+        ..Default::default()
     }
 }
 

@@ -38,6 +38,7 @@ fn sub_layer(
         num_layers: 1,
         bidirectional: cfg.bidirectional,
         bias: cfg.bias,
+        cell: cfg.cell,
     };
     let w1 = RefWeights {
         cells: w.cells[k * d..(k + 1) * d].to_vec(),

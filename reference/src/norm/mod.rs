@@ -44,7 +44,9 @@ mod cell;
 mod ops;
 
 use crate::lstm::check_inputs;
-use crate::{RefConfig, RefGrads, RefInputs, RefLinks, RefOutputs, RefUpstream, RefWeights, Rng};
+use crate::{
+    RefCellKind, RefConfig, RefGrads, RefInputs, RefLinks, RefOutputs, RefUpstream, RefWeights, Rng,
+};
 use between::{BetweenLayer, backward_between, forward_between};
 use cell::{CellStep, backward_cells, forward_cells};
 use std::collections::BTreeMap;
@@ -450,6 +452,9 @@ fn run_forward(
     links: &RefLinks,
 ) -> Result<Trace, String> {
     let lengths = check_inputs(cfg, w, inp)?;
+    if cfg.cell != RefCellKind::Lstm {
+        return Err(format!("the norm reference has no {:?} cell", cfg.cell));
+    }
     check_norm_tensors(cfg, norm, nt)?;
     links.check(cfg, inp.seq_len, inp.batch)?;
     let train = train && norm.has_batch_stats();

@@ -2,7 +2,10 @@
 //! and comparisons.
 #![allow(dead_code)]
 
-use lstm_wgpu_reference::{RefConfig, RefInputs, RefUpstream, Rng};
+use lstm_wgpu_reference::{
+    RefCellKind, RefConfig, RefInputs, RefLinks, RefRecurrentReg, RefUpstream, RefWeights, Rng,
+    backward_reg, forward_reg, loss,
+};
 
 /// Relative tolerance of an analytic gradient against finite differences.
 pub const TOL: f64 = 1e-6;
@@ -16,11 +19,22 @@ pub fn cfg(i: usize, h: usize, l: usize, bidir: bool, bias: bool) -> RefConfig {
         num_layers: l,
         bidirectional: bidir,
         bias,
+        ..Default::default()
     }
 }
 
+/// Values of `h0` / `h_n`.
 pub fn state_len(c: &RefConfig, b: usize) -> usize {
-    c.cells() * b * c.hidden_size
+    c.cells() * b * c.state_size()
+}
+
+/// Values of `c0` / `c_n` (0 for cells without `c`).
+pub fn c_state_len(c: &RefConfig, b: usize) -> usize {
+    if c.cell.has_c() {
+        c.cells() * b * c.hidden_size
+    } else {
+        0
+    }
 }
 
 pub fn make_inputs(
@@ -31,13 +45,13 @@ pub fn make_inputs(
     with_state: bool,
     lengths: Option<Vec<usize>>,
 ) -> RefInputs {
-    let sl = state_len(c, b);
+    let (sl, cl) = (state_len(c, b), c_state_len(c, b));
     RefInputs {
         seq_len: t,
         batch: b,
         x: rng.vec(t * b * c.input_size, -1.0, 1.0),
         h0: with_state.then(|| rng.vec(sl, -1.0, 1.0)),
-        c0: with_state.then(|| rng.vec(sl, -1.0, 1.0)),
+        c0: (with_state && c.cell.has_c()).then(|| rng.vec(cl, -1.0, 1.0)),
         lengths,
     }
 }
@@ -45,9 +59,9 @@ pub fn make_inputs(
 pub fn make_upstream(c: &RefConfig, rng: &mut Rng, t: usize, b: usize) -> RefUpstream {
     let sl = state_len(c, b);
     RefUpstream {
-        grad_output: rng.vec(t * b * c.dirs() * c.hidden_size, -1.0, 1.0),
+        grad_output: rng.vec(t * b * c.dirs() * c.state_size(), -1.0, 1.0),
         grad_h_n: rng.vec(sl, -1.0, 1.0),
-        grad_c_n: rng.vec(sl, -1.0, 1.0),
+        grad_c_n: rng.vec(c_state_len(c, b), -1.0, 1.0),
     }
 }
 
@@ -170,5 +184,90 @@ pub fn state_of(s: &[f64], cells: usize, batch: usize, b: usize, h: usize) -> Ve
 pub fn matvec_acc(y: &mut [f64], w: &[f64], x: &[f64]) {
     for (yi, row) in y.iter_mut().zip(w.chunks_exact(x.len())) {
         *yi += row.iter().zip(x).map(|(a, b)| a * b).sum::<f64>();
+    }
+}
+
+/// Checks every gradient of `backward_reg` (input, h0, c0 when the cell has
+/// one, every weight) against central finite differences of `forward_reg`;
+/// input gradients at padded positions must be exactly zero.
+#[allow(clippy::too_many_arguments)]
+pub fn fd_all(
+    c: &RefConfig,
+    w: &RefWeights,
+    inp: &RefInputs,
+    up: &RefUpstream,
+    links: &RefLinks,
+    reg: &RefRecurrentReg,
+    tag: &str,
+    chk: &mut Checker,
+) {
+    let forward = |w: &RefWeights, inp: &RefInputs| forward_reg(c, w, inp, links, reg);
+    let (out, g) = backward_reg(c, w, inp, up, links, reg);
+    let fwd = forward(w, inp);
+    assert_eq!(out.output, fwd.output);
+    assert_eq!(out.h_n, fwd.h_n);
+    assert_eq!(out.c_n, fwd.c_n);
+    let (t, b) = (inp.seq_len, inp.batch);
+
+    // Input gradient; exactly zero at padded positions.
+    let lens = inp.lengths.clone().unwrap_or(vec![t; b]);
+    assert_eq!(g.input.len(), inp.x.len());
+    let eval_in = |s: &RefInputs| loss(&forward(w, s), up);
+    for k in 0..inp.x.len() {
+        let (tt, bb) = (k / (b * c.input_size), (k / c.input_size) % b);
+        let num = fd(inp, k, |s| &mut s.x, eval_in);
+        if tt >= lens[bb] {
+            assert_eq!(g.input[k], 0.0, "{tag}: padded input grad {k}");
+            assert_eq!(num, 0.0, "{tag}: padded input numeric grad {k}");
+        } else {
+            chk.check(&|| format!("{tag}: input[{k}]"), g.input[k], num);
+        }
+    }
+
+    // Initial state gradients (w.r.t. zeros when h0/c0 are absent).
+    let (sl, cl) = (state_len(c, b), c_state_len(c, b));
+    let mut inp_s = inp.clone();
+    inp_s.h0.get_or_insert_with(|| vec![0.0; sl]);
+    if c.cell.has_c() {
+        inp_s.c0.get_or_insert_with(|| vec![0.0; cl]);
+    }
+    assert_eq!(g.h0.len(), sl);
+    assert_eq!(g.c0.len(), cl);
+    for k in 0..sl {
+        let nh = fd(&inp_s, k, |s| s.h0.as_mut().unwrap(), eval_in);
+        chk.check(&|| format!("{tag}: h0[{k}]"), g.h0[k], nh);
+    }
+    for k in 0..cl {
+        let nc = fd(&inp_s, k, |s| s.c0.as_mut().unwrap(), eval_in);
+        chk.check(&|| format!("{tag}: c0[{k}]"), g.c0[k], nc);
+    }
+
+    // Parameter gradients.
+    let eval_w = |s: &RefWeights| loss(&forward(s, inp), up);
+    assert_eq!(g.weights.cells.len(), w.cells.len());
+    for (ci, gc) in g.weights.cells.iter().enumerate() {
+        assert_eq!(gc.b_ih.is_some(), c.bias);
+        assert_eq!(gc.b_hh.is_some(), c.bias);
+        assert_eq!(gc.w_hr.is_some(), w.cells[ci].w_hr.is_some());
+        let mut check =
+            |name: &str, got: &[f64], get: &dyn Fn(&mut RefWeights) -> &mut Vec<f64>| {
+                for (k, &a) in got.iter().enumerate() {
+                    let n = fd(w, k, get, eval_w);
+                    chk.check(&|| format!("{tag}: cell {ci} {name}[{k}]"), a, n);
+                }
+            };
+        check("w_ih", &gc.w_ih, &|s| &mut s.cells[ci].w_ih);
+        check("w_hh", &gc.w_hh, &|s| &mut s.cells[ci].w_hh);
+        if let Some(gr) = &gc.w_hr {
+            check("w_hr", gr, &|s| s.cells[ci].w_hr.as_mut().unwrap());
+        }
+        if let (Some(gbi), Some(gbh)) = (&gc.b_ih, &gc.b_hh) {
+            // Only GRU's n gate sees b_hn apart from b_in (behind r).
+            if c.cell != RefCellKind::Gru {
+                assert_eq!(gbi, gbh, "{tag}: b_ih and b_hh grads must match");
+            }
+            check("b_ih", gbi, &|s| s.cells[ci].b_ih.as_mut().unwrap());
+            check("b_hh", gbh, &|s| s.cells[ci].b_hh.as_mut().unwrap());
+        }
     }
 }
