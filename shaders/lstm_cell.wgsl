@@ -81,10 +81,28 @@ fn hp_base() -> u32 {
 }
 @group(0) @binding(7) var<storage, read_write> state_out: array<f32>;
 
+// The gates of one unit in the pre-gates from `i` on (gate sections H
+// apart), and in W_hh (gate blocks H x H apart).
+fn pre_at(i: u32) -> Gates {
+    var g: Gates;
+    for (var q = 0u; q < CELL_GATES; q++) {
+        g[q] = pre[i + q * p.h];
+    }
+    return g;
+}
+
+fn w_at(i: u32) -> Gates {
+    var g: Gates;
+    for (var q = 0u; q < CELL_GATES; q++) {
+        g[q] = f32(w[i + q * p.h * p.h]);
+    }
+    return g;
+}
+
 // The cell's pointwise half for (b, j) at `row`, given the gate
 // pre-activations (input and recurrent products and biases summed): writes
 // h, the cache (activated gates, c, h_prev) and, at the last step, h_n, c_n.
-fn forward_finish(b: u32, j: u32, last: bool, row: u32, a: vec4<f32>, hp_j: f32, c_prev: f32) {
+fn forward_finish(b: u32, j: u32, last: bool, row: u32, a: Gates, hp_j: f32, c_prev: f32) {
     let hs = p.h;
     let st = cell_forward(a, c_prev);
     out[row * p.out_stride + p.out_col + j] = st.h;
@@ -146,29 +164,23 @@ fn forward_wide(bg: u32, j0: u32) {
     let wi = (p.whh_off + j0 * p.h) / 4u;
     var rows = wide_rows(bg, j0);
     for (var kq = 0u; kq < h4; kq++) {
-        let a0 = vec4<f32>(w4[wi + kq]);
-        let f0 = vec4<f32>(w4[wi + gs + kq]);
-        let g0 = vec4<f32>(w4[wi + 2u * gs + kq]);
-        let o0 = vec4<f32>(w4[wi + 3u * gs + kq]);
-        let a1 = vec4<f32>(w4[wi + h4 + kq]);
-        let f1 = vec4<f32>(w4[wi + gs + h4 + kq]);
-        let g1 = vec4<f32>(w4[wi + 2u * gs + h4 + kq]);
-        let o1 = vec4<f32>(w4[wi + 3u * gs + h4 + kq]);
+        let w0 = w_rows(wi + kq, gs);
+        let w1 = w_rows(wi + h4 + kq, gs);
         for (var r = 0u; r < RB; r++) {
             let hv = h_prev4(rows.src[r] + kq);
-            rows.acc[2u * r] = gates_row(rows.acc[2u * r], hv, a0, f0, g0, o0);
-            rows.acc[2u * r + 1u] = gates_row(rows.acc[2u * r + 1u], hv, a1, f1, g1, o1);
+            rows.acc[2u * r] = gates_row(rows.acc[2u * r], hv, w0);
+            rows.acc[2u * r + 1u] = gates_row(rows.acc[2u * r + 1u], hv, w1);
         }
     }
     wide_finish(bg, j0, rows);
 }
 
 // The wide forward's batch rows: where their h_{t-1} vec4s start (in
-// state_in4 at step 0, else out4), and acc[2r + q], the gates (i, f, g, o) of row r, unit j0 + q, holding the
-// pre-gates.
+// state_in4 at step 0, else out4), and acc[2r + q], the gates of row r,
+// unit j0 + q, starting from cell_acc of the pre-gates.
 struct WideRows {
     src: array<u32, RB>,
-    acc: array<vec4<f32>, 2u * RB>,
+    acc: array<Gates, 2u * RB>,
 }
 
 // The h_{t-1} vec4 at i (of h0 at step 0).
@@ -179,15 +191,27 @@ fn h_prev4(i: u32) -> vec4<f32> {
     return out4[i];
 }
 
-// x plus the products of one h_{t-1} vec4 with the 4 k of a unit's gate
-// rows (a, f, g, o), k ascending.
-fn gates_row(x: vec4<f32>, hv: vec4<f32>, a: vec4<f32>, f: vec4<f32>, g: vec4<f32>,
-             o: vec4<f32>) -> vec4<f32> {
+// A unit's gate rows of W_hh over 4 k: the vec4 at i of each gate block
+// (blocks gs vec4s apart).
+alias GateRows = array<vec4<f32>, CELL_GATES>;
+
+fn w_rows(i: u32, gs: u32) -> GateRows {
+    var r: GateRows;
+    for (var q = 0u; q < CELL_GATES; q++) {
+        r[q] = vec4<f32>(w4[i + q * gs]);
+    }
+    return r;
+}
+
+// x plus the products of one h_{t-1} vec4 with a unit's gate rows over
+// the same 4 k, k ascending.
+fn gates_row(x: Gates, hv: vec4<f32>, wr: GateRows) -> Gates {
     var y = x;
-    y += vec4<f32>(a.x, f.x, g.x, o.x) * hv.x;
-    y += vec4<f32>(a.y, f.y, g.y, o.y) * hv.y;
-    y += vec4<f32>(a.z, f.z, g.z, o.z) * hv.z;
-    y += vec4<f32>(a.w, f.w, g.w, o.w) * hv.w;
+    for (var c = 0u; c < 4u; c++) {
+        for (var q = 0u; q < CELL_GATES; q++) {
+            y[q] += wr[q][c] * hv[c];
+        }
+    }
     return y;
 }
 
@@ -198,13 +222,12 @@ fn live_row(b: u32) -> bool {
 
 // The pre-gates (i, f, g, o) of unit j for batch row b at this step; zero
 // for rows that do not exist or are not active.
-fn pre_gates(b: u32, j: u32) -> vec4<f32> {
+fn pre_gates(b: u32, j: u32) -> Gates {
     if !live_row(b) {
-        return vec4<f32>(0.0);
+        return Gates();
     }
-    let hs = p.h;
-    let pb = p.pre_off + (time_of(p.step, lengths[b], p.reverse) * p.batch + b) * CELL_GATES * hs + j;
-    return vec4<f32>(pre[pb], pre[pb + hs], pre[pb + 2u * hs], pre[pb + 3u * hs]);
+    let t = time_of(p.step, lengths[b], p.reverse);
+    return cell_acc(pre_at(p.pre_off + (t * p.batch + b) * CELL_GATES * p.h + j));
 }
 
 // Where batch row b's h_{t-1} starts, in vec4s of h_prev4; 0 for rows that
@@ -222,7 +245,7 @@ fn h_src4(b: u32) -> u32 {
 
 fn wide_rows(bg: u32, j0: u32) -> WideRows {
     var src: array<u32, RB>;
-    var acc: array<vec4<f32>, 2u * RB>;
+    var acc: array<Gates, 2u * RB>;
     for (var r = 0u; r < RB; r++) {
         let b = bg * RB + r;
         src[r] = h_src4(b);
@@ -234,7 +257,7 @@ fn wide_rows(bg: u32, j0: u32) -> WideRows {
 
 // The pointwise half of the forward for batch row b (if active) and unit
 // j, given its gate pre-activations.
-fn finish_row(b: u32, j: u32, a: vec4<f32>) {
+fn finish_row(b: u32, j: u32, a: Gates) {
     if !live_row(b) {
         return;
     }
@@ -288,19 +311,15 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
     }
     let t = time_of(s, len, p.reverse);
     let row = t * p.batch + b;
-    let pb = p.pre_off + row * CELL_GATES * hs;
-    var a = vec4<f32>(pre[pb + j], pre[pb + hs + j], pre[pb + 2u * hs + j], pre[pb + 3u * hs + j]);
+    var a = cell_acc(pre_at(p.pre_off + row * CELL_GATES * hs + j));
     let wi = p.whh_off + j * hs;
-    let gs = hs * hs;
     var hp_j: f32;
     var c_prev: f32;
     let c_base = p.c_off;
     if s == 0u {
         let sb = p.state_off + b * hs;
         for (var k = 0u; k < hs; k++) {
-            let hp = state_in[sb + k];
-            a += vec4<f32>(f32(w[wi + k]), f32(w[wi + gs + k]), f32(w[wi + 2u * gs + k]),
-                           f32(w[wi + 3u * gs + k])) * hp;
+            a += w_at(wi + k) * state_in[sb + k];
         }
         hp_j = state_in[sb + j];
         c_prev = state_in[p.state_stride + sb + j];
@@ -308,9 +327,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
         let tp = prev_time(t, p.reverse);
         let ob = (tp * p.batch + b) * p.out_stride + p.out_col;
         for (var k = 0u; k < hs; k++) {
-            let hp = out[ob + k];
-            a += vec4<f32>(f32(w[wi + k]), f32(w[wi + gs + k]), f32(w[wi + 2u * gs + k]),
-                           f32(w[wi + 3u * gs + k])) * hp;
+            a += w_at(wi + k) * out[ob + k];
         }
         hp_j = out[ob + j];
         c_prev = cst[c_base + (tp * p.batch + b) * hs + j];
@@ -444,7 +461,7 @@ fn dh_wide(bg: u32, j0: u32, state: bool) -> array<vec4<f32>, 2u * RB> {
     let q1 = select(0u, 1u, j0 + 4u < hs);
     let base = dg_rows(bg, state);
     var acc: array<vec4<f32>, 2u * RB>;
-    for (var kq = 0u; kq < hs; kq++) {
+    for (var kq = 0u; kq < CELL_GATES * hs / 4u; kq++) {
         let k = 4u * kq;
         let w0 = vec4<f32>(w4[wb + k * h4]);
         let w1 = vec4<f32>(w4[wb + (k + 1u) * h4]);
@@ -610,13 +627,13 @@ const WGS: u32 = TT * KS;
 // Loads per invocation per chunk: h or dgates rows, forward W rows,
 // backward W rows.
 const NA: u32 = KC / TU;
-const NWF: u32 = 4u * KC / TB;
+const NWF: u32 = CELL_GATES * KC / TB;
 const NWB: u32 = KC / TB;
 
 // Per slice: h_prev or dgates rows; W rows, 4*TU x KP (forward) or KC x TU
 // (backward). sh_w also carries the partial sums at the end.
 var<workgroup> sh_a: array<f32, KS * TB * KP>;
-var<workgroup> sh_w: array<f32, KS * 4u * TU * KP>;
+var<workgroup> sh_w: array<f32, KS * CELL_GATES * TU * KP>;
 var<workgroup> sh_src: array<u32, TB>;         // per tile row: source offset
 var<workgroup> sh_kind: array<u32, TB>;        // 0 none, 1 out/dg, 2 state_in
 
@@ -689,16 +706,16 @@ fn fwd_stage(lt: u32, q: u32) {
     }
     for (var r = 0u; r < NWF; r++) {
         let e = lt + TT * r;
-        sh_w[q * 4u * TU * KP + (e / KC) * KP + e % KC] = rw[r];
+        sh_w[q * CELL_GATES * TU * KP + (e / KC) * KP + e % KC] = rw[r];
     }
 }
 
 // Slice 0's invocation lt: the sum of the KS slices' partials of component
-// c (the partials were stored at sh_w[(q * 4 + c) * TT + lt]).
+// c (the partials were stored at sh_w[(q * CELL_GATES + c) * TT + lt]).
 fn slices_sum(lt: u32, c: u32) -> f32 {
     var acc = 0.0;
     for (var q = 0u; q < KS; q++) {
-        acc += sh_w[(q * 4u + c) * TT + lt];
+        acc += sh_w[(q * CELL_GATES + c) * TT + lt];
     }
     return acc;
 }
@@ -714,15 +731,12 @@ fn forward_tiled(@builtin(local_invocation_index) li: u32,
         fwd_source(b0 + li);
     }
     workgroupBarrier();
-    var ai = 0.0;
-    var af = 0.0;
-    var ag = 0.0;
-    var ao = 0.0;
+    var a = Gates();
     let q = li / TT;
     let lt = li % TT;
     let bl = lt / TU;
     let ul = lt % TU;
-    let wq = q * 4u * TU * KP;
+    let wq = q * CELL_GATES * TU * KP;
     let aq = q * TB * KP;
     // Each chunk's global loads go to registers first, all issued before
     // any is used, and the next chunk's are issued before this chunk's
@@ -736,25 +750,22 @@ fn forward_tiled(@builtin(local_invocation_index) li: u32,
         }
         for (var k = 0u; k < KC; k++) {
             let hv = sh_a[aq + bl * KP + k];
-            ai += sh_w[wq + ul * KP + k] * hv;
-            af += sh_w[wq + (TU + ul) * KP + k] * hv;
-            ag += sh_w[wq + (2u * TU + ul) * KP + k] * hv;
-            ao += sh_w[wq + (3u * TU + ul) * KP + k] * hv;
+            for (var g = 0u; g < CELL_GATES; g++) {
+                a[g] += sh_w[wq + (g * TU + ul) * KP + k] * hv;
+            }
         }
         workgroupBarrier();
     }
-    sh_w[(q * 4u) * TT + lt] = ai;
-    sh_w[(q * 4u + 1u) * TT + lt] = af;
-    sh_w[(q * 4u + 2u) * TT + lt] = ag;
-    sh_w[(q * 4u + 3u) * TT + lt] = ao;
+    for (var g = 0u; g < CELL_GATES; g++) {
+        sh_w[(q * CELL_GATES + g) * TT + lt] = a[g];
+    }
     workgroupBarrier();
     if q != 0u {
         return;
     }
-    ai = slices_sum(lt, 0u);
-    af = slices_sum(lt, 1u);
-    ag = slices_sum(lt, 2u);
-    ao = slices_sum(lt, 3u);
+    for (var g = 0u; g < CELL_GATES; g++) {
+        a[g] = slices_sum(lt, g);
+    }
     let b = b0 + bl;
     let j = j0 + ul;
     if b >= p.batch || j >= hs || sh_kind[bl] == 0u {
@@ -764,11 +775,7 @@ fn forward_tiled(@builtin(local_invocation_index) li: u32,
     let s = p.step;
     let t = time_of(s, len, p.reverse);
     let row = t * p.batch + b;
-    let pb = p.pre_off + row * CELL_GATES * hs;
-    ai += pre[pb + j];
-    af += pre[pb + hs + j];
-    ag += pre[pb + 2u * hs + j];
-    ao += pre[pb + 3u * hs + j];
+    a = cell_join(a, pre_at(p.pre_off + row * CELL_GATES * hs + j));
     let c_base = p.c_off;
     var hp_j: f32;
     var c_prev: f32;
@@ -781,7 +788,7 @@ fn forward_tiled(@builtin(local_invocation_index) li: u32,
         hp_j = out[(tp * p.batch + b) * p.out_stride + p.out_col + j];
         c_prev = cst[c_base + (tp * p.batch + b) * hs + j];
     }
-    forward_finish(b, j, s == len - 1u, row, vec4<f32>(ai, af, ag, ao), hp_j, c_prev);
+    forward_finish(b, j, s == len - 1u, row, a, hp_j, c_prev);
 }
 
 // dh_prev[b, j] = sum_k dgates[row_b, k] * W_hh[k, j] for the invocation's
@@ -810,7 +817,7 @@ fn dh_tiled(li: u32, j0: u32) -> f32 {
         }
         workgroupBarrier();
     }
-    sh_w[q * 4u * TT + lt] = acc;
+    sh_w[q * CELL_GATES * TT + lt] = acc;
     workgroupBarrier();
     // Only slice 0's value is used.
     return slices_sum(lt, 0u);
@@ -941,26 +948,25 @@ fn sg_index(wid: vec3<u32>, nwg: vec3<u32>, sid: u32, sl: u32) -> u32 {
 
 // Rows 0..7 of acc take the gate products of the h vec4 that lanes 0..7
 // loaded as x.
-fn gates8(acc: ptr<function, array<vec4<f32>, 8>>, x: vec4<f32>, a: vec4<f32>, f: vec4<f32>,
-          g: vec4<f32>, o: vec4<f32>) {
-    (*acc)[0] = gates_row((*acc)[0], subgroupBroadcast(x, 0u), a, f, g, o);
-    (*acc)[1] = gates_row((*acc)[1], subgroupBroadcast(x, 1u), a, f, g, o);
-    (*acc)[2] = gates_row((*acc)[2], subgroupBroadcast(x, 2u), a, f, g, o);
-    (*acc)[3] = gates_row((*acc)[3], subgroupBroadcast(x, 3u), a, f, g, o);
-    (*acc)[4] = gates_row((*acc)[4], subgroupBroadcast(x, 4u), a, f, g, o);
-    (*acc)[5] = gates_row((*acc)[5], subgroupBroadcast(x, 5u), a, f, g, o);
-    (*acc)[6] = gates_row((*acc)[6], subgroupBroadcast(x, 6u), a, f, g, o);
-    (*acc)[7] = gates_row((*acc)[7], subgroupBroadcast(x, 7u), a, f, g, o);
+fn gates8(acc: ptr<function, array<Gates, 8>>, x: vec4<f32>, wr: GateRows) {
+    (*acc)[0] = gates_row((*acc)[0], subgroupBroadcast(x, 0u), wr);
+    (*acc)[1] = gates_row((*acc)[1], subgroupBroadcast(x, 1u), wr);
+    (*acc)[2] = gates_row((*acc)[2], subgroupBroadcast(x, 2u), wr);
+    (*acc)[3] = gates_row((*acc)[3], subgroupBroadcast(x, 3u), wr);
+    (*acc)[4] = gates_row((*acc)[4], subgroupBroadcast(x, 4u), wr);
+    (*acc)[5] = gates_row((*acc)[5], subgroupBroadcast(x, 5u), wr);
+    (*acc)[6] = gates_row((*acc)[6], subgroupBroadcast(x, 6u), wr);
+    (*acc)[7] = gates_row((*acc)[7], subgroupBroadcast(x, 7u), wr);
 }
 
 // The pre-gates of unit j for batch rows b .. b + 7.
-fn pre8(b: u32, j: u32) -> array<vec4<f32>, 8> {
-    return array<vec4<f32>, 8>(pre_gates(b, j), pre_gates(b + 1u, j), pre_gates(b + 2u, j),
+fn pre8(b: u32, j: u32) -> array<Gates, 8> {
+    return array<Gates, 8>(pre_gates(b, j), pre_gates(b + 1u, j), pre_gates(b + 2u, j),
                                pre_gates(b + 3u, j), pre_gates(b + 4u, j), pre_gates(b + 5u, j),
                                pre_gates(b + 6u, j), pre_gates(b + 7u, j));
 }
 
-fn finish8(b: u32, j: u32, acc: array<vec4<f32>, 8>) {
+fn finish8(b: u32, j: u32, acc: array<Gates, 8>) {
     for (var r = 0u; r < 8u; r++) {
         finish_row(b + r, j, acc[r]);
     }
@@ -990,14 +996,11 @@ fn forward_sg(@builtin(workgroup_id) wid: vec3<u32>,
     let x2 = h_src4(b0 + 16u + sl);
     let x3 = h_src4(b0 + 24u + sl);
     for (var kq = 0u; kq < h4; kq++) {
-        let a = vec4<f32>(w4[wi + kq]);
-        let f = vec4<f32>(w4[wi + gs + kq]);
-        let g = vec4<f32>(w4[wi + 2u * gs + kq]);
-        let o = vec4<f32>(w4[wi + 3u * gs + kq]);
-        gates8(&acc0, h_prev4(x0 + kq), a, f, g, o);
-        gates8(&acc1, h_prev4(x1 + kq), a, f, g, o);
-        gates8(&acc2, h_prev4(x2 + kq), a, f, g, o);
-        gates8(&acc3, h_prev4(x3 + kq), a, f, g, o);
+        let wr = w_rows(wi + kq, gs);
+        gates8(&acc0, h_prev4(x0 + kq), wr);
+        gates8(&acc1, h_prev4(x1 + kq), wr);
+        gates8(&acc2, h_prev4(x2 + kq), wr);
+        gates8(&acc3, h_prev4(x3 + kq), wr);
     }
     finish8(b0, j, acc0);
     finish8(b0 + 8u, j, acc1);
@@ -1040,7 +1043,7 @@ fn dh_sg(b0: u32, j0: u32, state: bool, sl: u32) -> Dh32 {
     var acc1: array<vec4<f32>, 8>;
     var acc2: array<vec4<f32>, 8>;
     var acc3: array<vec4<f32>, 8>;
-    for (var kq = 0u; kq < hs; kq++) {
+    for (var kq = 0u; kq < CELL_GATES * hs / 4u; kq++) {
         let k = 4u * kq;
         let w0 = vec4<f32>(w4[wb + k * h4]);
         let w1 = vec4<f32>(w4[wb + (k + 1u) * h4]);

@@ -148,42 +148,39 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
                 break;
             }
             let pb = dr.pre_off + row * CELL_GATES * H;
-            var ai = pre[pb + j];
-            var af = pre[pb + H + j];
-            var ag = pre[pb + 2u * H + j];
-            var ao = pre[pb + 3u * H + j];
+            var a: Gates;
+            for (var g = 0u; g < CELL_GATES; g++) {
+                a[g] = pre[pb + g * H + j];
+            }
+            a = cell_acc(a);
             if W_SHARED {
                 for (var q = 0u; q < HP4; q++) {
                     let k = hb + 4u * q;
                     let hv = vec4<f32>(h_sh[k], h_sh[k + 1u], h_sh[k + 2u], h_sh[k + 3u]);
-                    ai += dot(w_sh[j * HP4 + q], hv);
-                    af += dot(w_sh[(H + j) * HP4 + q], hv);
-                    ag += dot(w_sh[(2u * H + j) * HP4 + q], hv);
-                    ao += dot(w_sh[(3u * H + j) * HP4 + q], hv);
+                    for (var g = 0u; g < CELL_GATES; g++) {
+                        a[g] += dot(w_sh[(g * H + j) * HP4 + q], hv);
+                    }
                 }
             } else {
-                let wi = dr.whh_off + j * H;
-                let wf = wi + H * H;
-                let wg = wf + H * H;
-                let wo = wg + H * H;
+                // Gate g's row of unit j starts at wj + g * H * H.
+                let wj = dr.whh_off + j * H;
                 for (var q = 0u; q < H / 4u; q++) {
                     let k = 4u * q;
                     let hv = vec4<f32>(h_sh[hb + k], h_sh[hb + k + 1u], h_sh[hb + k + 2u],
                                        h_sh[hb + k + 3u]);
-                    ai += dot(vec4<f32>(w[wi + k], w[wi + k + 1u], w[wi + k + 2u], w[wi + k + 3u]), hv);
-                    af += dot(vec4<f32>(w[wf + k], w[wf + k + 1u], w[wf + k + 2u], w[wf + k + 3u]), hv);
-                    ag += dot(vec4<f32>(w[wg + k], w[wg + k + 1u], w[wg + k + 2u], w[wg + k + 3u]), hv);
-                    ao += dot(vec4<f32>(w[wo + k], w[wo + k + 1u], w[wo + k + 2u], w[wo + k + 3u]), hv);
+                    for (var g = 0u; g < CELL_GATES; g++) {
+                        let r = wj + g * H * H + k;
+                        a[g] += dot(vec4<f32>(w[r], w[r + 1u], w[r + 2u], w[r + 3u]), hv);
+                    }
                 }
                 for (var k = H & ~3u; k < H; k++) {
                     let hv = h_sh[hb + k];
-                    ai += w[wi + k] * hv;
-                    af += w[wf + k] * hv;
-                    ag += w[wg + k] * hv;
-                    ao += w[wo + k] * hv;
+                    for (var g = 0u; g < CELL_GATES; g++) {
+                        a[g] += w[wj + g * H * H + k] * hv;
+                    }
                 }
             }
-            let st = cell_forward(vec4<f32>(ai, af, ag, ao), c_sh[j]);
+            let st = cell_forward(a, c_sh[j]);
             c_sh[j] = st.c;
             h_sh[hn + j] = st.h;
             out[row * p.out_stride + dr.out_col + j] = st.h;

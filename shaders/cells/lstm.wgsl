@@ -15,6 +15,7 @@
 //                     of the engine so far. A cell that needs the recurrent
 //                     part alone (the GRU's n gate) starts that component
 //                     elsewhere and reads the input part in its forward.
+//   cell_join(acc, pre)  the same, for a product summed on its own first
 //   cell_forward, cell_backward and the state they carry (below).
 
 const CELL_GATES: u32 = 4u;
@@ -22,6 +23,12 @@ alias Gates = vec4<f32>;
 
 fn cell_acc(pre: Gates) -> Gates {
     return pre;
+}
+
+// The same for kernels that sum the recurrent product on its own first
+// (the tiled one): the pre-activations from the product and the input part.
+fn cell_join(acc: Gates, pre: Gates) -> Gates {
+    return acc + pre;
 }
 
 // Activated gates (i, f, g, o) of pre-activations a.
