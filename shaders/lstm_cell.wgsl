@@ -417,16 +417,12 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
 // vec4 view of the gate gradients, bound only by the direct backward.
 @group(0) @binding(15) var<storage, read_write> dg4: array<vec4<DGT>>;
 
-// The wide backward of units j0 .. j0 + 7 (those below H) for batch rows
-// RB·bg ..: dh_prev = dgates_{s+1} * W_hh[:, j0..j0+8] with vec4 loads,
-// each W_hh vec4 serving RB rows and each dgates vec4 both unit quads (8
-// W and RB dgates loads per 4 k and 32·RB FMAs; k ascending, as
-// dh_direct), then the pointwise half per row and unit.
-fn backward_wide(bg: u32, j0: u32) {
-    backward_rows(bg, j0, dh_wide(bg, j0, false));
-}
-
-// The pointwise backward of the wide path, given the recurrent products.
+// The wide backward (backward_site) of units j0 .. j0 + 7 (those below H)
+// for batch rows RB·bg ..: dh_prev = dgates_{s+1} * W_hh[:, j0..j0+8]
+// with vec4 loads (dh_wide: each W_hh vec4 serving RB rows and each
+// dgates vec4 both unit quads, 8 W and RB dgates loads per 4 k and 32·RB
+// FMAs; k ascending, as dh_direct), then, here, the pointwise half per
+// row and unit.
 fn backward_rows(bg: u32, j0: u32, acc: array<vec4<f32>, 2u * RB>) {
     let hs = p.h;
     let s = p.step;
@@ -529,14 +525,7 @@ fn dg_src4(b: u32, state: bool) -> u32 {
 @compute @workgroup_size(64)
 fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
-    if pp[0].wide != 0u {
-        let st = site(gid, nwg, (pp[0].batch + RB - 1u) / RB, (pp[0].h + 7u) / 8u);
-        if st.ok {
-            backward_wide(st.b, 8u * st.u);
-        }
-        return;
-    }
-    let st = site(gid, nwg, pp[0].batch, pp[0].h);
+    let st = backward_site(gid, nwg, false);
     if !st.ok {
         return;
     }
@@ -563,9 +552,23 @@ fn write_state_grads(b: u32, j: u32, row: u32, dh: f32) {
         dcs[p.dc_off + row * hs + j] * gate(p.cache_off + row * CELL_GATES * hs + LSTM_F * hs + j);
 }
 
-// backward_state for units j0 .. j0 + 7 of RB rows, with dh_wide.
-fn state_wide(bg: u32, j0: u32) {
-    state_rows(bg, j0, dh_wide(bg, j0, true));
+// The direct backward kernels' (b, j) (`state`: of backward_state). With
+// pp[0].wide the invocation instead runs the wide variant for its 8 units
+// of RB rows and gets a site that is not ok.
+fn backward_site(gid: vec3<u32>, nwg: vec3<u32>, state: bool) -> Site {
+    if pp[0].wide == 0u {
+        return site(gid, nwg, pp[0].batch, pp[0].h);
+    }
+    let st = site(gid, nwg, (pp[0].batch + RB - 1u) / RB, (pp[0].h + 7u) / 8u);
+    if st.ok {
+        let acc = dh_wide(st.b, 8u * st.u, state);
+        if state {
+            state_rows(st.b, 8u * st.u, acc);
+        } else {
+            backward_rows(st.b, 8u * st.u, acc);
+        }
+    }
+    return Site(false, 0u, 0u);
 }
 
 fn state_rows(bg: u32, j0: u32, acc: array<vec4<f32>, 2u * RB>) {
@@ -589,14 +592,7 @@ fn state_rows(bg: u32, j0: u32, acc: array<vec4<f32>, 2u * RB>) {
 @compute @workgroup_size(64)
 fn backward_state(@builtin(global_invocation_id) gid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
-    if pp[0].wide != 0u {
-        let st = site(gid, nwg, (pp[0].batch + RB - 1u) / RB, (pp[0].h + 7u) / 8u);
-        if st.ok {
-            state_wide(st.b, 8u * st.u);
-        }
-        return;
-    }
-    let st = site(gid, nwg, pp[0].batch, pp[0].h);
+    let st = backward_site(gid, nwg, true);
     if !st.ok {
         return;
     }
