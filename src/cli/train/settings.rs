@@ -356,18 +356,22 @@ pub struct RunConfig {
 /// Steps between histograms when --hist-every is not given.
 pub(crate) const DEFAULT_HIST_EVERY: u64 = 50;
 
-/// Steps between histograms (0: none) of run `c` in `precision`: its
-/// --hist-every, refused by name where the model cannot take them; else
-/// the default where an output takes them and the model allows.
+/// Steps between histograms (0: none) of run `c` in `precision`: none
+/// without an output to write them to (a resumed run's stored value
+/// included); its --hist-every, refused by name where the model cannot
+/// take them; else the default where the model allows.
 pub(crate) fn hist_every(a: &TrainArgs, c: &RunConfig, precision: Precision) -> Result<u64> {
+    if a.metrics.is_none() && a.tensorboard.is_none() {
+        return Ok(0);
+    }
     let why = hist_obstacle(&norm_of(c), precision);
     match (c.hist_every, why) {
         (Some(n), Some(why)) if n > 0 => Err(Error::Invalid(format!(
             "--hist-every {n}: histograms cannot run: {why}; give --hist-every 0"
         ))),
         (Some(n), _) => Ok(n),
-        (None, None) if a.metrics.is_some() || a.tensorboard.is_some() => Ok(DEFAULT_HIST_EVERY),
-        (None, _) => Ok(0),
+        (None, None) => Ok(DEFAULT_HIST_EVERY),
+        (None, Some(_)) => Ok(0),
     }
 }
 
