@@ -1,7 +1,8 @@
 //! The trainer's GPU step: embedding (or dense input) → LSTM → linear head →
 //! loss → backward → clip by global norm → optimizer, recorded into one
-//! command encoder and one submit per step. Only the loss, the gradient norm
-//! and the skip flag are read back.
+//! command encoder and one submit per step. Only the loss, the gradient
+//! norms and the skip flag are read back, and on histogram steps the bin
+//! counts ([`histograms`]).
 
 pub mod bench;
 pub mod forecast;
