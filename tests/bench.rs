@@ -191,6 +191,17 @@ fn bad_arguments_exit_2() {
             &["bench", "--workload", "ts", "--steps", "0"][..],
             "--steps must be at least 1",
         ),
+        (
+            &[
+                "bench",
+                "--workload",
+                "ts",
+                "--profile",
+                "--hist-every",
+                "1",
+            ][..],
+            "--hist-every with --profile",
+        ),
     ] {
         let o = run(args);
         let stderr = String::from_utf8_lossy(&o.stderr);
@@ -237,4 +248,31 @@ fn sync_rows_say_so() {
     let row = parse_object(String::from_utf8_lossy(&o.stdout).trim());
     assert!(matches!(row.get("pipelined"), Some(Value::Bool(false))));
     assert!(num(&row, "last_loss").is_finite());
+}
+
+/// `--hist-every 1`: every step takes histograms and still trains; the
+/// row reports the plain step's dispatches.
+#[test]
+fn histogram_steps_run() {
+    let args = [
+        "bench",
+        "--workload",
+        "ts",
+        "--steps",
+        "2",
+        "--warmup",
+        "0",
+        "--json",
+    ];
+    let rows: Vec<_> = ["0", "1"]
+        .iter()
+        .map(|n| {
+            let o = run(&[&args[..], &["--hist-every", n]].concat());
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            parse_object(String::from_utf8_lossy(&o.stdout).trim())
+        })
+        .collect();
+    assert!(num(&rows[1], "last_loss").is_finite());
+    let d = |r| num(r, "dispatches_per_step");
+    assert_eq!(d(&rows[0]), d(&rows[1]));
 }

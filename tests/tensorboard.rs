@@ -37,6 +37,20 @@ fn ok(args: &[&str]) {
     );
 }
 
+/// The stderr lines of a refusal: exit 2, one line (the driver's
+/// XDG_RUNTIME_DIR notice left out).
+fn refusal(o: &Output) -> Vec<String> {
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<String> = err
+        .lines()
+        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+        .map(String::from)
+        .collect();
+    assert_eq!(o.status.code(), Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    lines
+}
+
 // ---- The reader: CRC32C, records, protocol buffers ----
 
 /// CRC32C (Castagnoli, reflected polynomial 0x82F63B78), bit by bit.
@@ -570,13 +584,7 @@ fn bad_directories_are_refused_before_the_run() {
             "--tensorboard",
             s(&dir),
         ]);
-        let err = String::from_utf8_lossy(&o.stderr);
-        let lines: Vec<&str> = err
-            .lines()
-            .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
-            .collect();
-        assert_eq!(o.status.code(), Some(2), "{dir:?}: {lines:?}");
-        assert_eq!(lines.len(), 1, "{dir:?}: {lines:?}");
+        let lines = refusal(&o);
         for w in ["--tensorboard", why] {
             assert!(lines[0].contains(w), "{dir:?}: `{w}` missing: {lines:?}");
         }
@@ -666,4 +674,149 @@ fn writer_histograms_and_unique_files() {
         .err()
         .unwrap_or_else(|| panic!("wrote under a file"));
     assert!(err.to_string().contains(s(&blocked)), "{err}");
+}
+
+/// Histogram steps (`--hist-every`): histogram events at the metrics
+/// file's histogram steps, with its tags, counts, min and max; counts sum
+/// to each tensor's element count (every position valid), and the
+/// parameters' min and max at the last step are the checkpoint's.
+#[test]
+fn histograms_in_events_and_metrics() {
+    let d = TempDir::new("tb-hist");
+    let (m, tb, ck) = (d.join("m.jsonl"), d.join("tb"), d.join("ck.safetensors"));
+    let mut args = vec!["train", "--steps", "4", "--hist-every", "2"];
+    args.extend(SMALL);
+    let outs = [
+        "--metrics",
+        s(&m),
+        "--tensorboard",
+        s(&tb),
+        "--checkpoint",
+        s(&ck),
+    ];
+    ok(&[&args[..], &outs].concat());
+    let text = std::fs::read_to_string(&m).unwrap_or_else(|e| panic!("{e}"));
+    let mut want: BTreeMap<(String, i64), Json> = BTreeMap::new();
+    for line in text.lines().filter(|l| l.contains("\"histograms\"")) {
+        let j: Json = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        let step = j["step"].as_i64().unwrap_or_else(|| panic!("{line}"));
+        let all = j["histograms"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{line}"));
+        for (tag, h) in all {
+            want.insert((tag.clone(), step), h.clone());
+        }
+    }
+    let mut got: BTreeMap<(String, i64), Histo> = BTreeMap::new();
+    for f in event_files(&tb) {
+        for e in read_file(&f).unwrap_or_else(|e| panic!("{e}")) {
+            for (tag, v) in e.values {
+                if let Val::Histo(h) = v {
+                    assert!(got.insert((tag, e.step), h).is_none());
+                }
+            }
+        }
+    }
+    let keys = |m: Vec<&(String, i64)>| m.into_iter().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(got.keys().collect()), keys(want.keys().collect()));
+    let steps: std::collections::BTreeSet<i64> = want.keys().map(|k| k.1).collect();
+    assert_eq!(steps.into_iter().collect::<Vec<_>>(), [2, 4]);
+    let f = lstm_wgpu::io::TensorFile::read(&ck).unwrap_or_else(|e| panic!("{e}"));
+    // seq-len 6 × batch 4 positions of hidden 8.
+    let positions = 6 * 4 * 8;
+    for ((tag, step), j) in &want {
+        let counts: Vec<u64> = j["counts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{tag}"))
+            .iter()
+            .map(|c| c.as_u64().unwrap_or_else(|| panic!("{tag}")))
+            .collect();
+        assert_eq!(counts.len(), 30, "{tag}");
+        let (n, lo, hi) = (
+            counts.iter().sum::<u64>(),
+            j["min"].as_f64().unwrap_or(f64::NAN),
+            j["max"].as_f64().unwrap_or(f64::NAN),
+        );
+        // The metrics file's numbers are f32 values; serde_json's parse
+        // may be an ulp off in f64.
+        let (lo, hi) = (lo as f32, hi as f32);
+        let h = &got[&(tag.clone(), *step)];
+        assert_eq!(
+            (h.num, h.min as f32, h.max as f32),
+            (n as f64, lo, hi),
+            "{tag} {step}"
+        );
+        assert_eq!((j["nan"].as_u64(), j["inf"].as_u64()), (Some(0), Some(0)));
+        let name = tag.split_once('/').map_or("", |(_, n)| n);
+        let len = match tag.starts_with("activations/") {
+            true => positions,
+            false => {
+                // LSTM tensors are saved as `lstm.<name>`.
+                let t = match f.f32(name).unwrap_or_else(|e| panic!("{e}")) {
+                    Some(t) => Ok(t),
+                    None => f.require_f32(&format!("lstm.{name}")),
+                }
+                .unwrap_or_else(|e| panic!("{e}"));
+                if tag.starts_with("params/") && *step == 4 {
+                    let lo32 = t.data.iter().cloned().fold(f32::INFINITY, f32::min);
+                    let hi32 = t.data.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    assert_eq!((lo, hi), (lo32, hi32), "{tag}");
+                }
+                t.data.len()
+            }
+        };
+        assert_eq!(n, len as u64, "{tag} {step}");
+    }
+    for tag in [
+        "activations/layer_0/gate_f",
+        "grads/head.weight",
+        "params/embedding.weight",
+    ] {
+        assert!(want.contains_key(&(tag.into(), 4)), "{tag}");
+    }
+}
+
+/// `--hist-every` is refused, one line, exit 2, before any file: without
+/// an output to write to, and with a cell caching another layout.
+#[test]
+fn bad_hist_every_is_refused_before_the_run() {
+    let d = TempDir::new("tb-hist-bad");
+    let m = d.join("m.jsonl");
+    let before = d.names();
+    for (extra, why) in [
+        (vec!["--hist-every", "5"], "--metrics or --tensorboard"),
+        (
+            vec![
+                "--hist-every",
+                "5",
+                "--norm",
+                "layer-cell",
+                "--metrics",
+                s(&m),
+            ],
+            "LayerNorm cell",
+        ),
+        (
+            vec![
+                "--hist-every",
+                "5",
+                "--norm",
+                "recurrent-batch",
+                "--metrics",
+                s(&m),
+            ],
+            "recurrent BatchNorm cell",
+        ),
+        (vec!["--hist-every", "x"], "--hist-every"),
+    ] {
+        let o = run(&[&["train", "--steps", "1", "--no-progress"][..], &extra].concat());
+        let lines = refusal(&o);
+        assert!(lines[0].contains(why), "{extra:?}: {lines:?}");
+        assert!(lines[0].contains("--hist-every"), "{extra:?}: {lines:?}");
+        assert_eq!(d.names(), before, "{extra:?} left a file");
+    }
+    // Off with such a cell: runs.
+    let mut args = vec!["train", "--steps", "1", "--norm", "layer-cell"];
+    args.extend(SMALL);
+    ok(&[&args[..], &["--hist-every", "0", "--metrics", s(&m)]].concat());
 }

@@ -200,6 +200,35 @@ fn resume_equals_uninterrupted() {
     );
 }
 
+/// `--hist-every` is stored: the resumed half, not given it again, writes
+/// the uninterrupted run's histogram lines byte for byte (steps 2, 4, 6
+/// around a stop at 3).
+#[test]
+fn resume_keeps_histograms() {
+    let common = [
+        "--hidden",
+        "16",
+        "--batch",
+        "4",
+        "--seq-len",
+        "8",
+        "--val-every",
+        "3",
+        "--no-progress",
+        "--hist-every",
+        "2",
+    ];
+    let d = check_resume("resume-hist", &common);
+    let hist = |f: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(d.join(f)).unwrap_or_else(|e| panic!("{e}"));
+        let lines = text.lines().filter(|l| l.contains("\"histograms\""));
+        lines.map(String::from).collect()
+    };
+    let (a, b) = (hist("a.jsonl"), hist("b.jsonl"));
+    assert_eq!(a.len(), 3);
+    assert_eq!(a, b);
+}
+
 #[test]
 fn resume_equals_uninterrupted_with_batch_norm() {
     // Running statistics and num_batches_tracked travel in the checkpoint;

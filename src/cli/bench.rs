@@ -45,6 +45,11 @@ pub struct BenchArgs {
     /// `train --precision`).
     #[arg(long, value_name = "P", default_value = "f32", value_parser = lstm_wgpu::model::precision::PrecisionChoice::parse)]
     pub precision: lstm_wgpu::model::precision::PrecisionChoice,
+    /// Take histograms every N training steps, as `train --hist-every`
+    /// does (1: every step, to time their cost; 0: none). Not with
+    /// --profile.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub hist_every: u64,
 }
 
 /// Which cell path `trainer` runs for `t`×`b` batches: the schedule's
@@ -69,7 +74,9 @@ fn median(v: &mut [f64]) -> f64 {
 /// `progress` reports each step on stderr.
 /// `profile` times each kernel of the timed steps (after the first step,
 /// which makes the plans) and prints the table on stderr; `sync` waits for
-/// each step before submitting the next.
+/// each step before submitting the next; `hist_every` > 0 takes
+/// histograms every that many steps.
+#[allow(clippy::too_many_arguments)]
 pub fn run_workload(
     w: &Workload,
     steps: usize,
@@ -78,6 +85,7 @@ pub fn run_workload(
     profile: bool,
     sync: bool,
     precision: lstm_wgpu::model::precision::PrecisionChoice,
+    hist_every: u64,
 ) -> Result<BenchRow> {
     if steps == 0 {
         return Err(Error::Invalid("--steps must be at least 1".into()));
@@ -85,6 +93,13 @@ pub fn run_workload(
     // Profiling reads every step's timestamps back before the next submit.
     let sync = sync || profile;
     let (ctx, mut run, precision) = open_run(w, profile, precision)?;
+    if hist_every > 0 {
+        run.trainer
+            .set_histograms(Some(lstm_wgpu::train::HistSettings {
+                every: hist_every,
+                bins: lstm_wgpu::kernels::histogram::DEFAULT_BINS,
+            }))?;
+    }
     let mut times = Vec::with_capacity(steps);
     let mut last_loss = f32::NAN;
     // Steps are pipelined as in training: step i is submitted before step
@@ -229,6 +244,12 @@ pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
     if a.steps == 0 {
         return Err(Error::Invalid("--steps must be at least 1".into()));
     }
+    if a.profile && a.hist_every > 0 {
+        return Err(Error::Invalid(
+            "--hist-every with --profile: the profiler times the plain step; give one of them"
+                .into(),
+        ));
+    }
     if !a.json {
         crate::cli::out::line(BenchRow::table_header())?;
     }
@@ -240,7 +261,16 @@ pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
             a.steps,
             w.flops() / 1e9
         );
-        let row = run_workload(w, a.steps, a.warmup, true, a.profile, a.sync, a.precision)?;
+        let row = run_workload(
+            w,
+            a.steps,
+            a.warmup,
+            true,
+            a.profile,
+            a.sync,
+            a.precision,
+            a.hist_every,
+        )?;
         if verbose {
             eprintln!("adapter: {}", row.adapter);
         }

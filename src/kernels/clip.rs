@@ -44,7 +44,7 @@
 //! Results are bit-identical from run to run (no atomics).
 
 use super::wgsl::wgsl_struct;
-use super::{groups_1d, u32_of};
+use super::{grid, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
@@ -528,13 +528,4 @@ fn check_segments(grads: &wgpu::Buffer, segments: &[(usize, usize)]) -> Result<(
         }
     }
     Ok(())
-}
-
-/// Workgroup grid for `n` workgroups: x up to the per-dimension limit, then
-/// y (the shader flattens it back and skips the excess).
-fn grid(ctx: &GpuContext, what: &str, n: usize) -> Result<(u32, u32)> {
-    let max = ctx.limits.max_compute_workgroups_per_dimension.max(1) as usize;
-    // Rows of `max` workgroups; the row count must itself fit a dimension.
-    groups_1d(ctx, what, n, max)?;
-    Ok(ctx.grid(u32_of(what, n)?))
 }

@@ -9,6 +9,7 @@ pub mod clip;
 pub mod elementwise;
 pub mod embedding;
 pub mod gemm;
+pub mod histogram;
 pub mod layer_norm;
 pub mod loss;
 pub mod lstm_cell;
@@ -209,6 +210,11 @@ impl Kernels {
         self.family("clip", clip::Clip::new)
     }
 
+    /// Histograms of buffer segments.
+    pub fn histogram(&self) -> crate::Result<Arc<histogram::Histogram>> {
+        self.family("histogram", histogram::Histogram::new)
+    }
+
     /// Embedding lookup (the f16 scatter-add built once f16 is on).
     pub fn embedding(&self) -> crate::Result<Arc<embedding::Embedding>> {
         let e = self.family("embedding", embedding::Embedding::new)?;
@@ -327,6 +333,15 @@ pub(crate) fn u32_of(what: &str, v: usize) -> crate::Result<u32> {
         limit: u32::MAX as u64 * 4,
         kind: "32-bit index",
     })
+}
+
+/// Workgroup grid for `n` workgroups: x up to the per-dimension limit, then
+/// y (the shader flattens it back and skips the excess).
+pub(crate) fn grid(ctx: &GpuContext, what: &str, n: usize) -> crate::Result<(u32, u32)> {
+    let max = ctx.limits.max_compute_workgroups_per_dimension.max(1) as usize;
+    // Rows of `max` workgroups; the row count must itself fit a dimension.
+    groups_1d(ctx, what, n, max)?;
+    Ok(ctx.grid(u32_of(what, n)?))
 }
 
 /// Workgroups needed for `n` items in groups of `size`, checked against the

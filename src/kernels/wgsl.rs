@@ -121,6 +121,7 @@ pub fn uniform_structs() -> Vec<StructLayout> {
         layout::<elementwise::ElementwiseUniform>("elementwise.wgsl"),
         layout::<embedding::EmbeddingUniform>("embedding.wgsl"),
         layout::<gemm::GemmUniform>("gemm.wgsl"),
+        layout::<histogram::HistogramUniform>("histogram.wgsl"),
         layout::<layer_norm::LayerNormUniform>("layer_norm.wgsl"),
         layout::<loss::LossUniform>("loss.wgsl"),
         layout::<lstm_cell::CellUniform>("lstm_cell.wgsl"),
@@ -145,6 +146,7 @@ pub fn sources() -> Vec<(&'static str, String)> {
         ("elementwise.wgsl", elementwise::SRC.into()),
         ("embedding.wgsl", embedding::SRC.into()),
         ("gemm.wgsl", gemm::Gemm::source(false, false)),
+        ("histogram.wgsl", histogram::SRC.into()),
         ("layer_norm.wgsl", layer_norm::SRC.into()),
         ("loss.wgsl", loss::SRC.into()),
         (

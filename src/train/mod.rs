@@ -1,11 +1,13 @@
 //! The trainer's GPU step: embedding (or dense input) → LSTM → linear head →
 //! loss → backward → clip by global norm → optimizer, recorded into one
-//! command encoder and one submit per step. Only the loss, the gradient norm
-//! and the skip flag are read back.
+//! command encoder and one submit per step. Only the loss, the gradient
+//! norms and the skip flag are read back, and on histogram steps the bin
+//! counts ([`histograms`]).
 
 pub mod bench;
 pub mod forecast;
 pub mod health;
+pub mod histograms;
 pub mod lr;
 pub mod metrics;
 pub mod tensorboard;
@@ -523,6 +525,9 @@ pub struct StepStats {
     /// [`NetConfig::table`] order (see [`Trainer::tensor_names`]); read
     /// back with the loss, no extra dispatch or wait.
     pub tensor_norms: Vec<f32>,
+    /// The step's tagged histograms ([`histograms`]) on a histogram step
+    /// (see [`Trainer::set_histograms`]); empty otherwise.
+    pub histograms: Vec<(String, crate::kernels::histogram::SegmentHistogram)>,
 }
 
 /// Buffers and dispatches of one (T, mode) shape around the LSTM's plan.
@@ -613,6 +618,22 @@ pub struct Trainer {
     pending: std::collections::VecDeque<Pending>,
     /// Statistics read back but not yet returned by next_stats.
     done: std::collections::VecDeque<StepStats>,
+    /// Histograms every `every` steps (step k is one when k % every == 0,
+    /// k 1-based), `bins` bins each; `None`: off.
+    hist: Option<HistSettings>,
+    /// Per step length: the histogram plan of training steps.
+    hist_plans: HashMap<usize, histograms::StepHistograms>,
+    /// Dispatches the last training step recorded.
+    last_dispatches: usize,
+}
+
+/// When and how finely a [`Trainer`] takes histograms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistSettings {
+    /// Steps between histogram steps (at least 1).
+    pub every: u64,
+    /// Bins per histogram.
+    pub bins: usize,
 }
 
 /// Buffers of the token projection of one step plan.
@@ -626,6 +647,8 @@ struct TokenTables<'a> {
 /// A submitted training step awaiting its readback.
 struct Pending {
     slot: usize,
+    /// Histograms of a step of this length follow the stats in the slot.
+    hist: Option<usize>,
     index: wgpu::SubmissionIndex,
     mapped: PendingMap,
 }
@@ -741,12 +764,7 @@ impl Trainer {
         ];
         let loss = ctx.storage("loss", crate::kernels::loss::LOSS_WORDS)?;
         let loss_step = ctx.storage("loss step", crate::kernels::loss::STEP_WORDS)?;
-        let ring = (0..=crate::kernels::optim::MAX_IN_FLIGHT)
-            .map(|_| {
-                let words = 1 + crate::kernels::clip::STATS_HEADER + segs.len();
-                ctx.readback("step readback", words)
-            })
-            .collect();
+        let ring = Self::ring(&ctx, segs.len(), 0);
         Ok(Self {
             ctx,
             lstm,
@@ -768,6 +786,9 @@ impl Trainer {
             token_projection,
             pending: Default::default(),
             done: Default::default(),
+            hist: None,
+            hist_plans: HashMap::new(),
+            last_dispatches: 0,
         })
     }
 
@@ -797,8 +818,90 @@ impl Trainer {
     /// read f16 weights; plans are rebuilt. The loss scaler is separate
     /// ([`Trainer::set_loss_scaler`]).
     pub fn set_precision(&mut self, p: crate::model::precision::Precision) -> Result<()> {
+        if self.hist.is_some() {
+            histograms::check(&self.net.norm, p)?;
+        }
         self.lstm.set_precision(p)?;
         self.plans.clear();
+        self.hist_plans.clear();
+        Ok(())
+    }
+
+    /// Readback slots of `segs` tensors' stats and `hist_words` words of
+    /// histograms.
+    fn ring(ctx: &GpuContext, segs: usize, hist_words: usize) -> Vec<wgpu::Buffer> {
+        let words = 1 + crate::kernels::clip::STATS_HEADER + segs + hist_words;
+        (0..=crate::kernels::optim::MAX_IN_FLIGHT)
+            .map(|_| ctx.readback("step readback", words))
+            .collect()
+    }
+
+    /// Takes histograms ([`histograms`]) on every training step whose
+    /// 1-based number is a multiple of `s.every` (counted in
+    /// [`Trainer::steps_taken`]), or never (`None`): other steps run
+    /// exactly as without, and so does every step while
+    /// [`Trainer::profiler`] is set. An error for f16-mixed and the norm
+    /// cells, or while steps are in flight.
+    pub fn set_histograms(&mut self, s: Option<HistSettings>) -> Result<()> {
+        if self.outstanding() != 0 {
+            return Err(Error::Invalid(
+                "set_histograms() while submitted steps are uncollected".into(),
+            ));
+        }
+        if let Some(s) = &s {
+            histograms::check(&self.net.norm, self.lstm.precision())?;
+            let max = crate::kernels::histogram::MAX_BINS;
+            if s.every == 0 || !(1..=max).contains(&s.bins) {
+                return Err(Error::Invalid(format!(
+                    "histograms every {} steps with {} bins: expected at least 1 step and 1..={max} bins",
+                    s.every, s.bins
+                )));
+            }
+        }
+        let n = self.segs.len();
+        let layers = self.net.layers;
+        let dirs = self.lstm.model.config.dirs();
+        // Per tensor a gradient and a parameter; per layer h, and per
+        // direction c and the gates.
+        let gates = self.lstm.model.config.cell().gates();
+        let segments = 2 * n + layers * (1 + dirs * (1 + gates));
+        let words = s.map_or(0, |s| {
+            segments * (crate::kernels::histogram::HEADER + s.bins)
+        });
+        self.ring = Self::ring(&self.ctx, n, words);
+        self.hist = s;
+        self.hist_plans.clear();
+        Ok(())
+    }
+
+    /// The histogram plan of training steps of length `t`, built on first
+    /// use.
+    fn hist_plan(&mut self, t: usize, bins: usize) -> Result<()> {
+        if self.hist_plans.contains_key(&t) {
+            return Ok(());
+        }
+        let names = self.tensor_names();
+        let k = self.lstm.kernels().histogram()?;
+        let ctx = self.ctx.clone();
+        let b = self.batch;
+        self.lstm.train = true;
+        let cfg = self.lstm.model.config.clone();
+        let norm = self.net.norm;
+        let (params, grads) = (
+            self.lstm.model.params.clone(),
+            self.lstm.model.grads.clone(),
+        );
+        let ws = &self.lstm.plan(t, b)?.ws;
+        let tensors = histograms::Tensors {
+            names: &names,
+            segs: &self.segs,
+            params: &params,
+            grads: &grads,
+            cfg: &cfg,
+            norm: &norm,
+        };
+        let p = ctx.scoped(|| histograms::plan(&ctx, &k, ws, &tensors, bins))?;
+        self.hist_plans.insert(t, p);
         Ok(())
     }
 
@@ -1680,13 +1783,22 @@ impl Trainer {
         // squares per segment, that is per tensor).
         let skipped = w[4] != 0.0;
         self.optim.commit(skipped);
-        let sums = &w[1 + crate::kernels::clip::STATS_HEADER..];
+        let (head, tail) = w.split_at(1 + crate::kernels::clip::STATS_HEADER + self.segs.len());
+        let sums = &head[1 + crate::kernels::clip::STATS_HEADER..];
+        let histograms = match p.hist.and_then(|t| self.hist_plans.get(&t)) {
+            Some(h) => {
+                let words: Vec<u32> = tail.iter().map(|v| v.to_bits()).collect();
+                h.decode(&words, w[5])?
+            }
+            None => Vec::new(),
+        };
         Ok(StepStats {
             loss: w[0],
             grad_norm: w[2],
             skipped,
             loss_scale: w[5],
             tensor_norms: sums.iter().map(|&v| (v as f64).sqrt() as f32).collect(),
+            histograms,
         })
     }
 
@@ -1731,13 +1843,44 @@ impl Trainer {
                 4,
             );
         }
+        // A histogram step adds the activations' histograms after the
+        // forward, the gradients' before the clip, the parameters' after
+        // the update; other steps record exactly the plain list.
+        let hist_t = match self.hist {
+            // A profiler's query set holds the plain step's dispatches.
+            Some(h)
+                if self.profiler.is_none() && (self.steps_taken + 1).is_multiple_of(h.every) =>
+            {
+                self.hist_plan(t, h.bins)?;
+                Some(t)
+            }
+            _ => None,
+        };
+        let hp = hist_t.and_then(|t| self.hist_plans.get(&t));
+        let groups = |r: std::ops::Range<usize>| {
+            hp.into_iter()
+                .flat_map(move |h| h.plan.groups[r.clone()].iter().flatten())
+        };
+        let (acts, grads, params) = match hp {
+            Some(h) => (
+                h.activations.clone(),
+                h.grads..h.grads + 1,
+                h.params..h.params + 1,
+            ),
+            None => (0..0, 0..0, 0..0),
+        };
         let p = &self.plans[&(t, true)];
         let list = p
             .forward
             .iter()
+            .chain(groups(acts))
             .chain(&p.backward)
+            .chain(groups(grads))
             .chain(&self.clip.dispatches)
-            .chain(std::iter::once(&self.optim.dispatch));
+            .chain(std::iter::once(&self.optim.dispatch))
+            .chain(groups(params));
+        let mut recorded = 0;
+        let list = list.inspect(|_| recorded += 1);
         ctx.scoped(|| {
             let mut pass = enc.begin_compute_pass(&Default::default());
             match self.profiler.as_mut() {
@@ -1746,6 +1889,7 @@ impl Trainer {
             }
             Ok(())
         })?;
+        self.last_dispatches = recorded;
         if let Some(prof) = &self.profiler {
             prof.resolve(&mut enc);
         }
@@ -1759,6 +1903,11 @@ impl Trainer {
             4,
             4 * (crate::kernels::clip::STATS_HEADER + self.segs.len()) as u64,
         );
+        if let Some(h) = hist_t.and_then(|t| self.hist_plans.get(&t)) {
+            let at = 4 * (1 + crate::kernels::clip::STATS_HEADER + self.segs.len()) as u64;
+            let out = &h.plan.out;
+            enc.copy_buffer_to_buffer(out, 0, &self.ring[slot], at, out.size());
+        }
         let index = ctx.scoped(|| Ok(ctx.queue.submit([enc.finish()])))?;
         let mapped = Arc::new(std::sync::Mutex::new(None));
         let m = mapped.clone();
@@ -1769,6 +1918,7 @@ impl Trainer {
         });
         self.pending.push_back(Pending {
             slot,
+            hist: hist_t,
             index,
             mapped,
         });
@@ -1837,6 +1987,12 @@ impl Trainer {
                 1,
             )
         })
+    }
+
+    /// Dispatches the last training step recorded (counted as recorded:
+    /// [`Trainer::dispatches_per_step`] plus a histogram step's own).
+    pub fn last_step_dispatches(&self) -> usize {
+        self.last_dispatches
     }
 
     /// The parameters' names in [`NetConfig::table`] order: what

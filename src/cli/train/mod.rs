@@ -19,7 +19,7 @@ use crate::cli::train::data::{
 use crate::cli::train::report::{RunEnd, final_line, say, write_plot};
 use crate::cli::train::settings::{
     RunConfig, TrainArgs, best_path, check_batch_size, check_fixed, check_outputs,
-    check_schedule_flags, describe_data, describe_links, is_csv, optim_config, resolve,
+    check_schedule_flags, describe_data, describe_links, hist_every, is_csv, optim_config, resolve,
     schedule_of, validate_config,
 };
 use crate::cli::train::validation::{ValReport, series_fields, validate};
@@ -27,10 +27,11 @@ use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::io;
 use lstm_wgpu::model::NamedTensor;
 use lstm_wgpu::train::health::{StepHealth, layer_norms};
+use lstm_wgpu::train::histograms::{to_json, to_tensorboard};
 use lstm_wgpu::train::lr::LrSchedule;
 use lstm_wgpu::train::metrics::{MetricsBuffer, Value};
 use lstm_wgpu::train::tensorboard::EventWriter;
-use lstm_wgpu::train::{NetConfig, StepStats, Trainer, init_values};
+use lstm_wgpu::train::{HistSettings, NetConfig, StepStats, Trainer, init_values};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -79,6 +80,7 @@ pub(crate) fn settings(a: TrainArgs) -> Result<(TrainArgs, RunConfig, Option<Loa
             c.val_every = a.val_every.unwrap_or(c.val_every);
             c.patience = a.patience.or(c.patience);
             c.explode_threshold = a.explode_threshold.or(c.explode_threshold);
+            c.hist_every = a.hist_every.or(c.hist_every);
             validate_config(&c)?;
             c
         }
@@ -361,12 +363,36 @@ impl Run {
         if st.step.is_multiple_of(self.per_epoch) || st.step == self.total {
             self.end_epoch()?;
         }
+        self.histograms(s)?;
         let st = &self.st;
         self.curves.train.push((st.step as f64, s.loss as f64));
         self.curves.grad.push((st.step as f64, s.grad_norm as f64));
         self.bar
             .set_message(format!("loss {:.4} lr {lr:.2e} {rate:.0} tok/s", s.loss));
         self.bar.inc(1);
+        Ok(())
+    }
+
+    /// Writes a histogram step's histograms: one JSONL line
+    /// `{"step", "histograms": {tag: {min, max, nan, inf, counts}}}` and
+    /// TensorBoard histogram events.
+    fn histograms(&mut self, s: &StepStats) -> Result<()> {
+        if s.histograms.is_empty() {
+            return Ok(());
+        }
+        let step = self.st.step;
+        if let Some(l) = &mut self.log {
+            let all = s.histograms.iter().map(|(t, h)| (t.clone(), to_json(h)));
+            l.log(&[
+                ("step", Value::Int(step as i64)),
+                ("histograms", Value::Object(all.collect())),
+            ])?;
+        }
+        if let Some(ev) = &mut self.events {
+            for (tag, h) in &s.histograms {
+                ev.histogram(step as u64, tag, &to_tensorboard(h))?;
+            }
+        }
         Ok(())
     }
 
@@ -678,6 +704,11 @@ pub(crate) fn build_trainer(
         _ => a.loss_scale.config(precision),
     };
     tr.set_loss_scaler(scaler)?;
+    let every = hist_every(a, c, precision)?;
+    tr.set_histograms((every > 0).then_some(HistSettings {
+        every,
+        bins: lstm_wgpu::kernels::histogram::DEFAULT_BINS,
+    }))?;
     tr.dropout_seed = c.seed;
     if let Some(((floats, ints), p)) = w.source {
         restore_model(&mut tr, floats, ints, p)?;

@@ -9,7 +9,9 @@ use lstm_wgpu::error::{Error, Result, num};
 use lstm_wgpu::io;
 use lstm_wgpu::kernels::optim::{OptimConfig, OptimKind};
 use lstm_wgpu::model::norm::{Norm, NormKind};
+use lstm_wgpu::model::precision::Precision;
 use lstm_wgpu::train::InitOptions;
+use lstm_wgpu::train::histograms::obstacle as hist_obstacle;
 use lstm_wgpu::train::lr::LrSchedule;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -201,6 +203,12 @@ pub struct TrainArgs {
     /// the metrics file's values as scalars, for `tensorboard --logdir`.
     #[arg(long, value_name = "DIR")]
     pub tensorboard: Option<PathBuf>,
+    /// Histograms of every parameter and gradient and of each layer's h, c
+    /// and gates every N steps, into --metrics and --tensorboard (0: off).
+    /// [default: 50 with --metrics or --tensorboard where the model allows,
+    /// else off]
+    #[arg(long, value_name = "N")]
+    pub hist_every: Option<u64>,
     /// No progress bar.
     #[arg(long)]
     #[serde(default)]
@@ -269,7 +277,8 @@ impl TrainArgs {
             metrics,
             checkpoint,
             plot,
-            tensorboard
+            tensorboard,
+            hist_every
         );
         self.deterministic_order |= o.deterministic_order;
         self.residual |= o.residual;
@@ -338,6 +347,32 @@ pub struct RunConfig {
     /// `lstm_wgpu::train::health`).
     #[serde(default)]
     pub(crate) explode_threshold: Option<f64>,
+    /// None: the default ([`DEFAULT_HIST_EVERY`] where an output and the
+    /// model allow, else off); 0: off.
+    #[serde(default)]
+    pub(crate) hist_every: Option<u64>,
+}
+
+/// Steps between histograms when --hist-every is not given.
+pub(crate) const DEFAULT_HIST_EVERY: u64 = 50;
+
+/// Steps between histograms (0: none) of run `c` in `precision`: none
+/// without an output to write them to (a resumed run's stored value
+/// included); its --hist-every, refused by name where the model cannot
+/// take them; else the default where the model allows.
+pub(crate) fn hist_every(a: &TrainArgs, c: &RunConfig, precision: Precision) -> Result<u64> {
+    if a.metrics.is_none() && a.tensorboard.is_none() {
+        return Ok(0);
+    }
+    let why = hist_obstacle(&norm_of(c), precision);
+    match (c.hist_every, why) {
+        (Some(n), Some(why)) if n > 0 => Err(Error::Invalid(format!(
+            "--hist-every {n}: histograms cannot run: {why}; give --hist-every 0"
+        ))),
+        (Some(n), _) => Ok(n),
+        (None, None) => Ok(DEFAULT_HIST_EVERY),
+        (None, Some(_)) => Ok(0),
+    }
 }
 
 /// The [`Norm`] a run's settings describe.
@@ -422,6 +457,7 @@ pub(crate) fn resolve(a: &TrainArgs) -> Result<RunConfig> {
         missing: a.missing.unwrap_or_default(),
         time: a.time.clone(),
         explode_threshold: a.explode_threshold,
+        hist_every: a.hist_every,
     };
     validate_config(&c)?;
     Ok(c)
@@ -541,6 +577,13 @@ pub(crate) fn validate_config(c: &RunConfig) -> Result<()> {
         return Err(Error::Invalid(format!(
             "--explode-threshold {}: expected a finite number > 0",
             num(x)
+        )));
+    }
+    if let Some(n) = c.hist_every.filter(|&n| n > 0)
+        && let Some(why) = hist_obstacle(&norm_of(c), Precision::F32)
+    {
+        return Err(Error::Invalid(format!(
+            "--hist-every {n}: histograms cannot run: {why}; give --hist-every 0"
         )));
     }
     for (flag, v) in [
@@ -766,6 +809,14 @@ pub(crate) fn check_outputs(a: &TrainArgs) -> Result<()> {
     }
     if let Some(d) = &a.tensorboard {
         io::check_output_dir(d, "--tensorboard")?;
+    }
+    if let Some(n) = a.hist_every.filter(|&n| n > 0)
+        && a.metrics.is_none()
+        && a.tensorboard.is_none()
+    {
+        return Err(Error::Invalid(format!(
+            "--hist-every {n}: histograms go to --metrics or --tensorboard; give one of them"
+        )));
     }
     // Two outputs at one file would overwrite each other.
     let best = a.checkpoint.as_deref().map(best_path);

@@ -1,0 +1,220 @@
+//! Histograms of a training step, computed on the GPU
+//! ([`crate::kernels::histogram`]) and read back with the step's loss:
+//! every parameter (after the step's update), every gradient (before
+//! clipping and the update, unscaled: what the per-tensor norms measure)
+//! and per layer the hidden state h, the cell state c and the activated
+//! gates i, f, g, o over the step's valid positions (padding left out).
+//!
+//! Tags: `params/<name>`, `grads/<name>`, `activations/layer_<k>/h` (the
+//! layer's output, both directions), and per direction
+//! `activations/layer_<k>[_reverse]/{c,gate_i,gate_f,gate_g,gate_o}`.
+//!
+//! Plain cells in f32 only: f16-mixed caches the gates in f16 and the norm
+//! cells cache another layout, so both are refused by name.
+
+use crate::kernels::histogram::{HistPlan, Segment, SegmentHistogram, Source};
+use crate::model::norm::Norm;
+use crate::model::precision::Precision;
+use crate::schedule::workspace::Workspace;
+use crate::train::metrics::Value;
+use crate::train::tensorboard::Histogram;
+use crate::{Error, Result};
+
+/// The gates' tag names, in cache order.
+const GATES: [&str; 4] = ["gate_i", "gate_f", "gate_g", "gate_o"];
+
+/// Why histograms cannot run on this model, if they cannot.
+pub fn obstacle(norm: &Norm, precision: Precision) -> Option<String> {
+    if precision.is_half() {
+        return Some("f16-mixed precision caches the gates in f16".into());
+    }
+    match norm {
+        Norm::LayerCell => Some("the LayerNorm cell caches another layout".into()),
+        Norm::RecurrentBatch { .. } => {
+            Some("the recurrent BatchNorm cell caches another layout".into())
+        }
+        _ => None,
+    }
+}
+
+/// The refusal of [`obstacle`], as an error.
+pub fn check(norm: &Norm, precision: Precision) -> Result<()> {
+    match obstacle(norm, precision) {
+        Some(why) => Err(Error::Invalid(format!("histograms cannot run: {why}"))),
+        None => Ok(()),
+    }
+}
+
+/// The histogram plan of one step length, with its tags, and which of its
+/// source groups read what.
+pub(crate) struct StepHistograms {
+    pub plan: HistPlan,
+    /// One per segment, in output order.
+    pub tags: Vec<String>,
+    /// Groups to record after the forward (activations).
+    pub activations: std::ops::Range<usize>,
+    /// Group to record after the backward, before clipping.
+    pub grads: usize,
+    /// Group to record after the optimizer.
+    pub params: usize,
+    /// Segments of gradients, to unscale by the step's loss scale.
+    pub grad_segments: std::ops::Range<usize>,
+}
+
+/// Where one model's tensors live: what [`plan`] histograms.
+pub(crate) struct Tensors<'a> {
+    pub names: &'a [String],
+    /// (offset, len) per tensor, in `names` order.
+    pub segs: &'a [(usize, usize)],
+    pub params: &'a wgpu::Buffer,
+    pub grads: &'a wgpu::Buffer,
+    pub cfg: &'a crate::model::LstmConfig,
+    pub norm: &'a Norm,
+}
+
+/// Plans the histograms of a training step over workspace `ws`.
+pub(crate) fn plan(
+    ctx: &crate::GpuContext,
+    k: &crate::kernels::histogram::Histogram,
+    ws: &Workspace,
+    m: &Tensors<'_>,
+    bins: usize,
+) -> Result<StepHistograms> {
+    let (cfg, h) = (m.cfg, m.cfg.hidden_size);
+    let rows = ws.seq * ws.batch;
+    let g = cfg.cell().gates();
+    let masked = |off: usize, cols: usize, stride: usize| {
+        Segment::rows(off, rows, cols, stride).masked(ws.batch)
+    };
+    let mut tags = Vec::new();
+    let mut sources = Vec::new();
+    // h: each layer's raw output [T, B, D·H].
+    let outs = (0..cfg.num_layers)
+        .map(|l| {
+            tags.push(format!("activations/layer_{l}/h"));
+            masked(ws.out_off(l), ws.features, ws.features)
+        })
+        .collect();
+    sources.push(Source {
+        buffer: &ws.outs,
+        lengths: Some(&ws.lengths),
+        segments: outs,
+    });
+    // c and the gates: per (layer, direction) cache block, one source per
+    // cache buffer (one in all, or one per layer when split).
+    for l in 0..cfg.num_layers {
+        if l > 0 && !ws.split {
+            continue;
+        }
+        let layers = match ws.split {
+            true => l..l + 1,
+            false => 0..cfg.num_layers,
+        };
+        let mut segments = Vec::new();
+        for l in layers {
+            for d in 0..cfg.dirs() {
+                let [base, c_off, _] = ws.cell_offsets(cfg, m.norm, l, d);
+                let name = match d {
+                    0 => format!("activations/layer_{l}"),
+                    _ => format!("activations/layer_{l}_reverse"),
+                };
+                tags.push(format!("{name}/c"));
+                segments.push(masked(c_off, h, h));
+                for (q, gate) in GATES.iter().enumerate().take(g) {
+                    tags.push(format!("{name}/{gate}"));
+                    segments.push(masked(base + q * h, h, g * h));
+                }
+            }
+        }
+        sources.push(Source {
+            buffer: ws.cache(l),
+            lengths: Some(&ws.lengths),
+            segments,
+        });
+    }
+    let activations = 0..sources.len();
+    let flat: Vec<Segment> = m.segs.iter().map(|&(o, n)| Segment::flat(o, n)).collect();
+    let first_grad = tags.len();
+    tags.extend(m.names.iter().map(|n| format!("grads/{n}")));
+    let grad_segments = first_grad..tags.len();
+    tags.extend(m.names.iter().map(|n| format!("params/{n}")));
+    sources.push(Source {
+        buffer: m.grads,
+        lengths: None,
+        segments: flat.clone(),
+    });
+    sources.push(Source {
+        buffer: m.params,
+        lengths: None,
+        segments: flat,
+    });
+    let plan = k.plan(ctx, &sources, bins)?;
+    Ok(StepHistograms {
+        plan,
+        tags,
+        grads: activations.end,
+        params: activations.end + 1,
+        activations,
+        grad_segments,
+    })
+}
+
+impl StepHistograms {
+    /// The tagged histograms of the readback `words`; gradients unscaled
+    /// by the step's `loss_scale`.
+    pub fn decode(
+        &self,
+        words: &[u32],
+        loss_scale: f32,
+    ) -> Result<Vec<(String, SegmentHistogram)>> {
+        let hs = self.plan.decode(words)?;
+        Ok(self
+            .tags
+            .iter()
+            .cloned()
+            .zip(hs)
+            .enumerate()
+            .map(
+                |(i, (t, h))| match self.grad_segments.contains(&i) && loss_scale != 1.0 {
+                    true => (t, h.scaled(1.0 / loss_scale)),
+                    false => (t, h),
+                },
+            )
+            .collect())
+    }
+}
+
+/// The TensorBoard histogram of `h`: its bins with their right edges; all
+/// in one bin at max when min = max.
+pub fn to_tensorboard(h: &SegmentHistogram) -> Histogram {
+    let (limits, counts) = match h.max > h.min {
+        true => (
+            h.right_edges(),
+            h.counts.iter().map(|&c| c as f64).collect(),
+        ),
+        false => (vec![h.max as f64], vec![h.finite() as f64]),
+    };
+    Histogram {
+        limits,
+        counts,
+        min: h.min as f64,
+        max: h.max as f64,
+        sum: h.sum as f64,
+        sum_squares: h.sum_squares as f64,
+    }
+}
+
+/// The JSONL object of `h`: `{"min", "max", "nan", "inf", "counts"}`
+/// (bins of equal width over [min, max]).
+pub fn to_json(h: &SegmentHistogram) -> Value {
+    Value::Object(vec![
+        ("min".into(), Value::Float(h.min as f64)),
+        ("max".into(), Value::Float(h.max as f64)),
+        ("nan".into(), Value::Int(h.nan as i64)),
+        ("inf".into(), Value::Int(h.inf as i64)),
+        (
+            "counts".into(),
+            Value::List(h.counts.iter().map(|&c| Value::Int(c as i64)).collect()),
+        ),
+    ])
+}
