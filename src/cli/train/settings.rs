@@ -344,9 +344,14 @@ pub struct RunConfig {
     /// `lstm_wgpu::train::health`).
     #[serde(default)]
     pub(crate) explode_threshold: Option<f64>,
-    /// 0: no test split.
-    #[serde(default)]
+    /// 0: no test split (then not written, so such a run's settings
+    /// read as before).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub(crate) test_fraction: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// The [`Norm`] a run's settings describe.
