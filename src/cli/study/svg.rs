@@ -9,8 +9,11 @@ const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
 ];
 
-/// Per step of a variant's validations: (step, mean, min, max).
-fn band(records: &[&Record]) -> Vec<(f64, f64, f64, f64)> {
+/// A step of a variant's validations: (step, mean, min, max).
+type BandPoint = (f64, f64, f64, f64);
+
+/// Per step of a variant's validations, its [`BandPoint`].
+fn band(records: &[&Record]) -> Vec<BandPoint> {
     let mut at: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
     for r in records {
         for &(s, v) in &r.val_curve {
@@ -31,7 +34,7 @@ fn band(records: &[&Record]) -> Vec<(f64, f64, f64, f64)> {
 
 /// The SVG of study `name`'s validation losses.
 pub(crate) fn curves(name: &str, variants: &[String], records: &[Record]) -> String {
-    let bands: Vec<(&String, Vec<(f64, f64, f64, f64)>)> = variants
+    let bands: Vec<(&String, Vec<BandPoint>)> = variants
         .iter()
         .map(|v| {
             let rs: Vec<&Record> = records.iter().filter(|r| &r.variant == v).collect();

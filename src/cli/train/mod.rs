@@ -16,7 +16,7 @@ use crate::cli::train::data::{
     Data, check_splits, describe_columns, dump_data, epoch_len, load_data, net_of, run_seq_len,
     test_set, train_batch,
 };
-use crate::cli::train::report::{RunEnd, RunResult, final_line, say, write_plot};
+use crate::cli::train::report::{RunEnd, final_line, say, write_plot};
 use crate::cli::train::settings::{
     RunConfig, TrainArgs, best_path, check_batch_size, check_fixed, check_outputs,
     check_schedule_flags, describe_data, describe_links, is_csv, optim_config, resolve,
@@ -114,6 +114,21 @@ impl Curves {
     fn all(&self) -> [&[(f64, f64)]; 3] {
         [&self.train, &self.val, &self.grad]
     }
+}
+
+/// What a finished run reports: its final line and the figures a study
+/// tabulates.
+pub(crate) struct RunResult {
+    pub(crate) line: String,
+    pub(crate) params: usize,
+    /// Epochs begun (the last may be partial).
+    pub(crate) epochs: usize,
+    pub(crate) explosions: u64,
+    /// Infinite without validation.
+    pub(crate) best_val: f64,
+    pub(crate) best_test: Option<(f64, f64)>,
+    pub(crate) curves: Curves,
+    pub(crate) end: RunEnd,
 }
 
 /// A run in progress: its settings, data and trainer, where it stands,

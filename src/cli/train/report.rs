@@ -90,21 +90,6 @@ pub(crate) struct RunEnd {
     pub(crate) test: Option<SeriesMetrics>,
 }
 
-/// What a finished run reports: its final line and the figures a study
-/// tabulates.
-pub(crate) struct RunResult {
-    pub(crate) line: String,
-    pub(crate) params: usize,
-    /// Epochs begun (the last may be partial).
-    pub(crate) epochs: usize,
-    pub(crate) explosions: u64,
-    /// Infinite without validation.
-    pub(crate) best_val: f64,
-    pub(crate) best_test: Option<(f64, f64)>,
-    pub(crate) curves: crate::cli::train::Curves,
-    pub(crate) end: RunEnd,
-}
-
 /// The `final: …` line on stdout.
 pub(crate) fn final_line(
     st: &RunState,
