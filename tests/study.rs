@@ -250,6 +250,10 @@ fn study_runs_equal_train_runs_and_resume_gives_the_same_table() {
         std::fs::read_to_string(full.join("results.md")).unwrap(),
         md
     );
+    // A band and a mean line per variant.
+    let svg = std::fs::read_to_string(full.join("curves.svg")).unwrap();
+    assert_eq!(svg.matches("<polygon").count(), 2, "{svg}");
+    assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
     for r in ["one.seed1", "one.seed2", "two-ln.seed1", "two-ln.seed2"] {
         for ext in ["toml", "st", "jsonl"] {
             assert!(full.join("runs").join(format!("{r}.{ext}")).is_file());
