@@ -223,5 +223,41 @@ mod tests {
         assert_eq!(m, 2.0);
         assert_eq!(s, Some(1.0));
         assert_eq!(stats(&[5.0]), (5.0, None));
+        assert_eq!(stats(&[0.1, 0.1, 0.1]).1, Some(0.0));
+    }
+
+    #[test]
+    fn one_seed_gives_means_only() {
+        let r = Record {
+            variant: "a".into(),
+            seed: 0,
+            final_line: String::new(),
+            text: true,
+            train_loss: Some(1.0),
+            val_loss: Some(2.0),
+            best_val: Some(2.0),
+            naive_val_loss: None,
+            test_mae: None,
+            test_rmse: None,
+            best_test_mae: None,
+            best_test_rmse: None,
+            naive_test_mae: None,
+            naive_test_rmse: None,
+            explosions: 3,
+            epochs: 2,
+            params: 10,
+            secs: 1.5,
+            val_curve: Vec::new(),
+        };
+        let t = Table::of(&["a".to_string()], &[r]);
+        let md = t.markdown();
+        assert!(md.contains("one seed: means only"), "{md}");
+        assert!(!md.contains('±') && !md.contains("test"), "{md}");
+        // bits per character = best val / ln 2; explosions per epoch.
+        assert!(
+            md.contains("| a | 1.000 | 2.000 | 2.000 | 2.885 | 1.500 | 10 | 1.500 |"),
+            "{md}"
+        );
+        assert!(t.csv().lines().nth(1).unwrap().starts_with("a,1,1,,2,,2,,"));
     }
 }
