@@ -10,6 +10,7 @@ pub mod generate;
 pub mod grad;
 pub mod out;
 pub mod predict;
+pub mod study;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +42,9 @@ pub enum Cmd {
     Generate(crate::cli::generate::GenerateArgs),
     /// Run a time-series checkpoint over a CSV.
     Predict(crate::cli::predict::PredictArgs),
+    /// Train every variant × seed of a study and tabulate them (mean ±
+    /// std over seeds), with the curves; interrupted studies resume.
+    Study(crate::cli::study::StudyArgs),
     /// Time standard training workloads (ms/step, tokens/s, dispatches,
     /// GFLOP/s, peak GPU memory); `all` takes minutes on a CPU driver.
     Bench(crate::cli::bench::BenchArgs),
@@ -65,6 +69,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Generate(a) => crate::cli::generate::generate(&a, cli.verbose),
         Cmd::Predict(a) => crate::cli::predict::predict(&a, cli.verbose),
         Cmd::Bench(a) => crate::cli::bench::run(&a, cli.verbose),
+        Cmd::Study(a) => crate::cli::study::run(&a, cli.verbose),
     }
 }
 

@@ -4,7 +4,9 @@
 use crate::cli::choice::MissingChoice;
 use crate::cli::env::{host_budget, open_gpu, size_limits};
 use crate::cli::train::checkpoint::{Loaded, load_checkpoint, restore_model, values_from};
-use crate::cli::train::data::{csv_cell, describe_columns, net_with, series_table};
+use crate::cli::train::data::{
+    csv_cell, describe_columns, dev_rows, net_with, series_table, test_windows,
+};
 use crate::cli::train::settings::{RunConfig, describe_data};
 use lstm_wgpu::data::{Normalizer, Selection, SeriesConfig, SeriesDataset, WindowSet};
 use lstm_wgpu::error::{Error, Result};
@@ -22,9 +24,10 @@ pub struct PredictArgs {
     /// CSV with the checkpoint's feature and target columns.
     #[arg(long)]
     pub data: PathBuf,
-    /// Windows to predict: all, or the train or val split of the
-    /// checkpoint's --val-fraction (val reproduces train's val_loss).
-    #[arg(long, default_value = "all", value_parser = ["all", "train", "val"])]
+    /// Windows to predict: all, or the train, val or test split of the
+    /// checkpoint's --val-fraction and --test-fraction (val reproduces
+    /// train's val_loss, test its final test figures).
+    #[arg(long, default_value = "all", value_parser = ["all", "train", "val", "test"])]
     pub split: String,
     /// Also continue the series N steps past its last row, feeding the
     /// predictions back (every feature must be the target or a column with
@@ -62,7 +65,17 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
         .map_err(|e| Error::file(&a.data, e))?;
     let ds = dataset(a, &c, &sel, &norm)?;
     let n = sel.table.len();
+    let test = match a.split.as_str() {
+        "test" => Some(test_windows(&c, &sel.table, &norm)?.ok_or_else(|| {
+            Error::file(
+                &a.checkpoint,
+                "--split test: its run held out no test rows (train --test-fraction)",
+            )
+        })?),
+        _ => None,
+    };
     let set = match (&ds, a.split.as_str()) {
+        (_, "test") => test.as_ref(),
         (Some(d), "val") => Some(d.val.as_ref().ok_or_else(|| {
             Error::file(
                 &a.data,
@@ -197,6 +210,7 @@ fn run_config(a: &PredictArgs, l: &Loaded) -> Result<(RunConfig, Normalizer)> {
     }
     if a.split == "all" {
         c.val_fraction = 0.0;
+        c.test_fraction = 0.0;
     }
     if c.features.is_none() {
         let names: Vec<&str> = norm.features.iter().map(|f| f.name.as_str()).collect();
@@ -242,7 +256,8 @@ fn dataset(
         horizon: k,
         val_fraction: c.val_fraction,
     };
-    SeriesDataset::with_normalizer(&sel.table, &sc, norm.clone())
+    // Training and validation rows end where the test rows begin.
+    SeriesDataset::with_normalizer(&dev_rows(c, &sel.table)?, &sc, norm.clone())
         .map(Some)
         .map_err(|e| Error::file(&a.data, e))
 }

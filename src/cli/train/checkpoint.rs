@@ -386,6 +386,9 @@ pub(crate) fn scaler_from(
     Ok(s)
 }
 
+/// The metadata key of [`RunState::best_test`].
+const BEST_TEST_KEY: &str = "best_test";
+
 /// Where a run stands: steps taken and skipped, the best validation loss
 /// (infinite before the first), validations since it improved, and the
 /// gradient health checks.
@@ -395,6 +398,9 @@ pub(crate) struct RunState {
     pub(crate) best_val: f64,
     pub(crate) bad_vals: usize,
     pub(crate) health: GradHealth,
+    /// The test MAE and RMSE of the best validation's weights
+    /// (`--test-fraction`).
+    pub(crate) best_test: Option<(f64, f64)>,
 }
 
 impl Default for RunState {
@@ -405,6 +411,7 @@ impl Default for RunState {
             best_val: f64::INFINITY,
             bad_vals: 0,
             health: GradHealth::default(),
+            best_test: None,
         }
     }
 }
@@ -500,6 +507,9 @@ pub(crate) fn save_checkpoint(
         toml::to_string(&c).map_err(|e| Error::Invalid(e.to_string()))?,
     );
     meta.insert("best_val".to_string(), format!("{}", st.best_val));
+    if let Some((mae, rmse)) = st.best_test {
+        meta.insert(BEST_TEST_KEY.to_string(), format!("{mae} {rmse}"));
+    }
     meta.insert(PRECISION_KEY.to_string(), tr.lstm.precision().to_string());
     match data {
         Data::Text(t) => {
@@ -523,6 +533,8 @@ pub(crate) struct Loaded {
     pub(crate) precision: lstm_wgpu::model::precision::Precision,
     /// The best validation loss so far (infinite before the first).
     pub(crate) best_val: f64,
+    /// The best validation's test MAE and RMSE, when scored.
+    pub(crate) best_test: Option<(f64, f64)>,
     /// The loss histories so far (for `--plot`).
     pub(crate) curve: Vec<(f64, f64)>,
     pub(crate) val_curve: Vec<(f64, f64)>,
@@ -601,6 +613,24 @@ pub(crate) fn load_checkpoint(path: &Path) -> Result<Loaded> {
             }
         },
     };
+    let best_test = match file.metadata.get(BEST_TEST_KEY) {
+        None => None,
+        Some(v) => {
+            let x: Vec<f64> = v.split(' ').filter_map(|w| w.parse().ok()).collect();
+            match x[..] {
+                [mae, rmse] if mae >= 0.0 && rmse >= 0.0 => Some((mae, rmse)),
+                _ => {
+                    return Err(Error::file(
+                        path,
+                        format!(
+                            "bad `{BEST_TEST_KEY}` metadata `{}`: expected MAE and RMSE >= 0",
+                            clip(v)
+                        ),
+                    ));
+                }
+            }
+        }
+    };
     if let Some(t) = floats.iter().find(|t| t.name == SCALER_NAME) {
         scaler_from(&t.data, path)?;
     }
@@ -617,6 +647,7 @@ pub(crate) fn load_checkpoint(path: &Path) -> Result<Loaded> {
         norm,
         precision,
         best_val,
+        best_test,
         curve,
         val_curve,
         grad_curve,

@@ -5,9 +5,9 @@ use crate::cli::env::host_budget;
 use crate::cli::train::settings::{RunConfig, describe_data, init_of, norm_of};
 use lstm_wgpu::data::{
     AddingTask, CopyTask, CsvTable, Normalizer, SelectOptions, Selection, SeriesConfig,
-    SeriesDataset, Split, TextConfig, TextData, Vocab,
+    SeriesDataset, SeriesTable, Split, TextConfig, TextData, Vocab, WindowSet, val_count,
 };
-use lstm_wgpu::error::{Error, Result};
+use lstm_wgpu::error::{Error, Result, num};
 use lstm_wgpu::io;
 use lstm_wgpu::train::{Carry, Head, NetConfig, StepData};
 use std::collections::BTreeMap;
@@ -64,12 +64,84 @@ pub(crate) fn load_data(
         (Some(p), Error::Invalid(m)) => Error::file(p, m),
         (_, e) => e,
     };
+    // The test rows come last: training and validation see only the rows
+    // before them.
+    let dev = dev_rows(c, &sel.table)?;
     let ds = match norm {
-        Some(n) => SeriesDataset::with_normalizer(&sel.table, &sc, n),
-        None => SeriesDataset::new(&sel.table, &sc),
+        Some(n) => SeriesDataset::with_normalizer(&dev, &sc, n),
+        None => SeriesDataset::new(&dev, &sc),
     }
     .map_err(in_file)?;
     Ok(Data::Series(ds, Box::new(sel)))
+}
+
+/// The rows of `t` before the test split of `--test-fraction` (all of
+/// them without one), checked to leave a training window and to hold a
+/// test window.
+pub(crate) fn dev_rows(c: &RunConfig, t: &SeriesTable) -> Result<SeriesTable> {
+    let n = t.len();
+    let n_test = val_count(n, c.test_fraction)?;
+    if c.test_fraction == 0.0 {
+        return Ok(t.clone());
+    }
+    let f = num(c.test_fraction);
+    if n_test < c.horizon {
+        return Err(Error::Invalid(format!(
+            "--test-fraction {f}: holds out {n_test} of the {n} rows, fewer than --horizon {} \
+             (one test window needs that many); use a larger fraction",
+            c.horizon
+        )));
+    }
+    let m = n - n_test;
+    let n_train = m - val_count(m, c.val_fraction)?;
+    let need = c.seq_len.saturating_add(c.horizon);
+    if n_train < need {
+        return Err(Error::Invalid(format!(
+            "--test-fraction {f}: the last {n_test} of the {n} rows held out for test and {} \
+             for validation leave {n_train} training rows, but one window needs --seq-len + \
+             --horizon = {need} rows",
+            m - n_train
+        )));
+    }
+    Ok(SeriesTable {
+        feature_names: t.feature_names.clone(),
+        features: t.features.iter().map(|col| col[..m].to_vec()).collect(),
+        target_name: t.target_name.clone(),
+        target: t.target[..m].to_vec(),
+    })
+}
+
+/// The test windows of a series run with `--test-fraction`: every window
+/// whose targets all lie in the test rows (its inputs may reach back into
+/// the validation rows, as a forecaster's would), normalized with the
+/// training rows' statistics.
+pub(crate) fn test_set(c: &RunConfig, data: &Data) -> Result<Option<WindowSet>> {
+    match data {
+        Data::Series(ds, sel) => test_windows(c, &sel.table, &ds.norm),
+        _ => Ok(None),
+    }
+}
+
+/// The test windows of `--test-fraction` over the rows of `table`, as
+/// [`test_set`]'s, with the statistics `norm`.
+pub(crate) fn test_windows(
+    c: &RunConfig,
+    table: &SeriesTable,
+    norm: &Normalizer,
+) -> Result<Option<WindowSet>> {
+    let n = table.len();
+    let n_test = val_count(n, c.test_fraction)?;
+    if n_test == 0 {
+        return Ok(None);
+    }
+    let sc = SeriesConfig {
+        seq_len: c.seq_len,
+        horizon: c.horizon,
+        // Exactly n_test rows: round(n · n_test / n).
+        val_fraction: n_test as f64 / n as f64,
+    };
+    let all = SeriesDataset::with_normalizer(table, &sc, norm.clone())?;
+    Ok(all.val)
 }
 
 /// The columns of a series run: the `--data` CSV's chosen columns or the

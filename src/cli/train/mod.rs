@@ -3,7 +3,7 @@
 
 pub(crate) mod checkpoint;
 pub(crate) mod data;
-mod report;
+pub(crate) mod report;
 pub(crate) mod settings;
 mod validation;
 
@@ -14,7 +14,7 @@ use crate::cli::train::checkpoint::{
 };
 use crate::cli::train::data::{
     Data, check_splits, describe_columns, dump_data, epoch_len, load_data, net_of, run_seq_len,
-    train_batch,
+    test_set, train_batch,
 };
 use crate::cli::train::report::{RunEnd, final_line, say, write_plot};
 use crate::cli::train::settings::{
@@ -22,7 +22,8 @@ use crate::cli::train::settings::{
     check_schedule_flags, describe_data, describe_links, hist_every, is_csv, optim_config, resolve,
     schedule_of, validate_config,
 };
-use crate::cli::train::validation::{ValReport, series_fields, validate};
+use crate::cli::train::validation::{ValReport, score, series_fields, validate};
+use lstm_wgpu::data::WindowSet;
 use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::io;
 use lstm_wgpu::model::NamedTensor;
@@ -95,7 +96,7 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     match Run::new(a, c, resumed, verbose)? {
         Some(mut run) => {
             run.steps()?;
-            run.finish()
+            crate::cli::out::line(run.finish()?.line)
         }
         // --dump-data wrote the data instead.
         None => Ok(()),
@@ -105,10 +106,10 @@ pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
 /// The loss histories of a run, (step, loss) pairs, and the global
 /// gradient norms, (step, norm).
 #[derive(Default)]
-struct Curves {
-    train: Vec<(f64, f64)>,
-    val: Vec<(f64, f64)>,
-    grad: Vec<(f64, f64)>,
+pub(crate) struct Curves {
+    pub(crate) train: Vec<(f64, f64)>,
+    pub(crate) val: Vec<(f64, f64)>,
+    pub(crate) grad: Vec<(f64, f64)>,
 }
 
 impl Curves {
@@ -117,12 +118,29 @@ impl Curves {
     }
 }
 
+/// What a finished run reports: its final line and the figures a study
+/// tabulates.
+pub(crate) struct RunResult {
+    pub(crate) line: String,
+    pub(crate) params: usize,
+    /// Epochs begun (the last may be partial).
+    pub(crate) epochs: usize,
+    pub(crate) explosions: u64,
+    /// Infinite without validation.
+    pub(crate) best_val: f64,
+    pub(crate) best_test: Option<(f64, f64)>,
+    pub(crate) curves: Curves,
+    pub(crate) end: RunEnd,
+}
+
 /// A run in progress: its settings, data and trainer, where it stands,
 /// and what it has written and will report.
-struct Run {
+pub(crate) struct Run {
     a: TrainArgs,
     c: RunConfig,
     data: Data,
+    /// The `--test-fraction` windows.
+    test: Option<WindowSet>,
     tr: Trainer,
     st: RunState,
     curves: Curves,
@@ -149,24 +167,18 @@ struct Run {
 impl Run {
     /// Loads the data and builds the trainer, with every check done before
     /// anything is written; `None` when `--dump-data` wrote the data.
-    fn new(
+    pub(crate) fn new(
         a: TrainArgs,
         mut c: RunConfig,
         resumed: Option<Loaded>,
         verbose: bool,
     ) -> Result<Option<Run>> {
-        check_schedule_flags(&a, c.schedule)?;
-        check_batch_size(&c)?;
-        let data = load_data(
-            &c,
-            resumed.as_ref().and_then(|l| l.vocab.clone()),
-            resumed.as_ref().and_then(|l| l.norm.clone()),
-        )?;
-        // Said once every check has passed, so a refusal stays one line.
-        let notes = notes(&a, &c, &data, resumed.is_some());
-        check_splits(&c, &data)?;
-        let net = net_of(&c, &data)?;
-        net.check_size(run_seq_len(&c, &data), c.batch, &size_limits(None))?;
+        let Prepared {
+            data,
+            notes,
+            test,
+            net,
+        } = prepare(&a, &c, resumed.as_ref())?;
         let per_epoch = epoch_len(&c, &data).max(1);
         let total = match (a.steps, a.epochs, &resumed) {
             (Some(s), _, _) => s,
@@ -245,6 +257,7 @@ impl Run {
             a,
             c,
             data,
+            test,
             tr,
             st,
             curves,
@@ -266,7 +279,7 @@ impl Run {
     /// Steps are pipelined: the next is submitted before the previous one's
     /// loss is read (Trainer::submit), except across a validation or
     /// checkpoint step, which must see the parameters right after it.
-    fn steps(&mut self) -> Result<()> {
+    pub(crate) fn steps(&mut self) -> Result<()> {
         let mut submitted = self.st.step;
         let mut in_flight: std::collections::VecDeque<(usize, f64)> = Default::default();
         while self.st.step < self.stop {
@@ -488,6 +501,11 @@ impl Run {
         if v < self.st.best_val {
             self.st.best_val = v;
             self.st.bad_vals = 0;
+            // The best weights' test figures, kept with the checkpoint.
+            if let Some(t) = &self.test {
+                let m = score(&mut self.tr, t, &self.data)?;
+                self.st.best_test = Some((m.model.mae, m.model.rmse));
+            }
             if let Some(p) = &self.a.checkpoint {
                 let (tr, c, data) = (&self.tr, &self.c, &self.data);
                 save_checkpoint(&best_path(p), tr, c, data, &self.st, self.curves.all())?;
@@ -510,8 +528,9 @@ impl Run {
     }
 
     /// Writes what is left (the checkpoint of a run of no steps, the
-    /// metrics, the plot) and prints the final line.
-    fn finish(mut self) -> Result<()> {
+    /// metrics, the plot) and scores the test split; the results, with
+    /// the final line.
+    pub(crate) fn finish(mut self) -> Result<RunResult> {
         self.bar.finish_and_clear();
         // A run of no steps (--steps 0, --epochs 0) still writes its
         // checkpoint: the initial model (or the resumed one, as it stands).
@@ -524,6 +543,13 @@ impl Run {
         // An early stop ends the epoch in progress too.
         if self.stopped_early && !self.st.step.is_multiple_of(self.per_epoch) {
             self.end_epoch()?;
+        }
+        let test = match &self.test {
+            Some(t) => Some(score(&mut self.tr, t, &self.data)?),
+            None => None,
+        };
+        if let (Some(m), Some(l)) = (&test, &mut self.log) {
+            l.log(&test_fields(self.st.step, m, self.st.best_test))?;
         }
         self.flush_logs()?;
         let secs = self.start.elapsed().as_secs_f64();
@@ -545,9 +571,51 @@ impl Run {
             series,
             scale: self.tr.scaler_state()?.map(|s| s.scale),
             stopped_early: self.stopped_early,
+            test,
         };
-        crate::cli::out::line(final_line(&self.st, self.curves.all(), &end))
+        Ok(RunResult {
+            line: final_line(&self.st, self.curves.all(), &end),
+            params: self.tr.lstm.model.table.total,
+            epochs: self.st.step.div_ceil(self.per_epoch),
+            explosions: self.st.health.total.explosions,
+            best_val: self.st.best_val,
+            best_test: self.st.best_test,
+            curves: self.curves,
+            end,
+        })
     }
+}
+
+/// A run's data and model, checked without a GPU.
+pub(crate) struct Prepared {
+    data: Data,
+    /// Said once every check has passed, so a refusal stays one line.
+    notes: Vec<String>,
+    test: Option<WindowSet>,
+    net: NetConfig,
+}
+
+/// Loads the data of run `a`, `c` (resumed from `resumed`) and checks
+/// everything that needs no GPU: the splits, the model's size.
+pub(crate) fn prepare(a: &TrainArgs, c: &RunConfig, resumed: Option<&Loaded>) -> Result<Prepared> {
+    check_schedule_flags(a, c.schedule)?;
+    check_batch_size(c)?;
+    let data = load_data(
+        c,
+        resumed.and_then(|l| l.vocab.clone()),
+        resumed.and_then(|l| l.norm.clone()),
+    )?;
+    let notes = notes(a, c, &data, resumed.is_some());
+    check_splits(c, &data)?;
+    let test = test_set(c, &data)?;
+    let net = net_of(c, &data)?;
+    net.check_size(run_seq_len(c, &data), c.batch, &size_limits(None))?;
+    Ok(Prepared {
+        data,
+        notes,
+        test,
+        net,
+    })
 }
 
 /// The gradient health fields of a step's metrics line: what `h` found,
@@ -580,6 +648,28 @@ fn health_fields(
                     .collect(),
             ),
         ),
+    ]
+}
+
+/// The metrics-file line of the test split's scores: the final weights'
+/// `m` and the best validation's MAE and RMSE `best`.
+fn test_fields(
+    step: usize,
+    m: &lstm_wgpu::train::forecast::SeriesMetrics,
+    best: Option<(f64, f64)>,
+) -> Vec<(&'static str, Value)> {
+    let (bm, br) = best.unwrap_or((f64::NAN, f64::NAN));
+    vec![
+        ("step", Value::Int(step as i64)),
+        ("test_loss", Value::Float(m.model.mse)),
+        ("test_mae", Value::Float(m.model.mae)),
+        ("test_rmse", Value::Float(m.model.rmse)),
+        ("best_test_mae", Value::Float(bm)),
+        ("best_test_rmse", Value::Float(br)),
+        ("naive_test_loss", Value::Float(m.naive.mse)),
+        ("naive_test_mae", Value::Float(m.naive.mae)),
+        ("naive_test_rmse", Value::Float(m.naive.rmse)),
+        ("test_windows", Value::Int(m.windows as i64)),
     ]
 }
 
@@ -618,6 +708,7 @@ fn resumed_state(l: &Loaded, total: usize) -> Result<(RunState, Curves)> {
         bad_vals: counter(&l.file, "train.bad_vals")? as usize,
         best_val: l.best_val,
         health: health_from(&l.file, None)?,
+        best_test: l.best_test,
     };
     if total < st.step {
         return Err(Error::Invalid(format!(

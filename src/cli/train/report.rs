@@ -86,6 +86,8 @@ pub(crate) struct RunEnd {
     /// The loss scale, when a scaler ran.
     pub(crate) scale: Option<f32>,
     pub(crate) stopped_early: bool,
+    /// The test split's scores with the final weights.
+    pub(crate) test: Option<SeriesMetrics>,
 }
 
 /// The `final: …` line on stdout.
@@ -126,7 +128,20 @@ pub(crate) fn final_line(
                 " explosions {} vanishing {}",
                 st.health.total.explosions, st.health.total.vanishing
             )
+            + &end.test.map(|m| test_text(&m, st.best_test)).unwrap_or_default()
             + if end.stopped_early { " (early stop)" } else { "" }
+    )
+}
+
+/// The test fields of the final line: the final weights' `m` and the best
+/// validation's MAE and RMSE `best` ("-" without one).
+fn test_text(m: &SeriesMetrics, best: Option<(f64, f64)>) -> String {
+    let (bm, br) = best.map_or(("-".to_string(), "-".to_string()), |(a, b)| {
+        (format!("{a:.5}"), format!("{b:.5}"))
+    });
+    format!(
+        " test_mae {:.5} test_rmse {:.5} best_test_mae {bm} best_test_rmse {br} naive_test_mae {:.5} naive_test_rmse {:.5} test_windows {}",
+        m.model.mae, m.model.rmse, m.naive.mae, m.naive.rmse, m.windows
     )
 }
 

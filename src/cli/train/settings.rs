@@ -156,6 +156,11 @@ pub struct TrainArgs {
     /// Fraction of the data, from the end, held out for validation. [default: 0.1]
     #[arg(long)]
     pub val_fraction: Option<f64>,
+    /// Series: the last F of the rows, after the validation rows, held out
+    /// as a test split scored at the end with the final weights and the
+    /// best validation's (see docs/commands.md, "Test split"). [default: 0: none]
+    #[arg(long, value_name = "F")]
+    pub test_fraction: Option<f64>,
     /// Validate every N steps (and at the end). [default: 50]
     #[arg(long)]
     pub val_every: Option<usize>,
@@ -267,6 +272,7 @@ impl TrainArgs {
             seed,
             init,
             val_fraction,
+            test_fraction,
             val_every,
             patience,
             features,
@@ -351,6 +357,14 @@ pub struct RunConfig {
     /// model allow, else off); 0: off.
     #[serde(default)]
     pub(crate) hist_every: Option<u64>,
+    /// 0: no test split (then not written, so such a run's settings
+    /// read as before).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) test_fraction: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// Steps between histograms when --hist-every is not given.
@@ -458,6 +472,7 @@ pub(crate) fn resolve(a: &TrainArgs) -> Result<RunConfig> {
         time: a.time.clone(),
         explode_threshold: a.explode_threshold,
         hist_every: a.hist_every,
+        test_fraction: a.test_fraction.unwrap_or(0.0),
     };
     validate_config(&c)?;
     Ok(c)
@@ -562,6 +577,19 @@ pub(crate) fn validate_config(c: &RunConfig) -> Result<()> {
             "--val-fraction {}: expected a value in [0, 1)",
             num(c.val_fraction)
         )));
+    }
+    if !(0.0..1.0).contains(&c.test_fraction) {
+        return Err(Error::Invalid(format!(
+            "--test-fraction {}: expected a value in [0, 1)",
+            num(c.test_fraction)
+        )));
+    }
+    if c.test_fraction > 0.0
+        && (c.task != Task::Series || c.dataset == Dataset::Adding && c.data.is_none())
+    {
+        return Err(Error::Invalid(
+            "--test-fraction applies to series runs on a CSV, sine or mackey-glass".into(),
+        ));
     }
     if let Some(n) = c.clip_norm
         && !(n.is_finite() && n >= 0.0)
@@ -733,6 +761,12 @@ pub(crate) fn check_fixed(x: &TrainArgs, c: &RunConfig, from: Option<&Path>) -> 
         "--val-fraction",
         x.val_fraction.as_ref(),
         Some(&c.val_fraction),
+        f,
+    )?;
+    same(
+        "--test-fraction",
+        x.test_fraction.as_ref(),
+        Some(&c.test_fraction),
         f,
     )?;
     same("--features", x.features.as_ref(), c.features.as_ref(), f)?;

@@ -2,8 +2,8 @@
 
 use crate::cli::train::data::{Data, VAL_BATCHES, adding_batch};
 use crate::cli::train::settings::RunConfig;
-use lstm_wgpu::data::Split;
-use lstm_wgpu::error::Result;
+use lstm_wgpu::data::{Selection, SeriesDataset, Split, WindowSet};
+use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::train::forecast::{SeriesMetrics, predict_windows};
 use lstm_wgpu::train::metrics::Value;
 use lstm_wgpu::train::{Carry, StepData, Trainer};
@@ -35,9 +35,7 @@ pub(crate) fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<O
             let Some(v) = &s.val else { return Ok(None) };
             // Every window, the last batch short: scored on the host from
             // the predictions, so val_loss is predict's MSE on them.
-            let windows: Vec<usize> = (0..v.len()).collect();
-            let pred = predict_windows(tr, v, &windows)?;
-            let m = SeriesMetrics::of(v, &windows, &pred, &sel.table.target, &s.norm);
+            let m = score_series(tr, v, s, sel)?;
             return Ok(Some(ValReport {
                 loss: m.model.mse,
                 series: Some(m),
@@ -66,6 +64,33 @@ pub(crate) fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<O
         loss: sum / n,
         series: None,
     }))
+}
+
+/// The model's and the naive forecast's errors on every window of `set`
+/// (of the series `s`, `sel`).
+fn score_series(
+    tr: &mut Trainer,
+    set: &WindowSet,
+    s: &SeriesDataset,
+    sel: &Selection,
+) -> Result<SeriesMetrics> {
+    let windows: Vec<usize> = (0..set.len()).collect();
+    let pred = predict_windows(tr, set, &windows)?;
+    Ok(SeriesMetrics::of(
+        set,
+        &windows,
+        &pred,
+        &sel.table.target,
+        &s.norm,
+    ))
+}
+
+/// Scores the test windows `set` of a series run.
+pub(crate) fn score(tr: &mut Trainer, set: &WindowSet, data: &Data) -> Result<SeriesMetrics> {
+    match data {
+        Data::Series(s, sel) => score_series(tr, set, s, sel),
+        _ => Err(Error::Invalid("a test split needs a series".into())),
+    }
 }
 
 /// The metrics-file fields of a series validation.
