@@ -820,3 +820,112 @@ fn bad_hist_every_is_refused_before_the_run() {
     args.extend(SMALL);
     ok(&[&args[..], &["--hist-every", "0", "--metrics", s(&m)]].concat());
 }
+
+/// (tag, step) → value as JSON rows `[tag, step, ...]`: scalars as f64,
+/// histograms as min, max, num, sum, sum_squares, limits, counts (the
+/// layout of `fixtures/tensorboard/make.sh`), sorted by tag then step.
+fn rows(evs: &[Event]) -> (Vec<Json>, Vec<Json>) {
+    let (mut scalars, mut histos) = (Vec::new(), Vec::new());
+    for e in evs {
+        for (tag, v) in &e.values {
+            match v {
+                Val::Scalar(x) => scalars.push(serde_json::json!([tag, e.step, *x as f64])),
+                Val::Histo(h) => histos.push(serde_json::json!([
+                    tag,
+                    e.step,
+                    h.min,
+                    h.max,
+                    h.num,
+                    h.sum,
+                    h.sum_squares,
+                    h.limits,
+                    h.counts
+                ])),
+            }
+        }
+    }
+    let key = |r: &Json| (r[0].as_str().unwrap_or("").to_string(), r[1].as_i64());
+    scalars.sort_by_key(key);
+    histos.sort_by_key(key);
+    (scalars, histos)
+}
+
+/// `a` and `b` equal, numbers to 1e-15 relative: serde_json's float
+/// parsing is within an ulp or so, not exact.
+fn same_json(a: &Json, b: &Json, at: &str) {
+    match (a, b) {
+        (Json::Array(x), Json::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}: lengths");
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                same_json(p, q, &format!("{at}[{i}]"));
+            }
+        }
+        (Json::Number(x), Json::Number(y)) => {
+            let (p, q) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
+            assert!(
+                (p - q).abs() <= 1e-15 * p.abs().max(q.abs()),
+                "{at}: {p} vs {q}"
+            );
+        }
+        _ => assert_eq!(a, b, "{at}"),
+    }
+}
+
+/// TensorBoard's own reader (EventAccumulator, run by
+/// `fixtures/tensorboard/make.sh`) read the committed event file of a run
+/// with histograms as `read_by_tensorboard.json` records; this test's
+/// reader reads exactly the same from it. And a fresh run of the same
+/// command writes the same tags at the same steps, so the writer still
+/// writes what TensorBoard was seen to read.
+#[test]
+fn tensorboard_itself_reads_what_this_reader_reads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tensorboard");
+    let text = std::fs::read_to_string(dir.join("read_by_tensorboard.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tb: Json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let evs = read_file(&dir.join("run.tfevents")).unwrap_or_else(|e| panic!("{e}"));
+    let (scalars, histos) = rows(&evs);
+    same_json(&Json::Array(scalars.clone()), &tb["scalars"], "scalars");
+    same_json(
+        &Json::Array(histos.clone()),
+        &tb["histograms"],
+        "histograms",
+    );
+    assert!(
+        scalars.len() > 100 && histos.len() > 30,
+        "{} {}",
+        scalars.len(),
+        histos.len()
+    );
+
+    let d = TempDir::new("tb-fixture");
+    let (m, out) = (d.join("m.jsonl"), d.join("tb"));
+    ok(&[
+        "train",
+        "--task",
+        "series",
+        "--steps",
+        "10",
+        "--val-every",
+        "5",
+        "--hist-every",
+        "5",
+        "--no-progress",
+        "--tensorboard",
+        s(&out),
+        "--metrics",
+        s(&m),
+    ]);
+    let files = event_files(&out);
+    assert_eq!(files.len(), 1);
+    let fresh = read_file(&files[0]).unwrap_or_else(|e| panic!("{e}"));
+    let (fs, fh) = rows(&fresh);
+    let keys = |v: &[Json]| -> Vec<(Json, Json)> {
+        v.iter().map(|r| (r[0].clone(), r[1].clone())).collect()
+    };
+    assert_eq!(keys(&fs), keys(&scalars));
+    assert_eq!(keys(&fh), keys(&histos));
+}
