@@ -20,6 +20,33 @@ const BUILTINS: [(&str, &str); 2] = [
     ("regularizers", include_str!("builtin/regularizers.toml")),
 ];
 
+/// The data files the built-in studies name (relative to the directory
+/// their paths start from), embedded so that the program runs them
+/// wherever it is, without its source tree.
+const BUILTIN_DATA: [(&str, &str); 1] = [(
+    "examples/data/sunspots.csv",
+    include_str!("../../../examples/data/sunspots.csv"),
+)];
+
+/// The directory a built-in study's paths start from: one under the
+/// temporary directory, named by the program's version, holding
+/// [`BUILTIN_DATA`] (written when missing or different).
+fn builtin_dir() -> Result<PathBuf> {
+    let dir =
+        std::env::temp_dir().join(concat!("lstm-wgpu-", env!("CARGO_PKG_VERSION"), "-builtin"));
+    for (rel, text) in BUILTIN_DATA {
+        let p = dir.join(rel);
+        if std::fs::read_to_string(&p).ok().as_deref() == Some(text) {
+            continue;
+        }
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::file(parent, io::io_msg(&e)))?;
+        }
+        io::write_atomic(&p, text.as_bytes())?;
+    }
+    Ok(dir)
+}
+
 /// `study` arguments.
 #[derive(clap::Args, Debug)]
 pub struct StudyArgs {
@@ -165,7 +192,7 @@ pub fn run(a: &StudyArgs, verbose: bool) -> Result<()> {
 }
 
 /// The study's name, its text and the directory its relative paths
-/// start from (a built-in's: the source tree's, where its data lies).
+/// start from (a built-in's: [`builtin_dir`], where its data lies).
 fn source(a: &StudyArgs) -> Result<(String, String, PathBuf)> {
     if let Some(b) = &a.builtin {
         let Some((n, t)) = BUILTINS.iter().find(|(n, _)| n == b) else {
@@ -175,11 +202,7 @@ fn source(a: &StudyArgs) -> Result<(String, String, PathBuf)> {
                 crate::cli::choice::or_list(&names)
             )));
         };
-        return Ok((
-            n.to_string(),
-            t.to_string(),
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")),
-        ));
+        return Ok((n.to_string(), t.to_string(), builtin_dir()?));
     }
     let p = a
         .file
