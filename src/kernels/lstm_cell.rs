@@ -201,21 +201,22 @@ pub struct CellShape {
     pub out_stride: usize,
     /// First column of this direction in the layer output (dir·H).
     pub out_col: usize,
-    /// Offset of this direction's pre-gates [T, B, 4H].
+    /// Offset of this direction's pre-gates [T, B, G·H].
     pub pre_off: usize,
-    /// Offset of W_hh [4H, H] in the parameter buffer.
+    /// Offset of W_hh [G·H, H] in the parameter buffer.
     pub whh_off: usize,
-    /// Offset of this (layer, direction)'s cache block: [T, B, 6H] (gates
-    /// | c | h_prev) in f32, [T, B, 5H] (gates | h_prev, f16) in f16-mixed.
+    /// Offset of this (layer, direction)'s cache block (see
+    /// [`super::cell`]): gates | c | h_prev in f32, gates | h_prev (f16)
+    /// in f16-mixed.
     pub cache_off: usize,
     /// Offset of its c section [T, B, H] in the buffer bound as
     /// [`CellForward::cst`].
     pub c_off: usize,
-    /// Offset of this direction's gate gradients [T, B, 4H] (in f32 the
-    /// gradient block [T, B, 5H]: dgates | dc).
+    /// Offset of this direction's gate gradients [T, B, G·H] (in f32 the
+    /// gradient block: dgates | dc).
     pub dg_off: usize,
     /// Offset of its dc [T, B, H] in the buffer bound as
-    /// [`CellBackward::dcs`] (f32: `dg_off` + T·B·4H).
+    /// [`CellBackward::dcs`] (f32: `dg_off` + T·B·G·H).
     pub dc_off: usize,
     /// Offset of this (layer, direction) in the state arrays ((l·D + d)·B·H).
     pub state_off: usize,
