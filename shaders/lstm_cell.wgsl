@@ -386,7 +386,8 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
     if s + 1u < len {
         let row1 = time_of(s + 1u, len, p.reverse) * p.batch + b;
         dh_rec = dh_w;
-        dc_rec = dcs[dc_base + row1 * hs + j] * gate(p.cache_off + row1 * CELL_GATES * hs + LSTM_F * hs + j);
+        let f1 = gate(p.cache_off + row1 * CELL_GATES * hs + LSTM_F * hs + j);
+        dc_rec = lstm_dc_prev(dcs[dc_base + row1 * hs + j], f1);
     } else {
         let sb = p.state_off + b * hs + j;
         dh_rec = gstate_in[sb];
@@ -549,7 +550,7 @@ fn write_state_grads(b: u32, j: u32, row: u32, dh: f32) {
     let sb = p.state_off + b * hs + j;
     gstate_out[sb] = dh;
     gstate_out[p.state_stride + sb] =
-        dcs[p.dc_off + row * hs + j] * gate(p.cache_off + row * CELL_GATES * hs + LSTM_F * hs + j);
+        lstm_dc_prev(dcs[p.dc_off + row * hs + j], gate(p.cache_off + row * CELL_GATES * hs + LSTM_F * hs + j));
 }
 
 // The direct backward kernels' (b, j) (`state`: of backward_state). With

@@ -270,7 +270,8 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
             for (var u = 0u; u < UNITS; u++) {
                 let j = lid + u * WG;
                 if j < H {
-                    dcr_sh[j] = dg[dc_base + row1 * H + j] * cache[dr.cache_off + row1 * CELL_GATES * H + LSTM_F * H + j];
+                    let f1 = cache[dr.cache_off + row1 * CELL_GATES * H + LSTM_F * H + j];
+                    dcr_sh[j] = lstm_dc_prev(dg[dc_base + row1 * H + j], f1);
                 }
             }
             workgroupBarrier();
@@ -318,7 +319,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
                 dg_sh[q * H + j] = gr.da[q];
             }
             dg[dc_base + row * H + j] = gr.dc;
-            dcr_sh[j] = gr.dc * act[LSTM_F];
+            dcr_sh[j] = lstm_dc_prev(gr.dc, act[LSTM_F]);
         }
         // dg_sh is complete.
         workgroupBarrier();

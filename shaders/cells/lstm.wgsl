@@ -79,8 +79,13 @@ fn lstm_d_o(o: f32, d_o: f32) -> f32 {
 // pre-activation gradients and dc (of c_t; dc_{t-1} = dc * f).
 struct CellGrads { da: Gates, dc: f32 }
 
-// The gate whose activation carries c's gradient back a step.
+// The gate whose activation carries c's gradient back a step, and that
+// gradient: dc_{t-1} = dc_t * f_t (dc_t from step t's backward).
 const LSTM_F: u32 = 1u;
+
+fn lstm_dc_prev(dc: f32, f: f32) -> f32 {
+    return dc * f;
+}
 
 fn cell_backward(act: Gates, tc: f32, c_prev: f32, dh: f32, dc_rec: f32) -> CellGrads {
     let dc = lstm_dtanh(dh, act.w, tc) + dc_rec;
