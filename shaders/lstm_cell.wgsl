@@ -81,8 +81,8 @@ fn hp_base() -> u32 {
 }
 @group(0) @binding(7) var<storage, read_write> state_out: array<f32>;
 
-// The gates of one unit in the pre-gates from `i` on (gate sections H
-// apart), and in W_hh (gate blocks H x H apart).
+// The gates of one unit in the pre-gates, from `i` on (gate sections H
+// apart).
 fn pre_at(i: u32) -> Gates {
     var g: Gates;
     for (var q = 0u; q < CELL_GATES; q++) {
@@ -91,6 +91,8 @@ fn pre_at(i: u32) -> Gates {
     return g;
 }
 
+// The same unit's gate rows of W_hh at one k, from `i` on (gate blocks
+// H x H apart).
 fn w_at(i: u32) -> Gates {
     var g: Gates;
     for (var q = 0u; q < CELL_GATES; q++) {
@@ -220,7 +222,7 @@ fn live_row(b: u32) -> bool {
     return b < p.batch && p.step < lengths[b];
 }
 
-// The pre-gates (i, f, g, o) of unit j for batch row b at this step; zero
+// cell_acc of the pre-gates of unit j for batch row b at this step; zero
 // for rows that do not exist or are not active.
 fn pre_gates(b: u32, j: u32) -> Gates {
     if !live_row(b) {

@@ -26,6 +26,10 @@ pub enum Cell {
     Lstm,
 }
 
+/// The LSTM's gate count, for the wrappers whose shaders join
+/// `cells/lstm.wgsl` (the LSTM kernels and its norm cells).
+pub const LSTM_GATES: usize = Cell::Lstm.gates();
+
 impl Cell {
     /// Gate rows per hidden unit (G) of W_ih, W_hh, the biases, the
     /// pre-gates and the gate gradients.

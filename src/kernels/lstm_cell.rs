@@ -2,7 +2,7 @@
 //! backward, one dispatch per step covering up to [`MAX_LANES`] (layer,
 //! direction, step) lanes.
 
-use super::cell::Cell;
+use super::cell::LSTM_GATES;
 use super::u32_of;
 use super::wgsl::{shader, wgsl_struct};
 use crate::Result;
@@ -114,8 +114,7 @@ impl TileConfig {
                 "{wgs} invocations exceed the adapter's workgroup limits"
             ));
         }
-        let shared =
-            4 * (self.ks * (self.tb + Cell::Lstm.gates() * self.tu) * (self.kc + 1) + 2 * self.tb);
+        let shared = 4 * (self.ks * (self.tb + LSTM_GATES * self.tu) * (self.kc + 1) + 2 * self.tb);
         if shared > limits.max_compute_workgroup_storage_size as usize {
             return bad(format!(
                 "{shared} bytes of workgroup memory exceed the adapter's limit"

@@ -2,7 +2,9 @@
 //! workgroup per sequence. Also defines the parameter block shared with the
 //! recurrent BatchNorm cell (`lstm_cell_bn`), whose layouts are the same.
 
-use super::cell::Cell;
+// The norm cells' sections count in the LSTM's gates, G
+// (`common/norm_cell.wgsl` mirrors them).
+use super::cell::LSTM_GATES as G;
 use super::lstm_cell::CellShape;
 use super::u32_of;
 use super::wgsl::{shader, wgsl_struct};
@@ -35,10 +37,6 @@ pub struct NormCellParams {
     /// Running mean/var offsets in the statistics buffer: ih, hh, c.
     pub running: [(usize, usize); 3],
 }
-
-/// The LSTM's gate count, in which the norm cells' sections are counted
-/// (`common/norm_cell.wgsl` mirrors them).
-const G: usize = Cell::Lstm.gates();
 
 /// Elements of one (layer, direction) cache block of a normalized cell:
 /// the sections of [`cache_sections`], 4 words of row statistics per row,

@@ -7,6 +7,7 @@
 //! It writes the per-step kernel's cache and gradient layouts, so the
 //! schedule swaps one for the other without touching anything else.
 
+use super::cell::LSTM_GATES as G;
 use super::lstm_cell::{BWD_BINDINGS, CellBackward, CellForward, CellShape, FWD_BINDINGS};
 use super::u32_of;
 use super::wgsl::{shader, wgsl_struct};
@@ -15,9 +16,6 @@ use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-
-/// The LSTM's gate count.
-const G: usize = super::cell::Cell::Lstm.gates();
 
 pub(crate) const SRC: &str = shader!(
     "common/prelude.wgsl",
