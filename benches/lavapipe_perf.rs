@@ -1143,6 +1143,7 @@ fn cell_paths() {
             num_layers: layers,
             bidirectional: dirs == 2,
             bias: true,
+            cell: Default::default(),
         };
         let x: Vec<f32> = (0..t * n * i)
             .map(|k| ((k * 37 % 101) as f32 / 50.0) - 1.0)

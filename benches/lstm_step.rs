@@ -106,6 +106,7 @@ fn passes(c: &mut Criterion, ctx: &Arc<GpuContext>) {
         num_layers: 2,
         bidirectional: false,
         bias: true,
+        cell: Default::default(),
     };
     let (seq, batch) = (16, 8);
     let state_len = cfg.num_layers * cfg.dirs() * batch * cfg.hidden_size;
@@ -157,6 +158,7 @@ fn norm_variants(c: &mut Criterion, ctx: &Arc<GpuContext>) {
         num_layers: 2,
         bidirectional: false,
         bias: true,
+        cell: Default::default(),
     };
     let (seq, batch) = (16, 8);
     let state_len = cfg.num_layers * batch * cfg.hidden_size;
@@ -252,6 +254,7 @@ fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         num_layers: 1,
         bidirectional: false,
         bias: true,
+        cell: Default::default(),
     };
     let state = Workspace::state_len(&cfg, B);
     let s = CellShape {
@@ -269,6 +272,9 @@ fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         dg_off: 0,
         // f32 layout: dc follows the gate gradients.
         dc_off: T * B * 4 * H,
+        // The LSTM keeps no dx section and adds b_hh in the input GEMM.
+        dx_off: 0,
+        bhh_off: None,
         state_off: 0,
         state_stride: state,
     };
@@ -300,7 +306,7 @@ fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
     };
     let fwd: Vec<Dispatch> = (0..T)
         .flat_map(|t| {
-            k.cell()
+            k.cell(lstm_wgpu::Cell::Lstm)
                 .expect("kernels compile")
                 .forward(ctx, &[s], t, &fb)
                 .expect("cell forward")
@@ -321,14 +327,14 @@ fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
     let mut bwd: Vec<Dispatch> = (0..T)
         .rev()
         .flat_map(|t| {
-            k.cell()
+            k.cell(lstm_wgpu::Cell::Lstm)
                 .expect("kernels compile")
                 .backward(ctx, &[s], t, &bb)
                 .expect("cell backward")
         })
         .collect();
     bwd.extend(
-        k.cell()
+        k.cell(lstm_wgpu::Cell::Lstm)
             .expect("kernels compile")
             .backward_state(ctx, &[s], &bb)
             .expect("state grads"),

@@ -21,6 +21,7 @@ fn main() -> lstm_wgpu::Result<()> {
         num_layers: 2,
         bidirectional: true,
         bias: true,
+        cell: lstm_wgpu::Cell::Lstm,
     };
     let (seq, batch) = (6, 3);
     let (i, h, dirs) = (cfg.input_size, cfg.hidden_size, cfg.dirs());

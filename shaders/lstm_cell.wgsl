@@ -40,7 +40,7 @@ struct Params {
     reverse: u32, out_stride: u32, out_col: u32, pre_off: u32,
     whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
     state_stride: u32, lanes: u32, wide: u32, c_off: u32,
-    dc_off: u32, _p0: u32, _p1: u32, _p2: u32,
+    dc_off: u32, bhh_off: u32, bhh: u32, dx_off: u32,
 }
 
 // Lane q of a dispatch uses pp[q]; pp[0].lanes counts them. The direct
@@ -91,6 +91,19 @@ fn pre_at(i: u32) -> Gates {
     return g;
 }
 
+// b_hh of unit j, for a cell that adds it itself (CELL_OWN_BHH; read
+// from the parameters bound as `w`, at bhh_off when pp.bhh is set); zero
+// otherwise.
+fn bias_hh(j: u32) -> Gates {
+    var g: Gates;
+    if CELL_OWN_BHH && p.bhh != 0u {
+        for (var q = 0u; q < CELL_GATES; q++) {
+            g[q] = f32(w[p.bhh_off + q * p.h + j]);
+        }
+    }
+    return g;
+}
+
 // The same unit's gate rows of W_hh at one k, from `i` on (gate blocks
 // H x H apart).
 fn w_at(i: u32) -> Gates {
@@ -106,7 +119,7 @@ fn w_at(i: u32) -> Gates {
 // h, the cache (activated gates, c, h_prev) and, at the last step, h_n, c_n.
 fn forward_finish(b: u32, j: u32, last: bool, row: u32, a: Gates, hp_j: f32, c_prev: f32) {
     let hs = p.h;
-    let st = cell_forward(a, c_prev);
+    let st = cell_forward(a, pre_at(p.pre_off + row * CELL_GATES * hs + j), c_prev, hp_j);
     out[row * p.out_stride + p.out_col + j] = st.h;
     let gb = p.cache_off + row * CELL_GATES * hs;
     for (var q = 0u; q < CELL_GATES; q++) {
@@ -229,7 +242,7 @@ fn pre_gates(b: u32, j: u32) -> Gates {
         return Gates();
     }
     let t = time_of(p.step, lengths[b], p.reverse);
-    return cell_acc(pre_at(p.pre_off + (t * p.batch + b) * CELL_GATES * p.h + j));
+    return cell_acc(pre_at(p.pre_off + (t * p.batch + b) * CELL_GATES * p.h + j), bias_hh(j));
 }
 
 // Where batch row b's h_{t-1} starts, in vec4s of h_prev4; 0 for rows that
@@ -313,7 +326,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
     }
     let t = time_of(s, len, p.reverse);
     let row = t * p.batch + b;
-    var a = cell_acc(pre_at(p.pre_off + row * CELL_GATES * hs + j));
+    var a = cell_acc(pre_at(p.pre_off + row * CELL_GATES * hs + j), bias_hh(j));
     let wi = p.whh_off + j * hs;
     var hp_j: f32;
     var c_prev: f32;
@@ -388,8 +401,8 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
     if s + 1u < len {
         let row1 = time_of(s + 1u, len, p.reverse) * p.batch + b;
         dh_rec = dh_w;
-        let f1 = gate(p.cache_off + row1 * CELL_GATES * hs + LSTM_F * hs + j);
-        dc_rec = lstm_dc_prev(dcs[dc_base + row1 * hs + j], f1);
+        let f1 = gate(p.cache_off + row1 * CELL_GATES * hs + CELL_CARRY * hs + j);
+        dc_rec = cell_dc_prev(dcs[dc_base + row1 * hs + j], f1);
     } else {
         let sb = p.state_off + b * hs + j;
         dh_rec = gstate_in[sb];
@@ -401,7 +414,8 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
     for (var q = 0u; q < CELL_GATES; q++) {
         act[q] = gate(gb + q * hs + j);
     }
-    let tc = tanh_clamped(cst[c_base + row * hs + j]);
+    let c = cst[c_base + row * hs + j];
+    let hp = f32(cache[hp_base() + row * hs + j]);
     var c_prev: f32;
     if s == 0u {
         c_prev = state_in[p.state_stride + p.state_off + b * hs + j];
@@ -409,10 +423,16 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
         let rowp = time_of(s - 1u, len, p.reverse) * p.batch + b;
         c_prev = cst[c_base + rowp * hs + j];
     }
-    let gr = cell_backward(act, tc, c_prev, dh, dc_rec);
+    let gr = cell_backward(act, c, c_prev, hp, dh, dc_rec);
     let db = p.dg_off + row * CELL_GATES * hs;
     for (var q = 0u; q < CELL_GATES; q++) {
         dg[db + q * hs + j] = to_dg(gr.da[q]);
+    }
+    if CELL_SPLIT_DG {
+        let xb = p.dx_off + row * CELL_GATES * hs;
+        for (var q = 0u; q < CELL_GATES; q++) {
+            dg[xb + q * hs + j] = to_dg(gr.dx[q]);
+        }
     }
     dcs[dc_base + row * hs + j] = gr.dc;
 }
@@ -550,9 +570,11 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>,
 fn write_state_grads(b: u32, j: u32, row: u32, dh: f32) {
     let hs = p.h;
     let sb = p.state_off + b * hs + j;
-    gstate_out[sb] = dh;
-    gstate_out[p.state_stride + sb] =
-        lstm_dc_prev(dcs[p.dc_off + row * hs + j], gate(p.cache_off + row * CELL_GATES * hs + LSTM_F * hs + j));
+    let carry =
+        cell_dc_prev(dcs[p.dc_off + row * hs + j], gate(p.cache_off + row * CELL_GATES * hs + CELL_CARRY * hs + j));
+    let g = cell_state_grads(dh, carry);
+    gstate_out[sb] = g.x;
+    gstate_out[p.state_stride + sb] = g.y;
 }
 
 // The direct backward kernels' (b, j) (`state`: of backward_state). With
@@ -774,7 +796,7 @@ fn forward_tiled(@builtin(local_invocation_index) li: u32,
     let s = p.step;
     let t = time_of(s, len, p.reverse);
     let row = t * p.batch + b;
-    a = cell_join(a, pre_at(p.pre_off + row * CELL_GATES * hs + j));
+    a = cell_join(a, pre_at(p.pre_off + row * CELL_GATES * hs + j), bias_hh(j));
     let c_base = p.c_off;
     var hp_j: f32;
     var c_prev: f32;

@@ -152,7 +152,10 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
             for (var g = 0u; g < CELL_GATES; g++) {
                 a[g] = pre[pb + g * H + j];
             }
-            a = cell_acc(a);
+            // No b_hh here: the host runs cells that add it themselves
+            // (CELL_OWN_BHH) one dispatch per step.
+            let pre_j = a;
+            a = cell_acc(a, Gates());
             if W_SHARED {
                 for (var q = 0u; q < HP4; q++) {
                     let k = hb + 4u * q;
@@ -180,7 +183,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
                     }
                 }
             }
-            let st = cell_forward(a, c_sh[j]);
+            let st = cell_forward(a, pre_j, c_sh[j], h_sh[hb + j]);
             c_sh[j] = st.c;
             h_sh[hn + j] = st.h;
             out[row * p.out_stride + dr.out_col + j] = st.h;
@@ -257,6 +260,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
     let bsz = p.batch;
     let gates_len = p.seq * bsz * CELL_GATES * H;
     let c_base = dr.cache_off + gates_len;
+    let hp_base = c_base + p.seq * bsz * H;
     let dc_base = dr.dg_off + gates_len;
     let top = min(p.s_end, len);
     if top > p.s_begin {
@@ -270,8 +274,8 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
             for (var u = 0u; u < UNITS; u++) {
                 let j = lid + u * WG;
                 if j < H {
-                    let f1 = cache[dr.cache_off + row1 * CELL_GATES * H + LSTM_F * H + j];
-                    dcr_sh[j] = lstm_dc_prev(dg[dc_base + row1 * H + j], f1);
+                    let f1 = cache[dr.cache_off + row1 * CELL_GATES * H + CELL_CARRY * H + j];
+                    dcr_sh[j] = cell_dc_prev(dg[dc_base + row1 * H + j], f1);
                 }
             }
             workgroupBarrier();
@@ -305,7 +309,8 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
             for (var q = 0u; q < CELL_GATES; q++) {
                 act[q] = cache[gb + q * H + j];
             }
-            let tc = tanh_clamped(cache[c_base + row * H + j]);
+            let c = cache[c_base + row * H + j];
+            let h_prev = cache[hp_base + row * H + j];
             var c_prev: f32;
             if s == 0u {
                 c_prev = state_in[p.state_stride + dr.state_off + b * H + j];
@@ -313,13 +318,13 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
                 let rowp = time_of(s - 1u, len, dr.reverse) * bsz + b;
                 c_prev = cache[c_base + rowp * H + j];
             }
-            let gr = cell_backward(act, tc, c_prev, dh, dcr_sh[j]);
+            let gr = cell_backward(act, c, c_prev, h_prev, dh, dcr_sh[j]);
             for (var q = 0u; q < CELL_GATES; q++) {
                 dg[db + q * H + j] = gr.da[q];
                 dg_sh[q * H + j] = gr.da[q];
             }
             dg[dc_base + row * H + j] = gr.dc;
-            dcr_sh[j] = lstm_dc_prev(gr.dc, act[LSTM_F]);
+            dcr_sh[j] = cell_dc_prev(gr.dc, act[CELL_CARRY]);
         }
         // dg_sh is complete.
         workgroupBarrier();
@@ -331,8 +336,9 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
             let j = lid + u * WG;
             if j < H {
                 let sb = dr.state_off + b * H + j;
-                gstate_out[sb] = dhr_sh[j];
-                gstate_out[p.state_stride + sb] = dcr_sh[j];
+                let g = cell_state_grads(dhr_sh[j], dcr_sh[j]);
+                gstate_out[sb] = g.x;
+                gstate_out[p.state_stride + sb] = g.y;
             }
         }
     }

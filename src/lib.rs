@@ -1,11 +1,12 @@
 //! lstm-wgpu: PyTorch-compatible LSTM training on any GPU that wgpu reaches.
 //!
 //! ```no_run
-//! use lstm_wgpu::{Batch, GpuContext, Lstm, LstmConfig, LstmModel};
+//! use lstm_wgpu::{Batch, Cell, GpuContext, Lstm, LstmConfig, LstmModel};
 //! use std::sync::Arc;
 //! # fn main() -> lstm_wgpu::Result<()> {
 //! let ctx = Arc::new(GpuContext::new()?);
-//! let cfg = LstmConfig { input_size: 3, hidden_size: 8, num_layers: 2, bidirectional: false, bias: true };
+//! let cfg = LstmConfig { input_size: 3, hidden_size: 8, num_layers: 2, bidirectional: false, bias: true,
+//!                        cell: Cell::Lstm };
 //! let model = LstmModel::init_uniform(&ctx, cfg, 0)?;
 //! let mut lstm = Lstm::new(ctx, model)?;
 //! let x = vec![0.5f32; 5 * 2 * 3]; // [T=5, B=2, I=3]
@@ -29,5 +30,6 @@ pub mod train;
 pub use error::{Error, Result};
 pub use gpu::GpuContext;
 pub use gpu::tuning::Tuning;
+pub use kernels::cell::Cell;
 pub use lstm::{Batch, Grads, Lstm, Outputs, Upstream};
 pub use model::{Links, LstmConfig, LstmModel, NamedTensor};

@@ -19,7 +19,7 @@ pub struct Upstream<'a> {
     pub grad_output: &'a [f32],
     /// `[L·D, B, H]`.
     pub grad_h_n: &'a [f32],
-    /// `[L·D, B, H]`.
+    /// `[L·D, B, H]`; empty for a cell without c (the GRU).
     pub grad_c_n: &'a [f32],
 }
 
@@ -30,7 +30,7 @@ pub struct Outputs {
     pub output: Vec<f32>,
     /// `[L·D, B, H]`.
     pub h_n: Vec<f32>,
-    /// `[L·D, B, H]`.
+    /// `[L·D, B, H]`; empty for a cell without c (the GRU).
     pub c_n: Vec<f32>,
 }
 
@@ -41,7 +41,7 @@ pub struct Grads {
     pub input: Vec<f32>,
     /// `[L·D, B, H]`.
     pub h0: Vec<f32>,
-    /// `[L·D, B, H]`.
+    /// `[L·D, B, H]`; empty for a cell without c (the GRU).
     pub c0: Vec<f32>,
     /// `grad.<name>` for every parameter, PyTorch names and shapes.
     pub params: Vec<NamedTensor>,
@@ -119,6 +119,7 @@ pub fn validate_batch(cfg: &LstmConfig, b: &Batch<'_>) -> Result<()> {
         check("h0", h0, &sshape)?;
     }
     if let Some(c0) = b.c0 {
+        no_c(cfg, "c0")?;
         check("c0", c0, &sshape)?;
     }
     if let Some(lens) = b.lengths {
@@ -146,7 +147,22 @@ pub fn validate_upstream(cfg: &LstmConfig, b: &Batch<'_>, up: &Upstream<'_>) -> 
     check("grad_output", up.grad_output, &oshape)?;
     let sshape = [cfg.num_layers * cfg.dirs(), n, cfg.hidden_size];
     check("grad_h_n", up.grad_h_n, &sshape)?;
-    check("grad_c_n", up.grad_c_n, &sshape)
+    match cfg.cell().has_c() {
+        true => check("grad_c_n", up.grad_c_n, &sshape),
+        false if up.grad_c_n.is_empty() => Ok(()),
+        false => no_c(cfg, "grad_c_n"),
+    }
+}
+
+/// An error naming `what` when the cell has no c state (the GRU).
+fn no_c(cfg: &LstmConfig, what: &str) -> Result<()> {
+    match cfg.cell().has_c() {
+        true => Ok(()),
+        false => Err(Error::tensor(
+            what,
+            format!("given, but an {} has no cell state c", cfg.cell().module()),
+        )),
+    }
 }
 
 impl Lstm {
@@ -227,7 +243,11 @@ impl Lstm {
     /// are dropped.
     pub fn set_precision(&mut self, p: crate::model::precision::Precision) -> Result<()> {
         if p.is_half()
-            && let Some(why) = crate::model::precision::f16_obstacle(&self.ctx, &self.model.norm)
+            && let Some(why) = crate::model::precision::f16_obstacle(
+                &self.ctx,
+                &self.model.norm,
+                self.model.config.cell(),
+            )
         {
             return Err(Error::Invalid(format!(
                 "f16-mixed precision cannot run: {why}"
@@ -350,6 +370,7 @@ impl Lstm {
         let half = crate::schedule::workspace::Workspace::state_len(cfg, n);
         let zeros = vec![0f32; half];
         ctx.write(&ws.state_in, 0, b.h0.unwrap_or(&zeros));
+        // A cell without c ignores that half (and writes its own there).
         ctx.write(&ws.state_in, half, b.c0.unwrap_or(&zeros));
         Ok(())
     }
@@ -364,10 +385,15 @@ impl Lstm {
         }
         let half = crate::schedule::workspace::Workspace::state_len(cfg, n);
         let st = self.ctx.read_f32(&plan.ws.state_out, 0, 2 * half)?;
+        let has_c = cfg.cell().has_c();
         Ok(Outputs {
             output,
             h_n: st[..half].to_vec(),
-            c_n: st[half..].to_vec(),
+            c_n: if has_c {
+                st[half..].to_vec()
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -460,7 +486,11 @@ impl Lstm {
         }
         let half = crate::schedule::workspace::Workspace::state_len(&cfg, n);
         ctx.write(&plan.ws.gstate_in, 0, up.grad_h_n);
-        ctx.write(&plan.ws.gstate_in, half, up.grad_c_n);
+        // Without c, the cells read zero there (no gradient arrives at c_n).
+        match cfg.cell().has_c() {
+            true => ctx.write(&plan.ws.gstate_in, half, up.grad_c_n),
+            false => ctx.write(&plan.ws.gstate_in, half, &vec![0f32; half]),
+        }
         ctx.scoped(|| {
             let mut enc = ctx.device.create_command_encoder(&Default::default());
             plan.encode_forward(&mut enc);
@@ -483,7 +513,10 @@ impl Lstm {
         let grads = Grads {
             input,
             h0: st[..half].to_vec(),
-            c0: st[half..].to_vec(),
+            c0: match cfg.cell().has_c() {
+                true => st[half..].to_vec(),
+                false => Vec::new(),
+            },
             params: self.model.grad_tensors(ctx)?,
         };
         Ok((out, grads))

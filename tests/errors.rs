@@ -13,6 +13,7 @@ fn cfg(i: usize, h: usize) -> LstmConfig {
         num_layers: 1,
         bidirectional: false,
         bias: true,
+        cell: Default::default(),
     }
 }
 
@@ -162,7 +163,8 @@ fn state_dict_mismatches() {
             hidden_size: 2,
             num_layers: 1,
             bidirectional: false,
-            bias: true
+            bias: true,
+            cell: Default::default(),
         }
     );
     assert_eq!(v.len(), 8 * 3 + 8 * 2 + 16);
@@ -214,6 +216,7 @@ fn dispatch_counts() {
             num_layers: layers,
             bidirectional: bidir,
             bias,
+            cell: Default::default(),
         };
         let model = LstmModel::init_uniform(&ctx, c.clone(), 0).unwrap_or_else(|e| panic!("{e}"));
         let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
@@ -294,6 +297,7 @@ fn wavefront_obstacles_are_named() {
             num_layers: layers,
             bidirectional: bidir,
             bias: true,
+            cell: Default::default(),
         };
         let model = LstmModel::init_uniform(&ctx, c, 0).unwrap_or_else(|e| panic!("{e}"));
         let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
@@ -318,6 +322,7 @@ fn wavefront_obstacles_are_named() {
                     num_layers: 2,
                     bidirectional: false,
                     bias: true,
+                    cell: Default::default(),
                 },
                 0,
             )
@@ -342,10 +347,21 @@ fn f16_mixed_needs_shader_f16() {
     use lstm_wgpu::model::precision::{Precision, PrecisionChoice, resolve};
     let mut ctx = lstm_wgpu::GpuContext::new().unwrap_or_else(|e| panic!("{e}"));
     ctx.f16 = false;
-    let e = resolve(PrecisionChoice::F16Mixed, &ctx, &Norm::None).expect_err("f16 without F16");
+    let e = resolve(
+        PrecisionChoice::F16Mixed,
+        &ctx,
+        &Norm::None,
+        lstm_wgpu::Cell::Lstm,
+    )
+    .expect_err("f16 without F16");
     assert!(e.to_string().contains("SHADER_F16"), "{e}");
-    let (p, warning) =
-        resolve(PrecisionChoice::Auto, &ctx, &Norm::None).unwrap_or_else(|e| panic!("{e}"));
+    let (p, warning) = resolve(
+        PrecisionChoice::Auto,
+        &ctx,
+        &Norm::None,
+        lstm_wgpu::Cell::Lstm,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(p, Precision::F32);
     assert!(warning.is_some_and(|w| w.contains("SHADER_F16")));
     let ctx = std::sync::Arc::new(ctx);

@@ -6,7 +6,7 @@ mod common;
 
 use common::cases::*;
 use common::*;
-use lstm_wgpu::{Batch, Grads, Lstm, LstmModel, Outputs, Tuning, Upstream};
+use lstm_wgpu::{Batch, Cell, Grads, Lstm, LstmModel, Outputs, Tuning, Upstream};
 
 const TOL: f64 = 1e-4;
 
@@ -293,10 +293,11 @@ fn large_cell_tile_for_large_lanes() {
         true => TileConfig::LARGE,
         false => TileConfig::DEFAULT,
     };
-    let auto = LstmCell::new(&ctx, CellVariant::Tiled, None, false, true)
+    let auto = LstmCell::new(&ctx, Cell::Lstm, CellVariant::Tiled, None, false, true)
         .unwrap_or_else(|e| panic!("{e}"));
     let set = LstmCell::new(
         &ctx,
+        Cell::Lstm,
         CellVariant::Tiled,
         Some(TileConfig::DEFAULT),
         false,
@@ -338,7 +339,10 @@ fn large_cell_tile_for_large_lanes() {
                     })
                     .unwrap_or_else(|e| panic!("{e}"));
                     l.set_precision(precision).unwrap_or_else(|e| panic!("{e}"));
-                    let cell = l.kernels().cell().unwrap_or_else(|e| panic!("{e}"));
+                    let cell = l
+                        .kernels()
+                        .cell(Cell::Lstm)
+                        .unwrap_or_else(|e| panic!("{e}"));
                     assert_eq!(cell.tile_for(128, b), want(large));
                 }
             };
@@ -533,6 +537,7 @@ fn bit_identical_runs() {
         num_layers: 2,
         bidirectional: true,
         bias: true,
+        cell: Default::default(),
     };
     let x: Vec<f32> = (0..8 * 3 * 6)
         .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)

@@ -251,6 +251,7 @@ fn norm_model(ctx: &Arc<lstm_wgpu::GpuContext>, norm: Norm, h: usize) -> Lstm {
         num_layers: 2,
         bidirectional: true,
         bias: true,
+        cell: Default::default(),
     };
     let model = LstmModel::init_with_norm(ctx, cfg, norm, 3).unwrap_or_else(|e| panic!("{e}"));
     Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"))
@@ -320,6 +321,7 @@ fn adapter_limits_and_automatic_choice() {
         num_layers: 1,
         bidirectional: false,
         bias: false,
+        cell: Default::default(),
     };
     let model = LstmModel::init_uniform(&ctx, cfg, 0).unwrap_or_else(|e| panic!("{e}"));
     let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));

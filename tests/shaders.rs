@@ -438,6 +438,20 @@ fn sources_are_specialised_by_name() {
 
 /// The gate count a cell file declares is the one the host lays buffers
 /// out with (`kernels::cell`), in every family that joins the file.
+/// The CELL_GATES a validated source declares (is a cell file joined?).
+fn declared_gates(name: &str, src: &str) -> usize {
+    let module = check(name, src).unwrap_or_else(|e| panic!("{e}"));
+    let (_, c) = module
+        .constants
+        .iter()
+        .find(|(_, c)| c.name.as_deref() == Some("CELL_GATES"))
+        .unwrap_or_else(|| panic!("{name}: no CELL_GATES (is a cells/ file joined?)"));
+    match module.global_expressions[c.init] {
+        naga::Expression::Literal(naga::Literal::U32(v)) => v as usize,
+        ref e => panic!("{name}: CELL_GATES is {e:?}"),
+    }
+}
+
 #[test]
 fn cell_files_declare_the_host_gate_count() {
     use lstm_wgpu::kernels::cell::Cell;
@@ -451,16 +465,16 @@ fn cell_files_declare_the_host_gate_count() {
         .into_iter()
         .filter(|(n, _)| lstm.contains(&n.as_str()))
     {
-        let module = check(&name, &src).unwrap_or_else(|e| panic!("{e}"));
-        let (_, c) = module
-            .constants
-            .iter()
-            .find(|(_, c)| c.name.as_deref() == Some("CELL_GATES"))
-            .unwrap_or_else(|| panic!("{name}: no CELL_GATES (is cells/lstm.wgsl joined?)"));
-        let gates = match module.global_expressions[c.init] {
-            naga::Expression::Literal(naga::Literal::U32(v)) => v as usize,
-            ref e => panic!("{name}: CELL_GATES is {e:?}"),
-        };
-        assert_eq!(gates, Cell::Lstm.gates(), "{name}");
+        assert_eq!(declared_gates(&name, &src), Cell::Lstm.gates(), "{name}");
+    }
+    // The recurrent strategies joined with every other cell validate and
+    // declare that cell's G.
+    use lstm_wgpu::kernels::lstm_cell::TileConfig;
+    for cell in [Cell::Gru] {
+        for tile in [TileConfig::DEFAULT, TileConfig::LARGE] {
+            let name = format!("lstm_cell.wgsl with {cell:?}, {tile:?}");
+            let src = tile.source_of(cell, false);
+            assert_eq!(declared_gates(&name, &src), cell.gates(), "{name}");
+        }
     }
 }

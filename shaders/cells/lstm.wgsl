@@ -9,25 +9,34 @@
 // What a cell file declares (docs/architecture.md, "Cells"):
 //   CELL_GATES        gate rows per hidden unit in W_ih, W_hh and the biases
 //   Gates             one unit's gate values, a vector of CELL_GATES
-//   cell_acc(pre)     what a unit's recurrent product W_hh h is summed onto,
-//                     given its input part (W_ih x and the biases). The LSTM
-//                     sums straight onto it: one sum, the order of cuDNN and
-//                     of the engine so far. A cell that needs the recurrent
-//                     part alone (the GRU's n gate) starts that component
-//                     elsewhere and reads the input part in its forward.
-//   cell_join(acc, pre)  the same, for a product summed on its own first
-//   cell_forward, cell_backward and the state they carry (below).
+//   CELL_OWN_BHH      whether the cell adds b_hh itself (the input GEMM
+//                     then adds b_ih alone) instead of the GEMM adding both
+//   CELL_SPLIT_DG     whether W_ih's gate gradients differ from W_hh's (a
+//                     second section of the gradient block holds them)
+//   CELL_CARRY        the gate whose activation carries the state gradient
+//                     back a step: dstate_{t-1} += dstate_t * gate
+//   cell_acc(pre, bh) what a unit's recurrent product W_hh h is summed onto,
+//                     given its input part (W_ih x and the GEMM's biases)
+//                     and b_hh (zero unless CELL_OWN_BHH). The LSTM sums
+//                     straight onto the input part: one sum, the order of
+//                     cuDNN and of the engine so far. The GRU starts its n
+//                     component from b_hn and reads the input part in its
+//                     forward.
+//   cell_join(acc, pre, bh)  the same, for a product summed on its own first
+//   cell_forward, cell_backward, cell_state_grads (below).
 
 const CELL_GATES: u32 = 4u;
 alias Gates = vec4<f32>;
+const CELL_OWN_BHH: bool = false;
+const CELL_SPLIT_DG: bool = false;
 
-fn cell_acc(pre: Gates) -> Gates {
+fn cell_acc(pre: Gates, bh: Gates) -> Gates {
     return pre;
 }
 
 // The same for kernels that sum the recurrent product on its own first
 // (the tiled one): the pre-activations from the product and the input part.
-fn cell_join(acc: Gates, pre: Gates) -> Gates {
+fn cell_join(acc: Gates, pre: Gates, bh: Gates) -> Gates {
     return acc + pre;
 }
 
@@ -47,11 +56,12 @@ fn lstm_c(act: Gates, c_prev: f32) -> f32 {
     return act.y * c_prev + act.x * act.z;
 }
 
-// One step forward: activated gates (what backward needs cached), c_t and
-// h_t = o * tanh(c_t).
+// One step forward from the pre-activations a (pre: their input part,
+// unused here): activated gates (what backward needs cached), c_t (the
+// cache's c section) and h_t = o * tanh(c_t).
 struct CellStep { act: Gates, c: f32, h: f32 }
 
-fn cell_forward(a: Gates, c_prev: f32) -> CellStep {
+fn cell_forward(a: Gates, pre: Gates, c_prev: f32, h_prev: f32) -> CellStep {
     let act = lstm_act(a);
     let c = lstm_c(act, c_prev);
     return CellStep(act, c, act.w * tanh_clamped(c));
@@ -74,20 +84,29 @@ fn lstm_d_o(o: f32, d_o: f32) -> f32 {
     return d_o * o * (1.0 - o);
 }
 
-// One step backward from the cached gates, tc = tanh(c_t) and c_{t-1},
-// given dh (of h_t) and dc_rec (of c_t, from step t + 1): the
-// pre-activation gradients and dc (of c_t; dc_{t-1} = dc * f).
-struct CellGrads { da: Gates, dc: f32 }
+// One step backward from the cached gates, c_t and c_{t-1} (h_{t-1}
+// unused here), given dh (of h_t) and dc_rec (of c_t, from step t + 1):
+// the pre-activation gradients (da; dx, W_ih's, the same) and dc (of c_t;
+// dc_{t-1} = dc * f).
+struct CellGrads { da: Gates, dx: Gates, dc: f32 }
 
 // The gate whose activation carries c's gradient back a step, and that
 // gradient: dc_{t-1} = dc_t * f_t (dc_t from step t's backward).
-const LSTM_F: u32 = 1u;
+const CELL_CARRY: u32 = 1u;
 
-fn lstm_dc_prev(dc: f32, f: f32) -> f32 {
+fn cell_dc_prev(dc: f32, f: f32) -> f32 {
     return dc * f;
 }
 
-fn cell_backward(act: Gates, tc: f32, c_prev: f32, dh: f32, dc_rec: f32) -> CellGrads {
+fn cell_backward(act: Gates, c: f32, c_prev: f32, h_prev: f32, dh: f32, dc_rec: f32) -> CellGrads {
+    let tc = tanh_clamped(c);
     let dc = lstm_dtanh(dh, act.w, tc) + dc_rec;
-    return CellGrads(vec4<f32>(lstm_d_ifg(act, dc, c_prev), lstm_d_o(act.w, dh * tc)), dc);
+    let da = vec4<f32>(lstm_d_ifg(act, dc, c_prev), lstm_d_o(act.w, dh * tc));
+    return CellGrads(da, da, dc);
+}
+
+// The initial-state gradients (h0, c0) of a unit, given dh_w = dgates_0 *
+// W_hh and carry = dc_prev(dc_0, the carry gate of step 0).
+fn cell_state_grads(dh_w: f32, carry: f32) -> vec2<f32> {
+    return vec2<f32>(dh_w, carry);
 }

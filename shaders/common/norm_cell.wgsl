@@ -52,8 +52,8 @@ fn recurrent_grads(b: u32, j: u32, s: u32, len: u32) -> vec2<f32> {
         for (var k = 0u; k < h4; k++) {
             a += dg[g_dr() + row1 * h4 + k] * w[p.whh_off + k * hs + j];
         }
-        let f1 = cache[p.cache_off + row1 * h4 + LSTM_F * hs + j];
-        return vec2<f32>(a, lstm_dc_prev(dg[g_dc() + row1 * hs + j], f1));
+        let f1 = cache[p.cache_off + row1 * h4 + CELL_CARRY * hs + j];
+        return vec2<f32>(a, cell_dc_prev(dg[g_dc() + row1 * hs + j], f1));
     }
     let sb = p.state_off + b * hs + j;
     return vec2<f32>(gstate_in[sb], gstate_in[p.state_stride + sb]);

@@ -50,6 +50,15 @@ pub struct BenchArgs {
     /// --profile.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub hist_every: u64,
+    /// The recurrent cell of every workload: lstm | gru (rows then named
+    /// `<workload>-gru`).
+    #[arg(
+        long,
+        value_name = "CELL",
+        default_value = "lstm",
+        hide_possible_values = true
+    )]
+    pub cell: crate::cli::choice::CellChoice,
 }
 
 /// Which cell path `trainer` runs for `t`×`b` batches: the schedule's
@@ -213,7 +222,8 @@ fn open_run(
         ..crate::cli::env::gpu_options_from_env()?
     })?);
     let mut run = BenchRun::new(ctx.clone(), w)?;
-    let (precision, warning) = lstm_wgpu::model::precision::resolve(choice, &ctx, &w.net.norm)?;
+    let (precision, warning) =
+        lstm_wgpu::model::precision::resolve(choice, &ctx, &w.net.norm, w.net.cell)?;
     if let Some(msg) = warning {
         eprintln!("warning: {msg}");
     }
@@ -240,7 +250,14 @@ fn print_profile(name: &str, p: &lstm_wgpu::gpu::Profiler) {
 /// stderr.
 pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
     // Everything is checked before the GPU is opened.
-    let workloads = Workload::selection(&a.workload)?;
+    let mut workloads = Workload::selection(&a.workload)?;
+    for w in &mut workloads {
+        w.net.cell = a.cell.cell();
+    }
+    let name = |w: &Workload| match a.cell {
+        crate::cli::choice::CellChoice::Lstm => w.name.to_string(),
+        c => format!("{}-{c}", w.name),
+    };
     if a.steps == 0 {
         return Err(Error::Invalid("--steps must be at least 1".into()));
     }
@@ -256,12 +273,12 @@ pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
     for w in &workloads {
         eprintln!(
             "bench {}: {} warm-up + {} timed steps, {:.3} GFLOP per step",
-            w.name,
+            name(w),
             a.warmup,
             a.steps,
             w.flops() / 1e9
         );
-        let row = run_workload(
+        let mut row = run_workload(
             w,
             a.steps,
             a.warmup,
@@ -271,6 +288,7 @@ pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
             a.precision,
             a.hist_every,
         )?;
+        row.workload = name(w);
         if verbose {
             eprintln!("adapter: {}", row.adapter);
         }

@@ -154,6 +154,23 @@ choice!(
 );
 
 choice!(
+    /// `--cell`: the library's [`lstm_wgpu::Cell`]s.
+    CellChoice, "--cell", default Lstm {
+        Lstm = "lstm",
+        Gru = "gru",
+    }
+);
+
+impl CellChoice {
+    pub fn cell(self) -> lstm_wgpu::Cell {
+        match self {
+            CellChoice::Lstm => lstm_wgpu::Cell::Lstm,
+            CellChoice::Gru => lstm_wgpu::Cell::Gru,
+        }
+    }
+}
+
+choice!(
     /// `--norm`: none, or one of the library's [`NormKind`]s.
     NormChoice, "--norm", default None {
         None = "none",

@@ -94,6 +94,7 @@ pub fn run(a: &DemoArgs, verbose: bool) -> Result<()> {
         num_layers: a.layers,
         bidirectional: false,
         bias: true,
+        cell: Default::default(),
     };
     cfg.validate()?;
     let ctx = open_gpu(verbose)?;

@@ -14,10 +14,16 @@ use std::path::PathBuf;
 /// Arguments of `grad`.
 #[derive(clap::Args, Debug)]
 pub struct GradArgs {
-    /// nn.LSTM state_dict in safetensors (weight_ih_l0, weight_hh_l0, ...).
+    /// nn.LSTM (nn.GRU with --cell gru) state_dict in safetensors
+    /// (weight_ih_l0, weight_hh_l0, ...).
     #[arg(long)]
     pub weights: PathBuf,
-    /// input, grad_output, grad_h_n, grad_c_n [, h0, c0, lengths].
+    /// The recurrent cell: lstm (nn.LSTM) or gru (nn.GRU: no c, so no c0,
+    /// grad_c_n, c_n or grad.c0).
+    #[arg(long, value_name = "CELL", default_value = "lstm", value_parser = lstm_wgpu::Cell::parse)]
+    pub cell: lstm_wgpu::Cell,
+    /// input, grad_output, grad_h_n, grad_c_n [, h0, c0, lengths]
+    /// (a GRU: no grad_c_n, no c0).
     #[arg(long)]
     pub inputs: PathBuf,
     /// Where to write output, h_n, c_n and the gradients.
@@ -173,8 +179,28 @@ fn read_inputs(a: &GradArgs, cfg: &LstmConfig) -> Result<Inputs> {
     let sshape = [sd, n, h];
     let grad_h_n = inp.require_f32("grad_h_n")?;
     expect_shape(&grad_h_n, &sshape, "[L*D, B, H]")?;
-    let grad_c_n = inp.require_f32("grad_c_n")?;
-    expect_shape(&grad_c_n, &sshape, "[L*D, B, H]")?;
+    let has_c = cfg.cell().has_c();
+    let module = cfg.cell().module();
+    let without_c = |name: &str| -> Result<()> {
+        match inp.tensors.contains_key(name) {
+            true => Err(Error::tensor(
+                name,
+                format!("given, but an {module} has no cell state c"),
+            )),
+            false => Ok(()),
+        }
+    };
+    let grad_c_n = match has_c {
+        true => inp.require_f32("grad_c_n")?,
+        false => {
+            without_c("grad_c_n")?;
+            without_c("c0")?;
+            NamedTensor::new("grad_c_n", vec![0], Vec::new())
+        }
+    };
+    if has_c {
+        expect_shape(&grad_c_n, &sshape, "[L*D, B, H]")?;
+    }
     let h0 = inp.f32("h0")?;
     let c0 = inp.f32("c0")?;
     for s in [&h0, &c0].into_iter().flatten() {
@@ -248,7 +274,7 @@ pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
     io::check_output(&a.out, "--out", &[&a.weights, &a.inputs])?;
     let wfile = TensorFile::read(&a.weights)?;
     let (floats, counters) = wfile.params_and_counters()?;
-    let host = LstmModel::host_model(&floats, &counters, a.norm)?;
+    let host = LstmModel::host_model(&floats, &counters, a.norm, a.cell)?;
     let cfg = host.config.clone();
     let inp = read_inputs(a, &cfg)?;
     let (batch, up) = (inp.batch(a.batch_first), inp.upstream());
@@ -259,7 +285,8 @@ pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
     let links = check_flags(a)?;
 
     let ctx = open_gpu(verbose)?;
-    let (precision, warning) = lstm_wgpu::model::precision::resolve(a.precision, &ctx, &host.norm)?;
+    let (precision, warning) =
+        lstm_wgpu::model::precision::resolve(a.precision, &ctx, &host.norm, cfg.cell())?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
@@ -308,9 +335,11 @@ pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
     let mut tensors = vec![
         NamedTensor::new("output", oshape.to_vec(), out.output),
         NamedTensor::new("h_n", sshape.to_vec(), out.h_n),
-        NamedTensor::new("c_n", sshape.to_vec(), out.c_n),
-        NamedTensor::new("grad.input", inp.x.shape.clone(), g.input),
     ];
+    if cfg.cell().has_c() {
+        tensors.push(NamedTensor::new("c_n", sshape.to_vec(), out.c_n));
+    }
+    tensors.push(NamedTensor::new("grad.input", inp.x.shape.clone(), g.input));
     if inp.h0.is_some() {
         tensors.push(NamedTensor::new("grad.h0", sshape.to_vec(), g.h0));
     }

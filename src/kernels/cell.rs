@@ -12,7 +12,10 @@
 //! | block | f32 | f16-mixed |
 //! |---|---|---|
 //! | cache | gates G \| c 1 \| h_prev 1 | gates G \| h_prev 1 (c in its own f32 buffer) |
-//! | gradients | dgates G \| dc 1 | dgates G (dc in its own f32 buffer) |
+//! | gradients | dgates G \| dc 1 (\| dx G) | dgates G (dc in its own f32 buffer) |
+//!
+//! The dx section exists for cells whose W_ih sees other gate gradients
+//! than W_hh ([`Cell::split_dg`]: the GRU's n gate).
 //!
 //! The norm cells (`lstm_cell_ln`, `lstm_cell_bn`) extend the f32 blocks
 //! with sections of their own, counted in the same G.
@@ -24,6 +27,10 @@ pub enum Cell {
     /// c.
     #[default]
     Lstm,
+    /// `nn.GRU`: gates r, z, n (`shaders/cells/gru.wgsl`); state h (the
+    /// c section caches n's recurrent part W_hn h + b_hn, the dc section
+    /// carries h's gradient).
+    Gru,
 }
 
 /// The LSTM's gate count, for the wrappers whose shaders join
@@ -36,7 +43,50 @@ impl Cell {
     pub const fn gates(self) -> usize {
         match self {
             Cell::Lstm => 4,
+            Cell::Gru => 3,
         }
+    }
+
+    /// Its name on the command line and in settings files.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Cell::Lstm => "lstm",
+            Cell::Gru => "gru",
+        }
+    }
+
+    /// The cell named `s` (`lstm`, `gru`), for command lines and settings.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "lstm" => Ok(Cell::Lstm),
+            "gru" => Ok(Cell::Gru),
+            _ => Err(format!("unknown cell `{s}`; expected lstm or gru")),
+        }
+    }
+
+    /// Its PyTorch module.
+    pub const fn module(self) -> &'static str {
+        match self {
+            Cell::Lstm => "nn.LSTM",
+            Cell::Gru => "nn.GRU",
+        }
+    }
+
+    /// Whether the state has a c part (h0/c0, h_n/c_n).
+    pub const fn has_c(self) -> bool {
+        matches!(self, Cell::Lstm)
+    }
+
+    /// Whether the cell adds b_hh itself, so that the input projection
+    /// adds b_ih alone (the GRU: b_hn sits inside r ⊙ (W_hn h + b_hn)).
+    pub const fn own_bhh(self) -> bool {
+        matches!(self, Cell::Gru)
+    }
+
+    /// Whether W_ih's gate gradients differ from W_hh's, kept in a dx
+    /// section of the gradient block.
+    pub const fn split_dg(self) -> bool {
+        matches!(self, Cell::Gru)
     }
 
     /// Widths of one cache block's row: its sections, in order.
@@ -60,6 +110,16 @@ impl Cell {
 
     /// Width of one gradient block's row.
     pub const fn dg_width(self, half: bool) -> usize {
+        self.dx_section(half)
+            + match self.split_dg() {
+                true => self.gates(),
+                false => 0,
+            }
+    }
+
+    /// Where the dx section starts (cells that [`Cell::split_dg`]; else
+    /// the block's end).
+    pub const fn dx_section(self, half: bool) -> usize {
         match half {
             true => self.gates(),
             false => self.dc_section() + 1,
@@ -90,5 +150,14 @@ mod tests {
             (c.dg_width(false), c.dg_width(true), c.dc_section()),
             (5, 4, 4)
         );
+        assert_eq!(c.dx_section(false), 5);
+    }
+
+    /// The GRU's: dgates | dc | dx in f32.
+    #[test]
+    fn gru_blocks_hold_both_gate_gradients() {
+        let c = Cell::Gru;
+        assert_eq!((c.gates(), c.cache_width(false)), (3, 5));
+        assert_eq!((c.dg_width(false), c.dx_section(false)), (7, 4));
     }
 }

@@ -2,13 +2,15 @@
 //! backward, one dispatch per step covering up to [`MAX_LANES`] (layer,
 //! direction, step) lanes.
 
-use super::cell::LSTM_GATES;
+use super::cell::{Cell, LSTM_GATES};
 use super::u32_of;
 use super::wgsl::{shader, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
 pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "cells/lstm.wgsl", "lstm_cell.wgsl");
+/// The same strategies joined with the GRU cell.
+pub(crate) const GRU_SRC: &str = shader!("common/prelude.wgsl", "cells/gru.wgsl", "lstm_cell.wgsl");
 /// Storage bindings of the forward entry points (the buffers of
 /// [`CellForward::buffers`]); the persistent kernel shares them.
 pub const FWD_BINDINGS: [(u32, Binding); 7] = [
@@ -58,7 +60,7 @@ wgsl_struct! {
         reverse: u32, out_stride: u32, out_col: u32, pre_off: u32,
         whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
         state_stride: u32, lanes: u32, wide: u32, c_off: u32,
-        dc_off: u32, _p0: u32, _p1: u32, _p2: u32,
+        dc_off: u32, bhh_off: u32, bhh: u32, dx_off: u32,
     }
 }
 
@@ -127,14 +129,23 @@ impl TileConfig {
     /// f16-mixed build (f16 W_hh, cache gates and h_prev, and dgates; c and
     /// dc apart).
     pub fn source(&self, half: bool) -> String {
-        let src = self.f32_source();
+        self.source_of(Cell::Lstm, half)
+    }
+
+    /// The same with `cell`'s pointwise functions.
+    pub fn source_of(&self, cell: Cell, half: bool) -> String {
+        let src = self.f32_source(cell);
         match half {
             false => src,
             true => crate::gpu::half_source(&src, &["WT", "GT", "DGT"], &[("HALF", "true")]),
         }
     }
 
-    fn f32_source(&self) -> String {
+    fn f32_source(&self, cell: Cell) -> String {
+        let base = match cell {
+            Cell::Lstm => SRC,
+            Cell::Gru => GRU_SRC,
+        };
         [
             ("TB", self.tb),
             ("TU", self.tu),
@@ -142,7 +153,7 @@ impl TileConfig {
             ("KS", self.ks),
         ]
         .iter()
-        .fold(SRC.to_string(), |src, (name, v)| {
+        .fold(base.to_string(), |src, (name, v)| {
             crate::gpu::set_decl(&src, "const", name, &format!("{v}u"))
         })
     }
@@ -183,6 +194,8 @@ pub struct LstmCell {
     /// parameters, the cache's gates and h_prev and the gate gradients
     /// stored as f16.
     pub half: bool,
+    /// The cell whose pointwise functions it joins.
+    pub cell: Cell,
 }
 
 /// Shape and offsets (in elements) of one (layer, direction) time loop.
@@ -214,6 +227,12 @@ pub struct CellShape {
     /// Offset of this direction's gate gradients [T, B, G·H] (in f32 the
     /// gradient block: dgates | dc).
     pub dg_off: usize,
+    /// Offset of its W_ih gate gradients (the dx section) in the gradient
+    /// buffer, for cells that keep them apart ([`Cell::split_dg`]).
+    pub dx_off: usize,
+    /// Offset of b_hh in the parameter buffer, for cells that add it
+    /// themselves ([`Cell::own_bhh`]); None without biases.
+    pub bhh_off: Option<usize>,
     /// Offset of its dc [T, B, H] in the buffer bound as
     /// [`CellBackward::dcs`] (f32: `dg_off` + T·B·G·H).
     pub dc_off: usize,
@@ -292,6 +311,7 @@ impl LstmCell {
     /// has 8-lane subgroups.
     pub fn new(
         ctx: &GpuContext,
+        cell: Cell,
         variant: CellVariant,
         tile: Option<TileConfig>,
         half: bool,
@@ -308,7 +328,13 @@ impl LstmCell {
             ),
         };
         let sg = subgroups && ctx.subgroup == Some(SG_WIDTH);
-        Ok(Self::build(ctx, variant, tile, large, half, sg))
+        if half && cell != Cell::Lstm {
+            return Err(crate::Error::Invalid(format!(
+                "f16-mixed precision serves the LSTM cell; the {} runs in f32",
+                cell.module()
+            )));
+        }
+        Ok(Self::build(ctx, cell, variant, tile, large, half, sg))
     }
 
     /// The tile of tiled dispatches of this H and B. Decided per lane, not
@@ -341,6 +367,7 @@ impl LstmCell {
 
     fn build(
         ctx: &GpuContext,
+        cell: Cell,
         variant: CellVariant,
         tile: TileConfig,
         large: bool,
@@ -349,8 +376,8 @@ impl LstmCell {
     ) -> Self {
         let with_sg = variant == CellVariant::Direct && sg;
         let src = match with_sg {
-            true => tile.source(half),
-            false => crate::gpu::without_subgroups(&tile.source(half)),
+            true => tile.source_of(cell, half),
+            false => crate::gpu::without_subgroups(&tile.source_of(cell, half)),
         };
         let m = module(ctx, "lstm_cell", &src);
         let suffix = match variant {
@@ -367,7 +394,7 @@ impl LstmCell {
         let [fwd, bwd, bwd_state] = Self::entries(ctx, &m, suffix, &fb, &bb);
         let sg = with_sg.then(|| Self::entries(ctx, &m, "_sg", &fb, &bb));
         let large = (large && variant == CellVariant::Tiled).then(|| {
-            let src = crate::gpu::without_subgroups(&TileConfig::LARGE.source(half));
+            let src = crate::gpu::without_subgroups(&TileConfig::LARGE.source_of(cell, half));
             let m = module(ctx, "lstm_cell (large tile)", &src);
             Self::entries(ctx, &m, "_tiled", &fb, &bb)
         });
@@ -380,6 +407,7 @@ impl LstmCell {
             tile,
             large,
             half,
+            cell,
         }
     }
 
@@ -420,7 +448,9 @@ impl LstmCell {
             wide: u32::from(wide),
             c_off: u32_of("c offset", s.c_off)?,
             dc_off: u32_of("dc offset", s.dc_off)?,
-            ..Default::default()
+            bhh_off: u32_of("b_hh offset", s.bhh_off.unwrap_or(0))?,
+            bhh: u32::from(s.bhh_off.is_some()),
+            dx_off: u32_of("dx offset", s.dx_off)?,
         })
     }
 

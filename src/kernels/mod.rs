@@ -154,8 +154,9 @@ impl Kernels {
         &self.gemm
     }
 
-    /// Fused LSTM cell forward and backward, in the current precision.
-    pub fn cell(&self) -> crate::Result<Arc<lstm_cell::LstmCell>> {
+    /// The fused recurrent step of `cell`, forward and backward, in the
+    /// current precision.
+    pub fn cell(&self, cell: cell::Cell) -> crate::Result<Arc<lstm_cell::LstmCell>> {
         let variant = self.cell_variant;
         let tile = self.tuning.cell_tile;
         let sg = self.subgroups
@@ -163,13 +164,13 @@ impl Kernels {
             && self.ctx.subgroup.is_some();
         let key = KernelKey {
             family: "lstm_cell",
-            variant: format!("{variant:?}/{tile:?}"),
+            variant: format!("{}/{variant:?}/{tile:?}", cell.name()),
             half: self.half,
             subgroups: sg,
         };
         let half = self.half;
         self.ctx.cached(key, || {
-            lstm_cell::LstmCell::new(&self.ctx, variant, tile, half, sg)
+            lstm_cell::LstmCell::new(&self.ctx, cell, variant, tile, half, sg)
         })
     }
 

@@ -5,7 +5,8 @@ use crate::error::{Error, Result};
 use crate::kernels::cell::Cell;
 use std::collections::BTreeMap;
 
-/// Shape of a stacked LSTM, with `nn.LSTM`'s meaning of each field.
+/// Shape of a stacked recurrent network, with `nn.LSTM`'s (or `nn.GRU`'s)
+/// meaning of each field.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LstmConfig {
     /// Features per input step (I).
@@ -18,6 +19,8 @@ pub struct LstmConfig {
     pub bidirectional: bool,
     /// `bias_ih`/`bias_hh` present.
     pub bias: bool,
+    /// The recurrent cell (`nn.LSTM`'s by default).
+    pub cell: Cell,
 }
 
 impl LstmConfig {
@@ -49,9 +52,9 @@ impl LstmConfig {
         Ok(())
     }
 
-    /// The recurrent cell (the LSTM's, for now the only one).
+    /// The recurrent cell.
     pub fn cell(&self) -> Cell {
-        Cell::Lstm
+        self.cell
     }
 
     /// Parameter names and shapes in `nn.LSTM.state_dict()` order.
@@ -76,19 +79,21 @@ impl LstmConfig {
         v
     }
 
-    /// Reads the configuration from `nn.LSTM` state_dict names and shapes.
-    pub fn infer(shapes: &BTreeMap<String, Vec<usize>>) -> Result<Self> {
+    /// Reads the configuration of a `cell` network (`nn.LSTM`, `nn.GRU`)
+    /// from its state_dict names and shapes.
+    pub fn infer(shapes: &BTreeMap<String, Vec<usize>>, cell: Cell) -> Result<Self> {
+        let module = cell.module();
         let get = |name: &str| {
-            shapes
-                .get(name)
-                .ok_or_else(|| Error::tensor(name, "missing: an nn.LSTM state_dict needs it"))
+            shapes.get(name).ok_or_else(|| {
+                Error::tensor(name, format!("missing: an {module} state_dict needs it"))
+            })
         };
         let hh = get("weight_hh_l0")?;
-        let g = Cell::Lstm.gates();
+        let g = cell.gates();
         if hh.len() != 2 || hh[0] != g * hh[1] || hh[1] == 0 {
             return Err(Error::tensor(
                 "weight_hh_l0",
-                format!("shape {hh:?}, expected [4*H, H] with H >= 1"),
+                format!("shape {hh:?}, expected [{g}*H, H] with H >= 1 for {module}"),
             ));
         }
         let ih = get("weight_ih_l0")?;
@@ -111,6 +116,7 @@ impl LstmConfig {
             bidirectional: shapes.contains_key("weight_ih_l0_reverse")
                 || shapes.contains_key("weight_hh_l0_reverse"),
             bias: shapes.contains_key("bias_ih_l0") || shapes.contains_key("bias_hh_l0"),
+            cell,
         })
     }
 }

@@ -11,6 +11,7 @@ pub use config::{LstmConfig, dir_suffix};
 
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
+use crate::kernels::cell::Cell;
 use crate::model::norm::{Norm, NormKind, TensorKind};
 use std::collections::BTreeMap;
 
@@ -293,6 +294,12 @@ impl LstmModel {
     /// Uploads a host model.
     pub fn from_host(ctx: &GpuContext, m: HostModel) -> Result<Self> {
         m.config.validate()?;
+        if m.norm.in_cell() && m.config.cell() != Cell::Lstm {
+            return Err(Error::Invalid(format!(
+                "the normalized cells are LSTM cells: a {} takes a norm between layers only",
+                m.config.cell().module()
+            )));
+        }
         let (mut table, stats_table) = tables(&m.config, &m.norm);
         for (name, shape) in &m.extra {
             table.push(name.clone(), shape.clone());
@@ -403,17 +410,21 @@ impl LstmModel {
     /// A plain model from `nn.LSTM` state_dict tensors: the configuration is
     /// read from the names and shapes, and every tensor must be used.
     pub fn from_tensors(ctx: &GpuContext, tensors: &[NamedTensor]) -> Result<Self> {
-        Self::from_host(ctx, Self::host_model(tensors, &BTreeMap::new(), None)?)
+        Self::from_host(
+            ctx,
+            Self::host_model(tensors, &BTreeMap::new(), None, Cell::Lstm)?,
+        )
     }
 
     /// Checks plain `nn.LSTM` state_dict tensors on the host and returns the
     /// configuration and the flat parameter values.
     pub fn host_values(tensors: &[NamedTensor]) -> Result<(LstmConfig, Vec<f32>)> {
-        let m = Self::host_model(tensors, &BTreeMap::new(), None)?;
+        let m = Self::host_model(tensors, &BTreeMap::new(), None, Cell::Lstm)?;
         Ok((m.config, m.values))
     }
 
-    /// Checks state_dict tensors on the host: an `nn.LSTM` state_dict plus,
+    /// Checks state_dict tensors on the host: a `cell` (`nn.LSTM`,
+    /// `nn.GRU`) state_dict plus,
     /// with `norm`, exactly the tensors of that variant (and optional integer
     /// `num_batches_tracked` counters in `ints`). Bad files are rejected
     /// before any GPU work, with the first missing, misshapen, non-finite or
@@ -422,12 +433,13 @@ impl LstmModel {
         tensors: &[NamedTensor],
         ints: &BTreeMap<String, i64>,
         norm: Option<NormKind>,
+        cell: Cell,
     ) -> Result<HostModel> {
         let shapes: BTreeMap<String, Vec<usize>> = tensors
             .iter()
             .map(|t| (t.name.clone(), t.shape.clone()))
             .collect();
-        let config = LstmConfig::infer(&shapes)?;
+        let config = LstmConfig::infer(&shapes, cell)?;
         let norm = match norm {
             Some(k) => Norm::infer(k, &config, &shapes)?,
             None => Norm::None,

@@ -75,7 +75,7 @@ impl PrecisionChoice {
 }
 
 /// Why f16-mixed cannot run a model of norm `norm` on `ctx`, if it cannot.
-pub fn f16_obstacle(ctx: &GpuContext, norm: &Norm) -> Option<String> {
+pub fn f16_obstacle(ctx: &GpuContext, norm: &Norm, cell: crate::Cell) -> Option<String> {
     if !ctx.f16 {
         return Some(format!(
             "adapter {} lacks the SHADER_F16 feature",
@@ -87,18 +87,22 @@ pub fn f16_obstacle(ctx: &GpuContext, norm: &Norm) -> Option<String> {
             "the normalized cells (layer-cell, recurrent-batch) run in f32 only".to_string(),
         );
     }
+    if cell != crate::Cell::Lstm {
+        return Some(format!("the {} cell runs in f32 only", cell.module()));
+    }
     None
 }
 
-/// The precision `choice` gives a model of norm `norm` on `ctx`, with a
+/// The precision `choice` gives a model of norm `norm` and `cell` on `ctx`, with a
 /// warning when `auto` falls back to f32; an error naming the reason when
 /// f16-mixed is asked for and cannot run.
 pub fn resolve(
     choice: PrecisionChoice,
     ctx: &GpuContext,
     norm: &Norm,
+    cell: crate::Cell,
 ) -> Result<(Precision, Option<String>)> {
-    match (choice, f16_obstacle(ctx, norm)) {
+    match (choice, f16_obstacle(ctx, norm, cell)) {
         (PrecisionChoice::F32, _) => Ok((Precision::F32, None)),
         (PrecisionChoice::F16Mixed, None) | (PrecisionChoice::Auto, None) => {
             Ok((Precision::F16Mixed, None))

@@ -78,6 +78,8 @@ fn shape(model: &LstmModel, ws: &Workspace, l: usize, d: usize) -> CellShape {
         cache_off,
         c_off,
         dg_off: ws.dg_off(cfg, &model.norm, region),
+        dx_off: ws.dx_off(cfg, &model.norm, region),
+        bhh_off: model.cell_offsets(l, d).3.filter(|_| cfg.cell().own_bhh()),
         dc_off: ws.dc_off(cfg, &model.norm, region),
         state_off: (l * cfg.dirs() + d) * batch * h,
         state_stride: Workspace::state_len(cfg, batch),
@@ -564,6 +566,14 @@ impl Plan {
                     .into(),
             ));
         }
+        let cell = cfg.cell();
+        if cell != crate::Cell::Lstm && k.tuning().cell_path == Some(CellPath::Persistent) {
+            return Err(crate::Error::Invalid(format!(
+                "the persistent path runs the LSTM cell only (an {} runs per step or as a \
+                 wavefront)",
+                cell.module()
+            )));
+        }
         if k.tuning().cell_path == Some(CellPath::Wavefront) {
             return match obstacle {
                 Some(why) => Err(crate::Error::Invalid(format!(
@@ -576,6 +586,7 @@ impl Plan {
         // norms included); normalized cells keep one dispatch per step.
         if !model.norm.in_cell()
             && !half
+            && cell == crate::Cell::Lstm
             && let Some(lay) = persistent_layout(ctx, k, h, batch, dirs, seq)?
         {
             return Ok((CellPath::Persistent, Some(lay)));
@@ -707,7 +718,12 @@ impl Plan {
             a: (input, in_off + t0 * b * ld, ld),
             b: (weights, wih, ld),
             c: (&ws.pre, sh.pre_off + t0 * b * gh, gh),
-            bias: (!model.norm.in_cell()).then_some((&model.params, bih, bhh)),
+            // A cell that adds b_hh itself gets b_ih alone here.
+            bias: (!model.norm.in_cell()).then_some((
+                &model.params,
+                bih,
+                bhh.filter(|_| !model.config.cell().own_bhh()),
+            )),
             alpha: 1.0,
             accumulate: false,
         };
@@ -736,7 +752,10 @@ impl Plan {
         let mut out = Vec::new();
         for d in 0..cfg.dirs() {
             let (wih, ..) = model.cell_offsets(l, d);
-            let dp = shape(model, ws, l, d).dg_off + if model.norm.in_cell() { sec_dp } else { 0 };
+            let dp = match model.norm.in_cell() {
+                true => shape(model, ws, l, d).dg_off + sec_dp,
+                false => shape(model, ws, l, d).dx_off,
+            };
             let op = GemmOp {
                 m: (t1 - t0) * b,
                 n: ld,
@@ -786,7 +805,7 @@ impl Plan {
             let (dp, dr) = if in_cell {
                 (sh.dg_off + sec_dp, sh.dg_off + sec_dr)
             } else {
-                (sh.dg_off, sh.dg_off)
+                (sh.dx_off, sh.dg_off)
             };
             let dw_ih = GemmOp {
                 m: gh,
@@ -818,7 +837,16 @@ impl Plan {
             // The f16 cache holds h_prev as f16 (and dg the gate gradients).
             out.extend(k.gemm().dispatch_as(ctx, &dw_hh, ws.half, ws.half)?);
             let da = (&ws.dg, sh.dg_off, gh);
-            if let Some(bih) = bih {
+            if let (Some(bih), Some(bhh)) = (bih, bhh)
+                && cfg.cell().split_dg()
+            {
+                // b_ih's gradient is dx's column sums, b_hh's dgates'.
+                let r = k.reduce()?;
+                let dx = (&ws.dg, sh.dx_off, gh);
+                let g = &model.grads;
+                out.extend(r.colsum_as(ctx, dx, tb, gh, g, (bih, None), false, ws.half)?);
+                out.extend(r.colsum_as(ctx, da, tb, gh, g, (bhh, None), false, ws.half)?);
+            } else if let Some(bih) = bih {
                 out.extend(k.reduce()?.colsum_as(
                     ctx,
                     da,
@@ -948,7 +976,10 @@ impl Plan {
                 }
                 lanes.push((*shape, s));
             }
-            forward.extend(k.cell()?.forward_lanes(ctx, &lanes, &fbufs)?);
+            forward.extend(
+                k.cell(model.config.cell())?
+                    .forward_lanes(ctx, &lanes, &fbufs)?,
+            );
         }
         // The top layer's norm (with `last`) and links, for the head.
         forward.extend(between(layers - 1, false, (0, seq))?);
@@ -978,9 +1009,15 @@ impl Plan {
                 }
                 lanes.push((*shape, s));
             }
-            backward.extend(k.cell()?.backward_lanes(ctx, &lanes, &bbufs)?);
+            backward.extend(
+                k.cell(model.config.cell())?
+                    .backward_lanes(ctx, &lanes, &bbufs)?,
+            );
         }
-        backward.extend(k.cell()?.backward_state(ctx, &sh, &bbufs)?);
+        backward.extend(
+            k.cell(model.config.cell())?
+                .backward_state(ctx, &sh, &bbufs)?,
+        );
         for l in 0..layers {
             backward.extend(Self::weight_grads(ctx, k, model, ws, l, modes)?);
         }
@@ -1079,8 +1116,12 @@ impl Plan {
             if !in_cell {
                 // Both directions of a step in one dispatch.
                 out.extend(match backward {
-                    false => k.cell()?.forward(ctx, &shapes, s, &fwd)?,
-                    true => k.cell()?.backward(ctx, &shapes, s, &bwd)?,
+                    false => k
+                        .cell(model.config.cell())?
+                        .forward(ctx, &shapes, s, &fwd)?,
+                    true => k
+                        .cell(model.config.cell())?
+                        .backward(ctx, &shapes, s, &bwd)?,
                 });
                 continue;
             }
@@ -1112,7 +1153,10 @@ impl Plan {
                 false => *sh,
             })
             .collect();
-        out.extend(k.cell()?.backward_state(ctx, &state_shapes, &bwd)?);
+        out.extend(
+            k.cell(model.config.cell())?
+                .backward_state(ctx, &state_shapes, &bwd)?,
+        );
         Ok(out)
     }
 

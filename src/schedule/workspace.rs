@@ -229,6 +229,20 @@ impl Workspace {
         }
     }
 
+    /// Offset of region `r`'s W_ih gate gradients [T, B, G·H] in `dg`:
+    /// the dx section for cells that [`split_dg`], else the gate
+    /// gradients themselves.
+    ///
+    /// [`split_dg`]: crate::kernels::cell::Cell::split_dg
+    pub fn dx_off(&self, cfg: &LstmConfig, norm: &Norm, r: usize) -> usize {
+        let c = cfg.cell();
+        let tbh = self.seq * self.batch * cfg.hidden_size;
+        match c.split_dg() {
+            true => self.dg_off(cfg, norm, r) + c.dx_section(self.half) * tbh,
+            false => self.dg_off(cfg, norm, r),
+        }
+    }
+
     /// Elements of one direction's gradient block (f32 layout).
     pub fn dg_block(cfg: &LstmConfig, norm: &Norm, seq: usize, batch: usize) -> usize {
         if norm.in_cell() {

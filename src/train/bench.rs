@@ -134,7 +134,7 @@ impl Workload {
 pub fn flops_per_step(net: &NetConfig, seq: usize, batch: usize) -> f64 {
     let cfg = net.lstm();
     let (n, h) = ((seq * batch) as f64, net.hidden as f64);
-    let g = 4.0 * h;
+    let g = cfg.cell().gates() as f64 * h;
     let embedded = matches!(net.head, Head::Language { .. });
     let mut f = 0.0;
     for l in 0..net.layers {

@@ -3,11 +3,13 @@
 //! every parameter (after the step's update), every gradient (before
 //! clipping and the update, unscaled: what the per-tensor norms measure)
 //! and per layer the hidden state h, the cell state c and the activated
-//! gates i, f, g, o over the step's valid positions (padding left out).
+//! gates i, f, g, o (a GRU: no c, gates r, z, n) over the step's valid
+//! positions (padding left out).
 //!
 //! Tags: `params/<name>`, `grads/<name>`, `activations/layer_<k>/h` (the
 //! layer's output, both directions), and per direction
-//! `activations/layer_<k>[_reverse]/{c,gate_i,gate_f,gate_g,gate_o}`.
+//! `activations/layer_<k>[_reverse]/{c,gate_i,gate_f,gate_g,gate_o}`
+//! (a GRU: `{gate_r,gate_z,gate_n}`).
 //!
 //! Plain cells in f32 only: f16-mixed caches the gates in f16 and the norm
 //! cells cache another layout, so both are refused by name.
@@ -20,8 +22,13 @@ use crate::train::metrics::Value;
 use crate::train::tensorboard::Histogram;
 use crate::{Error, Result};
 
-/// The gates' tag names, in cache order.
-const GATES: [&str; 4] = ["gate_i", "gate_f", "gate_g", "gate_o"];
+/// The gates' tag names of `cell`, in cache order.
+fn gate_tags(cell: crate::Cell) -> &'static [&'static str] {
+    match cell {
+        crate::Cell::Lstm => &["gate_i", "gate_f", "gate_g", "gate_o"],
+        crate::Cell::Gru => &["gate_r", "gate_z", "gate_n"],
+    }
+}
 
 /// Why histograms cannot run on this model, if they cannot.
 pub fn obstacle(norm: &Norm, precision: Precision) -> Option<String> {
@@ -118,9 +125,12 @@ pub(crate) fn plan(
                     0 => format!("activations/layer_{l}"),
                     _ => format!("activations/layer_{l}_reverse"),
                 };
-                tags.push(format!("{name}/c"));
-                segments.push(masked(c_off, h, h));
-                for (q, gate) in GATES.iter().enumerate().take(g) {
+                // A GRU's c section caches W_hn h + b_hn, not a state.
+                if cfg.cell().has_c() {
+                    tags.push(format!("{name}/c"));
+                    segments.push(masked(c_off, h, h));
+                }
+                for (q, gate) in gate_tags(cfg.cell()).iter().enumerate().take(g) {
                     tags.push(format!("{name}/{gate}"));
                     segments.push(masked(base + q * h, h, g * h));
                 }

@@ -113,6 +113,8 @@ pub struct NetConfig {
     pub residual: bool,
     /// How the LSTM weights start.
     pub init: InitOptions,
+    /// The recurrent cell (the LSTM's by default).
+    pub cell: crate::Cell,
 }
 
 impl NetConfig {
@@ -126,6 +128,7 @@ impl NetConfig {
             dropout: 0.0,
             residual: false,
             init: InitOptions::default(),
+            cell: crate::Cell::Lstm,
         }
     }
 
@@ -141,6 +144,7 @@ impl NetConfig {
             num_layers: self.layers,
             bidirectional: false,
             bias: true,
+            cell: self.cell,
         }
     }
 
@@ -413,7 +417,7 @@ fn apply_init_options(net: &NetConfig, seed: u64, v: &mut [f32]) {
             if o.whh == WhhInit::Orthogonal {
                 let off = table.offset(&format!("weight_hh_l{l}{sfx}"));
                 // Each gate's H×H block separately (rows g·H .. (g+1)·H).
-                for g in 0..4 {
+                for g in 0..cfg.cell().gates() {
                     let q = orthogonal(h, &mut rng);
                     let at = off + g * h * h;
                     for (dst, src) in v[at..at + h * h].iter_mut().zip(&q) {
@@ -733,10 +737,13 @@ impl Trainer {
             .map(|e| (e.offset, e.len()))
             .collect();
         let mut lstm = Lstm::new(ctx.clone(), model)?;
-        // Token models of plain cells project per vocabulary entry (see
-        // set_token_projection); otherwise only the embedding needs the
-        // LSTM's input gradient, and dense inputs feed nothing trainable.
-        let token_projection = matches!(net.head, Head::Language { .. }) && !net.norm.in_cell();
+        // Token models of plain LSTM cells project per vocabulary entry
+        // (see set_token_projection); otherwise only the embedding needs
+        // the LSTM's input gradient, and dense inputs feed nothing
+        // trainable.
+        let token_projection = matches!(net.head, Head::Language { .. })
+            && !net.norm.in_cell()
+            && net.cell == crate::Cell::Lstm;
         lstm.set_token_input(token_projection);
         lstm.set_input_grad(matches!(net.head, Head::Language { .. }) && !token_projection);
         lstm.set_links(Links {
@@ -801,9 +808,11 @@ impl Trainer {
     /// rebuilt. An error for other models.
     pub fn set_token_projection(&mut self, on: bool) -> Result<()> {
         let lang = matches!(self.net.head, Head::Language { .. });
-        if on && (!lang || self.net.norm.in_cell()) {
+        if on && (!lang || self.net.norm.in_cell() || self.net.cell != crate::Cell::Lstm) {
+            // Its table holds both biases and one set of gate gradients:
+            // the LSTM's plain cell.
             return Err(Error::Invalid(
-                "token projections need a token model with a plain cell".into(),
+                "token projections need a token model with a plain LSTM cell".into(),
             ));
         }
         self.token_projection = on;

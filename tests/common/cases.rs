@@ -230,7 +230,8 @@ pub fn model_of(ctx: &GpuContext, d: &Data, norm: Option<RefNorm>) -> Result<Lst
             tensors.push(NamedTensor::new(name.clone(), shape, f32s(&d.nt[&name])));
         }
     }
-    let host = LstmModel::host_model(&tensors, &BTreeMap::new(), norm.map(kind))?;
+    let cell = super::config(&d.rc).cell;
+    let host = LstmModel::host_model(&tensors, &BTreeMap::new(), norm.map(kind), cell)?;
     LstmModel::from_host(ctx, host)
 }
 

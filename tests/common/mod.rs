@@ -57,9 +57,10 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f64], tol: f64) {
     }
 }
 
-/// Reference weights as `nn.LSTM` state_dict tensors.
+/// Reference weights as `nn.LSTM` (`nn.GRU`) state_dict tensors.
 pub fn ref_to_tensors(cfg: &RefConfig, w: &RefWeights) -> Vec<NamedTensor> {
     let h = cfg.hidden_size;
+    let gh = config(cfg).cell.gates() * h;
     let mut v = Vec::new();
     for l in 0..cfg.num_layers {
         for d in 0..cfg.dirs() {
@@ -68,23 +69,23 @@ pub fn ref_to_tensors(cfg: &RefConfig, w: &RefWeights) -> Vec<NamedTensor> {
             let f = |x: &[f64]| x.iter().map(|&v| v as f32).collect::<Vec<f32>>();
             v.push(NamedTensor::new(
                 format!("weight_ih_l{l}{sfx}"),
-                vec![4 * h, cfg.layer_input_size(l)],
+                vec![gh, cfg.layer_input_size(l)],
                 f(&c.w_ih),
             ));
             v.push(NamedTensor::new(
                 format!("weight_hh_l{l}{sfx}"),
-                vec![4 * h, h],
+                vec![gh, h],
                 f(&c.w_hh),
             ));
             if let (Some(bi), Some(bh)) = (&c.b_ih, &c.b_hh) {
                 v.push(NamedTensor::new(
                     format!("bias_ih_l{l}{sfx}"),
-                    vec![4 * h],
+                    vec![gh],
                     f(bi),
                 ));
                 v.push(NamedTensor::new(
                     format!("bias_hh_l{l}{sfx}"),
-                    vec![4 * h],
+                    vec![gh],
                     f(bh),
                 ));
             }
@@ -109,6 +110,11 @@ pub fn config(cfg: &RefConfig) -> LstmConfig {
         num_layers: cfg.num_layers,
         bidirectional: cfg.bidirectional,
         bias: cfg.bias,
+        cell: match cfg.cell {
+            lstm_wgpu_reference::RefCellKind::Lstm => lstm_wgpu::Cell::Lstm,
+            lstm_wgpu_reference::RefCellKind::Gru => lstm_wgpu::Cell::Gru,
+            other => panic!("the engine has no {other:?} cell"),
+        },
     }
 }
 

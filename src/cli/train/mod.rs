@@ -778,7 +778,8 @@ pub(crate) fn build_trainer(
         }
         (None, None) => Default::default(),
     };
-    let (precision, warning) = lstm_wgpu::model::precision::resolve(choice, &ctx, &net.norm)?;
+    let (precision, warning) =
+        lstm_wgpu::model::precision::resolve(choice, &ctx, &net.norm, net.cell)?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }

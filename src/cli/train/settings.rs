@@ -2,7 +2,7 @@
 //! resumed run may change.
 
 use crate::cli::choice::{
-    Dataset, InitWhh, InitWih, MissingChoice, NormChoice, Optimizer, Schedule, Task,
+    CellChoice, Dataset, InitWhh, InitWih, MissingChoice, NormChoice, Optimizer, Schedule, Task,
 };
 use crate::cli::env::host_budget;
 use lstm_wgpu::error::{Error, Result, num};
@@ -81,6 +81,10 @@ pub struct TrainArgs {
     /// training only (as nn.LSTM's `dropout`), in [0, 1). [default: 0]
     #[arg(long)]
     pub dropout: Option<f32>,
+    /// The recurrent cell: lstm (nn.LSTM) | gru (nn.GRU: gates r, z, n;
+    /// no cell state). [default: lstm]
+    #[arg(long, hide_possible_values = true)]
+    pub cell: Option<CellChoice>,
     /// Residual connections around layers 1.. (output = layer(x) + x).
     #[arg(long)]
     #[serde(default)]
@@ -259,6 +263,7 @@ impl TrainArgs {
             clip_norm,
             explode_threshold,
             dropout,
+            cell,
             norm,
             norm_t_max,
             init_whh,
@@ -361,10 +366,17 @@ pub struct RunConfig {
     /// read as before).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub(crate) test_fraction: f64,
+    /// The LSTM's is not written, so such a run's settings read as before.
+    #[serde(default, skip_serializing_if = "is_lstm")]
+    pub(crate) cell: CellChoice,
 }
 
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
+}
+
+fn is_lstm(c: &CellChoice) -> bool {
+    *c == CellChoice::Lstm
 }
 
 /// Steps between histograms when --hist-every is not given.
@@ -473,6 +485,7 @@ pub(crate) fn resolve(a: &TrainArgs) -> Result<RunConfig> {
         explode_threshold: a.explode_threshold,
         hist_every: a.hist_every,
         test_fraction: a.test_fraction.unwrap_or(0.0),
+        cell: a.cell.unwrap_or_default(),
     };
     validate_config(&c)?;
     Ok(c)
@@ -520,6 +533,21 @@ pub(crate) fn validate_config(c: &RunConfig) -> Result<()> {
         return Err(Error::Invalid(
             "--residual connects stacked layers: it needs --layers 2 or more".into(),
         ));
+    }
+    if c.cell != CellChoice::Lstm {
+        let cell = c.cell.name();
+        if c.forget_bias.is_some() {
+            return Err(Error::Invalid(format!(
+                "--forget-bias sets the LSTM's forget gate; --cell {cell} has none"
+            )));
+        }
+        if let Some(NormKind::LayerCell | NormKind::RecurrentBatch) = c.norm.kind() {
+            return Err(Error::Invalid(format!(
+                "--norm {}: the normalized cells are LSTM cells; --cell {cell} takes a norm \
+                 between layers (layer, batch, step-batch) only",
+                c.norm
+            )));
+        }
     }
     if let Some(m) = c.min_len {
         if c.task != Task::Series || c.dataset != Dataset::Adding || c.data.is_some() {
@@ -736,6 +764,7 @@ pub(crate) fn check_fixed(x: &TrainArgs, c: &RunConfig, from: Option<&Path>) -> 
     same("--momentum", x.momentum.as_ref(), Some(&c.momentum), f)?;
     same("--clip-norm", x.clip_norm.as_ref(), c.clip_norm.as_ref(), f)?;
     same("--dropout", x.dropout.as_ref(), Some(&c.dropout), f)?;
+    same("--cell", x.cell.as_ref(), Some(&c.cell), f)?;
     same("--norm", x.norm.as_ref(), Some(&c.norm), f)?;
     same(
         "--norm-t-max",

@@ -1,0 +1,152 @@
+//! `--cell gru` through the commands that train and use a model: `train`
+//! (text and series), its checkpoint and settings, `--resume` bit for bit,
+//! `generate`, `predict`, `bench`; and the combinations the GRU does not
+//! take, refused by name with exit 2.
+
+#[path = "common/cli.rs"]
+mod cli;
+#[path = "common/final_line.rs"]
+mod final_line;
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
+use cli::{ok, run, s, stderr_lines};
+use final_line::final_line;
+use tempdir::TempDir;
+
+const TEXT: &[&str] = &[
+    "train",
+    "--cell",
+    "gru",
+    "--hidden",
+    "16",
+    "--layers",
+    "2",
+    "--batch",
+    "4",
+    "--seq-len",
+    "12",
+    "--val-every",
+    "5",
+    "--no-progress",
+];
+
+/// The run settings (TOML) in a checkpoint's `config` metadata.
+fn settings_of(ck: &std::path::Path) -> String {
+    let bytes = std::fs::read(ck).unwrap_or_else(|e| panic!("{e}"));
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap_or_else(|e| panic!("{e}"));
+    header["__metadata__"]["config"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no config metadata"))
+        .to_string()
+}
+
+#[test]
+fn gru_trains_resumes_and_generates() {
+    let dir = TempDir::new("gru-text");
+    let ck = dir.join("g.ckpt");
+    let full = ok(&[TEXT, &["--steps", "10"]].concat());
+    let first = ok(&[TEXT, &["--steps", "5", "--checkpoint", s(&ck)]].concat());
+    assert_ne!(final_line(&first), final_line(&full));
+    let settings = settings_of(&ck);
+    assert!(settings.contains("cell = \"gru\""), "{settings}");
+    let resumed = ok(&[
+        "train",
+        "--resume",
+        s(&ck),
+        "--steps",
+        "10",
+        "--no-progress",
+    ]);
+    assert_eq!(
+        final_line(&resumed),
+        final_line(&full),
+        "resume is bit for bit"
+    );
+    let text = ok(&["generate", "--checkpoint", s(&ck), "--prompt", "The "]);
+    assert!(text.starts_with("The "), "{text}");
+    // The cell of a checkpoint cannot change on resume.
+    let o = run(&[
+        "train",
+        "--resume",
+        s(&ck),
+        "--cell",
+        "lstm",
+        "--steps",
+        "12",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr_lines(&o).join("\n");
+    assert!(e.contains("--cell") && e.contains("gru"), "{e}");
+}
+
+#[test]
+fn gru_forecasts_a_series() {
+    let dir = TempDir::new("gru-series");
+    let ck = dir.join("s.ckpt");
+    let csv = dir.join("s.csv");
+    let rows: String = (0..300)
+        .map(|i| format!("{}\n", (i as f64 * 0.2).sin()))
+        .collect();
+    std::fs::write(&csv, format!("y\n{rows}")).unwrap_or_else(|e| panic!("{e}"));
+    let out = ok(&[
+        "train",
+        "--cell",
+        "gru",
+        "--data",
+        s(&csv),
+        "--hidden",
+        "12",
+        "--batch",
+        "8",
+        "--steps",
+        "40",
+        "--val-every",
+        "20",
+        "--no-progress",
+        "--checkpoint",
+        s(&ck),
+    ]);
+    let last = final_line(&out);
+    assert!(last.contains("val_mae"), "{last}");
+    let pred = ok(&["predict", "--checkpoint", s(&ck), "--data", s(&csv)]);
+    assert!(pred.lines().count() > 10, "{pred}");
+}
+
+#[test]
+fn gru_bench_rows_are_named() {
+    let o = ok(&[
+        "bench",
+        "--workload",
+        "ts",
+        "--cell",
+        "gru",
+        "--json",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+    ]);
+    assert!(o.contains("\"workload\":\"ts-gru\""), "{o}");
+}
+
+#[test]
+fn gru_refuses_what_it_has_not() {
+    for (args, names) in [
+        (&["--forget-bias", "1"][..], "--forget-bias"),
+        (&["--norm", "layer-cell"][..], "--norm layer-cell"),
+        (&["--norm", "recurrent-batch"][..], "--norm recurrent-batch"),
+        (&["--precision", "f16-mixed"][..], "f32"),
+    ] {
+        let o = run(&[&["train", "--cell", "gru", "--steps", "2"], args].concat());
+        let e = stderr_lines(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e:?}");
+        assert_eq!(e.len(), 1, "{args:?}: {e:?}");
+        assert!(e[0].contains(names), "{args:?}: {e:?}");
+    }
+    let o = run(&["train", "--cell", "rnn", "--steps", "2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr_lines(&o).join(" ").contains("--cell"), "{o:?}");
+}
