@@ -448,6 +448,56 @@ impl Lstm {
         plan.read(ctx)
     }
 
+    /// The weight-drop masks a train-mode pass draws with the current
+    /// [`DropoutStep`] (see [`Links::weight_drop`]): per (layer,
+    /// direction), `weight_drop.mask_l{k}[_reverse]` shaped like its W_hh,
+    /// 1 where the weight is kept and 0 where dropped. Empty without
+    /// weight-drop. Computed by the passes' own kernel on a tensor of ones,
+    /// so a caller can replay a pass.
+    ///
+    /// [`DropoutStep`]: crate::kernels::elementwise::DropoutStep
+    /// [`Links::weight_drop`]: crate::model::Links::weight_drop
+    pub fn weight_drop_masks(&self) -> Result<Vec<NamedTensor>> {
+        let links = self.model.links;
+        if links.weight_drop <= 0.0 {
+            return Ok(Vec::new());
+        }
+        let cfg = &self.model.config;
+        let (h, gh) = (cfg.hidden_size, cfg.cell().gates() * cfg.hidden_size);
+        let n = gh * h;
+        let ctx = &self.ctx;
+        let e = self.kernels.elementwise()?;
+        let ones = ctx.storage_init("weight-drop ones", &vec![1f32; n])?;
+        let mut out = Vec::new();
+        for l in 0..cfg.num_layers {
+            for d in 0..cfg.dirs() {
+                let kept = ctx.storage("weight-drop mask", n)?;
+                let s = crate::kernels::elementwise::DropoutShape {
+                    n,
+                    p: links.weight_drop,
+                    stream: Links::weight_drop_stream(l * cfg.dirs() + d),
+                    ..Default::default()
+                };
+                let list =
+                    ctx.scoped(|| e.dropout_forward(ctx, &s, &self.dropout_step, &ones, &kept))?;
+                ctx.scoped(|| {
+                    let mut enc = ctx.device.create_command_encoder(&Default::default());
+                    {
+                        let mut pass = enc.begin_compute_pass(&Default::default());
+                        list.iter().for_each(|d| d.record(&mut pass));
+                    }
+                    ctx.queue.submit([enc.finish()]);
+                    Ok(())
+                })?;
+                let v = ctx.read_f32(&kept, 0, n)?;
+                let mask = v.iter().map(|&x| f32::from(x != 0.0)).collect();
+                let name = format!("weight_drop.mask_l{l}{}", crate::model::dir_suffix(d));
+                out.push(NamedTensor::new(name, vec![gh, h], mask));
+            }
+        }
+        Ok(out)
+    }
+
     /// Runs the forward pass.
     pub fn forward(&mut self, b: &Batch<'_>) -> Result<Outputs> {
         self.upload(b)?;

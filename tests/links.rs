@@ -78,6 +78,7 @@ fn lstm_of(ctx: &Arc<lstm_wgpu::GpuContext>, c: &Case, d: &Data) -> Lstm {
     lstm.set_links(Links {
         dropout: c.dropout,
         residual: c.residual,
+        ..Default::default()
     })
     .unwrap_or_else(|e| panic!("{e}"));
     lstm
@@ -384,6 +385,7 @@ fn links_are_validated() {
             .set_links(Links {
                 dropout: p,
                 residual: false,
+                ..Default::default()
             })
             .expect_err("must fail");
         assert!(matches!(e, Error::Invalid(_)), "{e}");
@@ -397,6 +399,7 @@ fn links_are_validated() {
     lstm.set_links(Links {
         dropout: 0.0,
         residual: true,
+        ..Default::default()
     })
     .unwrap_or_else(|e| panic!("{e}"));
 }
@@ -425,6 +428,7 @@ fn dispatch_counts_with_links() {
         lstm.set_links(Links {
             dropout: p,
             residual,
+            ..Default::default()
         })
         .unwrap_or_else(|e| panic!("{e}"));
         gpu_pass(&mut lstm, &d);

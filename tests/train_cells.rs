@@ -150,3 +150,56 @@ fn gru_refuses_what_it_has_not() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr_lines(&o).join(" ").contains("--cell"), "{o:?}");
 }
+
+/// `--weight-drop P`: stored in the settings, resumed bit for bit, refused
+/// outside [0, 1), with the normalized cells and in f16-mixed.
+#[test]
+fn weight_drop_trains_and_resumes() {
+    let dir = TempDir::new("weight-drop");
+    let ck = dir.join("w.ckpt");
+    let wd = ["--weight-drop", "0.3", "--cell", "lstm"];
+    let args =
+        |steps: &'static str| [&TEXT[..1], &TEXT[3..], &wd[..], &["--steps", steps]].concat();
+    let full = ok(&args("10"));
+    let plain = ok(&[&TEXT[..1], &TEXT[3..], &["--steps", "10"][..]].concat());
+    assert_ne!(
+        final_line(&full),
+        final_line(&plain),
+        "weight-drop changes the run"
+    );
+    ok(&[args("5"), vec!["--checkpoint", s(&ck)]].concat());
+    assert!(
+        settings_of(&ck).contains("weight-drop = 0.3"),
+        "{}",
+        settings_of(&ck)
+    );
+    let resumed = ok(&[
+        "train",
+        "--resume",
+        s(&ck),
+        "--steps",
+        "10",
+        "--no-progress",
+    ]);
+    assert_eq!(
+        final_line(&resumed),
+        final_line(&full),
+        "resume is bit for bit"
+    );
+    for (bad, names) in [
+        (&["--weight-drop", "1"][..], "--weight-drop"),
+        (
+            &["--weight-drop", "0.2", "--norm", "layer-cell"][..],
+            "--weight-drop",
+        ),
+        (
+            &["--weight-drop", "0.2", "--precision", "f16-mixed"][..],
+            "--weight-drop",
+        ),
+    ] {
+        let o = run(&[&["train", "--steps", "2"], bad].concat());
+        let e = stderr_lines(&o);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {e:?}");
+        assert!(e.len() == 1 && e[0].contains(names), "{bad:?}: {e:?}");
+    }
+}

@@ -183,6 +183,15 @@ choice!(
 );
 
 impl NormChoice {
+    /// The choice naming `k`.
+    pub fn from_kind(k: NormKind) -> Self {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|c| c.kind() == Some(k))
+            .unwrap_or_default()
+    }
+
     pub fn kind(self) -> Option<NormKind> {
         match self {
             NormChoice::None => None,

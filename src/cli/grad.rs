@@ -61,6 +61,13 @@ pub struct GradArgs {
     /// Residual connections: layer l >= 1 adds its input to its output.
     #[arg(long)]
     pub residual: bool,
+    /// Weight-drop (DropConnect) probability in [0, 1) on every W_hh: one
+    /// mask per (layer, direction) for the pass, drawn from --dropout-seed
+    /// and --dropout-step, inverted scaling; train mode only (--eval uses
+    /// W_hh as it is). The output gets the masks,
+    /// `weight_drop.mask_l{k}[_reverse]` (0/1, shaped like W_hh).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub weight_drop: f32,
     /// Seed of the dropout mask (Philox key).
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub dropout_seed: u64,
@@ -258,12 +265,15 @@ fn check_flags(a: &GradArgs) -> Result<Links> {
     let links = Links {
         dropout: a.dropout,
         residual: a.residual,
+        weight_drop: a.weight_drop,
     };
-    if links.validate().is_err() {
-        return Err(Error::Invalid(format!(
-            "--dropout {}: expected a probability in [0, 1)",
-            lstm_wgpu::error::num(a.dropout)
-        )));
+    for (flag, p) in [("--dropout", a.dropout), ("--weight-drop", a.weight_drop)] {
+        if !(p.is_finite() && (0.0..1.0).contains(&p)) {
+            return Err(Error::Invalid(format!(
+                "{flag} {}: expected a probability in [0, 1)",
+                lstm_wgpu::error::num(p)
+            )));
+        }
     }
     Ok(links)
 }
@@ -348,6 +358,9 @@ pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
     }
     tensors.extend(g.params);
     tensors.extend(norms);
+    if train {
+        tensors.extend(lstm.weight_drop_masks()?);
+    }
     let mut counters = std::collections::BTreeMap::new();
     if train && lstm.model.norm.has_batch_stats() {
         tensors.extend(lstm.model.stat_tensors(&ctx)?);

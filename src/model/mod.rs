@@ -106,25 +106,45 @@ impl ParamTable {
 /// What connects stacked layers besides the between-layer norm: dropout on
 /// each layer's output except the last (train mode only, as `nn.LSTM`'s
 /// `dropout`), and residual connections around layers 1.. (whose input and
-/// output widths agree).
+/// output widths agree); and the weight-drop of every layer's W_hh.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Links {
     /// Drop probability in [0, 1); 0 is no dropout.
     pub dropout: f32,
     /// y_{l+1} = b_l + y_l for layers l >= 1.
     pub residual: bool,
+    /// Weight-drop (DropConnect, AWD-LSTM) on W_hh in [0, 1): in train
+    /// mode each forward pass uses W_hh ⊙ m / (1 − p), one Bernoulli mask
+    /// m per (layer, direction) shared by all steps and sequences, drawn
+    /// from the pass's [`DropoutStep`]; eval uses W_hh as it is. 0: off.
+    ///
+    /// [`DropoutStep`]: crate::kernels::elementwise::DropoutStep
+    pub weight_drop: f32,
 }
 
 impl Links {
-    /// Checks the drop probability.
+    /// Checks the drop probabilities.
     pub fn validate(&self) -> Result<()> {
-        if !(self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout)) {
-            return Err(Error::Invalid(format!(
-                "dropout between layers must be in [0, 1), got {}",
-                self.dropout
-            )));
+        for (what, p) in [
+            ("dropout between layers", self.dropout),
+            ("weight-drop", self.weight_drop),
+        ] {
+            if !(p.is_finite() && (0.0..1.0).contains(&p)) {
+                return Err(Error::Invalid(format!("{what} must be in [0, 1), got {p}")));
+            }
         }
         Ok(())
+    }
+
+    /// Whether W_hh is weight-dropped (train mode only).
+    pub fn drops_weights(&self, train: bool) -> bool {
+        train && self.weight_drop > 0.0
+    }
+
+    /// The dropout stream of (layer, direction) cell `k`'s weight-drop mask:
+    /// apart from the between-layer streams (the layer index).
+    pub fn weight_drop_stream(k: usize) -> u32 {
+        0x5744_0000 | k as u32
     }
 
     /// Whether dropout follows layer `l` (never after the last layer, only

@@ -86,13 +86,63 @@ fn shape(model: &LstmModel, ws: &Workspace, l: usize, d: usize) -> CellShape {
     }
 }
 
+/// Where the recurrent cells read W_hh (and a GRU's b_hh): the
+/// weight-dropped copy when the pass drops weights, else the weights.
+fn recurrent_weights<'a>(model: &'a LstmModel, ws: &'a Workspace) -> &'a wgpu::Buffer {
+    ws.dropped.as_ref().unwrap_or(model.weights().0)
+}
+
+/// Weight-drop of every W_hh (train mode): forward, each (layer,
+/// direction)'s W_hh ⊙ m / (1 − p) into the dropped copy (and a GRU's b_hh
+/// copied beside it); backward, the gradient of the raw W_hh: the
+/// dropped one's (from the weight-gradient GEMM) ⊙ m / (1 − p), in place.
+fn weight_drop(
+    ctx: &GpuContext,
+    k: &Kernels,
+    model: &LstmModel,
+    ws: &Workspace,
+    step: &wgpu::Buffer,
+    backward: bool,
+) -> Result<Vec<Dispatch>> {
+    let Some(dropped) = &ws.dropped else {
+        return Ok(Vec::new());
+    };
+    let cfg = &model.config;
+    let e = &k.elementwise()?;
+    let mut out = Vec::new();
+    for l in 0..cfg.num_layers {
+        for d in 0..cfg.dirs() {
+            let (_, whh, _, bhh) = model.cell_offsets(l, d);
+            let n = cfg.cell().gates() * cfg.hidden_size * cfg.hidden_size;
+            let s = DropoutShape {
+                n,
+                p: model.links.weight_drop,
+                stream: crate::model::Links::weight_drop_stream(l * cfg.dirs() + d),
+                in_off: whh,
+                out_off: whh,
+                ..Default::default()
+            };
+            if backward {
+                out.extend(e.dropout_backward(ctx, &s, step, &model.grads, &model.grads)?);
+                continue;
+            }
+            out.extend(e.dropout_forward(ctx, &s, step, &model.params, dropped)?);
+            if let Some(b) = bhh.filter(|_| cfg.cell().own_bhh()) {
+                let gh = cfg.cell().gates() * cfg.hidden_size;
+                out.extend(e.accumulate(ctx, gh, (&model.params, b), (dropped, b), false)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The plain cell's forward buffers of layer `l`: shared by all layers
 /// unless the workspace splits its cache (offsets in the shapes select a
 /// layer's regions).
 fn cell_forward<'a>(model: &'a LstmModel, ws: &'a Workspace, l: usize) -> CellForward<'a> {
     CellForward {
         pre: &ws.pre,
-        params: model.weights().0,
+        params: recurrent_weights(model, ws),
         state_in: &ws.state_in,
         lengths: &ws.lengths,
         out: &ws.outs,
@@ -105,7 +155,7 @@ fn cell_forward<'a>(model: &'a LstmModel, ws: &'a Workspace, l: usize) -> CellFo
 /// The plain cell's backward buffers of layer `l`, likewise.
 fn cell_backward<'a>(model: &'a LstmModel, ws: &'a Workspace, l: usize) -> CellBackward<'a> {
     CellBackward {
-        params: model.weights().0,
+        params: recurrent_weights(model, ws),
         state_in: &ws.state_in,
         lengths: &ws.lengths,
         cache: ws.cache(l),
@@ -621,6 +671,12 @@ impl Plan {
                 "f16-mixed precision serves plain cells; the normalized cells run in f32".into(),
             ));
         }
+        if model.links.weight_drop > 0.0 && (half || model.norm.in_cell()) {
+            return Err(crate::Error::Invalid(
+                "weight-drop serves plain cells in f32 (not f16-mixed, not the normalized cells)"
+                    .into(),
+            ));
+        }
         let ws = Workspace::new(
             ctx,
             cfg,
@@ -639,6 +695,10 @@ impl Plan {
             ),
             None => None,
         };
+        // Weight-drop's dropped W_hh before the forward; the raw W_hh's
+        // gradient after the backward.
+        let drop_fwd = weight_drop(ctx, k, model, &ws, dropout_step, false)?;
+        let drop_bwd = weight_drop(ctx, k, model, &ws, dropout_step, true)?;
         if wave {
             let skew = wave_skew(ctx, k.tuning().wave_skew, seq, batch);
             let (forward, mut backward) =
@@ -646,6 +706,8 @@ impl Plan {
             if input_grad {
                 backward.extend(Self::input_grad_gemm(ctx, k, model, &ws, 0, (0, seq))?);
             }
+            let forward = [drop_fwd, forward].concat();
+            backward.extend(drop_bwd);
             return Ok(Self {
                 ws,
                 forward,
@@ -655,8 +717,10 @@ impl Plan {
                 refresh,
             });
         }
-        let (forward, backward) =
+        let (forward, mut backward) =
             Self::layer_by_layer(ctx, k, model, &ws, modes, dropout_step, persistent.as_ref())?;
+        let forward = [drop_fwd, forward].concat();
+        backward.extend(drop_bwd);
         Ok(Self {
             ws,
             forward,

@@ -34,6 +34,10 @@ pub struct Workspace {
     pub linked: Vec<Option<wgpu::Buffer>>,
     /// Statistics saved by between-layer norms, [`Workspace::norm_stats_len`] per layer.
     pub norm_stats: wgpu::Buffer,
+    /// Weight-drop (train mode): the recurrent cells' view of the LSTM's
+    /// parameters, laid out as they are, with every W_hh dropped (and
+    /// b_hh copied for cells that add it themselves); the rest unused.
+    pub dropped: Option<wgpu::Buffer>,
     /// Pre-gates [T, B, 4H] of each direction of the current layer, or of
     /// each layer when `per_layer`.
     pub pre: wgpu::Buffer,
@@ -366,6 +370,13 @@ impl Workspace {
             "norm statistics",
             cfg.num_layers * Self::norm_stats_len(cfg, norm, seq, batch),
         )?;
+        let dropped = match links.drops_weights(train) {
+            true => {
+                let n = crate::model::ParamTable::new(cfg.param_shapes()).total;
+                Some(ctx.storage("weight-dropped W_hh", n)?)
+            }
+            false => None,
+        };
         Ok(Self {
             seq,
             batch,
@@ -377,6 +388,7 @@ impl Workspace {
             normed,
             linked,
             norm_stats,
+            dropped,
             pre: ctx.storage("pre-gates", regions * tb * cfg.cell().gates() * h)?,
             caches,
             half,

@@ -115,6 +115,8 @@ pub struct NetConfig {
     pub init: InitOptions,
     /// The recurrent cell (the LSTM's by default).
     pub cell: crate::Cell,
+    /// Weight-drop probability on every W_hh (see [`Links::weight_drop`]).
+    pub weight_drop: f32,
 }
 
 impl NetConfig {
@@ -129,6 +131,7 @@ impl NetConfig {
             residual: false,
             init: InitOptions::default(),
             cell: crate::Cell::Lstm,
+            weight_drop: 0.0,
         }
     }
 
@@ -749,6 +752,7 @@ impl Trainer {
         lstm.set_links(Links {
             dropout: net.dropout,
             residual: net.residual,
+            weight_drop: net.weight_drop,
         })?;
         let k = lstm.kernels();
         let grads = &lstm.model.grads;

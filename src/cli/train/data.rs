@@ -362,6 +362,7 @@ pub(crate) fn net_with(c: &RunConfig, head: Head) -> Result<NetConfig> {
     net.residual = c.residual;
     net.init = init_of(c);
     net.cell = c.cell.cell();
+    net.weight_drop = c.weight_drop;
     Ok(net)
 }
 

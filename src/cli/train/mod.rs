@@ -778,6 +778,20 @@ pub(crate) fn build_trainer(
         }
         (None, None) => Default::default(),
     };
+    use lstm_wgpu::model::precision::PrecisionChoice;
+    // Weight-drop reads an f32 copy of W_hh: f32 only.
+    let choice = match (net.weight_drop > 0.0, choice) {
+        (true, PrecisionChoice::F16Mixed) => {
+            return Err(Error::Invalid(
+                "--weight-drop runs in f32 (give --precision f32 or auto)".into(),
+            ));
+        }
+        (true, PrecisionChoice::Auto) => {
+            eprintln!("warning: precision auto: --weight-drop runs in f32; using f32");
+            PrecisionChoice::F32
+        }
+        (_, c) => c,
+    };
     let (precision, warning) =
         lstm_wgpu::model::precision::resolve(choice, &ctx, &net.norm, net.cell)?;
     if let Some(w) = warning {

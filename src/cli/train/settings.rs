@@ -85,6 +85,11 @@ pub struct TrainArgs {
     /// no cell state). [default: lstm]
     #[arg(long, hide_possible_values = true)]
     pub cell: Option<CellChoice>,
+    /// Weight-drop (DropConnect, AWD-LSTM) on every W_hh in [0, 1): one mask
+    /// per (layer, direction) and training step, inverted scaling;
+    /// validation and inference use W_hh as it is. [default: 0]
+    #[arg(long, value_name = "P")]
+    pub weight_drop: Option<f32>,
     /// Residual connections around layers 1.. (output = layer(x) + x).
     #[arg(long)]
     #[serde(default)]
@@ -263,6 +268,7 @@ impl TrainArgs {
             clip_norm,
             explode_threshold,
             dropout,
+            weight_drop,
             cell,
             norm,
             norm_t_max,
@@ -369,6 +375,13 @@ pub struct RunConfig {
     /// The LSTM's is not written, so such a run's settings read as before.
     #[serde(default, skip_serializing_if = "is_lstm")]
     pub(crate) cell: CellChoice,
+    /// 0: none (then not written, as `test_fraction`).
+    #[serde(default, skip_serializing_if = "is_zero_f32")]
+    pub(crate) weight_drop: f32,
+}
+
+fn is_zero_f32(x: &f32) -> bool {
+    *x == 0.0
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -486,6 +499,7 @@ pub(crate) fn resolve(a: &TrainArgs) -> Result<RunConfig> {
         hist_every: a.hist_every,
         test_fraction: a.test_fraction.unwrap_or(0.0),
         cell: a.cell.unwrap_or_default(),
+        weight_drop: a.weight_drop.unwrap_or(0.0),
     };
     validate_config(&c)?;
     Ok(c)
@@ -514,11 +528,21 @@ pub(crate) fn validate_config(c: &RunConfig) -> Result<()> {
             c.dataset, c.task
         )));
     }
-    let dropout = c.dropout;
-    if !(dropout.is_finite() && (0.0..1.0).contains(&dropout)) {
+    for (flag, p) in [("--dropout", c.dropout), ("--weight-drop", c.weight_drop)] {
+        if !(p.is_finite() && (0.0..1.0).contains(&p)) {
+            return Err(Error::Invalid(format!(
+                "{flag} {}: expected a probability in [0, 1)",
+                num(p)
+            )));
+        }
+    }
+    if c.weight_drop > 0.0
+        && let Some(k @ (NormKind::LayerCell | NormKind::RecurrentBatch)) = c.norm.kind()
+    {
         return Err(Error::Invalid(format!(
-            "--dropout {}: expected a probability in [0, 1)",
-            num(dropout)
+            "--weight-drop with --norm {}: the normalized cells read W_hh themselves; \
+             weight-drop serves the plain cells",
+            NormChoice::from_kind(k)
         )));
     }
     if let Some(f) = c.forget_bias
@@ -764,6 +788,12 @@ pub(crate) fn check_fixed(x: &TrainArgs, c: &RunConfig, from: Option<&Path>) -> 
     same("--momentum", x.momentum.as_ref(), Some(&c.momentum), f)?;
     same("--clip-norm", x.clip_norm.as_ref(), c.clip_norm.as_ref(), f)?;
     same("--dropout", x.dropout.as_ref(), Some(&c.dropout), f)?;
+    same(
+        "--weight-drop",
+        x.weight_drop.as_ref(),
+        Some(&c.weight_drop),
+        f,
+    )?;
     same("--cell", x.cell.as_ref(), Some(&c.cell), f)?;
     same("--norm", x.norm.as_ref(), Some(&c.norm), f)?;
     same(
