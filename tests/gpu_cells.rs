@@ -45,17 +45,7 @@ fn run(label: &str, c: Case, seed: u64, setup: impl Fn(&mut Lstm)) -> f64 {
 
 const GRU_CASES: [(&str, Case); 5] = [
     ("uni 1 layer", Case::BASE),
-    (
-        "bi 2 layers, lengths, h0",
-        Case {
-            layers: 2,
-            bidir: true,
-            states: true,
-            lengths: Lengths::Spread,
-            batch: 4,
-            ..Case::BASE
-        },
-    ),
+    ("bi 2 layers, lengths, h0", Case::BI2),
     (
         "3 layers, no bias, lengths to 1",
         Case {

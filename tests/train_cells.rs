@@ -43,6 +43,16 @@ fn settings_of(ck: &std::path::Path) -> String {
         .to_string()
 }
 
+/// Resuming `ck` to step 10 ends as the uninterrupted run `full`.
+fn assert_resumes_to(ck: &std::path::Path, full: &str) {
+    let resumed = ok(&["train", "--resume", s(ck), "--steps", "10", "--no-progress"]);
+    assert_eq!(
+        final_line(&resumed),
+        final_line(full),
+        "resume is bit for bit"
+    );
+}
+
 #[test]
 fn gru_trains_resumes_and_generates() {
     let dir = TempDir::new("gru-text");
@@ -52,19 +62,7 @@ fn gru_trains_resumes_and_generates() {
     assert_ne!(final_line(&first), final_line(&full));
     let settings = settings_of(&ck);
     assert!(settings.contains("cell = \"gru\""), "{settings}");
-    let resumed = ok(&[
-        "train",
-        "--resume",
-        s(&ck),
-        "--steps",
-        "10",
-        "--no-progress",
-    ]);
-    assert_eq!(
-        final_line(&resumed),
-        final_line(&full),
-        "resume is bit for bit"
-    );
+    assert_resumes_to(&ck, &full);
     let text = ok(&["generate", "--checkpoint", s(&ck), "--prompt", "The "]);
     assert!(text.starts_with("The "), "{text}");
     // The cell of a checkpoint cannot change on resume.
@@ -173,19 +171,7 @@ fn weight_drop_trains_and_resumes() {
         "{}",
         settings_of(&ck)
     );
-    let resumed = ok(&[
-        "train",
-        "--resume",
-        s(&ck),
-        "--steps",
-        "10",
-        "--no-progress",
-    ]);
-    assert_eq!(
-        final_line(&resumed),
-        final_line(&full),
-        "resume is bit for bit"
-    );
+    assert_resumes_to(&ck, &full);
     for (bad, names) in [
         (&["--weight-drop", "1"][..], "--weight-drop"),
         (

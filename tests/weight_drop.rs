@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::cases::{Case, Data, Lengths, check_all, data, gpu_pass};
+use common::cases::{Case, Data, check_all, data, gpu_pass};
 use common::{ctx, set_path};
 use lstm_wgpu::kernels::elementwise::DropoutStep;
 use lstm_wgpu::schedule::CellPath;
@@ -67,18 +67,7 @@ fn dropped_pass(
 fn weight_drop_matches_the_reference_with_the_engine_masks() {
     let ctx = ctx();
     let cases = [
-        (
-            "bi 2 layers, lengths",
-            Case {
-                layers: 2,
-                bidir: true,
-                states: true,
-                lengths: Lengths::Spread,
-                batch: 4,
-                ..Case::BASE
-            },
-            CellPath::PerStep,
-        ),
+        ("bi 2 layers, lengths", Case::BI2, CellPath::PerStep),
         (
             "3 layers, wavefront",
             Case {

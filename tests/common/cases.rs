@@ -127,6 +127,16 @@ impl Case {
         train: true,
     };
 
+    /// Two bidirectional layers, h0 (and c0), spread lengths, B = 4.
+    pub const BI2: Case = Case {
+        layers: 2,
+        bidir: true,
+        states: true,
+        lengths: Lengths::Spread,
+        batch: 4,
+        ..Case::BASE
+    };
+
     /// The reference configuration.
     pub fn ref_config(&self) -> RefConfig {
         ref_config(self.input, self.hidden, self.layers, self.bidir, self.bias)
