@@ -9,11 +9,15 @@
 
 struct Params {
     m: u32, n: u32, lda: u32, a_off: u32,
-    out1_off: u32, out2_off: u32, flags: u32, _p0: u32,
+    out1_off: u32, out2_off: u32, flags: u32, a2_off: u32,
 }
 
 const OUT2: u32 = 1u;
 const ACCUMULATE: u32 = 2u;
+// colsum of two matrices in one dispatch (the GRU's b_ih and b_hh
+// gradients): workgroups of row wg.y = 1 sum the matrix at a2_off into
+// out2, those of row 0 the one at a_off into out1.
+const PAIR: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 // Storage type of A: f16 in the f16-mixed build of `colsum` (the f16 gate
@@ -33,17 +37,17 @@ const RL: u32 = 16u;
 var<workgroup> part: array<f32, 256>;
 
 fn store(n: u32, s: f32, to2: bool) {
-    if (p.flags & ACCUMULATE) != 0u {
-        out[p.out1_off + n] += s;
-    } else {
-        out[p.out1_off + n] = s;
-    }
+    store_at(p.out1_off + n, s);
     if to2 {
-        if (p.flags & ACCUMULATE) != 0u {
-            out[p.out2_off + n] += s;
-        } else {
-            out[p.out2_off + n] = s;
-        }
+        store_at(p.out2_off + n, s);
+    }
+}
+
+fn store_at(i: u32, s: f32) {
+    if (p.flags & ACCUMULATE) != 0u {
+        out[i] += s;
+    } else {
+        out[i] = s;
     }
 }
 
@@ -62,16 +66,22 @@ fn colsum(@builtin(local_invocation_index) li: u32,
     let c = li % CT;
     let r = li / CT;
     let n = wg.x * CT + c;
+    let second = (p.flags & PAIR) != 0u && wg.y == 1u;
+    let a_off = select(p.a_off, p.a2_off, second);
     var s = 0.0;
     if n < p.n {
         for (var m = r; m < p.m; m += RL) {
-            s += f32(a[p.a_off + m * p.lda + n]);
+            s += f32(a[a_off + m * p.lda + n]);
         }
     }
     part[li] = s;
     workgroupBarrier();
     if r == 0u && n < p.n {
-        store(n, lanes_sum(c), (p.flags & OUT2) != 0u);
+        if (p.flags & PAIR) == 0u {
+            store(n, lanes_sum(c), (p.flags & OUT2) != 0u);
+        } else {
+            store_at(select(p.out1_off, p.out2_off, second) + n, lanes_sum(c));
+        }
     }
 }
 

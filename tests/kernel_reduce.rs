@@ -82,6 +82,49 @@ fn colsum_over_many_rows_is_exact() {
     }
 }
 
+/// Two matrices' column sums in one dispatch per row chunk (the GRU's
+/// b_ih and b_hh gradients), past the loop cap, exact against f64 sums:
+/// each output gets its own matrix's sums and nothing else is written.
+#[test]
+fn colsum_pair_is_exact() {
+    let ctx = ctx();
+    let reduce = Reduce::new(&ctx);
+    let (cols, lda) = (21, 24);
+    for rows in [7, 2 * ROW_CHUNK + 3] {
+        let (off1, off2) = (2, 5 + rows * lda);
+        let a = ints(off2 + rows * lda, 21, 3);
+        let init = ints(2 * cols + 9, 22, 50);
+        let sum = |off: usize| -> Vec<f64> {
+            (0..cols)
+                .map(|j| (0..rows).map(|r| a[off + r * lda + j] as f64).sum())
+                .collect()
+        };
+        let ab = ctx.storage_init("a", &a).expect("buffer");
+        let out = ctx.storage_init("out", &init).expect("buffer");
+        let (o1, o2) = (1, cols + 6);
+        let ds = ctx
+            .scoped(|| {
+                reduce.colsum_pair(
+                    &ctx,
+                    (&ab, off1, off2, lda),
+                    rows,
+                    cols,
+                    &out,
+                    (o1, o2),
+                    false,
+                )
+            })
+            .expect("valid colsum_pair");
+        assert_eq!(ds.len(), rows.div_ceil(ROW_CHUNK));
+        record(&ctx, &ds);
+        let got = ctx.read_f32(&out, 0, init.len()).expect("readback");
+        let mut want: Vec<f64> = init.iter().map(|&v| v as f64).collect();
+        want[o1..o1 + cols].copy_from_slice(&sum(off1));
+        want[o2..o2 + cols].copy_from_slice(&sum(off2));
+        assert_close(&format!("colsum_pair rows={rows}"), &got, &want, 0.0);
+    }
+}
+
 /// The column sum over an f16 A (the f16 gate gradients' bias gradients),
 /// exact on small integers, against f64 sums.
 #[test]

@@ -27,7 +27,7 @@ wgsl_struct! {
     /// The uniform block of `reduce.wgsl`.
     pub struct ReduceUniform = "Params" {
         m: u32, n: u32, lda: u32, a_off: u32,
-        out1_off: u32, out2_off: u32, flags: u32, _p0: u32,
+        out1_off: u32, out2_off: u32, flags: u32, a2_off: u32,
     }
 }
 
@@ -36,6 +36,8 @@ const COLSUM_BINDINGS: [(u32, Binding); 2] = [(1, Binding::Read), (2, Binding::R
 
 /// Columns one workgroup sums (CT in the shader).
 const COLS_PER_GROUP: usize = 16;
+/// The shader's `PAIR` flag (see [`Reduce::colsum_pair`]).
+const PAIR: u32 = 4;
 
 /// Reduction kernels.
 pub struct Reduce {
@@ -128,9 +130,48 @@ impl Reduce {
                     out1_off: u32_of("colsum offset", o1)?,
                     out2_off: u32_of("colsum offset", o2.unwrap_or(0))?,
                     flags,
-                    _p0: 0,
+                    a2_off: 0,
                 };
                 Ok(kernel.dispatch(ctx, &params, &[a.0, out], (g, 1)))
+            })
+            .collect()
+    }
+
+    /// Column sums of two [rows, cols] matrices of one buffer with one
+    /// leading dimension, in one dispatch per row chunk: `o.0` takes the
+    /// sums of the matrix at `a.1`, `o.1` those of the one at `a.2` (each
+    /// summed as [`Reduce::colsum`] sums). With `half_a` as there.
+    #[allow(clippy::too_many_arguments)]
+    pub fn colsum_pair(
+        &self,
+        ctx: &GpuContext,
+        a: (&wgpu::Buffer, usize, usize, usize),
+        rows: usize,
+        cols: usize,
+        out: &wgpu::Buffer,
+        o: (usize, usize),
+        half_a: bool,
+    ) -> Result<Vec<Dispatch>> {
+        let kernel = self.colsum.get(half_a)?;
+        if cols == 0 {
+            return Ok(Vec::new());
+        }
+        let (buf, off1, off2, lda) = a;
+        let g = groups_1d(ctx, "colsum columns", cols, COLS_PER_GROUP)?;
+        row_chunks(rows)
+            .map(|(r0, n)| {
+                let params = ReduceUniform {
+                    m: u32_of("colsum rows", n)?,
+                    n: u32_of("colsum cols", cols)?,
+                    lda: u32_of("colsum lda", lda)?,
+                    a_off: u32_of("colsum offset", off1 + r0 * lda)?,
+                    out1_off: u32_of("colsum offset", o.0)?,
+                    out2_off: u32_of("colsum offset", o.1)?,
+                    // Chunks after the first add onto what the first wrote.
+                    flags: PAIR | u32::from(r0 > 0) << 1,
+                    a2_off: u32_of("colsum offset", off2 + r0 * lda)?,
+                };
+                Ok(kernel.dispatch(ctx, &params, &[buf, out], (g, 2)))
             })
             .collect()
     }
@@ -165,7 +206,7 @@ impl Reduce {
                     out2_off: u32_of("colsum offset", b.1 + r0 * lda)?,
                     // Chunks after the first add onto what the first wrote.
                     flags: u32::from(r0 > 0) << 1,
-                    _p0: 0,
+                    a2_off: 0,
                 };
                 Ok(self
                     .colsum_prod

@@ -904,12 +904,14 @@ impl Plan {
             if let (Some(bih), Some(bhh)) = (bih, bhh)
                 && cfg.cell().split_dg()
             {
-                // b_ih's gradient is dx's column sums, b_hh's dgates'.
-                let r = k.reduce()?;
-                let dx = (&ws.dg, sh.dx_off, gh);
+                // b_ih's gradient is dx's column sums, b_hh's dgates', in
+                // one dispatch.
+                let pair = (&ws.dg, sh.dx_off, sh.dg_off, gh);
                 let g = &model.grads;
-                out.extend(r.colsum_as(ctx, dx, tb, gh, g, (bih, None), false, ws.half)?);
-                out.extend(r.colsum_as(ctx, da, tb, gh, g, (bhh, None), false, ws.half)?);
+                out.extend(
+                    k.reduce()?
+                        .colsum_pair(ctx, pair, tb, gh, g, (bih, bhh), ws.half)?,
+                );
             } else if let Some(bih) = bih {
                 out.extend(k.reduce()?.colsum_as(
                     ctx,
