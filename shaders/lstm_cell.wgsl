@@ -333,19 +333,27 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
     let c_base = p.c_off;
     if s == 0u {
         let sb = p.state_off + b * hs;
-        for (var k = 0u; k < hs; k++) {
-            a += w_at(wi + k) * state_in[sb + k];
+        if !CELL_DIAG {
+            for (var k = 0u; k < hs; k++) {
+                a += w_at(wi + k) * state_in[sb + k];
+            }
         }
         hp_j = state_in[sb + j];
         c_prev = state_in[p.state_stride + sb + j];
     } else {
         let tp = prev_time(t, p.reverse);
         let ob = (tp * p.batch + b) * p.out_stride + p.out_col;
-        for (var k = 0u; k < hs; k++) {
-            a += w_at(wi + k) * out[ob + k];
+        if !CELL_DIAG {
+            for (var k = 0u; k < hs; k++) {
+                a += w_at(wi + k) * out[ob + k];
+            }
         }
         hp_j = out[ob + j];
         c_prev = cst[c_base + (tp * p.batch + b) * hs + j];
+    }
+    if CELL_DIAG {
+        // A diagonal W_hh (IndRNN): u_j h_{t-1, j}.
+        a[0] += f32(w[p.whh_off + j]) * hp_j;
     }
     forward_finish(b, j, s == len - 1u, row, a, hp_j, c_prev);
 }
@@ -381,6 +389,10 @@ fn to_dg(x: f32) -> DGT {
 fn dh_direct(row: u32, j: u32) -> f32 {
     let hs = p.h;
     let base = p.dg_off + row * CELL_GATES * hs;
+    if CELL_DIAG {
+        // A diagonal W_hh (IndRNN, one gate): u_j dgates_j.
+        return f32(dg[base + j]) * f32(w[p.whh_off + j]);
+    }
     var acc = 0.0;
     for (var k = 0u; k < CELL_GATES * hs; k++) {
         acc += f32(dg[base + k]) * f32(w[p.whh_off + k * hs + j]);

@@ -463,8 +463,8 @@ impl Lstm {
             return Ok(Vec::new());
         }
         let cfg = &self.model.config;
-        let (h, gh) = (cfg.hidden_size, cfg.cell().gates() * cfg.hidden_size);
-        let n = gh * h;
+        let shape = cfg.cell().whh_shape(cfg.hidden_size);
+        let n: usize = shape.iter().product();
         let ctx = &self.ctx;
         let e = self.kernels.elementwise()?;
         let ones = ctx.storage_init("weight-drop ones", &vec![1f32; n])?;
@@ -492,7 +492,7 @@ impl Lstm {
                 let v = ctx.read_f32(&kept, 0, n)?;
                 let mask = v.iter().map(|&x| f32::from(x != 0.0)).collect();
                 let name = format!("weight_drop.mask_l{l}{}", crate::model::dir_suffix(d));
-                out.push(NamedTensor::new(name, vec![gh, h], mask));
+                out.push(NamedTensor::new(name, shape.clone(), mask));
             }
         }
         Ok(out)

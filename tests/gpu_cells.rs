@@ -1,8 +1,10 @@
 //! The engine's other cells against the f64 reference (which is checked
-//! against PyTorch in `reference/tests/cell_fixtures.rs`): the GRU's
-//! outputs, final states and every gradient, on every recurrent strategy
-//! that runs it (per step: direct, wide, subgroup, tiled; the wavefront),
-//! with layers, directions, lengths, bias off and h0.
+//! against PyTorch in `reference/tests/cell_fixtures.rs`, and by finite
+//! differences in `reference/tests/cells.rs`): the GRU's outputs, final
+//! states and every gradient, on every recurrent strategy that runs it
+//! (per step: direct, wide, subgroup, tiled; the wavefront), with layers,
+//! directions, lengths, bias off and h0; IndRNN (relu and tanh) on the
+//! direct kernels, per step and as a wavefront.
 //!
 //! Tolerance as the LSTM's (`gpu_reference.rs`): f32 kernels against f64,
 //! max|a − b| / max|ref| per tensor.
@@ -20,8 +22,13 @@ const TOL: f64 = 1e-4;
 
 /// A case's data for a GRU: no c0, no gradient of c_n.
 fn gru_data(c: &Case, seed: u64) -> Data {
+    cell_data(c, RefCellKind::Gru, seed)
+}
+
+/// A case's data for a cell without c.
+fn cell_data(c: &Case, kind: RefCellKind, seed: u64) -> Data {
     let mut rc = c.ref_config();
-    rc.cell = RefCellKind::Gru;
+    rc.cell = kind;
     let lengths = c.lengths.of(c.seq, c.batch);
     let mut d = data(rc, None, (c.seq, c.batch), c.states, lengths, seed);
     d.rin.c0 = None;
@@ -31,8 +38,12 @@ fn gru_data(c: &Case, seed: u64) -> Data {
 
 /// Runs `c` as a GRU under `setup` and checks it against the reference.
 fn run(label: &str, c: Case, seed: u64, setup: impl Fn(&mut Lstm)) -> f64 {
+    run_cell(label, c, RefCellKind::Gru, seed, setup)
+}
+
+fn run_cell(label: &str, c: Case, kind: RefCellKind, seed: u64, setup: impl Fn(&mut Lstm)) -> f64 {
     let ctx = ctx();
-    let d = gru_data(&c, seed);
+    let d = cell_data(&c, kind, seed);
     let mut l = c.lstm(&ctx, &d);
     setup(&mut l);
     let (out, grads) = gpu_pass(&mut l, &d).unwrap_or_else(|e| panic!("{label}: {e}"));
@@ -155,4 +166,104 @@ fn gru_refuses_what_it_has_not() {
     set_path(&mut l, Some(CellPath::Persistent));
     let e = l.forward(&hp.batch()).unwrap_err().to_string();
     assert!(e.contains("persistent") && e.contains("nn.GRU"), "{e}");
+}
+
+/// IndRNN, relu and tanh, against the reference: per step (the direct
+/// kernels, whatever variant is asked for) and as a wavefront; W_hh is the
+/// vector u.
+#[test]
+fn indrnn_matches_the_reference() {
+    use lstm_wgpu_reference::RefActivation;
+    for act in [RefActivation::Relu, RefActivation::Tanh] {
+        let kind = RefCellKind::IndRnn { act };
+        for (i, (name, c)) in GRU_CASES.into_iter().enumerate() {
+            let seed = 760 + i as u64;
+            for variant in [CellVariant::Direct, CellVariant::Tiled] {
+                run_cell(
+                    &format!("IndRNN {act:?} {variant:?}, {name}"),
+                    c,
+                    kind,
+                    seed,
+                    |l| {
+                        set_path(l, Some(CellPath::PerStep));
+                        set_cell(l, variant);
+                    },
+                );
+            }
+            if c.layers >= 2 && !c.bidir {
+                run_cell(
+                    &format!("IndRNN {act:?} wavefront, {name}"),
+                    c,
+                    kind,
+                    seed,
+                    |l| {
+                        set_path(l, Some(CellPath::Wavefront));
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// `grad --cell indrnn --activation tanh` on the reference's data: the
+/// file's outputs and gradients are the reference's (IndRNN has no PyTorch
+/// module to make fixtures with).
+#[test]
+fn indrnn_grad_command_matches_the_reference() {
+    use common::cases::f32s;
+    use lstm_wgpu::NamedTensor;
+    use lstm_wgpu_reference::RefActivation;
+    // Lengths are the library tests'; here the file's path.
+    let c = Case {
+        layers: 2,
+        states: true,
+        batch: 4,
+        ..Case::BASE
+    };
+    let kind = RefCellKind::IndRnn {
+        act: RefActivation::Tanh,
+    };
+    let d = cell_data(&c, kind, 790);
+    let dir = common::tempdir::TempDir::new("indrnn-grad");
+    let (w, i, o) = (dir.join("w.st"), dir.join("i.st"), dir.join("o.st"));
+    let tensors = common::ref_to_tensors(&d.rc, &d.w);
+    lstm_wgpu::io::write(&w, &tensors, None).unwrap_or_else(|e| panic!("{e}"));
+    let (t, b, h) = (c.seq, c.batch, c.hidden);
+    let sl = vec![c.layers, b, h];
+    let inputs = vec![
+        NamedTensor::new("input", vec![t, b, c.input], f32s(&d.rin.x)),
+        NamedTensor::new("grad_output", vec![t, b, h], f32s(&d.up.grad_output)),
+        NamedTensor::new("grad_h_n", sl.clone(), f32s(&d.up.grad_h_n)),
+        NamedTensor::new("h0", sl, f32s(d.rin.h0.as_deref().unwrap_or_default())),
+    ];
+    lstm_wgpu::io::write(&i, &inputs, None).unwrap_or_else(|e| panic!("{e}"));
+    let r = std::process::Command::new(env!("CARGO_BIN_EXE_lstm-wgpu"))
+        .args([
+            "grad",
+            "--cell",
+            "indrnn",
+            "--activation",
+            "tanh",
+            "--weights",
+        ])
+        .arg(&w)
+        .arg("--inputs")
+        .arg(&i)
+        .arg("--out")
+        .arg(&o)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let got = lstm_wgpu::io::TensorFile::read(&o).unwrap_or_else(|e| panic!("{e}"));
+    let (rout, rgrads) = lstm_wgpu_reference::backward(&d.rc, &d.w, &d.rin, &d.up);
+    let get = |n: &str| got.require_f32(n).unwrap_or_else(|e| panic!("{e}")).data;
+    common::assert_close("output", &get("output"), &rout.output, TOL);
+    common::assert_close("h_n", &get("h_n"), &rout.h_n, TOL);
+    common::assert_close("grad.input", &get("grad.input"), &rgrads.input, TOL);
+    common::assert_close("grad.h0", &get("grad.h0"), &rgrads.h0, TOL);
+    let want = common::cases::param_grads(&d.rc, &rgrads, &Default::default());
+    for (name, v) in want {
+        common::assert_close(&name, &get(&format!("grad.{name}")), &v, TOL);
+    }
+    assert!(!got.tensors.contains_key("c_n"));
 }

@@ -470,7 +470,11 @@ fn cell_files_declare_the_host_gate_count() {
     // The recurrent strategies joined with every other cell validate and
     // declare that cell's G.
     use lstm_wgpu::kernels::lstm_cell::TileConfig;
-    for cell in [Cell::Gru] {
+    for cell in [
+        Cell::Gru,
+        Cell::IndRnn { relu: true },
+        Cell::IndRnn { relu: false },
+    ] {
         for tile in [TileConfig::DEFAULT, TileConfig::LARGE] {
             let name = format!("lstm_cell.wgsl with {cell:?}, {tile:?}");
             let src = tile.source_of(cell, false);

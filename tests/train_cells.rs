@@ -137,6 +137,7 @@ fn gru_refuses_what_it_has_not() {
         (&["--norm", "layer-cell"][..], "--norm layer-cell"),
         (&["--norm", "recurrent-batch"][..], "--norm recurrent-batch"),
         (&["--precision", "f16-mixed"][..], "f32"),
+        (&["--activation", "tanh"][..], "--activation"),
     ] {
         let o = run(&[&["train", "--cell", "gru", "--steps", "2"], args].concat());
         let e = stderr_lines(&o);
@@ -188,4 +189,34 @@ fn weight_drop_trains_and_resumes() {
         assert_eq!(o.status.code(), Some(2), "{bad:?}: {e:?}");
         assert!(e.len() == 1 && e[0].contains(names), "{bad:?}: {e:?}");
     }
+}
+
+/// `--cell indrnn --activation tanh`: stored, resumed bit for bit; an
+/// orthogonal W_hh (a matrix) is refused for its vector u.
+#[test]
+fn indrnn_trains_and_resumes() {
+    let dir = TempDir::new("indrnn");
+    let ck = dir.join("i.ckpt");
+    let ind = ["--cell", "indrnn", "--activation", "tanh"];
+    let args =
+        |steps: &'static str| [&TEXT[..1], &TEXT[3..], &ind[..], &["--steps", steps]].concat();
+    let full = ok(&args("10"));
+    ok(&[args("5"), vec!["--checkpoint", s(&ck)]].concat());
+    let settings = settings_of(&ck);
+    assert!(
+        settings.contains("cell = \"indrnn\"") && settings.contains("activation = \"tanh\""),
+        "{settings}"
+    );
+    assert_resumes_to(&ck, &full);
+    let o = run(&[
+        "train",
+        "--cell",
+        "indrnn",
+        "--init-whh",
+        "orthogonal",
+        "--steps",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr_lines(&o).join(" ").contains("--init-whh"));
 }

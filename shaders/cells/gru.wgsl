@@ -23,6 +23,7 @@ const CELL_GATES: u32 = 3u;
 alias Gates = vec3<f32>;
 const CELL_OWN_BHH: bool = true;
 const CELL_SPLIT_DG: bool = true;
+const CELL_DIAG: bool = false;
 
 fn cell_acc(pre: Gates, bh: Gates) -> Gates {
     return vec3<f32>(pre.x + bh.x, pre.y + bh.y, bh.z);

@@ -13,6 +13,8 @@
 //                     then adds b_ih alone) instead of the GEMM adding both
 //   CELL_SPLIT_DG     whether W_ih's gate gradients differ from W_hh's (a
 //                     second section of the gradient block holds them)
+//   CELL_DIAG         whether W_hh is a vector u (IndRNN): the recurrent
+//                     product is u_j h_j, on the direct kernels only
 //   CELL_CARRY        the gate whose activation carries the state gradient
 //                     back a step: dstate_{t-1} += dstate_t * gate
 //   cell_acc(pre, bh) what a unit's recurrent product W_hh h is summed onto,
@@ -29,6 +31,7 @@ const CELL_GATES: u32 = 4u;
 alias Gates = vec4<f32>;
 const CELL_OWN_BHH: bool = false;
 const CELL_SPLIT_DG: bool = false;
+const CELL_DIAG: bool = false;
 
 fn cell_acc(pre: Gates, bh: Gates) -> Gates {
     return pre;

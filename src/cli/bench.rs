@@ -50,8 +50,8 @@ pub struct BenchArgs {
     /// --profile.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub hist_every: u64,
-    /// The recurrent cell of every workload: lstm | gru (rows then named
-    /// `<workload>-gru`).
+    /// The recurrent cell of every workload: lstm | gru | indrnn (ReLU)
+    /// (rows then named `<workload>-gru`, `<workload>-indrnn`).
     #[arg(
         long,
         value_name = "CELL",
@@ -252,7 +252,7 @@ pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
     // Everything is checked before the GPU is opened.
     let mut workloads = Workload::selection(&a.workload)?;
     for w in &mut workloads {
-        w.net.cell = a.cell.cell();
+        w.net.cell = a.cell.cell(Default::default());
     }
     let name = |w: &Workload| match a.cell {
         crate::cli::choice::CellChoice::Lstm => w.name.to_string(),

@@ -158,14 +158,37 @@ choice!(
     CellChoice, "--cell", default Lstm {
         Lstm = "lstm",
         Gru = "gru",
+        Indrnn = "indrnn",
+    }
+);
+
+choice!(
+    /// `--activation`: IndRNN's.
+    ActivationChoice, "--activation", default Relu {
+        Relu = "relu",
+        Tanh = "tanh",
     }
 );
 
 impl CellChoice {
-    pub fn cell(self) -> lstm_wgpu::Cell {
+    /// The cell, with IndRNN's activation `act`.
+    pub fn cell(self, act: ActivationChoice) -> lstm_wgpu::Cell {
         match self {
             CellChoice::Lstm => lstm_wgpu::Cell::Lstm,
             CellChoice::Gru => lstm_wgpu::Cell::Gru,
+            CellChoice::Indrnn => lstm_wgpu::Cell::IndRnn {
+                relu: act == ActivationChoice::Relu,
+            },
+        }
+    }
+
+    /// `--activation act` for this cell: IndRNN's only.
+    pub fn check_activation(self, act: Option<ActivationChoice>) -> Result<()> {
+        match (self, act) {
+            (CellChoice::Indrnn, _) | (_, None) => Ok(()),
+            (c, Some(a)) => Err(Error::Invalid(format!(
+                "--activation {a}: it sets IndRNN's activation; --cell {c} has its own"
+            ))),
         }
     }
 }

@@ -18,10 +18,19 @@ pub struct GradArgs {
     /// (weight_ih_l0, weight_hh_l0, ...).
     #[arg(long)]
     pub weights: PathBuf,
-    /// The recurrent cell: lstm (nn.LSTM) or gru (nn.GRU: no c, so no c0,
-    /// grad_c_n, c_n or grad.c0).
-    #[arg(long, value_name = "CELL", default_value = "lstm", value_parser = lstm_wgpu::Cell::parse)]
-    pub cell: lstm_wgpu::Cell,
+    /// The recurrent cell: lstm (nn.LSTM), gru (nn.GRU) or indrnn (IndRNN:
+    /// weight_hh_l{k} the vector u [H]); gru and indrnn have no c, so no
+    /// c0, grad_c_n, c_n or grad.c0.
+    #[arg(
+        long,
+        value_name = "CELL",
+        default_value = "lstm",
+        hide_possible_values = true
+    )]
+    pub cell: crate::cli::choice::CellChoice,
+    /// IndRNN's activation: relu | tanh. [default: relu]
+    #[arg(long, value_name = "ACT", hide_possible_values = true)]
+    pub activation: Option<crate::cli::choice::ActivationChoice>,
     /// input, grad_output, grad_h_n, grad_c_n [, h0, c0, lengths]
     /// (a GRU: no grad_c_n, no c0).
     #[arg(long)]
@@ -284,7 +293,9 @@ pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
     io::check_output(&a.out, "--out", &[&a.weights, &a.inputs])?;
     let wfile = TensorFile::read(&a.weights)?;
     let (floats, counters) = wfile.params_and_counters()?;
-    let host = LstmModel::host_model(&floats, &counters, a.norm, a.cell)?;
+    a.cell.check_activation(a.activation)?;
+    let cell = a.cell.cell(a.activation.unwrap_or_default());
+    let host = LstmModel::host_model(&floats, &counters, a.norm, cell)?;
     let cfg = host.config.clone();
     let inp = read_inputs(a, &cfg)?;
     let (batch, up) = (inp.batch(a.batch_first), inp.upstream());

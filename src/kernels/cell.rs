@@ -31,6 +31,13 @@ pub enum Cell {
     /// c section caches n's recurrent part W_hn h + b_hn, the dc section
     /// carries h's gradient).
     Gru,
+    /// IndRNN (Li et al. 2018): h' = act(W_ih x + b_ih + u ⊙ h + b_hh)
+    /// with act relu (`relu`) or tanh (`shaders/cells/indrnn.wgsl`); one
+    /// gate row, W_hh the vector u [H]; state h.
+    IndRnn {
+        /// ReLU, else tanh.
+        relu: bool,
+    },
 }
 
 /// The LSTM's gate count, for the wrappers whose shaders join
@@ -44,6 +51,22 @@ impl Cell {
         match self {
             Cell::Lstm => 4,
             Cell::Gru => 3,
+            Cell::IndRnn { .. } => 1,
+        }
+    }
+
+    /// Whether W_hh is a vector (IndRNN's u): the recurrent product is
+    /// diagonal, its weight `weight_hh_l{k}` is [H], and the direct scalar
+    /// kernels run it.
+    pub const fn diag(self) -> bool {
+        matches!(self, Cell::IndRnn { .. })
+    }
+
+    /// The shape of `weight_hh_l{k}` for hidden size `h`.
+    pub fn whh_shape(self, h: usize) -> Vec<usize> {
+        match self.diag() {
+            true => vec![h],
+            false => vec![self.gates() * h, h],
         }
     }
 
@@ -52,6 +75,7 @@ impl Cell {
         match self {
             Cell::Lstm => "lstm",
             Cell::Gru => "gru",
+            Cell::IndRnn { .. } => "indrnn",
         }
     }
 
@@ -60,7 +84,11 @@ impl Cell {
         match s {
             "lstm" => Ok(Cell::Lstm),
             "gru" => Ok(Cell::Gru),
-            _ => Err(format!("unknown cell `{s}`; expected lstm or gru")),
+            "indrnn" | "indrnn-relu" => Ok(Cell::IndRnn { relu: true }),
+            "indrnn-tanh" => Ok(Cell::IndRnn { relu: false }),
+            _ => Err(format!(
+                "unknown cell `{s}`; expected lstm, gru, indrnn (relu) or indrnn-tanh"
+            )),
         }
     }
 
@@ -69,6 +97,7 @@ impl Cell {
         match self {
             Cell::Lstm => "nn.LSTM",
             Cell::Gru => "nn.GRU",
+            Cell::IndRnn { .. } => "IndRNN",
         }
     }
 

@@ -11,6 +11,9 @@ use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "cells/lstm.wgsl", "lstm_cell.wgsl");
 /// The same strategies joined with the GRU cell.
 pub(crate) const GRU_SRC: &str = shader!("common/prelude.wgsl", "cells/gru.wgsl", "lstm_cell.wgsl");
+/// And with the IndRNN cell (ReLU; tanh sets `IND_RELU` false).
+pub(crate) const INDRNN_SRC: &str =
+    shader!("common/prelude.wgsl", "cells/indrnn.wgsl", "lstm_cell.wgsl");
 /// Storage bindings of the forward entry points (the buffers of
 /// [`CellForward::buffers`]); the persistent kernel shares them.
 pub const FWD_BINDINGS: [(u32, Binding); 7] = [
@@ -143,8 +146,12 @@ impl TileConfig {
 
     fn f32_source(&self, cell: Cell) -> String {
         let base = match cell {
-            Cell::Lstm => SRC,
-            Cell::Gru => GRU_SRC,
+            Cell::Lstm => SRC.to_string(),
+            Cell::Gru => GRU_SRC.to_string(),
+            Cell::IndRnn { relu: true } => INDRNN_SRC.to_string(),
+            Cell::IndRnn { relu: false } => {
+                crate::gpu::set_decl(INDRNN_SRC, "const", "IND_RELU", "false")
+            }
         };
         [
             ("TB", self.tb),
@@ -153,7 +160,7 @@ impl TileConfig {
             ("KS", self.ks),
         ]
         .iter()
-        .fold(base.to_string(), |src, (name, v)| {
+        .fold(base, |src, (name, v)| {
             crate::gpu::set_decl(&src, "const", name, &format!("{v}u"))
         })
     }
@@ -328,6 +335,12 @@ impl LstmCell {
             ),
         };
         let sg = subgroups && ctx.subgroup == Some(SG_WIDTH);
+        if cell.diag() && variant != CellVariant::Direct {
+            return Err(crate::Error::Invalid(format!(
+                "the {} cell runs on the direct cell variant only",
+                cell.module()
+            )));
+        }
         if half && cell != Cell::Lstm {
             return Err(crate::Error::Invalid(format!(
                 "f16-mixed precision serves the LSTM cell; the {} runs in f32",
@@ -414,7 +427,9 @@ impl LstmCell {
     /// Whether the direct variant's vec4 loads can serve `lanes`: H and
     /// every offset they use multiples of 4.
     fn wide(&self, lanes: &[(CellShape, usize)]) -> bool {
+        // A diagonal W_hh (IndRNN) has its own scalar product.
         self.variant == CellVariant::Direct
+            && !self.cell.diag()
             && lanes.iter().all(|(s, _)| {
                 [
                     s.hidden,

@@ -157,7 +157,12 @@ impl Kernels {
     /// The fused recurrent step of `cell`, forward and backward, in the
     /// current precision.
     pub fn cell(&self, cell: cell::Cell) -> crate::Result<Arc<lstm_cell::LstmCell>> {
-        let variant = self.cell_variant;
+        // A diagonal W_hh (IndRNN) has its product on the direct variant
+        // only, whatever the adapter's choice.
+        let variant = match cell.diag() {
+            true => lstm_cell::CellVariant::Direct,
+            false => self.cell_variant,
+        };
         let tile = self.tuning.cell_tile;
         let sg = self.subgroups
             && variant == lstm_cell::CellVariant::Direct

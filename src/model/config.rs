@@ -69,7 +69,7 @@ impl LstmConfig {
                     format!("weight_ih_l{l}{sfx}"),
                     vec![gh, self.layer_input(l)],
                 ));
-                v.push((format!("weight_hh_l{l}{sfx}"), vec![gh, h]));
+                v.push((format!("weight_hh_l{l}{sfx}"), self.cell.whh_shape(h)));
                 if self.bias {
                     v.push((format!("bias_ih_l{l}{sfx}"), vec![gh]));
                     v.push((format!("bias_hh_l{l}{sfx}"), vec![gh]));
@@ -90,17 +90,27 @@ impl LstmConfig {
         };
         let hh = get("weight_hh_l0")?;
         let g = cell.gates();
-        if hh.len() != 2 || hh[0] != g * hh[1] || hh[1] == 0 {
-            return Err(Error::tensor(
-                "weight_hh_l0",
-                format!("shape {hh:?}, expected [{g}*H, H] with H >= 1 for {module}"),
-            ));
-        }
+        let h = match (cell.diag(), hh.as_slice()) {
+            (true, &[h]) if h > 0 => h,
+            (true, _) => {
+                return Err(Error::tensor(
+                    "weight_hh_l0",
+                    format!("shape {hh:?}, expected [H] with H >= 1 for {module}"),
+                ));
+            }
+            (false, &[gh, h]) if gh == g * h && h > 0 => h,
+            (false, _) => {
+                return Err(Error::tensor(
+                    "weight_hh_l0",
+                    format!("shape {hh:?}, expected [{g}*H, H] with H >= 1 for {module}"),
+                ));
+            }
+        };
         let ih = get("weight_ih_l0")?;
-        if ih.len() != 2 || ih[0] != hh[0] || ih[1] == 0 {
+        if ih.len() != 2 || ih[0] != g * h || ih[1] == 0 {
             return Err(Error::tensor(
                 "weight_ih_l0",
-                format!("shape {ih:?}, expected [{}, I] with I >= 1", hh[0]),
+                format!("shape {ih:?}, expected [{}, I] with I >= 1", g * h),
             ));
         }
         let mut num_layers = 1;
@@ -111,7 +121,7 @@ impl LstmConfig {
         }
         Ok(Self {
             input_size: ih[1],
-            hidden_size: hh[1],
+            hidden_size: h,
             num_layers,
             bidirectional: shapes.contains_key("weight_ih_l0_reverse")
                 || shapes.contains_key("weight_hh_l0_reverse"),

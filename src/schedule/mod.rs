@@ -113,7 +113,7 @@ fn weight_drop(
     for l in 0..cfg.num_layers {
         for d in 0..cfg.dirs() {
             let (_, whh, _, bhh) = model.cell_offsets(l, d);
-            let n = cfg.cell().gates() * cfg.hidden_size * cfg.hidden_size;
+            let n: usize = cfg.cell().whh_shape(cfg.hidden_size).iter().product();
             let s = DropoutShape {
                 n,
                 p: model.links.weight_drop,
@@ -898,8 +898,17 @@ impl Plan {
                 c: (&model.grads, whh, h),
                 ..dw_ih
             };
-            // The f16 cache holds h_prev as f16 (and dg the gate gradients).
-            out.extend(k.gemm().dispatch_as(ctx, &dw_hh, ws.half, ws.half)?);
+            if cfg.cell().diag() {
+                // A diagonal W_hh (IndRNN, one gate): dW_hh[j] = Σ_rows
+                // dgates[j] · h_prev[j].
+                let r = k.reduce()?;
+                let hp = (ws.cache(l), hprev);
+                out.extend(r.colsum_prod(ctx, (&ws.dg, dr), hp, h, tb, h, (&model.grads, whh))?);
+            } else {
+                // The f16 cache holds h_prev as f16 (and dg the gate
+                // gradients).
+                out.extend(k.gemm().dispatch_as(ctx, &dw_hh, ws.half, ws.half)?);
+            }
             let da = (&ws.dg, sh.dg_off, gh);
             if let (Some(bih), Some(bhh)) = (bih, bhh)
                 && cfg.cell().split_dg()

@@ -27,6 +27,8 @@ fn gate_tags(cell: crate::Cell) -> &'static [&'static str] {
     match cell {
         crate::Cell::Lstm => &["gate_i", "gate_f", "gate_g", "gate_o"],
         crate::Cell::Gru => &["gate_r", "gate_z", "gate_n"],
+        // Its one gate is h itself.
+        crate::Cell::IndRnn { .. } => &[],
     }
 }
 

@@ -151,6 +151,25 @@ impl NetConfig {
         }
     }
 
+    /// Checks that the init options fit the cell: a forget-gate bias is
+    /// the LSTM's, an orthogonal W_hh needs a matrix (not IndRNN's u).
+    pub fn check_init(&self) -> Result<()> {
+        let cell = self.cell;
+        if self.init.forget_bias.is_some() && cell != crate::Cell::Lstm {
+            return Err(Error::Invalid(format!(
+                "a forget-gate bias is the LSTM's; the {} has no forget gate",
+                cell.module()
+            )));
+        }
+        if self.init.whh == WhhInit::Orthogonal && cell.diag() {
+            return Err(Error::Invalid(format!(
+                "an orthogonal W_hh needs a matrix; the {}'s W_hh is a vector",
+                cell.module()
+            )));
+        }
+        Ok(())
+    }
+
     /// Output width of the head.
     pub fn out_dim(&self) -> usize {
         match self.head {
@@ -417,7 +436,9 @@ fn apply_init_options(net: &NetConfig, seed: u64, v: &mut [f32]) {
     for l in 0..cfg.num_layers {
         for d in 0..cfg.dirs() {
             let sfx = crate::model::dir_suffix(d);
-            if o.whh == WhhInit::Orthogonal {
+            // Other cells are refused by NetConfig::check_init.
+            let lstm = cfg.cell() == crate::Cell::Lstm;
+            if o.whh == WhhInit::Orthogonal && !cfg.cell().diag() {
                 let off = table.offset(&format!("weight_hh_l{l}{sfx}"));
                 // Each gate's H×H block separately (rows g·H .. (g+1)·H).
                 for g in 0..cfg.cell().gates() {
@@ -438,7 +459,7 @@ fn apply_init_options(net: &NetConfig, seed: u64, v: &mut [f32]) {
                     *x = rng.uniform(-b, b) as f32;
                 }
             }
-            if let Some(f) = o.forget_bias {
+            if let Some(f) = o.forget_bias.filter(|_| lstm) {
                 let ih = table.offset(&format!("bias_ih_l{l}{sfx}"));
                 let hh = table.offset(&format!("bias_hh_l{l}{sfx}"));
                 v[ih + h..ih + 2 * h].fill(f);
@@ -714,6 +735,7 @@ impl Trainer {
         if batch == 0 {
             return Err(Error::Invalid("--batch must be at least 1".into()));
         }
+        net.check_init()?;
         let stats_table = net.stats_table();
         // One `num_batches_tracked` per BatchNorm module, as PyTorch keeps.
         let tracked: BTreeMap<String, i64> = stats_table

@@ -60,7 +60,8 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f64], tol: f64) {
 /// Reference weights as `nn.LSTM` (`nn.GRU`) state_dict tensors.
 pub fn ref_to_tensors(cfg: &RefConfig, w: &RefWeights) -> Vec<NamedTensor> {
     let h = cfg.hidden_size;
-    let gh = config(cfg).cell.gates() * h;
+    let cell = config(cfg).cell;
+    let gh = cell.gates() * h;
     let mut v = Vec::new();
     for l in 0..cfg.num_layers {
         for d in 0..cfg.dirs() {
@@ -74,7 +75,7 @@ pub fn ref_to_tensors(cfg: &RefConfig, w: &RefWeights) -> Vec<NamedTensor> {
             ));
             v.push(NamedTensor::new(
                 format!("weight_hh_l{l}{sfx}"),
-                vec![gh, h],
+                cell.whh_shape(h),
                 f(&c.w_hh),
             ));
             if let (Some(bi), Some(bh)) = (&c.b_ih, &c.b_hh) {
@@ -113,6 +114,9 @@ pub fn config(cfg: &RefConfig) -> LstmConfig {
         cell: match cfg.cell {
             lstm_wgpu_reference::RefCellKind::Lstm => lstm_wgpu::Cell::Lstm,
             lstm_wgpu_reference::RefCellKind::Gru => lstm_wgpu::Cell::Gru,
+            lstm_wgpu_reference::RefCellKind::IndRnn { act } => lstm_wgpu::Cell::IndRnn {
+                relu: act == lstm_wgpu_reference::RefActivation::Relu,
+            },
             other => panic!("the engine has no {other:?} cell"),
         },
     }

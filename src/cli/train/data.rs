@@ -361,7 +361,7 @@ pub(crate) fn net_with(c: &RunConfig, head: Head) -> Result<NetConfig> {
     net.dropout = c.dropout;
     net.residual = c.residual;
     net.init = init_of(c);
-    net.cell = c.cell.cell();
+    net.cell = c.cell.cell(c.activation.unwrap_or_default());
     net.weight_drop = c.weight_drop;
     Ok(net)
 }

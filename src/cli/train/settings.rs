@@ -2,7 +2,8 @@
 //! resumed run may change.
 
 use crate::cli::choice::{
-    CellChoice, Dataset, InitWhh, InitWih, MissingChoice, NormChoice, Optimizer, Schedule, Task,
+    ActivationChoice, CellChoice, Dataset, InitWhh, InitWih, MissingChoice, NormChoice, Optimizer,
+    Schedule, Task,
 };
 use crate::cli::env::host_budget;
 use lstm_wgpu::error::{Error, Result, num};
@@ -82,9 +83,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub dropout: Option<f32>,
     /// The recurrent cell: lstm (nn.LSTM) | gru (nn.GRU: gates r, z, n;
-    /// no cell state). [default: lstm]
+    /// no cell state) | indrnn (IndRNN: h' = act(W_ih x + u ⊙ h + b)).
+    /// [default: lstm]
     #[arg(long, hide_possible_values = true)]
     pub cell: Option<CellChoice>,
+    /// IndRNN's activation: relu | tanh. [default: relu]
+    #[arg(long, hide_possible_values = true)]
+    pub activation: Option<ActivationChoice>,
     /// Weight-drop (DropConnect, AWD-LSTM) on every W_hh in [0, 1): one mask
     /// per (layer, direction) and training step, inverted scaling;
     /// validation and inference use W_hh as it is. [default: 0]
@@ -270,6 +275,7 @@ impl TrainArgs {
             dropout,
             weight_drop,
             cell,
+            activation,
             norm,
             norm_t_max,
             init_whh,
@@ -378,6 +384,9 @@ pub struct RunConfig {
     /// 0: none (then not written, as `test_fraction`).
     #[serde(default, skip_serializing_if = "is_zero_f32")]
     pub(crate) weight_drop: f32,
+    /// IndRNN's; written only when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) activation: Option<ActivationChoice>,
 }
 
 fn is_zero_f32(x: &f32) -> bool {
@@ -500,6 +509,7 @@ pub(crate) fn resolve(a: &TrainArgs) -> Result<RunConfig> {
         test_fraction: a.test_fraction.unwrap_or(0.0),
         cell: a.cell.unwrap_or_default(),
         weight_drop: a.weight_drop.unwrap_or(0.0),
+        activation: a.activation,
     };
     validate_config(&c)?;
     Ok(c)
@@ -556,6 +566,12 @@ pub(crate) fn validate_config(c: &RunConfig) -> Result<()> {
     if c.residual && c.layers < 2 {
         return Err(Error::Invalid(
             "--residual connects stacked layers: it needs --layers 2 or more".into(),
+        ));
+    }
+    c.cell.check_activation(c.activation)?;
+    if c.cell == CellChoice::Indrnn && c.init_whh == InitWhh::Orthogonal {
+        return Err(Error::Invalid(
+            "--init-whh orthogonal: IndRNN's W_hh is a vector u, not a matrix".into(),
         ));
     }
     if c.cell != CellChoice::Lstm {
@@ -795,6 +811,12 @@ pub(crate) fn check_fixed(x: &TrainArgs, c: &RunConfig, from: Option<&Path>) -> 
         f,
     )?;
     same("--cell", x.cell.as_ref(), Some(&c.cell), f)?;
+    same(
+        "--activation",
+        x.activation.as_ref(),
+        c.activation.as_ref(),
+        f,
+    )?;
     same("--norm", x.norm.as_ref(), Some(&c.norm), f)?;
     same(
         "--norm-t-max",
