@@ -18,6 +18,7 @@
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod infer;
 pub mod io;
 pub mod kernels;
 pub mod lstm;
@@ -29,5 +30,6 @@ pub mod train;
 pub use error::{Error, Result};
 pub use gpu::GpuContext;
 pub use gpu::tuning::Tuning;
+pub use infer::Model;
 pub use lstm::{Batch, Grads, Lstm, Outputs, Upstream};
 pub use model::{Links, LstmConfig, LstmModel, NamedTensor};

@@ -1688,21 +1688,42 @@ impl Trainer {
 
     /// The carried training state (h then c, each [L, B, H]), read back.
     pub fn carried_state(&self) -> Result<Vec<f32>> {
-        let n = (self.carry[0].size() / 4) as usize;
-        self.ctx.read_f32(&self.carry[0], 0, n)
+        self.read_carry(0)
     }
 
     /// Replaces the carried training state (as [`Trainer::carried_state`]
     /// returns it), e.g. when resuming.
     pub fn set_carried_state(&self, v: &[f32]) -> Result<()> {
-        let n = (self.carry[0].size() / 4) as usize;
+        self.write_carry(0, v)
+    }
+
+    /// The carried evaluation state (h then c, each [L, B, H]: where the
+    /// last [`Trainer::eval`] ended), read back.
+    pub fn eval_state(&self) -> Result<Vec<f32>> {
+        self.read_carry(1)
+    }
+
+    /// Replaces the carried evaluation state (as [`Trainer::eval_state`]
+    /// returns it): the next [`Trainer::eval`] with [`Carry::Continue`]
+    /// starts from it.
+    pub fn set_eval_state(&self, v: &[f32]) -> Result<()> {
+        self.write_carry(1, v)
+    }
+
+    fn read_carry(&self, kind: usize) -> Result<Vec<f32>> {
+        let n = (self.carry[kind].size() / 4) as usize;
+        self.ctx.read_f32(&self.carry[kind], 0, n)
+    }
+
+    fn write_carry(&self, kind: usize, v: &[f32]) -> Result<()> {
+        let n = (self.carry[kind].size() / 4) as usize;
         if v.len() != n {
             return Err(Error::tensor(
                 "state",
                 format!("{} values, expected {n}", v.len()),
             ));
         }
-        self.ctx.write(&self.carry[0], 0, v);
+        self.ctx.write(&self.carry[kind], 0, v);
         Ok(())
     }
 

@@ -14,6 +14,8 @@ use lstm_wgpu::train::{Head, NetConfig, Trainer};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+pub(crate) use lstm_wgpu::infer::{checkpoint_name, table_values};
+
 /// Parameters of a trainer with PyTorch names: `embedding.weight`,
 /// `lstm.<nn.LSTM name>`, `head.weight`, `head.bias`.
 pub(crate) fn named_params(tr: &Trainer) -> Result<Vec<NamedTensor>> {
@@ -61,52 +63,6 @@ pub(crate) fn restore_model(
         }
     }
     Ok(())
-}
-
-pub(crate) fn table_values(
-    table: &lstm_wgpu::model::ParamTable,
-    tensors: &[NamedTensor],
-    file: &Path,
-) -> Result<Vec<f32>> {
-    let by: HashMap<&str, &NamedTensor> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
-    let mut values = Vec::with_capacity(table.total);
-    for e in &table.entries {
-        let name = checkpoint_name(&e.name);
-        let t = by.get(name.as_str()).ok_or_else(|| {
-            Error::tensor(
-                &name,
-                format!(
-                    "missing from {}: expected shape {:?}",
-                    file.display(),
-                    e.shape
-                ),
-            )
-        })?;
-        if t.shape != e.shape {
-            return Err(Error::tensor(
-                &name,
-                format!(
-                    "shape {:?} in {}, expected {:?}",
-                    t.shape,
-                    file.display(),
-                    e.shape
-                ),
-            ));
-        }
-        values.extend_from_slice(&t.data);
-    }
-    Ok(values)
-}
-
-/// The name of parameter `name` of a [`NetConfig::table`] in files:
-/// `embedding.*` and `head.*` as they are, the LSTM's (norms included)
-/// under `lstm.`.
-pub(crate) fn checkpoint_name(name: &str) -> String {
-    if name.starts_with("embedding.") || name.starts_with("head.") {
-        name.to_string()
-    } else {
-        format!("lstm.{name}")
-    }
 }
 
 /// The tensors of an `--init` file for `net`: its parameters, running

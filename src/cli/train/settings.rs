@@ -8,7 +8,7 @@ use crate::cli::env::host_budget;
 use lstm_wgpu::error::{Error, Result, num};
 use lstm_wgpu::io;
 use lstm_wgpu::kernels::optim::{OptimConfig, OptimKind};
-use lstm_wgpu::model::norm::{Norm, NormKind};
+use lstm_wgpu::model::norm::Norm;
 use lstm_wgpu::model::precision::Precision;
 use lstm_wgpu::train::InitOptions;
 use lstm_wgpu::train::histograms::obstacle as hist_obstacle;
@@ -391,15 +391,7 @@ pub(crate) fn hist_every(a: &TrainArgs, c: &RunConfig, precision: Precision) -> 
 
 /// The [`Norm`] a run's settings describe.
 pub(crate) fn norm_of(c: &RunConfig) -> Norm {
-    let (last, t_max) = (c.norm_last, c.norm_t_max);
-    match c.norm.kind() {
-        None => Norm::None,
-        Some(NormKind::Layer) => Norm::Layer { last },
-        Some(NormKind::LayerCell) => Norm::LayerCell,
-        Some(NormKind::Batch) => Norm::Batch { last },
-        Some(NormKind::StepBatch) => Norm::StepBatch { last, t_max },
-        Some(NormKind::RecurrentBatch) => Norm::RecurrentBatch { t_max },
-    }
+    lstm_wgpu::infer::norm_of(c.norm.kind(), c.norm_last, c.norm_t_max)
 }
 
 /// The initialisation options of a run's settings.
