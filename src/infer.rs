@@ -853,3 +853,61 @@ fn identity(table: &SeriesTable) -> Normalizer {
         target: id(&table.target_name),
     }
 }
+
+impl Checkpoint {
+    /// Its parameters as the state_dict of the README's PyTorch module
+    /// (`embedding` = `nn.Embedding(V, E)` for text, `lstm` = `nn.LSTM(I,
+    /// H, L)`, `head` = `nn.Linear(H, out)`), with a JSON text of what the
+    /// module needs besides: its sizes, the window length and horizon, and
+    /// the normaliser (series) or the vocabulary (text). A model with a
+    /// norm or residual links, which `nn.LSTM` has no place for, is
+    /// refused by name.
+    pub fn pytorch(&self) -> Result<(Vec<NamedTensor>, String)> {
+        let net = &self.config.net;
+        if net.norm != Norm::None {
+            return Err(Error::file(
+                &self.path,
+                format!(
+                    "a model with norm {:?}: the PyTorch export has no counterpart for the \
+                     engine's norms (only models without --norm export)",
+                    net.norm
+                ),
+            ));
+        }
+        if net.residual {
+            return Err(Error::file(
+                &self.path,
+                "a model with residual links: nn.LSTM has none, so it does not export",
+            ));
+        }
+        let lstm = net.lstm();
+        let (vocab, outputs) = match net.head {
+            Head::Language { vocab, .. } => (Some(vocab), vocab),
+            Head::Regression { outputs, .. } | Head::Sequence { outputs, .. } => (None, outputs),
+        };
+        let col = |c: &crate::data::ColumnStats| serde_json::json!({ "name": c.name, "mean": c.mean, "std": c.std });
+        let json = serde_json::json!({
+            "format": "lstm-wgpu pytorch export 1",
+            "task": match self.config.task { Task::Text => "text", Task::Series => "series" },
+            "module": {
+                "input_size": lstm.input_size,
+                "hidden_size": lstm.hidden_size,
+                "num_layers": lstm.num_layers,
+                "outputs": outputs,
+                "vocab": vocab,
+            },
+            "seq_len": self.config.seq_len,
+            "horizon": self.config.horizon,
+            "normalizer": self.normalizer.as_ref().map(|n| serde_json::json!({
+                "features": n.features.iter().map(col).collect::<Vec<_>>(),
+                "target": col(&n.target),
+            })),
+            "vocab": self.vocab.as_ref().map(|v| {
+                v.chars.iter().map(|c| c.to_string()).collect::<Vec<_>>()
+            }),
+        });
+        let text =
+            serde_json::to_string_pretty(&json).map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok((self.state_dict(), text + "\n"))
+    }
+}

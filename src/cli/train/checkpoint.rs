@@ -74,8 +74,9 @@ pub(crate) fn init_file(
     net: &NetConfig,
     path: &Path,
 ) -> Result<(Vec<NamedTensor>, BTreeMap<String, i64>)> {
-    let file = TensorFile::read(path)?;
+    let mut file = TensorFile::read(path)?;
     checkpoint_precision(&file)?;
+    bare_lstm_names(&mut file, net);
     Accepted::model(net)
         .with_state(&ALL_OPTIM_STATE)
         .check(&file, "this run's model or a checkpoint of it")?;
@@ -94,6 +95,22 @@ pub(crate) fn init_file(
         );
     }
     Ok((floats, ints))
+}
+
+/// Takes a bare `nn.LSTM` state_dict's names (`weight_ih_l0`, …) as the
+/// engine's (`lstm.weight_ih_l0`) where the file does not hold the latter,
+/// so that `torch.nn.LSTM(...).state_dict()` with `head.*` (and
+/// `embedding.*`) tensors beside it goes in without renaming.
+fn bare_lstm_names(file: &mut TensorFile, net: &NetConfig) {
+    for e in net.table().entries.iter().chain(&net.stats_table().entries) {
+        let full = checkpoint_name(&e.name);
+        if full != e.name
+            && !file.tensors.contains_key(&full)
+            && let Some(t) = file.tensors.remove(&e.name)
+        {
+            file.tensors.insert(full, t);
+        }
+    }
 }
 
 /// Checkpoint tensor of the loss scaler: [scale, good steps, skipped].
