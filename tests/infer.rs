@@ -53,6 +53,36 @@ fn series_checkpoint(d: &TempDir, name: &str, extra: &[&str]) -> PathBuf {
     ck
 }
 
+/// Exports checkpoint `ck` to `out`; the JSON beside it.
+fn export(ck: &Path, out: &Path) -> serde_json::Value {
+    ok(&["export", "--checkpoint", s(ck), "--to", "pytorch", s(out)]);
+    let text = std::fs::read_to_string(out.with_extension("json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The exported state_dict `out` holds the README module's keys (listed in
+/// the fixture's metadata) and every tensor of the PyTorch `init` file
+/// bit for bit (bare `nn.LSTM` names there, under `lstm.` here).
+fn assert_exported_as_given(out: &Path, init: &Path, expected: &TensorFile) {
+    let exported = TensorFile::read(out).unwrap().all_f32().unwrap();
+    let given = TensorFile::read(init).unwrap().all_f32().unwrap();
+    let keys: Vec<&str> = expected.metadata["keys"].split(',').collect();
+    let mut names: Vec<&str> = exported.iter().map(|t| t.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, keys, "the README module's state_dict keys");
+    assert_eq!(given.len(), exported.len());
+    for t in &given {
+        let name = match t.name.starts_with("head.") || t.name.starts_with("embedding.") {
+            true => t.name.clone(),
+            false => format!("lstm.{}", t.name),
+        };
+        let e = exported.iter().find(|x| x.name == name).unwrap();
+        assert_eq!(e.shape, t.shape, "{name}");
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&e.data), bits(&t.data), "{name} bit for bit");
+    }
+}
+
 /// PyTorch → engine → PyTorch: the fixture's bare `nn.LSTM` state_dict and
 /// head tensors start a run of no steps, whose export holds the same bits
 /// under the README module's names; the engine's predictions equal
@@ -63,27 +93,9 @@ fn pytorch_round_trip_is_bit_exact_and_predicts_as_pytorch() {
     let out = d.path().join("out.safetensors");
     let (csv, init) = (fixture("series.csv"), fixture("init.safetensors"));
     let ck = series_checkpoint(&d, "ck.st", &["--init", s(&init), "--steps", "0"]);
-    ok(&["export", "--checkpoint", s(&ck), "--to", "pytorch", s(&out)]);
-    let exported = TensorFile::read(&out).unwrap().all_f32().unwrap();
-    let given = TensorFile::read(&init).unwrap().all_f32().unwrap();
+    let json = export(&ck, &out);
     let expected = TensorFile::read(fixture("expected.safetensors")).unwrap();
-    let keys: Vec<&str> = expected.metadata["keys"].split(',').collect();
-    let mut names: Vec<&str> = exported.iter().map(|t| t.name.as_str()).collect();
-    names.sort();
-    assert_eq!(names, keys, "the README module's state_dict keys");
-    for t in &given {
-        let name = match t.name.starts_with("head.") {
-            true => t.name.clone(),
-            false => format!("lstm.{}", t.name),
-        };
-        let e = exported.iter().find(|x| x.name == name).unwrap();
-        assert_eq!(e.shape, t.shape, "{name}");
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&e.data), bits(&t.data), "{name} bit for bit");
-    }
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap())
-            .unwrap();
+    assert_exported_as_given(&out, &init, &expected);
     let target = &json["normalizer"]["target"];
     let (mean, std) = (
         target["mean"].as_f64().unwrap(),
@@ -105,6 +117,60 @@ fn pytorch_round_trip_is_bit_exact_and_predicts_as_pytorch() {
             "window {i}: {} vs PyTorch {t}",
             p[0]
         );
+    }
+}
+
+/// The same for a character model (embedding, nn.LSTM, head): the
+/// weights come back bit for bit, and `Model::step_token` over a prompt
+/// gives PyTorch's logits at every step (1e-5).
+#[test]
+fn pytorch_text_round_trip_is_bit_exact_and_steps_as_pytorch() {
+    let d = TempDir::new("export-text");
+    let (ck, out) = (d.path().join("ck.st"), d.path().join("out.safetensors"));
+    let (text, init) = (fixture("text.txt"), fixture("text_init.safetensors"));
+    ok(&[
+        "train",
+        "--data",
+        s(&text),
+        "--embed",
+        "4",
+        "--hidden",
+        "8",
+        "--layers",
+        "2",
+        "--batch",
+        "2",
+        "--seq-len",
+        "8",
+        "--init",
+        s(&init),
+        "--steps",
+        "0",
+        "--checkpoint",
+        s(&ck),
+        "--no-progress",
+    ]);
+    let json = export(&ck, &out);
+    let expected = TensorFile::read(fixture("text_expected.safetensors")).unwrap();
+    assert_exported_as_given(&out, &init, &expected);
+    let mut m = Model::load(&ck).unwrap();
+    let vocab = m.vocab().unwrap().clone();
+    let listed: Vec<String> = vocab.chars.iter().map(|c| c.to_string()).collect();
+    assert_eq!(json["vocab"], serde_json::json!(listed));
+    assert_eq!(json["module"]["vocab"], vocab.len());
+    let want = expected.f32("logits").unwrap().unwrap();
+    let prompt = &expected.metadata["prompt"];
+    assert_eq!(want.shape, [prompt.chars().count(), vocab.len()]);
+    for (t, id) in vocab.encode(prompt).unwrap().into_iter().enumerate() {
+        let got = m.step_token(id).unwrap();
+        let row = &want.data[t * vocab.len()..(t + 1) * vocab.len()];
+        let scale = row.iter().fold(1f32, |a, v| a.max(v.abs()));
+        for (g, w) in got.iter().zip(row) {
+            assert!(
+                (g - w).abs() <= 1e-5 * scale,
+                "step {t}: {got:?} vs PyTorch {row:?}"
+            );
+        }
     }
 }
 
