@@ -303,6 +303,21 @@ fn streaming_carries_the_state() {
     assert!(e.contains("2 values, expected 1") && e.contains("y"), "{e}");
 }
 
+/// A copy of checkpoint `ck` (beside it, as `name`) whose tensor `tensor`
+/// has zeros of `shape`, or is gone (`None`).
+fn altered(ck: &Path, tensor: &str, shape: Option<Vec<usize>>, name: &str) -> PathBuf {
+    let f = TensorFile::read(ck).unwrap();
+    let (mut tensors, ints) = f.params_and_counters().unwrap();
+    tensors.retain(|t| t.name != tensor);
+    if let Some(shape) = shape {
+        let n = shape.iter().product();
+        tensors.push(NamedTensor::new(tensor, shape, vec![0.0; n]));
+    }
+    let out = ck.with_file_name(name);
+    lstm_wgpu::io::write_with_counters(&out, &tensors, &ints, Some(f.metadata.clone())).unwrap();
+    out
+}
+
 /// Missing, corrupt and inconsistent checkpoints are errors naming the
 /// file or the tensor, before a GPU is opened.
 #[test]
@@ -320,31 +335,21 @@ fn bad_checkpoints_are_refused_by_name() {
         .to_string();
     assert!(e.contains("no `config` metadata"), "{e}");
     let ck = series_checkpoint(&d, "series.st", TEN);
-    let f = TensorFile::read(&ck).unwrap();
-    let (good, ints) = f.params_and_counters().unwrap();
-    let mut tensors = good.clone();
-    let w = tensors
-        .iter_mut()
-        .find(|t| t.name == "lstm.weight_hh_l1")
-        .unwrap();
-    *w = NamedTensor::new("lstm.weight_hh_l1", vec![32, 4], vec![0.0; 128]);
-    let bad = d.path().join("shape.st");
-    lstm_wgpu::io::write_with_counters(&bad, &tensors, &ints, Some(f.metadata.clone())).unwrap();
+    let bad = altered(&ck, "lstm.weight_hh_l1", Some(vec![32, 4]), "shape.st");
     let e = Checkpoint::read(&bad).unwrap_err().to_string();
     assert!(
         e.contains("lstm.weight_hh_l1") && e.contains("[32, 4]"),
         "{e}"
     );
-    let mut tensors = good;
-    tensors.retain(|t| t.name != "head.bias");
-    lstm_wgpu::io::write_with_counters(&bad, &tensors, &ints, Some(f.metadata.clone())).unwrap();
+    let bad = altered(&ck, "head.bias", None, "gone.st");
     let e = Checkpoint::read(&bad).unwrap_err().to_string();
     assert!(e.contains("head.bias") && e.contains("missing"), "{e}");
 }
 
 /// `export` refuses bad input with exit 2 and one line, before it writes
 /// anything: a missing or corrupt checkpoint, an unwritable or misnamed
-/// OUT, a model the PyTorch module cannot hold, an unknown format.
+/// OUT, a misshapen tensor, a model the PyTorch module cannot hold, an
+/// unknown format.
 #[test]
 fn export_refuses_bad_input_before_writing() {
     let d = TempDir::new("export-bad");
@@ -371,6 +376,9 @@ fn export_refuses_bad_input_before_writing() {
     refused(&ck, &ck, &["OUT"]);
     let normed = series_checkpoint(&d, "normed.st", &["--norm", "layer", "--steps", "10"]);
     refused(&normed, &out, &["normed.st", "norm"]);
+    // A tensor of the wrong shape, named with both shapes.
+    let bad = altered(&ck, "head.weight", Some(vec![1, 4]), "shape.st");
+    refused(&bad, &out, &["head.weight", "[1, 4]", "[1, 8]"]);
     let r = o(&["export", "--checkpoint", s(&ck), "--to", "onnx", s(&out)]);
     assert_eq!(r.status.code(), Some(2));
     assert!(!out.exists());
