@@ -40,8 +40,9 @@ pub enum Task {
 }
 
 /// The settings of a trained model that inference needs, read from its
-/// checkpoint.
+/// checkpoint (fields may be added: it is read, not built).
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct ModelConfig {
     /// Text or series.
     pub task: Task,
