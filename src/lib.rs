@@ -19,6 +19,7 @@
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod infer;
 pub mod io;
 pub mod kernels;
 pub mod lstm;
@@ -30,6 +31,7 @@ pub mod train;
 pub use error::{Error, Result};
 pub use gpu::GpuContext;
 pub use gpu::tuning::Tuning;
+pub use infer::Model;
 pub use kernels::cell::Cell;
 pub use lstm::{Batch, Grads, Lstm, Outputs, Upstream};
 pub use model::{Links, LstmConfig, LstmModel, NamedTensor};

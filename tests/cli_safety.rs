@@ -10,8 +10,12 @@ use std::process::{Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lstm-wgpu");
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/tempdir.rs"]
 mod tempdir;
+
+use cli::assert_refused;
 
 use tempdir::TempDir;
 
@@ -40,17 +44,6 @@ fn stderr_lines(o: &Output) -> Vec<String> {
         .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
         .map(str::to_string)
         .collect()
-}
-
-/// Exit 2 and exactly one line `error: …` holding every `want`.
-fn assert_refused(o: &Output, want: &[&str], what: &str) {
-    let lines = stderr_lines(o);
-    assert_eq!(o.status.code(), Some(2), "{what}: {lines:?}");
-    assert_eq!(lines.len(), 1, "{what}: one line expected: {lines:?}");
-    assert!(lines[0].starts_with("error: "), "{what}: {lines:?}");
-    for w in want {
-        assert!(lines[0].contains(w), "{what}: `{w}` missing from {lines:?}");
-    }
 }
 
 fn ok(args: &[&str]) -> Output {

@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["schedule"],
     &["lstm"],
     &["train"],
+    &["infer"],
 ];
 
 fn layer(module: &str) -> Option<usize> {
@@ -125,6 +126,7 @@ fn module_of(segment: &str) -> String {
         "Tuning" => "gpu".into(),
         "Batch" | "Links" | "LstmConfig" | "LstmModel" | "NamedTensor" => "model".into(),
         "Grads" | "Lstm" | "Outputs" | "Upstream" => "lstm".into(),
+        "Model" => "infer".into(),
         other => other.into(),
     }
 }

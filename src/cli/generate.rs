@@ -1,13 +1,15 @@
 //! `lstm-wgpu generate`: text sampled from a text checkpoint.
 
 use crate::cli::env::{host_budget, open_gpu, size_limits};
-use crate::cli::train::checkpoint::{load_checkpoint, restore_model, values_from};
+use crate::cli::train::checkpoint::load_checkpoint;
 use crate::cli::train::data::net_with;
 use crate::cli::train::settings::describe_data;
-use lstm_wgpu::data::{Rng, Vocab};
+use lstm_wgpu::Model;
+use lstm_wgpu::data::Vocab;
 use lstm_wgpu::error::{Error, Result, num};
-use lstm_wgpu::kernels::optim::OptimConfig;
-use lstm_wgpu::train::{Carry, Head, StepData, Trainer};
+use lstm_wgpu::infer::Checkpoint;
+use lstm_wgpu::infer::Sampling;
+use lstm_wgpu::train::Head;
 use std::path::PathBuf;
 
 /// Arguments of `generate`.
@@ -61,56 +63,28 @@ pub fn generate(a: &GenerateArgs, verbose: bool) -> Result<()> {
         },
     )?;
     net.check_size(1, 1, &size_limits(None))?;
-    let (floats, ints) = l.file.params_and_counters()?;
-    let values = values_from(&net, &floats, &a.checkpoint)?;
-    let mut prompt = vocab.encode(&a.prompt)?;
-    if prompt.is_empty() {
-        prompt.push(0);
-    }
+    let ck = Checkpoint::from_file(&l.file)?;
+    // The prompt's characters are checked before the GPU opens.
+    vocab.encode(&a.prompt)?;
     check_length(a, &vocab)?;
     let ctx = open_gpu(verbose)?;
-    let mut tr = Trainer::new(ctx, net, values, 1, None, &OptimConfig::sgd())?;
-    restore_model(&mut tr, &floats, &ints, &a.checkpoint)?;
-    let mut rng = Rng::new(a.seed);
+    let mut model = Model::new(ctx, ck);
+    let sampling = Sampling {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        seed: a.seed,
+    };
     // The text streams out as it is sampled (a line, or 64 bytes, at a
     // time): memory does not grow with --length, and `| head` stops it.
     let mut out = a.prompt.clone();
-    let mut carry = Carry::Zero;
-    // The prompt primes the state; its last position gives the first logits.
-    let mut logits = Vec::new();
-    for &id in &prompt {
-        tr.eval(1, &StepData::tokens(&[id], &[0]), carry)?;
-        carry = Carry::Continue;
-        logits = tr.head_output(1)?;
-    }
-    for _ in 0..a.length {
-        let mut idx: Vec<usize> = (0..logits.len()).collect();
-        idx.sort_by(|&x, &y| logits[y].total_cmp(&logits[x]));
-        if a.top_k > 0 {
-            idx.truncate(a.top_k);
-        }
-        let m = logits[idx[0]] as f64;
-        let w: Vec<f64> = idx
-            .iter()
-            .map(|&i| ((logits[i] as f64 - m) / a.temperature).exp())
-            .collect();
-        let mut r = rng.uniform(0.0, w.iter().sum());
-        let mut pick = idx[idx.len() - 1];
-        for (k, &i) in idx.iter().enumerate() {
-            if r < w[k] {
-                pick = i;
-                break;
-            }
-            r -= w[k];
-        }
-        out.push_str(&vocab.decode(&[pick as u32]));
+    model.generate_with(&a.prompt, a.length, &sampling, |c| {
+        out.push_str(c);
         if out.len() >= 64 || out.ends_with('\n') {
             crate::cli::out::text(&out)?;
             out.clear();
         }
-        tr.eval(1, &StepData::tokens(&[pick as u32], &[0]), carry)?;
-        logits = tr.head_output(1)?;
-    }
+        Ok(())
+    })?;
     crate::cli::out::line(out)?;
     Ok(())
 }

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod choice;
 pub mod demo;
 pub mod env;
+pub mod export;
 pub mod generate;
 pub mod grad;
 pub mod out;
@@ -42,6 +43,9 @@ pub enum Cmd {
     Generate(crate::cli::generate::GenerateArgs),
     /// Run a time-series checkpoint over a CSV.
     Predict(crate::cli::predict::PredictArgs),
+    /// Write a checkpoint's weights as a PyTorch state_dict (safetensors)
+    /// with its normaliser or vocabulary as JSON beside it.
+    Export(crate::cli::export::ExportArgs),
     /// Train every variant × seed of a study and tabulate them (mean ±
     /// std over seeds), with the curves; interrupted studies resume.
     Study(crate::cli::study::StudyArgs),
@@ -55,7 +59,7 @@ pub fn run(cli: Cli) -> Result<()> {
     // Commands that print results find an unwritable stdout before they
     // print anything else (grad and --dump-data write files only).
     let prints = match &cli.cmd {
-        Cmd::Grad(_) => false,
+        Cmd::Grad(_) | Cmd::Export(_) => false,
         Cmd::Train(a) => a.dump_data.is_none(),
         _ => true,
     };
@@ -68,6 +72,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Train(a) => crate::cli::train::train(*a, cli.verbose),
         Cmd::Generate(a) => crate::cli::generate::generate(&a, cli.verbose),
         Cmd::Predict(a) => crate::cli::predict::predict(&a, cli.verbose),
+        Cmd::Export(a) => crate::cli::export::export(&a),
         Cmd::Bench(a) => crate::cli::bench::run(&a, cli.verbose),
         Cmd::Study(a) => crate::cli::study::run(&a, cli.verbose),
     }

@@ -3,16 +3,17 @@
 
 use crate::cli::choice::MissingChoice;
 use crate::cli::env::{host_budget, open_gpu, size_limits};
-use crate::cli::train::checkpoint::{Loaded, load_checkpoint, restore_model, values_from};
+use crate::cli::train::checkpoint::{Loaded, load_checkpoint};
 use crate::cli::train::data::{
     csv_cell, describe_columns, dev_rows, net_with, series_table, test_windows,
 };
 use crate::cli::train::settings::{RunConfig, describe_data};
+use lstm_wgpu::Model;
 use lstm_wgpu::data::{Normalizer, Selection, SeriesConfig, SeriesDataset, WindowSet};
 use lstm_wgpu::error::{Error, Result};
-use lstm_wgpu::kernels::optim::OptimConfig;
-use lstm_wgpu::train::forecast::{SeriesMetrics, predict_windows};
-use lstm_wgpu::train::{Head, Trainer};
+use lstm_wgpu::infer::Checkpoint;
+use lstm_wgpu::train::Head;
+use lstm_wgpu::train::forecast::SeriesMetrics;
 use std::path::PathBuf;
 
 /// Arguments of `predict`.
@@ -114,34 +115,22 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
     )?;
     let b = a.batch.min(windows.len().max(1));
     net.check_size(c.seq_len, b, &size_limits(None))?;
-    let (floats, ints) = l.file.params_and_counters()?;
-    let values = values_from(&net, &floats, &a.checkpoint)?;
+    let ck = Checkpoint::from_file(&l.file)?;
     let ctx = open_gpu(verbose)?;
     net.check_size(c.seq_len, b, &size_limits(Some(&ctx)))?;
-    // The windows run in batches of b, the recursive forecast one window
-    // a pass: one model each, the first dropped before the second exists.
-    let model = |batch: usize| -> Result<Trainer> {
-        let opt = OptimConfig::sgd();
-        let mut tr = Trainer::new(ctx.clone(), net.clone(), values.clone(), batch, None, &opt)?;
-        restore_model(&mut tr, &floats, &ints, &a.checkpoint)?;
-        Ok(tr)
-    };
+    let mut model = Model::new(ctx, ck);
     eprintln!("{}", describe_columns(&c, &sel));
     let pred = match set {
-        Some(s) if !windows.is_empty() => predict_windows(&mut model(b)?, s, &windows)?,
-        _ => Vec::new(),
+        Some(s) => model.predict_windows(s, &windows, b)?,
+        None => Vec::new(),
     };
+    // The windows run in batches of b, the recursive forecast one window
+    // a pass: the first plan is dropped before the second exists.
+    model.release_plans();
     let future = match (a.future, &cont) {
-        (Some(steps), Some(cont)) => lstm_wgpu::train::forecast::forecast(
-            &mut model(1)?,
-            &sel.table,
-            &norm,
-            c.seq_len,
-            c.horizon,
-            steps,
-            cont,
-        )
-        .map_err(|e| Error::file(&a.data, e))?,
+        (Some(steps), Some(_)) => model
+            .forecast_table(&sel.table, steps)
+            .map_err(|e| Error::file(&a.data, e))?,
         _ => Vec::new(),
     };
     let out = Output {

@@ -75,7 +75,11 @@ impl PrecisionChoice {
 }
 
 /// Why f16-mixed cannot run a model of norm `norm` on `ctx`, if it cannot.
-pub fn f16_obstacle(ctx: &GpuContext, norm: &Norm, cell: crate::Cell) -> Option<String> {
+pub fn f16_obstacle(
+    ctx: &GpuContext,
+    norm: &Norm,
+    cell: crate::kernels::cell::Cell,
+) -> Option<String> {
     if !ctx.f16 {
         return Some(format!(
             "adapter {} lacks the SHADER_F16 feature",
@@ -87,7 +91,7 @@ pub fn f16_obstacle(ctx: &GpuContext, norm: &Norm, cell: crate::Cell) -> Option<
             "the normalized cells (layer-cell, recurrent-batch) run in f32 only".to_string(),
         );
     }
-    if cell != crate::Cell::Lstm {
+    if cell != crate::kernels::cell::Cell::Lstm {
         return Some(format!("the {} cell runs in f32 only", cell.module()));
     }
     None
@@ -100,7 +104,7 @@ pub fn resolve(
     choice: PrecisionChoice,
     ctx: &GpuContext,
     norm: &Norm,
-    cell: crate::Cell,
+    cell: crate::kernels::cell::Cell,
 ) -> Result<(Precision, Option<String>)> {
     match (choice, f16_obstacle(ctx, norm, cell)) {
         (PrecisionChoice::F32, _) => Ok((Precision::F32, None)),

@@ -617,7 +617,9 @@ impl Plan {
             ));
         }
         let cell = cfg.cell();
-        if cell != crate::Cell::Lstm && k.tuning().cell_path == Some(CellPath::Persistent) {
+        if cell != crate::kernels::cell::Cell::Lstm
+            && k.tuning().cell_path == Some(CellPath::Persistent)
+        {
             return Err(crate::Error::Invalid(format!(
                 "the persistent path runs the LSTM cell only (an {} runs per step or as a \
                  wavefront)",
@@ -636,7 +638,7 @@ impl Plan {
         // norms included); normalized cells keep one dispatch per step.
         if !model.norm.in_cell()
             && !half
-            && cell == crate::Cell::Lstm
+            && cell == crate::kernels::cell::Cell::Lstm
             && let Some(lay) = persistent_layout(ctx, k, h, batch, dirs, seq)?
         {
             return Ok((CellPath::Persistent, Some(lay)));

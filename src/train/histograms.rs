@@ -23,12 +23,12 @@ use crate::train::tensorboard::Histogram;
 use crate::{Error, Result};
 
 /// The gates' tag names of `cell`, in cache order.
-fn gate_tags(cell: crate::Cell) -> &'static [&'static str] {
+fn gate_tags(cell: crate::kernels::cell::Cell) -> &'static [&'static str] {
     match cell {
-        crate::Cell::Lstm => &["gate_i", "gate_f", "gate_g", "gate_o"],
-        crate::Cell::Gru => &["gate_r", "gate_z", "gate_n"],
+        crate::kernels::cell::Cell::Lstm => &["gate_i", "gate_f", "gate_g", "gate_o"],
+        crate::kernels::cell::Cell::Gru => &["gate_r", "gate_z", "gate_n"],
         // Its one gate is h itself.
-        crate::Cell::IndRnn { .. } => &[],
+        crate::kernels::cell::Cell::IndRnn { .. } => &[],
     }
 }
 

@@ -114,7 +114,7 @@ pub struct NetConfig {
     /// How the LSTM weights start.
     pub init: InitOptions,
     /// The recurrent cell (the LSTM's by default).
-    pub cell: crate::Cell,
+    pub cell: crate::kernels::cell::Cell,
     /// Weight-drop probability on every W_hh (see [`Links::weight_drop`]).
     pub weight_drop: f32,
 }
@@ -130,7 +130,7 @@ impl NetConfig {
             dropout: 0.0,
             residual: false,
             init: InitOptions::default(),
-            cell: crate::Cell::Lstm,
+            cell: crate::kernels::cell::Cell::Lstm,
             weight_drop: 0.0,
         }
     }
@@ -155,7 +155,7 @@ impl NetConfig {
     /// the LSTM's, an orthogonal W_hh needs a matrix (not IndRNN's u).
     pub fn check_init(&self) -> Result<()> {
         let cell = self.cell;
-        if self.init.forget_bias.is_some() && cell != crate::Cell::Lstm {
+        if self.init.forget_bias.is_some() && cell != crate::kernels::cell::Cell::Lstm {
             return Err(Error::Invalid(format!(
                 "a forget-gate bias is the LSTM's; the {} has no forget gate",
                 cell.module()
@@ -437,7 +437,7 @@ fn apply_init_options(net: &NetConfig, seed: u64, v: &mut [f32]) {
         for d in 0..cfg.dirs() {
             let sfx = crate::model::dir_suffix(d);
             // Other cells are refused by NetConfig::check_init.
-            let lstm = cfg.cell() == crate::Cell::Lstm;
+            let lstm = cfg.cell() == crate::kernels::cell::Cell::Lstm;
             if o.whh == WhhInit::Orthogonal && !cfg.cell().diag() {
                 let off = table.offset(&format!("weight_hh_l{l}{sfx}"));
                 // Each gate's H×H block separately (rows g·H .. (g+1)·H).
@@ -768,7 +768,7 @@ impl Trainer {
         // trainable.
         let token_projection = matches!(net.head, Head::Language { .. })
             && !net.norm.in_cell()
-            && net.cell == crate::Cell::Lstm;
+            && net.cell == crate::kernels::cell::Cell::Lstm;
         lstm.set_token_input(token_projection);
         lstm.set_input_grad(matches!(net.head, Head::Language { .. }) && !token_projection);
         lstm.set_links(Links {
@@ -834,7 +834,11 @@ impl Trainer {
     /// rebuilt. An error for other models.
     pub fn set_token_projection(&mut self, on: bool) -> Result<()> {
         let lang = matches!(self.net.head, Head::Language { .. });
-        if on && (!lang || self.net.norm.in_cell() || self.net.cell != crate::Cell::Lstm) {
+        if on
+            && (!lang
+                || self.net.norm.in_cell()
+                || self.net.cell != crate::kernels::cell::Cell::Lstm)
+        {
             // Its table holds both biases and one set of gate gradients:
             // the LSTM's plain cell.
             return Err(Error::Invalid(
@@ -1723,21 +1727,42 @@ impl Trainer {
 
     /// The carried training state (h then c, each [L, B, H]), read back.
     pub fn carried_state(&self) -> Result<Vec<f32>> {
-        let n = (self.carry[0].size() / 4) as usize;
-        self.ctx.read_f32(&self.carry[0], 0, n)
+        self.read_carry(0)
     }
 
     /// Replaces the carried training state (as [`Trainer::carried_state`]
     /// returns it), e.g. when resuming.
     pub fn set_carried_state(&self, v: &[f32]) -> Result<()> {
-        let n = (self.carry[0].size() / 4) as usize;
+        self.write_carry(0, v)
+    }
+
+    /// The carried evaluation state (h then c, each [L, B, H]: where the
+    /// last [`Trainer::eval`] ended), read back.
+    pub fn eval_state(&self) -> Result<Vec<f32>> {
+        self.read_carry(1)
+    }
+
+    /// Replaces the carried evaluation state (as [`Trainer::eval_state`]
+    /// returns it): the next [`Trainer::eval`] with [`Carry::Continue`]
+    /// starts from it.
+    pub fn set_eval_state(&self, v: &[f32]) -> Result<()> {
+        self.write_carry(1, v)
+    }
+
+    fn read_carry(&self, kind: usize) -> Result<Vec<f32>> {
+        let n = (self.carry[kind].size() / 4) as usize;
+        self.ctx.read_f32(&self.carry[kind], 0, n)
+    }
+
+    fn write_carry(&self, kind: usize, v: &[f32]) -> Result<()> {
+        let n = (self.carry[kind].size() / 4) as usize;
         if v.len() != n {
             return Err(Error::tensor(
                 "state",
                 format!("{} values, expected {n}", v.len()),
             ));
         }
-        self.ctx.write(&self.carry[0], 0, v);
+        self.ctx.write(&self.carry[kind], 0, v);
         Ok(())
     }
 

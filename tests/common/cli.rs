@@ -38,3 +38,15 @@ pub fn stderr_lines(o: &Output) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// A refusal: exit 2 and one stderr line, `error: …`, holding every
+/// string of `want`.
+pub fn assert_refused(o: &Output, want: &[&str], what: &str) {
+    let lines = stderr_lines(o);
+    assert_eq!(o.status.code(), Some(2), "{what}: {lines:?}");
+    assert_eq!(lines.len(), 1, "{what}: one line expected: {lines:?}");
+    assert!(lines[0].starts_with("error: "), "{what}: {lines:?}");
+    for w in want {
+        assert!(lines[0].contains(w), "{what}: `{w}` missing from {lines:?}");
+    }
+}

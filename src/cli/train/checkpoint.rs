@@ -14,6 +14,8 @@ use lstm_wgpu::train::{Head, NetConfig, Trainer};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+pub(crate) use lstm_wgpu::infer::{checkpoint_name, table_values};
+
 /// Parameters of a trainer with PyTorch names: `embedding.weight`,
 /// `lstm.<nn.LSTM name>`, `head.weight`, `head.bias`.
 pub(crate) fn named_params(tr: &Trainer) -> Result<Vec<NamedTensor>> {
@@ -63,52 +65,6 @@ pub(crate) fn restore_model(
     Ok(())
 }
 
-pub(crate) fn table_values(
-    table: &lstm_wgpu::model::ParamTable,
-    tensors: &[NamedTensor],
-    file: &Path,
-) -> Result<Vec<f32>> {
-    let by: HashMap<&str, &NamedTensor> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
-    let mut values = Vec::with_capacity(table.total);
-    for e in &table.entries {
-        let name = checkpoint_name(&e.name);
-        let t = by.get(name.as_str()).ok_or_else(|| {
-            Error::tensor(
-                &name,
-                format!(
-                    "missing from {}: expected shape {:?}",
-                    file.display(),
-                    e.shape
-                ),
-            )
-        })?;
-        if t.shape != e.shape {
-            return Err(Error::tensor(
-                &name,
-                format!(
-                    "shape {:?} in {}, expected {:?}",
-                    t.shape,
-                    file.display(),
-                    e.shape
-                ),
-            ));
-        }
-        values.extend_from_slice(&t.data);
-    }
-    Ok(values)
-}
-
-/// The name of parameter `name` of a [`NetConfig::table`] in files:
-/// `embedding.*` and `head.*` as they are, the LSTM's (norms included)
-/// under `lstm.`.
-pub(crate) fn checkpoint_name(name: &str) -> String {
-    if name.starts_with("embedding.") || name.starts_with("head.") {
-        name.to_string()
-    } else {
-        format!("lstm.{name}")
-    }
-}
-
 /// The tensors of an `--init` file for `net`: its parameters, running
 /// statistics and `num_batches_tracked` counters, which are used. The file
 /// may be a checkpoint: its optimizer and training state (`optimizer.*`,
@@ -118,8 +74,9 @@ pub(crate) fn init_file(
     net: &NetConfig,
     path: &Path,
 ) -> Result<(Vec<NamedTensor>, BTreeMap<String, i64>)> {
-    let file = TensorFile::read(path)?;
+    let mut file = TensorFile::read(path)?;
     checkpoint_precision(&file)?;
+    bare_lstm_names(&mut file, net);
     Accepted::model(net)
         .with_state(&ALL_OPTIM_STATE)
         .check(&file, "this run's model or a checkpoint of it")?;
@@ -138,6 +95,22 @@ pub(crate) fn init_file(
         );
     }
     Ok((floats, ints))
+}
+
+/// Takes a bare `nn.LSTM` state_dict's names (`weight_ih_l0`, …) as the
+/// engine's (`lstm.weight_ih_l0`) where the file does not hold the latter,
+/// so that `torch.nn.LSTM(...).state_dict()` with `head.*` (and
+/// `embedding.*`) tensors beside it goes in without renaming.
+fn bare_lstm_names(file: &mut TensorFile, net: &NetConfig) {
+    for e in net.table().entries.iter().chain(&net.stats_table().entries) {
+        let full = checkpoint_name(&e.name);
+        if full != e.name
+            && !file.tensors.contains_key(&full)
+            && let Some(t) = file.tensors.remove(&e.name)
+        {
+            file.tensors.insert(full, t);
+        }
+    }
 }
 
 /// Checkpoint tensor of the loss scaler: [scale, good steps, skipped].

@@ -425,15 +425,7 @@ pub(crate) fn hist_every(a: &TrainArgs, c: &RunConfig, precision: Precision) -> 
 
 /// The [`Norm`] a run's settings describe.
 pub(crate) fn norm_of(c: &RunConfig) -> Norm {
-    let (last, t_max) = (c.norm_last, c.norm_t_max);
-    match c.norm.kind() {
-        None => Norm::None,
-        Some(NormKind::Layer) => Norm::Layer { last },
-        Some(NormKind::LayerCell) => Norm::LayerCell,
-        Some(NormKind::Batch) => Norm::Batch { last },
-        Some(NormKind::StepBatch) => Norm::StepBatch { last, t_max },
-        Some(NormKind::RecurrentBatch) => Norm::RecurrentBatch { t_max },
-    }
+    lstm_wgpu::infer::norm_of(c.norm.kind(), c.norm_last, c.norm_t_max)
 }
 
 /// The initialisation options of a run's settings.

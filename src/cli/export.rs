@@ -1,0 +1,52 @@
+//! `lstm-wgpu export`: a checkpoint's weights as a PyTorch state_dict.
+
+use crate::cli::train::checkpoint::load_checkpoint;
+use lstm_wgpu::error::{Error, Result};
+use lstm_wgpu::infer::Checkpoint;
+use std::path::PathBuf;
+
+/// Arguments of `export`.
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// A checkpoint written by `train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The format: pytorch (the state_dict of the README's `LstmWgpu`
+    /// module, as safetensors, and a JSON file beside it).
+    #[arg(long, value_parser = ["pytorch"])]
+    pub to: String,
+    /// The state_dict file to write (`.safetensors`); the JSON (sizes,
+    /// normaliser or vocabulary) goes to the same path with `.json`.
+    pub out: PathBuf,
+}
+
+/// Runs `export`: both output paths are checked and the checkpoint read
+/// before either file is written.
+pub fn export(a: &ExportArgs) -> Result<()> {
+    let json = a.out.with_extension("json");
+    if json == a.out {
+        return Err(Error::file(
+            &a.out,
+            "OUT ends in .json, the name of the JSON file beside it; name it .safetensors",
+        ));
+    }
+    let inputs = [a.checkpoint.as_path()];
+    lstm_wgpu::io::check_output(&a.out, "OUT", &inputs)?;
+    lstm_wgpu::io::check_output(&json, "OUT's JSON", &inputs)?;
+    let l = load_checkpoint(&a.checkpoint)?;
+    let (tensors, text) = Checkpoint::from_file(&l.file)?.pytorch()?;
+    lstm_wgpu::io::write(&a.out, &tensors, None)?;
+    lstm_wgpu::io::write_atomic(&json, text.as_bytes())?;
+    eprintln!(
+        "export: {} tensors to {}, sizes and {} to {}",
+        tensors.len(),
+        a.out.display(),
+        if l.vocab.is_some() {
+            "vocabulary"
+        } else {
+            "normaliser"
+        },
+        json.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,949 @@
+//! A trained model, opened from any checkpoint the engine writes, for
+//! inference: series predictions and recursive forecasts in the data's
+//! units, text sampling, one step at a time with carried state, and its
+//! weights under PyTorch names.
+//!
+//! ```no_run
+//! # fn main() -> lstm_wgpu::Result<()> {
+//! let mut m = lstm_wgpu::Model::load("sun.st.best")?;
+//! let rows: Vec<Vec<f64>> = (0..24).map(|i| vec![i as f64]).collect();
+//! let next = m.forecast(&rows, 10)?; // ten values past the last row
+//! # Ok(()) }
+//! ```
+//!
+//! A checkpoint holds the run's settings (TOML, `config` metadata), its
+//! parameters with PyTorch names (`embedding.weight`, `lstm.<nn.LSTM
+//! name>` and the norms under `lstm.`, `head.weight`, `head.bias`), the
+//! running statistics of BatchNorm variants, and the vocabulary (text) or
+//! the normaliser (series) as metadata.
+
+use crate::data::{Missing, Normalizer, Rng, SeriesTable, Vocab, WindowSet};
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::io::TensorFile;
+use crate::kernels::optim::OptimConfig;
+use crate::model::NamedTensor;
+use crate::model::norm::{Norm, NormKind};
+use crate::train::forecast::{continuations, predict_windows};
+use crate::train::{Carry, Head, NetConfig, StepData, Trainer};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What a model was trained on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    /// Token ids in, logits over the vocabulary at every step out.
+    Text,
+    /// Rows of features in, the next `horizon` target values out.
+    Series,
+}
+
+/// The settings of a trained model that inference needs, read from its
+/// checkpoint (fields may be added: it is read, not built).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ModelConfig {
+    /// Text or series.
+    pub task: Task,
+    /// The network: head (sized from the checkpoint's tensors), hidden
+    /// size, layers, norm, dropout (unused in inference), residual links.
+    pub net: NetConfig,
+    /// The run's window length (series: the rows one prediction reads).
+    pub seq_len: usize,
+    /// Target values predicted per window (series).
+    pub horizon: usize,
+    /// The data the run trained on, as stored (a CSV path), if any.
+    pub data: Option<PathBuf>,
+    /// The run's time column, if it named one.
+    pub time: Option<String>,
+    /// The run's rule for missing CSV cells.
+    pub missing: Missing,
+    /// The run's validation and test fractions.
+    pub val_fraction: f64,
+    /// See `val_fraction`.
+    pub test_fraction: f64,
+}
+
+/// The settings as the checkpoint's TOML holds them (the program's `train`
+/// settings; the ones inference does not need are ignored).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Settings {
+    task: String,
+    data: Option<PathBuf>,
+    embed: usize,
+    hidden: usize,
+    layers: usize,
+    seq_len: usize,
+    horizon: usize,
+    val_fraction: f64,
+    #[serde(default)]
+    test_fraction: f64,
+    #[serde(default)]
+    residual: bool,
+    #[serde(default)]
+    norm: Option<String>,
+    #[serde(default)]
+    norm_last: bool,
+    #[serde(default)]
+    norm_t_max: usize,
+    #[serde(default)]
+    missing: Option<String>,
+    #[serde(default)]
+    time: Option<String>,
+    /// Absent: the LSTM.
+    #[serde(default)]
+    cell: Option<String>,
+    /// IndRNN's activation (absent: relu).
+    #[serde(default)]
+    activation: Option<String>,
+    #[serde(default)]
+    weight_drop: f32,
+}
+
+impl Settings {
+    /// The cell its `cell` and `activation` name.
+    fn cell(&self) -> std::result::Result<crate::kernels::cell::Cell, String> {
+        let act = self.activation.as_deref().unwrap_or("relu");
+        match (self.cell.as_deref().unwrap_or("lstm"), act) {
+            ("lstm", _) => Ok(crate::kernels::cell::Cell::Lstm),
+            ("gru", _) => Ok(crate::kernels::cell::Cell::Gru),
+            ("indrnn", "relu") => Ok(crate::kernels::cell::Cell::IndRnn { relu: true }),
+            ("indrnn", "tanh") => Ok(crate::kernels::cell::Cell::IndRnn { relu: false }),
+            (c, a) => Err(format!("cell `{c}` with activation `{a}`")),
+        }
+    }
+}
+
+/// Sampling settings of [`Model::generate`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampling {
+    /// Softmax temperature (> 0).
+    pub temperature: f64,
+    /// Sample among the k most likely tokens only (0: all).
+    pub top_k: usize,
+    /// Seed of the sampler.
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_k: 0,
+            seed: 0,
+        }
+    }
+}
+
+/// The recurrent state carried between [`Model::step`] calls: h then c,
+/// each `[layers, 1, hidden]` (f32).
+#[derive(Clone, Debug, PartialEq)]
+pub struct State(pub Vec<f32>);
+
+/// The name of parameter `name` of a [`NetConfig::table`] in checkpoints:
+/// `embedding.*` and `head.*` as they are, the LSTM's (norms included)
+/// under `lstm.`.
+pub fn checkpoint_name(name: &str) -> String {
+    if name.starts_with("embedding.") || name.starts_with("head.") {
+        name.to_string()
+    } else {
+        format!("lstm.{name}")
+    }
+}
+
+/// Values in `table` order from tensors with checkpoint names (see
+/// [`checkpoint_name`]); every tensor must be there with its shape. Errors
+/// name the tensor and `file`.
+pub fn table_values(
+    table: &crate::model::ParamTable,
+    tensors: &[NamedTensor],
+    file: &Path,
+) -> Result<Vec<f32>> {
+    let by: HashMap<&str, &NamedTensor> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    let mut values = Vec::with_capacity(table.total);
+    for e in &table.entries {
+        let name = checkpoint_name(&e.name);
+        let t = by.get(name.as_str()).ok_or_else(|| {
+            Error::tensor(
+                &name,
+                format!(
+                    "missing from {}: expected shape {:?}",
+                    file.display(),
+                    e.shape
+                ),
+            )
+        })?;
+        if t.shape != e.shape {
+            return Err(Error::tensor(
+                &name,
+                format!(
+                    "shape {:?} in {}, expected {:?}",
+                    t.shape,
+                    file.display(),
+                    e.shape
+                ),
+            ));
+        }
+        values.extend_from_slice(&t.data);
+    }
+    Ok(values)
+}
+
+/// The [`Norm`] of the `train` settings `norm` (none: `None`),
+/// `norm-last` and `norm-t-max`.
+pub fn norm_of(kind: Option<NormKind>, last: bool, t_max: usize) -> Norm {
+    match kind {
+        None => Norm::None,
+        Some(NormKind::Layer) => Norm::Layer { last },
+        Some(NormKind::LayerCell) => Norm::LayerCell,
+        Some(NormKind::Batch) => Norm::Batch { last },
+        Some(NormKind::StepBatch) => Norm::StepBatch { last, t_max },
+        Some(NormKind::RecurrentBatch) => Norm::RecurrentBatch { t_max },
+    }
+}
+
+/// Parses a checkpoint's `config` metadata.
+fn config_of(file: &TensorFile) -> Result<(Settings, Norm, Missing)> {
+    let path = &file.path;
+    let text = file
+        .metadata
+        .get("config")
+        .ok_or_else(|| Error::file(path, "not an lstm-wgpu checkpoint (no `config` metadata)"))?;
+    let bad = |e: &dyn std::fmt::Display| Error::file(path, format!("bad `config` metadata: {e}"));
+    let s: Settings = toml::from_str(text).map_err(|e| bad(&e))?;
+    let kind = match s.norm.as_deref() {
+        None | Some("none") => None,
+        Some(n) => Some(
+            NormKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == n)
+                .ok_or_else(|| bad(&format!("norm `{n}`")))?,
+        ),
+    };
+    let norm = norm_of(kind, s.norm_last, s.norm_t_max);
+    s.cell().map_err(|e| bad(&e))?;
+    let missing = match s.missing.as_deref() {
+        None | Some("error") => Missing::Error,
+        Some("drop") => Missing::Drop,
+        Some("ffill") => Missing::Ffill,
+        Some("interpolate") => Missing::Interpolate,
+        Some(m) => return Err(bad(&format!("missing `{m}`"))),
+    };
+    if s.hidden == 0 || s.layers == 0 || s.seq_len == 0 || s.horizon == 0 {
+        return Err(bad(
+            &"hidden, layers, seq-len and horizon must be at least 1",
+        ));
+    }
+    Ok((s, norm, missing))
+}
+
+/// The first dimension `dim` of tensor `name` of `file`, which must be
+/// there with `rank` dimensions.
+fn dim_of(file: &TensorFile, name: &str, rank: usize, dim: usize) -> Result<usize> {
+    let t = file
+        .tensors
+        .get(name)
+        .ok_or_else(|| Error::tensor(name, format!("missing from {}", file.path.display())))?;
+    if t.shape.len() != rank {
+        return Err(Error::tensor(
+            name,
+            format!(
+                "shape {:?} in {}, expected {rank} dimensions",
+                t.shape,
+                file.path.display()
+            ),
+        ));
+    }
+    Ok(t.shape[dim])
+}
+
+/// A checkpoint read and checked, without a GPU: its settings, vocabulary
+/// or normaliser and parameters ([`Model`] runs it).
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    config: ModelConfig,
+    vocab: Option<Vocab>,
+    normalizer: Option<Normalizer>,
+    values: Vec<f32>,
+    floats: Vec<NamedTensor>,
+    ints: BTreeMap<String, i64>,
+    path: PathBuf,
+}
+
+impl Checkpoint {
+    /// Reads checkpoint `path`.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self> {
+        Self::from_file(&TensorFile::read(path.as_ref())?)
+    }
+
+    /// A checkpoint file already read. Its settings, vocabulary or
+    /// normaliser and every parameter and running statistic are checked:
+    /// errors name the file and the setting or tensor.
+    pub fn from_file(file: &TensorFile) -> Result<Self> {
+        let path = file.path.clone();
+        let (s, norm, missing) = config_of(file)?;
+        let task = match s.task.as_str() {
+            "text" => Task::Text,
+            "series" => Task::Series,
+            t => {
+                return Err(Error::file(
+                    &path,
+                    format!("bad `config` metadata: task `{t}`: expected text or series"),
+                ));
+            }
+        };
+        let bad = |key: &str, e: Error| Error::file(&path, format!("bad `{key}` metadata: {e}"));
+        let vocab = match file.metadata.get("vocab") {
+            Some(v) => Some(Vocab::load(v).map_err(|e| bad("vocab", e))?),
+            None => None,
+        };
+        let normalizer = match file.metadata.get("normalizer") {
+            Some(v) => Some(Normalizer::from_metadata(v).map_err(|e| bad("normalizer", e))?),
+            None => None,
+        };
+        let head = match task {
+            Task::Text => Head::Language {
+                vocab: match &vocab {
+                    Some(v) => v.len(),
+                    None => dim_of(file, "embedding.weight", 2, 0)?,
+                },
+                embed: s.embed,
+            },
+            Task::Series => Head::Regression {
+                features: match &normalizer {
+                    Some(n) => n.features.len(),
+                    None => dim_of(file, "lstm.weight_ih_l0", 2, 1)?,
+                },
+                outputs: s.horizon,
+            },
+        };
+        let mut net = NetConfig::new(head, s.hidden, s.layers);
+        net.norm = norm;
+        net.residual = s.residual;
+        // Checked by config_of.
+        net.cell = s.cell().unwrap_or_default();
+        net.weight_drop = s.weight_drop;
+        let (floats, ints) = file.params_and_counters()?;
+        let values = table_values(&net.table(), &floats, &path)?;
+        // The running statistics, checked now rather than at first use.
+        table_values(&net.stats_table(), &floats, &path)?;
+        Ok(Self {
+            config: ModelConfig {
+                task,
+                net,
+                seq_len: s.seq_len,
+                horizon: s.horizon,
+                data: s.data,
+                time: s.time,
+                missing,
+                val_fraction: s.val_fraction,
+                test_fraction: s.test_fraction,
+            },
+            vocab,
+            normalizer,
+            values,
+            floats,
+            ints,
+            path,
+        })
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The characters its token ids stand for (text models on text).
+    pub fn vocab(&self) -> Option<&Vocab> {
+        self.vocab.as_ref()
+    }
+
+    /// The training rows' mean and std of every column (series models on
+    /// a CSV or a generated series).
+    pub fn normalizer(&self) -> Option<&Normalizer> {
+        self.normalizer.as_ref()
+    }
+
+    /// Where it was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its parameters under PyTorch names (`embedding.weight`,
+    /// `lstm.weight_ih_l0`, …, `head.weight`, `head.bias`), in
+    /// [`NetConfig::table`] order.
+    pub fn state_dict(&self) -> Vec<NamedTensor> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for e in &self.config.net.table().entries {
+            let n: usize = e.shape.iter().product();
+            out.push(NamedTensor::new(
+                checkpoint_name(&e.name),
+                e.shape.clone(),
+                self.values[at..at + n].to_vec(),
+            ));
+            at += n;
+        }
+        out
+    }
+}
+
+/// A trained model on a GPU, ready for inference (eval mode: running
+/// statistics, no dropout). It keeps one inference plan per batch size
+/// (and, inside it, per sequence length), built on first use and reused by
+/// later calls; [`Model::release_plans`] frees them.
+pub struct Model {
+    ctx: Arc<GpuContext>,
+    ck: Checkpoint,
+    plans: HashMap<usize, Trainer>,
+    /// The batch-1 model that [`Model::step`] and [`Model::generate`] run,
+    /// whose evaluation state carries from call to call.
+    stream: Option<Trainer>,
+    /// Whether the stream's next step starts from a zero state.
+    fresh: bool,
+    /// Windows per GPU pass of [`Model::predict`].
+    batch: usize,
+}
+
+impl Model {
+    /// Opens checkpoint `path` on the default GPU adapter (wgpu's
+    /// environment variables choose it). The file is checked before a GPU
+    /// is opened.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let ck = Checkpoint::read(path)?;
+        Ok(Self::new(Arc::new(GpuContext::new()?), ck))
+    }
+
+    /// Opens checkpoint `path` on `ctx`.
+    pub fn load_on(ctx: Arc<GpuContext>, path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self::new(ctx, Checkpoint::read(path)?))
+    }
+
+    /// The model of a checkpoint on `ctx`.
+    pub fn new(ctx: Arc<GpuContext>, ck: Checkpoint) -> Self {
+        Self {
+            ctx,
+            ck,
+            plans: HashMap::new(),
+            stream: None,
+            fresh: true,
+            batch: 256,
+        }
+    }
+
+    /// Its checkpoint.
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.ck
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &ModelConfig {
+        &self.ck.config
+    }
+
+    /// The characters its token ids stand for (text models on text).
+    pub fn vocab(&self) -> Option<&Vocab> {
+        self.ck.vocab.as_ref()
+    }
+
+    /// The training rows' mean and std of every column (series models on
+    /// a CSV or a generated series).
+    pub fn normalizer(&self) -> Option<&Normalizer> {
+        self.ck.normalizer.as_ref()
+    }
+
+    /// The GPU it runs on.
+    pub fn ctx(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    /// Sets the windows per GPU pass of [`Model::predict`] (default 256).
+    pub fn set_batch(&mut self, batch: usize) -> Result<()> {
+        if batch == 0 {
+            return Err(Error::Invalid("batch must be at least 1".into()));
+        }
+        self.batch = batch;
+        Ok(())
+    }
+
+    /// Frees the inference plans built so far (the next call builds its
+    /// own again); the streaming state is kept.
+    pub fn release_plans(&mut self) {
+        self.plans.clear();
+    }
+
+    fn build(&self, batch: usize) -> Result<Trainer> {
+        let ck = &self.ck;
+        let net = ck.config.net.clone();
+        let opt = OptimConfig::sgd();
+        let mut tr = Trainer::new(self.ctx.clone(), net, ck.values.clone(), batch, None, &opt)?;
+        tr.set_stats(&table_values(&tr.net.stats_table(), &ck.floats, &ck.path)?)?;
+        for (name, v) in tr.lstm.model.tracked.iter_mut() {
+            if let Some(&n) = ck.ints.get(&format!("lstm.{name}")) {
+                *v = n;
+            }
+        }
+        Ok(tr)
+    }
+
+    fn plan(&mut self, batch: usize) -> Result<&mut Trainer> {
+        if !self.plans.contains_key(&batch) {
+            let tr = self.build(batch)?;
+            self.plans.insert(batch, tr);
+        }
+        Ok(self.plans.get_mut(&batch).expect("inserted above"))
+    }
+
+    fn stream(&mut self) -> Result<&mut Trainer> {
+        if self.stream.is_none() {
+            self.stream = Some(self.build(1)?);
+        }
+        Ok(self.stream.as_mut().expect("built above"))
+    }
+
+    fn series_only(&self, what: &str) -> Result<()> {
+        match self.ck.config.task {
+            Task::Series => Ok(()),
+            Task::Text => Err(Error::file(
+                &self.ck.path,
+                format!("a text checkpoint: {what} needs a series model"),
+            )),
+        }
+    }
+
+    fn text_only(&self, what: &str) -> Result<()> {
+        match self.ck.config.task {
+            Task::Text => Ok(()),
+            Task::Series => Err(Error::file(
+                &self.ck.path,
+                format!("a series checkpoint: {what} needs a text model"),
+            )),
+        }
+    }
+
+    /// Features per row of a series model.
+    pub fn num_features(&self) -> usize {
+        match self.ck.config.net.head {
+            Head::Regression { features, .. } | Head::Sequence { features, .. } => features,
+            Head::Language { .. } => 0,
+        }
+    }
+
+    /// One row's features as z-scores (as they are when there is no
+    /// normaliser), refusing a row of the wrong width or one whose z-score
+    /// leaves f32.
+    fn normalize_row(&self, r: usize, row: &[f64], out: &mut Vec<f32>) -> Result<()> {
+        let f = self.num_features();
+        if row.len() != f {
+            return Err(Error::Invalid(format!(
+                "row {}: {} values, expected {f} (the model's features{})",
+                r + 1,
+                row.len(),
+                self.ck
+                    .normalizer
+                    .as_ref()
+                    .map(|n| format!(
+                        ": {}",
+                        n.features
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                    .unwrap_or_default()
+            )));
+        }
+        for (j, &v) in row.iter().enumerate() {
+            let z = match &self.ck.normalizer {
+                Some(n) => n.features[j].normalize(v) as f32,
+                None => v as f32,
+            };
+            if !z.is_finite() {
+                return Err(Error::Invalid(format!(
+                    "row {} column {}: {v} is not finite in f32 once normalised",
+                    r + 1,
+                    j + 1
+                )));
+            }
+            out.push(z);
+        }
+        Ok(())
+    }
+
+    fn target_units(&self, z: f32) -> f64 {
+        match &self.ck.normalizer {
+            Some(n) => n.target.denormalize(z as f64),
+            None => z as f64,
+        }
+    }
+
+    /// The rows of a CSV file as [`Model::predict`] takes them: the
+    /// model's feature columns, chosen by name (its normaliser's), every
+    /// cell a number; errors name the file, the line and the column.
+    pub fn csv_rows(&self, path: impl AsRef<Path>) -> Result<Vec<Vec<f64>>> {
+        let t = crate::data::CsvTable::read(path.as_ref())?;
+        let n = self.ck.normalizer.as_ref().ok_or_else(|| {
+            Error::file(
+                &self.ck.path,
+                "no normaliser: no column names to read a CSV by",
+            )
+        })?;
+        let cols = n
+            .features
+            .iter()
+            .map(|c| t.column_index(&c.name))
+            .collect::<Result<Vec<_>>>()?;
+        (0..t.num_rows())
+            .map(|r| {
+                cols.iter()
+                    .zip(&n.features)
+                    .map(|(&c, st)| {
+                        let v = t.cell(r, c);
+                        v.parse::<f64>()
+                            .ok()
+                            .filter(|x| x.is_finite())
+                            .ok_or_else(|| {
+                                Error::file(
+                                    path.as_ref(),
+                                    format!(
+                                        "line {}: column `{}`: `{}` is not a number",
+                                        t.line_of_row(r),
+                                        st.name,
+                                        crate::error::clip(v)
+                                    ),
+                                )
+                            })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Predictions of a series model for every window of `rows` (each row
+    /// the model's features, in their units and order): window w reads rows
+    /// w..w+seq_len and gives the `horizon` target values after it, in the
+    /// target's units. `rows.len() - seq_len + 1` windows, in batches (see
+    /// [`Model::set_batch`]).
+    pub fn predict(&mut self, rows: &[Vec<f64>]) -> Result<Vec<Vec<f64>>> {
+        self.series_only("predict")?;
+        let (t, k) = (self.ck.config.seq_len, self.ck.config.horizon);
+        if rows.len() < t {
+            return Err(Error::Invalid(format!(
+                "{} rows, fewer than the model's seq_len {t}",
+                rows.len()
+            )));
+        }
+        let mut z = Vec::with_capacity(rows.len() * self.num_features());
+        for (r, row) in rows.iter().enumerate() {
+            self.normalize_row(r, row, &mut z)?;
+        }
+        let f = self.num_features();
+        let windows = rows.len() - t + 1;
+        let b = self.batch.min(windows);
+        let targets = vec![0f32; b * k];
+        let mut out = Vec::with_capacity(windows);
+        let ids: Vec<usize> = (0..windows).collect();
+        for chunk in ids.chunks(b) {
+            // [T, B, F]; a short last batch repeats its last window.
+            let mut x = vec![0f32; t * b * f];
+            for bi in 0..b {
+                let w = chunk[bi.min(chunk.len() - 1)];
+                for ti in 0..t {
+                    let src = &z[(w + ti) * f..(w + ti + 1) * f];
+                    x[(ti * b + bi) * f..(ti * b + bi + 1) * f].copy_from_slice(src);
+                }
+            }
+            let tr = self.plan(b)?;
+            tr.eval(t, &StepData::series(&x, &targets), Carry::Zero)?;
+            let y = tr.head_output(t)?;
+            for i in 0..chunk.len() {
+                let w: Vec<f64> = y[i * k..(i + 1) * k]
+                    .iter()
+                    .map(|&v| self.target_units(v))
+                    .collect();
+                out.push(w);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Predictions (z-scores, `[windows.len(), horizon]`) of windows of a
+    /// [`WindowSet`] built with this model's normaliser, `batch` windows a
+    /// pass (what `lstm-wgpu predict` runs).
+    pub fn predict_windows(
+        &mut self,
+        set: &WindowSet,
+        windows: &[usize],
+        batch: usize,
+    ) -> Result<Vec<f32>> {
+        self.series_only("predict")?;
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        predict_windows(self.plan(batch)?, set, windows)
+    }
+
+    /// Continues a series `n` values past its last row (the `--future`
+    /// semantics of `lstm-wgpu predict`): each pass reads the last
+    /// `seq_len` rows, predicts the next `horizon` target values and
+    /// appends them as rows, every feature being the target (which takes
+    /// the prediction) or a column with a constant step (which continues
+    /// it); any other feature is refused by name. `rows` hold the model's
+    /// features in their units; the values come back in the target's.
+    pub fn forecast(&mut self, rows: &[Vec<f64>], n: usize) -> Result<Vec<f64>> {
+        self.series_only("forecast")?;
+        let f = self.num_features();
+        let mut z = Vec::new();
+        for (r, row) in rows.iter().enumerate() {
+            self.normalize_row(r, row, &mut z)?;
+        }
+        let names: Vec<String> = match &self.ck.normalizer {
+            Some(nm) => nm.features.iter().map(|c| c.name.clone()).collect(),
+            None => (0..f).map(|j| format!("feature{j}")).collect(),
+        };
+        let target = match &self.ck.normalizer {
+            Some(nm) => nm.target.name.clone(),
+            None => names[0].clone(),
+        };
+        let cols: Vec<Vec<f64>> = (0..f)
+            .map(|j| rows.iter().map(|r| r[j]).collect())
+            .collect();
+        // The target's own values are not read by the forecast (only the
+        // features are); a target that is no feature gets the first
+        // feature's column as a stand-in.
+        let tcol = names
+            .iter()
+            .position(|x| *x == target)
+            .map_or_else(|| cols[0].clone(), |j| cols[j].clone());
+        let table = SeriesTable::new(names, cols, target, tcol)?;
+        self.forecast_table(&table, n)
+    }
+
+    /// [`Model::forecast`] on a [`SeriesTable`] of the model's features.
+    pub fn forecast_table(&mut self, table: &SeriesTable, n: usize) -> Result<Vec<f64>> {
+        self.series_only("forecast")?;
+        let cont = continuations(table)?;
+        let (t, k) = (self.ck.config.seq_len, self.ck.config.horizon);
+        let norm = match &self.ck.normalizer {
+            Some(n) => n.clone(),
+            None => identity(table),
+        };
+        crate::train::forecast::forecast(self.plan(1)?, table, &norm, t, k, n, &cont)
+    }
+
+    /// The carried state of [`Model::step`] (zero before the first step).
+    pub fn state(&mut self) -> Result<State> {
+        let fresh = self.fresh;
+        let tr = self.stream()?;
+        let v = tr.eval_state()?;
+        Ok(State(if fresh { vec![0.0; v.len()] } else { v }))
+    }
+
+    /// Continues from `state` (as [`Model::state`] gave it).
+    pub fn with_state(&mut self, state: &State) -> Result<&mut Self> {
+        self.stream()?.set_eval_state(&state.0)?;
+        self.fresh = false;
+        Ok(self)
+    }
+
+    /// Starts the next [`Model::step`] from a zero state.
+    pub fn reset(&mut self) {
+        self.fresh = true;
+    }
+
+    /// One step of a series model from the carried state: `row` (the
+    /// model's features, in their units) in, the `horizon` values it
+    /// predicts after everything seen so far out, in the target's units.
+    pub fn step(&mut self, row: &[f64]) -> Result<Vec<f64>> {
+        self.series_only("step")?;
+        let mut x = Vec::new();
+        self.normalize_row(0, row, &mut x)?;
+        let targets = vec![0f32; self.ck.config.horizon];
+        let carry = self.carry();
+        let tr = self.stream()?;
+        tr.eval(1, &StepData::series(&x, &targets), carry)?;
+        let y = tr.head_output(1)?;
+        Ok(y.iter().map(|&v| self.target_units(v)).collect())
+    }
+
+    /// One step of a text model from the carried state: token `id` in, the
+    /// logits of the next token out.
+    pub fn step_token(&mut self, id: u32) -> Result<Vec<f32>> {
+        self.text_only("step_token")?;
+        let v = match self.ck.config.net.head {
+            Head::Language { vocab, .. } => vocab,
+            _ => 0,
+        };
+        if id as usize >= v {
+            return Err(Error::Invalid(format!(
+                "token id {id}: the vocabulary has {v}"
+            )));
+        }
+        let carry = self.carry();
+        let tr = self.stream()?;
+        tr.eval(1, &StepData::tokens(&[id], &[0]), carry)?;
+        tr.head_output(1)
+    }
+
+    fn carry(&mut self) -> Carry {
+        match std::mem::replace(&mut self.fresh, false) {
+            true => Carry::Zero,
+            false => Carry::Continue,
+        }
+    }
+
+    /// Text sampled from a text model: the prompt (whose characters must
+    /// be in the vocabulary; empty: token 0) primes a zero state, then `n`
+    /// characters are drawn from the softmax at `s.temperature`, among the
+    /// `s.top_k` most likely when > 0. Returns the continuation (without
+    /// the prompt).
+    pub fn generate(&mut self, prompt: &str, n: usize, s: &Sampling) -> Result<String> {
+        let mut out = String::new();
+        self.generate_with(prompt, n, s, |c| {
+            out.push_str(c);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Model::generate`], giving each character to `emit` as it is
+    /// sampled (memory does not grow with `n`).
+    pub fn generate_with(
+        &mut self,
+        prompt: &str,
+        n: usize,
+        s: &Sampling,
+        mut emit: impl FnMut(&str) -> Result<()>,
+    ) -> Result<()> {
+        self.text_only("generate")?;
+        if !(s.temperature > 0.0 && s.temperature.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "temperature {}: expected a positive number",
+                crate::error::num(s.temperature)
+            )));
+        }
+        let vocab = self.ck.vocab.clone().ok_or_else(|| {
+            Error::file(
+                &self.ck.path,
+                "no vocabulary (a model of token ids): generate needs characters; use step_token",
+            )
+        })?;
+        let mut ids = vocab.encode(prompt)?;
+        if ids.is_empty() {
+            ids.push(0);
+        }
+        let mut rng = Rng::new(s.seed);
+        self.fresh = true;
+        let mut logits = Vec::new();
+        for &id in &ids {
+            logits = self.step_token(id)?;
+        }
+        for _ in 0..n {
+            let mut idx: Vec<usize> = (0..logits.len()).collect();
+            idx.sort_by(|&x, &y| logits[y].total_cmp(&logits[x]));
+            if s.top_k > 0 {
+                idx.truncate(s.top_k);
+            }
+            let m = logits[idx[0]] as f64;
+            let w: Vec<f64> = idx
+                .iter()
+                .map(|&i| ((logits[i] as f64 - m) / s.temperature).exp())
+                .collect();
+            let mut r = rng.uniform(0.0, w.iter().sum());
+            let mut pick = idx[idx.len() - 1];
+            for (k, &i) in idx.iter().enumerate() {
+                if r < w[k] {
+                    pick = i;
+                    break;
+                }
+                r -= w[k];
+            }
+            emit(&vocab.decode(&[pick as u32]))?;
+            logits = self.step_token(pick as u32)?;
+        }
+        Ok(())
+    }
+}
+
+/// A normaliser of `table`'s columns that changes nothing (mean 0, std
+/// 1), for series models trained without one.
+fn identity(table: &SeriesTable) -> Normalizer {
+    let id = |name: &String| crate::data::ColumnStats {
+        name: name.clone(),
+        mean: 0.0,
+        std: 1.0,
+    };
+    Normalizer {
+        features: table.feature_names.iter().map(id).collect(),
+        target: id(&table.target_name),
+    }
+}
+
+impl Checkpoint {
+    /// Its parameters as the state_dict of the README's PyTorch module
+    /// (`embedding` = `nn.Embedding(V, E)` for text, `lstm` = `nn.LSTM(I,
+    /// H, L)`, `head` = `nn.Linear(H, out)`), with a JSON text of what the
+    /// module needs besides: its sizes, the window length and horizon, and
+    /// the normaliser (series) or the vocabulary (text). A model with a
+    /// norm or residual links, which `nn.LSTM` has no place for, is
+    /// refused by name.
+    pub fn pytorch(&self) -> Result<(Vec<NamedTensor>, String)> {
+        let net = &self.config.net;
+        if net.norm != Norm::None {
+            return Err(Error::file(
+                &self.path,
+                format!(
+                    "a model with norm {:?}: the PyTorch export has no counterpart for the \
+                     engine's norms (only models without --norm export)",
+                    net.norm
+                ),
+            ));
+        }
+        if net.residual {
+            return Err(Error::file(
+                &self.path,
+                "a model with residual links: nn.LSTM has none, so it does not export",
+            ));
+        }
+        if net.cell != crate::kernels::cell::Cell::Lstm {
+            return Err(Error::file(
+                &self.path,
+                format!(
+                    "a model with cell {}: the PyTorch export writes the nn.LSTM module only",
+                    net.cell.name()
+                ),
+            ));
+        }
+        let lstm = net.lstm();
+        let (vocab, outputs) = match net.head {
+            Head::Language { vocab, .. } => (Some(vocab), vocab),
+            Head::Regression { outputs, .. } | Head::Sequence { outputs, .. } => (None, outputs),
+        };
+        let col = |c: &crate::data::ColumnStats| serde_json::json!({ "name": c.name, "mean": c.mean, "std": c.std });
+        let json = serde_json::json!({
+            "format": "lstm-wgpu pytorch export 1",
+            "task": match self.config.task { Task::Text => "text", Task::Series => "series" },
+            "module": {
+                "input_size": lstm.input_size,
+                "hidden_size": lstm.hidden_size,
+                "num_layers": lstm.num_layers,
+                "outputs": outputs,
+                "vocab": vocab,
+            },
+            "seq_len": self.config.seq_len,
+            "horizon": self.config.horizon,
+            "normalizer": self.normalizer.as_ref().map(|n| serde_json::json!({
+                "features": n.features.iter().map(col).collect::<Vec<_>>(),
+                "target": col(&n.target),
+            })),
+            "vocab": self.vocab.as_ref().map(|v| {
+                v.chars.iter().map(|c| c.to_string()).collect::<Vec<_>>()
+            }),
+        });
+        let text =
+            serde_json::to_string_pretty(&json).map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok((self.state_dict(), text + "\n"))
+    }
+}

@@ -1,0 +1,387 @@
+//! A trained model used from the library (`lstm_wgpu::Model`) and exported
+//! to PyTorch: the library gives what `predict` and `generate` print, its
+//! streaming state carries, bad files are refused by name, and a PyTorch
+//! model goes in (`train --init`, bare `nn.LSTM` names) and comes out
+//! (`export --to pytorch`) bit for bit, predicting as PyTorch does
+//! (fixtures of tests/fixtures/export/make_export_fixtures.py; no Python
+//! needed here).
+
+use lstm_wgpu::infer::{Checkpoint, Sampling, State};
+use lstm_wgpu::io::TensorFile;
+use lstm_wgpu::{Model, NamedTensor};
+use std::path::{Path, PathBuf};
+
+#[path = "common/cli.rs"]
+mod cli;
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
+use cli::{assert_refused, ok, run, s};
+use tempdir::TempDir;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/export")
+        .join(name)
+}
+
+/// Ten training steps.
+const TEN: &[&str] = &["--steps", "10"];
+
+/// A checkpoint of a series run (2 layers of 8) on the fixture CSV.
+fn series_checkpoint(d: &TempDir, name: &str, extra: &[&str]) -> PathBuf {
+    let ck = d.path().join(name);
+    let csv = fixture("series.csv");
+    let mut args = vec![
+        "train",
+        "--data",
+        s(&csv),
+        "--features",
+        "y",
+        "--target",
+        "y",
+        "--seq-len",
+        "8",
+        "--hidden",
+        "8",
+        "--checkpoint",
+        s(&ck),
+        "--no-progress",
+    ];
+    args.extend_from_slice(extra);
+    ok(&args);
+    ck
+}
+
+/// Exports checkpoint `ck` to `out`; the JSON beside it.
+fn export(ck: &Path, out: &Path) -> serde_json::Value {
+    ok(&["export", "--checkpoint", s(ck), "--to", "pytorch", s(out)]);
+    let text = std::fs::read_to_string(out.with_extension("json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The exported state_dict `out` holds the README module's keys (listed in
+/// the fixture's metadata) and every tensor of the PyTorch `init` file
+/// bit for bit (bare `nn.LSTM` names there, under `lstm.` here).
+fn assert_exported_as_given(out: &Path, init: &Path, expected: &TensorFile) {
+    let exported = TensorFile::read(out).unwrap().all_f32().unwrap();
+    let given = TensorFile::read(init).unwrap().all_f32().unwrap();
+    let keys: Vec<&str> = expected.metadata["keys"].split(',').collect();
+    let mut names: Vec<&str> = exported.iter().map(|t| t.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, keys, "the README module's state_dict keys");
+    assert_eq!(given.len(), exported.len());
+    for t in &given {
+        let name = match t.name.starts_with("head.") || t.name.starts_with("embedding.") {
+            true => t.name.clone(),
+            false => format!("lstm.{}", t.name),
+        };
+        let e = exported.iter().find(|x| x.name == name).unwrap();
+        assert_eq!(e.shape, t.shape, "{name}");
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&e.data), bits(&t.data), "{name} bit for bit");
+    }
+}
+
+/// PyTorch → engine → PyTorch: the fixture's bare `nn.LSTM` state_dict and
+/// head tensors start a run of no steps, whose export holds the same bits
+/// under the README module's names; the engine's predictions equal
+/// PyTorch's (1e-5) under the exported normaliser.
+#[test]
+fn pytorch_round_trip_is_bit_exact_and_predicts_as_pytorch() {
+    let d = TempDir::new("export-rt");
+    let out = d.path().join("out.safetensors");
+    let (csv, init) = (fixture("series.csv"), fixture("init.safetensors"));
+    let ck = series_checkpoint(&d, "ck.st", &["--init", s(&init), "--steps", "0"]);
+    let json = export(&ck, &out);
+    let expected = TensorFile::read(fixture("expected.safetensors")).unwrap();
+    assert_exported_as_given(&out, &init, &expected);
+    let target = &json["normalizer"]["target"];
+    let (mean, std) = (
+        target["mean"].as_f64().unwrap(),
+        target["std"].as_f64().unwrap(),
+    );
+    assert_eq!(mean, expected.metadata["mean"].parse::<f64>().unwrap());
+    assert_eq!(std, expected.metadata["std"].parse::<f64>().unwrap());
+    assert_eq!(json["module"]["hidden_size"], 8);
+    let pz = expected.f32("pred_z").unwrap().unwrap().data;
+    let mut m = Model::load(&ck).unwrap();
+    let rows = m.csv_rows(&csv).unwrap();
+    let pred = m.predict(&rows).unwrap();
+    assert_eq!(pred.len(), rows.len() - 8 + 1);
+    let theirs: Vec<f64> = pz.iter().map(|&z| z as f64 * std + mean).collect();
+    let scale = theirs.iter().fold(1f64, |a, v| a.max(v.abs()));
+    for (i, (p, t)) in pred.iter().zip(&theirs).enumerate() {
+        assert!(
+            (p[0] - t).abs() <= 1e-5 * scale,
+            "window {i}: {} vs PyTorch {t}",
+            p[0]
+        );
+    }
+}
+
+/// The same for a character model (embedding, nn.LSTM, head): the
+/// weights come back bit for bit, and `Model::step_token` over a prompt
+/// gives PyTorch's logits at every step (1e-5).
+#[test]
+fn pytorch_text_round_trip_is_bit_exact_and_steps_as_pytorch() {
+    let d = TempDir::new("export-text");
+    let (ck, out) = (d.path().join("ck.st"), d.path().join("out.safetensors"));
+    let (text, init) = (fixture("text.txt"), fixture("text_init.safetensors"));
+    ok(&[
+        "train",
+        "--data",
+        s(&text),
+        "--embed",
+        "4",
+        "--hidden",
+        "8",
+        "--layers",
+        "2",
+        "--batch",
+        "2",
+        "--seq-len",
+        "8",
+        "--init",
+        s(&init),
+        "--steps",
+        "0",
+        "--checkpoint",
+        s(&ck),
+        "--no-progress",
+    ]);
+    let json = export(&ck, &out);
+    let expected = TensorFile::read(fixture("text_expected.safetensors")).unwrap();
+    assert_exported_as_given(&out, &init, &expected);
+    let mut m = Model::load(&ck).unwrap();
+    let vocab = m.vocab().unwrap().clone();
+    let listed: Vec<String> = vocab.chars.iter().map(|c| c.to_string()).collect();
+    assert_eq!(json["vocab"], serde_json::json!(listed));
+    assert_eq!(json["module"]["vocab"], vocab.len());
+    let want = expected.f32("logits").unwrap().unwrap();
+    let prompt = &expected.metadata["prompt"];
+    assert_eq!(want.shape, [prompt.chars().count(), vocab.len()]);
+    for (t, id) in vocab.encode(prompt).unwrap().into_iter().enumerate() {
+        let got = m.step_token(id).unwrap();
+        let row = &want.data[t * vocab.len()..(t + 1) * vocab.len()];
+        let scale = row.iter().fold(1f32, |a, v| a.max(v.abs()));
+        for (g, w) in got.iter().zip(row) {
+            assert!(
+                (g - w).abs() <= 1e-5 * scale,
+                "step {t}: {got:?} vs PyTorch {row:?}"
+            );
+        }
+    }
+}
+
+/// `Model::predict`, `forecast` and `generate` give what the commands
+/// print, digit for digit.
+#[test]
+fn model_gives_what_predict_and_generate_print() {
+    let d = TempDir::new("infer-cmds");
+    let csv = fixture("series.csv");
+    let ck = series_checkpoint(&d, "series.st", &["--horizon", "2", "--steps", "10"]);
+    let printed = ok(&["predict", "--checkpoint", s(&ck), "--data", s(&csv)]);
+    let mut m = Model::load(&ck).unwrap();
+    m.set_batch(5).unwrap();
+    let rows = m.csv_rows(&csv).unwrap();
+    let pred = m.predict(&rows).unwrap();
+    let lines: Vec<&str> = printed.lines().skip(1).collect();
+    assert_eq!(lines.len(), rows.len() - 8 - 2 + 1);
+    for (line, p) in lines.iter().zip(&pred) {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(
+            cells[cells.len() - 2..],
+            [p[0].to_string(), p[1].to_string()]
+        );
+    }
+    let printed = ok(&[
+        "predict",
+        "--checkpoint",
+        s(&ck),
+        "--data",
+        s(&csv),
+        "--future",
+        "5",
+    ]);
+    let future: Vec<String> = printed
+        .lines()
+        .rev()
+        .take(5)
+        .map(|l| l.rsplit(',').next().unwrap().to_string())
+        .collect();
+    let ours: Vec<String> = m
+        .forecast(&rows, 5)
+        .unwrap()
+        .iter()
+        .rev()
+        .map(f64::to_string)
+        .collect();
+    assert_eq!(future, ours);
+
+    let text = d.path().join("text.st");
+    ok(&[
+        "train",
+        "--hidden",
+        "8",
+        "--embed",
+        "4",
+        "--steps",
+        "3",
+        "--checkpoint",
+        s(&text),
+        "--no-progress",
+    ]);
+    let printed = ok(&[
+        "generate",
+        "--checkpoint",
+        s(&text),
+        "--prompt",
+        "th",
+        "--length",
+        "40",
+        "--temperature",
+        "0.7",
+        "--top-k",
+        "5",
+        "--seed",
+        "9",
+    ]);
+    let mut t = Model::load(&text).unwrap();
+    let sampling = Sampling {
+        temperature: 0.7,
+        top_k: 5,
+        seed: 9,
+    };
+    let ours = t.generate("th", 40, &sampling).unwrap();
+    assert_eq!(printed, format!("th{ours}\n"));
+    assert_eq!(
+        t.vocab().unwrap().len(),
+        t.checkpoint().vocab().unwrap().len()
+    );
+    // The wrong kind of model for a call is an error, not a panic.
+    assert!(t.predict(&rows).unwrap_err().to_string().contains("text"));
+    assert!(
+        m.generate("a", 1, &sampling)
+            .unwrap_err()
+            .to_string()
+            .contains("series")
+    );
+}
+
+/// `step` carries the state from call to call: T steps from zero give
+/// window 0's prediction; a state taken and restored gives the same step
+/// bit for bit; `reset` starts from zero again.
+#[test]
+fn streaming_carries_the_state() {
+    let d = TempDir::new("infer-stream");
+    let csv = fixture("series.csv");
+    let ck = series_checkpoint(&d, "series.st", TEN);
+    let mut m = Model::load(&ck).unwrap();
+    let rows = m.csv_rows(&csv).unwrap();
+    let window0 = m.predict(&rows[..8]).unwrap()[0][0];
+    assert_eq!(m.state().unwrap().0, vec![0.0; 2 * 2 * 8]);
+    let mut last = Vec::new();
+    for r in &rows[..8] {
+        last = m.step(r).unwrap();
+    }
+    assert!(
+        (last[0] - window0).abs() <= 1e-5 * window0.abs().max(1.0),
+        "{last:?} vs {window0}"
+    );
+    let st: State = m.state().unwrap();
+    assert!(st.0.iter().any(|&v| v != 0.0));
+    let a = m.step(&rows[8]).unwrap();
+    m.with_state(&st).unwrap();
+    assert_eq!(m.step(&rows[8]).unwrap(), a);
+    m.reset();
+    let fresh = Model::load(&ck).unwrap().step(&rows[0]).unwrap();
+    assert_eq!(m.step(&rows[0]).unwrap(), fresh);
+    let e = m.predict(&rows[..1]).unwrap_err().to_string();
+    assert!(e.contains("fewer than the model's seq_len 8"), "{e}");
+    let e = m.step(&[1.0, 2.0]).unwrap_err().to_string();
+    assert!(e.contains("2 values, expected 1") && e.contains("y"), "{e}");
+}
+
+/// A copy of checkpoint `ck` (beside it, as `name`) whose tensor `tensor`
+/// has zeros of `shape`, or is gone (`None`).
+fn altered(ck: &Path, tensor: &str, shape: Option<Vec<usize>>, name: &str) -> PathBuf {
+    let f = TensorFile::read(ck).unwrap();
+    let (mut tensors, ints) = f.params_and_counters().unwrap();
+    tensors.retain(|t| t.name != tensor);
+    if let Some(shape) = shape {
+        let n = shape.iter().product();
+        tensors.push(NamedTensor::new(tensor, shape, vec![0.0; n]));
+    }
+    let out = ck.with_file_name(name);
+    lstm_wgpu::io::write_with_counters(&out, &tensors, &ints, Some(f.metadata.clone())).unwrap();
+    out
+}
+
+/// Missing, corrupt and inconsistent checkpoints are errors naming the
+/// file or the tensor, before a GPU is opened.
+#[test]
+fn bad_checkpoints_are_refused_by_name() {
+    let d = TempDir::new("infer-bad");
+    let missing = d.path().join("none.st");
+    let e = Checkpoint::read(&missing).unwrap_err().to_string();
+    assert!(e.contains("none.st"), "{e}");
+    let junk = d.path().join("junk.st");
+    std::fs::write(&junk, b"not a checkpoint at all").unwrap();
+    let e = Checkpoint::read(&junk).unwrap_err().to_string();
+    assert!(e.contains("junk.st") && e.contains("safetensors"), "{e}");
+    let e = Checkpoint::read(fixture("init.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no `config` metadata"), "{e}");
+    let ck = series_checkpoint(&d, "series.st", TEN);
+    let bad = altered(&ck, "lstm.weight_hh_l1", Some(vec![32, 4]), "shape.st");
+    let e = Checkpoint::read(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("lstm.weight_hh_l1") && e.contains("[32, 4]"),
+        "{e}"
+    );
+    let bad = altered(&ck, "head.bias", None, "gone.st");
+    let e = Checkpoint::read(&bad).unwrap_err().to_string();
+    assert!(e.contains("head.bias") && e.contains("missing"), "{e}");
+}
+
+/// `export` refuses bad input with exit 2 and one line, before it writes
+/// anything: a missing or corrupt checkpoint, an unwritable or misnamed
+/// OUT, a misshapen tensor, a model the PyTorch module cannot hold, an
+/// unknown format.
+#[test]
+fn export_refuses_bad_input_before_writing() {
+    let d = TempDir::new("export-bad");
+    let out = d.path().join("out.safetensors");
+    let o = |args: &[&str]| run(args);
+    let missing = d.path().join("none.st");
+    let refused = |ck: &Path, out: &Path, want: &[&str]| {
+        let before = d.files();
+        let r = o(&["export", "--checkpoint", s(ck), "--to", "pytorch", s(out)]);
+        assert_refused(&r, want, &format!("export {}", ck.display()));
+        assert_eq!(d.files(), before, "nothing written");
+    };
+    refused(&missing, &out, &["none.st"]);
+    let junk = d.path().join("junk.st");
+    std::fs::write(&junk, b"\x08\0\0\0\0\0\0\0{}").unwrap();
+    refused(&junk, &out, &["junk.st"]);
+    let ck = series_checkpoint(&d, "series.st", TEN);
+    refused(&ck, &d.path().join("no/such/dir/out.safetensors"), &["OUT"]);
+    refused(
+        &ck,
+        &d.path().join("out.json"),
+        &["out.json", ".safetensors"],
+    );
+    refused(&ck, &ck, &["OUT"]);
+    let normed = series_checkpoint(&d, "normed.st", &["--norm", "layer", "--steps", "10"]);
+    refused(&normed, &out, &["normed.st", "norm"]);
+    // A tensor of the wrong shape, named with both shapes.
+    let bad = altered(&ck, "head.weight", Some(vec![1, 4]), "shape.st");
+    refused(&bad, &out, &["head.weight", "[1, 4]", "[1, 8]"]);
+    let r = o(&["export", "--checkpoint", s(&ck), "--to", "onnx", s(&out)]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(!out.exists());
+    ok(&["export", "--checkpoint", s(&ck), "--to", "pytorch", s(&out)]);
+    assert!(out.exists() && out.with_extension("json").exists());
+}
