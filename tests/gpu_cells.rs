@@ -267,3 +267,32 @@ fn indrnn_grad_command_matches_the_reference() {
     }
     assert!(!got.tensors.contains_key("c_n"));
 }
+
+/// The GRU in f16-mixed (f16 W_hh, b_hh, gates and h_prev; f32 sums,
+/// state and gradients) against the f64 reference, within the LSTM's
+/// f16-mixed tolerance (`gpu_reference.rs`), per step and as a wavefront,
+/// where the adapter has SHADER_F16.
+#[test]
+fn gru_f16_mixed_matches_the_reference() {
+    use lstm_wgpu::model::precision::Precision;
+    if !ctx().f16 {
+        eprintln!("skipped: the adapter lacks SHADER_F16");
+        return;
+    }
+    for (i, (name, c)) in GRU_CASES.into_iter().enumerate() {
+        for path in [CellPath::PerStep, CellPath::Wavefront] {
+            if path == CellPath::Wavefront && (c.layers < 2 || c.bidir) {
+                continue;
+            }
+            let label = format!("f16-mixed {path:?}, {name}");
+            let ctx = ctx();
+            let d = gru_data(&c, 780 + i as u64);
+            let mut l = c.lstm(&ctx, &d);
+            set_path(&mut l, Some(path));
+            l.set_precision(Precision::F16Mixed)
+                .unwrap_or_else(|e| panic!("{label}: {e}"));
+            let (out, grads) = gpu_pass(&mut l, &d).unwrap_or_else(|e| panic!("{label}: {e}"));
+            check_reference(&label, &d, (&out, &grads), 1e-2);
+        }
+    }
+}

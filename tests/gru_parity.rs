@@ -25,6 +25,16 @@ fn gru_parity_with_pytorch() {
     }
 }
 
+/// `grad --cell gru --precision f16-mixed` against the same fixtures,
+/// within the LSTM's f16-mixed tolerance.
+#[test]
+fn gru_parity_f16_mixed() {
+    for name in GRU {
+        let args = ["--cell", "gru", "--precision", "f16-mixed"];
+        check_parity_with(&fixtures_dir("cells"), name, 1e-2, &args);
+    }
+}
+
 /// The same fixtures on the wavefront and the tiled cells, where they run.
 #[test]
 fn gru_parity_on_every_path() {

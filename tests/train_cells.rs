@@ -136,7 +136,6 @@ fn gru_refuses_what_it_has_not() {
         (&["--forget-bias", "1"][..], "--forget-bias"),
         (&["--norm", "layer-cell"][..], "--norm layer-cell"),
         (&["--norm", "recurrent-batch"][..], "--norm recurrent-batch"),
-        (&["--precision", "f16-mixed"][..], "f32"),
         (&["--activation", "tanh"][..], "--activation"),
     ] {
         let o = run(&[&["train", "--cell", "gru", "--steps", "2"], args].concat());

@@ -341,9 +341,9 @@ impl LstmCell {
                 cell.module()
             )));
         }
-        if half && cell != Cell::Lstm {
+        if half && cell.diag() {
             return Err(crate::Error::Invalid(format!(
-                "f16-mixed precision serves the LSTM cell; the {} runs in f32",
+                "f16-mixed precision serves the LSTM and GRU cells; the {} runs in f32",
                 cell.module()
             )));
         }

@@ -91,7 +91,8 @@ pub fn f16_obstacle(
             "the normalized cells (layer-cell, recurrent-batch) run in f32 only".to_string(),
         );
     }
-    if cell != crate::kernels::cell::Cell::Lstm {
+    // IndRNN's diagonal W_hh gradient sums an f32 gate cache only.
+    if cell.diag() {
         return Some(format!("the {} cell runs in f32 only", cell.module()));
     }
     None
