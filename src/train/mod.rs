@@ -10,6 +10,8 @@ pub mod health;
 pub mod histograms;
 pub mod lr;
 pub mod metrics;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod reduce;
 pub mod tensorboard;
 

@@ -13,7 +13,8 @@
 //! rank order, `((v_0 + v_1) + v_2) + …` ([`sum_in_rank_order`]), and gives
 //! every rank the same bits, so all ranks keep bit-identical weights and a
 //! run is reproducible (MPI's own allreduce may group the additions in any
-//! order).
+//! order). The MPI implementation is `train::mpi::MpiReducer` (cargo
+//! feature `mpi`).
 
 use crate::data::WindowSet;
 use crate::error::Result;
