@@ -4,8 +4,9 @@
 //! loss, the validation losses and the final checkpoint equal a single
 //! process's with the same global batch to 1e-5 relative (the same sums
 //! grouped otherwise), both ranks end with bit-identical parameters, a run
-//! stopped and resumed equals the uninterrupted one bit for bit, and a
-//! batch that does not divide over the ranks is refused by name.
+//! stopped and resumed equals the uninterrupted one bit for bit, one
+//! process resumes the two ranks' checkpoint, and a batch that does not
+//! divide over the ranks is refused by name.
 #![cfg(feature = "mpi")]
 
 use lstm_wgpu::io::TensorFile;
@@ -151,16 +152,25 @@ fn one_against_two(tag: &str, args: &[&str]) {
     let ck = dir.join("resumed.st");
     let stop = ["--checkpoint", p(&ck), "--stop-after", "20"];
     ok(Some(2), &[args, &stop[..]].concat());
-    let resume = [
-        "train",
-        "--resume",
-        p(&ck),
-        "--checkpoint",
-        p(&ck),
-        "--no-progress",
-    ];
-    ok(Some(2), &resume);
+    let at20 = dir.join("at20.st");
+    std::fs::copy(&ck, &at20).unwrap_or_else(|e| panic!("{e}"));
+    let resume = |from: &Path, to: &Path| {
+        [
+            "train",
+            "--resume",
+            p(from),
+            "--checkpoint",
+            p(to),
+            "--no-progress",
+        ]
+        .map(String::from)
+    };
+    ok(Some(2), &resume(&ck, &ck).each_ref().map(String::as_str));
     same_checkpoints(&ck2, &ck, true);
+    // The checkpoint holds the whole batch's state: one process resumes it.
+    let one = dir.join("one-resumed.st");
+    ok(None, &resume(&at20, &one).each_ref().map(String::as_str));
+    same_checkpoints(&ck1, &one, false);
 }
 
 #[test]
