@@ -134,6 +134,9 @@ fn one_against_two(tag: &str, args: &[&str]) {
         let (from, to) = (r * batch / 2, (r + 1) * batch / 2);
         let want = format!("rank {r} of 2: sequences {from}..{to} of each global batch of {batch}");
         assert!(err.contains(&want), "no `{want}` in {err}");
+        // Rank r opens adapter r modulo the adapters: lavapipe for both.
+        let adapter = format!("rank {r} of 2: adapter: ");
+        assert!(err.contains(&adapter), "no `{adapter}` in {err}");
     }
     let crcs = rank_crcs(&err, 2);
     assert_eq!(crcs[0], crcs[1], "the ranks' parameters differ: {err}");

@@ -8,7 +8,7 @@ pub(crate) mod report;
 pub(crate) mod settings;
 mod validation;
 
-use crate::cli::env::{open_gpu, size_limits};
+use crate::cli::env::size_limits;
 use crate::cli::train::checkpoint::{
     Loaded, RunState, SCALER_NAME, counter, health_from, init_file, load_checkpoint, restore_model,
     save_checkpoint, scaler_from, values_from,
@@ -773,7 +773,7 @@ pub(crate) fn build_trainer(
     w: Weights<'_>,
     verbose: bool,
 ) -> Result<Trainer> {
-    let ctx = open_gpu(verbose)?;
+    let ctx = parallel::open_gpu(verbose)?;
     net.check_size(run_seq_len(c, data), c.batch, &size_limits(Some(&ctx)))?;
     let oc = optim_config(c)?;
     // The precision a resumed run trained in.

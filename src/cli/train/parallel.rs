@@ -5,11 +5,14 @@
 //! ([`lstm_wgpu::train::reduce`]); only rank 0 writes outputs. Without the
 //! feature, or outside mpirun, every function here is the single process.
 
+use crate::cli::env::gpu_options_from_env;
 use crate::cli::train::data::Owned;
 use crate::cli::train::settings::{RunConfig, TrainArgs};
 use lstm_wgpu::error::{Error, Result};
+use lstm_wgpu::gpu::GpuContext;
 use lstm_wgpu::train::reduce::columns;
 use lstm_wgpu::train::{Head, Trainer};
+use std::sync::Arc;
 
 /// The MPI environment of a run under mpirun, finalized when dropped.
 pub(crate) struct Group {
@@ -99,6 +102,24 @@ pub(crate) fn skip_write() -> bool {
 /// The sequences per step of this rank's trainer: its share of `batch`.
 pub(crate) fn local_batch(batch: usize) -> usize {
     batch / rank_size().1
+}
+
+/// Opens this rank's GPU: under MPI with several ranks and no
+/// `WGPU_ADAPTER_NAME`, adapter `rank` modulo the GPUs
+/// ([`lstm_wgpu::gpu::GpuOptions::adapter_index`]); otherwise as a single
+/// run does.
+pub(crate) fn open_gpu(verbose: bool) -> Result<Arc<GpuContext>> {
+    let (rank, size) = rank_size();
+    if size == 1 {
+        return crate::cli::env::open_gpu(verbose);
+    }
+    let mut o = gpu_options_from_env()?;
+    if o.adapter_name.is_none() {
+        o.adapter_index = Some(rank);
+    }
+    let ctx = GpuContext::with_options(o)?;
+    eprintln!("rank {rank} of {size}: adapter: {}", ctx.describe());
+    Ok(Arc::new(ctx))
 }
 
 /// Makes `tr` a rank of the MPI job, if there is one of several ranks.
