@@ -825,7 +825,9 @@ impl Trainer {
     /// rank takes the step of the mean loss over the global batch. Every
     /// rank must start from the same weights and take the same steps.
     /// A step then waits for its backward (the reduction runs on the
-    /// host) and cannot be profiled. `None`: a single process again.
+    /// host) and cannot be profiled. [`Trainer::eval`] stays this rank's
+    /// own (the mean over its shard; sum what it returns with
+    /// [`Trainer::reducer`]). `None`: a single process again.
     pub fn set_reducer(&mut self, r: Option<Box<dyn reduce::Reducer>>) {
         self.reducer = r;
     }
