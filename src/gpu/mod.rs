@@ -75,6 +75,12 @@ pub struct GpuOptions {
     /// (which honours `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and
     /// `WGPU_POWER_PREF`).
     pub adapter_name: Option<String>,
+    /// Without `adapter_name`: adapter i modulo the count of the GPUs
+    /// wgpu enumerates on its primary backends (Vulkan, Metal, DX12), or
+    /// of the CPU adapters where there is no GPU (lavapipe), in wgpu's
+    /// order (one rank of a data-parallel job per GPU). `None`: wgpu's
+    /// own choice.
+    pub adapter_index: Option<usize>,
     /// Kernel choices: the default of every model built on the context
     /// ([`crate::Lstm::new`]); its `subgroups` decides whether the device
     /// asks for subgroup operations.
@@ -131,6 +137,23 @@ fn adapter_named(instance: &wgpu::Instance, want: &str) -> Result<wgpu::Adapter>
                 }
             ))
         })
+}
+
+/// Adapter `i` modulo the GPUs of the primary backends, or of their CPU
+/// adapters where there is no GPU (see [`GpuOptions::adapter_index`]).
+fn adapter_at(instance: &wgpu::Instance, i: usize) -> Result<wgpu::Adapter> {
+    let all = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
+    let is_cpu = |a: &wgpu::Adapter| a.get_info().device_type == wgpu::DeviceType::Cpu;
+    let (cpus, mut gpus): (Vec<_>, Vec<_>) = all.into_iter().partition(is_cpu);
+    if gpus.is_empty() {
+        gpus = cpus;
+    }
+    match gpus.len() {
+        0 => Err(Error::NoAdapter(
+            "no adapter on the primary backends (Vulkan, Metal, DX12)".into(),
+        )),
+        n => Ok(gpus.swap_remove(i % n)),
+    }
 }
 
 /// How a kernel binding is used.
@@ -211,13 +234,15 @@ impl GpuContext {
             timestamps,
             binding_limit,
             adapter_name,
+            adapter_index,
             tuning,
         } = opts;
         tuning.check()?;
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = match adapter_name {
-            Some(want) if !want.is_empty() => adapter_named(&instance, &want)?,
+        let adapter = match (adapter_name, adapter_index) {
+            (Some(want), _) if !want.is_empty() => adapter_named(&instance, &want)?,
+            (_, Some(i)) => adapter_at(&instance, i)?,
             // wgpu's own choice, honouring WGPU_BACKEND and WGPU_POWER_PREF.
             _ => pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
                 &instance, None,

@@ -10,6 +10,9 @@ pub mod health;
 pub mod histograms;
 pub mod lr;
 pub mod metrics;
+#[cfg(feature = "mpi")]
+pub mod mpi;
+pub mod reduce;
 pub mod tensorboard;
 
 use crate::error::{Error, Result};
@@ -653,6 +656,9 @@ pub struct Trainer {
     hist_plans: HashMap<usize, histograms::StepHistograms>,
     /// Dispatches the last training step recorded.
     last_dispatches: usize,
+    /// Data parallelism: sums the gradients over the ranks after backward
+    /// (see [`Trainer::set_reducer`]).
+    reducer: Option<Box<dyn reduce::Reducer>>,
 }
 
 /// When and how finely a [`Trainer`] takes histograms.
@@ -696,6 +702,24 @@ pub enum Carry {
 fn push<D: IntoIterator<Item = Dispatch>>(v: &mut Vec<Dispatch>, d: Result<D>) -> Result<()> {
     v.extend(d?);
     Ok(())
+}
+
+/// Records `list` into one compute pass of `enc`; how many it recorded.
+fn record_pass<'a>(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    list: impl Iterator<Item = &'a Dispatch>,
+) -> Result<usize> {
+    let mut n = 0;
+    ctx.scoped(|| {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        for d in list {
+            n += 1;
+            d.record(&mut pass);
+        }
+        Ok(())
+    })?;
+    Ok(n)
 }
 
 /// Checks per-sequence lengths: B values in 1..=T.
@@ -822,7 +846,29 @@ impl Trainer {
             hist: None,
             hist_plans: HashMap::new(),
             last_dispatches: 0,
+            reducer: None,
         })
+    }
+
+    /// Makes this trainer one rank of a data-parallel group ([`reduce`]):
+    /// its batches are its shard of each global batch, every training
+    /// step's loss divides by the count of positions summed over the
+    /// ranks, and after backward the gradients and the loss are summed
+    /// over the ranks by `r` before clipping and the optimizer, so every
+    /// rank takes the step of the mean loss over the global batch. Every
+    /// rank must start from the same weights and take the same steps.
+    /// A step then waits for its backward (the reduction runs on the
+    /// host) and cannot be profiled. [`Trainer::eval`] stays this rank's
+    /// own (the mean over its shard; sum what it returns with
+    /// [`Trainer::reducer`]). `None`: a single process again.
+    pub fn set_reducer(&mut self, r: Option<Box<dyn reduce::Reducer>>) {
+        self.reducer = r;
+    }
+
+    /// The data-parallel group's reducer, if any (for sums of the
+    /// caller's, e.g. validation losses).
+    pub fn reducer(&self) -> Option<&dyn reduce::Reducer> {
+        self.reducer.as_deref()
     }
 
     /// Whether a token model computes layer 0's input projection once per
@@ -1558,7 +1604,7 @@ impl Trainer {
         self.lstm.train = train;
         let ws_x = self.lstm.plan(t, b)?.ws.x.clone();
         let ws_lengths = self.lstm.plan(t, b)?.ws.lengths.clone();
-        match (data, self.net.head) {
+        let count = match (data, self.net.head) {
             (StepData::Tokens { ids, targets, .. }, Head::Language { vocab, .. }) => {
                 self.upload_tokens((t, train), ids, targets, vocab, &lens)?
             }
@@ -1573,14 +1619,27 @@ impl Trainer {
                     "batch does not match the model's task".into(),
                 ));
             }
-        }
+        };
+        // Data parallel: a training step's mean is over the global batch.
+        let count = match self.reducer.as_deref() {
+            Some(r) if train => {
+                let mut n = [count as f64];
+                r.sum_f64(&mut n)?;
+                u32::try_from(n[0] as u64).map_err(|_| {
+                    Error::Invalid(format!("{} loss positions over the ranks", n[0]))
+                })?
+            }
+            _ => count,
+        };
+        let step = LossStep { count, scale: 1.0 };
+        self.ctx.write(&self.loss_step, 0, &step.words());
         let lens: Vec<u32> = lens.iter().map(|&l| l as u32).collect();
         self.ctx.write(&ws_lengths, 0, &lens);
         Ok(())
     }
 
     /// A language model's batch for the plan `key` (T, train): token ids, targets (padding ignored by the
-    /// loss), the embedding's scatter index and the loss count.
+    /// loss) and the embedding's scatter index; returns the loss count.
     fn upload_tokens(
         &self,
         key: (usize, bool),
@@ -1588,7 +1647,7 @@ impl Trainer {
         targets: &[u32],
         vocab: usize,
         lens: &[usize],
-    ) -> Result<()> {
+    ) -> Result<u32> {
         let (b, t) = (self.batch, key.0);
         if ids.len() != t * b || targets.len() != t * b {
             return Err(Error::tensor(
@@ -1624,17 +1683,13 @@ impl Trainer {
         }
         ctx.write(&p.targets, 0, &targets);
         ctx.write(&p.csr, 0, &csr_words(ids, vocab));
-        let step = LossStep {
-            count: crate::kernels::loss::ce_count(&targets),
-            scale: 1.0,
-        };
-        ctx.write(&self.loss_step, 0, &step.words());
-        Ok(())
+        Ok(crate::kernels::loss::ce_count(&targets))
     }
 
     /// A series model's batch for the plan `key` (T, train): inputs, targets (the last valid step's, or
-    /// every step's with its mask of valid positions) and the loss count.
-    /// `shape`: features, outputs, and whether the head runs on every step.
+    /// every step's with its mask of valid positions); returns the loss
+    /// count. `shape`: features, outputs, and whether the head runs on
+    /// every step.
     fn upload_series(
         &self,
         key: (usize, bool),
@@ -1643,7 +1698,7 @@ impl Trainer {
         (features, outputs, every): (usize, usize, bool),
         ws_x: &wgpu::Buffer,
         lens: &[usize],
-    ) -> Result<()> {
+    ) -> Result<u32> {
         let (b, t) = (self.batch, key.0);
         if x.len() != t * b * features {
             return Err(Error::tensor(
@@ -1687,12 +1742,7 @@ impl Trainer {
             count = mask.iter().filter(|&&m| m != 0).count();
             ctx.write(&p.mask, 0, &mask);
         }
-        let step = LossStep {
-            count: (count * outputs) as u32,
-            scale: 1.0,
-        };
-        ctx.write(&self.loss_step, 0, &step.words());
-        Ok(())
+        Ok((count * outputs) as u32)
     }
 
     /// Records the initial state (zero, or the carried one of `kind`: 0
@@ -1726,13 +1776,41 @@ impl Trainer {
     }
 
     /// The carried training state (h then c, each [L, B, H]), read back.
+    /// Data parallel ([`Trainer::set_reducer`]), that of the global batch,
+    /// every rank's sequences in place (collective).
     pub fn carried_state(&self) -> Result<Vec<f32>> {
-        self.read_carry(0)
+        let mine = self.read_carry(0)?;
+        let Some(r) = self.reducer() else {
+            return Ok(mine);
+        };
+        let n = mine.len();
+        // Each rank's columns placed into zeros, then summed: exact.
+        let (b, size, h) = (self.batch, r.size(), self.net.hidden);
+        let mut all = vec![0.0f32; n * size];
+        for (row, dst) in mine
+            .chunks_exact(b * h)
+            .zip(all.chunks_exact_mut(b * h * size))
+        {
+            dst[r.rank() * b * h..(r.rank() + 1) * b * h].copy_from_slice(row);
+        }
+        r.sum_f32(&mut all)?;
+        Ok(all)
     }
 
     /// Replaces the carried training state (as [`Trainer::carried_state`]
-    /// returns it), e.g. when resuming.
+    /// returns it, of the global batch when data parallel), e.g. when
+    /// resuming.
     pub fn set_carried_state(&self, v: &[f32]) -> Result<()> {
+        let n = (self.carry[0].size() / 4) as usize;
+        let shard;
+        let v = match self.reducer() {
+            Some(r) if v.len() == n * r.size() => {
+                let (b, h) = (self.batch, self.net.hidden);
+                shard = reduce::columns(v, b * r.size(), h, (r.rank() * b, b));
+                &shard[..]
+            }
+            _ => v,
+        };
         self.write_carry(0, v)
     }
 
@@ -1930,25 +2008,40 @@ impl Trainer {
             None => (0..0, 0..0, 0..0),
         };
         let p = &self.plans[&(t, true)];
-        let list = p
-            .forward
-            .iter()
-            .chain(groups(acts))
-            .chain(&p.backward)
-            .chain(groups(grads))
+        let first = p.forward.iter().chain(groups(acts)).chain(&p.backward);
+        let second = groups(grads)
             .chain(&self.clip.dispatches)
             .chain(std::iter::once(&self.optim.dispatch))
             .chain(groups(params));
         let mut recorded = 0;
-        let list = list.inspect(|_| recorded += 1);
-        ctx.scoped(|| {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            match self.profiler.as_mut() {
-                Some(prof) => prof.record(&mut pass, list)?,
-                None => list.for_each(|d| d.record(&mut pass)),
+        match self.reducer.as_deref() {
+            None => {
+                let list = first.chain(second).inspect(|_| recorded += 1);
+                ctx.scoped(|| {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    match self.profiler.as_mut() {
+                        Some(prof) => prof.record(&mut pass, list)?,
+                        None => list.for_each(|d| d.record(&mut pass)),
+                    }
+                    Ok(())
+                })?;
             }
-            Ok(())
-        })?;
+            Some(r) => {
+                if self.profiler.is_some() {
+                    return Err(Error::Invalid(
+                        "a data-parallel step (with a reducer) cannot be profiled".into(),
+                    ));
+                }
+                // Forward and backward, then the sum over the ranks on the
+                // host, then clipping and the optimizer in a second submit.
+                recorded += record_pass(&ctx, &mut enc, first)?;
+                ctx.scoped(|| Ok(ctx.queue.submit([enc.finish()])))?;
+                let grads = &self.lstm.model.grads;
+                reduce::reduce_step(&ctx, grads, self.lstm.model.table.total, &self.loss, r)?;
+                enc = ctx.device.create_command_encoder(&Default::default());
+                recorded += record_pass(&ctx, &mut enc, second)?;
+            }
+        }
         self.last_dispatches = recorded;
         if let Some(prof) = &self.profiler {
             prof.resolve(&mut enc);

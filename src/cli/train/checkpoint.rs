@@ -444,7 +444,11 @@ pub(crate) fn save_checkpoint(
         tensors.push(t);
     }
     tensors.extend(tr.optim.state_tensors(tr.ctx())?);
+    // Collective under MPI; rank 0 alone writes.
     let state = tr.carried_state()?;
+    if super::parallel::skip_write() {
+        return Ok(());
+    }
     tensors.push(NamedTensor::new("train.state", vec![state.len()], state));
     if let Some(s) = tr.scaler_state()? {
         tensors.push(NamedTensor::new(SCALER_NAME, vec![3], s.words().to_vec()));

@@ -3,11 +3,12 @@
 
 pub(crate) mod checkpoint;
 pub(crate) mod data;
+mod parallel;
 pub(crate) mod report;
 pub(crate) mod settings;
 mod validation;
 
-use crate::cli::env::{open_gpu, size_limits};
+use crate::cli::env::size_limits;
 use crate::cli::train::checkpoint::{
     Loaded, RunState, SCALER_NAME, counter, health_from, init_file, load_checkpoint, restore_model,
     save_checkpoint, scaler_from, values_from,
@@ -93,10 +94,18 @@ pub(crate) fn settings(a: TrainArgs) -> Result<(TrainArgs, RunConfig, Option<Loa
 /// Runs `train`.
 pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     let (a, c, resumed) = settings(a)?;
+    // Under mpirun: this rank's part of a data-parallel run.
+    let _mpi = parallel::start(&c)?;
+    let a = parallel::rank_args(a);
     match Run::new(a, c, resumed, verbose)? {
         Some(mut run) => {
             run.steps()?;
-            crate::cli::out::line(run.finish()?.line)
+            parallel::report(&run.tr)?;
+            let line = run.finish()?.line;
+            match parallel::is_root() {
+                true => crate::cli::out::line(line),
+                false => Ok(()),
+            }
         }
         // --dump-data wrote the data instead.
         None => Ok(()),
@@ -288,6 +297,7 @@ impl Run {
                 && (submitted == self.st.step || !self.boundary(submitted))
             {
                 let (t, batch, carry) = train_batch(&self.c, &self.data, submitted)?;
+                let batch = parallel::shard(&self.tr, batch);
                 let lr = self.sched.lr(self.c.lr, submitted + 1);
                 self.tr.submit(t, &batch.view(), carry, lr)?;
                 in_flight.push_back((t, lr));
@@ -763,7 +773,7 @@ pub(crate) fn build_trainer(
     w: Weights<'_>,
     verbose: bool,
 ) -> Result<Trainer> {
-    let ctx = open_gpu(verbose)?;
+    let ctx = parallel::open_gpu(verbose)?;
     net.check_size(run_seq_len(c, data), c.batch, &size_limits(Some(&ctx)))?;
     let oc = optim_config(c)?;
     // The precision a resumed run trained in.
@@ -797,7 +807,9 @@ pub(crate) fn build_trainer(
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
-    let mut tr = Trainer::new(ctx, net.clone(), w.values, c.batch, c.clip_norm, &oc)?;
+    let batch = parallel::local_batch(c.batch);
+    let mut tr = Trainer::new(ctx, net.clone(), w.values, batch, c.clip_norm, &oc)?;
+    parallel::attach(&mut tr)?;
     tr.set_precision(precision)?;
     // Resumed in its checkpoint's precision without --loss-scale, a run
     // keeps its scaler: on exactly when the checkpoint holds its state.

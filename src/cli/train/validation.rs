@@ -1,12 +1,14 @@
 //! Validation over the whole validation split.
 
-use crate::cli::train::data::{Data, VAL_BATCHES, adding_batch};
+use crate::cli::train::data::{Data, Owned, VAL_BATCHES, adding_batch};
+use crate::cli::train::parallel::{self, shard};
 use crate::cli::train::settings::RunConfig;
 use lstm_wgpu::data::{Selection, SeriesDataset, Split, WindowSet};
 use lstm_wgpu::error::{Error, Result};
-use lstm_wgpu::train::forecast::{SeriesMetrics, predict_windows};
+use lstm_wgpu::train::forecast::SeriesMetrics;
 use lstm_wgpu::train::metrics::Value;
-use lstm_wgpu::train::{Carry, StepData, Trainer};
+use lstm_wgpu::train::reduce::predict_windows_sharded;
+use lstm_wgpu::train::{Carry, Trainer};
 
 /// One validation: the mean loss over the whole validation split
 /// (weighted by positions), and for series the model's and the naive
@@ -26,7 +28,8 @@ pub(crate) fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<O
             for w in 0..v.num_windows() {
                 let b = v.get_batch(w);
                 let carry = if w == 0 { Carry::Zero } else { Carry::Continue };
-                let l = tr.eval(b.seq_len, &StepData::tokens(&b.inputs, &b.targets), carry)?;
+                let mine = shard(tr, Owned::Tokens(b.inputs, b.targets));
+                let l = tr.eval(b.seq_len, &mine.view(), carry)?;
                 sum += l as f64 * b.seq_len as f64;
                 n += b.seq_len as f64;
             }
@@ -44,22 +47,23 @@ pub(crate) fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<O
         Data::Copy(task) => {
             for i in 0..VAL_BATCHES as u64 {
                 let b = task.batch(Split::Val, i, c.batch)?;
-                sum += tr.eval(
-                    b.seq_len,
-                    &StepData::tokens(&b.inputs, &b.targets),
-                    Carry::Zero,
-                )? as f64;
+                let mine = shard(tr, Owned::Tokens(b.inputs, b.targets));
+                sum += tr.eval(b.seq_len, &mine.view(), Carry::Zero)? as f64;
                 n += 1.0;
             }
         }
         Data::Adding(task) => {
             for i in 0..VAL_BATCHES as u64 {
-                let b = adding_batch(c, task, Split::Val, i)?;
+                let b = shard(tr, adding_batch(c, task, Split::Val, i)?);
                 sum += tr.eval(task.seq_len, &b.view(), Carry::Zero)? as f64;
                 n += 1.0;
             }
         }
     }
+    // Data parallel: every rank's shard has as many positions.
+    let mut sums = [sum, n];
+    parallel::sum(tr, &mut sums)?;
+    let [sum, n] = sums;
     Ok((n > 0.0).then(|| ValReport {
         loss: sum / n,
         series: None,
@@ -75,7 +79,7 @@ fn score_series(
     sel: &Selection,
 ) -> Result<SeriesMetrics> {
     let windows: Vec<usize> = (0..set.len()).collect();
-    let pred = predict_windows(tr, set, &windows)?;
+    let pred = predict_windows_sharded(tr, set, &windows)?;
     Ok(SeriesMetrics::of(
         set,
         &windows,

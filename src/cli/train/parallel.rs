@@ -1,0 +1,206 @@
+//! `mpirun -np N lstm-wgpu train …`: data-parallel training over MPI
+//! (cargo feature `mpi`; docs/distributed.md). Every rank builds the same
+//! run (settings, data, initial weights), trains on its contiguous shard
+//! of each global batch and sums its gradients with the others'
+//! ([`lstm_wgpu::train::reduce`]); only rank 0 writes outputs. Without the
+//! feature, or outside mpirun, every function here is the single process.
+
+use crate::cli::env::gpu_options_from_env;
+use crate::cli::train::data::Owned;
+use crate::cli::train::settings::{RunConfig, TrainArgs};
+use lstm_wgpu::error::{Error, Result};
+use lstm_wgpu::gpu::GpuContext;
+use lstm_wgpu::train::reduce::columns;
+use lstm_wgpu::train::{Head, Trainer};
+use std::sync::Arc;
+
+/// The MPI environment of a run under mpirun, finalized when dropped.
+pub(crate) struct Group {
+    #[cfg(feature = "mpi")]
+    _universe: Option<mpi::environment::Universe>,
+}
+
+/// Whether this process was started by an MPI launcher (OpenMPI's
+/// mpirun, or a PMI/PMIx one such as MPICH's or Slurm's).
+#[cfg(feature = "mpi")]
+fn launched_by_mpi() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+}
+
+/// Joins the MPI job this process is a rank of, if any, and checks that
+/// the global batch divides over its ranks.
+pub(crate) fn start(c: &RunConfig) -> Result<Group> {
+    #[cfg(feature = "mpi")]
+    {
+        use mpi::traits::Communicator;
+        let universe = match launched_by_mpi() {
+            true => Some(
+                mpi::initialize()
+                    .ok_or_else(|| Error::Invalid("MPI was already initialized".into()))?,
+            ),
+            false => None,
+        };
+        if let Some(u) = &universe {
+            let size = u.world().size() as usize;
+            if !c.batch.is_multiple_of(size) {
+                return Err(Error::Invalid(format!(
+                    "--batch {}: the global batch must divide evenly over the {size} MPI ranks; \
+                     use a multiple of {size}",
+                    c.batch
+                )));
+            }
+        }
+        Ok(Group {
+            _universe: universe,
+        })
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        let _ = c;
+        Ok(Group {})
+    }
+}
+
+/// This process's rank and the number of ranks (0 and 1 outside MPI).
+fn rank_size() -> (usize, usize) {
+    #[cfg(feature = "mpi")]
+    if mpi::environment::is_initialized() && !mpi::environment::is_finalized() {
+        use mpi::traits::Communicator;
+        let w = mpi::topology::SimpleCommunicator::world();
+        return (w.rank() as usize, w.size() as usize);
+    }
+    (0, 1)
+}
+
+/// Whether this process writes the run's outputs: rank 0, or the single
+/// process.
+pub(crate) fn is_root() -> bool {
+    rank_size().0 == 0
+}
+
+/// The settings of this rank: ranks other than 0 write no metrics,
+/// TensorBoard events or plot and show no progress bar (checkpoints stay
+/// named: gathering their carried state is collective, and
+/// [`skip_write`] keeps them from the disk).
+pub(crate) fn rank_args(mut a: TrainArgs) -> TrainArgs {
+    if !is_root() {
+        a.metrics = None;
+        a.tensorboard = None;
+        a.plot = None;
+        a.no_progress = true;
+    }
+    a
+}
+
+/// Whether this rank leaves the writing of a checkpoint to rank 0.
+pub(crate) fn skip_write() -> bool {
+    !is_root()
+}
+
+/// The sequences per step of this rank's trainer: its share of `batch`.
+pub(crate) fn local_batch(batch: usize) -> usize {
+    batch / rank_size().1
+}
+
+/// Opens this rank's GPU: under MPI with several ranks and no
+/// `WGPU_ADAPTER_NAME`, adapter `rank` modulo the GPUs
+/// ([`lstm_wgpu::gpu::GpuOptions::adapter_index`]); otherwise as a single
+/// run does.
+pub(crate) fn open_gpu(verbose: bool) -> Result<Arc<GpuContext>> {
+    let (rank, size) = rank_size();
+    if size == 1 {
+        return crate::cli::env::open_gpu(verbose);
+    }
+    let mut o = gpu_options_from_env()?;
+    if o.adapter_name.is_none() {
+        o.adapter_index = Some(rank);
+    }
+    let ctx = GpuContext::with_options(o)?;
+    eprintln!("rank {rank} of {size}: adapter: {}", ctx.describe());
+    Ok(Arc::new(ctx))
+}
+
+/// Makes `tr` a rank of the MPI job, if there is one of several ranks.
+/// Refuses what would make the ranks' models differ from one process's:
+/// BatchNorm's batch statistics (per rank; no synchronized BatchNorm yet)
+/// and dropout (masks drawn per local batch position).
+pub(crate) fn attach(tr: &mut Trainer) -> Result<()> {
+    let size = rank_size().1;
+    if size == 1 {
+        return Ok(());
+    }
+    if tr.net.norm.has_batch_stats() {
+        return Err(Error::Invalid(format!(
+            "--norm: BatchNorm variants are not supported on {size} MPI ranks yet \
+             (their batch statistics would be each rank's); use LayerNorm or none"
+        )));
+    }
+    if tr.net.dropout > 0.0 {
+        return Err(Error::Invalid(format!(
+            "--dropout {}: dropout is not supported on {size} MPI ranks yet",
+            tr.net.dropout
+        )));
+    }
+    let (rank, b) = (rank_size().0, tr.batch());
+    eprintln!(
+        "rank {rank} of {size}: sequences {}..{} of each global batch of {}",
+        rank * b,
+        (rank + 1) * b,
+        b * size
+    );
+    #[cfg(feature = "mpi")]
+    {
+        let world = mpi::topology::SimpleCommunicator::world();
+        tr.set_reducer(Some(Box::new(lstm_wgpu::train::mpi::MpiReducer::new(
+            world,
+        ))));
+    }
+    Ok(())
+}
+
+/// This rank's shard of a global batch `b`: its contiguous sequences
+/// (columns of the time-major tensors).
+pub(crate) fn shard(tr: &Trainer, b: Owned) -> Owned {
+    let Some(r) = tr.reducer() else { return b };
+    let (mine, all) = (tr.batch(), tr.batch() * r.size());
+    let cols = (r.rank() * mine, mine);
+    match (b, tr.net.head) {
+        (Owned::Tokens(ids, targets), _) => {
+            Owned::Tokens(columns(&ids, all, 1, cols), columns(&targets, all, 1, cols))
+        }
+        (
+            Owned::Series(x, targets, lengths),
+            Head::Regression { features, outputs } | Head::Sequence { features, outputs },
+        ) => Owned::Series(
+            columns(&x, all, features, cols),
+            columns(&targets, all, outputs, cols),
+            lengths.map(|l| l[cols.0..cols.0 + cols.1].to_vec()),
+        ),
+        // A batch of the wrong task: the trainer refuses it as it is.
+        (b, Head::Language { .. }) => b,
+    }
+}
+
+/// Sums `v` over the ranks (validation sums); as it is outside MPI.
+pub(crate) fn sum(tr: &Trainer, v: &mut [f64]) -> Result<()> {
+    match tr.reducer() {
+        Some(r) => r.sum_f64(v),
+        None => Ok(()),
+    }
+}
+
+/// Under MPI, says on stderr which rank this is and a CRC-32C of its
+/// parameters' bits, so that a run shows every rank holding the same
+/// weights.
+pub(crate) fn report(tr: &Trainer) -> Result<()> {
+    let (rank, size) = rank_size();
+    if size > 1 {
+        let p = &tr.lstm.model;
+        let v = tr.ctx().read_f32(&p.params, 0, p.table.total)?;
+        let crc = crc32c::crc32c(bytemuck::cast_slice(&v));
+        eprintln!("rank {rank} of {size}: parameters crc32c {crc:08x}");
+    }
+    Ok(())
+}
