@@ -28,8 +28,12 @@ step" in docs/commands.md), peak memory (CUDA: torch.cuda.max_memory_allocated; 
 growth of the process's peak RSS over the run, a rough figure), the device
 name. Dispatches and submits have no meaning here: printed as null/"-".
 
+With --cell gru every nn.LSTM is an nn.GRU (the counterpart of
+`lstm-wgpu bench --cell gru`; rows named <workload>-gru, GFLOPs with G = 3).
+
   python bench_torch.py --threads 2 --workload ts
   python bench_torch.py --device cuda --workload all --json
+  python bench_torch.py --threads 2 --workload char --cell gru
 """
 
 from __future__ import annotations
@@ -59,11 +63,11 @@ WORKLOADS = {
 }
 
 
-def flops_per_step(w: dict) -> float:
-    """src/train/bench.rs::flops_per_step: every GEMM as 2*m*n*k."""
+def flops_per_step(w: dict, gates: int = 4) -> float:
+    """src/train/bench.rs::flops_per_step: every GEMM as 2*m*n*k (gates: G)."""
     n = w["seq"] * w["batch"]
     h = w["hidden"]
-    g = 4 * h
+    g = gates * h
     embedded = w["vocab"] is not None
     f = 0.0
     for l in range(w["layers"]):
@@ -77,21 +81,22 @@ def flops_per_step(w: dict) -> float:
 
 
 class Net(nn.Module):
-    def __init__(self, w: dict):
+    def __init__(self, w: dict, cell: str = "lstm"):
         super().__init__()
         self.w = w
         h = w["hidden"]
+        rnn = nn.GRU if cell == "gru" else nn.LSTM
         self.embedding = nn.Embedding(w["vocab"], w["embed"]) if w["vocab"] else None
         inp = w["embed"] if w["vocab"] else w["features"]
         if w["deep"]:
             # One nn.LSTM per layer: LayerNorm and residual adds go between them.
             self.lstms = nn.ModuleList(
-                nn.LSTM(inp if l == 0 else h, h) for l in range(w["layers"])
+                rnn(inp if l == 0 else h, h) for l in range(w["layers"])
             )
             self.norms = nn.ModuleList(nn.LayerNorm(h) for _ in range(w["layers"] - 1))
             self.lstm = None
         else:
-            self.lstm = nn.LSTM(inp, h, w["layers"])
+            self.lstm = rnn(inp, h, w["layers"])
         self.head = nn.Linear(h, w["outputs"])
 
     def forward(self, x):
@@ -128,7 +133,7 @@ def peak_rss_mb() -> float:
 
 
 def run(name: str, steps: int, warmup: int, device: torch.device, progress: bool,
-        precision: str = "f32") -> dict:
+        precision: str = "f32", cell: str = "lstm") -> dict:
     w = WORKLOADS[name]
     half = precision == "f16-mixed"
     torch.manual_seed(0)
@@ -137,7 +142,7 @@ def run(name: str, steps: int, warmup: int, device: torch.device, progress: bool
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    net = Net(w).to(device)
+    net = Net(w, cell).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     x, y = make_data(w, device, torch.Generator().manual_seed(1))
     ce, mse = nn.CrossEntropyLoss(), nn.MSELoss()
@@ -183,9 +188,9 @@ def run(name: str, steps: int, warmup: int, device: torch.device, progress: bool
         except (OSError, StopIteration):
             pass
         path = "cpu"
-    fl = flops_per_step(w)
+    fl = flops_per_step(w, 3 if cell == "gru" else 4)
     return {
-        "workload": name,
+        "workload": name if cell == "lstm" else f"{name}-{cell}",
         "ms_per_step": med * 1e3,
         "tokens_per_s": w["seq"] * w["batch"] / med,
         "dispatches_per_step": None,
@@ -216,6 +221,8 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="one JSON object per workload")
     ap.add_argument("--precision", default="f32", choices=["f32", "f16-mixed"],
                     help="f16-mixed: autocast(float16) and GradScaler")
+    ap.add_argument("--cell", default="lstm", choices=["lstm", "gru"],
+                    help="gru: nn.GRU in place of every nn.LSTM")
     a = ap.parse_args()
     if a.workload != "all" and a.workload not in WORKLOADS:
         ap.error(f"unknown workload {a.workload!r}; known: {', '.join(WORKLOADS)}, all")
@@ -240,7 +247,8 @@ def main() -> int:
     for name in names:
         print(f"bench {name}: {a.warmup} warm-up + {a.steps} timed steps, "
               f"{flops_per_step(WORKLOADS[name]) / 1e9:.3f} GFLOP per step", file=sys.stderr)
-        r = run(name, a.steps, a.warmup, device, progress=True, precision=a.precision)
+        r = run(name, a.steps, a.warmup, device, progress=True, precision=a.precision,
+                cell=a.cell)
         if a.json:
             print(json.dumps(r), flush=True)
         else:
