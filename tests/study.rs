@@ -203,7 +203,7 @@ fn bad_study_files_are_refused_before_any_output() {
 fn tiny(dir: &TempDir) -> String {
     let text = format!(
         "seeds = [1, 2]\n[base]\ndata = \"{SUNSPOTS}\"\nseq-len = 8\nhidden = 8\nsteps = 20\n\
-         val-every = 10\nbatch = 8\n[[variant]]\nname = \"one\"\nlayers = 1\n\
+         val-every = 10\nbatch = 8\nhist-every = 10\n[[variant]]\nname = \"one\"\nlayers = 1\n\
          [[variant]]\nname = \"two-ln\"\nlayers = 2\nnorm = \"layer\"\n"
     );
     study_file(dir, "tiny", &text)
@@ -242,7 +242,14 @@ fn study_runs_equal_train_runs_and_resume_gives_the_same_table() {
     ] {
         assert!(md.contains(want), "`{want}` missing from {md}");
     }
-    let names = ["results.md", "results.csv", "curves.svg", "study.toml"];
+    let names = [
+        "results.md",
+        "results.csv",
+        "curves.svg",
+        "study.toml",
+        "grad_histograms.csv",
+        "grad_histograms.svg",
+    ];
     for n in names {
         assert!(full.join(n).is_file(), "{n} missing");
     }
@@ -250,6 +257,22 @@ fn study_runs_equal_train_runs_and_resume_gives_the_same_table() {
         std::fs::read_to_string(full.join("results.md")).unwrap(),
         md
     );
+    // The final gradient histograms: per variant, fractions summing to 1
+    // over both seeds' step-20 histograms; a line each in the SVG.
+    let csv = std::fs::read_to_string(full.join("grad_histograms.csv")).unwrap();
+    for v in ["one", "two-ln"] {
+        let rows: Vec<Vec<&str>> = csv
+            .lines()
+            .filter(|l| l.starts_with(&format!("{v},")))
+            .map(|l| l.split(',').collect())
+            .collect();
+        assert_eq!(rows.len(), 48, "{csv}");
+        let total: f64 = rows.iter().map(|r| r[3].parse::<f64>().unwrap()).sum();
+        assert!((total - 1.0).abs() < 1e-4, "{v}: {total}");
+        assert!(rows.iter().all(|r| r[4] == "2"), "{v}: two runs pooled");
+    }
+    let gsvg = std::fs::read_to_string(full.join("grad_histograms.svg")).unwrap();
+    assert_eq!(gsvg.matches("<polyline").count(), 2, "{gsvg}");
     // A band and a mean line per variant.
     let svg = std::fs::read_to_string(full.join("curves.svg")).unwrap();
     assert_eq!(svg.matches("<polygon").count(), 2, "{svg}");

@@ -3,6 +3,7 @@
 //! as mean ± std over the seeds. Finished runs are kept in the output
 //! directory, so an interrupted study resumes where it stood.
 
+mod grads;
 mod svg;
 mod table;
 
@@ -183,9 +184,19 @@ pub fn run(a: &StudyArgs, verbose: bool) -> Result<()> {
         &out.join("curves.svg"),
         svg::curves(&name, &variants, &records).as_bytes(),
     )?;
+    let pooled = grads::pool(&variants, &plan)?;
+    io::write_atomic(
+        &out.join("grad_histograms.csv"),
+        grads::csv(&variants, &pooled).as_bytes(),
+    )?;
+    io::write_atomic(
+        &out.join("grad_histograms.svg"),
+        grads::svg(&name, &variants, &pooled).as_bytes(),
+    )?;
     crate::cli::out::text(&md)?;
     eprintln!(
-        "study: wrote {} (results.md, results.csv, curves.svg, runs/)",
+        "study: wrote {} (results.md, results.csv, curves.svg, grad_histograms.csv, \
+         grad_histograms.svg, runs/)",
         out.display()
     );
     Ok(())
@@ -317,7 +328,12 @@ fn args_of(t: &toml::Table, what: &str, dir: &Path) -> std::result::Result<Train
 /// loaded and split); a series run holds out a test split of 0.1 unless
 /// it says otherwise.
 fn check_run(a: &TrainArgs) -> Result<RunConfig> {
-    let (a, mut c, _) = settings(a.clone())?;
+    // Every run writes a metrics file under the study's --out, which may
+    // not exist yet: checked as one in the temp directory (never created).
+    let mut a = a.clone();
+    a.metrics
+        .get_or_insert_with(|| std::env::temp_dir().join("lstm-wgpu-study-check.jsonl"));
+    let (a, mut c, _) = settings(a)?;
     let adding = c.data.is_none() && c.dataset == Dataset::Adding;
     if a.test_fraction.is_none() && c.task == Task::Series && !adding {
         c.test_fraction = 0.1;

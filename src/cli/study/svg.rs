@@ -5,7 +5,7 @@ use crate::cli::study::Record;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-const COLORS: [&str; 8] = [
+pub(crate) const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
 ];
 
@@ -109,7 +109,7 @@ pub(crate) fn curves(name: &str, variants: &[String], records: &[Record]) -> Str
     s
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
