@@ -331,3 +331,24 @@ fn study_runs_equal_train_runs_and_resume_gives_the_same_table() {
     );
     refused(&["study", &other, "--out", s(&part)], "holds another study");
 }
+
+/// Every built-in study is a valid study: planned and checked (its data
+/// loaded, every run's settings resolved) without running any.
+#[test]
+fn builtin_studies_are_valid() {
+    let d = TempDir::new("builtins");
+    for name in ["depth-norm", "regularizers", "long-memory"] {
+        let out = d.join(name);
+        ok(&[
+            "study",
+            "--builtin",
+            name,
+            "--out",
+            s(&out),
+            "--stop-after-runs",
+            "0",
+        ]);
+        assert!(out.join("study.toml").is_file(), "{name}");
+        assert!(!out.join("results.md").exists(), "{name}: no run ran");
+    }
+}

@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// The studies that come with the program, by name.
-const BUILTINS: [(&str, &str); 2] = [
+const BUILTINS: [(&str, &str); 3] = [
     ("depth-norm", include_str!("builtin/depth-norm.toml")),
     ("regularizers", include_str!("builtin/regularizers.toml")),
+    ("long-memory", include_str!("builtin/long-memory.toml")),
 ];
 
 /// The data files the built-in studies name (relative to the directory
@@ -56,7 +57,8 @@ pub struct StudyArgs {
     /// tables, each a `name` and the settings it overrides.
     #[arg(required_unless_present = "builtin", conflicts_with = "builtin")]
     pub file: Option<PathBuf>,
-    /// A built-in study instead of a file: depth-norm | regularizers.
+    /// A built-in study instead of a file: depth-norm | regularizers |
+    /// long-memory.
     #[arg(long, value_name = "NAME")]
     pub builtin: Option<String>,
     /// Output directory (created; a directory of the same study resumes
