@@ -218,7 +218,7 @@ fn f16_builds_validate() {
     let builds = lstm_wgpu::kernels::half_sources();
     assert_eq!(
         builds.len(),
-        7,
+        8,
         "f16 builds: {:?}",
         builds.iter().map(|b| &b.0).collect::<Vec<_>>()
     );
@@ -246,7 +246,11 @@ fn sources_without_subgroups_validate_without_the_capability() {
             .into_iter()
             .filter(|(n, _)| n.starts_with("gemm") || n.starts_with("lstm_cell")),
     );
-    assert_eq!(builds.len(), 7, "gemm f32 + 3 f16, cell f32 + 2 f16 tiles");
+    assert_eq!(
+        builds.len(),
+        8,
+        "gemm f32 + 3 f16, cell f32 + 2 f16 tiles + the GRU's f16"
+    );
     for (name, src) in builds {
         let validate = |src: &str| {
             let module = naga::front::wgsl::parse_str(src)

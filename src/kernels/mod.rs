@@ -323,6 +323,10 @@ pub fn half_sources() -> Vec<(String, String)> {
         "lstm_cell.wgsl (f16-mixed, large tile)".into(),
         lstm_cell::TileConfig::LARGE.source(true),
     ));
+    v.push((
+        "lstm_cell.wgsl with the GRU (f16-mixed)".into(),
+        lstm_cell::TileConfig::DEFAULT.source_of(cell::Cell::Gru, true),
+    ));
     v.push(("reduce.wgsl (f16 A)".into(), reduce::Reduce::half_source()));
     v.push((
         "embedding.wgsl (f16 dout)".into(),
