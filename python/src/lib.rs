@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The Python exception of an engine error: GPU failures are
 /// `RuntimeError`, everything else (bad files, tensors, shapes, settings, a
@@ -122,8 +122,16 @@ fn tensors_dict<'py>(py: Python<'py>, ts: Vec<NamedTensor>) -> PyResult<Bound<'p
     Ok(d)
 }
 
+/// The process's one GPU context, made on first use and shared by every
+/// `Model` and `LSTM` (a device costs a few hundred milliseconds on
+/// lavapipe; a failure is not kept, so a later call tries again).
 fn gpu() -> PyResult<Arc<GpuContext>> {
-    Ok(Arc::new(GpuContext::new().map_err(py_err)?))
+    static CTX: Mutex<Option<Arc<GpuContext>>> = Mutex::new(None);
+    let mut ctx = CTX.lock().unwrap_or_else(|e| e.into_inner());
+    if ctx.is_none() {
+        *ctx = Some(Arc::new(GpuContext::new().map_err(py_err)?));
+    }
+    Ok(ctx.as_ref().expect("set above").clone())
 }
 
 /// A trained checkpoint of `lstm-wgpu train`, on the GPU, in eval mode.
@@ -146,7 +154,7 @@ impl Model {
                 )));
             }
             Ok(Self {
-                inner: engine::Model::load(&path).map_err(py_err)?,
+                inner: engine::Model::load_on(gpu()?, &path).map_err(py_err)?,
             })
         })
     }
