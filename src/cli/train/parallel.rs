@@ -118,7 +118,10 @@ pub(crate) fn open_gpu(verbose: bool) -> Result<Arc<GpuContext>> {
         o.adapter_index = Some(rank);
     }
     let ctx = GpuContext::with_options(o)?;
-    eprintln!("rank {rank} of {size}: adapter: {}", ctx.describe());
+    say(format!(
+        "rank {rank} of {size}: adapter: {}",
+        ctx.describe()
+    ));
     Ok(Arc::new(ctx))
 }
 
@@ -144,12 +147,12 @@ pub(crate) fn attach(tr: &mut Trainer) -> Result<()> {
         )));
     }
     let (rank, b) = (rank_size().0, tr.batch());
-    eprintln!(
+    say(format!(
         "rank {rank} of {size}: sequences {}..{} of each global batch of {}",
         rank * b,
         (rank + 1) * b,
         b * size
-    );
+    ));
     #[cfg(feature = "mpi")]
     {
         let world = mpi::topology::SimpleCommunicator::world();
@@ -200,7 +203,17 @@ pub(crate) fn report(tr: &Trainer) -> Result<()> {
         let p = &tr.lstm.model;
         let v = tr.ctx().read_f32(&p.params, 0, p.table.total)?;
         let crc = crc32c::crc32c(bytemuck::cast_slice(&v));
-        eprintln!("rank {rank} of {size}: parameters crc32c {crc:08x}");
+        say(format!(
+            "rank {rank} of {size}: parameters crc32c {crc:08x}"
+        ));
     }
     Ok(())
+}
+
+/// `line` on stderr in one write: the ranks share mpirun's stderr, and
+/// `eprintln!` writes a line piece by piece, so two ranks' lines could
+/// interleave mid-line (a pipe keeps writes under 4 KiB whole).
+fn say(line: String) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }
