@@ -219,3 +219,33 @@ fn indrnn_trains_and_resumes() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr_lines(&o).join(" ").contains("--init-whh"));
 }
+
+/// Histograms (`--metrics` takes them every `--hist-every` steps) of the
+/// cells without c: the GRU's gates r, z, n, IndRNN's h alone.
+#[test]
+fn histograms_of_every_cell() {
+    let dir = TempDir::new("cell-hists");
+    for (cell, gates) in [
+        ("gru", &["gate_r", "gate_z", "gate_n"][..]),
+        ("indrnn", &[][..]),
+    ] {
+        let m = dir.join(format!("{cell}.jsonl"));
+        let args = [
+            &TEXT[..1],
+            &TEXT[3..],
+            &["--cell", cell, "--steps", "4", "--hist-every", "2"],
+        ]
+        .concat();
+        ok(&[args, vec!["--metrics", s(&m)]].concat());
+        let text = std::fs::read_to_string(&m).unwrap_or_else(|e| panic!("{e}"));
+        let line = text
+            .lines()
+            .find(|l| l.contains("\"histograms\""))
+            .unwrap_or_else(|| panic!("{cell}: no histogram line"));
+        assert!(line.contains("activations/layer_1/h"), "{cell}");
+        assert!(!line.contains("/c\""), "{cell}: a cell without c");
+        for g in gates {
+            assert!(line.contains(&format!("layer_0/{g}")), "{cell}: {g}");
+        }
+    }
+}

@@ -32,6 +32,12 @@ fn gate_tags(cell: crate::kernels::cell::Cell) -> &'static [&'static str] {
     }
 }
 
+/// Histograms per (layer, direction) of `cell`'s cache: c (cells with
+/// c) and its gates.
+pub(crate) fn cell_segments(cell: crate::kernels::cell::Cell) -> usize {
+    usize::from(cell.has_c()) + gate_tags(cell).len()
+}
+
 /// Why histograms cannot run on this model, if they cannot.
 pub fn obstacle(norm: &Norm, precision: Precision) -> Option<String> {
     if precision.is_half() {

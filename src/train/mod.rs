@@ -947,9 +947,9 @@ impl Trainer {
         let layers = self.net.layers;
         let dirs = self.lstm.model.config.dirs();
         // Per tensor a gradient and a parameter; per layer h, and per
-        // direction c and the gates.
-        let gates = self.lstm.model.config.cell().gates();
-        let segments = 2 * n + layers * (1 + dirs * (1 + gates));
+        // direction c and the gates (as histograms::plan tags them).
+        let per_cell = histograms::cell_segments(self.lstm.model.config.cell());
+        let segments = 2 * n + layers * (1 + dirs * per_cell);
         let words = s.map_or(0, |s| {
             segments * (crate::kernels::histogram::HEADER + s.bins)
         });

@@ -241,10 +241,16 @@ impl Run {
         let bar = progress_bar(!a.no_progress, st.step, stop)?;
         notes.iter().for_each(|n| eprintln!("{n}"));
         eprintln!(
-            "train: task {}, data {}, {} params, LSTM({} -> {}, {} layers{}), batch {}, seq {}{}, {} steps ({} per epoch), {} lr {}",
+            "train: task {}, data {}, {} params, {}({} -> {}, {} layers{}), batch {}, seq {}{}, {} steps ({} per epoch), {} lr {}",
             c.task,
             describe_data(&c),
             tr.lstm.model.table.total,
+            match net.cell {
+                lstm_wgpu::Cell::Lstm => "LSTM",
+                lstm_wgpu::Cell::Gru => "GRU",
+                lstm_wgpu::Cell::IndRnn { relu: true } => "IndRNN-relu",
+                lstm_wgpu::Cell::IndRnn { relu: false } => "IndRNN-tanh",
+            },
             net.lstm().input_size,
             c.hidden,
             c.layers,
