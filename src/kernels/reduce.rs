@@ -122,16 +122,8 @@ impl Reduce {
                 // Chunks after the first add onto what the first wrote.
                 let acc = accumulate || r0 > 0;
                 let flags = u32::from(o2.is_some()) | u32::from(acc) << 1;
-                let params = ReduceUniform {
-                    m: u32_of("colsum rows", n)?,
-                    n: u32_of("colsum cols", cols)?,
-                    lda: u32_of("colsum lda", a.2)?,
-                    a_off: u32_of("colsum offset", a.1 + r0 * a.2)?,
-                    out1_off: u32_of("colsum offset", o1)?,
-                    out2_off: u32_of("colsum offset", o2.unwrap_or(0))?,
-                    flags,
-                    a2_off: 0,
-                };
+                let offs = [a.1 + r0 * a.2, o1, o2.unwrap_or(0), 0];
+                let params = chunk_uniform((n, cols, a.2), offs, flags)?;
                 Ok(kernel.dispatch(ctx, &params, &[a.0, out], (g, 1)))
             })
             .collect()
@@ -160,17 +152,9 @@ impl Reduce {
         let g = groups_1d(ctx, "colsum columns", cols, COLS_PER_GROUP)?;
         row_chunks(rows)
             .map(|(r0, n)| {
-                let params = ReduceUniform {
-                    m: u32_of("colsum rows", n)?,
-                    n: u32_of("colsum cols", cols)?,
-                    lda: u32_of("colsum lda", lda)?,
-                    a_off: u32_of("colsum offset", off1 + r0 * lda)?,
-                    out1_off: u32_of("colsum offset", o.0)?,
-                    out2_off: u32_of("colsum offset", o.1)?,
-                    // Chunks after the first add onto what the first wrote.
-                    flags: PAIR | u32::from(r0 > 0) << 1,
-                    a2_off: u32_of("colsum offset", off2 + r0 * lda)?,
-                };
+                let offs = [off1 + r0 * lda, o.0, o.1, off2 + r0 * lda];
+                // Chunks after the first add onto what the first wrote.
+                let params = chunk_uniform((n, cols, lda), offs, PAIR | u32::from(r0 > 0) << 1)?;
                 Ok(kernel.dispatch(ctx, &params, &[buf, out], (g, 2)))
             })
             .collect()
@@ -196,22 +180,34 @@ impl Reduce {
         let g = groups_1d(ctx, "colsum columns", cols, COLS_PER_GROUP)?;
         row_chunks(rows)
             .map(|(r0, n)| {
-                let params = ReduceUniform {
-                    m: u32_of("colsum rows", n)?,
-                    n: u32_of("colsum cols", cols)?,
-                    lda: u32_of("colsum lda", lda)?,
-                    a_off: u32_of("colsum offset", a.1 + r0 * lda)?,
-                    out1_off: u32_of("colsum offset", out.1)?,
-                    // b's offset travels in out2_off (no second output).
-                    out2_off: u32_of("colsum offset", b.1 + r0 * lda)?,
-                    // Chunks after the first add onto what the first wrote.
-                    flags: u32::from(r0 > 0) << 1,
-                    a2_off: 0,
-                };
+                // b's offset travels in out2_off (no second output).
+                let offs = [a.1 + r0 * lda, out.1, b.1 + r0 * lda, 0];
+                // Chunks after the first add onto what the first wrote.
+                let params = chunk_uniform((n, cols, lda), offs, u32::from(r0 > 0) << 1)?;
                 Ok(self
                     .colsum_prod
                     .dispatch(ctx, &params, &[a.0, out.0, b.0], (g, 1)))
             })
             .collect()
     }
+}
+
+/// The uniform of one row chunk: `n` rows of `cols` columns, leading
+/// dimension `lda`; offsets `[a_off, out1_off, out2_off, a2_off]` as the
+/// entry point reads them.
+fn chunk_uniform(
+    (n, cols, lda): (usize, usize, usize),
+    [a_off, out1_off, out2_off, a2_off]: [usize; 4],
+    flags: u32,
+) -> Result<ReduceUniform> {
+    Ok(ReduceUniform {
+        m: u32_of("colsum rows", n)?,
+        n: u32_of("colsum cols", cols)?,
+        lda: u32_of("colsum lda", lda)?,
+        a_off: u32_of("colsum offset", a_off)?,
+        out1_off: u32_of("colsum offset", out1_off)?,
+        out2_off: u32_of("colsum offset", out2_off)?,
+        flags,
+        a2_off: u32_of("colsum offset", a2_off)?,
+    })
 }

@@ -138,7 +138,7 @@ pub(crate) fn plan(
                     tags.push(format!("{name}/c"));
                     segments.push(masked(c_off, h, h));
                 }
-                for (q, gate) in gate_tags(cfg.cell()).iter().enumerate().take(g) {
+                for (q, gate) in gate_tags(cfg.cell()).iter().enumerate() {
                     tags.push(format!("{name}/{gate}"));
                     segments.push(masked(base + q * h, h, g * h));
                 }
