@@ -29,12 +29,7 @@
 // Each invocation reads and writes only its own elements, so y may alias x
 // and dx may alias dy (same buffer, same offset).
 
-struct Params {
-    seq: u32, batch: u32, f: u32, flags: u32,
-    x_off: u32, y_off: u32, dy_off: u32, dx_off: u32,
-    stats_off: u32, w_off: u32, b_off: u32, dw_off: u32,
-    db_off: u32, rm_off: u32, rv_off: u32, run_rows: u32,
-}
+// Params and bindings 0 to 5: common/norm_bindings.wgsl.
 
 const PER_STEP: u32 = 1u;
 const TRAIN: u32 = 2u;
@@ -42,15 +37,6 @@ const ACCUMULATE: u32 = 4u;
 const EPS: f32 = 1e-5;
 const MOMENTUM: f32 = 0.1;
 
-@group(0) @binding(0) var<uniform> p: Params;
-// w and b (at w_off, b_off).
-@group(0) @binding(1) var<storage, read> prm: array<f32>;
-@group(0) @binding(2) var<storage, read> lengths: array<u32>;
-// Data bindings are read_write so that any of them may share a buffer
-// (wgpu rejects one buffer bound both read-only and read-write).
-@group(0) @binding(3) var<storage, read_write> x: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-@group(0) @binding(5) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(6) var<storage, read_write> running: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dy: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dx: array<f32>;

@@ -100,12 +100,8 @@ fn tree(lid: u32) {
 @group(0) @binding(8) var<storage, read> pstats: array<f32>;
 
 @compute @workgroup_size(64)
-fn partials(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let c = wid.y * nwg.x + wid.x;
+fn partials(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let c = group_of(grid);
     if c >= p.n_chunks {
         return;
     }
@@ -140,12 +136,8 @@ fn partials(
 // stats[HEADER + s]; NaN when a chunk saw a non-finite element (so the value
 // itself carries the flag even if NaN/Inf did not propagate through the sum).
 @compute @workgroup_size(64)
-fn segsum(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let s = wid.y * nwg.x + wid.x;
+fn segsum(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let s = group_of(grid);
     if s >= p.n_segs {
         return;
     }
@@ -235,12 +227,8 @@ fn finalize(@builtin(local_invocation_index) lid: u32) {
 @group(0) @binding(7) var<storage, read_write> ag: array<f32>;
 
 @compute @workgroup_size(64)
-fn apply(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let c = wid.y * nwg.x + wid.x;
+fn apply(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let c = group_of(grid);
     if c >= p.n_chunks || astats[3] != 0.0 {
         return;
     }

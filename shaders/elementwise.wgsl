@@ -122,29 +122,12 @@ fn drop_keep(q: u32) -> vec4<bool> {
     return r >= vec4<u32>(p.thr);
 }
 
-@compute @workgroup_size(64)
-fn dropout_add(@builtin(workgroup_id) wid: vec3<u32>,
-               @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let q = flat_index(wid, nwg, lid, WG);
-    if q >= (p.n + 3u) / 4u {
-        return;
-    }
-    let keep = drop_keep(q);
-    for (var j = 0u; j < 4u; j++) {
-        let i = q * 4u + j;
-        if i < p.n {
-            let v = select(0.0, a[p.a_off + i] * p.scale, keep[j]);
-            store(p.out_off + i, v + b[p.b_off + i]);
-        }
-    }
-}
-
-@compute @workgroup_size(64)
-fn dropout_split(@builtin(workgroup_id) wid: vec3<u32>,
-                 @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32) {
-    let q = flat_index(wid, nwg, lid, WG);
+// Dropout of a with b, four elements per invocation: the residual add
+// (split false: out = dropout(a) + b) or its backward (split true: b = a,
+// out = dropout(a)). Called with a constant `split`, so each entry point
+// compiles to its own branch only.
+fn dropout_pair(grid: Grid, lid: u32, split: bool) {
+    let q = grid_index(grid, lid, WG);
     if q >= (p.n + 3u) / 4u {
         return;
     }
@@ -153,17 +136,29 @@ fn dropout_split(@builtin(workgroup_id) wid: vec3<u32>,
         let i = q * 4u + j;
         if i < p.n {
             let g = a[p.a_off + i];
-            b[p.b_off + i] = g;
-            store(p.out_off + i, select(0.0, g * p.scale, keep[j]));
+            if split {
+                b[p.b_off + i] = g;
+                store(p.out_off + i, select(0.0, g * p.scale, keep[j]));
+            } else {
+                store(p.out_off + i, select(0.0, g * p.scale, keep[j]) + b[p.b_off + i]);
+            }
         }
     }
 }
 
 @compute @workgroup_size(64)
-fn dropout(@builtin(workgroup_id) wid: vec3<u32>,
-           @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let q = flat_index(wid, nwg, lid, WG);
+fn dropout_add(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    dropout_pair(grid, lid, false);
+}
+
+@compute @workgroup_size(64)
+fn dropout_split(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    dropout_pair(grid, lid, true);
+}
+
+@compute @workgroup_size(64)
+fn dropout(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let q = grid_index(grid, lid, WG);
     let first = q * 4u;
     if q >= (p.n + 3u) / 4u {
         return;
@@ -190,10 +185,8 @@ fn dropout(@builtin(workgroup_id) wid: vec3<u32>,
 
 // out = a + b (out may alias a or b).
 @compute @workgroup_size(64)
-fn add(@builtin(workgroup_id) wid: vec3<u32>,
-       @builtin(num_workgroups) nwg: vec3<u32>,
-       @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wid, nwg, lid, WG);
+fn add(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = grid_index(grid, lid, WG);
     if i >= p.n {
         return;
     }
@@ -202,10 +195,8 @@ fn add(@builtin(workgroup_id) wid: vec3<u32>,
 
 // out (= or +=) a: a copy, or dy_lower += dy_upper.
 @compute @workgroup_size(64)
-fn accumulate(@builtin(workgroup_id) wid: vec3<u32>,
-              @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wid, nwg, lid, WG);
+fn accumulate(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = grid_index(grid, lid, WG);
     if i >= p.n {
         return;
     }
@@ -214,55 +205,47 @@ fn accumulate(@builtin(workgroup_id) wid: vec3<u32>,
 
 // out = value.
 @compute @workgroup_size(64)
-fn fill(@builtin(workgroup_id) wid: vec3<u32>,
-        @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wid, nwg, lid, WG);
+fn fill(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = grid_index(grid, lid, WG);
     if i >= p.n {
         return;
     }
     out[p.out_off + i] = p.value;
 }
 
-// Row of x holding sequence b's last valid step, or -1 as 0xffffffff.
-fn last_row(bi: u32) -> u32 {
+// Index in the [T, B, F] tensor of element i of the [B, F] one: at the row
+// of sequence i / F's last valid step, or 0xffffffff when it has none.
+fn last_index(i: u32) -> u32 {
+    let bi = i / p.feat;
     let len = aux[p.aux_off + bi];
     if len == 0u || len > p.seq {
         return 0xffffffffu;
     }
-    return (len - 1u) * p.batch + bi;
+    return ((len - 1u) * p.batch + bi) * p.feat + i % p.feat;
 }
 
 @compute @workgroup_size(64)
-fn last_gather(@builtin(workgroup_id) wid: vec3<u32>,
-               @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wid, nwg, lid, WG);
+fn last_gather(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = grid_index(grid, lid, WG);
     if i >= p.batch * p.feat {
         return;
     }
-    let bi = i / p.feat;
-    let f = i % p.feat;
-    let row = last_row(bi);
+    let k = last_index(i);
     var v = 0.0;
-    if row != 0xffffffffu {
-        v = a[p.a_off + row * p.feat + f];
+    if k != 0xffffffffu {
+        v = a[p.a_off + k];
     }
     store(p.out_off + i, v);
 }
 
 @compute @workgroup_size(64)
-fn last_scatter(@builtin(workgroup_id) wid: vec3<u32>,
-                @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wid, nwg, lid, WG);
+fn last_scatter(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = grid_index(grid, lid, WG);
     if i >= p.batch * p.feat {
         return;
     }
-    let bi = i / p.feat;
-    let f = i % p.feat;
-    let row = last_row(bi);
-    if row != 0xffffffffu {
-        store(p.out_off + row * p.feat + f, a[p.a_off + i]);
+    let k = last_index(i);
+    if k != 0xffffffffu {
+        store(p.out_off + k, a[p.a_off + i]);
     }
 }

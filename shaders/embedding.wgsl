@@ -50,10 +50,8 @@ alias DT = f32;
 @group(0) @binding(6) var<storage, read_write> dtable: array<f32>;
 
 @compute @workgroup_size(64)
-fn forward(@builtin(workgroup_id) wid: vec3<u32>,
-           @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wid, nwg, lid, WG);
+fn forward(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = grid_index(grid, lid, WG);
     if i >= p.rows * p.dim {
         return;
     }
@@ -68,10 +66,8 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
 }
 
 @compute @workgroup_size(64)
-fn backward(@builtin(workgroup_id) wid: vec3<u32>,
-            @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wid, nwg, lid, WG);
+fn backward(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = grid_index(grid, lid, WG);
     if i >= p.vocab * p.dim {
         return;
     }

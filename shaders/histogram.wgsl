@@ -137,22 +137,14 @@ fn chunk(c: u32) -> Chunk {
     return Chunk(segment(table[4u * c]), table[4u * c + 1u], table[4u * c + 2u]);
 }
 
-fn chunk_id(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.y * nwg.x + wid.x;
-}
-
 // ---- partials --------------------------------------------------------------
 
 // 8 words per chunk: Stats, f32 as bits.
 @group(0) @binding(4) var<storage, read_write> part: array<u32>;
 
 @compute @workgroup_size(64)
-fn partials(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let c = chunk_id(wid, nwg);
+fn partials(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let c = group_of(grid);
     if c >= p.n_chunks {
         return;
     }
@@ -200,12 +192,8 @@ fn chunk_stats(c: u32) -> Stats {
 }
 
 @compute @workgroup_size(64)
-fn segstats(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let s = chunk_id(wid, nwg);
+fn segstats(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let s = group_of(grid);
     if s >= p.n_segs {
         return;
     }
@@ -234,12 +222,8 @@ fn segstats(
 var<workgroup> local_bins: array<atomic<u32>, MAX_BINS>;
 
 @compute @workgroup_size(64)
-fn bins(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let c = chunk_id(wid, nwg);
+fn bins(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let c = group_of(grid);
     // Uniform per workgroup: every invocation returns or none does.
     if c >= p.n_chunks {
         return;

@@ -17,26 +17,12 @@
 // backward_params: 16 features x 16 row slices per workgroup (see there);
 // it reads dy, so it must run before an in-place backward_dx.
 
-struct Params {
-    seq: u32, batch: u32, f: u32, flags: u32,
-    x_off: u32, y_off: u32, dy_off: u32, dx_off: u32,
-    stats_off: u32, w_off: u32, b_off: u32, dw_off: u32,
-    db_off: u32, t0: u32, _p1: u32, _p2: u32,
-}
+// Params and bindings 0 to 5: common/norm_bindings.wgsl.
 
 const ACCUMULATE: u32 = 1u;
 const EPS: f32 = 1e-5;
 const WG: u32 = 64u;
 
-@group(0) @binding(0) var<uniform> p: Params;
-// w and b (at w_off, b_off).
-@group(0) @binding(1) var<storage, read> prm: array<f32>;
-@group(0) @binding(2) var<storage, read> lengths: array<u32>;
-// Data bindings are read_write so that any of them may share a buffer
-// (wgpu rejects one buffer bound both read-only and read-write).
-@group(0) @binding(3) var<storage, read_write> x: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-@group(0) @binding(5) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dy: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(8) var<storage, read_write> grads: array<f32>;
@@ -65,10 +51,8 @@ fn row_valid(row: u32) -> bool {
 }
 
 @compute @workgroup_size(64)
-fn forward(@builtin(workgroup_id) wid: vec3<u32>,
-           @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+fn forward(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let row = group_of(grid);
     if row >= p.seq * p.batch {
         return;
     }
@@ -99,10 +83,8 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
 
 // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w.
 @compute @workgroup_size(64)
-fn backward_dx(@builtin(workgroup_id) wid: vec3<u32>,
-               @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+fn backward_dx(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let row = group_of(grid);
     if row >= p.seq * p.batch {
         return;
     }

@@ -94,10 +94,8 @@ fn grad_coef() -> f32 {
 }
 
 @compute @workgroup_size(64)
-fn ce_forward(@builtin(workgroup_id) wid: vec3<u32>,
-              @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+fn ce_forward(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let row = group_of(grid);
     if row >= p.rows {
         return;
     }
@@ -126,10 +124,8 @@ fn ce_forward(@builtin(workgroup_id) wid: vec3<u32>,
 }
 
 @compute @workgroup_size(64)
-fn ce_backward(@builtin(workgroup_id) wid: vec3<u32>,
-               @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.y * nwg.x + wid.x) * WG + lid;
+fn ce_backward(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = grid_index(grid, lid, WG);
     if i >= p.rows * p.cols {
         return;
     }
@@ -147,10 +143,8 @@ fn ce_backward(@builtin(workgroup_id) wid: vec3<u32>,
 }
 
 @compute @workgroup_size(64)
-fn mse_forward(@builtin(workgroup_id) wid: vec3<u32>,
-               @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+fn mse_forward(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let row = group_of(grid);
     if row >= p.rows {
         return;
     }
@@ -168,10 +162,8 @@ fn mse_forward(@builtin(workgroup_id) wid: vec3<u32>,
 }
 
 @compute @workgroup_size(64)
-fn mse_backward(@builtin(workgroup_id) wid: vec3<u32>,
-                @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.y * nwg.x + wid.x) * WG + lid;
+fn mse_backward(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = grid_index(grid, lid, WG);
     if i >= p.rows * p.cols {
         return;
     }

@@ -47,10 +47,8 @@ fn stat_row(s: u32) -> u32 {
 }
 
 @compute @workgroup_size(64)
-fn forward(@builtin(workgroup_id) wid: vec3<u32>,
-           @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let j = wid.x + wid.y * nwg.x;
+fn forward(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let j = group_of(grid);
     if j >= p.h {
         return;
     }
@@ -261,10 +259,8 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
 
 // Backward step s (run for s = T-1 down to 0), one workgroup per unit j.
 @compute @workgroup_size(64)
-fn backward(@builtin(workgroup_id) wid: vec3<u32>,
-            @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32) {
-    let j = wid.x + wid.y * nwg.x;
+fn backward(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let j = group_of(grid);
     if j >= p.h {
         return;
     }

@@ -9,26 +9,44 @@
 
 fn sec_rs() -> u32 { return p.cache_off + tb() * (3u * G + 3u) * p.h; }
 
+// The step of this workgroup's sequence b: its length, time and row; len 0
+// when b is past the batch or its sequence ended before the step.
+struct SeqStep {
+    b: u32,
+    len: u32,
+    t: u32,
+    row: u32,
+}
+
+fn seq_step(grid: Grid) -> SeqStep {
+    var q = SeqStep(group_of(grid), 0u, 0u, 0u);
+    if q.b < p.batch {
+        let len = lengths[q.b];
+        if p.step < len {
+            q.len = len;
+            q.t = time_of(p.step, len, p.reverse);
+            q.row = q.t * p.batch + q.b;
+        }
+    }
+    return q;
+}
+
 @compute @workgroup_size(64)
-fn forward(@builtin(workgroup_id) wid: vec3<u32>,
-           @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let b = wid.x + wid.y * nwg.x;
-    if b >= p.batch {
+fn forward(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let q = seq_step(grid);
+    if q.len == 0u {
         return;
     }
-    let len = lengths[b];
+    let tp = prev_time(q.t, p.reverse);
+    let row = q.row;
     let s = p.step;
     if s >= len {
         return;
     }
     let hs = p.h;
     let h4 = G * hs;
-    let t = time_of(s, len, p.reverse);
-    let row = t * p.batch + b;
-    let tp = prev_time(t, p.reverse);
-    let sb = p.state_off + b * hs;
-    let ob = (tp * p.batch + b) * p.out_stride + p.out_col;
+    let sb = p.state_off + q.b * hs;
+    let ob = (tp * p.batch + q.b) * p.out_stride + p.out_col;
     // Raw recurrent and input parts, kept in the x-hat slots until normalized.
     var sum = vec4<f32>(0.0);
     for (var k = lid; k < h4; k += WG) {
@@ -87,7 +105,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
             c_prev = state_in[p.state_stride + sb + j];
             hp = state_in[sb + j];
         } else {
-            c_prev = cache[sec_c() + (tp * p.batch + b) * hs + j];
+            c_prev = cache[sec_c() + (tp * p.batch + q.b) * hs + j];
             hp = out[ob + j];
         }
         let c = lstm_c(act, c_prev);
@@ -111,7 +129,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
         cache[sec_xc() + row * hs + j] = xc;
         let hv = cache[gb + 3u * hs + j] * tanh_clamped(xc * w[p.nw_c + j] + w[p.nb_c + j]);
         out[row * p.out_stride + p.out_col + j] = hv;
-        if s + 1u == len {
+        if s + 1u == q.len {
             state_out[sb + j] = hv;
             state_out[p.state_stride + sb + j] = c;
         }
@@ -123,27 +141,23 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
 
 // Backward step s (run for s = T-1 down to 0), one workgroup per sequence.
 @compute @workgroup_size(64)
-fn backward(@builtin(workgroup_id) wid: vec3<u32>,
-            @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32) {
-    let b = wid.x + wid.y * nwg.x;
-    if b >= p.batch {
+fn backward(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let q = seq_step(grid);
+    if q.len == 0u {
         return;
     }
-    let len = lengths[b];
+    let row = q.row;
     let s = p.step;
     if s >= len {
         return;
     }
     let hs = p.h;
     let h4 = G * hs;
-    let t = time_of(s, len, p.reverse);
-    let row = t * p.batch + b;
     let gb = p.cache_off + row * h4;
     // Through h = o * tanh(LN_c(c)).
     var acc = vec4<f32>(0.0);
     for (var j = lid; j < hs; j += WG) {
-        let rec = recurrent_grads(b, j, s, len);
+        let rec = recurrent_grads(q.b, j, s, q.len);
         let dh = dy[row * p.out_stride + p.out_col + j] + rec.x;
         let o = cache[gb + 3u * hs + j];
         let xc = cache[sec_xc() + row * hs + j];
@@ -163,7 +177,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
         let dc = crs * (dhc * w[p.nw_c + j] - m.x - xc * m.y) + dg[g_dc() + row * hs + j];
         dg[g_dc() + row * hs + j] = dc;
         let act = vec4<f32>(cache[gb + j], cache[gb + hs + j], cache[gb + 2u * hs + j], 0.0);
-        let d = lstm_d_ifg(act, dc, prev_c(b, j, s, len));
+        let d = lstm_d_ifg(act, dc, prev_c(q.b, j, s, q.len));
         let db = p.dg_off + row * h4;
         for (var q = 0u; q < 3u; q++) {
             dg[db + q * hs + j] = d[q];

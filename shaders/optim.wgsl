@@ -96,41 +96,35 @@ fn step_of(i: u32) -> Step {
 
 // ---- SGD -------------------------------------------------------------------
 
-@compute @workgroup_size(256)
-fn sgd(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = flat_index(wid, nwg, lid, WG);
-    let st = step_of(i);
-    if i >= p.n || skipped() {
-        return;
-    }
-    let x = param[i];
+// The gradient of element i (value x) with weight decay (L2) added.
+fn sgd_grad(i: u32, x: f32) -> f32 {
     var d = grad[i];
     if (p.flags & HAS_WD) != 0u {
         d = d + p.weight_decay * x;
     }
-    param[i] = x - st.lr * d;
+    return d;
 }
 
 @compute @workgroup_size(256)
-fn sgd_momentum(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = flat_index(wid, nwg, lid, WG);
+fn sgd(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = grid_index(grid, lid, WG);
     let st = step_of(i);
     if i >= p.n || skipped() {
         return;
     }
     let x = param[i];
-    var d = grad[i];
-    if (p.flags & HAS_WD) != 0u {
-        d = d + p.weight_decay * x;
+    param[i] = x - st.lr * sgd_grad(i, x);
+}
+
+@compute @workgroup_size(256)
+fn sgd_momentum(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = grid_index(grid, lid, WG);
+    let st = step_of(i);
+    if i >= p.n || skipped() {
+        return;
     }
+    let x = param[i];
+    var d = sgd_grad(i, x);
     // First step: buf = grad (PyTorch clones it, no dampening).
     var b = d;
     if st.first == 0u {
@@ -176,12 +170,8 @@ fn adam_apply(i: u32, st: Step, x: f32, m: f32, v: f32) {
 }
 
 @compute @workgroup_size(256)
-fn adam(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = flat_index(wid, nwg, lid, WG);
+fn adam(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = grid_index(grid, lid, WG);
     let st = step_of(i);
     if i >= p.n || skipped() {
         return;
@@ -191,12 +181,8 @@ fn adam(
 }
 
 @compute @workgroup_size(256)
-fn adam_amsgrad(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = flat_index(wid, nwg, lid, WG);
+fn adam_amsgrad(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = grid_index(grid, lid, WG);
     let st = step_of(i);
     if i >= p.n || skipped() {
         return;

@@ -61,12 +61,11 @@ fn lanes_sum(c: u32) -> f32 {
 }
 
 @compute @workgroup_size(256)
-fn colsum(@builtin(local_invocation_index) li: u32,
-          @builtin(workgroup_id) wg: vec3<u32>) {
+fn colsum(grid: Grid, @builtin(local_invocation_index) li: u32) {
     let c = li % CT;
     let r = li / CT;
-    let n = wg.x * CT + c;
-    let second = (p.flags & PAIR) != 0u && wg.y == 1u;
+    let n = grid.wid.x * CT + c;
+    let second = (p.flags & PAIR) != 0u && grid.wid.y == 1u;
     let a_off = select(p.a_off, p.a2_off, second);
     var s = 0.0;
     if n < p.n {
@@ -88,11 +87,10 @@ fn colsum(@builtin(local_invocation_index) li: u32,
 // out[out1_off + n] = sum_m a[a_off + m*lda + n] * b[out2_off + m*lda + n]
 // (b's offset travels in out2_off; there is no second output).
 @compute @workgroup_size(256)
-fn colsum_prod(@builtin(local_invocation_index) li: u32,
-               @builtin(workgroup_id) wg: vec3<u32>) {
+fn colsum_prod(grid: Grid, @builtin(local_invocation_index) li: u32) {
     let c = li % CT;
     let r = li / CT;
-    let n = wg.x * CT + c;
+    let n = grid.wid.x * CT + c;
     var s = 0.0;
     if n < p.n {
         for (var m = r; m < p.m; m += RL) {

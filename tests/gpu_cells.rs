@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::cases::{Case, Data, Lengths, check_reference, data, gpu_pass};
+use common::cases::{CELL_CASES, Case, Data, check_reference, data, gpu_pass};
 use common::{ctx, set_cell, set_path};
 use lstm_wgpu::kernels::lstm_cell::CellVariant;
 use lstm_wgpu::schedule::CellPath;
@@ -54,50 +54,13 @@ fn run_cell(label: &str, c: Case, kind: RefCellKind, seed: u64, setup: impl Fn(&
     check_reference(label, &d, (&out, &grads), TOL)
 }
 
-const GRU_CASES: [(&str, Case); 5] = [
-    ("uni 1 layer", Case::BASE),
-    ("bi 2 layers, lengths, h0", Case::BI2),
-    (
-        "3 layers, no bias, lengths to 1",
-        Case {
-            layers: 3,
-            bias: false,
-            lengths: Lengths::SpreadToOne,
-            batch: 4,
-            ..Case::BASE
-        },
-    ),
-    (
-        "wide (H = 8), bi, h0",
-        Case {
-            hidden: 8,
-            bidir: true,
-            states: true,
-            lengths: Lengths::Spread,
-            ..Case::BASE
-        },
-    ),
-    (
-        "subgroup shape (B = 24, H = 32), 2 layers",
-        Case {
-            hidden: 32,
-            batch: 24,
-            seq: 4,
-            layers: 2,
-            states: true,
-            lengths: Lengths::Spread,
-            ..Case::BASE
-        },
-    ),
-];
-
 #[test]
 fn gru_matches_the_reference_per_step() {
     for (v, variant) in [CellVariant::Direct, CellVariant::Tiled]
         .into_iter()
         .enumerate()
     {
-        for (i, (name, c)) in GRU_CASES.into_iter().enumerate() {
+        for (i, (name, c)) in CELL_CASES.into_iter().enumerate() {
             let seed = 700 + 10 * v as u64 + i as u64;
             run(&format!("{variant:?}, {name}"), c, seed, |l| {
                 set_path(l, Some(CellPath::PerStep));
@@ -109,7 +72,7 @@ fn gru_matches_the_reference_per_step() {
 
 #[test]
 fn gru_matches_the_reference_in_the_wavefront() {
-    for (i, (name, c)) in GRU_CASES.into_iter().enumerate() {
+    for (i, (name, c)) in CELL_CASES.into_iter().enumerate() {
         if c.layers < 2 || c.bidir {
             continue;
         }
@@ -122,7 +85,7 @@ fn gru_matches_the_reference_in_the_wavefront() {
 #[test]
 fn gru_batch_first_and_eval_agree_with_time_major() {
     let ctx = ctx();
-    let c = GRU_CASES[1].1;
+    let c = CELL_CASES[1].1;
     let d = gru_data(&c, 731);
     let mut l = c.lstm(&ctx, &d);
     let (out, grads) = gpu_pass(&mut l, &d).unwrap_or_else(|e| panic!("{e}"));
@@ -176,7 +139,7 @@ fn indrnn_matches_the_reference() {
     use lstm_wgpu_reference::RefActivation;
     for act in [RefActivation::Relu, RefActivation::Tanh] {
         let kind = RefCellKind::IndRnn { act };
-        for (i, (name, c)) in GRU_CASES.into_iter().enumerate() {
+        for (i, (name, c)) in CELL_CASES.into_iter().enumerate() {
             let seed = 760 + i as u64;
             for variant in [CellVariant::Direct, CellVariant::Tiled] {
                 run_cell(
@@ -279,7 +242,7 @@ fn gru_f16_mixed_matches_the_reference() {
         eprintln!("skipped: the adapter lacks SHADER_F16");
         return;
     }
-    for (i, (name, c)) in GRU_CASES.into_iter().enumerate() {
+    for (i, (name, c)) in CELL_CASES.into_iter().enumerate() {
         for path in [CellPath::PerStep, CellPath::Wavefront] {
             if path == CellPath::Wavefront && (c.layers < 2 || c.bidir) {
                 continue;

@@ -10,7 +10,7 @@ mod final_line;
 #[path = "common/tempdir.rs"]
 mod tempdir;
 
-use cli::{ok, run, s, stderr_lines};
+use cli::{ok, run, s, settings_of, stderr_lines};
 use final_line::final_line;
 use tempdir::TempDir;
 
@@ -30,18 +30,6 @@ const TEXT: &[&str] = &[
     "5",
     "--no-progress",
 ];
-
-/// The run settings (TOML) in a checkpoint's `config` metadata.
-fn settings_of(ck: &std::path::Path) -> String {
-    let bytes = std::fs::read(ck).unwrap_or_else(|e| panic!("{e}"));
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value =
-        serde_json::from_slice(&bytes[8..8 + n]).unwrap_or_else(|e| panic!("{e}"));
-    header["__metadata__"]["config"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no config metadata"))
-        .to_string()
-}
 
 /// Resuming `ck` to step 10 ends as the uninterrupted run `full`.
 fn assert_resumes_to(ck: &std::path::Path, full: &str) {

@@ -138,22 +138,9 @@ fn masks_follow_the_step_and_eval_uses_the_weights() {
 /// `--eval`, and refuses P outside [0, 1) by name.
 #[test]
 fn grad_writes_the_masks() {
-    use common::parity::{TempDir, fixture_in, fixtures_dir, parse, read};
+    use common::parity::{TempDir, grad_on, parse, read};
     let dir = TempDir::new("wd-grad");
-    let fx = fixtures_dir("");
-    let grad = |extra: &[&str], out: &std::path::Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_lstm-wgpu"))
-            .arg("grad")
-            .arg("--weights")
-            .arg(fixture_in(&fx, "uni1", "weights"))
-            .arg("--inputs")
-            .arg(fixture_in(&fx, "uni1", "inputs"))
-            .arg("--out")
-            .arg(out)
-            .args(extra)
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
+    let grad = |extra: &[&str], out: &std::path::Path| grad_on("uni1", extra, out);
     let (train, eval) = (dir.join("train.st"), dir.join("eval.st"));
     let o = grad(&["--weight-drop", "0.5", "--dropout-step", "2"], &train);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

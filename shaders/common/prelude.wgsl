@@ -1,6 +1,7 @@
 // Functions shared by the kernels, joined before a shader's own source by
-// its wrapper (src/kernels/wgsl.rs, `shader!`). Pure functions only: no
-// bindings, no module-scope variables, no names a shader may define.
+// its wrapper (src/kernels/wgsl.rs, `shader!`). Pure functions and the
+// entry points' workgroup builtins only: no bindings, no module-scope
+// variables, no names a shader may define.
 
 // ---- activations ------------------------------------------------------------
 
@@ -87,4 +88,22 @@ fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, wg: u32) -> u32 {
 // The same from the global invocation id.
 fn global_index(gid: vec3<u32>, nwg: vec3<u32>, wg: u32) -> u32 {
     return gid.x + gid.y * nwg.x * wg;
+}
+
+// The workgroup builtins of most entry points, declared once:
+// `fn k(grid: Grid, @builtin(local_invocation_index) lid: u32)`. Both are
+// uniform, so that what is computed from them alone is.
+struct Grid {
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+}
+
+// Index of the workgroup on the (x, y) grid.
+fn group_of(grid: Grid) -> u32 {
+    return grid.wid.x + grid.wid.y * grid.nwg.x;
+}
+
+// flat_index of invocation lid.
+fn grid_index(grid: Grid, lid: u32, wg: u32) -> u32 {
+    return flat_index(grid.wid, grid.nwg, lid, wg);
 }

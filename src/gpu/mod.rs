@@ -578,6 +578,16 @@ impl Kernel {
         storage: &[(u32, Binding)],
         constants: &[(&str, f64)],
     ) -> Self {
+        Self::build(&ctx.device, module, entry, storage, constants)
+    }
+
+    fn build(
+        device: &wgpu::Device,
+        module: &Module,
+        entry: &str,
+        storage: &[(u32, Binding)],
+        constants: &[(&str, f64)],
+    ) -> Self {
         let mut bindings = vec![(0, Binding::Uniform)];
         bindings.extend_from_slice(storage);
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
@@ -597,32 +607,26 @@ impl Kernel {
                 count: None,
             })
             .collect();
-        let layout = ctx
-            .device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(entry),
-                entries: &entries,
-            });
-        let pl = ctx
-            .device
-            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(entry),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-        let pipeline = ctx
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(&pl),
-                module: &module.inner,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants,
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            });
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(entry),
+            entries: &entries,
+        });
+        let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(entry),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&pl),
+            module: &module.inner,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
         Self {
             pipeline,
             layout,
@@ -681,6 +685,16 @@ pub struct Module {
     pub inner: wgpu::ShaderModule,
     /// Its family (the shader file's stem).
     pub label: &'static str,
+    /// The device it was compiled on, which compiles its kernels.
+    device: wgpu::Device,
+}
+
+impl Module {
+    /// [`Kernel::new`] of `entry` with no overridable constants, what all
+    /// but the tiled kernels compile.
+    pub fn kernel(&self, entry: &str, storage: &[(u32, Binding)]) -> Kernel {
+        Kernel::build(&self.device, self, entry, storage, &[])
+    }
 }
 
 /// The f16 build of a kernel's source: `enable f16;` first, each alias of
@@ -756,7 +770,28 @@ pub fn module(ctx: &GpuContext, label: &'static str, src: &str) -> Module {
     // is all that dropping the loop-bounding counters requires; all buffer
     // and array accesses stay bounds-checked.
     let inner = unsafe { ctx.device.create_shader_module_trusted(desc, checks) };
-    Module { inner, label }
+    Module {
+        inner,
+        label,
+        device: ctx.device.clone(),
+    }
+}
+
+/// Compiles WGSL source that joins code from outside `shaders/` (a cell
+/// file): with wgpu's default checks, loop-bounding counters included,
+/// since nothing proves its loops end.
+pub fn module_bounded(ctx: &GpuContext, label: &'static str, src: &str) -> Module {
+    let inner = ctx
+        .device
+        .create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        });
+    Module {
+        inner,
+        label,
+        device: ctx.device.clone(),
+    }
 }
 
 /// Per-kernel GPU time of recorded passes, from timestamps written between

@@ -14,23 +14,18 @@
 //! Train mode with a group of fewer than 2 valid rows must be rejected on
 //! the host before dispatch ([`group_counts`], [`check_train`]).
 
+use super::layer_norm::NormUniform;
 use super::u32_of;
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::shader;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "batch_norm.wgsl");
+pub(crate) const SRC: &str = shader!(
+    "common/prelude.wgsl",
+    "common/norm_bindings.wgsl",
+    "batch_norm.wgsl"
+);
 const WG: usize = 64;
-
-wgsl_struct! {
-    /// The uniform block of `batch_norm.wgsl`.
-    pub struct BatchNormUniform = "Params" {
-        seq: u32, batch: u32, f: u32, flags: u32,
-        x_off: u32, y_off: u32, dy_off: u32, dx_off: u32,
-        stats_off: u32, w_off: u32, b_off: u32, dw_off: u32,
-        db_off: u32, rm_off: u32, rv_off: u32, run_rows: u32,
-    }
-}
 
 /// The BatchNorm entry points.
 pub struct BatchNorm {
@@ -105,24 +100,8 @@ pub struct BnForward<'a> {
     pub running: &'a wgpu::Buffer,
 }
 
-/// Buffers of the backward pass.
-pub struct BnBackward<'a> {
-    /// Parameters (w), read-only.
-    pub params: &'a wgpu::Buffer,
-    /// Sequence lengths (u32 `[B]`).
-    pub lengths: &'a wgpu::Buffer,
-    /// The forward's input.
-    pub x: &'a wgpu::Buffer,
-    /// Statistics saved by the forward (same mode); its sums slots are
-    /// written.
-    pub stats: &'a wgpu::Buffer,
-    /// Gradient w.r.t. the output.
-    pub dy: &'a wgpu::Buffer,
-    /// Gradient w.r.t. the input, written (may be `dy`).
-    pub dx: &'a wgpu::Buffer,
-    /// Parameter gradients (dw, db), written or accumulated.
-    pub grads: &'a wgpu::Buffer,
-}
+/// Buffers of the BatchNorm backward: those of LayerNorm's.
+pub type BnBackward<'a> = super::layer_norm::NormBackward<'a>;
 
 /// Valid rows of each statistics group: per timestep, the number of
 /// sequences with t < len for t < `seq`; sequence-wise, one count of all
@@ -165,9 +144,7 @@ impl BatchNorm {
     pub fn new(ctx: &GpuContext) -> Self {
         use Binding::{Read, ReadWrite};
         let m = module(ctx, "batch_norm", SRC);
-        let fwd = Kernel::new(
-            ctx,
-            &m,
+        let fwd = m.kernel(
             "forward",
             &[
                 (1, Read),
@@ -177,7 +154,6 @@ impl BatchNorm {
                 (5, ReadWrite),
                 (6, ReadWrite),
             ],
-            &[],
         );
         let bwd = [
             (1, Read),
@@ -190,8 +166,8 @@ impl BatchNorm {
         ];
         Self {
             fwd,
-            bwd_sums: Kernel::new(ctx, &m, "backward_sums", &bwd, &[]),
-            bwd_dx: Kernel::new(ctx, &m, "backward_dx", &bwd, &[]),
+            bwd_sums: m.kernel("backward_sums", &bwd),
+            bwd_dx: m.kernel("backward_dx", &bwd),
         }
     }
 
@@ -200,7 +176,7 @@ impl BatchNorm {
         6 * s.groups() * s.features
     }
 
-    fn params(s: &BnShape) -> Result<BatchNormUniform> {
+    fn params(s: &BnShape) -> Result<NormUniform> {
         let run_rows = if s.per_step { s.run_rows } else { 1 };
         if run_rows == 0 {
             return Err(Error::Invalid(
@@ -239,7 +215,7 @@ impl BatchNorm {
             u32_of(what, off + run_rows * s.features)?;
         }
         let flags = u32::from(s.per_step) | u32::from(s.train) << 1 | u32::from(s.accumulate) << 2;
-        Ok(BatchNormUniform {
+        Ok(NormUniform {
             seq: u32_of("sequence length", s.seq)?,
             batch: u32_of("batch", s.batch)?,
             f: u32_of("batch norm features", s.features)?,
@@ -256,6 +232,7 @@ impl BatchNorm {
             rm_off: s.rm_off as u32,
             rv_off: s.rv_off as u32,
             run_rows: run_rows as u32,
+            ..Default::default()
         })
     }
 

@@ -30,13 +30,7 @@ impl Cast {
     /// Compiles the kernels (core WGSL: no device feature needed).
     pub fn new(ctx: &GpuContext) -> Self {
         let m = module(ctx, "cast", SRC);
-        let to_half = Kernel::new(
-            ctx,
-            &m,
-            "to_half",
-            &[(1, Binding::Read), (2, Binding::ReadWrite)],
-            &[],
-        );
+        let to_half = m.kernel("to_half", &[(1, Binding::Read), (2, Binding::ReadWrite)]);
         Self { to_half }
     }
 

@@ -43,7 +43,7 @@
 //! Elements of the buffer outside the segments are never read or written.
 //! Results are bit-identical from run to run (no atomics).
 
-use super::wgsl::wgsl_struct;
+use super::wgsl::{shader, wgsl_struct};
 use super::{grid, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
@@ -152,7 +152,7 @@ impl ScalerState {
     }
 }
 
-pub(crate) const SRC: &str = include_str!("../../shaders/clip.wgsl");
+pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "clip.wgsl");
 
 /// Invocations per workgroup (`WG` in the shader).
 const WG: usize = 64;
@@ -228,28 +228,13 @@ impl Clip {
     pub fn new(ctx: &GpuContext) -> Self {
         let m = module(ctx, "clip", SRC);
         use Binding::{Read, ReadWrite};
-        let partials = Kernel::new(
-            ctx,
-            &m,
+        let partials = m.kernel(
             "partials",
             &[(1, Read), (2, Read), (3, ReadWrite), (8, Read)],
-            &[],
         );
-        let segsum = Kernel::new(
-            ctx,
-            &m,
-            "segsum",
-            &[(1, Read), (4, Read), (5, ReadWrite)],
-            &[],
-        );
-        let finalize = Kernel::new(ctx, &m, "finalize", &[(5, ReadWrite)], &[]);
-        let apply = Kernel::new(
-            ctx,
-            &m,
-            "apply",
-            &[(1, Read), (6, Read), (7, ReadWrite)],
-            &[],
-        );
+        let segsum = m.kernel("segsum", &[(1, Read), (4, Read), (5, ReadWrite)]);
+        let finalize = m.kernel("finalize", &[(5, ReadWrite)]);
+        let apply = m.kernel("apply", &[(1, Read), (6, Read), (7, ReadWrite)]);
         Self {
             partials,
             segsum,

@@ -182,26 +182,14 @@ impl Elementwise {
         let aux_a_out = [(1, Read), (2, ReadWrite), (4, ReadWrite)];
         let aux_a_b_out = [(1, Read), (2, ReadWrite), (3, ReadWrite), (4, ReadWrite)];
         Self {
-            dropout: Kernel::new(ctx, &m, "dropout", &aux_a_out, &[]),
-            dropout_add: Kernel::new(ctx, &m, "dropout_add", &aux_a_b_out, &[]),
-            dropout_split: Kernel::new(ctx, &m, "dropout_split", &aux_a_b_out, &[]),
-            add: Kernel::new(
-                ctx,
-                &m,
-                "add",
-                &[(2, ReadWrite), (3, ReadWrite), (4, ReadWrite)],
-                &[],
-            ),
-            accumulate: Kernel::new(
-                ctx,
-                &m,
-                "accumulate",
-                &[(2, ReadWrite), (4, ReadWrite)],
-                &[],
-            ),
-            fill: Kernel::new(ctx, &m, "fill", &[(4, ReadWrite)], &[]),
-            last_gather: Kernel::new(ctx, &m, "last_gather", &aux_a_out, &[]),
-            last_scatter: Kernel::new(ctx, &m, "last_scatter", &aux_a_out, &[]),
+            dropout: m.kernel("dropout", &aux_a_out),
+            dropout_add: m.kernel("dropout_add", &aux_a_b_out),
+            dropout_split: m.kernel("dropout_split", &aux_a_b_out),
+            add: m.kernel("add", &[(2, ReadWrite), (3, ReadWrite), (4, ReadWrite)]),
+            accumulate: m.kernel("accumulate", &[(2, ReadWrite), (4, ReadWrite)]),
+            fill: m.kernel("fill", &[(4, ReadWrite)]),
+            last_gather: m.kernel("last_gather", &aux_a_out),
+            last_scatter: m.kernel("last_scatter", &aux_a_out),
         }
     }
 

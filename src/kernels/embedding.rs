@@ -153,14 +153,8 @@ impl Embedding {
         use Binding::{Read, ReadWrite};
         let m = module(ctx, "embedding", SRC);
         Self {
-            fwd: Kernel::new(
-                ctx,
-                &m,
-                "forward",
-                &[(1, Read), (2, Read), (3, ReadWrite)],
-                &[],
-            ),
-            bwd: super::HalfKernel::new(ctx, &m, "backward", &BWD_BINDINGS),
+            fwd: m.kernel("forward", &[(1, Read), (2, Read), (3, ReadWrite)]),
+            bwd: super::HalfKernel::new(&m, "backward", &BWD_BINDINGS),
         }
     }
 

@@ -191,27 +191,12 @@ impl Histogram {
     pub fn new(ctx: &GpuContext) -> Self {
         let m = module(ctx, "histogram", SRC);
         use Binding::{Read, ReadWrite};
-        let partials = Kernel::new(
-            ctx,
-            &m,
+        let partials = m.kernel(
             "partials",
             &[(1, Read), (2, Read), (3, Read), (4, ReadWrite)],
-            &[],
         );
-        let segstats = Kernel::new(
-            ctx,
-            &m,
-            "segstats",
-            &[(1, Read), (5, Read), (6, ReadWrite)],
-            &[],
-        );
-        let bins = Kernel::new(
-            ctx,
-            &m,
-            "bins",
-            &[(1, Read), (2, Read), (3, Read), (7, ReadWrite)],
-            &[],
-        );
+        let segstats = m.kernel("segstats", &[(1, Read), (5, Read), (6, ReadWrite)]);
+        let bins = m.kernel("bins", &[(1, Read), (2, Read), (3, Read), (7, ReadWrite)]);
         Self {
             partials,
             segstats,

@@ -10,22 +10,29 @@
 //! Backward needs the forward's input `x` unchanged, so in-place forward is
 //! only useful when no backward follows.
 
-use super::wgsl::wgsl_struct;
+use super::wgsl::{shader, wgsl_struct};
 use super::{groups_1d, u32_of};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-pub(crate) const SRC: &str = include_str!("../../shaders/layer_norm.wgsl");
+pub(crate) const SRC: &str = shader!(
+    "common/prelude.wgsl",
+    "common/norm_bindings.wgsl",
+    "layer_norm.wgsl"
+);
 /// Features per workgroup of `backward_params` (the shader's `PC`).
 const PARAM_COLS: usize = 16;
 
 wgsl_struct! {
-    /// The uniform block of `layer_norm.wgsl`.
-    pub struct LayerNormUniform = "Params" {
+    /// The uniform block of both normalizations between layers
+    /// (`common/norm_bindings.wgsl`): `rm_off`, `rv_off` and `run_rows` are
+    /// BatchNorm's, `t0` LayerNorm's.
+    pub struct NormUniform = "Params" {
         seq: u32, batch: u32, f: u32, flags: u32,
         x_off: u32, y_off: u32, dy_off: u32, dx_off: u32,
         stats_off: u32, w_off: u32, b_off: u32, dw_off: u32,
-        db_off: u32, t0: u32, _p1: u32, _p2: u32,
+        db_off: u32, rm_off: u32, rv_off: u32, run_rows: u32,
+        t0: u32, _p0: u32, _p1: u32, _p2: u32,
     }
 }
 
@@ -86,15 +93,17 @@ pub struct LnForward<'a> {
     pub stats: &'a wgpu::Buffer,
 }
 
-/// Buffers of the backward pass.
-pub struct LnBackward<'a> {
+/// Buffers of the backward pass, of LayerNorm and of BatchNorm
+/// ([`super::batch_norm::BnBackward`]) alike.
+pub struct NormBackward<'a> {
     /// Parameters (w), read-only.
     pub params: &'a wgpu::Buffer,
     /// Sequence lengths (u32 `[B]`).
     pub lengths: &'a wgpu::Buffer,
     /// The forward's input.
     pub x: &'a wgpu::Buffer,
-    /// Statistics saved by the forward.
+    /// Statistics saved by the forward (same mode); BatchNorm writes its
+    /// sums slots.
     pub stats: &'a wgpu::Buffer,
     /// Gradient w.r.t. the output.
     pub dy: &'a wgpu::Buffer,
@@ -104,14 +113,15 @@ pub struct LnBackward<'a> {
     pub grads: &'a wgpu::Buffer,
 }
 
+/// Buffers of the LayerNorm backward.
+pub type LnBackward<'a> = NormBackward<'a>;
+
 impl LayerNorm {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
         use Binding::{Read, ReadWrite};
         let m = module(ctx, "layer_norm", SRC);
-        let fwd = Kernel::new(
-            ctx,
-            &m,
+        let fwd = m.kernel(
             "forward",
             &[
                 (1, Read),
@@ -120,7 +130,6 @@ impl LayerNorm {
                 (4, ReadWrite),
                 (5, ReadWrite),
             ],
-            &[],
         );
         let bwd = [
             (1, Read),
@@ -133,8 +142,8 @@ impl LayerNorm {
         ];
         Self {
             fwd,
-            bwd_dx: Kernel::new(ctx, &m, "backward_dx", &bwd, &[]),
-            bwd_params: Kernel::new(ctx, &m, "backward_params", &bwd, &[]),
+            bwd_dx: m.kernel("backward_dx", &bwd),
+            bwd_params: m.kernel("backward_params", &bwd),
         }
     }
 
@@ -143,7 +152,7 @@ impl LayerNorm {
         2 * seq * batch
     }
 
-    fn params(s: &LnShape) -> Result<LayerNormUniform> {
+    fn params(s: &LnShape) -> Result<NormUniform> {
         let data = s.seq * s.batch * s.features;
         for (what, off) in [
             ("layer norm input", s.x_off),
@@ -165,7 +174,7 @@ impl LayerNorm {
         ] {
             u32_of(what, off + s.features)?;
         }
-        Ok(LayerNormUniform {
+        Ok(NormUniform {
             seq: u32_of("sequence length", s.seq)?,
             batch: u32_of("batch", s.batch)?,
             f: u32_of("layer norm features", s.features)?,

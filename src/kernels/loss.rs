@@ -28,11 +28,11 @@
 
 use super::elementwise::flat_grid;
 use super::u32_of;
-use super::wgsl::wgsl_struct;
+use super::wgsl::{shader, wgsl_struct};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-pub(crate) const SRC: &str = include_str!("../../shaders/loss.wgsl");
+pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "loss.wgsl");
 const WG: usize = 64;
 const WG_MEAN: usize = 256;
 
@@ -260,16 +260,8 @@ impl Loss {
         use Binding::{Read, ReadWrite};
         let m = module(ctx, "loss", SRC);
         Self {
-            ce_fwd: Kernel::new(
-                ctx,
-                &m,
-                "ce_forward",
-                &[(1, Read), (3, ReadWrite), (5, ReadWrite)],
-                &[],
-            ),
-            ce_bwd: Kernel::new(
-                ctx,
-                &m,
+            ce_fwd: m.kernel("ce_forward", &[(1, Read), (3, ReadWrite), (5, ReadWrite)]),
+            ce_bwd: m.kernel(
                 "ce_backward",
                 &[
                     (1, Read),
@@ -278,18 +270,12 @@ impl Loss {
                     (5, ReadWrite),
                     (7, ReadWrite),
                 ],
-                &[],
             ),
-            mse_fwd: Kernel::new(
-                ctx,
-                &m,
+            mse_fwd: m.kernel(
                 "mse_forward",
                 &[(1, Read), (3, ReadWrite), (4, ReadWrite), (5, ReadWrite)],
-                &[],
             ),
-            mse_bwd: Kernel::new(
-                ctx,
-                &m,
+            mse_bwd: m.kernel(
                 "mse_backward",
                 &[
                     (1, Read),
@@ -298,15 +284,8 @@ impl Loss {
                     (4, ReadWrite),
                     (7, ReadWrite),
                 ],
-                &[],
             ),
-            mean: Kernel::new(
-                ctx,
-                &m,
-                "mean",
-                &[(2, Read), (5, ReadWrite), (6, ReadWrite)],
-                &[],
-            ),
+            mean: m.kernel("mean", &[(2, Read), (5, ReadWrite), (6, ReadWrite)]),
         }
     }
 

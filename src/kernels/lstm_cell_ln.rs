@@ -152,7 +152,7 @@ pub(crate) const FWD: [(u32, Binding); 7] = [
     (6, Binding::ReadWrite),
     (7, Binding::ReadWrite),
 ];
-pub(crate) const BWD: [(u32, Binding); 7] = [
+const BWD: [(u32, Binding); 7] = [
     (2, Binding::Read),
     (3, Binding::Read),
     (4, Binding::Read),
@@ -162,7 +162,7 @@ pub(crate) const BWD: [(u32, Binding); 7] = [
     (10, Binding::ReadWrite),
 ];
 
-pub(crate) fn fwd_buffers<'a>(b: &'a NormCellBuffers<'a>) -> Vec<&'a wgpu::Buffer> {
+fn fwd_buffers<'a>(b: &'a NormCellBuffers<'a>) -> Vec<&'a wgpu::Buffer> {
     vec![
         b.pre,
         b.params,
@@ -174,7 +174,7 @@ pub(crate) fn fwd_buffers<'a>(b: &'a NormCellBuffers<'a>) -> Vec<&'a wgpu::Buffe
     ]
 }
 
-pub(crate) fn bwd_buffers<'a>(b: &'a NormCellBuffers<'a>) -> Vec<&'a wgpu::Buffer> {
+fn bwd_buffers<'a>(b: &'a NormCellBuffers<'a>) -> Vec<&'a wgpu::Buffer> {
     vec![
         b.params,
         b.state_in,
@@ -186,23 +186,53 @@ pub(crate) fn bwd_buffers<'a>(b: &'a NormCellBuffers<'a>) -> Vec<&'a wgpu::Buffe
     ]
 }
 
-/// The LayerNorm cell's entry points.
-pub struct LstmCellLn {
+/// A normalized cell's entry points: the LayerNorm cell (`BN` false, one
+/// workgroup per sequence) or the recurrent BatchNorm one (`BN` true, one
+/// per hidden unit, its forward also binding the running statistics); the
+/// two differ in nothing else on the host.
+pub struct NormCell<const BN: bool> {
     fwd: Kernel,
     bwd: Kernel,
 }
 
+/// The LayerNorm cell's entry points.
+pub type LstmCellLn = NormCell<false>;
+
 impl LstmCellLn {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
-        let m = module(ctx, "lstm_cell_ln", SRC);
+        Self::build(ctx, "lstm_cell_ln", SRC, &FWD)
+    }
+}
+
+impl<const BN: bool> NormCell<BN> {
+    /// Compiles `src`'s entry points, the forward with bindings `fwd`.
+    pub(crate) fn build(
+        ctx: &GpuContext,
+        label: &'static str,
+        src: &str,
+        fwd: &[(u32, Binding)],
+    ) -> Self {
+        let m = module(ctx, label, src);
         Self {
-            fwd: Kernel::new(ctx, &m, "forward", &FWD, &[]),
-            bwd: Kernel::new(ctx, &m, "backward", &BWD, &[]),
+            fwd: m.kernel("forward", fwd),
+            bwd: m.kernel("backward", &BWD),
         }
     }
 
-    /// Forward step `step`: one workgroup per sequence.
+    fn step(
+        ctx: &GpuContext,
+        k: &Kernel,
+        (s, n, step): (&CellShape, &NormCellParams, usize),
+        bufs: &[&wgpu::Buffer],
+    ) -> Result<Dispatch> {
+        let p = params(s, n, step)?;
+        let groups = if BN { s.hidden } else { s.batch };
+        Ok(k.dispatch(ctx, &p, bufs, ctx.grid(groups as u32)))
+    }
+
+    /// Forward step `step`: one workgroup per sequence (LN) or hidden unit
+    /// (BN).
     pub fn forward(
         &self,
         ctx: &GpuContext,
@@ -211,10 +241,11 @@ impl LstmCellLn {
         step: usize,
         b: &NormCellBuffers<'_>,
     ) -> Result<Dispatch> {
-        let p = params(s, n, step)?;
-        Ok(self
-            .fwd
-            .dispatch(ctx, &p, &fwd_buffers(b), ctx.grid(s.batch as u32)))
+        let mut bufs = fwd_buffers(b);
+        if BN {
+            bufs.push(b.stats);
+        }
+        Self::step(ctx, &self.fwd, (s, n, step), &bufs)
     }
 
     /// Backward step `step` (run for T-1 down to 0).
@@ -226,9 +257,6 @@ impl LstmCellLn {
         step: usize,
         b: &NormCellBuffers<'_>,
     ) -> Result<Dispatch> {
-        let p = params(s, n, step)?;
-        Ok(self
-            .bwd
-            .dispatch(ctx, &p, &bwd_buffers(b), ctx.grid(s.batch as u32)))
+        Self::step(ctx, &self.bwd, (s, n, step), &bwd_buffers(b))
     }
 }

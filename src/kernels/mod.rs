@@ -266,13 +266,12 @@ pub(crate) struct HalfKernel {
 impl HalfKernel {
     /// `entry` of module `m` (the f32 source) with storage `bindings`.
     pub(crate) fn new(
-        ctx: &GpuContext,
         m: &crate::gpu::Module,
         entry: &'static str,
         bindings: &'static [(u32, crate::gpu::Binding)],
     ) -> Self {
         Self {
-            f32: crate::gpu::Kernel::new(ctx, m, entry, bindings, &[]),
+            f32: m.kernel(entry, bindings),
             f16: std::sync::OnceLock::new(),
             entry,
             bindings,
@@ -284,7 +283,7 @@ impl HalfKernel {
     pub(crate) fn enable(&self, ctx: &GpuContext, label: &'static str, src: &str) {
         self.f16.get_or_init(|| {
             let m = crate::gpu::module(ctx, label, src);
-            crate::gpu::Kernel::new(ctx, &m, self.entry, self.bindings, &[])
+            m.kernel(self.entry, self.bindings)
         });
     }
 

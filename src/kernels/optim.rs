@@ -302,21 +302,12 @@ impl Optim {
             v
         };
         Self {
-            sgd: Kernel::new(ctx, &m, "sgd", &base, &[]),
-            sgd_momentum: Kernel::new(ctx, &m, "sgd_momentum", &with(&[(5, ReadWrite)]), &[]),
-            adam: Kernel::new(
-                ctx,
-                &m,
-                "adam",
-                &with(&[(5, ReadWrite), (6, ReadWrite)]),
-                &[],
-            ),
-            adam_amsgrad: Kernel::new(
-                ctx,
-                &m,
+            sgd: m.kernel("sgd", &base),
+            sgd_momentum: m.kernel("sgd_momentum", &with(&[(5, ReadWrite)])),
+            adam: m.kernel("adam", &with(&[(5, ReadWrite), (6, ReadWrite)])),
+            adam_amsgrad: m.kernel(
                 "adam_amsgrad",
                 &with(&[(5, ReadWrite), (6, ReadWrite), (7, ReadWrite)]),
-                &[],
             ),
         }
     }

@@ -1,12 +1,12 @@
 //! Wrapper of `shaders/reduce.wgsl`: deterministic column sums.
 
 use super::gemm::LOOP_CAP;
-use super::wgsl::wgsl_struct;
+use super::wgsl::{shader, wgsl_struct};
 use super::{groups_1d, u32_of};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-pub(crate) const SRC: &str = include_str!("../../shaders/reduce.wgsl");
+pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "reduce.wgsl");
 
 /// Rows one column-sum dispatch covers: one loop pass per row plus the exit
 /// check stay within lavapipe's [`LOOP_CAP`]. Longer sums are split into
@@ -50,17 +50,14 @@ impl Reduce {
     /// Compiles the kernels.
     pub fn new(ctx: &GpuContext) -> Self {
         let m = module(ctx, "reduce", SRC);
-        let colsum = super::HalfKernel::new(ctx, &m, "colsum", &COLSUM_BINDINGS);
-        let colsum_prod = Kernel::new(
-            ctx,
-            &m,
+        let colsum = super::HalfKernel::new(&m, "colsum", &COLSUM_BINDINGS);
+        let colsum_prod = m.kernel(
             "colsum_prod",
             &[
                 (1, Binding::Read),
                 (2, Binding::ReadWrite),
                 (3, Binding::Read),
             ],
-            &[],
         );
         Self {
             colsum,

@@ -115,14 +115,14 @@ fn layout<T: WgslStruct>(shader: &'static str) -> StructLayout {
 pub fn uniform_structs() -> Vec<StructLayout> {
     use super::*;
     vec![
-        layout::<batch_norm::BatchNormUniform>("batch_norm.wgsl"),
+        layout::<layer_norm::NormUniform>("batch_norm.wgsl"),
         layout::<cast::CastUniform>("cast.wgsl"),
         layout::<clip::ClipUniform>("clip.wgsl"),
         layout::<elementwise::ElementwiseUniform>("elementwise.wgsl"),
         layout::<embedding::EmbeddingUniform>("embedding.wgsl"),
         layout::<gemm::GemmUniform>("gemm.wgsl"),
         layout::<histogram::HistogramUniform>("histogram.wgsl"),
-        layout::<layer_norm::LayerNormUniform>("layer_norm.wgsl"),
+        layout::<layer_norm::NormUniform>("layer_norm.wgsl"),
         layout::<loss::LossUniform>("loss.wgsl"),
         layout::<lstm_cell::CellUniform>("lstm_cell.wgsl"),
         layout::<lstm_cell_ln::NormCellUniform>("lstm_cell_bn.wgsl"),

@@ -433,3 +433,43 @@ pub fn check_reference(label: &str, d: &Data, gpu: (&Outputs, &Grads), tol: f64)
     let (rout, rgrads) = reference::backward(&d.rc, &d.w, &d.rin, &d.up);
     check_all(label, &d.rc, gpu, (&rout, &rgrads), &BTreeMap::new(), tol)
 }
+
+/// Cases of the cells' tests over the recurrent strategies: one layer,
+/// bidirectional with lengths and states, layers without bias down to
+/// length 1, the wide path's H = 8, the subgroup path's B = 24, H = 32.
+pub const CELL_CASES: [(&str, Case); 5] = [
+    ("uni 1 layer", Case::BASE),
+    ("bi 2 layers, lengths, h0", Case::BI2),
+    (
+        "3 layers, no bias, lengths to 1",
+        Case {
+            layers: 3,
+            bias: false,
+            lengths: Lengths::SpreadToOne,
+            batch: 4,
+            ..Case::BASE
+        },
+    ),
+    (
+        "wide (H = 8), bi, h0",
+        Case {
+            hidden: 8,
+            bidir: true,
+            states: true,
+            lengths: Lengths::Spread,
+            ..Case::BASE
+        },
+    ),
+    (
+        "subgroup shape (B = 24, H = 32), 2 layers",
+        Case {
+            hidden: 32,
+            batch: 24,
+            seq: 4,
+            layers: 2,
+            states: true,
+            lengths: Lengths::Spread,
+            ..Case::BASE
+        },
+    ),
+];

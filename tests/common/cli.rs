@@ -50,3 +50,15 @@ pub fn assert_refused(o: &Output, want: &[&str], what: &str) {
         assert!(lines[0].contains(w), "{what}: `{w}` missing from {lines:?}");
     }
 }
+
+/// The run settings (TOML) in a checkpoint's `config` metadata.
+pub fn settings_of(ck: &std::path::Path) -> String {
+    let bytes = std::fs::read(ck).unwrap_or_else(|e| panic!("{e}"));
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap_or_else(|e| panic!("{e}"));
+    header["__metadata__"]["config"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no config metadata"))
+        .to_string()
+}

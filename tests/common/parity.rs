@@ -28,6 +28,23 @@ pub fn fixture_in(dir: &Path, name: &str, kind: &str) -> PathBuf {
     dir.join(format!("{name}.{kind}.safetensors"))
 }
 
+/// `grad` on the PyTorch fixture `name` (weights and inputs) into `out`,
+/// with `extra` flags.
+pub fn grad_on(name: &str, extra: &[&str], out: &Path) -> std::process::Output {
+    let fx = fixtures_dir("");
+    std::process::Command::new(env!("CARGO_BIN_EXE_lstm-wgpu"))
+        .arg("grad")
+        .arg("--weights")
+        .arg(fixture_in(&fx, name, "weights"))
+        .arg("--inputs")
+        .arg(fixture_in(&fx, name, "inputs"))
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
