@@ -40,10 +40,7 @@ fn forward(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let tp = prev_time(q.t, p.reverse);
     let row = q.row;
     let s = p.step;
-    if s >= len {
-        return;
-    }
-    let hs = p.h;
+    let hs = loop_h(q.len);
     let h4 = G * hs;
     let sb = p.state_off + q.b * hs;
     let ob = (tp * p.batch + q.b) * p.out_stride + p.out_col;
@@ -148,10 +145,7 @@ fn backward(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     }
     let row = q.row;
     let s = p.step;
-    if s >= len {
-        return;
-    }
-    let hs = p.h;
+    let hs = loop_h(q.len);
     let h4 = G * hs;
     let gb = p.cache_off + row * h4;
     // Through h = o * tanh(LN_c(c)).

@@ -40,11 +40,20 @@ fn g_dr() -> u32 { return p.dg_off + tb() * 2u * G * p.h; }
 fn g_dc() -> u32 { return p.dg_off + tb() * 3u * G * p.h; }
 fn g_dhc() -> u32 { return p.dg_off + tb() * (3u * G + 1u) * p.h; }
 
+// p.h, hidden from the compiler's constant folding (`len` is a sequence
+// length, never u32::MAX). Lavapipe (Mesa 22.3) inlines uniform values into
+// a kernel when that halves its size, as these loops' bounds did at H <= 32,
+// and then recompiles it at every dispatch (each has its own uniform
+// buffer): 5 ms a step and the compiled code never freed.
+fn loop_h(len: u32) -> u32 {
+    return select(p.h, 0u, len == 0xffffffffu);
+}
+
 // The gradients (dh, dc) flowing into step s (< len) of sequence b, unit
 // j: from step s + 1 (dr of its gates through W_hh, and dc * f), or grad
 // h_n and grad c_n at the sequence's last step.
 fn recurrent_grads(b: u32, j: u32, s: u32, len: u32) -> vec2<f32> {
-    let hs = p.h;
+    let hs = loop_h(len);
     let h4 = G * hs;
     if s + 1u < len {
         let row1 = time_of(s + 1u, len, p.reverse) * p.batch + b;
