@@ -277,6 +277,7 @@ fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         bhh_off: None,
         state_off: 0,
         state_stride: state,
+        zone: Default::default(),
     };
     let mut rng = Rng::new(4);
     let pre = filled(ctx, &mut rng, "pre-gates", T * B * 4 * H);
@@ -294,6 +295,9 @@ fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         .storage("dgates", Workspace::dg_block(&cfg, &Norm::None, T, B))
         .expect("buffer");
     let gstate_out = filled(ctx, &mut rng, "grad state out", 2 * state);
+    // Zoneout is off: its bindings get placeholders.
+    let zrng = ctx.storage("dropout step", 4).expect("buffer");
+    let zst = ctx.storage("zoneout sections", 1).expect("buffer");
     let fb = CellForward {
         pre: &pre,
         params: &whh,
@@ -303,6 +307,8 @@ fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         cache: &cache,
         state_out: &state_out,
         cst: &cache,
+        rng: &zrng,
+        zst: &zst,
     };
     let fwd: Vec<Dispatch> = (0..T)
         .flat_map(|t| {
@@ -323,6 +329,8 @@ fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         gstate_out: &gstate_out,
         cst: &cache,
         dcs: &dg,
+        rng: &zrng,
+        zst: &zst,
     };
     let mut bwd: Vec<Dispatch> = (0..T)
         .rev()

@@ -34,6 +34,18 @@
 // non-finite gradients, as in PyTorch's f16 backward) and keeps dc, the
 // long-lived gradient state, in its own f32 buffer.
 // State arrays ([2, L*D, B, H]): h part at 0, c part at state_stride.
+//
+// Zoneout (Krueger et al. 2016; docs/math.md), with p.zone set: after a
+// step the state is m·prev + (1 − m)·new per unit (ZONE_H: h, ZONE_C: c),
+// `new` what the cell computed from the previous (zoned) states. In train
+// mode m is 1 with probability p, element ((zcell·T + t)·B + b)·H + j of
+// the state's Philox stream at the dropout step's words (`zrng`), so
+// backward recomputes it; in eval mode (ZONE_EVAL) m = p. The output,
+// h_n, c_n and the c section hold zoned states; `zst` holds per (layer,
+// direction) the un-zoned c [T, B, H] at zu_off (tanh's argument in
+// backward) and per gradient region the gradients m·d carried straight
+// to the previous step, of h at zh_off and of c at zc_off. ZONE_FOLD: the
+// cell has no c, its carried gradient (the dc section) is h's own.
 
 struct Params {
     h: u32, batch: u32, seq: u32, step: u32,
@@ -41,6 +53,9 @@ struct Params {
     whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
     state_stride: u32, lanes: u32, wide: u32, c_off: u32,
     dc_off: u32, bhh_off: u32, bhh: u32, dx_off: u32,
+    zone: u32, zcell: u32, zh_thr: u32, zc_thr: u32,
+    zh_stream: u32, zc_stream: u32, zu_off: u32, zh_off: u32,
+    zc_off: u32, zh_p: f32, zc_p: f32, zpad: u32,
 }
 
 // Lane q of a dispatch uses pp[q]; pp[0].lanes counts them. The direct
@@ -60,6 +75,34 @@ alias GT = f32;
 alias DGT = f32;
 // Sections between the gates and h_prev in the cache: c, or none in f16.
 const HP_GAP: u32 = select(1u, 0u, HALF);
+
+const ZONE_H: u32 = 1u;
+const ZONE_C: u32 = 2u;
+const ZONE_EVAL: u32 = 4u;
+const ZONE_FOLD: u32 = 8u;
+// The dropout step's words: seed low, seed high, counter.
+@group(0) @binding(18) var<storage, read> zrng: array<u32>;
+@group(0) @binding(19) var<storage, read_write> zst: array<f32>;
+
+fn zone_on(bit: u32) -> bool {
+    return (p.zone & bit) != 0u;
+}
+
+// m of state `bit` (ZONE_H or ZONE_C) for unit j of batch row b at time t.
+fn zone_m(bit: u32, t: u32, b: u32, j: u32) -> f32 {
+    let is_h = bit == ZONE_H;
+    if zone_on(ZONE_EVAL) {
+        return select(p.zc_p, p.zh_p, is_h);
+    }
+    let i = ((p.zcell * p.seq + t) * p.batch + b) * p.h + j;
+    let stream = select(p.zc_stream, p.zh_stream, is_h);
+    let r = philox(vec4<u32>(i / 4u, zrng[2], stream, 0u), vec2<u32>(zrng[0], zrng[1]));
+    return select(0.0, 1.0, r[i % 4u] < select(p.zc_thr, p.zh_thr, is_h));
+}
+
+fn zone_mix(m: f32, prev: f32, cur: f32) -> f32 {
+    return m * prev + (1.0 - m) * cur;
+}
 
 // Forward bindings.
 @group(0) @binding(1) var<storage, read> pre: array<f32>;
@@ -120,17 +163,26 @@ fn w_at(i: u32) -> Gates {
 fn forward_finish(b: u32, j: u32, last: bool, row: u32, a: Gates, hp_j: f32, c_prev: f32) {
     let hs = p.h;
     let st = cell_forward(a, pre_at(p.pre_off + row * CELL_GATES * hs + j), c_prev, hp_j);
-    out[row * p.out_stride + p.out_col + j] = st.h;
+    var h = st.h;
+    var c = st.c;
+    if zone_on(ZONE_H) {
+        h = zone_mix(zone_m(ZONE_H, row / p.batch, b, j), hp_j, h);
+    }
+    if zone_on(ZONE_C) {
+        zst[p.zu_off + row * hs + j] = c;
+        c = zone_mix(zone_m(ZONE_C, row / p.batch, b, j), c_prev, c);
+    }
+    out[row * p.out_stride + p.out_col + j] = h;
     let gb = p.cache_off + row * CELL_GATES * hs;
     for (var q = 0u; q < CELL_GATES; q++) {
         cache[gb + q * hs + j] = GT(st.act[q]);
     }
-    cst[p.c_off + row * hs + j] = st.c;
+    cst[p.c_off + row * hs + j] = c;
     cache[hp_base() + row * hs + j] = GT(hp_j);
     if last {
         let sb = p.state_off + b * hs + j;
-        state_out[sb] = st.h;
-        state_out[p.state_stride + sb] = st.c;
+        state_out[sb] = h;
+        state_out[p.state_stride + sb] = c;
     }
 }
 
@@ -420,13 +472,42 @@ fn backward_finish(b: u32, j: u32, s: u32, len: u32, dh_w: f32) {
         dh_rec = gstate_in[sb];
         dc_rec = gstate_in[p.state_stride + sb];
     }
-    let dh = dy[row * p.out_stride + p.out_col + j] + dh_rec;
+    var dh = dy[row * p.out_stride + p.out_col + j] + dh_rec;
+    var c = cst[c_base + row * hs + j];
+    if p.zone != 0u {
+        // dh, dc_rec: of the zoned states, with what step s + 1 carried
+        // straight back; the cell gets (1 − m) of them.
+        if s + 1u < len {
+            let row1 = time_of(s + 1u, len, p.reverse) * p.batch + b;
+            if zone_on(ZONE_H) {
+                dh += zst[p.zh_off + row1 * hs + j];
+            }
+            if zone_on(ZONE_C) {
+                dc_rec += zst[p.zc_off + row1 * hs + j];
+            }
+        }
+        if zone_on(ZONE_FOLD) {
+            dh += dc_rec;
+            dc_rec = 0.0;
+        }
+        let t = row / p.batch;
+        if zone_on(ZONE_H) {
+            let m = zone_m(ZONE_H, t, b, j);
+            zst[p.zh_off + row * hs + j] = m * dh;
+            dh = (1.0 - m) * dh;
+        }
+        if zone_on(ZONE_C) {
+            let m = zone_m(ZONE_C, t, b, j);
+            zst[p.zc_off + row * hs + j] = m * dc_rec;
+            dc_rec = (1.0 - m) * dc_rec;
+            c = zst[p.zu_off + row * hs + j];
+        }
+    }
     let gb = p.cache_off + row * CELL_GATES * hs;
     var act: Gates;
     for (var q = 0u; q < CELL_GATES; q++) {
         act[q] = gate(gb + q * hs + j);
     }
-    let c = cst[c_base + row * hs + j];
     let hp = f32(cache[hp_base() + row * hs + j]);
     var c_prev: f32;
     if s == 0u {
@@ -584,7 +665,14 @@ fn write_state_grads(b: u32, j: u32, row: u32, dh: f32) {
     let sb = p.state_off + b * hs + j;
     let carry =
         cell_dc_prev(dcs[p.dc_off + row * hs + j], gate(p.cache_off + row * CELL_GATES * hs + CELL_CARRY * hs + j));
-    let g = cell_state_grads(dh, carry);
+    var g = cell_state_grads(dh, carry);
+    // Zoneout's direct share of step 0's state gradients.
+    if zone_on(ZONE_H) {
+        g.x += zst[p.zh_off + row * hs + j];
+    }
+    if zone_on(ZONE_C) {
+        g.y += zst[p.zc_off + row * hs + j];
+    }
     gstate_out[sb] = g.x;
     gstate_out[p.state_stride + sb] = g.y;
 }

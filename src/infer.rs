@@ -100,6 +100,11 @@ struct Settings {
     activation: Option<String>,
     #[serde(default)]
     weight_drop: f32,
+    /// Zoneout of h and c: inference runs their expectation.
+    #[serde(default)]
+    zoneout_h: f32,
+    #[serde(default)]
+    zoneout_c: f32,
 }
 
 impl Settings {
@@ -325,6 +330,7 @@ impl Checkpoint {
         // Checked by config_of.
         net.cell = s.cell().unwrap_or_default();
         net.weight_drop = s.weight_drop;
+        net.zoneout = (s.zoneout_h, s.zoneout_c);
         let (floats, ints) = file.params_and_counters()?;
         let values = table_values(&net.table(), &floats, &path)?;
         // The running statistics, checked now rather than at first use.
@@ -914,6 +920,13 @@ impl Checkpoint {
                     "a model with cell {}: the PyTorch export writes the nn.LSTM module only",
                     net.cell.name()
                 ),
+            ));
+        }
+        if net.zoneout != (0.0, 0.0) {
+            return Err(Error::file(
+                &self.path,
+                "a model with zoneout: its eval step p·prev + (1 − p)·new has no nn.LSTM \
+                 counterpart, so it does not export",
             ));
         }
         let lstm = net.lstm();

@@ -448,6 +448,46 @@ impl Lstm {
         plan.read(ctx)
     }
 
+    /// The zoneout masks a train-mode pass over `seq` steps of `batch`
+    /// sequences draws with [`DropoutStep`] `step` (see
+    /// [`Links::zoneout_h`]): `zoneout.h_mask` and, with zoneout of c,
+    /// `zoneout.c_mask`, each [L·D, T, B, H], 1 where the unit keeps its
+    /// previous value (values at padded positions are never used). Empty
+    /// without zoneout. The kernels' Philox draw, on the CPU, so a caller
+    /// can replay a pass.
+    ///
+    /// [`DropoutStep`]: crate::kernels::elementwise::DropoutStep
+    /// [`Links::zoneout_h`]: crate::model::Links::zoneout_h
+    pub fn zoneout_masks(
+        &self,
+        step: &crate::kernels::elementwise::DropoutStep,
+        seq: usize,
+        batch: usize,
+    ) -> Result<Vec<NamedTensor>> {
+        use crate::kernels::elementwise::dropout_keep;
+        let links = self.model.links;
+        let cfg = &self.model.config;
+        let shape = vec![cfg.num_layers * cfg.dirs(), seq, batch, cfg.hidden_size];
+        let n: usize = shape.iter().product();
+        let n32 = crate::kernels::u32_of("zoneout mask elements", n)?;
+        let (sh, sc) = Links::zoneout_streams();
+        let mut out = Vec::new();
+        for (name, p, stream) in [("h", links.zoneout_h, sh), ("c", links.zoneout_c, sc)] {
+            if p <= 0.0 {
+                continue;
+            }
+            let mask = (0..n32)
+                .map(|i| Ok(f32::from(!dropout_keep(step, stream, i, p)?)))
+                .collect::<Result<Vec<f32>>>()?;
+            out.push(NamedTensor::new(
+                format!("zoneout.{name}_mask"),
+                shape.clone(),
+                mask,
+            ));
+        }
+        Ok(out)
+    }
+
     /// The weight-drop masks a train-mode pass draws with the current
     /// [`DropoutStep`] (see [`Links::weight_drop`]): per (layer,
     /// direction), `weight_drop.mask_l{k}[_reverse]` shaped like its W_hh,

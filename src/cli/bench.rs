@@ -252,7 +252,8 @@ pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
     // Everything is checked before the GPU is opened.
     let mut workloads = Workload::selection(&a.workload)?;
     for w in &mut workloads {
-        w.net.cell = a.cell.cell(Default::default());
+        w.net.cell = cell;
+        w.net.zoneout = (a.zoneout_h, a.zoneout_c);
     }
     let name = |w: &Workload| match a.cell {
         crate::cli::choice::CellChoice::Lstm => w.name.to_string(),

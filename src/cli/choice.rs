@@ -282,6 +282,35 @@ impl From<MissingChoice> for Missing {
     }
 }
 
+/// Checks `--zoneout-h` and `--zoneout-c` (probabilities in [0, 1)) against
+/// the cell and the norm: zoneout of c needs a cell with a c state, and
+/// the normalized cells run without zoneout.
+pub fn check_zoneout(h: f32, c: f32, cell: lstm_wgpu::Cell, norm: Option<NormKind>) -> Result<()> {
+    for (flag, p) in [("--zoneout-h", h), ("--zoneout-c", c)] {
+        if !(p.is_finite() && (0.0..1.0).contains(&p)) {
+            return Err(Error::Invalid(format!(
+                "{flag} {}: expected a probability in [0, 1)",
+                lstm_wgpu::error::num(p)
+            )));
+        }
+    }
+    if c > 0.0 && !cell.has_c() {
+        return Err(Error::Invalid(format!(
+            "--zoneout-c: the {} cell has no c state (give --zoneout-h)",
+            cell.name()
+        )));
+    }
+    if (h > 0.0 || c > 0.0)
+        && let Some(k @ (NormKind::LayerCell | NormKind::RecurrentBatch)) = norm
+    {
+        return Err(Error::Invalid(format!(
+            "--zoneout-h/--zoneout-c with --norm {}: the normalized cells run without zoneout",
+            NormChoice::from_kind(k)
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

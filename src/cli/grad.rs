@@ -77,6 +77,16 @@ pub struct GradArgs {
     /// `weight_drop.mask_l{k}[_reverse]` (0/1, shaped like W_hh).
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub weight_drop: f32,
+    /// Zoneout probability in [0, 1) of h: after each step every unit keeps
+    /// its previous h with probability P (train mode: masks drawn from
+    /// --dropout-seed and --dropout-step; --eval: the expectation
+    /// P·prev + (1 − P)·new). The output gets the mask, `zoneout.h_mask`
+    /// [L·D, T, B, H] (1: kept the previous value).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub zoneout_h: f32,
+    /// Zoneout probability of c, likewise (LSTM only; `zoneout.c_mask`).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub zoneout_c: f32,
     /// Seed of the dropout mask (Philox key).
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub dropout_seed: u64,
@@ -275,6 +285,8 @@ fn check_flags(a: &GradArgs) -> Result<Links> {
         dropout: a.dropout,
         residual: a.residual,
         weight_drop: a.weight_drop,
+        zoneout_h: a.zoneout_h,
+        zoneout_c: a.zoneout_c,
     };
     for (flag, p) in [("--dropout", a.dropout), ("--weight-drop", a.weight_drop)] {
         if !(p.is_finite() && (0.0..1.0).contains(&p)) {
@@ -371,6 +383,11 @@ pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
     tensors.extend(norms);
     if train {
         tensors.extend(lstm.weight_drop_masks()?);
+        let step = DropoutStep {
+            seed: a.dropout_seed,
+            counter: a.dropout_step,
+        };
+        tensors.extend(lstm.zoneout_masks(&step, batch.seq_len, batch.batch)?);
     }
     let mut counters = std::collections::BTreeMap::new();
     if train && lstm.model.norm.has_batch_stats() {

@@ -27,7 +27,11 @@ use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "elementwise.wgsl");
+pub(crate) const SRC: &str = shader!(
+    "common/prelude.wgsl",
+    "common/philox.wgsl",
+    "elementwise.wgsl"
+);
 const WG: usize = 64;
 const ACCUMULATE: u32 = 1;
 

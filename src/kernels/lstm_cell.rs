@@ -8,12 +8,26 @@ use super::wgsl::{shader, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "cells/lstm.wgsl", "lstm_cell.wgsl");
+pub(crate) const SRC: &str = shader!(
+    "common/prelude.wgsl",
+    "common/philox.wgsl",
+    "cells/lstm.wgsl",
+    "lstm_cell.wgsl"
+);
 /// The same strategies joined with the GRU cell.
-pub(crate) const GRU_SRC: &str = shader!("common/prelude.wgsl", "cells/gru.wgsl", "lstm_cell.wgsl");
+pub(crate) const GRU_SRC: &str = shader!(
+    "common/prelude.wgsl",
+    "common/philox.wgsl",
+    "cells/gru.wgsl",
+    "lstm_cell.wgsl"
+);
 /// And with the IndRNN cell (ReLU; tanh sets `IND_RELU` false).
-pub(crate) const INDRNN_SRC: &str =
-    shader!("common/prelude.wgsl", "cells/indrnn.wgsl", "lstm_cell.wgsl");
+pub(crate) const INDRNN_SRC: &str = shader!(
+    "common/prelude.wgsl",
+    "common/philox.wgsl",
+    "cells/indrnn.wgsl",
+    "lstm_cell.wgsl"
+);
 /// Storage bindings of the forward entry points (the buffers of
 /// [`CellForward::buffers`]); the persistent kernel shares them.
 pub const FWD_BINDINGS: [(u32, Binding); 7] = [
@@ -55,6 +69,10 @@ const CST_BINDING: (u32, Binding) = (16, Binding::ReadWrite);
 /// its own buffer in f16-mixed), last in the backward entry points'
 /// bindings.
 const DCS_BINDING: (u32, Binding) = (17, Binding::ReadWrite);
+/// Zoneout's bindings, in every entry point: the dropout step's words
+/// (its masks' seed and counter) and the zoneout sections (see
+/// [`Zone`]).
+const ZONE_BINDINGS: [(u32, Binding); 2] = [(18, Binding::Read), (19, Binding::ReadWrite)];
 wgsl_struct! {
     /// One lane's parameters in the uniform block of `lstm_cell.wgsl` (an
     /// array of [`MAX_LANES`]).
@@ -64,6 +82,61 @@ wgsl_struct! {
         whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
         state_stride: u32, lanes: u32, wide: u32, c_off: u32,
         dc_off: u32, bhh_off: u32, bhh: u32, dx_off: u32,
+        zone: u32, zcell: u32, zh_thr: u32, zc_thr: u32,
+        zh_stream: u32, zc_stream: u32, zu_off: u32, zh_off: u32,
+        zc_off: u32, zh_p: f32, zc_p: f32, zpad: u32,
+    }
+}
+
+/// Zoneout of one (layer, direction) time loop (the shader's `ZONE_*`
+/// flags): probabilities of keeping the previous h and c (0: off), train
+/// (masks from the dropout step) or eval (the expectation), and where its
+/// sections lie in the buffer bound as [`CellForward::zst`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Zone {
+    /// Zoneout probability of h.
+    pub h: f32,
+    /// Zoneout probability of c (cells with a c state).
+    pub c: f32,
+    /// Train mode: masks drawn; else m = p.
+    pub train: bool,
+    /// The cell's state is h alone: its carried gradient is h's.
+    pub h_only: bool,
+    /// The (layer, direction) index l·D + d, the masks' first coordinate.
+    pub cell: usize,
+    /// Dropout streams of the h and c masks.
+    pub streams: (u32, u32),
+    /// Offset of the un-zoned c [T, B, H] of this (layer, direction).
+    pub cu_off: usize,
+    /// Offsets of the gradients carried straight back a step, of h and of
+    /// c, [T, B, H] each, of this gradient region.
+    pub dh_off: usize,
+    /// See `dh_off`.
+    pub dc_off: usize,
+}
+
+impl Zone {
+    /// Whether zoneout is on.
+    pub fn on(&self) -> bool {
+        self.h > 0.0 || self.c > 0.0
+    }
+
+    /// The shader's flags.
+    fn flags(&self) -> u32 {
+        let mut f = 0;
+        if self.h > 0.0 {
+            f |= 1;
+            if self.h_only {
+                f |= 8;
+            }
+        }
+        if self.c > 0.0 {
+            f |= 2;
+        }
+        if f != 0 && !self.train {
+            f |= 4;
+        }
+        f
     }
 }
 
@@ -247,6 +320,8 @@ pub struct CellShape {
     pub state_off: usize,
     /// Distance between the h and c halves of the state arrays (L·D·B·H).
     pub state_stride: usize,
+    /// Zoneout (off by default).
+    pub zone: Zone,
 }
 
 /// Buffers of the forward step.
@@ -267,6 +342,10 @@ pub struct CellForward<'a> {
     pub state_out: &'a wgpu::Buffer,
     /// Holds the c sections (the cache itself in f32).
     pub cst: &'a wgpu::Buffer,
+    /// The dropout step's words (zoneout's masks).
+    pub rng: &'a wgpu::Buffer,
+    /// Zoneout's sections ([`Zone`]); any f32 buffer when off.
+    pub zst: &'a wgpu::Buffer,
 }
 
 impl CellForward<'_> {
@@ -306,6 +385,10 @@ pub struct CellBackward<'a> {
     pub cst: &'a wgpu::Buffer,
     /// Holds the dc sections (`dg` itself in f32).
     pub dcs: &'a wgpu::Buffer,
+    /// As in [`CellForward::rng`].
+    pub rng: &'a wgpu::Buffer,
+    /// As in [`CellForward::zst`].
+    pub zst: &'a wgpu::Buffer,
 }
 
 impl LstmCell {
@@ -404,11 +487,13 @@ impl LstmCell {
         }
         fb.push(CST_BINDING);
         bb.extend([CST_BINDING, DCS_BINDING]);
+        fb.extend(ZONE_BINDINGS);
+        bb.extend(ZONE_BINDINGS);
         let [fwd, bwd, bwd_state] = Self::entries(ctx, &m, suffix, &fb, &bb);
         let sg = with_sg.then(|| Self::entries(ctx, &m, "_sg", &fb, &bb));
         let large = (large && variant == CellVariant::Tiled).then(|| {
             let src = crate::gpu::without_subgroups(&TileConfig::LARGE.source_of(cell, half));
-            let m = module(ctx, "lstm_cell (large tile)", &src);
+            let m = compile(ctx, "lstm_cell (large tile)", &src);
             Self::entries(ctx, &m, "_tiled", &fb, &bb)
         });
         Self {
@@ -445,6 +530,11 @@ impl LstmCell {
     }
 
     fn params(s: &CellShape, step: usize, lanes: usize, wide: bool) -> Result<CellUniform> {
+        let z = &s.zone;
+        let thr = |p: f32| match z.train {
+            true => crate::kernels::elementwise::dropout_threshold(p),
+            false => Ok(0),
+        };
         Ok(CellUniform {
             h: u32_of("hidden size", s.hidden)?,
             batch: u32_of("batch", s.batch)?,
@@ -466,6 +556,18 @@ impl LstmCell {
             bhh_off: u32_of("b_hh offset", s.bhh_off.unwrap_or(0))?,
             bhh: u32::from(s.bhh_off.is_some()),
             dx_off: u32_of("dx offset", s.dx_off)?,
+            zone: z.flags(),
+            zcell: u32_of("zoneout cell", z.cell)?,
+            zh_thr: thr(z.h)?,
+            zc_thr: thr(z.c)?,
+            zh_stream: z.streams.0,
+            zc_stream: z.streams.1,
+            zu_off: u32_of("zoneout c offset", z.cu_off)?,
+            zh_off: u32_of("zoneout dh offset", z.dh_off)?,
+            zc_off: u32_of("zoneout dc offset", z.dc_off)?,
+            zh_p: z.h,
+            zc_p: z.c,
+            zpad: 0,
         })
     }
 
@@ -579,7 +681,7 @@ impl LstmCell {
         if self.variant == CellVariant::Direct {
             bufs.extend([b.params, b.state_in, b.out]);
         }
-        bufs.push(b.cst);
+        bufs.extend([b.cst, b.rng, b.zst]);
         self.dispatches(ctx, Entry::Forward, lanes, &bufs)
     }
 
@@ -589,7 +691,7 @@ impl LstmCell {
         if self.variant == CellVariant::Direct {
             bufs.extend([b.params, b.dg]);
         }
-        bufs.extend([b.cst, b.dcs]);
+        bufs.extend([b.cst, b.dcs, b.rng, b.zst]);
         bufs
     }
 

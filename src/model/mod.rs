@@ -106,7 +106,8 @@ impl ParamTable {
 /// What connects stacked layers besides the between-layer norm: dropout on
 /// each layer's output except the last (train mode only, as `nn.LSTM`'s
 /// `dropout`), and residual connections around layers 1.. (whose input and
-/// output widths agree); and the weight-drop of every layer's W_hh.
+/// output widths agree); and the regularizers inside the recurrence:
+/// weight-drop of every layer's W_hh and zoneout of its states.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Links {
     /// Drop probability in [0, 1); 0 is no dropout.
@@ -120,6 +121,16 @@ pub struct Links {
     ///
     /// [`DropoutStep`]: crate::kernels::elementwise::DropoutStep
     pub weight_drop: f32,
+    /// Zoneout (Krueger et al. 2016) of h in [0, 1): after each step
+    /// every unit keeps its previous value with this probability (train
+    /// mode: a mask per (layer, direction, step, sequence, unit) drawn
+    /// from the pass's [`DropoutStep`]); eval uses the expectation
+    /// p·prev + (1 − p)·new. 0: off.
+    ///
+    /// [`DropoutStep`]: crate::kernels::elementwise::DropoutStep
+    pub zoneout_h: f32,
+    /// Zoneout of c, likewise (cells with a c state: the LSTM).
+    pub zoneout_c: f32,
 }
 
 impl Links {
@@ -128,6 +139,8 @@ impl Links {
         for (what, p) in [
             ("dropout between layers", self.dropout),
             ("weight-drop", self.weight_drop),
+            ("zoneout of h", self.zoneout_h),
+            ("zoneout of c", self.zoneout_c),
         ] {
             if !(p.is_finite() && (0.0..1.0).contains(&p)) {
                 return Err(Error::Invalid(format!("{what} must be in [0, 1), got {p}")));
@@ -145,6 +158,17 @@ impl Links {
     /// apart from the between-layer streams (the layer index).
     pub fn weight_drop_stream(k: usize) -> u32 {
         0x5744_0000 | k as u32
+    }
+
+    /// Whether zoneout is on (h or c; both modes).
+    pub fn zones(&self) -> bool {
+        self.zoneout_h > 0.0 || self.zoneout_c > 0.0
+    }
+
+    /// The dropout streams of the zoneout masks of h and c (one each: the
+    /// mask index covers the (layer, direction)).
+    pub fn zoneout_streams() -> (u32, u32) {
+        (0x5A48_0000, 0x5A43_0000)
     }
 
     /// Whether dropout follows layer `l` (never after the last layer, only
@@ -381,6 +405,20 @@ impl LstmModel {
     /// Sets dropout and residual connections between layers (checked).
     pub fn set_links(&mut self, links: Links) -> Result<()> {
         links.validate()?;
+        let cell = self.config.cell();
+        if links.zoneout_c > 0.0 && !cell.has_c() {
+            return Err(Error::Invalid(format!(
+                "zoneout of c: the {} has no c state (zone out h instead)",
+                cell.module()
+            )));
+        }
+        if links.zones() && self.norm.in_cell() {
+            return Err(Error::Invalid(
+                "zoneout serves the plain cells, not the normalized ones (--norm layer-cell, \
+                 recurrent-batch)"
+                    .into(),
+            ));
+        }
         self.links = links;
         Ok(())
     }

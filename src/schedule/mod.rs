@@ -18,7 +18,7 @@ use crate::gpu::{Dispatch, GpuContext};
 use crate::kernels::Kernels;
 use crate::kernels::elementwise::DropoutShape;
 use crate::kernels::gemm::GemmOp;
-use crate::kernels::lstm_cell::{CellBackward, CellForward, CellShape, MAX_LANES};
+use crate::kernels::lstm_cell::{CellBackward, CellForward, CellShape, MAX_LANES, Zone};
 use crate::kernels::lstm_cell_ln::{self, NormCellBuffers, NormCellParams};
 use crate::kernels::lstm_persistent;
 pub use crate::kernels::lstm_persistent::CellPath;
@@ -83,6 +83,27 @@ fn shape(model: &LstmModel, ws: &Workspace, l: usize, d: usize) -> CellShape {
         dc_off: ws.dc_off(cfg, &model.norm, region),
         state_off: (l * cfg.dirs() + d) * batch * h,
         state_stride: Workspace::state_len(cfg, batch),
+        zone: zone(model, ws, l * cfg.dirs() + d, region),
+    }
+}
+
+/// Zoneout of (layer, direction) `cell`, whose gradients are in `region`.
+fn zone(model: &LstmModel, ws: &Workspace, cell: usize, region: usize) -> Zone {
+    let (links, cfg) = (&model.links, &model.config);
+    if !links.zones() {
+        return Zone::default();
+    }
+    let [cu_off, dh_off, dc_off] = ws.zone_offsets(cfg, cell, region);
+    Zone {
+        h: links.zoneout_h,
+        c: links.zoneout_c,
+        train: ws.train,
+        h_only: !cfg.cell().has_c(),
+        cell,
+        streams: crate::model::Links::zoneout_streams(),
+        cu_off,
+        dh_off,
+        dc_off,
     }
 }
 
@@ -139,7 +160,12 @@ fn weight_drop(
 /// The plain cell's forward buffers of layer `l`: shared by all layers
 /// unless the workspace splits its cache (offsets in the shapes select a
 /// layer's regions).
-fn cell_forward<'a>(model: &'a LstmModel, ws: &'a Workspace, l: usize) -> CellForward<'a> {
+fn cell_forward<'a>(
+    model: &'a LstmModel,
+    ws: &'a Workspace,
+    l: usize,
+    rng: &'a wgpu::Buffer,
+) -> CellForward<'a> {
     CellForward {
         pre: &ws.pre,
         params: recurrent_weights(model, ws),
@@ -149,11 +175,18 @@ fn cell_forward<'a>(model: &'a LstmModel, ws: &'a Workspace, l: usize) -> CellFo
         cache: ws.cache(l),
         state_out: &ws.state_out,
         cst: ws.cst(l),
+        rng,
+        zst: &ws.zst,
     }
 }
 
 /// The plain cell's backward buffers of layer `l`, likewise.
-fn cell_backward<'a>(model: &'a LstmModel, ws: &'a Workspace, l: usize) -> CellBackward<'a> {
+fn cell_backward<'a>(
+    model: &'a LstmModel,
+    ws: &'a Workspace,
+    l: usize,
+    rng: &'a wgpu::Buffer,
+) -> CellBackward<'a> {
     CellBackward {
         params: recurrent_weights(model, ws),
         state_in: &ws.state_in,
@@ -165,6 +198,8 @@ fn cell_backward<'a>(model: &'a LstmModel, ws: &'a Workspace, l: usize) -> CellB
         gstate_out: &ws.gstate_out,
         cst: ws.cst(l),
         dcs: ws.dcs(),
+        rng,
+        zst: &ws.zst,
     }
 }
 
@@ -621,10 +656,17 @@ impl Plan {
             && k.tuning().cell_path == Some(CellPath::Persistent)
         {
             return Err(crate::Error::Invalid(format!(
-                "the persistent path runs the LSTM cell only (an {} runs per step or as a \
-                 wavefront)",
+                "the persistent path runs the LSTM cell only; {} runs per step or as a \
+                 wavefront",
                 cell.module()
             )));
+        }
+        if model.links.zones() && k.tuning().cell_path == Some(CellPath::Persistent) {
+            return Err(crate::Error::Invalid(
+                "the persistent path runs without zoneout (zoneout runs per step or as a \
+                 wavefront)"
+                    .into(),
+            ));
         }
         if k.tuning().cell_path == Some(CellPath::Wavefront) {
             return match obstacle {
@@ -636,8 +678,10 @@ impl Plan {
         }
         // The persistent time loop serves the plain cell (between-layer
         // norms included); normalized cells keep one dispatch per step.
+        // Zoneout lives in the per-step kernels only.
         if !model.norm.in_cell()
             && !half
+            && !model.links.zones()
             && cell == crate::kernels::cell::Cell::Lstm
             && let Some(lay) = persistent_layout(ctx, k, h, batch, dirs, seq)?
         {
@@ -678,6 +722,14 @@ impl Plan {
                 "weight-drop serves plain cells in f32 (not f16-mixed, not the normalized cells)"
                     .into(),
             ));
+        }
+        if model.links.zones() {
+            // The masks' element index ((l·D + d)·T + t)·B·H + b·H + j.
+            let cells = cfg.num_layers * cfg.dirs();
+            crate::kernels::u32_of(
+                "zoneout mask elements",
+                cells * seq * batch * cfg.hidden_size,
+            )?;
         }
         let ws = Workspace::new(
             ctx,
@@ -1034,7 +1086,7 @@ impl Plan {
         let waves = seq + (layers - 1) * c;
         let sh: Vec<CellShape> = (0..layers).map(|l| shape(model, ws, l, 0)).collect();
         // The wavefront's workspace never splits its cache.
-        let fbufs = cell_forward(model, ws, 0);
+        let fbufs = cell_forward(model, ws, 0, dropout_step);
         let mut forward = match modes.token_input {
             true => Vec::new(),
             false => Self::input_gemm(ctx, k, model, ws, (0, 0), (0, seq))?,
@@ -1060,7 +1112,7 @@ impl Plan {
         }
         // The top layer's norm (with `last`) and links, for the head.
         forward.extend(between(layers - 1, false, (0, seq))?);
-        let bbufs = cell_backward(model, ws, 0);
+        let bbufs = cell_backward(model, ws, 0, dropout_step);
         let mut backward = between(layers - 1, true, (0, seq))?;
         for w in 0..waves {
             let mut lanes = Vec::with_capacity(layers);
@@ -1129,10 +1181,18 @@ impl Plan {
                 }
             }
             if let Some(lay) = persistent {
-                let bufs = cell_forward(model, ws, l);
+                let bufs = cell_forward(model, ws, l, dropout_step);
                 forward.extend(k.persistent.forward(ctx, lay, &dir_shapes(l), &bufs)?);
             } else {
-                forward.extend(Self::stepwise(ctx, k, model, ws, (l, train), false)?);
+                forward.extend(Self::stepwise(
+                    ctx,
+                    k,
+                    model,
+                    ws,
+                    (l, train),
+                    false,
+                    dropout_step,
+                )?);
             }
             forward.extend(between(l, false, (0, seq))?);
         }
@@ -1142,10 +1202,18 @@ impl Plan {
             backward.extend(between(l, true, (0, seq))?);
             // The persistent backward also writes the initial-state gradients.
             if let Some(lay) = persistent {
-                let bufs = cell_backward(model, ws, l);
+                let bufs = cell_backward(model, ws, l, dropout_step);
                 backward.extend(k.persistent.backward(ctx, lay, &dir_shapes(l), &bufs)?);
             } else {
-                backward.extend(Self::stepwise(ctx, k, model, ws, (l, train), true)?);
+                backward.extend(Self::stepwise(
+                    ctx,
+                    k,
+                    model,
+                    ws,
+                    (l, train),
+                    true,
+                    dropout_step,
+                )?);
             }
             backward.extend(Self::weight_grads(ctx, k, model, ws, l, modes)?);
             if l > 0 || input_grad {
@@ -1166,6 +1234,7 @@ impl Plan {
         ws: &Workspace,
         (l, train): (usize, bool),
         backward: bool,
+        rng: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>> {
         let (norm, in_cell) = (model.norm, model.norm.in_cell());
         let (h, seq, batch) = (model.config.hidden_size, ws.seq, ws.batch);
@@ -1186,7 +1255,10 @@ impl Plan {
             dg: &ws.dg,
             stats: &model.stats,
         };
-        let (fwd, bwd) = (cell_forward(model, ws, l), cell_backward(model, ws, l));
+        let (fwd, bwd) = (
+            cell_forward(model, ws, l, rng),
+            cell_backward(model, ws, l, rng),
+        );
         let mut out = Vec::new();
         for i in 0..seq {
             let s = if backward { seq - 1 - i } else { i };

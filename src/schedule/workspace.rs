@@ -38,6 +38,13 @@ pub struct Workspace {
     /// parameters, laid out as they are, with every W_hh dropped (and
     /// b_hh copied for cells that add it themselves); the rest unused.
     pub dropped: Option<wgpu::Buffer>,
+    /// Zoneout's sections, f32 [T, B, H] each: the un-zoned c of every
+    /// (layer, direction), then the gradients of h and of c carried straight
+    /// back a step, per region of `dg` (see [`Workspace::zone_offsets`]);
+    /// one word when zoneout is off.
+    pub zst: wgpu::Buffer,
+    /// The passes are in train mode (zoneout draws masks).
+    pub train: bool,
     /// Pre-gates [T, B, 4H] of each direction of the current layer, or of
     /// each layer when `per_layer`.
     pub pre: wgpu::Buffer,
@@ -115,6 +122,19 @@ impl Workspace {
                 base + c.hp_section(false) * tbh,
             ],
         }
+    }
+
+    /// Offsets in [`Workspace::zst`] of (layer, direction) `cell`'s un-zoned
+    /// c and of region `r`'s carried gradients of h and c.
+    pub fn zone_offsets(&self, cfg: &LstmConfig, cell: usize, r: usize) -> [usize; 3] {
+        let tbh = self.seq * self.batch * cfg.hidden_size;
+        let cells = cfg.num_layers * cfg.dirs();
+        let regions = if self.per_layer {
+            cfg.num_layers
+        } else {
+            cfg.dirs()
+        };
+        [cell * tbh, (cells + r) * tbh, (cells + regions + r) * tbh]
     }
 
     /// Which of the cache (and c) buffers holds layer `l`.
@@ -377,6 +397,10 @@ impl Workspace {
             }
             false => None,
         };
+        let zone_words = match links.zones() {
+            true => (cells + 2 * regions) * tb * h,
+            false => 1,
+        };
         Ok(Self {
             seq,
             batch,
@@ -389,6 +413,8 @@ impl Workspace {
             linked,
             norm_stats,
             dropped,
+            zst: ctx.storage("zoneout sections", zone_words)?,
+            train,
             pre: ctx.storage("pre-gates", regions * tb * cfg.cell().gates() * h)?,
             caches,
             half,

@@ -120,6 +120,8 @@ pub struct NetConfig {
     pub cell: crate::kernels::cell::Cell,
     /// Weight-drop probability on every W_hh (see [`Links::weight_drop`]).
     pub weight_drop: f32,
+    /// Zoneout probabilities of h and c (see [`Links::zoneout_h`]).
+    pub zoneout: (f32, f32),
 }
 
 impl NetConfig {
@@ -135,6 +137,7 @@ impl NetConfig {
             init: InitOptions::default(),
             cell: crate::kernels::cell::Cell::Lstm,
             weight_drop: 0.0,
+            zoneout: (0.0, 0.0),
         }
     }
 
@@ -799,6 +802,8 @@ impl Trainer {
             dropout: net.dropout,
             residual: net.residual,
             weight_drop: net.weight_drop,
+            zoneout_h: net.zoneout.0,
+            zoneout_c: net.zoneout.1,
         })?;
         let k = lstm.kernels();
         let grads = &lstm.model.grads;

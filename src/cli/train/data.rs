@@ -363,6 +363,7 @@ pub(crate) fn net_with(c: &RunConfig, head: Head) -> Result<NetConfig> {
     net.init = init_of(c);
     net.cell = c.cell.cell(c.activation.unwrap_or_default());
     net.weight_drop = c.weight_drop;
+    net.zoneout = (c.zoneout_h, c.zoneout_c);
     Ok(net)
 }
 

@@ -95,6 +95,15 @@ pub struct TrainArgs {
     /// validation and inference use W_hh as it is. [default: 0]
     #[arg(long, value_name = "P")]
     pub weight_drop: Option<f32>,
+    /// Zoneout of h in [0, 1) (Krueger et al. 2016): in training each unit
+    /// keeps its previous h with probability P, a mask per step and
+    /// sequence; validation and inference use the expectation
+    /// P·prev + (1 − P)·new. [default: 0]
+    #[arg(long, value_name = "P")]
+    pub zoneout_h: Option<f32>,
+    /// Zoneout of c likewise (LSTM cells). [default: 0]
+    #[arg(long, value_name = "P")]
+    pub zoneout_c: Option<f32>,
     /// Residual connections around layers 1.. (output = layer(x) + x).
     #[arg(long)]
     #[serde(default)]
@@ -274,6 +283,8 @@ impl TrainArgs {
             explode_threshold,
             dropout,
             weight_drop,
+            zoneout_h,
+            zoneout_c,
             cell,
             activation,
             norm,
@@ -384,6 +395,11 @@ pub struct RunConfig {
     /// 0: none (then not written, as `test_fraction`).
     #[serde(default, skip_serializing_if = "is_zero_f32")]
     pub(crate) weight_drop: f32,
+    /// Zoneout of h and of c; 0: none (then not written).
+    #[serde(default, skip_serializing_if = "is_zero_f32")]
+    pub(crate) zoneout_h: f32,
+    #[serde(default, skip_serializing_if = "is_zero_f32")]
+    pub(crate) zoneout_c: f32,
     /// IndRNN's; written only when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) activation: Option<ActivationChoice>,
@@ -501,6 +517,8 @@ pub(crate) fn resolve(a: &TrainArgs) -> Result<RunConfig> {
         test_fraction: a.test_fraction.unwrap_or(0.0),
         cell: a.cell.unwrap_or_default(),
         weight_drop: a.weight_drop.unwrap_or(0.0),
+        zoneout_h: a.zoneout_h.unwrap_or(0.0),
+        zoneout_c: a.zoneout_c.unwrap_or(0.0),
         activation: a.activation,
     };
     validate_config(&c)?;
@@ -538,6 +556,8 @@ pub(crate) fn validate_config(c: &RunConfig) -> Result<()> {
             )));
         }
     }
+    let cell = c.cell.cell(c.activation.unwrap_or_default());
+    crate::cli::choice::check_zoneout(c.zoneout_h, c.zoneout_c, cell, c.norm.kind())?;
     if c.weight_drop > 0.0
         && let Some(k @ (NormKind::LayerCell | NormKind::RecurrentBatch)) = c.norm.kind()
     {
