@@ -40,6 +40,10 @@ pub enum Error {
     /// Invalid configuration or argument.
     #[error("{0}")]
     Invalid(String),
+    /// A check ran and its result is outside what it accepts (`check-cell`:
+    /// the program exits 1, not 2: the input was fine, the cell is not).
+    #[error("check failed: {0}")]
+    CheckFailed(String),
     /// stdout's reader went away (`| head`): not a failure, the program
     /// ends quietly with exit 0.
     #[error("stdout closed by its reader")]

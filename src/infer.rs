@@ -98,6 +98,12 @@ struct Settings {
     /// IndRNN's activation (absent: relu).
     #[serde(default)]
     activation: Option<String>,
+    /// A cell file's name and source (`train --cell-file`).
+    #[serde(default)]
+    cell_file: Option<String>,
+    /// See `cell_file`.
+    #[serde(default)]
+    cell_source: Option<String>,
     #[serde(default)]
     weight_drop: f32,
     /// Zoneout of h and c: inference runs their expectation.
@@ -110,6 +116,9 @@ struct Settings {
 impl Settings {
     /// The cell its `cell` and `activation` name.
     fn cell(&self) -> std::result::Result<crate::kernels::cell::Cell, String> {
+        if let (Some(name), Some(src)) = (&self.cell_file, &self.cell_source) {
+            return crate::kernels::cell::Cell::from_wgsl(name, src).map_err(|e| e.to_string());
+        }
         let act = self.activation.as_deref().unwrap_or("relu");
         match (self.cell.as_deref().unwrap_or("lstm"), act) {
             ("lstm", _) => Ok(crate::kernels::cell::Cell::Lstm),

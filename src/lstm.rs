@@ -160,7 +160,7 @@ fn no_c(cfg: &LstmConfig, what: &str) -> Result<()> {
         true => Ok(()),
         false => Err(Error::tensor(
             what,
-            format!("given, but an {} has no cell state c", cfg.cell().module()),
+            format!("given, but {} has no cell state c", cfg.cell().module()),
         )),
     }
 }

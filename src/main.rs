@@ -13,6 +13,10 @@ fn main() -> ExitCode {
         // `lstm-wgpu predict ... | head -1`: a closed pipe is no error.
         Ok(()) | Err(lstm_wgpu::Error::StdoutClosed) => ExitCode::SUCCESS,
         Err(e) => {
+            let code = match e {
+                lstm_wgpu::Error::CheckFailed(_) => 1,
+                _ => 2,
+            };
             // One line, whatever the source: wgpu messages span several.
             // A closed stderr cannot be told about anything: no panic.
             let msg = e.to_string();
@@ -21,7 +25,7 @@ fn main() -> ExitCode {
                 "error: {}",
                 msg.split_whitespace().collect::<Vec<_>>().join(" ")
             );
-            ExitCode::from(2)
+            ExitCode::from(code)
         }
     }
 }

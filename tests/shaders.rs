@@ -34,6 +34,7 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ),
     ("reduce.wgsl", &["colsum", "colsum_prod"]),
     ("cast.wgsl", &["to_half"]),
+    ("check_cell.wgsl", &["check"]),
     ("lstm_cell_ln.wgsl", &["forward", "backward"]),
     (
         "layer_norm.wgsl",

@@ -20,6 +20,7 @@
 // step back through W_hh) and dx (for W_ih, b_ih and the layer's input).
 
 const CELL_GATES: u32 = 3u;
+const CELL_STATES: u32 = 1u;
 alias Gates = vec3<f32>;
 const CELL_OWN_BHH: bool = true;
 const CELL_SPLIT_DG: bool = true;

@@ -8,6 +8,7 @@
 // and the carried gradient stay zero.
 
 const CELL_GATES: u32 = 1u;
+const CELL_STATES: u32 = 1u;
 // One gate; the second component stays zero (WGSL has no 1-vectors).
 alias Gates = vec2<f32>;
 const CELL_OWN_BHH: bool = false;

@@ -8,6 +8,8 @@
 //
 // What a cell file declares (docs/architecture.md, "Cells"):
 //   CELL_GATES        gate rows per hidden unit in W_ih, W_hh and the biases
+//   CELL_STATES       2: state c and h (h0/c0, h_n/c_n; the carried gradient
+//                     is c's); 1: h alone (the carried gradient is h's)
 //   Gates             one unit's gate values, a vector of CELL_GATES
 //   CELL_OWN_BHH      whether the cell adds b_hh itself (the input GEMM
 //                     then adds b_ih alone) instead of the GEMM adding both
@@ -28,6 +30,7 @@
 //   cell_forward, cell_backward, cell_state_grads (below).
 
 const CELL_GATES: u32 = 4u;
+const CELL_STATES: u32 = 2u;
 alias Gates = vec4<f32>;
 const CELL_OWN_BHH: bool = false;
 const CELL_SPLIT_DG: bool = false;

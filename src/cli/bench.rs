@@ -59,6 +59,16 @@ pub struct BenchArgs {
         hide_possible_values = true
     )]
     pub cell: crate::cli::choice::CellChoice,
+    /// A cell written in WGSL for every workload instead of --cell (rows
+    /// then named `<workload>-<file name>`).
+    #[arg(long, value_name = "PATH", conflicts_with = "cell")]
+    pub cell_file: Option<std::path::PathBuf>,
+    /// Zoneout of h in every workload's training steps, in [0, 1).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub zoneout_h: f32,
+    /// Zoneout of c likewise (LSTM cells).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub zoneout_c: f32,
 }
 
 /// Which cell path `trainer` runs for `t`×`b` batches: the schedule's
@@ -251,13 +261,16 @@ fn print_profile(name: &str, p: &lstm_wgpu::gpu::Profiler) {
 pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
     // Everything is checked before the GPU is opened.
     let mut workloads = Workload::selection(&a.workload)?;
+    let cell = crate::cli::choice::cell_of(a.cell, None, a.cell_file.as_deref())?;
+    crate::cli::choice::check_zoneout(a.zoneout_h, a.zoneout_c, cell, None)?;
     for w in &mut workloads {
         w.net.cell = cell;
         w.net.zoneout = (a.zoneout_h, a.zoneout_c);
     }
-    let name = |w: &Workload| match a.cell {
-        crate::cli::choice::CellChoice::Lstm => w.name.to_string(),
-        c => format!("{}-{c}", w.name),
+    let name = |w: &Workload| match (cell.custom(), a.cell) {
+        (Some(c), _) => format!("{}-{}", w.name, c.name),
+        (None, crate::cli::choice::CellChoice::Lstm) => w.name.to_string(),
+        (None, c) => format!("{}-{c}", w.name),
     };
     if a.steps == 0 {
         return Err(Error::Invalid("--steps must be at least 1".into()));

@@ -162,6 +162,51 @@ choice!(
     }
 );
 
+/// A cell file as `--cell-file PATH` reads it: its name (the file's, no
+/// directory), its source, and the cell naga found in it. A missing or
+/// unreadable file, or a malformed cell, is an error naming the file.
+pub struct CellFile {
+    /// The file's name.
+    pub name: String,
+    /// Its WGSL.
+    pub source: String,
+    /// The cell it declares.
+    pub cell: lstm_wgpu::Cell,
+}
+
+/// The cell of `--cell`, `--activation` and `--cell-file` (clap keeps
+/// `--cell` and `--cell-file` apart).
+pub fn cell_of(
+    cell: CellChoice,
+    act: Option<ActivationChoice>,
+    file: Option<&std::path::Path>,
+) -> Result<lstm_wgpu::Cell> {
+    match file {
+        Some(p) if act.is_some() => Err(Error::Invalid(format!(
+            "--activation sets IndRNN's activation; --cell-file {} is a cell of its own",
+            p.display()
+        ))),
+        Some(p) => Ok(CellFile::read(p)?.cell),
+        None => {
+            cell.check_activation(act)?;
+            Ok(cell.cell(act.unwrap_or_default()))
+        }
+    }
+}
+
+impl CellFile {
+    /// Reads and validates `path`.
+    pub fn read(path: &std::path::Path) -> Result<Self> {
+        let source = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::file(path, "--cell-file: not a file name"))?;
+        let cell = lstm_wgpu::Cell::from_wgsl(&name, &source)?;
+        Ok(Self { name, source, cell })
+    }
+}
+
 choice!(
     /// `--activation`: IndRNN's.
     ActivationChoice, "--activation", default Relu {

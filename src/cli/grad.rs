@@ -28,6 +28,10 @@ pub struct GradArgs {
         hide_possible_values = true
     )]
     pub cell: crate::cli::choice::CellChoice,
+    /// A cell written in WGSL instead of --cell (see `lstm-wgpu
+    /// check-cell`); the state_dict's shapes follow its gate count.
+    #[arg(long, value_name = "PATH", conflicts_with = "cell")]
+    pub cell_file: Option<PathBuf>,
     /// IndRNN's activation: relu | tanh. [default: relu]
     #[arg(long, value_name = "ACT", hide_possible_values = true)]
     pub activation: Option<crate::cli::choice::ActivationChoice>,
@@ -303,10 +307,10 @@ fn check_flags(a: &GradArgs) -> Result<Links> {
 pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
     // Everything is read and checked on the host before the GPU is opened.
     io::check_output(&a.out, "--out", &[&a.weights, &a.inputs])?;
+    let cell = crate::cli::choice::cell_of(a.cell, a.activation, a.cell_file.as_deref())?;
+    super::choice::check_zoneout(a.zoneout_h, a.zoneout_c, cell, a.norm)?;
     let wfile = TensorFile::read(&a.weights)?;
     let (floats, counters) = wfile.params_and_counters()?;
-    a.cell.check_activation(a.activation)?;
-    let cell = a.cell.cell(a.activation.unwrap_or_default());
     let host = LstmModel::host_model(&floats, &counters, a.norm, cell)?;
     let cfg = host.config.clone();
     let inp = read_inputs(a, &cfg)?;

@@ -3,6 +3,7 @@
 use lstm_wgpu::error::Result;
 use lstm_wgpu::model::LstmConfig;
 pub mod bench;
+pub mod check_cell;
 pub mod choice;
 pub mod demo;
 pub mod env;
@@ -52,6 +53,10 @@ pub enum Cmd {
     /// Time standard training workloads (ms/step, tokens/s, dispatches,
     /// GFLOP/s, peak GPU memory); `all` takes minutes on a CPU driver.
     Bench(crate::cli::bench::BenchArgs),
+    /// Check a cell file: its backward against central differences of its
+    /// forward on the GPU (exit 1 above the tolerance), then a few
+    /// training steps of it.
+    CheckCell(crate::cli::check_cell::CheckCellArgs),
 }
 
 /// Runs the parsed command line.
@@ -75,6 +80,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Export(a) => crate::cli::export::export(&a),
         Cmd::Bench(a) => crate::cli::bench::run(&a, cli.verbose),
         Cmd::Study(a) => crate::cli::study::run(&a, cli.verbose),
+        Cmd::CheckCell(a) => crate::cli::check_cell::run(&a, cli.verbose),
     }
 }
 

@@ -225,6 +225,12 @@ impl TileConfig {
             Cell::IndRnn { relu: false } => {
                 crate::gpu::set_decl(INDRNN_SRC, "const", "IND_RELU", "false")
             }
+            Cell::Custom(c) => format!(
+                "{}{}{}",
+                shader!("common/prelude.wgsl", "common/philox.wgsl"),
+                c.source,
+                shader!("lstm_cell.wgsl")
+            ),
         };
         [
             ("TB", self.tb),
@@ -475,7 +481,12 @@ impl LstmCell {
             true => tile.source_of(cell, half),
             false => crate::gpu::without_subgroups(&tile.source_of(cell, half)),
         };
-        let m = module(ctx, "lstm_cell", &src);
+        // A cell file's loops keep wgpu's bounding counters.
+        let compile = match cell.custom() {
+            Some(_) => crate::gpu::module_bounded,
+            None => module,
+        };
+        let m = compile(ctx, "lstm_cell", &src);
         let suffix = match variant {
             CellVariant::Direct => "",
             CellVariant::Tiled => "_tiled",

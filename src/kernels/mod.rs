@@ -5,6 +5,7 @@
 pub mod batch_norm;
 pub mod cast;
 pub mod cell;
+pub mod check_cell;
 pub mod clip;
 pub mod elementwise;
 pub mod embedding;
@@ -169,7 +170,7 @@ impl Kernels {
             && self.ctx.subgroup.is_some();
         let key = KernelKey {
             family: "lstm_cell",
-            variant: format!("{}/{variant:?}/{tile:?}", cell.name()),
+            variant: format!("{}/{variant:?}/{tile:?}", cell.key()),
             half: self.half,
             subgroups: sg,
         };

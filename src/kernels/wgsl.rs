@@ -117,6 +117,7 @@ pub fn uniform_structs() -> Vec<StructLayout> {
     vec![
         layout::<layer_norm::NormUniform>("batch_norm.wgsl"),
         layout::<cast::CastUniform>("cast.wgsl"),
+        layout::<check_cell::CheckUniform>("check_cell.wgsl"),
         layout::<clip::ClipUniform>("clip.wgsl"),
         layout::<elementwise::ElementwiseUniform>("elementwise.wgsl"),
         layout::<embedding::EmbeddingUniform>("embedding.wgsl"),
@@ -142,6 +143,7 @@ pub fn sources() -> Vec<(&'static str, String)> {
     vec![
         ("batch_norm.wgsl", batch_norm::SRC.into()),
         ("cast.wgsl", cast::SRC.into()),
+        ("check_cell.wgsl", check_cell::source(cell::Cell::Lstm)),
         ("clip.wgsl", clip::SRC.into()),
         ("elementwise.wgsl", elementwise::SRC.into()),
         ("embedding.wgsl", embedding::SRC.into()),

@@ -29,6 +29,8 @@ fn gate_tags(cell: crate::kernels::cell::Cell) -> &'static [&'static str] {
         crate::kernels::cell::Cell::Gru => &["gate_r", "gate_z", "gate_n"],
         // Its one gate is h itself.
         crate::kernels::cell::Cell::IndRnn { .. } => &[],
+        // A cell file names no gates.
+        crate::kernels::cell::Cell::Custom(_) => &[],
     }
 }
 

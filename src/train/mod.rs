@@ -5,6 +5,7 @@
 //! counts ([`histograms`]).
 
 pub mod bench;
+pub mod cell_check;
 pub mod forecast;
 pub mod health;
 pub mod histograms;

@@ -361,7 +361,7 @@ pub(crate) fn net_with(c: &RunConfig, head: Head) -> Result<NetConfig> {
     net.dropout = c.dropout;
     net.residual = c.residual;
     net.init = init_of(c);
-    net.cell = c.cell.cell(c.activation.unwrap_or_default());
+    net.cell = crate::cli::train::settings::run_cell(c)?;
     net.weight_drop = c.weight_drop;
     net.zoneout = (c.zoneout_h, c.zoneout_c);
     Ok(net)

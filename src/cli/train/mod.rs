@@ -250,6 +250,7 @@ impl Run {
                 lstm_wgpu::Cell::Gru => "GRU",
                 lstm_wgpu::Cell::IndRnn { relu: true } => "IndRNN-relu",
                 lstm_wgpu::Cell::IndRnn { relu: false } => "IndRNN-tanh",
+                c @ lstm_wgpu::Cell::Custom(_) => c.module(),
             },
             net.lstm().input_size,
             c.hidden,

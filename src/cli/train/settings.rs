@@ -87,6 +87,11 @@ pub struct TrainArgs {
     /// [default: lstm]
     #[arg(long, hide_possible_values = true)]
     pub cell: Option<CellChoice>,
+    /// A cell written in WGSL instead of --cell (the form of
+    /// shaders/cells/*.wgsl; see `lstm-wgpu check-cell`). Its source is
+    /// stored in the run's settings and checkpoints.
+    #[arg(long, value_name = "PATH", conflicts_with = "cell")]
+    pub cell_file: Option<PathBuf>,
     /// IndRNN's activation: relu | tanh. [default: relu]
     #[arg(long, hide_possible_values = true)]
     pub activation: Option<ActivationChoice>,
@@ -286,6 +291,7 @@ impl TrainArgs {
             zoneout_h,
             zoneout_c,
             cell,
+            cell_file,
             activation,
             norm,
             norm_t_max,
@@ -403,6 +409,25 @@ pub struct RunConfig {
     /// IndRNN's; written only when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) activation: Option<ActivationChoice>,
+    /// The name of the `--cell-file` (instead of `cell`), and its source,
+    /// so that the run resumes and infers without the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cell_file: Option<String>,
+    /// See `cell_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cell_source: Option<String>,
+}
+
+/// The cell of run `c`: its `--cell` (and activation), or the cell file
+/// its settings hold.
+pub(crate) fn run_cell(c: &RunConfig) -> Result<lstm_wgpu::Cell> {
+    match (&c.cell_file, &c.cell_source) {
+        (Some(name), Some(src)) => lstm_wgpu::Cell::from_wgsl(name, src),
+        (None, None) => Ok(c.cell.cell(c.activation.unwrap_or_default())),
+        _ => Err(Error::Invalid(
+            "cell-file and cell-source are stored together or not at all".into(),
+        )),
+    }
 }
 
 fn is_zero_f32(x: &f32) -> bool {
@@ -520,7 +545,22 @@ pub(crate) fn resolve(a: &TrainArgs) -> Result<RunConfig> {
         zoneout_h: a.zoneout_h.unwrap_or(0.0),
         zoneout_c: a.zoneout_c.unwrap_or(0.0),
         activation: a.activation,
+        cell_file: None,
+        cell_source: None,
     };
+    let mut c = c;
+    if let Some(p) = &a.cell_file {
+        // A --config file may name the other.
+        if let Some(cell) = a.cell {
+            return Err(Error::Invalid(format!(
+                "--cell {cell} and --cell-file {}: give one",
+                p.display()
+            )));
+        }
+        let f = crate::cli::choice::CellFile::read(p)?;
+        c.cell_file = Some(f.name);
+        c.cell_source = Some(f.source);
+    }
     validate_config(&c)?;
     Ok(c)
 }
@@ -579,6 +619,30 @@ pub(crate) fn validate_config(c: &RunConfig) -> Result<()> {
         return Err(Error::Invalid(
             "--residual connects stacked layers: it needs --layers 2 or more".into(),
         ));
+    }
+    if let Some(name) = &c.cell_file {
+        let cell = run_cell(c)?;
+        let refuse = |what: &str| {
+            Err(Error::Invalid(format!(
+                "{what}; --cell-file {name} is a cell of its own"
+            )))
+        };
+        if c.activation.is_some() {
+            return refuse("--activation sets IndRNN's activation");
+        }
+        if c.forget_bias.is_some() {
+            return refuse("--forget-bias sets the LSTM's forget gate");
+        }
+        if let Some(NormKind::LayerCell | NormKind::RecurrentBatch) = c.norm.kind() {
+            return refuse(&format!(
+                "--norm {}: the normalized cells are LSTM cells (a cell file takes a norm \
+                 between layers: layer, batch, step-batch)",
+                c.norm
+            ));
+        }
+        if cell.diag() && c.init_whh == InitWhh::Orthogonal {
+            return refuse("--init-whh orthogonal: its W_hh is a vector u, not a matrix");
+        }
     }
     c.cell.check_activation(c.activation)?;
     if c.cell == CellChoice::Indrnn && c.init_whh == InitWhh::Orthogonal {
@@ -778,6 +842,43 @@ pub(crate) fn parse_loss_scale(
     }
 }
 
+/// On `--resume`: a run of a cell file keeps it (by name and content), a
+/// run of a built-in cell takes none.
+fn check_cell_file(x: &TrainArgs, c: &RunConfig, from: Option<&Path>) -> Result<()> {
+    let from = from
+        .map(|p| format!(" (from {})", p.display()))
+        .unwrap_or_default();
+    let stored = match &c.cell_file {
+        Some(n) => format!("cell file {n}"),
+        None => format!("cell {}", c.cell),
+    };
+    let refuse = |given: String| {
+        Err(Error::Invalid(format!(
+            "{given}{from} cannot change on --resume (the checkpoint has {stored})"
+        )))
+    };
+    match (&x.cell_file, &c.cell_file) {
+        (Some(p), None) => return refuse(format!("--cell-file {}", p.display())),
+        (Some(p), Some(name)) => {
+            let f = crate::cli::choice::CellFile::read(p)?;
+            if &f.name != name {
+                return refuse(format!("--cell-file {}", p.display()));
+            }
+            if Some(&f.source) != c.cell_source.as_ref() {
+                return refuse(format!(
+                    "--cell-file {} (its source differs from the stored one)",
+                    p.display()
+                ));
+            }
+        }
+        (None, _) => {}
+    }
+    match (x.cell, &c.cell_file) {
+        (Some(cell), Some(_)) => refuse(format!("--cell {cell}")),
+        _ => Ok(()),
+    }
+}
+
 /// On `--resume`, refuses a setting of `x` that would change the model or
 /// its data from the checkpoint's `c`; `from` names the `--config` file the
 /// settings came from, if any.
@@ -822,6 +923,9 @@ pub(crate) fn check_fixed(x: &TrainArgs, c: &RunConfig, from: Option<&Path>) -> 
         Some(&c.weight_drop),
         f,
     )?;
+    check_cell_file(x, c, f)?;
+    same("--zoneout-h", x.zoneout_h.as_ref(), Some(&c.zoneout_h), f)?;
+    same("--zoneout-c", x.zoneout_c.as_ref(), Some(&c.zoneout_c), f)?;
     same("--cell", x.cell.as_ref(), Some(&c.cell), f)?;
     same(
         "--activation",
