@@ -17,6 +17,8 @@
 //! running statistics of BatchNorm variants, and the vocabulary (text) or
 //! the normaliser (series) as metadata.
 
+pub mod onnx;
+
 use crate::data::{Missing, Normalizer, Rng, SeriesTable, Vocab, WindowSet};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;

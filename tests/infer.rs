@@ -4,7 +4,10 @@
 //! model goes in (`train --init`, bare `nn.LSTM` names) and comes out
 //! (`export --to pytorch`) bit for bit, predicting as PyTorch does
 //! (fixtures of tests/fixtures/export/make_export_fixtures.py; no Python
-//! needed here).
+//! needed here). `export --to onnx`: the committed checkpoints export to
+//! the very bytes that make_onnx_fixtures.py ran with onnxruntime, and the
+//! engine gives what onnxruntime gave (1e-5); models the ONNX `LSTM`
+//! cannot express are refused before a file is written.
 
 use lstm_wgpu::infer::{Checkpoint, Sampling, State};
 use lstm_wgpu::io::TensorFile;
@@ -379,9 +382,149 @@ fn export_refuses_bad_input_before_writing() {
     // A tensor of the wrong shape, named with both shapes.
     let bad = altered(&ck, "head.weight", Some(vec![1, 4]), "shape.st");
     refused(&bad, &out, &["head.weight", "[1, 4]", "[1, 8]"]);
-    let r = o(&["export", "--checkpoint", s(&ck), "--to", "onnx", s(&out)]);
+    let r = o(&["export", "--checkpoint", s(&ck), "--to", "tflite", s(&out)]);
     assert_eq!(r.status.code(), Some(2));
     assert!(!out.exists());
     ok(&["export", "--checkpoint", s(&ck), "--to", "pytorch", s(&out)]);
     assert!(out.exists() && out.with_extension("json").exists());
+}
+
+/// Exports fixture checkpoint `ck` with the binary and the library; both
+/// must give the committed `.onnx` byte for byte.
+fn assert_exports_as_committed(ck: &str, onnx: &str) {
+    let d = TempDir::new("onnx-bytes");
+    let out = d.path().join("model.onnx");
+    ok(&[
+        "export",
+        "--checkpoint",
+        s(&fixture(ck)),
+        "--to",
+        "onnx",
+        s(&out),
+    ]);
+    let committed = std::fs::read(fixture(onnx)).unwrap();
+    assert!(
+        std::fs::read(&out).unwrap() == committed,
+        "{ck}: the export differs from the committed {onnx}"
+    );
+    let lib = Checkpoint::read(fixture(ck)).unwrap().onnx().unwrap();
+    assert!(
+        lib == committed,
+        "{ck}: Checkpoint::onnx differs from {onnx}"
+    );
+}
+
+/// `|a - b| <= 1e-5 · max(1, max |b|)` everywhere; the largest relative
+/// error.
+fn assert_close(what: &str, got: &[f64], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(1f64, |a, &v| a.max((v as f64).abs()));
+    let mut worst = 0f64;
+    for (i, (g, &w)) in got.iter().zip(want).enumerate() {
+        let e = (g - w as f64).abs() / scale;
+        assert!(e <= 1e-5, "{what} [{i}]: {g} vs onnxruntime {w}");
+        worst = worst.max(e);
+    }
+    eprintln!("{what}: max relative error {worst:.3e}");
+    worst
+}
+
+/// The series model (features t and y, 2 layers, horizon 2): the export
+/// is the committed file, `Model::predict` gives onnxruntime's `y` for
+/// every window of the CSV, and the state after stepping window 0 is
+/// onnxruntime's `h_n`, `c_n`.
+#[test]
+fn onnx_series_export_is_deterministic_and_predicts_as_onnxruntime() {
+    assert_exports_as_committed("onnx_series.st", "onnx_series.onnx");
+    let expected = TensorFile::read(fixture("onnx_series_expected.safetensors")).unwrap();
+    let y = expected.f32("y").unwrap().unwrap();
+    let mut m = Model::load(fixture("onnx_series.st")).unwrap();
+    let rows = m.csv_rows(fixture("series.csv")).unwrap();
+    let pred = m.predict(&rows).unwrap();
+    assert_eq!(y.shape, [pred.len(), 2]);
+    let flat: Vec<f64> = pred.into_iter().flatten().collect();
+    assert_close("series y", &flat, &y.data);
+    for r in &rows[..8] {
+        m.step(r).unwrap();
+    }
+    let state = m.state().unwrap().0;
+    let (h, c) = state.split_at(state.len() / 2);
+    let want = |n: &str| expected.f32(n).unwrap().unwrap();
+    let (hn, cn) = (want("h_n"), want("c_n"));
+    assert_eq!(hn.shape, [2, 1, 8]);
+    let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    assert_close("series h_n", &wide(h), &hn.data);
+    assert_close("series c_n", &wide(c), &cn.data);
+}
+
+/// The character model: the export is the committed file, and
+/// `Model::step_token` over the prompt gives onnxruntime's logits at
+/// every step.
+#[test]
+fn onnx_text_export_is_deterministic_and_steps_as_onnxruntime() {
+    assert_exports_as_committed("onnx_text.st", "onnx_text.onnx");
+    let expected = TensorFile::read(fixture("onnx_text_expected.safetensors")).unwrap();
+    let want = expected.f32("logits").unwrap().unwrap();
+    let mut m = Model::load(fixture("onnx_text.st")).unwrap();
+    let vocab = m.vocab().unwrap().clone();
+    let prompt = &expected.metadata["prompt"];
+    assert_eq!(want.shape, [prompt.chars().count(), vocab.len()]);
+    let mut got = Vec::new();
+    for id in vocab.encode(prompt).unwrap() {
+        got.extend(m.step_token(id).unwrap().into_iter().map(f64::from));
+    }
+    assert_close("text logits", &got, &want.data);
+}
+
+/// A model with a norm, residual links or another cell, and a bad OUT,
+/// are refused with exit 2 and one line naming them, and nothing is
+/// written.
+#[test]
+fn onnx_export_refuses_what_it_cannot_express() {
+    let d = TempDir::new("onnx-refused");
+    let out = d.path().join("out.onnx");
+    let refused = |ck: &Path, out: &Path, want: &[&str]| {
+        let before = d.files();
+        let r = run(&["export", "--checkpoint", s(ck), "--to", "onnx", s(out)]);
+        assert_refused(&r, want, &format!("export {}", ck.display()));
+        assert_eq!(d.files(), before, "nothing written");
+    };
+    for (name, flags, want) in [
+        ("layer.st", &["--norm", "layer"][..], "--norm layer"),
+        (
+            "cellnorm.st",
+            &["--norm", "layer-cell"],
+            "--norm layer-cell",
+        ),
+        ("residual.st", &["--residual"], "--residual"),
+        ("gru.st", &["--cell", "gru"], "--cell gru"),
+        ("zoneout.st", &["--zoneout-c", "0.1"], "--zoneout-c"),
+    ] {
+        let ck = series_checkpoint(&d, name, &[flags, &["--steps", "1"]].concat());
+        refused(&ck, &out, &[name, want, "not in the ONNX export"]);
+    }
+    // Nor in the PyTorch one.
+    let ck = d.path().join("zoneout.st");
+    let before = d.files();
+    let r = run(&[
+        "export",
+        "--checkpoint",
+        s(&ck),
+        "--to",
+        "pytorch",
+        s(&d.path().join("z.safetensors")),
+    ]);
+    assert_refused(
+        &r,
+        &["zoneout.st", "zoneout"],
+        "export --to pytorch with zoneout",
+    );
+    assert_eq!(d.files(), before, "nothing written");
+    let ck = fixture("onnx_series.st");
+    refused(&ck, &d.path().join("no/such/dir/out.onnx"), &["OUT"]);
+    refused(&d.path().join("none.st"), &out, &["none.st"]);
+    // The checkpoint itself as OUT.
+    let copy = d.path().join("copy.st");
+    std::fs::copy(&ck, &copy).unwrap();
+    refused(&copy, &copy, &["OUT"]);
 }
