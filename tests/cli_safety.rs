@@ -362,6 +362,47 @@ fn unknown_adapter_name_is_an_error() {
     assert_refused(&o, &["WGPU_ADAPTER_NAME"], "demo");
 }
 
+/// `--device` chooses an adapter by its number in `devices` or a part of
+/// its name; one that is not there is refused (exit 2, the adapters
+/// listed) before any output file, and the flag wins over
+/// WGPU_ADAPTER_NAME.
+#[test]
+fn device_flag_chooses_the_adapter() {
+    let o = run(&["devices"]);
+    assert!(o.status.success(), "{:?}", stderr_lines(&o));
+    let list = String::from_utf8_lossy(&o.stdout).into_owned();
+    let first = list.lines().nth(1).unwrap_or_else(|| panic!("{list}"));
+    assert!(first.starts_with("0  "), "{list}");
+    let n = list.lines().count() - 1;
+    let d = TempDir::new("device");
+    let (w, i) = grad_files(&d);
+    let out = d.join("out.st");
+    let past = n.to_string();
+    for (spec, want) in [
+        (past.as_str(), format!("no adapter {n}")),
+        (
+            "no-such-adapter-anywhere",
+            "no adapter's name contains".into(),
+        ),
+        ("0,", "an empty entry".into()),
+    ] {
+        let mut args = vec!["--device", spec];
+        args.extend(grad_args(&w, &i, &out));
+        let o = run(&args);
+        assert_refused(&o, &["--device", &want], "grad");
+        assert!(!out.exists(), "{spec}");
+    }
+    // Adapter 0 by number, and by name over a variable naming none.
+    let name = first.split("  ").nth(1).unwrap_or_else(|| panic!("{list}"));
+    let env = [("WGPU_ADAPTER_NAME", "no-such-adapter-anywhere")];
+    for spec in ["0", name] {
+        let o = run_env(&["-v", "--device", spec, "demo", "--steps", "1"], &env);
+        assert!(o.status.success(), "{spec}: {:?}", stderr_lines(&o));
+        let err = stderr_lines(&o).join("\n");
+        assert!(err.contains(&format!("adapter: {name}")), "{spec}: {err}");
+    }
+}
+
 const DEMO: [&str; 11] = [
     "demo",
     "--steps",

@@ -1,6 +1,6 @@
 //! The machine as the program finds it: the `LSTM_WGPU_*` and
 //! `WGPU_ADAPTER_NAME` variables (the only place the program reads the
-//! environment), the host memory budget, and the GPU they describe (the library takes a [`Tuning`] and
+//! environment) and the adapter `--device` chooses, the host memory budget, and the GPU they describe (the library takes a [`Tuning`] and
 //! [`GpuOptions`] value). The criterion benchmarks include this file too.
 
 use lstm_wgpu::GpuContext;
@@ -81,19 +81,91 @@ pub fn tuning_from_env() -> Result<Tuning> {
     })
 }
 
-/// How the program builds its GPU context: the adapter `WGPU_ADAPTER_NAME`
-/// names (none matching is an error listing the adapters) and
-/// [`tuning_from_env`].
+/// `--device`, as `cli::run` set it (the one global flag the GPU reads).
+static DEVICE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Keeps `--device SPEC` for [`gpu_options_for`].
+pub fn set_device(spec: Option<String>) {
+    if let Some(s) = spec {
+        let _ = DEVICE.set(s);
+    }
+}
+
+/// How the program builds its GPU context: [`gpu_options_for`] rank 0.
 pub fn gpu_options_from_env() -> Result<GpuOptions> {
-    let adapter_name = match std::env::var(lstm_wgpu::gpu::ADAPTER_NAME_ENV) {
-        Ok(want) if !want.is_empty() => Some(want),
-        _ => None,
+    gpu_options_for(0)
+}
+
+/// How rank `rank` of a data-parallel job (0 alone) builds its GPU
+/// context: the adapter `--device` chooses (rank r takes entry r modulo
+/// the list), else the one `WGPU_ADAPTER_NAME` names, each resolved to its
+/// index in [`lstm_wgpu::gpu::adapters`] now (none matching is an error
+/// naming the flag or variable and listing the adapters); and
+/// [`tuning_from_env`].
+pub fn gpu_options_for(rank: usize) -> Result<GpuOptions> {
+    let env_name = std::env::var(lstm_wgpu::gpu::ADAPTER_NAME_ENV)
+        .ok()
+        .filter(|v| !v.is_empty());
+    let (label, entry) = match (DEVICE.get(), env_name) {
+        (Some(spec), _) => {
+            let entries: Vec<&str> = spec.split(',').map(str::trim).collect();
+            if entries.iter().any(|e| e.is_empty()) {
+                return Err(Error::Invalid(format!(
+                    "--device {spec}: an empty entry; give adapter numbers or names, \
+                     comma-separated (`lstm-wgpu devices` lists them)"
+                )));
+            }
+            let e = entries[rank % entries.len()].to_string();
+            (format!("--device {spec}"), Some(e))
+        }
+        (None, Some(n)) => (format!("{}={n}", lstm_wgpu::gpu::ADAPTER_NAME_ENV), Some(n)),
+        (None, None) => (String::new(), None),
+    };
+    let device = match entry {
+        Some(e) => Some(resolve_adapter(&label, &e)?),
+        None => None,
     };
     Ok(GpuOptions {
-        adapter_name,
+        device,
         tuning: tuning_from_env()?,
         ..GpuOptions::default()
     })
+}
+
+/// The index in [`lstm_wgpu::gpu::adapters`] of adapter `entry`: a number,
+/// or a part of a name (case insensitive, the first match).
+fn resolve_adapter(label: &str, entry: &str) -> Result<usize> {
+    let all = lstm_wgpu::gpu::adapters();
+    let list = || {
+        let names: Vec<String> = all
+            .iter()
+            .enumerate()
+            .map(|(k, i)| format!("{k} `{}` ({:?})", i.name, i.backend))
+            .collect();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    if let Ok(i) = entry.parse::<usize>() {
+        if i < all.len() {
+            return Ok(i);
+        }
+        return Err(Error::Invalid(format!(
+            "{label}: no adapter {i}; adapters: {}",
+            list()
+        )));
+    }
+    let lower = entry.to_lowercase();
+    all.iter()
+        .position(|i| i.name.to_lowercase().contains(&lower))
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "{label}: no adapter's name contains `{entry}`; adapters: {}",
+                list()
+            ))
+        })
 }
 
 /// Host memory a run may plan for: half of `MemTotal` in /proc/meminfo,

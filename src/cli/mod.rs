@@ -25,6 +25,12 @@ pub struct Cli {
     /// Print the chosen adapter and progress details to stderr.
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// The adapter to run on: its number in `lstm-wgpu devices`, or a part
+    /// of its name; under MPI a comma-separated list, rank r taking entry r
+    /// modulo its length. Overrides WGPU_ADAPTER_NAME. [default: wgpu's
+    /// choice; under MPI, rank r on GPU r modulo the GPUs]
+    #[arg(long, global = true, value_name = "N|NAME[,…]")]
+    pub device: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -50,6 +56,8 @@ pub enum Cmd {
     /// Train every variant × seed of a study and tabulate them (mean ±
     /// std over seeds), with the curves; interrupted studies resume.
     Study(crate::cli::study::StudyArgs),
+    /// List the adapters wgpu finds, numbered as `--device` takes them.
+    Devices,
     /// Time standard training workloads (ms/step, tokens/s, dispatches,
     /// GFLOP/s, peak GPU memory); `all` takes minutes on a CPU driver.
     Bench(crate::cli::bench::BenchArgs),
@@ -71,7 +79,9 @@ pub fn run(cli: Cli) -> Result<()> {
     if prints {
         crate::cli::out::check()?;
     }
+    crate::cli::env::set_device(cli.device);
     match cli.cmd {
+        Cmd::Devices => list_devices(),
         Cmd::Grad(a) => grad::run(&a, cli.verbose),
         Cmd::Demo(a) => crate::cli::demo::run(&a, cli.verbose),
         Cmd::Train(a) => crate::cli::train::train(*a, cli.verbose),
@@ -98,4 +108,23 @@ pub fn describe(cfg: &LstmConfig) -> String {
         },
         if cfg.bias { "with bias" } else { "no bias" }
     )
+}
+
+/// `lstm-wgpu devices`: the adapters, one a line, numbered as `--device`
+/// takes them.
+pub fn list_devices() -> Result<()> {
+    let all = lstm_wgpu::gpu::adapters();
+    if all.is_empty() {
+        return Err(lstm_wgpu::error::Error::NoAdapter(
+            "wgpu finds no adapter (install a Vulkan driver, e.g. Mesa's lavapipe)".into(),
+        ));
+    }
+    let mut s = String::from("device  name  backend  type  driver\n");
+    for (k, i) in all.iter().enumerate() {
+        s += &format!(
+            "{k}  {}  {:?}  {:?}  {} {}\n",
+            i.name, i.backend, i.device_type, i.driver, i.driver_info
+        );
+    }
+    out::text(&s)
 }

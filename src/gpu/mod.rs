@@ -81,6 +81,10 @@ pub struct GpuOptions {
     /// order (one rank of a data-parallel job per GPU). `None`: wgpu's
     /// own choice.
     pub adapter_index: Option<usize>,
+    /// Adapter i of [`adapters`] (every backend, wgpu's order); an index
+    /// past the last is an error listing them. Before `adapter_name` and
+    /// `adapter_index`.
+    pub device: Option<usize>,
     /// Kernel choices: the default of every model built on the context
     /// ([`crate::Lstm::new`]); its `subgroups` decides whether the device
     /// asks for subgroup operations.
@@ -111,32 +115,64 @@ struct PipelineCache {
     >,
 }
 
+/// The instance every context and [`adapters`] enumerate from (backends
+/// as `WGPU_BACKEND` says, which wgpu reads).
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Every adapter wgpu enumerates, on every backend, in its order: the
+/// indices of [`GpuOptions::device`].
+pub fn adapters() -> Vec<wgpu::AdapterInfo> {
+    let all = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+    all.iter().map(wgpu::Adapter::get_info).collect()
+}
+
+/// `adapters`' list for error messages: `0 `name` (Vulkan), …`.
+fn adapter_list(adapters: &[wgpu::Adapter]) -> String {
+    if adapters.is_empty() {
+        return "none".to_string();
+    }
+    let names: Vec<String> = adapters
+        .iter()
+        .enumerate()
+        .map(|(k, a)| {
+            let i = a.get_info();
+            format!("{k} `{}` ({:?})", i.name, i.backend)
+        })
+        .collect();
+    names.join(", ")
+}
+
 /// The first adapter whose name contains `want` (case insensitive); when
-/// none does, an error naming [`ADAPTER_NAME_ENV`] and listing the
-/// adapters (wgpu's own lookup panics there).
+/// none does, an error listing the adapters (wgpu's own lookup panics
+/// there).
 fn adapter_named(instance: &wgpu::Instance, want: &str) -> Result<wgpu::Adapter> {
     let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
     let lower = want.to_lowercase();
-    let names: Vec<String> = adapters
+    match adapters
         .iter()
-        .map(|a| {
-            let i = a.get_info();
-            format!("`{}` ({:?})", i.name, i.backend)
-        })
-        .collect();
-    adapters
-        .into_iter()
-        .find(|a| a.get_info().name.to_lowercase().contains(&lower))
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "{ADAPTER_NAME_ENV}={want}: no adapter's name contains it; adapters: {}",
-                if names.is_empty() {
-                    "none".to_string()
-                } else {
-                    names.join(", ")
-                }
-            ))
-        })
+        .position(|a| a.get_info().name.to_lowercase().contains(&lower))
+    {
+        Some(k) => Ok(adapters.into_iter().nth(k).expect("found above")),
+        None => Err(Error::Invalid(format!(
+            "adapter `{want}`: no adapter's name contains it; adapters: {}",
+            adapter_list(&adapters)
+        ))),
+    }
+}
+
+/// Adapter `i` of [`adapters`]; past the last, an error listing them.
+fn adapter_numbered(instance: &wgpu::Instance, i: usize) -> Result<wgpu::Adapter> {
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    if i >= adapters.len() {
+        return Err(Error::Invalid(format!(
+            "adapter {i}: there are {} (numbered from 0): {}",
+            adapters.len(),
+            adapter_list(&adapters)
+        )));
+    }
+    Ok(adapters.into_iter().nth(i).expect("checked above"))
 }
 
 /// Adapter `i` modulo the GPUs of the primary backends, or of their CPU
@@ -235,14 +271,15 @@ impl GpuContext {
             binding_limit,
             adapter_name,
             adapter_index,
+            device,
             tuning,
         } = opts;
         tuning.check()?;
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = match (adapter_name, adapter_index) {
-            (Some(want), _) if !want.is_empty() => adapter_named(&instance, &want)?,
-            (_, Some(i)) => adapter_at(&instance, i)?,
+        let instance = instance();
+        let adapter = match (device, adapter_name, adapter_index) {
+            (Some(i), _, _) => adapter_numbered(&instance, i)?,
+            (_, Some(want), _) if !want.is_empty() => adapter_named(&instance, &want)?,
+            (_, _, Some(i)) => adapter_at(&instance, i)?,
             // wgpu's own choice, honouring WGPU_BACKEND and WGPU_POWER_PREF.
             _ => pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
                 &instance, None,

@@ -5,7 +5,7 @@
 //! ([`lstm_wgpu::train::reduce`]); only rank 0 writes outputs. Without the
 //! feature, or outside mpirun, every function here is the single process.
 
-use crate::cli::env::gpu_options_from_env;
+use crate::cli::env::gpu_options_for;
 use crate::cli::train::data::Owned;
 use crate::cli::train::settings::{RunConfig, TrainArgs};
 use lstm_wgpu::error::{Error, Result};
@@ -105,7 +105,7 @@ pub(crate) fn local_batch(batch: usize) -> usize {
 }
 
 /// Opens this rank's GPU: under MPI with several ranks and no
-/// `WGPU_ADAPTER_NAME`, adapter `rank` modulo the GPUs
+/// `--device` or `WGPU_ADAPTER_NAME`, adapter `rank` modulo the GPUs
 /// ([`lstm_wgpu::gpu::GpuOptions::adapter_index`]); otherwise as a single
 /// run does.
 pub(crate) fn open_gpu(verbose: bool) -> Result<Arc<GpuContext>> {
@@ -113,8 +113,8 @@ pub(crate) fn open_gpu(verbose: bool) -> Result<Arc<GpuContext>> {
     if size == 1 {
         return crate::cli::env::open_gpu(verbose);
     }
-    let mut o = gpu_options_from_env()?;
-    if o.adapter_name.is_none() {
+    let mut o = gpu_options_for(rank)?;
+    if o.device.is_none() {
         o.adapter_index = Some(rank);
     }
     let ctx = GpuContext::with_options(o)?;
