@@ -229,6 +229,60 @@ fn resume_keeps_histograms() {
     assert_eq!(a, b);
 }
 
+/// The copy task's validations report the recall accuracy (a share in
+/// [0, 1]); the final line names the last one and the one at the best
+/// validation loss, and a resumed run reports the same as an
+/// uninterrupted one.
+#[test]
+fn copy_reports_recall_accuracy() {
+    let common = [
+        "--dataset",
+        "copy",
+        "--hidden",
+        "16",
+        "--batch",
+        "4",
+        "--seq-len",
+        "12",
+        "--val-every",
+        "2",
+        "--no-progress",
+    ];
+    let d = check_resume("resume-copy", &common);
+    let recalls = |f: &str| -> Vec<(f64, f64)> {
+        let text = std::fs::read_to_string(d.join(f)).unwrap_or_else(|e| panic!("{e}"));
+        let field = |l: &str, k: &str| -> f64 {
+            let i = l.find(k).unwrap_or_else(|| panic!("{k} in {l}")) + k.len();
+            let rest = &l[i..];
+            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            rest[..end].parse().unwrap_or_else(|e| panic!("{l}: {e}"))
+        };
+        text.lines()
+            .filter(|l| l.contains("\"val_loss\""))
+            .map(|l| (field(l, "\"val_loss\":"), field(l, "\"val_recall_acc\":")))
+            .collect()
+    };
+    let (a, b) = (recalls("a.jsonl"), recalls("b.jsonl"));
+    assert_eq!(a.len(), 3, "{a:?}");
+    assert_eq!(a, b);
+    assert!(a.iter().all(|v| (0.0..=1.0).contains(&v.1)), "{a:?}");
+    // The final line of a fresh run of the same settings.
+    let mut args = vec!["train", "--steps", "6"];
+    args.extend(common);
+    let line = ok(&args);
+    let word = |k: &str| -> f64 {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let i = w
+            .iter()
+            .position(|x| *x == k)
+            .unwrap_or_else(|| panic!("{k}: {line}"));
+        w[i + 1].parse().unwrap_or_else(|e| panic!("{line}: {e}"))
+    };
+    let best = a.iter().fold(a[0], |m, v| if v.0 < m.0 { *v } else { m });
+    assert!((word("val_recall_acc") - a[2].1).abs() < 1e-5, "{line}");
+    assert!((word("best_recall_acc") - best.1).abs() < 1e-5, "{line}");
+}
+
 #[test]
 fn resume_equals_uninterrupted_with_batch_norm() {
     // Running statistics and num_batches_tracked travel in the checkpoint;

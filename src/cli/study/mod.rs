@@ -127,6 +127,12 @@ pub(crate) struct Record {
     pub(crate) best_test_rmse: Option<f64>,
     pub(crate) naive_test_mae: Option<f64>,
     pub(crate) naive_test_rmse: Option<f64>,
+    /// The copy task's recall accuracy at the last and the best
+    /// validation (absent from records of other tasks and older records).
+    #[serde(default)]
+    pub(crate) recall_acc: Option<f64>,
+    #[serde(default)]
+    pub(crate) best_recall_acc: Option<f64>,
     pub(crate) explosions: u64,
     pub(crate) epochs: usize,
     pub(crate) params: usize,
@@ -396,6 +402,8 @@ fn train_one(p: &Planned, verbose: bool) -> Result<Record> {
         best_test_rmse: r.best_test.map(|b| b.1),
         naive_test_mae: test.map(|m| m.naive.mae),
         naive_test_rmse: test.map(|m| m.naive.rmse),
+        recall_acc: r.end.recall,
+        best_recall_acc: r.best_recall,
         explosions: r.explosions,
         epochs: r.epochs,
         params: r.params,

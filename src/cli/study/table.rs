@@ -68,6 +68,13 @@ fn columns() -> Vec<Column> {
             Some(|r| r.naive_test_rmse),
         ),
         c(
+            "recall acc (best)",
+            "best_recall_acc",
+            |r| r.best_recall_acc,
+            None,
+        ),
+        c("recall acc (final)", "recall_acc", |r| r.recall_acc, None),
+        c(
             "explosions/epoch",
             "explosions_per_epoch",
             |r| Some(r.explosions as f64 / r.epochs.max(1) as f64),
@@ -243,6 +250,8 @@ mod tests {
             best_test_rmse: None,
             naive_test_mae: None,
             naive_test_rmse: None,
+            recall_acc: None,
+            best_recall_acc: None,
             explosions: 3,
             epochs: 2,
             params: 10,

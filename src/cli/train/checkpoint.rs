@@ -362,6 +362,9 @@ pub(crate) fn scaler_from(
 /// The metadata key of [`RunState::best_test`].
 const BEST_TEST_KEY: &str = "best_test";
 
+/// The metadata key of [`RunState::best_recall`].
+const BEST_RECALL_KEY: &str = "best_recall";
+
 /// Where a run stands: steps taken and skipped, the best validation loss
 /// (infinite before the first), validations since it improved, and the
 /// gradient health checks.
@@ -374,6 +377,8 @@ pub(crate) struct RunState {
     /// The test MAE and RMSE of the best validation's weights
     /// (`--test-fraction`).
     pub(crate) best_test: Option<(f64, f64)>,
+    /// The copy task's recall accuracy at the best validation.
+    pub(crate) best_recall: Option<f64>,
 }
 
 impl Default for RunState {
@@ -385,6 +390,7 @@ impl Default for RunState {
             bad_vals: 0,
             health: GradHealth::default(),
             best_test: None,
+            best_recall: None,
         }
     }
 }
@@ -487,6 +493,9 @@ pub(crate) fn save_checkpoint(
     if let Some((mae, rmse)) = st.best_test {
         meta.insert(BEST_TEST_KEY.to_string(), format!("{mae} {rmse}"));
     }
+    if let Some(a) = st.best_recall {
+        meta.insert(BEST_RECALL_KEY.to_string(), format!("{a}"));
+    }
     meta.insert(PRECISION_KEY.to_string(), tr.lstm.precision().to_string());
     match data {
         Data::Text(t) => {
@@ -512,6 +521,8 @@ pub(crate) struct Loaded {
     pub(crate) best_val: f64,
     /// The best validation's test MAE and RMSE, when scored.
     pub(crate) best_test: Option<(f64, f64)>,
+    /// The copy task's recall accuracy at the best validation.
+    pub(crate) best_recall: Option<f64>,
     /// The loss histories so far (for `--plot`).
     pub(crate) curve: Vec<(f64, f64)>,
     pub(crate) val_curve: Vec<(f64, f64)>,
@@ -608,6 +619,21 @@ pub(crate) fn load_checkpoint(path: &Path) -> Result<Loaded> {
             }
         }
     };
+    let best_recall = match file.metadata.get(BEST_RECALL_KEY) {
+        None => None,
+        Some(v) => match v.parse::<f64>() {
+            Ok(a) if (0.0..=1.0).contains(&a) => Some(a),
+            _ => {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "bad `{BEST_RECALL_KEY}` metadata `{}`: expected an accuracy in [0, 1]",
+                        clip(v)
+                    ),
+                ));
+            }
+        },
+    };
     if let Some(t) = floats.iter().find(|t| t.name == SCALER_NAME) {
         scaler_from(&t.data, path)?;
     }
@@ -625,6 +651,7 @@ pub(crate) fn load_checkpoint(path: &Path) -> Result<Loaded> {
         precision,
         best_val,
         best_test,
+        best_recall,
         curve,
         val_curve,
         grad_curve,

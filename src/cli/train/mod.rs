@@ -138,6 +138,8 @@ pub(crate) struct RunResult {
     /// Infinite without validation.
     pub(crate) best_val: f64,
     pub(crate) best_test: Option<(f64, f64)>,
+    /// The copy task's recall accuracy at the best validation.
+    pub(crate) best_recall: Option<f64>,
     pub(crate) curves: Curves,
     pub(crate) end: RunEnd,
 }
@@ -496,11 +498,18 @@ impl Run {
                 m.naive.mse, m.model.mae, m.naive.mae
             );
         }
+        if let Some(a) = rep.recall {
+            fields.push(("val_recall_acc", Value::Float(a)));
+            line += &format!("  recall_acc {a:.4}");
+        }
         if let Some(l) = &mut self.log {
             l.log(&fields)?;
         }
         if let Some(ev) = &mut self.events {
             ev.scalar(step as u64, "val/loss", v);
+            if let Some(a) = rep.recall {
+                ev.scalar(step as u64, "val/recall_accuracy", a);
+            }
             if let Some(m) = &rep.series {
                 for (tag, x) in [
                     ("val/naive_loss", m.naive.mse),
@@ -514,9 +523,11 @@ impl Run {
             }
         }
         say(&self.bar, line);
+        let recall = rep.recall;
         self.last_val = Some(rep);
         if v < self.st.best_val {
             self.st.best_val = v;
+            self.st.best_recall = recall;
             self.st.bad_vals = 0;
             // The best weights' test figures, kept with the checkpoint.
             if let Some(t) = &self.test {
@@ -571,6 +582,7 @@ impl Run {
         self.flush_logs()?;
         let secs = self.start.elapsed().as_secs_f64();
         let series = self.last_val.as_ref().and_then(|r| r.series);
+        let recall = self.last_val.as_ref().and_then(|r| r.recall);
         if let Some(p) = &self.a.plot {
             let log = self.a.plot_log;
             write_plot(
@@ -589,6 +601,7 @@ impl Run {
             scale: self.tr.scaler_state()?.map(|s| s.scale),
             stopped_early: self.stopped_early,
             test,
+            recall,
         };
         Ok(RunResult {
             line: final_line(&self.st, self.curves.all(), &end),
@@ -597,6 +610,7 @@ impl Run {
             explosions: self.st.health.total.explosions,
             best_val: self.st.best_val,
             best_test: self.st.best_test,
+            best_recall: self.st.best_recall,
             curves: self.curves,
             end,
         })
@@ -726,6 +740,7 @@ fn resumed_state(l: &Loaded, total: usize) -> Result<(RunState, Curves)> {
         best_val: l.best_val,
         health: health_from(&l.file, None)?,
         best_test: l.best_test,
+        best_recall: l.best_recall,
     };
     if total < st.step {
         return Err(Error::Invalid(format!(

@@ -88,6 +88,8 @@ pub(crate) struct RunEnd {
     pub(crate) stopped_early: bool,
     /// The test split's scores with the final weights.
     pub(crate) test: Option<SeriesMetrics>,
+    /// The copy task's recall accuracy at the last validation.
+    pub(crate) recall: Option<f64>,
 }
 
 /// The `final: …` line on stdout.
@@ -120,6 +122,13 @@ pub(crate) fn final_line(
                 m.naive.mse, m.model.mae, m.model.rmse, m.naive.mae, m.naive.rmse, m.windows
             ))
             .unwrap_or_default()
+            + &end
+                .recall
+                .map(|a| {
+                    let best = st.best_recall.map_or("-".into(), |b| format!("{b:.5}"));
+                    format!(" val_recall_acc {a:.5} best_recall_acc {best}")
+                })
+                .unwrap_or_default()
             + &end
                 .scale
                 .map(|s| format!(" loss_scale {s}"))

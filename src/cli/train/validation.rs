@@ -16,12 +16,18 @@ use lstm_wgpu::train::{Carry, Trainer};
 pub(crate) struct ValReport {
     pub(crate) loss: f64,
     pub(crate) series: Option<SeriesMetrics>,
+    /// The copy task's recall accuracy: the share of the recalled symbols
+    /// (the last K targets of every validation sequence) whose largest
+    /// logit is the right one.
+    pub(crate) recall: Option<f64>,
 }
 
 /// Validates over the whole validation split, or `None` when there is none.
 pub(crate) fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<Option<ValReport>> {
     let mut sum = 0.0;
     let mut n = 0.0;
+    // Copy task: recalled symbols right, and recalled symbols.
+    let mut hits = [0.0, 0.0];
     match data {
         Data::Text(t) => {
             let Some(v) = &t.val else { return Ok(None) };
@@ -42,6 +48,7 @@ pub(crate) fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<O
             return Ok(Some(ValReport {
                 loss: m.model.mse,
                 series: Some(m),
+                recall: None,
             }));
         }
         Data::Copy(task) => {
@@ -50,6 +57,14 @@ pub(crate) fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<O
                 let mine = shard(tr, Owned::Tokens(b.inputs, b.targets));
                 sum += tr.eval(b.seq_len, &mine.view(), Carry::Zero)? as f64;
                 n += 1.0;
+                let Owned::Tokens(_, targets) = &mine else {
+                    unreachable!("a copy batch is tokens")
+                };
+                let logits = tr.head_output(b.seq_len)?;
+                let first = task.seq_len() - task.symbols;
+                let r = recall_hits(&logits, targets, tr.batch(), first);
+                hits[0] += r.0;
+                hits[1] += r.1;
             }
         }
         Data::Adding(task) => {
@@ -61,13 +76,30 @@ pub(crate) fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<O
         }
     }
     // Data parallel: every rank's shard has as many positions.
-    let mut sums = [sum, n];
+    let mut sums = [sum, n, hits[0], hits[1]];
     parallel::sum(tr, &mut sums)?;
-    let [sum, n] = sums;
+    let [sum, n, right, recalled] = sums;
     Ok((n > 0.0).then(|| ValReport {
         loss: sum / n,
         series: None,
+        recall: (recalled > 0.0).then(|| right / recalled),
     }))
+}
+
+/// Right and all predictions at the positions from `first` on of a batch
+/// of `batch` sequences: `logits` `[T·B, vocab]` time-major, `targets`
+/// `[T, B]`. A prediction is the first largest logit.
+fn recall_hits(logits: &[f32], targets: &[u32], batch: usize, first: usize) -> (f64, f64) {
+    let vocab = logits.len() / targets.len().max(1);
+    let mut right = 0.0;
+    let mut all = 0.0;
+    for (row, &y) in targets.iter().enumerate().skip(first * batch) {
+        let l = &logits[row * vocab..(row + 1) * vocab];
+        let best = (0..vocab).fold(0, |b, k| if l[k] > l[b] { k } else { b });
+        right += f64::from(best as u32 == y);
+        all += 1.0;
+    }
+    (right, all)
 }
 
 /// The model's and the naive forecast's errors on every window of `set`
@@ -107,4 +139,24 @@ pub(crate) fn series_fields(m: &SeriesMetrics) -> Vec<(&'static str, Value)> {
         ("naive_rmse", Value::Float(m.naive.rmse)),
         ("val_windows", Value::Int(m.windows as i64)),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recall_hits;
+
+    #[test]
+    fn recall_counts_only_the_recalled_positions() {
+        // T = 3, B = 2, vocab 3: rows t·B + b.
+        let logits = [
+            9.0, 0.0, 0.0, /* t0 b0 */ 9.0, 0.0, 0.0, // t0 b1
+            0.0, 1.0, 0.5, /* t1 b0 */ 0.0, 0.2, 0.7, // t1 b1
+            0.0, 0.0, 3.0, /* t2 b0 */ 2.0, 2.0, 1.0, // t2 b1: tie, first wins
+        ];
+        let targets = [1, 1, 1, 1, 2, 1];
+        // Positions 1 and 2: right at (1, 0), (2, 0); wrong at (1, 1), (2, 1).
+        assert_eq!(recall_hits(&logits, &targets, 2, 1), (2.0, 4.0));
+        assert_eq!(recall_hits(&logits, &targets, 2, 2), (1.0, 2.0));
+        assert_eq!(recall_hits(&logits, &targets, 2, 0), (2.0, 6.0));
+    }
 }
