@@ -136,18 +136,7 @@ pub fn gpu_options_for(rank: usize) -> Result<GpuOptions> {
 /// or a part of a name (case insensitive, the first match).
 fn resolve_adapter(label: &str, entry: &str) -> Result<usize> {
     let all = lstm_wgpu::gpu::adapters();
-    let list = || {
-        let names: Vec<String> = all
-            .iter()
-            .enumerate()
-            .map(|(k, i)| format!("{k} `{}` ({:?})", i.name, i.backend))
-            .collect();
-        if names.is_empty() {
-            "none".to_string()
-        } else {
-            names.join(", ")
-        }
-    };
+    let list = || lstm_wgpu::gpu::adapter_list(&all);
     if let Ok(i) = entry.parse::<usize>() {
         if i < all.len() {
             return Ok(i);

@@ -125,23 +125,25 @@ fn instance() -> wgpu::Instance {
 /// indices of [`GpuOptions::device`].
 pub fn adapters() -> Vec<wgpu::AdapterInfo> {
     let all = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
-    all.iter().map(wgpu::Adapter::get_info).collect()
+    infos(&all)
 }
 
-/// `adapters`' list for error messages: `0 `name` (Vulkan), …`.
-fn adapter_list(adapters: &[wgpu::Adapter]) -> String {
+/// A list of adapters for error messages: `0 `name` (Vulkan), …`, numbered
+/// as [`adapters`] numbers them.
+pub fn adapter_list(adapters: &[wgpu::AdapterInfo]) -> String {
     if adapters.is_empty() {
         return "none".to_string();
     }
     let names: Vec<String> = adapters
         .iter()
         .enumerate()
-        .map(|(k, a)| {
-            let i = a.get_info();
-            format!("{k} `{}` ({:?})", i.name, i.backend)
-        })
+        .map(|(k, i)| format!("{k} `{}` ({:?})", i.name, i.backend))
         .collect();
     names.join(", ")
+}
+
+fn infos(adapters: &[wgpu::Adapter]) -> Vec<wgpu::AdapterInfo> {
+    adapters.iter().map(wgpu::Adapter::get_info).collect()
 }
 
 /// The first adapter whose name contains `want` (case insensitive); when
@@ -157,7 +159,7 @@ fn adapter_named(instance: &wgpu::Instance, want: &str) -> Result<wgpu::Adapter>
         Some(k) => Ok(adapters.into_iter().nth(k).expect("found above")),
         None => Err(Error::Invalid(format!(
             "adapter `{want}`: no adapter's name contains it; adapters: {}",
-            adapter_list(&adapters)
+            adapter_list(&infos(&adapters))
         ))),
     }
 }
@@ -169,7 +171,7 @@ fn adapter_numbered(instance: &wgpu::Instance, i: usize) -> Result<wgpu::Adapter
         return Err(Error::Invalid(format!(
             "adapter {i}: there are {} (numbered from 0): {}",
             adapters.len(),
-            adapter_list(&adapters)
+            adapter_list(&infos(&adapters))
         )));
     }
     Ok(adapters.into_iter().nth(i).expect("checked above"))
