@@ -301,10 +301,18 @@ fn norm_variants_and_paths() {
         1e-5,
     );
     eprintln!("LayerNorm between layers: persistent vs per-step {e:.2e}");
+    // A normalized cell has no persistent loop: forcing one is an error
+    // naming it, not a silent per-step run.
     let mut cell = norm_model(&ctx, Norm::LayerCell, h);
     set_path(&mut cell, Some(CellPath::Persistent));
+    let e = cell.plan(t, n).err().map(|e| e.to_string());
+    assert!(
+        e.as_deref().is_some_and(|m| m.contains("persistent path")),
+        "{e:?}"
+    );
+    set_path(&mut cell, None);
     let plan = cell.plan(t, n).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(plan.path, CellPath::PerStep);
+    assert_ne!(plan.path, CellPath::Persistent);
 }
 
 /// A hidden size whose workgroup needs exceed the adapter: a forced

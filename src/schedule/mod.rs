@@ -661,6 +661,13 @@ impl Plan {
                 cell.module()
             )));
         }
+        if model.norm.in_cell() && k.tuning().cell_path == Some(CellPath::Persistent) {
+            return Err(crate::Error::Invalid(
+                "the persistent path runs cells without normalization inside (a LayerNorm or \
+                 BatchNorm cell runs per step)"
+                    .into(),
+            ));
+        }
         if model.links.zones() && k.tuning().cell_path == Some(CellPath::Persistent) {
             return Err(crate::Error::Invalid(
                 "the persistent path runs without zoneout (zoneout runs per step or as a \
