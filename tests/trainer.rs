@@ -949,7 +949,8 @@ fn step_refuses_uncollected_submits() {
 /// losses, gradients and parameters to f32 rounding, over steps with
 /// unequal lengths and a padding id inside a sequence (both embed it as
 /// zero), on the wavefront, layer by layer, persistent, and with LayerNorm
-/// and residual links between layers.
+/// and residual links between layers; and for the GRU and
+/// IndRNN.
 #[test]
 fn token_projection_matches_per_position_projection() {
     use lstm_wgpu::kernels::embedding::PAD;
@@ -961,12 +962,21 @@ fn token_projection_matches_per_position_projection() {
     let mut linked = plain.clone();
     linked.norm = Norm::Layer { last: false };
     linked.residual = true;
+    // The GRU adds b_hh itself and splits its gate gradients; IndRNN has
+    // one gate and a vector W_hh.
+    let mut gru = plain.clone();
+    gru.cell = lstm_wgpu::kernels::cell::Cell::Gru;
+    let mut indrnn = plain.clone();
+    indrnn.cell = lstm_wgpu::kernels::cell::Cell::IndRnn { relu: true };
     let lens = [6usize, 3, 5];
     for (net, path) in [
         (&plain, CellPath::Wavefront),
         (&plain, CellPath::PerStep),
         (&plain, CellPath::Persistent),
         (&linked, CellPath::PerStep),
+        (&gru, CellPath::Wavefront),
+        (&gru, CellPath::PerStep),
+        (&indrnn, CellPath::PerStep),
     ] {
         let values = init_values(net, 4);
         let run = |projection: bool| {

@@ -593,12 +593,16 @@ impl Plan {
         self.ws.seq * self.ws.batch * self.ws.features
     }
 
-    /// Offsets of layer `l`, direction `d`'s pre-gates [T, B, 4H] in
-    /// `ws.pre` and of its gate gradients [T, B, 4H] in `ws.dg` (valid after
-    /// backward until the next pass).
+    /// Offsets of layer `l`, direction `d`'s pre-gates [T, B, G·H] in
+    /// `ws.pre` (the input part) and of the gate gradients W_ih's gradient
+    /// is made of [T, B, G·H] in `ws.dg` (the gate gradients, or the dx
+    /// section of cells that [`split_dg`]; valid after backward until the
+    /// next pass).
+    ///
+    /// [`split_dg`]: crate::kernels::cell::Cell::split_dg
     pub fn gate_offsets(&self, model: &LstmModel, l: usize, d: usize) -> (usize, usize) {
         let s = shape(model, &self.ws, l, d);
-        (s.pre_off, s.dg_off)
+        (s.pre_off, s.dx_off)
     }
 
     /// The buffer holding the gradient of the input [T, B, I] after backward.

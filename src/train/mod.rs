@@ -790,13 +790,11 @@ impl Trainer {
             .map(|e| (e.offset, e.len()))
             .collect();
         let mut lstm = Lstm::new(ctx.clone(), model)?;
-        // Token models of plain LSTM cells project per vocabulary entry
-        // (see set_token_projection); otherwise only the embedding needs
-        // the LSTM's input gradient, and dense inputs feed nothing
-        // trainable.
-        let token_projection = matches!(net.head, Head::Language { .. })
-            && !net.norm.in_cell()
-            && net.cell == crate::kernels::cell::Cell::Lstm;
+        // Token models of cells without norms inside project per
+        // vocabulary entry (see set_token_projection); otherwise only the
+        // embedding needs the LSTM's input gradient, and dense inputs feed
+        // nothing trainable.
+        let token_projection = matches!(net.head, Head::Language { .. }) && !net.norm.in_cell();
         lstm.set_token_input(token_projection);
         lstm.set_input_grad(matches!(net.head, Head::Language { .. }) && !token_projection);
         lstm.set_links(Links {
@@ -886,15 +884,11 @@ impl Trainer {
     /// rebuilt. An error for other models.
     pub fn set_token_projection(&mut self, on: bool) -> Result<()> {
         let lang = matches!(self.net.head, Head::Language { .. });
-        if on
-            && (!lang
-                || self.net.norm.in_cell()
-                || self.net.cell != crate::kernels::cell::Cell::Lstm)
-        {
-            // Its table holds both biases and one set of gate gradients:
-            // the LSTM's plain cell.
+        if on && (!lang || self.net.norm.in_cell()) {
+            // A normalized cell normalizes the input part before its
+            // biases: no per-token table holds that.
             return Err(Error::Invalid(
-                "token projections need a token model with a plain LSTM cell".into(),
+                "token projections need a token model whose cell has no norm inside".into(),
             ));
         }
         self.token_projection = on;
@@ -1145,9 +1139,9 @@ impl Trainer {
         )?;
         let head_in = ctx.storage("head input", if last { b * h } else { 1 })?;
         // Token projections (see `token_projection`): per direction, the
-        // table P = E·W_ihᵀ + b [V + 1, 4H] (row V: padding, biases only),
+        // table P = E·W_ihᵀ + b [V + 1, GH] (row V: padding, biases only),
         // the gather ids (padding mapped to V), and the per-token sums of
-        // layer 0's gate gradients S [V, 4H].
+        // layer 0's W_ih gate gradients S [V, GH].
         let tp = match self.net.head {
             Head::Language { vocab, .. } if self.token_projection => Some((
                 ctx.storage("token projections", dirs * (vocab + 1) * gh)?,
@@ -1375,13 +1369,15 @@ impl Trainer {
     }
 
     /// The token projection of direction `d` (`token_projection`):
-    /// forward, P = E·W_ihᵀ + b_ih + b_hh for every token and the biases
-    /// alone for padding, then layer 0's pre-gates gathered from P;
-    /// backward (after the LSTM's), the gate gradients summed per token
-    /// (S, the embedding's deterministic scatter-add), dW_ih = Sᵀ·E and
-    /// the embedding gradient S·W_ih (added over directions). The same
-    /// sums as x·W_ihᵀ, dGᵀ·X and the scatter of dG·W_ih, grouped by token:
-    /// 3·2·V·4H·E FLOPs instead of 3·2·T·B·4H·E.
+    /// forward, P = E·W_ihᵀ + b_ih + b_hh (b_ih alone for a cell adding
+    /// b_hh itself, the GRU) for every token and the biases alone for
+    /// padding, then layer 0's input pre-gates gathered from P; backward
+    /// (after the LSTM's), W_ih's gate gradients (the dx section of cells
+    /// that split them) summed per token (S, the embedding's deterministic
+    /// scatter-add), dW_ih = Sᵀ·E and the embedding gradient S·W_ih (added
+    /// over directions). The same sums as x·W_ihᵀ, dGᵀ·X and the scatter of
+    /// dG·W_ih, grouped by token: 3·2·V·GH·E FLOPs instead of
+    /// 3·2·T·B·GH·E.
     #[allow(clippy::too_many_arguments)]
     fn token_projection_dispatches(
         &self,
@@ -1396,7 +1392,8 @@ impl Trainer {
         let k = self.lstm.kernels();
         let params = &self.lstm.model.params;
         let grads = &self.lstm.model.grads;
-        let g = self.lstm.model.config.cell().gates() * self.net.hidden;
+        let cell = self.lstm.model.config.cell();
+        let g = cell.gates() * self.net.hidden;
         let (wih, _, bih, bhh) = self.lstm.model.cell_offsets(0, d);
         let p_off = d * (vocab + 1) * g;
         let s_off = d * vocab * g;
@@ -1409,7 +1406,9 @@ impl Trainer {
             a: (params, emb_off, embed),
             b: (params, wih, embed),
             c: (t.proj, c_off, g),
-            bias: Some((params, bih, bhh)),
+            // As the schedule's input GEMM: a cell adding b_hh itself (the
+            // GRU) gets b_ih alone.
+            bias: Some((params, bih, bhh.filter(|_| !cell.own_bhh()))),
             alpha: 1.0,
             accumulate: false,
         };
