@@ -6,7 +6,9 @@
 //! grouped otherwise), both ranks end with bit-identical parameters, a run
 //! stopped and resumed equals the uninterrupted one bit for bit, one
 //! process resumes the two ranks' checkpoint, and a batch that does not
-//! divide over the ranks is refused by name.
+//! divide over the ranks is refused by name. A rank that fails aborts the
+//! job naming itself; a rank that hangs is named by rank 0 after
+//! `--mpi-timeout`, and the job ends.
 #![cfg(feature = "mpi")]
 
 use lstm_wgpu::io::TensorFile;
@@ -26,6 +28,13 @@ fn p(path: &Path) -> &str {
 
 /// `BIN args` on `ranks` MPI ranks (`None`: without mpirun).
 fn launch(ranks: Option<usize>, args: &[&str]) -> Output {
+    command(ranks, args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {BIN} (or mpirun): {e}"))
+}
+
+/// The command of [`launch`].
+fn command(ranks: Option<usize>, args: &[&str]) -> Command {
     let mut c = match ranks {
         None => Command::new(BIN),
         Some(n) => {
@@ -40,9 +49,11 @@ fn launch(ranks: Option<usize>, args: &[&str]) -> Output {
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
-    c.output()
-        .unwrap_or_else(|e| panic!("cannot run {BIN} (or mpirun): {e}"))
+    c
 }
+
+/// A small text model's shape, for the fault tests.
+const SMALL: [&str; 6] = ["--hidden", "8", "--seq-len", "8", "--batch", "4"];
 
 fn ok(ranks: Option<usize>, args: &[&str]) -> String {
     let o = launch(ranks, args);
@@ -234,4 +245,138 @@ fn a_batch_that_does_not_divide_is_refused() {
             "{err}"
         );
     }
+}
+
+/// A rank that fails (here rank 1: `--device 0,9` names an adapter it does
+/// not have) says so naming itself and aborts the job: mpirun exits
+/// non-zero at once, rank 0 is not left waiting for its gradients.
+#[test]
+fn a_failing_rank_stops_the_job_naming_itself() {
+    let dir = TempDir::new("mpi-fail");
+    let ck = dir.join("ck.st");
+    let t0 = std::time::Instant::now();
+    let mut args = vec!["--device", "0,9", "train", "--steps", "20"];
+    args.extend(SMALL);
+    args.extend([
+        "--mpi-timeout",
+        "120",
+        "--checkpoint",
+        p(&ck),
+        "--no-progress",
+    ]);
+    let o = launch(Some(2), &args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("error: rank 1 of 2: --device 0,9: no adapter 9")),
+        "{err}"
+    );
+    // Well within the timeout: the abort, not the timeout, ended it.
+    assert!(t0.elapsed().as_secs() < 100, "{:?}: {err}", t0.elapsed());
+    assert!(!ck.exists(), "{err}");
+}
+
+/// The pid of the rank-`rank` process of `BIN` whose command line holds
+/// `marker` (tests run side by side, each its own mpirun).
+fn rank_pid(rank: usize, marker: &str) -> Option<u32> {
+    let want = format!("OMPI_COMM_WORLD_RANK={rank}");
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let (Ok(cmd), Ok(env)) = (
+            std::fs::read(format!("/proc/{pid}/cmdline")),
+            std::fs::read(format!("/proc/{pid}/environ")),
+        ) else {
+            continue;
+        };
+        let has = |bytes: &[u8], s: &str| bytes.split(|&b| b == 0).any(|w| w == s.as_bytes());
+        if has(&cmd, BIN) && has(&cmd, marker) && has(&env, &want) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// A rank that hangs (stopped with SIGSTOP mid-run) is named by rank 0
+/// once `--mpi-timeout` passes without its gradients, and the job ends:
+/// every rank exits, mpirun non-zero.
+#[test]
+fn a_hung_rank_is_named_after_the_timeout() {
+    let dir = TempDir::new("mpi-hang");
+    let metrics = dir.join("m.jsonl");
+    let ck = dir.join("ck.st");
+    let mut args = vec!["train", "--steps", "1000000"];
+    args.extend(SMALL);
+    // 20 s: well above a step with its validation and checkpoint on a
+    // loaded CPU driver, so that only the stopped rank can time out.
+    args.extend([
+        "--val-every",
+        "2",
+        "--mpi-timeout",
+        "20",
+        "--metrics",
+        p(&metrics),
+    ]);
+    args.extend(["--checkpoint", p(&ck), "--no-progress"]);
+    let mut c = command(Some(2), &args);
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run mpirun: {e}"));
+    let kill = |sig: &str, pid: u32| {
+        let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+    };
+    // Training has begun (steps reduced) once rank 0 has flushed a few
+    // lines (at validations).
+    let t0 = std::time::Instant::now();
+    let started = || std::fs::read_to_string(&metrics).is_ok_and(|m| m.lines().count() >= 3);
+    while !started() && t0.elapsed().as_secs() < 300 {
+        if child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let marker = p(&metrics).to_string();
+    let pid = rank_pid(1, &marker);
+    if let Some(pid) = pid {
+        kill("-STOP", pid);
+    }
+    let stopped = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().ok().flatten() {
+            break Some(s);
+        }
+        if stopped.elapsed().as_secs() > 120 {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    if status.is_none() {
+        // Leave nothing behind before failing.
+        if let Some(pid) = pid {
+            kill("-KILL", pid);
+        }
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(started(), "training never began: {err}");
+    assert!(pid.is_some(), "rank 1's process not found: {err}");
+    let status = status.unwrap_or_else(|| panic!("the job did not end: {err}"));
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.lines().any(|l| l
+            .starts_with("error: rank 0 of 2: MPI: rank 1 sent no part of the sum within 20 s")),
+        "{err}"
+    );
+    let waited = stopped.elapsed().as_secs_f64();
+    assert!(
+        waited < 60.0,
+        "ended {waited:.1} s after rank 1 stopped: {err}"
+    );
+    // Rank 0's last checkpoint is whole (written atomically).
+    TensorFile::read(&ck).unwrap_or_else(|e| panic!("checkpoint: {e}: {err}"));
 }

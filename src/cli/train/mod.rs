@@ -95,21 +95,22 @@ pub(crate) fn settings(a: TrainArgs) -> Result<(TrainArgs, RunConfig, Option<Loa
 pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     let (a, c, resumed) = settings(a)?;
     // Under mpirun: this rank's part of a data-parallel run.
-    let _mpi = parallel::start(&c)?;
+    let group = parallel::start(&c, a.mpi_timeout)?;
     let a = parallel::rank_args(a);
-    match Run::new(a, c, resumed, verbose)? {
-        Some(mut run) => {
-            run.steps()?;
-            parallel::report(&run.tr)?;
-            let line = run.finish()?.line;
-            match parallel::is_root() {
-                true => crate::cli::out::line(line),
+    let r = match Run::new(a, c, resumed, verbose) {
+        Ok(Some(mut run)) => run
+            .steps()
+            .and_then(|()| parallel::report(&run.tr))
+            .and_then(|()| run.finish())
+            .and_then(|f| match parallel::is_root() {
+                true => crate::cli::out::line(f.line),
                 false => Ok(()),
-            }
-        }
+            }),
         // --dump-data wrote the data instead.
-        None => Ok(()),
-    }
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    group.finish(r)
 }
 
 /// The loss histories of a run, (step, loss) pairs, and the global

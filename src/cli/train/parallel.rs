@@ -20,6 +20,34 @@ pub(crate) struct Group {
     _universe: Option<mpi::environment::Universe>,
 }
 
+/// How long a sum waits for a peer (`--mpi-timeout`; `None`: forever).
+static TIMEOUT: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+
+/// `--mpi-timeout`'s default, in seconds: far above a step or a
+/// validation of the models this engine trains, even on a CPU driver.
+const DEFAULT_TIMEOUT_S: u64 = 600;
+
+impl Group {
+    /// `r`, the outcome of this rank's run; under MPI with several ranks
+    /// an error is said on stderr naming this rank, then the whole job is
+    /// aborted (`MPI_Abort`), so that no rank waits on it: every rank exits
+    /// non-zero within the peers' timeouts.
+    pub(crate) fn finish(self, r: Result<()>) -> Result<()> {
+        #[cfg(feature = "mpi")]
+        if let (Err(e), Some(u)) = (&r, &self._universe) {
+            use mpi::traits::Communicator;
+            let w = u.world();
+            if w.size() > 1 {
+                let msg = e.to_string();
+                let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+                say(format!("error: rank {} of {}: {msg}", w.rank(), w.size()));
+                w.abort(2);
+            }
+        }
+        r
+    }
+}
+
 /// Whether this process was started by an MPI launcher (OpenMPI's
 /// mpirun, or a PMI/PMIx one such as MPICH's or Slurm's).
 #[cfg(feature = "mpi")]
@@ -31,7 +59,9 @@ fn launched_by_mpi() -> bool {
 
 /// Joins the MPI job this process is a rank of, if any, and checks that
 /// the global batch divides over its ranks.
-pub(crate) fn start(c: &RunConfig) -> Result<Group> {
+pub(crate) fn start(c: &RunConfig, timeout_s: Option<u64>) -> Result<Group> {
+    let t = timeout_s.unwrap_or(DEFAULT_TIMEOUT_S);
+    let _ = TIMEOUT.set((t > 0).then(|| std::time::Duration::from_secs(t)));
     #[cfg(feature = "mpi")]
     {
         use mpi::traits::Communicator;
@@ -156,9 +186,10 @@ pub(crate) fn attach(tr: &mut Trainer) -> Result<()> {
     #[cfg(feature = "mpi")]
     {
         let world = mpi::topology::SimpleCommunicator::world();
-        tr.set_reducer(Some(Box::new(lstm_wgpu::train::mpi::MpiReducer::new(
-            world,
-        ))));
+        let timeout = TIMEOUT.get().copied().flatten();
+        tr.set_reducer(Some(Box::new(
+            lstm_wgpu::train::mpi::MpiReducer::new(world).with_timeout(timeout),
+        )));
     }
     Ok(())
 }

@@ -246,6 +246,13 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub no_progress: bool,
+    /// Under mpirun: a rank that hears nothing from a peer within SECS
+    /// during a gradient or validation sum names the silent ranks and
+    /// stops the job (0: wait forever). No effect in a single process.
+    /// [default: 600]
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip)]
+    pub mpi_timeout: Option<u64>,
     /// Stop after this many steps (counting from the run's start), writing
     /// the checkpoint, as if interrupted; `--resume` then finishes the run.
     #[arg(long)]
