@@ -220,11 +220,9 @@ pub fn norm_of(kind: Option<NormKind>, last: bool, t_max: usize) -> Norm {
     }
 }
 
-/// Parses a checkpoint's `config` metadata.
-fn config_of(file: &TensorFile) -> Result<(Settings, Norm, Missing)> {
-    let path = &file.path;
-    let text = file
-        .metadata
+/// Parses a checkpoint's `config` metadata (of the file at `path`).
+fn config_of(path: &Path, metadata: &HashMap<String, String>) -> Result<(Settings, Norm, Missing)> {
+    let text = metadata
         .get("config")
         .ok_or_else(|| Error::file(path, "not an lstm-wgpu checkpoint (no `config` metadata)"))?;
     let bad = |e: &dyn std::fmt::Display| Error::file(path, format!("bad `config` metadata: {e}"));
@@ -255,24 +253,48 @@ fn config_of(file: &TensorFile) -> Result<(Settings, Norm, Missing)> {
     Ok((s, norm, missing))
 }
 
-/// The first dimension `dim` of tensor `name` of `file`, which must be
-/// there with `rank` dimensions.
-fn dim_of(file: &TensorFile, name: &str, rank: usize, dim: usize) -> Result<usize> {
-    let t = file
-        .tensors
-        .get(name)
-        .ok_or_else(|| Error::tensor(name, format!("missing from {}", file.path.display())))?;
-    if t.shape.len() != rank {
+/// The dimension `dim` of the tensor `name` of shape `shape` (`None`:
+/// absent) of the file at `path`, which must be there with `rank`
+/// dimensions.
+fn dim_of(
+    path: &Path,
+    name: &str,
+    shape: Option<&[usize]>,
+    rank: usize,
+    dim: usize,
+) -> Result<usize> {
+    let shape =
+        shape.ok_or_else(|| Error::tensor(name, format!("missing from {}", path.display())))?;
+    if shape.len() != rank {
         return Err(Error::tensor(
             name,
             format!(
-                "shape {:?} in {}, expected {rank} dimensions",
-                t.shape,
-                file.path.display()
+                "shape {shape:?} in {}, expected {rank} dimensions",
+                path.display()
             ),
         ));
     }
-    Ok(t.shape[dim])
+    Ok(shape[dim])
+}
+
+/// What [`Checkpoint::build`] reads its tensors from: a file, or tensors
+/// in memory.
+enum Source<'a> {
+    File(&'a TensorFile),
+    Tensors(Vec<NamedTensor>, BTreeMap<String, i64>),
+}
+
+impl Source<'_> {
+    /// The shape of tensor `name`, if there is one.
+    fn shape(&self, name: &str) -> Option<&[usize]> {
+        match self {
+            Source::File(f) => f.tensors.get(name).map(|t| t.shape.as_slice()),
+            Source::Tensors(floats, _) => floats
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| t.shape.as_slice()),
+        }
+    }
 }
 
 /// A checkpoint read and checked, without a GPU: its settings, vocabulary
@@ -298,8 +320,26 @@ impl Checkpoint {
     /// normaliser and every parameter and running statistic are checked:
     /// errors name the file and the setting or tensor.
     pub fn from_file(file: &TensorFile) -> Result<Self> {
-        let path = file.path.clone();
-        let (s, norm, missing) = config_of(file)?;
+        Self::build(&file.path, &file.metadata, Source::File(file))
+    }
+
+    /// A checkpoint given as its metadata and tensors in memory (the model
+    /// of a run as it ends, `run::Run::train`), named `path` in messages:
+    /// checked as [`Checkpoint::from_file`] checks a file, but for the
+    /// finiteness of the values (a run may end with diverged weights).
+    pub fn from_tensors(
+        path: &Path,
+        metadata: &HashMap<String, String>,
+        floats: Vec<NamedTensor>,
+        ints: BTreeMap<String, i64>,
+    ) -> Result<Self> {
+        Self::build(path, metadata, Source::Tensors(floats, ints))
+    }
+
+    fn build(path: &Path, metadata: &HashMap<String, String>, src: Source<'_>) -> Result<Self> {
+        let path = path.to_path_buf();
+        let file = &src;
+        let (s, norm, missing) = config_of(&path, metadata)?;
         let task = match s.task.as_str() {
             "text" => Task::Text,
             "series" => Task::Series,
@@ -311,11 +351,11 @@ impl Checkpoint {
             }
         };
         let bad = |key: &str, e: Error| Error::file(&path, format!("bad `{key}` metadata: {e}"));
-        let vocab = match file.metadata.get("vocab") {
+        let vocab = match metadata.get("vocab") {
             Some(v) => Some(Vocab::load(v).map_err(|e| bad("vocab", e))?),
             None => None,
         };
-        let normalizer = match file.metadata.get("normalizer") {
+        let normalizer = match metadata.get("normalizer") {
             Some(v) => Some(Normalizer::from_metadata(v).map_err(|e| bad("normalizer", e))?),
             None => None,
         };
@@ -323,14 +363,26 @@ impl Checkpoint {
             Task::Text => Head::Language {
                 vocab: match &vocab {
                     Some(v) => v.len(),
-                    None => dim_of(file, "embedding.weight", 2, 0)?,
+                    None => dim_of(
+                        &path,
+                        "embedding.weight",
+                        file.shape("embedding.weight"),
+                        2,
+                        0,
+                    )?,
                 },
                 embed: s.embed,
             },
             Task::Series => Head::Regression {
                 features: match &normalizer {
                     Some(n) => n.features.len(),
-                    None => dim_of(file, "lstm.weight_ih_l0", 2, 1)?,
+                    None => dim_of(
+                        &path,
+                        "lstm.weight_ih_l0",
+                        file.shape("lstm.weight_ih_l0"),
+                        2,
+                        1,
+                    )?,
                 },
                 outputs: s.horizon,
             },
@@ -342,7 +394,10 @@ impl Checkpoint {
         net.cell = s.cell().unwrap_or_default();
         net.weight_drop = s.weight_drop;
         net.zoneout = (s.zoneout_h, s.zoneout_c);
-        let (floats, ints) = file.params_and_counters()?;
+        let (floats, ints) = match src {
+            Source::File(f) => f.params_and_counters()?,
+            Source::Tensors(floats, ints) => (floats, ints),
+        };
         let values = table_values(&net.table(), &floats, &path)?;
         // The running statistics, checked now rather than at first use.
         table_values(&net.stats_table(), &floats, &path)?;

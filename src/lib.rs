@@ -25,6 +25,7 @@ pub mod kernels;
 pub mod lstm;
 pub mod model;
 pub mod rng;
+pub mod run;
 pub mod schedule;
 pub mod train;
 
@@ -35,3 +36,4 @@ pub use infer::Model;
 pub use kernels::cell::Cell;
 pub use lstm::{Batch, Grads, Lstm, Outputs, Upstream};
 pub use model::{Links, LstmConfig, LstmModel, NamedTensor};
+pub use run::Run;

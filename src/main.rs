@@ -73,9 +73,15 @@ fn usage_error(e: clap::Error) -> ExitCode {
 }
 
 /// A value outside a flag's named ones, said as the settings' own checks
-/// say it (`--norm group: expected none, layer, ...`), the names included.
+/// say it (`--norm group: expected none, layer, ...`), the names included:
+/// the library's choices refuse a name themselves (their `FromStr`), other
+/// flags through clap's list of values.
 fn invalid_value(e: &clap::Error) -> Option<String> {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() == ErrorKind::ValueValidation {
+        let own = std::error::Error::source(e)?.downcast_ref::<lstm_wgpu::Error>()?;
+        return Some(own.to_string());
+    }
     if e.kind() != ErrorKind::InvalidValue {
         return None;
     }
@@ -91,6 +97,6 @@ fn invalid_value(e: &clap::Error) -> Option<String> {
     };
     Some(format!(
         "{flag} {value}: expected {}",
-        cli::choice::or_list(valid)
+        lstm_wgpu::run::choice::or_list(valid)
     ))
 }

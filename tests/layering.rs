@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["lstm"],
     &["train"],
     &["infer"],
+    &["run"],
 ];
 
 fn layer(module: &str) -> Option<usize> {
@@ -127,6 +128,7 @@ fn module_of(segment: &str) -> String {
         "Batch" | "Links" | "LstmConfig" | "LstmModel" | "NamedTensor" => "model".into(),
         "Grads" | "Lstm" | "Outputs" | "Upstream" => "lstm".into(),
         "Model" => "infer".into(),
+        "Run" => "run".into(),
         other => other.into(),
     }
 }

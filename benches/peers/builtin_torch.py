@@ -20,7 +20,7 @@ steps and at the end, 10 % validation, data seed 0):
    deterministic`) trains from them.
 4. PyTorch (float32, CPU, `--threads` threads) trains the same model from
    the same weights over the same batches in the same order, with the same
-   state handling and validation as `src/cli/train/` (data.rs, validation.rs):
+   state handling and validation as `src/run/` (data.rs, validation.rs):
    - text: PyTorch's word_language_model batchify/get_batch over the dumped
      text (the code of train_torch.py), state carried (detached) between
      windows and reset at each epoch start; validation over the whole

@@ -1,5 +1,6 @@
-//! The `lstm_wgpu` Python module: `Model` (a trained checkpoint) and `LSTM`
-//! (forward and backward on tensors the caller brings), numpy in and out.
+//! The `lstm_wgpu` Python module: `train` (the CLI's `train` as a call),
+//! `Model` (a trained checkpoint) and `LSTM` (forward and backward on
+//! tensors the caller brings), numpy in and out.
 //!
 //! Every entry point runs inside [`guard`]: an engine error becomes a Python
 //! exception carrying the engine's one-line message, and a panic is caught
@@ -21,7 +22,12 @@ use std::sync::{Arc, Mutex};
 /// `RuntimeError`, everything else (bad files, tensors, shapes, settings, a
 /// model of the wrong task) `ValueError`.
 fn py_err(e: Error) -> PyErr {
-    let msg = e.to_string();
+    // One line, as the CLI says it (wgpu's messages span several).
+    let msg = e
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     match e {
         Error::NoAdapter(_) | Error::Device(_) | Error::Gpu(_) | Error::TooLarge { .. } => {
             PyRuntimeError::new_err(msg)
@@ -714,9 +720,297 @@ impl PyLstm {
     }
 }
 
+/// A keyword argument of `train` as JSON for the library's settings:
+/// None, bools, ints, floats, strings and paths (`os.PathLike`); a list
+/// of strings is joined with commas (`features=["a", "b"]`).
+fn setting_json(key: &str, v: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
+    use serde_json::Value as J;
+    if v.is_none() {
+        return Ok(J::Null);
+    }
+    if let Ok(b) = v.cast::<pyo3::types::PyBool>() {
+        return Ok(J::Bool(b.is_true()));
+    }
+    if v.is_instance_of::<pyo3::types::PyInt>() {
+        return match v.extract::<i64>() {
+            Ok(i) => Ok(J::from(i)),
+            Err(_) => {
+                Ok(J::from(v.extract::<u64>().map_err(|_| {
+                    invalid(format!("{key}: {v} does not fit 64 bits"))
+                })?))
+            }
+        };
+    }
+    if v.is_instance_of::<pyo3::types::PyFloat>() {
+        let x: f64 = v.extract()?;
+        return serde_json::Number::from_f64(x)
+            .map(J::Number)
+            .ok_or_else(|| invalid(format!("{key}: {x} is not a finite number")));
+    }
+    if let Ok(s) = v.extract::<String>() {
+        return Ok(J::String(s));
+    }
+    if v.hasattr("__fspath__")? {
+        let p: std::path::PathBuf = v.extract()?;
+        return Ok(J::String(p.to_string_lossy().into_owned()));
+    }
+    if let Ok(items) = v.extract::<Vec<String>>() {
+        return Ok(J::String(items.join(",")));
+    }
+    Err(pyo3::exceptions::PyTypeError::new_err(format!(
+        "{key}: unsupported type {}",
+        v.get_type().name()?
+    )))
+}
+
+/// The library's settings from `train`'s keyword arguments (the CLI's
+/// flags with underscores): unknown names raise `TypeError`, bad values
+/// `ValueError` with the CLI's message.
+fn run_config(settings: Option<&Bound<'_, PyDict>>) -> PyResult<RunSettings> {
+    use engine::model::precision::{LossScaleChoice, PrecisionChoice};
+    let mut obj = serde_json::Map::new();
+    let (mut precision, mut loss_scale) = (None, LossScaleChoice::default());
+    for (k, v) in settings.into_iter().flat_map(|d| d.iter()) {
+        let key: String = k.extract()?;
+        match key.as_str() {
+            // Command-line only in TOML; taken here as in `--precision`.
+            "precision" if !v.is_none() => {
+                let s: String = v.extract()?;
+                precision = Some(
+                    PrecisionChoice::parse(&s)
+                        .map_err(|e| invalid(format!("--precision {s}: {e}")))?,
+                );
+            }
+            "loss_scale" if !v.is_none() => {
+                let s: String = v
+                    .extract::<String>()
+                    .or_else(|_| v.str().map(|x| x.to_string()))?;
+                loss_scale = LossScaleChoice::parse(&s)
+                    .map_err(|e| invalid(format!("--loss-scale {s}: {e}")))?;
+            }
+            "precision" | "loss_scale" => {}
+            _ => {
+                obj.insert(key.replace('_', "-"), setting_json(&key, &v)?);
+            }
+        }
+    }
+    let one = |k: &str, v: &serde_json::Value| {
+        let mut m = serde_json::Map::new();
+        m.insert(k.to_string(), v.clone());
+        serde_json::from_value::<engine::run::Config>(serde_json::Value::Object(m))
+    };
+    let mut config = match serde_json::from_value::<engine::run::Config>(obj.clone().into()) {
+        Ok(c) => c,
+        Err(e) => {
+            // Name the argument: the first that fails alone.
+            for (k, v) in &obj {
+                if let Err(e) = one(k, v) {
+                    let name = k.replace('-', "_");
+                    let msg = e.to_string();
+                    if msg.starts_with("unknown field") {
+                        let cli_only = [
+                            "config",
+                            "metrics",
+                            "tensorboard",
+                            "plot",
+                            "plot_log",
+                            "no_progress",
+                            "dump_data",
+                        ];
+                        let why = match cli_only.contains(&name.as_str()) {
+                            true => {
+                                " (a command-line output of `lstm-wgpu train`: the history \
+                                     returned holds every step's metrics)"
+                            }
+                            false => "",
+                        };
+                        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                            "train() got an unexpected keyword argument '{name}'{why}"
+                        )));
+                    }
+                    // The choices' own messages name the flag already.
+                    return Err(invalid(match msg.starts_with("--") {
+                        true => msg,
+                        false => format!("{name}: {msg}"),
+                    }));
+                }
+            }
+            return Err(invalid(e.to_string()));
+        }
+    };
+    config.precision = precision;
+    config.loss_scale = loss_scale;
+    Ok(RunSettings(config))
+}
+
+/// [`engine::run::Config`], built from keyword arguments.
+struct RunSettings(engine::run::Config);
+
+/// The data argument of `train`: a path (str or `os.PathLike`), int token
+/// ids with `vocab`, or a float matrix rows × columns (1-D: one column)
+/// named by `columns`.
+fn run_data(
+    py: Python<'_>,
+    data: Option<&Bound<'_, PyAny>>,
+    vocab: Option<&Bound<'_, PyAny>>,
+    columns: Option<Vec<String>>,
+    config: &mut engine::run::Config,
+) -> PyResult<engine::run::Data> {
+    use engine::run::Data;
+    let Some(data) = data.filter(|d| !d.is_none()) else {
+        return Ok(Data::Settings);
+    };
+    if data.is_instance_of::<pyo3::types::PyString>() || data.hasattr("__fspath__")? {
+        config.data = Some(data.extract()?);
+        return Ok(Data::Settings);
+    }
+    let a = py.import("numpy")?.call_method1("asarray", (data,))?;
+    let kind: String = a.getattr("dtype")?.getattr("kind")?.extract()?;
+    match kind.as_str() {
+        "i" | "u" => {
+            let (ids, shape) = array::<i64>(py, &a, "int64", "data")?;
+            if shape.len() != 1 {
+                return Err(invalid(format!(
+                    "data: token ids must be a 1-D array, got shape {shape:?}"
+                )));
+            }
+            let Some(vocab) = vocab.filter(|v| !v.is_none()) else {
+                return Err(invalid(
+                    "data: token ids need vocab=, the characters they stand for (id k is vocab[k])",
+                ));
+            };
+            let chars: String = match vocab.extract::<String>() {
+                Ok(s) => s,
+                Err(_) => vocab.extract::<Vec<String>>()?.concat(),
+            };
+            let vocab =
+                engine::data::Vocab::load(&chars).map_err(|e| invalid(format!("vocab: {e}")))?;
+            let ids = ids
+                .iter()
+                .map(|&i| u32::try_from(i))
+                .collect::<Result<Vec<u32>, _>>()
+                .map_err(|_| invalid("data: token ids must be in 0..2^32"))?;
+            Ok(Data::Tokens { ids, vocab })
+        }
+        "f" => {
+            let (values, shape) = f64_array(py, &a, "data")?;
+            let width = match shape[..] {
+                [_] => 1,
+                [_, f] if f > 0 => f,
+                _ => {
+                    return Err(invalid(format!(
+                        "data: a series must be a 1-D or 2-D array [rows, columns], got shape {shape:?}"
+                    )));
+                }
+            };
+            let columns = columns.unwrap_or_else(|| (1..=width).map(|j| format!("x{j}")).collect());
+            if columns.len() != width {
+                return Err(invalid(format!(
+                    "columns: {} names for {width} columns",
+                    columns.len()
+                )));
+            }
+            Ok(Data::Rows { values, columns })
+        }
+        k => Err(invalid(format!(
+            "data: expected a path, int token ids or a float array, got an array of dtype kind '{k}'"
+        ))),
+    }
+}
+
+/// One step's metrics as a dict, named as in the CLI's `--metrics` file.
+fn step_dict<'py>(py: Python<'py>, m: &engine::run::StepMetrics) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("step", m.step)?;
+    d.set_item("loss", m.loss as f64)?;
+    d.set_item("lr", m.lr)?;
+    d.set_item("grad_norm", m.grad_norm as f64)?;
+    d.set_item("skipped", m.skipped)?;
+    d.set_item("skipped_total", m.skipped_total)?;
+    d.set_item("loss_scale", m.loss_scale as f64)?;
+    d.set_item("explosion", m.health.explosion)?;
+    d.set_item("tokens_per_s", m.tokens_per_s)?;
+    if let Some(v) = &m.validation {
+        d.set_item("val_loss", v.loss)?;
+        if let Some(s) = &v.series {
+            d.set_item("naive_val_loss", s.naive.mse)?;
+            d.set_item("val_mae", s.model.mae)?;
+            d.set_item("val_rmse", s.model.rmse)?;
+            d.set_item("naive_mae", s.naive.mae)?;
+            d.set_item("naive_rmse", s.naive.rmse)?;
+            d.set_item("val_windows", s.windows)?;
+        }
+        if let Some(a) = v.recall {
+            d.set_item("val_recall_acc", a)?;
+        }
+    }
+    if m.early_stop {
+        d.set_item("early_stop", true)?;
+    }
+    Ok(d)
+}
+
+/// Trains a model as `lstm-wgpu train` does, with its flags as keyword
+/// arguments (underscores for dashes: `seq_len=12`, `val_every=50`, ...)
+/// and the data as a path, token ids with `vocab`, or a float matrix with
+/// `columns`. Returns `(model, history)`: the trained `Model` and one dict
+/// per step (`step`, `loss`, `lr`, `grad_norm`, ..., and `val_loss` etc.
+/// after a validation), which `callback`, if given, also gets as each step
+/// ends.
+#[pyfunction]
+#[pyo3(signature = (data = None, *, vocab = None, columns = None, callback = None, **settings))]
+fn train<'py>(
+    py: Python<'py>,
+    data: Option<&Bound<'py, PyAny>>,
+    vocab: Option<&Bound<'py, PyAny>>,
+    columns: Option<Vec<String>>,
+    callback: Option<&Bound<'py, PyAny>>,
+    settings: Option<&Bound<'py, PyDict>>,
+) -> PyResult<(Model, Bound<'py, PyList>)> {
+    guard(|| {
+        let mut config = run_config(settings)?.0;
+        let data = run_data(py, data, vocab, columns, &mut config)?;
+        let p = engine::run::Prepared::new(config, data).map_err(py_err)?;
+        let setup = engine::run::Setup::default();
+        let run = p.start(gpu()?, setup).map_err(py_err)?;
+        let warn = py.import("warnings")?;
+        for w in run.warnings() {
+            warn.call_method1("warn", (w.as_str(),))?;
+        }
+        let history = PyList::empty(py);
+        // The callback's exception (or Ctrl-C), raised once the run ends.
+        let mut raised: Option<PyErr> = None;
+        let r = run.train(|m| {
+            let step = || -> PyResult<()> {
+                let d = step_dict(py, m)?;
+                history.append(&d)?;
+                if let Some(cb) = callback {
+                    cb.call1((d,))?;
+                }
+                py.check_signals()
+            };
+            step().map_err(|e| {
+                raised = Some(e);
+                Error::Invalid("training stopped by the callback".into())
+            })
+        });
+        if let Some(e) = raised {
+            return Err(e);
+        }
+        let trained = r.map_err(py_err)?;
+        Ok((
+            Model {
+                inner: trained.model,
+            },
+            history,
+        ))
+    })
+}
+
 /// The `lstm_wgpu` module.
 #[pymodule(name = "lstm_wgpu")]
 fn lstm_wgpu_py(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(train, m)?)?;
     m.add_class::<Model>()?;
     m.add_class::<PyLstm>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

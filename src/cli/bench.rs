@@ -58,7 +58,7 @@ pub struct BenchArgs {
         default_value = "lstm",
         hide_possible_values = true
     )]
-    pub cell: crate::cli::choice::CellChoice,
+    pub cell: lstm_wgpu::run::choice::CellChoice,
     /// A cell written in WGSL for every workload instead of --cell (rows
     /// then named `<workload>-<file name>`).
     #[arg(long, value_name = "PATH", conflicts_with = "cell")]
@@ -261,15 +261,15 @@ fn print_profile(name: &str, p: &lstm_wgpu::gpu::Profiler) {
 pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
     // Everything is checked before the GPU is opened.
     let mut workloads = Workload::selection(&a.workload)?;
-    let cell = crate::cli::choice::cell_of(a.cell, None, a.cell_file.as_deref())?;
-    crate::cli::choice::check_zoneout(a.zoneout_h, a.zoneout_c, cell, None)?;
+    let cell = lstm_wgpu::run::choice::cell_of(a.cell, None, a.cell_file.as_deref())?;
+    lstm_wgpu::run::choice::check_zoneout(a.zoneout_h, a.zoneout_c, cell, None)?;
     for w in &mut workloads {
         w.net.cell = cell;
         w.net.zoneout = (a.zoneout_h, a.zoneout_c);
     }
     let name = |w: &Workload| match (cell.custom(), a.cell) {
         (Some(c), _) => format!("{}-{}", w.name, c.name),
-        (None, crate::cli::choice::CellChoice::Lstm) => w.name.to_string(),
+        (None, lstm_wgpu::run::choice::CellChoice::Lstm) => w.name.to_string(),
         (None, c) => format!("{}-{c}", w.name),
     };
     if a.steps == 0 {

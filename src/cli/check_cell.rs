@@ -1,8 +1,8 @@
 //! `lstm-wgpu check-cell`: a cell file's backward against central
 //! differences of its forward, then a few training steps of it.
 
-use crate::cli::choice::CellFile;
 use lstm_wgpu::error::{Error, Result};
+use lstm_wgpu::run::choice::CellFile;
 use lstm_wgpu::train::cell_check;
 use std::path::PathBuf;
 

@@ -157,27 +157,16 @@ fn resolve_adapter(label: &str, entry: &str) -> Result<usize> {
         })
 }
 
-/// Host memory a run may plan for: half of `MemTotal` in /proc/meminfo,
-/// or 8 GiB where that cannot be read. Sizes over it are refused before
-/// anything is allocated (a failed allocation aborts the process).
+/// Host memory a run may plan for ([`lstm_wgpu::train::host_budget`]:
+/// half of the machine's).
 pub fn host_budget() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kb.saturating_mul(1024) / 2)
-        })
-        .unwrap_or(8 << 30)
+    lstm_wgpu::train::host_budget()
 }
 
 /// The size limits of a run: the host budget and, with a GPU, its largest
 /// storage buffer.
 pub fn size_limits(ctx: Option<&GpuContext>) -> lstm_wgpu::train::SizeLimits {
-    lstm_wgpu::train::SizeLimits {
-        host_bytes: host_budget(),
-        buffer: ctx.map(|c| c.max_storage_bytes()),
-    }
+    lstm_wgpu::train::SizeLimits::of(ctx)
 }
 
 /// Opens the GPU as the environment says ([`gpu_options_from_env`]),

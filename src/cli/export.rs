@@ -1,9 +1,9 @@
 //! `lstm-wgpu export`: a checkpoint's weights as a PyTorch state_dict, or
 //! the model as an ONNX file.
 
-use crate::cli::train::checkpoint::load_checkpoint;
 use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::infer::Checkpoint;
+use lstm_wgpu::run::checkpoint::load_checkpoint;
 use std::path::PathBuf;
 
 /// Arguments of `export`.

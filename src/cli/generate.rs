@@ -1,14 +1,14 @@
 //! `lstm-wgpu generate`: text sampled from a text checkpoint.
 
 use crate::cli::env::{host_budget, open_gpu, size_limits};
-use crate::cli::train::checkpoint::load_checkpoint;
-use crate::cli::train::data::net_with;
-use crate::cli::train::settings::describe_data;
 use lstm_wgpu::Model;
 use lstm_wgpu::data::Vocab;
 use lstm_wgpu::error::{Error, Result, num};
 use lstm_wgpu::infer::Checkpoint;
 use lstm_wgpu::infer::Sampling;
+use lstm_wgpu::run::checkpoint::load_checkpoint;
+use lstm_wgpu::run::data::net_with;
+use lstm_wgpu::run::settings::describe_data;
 use lstm_wgpu::train::Head;
 use std::path::PathBuf;
 

@@ -27,14 +27,14 @@ pub struct GradArgs {
         default_value = "lstm",
         hide_possible_values = true
     )]
-    pub cell: crate::cli::choice::CellChoice,
+    pub cell: lstm_wgpu::run::choice::CellChoice,
     /// A cell written in WGSL instead of --cell (see `lstm-wgpu
     /// check-cell`); the state_dict's shapes follow its gate count.
     #[arg(long, value_name = "PATH", conflicts_with = "cell")]
     pub cell_file: Option<PathBuf>,
     /// IndRNN's activation: relu | tanh. [default: relu]
     #[arg(long, value_name = "ACT", hide_possible_values = true)]
-    pub activation: Option<crate::cli::choice::ActivationChoice>,
+    pub activation: Option<lstm_wgpu::run::choice::ActivationChoice>,
     /// input, grad_output, grad_h_n, grad_c_n [, h0, c0, lengths]
     /// (a GRU: no grad_c_n, no c0).
     #[arg(long)]
@@ -307,8 +307,8 @@ fn check_flags(a: &GradArgs) -> Result<Links> {
 pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
     // Everything is read and checked on the host before the GPU is opened.
     io::check_output(&a.out, "--out", &[&a.weights, &a.inputs])?;
-    let cell = crate::cli::choice::cell_of(a.cell, a.activation, a.cell_file.as_deref())?;
-    super::choice::check_zoneout(a.zoneout_h, a.zoneout_c, cell, a.norm)?;
+    let cell = lstm_wgpu::run::choice::cell_of(a.cell, a.activation, a.cell_file.as_deref())?;
+    lstm_wgpu::run::choice::check_zoneout(a.zoneout_h, a.zoneout_c, cell, a.norm)?;
     let wfile = TensorFile::read(&a.weights)?;
     let (floats, counters) = wfile.params_and_counters()?;
     let host = LstmModel::host_model(&floats, &counters, a.norm, cell)?;

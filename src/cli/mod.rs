@@ -4,7 +4,6 @@ use lstm_wgpu::error::Result;
 use lstm_wgpu::model::LstmConfig;
 pub mod bench;
 pub mod check_cell;
-pub mod choice;
 pub mod demo;
 pub mod env;
 pub mod export;

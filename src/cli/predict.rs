@@ -1,20 +1,27 @@
 //! `lstm-wgpu predict`: a series checkpoint's forecasts for every window
 //! of a CSV, and `--future` steps past its end.
 
-use crate::cli::choice::MissingChoice;
 use crate::cli::env::{host_budget, open_gpu, size_limits};
-use crate::cli::train::checkpoint::{Loaded, load_checkpoint};
-use crate::cli::train::data::{
-    csv_cell, describe_columns, dev_rows, net_with, series_table, test_windows,
-};
-use crate::cli::train::settings::{RunConfig, describe_data};
 use lstm_wgpu::Model;
 use lstm_wgpu::data::{Normalizer, Selection, SeriesConfig, SeriesDataset, WindowSet};
 use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::infer::Checkpoint;
+use lstm_wgpu::run::checkpoint::{Loaded, load_checkpoint};
+use lstm_wgpu::run::choice::MissingChoice;
+use lstm_wgpu::run::data::{
+    csv_cell, describe_columns, dev_rows, net_with, series_table, test_windows,
+};
+use lstm_wgpu::run::settings::{RunConfig, describe_data};
 use lstm_wgpu::train::Head;
 use lstm_wgpu::train::forecast::SeriesMetrics;
 use std::path::PathBuf;
+
+/// `--missing`'s values, listed in `--help` as clap lists named values.
+fn missing_parser() -> impl clap::builder::TypedValueParser<Value = MissingChoice> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(MissingChoice::NAMES)
+        .map(|s| s.parse::<MissingChoice>().unwrap_or_default())
+}
 
 /// Arguments of `predict`.
 #[derive(clap::Args, Debug)]
@@ -41,7 +48,7 @@ pub struct PredictArgs {
     pub time: Option<String>,
     /// Missing cells: error | drop | ffill | interpolate (default: the
     /// checkpoint's --missing).
-    #[arg(long)]
+    #[arg(long, value_parser = missing_parser())]
     pub missing: Option<MissingChoice>,
     /// Windows per GPU pass.
     #[arg(long, default_value_t = 256)]
@@ -61,7 +68,7 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
     let l = load_checkpoint(&a.checkpoint)?;
     let (c, norm) = run_config(a, &l)?;
     check_future_size(a.future, &c, norm.features.len())?;
-    let sel = series_table(&c)?;
+    let sel = series_table(&c, &lstm_wgpu::run::Data::Settings)?;
     norm.check_matches(&sel.table)
         .map_err(|e| Error::file(&a.data, e))?;
     let ds = dataset(a, &c, &sel, &norm)?;

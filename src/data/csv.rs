@@ -170,6 +170,43 @@ impl CsvTable {
         })
     }
 
+    /// A table of numbers given in memory: `values` row after row,
+    /// `header.len()` per row, as if read from a CSV whose cells print them
+    /// (Rust's shortest round-trip form, so each reads back the same f64;
+    /// NaN is a missing cell). `source` names it in errors, and row r is
+    /// "line r + 2" as in a file under a header line.
+    pub fn from_values(
+        source: impl Into<PathBuf>,
+        header: Vec<String>,
+        values: &[f64],
+    ) -> Result<Self> {
+        let source = source.into();
+        check_header(&source, 1, &header)?;
+        let n = header.len();
+        if n == 0 || values.is_empty() || !values.len().is_multiple_of(n) {
+            return Err(Error::file(
+                &source,
+                format!(
+                    "{} values do not make rows of the {n} named columns",
+                    values.len()
+                ),
+            ));
+        }
+        let (mut cells, mut spans) = (String::new(), Vec::with_capacity(values.len()));
+        for v in values {
+            let at = cells.len();
+            cells.push_str(&v.to_string());
+            spans.push(at..cells.len());
+        }
+        Ok(Self {
+            source,
+            header,
+            cells,
+            spans,
+            lines: (2..values.len() / n + 2).collect(),
+        })
+    }
+
     /// Reads and parses a CSV file.
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();

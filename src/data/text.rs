@@ -316,6 +316,20 @@ impl TextData {
     /// splits it.
     pub fn with_vocab(text: &str, vocab: Vocab, cfg: &TextConfig) -> Result<Self> {
         let tokens = vocab.encode(text)?;
+        Self::from_tokens(tokens, vocab, cfg)
+    }
+
+    /// Splits a text given as token ids of `vocab` (every id must be
+    /// below its size).
+    pub fn from_tokens(tokens: Vec<u32>, vocab: Vocab, cfg: &TextConfig) -> Result<Self> {
+        if let Some(i) = tokens.iter().position(|&t| t as usize >= vocab.len()) {
+            return Err(Error::Invalid(format!(
+                "token id {} at position {i}: the vocabulary has {} characters (ids 0..{})",
+                tokens[i],
+                vocab.len(),
+                vocab.len()
+            )));
+        }
         let n_val = val_count(tokens.len(), cfg.val_fraction)?;
         let (tr, va) = tokens.split_at(tokens.len() - n_val);
         let train = TextStreams::new(tr, cfg.batch, cfg.bptt)

@@ -227,6 +227,31 @@ pub struct SizeLimits {
     pub buffer: Option<(u64, &'static str)>,
 }
 
+impl SizeLimits {
+    /// The limits of this machine: [`host_budget`] for the host, and the
+    /// largest storage buffer of `ctx` when a GPU is open.
+    pub fn of(ctx: Option<&GpuContext>) -> Self {
+        Self {
+            host_bytes: host_budget(),
+            buffer: ctx.map(|c| c.max_storage_bytes()),
+        }
+    }
+}
+
+/// Host memory a run may plan for: half of `MemTotal` in /proc/meminfo,
+/// or 8 GiB where that cannot be read. Sizes over it are refused before
+/// anything is allocated (a failed allocation aborts the process).
+pub fn host_budget() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb.saturating_mul(1024) / 2)
+        })
+        .unwrap_or(8 << 30)
+}
+
 /// Copies of the parameters (f32) the host holds at once at most: initial
 /// values, a checkpoint's parameters and optimizer state (up to three
 /// moments) read back, and the serialized file.

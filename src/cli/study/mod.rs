@@ -7,11 +7,12 @@ mod grads;
 mod svg;
 mod table;
 
-use crate::cli::choice::{Dataset, Task};
-use crate::cli::train::settings::{RunConfig, TrainArgs};
+use crate::cli::train::settings::TrainArgs;
 use crate::cli::train::{Run, prepare, settings};
 use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::io;
+use lstm_wgpu::run::RunConfig;
+use lstm_wgpu::run::choice::{Dataset, Task};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -218,7 +219,7 @@ fn source(a: &StudyArgs) -> Result<(String, String, PathBuf)> {
             let names: Vec<&str> = BUILTINS.iter().map(|b| b.0).collect();
             return Err(Error::Invalid(format!(
                 "--builtin {b}: expected {}",
-                crate::cli::choice::or_list(&names)
+                lstm_wgpu::run::choice::or_list(&names)
             )));
         };
         return Ok((n.to_string(), t.to_string(), builtin_dir()?));
@@ -346,7 +347,7 @@ fn check_run(a: &TrainArgs) -> Result<RunConfig> {
     if a.test_fraction.is_none() && c.task == Task::Series && !adding {
         c.test_fraction = 0.1;
     }
-    prepare(&a, &c, None)?;
+    prepare(&a, c.clone(), None)?;
     Ok(c)
 }
 
@@ -380,10 +381,9 @@ fn open_out(out: &Path, state: &Path, text: &str) -> Result<()> {
 fn train_one(p: &Planned, verbose: bool) -> Result<Record> {
     let (a, c, _) = settings(p.args.clone())?;
     let text = c.task == Task::Text;
-    let mut run = Run::new(a, c, None, verbose)?
+    let run = Run::new(a, c, None, verbose)?
         .ok_or_else(|| Error::Invalid("a study run wrote data instead of training".into()))?;
-    run.steps()?;
-    let r = run.finish()?;
+    let (r, _) = run.train()?;
     let fin = |v: f64| v.is_finite().then_some(v);
     let series = r.end.series;
     let test = r.end.test;

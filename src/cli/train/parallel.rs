@@ -6,12 +6,11 @@
 //! feature, or outside mpirun, every function here is the single process.
 
 use crate::cli::env::gpu_options_for;
-use crate::cli::train::data::Owned;
-use crate::cli::train::settings::{RunConfig, TrainArgs};
-use lstm_wgpu::error::{Error, Result};
+use crate::cli::train::settings::TrainArgs;
+use lstm_wgpu::error::Result;
 use lstm_wgpu::gpu::GpuContext;
-use lstm_wgpu::train::reduce::columns;
-use lstm_wgpu::train::{Head, Trainer};
+use lstm_wgpu::run::{RunConfig, Trained};
+use lstm_wgpu::train::reduce::Reducer;
 use std::sync::Arc;
 
 /// The MPI environment of a run under mpirun, finalized when dropped.
@@ -65,17 +64,17 @@ pub(crate) fn start(c: &RunConfig, timeout_s: Option<u64>) -> Result<Group> {
     #[cfg(feature = "mpi")]
     {
         use mpi::traits::Communicator;
-        let universe = match launched_by_mpi() {
-            true => Some(
-                mpi::initialize()
-                    .ok_or_else(|| Error::Invalid("MPI was already initialized".into()))?,
-            ),
-            false => None,
-        };
+        let universe =
+            match launched_by_mpi() {
+                true => Some(mpi::initialize().ok_or_else(|| {
+                    lstm_wgpu::Error::Invalid("MPI was already initialized".into())
+                })?),
+                false => None,
+            };
         if let Some(u) = &universe {
             let size = u.world().size() as usize;
             if !c.batch.is_multiple_of(size) {
-                return Err(Error::Invalid(format!(
+                return Err(lstm_wgpu::Error::Invalid(format!(
                     "--batch {}: the global batch must divide evenly over the {size} MPI ranks; \
                      use a multiple of {size}",
                     c.batch
@@ -124,16 +123,6 @@ pub(crate) fn rank_args(mut a: TrainArgs) -> TrainArgs {
     a
 }
 
-/// Whether this rank leaves the writing of a checkpoint to rank 0.
-pub(crate) fn skip_write() -> bool {
-    !is_root()
-}
-
-/// The sequences per step of this rank's trainer: its share of `batch`.
-pub(crate) fn local_batch(batch: usize) -> usize {
-    batch / rank_size().1
-}
-
 /// Opens this rank's GPU: under MPI with several ranks and no
 /// `--device` or `WGPU_ADAPTER_NAME`, adapter `rank` modulo the GPUs
 /// ([`lstm_wgpu::gpu::GpuOptions::adapter_index`]); otherwise as a single
@@ -155,84 +144,49 @@ pub(crate) fn open_gpu(verbose: bool) -> Result<Arc<GpuContext>> {
     Ok(Arc::new(ctx))
 }
 
-/// Makes `tr` a rank of the MPI job, if there is one of several ranks.
-/// Refuses what would make the ranks' models differ from one process's:
-/// BatchNorm's batch statistics (per rank; no synchronized BatchNorm yet)
-/// and dropout (masks drawn per local batch position).
-pub(crate) fn attach(tr: &mut Trainer) -> Result<()> {
-    let size = rank_size().1;
-    if size == 1 {
-        return Ok(());
+/// The reducer of this rank's MPI job, if it has several ranks: the
+/// library's run then trains on this rank's share of every global batch
+/// (and refuses what would make the ranks' models differ).
+pub(crate) fn reducer() -> Option<Box<dyn Reducer>> {
+    if rank_size().1 == 1 {
+        return None;
     }
-    if tr.net.norm.has_batch_stats() {
-        return Err(Error::Invalid(format!(
-            "--norm: BatchNorm variants are not supported on {size} MPI ranks yet \
-             (their batch statistics would be each rank's); use LayerNorm or none"
-        )));
-    }
-    if tr.net.dropout > 0.0 {
-        return Err(Error::Invalid(format!(
-            "--dropout {}: dropout is not supported on {size} MPI ranks yet",
-            tr.net.dropout
-        )));
-    }
-    let (rank, b) = (rank_size().0, tr.batch());
-    say(format!(
-        "rank {rank} of {size}: sequences {}..{} of each global batch of {}",
-        rank * b,
-        (rank + 1) * b,
-        b * size
-    ));
     #[cfg(feature = "mpi")]
     {
         let world = mpi::topology::SimpleCommunicator::world();
         let timeout = TIMEOUT.get().copied().flatten();
-        tr.set_reducer(Some(Box::new(
+        Some(Box::new(
             lstm_wgpu::train::mpi::MpiReducer::new(world).with_timeout(timeout),
-        )));
+        ))
     }
-    Ok(())
+    #[cfg(not(feature = "mpi"))]
+    None
 }
 
-/// This rank's shard of a global batch `b`: its contiguous sequences
-/// (columns of the time-major tensors).
-pub(crate) fn shard(tr: &Trainer, b: Owned) -> Owned {
-    let Some(r) = tr.reducer() else { return b };
-    let (mine, all) = (tr.batch(), tr.batch() * r.size());
-    let cols = (r.rank() * mine, mine);
-    match (b, tr.net.head) {
-        (Owned::Tokens(ids, targets), _) => {
-            Owned::Tokens(columns(&ids, all, 1, cols), columns(&targets, all, 1, cols))
-        }
-        (
-            Owned::Series(x, targets, lengths),
-            Head::Regression { features, outputs } | Head::Sequence { features, outputs },
-        ) => Owned::Series(
-            columns(&x, all, features, cols),
-            columns(&targets, all, outputs, cols),
-            lengths.map(|l| l[cols.0..cols.0 + cols.1].to_vec()),
-        ),
-        // A batch of the wrong task: the trainer refuses it as it is.
-        (b, Head::Language { .. }) => b,
-    }
-}
-
-/// Sums `v` over the ranks (validation sums); as it is outside MPI.
-pub(crate) fn sum(tr: &Trainer, v: &mut [f64]) -> Result<()> {
-    match tr.reducer() {
-        Some(r) => r.sum_f64(v),
-        None => Ok(()),
+/// Says which sequences of each global batch of `batch` this rank trains
+/// on, under MPI with several ranks.
+pub(crate) fn joined(batch: usize) {
+    let (rank, size) = rank_size();
+    if size > 1 {
+        let b = batch / size;
+        say(format!(
+            "rank {rank} of {size}: sequences {}..{} of each global batch of {batch}",
+            rank * b,
+            (rank + 1) * b,
+        ));
     }
 }
 
 /// Under MPI, says on stderr which rank this is and a CRC-32C of its
 /// parameters' bits, so that a run shows every rank holding the same
 /// weights.
-pub(crate) fn report(tr: &Trainer) -> Result<()> {
+pub(crate) fn report(t: &Trained) -> Result<()> {
     let (rank, size) = rank_size();
     if size > 1 {
-        let p = &tr.lstm.model;
-        let v = tr.ctx().read_f32(&p.params, 0, p.table.total)?;
+        // The parameters in table order, as the trainer's flat buffer.
+        let v: Vec<f32> = (t.model.checkpoint().state_dict().into_iter())
+            .flat_map(|t| t.data)
+            .collect();
         let crc = crc32c::crc32c(bytemuck::cast_slice(&v));
         say(format!(
             "rank {rank} of {size}: parameters crc32c {crc:08x}"

@@ -1,20 +1,20 @@
 //! What a run reports at its end: the plot and the final line.
 
-use crate::cli::train::checkpoint::RunState;
-use crate::cli::train::data::Data;
-use crate::cli::train::settings::RunConfig;
 use lstm_wgpu::error::Result;
 use lstm_wgpu::io;
+use lstm_wgpu::run::RunConfig;
+use lstm_wgpu::run::checkpoint::RunState;
 use lstm_wgpu::train::forecast::SeriesMetrics;
-use lstm_wgpu::train::metrics::{Panel, plot_svg};
+use lstm_wgpu::train::metrics::{Panel, Value, plot_svg};
 use std::path::Path;
 
 /// The SVG of the loss curves (log scale when `log`), with the naive
-/// baseline's loss on series, over the gradient norms (log scale).
+/// baseline's loss on series (whose target column is `target`), over the
+/// gradient norms (log scale).
 pub(crate) fn write_plot(
     p: &Path,
     c: &RunConfig,
-    data: &Data,
+    target: Option<&str>,
     series: Option<&SeriesMetrics>,
     [curve, val_curve, grad]: [&[(f64, f64)]; 3],
     log: bool,
@@ -28,10 +28,9 @@ pub(crate) fn write_plot(
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_else(|| format!("built-in {}", c.dataset))
     );
-    let (val_name, naive_name, naive) = match (series, data) {
-        (Some(m), Data::Series(_, sel)) => {
+    let (val_name, naive_name, naive) = match (series, target) {
+        (Some(m), Some(unit)) => {
             let (a, b) = (val_curve.first(), val_curve.last());
-            let unit = &sel.table.target_name;
             (
                 format!(
                     "val loss (last: MAE {:.4}, RMSE {:.4} {unit})",
@@ -75,6 +74,18 @@ pub(crate) fn write_plot(
     };
     io::write_atomic(p, plot_svg(&title, &[loss, norms]).as_bytes())?;
     Ok(())
+}
+
+/// The metrics-file fields of a series validation.
+pub(crate) fn series_fields(m: &SeriesMetrics) -> Vec<(&'static str, Value)> {
+    vec![
+        ("naive_val_loss", Value::Float(m.naive.mse)),
+        ("val_mae", Value::Float(m.model.mae)),
+        ("val_rmse", Value::Float(m.model.rmse)),
+        ("naive_mae", Value::Float(m.naive.mae)),
+        ("naive_rmse", Value::Float(m.naive.rmse)),
+        ("val_windows", Value::Int(m.windows as i64)),
+    ]
 }
 
 /// How a run ended, for its final line.

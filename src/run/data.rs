@@ -1,31 +1,103 @@
-//! A run's data: loading, batches per step, splits and `--dump-data`.
+//! A run's data: what the caller gives ([`Data`]), loading it, batches
+//! per step, splits and `--dump-data`.
 
-use crate::cli::choice::{Dataset, MissingChoice, Task};
-use crate::cli::env::host_budget;
-use crate::cli::train::settings::{RunConfig, describe_data, init_of, norm_of};
-use lstm_wgpu::data::{
+use crate::data::{
     AddingTask, CopyTask, CsvTable, Normalizer, SelectOptions, Selection, SeriesConfig,
     SeriesDataset, SeriesTable, Split, TextConfig, TextData, Vocab, WindowSet, val_count,
 };
-use lstm_wgpu::error::{Error, Result, num};
-use lstm_wgpu::io;
-use lstm_wgpu::train::{Carry, Head, NetConfig, StepData};
+use crate::error::{Error, Result, num};
+use crate::io;
+use crate::run::choice::{Dataset, MissingChoice, Task};
+use crate::run::settings::{RunConfig, describe_data, init_of, norm_of};
+use crate::train::reduce::columns;
+use crate::train::{Carry, Head, NetConfig, StepData, Trainer};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The data of a run.
-pub(crate) enum Data {
+/// The data a run trains on, when the caller holds it: token ids or the
+/// rows of a series, in memory. [`Data::Settings`] takes the settings'
+/// `data` file or built-in `dataset` instead.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Data {
+    /// The file [`crate::run::Config::data`] names (text, or a CSV for
+    /// series), or the built-in [`crate::run::Config::dataset`].
+    #[default]
+    Settings,
+    /// A text (task text) as token ids, and the characters they stand for
+    /// (id k is `vocab.chars[k]`; checkpoints keep the vocabulary).
+    Tokens {
+        /// The ids, in text order.
+        ids: Vec<u32>,
+        /// Their vocabulary.
+        vocab: Vocab,
+    },
+    /// A series (task series): `values` row after row, one value per
+    /// column of `columns` (their names). The settings' `features`,
+    /// `target`, `time` and `missing` choose among the columns as among a
+    /// CSV's (by default the target is the last column, and every column
+    /// that does not look like a time index is a feature); NaN is a
+    /// missing value.
+    Rows {
+        /// rows × columns values, row-major.
+        values: Vec<f64>,
+        /// The columns' names.
+        columns: Vec<String>,
+    },
+}
+
+impl Data {
+    /// A text as token ids of its own vocabulary (its distinct characters,
+    /// sorted), as `--data FILE` reads a text file.
+    pub fn text(text: &str) -> Result<Self> {
+        let vocab = Vocab::from_text(text)?;
+        Ok(Data::Tokens {
+            ids: vocab.encode(text)?,
+            vocab,
+        })
+    }
+
+    /// A series of `columns.len()` named columns, `values` row after row.
+    pub fn rows(values: Vec<f64>, columns: &[&str]) -> Self {
+        Data::Rows {
+            values,
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    /// The task of data given in memory (`None` for [`Data::Settings`]).
+    pub fn task(&self) -> Option<Task> {
+        match self {
+            Data::Settings => None,
+            Data::Tokens { .. } => Some(Task::Text),
+            Data::Rows { .. } => Some(Task::Series),
+        }
+    }
+}
+
+/// What [`Data::Rows`] are called in messages.
+pub const ROWS_SOURCE: &str = "data in memory";
+
+/// The data of a run, loaded.
+pub enum RunData {
+    /// A text.
     Text(TextData),
+    /// The copy task.
     Copy(CopyTask),
+    /// A series and its chosen columns.
     Series(SeriesDataset, Box<Selection>),
+    /// The adding problem.
     Adding(AddingTask),
 }
 
-pub(crate) fn load_data(
+/// Loads the data of run `c`: `given` in memory, or its file or built-in
+/// dataset; with the vocabulary or normaliser of the checkpoint it resumes,
+/// if any.
+pub fn load_data(
     c: &RunConfig,
+    given: &Data,
     vocab: Option<Vocab>,
     norm: Option<Normalizer>,
-) -> Result<Data> {
+) -> Result<RunData> {
     if c.task == Task::Text {
         let tc = TextConfig {
             batch: c.batch,
@@ -33,18 +105,33 @@ pub(crate) fn load_data(
             bptt: c.seq_len,
             val_fraction: c.val_fraction,
         };
+        if let Data::Tokens { ids, vocab: v } = given {
+            if let Some(stored) = vocab
+                && stored != *v
+            {
+                return Err(Error::Invalid(format!(
+                    "the vocabulary given ({} characters) is not the one the run was trained                      with ({} characters)",
+                    v.len(),
+                    stored.len()
+                )));
+            }
+            return Ok(RunData::Text(TextData::from_tokens(
+                ids.clone(),
+                v.clone(),
+                &tc,
+            )?));
+        }
         return Ok(match (&c.data, c.dataset) {
-            (Some(p), _) => Data::Text(TextData::from_file(p, &tc, vocab)?),
-            (None, Dataset::Copy) => Data::Copy(CopyTask::new(
+            (Some(p), _) => RunData::Text(TextData::from_file(p, &tc, vocab)?),
+            (None, Dataset::Copy) => RunData::Copy(CopyTask::new(
                 c.seq_len.max(4) / 4,
                 c.seq_len.max(4) - 2 * (c.seq_len.max(4) / 4),
                 8,
                 c.seed,
             )?),
             (None, _) => {
-                let text =
-                    lstm_wgpu::data::generated_text(lstm_wgpu::data::DEFAULT_TEXT_BYTES, c.seed);
-                Data::Text(match vocab {
+                let text = crate::data::generated_text(crate::data::DEFAULT_TEXT_BYTES, c.seed);
+                RunData::Text(match vocab {
                     Some(v) => TextData::with_vocab(&text, v, &tc)?,
                     None => TextData::new(&text, &tc)?,
                 })
@@ -56,13 +143,14 @@ pub(crate) fn load_data(
         horizon: c.horizon,
         val_fraction: c.val_fraction,
     };
-    if c.data.is_none() && c.dataset == Dataset::Adding {
-        return Ok(Data::Adding(AddingTask::new(c.seq_len.max(2), c.seed)?));
+    if c.data.is_none() && !c.in_memory && c.dataset == Dataset::Adding {
+        return Ok(RunData::Adding(AddingTask::new(c.seq_len.max(2), c.seed)?));
     }
-    let sel = series_table(c)?;
-    let in_file = |e: Error| match (&c.data, e) {
-        (Some(p), Error::Invalid(m)) => Error::file(p, m),
-        (_, e) => e,
+    let sel = series_table(c, given)?;
+    let in_file = |e: Error| match (&c.data, c.in_memory, e) {
+        (Some(p), _, Error::Invalid(m)) => Error::file(p, m),
+        (None, true, Error::Invalid(m)) => Error::file(ROWS_SOURCE, m),
+        (_, _, e) => e,
     };
     // The test rows come last: training and validation see only the rows
     // before them.
@@ -72,13 +160,13 @@ pub(crate) fn load_data(
         None => SeriesDataset::new(&dev, &sc),
     }
     .map_err(in_file)?;
-    Ok(Data::Series(ds, Box::new(sel)))
+    Ok(RunData::Series(ds, Box::new(sel)))
 }
 
 /// The rows of `t` before the test split of `--test-fraction` (all of
 /// them without one), checked to leave a training window and to hold a
 /// test window.
-pub(crate) fn dev_rows(c: &RunConfig, t: &SeriesTable) -> Result<SeriesTable> {
+pub fn dev_rows(c: &RunConfig, t: &SeriesTable) -> Result<SeriesTable> {
     let n = t.len();
     let n_test = val_count(n, c.test_fraction)?;
     if c.test_fraction == 0.0 {
@@ -115,16 +203,16 @@ pub(crate) fn dev_rows(c: &RunConfig, t: &SeriesTable) -> Result<SeriesTable> {
 /// whose targets all lie in the test rows (its inputs may reach back into
 /// the validation rows, as a forecaster's would), normalized with the
 /// training rows' statistics.
-pub(crate) fn test_set(c: &RunConfig, data: &Data) -> Result<Option<WindowSet>> {
+pub fn test_set(c: &RunConfig, data: &RunData) -> Result<Option<WindowSet>> {
     match data {
-        Data::Series(ds, sel) => test_windows(c, &sel.table, &ds.norm),
+        RunData::Series(ds, sel) => test_windows(c, &sel.table, &ds.norm),
         _ => Ok(None),
     }
 }
 
 /// The test windows of `--test-fraction` over the rows of `table`, as
 /// [`test_set`]'s, with the statistics `norm`.
-pub(crate) fn test_windows(
+pub fn test_windows(
     c: &RunConfig,
     table: &SeriesTable,
     norm: &Normalizer,
@@ -144,12 +232,19 @@ pub(crate) fn test_windows(
     Ok(all.val)
 }
 
-/// The columns of a series run: the `--data` CSV's chosen columns or the
-/// built-in `sine` / `mackey-glass` series.
-pub(crate) fn series_table(c: &RunConfig) -> Result<Selection> {
-    match &c.data {
-        Some(p) => {
-            let csv = CsvTable::read(p)?;
+/// The columns of a series run: the `--data` CSV's (or the rows `given`
+/// in memory) chosen columns, or the built-in `sine` / `mackey-glass`
+/// series.
+pub fn series_table(c: &RunConfig, given: &Data) -> Result<Selection> {
+    let csv = match (&c.data, given) {
+        (Some(p), _) => Some(CsvTable::read(p)?),
+        (None, Data::Rows { values, columns }) => {
+            Some(CsvTable::from_values(ROWS_SOURCE, columns.clone(), values)?)
+        }
+        (None, _) => None,
+    };
+    match csv {
+        Some(csv) => {
             let o = SelectOptions {
                 features: c
                     .features
@@ -163,8 +258,7 @@ pub(crate) fn series_table(c: &RunConfig) -> Result<Selection> {
         }
         None => {
             let b = c.dataset.builtin();
-            let table =
-                lstm_wgpu::data::builtin_series(b, lstm_wgpu::data::DEFAULT_SERIES_LEN, c.seed)?;
+            let table = crate::data::builtin_series(b, crate::data::DEFAULT_SERIES_LEN, c.seed)?;
             Ok(Selection {
                 rows: (1..=table.len()).collect(),
                 table,
@@ -176,7 +270,7 @@ pub(crate) fn series_table(c: &RunConfig) -> Result<Selection> {
 }
 
 /// One line naming the columns a series run uses.
-pub(crate) fn describe_columns(c: &RunConfig, sel: &Selection) -> String {
+pub fn describe_columns(c: &RunConfig, sel: &Selection) -> String {
     let t = &sel.table;
     let mut s = format!(
         "columns: features [{}], target `{}`",
@@ -189,7 +283,7 @@ pub(crate) fn describe_columns(c: &RunConfig, sel: &Selection) -> String {
     for (name, why) in &sel.unused_time {
         s += &format!("; `{name}` is not a feature ({why}; name it in --features to use it)");
     }
-    if c.data.is_some() {
+    if c.data.is_some() || c.in_memory {
         s += &format!("; missing cells: {}", c.missing);
         if c.missing == MissingChoice::Drop {
             s += &format!(" ({} rows kept)", t.len());
@@ -207,20 +301,27 @@ pub(crate) fn describe_columns(c: &RunConfig, sel: &Selection) -> String {
 /// step k + 1's), `val.inputs`, `val.targets` with a leading axis of the
 /// [`VAL_BATCHES`] validation batches, `train.lengths` / `val.lengths`
 /// under `--min-len`; ids and lengths i64, values f32; time-major as the
-/// trainer (inputs [T, B] or [T, B, 2], adding targets [B, 1]).
-pub(crate) fn dump_data(path: &Path, c: &RunConfig, data: &Data, steps: usize) -> Result<()> {
+/// trainer (inputs [T, B] or [T, B, 2], adding targets [B, 1]). Returns
+/// the line that says what it wrote.
+pub fn dump_data(
+    path: &Path,
+    c: &RunConfig,
+    given: &Data,
+    data: &RunData,
+    steps: usize,
+    budget: u64,
+) -> Result<String> {
     let what = match data {
-        Data::Text(_) => {
-            let text = match &c.data {
-                Some(p) => lstm_wgpu::data::read_text(p)?,
-                None => {
-                    lstm_wgpu::data::generated_text(lstm_wgpu::data::DEFAULT_TEXT_BYTES, c.seed)
-                }
+        RunData::Text(_) => {
+            let text = match (&c.data, given) {
+                (Some(p), _) => crate::data::read_text(p)?,
+                (None, Data::Tokens { ids, vocab }) => vocab.decode(ids),
+                (None, _) => crate::data::generated_text(crate::data::DEFAULT_TEXT_BYTES, c.seed),
             };
             io::write_atomic(path, text.as_bytes())?;
             format!("{} characters of text", text.chars().count())
         }
-        Data::Series(_, sel) => {
+        RunData::Series(_, sel) => {
             let t = &sel.table;
             let mut cols: Vec<(&str, &[f64])> = t
                 .feature_names
@@ -242,10 +343,11 @@ pub(crate) fn dump_data(path: &Path, c: &RunConfig, data: &Data, steps: usize) -
             io::write_atomic(path, s.as_bytes())?;
             format!("a CSV of {} rows of {}", t.len(), names.join(", "))
         }
-        Data::Copy(task) => {
+        RunData::Copy(task) => {
             check_dump_size(
                 steps,
                 task.seq_len().saturating_mul(c.batch).saturating_mul(16),
+                budget,
             )?;
             let mut d = DumpTensors::default();
             for (split, n) in [(Split::Train, steps), (Split::Val, VAL_BATCHES)] {
@@ -262,9 +364,9 @@ pub(crate) fn dump_data(path: &Path, c: &RunConfig, data: &Data, steps: usize) -
             d.write(path, c)?;
             format!("{steps} training and {VAL_BATCHES} validation batches")
         }
-        Data::Adding(task) => {
+        RunData::Adding(task) => {
             let per = task.seq_len.saturating_mul(8).saturating_add(20);
-            check_dump_size(steps, per.saturating_mul(c.batch))?;
+            check_dump_size(steps, per.saturating_mul(c.batch), budget)?;
             let mut d = DumpTensors::default();
             for (split, n) in [(Split::Train, steps), (Split::Val, VAL_BATCHES)] {
                 let (mut x, mut y, mut lens) = (Vec::new(), Vec::new(), Vec::new());
@@ -289,17 +391,16 @@ pub(crate) fn dump_data(path: &Path, c: &RunConfig, data: &Data, steps: usize) -
             format!("{steps} training and {VAL_BATCHES} validation batches")
         }
     };
-    eprintln!(
+    Ok(format!(
         "dump-data: wrote {what} ({}) to {}",
         describe_data(c),
         path.display()
-    );
-    Ok(())
+    ))
 }
 
 /// Tensors of a `--dump-data` safetensors file.
 #[derive(Default)]
-pub(crate) struct DumpTensors(Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>);
+pub struct DumpTensors(Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>);
 
 impl DumpTensors {
     fn name(split: Split, what: &str) -> String {
@@ -332,21 +433,21 @@ impl DumpTensors {
     }
 }
 
-pub(crate) fn net_of(c: &RunConfig, data: &Data) -> Result<NetConfig> {
+pub fn net_of(c: &RunConfig, data: &RunData) -> Result<NetConfig> {
     let head = match data {
-        Data::Text(t) => Head::Language {
+        RunData::Text(t) => Head::Language {
             vocab: t.vocab.len(),
             embed: c.embed,
         },
-        Data::Copy(k) => Head::Language {
+        RunData::Copy(k) => Head::Language {
             vocab: k.vocab_size(),
             embed: c.embed,
         },
-        Data::Series(s, _) => Head::Regression {
+        RunData::Series(s, _) => Head::Regression {
             features: s.train.num_features(),
             outputs: c.horizon,
         },
-        Data::Adding(_) => Head::Regression {
+        RunData::Adding(_) => Head::Regression {
             features: 2,
             outputs: 1,
         },
@@ -355,32 +456,32 @@ pub(crate) fn net_of(c: &RunConfig, data: &Data) -> Result<NetConfig> {
 }
 
 /// The network of a run's settings around `head`.
-pub(crate) fn net_with(c: &RunConfig, head: Head) -> Result<NetConfig> {
+pub fn net_with(c: &RunConfig, head: Head) -> Result<NetConfig> {
     let mut net = NetConfig::new(head, c.hidden, c.layers);
     net.norm = norm_of(c);
     net.dropout = c.dropout;
     net.residual = c.residual;
     net.init = init_of(c);
-    net.cell = crate::cli::train::settings::run_cell(c)?;
+    net.cell = crate::run::settings::run_cell(c)?;
     net.weight_drop = c.weight_drop;
     net.zoneout = (c.zoneout_h, c.zoneout_c);
     Ok(net)
 }
 
 /// Batches per epoch of the training split.
-pub(crate) fn epoch_len(c: &RunConfig, data: &Data) -> usize {
+pub fn epoch_len(c: &RunConfig, data: &RunData) -> usize {
     match data {
-        Data::Text(t) => t.train.num_windows(),
-        Data::Series(s, _) => s.train.num_batches(c.batch, true),
-        Data::Copy(_) | Data::Adding(_) => 100,
+        RunData::Text(t) => t.train.num_windows(),
+        RunData::Series(s, _) => s.train.num_batches(c.batch, true),
+        RunData::Copy(_) | RunData::Adding(_) => 100,
     }
 }
 
 /// Owned batch for step `k` (0-based) of the training split, and whether
 /// its state continues the previous step's.
-pub(crate) fn train_batch(c: &RunConfig, data: &Data, k: usize) -> Result<(usize, Owned, Carry)> {
+pub fn train_batch(c: &RunConfig, data: &RunData, k: usize) -> Result<(usize, Owned, Carry)> {
     match data {
-        Data::Text(t) => {
+        RunData::Text(t) => {
             let nw = t.train.num_windows();
             let w = k % nw;
             let b = t.train.get_batch(w);
@@ -390,11 +491,11 @@ pub(crate) fn train_batch(c: &RunConfig, data: &Data, k: usize) -> Result<(usize
                 if w == 0 { Carry::Zero } else { Carry::Continue },
             ))
         }
-        Data::Copy(task) => {
+        RunData::Copy(task) => {
             let b = task.batch(Split::Train, k as u64, c.batch)?;
             Ok((b.seq_len, Owned::Tokens(b.inputs, b.targets), Carry::Zero))
         }
-        Data::Series(s, _) => {
+        RunData::Series(s, _) => {
             let nb = s.train.num_batches(c.batch, true).max(1);
             let (epoch, i) = (k / nb, k % nb);
             let seed = (!c.deterministic_order).then_some(c.seed);
@@ -406,7 +507,7 @@ pub(crate) fn train_batch(c: &RunConfig, data: &Data, k: usize) -> Result<(usize
                 Carry::Zero,
             ))
         }
-        Data::Adding(task) => Ok((
+        RunData::Adding(task) => Ok((
             task.seq_len,
             adding_batch(c, task, Split::Train, k as u64)?,
             Carry::Zero,
@@ -415,12 +516,7 @@ pub(crate) fn train_batch(c: &RunConfig, data: &Data, k: usize) -> Result<(usize
 }
 
 /// An adding-problem batch, with random lengths under `--min-len`.
-pub(crate) fn adding_batch(
-    c: &RunConfig,
-    task: &AddingTask,
-    split: Split,
-    i: u64,
-) -> Result<Owned> {
+pub fn adding_batch(c: &RunConfig, task: &AddingTask, split: Split, i: u64) -> Result<Owned> {
     Ok(match c.min_len {
         Some(m) => {
             let (b, lens) = task.batch_lengths(split, i, c.batch, m)?;
@@ -433,13 +529,13 @@ pub(crate) fn adding_batch(
     })
 }
 
-pub(crate) enum Owned {
+pub enum Owned {
     Tokens(Vec<u32>, Vec<u32>),
     Series(Vec<f32>, Vec<f32>, Option<Vec<usize>>),
 }
 
 impl Owned {
-    pub(crate) fn view(&self) -> StepData<'_> {
+    pub fn view(&self) -> StepData<'_> {
         match self {
             Owned::Tokens(ids, targets) => StepData::tokens(ids, targets),
             Owned::Series(x, targets, lengths) => StepData::Series {
@@ -451,14 +547,38 @@ impl Owned {
     }
 }
 
+/// This rank's shard of a global batch `b` of a data-parallel run (the
+/// trainer's reducer): its contiguous sequences (columns of the
+/// time-major tensors); `b` itself outside one.
+pub fn shard(tr: &Trainer, b: Owned) -> Owned {
+    let Some(r) = tr.reducer() else { return b };
+    let (mine, all) = (tr.batch(), tr.batch() * r.size());
+    let cols = (r.rank() * mine, mine);
+    match (b, tr.net.head) {
+        (Owned::Tokens(ids, targets), _) => {
+            Owned::Tokens(columns(&ids, all, 1, cols), columns(&targets, all, 1, cols))
+        }
+        (
+            Owned::Series(x, targets, lengths),
+            Head::Regression { features, outputs } | Head::Sequence { features, outputs },
+        ) => Owned::Series(
+            columns(&x, all, features, cols),
+            columns(&targets, all, outputs, cols),
+            lengths.map(|l| l[cols.0..cols.0 + cols.1].to_vec()),
+        ),
+        // A batch of the wrong task: the trainer refuses it as it is.
+        (b, Head::Language { .. }) => b,
+    }
+}
+
 /// Refuses data that cannot run as asked: fewer training windows than
 /// `--batch`, or a validation split that is empty while validation is
 /// asked for (`--val-fraction` > 0, `--patience`).
-pub(crate) fn check_splits(c: &RunConfig, data: &Data) -> Result<()> {
+pub fn check_splits(c: &RunConfig, data: &RunData) -> Result<()> {
     let src = || describe_data(c);
     let has_val = match data {
-        Data::Text(t) => t.val.is_some(),
-        Data::Series(s, _) => {
+        RunData::Text(t) => t.val.is_some(),
+        RunData::Series(s, _) => {
             if s.train.len() < c.batch {
                 return Err(Error::Invalid(format!(
                     "--batch {}: the training split of {} has only {} windows of --seq-len {} + \
@@ -474,7 +594,7 @@ pub(crate) fn check_splits(c: &RunConfig, data: &Data) -> Result<()> {
             }
             s.val.is_some()
         }
-        Data::Copy(_) | Data::Adding(_) => true,
+        RunData::Copy(_) | RunData::Adding(_) => true,
     };
     if !has_val && c.val_fraction > 0.0 {
         return Err(Error::Invalid(format!(
@@ -493,22 +613,21 @@ pub(crate) fn check_splits(c: &RunConfig, data: &Data) -> Result<()> {
 }
 
 /// The longest window of a run: text windows end with the streams.
-pub(crate) fn run_seq_len(c: &RunConfig, data: &Data) -> usize {
+pub fn run_seq_len(c: &RunConfig, data: &RunData) -> usize {
     match data {
-        Data::Text(t) => c.seq_len.min(t.train.stream_len().saturating_sub(1)).max(1),
-        Data::Copy(k) => k.seq_len(),
-        Data::Series(..) => c.seq_len,
-        Data::Adding(k) => k.seq_len,
+        RunData::Text(t) => c.seq_len.min(t.train.stream_len().saturating_sub(1)).max(1),
+        RunData::Copy(k) => k.seq_len(),
+        RunData::Series(..) => c.seq_len,
+        RunData::Adding(k) => k.seq_len,
     }
 }
 
 /// Refuses a `--dump-data` of `steps` training batches (and the
 /// validation batches) of `bytes_per_batch` over the host budget, before
 /// anything is built: the tensors and the file's bytes are both held.
-pub(crate) fn check_dump_size(steps: usize, bytes_per_batch: usize) -> Result<()> {
+pub fn check_dump_size(steps: usize, bytes_per_batch: usize, budget: u64) -> Result<()> {
     let n = steps.saturating_add(VAL_BATCHES) as u128;
     let bytes = n.saturating_mul(bytes_per_batch as u128).saturating_mul(2);
-    let budget = host_budget();
     if bytes > budget as u128 {
         return Err(Error::Invalid(format!(
             "--dump-data: {steps} steps (--steps) of {bytes_per_batch} bytes need {} bytes, \
@@ -520,7 +639,7 @@ pub(crate) fn check_dump_size(steps: usize, bytes_per_batch: usize) -> Result<()
 }
 
 /// A CSV cell: quoted when it holds a comma, a quote or a line break.
-pub(crate) fn csv_cell(s: &str) -> String {
+pub fn csv_cell(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -530,7 +649,7 @@ pub(crate) fn csv_cell(s: &str) -> String {
 
 /// Validation batches of the generated copy and adding tasks (the same
 /// ones at every validation).
-pub(crate) const VAL_BATCHES: usize = 4;
+pub const VAL_BATCHES: usize = 4;
 
 #[cfg(test)]
 mod tests {

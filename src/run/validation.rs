@@ -1,35 +1,37 @@
 //! Validation over the whole validation split.
 
-use crate::cli::train::data::{Data, Owned, VAL_BATCHES, adding_batch};
-use crate::cli::train::parallel::{self, shard};
-use crate::cli::train::settings::RunConfig;
-use lstm_wgpu::data::{Selection, SeriesDataset, Split, WindowSet};
-use lstm_wgpu::error::{Error, Result};
-use lstm_wgpu::train::forecast::SeriesMetrics;
-use lstm_wgpu::train::metrics::Value;
-use lstm_wgpu::train::reduce::predict_windows_sharded;
-use lstm_wgpu::train::{Carry, Trainer};
+use crate::data::{Selection, SeriesDataset, Split, WindowSet};
+use crate::error::{Error, Result};
+use crate::run::data::{Owned, RunData, VAL_BATCHES, adding_batch, shard};
+use crate::run::settings::RunConfig;
+use crate::train::forecast::SeriesMetrics;
+use crate::train::reduce::predict_windows_sharded;
+use crate::train::{Carry, Trainer};
 
 /// One validation: the mean loss over the whole validation split
 /// (weighted by positions), and for series the model's and the naive
 /// forecast's errors on every validation window.
-pub(crate) struct ValReport {
-    pub(crate) loss: f64,
-    pub(crate) series: Option<SeriesMetrics>,
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ValReport {
+    /// The validation loss (cross-entropy for text, MSE of the z-scores
+    /// for series).
+    pub loss: f64,
+    /// A series' errors in the target's units, and the naive forecast's.
+    pub series: Option<SeriesMetrics>,
     /// The copy task's recall accuracy: the share of the recalled symbols
     /// (the last K targets of every validation sequence) whose largest
     /// logit is the right one.
-    pub(crate) recall: Option<f64>,
+    pub recall: Option<f64>,
 }
 
 /// Validates over the whole validation split, or `None` when there is none.
-pub(crate) fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<Option<ValReport>> {
+pub fn validate(tr: &mut Trainer, c: &RunConfig, data: &RunData) -> Result<Option<ValReport>> {
     let mut sum = 0.0;
     let mut n = 0.0;
     // Copy task: recalled symbols right, and recalled symbols.
     let mut hits = [0.0, 0.0];
     match data {
-        Data::Text(t) => {
+        RunData::Text(t) => {
             let Some(v) = &t.val else { return Ok(None) };
             for w in 0..v.num_windows() {
                 let b = v.get_batch(w);
@@ -40,7 +42,7 @@ pub(crate) fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<O
                 n += b.seq_len as f64;
             }
         }
-        Data::Series(s, sel) => {
+        RunData::Series(s, sel) => {
             let Some(v) = &s.val else { return Ok(None) };
             // Every window, the last batch short: scored on the host from
             // the predictions, so val_loss is predict's MSE on them.
@@ -51,7 +53,7 @@ pub(crate) fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<O
                 recall: None,
             }));
         }
-        Data::Copy(task) => {
+        RunData::Copy(task) => {
             for i in 0..VAL_BATCHES as u64 {
                 let b = task.batch(Split::Val, i, c.batch)?;
                 let mine = shard(tr, Owned::Tokens(b.inputs, b.targets));
@@ -67,7 +69,7 @@ pub(crate) fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<O
                 hits[1] += r.1;
             }
         }
-        Data::Adding(task) => {
+        RunData::Adding(task) => {
             for i in 0..VAL_BATCHES as u64 {
                 let b = shard(tr, adding_batch(c, task, Split::Val, i)?);
                 sum += tr.eval(task.seq_len, &b.view(), Carry::Zero)? as f64;
@@ -77,7 +79,9 @@ pub(crate) fn validate(tr: &mut Trainer, c: &RunConfig, data: &Data) -> Result<O
     }
     // Data parallel: every rank's shard has as many positions.
     let mut sums = [sum, n, hits[0], hits[1]];
-    parallel::sum(tr, &mut sums)?;
+    if let Some(r) = tr.reducer() {
+        r.sum_f64(&mut sums)?;
+    }
     let [sum, n, right, recalled] = sums;
     Ok((n > 0.0).then(|| ValReport {
         loss: sum / n,
@@ -122,23 +126,11 @@ fn score_series(
 }
 
 /// Scores the test windows `set` of a series run.
-pub(crate) fn score(tr: &mut Trainer, set: &WindowSet, data: &Data) -> Result<SeriesMetrics> {
+pub fn score(tr: &mut Trainer, set: &WindowSet, data: &RunData) -> Result<SeriesMetrics> {
     match data {
-        Data::Series(s, sel) => score_series(tr, set, s, sel),
+        RunData::Series(s, sel) => score_series(tr, set, s, sel),
         _ => Err(Error::Invalid("a test split needs a series".into())),
     }
-}
-
-/// The metrics-file fields of a series validation.
-pub(crate) fn series_fields(m: &SeriesMetrics) -> Vec<(&'static str, Value)> {
-    vec![
-        ("naive_val_loss", Value::Float(m.naive.mse)),
-        ("val_mae", Value::Float(m.model.mae)),
-        ("val_rmse", Value::Float(m.model.rmse)),
-        ("naive_mae", Value::Float(m.naive.mae)),
-        ("naive_rmse", Value::Float(m.naive.rmse)),
-        ("val_windows", Value::Int(m.windows as i64)),
-    ]
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! Settings with named values (`--task`, `--optimizer`, `--norm`, ...): one
-//! enum each, read from flags, `--config` files and checkpoints under the
-//! same kebab-case names, and refused with the flag's name.
+//! enum each, read from flags, `--config` files, keyword arguments and
+//! checkpoints under the same kebab-case names (`FromStr`, serde), and
+//! refused with the flag's name.
 
-use lstm_wgpu::data::{Builtin, Missing};
-use lstm_wgpu::error::{Error, Result};
-use lstm_wgpu::model::norm::NormKind;
-use lstm_wgpu::train::{WhhInit, WihInit};
+use crate::data::{Builtin, Missing};
+use crate::error::{Error, Result};
+use crate::model::norm::NormKind;
+use crate::train::{WhhInit, WihInit};
 
 /// `a, b or c`.
 pub fn or_list<S: AsRef<str>>(names: &[S]) -> String {
@@ -75,14 +76,6 @@ macro_rules! choice {
             }
         }
 
-        impl clap::ValueEnum for $name {
-            fn value_variants<'a>() -> &'a [Self] {
-                Self::ALL
-            }
-            fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-                Some(clap::builder::PossibleValue::new(self.name()))
-            }
-        }
     };
 }
 
@@ -154,7 +147,7 @@ choice!(
 );
 
 choice!(
-    /// `--cell`: the library's [`lstm_wgpu::Cell`]s.
+    /// `--cell`: the library's [`crate::kernels::cell::Cell`]s.
     CellChoice, "--cell", default Lstm {
         Lstm = "lstm",
         Gru = "gru",
@@ -171,16 +164,16 @@ pub struct CellFile {
     /// Its WGSL.
     pub source: String,
     /// The cell it declares.
-    pub cell: lstm_wgpu::Cell,
+    pub cell: crate::kernels::cell::Cell,
 }
 
-/// The cell of `--cell`, `--activation` and `--cell-file` (clap keeps
+/// The cell of `--cell`, `--activation` and `--cell-file` (the command line keeps
 /// `--cell` and `--cell-file` apart).
 pub fn cell_of(
     cell: CellChoice,
     act: Option<ActivationChoice>,
     file: Option<&std::path::Path>,
-) -> Result<lstm_wgpu::Cell> {
+) -> Result<crate::kernels::cell::Cell> {
     match file {
         Some(p) if act.is_some() => Err(Error::Invalid(format!(
             "--activation sets IndRNN's activation; --cell-file {} is a cell of its own",
@@ -202,7 +195,7 @@ impl CellFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| Error::file(path, "--cell-file: not a file name"))?;
-        let cell = lstm_wgpu::Cell::from_wgsl(&name, &source)?;
+        let cell = crate::kernels::cell::Cell::from_wgsl(&name, &source)?;
         Ok(Self { name, source, cell })
     }
 }
@@ -217,11 +210,11 @@ choice!(
 
 impl CellChoice {
     /// The cell, with IndRNN's activation `act`.
-    pub fn cell(self, act: ActivationChoice) -> lstm_wgpu::Cell {
+    pub fn cell(self, act: ActivationChoice) -> crate::kernels::cell::Cell {
         match self {
-            CellChoice::Lstm => lstm_wgpu::Cell::Lstm,
-            CellChoice::Gru => lstm_wgpu::Cell::Gru,
-            CellChoice::Indrnn => lstm_wgpu::Cell::IndRnn {
+            CellChoice::Lstm => crate::kernels::cell::Cell::Lstm,
+            CellChoice::Gru => crate::kernels::cell::Cell::Gru,
+            CellChoice::Indrnn => crate::kernels::cell::Cell::IndRnn {
                 relu: act == ActivationChoice::Relu,
             },
         }
@@ -330,12 +323,17 @@ impl From<MissingChoice> for Missing {
 /// Checks `--zoneout-h` and `--zoneout-c` (probabilities in [0, 1)) against
 /// the cell and the norm: zoneout of c needs a cell with a c state, and
 /// the normalized cells run without zoneout.
-pub fn check_zoneout(h: f32, c: f32, cell: lstm_wgpu::Cell, norm: Option<NormKind>) -> Result<()> {
+pub fn check_zoneout(
+    h: f32,
+    c: f32,
+    cell: crate::kernels::cell::Cell,
+    norm: Option<NormKind>,
+) -> Result<()> {
     for (flag, p) in [("--zoneout-h", h), ("--zoneout-c", c)] {
         if !(p.is_finite() && (0.0..1.0).contains(&p)) {
             return Err(Error::Invalid(format!(
                 "{flag} {}: expected a probability in [0, 1)",
-                lstm_wgpu::error::num(p)
+                crate::error::num(p)
             )));
         }
     }

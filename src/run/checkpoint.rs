@@ -1,24 +1,25 @@
 //! Checkpoints: what they hold, writing them, and reading them as strictly
 //! as the command line.
 
-use crate::cli::choice::{Dataset, Task};
-use crate::cli::env::size_limits;
-use crate::cli::train::data::{Data, net_with};
-use crate::cli::train::settings::{RunConfig, describe_data, optim_config, validate_config};
-use lstm_wgpu::data::{Normalizer, Vocab};
-use lstm_wgpu::error::{Error, Result, clip, num};
-use lstm_wgpu::io::{self, TensorFile};
-use lstm_wgpu::model::NamedTensor;
-use lstm_wgpu::train::health::{Counts, GradHealth, WINDOW};
-use lstm_wgpu::train::{Head, NetConfig, Trainer};
+use crate::data::{Normalizer, Vocab};
+use crate::error::{Error, Result, clip, num};
+use crate::io::{self, TensorFile};
+use crate::model::NamedTensor;
+use crate::run::choice::{Dataset, Task};
+use crate::run::data::{RunData, net_with};
+use crate::run::settings::{
+    Config, RunConfig, check_fixed, describe_data, has_data, optim_config, validate_config,
+};
+use crate::train::health::{Counts, GradHealth, WINDOW};
+use crate::train::{Head, NetConfig, SizeLimits, Trainer};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-pub(crate) use lstm_wgpu::infer::{checkpoint_name, table_values};
+pub use crate::infer::{checkpoint_name, table_values};
 
 /// Parameters of a trainer with PyTorch names: `embedding.weight`,
 /// `lstm.<nn.LSTM name>`, `head.weight`, `head.bias`.
-pub(crate) fn named_params(tr: &Trainer) -> Result<Vec<NamedTensor>> {
+pub fn named_params(tr: &Trainer) -> Result<Vec<NamedTensor>> {
     let mut v = tr.lstm.model.param_tensors(tr.ctx())?;
     for t in &mut v {
         if !t.name.starts_with("embedding.") && !t.name.starts_with("head.") {
@@ -30,27 +31,19 @@ pub(crate) fn named_params(tr: &Trainer) -> Result<Vec<NamedTensor>> {
 
 /// Values in table order from tensors with PyTorch names (as
 /// [`named_params`] writes them); every tensor must match.
-pub(crate) fn values_from(
-    net: &NetConfig,
-    tensors: &[NamedTensor],
-    file: &Path,
-) -> Result<Vec<f32>> {
+pub fn values_from(net: &NetConfig, tensors: &[NamedTensor], file: &Path) -> Result<Vec<f32>> {
     table_values(&net.table(), tensors, file)
 }
 
 /// Running statistics in [`NetConfig::stats_table`] order from tensors
 /// named `lstm.<name>`.
-pub(crate) fn stats_from(
-    net: &NetConfig,
-    tensors: &[NamedTensor],
-    file: &Path,
-) -> Result<Vec<f32>> {
+pub fn stats_from(net: &NetConfig, tensors: &[NamedTensor], file: &Path) -> Result<Vec<f32>> {
     table_values(&net.stats_table(), tensors, file)
 }
 
 /// Restores parameters, running statistics and `num_batches_tracked`
 /// counters (`lstm.<module>.num_batches_tracked`, absent ones stay 0).
-pub(crate) fn restore_model(
+pub fn restore_model(
     tr: &mut Trainer,
     floats: &[NamedTensor],
     ints: &BTreeMap<String, i64>,
@@ -69,11 +62,8 @@ pub(crate) fn restore_model(
 /// statistics and `num_batches_tracked` counters, which are used. The file
 /// may be a checkpoint: its optimizer and training state (`optimizer.*`,
 /// `train.*`) are not used — the run starts afresh, `--resume` continues
-/// one — and a note on stderr says so. Any other tensor is refused.
-pub(crate) fn init_file(
-    net: &NetConfig,
-    path: &Path,
-) -> Result<(Vec<NamedTensor>, BTreeMap<String, i64>)> {
+/// one — and the note returned says so. Any other tensor is refused.
+pub fn init_file(net: &NetConfig, path: &Path) -> Result<(Tensors, Option<String>)> {
     let mut file = TensorFile::read(path)?;
     checkpoint_precision(&file)?;
     bare_lstm_names(&mut file, net);
@@ -87,15 +77,18 @@ pub(crate) fn init_file(
     floats.retain(|t| model.floats.contains(&t.name));
     ints.retain(|n, _| model.ints.contains(n));
     check_signs(&floats, &ints, path)?;
-    if state {
-        eprintln!(
+    let note = state.then(|| {
+        format!(
             "note: --init {}: using its weights and statistics; its optimizer and training \
              state start afresh (--resume continues a run)",
             path.display()
-        );
-    }
-    Ok((floats, ints))
+        )
+    });
+    Ok(((floats, ints), note))
 }
+
+/// A file's f32 tensors and integer counters.
+pub type Tensors = (Vec<NamedTensor>, BTreeMap<String, i64>);
 
 /// Takes a bare `nn.LSTM` state_dict's names (`weight_ih_l0`, …) as the
 /// engine's (`lstm.weight_ih_l0`) where the file does not hold the latter,
@@ -114,21 +107,21 @@ fn bare_lstm_names(file: &mut TensorFile, net: &NetConfig) {
 }
 
 /// Checkpoint tensor of the loss scaler: [scale, good steps, skipped].
-pub(crate) const SCALER_NAME: &str = "train.loss_scaler";
+pub const SCALER_NAME: &str = "train.loss_scaler";
 /// Checkpoint tensors of the loss history for `--plot`, rows of (step,
 /// loss) of the finite training losses ([n, 2]) and validation losses
 /// ([m, 2]) so far.
-pub(crate) const CURVE_NAME: &str = "train.curve";
-pub(crate) const VAL_CURVE_NAME: &str = "train.val_curve";
+pub const CURVE_NAME: &str = "train.curve";
+pub const VAL_CURVE_NAME: &str = "train.val_curve";
 /// The global gradient norms so far ([n, 2] rows of step and norm), for
 /// `--plot`.
-pub(crate) const GRAD_CURVE_NAME: &str = "train.grad_curve";
+pub const GRAD_CURVE_NAME: &str = "train.grad_curve";
 /// The norms the explosion threshold's running median spans, oldest first
 /// (at most `health::WINDOW`).
-pub(crate) const WINDOW_NAME: &str = "train.grad_norm_window";
+pub const WINDOW_NAME: &str = "train.grad_norm_window";
 /// The f32 tensors of a checkpoint's training state besides the model's
 /// and the optimizer's.
-pub(crate) const TRAIN_FLOATS: [&str; 6] = [
+pub const TRAIN_FLOATS: [&str; 6] = [
     "train.state",
     SCALER_NAME,
     CURVE_NAME,
@@ -138,15 +131,15 @@ pub(crate) const TRAIN_FLOATS: [&str; 6] = [
 ];
 /// The explosion and vanishing counts of the run and of its epoch in
 /// progress (absent in older checkpoints: 0).
-pub(crate) const HEALTH_INTS: [&str; 4] = [
+pub const HEALTH_INTS: [&str; 4] = [
     "train.explosions",
     "train.vanishing",
     "train.epoch_explosions",
     "train.epoch_vanishing",
 ];
 /// The integer counters of a checkpoint's training state.
-pub(crate) const TRAIN_INTS: [&str; 8] = [
-    lstm_wgpu::kernels::optim::STEP_NAME,
+pub const TRAIN_INTS: [&str; 8] = [
+    crate::kernels::optim::STEP_NAME,
     "train.step",
     "train.skipped",
     "train.bad_vals",
@@ -157,7 +150,7 @@ pub(crate) const TRAIN_INTS: [&str; 8] = [
 ];
 /// Every optimizer state tensor name (an `--init` checkpoint may come from
 /// a run with another optimizer).
-pub(crate) const ALL_OPTIM_STATE: [&str; 4] = [
+pub const ALL_OPTIM_STATE: [&str; 4] = [
     "optimizer.momentum_buffer",
     "optimizer.exp_avg",
     "optimizer.exp_avg_sq",
@@ -168,9 +161,9 @@ pub(crate) const ALL_OPTIM_STATE: [&str; 4] = [
 /// tensors and integer scalars. Anything else in a file is refused by name,
 /// never ignored.
 #[derive(Default)]
-pub(crate) struct Accepted {
-    pub(crate) floats: std::collections::BTreeSet<String>,
-    pub(crate) ints: std::collections::BTreeSet<String>,
+pub struct Accepted {
+    pub floats: std::collections::BTreeSet<String>,
+    pub ints: std::collections::BTreeSet<String>,
 }
 
 impl Accepted {
@@ -224,7 +217,7 @@ impl Accepted {
 }
 
 /// Adds the file to a tensor error that does not name it.
-pub(crate) fn in_file(path: &Path) -> impl Fn(Error) -> Error + '_ {
+pub fn in_file(path: &Path) -> impl Fn(Error) -> Error + '_ {
     move |e| match e {
         Error::Tensor { name, msg } if !msg.contains(&path.display().to_string()) => {
             Error::tensor(name, format!("{msg} in {}", path.display()))
@@ -236,7 +229,7 @@ pub(crate) fn in_file(path: &Path) -> impl Fn(Error) -> Error + '_ {
 /// The sign constraints of a file's values (their finiteness is checked as
 /// they are read): running variances and Adam's second moments >= 0,
 /// counters >= 0.
-pub(crate) fn check_signs(
+pub fn check_signs(
     floats: &[NamedTensor],
     ints: &BTreeMap<String, i64>,
     file: &Path,
@@ -270,11 +263,7 @@ pub(crate) fn check_signs(
 
 /// A loss history tensor of a checkpoint ([n, 2] rows of step and loss),
 /// empty when absent (older checkpoints).
-pub(crate) fn curve_from(
-    floats: &[NamedTensor],
-    name: &str,
-    file: &Path,
-) -> Result<Vec<(f64, f64)>> {
+pub fn curve_from(floats: &[NamedTensor], name: &str, file: &Path) -> Result<Vec<(f64, f64)>> {
     let Some(t) = floats.iter().find(|t| t.name == name) else {
         return Ok(Vec::new());
     };
@@ -291,7 +280,7 @@ pub(crate) fn curve_from(
 }
 
 /// The finite points of a loss history as a checkpoint tensor.
-pub(crate) fn curve_tensor(name: &str, curve: &[(f64, f64)]) -> NamedTensor {
+pub fn curve_tensor(name: &str, curve: &[(f64, f64)]) -> NamedTensor {
     let data: Vec<f32> = curve
         .iter()
         .map(|&(x, y)| (x as f32, y as f32))
@@ -301,14 +290,12 @@ pub(crate) fn curve_tensor(name: &str, curve: &[(f64, f64)]) -> NamedTensor {
     NamedTensor::new(name, vec![data.len() / 2, 2], data)
 }
 /// Checkpoint metadata: the precision the run trained in (absent: f32).
-pub(crate) const PRECISION_KEY: &str = "precision";
+pub const PRECISION_KEY: &str = "precision";
 
 /// The precision a checkpoint's (or an `--init` file's) run trained in,
 /// from its `precision` metadata (absent: f32); any other value is refused.
-pub(crate) fn checkpoint_precision(
-    f: &TensorFile,
-) -> Result<lstm_wgpu::model::precision::Precision> {
-    use lstm_wgpu::model::precision::{Precision, PrecisionChoice};
+pub fn checkpoint_precision(f: &TensorFile) -> Result<crate::model::precision::Precision> {
+    use crate::model::precision::{Precision, PrecisionChoice};
     match f
         .metadata
         .get(PRECISION_KEY)
@@ -330,8 +317,8 @@ pub(crate) fn checkpoint_precision(
 /// The metadata a checkpoint of run `c` must hold besides its settings:
 /// the vocabulary of a text run on text, the normalization of a series run
 /// on a CSV or a generated series (copy and adding need neither).
-pub(crate) fn data_metadata(c: &RunConfig) -> Option<(&'static str, &'static str)> {
-    match (c.task, c.data.is_some(), c.dataset) {
+pub fn data_metadata(c: &RunConfig) -> Option<(&'static str, &'static str)> {
+    match (c.task, has_data(c), c.dataset) {
         (Task::Text, false, Dataset::Copy) | (Task::Series, false, Dataset::Adding) => None,
         (Task::Text, ..) => Some(("vocab", "the characters its ids stand for")),
         _ => Some((
@@ -342,12 +329,9 @@ pub(crate) fn data_metadata(c: &RunConfig) -> Option<(&'static str, &'static str
 }
 
 /// The scaler state of a checkpoint tensor.
-pub(crate) fn scaler_from(
-    w: &[f32],
-    file: &Path,
-) -> Result<lstm_wgpu::model::precision::ScalerState> {
+pub fn scaler_from(w: &[f32], file: &Path) -> Result<crate::model::precision::ScalerState> {
     let s = match w {
-        [_, _, _] => lstm_wgpu::model::precision::ScalerState::from_words(w),
+        [_, _, _] => crate::model::precision::ScalerState::from_words(w),
         _ => {
             return Err(Error::file(
                 file,
@@ -368,17 +352,18 @@ const BEST_RECALL_KEY: &str = "best_recall";
 /// Where a run stands: steps taken and skipped, the best validation loss
 /// (infinite before the first), validations since it improved, and the
 /// gradient health checks.
-pub(crate) struct RunState {
-    pub(crate) step: usize,
-    pub(crate) skipped: usize,
-    pub(crate) best_val: f64,
-    pub(crate) bad_vals: usize,
-    pub(crate) health: GradHealth,
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunState {
+    pub step: usize,
+    pub skipped: usize,
+    pub best_val: f64,
+    pub bad_vals: usize,
+    pub health: GradHealth,
     /// The test MAE and RMSE of the best validation's weights
     /// (`--test-fraction`).
-    pub(crate) best_test: Option<(f64, f64)>,
+    pub best_test: Option<(f64, f64)>,
     /// The copy task's recall accuracy at the best validation.
-    pub(crate) best_recall: Option<f64>,
+    pub best_recall: Option<f64>,
 }
 
 impl Default for RunState {
@@ -404,7 +389,7 @@ fn health_counters(h: &GradHealth) -> [(&'static str, i64); 4] {
 
 /// The health checks a checkpoint stored (absent parts, from older
 /// checkpoints, start empty), held to `fixed`.
-pub(crate) fn health_from(f: &TensorFile, fixed: Option<f64>) -> Result<GradHealth> {
+pub fn health_from(f: &TensorFile, fixed: Option<f64>) -> Result<GradHealth> {
     let mut v = [0u64; 4];
     for (i, name) in HEALTH_INTS.iter().enumerate() {
         if f.ints(name)?.is_some() {
@@ -436,11 +421,11 @@ pub(crate) fn health_from(f: &TensorFile, fixed: Option<f64>) -> Result<GradHeal
     Ok(h)
 }
 
-pub(crate) fn save_checkpoint(
+pub fn save_checkpoint(
     path: &Path,
     tr: &Trainer,
     c: &RunConfig,
-    data: &Data,
+    data: &RunData,
     st: &RunState,
     curves: [&[(f64, f64)]; 3],
 ) -> Result<()> {
@@ -452,7 +437,7 @@ pub(crate) fn save_checkpoint(
     tensors.extend(tr.optim.state_tensors(tr.ctx())?);
     // Collective under MPI; rank 0 alone writes.
     let state = tr.carried_state()?;
-    if super::parallel::skip_write() {
+    if tr.reducer().is_some_and(|r| r.rank() != 0) {
         return Ok(());
     }
     tensors.push(NamedTensor::new("train.state", vec![state.len()], state));
@@ -466,7 +451,7 @@ pub(crate) fn save_checkpoint(
     tensors.push(NamedTensor::new(WINDOW_NAME, vec![window.len()], window));
     let mut counters = BTreeMap::new();
     counters.insert(
-        lstm_wgpu::kernels::optim::STEP_NAME.to_string(),
+        crate::kernels::optim::STEP_NAME.to_string(),
         tr.optim.steps() as i64,
     );
     counters.insert("train.step".to_string(), st.step as i64);
@@ -478,6 +463,20 @@ pub(crate) fn save_checkpoint(
     for (name, v) in health_counters(&st.health) {
         counters.insert(name.to_string(), v);
     }
+    let mut meta = model_metadata(tr, c, data)?;
+    meta.insert("best_val".to_string(), format!("{}", st.best_val));
+    if let Some((mae, rmse)) = st.best_test {
+        meta.insert(BEST_TEST_KEY.to_string(), format!("{mae} {rmse}"));
+    }
+    if let Some(a) = st.best_recall {
+        meta.insert(BEST_RECALL_KEY.to_string(), format!("{a}"));
+    }
+    io::write_with_counters(path, &tensors, &counters, Some(meta))
+}
+
+/// The metadata of a checkpoint that describes its model: the settings
+/// (`config`), the precision, and the vocabulary or normaliser.
+fn model_metadata(tr: &Trainer, c: &RunConfig, data: &RunData) -> Result<HashMap<String, String>> {
     // The data path is stored absolute, so that a resume from another
     // working directory finds it.
     let mut c = c.clone();
@@ -489,51 +488,68 @@ pub(crate) fn save_checkpoint(
         "config".to_string(),
         toml::to_string(&c).map_err(|e| Error::Invalid(e.to_string()))?,
     );
-    meta.insert("best_val".to_string(), format!("{}", st.best_val));
-    if let Some((mae, rmse)) = st.best_test {
-        meta.insert(BEST_TEST_KEY.to_string(), format!("{mae} {rmse}"));
-    }
-    if let Some(a) = st.best_recall {
-        meta.insert(BEST_RECALL_KEY.to_string(), format!("{a}"));
-    }
     meta.insert(PRECISION_KEY.to_string(), tr.lstm.precision().to_string());
     match data {
-        Data::Text(t) => {
+        RunData::Text(t) => {
             meta.insert("vocab".to_string(), t.vocab.save());
         }
-        Data::Series(s, _) => {
+        RunData::Series(s, _) => {
             meta.insert("normalizer".to_string(), s.norm.to_metadata());
         }
         _ => {}
     }
-    io::write_with_counters(path, &tensors, &counters, Some(meta))
+    Ok(meta)
 }
 
+/// The model of trainer `tr` (run `c` on `data`) as a checkpoint of it
+/// holds it for inference, in memory: the metadata of `model_metadata`,
+/// and the parameters, running statistics and counters under checkpoint
+/// names (see [`crate::infer::Checkpoint::from_tensors`]).
+pub fn model_parts(tr: &Trainer, c: &RunConfig, data: &RunData) -> Result<ModelParts> {
+    let stats = tr.stats()?.into_iter().map(|mut t| {
+        t.name = format!("lstm.{}", t.name);
+        t
+    });
+    let floats = named_params(tr)?.into_iter().chain(stats).collect();
+    let ints = (tr.lstm.model.tracked.iter())
+        .map(|(name, v)| (format!("lstm.{name}"), *v))
+        .collect();
+    Ok((model_metadata(tr, c, data)?, floats, ints))
+}
+
+/// A model's metadata, f32 tensors and integer counters.
+pub type ModelParts = (
+    HashMap<String, String>,
+    Vec<NamedTensor>,
+    BTreeMap<String, i64>,
+);
+
 /// A checkpoint's contents.
-pub(crate) struct Loaded {
-    pub(crate) config: RunConfig,
-    pub(crate) file: TensorFile,
-    pub(crate) vocab: Option<Vocab>,
-    pub(crate) norm: Option<Normalizer>,
+pub struct Loaded {
+    pub config: RunConfig,
+    pub file: TensorFile,
+    pub vocab: Option<Vocab>,
+    pub norm: Option<Normalizer>,
     /// The precision the run trained in.
-    pub(crate) precision: lstm_wgpu::model::precision::Precision,
+    pub precision: crate::model::precision::Precision,
     /// The best validation loss so far (infinite before the first).
-    pub(crate) best_val: f64,
+    pub best_val: f64,
     /// The best validation's test MAE and RMSE, when scored.
-    pub(crate) best_test: Option<(f64, f64)>,
+    pub best_test: Option<(f64, f64)>,
     /// The copy task's recall accuracy at the best validation.
-    pub(crate) best_recall: Option<f64>,
+    pub best_recall: Option<f64>,
     /// The loss histories so far (for `--plot`).
-    pub(crate) curve: Vec<(f64, f64)>,
-    pub(crate) val_curve: Vec<(f64, f64)>,
-    pub(crate) grad_curve: Vec<(f64, f64)>,
+    pub curve: Vec<(f64, f64)>,
+    pub val_curve: Vec<(f64, f64)>,
+    pub grad_curve: Vec<(f64, f64)>,
 }
 
 /// Reads a checkpoint and checks it as strictly as the command line: its
-/// settings as [`resolve`] does, no tensor a reader would ignore (see
-/// [`Accepted`]), finite values, variances and counters >= 0, and the step
-/// counters within the run. Errors name the file and the setting or tensor.
-pub(crate) fn load_checkpoint(path: &Path) -> Result<Loaded> {
+/// settings as [`crate::run::settings::resolve`] does, no tensor a reader
+/// would ignore (see [`Accepted`]), finite values, variances and counters
+/// >= 0, and the step counters within the run. Errors name the file and the
+/// setting or tensor.
+pub fn load_checkpoint(path: &Path) -> Result<Loaded> {
     let file = TensorFile::read(path)?;
     let cfg = file
         .metadata
@@ -556,7 +572,7 @@ pub(crate) fn load_checkpoint(path: &Path) -> Result<Loaded> {
     let optim = optim_config(&config)?;
     let net = net_with(&config, head)?;
     // Sizes first: the names of an impossible model would not fit memory.
-    net.check_size(config.seq_len, config.batch, &size_limits(None))
+    net.check_size(config.seq_len, config.batch, &SizeLimits::of(None))
         .map_err(|e| bad(&e))?;
     Accepted::model(&net)
         .with_state(&optim.state_names())
@@ -578,7 +594,7 @@ pub(crate) fn load_checkpoint(path: &Path) -> Result<Loaded> {
             "the run's steps",
         ));
     }
-    let capped = [lstm_wgpu::kernels::optim::STEP_NAME, "train.skipped"];
+    let capped = [crate::kernels::optim::STEP_NAME, "train.skipped"];
     for name in capped.into_iter().chain([HEALTH_INTS[0], HEALTH_INTS[2]]) {
         if let Some(&v) = ints.get(name)
             && v > step
@@ -703,7 +719,7 @@ fn data_meta(file: &TensorFile, config: &RunConfig) -> Result<(Option<Vocab>, Op
     Ok((vocab, norm))
 }
 
-pub(crate) fn counter(f: &TensorFile, name: &str) -> Result<i64> {
+pub fn counter(f: &TensorFile, name: &str) -> Result<i64> {
     match f.ints(name)? {
         Some((_, v)) if v.len() == 1 => Ok(v[0]),
         _ => Err(Error::tensor(
@@ -711,4 +727,69 @@ pub(crate) fn counter(f: &TensorFile, name: &str) -> Result<i64> {
             format!("missing from {}", f.path.display()),
         )),
     }
+}
+
+/// The settings of a run resumed from `l` with the settings `a` given for
+/// it (`from`: the file they came from, for messages): those that would
+/// change the model or its data refused ([`check_fixed`]), the data path
+/// and the ones a run may change (`lr`, `val_every`, `patience`,
+/// `explode_threshold`, `hist_every`) applied. `memory`: the task of data
+/// given in memory, which a run trained on such data needs again.
+pub fn resumed_config(
+    a: &Config,
+    l: &Loaded,
+    from: Option<&Path>,
+    memory: Option<Task>,
+) -> Result<RunConfig> {
+    let mut c = l.config.clone();
+    check_fixed(a, &c, from)?;
+    if let Some(t) = memory {
+        if let Some(p) = &a.data {
+            return Err(Error::Invalid(format!(
+                "--data {}: the data is given in memory; give one or the other",
+                p.display()
+            )));
+        }
+        if t != c.task {
+            return Err(Error::Invalid(format!(
+                "the data given in memory is for task {t}, but {} is a {} run",
+                l.file.path.display(),
+                c.task
+            )));
+        }
+        c.data = None;
+        c.in_memory = true;
+    } else if let Some(d) = &a.data {
+        c.data = Some(d.clone());
+        c.in_memory = false;
+    } else if c.in_memory {
+        return Err(Error::file(
+            &l.file.path,
+            "its run trained on data given in memory: give that data again (or --data)",
+        ));
+    } else if let Some(d) = &c.data
+        && let Err(e) = std::fs::metadata(d)
+    {
+        // Not the user's path: say where it came from.
+        return Err(Error::file(
+            d,
+            format!(
+                "{} (the data path stored in checkpoint {}{}); give the data with --data",
+                io::io_msg(&e),
+                l.file.path.display(),
+                if d.is_relative() {
+                    ", relative to the current directory"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    c.lr = a.lr.unwrap_or(c.lr);
+    c.val_every = a.val_every.unwrap_or(c.val_every);
+    c.patience = a.patience.or(c.patience);
+    c.explode_threshold = a.explode_threshold.or(c.explode_threshold);
+    c.hist_every = a.hist_every.or(c.hist_every);
+    validate_config(&c)?;
+    Ok(c)
 }
