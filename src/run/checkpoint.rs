@@ -547,8 +547,8 @@ pub struct Loaded {
 /// Reads a checkpoint and checks it as strictly as the command line: its
 /// settings as [`crate::run::settings::resolve`] does, no tensor a reader
 /// would ignore (see [`Accepted`]), finite values, variances and counters
-/// >= 0, and the step counters within the run. Errors name the file and the
-/// setting or tensor.
+/// at least 0, and the step counters within the run. Errors name the file
+/// and the setting or tensor.
 pub fn load_checkpoint(path: &Path) -> Result<Loaded> {
     let file = TensorFile::read(path)?;
     let cfg = file
