@@ -113,6 +113,12 @@ struct Settings {
     zoneout_h: f32,
     #[serde(default)]
     zoneout_c: f32,
+    /// `attention` for attention pooling (absent: the last step).
+    #[serde(default)]
+    head: Option<String>,
+    /// Its scores: `dot` or `learned`.
+    #[serde(default)]
+    attention: Option<String>,
 }
 
 impl Settings {
@@ -128,6 +134,17 @@ impl Settings {
             ("indrnn", "relu") => Ok(crate::kernels::cell::Cell::IndRnn { relu: true }),
             ("indrnn", "tanh") => Ok(crate::kernels::cell::Cell::IndRnn { relu: false }),
             (c, a) => Err(format!("cell `{c}` with activation `{a}`")),
+        }
+    }
+
+    /// The attention pooling its `head` and `attention` name.
+    fn attention(&self) -> std::result::Result<Option<crate::train::Attention>, String> {
+        use crate::train::Attention;
+        match (self.head.as_deref().unwrap_or("last"), self.attention.as_deref()) {
+            ("last", None) => Ok(None),
+            ("attention", Some("dot")) => Ok(Some(Attention::Dot)),
+            ("attention", Some("learned")) => Ok(Some(Attention::Learned)),
+            (h, a) => Err(format!("head `{h}` with attention `{}`", a.unwrap_or("none"))),
         }
     }
 }
@@ -159,10 +176,11 @@ impl Default for Sampling {
 pub struct State(pub Vec<f32>);
 
 /// The name of parameter `name` of a [`NetConfig::table`] in checkpoints:
-/// `embedding.*` and `head.*` as they are, the LSTM's (norms included)
-/// under `lstm.`.
+/// `embedding.*`, `attention.*` and `head.*` as they are, the LSTM's
+/// (norms included) under `lstm.`.
 pub fn checkpoint_name(name: &str) -> String {
-    if name.starts_with("embedding.") || name.starts_with("head.") {
+    let own = ["embedding.", "attention.", "head."];
+    if own.iter().any(|p| name.starts_with(p)) {
         name.to_string()
     } else {
         format!("lstm.{name}")
@@ -240,6 +258,7 @@ fn config_of(file: &TensorFile) -> Result<(Settings, Norm, Missing)> {
     };
     let norm = norm_of(kind, s.norm_last, s.norm_t_max);
     s.cell().map_err(|e| bad(&e))?;
+    s.attention().map_err(|e| bad(&e))?;
     let missing = match s.missing.as_deref() {
         None | Some("error") => Missing::Error,
         Some("drop") => Missing::Drop,
@@ -342,6 +361,9 @@ impl Checkpoint {
         net.cell = s.cell().unwrap_or_default();
         net.weight_drop = s.weight_drop;
         net.zoneout = (s.zoneout_h, s.zoneout_c);
+        // Checked by config_of.
+        net.attention = s.attention().unwrap_or_default();
+        net.check_head().map_err(|e| Error::file(&path, format!("bad `config` metadata: {e}")))?;
         let (floats, ints) = file.params_and_counters()?;
         let values = table_values(&net.table(), &floats, &path)?;
         // The running statistics, checked now rather than at first use.

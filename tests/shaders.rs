@@ -17,6 +17,14 @@ use std::path::{Path, PathBuf};
 /// Entry points each known shader must define: exactly the ones its wrapper
 /// in `src/kernels/` passes to `Kernel::new`.
 const ENTRY_POINTS: &[(&str, &[&str])] = &[
+    (
+        "attention.wgsl",
+        &[
+            "attention_forward",
+            "attention_backward",
+            "attention_query_grad",
+        ],
+    ),
     ("gemm.wgsl", &["gemm", "gemm_tiled", "gemm_vec4", "gemm_sg"]),
     (
         "lstm_cell.wgsl",

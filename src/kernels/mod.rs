@@ -2,6 +2,7 @@
 //! with the same name. Wrappers compile pipelines and build dispatches; they
 //! own no model state.
 
+pub mod attention;
 pub mod batch_norm;
 pub mod cast;
 pub mod cell;
@@ -232,6 +233,11 @@ impl Kernels {
             })?;
         }
         Ok(e)
+    }
+
+    /// Attention pooling of the regression head.
+    pub fn attention(&self) -> crate::Result<Arc<attention::Attention>> {
+        self.family("attention", attention::Attention::new)
     }
 
     /// Losses.

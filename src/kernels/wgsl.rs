@@ -115,6 +115,7 @@ fn layout<T: WgslStruct>(shader: &'static str) -> StructLayout {
 pub fn uniform_structs() -> Vec<StructLayout> {
     use super::*;
     vec![
+        layout::<attention::AttentionUniform>("attention.wgsl"),
         layout::<layer_norm::NormUniform>("batch_norm.wgsl"),
         layout::<cast::CastUniform>("cast.wgsl"),
         layout::<check_cell::CheckUniform>("check_cell.wgsl"),
@@ -141,6 +142,7 @@ pub fn uniform_structs() -> Vec<StructLayout> {
 pub fn sources() -> Vec<(&'static str, String)> {
     use super::*;
     vec![
+        ("attention.wgsl", attention::SRC.into()),
         ("batch_norm.wgsl", batch_norm::SRC.into()),
         ("cast.wgsl", cast::SRC.into()),
         ("check_cell.wgsl", check_cell::source(cell::Cell::Lstm)),

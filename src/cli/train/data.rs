@@ -364,6 +364,7 @@ pub(crate) fn net_with(c: &RunConfig, head: Head) -> Result<NetConfig> {
     net.cell = crate::cli::train::settings::run_cell(c)?;
     net.weight_drop = c.weight_drop;
     net.zoneout = (c.zoneout_h, c.zoneout_c);
+    net.attention = c.attention.map(|a| a.attention());
     Ok(net)
 }
 

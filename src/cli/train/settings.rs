@@ -2,8 +2,8 @@
 //! resumed run may change.
 
 use crate::cli::choice::{
-    ActivationChoice, CellChoice, Dataset, InitWhh, InitWih, MissingChoice, NormChoice, Optimizer,
-    Schedule, Task,
+    ActivationChoice, AttentionChoice, CellChoice, Dataset, HeadChoice, InitWhh, InitWih,
+    MissingChoice, NormChoice, Optimizer, Schedule, Task,
 };
 use crate::cli::env::host_budget;
 use lstm_wgpu::error::{Error, Result, num};
@@ -113,6 +113,16 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub residual: bool,
+    /// What a series model's head reads: last (the last valid step's
+    /// output) | attention (attention pooling over the valid steps: the
+    /// head reads [context; last output]; see --attention). [default: last]
+    #[arg(long, hide_possible_values = true)]
+    pub head: Option<HeadChoice>,
+    /// The scores of --head attention: dot (s_t = h_t · h_T, each output
+    /// against the last) | learned (s_t = q · h_t, a trained query q).
+    /// [default: dot]
+    #[arg(long, hide_possible_values = true)]
+    pub attention: Option<AttentionChoice>,
     /// Normalization: none | layer | layer-cell | batch | step-batch |
     /// recurrent-batch (see docs/math.md, "Normalization variants"). [default: none]
     #[arg(long, hide_possible_values = true)]
@@ -300,6 +310,8 @@ impl TrainArgs {
             cell,
             cell_file,
             activation,
+            head,
+            attention,
             norm,
             norm_t_max,
             init_whh,
@@ -423,6 +435,13 @@ pub struct RunConfig {
     /// See `cell_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) cell_source: Option<String>,
+    /// The last step's is not written, so such a run's settings read as
+    /// before.
+    #[serde(default, skip_serializing_if = "is_last")]
+    pub(crate) head: HeadChoice,
+    /// The scores of `--head attention` (written with it only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) attention: Option<AttentionChoice>,
 }
 
 /// The cell of run `c`: its `--cell` (and activation), or the cell file
@@ -443,6 +462,10 @@ fn is_zero_f32(x: &f32) -> bool {
 
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
+}
+
+fn is_last(h: &HeadChoice) -> bool {
+    *h == HeadChoice::Last
 }
 
 fn is_lstm(c: &CellChoice) -> bool {
@@ -554,6 +577,11 @@ pub(crate) fn resolve(a: &TrainArgs) -> Result<RunConfig> {
         activation: a.activation,
         cell_file: None,
         cell_source: None,
+        head: a.head.unwrap_or_default(),
+        attention: match a.head {
+            Some(HeadChoice::Attention) => Some(a.attention.unwrap_or_default()),
+            _ => a.attention,
+        },
     };
     let mut c = c;
     if let Some(p) = &a.cell_file {
@@ -621,6 +649,26 @@ pub(crate) fn validate_config(c: &RunConfig) -> Result<()> {
             "--forget-bias {}: expected a finite number",
             num(f)
         )));
+    }
+    match (c.head, c.attention) {
+        (HeadChoice::Last, Some(s)) => {
+            return Err(Error::Invalid(format!(
+                "--attention {s} sets the scores of --head attention; the head is last"
+            )));
+        }
+        (HeadChoice::Attention, None) => {
+            return Err(Error::Invalid(
+                "--head attention without --attention (dot or learned)".into(),
+            ));
+        }
+        (HeadChoice::Attention, Some(_)) if c.task != Task::Series => {
+            return Err(Error::Invalid(format!(
+                "--head attention pools a series model's outputs into its one prediction; \
+                 --task {} predicts at every step",
+                c.task
+            )));
+        }
+        _ => {}
     }
     if c.residual && c.layers < 2 {
         return Err(Error::Invalid(
@@ -934,6 +982,8 @@ pub(crate) fn check_fixed(x: &TrainArgs, c: &RunConfig, from: Option<&Path>) -> 
     same("--zoneout-h", x.zoneout_h.as_ref(), Some(&c.zoneout_h), f)?;
     same("--zoneout-c", x.zoneout_c.as_ref(), Some(&c.zoneout_c), f)?;
     same("--cell", x.cell.as_ref(), Some(&c.cell), f)?;
+    same("--head", x.head.as_ref(), Some(&c.head), f)?;
+    same("--attention", x.attention.as_ref(), c.attention.as_ref(), f)?;
     same(
         "--activation",
         x.activation.as_ref(),
@@ -1013,6 +1063,9 @@ pub(crate) fn describe_links(c: &RunConfig) -> String {
     }
     if c.residual {
         s += ", residual";
+    }
+    if let Some(a) = c.attention {
+        s += &format!(", attention head ({a})");
     }
     s
 }
