@@ -81,7 +81,11 @@ fn run_case(ctx: &GpuContext, k: &Attention, c: &Case, seed: u64) -> Run {
         dq_off: q_off + 1,
     };
     let hb = upload(ctx, "h", &placed(h_off + h.len(), 7.0, &[(h_off, &h[..])]));
-    let params = upload(ctx, "params", &placed(q_off + w + 3, 9.0, &[(q_off, &q[..])]));
+    let params = upload(
+        ctx,
+        "params",
+        &placed(q_off + w + 3, 9.0, &[(q_off, &q[..])]),
+    );
     let grads = upload(ctx, "grads", &vec![5.0f32; q_off + 1 + w + 2]);
     let mut lw: Vec<u32> = vec![99];
     lw.extend(lens.iter().map(|&l| l as u32));
@@ -136,7 +140,11 @@ fn run_case(ctx: &GpuContext, k: &Attention, c: &Case, seed: u64) -> Run {
             },
         )
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(bwd.len(), if c.learned { 2 } else { 1 }, "{tag}: dispatches");
+    assert_eq!(
+        bwd.len(),
+        if c.learned { 2 } else { 1 },
+        "{tag}: dispatches"
+    );
     run(ctx, &bwd);
     let dh = read(ctx, &dhb, dh_off, t * b * w);
     assert_close(&format!("{tag}: dh"), &dh, &dh_ref, TOL);
@@ -154,9 +162,17 @@ fn run_case(ctx: &GpuContext, k: &Attention, c: &Case, seed: u64) -> Run {
     if c.learned {
         assert_close(&format!("{tag}: dq"), dq, &dq_ref, TOL);
     } else {
-        assert!(dq.iter().all(|&v| v == 5.0), "{tag}: dot scores write no dq");
+        assert!(
+            dq.iter().all(|&v| v == 5.0),
+            "{tag}: dot scores write no dq"
+        );
     }
-    assert!(g[..q_off + 1].iter().chain(&g[q_off + 1 + w..]).all(|&v| v == 5.0));
+    assert!(
+        g[..q_off + 1]
+            .iter()
+            .chain(&g[q_off + 1 + w..])
+            .all(|&v| v == 5.0)
+    );
     (weights, feats, dh, dq.to_vec())
 }
 

@@ -57,7 +57,10 @@ fn fd_head(score: RefScore, s: &RefPoolShape, o: usize, seed: u64, chk: &mut Che
     let y = rng.vec(s.batch * o, -1.0, 1.0);
     let (_, g) = attention_head_mse(&case.p, &case.h, s, &y);
     let eval = |c: &Case| attention_head_mse(&c.p, &c.h, s, &y).0;
-    let tag = format!("{score:?} T={} B={} W={w} O={o} {:?}", s.seq_len, s.batch, s.lengths);
+    let tag = format!(
+        "{score:?} T={} B={} W={w} O={o} {:?}",
+        s.seq_len, s.batch, s.lengths
+    );
     let lens = s.lengths.clone().unwrap_or(vec![s.seq_len; s.batch]);
     for k in 0..case.h.len() {
         let (t, b) = (k / (s.batch * w), (k / w) % s.batch);
@@ -102,7 +105,10 @@ fn finite_difference_head() {
             fd_head(score, &s, o, 40 + q as u64, &mut chk);
         }
     }
-    println!("worst {:e} at {} ({} entries)", chk.worst, chk.worst_what, chk.count);
+    println!(
+        "worst {:e} at {} ({} entries)",
+        chk.worst, chk.worst_what, chk.count
+    );
 }
 
 /// The whole network: LSTM reference, then the attention head and its
@@ -139,28 +145,34 @@ fn finite_difference_behind_the_lstm() {
         };
         let (_, g) = backward(&c, &w, &inp, &up);
         let tag = format!("{score:?} L={layers} {lengths:?}");
+        type Get = fn(&mut RefDirWeights) -> &mut Vec<f64>;
         for (ci, gc) in g.weights.cells.iter().enumerate() {
-            let parts: [(&str, &Vec<f64>, fn(&mut RefDirWeights) -> &mut Vec<f64>); 3] = [
+            let parts: [(&str, &Vec<f64>, Get); 3] = [
                 ("w_ih", &gc.w_ih, |d| &mut d.w_ih),
                 ("w_hh", &gc.w_hh, |d| &mut d.w_hh),
-                ("b_ih", gc.b_ih.as_ref().unwrap(), |d| d.b_ih.as_mut().unwrap()),
+                ("b_ih", gc.b_ih.as_ref().unwrap(), |d| {
+                    d.b_ih.as_mut().unwrap()
+                }),
             ];
             for (name, grad, get) in parts {
-                for k in 0..grad.len() {
+                for (k, &analytic) in grad.iter().enumerate() {
                     let num = fd(
                         &w,
                         k,
                         |w: &mut RefWeights| get(&mut w.cells[ci]),
                         |w| total(w, &p),
                     );
-                    chk.check(&|| format!("{tag}: cell {ci} {name}[{k}]"), grad[k], num);
+                    chk.check(&|| format!("{tag}: cell {ci} {name}[{k}]"), analytic, num);
                 }
             }
         }
         let num = fd(&p, 0, |p| &mut p.query, |p| total(&w, p));
         chk.check(&|| format!("{tag}: query[0]"), hg.query[0], num);
     }
-    println!("worst {:e} at {} ({} entries)", chk.worst, chk.worst_what, chk.count);
+    println!(
+        "worst {:e} at {} ({} entries)",
+        chk.worst, chk.worst_what, chk.count
+    );
 }
 
 /// The pooling by hand: weights sum to 1 over the valid steps and are 0

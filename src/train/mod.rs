@@ -248,7 +248,10 @@ impl NetConfig {
         if self.attention == Some(Attention::Learned) {
             v.push(("attention.query".to_string(), vec![self.hidden]));
         }
-        v.push(("head.weight".to_string(), vec![self.out_dim(), self.head_in()]));
+        v.push((
+            "head.weight".to_string(),
+            vec![self.out_dim(), self.head_in()],
+        ));
         v.push(("head.bias".to_string(), vec![self.out_dim()]));
         v
     }
@@ -339,7 +342,8 @@ impl NetConfig {
     /// `batch` fits `limits`: [`HOST_PARAM_COPIES`] copies of its
     /// parameters and statistics and one batch on the host, and its
     /// largest buffers (parameters, one layer's pre-gates, the embedded
-    /// inputs, the logits) each in one storage buffer. The errors name
+    /// inputs, the logits) each in one storage buffer, and an attention
+    /// head's loop passes within its kernels' cap. The errors name
     /// the command-line flags that set the sizes.
     pub fn check_size(&self, seq: usize, batch: usize, limits: &SizeLimits) -> Result<()> {
         let c = self.lstm();
@@ -383,6 +387,23 @@ impl NetConfig {
                 bytes_text(step),
                 limits.host_bytes
             )));
+        }
+        if self.attention.is_some() {
+            let shape = crate::kernels::attention::AttentionShape {
+                seq,
+                batch,
+                width: c.hidden_size,
+                ..Default::default()
+            };
+            let (passes, cap) = (shape.loop_passes(), crate::kernels::gemm::LOOP_CAP);
+            if passes > cap {
+                return Err(Error::Invalid(format!(
+                    "attention head too large: --seq-len {seq} × --hidden {} need {passes} loop \
+                     passes an invocation, over the {cap} its kernels keep to; lower --seq-len \
+                     or --hidden",
+                    c.hidden_size
+                )));
+            }
         }
         let Some((limit, kind)) = limits.buffer else {
             return Ok(());
@@ -1204,10 +1225,7 @@ impl Trainer {
                 _ => 1,
             },
         )?;
-        let head_in = ctx.storage(
-            "head input",
-            if last { b * self.net.head_in() } else { 1 },
-        )?;
+        let head_in = ctx.storage("head input", if last { b * self.net.head_in() } else { 1 })?;
         let attn = ctx.storage(
             "attention scratch",
             match self.net.attention {
