@@ -14,6 +14,7 @@ mod cli;
 mod common;
 
 use cli::{assert_refused, ok, run, s, settings_of};
+use common::sine_batch;
 use common::tempdir::TempDir;
 use lstm_wgpu::Model;
 use lstm_wgpu::io::TensorFile;
@@ -32,20 +33,6 @@ fn net(attention: Attention, hidden: usize) -> NetConfig {
     );
     n.attention = Some(attention);
     n
-}
-
-/// Sine windows: x [T, B, 1] and the next value of each window [B, 1].
-fn sine_batch(step: usize, t: usize, b: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut x = vec![0f32; t * b];
-    let mut y = vec![0f32; b];
-    for bb in 0..b {
-        let ph = (step * b + bb) as f32 * 0.37;
-        for tt in 0..t {
-            x[tt * b + bb] = (ph + 0.5 * tt as f32).sin();
-        }
-        y[bb] = (ph + 0.5 * t as f32).sin();
-    }
-    (x, y)
 }
 
 #[test]

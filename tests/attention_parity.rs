@@ -210,7 +210,7 @@ fn attention_is_refused_by_name_where_it_does_not_apply() {
         1,
     );
     let v = lstm_wgpu::train::init_values(&plain, 0);
-    let mut tr = Trainer::new(ctx.clone(), plain, v, 2, None, &OptimConfig::sgd())
+    let tr = Trainer::new(ctx.clone(), plain, v, 2, None, &OptimConfig::sgd())
         .unwrap_or_else(|e| panic!("{e}"));
     let e = tr.attention_weights(3).err().map(|e| e.to_string());
     assert!(

@@ -1282,14 +1282,15 @@ impl Trainer {
     /// The attention pooling of a `t`-step batch over the LSTM's output,
     /// into the head's input (see [`crate::kernels::attention`]).
     fn attention_shape(&self, t: usize) -> crate::kernels::attention::AttentionShape {
-        let table = &self.lstm.model.table;
+        let query = self.lstm.model.table.get("attention.query");
+        let q_off = query.map_or(0, |e| e.offset);
         crate::kernels::attention::AttentionShape {
             seq: t,
             batch: self.batch,
             width: self.net.hidden,
-            learned: self.net.attention == Some(Attention::Learned),
-            q_off: table.get("attention.query").map_or(0, |e| e.offset),
-            dq_off: table.get("attention.query").map_or(0, |e| e.offset),
+            learned: query.is_some(),
+            q_off,
+            dq_off: q_off,
             ..Default::default()
         }
     }
@@ -2269,17 +2270,21 @@ impl Trainer {
             Head::Regression { .. } => self.batch,
             _ => t * self.batch,
         };
-        let p = self
-            .plans
-            .get(&(t, self.last_train))
-            .ok_or_else(|| Error::Invalid(format!("no pass of length {t} has run")))?;
+        let p = self.last_plan(t)?;
         self.ctx.read_f32(&p.head_out, 0, rows * self.net.out_dim())
+    }
+
+    /// The plan of the last pass, of length `t`.
+    fn last_plan(&self, t: usize) -> Result<&StepPlan> {
+        self.plans
+            .get(&(t, self.last_train))
+            .ok_or_else(|| Error::Invalid(format!("no pass of length {t} has run")))
     }
 
     /// The attention weights of the last pass of length `t` (`[B, T]`
     /// row-major: sequence b's weight of each step, 0 past its length),
     /// read back; an error for a model without attention pooling.
-    pub fn attention_weights(&mut self, t: usize) -> Result<Vec<f32>> {
+    pub fn attention_weights(&self, t: usize) -> Result<Vec<f32>> {
         if self.net.attention.is_none() {
             return Err(Error::Invalid(
                 "attention weights: this model's head reads the last step (no attention \
@@ -2287,10 +2292,7 @@ impl Trainer {
                     .into(),
             ));
         }
-        let p = self
-            .plans
-            .get(&(t, self.last_train))
-            .ok_or_else(|| Error::Invalid(format!("no pass of length {t} has run")))?;
+        let p = self.last_plan(t)?;
         self.ctx.read_f32(&p.attn, 0, self.batch * t)
     }
 

@@ -142,3 +142,17 @@ pub fn set_cell(l: &mut lstm_wgpu::Lstm, variant: lstm_wgpu::kernels::lstm_cell:
     };
     l.set_tuning(t).unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Sine windows: x [T, B, 1] and the next value of each window [B, 1].
+pub fn sine_batch(step: usize, t: usize, b: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut x = vec![0f32; t * b];
+    let mut y = vec![0f32; b];
+    for bb in 0..b {
+        let ph = (step * b + bb) as f32 * 0.37;
+        for tt in 0..t {
+            x[tt * b + bb] = (ph + 0.5 * tt as f32).sin();
+        }
+        y[bb] = (ph + 0.5 * t as f32).sin();
+    }
+    (x, y)
+}
