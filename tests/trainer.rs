@@ -251,15 +251,7 @@ fn series_model_loss_falls() {
         .unwrap_or_else(|e| panic!("{e}"));
     let mut losses = Vec::new();
     for step in 0..80 {
-        let mut x = vec![0f32; t * b];
-        let mut y = vec![0f32; b];
-        for bb in 0..b {
-            let ph = (step * b + bb) as f32 * 0.37;
-            for tt in 0..t {
-                x[tt * b + bb] = (ph + 0.5 * tt as f32).sin();
-            }
-            y[bb] = (ph + 0.5 * t as f32).sin();
-        }
+        let (x, y) = sine_batch(step, t, b);
         let s = tr
             .step(t, &StepData::series(&x, &y), Carry::Zero, 0.01)
             .unwrap_or_else(|e| panic!("{e}"));
