@@ -233,7 +233,7 @@ fn open_run(
     })?);
     let mut run = BenchRun::new(ctx.clone(), w)?;
     let (precision, warning) =
-        lstm_wgpu::model::precision::resolve(choice, &ctx, &w.net.norm, w.net.cell)?;
+        lstm_wgpu::model::precision::resolve(choice, &ctx, &w.net.norm, &w.net.lstm())?;
     if let Some(msg) = warning {
         eprintln!("warning: {msg}");
     }

@@ -74,12 +74,19 @@ impl PrecisionChoice {
     }
 }
 
-/// Why f16-mixed cannot run a model of norm `norm` on `ctx`, if it cannot.
+/// Why f16-mixed cannot run a model of norm `norm` and shape `cfg` on
+/// `ctx`, if it cannot.
 pub fn f16_obstacle(
     ctx: &GpuContext,
     norm: &Norm,
-    cell: crate::kernels::cell::Cell,
+    cfg: &crate::model::LstmConfig,
 ) -> Option<String> {
+    let cell = cfg.cell();
+    if let Some(p) = cfg.proj() {
+        return Some(format!(
+            "an LSTM with projections (proj_size {p}) runs in f32 only"
+        ));
+    }
     if !ctx.f16 {
         return Some(format!(
             "adapter {} lacks the SHADER_F16 feature",
@@ -98,16 +105,16 @@ pub fn f16_obstacle(
     None
 }
 
-/// The precision `choice` gives a model of norm `norm` and `cell` on `ctx`, with a
+/// The precision `choice` gives a model of norm `norm` and shape `cfg` on `ctx`, with a
 /// warning when `auto` falls back to f32; an error naming the reason when
 /// f16-mixed is asked for and cannot run.
 pub fn resolve(
     choice: PrecisionChoice,
     ctx: &GpuContext,
     norm: &Norm,
-    cell: crate::kernels::cell::Cell,
+    cfg: &crate::model::LstmConfig,
 ) -> Result<(Precision, Option<String>)> {
-    match (choice, f16_obstacle(ctx, norm, cell)) {
+    match (choice, f16_obstacle(ctx, norm, cfg)) {
         (PrecisionChoice::F32, _) => Ok((Precision::F32, None)),
         (PrecisionChoice::F16Mixed, None) | (PrecisionChoice::Auto, None) => {
             Ok((Precision::F16Mixed, None))

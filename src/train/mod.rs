@@ -123,6 +123,9 @@ pub struct NetConfig {
     pub weight_drop: f32,
     /// Zoneout probabilities of h and c (see [`Links::zoneout_h`]).
     pub zoneout: (f32, f32),
+    /// The LSTM's projection size P (`nn.LSTM`'s `proj_size`; 0: none):
+    /// the layers' h, and the head's input, are P wide.
+    pub proj: usize,
 }
 
 impl NetConfig {
@@ -139,7 +142,14 @@ impl NetConfig {
             cell: crate::kernels::cell::Cell::Lstm,
             weight_drop: 0.0,
             zoneout: (0.0, 0.0),
+            proj: 0,
         }
+    }
+
+    /// Width of the LSTM's output, the head's input: P with a projection,
+    /// else the hidden size.
+    pub fn width(&self) -> usize {
+        self.lstm().state_size()
     }
 
     /// The LSTM part.
@@ -155,6 +165,7 @@ impl NetConfig {
             bidirectional: false,
             bias: true,
             cell: self.cell,
+            proj_size: self.proj,
         }
     }
 
@@ -191,7 +202,10 @@ impl NetConfig {
         if let Head::Language { vocab, embed } = self.head {
             v.push(("embedding.weight".to_string(), vec![vocab, embed]));
         }
-        v.push(("head.weight".to_string(), vec![self.out_dim(), self.hidden]));
+        v.push((
+            "head.weight".to_string(),
+            vec![self.out_dim(), self.width()],
+        ));
         v.push(("head.bias".to_string(), vec![self.out_dim()]));
         v
     }
@@ -386,7 +400,7 @@ pub fn init_values(net: &NetConfig, seed: u64) -> Vec<f32> {
         if name == "embedding.weight" {
             v.extend((0..n).map(|_| rng.normal_unpaired() as f32));
         } else {
-            let fan_in = cfg.hidden_size as f64;
+            let fan_in = net.width() as f64;
             let b = 1.0 / fan_in.sqrt();
             v.extend((0..n).map(|_| rng.uniform(-b, b) as f32));
         }
@@ -447,12 +461,17 @@ fn apply_init_options(net: &NetConfig, seed: u64, v: &mut [f32]) {
             let lstm = cfg.cell() == crate::kernels::cell::Cell::Lstm;
             if o.whh == WhhInit::Orthogonal && !cfg.cell().diag() {
                 let off = table.offset(&format!("weight_hh_l{l}{sfx}"));
-                // Each gate's H×H block separately (rows g·H .. (g+1)·H).
+                // Each gate's H×H block separately (rows g·H .. (g+1)·H);
+                // with a projection, its H×P block: the first P columns of
+                // an orthogonal matrix (orthonormal columns).
+                let s = cfg.state_size();
                 for g in 0..cfg.cell().gates() {
                     let q = orthogonal(h, &mut rng);
-                    let at = off + g * h * h;
-                    for (dst, src) in v[at..at + h * h].iter_mut().zip(&q) {
-                        *dst = *src as f32;
+                    let at = off + g * h * s;
+                    for (r, dst) in v[at..at + h * s].chunks_exact_mut(s).enumerate() {
+                        for (x, src) in dst.iter_mut().zip(&q[r * h..r * h + s]) {
+                            *x = *src as f32;
+                        }
                     }
                 }
             }
@@ -1137,7 +1156,7 @@ impl Trainer {
                 _ => 1,
             },
         )?;
-        let head_in = ctx.storage("head input", if last { b * h } else { 1 })?;
+        let head_in = ctx.storage("head input", if last { b * self.net.width() } else { 1 })?;
         // Token projections (see `token_projection`): per direction, the
         // table P = E·W_ihᵀ + b [V + 1, GH] (row V: padding, biases only),
         // the gather ids (padding mapped to V), and the per-token sums of
@@ -1303,7 +1322,7 @@ impl Trainer {
         let ls = LastStepShape {
             seq: s.t,
             batch: self.batch,
-            features: self.net.hidden,
+            features: self.net.width(),
             ..Default::default()
         };
         if s.last {
@@ -1501,7 +1520,7 @@ impl Trainer {
         let params = &self.lstm.model.params;
         let (weights, half) = self.lstm.model.weights();
         let grads = &self.lstm.model.grads;
-        let (h, o) = (self.net.hidden, self.net.out_dim());
+        let (h, o) = (self.net.width(), self.net.out_dim());
         push(
             fwd,
             k.gemm().dispatch_as(
