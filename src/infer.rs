@@ -113,6 +113,9 @@ struct Settings {
     zoneout_h: f32,
     #[serde(default)]
     zoneout_c: f32,
+    /// The LSTM's projection size (absent: none).
+    #[serde(default)]
+    proj_size: usize,
 }
 
 impl Settings {
@@ -154,7 +157,9 @@ impl Default for Sampling {
 }
 
 /// The recurrent state carried between [`Model::step`] calls: h then c,
-/// each `[layers, 1, hidden]` (f32).
+/// each `[layers, 1, hidden]` (f32). With projections (`proj_size` P) h
+/// is P wide: each of its rows holds h in its first P columns, zeros
+/// after.
 #[derive(Clone, Debug, PartialEq)]
 pub struct State(pub Vec<f32>);
 
@@ -239,7 +244,8 @@ fn config_of(file: &TensorFile) -> Result<(Settings, Norm, Missing)> {
         ),
     };
     let norm = norm_of(kind, s.norm_last, s.norm_t_max);
-    s.cell().map_err(|e| bad(&e))?;
+    let cell = s.cell().map_err(|e| bad(&e))?;
+    crate::model::config::check_proj(s.proj_size, s.hidden, cell).map_err(|e| bad(&e))?;
     let missing = match s.missing.as_deref() {
         None | Some("error") => Missing::Error,
         Some("drop") => Missing::Drop,
@@ -342,6 +348,7 @@ impl Checkpoint {
         net.cell = s.cell().unwrap_or_default();
         net.weight_drop = s.weight_drop;
         net.zoneout = (s.zoneout_h, s.zoneout_c);
+        net.proj = s.proj_size;
         let (floats, ints) = file.params_and_counters()?;
         let values = table_values(&net.table(), &floats, &path)?;
         // The running statistics, checked now rather than at first use.
@@ -966,6 +973,12 @@ impl Checkpoint {
                 v.chars.iter().map(|c| c.to_string()).collect::<Vec<_>>()
             }),
         });
+        let mut json = json;
+        // Written only with a projection, so other models' files stay as
+        // they were.
+        if let Some(p) = lstm.proj() {
+            json["module"]["proj_size"] = p.into();
+        }
         let text =
             serde_json::to_string_pretty(&json).map_err(|e| Error::Invalid(e.to_string()))?;
         Ok((self.state_dict(), text + "\n"))

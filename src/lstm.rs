@@ -267,7 +267,7 @@ impl Lstm {
     /// are dropped.
     pub fn set_precision(&mut self, p: crate::model::precision::Precision) -> Result<()> {
         if p.is_half()
-            && let Some(why) = crate::model::precision::f16_obstacle(
+            && let Some(why) = crate::model::precision::f16_obstacle_for(
                 &self.ctx,
                 &self.model.norm,
                 &self.model.config,

@@ -336,7 +336,7 @@ pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
 
     let ctx = open_gpu(verbose)?;
     let (precision, warning) =
-        lstm_wgpu::model::precision::resolve(a.precision, &ctx, &host.norm, &cfg)?;
+        lstm_wgpu::model::precision::resolve_for(a.precision, &ctx, &host.norm, &cfg)?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }

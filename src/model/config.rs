@@ -246,3 +246,76 @@ pub fn check_proj(p: usize, h: usize, cell: Cell) -> Result<()> {
 pub fn dir_suffix(d: usize) -> &'static str {
     if d == 1 { "_reverse" } else { "" }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proj_cfg(bidirectional: bool) -> LstmConfig {
+        LstmConfig {
+            input_size: 5,
+            hidden_size: 7,
+            num_layers: 2,
+            bidirectional,
+            bias: true,
+            cell: Cell::Lstm,
+            proj_size: 3,
+        }
+    }
+
+    /// `nn.LSTM(5, 7, 2, proj_size=3)`'s state_dict, in its order, and
+    /// read back from those shapes.
+    #[test]
+    fn projected_shapes_are_pytorch_s() {
+        let cfg = proj_cfg(true);
+        let shapes = cfg.param_shapes();
+        let names: Vec<&str> = shapes.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            &names[..6],
+            [
+                "weight_ih_l0",
+                "weight_hh_l0",
+                "bias_ih_l0",
+                "bias_hh_l0",
+                "weight_hr_l0",
+                "weight_ih_l0_reverse"
+            ]
+        );
+        let map: BTreeMap<String, Vec<usize>> = shapes.into_iter().collect();
+        assert_eq!(map["weight_hh_l0"], [28, 3]);
+        assert_eq!(map["weight_hr_l1_reverse"], [3, 7]);
+        assert_eq!(map["weight_ih_l1"], [28, 6]);
+        assert_eq!((cfg.state_size(), cfg.out_width()), (3, 6));
+        assert_eq!(LstmConfig::infer(&map, Cell::Lstm).ok(), Some(cfg));
+    }
+
+    /// P outside 0 < P < H, another cell, or a W_hh not [4H, P] beside
+    /// W_hr, refused by name.
+    #[test]
+    fn bad_projections_are_named() {
+        let map: BTreeMap<String, Vec<usize>> =
+            proj_cfg(false).param_shapes().into_iter().collect();
+        let err = |m: &BTreeMap<String, Vec<usize>>, cell| match LstmConfig::infer(m, cell) {
+            Ok(c) => panic!("accepted {c:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err(&map, Cell::Gru).contains("weight_hr_l0"));
+        let mut m = map.clone();
+        m.insert("weight_hr_l0".into(), vec![7, 7]);
+        assert!(err(&m, Cell::Lstm).contains("weight_hr_l0"));
+        let mut m = map.clone();
+        m.insert("weight_hh_l0".into(), vec![28, 7]);
+        assert!(err(&m, Cell::Lstm).contains("weight_hh_l0"));
+        let mut c = proj_cfg(false);
+        c.proj_size = 7;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("proj_size 7")
+        );
+        c.proj_size = 3;
+        c.cell = Cell::Gru;
+        assert!(c.validate().unwrap_err().to_string().contains("nn.GRU"));
+    }
+}

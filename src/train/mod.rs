@@ -273,6 +273,9 @@ impl NetConfig {
             .saturating_mul(l.saturating_sub(1) as u128);
         // At most 2 · (4H + 4H + H) norm parameters per layer (layer-cell).
         let norm = prod(&[18, h, l]);
+        // Projections: W_hr [P, H] per layer (W_hh's [4H, P] is within the
+        // [4H, H] counted above).
+        let proj = prod(&[self.proj, h, l]);
         let extra = self
             .extra()
             .iter()
@@ -280,6 +283,7 @@ impl NetConfig {
         let params = first
             .saturating_add(rest)
             .saturating_add(norm)
+            .saturating_add(proj)
             .saturating_add(extra);
         let stats = match self.norm {
             Norm::None | Norm::Layer { .. } | Norm::LayerCell => 0,

@@ -364,6 +364,7 @@ pub(crate) fn net_with(c: &RunConfig, head: Head) -> Result<NetConfig> {
     net.cell = crate::cli::train::settings::run_cell(c)?;
     net.weight_drop = c.weight_drop;
     net.zoneout = (c.zoneout_h, c.zoneout_c);
+    net.proj = c.proj_size;
     Ok(net)
 }
 
