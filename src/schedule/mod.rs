@@ -10,6 +10,9 @@
 //! gradients as column sums, and the gradient for the layer below as a GEMM.
 //! Between layers: the between-layer norm, then dropout and the residual add
 //! fused into one elementwise dispatch (forward and backward each).
+//! An LSTM with projections (`proj_size`) runs [`proj_loop`] for its time
+//! loops instead: per step GEMMs around pointwise kernels, see
+//! docs/architecture.md, "Projections".
 
 pub mod workspace;
 
