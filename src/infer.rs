@@ -119,6 +119,9 @@ struct Settings {
     /// Its scores: `dot` or `learned`.
     #[serde(default)]
     attention: Option<String>,
+    /// The LSTM's projection size (absent: none).
+    #[serde(default)]
+    proj_size: usize,
 }
 
 impl Settings {
@@ -182,7 +185,9 @@ impl Default for Sampling {
 }
 
 /// The recurrent state carried between [`Model::step`] calls: h then c,
-/// each `[layers, 1, hidden]` (f32).
+/// each `[layers, 1, hidden]` (f32). With projections (`proj_size` P) h
+/// is P wide: each of its rows holds h in its first P columns, zeros
+/// after.
 #[derive(Clone, Debug, PartialEq)]
 pub struct State(pub Vec<f32>);
 
@@ -268,7 +273,8 @@ fn config_of(file: &TensorFile) -> Result<(Settings, Norm, Missing)> {
         ),
     };
     let norm = norm_of(kind, s.norm_last, s.norm_t_max);
-    s.cell().map_err(|e| bad(&e))?;
+    let cell = s.cell().map_err(|e| bad(&e))?;
+    crate::model::config::check_proj(s.proj_size, s.hidden, cell).map_err(|e| bad(&e))?;
     s.attention().map_err(|e| bad(&e))?;
     let missing = match s.missing.as_deref() {
         None | Some("error") => Missing::Error,
@@ -372,6 +378,7 @@ impl Checkpoint {
         net.cell = s.cell().unwrap_or_default();
         net.weight_drop = s.weight_drop;
         net.zoneout = (s.zoneout_h, s.zoneout_c);
+        net.proj = s.proj_size;
         // Checked by config_of.
         net.attention = s.attention().unwrap_or_default();
         net.check_head()
@@ -1057,6 +1064,11 @@ impl Checkpoint {
         // the sizes).
         if let Some(a) = net.attention {
             json["module"]["attention"] = serde_json::json!(a.name());
+        }
+        // Written only with a projection, so other models' files stay as
+        // they were.
+        if let Some(p) = lstm.proj() {
+            json["module"]["proj_size"] = p.into();
         }
         let text =
             serde_json::to_string_pretty(&json).map_err(|e| Error::Invalid(e.to_string()))?;

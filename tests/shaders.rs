@@ -56,6 +56,10 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("lstm_cell_bn.wgsl", &["forward", "backward"]),
     ("lstm_persistent.wgsl", &["forward", "backward"]),
     (
+        "lstm_proj.wgsl",
+        &["forward_step", "backward_step", "scatter", "gather"],
+    ),
+    (
         "optim.wgsl",
         &["sgd", "sgd_momentum", "adam", "adam_amsgrad"],
     ),
@@ -473,6 +477,7 @@ fn cell_files_declare_the_host_gate_count() {
         "lstm_cell_bn.wgsl",
         "lstm_cell_ln.wgsl",
         "lstm_persistent.wgsl",
+        "lstm_proj.wgsl",
     ];
     for (name, src) in families()
         .into_iter()

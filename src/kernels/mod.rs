@@ -18,6 +18,7 @@ pub mod lstm_cell;
 pub mod lstm_cell_bn;
 pub mod lstm_cell_ln;
 pub mod lstm_persistent;
+pub mod lstm_proj;
 pub mod optim;
 pub mod reduce;
 pub mod wgsl;
@@ -179,6 +180,11 @@ impl Kernels {
         self.ctx.cached(key, || {
             lstm_cell::LstmCell::new(&self.ctx, cell, variant, tile, half, sg)
         })
+    }
+
+    /// The projected LSTM's pointwise steps and reordering.
+    pub fn proj(&self) -> crate::Result<Arc<lstm_proj::LstmProj>> {
+        self.family("lstm_proj", lstm_proj::LstmProj::new)
     }
 
     /// LayerNorm LSTM cell.

@@ -131,6 +131,7 @@ pub fn uniform_structs() -> Vec<StructLayout> {
         layout::<lstm_cell_ln::NormCellUniform>("lstm_cell_ln.wgsl"),
         layout::<lstm_persistent::PersistentUniform>("lstm_persistent.wgsl"),
         layout::<lstm_persistent::PersistentDir>("lstm_persistent.wgsl"),
+        layout::<lstm_proj::ProjUniform>("lstm_proj.wgsl"),
         layout::<optim::OptimUniform>("optim.wgsl"),
         layout::<reduce::ReduceUniform>("reduce.wgsl"),
     ]
@@ -160,6 +161,7 @@ pub fn sources() -> Vec<(&'static str, String)> {
         ("lstm_cell_bn.wgsl", lstm_cell_bn::SRC.into()),
         ("lstm_cell_ln.wgsl", lstm_cell_ln::SRC.into()),
         ("lstm_persistent.wgsl", lstm_persistent::SRC.into()),
+        ("lstm_proj.wgsl", lstm_proj::SRC.into()),
         ("optim.wgsl", optim::SRC.into()),
         ("reduce.wgsl", reduce::SRC.into()),
     ]

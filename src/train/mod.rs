@@ -153,6 +153,9 @@ pub struct NetConfig {
     /// Attention pooling before a [`Head::Regression`] head; `None`: the
     /// head reads the last valid step.
     pub attention: Option<Attention>,
+    /// The LSTM's projection size P (`nn.LSTM`'s `proj_size`; 0: none):
+    /// the layers' h, and the head's input, are P wide.
+    pub proj: usize,
 }
 
 impl NetConfig {
@@ -170,7 +173,14 @@ impl NetConfig {
             weight_drop: 0.0,
             zoneout: (0.0, 0.0),
             attention: None,
+            proj: 0,
         }
+    }
+
+    /// Width of the LSTM's output, the head's input: P with a projection,
+    /// else the hidden size.
+    pub fn width(&self) -> usize {
+        self.lstm().state_size()
     }
 
     /// The LSTM part.
@@ -186,6 +196,7 @@ impl NetConfig {
             bidirectional: false,
             bias: true,
             cell: self.cell,
+            proj_size: self.proj,
         }
     }
 
@@ -219,15 +230,23 @@ impl NetConfig {
                     a.name()
                 )))
             }
+            // The README module's `Attention` and the exports read H-wide
+            // outputs; a projected model's pooling is not written.
+            (Some(a), _) if self.proj > 0 => Err(Error::Invalid(format!(
+                "attention pooling ({}) with --proj-size {} is not supported",
+                a.name(),
+                self.proj
+            ))),
             _ => Ok(()),
         }
     }
 
-    /// Input width of the head: H, or 2H (`[context; h_T]`) with attention.
+    /// Input width of the head: the layers' width W (H, or P with a
+    /// projection), or 2W (`[context; h_T]`) with attention.
     pub fn head_in(&self) -> usize {
         match self.attention {
-            Some(_) => 2 * self.hidden,
-            None => self.hidden,
+            Some(_) => 2 * self.width(),
+            None => self.width(),
         }
     }
 
@@ -246,7 +265,7 @@ impl NetConfig {
             v.push(("embedding.weight".to_string(), vec![vocab, embed]));
         }
         if self.attention == Some(Attention::Learned) {
-            v.push(("attention.query".to_string(), vec![self.hidden]));
+            v.push(("attention.query".to_string(), vec![self.width()]));
         }
         v.push((
             "head.weight".to_string(),
@@ -319,6 +338,9 @@ impl NetConfig {
             .saturating_mul(l.saturating_sub(1) as u128);
         // At most 2 · (4H + 4H + H) norm parameters per layer (layer-cell).
         let norm = prod(&[18, h, l]);
+        // Projections: W_hr [P, H] per layer (W_hh's [4H, P] is within the
+        // [4H, H] counted above).
+        let proj = prod(&[self.proj, h, l]);
         let extra = self
             .extra()
             .iter()
@@ -326,6 +348,7 @@ impl NetConfig {
         let params = first
             .saturating_add(rest)
             .saturating_add(norm)
+            .saturating_add(proj)
             .saturating_add(extra);
         let stats = match self.norm {
             Norm::None | Norm::Layer { .. } | Norm::LayerCell => 0,
@@ -467,7 +490,7 @@ pub fn init_values(net: &NetConfig, seed: u64) -> Vec<f32> {
         } else {
             let fan_in = match name.starts_with("head.") {
                 true => net.head_in(),
-                false => cfg.hidden_size,
+                false => net.width(),
             } as f64;
             let b = 1.0 / fan_in.sqrt();
             v.extend((0..n).map(|_| rng.uniform(-b, b) as f32));
@@ -529,12 +552,17 @@ fn apply_init_options(net: &NetConfig, seed: u64, v: &mut [f32]) {
             let lstm = cfg.cell() == crate::kernels::cell::Cell::Lstm;
             if o.whh == WhhInit::Orthogonal && !cfg.cell().diag() {
                 let off = table.offset(&format!("weight_hh_l{l}{sfx}"));
-                // Each gate's H×H block separately (rows g·H .. (g+1)·H).
+                // Each gate's H×H block separately (rows g·H .. (g+1)·H);
+                // with a projection, its H×P block: the first P columns of
+                // an orthogonal matrix (orthonormal columns).
+                let s = cfg.state_size();
                 for g in 0..cfg.cell().gates() {
                     let q = orthogonal(h, &mut rng);
-                    let at = off + g * h * h;
-                    for (dst, src) in v[at..at + h * h].iter_mut().zip(&q) {
-                        *dst = *src as f32;
+                    let at = off + g * h * s;
+                    for (r, dst) in v[at..at + h * s].chunks_exact_mut(s).enumerate() {
+                        for (x, src) in dst.iter_mut().zip(&q[r * h..r * h + s]) {
+                            *x = *src as f32;
+                        }
                     }
                 }
             }
@@ -1287,7 +1315,7 @@ impl Trainer {
         crate::kernels::attention::AttentionShape {
             seq: t,
             batch: self.batch,
-            width: self.net.hidden,
+            width: self.net.width(),
             learned: query.is_some(),
             q_off,
             dq_off: q_off,
@@ -1415,7 +1443,7 @@ impl Trainer {
         let ls = LastStepShape {
             seq: s.t,
             batch: self.batch,
-            features: self.net.hidden,
+            features: self.net.width(),
             ..Default::default()
         };
         let attention = self.net.attention.map(|_| self.attention_shape(s.t));

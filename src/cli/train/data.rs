@@ -365,6 +365,7 @@ pub(crate) fn net_with(c: &RunConfig, head: Head) -> Result<NetConfig> {
     net.weight_drop = c.weight_drop;
     net.zoneout = (c.zoneout_h, c.zoneout_c);
     net.attention = c.attention.map(|a| a.attention());
+    net.proj = c.proj_size;
     Ok(net)
 }
 

@@ -826,7 +826,7 @@ pub(crate) fn build_trainer(
         (_, c) => c,
     };
     let (precision, warning) =
-        lstm_wgpu::model::precision::resolve(choice, &ctx, &net.norm, net.cell)?;
+        lstm_wgpu::model::precision::resolve_for(choice, &ctx, &net.norm, &net.lstm())?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }

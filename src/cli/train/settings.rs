@@ -109,6 +109,12 @@ pub struct TrainArgs {
     /// Zoneout of c likewise (LSTM cells). [default: 0]
     #[arg(long, value_name = "P")]
     pub zoneout_c: Option<f32>,
+    /// LSTM projections (nn.LSTM's proj_size): each layer's h is
+    /// W_hr (o ⊙ tanh c), P wide, 0 < P < --hidden; the head reads P (D·P)
+    /// features. The LSTM cell in f32, without norms, zoneout or
+    /// weight-drop. [default: none]
+    #[arg(long, value_name = "P")]
+    pub proj_size: Option<usize>,
     /// Residual connections around layers 1.. (output = layer(x) + x).
     #[arg(long)]
     #[serde(default)]
@@ -307,6 +313,7 @@ impl TrainArgs {
             weight_drop,
             zoneout_h,
             zoneout_c,
+            proj_size,
             cell,
             cell_file,
             activation,
@@ -442,6 +449,9 @@ pub struct RunConfig {
     /// The scores of `--head attention` (written with it only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) attention: Option<AttentionChoice>,
+    /// The LSTM's projection size P; 0: none (then not written).
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub(crate) proj_size: usize,
 }
 
 /// The cell of run `c`: its `--cell` (and activation), or the cell file
@@ -458,6 +468,10 @@ pub(crate) fn run_cell(c: &RunConfig) -> Result<lstm_wgpu::Cell> {
 
 fn is_zero_f32(x: &f32) -> bool {
     *x == 0.0
+}
+
+fn is_zero_usize(x: &usize) -> bool {
+    *x == 0
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -582,7 +596,13 @@ pub(crate) fn resolve(a: &TrainArgs) -> Result<RunConfig> {
             Some(HeadChoice::Attention) => Some(a.attention.unwrap_or_default()),
             _ => a.attention,
         },
+        proj_size: a.proj_size.unwrap_or(0),
     };
+    if a.proj_size == Some(0) {
+        return Err(Error::Invalid(
+            "--proj-size 0: a projection is at least 1 wide (leave the flag out for none)".into(),
+        ));
+    }
     let mut c = c;
     if let Some(p) = &a.cell_file {
         // A --config file may name the other.
@@ -699,6 +719,7 @@ pub(crate) fn validate_config(c: &RunConfig) -> Result<()> {
             return refuse("--init-whh orthogonal: its W_hh is a vector u, not a matrix");
         }
     }
+    check_proj(c)?;
     c.cell.check_activation(c.activation)?;
     if c.cell == CellChoice::Indrnn && c.init_whh == InitWhh::Orthogonal {
         return Err(Error::Invalid(
@@ -897,6 +918,49 @@ pub(crate) fn parse_loss_scale(
     }
 }
 
+/// What `--proj-size` cannot go with, refused by name: another cell than
+/// the LSTM, a P not below `--hidden`, a norm, zoneout, weight-drop.
+fn check_proj(c: &RunConfig) -> Result<()> {
+    let p = c.proj_size;
+    if p == 0 {
+        return Ok(());
+    }
+    let refuse = |why: String| Err(Error::Invalid(format!("--proj-size {p}: {why}")));
+    if let Some(name) = &c.cell_file {
+        return refuse(format!(
+            "projections serve the LSTM cell; --cell-file {name} is a cell of its own"
+        ));
+    }
+    if c.cell != CellChoice::Lstm {
+        return refuse(format!(
+            "projections serve the LSTM cell; --cell {} has none",
+            c.cell
+        ));
+    }
+    if p >= c.hidden {
+        return refuse(format!(
+            "must be below --hidden {} (0 < P < H, as nn.LSTM)",
+            c.hidden
+        ));
+    }
+    if c.norm != NormChoice::None {
+        return refuse(format!(
+            "an LSTM with projections takes no --norm ({})",
+            c.norm
+        ));
+    }
+    for (flag, v) in [
+        ("--zoneout-h", c.zoneout_h),
+        ("--zoneout-c", c.zoneout_c),
+        ("--weight-drop", c.weight_drop),
+    ] {
+        if v > 0.0 {
+            return refuse(format!("an LSTM with projections does not take {flag}"));
+        }
+    }
+    Ok(())
+}
+
 /// On `--resume`: a run of a cell file keeps it (by name and content), a
 /// run of a built-in cell takes none.
 fn check_cell_file(x: &TrainArgs, c: &RunConfig, from: Option<&Path>) -> Result<()> {
@@ -981,6 +1045,12 @@ pub(crate) fn check_fixed(x: &TrainArgs, c: &RunConfig, from: Option<&Path>) -> 
     check_cell_file(x, c, f)?;
     same("--zoneout-h", x.zoneout_h.as_ref(), Some(&c.zoneout_h), f)?;
     same("--zoneout-c", x.zoneout_c.as_ref(), Some(&c.zoneout_c), f)?;
+    same(
+        "--proj-size",
+        x.proj_size.as_ref(),
+        (c.proj_size > 0).then_some(&c.proj_size),
+        f,
+    )?;
     same("--cell", x.cell.as_ref(), Some(&c.cell), f)?;
     same("--head", x.head.as_ref(), Some(&c.head), f)?;
     same("--attention", x.attention.as_ref(), c.attention.as_ref(), f)?;
@@ -1066,6 +1136,9 @@ pub(crate) fn describe_links(c: &RunConfig) -> String {
     }
     if let Some(a) = c.attention {
         s += &format!(", attention head ({a})");
+    }
+    if c.proj_size > 0 {
+        s += &format!(", projection {}", c.proj_size);
     }
     s
 }
