@@ -316,6 +316,10 @@ fn attention_refusals_name_the_flag() {
             vec!["--head", "first"],
             "--head first: expected last or attention",
         ),
+        (
+            vec!["--head", "attention", "--proj-size", "2", "--data", s(&csv)],
+            "attention pooling (dot) with --proj-size 2 is not supported",
+        ),
     ] {
         let mut a = vec![
             "train",
