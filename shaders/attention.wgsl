@@ -72,27 +72,8 @@ const F32_LOWEST: f32 = -3.40282347e38;
 // The gradients (the query's).
 @group(0) @binding(7) var<storage, read_write> grads: array<f32>;
 
-var<workgroup> red: array<f32, WG>;
-
-// Fixed-order tree over the workgroup; must be called in uniform control
-// flow. Returns the sum (or max) of every invocation's v.
-fn tree(v: f32, lid: u32, is_max: bool) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if lid < s {
-            if is_max {
-                red[lid] = max(red[lid], red[lid + s]);
-            } else {
-                red[lid] = red[lid] + red[lid + s];
-            }
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
+// `red` and `tree`: common/tree.wgsl.
+const RED_LEN: u32 = WG;
 
 // Valid steps of sequence b: its length, or 0 when outside 1..=T.
 fn valid_steps(b: u32) -> u32 {
@@ -137,7 +118,7 @@ fn attention_forward(grid: Grid, @builtin(local_invocation_index) lid: u32) {
             m = max(m, s);
         }
     }
-    m = tree(m, lid, true);
+    m = tree(m, lid, WG, true);
     var sum = 0.0;
     for (var t0 = 0u; t0 < p.seq; t0 += WG) {
         let t = t0 + lid;
@@ -147,7 +128,7 @@ fn attention_forward(grid: Grid, @builtin(local_invocation_index) lid: u32) {
             sum += e;
         }
     }
-    sum = tree(sum, lid, false);
+    sum = tree(sum, lid, WG, false);
     for (var t0 = 0u; t0 < p.seq; t0 += WG) {
         let t = t0 + lid;
         if t < p.seq {
@@ -201,7 +182,7 @@ fn attention_backward(grid: Grid, @builtin(local_invocation_index) lid: u32) {
             sad += scratch[ab + t] * da;
         }
     }
-    sad = tree(sad, lid, false);
+    sad = tree(sad, lid, WG, false);
     for (var t0 = 0u; t0 < p.seq; t0 += WG) {
         let t = t0 + lid;
         if t < n {

@@ -30,7 +30,7 @@ use super::wgsl::{shader, wgsl_struct};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "attention.wgsl");
+pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "common/tree.wgsl", "attention.wgsl");
 /// Invocations per sequence of the forward and backward.
 const WG: usize = 256;
 const WG_SUM: usize = 64;
