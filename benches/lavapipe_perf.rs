@@ -1144,6 +1144,7 @@ fn cell_paths() {
             bidirectional: dirs == 2,
             bias: true,
             cell: Default::default(),
+            proj_size: 0,
         };
         let x: Vec<f32> = (0..t * n * i)
             .map(|k| ((k * 37 % 101) as f32 / 50.0) - 1.0)

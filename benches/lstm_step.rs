@@ -107,6 +107,7 @@ fn passes(c: &mut Criterion, ctx: &Arc<GpuContext>) {
         bidirectional: false,
         bias: true,
         cell: Default::default(),
+        proj_size: 0,
     };
     let (seq, batch) = (16, 8);
     let state_len = cfg.num_layers * cfg.dirs() * batch * cfg.hidden_size;
@@ -159,6 +160,7 @@ fn norm_variants(c: &mut Criterion, ctx: &Arc<GpuContext>) {
         bidirectional: false,
         bias: true,
         cell: Default::default(),
+        proj_size: 0,
     };
     let (seq, batch) = (16, 8);
     let state_len = cfg.num_layers * batch * cfg.hidden_size;
@@ -255,6 +257,7 @@ fn cell(c: &mut Criterion, ctx: &GpuContext, k: &Kernels) {
         bidirectional: false,
         bias: true,
         cell: Default::default(),
+        proj_size: 0,
     };
     let state = Workspace::state_len(&cfg, B);
     let s = CellShape {

@@ -22,6 +22,7 @@ fn main() -> lstm_wgpu::Result<()> {
         bidirectional: true,
         bias: true,
         cell: lstm_wgpu::Cell::Lstm,
+        proj_size: 0,
     };
     let (seq, batch) = (6, 3);
     let (i, h, dirs) = (cfg.input_size, cfg.hidden_size, cfg.dirs());

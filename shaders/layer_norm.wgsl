@@ -27,24 +27,8 @@ const WG: u32 = 64u;
 @group(0) @binding(7) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(8) var<storage, read_write> grads: array<f32>;
 
-var<workgroup> red: array<f32, WG>;
-
-// Sum of `v` over the workgroup, in a fixed tree order. Must be called in
-// uniform control flow.
-fn wg_sum(v: f32, lid: u32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if lid < s {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    // Everyone has read the result before `red` is reused.
-    workgroupBarrier();
-    return r;
-}
+// `red` and `tree`: common/tree.wgsl.
+const RED_LEN: u32 = WG;
 
 fn row_valid(row: u32) -> bool {
     return p.t0 + row / p.batch < lengths[row % p.batch];
@@ -64,13 +48,13 @@ fn forward(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     for (var j = lid; j < p.f; j += WG) {
         s += x[xb + j];
     }
-    let mean = wg_sum(s, lid) / nf;
+    let mean = tree(s, lid, WG, false) / nf;
     var q = 0.0;
     for (var j = lid; j < p.f; j += WG) {
         let d = x[xb + j] - mean;
         q += d * d;
     }
-    let rstd = 1.0 / sqrt(wg_sum(q, lid) / nf + EPS);
+    let rstd = 1.0 / sqrt(tree(q, lid, WG, false) / nf + EPS);
     for (var j = lid; j < p.f; j += WG) {
         let v = (x[xb + j] - mean) * rstd * prm[p.w_off + j] + prm[p.b_off + j];
         y[yb + j] = select(0.0, v, valid);
@@ -101,8 +85,8 @@ fn backward_dx(grid: Grid, @builtin(local_invocation_index) lid: u32) {
         s2 += g * (x[xb + j] - mean) * rstd;
     }
     let nf = f32(p.f);
-    let m1 = wg_sum(s1, lid) / nf;
-    let m2 = wg_sum(s2, lid) / nf;
+    let m1 = tree(s1, lid, WG, false) / nf;
+    let m2 = tree(s2, lid, WG, false) / nf;
     let ob = p.dx_off + row * p.f;
     for (var j = lid; j < p.f; j += WG) {
         let g = dy[db + j] * prm[p.w_off + j];

@@ -63,28 +63,8 @@ const F32_LOWEST: f32 = -3.40282347e38;
 // Gradient w.r.t. x.
 @group(0) @binding(7) var<storage, read_write> dx: array<f32>;
 
-var<workgroup> red: array<f32, WG_MEAN>;
-
-// Fixed-order tree over the first `n` slots of `red` (n a power of two);
-// must be called in uniform control flow. Returns the sum (or max).
-fn tree(v: f32, lid: u32, n: u32, is_max: bool) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = n / 2u; s > 0u; s = s >> 1u) {
-        if lid < s {
-            if is_max {
-                red[lid] = max(red[lid], red[lid + s]);
-            } else {
-                red[lid] = red[lid] + red[lid + s];
-            }
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    // Everyone has read the result before `red` is reused.
-    workgroupBarrier();
-    return r;
-}
+// `red` and `tree`: common/tree.wgsl.
+const RED_LEN: u32 = WG_MEAN;
 
 // count > 0 ? scale / count : 0.
 fn grad_coef() -> f32 {

@@ -26,7 +26,7 @@ use crate::io::TensorFile;
 use crate::kernels::optim::OptimConfig;
 use crate::model::NamedTensor;
 use crate::model::norm::{Norm, NormKind};
-use crate::train::forecast::{continuations, predict_windows};
+use crate::train::forecast::{continuations, predict_windows, predict_windows_attention};
 use crate::train::{Carry, Head, NetConfig, StepData, Trainer};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -113,6 +113,15 @@ struct Settings {
     zoneout_h: f32,
     #[serde(default)]
     zoneout_c: f32,
+    /// `attention` for attention pooling (absent: the last step).
+    #[serde(default)]
+    head: Option<String>,
+    /// Its scores: `dot` or `learned`.
+    #[serde(default)]
+    attention: Option<String>,
+    /// The LSTM's projection size (absent: none).
+    #[serde(default)]
+    proj_size: usize,
 }
 
 impl Settings {
@@ -130,7 +139,29 @@ impl Settings {
             (c, a) => Err(format!("cell `{c}` with activation `{a}`")),
         }
     }
+
+    /// The attention pooling its `head` and `attention` name.
+    fn attention(&self) -> std::result::Result<Option<crate::train::Attention>, String> {
+        use crate::train::Attention;
+        match (
+            self.head.as_deref().unwrap_or("last"),
+            self.attention.as_deref(),
+        ) {
+            ("last", None) => Ok(None),
+            ("attention", Some("dot")) => Ok(Some(Attention::Dot)),
+            ("attention", Some("learned")) => Ok(Some(Attention::Learned)),
+            (h, a) => Err(format!(
+                "head `{h}` with attention `{}`",
+                a.unwrap_or("none")
+            )),
+        }
+    }
 }
+
+/// What [`Model::predict_with_attention`] gives: per window its
+/// predictions (`horizon` values, the target's units) and its attention
+/// weights (`seq_len` values, oldest row first).
+pub type Attended = (Vec<Vec<f64>>, Vec<Vec<f64>>);
 
 /// Sampling settings of [`Model::generate`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -154,15 +185,18 @@ impl Default for Sampling {
 }
 
 /// The recurrent state carried between [`Model::step`] calls: h then c,
-/// each `[layers, 1, hidden]` (f32).
+/// each `[layers, 1, hidden]` (f32). With projections (`proj_size` P) h
+/// is P wide: each of its rows holds h in its first P columns, zeros
+/// after.
 #[derive(Clone, Debug, PartialEq)]
 pub struct State(pub Vec<f32>);
 
 /// The name of parameter `name` of a [`NetConfig::table`] in checkpoints:
-/// `embedding.*` and `head.*` as they are, the LSTM's (norms included)
-/// under `lstm.`.
+/// `embedding.*`, `attention.*` and `head.*` as they are, the LSTM's
+/// (norms included) under `lstm.`.
 pub fn checkpoint_name(name: &str) -> String {
-    if name.starts_with("embedding.") || name.starts_with("head.") {
+    let own = ["embedding.", "attention.", "head."];
+    if own.iter().any(|p| name.starts_with(p)) {
         name.to_string()
     } else {
         format!("lstm.{name}")
@@ -237,7 +271,9 @@ fn config_of(path: &Path, metadata: &HashMap<String, String>) -> Result<(Setting
         ),
     };
     let norm = norm_of(kind, s.norm_last, s.norm_t_max);
-    s.cell().map_err(|e| bad(&e))?;
+    let cell = s.cell().map_err(|e| bad(&e))?;
+    crate::model::config::check_proj(s.proj_size, s.hidden, cell).map_err(|e| bad(&e))?;
+    s.attention().map_err(|e| bad(&e))?;
     let missing = match s.missing.as_deref() {
         None | Some("error") => Missing::Error,
         Some("drop") => Missing::Drop,
@@ -394,6 +430,11 @@ impl Checkpoint {
         net.cell = s.cell().unwrap_or_default();
         net.weight_drop = s.weight_drop;
         net.zoneout = (s.zoneout_h, s.zoneout_c);
+        net.proj = s.proj_size;
+        // Checked by config_of.
+        net.attention = s.attention().unwrap_or_default();
+        net.check_head()
+            .map_err(|e| Error::file(&path, format!("bad `config` metadata: {e}")))?;
         let (floats, ints) = match src {
             Source::File(f) => f.params_and_counters()?,
             Source::Tensors(floats, ints) => (floats, ints),
@@ -699,6 +740,31 @@ impl Model {
     /// target's units. `rows.len() - seq_len + 1` windows, in batches (see
     /// [`Model::set_batch`]).
     pub fn predict(&mut self, rows: &[Vec<f64>]) -> Result<Vec<Vec<f64>>> {
+        Ok(self.predict_rows(rows, false)?.0)
+    }
+
+    /// [`Model::predict`] of a model with an attention head (`train --head
+    /// attention`), with each window's attention weights: `seq_len` values
+    /// summing to 1, the weight of each of its rows, oldest first. Refused
+    /// for a model whose head reads the last step.
+    pub fn predict_with_attention(&mut self, rows: &[Vec<f64>]) -> Result<Attended> {
+        self.attention_only()?;
+        self.predict_rows(rows, true)
+    }
+
+    /// An error naming the checkpoint unless its head has attention.
+    fn attention_only(&self) -> Result<()> {
+        match self.ck.config.net.attention {
+            Some(_) => Ok(()),
+            None => Err(Error::file(
+                &self.ck.path,
+                "its head reads the last step: no attention weights (a model trained with \
+                 --head attention has them)",
+            )),
+        }
+    }
+
+    fn predict_rows(&mut self, rows: &[Vec<f64>], attention: bool) -> Result<Attended> {
         self.series_only("predict")?;
         let (t, k) = (self.ck.config.seq_len, self.ck.config.horizon);
         if rows.len() < t {
@@ -716,6 +782,7 @@ impl Model {
         let b = self.batch.min(windows);
         let targets = vec![0f32; b * k];
         let mut out = Vec::with_capacity(windows);
+        let mut weights = Vec::new();
         let ids: Vec<usize> = (0..windows).collect();
         for chunk in ids.chunks(b) {
             // [T, B, F]; a short last batch repeats its last window.
@@ -730,15 +797,22 @@ impl Model {
             let tr = self.plan(b)?;
             tr.eval(t, &StepData::series(&x, &targets), Carry::Zero)?;
             let y = tr.head_output(t)?;
+            let a = match attention {
+                true => tr.attention_weights(t)?,
+                false => Vec::new(),
+            };
             for i in 0..chunk.len() {
                 let w: Vec<f64> = y[i * k..(i + 1) * k]
                     .iter()
                     .map(|&v| self.target_units(v))
                     .collect();
                 out.push(w);
+                if attention {
+                    weights.push(a[i * t..(i + 1) * t].iter().map(|&v| v as f64).collect());
+                }
             }
         }
-        Ok(out)
+        Ok((out, weights))
     }
 
     /// Predictions (z-scores, `[windows.len(), horizon]`) of windows of a
@@ -755,6 +829,23 @@ impl Model {
             return Ok(Vec::new());
         }
         predict_windows(self.plan(batch)?, set, windows)
+    }
+
+    /// [`Model::predict_windows`] with each window's attention weights
+    /// (`[windows.len(), seq_len]`), for a model with an attention head;
+    /// refused by name for others.
+    pub fn predict_windows_attention(
+        &mut self,
+        set: &WindowSet,
+        windows: &[usize],
+        batch: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.series_only("predict")?;
+        self.attention_only()?;
+        if windows.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        predict_windows_attention(self.plan(batch)?, set, windows)
     }
 
     /// Continues a series `n` values past its last row (the `--future`
@@ -956,7 +1047,9 @@ fn identity(table: &SeriesTable) -> Normalizer {
 impl Checkpoint {
     /// Its parameters as the state_dict of the README's PyTorch module
     /// (`embedding` = `nn.Embedding(V, E)` for text, `lstm` = `nn.LSTM(I,
-    /// H, L)`, `head` = `nn.Linear(H, out)`), with a JSON text of what the
+    /// H, L)`, `attention` = its `Attention(H, "dot" | "learned")` with
+    /// `attention.query` for a learned query, `head` = `nn.Linear(H, out)`,
+    /// or `nn.Linear(2H, out)` behind the attention), with a JSON text of what the
     /// module needs besides: its sizes, the window length and horizon, and
     /// the normaliser (series) or the vocabulary (text). A model with a
     /// norm or residual links, which `nn.LSTM` has no place for, is
@@ -1001,7 +1094,7 @@ impl Checkpoint {
             Head::Regression { outputs, .. } | Head::Sequence { outputs, .. } => (None, outputs),
         };
         let col = |c: &crate::data::ColumnStats| serde_json::json!({ "name": c.name, "mean": c.mean, "std": c.std });
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "format": "lstm-wgpu pytorch export 1",
             "task": match self.config.task { Task::Text => "text", Task::Series => "series" },
             "module": {
@@ -1021,6 +1114,17 @@ impl Checkpoint {
                 v.chars.iter().map(|c| c.to_string()).collect::<Vec<_>>()
             }),
         });
+        // The README module's `attention` argument, for models with one
+        // (absent otherwise, so that older copies of the module still take
+        // the sizes).
+        if let Some(a) = net.attention {
+            json["module"]["attention"] = serde_json::json!(a.name());
+        }
+        // Written only with a projection, so other models' files stay as
+        // they were.
+        if let Some(p) = lstm.proj() {
+            json["module"]["proj_size"] = p.into();
+        }
         let text =
             serde_json::to_string_pretty(&json).map_err(|e| Error::Invalid(e.to_string()))?;
         Ok((self.state_dict(), text + "\n"))

@@ -6,7 +6,7 @@
 //! # fn main() -> lstm_wgpu::Result<()> {
 //! let ctx = Arc::new(GpuContext::new()?);
 //! let cfg = LstmConfig { input_size: 3, hidden_size: 8, num_layers: 2, bidirectional: false, bias: true,
-//!                        cell: Cell::Lstm };
+//!                        cell: Cell::Lstm, proj_size: 0 };
 //! let model = LstmModel::init_uniform(&ctx, cfg, 0)?;
 //! let mut lstm = Lstm::new(ctx, model)?;
 //! let x = vec![0.5f32; 5 * 2 * 3]; // [T=5, B=2, I=3]

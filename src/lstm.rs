@@ -17,7 +17,7 @@ use std::sync::Arc;
 pub struct Upstream<'a> {
     /// Same shape and layout as `output`.
     pub grad_output: &'a [f32],
-    /// `[L·D, B, H]`.
+    /// `[L·D, B, S]` (S: P with a projection, else H).
     pub grad_h_n: &'a [f32],
     /// `[L·D, B, H]`; empty for a cell without c (the GRU).
     pub grad_c_n: &'a [f32],
@@ -26,9 +26,10 @@ pub struct Upstream<'a> {
 /// Results of a forward pass, with `nn.LSTM`'s shapes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outputs {
-    /// `[T, B, D·H]` (or `[B, T, D·H]`), zero at padded positions.
+    /// `[T, B, D·S]` (or `[B, T, D·S]`), zero at padded positions (S:
+    /// P with a projection, else H).
     pub output: Vec<f32>,
-    /// `[L·D, B, H]`.
+    /// `[L·D, B, S]`.
     pub h_n: Vec<f32>,
     /// `[L·D, B, H]`; empty for a cell without c (the GRU).
     pub c_n: Vec<f32>,
@@ -39,7 +40,7 @@ pub struct Outputs {
 pub struct Grads {
     /// Same shape and layout as the input.
     pub input: Vec<f32>,
-    /// `[L·D, B, H]`.
+    /// `[L·D, B, S]` (S: P with a projection, else H).
     pub h0: Vec<f32>,
     /// `[L·D, B, H]`; empty for a cell without c (the GRU).
     pub c0: Vec<f32>,
@@ -99,6 +100,29 @@ fn check(name: &str, data: &[f32], shape: &[usize]) -> Result<()> {
     Ok(())
 }
 
+/// An h state `[L·D, B, S]` laid out as the state arrays hold it: rows of
+/// H, h in the first S columns (with a projection S = P < H; else `h`
+/// itself).
+pub fn h_to_rows<'a>(cfg: &LstmConfig, h: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+    let (s, hs) = (cfg.state_size(), cfg.hidden_size);
+    if s == hs {
+        return std::borrow::Cow::Borrowed(h);
+    }
+    let mut out = vec![0f32; h.len() / s * hs];
+    for (dst, src) in out.chunks_exact_mut(hs).zip(h.chunks_exact(s)) {
+        dst[..s].copy_from_slice(src);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The inverse of [`h_to_rows`]: `[L·D, B, S]` from rows of H.
+pub fn h_from_rows(cfg: &LstmConfig, rows: &[f32]) -> Vec<f32> {
+    let (s, hs) = (cfg.state_size(), cfg.hidden_size);
+    rows.chunks_exact(hs)
+        .flat_map(|r| r[..s].iter().copied())
+        .collect()
+}
+
 /// Checks every tensor of `b` against a model of shape `cfg`.
 pub fn validate_batch(cfg: &LstmConfig, b: &Batch<'_>) -> Result<()> {
     let (t, n) = (b.seq_len, b.batch);
@@ -116,7 +140,7 @@ pub fn validate_batch(cfg: &LstmConfig, b: &Batch<'_>) -> Result<()> {
     check("input", b.input, &ishape)?;
     let sshape = [cfg.num_layers * cfg.dirs(), n, cfg.hidden_size];
     if let Some(h0) = b.h0 {
-        check("h0", h0, &sshape)?;
+        check("h0", h0, &[sshape[0], n, cfg.state_size()])?;
     }
     if let Some(c0) = b.c0 {
         no_c(cfg, "c0")?;
@@ -142,11 +166,11 @@ pub fn validate_batch(cfg: &LstmConfig, b: &Batch<'_>) -> Result<()> {
 /// Checks the upstream gradients of a batch against a model of shape `cfg`.
 pub fn validate_upstream(cfg: &LstmConfig, b: &Batch<'_>, up: &Upstream<'_>) -> Result<()> {
     let (t, n) = (b.seq_len, b.batch);
-    let w = cfg.dirs() * cfg.hidden_size;
+    let w = cfg.out_width();
     let oshape = if b.batch_first { [n, t, w] } else { [t, n, w] };
     check("grad_output", up.grad_output, &oshape)?;
     let sshape = [cfg.num_layers * cfg.dirs(), n, cfg.hidden_size];
-    check("grad_h_n", up.grad_h_n, &sshape)?;
+    check("grad_h_n", up.grad_h_n, &[sshape[0], n, cfg.state_size()])?;
     match cfg.cell().has_c() {
         true => check("grad_c_n", up.grad_c_n, &sshape),
         false if up.grad_c_n.is_empty() => Ok(()),
@@ -243,10 +267,10 @@ impl Lstm {
     /// are dropped.
     pub fn set_precision(&mut self, p: crate::model::precision::Precision) -> Result<()> {
         if p.is_half()
-            && let Some(why) = crate::model::precision::f16_obstacle(
+            && let Some(why) = crate::model::precision::f16_obstacle_for(
                 &self.ctx,
                 &self.model.norm,
-                self.model.config.cell(),
+                &self.model.config,
             )
         {
             return Err(Error::Invalid(format!(
@@ -369,7 +393,10 @@ impl Lstm {
         ctx.write(&ws.lengths, 0, &lens);
         let half = crate::schedule::workspace::Workspace::state_len(cfg, n);
         let zeros = vec![0f32; half];
-        ctx.write(&ws.state_in, 0, b.h0.unwrap_or(&zeros));
+        match b.h0 {
+            Some(h0) => ctx.write(&ws.state_in, 0, &h_to_rows(cfg, h0)),
+            None => ctx.write(&ws.state_in, 0, &zeros),
+        }
         // A cell without c ignores that half (and writes its own there).
         ctx.write(&ws.state_in, half, b.c0.unwrap_or(&zeros));
         Ok(())
@@ -378,7 +405,7 @@ impl Lstm {
     fn read_outputs(&self, t: usize, n: usize, batch_first: bool) -> Result<Outputs> {
         let cfg = &self.model.config;
         let plan = &self.plans[&(t, n, self.train)];
-        let w = cfg.dirs() * cfg.hidden_size;
+        let w = cfg.out_width();
         let mut output = self.ctx.read_f32(plan.output(), 0, t * n * w)?;
         if batch_first {
             output = swap01(&output, t, n, w);
@@ -388,7 +415,7 @@ impl Lstm {
         let has_c = cfg.cell().has_c();
         Ok(Outputs {
             output,
-            h_n: st[..half].to_vec(),
+            h_n: h_from_rows(cfg, &st[..half]),
             c_n: if has_c {
                 st[half..].to_vec()
             } else {
@@ -569,13 +596,13 @@ impl Lstm {
         let ctx = &self.ctx.clone();
         let gy = plan.grad_output();
         if b.batch_first {
-            let w = cfg.dirs() * cfg.hidden_size;
+            let w = cfg.out_width();
             ctx.write(gy, 0, &swap01(up.grad_output, n, t, w));
         } else {
             ctx.write(gy, 0, up.grad_output);
         }
         let half = crate::schedule::workspace::Workspace::state_len(&cfg, n);
-        ctx.write(&plan.ws.gstate_in, 0, up.grad_h_n);
+        ctx.write(&plan.ws.gstate_in, 0, &h_to_rows(&cfg, up.grad_h_n));
         // Without c, the cells read zero there (no gradient arrives at c_n).
         match cfg.cell().has_c() {
             true => ctx.write(&plan.ws.gstate_in, half, up.grad_c_n),
@@ -602,7 +629,7 @@ impl Lstm {
         let st = ctx.read_f32(&plan.ws.gstate_out, 0, 2 * half)?;
         let grads = Grads {
             input,
-            h0: st[..half].to_vec(),
+            h0: h_from_rows(&cfg, &st[..half]),
             c0: match cfg.cell().has_c() {
                 true => st[half..].to_vec(),
                 false => Vec::new(),

@@ -14,6 +14,7 @@ fn cfg(i: usize, h: usize) -> LstmConfig {
         bidirectional: false,
         bias: true,
         cell: Default::default(),
+        proj_size: 0,
     }
 }
 
@@ -165,6 +166,7 @@ fn state_dict_mismatches() {
             bidirectional: false,
             bias: true,
             cell: Default::default(),
+            proj_size: 0,
         }
     );
     assert_eq!(v.len(), 8 * 3 + 8 * 2 + 16);
@@ -217,6 +219,7 @@ fn dispatch_counts() {
             bidirectional: bidir,
             bias,
             cell: Default::default(),
+            proj_size: 0,
         };
         let model = LstmModel::init_uniform(&ctx, c.clone(), 0).unwrap_or_else(|e| panic!("{e}"));
         let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
@@ -298,6 +301,7 @@ fn wavefront_obstacles_are_named() {
             bidirectional: bidir,
             bias: true,
             cell: Default::default(),
+            proj_size: 0,
         };
         let model = LstmModel::init_uniform(&ctx, c, 0).unwrap_or_else(|e| panic!("{e}"));
         let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
@@ -323,6 +327,7 @@ fn wavefront_obstacles_are_named() {
                     bidirectional: false,
                     bias: true,
                     cell: Default::default(),
+                    proj_size: 0,
                 },
                 0,
             )

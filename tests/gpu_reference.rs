@@ -538,6 +538,7 @@ fn bit_identical_runs() {
         bidirectional: true,
         bias: true,
         cell: Default::default(),
+        proj_size: 0,
     };
     let x: Vec<f32> = (0..8 * 3 * 6)
         .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)

@@ -252,6 +252,7 @@ fn norm_model(ctx: &Arc<lstm_wgpu::GpuContext>, norm: Norm, h: usize) -> Lstm {
         bidirectional: true,
         bias: true,
         cell: Default::default(),
+        proj_size: 0,
     };
     let model = LstmModel::init_with_norm(ctx, cfg, norm, 3).unwrap_or_else(|e| panic!("{e}"));
     Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"))
@@ -330,6 +331,7 @@ fn adapter_limits_and_automatic_choice() {
         bidirectional: false,
         bias: false,
         cell: Default::default(),
+        proj_size: 0,
     };
     let model = LstmModel::init_uniform(&ctx, cfg, 0).unwrap_or_else(|e| panic!("{e}"));
     let mut lstm = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));

@@ -17,6 +17,14 @@ use std::path::{Path, PathBuf};
 /// Entry points each known shader must define: exactly the ones its wrapper
 /// in `src/kernels/` passes to `Kernel::new`.
 const ENTRY_POINTS: &[(&str, &[&str])] = &[
+    (
+        "attention.wgsl",
+        &[
+            "attention_forward",
+            "attention_backward",
+            "attention_query_grad",
+        ],
+    ),
     ("gemm.wgsl", &["gemm", "gemm_tiled", "gemm_vec4", "gemm_sg"]),
     (
         "lstm_cell.wgsl",
@@ -47,6 +55,10 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("clip.wgsl", &["partials", "segsum", "finalize", "apply"]),
     ("lstm_cell_bn.wgsl", &["forward", "backward"]),
     ("lstm_persistent.wgsl", &["forward", "backward"]),
+    (
+        "lstm_proj.wgsl",
+        &["forward_step", "backward_step", "scatter", "gather"],
+    ),
     (
         "optim.wgsl",
         &["sgd", "sgd_momentum", "adam", "adam_amsgrad"],
@@ -465,6 +477,7 @@ fn cell_files_declare_the_host_gate_count() {
         "lstm_cell_bn.wgsl",
         "lstm_cell_ln.wgsl",
         "lstm_persistent.wgsl",
+        "lstm_proj.wgsl",
     ];
     for (name, src) in families()
         .into_iter()

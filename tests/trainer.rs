@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::sine_batch;
 use lstm_wgpu::data::{SeriesConfig, SeriesDataset, SeriesTable};
 use lstm_wgpu::kernels::optim::OptimConfig;
 use lstm_wgpu::lstm::{Batch, Lstm, Upstream};
@@ -250,15 +251,7 @@ fn series_model_loss_falls() {
         .unwrap_or_else(|e| panic!("{e}"));
     let mut losses = Vec::new();
     for step in 0..80 {
-        let mut x = vec![0f32; t * b];
-        let mut y = vec![0f32; b];
-        for bb in 0..b {
-            let ph = (step * b + bb) as f32 * 0.37;
-            for tt in 0..t {
-                x[tt * b + bb] = (ph + 0.5 * tt as f32).sin();
-            }
-            y[bb] = (ph + 0.5 * t as f32).sin();
-        }
+        let (x, y) = sine_batch(step, t, b);
         let s = tr
             .step(t, &StepData::series(&x, &y), Carry::Zero, 0.01)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -309,20 +302,6 @@ fn forecast_runs_one_window_a_pass() {
         (got[0] - want).abs() <= 1e-5 * want.abs().max(1.0),
         "{got:?} vs {want}"
     );
-}
-
-/// Sine windows: x [T, B, 1] and the next value of each window [B, 1].
-fn sine_batch(step: usize, t: usize, b: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut x = vec![0f32; t * b];
-    let mut y = vec![0f32; b];
-    for bb in 0..b {
-        let ph = (step * b + bb) as f32 * 0.37;
-        for tt in 0..t {
-            x[tt * b + bb] = (ph + 0.5 * tt as f32).sin();
-        }
-        y[bb] = (ph + 0.5 * t as f32).sin();
-    }
-    (x, y)
 }
 
 fn sine_net(layers: usize) -> NetConfig {

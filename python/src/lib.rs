@@ -423,6 +423,7 @@ impl PyLstm {
                 bidirectional,
                 bias,
                 cell: parse_cell(cell)?,
+                proj_size: 0,
             };
             let ctx = gpu()?;
             let model = LstmModel::init_uniform(&ctx, cfg, seed).map_err(py_err)?;

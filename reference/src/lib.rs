@@ -21,8 +21,12 @@
 //!   (the default), `nn.LSTM(proj_size)`, `nn.GRU` and IndRNN;
 //! * [`norm`]: the five normalization variants;
 //! * [`clip`]: `clip_grad_norm_` and `clip_grad_value_`;
-//! * [`dropout`]: the GPU's dropout mask, and [`RefLinks`] made with it.
+//! * [`dropout`]: the GPU's dropout mask, and [`RefLinks`] made with it;
+//! * [`attention`]: the attention head over a stack's outputs (pooling of
+//!   the valid positions, then a linear head on `[context; h_T]` and its
+//!   mean squared error).
 
+pub mod attention;
 mod cell;
 pub mod clip;
 pub mod dropout;

@@ -69,6 +69,12 @@ pub struct BenchArgs {
     /// Zoneout of c likewise (LSTM cells).
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub zoneout_c: f32,
+    /// LSTM projections of size P in every workload (nn.LSTM's
+    /// proj_size, below each workload's hidden size; rows then named
+    /// `<workload>-p<P>`). Not with deep, whose LayerNorm projections do
+    /// not take.
+    #[arg(long, value_name = "P")]
+    pub proj_size: Option<usize>,
 }
 
 /// Which cell path `trainer` runs for `t`×`b` batches: the schedule's
@@ -233,7 +239,7 @@ fn open_run(
     })?);
     let mut run = BenchRun::new(ctx.clone(), w)?;
     let (precision, warning) =
-        lstm_wgpu::model::precision::resolve(choice, &ctx, &w.net.norm, w.net.cell)?;
+        lstm_wgpu::model::precision::resolve_for(choice, &ctx, &w.net.norm, &w.net.lstm())?;
     if let Some(msg) = warning {
         eprintln!("warning: {msg}");
     }
@@ -256,6 +262,29 @@ fn print_profile(name: &str, p: &lstm_wgpu::gpu::Profiler) {
     }
 }
 
+/// `--proj-size p` for workload `w` (its cell already set), refused by
+/// name before the GPU opens: 0 < P < its hidden size, an LSTM cell, no
+/// norm or zoneout.
+fn check_proj(w: &Workload, p: usize) -> Result<()> {
+    let bad = |why: String| Err(Error::Invalid(format!("--proj-size {p}: {why}")));
+    if p == 0 {
+        return bad("a projection is at least 1 wide (leave the flag out for none)".into());
+    }
+    if let Err(e) = lstm_wgpu::model::config::check_proj(p, w.net.hidden, w.net.cell) {
+        return bad(format!("workload {}: {e}", w.name));
+    }
+    if w.net.norm != lstm_wgpu::model::norm::Norm::None {
+        return bad(format!(
+            "workload {} has a norm between layers, which projections do not take",
+            w.name
+        ));
+    }
+    if w.net.zoneout != (0.0, 0.0) {
+        return bad("projections do not take zoneout".into());
+    }
+    Ok(())
+}
+
 /// `lstm-wgpu bench`: rows on stdout as each workload finishes, progress on
 /// stderr.
 pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
@@ -266,11 +295,21 @@ pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
     for w in &mut workloads {
         w.net.cell = cell;
         w.net.zoneout = (a.zoneout_h, a.zoneout_c);
+        if let Some(p) = a.proj_size {
+            check_proj(w, p)?;
+            w.net.proj = p;
+        }
     }
-    let name = |w: &Workload| match (cell.custom(), a.cell) {
-        (Some(c), _) => format!("{}-{}", w.name, c.name),
-        (None, lstm_wgpu::run::choice::CellChoice::Lstm) => w.name.to_string(),
-        (None, c) => format!("{}-{c}", w.name),
+    let name = |w: &Workload| {
+        let base = match (cell.custom(), a.cell) {
+            (Some(c), _) => format!("{}-{}", w.name, c.name),
+            (None, lstm_wgpu::run::choice::CellChoice::Lstm) => w.name.to_string(),
+            (None, c) => format!("{}-{c}", w.name),
+        };
+        match a.proj_size {
+            Some(p) => format!("{base}-p{p}"),
+            None => base,
+        }
     };
     if a.steps == 0 {
         return Err(Error::Invalid("--steps must be at least 1".into()));

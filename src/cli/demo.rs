@@ -95,6 +95,7 @@ pub fn run(a: &DemoArgs, verbose: bool) -> Result<()> {
         bidirectional: false,
         bias: true,
         cell: Default::default(),
+        proj_size: 0,
     };
     cfg.validate()?;
     let ctx = open_gpu(verbose)?;

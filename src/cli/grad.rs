@@ -15,7 +15,9 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 pub struct GradArgs {
     /// nn.LSTM (nn.GRU with --cell gru) state_dict in safetensors
-    /// (weight_ih_l0, weight_hh_l0, ...).
+    /// (weight_ih_l0, weight_hh_l0, ...). With weight_hr_l{k}, an
+    /// nn.LSTM(proj_size=P): h0, grad_h_n, h_n and grad.h0 are
+    /// [L*D, B, P] and output D*P wide.
     #[arg(long)]
     pub weights: PathBuf,
     /// The recurrent cell: lstm (nn.LSTM), gru (nn.GRU) or indrnn (IndRNN:
@@ -137,8 +139,10 @@ struct Inputs {
     /// T and B.
     t: usize,
     n: usize,
-    /// Shapes of `output` and of the states.
+    /// Shapes of `output` and of the states (h's: S wide, P with a
+    /// projection; c's: H wide).
     oshape: [usize; 3],
+    hshape: [usize; 3],
     sshape: [usize; 3],
 }
 
@@ -202,13 +206,18 @@ fn read_inputs(a: &GradArgs, cfg: &LstmConfig) -> Result<Inputs> {
     } else {
         (x.shape[0], x.shape[1])
     };
-    let w = cfg.dirs() * h;
+    let w = cfg.out_width();
     let oshape = if a.batch_first { [n, t, w] } else { [t, n, w] };
     let grad_output = inp.require_f32("grad_output")?;
     expect_shape(&grad_output, &oshape, "the shape of output")?;
     let sshape = [sd, n, h];
+    let hshape = [sd, n, cfg.state_size()];
+    let hwhat = match cfg.proj() {
+        Some(_) => "[L*D, B, P]",
+        None => "[L*D, B, H]",
+    };
     let grad_h_n = inp.require_f32("grad_h_n")?;
-    expect_shape(&grad_h_n, &sshape, "[L*D, B, H]")?;
+    expect_shape(&grad_h_n, &hshape, hwhat)?;
     let has_c = cfg.cell().has_c();
     let module = cfg.cell().module();
     let without_c = |name: &str| -> Result<()> {
@@ -233,7 +242,10 @@ fn read_inputs(a: &GradArgs, cfg: &LstmConfig) -> Result<Inputs> {
     }
     let h0 = inp.f32("h0")?;
     let c0 = inp.f32("c0")?;
-    for s in [&h0, &c0].into_iter().flatten() {
+    if let Some(s) = &h0 {
+        expect_shape(s, &hshape, hwhat)?;
+    }
+    if let Some(s) = &c0 {
         expect_shape(s, &sshape, "[L*D, B, H]")?;
     }
     let lengths = match inp.ints("lengths")? {
@@ -269,6 +281,7 @@ fn read_inputs(a: &GradArgs, cfg: &LstmConfig) -> Result<Inputs> {
         t,
         n,
         oshape,
+        hshape,
         sshape,
     })
 }
@@ -323,7 +336,7 @@ pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
 
     let ctx = open_gpu(verbose)?;
     let (precision, warning) =
-        lstm_wgpu::model::precision::resolve(a.precision, &ctx, &host.norm, cfg.cell())?;
+        lstm_wgpu::model::precision::resolve_for(a.precision, &ctx, &host.norm, &cfg)?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
@@ -365,20 +378,20 @@ pub fn run(a: &GradArgs, verbose: bool) -> Result<()> {
             ));
         }
     }
-    let (t, n, oshape, sshape) = (inp.t, inp.n, inp.oshape, inp.sshape);
+    let (t, n, oshape, hshape, sshape) = (inp.t, inp.n, inp.oshape, inp.hshape, inp.sshape);
     if verbose && let Some((f, b)) = lstm.dispatch_counts(t, n) {
         eprintln!("dispatches: forward {f}, backward {b}, in 1 submit");
     }
     let mut tensors = vec![
         NamedTensor::new("output", oshape.to_vec(), out.output),
-        NamedTensor::new("h_n", sshape.to_vec(), out.h_n),
+        NamedTensor::new("h_n", hshape.to_vec(), out.h_n),
     ];
     if cfg.cell().has_c() {
         tensors.push(NamedTensor::new("c_n", sshape.to_vec(), out.c_n));
     }
     tensors.push(NamedTensor::new("grad.input", inp.x.shape.clone(), g.input));
     if inp.h0.is_some() {
-        tensors.push(NamedTensor::new("grad.h0", sshape.to_vec(), g.h0));
+        tensors.push(NamedTensor::new("grad.h0", hshape.to_vec(), g.h0));
     }
     if inp.c0.is_some() {
         tensors.push(NamedTensor::new("grad.c0", sshape.to_vec(), g.c0));

@@ -96,10 +96,14 @@ pub fn run(cli: Cli) -> Result<()> {
 /// One line describing a configuration.
 pub fn describe(cfg: &LstmConfig) -> String {
     format!(
-        "{} layer(s), input {}, hidden {}, {}, {}",
+        "{} layer(s), input {}, hidden {}{}, {}, {}",
         cfg.num_layers,
         cfg.input_size,
         cfg.hidden_size,
+        match cfg.proj() {
+            Some(p) => format!(", projection {p}"),
+            None => String::new(),
+        },
         if cfg.bidirectional {
             "bidirectional"
         } else {

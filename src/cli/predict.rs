@@ -53,6 +53,11 @@ pub struct PredictArgs {
     /// Windows per GPU pass.
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
+    /// Also write each predicted window's attention weights to FILE: a CSV
+    /// with one line per window (its label, then the weight of each of its
+    /// rows, oldest first). Checkpoints trained with --head attention only.
+    #[arg(long, value_name = "FILE")]
+    pub attention_out: Option<PathBuf>,
 }
 
 /// Runs `predict`. Without `--future`: one CSV line per window (the time of
@@ -66,6 +71,19 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
         return Err(Error::Invalid("--batch must be at least 1".into()));
     }
     let l = load_checkpoint(&a.checkpoint)?;
+    if let Some(p) = &a.attention_out {
+        if l.config.attention.is_none() {
+            return Err(Error::file(
+                &a.checkpoint,
+                format!(
+                    "--attention-out {}: this checkpoint's head reads the last step; attention \
+                     weights come from a model trained with --head attention",
+                    p.display()
+                ),
+            ));
+        }
+        lstm_wgpu::io::check_output(p, "--attention-out", &[&a.checkpoint, &a.data])?;
+    }
     let (c, norm) = run_config(a, &l)?;
     check_future_size(a.future, &c, norm.features.len())?;
     let sel = series_table(&c, &lstm_wgpu::run::Data::Settings)?;
@@ -127,9 +145,10 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
     net.check_size(c.seq_len, b, &size_limits(Some(&ctx)))?;
     let mut model = Model::new(ctx, ck);
     eprintln!("{}", describe_columns(&c, &sel));
-    let pred = match set {
-        Some(s) => model.predict_windows(s, &windows, b)?,
-        None => Vec::new(),
+    let (pred, weights) = match (set, &a.attention_out) {
+        (Some(s), Some(_)) => model.predict_windows_attention(s, &windows, b)?,
+        (Some(s), None) => (model.predict_windows(s, &windows, b)?, Vec::new()),
+        (None, _) => Default::default(),
     };
     // The windows run in batches of b, the recursive forecast one window
     // a pass: the first plan is dropped before the second exists.
@@ -150,6 +169,16 @@ pub fn predict(a: &PredictArgs, verbose: bool) -> Result<()> {
     match (a.future, set) {
         (None, Some(s)) => out.windows(s, &windows)?,
         _ => out.rows(windows.len(), &future)?,
+    }
+    if let Some(p) = &a.attention_out {
+        let text = out.attention(set, &windows, &weights);
+        lstm_wgpu::io::write_atomic(p, text.as_bytes())?;
+        eprintln!(
+            "attention: the weights of {} window{} written to {}",
+            windows.len(),
+            if windows.len() == 1 { "" } else { "s" },
+            p.display()
+        );
     }
     if let Some(s) = set
         && !windows.is_empty()
@@ -308,6 +337,31 @@ impl Output<'_> {
             crate::cli::out::line(row)?;
         }
         Ok(())
+    }
+
+    /// The `--attention-out` CSV: a header, then one line per window of
+    /// `windows` (those predicted; with `--future`, those behind the
+    /// one-step-ahead column): its label as the windows' output has it
+    /// (the time of its first target, when the CSV has a time column, and
+    /// the window index), then the weight of each of its `seq_len` rows,
+    /// oldest first (`a_t-T` … `a_t-1`: the row so many steps before the
+    /// first predicted one).
+    fn attention(&self, set: Option<&WindowSet>, windows: &[usize], weights: &[f32]) -> String {
+        let t = self.seq_len;
+        let cols: Vec<String> = (1..=t).rev().map(|j| format!("a_t-{j}")).collect();
+        let mut text = format!("{}window,{}\n", self.time_head(), cols.join(","));
+        let Some(s) = set else {
+            return text;
+        };
+        for (i, &w) in windows.iter().enumerate() {
+            let r0 = s.first_target_row(w);
+            text += &(self.time_cell(r0) + &w.to_string());
+            for v in &weights[i * t..(i + 1) * t] {
+                text += &format!(",{v}");
+            }
+            text.push('\n');
+        }
+        text
     }
 
     /// One line per row (actual and the one-step-ahead prediction of the

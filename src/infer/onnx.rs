@@ -326,7 +326,7 @@ fn norm_flag(n: Norm) -> &'static str {
 impl Checkpoint {
     /// What the ONNX export cannot express, by the `train` flag that made
     /// it: norms (between layers or in the cell), residual links, cells
-    /// other than the LSTM, zoneout.
+    /// other than the LSTM, zoneout, projections, the attention head.
     fn onnx_refusal(&self) -> Option<String> {
         let net = &self.config.net;
         if net.norm != Norm::None {
@@ -344,6 +344,18 @@ impl Checkpoint {
         }
         if net.zoneout.1 > 0.0 {
             return Some("--zoneout-c".into());
+        }
+        // The ONNX LSTM operator has no projection of h.
+        if net.proj > 0 {
+            return Some(format!(
+                "--proj-size {} (the ONNX LSTM operator has no projection)",
+                net.proj
+            ));
+        }
+        // The pooling reads every step of a window (ONNX graphs of it
+        // would need a loop over the valid steps); not written.
+        if let Some(a) = net.attention {
+            return Some(format!("--head attention (--attention {})", a.name()));
         }
         None
     }

@@ -17,6 +17,7 @@ use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
 pub(crate) const SRC: &str = shader!(
     "common/prelude.wgsl",
+    "common/tree.wgsl",
     "common/norm_bindings.wgsl",
     "layer_norm.wgsl"
 );

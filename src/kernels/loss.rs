@@ -32,7 +32,7 @@ use super::wgsl::{shader, wgsl_struct};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "loss.wgsl");
+pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "common/tree.wgsl", "loss.wgsl");
 const WG: usize = 64;
 const WG_MEAN: usize = 256;
 

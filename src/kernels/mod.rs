@@ -2,6 +2,7 @@
 //! with the same name. Wrappers compile pipelines and build dispatches; they
 //! own no model state.
 
+pub mod attention;
 pub mod batch_norm;
 pub mod cast;
 pub mod cell;
@@ -17,6 +18,7 @@ pub mod lstm_cell;
 pub mod lstm_cell_bn;
 pub mod lstm_cell_ln;
 pub mod lstm_persistent;
+pub mod lstm_proj;
 pub mod optim;
 pub mod reduce;
 pub mod wgsl;
@@ -180,6 +182,11 @@ impl Kernels {
         })
     }
 
+    /// The projected LSTM's pointwise steps and reordering.
+    pub fn proj(&self) -> crate::Result<Arc<lstm_proj::LstmProj>> {
+        self.family("lstm_proj", lstm_proj::LstmProj::new)
+    }
+
     /// LayerNorm LSTM cell.
     pub fn cell_ln(&self) -> crate::Result<Arc<lstm_cell_ln::LstmCellLn>> {
         self.family("lstm_cell_ln", lstm_cell_ln::LstmCellLn::new)
@@ -232,6 +239,11 @@ impl Kernels {
             })?;
         }
         Ok(e)
+    }
+
+    /// Attention pooling of the regression head.
+    pub fn attention(&self) -> crate::Result<Arc<attention::Attention>> {
+        self.family("attention", attention::Attention::new)
     }
 
     /// Losses.

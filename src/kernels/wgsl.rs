@@ -115,6 +115,7 @@ fn layout<T: WgslStruct>(shader: &'static str) -> StructLayout {
 pub fn uniform_structs() -> Vec<StructLayout> {
     use super::*;
     vec![
+        layout::<attention::AttentionUniform>("attention.wgsl"),
         layout::<layer_norm::NormUniform>("batch_norm.wgsl"),
         layout::<cast::CastUniform>("cast.wgsl"),
         layout::<check_cell::CheckUniform>("check_cell.wgsl"),
@@ -130,6 +131,7 @@ pub fn uniform_structs() -> Vec<StructLayout> {
         layout::<lstm_cell_ln::NormCellUniform>("lstm_cell_ln.wgsl"),
         layout::<lstm_persistent::PersistentUniform>("lstm_persistent.wgsl"),
         layout::<lstm_persistent::PersistentDir>("lstm_persistent.wgsl"),
+        layout::<lstm_proj::ProjUniform>("lstm_proj.wgsl"),
         layout::<optim::OptimUniform>("optim.wgsl"),
         layout::<reduce::ReduceUniform>("reduce.wgsl"),
     ]
@@ -141,6 +143,7 @@ pub fn uniform_structs() -> Vec<StructLayout> {
 pub fn sources() -> Vec<(&'static str, String)> {
     use super::*;
     vec![
+        ("attention.wgsl", attention::SRC.into()),
         ("batch_norm.wgsl", batch_norm::SRC.into()),
         ("cast.wgsl", cast::SRC.into()),
         ("check_cell.wgsl", check_cell::source(cell::Cell::Lstm)),
@@ -158,6 +161,7 @@ pub fn sources() -> Vec<(&'static str, String)> {
         ("lstm_cell_bn.wgsl", lstm_cell_bn::SRC.into()),
         ("lstm_cell_ln.wgsl", lstm_cell_ln::SRC.into()),
         ("lstm_persistent.wgsl", lstm_persistent::SRC.into()),
+        ("lstm_proj.wgsl", lstm_proj::SRC.into()),
         ("optim.wgsl", optim::SRC.into()),
         ("reduce.wgsl", reduce::SRC.into()),
     ]

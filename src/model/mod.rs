@@ -344,6 +344,11 @@ impl LstmModel {
                 m.config.cell().module()
             )));
         }
+        if let (Some(p), false) = (m.config.proj(), matches!(m.norm, Norm::None)) {
+            return Err(Error::Invalid(format!(
+                "an LSTM with projections (proj_size {p}) takes no norm variant"
+            )));
+        }
         let (mut table, stats_table) = tables(&m.config, &m.norm);
         for (name, shape) in &m.extra {
             table.push(name.clone(), shape.clone());
@@ -418,6 +423,18 @@ impl LstmModel {
                  recurrent-batch)"
                     .into(),
             ));
+        }
+        if let Some(p) = self.config.proj() {
+            let what = match (links.zones(), links.weight_drop > 0.0) {
+                (true, _) => Some("zoneout"),
+                (_, true) => Some("weight-drop"),
+                _ => None,
+            };
+            if let Some(what) = what {
+                return Err(Error::Invalid(format!(
+                    "an LSTM with projections (proj_size {p}) does not take {what}"
+                )));
+            }
         }
         self.links = links;
         Ok(())
@@ -607,6 +624,13 @@ impl LstmModel {
     pub fn grad_tensors(&self, ctx: &GpuContext) -> Result<Vec<NamedTensor>> {
         let flat = ctx.read_f32(&self.grads, 0, self.table.total)?;
         Ok(self.split(flat, "grad."))
+    }
+
+    /// Offset of W_hr (`weight_hr_l{l}`) of layer `l`, direction `d`, with
+    /// a projection.
+    pub fn whr_offset(&self, l: usize, d: usize) -> Option<usize> {
+        let name = format!("weight_hr_l{l}{}", dir_suffix(d));
+        self.table.get(&name).map(|e| e.offset)
     }
 
     /// Offsets of (W_ih, W_hh, b_ih, b_hh) of layer `l`, direction `d`.

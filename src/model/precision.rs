@@ -74,7 +74,8 @@ impl PrecisionChoice {
     }
 }
 
-/// Why f16-mixed cannot run a model of norm `norm` on `ctx`, if it cannot.
+/// Why f16-mixed cannot run a model of norm `norm` and `cell` on `ctx`, if
+/// it cannot (see [`f16_obstacle_for`] for a whole configuration).
 pub fn f16_obstacle(
     ctx: &GpuContext,
     norm: &Norm,
@@ -98,16 +99,49 @@ pub fn f16_obstacle(
     None
 }
 
+/// [`f16_obstacle`] of a model of shape `cfg`: projections first (they
+/// run in f32 only, whatever the adapter).
+pub fn f16_obstacle_for(
+    ctx: &GpuContext,
+    norm: &Norm,
+    cfg: &crate::model::config::LstmConfig,
+) -> Option<String> {
+    match cfg.proj() {
+        Some(p) => Some(format!(
+            "an LSTM with projections (proj_size {p}) runs in f32 only"
+        )),
+        None => f16_obstacle(ctx, norm, cfg.cell()),
+    }
+}
+
 /// The precision `choice` gives a model of norm `norm` and `cell` on `ctx`, with a
 /// warning when `auto` falls back to f32; an error naming the reason when
-/// f16-mixed is asked for and cannot run.
+/// f16-mixed is asked for and cannot run (see [`resolve_for`] for a whole
+/// configuration).
 pub fn resolve(
     choice: PrecisionChoice,
     ctx: &GpuContext,
     norm: &Norm,
     cell: crate::kernels::cell::Cell,
 ) -> Result<(Precision, Option<String>)> {
-    match (choice, f16_obstacle(ctx, norm, cell)) {
+    resolve_with(choice, f16_obstacle(ctx, norm, cell))
+}
+
+/// [`resolve`] for a model of shape `cfg` ([`f16_obstacle_for`]).
+pub fn resolve_for(
+    choice: PrecisionChoice,
+    ctx: &GpuContext,
+    norm: &Norm,
+    cfg: &crate::model::config::LstmConfig,
+) -> Result<(Precision, Option<String>)> {
+    resolve_with(choice, f16_obstacle_for(ctx, norm, cfg))
+}
+
+fn resolve_with(
+    choice: PrecisionChoice,
+    obstacle: Option<String>,
+) -> Result<(Precision, Option<String>)> {
+    match (choice, obstacle) {
         (PrecisionChoice::F32, _) => Ok((Precision::F32, None)),
         (PrecisionChoice::F16Mixed, None) | (PrecisionChoice::Auto, None) => {
             Ok((Precision::F16Mixed, None))

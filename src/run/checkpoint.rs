@@ -18,13 +18,12 @@ use std::path::Path;
 pub use crate::infer::{checkpoint_name, table_values};
 
 /// Parameters of a trainer with PyTorch names: `embedding.weight`,
-/// `lstm.<nn.LSTM name>`, `head.weight`, `head.bias`.
+/// `lstm.<nn.LSTM name>`, `attention.query`, `head.weight`, `head.bias`
+/// ([`checkpoint_name`]).
 pub fn named_params(tr: &Trainer) -> Result<Vec<NamedTensor>> {
     let mut v = tr.lstm.model.param_tensors(tr.ctx())?;
     for t in &mut v {
-        if !t.name.starts_with("embedding.") && !t.name.starts_with("head.") {
-            t.name = format!("lstm.{}", t.name);
-        }
+        t.name = checkpoint_name(&t.name);
     }
     Ok(v)
 }

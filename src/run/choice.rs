@@ -201,6 +201,36 @@ impl CellFile {
 }
 
 choice!(
+    /// `--head`: what a series model's head reads.
+    HeadChoice, "--head", default Last {
+        /// The last valid step's output.
+        Last = "last",
+        /// Attention pooling over every valid step, with the last one.
+        Attention = "attention",
+    }
+);
+
+choice!(
+    /// `--attention`: the scores of `--head attention`.
+    AttentionChoice, "--attention", default Dot {
+        /// Each output's similarity to the last one.
+        Dot = "dot",
+        /// A trained query.
+        Learned = "learned",
+    }
+);
+
+impl AttentionChoice {
+    /// The library's [`crate::train::Attention`].
+    pub fn attention(self) -> crate::train::Attention {
+        match self {
+            AttentionChoice::Dot => crate::train::Attention::Dot,
+            AttentionChoice::Learned => crate::train::Attention::Learned,
+        }
+    }
+}
+
+choice!(
     /// `--activation`: IndRNN's.
     ActivationChoice, "--activation", default Relu {
         Relu = "relu",

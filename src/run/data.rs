@@ -465,6 +465,8 @@ pub fn net_with(c: &RunConfig, head: Head) -> Result<NetConfig> {
     net.cell = crate::run::settings::run_cell(c)?;
     net.weight_drop = c.weight_drop;
     net.zoneout = (c.zoneout_h, c.zoneout_c);
+    net.attention = c.attention.map(|a| a.attention());
+    net.proj = c.proj_size;
     Ok(net)
 }
 

@@ -790,7 +790,8 @@ fn build_trainer(
         }
         (_, c) => c,
     };
-    let (precision, warning) = crate::model::precision::resolve(choice, &ctx, &net.norm, net.cell)?;
+    let (precision, warning) =
+        crate::model::precision::resolve_for(choice, &ctx, &net.norm, &net.lstm())?;
     if let Some(w) = warning {
         p.warnings.push(format!("warning: {w}"));
     }

@@ -7,8 +7,8 @@ use crate::kernels::optim::{OptimConfig, OptimKind};
 use crate::model::norm::{Norm, NormKind};
 use crate::model::precision::Precision;
 use crate::run::choice::{
-    ActivationChoice, CellChoice, Dataset, InitWhh, InitWih, MissingChoice, NormChoice, Optimizer,
-    Schedule, Task,
+    ActivationChoice, AttentionChoice, CellChoice, Dataset, HeadChoice, InitWhh, InitWih,
+    MissingChoice, NormChoice, Optimizer, Schedule, Task,
 };
 use crate::train::InitOptions;
 use crate::train::histograms::obstacle as hist_obstacle;
@@ -78,6 +78,12 @@ pub struct Config {
     pub zoneout_h: Option<f32>,
     /// `--zoneout-c`.
     pub zoneout_c: Option<f32>,
+    /// `--proj-size`.
+    pub proj_size: Option<usize>,
+    /// `--head`.
+    pub head: Option<HeadChoice>,
+    /// `--attention`.
+    pub attention: Option<AttentionChoice>,
     /// `--residual`.
     pub residual: bool,
     /// `--norm`.
@@ -250,6 +256,16 @@ pub struct RunConfig {
     /// See `cell_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cell_source: Option<String>,
+    /// The last step's is not written, so such a run's settings read as
+    /// before.
+    #[serde(default, skip_serializing_if = "is_last")]
+    pub head: HeadChoice,
+    /// The scores of `--head attention` (written with it only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<AttentionChoice>,
+    /// The LSTM's projection size P; 0: none (then not written).
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub proj_size: usize,
     /// The run's data was given in memory ([`crate::run::Data::Tokens`] or
     /// [`crate::run::Data::Rows`]), not by `data` or `dataset`: a resume
     /// needs it again. Written only when true.
@@ -279,6 +295,14 @@ fn is_zero_f32(x: &f32) -> bool {
 
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
+}
+
+fn is_zero_usize(x: &usize) -> bool {
+    *x == 0
+}
+
+fn is_last(h: &HeadChoice) -> bool {
+    *h == HeadChoice::Last
 }
 
 fn is_lstm(c: &CellChoice) -> bool {
@@ -403,8 +427,19 @@ pub fn resolve_for(a: &Config, memory: Option<Task>) -> Result<RunConfig> {
         activation: a.activation,
         cell_file: None,
         cell_source: None,
+        head: a.head.unwrap_or_default(),
+        attention: match a.head {
+            Some(HeadChoice::Attention) => Some(a.attention.unwrap_or_default()),
+            _ => a.attention,
+        },
+        proj_size: a.proj_size.unwrap_or(0),
         in_memory: memory.is_some(),
     };
+    if a.proj_size == Some(0) {
+        return Err(Error::Invalid(
+            "--proj-size 0: a projection is at least 1 wide (leave the flag out for none)".into(),
+        ));
+    }
     let mut c = c;
     if let Some(p) = &a.cell_file {
         // A --config file may name the other.
@@ -506,6 +541,26 @@ pub fn validate_config(c: &RunConfig) -> Result<()> {
             num(f)
         )));
     }
+    match (c.head, c.attention) {
+        (HeadChoice::Last, Some(s)) => {
+            return Err(Error::Invalid(format!(
+                "--attention {s} sets the scores of --head attention; the head is last"
+            )));
+        }
+        (HeadChoice::Attention, None) => {
+            return Err(Error::Invalid(
+                "--head attention without --attention (dot or learned)".into(),
+            ));
+        }
+        (HeadChoice::Attention, Some(_)) if c.task != Task::Series => {
+            return Err(Error::Invalid(format!(
+                "--head attention pools a series model's outputs into its one prediction; \
+                 --task {} predicts at every step",
+                c.task
+            )));
+        }
+        _ => {}
+    }
     if c.residual && c.layers < 2 {
         return Err(Error::Invalid(
             "--residual connects stacked layers: it needs --layers 2 or more".into(),
@@ -535,6 +590,7 @@ pub fn validate_config(c: &RunConfig) -> Result<()> {
             return refuse("--init-whh orthogonal: its W_hh is a vector u, not a matrix");
         }
     }
+    check_proj(c)?;
     c.cell.check_activation(c.activation)?;
     if c.cell == CellChoice::Indrnn && c.init_whh == InitWhh::Orthogonal {
         return Err(Error::Invalid(
@@ -724,6 +780,49 @@ pub fn schedule_of(c: &RunConfig, total: usize) -> LrSchedule {
     }
 }
 
+/// What `--proj-size` cannot go with, refused by name: another cell than
+/// the LSTM, a P not below `--hidden`, a norm, zoneout, weight-drop.
+fn check_proj(c: &RunConfig) -> Result<()> {
+    let p = c.proj_size;
+    if p == 0 {
+        return Ok(());
+    }
+    let refuse = |why: String| Err(Error::Invalid(format!("--proj-size {p}: {why}")));
+    if let Some(name) = &c.cell_file {
+        return refuse(format!(
+            "projections serve the LSTM cell; --cell-file {name} is a cell of its own"
+        ));
+    }
+    if c.cell != CellChoice::Lstm {
+        return refuse(format!(
+            "projections serve the LSTM cell; --cell {} has none",
+            c.cell
+        ));
+    }
+    if p >= c.hidden {
+        return refuse(format!(
+            "must be below --hidden {} (0 < P < H, as nn.LSTM)",
+            c.hidden
+        ));
+    }
+    if c.norm != NormChoice::None {
+        return refuse(format!(
+            "an LSTM with projections takes no --norm ({})",
+            c.norm
+        ));
+    }
+    for (flag, v) in [
+        ("--zoneout-h", c.zoneout_h),
+        ("--zoneout-c", c.zoneout_c),
+        ("--weight-drop", c.weight_drop),
+    ] {
+        if v > 0.0 {
+            return refuse(format!("an LSTM with projections does not take {flag}"));
+        }
+    }
+    Ok(())
+}
+
 /// On `--resume`: a run of a cell file keeps it (by name and content), a
 /// run of a built-in cell takes none.
 fn check_cell_file(x: &Config, c: &RunConfig, from: Option<&Path>) -> Result<()> {
@@ -808,7 +907,15 @@ pub fn check_fixed(x: &Config, c: &RunConfig, from: Option<&Path>) -> Result<()>
     check_cell_file(x, c, f)?;
     same("--zoneout-h", x.zoneout_h.as_ref(), Some(&c.zoneout_h), f)?;
     same("--zoneout-c", x.zoneout_c.as_ref(), Some(&c.zoneout_c), f)?;
+    same(
+        "--proj-size",
+        x.proj_size.as_ref(),
+        (c.proj_size > 0).then_some(&c.proj_size),
+        f,
+    )?;
     same("--cell", x.cell.as_ref(), Some(&c.cell), f)?;
+    same("--head", x.head.as_ref(), Some(&c.head), f)?;
+    same("--attention", x.attention.as_ref(), c.attention.as_ref(), f)?;
     same(
         "--activation",
         x.activation.as_ref(),
@@ -888,6 +995,12 @@ pub fn describe_links(c: &RunConfig) -> String {
     }
     if c.residual {
         s += ", residual";
+    }
+    if let Some(a) = c.attention {
+        s += &format!(", attention head ({a})");
+    }
+    if c.proj_size > 0 {
+        s += &format!(", projection {}", c.proj_size);
     }
     s
 }

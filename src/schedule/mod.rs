@@ -10,6 +10,9 @@
 //! gradients as column sums, and the gradient for the layer below as a GEMM.
 //! Between layers: the between-layer norm, then dropout and the residual add
 //! fused into one elementwise dispatch (forward and backward each).
+//! An LSTM with projections (`proj_size`) runs [`proj_loop`] for its time
+//! loops instead: per step GEMMs around pointwise kernels, see
+//! docs/architecture.md, "Projections".
 
 pub mod workspace;
 
@@ -70,7 +73,7 @@ fn shape(model: &LstmModel, ws: &Workspace, l: usize, d: usize) -> CellShape {
         batch,
         seq,
         reverse: d == 1,
-        out_stride: cfg.dirs() * h,
+        out_stride: cfg.out_width(),
         // The layer's region of the shared output (and dy) buffer.
         out_col: ws.out_off(l) + d * h,
         pre_off: ws.pre_off(cfg, region),
@@ -263,7 +266,7 @@ fn between_norm(
         normed,
         prefix,
         l,
-        features: cfg.dirs() * cfg.hidden_size,
+        features: cfg.out_width(),
         stats_off: l * Workspace::norm_stats_len(cfg, &model.norm, ws.seq, ws.batch),
         off: ws.out_off(l),
     };
@@ -451,7 +454,7 @@ fn links<'w>(
             "dropout between layers runs over all steps at once".into(),
         ));
     }
-    let width = cfg.dirs() * cfg.hidden_size;
+    let width = cfg.out_width();
     let n = (t1 - t0) * ws.batch * width;
     // Element offset of step t0 in a [T, B, D·H] tensor.
     let at = t0 * ws.batch * width;
@@ -516,6 +519,184 @@ fn between_layers(
         false => [n, lk].concat(),
         true => [lk, n].concat(),
     })
+}
+
+/// Refuses, by name, what the projected LSTM (`proj_size`) cannot take:
+/// it runs per step in f32 ([`proj_loop`]), with no norm, zoneout or
+/// weight-drop, and its recurrent products are GEMMs (the GEMM's tuning
+/// applies to them, the tiled cell's does not).
+fn check_proj(model: &LstmModel, k: &Kernels) -> Result<()> {
+    let Some(p) = model.config.proj() else {
+        return Ok(());
+    };
+    let t = k.tuning();
+    let why = if model.precision.is_half() {
+        "f16-mixed precision (it runs in f32)"
+    } else if !matches!(model.norm, Norm::None) {
+        "a norm variant"
+    } else if model.links.zones() {
+        "zoneout"
+    } else if model.links.weight_drop > 0.0 {
+        "weight-drop"
+    } else if t.cell_path == Some(CellPath::Persistent) {
+        "the persistent path (it runs per step)"
+    } else if t.cell_path == Some(CellPath::Wavefront) {
+        "the wavefront path (it runs per step)"
+    } else if t.cell == Some(crate::kernels::lstm_cell::CellVariant::Tiled) || t.cell_tile.is_some()
+    {
+        "the tiled cell (its recurrent products are GEMMs, which the GEMM's tuning chooses)"
+    } else {
+        return Ok(());
+    };
+    Err(crate::Error::Invalid(format!(
+        "an LSTM with projections (proj_size {p}) does not take {why}"
+    )))
+}
+
+/// Layer `l`, direction `d`'s time loop of the projected LSTM.
+fn proj_shape(
+    model: &LstmModel,
+    ws: &Workspace,
+    l: usize,
+    d: usize,
+) -> crate::kernels::lstm_proj::ProjShape {
+    let cfg = &model.config;
+    let (h, p, batch) = (cfg.hidden_size, cfg.state_size(), ws.batch);
+    let [cache_off, c_off, hp_off] = ws.cell_offsets(cfg, &model.norm, l, d);
+    let [m_off, r_off, dm_off, hst_off, dhs_off] = ws.proj_offsets(cfg, l, d);
+    let cell = l * cfg.dirs() + d;
+    crate::kernels::lstm_proj::ProjShape {
+        hidden: h,
+        proj: p,
+        batch,
+        seq: ws.seq,
+        reverse: d == 1,
+        pre_off: ws.pre_off(cfg, d),
+        cache_off,
+        c_off,
+        hp_off,
+        dg_off: ws.dg_off(cfg, &model.norm, d),
+        dc_off: ws.dc_off(cfg, &model.norm, d),
+        state_off: cell * batch * h,
+        state_stride: Workspace::state_len(cfg, batch),
+        out_stride: cfg.out_width(),
+        out_col: ws.out_off(l) + d * p,
+        r_off,
+        m_off,
+        dm_off,
+        hst_off,
+        dhs_off,
+    }
+}
+
+/// The projected LSTM's time loop of layer `l` (both directions), forward
+/// or backward. Per step and direction, forward: R = h_{s−1} W_hhᵀ (GEMM),
+/// the pointwise step (gates, c, m = o ⊙ tanh c), h_s = m W_hrᵀ (GEMM);
+/// then the layer output, h_n and the h_prev section from the step-major
+/// h. Backward: dh from the output's gradient and grad h_n; per step
+/// dh_s += dgates_{s+1} W_hh (GEMM), dm = dh_s W_hr (GEMM), the pointwise
+/// step (gate gradients, dc; grad c0 at step 0); then grad h0 =
+/// dgates_0 W_hh (GEMM). The weight gradients are [`Plan::weight_grads`]'.
+fn proj_loop(
+    ctx: &GpuContext,
+    k: &Kernels,
+    model: &LstmModel,
+    ws: &Workspace,
+    (l, backward): (usize, bool),
+    rng: &wgpu::Buffer,
+) -> Result<Vec<Dispatch>> {
+    use crate::kernels::lstm_proj::ProjBuffers;
+    let cfg = &model.config;
+    let Some(sc) = &ws.proj else {
+        return Err(crate::Error::Invalid(
+            "a projected LSTM's plan without its scratch".into(),
+        ));
+    };
+    let (h, p, b, seq) = (cfg.hidden_size, cfg.state_size(), ws.batch, ws.seq);
+    let gh = cfg.cell().gates() * h;
+    let (weights, _) = model.weights();
+    let (fwd, bwd) = (
+        cell_forward(model, ws, l, rng),
+        cell_backward(model, ws, l, rng),
+    );
+    let bufs = ProjBuffers {
+        fwd: &fwd,
+        bwd: &bwd,
+        work: &sc.work,
+        seqs: &sc.seqs,
+    };
+    let kp = k.proj()?;
+    let gemm = |a: (&wgpu::Buffer, usize, usize),
+                w: (usize, usize, bool),
+                c: (&wgpu::Buffer, usize, usize),
+                (m, n, kk): (usize, usize, usize),
+                accumulate: bool| {
+        k.gemm().dispatch(
+            ctx,
+            &GemmOp {
+                m,
+                n,
+                k: kk,
+                trans_a: false,
+                trans_b: w.2,
+                a,
+                b: (weights, w.0, w.1),
+                c,
+                bias: None,
+                alpha: 1.0,
+                accumulate,
+            },
+        )
+    };
+    let dirs: Vec<_> = (0..cfg.dirs())
+        .map(|d| {
+            let whr = model.whr_offset(l, d).unwrap_or(0);
+            (proj_shape(model, ws, l, d), model.cell_offsets(l, d).1, whr)
+        })
+        .collect();
+    let mut out = Vec::new();
+    if !backward {
+        for s in 0..seq {
+            for (sh, whh, whr) in &dirs {
+                let hprev = match s {
+                    // h0: the first P columns of its rows.
+                    0 => (&ws.state_in, sh.state_off, h),
+                    _ => (&sc.seqs, sh.hst_off + (s - 1) * b * p, p),
+                };
+                let r = (&sc.work, sh.r_off, gh);
+                out.extend(gemm(hprev, (*whh, p, true), r, (b, gh, p), false)?);
+                out.push(kp.step(ctx, (sh, s), &bufs, false)?);
+                let m = (&sc.work, sh.m_off + s * b * h, h);
+                let hs = (&sc.seqs, sh.hst_off + s * b * p, p);
+                out.extend(gemm(m, (*whr, h, true), hs, (b, p, h), false)?);
+            }
+        }
+        for (sh, ..) in &dirs {
+            out.push(kp.scatter(ctx, sh, &bufs)?);
+        }
+        return Ok(out);
+    }
+    for (sh, ..) in &dirs {
+        out.push(kp.gather(ctx, sh, &bufs)?);
+    }
+    for s in (0..seq).rev() {
+        for (sh, whh, whr) in &dirs {
+            let dgs = (&sc.work, sh.r_off, gh);
+            let dh = (&sc.seqs, sh.dhs_off + s * b * p, p);
+            if s + 1 < seq {
+                out.extend(gemm(dgs, (*whh, p, false), dh, (b, p, gh), true)?);
+            }
+            let dm = (&sc.work, sh.dm_off, h);
+            out.extend(gemm(dh, (*whr, h, false), dm, (b, h, p), false)?);
+            out.push(kp.step(ctx, (sh, s), &bufs, true)?);
+        }
+    }
+    for (sh, whh, _) in &dirs {
+        let dgs = (&sc.work, sh.r_off, gh);
+        let dh0 = (&ws.gstate_out, sh.state_off, h);
+        out.extend(gemm(dgs, (*whh, p, false), dh0, (b, p, gh), false)?);
+    }
+    Ok(out)
 }
 
 /// Why the wavefront cannot run `model` in this mode, if it cannot: it
@@ -690,6 +871,10 @@ impl Plan {
         // The persistent time loop serves the plain cell (between-layer
         // norms included); normalized cells keep one dispatch per step.
         // Zoneout lives in the per-step kernels only.
+        if cfg.proj().is_some() {
+            // Checked by `check_proj`: nothing forces another path.
+            return Ok((CellPath::PerStep, None));
+        }
         if !model.norm.in_cell()
             && !half
             && !model.links.zones()
@@ -719,6 +904,7 @@ impl Plan {
                 "token input projections serve plain cells only".into(),
             ));
         }
+        check_proj(model, k)?;
         let (path, persistent) = Self::choose(ctx, k, model, seq, batch, train)?;
         let wave = path == CellPath::Wavefront;
         let cfg = &model.config;
@@ -806,7 +992,7 @@ impl Plan {
         if l == 0 {
             ((&ws.x, 0), cfg.input_size)
         } else {
-            (ws.layer_output(l - 1), cfg.dirs() * cfg.hidden_size)
+            (ws.layer_output(l - 1), cfg.out_width())
         }
     }
 
@@ -956,11 +1142,14 @@ impl Plan {
                 true => sh.cache_off + sec_hp,
                 false => ws.cell_offsets(cfg, &norm, l, d)[2],
             };
+            // With a projection, h_{t-1} is P wide: the first P columns
+            // of the h_prev section.
+            let s = cfg.state_size();
             let dw_hh = GemmOp {
                 a: (&ws.dg, dr, gh),
                 b: (ws.cache(l), hprev, h),
-                n: h,
-                c: (&model.grads, whh, h),
+                n: s,
+                c: (&model.grads, whh, s),
                 ..dw_ih
             };
             if cfg.cell().diag() {
@@ -1000,6 +1189,26 @@ impl Plan {
             }
             if in_cell {
                 out.extend(Self::norm_cell_grads(ctx, k, model, ws, (l, d), train)?);
+            }
+            if let (Some(p), Some(whr), Some(sc)) = (cfg.proj(), model.whr_offset(l, d), &ws.proj) {
+                // dW_hr = Σ_rows dhᵀ m, both step-major.
+                let sh = proj_shape(model, ws, l, d);
+                out.extend(k.gemm().dispatch(
+                    ctx,
+                    &GemmOp {
+                        m: p,
+                        n: h,
+                        k: tb,
+                        trans_a: true,
+                        trans_b: false,
+                        a: (&sc.seqs, sh.dhs_off, p),
+                        b: (&sc.work, sh.m_off, h),
+                        c: (&model.grads, whr, h),
+                        bias: None,
+                        alpha: 1.0,
+                        accumulate: false,
+                    },
+                )?);
             }
         }
         Ok(out)
@@ -1191,7 +1400,9 @@ impl Plan {
                     forward.extend(Self::input_gemm(ctx, k, model, ws, (l, d), (0, seq))?);
                 }
             }
-            if let Some(lay) = persistent {
+            if cfg.proj().is_some() {
+                forward.extend(proj_loop(ctx, k, model, ws, (l, false), dropout_step)?);
+            } else if let Some(lay) = persistent {
                 let bufs = cell_forward(model, ws, l, dropout_step);
                 forward.extend(k.persistent.forward(ctx, lay, &dir_shapes(l), &bufs)?);
             } else {
@@ -1212,7 +1423,9 @@ impl Plan {
         for l in (0..cfg.num_layers).rev() {
             backward.extend(between(l, true, (0, seq))?);
             // The persistent backward also writes the initial-state gradients.
-            if let Some(lay) = persistent {
+            if cfg.proj().is_some() {
+                backward.extend(proj_loop(ctx, k, model, ws, (l, true), dropout_step)?);
+            } else if let Some(lay) = persistent {
                 let bufs = cell_backward(model, ws, l, dropout_step);
                 backward.extend(k.persistent.backward(ctx, lay, &dir_shapes(l), &bufs)?);
             } else {

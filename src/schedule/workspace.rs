@@ -14,7 +14,7 @@ pub struct Workspace {
     pub seq: usize,
     /// Batch B.
     pub batch: usize,
-    /// Features of a layer output (D·H).
+    /// Features of a layer output (D·S: D·H, or D·P with a projection).
     pub features: usize,
     /// Layer-0 input [T, B, I].
     pub x: wgpu::Buffer,
@@ -73,7 +73,8 @@ pub struct Workspace {
     pub dx: wgpu::Buffer,
     /// Sequence lengths (u32) `[B]`.
     pub lengths: wgpu::Buffer,
-    /// h0 | c0, each [L·D, B, H].
+    /// h0 | c0, each [L·D, B, H] (with a projection h0 is [L·D, B, P],
+    /// packed at the start of its half).
     pub state_in: wgpu::Buffer,
     /// h_n | c_n.
     pub state_out: wgpu::Buffer,
@@ -81,6 +82,19 @@ pub struct Workspace {
     pub gstate_in: wgpu::Buffer,
     /// grad_h0 | grad_c0.
     pub gstate_out: wgpu::Buffer,
+    /// The projected LSTM's step-major scratch (see
+    /// `shaders/lstm_proj.wgsl` and [`Workspace::proj_offsets`]).
+    pub proj: Option<ProjScratch>,
+}
+
+/// The projected LSTM's scratch: two buffers, since a GEMM of its time
+/// loop reads one while it writes the other.
+pub struct ProjScratch {
+    /// Per (layer, direction) m [T, B, H]; per direction the step's
+    /// scratch [B, 4H] and dm [B, H].
+    pub work: wgpu::Buffer,
+    /// Per (layer, direction) h [T, B, P]; per direction dh [T, B, P].
+    pub seqs: wgpu::Buffer,
 }
 
 impl Workspace {
@@ -300,6 +314,26 @@ impl Workspace {
         cfg.num_layers * cfg.dirs() * batch * cfg.hidden_size
     }
 
+    /// Offsets of layer `l`, direction `d`'s projection scratch: m, the
+    /// step's scratch and dm in `work`, h and dh in `seqs` (see
+    /// [`ProjScratch`]; the layer-by-layer schedule, one region per
+    /// direction).
+    pub fn proj_offsets(&self, cfg: &LstmConfig, l: usize, d: usize) -> [usize; 5] {
+        let (h, p) = (cfg.hidden_size, cfg.state_size());
+        let (tb, b) = (self.seq * self.batch, self.batch);
+        let cells = cfg.num_layers * cfg.dirs();
+        let cell = l * cfg.dirs() + d;
+        let step = b * (cfg.cell().gates() + 1) * h;
+        let r = cells * tb * h + d * step;
+        [
+            cell * tb * h,
+            r,
+            r + b * cfg.cell().gates() * h,
+            cell * tb * p,
+            (cells + d) * tb * p,
+        ]
+    }
+
     /// Offset of layer `l`'s region in `outs` and `dy`.
     pub fn out_off(&self, l: usize) -> usize {
         (self.layers - 1 - l) * self.seq * self.batch * self.features
@@ -371,18 +405,19 @@ impl Workspace {
                 .collect::<Result<Vec<_>>>()?,
             false => Vec::new(),
         };
-        let outs = ctx.storage("layer outputs", cfg.num_layers * tb * d * h)?;
+        let width = cfg.out_width();
+        let outs = ctx.storage("layer outputs", cfg.num_layers * tb * width)?;
         let normed = (0..cfg.num_layers)
             .map(|l| {
                 norm.normalizes_output(cfg, l)
-                    .then(|| ctx.storage(&format!("normalized output of layer {l}"), tb * d * h))
+                    .then(|| ctx.storage(&format!("normalized output of layer {l}"), tb * width))
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
         let linked = (0..cfg.num_layers)
             .map(|l| {
                 (links.drops(cfg, l, train) || links.adds(l))
-                    .then(|| ctx.storage(&format!("linked output of layer {l}"), tb * d * h))
+                    .then(|| ctx.storage(&format!("linked output of layer {l}"), tb * width))
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
@@ -404,7 +439,7 @@ impl Workspace {
         Ok(Self {
             seq,
             batch,
-            features: d * h,
+            features: width,
             layers: cfg.num_layers,
             per_layer,
             x: ctx.storage("input", tb * cfg.input_size)?,
@@ -431,13 +466,23 @@ impl Workspace {
             dcseq: half
                 .then(|| ctx.storage("cell state gradients", regions * tb * h))
                 .transpose()?,
-            dy: ctx.storage("output gradients", cfg.num_layers * tb * d * h)?,
+            dy: ctx.storage("output gradients", cfg.num_layers * tb * width)?,
             dx: ctx.storage("input gradients", tb * cfg.input_size)?,
             lengths: ctx.storage("lengths", batch)?,
             state_in: ctx.storage("initial state", 2 * state)?,
             state_out: ctx.storage("final state", 2 * state)?,
             gstate_in: ctx.storage("final state gradients", 2 * state)?,
             gstate_out: ctx.storage("initial state gradients", 2 * state)?,
+            proj: match cfg.proj() {
+                Some(p) => {
+                    let step = batch * (cfg.cell().gates() + 1) * h;
+                    Some(ProjScratch {
+                        work: ctx.storage("projection inputs", cells * tb * h + d * step)?,
+                        seqs: ctx.storage("projected states", (cells + d) * tb * p)?,
+                    })
+                }
+                None => None,
+            },
         })
     }
 }

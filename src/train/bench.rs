@@ -130,19 +130,28 @@ impl Workload {
 /// - head over R rows (N, or B when only the last step is predicted) with
 ///   O outputs: forward, dW and dX, 3·2·R·H·O.
 ///
+/// With a projection of size P the recurrent products, layer l > 0's
+/// input and the head read P instead of H, and the projection adds
+/// 3·2·N·H·P per layer (h = W_hr m, dm = W_hrᵀ dh, dW_hr).
+///
 /// Unidirectional models, as the trainer builds.
 pub fn flops_per_step(net: &NetConfig, seq: usize, batch: usize) -> f64 {
     let cfg = net.lstm();
     let (n, h) = ((seq * batch) as f64, net.hidden as f64);
+    // The width of h: H, or P with a projection.
+    let s = net.width() as f64;
     let g = cfg.cell().gates() as f64 * h;
     let embedded = matches!(net.head, Head::Language { .. });
     let mut f = 0.0;
     for l in 0..net.layers {
-        let i = if l == 0 { cfg.input_size as f64 } else { h };
-        f += 2.0 * n * g * (i + h); // forward
-        f += 2.0 * n * g * (i + h) + 2.0 * n * g * h; // dW_ih, dW_hh, dh
+        let i = if l == 0 { cfg.input_size as f64 } else { s };
+        f += 2.0 * n * g * (i + s); // forward
+        f += 2.0 * n * g * (i + s) + 2.0 * n * g * s; // dW_ih, dW_hh, dh
         if l > 0 || embedded {
             f += 2.0 * n * g * i; // dX
+        }
+        if net.proj > 0 {
+            f += 3.0 * 2.0 * n * h * s; // W_hr m, W_hrᵀ dh, dW_hr
         }
     }
     let rows = if matches!(net.head, Head::Regression { .. }) {
@@ -150,7 +159,7 @@ pub fn flops_per_step(net: &NetConfig, seq: usize, batch: usize) -> f64 {
     } else {
         n
     };
-    f + 3.0 * 2.0 * rows * h * net.out_dim() as f64
+    f + 3.0 * 2.0 * rows * s * net.out_dim() as f64
 }
 
 /// What one workload measured.

@@ -11,8 +11,30 @@ use crate::train::{Carry, StepData, Trainer};
 /// its last window, whose extra rows are dropped (in eval mode rows do not
 /// affect one another).
 pub fn predict_windows(tr: &mut Trainer, set: &WindowSet, windows: &[usize]) -> Result<Vec<f32>> {
+    Ok(windows_pass(tr, set, windows, false)?.0)
+}
+
+/// [`predict_windows`] of a model with attention pooling
+/// ([`crate::train::NetConfig::attention`]), with each window's attention
+/// weights (`[windows.len(), T]`: the weight of each of its rows, oldest
+/// first); an error for a model without.
+pub fn predict_windows_attention(
+    tr: &mut Trainer,
+    set: &WindowSet,
+    windows: &[usize],
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    windows_pass(tr, set, windows, true)
+}
+
+fn windows_pass(
+    tr: &mut Trainer,
+    set: &WindowSet,
+    windows: &[usize],
+    attention: bool,
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let (b, k) = (tr.batch(), set.horizon());
     let mut out = Vec::with_capacity(windows.len() * k);
+    let mut weights = Vec::new();
     for chunk in windows.chunks(b) {
         let mut ids = chunk.to_vec();
         ids.resize(b, chunk[chunk.len() - 1]);
@@ -21,8 +43,12 @@ pub fn predict_windows(tr: &mut Trainer, set: &WindowSet, windows: &[usize]) -> 
         tr.eval(batch.seq_len, &data, Carry::Zero)?;
         let y = tr.head_output(batch.seq_len)?;
         out.extend_from_slice(&y[..chunk.len() * k]);
+        if attention {
+            let a = tr.attention_weights(batch.seq_len)?;
+            weights.extend_from_slice(&a[..chunk.len() * batch.seq_len]);
+        }
     }
-    Ok(out)
+    Ok((out, weights))
 }
 
 /// Errors of a forecast over a set of windows and all `k` targets of each.

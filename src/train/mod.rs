@@ -18,6 +18,7 @@ pub mod tensorboard;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuContext};
+use crate::kernels::attention::{AttentionBackward, AttentionForward};
 use crate::kernels::clip::ClipPlan;
 use crate::kernels::elementwise::DropoutStep;
 use crate::kernels::elementwise::LastStepShape;
@@ -60,6 +61,32 @@ pub enum Head {
         /// Values predicted per step.
         outputs: usize,
     },
+}
+
+/// Attention pooling over the LSTM's outputs, the input of the
+/// [`Head::Regression`] head instead of the last valid step alone
+/// (`shaders/attention.wgsl`; docs/math.md, "Attention pooling"): per
+/// sequence, scores `s_t` over its valid steps, weights `a = softmax(s)`,
+/// and the head reads `[Σ_t a_t h_t ; h_T]` (its weight is then
+/// `[outputs, 2H]`), with `h_T` the last valid output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attention {
+    /// `s_t = h_t · h_T`: each output's similarity to the last one.
+    Dot,
+    /// `s_t = q · h_t` with a trained query `q` `[H]`
+    /// (`attention.query`, initialised U(±1/√H) as PyTorch initialises a
+    /// bias of fan-in H).
+    Learned,
+}
+
+impl Attention {
+    /// The name `--attention` takes and checkpoints store.
+    pub fn name(self) -> &'static str {
+        match self {
+            Attention::Dot => "dot",
+            Attention::Learned => "learned",
+        }
+    }
 }
 
 /// How the LSTM weights start (issue #4). The default is PyTorch's:
@@ -123,6 +150,12 @@ pub struct NetConfig {
     pub weight_drop: f32,
     /// Zoneout probabilities of h and c (see [`Links::zoneout_h`]).
     pub zoneout: (f32, f32),
+    /// Attention pooling before a [`Head::Regression`] head; `None`: the
+    /// head reads the last valid step.
+    pub attention: Option<Attention>,
+    /// The LSTM's projection size P (`nn.LSTM`'s `proj_size`; 0: none):
+    /// the layers' h, and the head's input, are P wide.
+    pub proj: usize,
 }
 
 impl NetConfig {
@@ -139,7 +172,15 @@ impl NetConfig {
             cell: crate::kernels::cell::Cell::Lstm,
             weight_drop: 0.0,
             zoneout: (0.0, 0.0),
+            attention: None,
+            proj: 0,
         }
+    }
+
+    /// Width of the LSTM's output, the head's input: P with a projection,
+    /// else the hidden size.
+    pub fn width(&self) -> usize {
+        self.lstm().state_size()
     }
 
     /// The LSTM part.
@@ -155,6 +196,7 @@ impl NetConfig {
             bidirectional: false,
             bias: true,
             cell: self.cell,
+            proj_size: self.proj,
         }
     }
 
@@ -177,6 +219,37 @@ impl NetConfig {
         Ok(())
     }
 
+    /// Checks that attention pooling has a head to feed: a
+    /// [`Head::Regression`] one (the others read every step).
+    pub fn check_head(&self) -> Result<()> {
+        match (self.attention, self.head) {
+            (Some(a), Head::Language { .. } | Head::Sequence { .. }) => {
+                Err(Error::Invalid(format!(
+                    "attention pooling ({}) feeds a head that reads one vector per sequence; \
+                     this model's head predicts at every step",
+                    a.name()
+                )))
+            }
+            // The README module's `Attention` and the exports read H-wide
+            // outputs; a projected model's pooling is not written.
+            (Some(a), _) if self.proj > 0 => Err(Error::Invalid(format!(
+                "attention pooling ({}) with --proj-size {} is not supported",
+                a.name(),
+                self.proj
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Input width of the head: the layers' width W (H, or P with a
+    /// projection), or 2W (`[context; h_T]`) with attention.
+    pub fn head_in(&self) -> usize {
+        match self.attention {
+            Some(_) => 2 * self.width(),
+            None => self.width(),
+        }
+    }
+
     /// Output width of the head.
     pub fn out_dim(&self) -> usize {
         match self.head {
@@ -191,7 +264,13 @@ impl NetConfig {
         if let Head::Language { vocab, embed } = self.head {
             v.push(("embedding.weight".to_string(), vec![vocab, embed]));
         }
-        v.push(("head.weight".to_string(), vec![self.out_dim(), self.hidden]));
+        if self.attention == Some(Attention::Learned) {
+            v.push(("attention.query".to_string(), vec![self.width()]));
+        }
+        v.push((
+            "head.weight".to_string(),
+            vec![self.out_dim(), self.head_in()],
+        ));
         v.push(("head.bias".to_string(), vec![self.out_dim()]));
         v
     }
@@ -284,6 +363,9 @@ impl NetConfig {
             .saturating_mul(l.saturating_sub(1) as u128);
         // At most 2 · (4H + 4H + H) norm parameters per layer (layer-cell).
         let norm = prod(&[18, h, l]);
+        // Projections: W_hr [P, H] per layer (W_hh's [4H, P] is within the
+        // [4H, H] counted above).
+        let proj = prod(&[self.proj, h, l]);
         let extra = self
             .extra()
             .iter()
@@ -291,6 +373,7 @@ impl NetConfig {
         let params = first
             .saturating_add(rest)
             .saturating_add(norm)
+            .saturating_add(proj)
             .saturating_add(extra);
         let stats = match self.norm {
             Norm::None | Norm::Layer { .. } | Norm::LayerCell => 0,
@@ -307,7 +390,8 @@ impl NetConfig {
     /// `batch` fits `limits`: [`HOST_PARAM_COPIES`] copies of its
     /// parameters and statistics and one batch on the host, and its
     /// largest buffers (parameters, one layer's pre-gates, the embedded
-    /// inputs, the logits) each in one storage buffer. The errors name
+    /// inputs, the logits) each in one storage buffer, and an attention
+    /// head's loop passes within its kernels' cap. The errors name
     /// the command-line flags that set the sizes.
     pub fn check_size(&self, seq: usize, batch: usize, limits: &SizeLimits) -> Result<()> {
         let c = self.lstm();
@@ -352,6 +436,23 @@ impl NetConfig {
                 limits.host_bytes
             )));
         }
+        if self.attention.is_some() {
+            let shape = crate::kernels::attention::AttentionShape {
+                seq,
+                batch,
+                width: c.hidden_size,
+                ..Default::default()
+            };
+            let (passes, cap) = (shape.loop_passes(), crate::kernels::gemm::LOOP_CAP);
+            if passes > cap {
+                return Err(Error::Invalid(format!(
+                    "attention head too large: --seq-len {seq} × --hidden {} need {passes} loop \
+                     passes an invocation, over the {cap} its kernels keep to; lower --seq-len \
+                     or --hidden",
+                    c.hidden_size
+                )));
+            }
+        }
         let Some((limit, kind)) = limits.buffer else {
             return Ok(());
         };
@@ -390,7 +491,8 @@ impl NetConfig {
 
 /// Initial values in [`NetConfig::table`] order. The default is PyTorch's:
 /// LSTM U(±1/√H); norm gains and shifts as [`Norm::init_value`]; embedding
-/// N(0, 1); head (nn.Linear) U(±1/√fan_in) for weight and bias. The options
+/// N(0, 1); a learned attention query U(±1/√H), as a bias of fan-in H;
+/// head (nn.Linear) U(±1/√fan_in) for weight and bias. The options
 /// of [`NetConfig::init`] then overwrite W_hh, W_ih and the forget-gate
 /// biases from a second stream of the same seed, so the default draws stay
 /// what they were. Seeded and deterministic.
@@ -411,7 +513,10 @@ pub fn init_values(net: &NetConfig, seed: u64) -> Vec<f32> {
         if name == "embedding.weight" {
             v.extend((0..n).map(|_| rng.normal_unpaired() as f32));
         } else {
-            let fan_in = cfg.hidden_size as f64;
+            let fan_in = match name.starts_with("head.") {
+                true => net.head_in(),
+                false => net.width(),
+            } as f64;
             let b = 1.0 / fan_in.sqrt();
             v.extend((0..n).map(|_| rng.uniform(-b, b) as f32));
         }
@@ -472,12 +577,17 @@ fn apply_init_options(net: &NetConfig, seed: u64, v: &mut [f32]) {
             let lstm = cfg.cell() == crate::kernels::cell::Cell::Lstm;
             if o.whh == WhhInit::Orthogonal && !cfg.cell().diag() {
                 let off = table.offset(&format!("weight_hh_l{l}{sfx}"));
-                // Each gate's H×H block separately (rows g·H .. (g+1)·H).
+                // Each gate's H×H block separately (rows g·H .. (g+1)·H);
+                // with a projection, its H×P block: the first P columns of
+                // an orthogonal matrix (orthonormal columns).
+                let s = cfg.state_size();
                 for g in 0..cfg.cell().gates() {
                     let q = orthogonal(h, &mut rng);
-                    let at = off + g * h * h;
-                    for (dst, src) in v[at..at + h * h].iter_mut().zip(&q) {
-                        *dst = *src as f32;
+                    let at = off + g * h * s;
+                    for (r, dst) in v[at..at + h * s].chunks_exact_mut(s).enumerate() {
+                        for (x, src) in dst.iter_mut().zip(&q[r * h..r * h + s]) {
+                            *x = *src as f32;
+                        }
                     }
                 }
             }
@@ -599,6 +709,8 @@ struct StepPlan {
     mask: wgpu::Buffer,
     csr: wgpu::Buffer,
     head_out: wgpu::Buffer,
+    /// The attention weights [B, T] (first in the attention scratch).
+    attn: wgpu::Buffer,
     forward: Vec<Dispatch>,
     backward: Vec<Dispatch>,
 }
@@ -633,6 +745,8 @@ struct StepParts {
     head_out: wgpu::Buffer,
     scratch: wgpu::Buffer,
     mask: wgpu::Buffer,
+    /// The attention pooling's scratch (weights first), when it has one.
+    attn: wgpu::Buffer,
 }
 
 /// A model with its optimizer, ready to take steps.
@@ -789,6 +903,7 @@ impl Trainer {
             return Err(Error::Invalid("--batch must be at least 1".into()));
         }
         net.check_init()?;
+        net.check_head()?;
         let stats_table = net.stats_table();
         // One `num_batches_tracked` per BatchNorm module, as PyTorch keeps.
         let tracked: BTreeMap<String, i64> = stats_table
@@ -1113,6 +1228,7 @@ impl Trainer {
                 mask: s.mask.clone(),
                 csr: s.csr.clone(),
                 head_out: s.head_out.clone(),
+                attn: s.attn.clone(),
                 forward,
                 backward,
             })
@@ -1162,7 +1278,14 @@ impl Trainer {
                 _ => 1,
             },
         )?;
-        let head_in = ctx.storage("head input", if last { b * h } else { 1 })?;
+        let head_in = ctx.storage("head input", if last { b * self.net.head_in() } else { 1 })?;
+        let attn = ctx.storage(
+            "attention scratch",
+            match self.net.attention {
+                Some(_) => self.attention_shape(t).scratch_len(),
+                None => 1,
+            },
+        )?;
         // Token projections (see `token_projection`): per direction, the
         // table P = E·W_ihᵀ + b [V + 1, GH] (row V: padding, biases only),
         // the gather ids (padding mapped to V), and the per-token sums of
@@ -1205,7 +1328,24 @@ impl Trainer {
             head_out,
             scratch,
             mask,
+            attn,
         })
+    }
+
+    /// The attention pooling of a `t`-step batch over the LSTM's output,
+    /// into the head's input (see [`crate::kernels::attention`]).
+    fn attention_shape(&self, t: usize) -> crate::kernels::attention::AttentionShape {
+        let query = self.lstm.model.table.get("attention.query");
+        let q_off = query.map_or(0, |e| e.offset);
+        crate::kernels::attention::AttentionShape {
+            seq: t,
+            batch: self.batch,
+            width: self.net.width(),
+            learned: query.is_some(),
+            q_off,
+            dq_off: q_off,
+            ..Default::default()
+        }
     }
 
     /// A language model's step: embedding (or token projection), LSTM,
@@ -1328,18 +1468,32 @@ impl Trainer {
         let ls = LastStepShape {
             seq: s.t,
             batch: self.batch,
-            features: self.net.hidden,
+            features: self.net.width(),
             ..Default::default()
         };
-        if s.last {
-            forward.extend(
+        let attention = self.net.attention.map(|_| self.attention_shape(s.t));
+        match (s.last, &attention) {
+            (true, None) => forward.extend(
                 k.elementwise()?
                     .last_gather(ctx, &ls, &s.lengths, &s.out, &s.head_in)?,
-            );
+            ),
+            (true, Some(a)) => forward.extend(k.attention()?.forward(
+                ctx,
+                a,
+                &AttentionForward {
+                    lengths: &s.lengths,
+                    h: &s.out,
+                    params: &self.lstm.model.params,
+                    z: &s.head_in,
+                    scratch: &s.attn,
+                },
+            )?),
+            (false, _) => {}
         }
         // The head's input gradient goes to the last-step buffer
-        // (scattered below into the zeroed d(output)), or straight
-        // to d(output) when the head runs on every step.
+        // (scattered below into the zeroed d(output), or taken back
+        // through the attention pooling), or straight to d(output) when
+        // the head runs on every step.
         let (hin, dhin) = if s.last {
             (&s.head_in, &s.head_in)
         } else {
@@ -1383,11 +1537,25 @@ impl Trainer {
             },
         )?;
         bwd.append(&mut backward);
-        if s.last {
-            bwd.extend(
+        match (s.last, &attention) {
+            (true, None) => bwd.extend(
                 k.elementwise()?
                     .last_scatter(ctx, &ls, &s.lengths, &s.head_in, &s.dy_top)?,
-            );
+            ),
+            (true, Some(a)) => bwd.extend(k.attention()?.backward(
+                ctx,
+                a,
+                &AttentionBackward {
+                    lengths: &s.lengths,
+                    h: &s.out,
+                    params: &self.lstm.model.params,
+                    dz: &s.head_in,
+                    scratch: &s.attn,
+                    dh: &s.dy_top,
+                    grads: &self.lstm.model.grads,
+                },
+            )?),
+            (false, _) => {}
         }
         bwd.extend(s.lstm_bwd.iter().cloned());
         Ok((forward, bwd))
@@ -1507,7 +1675,8 @@ impl Trainer {
         Ok((fwd, bwd))
     }
 
-    /// Head forward (logits = x·W_headᵀ + b) and its backward, appended to
+    /// Head forward (logits = x·W_headᵀ + b, x of width
+    /// [`NetConfig::head_in`]) and its backward, appended to
     /// `bwd` in the order they run after the loss backward: dW = dlogitsᵀ·x,
     /// db = Σ dlogits, then the input gradient dlogits·W_head into `dx`.
     #[allow(clippy::too_many_arguments)]
@@ -1526,7 +1695,7 @@ impl Trainer {
         let params = &self.lstm.model.params;
         let (weights, half) = self.lstm.model.weights();
         let grads = &self.lstm.model.grads;
-        let (h, o) = (self.net.hidden, self.net.out_dim());
+        let (h, o) = (self.net.head_in(), self.net.out_dim());
         push(
             fwd,
             k.gemm().dispatch_as(
@@ -2154,11 +2323,30 @@ impl Trainer {
             Head::Regression { .. } => self.batch,
             _ => t * self.batch,
         };
-        let p = self
-            .plans
-            .get(&(t, self.last_train))
-            .ok_or_else(|| Error::Invalid(format!("no pass of length {t} has run")))?;
+        let p = self.last_plan(t)?;
         self.ctx.read_f32(&p.head_out, 0, rows * self.net.out_dim())
+    }
+
+    /// The plan of the last pass, of length `t`.
+    fn last_plan(&self, t: usize) -> Result<&StepPlan> {
+        self.plans
+            .get(&(t, self.last_train))
+            .ok_or_else(|| Error::Invalid(format!("no pass of length {t} has run")))
+    }
+
+    /// The attention weights of the last pass of length `t` (`[B, T]`
+    /// row-major: sequence b's weight of each step, 0 past its length),
+    /// read back; an error for a model without attention pooling.
+    pub fn attention_weights(&self, t: usize) -> Result<Vec<f32>> {
+        if self.net.attention.is_none() {
+            return Err(Error::Invalid(
+                "attention weights: this model's head reads the last step (no attention \
+                 pooling)"
+                    .into(),
+            ));
+        }
+        let p = self.last_plan(t)?;
+        self.ctx.read_f32(&p.attn, 0, self.batch * t)
     }
 
     /// Dispatches and submits per training step of length `t` (after one

@@ -144,9 +144,14 @@ impl Case {
 
     /// The case's random data (see [`data`]), from `Rng::new(seed)`.
     pub fn data(&self, seed: u64) -> Data {
+        self.data_of(self.ref_config(), seed)
+    }
+
+    /// The same for reference configuration `rc` (another cell).
+    pub fn data_of(&self, rc: RefConfig, seed: u64) -> Data {
         let lengths = self.lengths.of(self.seq, self.batch);
         data(
-            self.ref_config(),
+            rc,
             self.norm,
             (self.seq, self.batch),
             self.states,
@@ -192,7 +197,10 @@ pub fn data(
     for cell in &mut w.cells {
         round_f32(&mut cell.w_ih);
         round_f32(&mut cell.w_hh);
-        for b in [&mut cell.b_ih, &mut cell.b_hh].into_iter().flatten() {
+        for b in [&mut cell.b_ih, &mut cell.b_hh, &mut cell.w_hr]
+            .into_iter()
+            .flatten()
+        {
             round_f32(b);
         }
     }
@@ -204,7 +212,9 @@ pub fn data(
         round_f32(v);
     }
     let (t, n) = (seq, batch);
+    // h states are S wide (P with a projection), c states H.
     let sl = rc.num_layers * rc.dirs() * n * rc.hidden_size;
+    let hl = rc.num_layers * rc.dirs() * n * rc.state_size();
     let mut vecr = |len: usize| {
         let mut v = rng.vec(len, -1.0, 1.0);
         round_f32(&mut v);
@@ -212,13 +222,13 @@ pub fn data(
     };
     let x = vecr(t * n * rc.input_size);
     let (h0, c0) = if states {
-        (Some(vecr(sl)), Some(vecr(sl)))
+        (Some(vecr(hl)), Some(vecr(sl)))
     } else {
         (None, None)
     };
     let up = RefUpstream {
-        grad_output: vecr(t * n * rc.dirs() * rc.hidden_size),
-        grad_h_n: vecr(sl),
+        grad_output: vecr(t * n * rc.dirs() * rc.state_size()),
+        grad_h_n: vecr(hl),
         grad_c_n: vecr(sl),
     };
     let rin = RefInputs {
@@ -275,7 +285,7 @@ impl HostPass {
             grad_h_n: f32s(&d.up.grad_h_n),
             grad_c_n: f32s(&d.up.grad_c_n),
         };
-        let w_io = d.rc.dirs() * d.rc.hidden_size;
+        let w_io = d.rc.dirs() * d.rc.state_size();
         HostPass {
             x: hp.pass_layout(hp.x.clone(), d.rc.input_size),
             grad_output: hp.pass_layout(hp.grad_output.clone(), w_io),
@@ -365,6 +375,9 @@ pub fn param_grads(
         if let (Some(bi), Some(bh)) = (&cell.b_ih, &cell.b_hh) {
             want.insert(format!("bias_ih_l{layer}{sfx}"), bi.clone());
             want.insert(format!("bias_hh_l{layer}{sfx}"), bh.clone());
+        }
+        if let Some(hr) = &cell.w_hr {
+            want.insert(format!("weight_hr_l{layer}{sfx}"), hr.clone());
         }
     }
     want.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -60,7 +60,12 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f64], tol: f64) {
 /// Reference weights as `nn.LSTM` (`nn.GRU`) state_dict tensors.
 pub fn ref_to_tensors(cfg: &RefConfig, w: &RefWeights) -> Vec<NamedTensor> {
     let h = cfg.hidden_size;
-    let cell = config(cfg).cell;
+    let engine = config(cfg);
+    let cell = engine.cell;
+    let whh_shape = match engine.proj() {
+        Some(p) => vec![cell.gates() * h, p],
+        None => cell.whh_shape(h),
+    };
     let gh = cell.gates() * h;
     let mut v = Vec::new();
     for l in 0..cfg.num_layers {
@@ -75,9 +80,16 @@ pub fn ref_to_tensors(cfg: &RefConfig, w: &RefWeights) -> Vec<NamedTensor> {
             ));
             v.push(NamedTensor::new(
                 format!("weight_hh_l{l}{sfx}"),
-                cell.whh_shape(h),
+                whh_shape.clone(),
                 f(&c.w_hh),
             ));
+            if let Some(hr) = &c.w_hr {
+                v.push(NamedTensor::new(
+                    format!("weight_hr_l{l}{sfx}"),
+                    vec![cfg.state_size(), h],
+                    f(hr),
+                ));
+            }
             if let (Some(bi), Some(bh)) = (&c.b_ih, &c.b_hh) {
                 v.push(NamedTensor::new(
                     format!("bias_ih_l{l}{sfx}"),
@@ -117,7 +129,11 @@ pub fn config(cfg: &RefConfig) -> LstmConfig {
             lstm_wgpu_reference::RefCellKind::IndRnn { act } => lstm_wgpu::Cell::IndRnn {
                 relu: act == lstm_wgpu_reference::RefActivation::Relu,
             },
-            other => panic!("the engine has no {other:?} cell"),
+            lstm_wgpu_reference::RefCellKind::LstmProj { .. } => lstm_wgpu::Cell::Lstm,
+        },
+        proj_size: match cfg.cell {
+            lstm_wgpu_reference::RefCellKind::LstmProj { proj_size } => proj_size,
+            _ => 0,
         },
     }
 }
@@ -141,4 +157,18 @@ pub fn set_cell(l: &mut lstm_wgpu::Lstm, variant: lstm_wgpu::kernels::lstm_cell:
         ..*l.tuning()
     };
     l.set_tuning(t).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Sine windows: x [T, B, 1] and the next value of each window [B, 1].
+pub fn sine_batch(step: usize, t: usize, b: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut x = vec![0f32; t * b];
+    let mut y = vec![0f32; b];
+    for bb in 0..b {
+        let ph = (step * b + bb) as f32 * 0.37;
+        for tt in 0..t {
+            x[tt * b + bb] = (ph + 0.5 * tt as f32).sin();
+        }
+        y[bb] = (ph + 0.5 * t as f32).sin();
+    }
+    (x, y)
 }

@@ -7,8 +7,8 @@ use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::io;
 use lstm_wgpu::run::Config;
 use lstm_wgpu::run::choice::{
-    ActivationChoice, CellChoice, Dataset, InitWhh, InitWih, MissingChoice, NormChoice, Optimizer,
-    Schedule, Task,
+    ActivationChoice, AttentionChoice, CellChoice, Dataset, HeadChoice, InitWhh, InitWih,
+    MissingChoice, NormChoice, Optimizer, Schedule, Task,
 };
 use lstm_wgpu::run::settings::best_path;
 use serde::{Deserialize, Serialize};
@@ -106,10 +106,26 @@ pub struct TrainArgs {
     /// Zoneout of c likewise (LSTM cells). [default: 0]
     #[arg(long, value_name = "P")]
     pub zoneout_c: Option<f32>,
+    /// LSTM projections (nn.LSTM's proj_size): each layer's h is
+    /// W_hr (o ⊙ tanh c), P wide, 0 < P < --hidden; the head reads P (D·P)
+    /// features. The LSTM cell in f32, without norms, zoneout or
+    /// weight-drop. [default: none]
+    #[arg(long, value_name = "P")]
+    pub proj_size: Option<usize>,
     /// Residual connections around layers 1.. (output = layer(x) + x).
     #[arg(long)]
     #[serde(default)]
     pub residual: bool,
+    /// What a series model's head reads: last (the last valid step's
+    /// output) | attention (attention pooling over the valid steps: the
+    /// head reads [context; last output]; see --attention). [default: last]
+    #[arg(long, hide_possible_values = true)]
+    pub head: Option<HeadChoice>,
+    /// The scores of --head attention: dot (s_t = h_t · h_T, each output
+    /// against the last) | learned (s_t = q · h_t, a trained query q).
+    /// [default: dot]
+    #[arg(long, hide_possible_values = true)]
+    pub attention: Option<AttentionChoice>,
     /// Normalization: none | layer | layer-cell | batch | step-batch |
     /// recurrent-batch (see docs/math.md, "Normalization variants"). [default: none]
     #[arg(long, hide_possible_values = true)]
@@ -294,9 +310,12 @@ impl TrainArgs {
             weight_drop,
             zoneout_h,
             zoneout_c,
+            proj_size,
             cell,
             cell_file,
             activation,
+            head,
+            attention,
             norm,
             norm_t_max,
             init_whh,
@@ -361,6 +380,9 @@ impl TrainArgs {
             weight_drop: self.weight_drop,
             zoneout_h: self.zoneout_h,
             zoneout_c: self.zoneout_c,
+            proj_size: self.proj_size,
+            head: self.head,
+            attention: self.attention,
             residual: self.residual,
             norm: self.norm,
             norm_last: self.norm_last,

@@ -1,5 +1,5 @@
 //! The `ts`, `char` and `big` workloads of `lstm-wgpu bench`, trained with
-//! Burn's `nn::Lstm` on its wgpu backend (autodiff, AdamW, gradient clipping
+//! Burn's `nn::Lstm` (or, with `--cell gru`, `nn::Gru`) on its wgpu backend (autodiff, AdamW, gradient clipping
 //! by norm), printing the same columns (or `--json` with the same fields).
 //!
 //! One step: forward over the whole sequence, loss, backward, clipping and
@@ -7,12 +7,15 @@
 //! inside the timed region. Data are synthetic from a fixed seed, uploaded
 //! before timing and reused every step.
 //!
-//! Usage: burn-lstm-bench [--workload ts|char|big|all] [--steps N]
-//! [--warmup N] [--json]
+//! Usage: burn-lstm-bench [--workload ts|char|big|all] [--cell lstm|gru]
+//! [--steps N] [--warmup N] [--json]
 
 use burn::grad_clipping::GradientClippingConfig;
 use burn::nn::loss::{CrossEntropyLossConfig, MseLoss, Reduction};
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, Lstm, LstmConfig};
+use burn::nn::{
+    Embedding, EmbeddingConfig, Gru, GruConfig, Initializer, Linear, LinearConfig, Lstm,
+    LstmConfig,
+};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use std::process::ExitCode;
@@ -35,6 +38,8 @@ struct Workload {
     /// Head on every step (`true`) or on the last step only.
     every_step: bool,
     clip: f32,
+    /// Gate rows per hidden unit: the LSTM's 4, the GRU's 3.
+    gates: usize,
 }
 
 const WORKLOADS: [Workload; 3] = [
@@ -49,6 +54,7 @@ const WORKLOADS: [Workload; 3] = [
         outputs: 1,
         every_step: false,
         clip: 1.0,
+        gates: 4,
     },
     Workload {
         name: "char",
@@ -61,6 +67,7 @@ const WORKLOADS: [Workload; 3] = [
         outputs: 65,
         every_step: true,
         clip: 5.0,
+        gates: 4,
     },
     Workload {
         name: "big",
@@ -73,6 +80,7 @@ const WORKLOADS: [Workload; 3] = [
         outputs: 512,
         every_step: true,
         clip: 1.0,
+        gates: 4,
     },
 ];
 
@@ -86,7 +94,7 @@ impl Workload {
     /// 2·m·n·k.
     fn flops(&self) -> f64 {
         let (tb, h) = ((self.seq * self.batch) as f64, self.hidden as f64);
-        let g = 4.0 * h;
+        let g = self.gates as f64 * h;
         let mut f = 0.0;
         for l in 0..self.layers {
             let i = if l == 0 { self.input_width() as f64 } else { h };
@@ -112,7 +120,9 @@ impl Workload {
 #[derive(Module, Debug)]
 struct Net {
     embedding: Option<Embedding>,
+    /// The layers: LSTM ones, or (`--cell gru`) GRU ones in `gru`.
     lstm: Vec<Lstm>,
+    gru: Vec<Gru>,
     head: Linear,
 }
 
@@ -128,19 +138,31 @@ fn uniform(bound: f64) -> Initializer {
 impl Net {
     fn new(w: &Workload, device: &Device) -> Self {
         let k = 1.0 / (w.hidden as f64).sqrt();
-        let lstm = (0..w.layers)
-            .map(|l| {
-                let i = if l == 0 { w.input_width() } else { w.hidden };
-                LstmConfig::new(i, w.hidden, true)
-                    .with_initializer(uniform(k))
-                    .init(device)
-            })
-            .collect();
+        let width = |l: usize| if l == 0 { w.input_width() } else { w.hidden };
+        let (mut lstm, mut gru) = (Vec::new(), Vec::new());
+        for l in 0..w.layers {
+            if w.gates == 3 {
+                // reset_after (Burn's default): nn.GRU's n = tanh(W_in x +
+                // b_in + r ⊙ (W_hn h + b_hn)), the engine's GRU.
+                gru.push(
+                    GruConfig::new(width(l), w.hidden, true)
+                        .with_initializer(uniform(k))
+                        .init(device),
+                );
+            } else {
+                lstm.push(
+                    LstmConfig::new(width(l), w.hidden, true)
+                        .with_initializer(uniform(k))
+                        .init(device),
+                );
+            }
+        }
         Self {
             embedding: w
                 .vocab_embed
                 .map(|(v, e)| EmbeddingConfig::new(v, e).init(device)),
             lstm,
+            gru,
             head: LinearConfig::new(w.hidden, w.outputs)
                 .with_initializer(uniform(k))
                 .init(device),
@@ -151,6 +173,9 @@ impl Net {
     fn lstm(&self, mut x: Tensor<3>) -> Tensor<3> {
         for layer in &self.lstm {
             x = layer.forward(x, None).0;
+        }
+        for layer in &self.gru {
+            x = layer.forward(x, None);
         }
         x
     }
@@ -343,11 +368,20 @@ fn parse() -> Result<Args, String> {
         warmup: 2,
         json: false,
     };
+    let mut gates = 4;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = |f: &str| it.next().ok_or_else(|| format!("{f} needs a value"));
         match flag.as_str() {
             "--json" => a.json = true,
+            "--cell" => {
+                let v = value(&flag)?;
+                gates = match v.as_str() {
+                    "lstm" => 4,
+                    "gru" => 3,
+                    _ => return Err(format!("--cell {v}: expected lstm or gru")),
+                };
+            }
             "--steps" | "--warmup" => {
                 let v = value(&flag)?;
                 let n: usize = v
@@ -374,13 +408,24 @@ fn parse() -> Result<Args, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "burn-lstm-bench [--workload ts|char|big|all] [--steps N] [--warmup N] [--json]\n\
+                    "burn-lstm-bench [--workload ts|char|big|all] [--cell lstm|gru] [--steps N] [--warmup N] [--json]\n\
                      Default: ts and char, 2 warm-up and 5 timed steps. The first step compiles\n\
                      shaders (~40 s on lavapipe): keep at least one warm-up step."
                 );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+    for w in &mut a.workloads {
+        w.gates = gates;
+        // `lstm-wgpu bench --cell gru` names its rows so.
+        if gates == 3 {
+            w.name = match w.name {
+                "ts" => "ts-gru",
+                "char" => "char-gru",
+                _ => "big-gru",
+            };
         }
     }
     Ok(a)
