@@ -114,6 +114,7 @@ pub(crate) fn plan(
         .collect();
     sources.push(Source {
         buffer: &ws.outs,
+        half: false,
         lengths: Some(&ws.lengths),
         segments: outs,
     });
@@ -148,6 +149,7 @@ pub(crate) fn plan(
         }
         sources.push(Source {
             buffer: ws.cache(l),
+            half: false,
             lengths: Some(&ws.lengths),
             segments,
         });
@@ -160,11 +162,13 @@ pub(crate) fn plan(
     tags.extend(m.names.iter().map(|n| format!("params/{n}")));
     sources.push(Source {
         buffer: m.grads,
+        half: false,
         lengths: None,
         segments: flat.clone(),
     });
     sources.push(Source {
         buffer: m.params,
+        half: false,
         lengths: None,
         segments: flat,
     });
