@@ -845,7 +845,7 @@ pub(crate) fn build_trainer(
         _ => a.loss_scale.config(precision),
     };
     tr.set_loss_scaler(scaler)?;
-    let every = hist_every(a, c, precision)?;
+    let every = hist_every(a, c);
     tr.set_histograms((every > 0).then_some(HistSettings {
         every,
         bins: lstm_wgpu::kernels::histogram::DEFAULT_BINS,

@@ -10,9 +10,7 @@ use lstm_wgpu::error::{Error, Result, num};
 use lstm_wgpu::io;
 use lstm_wgpu::kernels::optim::{OptimConfig, OptimKind};
 use lstm_wgpu::model::norm::{Norm, NormKind};
-use lstm_wgpu::model::precision::Precision;
 use lstm_wgpu::train::InitOptions;
-use lstm_wgpu::train::histograms::obstacle as hist_obstacle;
 use lstm_wgpu::train::lr::LrSchedule;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -489,23 +487,14 @@ fn is_lstm(c: &CellChoice) -> bool {
 /// Steps between histograms when --hist-every is not given.
 pub(crate) const DEFAULT_HIST_EVERY: u64 = 50;
 
-/// Steps between histograms (0: none) of run `c` in `precision`: none
-/// without an output to write them to (a resumed run's stored value
-/// included); its --hist-every, refused by name where the model cannot
-/// take them; else the default where the model allows.
-pub(crate) fn hist_every(a: &TrainArgs, c: &RunConfig, precision: Precision) -> Result<u64> {
+/// Steps between histograms (0: none) of run `c`: none without an output
+/// to write them to (a resumed run's stored value included); else its
+/// --hist-every, or the default.
+pub(crate) fn hist_every(a: &TrainArgs, c: &RunConfig) -> u64 {
     if a.metrics.is_none() && a.tensorboard.is_none() {
-        return Ok(0);
+        return 0;
     }
-    let why = hist_obstacle(&norm_of(c), precision);
-    match (c.hist_every, why) {
-        (Some(n), Some(why)) if n > 0 => Err(Error::Invalid(format!(
-            "--hist-every {n}: histograms cannot run: {why}; give --hist-every 0"
-        ))),
-        (Some(n), _) => Ok(n),
-        (None, None) => Ok(DEFAULT_HIST_EVERY),
-        (None, Some(_)) => Ok(0),
-    }
+    c.hist_every.unwrap_or(DEFAULT_HIST_EVERY)
 }
 
 /// The [`Norm`] a run's settings describe.
@@ -825,13 +814,6 @@ pub(crate) fn validate_config(c: &RunConfig) -> Result<()> {
         return Err(Error::Invalid(format!(
             "--explode-threshold {}: expected a finite number > 0",
             num(x)
-        )));
-    }
-    if let Some(n) = c.hist_every.filter(|&n| n > 0)
-        && let Some(why) = hist_obstacle(&norm_of(c), Precision::F32)
-    {
-        return Err(Error::Invalid(format!(
-            "--hist-every {n}: histograms cannot run: {why}; give --hist-every 0"
         )));
     }
     for (flag, v) in [
