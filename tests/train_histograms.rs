@@ -10,6 +10,7 @@ mod common;
 
 use lstm_wgpu::GpuContext;
 use lstm_wgpu::kernels::histogram::SegmentHistogram;
+use lstm_wgpu::kernels::lstm_cell_ln;
 use lstm_wgpu::kernels::optim::OptimConfig;
 use lstm_wgpu::model::norm::Norm;
 use lstm_wgpu::model::precision::Precision;
@@ -239,6 +240,22 @@ fn histogram_step_of(net: &NetConfig, precision: Precision, sources: usize, lens
         assert_eq!(hv.len(), valid * cfg.state_size());
         measures(&s, &format!("{name}/h"), &hv);
         let [base, c_off, _] = ws.cell_offsets(&cfg, &norm, l, 0);
+        // The gate and c sections where the cells' layouts put them
+        // (src/kernels/cell.rs, lstm_cell_ln.rs), one cache buffer.
+        let (b, tbh) = (lens.len(), t * lens.len() * h);
+        let want = match (ws.half, norm.in_cell()) {
+            // f16 gates 4 | h_prev 1; c in its own buffer.
+            (true, _) => [l * 5 * tbh, l * tbh],
+            (false, true) => {
+                let block = lstm_cell_ln::cache_block(h, t, b);
+                let sec = lstm_cell_ln::cache_sections(h, t, b);
+                [l * block + sec[0], l * block + sec[1]]
+            }
+            // gates 4 | c 1 | h_prev 1.
+            (false, false) => [l * 6 * tbh, l * 6 * tbh + 4 * tbh],
+        };
+        assert!(!ws.split);
+        assert_eq!([base, c_off], want, "layer {l}");
         let c = read_all(&ctx, ws.cst(l), false);
         measures(&s, &format!("{name}/c"), &valid_rows(&c, c_off, h, h, lens));
         let cache = read_all(&ctx, ws.cache(l), ws.half);
