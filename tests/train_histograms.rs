@@ -315,3 +315,27 @@ fn projected_lstm_histograms() {
     n.proj = 5;
     histogram_step_of(&n, Precision::F32, 4, &LENS);
 }
+
+/// A GRU in f16-mixed: its gates r, z, n read from the f16 cache, in
+/// their ranges, one count per valid position and unit; no c.
+#[test]
+fn gru_f16_mixed_gates() {
+    let mut n = net(1);
+    n.cell = lstm_wgpu::kernels::cell::Cell::Gru;
+    let mut tr = trainer(&n, LENS.len(), None);
+    tr.set_precision(Precision::F16Mixed)
+        .unwrap_or_else(|e| panic!("{e}"));
+    tr.set_histograms(Some(HistSettings { every: 1, bins: 16 }))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let s = step(&mut tr, 9, &LENS, 0);
+    let valid: usize = LENS.iter().sum();
+    assert!(s.histograms.iter().all(|(t, _)| !t.ends_with("/c")));
+    for (gate, lo) in [("r", 0.0), ("z", 0.0), ("n", -1.0)] {
+        let g = find(&s, &format!("activations/layer_0/gate_{gate}"));
+        assert_eq!(g.finite(), (valid * n.hidden) as u64, "{gate}");
+        assert!(
+            g.min >= lo && g.max <= 1.0 && g.min < g.max,
+            "{gate}: {g:?}"
+        );
+    }
+}
