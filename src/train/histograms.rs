@@ -16,7 +16,7 @@
 //! values the step cached, read as f16 and widened exactly, and c is in
 //! its own f32 buffer (two sources). The LayerNorm and recurrent BatchNorm
 //! cells lay out the activated gates and c (the cell state, before the
-//! norm inside tanh(LN(c))) as the plain cell's first sections, so the
+//! norm inside tanh(LN(c)) or tanh(BN(c))) as the plain cell's first sections, so the
 //! same tags measure the same quantities. With projections h is the
 //! projected layer output (P wide), c and the gates H wide.
 
