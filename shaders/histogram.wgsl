@@ -37,6 +37,10 @@ struct Params {
     n_segs: u32,
     seg_base: u32,
     bins: u32,
+    half: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 const WG: u32 = 64u;
@@ -114,8 +118,33 @@ fn segment(s: u32) -> Seg {
                table[b + 4u], table[b + 5u], table[b + 6u]);
 }
 
-@group(0) @binding(2) var<storage, read> src: array<f32>;
+// f32 as bits, or f16 pairs (`half`).
+@group(0) @binding(2) var<storage, read> src: array<u32>;
 @group(0) @binding(3) var<storage, read> lengths: array<u32>;
+
+// The f32 of the f16 bits in the low half of `h`: exact.
+fn widen(h: u32) -> f32 {
+    let sign = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    if e == 0x1fu {
+        return bitcast<f32>(sign | EXP_MASK | (m << 13u));
+    }
+    if e == 0u {
+        // Subnormal or zero: m · 2^-24, a normal f32.
+        return bitcast<f32>(sign | bitcast<u32>(f32(m) * 5.9604644775390625e-8));
+    }
+    return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+}
+
+// Element k of the source.
+fn load(k: i32) -> f32 {
+    if p.half != 0u {
+        let w = src[u32(k) >> 1u];
+        return widen(w >> (16u * (u32(k) & 1u)));
+    }
+    return bitcast<f32>(src[k]);
+}
 
 // Index in `src` of element e of segment g, or -1 for padding.
 fn element(g: Seg, e: u32) -> i32 {
@@ -156,7 +185,7 @@ fn partials(grid: Grid, @builtin(local_invocation_index) lid: u32) {
         if k < 0 {
             continue;
         }
-        let x = src[k];
+        let x = load(k);
         let bits = bitcast<u32>(x);
         if (bits & EXP_MASK) == EXP_MASK {
             if (bits & MANT_MASK) != 0u {
@@ -242,7 +271,7 @@ fn bins(grid: Grid, @builtin(local_invocation_index) lid: u32) {
         if k < 0 {
             continue;
         }
-        let x = src[k];
+        let x = load(k);
         if (bitcast<u32>(x) & EXP_MASK) == EXP_MASK {
             continue;
         }

@@ -1,7 +1,9 @@
 //! Histogram kernels (`shaders/histogram.wgsl`) against a CPU reference in
 //! f64: exact min, max and bin counts, sums to f32 rounding, over flat,
 //! strided and length-masked segments of several buffers, with NaN/Inf,
-//! constant segments, values at max and segments of many chunks.
+//! constant segments, values at max and segments of many chunks; f16
+//! sources (the f16-mixed gate cache) at odd offsets and strides, with
+//! subnormals, the largest f16, NaN and infinities.
 
 mod common;
 
@@ -117,6 +119,16 @@ fn binnable(n: usize, seed: u64, lo: f32, hi: f32, bins: usize) -> Vec<f32> {
     v
 }
 
+/// Unmasked segments of a buffer of f32.
+fn f32_source(buffer: &wgpu::Buffer, segments: Vec<Segment>) -> Source<'_> {
+    Source {
+        buffer,
+        half: false,
+        lengths: None,
+        segments,
+    }
+}
+
 fn plan(ctx: &GpuContext, sources: &[Source<'_>], bins: usize) -> HistPlan {
     Histogram::new(ctx)
         .plan(ctx, sources, bins)
@@ -139,11 +151,7 @@ fn segments_of_different_lengths_match_the_reference() {
         Segment::flat(big + 1001, CHUNK),
     ];
     let buf = upload(&ctx, "x", &x);
-    let src = Source {
-        buffer: &buf,
-        lengths: None,
-        segments: segs.to_vec(),
-    };
+    let src = f32_source(&buf, segs.to_vec());
     let got = run_plan(&ctx, &plan(&ctx, &[src], bins));
     assert_eq!(got.len(), segs.len());
     for (i, g) in segs.iter().enumerate() {
@@ -166,11 +174,7 @@ fn equal_values_fill_one_bin() {
     let ctx = ctx();
     let x = vec![-0.625f32; 3 * CHUNK + 5];
     let buf = upload(&ctx, "x", &x);
-    let src = Source {
-        buffer: &buf,
-        lengths: None,
-        segments: vec![Segment::flat(0, x.len())],
-    };
+    let src = f32_source(&buf, vec![Segment::flat(0, x.len())]);
     let got = run_plan(&ctx, &plan(&ctx, &[src], 7));
     assert_eq!((got[0].min, got[0].max), (-0.625, -0.625));
     assert_eq!(got[0].counts, [x.len() as u32, 0, 0, 0, 0, 0, 0]);
@@ -191,11 +195,10 @@ fn nan_and_inf_are_counted_apart() {
     x.extend([f32::NAN, f32::INFINITY]);
     let n = x.len();
     let buf = upload(&ctx, "x", &x);
-    let src = Source {
-        buffer: &buf,
-        lengths: None,
-        segments: vec![Segment::flat(0, 2 * CHUNK), Segment::flat(n - 2, 2)],
-    };
+    let src = f32_source(
+        &buf,
+        vec![Segment::flat(0, 2 * CHUNK), Segment::flat(n - 2, 2)],
+    );
     let got = run_plan(&ctx, &plan(&ctx, &[src], bins));
     check("mixed", &got[0], &reference(&x[..2 * CHUNK], bins));
     assert_eq!((got[0].nan, got[0].inf), (2, 2));
@@ -228,14 +231,11 @@ fn strided_and_masked_segments_of_several_buffers() {
     let sources = [
         Source {
             buffer: &bb,
+            half: false,
             lengths: Some(&lb),
             segments: vec![strided, masked, whole],
         },
-        Source {
-            buffer: &fb,
-            lengths: None,
-            segments: vec![Segment::flat(0, 999)],
-        },
+        f32_source(&fb, vec![Segment::flat(0, 999)]),
     ];
     let p = plan(&ctx, &sources, bins);
     assert_eq!(p.groups.len(), 2);
@@ -256,17 +256,94 @@ fn strided_and_masked_segments_of_several_buffers() {
     assert_eq!(got, again);
 }
 
+/// An f16 source: a time-major [T, B, 5H] block of f16 values read as a
+/// strided, masked column block starting on an odd element (the high half
+/// of a word), a segment of subnormals and tiny normals, and one with the
+/// largest f16, NaN and infinities; beside an f32 source in the same plan.
+/// The reference measures the f16 values widened on the CPU.
+#[test]
+fn f16_sources_match_the_reference() {
+    let ctx = ctx();
+    let bins = 12;
+    let (t, b, h) = (23, 3, 33);
+    let width = 5 * h;
+    let mut x = binnable(t * b * width, 7, -4.0, 4.0, bins);
+    // Row (t 0, b 0) of the column block holds both ends.
+    (x[h + 1], x[h + 2]) = (-4.0, 4.0);
+    let tiny_at = x.len();
+    // Subnormal f16 (below 2^-14) and small normals, both signs.
+    x.extend(binnable(777, 8, -1.2e-4, 3e-5, bins));
+    let special_at = x.len();
+    let mut special = binnable(301, 9, -2.0, 65504.0, bins);
+    special[5] = f32::NAN;
+    special[70] = f32::INFINITY;
+    special[71] = f32::NEG_INFINITY;
+    x.extend(special);
+    let lengths: Vec<u32> = vec![23, 4, 11];
+    let xs = f16_rounded(&x);
+    assert!(
+        xs[tiny_at..special_at]
+            .iter()
+            .any(|v| *v != 0.0 && v.abs() < 6.1e-5),
+        "test data: no subnormal f16"
+    );
+    let block = Segment::rows(h + 1, t * b, 2 * h + 1, width);
+    let segs = vec![
+        block,
+        block.masked(b),
+        Segment::flat(tiny_at, 777),
+        Segment::flat(special_at, 301),
+    ];
+    let (hb, lb, fb) = (
+        f16_buffer(&ctx, "x16", &x),
+        upload(&ctx, "lengths", &lengths),
+        upload(&ctx, "x32", &xs[tiny_at..special_at]),
+    );
+    let sources = [
+        Source {
+            buffer: &hb,
+            half: true,
+            lengths: Some(&lb),
+            segments: segs.clone(),
+        },
+        f32_source(&fb, vec![Segment::flat(0, 777)]),
+    ];
+    let p = plan(&ctx, &sources, bins);
+    let got = run_plan(&ctx, &p);
+    for (i, g) in segs.iter().enumerate() {
+        let want = reference(&values(&xs, g, &lengths), bins);
+        check(&format!("f16 segment {i}"), &got[i], &want);
+    }
+    let kept: u32 = lengths.iter().sum();
+    assert_eq!(got[1].finite(), (kept as usize * (2 * h + 1)) as u64);
+    assert_eq!((got[3].nan, got[3].inf, got[3].max), (1, 2, 65504.0));
+    // The f16 tiny values read as f16 and as their f32 widening agree.
+    assert_eq!(got[2], got[4]);
+    // Past the end in f16 elements: the buffer holds x.len() rounded up to
+    // whole words.
+    let n = x.len().div_ceil(2) * 2;
+    let k = Histogram::new(&ctx);
+    for (seg, ok) in [
+        (Segment::flat(n - 3, 3), true),
+        (Segment::flat(n - 3, 4), false),
+    ] {
+        let src = Source {
+            buffer: &hb,
+            half: true,
+            lengths: None,
+            segments: vec![seg],
+        };
+        assert_eq!(k.plan(&ctx, &[src], bins).is_ok(), ok, "{seg:?}");
+    }
+}
+
 #[test]
 fn bad_plans_are_refused() {
     let ctx = ctx();
     let buf = upload(&ctx, "x", &[1.0f32; 64]);
     let k = Histogram::new(&ctx);
     let refused = |segs: Vec<Segment>, bins: usize, what: &str| {
-        let src = Source {
-            buffer: &buf,
-            lengths: None,
-            segments: segs,
-        };
+        let src = f32_source(&buf, segs);
         let e = k.plan(&ctx, &[src], bins).err().map(|e| e.to_string());
         let e = e.unwrap_or_else(|| panic!("{what}: accepted"));
         assert!(e.contains("histogram"), "{what}: {e}");

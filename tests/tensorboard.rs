@@ -682,10 +682,32 @@ fn writer_histograms_and_unique_files() {
 /// parameters' min and max at the last step are the checkpoint's.
 #[test]
 fn histograms_in_events_and_metrics() {
+    histogram_run(&[], 8);
+}
+
+/// The same in f16-mixed, with the normalized cells and with projections
+/// (h then P wide).
+#[test]
+fn histograms_of_f16_norm_cells_and_projections() {
+    for (extra, h_width) in [
+        (&["--precision", "f16-mixed"][..], 8),
+        (&["--norm", "layer-cell"][..], 8),
+        (&["--norm", "recurrent-batch"][..], 8),
+        (&["--proj-size", "3"][..], 3),
+    ] {
+        histogram_run(extra, h_width);
+    }
+}
+
+/// A 4-step run of `extra` with histograms every 2 steps, checked as
+/// [`histograms_in_events_and_metrics`] says; the layer output h is
+/// `h_width` wide.
+fn histogram_run(extra: &[&str], h_width: usize) {
     let d = TempDir::new("tb-hist");
     let (m, tb, ck) = (d.join("m.jsonl"), d.join("tb"), d.join("ck.safetensors"));
     let mut args = vec!["train", "--steps", "4", "--hist-every", "2"];
     args.extend(SMALL);
+    args.extend(extra);
     let outs = [
         "--metrics",
         s(&m),
@@ -722,7 +744,7 @@ fn histograms_in_events_and_metrics() {
     let steps: std::collections::BTreeSet<i64> = want.keys().map(|k| k.1).collect();
     assert_eq!(steps.into_iter().collect::<Vec<_>>(), [2, 4]);
     let f = lstm_wgpu::io::TensorFile::read(&ck).unwrap_or_else(|e| panic!("{e}"));
-    // seq-len 6 × batch 4 positions of hidden 8.
+    // seq-len 6 × batch 4 positions of hidden 8 (h: of h_width).
     let positions = 6 * 4 * 8;
     for ((tag, step), j) in &want {
         let counts: Vec<u64> = j["counts"]
@@ -749,6 +771,7 @@ fn histograms_in_events_and_metrics() {
         assert_eq!((j["nan"].as_u64(), j["inf"].as_u64()), (Some(0), Some(0)));
         let name = tag.split_once('/').map_or("", |(_, n)| n);
         let len = match tag.starts_with("activations/") {
+            true if tag.ends_with("/h") => positions / 8 * h_width,
             true => positions,
             false => {
                 // LSTM tensors are saved as `lstm.<name>`.
@@ -765,9 +788,12 @@ fn histograms_in_events_and_metrics() {
                 t.data.len()
             }
         };
-        assert_eq!(n, len as u64, "{tag} {step}");
+        assert_eq!(n, len as u64, "{extra:?} {tag} {step}");
     }
     for tag in [
+        "activations/layer_0/h",
+        "activations/layer_0/c",
+        "activations/layer_0/gate_i",
         "activations/layer_0/gate_f",
         "grads/head.weight",
         "params/embedding.weight",
@@ -777,7 +803,7 @@ fn histograms_in_events_and_metrics() {
 }
 
 /// `--hist-every` is refused, one line, exit 2, before any file: without
-/// an output to write to, and with a cell caching another layout.
+/// an output to write to, and when not a number.
 #[test]
 fn bad_hist_every_is_refused_before_the_run() {
     let d = TempDir::new("tb-hist-bad");
@@ -785,28 +811,6 @@ fn bad_hist_every_is_refused_before_the_run() {
     let before = d.names();
     for (extra, why) in [
         (vec!["--hist-every", "5"], "--metrics or --tensorboard"),
-        (
-            vec![
-                "--hist-every",
-                "5",
-                "--norm",
-                "layer-cell",
-                "--metrics",
-                s(&m),
-            ],
-            "LayerNorm cell",
-        ),
-        (
-            vec![
-                "--hist-every",
-                "5",
-                "--norm",
-                "recurrent-batch",
-                "--metrics",
-                s(&m),
-            ],
-            "recurrent BatchNorm cell",
-        ),
         (vec!["--hist-every", "x"], "--hist-every"),
     ] {
         let o = run(&[&["train", "--steps", "1", "--no-progress"][..], &extra].concat());
@@ -815,8 +819,8 @@ fn bad_hist_every_is_refused_before_the_run() {
         assert!(lines[0].contains("--hist-every"), "{extra:?}: {lines:?}");
         assert_eq!(d.names(), before, "{extra:?} left a file");
     }
-    // Off with such a cell: runs.
-    let mut args = vec!["train", "--steps", "1", "--norm", "layer-cell"];
+    // Off: runs.
+    let mut args = vec!["train", "--steps", "1"];
     args.extend(SMALL);
     ok(&[&args[..], &["--hist-every", "0", "--metrics", s(&m)]].concat());
 }

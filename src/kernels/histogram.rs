@@ -7,6 +7,9 @@
 //! source (chunk statistics, segment statistics, bin counts), all writing
 //! one output buffer of [`HistPlan::words`] words that one copy reads back.
 //!
+//! A source holds f32 values, or f16 values two per word
+//! ([`Source::half`]: the f16-mixed gate cache), widened exactly to f32.
+//!
 //! **Bins.** `bins` equal-width bins over the segment's [min, max] of its
 //! finite values: x goes to bin ⌊(x − min) / (max − min) · bins⌋ computed
 //! in f32, x = max to the last bin; with min = max every value is in bin 0.
@@ -42,6 +45,7 @@ wgsl_struct! {
     /// The uniform block of `histogram.wgsl`.
     pub struct HistogramUniform = "Params" {
         n_chunks: u32, n_segs: u32, seg_base: u32, bins: u32,
+        half: u32, _p0: u32, _p1: u32, _p2: u32,
     }
 }
 
@@ -106,8 +110,12 @@ impl Segment {
 /// A buffer and the segments of it to histogram; `lengths` (u32 [B]) is
 /// needed by masked segments.
 pub struct Source<'a> {
-    /// The f32 values.
+    /// The values: f32, or f16 two per word (the low half first) when
+    /// `half`.
     pub buffer: &'a wgpu::Buffer,
+    /// f16 values (the f16-mixed gate cache); segments then count f16
+    /// elements. Each is widened to f32 exactly before it is measured.
+    pub half: bool,
     /// Sequence lengths for masked segments.
     pub lengths: Option<&'a wgpu::Buffer>,
     /// What to histogram, in output order.
@@ -230,6 +238,8 @@ impl Histogram {
                 n_segs: u32_of("histogram segments", s.segments.len())?,
                 seg_base: u32_of("histogram table", seg_base)?,
                 bins: bins as u32,
+                half: u32::from(s.half),
+                ..Default::default()
             };
             let table = ctx.storage_init("histogram table", &table)?;
             let part = ctx.storage("histogram partials", 8 * n_chunks)?;
@@ -263,7 +273,7 @@ impl Histogram {
 /// A source's segments: non-empty, rows apart, inside the buffer, masked
 /// only with lengths.
 fn check(s: &Source<'_>) -> Result<()> {
-    let elems = (s.buffer.size() / 4) as usize;
+    let elems = (s.buffer.size() / if s.half { 2 } else { 4 }) as usize;
     for g in &s.segments {
         let bad = |m: &str| Err(Error::Invalid(format!("histogram segment {g:?}: {m}")));
         if g.is_empty() {

@@ -827,7 +827,7 @@ fn build_trainer(
         _ => a.loss_scale.config(precision),
     };
     tr.set_loss_scaler(scaler)?;
-    let every = hist_every(setup.histograms, c, precision)?;
+    let every = hist_every(setup.histograms, c);
     tr.set_histograms((every > 0).then_some(HistSettings {
         every,
         bins: crate::kernels::histogram::DEFAULT_BINS,

@@ -5,13 +5,11 @@
 use crate::error::{Error, Result, num};
 use crate::kernels::optim::{OptimConfig, OptimKind};
 use crate::model::norm::{Norm, NormKind};
-use crate::model::precision::Precision;
 use crate::run::choice::{
     ActivationChoice, AttentionChoice, CellChoice, Dataset, HeadChoice, InitWhh, InitWih,
     MissingChoice, NormChoice, Optimizer, Schedule, Task,
 };
 use crate::train::InitOptions;
-use crate::train::histograms::obstacle as hist_obstacle;
 use crate::train::lr::LrSchedule;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -312,24 +310,14 @@ fn is_lstm(c: &CellChoice) -> bool {
 /// Steps between histograms when --hist-every is not given.
 pub const DEFAULT_HIST_EVERY: u64 = 50;
 
-/// Steps between histograms (0: none) of run `c` in `precision`: none
-/// unless they are `wanted` (the command line: an output to write them to;
-/// a resumed run's stored value included); its --hist-every, refused by
-/// name where the model cannot take them; else the default where the model
-/// allows.
-pub fn hist_every(wanted: bool, c: &RunConfig, precision: Precision) -> Result<u64> {
+/// Steps between histograms (0: none) of run `c`: none unless they are
+/// `wanted` (the command line: an output to write them to; a resumed run's
+/// stored value included); else its --hist-every, or the default.
+pub fn hist_every(wanted: bool, c: &RunConfig) -> u64 {
     if !wanted {
-        return Ok(0);
+        return 0;
     }
-    let why = hist_obstacle(&norm_of(c), precision);
-    match (c.hist_every, why) {
-        (Some(n), Some(why)) if n > 0 => Err(Error::Invalid(format!(
-            "--hist-every {n}: histograms cannot run: {why}; give --hist-every 0"
-        ))),
-        (Some(n), _) => Ok(n),
-        (None, None) => Ok(DEFAULT_HIST_EVERY),
-        (None, Some(_)) => Ok(0),
-    }
+    c.hist_every.unwrap_or(DEFAULT_HIST_EVERY)
 }
 
 /// The [`Norm`] a run's settings describe.
@@ -696,13 +684,6 @@ pub fn validate_config(c: &RunConfig) -> Result<()> {
         return Err(Error::Invalid(format!(
             "--explode-threshold {}: expected a finite number > 0",
             num(x)
-        )));
-    }
-    if let Some(n) = c.hist_every.filter(|&n| n > 0)
-        && let Some(why) = hist_obstacle(&norm_of(c), Precision::F32)
-    {
-        return Err(Error::Invalid(format!(
-            "--hist-every {n}: histograms cannot run: {why}; give --hist-every 0"
         )));
     }
     for (flag, v) in [

@@ -11,16 +11,21 @@
 //! `activations/layer_<k>[_reverse]/{c,gate_i,gate_f,gate_g,gate_o}`
 //! (a GRU: `{gate_r,gate_z,gate_n}`).
 //!
-//! Plain cells in f32 only: f16-mixed caches the gates in f16 and the norm
-//! cells cache another layout, so both are refused by name.
+//! Every model takes them. In f32 c and the gates are sections of the
+//! cache (one source per cache buffer); in f16-mixed the gates are the f16
+//! values the step cached, read as f16 and widened exactly, and c is in
+//! its own f32 buffer (two sources). The LayerNorm and recurrent BatchNorm
+//! cells lay out the activated gates and c (the cell state, before the
+//! norm inside tanh(LN(c)) or tanh(BN(c))) as the plain cell's first sections, so the
+//! same tags measure the same quantities. With projections h is the
+//! projected layer output (P wide), c and the gates H wide.
 
+use crate::Result;
 use crate::kernels::histogram::{HistPlan, Segment, SegmentHistogram, Source};
 use crate::model::norm::Norm;
-use crate::model::precision::Precision;
 use crate::schedule::workspace::Workspace;
 use crate::train::metrics::Value;
 use crate::train::tensorboard::Histogram;
-use crate::{Error, Result};
 
 /// The gates' tag names of `cell`, in cache order.
 fn gate_tags(cell: crate::kernels::cell::Cell) -> &'static [&'static str] {
@@ -38,28 +43,6 @@ fn gate_tags(cell: crate::kernels::cell::Cell) -> &'static [&'static str] {
 /// c) and its gates.
 pub(crate) fn cell_segments(cell: crate::kernels::cell::Cell) -> usize {
     usize::from(cell.has_c()) + gate_tags(cell).len()
-}
-
-/// Why histograms cannot run on this model, if they cannot.
-pub fn obstacle(norm: &Norm, precision: Precision) -> Option<String> {
-    if precision.is_half() {
-        return Some("f16-mixed precision caches the gates in f16".into());
-    }
-    match norm {
-        Norm::LayerCell => Some("the LayerNorm cell caches another layout".into()),
-        Norm::RecurrentBatch { .. } => {
-            Some("the recurrent BatchNorm cell caches another layout".into())
-        }
-        _ => None,
-    }
-}
-
-/// The refusal of [`obstacle`], as an error.
-pub fn check(norm: &Norm, precision: Precision) -> Result<()> {
-    match obstacle(norm, precision) {
-        Some(why) => Err(Error::Invalid(format!("histograms cannot run: {why}"))),
-        None => Ok(()),
-    }
 }
 
 /// The histogram plan of one step length, with its tags, and which of its
@@ -105,7 +88,7 @@ pub(crate) fn plan(
     };
     let mut tags = Vec::new();
     let mut sources = Vec::new();
-    // h: each layer's raw output [T, B, D·H].
+    // h: each layer's raw output [T, B, D·P] (P = H without projections).
     let outs = (0..cfg.num_layers)
         .map(|l| {
             tags.push(format!("activations/layer_{l}/h"));
@@ -114,11 +97,14 @@ pub(crate) fn plan(
         .collect();
     sources.push(Source {
         buffer: &ws.outs,
+        half: false,
         lengths: Some(&ws.lengths),
         segments: outs,
     });
-    // c and the gates: per (layer, direction) cache block, one source per
-    // cache buffer (one in all, or one per layer when split).
+    // c and the gates: per (layer, direction) cache block, per cache
+    // buffer (one in all, or one per layer when split). In f32 c and the
+    // gates share the cache (one source); in f16-mixed the gates are f16
+    // in the cache and c is f32 in its own buffer (two sources).
     for l in 0..cfg.num_layers {
         if l > 0 && !ws.split {
             continue;
@@ -127,7 +113,8 @@ pub(crate) fn plan(
             true => l..l + 1,
             false => 0..cfg.num_layers,
         };
-        let mut segments = Vec::new();
+        let (mut cs, mut gates) = (Vec::new(), Vec::new());
+        let (mut c_tags, mut g_tags) = (Vec::new(), Vec::new());
         for l in layers {
             for d in 0..cfg.dirs() {
                 let [base, c_off, _] = ws.cell_offsets(cfg, m.norm, l, d);
@@ -137,20 +124,32 @@ pub(crate) fn plan(
                 };
                 // A GRU's c section caches W_hn h + b_hn, not a state.
                 if cfg.cell().has_c() {
-                    tags.push(format!("{name}/c"));
-                    segments.push(masked(c_off, h, h));
+                    c_tags.push(format!("{name}/c"));
+                    cs.push(masked(c_off, h, h));
                 }
                 for (q, gate) in gate_tags(cfg.cell()).iter().enumerate() {
-                    tags.push(format!("{name}/{gate}"));
-                    segments.push(masked(base + q * h, h, g * h));
+                    g_tags.push(format!("{name}/{gate}"));
+                    gates.push(masked(base + q * h, h, g * h));
                 }
             }
         }
-        sources.push(Source {
-            buffer: ws.cache(l),
+        tags.extend(c_tags);
+        tags.extend(g_tags);
+        let source = |buffer, half, segments| Source {
+            buffer,
+            half,
             lengths: Some(&ws.lengths),
             segments,
-        });
+        };
+        let parts = match ws.half {
+            true => vec![
+                source(ws.cst(l), false, cs),
+                source(ws.cache(l), true, gates),
+            ],
+            false => vec![source(ws.cache(l), false, [cs, gates].concat())],
+        };
+        // A cell without c or gates (IndRNN) has nothing cached to measure.
+        sources.extend(parts.into_iter().filter(|s| !s.segments.is_empty()));
     }
     let activations = 0..sources.len();
     let flat: Vec<Segment> = m.segs.iter().map(|&(o, n)| Segment::flat(o, n)).collect();
@@ -160,11 +159,13 @@ pub(crate) fn plan(
     tags.extend(m.names.iter().map(|n| format!("params/{n}")));
     sources.push(Source {
         buffer: m.grads,
+        half: false,
         lengths: None,
         segments: flat.clone(),
     });
     sources.push(Source {
         buffer: m.params,
+        half: false,
         lengths: None,
         segments: flat,
     });

@@ -1043,9 +1043,6 @@ impl Trainer {
     /// read f16 weights; plans are rebuilt. The loss scaler is separate
     /// ([`Trainer::set_loss_scaler`]).
     pub fn set_precision(&mut self, p: crate::model::precision::Precision) -> Result<()> {
-        if self.hist.is_some() {
-            histograms::check(&self.net.norm, p)?;
-        }
         self.lstm.set_precision(p)?;
         self.plans.clear();
         self.hist_plans.clear();
@@ -1065,8 +1062,7 @@ impl Trainer {
     /// 1-based number is a multiple of `s.every` (counted in
     /// [`Trainer::steps_taken`]), or never (`None`): other steps run
     /// exactly as without, and so does every step while
-    /// [`Trainer::profiler`] is set. An error for f16-mixed and the norm
-    /// cells, or while steps are in flight.
+    /// [`Trainer::profiler`] is set. An error while steps are in flight.
     pub fn set_histograms(&mut self, s: Option<HistSettings>) -> Result<()> {
         if self.outstanding() != 0 {
             return Err(Error::Invalid(
@@ -1074,7 +1070,6 @@ impl Trainer {
             ));
         }
         if let Some(s) = &s {
-            histograms::check(&self.net.norm, self.lstm.precision())?;
             let max = crate::kernels::histogram::MAX_BINS;
             if s.every == 0 || !(1..=max).contains(&s.bins) {
                 return Err(Error::Invalid(format!(
