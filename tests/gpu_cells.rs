@@ -5,7 +5,8 @@
 //! (per step: direct, wide, subgroup, tiled; the wavefront; the persistent
 //! loop), with layers, directions, lengths, bias off and h0; IndRNN (relu
 //! and tanh) on the direct kernels, per step, as a wavefront and on the
-//! persistent loop.
+//! persistent loop; the GRU's persistent loop split by lavapipe's
+//! loop-iteration cap.
 //!
 //! Tolerance as the LSTM's (`gpu_reference.rs`): f32 kernels against f64,
 //! max|a − b| / max|ref| per tensor. The persistent loop against the
@@ -370,4 +371,21 @@ fn gru_f16_mixed_matches_the_reference() {
             check_reference(&label, &d, (&out, &grads), 1e-2);
         }
     }
+}
+
+/// A GRU whose steps exceed lavapipe's loop-iteration cap in one dispatch:
+/// the host splits its loop there (as the LSTM's in
+/// `kernel_lstm_persistent.rs`), and the split run agrees with the
+/// reference and with per step.
+#[test]
+fn gru_long_sequence_respects_the_loop_cap() {
+    let c = cases::LOOP_CAP_CASE;
+    let run = |path| run_path("GRU H=512 T=260", (c, RefCellKind::Gru, 870), path, None);
+    let (p, counts) = run(CellPath::Persistent);
+    if lstm_wgpu::kernels::lstm_persistent::loop_iteration_cap(&ctx().info).is_some() {
+        // One step costs ~270 (forward) and ~400 (backward) iterations here.
+        assert!(counts.0 > 2 && counts.1 > 5, "not chunked: {counts:?}");
+    }
+    let e = check_paths_agree("GRU H=512 T=260", &p, &run(CellPath::PerStep).0, 1e-5);
+    eprintln!("GRU H=512 T=260 B=2: dispatches {counts:?}, vs per-step {e:.2e}");
 }

@@ -169,14 +169,7 @@ fn chunked_time_loop_is_bit_identical() {
 #[test]
 fn long_sequence_respects_the_loop_cap() {
     let ctx = ctx();
-    let c = Case {
-        hidden: 512,
-        input: 4,
-        seq: 260,
-        batch: 2,
-        lengths: Lengths::SpreadToOne,
-        ..BASE
-    };
+    let c = cases::LOOP_CAP_CASE;
     let d = c.data(91);
     let (out, grads, counts) = run_gpu(&ctx, (&c, &d), CellPath::Persistent, None);
     if loop_iteration_cap(&ctx.info).is_some() {

@@ -450,6 +450,18 @@ pub fn check_reference(label: &str, d: &Data, gpu: (&Outputs, &Grads), tol: f64)
 /// Cases of the cells' tests over the recurrent strategies: one layer,
 /// bidirectional with lengths and states, layers without bias down to
 /// length 1, the wide path's H = 8, the subgroup path's B = 24, H = 32.
+/// A shape whose persistent loop exceeds lavapipe's loop-iteration cap in
+/// one dispatch (H = 512, T = 260, B = 2, lengths down to 1): the host
+/// splits it there.
+pub const LOOP_CAP_CASE: Case = Case {
+    hidden: 512,
+    input: 4,
+    seq: 260,
+    batch: 2,
+    lengths: Lengths::SpreadToOne,
+    ..Case::BASE
+};
+
 pub const CELL_CASES: [(&str, Case); 5] = [
     ("uni 1 layer", Case::BASE),
     ("bi 2 layers, lengths, h0", Case::BI2),
