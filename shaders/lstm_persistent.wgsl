@@ -1,18 +1,28 @@
-// Persistent LSTM time loop: one dispatch runs many timesteps of one layer.
+// Persistent time loop: one dispatch runs many timesteps of one layer, for
+// any cell: its wrapper joins a cell file (shaders/cells/, or a user's)
+// between the prelude and this file, as lstm_cell.wgsl's wrapper does, and
+// the loop calls its pointwise functions (cell_acc, cell_forward,
+// cell_backward, cell_dc_prev, cell_state_grads).
 //
 // One workgroup per independent chain (sequence b = workgroup_id.x,
 // direction d = workgroup_id.y) loops over its steps with a workgroup
 // barrier between them, keeping h_{t-1} (and, when it fits, W_hh) in
 // workgroup memory. The math, the length semantics and every buffer layout
 // are exactly those of lstm_cell.wgsl (one dispatch per step), so the cache
-// and gradient blocks feed the same weight-gradient GEMMs and column sums:
+// and gradient blocks feed the same weight-gradient GEMMs and column sums
+// (G = CELL_GATES):
 //
 //   step s of sequence b is active when s < len_b and sits at t = s
 //   (forward) or t = len_b - 1 - s (reverse);
 //   cache block of one (layer, direction), time-major:
-//     gates [T, B, 4H] (activated i, f, g, o) | c [T, B, H] | h_prev [T, B, H]
-//   gradient block of one direction: dgates [T, B, 4H] | dc [T, B, H]
+//     gates [T, B, G*H] (activated) | c [T, B, H] | h_prev [T, B, H]
+//   gradient block of one direction: dgates [T, B, G*H] | dc [T, B, H]
+//     (| dx [T, B, G*H] at dx_off, for CELL_SPLIT_DG cells)
 //   state arrays ([2, L*D, B, H]): h part at 0, c part at state_stride.
+//
+// A cell that adds b_hh itself (CELL_OWN_BHH) reads it from the parameters
+// at bhh_off when p.bhh is set; a diagonal W_hh (CELL_DIAG, the vector u)
+// makes the recurrent products u_j h_j and u_j da_j.
 //
 // A dispatch covers the steps [s_begin, s_end). The host splits the time
 // loop into chunks only where the driver caps an invocation's loop
@@ -23,7 +33,8 @@
 //
 // Invocation `lid` owns hidden units j = lid + u*WG (u < UNITS) in the
 // pointwise parts, and column groups 4*q .. 4*q+3 (q = lid + v*WG) in the
-// backward matrix-vector product dh_{t-1} = dgates_t * W_hh.
+// backward matrix-vector product dh_{t-1} = dgates_t * W_hh (with a
+// diagonal W_hh, units j = lid + u*WG there too).
 
 // Hidden size.
 override H: u32 = 1u;
@@ -37,19 +48,21 @@ override HP4: u32 = 1u;
 // 2*HP (the ping-pong h buffer) and G*H (the dgates of one step).
 override H2: u32 = 8u;
 override GH: u32 = 4u;
-// W_hh copied into workgroup memory as [G*H][HP4] vec4 rows (zero padded).
+// W_hh copied into workgroup memory as [G*H][HP4] vec4 rows (zero padded);
+// never for a diagonal W_hh.
 override W_SHARED: bool = false;
 // vec4 slots of that copy: G*H*HP4 when W_SHARED, else 1.
 override W_LEN: u32 = 1u;
 
 struct Dir {
     pre_off: u32, whh_off: u32, cache_off: u32, dg_off: u32,
-    state_off: u32, out_col: u32, reverse: u32, _p0: u32,
+    state_off: u32, out_col: u32, reverse: u32, bhh_off: u32,
+    dx_off: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 struct Params {
     batch: u32, seq: u32, s_begin: u32, s_end: u32,
-    out_stride: u32, state_stride: u32, _p0: u32, _p1: u32,
+    out_stride: u32, state_stride: u32, bhh: u32, _p1: u32,
     dirs: array<Dir, 2>,
 }
 
@@ -85,6 +98,18 @@ fn w4(whh: u32, r: u32, k: u32) -> vec4<f32> {
     let v = vec4<f32>(w[min(base + k, last)], w[min(base + k + 1u, last)],
                       w[min(base + k + 2u, last)], w[min(base + k + 3u, last)]);
     return select(vec4<f32>(0.0), v, vec4<u32>(k, k + 1u, k + 2u, k + 3u) < vec4<u32>(H));
+}
+
+// b_hh of unit j for a cell that adds it itself (CELL_OWN_BHH; with
+// p.bhh set), else zero: lstm_cell.wgsl's bias_hh.
+fn bias_hh(bhh: u32, j: u32) -> Gates {
+    var g: Gates;
+    if CELL_OWN_BHH && p.bhh != 0u {
+        for (var q = 0u; q < CELL_GATES; q++) {
+            g[q] = w[bhh + q * H + j];
+        }
+    }
+    return g;
 }
 
 fn load_w_shared(whh: u32, lid: u32) {
@@ -152,11 +177,12 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
             for (var g = 0u; g < CELL_GATES; g++) {
                 a[g] = pre[pb + g * H + j];
             }
-            // No b_hh here: the host runs cells that add it themselves
-            // (CELL_OWN_BHH) one dispatch per step.
             let pre_j = a;
-            a = cell_acc(a, Gates());
-            if W_SHARED {
+            a = cell_acc(a, bias_hh(dr.bhh_off, j));
+            if CELL_DIAG {
+                // A diagonal W_hh (IndRNN): u_j h_{t-1, j}.
+                a[0] += w[dr.whh_off + j] * h_sh[hb + j];
+            } else if W_SHARED {
                 for (var q = 0u; q < HP4; q++) {
                     let k = hb + 4u * q;
                     let hv = vec4<f32>(h_sh[k], h_sh[k + 1u], h_sh[k + 2u], h_sh[k + 3u]);
@@ -204,23 +230,36 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
 }
 
 // dhr_sh[k] = sum_r dg_sh[r] * W_hh[r, k] for the column groups this
-// invocation owns: four rows per iteration, a vec4 of columns each. From
-// global memory, whole groups take plain loads and only the group past
-// column H takes the clamped ones.
+// invocation owns: four rows per iteration, a vec4 of columns each, then
+// the G*H % 4 rows left one at a time. From global memory, whole groups
+// take plain loads and only the group past column H takes the clamped
+// ones. A diagonal W_hh: dhr_sh[j] = dg_sh[j] * u_j for the units this
+// invocation owns.
 fn dh_through_whh(whh: u32, lid: u32) {
+    if CELL_DIAG {
+        for (var u = 0u; u < UNITS; u++) {
+            let j = lid + u * WG;
+            if j < H {
+                dhr_sh[j] = dg_sh[j] * w[whh + j];
+            }
+        }
+        return;
+    }
+    let r_end = GH & ~3u;
     for (var q = lid; q < HP4; q += WG) {
         let k = 4u * q;
         var acc = vec4<f32>(0.0);
         if W_SHARED {
-            for (var r4 = 0u; r4 < H; r4++) {
-                let r = 4u * r4;
+            for (var r = 0u; r < r_end; r += 4u) {
                 acc += dg_sh[r] * w_sh[r * HP4 + q] + dg_sh[r + 1u] * w_sh[(r + 1u) * HP4 + q]
                      + dg_sh[r + 2u] * w_sh[(r + 2u) * HP4 + q]
                      + dg_sh[r + 3u] * w_sh[(r + 3u) * HP4 + q];
             }
+            for (var r = r_end; r < GH; r++) {
+                acc += dg_sh[r] * w_sh[r * HP4 + q];
+            }
         } else if k + 3u < H {
-            for (var r4 = 0u; r4 < H; r4++) {
-                let r = 4u * r4;
+            for (var r = 0u; r < r_end; r += 4u) {
                 let a = whh + r * H + k;
                 let b = a + H;
                 let c = b + H;
@@ -230,11 +269,17 @@ fn dh_through_whh(whh: u32, lid: u32) {
                      + dg_sh[r + 2u] * vec4<f32>(w[c], w[c + 1u], w[c + 2u], w[c + 3u])
                      + dg_sh[r + 3u] * vec4<f32>(w[d], w[d + 1u], w[d + 2u], w[d + 3u]);
             }
+            for (var r = r_end; r < GH; r++) {
+                let a = whh + r * H + k;
+                acc += dg_sh[r] * vec4<f32>(w[a], w[a + 1u], w[a + 2u], w[a + 3u]);
+            }
         } else {
-            for (var r4 = 0u; r4 < H; r4++) {
-                let r = 4u * r4;
+            for (var r = 0u; r < r_end; r += 4u) {
                 acc += dg_sh[r] * w4(whh, r, k) + dg_sh[r + 1u] * w4(whh, r + 1u, k)
                      + dg_sh[r + 2u] * w4(whh, r + 2u, k) + dg_sh[r + 3u] * w4(whh, r + 3u, k);
+            }
+            for (var r = r_end; r < GH; r++) {
+                acc += dg_sh[r] * w4(whh, r, k);
             }
         }
         dhr_sh[k] = acc.x;
@@ -246,7 +291,8 @@ fn dh_through_whh(whh: u32, lid: u32) {
 
 // Backward over the steps [s_begin, s_end) in reverse, for every chain at
 // once; the chunk holding step 0 also writes the initial-state gradients
-// (grad_h0 = dgates_0 * W_hh, grad_c0 = dc_0 * f_0). Padded steps write
+// (cell_state_grads of dgates_0 * W_hh and the carried gradient: the
+// LSTM's grad_h0 = dgates_0 * W_hh, grad_c0 = dc_0 * f_0). Padded steps write
 // nothing: their dgates stay at the zero the buffer was cleared to.
 @compute @workgroup_size(WG)
 fn backward(@builtin(workgroup_id) wid: vec3<u32>,
@@ -322,6 +368,12 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
             for (var q = 0u; q < CELL_GATES; q++) {
                 dg[db + q * H + j] = gr.da[q];
                 dg_sh[q * H + j] = gr.da[q];
+            }
+            if CELL_SPLIT_DG {
+                let xb = dr.dx_off + row * CELL_GATES * H;
+                for (var q = 0u; q < CELL_GATES; q++) {
+                    dg[xb + q * H + j] = gr.dx[q];
+                }
             }
             dg[dc_base + row * H + j] = gr.dc;
             dcr_sh[j] = cell_dc_prev(gr.dc, act[CELL_CARRY]);

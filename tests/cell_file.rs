@@ -288,26 +288,98 @@ fn bad_cell_files_are_refused_before_any_output() {
     assert_refused(&o, &["--cell", "--cell-file"], "both");
     let o = run(&args(&sine(&["--cell-file", CIFG, "--forget-bias", "1"])));
     assert_refused(&o, &["--forget-bias", "cifg.wgsl"], "forget bias");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_lstm-wgpu"))
-        .args(args(&sine(&["--cell-file", CIFG, "--steps", "2"])))
-        .env("LSTM_WGPU_CELL_PATH", "persistent")
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    // Refused when the path is chosen, after the run's header (as for
-    // the GRU): exit 2, the reason on the last line.
-    assert_eq!(o.status.code(), Some(2));
-    let last = stderr_lines(&o).pop().unwrap_or_default();
-    assert!(
-        last.contains("persistent path runs the LSTM cell only") && last.contains("cifg.wgsl"),
-        "{last}"
-    );
     assert!(!ck.exists() && !grad_out.exists(), "{:?}", dir.files());
 }
 
+/// The example cell on the persistent loop: the same outputs and
+/// gradients as per step (to f32 rounding, as the LSTM's paths), over two
+/// bidirectional layers with unequal lengths and initial states; chunked
+/// loops bit for bit as one dispatch; and `train` runs it when
+/// `LSTM_WGPU_CELL_PATH=persistent` forces it.
+#[test]
+fn the_example_cell_runs_on_the_persistent_loop() {
+    use common::cases::{bits, check_paths_agree};
+    use lstm_wgpu::schedule::CellPath;
+    use lstm_wgpu::{Batch, Lstm, LstmConfig, LstmModel, Upstream};
+    let ctx = common::ctx();
+    let src = std::fs::read_to_string(CIFG).unwrap_or_else(|e| panic!("{e}"));
+    let cell = Cell::from_wgsl("cifg.wgsl", &src).unwrap_or_else(|e| panic!("{e}"));
+    let (t, n, h, i) = (9, 3, 12, 5);
+    let cfg = LstmConfig {
+        input_size: i,
+        hidden_size: h,
+        num_layers: 2,
+        bidirectional: true,
+        bias: true,
+        cell,
+        proj_size: 0,
+    };
+    let wave = |len: usize, k: usize, s: f32| -> Vec<f32> {
+        (0..len)
+            .map(|j| ((j * k % 101) as f32 / 50.0 - 1.0) * s)
+            .collect()
+    };
+    let x = wave(t * n * i, 37, 1.0);
+    let state = wave(4 * n * h, 29, 0.5);
+    let go = wave(t * n * 2 * h, 53, 1.0);
+    let gs = wave(4 * n * h, 41, 0.25);
+    let lens = [9, 4, 1];
+    let b = Batch {
+        input: &x,
+        seq_len: t,
+        batch: n,
+        batch_first: false,
+        h0: Some(&state),
+        c0: Some(&state),
+        lengths: Some(&lens),
+    };
+    let up = Upstream {
+        grad_output: &go,
+        grad_h_n: &gs,
+        grad_c_n: &gs,
+    };
+    let run = |path: CellPath, chunk: Option<usize>| {
+        let model = LstmModel::init_uniform(&ctx, cfg.clone(), 7).unwrap_or_else(|e| panic!("{e}"));
+        let mut m = Lstm::new(ctx.clone(), model).unwrap_or_else(|e| panic!("{e}"));
+        common::set_path(&mut m, Some(path));
+        m.kernels().persistent.set_max_chunk(chunk);
+        let r = m
+            .forward_backward(&b, &up)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(m.plan(t, n).map(|p| p.path).ok(), Some(path));
+        r
+    };
+    let whole = run(CellPath::Persistent, None);
+    let e = check_paths_agree("cifg.wgsl", &whole, &run(CellPath::PerStep, None), 1e-5);
+    eprintln!("cifg.wgsl: persistent vs per-step {e:.2e}");
+    for chunk in [4, 1] {
+        let part = run(CellPath::Persistent, Some(chunk));
+        assert!(
+            bits(&whole.0, &whole.1) == bits(&part.0, &part.1),
+            "chunk {chunk}: results differ"
+        );
+    }
+    let dir = TempDir::new("cell-persistent");
+    let ck = dir.path().join("out.ckpt");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_lstm-wgpu"))
+        .args(args(&sine(&[
+            "--cell-file",
+            CIFG,
+            "--steps",
+            "2",
+            "--checkpoint",
+            s(&ck),
+        ])))
+        .env("LSTM_WGPU_CELL_PATH", "persistent")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(o.status.success(), "{:?}", stderr_lines(&o));
+    assert!(ck.exists(), "{:?}", dir.files());
+}
+
 /// `grad` with a copy of a built-in cell's file writes the bytes `--cell`
-/// writes, on PyTorch's fixtures: the LSTM per step (the built-in LSTM
-/// may take the persistent loop, which a cell file never does) and the GRU
-/// on its default path.
+/// writes, on PyTorch's fixtures: the LSTM per step and the GRU on its
+/// default path (which a cell file takes as its built-in twin does).
 #[test]
 fn grad_with_a_built_in_cells_file_matches_the_built_in_cell() {
     let dir = TempDir::new("cell-grad");

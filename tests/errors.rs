@@ -266,7 +266,7 @@ fn dispatch_counts() {
                 let lay = lstm
                     .kernels()
                     .persistent
-                    .layout(&ctx, 4, n, c.dirs(), t)
+                    .layout(&ctx, Default::default(), 4, n, c.dirs(), t)
                     .unwrap_or_else(|e| panic!("{e}"));
                 (
                     cells + layers * lay.fwd_dispatches(),

@@ -2,20 +2,27 @@
 //! against PyTorch in `reference/tests/cell_fixtures.rs`, and by finite
 //! differences in `reference/tests/cells.rs`): the GRU's outputs, final
 //! states and every gradient, on every recurrent strategy that runs it
-//! (per step: direct, wide, subgroup, tiled; the wavefront), with layers,
-//! directions, lengths, bias off and h0; IndRNN (relu and tanh) on the
-//! direct kernels, per step and as a wavefront.
+//! (per step: direct, wide, subgroup, tiled; the wavefront; the persistent
+//! loop), with layers, directions, lengths, bias off and h0; IndRNN (relu
+//! and tanh) on the direct kernels, per step, as a wavefront and on the
+//! persistent loop; the GRU's persistent loop split by lavapipe's
+//! loop-iteration cap.
 //!
 //! Tolerance as the LSTM's (`gpu_reference.rs`): f32 kernels against f64,
-//! max|a − b| / max|ref| per tensor.
+//! max|a − b| / max|ref| per tensor. The persistent loop against the
+//! per-step path as the LSTM's (`kernel_lstm_persistent.rs`): 1e-5 (they
+//! sum the recurrent products in different orders), and a chunked loop bit
+//! for bit against one dispatch.
 
 mod common;
 
-use common::cases::{CELL_CASES, Case, Data, check_reference, data, gpu_pass};
+use common::cases::{
+    self, CELL_CASES, Case, Data, Lengths, check_paths_agree, check_reference, data, gpu_pass,
+};
 use common::{ctx, set_cell, set_path};
 use lstm_wgpu::kernels::lstm_cell::CellVariant;
 use lstm_wgpu::schedule::CellPath;
-use lstm_wgpu::{Lstm, Upstream};
+use lstm_wgpu::{Grads, Lstm, Outputs, Upstream};
 use lstm_wgpu_reference::RefCellKind;
 
 const TOL: f64 = 1e-4;
@@ -126,9 +133,115 @@ fn gru_refuses_what_it_has_not() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("grad_c_n"), "{e}");
+    // No f16-mixed on the persistent loop, for the GRU as for the LSTM.
     set_path(&mut l, Some(CellPath::Persistent));
-    let e = l.forward(&hp.batch()).unwrap_err().to_string();
-    assert!(e.contains("persistent") && e.contains("nn.GRU"), "{e}");
+    if ctx.f16 {
+        use lstm_wgpu::model::precision::Precision;
+        l.set_precision(Precision::F16Mixed)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = l.forward(&hp.batch()).unwrap_err().to_string();
+        assert!(e.contains("persistent") && e.contains("f32"), "{e}");
+    }
+}
+
+/// Runs `c` as `kind` on `path` (the persistent loop in chunks of at most
+/// `chunk` steps), checked against the reference: the results and the
+/// dispatches per (forward, backward) pass.
+fn run_path(
+    label: &str,
+    (c, kind, seed): (Case, RefCellKind, u64),
+    path: CellPath,
+    chunk: Option<usize>,
+) -> ((Outputs, Grads), (usize, usize)) {
+    let ctx = ctx();
+    let d = cell_data(&c, kind, seed);
+    let mut l = c.lstm(&ctx, &d);
+    set_path(&mut l, Some(path));
+    l.kernels().persistent.set_max_chunk(chunk);
+    let r = gpu_pass(&mut l, &d).unwrap_or_else(|e| panic!("{label}: {e}"));
+    check_reference(&format!("{label} {path}"), &d, (&r.0, &r.1), TOL);
+    let plan = l
+        .plan(c.seq, c.batch)
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
+    assert_eq!(plan.path, path, "{label}: the plan ran another path");
+    (r, (plan.forward.len(), plan.backward.len()))
+}
+
+const PERSISTENT_KINDS: [(&str, RefCellKind); 3] = [
+    ("GRU", RefCellKind::Gru),
+    (
+        "IndRNN relu",
+        RefCellKind::IndRnn {
+            act: lstm_wgpu_reference::RefActivation::Relu,
+        },
+    ),
+    (
+        "IndRNN tanh",
+        RefCellKind::IndRnn {
+            act: lstm_wgpu_reference::RefActivation::Tanh,
+        },
+    ),
+];
+
+/// The GRU and IndRNN (relu, tanh) on the persistent loop: against the
+/// reference, and against the per-step path tensor by tensor, on every
+/// cell case (uni/bidirectional, 1–3 layers, lengths down to 1, bias off,
+/// h0).
+#[test]
+fn cells_on_the_persistent_loop_match_per_step() {
+    for (k, (name, kind)) in PERSISTENT_KINDS.into_iter().enumerate() {
+        for (i, (case, c)) in CELL_CASES.into_iter().enumerate() {
+            let label = format!("{name}, {case}");
+            let seed = 800 + 10 * k as u64 + i as u64;
+            let (p, pc) = run_path(&label, (c, kind, seed), CellPath::Persistent, None);
+            let (s, sc) = run_path(&label, (c, kind, seed), CellPath::PerStep, None);
+            let e = check_paths_agree(&label, &p, &s, 1e-5);
+            eprintln!(
+                "{label}: persistent vs per-step {e:.2e}; dispatches persistent {pc:?}, \
+                 per-step {sc:?}"
+            );
+        }
+    }
+}
+
+/// A persistent loop split into chunks of 3 steps and of 1 (as the host
+/// splits it where lavapipe caps loop iterations) computes bit for bit
+/// what one dispatch computes, for each cell.
+#[test]
+fn chunked_persistent_cells_are_bit_identical() {
+    let c = Case {
+        layers: 2,
+        bidir: true,
+        hidden: 9,
+        seq: 11,
+        batch: 3,
+        states: true,
+        lengths: Lengths::SpreadToOne,
+        ..Case::BASE
+    };
+    for (k, (name, kind)) in PERSISTENT_KINDS.into_iter().enumerate() {
+        let run = |chunk| run_path(name, (c, kind, 850 + k as u64), CellPath::Persistent, chunk);
+        let (whole, counts) = run(None);
+        // Both directions of a layer share each dispatch.
+        assert_eq!(
+            counts.0 - 2 * c.layers,
+            c.layers,
+            "{name}: one forward loop"
+        );
+        for chunk in [3, 1] {
+            let (part, pc) = run(Some(chunk));
+            let per_layer = c.seq.div_ceil(chunk);
+            assert_eq!(
+                (pc.0 - counts.0, pc.1 - counts.1),
+                (c.layers * (per_layer - 1), c.layers * (per_layer - 1)),
+                "{name}, chunk {chunk}: dispatch counts"
+            );
+            assert!(
+                cases::bits(&whole.0, &whole.1) == cases::bits(&part.0, &part.1),
+                "{name}, chunk {chunk}: results differ"
+            );
+        }
+    }
 }
 
 /// IndRNN, relu and tanh, against the reference: per step (the direct
@@ -258,4 +371,21 @@ fn gru_f16_mixed_matches_the_reference() {
             check_reference(&label, &d, (&out, &grads), 1e-2);
         }
     }
+}
+
+/// A GRU whose steps exceed lavapipe's loop-iteration cap in one dispatch:
+/// the host splits its loop there (as the LSTM's in
+/// `kernel_lstm_persistent.rs`), and the split run agrees with the
+/// reference and with per step.
+#[test]
+fn gru_long_sequence_respects_the_loop_cap() {
+    let c = cases::LOOP_CAP_CASE;
+    let run = |path| run_path("GRU H=512 T=260", (c, RefCellKind::Gru, 870), path, None);
+    let (p, counts) = run(CellPath::Persistent);
+    if lstm_wgpu::kernels::lstm_persistent::loop_iteration_cap(&ctx().info).is_some() {
+        // One step costs ~270 (forward) and ~400 (backward) iterations here.
+        assert!(counts.0 > 2 && counts.1 > 5, "not chunked: {counts:?}");
+    }
+    let e = check_paths_agree("GRU H=512 T=260", &p, &run(CellPath::PerStep).0, 1e-5);
+    eprintln!("GRU H=512 T=260 B=2: dispatches {counts:?}, vs per-step {e:.2e}");
 }

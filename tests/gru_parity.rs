@@ -35,10 +35,15 @@ fn gru_parity_f16_mixed() {
     }
 }
 
-/// The same fixtures on the wavefront and the tiled cells, where they run.
+/// The same fixtures on the wavefront, the tiled cells and the persistent
+/// loop (forced by `LSTM_WGPU_CELL_PATH`, as a user would).
 #[test]
 fn gru_parity_on_every_path() {
-    for (path, cell) in [("per-step", "tiled"), ("wavefront", "direct")] {
+    for (path, cell) in [
+        ("per-step", "tiled"),
+        ("wavefront", "direct"),
+        ("persistent", "direct"),
+    ] {
         for name in ["gru_nobias3_bf", "gru_h0"] {
             let spec = run_spec(&fixture(name, "inputs"));
             let tmp = TempDir::new(name);

@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::cases::{Case, Data, Lengths, check_reference, gpu_pass, rel_err};
+use common::cases::{self, Case, Data, Lengths, check_paths_agree, check_reference, gpu_pass};
 use common::*;
 use lstm_wgpu::kernels::lstm_persistent::loop_iteration_cap;
 use lstm_wgpu::model::norm::Norm;
@@ -43,46 +43,8 @@ fn run_gpu(
     (out, grads, counts)
 }
 
-/// Every tensor of (out, grads) by name, in a fixed order.
-fn tensors(out: &Outputs, grads: &Grads) -> Vec<(String, Vec<f32>)> {
-    let mut v = vec![
-        ("output".to_string(), out.output.clone()),
-        ("h_n".to_string(), out.h_n.clone()),
-        ("c_n".to_string(), out.c_n.clone()),
-        ("grad.input".to_string(), grads.input.clone()),
-        ("grad.h0".to_string(), grads.h0.clone()),
-        ("grad.c0".to_string(), grads.c0.clone()),
-    ];
-    v.extend(
-        grads
-            .params
-            .iter()
-            .map(|t| (t.name.clone(), t.data.clone())),
-    );
-    v
-}
-
-/// Persistent against per-step, tensor by tensor.
-fn check_paths_agree(label: &str, a: &(Outputs, Grads), b: &(Outputs, Grads), tol: f64) -> f64 {
-    let mut worst = 0f64;
-    for ((name, x), (_, y)) in tensors(&a.0, &a.1).iter().zip(tensors(&b.0, &b.1)) {
-        let y64: Vec<f64> = y.iter().map(|&v| v as f64).collect();
-        assert_close(
-            &format!("{label}: {name} persistent vs per-step"),
-            x,
-            &y64,
-            tol,
-        );
-        worst = worst.max(rel_err(x, &y64));
-    }
-    worst
-}
-
 fn bits(r: &(Outputs, Grads, (usize, usize))) -> Vec<(String, Vec<u32>)> {
-    tensors(&r.0, &r.1)
-        .into_iter()
-        .map(|(n, v)| (n, v.iter().map(|x| x.to_bits()).collect()))
-        .collect()
+    cases::bits(&r.0, &r.1)
 }
 
 const BASE: Case = Case {
@@ -207,14 +169,7 @@ fn chunked_time_loop_is_bit_identical() {
 #[test]
 fn long_sequence_respects_the_loop_cap() {
     let ctx = ctx();
-    let c = Case {
-        hidden: 512,
-        input: 4,
-        seq: 260,
-        batch: 2,
-        lengths: Lengths::SpreadToOne,
-        ..BASE
-    };
+    let c = cases::LOOP_CAP_CASE;
     let d = c.data(91);
     let (out, grads, counts) = run_gpu(&ctx, (&c, &d), CellPath::Persistent, None);
     if loop_iteration_cap(&ctx.info).is_some() {

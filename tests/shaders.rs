@@ -485,8 +485,8 @@ fn cell_files_declare_the_host_gate_count() {
     {
         assert_eq!(declared_gates(&name, &src), Cell::Lstm.gates(), "{name}");
     }
-    // The recurrent strategies joined with every other cell validate and
-    // declare that cell's G.
+    // The recurrent strategies and the persistent loop joined with every
+    // other cell validate and declare that cell's G.
     use lstm_wgpu::kernels::lstm_cell::TileConfig;
     for cell in [
         Cell::Gru,
@@ -498,5 +498,9 @@ fn cell_files_declare_the_host_gate_count() {
             let src = tile.source_of(cell, false);
             assert_eq!(declared_gates(&name, &src), cell.gates(), "{name}");
         }
+        // And the persistent loop.
+        let name = format!("lstm_persistent.wgsl with {cell:?}");
+        let src = lstm_wgpu::kernels::lstm_persistent::source(cell);
+        assert_eq!(declared_gates(&name, &src), cell.gates(), "{name}");
     }
 }

@@ -928,8 +928,8 @@ fn step_refuses_uncollected_submits() {
 /// losses, gradients and parameters to f32 rounding, over steps with
 /// unequal lengths and a padding id inside a sequence (both embed it as
 /// zero), on the wavefront, layer by layer, persistent, and with LayerNorm
-/// and residual links between layers; and for the GRU and
-/// IndRNN.
+/// and residual links between layers; and for the GRU and IndRNN (the GRU
+/// on every path, IndRNN per step and persistent).
 #[test]
 fn token_projection_matches_per_position_projection() {
     use lstm_wgpu::kernels::embedding::PAD;
@@ -955,7 +955,9 @@ fn token_projection_matches_per_position_projection() {
         (&linked, CellPath::PerStep),
         (&gru, CellPath::Wavefront),
         (&gru, CellPath::PerStep),
+        (&gru, CellPath::Persistent),
         (&indrnn, CellPath::PerStep),
+        (&indrnn, CellPath::Persistent),
     ] {
         let values = init_values(net, 4);
         let run = |projection: bool| {

@@ -250,8 +250,8 @@ static CUSTOM: std::sync::Mutex<Vec<&'static CustomCell>> = std::sync::Mutex::ne
 impl Cell {
     /// The cell that WGSL `source` (a file named `name`) declares, checked
     /// by naga: the source alone, then joined with every kernel that runs
-    /// it (the recurrent strategies in f32 and f16-mixed, and
-    /// `check_cell.wgsl`), as the GPU will compile them. Errors are one
+    /// it (the recurrent strategies in f32 and f16-mixed, the persistent
+    /// loop, and `check_cell.wgsl`), as the GPU will compile them. Errors are one
     /// line: the file, the line and column in it where naga gives one, and
     /// naga's message.
     pub fn from_wgsl(name: &str, source: &str) -> crate::Result<Cell> {
@@ -286,6 +286,7 @@ impl Cell {
         let tile = super::lstm_cell::TileConfig::DEFAULT;
         let mut joined = vec![
             ("the recurrent strategies", tile.source_of(cell, false)),
+            ("the persistent loop", super::lstm_persistent::source(cell)),
             ("check_cell.wgsl", super::check_cell::source(cell)),
         ];
         if !cell.diag() {

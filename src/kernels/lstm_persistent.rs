@@ -4,10 +4,13 @@
 //! including the initial-state gradients, where the per-step cell
 //! ([`super::lstm_cell`]) needs T and T + 1 dispatches per direction.
 //!
-//! It writes the per-step kernel's cache and gradient layouts, so the
-//! schedule swaps one for the other without touching anything else.
+//! The loop is written once and joined with a cell's pointwise functions
+//! ([`source`]), as the per-step strategies are: the LSTM, the GRU,
+//! IndRNN and cell files run on it. It writes the per-step kernel's cache
+//! and gradient layouts, so the schedule swaps one for the other without
+//! touching anything else.
 
-use super::cell::LSTM_GATES as G;
+use super::cell::Cell;
 use super::lstm_cell::{BWD_BINDINGS, CellBackward, CellForward, CellShape, FWD_BINDINGS};
 use super::u32_of;
 use super::wgsl::{shader, wgsl_struct};
@@ -17,20 +20,25 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub(crate) const SRC: &str = shader!(
-    "common/prelude.wgsl",
-    "cells/lstm.wgsl",
-    "common/cell_bindings.wgsl",
-    "lstm_persistent.wgsl"
-);
-
 pub use crate::gpu::tuning::CellPath;
+
+/// The loop joined with `cell`'s pointwise functions, as its pipelines
+/// compile it.
+pub fn source(cell: Cell) -> String {
+    format!(
+        "{}{}{}",
+        shader!("common/prelude.wgsl"),
+        cell.source(),
+        shader!("common/cell_bindings.wgsl", "lstm_persistent.wgsl")
+    )
+}
 
 wgsl_struct! {
     /// One direction's offsets in [`PersistentUniform`].
     pub struct PersistentDir = "Dir" {
         pre_off: u32, whh_off: u32, cache_off: u32, dg_off: u32,
-        state_off: u32, out_col: u32, reverse: u32, _p0: u32,
+        state_off: u32, out_col: u32, reverse: u32, bhh_off: u32,
+        dx_off: u32, _p0: u32, _p1: u32, _p2: u32,
     }
 }
 
@@ -38,7 +46,7 @@ wgsl_struct! {
     /// The uniform block of `lstm_persistent.wgsl`.
     pub struct PersistentUniform = "Params" {
         batch: u32, seq: u32, s_begin: u32, s_end: u32,
-        out_stride: u32, state_stride: u32, _p0: u32, _p1: u32,
+        out_stride: u32, state_stride: u32, bhh: u32, _p1: u32,
         dirs: [PersistentDir; 2],
     }
 }
@@ -56,22 +64,31 @@ pub fn loop_iteration_cap(info: &wgpu::AdapterInfo) -> Option<usize> {
     (llvmpipe(&info.name) || llvmpipe(&info.driver)).then_some(65_535)
 }
 
-/// Whether W_hh (4H x H) fits in workgroup memory with a quarter of it to
-/// spare beside the kernel's other arrays, so that the driver can still
-/// keep more than one workgroup resident.
-pub fn w_on_chip(ctx: &GpuContext, hidden: usize) -> bool {
+/// Whether `cell`'s W_hh (G·H x H) fits in workgroup memory with a quarter
+/// of it to spare beside the kernel's other arrays, so that the driver can
+/// still keep more than one workgroup resident. A diagonal W_hh (the
+/// vector u, H floats read once per step like the pre-gates) counts as on
+/// chip: the loop reads nothing larger from memory.
+pub fn w_on_chip(ctx: &GpuContext, cell: Cell, hidden: usize) -> bool {
     let shared = ctx.limits.max_compute_workgroup_storage_size as usize;
-    Spec::base_bytes(hidden) + Spec::w_bytes(hidden) <= shared / 4 * 3
+    let base = Spec::base_bytes(cell, hidden);
+    match cell.diag() {
+        true => base <= shared / 4 * 3,
+        false => base + Spec::w_bytes(cell, hidden) <= shared / 4 * 3,
+    }
 }
 
-/// Specialisation of the kernel for one hidden size on one adapter.
+/// Specialisation of the kernel for one cell and hidden size on one
+/// adapter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Spec {
+    /// The cell whose functions the loop joins.
+    pub cell: Cell,
     /// Hidden size H.
     pub hidden: usize,
     /// Invocations per workgroup.
     pub wg: usize,
-    /// W_hh is copied into workgroup memory.
+    /// W_hh is copied into workgroup memory (never a diagonal one).
     pub w_shared: bool,
 }
 
@@ -84,16 +101,20 @@ impl Spec {
         self.hidden.next_multiple_of(4)
     }
 
+    fn gates(&self) -> usize {
+        self.cell.gates()
+    }
+
     /// Workgroup memory of the larger entry point, without W_hh.
-    fn base_bytes(h: usize) -> usize {
+    fn base_bytes(cell: Cell, h: usize) -> usize {
         let hp = h.next_multiple_of(4);
         let fwd = 3 * hp + 1;
-        let bwd = G * h + 2 * hp + 1;
+        let bwd = cell.gates() * h + 2 * hp + 1;
         4 * fwd.max(bwd)
     }
 
-    fn w_bytes(h: usize) -> usize {
-        4 * G * h * h.next_multiple_of(4)
+    fn w_bytes(cell: Cell, h: usize) -> usize {
+        4 * cell.gates() * h * h.next_multiple_of(4)
     }
 
     /// Upper bounds on the loop iterations of one invocation (each loop
@@ -101,22 +122,26 @@ impl Spec {
     /// first step, per step, and after the last, forward and backward.
     fn iterations(&self) -> ([usize; 3], [usize; 3]) {
         let (h, wg, units) = (self.hidden, self.wg, self.units());
+        let gh = self.gates() * h;
         let hp4 = self.hp() / 4;
         let lp = |n: usize| n + 2;
         let w_load = if self.w_shared {
-            lp((G * h * hp4).div_ceil(wg))
+            lp((gh * hp4).div_ceil(wg))
         } else {
             0
         };
-        let dot = if self.w_shared {
-            lp(hp4)
-        } else {
-            lp(h / 4) + lp(h % 4)
+        let dot = match (self.cell.diag(), self.w_shared) {
+            (true, _) => 0,
+            (false, true) => lp(hp4),
+            (false, false) => lp(h / 4) + lp(h % 4),
         };
         let fwd_setup = w_load + lp(self.hp().div_ceil(wg)) + lp(units);
         let fwd_step = 1 + lp(units) + units * dot;
-        let matvec = lp(hp4.div_ceil(wg)) + hp4.div_ceil(wg) * lp(h);
-        let bwd_setup = w_load + lp((G * h).div_ceil(wg)) + 2 * lp(units) + matvec;
+        let matvec = match self.cell.diag() {
+            true => lp(units),
+            false => lp(hp4.div_ceil(wg)) + hp4.div_ceil(wg) * (lp(gh / 4) + lp(gh % 4)),
+        };
+        let bwd_setup = w_load + lp(gh.div_ceil(wg)) + 2 * lp(units) + matvec;
         let bwd_step = 1 + lp(units) + matvec;
         ([fwd_setup, fwd_step, 0], [bwd_setup, bwd_step, lp(units)])
     }
@@ -130,12 +155,12 @@ impl Spec {
             ("HP", hp as f64),
             ("HP4", (hp / 4) as f64),
             ("H2", (2 * hp) as f64),
-            ("GH", (G * h) as f64),
+            ("GH", (self.gates() * h) as f64),
             ("W_SHARED", f64::from(u8::from(self.w_shared))),
             (
                 "W_LEN",
                 if self.w_shared {
-                    (G * h * hp / 4) as f64
+                    (self.gates() * h * hp / 4) as f64
                 } else {
                     1.0
                 },
@@ -174,8 +199,9 @@ impl PersistentLayout {
 /// The persistent kernel family, compiled per [`Spec`] on first use.
 #[derive(Default)]
 pub struct LstmPersistent {
-    /// Compiled on the first plan that takes the persistent path.
-    module: std::sync::OnceLock<crate::gpu::Module>,
+    /// Per cell ([`Cell::key`]), compiled on the first plan that takes the
+    /// persistent path with it.
+    modules: Mutex<HashMap<String, Arc<crate::gpu::Module>>>,
     kernels: Mutex<HashMap<Spec, Arc<[Kernel; 2]>>>,
     /// Steps per dispatch at most, 0 for no limit of our own.
     max_chunk: AtomicUsize,
@@ -196,12 +222,14 @@ impl LstmPersistent {
             .store(steps.map_or(0, |s| s.max(1)), Ordering::Relaxed);
     }
 
-    /// How the persistent path would run H = `hidden` over `seq` steps of
-    /// `batch` sequences in `dirs` directions on this adapter, or why it
-    /// cannot (workgroup memory, grid or loop-cap limits).
+    /// How the persistent path would run `cell` with H = `hidden` over
+    /// `seq` steps of `batch` sequences in `dirs` directions on this
+    /// adapter, or why it cannot (workgroup memory, grid or loop-cap
+    /// limits).
     pub fn layout(
         &self,
         ctx: &GpuContext,
+        cell: Cell,
         hidden: usize,
         batch: usize,
         dirs: usize,
@@ -224,14 +252,15 @@ impl LstmPersistent {
             return cannot(format!("{batch} workgroups exceed the grid limit {grid}"));
         }
         let shared = lim.max_compute_workgroup_storage_size as usize;
-        let base = Spec::base_bytes(hidden);
+        let base = Spec::base_bytes(cell, hidden);
         if base > shared {
             return cannot(format!(
                 "it needs {base} bytes of workgroup memory, the adapter has {shared}"
             ));
         }
-        let w_shared = w_on_chip(ctx, hidden);
+        let w_shared = !cell.diag() && w_on_chip(ctx, cell, hidden);
         let spec = Spec {
+            cell,
             hidden,
             wg,
             w_shared,
@@ -267,12 +296,26 @@ impl LstmPersistent {
             .entry(spec)
             .or_insert_with(|| {
                 let c = spec.constants();
-                let m = self
-                    .module
-                    .get_or_init(|| module(ctx, "lstm_persistent", SRC));
-                let fwd = Kernel::new(ctx, m, "forward", &FWD_BINDINGS, &c);
-                let bwd = Kernel::new(ctx, m, "backward", &BWD_BINDINGS, &c);
+                let m = self.module(ctx, spec.cell);
+                let fwd = Kernel::new(ctx, &m, "forward", &FWD_BINDINGS, &c);
+                let bwd = Kernel::new(ctx, &m, "backward", &BWD_BINDINGS, &c);
                 Arc::new([fwd, bwd])
+            })
+            .clone()
+    }
+
+    /// The loop joined with `cell`, compiled once per cell (a cell file's
+    /// with wgpu's loop-bounding counters, as the per-step kernels).
+    fn module(&self, ctx: &GpuContext, cell: Cell) -> Arc<crate::gpu::Module> {
+        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        modules
+            .entry(cell.key())
+            .or_insert_with(|| {
+                let compile = match cell.custom() {
+                    Some(_) => crate::gpu::module_bounded,
+                    None => module,
+                };
+                Arc::new(compile(ctx, "lstm_persistent", &source(cell)))
             })
             .clone()
     }
@@ -288,6 +331,7 @@ impl LstmPersistent {
             s_end: u32_of("step", s_end)?,
             out_stride: u32_of("output stride", s.out_stride)?,
             state_stride: u32_of("state stride", s.state_stride)?,
+            bhh: u32::from(s.bhh_off.is_some()),
             ..Default::default()
         };
         // A missing second direction stays zero.
@@ -300,7 +344,9 @@ impl LstmPersistent {
                 state_off: u32_of("state offset", s.state_off)?,
                 out_col: u32_of("output column", s.out_col)?,
                 reverse: u32::from(s.reverse),
-                _p0: 0,
+                bhh_off: u32_of("b_hh offset", s.bhh_off.unwrap_or(0))?,
+                dx_off: u32_of("dx offset", s.dx_off)?,
+                ..Default::default()
             };
         }
         Ok(p)

@@ -42,8 +42,9 @@ pub struct Kernels {
     gemm: Arc<gemm::Gemm>,
     /// The per-step cell's variant.
     cell_variant: lstm_cell::CellVariant,
-    /// Persistent time loop of the plain cell (its pipelines compile per
-    /// hidden size on first use; its chunk cap is this model's own).
+    /// Persistent time loop of every plain cell (its pipelines compile per
+    /// cell and hidden size on first use; its chunk cap is this model's
+    /// own).
     pub persistent: lstm_persistent::LstmPersistent,
     /// The f16-mixed builds of the plain cell and of the kernels reading its
     /// f16 outputs are in use (see [`Kernels::set_half`]).

@@ -160,7 +160,10 @@ pub fn sources() -> Vec<(&'static str, String)> {
         ),
         ("lstm_cell_bn.wgsl", lstm_cell_bn::SRC.into()),
         ("lstm_cell_ln.wgsl", lstm_cell_ln::SRC.into()),
-        ("lstm_persistent.wgsl", lstm_persistent::SRC.into()),
+        (
+            "lstm_persistent.wgsl",
+            lstm_persistent::source(cell::Cell::Lstm),
+        ),
         ("lstm_proj.wgsl", lstm_proj::SRC.into()),
         ("optim.wgsl", optim::SRC.into()),
         ("reduce.wgsl", reduce::SRC.into()),

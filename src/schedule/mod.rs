@@ -19,6 +19,7 @@ pub mod workspace;
 use crate::error::Result;
 use crate::gpu::{Dispatch, GpuContext};
 use crate::kernels::Kernels;
+use crate::kernels::cell::Cell;
 use crate::kernels::elementwise::DropoutShape;
 use crate::kernels::gemm::GemmOp;
 use crate::kernels::lstm_cell::{CellBackward, CellForward, CellShape, MAX_LANES, Zone};
@@ -810,7 +811,7 @@ impl Plan {
     }
 
     /// The path for this shape: persistent where [`CellPath`]'s rule picks
-    /// it (plain cells only), else the wavefront where it can run, else
+    /// it (cells without normalization inside), else the wavefront where it can run, else
     /// per-step; a forced path that cannot run is an error naming why.
     fn choose(
         ctx: &GpuContext,
@@ -837,15 +838,6 @@ impl Plan {
             ));
         }
         let cell = cfg.cell();
-        if cell != crate::kernels::cell::Cell::Lstm
-            && k.tuning().cell_path == Some(CellPath::Persistent)
-        {
-            return Err(crate::Error::Invalid(format!(
-                "the persistent path runs the LSTM cell only; {} runs per step or as a \
-                 wavefront",
-                cell.module()
-            )));
-        }
         if model.norm.in_cell() && k.tuning().cell_path == Some(CellPath::Persistent) {
             return Err(crate::Error::Invalid(
                 "the persistent path runs cells without normalization inside (a LayerNorm or \
@@ -868,9 +860,10 @@ impl Plan {
                 None => Ok((CellPath::Wavefront, None)),
             };
         }
-        // The persistent time loop serves the plain cell (between-layer
-        // norms included); normalized cells keep one dispatch per step.
-        // Zoneout lives in the per-step kernels only.
+        // The persistent time loop serves every plain cell (LSTM, GRU,
+        // IndRNN, cell files; between-layer norms included); normalized
+        // cells keep one dispatch per step. Zoneout lives in the per-step
+        // kernels only.
         if cfg.proj().is_some() {
             // Checked by `check_proj`: nothing forces another path.
             return Ok((CellPath::PerStep, None));
@@ -878,8 +871,7 @@ impl Plan {
         if !model.norm.in_cell()
             && !half
             && !model.links.zones()
-            && cell == crate::kernels::cell::Cell::Lstm
-            && let Some(lay) = persistent_layout(ctx, k, h, batch, dirs, seq)?
+            && let Some(lay) = persistent_layout(ctx, k, cell, h, batch, dirs, seq)?
         {
             return Ok((CellPath::Persistent, Some(lay)));
         }
@@ -1565,10 +1557,17 @@ impl Plan {
 /// on an H200 (forward + backward of 2 layers, T = 20), it wins at H <= 32
 /// (H = 32, B = 32: 0.72 ms against 0.78 ms in the wavefront; B = 256: 2.36
 /// against 2.62 ms) and loses from H = 64 on (1.63 against 1.24 ms; `char`,
-/// H = 256, 28.4 against 3.7 ms per training step).
+/// H = 256, 28.4 against 3.7 ms per training step). The LSTM's rule; every
+/// cell's is [`prefers_persistent_cell`].
 pub fn prefers_persistent(ctx: &GpuContext, hidden: usize) -> bool {
+    prefers_persistent_cell(ctx, Cell::Lstm, hidden)
+}
+
+/// The same rule for `cell`: with a loop cap, persistent when its W_hh
+/// (G·H x H, or IndRNN's vector) fits in workgroup memory; else H ≤ 32.
+pub fn prefers_persistent_cell(ctx: &GpuContext, cell: Cell, hidden: usize) -> bool {
     if lstm_persistent::loop_iteration_cap(&ctx.info).is_some() {
-        lstm_persistent::w_on_chip(ctx, hidden)
+        lstm_persistent::w_on_chip(ctx, cell, hidden)
     } else {
         hidden <= 32
     }
@@ -1581,16 +1580,18 @@ pub fn prefers_persistent(ctx: &GpuContext, hidden: usize) -> bool {
 fn persistent_layout(
     ctx: &GpuContext,
     k: &Kernels,
+    cell: Cell,
     hidden: usize,
     batch: usize,
     dirs: usize,
     seq: usize,
 ) -> Result<Option<lstm_persistent::PersistentLayout>> {
     let p = &k.persistent;
+    let layout = || p.layout(ctx, cell, hidden, batch, dirs, seq);
     match k.tuning().cell_path {
         Some(CellPath::PerStep | CellPath::Wavefront) => Ok(None),
-        Some(CellPath::Persistent) => p.layout(ctx, hidden, batch, dirs, seq).map(Some),
-        None if prefers_persistent(ctx, hidden) => Ok(p.layout(ctx, hidden, batch, dirs, seq).ok()),
+        Some(CellPath::Persistent) => layout().map(Some),
+        None if prefers_persistent_cell(ctx, cell, hidden) => Ok(layout().ok()),
         None => Ok(None),
     }
 }

@@ -450,6 +450,18 @@ pub fn check_reference(label: &str, d: &Data, gpu: (&Outputs, &Grads), tol: f64)
 /// Cases of the cells' tests over the recurrent strategies: one layer,
 /// bidirectional with lengths and states, layers without bias down to
 /// length 1, the wide path's H = 8, the subgroup path's B = 24, H = 32.
+/// A shape whose persistent loop exceeds lavapipe's loop-iteration cap in
+/// one dispatch (H = 512, T = 260, B = 2, lengths down to 1): the host
+/// splits it there.
+pub const LOOP_CAP_CASE: Case = Case {
+    hidden: 512,
+    input: 4,
+    seq: 260,
+    batch: 2,
+    lengths: Lengths::SpreadToOne,
+    ..Case::BASE
+};
+
 pub const CELL_CASES: [(&str, Case); 5] = [
     ("uni 1 layer", Case::BASE),
     ("bi 2 layers, lengths, h0", Case::BI2),
@@ -486,3 +498,49 @@ pub const CELL_CASES: [(&str, Case); 5] = [
         },
     ),
 ];
+
+/// Every tensor of (out, grads) by name, in a fixed order.
+pub fn tensors(out: &Outputs, grads: &Grads) -> Vec<(String, Vec<f32>)> {
+    let mut v = vec![
+        ("output".to_string(), out.output.clone()),
+        ("h_n".to_string(), out.h_n.clone()),
+        ("c_n".to_string(), out.c_n.clone()),
+        ("grad.input".to_string(), grads.input.clone()),
+        ("grad.h0".to_string(), grads.h0.clone()),
+        ("grad.c0".to_string(), grads.c0.clone()),
+    ];
+    v.extend(
+        grads
+            .params
+            .iter()
+            .map(|t| (t.name.clone(), t.data.clone())),
+    );
+    v
+}
+
+/// The bits of every tensor of (out, grads), for bit-for-bit comparisons.
+pub fn bits(out: &Outputs, grads: &Grads) -> Vec<(String, Vec<u32>)> {
+    tensors(out, grads)
+        .into_iter()
+        .map(|(n, v)| (n, v.iter().map(|x| x.to_bits()).collect()))
+        .collect()
+}
+
+/// The persistent path's results `a` against the per-step path's `b`,
+/// tensor by tensor, within `tol`; the worst relative error.
+pub fn check_paths_agree(label: &str, a: &(Outputs, Grads), b: &(Outputs, Grads), tol: f64) -> f64 {
+    let mut worst = 0f64;
+    let (ta, tb) = (tensors(&a.0, &a.1), tensors(&b.0, &b.1));
+    assert_eq!(ta.len(), tb.len(), "{label}: tensor counts differ");
+    for ((name, x), (_, y)) in ta.iter().zip(tb) {
+        let y64: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+        assert_close(
+            &format!("{label}: {name} persistent vs per-step"),
+            x,
+            &y64,
+            tol,
+        );
+        worst = worst.max(rel_err(x, &y64));
+    }
+    worst
+}
