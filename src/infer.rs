@@ -1055,11 +1055,12 @@ impl Checkpoint {
     /// sizes, the window length and horizon, and the normaliser (series)
     /// or the vocabulary (text).
     ///
-    /// A model with `--norm layer` or `--norm batch` between layers, or
-    /// with residual links, fills the module's per-layer form: `lstm` =
-    /// one single-layer `nn.LSTM`/`nn.GRU` per layer (`lstm.{k}.weight_ih_l0`,
-    /// ...) and `norms` = one `nn.LayerNorm`/`nn.BatchNorm1d` per
-    /// normalized layer output (`norms.{k}.weight`, ...). Models the module
+    /// A model with `--norm layer`, `batch` or `step-batch` between
+    /// layers, or with residual links, fills the module's per-layer form:
+    /// `lstm` = one single-layer `nn.LSTM`/`nn.GRU` per layer
+    /// (`lstm.{k}.weight_ih_l0`, ...) and `norms` = one
+    /// `nn.LayerNorm`/`nn.BatchNorm1d`/`StepBatchNorm` per normalized
+    /// layer output (`norms.{k}.weight`, ...). Models the module
     /// has no exact counterpart for (other norms, other cells, zoneout)
     /// are refused by name.
     pub fn pytorch(&self) -> Result<(Vec<NamedTensor>, BTreeMap<String, i64>, String)> {
@@ -1069,7 +1070,7 @@ impl Checkpoint {
                 &self.path,
                 format!(
                     "a model with norm {}: the PyTorch module has no exact counterpart for it \
-                     (only --norm layer and --norm batch export)",
+                     (only --norm layer, batch and step-batch export)",
                     kind.as_str()
                 ),
             ))
@@ -1079,7 +1080,7 @@ impl Checkpoint {
             Norm::Layer { last } => Some(("layer", last)),
             Norm::Batch { last } => Some(("batch", last)),
             Norm::LayerCell => return refused(NormKind::LayerCell),
-            Norm::StepBatch { .. } => return refused(NormKind::StepBatch),
+            Norm::StepBatch { last, .. } => Some(("step-batch", last)),
             Norm::RecurrentBatch { .. } => return refused(NormKind::RecurrentBatch),
         };
         let cell = net.cell;
@@ -1118,7 +1119,10 @@ impl Checkpoint {
                     values[at..at + n].to_vec(),
                 ));
                 at += n;
-                if let Some(module) = e.name.strip_suffix(".running_mean") {
+                // nn.BatchNorm1d's counter (the README's StepBatchNorm has none).
+                if let Some(module) = e.name.strip_suffix(".running_mean")
+                    && module.starts_with("batch_norms.")
+                {
                     let name = format!("{module}.num_batches_tracked");
                     let n = self.ints.get(&format!("lstm.{name}")).copied();
                     counters.insert(per_layer_name(&format!("lstm.{name}"))?, n.unwrap_or(0));
@@ -1174,6 +1178,9 @@ impl Checkpoint {
             json["module"]["norm"] = kind.into();
             json["module"]["norm_last"] = last.into();
         }
+        if let Norm::StepBatch { t_max, .. } = net.norm {
+            json["module"]["norm_t_max"] = t_max.into();
+        }
         if net.residual {
             json["module"]["residual"] = true.into();
         }
@@ -1185,14 +1192,15 @@ impl Checkpoint {
 
 /// The name in the README module's per-layer form of a tensor with
 /// checkpoint name `name`: `lstm.weight_ih_l{k}` → `lstm.{k}.weight_ih_l0`
-/// (layer k's own single-layer module), `lstm.layer_norms.{k}.*` and
-/// `lstm.batch_norms.{k}.*` → `norms.{k}.*`; the embedding, attention and
+/// (layer k's own single-layer module), `lstm.layer_norms.{k}.*`,
+/// `lstm.batch_norms.{k}.*` and `lstm.step_norms.{k}.*` → `norms.{k}.*`;
+/// the embedding, attention and
 /// head keep theirs.
 fn per_layer_name(name: &str) -> Result<String> {
     let Some(rest) = name.strip_prefix("lstm.") else {
         return Ok(name.to_string());
     };
-    for prefix in ["layer_norms.", "batch_norms."] {
+    for prefix in ["layer_norms.", "batch_norms.", "step_norms."] {
         if let Some(tail) = rest.strip_prefix(prefix) {
             return Ok(format!("norms.{tail}"));
         }

@@ -377,7 +377,7 @@ fn export_refuses_bad_input_before_writing() {
         &["out.json", ".safetensors"],
     );
     refused(&ck, &ck, &["OUT"]);
-    for norm in ["step-batch", "layer-cell"] {
+    for norm in ["recurrent-batch", "layer-cell"] {
         let name = format!("{norm}.st");
         let normed = series_checkpoint(&d, &name, &["--norm", norm, "--steps", "1"]);
         refused(&normed, &out, &[&name, &format!("norm {norm}")]);
@@ -548,6 +548,7 @@ fn norm_residual_gru_exports_predict_as_pytorch() {
         "layer_residual",
         "batch_last",
         "gru",
+        "step_batch_last_residual",
         "gru_batch_residual_attention",
         "text_layer_last_residual",
         "text_gru_batch",
