@@ -1047,37 +1047,53 @@ fn identity(table: &SeriesTable) -> Normalizer {
 impl Checkpoint {
     /// Its parameters as the state_dict of the README's PyTorch module
     /// (`embedding` = `nn.Embedding(V, E)` for text, `lstm` = `nn.LSTM(I,
-    /// H, L)`, `attention` = its `Attention(H, "dot" | "learned")` with
-    /// `attention.query` for a learned query, `head` = `nn.Linear(H, out)`,
-    /// or `nn.Linear(2H, out)` behind the attention), with a JSON text of what the
-    /// module needs besides: its sizes, the window length and horizon, and
-    /// the normaliser (series) or the vocabulary (text). A model with a
-    /// norm or residual links, which `nn.LSTM` has no place for, is
-    /// refused by name.
-    pub fn pytorch(&self) -> Result<(Vec<NamedTensor>, String)> {
+    /// H, L)` or `nn.GRU(I, H, L)`, `attention` = its `Attention(H, "dot" |
+    /// "learned")` with `attention.query` for a learned query, `head` =
+    /// `nn.Linear(H, out)`, or `nn.Linear(2H, out)` behind the attention),
+    /// its `num_batches_tracked` counters (by name; none without
+    /// BatchNorm), and a JSON text of what the module needs besides: its
+    /// sizes, the window length and horizon, and the normaliser (series)
+    /// or the vocabulary (text).
+    ///
+    /// A model with `--norm layer`, `batch` or `step-batch` between
+    /// layers, or with residual links, fills the module's per-layer form:
+    /// `lstm` = one single-layer `nn.LSTM`/`nn.GRU` per layer
+    /// (`lstm.{k}.weight_ih_l0`, ...) and `norms` = one
+    /// `nn.LayerNorm`/`nn.BatchNorm1d`/`StepBatchNorm` per normalized
+    /// layer output (`norms.{k}.weight`, ...). Models the module
+    /// has no exact counterpart for (other norms, other cells, zoneout)
+    /// are refused by name.
+    pub fn pytorch(&self) -> Result<(Vec<NamedTensor>, BTreeMap<String, i64>, String)> {
         let net = &self.config.net;
-        if net.norm != Norm::None {
-            return Err(Error::file(
+        let refused = |kind: NormKind| {
+            Err(Error::file(
                 &self.path,
                 format!(
-                    "a model with norm {:?}: the PyTorch export has no counterpart for the \
-                     engine's norms (only models without --norm export)",
-                    net.norm
+                    "a model with norm {}: the PyTorch module has no exact counterpart for it \
+                     (only --norm layer, batch and step-batch export)",
+                    kind.as_str()
                 ),
-            ));
-        }
-        if net.residual {
-            return Err(Error::file(
-                &self.path,
-                "a model with residual links: nn.LSTM has none, so it does not export",
-            ));
-        }
-        if net.cell != crate::kernels::cell::Cell::Lstm {
+            ))
+        };
+        let norm = match net.norm {
+            Norm::None => None,
+            Norm::Layer { last } => Some(("layer", last)),
+            Norm::Batch { last } => Some(("batch", last)),
+            Norm::LayerCell => return refused(NormKind::LayerCell),
+            Norm::StepBatch { last, .. } => Some(("step-batch", last)),
+            Norm::RecurrentBatch { .. } => return refused(NormKind::RecurrentBatch),
+        };
+        let cell = net.cell;
+        if !matches!(
+            cell,
+            crate::kernels::cell::Cell::Lstm | crate::kernels::cell::Cell::Gru
+        ) {
             return Err(Error::file(
                 &self.path,
                 format!(
-                    "a model with cell {}: the PyTorch export writes the nn.LSTM module only",
-                    net.cell.name()
+                    "a model with cell {}: the PyTorch export writes nn.LSTM and nn.GRU \
+                     modules only",
+                    cell.name()
                 ),
             ));
         }
@@ -1087,6 +1103,34 @@ impl Checkpoint {
                 "a model with zoneout: its eval step p·prev + (1 − p)·new has no nn.LSTM \
                  counterpart, so it does not export",
             ));
+        }
+        let per_layer = norm.is_some() || net.residual;
+        let mut tensors = self.state_dict();
+        let mut counters = BTreeMap::new();
+        if per_layer {
+            let stats = net.stats_table();
+            let values = table_values(&stats, &self.floats, &self.path)?;
+            let mut at = 0;
+            for e in &stats.entries {
+                let n: usize = e.shape.iter().product();
+                tensors.push(NamedTensor::new(
+                    checkpoint_name(&e.name),
+                    e.shape.clone(),
+                    values[at..at + n].to_vec(),
+                ));
+                at += n;
+                // nn.BatchNorm1d's counter (the README's StepBatchNorm has none).
+                if let Some(module) = e.name.strip_suffix(".running_mean")
+                    && module.starts_with("batch_norms.")
+                {
+                    let name = format!("{module}.num_batches_tracked");
+                    let n = self.ints.get(&format!("lstm.{name}")).copied();
+                    counters.insert(per_layer_name(&format!("lstm.{name}"))?, n.unwrap_or(0));
+                }
+            }
+            for t in &mut tensors {
+                t.name = per_layer_name(&t.name)?;
+            }
         }
         let lstm = net.lstm();
         let (vocab, outputs) = match net.head {
@@ -1125,8 +1169,47 @@ impl Checkpoint {
         if let Some(p) = lstm.proj() {
             json["module"]["proj_size"] = p.into();
         }
+        // The same for the cell, norms and residual links: an LSTM without
+        // them writes the file it always did.
+        if cell != crate::kernels::cell::Cell::Lstm {
+            json["module"]["cell"] = cell.name().into();
+        }
+        if let Some((kind, last)) = norm {
+            json["module"]["norm"] = kind.into();
+            json["module"]["norm_last"] = last.into();
+        }
+        if let Norm::StepBatch { t_max, .. } = net.norm {
+            json["module"]["norm_t_max"] = t_max.into();
+        }
+        if net.residual {
+            json["module"]["residual"] = true.into();
+        }
         let text =
             serde_json::to_string_pretty(&json).map_err(|e| Error::Invalid(e.to_string()))?;
-        Ok((self.state_dict(), text + "\n"))
+        Ok((tensors, counters, text + "\n"))
+    }
+}
+
+/// The name in the README module's per-layer form of a tensor with
+/// checkpoint name `name`: `lstm.weight_ih_l{k}` → `lstm.{k}.weight_ih_l0`
+/// (layer k's own single-layer module), `lstm.layer_norms.{k}.*`,
+/// `lstm.batch_norms.{k}.*` and `lstm.step_norms.{k}.*` → `norms.{k}.*`;
+/// the embedding, attention and
+/// head keep theirs.
+fn per_layer_name(name: &str) -> Result<String> {
+    let Some(rest) = name.strip_prefix("lstm.") else {
+        return Ok(name.to_string());
+    };
+    for prefix in ["layer_norms.", "batch_norms.", "step_norms."] {
+        if let Some(tail) = rest.strip_prefix(prefix) {
+            return Ok(format!("norms.{tail}"));
+        }
+    }
+    match rest.rsplit_once("_l") {
+        Some((base, k)) if k.parse::<usize>().is_ok() => Ok(format!("lstm.{k}.{base}_l0")),
+        _ => Err(Error::tensor(
+            name,
+            "has no place in the per-layer PyTorch module".to_string(),
+        )),
     }
 }

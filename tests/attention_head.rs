@@ -338,7 +338,10 @@ fn attention_refusals_name_the_flag() {
 }
 
 /// The README's `Attention` and `LstmWgpu` are, line for line, the module
-/// that `make_attention_fixtures.py` ran to make the parity fixtures.
+/// that `make_attention_fixtures.py` ran to make the parity fixtures (and
+/// that `tests/fixtures/export/make_export_norm_fixtures.py` imports from
+/// it to load the exports of models with norms, residual links and the
+/// GRU).
 #[test]
 fn readme_module_is_the_fixture_module() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -377,8 +377,13 @@ fn export_refuses_bad_input_before_writing() {
         &["out.json", ".safetensors"],
     );
     refused(&ck, &ck, &["OUT"]);
-    let normed = series_checkpoint(&d, "normed.st", &["--norm", "layer", "--steps", "10"]);
-    refused(&normed, &out, &["normed.st", "norm"]);
+    for norm in ["recurrent-batch", "layer-cell"] {
+        let name = format!("{norm}.st");
+        let normed = series_checkpoint(&d, &name, &["--norm", norm, "--steps", "1"]);
+        refused(&normed, &out, &[&name, &format!("norm {norm}")]);
+    }
+    let ind = series_checkpoint(&d, "ind.st", &["--cell", "indrnn", "--steps", "1"]);
+    refused(&ind, &out, &["ind.st", "cell indrnn"]);
     // A tensor of the wrong shape, named with both shapes.
     let bad = altered(&ck, "head.weight", Some(vec![1, 4]), "shape.st");
     refused(&bad, &out, &["head.weight", "[1, 4]", "[1, 8]"]);
@@ -422,7 +427,7 @@ fn assert_close(what: &str, got: &[f64], want: &[f32]) -> f64 {
     let mut worst = 0f64;
     for (i, (g, &w)) in got.iter().zip(want).enumerate() {
         let e = (g - w as f64).abs() / scale;
-        assert!(e <= 1e-5, "{what} [{i}]: {g} vs onnxruntime {w}");
+        assert!(e <= 1e-5, "{what} [{i}]: {g} vs the reference {w}");
         worst = worst.max(e);
     }
     eprintln!("{what}: max relative error {worst:.3e}");
@@ -527,4 +532,73 @@ fn onnx_export_refuses_what_it_cannot_express() {
     let copy = d.path().join("copy.st");
     std::fs::copy(&ck, &copy).unwrap();
     refused(&copy, &copy, &["OUT"]);
+}
+
+/// The models of make_export_norm_fixtures.py (norms between layers,
+/// residual links, the GRU, as the README module's per-layer form or
+/// `nn.GRU`): each committed checkpoint exports, from the binary and the
+/// library, the keys that PyTorch loaded with strict=True, and the engine
+/// gives what the README module gave on them (1e-5): every window's
+/// prediction (series) or the logits at every step of a prompt (text).
+#[test]
+fn norm_residual_gru_exports_predict_as_pytorch() {
+    let d = TempDir::new("export-norms");
+    let out = d.path().join("out.safetensors");
+    let names = [
+        "layer_residual",
+        "batch_last",
+        "gru",
+        "step_batch_last_residual",
+        "gru_batch_residual_attention",
+        "text_layer_last_residual",
+        "text_gru_batch",
+    ];
+    for name in names {
+        let ck = fixture(&format!("pt_{name}.st"));
+        let expected =
+            TensorFile::read(fixture(&format!("pt_{name}_expected.safetensors"))).unwrap();
+        let meta = &expected.metadata;
+        let json = export(&ck, &out);
+        let module: serde_json::Value = serde_json::from_str(&meta["module"]).unwrap();
+        assert_eq!(json["module"], module, "{name}: the module's arguments");
+        let (floats, ints) = TensorFile::read(&out)
+            .unwrap()
+            .params_and_counters()
+            .unwrap();
+        let mut written: Vec<String> = floats.into_iter().map(|t| t.name).collect();
+        written.extend(ints.into_keys());
+        written.sort();
+        let (tensors, counters, _) = Checkpoint::read(&ck).unwrap().pytorch().unwrap();
+        let mut lib: Vec<String> = tensors.into_iter().map(|t| t.name).collect();
+        lib.extend(counters.into_keys());
+        lib.sort();
+        let keys: Vec<String> = meta["keys"].split(',').map(String::from).collect();
+        assert_eq!(written, keys, "{name}: the README module's state_dict keys");
+        assert_eq!(lib, keys, "{name}: Checkpoint::pytorch's keys");
+        let mut m = Model::load(&ck).unwrap();
+        if let Some(prompt) = meta.get("prompt") {
+            let want = expected.f32("logits").unwrap().unwrap();
+            let vocab = m.vocab().unwrap().clone();
+            assert_eq!(want.shape, [prompt.chars().count(), vocab.len()]);
+            let mut got = Vec::new();
+            for id in vocab.encode(prompt).unwrap() {
+                got.extend(m.step_token(id).unwrap().into_iter().map(f64::from));
+            }
+            assert_close(&format!("{name} logits"), &got, &want.data);
+        } else {
+            let want = expected.f32("pred_z").unwrap().unwrap();
+            let (mean, std) = (
+                meta["mean"].parse::<f64>().unwrap(),
+                meta["std"].parse::<f64>().unwrap(),
+            );
+            let rows = m.csv_rows(fixture("series.csv")).unwrap();
+            let z: Vec<f64> = m
+                .predict(&rows)
+                .unwrap()
+                .iter()
+                .map(|p| (p[0] - mean) / std)
+                .collect();
+            assert_close(&format!("{name} predictions"), &z, &want.data);
+        }
+    }
 }

@@ -50,12 +50,12 @@ pub fn export(a: &ExportArgs) -> Result<()> {
     lstm_wgpu::io::check_output(&a.out, "OUT", &inputs)?;
     lstm_wgpu::io::check_output(&json, "OUT's JSON", &inputs)?;
     let l = load_checkpoint(&a.checkpoint)?;
-    let (tensors, text) = Checkpoint::from_file(&l.file)?.pytorch()?;
-    lstm_wgpu::io::write(&a.out, &tensors, None)?;
+    let (tensors, counters, text) = Checkpoint::from_file(&l.file)?.pytorch()?;
+    lstm_wgpu::io::write_with_counters(&a.out, &tensors, &counters, None)?;
     lstm_wgpu::io::write_atomic(&json, text.as_bytes())?;
     eprintln!(
         "export: {} tensors to {}, sizes and {} to {}",
-        tensors.len(),
+        tensors.len() + counters.len(),
         a.out.display(),
         if l.vocab.is_some() {
             "vocabulary"
