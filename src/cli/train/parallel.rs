@@ -6,6 +6,7 @@
 //! feature, or outside mpirun, every function here is the single process.
 
 use crate::cli::env::gpu_options_for;
+use crate::cli::train::report::say_line as say;
 use crate::cli::train::settings::TrainArgs;
 use lstm_wgpu::error::Result;
 use lstm_wgpu::gpu::GpuContext;
@@ -193,12 +194,4 @@ pub(crate) fn report(t: &Trained) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// `line` on stderr in one write: the ranks share mpirun's stderr, and
-/// `eprintln!` writes a line piece by piece, so two ranks' lines could
-/// interleave mid-line (a pipe keeps writes under 4 KiB whole).
-fn say(line: String) {
-    use std::io::Write;
-    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }

@@ -168,8 +168,16 @@ fn test_text(m: &SeriesMetrics, best: Option<(f64, f64)>) -> String {
 /// A line to stderr that does not tear the progress bar.
 pub(crate) fn say(bar: &indicatif::ProgressBar, msg: String) {
     if bar.is_hidden() {
-        eprintln!("{msg}");
+        say_line(msg);
     } else {
         bar.println(msg);
     }
+}
+
+/// `line` on stderr in one write: the ranks share mpirun's stderr, and
+/// `eprintln!` writes a line piece by piece, so two ranks' lines could
+/// interleave mid-line (a pipe keeps writes under 4 KiB whole).
+pub(crate) fn say_line(line: String) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }
