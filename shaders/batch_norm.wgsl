@@ -7,8 +7,8 @@
 // parameter gradients.
 //
 // Running statistics (rm at rm_off, rv at rv_off, each [run_rows, F]): row
-// g in per-timestep train mode, min(g, run_rows - 1) in per-timestep eval
-// mode, row 0 sequence-wise. Train mode updates them in place (momentum 0.1,
+// g in per-timestep train mode, min(t0 + g, run_rows - 1) in per-timestep
+// eval mode (t0: the stream position of step 0), row 0 sequence-wise. Train mode updates them in place (momentum 0.1,
 // unbiased variance) for groups with N >= 2; groups with N < 2 must be
 // rejected by the host before dispatch (PyTorch raises), the kernel only
 // keeps them finite.
@@ -115,7 +115,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>,
             running[rv] = (1.0 - MOMENTUM) * running[rv] + MOMENTUM * var_b * nf / (nf - 1.0);
         }
     } else {
-        let r = select(0u, min(g, p.run_rows - 1u), per_step()) * p.f + j;
+        let r = select(0u, min(p.t0 + g, p.run_rows - 1u), per_step()) * p.f + j;
         mean = running[p.rm_off + r];
         rstd = 1.0 / sqrt(running[p.rv_off + r] + EPS);
     }

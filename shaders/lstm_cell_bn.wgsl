@@ -6,7 +6,7 @@
 //   c_t = f*c_{t-1} + i*g ;  h_t = o * tanh(BN_c(c_t; g_c, b_c))
 // Statistics are per step s over the sequences active at s (s < len_b);
 // train mode updates running statistics row s, eval mode reads row
-// min(s, T_max - 1). Fixed-order reductions: deterministic.
+// min(t0 + s, T_max - 1), t0 the stream position of step 0. Fixed-order reductions: deterministic.
 //
 // Cache block (after the sections of common/norm_cell.wgsl): (4, unused)
 // [T*B, 4], then per-step statistics rstd_ih [T, 4H] | rstd_hh [T, 4H] |
@@ -43,7 +43,7 @@ fn stat_row(s: u32) -> u32 {
     if p.train != 0u {
         return s;
     }
-    return min(s, p.t_max - 1u);
+    return min(p.t0 + s, p.t_max - 1u);
 }
 
 @compute @workgroup_size(64)

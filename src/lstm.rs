@@ -7,6 +7,7 @@ use crate::gpu::tuning::Tuning;
 use crate::kernels::Kernels;
 use crate::kernels::elementwise::DropoutStep;
 pub use crate::model::Batch;
+use crate::model::norm::Norm;
 use crate::model::{Links, LstmConfig, LstmModel, NamedTensor};
 use crate::schedule::Plan;
 use std::collections::HashMap;
@@ -55,12 +56,16 @@ pub struct Lstm {
     kernels: Kernels,
     /// The model (parameters and gradients live on the GPU).
     pub model: LstmModel,
-    plans: HashMap<(usize, usize, bool), Plan>,
+    plans: HashMap<PlanKey, Plan>,
     clips: HashMap<(Option<u32>, Option<u32>), crate::kernels::clip::ClipPlan>,
     /// Train mode (`true`, the default): BatchNorm uses batch statistics and
     /// updates running ones, and dropout between layers is applied. Eval
     /// mode (`false`): running statistics, no dropout.
     pub train: bool,
+    /// Eval mode: the stream position of the next pass's step 0, for the
+    /// per-step running statistics of `--norm step-batch` and
+    /// `recurrent-batch` ([`crate::schedule::Modes::t0`]); 0 by default.
+    pub t0: usize,
     /// Whether backward computes the gradient w.r.t. the input (`true`, the
     /// default); see [`Lstm::set_input_grad`].
     input_grad: bool,
@@ -69,6 +74,9 @@ pub struct Lstm {
     /// [`DropoutStep`] words read by every plan's dropout dispatches.
     dropout_step: wgpu::Buffer,
 }
+
+/// A plan's key: (T, B, train mode, stream position of step 0).
+type PlanKey = (usize, usize, bool, usize);
 
 /// Swaps the first two axes of a `[a, b, rest]` array.
 pub fn swap01(x: &[f32], a: usize, b: usize, rest: usize) -> Vec<f32> {
@@ -211,6 +219,7 @@ impl Lstm {
             plans: HashMap::new(),
             clips: HashMap::new(),
             train: true,
+            t0: 0,
             input_grad: true,
             token_input: false,
             dropout_step,
@@ -237,10 +246,30 @@ impl Lstm {
         Ok(())
     }
 
+    /// The key of a (T, B) shape's plan in the current mode: the stream
+    /// position only matters in eval mode, and only to models with
+    /// per-step running statistics.
+    fn key(&self, t: usize, n: usize) -> PlanKey {
+        let t0 = if self.train { 0 } else { self.eval_t0() };
+        (t, n, self.train, t0)
+    }
+
+    /// [`Lstm::t0`] as eval mode reads it: clamped to the last row of
+    /// running statistics, 0 for models without per-step ones (so they
+    /// keep one plan per shape).
+    pub(crate) fn eval_t0(&self) -> usize {
+        match self.model.norm {
+            Norm::StepBatch { t_max, .. } | Norm::RecurrentBatch { t_max } => {
+                self.t0.min(t_max.saturating_sub(1))
+            }
+            _ => 0,
+        }
+    }
+
     /// The prepared plan of a (T, B) shape in the current mode, built on
     /// first use (for callers that record passes into their own encoder).
     pub fn plan(&mut self, seq_len: usize, batch: usize) -> Result<&Plan> {
-        let key = (seq_len, batch, self.train);
+        let key = self.key(seq_len, batch);
         if !self.plans.contains_key(&key) {
             let plan = Plan::new(
                 &self.ctx,
@@ -252,6 +281,7 @@ impl Lstm {
                     train: self.train,
                     input_grad: self.input_grad,
                     token_input: self.token_input,
+                    t0: key.3,
                 },
                 &self.dropout_step,
             )?;
@@ -338,7 +368,7 @@ impl Lstm {
         d: usize,
     ) -> Result<(usize, usize)> {
         self.plan(seq_len, batch)?;
-        let plan = &self.plans[&(seq_len, batch, self.train)];
+        let plan = &self.plans[&self.key(seq_len, batch)];
         Ok(plan.gate_offsets(&self.model, l, d))
     }
 
@@ -351,7 +381,7 @@ impl Lstm {
     /// (T, B) shape, once a pass of that shape has run.
     pub fn dispatch_counts(&self, seq_len: usize, batch: usize) -> Option<(usize, usize)> {
         self.plans
-            .get(&(seq_len, batch, self.train))
+            .get(&self.key(seq_len, batch))
             .map(|p| (p.forward.len(), p.backward.len()))
     }
 
@@ -376,7 +406,7 @@ impl Lstm {
         self.validate(b)?;
         let (t, n) = (b.seq_len, b.batch);
         self.model.check_batch(b, self.train)?;
-        let key = (t, n, self.train);
+        let key = self.key(t, n);
         self.plan(t, n)?;
         let cfg = &self.model.config;
         let ws = &self.plans[&key].ws;
@@ -404,7 +434,7 @@ impl Lstm {
 
     fn read_outputs(&self, t: usize, n: usize, batch_first: bool) -> Result<Outputs> {
         let cfg = &self.model.config;
-        let plan = &self.plans[&(t, n, self.train)];
+        let plan = &self.plans[&self.key(t, n)];
         let w = cfg.out_width();
         let mut output = self.ctx.read_f32(plan.output(), 0, t * n * w)?;
         if batch_first {
@@ -568,7 +598,7 @@ impl Lstm {
     /// Runs the forward pass.
     pub fn forward(&mut self, b: &Batch<'_>) -> Result<Outputs> {
         self.upload(b)?;
-        let plan = &self.plans[&(b.seq_len, b.batch, self.train)];
+        let plan = &self.plans[&self.key(b.seq_len, b.batch)];
         let ctx = &self.ctx;
         ctx.scoped(|| {
             let mut enc = ctx.device.create_command_encoder(&Default::default());
@@ -592,7 +622,7 @@ impl Lstm {
         let (t, n) = (b.seq_len, b.batch);
         validate_upstream(&cfg, b, up)?;
         self.upload(b)?;
-        let plan = &self.plans[&(t, n, self.train)];
+        let plan = &self.plans[&self.key(t, n)];
         let ctx = &self.ctx.clone();
         let gy = plan.grad_output();
         if b.batch_first {
@@ -617,7 +647,7 @@ impl Lstm {
         })?;
         self.count_batch();
         let out = self.read_outputs(t, n, b.batch_first)?;
-        let plan = &self.plans[&(t, n, self.train)];
+        let plan = &self.plans[&self.key(t, n)];
         let i = cfg.input_size;
         let mut input = match self.input_grad {
             true => ctx.read_f32(plan.grad_input(), 0, t * n * i)?,

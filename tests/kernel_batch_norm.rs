@@ -28,6 +28,8 @@ struct BnMode {
     per_step: bool,
     train: bool,
     run_rows: usize,
+    /// Eval: the stream position of step 0.
+    t0: usize,
 }
 
 /// Valid rows of each group.
@@ -42,6 +44,7 @@ fn bn_groups(d: &Dims, per_step: bool) -> Vec<Vec<usize>> {
 
 /// Running-stat row used by group g.
 fn bn_run_row(m: BnMode, g: usize) -> usize {
+    let g = if m.train { g } else { m.t0 + g };
     if m.per_step { g.min(m.run_rows - 1) } else { 0 }
 }
 
@@ -158,6 +161,7 @@ fn batch_norm_reference_matches_finite_differences() {
                 per_step,
                 train,
                 run_rows: 4,
+                t0: 0,
             };
             let (dx, dw, db) = bn_ref_bwd(&d, m, &x, &gy, &w, &rm, &rv);
             let bn_loss = |x: &[f64], w: &[f64], b: &[f64]| {
@@ -198,6 +202,7 @@ fn bn_case(ctx: &GpuContext, bn: &BatchNorm, d: &Dims, m: BnMode, seed: u64, in_
         per_step: m.per_step,
         train: m.train,
         run_rows: m.run_rows,
+        t0: m.t0,
         x_off: o.x,
         y_off: o.y(),
         dy_off: o.dy,
@@ -354,6 +359,7 @@ fn sequence_batch_norm_matches_reference() {
                 per_step: false,
                 train,
                 run_rows: 1,
+                t0: 0,
             };
             for in_place in [false, true] {
                 bn_case(&ctx, &bn, d, m, seed, in_place);
@@ -387,14 +393,18 @@ fn step_batch_norm_matches_reference() {
     let mut seed = 400;
     for (train, cases) in [(true, &train_cases[..]), (false, &eval_cases[..])] {
         for (d, run_rows) in cases {
-            let m = BnMode {
-                per_step: true,
-                train,
-                run_rows: *run_rows,
-            };
-            for in_place in [false, true] {
-                bn_case(&ctx, &bn, d, m, seed, in_place);
-                seed += 1;
+            // Eval also from a later stream position (generation).
+            for t0 in if train { &[0][..] } else { &[0, 1, 3][..] } {
+                let m = BnMode {
+                    per_step: true,
+                    train,
+                    run_rows: *run_rows,
+                    t0: *t0,
+                };
+                for in_place in [false, true] {
+                    bn_case(&ctx, &bn, d, m, seed, in_place);
+                    seed += 1;
+                }
             }
         }
     }

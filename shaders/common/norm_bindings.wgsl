@@ -2,7 +2,7 @@
 // layers (batch_norm.wgsl, layer_norm.wgsl), joined by their wrappers; each
 // declares its bindings from 6 on. The uniform block is mirrored by
 // NormUniform in src/kernels/layer_norm.rs; rm_off, rv_off and run_rows are
-// BatchNorm's, t0 LayerNorm's.
+// BatchNorm's; t0 is LayerNorm's first step and BatchNorm's stream position.
 
 struct Params {
     seq: u32, batch: u32, f: u32, flags: u32,

@@ -18,7 +18,7 @@ struct Params {
     nw_ih: u32, nb_ih: u32, nw_hh: u32, nb_hh: u32,
     nw_c: u32, nb_c: u32, train: u32, t_max: u32,
     rm_ih: u32, rv_ih: u32, rm_hh: u32, rv_hh: u32,
-    rm_c: u32, rv_c: u32, _p0: u32, _p1: u32,
+    rm_c: u32, rv_c: u32, t0: u32, _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

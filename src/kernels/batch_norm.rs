@@ -51,6 +51,9 @@ pub struct BnShape {
     /// Rows of the running statistics: T_max per timestep, 1 sequence-wise
     /// (ignored there).
     pub run_rows: usize,
+    /// Per-timestep eval: the stream position of step 0, so that step g
+    /// reads running-statistics row min(t0 + g, run_rows − 1).
+    pub t0: usize,
     /// Input x [T, B, F].
     pub x_off: usize,
     /// Output y [T, B, F].
@@ -232,6 +235,7 @@ impl BatchNorm {
             rm_off: s.rm_off as u32,
             rv_off: s.rv_off as u32,
             run_rows: run_rows as u32,
+            t0: u32_of("stream position", s.t0)?,
             ..Default::default()
         })
     }

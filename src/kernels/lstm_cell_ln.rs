@@ -34,6 +34,9 @@ pub struct NormCellParams {
     pub train: bool,
     /// Rows of running statistics.
     pub t_max: usize,
+    /// The stream position of step 0 (eval: running-statistics row
+    /// min(t0 + s, t_max − 1) at step s; 0 in train mode).
+    pub t0: usize,
     /// Running mean/var offsets in the statistics buffer: ih, hh, c.
     pub running: [(usize, usize); 3],
 }
@@ -72,7 +75,7 @@ wgsl_struct! {
         nw_ih: u32, nb_ih: u32, nw_hh: u32, nb_hh: u32,
         nw_c: u32, nb_c: u32, train: u32, t_max: u32,
         rm_ih: u32, rv_ih: u32, rm_hh: u32, rv_hh: u32,
-        rm_c: u32, rv_c: u32, _p0: u32, _p1: u32,
+        rm_c: u32, rv_c: u32, t0: u32, _p1: u32,
     }
 }
 
@@ -105,6 +108,7 @@ pub fn params(s: &CellShape, n: &NormCellParams, step: usize) -> Result<NormCell
         nb_c: u("norm offset", n.c.1)?,
         train: u32::from(n.train),
         t_max: u("T_max", n.t_max)?,
+        t0: u("stream position", n.t0)?,
         rm_ih: u("statistics offset", n.running[0].0)?,
         rv_ih: u("statistics offset", n.running[0].1)?,
         rm_hh: u("statistics offset", n.running[1].0)?,

@@ -42,6 +42,10 @@ pub struct Modes {
     /// for layer 0 and no dW_ih for it, which the caller computes from the
     /// gate gradients per token (see `train.rs`). Plain cells only.
     pub token_input: bool,
+    /// Eval mode: the stream position of step 0, for the per-step
+    /// running statistics of `--norm step-batch` and `recurrent-batch`
+    /// (step s reads row min(t0 + s, T_max − 1)); 0 in train mode.
+    pub t0: usize,
 }
 
 /// Prepared dispatches of one shape.
@@ -208,7 +212,13 @@ fn cell_backward<'a>(
 }
 
 /// Offsets of the normalized cell's tensors of layer `l`, direction `d`.
-fn norm_cell_params(model: &LstmModel, l: usize, d: usize, train: bool) -> NormCellParams {
+fn norm_cell_params(
+    model: &LstmModel,
+    ws: &Workspace,
+    l: usize,
+    d: usize,
+    train: bool,
+) -> NormCellParams {
     let s = dir_suffix(d);
     let p = |n: String| model.table.get(&n).map(|e| e.offset).unwrap_or(0);
     let st = |n: String| model.stats_table.get(&n).map(|e| e.offset).unwrap_or(0);
@@ -236,6 +246,7 @@ fn norm_cell_params(model: &LstmModel, l: usize, d: usize, train: bool) -> NormC
         c: gain_shift("c"),
         train,
         t_max,
+        t0: ws.t0,
         running: [running("ih"), running("hh"), running("c")],
     }
 }
@@ -384,6 +395,7 @@ fn between_batch_norm(
         per_step,
         train,
         run_rows,
+        t0: ws.t0,
         x_off: s.off,
         dy_off: s.off,
         dx_off: s.off,
@@ -920,7 +932,7 @@ impl Plan {
                 cells * seq * batch * cfg.hidden_size,
             )?;
         }
-        let ws = Workspace::new(
+        let mut ws = Workspace::new(
             ctx,
             cfg,
             &model.norm,
@@ -931,6 +943,7 @@ impl Plan {
             wave,
             half,
         )?;
+        ws.t0 = if train { 0 } else { modes.t0 };
         let refresh = match &model.half {
             Some(h) => Some(
                 k.cast()?
@@ -1226,7 +1239,7 @@ impl Plan {
         let sh = shape(model, ws, l, d);
         let da = (&ws.dg, sh.dg_off, gh);
         let mut out = Vec::new();
-        let np = norm_cell_params(model, l, d, train);
+        let np = norm_cell_params(model, ws, l, d, train);
         let g = &model.grads;
         let prod = |a: (usize, usize), x: usize, width: usize, o: usize| {
             k.reduce()?.colsum_prod(
@@ -1491,7 +1504,7 @@ impl Plan {
                 continue;
             }
             for (d, sh) in shapes.iter().enumerate() {
-                let np = norm_cell_params(model, l, d, train);
+                let np = norm_cell_params(model, ws, l, d, train);
                 let bn = matches!(norm, Norm::RecurrentBatch { .. });
                 out.push(match (bn, backward) {
                     (true, false) => k.cell_bn()?.forward(ctx, sh, &np, s, &nbufs)?,

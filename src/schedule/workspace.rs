@@ -16,6 +16,8 @@ pub struct Workspace {
     pub batch: usize,
     /// Features of a layer output (D·S: D·H, or D·P with a projection).
     pub features: usize,
+    /// Eval mode: the stream position of step 0 ([`crate::schedule::Modes::t0`]).
+    pub t0: usize,
     /// Layer-0 input [T, B, I].
     pub x: wgpu::Buffer,
     /// Outputs of all layers, [T, B, D·H] each at [`Workspace::out_off`]
@@ -439,6 +441,7 @@ impl Workspace {
         Ok(Self {
             seq,
             batch,
+            t0: 0,
             features: width,
             layers: cfg.num_layers,
             per_layer,

@@ -749,6 +749,9 @@ struct StepParts {
     attn: wgpu::Buffer,
 }
 
+/// A step plan's key: (T, train mode, stream position of step 0 in eval).
+type PlanKey = (usize, bool, usize);
+
 /// A model with its optimizer, ready to take steps.
 pub struct Trainer {
     ctx: Arc<GpuContext>,
@@ -765,7 +768,7 @@ pub struct Trainer {
     pub optim: OptimPlan,
     /// Per (T, train mode): eval passes use the model's eval-mode plan
     /// (running statistics, no dropout).
-    plans: HashMap<(usize, bool), StepPlan>,
+    plans: HashMap<PlanKey, StepPlan>,
     loss: wgpu::Buffer,
     loss_step: wgpu::Buffer,
     batch: usize,
@@ -1791,22 +1794,23 @@ impl Trainer {
             },
             train,
         )?;
-        if !self.plans.contains_key(&(t, train)) {
+        let key = self.key(t, train);
+        if !self.plans.contains_key(&key) {
             let p = self.build(t, train)?;
-            self.plans.insert((t, train), p);
+            self.plans.insert(key, p);
         }
         self.lstm.train = train;
         let ws_x = self.lstm.plan(t, b)?.ws.x.clone();
         let ws_lengths = self.lstm.plan(t, b)?.ws.lengths.clone();
         let count = match (data, self.net.head) {
             (StepData::Tokens { ids, targets, .. }, Head::Language { vocab, .. }) => {
-                self.upload_tokens((t, train), ids, targets, vocab, &lens)?
+                self.upload_tokens(key, ids, targets, vocab, &lens)?
             }
             (StepData::Series { x, targets, .. }, Head::Regression { features, outputs })
             | (StepData::Series { x, targets, .. }, Head::Sequence { features, outputs }) => {
                 let every = matches!(self.net.head, Head::Sequence { .. });
                 let shape = (features, outputs, every);
-                self.upload_series((t, train), x, targets, shape, &ws_x, &lens)?
+                self.upload_series(key, x, targets, shape, &ws_x, &lens)?
             }
             _ => {
                 return Err(Error::Invalid(
@@ -1836,7 +1840,7 @@ impl Trainer {
     /// loss) and the embedding's scatter index; returns the loss count.
     fn upload_tokens(
         &self,
-        key: (usize, bool),
+        key: PlanKey,
         ids: &[u32],
         targets: &[u32],
         vocab: usize,
@@ -1886,7 +1890,7 @@ impl Trainer {
     /// every step.
     fn upload_series(
         &self,
-        key: (usize, bool),
+        key: PlanKey,
         x: &[f32],
         targets: &[f32],
         (features, outputs, every): (usize, usize, bool),
@@ -2201,7 +2205,7 @@ impl Trainer {
             ),
             None => (0..0, 0..0, 0..0),
         };
-        let p = &self.plans[&(t, true)];
+        let p = &self.plans[&(t, true, 0)];
         let first = p.forward.iter().chain(groups(acts)).chain(&p.backward);
         let second = groups(grads)
             .chain(&self.clip.dispatches)
@@ -2283,6 +2287,21 @@ impl Trainer {
         Ok(())
     }
 
+    /// The stream position of the next [`Trainer::eval`]'s first step:
+    /// step s of it reads the running-statistics row min(pos + s, T_max − 1)
+    /// of `--norm step-batch` and `recurrent-batch` (other models ignore
+    /// it). 0 for passes over whole windows; a stream of single steps
+    /// (`Model::step`, generation) counts its steps here, as a window
+    /// counts its positions.
+    pub fn set_stream_position(&mut self, pos: usize) {
+        self.lstm.t0 = pos;
+    }
+
+    /// A plan's key: (T, train mode, stream position in eval).
+    fn key(&self, t: usize, train: bool) -> PlanKey {
+        (t, train, if train { 0 } else { self.lstm.eval_t0() })
+    }
+
     /// The mean loss of a batch without updating anything (validation,
     /// generation), in eval mode: running statistics, no dropout. Its state
     /// carries into the next evaluation only.
@@ -2292,7 +2311,7 @@ impl Trainer {
         let ctx = self.ctx.clone();
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         self.encode_state(&mut enc, t, carry, 1)?;
-        let p = &self.plans[&(t, false)];
+        let p = &self.plans[&self.key(t, false)];
         ctx.scoped(|| {
             let mut pass = enc.begin_compute_pass(&Default::default());
             for d in &p.forward {
@@ -2325,7 +2344,7 @@ impl Trainer {
     /// The plan of the last pass, of length `t`.
     fn last_plan(&self, t: usize) -> Result<&StepPlan> {
         self.plans
-            .get(&(t, self.last_train))
+            .get(&self.key(t, self.last_train))
             .ok_or_else(|| Error::Invalid(format!("no pass of length {t} has run")))
     }
 
@@ -2347,7 +2366,7 @@ impl Trainer {
     /// Dispatches and submits per training step of length `t` (after one
     /// step of that length has run).
     pub fn dispatches_per_step(&self, t: usize) -> Option<(usize, usize)> {
-        self.plans.get(&(t, true)).map(|p| {
+        self.plans.get(&(t, true, 0)).map(|p| {
             (
                 p.forward.len() + p.backward.len() + self.clip.dispatches.len() + 1,
                 1,
