@@ -185,11 +185,13 @@ impl Default for Sampling {
 }
 
 /// The recurrent state carried between [`Model::step`] calls: h then c,
-/// each `[layers, 1, hidden]` (f32). With projections (`proj_size` P) h
-/// is P wide: each of its rows holds h in its first P columns, zeros
-/// after.
+/// each `[layers, 1, hidden]` (f32), and the steps taken since the zero
+/// state (the running-statistics row of a `--norm step-batch` or
+/// `recurrent-batch` model's next step, as `predict` reads row t at a
+/// window's step t). With projections (`proj_size` P) h is P wide: each
+/// of its rows holds h in its first P columns, zeros after.
 #[derive(Clone, Debug, PartialEq)]
-pub struct State(pub Vec<f32>);
+pub struct State(pub Vec<f32>, pub usize);
 
 /// The name of parameter `name` of a [`NetConfig::table`] in checkpoints:
 /// `embedding.*`, `attention.*` and `head.*` as they are, the LSTM's
@@ -516,6 +518,8 @@ pub struct Model {
     stream: Option<Trainer>,
     /// Whether the stream's next step starts from a zero state.
     fresh: bool,
+    /// Steps the stream has taken since its zero state.
+    pos: usize,
     /// Windows per GPU pass of [`Model::predict`].
     batch: usize,
 }
@@ -542,6 +546,7 @@ impl Model {
             plans: HashMap::new(),
             stream: None,
             fresh: true,
+            pos: 0,
             batch: 256,
         }
     }
@@ -901,13 +906,17 @@ impl Model {
         let fresh = self.fresh;
         let tr = self.stream()?;
         let v = tr.eval_state()?;
-        Ok(State(if fresh { vec![0.0; v.len()] } else { v }))
+        Ok(match fresh {
+            true => State(vec![0.0; v.len()], 0),
+            false => State(v, self.pos),
+        })
     }
 
     /// Continues from `state` (as [`Model::state`] gave it).
     pub fn with_state(&mut self, state: &State) -> Result<&mut Self> {
         self.stream()?.set_eval_state(&state.0)?;
         self.fresh = false;
+        self.pos = state.1;
         Ok(self)
     }
 
@@ -924,8 +933,9 @@ impl Model {
         let mut x = Vec::new();
         self.normalize_row(0, row, &mut x)?;
         let targets = vec![0f32; self.ck.config.horizon];
-        let carry = self.carry();
+        let (carry, pos) = self.carry();
         let tr = self.stream()?;
+        tr.set_stream_position(pos);
         tr.eval(1, &StepData::series(&x, &targets), carry)?;
         let y = tr.head_output(1)?;
         Ok(y.iter().map(|&v| self.target_units(v)).collect())
@@ -944,17 +954,24 @@ impl Model {
                 "token id {id}: the vocabulary has {v}"
             )));
         }
-        let carry = self.carry();
+        let (carry, pos) = self.carry();
         let tr = self.stream()?;
+        tr.set_stream_position(pos);
         tr.eval(1, &StepData::tokens(&[id], &[0]), carry)?;
         tr.head_output(1)
     }
 
-    fn carry(&mut self) -> Carry {
-        match std::mem::replace(&mut self.fresh, false) {
-            true => Carry::Zero,
+    /// How the next stream step starts, and its position; counts it.
+    fn carry(&mut self) -> (Carry, usize) {
+        let carry = match std::mem::replace(&mut self.fresh, false) {
+            true => {
+                self.pos = 0;
+                Carry::Zero
+            }
             false => Carry::Continue,
-        }
+        };
+        self.pos += 1;
+        (carry, self.pos - 1)
     }
 
     /// Text sampled from a text model: the prompt (whose characters must
@@ -1060,74 +1077,56 @@ impl Checkpoint {
     /// `lstm` = one single-layer `nn.LSTM`/`nn.GRU` per layer
     /// (`lstm.{k}.weight_ih_l0`, ...) and `norms` = one
     /// `nn.LayerNorm`/`nn.BatchNorm1d`/`StepBatchNorm` per normalized
-    /// layer output (`norms.{k}.weight`, ...). Models the module
-    /// has no exact counterpart for (other norms, other cells, zoneout)
-    /// are refused by name.
+    /// layer output (`norms.{k}.weight`, ...). The cells `nn.LSTM` and
+    /// `nn.GRU` have no counterpart for (IndRNN, the LayerNorm and
+    /// recurrent-BatchNorm LSTM cells, zoneout) fill the README's
+    /// `Recurrent` module under the same names, their norms as
+    /// `ln_ih_l{k}.weight`, `bn_c_l{k}.running_mean`, ... A cell file is
+    /// refused by name: its math is WGSL the module cannot know.
     pub fn pytorch(&self) -> Result<(Vec<NamedTensor>, BTreeMap<String, i64>, String)> {
         let net = &self.config.net;
-        let refused = |kind: NormKind| {
-            Err(Error::file(
-                &self.path,
-                format!(
-                    "a model with norm {}: the PyTorch module has no exact counterpart for it \
-                     (only --norm layer, batch and step-batch export)",
-                    kind.as_str()
-                ),
-            ))
-        };
         let norm = match net.norm {
-            Norm::None => None,
+            Norm::None | Norm::LayerCell | Norm::RecurrentBatch { .. } => None,
             Norm::Layer { last } => Some(("layer", last)),
             Norm::Batch { last } => Some(("batch", last)),
-            Norm::LayerCell => return refused(NormKind::LayerCell),
             Norm::StepBatch { last, .. } => Some(("step-batch", last)),
-            Norm::RecurrentBatch { .. } => return refused(NormKind::RecurrentBatch),
         };
         let cell = net.cell;
-        if !matches!(
-            cell,
-            crate::kernels::cell::Cell::Lstm | crate::kernels::cell::Cell::Gru
-        ) {
+        if let crate::kernels::cell::Cell::Custom(c) = cell {
             return Err(Error::file(
                 &self.path,
                 format!(
-                    "a model with cell {}: the PyTorch export writes nn.LSTM and nn.GRU \
-                     modules only",
-                    cell.name()
+                    "a model with --cell-file {}: its cell is WGSL that no PyTorch module \
+                     can know, so it does not export (the state_dict is in the checkpoint \
+                     under PyTorch's names)",
+                    c.name
                 ),
-            ));
-        }
-        if net.zoneout != (0.0, 0.0) {
-            return Err(Error::file(
-                &self.path,
-                "a model with zoneout: its eval step p·prev + (1 − p)·new has no nn.LSTM \
-                 counterpart, so it does not export",
             ));
         }
         let per_layer = norm.is_some() || net.residual;
         let mut tensors = self.state_dict();
         let mut counters = BTreeMap::new();
-        if per_layer {
-            let stats = net.stats_table();
-            let values = table_values(&stats, &self.floats, &self.path)?;
-            let mut at = 0;
-            for e in &stats.entries {
-                let n: usize = e.shape.iter().product();
-                tensors.push(NamedTensor::new(
-                    checkpoint_name(&e.name),
-                    e.shape.clone(),
-                    values[at..at + n].to_vec(),
-                ));
-                at += n;
-                // nn.BatchNorm1d's counter (the README's StepBatchNorm has none).
-                if let Some(module) = e.name.strip_suffix(".running_mean")
-                    && module.starts_with("batch_norms.")
-                {
-                    let name = format!("{module}.num_batches_tracked");
-                    let n = self.ints.get(&format!("lstm.{name}")).copied();
-                    counters.insert(per_layer_name(&format!("lstm.{name}"))?, n.unwrap_or(0));
-                }
+        let stats = net.stats_table();
+        let values = table_values(&stats, &self.floats, &self.path)?;
+        let mut at = 0;
+        for e in &stats.entries {
+            let n: usize = e.shape.iter().product();
+            tensors.push(NamedTensor::new(
+                checkpoint_name(&e.name),
+                e.shape.clone(),
+                values[at..at + n].to_vec(),
+            ));
+            at += n;
+            // nn.BatchNorm1d's counter (the README's StepBatchNorm has none).
+            if let Some(module) = e.name.strip_suffix(".running_mean")
+                && module.starts_with("batch_norms.")
+            {
+                let name = format!("lstm.{module}.num_batches_tracked");
+                let n = self.ints.get(&name).copied();
+                counters.insert(per_layer_name(&name)?, n.unwrap_or(0));
             }
+        }
+        if per_layer {
             for t in &mut tensors {
                 t.name = per_layer_name(&t.name)?;
             }
@@ -1174,15 +1173,31 @@ impl Checkpoint {
         if cell != crate::kernels::cell::Cell::Lstm {
             json["module"]["cell"] = cell.name().into();
         }
+        if let crate::kernels::cell::Cell::IndRnn { relu } = cell {
+            json["module"]["activation"] = if relu { "relu" } else { "tanh" }.into();
+        }
         if let Some((kind, last)) = norm {
             json["module"]["norm"] = kind.into();
             json["module"]["norm_last"] = last.into();
         }
-        if let Norm::StepBatch { t_max, .. } = net.norm {
-            json["module"]["norm_t_max"] = t_max.into();
+        match net.norm {
+            Norm::LayerCell => json["module"]["norm"] = "layer-cell".into(),
+            Norm::RecurrentBatch { t_max } => {
+                json["module"]["norm"] = "recurrent-batch".into();
+                json["module"]["norm_t_max"] = t_max.into();
+            }
+            Norm::StepBatch { t_max, .. } => json["module"]["norm_t_max"] = t_max.into(),
+            _ => {}
         }
         if net.residual {
             json["module"]["residual"] = true.into();
+        }
+        // As the flag was written (0.2, not f32's 0.20000000298…).
+        let short = |p: f32| p.to_string().parse::<f64>().unwrap_or(f64::from(p));
+        for (key, p) in [("zoneout_h", net.zoneout.0), ("zoneout_c", net.zoneout.1)] {
+            if p > 0.0 {
+                json["module"][key] = short(p).into();
+            }
         }
         let text =
             serde_json::to_string_pretty(&json).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -1193,10 +1208,10 @@ impl Checkpoint {
 /// The name in the README module's per-layer form of a tensor with
 /// checkpoint name `name`: `lstm.weight_ih_l{k}` → `lstm.{k}.weight_ih_l0`
 /// (layer k's own single-layer module), `lstm.layer_norms.{k}.*`,
-/// `lstm.batch_norms.{k}.*` and `lstm.step_norms.{k}.*` → `norms.{k}.*`;
-/// the embedding, attention and
-/// head keep theirs.
-fn per_layer_name(name: &str) -> Result<String> {
+/// `lstm.batch_norms.{k}.*` and `lstm.step_norms.{k}.*` → `norms.{k}.*`,
+/// a cell norm's `lstm.ln_ih_l{k}.weight` → `lstm.{k}.ln_ih_l0.weight`;
+/// the embedding, attention and head keep theirs.
+pub fn per_layer_name(name: &str) -> Result<String> {
     let Some(rest) = name.strip_prefix("lstm.") else {
         return Ok(name.to_string());
     };
@@ -1205,8 +1220,13 @@ fn per_layer_name(name: &str) -> Result<String> {
             return Ok(format!("norms.{tail}"));
         }
     }
-    match rest.rsplit_once("_l") {
-        Some((base, k)) if k.parse::<usize>().is_ok() => Ok(format!("lstm.{k}.{base}_l0")),
+    // `weight_ih_l{k}` or a cell norm's `ln_ih_l{k}.weight`.
+    let (module, tail) = rest.split_once('.').map_or((rest, ""), |(m, t)| (m, t));
+    let dot = if tail.is_empty() { "" } else { "." };
+    match module.rsplit_once("_l") {
+        Some((base, k)) if k.parse::<usize>().is_ok() => {
+            Ok(format!("lstm.{k}.{base}_l0{dot}{tail}"))
+        }
         _ => Err(Error::tensor(
             name,
             "has no place in the per-layer PyTorch module".to_string(),

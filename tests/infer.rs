@@ -306,6 +306,44 @@ fn streaming_carries_the_state() {
     assert!(e.contains("2 values, expected 1") && e.contains("y"), "{e}");
 }
 
+/// Models with per-step running statistics (`--norm step-batch`,
+/// `recurrent-batch`) stream step t on row min(t, T_max − 1), as a window's
+/// step t: T steps from zero give each window's prediction, and a state
+/// restored with `with_state` restores its position.
+#[test]
+fn streaming_reads_the_running_statistics_of_its_position() {
+    let csv = fixture("series.csv");
+    for name in ["pt_step_batch_last_residual.st", "pt_recurrent_batch.st"] {
+        let mut m = Model::load(fixture(name)).unwrap();
+        let rows = m.csv_rows(&csv).unwrap();
+        for w in [0, 5, 30] {
+            let want = m.predict(&rows[w..w + 8]).unwrap()[0][0];
+            m.reset();
+            let mut got = Vec::new();
+            for r in &rows[w..w + 8] {
+                got = m.step(r).unwrap();
+            }
+            assert!(
+                (got[0] - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{name} window {w}: streamed {} vs predicted {want}",
+                got[0]
+            );
+        }
+        m.reset();
+        for r in &rows[..3] {
+            m.step(r).unwrap();
+        }
+        let st = m.state().unwrap();
+        assert_eq!(st.1, 3, "{name}: the position of the state");
+        let ahead: Vec<Vec<f64>> = rows[3..12].iter().map(|r| m.step(r).unwrap()).collect();
+        m.reset();
+        m.step(&rows[0]).unwrap();
+        m.with_state(&st).unwrap();
+        let again: Vec<Vec<f64>> = rows[3..12].iter().map(|r| m.step(r).unwrap()).collect();
+        assert_eq!(ahead, again, "{name}: steps after with_state");
+    }
+}
+
 /// A copy of checkpoint `ck` (beside it, as `name`) whose tensor `tensor`
 /// has zeros of `shape`, or is gone (`None`).
 fn altered(ck: &Path, tensor: &str, shape: Option<Vec<usize>>, name: &str) -> PathBuf {
@@ -377,13 +415,10 @@ fn export_refuses_bad_input_before_writing() {
         &["out.json", ".safetensors"],
     );
     refused(&ck, &ck, &["OUT"]);
-    for norm in ["recurrent-batch", "layer-cell"] {
-        let name = format!("{norm}.st");
-        let normed = series_checkpoint(&d, &name, &["--norm", norm, "--steps", "1"]);
-        refused(&normed, &out, &[&name, &format!("norm {norm}")]);
-    }
-    let ind = series_checkpoint(&d, "ind.st", &["--cell", "indrnn", "--steps", "1"]);
-    refused(&ind, &out, &["ind.st", "cell indrnn"]);
+    // A cell file's math is WGSL no PyTorch module knows.
+    let cifg = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cells/cifg.wgsl");
+    let file = series_checkpoint(&d, "cifg.st", &["--cell-file", s(&cifg), "--steps", "1"]);
+    refused(&file, &out, &["cifg.st", "--cell-file cifg"]);
     // A tensor of the wrong shape, named with both shapes.
     let bad = altered(&ck, "head.weight", Some(vec![1, 4]), "shape.st");
     refused(&bad, &out, &["head.weight", "[1, 4]", "[1, 8]"]);
@@ -508,23 +543,6 @@ fn onnx_export_refuses_what_it_cannot_express() {
         let ck = series_checkpoint(&d, name, &[flags, &["--steps", "1"]].concat());
         refused(&ck, &out, &[name, want, "not in the ONNX export"]);
     }
-    // Nor in the PyTorch one.
-    let ck = d.path().join("zoneout.st");
-    let before = d.files();
-    let r = run(&[
-        "export",
-        "--checkpoint",
-        s(&ck),
-        "--to",
-        "pytorch",
-        s(&d.path().join("z.safetensors")),
-    ]);
-    assert_refused(
-        &r,
-        &["zoneout.st", "zoneout"],
-        "export --to pytorch with zoneout",
-    );
-    assert_eq!(d.files(), before, "nothing written");
     let ck = fixture("onnx_series.st");
     refused(&ck, &d.path().join("no/such/dir/out.onnx"), &["OUT"]);
     refused(&d.path().join("none.st"), &out, &["none.st"]);
@@ -552,6 +570,15 @@ fn norm_residual_gru_exports_predict_as_pytorch() {
         "gru_batch_residual_attention",
         "text_layer_last_residual",
         "text_gru_batch",
+        // The README's `Recurrent` module.
+        "layer_cell_residual",
+        "recurrent_batch",
+        "indrnn_tanh_layer",
+        "zoneout",
+        "gru_zoneout_residual",
+        "text_step_batch",
+        "text_recurrent_batch",
+        "text_indrnn_zoneout",
     ];
     for name in names {
         let ck = fixture(&format!("pt_{name}.st"));
@@ -575,6 +602,31 @@ fn norm_residual_gru_exports_predict_as_pytorch() {
         let keys: Vec<String> = meta["keys"].split(',').map(String::from).collect();
         assert_eq!(written, keys, "{name}: the README module's state_dict keys");
         assert_eq!(lib, keys, "{name}: Checkpoint::pytorch's keys");
+        // `--init` takes the export back, every value bit for bit.
+        let net = Checkpoint::read(&ck).unwrap().config().net.clone();
+        let ((floats, ints), _) = lstm_wgpu::run::checkpoint::init_file(&net, &out).unwrap();
+        let (mine, my_ints) = TensorFile::read(&ck)
+            .unwrap()
+            .params_and_counters()
+            .unwrap();
+        for (k, v) in &ints {
+            assert_eq!(my_ints.get(k), Some(v), "{name}: {k} through --init");
+        }
+        for t in &floats {
+            let m = mine.iter().find(|m| m.name == t.name).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&t.data),
+                bits(&m.data),
+                "{name}: {} through --init",
+                t.name
+            );
+        }
+        assert_eq!(
+            floats.len() + ints.len(),
+            keys.len(),
+            "{name}: tensors through --init"
+        );
         let mut m = Model::load(&ck).unwrap();
         if let Some(prompt) = meta.get("prompt") {
             let want = expected.f32("logits").unwrap().unwrap();

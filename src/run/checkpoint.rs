@@ -89,18 +89,37 @@ pub fn init_file(net: &NetConfig, path: &Path) -> Result<(Tensors, Option<String
 /// A file's f32 tensors and integer counters.
 pub type Tensors = (Vec<NamedTensor>, BTreeMap<String, i64>);
 
-/// Takes a bare `nn.LSTM` state_dict's names (`weight_ih_l0`, …) as the
-/// engine's (`lstm.weight_ih_l0`) where the file does not hold the latter,
-/// so that `torch.nn.LSTM(...).state_dict()` with `head.*` (and
-/// `embedding.*`) tensors beside it goes in without renaming.
+/// Takes a bare `nn.LSTM` state_dict's names (`weight_ih_l0`, …) or those
+/// of the README module's per-layer form (`lstm.1.weight_ih_l0`,
+/// `norms.0.weight`: what `export --to pytorch` writes for models with
+/// norms between layers or residual links) as the engine's
+/// (`lstm.weight_ih_l1`, `lstm.layer_norms.0.weight`) where the file does
+/// not hold the latter, so that a PyTorch model's `state_dict()` goes in
+/// without renaming.
 fn bare_lstm_names(file: &mut TensorFile, net: &NetConfig) {
-    for e in net.table().entries.iter().chain(&net.stats_table().entries) {
-        let full = checkpoint_name(&e.name);
-        if full != e.name
-            && !file.tensors.contains_key(&full)
-            && let Some(t) = file.tensors.remove(&e.name)
+    let (table, stats) = (net.table(), net.stats_table());
+    let mut names: Vec<(String, String)> = Vec::new();
+    for e in table.entries.iter().chain(&stats.entries) {
+        names.push((checkpoint_name(&e.name), e.name.clone()));
+        if let Some(m) = e.name.strip_suffix(".running_mean")
+            && m.starts_with("batch_norms.")
         {
-            file.tensors.insert(full, t);
+            let n = format!("{m}.num_batches_tracked");
+            names.push((format!("lstm.{n}"), n));
+        }
+    }
+    for (full, bare) in names {
+        if file.tensors.contains_key(&full) {
+            continue;
+        }
+        let per_layer = crate::infer::per_layer_name(&full).ok();
+        for alias in [Some(bare), per_layer].into_iter().flatten() {
+            if alias != full
+                && let Some(t) = file.tensors.remove(&alias)
+            {
+                file.tensors.insert(full, t);
+                break;
+            }
         }
     }
 }
