@@ -8,6 +8,14 @@ use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lstm-wgpu");
 
+/// A short `ts` run's JSON row.
+const TS_ROW: &str = "bench --workload ts --steps 2 --warmup 1 --json";
+
+/// `TS_ROW` and `extra` as arguments.
+fn ts_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    TS_ROW.split(' ').chain(extra.iter().copied()).collect()
+}
+
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
@@ -110,16 +118,7 @@ fn text<'a>(o: &'a BTreeMap<String, Value>, k: &str) -> &'a str {
 
 #[test]
 fn json_row_of_ts_has_every_field() {
-    let o = run(&[
-        "bench",
-        "--workload",
-        "ts",
-        "--steps",
-        "2",
-        "--warmup",
-        "1",
-        "--json",
-    ]);
+    let o = run(&ts_args(&[]));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "bench failed: {stderr}");
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -180,6 +179,32 @@ fn table_columns_align() {
     }
 }
 
+/// `bench --mpi` outside mpirun: one rank runs the data-parallel step
+/// (readback, sum, upload between two submits) and its row adds the split.
+#[test]
+fn data_parallel_row_splits_the_step() {
+    let o = run(&ts_args(&["--mpi"]));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "bench failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let row = parse_object(stdout.trim());
+    assert_eq!(num(&row, "ranks"), 1.0);
+    assert_eq!(num(&row, "submits_per_step"), 2.0);
+    assert!(num(&row, "last_loss").is_finite());
+    let part = |k: &str| {
+        let v = num(&row, k);
+        assert!(v.is_finite() && v >= 0.0, "{k} = {v}");
+        v
+    };
+    let parts = ["compute_ms", "readback_ms", "allreduce_ms", "upload_ms"].map(part);
+    assert!(parts[0] > 0.0 && parts[1] > 0.0, "{parts:?}");
+    // The phases are inside the step (the optimizer's submit comes after).
+    assert!(
+        parts.iter().sum::<f64>() <= 1.5 * num(&row, "ms_per_step"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn bad_arguments_exit_2() {
     for (args, want) in [
@@ -201,6 +226,14 @@ fn bad_arguments_exit_2() {
                 "1",
             ][..],
             "--hist-every with --profile",
+        ),
+        (
+            &["bench", "--workload", "ts", "--mpi", "--profile"][..],
+            "--profile with --mpi",
+        ),
+        (
+            &["bench", "--workload", "ts", "--mpi-timeout", "5"][..],
+            "--mpi-timeout is for --mpi",
         ),
     ] {
         let o = run(args);

@@ -380,3 +380,25 @@ fn a_hung_rank_is_named_after_the_timeout() {
     // Rank 0's last checkpoint is whole (written atomically).
     TensorFile::read(&ck).unwrap_or_else(|e| panic!("checkpoint: {e}: {err}"));
 }
+
+/// `bench --mpi` on two ranks: rank 0 alone prints the row, with the
+/// global batch, 2 ranks and the step's split; a batch that does not
+/// divide is refused by every rank.
+#[test]
+fn bench_rows_split_a_data_parallel_step() {
+    let args = "bench --workload ts --steps 2 --warmup 1 --json --mpi";
+    let o = launch(Some(2), &args.split(' ').collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "rank 0's row only: {out}");
+    for k in [
+        "\"batch\":32,",
+        "\"ranks\":2,",
+        "\"allreduce_ms\":",
+        "\"upload_ms\":",
+    ] {
+        assert!(lines[0].contains(k), "{k}: {out}");
+    }
+}

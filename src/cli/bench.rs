@@ -75,6 +75,18 @@ pub struct BenchArgs {
     /// not take.
     #[arg(long, value_name = "P")]
     pub proj_size: Option<usize>,
+    /// Data-parallel steps, as `mpirun -np N lstm-wgpu train` takes them:
+    /// each rank trains its share of every workload's batch, its gradients
+    /// are read back, summed over the ranks and uploaded; rows (rank 0's)
+    /// end with the step's time split (compute, readback, allreduce,
+    /// upload). Under mpirun (cargo feature `mpi`) over the job's ranks,
+    /// otherwise one rank alone. Not with --profile.
+    #[arg(long)]
+    pub mpi: bool,
+    /// Under mpirun: how long a sum waits for a peer, in seconds (0:
+    /// forever), as `train --mpi-timeout`.
+    #[arg(long, value_name = "SECS")]
+    pub mpi_timeout: Option<u64>,
 }
 
 /// Which cell path `trainer` runs for `t`×`b` batches: the schedule's
@@ -111,13 +123,14 @@ pub fn run_workload(
     sync: bool,
     precision: lstm_wgpu::model::precision::PrecisionChoice,
     hist_every: u64,
+    dp: Option<&DataParallel>,
 ) -> Result<BenchRow> {
     if steps == 0 {
         return Err(Error::Invalid("--steps must be at least 1".into()));
     }
     // Profiling reads every step's timestamps back before the next submit.
     let sync = sync || profile;
-    let (ctx, mut run, precision) = open_run(w, profile, precision)?;
+    let (ctx, mut run, precision) = open_run(w, profile, precision, dp)?;
     if hist_every > 0 {
         run.trainer
             .set_histograms(Some(lstm_wgpu::train::HistSettings {
@@ -165,10 +178,11 @@ pub fn run_workload(
             let (n, _) = run.trainer.dispatches_per_step(w.seq).unwrap_or((0, 0));
             run.trainer.profiler = Some(lstm_wgpu::gpu::Profiler::new(&ctx, n)?);
         }
-        if i == warmup
-            && let Some(p) = run.trainer.profiler.as_mut()
-        {
-            p.reset();
+        if i == warmup {
+            if let Some(p) = run.trainer.profiler.as_mut() {
+                p.reset();
+            }
+            run.trainer.reset_reduce_times();
         }
         run.submit()?;
         // Keep this step in flight while the previous one is read, unless
@@ -200,16 +214,20 @@ pub fn run_workload(
         .dispatches_per_step(w.seq)
         .ok_or_else(|| Error::Invalid(format!("no training step of length {} has run", w.seq)))?;
     let flops = w.flops();
+    let split =
+        dp.map(|d| lstm_wgpu::train::bench::StepSplit::of(&trainer.reduce_times(), d.ranks));
+    let batch = trainer.batch();
     Ok(BenchRow {
         workload: w.name.to_string(),
         ms_per_step: ms,
         tokens_per_s: (w.seq * w.batch) as f64 / (ms * 1e-3),
+        split,
         dispatches_per_step: dispatches,
         submits_per_step: submits,
         gflops: flops / (ms * 1e-3) / 1e9,
         peak_mem_mb: ctx.mem.peak() as f64 / (1024.0 * 1024.0),
         adapter: ctx.info.name.clone(),
-        path: cell_path(trainer, w.seq, w.batch)?.to_string(),
+        path: cell_path(trainer, w.seq, batch)?.to_string(),
         precision: precision.as_str(),
         seq: w.seq,
         batch: w.batch,
@@ -221,6 +239,21 @@ pub fn run_workload(
     })
 }
 
+/// `bench --mpi`: the ranks each batch is shared by (the MPI job's, or
+/// this process alone).
+pub struct DataParallel {
+    /// Ranks.
+    pub ranks: usize,
+}
+
+impl DataParallel {
+    /// This rank's reducer: the MPI job's, or the one-rank group.
+    fn reducer(&self) -> Box<dyn lstm_wgpu::train::reduce::Reducer> {
+        crate::cli::train::parallel::reducer()
+            .unwrap_or_else(|| Box::new(lstm_wgpu::train::reduce::Solo))
+    }
+}
+
 /// A context of its own for `w` (with GPU timestamps when `profile`), and
 /// its trainer in the precision `choice` resolves to, with the loss scaler
 /// `train` would use.
@@ -228,16 +261,31 @@ fn open_run(
     w: &Workload,
     profile: bool,
     choice: lstm_wgpu::model::precision::PrecisionChoice,
+    dp: Option<&DataParallel>,
 ) -> Result<(
     Arc<GpuContext>,
     BenchRun,
     lstm_wgpu::model::precision::Precision,
 )> {
-    let ctx = Arc::new(GpuContext::with_options(lstm_wgpu::gpu::GpuOptions {
-        timestamps: profile,
-        ..crate::cli::env::gpu_options_from_env()?
-    })?);
-    let mut run = BenchRun::new(ctx.clone(), w)?;
+    let ctx = match dp {
+        Some(_) => crate::cli::train::parallel::open_gpu(false)?,
+        None => Arc::new(GpuContext::with_options(lstm_wgpu::gpu::GpuOptions {
+            timestamps: profile,
+            ..crate::cli::env::gpu_options_from_env()?
+        })?),
+    };
+    let mut run = match dp {
+        // This rank's share of the global batch (the same synthetic data
+        // on every rank: the timing does not depend on it).
+        Some(d) => {
+            let mut local = w.clone();
+            local.batch = w.batch / d.ranks;
+            let mut run = BenchRun::new(ctx.clone(), &local)?;
+            run.trainer.set_reducer(Some(d.reducer()));
+            run
+        }
+        None => BenchRun::new(ctx.clone(), w)?,
+    };
     let (precision, warning) =
         lstm_wgpu::model::precision::resolve_for(choice, &ctx, &w.net.norm, &w.net.lstm())?;
     if let Some(msg) = warning {
@@ -288,6 +336,18 @@ fn check_proj(w: &Workload, p: usize) -> Result<()> {
 /// `lstm-wgpu bench`: rows on stdout as each workload finishes, progress on
 /// stderr.
 pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
+    let group = match a.mpi {
+        true => Some(crate::cli::train::parallel::join(a.mpi_timeout)?),
+        false => None,
+    };
+    let r = run_rows(a, verbose);
+    match group {
+        Some(g) => g.finish(r),
+        None => r,
+    }
+}
+
+fn run_rows(a: &BenchArgs, verbose: bool) -> Result<()> {
     // Everything is checked before the GPU is opened.
     let mut workloads = Workload::selection(&a.workload)?;
     let cell = lstm_wgpu::run::choice::cell_of(a.cell, None, a.cell_file.as_deref())?;
@@ -320,28 +380,57 @@ pub fn run(a: &BenchArgs, verbose: bool) -> Result<()> {
                 .into(),
         ));
     }
-    if !a.json {
+    if a.mpi_timeout.is_some() && !a.mpi {
+        return Err(Error::Invalid("--mpi-timeout is for --mpi".into()));
+    }
+    let dp = a.mpi.then(|| DataParallel {
+        ranks: crate::cli::train::parallel::rank_size().1,
+    });
+    if let Some(d) = &dp {
+        if a.profile {
+            return Err(Error::Invalid(
+                "--profile with --mpi: a data-parallel step is not profiled; give one of them"
+                    .into(),
+            ));
+        }
+        for w in &workloads {
+            if !w.batch.is_multiple_of(d.ranks) {
+                return Err(Error::Invalid(format!(
+                    "--mpi: workload {}'s batch {} does not divide evenly over the {} MPI ranks",
+                    w.name, w.batch, d.ranks
+                )));
+            }
+        }
+    }
+    let root = crate::cli::train::parallel::is_root();
+    if !a.json && root {
         crate::cli::out::line(BenchRow::table_header())?;
     }
     for w in &workloads {
-        eprintln!(
-            "bench {}: {} warm-up + {} timed steps, {:.3} GFLOP per step",
-            name(w),
-            a.warmup,
-            a.steps,
-            w.flops() / 1e9
-        );
+        if root {
+            eprintln!(
+                "bench {}: {} warm-up + {} timed steps, {:.3} GFLOP per step",
+                name(w),
+                a.warmup,
+                a.steps,
+                w.flops() / 1e9
+            );
+        }
         let mut row = run_workload(
             w,
             a.steps,
             a.warmup,
-            true,
+            root,
             a.profile,
             a.sync,
             a.precision,
             a.hist_every,
+            dp.as_ref(),
         )?;
         row.workload = name(w);
+        if !root {
+            continue;
+        }
         if verbose {
             eprintln!("adapter: {}", row.adapter);
         }

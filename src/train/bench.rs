@@ -201,6 +201,39 @@ pub struct BenchRow {
     /// Steps ran back to back (the next submitted before the previous one's
     /// loss was read), not one by one (`--sync`).
     pub pipelined: bool,
+    /// Data-parallel steps (`bench --mpi`): the ranks and where a step's
+    /// time went on rank 0; `None` for plain steps.
+    pub split: Option<StepSplit>,
+}
+
+/// A data-parallel step's time on one rank, in milliseconds per step
+/// (averaged over the timed steps): the phases one after the other.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepSplit {
+    /// Ranks sharing each batch (`batch` is the global one).
+    pub ranks: usize,
+    /// Forward and backward on the GPU.
+    pub compute_ms: f64,
+    /// The gradients read back.
+    pub readback_ms: f64,
+    /// The sum over the ranks.
+    pub allreduce_ms: f64,
+    /// The sums written back to the GPU.
+    pub upload_ms: f64,
+}
+
+impl StepSplit {
+    /// The split of `t` (summed over its steps) on `ranks` ranks.
+    pub fn of(t: &crate::train::reduce::ReduceTimes, ranks: usize) -> Self {
+        let per = |s: f64| 1e3 * s / t.steps.max(1) as f64;
+        StepSplit {
+            ranks,
+            compute_ms: per(t.compute),
+            readback_ms: per(t.readback),
+            allreduce_ms: per(t.allreduce),
+            upload_ms: per(t.upload),
+        }
+    }
 }
 
 impl BenchRow {
@@ -208,7 +241,7 @@ impl BenchRow {
     pub fn json(&self) -> String {
         use crate::train::metrics::{Value, json_line};
         let int = |v: usize| Value::Int(v as i64);
-        json_line(&[
+        let mut fields = vec![
             ("workload", Value::Str(self.workload.clone())),
             ("ms_per_step", Value::Float(self.ms_per_step)),
             ("tokens_per_s", Value::Float(self.tokens_per_s)),
@@ -226,7 +259,17 @@ impl BenchRow {
             ("gflop_per_step", Value::Float(self.gflop_per_step)),
             ("last_loss", Value::Float(self.last_loss as f64)),
             ("pipelined", Value::Bool(self.pipelined)),
-        ])
+        ];
+        if let Some(s) = &self.split {
+            fields.extend([
+                ("ranks", int(s.ranks)),
+                ("compute_ms", Value::Float(s.compute_ms)),
+                ("readback_ms", Value::Float(s.readback_ms)),
+                ("allreduce_ms", Value::Float(s.allreduce_ms)),
+                ("upload_ms", Value::Float(s.upload_ms)),
+            ]);
+        }
+        json_line(&fields)
     }
 
     /// The table header ([`BenchRow::table_row`] aligns under it).
@@ -244,10 +287,21 @@ impl BenchRow {
         )
     }
 
-    /// One aligned table row.
+    /// One aligned table row (a data-parallel row ends with its split).
     pub fn table_row(&self) -> String {
+        let split = self.split.map_or(String::new(), |s| {
+            format!(
+                "  [{} rank{}: compute {:.1}, readback {:.1}, allreduce {:.1}, upload {:.1} ms]",
+                s.ranks,
+                if s.ranks == 1 { "" } else { "s" },
+                s.compute_ms,
+                s.readback_ms,
+                s.allreduce_ms,
+                s.upload_ms
+            )
+        });
         format!(
-            "{:<8} {:>10.1} {:>10.0} {:>10} {:>8} {:>8.2} {:>9.1}  {:<10} {}",
+            "{:<8} {:>10.1} {:>10.0} {:>10} {:>8} {:>8.2} {:>9.1}  {:<10} {}{split}",
             self.workload,
             self.ms_per_step,
             self.tokens_per_s,
@@ -394,6 +448,7 @@ mod tests {
             gflop_per_step: 0.003,
             last_loss: f32::NAN,
             pipelined: true,
+            split: None,
         };
         let j = row.json();
         assert!(
@@ -405,5 +460,29 @@ mod tests {
         assert!(j.contains("\"dispatches_per_step\":28,"), "{j}");
         assert!(j.contains("\"last_loss\":null,"), "{j}");
         assert!(j.ends_with("\"pipelined\":true}"), "{j}");
+        let split = StepSplit {
+            ranks: 2,
+            compute_ms: 3.0,
+            readback_ms: 0.5,
+            allreduce_ms: 1.3,
+            upload_ms: 0.4,
+        };
+        let row = BenchRow {
+            split: Some(split),
+            ..row
+        };
+        let j = row.json();
+        assert!(
+            j.ends_with(
+                "\"pipelined\":true,\"ranks\":2,\"compute_ms\":3,\"readback_ms\":0.5,\
+                 \"allreduce_ms\":1.3,\"upload_ms\":0.4}"
+            ),
+            "{j}"
+        );
+        assert!(
+            row.table_row().ends_with("allreduce 1.3, upload 0.4 ms]"),
+            "{}",
+            row.table_row()
+        );
     }
 }

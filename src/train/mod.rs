@@ -805,6 +805,8 @@ pub struct Trainer {
     /// Data parallelism: sums the gradients over the ranks after backward
     /// (see [`Trainer::set_reducer`]).
     reducer: Option<Box<dyn reduce::Reducer>>,
+    /// The data-parallel steps' time split ([`Trainer::reduce_times`]).
+    reduce_times: reduce::ReduceTimes,
 }
 
 /// When and how finely a [`Trainer`] takes histograms.
@@ -994,6 +996,7 @@ impl Trainer {
             hist_plans: HashMap::new(),
             last_dispatches: 0,
             reducer: None,
+            reduce_times: Default::default(),
         })
     }
 
@@ -1010,6 +1013,18 @@ impl Trainer {
     /// [`Trainer::reducer`]). `None`: a single process again.
     pub fn set_reducer(&mut self, r: Option<Box<dyn reduce::Reducer>>) {
         self.reducer = r;
+    }
+
+    /// Where the data-parallel steps' time went since the reducer was set
+    /// (or [`Trainer::reset_reduce_times`]): compute, readback, the sum over
+    /// the ranks and the upload.
+    pub fn reduce_times(&self) -> reduce::ReduceTimes {
+        self.reduce_times
+    }
+
+    /// Starts [`Trainer::reduce_times`] afresh (e.g. after warm-up steps).
+    pub fn reset_reduce_times(&mut self) {
+        self.reduce_times = Default::default();
     }
 
     /// The data-parallel group's reducer, if any (for sums of the
@@ -2235,7 +2250,8 @@ impl Trainer {
                 recorded += record_pass(&ctx, &mut enc, first)?;
                 ctx.scoped(|| Ok(ctx.queue.submit([enc.finish()])))?;
                 let grads = &self.lstm.model.grads;
-                reduce::reduce_step(&ctx, grads, self.lstm.model.table.total, &self.loss, r)?;
+                let n = self.lstm.model.table.total;
+                reduce::reduce_step(&ctx, grads, n, &self.loss, r, &mut self.reduce_times)?;
                 enc = ctx.device.create_command_encoder(&Default::default());
                 recorded += record_pass(&ctx, &mut enc, second)?;
             }
@@ -2366,10 +2382,12 @@ impl Trainer {
     /// Dispatches and submits per training step of length `t` (after one
     /// step of that length has run).
     pub fn dispatches_per_step(&self, t: usize) -> Option<(usize, usize)> {
+        // A data-parallel step submits twice: around the sum on the host.
+        let submits = if self.reducer.is_some() { 2 } else { 1 };
         self.plans.get(&(t, true, 0)).map(|p| {
             (
                 p.forward.len() + p.backward.len() + self.clip.dispatches.len() + 1,
-                1,
+                submits,
             )
         })
     }

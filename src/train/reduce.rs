@@ -38,22 +38,84 @@ pub trait Reducer {
     fn sum_f64(&self, v: &mut [f64]) -> Result<()>;
 }
 
+/// Where the data-parallel steps' time went, in seconds summed over
+/// [`ReduceTimes::steps`] steps: the order of a step, one after the other
+/// (nothing overlaps yet).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ReduceTimes {
+    /// Data-parallel steps counted.
+    pub steps: u64,
+    /// From the submit of forward and backward until the GPU finished them.
+    pub compute: f64,
+    /// Reading the gradients and the loss back to the host.
+    pub readback: f64,
+    /// The sum over the ranks ([`Reducer::sum_f32`]), waits for peers
+    /// included.
+    pub allreduce: f64,
+    /// Writing the sums back until the GPU holds them.
+    pub upload: f64,
+}
+
+/// The one-rank group: its sums change nothing. A trainer with it runs
+/// the data-parallel step (readback, sum, upload) alone, to time it.
+pub struct Solo;
+
+impl Reducer for Solo {
+    fn rank(&self) -> usize {
+        0
+    }
+
+    fn size(&self) -> usize {
+        1
+    }
+
+    fn sum_f32(&self, _: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+
+    fn sum_f64(&self, _: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// The data-parallel part of a training step, between its backward and
 /// its clipping: reads back the `n` gradients of `grads` and the step's
 /// loss (word 0 of `loss`, this rank's share of the global mean), sums
-/// both over the ranks with `r` and writes the sums back.
+/// both over the ranks with `r` and writes the sums back; each phase's
+/// time is added to `times`.
 pub(crate) fn reduce_step(
     ctx: &GpuContext,
     grads: &wgpu::Buffer,
     n: usize,
     loss: &wgpu::Buffer,
     r: &dyn Reducer,
+    times: &mut ReduceTimes,
 ) -> Result<()> {
+    let mut clock = std::time::Instant::now();
+    let mut lap = || {
+        let now = std::time::Instant::now();
+        let s = now.duration_since(clock).as_secs_f64();
+        clock = now;
+        s
+    };
+    ctx.wait()?;
+    let compute = lap();
     let mut v = ctx.read_f32(grads, 0, n)?;
     v.extend(ctx.read_f32(loss, 0, 1)?);
+    let readback = lap();
     r.sum_f32(&mut v)?;
+    let allreduce = lap();
     ctx.write(grads, 0, &v[..n]);
     ctx.write(loss, 0, &v[n..]);
+    // The writes land with the next submit: an empty one, waited for.
+    ctx.queue.submit([]);
+    ctx.wait()?;
+    let upload = lap();
+    times.steps += 1;
+    times.compute += compute;
+    times.readback += readback;
+    times.allreduce += allreduce;
+    times.upload += upload;
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! around it: the progress bar and its lines, the metrics file,
 //! TensorBoard events, the plot and the final line.
 
-mod parallel;
+pub(crate) mod parallel;
 pub(crate) mod report;
 pub(crate) mod settings;
 

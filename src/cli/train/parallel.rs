@@ -60,11 +60,25 @@ fn launched_by_mpi() -> bool {
 /// Joins the MPI job this process is a rank of, if any, and checks that
 /// the global batch divides over its ranks.
 pub(crate) fn start(c: &RunConfig, timeout_s: Option<u64>) -> Result<Group> {
+    let group = join(timeout_s)?;
+    let size = rank_size().1;
+    if !c.batch.is_multiple_of(size) {
+        return Err(lstm_wgpu::Error::Invalid(format!(
+            "--batch {}: the global batch must divide evenly over the {size} MPI ranks; \
+             use a multiple of {size}",
+            c.batch
+        )));
+    }
+    Ok(group)
+}
+
+/// Joins the MPI job this process is a rank of, if any (sums then wait
+/// `timeout_s` for a peer, `--mpi-timeout`).
+pub(crate) fn join(timeout_s: Option<u64>) -> Result<Group> {
     let t = timeout_s.unwrap_or(DEFAULT_TIMEOUT_S);
     let _ = TIMEOUT.set((t > 0).then(|| std::time::Duration::from_secs(t)));
     #[cfg(feature = "mpi")]
     {
-        use mpi::traits::Communicator;
         let universe =
             match launched_by_mpi() {
                 true => Some(mpi::initialize().ok_or_else(|| {
@@ -72,29 +86,16 @@ pub(crate) fn start(c: &RunConfig, timeout_s: Option<u64>) -> Result<Group> {
                 })?),
                 false => None,
             };
-        if let Some(u) = &universe {
-            let size = u.world().size() as usize;
-            if !c.batch.is_multiple_of(size) {
-                return Err(lstm_wgpu::Error::Invalid(format!(
-                    "--batch {}: the global batch must divide evenly over the {size} MPI ranks; \
-                     use a multiple of {size}",
-                    c.batch
-                )));
-            }
-        }
         Ok(Group {
             _universe: universe,
         })
     }
     #[cfg(not(feature = "mpi"))]
-    {
-        let _ = c;
-        Ok(Group {})
-    }
+    Ok(Group {})
 }
 
 /// This process's rank and the number of ranks (0 and 1 outside MPI).
-fn rank_size() -> (usize, usize) {
+pub(crate) fn rank_size() -> (usize, usize) {
     #[cfg(feature = "mpi")]
     if mpi::environment::is_initialized() && !mpi::environment::is_finalized() {
         use mpi::traits::Communicator;
