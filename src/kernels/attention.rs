@@ -30,7 +30,14 @@ use super::wgsl::{shader, wgsl_struct};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "common/tree.wgsl", "attention.wgsl");
+/// The family's source, its uniform struct declared from [`AttentionUniform`].
+pub(crate) fn source() -> String {
+    super::wgsl::source::<AttentionUniform>(shader!(
+        "common/prelude.wgsl",
+        "common/tree.wgsl",
+        "attention.wgsl"
+    ))
+}
 /// Invocations per sequence of the forward and backward.
 const WG: usize = 256;
 const WG_SUM: usize = 64;
@@ -142,7 +149,7 @@ impl Attention {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
         use Binding::{Read, ReadWrite};
-        let m = module(ctx, "attention", SRC);
+        let m = module(ctx, "attention", &source());
         let rw = |i: u32| (i, ReadWrite);
         Self {
             forward: m.kernel(

@@ -20,11 +20,14 @@ use super::wgsl::shader;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-pub(crate) const SRC: &str = shader!(
-    "common/prelude.wgsl",
-    "common/norm_bindings.wgsl",
-    "batch_norm.wgsl"
-);
+/// The family's source, its uniform struct declared from [`NormUniform`].
+pub(crate) fn source() -> String {
+    super::wgsl::source::<super::layer_norm::NormUniform>(shader!(
+        "common/prelude.wgsl",
+        "common/norm_bindings.wgsl",
+        "batch_norm.wgsl"
+    ))
+}
 const WG: usize = 64;
 
 /// The BatchNorm entry points.
@@ -143,7 +146,7 @@ impl BatchNorm {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
         use Binding::{Read, ReadWrite};
-        let m = module(ctx, "batch_norm", SRC);
+        let m = module(ctx, "batch_norm", &source());
         let fwd = m.kernel(
             "forward",
             &[

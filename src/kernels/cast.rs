@@ -2,11 +2,14 @@
 //! that f16-mixed GEMMs and cells read.
 
 use super::u32_of;
-use super::wgsl::wgsl_struct;
+use super::wgsl::{shader, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-pub(crate) const SRC: &str = include_str!("../../shaders/cast.wgsl");
+/// The family's source, its uniform struct declared from [`CastUniform`].
+pub(crate) fn source() -> String {
+    super::wgsl::source::<CastUniform>(shader!("cast.wgsl"))
+}
 const WG: u32 = 64;
 
 wgsl_struct! {
@@ -29,7 +32,7 @@ pub fn half_words(n: usize) -> usize {
 impl Cast {
     /// Compiles the kernels (core WGSL: no device feature needed).
     pub fn new(ctx: &GpuContext) -> Self {
-        let m = module(ctx, "cast", SRC);
+        let m = module(ctx, "cast", &source());
         let to_half = m.kernel("to_half", &[(1, Binding::Read), (2, Binding::ReadWrite)]);
         Self { to_half }
     }

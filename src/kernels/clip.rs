@@ -152,7 +152,10 @@ impl ScalerState {
     }
 }
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "clip.wgsl");
+/// The family's source, its uniform struct declared from [`ClipUniform`].
+pub(crate) fn source() -> String {
+    super::wgsl::source::<ClipUniform>(shader!("common/prelude.wgsl", "clip.wgsl"))
+}
 
 /// Invocations per workgroup (`WG` in the shader).
 const WG: usize = 64;
@@ -226,7 +229,7 @@ pub struct ClipPlan {
 impl Clip {
     /// Compiles the kernels.
     pub fn new(ctx: &GpuContext) -> Self {
-        let m = module(ctx, "clip", SRC);
+        let m = module(ctx, "clip", &source());
         use Binding::{Read, ReadWrite};
         let partials = m.kernel(
             "partials",

@@ -27,11 +27,14 @@ use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-pub(crate) const SRC: &str = shader!(
-    "common/prelude.wgsl",
-    "common/philox.wgsl",
-    "elementwise.wgsl"
-);
+/// The family's source, its uniform struct declared from [`ElementwiseUniform`].
+pub(crate) fn source() -> String {
+    super::wgsl::source::<ElementwiseUniform>(shader!(
+        "common/prelude.wgsl",
+        "common/philox.wgsl",
+        "elementwise.wgsl"
+    ))
+}
 const WG: usize = 64;
 const ACCUMULATE: u32 = 1;
 
@@ -182,7 +185,7 @@ impl Elementwise {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
         use Binding::{Read, ReadWrite};
-        let m = module(ctx, "elementwise", SRC);
+        let m = module(ctx, "elementwise", &source());
         let aux_a_out = [(1, Read), (2, ReadWrite), (4, ReadWrite)];
         let aux_a_b_out = [(1, Read), (2, ReadWrite), (3, ReadWrite), (4, ReadWrite)];
         Self {

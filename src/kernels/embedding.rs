@@ -16,7 +16,10 @@ use super::wgsl::{shader, wgsl_struct};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "embedding.wgsl");
+/// The family's source, its uniform struct declared from [`EmbeddingUniform`].
+pub(crate) fn source() -> String {
+    super::wgsl::source::<EmbeddingUniform>(shader!("common/prelude.wgsl", "embedding.wgsl"))
+}
 const WG: usize = 64;
 
 wgsl_struct! {
@@ -151,7 +154,7 @@ impl Embedding {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
         use Binding::{Read, ReadWrite};
-        let m = module(ctx, "embedding", SRC);
+        let m = module(ctx, "embedding", &source());
         Self {
             fwd: m.kernel("forward", &[(1, Read), (2, Read), (3, ReadWrite)]),
             bwd: super::HalfKernel::new(&m, "backward", &BWD_BINDINGS),
@@ -160,7 +163,7 @@ impl Embedding {
 
     /// The shader source with dout in f16.
     pub fn half_source() -> String {
-        crate::gpu::half_source(SRC, &["DT"], &[])
+        crate::gpu::half_source(&source(), &["DT"], &[])
     }
 
     /// Compiles `backward` over an f16 dout (the device needs SHADER_F16),

@@ -8,12 +8,15 @@
 //! accumulating dispatches, because lavapipe silently ends an invocation's
 //! loops after [`LOOP_CAP`] iterations.
 
-use super::wgsl::wgsl_struct;
+use super::wgsl::{shader, wgsl_struct};
 use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-pub(crate) const SRC: &str = include_str!("../../shaders/gemm.wgsl");
+/// The family's source, its uniform struct declared from [`GemmUniform`].
+pub(crate) fn source() -> String {
+    super::wgsl::source::<GemmUniform>(shader!("gemm.wgsl"))
+}
 /// Rows and columns covered by one workgroup of the block variant (8x8
 /// invocations, 4x4 each).
 const BLOCK_TILE: usize = 32;
@@ -250,8 +253,8 @@ impl Gemm {
             .filter_map(|&(on, name)| on.then_some(name))
             .collect();
         match aliases.is_empty() {
-            true => SRC.to_string(),
-            false => crate::gpu::half_source(SRC, &aliases, &[]),
+            true => source(),
+            false => crate::gpu::half_source(&source(), &aliases, &[]),
         }
     }
 

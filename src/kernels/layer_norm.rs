@@ -15,12 +15,15 @@ use super::{groups_1d, u32_of};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-pub(crate) const SRC: &str = shader!(
-    "common/prelude.wgsl",
-    "common/tree.wgsl",
-    "common/norm_bindings.wgsl",
-    "layer_norm.wgsl"
-);
+/// The family's source, its uniform struct declared from [`NormUniform`].
+pub(crate) fn source() -> String {
+    super::wgsl::source::<NormUniform>(shader!(
+        "common/prelude.wgsl",
+        "common/tree.wgsl",
+        "common/norm_bindings.wgsl",
+        "layer_norm.wgsl"
+    ))
+}
 /// Features per workgroup of `backward_params` (the shader's `PC`).
 const PARAM_COLS: usize = 16;
 
@@ -121,7 +124,7 @@ impl LayerNorm {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
         use Binding::{Read, ReadWrite};
-        let m = module(ctx, "layer_norm", SRC);
+        let m = module(ctx, "layer_norm", &source());
         let fwd = m.kernel(
             "forward",
             &[
@@ -257,6 +260,9 @@ mod tests {
     #[test]
     fn param_cols_is_the_shaders() {
         let pc = format!("const PC: u32 = {}u;", super::PARAM_COLS);
-        assert!(super::SRC.contains(&pc), "layer_norm.wgsl lacks `{pc}`");
+        assert!(
+            super::source().contains(&pc),
+            "layer_norm.wgsl lacks `{pc}`"
+        );
     }
 }

@@ -8,26 +8,6 @@ use super::wgsl::{shader, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-pub(crate) const SRC: &str = shader!(
-    "common/prelude.wgsl",
-    "common/philox.wgsl",
-    "cells/lstm.wgsl",
-    "lstm_cell.wgsl"
-);
-/// The same strategies joined with the GRU cell.
-pub(crate) const GRU_SRC: &str = shader!(
-    "common/prelude.wgsl",
-    "common/philox.wgsl",
-    "cells/gru.wgsl",
-    "lstm_cell.wgsl"
-);
-/// And with the IndRNN cell (ReLU; tanh sets `IND_RELU` false).
-pub(crate) const INDRNN_SRC: &str = shader!(
-    "common/prelude.wgsl",
-    "common/philox.wgsl",
-    "cells/indrnn.wgsl",
-    "lstm_cell.wgsl"
-);
 /// Storage bindings of the forward entry points (the buffers of
 /// [`CellForward::buffers`]); the persistent kernel shares them.
 pub const FWD_BINDINGS: [(u32, Binding); 7] = [
@@ -218,20 +198,11 @@ impl TileConfig {
     }
 
     fn f32_source(&self, cell: Cell) -> String {
-        let base = match cell {
-            Cell::Lstm => SRC.to_string(),
-            Cell::Gru => GRU_SRC.to_string(),
-            Cell::IndRnn { relu: true } => INDRNN_SRC.to_string(),
-            Cell::IndRnn { relu: false } => {
-                crate::gpu::set_decl(INDRNN_SRC, "const", "IND_RELU", "false")
-            }
-            Cell::Custom(c) => format!(
-                "{}{}{}",
-                shader!("common/prelude.wgsl", "common/philox.wgsl"),
-                c.source,
-                shader!("lstm_cell.wgsl")
-            ),
-        };
+        let base = super::wgsl::cell_source::<CellUniform>(
+            shader!("common/prelude.wgsl", "common/philox.wgsl"),
+            cell,
+            shader!("lstm_cell.wgsl"),
+        );
         [
             ("TB", self.tb),
             ("TU", self.tu),

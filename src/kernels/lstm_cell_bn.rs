@@ -6,13 +6,16 @@ use super::lstm_cell_ln::{FWD, NormCell};
 use super::wgsl::shader;
 use crate::gpu::{Binding, GpuContext};
 
-pub(crate) const SRC: &str = shader!(
-    "common/prelude.wgsl",
-    "cells/lstm.wgsl",
-    "common/cell_bindings.wgsl",
-    "common/norm_cell.wgsl",
-    "lstm_cell_bn.wgsl"
-);
+/// The family's source, its uniform struct declared from [`NormCellUniform`].
+pub(crate) fn source() -> String {
+    super::wgsl::source::<super::lstm_cell_ln::NormCellUniform>(shader!(
+        "common/prelude.wgsl",
+        "cells/lstm.wgsl",
+        "common/cell_bindings.wgsl",
+        "common/norm_cell.wgsl",
+        "lstm_cell_bn.wgsl"
+    ))
+}
 
 /// The recurrent BatchNorm cell's entry points.
 pub type LstmCellBn = NormCell<true>;
@@ -22,6 +25,6 @@ impl LstmCellBn {
     pub fn new(ctx: &GpuContext) -> Self {
         let mut fwd = FWD.to_vec();
         fwd.push((12, Binding::ReadWrite));
-        Self::build(ctx, "lstm_cell_bn", SRC, &fwd)
+        Self::build(ctx, "lstm_cell_bn", &source(), &fwd)
     }
 }

@@ -11,13 +11,16 @@ use super::wgsl::{shader, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-pub(crate) const SRC: &str = shader!(
-    "common/prelude.wgsl",
-    "cells/lstm.wgsl",
-    "common/cell_bindings.wgsl",
-    "common/norm_cell.wgsl",
-    "lstm_cell_ln.wgsl"
-);
+/// The family's source, its uniform struct declared from [`NormCellUniform`].
+pub(crate) fn source() -> String {
+    super::wgsl::source::<NormCellUniform>(shader!(
+        "common/prelude.wgsl",
+        "cells/lstm.wgsl",
+        "common/cell_bindings.wgsl",
+        "common/norm_cell.wgsl",
+        "lstm_cell_ln.wgsl"
+    ))
+}
 
 /// Offsets of a normalized cell's own tensors, beyond [`CellShape`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -201,7 +204,7 @@ pub type LstmCellLn = NormCell<false>;
 impl LstmCellLn {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
-        Self::build(ctx, "lstm_cell_ln", SRC, &FWD)
+        Self::build(ctx, "lstm_cell_ln", &source(), &FWD)
     }
 }
 

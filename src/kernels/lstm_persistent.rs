@@ -23,13 +23,12 @@ use std::sync::{Arc, Mutex};
 pub use crate::gpu::tuning::CellPath;
 
 /// The loop joined with `cell`'s pointwise functions, as its pipelines
-/// compile it.
+/// compile it (its uniform structs declared from [`PersistentUniform`]).
 pub fn source(cell: Cell) -> String {
-    format!(
-        "{}{}{}",
+    super::wgsl::cell_source::<PersistentUniform>(
         shader!("common/prelude.wgsl"),
-        cell.source(),
-        shader!("common/cell_bindings.wgsl", "lstm_persistent.wgsl")
+        cell,
+        shader!("common/cell_bindings.wgsl", "lstm_persistent.wgsl"),
     )
 }
 

@@ -11,12 +11,15 @@ use super::wgsl::{shader, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-pub(crate) const SRC: &str = shader!(
-    "common/prelude.wgsl",
-    "common/cell_bindings.wgsl",
-    "cells/lstm.wgsl",
-    "lstm_proj.wgsl"
-);
+/// The family's source, its uniform struct declared from [`ProjUniform`].
+pub(crate) fn source() -> String {
+    super::wgsl::source::<ProjUniform>(shader!(
+        "common/prelude.wgsl",
+        "common/cell_bindings.wgsl",
+        "cells/lstm.wgsl",
+        "lstm_proj.wgsl"
+    ))
+}
 
 /// Invocations per workgroup (the shader's `WG`).
 const WG: usize = 64;
@@ -137,7 +140,7 @@ pub struct LstmProj {
 impl LstmProj {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
-        let m = module(ctx, "lstm_proj", SRC);
+        let m = module(ctx, "lstm_proj", &source());
         Self {
             fwd: m.kernel("forward_step", &FWD),
             bwd: m.kernel("backward_step", &BWD),

@@ -6,7 +6,10 @@ use super::{groups_1d, u32_of};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "reduce.wgsl");
+/// The family's source, its uniform struct declared from [`ReduceUniform`].
+pub(crate) fn source() -> String {
+    super::wgsl::source::<ReduceUniform>(shader!("common/prelude.wgsl", "reduce.wgsl"))
+}
 
 /// Rows one column-sum dispatch covers: one loop pass per row plus the exit
 /// check stay within lavapipe's [`LOOP_CAP`]. Longer sums are split into
@@ -49,7 +52,7 @@ pub struct Reduce {
 impl Reduce {
     /// Compiles the kernels.
     pub fn new(ctx: &GpuContext) -> Self {
-        let m = module(ctx, "reduce", SRC);
+        let m = module(ctx, "reduce", &source());
         let colsum = super::HalfKernel::new(&m, "colsum", &COLSUM_BINDINGS);
         let colsum_prod = m.kernel(
             "colsum_prod",
@@ -67,7 +70,7 @@ impl Reduce {
 
     /// The shader source with A in f16.
     pub fn half_source() -> String {
-        crate::gpu::half_source(SRC, &["AT"], &[])
+        crate::gpu::half_source(&source(), &["AT"], &[])
     }
 
     /// Compiles `colsum` over an f16 A (the device needs SHADER_F16), for
