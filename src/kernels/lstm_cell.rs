@@ -21,7 +21,7 @@ pub const FWD_BINDINGS: [(u32, Binding); 7] = [
 ];
 
 /// Storage bindings of the backward entry points (the buffers of
-/// [`CellBackward`] in `bwd_buffers` order); the persistent kernel shares them.
+/// [`CellBackward::buffers`]); the persistent kernel shares them.
 pub const BWD_BINDINGS: [(u32, Binding); 8] = [
     (2, Binding::Read),
     (3, Binding::Read),
@@ -368,6 +368,22 @@ pub struct CellBackward<'a> {
     pub zst: &'a wgpu::Buffer,
 }
 
+impl CellBackward<'_> {
+    /// The buffers in binding order ([`BWD_BINDINGS`]).
+    pub fn buffers(&self) -> [&wgpu::Buffer; 8] {
+        [
+            self.params,
+            self.state_in,
+            self.lengths,
+            self.cache,
+            self.dy,
+            self.gstate_in,
+            self.dg,
+            self.gstate_out,
+        ]
+    }
+}
+
 impl LstmCell {
     /// Compiles the entry points of `variant`, built for `half` (see
     /// [`LstmCell::half`]; the f16 build needs the device's SHADER_F16).
@@ -669,25 +685,12 @@ impl LstmCell {
 
     /// The backward buffers, with the direct variant's vec4 views.
     fn direct_bwd_buffers<'a>(&self, b: &'a CellBackward<'a>) -> Vec<&'a wgpu::Buffer> {
-        let mut bufs = Self::bwd_buffers(b).to_vec();
+        let mut bufs = b.buffers().to_vec();
         if self.variant == CellVariant::Direct {
             bufs.extend([b.params, b.dg]);
         }
         bufs.extend([b.cst, b.dcs, b.rng, b.zst]);
         bufs
-    }
-
-    fn bwd_buffers<'a>(b: &'a CellBackward<'a>) -> [&'a wgpu::Buffer; 8] {
-        [
-            b.params,
-            b.state_in,
-            b.lengths,
-            b.cache,
-            b.dy,
-            b.gstate_in,
-            b.dg,
-            b.gstate_out,
-        ]
     }
 
     /// Backward step `step` of the directions `shapes` of one layer; run
