@@ -2,7 +2,8 @@
 //! cell, one workgroup per hidden unit. Layouts and parameters are those of
 //! [`super::lstm_cell_ln`].
 
-use super::lstm_cell_ln::{FWD, NormCell};
+use super::lstm_cell::FWD_BINDINGS;
+use super::lstm_cell_ln::NormCell;
 use super::wgsl::shader;
 use crate::gpu::{Binding, GpuContext};
 
@@ -23,7 +24,7 @@ pub type LstmCellBn = NormCell<true>;
 impl LstmCellBn {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
-        let mut fwd = FWD.to_vec();
+        let mut fwd = FWD_BINDINGS.to_vec();
         fwd.push((12, Binding::ReadWrite));
         Self::build(ctx, "lstm_cell_bn", &source(), &fwd)
     }
