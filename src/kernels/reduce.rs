@@ -74,34 +74,18 @@ impl Reduce {
     }
 
     /// Compiles `colsum` over an f16 A (the device needs SHADER_F16), for
-    /// [`Reduce::colsum_as`]; idempotent.
+    /// [`Reduce::colsum`]; idempotent.
     pub fn enable_half(&self, ctx: &GpuContext) {
         self.colsum.enable(ctx, "reduce", &Self::half_source());
     }
 
     /// out[o1 + n] (and out[o2 + n] when given) = Σ_m a[a_off + m·lda + n],
-    /// for n < cols and m < rows; added to `out` when `accumulate`. One
-    /// dispatch per [`ROW_CHUNK`] rows (none when `cols` is 0), to record in
-    /// order.
+    /// for n < cols and m < rows; added to `out` when `accumulate`; with
+    /// `half_a`, A's buffer holds f16 values, which needs
+    /// [`Reduce::enable_half`] first. One dispatch per [`ROW_CHUNK`] rows
+    /// (none when `cols` is 0), to record in order.
     #[allow(clippy::too_many_arguments)]
     pub fn colsum(
-        &self,
-        ctx: &GpuContext,
-        a: (&wgpu::Buffer, usize, usize),
-        rows: usize,
-        cols: usize,
-        out: &wgpu::Buffer,
-        o1: usize,
-        o2: Option<usize>,
-        accumulate: bool,
-    ) -> Result<Vec<Dispatch>> {
-        self.colsum_as(ctx, a, rows, cols, out, (o1, o2), accumulate, false)
-    }
-
-    /// As [`Reduce::colsum`] (outputs `o`); with `half_a`, A's buffer holds
-    /// f16 values, which needs [`Reduce::enable_half`] first.
-    #[allow(clippy::too_many_arguments)]
-    pub fn colsum_as(
         &self,
         ctx: &GpuContext,
         a: (&wgpu::Buffer, usize, usize),
