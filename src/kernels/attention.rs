@@ -26,18 +26,11 @@
 use super::elementwise::flat_grid;
 use super::gemm::LOOP_CAP;
 use super::u32_of;
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-/// The family's source, its uniform struct declared from [`AttentionUniform`].
-pub(crate) fn source() -> String {
-    super::wgsl::source::<AttentionUniform>(shader!(
-        "common/prelude.wgsl",
-        "common/tree.wgsl",
-        "attention.wgsl"
-    ))
-}
+family_source!(AttentionUniform; "common/prelude.wgsl", "common/tree.wgsl", "attention.wgsl");
 /// Invocations per sequence of the forward and backward.
 const WG: usize = 256;
 const WG_SUM: usize = 64;

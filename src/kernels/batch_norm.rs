@@ -16,18 +16,16 @@
 
 use super::layer_norm::{NormUniform, norm_offsets};
 use super::u32_of;
-use super::wgsl::shader;
+use super::wgsl::family_source;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-/// The family's source, its uniform struct declared from [`NormUniform`].
-pub(crate) fn source() -> String {
-    super::wgsl::source::<super::layer_norm::NormUniform>(shader!(
-        "common/prelude.wgsl",
-        "common/norm_bindings.wgsl",
-        "batch_norm.wgsl"
-    ))
-}
+family_source!(
+    super::layer_norm::NormUniform;
+    "common/prelude.wgsl",
+    "common/norm_bindings.wgsl",
+    "batch_norm.wgsl",
+);
 const WG: usize = 64;
 
 /// The BatchNorm entry points.

@@ -2,14 +2,11 @@
 //! that f16-mixed GEMMs and cells read.
 
 use super::u32_of;
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-/// The family's source, its uniform struct declared from [`CastUniform`].
-pub(crate) fn source() -> String {
-    super::wgsl::source::<CastUniform>(shader!("cast.wgsl"))
-}
+family_source!(CastUniform; "cast.wgsl");
 const WG: u32 = 64;
 
 wgsl_struct! {

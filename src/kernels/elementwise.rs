@@ -22,19 +22,17 @@
 //! same mask from the same step buffer contents. `p = 0` is an exact
 //! identity. [`dropout_keep`] is the same mask on the CPU.
 
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-/// The family's source, its uniform struct declared from [`ElementwiseUniform`].
-pub(crate) fn source() -> String {
-    super::wgsl::source::<ElementwiseUniform>(shader!(
-        "common/prelude.wgsl",
-        "common/philox.wgsl",
-        "elementwise.wgsl"
-    ))
-}
+family_source!(
+    ElementwiseUniform;
+    "common/prelude.wgsl",
+    "common/philox.wgsl",
+    "elementwise.wgsl",
+);
 const WG: usize = 64;
 const ACCUMULATE: u32 = 1;
 

@@ -12,14 +12,11 @@
 
 use super::elementwise::flat_grid;
 use super::u32_of;
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-/// The family's source, its uniform struct declared from [`EmbeddingUniform`].
-pub(crate) fn source() -> String {
-    super::wgsl::source::<EmbeddingUniform>(shader!("common/prelude.wgsl", "embedding.wgsl"))
-}
+family_source!(EmbeddingUniform; "common/prelude.wgsl", "embedding.wgsl");
 const WG: usize = 64;
 
 wgsl_struct! {

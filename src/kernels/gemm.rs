@@ -8,15 +8,12 @@
 //! accumulating dispatches, because lavapipe silently ends an invocation's
 //! loops after [`LOOP_CAP`] iterations.
 
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-/// The family's source, its uniform struct declared from [`GemmUniform`].
-pub(crate) fn source() -> String {
-    super::wgsl::source::<GemmUniform>(shader!("gemm.wgsl"))
-}
+family_source!(GemmUniform; "gemm.wgsl");
 /// Rows and columns covered by one workgroup of the block variant (8x8
 /// invocations, 4x4 each).
 const BLOCK_TILE: usize = 32;

@@ -20,15 +20,12 @@
 //! **Determinism.** Statistics are reduced in a fixed order (bit-identical
 //! run to run); counts are u32 atomic additions, exact in any order.
 
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use super::{grid, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-/// The family's source, its uniform struct declared from [`HistogramUniform`].
-pub(crate) fn source() -> String {
-    super::wgsl::source::<HistogramUniform>(shader!("common/prelude.wgsl", "histogram.wgsl"))
-}
+family_source!(HistogramUniform; "common/prelude.wgsl", "histogram.wgsl");
 
 /// TensorBoard's usual bin count.
 pub const DEFAULT_BINS: usize = 30;

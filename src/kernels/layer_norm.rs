@@ -10,20 +10,18 @@
 //! Backward needs the forward's input `x` unchanged, so in-place forward is
 //! only useful when no backward follows.
 
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use super::{groups_1d, u32_of};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-/// The family's source, its uniform struct declared from [`NormUniform`].
-pub(crate) fn source() -> String {
-    super::wgsl::source::<NormUniform>(shader!(
-        "common/prelude.wgsl",
-        "common/tree.wgsl",
-        "common/norm_bindings.wgsl",
-        "layer_norm.wgsl"
-    ))
-}
+family_source!(
+    NormUniform;
+    "common/prelude.wgsl",
+    "common/tree.wgsl",
+    "common/norm_bindings.wgsl",
+    "layer_norm.wgsl",
+);
 /// Features per workgroup of `backward_params` (the shader's `PC`).
 const PARAM_COLS: usize = 16;
 

@@ -28,18 +28,11 @@
 
 use super::elementwise::flat_grid;
 use super::u32_of;
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-/// The family's source, its uniform struct declared from [`LossUniform`].
-pub(crate) fn source() -> String {
-    super::wgsl::source::<LossUniform>(shader!(
-        "common/prelude.wgsl",
-        "common/tree.wgsl",
-        "loss.wgsl"
-    ))
-}
+family_source!(LossUniform; "common/prelude.wgsl", "common/tree.wgsl", "loss.wgsl");
 const WG: usize = 64;
 const WG_MEAN: usize = 256;
 

@@ -4,19 +4,17 @@
 
 use super::lstm_cell::FWD_BINDINGS;
 use super::lstm_cell_ln::NormCell;
-use super::wgsl::shader;
+use super::wgsl::family_source;
 use crate::gpu::{Binding, GpuContext};
 
-/// The family's source, its uniform struct declared from [`NormCellUniform`].
-pub(crate) fn source() -> String {
-    super::wgsl::source::<super::lstm_cell_ln::NormCellUniform>(shader!(
-        "common/prelude.wgsl",
-        "cells/lstm.wgsl",
-        "common/cell_bindings.wgsl",
-        "common/norm_cell.wgsl",
-        "lstm_cell_bn.wgsl"
-    ))
-}
+family_source!(
+    super::lstm_cell_ln::NormCellUniform;
+    "common/prelude.wgsl",
+    "cells/lstm.wgsl",
+    "common/cell_bindings.wgsl",
+    "common/norm_cell.wgsl",
+    "lstm_cell_bn.wgsl",
+);
 
 /// The recurrent BatchNorm cell's entry points.
 pub type LstmCellBn = NormCell<true>;

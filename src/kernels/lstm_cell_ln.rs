@@ -7,20 +7,18 @@
 use super::cell::LSTM_GATES as G;
 use super::lstm_cell::{BWD_BINDINGS, CellShape, FWD_BINDINGS};
 use super::u32_of;
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-/// The family's source, its uniform struct declared from [`NormCellUniform`].
-pub(crate) fn source() -> String {
-    super::wgsl::source::<NormCellUniform>(shader!(
-        "common/prelude.wgsl",
-        "cells/lstm.wgsl",
-        "common/cell_bindings.wgsl",
-        "common/norm_cell.wgsl",
-        "lstm_cell_ln.wgsl"
-    ))
-}
+family_source!(
+    NormCellUniform;
+    "common/prelude.wgsl",
+    "cells/lstm.wgsl",
+    "common/cell_bindings.wgsl",
+    "common/norm_cell.wgsl",
+    "lstm_cell_ln.wgsl",
+);
 
 /// Offsets of a normalized cell's own tensors, beyond [`CellShape`].
 #[derive(Clone, Copy, Debug, Default)]

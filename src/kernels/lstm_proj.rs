@@ -7,19 +7,17 @@
 use super::elementwise::flat_grid;
 use super::lstm_cell::{CellBackward, CellForward};
 use super::u32_of;
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-/// The family's source, its uniform struct declared from [`ProjUniform`].
-pub(crate) fn source() -> String {
-    super::wgsl::source::<ProjUniform>(shader!(
-        "common/prelude.wgsl",
-        "common/cell_bindings.wgsl",
-        "cells/lstm.wgsl",
-        "lstm_proj.wgsl"
-    ))
-}
+family_source!(
+    ProjUniform;
+    "common/prelude.wgsl",
+    "common/cell_bindings.wgsl",
+    "cells/lstm.wgsl",
+    "lstm_proj.wgsl",
+);
 
 /// Invocations per workgroup (the shader's `WG`).
 const WG: usize = 64;

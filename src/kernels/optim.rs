@@ -52,16 +52,13 @@
 //! Results are bit-identical from run to run (one element per invocation, no
 //! reductions).
 
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::io::NamedTensor;
 use crate::{Error, Result};
 
-/// The family's source, its uniform struct declared from [`OptimUniform`].
-pub(crate) fn source() -> String {
-    super::wgsl::source::<OptimUniform>(shader!("common/prelude.wgsl", "optim.wgsl"))
-}
+family_source!(OptimUniform; "common/prelude.wgsl", "optim.wgsl");
 
 /// Invocations per workgroup (`WG` in the shader); one element each.
 const WG: usize = 256;

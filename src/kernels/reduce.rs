@@ -1,15 +1,12 @@
 //! Wrapper of `shaders/reduce.wgsl`: deterministic column sums.
 
 use super::gemm::LOOP_CAP;
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use super::{groups_1d, u32_of};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-/// The family's source, its uniform struct declared from [`ReduceUniform`].
-pub(crate) fn source() -> String {
-    super::wgsl::source::<ReduceUniform>(shader!("common/prelude.wgsl", "reduce.wgsl"))
-}
+family_source!(ReduceUniform; "common/prelude.wgsl", "reduce.wgsl");
 
 /// Rows one column-sum dispatch covers: one loop pass per row plus the exit
 /// check stay within lavapipe's [`LOOP_CAP`]. Longer sums are split into

@@ -22,6 +22,18 @@ pub(crate) fn source<T: WgslStruct>(files: &str) -> String {
     out
 }
 
+/// Defines a family's `source()`: [`source`] of uniform struct `$ty` and
+/// `files` joined by [`shader!`].
+macro_rules! family_source {
+    ($ty:ty; $($file:literal),+ $(,)?) => {
+        #[doc = concat!("The family's source, its uniform struct declared from [`", stringify!($ty), "`].")]
+        pub(crate) fn source() -> String {
+            $crate::kernels::wgsl::source::<$ty>($crate::kernels::wgsl::shader!($($file),+))
+        }
+    };
+}
+pub(crate) use family_source;
+
 /// [`source`] of a family that joins a cell's pointwise functions between
 /// its shared pieces (`before`) and its own file (`after`).
 pub(crate) fn cell_source<T: WgslStruct>(
