@@ -31,24 +31,8 @@
 // dh may be anything before the backward: every element of [T, B, W] is
 // written.
 
-struct Params {
-    seq: u32,
-    batch: u32,
-    width: u32,
-    flags: u32,
-    h_off: u32,
-    len_off: u32,
-    q_off: u32,
-    z_off: u32,
-    a_off: u32,
-    ds_off: u32,
-    dh_off: u32,
-    dq_off: u32,
-    g_off: u32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
-}
+// struct Params: written into the source from its Rust declaration,
+// AttentionUniform (src/kernels/attention.rs).
 
 // flags
 const LEARNED: u32 = 1u;

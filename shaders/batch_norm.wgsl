@@ -29,7 +29,7 @@
 // Each invocation reads and writes only its own elements, so y may alias x
 // and dx may alias dy (same buffer, same offset).
 
-// Params and bindings 0 to 5: common/norm_bindings.wgsl.
+// The uniform block and bindings 0 to 5: common/norm_bindings.wgsl.
 
 const PER_STEP: u32 = 1u;
 const TRAIN: u32 = 2u;

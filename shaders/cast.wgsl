@@ -5,12 +5,8 @@
 // Values beyond f16's range are clamped to ±65504 first (pack2x16float of
 // an unrepresentable value is indeterminate); NaN stays NaN.
 
-struct Params {
-    n: u32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
-}
+// struct Params: written into the source from its Rust declaration,
+// CastUniform (src/kernels/cast.rs).
 
 const F16_MAX: f32 = 65504.0;
 

@@ -25,7 +25,8 @@
 // perturbed input is exact in f32 and the quotient's only errors are the
 // forward's rounding and the truncation (see docs/commands.md, check-cell).
 
-struct Params { n: u32, delta: f32, _p0: u32, _p1: u32 }
+// struct Params: written into the source from its Rust declaration,
+// CheckUniform (src/kernels/check_cell.rs).
 
 @group(0) @binding(0) var<uniform> p: Params;
 // Per unit (CHECK_IN values): r, pre, bh, w (CELL_GATES each), c_prev,

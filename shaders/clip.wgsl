@@ -38,20 +38,8 @@
 // overflows f32) set the flag, force scale = 1 and make `apply` leave the
 // gradients untouched, so that a trainer can skip the step.
 
-struct Params {
-    n_chunks: u32,
-    n_segs: u32,
-    seg_base: u32,
-    flags: u32,
-    max_norm: f32,
-    clip_value: f32,
-    growth: f32,
-    backoff: f32,
-    interval: u32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
-}
+// struct Params: written into the source from its Rust declaration,
+// ClipUniform (src/kernels/clip.rs).
 
 // flags
 const HAS_MAX_NORM: u32 = 1u;

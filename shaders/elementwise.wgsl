@@ -38,24 +38,8 @@
 // (other rows of the scatter's output untouched). A length outside 1..=T
 // gathers zeros and scatters nothing (the host validates lengths).
 
-struct Params {
-    n: u32,
-    a_off: u32,
-    b_off: u32,
-    out_off: u32,
-    flags: u32,
-    aux_off: u32,
-    thr: u32,
-    scale: f32,
-    stream: u32,
-    seq: u32,
-    batch: u32,
-    feat: u32,
-    value: f32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
-}
+// struct Params: written into the source from its Rust declaration,
+// ElementwiseUniform (src/kernels/elementwise.rs).
 
 // flags
 const ACCUMULATE: u32 = 1u;

@@ -19,20 +19,8 @@
 // records ceil(N / CHUNK) dispatches (at least 1), so the summation order
 // is fixed: results are bit-identical from run to run.
 
-struct Params {
-    rows: u32,
-    dim: u32,
-    vocab: u32,
-    flags: u32,
-    ids_off: u32,
-    table_off: u32,
-    out_off: u32,
-    csr_off: u32,
-    dout_off: u32,
-    dtable_off: u32,
-    chunk: u32,
-    _p0: u32,
-}
+// struct Params: written into the source from its Rust declaration,
+// EmbeddingUniform (src/kernels/embedding.rs).
 
 const ACCUMULATE: u32 = 1u;
 const CHUNK: u32 = 4096u;

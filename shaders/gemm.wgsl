@@ -29,12 +29,8 @@
 // first honours the flags, later ones accumulate): lavapipe ends all loops of
 // an invocation after 65,535 iterations in total.
 
-struct Params {
-    m: u32, n: u32, k: u32, lda: u32,
-    ldb: u32, ldc: u32, a_off: u32, b_off: u32,
-    c_off: u32, bias1_off: u32, bias2_off: u32, flags: u32,
-    alpha: f32, _p0: f32, _p1: f32, _p2: f32,
-}
+// struct Params: written into the source from its Rust declaration,
+// GemmUniform (src/kernels/gemm.rs).
 
 const ACCUMULATE: u32 = 1u;
 const BIAS1: u32 = 2u;

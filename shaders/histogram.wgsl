@@ -32,16 +32,8 @@
 // per invocation): lavapipe ends all loops of an invocation after 65,535
 // iterations in total.
 
-struct Params {
-    n_chunks: u32,
-    n_segs: u32,
-    seg_base: u32,
-    bins: u32,
-    half: u32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
-}
+// struct Params: written into the source from its Rust declaration,
+// HistogramUniform (src/kernels/histogram.rs).
 
 const WG: u32 = 64u;
 const HEADER: u32 = 8u;

@@ -17,7 +17,7 @@
 // backward_params: 16 features x 16 row slices per workgroup (see there);
 // it reads dy, so it must run before an in-place backward_dx.
 
-// Params and bindings 0 to 5: common/norm_bindings.wgsl.
+// The uniform block and bindings 0 to 5: common/norm_bindings.wgsl.
 
 const ACCUMULATE: u32 = 1u;
 const EPS: f32 = 1e-5;

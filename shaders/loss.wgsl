@@ -28,20 +28,8 @@
 // (nonzero = valid row).
 //   dpred = 2 (p - t) · scale / count
 
-struct Params {
-    rows: u32,
-    cols: u32,
-    flags: u32,
-    labels_off: u32,
-    x_off: u32,
-    tgt_off: u32,
-    dx_off: u32,
-    rows_off: u32,
-    loss_off: u32,
-    step_off: u32,
-    _p0: u32,
-    _p1: u32,
-}
+// struct Params: written into the source from its Rust declaration,
+// LossUniform (src/kernels/loss.rs).
 
 const WG: u32 = 64u;
 const WG_MEAN: u32 = 256u;

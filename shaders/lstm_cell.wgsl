@@ -47,16 +47,8 @@
 // to the previous step, of h at zh_off and of c at zc_off. ZONE_FOLD: the
 // cell has no c, its carried gradient (the dc section) is h's own.
 
-struct Params {
-    h: u32, batch: u32, seq: u32, step: u32,
-    reverse: u32, out_stride: u32, out_col: u32, pre_off: u32,
-    whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
-    state_stride: u32, lanes: u32, wide: u32, c_off: u32,
-    dc_off: u32, bhh_off: u32, bhh: u32, dx_off: u32,
-    zone: u32, zcell: u32, zh_thr: u32, zc_thr: u32,
-    zh_stream: u32, zc_stream: u32, zu_off: u32, zh_off: u32,
-    zc_off: u32, zh_p: f32, zc_p: f32, zpad: u32,
-}
+// struct Params: written into the source from its Rust declaration,
+// CellUniform (src/kernels/lstm_cell.rs).
 
 // Lane q of a dispatch uses pp[q]; pp[0].lanes counts them. The direct
 // kernels run lane q on invocations [q*B*H, (q+1)*B*H), the tiled ones on

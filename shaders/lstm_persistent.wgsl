@@ -54,17 +54,9 @@ override W_SHARED: bool = false;
 // vec4 slots of that copy: G*H*HP4 when W_SHARED, else 1.
 override W_LEN: u32 = 1u;
 
-struct Dir {
-    pre_off: u32, whh_off: u32, cache_off: u32, dg_off: u32,
-    state_off: u32, out_col: u32, reverse: u32, bhh_off: u32,
-    dx_off: u32, _p0: u32, _p1: u32, _p2: u32,
-}
-
-struct Params {
-    batch: u32, seq: u32, s_begin: u32, s_end: u32,
-    out_stride: u32, state_stride: u32, bhh: u32, _p1: u32,
-    dirs: array<Dir, 2>,
-}
+// struct Params and Dir: written into the source from their Rust
+// declarations, PersistentUniform and PersistentDir
+// (src/kernels/lstm_persistent.rs).
 
 @group(0) @binding(0) var<uniform> p: Params;
 // Bindings 1 to 11: common/cell_bindings.wgsl.

@@ -28,14 +28,8 @@
 // gradients at state_off ((l*D + d)*B*H), each row's first P columns; c0 /
 // c_n / theirs at state_stride + state_off.
 
-struct Params {
-    h: u32, p: u32, batch: u32, seq: u32,
-    step: u32, reverse: u32, pre_off: u32, cache_off: u32,
-    c_off: u32, hp_off: u32, dg_off: u32, dc_off: u32,
-    state_off: u32, state_stride: u32, out_stride: u32, _p2: u32,
-    out_col: u32, r_off: u32, m_off: u32, dm_off: u32,
-    hst_off: u32, dhs_off: u32, _p0: u32, _p1: u32,
-}
+// struct Params: written into the source from its Rust declaration,
+// ProjUniform (src/kernels/lstm_proj.rs).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(20) var<storage, read_write> work: array<f32>;

@@ -27,22 +27,8 @@
 // when its bits are not all zero the whole dispatch returns without
 // touching params or state.
 
-struct Params {
-    n: u32,
-    skip_at: u32,
-    flags: u32,
-    _p0: u32,
-    momentum: f32,
-    // 1 - dampening (SGD)
-    one_m_damp: f32,
-    weight_decay: f32,
-    eps: f32,
-    beta1: f32,
-    // 1 - beta1, rounded from f64 (PyTorch's lerp weight)
-    one_m_beta1: f32,
-    beta2: f32,
-    one_m_beta2: f32,
-}
+// struct Params: written into the source from its Rust declaration,
+// OptimUniform (src/kernels/optim.rs).
 
 struct Step {
     lr: f32,

@@ -7,10 +7,8 @@
 // accumulating dispatches (src/kernels/reduce.rs): lavapipe ends all loops of
 // an invocation after 65,535 iterations in total.
 
-struct Params {
-    m: u32, n: u32, lda: u32, a_off: u32,
-    out1_off: u32, out2_off: u32, flags: u32, a2_off: u32,
-}
+// struct Params: written into the source from its Rust declaration,
+// ReduceUniform (src/kernels/reduce.rs).
 
 const OUT2: u32 = 1u;
 const ACCUMULATE: u32 = 2u;

@@ -47,9 +47,9 @@ fn colsum_over_many_rows_is_exact() {
                         rows,
                         cols,
                         &out,
-                        3,
-                        Some(cols + 7),
+                        (3, Some(cols + 7)),
                         accumulate,
+                        false,
                     )
                 })
                 .expect("valid colsum");
@@ -138,7 +138,7 @@ fn colsum_f16_is_exact() {
     let out = ctx.storage("out", 2 * cols + 9).expect("buffer");
     let ds = ctx
         .scoped(|| {
-            reduce.colsum_as(
+            reduce.colsum(
                 &ctx,
                 (&ab, off, lda),
                 rows,

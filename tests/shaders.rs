@@ -8,8 +8,9 @@
 //! (`kernels::wgsl::sources()`: the shared pieces of `shaders/common/`
 //! joined first); the directory is listed at test time, so a new shader
 //! without a wrapper yet is checked as it stands. Entry points are checked
-//! against the names the Rust wrappers in `src/kernels/` compile, and
-//! uniform structs against their Rust mirrors.
+//! against the names the Rust wrappers in `src/kernels/` compile, and the
+//! uniform structs (written into each source from their Rust declarations)
+//! against Rust's layout of them.
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use std::path::{Path, PathBuf};
@@ -339,10 +340,11 @@ fn uniform_structs(module: &naga::Module) -> Vec<(naga::Handle<naga::Type>, Opti
 }
 
 /// Every struct in a uniform block of a shader has a `#[repr(C)]` Rust
-/// mirror in `src/kernels/` with the same size, member names, offsets and
-/// types (naga's layout against `offset_of!`), and every mirror has its
-/// struct: a member added, moved or retyped on one side only fails here,
-/// on any machine.
+/// declaration in `src/kernels/` with the same size, member names, offsets
+/// and types (naga's layout against `offset_of!`), and every declaration
+/// listed has its struct: the WGSL text is generated from the Rust one, so
+/// this catches where WGSL's alignment rules lay out what Rust packs
+/// otherwise (a vec3, a nested struct's stride), or a struct not generated.
 #[test]
 fn uniform_structs_match_their_rust_mirrors() {
     let mirrors = lstm_wgpu::kernels::wgsl::uniform_structs();

@@ -1,16 +1,9 @@
 // The uniform block and bindings 0 to 5 of the normalizations between
 // layers (batch_norm.wgsl, layer_norm.wgsl), joined by their wrappers; each
-// declares its bindings from 6 on. The uniform block is mirrored by
-// NormUniform in src/kernels/layer_norm.rs; rm_off, rv_off and run_rows are
-// BatchNorm's; t0 is LayerNorm's first step and BatchNorm's stream position.
-
-struct Params {
-    seq: u32, batch: u32, f: u32, flags: u32,
-    x_off: u32, y_off: u32, dy_off: u32, dx_off: u32,
-    stats_off: u32, w_off: u32, b_off: u32, dw_off: u32,
-    db_off: u32, rm_off: u32, rv_off: u32, run_rows: u32,
-    t0: u32, _p0: u32, _p1: u32, _p2: u32,
-}
+// declares its bindings from 6 on. struct Params is written into the source
+// from its Rust declaration, NormUniform (src/kernels/layer_norm.rs);
+// rm_off, rv_off and run_rows are BatchNorm's; t0 is LayerNorm's first
+// step and BatchNorm's stream position.
 
 @group(0) @binding(0) var<uniform> p: Params;
 // w and b (at w_off, b_off).

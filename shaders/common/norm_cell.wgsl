@@ -1,25 +1,14 @@
 // What the two normalized LSTM cells share (lstm_cell_ln.wgsl,
 // lstm_cell_bn.wgsl), joined after the prelude and the cell bindings by
-// their wrappers: the uniform block (mirrored by NormCellUniform in
-// src/kernels/lstm_cell_ln.rs), the sections both lay out alike, and the
-// workgroup sums.
+// their wrappers: the uniform block (struct Params, written into the source
+// from NormCellUniform in src/kernels/lstm_cell_ln.rs), the sections both
+// lay out alike, and the workgroup sums.
 //
 // Cache block of one (layer, direction), sections of [T*B, width]:
 //   gates GH (activated) | c H | h_prev H | xhat_ih GH | xhat_hh GH | xhat_c H
 // then each cell's own statistics.
 // Gradient block of one direction: da GH | dp GH | dr GH | dc H | dhc H
 // (da: pre-activation gates; dp, dr: gradients of W_ih x and W_hh h).
-
-struct Params {
-    h: u32, batch: u32, seq: u32, step: u32,
-    reverse: u32, out_stride: u32, out_col: u32, pre_off: u32,
-    whh_off: u32, cache_off: u32, dg_off: u32, state_off: u32,
-    state_stride: u32, has_bias: u32, bih_off: u32, bhh_off: u32,
-    nw_ih: u32, nb_ih: u32, nw_hh: u32, nb_hh: u32,
-    nw_c: u32, nb_c: u32, train: u32, t_max: u32,
-    rm_ih: u32, rv_ih: u32, rm_hh: u32, rv_hh: u32,
-    rm_c: u32, rv_c: u32, t0: u32, _p1: u32,
-}
 
 @group(0) @binding(0) var<uniform> p: Params;
 // Bindings 1 to 10: common/cell_bindings.wgsl.

@@ -26,11 +26,11 @@
 use super::elementwise::flat_grid;
 use super::gemm::LOOP_CAP;
 use super::u32_of;
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "common/tree.wgsl", "attention.wgsl");
+family_source!(AttentionUniform; "common/prelude.wgsl", "common/tree.wgsl", "attention.wgsl");
 /// Invocations per sequence of the forward and backward.
 const WG: usize = 256;
 const WG_SUM: usize = 64;
@@ -142,7 +142,7 @@ impl Attention {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
         use Binding::{Read, ReadWrite};
-        let m = module(ctx, "attention", SRC);
+        let m = module(ctx, "attention", &source());
         let rw = |i: u32| (i, ReadWrite);
         Self {
             forward: m.kernel(

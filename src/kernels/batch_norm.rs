@@ -14,16 +14,17 @@
 //! Train mode with a group of fewer than 2 valid rows must be rejected on
 //! the host before dispatch ([`group_counts`], [`check_train`]).
 
-use super::layer_norm::NormUniform;
+use super::layer_norm::{NormUniform, norm_offsets};
 use super::u32_of;
-use super::wgsl::shader;
+use super::wgsl::family_source;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-pub(crate) const SRC: &str = shader!(
+family_source!(
+    super::layer_norm::NormUniform;
     "common/prelude.wgsl",
     "common/norm_bindings.wgsl",
-    "batch_norm.wgsl"
+    "batch_norm.wgsl",
 );
 const WG: usize = 64;
 
@@ -146,7 +147,7 @@ impl BatchNorm {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
         use Binding::{Read, ReadWrite};
-        let m = module(ctx, "batch_norm", SRC);
+        let m = module(ctx, "batch_norm", &source());
         let fwd = m.kernel(
             "forward",
             &[
@@ -193,24 +194,8 @@ impl BatchNorm {
                 s.seq, run_rows
             )));
         }
-        let data = s.seq * s.batch * s.features;
-        for (what, off) in [
-            ("batch norm input", s.x_off),
-            ("batch norm output", s.y_off),
-            ("batch norm output gradient", s.dy_off),
-            ("batch norm input gradient", s.dx_off),
-        ] {
-            u32_of(what, off + data)?;
-        }
-        u32_of("batch norm statistics", s.stats_off + Self::stats_len(s))?;
-        for (what, off) in [
-            ("batch norm weight", s.w_off),
-            ("batch norm bias", s.b_off),
-            ("batch norm weight gradient", s.dw_off),
-            ("batch norm bias gradient", s.db_off),
-        ] {
-            u32_of(what, off + s.features)?;
-        }
+        let shape = (s.seq, s.batch, s.features);
+        let u = NormUniform::checked("batch norm", shape, norm_offsets!(s), Self::stats_len(s))?;
         for (what, off) in [
             ("batch norm running mean", s.rm_off),
             ("batch norm running variance", s.rv_off),
@@ -219,24 +204,12 @@ impl BatchNorm {
         }
         let flags = u32::from(s.per_step) | u32::from(s.train) << 1 | u32::from(s.accumulate) << 2;
         Ok(NormUniform {
-            seq: u32_of("sequence length", s.seq)?,
-            batch: u32_of("batch", s.batch)?,
-            f: u32_of("batch norm features", s.features)?,
             flags,
-            x_off: s.x_off as u32,
-            y_off: s.y_off as u32,
-            dy_off: s.dy_off as u32,
-            dx_off: s.dx_off as u32,
-            stats_off: s.stats_off as u32,
-            w_off: s.w_off as u32,
-            b_off: s.b_off as u32,
-            dw_off: s.dw_off as u32,
-            db_off: s.db_off as u32,
             rm_off: s.rm_off as u32,
             rv_off: s.rv_off as u32,
             run_rows: run_rows as u32,
             t0: u32_of("stream position", s.t0)?,
-            ..Default::default()
+            ..u
         })
     }
 

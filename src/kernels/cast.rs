@@ -2,11 +2,11 @@
 //! that f16-mixed GEMMs and cells read.
 
 use super::u32_of;
-use super::wgsl::wgsl_struct;
+use super::wgsl::{family_source, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-pub(crate) const SRC: &str = include_str!("../../shaders/cast.wgsl");
+family_source!(CastUniform; "cast.wgsl");
 const WG: u32 = 64;
 
 wgsl_struct! {
@@ -29,7 +29,7 @@ pub fn half_words(n: usize) -> usize {
 impl Cast {
     /// Compiles the kernels (core WGSL: no device feature needed).
     pub fn new(ctx: &GpuContext) -> Self {
-        let m = module(ctx, "cast", SRC);
+        let m = module(ctx, "cast", &source());
         let to_half = m.kernel("to_half", &[(1, Binding::Read), (2, Binding::ReadWrite)]);
         Self { to_half }
     }

@@ -356,11 +356,7 @@ fn validate(src: &str) -> Result<wgpu::naga::Module, NagaError> {
     use wgpu::naga;
     let module = naga::front::wgsl::parse_str(src).map_err(|e| NagaError {
         message: flat(&e),
-        at: e
-            .labels()
-            .next()
-            .and_then(|(s, _)| s.to_range())
-            .map(|r| r.start),
+        at: start(e.labels().next().map(|(s, _)| s)),
     })?;
     naga::valid::Validator::new(
         naga::valid::ValidationFlags::all(),
@@ -376,14 +372,15 @@ fn validate(src: &str) -> Result<wgpu::naga::Module, NagaError> {
         }
         NagaError {
             message,
-            at: e
-                .spans()
-                .next()
-                .and_then(|(s, _)| s.to_range())
-                .map(|r| r.start),
+            at: start(e.spans().next().map(|(s, _)| *s)),
         }
     })?;
     Ok(module)
+}
+
+/// Where naga's first span (of an error) starts in the source.
+fn start(span: Option<wgpu::naga::Span>) -> Option<usize> {
+    span.and_then(|s| s.to_range()).map(|r| r.start)
 }
 
 /// naga's message, with its labels' texts where they add to it.

@@ -17,13 +17,13 @@ wgsl_struct! {
     }
 }
 
-/// The kernel's source with `cell`'s pointwise functions.
+/// The kernel's source with `cell`'s pointwise functions (its uniform
+/// struct declared from [`CheckUniform`]).
 pub fn source(cell: Cell) -> String {
-    format!(
-        "{}{}{}",
+    super::wgsl::cell_source::<CheckUniform>(
         shader!("common/prelude.wgsl"),
-        cell.source(),
-        shader!("check_cell.wgsl")
+        cell,
+        shader!("check_cell.wgsl"),
     )
 }
 

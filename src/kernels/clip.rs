@@ -43,7 +43,7 @@
 //! Elements of the buffer outside the segments are never read or written.
 //! Results are bit-identical from run to run (no atomics).
 
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use super::{grid, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
@@ -152,7 +152,7 @@ impl ScalerState {
     }
 }
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "clip.wgsl");
+family_source!(ClipUniform; "common/prelude.wgsl", "clip.wgsl");
 
 /// Invocations per workgroup (`WG` in the shader).
 const WG: usize = 64;
@@ -226,7 +226,7 @@ pub struct ClipPlan {
 impl Clip {
     /// Compiles the kernels.
     pub fn new(ctx: &GpuContext) -> Self {
-        let m = module(ctx, "clip", SRC);
+        let m = module(ctx, "clip", &source());
         use Binding::{Read, ReadWrite};
         let partials = m.kernel(
             "partials",

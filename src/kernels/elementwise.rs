@@ -22,15 +22,16 @@
 //! same mask from the same step buffer contents. `p = 0` is an exact
 //! identity. [`dropout_keep`] is the same mask on the CPU.
 
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-pub(crate) const SRC: &str = shader!(
+family_source!(
+    ElementwiseUniform;
     "common/prelude.wgsl",
     "common/philox.wgsl",
-    "elementwise.wgsl"
+    "elementwise.wgsl",
 );
 const WG: usize = 64;
 const ACCUMULATE: u32 = 1;
@@ -182,7 +183,7 @@ impl Elementwise {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
         use Binding::{Read, ReadWrite};
-        let m = module(ctx, "elementwise", SRC);
+        let m = module(ctx, "elementwise", &source());
         let aux_a_out = [(1, Read), (2, ReadWrite), (4, ReadWrite)];
         let aux_a_b_out = [(1, Read), (2, ReadWrite), (3, ReadWrite), (4, ReadWrite)];
         Self {

@@ -12,11 +12,11 @@
 
 use super::elementwise::flat_grid;
 use super::u32_of;
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "embedding.wgsl");
+family_source!(EmbeddingUniform; "common/prelude.wgsl", "embedding.wgsl");
 const WG: usize = 64;
 
 wgsl_struct! {
@@ -151,7 +151,7 @@ impl Embedding {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
         use Binding::{Read, ReadWrite};
-        let m = module(ctx, "embedding", SRC);
+        let m = module(ctx, "embedding", &source());
         Self {
             fwd: m.kernel("forward", &[(1, Read), (2, Read), (3, ReadWrite)]),
             bwd: super::HalfKernel::new(&m, "backward", &BWD_BINDINGS),
@@ -160,7 +160,7 @@ impl Embedding {
 
     /// The shader source with dout in f16.
     pub fn half_source() -> String {
-        crate::gpu::half_source(SRC, &["DT"], &[])
+        crate::gpu::half_source(&source(), &["DT"], &[])
     }
 
     /// Compiles `backward` over an f16 dout (the device needs SHADER_F16),

@@ -8,12 +8,12 @@
 //! accumulating dispatches, because lavapipe silently ends an invocation's
 //! loops after [`LOOP_CAP`] iterations.
 
-use super::wgsl::wgsl_struct;
+use super::wgsl::{family_source, wgsl_struct};
 use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-pub(crate) const SRC: &str = include_str!("../../shaders/gemm.wgsl");
+family_source!(GemmUniform; "gemm.wgsl");
 /// Rows and columns covered by one workgroup of the block variant (8x8
 /// invocations, 4x4 each).
 const BLOCK_TILE: usize = 32;
@@ -250,8 +250,8 @@ impl Gemm {
             .filter_map(|&(on, name)| on.then_some(name))
             .collect();
         match aliases.is_empty() {
-            true => SRC.to_string(),
-            false => crate::gpu::half_source(SRC, &aliases, &[]),
+            true => source(),
+            false => crate::gpu::half_source(&source(), &aliases, &[]),
         }
     }
 

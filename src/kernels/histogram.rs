@@ -20,12 +20,12 @@
 //! **Determinism.** Statistics are reduced in a fixed order (bit-identical
 //! run to run); counts are u32 atomic additions, exact in any order.
 
-use super::wgsl::wgsl_struct;
+use super::wgsl::{family_source, wgsl_struct};
 use super::{grid, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-pub(crate) const SRC: &str = super::wgsl::shader!("common/prelude.wgsl", "histogram.wgsl");
+family_source!(HistogramUniform; "common/prelude.wgsl", "histogram.wgsl");
 
 /// TensorBoard's usual bin count.
 pub const DEFAULT_BINS: usize = 30;
@@ -197,7 +197,7 @@ pub struct HistPlan {
 impl Histogram {
     /// Compiles the kernels.
     pub fn new(ctx: &GpuContext) -> Self {
-        let m = module(ctx, "histogram", SRC);
+        let m = module(ctx, "histogram", &source());
         use Binding::{Read, ReadWrite};
         let partials = m.kernel(
             "partials",

@@ -10,16 +10,17 @@
 //! Backward needs the forward's input `x` unchanged, so in-place forward is
 //! only useful when no backward follows.
 
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use super::{groups_1d, u32_of};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-pub(crate) const SRC: &str = shader!(
+family_source!(
+    NormUniform;
     "common/prelude.wgsl",
     "common/tree.wgsl",
     "common/norm_bindings.wgsl",
-    "layer_norm.wgsl"
+    "layer_norm.wgsl",
 );
 /// Features per workgroup of `backward_params` (the shader's `PC`).
 const PARAM_COLS: usize = 16;
@@ -117,11 +118,73 @@ pub struct NormBackward<'a> {
 /// Buffers of the LayerNorm backward.
 pub type LnBackward<'a> = NormBackward<'a>;
 
+/// The offsets [`NormUniform::checked`] takes, from a shape of either
+/// normalization (their fields are named alike).
+macro_rules! norm_offsets {
+    ($s:expr) => {
+        [
+            $s.x_off,
+            $s.y_off,
+            $s.dy_off,
+            $s.dx_off,
+            $s.stats_off,
+            $s.w_off,
+            $s.b_off,
+            $s.dw_off,
+            $s.db_off,
+        ]
+    };
+}
+pub(crate) use norm_offsets;
+
+impl NormUniform {
+    /// What both normalizations fill alike: the shape [T, B, F] and the
+    /// offsets of the data (x, y, dy, dx), of `stats` elements of statistics
+    /// and of the parameters and gradients (w, b, dw, db: F each), each
+    /// range checked against u32 indices (errors name `what`).
+    pub(crate) fn checked(
+        what: &str,
+        (seq, batch, f): (usize, usize, usize),
+        [x, y, dy, dx, st, w, b, dw, db]: [usize; 9],
+        stats: usize,
+    ) -> Result<Self> {
+        let data = seq * batch * f;
+        for (name, off, len) in [
+            ("input", x, data),
+            ("output", y, data),
+            ("output gradient", dy, data),
+            ("input gradient", dx, data),
+            ("statistics", st, stats),
+            ("weight", w, f),
+            ("bias", b, f),
+            ("weight gradient", dw, f),
+            ("bias gradient", db, f),
+        ] {
+            u32_of(&format!("{what} {name}"), off + len)?;
+        }
+        Ok(Self {
+            seq: u32_of("sequence length", seq)?,
+            batch: u32_of("batch", batch)?,
+            f: u32_of(&format!("{what} features"), f)?,
+            x_off: x as u32,
+            y_off: y as u32,
+            dy_off: dy as u32,
+            dx_off: dx as u32,
+            stats_off: st as u32,
+            w_off: w as u32,
+            b_off: b as u32,
+            dw_off: dw as u32,
+            db_off: db as u32,
+            ..Self::default()
+        })
+    }
+}
+
 impl LayerNorm {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
         use Binding::{Read, ReadWrite};
-        let m = module(ctx, "layer_norm", SRC);
+        let m = module(ctx, "layer_norm", &source());
         let fwd = m.kernel(
             "forward",
             &[
@@ -154,43 +217,13 @@ impl LayerNorm {
     }
 
     fn params(s: &LnShape) -> Result<NormUniform> {
-        let data = s.seq * s.batch * s.features;
-        for (what, off) in [
-            ("layer norm input", s.x_off),
-            ("layer norm output", s.y_off),
-            ("layer norm output gradient", s.dy_off),
-            ("layer norm input gradient", s.dx_off),
-        ] {
-            u32_of(what, off + data)?;
-        }
-        u32_of(
-            "layer norm statistics",
-            s.stats_off + Self::stats_len(s.seq, s.batch),
-        )?;
-        for (what, off) in [
-            ("layer norm weight", s.w_off),
-            ("layer norm bias", s.b_off),
-            ("layer norm weight gradient", s.dw_off),
-            ("layer norm bias gradient", s.db_off),
-        ] {
-            u32_of(what, off + s.features)?;
-        }
+        let shape = (s.seq, s.batch, s.features);
+        let stats = Self::stats_len(s.seq, s.batch);
+        let u = NormUniform::checked("layer norm", shape, norm_offsets!(s), stats)?;
         Ok(NormUniform {
-            seq: u32_of("sequence length", s.seq)?,
-            batch: u32_of("batch", s.batch)?,
-            f: u32_of("layer norm features", s.features)?,
             flags: u32::from(s.accumulate),
-            x_off: s.x_off as u32,
-            y_off: s.y_off as u32,
-            dy_off: s.dy_off as u32,
-            dx_off: s.dx_off as u32,
-            stats_off: s.stats_off as u32,
-            w_off: s.w_off as u32,
-            b_off: s.b_off as u32,
-            dw_off: s.dw_off as u32,
-            db_off: s.db_off as u32,
             t0: u32_of("layer norm first step", s.t0)?,
-            ..Default::default()
+            ..u
         })
     }
 
@@ -257,6 +290,9 @@ mod tests {
     #[test]
     fn param_cols_is_the_shaders() {
         let pc = format!("const PC: u32 = {}u;", super::PARAM_COLS);
-        assert!(super::SRC.contains(&pc), "layer_norm.wgsl lacks `{pc}`");
+        assert!(
+            super::source().contains(&pc),
+            "layer_norm.wgsl lacks `{pc}`"
+        );
     }
 }

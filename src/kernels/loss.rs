@@ -28,11 +28,11 @@
 
 use super::elementwise::flat_grid;
 use super::u32_of;
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "common/tree.wgsl", "loss.wgsl");
+family_source!(LossUniform; "common/prelude.wgsl", "common/tree.wgsl", "loss.wgsl");
 const WG: usize = 64;
 const WG_MEAN: usize = 256;
 
@@ -258,7 +258,7 @@ impl Loss {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
         use Binding::{Read, ReadWrite};
-        let m = module(ctx, "loss", SRC);
+        let m = module(ctx, "loss", &source());
         Self {
             ce_fwd: m.kernel("ce_forward", &[(1, Read), (3, ReadWrite), (5, ReadWrite)]),
             ce_bwd: m.kernel(

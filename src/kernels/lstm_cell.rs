@@ -8,26 +8,6 @@ use super::wgsl::{shader, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-pub(crate) const SRC: &str = shader!(
-    "common/prelude.wgsl",
-    "common/philox.wgsl",
-    "cells/lstm.wgsl",
-    "lstm_cell.wgsl"
-);
-/// The same strategies joined with the GRU cell.
-pub(crate) const GRU_SRC: &str = shader!(
-    "common/prelude.wgsl",
-    "common/philox.wgsl",
-    "cells/gru.wgsl",
-    "lstm_cell.wgsl"
-);
-/// And with the IndRNN cell (ReLU; tanh sets `IND_RELU` false).
-pub(crate) const INDRNN_SRC: &str = shader!(
-    "common/prelude.wgsl",
-    "common/philox.wgsl",
-    "cells/indrnn.wgsl",
-    "lstm_cell.wgsl"
-);
 /// Storage bindings of the forward entry points (the buffers of
 /// [`CellForward::buffers`]); the persistent kernel shares them.
 pub const FWD_BINDINGS: [(u32, Binding); 7] = [
@@ -41,7 +21,7 @@ pub const FWD_BINDINGS: [(u32, Binding); 7] = [
 ];
 
 /// Storage bindings of the backward entry points (the buffers of
-/// [`CellBackward`] in `bwd_buffers` order); the persistent kernel shares them.
+/// [`CellBackward::buffers`]); the persistent kernel shares them.
 pub const BWD_BINDINGS: [(u32, Binding); 8] = [
     (2, Binding::Read),
     (3, Binding::Read),
@@ -218,20 +198,11 @@ impl TileConfig {
     }
 
     fn f32_source(&self, cell: Cell) -> String {
-        let base = match cell {
-            Cell::Lstm => SRC.to_string(),
-            Cell::Gru => GRU_SRC.to_string(),
-            Cell::IndRnn { relu: true } => INDRNN_SRC.to_string(),
-            Cell::IndRnn { relu: false } => {
-                crate::gpu::set_decl(INDRNN_SRC, "const", "IND_RELU", "false")
-            }
-            Cell::Custom(c) => format!(
-                "{}{}{}",
-                shader!("common/prelude.wgsl", "common/philox.wgsl"),
-                c.source,
-                shader!("lstm_cell.wgsl")
-            ),
-        };
+        let base = super::wgsl::cell_source::<CellUniform>(
+            shader!("common/prelude.wgsl", "common/philox.wgsl"),
+            cell,
+            shader!("lstm_cell.wgsl"),
+        );
         [
             ("TB", self.tb),
             ("TU", self.tu),
@@ -395,6 +366,22 @@ pub struct CellBackward<'a> {
     pub rng: &'a wgpu::Buffer,
     /// As in [`CellForward::zst`].
     pub zst: &'a wgpu::Buffer,
+}
+
+impl CellBackward<'_> {
+    /// The buffers in binding order ([`BWD_BINDINGS`]).
+    pub fn buffers(&self) -> [&wgpu::Buffer; 8] {
+        [
+            self.params,
+            self.state_in,
+            self.lengths,
+            self.cache,
+            self.dy,
+            self.gstate_in,
+            self.dg,
+            self.gstate_out,
+        ]
+    }
 }
 
 impl LstmCell {
@@ -698,25 +685,12 @@ impl LstmCell {
 
     /// The backward buffers, with the direct variant's vec4 views.
     fn direct_bwd_buffers<'a>(&self, b: &'a CellBackward<'a>) -> Vec<&'a wgpu::Buffer> {
-        let mut bufs = Self::bwd_buffers(b).to_vec();
+        let mut bufs = b.buffers().to_vec();
         if self.variant == CellVariant::Direct {
             bufs.extend([b.params, b.dg]);
         }
         bufs.extend([b.cst, b.dcs, b.rng, b.zst]);
         bufs
-    }
-
-    fn bwd_buffers<'a>(b: &'a CellBackward<'a>) -> [&'a wgpu::Buffer; 8] {
-        [
-            b.params,
-            b.state_in,
-            b.lengths,
-            b.cache,
-            b.dy,
-            b.gstate_in,
-            b.dg,
-            b.gstate_out,
-        ]
     }
 
     /// Backward step `step` of the directions `shapes` of one layer; run

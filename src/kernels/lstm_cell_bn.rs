@@ -2,16 +2,18 @@
 //! cell, one workgroup per hidden unit. Layouts and parameters are those of
 //! [`super::lstm_cell_ln`].
 
-use super::lstm_cell_ln::{FWD, NormCell};
-use super::wgsl::shader;
+use super::lstm_cell::FWD_BINDINGS;
+use super::lstm_cell_ln::NormCell;
+use super::wgsl::family_source;
 use crate::gpu::{Binding, GpuContext};
 
-pub(crate) const SRC: &str = shader!(
+family_source!(
+    super::lstm_cell_ln::NormCellUniform;
     "common/prelude.wgsl",
     "cells/lstm.wgsl",
     "common/cell_bindings.wgsl",
     "common/norm_cell.wgsl",
-    "lstm_cell_bn.wgsl"
+    "lstm_cell_bn.wgsl",
 );
 
 /// The recurrent BatchNorm cell's entry points.
@@ -20,8 +22,8 @@ pub type LstmCellBn = NormCell<true>;
 impl LstmCellBn {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
-        let mut fwd = FWD.to_vec();
+        let mut fwd = FWD_BINDINGS.to_vec();
         fwd.push((12, Binding::ReadWrite));
-        Self::build(ctx, "lstm_cell_bn", SRC, &fwd)
+        Self::build(ctx, "lstm_cell_bn", &source(), &fwd)
     }
 }

@@ -5,18 +5,19 @@
 // The norm cells' sections count in the LSTM's gates, G
 // (`common/norm_cell.wgsl` mirrors them).
 use super::cell::LSTM_GATES as G;
-use super::lstm_cell::CellShape;
+use super::lstm_cell::{BWD_BINDINGS, CellShape, FWD_BINDINGS};
 use super::u32_of;
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-pub(crate) const SRC: &str = shader!(
+family_source!(
+    NormCellUniform;
     "common/prelude.wgsl",
     "cells/lstm.wgsl",
     "common/cell_bindings.wgsl",
     "common/norm_cell.wgsl",
-    "lstm_cell_ln.wgsl"
+    "lstm_cell_ln.wgsl",
 );
 
 /// Offsets of a normalized cell's own tensors, beyond [`CellShape`].
@@ -146,25 +147,10 @@ pub struct NormCellBuffers<'a> {
     pub stats: &'a wgpu::Buffer,
 }
 
-/// Forward and backward bindings shared by both normalized cells.
-pub(crate) const FWD: [(u32, Binding); 7] = [
-    (1, Binding::Read),
-    (2, Binding::Read),
-    (3, Binding::Read),
-    (4, Binding::Read),
-    (5, Binding::ReadWrite),
-    (6, Binding::ReadWrite),
-    (7, Binding::ReadWrite),
-];
-const BWD: [(u32, Binding); 7] = [
-    (2, Binding::Read),
-    (3, Binding::Read),
-    (4, Binding::Read),
-    (6, Binding::ReadWrite),
-    (8, Binding::Read),
-    (9, Binding::Read),
-    (10, Binding::ReadWrite),
-];
+/// The norm cells bind the plain cell's forward buffers (bindings 1 to 7 of
+/// common/cell_bindings.wgsl) and its backward ones but gstate_out (the
+/// plain cell's initial-state step serves them).
+const BWD: &[(u32, Binding)] = BWD_BINDINGS.split_at(7).0;
 
 fn fwd_buffers<'a>(b: &'a NormCellBuffers<'a>) -> Vec<&'a wgpu::Buffer> {
     vec![
@@ -205,7 +191,7 @@ pub type LstmCellLn = NormCell<false>;
 impl LstmCellLn {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
-        Self::build(ctx, "lstm_cell_ln", SRC, &FWD)
+        Self::build(ctx, "lstm_cell_ln", &source(), &FWD_BINDINGS)
     }
 }
 
@@ -220,7 +206,7 @@ impl<const BN: bool> NormCell<BN> {
         let m = module(ctx, label, src);
         Self {
             fwd: m.kernel("forward", fwd),
-            bwd: m.kernel("backward", &BWD),
+            bwd: m.kernel("backward", BWD),
         }
     }
 

@@ -23,13 +23,12 @@ use std::sync::{Arc, Mutex};
 pub use crate::gpu::tuning::CellPath;
 
 /// The loop joined with `cell`'s pointwise functions, as its pipelines
-/// compile it.
+/// compile it (its uniform structs declared from [`PersistentUniform`]).
 pub fn source(cell: Cell) -> String {
-    format!(
-        "{}{}{}",
+    super::wgsl::cell_source::<PersistentUniform>(
         shader!("common/prelude.wgsl"),
-        cell.source(),
-        shader!("common/cell_bindings.wgsl", "lstm_persistent.wgsl")
+        cell,
+        shader!("common/cell_bindings.wgsl", "lstm_persistent.wgsl"),
     )
 }
 
@@ -379,16 +378,7 @@ impl LstmPersistent {
         shapes: &[CellShape],
         b: &CellForward<'_>,
     ) -> Result<Vec<Dispatch>> {
-        Self::check(lay, shapes)?;
-        let k = self.kernels(ctx, lay.spec);
-        let groups = (shapes[0].batch as u32, shapes.len() as u32);
-        (0..lay.seq)
-            .step_by(lay.fwd_chunk)
-            .map(|s0| {
-                let p = Self::params(shapes, s0, (s0 + lay.fwd_chunk).min(lay.seq))?;
-                Ok(k[0].dispatch(ctx, &p, &b.buffers(), groups))
-            })
-            .collect()
+        self.time_loop(ctx, lay, shapes, false, &b.buffers())
     }
 
     /// Backward time loop of one layer and the initial-state gradients,
@@ -401,30 +391,35 @@ impl LstmPersistent {
         shapes: &[CellShape],
         b: &CellBackward<'_>,
     ) -> Result<Vec<Dispatch>> {
+        self.time_loop(ctx, lay, shapes, true, &b.buffers())
+    }
+
+    /// One dispatch of the forward or `backward` entry point per chunk of
+    /// steps, in the order the chunks run.
+    fn time_loop(
+        &self,
+        ctx: &GpuContext,
+        lay: &PersistentLayout,
+        shapes: &[CellShape],
+        backward: bool,
+        bufs: &[&wgpu::Buffer],
+    ) -> Result<Vec<Dispatch>> {
         Self::check(lay, shapes)?;
-        let k = self.kernels(ctx, lay.spec);
+        let k = &self.kernels(ctx, lay.spec)[usize::from(backward)];
         let groups = (shapes[0].batch as u32, shapes.len() as u32);
-        let starts: Vec<usize> = (0..lay.seq).step_by(lay.bwd_chunk).collect();
+        let chunk = match backward {
+            true => lay.bwd_chunk,
+            false => lay.fwd_chunk,
+        };
+        let mut starts: Vec<usize> = (0..lay.seq).step_by(chunk).collect();
+        if backward {
+            starts.reverse();
+        }
         starts
             .into_iter()
-            .rev()
             .map(|s0| {
-                let p = Self::params(shapes, s0, (s0 + lay.bwd_chunk).min(lay.seq))?;
-                Ok(k[1].dispatch(
-                    ctx,
-                    &p,
-                    &[
-                        b.params,
-                        b.state_in,
-                        b.lengths,
-                        b.cache,
-                        b.dy,
-                        b.gstate_in,
-                        b.dg,
-                        b.gstate_out,
-                    ],
-                    groups,
-                ))
+                let p = Self::params(shapes, s0, (s0 + chunk).min(lay.seq))?;
+                Ok(k.dispatch(ctx, &p, bufs, groups))
             })
             .collect()
     }

@@ -7,15 +7,16 @@
 use super::elementwise::flat_grid;
 use super::lstm_cell::{CellBackward, CellForward};
 use super::u32_of;
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-pub(crate) const SRC: &str = shader!(
+family_source!(
+    ProjUniform;
     "common/prelude.wgsl",
     "common/cell_bindings.wgsl",
     "cells/lstm.wgsl",
-    "lstm_proj.wgsl"
+    "lstm_proj.wgsl",
 );
 
 /// Invocations per workgroup (the shader's `WG`).
@@ -137,7 +138,7 @@ pub struct LstmProj {
 impl LstmProj {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
-        let m = module(ctx, "lstm_proj", SRC);
+        let m = module(ctx, "lstm_proj", &source());
         Self {
             fwd: m.kernel("forward_step", &FWD),
             bwd: m.kernel("backward_step", &BWD),

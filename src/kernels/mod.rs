@@ -183,89 +183,70 @@ impl Kernels {
         })
     }
 
-    /// The projected LSTM's pointwise steps and reordering.
-    pub fn proj(&self) -> crate::Result<Arc<lstm_proj::LstmProj>> {
-        self.family("lstm_proj", lstm_proj::LstmProj::new)
-    }
-
-    /// LayerNorm LSTM cell.
-    pub fn cell_ln(&self) -> crate::Result<Arc<lstm_cell_ln::LstmCellLn>> {
-        self.family("lstm_cell_ln", lstm_cell_ln::LstmCellLn::new)
-    }
-
-    /// Recurrent BatchNorm LSTM cell.
-    pub fn cell_bn(&self) -> crate::Result<Arc<lstm_cell_bn::LstmCellBn>> {
-        self.family("lstm_cell_bn", lstm_cell_bn::LstmCellBn::new)
-    }
-
     /// Deterministic reductions (the f16 column sum built once f16 is on).
     pub fn reduce(&self) -> crate::Result<Arc<reduce::Reduce>> {
         let r = self.family("reduce", reduce::Reduce::new)?;
-        if self.half {
-            self.ctx.scoped(|| {
-                r.enable_half(&self.ctx);
-                Ok(())
-            })?;
-        }
-        Ok(r)
-    }
-
-    /// LayerNorm between layers.
-    pub fn layer_norm(&self) -> crate::Result<Arc<layer_norm::LayerNorm>> {
-        self.family("layer_norm", layer_norm::LayerNorm::new)
-    }
-
-    /// BatchNorm between layers.
-    pub fn batch_norm(&self) -> crate::Result<Arc<batch_norm::BatchNorm>> {
-        self.family("batch_norm", batch_norm::BatchNorm::new)
-    }
-
-    /// Clipping and gradient norms.
-    pub fn clip(&self) -> crate::Result<Arc<clip::Clip>> {
-        self.family("clip", clip::Clip::new)
-    }
-
-    /// Histograms of buffer segments.
-    pub fn histogram(&self) -> crate::Result<Arc<histogram::Histogram>> {
-        self.family("histogram", histogram::Histogram::new)
+        self.halved(r, reduce::Reduce::enable_half)
     }
 
     /// Embedding lookup (the f16 scatter-add built once f16 is on).
     pub fn embedding(&self) -> crate::Result<Arc<embedding::Embedding>> {
         let e = self.family("embedding", embedding::Embedding::new)?;
+        self.halved(e, embedding::Embedding::enable_half)
+    }
+
+    /// `k`, its f16 pipelines built (`enable`) while f16 is on.
+    fn halved<T>(&self, k: Arc<T>, enable: impl FnOnce(&T, &GpuContext)) -> crate::Result<Arc<T>> {
         if self.half {
             self.ctx.scoped(|| {
-                e.enable_half(&self.ctx);
+                enable(&k, &self.ctx);
                 Ok(())
             })?;
         }
-        Ok(e)
+        Ok(k)
     }
+}
 
+/// The accessors of the families with one build, named as their modules,
+/// each fetched through [`Kernels::family`].
+macro_rules! families {
+    ($($(#[$doc:meta])* $name:ident: $module:ident::$ty:ident),+ $(,)?) => {
+        impl Kernels {
+            $(
+                $(#[$doc])*
+                pub fn $name(&self) -> crate::Result<Arc<$module::$ty>> {
+                    self.family(stringify!($module), $module::$ty::new)
+                }
+            )+
+        }
+    };
+}
+
+families! {
+    /// The projected LSTM's pointwise steps and reordering.
+    proj: lstm_proj::LstmProj,
+    /// LayerNorm LSTM cell.
+    cell_ln: lstm_cell_ln::LstmCellLn,
+    /// Recurrent BatchNorm LSTM cell.
+    cell_bn: lstm_cell_bn::LstmCellBn,
+    /// LayerNorm between layers.
+    layer_norm: layer_norm::LayerNorm,
+    /// BatchNorm between layers.
+    batch_norm: batch_norm::BatchNorm,
+    /// Clipping and gradient norms.
+    clip: clip::Clip,
+    /// Histograms of buffer segments.
+    histogram: histogram::Histogram,
     /// Attention pooling of the regression head.
-    pub fn attention(&self) -> crate::Result<Arc<attention::Attention>> {
-        self.family("attention", attention::Attention::new)
-    }
-
+    attention: attention::Attention,
     /// Losses.
-    pub fn loss(&self) -> crate::Result<Arc<loss::Loss>> {
-        self.family("loss", loss::Loss::new)
-    }
-
+    loss: loss::Loss,
     /// Dropout, residual adds, last-step gather.
-    pub fn elementwise(&self) -> crate::Result<Arc<elementwise::Elementwise>> {
-        self.family("elementwise", elementwise::Elementwise::new)
-    }
-
+    elementwise: elementwise::Elementwise,
     /// Optimizers.
-    pub fn optim(&self) -> crate::Result<Arc<optim::Optim>> {
-        self.family("optim", optim::Optim::new)
-    }
-
+    optim: optim::Optim,
     /// The f16 shadow of the parameters.
-    pub fn cast(&self) -> crate::Result<Arc<cast::Cast>> {
-        self.family("cast", cast::Cast::new)
-    }
+    cast: cast::Cast,
 }
 
 /// One entry point compiled from a shader's f32 source and, once

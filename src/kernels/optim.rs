@@ -52,13 +52,13 @@
 //! Results are bit-identical from run to run (one element per invocation, no
 //! reductions).
 
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use super::{groups_1d, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::io::NamedTensor;
 use crate::{Error, Result};
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "optim.wgsl");
+family_source!(OptimUniform; "common/prelude.wgsl", "optim.wgsl");
 
 /// Invocations per workgroup (`WG` in the shader); one element each.
 const WG: usize = 256;
@@ -78,8 +78,13 @@ wgsl_struct! {
     /// The uniform block of `optim.wgsl`.
     pub struct OptimUniform = "Params" {
         n: u32, skip_at: u32, flags: u32, _p0: u32,
-        momentum: f32, one_m_damp: f32, weight_decay: f32, eps: f32,
-        beta1: f32, one_m_beta1: f32, beta2: f32, one_m_beta2: f32,
+        momentum: f32,
+        /// 1 - dampening (SGD).
+        one_m_damp: f32,
+        weight_decay: f32, eps: f32, beta1: f32,
+        /// 1 - beta1, rounded from f64 (PyTorch's lerp weight).
+        one_m_beta1: f32,
+        beta2: f32, one_m_beta2: f32,
     }
 }
 
@@ -293,7 +298,7 @@ pub struct OptimPlan {
 impl Optim {
     /// Compiles the kernels.
     pub fn new(ctx: &GpuContext) -> Self {
-        let m = module(ctx, "optim", SRC);
+        let m = module(ctx, "optim", &source());
         use Binding::{Read, ReadWrite};
         let base = [(1, ReadWrite), (2, Read), (3, ReadWrite), (4, Read)];
         let with = |extra: &[(u32, Binding)]| {

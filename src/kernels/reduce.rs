@@ -1,12 +1,12 @@
 //! Wrapper of `shaders/reduce.wgsl`: deterministic column sums.
 
 use super::gemm::LOOP_CAP;
-use super::wgsl::{shader, wgsl_struct};
+use super::wgsl::{family_source, wgsl_struct};
 use super::{groups_1d, u32_of};
 use crate::Result;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 
-pub(crate) const SRC: &str = shader!("common/prelude.wgsl", "reduce.wgsl");
+family_source!(ReduceUniform; "common/prelude.wgsl", "reduce.wgsl");
 
 /// Rows one column-sum dispatch covers: one loop pass per row plus the exit
 /// check stay within lavapipe's [`LOOP_CAP`]. Longer sums are split into
@@ -49,7 +49,7 @@ pub struct Reduce {
 impl Reduce {
     /// Compiles the kernels.
     pub fn new(ctx: &GpuContext) -> Self {
-        let m = module(ctx, "reduce", SRC);
+        let m = module(ctx, "reduce", &source());
         let colsum = super::HalfKernel::new(&m, "colsum", &COLSUM_BINDINGS);
         let colsum_prod = m.kernel(
             "colsum_prod",
@@ -67,38 +67,22 @@ impl Reduce {
 
     /// The shader source with A in f16.
     pub fn half_source() -> String {
-        crate::gpu::half_source(SRC, &["AT"], &[])
+        crate::gpu::half_source(&source(), &["AT"], &[])
     }
 
     /// Compiles `colsum` over an f16 A (the device needs SHADER_F16), for
-    /// [`Reduce::colsum_as`]; idempotent.
+    /// [`Reduce::colsum`]; idempotent.
     pub fn enable_half(&self, ctx: &GpuContext) {
         self.colsum.enable(ctx, "reduce", &Self::half_source());
     }
 
     /// out[o1 + n] (and out[o2 + n] when given) = Σ_m a[a_off + m·lda + n],
-    /// for n < cols and m < rows; added to `out` when `accumulate`. One
-    /// dispatch per [`ROW_CHUNK`] rows (none when `cols` is 0), to record in
-    /// order.
+    /// for n < cols and m < rows; added to `out` when `accumulate`; with
+    /// `half_a`, A's buffer holds f16 values, which needs
+    /// [`Reduce::enable_half`] first. One dispatch per [`ROW_CHUNK`] rows
+    /// (none when `cols` is 0), to record in order.
     #[allow(clippy::too_many_arguments)]
     pub fn colsum(
-        &self,
-        ctx: &GpuContext,
-        a: (&wgpu::Buffer, usize, usize),
-        rows: usize,
-        cols: usize,
-        out: &wgpu::Buffer,
-        o1: usize,
-        o2: Option<usize>,
-        accumulate: bool,
-    ) -> Result<Vec<Dispatch>> {
-        self.colsum_as(ctx, a, rows, cols, out, (o1, o2), accumulate, false)
-    }
-
-    /// As [`Reduce::colsum`] (outputs `o`); with `half_a`, A's buffer holds
-    /// f16 values, which needs [`Reduce::enable_half`] first.
-    #[allow(clippy::too_many_arguments)]
-    pub fn colsum_as(
         &self,
         ctx: &GpuContext,
         a: (&wgpu::Buffer, usize, usize),

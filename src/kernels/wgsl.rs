@@ -1,6 +1,7 @@
-//! What the host knows of the WGSL side: the Rust mirrors of the shaders'
-//! uniform structs (checked against naga's layout by `tests/shaders.rs`)
-//! and the sources the wrappers compile.
+//! What the host knows of the WGSL side: the shaders' uniform structs,
+//! declared once in Rust and written into each source as WGSL (their
+//! layouts checked against naga's by `tests/shaders.rs`), and the sources
+//! the wrappers compile.
 
 /// The source of a kernel family: files of `shaders/` joined at compile
 /// time, shared pieces (`common/...`) first, the family's own file last.
@@ -11,10 +12,45 @@ macro_rules! shader {
 }
 pub(crate) use shader;
 
+/// A family's source: the WGSL declaration of its uniform struct `T` (and
+/// of the structs that holds), generated from the Rust mirror, the one place
+/// it is written, then `files` (joined by [`shader!`]).
+pub(crate) fn source<T: WgslStruct>(files: &str) -> String {
+    let mut out = String::new();
+    T::declare(&mut out);
+    out.push_str(files);
+    out
+}
+
+/// Defines a family's `source()`: [`source`] of uniform struct `$ty` and
+/// `files` joined by [`shader!`].
+macro_rules! family_source {
+    ($ty:ty; $($file:literal),+ $(,)?) => {
+        #[doc = concat!("The family's source, its uniform struct declared from [`", stringify!($ty), "`].")]
+        pub(crate) fn source() -> String {
+            $crate::kernels::wgsl::source::<$ty>($crate::kernels::wgsl::shader!($($file),+))
+        }
+    };
+}
+pub(crate) use family_source;
+
+/// [`source`] of a family that joins a cell's pointwise functions between
+/// its shared pieces (`before`) and its own file (`after`).
+pub(crate) fn cell_source<T: WgslStruct>(
+    before: &str,
+    cell: super::cell::Cell,
+    after: &str,
+) -> String {
+    source::<T>(&format!("{before}{}{after}", cell.source()))
+}
+
 /// A type as WGSL spells it, for comparing a Rust mirror with its shader.
 pub trait WgslType {
     /// The WGSL type, e.g. `u32` or `array<Dir, 2>`.
     fn wgsl() -> String;
+    /// Appends the WGSL declarations the type needs: none for a scalar, a
+    /// struct's own after those of the structs it holds.
+    fn declare(_out: &mut String) {}
 }
 
 impl WgslType for u32 {
@@ -32,6 +68,10 @@ impl WgslType for f32 {
 impl<T: WgslType, const N: usize> WgslType for [T; N] {
     fn wgsl() -> String {
         format!("array<{}, {N}>", T::wgsl())
+    }
+
+    fn declare(out: &mut String) {
+        T::declare(out);
     }
 }
 
@@ -52,25 +92,42 @@ pub trait WgslStruct: bytemuck::Pod + WgslType {
     const NAME: &'static str;
     /// The members in declaration order.
     fn members() -> Vec<Member>;
+
+    /// Its WGSL declaration, one member a line.
+    fn declaration() -> String {
+        let members: String = Self::members()
+            .iter()
+            .map(|m| format!("    {}: {},\n", m.name, m.ty))
+            .collect();
+        format!("struct {} {{\n{members}}}\n", Self::NAME)
+    }
 }
 
-/// Declares a Rust mirror of a WGSL struct: `#[repr(C)]`, `Pod`, public
-/// fields named as in the shader, and its [`WgslStruct`] metadata.
+/// Declares a struct of the shaders in Rust: `#[repr(C)]`, `Pod`, public
+/// fields named as in WGSL, and its [`WgslStruct`] metadata, from which
+/// [`source`] writes its WGSL declaration.
 macro_rules! wgsl_struct {
     (
         $(#[$doc:meta])*
-        pub struct $name:ident = $wgsl:literal { $($field:ident: $ty:ty),+ $(,)? }
+        pub struct $name:ident = $wgsl:literal {
+            $($(#[$fdoc:meta])* $field:ident: $ty:ty),+ $(,)?
+        }
     ) => {
         $(#[$doc])*
         #[repr(C)]
         #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
         pub struct $name {
-            $(pub $field: $ty),+
+            $($(#[$fdoc])* pub $field: $ty),+
         }
 
         impl $crate::kernels::wgsl::WgslType for $name {
             fn wgsl() -> String {
                 $wgsl.into()
+            }
+
+            fn declare(out: &mut String) {
+                $(<$ty as $crate::kernels::wgsl::WgslType>::declare(out);)+
+                out.push_str(&<Self as $crate::kernels::wgsl::WgslStruct>::declaration());
             }
         }
 
@@ -143,29 +200,29 @@ pub fn uniform_structs() -> Vec<StructLayout> {
 pub fn sources() -> Vec<(&'static str, String)> {
     use super::*;
     vec![
-        ("attention.wgsl", attention::SRC.into()),
-        ("batch_norm.wgsl", batch_norm::SRC.into()),
-        ("cast.wgsl", cast::SRC.into()),
+        ("attention.wgsl", attention::source()),
+        ("batch_norm.wgsl", batch_norm::source()),
+        ("cast.wgsl", cast::source()),
         ("check_cell.wgsl", check_cell::source(cell::Cell::Lstm)),
-        ("clip.wgsl", clip::SRC.into()),
-        ("elementwise.wgsl", elementwise::SRC.into()),
-        ("embedding.wgsl", embedding::SRC.into()),
+        ("clip.wgsl", clip::source()),
+        ("elementwise.wgsl", elementwise::source()),
+        ("embedding.wgsl", embedding::source()),
         ("gemm.wgsl", gemm::Gemm::source(false, false)),
-        ("histogram.wgsl", histogram::SRC.into()),
-        ("layer_norm.wgsl", layer_norm::SRC.into()),
-        ("loss.wgsl", loss::SRC.into()),
+        ("histogram.wgsl", histogram::source()),
+        ("layer_norm.wgsl", layer_norm::source()),
+        ("loss.wgsl", loss::source()),
         (
             "lstm_cell.wgsl",
             lstm_cell::TileConfig::DEFAULT.source(false),
         ),
-        ("lstm_cell_bn.wgsl", lstm_cell_bn::SRC.into()),
-        ("lstm_cell_ln.wgsl", lstm_cell_ln::SRC.into()),
+        ("lstm_cell_bn.wgsl", lstm_cell_bn::source()),
+        ("lstm_cell_ln.wgsl", lstm_cell_ln::source()),
         (
             "lstm_persistent.wgsl",
             lstm_persistent::source(cell::Cell::Lstm),
         ),
-        ("lstm_proj.wgsl", lstm_proj::SRC.into()),
-        ("optim.wgsl", optim::SRC.into()),
-        ("reduce.wgsl", reduce::SRC.into()),
+        ("lstm_proj.wgsl", lstm_proj::source()),
+        ("optim.wgsl", optim::source()),
+        ("reduce.wgsl", reduce::source()),
     ]
 }

@@ -1181,7 +1181,7 @@ impl Plan {
                         .colsum_pair(ctx, pair, tb, gh, g, (bih, bhh), ws.half)?,
                 );
             } else if let Some(bih) = bih {
-                out.extend(k.reduce()?.colsum_as(
+                out.extend(k.reduce()?.colsum(
                     ctx,
                     da,
                     tb,
@@ -1258,14 +1258,20 @@ impl Plan {
         out.extend(prod((sh.dg_off + sec_dhc, h), sec_xc, h, np.c.0)?);
         let dhc = (&ws.dg, sh.dg_off + sec_dhc, h);
         if matches!(norm, Norm::LayerCell) {
-            out.extend(
-                k.reduce()?
-                    .colsum(ctx, da, tb, gh, g, np.ih.1, Some(np.hh.1), false)?,
-            );
+            out.extend(k.reduce()?.colsum(
+                ctx,
+                da,
+                tb,
+                gh,
+                g,
+                (np.ih.1, Some(np.hh.1)),
+                false,
+                false,
+            )?);
         }
         out.extend(
             k.reduce()?
-                .colsum(ctx, dhc, tb, h, g, np.c.1, None, false)?,
+                .colsum(ctx, dhc, tb, h, g, (np.c.1, None), false, false)?,
         );
         Ok(out)
     }

@@ -1752,7 +1752,7 @@ impl Trainer {
         push(
             bwd,
             k.reduce()?
-                .colsum(ctx, (out, 0, o), rows, o, grads, b, None, false),
+                .colsum(ctx, (out, 0, o), rows, o, grads, (b, None), false, false),
         )?;
         push(
             bwd,
