@@ -1,9 +1,10 @@
-//! `mpirun -np N lstm-wgpu train …`: data-parallel training over MPI
-//! (cargo feature `mpi`; docs/distributed.md). Every rank builds the same
-//! run (settings, data, initial weights), trains on its contiguous shard
-//! of each global batch and sums its gradients with the others'
-//! ([`lstm_wgpu::train::reduce`]); only rank 0 writes outputs. Without the
-//! feature, or outside mpirun, every function here is the single process.
+//! Data-parallel training: `mpirun -np N lstm-wgpu train …` (cargo feature
+//! `mpi`) or `train --devices` (threads of one process; docs/distributed.md).
+//! Every rank builds the same run (settings, data, initial weights), trains
+//! on its contiguous shard of each global batch and sums its gradients with
+//! the others' ([`lstm_wgpu::train::reduce`]); only rank 0 writes outputs.
+//! A [`Rank`] says which rank a run is; without the feature, or outside
+//! mpirun and `--devices`, it is the single process.
 
 use crate::cli::env::gpu_options_for;
 use crate::cli::train::report::say_line as say;
