@@ -1,6 +1,6 @@
 //! The library's data-parallel step (`Trainer::set_reducer`) without MPI:
 //! two trainers in two threads, each on its half of a global batch with
-//! unequal valid lengths, summing through a reducer of shared memory, take
+//! unequal valid lengths, summing through a `ThreadGroup`, take
 //! the steps one trainer takes on the whole batch: the same losses and
 //! weights to 1e-5, and bit-identical weights on both ranks. The halves
 //! hold 7 and 5 valid positions, so a loss averaged per rank and then over
@@ -8,55 +8,9 @@
 
 mod common;
 
-use lstm_wgpu::error::Result;
 use lstm_wgpu::kernels::optim::OptimConfig;
-use lstm_wgpu::train::reduce::{Reducer, columns, sum_in_rank_order};
+use lstm_wgpu::train::reduce::{Reducer, ThreadGroup, ThreadReducer, columns};
 use lstm_wgpu::train::{Carry, Head, NetConfig, StepData, Trainer, init_values};
-use std::sync::{Arc, Barrier, Mutex};
-
-/// What the ranks of [`Threads`] share.
-struct Shared {
-    barrier: Barrier,
-    f32s: Mutex<Vec<Vec<f32>>>,
-    f64s: Mutex<Vec<Vec<f64>>>,
-}
-
-/// A reducer between threads: each puts its values in its slot, and after
-/// a barrier every one sums all slots in rank order.
-struct Threads {
-    rank: usize,
-    size: usize,
-    shared: Arc<Shared>,
-}
-
-impl Threads {
-    fn sum<T: Copy + std::ops::AddAssign>(&self, slots: &Mutex<Vec<Vec<T>>>, v: &mut [T]) {
-        let lock = || slots.lock().unwrap_or_else(|e| panic!("{e}"));
-        lock()[self.rank] = v.to_vec();
-        self.shared.barrier.wait();
-        let all = lock().concat();
-        v.copy_from_slice(&sum_in_rank_order(&all, self.size));
-        // Nobody writes a slot again before every rank has read them.
-        self.shared.barrier.wait();
-    }
-}
-
-impl Reducer for Threads {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-    fn size(&self) -> usize {
-        self.size
-    }
-    fn sum_f32(&self, v: &mut [f32]) -> Result<()> {
-        self.sum(&self.shared.f32s, v);
-        Ok(())
-    }
-    fn sum_f64(&self, v: &mut [f64]) -> Result<()> {
-        self.sum(&self.shared.f64s, v);
-        Ok(())
-    }
-}
 
 const T: usize = 5;
 const B: usize = 4;
@@ -80,7 +34,7 @@ fn data(k: usize, (f, o): (usize, usize)) -> Data {
 
 /// Trains `STEPS` steps on sequences `from..from + b` of every global
 /// batch (all of them with no reducer); the losses and the weights.
-fn train(head: Head, b: usize, r: Option<Threads>) -> (Vec<f32>, Vec<f32>) {
+fn train(head: Head, b: usize, r: Option<ThreadReducer>) -> (Vec<f32>, Vec<f32>) {
     let net = NetConfig::new(head, 8, 2);
     let mut opt = OptimConfig::adam();
     opt.lr = 0.01;
@@ -93,7 +47,7 @@ fn train(head: Head, b: usize, r: Option<Threads>) -> (Vec<f32>, Vec<f32>) {
         &opt,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let from = r.as_ref().map_or(0, |r| r.rank * b);
+    let from = r.as_ref().map_or(0, |r| r.rank() * b);
     tr.set_reducer(r.map(|r| Box::new(r) as Box<dyn Reducer>));
     let (f, o) = match head {
         Head::Sequence { features, outputs } => (features, outputs),
@@ -122,30 +76,9 @@ fn train(head: Head, b: usize, r: Option<Threads>) -> (Vec<f32>, Vec<f32>) {
 
 fn two_ranks_equal_one(head: Head) {
     let (l1, w1) = train(head, B, None);
-    let shared = Arc::new(Shared {
-        barrier: Barrier::new(2),
-        f32s: Mutex::new(vec![Vec::new(); 2]),
-        f64s: Mutex::new(vec![Vec::new(); 2]),
-    });
-    let ranks: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..2)
-            .map(|rank| {
-                let shared = shared.clone();
-                s.spawn(move || {
-                    let r = Threads {
-                        rank,
-                        size: 2,
-                        shared,
-                    };
-                    train(head, B / 2, Some(r))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| panic!("a rank panicked")))
-            .collect()
-    });
+    let ranks = ThreadGroup::new(2)
+        .run(|r| Ok(train(head, B / 2, Some(r))))
+        .unwrap_or_else(|e| panic!("{e}"));
     let bits = |w: &[f32]| w.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(
         bits(&ranks[0].1),

@@ -6,9 +6,10 @@
 //! grouped otherwise), both ranks end with bit-identical parameters, a run
 //! stopped and resumed equals the uninterrupted one bit for bit, one
 //! process resumes the two ranks' checkpoint, and a batch that does not
-//! divide over the ranks is refused by name. A rank that fails aborts the
-//! job naming itself; a rank that hangs is named by rank 0 after
-//! `--mpi-timeout`, and the job ends.
+//! divide over the ranks is refused by name. Two threads of one process
+//! (`--devices 0,0`) give the two ranks' figures bit for bit. A rank that
+//! fails aborts the job naming itself; a rank that hangs is named by rank
+//! 0 after `--mpi-timeout`, and the job ends.
 #![cfg(feature = "mpi")]
 
 use lstm_wgpu::io::TensorFile;
@@ -21,10 +22,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_lstm-wgpu");
 mod tempdir;
 use tempdir::TempDir;
 
-fn p(path: &Path) -> &str {
-    path.to_str()
-        .unwrap_or_else(|| panic!("non-UTF-8 temp path"))
-}
+#[path = "common/parallel.rs"]
+mod parallel;
+use parallel::{
+    TEXT_MODEL, losses, p, rank_crcs, same_checkpoints, same_losses, series_model, sunspots,
+    two_ranks_agree,
+};
 
 /// `BIN args` on `ranks` MPI ranks (`None`: without mpirun).
 fn launch(ranks: Option<usize>, args: &[&str]) -> Output {
@@ -65,60 +68,6 @@ fn ok(ranks: Option<usize>, args: &[&str]) -> String {
     err
 }
 
-/// (step, key, value) of every `loss` and `val_loss` in a metrics file.
-fn losses(path: &Path) -> Vec<(i64, &'static str, f64)> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{e}"));
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}"));
-        for key in ["loss", "val_loss"] {
-            if let (Some(s), Some(x)) = (v["step"].as_i64(), v[key].as_f64()) {
-                out.push((s, key, x));
-            }
-        }
-    }
-    out
-}
-
-fn close(a: f64, b: f64, scale: f64) -> bool {
-    (a - b).abs() <= 1e-5 * scale
-}
-
-/// Two checkpoints: the same counters, and every float tensor equal to 1e-5 of each tensor's
-/// largest magnitude (`exact`: bit for bit).
-fn same_checkpoints(a: &Path, b: &Path, exact: bool) {
-    let [(ta, ca), (tb, cb)] = [a, b].map(|f| {
-        TensorFile::read(f)
-            .and_then(|t| t.params_and_counters())
-            .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
-    });
-    assert_eq!(ca, cb);
-    assert_eq!(ta.len(), tb.len());
-    for (x, y) in ta.iter().zip(&tb) {
-        assert_eq!((&x.name, &x.shape), (&y.name, &y.shape));
-        let scale = x.data.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-        for (i, (u, v)) in x.data.iter().zip(&y.data).enumerate() {
-            let same = match exact {
-                true => u.to_bits() == v.to_bits(),
-                false => close(*u as f64, *v as f64, scale),
-            };
-            assert!(same, "{}[{i}]: {u} against {v}", x.name);
-        }
-    }
-}
-
-/// The parameters' CRC-32C each rank reports, in rank order.
-fn rank_crcs(stderr: &str, ranks: usize) -> Vec<String> {
-    (0..ranks)
-        .map(|r| {
-            let head = format!("rank {r} of {ranks}: parameters crc32c ");
-            let line = stderr.lines().find_map(|l| l.strip_prefix(&head));
-            line.unwrap_or_else(|| panic!("no `{head}` line in {stderr}"))
-                .to_string()
-        })
-        .collect()
-}
-
 /// Trains `args` 50 steps in one process and on two ranks, and compares.
 fn one_against_two(tag: &str, args: &[&str]) {
     let dir = TempDir::new(tag);
@@ -133,34 +82,25 @@ fn one_against_two(tag: &str, args: &[&str]) {
     };
     let (m1, ck1, _) = run(None, "one");
     let (m2, ck2, err) = run(Some(2), "two");
-    // Each rank trained on its half of every global batch.
-    let at = args
-        .iter()
-        .position(|a| *a == "--batch")
-        .map(|i| args[i + 1]);
-    let batch: usize = at
-        .and_then(|b| b.parse().ok())
-        .unwrap_or_else(|| panic!("no --batch"));
-    for r in 0..2 {
-        let (from, to) = (r * batch / 2, (r + 1) * batch / 2);
-        let want = format!("rank {r} of 2: sequences {from}..{to} of each global batch of {batch}");
-        assert!(err.contains(&want), "no `{want}` in {err}");
-        // Rank r opens adapter r modulo the adapters: lavapipe for both.
-        let adapter = format!("rank {r} of 2: adapter: ");
-        assert!(err.contains(&adapter), "no `{adapter}` in {err}");
-    }
-    let crcs = rank_crcs(&err, 2);
-    assert_eq!(crcs[0], crcs[1], "the ranks' parameters differ: {err}");
-    let (l1, l2) = (losses(&m1), losses(&m2));
-    assert_eq!(l1.len(), l2.len());
-    assert!(l1.iter().filter(|l| l.1 == "loss").count() == 50);
-    assert!(l1.iter().any(|l| l.1 == "val_loss"));
-    for (a, b) in l1.iter().zip(&l2) {
-        assert_eq!((a.0, a.1), (b.0, b.1));
-        assert!(close(a.2, b.2, a.2.abs()), "{a:?} against {b:?}");
-    }
+    let crcs = two_ranks_agree(args, &err);
+    same_losses(&m1, &m2);
     same_checkpoints(&ck1, &ck2, false);
     same_checkpoints(&dir.join("one.st.best"), &dir.join("two.st.best"), false);
+    // Two threads of one process (`--devices 0,0`) take the two MPI ranks'
+    // steps bit for bit: the same sums, added in the same order.
+    let (md, ckd) = (dir.join("devices.jsonl"), dir.join("devices.st"));
+    let extra = [
+        "--devices",
+        "0,0",
+        "--metrics",
+        p(&md),
+        "--checkpoint",
+        p(&ckd),
+    ];
+    let errd = ok(None, &[args, &extra[..]].concat());
+    assert_eq!(rank_crcs(&errd, 2), crcs, "{errd}");
+    assert_eq!(losses(&md), losses(&m2));
+    same_checkpoints(&ck2, &ckd, true);
 
     // Stopped at step 20 and resumed: the same run, bit for bit.
     let ck = dir.join("resumed.st");
@@ -189,47 +129,13 @@ fn one_against_two(tag: &str, args: &[&str]) {
 
 #[test]
 fn text_on_two_ranks_equals_one_process() {
-    one_against_two(
-        "mpi-text",
-        &[
-            "train",
-            "--steps",
-            "50",
-            "--hidden",
-            "32",
-            "--seq-len",
-            "16",
-            "--batch",
-            "8",
-            "--val-every",
-            "25",
-            "--no-progress",
-        ],
-    );
+    one_against_two("mpi-text", &TEXT_MODEL);
 }
 
 #[test]
 fn series_on_two_ranks_equals_one_process() {
-    let csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/sunspots.csv");
-    one_against_two(
-        "mpi-series",
-        &[
-            "train",
-            "--data",
-            p(&csv),
-            "--seq-len",
-            "12",
-            "--hidden",
-            "16",
-            "--steps",
-            "50",
-            "--batch",
-            "16",
-            "--val-every",
-            "25",
-            "--no-progress",
-        ],
-    );
+    let csv = sunspots();
+    one_against_two("mpi-series", &series_model(&csv));
 }
 
 #[test]

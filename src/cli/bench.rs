@@ -249,7 +249,8 @@ pub struct DataParallel {
 impl DataParallel {
     /// This rank's reducer: the MPI job's, or the one-rank group.
     fn reducer(&self) -> Box<dyn lstm_wgpu::train::reduce::Reducer> {
-        crate::cli::train::parallel::reducer()
+        crate::cli::train::parallel::Rank::process()
+            .take_reducer()
             .unwrap_or_else(|| Box::new(lstm_wgpu::train::reduce::Solo))
     }
 }
@@ -268,7 +269,7 @@ fn open_run(
     lstm_wgpu::model::precision::Precision,
 )> {
     let ctx = match dp {
-        Some(_) => crate::cli::train::parallel::open_gpu(false)?,
+        Some(_) => crate::cli::train::parallel::Rank::process().open_gpu(false)?,
         None => Arc::new(GpuContext::with_options(lstm_wgpu::gpu::GpuOptions {
             timestamps: profile,
             ..crate::cli::env::gpu_options_from_env()?
@@ -402,7 +403,7 @@ fn run_rows(a: &BenchArgs, verbose: bool) -> Result<()> {
             }
         }
     }
-    let root = crate::cli::train::parallel::is_root();
+    let root = crate::cli::train::parallel::Rank::process().is_root();
     if !a.json && root {
         crate::cli::out::line(BenchRow::table_header())?;
     }

@@ -132,6 +132,48 @@ pub fn gpu_options_for(rank: usize) -> Result<GpuOptions> {
     })
 }
 
+/// `--device`'s value, when given.
+pub fn device_flag() -> Option<&'static str> {
+    DEVICE.get().map(String::as_str)
+}
+
+/// The adapters of `train --devices SPEC`, one per rank: `all`, every
+/// adapter a data-parallel rank takes by default
+/// ([`lstm_wgpu::gpu::data_parallel_adapters`]: the GPUs of the primary
+/// backends, else their CPU adapters); otherwise a comma-separated list
+/// of `--device` entries (numbers or parts of names; one may repeat).
+/// Each is resolved now: one naming no adapter is an error naming it.
+pub fn devices(spec: &str) -> Result<Vec<GpuOptions>> {
+    let label = format!("--devices {spec}");
+    let tuning = tuning_from_env()?;
+    let with = |device, adapter_index| GpuOptions {
+        device,
+        adapter_index,
+        tuning,
+        ..GpuOptions::default()
+    };
+    if spec.trim() == "all" {
+        let n = lstm_wgpu::gpu::data_parallel_adapters().len();
+        if n == 0 {
+            return Err(Error::NoAdapter(format!(
+                "{label}: no adapter on the primary backends (Vulkan, Metal, DX12)"
+            )));
+        }
+        return Ok((0..n).map(|i| with(None, Some(i))).collect());
+    }
+    let entries: Vec<&str> = spec.split(',').map(str::trim).collect();
+    if entries.iter().any(|e| e.is_empty()) {
+        return Err(Error::Invalid(format!(
+            "{label}: an empty entry; give `all`, or adapter numbers or names, \
+             comma-separated (`lstm-wgpu devices` lists them)"
+        )));
+    }
+    entries
+        .iter()
+        .map(|e| Ok(with(Some(resolve_adapter(&label, e)?), None)))
+        .collect()
+}
+
 /// The index in [`lstm_wgpu::gpu::adapters`] of adapter `entry`: a number,
 /// or a part of a name (case insensitive, the first match).
 fn resolve_adapter(label: &str, entry: &str) -> Result<usize> {

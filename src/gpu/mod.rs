@@ -177,15 +177,26 @@ fn adapter_numbered(instance: &wgpu::Instance, i: usize) -> Result<wgpu::Adapter
     Ok(adapters.into_iter().nth(i).expect("checked above"))
 }
 
+/// The GPUs of the primary backends (Vulkan, Metal, DX12), or their CPU
+/// adapters where there is no GPU, in wgpu's order: what
+/// [`GpuOptions::adapter_index`] counts modulo.
+fn parallel_adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    let all = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
+    let is_cpu = |a: &wgpu::Adapter| a.get_info().device_type == wgpu::DeviceType::Cpu;
+    let (cpus, gpus): (Vec<_>, Vec<_>) = all.into_iter().partition(is_cpu);
+    if gpus.is_empty() { cpus } else { gpus }
+}
+
+/// The adapters [`GpuOptions::adapter_index`] takes, in its order: one
+/// rank of a data-parallel group each.
+pub fn data_parallel_adapters() -> Vec<wgpu::AdapterInfo> {
+    infos(&parallel_adapters(&instance()))
+}
+
 /// Adapter `i` modulo the GPUs of the primary backends, or of their CPU
 /// adapters where there is no GPU (see [`GpuOptions::adapter_index`]).
 fn adapter_at(instance: &wgpu::Instance, i: usize) -> Result<wgpu::Adapter> {
-    let all = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
-    let is_cpu = |a: &wgpu::Adapter| a.get_info().device_type == wgpu::DeviceType::Cpu;
-    let (cpus, mut gpus): (Vec<_>, Vec<_>) = all.into_iter().partition(is_cpu);
-    if gpus.is_empty() {
-        gpus = cpus;
-    }
+    let mut gpus = parallel_adapters(instance);
     match gpus.len() {
         0 => Err(Error::NoAdapter(
             "no adapter on the primary backends (Vulkan, Metal, DX12)".into(),

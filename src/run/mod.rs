@@ -698,6 +698,55 @@ impl Run {
     }
 }
 
+/// Trains `config` on `data` data-parallel over `devices`, one rank per
+/// entry (the same adapter may repeat), each a thread with its own
+/// [`GpuContext`] and its share of every global batch, summing gradients
+/// in rank order ([`crate::train::reduce::ThreadGroup`]): the same
+/// figures as that many MPI ranks, bit for bit. `on_step` sees rank 0's
+/// steps; only rank 0 writes checkpoints. Returns rank 0's [`Trained`]
+/// (every rank holds the same weights); a rank that fails ends the
+/// others' sums, and the error names it (`rank R of N: …`).
+pub fn train_on_devices(
+    config: Config,
+    data: Data,
+    devices: &[crate::gpu::GpuOptions],
+    on_step: impl FnMut(&StepMetrics) -> Result<()> + Send,
+) -> Result<Trained> {
+    if devices.is_empty() {
+        return Err(Error::Invalid("no devices to train on".into()));
+    }
+    let on_step = std::sync::Mutex::new(Some(on_step));
+    let group = crate::train::reduce::ThreadGroup::new(devices.len());
+    let mut all = group.run(|r| {
+        let rank = r.rank();
+        let p = Prepared::new(config.clone(), data.clone())?;
+        let ctx = Arc::new(GpuContext::with_options(devices[rank].clone())?);
+        let setup = Setup {
+            reducer: Some(Box::new(r)),
+            histograms: false,
+        };
+        let run = p.start(ctx, setup)?;
+        if rank > 0 {
+            return run.train(|_| Ok(())).map(|_| None);
+        }
+        let mut f = (on_step.lock().ok().and_then(|mut f| f.take()))
+            .ok_or_else(|| Error::Invalid("rank 0 ran twice".into()))?;
+        // A model holds trainers, which stay on their thread: its parts.
+        let t = run.train(&mut f)?;
+        let (ctx, ck) = (t.model.ctx().clone(), t.model.checkpoint().clone());
+        Ok(Some((ctx, ck, t.history, t.summary, t.tensor_names)))
+    })?;
+    let (ctx, ck, history, summary, tensor_names) = all
+        .swap_remove(0)
+        .ok_or_else(|| Error::Invalid("rank 0 trained nothing".into()))?;
+    Ok(Trained {
+        model: Model::new(ctx, ck),
+        history,
+        summary,
+        tensor_names,
+    })
+}
+
 /// What a run says about its inputs before training: the task inferred
 /// from the data file, and a series' columns.
 fn notes(a: &Config, c: &RunConfig, data: &RunData, resumed: bool) -> Vec<String> {
@@ -866,13 +915,13 @@ fn join(tr: &mut Trainer, r: Box<dyn Reducer>) -> Result<()> {
     }
     if tr.net.norm.has_batch_stats() {
         return Err(Error::Invalid(format!(
-            "--norm: BatchNorm variants are not supported on {size} MPI ranks yet \
+            "--norm: BatchNorm variants are not supported on {size} ranks yet \
              (their batch statistics would be each rank's); use LayerNorm or none"
         )));
     }
     if tr.net.dropout > 0.0 {
         return Err(Error::Invalid(format!(
-            "--dropout {}: dropout is not supported on {size} MPI ranks yet",
+            "--dropout {}: dropout is not supported on {size} ranks yet",
             tr.net.dropout
         )));
     }

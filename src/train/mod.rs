@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod mpi;
 pub mod reduce;
 pub mod tensorboard;
+mod threads;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuContext};

@@ -14,13 +14,16 @@
 //! every rank the same bits, so all ranks keep bit-identical weights and a
 //! run is reproducible (MPI's own allreduce may group the additions in any
 //! order). The MPI implementation is `train::mpi::MpiReducer` (cargo
-//! feature `mpi`).
+//! feature `mpi`); [`ThreadGroup`] is one between the threads of one
+//! process (one per adapter).
 
 use crate::data::WindowSet;
 use crate::error::Result;
 use crate::gpu::GpuContext;
 use crate::train::Trainer;
 use crate::train::forecast::predict_windows;
+
+pub use super::threads::{ThreadGroup, ThreadReducer};
 
 /// Sums values over the ranks of a data-parallel group. Every method is
 /// collective: every rank calls it, in the same order, with slices of the

@@ -16,6 +16,7 @@ use lstm_wgpu::run::settings::{check_fixed, describe_data, describe_links, resol
 use lstm_wgpu::run::{Curves, Data, EpochEnd, Prepared, RunConfig, Setup, StepMetrics, Trained};
 use lstm_wgpu::train::histograms::{to_json, to_tensorboard};
 use lstm_wgpu::train::metrics::{MetricsBuffer, Value};
+use lstm_wgpu::train::reduce::Reducer;
 use lstm_wgpu::train::tensorboard::EventWriter;
 
 /// The run's settings: `--config` merged under the flags, output paths
@@ -47,22 +48,75 @@ pub(crate) fn settings(a: TrainArgs) -> Result<(TrainArgs, RunConfig, Option<Loa
 /// Runs `train`.
 pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     let (a, c, resumed) = settings(a)?;
+    // --dump-data writes the data alone: no ranks to run.
+    if let Some(spec) = a.devices.clone().filter(|_| a.dump_data.is_none()) {
+        return on_devices(&spec, a, c, resumed, verbose);
+    }
     // Under mpirun: this rank's part of a data-parallel run.
     let group = parallel::start(&c, a.mpi_timeout)?;
-    let a = parallel::rank_args(a);
-    let r = match Run::new(a, c, resumed, verbose) {
-        Ok(Some(run)) => run
-            .train()
-            .and_then(|(r, trained)| parallel::report(&trained).map(|()| r))
-            .and_then(|r| match parallel::is_root() {
-                true => crate::cli::out::line(r.line),
-                false => Ok(()),
-            }),
-        // --dump-data wrote the data instead.
-        Ok(None) => Ok(()),
-        Err(e) => Err(e),
-    };
+    let r = train_rank(a, c, resumed, verbose, parallel::Rank::process());
     group.finish(r)
+}
+
+/// `train --devices SPEC`: one rank per adapter of `spec`, each a thread
+/// running [`train_rank`] with the others' reducers
+/// ([`lstm_wgpu::train::reduce::ThreadGroup`]). Every refusal comes
+/// before any rank starts; a rank that fails ends the others' sums.
+fn on_devices(
+    spec: &str,
+    a: TrainArgs,
+    c: RunConfig,
+    resumed: Option<Loaded>,
+    verbose: bool,
+) -> Result<()> {
+    if let Some(d) = crate::cli::env::device_flag() {
+        return Err(Error::Invalid(format!(
+            "--devices {spec} with --device {d}: give one (--devices lists every rank's adapter)"
+        )));
+    }
+    let ranks = parallel::launched_ranks();
+    if ranks > 1 {
+        return Err(Error::Invalid(format!(
+            "--devices {spec} under mpirun ({ranks} ranks): give one kind of data \
+             parallelism (each MPI rank takes one adapter, see --device)"
+        )));
+    }
+    let gpus = crate::cli::env::devices(spec)?;
+    let n = gpus.len();
+    parallel::check_batch(c.batch, n, &format!("devices of --devices {spec}"))?;
+    // Each rank reads the checkpoint it resumes (a `Loaded` is its own).
+    let resume = resumed.map(|l| l.file.path.clone());
+    let group = lstm_wgpu::train::reduce::ThreadGroup::new(n);
+    group
+        .run(|r| {
+            let gpu = gpus[r.rank()].clone();
+            let resumed = resume.as_deref().map(load_checkpoint).transpose()?;
+            let rank = parallel::Rank::device(r, gpu);
+            train_rank(a.clone(), c.clone(), resumed, verbose, rank)
+        })
+        .map(|_| ())
+}
+
+/// One rank's run (the single process's, an MPI rank's or a `--devices`
+/// thread's): only rank 0 writes the outputs and the final line.
+fn train_rank(
+    a: TrainArgs,
+    c: RunConfig,
+    resumed: Option<Loaded>,
+    verbose: bool,
+    mut rank: parallel::Rank,
+) -> Result<()> {
+    let a = rank.args(a);
+    // None: --dump-data wrote the data instead.
+    let Some(run) = Run::on(a, c, resumed, verbose, &mut rank)? else {
+        return Ok(());
+    };
+    let (r, trained) = run.train()?;
+    rank.report(&trained);
+    match rank.is_root() {
+        true => crate::cli::out::line(r.line),
+        false => Ok(()),
+    }
 }
 
 /// What a finished run reports: its final line and the figures a study
@@ -112,6 +166,17 @@ impl Run {
         resumed: Option<Loaded>,
         verbose: bool,
     ) -> Result<Option<Run>> {
+        Self::on(a, c, resumed, verbose, &mut parallel::Rank::process())
+    }
+
+    /// [`Run::new`] as rank `rank` of a data-parallel group.
+    fn on(
+        a: TrainArgs,
+        c: RunConfig,
+        resumed: Option<Loaded>,
+        verbose: bool,
+        rank: &mut parallel::Rank,
+    ) -> Result<Option<Run>> {
         let resuming = resumed.is_some();
         let mut p = prepare(&a, c, resumed)?;
         if let Some(path) = &a.dump_data {
@@ -133,13 +198,13 @@ impl Run {
             false => EventWriter::new(d),
         });
         let setup = Setup {
-            reducer: parallel::reducer(),
+            reducer: rank.take_reducer(),
             histograms: a.metrics.is_some() || a.tensorboard.is_some(),
         };
-        let ctx = parallel::open_gpu(verbose)?;
+        let ctx = rank.open_gpu(verbose)?;
         let batch = p.settings().batch;
-        let run = p.start(ctx, setup)?;
-        parallel::joined(batch);
+        let run = p.start(ctx.clone(), setup)?;
+        rank.joined(&ctx, batch);
         let bar = progress_bar(!a.no_progress, step, run.stop_step())?;
         run.warnings().iter().for_each(|w| eprintln!("{w}"));
         run.notes().iter().for_each(|n| eprintln!("{n}"));

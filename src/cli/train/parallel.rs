@@ -1,17 +1,19 @@
-//! `mpirun -np N lstm-wgpu train …`: data-parallel training over MPI
-//! (cargo feature `mpi`; docs/distributed.md). Every rank builds the same
-//! run (settings, data, initial weights), trains on its contiguous shard
-//! of each global batch and sums its gradients with the others'
-//! ([`lstm_wgpu::train::reduce`]); only rank 0 writes outputs. Without the
-//! feature, or outside mpirun, every function here is the single process.
+//! Data-parallel training: `mpirun -np N lstm-wgpu train …` (cargo feature
+//! `mpi`) or `train --devices` (threads of one process; docs/distributed.md).
+//! Every rank builds the same run (settings, data, initial weights), trains
+//! on its contiguous shard of each global batch and sums its gradients with
+//! the others' ([`lstm_wgpu::train::reduce`]); only rank 0 writes outputs.
+//! A [`Rank`] says which rank a run is; without the feature, or outside
+//! mpirun and `--devices`, it is the single process.
 
 use crate::cli::env::gpu_options_for;
 use crate::cli::train::report::say_line as say;
 use crate::cli::train::settings::TrainArgs;
 use lstm_wgpu::error::Result;
 use lstm_wgpu::gpu::GpuContext;
+use lstm_wgpu::gpu::GpuOptions;
 use lstm_wgpu::run::{RunConfig, Trained};
-use lstm_wgpu::train::reduce::Reducer;
+use lstm_wgpu::train::reduce::{Reducer, ThreadReducer};
 use std::sync::Arc;
 
 /// The MPI environment of a run under mpirun, finalized when dropped.
@@ -61,14 +63,7 @@ fn launched_by_mpi() -> bool {
 /// the global batch divides over its ranks.
 pub(crate) fn start(c: &RunConfig, timeout_s: Option<u64>) -> Result<Group> {
     let group = join(timeout_s)?;
-    let size = rank_size().1;
-    if !c.batch.is_multiple_of(size) {
-        return Err(lstm_wgpu::Error::Invalid(format!(
-            "--batch {}: the global batch must divide evenly over the {size} MPI ranks; \
-             use a multiple of {size}",
-            c.batch
-        )));
-    }
+    check_batch(c.batch, rank_size().1, "MPI ranks")?;
     Ok(group)
 }
 
@@ -94,6 +89,28 @@ pub(crate) fn join(timeout_s: Option<u64>) -> Result<Group> {
     Ok(Group {})
 }
 
+/// Refuses a global batch of `batch` that does not divide over `size`
+/// ranks (`what`: how the ranks are called).
+pub(crate) fn check_batch(batch: usize, size: usize, what: &str) -> Result<()> {
+    if batch.is_multiple_of(size) {
+        return Ok(());
+    }
+    Err(lstm_wgpu::Error::Invalid(format!(
+        "--batch {batch}: the global batch must divide evenly over the {size} {what}; \
+         use a multiple of {size}"
+    )))
+}
+
+/// The ranks of the MPI job that started this process, as its launcher
+/// says (OpenMPI's or a PMI one's size; 1 outside MPI), without joining it.
+pub(crate) fn launched_ranks() -> usize {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+        .next()
+        .unwrap_or(1)
+}
+
 /// This process's rank and the number of ranks (0 and 1 outside MPI).
 pub(crate) fn rank_size() -> (usize, usize) {
     #[cfg(feature = "mpi")]
@@ -105,52 +122,127 @@ pub(crate) fn rank_size() -> (usize, usize) {
     (0, 1)
 }
 
-/// Whether this process writes the run's outputs: rank 0, or the single
-/// process.
-pub(crate) fn is_root() -> bool {
-    rank_size().0 == 0
+/// Where a run stands in a data-parallel group: the process (alone, or a
+/// rank of the MPI job that started it) or one thread of `--devices`.
+pub(crate) struct Rank {
+    rank: usize,
+    size: usize,
+    /// The group's reducer, until the run takes it.
+    reducer: Option<Box<dyn Reducer>>,
+    /// `--devices`: this thread's adapter.
+    gpu: Option<GpuOptions>,
 }
 
-/// The settings of this rank: ranks other than 0 write no metrics,
-/// TensorBoard events or plot and show no progress bar (checkpoints stay
-/// named: gathering their carried state is collective, and
-/// [`skip_write`] keeps them from the disk).
-pub(crate) fn rank_args(mut a: TrainArgs) -> TrainArgs {
-    if !is_root() {
-        a.metrics = None;
-        a.tensorboard = None;
-        a.plot = None;
-        a.no_progress = true;
+impl Rank {
+    /// This process: rank 0 of 1, or its rank of the MPI job it joined.
+    pub(crate) fn process() -> Rank {
+        let (rank, size) = rank_size();
+        Rank {
+            rank,
+            size,
+            reducer: mpi_reducer(size),
+            gpu: None,
+        }
     }
-    a
+
+    /// Rank `r.rank()` of a `--devices` group, on the adapter of `gpu`.
+    pub(crate) fn device(r: ThreadReducer, gpu: GpuOptions) -> Rank {
+        Rank {
+            rank: r.rank(),
+            size: r.size(),
+            reducer: Some(Box::new(r)),
+            gpu: Some(gpu),
+        }
+    }
+
+    /// Whether this rank writes the run's outputs: rank 0, or the single
+    /// process.
+    pub(crate) fn is_root(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// The settings of this rank: ranks other than 0 write no metrics,
+    /// TensorBoard events or plot and show no progress bar (checkpoints
+    /// stay named: gathering their carried state is collective, and the
+    /// library keeps them from the disk).
+    pub(crate) fn args(&self, mut a: TrainArgs) -> TrainArgs {
+        if !self.is_root() {
+            a.metrics = None;
+            a.tensorboard = None;
+            a.plot = None;
+            a.no_progress = true;
+        }
+        a
+    }
+
+    /// The reducer the library's run joins (and through it refuses what
+    /// would make the ranks' models differ); `None` for a single process.
+    pub(crate) fn take_reducer(&mut self) -> Option<Box<dyn Reducer>> {
+        self.reducer.take()
+    }
+
+    /// Opens this rank's GPU: under `--devices` its entry's adapter; under
+    /// MPI with several ranks and no `--device` or `WGPU_ADAPTER_NAME`,
+    /// adapter `rank` modulo the GPUs
+    /// ([`lstm_wgpu::gpu::GpuOptions::adapter_index`]); otherwise as a
+    /// single run does.
+    pub(crate) fn open_gpu(&self, verbose: bool) -> Result<Arc<GpuContext>> {
+        let (rank, size) = (self.rank, self.size);
+        let o = match &self.gpu {
+            Some(o) => o.clone(),
+            None if size == 1 => return crate::cli::env::open_gpu(verbose),
+            None => {
+                let mut o = gpu_options_for(rank)?;
+                if o.device.is_none() {
+                    o.adapter_index = Some(rank);
+                }
+                o
+            }
+        };
+        Ok(Arc::new(GpuContext::with_options(o)?))
+    }
+
+    /// Says which adapter (`ctx`'s) this rank runs on and which sequences
+    /// of each global batch of `batch` it trains on, with several ranks:
+    /// once the run has joined the group, so that a refusal every rank
+    /// meets comes first and alone.
+    pub(crate) fn joined(&self, ctx: &GpuContext, batch: usize) {
+        let (rank, size) = (self.rank, self.size);
+        if size > 1 {
+            let b = batch / size;
+            say(format!(
+                "rank {rank} of {size}: adapter: {}",
+                ctx.describe()
+            ));
+            say(format!(
+                "rank {rank} of {size}: sequences {}..{} of each global batch of {batch}",
+                rank * b,
+                (rank + 1) * b,
+            ));
+        }
+    }
+
+    /// With several ranks, says on stderr which rank this is and a CRC-32C
+    /// of its parameters' bits, so that a run shows every rank holding the
+    /// same weights.
+    pub(crate) fn report(&self, t: &Trained) {
+        let (rank, size) = (self.rank, self.size);
+        if size > 1 {
+            // The parameters in table order, as the trainer's flat buffer.
+            let v: Vec<f32> = (t.model.checkpoint().state_dict().into_iter())
+                .flat_map(|t| t.data)
+                .collect();
+            let crc = crc32c::crc32c(bytemuck::cast_slice(&v));
+            say(format!(
+                "rank {rank} of {size}: parameters crc32c {crc:08x}"
+            ));
+        }
+    }
 }
 
-/// Opens this rank's GPU: under MPI with several ranks and no
-/// `--device` or `WGPU_ADAPTER_NAME`, adapter `rank` modulo the GPUs
-/// ([`lstm_wgpu::gpu::GpuOptions::adapter_index`]); otherwise as a single
-/// run does.
-pub(crate) fn open_gpu(verbose: bool) -> Result<Arc<GpuContext>> {
-    let (rank, size) = rank_size();
+/// The reducer of this process's MPI job, if it has `size` > 1 ranks.
+fn mpi_reducer(size: usize) -> Option<Box<dyn Reducer>> {
     if size == 1 {
-        return crate::cli::env::open_gpu(verbose);
-    }
-    let mut o = gpu_options_for(rank)?;
-    if o.device.is_none() {
-        o.adapter_index = Some(rank);
-    }
-    let ctx = GpuContext::with_options(o)?;
-    say(format!(
-        "rank {rank} of {size}: adapter: {}",
-        ctx.describe()
-    ));
-    Ok(Arc::new(ctx))
-}
-
-/// The reducer of this rank's MPI job, if it has several ranks: the
-/// library's run then trains on this rank's share of every global batch
-/// (and refuses what would make the ranks' models differ).
-pub(crate) fn reducer() -> Option<Box<dyn Reducer>> {
-    if rank_size().1 == 1 {
         return None;
     }
     #[cfg(feature = "mpi")]
@@ -163,36 +255,4 @@ pub(crate) fn reducer() -> Option<Box<dyn Reducer>> {
     }
     #[cfg(not(feature = "mpi"))]
     None
-}
-
-/// Says which sequences of each global batch of `batch` this rank trains
-/// on, under MPI with several ranks.
-pub(crate) fn joined(batch: usize) {
-    let (rank, size) = rank_size();
-    if size > 1 {
-        let b = batch / size;
-        say(format!(
-            "rank {rank} of {size}: sequences {}..{} of each global batch of {batch}",
-            rank * b,
-            (rank + 1) * b,
-        ));
-    }
-}
-
-/// Under MPI, says on stderr which rank this is and a CRC-32C of its
-/// parameters' bits, so that a run shows every rank holding the same
-/// weights.
-pub(crate) fn report(t: &Trained) -> Result<()> {
-    let (rank, size) = rank_size();
-    if size > 1 {
-        // The parameters in table order, as the trainer's flat buffer.
-        let v: Vec<f32> = (t.model.checkpoint().state_dict().into_iter())
-            .flat_map(|t| t.data)
-            .collect();
-        let crc = crc32c::crc32c(bytemuck::cast_slice(&v));
-        say(format!(
-            "rank {rank} of {size}: parameters crc32c {crc:08x}"
-        ));
-    }
-    Ok(())
 }

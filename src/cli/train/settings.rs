@@ -266,6 +266,14 @@ pub struct TrainArgs {
     #[arg(long, value_name = "SECS")]
     #[serde(skip)]
     pub mpi_timeout: Option<u64>,
+    /// Data parallelism in one process: one rank (a thread) per adapter,
+    /// `all` (every GPU of the primary backends, else every CPU adapter)
+    /// or a comma-separated list of `--device` entries (one may repeat);
+    /// each trains its share of every batch, as under mpirun. Not with
+    /// `--device`, nor under mpirun.
+    #[arg(long, value_name = "all|N|NAME[,…]")]
+    #[serde(skip)]
+    pub devices: Option<String>,
     /// Stop after this many steps (counting from the run's start), writing
     /// the checkpoint, as if interrupted; `--resume` then finishes the run.
     #[arg(long)]
