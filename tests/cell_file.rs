@@ -170,11 +170,7 @@ fn a_cell_file_run_resumes_and_predicts_without_the_file() {
     let dir = TempDir::new("cell-resume");
     let cell = dir.path().join("cifg.wgsl");
     std::fs::copy(CIFG, &cell).unwrap_or_else(|e| panic!("{e}"));
-    let csv = dir.path().join("s.csv");
-    let rows: String = (0..300)
-        .map(|i| format!("{}\n", (i as f64 * 0.2).sin()))
-        .collect();
-    std::fs::write(&csv, format!("y\n{rows}")).unwrap_or_else(|e| panic!("{e}"));
+    let csv = dir.sine_csv("s.csv");
     let ck = dir.path().join("c.ckpt");
     let base = [
         "train",

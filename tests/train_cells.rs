@@ -72,11 +72,7 @@ fn gru_trains_resumes_and_generates() {
 fn gru_forecasts_a_series() {
     let dir = TempDir::new("gru-series");
     let ck = dir.join("s.ckpt");
-    let csv = dir.join("s.csv");
-    let rows: String = (0..300)
-        .map(|i| format!("{}\n", (i as f64 * 0.2).sin()))
-        .collect();
-    std::fs::write(&csv, format!("y\n{rows}")).unwrap_or_else(|e| panic!("{e}"));
+    let csv = dir.sine_csv("s.csv");
     let out = ok(&[
         "train",
         "--cell",

@@ -110,11 +110,7 @@ fn proj_trains_resumes_and_generates() {
 fn proj_forecasts_and_exports() {
     let dir = TempDir::new("proj-series");
     let ck = dir.join("s.ckpt");
-    let csv = dir.join("s.csv");
-    let rows: String = (0..300)
-        .map(|i| format!("{}\n", (i as f64 * 0.2).sin()))
-        .collect();
-    std::fs::write(&csv, format!("y\n{rows}")).unwrap_or_else(|e| panic!("{e}"));
+    let csv = dir.sine_csv("s.csv");
     let out = ok(&[
         "train",
         "--proj-size",

@@ -35,6 +35,17 @@ impl TempDir {
         &self.0
     }
 
+    /// A one-column CSV `name` in the directory (header `y`, 300 rows of
+    /// sin(0.2·i)): a small series to train on.
+    pub fn sine_csv(&self, name: &str) -> PathBuf {
+        let rows: String = (0..300)
+            .map(|i| format!("{}\n", (i as f64 * 0.2).sin()))
+            .collect();
+        let csv = self.0.join(name);
+        std::fs::write(&csv, format!("y\n{rows}")).unwrap_or_else(|e| panic!("{e}"));
+        csv
+    }
+
     /// The names directly in the directory, sorted.
     pub fn files(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(&self.0)
