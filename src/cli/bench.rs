@@ -4,7 +4,7 @@
 use lstm_wgpu::error::{Error, Result};
 use lstm_wgpu::gpu::GpuContext;
 use lstm_wgpu::train::Trainer;
-use lstm_wgpu::train::bench::{BenchRow, BenchRun, Workload};
+use lstm_wgpu::train::bench::{BenchRow, BenchRun, StepSplit, Workload};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -182,7 +182,9 @@ pub fn run_workload(
             if let Some(p) = run.trainer.profiler.as_mut() {
                 p.reset();
             }
-            run.trainer.reset_reduce_times();
+            if dp.is_some() {
+                run.trainer.time_reduce_steps();
+            }
         }
         run.submit()?;
         // Keep this step in flight while the previous one is read, unless
@@ -214,8 +216,7 @@ pub fn run_workload(
         .dispatches_per_step(w.seq)
         .ok_or_else(|| Error::Invalid(format!("no training step of length {} has run", w.seq)))?;
     let flops = w.flops();
-    let split =
-        dp.map(|d| lstm_wgpu::train::bench::StepSplit::of(&trainer.reduce_times(), d.ranks));
+    let split = dp.map(|d| StepSplit::of(&trainer.reduce_times().unwrap_or_default(), d.ranks));
     let batch = trainer.batch();
     Ok(BenchRow {
         workload: w.name.to_string(),
@@ -246,12 +247,19 @@ pub struct DataParallel {
     pub ranks: usize,
 }
 
+/// The one-rank group (sums that change nothing): the data-parallel step
+/// of a process alone.
+fn one_rank() -> lstm_wgpu::train::reduce::ThreadReducer {
+    let mut r = lstm_wgpu::train::reduce::ThreadGroup::new(1).reducers();
+    r.pop().expect("a group of one has one reducer")
+}
+
 impl DataParallel {
     /// This rank's reducer: the MPI job's, or the one-rank group.
     fn reducer(&self) -> Box<dyn lstm_wgpu::train::reduce::Reducer> {
         crate::cli::train::parallel::Rank::process()
             .take_reducer()
-            .unwrap_or_else(|| Box::new(lstm_wgpu::train::reduce::Solo))
+            .unwrap_or_else(|| Box::new(one_rank()))
     }
 }
 

@@ -806,8 +806,9 @@ pub struct Trainer {
     /// Data parallelism: sums the gradients over the ranks after backward
     /// (see [`Trainer::set_reducer`]).
     reducer: Option<Box<dyn reduce::Reducer>>,
-    /// The data-parallel steps' time split ([`Trainer::reduce_times`]).
-    reduce_times: reduce::ReduceTimes,
+    /// The data-parallel steps' time split, while timed
+    /// ([`Trainer::time_reduce_steps`]).
+    reduce_times: Option<reduce::ReduceTimes>,
 }
 
 /// When and how finely a [`Trainer`] takes histograms.
@@ -997,7 +998,7 @@ impl Trainer {
             hist_plans: HashMap::new(),
             last_dispatches: 0,
             reducer: None,
-            reduce_times: Default::default(),
+            reduce_times: None,
         })
     }
 
@@ -1016,16 +1017,18 @@ impl Trainer {
         self.reducer = r;
     }
 
-    /// Where the data-parallel steps' time went since the reducer was set
-    /// (or [`Trainer::reset_reduce_times`]): compute, readback, the sum over
-    /// the ranks and the upload.
-    pub fn reduce_times(&self) -> reduce::ReduceTimes {
+    /// Where the data-parallel steps' time went since
+    /// [`Trainer::time_reduce_steps`]: compute, readback, the sum over the
+    /// ranks and the upload. `None` when not timed.
+    pub fn reduce_times(&self) -> Option<reduce::ReduceTimes> {
         self.reduce_times
     }
 
-    /// Starts [`Trainer::reduce_times`] afresh (e.g. after warm-up steps).
-    pub fn reset_reduce_times(&mut self) {
-        self.reduce_times = Default::default();
+    /// Times the phases of every data-parallel step from now on (afresh:
+    /// e.g. after warm-up steps). Timing waits for the GPU between the
+    /// phases, so untimed steps (training) skip it.
+    pub fn time_reduce_steps(&mut self) {
+        self.reduce_times = Some(Default::default());
     }
 
     /// The data-parallel group's reducer, if any (for sums of the
@@ -2221,7 +2224,7 @@ impl Trainer {
             ),
             None => (0..0, 0..0, 0..0),
         };
-        let p = &self.plans[&(t, true, 0)];
+        let p = &self.plans[&self.key(t, true)];
         let first = p.forward.iter().chain(groups(acts)).chain(&p.backward);
         let second = groups(grads)
             .chain(&self.clip.dispatches)
@@ -2252,7 +2255,8 @@ impl Trainer {
                 ctx.scoped(|| Ok(ctx.queue.submit([enc.finish()])))?;
                 let grads = &self.lstm.model.grads;
                 let n = self.lstm.model.table.total;
-                reduce::reduce_step(&ctx, grads, n, &self.loss, r, &mut self.reduce_times)?;
+                let times = self.reduce_times.as_mut();
+                reduce::reduce_step(&ctx, grads, n, &self.loss, r, times)?;
                 enc = ctx.device.create_command_encoder(&Default::default());
                 recorded += record_pass(&ctx, &mut enc, second)?;
             }
@@ -2385,7 +2389,7 @@ impl Trainer {
     pub fn dispatches_per_step(&self, t: usize) -> Option<(usize, usize)> {
         // A data-parallel step submits twice: around the sum on the host.
         let submits = if self.reducer.is_some() { 2 } else { 1 };
-        self.plans.get(&(t, true, 0)).map(|p| {
+        self.plans.get(&self.key(t, true)).map(|p| {
             (
                 p.forward.len() + p.backward.len() + self.clip.dispatches.len() + 1,
                 submits,

@@ -59,41 +59,21 @@ pub struct ReduceTimes {
     pub upload: f64,
 }
 
-/// The one-rank group: its sums change nothing. A trainer with it runs
-/// the data-parallel step (readback, sum, upload) alone, to time it.
-pub struct Solo;
-
-impl Reducer for Solo {
-    fn rank(&self) -> usize {
-        0
-    }
-
-    fn size(&self) -> usize {
-        1
-    }
-
-    fn sum_f32(&self, _: &mut [f32]) -> Result<()> {
-        Ok(())
-    }
-
-    fn sum_f64(&self, _: &mut [f64]) -> Result<()> {
-        Ok(())
-    }
-}
-
 /// The data-parallel part of a training step, between its backward and
 /// its clipping: reads back the `n` gradients of `grads` and the step's
 /// loss (word 0 of `loss`, this rank's share of the global mean), sums
-/// both over the ranks with `r` and writes the sums back; each phase's
-/// time is added to `times`.
+/// both over the ranks with `r` and writes the sums back. With `times`,
+/// each phase's time is added to it (waiting for the GPU between phases,
+/// which an untimed step leaves to the readback and the next submit).
 pub(crate) fn reduce_step(
     ctx: &GpuContext,
     grads: &wgpu::Buffer,
     n: usize,
     loss: &wgpu::Buffer,
     r: &dyn Reducer,
-    times: &mut ReduceTimes,
+    times: Option<&mut ReduceTimes>,
 ) -> Result<()> {
+    let timed = times.is_some();
     let mut clock = std::time::Instant::now();
     let mut lap = || {
         let now = std::time::Instant::now();
@@ -101,7 +81,9 @@ pub(crate) fn reduce_step(
         clock = now;
         s
     };
-    ctx.wait()?;
+    if timed {
+        ctx.wait()?;
+    }
     let compute = lap();
     let mut v = ctx.read_f32(grads, 0, n)?;
     v.extend(ctx.read_f32(loss, 0, 1)?);
@@ -110,6 +92,9 @@ pub(crate) fn reduce_step(
     let allreduce = lap();
     ctx.write(grads, 0, &v[..n]);
     ctx.write(loss, 0, &v[n..]);
+    let Some(times) = times else {
+        return Ok(());
+    };
     // The writes land with the next submit: an empty one, waited for.
     ctx.queue.submit([]);
     ctx.wait()?;
