@@ -1085,12 +1085,8 @@ impl Checkpoint {
     /// refused by name: its math is WGSL the module cannot know.
     pub fn pytorch(&self) -> Result<(Vec<NamedTensor>, BTreeMap<String, i64>, String)> {
         let net = &self.config.net;
-        let norm = match net.norm {
-            Norm::None | Norm::LayerCell | Norm::RecurrentBatch { .. } => None,
-            Norm::Layer { last } => Some(("layer", last)),
-            Norm::Batch { last } => Some(("batch", last)),
-            Norm::StepBatch { last, .. } => Some(("step-batch", last)),
-        };
+        // A norm between layers (and whether after the last one too).
+        let between_last = net.norm.between().map(|(_, last)| last);
         let cell = net.cell;
         if let crate::kernels::cell::Cell::Custom(c) = cell {
             return Err(Error::file(
@@ -1103,7 +1099,7 @@ impl Checkpoint {
                 ),
             ));
         }
-        let per_layer = norm.is_some() || net.residual;
+        let per_layer = between_last.is_some() || net.residual;
         let mut tensors = self.state_dict();
         let mut counters = BTreeMap::new();
         let stats = net.stats_table();
@@ -1176,18 +1172,14 @@ impl Checkpoint {
         if let crate::kernels::cell::Cell::IndRnn { relu } = cell {
             json["module"]["activation"] = if relu { "relu" } else { "tanh" }.into();
         }
-        if let Some((kind, last)) = norm {
-            json["module"]["norm"] = kind.into();
+        if let Some(kind) = net.norm.kind() {
+            json["module"]["norm"] = kind.as_str().into();
+        }
+        if let Some(last) = between_last {
             json["module"]["norm_last"] = last.into();
         }
-        match net.norm {
-            Norm::LayerCell => json["module"]["norm"] = "layer-cell".into(),
-            Norm::RecurrentBatch { t_max } => {
-                json["module"]["norm"] = "recurrent-batch".into();
-                json["module"]["norm_t_max"] = t_max.into();
-            }
-            Norm::StepBatch { t_max, .. } => json["module"]["norm_t_max"] = t_max.into(),
-            _ => {}
+        if let Norm::StepBatch { t_max, .. } | Norm::RecurrentBatch { t_max } = net.norm {
+            json["module"]["norm_t_max"] = t_max.into();
         }
         if net.residual {
             json["module"]["residual"] = true.into();

@@ -98,6 +98,18 @@ pub enum TensorKind {
 }
 
 impl Norm {
+    /// Its kind (`None` without a norm).
+    pub fn kind(&self) -> Option<NormKind> {
+        Some(match self {
+            Norm::None => return None,
+            Norm::Layer { .. } => NormKind::Layer,
+            Norm::LayerCell => NormKind::LayerCell,
+            Norm::Batch { .. } => NormKind::Batch,
+            Norm::StepBatch { .. } => NormKind::StepBatch,
+            Norm::RecurrentBatch { .. } => NormKind::RecurrentBatch,
+        })
+    }
+
     /// Between-layer variants: (tensor prefix, normalizes last layer).
     pub fn between(&self) -> Option<(&'static str, bool)> {
         match *self {
