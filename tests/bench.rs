@@ -180,15 +180,26 @@ fn table_columns_align() {
 }
 
 /// `bench --mpi` outside mpirun: one rank runs the data-parallel step
-/// (readback, sum, upload between two submits) and its row adds the split.
+/// (readback, sum, upload between two submits) and its row adds the split;
+/// with `--bucket-mb 0`, one submit per bucket (the head's, each layer's,
+/// the rest) and one more.
 #[test]
 fn data_parallel_row_splits_the_step() {
+    let o = run(&ts_args(&["--mpi", "--bucket-mb", "0"]));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "bench failed: {stderr}");
+    let row = parse_object(String::from_utf8_lossy(&o.stdout).trim());
+    let buckets = num(&row, "buckets");
+    assert!(buckets >= 3.0, "{row:?}");
+    assert_eq!(num(&row, "submits_per_step"), buckets + 1.0);
     let o = run(&ts_args(&["--mpi"]));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "bench failed: {stderr}");
     let stdout = String::from_utf8_lossy(&o.stdout);
     let row = parse_object(stdout.trim());
     assert_eq!(num(&row, "ranks"), 1.0);
+    // Fewer gradients than a bucket of the default 1 MiB: one sum.
+    assert_eq!(num(&row, "buckets"), 1.0);
     assert_eq!(num(&row, "submits_per_step"), 2.0);
     assert!(num(&row, "last_loss").is_finite());
     let part = |k: &str| {
@@ -234,6 +245,14 @@ fn bad_arguments_exit_2() {
         (
             &["bench", "--workload", "ts", "--mpi-timeout", "5"][..],
             "--mpi-timeout is for --mpi",
+        ),
+        (
+            &["bench", "--workload", "ts", "--bucket-mb", "0"][..],
+            "--bucket-mb is for --mpi",
+        ),
+        (
+            &["bench", "--workload", "ts", "--mpi", "--bucket-mb", "inf"][..],
+            "--bucket-mb inf: a bucket's size must be",
         ),
     ] {
         let o = run(args);

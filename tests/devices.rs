@@ -72,7 +72,9 @@ fn one_against_two(tag: &str, args: &[&str], resume: bool) {
     if !resume {
         return;
     }
-    // Stopped at step 20 and resumed on the two ranks: bit for bit.
+    // Stopped at step 20 and resumed on the two ranks, summing each
+    // layer's gradients apart (buckets of 0 MiB, where the first part ran
+    // with the default): bit for bit.
     let ck = dir.join("resumed.st");
     let stop = [
         "--devices",
@@ -92,6 +94,8 @@ fn one_against_two(tag: &str, args: &[&str], resume: bool) {
         "--checkpoint",
         p(&ck),
         "--no-progress",
+        "--bucket-mb",
+        "0",
     ]);
     same_checkpoints(&ck2, &ck, true);
 }
@@ -126,7 +130,7 @@ fn what_the_ranks_cannot_share_is_refused() {
         p(&plot),
     ];
     let small = ["--hidden", "8", "--seq-len", "8", "--steps", "2"];
-    let cases: [Refusal; 7] = [
+    let cases: [Refusal; 11] = [
         (
             &["--device", "0"],
             &["--devices", "0,0"],
@@ -159,6 +163,12 @@ fn what_the_ranks_cannot_share_is_refused() {
         ),
         (
             &[],
+            &["--devices", "0,0", "--batch", "4", "--zoneout-h", "0.1"],
+            None,
+            "zoneout is not supported on 2 ranks",
+        ),
+        (
+            &[],
             &["--devices", "0,9", "--batch", "4"],
             None,
             "--devices 0,9: no adapter 9",
@@ -168,6 +178,24 @@ fn what_the_ranks_cannot_share_is_refused() {
             &["--devices", "0,,0", "--batch", "4"],
             None,
             "--devices 0,,0: an empty entry",
+        ),
+        (
+            &[],
+            &["--bucket-mb", "1"],
+            None,
+            "--bucket-mb 1: buckets are for data-parallel runs",
+        ),
+        (
+            &[],
+            &["--devices", "0,0", "--batch", "4", "--bucket-mb=-1"],
+            None,
+            "--bucket-mb -1: a bucket's size must be a finite number of MiB",
+        ),
+        (
+            &[],
+            &["--devices", "0,0", "--batch", "4", "--bucket-mb", "NaN"],
+            None,
+            "--bucket-mb NaN: a bucket's size must be",
         ),
     ];
     for (global, args, mpi, want) in cases {

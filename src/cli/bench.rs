@@ -77,16 +77,20 @@ pub struct BenchArgs {
     pub proj_size: Option<usize>,
     /// Data-parallel steps, as `mpirun -np N lstm-wgpu train` takes them:
     /// each rank trains its share of every workload's batch, its gradients
-    /// are read back, summed over the ranks and uploaded; rows (rank 0's)
-    /// end with the step's time split (compute, readback, allreduce,
-    /// upload). Under mpirun (cargo feature `mpi`) over the job's ranks,
-    /// otherwise one rank alone. Not with --profile.
+    /// are read back in buckets, summed over the ranks and uploaded; rows
+    /// (rank 0's) end with the step's time split (buckets; compute,
+    /// readback, allreduce, upload). Under mpirun (cargo feature `mpi`)
+    /// over the job's ranks, otherwise one rank alone. Not with --profile.
     #[arg(long)]
     pub mpi: bool,
     /// Under mpirun: how long a sum waits for a peer, in seconds (0:
     /// forever), as `train --mpi-timeout`.
     #[arg(long, value_name = "SECS")]
     pub mpi_timeout: Option<u64>,
+    /// With --mpi: the gradient MiB a bucket gathers before it is summed,
+    /// as `train --bucket-mb` [default: 1]
+    #[arg(long, value_name = "MB")]
+    pub bucket_mb: Option<f64>,
 }
 
 /// Which cell path `trainer` runs for `t`×`b` batches: the schedule's
@@ -245,6 +249,8 @@ pub fn run_workload(
 pub struct DataParallel {
     /// Ranks.
     pub ranks: usize,
+    /// Gradient bytes per bucket (`--bucket-mb`).
+    pub bucket_bytes: usize,
 }
 
 /// The one-rank group (sums that change nothing): the data-parallel step
@@ -291,6 +297,7 @@ fn open_run(
             local.batch = w.batch / d.ranks;
             let mut run = BenchRun::new(ctx.clone(), &local)?;
             run.trainer.set_reducer(Some(d.reducer()));
+            run.trainer.set_bucket_bytes(d.bucket_bytes);
             run
         }
         None => BenchRun::new(ctx.clone(), w)?,
@@ -392,8 +399,16 @@ fn run_rows(a: &BenchArgs, verbose: bool) -> Result<()> {
     if a.mpi_timeout.is_some() && !a.mpi {
         return Err(Error::Invalid("--mpi-timeout is for --mpi".into()));
     }
+    if a.bucket_mb.is_some() && !a.mpi {
+        return Err(Error::Invalid("--bucket-mb is for --mpi".into()));
+    }
+    let bucket_bytes = match a.bucket_mb {
+        Some(mb) => lstm_wgpu::train::reduce::bucket_bytes(mb)?,
+        None => lstm_wgpu::train::reduce::DEFAULT_BUCKET_BYTES,
+    };
     let dp = a.mpi.then(|| DataParallel {
         ranks: crate::cli::train::parallel::rank_size().1,
+        bucket_bytes,
     });
     if let Some(d) = &dp {
         if a.profile {

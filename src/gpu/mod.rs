@@ -546,13 +546,22 @@ impl GpuContext {
     /// Maps the first `bytes` of `staging` (a MAP_READ buffer), waits for
     /// the GPU, and returns them as `T`s, unmapping again.
     pub fn map_read<T: bytemuck::Pod>(&self, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<T>> {
+        self.map_read_after(staging, bytes, None)
+    }
+
+    /// [`GpuContext::map_read`] waiting only for submission `index` (the
+    /// last to write `staging`), not for the work submitted after it.
+    pub fn map_read_after<T: bytemuck::Pod>(
+        &self,
+        staging: &wgpu::Buffer,
+        bytes: u64,
+        index: Option<wgpu::SubmissionIndex>,
+    ) -> Result<Vec<T>> {
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
             let _ = tx.send(r);
         });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(e.to_string()))?;
+        self.poll_wait(index)?;
         rx.recv()
             .map_err(|e| Error::Gpu(e.to_string()))?
             .map_err(|e| Error::Gpu(e.to_string()))?;
@@ -567,8 +576,22 @@ impl GpuContext {
 
     /// Waits until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
+        self.poll_wait(None)
+    }
+
+    /// Waits until submission `index` is done (the work submitted after it
+    /// may still run).
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.poll_wait(Some(index))
+    }
+
+    fn poll_wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        let wait = wgpu::PollType::Wait {
+            submission_index: index,
+            timeout: None,
+        };
         self.device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(wait)
             .map(|_| ())
             .map_err(|e| Error::Gpu(e.to_string()))
     }

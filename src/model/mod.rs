@@ -57,6 +57,31 @@ impl ParamEntry {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Its elements' range in the flat buffers.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.len()
+    }
+
+    /// The LSTM layer this parameter belongs to, read from its name:
+    /// `…_l{k}` or `…_l{k}_reverse` before any `.` (the cell's tensors and
+    /// its in-cell norms), or `…norms.{k}.…` (the norm after layer k).
+    /// `None` for the parts around the LSTM (embedding, attention, head).
+    pub fn layer(&self) -> Option<usize> {
+        let stem = self.name.split('.').next()?;
+        if let Some(i) = stem.rfind("_l") {
+            let k = &stem[i + 2..];
+            let k = k.strip_suffix("_reverse").unwrap_or(k);
+            if !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()) {
+                return k.parse().ok();
+            }
+        }
+        let mut parts = self.name.split('.');
+        match (parts.next(), parts.next()) {
+            (Some(p), Some(k)) if p.ends_with("norms") => k.parse().ok(),
+            _ => None,
+        }
+    }
 }
 
 /// The table of parameters in the flat buffers.
@@ -644,5 +669,56 @@ impl LstmModel {
             b(format!("bias_ih_l{l}{s}")),
             b(format!("bias_hh_l{l}{s}")),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_lstm_parameter_names_its_layer() {
+        let norms = [
+            Norm::None,
+            Norm::Layer { last: true },
+            Norm::LayerCell,
+            Norm::Batch { last: false },
+            Norm::StepBatch {
+                last: true,
+                t_max: 4,
+            },
+            Norm::RecurrentBatch { t_max: 4 },
+        ];
+        for norm in norms {
+            for (bidirectional, proj_size) in [(false, 0), (true, 0), (true, 3)] {
+                let cfg = LstmConfig {
+                    input_size: 5,
+                    hidden_size: 8,
+                    num_layers: 12,
+                    bidirectional,
+                    bias: true,
+                    cell: Default::default(),
+                    proj_size: if norm.in_cell() { 0 } else { proj_size },
+                };
+                let (mut t, _) = tables(&cfg, &norm);
+                let lstm = t.entries.len();
+                for n in ["embedding.weight", "attention.query", "head.weight"] {
+                    t.push(n.into(), vec![2]);
+                }
+                for e in &t.entries[..lstm] {
+                    let l = e.layer().unwrap_or_else(|| panic!("{}: no layer", e.name));
+                    assert!(l < 12, "{}: layer {l}", e.name);
+                    let k = l.to_string();
+                    assert!(
+                        e.name.contains(&format!("_l{k}")) || e.name.contains(&format!(".{k}."))
+                    );
+                }
+                assert!(t.entries[lstm..].iter().all(|e| e.layer().is_none()));
+                // Layers 1 and 10 (neither is the last) are told apart.
+                let of = |l| t.entries.iter().filter(|e| e.layer() == Some(l)).count();
+                assert_eq!(of(1), of(10), "{norm:?}");
+                assert!(of(1) >= 4);
+            }
+        }
     }
 }

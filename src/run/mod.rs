@@ -864,6 +864,14 @@ fn build_trainer(
     if let Some(r) = setup.reducer {
         join(&mut tr, r)?;
     }
+    if let Some(mb) = a.bucket_mb {
+        if ranks == 1 {
+            return Err(Error::Invalid(format!(
+                "--bucket-mb {mb}: buckets are for data-parallel runs (mpirun, --devices)"
+            )));
+        }
+        tr.set_bucket_bytes(crate::train::reduce::bucket_bytes(mb)?);
+    }
     tr.set_precision(precision)?;
     // Resumed in its checkpoint's precision without a loss scale, a run
     // keeps its scaler: on exactly when the checkpoint holds its state.
@@ -907,7 +915,8 @@ fn build_trainer(
 /// Makes `tr` a rank of the data-parallel group of `r`, if it has several
 /// ranks. Refuses what would make the ranks' models differ from one
 /// process's: BatchNorm's batch statistics (per rank; no synchronized
-/// BatchNorm yet) and dropout (masks drawn per local batch position).
+/// BatchNorm yet), dropout and zoneout (masks drawn per local batch
+/// position).
 fn join(tr: &mut Trainer, r: Box<dyn Reducer>) -> Result<()> {
     let size = r.size();
     if size == 1 {
@@ -923,6 +932,14 @@ fn join(tr: &mut Trainer, r: Box<dyn Reducer>) -> Result<()> {
         return Err(Error::Invalid(format!(
             "--dropout {}: dropout is not supported on {size} ranks yet",
             tr.net.dropout
+        )));
+    }
+    if let (h, c) = tr.net.zoneout
+        && (h > 0.0 || c > 0.0)
+    {
+        return Err(Error::Invalid(format!(
+            "--zoneout-h {h} --zoneout-c {c}: zoneout is not supported on {size} ranks yet \
+             (its masks are drawn per position of the local batch)"
         )));
     }
     tr.set_reducer(Some(r));

@@ -150,6 +150,10 @@ pub struct Config {
     /// `--stop-after`: stop after this many steps (from the run's start) as
     /// if interrupted, writing the checkpoint.
     pub stop_after: Option<usize>,
+    /// `--bucket-mb`: data parallelism's gradient MiB per bucket
+    /// ([`crate::train::Trainer::set_bucket_bytes`]); the figures do not
+    /// depend on it. Only for a data-parallel run.
+    pub bucket_mb: Option<f64>,
 }
 
 impl Config {

@@ -56,6 +56,13 @@ pub struct Plan {
     pub forward: Vec<Dispatch>,
     /// Backward pass, in order.
     pub backward: Vec<Dispatch>,
+    /// When gradients become final during `backward`: after its first n
+    /// dispatches nothing more writes the ranges (of the flat gradient
+    /// buffer) listed with n, one entry per layer in the order the layers
+    /// finish (the top first). What no entry lists is final only at the
+    /// end. Data-parallel training sums each part over the ranks as soon
+    /// as it is final, while the rest of backward runs.
+    pub ready: Ready,
     /// Which kernel runs the cell's time loops.
     pub path: CellPath,
     /// The wavefront's skew C, when `path` is the wavefront.
@@ -64,6 +71,25 @@ pub struct Plan {
     /// which must run before the forward (and before anything else that
     /// reads the shadow); [`Plan::encode_forward`] records it first.
     pub refresh: Option<Dispatch>,
+}
+
+/// [`Plan::ready`]: (dispatches of backward, ranges of the gradients
+/// final after them).
+pub type Ready = Vec<(usize, Vec<std::ops::Range<usize>>)>;
+
+/// The gradients of layer `l` that its weight-gradient dispatches make
+/// final: every parameter of the layer but weight-drop's raw W_hh
+/// (written after the whole backward) and, with token input, layer 0's
+/// W_ih (written by the caller).
+fn layer_grads(model: &LstmModel, l: usize, modes: Modes) -> Vec<std::ops::Range<usize>> {
+    let dropped = model.links.weight_drop > 0.0;
+    let entries = model.table.entries.iter();
+    entries
+        .filter(|e| e.layer() == Some(l))
+        .filter(|e| !(dropped && e.name.starts_with("weight_hh_l")))
+        .filter(|e| !(l == 0 && modes.token_input && e.name.starts_with("weight_ih_l")))
+        .map(|e| e.range())
+        .collect()
 }
 
 fn shape(model: &LstmModel, ws: &Workspace, l: usize, d: usize) -> CellShape {
@@ -955,10 +981,11 @@ impl Plan {
         // gradient after the backward.
         let drop_fwd = weight_drop(ctx, k, model, &ws, dropout_step, false)?;
         let drop_bwd = weight_drop(ctx, k, model, &ws, dropout_step, true)?;
+        let mut ready = Vec::new();
         if wave {
             let skew = wave_skew(ctx, k.tuning().wave_skew, seq, batch);
             let (forward, mut backward) =
-                Self::wavefront(ctx, k, model, &ws, skew, modes, dropout_step)?;
+                Self::wavefront(ctx, k, model, &ws, skew, modes, dropout_step, &mut ready)?;
             if input_grad {
                 backward.extend(Self::input_grad_gemm(ctx, k, model, &ws, 0, (0, seq))?);
             }
@@ -968,19 +995,22 @@ impl Plan {
                 ws,
                 forward,
                 backward,
+                ready,
                 path,
                 skew: Some(skew),
                 refresh,
             });
         }
+        let lay = persistent.as_ref();
         let (forward, mut backward) =
-            Self::layer_by_layer(ctx, k, model, &ws, modes, dropout_step, persistent.as_ref())?;
+            Self::layer_by_layer(ctx, k, model, &ws, modes, dropout_step, lay, &mut ready)?;
         let forward = [drop_fwd, forward].concat();
         backward.extend(drop_bwd);
         Ok(Self {
             ws,
             forward,
             backward,
+            ready,
             path,
             skew: None,
             refresh,
@@ -1298,6 +1328,7 @@ impl Plan {
         skew: usize,
         modes: Modes,
         dropout_step: &wgpu::Buffer,
+        ready: &mut Ready,
     ) -> Result<(Vec<Dispatch>, Vec<Dispatch>)> {
         let layers = model.config.num_layers;
         let seq = ws.seq;
@@ -1373,20 +1404,25 @@ impl Plan {
                 k.cell(model.config.cell())?
                     .backward_lanes(ctx, &lanes, &bbufs)?,
             );
+            // A layer whose step 0 ran in this wave has all its gate
+            // gradients: its weight gradients now, final while the layers
+            // below still run (the top layer finishes first).
+            for l in (0..layers).filter(|l| w == (layers - 1 - l) * c + seq - 1) {
+                backward.extend(Self::weight_grads(ctx, k, model, ws, l, modes)?);
+                ready.push((backward.len(), layer_grads(model, l, modes)));
+            }
         }
         backward.extend(
             k.cell(model.config.cell())?
                 .backward_state(ctx, &sh, &bbufs)?,
         );
-        for l in 0..layers {
-            backward.extend(Self::weight_grads(ctx, k, model, ws, l, modes)?);
-        }
         Ok((forward, backward))
     }
 
     /// One layer after the other: per layer the input projection over all
     /// steps, then its time loop (per step, or persistent); backward from
     /// the top layer down.
+    #[allow(clippy::too_many_arguments)]
     fn layer_by_layer(
         ctx: &GpuContext,
         k: &Kernels,
@@ -1395,6 +1431,7 @@ impl Plan {
         modes: Modes,
         dropout_step: &wgpu::Buffer,
         persistent: Option<&crate::kernels::lstm_persistent::PersistentLayout>,
+        ready: &mut Ready,
     ) -> Result<(Vec<Dispatch>, Vec<Dispatch>)> {
         let (train, input_grad) = (modes.train, modes.input_grad);
         let between = |l, backward, range| {
@@ -1451,6 +1488,7 @@ impl Plan {
                 )?);
             }
             backward.extend(Self::weight_grads(ctx, k, model, ws, l, modes)?);
+            ready.push((backward.len(), layer_grads(model, l, modes)));
             if l > 0 || input_grad {
                 backward.extend(Self::input_grad_gemm(ctx, k, model, ws, l, (0, seq))?);
             }

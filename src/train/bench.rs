@@ -207,12 +207,18 @@ pub struct BenchRow {
 }
 
 /// A data-parallel step's time on one rank, in milliseconds per step
-/// (averaged over the timed steps): the phases one after the other.
+/// (averaged over the timed steps): the host's time in each phase
+/// ([`crate::train::reduce::ReduceTimes`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepSplit {
     /// Ranks sharing each batch (`batch` is the global one).
     pub ranks: usize,
-    /// Forward and backward on the GPU.
+    /// Gradient buckets per step: with more than one, the buckets before
+    /// the last are read back and summed while the GPU runs the rest of
+    /// backward.
+    pub buckets: usize,
+    /// Waiting for forward and backward on the GPU (the part the reduction
+    /// did not hide).
     pub compute_ms: f64,
     /// The gradients read back.
     pub readback_ms: f64,
@@ -228,6 +234,7 @@ impl StepSplit {
         let per = |s: f64| 1e3 * s / t.steps.max(1) as f64;
         StepSplit {
             ranks,
+            buckets: t.buckets,
             compute_ms: per(t.compute),
             readback_ms: per(t.readback),
             allreduce_ms: per(t.allreduce),
@@ -263,6 +270,7 @@ impl BenchRow {
         if let Some(s) = &self.split {
             fields.extend([
                 ("ranks", int(s.ranks)),
+                ("buckets", int(s.buckets)),
                 ("compute_ms", Value::Float(s.compute_ms)),
                 ("readback_ms", Value::Float(s.readback_ms)),
                 ("allreduce_ms", Value::Float(s.allreduce_ms)),
@@ -291,9 +299,12 @@ impl BenchRow {
     pub fn table_row(&self) -> String {
         let split = self.split.map_or(String::new(), |s| {
             format!(
-                "  [{} rank{}: compute {:.1}, readback {:.1}, allreduce {:.1}, upload {:.1} ms]",
+                "  [{} rank{}, {} bucket{}: compute {:.1}, readback {:.1}, allreduce {:.1}, \
+                 upload {:.1} ms]",
                 s.ranks,
                 if s.ranks == 1 { "" } else { "s" },
+                s.buckets,
+                if s.buckets == 1 { "" } else { "s" },
                 s.compute_ms,
                 s.readback_ms,
                 s.allreduce_ms,
@@ -462,6 +473,7 @@ mod tests {
         assert!(j.ends_with("\"pipelined\":true}"), "{j}");
         let split = StepSplit {
             ranks: 2,
+            buckets: 3,
             compute_ms: 3.0,
             readback_ms: 0.5,
             allreduce_ms: 1.3,
@@ -474,13 +486,15 @@ mod tests {
         let j = row.json();
         assert!(
             j.ends_with(
-                "\"pipelined\":true,\"ranks\":2,\"compute_ms\":3,\"readback_ms\":0.5,\
+                "\"pipelined\":true,\"ranks\":2,\"buckets\":3,\"compute_ms\":3,\"readback_ms\":0.5,\
                  \"allreduce_ms\":1.3,\"upload_ms\":0.4}"
             ),
             "{j}"
         );
         assert!(
-            row.table_row().ends_with("allreduce 1.3, upload 0.4 ms]"),
+            row.table_row().ends_with(
+                "[2 ranks, 3 buckets: compute 3.0, readback 0.5, allreduce 1.3, upload 0.4 ms]"
+            ),
             "{}",
             row.table_row()
         );

@@ -714,6 +714,9 @@ struct StepPlan {
     attn: wgpu::Buffer,
     forward: Vec<Dispatch>,
     backward: Vec<Dispatch>,
+    /// When gradients become final during `backward`
+    /// ([`crate::schedule::Plan::ready`], with the head's).
+    ready: crate::schedule::Ready,
 }
 
 /// What [`Trainer::build`] wires together for one step length: the LSTM
@@ -728,6 +731,7 @@ struct StepParts {
     emb_off: usize,
     lstm_fwd: Vec<Dispatch>,
     lstm_bwd: Vec<Dispatch>,
+    lstm_ready: crate::schedule::Ready,
     refresh: Option<Dispatch>,
     out: wgpu::Buffer,
     ws_x: wgpu::Buffer,
@@ -749,6 +753,10 @@ struct StepParts {
     /// The attention pooling's scratch (weights first), when it has one.
     attn: wgpu::Buffer,
 }
+
+/// A step's forward and backward dispatches, and where the LSTM's
+/// backward begins in the latter.
+type StepLists = (Vec<Dispatch>, Vec<Dispatch>, usize);
 
 /// A step plan's key: (T, train mode, stream position of step 0 in eval).
 type PlanKey = (usize, bool, usize);
@@ -809,6 +817,12 @@ pub struct Trainer {
     /// The data-parallel steps' time split, while timed
     /// ([`Trainer::time_reduce_steps`]).
     reduce_times: Option<reduce::ReduceTimes>,
+    /// Data parallelism: the bytes a gradient bucket gathers before it is
+    /// summed ([`Trainer::set_bucket_bytes`]).
+    bucket_bytes: usize,
+    /// The buckets of each training plan, built at its first
+    /// data-parallel step.
+    buckets: HashMap<PlanKey, Vec<reduce::Bucket>>,
 }
 
 /// When and how finely a [`Trainer`] takes histograms.
@@ -999,6 +1013,8 @@ impl Trainer {
             last_dispatches: 0,
             reducer: None,
             reduce_times: None,
+            bucket_bytes: reduce::DEFAULT_BUCKET_BYTES,
+            buckets: HashMap::new(),
         })
     }
 
@@ -1009,12 +1025,25 @@ impl Trainer {
     /// over the ranks by `r` before clipping and the optimizer, so every
     /// rank takes the step of the mean loss over the global batch. Every
     /// rank must start from the same weights and take the same steps.
-    /// A step then waits for its backward (the reduction runs on the
-    /// host) and cannot be profiled. [`Trainer::eval`] stays this rank's
+    /// The sums run on the host in buckets, each as soon as backward has
+    /// made its gradients final ([`Trainer::set_bucket_bytes`]); a step
+    /// waits for its backward and cannot be profiled. [`Trainer::eval`] stays this rank's
     /// own (the mean over its shard; sum what it returns with
     /// [`Trainer::reducer`]). `None`: a single process again.
     pub fn set_reducer(&mut self, r: Option<Box<dyn reduce::Reducer>>) {
         self.reducer = r;
+    }
+
+    /// Data parallelism: gather at least `bytes` of gradients per bucket
+    /// ([`reduce::plan_buckets`]; default [`reduce::DEFAULT_BUCKET_BYTES`]).
+    /// Each bucket is summed over the ranks as soon as backward has made
+    /// it final, while the GPU runs the rest of backward; the last waits
+    /// for the end. 0: one bucket per layer (and one for the head); more
+    /// than the model's gradients: one sum after backward. The sums, and
+    /// so the steps, are the same bits whatever the buckets.
+    pub fn set_bucket_bytes(&mut self, bytes: usize) {
+        self.bucket_bytes = bytes;
+        self.buckets.clear();
     }
 
     /// Where the data-parallel steps' time went since
@@ -1057,6 +1086,7 @@ impl Trainer {
         self.lstm.set_token_input(on);
         self.lstm.set_input_grad(lang && !on);
         self.plans.clear();
+        self.buckets.clear();
         Ok(())
     }
 
@@ -1067,6 +1097,7 @@ impl Trainer {
     pub fn set_precision(&mut self, p: crate::model::precision::Precision) -> Result<()> {
         self.lstm.set_precision(p)?;
         self.plans.clear();
+        self.buckets.clear();
         self.hist_plans.clear();
         Ok(())
     }
@@ -1234,10 +1265,19 @@ impl Trainer {
         let s = self.step_parts(t, train)?;
         let ctx = self.ctx.clone();
         ctx.scoped(|| {
-            let (forward, backward) = match self.net.head {
+            let (forward, backward, lstm_at) = match self.net.head {
                 Head::Language { vocab, embed } => self.language_step(&s, vocab, embed)?,
                 _ => self.series_step(&s)?,
             };
+            // The head's (and attention's) gradients are final before the
+            // LSTM's backward; the embedding's only at the end.
+            let entries = self.lstm.model.table.entries.iter();
+            let head = entries
+                .filter(|e| e.layer().is_none() && e.name != "embedding.weight")
+                .map(|e| e.range())
+                .collect();
+            let lstm = s.lstm_ready.iter().map(|(n, r)| (lstm_at + n, r.clone()));
+            let ready = std::iter::once((lstm_at, head)).chain(lstm).collect();
             Ok(StepPlan {
                 tok: s.tp.as_ref().map(|t| t.1.clone()),
                 inputs: s.inputs.clone(),
@@ -1248,6 +1288,7 @@ impl Trainer {
                 attn: s.attn.clone(),
                 forward,
                 backward,
+                ready,
             })
         })
     }
@@ -1268,6 +1309,7 @@ impl Trainer {
         self.lstm.train = train;
         let plan = self.lstm.plan(t, b)?;
         let (lstm_fwd, lstm_bwd) = (plan.forward.clone(), plan.backward.clone());
+        let lstm_ready = plan.ready.clone();
         // f16-mixed: the f16 weights are refreshed first of all.
         let refresh = plan.refresh.clone();
         let out = plan.output().clone();
@@ -1327,6 +1369,7 @@ impl Trainer {
             emb_off,
             lstm_fwd,
             lstm_bwd,
+            lstm_ready,
             refresh,
             out,
             ws_x,
@@ -1368,12 +1411,7 @@ impl Trainer {
     /// A language model's step: embedding (or token projection), LSTM,
     /// head on every step, cross-entropy; backward in reverse, the
     /// embedding's gradient last.
-    fn language_step(
-        &self,
-        s: &StepParts,
-        vocab: usize,
-        embed: usize,
-    ) -> Result<(Vec<Dispatch>, Vec<Dispatch>)> {
+    fn language_step(&self, s: &StepParts, vocab: usize, embed: usize) -> Result<StepLists> {
         let ctx = &self.ctx;
         let k = self.lstm.kernels();
         let tb = s.t * self.batch;
@@ -1469,14 +1507,15 @@ impl Trainer {
             },
         )?;
         bwd.append(&mut backward);
+        let lstm_at = bwd.len();
         bwd.extend(s.lstm_bwd.iter().cloned());
         bwd.extend(eb);
-        Ok((forward, bwd))
+        Ok((forward, bwd, lstm_at))
     }
 
     /// A series model's step: LSTM, head on the last valid step
     /// (regression) or on every step (sequence), masked MSE.
-    fn series_step(&self, s: &StepParts) -> Result<(Vec<Dispatch>, Vec<Dispatch>)> {
+    fn series_step(&self, s: &StepParts) -> Result<StepLists> {
         let ctx = &self.ctx;
         let k = self.lstm.kernels();
         let mut forward: Vec<Dispatch> = s.refresh.iter().cloned().collect();
@@ -1574,8 +1613,9 @@ impl Trainer {
             )?),
             (false, _) => {}
         }
+        let lstm_at = bwd.len();
         bwd.extend(s.lstm_bwd.iter().cloned());
-        Ok((forward, bwd))
+        Ok((forward, bwd, lstm_at))
     }
 
     /// The token projection of direction `d` (`token_projection`):
@@ -2249,15 +2289,44 @@ impl Trainer {
                         "a data-parallel step (with a reducer) cannot be profiled".into(),
                     ));
                 }
-                // Forward and backward, then the sum over the ranks on the
-                // host, then clipping and the optimizer in a second submit.
-                recorded += record_pass(&ctx, &mut enc, first)?;
-                ctx.scoped(|| Ok(ctx.queue.submit([enc.finish()])))?;
+                // Forward and backward in one submit per bucket, each
+                // ending with its bucket's copy for the host; then the
+                // sums over the ranks, bucket by bucket while the GPU
+                // runs on, then clipping and the optimizer.
+                let list: Vec<&Dispatch> = first.collect();
+                let bwd0 = list.len() - p.backward.len();
+                let key = self.key(t, true);
                 let grads = &self.lstm.model.grads;
-                let n = self.lstm.model.table.total;
+                let buckets = match self.buckets.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let total = self.lstm.model.table.total;
+                        let plans = reduce::plan_buckets(
+                            &p.ready,
+                            total,
+                            p.backward.len(),
+                            self.bucket_bytes,
+                        );
+                        let staging = |(i, b): (usize, reduce::BucketPlan)| reduce::Bucket {
+                            staging: ctx.readback("gradient bucket", b.len() + usize::from(i == 0)),
+                            plan: b,
+                        };
+                        e.insert(plans.into_iter().enumerate().map(staging).collect())
+                    }
+                };
+                let mut subs = Vec::with_capacity(buckets.len());
+                let mut at = 0;
+                for (i, b) in buckets.iter().enumerate() {
+                    let end = bwd0 + b.plan.after;
+                    recorded += record_pass(&ctx, &mut enc, list[at..end].iter().copied())?;
+                    at = end;
+                    b.encode_copy(&mut enc, grads, (i == 0).then_some(&self.loss));
+                    subs.push(ctx.scoped(|| Ok(ctx.queue.submit([enc.finish()])))?);
+                    enc = ctx.device.create_command_encoder(&Default::default());
+                }
                 let times = self.reduce_times.as_mut();
-                reduce::reduce_step(&ctx, grads, n, &self.loss, r, times)?;
-                enc = ctx.device.create_command_encoder(&Default::default());
+                let bufs = (grads, &self.loss);
+                reduce::reduce_buckets(&ctx, buckets, subs, bufs, r, times)?;
                 recorded += record_pass(&ctx, &mut enc, second)?;
             }
         }
@@ -2387,8 +2456,11 @@ impl Trainer {
     /// Dispatches and submits per training step of length `t` (after one
     /// step of that length has run).
     pub fn dispatches_per_step(&self, t: usize) -> Option<(usize, usize)> {
-        // A data-parallel step submits twice: around the sum on the host.
-        let submits = if self.reducer.is_some() { 2 } else { 1 };
+        // A data-parallel step submits once per bucket, then once more.
+        let submits = match self.reducer {
+            Some(_) => self.buckets.get(&self.key(t, true)).map_or(1, Vec::len) + 1,
+            None => 1,
+        };
         self.plans.get(&self.key(t, true)).map(|p| {
             (
                 p.forward.len() + p.backward.len() + self.clip.dispatches.len() + 1,

@@ -41,39 +41,193 @@ pub trait Reducer {
     fn sum_f64(&self, v: &mut [f64]) -> Result<()>;
 }
 
+/// The gradient bytes a bucket gathers before it is summed
+/// ([`plan_buckets`]): PyTorch DDP's first bucket. A model with fewer
+/// gradient bytes sums them at once, after backward.
+pub const DEFAULT_BUCKET_BYTES: usize = 1 << 20;
+
+/// The bytes of `--bucket-mb MB` (MiB); a negative or non-finite size is
+/// refused.
+pub fn bucket_bytes(mb: f64) -> Result<usize> {
+    if !(mb.is_finite() && mb >= 0.0) {
+        return Err(crate::Error::Invalid(format!(
+            "--bucket-mb {mb}: a bucket's size must be a finite number of MiB, 0 or more"
+        )));
+    }
+    Ok((mb * (1u64 << 20) as f64).min(usize::MAX as f64) as usize)
+}
+
 /// Where the data-parallel steps' time went, in seconds summed over
-/// [`ReduceTimes::steps`] steps: the order of a step, one after the other
-/// (nothing overlaps yet).
+/// [`ReduceTimes::steps`] steps: the host's time in each phase. With
+/// several buckets the phases overlap the GPU's backward (a bucket is read
+/// back and summed while the GPU computes the next), so `compute` is the
+/// part of the GPU's work the host waited for, not all of it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ReduceTimes {
     /// Data-parallel steps counted.
     pub steps: u64,
-    /// From the submit of forward and backward until the GPU finished them.
+    /// Buckets per step (of the last step counted).
+    pub buckets: usize,
+    /// Waiting for the GPU to finish the work each bucket waits for.
     pub compute: f64,
-    /// Reading the gradients and the loss back to the host.
+    /// Reading the buckets (and the loss) back to the host.
     pub readback: f64,
-    /// The sum over the ranks ([`Reducer::sum_f32`]), waits for peers
+    /// The sums over the ranks ([`Reducer::sum_f32`]), waits for peers
     /// included.
     pub allreduce: f64,
     /// Writing the sums back until the GPU holds them.
     pub upload: f64,
 }
 
-/// The data-parallel part of a training step, between its backward and
-/// its clipping: reads back the `n` gradients of `grads` and the step's
-/// loss (word 0 of `loss`, this rank's share of the global mean), sums
-/// both over the ranks with `r` and writes the sums back. With `times`,
-/// each phase's time is added to it (waiting for the GPU between phases,
-/// which an untimed step leaves to the readback and the next submit).
-pub(crate) fn reduce_step(
+/// A part of the flat gradient buffer summed over the ranks as soon as
+/// backward has made it final ([`crate::schedule::Plan::ready`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketPlan {
+    /// Dispatches of the step's backward after which it is final.
+    pub after: usize,
+    /// Its ranges of the gradient buffer (elements), ascending, disjoint.
+    pub ranges: Vec<std::ops::Range<usize>>,
+}
+
+impl BucketPlan {
+    /// Gradients in the bucket.
+    pub fn len(&self) -> usize {
+        self.ranges.iter().map(|r| r.len()).sum()
+    }
+
+    /// True when it holds no gradient.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Buckets of a backward of `end` dispatches over `total` gradients:
+/// `ready` says which ranges are final after how many dispatches (in
+/// order); the parts listed are gathered in that order until a bucket
+/// holds `cap_bytes`, and the last bucket, summed after the whole
+/// backward, takes what is left, with every gradient no entry lists.
+/// `cap_bytes` = 0 sums each listed part alone; a cap above the model
+/// makes one bucket (the blocking sum after backward).
+pub fn plan_buckets(
+    ready: &[(usize, Vec<std::ops::Range<usize>>)],
+    total: usize,
+    end: usize,
+    cap_bytes: usize,
+) -> Vec<BucketPlan> {
+    let mut taken = Vec::new();
+    let mut out = Vec::new();
+    let mut cur = BucketPlan {
+        after: 0,
+        ranges: Vec::new(),
+    };
+    for (after, ranges) in ready {
+        for r in ranges {
+            // Gradients listed twice count once, where first listed.
+            let fresh = minus(r.start.min(total)..r.end.min(total), &taken);
+            taken = coalesce([taken, fresh.clone()].concat());
+            cur.ranges.extend(fresh);
+        }
+        cur.after = (*after).min(end);
+        if !cur.is_empty() && cur.len() * 4 >= cap_bytes {
+            out.push(std::mem::replace(
+                &mut cur,
+                BucketPlan {
+                    after: 0,
+                    ranges: Vec::new(),
+                },
+            ));
+        }
+    }
+    cur.ranges.extend(minus(0..total, &taken));
+    cur.after = end;
+    out.push(cur);
+    for b in &mut out {
+        b.ranges = coalesce(std::mem::take(&mut b.ranges));
+    }
+    out.retain(|b| !b.is_empty());
+    out
+}
+
+/// The parts of `r` outside `taken` (sorted, disjoint).
+fn minus(
+    r: std::ops::Range<usize>,
+    taken: &[std::ops::Range<usize>],
+) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut from = r.start;
+    for t in taken.iter().filter(|t| t.end > r.start && t.start < r.end) {
+        if t.start > from {
+            out.push(from..t.start);
+        }
+        from = from.max(t.end);
+    }
+    if from < r.end {
+        out.push(from..r.end);
+    }
+    out
+}
+
+/// Sorted, merged ranges.
+fn coalesce(mut v: Vec<std::ops::Range<usize>>) -> Vec<std::ops::Range<usize>> {
+    v.sort_by_key(|r| r.start);
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    for r in v {
+        match out.last_mut() {
+            Some(l) if l.end >= r.start => l.end = l.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// A bucket with the host buffer it is read into.
+pub(crate) struct Bucket {
+    pub(crate) plan: BucketPlan,
+    pub(crate) staging: wgpu::Buffer,
+}
+
+impl Bucket {
+    /// Copies the bucket's gradients (and, with `loss`, the step's loss
+    /// after them) into its staging buffer, in `enc`.
+    pub(crate) fn encode_copy(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        grads: &wgpu::Buffer,
+        loss: Option<&wgpu::Buffer>,
+    ) {
+        let mut at = 0u64;
+        for r in &self.plan.ranges {
+            let bytes = 4 * r.len() as u64;
+            enc.copy_buffer_to_buffer(grads, 4 * r.start as u64, &self.staging, at, bytes);
+            at += bytes;
+        }
+        if let Some(loss) = loss {
+            enc.copy_buffer_to_buffer(loss, 0, &self.staging, at, 4);
+        }
+    }
+}
+
+/// The data-parallel part of a training step: `buckets[i]` was copied to
+/// its staging buffer by submission `subs[i]` (the first with the step's
+/// loss, word 0 of `loss`: this rank's share of the global mean). In
+/// order, each bucket is read back once its submission is done (the GPU
+/// runs on through the later ones), summed over the ranks with `r` and
+/// written back; the writes land before the next submit, which clips and
+/// steps. With `times`, each phase's time is added to it (and the uploads
+/// are waited for).
+pub(crate) fn reduce_buckets(
     ctx: &GpuContext,
-    grads: &wgpu::Buffer,
-    n: usize,
-    loss: &wgpu::Buffer,
+    buckets: &[Bucket],
+    subs: Vec<wgpu::SubmissionIndex>,
+    (grads, loss): (&wgpu::Buffer, &wgpu::Buffer),
     r: &dyn Reducer,
     times: Option<&mut ReduceTimes>,
 ) -> Result<()> {
-    let timed = times.is_some();
+    let mut t = ReduceTimes {
+        steps: 1,
+        buckets: buckets.len(),
+        ..Default::default()
+    };
     let mut clock = std::time::Instant::now();
     let mut lap = || {
         let now = std::time::Instant::now();
@@ -81,29 +235,37 @@ pub(crate) fn reduce_step(
         clock = now;
         s
     };
-    if timed {
-        ctx.wait()?;
+    for (i, (b, sub)) in buckets.iter().zip(subs).enumerate() {
+        let n = b.plan.len() + usize::from(i == 0);
+        ctx.wait_for(sub.clone())?;
+        t.compute += lap();
+        let mut v: Vec<f32> = ctx.map_read_after(&b.staging, 4 * n as u64, Some(sub))?;
+        t.readback += lap();
+        r.sum_f32(&mut v)?;
+        t.allreduce += lap();
+        let mut at = 0;
+        for range in &b.plan.ranges {
+            ctx.write(grads, range.start, &v[at..at + range.len()]);
+            at += range.len();
+        }
+        if i == 0 {
+            ctx.write(loss, 0, &v[at..]);
+        }
+        t.upload += lap();
     }
-    let compute = lap();
-    let mut v = ctx.read_f32(grads, 0, n)?;
-    v.extend(ctx.read_f32(loss, 0, 1)?);
-    let readback = lap();
-    r.sum_f32(&mut v)?;
-    let allreduce = lap();
-    ctx.write(grads, 0, &v[..n]);
-    ctx.write(loss, 0, &v[n..]);
     let Some(times) = times else {
         return Ok(());
     };
     // The writes land with the next submit: an empty one, waited for.
     ctx.queue.submit([]);
     ctx.wait()?;
-    let upload = lap();
+    t.upload += lap();
     times.steps += 1;
-    times.compute += compute;
-    times.readback += readback;
-    times.allreduce += allreduce;
-    times.upload += upload;
+    times.buckets = t.buckets;
+    times.compute += t.compute;
+    times.readback += t.readback;
+    times.allreduce += t.allreduce;
+    times.upload += t.upload;
     Ok(())
 }
 
@@ -190,6 +352,57 @@ mod tests {
         let all = [1.0f32, 2.0, 10.0, 20.0];
         assert_eq!(sum_in_rank_order(&all, 2), vec![11.0, 22.0]);
         assert_eq!(sum_in_rank_order(&[3.0f64, 4.0], 1), vec![3.0, 4.0]);
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)]
+    fn buckets_gather_parts_as_they_become_final() {
+        // Head (8..10) after 3 dispatches, layer 1 (4..8) after 7, layer 0
+        // (0..4 but 2) after 12; 10..12 (embedding) and 2 only at the end.
+        let ready = vec![(3, vec![8..10]), (7, vec![4..8]), (12, vec![0..2, 3..4])];
+        let b = |after, ranges: Vec<std::ops::Range<usize>>| BucketPlan { after, ranges };
+        assert_eq!(
+            plan_buckets(&ready, 12, 15, 0),
+            vec![
+                b(3, vec![8..10]),
+                b(7, vec![4..8]),
+                b(12, vec![0..2, 3..4]),
+                b(15, vec![2..3, 10..12]),
+            ]
+        );
+        // 12 bytes: the head joins layer 1; layer 0 closes its own.
+        assert_eq!(
+            plan_buckets(&ready, 12, 15, 12),
+            vec![
+                b(7, vec![4..10]),
+                b(12, vec![0..2, 3..4]),
+                b(15, vec![2..3, 10..12])
+            ]
+        );
+        // 24 bytes: layer 0 joins the rest.
+        assert_eq!(
+            plan_buckets(&ready, 12, 15, 24),
+            vec![b(7, vec![4..10]), b(15, vec![0..4, 10..12])]
+        );
+        // Parts listed twice, or past the end, count once.
+        assert_eq!(
+            plan_buckets(&[(1, vec![0..3]), (2, vec![2..6, 9..20])], 8, 4, 0),
+            vec![b(1, vec![0..3]), b(2, vec![3..6]), b(4, vec![6..8])]
+        );
+        // One bucket: the sum after backward.
+        assert_eq!(
+            plan_buckets(&ready, 12, 15, 1 << 20),
+            vec![b(15, vec![0..12])]
+        );
+        assert_eq!(plan_buckets(&[], 5, 2, 0), vec![b(2, vec![0..5])]);
+        // Every gradient is in exactly one bucket.
+        for cap in [0, 4, 16, 40, 1000] {
+            let all: usize = plan_buckets(&ready, 12, 15, cap)
+                .iter()
+                .map(|b| b.len())
+                .sum();
+            assert_eq!(all, 12);
+        }
     }
 
     #[test]

@@ -48,6 +48,14 @@ pub(crate) fn settings(a: TrainArgs) -> Result<(TrainArgs, RunConfig, Option<Loa
 /// Runs `train`.
 pub fn train(a: TrainArgs, verbose: bool) -> Result<()> {
     let (a, c, resumed) = settings(a)?;
+    if let Some(mb) = a.bucket_mb {
+        lstm_wgpu::train::reduce::bucket_bytes(mb)?;
+        if a.devices.is_none() && parallel::launched_ranks() <= 1 {
+            return Err(Error::Invalid(format!(
+                "--bucket-mb {mb}: buckets are for data-parallel runs (mpirun, --devices)"
+            )));
+        }
+    }
     // --dump-data writes the data alone: no ranks to run.
     if let Some(spec) = a.devices.clone().filter(|_| a.dump_data.is_none()) {
         return on_devices(&spec, a, c, resumed, verbose);

@@ -274,6 +274,15 @@ pub struct TrainArgs {
     #[arg(long, value_name = "all|N|NAME[,…]")]
     #[serde(skip)]
     pub devices: Option<String>,
+    /// Data parallelism (mpirun, --devices): the gradient MiB a bucket
+    /// gathers before it is summed over the ranks. Each bucket is summed
+    /// as soon as backward has made it final, while the GPU runs the rest
+    /// of backward; 0 sums each layer's alone, a size above the model's
+    /// gradients sums them all after backward. The figures do not depend
+    /// on it. [default: 1]
+    #[arg(long, value_name = "MB")]
+    #[serde(skip)]
+    pub bucket_mb: Option<f64>,
     /// Stop after this many steps (counting from the run's start), writing
     /// the checkpoint, as if interrupted; `--resume` then finishes the run.
     #[arg(long)]
@@ -421,6 +430,7 @@ impl TrainArgs {
             resume: self.resume.clone(),
             hist_every: self.hist_every,
             stop_after: self.stop_after,
+            bucket_mb: self.bucket_mb,
         }
     }
 }
