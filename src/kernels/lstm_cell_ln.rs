@@ -152,30 +152,6 @@ pub struct NormCellBuffers<'a> {
 /// plain cell's initial-state step serves them).
 const BWD: &[(u32, Binding)] = BWD_BINDINGS.split_at(7).0;
 
-fn fwd_buffers<'a>(b: &'a NormCellBuffers<'a>) -> Vec<&'a wgpu::Buffer> {
-    vec![
-        b.pre,
-        b.params,
-        b.state_in,
-        b.lengths,
-        b.out,
-        b.cache,
-        b.state_out,
-    ]
-}
-
-fn bwd_buffers<'a>(b: &'a NormCellBuffers<'a>) -> Vec<&'a wgpu::Buffer> {
-    vec![
-        b.params,
-        b.state_in,
-        b.lengths,
-        b.cache,
-        b.dy,
-        b.gstate_in,
-        b.dg,
-    ]
-}
-
 /// A normalized cell's entry points: the LayerNorm cell (`BN` false, one
 /// workgroup per sequence) or the recurrent BatchNorm one (`BN` true, one
 /// per hidden unit, its forward also binding the running statistics); the
@@ -210,43 +186,49 @@ impl<const BN: bool> NormCell<BN> {
         }
     }
 
-    fn step(
+    /// Step `step` of the time loop: forward, one workgroup per sequence
+    /// (LN) or hidden unit (BN); with `backward`, backward (run for T-1
+    /// down to 0).
+    pub fn step(
+        &self,
         ctx: &GpuContext,
-        k: &Kernel,
-        (s, n, step): (&CellShape, &NormCellParams, usize),
-        bufs: &[&wgpu::Buffer],
+        s: &CellShape,
+        n: &NormCellParams,
+        step: usize,
+        b: &NormCellBuffers<'_>,
+        backward: bool,
     ) -> Result<Dispatch> {
+        let (k, bufs) = match backward {
+            false => {
+                let mut bufs = vec![
+                    b.pre,
+                    b.params,
+                    b.state_in,
+                    b.lengths,
+                    b.out,
+                    b.cache,
+                    b.state_out,
+                ];
+                if BN {
+                    bufs.push(b.stats);
+                }
+                (&self.fwd, bufs)
+            }
+            true => {
+                let bufs = [
+                    b.params,
+                    b.state_in,
+                    b.lengths,
+                    b.cache,
+                    b.dy,
+                    b.gstate_in,
+                    b.dg,
+                ];
+                (&self.bwd, bufs.to_vec())
+            }
+        };
         let p = params(s, n, step)?;
         let groups = if BN { s.hidden } else { s.batch };
-        Ok(k.dispatch(ctx, &p, bufs, ctx.grid(groups as u32)))
-    }
-
-    /// Forward step `step`: one workgroup per sequence (LN) or hidden unit
-    /// (BN).
-    pub fn forward(
-        &self,
-        ctx: &GpuContext,
-        s: &CellShape,
-        n: &NormCellParams,
-        step: usize,
-        b: &NormCellBuffers<'_>,
-    ) -> Result<Dispatch> {
-        let mut bufs = fwd_buffers(b);
-        if BN {
-            bufs.push(b.stats);
-        }
-        Self::step(ctx, &self.fwd, (s, n, step), &bufs)
-    }
-
-    /// Backward step `step` (run for T-1 down to 0).
-    pub fn backward(
-        &self,
-        ctx: &GpuContext,
-        s: &CellShape,
-        n: &NormCellParams,
-        step: usize,
-        b: &NormCellBuffers<'_>,
-    ) -> Result<Dispatch> {
-        Self::step(ctx, &self.bwd, (s, n, step), &bwd_buffers(b))
+        Ok(k.dispatch(ctx, &p, &bufs, ctx.grid(groups as u32)))
     }
 }

@@ -1512,11 +1512,9 @@ impl Plan {
             for (d, sh) in shapes.iter().enumerate() {
                 let np = norm_cell_params(model, ws, l, d, train);
                 let bn = matches!(norm, Norm::RecurrentBatch { .. });
-                out.push(match (bn, backward) {
-                    (true, false) => k.cell_bn()?.forward(ctx, sh, &np, s, &nbufs)?,
-                    (true, true) => k.cell_bn()?.backward(ctx, sh, &np, s, &nbufs)?,
-                    (false, false) => k.cell_ln()?.forward(ctx, sh, &np, s, &nbufs)?,
-                    (false, true) => k.cell_ln()?.backward(ctx, sh, &np, s, &nbufs)?,
+                out.push(match bn {
+                    true => k.cell_bn()?.step(ctx, sh, &np, s, &nbufs, backward)?,
+                    false => k.cell_ln()?.step(ctx, sh, &np, s, &nbufs, backward)?,
                 });
             }
         }
