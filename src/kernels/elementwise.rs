@@ -23,7 +23,7 @@
 //! identity. [`dropout_keep`] is the same mask on the CPU.
 
 use super::wgsl::{family_source, wgsl_struct};
-use super::{groups_1d, u32_of};
+use super::{fits, flat_grid, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
@@ -155,20 +155,6 @@ pub fn dropout_keep(step: &DropoutStep, stream: u32, i: u32, p: f32) -> Result<b
     Ok(r[(i % 4) as usize] >= thr)
 }
 
-/// Workgroup grid for `n` items, `wg` per workgroup: x up to the
-/// per-dimension limit, then y (the shaders flatten it back).
-pub(crate) fn flat_grid(ctx: &GpuContext, what: &str, n: usize, wg: usize) -> Result<(u32, u32)> {
-    let groups = n.div_ceil(wg).max(1);
-    let max = ctx.limits.max_compute_workgroups_per_dimension.max(1) as usize;
-    groups_1d(ctx, what, groups, max)?;
-    Ok(ctx.grid(u32_of(what, groups)?))
-}
-
-fn end(what: &str, off: usize, n: usize) -> Result<u32> {
-    u32_of(what, off.saturating_add(n))?;
-    Ok(off as u32)
-}
-
 wgsl_struct! {
     /// The uniform block of `elementwise.wgsl`.
     pub struct ElementwiseUniform = "Params" {
@@ -225,14 +211,14 @@ impl Elementwise {
             || {
                 Ok(ElementwiseUniform {
                     n: u32_of("dropout elements", s.n)?,
-                    a_off: end("dropout input", s.in_off, s.n)?,
+                    a_off: fits("dropout input", s.in_off, s.n)?,
                     b_off: match residual {
-                        Some((_, off)) => end("residual", off, s.n)?,
+                        Some((_, off)) => fits("residual", off, s.n)?,
                         None => 0,
                     },
-                    out_off: end("dropout output", s.out_off, s.n)?,
+                    out_off: fits("dropout output", s.out_off, s.n)?,
                     flags: flags(s.accumulate),
-                    aux_off: end("dropout step state", s.step_off, DROPOUT_STEP_WORDS)?,
+                    aux_off: fits("dropout step state", s.step_off, DROPOUT_STEP_WORDS)?,
                     thr,
                     scale: dropout_scale(s.p),
                     stream: s.stream,
@@ -320,9 +306,9 @@ impl Elementwise {
             || {
                 Ok(ElementwiseUniform {
                     n: u32_of("add elements", n)?,
-                    a_off: end("add input a", a.1, n)?,
-                    b_off: end("add input b", b.1, n)?,
-                    out_off: end("add output", out.1, n)?,
+                    a_off: fits("add input a", a.1, n)?,
+                    b_off: fits("add input b", b.1, n)?,
+                    out_off: fits("add output", out.1, n)?,
                     ..Default::default()
                 })
             },
@@ -344,8 +330,8 @@ impl Elementwise {
         flat(ctx, &self.accumulate, what, n, &[src.0, out.0], || {
             Ok(ElementwiseUniform {
                 n: u32_of(what, n)?,
-                a_off: end("accumulate source", src.1, n)?,
-                out_off: end("accumulate destination", out.1, n)?,
+                a_off: fits("accumulate source", src.1, n)?,
+                out_off: fits("accumulate destination", out.1, n)?,
                 flags: flags(accumulate),
                 ..Default::default()
             })
@@ -363,7 +349,7 @@ impl Elementwise {
         flat(ctx, &self.fill, "fill elements", n, &[out.0], || {
             Ok(ElementwiseUniform {
                 n: u32_of("fill elements", n)?,
-                out_off: end("fill destination", out.1, n)?,
+                out_off: fits("fill destination", out.1, n)?,
                 value,
                 ..Default::default()
             })
@@ -390,10 +376,10 @@ impl Elementwise {
                 batch: u32_of("batch", s.batch)?,
                 feat: u32_of("last-step features", s.features)?,
                 flags: flags(s.accumulate),
-                aux_off: end("lengths", s.len_off, s.batch)?,
+                aux_off: fits("lengths", s.len_off, s.batch)?,
                 n: u32_of("last-step elements", last)?,
-                a_off: end(a.0, a.1, a.2)?,
-                out_off: end(out.0, out.1, out.2)?,
+                a_off: fits(a.0, a.1, a.2)?,
+                out_off: fits(out.0, out.1, out.2)?,
                 ..Default::default()
             })
         })
