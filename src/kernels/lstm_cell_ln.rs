@@ -5,7 +5,7 @@
 // The norm cells' sections count in the LSTM's gates, G
 // (`common/norm_cell.wgsl` mirrors them).
 use super::cell::LSTM_GATES as G;
-use super::lstm_cell::{BWD_BINDINGS, CellShape, FWD_BINDINGS};
+use super::lstm_cell::{BWD_BINDINGS, CellBackward, CellForward, CellShape, FWD_BINDINGS};
 use super::u32_of;
 use super::wgsl::{family_source, wgsl_struct};
 use crate::Result;
@@ -120,30 +120,14 @@ pub fn params(s: &CellShape, n: &NormCellParams, step: usize) -> Result<NormCell
     })
 }
 
-/// Buffers of a normalized cell step (forward uses the first seven and
-/// `stats`; backward the rest).
+/// Buffers of a normalized cell step: the plain cell's (the norm cells
+/// bind through its tables) and the running statistics.
 pub struct NormCellBuffers<'a> {
-    /// Pre-gates W_ih·x (no biases).
-    pub pre: &'a wgpu::Buffer,
-    /// Parameters.
-    pub params: &'a wgpu::Buffer,
-    /// h0 | c0.
-    pub state_in: &'a wgpu::Buffer,
-    /// Lengths (u32).
-    pub lengths: &'a wgpu::Buffer,
-    /// Layer output.
-    pub out: &'a wgpu::Buffer,
-    /// Cache.
-    pub cache: &'a wgpu::Buffer,
-    /// h_n | c_n.
-    pub state_out: &'a wgpu::Buffer,
-    /// Gradient w.r.t. the layer output.
-    pub dy: &'a wgpu::Buffer,
-    /// grad_h_n | grad_c_n.
-    pub gstate_in: &'a wgpu::Buffer,
-    /// Gradient block.
-    pub dg: &'a wgpu::Buffer,
-    /// Running statistics.
+    /// The forward's (`cst`, `rng` and `zst` unused).
+    pub fwd: CellForward<'a>,
+    /// The backward's (`gstate_out`, `cst`, `dcs`, `rng` and `zst` unused).
+    pub bwd: CellBackward<'a>,
+    /// Running statistics (the BN cell's forward).
     pub stats: &'a wgpu::Buffer,
 }
 
@@ -198,35 +182,13 @@ impl<const BN: bool> NormCell<BN> {
         b: &NormCellBuffers<'_>,
         backward: bool,
     ) -> Result<Dispatch> {
-        let (k, bufs) = match backward {
-            false => {
-                let mut bufs = vec![
-                    b.pre,
-                    b.params,
-                    b.state_in,
-                    b.lengths,
-                    b.out,
-                    b.cache,
-                    b.state_out,
-                ];
-                if BN {
-                    bufs.push(b.stats);
-                }
-                (&self.fwd, bufs)
-            }
-            true => {
-                let bufs = [
-                    b.params,
-                    b.state_in,
-                    b.lengths,
-                    b.cache,
-                    b.dy,
-                    b.gstate_in,
-                    b.dg,
-                ];
-                (&self.bwd, bufs.to_vec())
-            }
+        let (k, mut bufs) = match backward {
+            false => (&self.fwd, b.fwd.buffers().to_vec()),
+            true => (&self.bwd, b.bwd.buffers()[..BWD.len()].to_vec()),
         };
+        if BN && !backward {
+            bufs.push(b.stats);
+        }
         let p = params(s, n, step)?;
         let groups = if BN { s.hidden } else { s.batch };
         Ok(k.dispatch(ctx, &p, &bufs, ctx.grid(groups as u32)))

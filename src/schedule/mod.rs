@@ -1477,23 +1477,14 @@ impl Plan {
         let shapes: Vec<CellShape> = (0..model.config.dirs())
             .map(|d| shape(model, ws, l, d))
             .collect();
-        let nbufs = NormCellBuffers {
-            pre: &ws.pre,
-            params: &model.params,
-            state_in: &ws.state_in,
-            lengths: &ws.lengths,
-            out: &ws.outs,
-            cache: ws.cache(l),
-            state_out: &ws.state_out,
-            dy: &ws.dy,
-            gstate_in: &ws.gstate_in,
-            dg: &ws.dg,
+        // The normalized cells bind the plain cell's buffers: they run in
+        // f32 without weight-drop (checked in build), so its parameters are
+        // theirs.
+        let bufs = NormCellBuffers {
+            fwd: cell_forward(model, ws, l, rng),
+            bwd: cell_backward(model, ws, l, rng),
             stats: &model.stats,
         };
-        let (fwd, bwd) = (
-            cell_forward(model, ws, l, rng),
-            cell_backward(model, ws, l, rng),
-        );
         let mut out = Vec::new();
         for i in 0..seq {
             let s = if backward { seq - 1 - i } else { i };
@@ -1502,10 +1493,10 @@ impl Plan {
                 out.extend(match backward {
                     false => k
                         .cell(model.config.cell())?
-                        .forward(ctx, &shapes, s, &fwd)?,
+                        .forward(ctx, &shapes, s, &bufs.fwd)?,
                     true => k
                         .cell(model.config.cell())?
-                        .backward(ctx, &shapes, s, &bwd)?,
+                        .backward(ctx, &shapes, s, &bufs.bwd)?,
                 });
                 continue;
             }
@@ -1513,8 +1504,8 @@ impl Plan {
                 let np = norm_cell_params(model, ws, l, d, train);
                 let bn = matches!(norm, Norm::RecurrentBatch { .. });
                 out.push(match bn {
-                    true => k.cell_bn()?.step(ctx, sh, &np, s, &nbufs, backward)?,
-                    false => k.cell_ln()?.step(ctx, sh, &np, s, &nbufs, backward)?,
+                    true => k.cell_bn()?.step(ctx, sh, &np, s, &bufs, backward)?,
+                    false => k.cell_ln()?.step(ctx, sh, &np, s, &bufs, backward)?,
                 });
             }
         }
@@ -1537,7 +1528,7 @@ impl Plan {
             .collect();
         out.extend(
             k.cell(model.config.cell())?
-                .backward_state(ctx, &state_shapes, &bwd)?,
+                .backward_state(ctx, &state_shapes, &bufs.bwd)?,
         );
         Ok(out)
     }
