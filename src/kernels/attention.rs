@@ -23,10 +23,9 @@
 //! and gradient buffers may be any (they are only read at `q_off` and only
 //! written at `dq_off`).
 
-use super::elementwise::flat_grid;
 use super::gemm::LOOP_CAP;
-use super::u32_of;
 use super::wgsl::{family_source, wgsl_struct};
+use super::{fits, flat_grid, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
@@ -131,11 +130,6 @@ wgsl_struct! {
         a_off: u32, ds_off: u32, dh_off: u32, dq_off: u32,
         g_off: u32, _p0: u32, _p1: u32, _p2: u32,
     }
-}
-
-fn fits(what: &str, off: usize, n: usize) -> Result<u32> {
-    u32_of(what, off.saturating_add(n))?;
-    Ok(off as u32)
 }
 
 impl Attention {

@@ -14,7 +14,7 @@
 //! Train mode with a group of fewer than 2 valid rows must be rejected on
 //! the host before dispatch ([`group_counts`], [`check_train`]).
 
-use super::layer_norm::{NormUniform, norm_offsets};
+use super::layer_norm::{FWD_BINDINGS, NormUniform, bwd_bindings, norm_offsets};
 use super::u32_of;
 use super::wgsl::family_source;
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
@@ -146,30 +146,12 @@ pub fn check_train(lengths: &[usize], seq: usize, per_step: bool, features: usiz
 impl BatchNorm {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
-        use Binding::{Read, ReadWrite};
         let m = module(ctx, "batch_norm", &source());
-        let fwd = m.kernel(
-            "forward",
-            &[
-                (1, Read),
-                (2, Read),
-                (3, ReadWrite),
-                (4, ReadWrite),
-                (5, ReadWrite),
-                (6, ReadWrite),
-            ],
-        );
-        let bwd = [
-            (1, Read),
-            (2, Read),
-            (3, ReadWrite),
-            (5, ReadWrite),
-            (7, ReadWrite),
-            (8, ReadWrite),
-            (9, ReadWrite),
-        ];
+        let mut fwd = FWD_BINDINGS.to_vec();
+        fwd.push((6, Binding::ReadWrite));
+        let bwd = bwd_bindings(7);
         Self {
-            fwd,
+            fwd: m.kernel("forward", &fwd),
             bwd_sums: m.kernel("backward_sums", &bwd),
             bwd_dx: m.kernel("backward_dx", &bwd),
         }

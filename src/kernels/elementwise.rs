@@ -23,7 +23,7 @@
 //! identity. [`dropout_keep`] is the same mask on the CPU.
 
 use super::wgsl::{family_source, wgsl_struct};
-use super::{groups_1d, u32_of};
+use super::{fits, flat_grid, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
@@ -155,20 +155,6 @@ pub fn dropout_keep(step: &DropoutStep, stream: u32, i: u32, p: f32) -> Result<b
     Ok(r[(i % 4) as usize] >= thr)
 }
 
-/// Workgroup grid for `n` items, `wg` per workgroup: x up to the
-/// per-dimension limit, then y (the shaders flatten it back).
-pub(crate) fn flat_grid(ctx: &GpuContext, what: &str, n: usize, wg: usize) -> Result<(u32, u32)> {
-    let groups = n.div_ceil(wg).max(1);
-    let max = ctx.limits.max_compute_workgroups_per_dimension.max(1) as usize;
-    groups_1d(ctx, what, groups, max)?;
-    Ok(ctx.grid(u32_of(what, groups)?))
-}
-
-fn end(what: &str, off: usize, n: usize) -> Result<u32> {
-    u32_of(what, off.saturating_add(n))?;
-    Ok(off as u32)
-}
-
 wgsl_struct! {
     /// The uniform block of `elementwise.wgsl`.
     pub struct ElementwiseUniform = "Params" {
@@ -198,36 +184,48 @@ impl Elementwise {
         }
     }
 
-    fn dropout_dispatch(
+    /// Every dropout entry point: `residual` is the skip of the fused ones
+    /// (`dropout_add`, `dropout_split`), bound between input and output.
+    #[allow(clippy::too_many_arguments)]
+    fn dropout_op(
         &self,
         ctx: &GpuContext,
+        kernel: &Kernel,
         s: &DropoutShape,
         step: &wgpu::Buffer,
         input: &wgpu::Buffer,
+        residual: Option<(&wgpu::Buffer, usize)>,
         output: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>> {
         let thr = dropout_threshold(s.p)?;
-        if s.n == 0 {
-            return Ok(Vec::new());
-        }
-        let w = ElementwiseUniform {
-            n: u32_of("dropout elements", s.n)?,
-            a_off: end("dropout input", s.in_off, s.n)?,
-            out_off: end("dropout output", s.out_off, s.n)?,
-            flags: if s.accumulate { ACCUMULATE } else { 0 },
-            aux_off: end("dropout step state", s.step_off, DROPOUT_STEP_WORDS)?,
-            thr,
-            scale: dropout_scale(s.p),
-            stream: s.stream,
-            ..Default::default()
-        };
-        let grid = flat_grid(ctx, "dropout elements", s.n.div_ceil(4), WG)?;
-        Ok(vec![self.dropout.dispatch(
+        let mut bufs = vec![step, input];
+        bufs.extend(residual.map(|r| r.0));
+        bufs.push(output);
+        // Four elements per invocation (one Philox block).
+        flat(
             ctx,
-            &w,
-            &[step, input, output],
-            grid,
-        )])
+            kernel,
+            "dropout elements",
+            s.n.div_ceil(4),
+            &bufs,
+            || {
+                Ok(ElementwiseUniform {
+                    n: u32_of("dropout elements", s.n)?,
+                    a_off: fits("dropout input", s.in_off, s.n)?,
+                    b_off: match residual {
+                        Some((_, off)) => fits("residual", off, s.n)?,
+                        None => 0,
+                    },
+                    out_off: fits("dropout output", s.out_off, s.n)?,
+                    flags: flags(s.accumulate),
+                    aux_off: fits("dropout step state", s.step_off, DROPOUT_STEP_WORDS)?,
+                    thr,
+                    scale: dropout_scale(s.p),
+                    stream: s.stream,
+                    ..Default::default()
+                })
+            },
+        )
     }
 
     /// Dropout forward: y (= or +=) x·m/(1−p). `step` holds the
@@ -241,7 +239,7 @@ impl Elementwise {
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>> {
-        self.dropout_dispatch(ctx, s, step, x, y)
+        self.dropout_op(ctx, &self.dropout, s, step, x, None, y)
     }
 
     /// Dropout backward: dx (= or +=) dy·m/(1−p) with the forward's mask
@@ -255,38 +253,7 @@ impl Elementwise {
         dy: &wgpu::Buffer,
         dx: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>> {
-        self.dropout_dispatch(ctx, s, step, dy, dx)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn dropout_pair(
-        &self,
-        ctx: &GpuContext,
-        kernel: &Kernel,
-        s: &DropoutShape,
-        step: &wgpu::Buffer,
-        a: &wgpu::Buffer,
-        b: (&wgpu::Buffer, usize),
-        out: &wgpu::Buffer,
-    ) -> Result<Vec<Dispatch>> {
-        let thr = dropout_threshold(s.p)?;
-        if s.n == 0 {
-            return Ok(Vec::new());
-        }
-        let w = ElementwiseUniform {
-            n: u32_of("dropout elements", s.n)?,
-            a_off: end("dropout input", s.in_off, s.n)?,
-            b_off: end("residual", b.1, s.n)?,
-            out_off: end("dropout output", s.out_off, s.n)?,
-            flags: if s.accumulate { ACCUMULATE } else { 0 },
-            aux_off: end("dropout step state", s.step_off, DROPOUT_STEP_WORDS)?,
-            thr,
-            scale: dropout_scale(s.p),
-            stream: s.stream,
-            ..Default::default()
-        };
-        let grid = flat_grid(ctx, "dropout elements", s.n.div_ceil(4), WG)?;
-        Ok(vec![kernel.dispatch(ctx, &w, &[step, a, b.0, out], grid)])
+        self.dropout_op(ctx, &self.dropout, s, step, dy, None, dx)
     }
 
     /// Dropout then a residual add, fused: y (= or +=) x·m/(1−p) + skip,
@@ -301,7 +268,7 @@ impl Elementwise {
         skip: (&wgpu::Buffer, usize),
         y: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>> {
-        self.dropout_pair(ctx, &self.dropout_add, s, step, x, skip, y)
+        self.dropout_op(ctx, &self.dropout_add, s, step, x, Some(skip), y)
     }
 
     /// Backward of [`Elementwise::dropout_add`]: dx (= or +=) dy·m/(1−p)
@@ -316,7 +283,7 @@ impl Elementwise {
         skip: (&wgpu::Buffer, usize),
         dx: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>> {
-        self.dropout_pair(ctx, &self.dropout_split, s, step, dy, skip, dx)
+        self.dropout_op(ctx, &self.dropout_split, s, step, dy, Some(skip), dx)
     }
 
     /// Residual add: out[out_off + i] = a[a_off + i] + b[b_off + i], i < n
@@ -330,22 +297,22 @@ impl Elementwise {
         b: (&wgpu::Buffer, usize),
         out: (&wgpu::Buffer, usize),
     ) -> Result<Vec<Dispatch>> {
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let w = ElementwiseUniform {
-            n: u32_of("add elements", n)?,
-            a_off: end("add input a", a.1, n)?,
-            b_off: end("add input b", b.1, n)?,
-            out_off: end("add output", out.1, n)?,
-            ..Default::default()
-        };
-        Ok(vec![self.add.dispatch(
+        flat(
             ctx,
-            &w,
+            &self.add,
+            "add elements",
+            n,
             &[a.0, b.0, out.0],
-            flat_grid(ctx, "add elements", n, WG)?,
-        )])
+            || {
+                Ok(ElementwiseUniform {
+                    n: u32_of("add elements", n)?,
+                    a_off: fits("add input a", a.1, n)?,
+                    b_off: fits("add input b", b.1, n)?,
+                    out_off: fits("add output", out.1, n)?,
+                    ..Default::default()
+                })
+            },
+        )
     }
 
     /// out[out_off + i] += src[src_off + i] (or `=` when `!accumulate`: a
@@ -359,22 +326,16 @@ impl Elementwise {
         out: (&wgpu::Buffer, usize),
         accumulate: bool,
     ) -> Result<Vec<Dispatch>> {
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let w = ElementwiseUniform {
-            n: u32_of("accumulate elements", n)?,
-            a_off: end("accumulate source", src.1, n)?,
-            out_off: end("accumulate destination", out.1, n)?,
-            flags: if accumulate { ACCUMULATE } else { 0 },
-            ..Default::default()
-        };
-        Ok(vec![self.accumulate.dispatch(
-            ctx,
-            &w,
-            &[src.0, out.0],
-            flat_grid(ctx, "accumulate elements", n, WG)?,
-        )])
+        let what = "accumulate elements";
+        flat(ctx, &self.accumulate, what, n, &[src.0, out.0], || {
+            Ok(ElementwiseUniform {
+                n: u32_of(what, n)?,
+                a_off: fits("accumulate source", src.1, n)?,
+                out_off: fits("accumulate destination", out.1, n)?,
+                flags: flags(accumulate),
+                ..Default::default()
+            })
+        })
     }
 
     /// out[out_off + i] = value, i < n. One dispatch (none when `n == 0`).
@@ -385,33 +346,42 @@ impl Elementwise {
         out: (&wgpu::Buffer, usize),
         value: f32,
     ) -> Result<Vec<Dispatch>> {
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let w = ElementwiseUniform {
-            n: u32_of("fill elements", n)?,
-            out_off: end("fill destination", out.1, n)?,
-            value,
-            ..Default::default()
-        };
-        Ok(vec![self.fill.dispatch(
-            ctx,
-            &w,
-            &[out.0],
-            flat_grid(ctx, "fill elements", n, WG)?,
-        )])
+        flat(ctx, &self.fill, "fill elements", n, &[out.0], || {
+            Ok(ElementwiseUniform {
+                n: u32_of("fill elements", n)?,
+                out_off: fits("fill destination", out.1, n)?,
+                value,
+                ..Default::default()
+            })
+        })
     }
 
-    fn last_uniform(s: &LastStepShape) -> Result<ElementwiseUniform> {
+    /// Both last-step kernels: they read `a` and write `out`, each given as
+    /// (what, offset, elements); which of them is the [T, B, F] tensor is
+    /// the direction.
+    #[allow(clippy::too_many_arguments)]
+    fn last_step(
+        &self,
+        ctx: &GpuContext,
+        kernel: &Kernel,
+        s: &LastStepShape,
+        bufs: [&wgpu::Buffer; 3],
+        a: (&str, usize, usize),
+        out: (&str, usize, usize),
+    ) -> Result<Vec<Dispatch>> {
         let last = s.batch * s.features;
-        Ok(ElementwiseUniform {
-            seq: u32_of("sequence length", s.seq)?,
-            batch: u32_of("batch", s.batch)?,
-            feat: u32_of("last-step features", s.features)?,
-            flags: if s.accumulate { ACCUMULATE } else { 0 },
-            aux_off: end("lengths", s.len_off, s.batch)?,
-            n: u32_of("last-step elements", last)?,
-            ..Default::default()
+        flat(ctx, kernel, "last-step elements", last, &bufs, || {
+            Ok(ElementwiseUniform {
+                seq: u32_of("sequence length", s.seq)?,
+                batch: u32_of("batch", s.batch)?,
+                feat: u32_of("last-step features", s.features)?,
+                flags: flags(s.accumulate),
+                aux_off: fits("lengths", s.len_off, s.batch)?,
+                n: u32_of("last-step elements", last)?,
+                a_off: fits(a.0, a.1, a.2)?,
+                out_off: fits(out.0, out.1, out.2)?,
+                ..Default::default()
+            })
         })
     }
 
@@ -428,18 +398,11 @@ impl Elementwise {
         x: &wgpu::Buffer,
         out: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>> {
-        if s.batch * s.features == 0 {
-            return Ok(Vec::new());
-        }
-        let mut w = Self::last_uniform(s)?;
-        w.a_off = end("last-step input", s.seq_off, s.seq * s.batch * s.features)?;
-        w.out_off = end("last-step output", s.last_off, s.batch * s.features)?;
-        Ok(vec![self.last_gather.dispatch(
-            ctx,
-            &w,
-            &[lengths, x, out],
-            flat_grid(ctx, "last-step elements", s.batch * s.features, WG)?,
-        )])
+        let last = s.batch * s.features;
+        let seq = s.seq * last;
+        let a = ("last-step input", s.seq_off, seq);
+        let o = ("last-step output", s.last_off, last);
+        self.last_step(ctx, &self.last_gather, s, [lengths, x, out], a, o)
     }
 
     /// Backward: dx[(len_b − 1)·B + b, :] (+= or =) dout[b, :], other rows of
@@ -453,25 +416,36 @@ impl Elementwise {
         dout: &wgpu::Buffer,
         dx: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>> {
-        if s.batch * s.features == 0 {
-            return Ok(Vec::new());
-        }
-        let mut w = Self::last_uniform(s)?;
-        w.a_off = end(
-            "last-step output gradient",
-            s.last_off,
-            s.batch * s.features,
-        )?;
-        w.out_off = end(
-            "last-step input gradient",
-            s.seq_off,
-            s.seq * s.batch * s.features,
-        )?;
-        Ok(vec![self.last_scatter.dispatch(
-            ctx,
-            &w,
-            &[lengths, dout, dx],
-            flat_grid(ctx, "last-step elements", s.batch * s.features, WG)?,
-        )])
+        let last = s.batch * s.features;
+        let seq = s.seq * last;
+        let a = ("last-step output gradient", s.last_off, last);
+        let o = ("last-step input gradient", s.seq_off, seq);
+        self.last_step(ctx, &self.last_scatter, s, [lengths, dout, dx], a, o)
     }
+}
+
+/// One dispatch of `kernel` over `items` grid items, none when `items == 0`.
+/// `uniform` runs only for a non-empty op: an empty one is not checked.
+fn flat(
+    ctx: &GpuContext,
+    kernel: &Kernel,
+    what: &str,
+    items: usize,
+    bufs: &[&wgpu::Buffer],
+    uniform: impl FnOnce() -> Result<ElementwiseUniform>,
+) -> Result<Vec<Dispatch>> {
+    if items == 0 {
+        return Ok(Vec::new());
+    }
+    let w = uniform()?;
+    Ok(vec![kernel.dispatch(
+        ctx,
+        &w,
+        bufs,
+        flat_grid(ctx, what, items, WG)?,
+    )])
+}
+
+fn flags(accumulate: bool) -> u32 {
+    if accumulate { ACCUMULATE } else { 0 }
 }

@@ -10,7 +10,7 @@
 //! `dtable` are read-write (they may share one buffer at disjoint ranges,
 //! but not with a read-only one).
 
-use super::elementwise::flat_grid;
+use super::flat_grid;
 use super::u32_of;
 use super::wgsl::{family_source, wgsl_struct};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};

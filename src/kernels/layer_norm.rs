@@ -38,6 +38,33 @@ wgsl_struct! {
     }
 }
 
+/// Storage bindings 1 to 5 of `common/norm_bindings.wgsl` (params,
+/// lengths, x, y, stats): the forward's of both normalizations (BatchNorm
+/// adds its running statistics).
+pub(crate) const FWD_BINDINGS: [(u32, Binding); 5] = [
+    (1, Binding::Read),
+    (2, Binding::Read),
+    (3, Binding::ReadWrite),
+    (4, Binding::ReadWrite),
+    (5, Binding::ReadWrite),
+];
+
+/// The backward's storage bindings of both normalizations: params,
+/// lengths, x and stats, then the family's own dy, dx and grads, from
+/// binding `dy` on.
+pub(crate) fn bwd_bindings(dy: u32) -> [(u32, Binding); 7] {
+    use Binding::{Read, ReadWrite};
+    [
+        (1, Read),
+        (2, Read),
+        (3, ReadWrite),
+        (5, ReadWrite),
+        (dy, ReadWrite),
+        (dy + 1, ReadWrite),
+        (dy + 2, ReadWrite),
+    ]
+}
+
 /// The LayerNorm entry points.
 pub struct LayerNorm {
     fwd: Kernel,
@@ -183,29 +210,10 @@ impl NormUniform {
 impl LayerNorm {
     /// Compiles the entry points.
     pub fn new(ctx: &GpuContext) -> Self {
-        use Binding::{Read, ReadWrite};
         let m = module(ctx, "layer_norm", &source());
-        let fwd = m.kernel(
-            "forward",
-            &[
-                (1, Read),
-                (2, Read),
-                (3, ReadWrite),
-                (4, ReadWrite),
-                (5, ReadWrite),
-            ],
-        );
-        let bwd = [
-            (1, Read),
-            (2, Read),
-            (3, ReadWrite),
-            (5, ReadWrite),
-            (6, ReadWrite),
-            (7, ReadWrite),
-            (8, ReadWrite),
-        ];
+        let bwd = bwd_bindings(6);
         Self {
-            fwd,
+            fwd: m.kernel("forward", &FWD_BINDINGS),
             bwd_dx: m.kernel("backward_dx", &bwd),
             bwd_params: m.kernel("backward_params", &bwd),
         }

@@ -26,9 +26,8 @@
 //! buffer at disjoint ranges and the gradient may overwrite its input (same
 //! offset).
 
-use super::elementwise::flat_grid;
-use super::u32_of;
 use super::wgsl::{family_source, wgsl_struct};
+use super::{fits, flat_grid, u32_of};
 use crate::gpu::{Binding, Dispatch, GpuContext, Kernel, module};
 use crate::{Error, Result};
 
@@ -226,11 +225,6 @@ pub struct MseBackward<'a> {
     pub step: &'a wgpu::Buffer,
     /// Gradient, written.
     pub dpred: &'a wgpu::Buffer,
-}
-
-fn fits(what: &str, off: usize, n: usize) -> Result<u32> {
-    u32_of(what, off.saturating_add(n))?;
-    Ok(off as u32)
 }
 
 fn check_rows(rows: usize) -> Result<()> {

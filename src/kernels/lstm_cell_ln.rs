@@ -5,7 +5,7 @@
 // The norm cells' sections count in the LSTM's gates, G
 // (`common/norm_cell.wgsl` mirrors them).
 use super::cell::LSTM_GATES as G;
-use super::lstm_cell::{BWD_BINDINGS, CellShape, FWD_BINDINGS};
+use super::lstm_cell::{BWD_BINDINGS, CellBackward, CellForward, CellShape, FWD_BINDINGS};
 use super::u32_of;
 use super::wgsl::{family_source, wgsl_struct};
 use crate::Result;
@@ -120,30 +120,14 @@ pub fn params(s: &CellShape, n: &NormCellParams, step: usize) -> Result<NormCell
     })
 }
 
-/// Buffers of a normalized cell step (forward uses the first seven and
-/// `stats`; backward the rest).
+/// Buffers of a normalized cell step: the plain cell's (the norm cells
+/// bind through its tables) and the running statistics.
 pub struct NormCellBuffers<'a> {
-    /// Pre-gates W_ih·x (no biases).
-    pub pre: &'a wgpu::Buffer,
-    /// Parameters.
-    pub params: &'a wgpu::Buffer,
-    /// h0 | c0.
-    pub state_in: &'a wgpu::Buffer,
-    /// Lengths (u32).
-    pub lengths: &'a wgpu::Buffer,
-    /// Layer output.
-    pub out: &'a wgpu::Buffer,
-    /// Cache.
-    pub cache: &'a wgpu::Buffer,
-    /// h_n | c_n.
-    pub state_out: &'a wgpu::Buffer,
-    /// Gradient w.r.t. the layer output.
-    pub dy: &'a wgpu::Buffer,
-    /// grad_h_n | grad_c_n.
-    pub gstate_in: &'a wgpu::Buffer,
-    /// Gradient block.
-    pub dg: &'a wgpu::Buffer,
-    /// Running statistics.
+    /// The forward's (`cst`, `rng` and `zst` unused).
+    pub fwd: CellForward<'a>,
+    /// The backward's (`gstate_out`, `cst`, `dcs`, `rng` and `zst` unused).
+    pub bwd: CellBackward<'a>,
+    /// Running statistics (the BN cell's forward).
     pub stats: &'a wgpu::Buffer,
 }
 
@@ -151,30 +135,6 @@ pub struct NormCellBuffers<'a> {
 /// common/cell_bindings.wgsl) and its backward ones but gstate_out (the
 /// plain cell's initial-state step serves them).
 const BWD: &[(u32, Binding)] = BWD_BINDINGS.split_at(7).0;
-
-fn fwd_buffers<'a>(b: &'a NormCellBuffers<'a>) -> Vec<&'a wgpu::Buffer> {
-    vec![
-        b.pre,
-        b.params,
-        b.state_in,
-        b.lengths,
-        b.out,
-        b.cache,
-        b.state_out,
-    ]
-}
-
-fn bwd_buffers<'a>(b: &'a NormCellBuffers<'a>) -> Vec<&'a wgpu::Buffer> {
-    vec![
-        b.params,
-        b.state_in,
-        b.lengths,
-        b.cache,
-        b.dy,
-        b.gstate_in,
-        b.dg,
-    ]
-}
 
 /// A normalized cell's entry points: the LayerNorm cell (`BN` false, one
 /// workgroup per sequence) or the recurrent BatchNorm one (`BN` true, one
@@ -210,43 +170,27 @@ impl<const BN: bool> NormCell<BN> {
         }
     }
 
-    fn step(
-        ctx: &GpuContext,
-        k: &Kernel,
-        (s, n, step): (&CellShape, &NormCellParams, usize),
-        bufs: &[&wgpu::Buffer],
-    ) -> Result<Dispatch> {
-        let p = params(s, n, step)?;
-        let groups = if BN { s.hidden } else { s.batch };
-        Ok(k.dispatch(ctx, &p, bufs, ctx.grid(groups as u32)))
-    }
-
-    /// Forward step `step`: one workgroup per sequence (LN) or hidden unit
-    /// (BN).
-    pub fn forward(
+    /// Step `step` of the time loop: forward, one workgroup per sequence
+    /// (LN) or hidden unit (BN); with `backward`, backward (run for T-1
+    /// down to 0).
+    pub fn step(
         &self,
         ctx: &GpuContext,
         s: &CellShape,
         n: &NormCellParams,
         step: usize,
         b: &NormCellBuffers<'_>,
+        backward: bool,
     ) -> Result<Dispatch> {
-        let mut bufs = fwd_buffers(b);
-        if BN {
+        let (k, mut bufs) = match backward {
+            false => (&self.fwd, b.fwd.buffers().to_vec()),
+            true => (&self.bwd, b.bwd.buffers()[..BWD.len()].to_vec()),
+        };
+        if BN && !backward {
             bufs.push(b.stats);
         }
-        Self::step(ctx, &self.fwd, (s, n, step), &bufs)
-    }
-
-    /// Backward step `step` (run for T-1 down to 0).
-    pub fn backward(
-        &self,
-        ctx: &GpuContext,
-        s: &CellShape,
-        n: &NormCellParams,
-        step: usize,
-        b: &NormCellBuffers<'_>,
-    ) -> Result<Dispatch> {
-        Self::step(ctx, &self.bwd, (s, n, step), &bwd_buffers(b))
+        let p = params(s, n, step)?;
+        let groups = if BN { s.hidden } else { s.batch };
+        Ok(k.dispatch(ctx, &p, &bufs, ctx.grid(groups as u32)))
     }
 }

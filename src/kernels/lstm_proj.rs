@@ -4,7 +4,7 @@
 //! between them (see the shader's header and docs/architecture.md,
 //! "Projections"). One dispatch per (direction, step) of a layer, f32.
 
-use super::elementwise::flat_grid;
+use super::flat_grid;
 use super::lstm_cell::{CellBackward, CellForward};
 use super::u32_of;
 use super::wgsl::{family_source, wgsl_struct};

@@ -348,6 +348,23 @@ pub(crate) fn grid(ctx: &GpuContext, what: &str, n: usize) -> crate::Result<(u32
     Ok(ctx.grid(u32_of(what, n)?))
 }
 
+/// Workgroup grid for `n` items, `wg` per workgroup (see [`grid`]).
+pub(crate) fn flat_grid(
+    ctx: &GpuContext,
+    what: &str,
+    n: usize,
+    wg: usize,
+) -> crate::Result<(u32, u32)> {
+    grid(ctx, what, n.div_ceil(wg))
+}
+
+/// `off` as the shaders' u32, checked that the `n` elements from it end
+/// within u32 indices (errors name `what`).
+pub(crate) fn fits(what: &str, off: usize, n: usize) -> crate::Result<u32> {
+    u32_of(what, off.saturating_add(n))?;
+    Ok(off as u32)
+}
+
 /// Workgroups needed for `n` items in groups of `size`, checked against the
 /// per-dimension limit.
 pub(crate) fn groups_1d(ctx: &GpuContext, what: &str, n: usize, size: usize) -> crate::Result<u32> {

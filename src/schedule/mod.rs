@@ -1515,23 +1515,14 @@ impl Plan {
         let shapes: Vec<CellShape> = (0..model.config.dirs())
             .map(|d| shape(model, ws, l, d))
             .collect();
-        let nbufs = NormCellBuffers {
-            pre: &ws.pre,
-            params: &model.params,
-            state_in: &ws.state_in,
-            lengths: &ws.lengths,
-            out: &ws.outs,
-            cache: ws.cache(l),
-            state_out: &ws.state_out,
-            dy: &ws.dy,
-            gstate_in: &ws.gstate_in,
-            dg: &ws.dg,
+        // The normalized cells bind the plain cell's buffers: they run in
+        // f32 without weight-drop (checked in build), so its parameters are
+        // theirs.
+        let bufs = NormCellBuffers {
+            fwd: cell_forward(model, ws, l, rng),
+            bwd: cell_backward(model, ws, l, rng),
             stats: &model.stats,
         };
-        let (fwd, bwd) = (
-            cell_forward(model, ws, l, rng),
-            cell_backward(model, ws, l, rng),
-        );
         let mut out = Vec::new();
         for i in 0..seq {
             let s = if backward { seq - 1 - i } else { i };
@@ -1540,21 +1531,19 @@ impl Plan {
                 out.extend(match backward {
                     false => k
                         .cell(model.config.cell())?
-                        .forward(ctx, &shapes, s, &fwd)?,
+                        .forward(ctx, &shapes, s, &bufs.fwd)?,
                     true => k
                         .cell(model.config.cell())?
-                        .backward(ctx, &shapes, s, &bwd)?,
+                        .backward(ctx, &shapes, s, &bufs.bwd)?,
                 });
                 continue;
             }
             for (d, sh) in shapes.iter().enumerate() {
                 let np = norm_cell_params(model, ws, l, d, train);
                 let bn = matches!(norm, Norm::RecurrentBatch { .. });
-                out.push(match (bn, backward) {
-                    (true, false) => k.cell_bn()?.forward(ctx, sh, &np, s, &nbufs)?,
-                    (true, true) => k.cell_bn()?.backward(ctx, sh, &np, s, &nbufs)?,
-                    (false, false) => k.cell_ln()?.forward(ctx, sh, &np, s, &nbufs)?,
-                    (false, true) => k.cell_ln()?.backward(ctx, sh, &np, s, &nbufs)?,
+                out.push(match bn {
+                    true => k.cell_bn()?.step(ctx, sh, &np, s, &bufs, backward)?,
+                    false => k.cell_ln()?.step(ctx, sh, &np, s, &bufs, backward)?,
                 });
             }
         }
@@ -1577,7 +1566,7 @@ impl Plan {
             .collect();
         out.extend(
             k.cell(model.config.cell())?
-                .backward_state(ctx, &state_shapes, &bwd)?,
+                .backward_state(ctx, &state_shapes, &bufs.bwd)?,
         );
         Ok(out)
     }
