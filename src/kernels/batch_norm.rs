@@ -28,6 +28,14 @@ family_source!(
 );
 const WG: usize = 64;
 
+/// What one dispatch covers, an invocation each: the (group, feature)
+/// columns or every element.
+#[derive(Clone, Copy)]
+enum Over {
+    Columns,
+    Elements,
+}
+
 /// The BatchNorm entry points.
 pub struct BatchNorm {
     fwd: Kernel,
@@ -195,8 +203,29 @@ impl BatchNorm {
         })
     }
 
-    fn grid(ctx: &GpuContext, what: &str, n: usize) -> Result<(u32, u32)> {
-        Ok(ctx.grid(u32_of(what, n.div_ceil(WG))?))
+    /// The dispatches of one pass, `kernels` in order on `bufs`; none when
+    /// the shape is empty, whose uniform is checked all the same.
+    fn pass(
+        ctx: &GpuContext,
+        s: &BnShape,
+        bufs: &[&wgpu::Buffer],
+        kernels: &[(&Kernel, Over)],
+    ) -> Result<Vec<Dispatch>> {
+        let params = Self::params(s)?;
+        if s.seq * s.batch == 0 || s.features == 0 {
+            return Ok(Vec::new());
+        }
+        let grid = |over| {
+            let (what, n) = match over {
+                Over::Columns => ("batch norm columns", s.groups() * s.features),
+                Over::Elements => ("batch norm elements", s.seq * s.batch * s.features),
+            };
+            Ok(ctx.grid(u32_of(what, n.div_ceil(WG))?))
+        };
+        kernels
+            .iter()
+            .map(|&(k, over)| Ok(k.dispatch(ctx, &params, bufs, grid(over)?)))
+            .collect()
     }
 
     /// Forward: statistics (train) or running statistics (eval) per
@@ -209,16 +238,8 @@ impl BatchNorm {
         s: &BnShape,
         b: &BnForward<'_>,
     ) -> Result<Vec<Dispatch>> {
-        let params = Self::params(s)?;
-        if s.seq * s.batch == 0 || s.features == 0 {
-            return Ok(Vec::new());
-        }
-        Ok(vec![self.fwd.dispatch(
-            ctx,
-            &params,
-            &[b.params, b.lengths, b.x, b.y, b.stats, b.running],
-            Self::grid(ctx, "batch norm columns", s.groups() * s.features)?,
-        )])
+        let bufs = [b.params, b.lengths, b.x, b.y, b.stats, b.running];
+        Self::pass(ctx, s, &bufs, &[(&self.fwd, Over::Columns)])
     }
 
     /// Backward (of a forward in the same mode, whose `stats` it reads):
@@ -231,24 +252,15 @@ impl BatchNorm {
         s: &BnShape,
         b: &BnBackward<'_>,
     ) -> Result<Vec<Dispatch>> {
-        let params = Self::params(s)?;
-        if s.seq * s.batch == 0 || s.features == 0 {
-            return Ok(Vec::new());
-        }
         let bufs = [b.params, b.lengths, b.x, b.stats, b.dy, b.dx, b.grads];
-        Ok(vec![
-            self.bwd_sums.dispatch(
-                ctx,
-                &params,
-                &bufs,
-                Self::grid(ctx, "batch norm columns", s.groups() * s.features)?,
-            ),
-            self.bwd_dx.dispatch(
-                ctx,
-                &params,
-                &bufs,
-                Self::grid(ctx, "batch norm elements", s.seq * s.batch * s.features)?,
-            ),
-        ])
+        Self::pass(
+            ctx,
+            s,
+            &bufs,
+            &[
+                (&self.bwd_sums, Over::Columns),
+                (&self.bwd_dx, Over::Elements),
+            ],
+        )
     }
 }
