@@ -291,3 +291,48 @@ fn the_library_trains_on_two_devices() {
         );
     }
 }
+
+/// A context's `wait_timeout` bounds every wait for the GPU: a wait for
+/// work that outlasts it fails, naming the time, instead of blocking (so a
+/// `--devices` rank on a hung driver returns, and its group ends).
+#[test]
+fn a_gpu_wait_past_its_timeout_fails() {
+    use lstm_wgpu::GpuContext;
+    use lstm_wgpu::kernels::gemm::{Gemm, GemmOp, GemmVariant, TileShape};
+    let ctx = GpuContext::with_options(lstm_wgpu::gpu::GpuOptions {
+        wait_timeout: Some(std::time::Duration::from_micros(1)),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let n = 512;
+    let a = ctx.storage("a", n * n).unwrap_or_else(|e| panic!("{e}"));
+    let c = ctx.storage("c", n * n).unwrap_or_else(|e| panic!("{e}"));
+    let gemm = Gemm::new(&ctx, GemmVariant::Tiled, TileShape::DEFAULT);
+    let op = GemmOp {
+        m: n,
+        n,
+        k: n,
+        trans_a: false,
+        trans_b: false,
+        a: (&a, 0, n),
+        b: (&a, 0, n),
+        c: (&c, 0, n),
+        bias: None,
+        alpha: 1.0,
+        accumulate: false,
+    };
+    let ds = gemm
+        .and_then(|g| g.dispatch(&ctx, &op))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A few products of 512³: far beyond a microsecond on any device.
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        for _ in 0..4 {
+            ds.iter().for_each(|d| d.record(&mut pass));
+        }
+    }
+    ctx.queue.submit([enc.finish()]);
+    let e = ctx.wait().err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("the GPU did not finish within 0.0 s"), "{e:?}");
+}

@@ -89,6 +89,11 @@ pub struct GpuOptions {
     /// ([`crate::Lstm::new`]); its `subgroups` decides whether the device
     /// asks for subgroup operations.
     pub tuning: Tuning,
+    /// The longest a wait for the GPU may take before it fails, naming the
+    /// time ([`GpuContext::wait`], readbacks, a step's statistics); `None`:
+    /// forever. A data-parallel rank's thread stuck on a hung driver then
+    /// returns, so its group can end (`train --devices`).
+    pub wait_timeout: Option<std::time::Duration>,
 }
 
 /// Identifies one compiled kernel family in a context's pipeline cache:
@@ -238,6 +243,7 @@ pub struct GpuContext {
     /// The kernel choices models on this context default to.
     pub tuning: Tuning,
     pipelines: PipelineCache,
+    wait_timeout: Option<std::time::Duration>,
 }
 
 impl GpuContext {
@@ -286,6 +292,7 @@ impl GpuContext {
             adapter_index,
             device,
             tuning,
+            wait_timeout,
         } = opts;
         tuning.check()?;
         let instance = instance();
@@ -356,6 +363,7 @@ impl GpuContext {
             subgroup,
             tuning,
             pipelines: PipelineCache::default(),
+            wait_timeout,
         })
     }
 
@@ -588,12 +596,16 @@ impl GpuContext {
     fn poll_wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
         let wait = wgpu::PollType::Wait {
             submission_index: index,
-            timeout: None,
+            timeout: self.wait_timeout,
         };
-        self.device
-            .poll(wait)
-            .map(|_| ())
-            .map_err(|e| Error::Gpu(e.to_string()))
+        match self.device.poll(wait) {
+            Ok(_) => Ok(()),
+            Err(wgpu::PollError::Timeout) => Err(Error::Gpu(format!(
+                "the GPU did not finish within {:.1} s (a hung driver or device?)",
+                self.wait_timeout.map_or(0.0, |t| t.as_secs_f64())
+            ))),
+            Err(e) => Err(Error::Gpu(e.to_string())),
+        }
     }
 
     /// Splits `n` workgroups into an (x, y) grid within the per-dimension limit.

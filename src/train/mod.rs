@@ -2149,13 +2149,7 @@ impl Trainer {
             .pending
             .pop_front()
             .ok_or_else(|| Error::Gpu("no step in flight".into()))?;
-        self.ctx
-            .device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(p.index),
-                timeout: None,
-            })
-            .map_err(|e| Error::Gpu(e.to_string()))?;
+        self.ctx.wait_for(p.index)?;
         let mapped = p
             .mapped
             .lock()

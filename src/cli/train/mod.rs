@@ -89,12 +89,20 @@ fn on_devices(
              parallelism (each MPI rank takes one adapter, see --device)"
         )));
     }
-    let gpus = crate::cli::env::devices(spec)?;
+    // A rank silent for --mpi-timeout fails its peers' sums, and a wait
+    // for a hung GPU fails in its own thread, so the command ends.
+    let timeout = parallel::timeout(a.mpi_timeout);
+    let gpus: Vec<_> = (crate::cli::env::devices(spec)?.into_iter())
+        .map(|g| lstm_wgpu::gpu::GpuOptions {
+            wait_timeout: timeout,
+            ..g
+        })
+        .collect();
     let n = gpus.len();
     parallel::check_batch(c.batch, n, &format!("devices of --devices {spec}"))?;
     // Each rank reads the checkpoint it resumes (a `Loaded` is its own).
     let resume = resumed.map(|l| l.file.path.clone());
-    let group = lstm_wgpu::train::reduce::ThreadGroup::new(n);
+    let group = lstm_wgpu::train::reduce::ThreadGroup::new(n).with_timeout(timeout);
     group
         .run(|r| {
             let gpu = gpus[r.rank()].clone();

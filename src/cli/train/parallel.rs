@@ -70,8 +70,7 @@ pub(crate) fn start(c: &RunConfig, timeout_s: Option<u64>) -> Result<Group> {
 /// Joins the MPI job this process is a rank of, if any (sums then wait
 /// `timeout_s` for a peer, `--mpi-timeout`).
 pub(crate) fn join(timeout_s: Option<u64>) -> Result<Group> {
-    let t = timeout_s.unwrap_or(DEFAULT_TIMEOUT_S);
-    let _ = TIMEOUT.set((t > 0).then(|| std::time::Duration::from_secs(t)));
+    let _ = TIMEOUT.set(timeout(timeout_s));
     #[cfg(feature = "mpi")]
     {
         let universe =
@@ -87,6 +86,13 @@ pub(crate) fn join(timeout_s: Option<u64>) -> Result<Group> {
     }
     #[cfg(not(feature = "mpi"))]
     Ok(Group {})
+}
+
+/// `--mpi-timeout SECS` (default [`DEFAULT_TIMEOUT_S`]; 0: `None`,
+/// forever).
+pub(crate) fn timeout(timeout_s: Option<u64>) -> Option<std::time::Duration> {
+    let t = timeout_s.unwrap_or(DEFAULT_TIMEOUT_S);
+    (t > 0).then(|| std::time::Duration::from_secs(t))
 }
 
 /// Refuses a global batch of `batch` that does not divide over `size`

@@ -259,10 +259,11 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub no_progress: bool,
-    /// Under mpirun: a rank that hears nothing from a peer within SECS
-    /// during a gradient or validation sum names the silent ranks and
-    /// stops the job (0: wait forever). No effect in a single process.
-    /// [default: 600]
+    /// Under mpirun or --devices: a rank that hears nothing from a peer
+    /// within SECS during a gradient or validation sum names the silent
+    /// ranks and stops the job (0: wait forever); under --devices a wait
+    /// for the GPU longer than SECS fails too (a hung driver), so the
+    /// command ends. No effect in a single process. [default: 600]
     #[arg(long, value_name = "SECS")]
     #[serde(skip)]
     pub mpi_timeout: Option<u64>,
