@@ -2308,19 +2308,22 @@ impl Trainer {
                         e.insert(plans.into_iter().enumerate().map(staging).collect())
                     }
                 };
-                let mut subs = Vec::with_capacity(buckets.len());
                 let mut at = 0;
-                for (i, b) in buckets.iter().enumerate() {
+                let mut submit = |i: usize, enc: &mut wgpu::CommandEncoder| {
+                    let b = &buckets[i];
                     let end = bwd0 + b.plan.after;
-                    recorded += record_pass(&ctx, &mut enc, list[at..end].iter().copied())?;
+                    recorded += record_pass(&ctx, enc, list[at..end].iter().copied())?;
                     at = end;
-                    b.encode_copy(&mut enc, grads, (i == 0).then_some(&self.loss));
-                    subs.push(ctx.scoped(|| Ok(ctx.queue.submit([enc.finish()])))?);
-                    enc = ctx.device.create_command_encoder(&Default::default());
-                }
+                    b.encode_copy(enc, grads, (i == 0).then_some(&self.loss));
+                    let done = std::mem::replace(
+                        enc,
+                        ctx.device.create_command_encoder(&Default::default()),
+                    );
+                    ctx.scoped(|| Ok(ctx.queue.submit([done.finish()])))
+                };
                 let times = self.reduce_times.as_mut();
                 let bufs = (grads, &self.loss);
-                reduce::reduce_buckets(&ctx, buckets, subs, bufs, r, times)?;
+                reduce::reduce_buckets(&ctx, buckets, &mut enc, &mut submit, bufs, r, times)?;
                 recorded += record_pass(&ctx, &mut enc, second)?;
             }
         }

@@ -207,18 +207,22 @@ impl Bucket {
     }
 }
 
-/// The data-parallel part of a training step: `buckets[i]` was copied to
-/// its staging buffer by submission `subs[i]` (the first with the step's
-/// loss, word 0 of `loss`: this rank's share of the global mean). In
-/// order, each bucket is read back once its submission is done (the GPU
-/// runs on through the later ones), summed over the ranks with `r` and
-/// written back; the writes land before the next submit, which clips and
-/// steps. With `times`, each phase's time is added to it (and the uploads
-/// are waited for).
+/// The data-parallel part of a training step: `submit(i, enc)` records
+/// the work bucket i waits for into `enc`, ending with the bucket's copy
+/// to its staging buffer (the first's with the step's loss, word 0 of
+/// `loss`: this rank's share of the global mean), and submits it. In
+/// order, each bucket is read back once its submission is done, summed
+/// over the ranks with `r` and written back; the writes land before the
+/// next submit. The next bucket's work is submitted before a bucket is
+/// waited for, so the GPU runs it during the sum (also where a submit
+/// waits for the previous one, as lavapipe's does), one submission ahead:
+/// the last bucket's sum runs alone. With `times`, each phase's time is
+/// added to it (and the uploads are waited for).
 pub(crate) fn reduce_buckets(
     ctx: &GpuContext,
     buckets: &[Bucket],
-    subs: Vec<wgpu::SubmissionIndex>,
+    enc: &mut wgpu::CommandEncoder,
+    submit: &mut dyn FnMut(usize, &mut wgpu::CommandEncoder) -> Result<wgpu::SubmissionIndex>,
     (grads, loss): (&wgpu::Buffer, &wgpu::Buffer),
     r: &dyn Reducer,
     times: Option<&mut ReduceTimes>,
@@ -235,7 +239,17 @@ pub(crate) fn reduce_buckets(
         clock = now;
         s
     };
-    for (i, (b, sub)) in buckets.iter().zip(subs).enumerate() {
+    let mut next = match buckets.is_empty() {
+        true => None,
+        false => Some(submit(0, enc)?),
+    };
+    for (i, b) in buckets.iter().enumerate() {
+        let sub = next
+            .take()
+            .ok_or_else(|| crate::Error::Gpu("no bucket submitted".into()))?;
+        if i + 1 < buckets.len() {
+            next = Some(submit(i + 1, enc)?);
+        }
         let n = b.plan.len() + usize::from(i == 0);
         ctx.wait_for(sub.clone())?;
         t.compute += lap();
