@@ -87,9 +87,12 @@ fn one_against_two(tag: &str, args: &[&str]) {
     same_checkpoints(&ck1, &ck2, false);
     same_checkpoints(&dir.join("one.st.best"), &dir.join("two.st.best"), false);
     // Two threads of one process (`--devices 0,0`) take the two MPI ranks'
-    // steps bit for bit: the same sums, added in the same order.
+    // steps bit for bit: the same sums, added in the same order (here in
+    // a bucket per layer, where the MPI ranks sum in the default ones).
     let (md, ckd) = (dir.join("devices.jsonl"), dir.join("devices.st"));
     let extra = [
+        "--bucket-mb",
+        "0",
         "--devices",
         "0,0",
         "--metrics",
@@ -102,9 +105,17 @@ fn one_against_two(tag: &str, args: &[&str]) {
     assert_eq!(losses(&md), losses(&m2));
     same_checkpoints(&ck2, &ckd, true);
 
-    // Stopped at step 20 and resumed: the same run, bit for bit.
+    // Stopped at step 20 (summing a bucket per layer) and resumed: the
+    // same run, bit for bit.
     let ck = dir.join("resumed.st");
-    let stop = ["--checkpoint", p(&ck), "--stop-after", "20"];
+    let stop = [
+        "--checkpoint",
+        p(&ck),
+        "--stop-after",
+        "20",
+        "--bucket-mb",
+        "0",
+    ];
     ok(Some(2), &[args, &stop[..]].concat());
     let at20 = dir.join("at20.st");
     std::fs::copy(&ck, &at20).unwrap_or_else(|e| panic!("{e}"));
