@@ -184,8 +184,21 @@ impl Attention {
         })
     }
 
-    fn groups(ctx: &GpuContext, s: &AttentionShape) -> Result<(u32, u32)> {
-        flat_grid(ctx, "attention sequences", s.batch, 1)
+    /// One dispatch of `k` binding `bufs`, an invocation per sequence
+    /// (none when the batch or the width is empty; the shape checked
+    /// either way).
+    fn per_sequence(
+        ctx: &GpuContext,
+        s: &AttentionShape,
+        k: &Kernel,
+        bufs: &[&wgpu::Buffer],
+    ) -> Result<Vec<Dispatch>> {
+        let w = Self::uniform(s)?;
+        if s.batch * s.width == 0 {
+            return Ok(Vec::new());
+        }
+        let groups = flat_grid(ctx, "attention sequences", s.batch, 1)?;
+        Ok(vec![k.dispatch(ctx, &w, bufs, groups)])
     }
 
     /// Forward: the weights into the scratch and `[context; h_T]` into `z`.
@@ -196,16 +209,8 @@ impl Attention {
         s: &AttentionShape,
         b: &AttentionForward<'_>,
     ) -> Result<Vec<Dispatch>> {
-        let w = Self::uniform(s)?;
-        if s.batch * s.width == 0 {
-            return Ok(Vec::new());
-        }
-        Ok(vec![self.forward.dispatch(
-            ctx,
-            &w,
-            &[b.lengths, b.h, b.params, b.z, b.scratch],
-            Self::groups(ctx, s)?,
-        )])
+        let bufs = [b.lengths, b.h, b.params, b.z, b.scratch];
+        Self::per_sequence(ctx, s, &self.forward, &bufs)
     }
 
     /// Backward: `dh` from `dz` and the forward's weights, and for a
@@ -218,20 +223,12 @@ impl Attention {
         s: &AttentionShape,
         b: &AttentionBackward<'_>,
     ) -> Result<Vec<Dispatch>> {
-        let w = Self::uniform(s)?;
-        if s.batch * s.width == 0 {
-            return Ok(Vec::new());
-        }
-        let mut out = vec![self.backward.dispatch(
-            ctx,
-            &w,
-            &[b.lengths, b.h, b.params, b.dz, b.scratch, b.dh],
-            Self::groups(ctx, s)?,
-        )];
-        if s.learned {
+        let bufs = [b.lengths, b.h, b.params, b.dz, b.scratch, b.dh];
+        let mut out = Self::per_sequence(ctx, s, &self.backward, &bufs)?;
+        if s.learned && !out.is_empty() {
             out.push(self.query_grad.dispatch(
                 ctx,
-                &w,
+                &Self::uniform(s)?,
                 &[b.scratch, b.grads],
                 flat_grid(ctx, "attention query", s.width, WG_SUM)?,
             ));

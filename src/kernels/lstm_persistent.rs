@@ -11,7 +11,7 @@
 //! touching anything else.
 
 use super::cell::Cell;
-use super::lstm_cell::{BWD_BINDINGS, CellBackward, CellForward, CellShape, FWD_BINDINGS};
+use super::lstm_cell::{BWD_BINDINGS, CellShape, FWD_BINDINGS};
 use super::u32_of;
 use super::wgsl::{shader, wgsl_struct};
 use crate::gpu::{Dispatch, GpuContext, Kernel, module};
@@ -369,34 +369,13 @@ impl LstmPersistent {
         }
     }
 
-    /// Forward time loop of one layer, every direction in `shapes` at once:
-    /// `lay.fwd_dispatches()` dispatches, in order.
-    pub fn forward(
-        &self,
-        ctx: &GpuContext,
-        lay: &PersistentLayout,
-        shapes: &[CellShape],
-        b: &CellForward<'_>,
-    ) -> Result<Vec<Dispatch>> {
-        self.time_loop(ctx, lay, shapes, false, &b.buffers())
-    }
-
-    /// Backward time loop of one layer and the initial-state gradients,
-    /// every direction in `shapes` at once: `lay.bwd_dispatches()`
-    /// dispatches, in order (last steps first).
-    pub fn backward(
-        &self,
-        ctx: &GpuContext,
-        lay: &PersistentLayout,
-        shapes: &[CellShape],
-        b: &CellBackward<'_>,
-    ) -> Result<Vec<Dispatch>> {
-        self.time_loop(ctx, lay, shapes, true, &b.buffers())
-    }
-
-    /// One dispatch of the forward or `backward` entry point per chunk of
-    /// steps, in the order the chunks run.
-    fn time_loop(
+    /// The time loop of one layer, every direction in `shapes` at once,
+    /// one dispatch per chunk of steps in the order the chunks run: forward
+    /// (`lay.fwd_dispatches()`, `bufs` a
+    /// [`super::lstm_cell::CellForward::buffers`]), or `backward` with the
+    /// initial-state gradients (`lay.bwd_dispatches()`, last steps first,
+    /// `bufs` a [`super::lstm_cell::CellBackward::buffers`]).
+    pub fn pass(
         &self,
         ctx: &GpuContext,
         lay: &PersistentLayout,

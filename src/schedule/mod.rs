@@ -1452,7 +1452,13 @@ impl Plan {
                 forward.extend(proj_loop(ctx, k, model, ws, (l, false), dropout_step)?);
             } else if let Some(lay) = persistent {
                 let bufs = cell_forward(model, ws, l, dropout_step);
-                forward.extend(k.persistent.forward(ctx, lay, &dir_shapes(l), &bufs)?);
+                forward.extend(k.persistent.pass(
+                    ctx,
+                    lay,
+                    &dir_shapes(l),
+                    false,
+                    &bufs.buffers(),
+                )?);
             } else {
                 forward.extend(Self::stepwise(
                     ctx,
@@ -1475,7 +1481,13 @@ impl Plan {
                 backward.extend(proj_loop(ctx, k, model, ws, (l, true), dropout_step)?);
             } else if let Some(lay) = persistent {
                 let bufs = cell_backward(model, ws, l, dropout_step);
-                backward.extend(k.persistent.backward(ctx, lay, &dir_shapes(l), &bufs)?);
+                backward.extend(k.persistent.pass(
+                    ctx,
+                    lay,
+                    &dir_shapes(l),
+                    true,
+                    &bufs.buffers(),
+                )?);
             } else {
                 backward.extend(Self::stepwise(
                     ctx,
