@@ -1040,7 +1040,8 @@ impl Trainer {
     /// it final, while the GPU runs the rest of backward; the last waits
     /// for the end. 0: one bucket per layer (and one for the head); more
     /// than the model's gradients: one sum after backward. The sums, and
-    /// so the steps, are the same bits whatever the buckets.
+    /// so the steps, are the same bits whatever the buckets; every rank
+    /// must use the same size (their sums are collective, one per bucket).
     pub fn set_bucket_bytes(&mut self, bytes: usize) {
         self.bucket_bytes = bytes;
         self.buckets.clear();

@@ -127,7 +127,10 @@ pub fn plan_buckets(
             taken = coalesce([taken, fresh.clone()].concat());
             cur.ranges.extend(fresh);
         }
-        cur.after = (*after).min(end);
+        // Never before an earlier part (a bucket waits for all of its own).
+        cur.after = (*after)
+            .min(end)
+            .max(out.last().map_or(0, |b: &BucketPlan| b.after));
         if !cur.is_empty() && cur.len() * 4 >= cap_bytes {
             out.push(std::mem::replace(
                 &mut cur,
@@ -397,6 +400,11 @@ mod tests {
         assert_eq!(
             plan_buckets(&ready, 12, 15, 24),
             vec![b(7, vec![4..10]), b(15, vec![0..4, 10..12])]
+        );
+        // Out of order: a bucket never comes before the one ahead of it.
+        assert_eq!(
+            plan_buckets(&[(5, vec![0..1]), (2, vec![1..2])], 2, 9, 0),
+            vec![b(5, vec![0..1]), b(5, vec![1..2])]
         );
         // Parts listed twice, or past the end, count once.
         assert_eq!(
