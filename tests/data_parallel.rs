@@ -139,7 +139,7 @@ fn sequence_model_with_padding() {
 }
 
 /// Gradient buckets change when the sums run, never what they add: for
-/// every cell path, cell, norm and head, two ranks summing each layer's
+/// every cell path, cell, norm, head and precision, two ranks summing each layer's
 /// gradients as soon as backward has made them final (buckets of 0
 /// bytes) take the very steps of two ranks summing all of them after
 /// backward (one bucket), bit for bit. A bucket summed before a later
@@ -164,8 +164,8 @@ fn buckets_change_no_bit() {
         f(&mut n);
         n
     };
-    // (what, net, forced path, token projection)
-    let cases: Vec<(&str, NetConfig, CellPath, bool)> = vec![
+    // (what, net, forced path, token projection); f16-mixed below.
+    let mut cases: Vec<(&str, NetConfig, CellPath, bool)> = vec![
         (
             "wavefront, 3 layers",
             net(lang, 3),
@@ -214,6 +214,7 @@ fn buckets_change_no_bit() {
             false,
         ),
     ];
+    cases.push(("f16-mixed", net(lang, 2), CellPath::Wavefront, false));
     for (what, net, path, tp) in &cases {
         let run = |bytes: usize| {
             ThreadGroup::new(2)
@@ -222,6 +223,10 @@ fn buckets_change_no_bit() {
                         common::set_path(&mut tr.lstm, Some(*path));
                         tr.set_token_projection(*tp)
                             .unwrap_or_else(|e| panic!("{e}"));
+                        if *what == "f16-mixed" {
+                            let half = lstm_wgpu::model::precision::Precision::F16Mixed;
+                            tr.set_precision(half).unwrap_or_else(|e| panic!("{e}"));
+                        }
                         tr.set_bucket_bytes(bytes);
                     };
                     Ok(train_net(net, B / 2, Some(r), setup))

@@ -1027,8 +1027,8 @@ impl Trainer {
     /// rank must start from the same weights and take the same steps.
     /// The sums run on the host in buckets, each as soon as backward has
     /// made its gradients final ([`Trainer::set_bucket_bytes`]); a step
-    /// waits for its backward and cannot be profiled. [`Trainer::eval`] stays this rank's
-    /// own (the mean over its shard; sum what it returns with
+    /// waits for its backward and cannot be profiled. [`Trainer::eval`]
+    /// stays this rank's own (the mean over its shard; sum what it returns with
     /// [`Trainer::reducer`]). `None`: a single process again.
     pub fn set_reducer(&mut self, r: Option<Box<dyn reduce::Reducer>>) {
         self.reducer = r;
